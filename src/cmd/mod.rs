@@ -1,0 +1,77 @@
+//! One module per subcommand; each has an args type with `async fn run(self, global)`.
+
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+
+pub mod backup;
+pub mod bundle;
+pub mod config;
+pub mod exec;
+pub mod install;
+pub mod monitor;
+pub mod ping;
+pub mod restore;
+pub mod run;
+pub mod sandbox;
+
+/// Flags every subcommand accepts.
+#[derive(Args, Clone, Debug)]
+pub struct Global {
+    /// The cluster description.
+    #[arg(
+        short = 'f',
+        long = "config",
+        global = true,
+        env = "CLUSTERKIT_CONFIG",
+        default_value = "cluster.yaml"
+    )]
+    pub config: PathBuf,
+
+    /// More logging on stderr (-v info, -vv debug, -vvv trace). RUST_LOG overrides it.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// How results on stdout are printed.
+    #[arg(short, long, global = true, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+}
+
+/// Which hosts a fan-out command touches (flattened into the commands that need it).
+#[derive(Args, Clone, Debug, Default)]
+pub struct Selection {
+    /// Only these hosts (names from cluster.yaml, comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub hosts: Vec<String>,
+
+    /// Only hosts with any of these roles (etcd, control-plane, worker, monitor).
+    #[arg(long, value_delimiter = ',')]
+    pub roles: Vec<String>,
+
+    /// How many hosts are worked on at once (default: ssh.concurrency from cluster.yaml).
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputFormat {
+    Table,
+    Json,
+    Yaml,
+}
+
+/// Logs go to stderr so stdout stays machine-readable.
+pub fn init_logging(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,0 +1,76 @@
+//! The `clusterkit` command line: a thin layer that parses arguments, sets up logging and hands
+//! each subcommand to its module in `src/cmd/`. All real work lives in the library crates.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cmd;
+
+/// Install, back up and monitor Kubernetes clusters over SSH.
+#[derive(Parser)]
+#[command(name = "clusterkit", version, about, propagate_version = true)]
+struct Cli {
+    #[command(flatten)]
+    global: cmd::Global,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write, check and explain cluster.yaml.
+    Config(cmd::config::Args),
+    /// Local test clusters of real nodes (systemd-nspawn + sshd) on this machine.
+    Sandbox(cmd::sandbox::Args),
+    /// Connect to every host and print its facts.
+    Ping(cmd::ping::Args),
+    /// Run a shell command on the selected hosts.
+    Exec(cmd::exec::Args),
+    /// Run a playbook against the cluster.
+    Run(cmd::run::Args),
+    /// Install or converge the cluster, phase by phase.
+    Install(cmd::install::Args),
+    /// Build an offline bundle of packages, binaries and images.
+    Bundle(cmd::bundle::Args),
+    /// Back up etcd or namespaces, list, verify and prune backups.
+    Backup(cmd::backup::Args),
+    /// Restore etcd or namespaces from a backup.
+    Restore(cmd::restore::Args),
+    /// Exporter, generated monitoring configs, and their deployment.
+    Monitor(cmd::monitor::Args),
+}
+
+impl Command {
+    async fn run(self, global: cmd::Global) -> anyhow::Result<()> {
+        match self {
+            Command::Config(c) => c.run(global).await,
+            Command::Sandbox(c) => c.run(global).await,
+            Command::Ping(c) => c.run(global).await,
+            Command::Exec(c) => c.run(global).await,
+            Command::Run(c) => c.run(global).await,
+            Command::Install(c) => c.run(global).await,
+            Command::Bundle(c) => c.run(global).await,
+            Command::Backup(c) => c.run(global).await,
+            Command::Restore(c) => c.run(global).await,
+            Command::Monitor(c) => c.run(global).await,
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    cmd::init_logging(cli.global.verbose);
+    match cli.command.run(cli.global).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            for cause in err.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
