@@ -1,0 +1,98 @@
+//! Shared helpers for the integration tests: run the real `clusterkit` binary and, on failure,
+//! show the command, its exit status, stdout and stderr (as ripgrep's tests/util.rs does).
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+/// The binary under test, built by cargo for this test run.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_clusterkit"))
+}
+
+/// A `clusterkit` command with a clean environment for config lookups.
+pub fn clusterkit() -> Command {
+    let mut cmd = Command::new(bin());
+    cmd.env_remove("CLUSTERKIT_CONFIG");
+    cmd
+}
+
+/// Runs the command and returns its output; panics with everything shown when it fails.
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    if !out.status.success() {
+        panic!("{}", describe(cmd, &out, "expected success"));
+    }
+    out
+}
+
+/// Runs the command and returns its output; panics with everything shown when it succeeds.
+pub fn run_fail(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    if out.status.success() {
+        panic!("{}", describe(cmd, &out, "expected failure"));
+    }
+    out
+}
+
+pub fn describe(cmd: &Command, out: &Output, what: &str) -> String {
+    format!(
+        "{what}\ncommand: {cmd:?}\nstatus: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Polls `check` until it returns true or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+/// The cache of tools built by scripts/deps.sh.
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("CLUSTERKIT_CACHE").map(PathBuf::from).unwrap_or_else(|| "/var/cache/clusterkit".into())
+}
+
+/// A tool from an environment variable, or a default path; panics with how to get it.
+pub fn tool(env: &str, default: &Path) -> PathBuf {
+    if let Some(p) = std::env::var_os(env) {
+        return PathBuf::from(p);
+    }
+    if default.exists() {
+        return default.to_path_buf();
+    }
+    panic!("{env} is not set and {} does not exist: run `bash scripts/deps.sh` first", default.display());
+}
+
+/// A process started by a test, killed by its PID when dropped.
+pub struct Child(pub std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
