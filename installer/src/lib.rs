@@ -1,1 +1,8 @@
-//! placeholder
+//! The installer: phases that take bare hosts to a running Kubernetes cluster over SSH, and the
+//! PKI, kubeconfigs, version rules and offline bundles they rely on.
+
+pub mod bundle;
+pub mod kubeconfig;
+pub mod phases;
+pub mod pki;
+pub mod versions;

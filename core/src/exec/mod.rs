@@ -5,6 +5,10 @@
 //! tests. A command failure keeps everything an operator needs to act on it: host, command,
 //! exit status, stdout and stderr.
 
+pub mod known_hosts;
+pub mod local;
+pub mod ssh;
+
 use std::fmt;
 use std::time::Duration;
 

@@ -1,0 +1,1 @@
+//! known_hosts parsing, verification and trust-on-first-use recording.

@@ -1,0 +1,1 @@
+//! LocalExecutor: the same Executor contract on this machine.

@@ -1,0 +1,1 @@
+//! SshExecutor: commands and file transfer over russh.

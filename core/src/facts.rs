@@ -1,0 +1,1 @@
+//! Facts gathered from a host: OS, kernel, CPUs, memory, swap, cgroups, product_uuid.

@@ -1,0 +1,1 @@
+//! Offline bundles: packages, binaries and images with a checksummed manifest.

@@ -1,0 +1,1 @@
+//! Kubeconfig files for the admin, components and kubelets.

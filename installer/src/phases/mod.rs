@@ -1,0 +1,1 @@
+//! Install phases, in order.

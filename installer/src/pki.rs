@@ -1,0 +1,1 @@
+//! kubeadm-style PKI generated in-process with rcgen.

@@ -1,0 +1,1 @@
+//! Per-Kubernetes-version rules for component flags, kept in one place.
