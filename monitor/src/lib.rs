@@ -1,1 +1,17 @@
-//! placeholder
+//! clusterkit's monitoring: an exporter that knows the cluster it installed (etcd members,
+//! control plane, nodes, certificates, backups), and generated configuration for Prometheus,
+//! Alertmanager and Grafana whose targets, certificates and thresholds come from the same
+//! cluster description.
+//!
+//! - [`topology`]: what the monitor reads from cluster.yaml;
+//! - [`generate`]: `clusterkit monitor config`;
+//! - [`exporter`]: `clusterkit monitor serve`.
+
+pub mod duration;
+pub mod error;
+pub mod generate;
+pub mod settings;
+pub mod topology;
+
+pub use error::{MonitorError, Result};
+pub use topology::Topology;

@@ -1,0 +1,349 @@
+//! `clusterkit monitor config`: every file Prometheus, Alertmanager and Grafana need for this
+//! cluster, written into one directory:
+//!
+//! ```text
+//! prometheus.yml                 scrape jobs, rule files, Alertmanager
+//! targets/<job>.json             file_sd targets (rewritten when hosts change)
+//! rules/clusterkit-alerts.yml    alert rules
+//! tls/                           CA and client certificates copied from the cluster's PKI (keys 0600)
+//! secrets/                       passwords read from environment variables (0600)
+//! alertmanager.yml               routes, inhibition, receivers (0600: may hold a WeCom secret)
+//! grafana/provisioning/…         datasource and dashboard provider
+//! grafana/dashboards/*.json      dashboards
+//! ```
+//!
+//! Files whose content did not change are left alone, so a second run reports nothing changed
+//! and Prometheus only reloads what differs.
+
+pub mod alertmanager;
+pub mod grafana;
+pub mod prometheus;
+pub mod rules;
+
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::error::{MonitorError, Result};
+use crate::topology::Topology;
+
+use prometheus::files;
+
+/// What one generation run did.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Files written because they were new or different (relative paths).
+    pub changed: Vec<String>,
+    /// Files already up to date.
+    pub unchanged: Vec<String>,
+    /// Things an operator should know (e.g. a certificate not issued yet).
+    pub warnings: Vec<String>,
+}
+
+/// Where the generated directory will live when it is used (for the few absolute paths that
+/// Alertmanager and Grafana need). Defaults to the output directory itself.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub install_dir: Option<PathBuf>,
+}
+
+/// Renders a value as YAML.
+pub fn to_yaml(file: &str, value: &Value) -> Result<String> {
+    serde_saphyr::to_string(value).map_err(|e| MonitorError::Render {
+        file: file.to_string(),
+        message: e.to_string(),
+    })
+}
+
+fn to_json(file: &str, value: &Value) -> Result<String> {
+    serde_json::to_string_pretty(value)
+        .map(|s| s + "\n")
+        .map_err(|e| MonitorError::Render {
+            file: file.to_string(),
+            message: e.to_string(),
+        })
+}
+
+/// Writes `content` to `dir/rel` with `mode` unless it already has exactly that content and
+/// mode. Private files are created with their final mode (never briefly world-readable).
+fn write_file(dir: &Path, rel: &str, content: &[u8], mode: u32, report: &mut Report) -> Result<()> {
+    let path = dir.join(rel);
+    if let Ok(existing) = std::fs::read(&path) {
+        let same_mode = std::fs::metadata(&path)
+            .map(|m| m.permissions().mode() & 0o777 == mode)
+            .unwrap_or(false);
+        if existing == content && same_mode {
+            report.unchanged.push(rel.to_string());
+            return Ok(());
+        }
+    }
+    let parent = path.parent().unwrap_or(dir);
+    std::fs::create_dir_all(parent).map_err(|e| MonitorError::io(parent, e))?;
+    let tmp = parent.join(format!(
+        ".{}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
+    ));
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(|e| MonitorError::io(&tmp, e))?;
+    f.write_all(content)
+        .map_err(|e| MonitorError::io(&tmp, e))?;
+    f.sync_all().map_err(|e| MonitorError::io(&tmp, e))?;
+    drop(f);
+    // The umask may have narrowed the mode at creation; set it exactly.
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| MonitorError::io(&tmp, e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| MonitorError::io(&path, e))?;
+    report.changed.push(rel.to_string());
+    Ok(())
+}
+
+/// Copies a PKI file into the output directory; a missing source becomes a warning (the PKI
+/// phase may not have run yet), any other failure an error.
+fn copy_pki(dir: &Path, rel: &str, source: &Path, mode: u32, report: &mut Report) -> Result<()> {
+    match std::fs::read(source) {
+        Ok(bytes) => write_file(dir, rel, &bytes, mode, report),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            report.warnings.push(format!(
+                "{} does not exist yet (run `clusterkit install --phase pki`); {rel} was not written",
+                source.display()
+            ));
+            Ok(())
+        }
+        Err(e) => Err(MonitorError::io(source, e)),
+    }
+}
+
+/// Generates everything into `out_dir`.
+pub fn generate(topology: &Topology, out_dir: &Path, options: &Options) -> Result<Report> {
+    let mut report = Report::default();
+    std::fs::create_dir_all(out_dir).map_err(|e| MonitorError::io(out_dir, e))?;
+    let install_dir = match &options.install_dir {
+        Some(d) => d.clone(),
+        None => std::fs::canonicalize(out_dir).map_err(|e| MonitorError::io(out_dir, e))?,
+    };
+
+    // Prometheus.
+    let jobs = prometheus::jobs(topology);
+    for job in &jobs {
+        let rel = format!("targets/{}.json", job.name);
+        let text = to_json(&rel, &prometheus::targets_file(job))?;
+        write_file(out_dir, &rel, text.as_bytes(), 0o644, &mut report)?;
+    }
+    let prom = prometheus::config(topology, &jobs);
+    write_file(
+        out_dir,
+        "prometheus.yml",
+        to_yaml("prometheus.yml", &prom)?.as_bytes(),
+        0o644,
+        &mut report,
+    )?;
+    let rules = rules::rule_file(topology);
+    write_file(
+        out_dir,
+        files::RULES,
+        to_yaml(files::RULES, &rules)?.as_bytes(),
+        0o644,
+        &mut report,
+    )?;
+
+    // Certificates the scrape jobs use.
+    let pki = topology.pki();
+    let names: Vec<&str> = jobs.iter().map(|j| j.name).collect();
+    if names.contains(&"etcd") {
+        let client = pki.etcd_metrics_client();
+        copy_pki(out_dir, files::ETCD_CA, &pki.etcd_ca(), 0o644, &mut report)?;
+        copy_pki(
+            out_dir,
+            files::ETCD_CLIENT_CERT,
+            &client.cert,
+            0o644,
+            &mut report,
+        )?;
+        copy_pki(
+            out_dir,
+            files::ETCD_CLIENT_KEY,
+            &client.key,
+            0o600,
+            &mut report,
+        )?;
+    }
+    if names.iter().any(|n| {
+        [
+            "apiserver",
+            "kubelet",
+            "kube-scheduler",
+            "kube-controller-manager",
+        ]
+        .contains(n)
+    }) {
+        let client = pki.kube_client();
+        copy_pki(out_dir, files::KUBE_CA, &pki.ca(), 0o644, &mut report)?;
+        copy_pki(
+            out_dir,
+            files::KUBE_CLIENT_CERT,
+            &client.cert,
+            0o644,
+            &mut report,
+        )?;
+        copy_pki(
+            out_dir,
+            files::KUBE_CLIENT_KEY,
+            &client.key,
+            0o600,
+            &mut report,
+        )?;
+    }
+    if let Some(tls) = &topology.monitor.tls {
+        copy_pki(
+            out_dir,
+            files::EXPORTER_CA,
+            &topology.resolve(&tls.ca_file),
+            0o644,
+            &mut report,
+        )?;
+    }
+    if let Some(auth) = &topology.monitor.basic_auth {
+        let password =
+            std::env::var(&auth.password_env).map_err(|_| MonitorError::MissingSecret {
+                field: "monitor.basic_auth.password_env".into(),
+                variable: auth.password_env.clone(),
+            })?;
+        write_file(
+            out_dir,
+            files::EXPORTER_PASSWORD,
+            password.as_bytes(),
+            0o600,
+            &mut report,
+        )?;
+    }
+
+    // Alertmanager.
+    let (am, secrets) = alertmanager::config(topology, &install_dir.join("secrets"))?;
+    for (rel, content) in &secrets {
+        write_file(out_dir, rel, content.as_bytes(), 0o600, &mut report)?;
+    }
+    write_file(
+        out_dir,
+        "alertmanager.yml",
+        to_yaml("alertmanager.yml", &am)?.as_bytes(),
+        0o600,
+        &mut report,
+    )?;
+
+    // Grafana.
+    let prometheus_url = topology
+        .monitor
+        .grafana
+        .prometheus_url
+        .clone()
+        .unwrap_or_else(|| {
+            let host = topology
+                .monitor_hosts()
+                .first()
+                .map(|h| h.endpoint(topology.monitor.ports.prometheus));
+            format!(
+                "http://{}",
+                host.unwrap_or_else(|| format!("127.0.0.1:{}", topology.monitor.ports.prometheus))
+            )
+        });
+    let rel = "grafana/provisioning/datasources/clusterkit.yaml";
+    write_file(
+        out_dir,
+        rel,
+        to_yaml(rel, &grafana::datasource(&prometheus_url))?.as_bytes(),
+        0o644,
+        &mut report,
+    )?;
+    let dashboards_dir = install_dir.join("grafana/dashboards");
+    let rel = "grafana/provisioning/dashboards/clusterkit.yaml";
+    let provider = grafana::dashboard_provider(&dashboards_dir.to_string_lossy());
+    write_file(
+        out_dir,
+        rel,
+        to_yaml(rel, &provider)?.as_bytes(),
+        0o644,
+        &mut report,
+    )?;
+    for d in grafana::dashboards() {
+        let rel = format!("grafana/dashboards/{}.json", d.uid);
+        write_file(
+            out_dir,
+            &rel,
+            to_json(&rel, &grafana::dashboard_json(&d))?.as_bytes(),
+            0o644,
+            &mut report,
+        )?;
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const YAML: &str = r#"
+name: demo
+hosts:
+  - { name: cp1, address: 10.0.0.1, roles: [control-plane, etcd] }
+  - { name: w1, address: 10.0.0.2, roles: [worker] }
+  - { name: m1, address: 10.0.0.3, roles: [monitor] }
+monitor:
+  listen: "0.0.0.0:9842"
+  basic_auth: { username: prom, password_env: CK_TEST_EXPORTER_PW }
+  alertmanager:
+    receivers:
+      - { name: ops, webhook: { url: "http://127.0.0.1:9999/hook" } }
+      - { name: mail, email: { to: a@example.com, from: ck@example.com, smarthost: "smtp.example.com:587", auth_username: ck, auth_password_env: CK_TEST_SMTP_PW } }
+    critical_receiver: mail
+    warning_receiver: ops
+"#;
+
+    #[test]
+    fn writes_everything_once_with_private_modes() {
+        std::env::set_var("CK_TEST_EXPORTER_PW", "exporter-secret");
+        std::env::set_var("CK_TEST_SMTP_PW", "smtp-secret");
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("cluster.yaml");
+        std::fs::write(&cfg, YAML).unwrap();
+        let t = Topology::load(&cfg).unwrap();
+        let out = dir.path().join("out");
+        let first = generate(&t, &out, &Options::default()).unwrap();
+        assert!(first.changed.contains(&"prometheus.yml".to_string()));
+        assert!(
+            first.warnings.iter().any(|w| w.contains("pki")),
+            "{:?}",
+            first.warnings
+        );
+        let mode = |rel: &str| {
+            std::fs::metadata(out.join(rel))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        assert_eq!(mode("alertmanager.yml"), 0o600);
+        assert_eq!(mode("secrets/mail-smtp-password"), 0o600);
+        assert_eq!(mode(files::EXPORTER_PASSWORD), 0o600);
+        let am = std::fs::read_to_string(out.join("alertmanager.yml")).unwrap();
+        assert!(!am.contains("smtp-secret"), "password inlined:\n{am}");
+        let targets = std::fs::read_to_string(out.join("targets/kubelet.json")).unwrap();
+        assert!(targets.contains("10.0.0.1:10250") && targets.contains("10.0.0.2:10250"));
+        assert!(
+            !targets.contains("10.0.0.3"),
+            "monitor-only host has no kubelet: {targets}"
+        );
+        let second = generate(&t, &out, &Options::default()).unwrap();
+        assert!(
+            second.changed.is_empty(),
+            "second run changed {:?}",
+            second.changed
+        );
+    }
+}
