@@ -1,1 +1,998 @@
 //! SshExecutor: commands and file transfer over russh.
+//!
+//! One SSH connection per host, opened once and shared: every `run`, `upload` and `download`
+//! opens its own session channel on it, so many commands can run on one host at the same time.
+//!
+//! - **Authentication**: a private key file (ed25519, ecdsa, rsa; optionally encrypted, the
+//!   passphrase coming from the caller), a password, or the keys of a running ssh-agent
+//!   (`SSH_AUTH_SOCK`).
+//! - **Host keys** are verified against a known_hosts file (see [`super::known_hosts`]); a
+//!   mismatch is always fatal, an unknown host is refused unless `trust_on_first_use` is set.
+//! - **Jump host**: the target is reached through a `direct-tcpip` channel of a connection to
+//!   the jump host (OpenSSH's `ProxyJump`), with the same host-key rules for both.
+//! - **become (sudo)**: for a non-root user, commands run as
+//!   `sudo -S -p <random prompt> -- sh -c '<command>'`. The password is written to the channel's
+//!   stdin only when that exact prompt appears on stderr, and the command's own stdin is sent
+//!   only after a random "ready" marker shows sudo has finished. So the password never appears
+//!   on a command line or in a log, and never leaks into the command's stdin when sudo does not
+//!   ask (cached credentials, NOPASSWD). Without a become password, `sudo -n` is used.
+//! - **Timeouts**: `connect_timeout` bounds TCP connect + handshake + authentication; a command
+//!   that outlives its timeout gets `KILL` (where the server honours signal requests), its channel
+//!   is closed and `ExecError::Timeout` is returned.
+//! - **Reconnect**: when the connection has dropped, it is re-established once. A command whose
+//!   channel could not even be opened is then retried (it never started); `upload` and
+//!   `download` are idempotent and are retried even when the connection dropped mid-way. A
+//!   command that was already running when the connection dropped is NOT re-run: it fails with
+//!   `ExecError::Session`, since running it twice might not be safe.
+//!
+//! Limits: uploads and downloads go through `cat` on an exec channel (no SFTP) and are held in
+//! memory; host certificates and keyboard-interactive authentication are not supported.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures::future::BoxFuture;
+use russh::client;
+use russh::keys::{Algorithm, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
+use russh::{ChannelMsg, ChannelReadHalf, ChannelWriteHalf, Sig};
+
+use super::known_hosts::{self, Verdict};
+use super::{Command, ExecError, Executor, Output, UploadOptions};
+
+/// A secret (password, passphrase) that never prints: `Debug` shows `<secret>` and there is no
+/// `Display`.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// Reads the secret from environment variable `var`; `None` when it is unset or not UTF-8.
+    pub fn from_env(var: &str) -> Option<Self> {
+        std::env::var(var).ok().map(Secret)
+    }
+
+    /// The secret itself, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<secret>")
+    }
+}
+
+/// How the client proves who it is.
+#[derive(Clone, Debug)]
+pub enum SshAuth {
+    /// An OpenSSH or PEM private key file; `passphrase` when it is encrypted.
+    Key {
+        path: PathBuf,
+        passphrase: Option<Secret>,
+    },
+    /// Password authentication.
+    Password(Secret),
+    /// Every key held by the ssh-agent at `SSH_AUTH_SOCK`, tried in turn.
+    Agent,
+}
+
+impl SshAuth {
+    /// A short, secret-free name of the method for logs and errors.
+    pub fn describe(&self) -> String {
+        match self {
+            SshAuth::Key { path, .. } => format!("key {}", path.display()),
+            SshAuth::Password(_) => "password".into(),
+            SshAuth::Agent => "ssh-agent".into(),
+        }
+    }
+}
+
+/// Privilege escalation to root with sudo, for users other than root.
+#[derive(Clone, Debug, Default)]
+pub struct Sudo {
+    /// The user's sudo password; `None` when sudoers needs none (NOPASSWD).
+    pub password: Option<Secret>,
+}
+
+/// Everything needed to reach one host. Built from cluster.yaml by [`crate::fanout`], or by hand.
+#[derive(Clone, Debug)]
+pub struct SshTarget {
+    /// The host's name in cluster.yaml, used in every message.
+    pub name: String,
+    /// IP address or DNS name to connect to (as seen from the jump host, if any).
+    pub address: String,
+    pub port: u16,
+    pub user: String,
+    pub auth: SshAuth,
+    /// Run commands, uploads and downloads through sudo (ignored when `user` is root).
+    pub sudo: Option<Sudo>,
+    /// The known_hosts file host keys are checked against (and recorded in, with TOFU).
+    pub known_hosts: PathBuf,
+    /// Accept and record the key of a host known_hosts says nothing about.
+    pub trust_on_first_use: bool,
+    /// Bounds TCP connect, key exchange and authentication together.
+    pub connect_timeout: Duration,
+    /// Default per-command timeout (a `Command` may override it).
+    pub command_timeout: Duration,
+    /// Reach the target through this host (ProxyJump).
+    pub jump: Option<Box<SshTarget>>,
+}
+
+impl SshTarget {
+    /// `user@address:port`, for messages.
+    pub fn endpoint(&self) -> String {
+        format!("{}@{}:{}", self.user, self.address, self.port)
+    }
+
+    fn uses_sudo(&self) -> Option<&Sudo> {
+        if self.user == "root" {
+            None
+        } else {
+            self.sudo.as_ref()
+        }
+    }
+}
+
+/// Quotes `s` for a POSIX shell: `'...'` with embedded quotes escaped.
+pub fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./:=@%+,".contains(&b))
+    {
+        return s.to_string();
+    }
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// Decides whether the server's host key is acceptable and remembers why not.
+struct HostKeyPolicy {
+    host: String,
+    address: String,
+    port: u16,
+    known_hosts: PathBuf,
+    trust_on_first_use: bool,
+    /// The reason a key was refused; russh only reports "unknown key", this keeps the detail.
+    rejection: Mutex<Option<ExecError>>,
+}
+
+impl HostKeyPolicy {
+    fn new(target: &SshTarget) -> Self {
+        HostKeyPolicy {
+            host: target.name.clone(),
+            address: target.address.clone(),
+            port: target.port,
+            known_hosts: target.known_hosts.clone(),
+            trust_on_first_use: target.trust_on_first_use,
+            rejection: Mutex::new(None),
+        }
+    }
+
+    fn reject(&self, error: ExecError) -> bool {
+        tracing::warn!(host = %self.host, "{error}");
+        *self.rejection.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
+        false
+    }
+
+    fn take_rejection(&self) -> Option<ExecError> {
+        self.rejection
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+
+    fn accept(&self, offered: &PublicKeyOrCertificate) -> bool {
+        let PublicKeyOrCertificate::PublicKey { key, .. } = offered else {
+            return self.reject(self.connect_error(
+                "the server presented a host certificate; clusterkit only verifies plain host keys"
+                    .into(),
+            ));
+        };
+        let offered_fp = known_hosts::fingerprint(key);
+        let known_hosts_path = self.known_hosts.display().to_string();
+        let verdict = known_hosts::check(&self.known_hosts, &self.address, self.port, key);
+        let verdict = match verdict {
+            Ok(Verdict::Unknown) if self.trust_on_first_use => {
+                match known_hosts::record(&self.known_hosts, &self.address, self.port, key) {
+                    Ok(Verdict::Unknown) => {
+                        tracing::warn!(host = %self.host, address = %self.address,
+                            fingerprint = %offered_fp, known_hosts = %known_hosts_path,
+                            "trust on first use: recorded a new host key");
+                        return true;
+                    }
+                    other => other,
+                }
+            }
+            other => other,
+        };
+        match verdict {
+            Ok(Verdict::Known) => true,
+            Ok(Verdict::Unknown) => self.reject(ExecError::UnknownHostKey {
+                host: self.host.clone(),
+                address: self.address.clone(),
+                known_hosts: known_hosts_path,
+                offered: offered_fp,
+            }),
+            Ok(Verdict::Mismatch { expected }) => self.reject(ExecError::HostKeyMismatch {
+                host: self.host.clone(),
+                address: self.address.clone(),
+                known_hosts: known_hosts_path,
+                expected: expected.join(" or "),
+                offered: offered_fp,
+            }),
+            Ok(Verdict::Revoked) => self.reject(self.connect_error(format!(
+                "host key {offered_fp} is marked @revoked in {known_hosts_path}"
+            ))),
+            Err(err) => self.reject(self.connect_error(err.to_string())),
+        }
+    }
+
+    fn connect_error(&self, message: String) -> ExecError {
+        ExecError::Connect {
+            host: self.host.clone(),
+            address: format!("{}:{}", self.address, self.port),
+            message,
+        }
+    }
+}
+
+/// russh's callbacks: only the host-key check matters to clusterkit.
+struct Client {
+    policy: Arc<HostKeyPolicy>,
+}
+
+impl client::Handler for Client {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        server_public_key: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        Ok(self.policy.accept(server_public_key))
+    }
+}
+
+/// An authenticated connection; the jump host's connection (if any) lives as long as it.
+struct Connection {
+    handle: client::Handle<Client>,
+    _jump: Option<Arc<Connection>>,
+}
+
+/// Whether two host-key algorithms are the same family (RSA's hash variants are one family).
+fn same_family(a: &Algorithm, b: &Algorithm) -> bool {
+    matches!((a, b), (Algorithm::Rsa { .. }, Algorithm::Rsa { .. })) || a == b
+}
+
+fn client_config(target: &SshTarget) -> client::Config {
+    let mut preferred = russh::Preferred::default();
+    // Ask the server first for a key type known_hosts holds, so a host recorded with (say) only
+    // its ed25519 key is not refused for offering ecdsa.
+    let known = known_hosts::known_algorithms(&target.known_hosts, &target.address, target.port)
+        .unwrap_or_default();
+    if !known.is_empty() {
+        let (mut first, rest): (Vec<Algorithm>, Vec<Algorithm>) = preferred
+            .key
+            .iter()
+            .cloned()
+            .partition(|a| known.iter().any(|k| same_family(a, k)));
+        first.extend(rest);
+        preferred.key = first.into();
+    }
+    client::Config {
+        preferred,
+        nodelay: true,
+        // Detects a dead peer on an idle shared connection; the next command then reconnects.
+        keepalive_interval: Some(Duration::from_secs(15)),
+        keepalive_max: 3,
+        inactivity_timeout: None,
+        ..Default::default()
+    }
+}
+
+fn auth_error(target: &SshTarget, message: String) -> ExecError {
+    ExecError::Auth {
+        host: target.name.clone(),
+        user: target.user.clone(),
+        message,
+    }
+}
+
+fn refused(result: &russh::client::AuthResult) -> String {
+    match result {
+        russh::client::AuthResult::Success => String::new(),
+        russh::client::AuthResult::Failure {
+            remaining_methods, ..
+        } => {
+            let methods: Vec<&str> = remaining_methods.iter().map(<&str>::from).collect();
+            if methods.is_empty() {
+                String::new()
+            } else {
+                format!(" (the server accepts: {})", methods.join(", "))
+            }
+        }
+    }
+}
+
+async fn authenticate(
+    handle: &mut client::Handle<Client>,
+    target: &SshTarget,
+) -> Result<(), ExecError> {
+    let session_err = |e: russh::Error| auth_error(target, format!("ssh error: {e}"));
+    match &target.auth {
+        SshAuth::Key { path, passphrase } => {
+            let key = russh::keys::load_secret_key(path, passphrase.as_ref().map(Secret::expose))
+                .map_err(|e| {
+                    let hint = if passphrase.is_none() {
+                        " (if the key is encrypted, set auth.passphrase_env)"
+                    } else {
+                        ""
+                    };
+                    auth_error(
+                        target,
+                        format!("cannot load key file {}: {e}{hint}", path.display()),
+                    )
+                })?;
+            let fingerprint = known_hosts::fingerprint(key.public_key());
+            let hash = if matches!(key.algorithm(), Algorithm::Rsa { .. }) {
+                handle
+                    .best_supported_rsa_hash()
+                    .await
+                    .map_err(session_err)?
+                    .flatten()
+            } else {
+                None
+            };
+            let result = handle
+                .authenticate_publickey(
+                    target.user.clone(),
+                    PrivateKeyWithHashAlg::new(Arc::new(key), hash),
+                )
+                .await
+                .map_err(session_err)?;
+            if !result.success() {
+                return Err(auth_error(
+                    target,
+                    format!(
+                        "the server refused key {} ({fingerprint}){}",
+                        path.display(),
+                        refused(&result)
+                    ),
+                ));
+            }
+        }
+        SshAuth::Password(password) => {
+            let result = handle
+                .authenticate_password(target.user.clone(), password.expose())
+                .await
+                .map_err(session_err)?;
+            if !result.success() {
+                return Err(auth_error(
+                    target,
+                    format!("the server refused the password{}", refused(&result)),
+                ));
+            }
+        }
+        SshAuth::Agent => {
+            let mut agent = russh::keys::agent::client::AgentClient::connect_env()
+                .await
+                .map_err(|e| {
+                    auth_error(
+                        target,
+                        format!("cannot reach ssh-agent (SSH_AUTH_SOCK): {e}"),
+                    )
+                })?;
+            let identities = agent.request_identities().await.map_err(|e| {
+                auth_error(target, format!("cannot list ssh-agent keys: {e}"))
+            })?;
+            let mut last = String::new();
+            for identity in &identities {
+                let key = identity.public_key().into_owned();
+                let hash = if matches!(key.algorithm(), Algorithm::Rsa { .. }) {
+                    handle
+                        .best_supported_rsa_hash()
+                        .await
+                        .map_err(session_err)?
+                        .flatten()
+                } else {
+                    None
+                };
+                match handle
+                    .authenticate_publickey_with(target.user.clone(), key, hash, &mut agent)
+                    .await
+                {
+                    Ok(result) if result.success() => return Ok(()),
+                    Ok(result) => last = refused(&result),
+                    Err(e) => last = format!(" (agent: {e})"),
+                }
+            }
+            return Err(auth_error(
+                target,
+                format!(
+                    "none of the {} ssh-agent keys was accepted{last}",
+                    identities.len()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Opens and authenticates a connection, within the target's connect timeout.
+fn open(target: &SshTarget) -> BoxFuture<'_, Result<Connection, ExecError>> {
+    Box::pin(async move {
+        let started = Instant::now();
+        match tokio::time::timeout(target.connect_timeout, open_unbounded(target)).await {
+            Ok(result) => {
+                if result.is_ok() {
+                    tracing::debug!(host = %target.name, endpoint = %target.endpoint(),
+                        auth = %target.auth.describe(), elapsed = ?started.elapsed(), "ssh connected");
+                }
+                result
+            }
+            Err(_) => Err(ExecError::ConnectTimeout {
+                host: target.name.clone(),
+                address: format!("{}:{}", target.address, target.port),
+                after: target.connect_timeout,
+            }),
+        }
+    })
+}
+
+async fn open_unbounded(target: &SshTarget) -> Result<Connection, ExecError> {
+    let address = format!("{}:{}", target.address, target.port);
+    let connect_err = |message: String| ExecError::Connect {
+        host: target.name.clone(),
+        address: address.clone(),
+        message,
+    };
+    let policy = Arc::new(HostKeyPolicy::new(target));
+    let config = Arc::new(client_config(target));
+    let handler = Client {
+        policy: policy.clone(),
+    };
+    let (handle, jump) = match &target.jump {
+        Some(jump_target) => {
+            let jump = Arc::new(open(jump_target).await?);
+            let channel = jump
+                .handle
+                .channel_open_direct_tcpip(
+                    target.address.clone(),
+                    u32::from(target.port),
+                    "127.0.0.1",
+                    0,
+                )
+                .await
+                .map_err(|e| {
+                    connect_err(format!(
+                        "jump host {} cannot open a tunnel to it: {e}",
+                        jump_target.name
+                    ))
+                })?;
+            let handle = client::connect_stream(config, channel.into_stream(), handler).await;
+            (handle, Some(jump))
+        }
+        None => {
+            let stream = tokio::net::TcpStream::connect((target.address.as_str(), target.port))
+                .await
+                .map_err(|e| connect_err(e.to_string()))?;
+            stream
+                .set_nodelay(true)
+                .map_err(|e| connect_err(e.to_string()))?;
+            (client::connect_stream(config, stream, handler).await, None)
+        }
+    };
+    let mut handle = handle.map_err(|e| {
+        policy
+            .take_rejection()
+            .unwrap_or_else(|| connect_err(format!("ssh handshake failed: {e}")))
+    })?;
+    authenticate(&mut handle, target).await?;
+    Ok(Connection {
+        handle,
+        _jump: jump,
+    })
+}
+
+/// How one command is sent: the remote line and, with sudo, the markers to watch for.
+struct Plan {
+    line: String,
+    sudo: Option<SudoPlan>,
+}
+
+struct SudoPlan {
+    /// sudo's `-p` prompt: seeing it on stderr means "send the password now".
+    prompt: String,
+    /// Printed by the shell sudo started: everything after it is the command's own output.
+    ready: String,
+    password: Option<Secret>,
+}
+
+/// Why one attempt at a command did not produce an output.
+enum Attempt {
+    /// The connection failed before the command was sent: safe to retry anything.
+    NotStarted(String),
+    /// The connection dropped while the command ran: retry only idempotent operations.
+    Lost(String),
+    /// A definite failure (timeout, sudo refused...): never retried.
+    Failed(ExecError),
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack
+        .windows(needle.len())
+        .position(|window| window == needle)
+}
+
+/// How many channels one connection runs at once. OpenSSH's `MaxSessions` defaults to 10 and
+/// refuses further session channels; staying below it keeps a burst of concurrent commands on
+/// one host queueing here instead of failing there.
+pub const MAX_CHANNELS: usize = 8;
+
+/// Executes commands and moves files on one host over a shared SSH connection.
+pub struct SshExecutor {
+    target: SshTarget,
+    /// Bounds concurrent channels on the connection (see [`MAX_CHANNELS`]).
+    channels: tokio::sync::Semaphore,
+    /// The shared connection; `None` until first use or after `close`. The async mutex makes
+    /// concurrent callers wait for one connection attempt instead of each opening their own.
+    connection: tokio::sync::Mutex<Option<Arc<Connection>>>,
+}
+
+impl fmt::Debug for SshExecutor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SshExecutor")
+            .field("target", &self.target)
+            .finish()
+    }
+}
+
+impl SshExecutor {
+    /// Connects and authenticates now, so unreachable hosts and bad credentials show up at once.
+    #[tracing::instrument(skip_all, fields(host = %target.name))]
+    pub async fn connect(target: SshTarget) -> Result<Self, ExecError> {
+        let connection = open(&target).await?;
+        Ok(SshExecutor {
+            target,
+            channels: tokio::sync::Semaphore::new(MAX_CHANNELS),
+            connection: tokio::sync::Mutex::new(Some(Arc::new(connection))),
+        })
+    }
+
+    /// An executor that connects on first use.
+    pub fn lazy(target: SshTarget) -> Self {
+        SshExecutor {
+            target,
+            channels: tokio::sync::Semaphore::new(MAX_CHANNELS),
+            connection: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    pub fn target(&self) -> &SshTarget {
+        &self.target
+    }
+
+    /// Disconnects politely; the next operation would connect again.
+    pub async fn close(&self) {
+        if let Some(connection) = self.connection.lock().await.take() {
+            let _ = connection
+                .handle
+                .disconnect(russh::Disconnect::ByApplication, "", "en")
+                .await;
+        }
+    }
+
+    async fn connection(&self) -> Result<Arc<Connection>, ExecError> {
+        let mut slot = self.connection.lock().await;
+        if let Some(connection) = slot.as_ref().filter(|c| !c.handle.is_closed()) {
+            return Ok(connection.clone());
+        }
+        let connection = Arc::new(open(&self.target).await?);
+        *slot = Some(connection.clone());
+        Ok(connection)
+    }
+
+    /// Replaces a connection found dead, unless another task already did.
+    async fn reconnect(&self, dead: &Arc<Connection>, why: &str) -> Result<Arc<Connection>, ExecError> {
+        let mut slot = self.connection.lock().await;
+        if let Some(current) = slot.as_ref() {
+            if !Arc::ptr_eq(current, dead) && !current.handle.is_closed() {
+                return Ok(current.clone());
+            }
+        }
+        tracing::warn!(host = %self.target.name, reason = why, "ssh connection lost; reconnecting once");
+        let connection = Arc::new(open(&self.target).await?);
+        *slot = Some(connection.clone());
+        Ok(connection)
+    }
+
+    fn session_error(&self, message: String) -> ExecError {
+        ExecError::Session {
+            host: self.target.name.clone(),
+            message,
+        }
+    }
+
+    fn plan(&self, line: &str) -> Plan {
+        match self.target.uses_sudo() {
+            None => Plan {
+                line: line.to_string(),
+                sudo: None,
+            },
+            Some(Sudo { password: None }) => Plan {
+                line: format!("sudo -n -- sh -c {}", shell_quote(line)),
+                sudo: None,
+            },
+            Some(Sudo {
+                password: Some(password),
+            }) => {
+                let nonce: u64 = rand::random();
+                let prompt = format!("[ck-sudo-prompt-{nonce:016x}]");
+                let ready = format!("[ck-sudo-ready-{nonce:016x}]");
+                let inner = format!("printf '%s\\n' '{ready}' >&2; {line}");
+                Plan {
+                    line: format!(
+                        "sudo -S -p {} -- sh -c {}",
+                        shell_quote(&prompt),
+                        shell_quote(&inner)
+                    ),
+                    sudo: Some(SudoPlan {
+                        prompt,
+                        ready,
+                        password: Some(password.clone()),
+                    }),
+                }
+            }
+        }
+    }
+
+    /// Runs a command with one reconnect when the connection is found dead. `idempotent`
+    /// commands are also re-run when the connection dropped while they ran.
+    async fn run_retrying(
+        &self,
+        line: &str,
+        shown: &str,
+        stdin: Option<&[u8]>,
+        timeout: Duration,
+        idempotent: bool,
+    ) -> Result<Output, ExecError> {
+        // The semaphore is never closed, so acquiring cannot fail.
+        let _permit = self.channels.acquire().await.ok();
+        let connection = self.connection().await?;
+        let reason = match self.run_once(&connection, line, shown, stdin, timeout).await {
+            Ok(output) => return Ok(output),
+            Err(Attempt::Failed(err)) => return Err(err),
+            Err(Attempt::NotStarted(reason)) => reason,
+            Err(Attempt::Lost(reason)) if idempotent => reason,
+            Err(Attempt::Lost(reason)) => {
+                return Err(self.session_error(format!(
+                    "connection lost while `{shown}` was running ({reason}); not re-run since \
+                     it may not be safe to run twice"
+                )))
+            }
+        };
+        let connection = self.reconnect(&connection, &reason).await?;
+        match self.run_once(&connection, line, shown, stdin, timeout).await {
+            Ok(output) => Ok(output),
+            Err(Attempt::Failed(err)) => Err(err),
+            Err(Attempt::NotStarted(reason)) | Err(Attempt::Lost(reason)) => Err(self
+                .session_error(format!(
+                    "connection lost again after reconnecting, running `{shown}`: {reason}"
+                ))),
+        }
+    }
+
+    async fn run_once(
+        &self,
+        connection: &Connection,
+        line: &str,
+        shown: &str,
+        stdin: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<Output, Attempt> {
+        let started = Instant::now();
+        let channel = connection
+            .handle
+            .channel_open_session()
+            .await
+            .map_err(|e| Attempt::NotStarted(e.to_string()))?;
+        let plan = self.plan(line);
+        channel
+            .exec(true, plan.line.as_bytes())
+            .await
+            .map_err(|e| Attempt::NotStarted(e.to_string()))?;
+        let (mut read, write) = channel.split();
+        let driven = tokio::time::timeout(timeout, drive(&mut read, &write, &plan, stdin)).await;
+        match driven {
+            Ok(Ok(mut output)) => {
+                output.duration = started.elapsed();
+                Ok(output)
+            }
+            Ok(Err(DriveError::Lost(message))) => Err(Attempt::Lost(message)),
+            Ok(Err(DriveError::Refused)) => Err(Attempt::Failed(self.session_error(format!(
+                "the server refused to run `{shown}`"
+            )))),
+            Ok(Err(DriveError::SudoPassword)) => {
+                let _ = write.close().await;
+                Err(Attempt::Failed(ExecError::Auth {
+                    host: self.target.name.clone(),
+                    user: self.target.user.clone(),
+                    message: "sudo rejected the become password".into(),
+                }))
+            }
+            Err(_) => {
+                // Best effort: OpenSSH delivers the signal to the command; closing the channel
+                // also hangs up its pipes.
+                let _ = write.signal(Sig::KILL).await;
+                let _ = write.close().await;
+                Err(Attempt::Failed(ExecError::Timeout {
+                    host: self.target.name.clone(),
+                    command: shown.to_string(),
+                    after: timeout,
+                }))
+            }
+        }
+    }
+}
+
+enum DriveError {
+    Lost(String),
+    Refused,
+    SudoPassword,
+}
+
+/// Feeds stdin and collects output until the channel closes.
+async fn drive(
+    read: &mut ChannelReadHalf,
+    write: &ChannelWriteHalf<client::Msg>,
+    plan: &Plan,
+    stdin: Option<&[u8]>,
+) -> Result<Output, DriveError> {
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+    let waits_for_sudo = plan.sudo.is_some();
+    let writer = async move {
+        if waits_for_sudo && go_rx.await.is_err() {
+            return;
+        }
+        if let Some(data) = stdin {
+            if let Err(err) = write.data(data).await {
+                tracing::debug!(%err, "stdin not fully sent (the command may have exited)");
+            }
+        }
+        let _ = write.eof().await;
+    };
+    let mut go_tx = Some(go_tx);
+    let reader = async {
+        let mut stdout = Vec::new();
+        let mut stderr = Vec::new();
+        // With sudo: stderr before the ready marker, where sudo's prompts appear.
+        let mut pending = Vec::new();
+        let mut sudo_phase = waits_for_sudo;
+        let mut prompts = 0;
+        let mut status = None;
+        let mut exited = false;
+        let mut closed = false;
+        while let Some(message) = read.wait().await {
+            match message {
+                ChannelMsg::Data { data } => stdout.extend_from_slice(&data),
+                ChannelMsg::ExtendedData { data, .. } if !sudo_phase => {
+                    stderr.extend_from_slice(&data)
+                }
+                ChannelMsg::ExtendedData { data, .. } => {
+                    pending.extend_from_slice(&data);
+                    let Some(sudo) = &plan.sudo else { continue };
+                    let ready = format!("{}\n", sudo.ready);
+                    loop {
+                        if let Some(at) = find(&pending, ready.as_bytes()) {
+                            // sudo is done; what sudo said before (e.g. its lecture) is dropped.
+                            stderr.extend_from_slice(&pending[at + ready.len()..]);
+                            pending.clear();
+                            sudo_phase = false;
+                            if let Some(go) = go_tx.take() {
+                                let _ = go.send(());
+                            }
+                            break;
+                        }
+                        let Some(at) = find(&pending, sudo.prompt.as_bytes()) else {
+                            break;
+                        };
+                        pending.drain(at..at + sudo.prompt.len());
+                        prompts += 1;
+                        let Some(password) = sudo.password.as_ref().filter(|_| prompts == 1)
+                        else {
+                            return Err(DriveError::SudoPassword);
+                        };
+                        let mut answer = password.expose().as_bytes().to_vec();
+                        answer.push(b'\n');
+                        if let Err(err) = write.data(&answer[..]).await {
+                            return Err(DriveError::Lost(err.to_string()));
+                        }
+                    }
+                }
+                ChannelMsg::ExitStatus { exit_status } => {
+                    status = i32::try_from(exit_status).ok();
+                    exited = true;
+                }
+                ChannelMsg::ExitSignal { signal_name, .. } => {
+                    stderr.extend_from_slice(
+                        format!("\n(killed by signal {signal_name:?})\n").as_bytes(),
+                    );
+                    exited = true;
+                }
+                ChannelMsg::Failure => return Err(DriveError::Refused),
+                ChannelMsg::Close => {
+                    closed = true;
+                    break;
+                }
+                _ => {}
+            }
+        }
+        if !closed && !exited {
+            return Err(DriveError::Lost(
+                "the connection closed before the command finished".into(),
+            ));
+        }
+        if sudo_phase {
+            // sudo failed before starting the command: its messages are the error.
+            stderr.append(&mut pending);
+        }
+        Ok(Output {
+            status,
+            stdout,
+            stderr,
+            duration: Duration::ZERO,
+        })
+    };
+    tokio::pin!(writer);
+    tokio::pin!(reader);
+    let mut writer_done = false;
+    loop {
+        tokio::select! {
+            result = &mut reader => return result,
+            _ = &mut writer, if !writer_done => writer_done = true,
+        }
+    }
+}
+
+/// The shell script behind `upload`: temp file next to the target, then chmod/chown and mv.
+fn upload_script(path: &str, options: &UploadOptions) -> String {
+    let mut script = String::from("set -e\n");
+    script.push_str(&format!("p={}\n", shell_quote(path)));
+    script.push_str("d=$(dirname -- \"$p\")\n");
+    if options.create_parents {
+        script.push_str("(umask 022 && mkdir -p -- \"$d\")\n");
+    }
+    script.push_str("t=$(mktemp \"$d/.ck-upload.XXXXXX\")\n");
+    script.push_str("trap 'rm -f -- \"$t\"' EXIT\n");
+    script.push_str("cat > \"$t\"\n");
+    script.push_str(&format!("chmod {:o} \"$t\"\n", options.mode));
+    if let Some(owner) = &options.owner {
+        script.push_str(&format!("chown -- {} \"$t\"\n", shell_quote(owner)));
+    }
+    // Flush the data before the rename makes it visible: a crash must not leave an empty file.
+    script.push_str("sync -- \"$t\" 2>/dev/null || true\n");
+    script.push_str("mv -f -- \"$t\" \"$p\"\n");
+    script.push_str("trap - EXIT\n");
+    script
+}
+
+#[async_trait]
+impl Executor for SshExecutor {
+    fn host(&self) -> &str {
+        &self.target.name
+    }
+
+    #[tracing::instrument(skip_all, fields(host = %self.target.name, command = %command.display()))]
+    async fn run(&self, command: &Command) -> Result<Output, ExecError> {
+        let timeout = command.timeout.unwrap_or(self.target.command_timeout);
+        let output = self
+            .run_retrying(
+                &command.line,
+                command.display(),
+                command.stdin.as_deref(),
+                timeout,
+                false,
+            )
+            .await?;
+        tracing::debug!(status = ?output.status, duration = ?output.duration, "command finished");
+        Ok(output)
+    }
+
+    #[tracing::instrument(skip_all, fields(host = %self.target.name, path = %path, bytes = data.len()))]
+    async fn upload(
+        &self,
+        data: &[u8],
+        path: &str,
+        options: &UploadOptions,
+    ) -> Result<(), ExecError> {
+        let script = upload_script(path, options);
+        let shown = format!("upload {path}");
+        let output = self
+            .run_retrying(
+                &script,
+                &shown,
+                Some(data),
+                self.target.command_timeout,
+                true,
+            )
+            .await?;
+        if output.success() {
+            Ok(())
+        } else {
+            Err(ExecError::Transfer {
+                host: self.target.name.clone(),
+                operation: "upload",
+                path: path.to_string(),
+                message: super::tail(&output.stderr_str()).to_string(),
+            })
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(host = %self.target.name, path = %path))]
+    async fn download(&self, path: &str) -> Result<Vec<u8>, ExecError> {
+        let line = format!("cat -- {}", shell_quote(path));
+        let output = self
+            .run_retrying(
+                &line,
+                &line,
+                None,
+                self.target.command_timeout,
+                true,
+            )
+            .await?;
+        if output.success() {
+            Ok(output.stdout)
+        } else {
+            Err(ExecError::Transfer {
+                host: self.target.name.clone(),
+                operation: "download",
+                path: path.to_string(),
+                message: super::tail(&output.stderr_str()).to_string(),
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting() {
+        assert_eq!(shell_quote("/etc/hosts"), "/etc/hosts");
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote(""), "''");
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let auth = SshAuth::Password(Secret::new("hunter2"));
+        assert!(!format!("{auth:?}").contains("hunter2"));
+        let sudo = Sudo {
+            password: Some(Secret::new("hunter2")),
+        };
+        assert!(!format!("{sudo:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn upload_script_quotes_and_sets_mode() {
+        let s = upload_script(
+            "/etc/my file",
+            &UploadOptions {
+                mode: 0o600,
+                owner: Some("ops:ops".into()),
+                create_parents: true,
+            },
+        );
+        assert!(s.contains("p='/etc/my file'"), "{s}");
+        assert!(s.contains("chmod 600 \"$t\""), "{s}");
+        assert!(s.contains("chown -- ops:ops \"$t\""), "{s}");
+        assert!(s.contains("mkdir -p"), "{s}");
+    }
+}
