@@ -1,1 +1,501 @@
-//! Per-Kubernetes-version rules for component flags, kept in one place.
+//! Per-Kubernetes-version rules, kept in one place: which flags each component accepts and
+//! which kubeconfig identities exist, and the full command-line flag list of kube-apiserver,
+//! kube-controller-manager, kube-scheduler, kubelet and kube-proxy for a version and a node.
+//!
+//! The same rendered flags serve both control-plane modes (static pod manifests and systemd
+//! units). The flag sets follow what kubeadm of the same version writes, with clusterkit's
+//! paths (kubeadm's `/etc/kubernetes` layout by default).
+//!
+//! Limits: versions before v1.20 are refused (their API server still needs
+//! `--service-account-issuer` to be optional and insecure serving switched off differently);
+//! the rules cover the flags clusterkit sets, not every flag Kubernetes ever removed.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+/// Errors from parsing versions and rendering flags.
+#[derive(Debug, thiserror::Error)]
+pub enum VersionError {
+    /// The version string is not `vMAJOR.MINOR.PATCH`.
+    #[error("invalid Kubernetes version {input:?}: {reason} (expected vMAJOR.MINOR.PATCH, e.g. v1.30.0)")]
+    Invalid {
+        /// What was given.
+        input: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A version older than [`MIN_SUPPORTED`].
+    #[error(
+        "Kubernetes {version} is not supported: clusterkit supports {MIN_SUPPORTED} and later"
+    )]
+    Unsupported {
+        /// The refused version.
+        version: KubeVersion,
+    },
+    /// A flag input the component cannot use (e.g. an empty etcd server list).
+    #[error("cannot render {component} flags: {message}")]
+    Input {
+        /// The component being rendered.
+        component: Component,
+        /// What is missing or wrong.
+        message: String,
+    },
+}
+
+/// A Kubernetes release version, e.g. `v1.20.2`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct KubeVersion {
+    /// Always 1 so far.
+    pub major: u32,
+    /// The minor release, the one that decides the rules.
+    pub minor: u32,
+    /// The patch release.
+    pub patch: u32,
+}
+
+/// The oldest version clusterkit installs: the one Debian 12 builds (see DESIGN.md).
+pub const MIN_SUPPORTED: KubeVersion = KubeVersion::new(1, 20, 0);
+
+impl KubeVersion {
+    /// A version from its parts.
+    pub const fn new(major: u32, minor: u32, patch: u32) -> Self {
+        Self {
+            major,
+            minor,
+            patch,
+        }
+    }
+
+    /// Parses `v1.20.2` or `1.20.2`; pre-release and build suffixes (`-rc.0`, `+k3s1`) are
+    /// accepted and ignored because the rules only depend on major.minor.
+    pub fn parse(input: &str) -> Result<Self, VersionError> {
+        let invalid = |reason| VersionError::Invalid {
+            input: input.to_string(),
+            reason,
+        };
+        let s = input.trim();
+        let s = s.strip_prefix('v').unwrap_or(s);
+        let core = s.split(['-', '+']).next().unwrap_or_default();
+        let mut parts = core.split('.');
+        let mut num = |what| -> Result<u32, VersionError> {
+            parts
+                .next()
+                .ok_or_else(|| invalid(what))?
+                .parse::<u32>()
+                .map_err(|_| invalid("a part is not a number"))
+        };
+        let major = num("missing major version")?;
+        let minor = num("missing minor version")?;
+        let patch = num("missing patch version")?;
+        if parts.next().is_some() {
+            return Err(invalid("more than three parts"));
+        }
+        Ok(Self::new(major, minor, patch))
+    }
+
+    /// True when this version is `1.minor` or newer.
+    pub fn at_least(&self, minor: u32) -> bool {
+        (self.major, self.minor) >= (1, minor)
+    }
+
+    /// Fails for versions clusterkit does not install.
+    pub fn check_supported(&self) -> Result<(), VersionError> {
+        if *self < MIN_SUPPORTED {
+            return Err(VersionError::Unsupported { version: *self });
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for KubeVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "v{}.{}.{}", self.major, self.minor, self.patch)
+    }
+}
+
+impl FromStr for KubeVersion {
+    type Err = VersionError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+/// The group of the cluster administrator (`admin.conf`) before v1.29: all-powerful and
+/// impossible to revoke through RBAC.
+pub const SYSTEM_MASTERS: &str = "system:masters";
+/// The group of `admin.conf` from v1.29 on; bound to `cluster-admin` by a ClusterRoleBinding
+/// of the same name, which the control-plane phase must create with `super-admin.conf`.
+pub const KUBEADM_CLUSTER_ADMINS: &str = "kubeadm:cluster-admins";
+
+/// Everything that changes between the Kubernetes versions clusterkit supports. One function
+/// ([`rules`]) decides each item, so the callers never compare versions themselves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VersionRules {
+    /// kube-apiserver accepts `--insecure-port` (only `0` since v1.20; removed in v1.24).
+    pub apiserver_insecure_port_flag: bool,
+    /// kube-controller-manager and kube-scheduler get `--port=0` to switch off their insecure
+    /// port (as kubeadm does before v1.23, when insecure serving was gone from both).
+    pub component_insecure_port_flag: bool,
+    /// kubelet needs `--container-runtime=remote` to use a CRI runtime (flag removed in v1.27).
+    pub kubelet_container_runtime_flag: bool,
+    /// The CRI endpoint goes into KubeletConfiguration (`containerRuntimeEndpoint`, v1.27+)
+    /// rather than the deprecated `--container-runtime-endpoint` flag.
+    pub kubelet_runtime_endpoint_in_config: bool,
+    /// kubelet takes `--pod-infra-container-image` (deprecated with a CRI runtime from v1.27,
+    /// where containerd's `sandbox_image` alone decides).
+    pub kubelet_pod_infra_image_flag: bool,
+    /// dockershim exists (removed in v1.24): Docker Engine can be the runtime without
+    /// cri-dockerd. clusterkit always installs containerd; this is for preflight messages.
+    pub dockershim: bool,
+    /// `super-admin.conf` exists (v1.29+), in `system:masters`, next to a revocable admin.
+    pub super_admin_kubeconfig: bool,
+    /// The organisation (group) of `admin.conf`'s client certificate.
+    pub admin_group: &'static str,
+}
+
+/// The rules for one version.
+pub fn rules(version: KubeVersion) -> VersionRules {
+    VersionRules {
+        apiserver_insecure_port_flag: !version.at_least(24),
+        component_insecure_port_flag: !version.at_least(23),
+        kubelet_container_runtime_flag: !version.at_least(27),
+        kubelet_runtime_endpoint_in_config: version.at_least(27),
+        kubelet_pod_infra_image_flag: !version.at_least(27),
+        dockershim: !version.at_least(24),
+        super_admin_kubeconfig: version.at_least(29),
+        admin_group: if version.at_least(29) {
+            KUBEADM_CLUSTER_ADMINS
+        } else {
+            SYSTEM_MASTERS
+        },
+    }
+}
+
+/// A component whose command line clusterkit renders.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Component {
+    /// The API server.
+    KubeApiserver,
+    /// The controller manager.
+    KubeControllerManager,
+    /// The scheduler.
+    KubeScheduler,
+    /// The node agent.
+    Kubelet,
+    /// The service proxy.
+    KubeProxy,
+}
+
+impl Component {
+    /// Every component, in start order.
+    pub const ALL: [Component; 5] = [
+        Component::KubeApiserver,
+        Component::KubeControllerManager,
+        Component::KubeScheduler,
+        Component::Kubelet,
+        Component::KubeProxy,
+    ];
+
+    /// The binary (and static pod) name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Component::KubeApiserver => "kube-apiserver",
+            Component::KubeControllerManager => "kube-controller-manager",
+            Component::KubeScheduler => "kube-scheduler",
+            Component::Kubelet => "kubelet",
+            Component::KubeProxy => "kube-proxy",
+        }
+    }
+}
+
+impl fmt::Display for Component {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What the flags of one node's components depend on. Paths are where the files live ON THE
+/// NODE; the defaults are kubeadm's.
+#[derive(Clone, Debug)]
+pub struct FlagInput {
+    /// The Kubernetes version the binaries are.
+    pub version: KubeVersion,
+    /// The node's name (kubelet `--hostname-override`, kube-proxy too).
+    pub node_name: String,
+    /// The node's address: the API server advertises it, kubelet reports it.
+    pub node_ip: IpAddr,
+    /// Where kube-apiserver listens; `None` = every interface (kubeadm's default). Tests set
+    /// 127.0.0.1.
+    pub apiserver_bind_address: Option<IpAddr>,
+    /// kube-apiserver's secure port (6443).
+    pub apiserver_port: u16,
+    /// Client URLs of every etcd member (`https://10.0.0.1:2379`).
+    pub etcd_servers: Vec<String>,
+    /// The service network (`10.96.0.0/12`).
+    pub service_cidr: String,
+    /// The pod network (`10.244.0.0/16`); `None` = nodes get no pod CIDR from the controller
+    /// manager (a CNI with its own IPAM).
+    pub pod_cidr: Option<String>,
+    /// The cluster DNS domain (`cluster.local`), part of the service-account issuer.
+    pub dns_domain: String,
+    /// The cluster's name (controller manager `--cluster-name`).
+    pub cluster_name: String,
+    /// The PKI directory (`/etc/kubernetes/pki`).
+    pub pki_dir: PathBuf,
+    /// Where the kubeconfigs live (`/etc/kubernetes`).
+    pub kubeconfig_dir: PathBuf,
+    /// kubelet's KubeletConfiguration file (`/var/lib/kubelet/config.yaml`).
+    pub kubelet_config: PathBuf,
+    /// kube-proxy's configuration file (`/var/lib/kube-proxy/config.conf`).
+    pub kube_proxy_config: PathBuf,
+    /// The CRI socket (`unix:///run/containerd/containerd.sock`).
+    pub container_runtime_endpoint: String,
+    /// The pause image (`registry.k8s.io/pause:3.9`).
+    pub sandbox_image: String,
+    /// Extra or overriding flags per component (without the leading `--`); they win over the
+    /// rendered ones, as kubeadm's `extraArgs` do.
+    pub extra_args: BTreeMap<Component, BTreeMap<String, String>>,
+}
+
+impl FlagInput {
+    /// An input with kubeadm's paths and defaults for the parts not given.
+    pub fn new(version: KubeVersion, node_name: &str, node_ip: IpAddr) -> Self {
+        Self {
+            version,
+            node_name: node_name.to_string(),
+            node_ip,
+            apiserver_bind_address: None,
+            apiserver_port: 6443,
+            etcd_servers: vec![format!("https://{}", join_host_port(node_ip, 2379))],
+            service_cidr: "10.96.0.0/12".into(),
+            pod_cidr: Some("10.244.0.0/16".into()),
+            dns_domain: "cluster.local".into(),
+            cluster_name: "kubernetes".into(),
+            pki_dir: "/etc/kubernetes/pki".into(),
+            kubeconfig_dir: "/etc/kubernetes".into(),
+            kubelet_config: "/var/lib/kubelet/config.yaml".into(),
+            kube_proxy_config: "/var/lib/kube-proxy/config.conf".into(),
+            container_runtime_endpoint: "unix:///run/containerd/containerd.sock".into(),
+            sandbox_image: "registry.k8s.io/pause:3.9".into(),
+            extra_args: BTreeMap::new(),
+        }
+    }
+}
+
+/// `ip:port`, with brackets for IPv6.
+pub fn join_host_port(ip: IpAddr, port: u16) -> String {
+    match ip {
+        IpAddr::V4(v4) => format!("{v4}:{port}"),
+        IpAddr::V6(v6) => format!("[{v6}]:{port}"),
+    }
+}
+
+/// The full, sorted flag list (`--name=value`) of `component` for this node and version.
+pub fn render_flags(component: Component, input: &FlagInput) -> Result<Vec<String>, VersionError> {
+    input.version.check_supported()?;
+    let r = rules(input.version);
+    let pki = |f: &str| input.pki_dir.join(f).display().to_string();
+    let conf = |f: &str| input.kubeconfig_dir.join(f).display().to_string();
+    let mut flags: BTreeMap<String, String> = BTreeMap::new();
+    let mut set = |k: &str, v: String| {
+        flags.insert(k.to_string(), v);
+    };
+    match component {
+        Component::KubeApiserver => {
+            if input.etcd_servers.is_empty() {
+                return Err(VersionError::Input {
+                    component,
+                    message: "no etcd servers".into(),
+                });
+            }
+            set("advertise-address", input.node_ip.to_string());
+            if let Some(bind) = input.apiserver_bind_address {
+                set("bind-address", bind.to_string());
+            }
+            set("allow-privileged", "true".into());
+            set("authorization-mode", "Node,RBAC".into());
+            set("client-ca-file", pki("ca.crt"));
+            set("enable-admission-plugins", "NodeRestriction".into());
+            set("enable-bootstrap-token-auth", "true".into());
+            set("etcd-cafile", pki("etcd/ca.crt"));
+            set("etcd-certfile", pki("apiserver-etcd-client.crt"));
+            set("etcd-keyfile", pki("apiserver-etcd-client.key"));
+            set("etcd-servers", input.etcd_servers.join(","));
+            if r.apiserver_insecure_port_flag {
+                set("insecure-port", "0".into());
+            }
+            set(
+                "kubelet-client-certificate",
+                pki("apiserver-kubelet-client.crt"),
+            );
+            set("kubelet-client-key", pki("apiserver-kubelet-client.key"));
+            set(
+                "kubelet-preferred-address-types",
+                "InternalIP,ExternalIP,Hostname".into(),
+            );
+            set("proxy-client-cert-file", pki("front-proxy-client.crt"));
+            set("proxy-client-key-file", pki("front-proxy-client.key"));
+            set("requestheader-allowed-names", "front-proxy-client".into());
+            set("requestheader-client-ca-file", pki("front-proxy-ca.crt"));
+            set(
+                "requestheader-extra-headers-prefix",
+                "X-Remote-Extra-".into(),
+            );
+            set("requestheader-group-headers", "X-Remote-Group".into());
+            set("requestheader-username-headers", "X-Remote-User".into());
+            set("secure-port", input.apiserver_port.to_string());
+            set(
+                "service-account-issuer",
+                format!("https://kubernetes.default.svc.{}", input.dns_domain),
+            );
+            set("service-account-key-file", pki("sa.pub"));
+            set("service-account-signing-key-file", pki("sa.key"));
+            set("service-cluster-ip-range", input.service_cidr.clone());
+            set("tls-cert-file", pki("apiserver.crt"));
+            set("tls-private-key-file", pki("apiserver.key"));
+        }
+        Component::KubeControllerManager => {
+            let kc = conf("controller-manager.conf");
+            if let Some(pod_cidr) = &input.pod_cidr {
+                set("allocate-node-cidrs", "true".into());
+                set("cluster-cidr", pod_cidr.clone());
+            }
+            set("authentication-kubeconfig", kc.clone());
+            set("authorization-kubeconfig", kc.clone());
+            set("bind-address", "127.0.0.1".into());
+            set("client-ca-file", pki("ca.crt"));
+            set("cluster-name", input.cluster_name.clone());
+            set("cluster-signing-cert-file", pki("ca.crt"));
+            set("cluster-signing-key-file", pki("ca.key"));
+            set("controllers", "*,bootstrapsigner,tokencleaner".into());
+            set("kubeconfig", kc);
+            set("leader-elect", "true".into());
+            if r.component_insecure_port_flag {
+                set("port", "0".into());
+            }
+            set("requestheader-client-ca-file", pki("front-proxy-ca.crt"));
+            set("root-ca-file", pki("ca.crt"));
+            set("service-account-private-key-file", pki("sa.key"));
+            set("service-cluster-ip-range", input.service_cidr.clone());
+            set("use-service-account-credentials", "true".into());
+        }
+        Component::KubeScheduler => {
+            let kc = conf("scheduler.conf");
+            set("authentication-kubeconfig", kc.clone());
+            set("authorization-kubeconfig", kc.clone());
+            set("bind-address", "127.0.0.1".into());
+            set("kubeconfig", kc);
+            set("leader-elect", "true".into());
+            if r.component_insecure_port_flag {
+                set("port", "0".into());
+            }
+        }
+        Component::Kubelet => {
+            set("bootstrap-kubeconfig", conf("bootstrap-kubelet.conf"));
+            set("config", input.kubelet_config.display().to_string());
+            if r.kubelet_container_runtime_flag {
+                set("container-runtime", "remote".into());
+            }
+            if !r.kubelet_runtime_endpoint_in_config {
+                set(
+                    "container-runtime-endpoint",
+                    input.container_runtime_endpoint.clone(),
+                );
+            }
+            set("hostname-override", input.node_name.clone());
+            set("kubeconfig", conf("kubelet.conf"));
+            set("node-ip", input.node_ip.to_string());
+            if r.kubelet_pod_infra_image_flag {
+                set("pod-infra-container-image", input.sandbox_image.clone());
+            }
+        }
+        Component::KubeProxy => {
+            set("config", input.kube_proxy_config.display().to_string());
+            set("hostname-override", input.node_name.clone());
+        }
+    }
+    if let Some(extra) = input.extra_args.get(&component) {
+        for (k, v) in extra {
+            flags.insert(k.trim_start_matches('-').to_string(), v.clone());
+        }
+    }
+    Ok(flags
+        .into_iter()
+        .map(|(k, v)| format!("--{k}={v}"))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_versions() {
+        assert_eq!(
+            KubeVersion::parse("v1.20.2").unwrap(),
+            KubeVersion::new(1, 20, 2)
+        );
+        assert_eq!(
+            KubeVersion::parse("1.30.0-rc.1").unwrap(),
+            KubeVersion::new(1, 30, 0)
+        );
+        assert_eq!(
+            KubeVersion::parse("v1.26.3").unwrap().to_string(),
+            "v1.26.3"
+        );
+        for bad in ["", "v1", "v1.20", "v1.x.0", "v1.2.3.4", "latest"] {
+            assert!(KubeVersion::parse(bad).is_err(), "{bad} should be refused");
+        }
+        assert!(KubeVersion::new(1, 19, 9).check_supported().is_err());
+        assert!(KubeVersion::new(1, 20, 0).check_supported().is_ok());
+    }
+
+    #[test]
+    fn rule_boundaries() {
+        let v = |m| rules(KubeVersion::new(1, m, 0));
+        assert!(v(23).apiserver_insecure_port_flag && !v(24).apiserver_insecure_port_flag);
+        assert!(v(22).component_insecure_port_flag && !v(23).component_insecure_port_flag);
+        assert!(v(26).kubelet_container_runtime_flag && !v(27).kubelet_container_runtime_flag);
+        assert!(
+            !v(26).kubelet_runtime_endpoint_in_config && v(27).kubelet_runtime_endpoint_in_config
+        );
+        assert!(v(23).dockershim && !v(24).dockershim);
+        assert!(!v(28).super_admin_kubeconfig && v(29).super_admin_kubeconfig);
+        assert_eq!(v(28).admin_group, SYSTEM_MASTERS);
+        assert_eq!(v(29).admin_group, KUBEADM_CLUSTER_ADMINS);
+    }
+
+    #[test]
+    fn extra_args_override() {
+        let mut input = FlagInput::new(
+            KubeVersion::new(1, 30, 0),
+            "cp1",
+            "10.0.0.1".parse().unwrap(),
+        );
+        input
+            .extra_args
+            .entry(Component::KubeScheduler)
+            .or_default()
+            .insert("--leader-elect".into(), "false".into());
+        let flags = render_flags(Component::KubeScheduler, &input).unwrap();
+        assert!(
+            flags.contains(&"--leader-elect=false".to_string()),
+            "{flags:?}"
+        );
+        assert!(!flags.contains(&"--leader-elect=true".to_string()));
+    }
+
+    #[test]
+    fn apiserver_needs_etcd() {
+        let mut input = FlagInput::new(
+            KubeVersion::new(1, 30, 0),
+            "cp1",
+            "10.0.0.1".parse().unwrap(),
+        );
+        input.etcd_servers.clear();
+        assert!(render_flags(Component::KubeApiserver, &input).is_err());
+    }
+}
