@@ -1,0 +1,734 @@
+//! File modules: `template`, `copy`, `file`, `line_in_file`, `block_in_file`, `hosts_file`.
+//!
+//! Whole files (`template`, `copy`) are compared by sha256 with one remote command (`stat` +
+//! `sha256sum`) and uploaded only when the content differs; mode and owner are fixed in place
+//! when only they differ. In check mode the remote file is downloaded to show a diff (only then,
+//! and never for `no_log` tasks). Line and block edits read the file once, edit it here and
+//! upload it only when the text changes, keeping the file's mode.
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use super::{flex, sh_quote, ModuleError, Outcome, TaskCx};
+use crate::exec::{Command, UploadOptions};
+use crate::playbook::diff;
+use crate::playbook::render;
+
+/// Arguments of `template`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateArgs {
+    /// Template name under `templates/` (`containerd/config.toml`).
+    pub src: String,
+    /// Path on the host.
+    pub dest: String,
+    #[serde(default, deserialize_with = "flex::opt_mode")]
+    pub mode: Option<u32>,
+    #[serde(default)]
+    pub owner: Option<String>,
+    #[serde(default)]
+    pub group: Option<String>,
+}
+
+/// Arguments of `copy`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CopyArgs {
+    /// A local file (absolute, or under an override directory's `files/`).
+    #[serde(default)]
+    pub src: Option<String>,
+    /// Literal content instead of `src`.
+    #[serde(default)]
+    pub content: Option<String>,
+    pub dest: String,
+    #[serde(default, deserialize_with = "flex::opt_mode")]
+    pub mode: Option<u32>,
+    #[serde(default)]
+    pub owner: Option<String>,
+    #[serde(default)]
+    pub group: Option<String>,
+}
+
+/// The state the `file` module enforces.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum FileState {
+    Directory,
+    Absent,
+    Symlink,
+    /// Create empty if missing.
+    Touch,
+    /// Must exist; only mode/owner are enforced.
+    File,
+}
+
+/// Arguments of `file`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileArgs {
+    pub path: String,
+    pub state: FileState,
+    /// Link target for `state: symlink`.
+    #[serde(default)]
+    pub src: Option<String>,
+    #[serde(default, deserialize_with = "flex::opt_mode")]
+    pub mode: Option<u32>,
+    #[serde(default)]
+    pub owner: Option<String>,
+    #[serde(default)]
+    pub group: Option<String>,
+}
+
+/// present/absent, for line and block edits.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Presence {
+    #[default]
+    Present,
+    Absent,
+}
+
+/// Arguments of `line_in_file`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LineArgs {
+    pub path: String,
+    /// The line wanted (required for `present`).
+    #[serde(default)]
+    pub line: Option<String>,
+    /// Lines matching this regex are replaced (the last one) or removed (all, when absent).
+    #[serde(default)]
+    pub regexp: Option<String>,
+    #[serde(default)]
+    pub state: Presence,
+    /// Create the file when missing (default false: a missing file is an error).
+    #[serde(default, deserialize_with = "flex::opt_bool")]
+    pub create: Option<bool>,
+    /// Insert after the last line matching this regex (default: at the end).
+    #[serde(default)]
+    pub insert_after: Option<String>,
+    #[serde(default, deserialize_with = "flex::opt_mode")]
+    pub mode: Option<u32>,
+}
+
+/// Arguments of `block_in_file`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlockArgs {
+    pub path: String,
+    /// The block's lines (without markers).
+    #[serde(default)]
+    pub block: String,
+    /// Marker line; `{mark}` becomes BEGIN or END.
+    #[serde(default = "default_marker")]
+    pub marker: String,
+    #[serde(default)]
+    pub state: Presence,
+    /// Create the file when missing (default true).
+    #[serde(default, deserialize_with = "flex::opt_bool")]
+    pub create: Option<bool>,
+    #[serde(default, deserialize_with = "flex::opt_mode")]
+    pub mode: Option<u32>,
+}
+
+fn default_marker() -> String {
+    "# {mark} CLUSTERKIT MANAGED BLOCK".to_string()
+}
+
+/// One extra /etc/hosts entry.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct HostsEntry {
+    pub address: String,
+    #[serde(deserialize_with = "flex::strings")]
+    pub names: Vec<String>,
+}
+
+/// Arguments of `hosts_file`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostsFileArgs {
+    #[serde(default = "default_hosts_path")]
+    pub path: String,
+    /// List every cluster host (`address name`); default true.
+    #[serde(default, deserialize_with = "flex::opt_bool")]
+    pub cluster_hosts: Option<bool>,
+    /// More entries (e.g. the control-plane endpoint's name).
+    #[serde(default)]
+    pub entries: Vec<HostsEntry>,
+}
+
+fn default_hosts_path() -> String {
+    "/etc/hosts".to_string()
+}
+
+/// What `stat` + `sha256sum` said about a remote file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteFile {
+    pub mode: u32,
+    pub owner: String,
+    pub group: String,
+    pub sha256: String,
+}
+
+/// One remote command: the file's mode, owner, group and sha256, or `None` when absent.
+pub async fn stat_file(cx: &TaskCx<'_>, path: &str) -> Result<Option<RemoteFile>, ModuleError> {
+    let p = sh_quote(path);
+    let out = cx
+        .sh(&format!(
+            "if [ -f {p} ]; then stat -L -c '%a %U %G' {p} && sha256sum < {p}; \
+             elif [ -e {p} ]; then echo 'CK_NOT_A_FILE'; else echo CK_ABSENT; fi"
+        ))
+        .await?;
+    parse_stat(path, &out)
+}
+
+fn parse_stat(path: &str, out: &str) -> Result<Option<RemoteFile>, ModuleError> {
+    let mut lines = out.lines();
+    let first = lines.next().unwrap_or("");
+    if first == "CK_ABSENT" {
+        return Ok(None);
+    }
+    if first == "CK_NOT_A_FILE" {
+        return Err(ModuleError::Failed(format!(
+            "{path} exists and is not a regular file"
+        )));
+    }
+    let bad = || {
+        ModuleError::Failed(format!(
+            "cannot read the state of {path}: unexpected `{out}`"
+        ))
+    };
+    let mut f = first.split_whitespace();
+    let mode = u32::from_str_radix(f.next().ok_or_else(bad)?, 8).map_err(|_| bad())?;
+    let owner = f.next().ok_or_else(bad)?.to_string();
+    let group = f.next().ok_or_else(bad)?.to_string();
+    let sha256 = lines
+        .next()
+        .and_then(|l| l.split_whitespace().next())
+        .ok_or_else(bad)?
+        .to_string();
+    Ok(Some(RemoteFile {
+        mode,
+        owner,
+        group,
+        sha256,
+    }))
+}
+
+/// sha256 of local bytes, hex.
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+/// Makes `path` hold exactly `data` with the wanted mode/owner/group: one command when
+/// nothing differs, one more to upload or fix attributes otherwise.
+pub async fn ensure_content(
+    cx: &TaskCx<'_>,
+    path: &str,
+    data: &[u8],
+    mode: Option<u32>,
+    owner: Option<&str>,
+    group: Option<&str>,
+) -> Result<Outcome, ModuleError> {
+    let current = stat_file(cx, path).await?;
+    let wanted_sha = sha256_hex(data);
+    let content_differs = current
+        .as_ref()
+        .map(|c| c.sha256 != wanted_sha)
+        .unwrap_or(true);
+    let mut attr_changes = Vec::new();
+    if let Some(c) = &current {
+        if let Some(m) = mode {
+            if c.mode != m {
+                attr_changes.push(format!("mode {:o} → {m:o}", c.mode));
+            }
+        }
+        if let Some(o) = owner {
+            if c.owner != o {
+                attr_changes.push(format!("owner {} → {o}", c.owner));
+            }
+        }
+        if let Some(g) = group {
+            if c.group != g {
+                attr_changes.push(format!("group {} → {g}", c.group));
+            }
+        }
+    }
+    if !content_differs && attr_changes.is_empty() {
+        return Ok(Outcome::ok(format!("{path} is up to date")));
+    }
+    let mut message = if current.is_none() {
+        format!("create {path}")
+    } else if content_differs {
+        format!("update {path}")
+    } else {
+        format!("{path}: {}", attr_changes.join(", "))
+    };
+    if content_differs && !attr_changes.is_empty() {
+        message = format!("{message} ({})", attr_changes.join(", "));
+    }
+    if cx.check {
+        let mut outcome = Outcome::changed(format!("would {message}"));
+        if content_differs && !cx.no_log {
+            let old = match &current {
+                Some(_) => cx.exec.download(path).await?,
+                None => Vec::new(),
+            };
+            outcome.diff = match (std::str::from_utf8(&old), std::str::from_utf8(data)) {
+                (Ok(o), Ok(n)) => diff::unified(path, o, n),
+                _ => Some(format!("binary content of {path} differs\n")),
+            };
+        }
+        return Ok(outcome);
+    }
+    if content_differs {
+        let chown = match (owner, group) {
+            (Some(o), Some(g)) => Some(format!("{o}:{g}")),
+            (Some(o), None) => Some(o.to_string()),
+            (None, Some(g)) => Some(format!(":{g}")),
+            (None, None) => None,
+        };
+        let options = UploadOptions {
+            mode: mode.or(current.as_ref().map(|c| c.mode)).unwrap_or(0o644),
+            owner: chown,
+            create_parents: true,
+        };
+        cx.exec.upload(data, path, &options).await?;
+    } else {
+        let p = sh_quote(path);
+        let mut line = String::new();
+        if let Some(m) = mode {
+            line.push_str(&format!("chmod {m:o} {p} && "));
+        }
+        if let Some(o) = owner {
+            line.push_str(&format!("chown {} {p} && ", sh_quote(o)));
+        }
+        if let Some(g) = group {
+            line.push_str(&format!("chgrp {} {p} && ", sh_quote(g)));
+        }
+        line.push_str("true");
+        cx.sh(&line).await?;
+    }
+    Ok(Outcome::changed(message))
+}
+
+/// Renders a template with the task's context (strict: undefined variables fail).
+pub fn render_template(cx: &TaskCx<'_>, src: &str) -> Result<String, ModuleError> {
+    let source = cx
+        .library
+        .template(src)
+        .map_err(|e| ModuleError::Failed(e.to_string()))?;
+    tera::Tera::one_off(&source.text, cx.context, false).map_err(|e| {
+        ModuleError::Failed(format!(
+            "template {}: {}",
+            source.origin,
+            render::tera_message(&e)
+        ))
+    })
+}
+
+pub async fn template(args: TemplateArgs, cx: &TaskCx<'_>) -> Result<Outcome, ModuleError> {
+    let text = render_template(cx, &args.src)?;
+    ensure_content(
+        cx,
+        &args.dest,
+        text.as_bytes(),
+        args.mode,
+        args.owner.as_deref(),
+        args.group.as_deref(),
+    )
+    .await
+}
+
+pub async fn copy(args: CopyArgs, cx: &TaskCx<'_>) -> Result<Outcome, ModuleError> {
+    let data = match (&args.src, &args.content) {
+        (Some(src), None) => {
+            let path = cx
+                .library
+                .file_path(src)
+                .map_err(|e| ModuleError::Failed(e.to_string()))?;
+            std::fs::read(&path)
+                .map_err(|e| ModuleError::Failed(format!("cannot read {}: {e}", path.display())))?
+        }
+        (None, Some(c)) => c.clone().into_bytes(),
+        _ => {
+            return Err(ModuleError::Args(
+                "give exactly one of `src` or `content`".into(),
+            ))
+        }
+    };
+    ensure_content(
+        cx,
+        &args.dest,
+        &data,
+        args.mode,
+        args.owner.as_deref(),
+        args.group.as_deref(),
+    )
+    .await
+}
+
+/// Shell lines that fix mode/owner/group of an existing path, reporting each change.
+fn attr_script(p: &str, mode: Option<u32>, owner: Option<&str>, group: Option<&str>) -> String {
+    let mut s = String::new();
+    if let Some(m) = mode {
+        s.push_str(&format!(
+            "if [ -e {p} ] && [ \"$(stat -c %a {p})\" != {m:o} ]; then changed \"mode of {p} → {m:o}\"; [ $CK_CHECK = 1 ] || chmod {m:o} {p}; fi\n"
+        ));
+    }
+    if let Some(o) = owner {
+        let o = sh_quote(o);
+        s.push_str(&format!(
+            "if [ -e {p} ] && [ \"$(stat -c %U {p})\" != {o} ]; then changed \"owner of {p} → {o}\"; [ $CK_CHECK = 1 ] || chown {o} {p}; fi\n"
+        ));
+    }
+    if let Some(g) = group {
+        let g = sh_quote(g);
+        s.push_str(&format!(
+            "if [ -e {p} ] && [ \"$(stat -c %G {p})\" != {g} ]; then changed \"group of {p} → {g}\"; [ $CK_CHECK = 1 ] || chgrp {g} {p}; fi\n"
+        ));
+    }
+    s
+}
+
+pub async fn file(args: FileArgs, cx: &TaskCx<'_>) -> Result<Outcome, ModuleError> {
+    let p = sh_quote(&args.path);
+    let attrs = attr_script(&p, args.mode, args.owner.as_deref(), args.group.as_deref());
+    let script = match args.state {
+        FileState::Directory => format!(
+            "if [ -d {p} ]; then :; elif [ -e {p} ]; then echo '{path} exists and is not a directory' >&2; exit 1; \
+             else changed 'create directory {path}'; [ $CK_CHECK = 1 ] || mkdir -p {p}; fi\n{attrs}",
+            path = args.path
+        ),
+        FileState::Absent => format!(
+            "if [ -e {p} ] || [ -L {p} ]; then changed 'remove {path}'; [ $CK_CHECK = 1 ] || rm -rf {p}; fi\n",
+            path = args.path
+        ),
+        FileState::Symlink => {
+            let src = args
+                .src
+                .as_deref()
+                .ok_or_else(|| ModuleError::Args("`state: symlink` needs `src` (the link target)".into()))?;
+            let s = sh_quote(src);
+            format!(
+                "if [ -L {p} ] && [ \"$(readlink {p})\" = {s} ]; then :; \
+                 elif [ -e {p} ] && [ ! -L {p} ]; then echo '{path} exists and is not a symlink' >&2; exit 1; \
+                 else changed 'link {path} → {src}'; [ $CK_CHECK = 1 ] || ln -sfn {s} {p}; fi\n",
+                path = args.path
+            )
+        }
+        FileState::Touch => format!(
+            "if [ ! -e {p} ]; then changed 'create {path}'; [ $CK_CHECK = 1 ] || {{ mkdir -p \"$(dirname {p})\" && : > {p}; }}; fi\n{attrs}",
+            path = args.path
+        ),
+        FileState::File => format!(
+            "if [ ! -f {p} ]; then echo '{path} does not exist or is not a regular file' >&2; exit 1; fi\n{attrs}",
+            path = args.path
+        ),
+    };
+    Ok(cx
+        .script(&script)
+        .await?
+        .outcome(&format!("{} is as wanted", args.path)))
+}
+
+/// The text of a remote file and its mode, or `None` when it does not exist. One command.
+pub async fn read_text(cx: &TaskCx<'_>, path: &str) -> Result<Option<(String, u32)>, ModuleError> {
+    let p = sh_quote(path);
+    let out = cx
+        .exec
+        .run_checked(&Command::new(format!(
+            "if [ -f {p} ]; then stat -L -c '%a' {p} && cat {p}; elif [ -e {p} ]; then echo CK_NOT_A_FILE; else echo CK_ABSENT; fi"
+        )))
+        .await?;
+    let text = String::from_utf8(out.stdout)
+        .map_err(|_| ModuleError::Failed(format!("{path} is not UTF-8 text")))?;
+    let (first, rest) = text.split_once('\n').unwrap_or((text.as_str(), ""));
+    match first {
+        "CK_ABSENT" => Ok(None),
+        "CK_NOT_A_FILE" => Err(ModuleError::Failed(format!(
+            "{path} exists and is not a regular file"
+        ))),
+        mode => {
+            let mode = u32::from_str_radix(mode.trim(), 8).map_err(|_| {
+                ModuleError::Failed(format!("cannot read the mode of {path}: `{mode}`"))
+            })?;
+            Ok(Some((rest.to_string(), mode)))
+        }
+    }
+}
+
+/// Reads a text file, applies `edit`, and writes it back only if the text changed.
+pub async fn edit_text(
+    cx: &TaskCx<'_>,
+    path: &str,
+    create: bool,
+    mode: Option<u32>,
+    edit: impl FnOnce(&str) -> Result<String, ModuleError>,
+) -> Result<Outcome, ModuleError> {
+    let current = read_text(cx, path).await?;
+    let (old, old_mode) = match current {
+        Some((t, m)) => (t, Some(m)),
+        None if create => (String::new(), None),
+        None => {
+            return Err(ModuleError::Failed(format!(
+                "{path} does not exist (set `create: true` to create it)"
+            )))
+        }
+    };
+    let new = edit(&old)?;
+    let mode_change = match (mode, old_mode) {
+        (Some(m), Some(o)) => m != o,
+        _ => false,
+    };
+    if new == old && old_mode.is_some() {
+        if mode_change {
+            return ensure_content(cx, path, new.as_bytes(), mode, None, None).await;
+        }
+        return Ok(Outcome::ok(format!("{path} is up to date")));
+    }
+    let verb = if old_mode.is_none() {
+        "create"
+    } else {
+        "update"
+    };
+    if cx.check {
+        let d = if cx.no_log {
+            None
+        } else {
+            diff::unified(path, &old, &new)
+        };
+        return Ok(Outcome::changed(format!("would {verb} {path}")).with_diff(d));
+    }
+    let options = UploadOptions {
+        mode: mode.or(old_mode).unwrap_or(0o644),
+        owner: None,
+        create_parents: true,
+    };
+    cx.exec.upload(new.as_bytes(), path, &options).await?;
+    let d = if cx.no_log {
+        None
+    } else {
+        diff::unified(path, &old, &new)
+    };
+    Ok(Outcome::changed(format!("{verb} {path}")).with_diff(d))
+}
+
+/// The text with `line` present/absent per `args` (pure, unit-tested).
+pub fn edit_line(text: &str, args: &LineArgs) -> Result<String, String> {
+    let regexp = args
+        .regexp
+        .as_deref()
+        .map(regex::Regex::new)
+        .transpose()
+        .map_err(|e| format!("regexp: {e}"))?;
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let matches = |l: &str| match (&regexp, &args.line) {
+        (Some(r), _) => r.is_match(l),
+        (None, Some(want)) => l == want,
+        (None, None) => false,
+    };
+    match args.state {
+        Presence::Absent => {
+            if regexp.is_none() && args.line.is_none() {
+                return Err("`state: absent` needs `regexp` or `line`".into());
+            }
+            lines.retain(|l| !matches(l));
+        }
+        Presence::Present => {
+            let want = args
+                .line
+                .as_deref()
+                .ok_or("`state: present` needs `line`")?;
+            if let Some(i) = lines.iter().rposition(|l| matches(l)) {
+                lines[i] = want.to_string();
+            } else if !lines.iter().any(|l| l == want) {
+                let at = match &args.insert_after {
+                    None => lines.len(),
+                    Some(s) if s == "EOF" => lines.len(),
+                    Some(s) => {
+                        let r = regex::Regex::new(s).map_err(|e| format!("insert_after: {e}"))?;
+                        lines
+                            .iter()
+                            .rposition(|l| r.is_match(l))
+                            .map(|i| i + 1)
+                            .unwrap_or(lines.len())
+                    }
+                };
+                lines.insert(at, want.to_string());
+            }
+        }
+    }
+    Ok(join_lines(&lines))
+}
+
+/// Joins lines with a final newline (every file we write ends with one, as tools expect).
+fn join_lines(lines: &[String]) -> String {
+    if lines.is_empty() {
+        return String::new();
+    }
+    let mut out = lines.join("\n");
+    out.push('\n');
+    out
+}
+
+pub async fn line_in_file(args: LineArgs, cx: &TaskCx<'_>) -> Result<Outcome, ModuleError> {
+    edit_text(
+        cx,
+        &args.path.clone(),
+        args.create.unwrap_or(false),
+        args.mode,
+        |old| edit_line(old, &args).map_err(ModuleError::Args),
+    )
+    .await
+}
+
+/// The text with a marked block set to `block` (or removed).
+pub fn edit_block(text: &str, marker: &str, block: &str, state: Presence) -> String {
+    let begin = marker.replace("{mark}", "BEGIN");
+    let end = marker.replace("{mark}", "END");
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines.iter().position(|l| l.trim_end() == begin);
+    let stop = start.and_then(|s| {
+        lines[s..]
+            .iter()
+            .position(|l| l.trim_end() == end)
+            .map(|e| s + e)
+    });
+    let mut out: Vec<String> = Vec::new();
+    let new_block = || {
+        let mut b = vec![begin.clone()];
+        b.extend(block.lines().map(str::to_string));
+        b.push(end.clone());
+        b
+    };
+    match (start, stop) {
+        (Some(s), Some(e)) => {
+            out.extend(lines[..s].iter().map(|l| l.to_string()));
+            if state == Presence::Present {
+                out.extend(new_block());
+            }
+            out.extend(lines[e + 1..].iter().map(|l| l.to_string()));
+        }
+        _ => {
+            out.extend(lines.iter().map(|l| l.to_string()));
+            if state == Presence::Present {
+                out.extend(new_block());
+            }
+        }
+    }
+    join_lines(&out)
+}
+
+pub async fn block_in_file(args: BlockArgs, cx: &TaskCx<'_>) -> Result<Outcome, ModuleError> {
+    let BlockArgs {
+        path,
+        block,
+        marker,
+        state,
+        create,
+        mode,
+    } = args;
+    edit_text(cx, &path, create.unwrap_or(true), mode, |old| {
+        Ok(edit_block(old, &marker, &block, state))
+    })
+    .await
+}
+
+/// The managed /etc/hosts block: every cluster host, then the extra entries.
+pub fn hosts_block(
+    cluster_hosts: &[(String, String)],
+    include_cluster: bool,
+    extra: &[HostsEntry],
+) -> String {
+    let mut out = String::new();
+    if include_cluster {
+        for (name, address) in cluster_hosts {
+            out.push_str(&format!("{address} {name}\n"));
+        }
+    }
+    for e in extra {
+        out.push_str(&format!("{} {}\n", e.address, e.names.join(" ")));
+    }
+    out
+}
+
+pub async fn hosts_file(args: HostsFileArgs, cx: &TaskCx<'_>) -> Result<Outcome, ModuleError> {
+    let block = hosts_block(
+        cx.cluster_hosts,
+        args.cluster_hosts.unwrap_or(true),
+        &args.entries,
+    );
+    let marker = "# {mark} clusterkit cluster hosts";
+    edit_text(cx, &args.path, true, None, |old| {
+        Ok(edit_block(old, marker, &block, Presence::Present))
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line_args(line: Option<&str>, regexp: Option<&str>, state: Presence) -> LineArgs {
+        LineArgs {
+            path: "/x".into(),
+            line: line.map(str::to_string),
+            regexp: regexp.map(str::to_string),
+            state,
+            create: None,
+            insert_after: None,
+            mode: None,
+        }
+    }
+
+    #[test]
+    fn line_replace_append_remove() {
+        let text = "a=1\nb=2\n";
+        let args = line_args(Some("b=3"), Some("^b="), Presence::Present);
+        assert_eq!(edit_line(text, &args).unwrap(), "a=1\nb=3\n");
+        let args = line_args(Some("c=1"), Some("^c="), Presence::Present);
+        assert_eq!(edit_line(text, &args).unwrap(), "a=1\nb=2\nc=1\n");
+        let args = line_args(Some("a=1"), None, Presence::Present);
+        assert_eq!(edit_line(text, &args).unwrap(), text);
+        let args = line_args(None, Some("^a="), Presence::Absent);
+        assert_eq!(edit_line(text, &args).unwrap(), "b=2\n");
+        assert_eq!(
+            edit_line("", &line_args(Some("x"), None, Presence::Present)).unwrap(),
+            "x\n"
+        );
+    }
+
+    #[test]
+    fn block_insert_replace_remove() {
+        let m = "# {mark} M";
+        let t = edit_block(
+            "127.0.0.1 localhost\n",
+            m,
+            "10.0.0.1 n1\n",
+            Presence::Present,
+        );
+        assert_eq!(t, "127.0.0.1 localhost\n# BEGIN M\n10.0.0.1 n1\n# END M\n");
+        let t2 = edit_block(&t, m, "10.0.0.2 n2\n", Presence::Present);
+        assert_eq!(t2, "127.0.0.1 localhost\n# BEGIN M\n10.0.0.2 n2\n# END M\n");
+        assert_eq!(edit_block(&t2, m, "10.0.0.2 n2\n", Presence::Present), t2);
+        assert_eq!(
+            edit_block(&t2, m, "", Presence::Absent),
+            "127.0.0.1 localhost\n"
+        );
+    }
+
+    #[test]
+    fn stat_output_parses() {
+        let f = parse_stat("/x", "644 root root\nabc123  -\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (f.mode, f.owner.as_str(), f.sha256.as_str()),
+            (0o644, "root", "abc123")
+        );
+        assert!(parse_stat("/x", "CK_ABSENT\n").unwrap().is_none());
+        assert!(parse_stat("/x", "CK_NOT_A_FILE\n").is_err());
+    }
+}

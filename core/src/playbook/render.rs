@@ -1,0 +1,149 @@
+//! Tera rendering of task arguments and conditions.
+//!
+//! Only strings that contain `{{` or `{%` are rendered, so plain arguments cost nothing and a
+//! literal brace in a shell command does not need escaping unless it forms a tera tag.
+//! Conditions (`when`, `changed_when`, `failed_when`) are tera expressions evaluated as
+//! `{% if EXPR %}`. Rendering is strict: an undefined variable is an error, never an empty
+//! string.
+
+use serde_json::Value;
+use tera::{Context, Tera};
+
+/// True when `s` holds a tera tag and must be rendered.
+pub fn is_template(s: &str) -> bool {
+    s.contains("{{") || s.contains("{%") || s.contains("{#")
+}
+
+/// The whole error chain of a tera error on one line (tera puts the useful part, e.g. the
+/// line/column and what was expected, in the sources).
+pub fn tera_message(err: &tera::Error) -> String {
+    let mut message = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    message.replace("__tera_one_off", "template")
+}
+
+/// Checks the syntax of a template string without rendering it.
+pub fn check_syntax(s: &str) -> Result<(), String> {
+    let mut tera = Tera::default();
+    tera.autoescape_on(vec![]);
+    tera.add_raw_template("__tera_one_off", s)
+        .map(|_| ())
+        .map_err(|e| tera_message(&e))
+}
+
+/// Checks the syntax of a condition expression.
+pub fn check_condition(expr: &str) -> Result<(), String> {
+    check_syntax(&condition_template(expr))
+}
+
+fn condition_template(expr: &str) -> String {
+    format!("{{% if {expr} %}}true{{% else %}}false{{% endif %}}")
+}
+
+/// Renders one string.
+pub fn render_str(s: &str, ctx: &Context) -> Result<String, String> {
+    if !is_template(s) {
+        return Ok(s.to_string());
+    }
+    Tera::one_off(s, ctx, false).map_err(|e| tera_message(&e))
+}
+
+/// Renders every templated string inside a JSON value (object keys too).
+pub fn render_value(value: &Value, ctx: &Context) -> Result<Value, String> {
+    Ok(match value {
+        Value::String(s) => Value::String(render_str(s, ctx)?),
+        Value::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|v| render_value(v, ctx))
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::Object(map) => {
+            let mut out = serde_json::Map::with_capacity(map.len());
+            for (k, v) in map {
+                out.insert(render_str(k, ctx)?, render_value(v, ctx)?);
+            }
+            Value::Object(out)
+        }
+        other => other.clone(),
+    })
+}
+
+/// Evaluates a condition; a bare `true`/`false` needs no tera.
+pub fn eval_condition(expr: &str, ctx: &Context) -> Result<bool, String> {
+    match expr.trim() {
+        "true" | "True" | "yes" => return Ok(true),
+        "false" | "False" | "no" => return Ok(false),
+        _ => {}
+    }
+    let out = Tera::one_off(&condition_template(expr), ctx, false)
+        .map_err(|e| format!("condition `{expr}`: {}", tera_message(&e)))?;
+    Ok(out == "true")
+}
+
+/// Calls `f` on every string in a JSON value (used to syntax-check templated arguments at
+/// load time).
+pub fn each_string<'a>(
+    value: &'a Value,
+    f: &mut dyn FnMut(&'a str) -> Result<(), String>,
+) -> Result<(), String> {
+    match value {
+        Value::String(s) => f(s),
+        Value::Array(items) => items.iter().try_for_each(|v| each_string(v, f)),
+        Value::Object(map) => map.iter().try_for_each(|(k, v)| {
+            f(k)?;
+            each_string(v, f)
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// True when any string inside `value` is a template.
+pub fn has_template(value: &Value) -> bool {
+    let mut found = false;
+    let _ = each_string(value, &mut |s| {
+        found |= is_template(s);
+        Ok(())
+    });
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ctx() -> Context {
+        Context::from_value(json!({"host": {"name": "n1", "roles": ["worker"]}, "n": 3})).unwrap()
+    }
+
+    #[test]
+    fn renders_nested_strings_and_conditions() {
+        let v = render_value(
+            &json!({"a": "x-{{ host.name }}", "b": [1, "{{ n + 1 }}"]}),
+            &ctx(),
+        )
+        .unwrap();
+        assert_eq!(v, json!({"a": "x-n1", "b": [1, "4"]}));
+        assert!(eval_condition("'worker' in host.roles", &ctx()).unwrap());
+        assert!(!eval_condition("n > 5", &ctx()).unwrap());
+    }
+
+    #[test]
+    fn undefined_variable_is_an_error() {
+        let err = render_str("{{ nope }}", &ctx()).unwrap_err();
+        assert!(err.contains("nope"), "{err}");
+    }
+
+    #[test]
+    fn syntax_errors_are_found_without_rendering() {
+        assert!(check_syntax("{{ host.name ").is_err());
+        assert!(check_condition("host.name ==").is_err());
+        assert!(check_syntax("plain { braces }").is_ok());
+    }
+}
