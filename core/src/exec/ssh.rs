@@ -16,9 +16,10 @@
 //!   only after a random "ready" marker shows sudo has finished. So the password never appears
 //!   on a command line or in a log, and never leaks into the command's stdin when sudo does not
 //!   ask (cached credentials, NOPASSWD). Without a become password, `sudo -n` is used.
-//! - **Timeouts**: `connect_timeout` bounds TCP connect + handshake + authentication; a command
-//!   that outlives its timeout gets `KILL` (where the server honours signal requests), its channel
-//!   is closed and `ExecError::Timeout` is returned.
+//! - **Timeouts**: `connect_timeout` bounds TCP connect + handshake + authentication. Every
+//!   command runs under the remote `timeout -s KILL` (coreutils) set just past its deadline, so a
+//!   command that outlives it is killed with its whole process group on the host; the client
+//!   closes the channel and returns `ExecError::Timeout`.
 //! - **Reconnect**: when the connection has dropped, it is re-established once. A command whose
 //!   channel could not even be opened is then retried (it never started); `upload` and
 //!   `download` are idempotent and are retried even when the connection dropped mid-way. A
@@ -618,14 +619,20 @@ impl SshExecutor {
         }
     }
 
-    fn plan(&self, line: &str) -> Plan {
+    /// Builds the remote command line. The command always runs under coreutils `timeout`, set
+    /// one second past the client's own deadline: the client reports `Timeout` first, and the
+    /// remote side then kills the command's whole process group even if the server ignores
+    /// signal requests (OpenSSH refuses them for some sessions) or the connection is gone.
+    fn plan(&self, line: &str, timeout: Duration) -> Plan {
+        let limit = timeout.as_secs_f64() + 1.0;
+        let guarded = format!("timeout -s KILL {limit:.3}s sh -c {}", shell_quote(line));
         match self.target.uses_sudo() {
             None => Plan {
-                line: line.to_string(),
+                line: guarded,
                 sudo: None,
             },
             Some(Sudo { password: None }) => Plan {
-                line: format!("sudo -n -- sh -c {}", shell_quote(line)),
+                line: format!("sudo -n -- {guarded}"),
                 sudo: None,
             },
             Some(Sudo {
@@ -634,7 +641,7 @@ impl SshExecutor {
                 let nonce: u64 = rand::random();
                 let prompt = format!("[ck-sudo-prompt-{nonce:016x}]");
                 let ready = format!("[ck-sudo-ready-{nonce:016x}]");
-                let inner = format!("printf '%s\\n' '{ready}' >&2; {line}");
+                let inner = format!("printf '%s\\n' '{ready}' >&2; exec {guarded}");
                 Plan {
                     line: format!(
                         "sudo -S -p {} -- sh -c {}",
@@ -701,7 +708,7 @@ impl SshExecutor {
             .channel_open_session()
             .await
             .map_err(|e| Attempt::NotStarted(e.to_string()))?;
-        let plan = self.plan(line);
+        let plan = self.plan(line, timeout);
         channel
             .exec(true, plan.line.as_bytes())
             .await
