@@ -1,11 +1,28 @@
 //! clusterkit's backups: etcd snapshots (and namespaces, issue 7) streamed to S3 or a directory,
 //! verified, optionally encrypted, retained and scheduled; and restores from them.
+//!
+//! Entry points: [`store::open_store`] opens `s3://…` or `file://…`; [`etcd::backup_etcd`]
+//! takes a snapshot; [`catalog`] lists, verifies and deletes backups (and is how other kinds
+//! stage and commit theirs); [`retention::prune`]; [`restore::restore_local`];
+//! [`schedule`] runs the daemon; [`status`] holds the per-kind status and metrics the monitor
+//! reads.
 
+pub mod catalog;
 pub mod clock;
 pub mod crypto;
 pub mod error;
+pub mod etcd;
+pub mod lock;
 pub mod manifest;
 pub mod pipeline;
+pub mod restore;
+pub mod retention;
+pub mod schedule;
+pub mod settings;
+pub mod status;
 pub mod store;
 
 pub use error::BackupError;
+
+/// Re-exported so the binary can build durations and times without its own chrono dependency.
+pub use chrono;

@@ -1,12 +1,620 @@
-//! `clusterkit backup`: back up etcd or namespaces, list, verify and prune backups.
+//! `clusterkit backup`: back up etcd, list, describe, verify and prune backups, run the
+//! schedule daemon, install a systemd timer or print a Kubernetes CronJob.
+//!
+//! Thin layer over `clusterkit_backup`: flags and cluster.yaml (`-f`) are merged by
+//! `clusterkit_backup::settings`; results go to stdout (table, or `-o json|yaml`), logs to stderr.
 
-use super::Global;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args as ClapArgs, Subcommand};
+use clusterkit_backup::clock::{Clock, SystemClock};
+use clusterkit_backup::etcd::{EtcdBackupOptions, EtcdTarget, EtcdTls};
+use clusterkit_backup::pipeline::WriteSettings;
+use clusterkit_backup::retention::Retention;
+use clusterkit_backup::settings::{self, StoreOverrides};
+use clusterkit_backup::store::{ChecksumMode, Store};
+use clusterkit_backup::{catalog, retention, schedule, status};
+use clusterkit_core::config::{self, Cluster};
+
+use super::{Global, OutputFormat};
 
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Take an etcd snapshot and store it (streamed, verified, manifest written last).
+    Etcd(EtcdArgs),
+    /// List complete backups.
+    List(ListArgs),
+    /// Show one backup's manifest.
+    Describe(IdArgs),
+    /// Download a backup and check every checksum and etcd's integrity hash.
+    Verify(VerifyArgs),
+    /// Delete backups the retention policy does not keep.
+    Prune(PruneArgs),
+    /// Run as a daemon: back up, prune and record metrics at every cron tick.
+    Schedule(ScheduleArgs),
+    /// Print a systemd service + timer (or a Kubernetes CronJob) that runs `backup etcd`.
+    InstallTimer(TimerArgs),
+}
+
+/// Where backups live; defaults come from `backup:` in cluster.yaml.
+#[derive(ClapArgs, Clone, Debug, Default)]
+pub struct StoreArgs {
+    /// s3://bucket/prefix or file:///path (default: backup.store from cluster.yaml).
+    #[arg(long)]
+    pub store: Option<String>,
+    /// S3 endpoint URL (default: backup.s3.endpoint, then AWS_ENDPOINT_URL).
+    #[arg(long)]
+    pub s3_endpoint: Option<String>,
+    /// S3 region (default: backup.s3.region, then AWS_REGION, then us-east-1).
+    #[arg(long)]
+    pub s3_region: Option<String>,
+    /// Path-style addressing (default: on exactly when a custom endpoint is used).
+    #[arg(long)]
+    pub s3_path_style: Option<bool>,
+    /// PEM CA bundle for the S3 endpoint.
+    #[arg(long)]
+    pub s3_ca_file: Option<PathBuf>,
+    /// Request checksums: when-required (default, widest compatibility) or when-supported.
+    #[arg(long, value_parser = parse_checksums)]
+    pub s3_checksums: Option<ChecksumMode>,
+    /// Multipart part size in MiB (≥ 5 for S3; default 8).
+    #[arg(long)]
+    pub part_size_mib: Option<u64>,
+    /// Parts uploaded at once (default 4).
+    #[arg(long)]
+    pub parts_in_flight: Option<usize>,
+}
+
+fn parse_checksums(s: &str) -> Result<ChecksumMode, String> {
+    match s {
+        "when-required" | "when_required" => Ok(ChecksumMode::WhenRequired),
+        "when-supported" | "when_supported" => Ok(ChecksumMode::WhenSupported),
+        _ => Err("expected when-required or when-supported".into()),
+    }
+}
+
+/// Keys to read encrypted backups.
+#[derive(ClapArgs, Clone, Debug, Default)]
+pub struct DecryptArgs {
+    /// age identity file (AGE-SECRET-KEY-1… lines); default: backup.encryption.age_identity_file.
+    #[arg(long = "age-identity")]
+    pub age_identity: Vec<PathBuf>,
+    /// Environment variable holding the passphrase.
+    #[arg(long)]
+    pub passphrase_env: Option<String>,
+}
+
+#[derive(ClapArgs)]
+struct EtcdArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// etcd client URLs, comma-separated (default: every etcd host of cluster.yaml on :2379).
+    #[arg(long, value_delimiter = ',')]
+    endpoints: Vec<String>,
+    /// CA of etcd's server certificates.
+    #[arg(long)]
+    cacert: Option<PathBuf>,
+    /// Client certificate.
+    #[arg(long)]
+    cert: Option<PathBuf>,
+    /// Client key.
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// Encrypt to this age recipient (age1…); repeatable. Default: backup.encryption.
+    #[arg(long = "age-recipient")]
+    age_recipient: Vec<String>,
+    /// Encrypt with the passphrase in this environment variable.
+    #[arg(long)]
+    passphrase_env: Option<String>,
+    /// zstd level (default: backup.compression_level, else 3).
+    #[arg(long)]
+    compression_level: Option<i32>,
+    /// Cluster name for the manifest (default: name from cluster.yaml).
+    #[arg(long)]
+    cluster_name: Option<String>,
+    /// Lock lifetime in seconds without renewal.
+    #[arg(long, default_value_t = 300)]
+    lock_ttl_secs: u64,
+}
+
+#[derive(ClapArgs)]
+struct ListArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
+#[derive(ClapArgs)]
+struct IdArgs {
+    /// Backup id (see `backup list`).
+    id: String,
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
+#[derive(ClapArgs)]
+struct VerifyArgs {
+    /// Backup id (see `backup list`).
+    id: String,
+    #[command(flatten)]
+    store: StoreArgs,
+    #[command(flatten)]
+    decrypt: DecryptArgs,
+}
+
+#[derive(ClapArgs)]
+struct RetentionArgs {
+    /// Keep the newest N backups (overrides backup.retention when any count is given).
+    #[arg(long)]
+    keep_last: Option<u32>,
+    #[arg(long)]
+    hourly: Option<u32>,
+    #[arg(long)]
+    daily: Option<u32>,
+    #[arg(long)]
+    weekly: Option<u32>,
+    #[arg(long)]
+    monthly: Option<u32>,
+}
+
+impl RetentionArgs {
+    fn resolve(&self, cfg: Option<&config::Backup>) -> Retention {
+        let given = [self.keep_last, self.hourly, self.daily, self.weekly, self.monthly];
+        if given.iter().all(Option::is_none) {
+            return settings::retention(cfg);
+        }
+        Retention {
+            keep_last: self.keep_last.unwrap_or(0),
+            hourly: self.hourly.unwrap_or(0),
+            daily: self.daily.unwrap_or(0),
+            weekly: self.weekly.unwrap_or(0),
+            monthly: self.monthly.unwrap_or(0),
+        }
+    }
+}
+
+#[derive(ClapArgs)]
+struct PruneArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    #[command(flatten)]
+    retention: RetentionArgs,
+    /// Print what would be deleted; delete nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+#[derive(ClapArgs)]
+struct ScheduleArgs {
+    /// Cron expression, e.g. "0 */6 * * *" (default: backup.schedule).
+    #[arg(long)]
+    cron: Option<String>,
+    /// Run one scheduled job now (lock, backup, prune, status) and exit.
+    #[arg(long)]
+    once: bool,
+    /// Serve Prometheus metrics here, e.g. 127.0.0.1:9843.
+    #[arg(long)]
+    metrics_listen: Option<String>,
+    #[command(flatten)]
+    etcd: EtcdArgs,
+    #[command(flatten)]
+    retention: RetentionArgs,
+}
+
+#[derive(ClapArgs)]
+struct TimerArgs {
+    /// systemd OnCalendar expression (default "*-*-* 00/6:00:00", every 6 hours).
+    #[arg(long, default_value = "*-*-* 00/6:00:00")]
+    on_calendar: String,
+    /// Print a Kubernetes CronJob manifest instead (cron syntax, default "0 */6 * * *").
+    #[arg(long)]
+    print_cronjob: bool,
+    /// Cron schedule for --print-cronjob.
+    #[arg(long, default_value = "0 */6 * * *")]
+    cron: String,
+    /// Image that contains the clusterkit binary (for --print-cronjob).
+    #[arg(long, default_value = "clusterkit:latest")]
+    image: String,
+    /// Path of the clusterkit binary on the hosts (for the systemd unit).
+    #[arg(long, default_value = "/usr/local/bin/clusterkit")]
+    binary: String,
+    /// Path of cluster.yaml on the hosts (for the systemd unit).
+    #[arg(long, default_value = "/etc/clusterkit/cluster.yaml")]
+    host_config: String,
+}
+
+/// cluster.yaml if it exists (backup commands also work standalone with flags).
+pub(crate) fn load_cluster(global: &Global) -> anyhow::Result<Option<Cluster>> {
+    if !global.config.exists() {
+        return Ok(None);
+    }
+    let loaded = config::load(&global.config)
+        .with_context(|| format!("reading {}", global.config.display()))?;
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
+    Ok(Some(loaded.cluster))
+}
+
+impl StoreArgs {
+    fn overrides(&self) -> StoreOverrides {
+        StoreOverrides {
+            store: self.store.clone(),
+            endpoint: self.s3_endpoint.clone(),
+            region: self.s3_region.clone(),
+            path_style: self.s3_path_style,
+            ca_file: self.s3_ca_file.clone(),
+            checksums: self.s3_checksums,
+            part_size_mib: self.part_size_mib,
+            parts_in_flight: self.parts_in_flight,
+        }
+    }
+
+    /// Opens the store these flags (and cluster.yaml) name.
+    pub(crate) async fn open(&self, cluster: Option<&Cluster>) -> anyhow::Result<Arc<dyn Store>> {
+        let (url, opts) = settings::store(&self.overrides(), cluster.map(|c| &c.backup))?;
+        let store = clusterkit_backup::store::open_store(&url, &opts)
+            .await
+            .with_context(|| format!("opening store {url}"))?;
+        Ok(store)
+    }
+}
+
+impl EtcdArgs {
+    fn target(&self, cluster: Option<&Cluster>) -> anyhow::Result<EtcdTarget> {
+        if self.endpoints.is_empty() {
+            let Some(c) = cluster else {
+                bail!("no --endpoints and no cluster.yaml (-f) to find the etcd members in");
+            };
+            let mut t = settings::etcd_target(c);
+            if let (Some(ca), Some(cert), Some(key)) = (&self.cacert, &self.cert, &self.key) {
+                t.tls = Some(EtcdTls {
+                    ca: ca.clone(),
+                    cert: cert.clone(),
+                    key: key.clone(),
+                });
+            }
+            return Ok(t);
+        }
+        let tls = match (&self.cacert, &self.cert, &self.key) {
+            (Some(ca), Some(cert), Some(key)) => Some(EtcdTls {
+                ca: ca.clone(),
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            (None, None, None) => None,
+            _ => bail!("--cacert, --cert and --key go together"),
+        };
+        Ok(EtcdTarget {
+            endpoints: self.endpoints.clone(),
+            tls,
+            timeout: Duration::from_secs(10),
+        })
+    }
+
+    fn options(&self, cluster: Option<&Cluster>) -> anyhow::Result<EtcdBackupOptions> {
+        let cfg = cluster.map(|c| &c.backup);
+        let encrypt =
+            settings::encrypt(&self.age_recipient, self.passphrase_env.as_deref(), cfg)?;
+        Ok(EtcdBackupOptions {
+            cluster: self
+                .cluster_name
+                .clone()
+                .or_else(|| cluster.map(|c| c.name.clone()))
+                .unwrap_or_default(),
+            write: WriteSettings {
+                compression_level: self
+                    .compression_level
+                    .or(cfg.map(|c| c.compression_level))
+                    .unwrap_or(3),
+                encrypt,
+                etcd_integrity: true,
+            },
+            lock_ttl: clusterkit_backup::chrono::Duration::seconds(self.lock_ttl_secs.max(10) as i64),
+        })
+    }
+}
+
+fn print<T: serde::Serialize>(format: OutputFormat, value: &T, table: impl FnOnce() -> String) -> anyhow::Result<()> {
+    match format {
+        OutputFormat::Table => print!("{}", table()),
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(value)?),
+        // No YAML serializer is linked into the binary; JSON is valid YAML 1.2.
+        OutputFormat::Yaml => println!("{}", serde_json::to_string_pretty(value)?),
+    }
+    Ok(())
+}
+
+fn human(bytes: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < units.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", units[u])
+    }
+}
 
 impl Args {
-    pub async fn run(self, _global: Global) -> anyhow::Result<()> {
-        anyhow::bail!("`clusterkit backup` is not available yet")
+    pub async fn run(self, global: Global) -> anyhow::Result<()> {
+        let cluster = load_cluster(&global)?;
+        let cluster = cluster.as_ref();
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        match self.command {
+            Command::Etcd(a) => {
+                let store = a.store.open(cluster).await?;
+                let target = a.target(cluster)?;
+                let opts = a.options(cluster)?;
+                let started = std::time::Instant::now();
+                let result =
+                    clusterkit_backup::etcd::backup_etcd(store.clone(), &target, &opts, clock.clone()).await;
+                let secs = started.elapsed().as_secs_f64();
+                let (outcome, m, err) = match &result {
+                    Ok(m) => (status::Outcome::Success, Some(m), None),
+                    Err(e) => (status::Outcome::Failure, None, Some(e.to_string())),
+                };
+                // The status object feeds the monitor; failing to write it must not hide the
+                // backup's own result.
+                if let Err(e) = status::record_run(
+                    store.as_ref(),
+                    clusterkit_backup::manifest::Kind::Etcd,
+                    outcome,
+                    clock.now(),
+                    secs,
+                    m,
+                    err,
+                )
+                .await
+                {
+                    tracing::warn!(error = %e, "could not record the backup status");
+                }
+                let m = result.context("etcd backup failed")?;
+                print(global.output, &m, || {
+                    let e = m.etcd.as_ref();
+                    format!(
+                        "backup {} complete: {} raw, {} stored ({}), member {} at revision ≥ {}, {:.1}s\n",
+                        m.id,
+                        human(m.raw_size),
+                        human(m.stored_size),
+                        m.encryption.summary(),
+                        e.map(|e| e.member_name.as_str()).unwrap_or("?"),
+                        e.map(|e| e.revision).unwrap_or(0),
+                        secs
+                    )
+                })
+            }
+            Command::List(a) => {
+                let store = a.store.open(cluster).await?;
+                let entries = catalog::list(store.as_ref()).await?;
+                print(global.output, &entries, || {
+                    let mut out = format!(
+                        "{:<32} {:<9} {:<20} {:>10} {:>10} {:<18} {:<8}\n",
+                        "ID", "KIND", "FINISHED", "RAW", "STORED", "ENCRYPTION", "VERIFIED"
+                    );
+                    for e in &entries {
+                        let m = &e.manifest;
+                        out.push_str(&format!(
+                            "{:<32} {:<9} {:<20} {:>10} {:>10} {:<18} {:<8}\n",
+                            m.id,
+                            m.kind,
+                            m.finished_at.format("%Y-%m-%d %H:%M:%S"),
+                            human(m.raw_size),
+                            human(m.stored_size),
+                            m.encryption.summary(),
+                            match &e.last_verify {
+                                None => "at write",
+                                Some(v) if v.ok => "ok",
+                                Some(_) => "FAILED",
+                            }
+                        ));
+                    }
+                    if entries.is_empty() {
+                        out.push_str("(no backups)\n");
+                    }
+                    out
+                })
+            }
+            Command::Describe(a) => {
+                let store = a.store.open(cluster).await?;
+                let m = catalog::get_manifest(store.as_ref(), &a.id).await?;
+                print(global.output, &m, || {
+                    serde_json::to_string_pretty(&m).unwrap_or_default() + "\n"
+                })
+            }
+            Command::Verify(a) => {
+                let store = a.store.open(cluster).await?;
+                let decrypt = settings::decrypt(
+                    &a.decrypt.age_identity,
+                    a.decrypt.passphrase_env.as_deref(),
+                    cluster.map(|c| &c.backup),
+                )?;
+                let m = catalog::verify(store.as_ref(), &a.id, &decrypt, clock.now())
+                    .await
+                    .with_context(|| format!("verify {} failed", a.id))?;
+                print(global.output, &m, || {
+                    format!(
+                        "backup {} is intact: {} stored bytes and {} raw bytes match their sha256{}\n",
+                        m.id,
+                        m.stored_size,
+                        m.raw_size,
+                        if m.etcd.is_some() { ", etcd integrity hash ok" } else { "" }
+                    )
+                })
+            }
+            Command::Prune(a) => {
+                let store = a.store.open(cluster).await?;
+                let policy = a.retention.resolve(cluster.map(|c| &c.backup));
+                let guard = if a.dry_run {
+                    None
+                } else {
+                    Some(
+                        clusterkit_backup::lock::acquire(
+                            store.clone(),
+                            clusterkit_backup::lock::BACKUP_LOCK,
+                            clusterkit_backup::chrono::Duration::minutes(5),
+                            clock.clone(),
+                        )
+                        .await?,
+                    )
+                };
+                let plan = retention::prune(store.as_ref(), &policy, a.dry_run).await;
+                if let Some(g) = guard {
+                    let _ = g.release().await;
+                }
+                let plan = plan?;
+                print(global.output, &plan, || {
+                    let mut out = String::new();
+                    let verb = if a.dry_run { "would delete" } else { "deleted" };
+                    for id in &plan.delete {
+                        out.push_str(&format!("{verb} {id}\n"));
+                    }
+                    for (id, why) in &plan.keep {
+                        out.push_str(&format!("keep {id} ({})\n", why.join(", ")));
+                    }
+                    out
+                })
+            }
+            Command::Schedule(a) => run_schedule(a, cluster, clock).await,
+            Command::InstallTimer(a) => {
+                if a.print_cronjob {
+                    print!("{}", cronjob(&a));
+                } else {
+                    let (service, timer) = systemd_units(&a);
+                    println!("# /etc/systemd/system/clusterkit-backup.service\n{service}");
+                    println!("# /etc/systemd/system/clusterkit-backup.timer\n{timer}");
+                    eprintln!(
+                        "install these on each control-plane host, then: systemctl daemon-reload && \
+                         systemctl enable --now clusterkit-backup.timer (the store lock makes sure \
+                         only one host backs up per tick)"
+                    );
+                }
+                Ok(())
+            }
+        }
     }
+}
+
+async fn run_schedule(a: ScheduleArgs, cluster: Option<&Cluster>, clock: Arc<dyn Clock>) -> anyhow::Result<()> {
+    let store = a.etcd.store.open(cluster).await?;
+    let metrics = status::Metrics::new();
+    if let Ok(Some(s)) = status::read_status(store.as_ref(), clusterkit_backup::manifest::Kind::Etcd).await {
+        metrics.load(clusterkit_backup::manifest::Kind::Etcd, &s);
+    }
+    let job = schedule::Job {
+        store,
+        target: a.etcd.target(cluster)?,
+        backup: a.etcd.options(cluster)?,
+        retention: a.retention.resolve(cluster.map(|c| &c.backup)),
+        clock,
+        metrics: metrics.clone(),
+    };
+    let report_line = |r: &schedule::RunReport| {
+        let line = serde_json::json!({
+            "outcome": r.outcome.as_str(),
+            "id": r.manifest.as_ref().map(|m| m.id.clone()),
+            "pruned": r.pruned,
+            "message": r.message,
+        });
+        println!("{line}");
+    };
+    if a.once {
+        let r = schedule::run_once(&job).await;
+        report_line(&r);
+        if r.outcome == status::Outcome::Failure {
+            bail!("scheduled backup failed: {}", r.message.unwrap_or_default());
+        }
+        return Ok(());
+    }
+    let expr = a
+        .cron
+        .clone()
+        .or_else(|| cluster.and_then(|c| c.backup.schedule.clone()))
+        .context("no --cron and no backup.schedule in cluster.yaml")?;
+    let cron = schedule::parse_cron(&expr)?;
+    if let Some(addr) = &a.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        tokio::spawn(schedule::serve_metrics(listener, metrics));
+    }
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    schedule::run_daemon(job, cron, shutdown, report_line).await;
+    Ok(())
+}
+
+fn systemd_units(a: &TimerArgs) -> (String, String) {
+    let service = format!(
+        "[Unit]\nDescription=clusterkit etcd backup\nWants=network-online.target\nAfter=network-online.target\n\n\
+         [Service]\nType=oneshot\nEnvironmentFile=-/etc/clusterkit/backup.env\n\
+         ExecStart={} -f {} backup schedule --once\n",
+        a.binary, a.host_config
+    );
+    let timer = format!(
+        "[Unit]\nDescription=clusterkit etcd backup timer\n\n[Timer]\nOnCalendar={}\nRandomizedDelaySec=60\nPersistent=true\n\n\
+         [Install]\nWantedBy=timers.target\n",
+        a.on_calendar
+    );
+    (service, timer)
+}
+
+fn cronjob(a: &TimerArgs) -> String {
+    format!(
+        r#"apiVersion: batch/v1
+kind: CronJob
+metadata:
+  name: clusterkit-etcd-backup
+  namespace: kube-system
+spec:
+  schedule: "{cron}"
+  concurrencyPolicy: Forbid
+  successfulJobsHistoryLimit: 3
+  failedJobsHistoryLimit: 3
+  jobTemplate:
+    spec:
+      backoffLimit: 1
+      template:
+        spec:
+          restartPolicy: Never
+          hostNetwork: true
+          nodeSelector:
+            node-role.kubernetes.io/control-plane: ""
+          tolerations:
+            - key: node-role.kubernetes.io/control-plane
+              effect: NoSchedule
+            - key: node-role.kubernetes.io/master
+              effect: NoSchedule
+          containers:
+            - name: backup
+              image: {image}
+              args: ["-f", "/etc/clusterkit/cluster.yaml", "backup", "schedule", "--once"]
+              envFrom:
+                - secretRef:
+                    name: clusterkit-backup   # AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, passphrase…
+              volumeMounts:
+                - name: config
+                  mountPath: /etc/clusterkit
+                  readOnly: true
+          volumes:
+            - name: config
+              secret:
+                secretName: clusterkit-backup-config   # cluster.yaml + the state dir's etcd client certs
+"#,
+        cron = a.cron,
+        image = a.image
+    )
 }

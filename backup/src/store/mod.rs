@@ -13,6 +13,7 @@ mod s3;
 use std::fmt;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -183,7 +184,7 @@ impl StoreUrl {
 }
 
 /// Opens the store a URL names.
-pub async fn open_store(url: &str, options: &StoreOptions) -> Result<Box<dyn Store>, StoreError> {
+pub async fn open_store(url: &str, options: &StoreOptions) -> Result<Arc<dyn Store>, StoreError> {
     let part_size = options.part_size.unwrap_or(DEFAULT_PART_SIZE);
     match StoreUrl::parse(url)? {
         StoreUrl::S3 { bucket, prefix } => {
@@ -192,11 +193,11 @@ pub async fn open_store(url: &str, options: &StoreOptions) -> Result<Box<dyn Sto
                     "part size {part_size} bytes is below S3's minimum of 5 MiB"
                 )));
             }
-            Ok(Box::new(
+            Ok(Arc::new(
                 S3Store::connect(url, &bucket, &prefix, &options.s3, part_size).await?,
             ))
         }
-        StoreUrl::File { path } => Ok(Box::new(FsStore::new(url, path, part_size))),
+        StoreUrl::File { path } => Ok(Arc::new(FsStore::new(url, path, part_size))),
     }
 }
 

@@ -1,0 +1,187 @@
+//! Restoring an etcd snapshot into a local data directory (one etcd on this machine).
+//!
+//! Order: download and verify completely into a scratch directory next to the data dir (a
+//! corrupt or undecryptable backup stops here, nothing touched); run `etcdctl snapshot
+//! restore` into the scratch directory (the dry run); only then move the old data dir aside
+//! (kept as `<data-dir>.before-<id>-<time>`) and rename the restored one into place. If that
+//! swap fails, the old data dir is put back.
+//!
+//! Limits: etcd must be stopped by the caller (the data dir is replaced underneath it
+//! otherwise); etcd 3.4 has no `--bump-revision`, so every watcher (apiservers, controllers,
+//! kubelets) must be restarted after a restore. The multi-member flow over SSH is separate.
+
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+
+use crate::catalog;
+use crate::crypto::Decrypt;
+use crate::error::BackupError;
+use crate::manifest::{Kind, Manifest};
+use crate::pipeline;
+use crate::store::Store;
+
+/// Where and as whom the restored member lives.
+#[derive(Debug, Clone)]
+pub struct LocalRestore {
+    /// The etcd data directory to replace.
+    pub data_dir: PathBuf,
+    /// Member name (`--name` of etcd).
+    pub name: String,
+    /// This member's peer URL(s), comma-separated.
+    pub peer_urls: String,
+    /// `name=peer-url,…` of every member; default: only this one.
+    pub initial_cluster: Option<String>,
+    /// A new token, so restored members never talk to the old cluster.
+    pub initial_cluster_token: String,
+    /// The `etcdctl` binary (3.4: restore lives in etcdctl; etcdutl from 3.5).
+    pub etcdctl: PathBuf,
+}
+
+/// What the restore did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RestoreReport {
+    pub id: String,
+    pub data_dir: PathBuf,
+    /// Where the previous data dir went (`None` if there was none).
+    pub old_data_dir: Option<PathBuf>,
+    pub revision_at_least: i64,
+    pub raw_size: u64,
+}
+
+fn local(path: &Path, e: impl ToString) -> BackupError {
+    BackupError::LocalIo {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+/// Downloads `id` and checks it completely into `dest` (a file). Removes `dest` on failure.
+pub async fn fetch_verified(
+    store: &dyn Store,
+    m: &Manifest,
+    decrypt: &Decrypt,
+    dest: &Path,
+) -> Result<(), BackupError> {
+    match pipeline::read_and_check(store, m, decrypt, Some(dest)).await {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let _ = std::fs::remove_file(dest);
+            Err(e)
+        }
+    }
+}
+
+/// Restores backup `id` into `opts.data_dir`. See the module doc for the order of steps.
+pub async fn restore_local(
+    store: &dyn Store,
+    id: &str,
+    decrypt: &Decrypt,
+    opts: &LocalRestore,
+    now: DateTime<Utc>,
+) -> Result<RestoreReport, BackupError> {
+    let m = catalog::get_manifest(store, id).await?;
+    if m.kind != Kind::Etcd {
+        return Err(BackupError::RestoreRefused(format!(
+            "{id} is a {} backup, not etcd",
+            m.kind
+        )));
+    }
+    let data_dir = opts
+        .data_dir
+        .components()
+        .collect::<PathBuf>();
+    let parent = data_dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .ok_or_else(|| BackupError::Invalid(format!("{} has no parent directory", data_dir.display())))?
+        .to_path_buf();
+    std::fs::create_dir_all(&parent).map_err(|e| local(&parent, e))?;
+    let base = data_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "etcd".into());
+    let stamp = now.format("%Y%m%dT%H%M%SZ");
+    // Scratch next to the data dir: same filesystem, so the final rename is atomic.
+    let scratch = parent.join(format!(".{base}.restore-{id}"));
+    if scratch.exists() {
+        std::fs::remove_dir_all(&scratch).map_err(|e| local(&scratch, e))?;
+    }
+    std::fs::create_dir_all(&scratch).map_err(|e| local(&scratch, e))?;
+    let result = restore_into_scratch(store, &m, decrypt, opts, &scratch).await;
+    let restored = match result {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&scratch);
+            return Err(e);
+        }
+    };
+    // Verified and restored in scratch: now, and only now, touch the real data dir.
+    let old = if data_dir.exists() {
+        let old = parent.join(format!("{base}.before-{id}-{stamp}"));
+        std::fs::rename(&data_dir, &old).map_err(|e| local(&data_dir, e))?;
+        Some(old)
+    } else {
+        None
+    };
+    if let Err(e) = std::fs::rename(&restored, &data_dir) {
+        if let Some(old) = &old {
+            let _ = std::fs::rename(old, &data_dir);
+        }
+        let _ = std::fs::remove_dir_all(&scratch);
+        return Err(local(&data_dir, e));
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(RestoreReport {
+        id: m.id.clone(),
+        data_dir,
+        old_data_dir: old,
+        revision_at_least: m.etcd.as_ref().map(|e| e.revision).unwrap_or(0),
+        raw_size: m.raw_size,
+    })
+}
+
+async fn restore_into_scratch(
+    store: &dyn Store,
+    m: &Manifest,
+    decrypt: &Decrypt,
+    opts: &LocalRestore,
+    scratch: &Path,
+) -> Result<PathBuf, BackupError> {
+    let snapshot = scratch.join("snapshot.db");
+    fetch_verified(store, m, decrypt, &snapshot).await?;
+    let target = scratch.join("data");
+    let initial_cluster = opts
+        .initial_cluster
+        .clone()
+        .unwrap_or_else(|| format!("{}={}", opts.name, opts.peer_urls));
+    let out = tokio::process::Command::new(&opts.etcdctl)
+        .env("ETCDCTL_API", "3")
+        .arg("snapshot")
+        .arg("restore")
+        .arg(&snapshot)
+        .arg("--data-dir")
+        .arg(&target)
+        .arg("--name")
+        .arg(&opts.name)
+        .arg("--initial-cluster")
+        .arg(&initial_cluster)
+        .arg("--initial-cluster-token")
+        .arg(&opts.initial_cluster_token)
+        .arg("--initial-advertise-peer-urls")
+        .arg(&opts.peer_urls)
+        .output()
+        .await
+        .map_err(|e| local(&opts.etcdctl, e))?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let tail: String = stderr.chars().rev().take(2048).collect::<Vec<_>>().into_iter().rev().collect();
+        return Err(BackupError::Command {
+            command: format!("{} snapshot restore", opts.etcdctl.display()),
+            status: out.status.to_string(),
+            stderr: tail,
+        });
+    }
+    let _ = std::fs::remove_file(&snapshot);
+    Ok(target)
+}
