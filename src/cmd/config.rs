@@ -1,12 +1,105 @@
-//! `clusterkit config`: write, check and explain cluster.yaml.
+//! `clusterkit config`: write and check cluster.yaml.
+//!
+//! `init` prints the annotated example (every field explained); `validate` loads the file
+//! named by `-f` exactly as every other command does and reports all problems at once.
 
-use super::Global;
+use std::io::Write;
+
+use clap::Subcommand;
+use clusterkit_core::config::{self, ConfigError, Role};
+
+use super::{Global, OutputFormat};
 
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print an annotated example cluster.yaml (redirect it to a file and edit it).
+    Init,
+    /// Check the cluster file given with -f: prints every error (exit 1) or "ok" (exit 0).
+    Validate,
+}
 
 impl Args {
-    pub async fn run(self, _global: Global) -> anyhow::Result<()> {
-        anyhow::bail!("`clusterkit config` is not available yet")
+    pub async fn run(self, global: Global) -> anyhow::Result<()> {
+        match self.command {
+            Command::Init => out(config::EXAMPLE),
+            Command::Validate => validate(&global),
+        }
+    }
+}
+
+fn validate(global: &Global) -> anyhow::Result<()> {
+    let path = &global.config;
+    if global.output == OutputFormat::Yaml {
+        anyhow::bail!("config validate prints table or json output, not yaml");
+    }
+    let json = global.output == OutputFormat::Json;
+    match config::load(path) {
+        Ok(loaded) => {
+            let c = &loaded.cluster;
+            if json {
+                let doc = serde_json::json!({
+                    "ok": true,
+                    "warnings": loaded.warnings,
+                    "cluster": c,
+                });
+                out(&format!("{}\n", serde_json::to_string_pretty(&doc)?))?;
+            } else {
+                for w in &loaded.warnings {
+                    eprintln!("{w}");
+                }
+                let roles: Vec<String> = Role::ALL
+                    .iter()
+                    .map(|r| (r, c.hosts_with_role(*r).len()))
+                    .filter(|(_, n)| *n > 0)
+                    .map(|(r, n)| format!("{n} {r}"))
+                    .collect();
+                let warnings = match loaded.warnings.len() {
+                    0 => String::new(),
+                    1 => ", 1 warning".to_string(),
+                    n => format!(", {n} warnings"),
+                };
+                out(&format!(
+                    "ok: {} hosts ({}){warnings}\n",
+                    c.hosts.len(),
+                    roles.join(", ")
+                ))?;
+            }
+            Ok(())
+        }
+        Err(err @ ConfigError::Invalid { .. }) => {
+            if json {
+                let doc = serde_json::json!({ "ok": false, "diagnostics": err.diagnostics() });
+                out(&format!("{}\n", serde_json::to_string_pretty(&doc)?))?;
+            } else {
+                for d in err.diagnostics() {
+                    eprintln!("{d}");
+                }
+            }
+            let n = err.error_count();
+            anyhow::bail!(
+                "{} is invalid: {n} error{}",
+                path.display(),
+                if n == 1 { "" } else { "s" }
+            )
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// Writes to stdout; a closed pipe (`config init | head`) is not an error.
+fn out(text: &str) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
     }
 }

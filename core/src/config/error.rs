@@ -65,11 +65,12 @@ impl fmt::Display for Diagnostic {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read at all (missing, unreadable, not UTF-8).
-    #[error("cannot read cluster file {}: {source}", path.display())]
+    /// (The I/O error is part of the message rather than a `source`, so printing the chain
+    /// does not repeat it.)
+    #[error("cannot read cluster file {}: {error}", path.display())]
     Read {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The file was read but has errors. Holds every error and warning found, in file order;
     /// displays one diagnostic per line.

@@ -50,9 +50,9 @@ pub struct Loaded {
 /// every diagnostic found (errors and warnings).
 pub fn load(path: impl AsRef<Path>) -> Result<Loaded, ConfigError> {
     let path = path.as_ref();
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
         path: path.to_path_buf(),
-        source,
+        error,
     })?;
     load_str(&text, path)
 }

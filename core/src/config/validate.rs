@@ -121,10 +121,9 @@ impl Ctx<'_> {
             self.error(
                 pos(s),
                 field,
-                format!(
-                    "{v:?} is not an environment variable name (letters, digits, _): \
-                     write the NAME of a variable holding the secret, never the secret itself"
-                ),
+                // The value is not echoed: someone may have pasted the secret itself here.
+                "is not an environment variable name (letters, digits, _): write the NAME of \
+                 a variable holding the secret, never the secret itself",
             );
             return None;
         }
@@ -1749,11 +1748,14 @@ fn resolve_alertmanager(cx: &mut Ctx<'_>, raw: &S<RawAlertmanager>) -> Option<Al
         let s = v.as_ref()?;
         let n = s.value.trim().to_string();
         if !names.contains_key(&n) {
-            let known: Vec<&str> = r
-                .receivers
-                .iter()
-                .filter_map(|x| x.value.name.as_ref().map(|n| n.value.as_str()))
-                .collect();
+            let mut known: Vec<&str> = Vec::new();
+            for x in &r.receivers {
+                if let Some(n) = &x.value.name {
+                    if !known.contains(&n.value.trim()) {
+                        known.push(n.value.trim());
+                    }
+                }
+            }
             cx.error(
                 pos(s),
                 field,
