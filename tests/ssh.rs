@@ -41,7 +41,16 @@ fn sh(program: &Path, args: &[&str]) -> String {
 /// Generates a key pair `dir/name` (+ `.pub`); `passphrase` empty for none.
 fn new_key(dir: &Path, name: &str, kind: &str, passphrase: &str) -> PathBuf {
     let path = dir.join(name);
-    let mut args = vec!["-q", "-t", kind, "-N", passphrase, "-C", "clusterkit-test", "-f"];
+    let mut args = vec![
+        "-q",
+        "-t",
+        kind,
+        "-N",
+        passphrase,
+        "-C",
+        "clusterkit-test",
+        "-f",
+    ];
     let p = path.to_str().unwrap().to_string();
     args.push(&p);
     if kind == "rsa" {
@@ -190,7 +199,10 @@ impl Sshd {
 
 /// The SHA256 fingerprint of a public key file, as `ssh-keygen -l` prints it.
 fn key_fingerprint(pub_file: &Path) -> String {
-    let out = sh(&keygen(), &["-l", "-E", "sha256", "-f", pub_file.to_str().unwrap()]);
+    let out = sh(
+        &keygen(),
+        &["-l", "-E", "sha256", "-f", pub_file.to_str().unwrap()],
+    );
     out.split_whitespace().nth(1).unwrap().to_string()
 }
 
@@ -202,8 +214,10 @@ async fn local_concurrent_commands_share_one_connection() {
     for i in 0..24 {
         let ssh = ssh.clone();
         tasks.push(tokio::spawn(async move {
-            ssh.run_checked(&Command::new(format!("sleep 0.2; echo out-{i}; echo err-{i} >&2")))
-                .await
+            ssh.run_checked(&Command::new(format!(
+                "sleep 0.2; echo out-{i}; echo err-{i} >&2"
+            )))
+            .await
         }));
     }
     for (i, task) in tasks.into_iter().enumerate() {
@@ -222,8 +236,15 @@ async fn local_concurrent_commands_share_one_connection() {
         .await
         .unwrap_err();
     let text = err.to_string();
-    assert!(text.contains("exited with 3") && text.contains("oops"), "{text}");
-    assert_eq!(sshd.accepted_logins(), 1, "expected one SSH connection for all commands");
+    assert!(
+        text.contains("exited with 3") && text.contains("oops"),
+        "{text}"
+    );
+    assert_eq!(
+        sshd.accepted_logins(),
+        1,
+        "expected one SSH connection for all commands"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -283,12 +304,20 @@ async fn local_known_hosts_rules() {
     let err = SshExecutor::connect(target).await.unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, ExecError::HostKeyMismatch { .. }), "{text}");
-    assert!(text.contains(&real_fp) && text.contains(&other_fp), "{text}");
-    assert_eq!(std::fs::read_to_string(&tampered).unwrap().lines().count(), 1);
+    assert!(
+        text.contains(&real_fp) && text.contains(&other_fp),
+        "{text}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&tampered).unwrap().lines().count(),
+        1
+    );
 
     // Unknown host without TOFU: refused, file untouched.
     let unknown = sshd.path("kh_missing/known_hosts");
-    let err = SshExecutor::connect(sshd.target(&unknown)).await.unwrap_err();
+    let err = SshExecutor::connect(sshd.target(&unknown))
+        .await
+        .unwrap_err();
     assert!(matches!(err, ExecError::UnknownHostKey { .. }), "{err}");
     assert!(err.to_string().contains(&real_fp), "{err}");
     assert!(!unknown.exists());
@@ -378,7 +407,11 @@ async fn local_key_types_passphrase_agent_and_wrong_key() {
         .env("SSH_AUTH_SOCK", &sock)
         .output()
         .unwrap();
-    assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
     // Only this test uses SSH_AUTH_SOCK in this process.
     std::env::set_var("SSH_AUTH_SOCK", &sock);
     let mut target = base.clone();
@@ -399,7 +432,10 @@ async fn local_jump_host() {
     assert_eq!(ssh.sh("echo through").await.unwrap(), "through\n");
     assert_eq!(sshd.accepted_logins(), 2, "jump + target logins");
     let log = std::fs::read_to_string(&sshd.log).unwrap();
-    assert!(log.contains("direct-tcpip") || log.contains("Connection from 127.0.0.1"), "{log}");
+    assert!(
+        log.contains("direct-tcpip") || log.contains("Connection from 127.0.0.1"),
+        "{log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -418,7 +454,11 @@ async fn local_timeouts_and_reconnect() {
         .await
         .unwrap_err();
     assert!(matches!(err, ExecError::Timeout { .. }), "{err}");
-    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(ssh.sh("echo still-here").await.unwrap(), "still-here\n");
     tokio::time::sleep(Duration::from_millis(3500)).await;
     assert!(
@@ -452,7 +492,8 @@ async fn local_timeouts_and_reconnect() {
     target.port = common::free_port();
     let err = SshExecutor::connect(target.clone()).await.unwrap_err();
     assert!(
-        matches!(err, ExecError::Connect { .. }) && err.to_string().contains(&target.port.to_string()),
+        matches!(err, ExecError::Connect { .. })
+            && err.to_string().contains(&target.port.to_string()),
         "{err}"
     );
 }
@@ -471,4 +512,395 @@ async fn local_sudo_ignored_for_root() {
         .await
         .unwrap();
     assert_eq!(out.stdout_str(), "in\n0\n");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Against a 3-node sandbox: one sandbox for all the checks below (bringing nodes up is the
+// expensive part), torn down by the guard even when a check fails.
+// ---------------------------------------------------------------------------------------------
+
+/// A copy of the sandbox's cluster.yaml, key and known_hosts in a temp dir, to be edited.
+struct Variant {
+    dir: tempfile::TempDir,
+    yaml: String,
+}
+
+impl Variant {
+    fn new(sb: &clusterkit_sandbox::Sandbox) -> Variant {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("id_ed25519");
+        std::fs::copy(sb.key_file(), &key).unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::copy(sb.known_hosts(), dir.path().join("known_hosts")).unwrap();
+        let yaml = std::fs::read_to_string(sb.cluster_yaml()).unwrap();
+        Variant { dir, yaml }
+    }
+
+    /// Replaces `old` (which must occur) by `new` in cluster.yaml.
+    fn edit(mut self, old: &str, new: &str) -> Variant {
+        assert!(self.yaml.contains(old), "{old:?} not in:\n{}", self.yaml);
+        self.yaml = self.yaml.replacen(old, new, 1);
+        self
+    }
+
+    /// Replaces a host's `user: root` + key auth lines by `lines` (YAML at host indentation).
+    fn host_auth(self, node: &str, lines: &str) -> Variant {
+        let start = self.yaml.find(&format!("- name: {node}\n")).unwrap();
+        let rest = &self.yaml[start..];
+        let block_end = rest[2..]
+            .find("  - name:")
+            .map(|i| i + 2)
+            .unwrap_or_else(|| rest.find("kubernetes:").unwrap());
+        let block = &rest[..block_end];
+        let new_block = block
+            .replace("    user: root\n", "")
+            .replace("    auth: { key_file: ./id_ed25519 }\n", lines);
+        let yaml = format!("{}{}{}", &self.yaml[..start], new_block, &rest[block_end..]);
+        Variant { yaml, ..self }
+    }
+
+    fn known_hosts_path(&self) -> PathBuf {
+        self.dir.path().join("known_hosts")
+    }
+
+    /// Writes cluster.yaml and returns its path.
+    fn write(&self) -> PathBuf {
+        let path = self.dir.path().join("cluster.yaml");
+        std::fs::write(&path, &self.yaml).unwrap();
+        path
+    }
+}
+
+fn node_address(sb: &clusterkit_sandbox::Sandbox, node: &str) -> String {
+    sb.node(node).unwrap().address.to_string()
+}
+
+/// Runs `clusterkit exec -o json` and returns (success, per-host JSON by host name, stderr).
+fn exec_json(
+    cluster: &Path,
+    extra: &[&str],
+    command: &str,
+    env: &[(&str, &str)],
+) -> (
+    bool,
+    std::collections::BTreeMap<String, serde_json::Value>,
+    String,
+) {
+    let mut cmd = common::clusterkit();
+    cmd.arg("exec")
+        .arg("-f")
+        .arg(cluster)
+        .args(["-o", "json"])
+        .args(extra);
+    cmd.args(["--", command]);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{}\n{e}", common::describe(&cmd, &out, "bad JSON")));
+    let map = rows
+        .into_iter()
+        .map(|r| (r["host"].as_str().unwrap().to_string(), r))
+        .collect();
+    (out.status.success(), map, common::stderr(&out))
+}
+
+#[test]
+fn sandbox_three_nodes() {
+    use clusterkit_sandbox::{SandboxGuard, UpOptions};
+    let mut sb = SandboxGuard::up(UpOptions::new("sshtest", 3)).expect("sandbox up");
+    let cluster = sb.cluster_yaml();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+
+    // 1. exec on all nodes in parallel: every node answers with its own hostname.
+    let (ok, rows, stderr) = exec_json(&cluster, &[], "hostname", &[]);
+    assert!(ok, "{stderr}");
+    for node in ["node1", "node2", "node3"] {
+        assert_eq!(rows[node]["stdout"], format!("{node}\n"), "{rows:?}");
+        assert_eq!(rows[node]["exit_status"], 0);
+    }
+    // Table output groups by host.
+    let out = common::run_ok(
+        common::clusterkit()
+            .arg("exec")
+            .arg("-f")
+            .arg(&cluster)
+            .args(["--hosts", "node1,node3", "--", "echo", "hi"]),
+    );
+    let text = common::stdout(&out);
+    assert!(
+        text.contains("==> node1 (exit 0") && text.contains("==> node3 (exit 0"),
+        "{text}"
+    );
+    assert!(!text.contains("node2"), "{text}");
+
+    // 2. ping: facts from every node.
+    let out = common::run_ok(
+        common::clusterkit()
+            .arg("ping")
+            .arg("-f")
+            .arg(&cluster)
+            .args(["-o", "json"]),
+    );
+    let facts: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(facts.len(), 3);
+    for f in &facts {
+        assert_eq!(f["ok"], true, "{f}");
+        assert_eq!(f["facts"]["hostname"], f["host"], "{f}");
+        assert_eq!(f["facts"]["os_id"], "debian", "{f}");
+        assert!(f["facts"]["cpus"].as_u64().unwrap() >= 1, "{f}");
+    }
+    let uuids: std::collections::BTreeSet<String> = facts
+        .iter()
+        .map(|f| {
+            f["facts"]["machine_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(uuids.len(), 3, "machine ids must differ: {uuids:?}");
+
+    // 3. Upload with mode 0600 through the library, read it back, check the mode on the node.
+    let loaded = clusterkit_core::config::load(&cluster).unwrap();
+    let node1 = loaded.cluster.host("node1").unwrap();
+    let target = clusterkit_core::fanout::ssh_target(&loaded.cluster, node1).unwrap();
+    rt.block_on(async {
+        let ssh = SshExecutor::connect(target).await.unwrap();
+        let options = UploadOptions {
+            mode: 0o600,
+            owner: None,
+            create_parents: true,
+        };
+        ssh.upload(b"top secret\n", "/etc/clusterkit-test/secret.txt", &options)
+            .await
+            .unwrap();
+        assert_eq!(
+            ssh.download("/etc/clusterkit-test/secret.txt")
+                .await
+                .unwrap(),
+            b"top secret\n"
+        );
+        let mode = ssh
+            .sh("stat -c '%a %U' /etc/clusterkit-test/secret.txt")
+            .await
+            .unwrap();
+        assert_eq!(mode.trim(), "600 root");
+    });
+
+    // 4. Tampered known_hosts entry for node2: refused, both fingerprints named; others fine.
+    let addr2 = node_address(&sb, "node2");
+    let variant = Variant::new(&sb);
+    let kh = std::fs::read_to_string(variant.known_hosts_path()).unwrap();
+    let real_line = kh
+        .lines()
+        .find(|l| l.starts_with(&format!("{addr2} ssh-ed25519 ")))
+        .unwrap()
+        .to_string();
+    let real_pub = variant.dir.path().join("real.pub");
+    std::fs::write(&real_pub, real_line.split_once(' ').unwrap().1).unwrap();
+    let real_fp = key_fingerprint(&real_pub);
+    let fake = new_key(variant.dir.path(), "fake_host", "ed25519", "");
+    let fake_fp = key_fingerprint(&fake.with_extension("pub"));
+    let fake_pub = pub_line(&fake);
+    let mut fake_parts = fake_pub.split_whitespace();
+    let tampered: String = kh
+        .lines()
+        .filter(|l| !l.starts_with(&format!("{addr2} ")))
+        .map(|l| format!("{l}\n"))
+        .chain([format!(
+            "{addr2} {} {}\n",
+            fake_parts.next().unwrap(),
+            fake_parts.next().unwrap()
+        )])
+        .collect();
+    std::fs::write(variant.known_hosts_path(), tampered).unwrap();
+    let (ok, rows, stderr) = exec_json(&variant.write(), &[], "true", &[]);
+    assert!(!ok);
+    assert!(stderr.contains("1 of 3 hosts failed: node2"), "{stderr}");
+    let err = rows["node2"]["error"].as_str().unwrap();
+    assert!(
+        err.contains("HOST KEY MISMATCH") && err.contains(&real_fp) && err.contains(&fake_fp),
+        "{err}"
+    );
+    assert_eq!(rows["node1"]["ok"], true);
+
+    // 5. Unknown host (node3 missing from known_hosts): refused without TOFU...
+    let addr3 = node_address(&sb, "node3");
+    let variant = Variant::new(&sb);
+    let kh = std::fs::read_to_string(variant.known_hosts_path()).unwrap();
+    let without3: String = kh
+        .lines()
+        .filter(|l| !l.starts_with(&format!("{addr3} ")))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(variant.known_hosts_path(), &without3).unwrap();
+    let (ok, rows, stderr) = exec_json(&variant.write(), &[], "true", &[]);
+    assert!(
+        !ok && stderr.contains("1 of 3 hosts failed: node3"),
+        "{stderr}"
+    );
+    assert!(
+        rows["node3"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown host key"),
+        "{rows:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(variant.known_hosts_path()).unwrap(),
+        without3
+    );
+    // ... accepted and recorded with it, then known without it.
+    let variant = variant.edit("trust_on_first_use: false", "trust_on_first_use: true");
+    let (ok, _, stderr) = exec_json(&variant.write(), &[], "true", &[]);
+    assert!(ok, "{stderr}");
+    let recorded = std::fs::read_to_string(variant.known_hosts_path()).unwrap();
+    assert!(
+        recorded
+            .lines()
+            .any(|l| l.starts_with(&format!("{addr3} "))),
+        "{recorded}"
+    );
+    let variant = variant.edit("trust_on_first_use: true", "trust_on_first_use: false");
+    let (ok, _, stderr) = exec_json(&variant.write(), &[], "true", &[]);
+    assert!(ok, "{stderr}");
+
+    // 6. Wrong key: a clear authentication error on every host.
+    let variant = Variant::new(&sb);
+    let stranger = new_key(variant.dir.path(), "id_stranger", "ed25519", "");
+    std::fs::copy(&stranger, variant.dir.path().join("id_ed25519")).unwrap();
+    let (ok, rows, stderr) = exec_json(&variant.write(), &[], "true", &[]);
+    assert!(!ok && stderr.contains("3 of 3 hosts failed"), "{stderr}");
+    let err = rows["node1"]["error"].as_str().unwrap();
+    assert!(
+        err.contains("authentication as root failed") && err.contains("refused key"),
+        "{err}"
+    );
+
+    // 7. sudo as a non-root user with a password (sudoers without NOPASSWD).
+    let password = "Ck-sudo-pw-7781";
+    let (ok, _, stderr) = exec_json(
+        &cluster,
+        &["--hosts", "node2"],
+        &format!(
+            "useradd -m -s /bin/bash ops && echo 'ops:{password}' | chpasswd && \
+             echo 'ops ALL=(ALL) ALL' > /etc/sudoers.d/ops && chmod 0440 /etc/sudoers.d/ops"
+        ),
+        &[],
+    );
+    assert!(ok, "creating user ops: {stderr}");
+    let ops = Variant::new(&sb).host_auth(
+        "node2",
+        "    user: ops\n    auth: { password_env: CK_TEST_OPS_PASS }\n    become: { method: sudo, password_env: CK_TEST_OPS_SUDO }\n",
+    );
+    let ops_yaml = ops.write();
+    let mut cmd = common::clusterkit();
+    cmd.arg("-vvv")
+        .arg("exec")
+        .arg("-f")
+        .arg(&ops_yaml)
+        .args([
+            "--hosts",
+            "node2",
+            "--",
+            "id -un; head -c 4 /etc/shadow; echo",
+        ])
+        .env("CK_TEST_OPS_PASS", password)
+        .env("CK_TEST_OPS_SUDO", password);
+    let out = common::run_ok(&mut cmd);
+    let stdout = common::stdout(&out);
+    let stderr = common::stderr(&out);
+    assert!(stdout.contains("root\nroot"), "{stdout}");
+    assert!(
+        !stderr.contains(password),
+        "password leaked to stderr with -vvv"
+    );
+    assert!(!stdout.contains(password), "password leaked to stdout");
+    assert!(
+        stderr.contains("TRACE") || stderr.contains("DEBUG"),
+        "no debug logs?\n{stderr}"
+    );
+
+    // Through the library: stdin reaches the command untouched (the password never leaks into
+    // it, also when sudo has cached credentials), and uploads as root work.
+    let loaded = clusterkit_core::config::load(&ops_yaml).unwrap();
+    let node2 = loaded.cluster.host("node2").unwrap();
+    std::env::set_var("CK_TEST_OPS_PASS", password);
+    std::env::set_var("CK_TEST_OPS_SUDO", password);
+    let target = clusterkit_core::fanout::ssh_target(&loaded.cluster, node2).unwrap();
+    rt.block_on(async {
+        let ssh = SshExecutor::connect(target.clone()).await.unwrap();
+        for _ in 0..2 {
+            let out = ssh
+                .run_checked(&Command::new("cat; id -u").stdin("line one\n"))
+                .await
+                .unwrap();
+            assert_eq!(out.stdout_str(), "line one\n0\n");
+            assert!(!out.stderr_str().contains(password));
+        }
+        ssh.upload(
+            b"root only\n",
+            "/root/ck-upload",
+            &UploadOptions {
+                mode: 0o600,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            ssh.sh("stat -c '%a %U' /root/ck-upload").await.unwrap(),
+            "600 root\n"
+        );
+        assert_eq!(
+            ssh.download("/root/ck-upload").await.unwrap(),
+            b"root only\n"
+        );
+
+        // A wrong sudo password is reported as such, without the password.
+        let mut wrong = target.clone();
+        wrong.sudo = Some(Sudo {
+            password: Some(Secret::new("not-the-password")),
+        });
+        let ssh = SshExecutor::connect(wrong).await.unwrap();
+        let err = ssh.run(&Command::new("true")).await.unwrap_err();
+        assert!(err.to_string().contains("sudo rejected"), "{err}");
+        assert!(!err.to_string().contains("not-the-password"));
+    });
+
+    // 8. Wrong password: a clear authentication error.
+    let mut cmd = common::clusterkit();
+    cmd.arg("exec")
+        .arg("-f")
+        .arg(&ops_yaml)
+        .args(["--hosts", "node2", "--", "true"])
+        .env("CK_TEST_OPS_PASS", "wrong-password-42")
+        .env("CK_TEST_OPS_SUDO", password);
+    let out = common::run_fail(&mut cmd);
+    let all = format!("{}{}", common::stdout(&out), common::stderr(&out));
+    assert!(
+        all.contains("authentication as ops failed") && all.contains("refused the password"),
+        "{all}"
+    );
+    assert!(!all.contains("wrong-password-42"));
+
+    // 9. A stopped node fails within the connect timeout while the others succeed.
+    sb.stop_node("node3").unwrap();
+    let variant = Variant::new(&sb).edit("connect_timeout_secs: 10", "connect_timeout_secs: 3");
+    let started = Instant::now();
+    let (ok, rows, stderr) = exec_json(&variant.write(), &[], "hostname", &[]);
+    let elapsed = started.elapsed();
+    assert!(
+        !ok && stderr.contains("1 of 3 hosts failed: node3"),
+        "{stderr}"
+    );
+    assert_eq!(rows["node1"]["stdout"], "node1\n");
+    assert_eq!(rows["node2"]["stdout"], "node2\n");
+    // Bounded by the 3 s connect timeout (plus process start-up), not by TCP's minutes.
+    assert!(elapsed < Duration::from_secs(20), "took {elapsed:?}");
+    let err = rows["node3"]["error"].as_str().unwrap();
+    assert!(err.contains("node3") && err.contains(&addr3), "{err}");
 }

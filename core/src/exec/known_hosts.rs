@@ -186,7 +186,10 @@ fn read(path: &Path) -> Result<String, KnownHostsError> {
 }
 
 fn verdict(entries: &[Entry], name: &str, offered: &PublicKey) -> Verdict {
-    let mut expected = Vec::new();
+    // Fingerprints of other keys recorded for the host: of the offered key's algorithm, and
+    // of any other algorithm.
+    let mut same_type = Vec::new();
+    let mut other_type = Vec::new();
     let mut known = false;
     for entry in entries.iter().filter(|e| patterns_match(&e.patterns, name)) {
         let same = entry.key.key_data() == offered.key_data();
@@ -196,17 +199,25 @@ fn verdict(entries: &[Entry], name: &str, offered: &PublicKey) -> Verdict {
             }
         } else if same {
             known = true;
+        } else if entry.key.algorithm() == offered.algorithm() {
+            same_type.push(fingerprint(&entry.key));
         } else {
-            expected.push(fingerprint(&entry.key));
+            other_type.push(fingerprint(&entry.key));
         }
     }
     if known {
-        Verdict::Known
-    } else if expected.is_empty() {
+        return Verdict::Known;
+    }
+    // A host recorded with other keys is refused even when none is of the offered type:
+    // accepting a new key type would let an attacker pick one the file says nothing about.
+    let mut expected = if same_type.is_empty() {
+        other_type
+    } else {
+        same_type
+    };
+    if expected.is_empty() {
         Verdict::Unknown
     } else {
-        // A host recorded with other keys (of any type) is refused: accepting a key of another
-        // algorithm would let an attacker pick one the file says nothing about.
         expected.dedup();
         Verdict::Mismatch { expected }
     }
@@ -270,15 +281,16 @@ pub fn record(
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(write_err)?;
     }
-    let encoded = key
-        .to_openssh()
-        .map_err(|err| KnownHostsError::Encode {
-            path: path.to_path_buf(),
-            message: err.to_string(),
-        })?;
+    let encoded = key.to_openssh().map_err(|err| KnownHostsError::Encode {
+        path: path.to_path_buf(),
+        message: err.to_string(),
+    })?;
     // Drop the key's comment: known_hosts lines are `name type base64`.
     let mut parts = encoded.split_whitespace();
-    let (kind, data) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+    let (kind, data) = (
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+    );
     let mut line = String::new();
     if !text.is_empty() && !text.ends_with('\n') {
         line.push('\n');
@@ -300,8 +312,10 @@ pub fn record(
 mod tests {
     use super::*;
 
-    const ED1: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ";
-    const ED2: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA6rWI3G2sz07DnfFlrouTcysQlj2P+jpNSOEWD9OJ3X";
+    const ED1: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ";
+    const ED2: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA6rWI3G2sz07DnfFlrouTcysQlj2P+jpNSOEWD9OJ3X";
 
     fn key(s: &str) -> PublicKey {
         PublicKey::from_openssh(s).unwrap()
@@ -320,16 +334,28 @@ mod tests {
             dir.path(),
             &format!("# comment\n10.0.0.1 {ED1}\n[10.0.0.2]:2222 {ED1} c\ngarbage line here\n"),
         );
-        assert_eq!(check(&path, "10.0.0.1", 22, &key(ED1)).unwrap(), Verdict::Known);
-        assert_eq!(check(&path, "10.0.0.2", 2222, &key(ED1)).unwrap(), Verdict::Known);
-        assert_eq!(check(&path, "10.0.0.2", 22, &key(ED1)).unwrap(), Verdict::Unknown);
+        assert_eq!(
+            check(&path, "10.0.0.1", 22, &key(ED1)).unwrap(),
+            Verdict::Known
+        );
+        assert_eq!(
+            check(&path, "10.0.0.2", 2222, &key(ED1)).unwrap(),
+            Verdict::Known
+        );
+        assert_eq!(
+            check(&path, "10.0.0.2", 22, &key(ED1)).unwrap(),
+            Verdict::Unknown
+        );
         assert_eq!(
             check(&path, "10.0.0.1", 22, &key(ED2)).unwrap(),
             Verdict::Mismatch {
                 expected: vec![fingerprint(&key(ED1))]
             }
         );
-        assert_eq!(check(&path, "10.0.0.9", 22, &key(ED1)).unwrap(), Verdict::Unknown);
+        assert_eq!(
+            check(&path, "10.0.0.9", 22, &key(ED1)).unwrap(),
+            Verdict::Unknown
+        );
     }
 
     #[test]
@@ -343,8 +369,14 @@ mod tests {
         let engine = base64::engine::general_purpose::STANDARD;
         let line = format!("|1|{}|{} {ED2}\n", engine.encode(salt), engine.encode(hash));
         let path = write(dir.path(), &line);
-        assert_eq!(check(&path, "10.1.2.3", 2200, &key(ED2)).unwrap(), Verdict::Known);
-        assert_eq!(check(&path, "10.1.2.3", 22, &key(ED2)).unwrap(), Verdict::Unknown);
+        assert_eq!(
+            check(&path, "10.1.2.3", 2200, &key(ED2)).unwrap(),
+            Verdict::Known
+        );
+        assert_eq!(
+            check(&path, "10.1.2.3", 22, &key(ED2)).unwrap(),
+            Verdict::Unknown
+        );
         assert!(matches!(
             check(&path, "10.1.2.3", 2200, &key(ED1)).unwrap(),
             Verdict::Mismatch { .. }
@@ -358,9 +390,18 @@ mod tests {
             dir.path(),
             &format!("10.0.0.*,!10.0.0.5 {ED1}\n@revoked 10.0.0.7 {ED1}\n"),
         );
-        assert_eq!(check(&path, "10.0.0.4", 22, &key(ED1)).unwrap(), Verdict::Known);
-        assert_eq!(check(&path, "10.0.0.5", 22, &key(ED1)).unwrap(), Verdict::Unknown);
-        assert_eq!(check(&path, "10.0.0.7", 22, &key(ED1)).unwrap(), Verdict::Revoked);
+        assert_eq!(
+            check(&path, "10.0.0.4", 22, &key(ED1)).unwrap(),
+            Verdict::Known
+        );
+        assert_eq!(
+            check(&path, "10.0.0.5", 22, &key(ED1)).unwrap(),
+            Verdict::Unknown
+        );
+        assert_eq!(
+            check(&path, "10.0.0.7", 22, &key(ED1)).unwrap(),
+            Verdict::Revoked
+        );
     }
 
     #[test]
@@ -368,7 +409,10 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/known_hosts");
-        assert_eq!(record(&path, "h", 2222, &key(ED1)).unwrap(), Verdict::Unknown);
+        assert_eq!(
+            record(&path, "h", 2222, &key(ED1)).unwrap(),
+            Verdict::Unknown
+        );
         assert_eq!(record(&path, "h", 2222, &key(ED1)).unwrap(), Verdict::Known);
         assert!(matches!(
             record(&path, "h", 2222, &key(ED2)).unwrap(),
@@ -401,7 +445,10 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.lines().count(), 17, "{text}");
         for i in 0..16 {
-            assert_eq!(check(&path, &format!("10.9.0.{i}"), 22, &key(ED1)).unwrap(), Verdict::Known);
+            assert_eq!(
+                check(&path, &format!("10.9.0.{i}"), 22, &key(ED1)).unwrap(),
+                Verdict::Known
+            );
         }
     }
 }

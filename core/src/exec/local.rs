@@ -167,8 +167,7 @@ impl Executor for LocalExecutor {
                 }
                 buf
             };
-            let ((), stdout, stderr, status) =
-                tokio::join!(feed, read_out, read_err, child.wait());
+            let ((), stdout, stderr, status) = tokio::join!(feed, read_out, read_err, child.wait());
             (stdout, stderr, status)
         };
         match tokio::time::timeout(timeout, work).await {
@@ -261,7 +260,10 @@ mod tests {
         assert!(matches!(err, ExecError::Timeout { .. }), "{err}");
         assert!(started.elapsed() < Duration::from_secs(5));
         tokio::time::sleep(Duration::from_millis(2500)).await;
-        assert!(!marker.exists(), "a child of the timed-out command kept running");
+        assert!(
+            !marker.exists(),
+            "a child of the timed-out command kept running"
+        );
     }
 
     #[tokio::test]

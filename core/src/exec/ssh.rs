@@ -43,32 +43,9 @@ use russh::{ChannelMsg, ChannelReadHalf, ChannelWriteHalf, Sig};
 use super::known_hosts::{self, Verdict};
 use super::{Command, ExecError, Executor, Output, UploadOptions};
 
-/// A secret (password, passphrase) that never prints: `Debug` shows `<secret>` and there is no
-/// `Display`.
-#[derive(Clone)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    /// Reads the secret from environment variable `var`; `None` when it is unset or not UTF-8.
-    pub fn from_env(var: &str) -> Option<Self> {
-        std::env::var(var).ok().map(Secret)
-    }
-
-    /// The secret itself, for the one place that must send it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<secret>")
-    }
-}
+/// Secrets (passwords, passphrases) are the config module's redacting type: `Debug` shows
+/// `<redacted>`, there is no `Display`.
+pub use crate::config::Secret;
 
 /// How the client proves who it is.
 #[derive(Clone, Debug)]
@@ -329,16 +306,16 @@ async fn authenticate(
         SshAuth::Key { path, passphrase } => {
             let key = russh::keys::load_secret_key(path, passphrase.as_ref().map(Secret::expose))
                 .map_err(|e| {
-                    let hint = if passphrase.is_none() {
-                        " (if the key is encrypted, set auth.passphrase_env)"
-                    } else {
-                        ""
-                    };
-                    auth_error(
-                        target,
-                        format!("cannot load key file {}: {e}{hint}", path.display()),
-                    )
-                })?;
+                let hint = if passphrase.is_none() {
+                    " (if the key is encrypted, set auth.passphrase_env)"
+                } else {
+                    ""
+                };
+                auth_error(
+                    target,
+                    format!("cannot load key file {}: {e}{hint}", path.display()),
+                )
+            })?;
             let fingerprint = known_hosts::fingerprint(key.public_key());
             let hash = if matches!(key.algorithm(), Algorithm::Rsa { .. }) {
                 handle
@@ -388,9 +365,10 @@ async fn authenticate(
                         format!("cannot reach ssh-agent (SSH_AUTH_SOCK): {e}"),
                     )
                 })?;
-            let identities = agent.request_identities().await.map_err(|e| {
-                auth_error(target, format!("cannot list ssh-agent keys: {e}"))
-            })?;
+            let identities = agent
+                .request_identities()
+                .await
+                .map_err(|e| auth_error(target, format!("cannot list ssh-agent keys: {e}")))?;
             let mut last = String::new();
             for identity in &identities {
                 let key = identity.public_key().into_owned();
@@ -599,7 +577,11 @@ impl SshExecutor {
     }
 
     /// Replaces a connection found dead, unless another task already did.
-    async fn reconnect(&self, dead: &Arc<Connection>, why: &str) -> Result<Arc<Connection>, ExecError> {
+    async fn reconnect(
+        &self,
+        dead: &Arc<Connection>,
+        why: &str,
+    ) -> Result<Arc<Connection>, ExecError> {
         let mut slot = self.connection.lock().await;
         if let Some(current) = slot.as_ref() {
             if !Arc::ptr_eq(current, dead) && !current.handle.is_closed() {
@@ -671,7 +653,10 @@ impl SshExecutor {
         // The semaphore is never closed, so acquiring cannot fail.
         let _permit = self.channels.acquire().await.ok();
         let connection = self.connection().await?;
-        let reason = match self.run_once(&connection, line, shown, stdin, timeout).await {
+        let reason = match self
+            .run_once(&connection, line, shown, stdin, timeout)
+            .await
+        {
             Ok(output) => return Ok(output),
             Err(Attempt::Failed(err)) => return Err(err),
             Err(Attempt::NotStarted(reason)) => reason,
@@ -684,7 +669,10 @@ impl SshExecutor {
             }
         };
         let connection = self.reconnect(&connection, &reason).await?;
-        match self.run_once(&connection, line, shown, stdin, timeout).await {
+        match self
+            .run_once(&connection, line, shown, stdin, timeout)
+            .await
+        {
             Ok(output) => Ok(output),
             Err(Attempt::Failed(err)) => Err(err),
             Err(Attempt::NotStarted(reason)) | Err(Attempt::Lost(reason)) => Err(self
@@ -721,9 +709,9 @@ impl SshExecutor {
                 Ok(output)
             }
             Ok(Err(DriveError::Lost(message))) => Err(Attempt::Lost(message)),
-            Ok(Err(DriveError::Refused)) => Err(Attempt::Failed(self.session_error(format!(
-                "the server refused to run `{shown}`"
-            )))),
+            Ok(Err(DriveError::Refused)) => Err(Attempt::Failed(
+                self.session_error(format!("the server refused to run `{shown}`")),
+            )),
             Ok(Err(DriveError::SudoPassword)) => {
                 let _ = write.close().await;
                 Err(Attempt::Failed(ExecError::Auth {
@@ -810,8 +798,7 @@ async fn drive(
                         };
                         pending.drain(at..at + sudo.prompt.len());
                         prompts += 1;
-                        let Some(password) = sudo.password.as_ref().filter(|_| prompts == 1)
-                        else {
+                        let Some(password) = sudo.password.as_ref().filter(|_| prompts == 1) else {
                             return Err(DriveError::SudoPassword);
                         };
                         let mut answer = password.expose().as_bytes().to_vec();
@@ -944,13 +931,7 @@ impl Executor for SshExecutor {
     async fn download(&self, path: &str) -> Result<Vec<u8>, ExecError> {
         let line = format!("cat -- {}", shell_quote(path));
         let output = self
-            .run_retrying(
-                &line,
-                &line,
-                None,
-                self.target.command_timeout,
-                true,
-            )
+            .run_retrying(&line, &line, None, self.target.command_timeout, true)
             .await?;
         if output.success() {
             Ok(output.stdout)
@@ -985,6 +966,7 @@ mod tests {
             password: Some(Secret::new("hunter2")),
         };
         assert!(!format!("{sudo:?}").contains("hunter2"));
+        assert!(format!("{sudo:?}").contains("redacted"));
     }
 
     #[test]
