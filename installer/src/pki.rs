@@ -236,6 +236,44 @@ impl PkiInput {
     }
 }
 
+impl PkiInput {
+    /// The input for a loaded cluster.yaml: control-plane and etcd hosts by role, kubelet
+    /// credentials for the control-plane hosts (workers use TLS bootstrap), the API server on
+    /// port 6443 of each control-plane host, default validity.
+    pub fn from_cluster(cluster: &clusterkit_core::config::Cluster) -> Self {
+        use clusterkit_core::config::Role;
+        let hosts = |role| -> Vec<Host> {
+            cluster
+                .hosts_with_role(role)
+                .into_iter()
+                .map(|h| Host::new(&h.name, h.address))
+                .collect()
+        };
+        let k = &cluster.kubernetes;
+        let control_plane = hosts(Role::ControlPlane);
+        Self {
+            cluster_name: cluster.name.clone(),
+            version: KubeVersion::new(k.version.major, k.version.minor, k.version.patch),
+            etcd: hosts(Role::Etcd),
+            kubelet_nodes: control_plane.clone(),
+            control_plane,
+            control_plane_endpoint: k.control_plane_endpoint.to_string(),
+            apiserver_port: 6443,
+            service_cidr: k.service_cidr.to_string(),
+            dns_domain: k.dns_domain.clone(),
+            extra_apiserver_sans: vec![],
+            validity: Validity::default(),
+        }
+    }
+}
+
+impl StateLayout {
+    /// The layout of a loaded cluster.yaml (its `state_dir`).
+    pub fn from_cluster(cluster: &clusterkit_core::config::Cluster) -> Self {
+        Self::new(&cluster.state_dir)
+    }
+}
+
 /// Splits `host:port`, `[v6]:port`, `host` or a bare IPv6 address (default port 6443).
 pub fn split_endpoint(endpoint: &str) -> Result<(String, u16), PkiError> {
     let bad = |m: &str| PkiError::Input {

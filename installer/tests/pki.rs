@@ -933,3 +933,40 @@ fn real_etcd_and_kube_apiserver_accept_the_generated_pki() {
     apiserver.assert_running();
     etcd.assert_running();
 }
+
+#[test]
+fn input_from_cluster_yaml() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = tmp.path().join("id_ed25519");
+    std::fs::write(&key, "not used").unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::write(tmp.path().join("known_hosts"), "").unwrap();
+    let yaml = r#"
+name: demo
+ssh: { known_hosts: ./known_hosts }
+hosts:
+  - { name: cp1, address: 10.213.0.11, user: root, roles: [control-plane, etcd], auth: { key_file: ./id_ed25519 } }
+  - { name: w1, address: 10.213.0.12, user: root, roles: [worker], auth: { key_file: ./id_ed25519 } }
+kubernetes: { version: v1.26.3, service_cidr: 10.96.0.0/12, control_plane_endpoint: "10.213.0.11:6443" }
+"#;
+    let path = tmp.path().join("cluster.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let cluster = clusterkit_core::config::load(&path)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .cluster;
+    let input = PkiInput::from_cluster(&cluster);
+    assert_eq!(
+        input.control_plane,
+        vec![Host::new("cp1", ip("10.213.0.11"))]
+    );
+    assert_eq!(input.etcd, input.control_plane);
+    assert_eq!(input.version, KubeVersion::new(1, 26, 3));
+    assert_eq!(input.server_url().unwrap(), "https://10.213.0.11:6443");
+    let layout = StateLayout::from_cluster(&cluster);
+    assert!(
+        layout.root.ends_with("demo-state"),
+        "{}",
+        layout.root.display()
+    );
+    input.validate().unwrap();
+}
