@@ -234,7 +234,7 @@ pub(crate) fn is_nspawn_of(pid: u32, root: &Path) -> bool {
     let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
     let is_nspawn = args.first().is_some_and(|a| a.ends_with(b"systemd-nspawn"));
     let root = root.as_os_str().as_encoded_bytes();
-    is_nspawn && args.iter().any(|a| *a == root)
+    is_nspawn && args.contains(&root)
 }
 
 /// PIDs of every live systemd-nspawn process booting `root` (finds nodes whose PID file was
