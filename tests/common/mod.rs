@@ -21,7 +21,9 @@ pub fn clusterkit() -> Command {
 
 /// Runs the command and returns its output; panics with everything shown when it fails.
 pub fn run_ok(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
     if !out.status.success() {
         panic!("{}", describe(cmd, &out, "expected success"));
     }
@@ -30,7 +32,9 @@ pub fn run_ok(cmd: &mut Command) -> Output {
 
 /// Runs the command and returns its output; panics with everything shown when it succeeds.
 pub fn run_fail(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
     if out.status.success() {
         panic!("{}", describe(cmd, &out, "expected failure"));
     }
@@ -56,7 +60,11 @@ pub fn stderr(out: &Output) -> String {
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Polls `check` until it returns true or `timeout` passes.
@@ -73,7 +81,9 @@ pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
 
 /// The cache of tools built by scripts/deps.sh.
 pub fn cache_dir() -> PathBuf {
-    std::env::var_os("CLUSTERKIT_CACHE").map(PathBuf::from).unwrap_or_else(|| "/var/cache/clusterkit".into())
+    std::env::var_os("CLUSTERKIT_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/var/cache/clusterkit".into())
 }
 
 /// A tool from an environment variable, or a default path; panics with how to get it.
@@ -84,7 +94,10 @@ pub fn tool(env: &str, default: &Path) -> PathBuf {
     if default.exists() {
         return default.to_path_buf();
     }
-    panic!("{env} is not set and {} does not exist: run `bash scripts/deps.sh` first", default.display());
+    panic!(
+        "{env} is not set and {} does not exist: run `bash scripts/deps.sh` first",
+        default.display()
+    );
 }
 
 /// A process started by a test, killed by its PID when dropped.
