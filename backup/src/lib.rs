@@ -14,6 +14,7 @@ pub mod error;
 pub mod etcd;
 pub mod lock;
 pub mod manifest;
+pub mod namespace;
 pub mod pipeline;
 pub mod restore;
 pub mod retention;

@@ -11,6 +11,7 @@
 //! them (there is no cluster-wide snapshot through the API).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::Utc;
@@ -24,8 +25,11 @@ use super::objects;
 use super::plan::{self, TypeFilter};
 use crate::crypto::Encrypt;
 use crate::error::BackupError;
-use crate::manifest::{self, Kind, Manifest, Pending, MANIFEST_FORMAT};
-use crate::pipeline::{self, WriteSettings};
+use crate::catalog;
+use crate::clock::Clock;
+use crate::lock;
+use crate::manifest::{self, Kind, Manifest};
+use crate::pipeline::WriteSettings;
 use crate::store::Store;
 
 /// The tar is handed to the pipeline in chunks of about this size.
@@ -54,6 +58,8 @@ pub struct BackupOptions {
     pub compression_level: i32,
     /// Cluster name recorded in the manifest.
     pub cluster: String,
+    /// How long the store lock lives without renewal.
+    pub lock_ttl: chrono::Duration,
 }
 
 impl Default for BackupOptions {
@@ -70,6 +76,7 @@ impl Default for BackupOptions {
             encrypt: Encrypt::None,
             compression_level: 3,
             cluster: String::new(),
+            lock_ttl: chrono::Duration::minutes(5),
         }
     }
 }
@@ -105,9 +112,34 @@ impl BackupOptions {
     }
 }
 
-/// Backs up namespaces into `store`; returns the manifest (written last).
-#[tracing::instrument(skip_all, fields(store = store.url()))]
+/// Backs up namespaces into `store` under the store's backup lock (shared with etcd
+/// backups, whose cleanup of interrupted runs must not meet a backup in progress), after
+/// cleaning up what interrupted runs left; returns the manifest (written last).
 pub async fn backup(
+    client: &ApiClient,
+    store: Arc<dyn Store>,
+    opts: &BackupOptions,
+    clock: Arc<dyn Clock>,
+) -> Result<Manifest, NamespaceError> {
+    opts.validate()?;
+    let guard = lock::acquire(store.clone(), lock::BACKUP_LOCK, opts.lock_ttl, clock).await?;
+    let result = async {
+        let cleaned = catalog::cleanup_incomplete(store.as_ref()).await?;
+        if !cleaned.is_empty() {
+            tracing::info!(?cleaned, "removed what interrupted backups left");
+        }
+        backup_locked(client, store.as_ref(), opts).await
+    }
+    .await;
+    if let Err(e) = guard.release().await {
+        tracing::warn!(error = %e, "could not release the backup lock; it will expire");
+    }
+    result
+}
+
+/// [`backup`] for a caller that already holds the store's backup lock (the schedule daemon).
+#[tracing::instrument(skip_all, fields(store = store.url()))]
+pub async fn backup_locked(
     client: &ApiClient,
     store: &dyn Store,
     opts: &BackupOptions,
@@ -131,26 +163,6 @@ pub async fn backup(
     );
 
     let id = manifest::new_id(Kind::Namespace, started_at);
-    let data_key = manifest::data_key(&id);
-    let mut upload = store.begin_upload(&data_key).await?;
-    let pending = Pending {
-        id: id.clone(),
-        kind: Kind::Namespace,
-        data_key: data_key.clone(),
-        upload_id: upload.upload_id().to_string(),
-        started_at,
-        writer: format!(
-            "{}:{}",
-            std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into()),
-            std::process::id()
-        ),
-    };
-    let pending_json = serde_json::to_vec_pretty(&pending).map_err(|e| BackupError::Pipeline(e.to_string()))?;
-    if let Err(e) = store.put(&manifest::pending_key(&id), Bytes::from(pending_json)).await {
-        let _ = upload.abort().await;
-        return Err(e.into());
-    }
-
     let header = ArchiveHeader {
         format: ARCHIVE_FORMAT,
         server_version: server_version.clone(),
@@ -175,35 +187,19 @@ pub async fn backup(
         etcd_integrity: false,
     };
     let source = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
-    let part_size = store.part_size();
-    let (produced, written) = tokio::join!(
+    // The same staging as every backup kind: pending marker, streamed upload, abort on failure.
+    let (produced, staged) = tokio::join!(
         producer.run(header, &crds, &types, &namespaces),
-        pipeline::write_stream(source, upload.as_mut(), part_size, settings.clone())
+        catalog::stage(store, Kind::Namespace, &id, started_at, source, settings)
     );
-    let result = match (produced, written) {
-        (Ok(p), Ok(w)) => Ok((p, w)),
+    let ((counts, skipped_types), staged) = match (produced, staged) {
+        (Ok(p), Ok(s)) => (p, s),
         // A producer that stopped because the pipeline did: the pipeline's error says why.
-        (Err(NamespaceError::Backup(BackupError::Cancelled)), Err(e)) => Err(e.into()),
+        (Err(NamespaceError::Backup(BackupError::Cancelled)), Err(e)) => return Err(e.into()),
         // Otherwise the producer's own failure explains more than the pipeline's echo of it.
-        (Err(e), _) => Err(e),
-        (Ok(_), Err(e)) => Err(NamespaceError::from(e)),
+        (Err(e), _) => return Err(e),
+        (Ok(_), Err(e)) => return Err(e.into()),
     };
-    let ((counts, skipped_types), written) = match result {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = upload.abort().await;
-            let _ = store.delete(&manifest::pending_key(&id)).await;
-            return Err(e);
-        }
-    };
-    let stored = match upload.complete().await {
-        Ok(size) => size,
-        Err(e) => {
-            let _ = store.delete(&manifest::pending_key(&id)).await;
-            return Err(e.into());
-        }
-    };
-    debug_assert_eq!(stored, written.stored_size);
 
     let total: u64 = counts.values().sum();
     let mut details = BTreeMap::new();
@@ -226,31 +222,7 @@ pub async fn backup(
         details.insert("skipped_types".to_string(), json!(skipped_types));
         details.insert("discovery_failures".to_string(), json!(discovery_failures));
     }
-    let manifest = Manifest {
-        format: MANIFEST_FORMAT,
-        id: id.clone(),
-        kind: Kind::Namespace,
-        cluster: opts.cluster.clone(),
-        data_key,
-        raw_size: written.raw_size,
-        stored_size: written.stored_size,
-        sha256_raw: written.sha256_raw,
-        sha256_stored: written.sha256_stored,
-        compression: "zstd".into(),
-        compression_level: opts.compression_level,
-        encryption: pipeline::encryption_of(&settings),
-        tool_version: env!("CARGO_PKG_VERSION").to_string(),
-        started_at,
-        finished_at: Utc::now(),
-        etcd: None,
-        details,
-    };
-    let body = serde_json::to_vec_pretty(&manifest).map_err(|e| BackupError::Pipeline(e.to_string()))?;
-    store.put(&manifest::manifest_key(&id), Bytes::from(body)).await?;
-    // The manifest exists, so the backup does; a leftover pending marker is harmless.
-    if let Err(e) = store.delete(&manifest::pending_key(&id)).await {
-        tracing::warn!(error = %e, "could not delete the pending marker");
-    }
+    let manifest = catalog::commit(store, staged, &opts.cluster, Utc::now(), None, details).await?;
     tracing::info!(id = %id, objects = total, stored = manifest.stored_size, "namespace backup complete");
     Ok(manifest)
 }

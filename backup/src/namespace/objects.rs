@@ -230,7 +230,8 @@ pub fn prepare(t: &ResourceType, obj: &mut Value, settings: &Prepare) {
         ("batch", "jobs") => {
             // The selector and label carry the old Job's uid; the API server generates new ones.
             let manual = map
-                .pointer("/spec/manualSelector")
+                .get("spec")
+                .and_then(|s| s.get("manualSelector"))
                 .and_then(Value::as_bool)
                 .unwrap_or(false);
             if !manual {

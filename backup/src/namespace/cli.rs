@@ -1,0 +1,462 @@
+//! Command-line arguments and handlers of `clusterkit backup namespace` and
+//! `clusterkit restore namespace`, kept here so the binary only hooks them in.
+//!
+//! Defaults come from cluster.yaml (`-f`) when it exists: the kubeconfig is `admin.conf` in the
+//! cluster's state directory (`<dir of cluster.yaml>/<name>-state/` unless `state_dir:` says
+//! otherwise); store, S3 settings and encryption come from its `backup:` section exactly as for
+//! `backup etcd` (`crate::settings`), flags winning over the file and the file over the AWS
+//! environment.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clusterkit_core::config::Cluster;
+
+use super::archive::ObjectFormat;
+use super::backup::{backup, BackupOptions};
+use super::client::ApiClient;
+use super::error::NamespaceError;
+use super::plan::TypeFilter;
+use super::restore::{restore, Existing, RestoreOptions};
+use crate::clock::SystemClock;
+use crate::manifest::Kind;
+use crate::settings::{self, StoreOverrides};
+use crate::status;
+use crate::store::{open_store, Store};
+
+/// `clusterkit backup namespace`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BackupNamespaceArgs {
+    /// Namespaces to back up.
+    pub namespaces: Vec<String>,
+
+    /// Back up every namespace.
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+
+    /// Only objects matching this label selector (Namespaces themselves are always taken).
+    #[arg(short = 'l', long)]
+    pub selector: Option<String>,
+
+    /// Only these resource types (plural, plural.group or kind; comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub include_resources: Vec<String>,
+
+    /// Leave these resource types out (plural, plural.group or kind; comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub exclude_resources: Vec<String>,
+
+    /// Also back up cluster-scoped types (ClusterRoles, StorageClasses, all CRDs, …; never
+    /// Nodes or other machine-bound types unless named in --include-resources).
+    #[arg(long)]
+    pub include_cluster_resources: bool,
+
+    /// Back up Secrets too (the backup must then be encrypted).
+    #[arg(long)]
+    pub include_secrets: bool,
+
+    /// Allow Secrets in an unencrypted backup.
+    #[arg(long)]
+    pub allow_plaintext_secrets: bool,
+
+    /// Drop kubectl's last-applied-configuration annotation from every object.
+    #[arg(long)]
+    pub strip_last_applied: bool,
+
+    /// How objects are written in the archive.
+    #[arg(long, value_enum, default_value_t = ObjectFormat::Yaml)]
+    pub format: ObjectFormat,
+
+    /// Objects per LIST request.
+    #[arg(long, default_value_t = 500)]
+    pub page_size: u32,
+
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// Encrypt to this age recipient (`age1…`; repeatable).
+    #[arg(long = "age-recipient")]
+    pub age_recipients: Vec<String>,
+
+    /// Encrypt with the passphrase in this environment variable.
+    #[arg(long)]
+    pub passphrase_env: Option<String>,
+
+    /// zstd compression level (default: backup.compression_level, else 3).
+    #[arg(long)]
+    pub compression_level: Option<i32>,
+}
+
+/// `clusterkit restore namespace ID`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RestoreNamespaceArgs {
+    /// The backup id (`clusterkit backup list`).
+    pub id: String,
+
+    /// Restore namespace OLD as NEW (`old:new`; repeatable or comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub namespace_mapping: Vec<String>,
+
+    /// What to do with objects that already exist.
+    #[arg(long, value_enum, default_value_t = Existing::Skip)]
+    pub existing: Existing,
+
+    /// Ask the API server to check everything without persisting anything.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Keep Service nodePorts (by default the cluster allocates new ones).
+    #[arg(long)]
+    pub keep_node_ports: bool,
+
+    /// Applies in flight at once.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// age identity file for encrypted backups (repeatable).
+    #[arg(long = "age-identity")]
+    pub age_identities: Vec<PathBuf>,
+
+    /// The passphrase of an encrypted backup is in this environment variable.
+    #[arg(long)]
+    pub passphrase_env: Option<String>,
+}
+
+/// Where the cluster and the store are (the store flags are those of `backup etcd`).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct CommonArgs {
+    /// kubeconfig to use (default: admin.conf in the cluster's state directory).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// s3://bucket/prefix or file:///path (default: backup.store from cluster.yaml).
+    #[arg(long)]
+    pub store: Option<String>,
+    /// S3 endpoint URL (default: backup.s3.endpoint, then AWS_ENDPOINT_URL).
+    #[arg(long)]
+    pub s3_endpoint: Option<String>,
+    /// S3 region (default: backup.s3.region, then AWS_REGION, then us-east-1).
+    #[arg(long)]
+    pub s3_region: Option<String>,
+    /// Path-style addressing (default: on exactly when a custom endpoint is used).
+    #[arg(long)]
+    pub s3_path_style: Option<bool>,
+    /// PEM CA bundle for the S3 endpoint.
+    #[arg(long)]
+    pub s3_ca_file: Option<PathBuf>,
+    /// Multipart part size in MiB (≥ 5 for S3; default 8).
+    #[arg(long)]
+    pub part_size_mib: Option<u64>,
+    /// Parts uploaded at once (default 4).
+    #[arg(long)]
+    pub parts_in_flight: Option<usize>,
+}
+
+impl CommonArgs {
+    fn overrides(&self) -> StoreOverrides {
+        StoreOverrides {
+            store: self.store.clone(),
+            endpoint: self.s3_endpoint.clone(),
+            region: self.s3_region.clone(),
+            path_style: self.s3_path_style,
+            ca_file: self.s3_ca_file.clone(),
+            checksums: None,
+            part_size_mib: self.part_size_mib,
+            parts_in_flight: self.parts_in_flight,
+        }
+    }
+}
+
+/// The cluster, API client and store a command works with.
+struct Resolved {
+    client: ApiClient,
+    store: Arc<dyn Store>,
+}
+
+/// cluster.yaml when it exists (it is optional when --kubeconfig and --store are given).
+fn load_cluster(config: &Path) -> anyhow::Result<Option<Cluster>> {
+    if !config.exists() {
+        return Ok(None);
+    }
+    let loaded = clusterkit_core::config::load(config)
+        .with_context(|| format!("reading {}", config.display()))?;
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
+    Ok(Some(loaded.cluster))
+}
+
+async fn resolve(common: &CommonArgs, cluster: Option<Cluster>) -> anyhow::Result<Resolved> {
+    let kubeconfig = match (&common.kubeconfig, &cluster) {
+        (Some(k), _) => k.clone(),
+        (None, Some(c)) => c.state_dir.join("admin.conf"),
+        (None, None) => anyhow::bail!(
+            "no kubeconfig: give --kubeconfig, or -f cluster.yaml (its state directory has admin.conf)"
+        ),
+    };
+    let (url, store_options) = settings::store(&common.overrides(), cluster.as_ref().map(|c| &c.backup))?;
+    let client = ApiClient::from_kubeconfig(&kubeconfig).await?;
+    let store: Arc<dyn Store> = Arc::from(
+        open_store(&url, &store_options)
+            .await
+            .with_context(|| format!("opening store {url}"))?,
+    );
+    Ok(Resolved {
+        client,
+        store,
+    })
+}
+
+fn print_structured<T: serde::Serialize>(value: &T, output: &str) -> anyhow::Result<()> {
+    if output.eq_ignore_ascii_case("json") {
+        println!("{}", serde_json::to_string_pretty(value)?);
+    } else {
+        print!("{}", serde_saphyr::to_string(value)?);
+    }
+    Ok(())
+}
+
+impl BackupNamespaceArgs {
+    /// The options these arguments ask for (encryption keys read from the environment).
+    /// `cluster` supplies defaults (encryption, compression level) the flags do not give.
+    pub fn options(&self, cluster: Option<&Cluster>) -> Result<BackupOptions, NamespaceError> {
+        let cfg = cluster.map(|c| &c.backup);
+        let encrypt = settings::encrypt(&self.age_recipients, self.passphrase_env.as_deref(), cfg)?;
+        Ok(BackupOptions {
+            namespaces: self.namespaces.clone(),
+            all_namespaces: self.all_namespaces,
+            selector: self.selector.clone(),
+            filter: TypeFilter {
+                include: self.include_resources.clone(),
+                exclude: self.exclude_resources.clone(),
+                include_secrets: self.include_secrets,
+                include_cluster: self.include_cluster_resources,
+            },
+            allow_plaintext_secrets: self.allow_plaintext_secrets,
+            strip_last_applied: self.strip_last_applied,
+            format: self.format,
+            page_size: self.page_size,
+            encrypt,
+            compression_level: self
+                .compression_level
+                .or(cfg.map(|c| c.compression_level))
+                .unwrap_or(3),
+            cluster: cluster.map(|c| c.name.clone()).unwrap_or_default(),
+            ..BackupOptions::default()
+        })
+    }
+
+    /// Runs the backup. `config` is cluster.yaml (`-f`); `output` is `table`, `json` or `yaml`
+    /// (case-insensitive). Prints the backup id (table) or the manifest.
+    pub async fn run(self, config: &Path, output: &str) -> anyhow::Result<()> {
+        let cluster = load_cluster(config)?;
+        let opts = self.options(cluster.as_ref())?;
+        // Refuse bad combinations before connecting anywhere.
+        opts.validate()?;
+        let r = resolve(&self.common, cluster).await?;
+        let started = std::time::Instant::now();
+        let result = backup(&r.client, r.store.clone(), &opts, Arc::new(SystemClock)).await;
+        let (outcome, m, err) = match &result {
+            Ok(m) => (status::Outcome::Success, Some(m), None),
+            Err(e) => (status::Outcome::Failure, None, Some(e.to_string())),
+        };
+        // The status object feeds the monitor; failing to write it must not hide the result.
+        if let Err(e) = status::record_run(
+            r.store.as_ref(),
+            Kind::Namespace,
+            outcome,
+            chrono::Utc::now(),
+            started.elapsed().as_secs_f64(),
+            m,
+            err,
+        )
+        .await
+        {
+            tracing::warn!(error = %e, "could not record the backup status");
+        }
+        let m = result.context("namespace backup failed")?;
+        if output.eq_ignore_ascii_case("table") {
+            let counts = m
+                .details
+                .get("resource_counts")
+                .and_then(|v| v.as_object())
+                .cloned()
+                .unwrap_or_default();
+            let width = counts.keys().map(String::len).max().unwrap_or(0).max("RESOURCE".len());
+            eprintln!("{:<width$}  {:>8}", "RESOURCE", "OBJECTS");
+            for (k, v) in &counts {
+                eprintln!("{k:<width$}  {v:>8}");
+            }
+            eprintln!(
+                "backup {}: {} objects, {} bytes raw, {} bytes stored, encryption {}",
+                m.id,
+                m.details.get("objects").cloned().unwrap_or_default(),
+                m.raw_size,
+                m.stored_size,
+                m.encryption.summary()
+            );
+            // The id alone on stdout, for scripts.
+            println!("{}", m.id);
+        } else {
+            print_structured(&m, output)?;
+        }
+        Ok(())
+    }
+}
+
+impl RestoreNamespaceArgs {
+    /// The options these arguments ask for.
+    /// `cluster` supplies the decryption keys the flags do not give.
+    pub fn options(&self, cluster: Option<&Cluster>) -> Result<RestoreOptions, NamespaceError> {
+        let decrypt = settings::decrypt(
+            &self.age_identities,
+            self.passphrase_env.as_deref(),
+            cluster.map(|c| &c.backup),
+        )?;
+        Ok(RestoreOptions {
+            namespace_mapping: parse_mapping(&self.namespace_mapping)?,
+            existing: self.existing,
+            dry_run: self.dry_run,
+            keep_node_ports: self.keep_node_ports,
+            decrypt,
+            concurrency: self.concurrency,
+            crd_timeout: Duration::from_secs(60),
+        })
+    }
+
+    /// Runs the restore and prints the per-type table (or the report as JSON/YAML). Fails when
+    /// any object failed.
+    pub async fn run(self, config: &Path, output: &str) -> anyhow::Result<()> {
+        let cluster = load_cluster(config)?;
+        let opts = self.options(cluster.as_ref())?;
+        let r = resolve(&self.common, cluster).await?;
+        let result = restore(&r.client, r.store.as_ref(), &self.id, &opts).await;
+        if !opts.dry_run {
+            let outcome = match &result {
+                Ok(report) if report.failed() == 0 => status::Outcome::Success,
+                _ => status::Outcome::Failure,
+            };
+            if let Err(e) = status::record_restore(r.store.as_ref(), Kind::Namespace, outcome).await {
+                tracing::warn!(error = %e, "could not record the restore status");
+            }
+        }
+        let report = result.with_context(|| format!("restoring namespace backup {}", self.id))?;
+        if output.eq_ignore_ascii_case("table") {
+            if report.dry_run {
+                println!("dry run: nothing was changed");
+            }
+            print!("{}", report.table());
+            for f in &report.failures {
+                println!("failed: {f}");
+            }
+            for n in &report.notes {
+                println!("note: {n}");
+            }
+        } else {
+            print_structured(&report, output)?;
+        }
+        let failed = report.failed();
+        if failed > 0 {
+            anyhow::bail!("{failed} objects could not be restored (see above)");
+        }
+        Ok(())
+    }
+}
+
+/// Parses `old:new` pairs.
+pub fn parse_mapping(pairs: &[String]) -> Result<BTreeMap<String, String>, NamespaceError> {
+    let mut out = BTreeMap::new();
+    for pair in pairs {
+        let (old, new) = pair
+            .split_once(':')
+            .filter(|(o, n)| !o.is_empty() && !n.is_empty())
+            .ok_or_else(|| NamespaceError::Invalid(format!("--namespace-mapping {pair:?}: expected old:new")))?;
+        if out.insert(old.to_string(), new.to_string()).is_some() {
+            return Err(NamespaceError::Invalid(format!(
+                "--namespace-mapping maps {old:?} twice"
+            )));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        cmd: Cmd,
+    }
+
+    #[derive(clap::Subcommand)]
+    enum Cmd {
+        Backup(BackupNamespaceArgs),
+        Restore(RestoreNamespaceArgs),
+    }
+
+    #[test]
+    fn parses_arguments() {
+        let cli = Cli::try_parse_from([
+            "x", "backup", "team-a", "team-b", "-l", "app=web", "--include-resources", "configmaps,deployments.apps",
+            "--include-secrets", "--age-recipient", "age1xyz", "--store", "file:///b",
+        ])
+        .unwrap();
+        let Cmd::Backup(b) = cli.cmd else { panic!() };
+        assert_eq!(b.namespaces, ["team-a", "team-b"]);
+        assert_eq!(b.include_resources, ["configmaps", "deployments.apps"]);
+        assert_eq!(b.common.store.as_deref(), Some("file:///b"));
+
+        let cli = Cli::try_parse_from([
+            "x", "restore", "namespace-20240101T000000Z-abcd", "--namespace-mapping", "a:b,c:d", "--existing", "update",
+            "--dry-run",
+        ])
+        .unwrap();
+        let Cmd::Restore(r) = cli.cmd else { panic!() };
+        let o = r.options(None).unwrap();
+        assert_eq!(o.namespace_mapping.get("c").map(String::as_str), Some("d"));
+        assert_eq!(o.existing, Existing::Update);
+        assert!(o.dry_run);
+    }
+
+    #[test]
+    fn mapping_errors() {
+        assert!(parse_mapping(&["a".into()]).is_err());
+        assert!(parse_mapping(&["a:".into()]).is_err());
+        assert!(parse_mapping(&["a:b".into(), "a:c".into()]).is_err());
+    }
+
+    #[test]
+    fn plaintext_secrets_refused() {
+        let args = BackupNamespaceArgs {
+            namespaces: vec!["a".into()],
+            all_namespaces: false,
+            selector: None,
+            include_resources: vec![],
+            exclude_resources: vec![],
+            include_cluster_resources: false,
+            include_secrets: true,
+            allow_plaintext_secrets: false,
+            strip_last_applied: false,
+            format: ObjectFormat::Yaml,
+            page_size: 500,
+            common: CommonArgs::default(),
+            age_recipients: vec![],
+            passphrase_env: None,
+            compression_level: None,
+        };
+        let err = args.options(None).unwrap().validate().unwrap_err();
+        assert!(matches!(err, NamespaceError::Refused(_)), "{err}");
+        let mut ok = args.clone();
+        ok.allow_plaintext_secrets = true;
+        assert!(ok.options(None).unwrap().validate().is_ok());
+    }
+}
