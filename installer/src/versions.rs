@@ -35,6 +35,40 @@ pub enum VersionError {
         /// The refused version.
         version: KubeVersion,
     },
+    /// Kubernetes binaries the phase needs are not where it looked.
+    #[error(
+        "Kubernetes binaries missing: {} (looked in {}); put them in the offline bundle's bin/ \
+         directory or install them from the package repository (scripts/build-kube.sh builds \
+         v1.20.2 locally)",
+        missing.join(", "),
+        looked_in.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+    )]
+    MissingBinaries {
+        /// The binaries not found (or not executable).
+        missing: Vec<String>,
+        /// Every directory searched, in order.
+        looked_in: Vec<PathBuf>,
+    },
+    /// A binary is present but reports another version than the cluster's.
+    #[error("{path} is Kubernetes {found}, the cluster wants {wanted}")]
+    WrongBinaryVersion {
+        /// The binary.
+        path: PathBuf,
+        /// What it reported.
+        found: String,
+        /// The cluster's version.
+        wanted: KubeVersion,
+    },
+    /// A package repository that does not carry this version.
+    #[error("{repository} has no packages for Kubernetes {version}: {hint}")]
+    NoRepository {
+        /// The repository.
+        repository: &'static str,
+        /// The version asked for.
+        version: KubeVersion,
+        /// What to use instead.
+        hint: &'static str,
+    },
     /// A flag input the component cannot use (e.g. an empty etcd server list).
     #[error("cannot render {component} flags: {message}")]
     Input {
@@ -426,6 +460,135 @@ pub fn render_flags(component: Component, input: &FlagInput) -> Result<Vec<Strin
         .into_iter()
         .map(|(k, v)| format!("--{k}={v}"))
         .collect())
+}
+
+/// The Kubernetes binaries a host needs: kubelet, kubeadm and kubectl everywhere, plus
+/// kube-apiserver, kube-controller-manager and kube-scheduler on control-plane hosts in systemd
+/// mode (in static-pod mode they run from images). kube-proxy normally runs as a DaemonSet
+/// from its image; callers that run it as a binary add it themselves.
+pub fn required_binaries(control_plane: bool, systemd_control_plane: bool) -> Vec<&'static str> {
+    let mut v = vec!["kubelet", "kubeadm", "kubectl"];
+    if control_plane && systemd_control_plane {
+        v.extend([
+            "kube-apiserver",
+            "kube-controller-manager",
+            "kube-scheduler",
+        ]);
+    }
+    v
+}
+
+/// Finds each binary in the first directory that has it as an executable file; fails naming
+/// every missing binary and every directory searched.
+pub fn locate_binaries(
+    names: &[&str],
+    dirs: &[PathBuf],
+) -> Result<BTreeMap<String, PathBuf>, VersionError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut found = BTreeMap::new();
+    let mut missing = Vec::new();
+    for name in names {
+        let hit = dirs.iter().map(|d| d.join(name)).find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        });
+        match hit {
+            Some(p) => {
+                found.insert(name.to_string(), p);
+            }
+            None => missing.push(name.to_string()),
+        }
+    }
+    if !missing.is_empty() {
+        return Err(VersionError::MissingBinaries {
+            missing,
+            looked_in: dirs.to_vec(),
+        });
+    }
+    Ok(found)
+}
+
+/// Runs a local Kubernetes binary's version command and checks it is `wanted` (same
+/// major.minor.patch). kubectl and kubeadm have their own version subcommands.
+pub fn check_binary_version(
+    path: &std::path::Path,
+    wanted: KubeVersion,
+) -> Result<(), VersionError> {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    let args: &[&str] = match name {
+        "kubectl" => &["version", "--client", "--short"],
+        "kubeadm" => &["version", "-o", "short"],
+        _ => &["--version"],
+    };
+    let out = std::process::Command::new(path).args(args).output();
+    let text = match out {
+        Ok(o) => {
+            String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
+        }
+        Err(e) => format!("cannot run: {e}"),
+    };
+    // "Kubernetes v1.20.2", "Client Version: v1.20.2", "v1.20.2".
+    let found = text
+        .split_whitespace()
+        .find_map(|w| KubeVersion::parse(w.trim_matches(|c: char| c == ',' || c == '"')).ok());
+    match found {
+        Some(v) if v == wanted => Ok(()),
+        _ => Err(VersionError::WrongBinaryVersion {
+            path: path.to_path_buf(),
+            found: text
+                .lines()
+                .next()
+                .unwrap_or("no output")
+                .trim()
+                .to_string(),
+            wanted,
+        }),
+    }
+}
+
+/// Package formats of the node operating systems.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PackageFormat {
+    /// Debian, Ubuntu (apt).
+    Deb,
+    /// RHEL, CentOS, Rocky (yum/dnf).
+    Rpm,
+}
+
+/// The install argument pinning a Kubernetes package to a version: `kubelet=1.30.0-*` for apt
+/// (the revision differs between pkgs.k8s.io `-1.1` and the legacy/mirror `-00`), and
+/// `kubelet-1.30.0` for yum/dnf, as in the operator guides.
+pub fn package_spec(name: &str, version: KubeVersion, format: PackageFormat) -> String {
+    let v = format!("{}.{}.{}", version.major, version.minor, version.patch);
+    match format {
+        PackageFormat::Deb => format!("{name}={v}-*"),
+        PackageFormat::Rpm => format!("{name}-{v}"),
+    }
+}
+
+/// The pkgs.k8s.io repository of a version's minor release (one repository per minor, from
+/// v1.24). Older versions live only in the frozen legacy repositories and their mirrors.
+pub fn pkgs_k8s_io_repository(
+    version: KubeVersion,
+    format: PackageFormat,
+) -> Result<String, VersionError> {
+    if !version.at_least(24) {
+        return Err(VersionError::NoRepository {
+            repository: "pkgs.k8s.io",
+            version,
+            hint: "configure a mirror of the legacy repository (packages.repositories in cluster.yaml) or use an offline bundle",
+        });
+    }
+    let kind = match format {
+        PackageFormat::Deb => "deb",
+        PackageFormat::Rpm => "rpm",
+    };
+    Ok(format!(
+        "https://pkgs.k8s.io/core:/stable:/v{}.{}/{kind}/",
+        version.major, version.minor
+    ))
 }
 
 #[cfg(test)]

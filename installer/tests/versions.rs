@@ -161,3 +161,58 @@ fn the_real_1_20_binaries_accept_every_rendered_flag() {
         .unwrap();
     assert!(!out.status.success());
 }
+
+#[test]
+fn binaries_are_located_and_their_version_checked() {
+    let Some(dir) = std::env::var_os("CLUSTERKIT_KUBE_BIN_DIR").map(PathBuf::from) else {
+        panic!(
+            "CLUSTERKIT_KUBE_BIN_DIR is not set: run `bash scripts/deps.sh` and `. scripts/env.sh`"
+        );
+    };
+    let empty = tempfile::tempdir().unwrap();
+    let names = versions::required_binaries(true, true);
+    assert_eq!(names.len(), 6);
+    let found =
+        versions::locate_binaries(&names, &[empty.path().to_path_buf(), dir.clone()]).unwrap();
+    let v1_20_2 = KubeVersion::new(1, 20, 2);
+    for (name, path) in &found {
+        assert_eq!(path, &dir.join(name));
+        versions::check_binary_version(path, v1_20_2).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let e =
+        versions::check_binary_version(&found["kubectl"], KubeVersion::new(1, 30, 0)).unwrap_err();
+    assert!(e.to_string().contains("v1.20.2"), "{e}");
+    // A missing binary names itself and every directory searched.
+    let e = versions::locate_binaries(
+        &["kubelet", "kube-nothing"],
+        &[empty.path().to_path_buf(), dir.clone()],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("kube-nothing")
+            && !e.contains("kubelet,")
+            && e.contains(&dir.display().to_string()),
+        "{e}"
+    );
+    assert!(e.contains(&empty.path().display().to_string()), "{e}");
+}
+
+#[test]
+fn package_pins_and_repositories() {
+    use versions::PackageFormat::{Deb, Rpm};
+    let v = KubeVersion::new(1, 30, 0);
+    assert_eq!(
+        versions::package_spec("kubelet", v, Deb),
+        "kubelet=1.30.0-*"
+    );
+    assert_eq!(
+        versions::package_spec("kubeadm", KubeVersion::new(1, 23, 0), Rpm),
+        "kubeadm-1.23.0"
+    );
+    assert_eq!(
+        versions::pkgs_k8s_io_repository(v, Deb).unwrap(),
+        "https://pkgs.k8s.io/core:/stable:/v1.30/deb/"
+    );
+    assert!(versions::pkgs_k8s_io_repository(KubeVersion::new(1, 20, 2), Deb).is_err());
+}
