@@ -1,12 +1,73 @@
-//! `clusterkit run`: run a playbook against the cluster.
+//! `clusterkit run PLAYBOOK`: run a playbook (a file, or a built-in one by name) against the
+//! cluster, with the same engine, check mode, journal and summary as `install`.
+//!
+//! The playbook sees the same variables as the installer's (`cluster`, `hosts`, `groups`,
+//! `install`, `host`, `facts`); templates and files are looked up next to the playbook first,
+//! then in `--library`, then among the built-in ones.
 
-use super::Global;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clusterkit_core::config;
+use clusterkit_core::playbook::{self, Engine};
+use clusterkit_installer::phases::{self, InstallOptions};
+
+use super::{Global, Selection};
 
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// The playbook: a YAML file, or the name of a built-in one (prepare, runtime).
+    playbook: String,
+
+    /// Change nothing; report what would change.
+    #[arg(long)]
+    check: bool,
+
+    /// Skip tasks a previous, failed run already finished.
+    #[arg(long)]
+    resume: bool,
+
+    /// Write one JSON event per task per host to this file.
+    #[arg(long)]
+    events: Option<PathBuf>,
+
+    /// Directory with playbooks/, templates/ and files/ searched before the built-in ones.
+    #[arg(long)]
+    library: Option<PathBuf>,
+
+    #[command(flatten)]
+    selection: Selection,
+}
 
 impl Args {
-    pub async fn run(self, _global: Global) -> anyhow::Result<()> {
-        anyhow::bail!("`clusterkit run` is not available yet")
+    pub async fn run(self, global: Global) -> anyhow::Result<()> {
+        let library = phases::library(&self.library.iter().cloned().collect::<Vec<_>>());
+        // A bad playbook fails here, before the cluster file is even read.
+        let pb = playbook::load(&library, &self.playbook)?;
+        let loaded = config::load(&global.config)?;
+        for warning in &loaded.warnings {
+            eprintln!("{warning}");
+        }
+        let cluster = loaded.cluster;
+        let hosts = cluster
+            .select(&self.selection.hosts, &self.selection.roles)
+            .with_context(|| format!("selecting hosts in {}", global.config.display()))?;
+        let opts = InstallOptions {
+            check: self.check,
+            resume: self.resume,
+            events: self.events,
+            concurrency: self.selection.concurrency,
+            progress: true,
+            verbose: global.verbose > 0,
+            ..Default::default()
+        };
+        let targets = phases::targets(&cluster, &hosts)?;
+        let engine = Engine::new(
+            phases::context(&cluster),
+            phases::cluster_hosts(&cluster),
+            phases::run_options(&cluster, &opts)?,
+        )?;
+        engine.run(&pb, &targets).await;
+        super::install::print_report(&engine.finish(), global.output)
     }
 }

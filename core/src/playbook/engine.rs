@@ -186,6 +186,25 @@ impl Engine {
         }
     }
 
+    /// Hands in facts gathered elsewhere (e.g. by preflight) so plays do not gather them again.
+    pub fn set_facts(&self, host: &str, facts: Value) {
+        self.state().facts.insert(host.to_string(), facts);
+    }
+
+    /// Marks a host failed before any play ran on it (e.g. preflight); later plays skip it.
+    pub fn fail_host(&self, host: &str, error: String) {
+        let mut st = self.state();
+        let r = st.report.hosts.entry(host.to_string()).or_default();
+        r.failed += 1;
+        r.error = Some(error);
+        st.failed.insert(host.to_string());
+    }
+
+    /// Whether a host failed so far.
+    pub fn host_failed(&self, host: &str) -> bool {
+        self.state().failed.contains(host)
+    }
+
     /// The report so far (call after the last `run`).
     pub fn report(&self) -> RunReport {
         let mut r = self.state().report.clone();
@@ -549,6 +568,68 @@ impl Engine {
         base: &Map<String, Value>,
         vars: &Map<String, Value>,
     ) -> Outcome {
+        let Some(spec) = &task.loop_items else {
+            return self.single_outcome(library, exec, task, base, vars).await;
+        };
+        let items = match loop_items(spec, &context_with(base, vars)) {
+            Ok(items) => items,
+            Err(e) => return Outcome::new(Status::Failed, e),
+        };
+        if items.is_empty() {
+            return Outcome::skipped("loop over no items");
+        }
+        // One module run per item; the task's verdict is the worst of them.
+        let mut changes = Vec::new();
+        let mut diffs = String::new();
+        let mut results = Vec::new();
+        let mut all_skipped = true;
+        for item in items {
+            let mut with_item = vars.clone();
+            with_item.insert("item".into(), item.clone());
+            let o = self
+                .single_outcome(library, exec, task, base, &with_item)
+                .await;
+            results.push(o.result.clone());
+            match o.status {
+                Status::Failed => {
+                    return Outcome::new(Status::Failed, format!("item {item}: {}", o.message))
+                        .with_result(json!({ "results": results }))
+                }
+                Status::Changed => changes.push(o.message.clone()),
+                _ => {}
+            }
+            all_skipped &= o.status == Status::Skipped;
+            if let Some(d) = o.diff {
+                diffs.push_str(&d);
+            }
+        }
+        let status = if !changes.is_empty() {
+            Status::Changed
+        } else if all_skipped {
+            Status::Skipped
+        } else {
+            Status::Ok
+        };
+        Outcome::new(
+            status,
+            if changes.is_empty() {
+                "all items as wanted".to_string()
+            } else {
+                changes.join("; ")
+            },
+        )
+        .with_diff((!diffs.is_empty()).then_some(diffs))
+        .with_result(json!({ "results": results }))
+    }
+
+    async fn single_outcome(
+        &self,
+        library: &super::Library,
+        exec: &Counting,
+        task: &Task,
+        base: &Map<String, Value>,
+        vars: &Map<String, Value>,
+    ) -> Outcome {
         let failed = |m: String| Outcome::new(Status::Failed, m);
         let ctx = context_with(base, vars);
         if let Some(cond) = &task.when {
@@ -612,6 +693,32 @@ impl Engine {
             }
         }
         outcome
+    }
+}
+
+/// The items of a `loop`: a literal list (each item rendered), or a list/mapping named by
+/// `"{{ path }}"` (a mapping gives `{key, value}` items, in key order).
+fn loop_items(spec: &Value, ctx: &tera::Context) -> Result<Vec<Value>, String> {
+    match spec {
+        Value::Array(items) => items.iter().map(|i| render::render_value(i, ctx)).collect(),
+        Value::String(s) => {
+            let path = s
+                .trim()
+                .trim_start_matches("{{")
+                .trim_end_matches("}}")
+                .trim();
+            match render::lookup_path(path, ctx) {
+                Some(Value::Array(items)) => Ok(items),
+                Some(Value::Object(map)) => Ok(map
+                    .into_iter()
+                    .map(|(k, v)| json!({"key": k, "value": v}))
+                    .collect()),
+                Some(Value::Null) => Ok(Vec::new()),
+                Some(_) => Err(format!("loop: `{path}` is not a list or a mapping")),
+                None => Err(format!("loop: `{path}` is not defined")),
+            }
+        }
+        _ => Err("loop must be a list".into()),
     }
 }
 

@@ -72,6 +72,9 @@ pub struct Task {
     pub run_in_check: bool,
     /// Hide arguments, output and diffs of this task (secrets).
     pub no_log: bool,
+    /// Run the module once per item (`item` in tera): a YAML list, or `"{{ path }}"` naming a
+    /// list or mapping in the context (a mapping yields `{key, value}` items).
+    pub loop_items: Option<Value>,
 }
 
 impl Play {
@@ -122,6 +125,7 @@ const TASK_KEYS: &[&str] = &[
     "ignore_errors",
     "check_mode",
     "no_log",
+    "loop",
 ];
 
 /// Loads a playbook by name or path from the library and validates it.
@@ -335,6 +339,18 @@ fn parse_task(
     let ignore_errors = opt_bool("ignore_errors")?.unwrap_or(false);
     let run_in_check = opt_bool("check_mode")? == Some(false);
     let no_log = opt_bool("no_log")?.unwrap_or(false);
+    let loop_items = match map.get("loop") {
+        None | Some(Value::Null) => None,
+        Some(v @ Value::Array(_)) => Some(v.clone()),
+        Some(Value::String(s)) if s.trim().starts_with("{{") && s.trim().ends_with("}}") => {
+            Some(Value::String(s.clone()))
+        }
+        Some(_) => {
+            return Err(err(format!(
+                "task `{name}`: `loop` must be a list or \"{{{{ variable }}}}\" naming one"
+            )))
+        }
+    };
     Ok(Task {
         name,
         line,
@@ -348,6 +364,7 @@ fn parse_task(
         ignore_errors,
         run_in_check,
         no_log,
+        loop_items,
     })
 }
 

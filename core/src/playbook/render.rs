@@ -53,10 +53,20 @@ pub fn render_str(s: &str, ctx: &Context) -> Result<String, String> {
     Tera::one_off(s, ctx, false).map_err(|e| tera_message(&e))
 }
 
+/// Renders a whole template text with a JSON object as context (what the `template` module
+/// does on each host; also used by the golden-file tests).
+pub fn render_text(text: &str, context: &Value) -> Result<String, String> {
+    let ctx = Context::from_value(context.clone()).map_err(|e| tera_message(&e))?;
+    Tera::one_off(text, &ctx, false).map_err(|e| tera_message(&e))
+}
+
 /// Renders every templated string inside a JSON value (object keys too).
 pub fn render_value(value: &Value, ctx: &Context) -> Result<Value, String> {
     Ok(match value {
-        Value::String(s) => Value::String(render_str(s, ctx)?),
+        Value::String(s) => match lookup_whole(s, ctx) {
+            Some(v) => v,
+            None => Value::String(render_str(s, ctx)?),
+        },
         Value::Array(items) => Value::Array(
             items
                 .iter()
@@ -72,6 +82,37 @@ pub fn render_value(value: &Value, ctx: &Context) -> Result<Value, String> {
         }
         other => other.clone(),
     })
+}
+
+/// A string that is exactly `{{ a.b.c }}` and names a list or a mapping yields that value
+/// itself, not its text: so `names: "{{ ipvs_modules }}"` passes a list to a module.
+pub fn lookup_whole(s: &str, ctx: &Context) -> Option<Value> {
+    let path = s.trim().strip_prefix("{{")?.strip_suffix("}}")?.trim();
+    let value = lookup_path(path, ctx)?;
+    matches!(value, Value::Array(_) | Value::Object(_)).then_some(value)
+}
+
+/// Looks up a dotted path (`cluster.runtime.registry_mirrors`) in the context.
+pub fn lookup_path(path: &str, ctx: &Context) -> Option<Value> {
+    let valid = |p: &str| {
+        !p.is_empty()
+            && p.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    };
+    let mut parts = path.split('.');
+    let first = parts.next().filter(|p| valid(p))?;
+    let mut value = ctx.get(first)?.clone();
+    for part in parts {
+        if !valid(part) {
+            return None;
+        }
+        value = match value {
+            Value::Object(mut m) => m.remove(part)?,
+            Value::Array(a) => a.into_iter().nth(part.parse().ok()?)?,
+            _ => return None,
+        };
+    }
+    Some(value)
 }
 
 /// Evaluates a condition; a bare `true`/`false` needs no tera.
@@ -132,6 +173,16 @@ mod tests {
         assert_eq!(v, json!({"a": "x-n1", "b": [1, "4"]}));
         assert!(eval_condition("'worker' in host.roles", &ctx()).unwrap());
         assert!(!eval_condition("n > 5", &ctx()).unwrap());
+    }
+
+    #[test]
+    fn whole_expression_keeps_lists() {
+        let v = render_value(
+            &json!({"names": "{{ host.roles }}", "one": "{{ host.name }}"}),
+            &ctx(),
+        )
+        .unwrap();
+        assert_eq!(v, json!({"names": ["worker"], "one": "n1"}));
     }
 
     #[test]

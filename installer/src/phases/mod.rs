@@ -1,1 +1,483 @@
-//! Install phases, in order.
+//! Install phases, in order: `prepare` (preflight, then node preparation) and `runtime`
+//! (containerd). Later phases (PKI, etcd, control plane, join, …) add themselves to [`all`].
+//!
+//! A phase is anything implementing [`Phase`]: most are one embedded playbook
+//! ([`PlaybookPhase`]); a phase that needs Rust-side work first (preflight compares hosts with
+//! each other; PKI generates certificates locally) wraps that work around its playbook. All
+//! phases of one `clusterkit install` share one playbook [`Engine`], so facts are gathered once
+//! per host, a host that failed is left out of later phases, and the summary adds up.
+//!
+//! This module also builds what every phase needs from cluster.yaml: the SSH targets, the tera
+//! context (`cluster`, `hosts`, `groups`, `install`), and the embedded [`Library`] of playbooks
+//! and templates (overridable with `--library DIR`).
+//!
+//! Extending: write `playbooks/<name>.yaml` (+ templates), add it to [`EMBEDDED`], and add a
+//! `Box<dyn Phase>` to [`all`] at its place in the order.
+
+pub mod preflight;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use clusterkit_core::config::{Auth, Cluster, Host, Packages, Profile, ProxyMode};
+use clusterkit_core::exec::ssh::{Secret, SshAuth, SshExecutor, SshTarget, Sudo};
+use clusterkit_core::playbook::modules::Bundle;
+use clusterkit_core::playbook::{
+    self, Engine, HostTarget, Library, PlaybookError, RunOptions, RunReport,
+};
+use serde_json::{json, Value};
+
+/// Playbooks and templates compiled into the binary, by relative name.
+pub const EMBEDDED: &[(&str, &str)] = &[
+    (
+        "playbooks/prepare.yaml",
+        include_str!("../../../playbooks/prepare.yaml"),
+    ),
+    (
+        "playbooks/runtime.yaml",
+        include_str!("../../../playbooks/runtime.yaml"),
+    ),
+    (
+        "templates/containerd/config.toml",
+        include_str!("../../../templates/containerd/config.toml"),
+    ),
+    (
+        "templates/containerd/hosts.toml",
+        include_str!("../../../templates/containerd/hosts.toml"),
+    ),
+    (
+        "templates/crictl.yaml",
+        include_str!("../../../templates/crictl.yaml"),
+    ),
+];
+
+/// Kernel modules every node needs (containerd's overlayfs snapshotter, bridged pod traffic
+/// through iptables).
+pub const KERNEL_MODULES: &[&str] = &["overlay", "br_netfilter"];
+
+/// Kernel modules kube-proxy needs in IPVS mode.
+pub const IPVS_MODULES: &[&str] = &["ip_vs", "ip_vs_rr", "ip_vs_wrr", "ip_vs_sh", "nf_conntrack"];
+
+/// Sysctls every node needs; cluster.yaml's `sysctls` are added (and win on conflict).
+pub const SYSCTLS: &[(&str, &str)] = &[
+    ("net.bridge.bridge-nf-call-iptables", "1"),
+    ("net.bridge.bridge-nf-call-ip6tables", "1"),
+    ("net.ipv4.ip_forward", "1"),
+];
+
+/// Packages the runtime phase installs.
+pub const RUNTIME_PACKAGES: &[&str] = &["containerd", "runc"];
+
+/// Where containerd looks for per-registry hosts.toml files.
+pub const CONTAINERD_CONFIG_PATH: &str = "/etc/containerd/certs.d";
+
+/// Errors of an install run (before or around the playbooks; task failures are in the report).
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    #[error(transparent)]
+    Playbook(#[from] PlaybookError),
+
+    #[error("unknown phase `{name}` (phases: {known})")]
+    UnknownPhase { name: String, known: String },
+
+    #[error("{host}: {message}")]
+    Target { host: String, message: String },
+
+    #[error("offline bundle: {0}")]
+    Bundle(String),
+
+    #[error("preflight failed:\n{0}")]
+    Preflight(String),
+}
+
+/// One step of the installation.
+#[async_trait]
+pub trait Phase: Send + Sync {
+    /// The name `--phase` takes.
+    fn name(&self) -> &'static str;
+    /// One line for `--help` and progress.
+    fn describe(&self) -> &'static str;
+    /// Runs the phase on the targets through the shared engine. Task failures go into the
+    /// engine's report; `Err` is for failures that stop the whole installation.
+    async fn run(&self, cx: &PhaseContext<'_>) -> Result<(), InstallError>;
+}
+
+/// What a phase gets.
+pub struct PhaseContext<'a> {
+    pub cluster: &'a Cluster,
+    pub engine: &'a Engine,
+    pub targets: &'a [HostTarget],
+    pub library: &'a Library,
+    pub check: bool,
+}
+
+impl PhaseContext<'_> {
+    /// Loads (validated) and runs an embedded or overridden playbook.
+    pub async fn run_playbook(&self, name: &str) -> Result<(), InstallError> {
+        let pb = playbook::load(self.library, name)?;
+        self.engine.run(&pb, self.targets).await;
+        Ok(())
+    }
+}
+
+/// A phase that is one playbook.
+pub struct PlaybookPhase {
+    pub name: &'static str,
+    pub describe: &'static str,
+    pub playbook: &'static str,
+}
+
+#[async_trait]
+impl Phase for PlaybookPhase {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn describe(&self) -> &'static str {
+        self.describe
+    }
+    async fn run(&self, cx: &PhaseContext<'_>) -> Result<(), InstallError> {
+        cx.run_playbook(self.playbook).await
+    }
+}
+
+/// `prepare`: preflight checks across hosts, then the prepare playbook.
+pub struct PreparePhase;
+
+#[async_trait]
+impl Phase for PreparePhase {
+    fn name(&self) -> &'static str {
+        "prepare"
+    }
+    fn describe(&self) -> &'static str {
+        "preflight checks, hostname, /etc/hosts, SELinux, swap, kernel modules, sysctls"
+    }
+    async fn run(&self, cx: &PhaseContext<'_>) -> Result<(), InstallError> {
+        // Validate the playbook before touching any host, preflight included.
+        let pb = playbook::load(cx.library, "prepare")?;
+        preflight::run(cx).await?;
+        cx.engine.run(&pb, cx.targets).await;
+        Ok(())
+    }
+}
+
+/// Every phase, in order.
+pub fn all() -> Vec<Box<dyn Phase>> {
+    vec![
+        Box::new(PreparePhase),
+        Box::new(PlaybookPhase {
+            name: "runtime",
+            describe: "containerd + runc, config.toml (systemd cgroups, mirrors), crictl",
+            playbook: "runtime",
+        }),
+    ]
+}
+
+/// The phases to run: one by name, or all of them in order.
+pub fn select(name: Option<&str>) -> Result<Vec<Box<dyn Phase>>, InstallError> {
+    let phases = all();
+    match name {
+        None => Ok(phases),
+        Some(n) => {
+            let known = phases
+                .iter()
+                .map(|p| p.name())
+                .collect::<Vec<_>>()
+                .join(", ");
+            let one: Vec<_> = phases.into_iter().filter(|p| p.name() == n).collect();
+            if one.is_empty() {
+                Err(InstallError::UnknownPhase {
+                    name: n.to_string(),
+                    known,
+                })
+            } else {
+                Ok(one)
+            }
+        }
+    }
+}
+
+/// The embedded playbooks and templates, with override directories searched first.
+pub fn library(overrides: &[PathBuf]) -> Library {
+    let mut lib = Library::new();
+    for (name, text) in EMBEDDED {
+        lib.embed(name, text);
+    }
+    for dir in overrides {
+        lib.add_dir(dir);
+    }
+    lib
+}
+
+/// One registry's hosts.toml data.
+fn registries(cluster: &Cluster) -> Vec<Value> {
+    let mut names: BTreeMap<String, (Vec<String>, bool)> = BTreeMap::new();
+    for (name, mirrors) in &cluster.runtime.registry_mirrors {
+        names.entry(name.clone()).or_default().0 = mirrors.clone();
+    }
+    for name in &cluster.runtime.insecure_registries {
+        names.entry(name.clone()).or_default().1 = true;
+    }
+    names
+        .into_iter()
+        .map(|(name, (mirrors, insecure))| {
+            // Docker Hub's registry is not at its name.
+            let server = if name == "docker.io" {
+                "https://registry-1.docker.io".to_string()
+            } else {
+                format!("https://{name}")
+            };
+            json!({
+                "name": name,
+                "server": server,
+                "plain_http": format!("http://{name}"),
+                "mirrors": mirrors,
+                "insecure": insecure,
+            })
+        })
+        .collect()
+}
+
+/// The tera context every phase's playbooks see: `cluster` (the resolved cluster.yaml),
+/// `hosts` and `groups`, and `install` (values derived here, so playbooks stay declarative).
+/// Secrets never enter it: cluster.yaml only names the environment variables that hold them.
+pub fn context(cluster: &Cluster) -> Value {
+    let mut sysctls: BTreeMap<String, String> = SYSCTLS
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    sysctls.extend(cluster.sysctls.clone());
+    let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for h in &cluster.hosts {
+        for r in &h.roles {
+            groups
+                .entry(r.as_str().to_string())
+                .or_default()
+                .push(h.name.clone());
+        }
+    }
+    let sandbox = cluster.profile == Profile::Sandbox;
+    json!({
+        "cluster": cluster,
+        "hosts": cluster.hosts.iter().map(host_vars).collect::<Vec<_>>(),
+        "groups": groups,
+        "install": {
+            "kernel_modules": KERNEL_MODULES,
+            "ipvs_modules": if cluster.kubernetes.proxy_mode == ProxyMode::Ipvs { IPVS_MODULES.to_vec() } else { Vec::new() },
+            "sysctls": sysctls,
+            "runtime_packages": RUNTIME_PACKAGES,
+            "registries": registries(cluster),
+            "containerd": {
+                "sandbox_image": cluster.runtime.sandbox_image,
+                "config_path": CONTAINERD_CONFIG_PATH,
+                // Debian's containernetworking-plugins install under /usr/lib/cni; upstream
+                // tarballs (real hosts) under /opt/cni/bin.
+                "cni_bin_dir": if sandbox { "/usr/lib/cni" } else { "/opt/cni/bin" },
+                "restrict_oom_score_adj": sandbox,
+            },
+        },
+    })
+}
+
+/// What tera sees as `host` (and in `hosts`): no credentials.
+pub fn host_vars(h: &Host) -> Value {
+    json!({
+        "name": h.name,
+        "address": h.address.to_string(),
+        "port": h.port,
+        "roles": h.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+        "labels": h.labels,
+    })
+}
+
+fn ssh_auth(auth: &Auth, host: &str) -> Result<SshAuth, InstallError> {
+    let secret = |s: &clusterkit_core::config::SecretEnv| {
+        s.read()
+            .map(|v| Secret::new(v.expose()))
+            .map_err(|e| InstallError::Target {
+                host: host.to_string(),
+                message: e.to_string(),
+            })
+    };
+    Ok(match auth {
+        Auth::Key { file, passphrase } => SshAuth::Key {
+            path: file.clone(),
+            passphrase: passphrase.as_ref().map(secret).transpose()?,
+        },
+        Auth::Password { password } => SshAuth::Password(secret(password)?),
+        Auth::Agent => SshAuth::Agent,
+    })
+}
+
+/// The SSH target for one host (secrets read from the environment now).
+pub fn ssh_target(cluster: &Cluster, host: &Host) -> Result<SshTarget, InstallError> {
+    let ssh = &cluster.ssh;
+    let jump = match &ssh.jump_host {
+        Some(j) => Some(Box::new(SshTarget {
+            name: format!("{} (jump host)", j.address),
+            address: j.address.clone(),
+            port: j.port,
+            user: j.user.clone(),
+            auth: ssh_auth(&j.auth, &host.name)?,
+            sudo: None,
+            known_hosts: ssh.known_hosts.clone(),
+            trust_on_first_use: ssh.trust_on_first_use,
+            connect_timeout: ssh.connect_timeout(),
+            command_timeout: ssh.command_timeout(),
+            jump: None,
+        })),
+        None => None,
+    };
+    let sudo = match &host.become_ {
+        Some(b) => Some(Sudo {
+            password: match &b.password {
+                Some(p) => Some(Secret::new(
+                    p.read()
+                        .map_err(|e| InstallError::Target {
+                            host: host.name.clone(),
+                            message: e.to_string(),
+                        })?
+                        .expose(),
+                )),
+                None => None,
+            },
+        }),
+        None => None,
+    };
+    Ok(SshTarget {
+        name: host.name.clone(),
+        address: host.address.to_string(),
+        port: host.port,
+        user: host.user.clone(),
+        auth: ssh_auth(&host.auth, &host.name)?,
+        sudo,
+        known_hosts: ssh.known_hosts.clone(),
+        trust_on_first_use: ssh.trust_on_first_use,
+        connect_timeout: ssh.connect_timeout(),
+        command_timeout: ssh.command_timeout(),
+        jump,
+    })
+}
+
+/// Playbook targets for the selected hosts; connections open on first use, so an unreachable
+/// host fails on its own without holding up the others.
+pub fn targets(cluster: &Cluster, hosts: &[&Host]) -> Result<Vec<HostTarget>, InstallError> {
+    hosts
+        .iter()
+        .map(|h| {
+            Ok(HostTarget {
+                name: h.name.clone(),
+                address: h.address.to_string(),
+                roles: h.roles.iter().map(|r| r.as_str().to_string()).collect(),
+                exec: Arc::new(SshExecutor::lazy(ssh_target(cluster, h)?)),
+                vars: host_vars(h),
+            })
+        })
+        .collect()
+}
+
+/// `(name, address)` of every host, for /etc/hosts.
+pub fn cluster_hosts(cluster: &Cluster) -> Vec<(String, String)> {
+    cluster
+        .hosts
+        .iter()
+        .map(|h| (h.name.clone(), h.address.to_string()))
+        .collect()
+}
+
+/// The offline bundle cluster.yaml points at, if any (manifest read, not hashed).
+pub fn bundle(cluster: &Cluster) -> Result<Option<Bundle>, InstallError> {
+    match &cluster.packages {
+        Packages::Bundle { dir } => Bundle::load(dir).map(Some).map_err(InstallError::Bundle),
+        Packages::Online { .. } => Ok(None),
+    }
+}
+
+/// How `clusterkit install` (and `run`) behave.
+#[derive(Clone, Default)]
+pub struct InstallOptions {
+    /// `None`: every phase, in order.
+    pub phase: Option<String>,
+    pub check: bool,
+    pub resume: bool,
+    pub events: Option<PathBuf>,
+    /// Override directories for playbooks and templates.
+    pub library: Vec<PathBuf>,
+    /// Hosts worked on at once (default: ssh.concurrency).
+    pub concurrency: Option<usize>,
+    /// Print task progress to stderr.
+    pub progress: bool,
+    pub verbose: bool,
+}
+
+/// The engine options for a cluster.
+pub fn run_options(cluster: &Cluster, opts: &InstallOptions) -> Result<RunOptions, InstallError> {
+    Ok(RunOptions {
+        check: opts.check,
+        resume: opts.resume,
+        concurrency: opts.concurrency.unwrap_or(cluster.ssh.concurrency).max(1),
+        journal_dir: Some(cluster.state_dir.join("journal")),
+        events: opts.events.clone(),
+        bundle: bundle(cluster)?,
+        progress: opts.progress,
+        verbose: opts.verbose,
+    })
+}
+
+/// Runs the selected phases on `hosts` and returns the per-host report.
+pub async fn install(
+    cluster: &Cluster,
+    hosts: &[&Host],
+    opts: &InstallOptions,
+) -> Result<RunReport, InstallError> {
+    let phases = select(opts.phase.as_deref())?;
+    let library = library(&opts.library);
+    // Every playbook of the run is validated before any host is touched.
+    for p in &phases {
+        if library.playbook(p.name()).is_ok() {
+            playbook::load(&library, p.name())?;
+        }
+    }
+    let targets = targets(cluster, hosts)?;
+    let engine = Engine::new(
+        context(cluster),
+        cluster_hosts(cluster),
+        run_options(cluster, opts)?,
+    )?;
+    let cx = PhaseContext {
+        cluster,
+        engine: &engine,
+        targets: &targets,
+        library: &library,
+        check: opts.check,
+    };
+    for phase in &phases {
+        if opts.progress {
+            eprintln!("PHASE {}: {}", phase.name(), phase.describe());
+        }
+        phase.run(&cx).await?;
+    }
+    Ok(engine.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_playbooks_validate() {
+        let lib = library(&[]);
+        for p in all() {
+            if lib.playbook(p.name()).is_ok() {
+                playbook::load(&lib, p.name()).unwrap_or_else(|e| panic!("{e}"));
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_phase_lists_the_known_ones() {
+        let err = select(Some("nope")).err().unwrap().to_string();
+        assert!(err.contains("prepare") && err.contains("runtime"), "{err}");
+    }
+}

@@ -1,0 +1,214 @@
+//! Helpers shared by the cluster phases (`pki`, `etcd`, `control-plane`, `join`, `addons`):
+//! per-host playbook variables computed in Rust, Kubernetes binaries from the offline bundle,
+//! the per-node component flags, and Kubernetes API clients built from the generated admin
+//! kubeconfig.
+//!
+//! Limits: Kubernetes binaries come from the offline bundle only (its manifest's `binaries`, or
+//! its `bin/` directory); installing them from a package repository is not implemented, and the
+//! phases say so instead of guessing.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clusterkit_core::config::{Cluster, Host, Packages, Role};
+use clusterkit_core::playbook::HostTarget;
+use serde_json::{Map, Value};
+
+use super::InstallError;
+use crate::pki::StateLayout;
+use crate::versions::{self, Component, FlagInput, KubeVersion};
+
+/// Where Kubernetes binaries go on the nodes.
+pub const NODE_BIN_DIR: &str = "/usr/local/bin";
+
+/// The port every kube-apiserver listens on.
+pub const APISERVER_PORT: u16 = 6443;
+
+/// The cluster's Kubernetes version in the version rules' type.
+pub fn kube_version(cluster: &Cluster) -> KubeVersion {
+    let v = cluster.kubernetes.version;
+    KubeVersion::new(v.major, v.minor, v.patch)
+}
+
+/// Copies of `targets` whose `host` variables also hold what `extra` returns for them (an
+/// object merged into the host's vars). Hosts `extra` returns `None` for are left out.
+pub fn with_vars(
+    targets: &[HostTarget],
+    mut extra: impl FnMut(&HostTarget) -> Option<Map<String, Value>>,
+) -> Vec<HostTarget> {
+    targets
+        .iter()
+        .filter_map(|t| {
+            let more = extra(t)?;
+            let mut t = t.clone();
+            if let Value::Object(vars) = &mut t.vars {
+                vars.extend(more);
+            }
+            Some(t)
+        })
+        .collect()
+}
+
+/// The cluster.yaml host behind a playbook target.
+pub fn host<'a>(cluster: &'a Cluster, target: &HostTarget) -> Option<&'a Host> {
+    cluster.host(&target.name)
+}
+
+/// `https://<ip>:2379` of every etcd member, in cluster.yaml order.
+pub fn etcd_client_urls(cluster: &Cluster) -> Vec<String> {
+    cluster
+        .hosts_with_role(Role::Etcd)
+        .iter()
+        .map(|h| format!("https://{}", versions::join_host_port(h.address, 2379)))
+        .collect()
+}
+
+/// The flag input of one node: cluster.yaml's networks and versions, kubeadm's paths.
+pub fn flag_input(cluster: &Cluster, host: &Host) -> FlagInput {
+    let k = &cluster.kubernetes;
+    let mut input = FlagInput::new(kube_version(cluster), &host.name, host.address);
+    input.apiserver_port = APISERVER_PORT;
+    input.etcd_servers = etcd_client_urls(cluster);
+    input.service_cidr = k.service_cidr.to_string();
+    input.pod_cidr = Some(k.pod_cidr.to_string());
+    input.dns_domain = k.dns_domain.clone();
+    input.cluster_name = cluster.name.clone();
+    input.sandbox_image = cluster.runtime.sandbox_image.clone();
+    input
+}
+
+/// The rendered flags of `component` on `host`, or an install error naming the host.
+pub fn flags(cluster: &Cluster, host: &Host, component: Component) -> Result<Vec<String>, InstallError> {
+    versions::render_flags(component, &flag_input(cluster, host)).map_err(|e| InstallError::Target {
+        host: host.name.clone(),
+        message: e.to_string(),
+    })
+}
+
+/// Finds Kubernetes binaries in the offline bundle: an entry of its manifest's `binaries`
+/// (by name or file name), else `<bundle>/bin/<name>`. Fails naming every missing binary and
+/// every place searched.
+pub fn bundle_binaries(cluster: &Cluster, names: &[&str]) -> Result<BTreeMap<String, PathBuf>, InstallError> {
+    let Packages::Bundle { dir } = &cluster.packages else {
+        return Err(InstallError::Bundle(format!(
+            "Kubernetes binaries ({}) are installed from an offline bundle, and cluster.yaml \
+             configures none (packages: {{ bundle: DIR }}); installing them from a package \
+             repository is not supported yet",
+            names.join(", ")
+        )));
+    };
+    let manifest = super::bundle(cluster)?;
+    let mut found = BTreeMap::new();
+    let mut rest = Vec::new();
+    for name in names {
+        let hit = manifest.as_ref().and_then(|b| {
+            b.manifest
+                .binaries
+                .iter()
+                .find(|f| f.name == *name || Path::new(&f.file).file_name().is_some_and(|n| n == *name))
+                .map(|f| b.dir.join(&f.file))
+        });
+        match hit.filter(|p| p.is_file()) {
+            Some(p) => {
+                found.insert(name.to_string(), p);
+            }
+            None => rest.push(*name),
+        }
+    }
+    if !rest.is_empty() {
+        let dirs = vec![dir.join("bin")];
+        let more = versions::locate_binaries(&rest, &dirs).map_err(|e| {
+            InstallError::Bundle(format!(
+                "{e} (and not in {}'s `binaries`)",
+                dir.join("manifest.json").display()
+            ))
+        })?;
+        found.extend(more);
+    }
+    Ok(found)
+}
+
+/// The admin kubeconfig the pki phase generates (`<state>/kubeconfig/admin.conf`).
+pub fn admin_conf(cluster: &Cluster) -> PathBuf {
+    StateLayout::from_cluster(cluster).kubeconfig_dir().join("admin.conf")
+}
+
+fn api_err(what: impl std::fmt::Display, e: impl std::fmt::Display) -> InstallError {
+    InstallError::Target {
+        host: "kubernetes API".into(),
+        message: format!("{what}: {e}"),
+    }
+}
+
+/// A Kubernetes client with the admin credentials, talking to `server` (default: the
+/// control-plane endpoint in admin.conf).
+pub async fn admin_client(cluster: &Cluster, server: Option<&str>) -> Result<kube::Client, InstallError> {
+    // Several rustls crypto providers are compiled into the binary; kube needs one chosen.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let path = admin_conf(cluster);
+    let kc = kube::config::Kubeconfig::read_from(&path).map_err(|e| api_err(path.display(), e))?;
+    let mut config = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+        .await
+        .map_err(|e| api_err(path.display(), e))?;
+    if let Some(s) = server {
+        config.cluster_url = s.parse().map_err(|e| api_err(s, e))?;
+    }
+    config.connect_timeout = Some(Duration::from_secs(5));
+    config.read_timeout = Some(Duration::from_secs(30));
+    kube::Client::try_from(config).map_err(|e| api_err("kubernetes client", e))
+}
+
+/// `https://<ip>:6443` of one control-plane host.
+pub fn apiserver_url(ip: IpAddr) -> String {
+    format!("https://{}", versions::join_host_port(ip, APISERVER_PORT))
+}
+
+/// GETs a raw path (`/readyz`) and returns the body.
+pub async fn get_raw(client: &kube::Client, path: &str) -> Result<String, String> {
+    let req = http::Request::get(path)
+        .body(Vec::new())
+        .map_err(|e| e.to_string())?;
+    client.request_text(req).await.map_err(|e| e.to_string())
+}
+
+/// Polls `probe` every second until it returns `Ok`, or fails with its last error after
+/// `timeout`.
+pub async fn wait_until<F, Fut, T>(timeout: Duration, mut probe: F) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let start = std::time::Instant::now();
+    loop {
+        match probe().await {
+            Ok(v) => return Ok(v),
+            Err(e) if start.elapsed() >= timeout => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merges_host_vars() {
+        let t = HostTarget {
+            name: "n1".into(),
+            address: "10.0.0.1".into(),
+            roles: vec!["etcd".into()],
+            exec: std::sync::Arc::new(clusterkit_core::exec::local::LocalExecutor::new("n1", Duration::from_secs(5))),
+            vars: serde_json::json!({"name": "n1"}),
+        };
+        let out = with_vars(&[t.clone(), t], |_| {
+            let mut m = Map::new();
+            m.insert("x".into(), Value::from(1));
+            Some(m)
+        });
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].vars, serde_json::json!({"name": "n1", "x": 1}));
+    }
+}

@@ -1,0 +1,334 @@
+//! Phase `etcd`: an etcd cluster on the `etcd` hosts, secured with TLS on both sides.
+//!
+//! Each member runs Debian's `etcd-server` package binary (from the offline bundle or the
+//! package repository) under clusterkit's own `etcd.service` (template `etcd/etcd.service`,
+//! overriding the package's unit) with client and peer TLS and client-certificate
+//! authentication on both (`--client-cert-auth`, `--peer-client-cert-auth`, each with its
+//! trusted CA), its data in `/var/lib/etcd`. Members restart together (the restart does not
+//! block), then the phase waits, from the operator's machine with the healthcheck client
+//! certificate, until every member answers, the member list holds every etcd host started,
+//! and there is a leader.
+//!
+//! Growing the cluster: when some etcd hosts already form a cluster, every etcd host missing
+//! from its member list is added first (`member add`) and starts with
+//! `--initial-cluster-state=existing` and the current members in `--initial-cluster`.
+//!
+//! Limits: members are never removed here (a host taken out of cluster.yaml stays a member
+//! until `etcdctl member remove`); the operator's machine must reach the members' client port
+//! (2379) for the health check; the unit runs etcd as root, like kubeadm's static pod does.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use clusterkit_core::config::{Cluster, Host, Role};
+use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
+use serde_json::{json, Map, Value};
+
+use super::common::with_vars;
+use super::{InstallError, Phase, PhaseContext};
+use crate::pki::StateLayout;
+use crate::versions::join_host_port;
+
+/// The `etcd` phase.
+pub struct EtcdPhase;
+
+/// The data directory of every member.
+pub const DATA_DIR: &str = "/var/lib/etcd";
+/// The etcd binary Debian's `etcd-server` package installs.
+pub const ETCD_BINARY: &str = "/usr/bin/etcd";
+/// The PKI directory on the nodes.
+const PKI: &str = "/etc/kubernetes/pki/etcd";
+/// How long the phase waits for a healthy cluster after starting the members.
+pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// A member's peer URL.
+pub fn peer_url(h: &Host) -> String {
+    format!("https://{}", join_host_port(h.address, 2380))
+}
+
+/// A member's client URL.
+pub fn client_url(h: &Host) -> String {
+    format!("https://{}", join_host_port(h.address, 2379))
+}
+
+/// How a member joins: a new cluster of every etcd host, or an existing one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bootstrap {
+    /// `new` or `existing`.
+    pub state: &'static str,
+    /// `name=peer-url` of the members the new one starts with.
+    pub initial_cluster: Vec<String>,
+}
+
+/// The command-line flags of one member.
+pub fn member_flags(cluster: &Cluster, host: &Host, boot: &Bootstrap) -> Vec<String> {
+    let ip = host.address;
+    let client = client_url(host);
+    let local_client = format!("https://{}", join_host_port("127.0.0.1".parse().unwrap_or(ip), 2379));
+    vec![
+        format!("--name={}", host.name),
+        format!("--data-dir={DATA_DIR}"),
+        format!("--listen-client-urls={local_client},{client}"),
+        format!("--advertise-client-urls={client}"),
+        format!("--listen-peer-urls={}", peer_url(host)),
+        format!("--initial-advertise-peer-urls={}", peer_url(host)),
+        format!("--initial-cluster={}", boot.initial_cluster.join(",")),
+        format!("--initial-cluster-state={}", boot.state),
+        format!("--initial-cluster-token={}-etcd", cluster.name),
+        format!("--cert-file={PKI}/server.crt"),
+        format!("--key-file={PKI}/server.key"),
+        "--client-cert-auth=true".into(),
+        format!("--trusted-ca-file={PKI}/ca.crt"),
+        format!("--peer-cert-file={PKI}/peer.crt"),
+        format!("--peer-key-file={PKI}/peer.key"),
+        "--peer-client-cert-auth=true".into(),
+        format!("--peer-trusted-ca-file={PKI}/ca.crt"),
+        "--listen-metrics-urls=http://127.0.0.1:2381".into(),
+        "--snapshot-count=10000".into(),
+    ]
+}
+
+/// Every etcd host starting a new cluster together.
+pub fn new_cluster(cluster: &Cluster) -> Bootstrap {
+    Bootstrap {
+        state: "new",
+        initial_cluster: cluster
+            .hosts_with_role(Role::Etcd)
+            .iter()
+            .map(|h| format!("{}={}", h.name, peer_url(h)))
+            .collect(),
+    }
+}
+
+/// TLS material of the healthcheck client (the operator's machine acts as it).
+pub struct ClientTls {
+    ca: Vec<u8>,
+    cert: Vec<u8>,
+    key: Vec<u8>,
+}
+
+impl ClientTls {
+    /// Reads the etcd CA and the healthcheck client pair from the state directory.
+    pub fn load(cluster: &Cluster) -> Result<Self, InstallError> {
+        let pki = StateLayout::from_cluster(cluster).pki_dir();
+        let read = |rel: &str| {
+            let p = pki.join(rel);
+            std::fs::read(&p).map_err(|e| InstallError::Target {
+                host: "local PKI".into(),
+                message: format!("cannot read {}: {e} (run the pki phase first)", p.display()),
+            })
+        };
+        Ok(Self {
+            ca: read("etcd/ca.crt")?,
+            cert: read("etcd/healthcheck-client.crt")?,
+            key: read("etcd/healthcheck-client.key")?,
+        })
+    }
+
+    /// A client of one endpoint.
+    pub async fn connect(&self, endpoint: &str, timeout: Duration) -> Result<Client, String> {
+        let opts = ConnectOptions::new()
+            .with_connect_timeout(timeout)
+            .with_timeout(timeout)
+            .with_tls(
+                TlsOptions::new()
+                    .ca_certificate(Certificate::from_pem(&self.ca))
+                    .identity(Identity::from_pem(&self.cert, &self.key)),
+            );
+        Client::connect([endpoint], Some(opts))
+            .await
+            .map_err(|e| format!("{endpoint}: {e}"))
+    }
+}
+
+/// What one member reports.
+#[derive(Clone, Debug)]
+pub struct MemberView {
+    /// Member name → peer URLs, from the member list; unstarted members have no name.
+    pub members: Vec<(String, Vec<String>)>,
+    /// The leader's member id (0: none).
+    pub leader: u64,
+}
+
+/// Asks one endpoint for the member list and its leader.
+pub async fn view(tls: &ClientTls, endpoint: &str, timeout: Duration) -> Result<MemberView, String> {
+    let mut c = tls.connect(endpoint, timeout).await?;
+    let status = tokio::time::timeout(timeout, c.status())
+        .await
+        .map_err(|_| format!("{endpoint}: status timed out"))?
+        .map_err(|e| format!("{endpoint}: {e}"))?;
+    let list = tokio::time::timeout(timeout, c.member_list(None))
+        .await
+        .map_err(|_| format!("{endpoint}: member list timed out"))?
+        .map_err(|e| format!("{endpoint}: {e}"))?;
+    Ok(MemberView {
+        members: list
+            .members()
+            .iter()
+            .map(|m| (m.name().to_string(), m.peer_urls().to_vec()))
+            .collect(),
+        leader: status.leader(),
+    })
+}
+
+/// Checks the whole cluster once: every member answers, lists every etcd host started, and
+/// knows a leader.
+pub async fn health(cluster: &Cluster, tls: &ClientTls) -> Result<(), String> {
+    let hosts = cluster.hosts_with_role(Role::Etcd);
+    let mut problems = Vec::new();
+    for h in &hosts {
+        match view(tls, &client_url(h), Duration::from_secs(5)).await {
+            Ok(v) => {
+                if v.leader == 0 {
+                    problems.push(format!("{}: no leader", h.name));
+                }
+                let started: Vec<&str> = v
+                    .members
+                    .iter()
+                    .filter(|(n, _)| !n.is_empty())
+                    .map(|(n, _)| n.as_str())
+                    .collect();
+                for other in &hosts {
+                    if !started.contains(&other.name.as_str()) {
+                        problems.push(format!("{}: member {} not started", h.name, other.name));
+                    }
+                }
+            }
+            Err(e) => problems.push(format!("{}: {e}", h.name)),
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
+/// How each etcd host starts: all `new` on a fresh cluster; when some members already run,
+/// the missing hosts are added (`member add`, unless `check`) and start `existing`.
+async fn plan(cluster: &Cluster, check: bool) -> Result<BTreeMap<String, Bootstrap>, InstallError> {
+    let hosts = cluster.hosts_with_role(Role::Etcd);
+    let fresh = new_cluster(cluster);
+    let mut out: BTreeMap<String, Bootstrap> =
+        hosts.iter().map(|h| (h.name.clone(), fresh.clone())).collect();
+    let Ok(tls) = ClientTls::load(cluster) else {
+        return Ok(out);
+    };
+    // The first member that answers tells whether a cluster exists already.
+    let mut existing = None;
+    for h in &hosts {
+        if let Ok(v) = view(&tls, &client_url(h), Duration::from_secs(3)).await {
+            existing = Some((h, v));
+            break;
+        }
+    }
+    let Some((via, view)) = existing else {
+        return Ok(out);
+    };
+    let known = |name: &str, url: &str| {
+        view.members
+            .iter()
+            .any(|(n, urls)| n == name || urls.iter().any(|u| u == url))
+    };
+    let mut members: Vec<String> = view
+        .members
+        .iter()
+        .filter(|(n, _)| !n.is_empty())
+        .flat_map(|(n, urls)| urls.iter().map(move |u| format!("{n}={u}")))
+        .collect();
+    for h in &hosts {
+        let url = peer_url(h);
+        if known(&h.name, &url) {
+            // A member added earlier but never started joins the existing cluster too.
+            let unstarted = view.members.iter().any(|(n, urls)| n.is_empty() && urls.contains(&url));
+            if unstarted {
+                let mut ic = members.clone();
+                ic.push(format!("{}={url}", h.name));
+                out.insert(h.name.clone(), Bootstrap { state: "existing", initial_cluster: ic });
+            } else {
+                out.insert(h.name.clone(), Bootstrap { state: "existing", initial_cluster: members.clone() });
+            }
+            continue;
+        }
+        if !check {
+            let mut c = tls
+                .connect(&client_url(via), Duration::from_secs(5))
+                .await
+                .map_err(|e| InstallError::Target { host: via.name.clone(), message: e })?;
+            c.member_add([url.clone()], None).await.map_err(|e| InstallError::Target {
+                host: h.name.clone(),
+                message: format!("etcd member add {url} through {}: {e}", via.name),
+            })?;
+            tracing::info!(member = %h.name, via = %via.name, "etcd member added");
+        }
+        members.push(format!("{}={url}", h.name));
+        out.insert(h.name.clone(), Bootstrap { state: "existing", initial_cluster: members.clone() });
+    }
+    Ok(out)
+}
+
+#[async_trait]
+impl Phase for EtcdPhase {
+    fn name(&self) -> &'static str {
+        "etcd"
+    }
+    fn describe(&self) -> &'static str {
+        "etcd members with client and peer TLS, started together, waited for until healthy"
+    }
+    async fn run(&self, cx: &PhaseContext<'_>) -> Result<(), InstallError> {
+        let pb = clusterkit_core::playbook::load(cx.library, "etcd")?;
+        let plan = plan(cx.cluster, cx.check).await?;
+        let targets = with_vars(cx.targets, |t| {
+            let h = cx.cluster.host(&t.name)?;
+            let mut m = Map::new();
+            if let Some(boot) = plan.get(&h.name) {
+                m.insert(
+                    "etcd".into(),
+                    json!({
+                        "binary": ETCD_BINARY,
+                        "data_dir": DATA_DIR,
+                        "flags": member_flags(cx.cluster, h, boot),
+                    }),
+                );
+            }
+            Some(m)
+        });
+        cx.engine.run(&pb, &targets).await;
+        if cx.check {
+            return Ok(());
+        }
+        let members: Vec<&Host> = cx
+            .cluster
+            .hosts_with_role(Role::Etcd)
+            .into_iter()
+            .filter(|h| !cx.engine.host_failed(&h.name))
+            .collect();
+        if members.len() != cx.cluster.hosts_with_role(Role::Etcd).len() {
+            // A member's playbook failed: the report says why; waiting cannot help.
+            return Ok(());
+        }
+        let tls = ClientTls::load(cx.cluster)?;
+        super::common::wait_until(HEALTH_TIMEOUT, || health(cx.cluster, &tls))
+            .await
+            .map_err(|e| InstallError::Target {
+                host: "etcd".into(),
+                message: format!(
+                    "the cluster is not healthy after {}s: {e}",
+                    HEALTH_TIMEOUT.as_secs()
+                ),
+            })?;
+        tracing::info!(members = members.len(), "etcd healthy");
+        Ok(())
+    }
+}
+
+/// Variables for tests and tools: the member flags of every etcd host of a fresh cluster.
+pub fn fresh_flags(cluster: &Cluster) -> BTreeMap<String, Value> {
+    let boot = new_cluster(cluster);
+    cluster
+        .hosts_with_role(Role::Etcd)
+        .iter()
+        .map(|h| (h.name.clone(), json!(member_flags(cluster, h, &boot))))
+        .collect()
+}

@@ -1,0 +1,390 @@
+//! Preflight checks before `prepare` touches anything: per host (supported OS, systemd as init
+//! for the systemd cgroup driver, CPUs and memory on control-plane hosts, required ports free,
+//! IPVS support when kube-proxy is to use it, time sync) and across hosts (unique product_uuid,
+//! MAC addresses and names, clock skew).
+//!
+//! Facts are gathered once here (one remote command per host) and handed to the playbook
+//! engine. A host with a problem of its own fails alone, as any task failure would; a problem
+//! between hosts (duplicates, skew) stops the installation. Warnings are printed and do not
+//! stop anything.
+//!
+//! Limits: ports held by the component that belongs there (a rerun after the control plane is
+//! up) are fine; a port held by anything else is an error. In the sandbox profile all nodes
+//! share the machine's DMI product_uuid, so duplicates there are only a warning.
+
+use std::collections::BTreeMap;
+
+use clusterkit_core::config::{Profile, ProxyMode, Role};
+use clusterkit_core::exec::Executor;
+use clusterkit_core::playbook::modules::facts;
+use serde_json::Value;
+
+use super::{InstallError, PhaseContext};
+
+/// Minimum CPUs on a control-plane host (kubeadm's rule).
+pub const MIN_CPUS: u64 = 2;
+/// Minimum memory on a control-plane host, MiB (1.7 GiB, kubeadm's rule).
+pub const MIN_MEMORY_MIB: u64 = 1740;
+/// Clock skew between hosts above which etcd and TLS misbehave.
+pub const MAX_SKEW_SECS: f64 = 2.0;
+/// Skew worth a warning.
+pub const WARN_SKEW_SECS: f64 = 0.5;
+
+/// OS ids and the major versions clusterkit supports.
+const SUPPORTED: &[(&str, &[&str])] = &[
+    ("debian", &["11", "12"]),
+    ("ubuntu", &["20.04", "22.04", "24.04"]),
+    ("rhel", &["8", "9"]),
+    ("rocky", &["8", "9"]),
+    ("almalinux", &["8", "9"]),
+    ("centos", &["8", "9"]),
+];
+
+/// Ports each role needs, and the process allowed to hold each already.
+fn required_ports(roles: &[Role]) -> Vec<(u16, &'static str)> {
+    let mut ports = vec![(10250, "kubelet")];
+    if roles.contains(&Role::ControlPlane) {
+        ports.extend([
+            (6443, "kube-apiserver"),
+            (10257, "kube-controller"),
+            (10259, "kube-scheduler"),
+        ]);
+    }
+    if roles.contains(&Role::Etcd) {
+        ports.extend([(2379, "etcd"), (2380, "etcd")]);
+    }
+    ports
+}
+
+/// One host's problems: errors fail it, warnings are printed.
+#[derive(Debug, Default)]
+pub struct HostFindings {
+    pub errors: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+/// Checks one host's facts against its roles.
+pub fn check_host(facts: &Value, roles: &[Role], proxy_mode: ProxyMode) -> HostFindings {
+    let mut f = HostFindings::default();
+    let s = |p: &str| {
+        facts
+            .pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    let n = |p: &str| facts.pointer(p).and_then(Value::as_u64);
+    let (id, version, pretty) = (s("/os/id"), s("/os/version_id"), s("/os/pretty_name"));
+    let supported = SUPPORTED.iter().any(|(os, versions)| {
+        *os == id
+            && versions
+                .iter()
+                .any(|v| version == *v || version.starts_with(&format!("{v}.")))
+    });
+    if !supported {
+        f.errors.push(format!(
+            "unsupported OS `{}` (id {id}, version {version}): clusterkit supports Debian 11/12, Ubuntu 20.04+ and RHEL-family 8/9",
+            if pretty.is_empty() { "unknown" } else { &pretty }
+        ));
+    }
+    if s("/init") != "systemd" {
+        f.errors.push(format!(
+            "init is `{}`, not systemd: containerd and kubelet use the systemd cgroup driver",
+            s("/init")
+        ));
+    }
+    if roles.contains(&Role::ControlPlane) {
+        match n("/cpus") {
+            Some(c) if c < MIN_CPUS => f.errors.push(format!(
+                "{c} CPU(s): a control-plane host needs at least {MIN_CPUS}"
+            )),
+            None => f.errors.push("cannot tell the number of CPUs".into()),
+            _ => {}
+        }
+        match n("/memory_mib") {
+            Some(m) if m < MIN_MEMORY_MIB => f.errors.push(format!(
+                "{m} MiB of memory: a control-plane host needs at least {MIN_MEMORY_MIB} MiB (1.7 GiB)"
+            )),
+            None => f.errors.push("cannot tell the amount of memory".into()),
+            _ => {}
+        }
+    }
+    let listening = facts
+        .pointer("/listening")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    for (port, owner) in required_ports(roles) {
+        for l in &listening {
+            if l["port"].as_u64() == Some(port as u64) {
+                let process = l["process"].as_str().unwrap_or("");
+                if !process.starts_with(owner) {
+                    f.errors.push(format!(
+                        "port {port} (needed by {owner}) is already in use by `{}` on {}",
+                        if process.is_empty() {
+                            "an unknown process"
+                        } else {
+                            process
+                        },
+                        l["address"].as_str().unwrap_or("?")
+                    ));
+                }
+            }
+        }
+    }
+    if proxy_mode == ProxyMode::Ipvs && facts.pointer("/ipvs") != Some(&Value::Bool(true)) {
+        // Refined by `ipvs_loadable` (a dry-run modprobe) before it becomes an error.
+        f.errors.push(
+            "IPVS is not available: /proc/net/ip_vs is absent and the ip_vs kernel module cannot be loaded; \
+             set kubernetes.proxy_mode: iptables or use a kernel with IPVS"
+                .into(),
+        );
+    }
+    if s("/ntp_synchronized") != "yes" {
+        f.warnings.push(format!(
+            "the clock is not reported as NTP-synchronized (timedatectl says `{}`): run chrony or systemd-timesyncd",
+            s("/ntp_synchronized")
+        ));
+    }
+    f
+}
+
+/// Checks across hosts: duplicates and clock skew. Returns (errors, warnings).
+pub fn check_cluster(facts: &BTreeMap<String, Value>, sandbox: bool) -> (Vec<String>, Vec<String>) {
+    let mut errors = Vec::new();
+    let mut warnings = Vec::new();
+    let mut dup = |what: &str, values: Vec<(String, String)>, fatal: bool| {
+        let mut seen: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (host, v) in values {
+            if !v.is_empty() {
+                seen.entry(v).or_default().push(host);
+            }
+        }
+        for (v, hosts) in seen.into_iter().filter(|(_, h)| h.len() > 1) {
+            let msg = format!("hosts {} share the same {what} {v}", hosts.join(", "));
+            if fatal {
+                errors.push(msg);
+            } else {
+                warnings.push(format!(
+                    "{msg} (expected in the sandbox: nodes share this machine's)"
+                ));
+            }
+        }
+    };
+    let get = |h: &Value, p: &str| {
+        h.pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    dup(
+        "product_uuid",
+        facts
+            .iter()
+            .map(|(n, f)| (n.clone(), get(f, "/product_uuid")))
+            .collect(),
+        !sandbox,
+    );
+    dup(
+        "MAC address",
+        facts
+            .iter()
+            .flat_map(|(n, f)| {
+                f.pointer("/macs")
+                    .and_then(Value::as_object)
+                    .map(|m| {
+                        m.values()
+                            .filter_map(|v| v.as_str())
+                            .map(|v| (n.clone(), v.to_string()))
+                            .collect::<Vec<_>>()
+                    })
+                    .unwrap_or_default()
+            })
+            .collect(),
+        true,
+    );
+    dup(
+        "machine-id",
+        facts
+            .iter()
+            .map(|(n, f)| (n.clone(), get(f, "/machine_id")))
+            .collect(),
+        !sandbox,
+    );
+    let skews: Vec<(String, f64, f64)> = facts
+        .iter()
+        .filter_map(|(n, f)| {
+            let s = f.pointer("/clock/skew_secs")?.as_f64()?;
+            let u = f
+                .pointer("/clock/uncertainty_secs")
+                .and_then(Value::as_f64)
+                .unwrap_or(0.0);
+            Some((n.clone(), s, u))
+        })
+        .collect();
+    if let (Some(min), Some(max)) = (
+        skews.iter().min_by(|a, b| a.1.total_cmp(&b.1)),
+        skews.iter().max_by(|a, b| a.1.total_cmp(&b.1)),
+    ) {
+        // Subtract what the round trips cannot tell apart.
+        let skew = (max.1 - min.1 - max.2 - min.2).max(0.0);
+        let msg = format!("clocks of {} and {} differ by {skew:.2}s", max.0, min.0);
+        if skew > MAX_SKEW_SECS {
+            errors.push(format!(
+                "{msg} (more than {MAX_SKEW_SECS}s: etcd and TLS need synchronized clocks)"
+            ));
+        } else if skew > WARN_SKEW_SECS {
+            warnings.push(msg);
+        }
+    }
+    (errors, warnings)
+}
+
+/// Gathers facts everywhere, runs the checks, hands the facts to the engine.
+pub async fn run(cx: &PhaseContext<'_>) -> Result<(), InstallError> {
+    let concurrency = cx.cluster.ssh.concurrency.max(1);
+    let proxy_mode = cx.cluster.kubernetes.proxy_mode;
+    let semaphore = tokio::sync::Semaphore::new(concurrency);
+    let gathered: Vec<(String, Result<Value, String>)> = futures::future::join_all(
+        cx.targets
+            .iter()
+            .map(|t| check_one(cx, t, proxy_mode, &semaphore)),
+    )
+    .await;
+    let mut all_facts = BTreeMap::new();
+    for (host, result) in gathered {
+        match result {
+            Ok(f) => {
+                cx.engine.set_facts(&host, f.clone());
+                all_facts.insert(host, f);
+            }
+            Err(e) if e.is_empty() => {}
+            Err(e) => {
+                eprintln!("error: {host}: {e}");
+                cx.engine.fail_host(&host, e);
+            }
+        }
+    }
+    let (errors, warnings) = check_cluster(&all_facts, cx.cluster.profile == Profile::Sandbox);
+    for w in &warnings {
+        eprintln!("warning: preflight: {w}");
+    }
+    if !errors.is_empty() {
+        return Err(InstallError::Preflight(
+            errors
+                .iter()
+                .map(|e| format!("  - {e}"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        ));
+    }
+    Ok(())
+}
+
+/// Gathers one host's facts and checks them; `Err("")` for a host that already failed.
+async fn check_one(
+    cx: &PhaseContext<'_>,
+    t: &clusterkit_core::playbook::HostTarget,
+    proxy_mode: ProxyMode,
+    semaphore: &tokio::sync::Semaphore,
+) -> (String, Result<Value, String>) {
+    let _permit = semaphore.acquire().await;
+    if cx.engine.host_failed(&t.name) {
+        return (t.name.clone(), Err(String::new()));
+    }
+    let facts = match facts::gather(t.exec.as_ref()).await {
+        Ok(f) => f,
+        Err(e) => {
+            return (
+                t.name.clone(),
+                Err(format!("preflight: gathering facts: {e}")),
+            )
+        }
+    };
+    let roles: Vec<Role> = cx
+        .cluster
+        .host(&t.name)
+        .map(|h| h.roles.clone())
+        .unwrap_or_default();
+    let mut findings = check_host(&facts, &roles, proxy_mode);
+    if proxy_mode == ProxyMode::Ipvs
+        && facts.pointer("/ipvs") != Some(&Value::Bool(true))
+        && ipvs_loadable(t.exec.as_ref()).await == Some(true)
+    {
+        findings.errors.retain(|e| !e.starts_with("IPVS"));
+    }
+    for w in &findings.warnings {
+        eprintln!("warning: {}: preflight: {w}", t.name);
+    }
+    if findings.errors.is_empty() {
+        (t.name.clone(), Ok(facts))
+    } else {
+        (
+            t.name.clone(),
+            Err(format!("preflight: {}", findings.errors.join("; "))),
+        )
+    }
+}
+
+/// Whether `modprobe -n ip_vs` (a dry run: nothing is loaded) finds the module; `None` when
+/// the host cannot be asked.
+async fn ipvs_loadable(exec: &dyn Executor) -> Option<bool> {
+    let out = exec
+        .run(&clusterkit_core::exec::Command::new(
+            "modprobe -n ip_vs 2>&1",
+        ))
+        .await
+        .ok()?;
+    Some(out.success())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn facts(cpus: u64, mem: u64) -> Value {
+        json!({"os": {"id": "debian", "version_id": "12", "pretty_name": "Debian 12"}, "init": "systemd",
+               "cpus": cpus, "memory_mib": mem, "ipvs": false, "ntp_synchronized": "yes",
+               "listening": [{"port": 6443, "address": "0.0.0.0:6443", "process": "nginx"},
+                             {"port": 10250, "address": "*:10250", "process": "kubelet"}]})
+    }
+
+    #[test]
+    fn control_plane_needs_cpus_memory_and_free_ports() {
+        let f = check_host(&facts(1, 1024), &[Role::ControlPlane], ProxyMode::Iptables);
+        let all = f.errors.join("\n");
+        assert!(
+            all.contains("1 CPU(s)") && all.contains("1024 MiB") && all.contains("port 6443"),
+            "{all}"
+        );
+        assert!(
+            !all.contains("10250"),
+            "kubelet holding its own port is fine: {all}"
+        );
+        let f = check_host(&facts(1, 1024), &[Role::Worker], ProxyMode::Iptables);
+        assert!(f.errors.is_empty(), "{:?}", f.errors);
+        let f = check_host(&facts(2, 2048), &[Role::Worker], ProxyMode::Ipvs);
+        assert!(
+            f.errors.iter().any(|e| e.contains("IPVS")),
+            "{:?}",
+            f.errors
+        );
+    }
+
+    #[test]
+    fn duplicates_and_skew_across_hosts() {
+        let mut m = BTreeMap::new();
+        m.insert("a".to_string(), json!({"product_uuid": "U", "macs": {"eth0": "aa"}, "clock": {"skew_secs": 0.0, "uncertainty_secs": 0.01}}));
+        m.insert("b".to_string(), json!({"product_uuid": "U", "macs": {"eth0": "aa"}, "clock": {"skew_secs": 5.0, "uncertainty_secs": 0.01}}));
+        let (errors, _) = check_cluster(&m, false);
+        let all = errors.join("\n");
+        assert!(
+            all.contains("product_uuid") && all.contains("MAC") && all.contains("differ by"),
+            "{all}"
+        );
+        let (errors, warnings) = check_cluster(&m, true);
+        assert!(!errors.join("").contains("product_uuid"));
+        assert!(warnings.join("").contains("product_uuid"));
+    }
+}
