@@ -970,3 +970,89 @@ kubernetes: { version: v1.26.3, service_cidr: 10.96.0.0/12, control_plane_endpoi
     );
     input.validate().unwrap();
 }
+
+#[test]
+fn kubeadm_reads_and_renews_the_generated_pki() {
+    // kubeadm's own `certs check-expiration` and `certs renew` (v1.20.2, built from Debian's
+    // source) work on the tree, chrooted (--rootfs) into a copy of a node's /etc/kubernetes.
+    let bin = kube_bin_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = StateLayout::new(tmp.path().join("state"));
+    let input = cluster("v1.20.2", 1);
+    ensure_all(&input, &layout);
+    let root = tmp.path().join("root");
+    for f in layout.host_files("cp1", true, true) {
+        let dest = root.join(f.remote.strip_prefix("/").unwrap());
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::copy(&f.local, &dest).unwrap();
+    }
+    std::fs::copy(
+        layout.kubeconfig_dir().join("admin.conf"),
+        root.join("etc/kubernetes/admin.conf"),
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("kubeadm.yaml"),
+        "apiVersion: kubeadm.k8s.io/v1beta2\nkind: ClusterConfiguration\nkubernetesVersion: v1.20.2\n\
+         controlPlaneEndpoint: api.demo.internal:6443\nnetworking: {serviceSubnet: 10.96.0.0/12, dnsDomain: cluster.local}\n",
+    )
+    .unwrap();
+    let kubeadm = |args: &[&str]| {
+        run_ok(
+            Command::new(bin.join("kubeadm"))
+                .args(args)
+                .arg(format!("--rootfs={}", root.display()))
+                .arg("--config=/kubeadm.yaml"),
+        )
+    };
+    let out = kubeadm(&["certs", "check-expiration"]);
+    for name in [
+        "admin.conf",
+        "apiserver ",
+        "apiserver-etcd-client",
+        "apiserver-kubelet-client",
+        "controller-manager.conf",
+        "etcd-healthcheck-client",
+        "etcd-peer",
+        "etcd-server",
+        "front-proxy-client",
+        "scheduler.conf",
+    ] {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("{name} not listed:\n{out}"));
+        assert!(
+            line.contains("364d") && line.trim_end().ends_with("no"),
+            "{line}\n{out}"
+        );
+    }
+    for ca in ["ca ", "etcd-ca", "front-proxy-ca"] {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(ca))
+            .unwrap_or_else(|| panic!("{ca} not listed:\n{out}"));
+        assert!(line.contains("9y"), "{line}");
+    }
+    assert!(
+        !out.contains("MISSING") && !out.contains("invalid"),
+        "{out}"
+    );
+
+    // kubeadm renews a certificate with our CA; the result keeps every SAN, so clusterkit
+    // keeps it afterwards.
+    let crt = root.join("etc/kubernetes/pki/apiserver.crt");
+    let before = std::fs::read(&crt).unwrap();
+    kubeadm(&["certs", "renew", "apiserver"]);
+    let after = std::fs::read(&crt).unwrap();
+    assert_ne!(before, after, "kubeadm did not renew");
+    openssl_verify(&layout.pki_dir().join("ca.crt"), &crt);
+    std::fs::copy(&crt, layout.pki_dir().join("apiserver.crt")).unwrap();
+    std::fs::copy(
+        root.join("etc/kubernetes/pki/apiserver.key"),
+        layout.pki_dir().join("apiserver.key"),
+    )
+    .unwrap();
+    let report = pki::ensure(&input, &layout, Mode::Apply).unwrap();
+    assert_eq!(report.changed(), 0, "{report:#?}");
+}
