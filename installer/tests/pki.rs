@@ -930,8 +930,57 @@ fn real_etcd_and_kube_apiserver_accept_the_generated_pki() {
         String::from_utf8_lossy(&out.stderr).contains("Forbidden"),
         "kubelet must not list secrets"
     );
-    apiserver.assert_running();
-    etcd.assert_running();
+
+    // kube-controller-manager and kube-scheduler with their kubeconfigs and rendered flags
+    // (secure ports moved to free ones): the controller manager signs service-account tokens
+    // with sa.key and creates the default service account; the scheduler serves /healthz.
+    let (kcm_port, sched_port) = (free_port(), free_port());
+    flags_in.kubeconfig_dir = layout.host_dir("cp1");
+    for (c, port) in [
+        (Component::KubeControllerManager, kcm_port),
+        (Component::KubeScheduler, sched_port),
+    ] {
+        flags_in
+            .extra_args
+            .entry(c)
+            .or_default()
+            .insert("secure-port".into(), port.to_string());
+    }
+    let mut kcm = Proc::start(
+        "kube-controller-manager",
+        Command::new(bin.join("kube-controller-manager"))
+            .args(versions::render_flags(Component::KubeControllerManager, &flags_in).unwrap()),
+        tmp.path().join("kcm.log"),
+    );
+    let mut sched = Proc::start(
+        "kube-scheduler",
+        Command::new(bin.join("kube-scheduler"))
+            .args(versions::render_flags(Component::KubeScheduler, &flags_in).unwrap()),
+        tmp.path().join("scheduler.log"),
+    );
+    wait_for(
+        Duration::from_secs(90),
+        "the default service account and its token",
+        &mut [&mut etcd, &mut apiserver, &mut kcm, &mut sched],
+        || {
+            let out = kubectl(&admin, "/api/v1/namespaces/default/serviceaccounts/default");
+            out.status.success() && String::from_utf8_lossy(&out.stdout).contains("default-token-")
+        },
+    );
+    wait_for(
+        Duration::from_secs(30),
+        "kube-scheduler /healthz",
+        &mut [&mut sched],
+        || {
+            let out = run(Command::new("curl")
+                .args(["-sS", "-k", "--max-time", "3"])
+                .arg(format!("https://127.0.0.1:{sched_port}/healthz")));
+            String::from_utf8_lossy(&out.stdout).trim() == "ok"
+        },
+    );
+    for p in [&mut etcd, &mut apiserver, &mut kcm, &mut sched] {
+        p.assert_running();
+    }
 }
 
 #[test]
