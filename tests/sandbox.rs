@@ -312,6 +312,7 @@ fn down_cleans_up_after_lost_state() {
     let _down = Down(name);
     let dir = sandbox_dir(name);
     run_ok(clusterkit().args(["sandbox", "up", "--name", name, "--nodes", "1"]));
+    let container = container_pids(&format!("ck-{name}-node1"));
     let pid: u64 = std::fs::read_to_string(dir.join("nodes/node1/nspawn.pid"))
         .unwrap()
         .trim()
@@ -327,7 +328,48 @@ fn down_cleans_up_after_lost_state() {
         stdout(&out)
     );
     run_ok(clusterkit().args(["sandbox", "down", "--name", name]));
-    assert_gone(name, &[pid]);
+    assert_gone(name, &[vec![pid], container].concat());
+}
+
+/// PIDs of every process inside a node's network namespace (its container).
+fn container_pids(ns: &str) -> Vec<u64> {
+    let out = run_ok(Command::new("ip").args(["netns", "pids", ns]));
+    stdout(&out)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+#[test]
+fn up_recovers_a_node_whose_nspawn_was_killed() {
+    let name = "sbtest5";
+    let _down = Down(name);
+    let dir = sandbox_dir(name);
+    run_ok(clusterkit().args(["sandbox", "up", "--name", name, "--nodes", "1"]));
+    let (_, address, pid) = nodes_of(&status_json(name)).remove(0);
+    let old_container = container_pids(&format!("ck-{name}-node1"));
+    assert!(!old_container.is_empty());
+
+    // A crash of nspawn leaves its container running without it.
+    run_ok(Command::new("kill").args(["-KILL", &pid.to_string()]));
+    assert!(common::wait_until(Duration::from_secs(5), || !alive(pid)));
+    assert_eq!(status_json(name)["nodes"][0]["state"], "stopped");
+
+    run_ok(clusterkit().args(["sandbox", "up", "--name", name, "--nodes", "1"]));
+    let (_, again, new_pid) = nodes_of(&status_json(name)).remove(0);
+    assert_eq!(again, address);
+    assert_ne!(new_pid, pid);
+    for p in &old_container {
+        assert!(
+            !alive(*p),
+            "process {p} of the crashed node still runs next to the new one"
+        );
+    }
+    assert_eq!(ssh_ok(&dir, &address, "hostname"), "node1");
+
+    let new_container = container_pids(&format!("ck-{name}-node1"));
+    run_ok(clusterkit().args(["sandbox", "down", "--name", name]));
+    assert_gone(name, &[vec![new_pid], new_container].concat());
 }
 
 #[test]

@@ -269,6 +269,7 @@ impl Sandbox {
                 Some(pid) => pid,
                 None => {
                     tracing::info!(sandbox = name, node = %node_name, "booting");
+                    orphans(&nd)?;
                     net::ensure_node_net(name, state.octet, index)?;
                     node::prepare(&nd, &base, &node_name, &authorized)?;
                     node::boot(&nd, &node_name, &net::netns_name(name, index))?
@@ -444,6 +445,7 @@ impl Sandbox {
             None => {
                 let pub_path = dir.join("id_ed25519.pub");
                 let authorized = fs::read_to_string(&pub_path).map_err(io("read", &pub_path))?;
+                orphans(&nd)?;
                 net::ensure_node_net(&self.name, self.octet, index)?;
                 node::prepare(&nd, &base, name, &authorized)?;
                 node::boot(&nd, name, &net::netns_name(&self.name, index))?
@@ -456,6 +458,20 @@ impl Sandbox {
     /// Tears the sandbox down; see [`down_in`].
     pub fn down(self) -> Result<()> {
         down_in(&self.dirs, &self.name)
+    }
+}
+
+/// Removes what a crashed nspawn left of a node before it boots again (two systemd
+/// instances must never share one root).
+fn orphans(nd: &NodeDirs) -> Result<()> {
+    let left = node::kill_orphans(nd);
+    if left.is_empty() {
+        Ok(())
+    } else {
+        Err(SandboxError::Leftovers {
+            name: nd.dir.display().to_string(),
+            left,
+        })
     }
 }
 
@@ -500,6 +516,8 @@ pub fn down_in(dirs: &Dirs, name: &str) -> Result<()> {
 
     for ns in net::netns_list()? {
         if net::netns_owner(&ns).is_some_and(|(owner, _)| owner == name) {
+            // Containers whose nspawn (and node directory) vanished in a crash.
+            left.extend(node::kill_netns(&ns));
             if let Err(e) = sys::ip(&["netns", "delete", &ns]) {
                 left.push(e.to_string());
             }

@@ -138,6 +138,13 @@ pub fn netns_list() -> Result<Vec<String>> {
         .collect())
 }
 
+/// PIDs of the processes in a network namespace (`ip netns pids`); none when it is absent.
+pub fn netns_pids(ns: &str) -> Vec<u32> {
+    ip(&["netns", "pids", ns])
+        .map(|out| out.lines().filter_map(|l| l.trim().parse().ok()).collect())
+        .unwrap_or_default()
+}
+
 /// Creates the sandbox bridge with the host address, or leaves the existing one as it is.
 pub fn ensure_bridge(sandbox: &str, octet: u8) -> Result<()> {
     let br = bridge_name(sandbox);

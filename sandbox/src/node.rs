@@ -90,12 +90,24 @@ pub struct Node {
 #[derive(Clone, Debug)]
 pub(crate) struct NodeDirs {
     pub dir: PathBuf,
+    /// The node's network namespace (derived from the sandbox directory's name and the node
+    /// name), used to find container processes that outlived their nspawn.
+    pub netns: Option<String>,
 }
 
 impl NodeDirs {
     pub fn new(sandbox_dir: &Path, node: &str) -> Self {
+        let sandbox = sandbox_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned());
+        let index = node
+            .strip_prefix("node")
+            .and_then(|i| i.parse::<usize>().ok());
         NodeDirs {
             dir: sandbox_dir.join("nodes").join(node),
+            netns: sandbox
+                .zip(index)
+                .map(|(s, i)| crate::net::netns_name(&s, i)),
         }
     }
     pub fn root(&self) -> PathBuf {
@@ -382,13 +394,52 @@ pub(crate) fn stop_all(nodes: &[NodeDirs]) -> Vec<String> {
     for n in nodes {
         let _ = fs::remove_file(n.pid_file());
     }
-    left.iter()
+    let mut leftovers: Vec<String> = left
+        .iter()
         .map(|(pid, root)| {
             format!(
                 "systemd-nspawn PID {pid} for {} still running",
                 root.display()
             )
         })
+        .collect();
+    if leftovers.is_empty() {
+        for n in nodes {
+            leftovers.extend(kill_orphans(n));
+        }
+    }
+    leftovers
+}
+
+/// Kills what is left in a node's network namespace once its nspawn is gone. A SIGKILLed
+/// (or crashed) nspawn does not take its container with it: the node's systemd lives on,
+/// reparented to the host's init, still using the overlay root and holding port 22. Only
+/// call this when no nspawn runs for the node, so everything in the namespace is an orphan.
+pub(crate) fn kill_orphans(dirs: &NodeDirs) -> Vec<String> {
+    dirs.netns.as_deref().map(kill_netns).unwrap_or_default()
+}
+
+/// SIGKILLs every process in network namespace `ns` (a pid-namespace init takes its whole
+/// container with it); returns descriptions of survivors.
+pub(crate) fn kill_netns(ns: &str) -> Vec<String> {
+    let mut pids = crate::net::netns_pids(ns);
+    if pids.is_empty() {
+        return Vec::new();
+    }
+    tracing::warn!(netns = %ns, count = pids.len(), "killing processes of a node whose nspawn is gone");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !pids.is_empty() && Instant::now() < deadline {
+        for pid in &pids {
+            sys::signal(*pid, Signal::SIGKILL);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        pids = crate::net::netns_pids(ns)
+            .into_iter()
+            .filter(|p| sys::is_alive(*p))
+            .collect();
+    }
+    pids.iter()
+        .map(|pid| format!("process {pid} in network namespace {ns} survived SIGKILL"))
         .collect()
 }
 

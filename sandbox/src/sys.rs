@@ -237,6 +237,18 @@ pub(crate) fn is_nspawn_of(pid: u32, root: &Path) -> bool {
     is_nspawn && args.contains(&root)
 }
 
+/// Whether `pid` exists and is not a zombie.
+pub(crate) fn is_alive(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| {
+            let state = stat
+                .rsplit_once(") ")
+                .and_then(|(_, rest)| rest.chars().next());
+            !matches!(state, Some('Z') | Some('X') | None)
+        })
+        .unwrap_or(false)
+}
+
 /// PIDs of every live systemd-nspawn process booting `root` (finds nodes whose PID file was
 /// lost in a crash).
 pub(crate) fn nspawn_pids_of(root: &Path) -> Vec<u32> {
