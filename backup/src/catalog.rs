@@ -309,3 +309,16 @@ pub async fn cleanup_incomplete(store: &dyn Store) -> Result<Vec<String>, Backup
     }
     Ok(cleaned)
 }
+
+/// [`stage`] for a payload already in memory (small payloads, tools and tests).
+pub async fn stage_bytes(
+    store: &dyn Store,
+    kind: Kind,
+    id: &str,
+    started_at: DateTime<Utc>,
+    data: Vec<u8>,
+    settings: WriteSettings,
+) -> Result<Staged, BackupError> {
+    let source = futures::stream::iter([Ok::<_, BackupError>(Bytes::from(data))]);
+    stage(store, kind, id, started_at, source, settings).await
+}

@@ -7,7 +7,8 @@
 //! it holds the lock only if its candidate is the only live one. Two contenders that see each
 //! other both withdraw and retry after a random pause, so at most one ever holds the lock.
 //! The holder renews the expiry every `ttl / 3` while it works. Anyone may delete a candidate
-//! whose expiry has passed. Limits: clocks of contenders must agree to well within the TTL.
+//! whose expiry has passed, or whose holder is a process of this host that no longer exists.
+//! Limits: clocks of contenders must agree to well within the TTL.
 
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
@@ -70,7 +71,27 @@ impl Drop for LockGuard {
     }
 }
 
-/// Live candidates (expired ones are deleted on the way).
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// A holder on this very host whose process is gone (it crashed, or lost the store mid-run
+/// and could not delete its lock) need not be waited for. Holders elsewhere only expire.
+fn holder_is_dead(holder: &str) -> bool {
+    let Some((host, pid)) = holder.rsplit_once(':') else {
+        return false;
+    };
+    let Ok(pid) = pid.parse::<u32>() else {
+        return false;
+    };
+    host == hostname()
+        && pid != std::process::id()
+        && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Live candidates (expired ones, and those of dead local processes, are deleted on the way).
 async fn live(
     store: &dyn Store,
     name: &str,
@@ -84,7 +105,7 @@ async fn live(
             Err(e) => return Err(e.into()),
         };
         match info {
-            Some(i) if i.expires_at > now => out.push(i),
+            Some(i) if i.expires_at > now && !holder_is_dead(&i.holder) => out.push(i),
             Some(i) => {
                 tracing::info!(holder = %i.holder, expired = %i.expires_at, "removing a stale lock");
                 store.delete(&o.key).await?;
@@ -116,13 +137,7 @@ pub async fn try_acquire(
     ttl: Duration,
     clock: Arc<dyn Clock>,
 ) -> Result<Result<LockGuard, LockInfo>, BackupError> {
-    let holder = format!(
-        "{}:{}",
-        std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_else(|_| "unknown".into()),
-        std::process::id()
-    );
+    let holder = format!("{}:{}", hostname(), std::process::id());
     for attempt in 0..5 {
         let now = clock.now();
         let others = live(store.as_ref(), name, now).await?;

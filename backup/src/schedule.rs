@@ -10,7 +10,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use chrono::Duration;
+use chrono::{DateTime, Duration, Utc};
 
 use crate::clock::Clock;
 use crate::error::BackupError;
@@ -54,8 +54,9 @@ pub fn parse_cron(expr: &str) -> Result<cron::Schedule, BackupError> {
         .map_err(|e| BackupError::Invalid(format!("cron expression {expr:?}: {e}")))
 }
 
-/// One scheduled run: lock → backup → prune → status and metrics.
-pub async fn run_once(job: &Job) -> RunReport {
+/// One scheduled run for the tick at `tick`: lock → (skip if another scheduler already
+/// finished a backup since `tick`) → backup → prune → status and metrics.
+pub async fn run_once(job: &Job, tick: DateTime<Utc>) -> RunReport {
     let started = Instant::now();
     let guard = match lock::try_acquire(
         job.store.clone(),
@@ -85,6 +86,23 @@ pub async fn run_once(job: &Job) -> RunReport {
             return report;
         }
     };
+    // The lock keeps runs apart; this keeps a tick from being served twice when the other
+    // scheduler got the lock first and already finished.
+    if let Ok(Some(st)) = status::read_status(job.store.as_ref(), Kind::Etcd).await {
+        if let Some(done) = st.last_success_at.filter(|t| *t >= tick) {
+            let report = RunReport {
+                outcome: Outcome::Skipped,
+                manifest: None,
+                pruned: vec![],
+                message: Some(format!(
+                    "a backup for this tick already finished at {done} (another scheduler)"
+                )),
+            };
+            finish(job, &report, started).await;
+            let _ = guard.release().await;
+            return report;
+        }
+    }
     let result = async {
         let m = etcd::backup_etcd_locked(
             job.store.as_ref(),
@@ -126,6 +144,10 @@ async fn finish(job: &Job, report: &RunReport, started: Instant) {
     let secs = started.elapsed().as_secs_f64();
     job.metrics
         .observe_run(Kind::Etcd, report.outcome, secs, report.manifest.as_ref());
+    if report.outcome == Outcome::Skipped {
+        // A skipping scheduler may not hold the lock: it must not write to the store.
+        return;
+    }
     let error = match report.outcome {
         Outcome::Failure => report.message.clone(),
         _ => None,
@@ -165,7 +187,7 @@ pub async fn run_daemon(
             _ = &mut shutdown => return,
             _ = tokio::time::sleep(wait) => {}
         }
-        let report = run_once(&job).await;
+        let report = run_once(&job, next).await;
         on_report(&report);
     }
 }

@@ -55,7 +55,8 @@ pub struct KindStatus {
     pub last_success_id: Option<String>,
     pub last_duration_seconds: Option<f64>,
     pub last_stored_bytes: Option<u64>,
-    /// Backup runs per outcome.
+    /// Backup runs per outcome (skipped runs are only counted in the daemon's metrics: a
+    /// skipping scheduler does not hold the lock and does not write here).
     #[serde(default)]
     pub runs: BTreeMap<String, u64>,
     /// Restores per outcome.

@@ -43,6 +43,15 @@ enum Command {
     Schedule(ScheduleArgs),
     /// Print a systemd service + timer (or a Kubernetes CronJob) that runs `backup etcd`.
     InstallTimer(TimerArgs),
+    /// Create an age identity file (0600) for encrypted backups and print its recipient.
+    Keygen(KeygenArgs),
+}
+
+#[derive(ClapArgs)]
+struct KeygenArgs {
+    /// Where to write the identity (refuses to overwrite).
+    #[arg(long)]
+    out: PathBuf,
 }
 
 /// Where backups live; defaults come from `backup:` in cluster.yaml.
@@ -167,7 +176,13 @@ struct RetentionArgs {
 
 impl RetentionArgs {
     fn resolve(&self, cfg: Option<&config::Backup>) -> Retention {
-        let given = [self.keep_last, self.hourly, self.daily, self.weekly, self.monthly];
+        let given = [
+            self.keep_last,
+            self.hourly,
+            self.daily,
+            self.weekly,
+            self.monthly,
+        ];
         if given.iter().all(Option::is_none) {
             return settings::retention(cfg);
         }
@@ -200,6 +215,10 @@ struct ScheduleArgs {
     /// Run one scheduled job now (lock, backup, prune, status) and exit.
     #[arg(long)]
     once: bool,
+    /// With --once: skip when a backup finished less than this many seconds ago (another
+    /// host's timer served this tick).
+    #[arg(long, default_value_t = 300)]
+    once_window_secs: u64,
     /// Serve Prometheus metrics here, e.g. 127.0.0.1:9843.
     #[arg(long)]
     metrics_listen: Option<String>,
@@ -302,8 +321,7 @@ impl EtcdArgs {
 
     fn options(&self, cluster: Option<&Cluster>) -> anyhow::Result<EtcdBackupOptions> {
         let cfg = cluster.map(|c| &c.backup);
-        let encrypt =
-            settings::encrypt(&self.age_recipient, self.passphrase_env.as_deref(), cfg)?;
+        let encrypt = settings::encrypt(&self.age_recipient, self.passphrase_env.as_deref(), cfg)?;
         Ok(EtcdBackupOptions {
             cluster: self
                 .cluster_name
@@ -318,12 +336,18 @@ impl EtcdArgs {
                 encrypt,
                 etcd_integrity: true,
             },
-            lock_ttl: clusterkit_backup::chrono::Duration::seconds(self.lock_ttl_secs.max(10) as i64),
+            lock_ttl: clusterkit_backup::chrono::Duration::seconds(
+                self.lock_ttl_secs.max(10) as i64
+            ),
         })
     }
 }
 
-fn print<T: serde::Serialize>(format: OutputFormat, value: &T, table: impl FnOnce() -> String) -> anyhow::Result<()> {
+fn print<T: serde::Serialize>(
+    format: OutputFormat,
+    value: &T,
+    table: impl FnOnce() -> String,
+) -> anyhow::Result<()> {
     match format {
         OutputFormat::Table => print!("{}", table()),
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(value)?),
@@ -359,8 +383,13 @@ impl Args {
                 let target = a.target(cluster)?;
                 let opts = a.options(cluster)?;
                 let started = std::time::Instant::now();
-                let result =
-                    clusterkit_backup::etcd::backup_etcd(store.clone(), &target, &opts, clock.clone()).await;
+                let result = clusterkit_backup::etcd::backup_etcd(
+                    store.clone(),
+                    &target,
+                    &opts,
+                    clock.clone(),
+                )
+                .await;
                 let secs = started.elapsed().as_secs_f64();
                 let (outcome, m, err) = match &result {
                     Ok(m) => (status::Outcome::Success, Some(m), None),
@@ -488,6 +517,17 @@ impl Args {
                 })
             }
             Command::Schedule(a) => run_schedule(a, cluster, clock).await,
+            Command::Keygen(a) => {
+                let recipient = clusterkit_backup::crypto::generate_identity_file(&a.out)
+                    .with_context(|| format!("creating {}", a.out.display()))?;
+                println!("{recipient}");
+                eprintln!(
+                    "identity written to {} (keep it safe, away from the backups); encrypt with \
+                     --age-recipient {recipient} or backup.encryption.age_recipients",
+                    a.out.display()
+                );
+                Ok(())
+            }
             Command::InstallTimer(a) => {
                 if a.print_cronjob {
                     print!("{}", cronjob(&a));
@@ -507,10 +547,16 @@ impl Args {
     }
 }
 
-async fn run_schedule(a: ScheduleArgs, cluster: Option<&Cluster>, clock: Arc<dyn Clock>) -> anyhow::Result<()> {
+async fn run_schedule(
+    a: ScheduleArgs,
+    cluster: Option<&Cluster>,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<()> {
     let store = a.etcd.store.open(cluster).await?;
     let metrics = status::Metrics::new();
-    if let Ok(Some(s)) = status::read_status(store.as_ref(), clusterkit_backup::manifest::Kind::Etcd).await {
+    if let Ok(Some(s)) =
+        status::read_status(store.as_ref(), clusterkit_backup::manifest::Kind::Etcd).await
+    {
         metrics.load(clusterkit_backup::manifest::Kind::Etcd, &s);
     }
     let job = schedule::Job {
@@ -531,7 +577,11 @@ async fn run_schedule(a: ScheduleArgs, cluster: Option<&Cluster>, clock: Arc<dyn
         println!("{line}");
     };
     if a.once {
-        let r = schedule::run_once(&job).await;
+        // Timers on several control-plane hosts fire within RandomizedDelaySec of each other:
+        // a backup finished within the window counts as this tick's.
+        let tick = job.clock.now()
+            - clusterkit_backup::chrono::Duration::seconds(a.once_window_secs as i64);
+        let r = schedule::run_once(&job, tick).await;
         report_line(&r);
         if r.outcome == status::Outcome::Failure {
             bail!("scheduled backup failed: {}", r.message.unwrap_or_default());

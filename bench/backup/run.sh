@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Benchmark: `clusterkit backup etcd` to S3 (s3s-fs) vs `etcdctl snapshot save` (alone, and
+# followed by an upload of the file with curl's SigV4), on an etcd filled to SIZE_MIB.
+# Wall time and peak RSS come from /usr/bin/time -v. Results are appended to RESULTS.md by hand.
+#
+# Usage: bench/backup/run.sh [SIZE_MIB (default 1024)] [RUNS (default 3)]
+# Needs: etcd + etcdctl 3.4, s3s-fs (CLUSTERKIT_S3S_FS or /var/cache/clusterkit/s3s/bin/s3s-fs),
+# openssl, curl ≥ 7.75, /usr/bin/time, and a release build: cargo build --release.
+set -euo pipefail
+
+SIZE_MIB=${1:-1024}
+RUNS=${2:-3}
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+CK=${CLUSTERKIT_BIN:-$ROOT/target/release/clusterkit}
+S3S=${CLUSTERKIT_S3S_FS:-/var/cache/clusterkit/s3s/bin/s3s-fs}
+WORK=${BENCH_DIR:-$(mktemp -d /tmp/ck-bench-backup.XXXXXX)}
+[ -x "$CK" ] || { echo "build first: cargo build --release ($CK missing)" >&2; exit 1; }
+[ -x "$S3S" ] || { echo "s3s-fs missing: bash scripts/deps.sh" >&2; exit 1; }
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+cd "$WORK"
+# --- TLS for etcd (both tools use the same client certificate) ---
+if [ ! -f pki/client.crt ]; then
+  mkdir -p pki && pushd pki >/dev/null
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=bench-ca -keyout ca.key -out ca.crt 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n' > server.ext
+  printf 'extendedKeyUsage=clientAuth\n' > client.ext
+  for n in server client; do
+    openssl req -newkey rsa:2048 -nodes -subj /CN=$n -keyout $n.key -out $n.csr 2>/dev/null
+    openssl x509 -req -in $n.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -extfile $n.ext -out $n.crt 2>/dev/null
+  done
+  popd >/dev/null
+fi
+CP=$(free_port); PP=$(free_port); SP=$(free_port)
+EP=https://127.0.0.1:$CP
+etcd --name bench --data-dir "$WORK/etcd" --listen-client-urls $EP --advertise-client-urls $EP \
+  --listen-peer-urls http://127.0.0.1:$PP --initial-advertise-peer-urls http://127.0.0.1:$PP \
+  --initial-cluster bench=http://127.0.0.1:$PP --cert-file pki/server.crt --key-file pki/server.key \
+  --trusted-ca-file pki/ca.crt --client-cert-auth --quota-backend-bytes 8589934592 \
+  --max-request-bytes 2097152 >etcd.log 2>&1 &
+PIDS+=($!)
+CTL=(etcdctl --endpoints=$EP --cacert=pki/ca.crt --cert=pki/client.crt --key=pki/client.key)
+for _ in $(seq 100); do "${CTL[@]}" endpoint health >/dev/null 2>&1 && break; sleep 0.2; done
+
+mkdir -p s3/bench
+export AWS_ACCESS_KEY_ID=benchkey AWS_SECRET_ACCESS_KEY=benchsecret0123456789 AWS_REGION=us-east-1
+export AWS_ENDPOINT_URL=http://127.0.0.1:$SP AWS_EC2_METADATA_DISABLED=true
+"$S3S" --host 127.0.0.1 --port $SP --access-key $AWS_ACCESS_KEY_ID --secret-key $AWS_SECRET_ACCESS_KEY s3 >s3s.log 2>&1 &
+PIDS+=($!)
+for _ in $(seq 100); do curl -s -o /dev/null http://127.0.0.1:$SP/ && break; sleep 0.1; done
+
+# --- loader: SIZE_MIB values of 1 MiB of base64 text (compresses to ~75%, like mixed data) ---
+DB=$( "${CTL[@]}" endpoint status -w json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["Status"]["dbSize"])')
+if [ "$DB" -lt $((SIZE_MIB * 1024 * 1024 * 9 / 10)) ]; then
+  echo "loading ~${SIZE_MIB} MiB into etcd…" >&2
+  t0=$(date +%s)
+  seq 0 $((SIZE_MIB - 1)) | xargs -P 4 -I{} sh -c \
+    'head -c 786432 /dev/urandom | base64 -w0 | "$@" put bench/key-{} >/dev/null' _ "${CTL[@]}"
+  echo "loaded in $(( $(date +%s) - t0 )) s" >&2
+fi
+"${CTL[@]}" endpoint status -w table >&2
+
+measure() { # label, command…
+  local label=$1; shift
+  /usr/bin/time -v "$@" >/dev/null 2>time.txt || { cat time.txt >&2; exit 1; }
+  local wall rss
+  wall=$(awk -F': ' '/Elapsed \(wall clock\)/{print $2}' time.txt)
+  rss=$(awk -F': ' '/Maximum resident set size/{print $2}' time.txt)
+  echo "| $label | $wall | $((rss / 1024)) MiB |"
+}
+
+echo "| what | wall (m:ss) | peak RSS |"
+echo "|---|---|---|"
+for run in $(seq "$RUNS"); do
+  rm -f snap.db
+  measure "etcdctl snapshot save (run $run)" "${CTL[@]}" snapshot save snap.db
+  measure "  + curl upload of the file (run $run)" curl -sf --aws-sigv4 "aws:amz:us-east-1:s3" \
+    --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" -T snap.db "http://127.0.0.1:$SP/bench/etcdctl/snap-$run.db"
+  measure "clusterkit backup etcd → S3 (run $run)" "$CK" backup etcd --store s3://bench/ck \
+    --endpoints $EP --cacert pki/ca.crt --cert pki/client.crt --key pki/client.key
+done
+ls -l snap.db >&2
+"$CK" backup list --store s3://bench/ck >&2
+echo "work dir: $WORK (delete when done)" >&2
