@@ -209,6 +209,14 @@ fn up_status_ssh_idempotent_down() {
         "memory cgroup not writable: {mounts}"
     );
     ssh_ok(&dir, first, "test -L /dev/kmsg");
+    // No seccomp filter (runc needs the session keyring) and a writable /proc/sys.
+    let seccomp = ssh_ok(&dir, first, "grep '^Seccomp:' /proc/self/status");
+    assert!(seccomp.ends_with('0'), "seccomp active: {seccomp}");
+    ssh_ok(
+        &dir,
+        first,
+        "sysctl -q -w net.core.somaxconn=$(sysctl -n net.core.somaxconn)",
+    );
     let fs = ssh_ok(&dir, first, "findmnt -n -o FSTYPE /var/lib/containerd");
     assert_ne!(
         fs, "overlay",
