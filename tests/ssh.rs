@@ -780,6 +780,30 @@ fn sandbox_three_nodes() {
         "{err}"
     );
 
+    // 6b. Jump host: node2 and node3 reached through node1 (direct-tcpip channels).
+    let addr1 = node_address(&sb, "node1");
+    let variant = Variant::new(&sb).edit(
+        "  connect_timeout_secs: 10\n",
+        &format!(
+            "  connect_timeout_secs: 10\n  jump_host: {{ address: \"{addr1}\", user: root, auth: {{ key_file: ./id_ed25519 }} }}\n"
+        ),
+    );
+    let (ok, rows, stderr) = exec_json(
+        &variant.write(),
+        &["--hosts", "node2,node3"],
+        "hostname; echo $SSH_CONNECTION",
+        &[],
+    );
+    assert!(ok, "{stderr}");
+    for node in ["node2", "node3"] {
+        let out = rows[node]["stdout"].as_str().unwrap();
+        // The connection comes from node1's address, not from the host's bridge address.
+        assert!(
+            out.starts_with(&format!("{node}\n{addr1} ")),
+            "{node}: {out}"
+        );
+    }
+
     // 7. sudo as a non-root user with a password (sudoers without NOPASSWD).
     let password = "Ck-sudo-pw-7781";
     let (ok, _, stderr) = exec_json(
