@@ -40,6 +40,14 @@ enum Command {
     Restore(cmd::restore::Args),
     /// Exporter, generated monitoring configs, and their deployment.
     Monitor(cmd::monitor::Args),
+    /// Undo an installation on the selected hosts.
+    Reset(cmd::reset::Args),
+    /// Add or remove a node, touching only what changes.
+    Node(cmd::node::Args),
+    /// Bootstrap tokens for joining nodes.
+    Token(cmd::token::Args),
+    /// Check and renew the certificates and kubeconfigs clusterkit issued.
+    Certs(cmd::certs::Args),
 }
 
 impl Command {
@@ -55,6 +63,10 @@ impl Command {
             Command::Backup(c) => c.run(global).await,
             Command::Restore(c) => c.run(global).await,
             Command::Monitor(c) => c.run(global).await,
+            Command::Reset(c) => c.run(global).await,
+            Command::Node(c) => c.run(global).await,
+            Command::Token(c) => c.run(global).await,
+            Command::Certs(c) => c.run(global).await,
         }
     }
 }

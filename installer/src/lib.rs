@@ -2,7 +2,9 @@
 //! PKI, kubeconfigs, version rules and offline bundles they rely on.
 
 pub mod bundle;
+pub mod certs;
 pub mod kubeconfig;
 pub mod phases;
 pub mod pki;
+pub mod reset;
 pub mod versions;

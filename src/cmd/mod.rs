@@ -6,14 +6,18 @@ use clap::{Args, ValueEnum};
 
 pub mod backup;
 pub mod bundle;
+pub mod certs;
 pub mod config;
 pub mod exec;
 pub mod install;
 pub mod monitor;
+pub mod node;
 pub mod ping;
+pub mod reset;
 pub mod restore;
 pub mod run;
 pub mod sandbox;
+pub mod token;
 
 /// Flags every subcommand accepts.
 #[derive(Args, Clone, Debug)]

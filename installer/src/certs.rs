@@ -1,0 +1,1 @@
+//! Day 2: expiry checks and renewal of every certificate and kubeconfig clusterkit issued.

@@ -1,0 +1,1 @@
+//! Undo an installation on hosts: stop services, remove state, clean iptables/ipvs.
