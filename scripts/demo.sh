@@ -5,8 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
 . scripts/env.sh
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$CLUSTERKIT_CACHE/target}
+export CARGO_PROFILE_DEV_DEBUG=${CARGO_PROFILE_DEV_DEBUG:-line-tables-only}
 cargo build --locked -q
-ck=./target/debug/clusterkit
+ck=$CARGO_TARGET_DIR/debug/clusterkit
 NODES=${NODES:-3}
 NAME=${NAME:-demo}
 

@@ -5,6 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
 . scripts/env.sh
+# Build outside the repo so a fresh clone (CI) reuses compiled dependencies; line tables are
+# enough for backtraces and keep the cache and link times small.
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$CLUSTERKIT_CACHE/target}
+export CARGO_PROFILE_DEV_DEBUG=${CARGO_PROFILE_DEV_DEBUG:-line-tables-only}
 
 cargo fmt --all -- --check
 cargo build --workspace --all-targets --locked 2>&1 | tail -n 3
