@@ -9,6 +9,7 @@
 
 pub mod duration;
 pub mod error;
+pub mod exporter;
 pub mod generate;
 pub mod settings;
 pub mod topology;

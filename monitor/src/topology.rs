@@ -1,19 +1,23 @@
 //! What the monitor needs to know about a cluster: its hosts and their roles, where the PKI
 //! clusterkit issued lives, the desired sysctls, the backup store and the `monitor:` settings.
 //!
-//! `Topology::load` reads cluster.yaml itself with a deliberately small view of the file (unknown
-//! keys are ignored, so it follows the full model in `clusterkit_core::config` without
-//! duplicating its validation). Relative paths resolve against the directory of cluster.yaml;
-//! the state directory is `<dir>/<name>-state` unless `state_dir:` says otherwise.
+//! `Topology::load` reads cluster.yaml through `clusterkit_core::config` (one parser, one set of
+//! diagnostics for every command) and adds the monitor's own defaults: component ports, etcd's
+//! quota, the kubelet's disk thresholds, alert timings. Those are not keys of cluster.yaml yet;
+//! `Overrides` carries the few a user can set on the command line.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use clusterkit_core::config::{self, Cluster};
 
+use crate::duration::PromDuration;
 use crate::error::{MonitorError, Result};
-use crate::settings::MonitorSettings;
+use crate::settings::{
+    BasicAuth, DingtalkReceiver, EmailReceiver, ListenerTls, MonitorSettings, Receiver,
+    WebhookReceiver, WecomReceiver,
+};
 
 /// The roles a host can have in cluster.yaml.
 pub mod role {
@@ -121,92 +125,168 @@ pub struct Topology {
     /// `backup.store` (`s3://…` or `file:///…`), if any.
     pub backup_store: Option<String>,
     pub monitor: MonitorSettings,
+    /// The full resolved cluster (SSH settings for the node collector, backup settings).
+    pub cluster: Cluster,
 }
 
-// The small view of cluster.yaml this crate reads. Unknown keys are allowed on purpose: the
-// full schema belongs to clusterkit_core::config.
-#[derive(Deserialize)]
-struct RawCluster {
-    name: String,
-    #[serde(default)]
-    state_dir: Option<String>,
-    #[serde(default)]
-    hosts: Vec<RawHost>,
-    #[serde(default)]
-    sysctls: BTreeMap<String, serde_json::Value>,
-    #[serde(default)]
-    backup: Option<RawBackup>,
-    #[serde(default)]
-    monitor: Option<MonitorSettings>,
+/// Settings not (yet) in cluster.yaml, given on the command line.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub scrape_interval: Option<PromDuration>,
+    pub evaluation_interval: Option<PromDuration>,
+    /// `ALERT=DURATION` pairs overriding an alert's `for:`.
+    pub alert_for: BTreeMap<String, PromDuration>,
+    /// Alertmanager's wait before the first notification of a group.
+    pub group_wait: Option<PromDuration>,
+    /// Alertmanager's wait before notifying about changes in a group.
+    pub group_interval: Option<PromDuration>,
 }
 
-#[derive(Deserialize)]
-struct RawHost {
-    name: String,
-    address: String,
-    #[serde(default)]
-    roles: Vec<String>,
-}
-
-#[derive(Deserialize)]
-struct RawBackup {
-    #[serde(default)]
-    store: Option<String>,
+fn receiver_from_core(r: &config::Receiver) -> Receiver {
+    let mut out = Receiver {
+        name: r.name.clone(),
+        webhook: None,
+        email: None,
+        wecom: None,
+        dingtalk: None,
+    };
+    match &r.kind {
+        config::ReceiverKind::Webhook { url } => {
+            out.webhook = Some(WebhookReceiver { url: url.clone() })
+        }
+        config::ReceiverKind::Email {
+            to,
+            from,
+            smarthost,
+            auth_username,
+            auth_password,
+        } => {
+            out.email = Some(EmailReceiver {
+                to: to.clone(),
+                from: from.clone(),
+                smarthost: smarthost.clone(),
+                auth_username: auth_username.clone(),
+                auth_password_env: auth_password.as_ref().map(|s| s.var.clone()),
+                require_tls: true,
+            })
+        }
+        config::ReceiverKind::Wecom {
+            api_url,
+            corp_id,
+            agent_id,
+            to_party,
+            api_secret,
+        } => {
+            out.wecom = Some(WecomReceiver {
+                corp_id: corp_id.clone(),
+                agent_id: agent_id.clone(),
+                api_secret_env: api_secret.var.clone(),
+                to_user: None,
+                to_party: Some(to_party.clone()),
+                api_url: api_url.clone(),
+            })
+        }
+        config::ReceiverKind::Dingtalk { webhook_url } => {
+            out.dingtalk = Some(DingtalkReceiver {
+                webhook_url: webhook_url.clone(),
+            })
+        }
+    }
+    out
 }
 
 impl Topology {
-    /// Reads and checks cluster.yaml.
+    /// Reads and validates cluster.yaml through `clusterkit_core::config`.
     pub fn load(path: &Path) -> Result<Topology> {
-        let text = std::fs::read_to_string(path).map_err(|e| MonitorError::io(path, e))?;
-        Topology::from_yaml(path, &text)
+        let loaded = config::load(path).map_err(|e| MonitorError::ClusterFile {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        Topology::from_cluster(loaded.cluster)
     }
 
-    /// Parses cluster.yaml text; `path` is used for messages and to resolve relative paths.
+    /// Parses cluster.yaml text as if it were the file at `path`.
     pub fn from_yaml(path: &Path, text: &str) -> Result<Topology> {
-        let raw: RawCluster =
-            serde_saphyr::from_str(text).map_err(|e| MonitorError::ClusterFile {
-                path: path.to_path_buf(),
-                message: e.to_string(),
-            })?;
-        let base = path
-            .parent()
-            .map(Path::to_path_buf)
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or_else(|| PathBuf::from("."));
-        let state_dir = match raw.state_dir {
-            Some(dir) => base.join(dir),
-            None => base.join(format!("{}-state", raw.name)),
+        let loaded = config::load_str(text, path).map_err(|e| MonitorError::ClusterFile {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        Topology::from_cluster(loaded.cluster)
+    }
+
+    /// Builds the monitor's view of a resolved cluster.
+    pub fn from_cluster(cluster: Cluster) -> Result<Topology> {
+        let m = &cluster.monitor;
+        let mut monitor = MonitorSettings {
+            listen: m.listen.to_string(),
+            ..MonitorSettings::default()
         };
-        let sysctls = raw
-            .sysctls
-            .into_iter()
-            .map(|(k, v)| {
-                let v = match v {
-                    serde_json::Value::String(s) => s,
-                    other => other.to_string(),
-                };
-                (k, v)
-            })
+        let i = &m.intervals;
+        monitor.intervals.etcd = PromDuration::secs(i.etcd_secs.max(1));
+        monitor.intervals.control_plane = PromDuration::secs(i.control_plane_secs.max(1));
+        monitor.intervals.nodes = PromDuration::secs(i.nodes_secs.max(1));
+        monitor.intervals.certificates = PromDuration::secs(i.certificates_secs.max(1));
+        monitor.intervals.backups = PromDuration::secs(i.backups_secs.max(1));
+        monitor.alertmanager.receivers = m
+            .alertmanager
+            .receivers
+            .iter()
+            .map(receiver_from_core)
             .collect();
+        monitor.alertmanager.critical_receiver = m.alertmanager.critical_receiver.clone();
+        monitor.alertmanager.warning_receiver = m.alertmanager.warning_receiver.clone();
+        monitor.tls = m.tls.as_ref().map(|t| ListenerTls {
+            cert_file: t.cert_file.to_string_lossy().into_owned(),
+            key_file: t.key_file.to_string_lossy().into_owned(),
+            // No separate CA in cluster.yaml yet: a self-signed exporter certificate is its own CA.
+            ca_file: t.cert_file.to_string_lossy().into_owned(),
+            server_name: None,
+        });
+        monitor.basic_auth = m.basic_auth.as_ref().map(|b| BasicAuth {
+            username: b.username.clone(),
+            password_env: b.password.var.clone(),
+        });
         let topology = Topology {
-            name: raw.name,
-            config_path: path.to_path_buf(),
-            state_dir,
-            hosts: raw
+            name: cluster.name.clone(),
+            config_path: cluster.path.clone(),
+            state_dir: cluster.state_dir.clone(),
+            hosts: cluster
                 .hosts
-                .into_iter()
+                .iter()
                 .map(|h| Host {
-                    name: h.name,
-                    address: h.address,
-                    roles: h.roles,
+                    name: h.name.clone(),
+                    address: h.address.to_string(),
+                    roles: h.roles.iter().map(|r| r.as_str().to_string()).collect(),
                 })
                 .collect(),
-            sysctls,
-            backup_store: raw.backup.and_then(|b| b.store),
-            monitor: raw.monitor.unwrap_or_default(),
+            sysctls: cluster.sysctls.clone(),
+            backup_store: cluster.backup.store.as_ref().map(|s| s.to_string()),
+            monitor,
+            cluster,
         };
         topology.validate()?;
         Ok(topology)
+    }
+
+    /// Applies command-line settings on top of cluster.yaml.
+    pub fn with_overrides(mut self, o: &Overrides) -> Result<Topology> {
+        if let Some(d) = o.scrape_interval {
+            self.monitor.intervals.scrape = d;
+        }
+        if let Some(d) = o.evaluation_interval {
+            self.monitor.intervals.evaluation = d;
+        }
+        if let Some(d) = o.group_wait {
+            self.monitor.alertmanager.group_wait = Some(d);
+        }
+        if let Some(d) = o.group_interval {
+            self.monitor.alertmanager.group_interval = Some(d);
+        }
+        self.monitor
+            .alert_for
+            .extend(o.alert_for.iter().map(|(k, v)| (k.clone(), *v)));
+        self.validate()?;
+        Ok(self)
     }
 
     fn setting_error(&self, field: &str, message: impl Into<String>) -> MonitorError {
@@ -217,21 +297,9 @@ impl Topology {
         }
     }
 
-    /// Checks what the monitor relies on; errors name the field.
+    /// Checks what the monitor relies on beyond cluster.yaml's own validation.
     pub fn validate(&self) -> Result<()> {
         let m = &self.monitor;
-        if self.hosts.is_empty() {
-            return Err(self.setting_error("hosts", "no hosts: nothing to monitor"));
-        }
-        let mut names = std::collections::BTreeSet::new();
-        for (i, h) in self.hosts.iter().enumerate() {
-            if !names.insert(h.name.as_str()) {
-                return Err(self.setting_error(
-                    &format!("hosts[{i}].name"),
-                    format!("duplicate host name `{}`", h.name),
-                ));
-            }
-        }
         self.listen_addr()?;
         let k = &m.kubelet;
         for (field, v) in [
@@ -253,52 +321,19 @@ impl Topology {
         if m.etcd_quota_bytes == 0 {
             return Err(self.setting_error("monitor.etcd_quota_bytes", "must be positive"));
         }
-        let am = &m.alertmanager;
-        let mut receivers = std::collections::BTreeSet::new();
-        for (i, r) in am.receivers.iter().enumerate() {
-            let field = format!("monitor.alertmanager.receivers[{i}]");
-            r.kind().map_err(|msg| self.setting_error(&field, msg))?;
-            if r.name.is_empty() || r.name == crate::generate::alertmanager::NULL_RECEIVER {
+        for (i, r) in m.alertmanager.receivers.iter().enumerate() {
+            if r.name == crate::generate::alertmanager::NULL_RECEIVER {
                 return Err(self.setting_error(
-                    &format!("{field}.name"),
-                    format!("`{}` is not a usable receiver name", r.name),
+                    &format!("monitor.alertmanager.receivers[{i}].name"),
+                    format!("`{}` is reserved by clusterkit", r.name),
                 ));
-            }
-            if !receivers.insert(r.name.as_str()) {
-                return Err(self.setting_error(
-                    &format!("{field}.name"),
-                    format!("duplicate receiver `{}`", r.name),
-                ));
-            }
-        }
-        for (field, value) in [
-            (
-                "monitor.alertmanager.critical_receiver",
-                &am.critical_receiver,
-            ),
-            (
-                "monitor.alertmanager.warning_receiver",
-                &am.warning_receiver,
-            ),
-            (
-                "monitor.alertmanager.watchdog_receiver",
-                &am.watchdog_receiver,
-            ),
-        ] {
-            if let Some(name) = value {
-                if !receivers.contains(name.as_str()) {
-                    return Err(self.setting_error(
-                        field,
-                        format!("no receiver named `{name}` in monitor.alertmanager.receivers"),
-                    ));
-                }
             }
         }
         let known = crate::generate::rules::alert_names();
         for name in m.alert_for.keys() {
             if !known.contains(&name.as_str()) {
                 return Err(self.setting_error(
-                    &format!("monitor.alert_for.{name}"),
+                    &format!("alert_for.{name}"),
                     format!(
                         "no alert named `{name}`; known alerts: {}",
                         known.join(", ")
@@ -334,11 +369,7 @@ impl Topology {
         if p.is_absolute() {
             return p.to_path_buf();
         }
-        self.config_path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or_else(|| Path::new("."))
-            .join(p)
+        self.cluster.dir.join(p)
     }
 
     pub fn hosts_with<'a>(&'a self, role: &'a str) -> impl Iterator<Item = &'a Host> + 'a {
@@ -354,13 +385,7 @@ impl Topology {
         if !addr.ip().is_unspecified() {
             return vec![(addr.to_string(), None)];
         }
-        let monitors: Vec<&Host> = self.hosts_with(role::MONITOR).collect();
-        let hosts = if monitors.is_empty() {
-            self.hosts.iter().take(1).collect()
-        } else {
-            monitors
-        };
-        hosts
+        self.monitor_hosts()
             .into_iter()
             .map(|h| (h.endpoint(addr.port()), Some(h.name.clone())))
             .collect()
@@ -381,18 +406,18 @@ impl Topology {
 mod tests {
     use super::*;
 
-    const YAML: &str = r#"
+    pub(crate) const YAML: &str = r#"
 name: demo
-ssh: { known_hosts: ./known_hosts }
+kubernetes: { version: v1.26.3 }
 hosts:
-  - { name: cp1, address: 10.0.0.1, roles: [control-plane, etcd], auth: { key_file: ./k } }
-  - { name: w1, address: 10.0.0.2, roles: [worker] }
-  - { name: m1, address: 10.0.0.3, roles: [monitor] }
-sysctls: { "net.core.somaxconn": "1024", "vm.swappiness": 0 }
+  - { name: cp1, address: 10.0.0.1, roles: [control-plane, etcd], auth: { agent: true } }
+  - { name: w1, address: 10.0.0.2, roles: [worker], auth: { agent: true } }
+  - { name: m1, address: 10.0.0.3, roles: [monitor], auth: { agent: true } }
+sysctls: { "net.core.somaxconn": "1024" }
 backup: { store: "file:///srv/backups" }
 monitor:
   listen: "0.0.0.0:9842"
-  intervals: { scrape: 5s }
+  intervals: { etcd_secs: 5 }
   alertmanager:
     receivers:
       - { name: ops, webhook: { url: "http://127.0.0.1:9999/hook" } }
@@ -404,9 +429,10 @@ monitor:
         let t = Topology::from_yaml(Path::new("/etc/ck/cluster.yaml"), YAML).unwrap();
         assert_eq!(t.state_dir, PathBuf::from("/etc/ck/demo-state"));
         assert_eq!(t.hosts.len(), 3);
-        assert_eq!(t.sysctls["vm.swappiness"], "0");
-        assert_eq!(t.monitor.intervals.scrape.to_string(), "5s");
+        assert_eq!(t.sysctls["net.core.somaxconn"], "1024");
+        assert_eq!(t.monitor.intervals.etcd.to_string(), "5s");
         assert_eq!(t.monitor.intervals.evaluation.to_string(), "15s");
+        assert_eq!(t.backup_store.as_deref(), Some("file:///srv/backups"));
         assert_eq!(
             t.exporter_targets(),
             vec![("10.0.0.3:9842".to_string(), Some("m1".to_string()))]
@@ -415,16 +441,18 @@ monitor:
     }
 
     #[test]
-    fn bad_settings_name_the_field() {
-        let bad = YAML.replace("critical_receiver: ops", "critical_receiver: nobody");
-        let err = Topology::from_yaml(Path::new("c.yaml"), &bad).unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("monitor.alertmanager.critical_receiver"),
-            "{err}"
-        );
-        let bad = YAML.replace("scrape: 5s", "scrape: fast");
-        let err = Topology::from_yaml(Path::new("c.yaml"), &bad).unwrap_err();
-        assert!(err.to_string().contains("fast"), "{err}");
+    fn overrides_are_checked() {
+        let t = Topology::from_yaml(Path::new("/etc/ck/cluster.yaml"), YAML).unwrap();
+        let mut o = Overrides::default();
+        o.alert_for
+            .insert("NoSuchAlert".into(), PromDuration::secs(1));
+        let err = t.clone().with_overrides(&o).unwrap_err();
+        assert!(err.to_string().contains("NoSuchAlert"), "{err}");
+        let mut o = Overrides::default();
+        o.alert_for
+            .insert("EtcdMembersDown".into(), PromDuration::secs(2));
+        o.scrape_interval = Some(PromDuration::secs(1));
+        let t = t.with_overrides(&o).unwrap();
+        assert_eq!(t.monitor.intervals.scrape.to_string(), "1s");
     }
 }

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Subcommand;
 
+use clusterkit_monitor::duration::PromDuration;
 use clusterkit_monitor::generate::{self, Options};
+use clusterkit_monitor::topology::Overrides;
 use clusterkit_monitor::Topology;
 
 use super::{Global, OutputFormat};
@@ -29,13 +31,59 @@ enum MonitorCommand {
 
 #[derive(clap::Args)]
 struct ConfigArgs {
-    /// Directory to write into (created if missing).
-    #[arg(short = 'o', long = "output-dir")]
+    /// Directory to write into (created if missing). (`-o` is the global output format.)
+    #[arg(short = 'd', long = "dir", visible_alias = "output-dir")]
     output_dir: PathBuf,
     /// Absolute directory where these files will live when used (default: the output
     /// directory); Alertmanager and Grafana need a few absolute paths.
     #[arg(long)]
     install_dir: Option<PathBuf>,
+    #[command(flatten)]
+    tuning: Tuning,
+}
+
+/// Settings not in cluster.yaml (yet): how often Prometheus scrapes and evaluates, and per-alert
+/// pending durations.
+#[derive(clap::Args)]
+struct Tuning {
+    /// Prometheus scrape interval (e.g. 15s).
+    #[arg(long, value_parser = parse_duration)]
+    scrape_interval: Option<PromDuration>,
+    /// Prometheus rule evaluation interval (e.g. 15s).
+    #[arg(long, value_parser = parse_duration)]
+    evaluation_interval: Option<PromDuration>,
+    /// Override an alert's `for:` duration, e.g. `--alert-for EtcdMembersDown=1m` (repeatable).
+    #[arg(long = "alert-for", value_parser = parse_alert_for)]
+    alert_for: Vec<(String, PromDuration)>,
+    /// Alertmanager group_wait (default 30s).
+    #[arg(long, value_parser = parse_duration)]
+    group_wait: Option<PromDuration>,
+    /// Alertmanager group_interval (default 5m).
+    #[arg(long, value_parser = parse_duration)]
+    group_interval: Option<PromDuration>,
+}
+
+impl Tuning {
+    fn overrides(&self) -> Overrides {
+        Overrides {
+            scrape_interval: self.scrape_interval,
+            evaluation_interval: self.evaluation_interval,
+            alert_for: self.alert_for.iter().cloned().collect(),
+            group_wait: self.group_wait,
+            group_interval: self.group_interval,
+        }
+    }
+}
+
+fn parse_duration(s: &str) -> Result<PromDuration, String> {
+    PromDuration::parse(s)
+}
+
+fn parse_alert_for(s: &str) -> Result<(String, PromDuration), String> {
+    let (name, d) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}` is not ALERT=DURATION"))?;
+    Ok((name.to_string(), PromDuration::parse(d)?))
 }
 
 #[derive(clap::Args)]
@@ -71,7 +119,7 @@ fn load(global: &Global) -> anyhow::Result<Topology> {
 }
 
 fn config(args: ConfigArgs, global: &Global) -> anyhow::Result<()> {
-    let topology = load(global)?;
+    let topology = load(global)?.with_overrides(&args.tuning.overrides())?;
     let report = generate::generate(
         &topology,
         &args.output_dir,
@@ -113,6 +161,54 @@ fn config(args: ConfigArgs, global: &Global) -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs, global: &Global) -> anyhow::Result<()> {
-    let _ = (args.listen, args.synthetic_series, load(global)?);
-    anyhow::bail!("`clusterkit monitor serve` is not available yet")
+    let mut topology = load(global)?;
+    if let Some(listen) = args.listen {
+        topology.monitor.listen = listen;
+    }
+    let addr = topology.listen_addr()?;
+    let m = &topology.monitor;
+    let tls = match &m.tls {
+        Some(t) => Some(
+            clusterkit_monitor::exporter::tls::server_config(
+                &topology.resolve(&t.cert_file),
+                &topology.resolve(&t.key_file),
+            )
+            .context("cannot load the exporter's TLS certificate")?,
+        ),
+        None => None,
+    };
+    let auth = match &m.basic_auth {
+        Some(b) => Some(clusterkit_monitor::exporter::http::Auth {
+            username: b.username.clone(),
+            password: std::env::var(&b.password_env).map_err(|_| {
+                anyhow::anyhow!(
+                    "monitor.basic_auth.password_env: environment variable {} is not set",
+                    b.password_env
+                )
+            })?,
+        }),
+        None => None,
+    };
+    let collectors =
+        clusterkit_monitor::exporter::collectors_for(&topology, args.synthetic_series.unwrap_or(0));
+    let (exporter, _first_runs) = clusterkit_monitor::exporter::start(collectors);
+    let app = clusterkit_monitor::exporter::http::router(exporter, auth);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    eprintln!(
+        "clusterkit exporter for {} listening on {scheme}://{addr}/metrics",
+        topology.name
+    );
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    };
+    clusterkit_monitor::exporter::http::serve(listener, app, tls, shutdown).await?;
+    Ok(())
 }

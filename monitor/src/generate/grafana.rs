@@ -112,7 +112,7 @@ pub fn dashboards() -> Vec<Dashboard> {
                 p("Backups stored", "clusterkit_backup_count", "stat", "short", "{{kind}}"),
                 p("Age of the last successful backup", "time() - clusterkit_backup_last_success_timestamp_seconds", "stat", "s", "{{kind}}"),
                 p("Age of the newest verified backup", "clusterkit_backup_newest_verified_age_seconds", "stat", "s", "{{kind}}"),
-                p("Size of the last backup", "clusterkit_backup_last_size_bytes", "stat", "bytes", "{{kind}}"),
+                p("Size of the last backup", "clusterkit_backup_last_stored_bytes", "stat", "bytes", "{{kind}}"),
                 p("Duration of the last backup", "clusterkit_backup_last_duration_seconds", "stat", "s", "{{kind}}"),
             ],
         },

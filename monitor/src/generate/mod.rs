@@ -290,10 +290,11 @@ mod tests {
 
     const YAML: &str = r#"
 name: demo
+kubernetes: { version: v1.26.3 }
 hosts:
-  - { name: cp1, address: 10.0.0.1, roles: [control-plane, etcd] }
-  - { name: w1, address: 10.0.0.2, roles: [worker] }
-  - { name: m1, address: 10.0.0.3, roles: [monitor] }
+  - { name: cp1, address: 10.0.0.1, roles: [control-plane, etcd], auth: { agent: true } }
+  - { name: w1, address: 10.0.0.2, roles: [worker], auth: { agent: true } }
+  - { name: m1, address: 10.0.0.3, roles: [monitor], auth: { agent: true } }
 monitor:
   listen: "0.0.0.0:9842"
   basic_auth: { username: prom, password_env: CK_TEST_EXPORTER_PW }

@@ -10,6 +10,7 @@
 use serde_json::{json, Value};
 
 use crate::duration::PromDuration;
+use crate::settings::MonitorSettings;
 use crate::topology::Topology;
 
 /// One alerting rule.
@@ -40,8 +41,8 @@ const FS_SELECTOR: &str = r#"job="node",fstype!~"tmpfs|ramfs|squashfs|overlay|ns
 /// less than `eviction_nodefs_available_percent` is free. Critical fires 5 points before the
 /// eviction level; warning 10 points before image GC begins, so an operator hears about a
 /// filling disk before the kubelet starts acting on it.
-pub fn filesystem_thresholds(topology: &Topology) -> (f64, f64) {
-    let k = &topology.monitor.kubelet;
+pub fn filesystem_thresholds(m: &MonitorSettings) -> (f64, f64) {
+    let k = &m.kubelet;
     let gc_free = 100.0 - k.image_gc_high_percent;
     let critical = (k.eviction_nodefs_available_percent + 5.0).min(99.0);
     let warning = (gc_free.max(critical) + 10.0).min(99.5);
@@ -71,11 +72,11 @@ fn alert(
 }
 
 /// All alert groups for this cluster.
-pub fn groups(topology: &Topology) -> Vec<Group> {
-    let quota = topology.monitor.etcd_quota_bytes;
+pub fn groups(m: &MonitorSettings) -> Vec<Group> {
+    let quota = m.etcd_quota_bytes;
     let quota_gib = quota as f64 / (1024.0 * 1024.0 * 1024.0);
-    let (fs_warn, fs_crit) = filesystem_thresholds(topology);
-    let backup_max_age = topology.monitor.backup_max_age;
+    let (fs_warn, fs_crit) = filesystem_thresholds(m);
+    let backup_max_age = m.backup_max_age;
     let backup_max_age_secs = backup_max_age.as_duration().as_secs();
     let fs_expr = |pct: f64| {
         format!(
@@ -119,7 +120,7 @@ pub fn groups(topology: &Topology) -> Vec<Group> {
                     r#"increase(etcd_server_leader_changes_seen_total{job="etcd"}[15m]) >= 4"#,
                     d(300),
                     "etcd leader changes too often.",
-                    "etcd member {{ $labels.host }} saw {{ $value }} leader changes in 15 minutes: look at disk and network latency.",
+                    "etcd member {{ $labels.host }} saw {{ $value | printf \"%.0f\" }} leader changes in 15 minutes: look at disk and network latency.",
                 ),
                 alert(
                     "EtcdHighNumberOfFailedProposals",
@@ -127,7 +128,7 @@ pub fn groups(topology: &Topology) -> Vec<Group> {
                     r#"rate(etcd_server_proposals_failed_total{job="etcd"}[15m]) > 5"#,
                     d(900),
                     "etcd proposals fail.",
-                    "etcd member {{ $labels.host }} fails {{ $value }} proposals per second.",
+                    "etcd member {{ $labels.host }} fails {{ $value | printf \"%.1f\" }} proposals per second.",
                 ),
                 alert(
                     "EtcdHighFsyncDurations",
@@ -135,7 +136,7 @@ pub fn groups(topology: &Topology) -> Vec<Group> {
                     r#"histogram_quantile(0.99, rate(etcd_disk_wal_fsync_duration_seconds_bucket{job="etcd"}[5m])) > 0.5"#,
                     d(600),
                     "etcd WAL fsync is slow.",
-                    "99th percentile WAL fsync on {{ $labels.host }} is {{ $value }}s.",
+                    "99th percentile WAL fsync on {{ $labels.host }} is {{ $value | printf \"%.2f\" }}s.",
                 ),
                 alert(
                     "EtcdHighFsyncDurations",
@@ -143,7 +144,7 @@ pub fn groups(topology: &Topology) -> Vec<Group> {
                     r#"histogram_quantile(0.99, rate(etcd_disk_wal_fsync_duration_seconds_bucket{job="etcd"}[5m])) > 1"#,
                     d(600),
                     "etcd WAL fsync is very slow.",
-                    "99th percentile WAL fsync on {{ $labels.host }} is {{ $value }}s.",
+                    "99th percentile WAL fsync on {{ $labels.host }} is {{ $value | printf \"%.2f\" }}s.",
                 ),
                 alert(
                     "EtcdHighCommitDurations",
@@ -151,7 +152,7 @@ pub fn groups(topology: &Topology) -> Vec<Group> {
                     r#"histogram_quantile(0.99, rate(etcd_disk_backend_commit_duration_seconds_bucket{job="etcd"}[5m])) > 0.25"#,
                     d(600),
                     "etcd backend commits are slow.",
-                    "99th percentile backend commit on {{ $labels.host }} is {{ $value }}s.",
+                    "99th percentile backend commit on {{ $labels.host }} is {{ $value | printf \"%.2f\" }}s.",
                 ),
                 alert(
                     "EtcdDatabaseQuotaLowSpace",
@@ -196,7 +197,7 @@ pub fn groups(topology: &Topology) -> Vec<Group> {
                     fs_expr(fs_warn),
                     d(300),
                     "A filesystem is filling up.",
-                    format!("{{{{ $labels.mountpoint }}}} on {{{{ $labels.host }}}} has {{{{ $value | printf \"%.1f\" }}}}% free; the kubelet starts image GC at {:.0}% free.", 100.0 - topology.monitor.kubelet.image_gc_high_percent),
+                    format!("{{{{ $labels.mountpoint }}}} on {{{{ $labels.host }}}} has {{{{ $value | printf \"%.1f\" }}}}% free; the kubelet starts image GC at {:.0}% free.", 100.0 - m.kubelet.image_gc_high_percent),
                 ),
                 alert(
                     "NodeFilesystemAlmostOutOfSpace",
@@ -204,7 +205,7 @@ pub fn groups(topology: &Topology) -> Vec<Group> {
                     fs_expr(fs_crit),
                     d(300),
                     "A filesystem is almost full.",
-                    format!("{{{{ $labels.mountpoint }}}} on {{{{ $labels.host }}}} has {{{{ $value | printf \"%.1f\" }}}}% free; the kubelet evicts pods below {:.0}% free.", topology.monitor.kubelet.eviction_nodefs_available_percent),
+                    format!("{{{{ $labels.mountpoint }}}} on {{{{ $labels.host }}}} has {{{{ $value | printf \"%.1f\" }}}}% free; the kubelet evicts pods below {:.0}% free.", m.kubelet.eviction_nodefs_available_percent),
                 ),
                 alert(
                     "NodeClockSkewDetected",
@@ -212,7 +213,7 @@ pub fn groups(topology: &Topology) -> Vec<Group> {
                     r#"(node_timex_offset_seconds{job="node"} > 0.05 and deriv(node_timex_offset_seconds{job="node"}[5m]) >= 0) or (node_timex_offset_seconds{job="node"} < -0.05 and deriv(node_timex_offset_seconds{job="node"}[5m]) <= 0)"#,
                     d(600),
                     "A node's clock is skewed.",
-                    "The clock on {{ $labels.host }} is off by {{ $value }}s; etcd and certificates need synchronised clocks.",
+                    "The clock on {{ $labels.host }} is off by {{ $value | printf \"%.3f\" }}s; etcd and certificates need synchronised clocks.",
                 ),
                 alert(
                     "NodeClockNotSynchronising",
@@ -259,26 +260,26 @@ pub fn groups(topology: &Topology) -> Vec<Group> {
                 alert(
                     "CertificateExpiringSoon",
                     "warning",
-                    "clusterkit_certificate_expiry_seconds < 30 * 86400",
+                    "clusterkit_certificate_expiry_seconds / 86400 < 30",
                     d(600),
                     "A certificate expires within 30 days.",
-                    "{{ $labels.path }} on {{ $labels.host }} expires in {{ $value | humanizeDuration }}: run `clusterkit certs renew`.",
+                    "{{ $labels.path }} on {{ $labels.host }} expires in {{ $value | printf \"%.1f\" }} days: run `clusterkit certs renew`.",
                 ),
                 alert(
                     "CertificateExpiringSoon",
                     "critical",
-                    "clusterkit_certificate_expiry_seconds < 7 * 86400",
+                    "clusterkit_certificate_expiry_seconds / 86400 < 7",
                     d(600),
                     "A certificate expires within 7 days.",
-                    "{{ $labels.path }} on {{ $labels.host }} expires in {{ $value | humanizeDuration }}: run `clusterkit certs renew`.",
+                    "{{ $labels.path }} on {{ $labels.host }} expires in {{ $value | printf \"%.1f\" }} days: run `clusterkit certs renew`.",
                 ),
                 alert(
                     "CertificateLifetimeLow",
                     "warning",
-                    "clusterkit_certificate_lifetime_remaining_ratio < 0.2",
+                    "clusterkit_certificate_lifetime_remaining_ratio * 100 < 20",
                     d(600),
                     "A certificate has used 80% of its lifetime.",
-                    "{{ $labels.path }} on {{ $labels.host }} has {{ $value | humanizePercentage }} of its lifetime left.",
+                    "{{ $labels.path }} on {{ $labels.host }} has {{ $value | printf \"%.0f\" }}% of its lifetime left.",
                 ),
                 alert(
                     "CertificateExpired",
@@ -384,7 +385,7 @@ pub fn groups(topology: &Topology) -> Vec<Group> {
                     "abs(clusterkit_node_clock_offset_seconds) > 0.5",
                     d(600),
                     "A node's clock differs from clusterkit's.",
-                    "The clock on {{ $labels.host }} is {{ $value }}s away from the exporter's.",
+                    "The clock on {{ $labels.host }} is {{ $value | printf \"%.3f\" }}s away from the exporter's.",
                 ),
                 alert(
                     "Watchdog",
@@ -399,7 +400,7 @@ pub fn groups(topology: &Topology) -> Vec<Group> {
     ];
     for group in &mut groups {
         for a in &mut group.alerts {
-            if let Some(over) = topology.monitor.alert_for.get(a.name) {
+            if let Some(over) = m.alert_for.get(a.name) {
                 a.for_ = Some(*over);
             }
         }
@@ -407,29 +408,22 @@ pub fn groups(topology: &Topology) -> Vec<Group> {
     groups
 }
 
-/// Every alert name clusterkit ships (for validating `monitor.alert_for` and for tests).
+/// Every alert name clusterkit ships (for validating overrides and for tests).
 pub fn alert_names() -> Vec<&'static str> {
-    // Names do not depend on the topology; a minimal one is enough to list them.
-    let t = crate::topology::Topology {
-        name: String::new(),
-        config_path: Default::default(),
-        state_dir: Default::default(),
-        hosts: Vec::new(),
-        sysctls: Default::default(),
-        backup_store: None,
-        monitor: Default::default(),
-    };
-    let mut names: Vec<&'static str> = groups(&t)
-        .iter()
-        .flat_map(|g| g.alerts.iter().map(|a| a.name))
-        .collect();
-    names.dedup();
+    let mut names: Vec<&'static str> = Vec::new();
+    for g in groups(&MonitorSettings::default()) {
+        for a in g.alerts {
+            if !names.contains(&a.name) {
+                names.push(a.name);
+            }
+        }
+    }
     names
 }
 
 /// The rule file (`groups:` document) as a value ready to serialise.
 pub fn rule_file(topology: &Topology) -> Value {
-    let groups: Vec<Value> = groups(topology)
+    let groups: Vec<Value> = groups(&topology.monitor)
         .into_iter()
         .map(|g| {
             let rules: Vec<Value> = g

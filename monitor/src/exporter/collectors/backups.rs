@@ -1,0 +1,188 @@
+//! Backups, read from the backup store named in cluster.yaml (`backup.store`) through
+//! `clusterkit_backup`'s catalog and status objects — no backup daemon needs to run.
+//!
+//! Per kind (etcd, namespace): how many complete backups exist, the age of the newest one and
+//! of the newest trusted one (integrity checked when taken, not failed by a later `verify`),
+//! and the last successful run's time, duration and stored size (from the status object the
+//! backup commands write, or from the newest manifest when there is none).
+//! Without a configured store the etcd count is 0, so `BackupAbsent` says so.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use clusterkit_backup::catalog;
+use clusterkit_backup::manifest::Kind;
+use clusterkit_backup::status;
+use clusterkit_backup::store::Store;
+use clusterkit_core::config;
+use prometheus::Registry;
+
+use super::{flag, gauge, CollectError, Collector};
+use crate::topology::Topology;
+
+pub struct BackupCollector {
+    backup: config::Backup,
+    interval: Duration,
+    store: tokio::sync::Mutex<Option<Arc<dyn Store>>>,
+}
+
+impl BackupCollector {
+    pub fn new(topology: &Topology) -> Self {
+        BackupCollector {
+            backup: topology.cluster.backup.clone(),
+            interval: topology.monitor.intervals.backups.as_duration(),
+            store: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    async fn store(&self) -> Result<Option<Arc<dyn Store>>, CollectError> {
+        if self.backup.store.is_none() {
+            return Ok(None);
+        }
+        let mut cached = self.store.lock().await;
+        if let Some(s) = cached.as_ref() {
+            return Ok(Some(s.clone()));
+        }
+        let (url, options) =
+            clusterkit_backup::settings::store(&Default::default(), Some(&self.backup))
+                .map_err(|e| CollectError(format!("backup store: {e}")))?;
+        let store = clusterkit_backup::store::open_store(&url, &options)
+            .await
+            .map_err(|e| CollectError(format!("backup store {url}: {e}")))?;
+        *cached = Some(store.clone());
+        Ok(Some(store))
+    }
+}
+
+#[async_trait]
+impl Collector for BackupCollector {
+    fn name(&self) -> &'static str {
+        "backups"
+    }
+
+    fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    async fn collect(&self, registry: &Registry) -> Result<(), CollectError> {
+        let configured = gauge(
+            registry,
+            "clusterkit_backup_store_configured",
+            "1 when cluster.yaml names a backup store.",
+            &[],
+        )?;
+        let count = gauge(
+            registry,
+            "clusterkit_backup_count",
+            "Complete backups (with a manifest) in the store.",
+            &["kind"],
+        )?;
+        let Some(store) = self.store().await? else {
+            configured.with_label_values::<&str>(&[]).set(0.0);
+            count.with_label_values(&["etcd"]).set(0.0);
+            return Ok(());
+        };
+        configured.with_label_values::<&str>(&[]).set(1.0);
+        let newest_age = gauge(
+            registry,
+            "clusterkit_backup_newest_age_seconds",
+            "Age of the newest complete backup.",
+            &["kind"],
+        )?;
+        let verified_age = gauge(
+            registry,
+            "clusterkit_backup_newest_verified_age_seconds",
+            "Age of the newest backup whose checks passed and that no later verify failed.",
+            &["kind"],
+        )?;
+        let trusted_count = gauge(
+            registry,
+            "clusterkit_backup_verified_count",
+            "Backups whose checks passed and that no later verify failed.",
+            &["kind"],
+        )?;
+        let last_success = gauge(
+            registry,
+            "clusterkit_backup_last_success_timestamp_seconds",
+            "When the last successful backup finished (Unix seconds).",
+            &["kind"],
+        )?;
+        let last_duration = gauge(
+            registry,
+            "clusterkit_backup_last_duration_seconds",
+            "How long the last successful backup took.",
+            &["kind"],
+        )?;
+        let last_size = gauge(
+            registry,
+            "clusterkit_backup_last_stored_bytes",
+            "Stored (compressed, encrypted) size of the last successful backup.",
+            &["kind"],
+        )?;
+        let last_failed = gauge(
+            registry,
+            "clusterkit_backup_last_run_failed",
+            "1 when the last backup run of the kind failed.",
+            &["kind"],
+        )?;
+
+        let entries = catalog::list(store.as_ref())
+            .await
+            .map_err(|e| CollectError(format!("listing backups: {e}")))?;
+        let now = chrono::Utc::now();
+        for kind in [Kind::Etcd, Kind::Namespace] {
+            let k = kind.as_str();
+            let of_kind: Vec<_> = entries.iter().filter(|e| e.manifest.kind == kind).collect();
+            count.with_label_values(&[k]).set(of_kind.len() as f64);
+            // `list` is oldest first.
+            if let Some(newest) = of_kind.last() {
+                newest_age
+                    .with_label_values(&[k])
+                    .set((now - newest.manifest.finished_at).num_milliseconds() as f64 / 1000.0);
+            }
+            let trusted: Vec<_> = of_kind.iter().filter(|e| e.trusted()).collect();
+            trusted_count
+                .with_label_values(&[k])
+                .set(trusted.len() as f64);
+            if let Some(newest) = trusted.last() {
+                verified_age
+                    .with_label_values(&[k])
+                    .set((now - newest.manifest.finished_at).num_milliseconds() as f64 / 1000.0);
+            }
+            let st = status::read_status(store.as_ref(), kind)
+                .await
+                .map_err(|e| CollectError(format!("backup status of {k}: {e}")))?;
+            match (&st, of_kind.last()) {
+                (Some(s), _) if s.last_success_at.is_some() => {
+                    let at = s.last_success_at.expect("checked");
+                    last_success
+                        .with_label_values(&[k])
+                        .set(at.timestamp_millis() as f64 / 1000.0);
+                    if let Some(d) = s.last_duration_seconds {
+                        last_duration.with_label_values(&[k]).set(d);
+                    }
+                    if let Some(b) = s.last_stored_bytes {
+                        last_size.with_label_values(&[k]).set(b as f64);
+                    }
+                }
+                (_, Some(newest)) => {
+                    let m = &newest.manifest;
+                    last_success
+                        .with_label_values(&[k])
+                        .set(m.finished_at.timestamp_millis() as f64 / 1000.0);
+                    last_duration
+                        .with_label_values(&[k])
+                        .set((m.finished_at - m.started_at).num_milliseconds() as f64 / 1000.0);
+                    last_size.with_label_values(&[k]).set(m.stored_size as f64);
+                }
+                _ => {}
+            }
+            if let Some(s) = &st {
+                let failed = matches!(s.last_outcome, Some(status::Outcome::Failure));
+                last_failed.with_label_values(&[k]).set(flag(failed));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,181 @@
+//! The exporter's HTTP side: `/metrics`, `/healthz` and a small index page, with optional
+//! basic auth and optional TLS (rustls, certificate and key from cluster.yaml).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use base64::Engine;
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+
+use super::Exporter;
+use crate::error::{MonitorError, Result};
+
+/// Who may scrape.
+#[derive(Clone)]
+pub struct Auth {
+    pub username: String,
+    /// Only compared, never logged.
+    pub password: String,
+}
+
+#[derive(Clone)]
+struct AppState {
+    exporter: Arc<Exporter>,
+    auth: Option<Arc<Auth>>,
+}
+
+/// Compares without an early exit, so timing does not reveal how much of a guess was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn authorized(auth: &Auth, headers: &HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let Some(encoded) = value.strip_prefix("Basic ") else {
+        return false;
+    };
+    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
+        return false;
+    };
+    let expected = format!("{}:{}", auth.username, auth.password);
+    constant_time_eq(&decoded, expected.as_bytes())
+}
+
+async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(auth) = &state.auth {
+        if !authorized(auth, &headers) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Basic realm=\"clusterkit\"")],
+                "unauthorized\n",
+            )
+                .into_response();
+        }
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.exporter.render(),
+    )
+        .into_response()
+}
+
+async fn index() -> &'static str {
+    "clusterkit exporter: metrics at /metrics\n"
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// The router (exposed for tests and benchmarks).
+pub fn router(exporter: Arc<Exporter>, auth: Option<Auth>) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .with_state(AppState {
+            exporter,
+            auth: auth.map(Arc::new),
+        })
+}
+
+/// Serves until `shutdown` resolves. With `tls`, every connection is TLS; a failed handshake
+/// only drops that connection.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let address = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let Some(tls) = tls else {
+        return axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(|source| MonitorError::Listen { address, source });
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer): (tokio::net::TcpStream, SocketAddr) = tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            },
+        };
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                acceptor.accept(stream),
+            )
+            .await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let service = TowerToHyperService::new(app);
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tls), service)
+                .await
+            {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basic_auth_accepts_only_the_right_pair() {
+        let auth = Auth {
+            username: "prom".into(),
+            password: "s3cret".into(),
+        };
+        let header_for = |user_pass: &str| {
+            let mut h = HeaderMap::new();
+            let v = format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(user_pass)
+            );
+            h.insert(header::AUTHORIZATION, v.parse().unwrap());
+            h
+        };
+        assert!(authorized(&auth, &header_for("prom:s3cret")));
+        assert!(!authorized(&auth, &header_for("prom:s3cre")));
+        assert!(!authorized(&auth, &header_for("other:s3cret")));
+        assert!(!authorized(&auth, &HeaderMap::new()));
+    }
+}

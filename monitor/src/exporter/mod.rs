@@ -1,0 +1,230 @@
+//! `clusterkit monitor serve`: the exporter.
+//!
+//! Every collector runs in its own background task on its own interval and leaves behind the
+//! text encoding of its metrics. A scrape concatenates those cached texts with the small set
+//! of self metrics (collector health and duration, build info), so scrape latency does not
+//! depend on etcd, the control plane or SSH, and stays flat as the cluster grows.
+
+pub mod collectors;
+pub mod http;
+pub mod tls;
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use prometheus::{CounterVec, Encoder, GaugeVec, Opts, Registry, TextEncoder};
+
+use collectors::Collector;
+
+/// The cached output of one collector.
+struct Slot {
+    name: &'static str,
+    text: RwLock<Arc<String>>,
+}
+
+/// Self metrics, updated after every collector run.
+struct SelfMetrics {
+    registry: Registry,
+    up: GaugeVec,
+    duration: GaugeVec,
+    errors: CounterVec,
+    last_run: GaugeVec,
+}
+
+impl SelfMetrics {
+    fn new() -> Self {
+        let registry = Registry::new();
+        let up = GaugeVec::new(
+            Opts::new(
+                "clusterkit_collector_up",
+                "1 when the collector's last run succeeded.",
+            ),
+            &["collector"],
+        )
+        .expect("valid metric");
+        let duration = GaugeVec::new(
+            Opts::new(
+                "clusterkit_collector_duration_seconds",
+                "How long the collector's last run took.",
+            ),
+            &["collector"],
+        )
+        .expect("valid metric");
+        let errors = CounterVec::new(
+            Opts::new(
+                "clusterkit_collector_errors_total",
+                "Failed collector runs.",
+            ),
+            &["collector"],
+        )
+        .expect("valid metric");
+        let last_run = GaugeVec::new(
+            Opts::new(
+                "clusterkit_collector_last_run_timestamp_seconds",
+                "When the collector last finished (Unix seconds).",
+            ),
+            &["collector"],
+        )
+        .expect("valid metric");
+        let build = GaugeVec::new(
+            Opts::new("clusterkit_build_info", "Always 1; the clusterkit version."),
+            &["version"],
+        )
+        .expect("valid metric");
+        build
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1.0);
+        for m in [&up, &duration, &last_run, &build] {
+            registry
+                .register(Box::new(m.clone()))
+                .expect("unique metric");
+        }
+        registry
+            .register(Box::new(errors.clone()))
+            .expect("unique metric");
+        SelfMetrics {
+            registry,
+            up,
+            duration,
+            errors,
+            last_run,
+        }
+    }
+}
+
+/// The exporter's state shared by the collector tasks and the HTTP handlers.
+pub struct Exporter {
+    slots: Vec<Slot>,
+    self_metrics: SelfMetrics,
+}
+
+impl Exporter {
+    /// Encodes everything for a scrape: cached collector output plus self metrics.
+    pub fn render(&self) -> String {
+        let texts: Vec<Arc<String>> = self
+            .slots
+            .iter()
+            .map(|s| s.text.read().unwrap_or_else(|e| e.into_inner()).clone())
+            .collect();
+        let mut out = String::with_capacity(texts.iter().map(|t| t.len()).sum::<usize>() + 2048);
+        for t in &texts {
+            out.push_str(t);
+        }
+        let mut buf = Vec::with_capacity(2048);
+        // Encoding a registry we own into memory cannot fail.
+        let _ = TextEncoder::new().encode(&self.self_metrics.registry.gather(), &mut buf);
+        out.push_str(&String::from_utf8_lossy(&buf));
+        out
+    }
+
+    fn slot(&self, name: &str) -> &Slot {
+        self.slots
+            .iter()
+            .find(|s| s.name == name)
+            .expect("slot exists")
+    }
+
+    /// Runs one collector once and stores its output.
+    async fn run_once(&self, collector: &dyn Collector) {
+        let start = Instant::now();
+        let registry = Registry::new();
+        let result = collector.collect(&registry).await;
+        let mut buf = Vec::new();
+        let encoded = TextEncoder::new().encode(&registry.gather(), &mut buf);
+        let name = collector.name();
+        let m = &self.self_metrics;
+        let ok = match (&result, &encoded) {
+            (Ok(()), Ok(())) => true,
+            (Err(e), _) => {
+                tracing::warn!(collector = name, error = %e, "collector failed");
+                false
+            }
+            (_, Err(e)) => {
+                tracing::warn!(collector = name, error = %e, "cannot encode metrics");
+                false
+            }
+        };
+        // A failed run still publishes what it observed (e.g. components marked down).
+        *self
+            .slot(name)
+            .text
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) =
+            Arc::new(String::from_utf8_lossy(&buf).into_owned());
+        m.up.with_label_values(&[name])
+            .set(if ok { 1.0 } else { 0.0 });
+        if !ok {
+            m.errors.with_label_values(&[name]).inc();
+        } else {
+            // Make the counter visible at 0 before the first error.
+            m.errors.with_label_values(&[name]).inc_by(0.0);
+        }
+        m.duration
+            .with_label_values(&[name])
+            .set(start.elapsed().as_secs_f64());
+        m.last_run
+            .with_label_values(&[name])
+            .set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
+    }
+}
+
+/// Starts every collector in the background and returns the shared exporter plus a future
+/// that resolves once each collector has finished its first run (so a first scrape already
+/// has data).
+pub fn start(
+    collectors: Vec<Arc<dyn Collector>>,
+) -> (Arc<Exporter>, tokio::sync::watch::Receiver<usize>) {
+    let exporter = Arc::new(Exporter {
+        slots: collectors
+            .iter()
+            .map(|c| Slot {
+                name: c.name(),
+                text: RwLock::new(Arc::new(String::new())),
+            })
+            .collect(),
+        self_metrics: SelfMetrics::new(),
+    });
+    let (done_tx, done_rx) = tokio::sync::watch::channel(0usize);
+    let done_tx = Arc::new(done_tx);
+    for c in collectors {
+        let exporter = exporter.clone();
+        let done_tx = done_tx.clone();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(c.interval().max(Duration::from_millis(100)));
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut first = true;
+            loop {
+                ticker.tick().await;
+                exporter.run_once(c.as_ref()).await;
+                if first {
+                    first = false;
+                    done_tx.send_modify(|n| *n += 1);
+                }
+            }
+        });
+    }
+    (exporter, done_rx)
+}
+
+/// The collectors for a cluster: etcd, control plane, certificates, backups, and synthetic series
+/// when asked for.
+pub fn collectors_for(
+    topology: &crate::Topology,
+    synthetic_series: usize,
+) -> Vec<Arc<dyn Collector>> {
+    let mut list: Vec<Arc<dyn Collector>> = vec![
+        Arc::new(collectors::etcd::EtcdCollector::new(topology)),
+        Arc::new(collectors::controlplane::ControlPlaneCollector::new(
+            topology,
+        )),
+        Arc::new(collectors::certs::CertCollector::new(topology)),
+        Arc::new(collectors::backups::BackupCollector::new(topology)),
+    ];
+    if synthetic_series > 0 {
+        list.push(Arc::new(collectors::synthetic::SyntheticCollector {
+            series: synthetic_series,
+            interval: Duration::from_secs(15),
+        }));
+    }
+    list
+}

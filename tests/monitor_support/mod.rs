@@ -1,0 +1,199 @@
+//! Helpers for the monitor tests: a real PKI made with `openssl` in kubeadm's layout, a
+//! cluster.yaml, and running the generated configs through the real tools.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::common::{describe, run_ok};
+
+/// Runs `openssl` with `args` in `dir`, failing the test with its output.
+fn openssl(dir: &Path, args: &[&str]) {
+    let mut cmd = Command::new("openssl");
+    cmd.current_dir(dir).args(args);
+    run_ok(&mut cmd);
+}
+
+/// A CA (`<name>.crt`, `<name>.key`) under `dir`.
+pub fn make_ca(dir: &Path, name: &str, cn: &str) {
+    std::fs::create_dir_all(dir.join(name).parent().unwrap()).unwrap();
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.crt"),
+            "-subj",
+            &format!("/CN={cn}"),
+            "-days",
+            "3650",
+        ],
+    );
+}
+
+/// A leaf certificate signed by `ca` (a name relative to `dir`) valid `days`, with the given
+/// subjectAltNames (`IP:…`, `DNS:…`, may be empty) and usage for server and client auth.
+pub fn make_leaf(dir: &Path, ca: &str, name: &str, cn: &str, sans: &[String], days: u32) {
+    std::fs::create_dir_all(dir.join(name).parent().unwrap()).unwrap();
+    let ext = dir.join(format!("{name}.ext"));
+    let mut text = String::from(
+        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth,clientAuth\n",
+    );
+    if !sans.is_empty() {
+        text.push_str(&format!("subjectAltName={}\n", sans.join(",")));
+    }
+    std::fs::write(&ext, text).unwrap();
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+            "-subj",
+            &format!("/CN={cn}/O=system:masters"),
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            &format!("{ca}.crt"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-CAcreateserial",
+            "-out",
+            &format!("{name}.crt"),
+            "-days",
+            &days.to_string(),
+            "-extfile",
+            &format!("{name}.ext"),
+        ],
+    );
+    std::fs::remove_file(dir.join(format!("{name}.csr"))).unwrap();
+    std::fs::remove_file(ext).unwrap();
+}
+
+/// kubeadm's PKI layout with what the monitor uses, for etcd serving on `etcd_ips`.
+pub fn make_pki(pki: &Path, etcd_ips: &[&str]) {
+    std::fs::create_dir_all(pki.join("etcd")).unwrap();
+    make_ca(pki, "ca", "kubernetes");
+    make_ca(pki, "etcd/ca", "etcd-ca");
+    let sans: Vec<String> = etcd_ips
+        .iter()
+        .map(|ip| format!("IP:{ip}"))
+        .chain(["DNS:localhost".to_string()])
+        .collect();
+    make_leaf(pki, "etcd/ca", "etcd/server", "etcd-server", &sans, 365);
+    make_leaf(
+        pki,
+        "etcd/ca",
+        "etcd/metrics-client",
+        "clusterkit-metrics",
+        &[],
+        365,
+    );
+    make_leaf(
+        pki,
+        "ca",
+        "apiserver-kubelet-client",
+        "kube-apiserver-kubelet-client",
+        &[],
+        365,
+    );
+    // A certificate about to expire, so certificate metrics have something to say.
+    make_leaf(
+        pki,
+        "ca",
+        "front-proxy-client",
+        "front-proxy-client",
+        &[],
+        20,
+    );
+}
+
+/// Runs a tool and returns stdout, failing with everything shown.
+pub fn tool_ok(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e} (install it: bash scripts/deps.sh)"));
+    if !out.status.success() {
+        panic!("{}", describe(cmd, &out, "expected success"));
+    }
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn promtool() -> PathBuf {
+    crate::common::tool("CLUSTERKIT_PROMTOOL", Path::new("/usr/bin/promtool"))
+}
+
+pub fn amtool() -> PathBuf {
+    crate::common::tool("CLUSTERKIT_AMTOOL", Path::new("/usr/bin/amtool"))
+}
+
+pub fn prometheus() -> PathBuf {
+    crate::common::tool("CLUSTERKIT_PROMETHEUS", Path::new("/usr/bin/prometheus"))
+}
+
+pub fn alertmanager() -> PathBuf {
+    crate::common::tool(
+        "CLUSTERKIT_ALERTMANAGER",
+        Path::new("/usr/bin/prometheus-alertmanager"),
+    )
+}
+
+pub fn etcd() -> PathBuf {
+    crate::common::tool("CLUSTERKIT_ETCD", Path::new("/usr/bin/etcd"))
+}
+
+pub fn node_exporter() -> PathBuf {
+    crate::common::tool(
+        "CLUSTERKIT_NODE_EXPORTER",
+        Path::new("/usr/bin/prometheus-node-exporter"),
+    )
+}
+
+/// Every dashboard panel query, as a recording-rule file promtool can check.
+pub fn dashboard_rules(dashboards_dir: &Path) -> (String, Vec<String>) {
+    let mut exprs = Vec::new();
+    let mut entries: Vec<_> = std::fs::read_dir(dashboards_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    entries.sort();
+    for path in entries {
+        let d: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        for panel in d["panels"].as_array().unwrap() {
+            for target in panel["targets"].as_array().unwrap() {
+                exprs.push(target["expr"].as_str().unwrap().to_string());
+            }
+        }
+    }
+    let mut text = String::from("groups:\n  - name: dashboards\n    rules:\n");
+    for (i, e) in exprs.iter().enumerate() {
+        text.push_str(&format!(
+            "      - record: clusterkit_dashboard:q{i}\n        expr: {}\n",
+            serde_json::to_string(e).unwrap()
+        ));
+    }
+    (text, exprs)
+}
