@@ -7,7 +7,7 @@ bash scripts/deps.sh
 . scripts/env.sh
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$CLUSTERKIT_CACHE/target}
 export CARGO_PROFILE_DEV_DEBUG=${CARGO_PROFILE_DEV_DEBUG:-line-tables-only}
-cargo build --locked -q
+cargo build -q
 ck=$CARGO_TARGET_DIR/debug/clusterkit
 NODES=${NODES:-3}
 NAME=${NAME:-demo}

@@ -11,7 +11,7 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$CLUSTERKIT_CACHE/target}
 export CARGO_PROFILE_DEV_DEBUG=${CARGO_PROFILE_DEV_DEBUG:-line-tables-only}
 
 cargo fmt --all -- --check
-cargo build --workspace --all-targets --locked 2>&1 | tail -n 3
+cargo build --workspace --all-targets 2>&1 | tail -n 3
 if command -v cargo-nextest >/dev/null 2>&1; then
   # Every test binary in parallel; sandbox tests each make their own uniquely named nodes.
   cargo nextest run --workspace --no-fail-fast --failure-output final
