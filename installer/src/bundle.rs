@@ -1,1 +1,273 @@
-//! Offline bundles: packages, binaries and images with a checksummed manifest.
+//! Offline bundles: the packages (with their dependencies) and binaries the nodes need, with a
+//! checksummed `manifest.json`, so an install never needs the nodes to reach a mirror.
+//!
+//! How the package set is found: apt on this (Debian 12) machine simulates installing each
+//! requested package onto a node's base system — its dpkg status file, by default the one of
+//! the sandbox's cached base rootfs (`$CLUSTERKIT_CACHE/rootfs/bookworm`), or `--base-status`
+//! for real nodes' minimal image. The simulation's `Inst` lines are exactly what a node lacks,
+//! in dependency order; `apt-get download` fetches those versions. Binaries (e.g. the
+//! Kubernetes binaries in `CLUSTERKIT_KUBE_BIN_DIR`) are hard-linked or copied into `bin/`.
+//!
+//! Layout: `DIR/manifest.json`, `DIR/debs/*.deb`, `DIR/bin/*`. The `package` module reads the
+//! manifest ([`Bundle`]) and uploads only the closure members a node is missing.
+//!
+//! Limits: Debian packages for the architecture of this machine only; this machine's apt lists
+//! decide the versions (run `apt-get update` first for the newest).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use clusterkit_core::playbook::modules::package::BundleFile;
+pub use clusterkit_core::playbook::modules::{Bundle, BundleManifest, BundlePackage};
+use sha2::{Digest, Sha256};
+
+/// What can go wrong building a bundle.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("`{command}` failed ({status}): {stderr}")]
+    Command {
+        command: String,
+        status: String,
+        stderr: String,
+    },
+
+    #[error(
+        "the base system's dpkg status {path} does not exist: run `clusterkit sandbox up` once \
+         (it builds the cached base rootfs), or pass --base-status with the status file of a \
+         node's minimal image"
+    )]
+    NoBase { path: PathBuf },
+
+    #[error("apt cannot install {package} onto the base system: {message}")]
+    Unresolvable { package: String, message: String },
+}
+
+/// What to put in a bundle.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    pub out: PathBuf,
+    /// Packages to include with their dependencies (e.g. containerd, runc).
+    pub packages: Vec<String>,
+    /// The dpkg status file describing what nodes already have.
+    pub base_status: PathBuf,
+    /// Directories whose files go into `bin/` (Kubernetes binaries).
+    pub binary_dirs: Vec<PathBuf>,
+}
+
+/// The default base: the sandbox's cached rootfs.
+pub fn default_base_status() -> PathBuf {
+    let cache = std::env::var_os("CLUSTERKIT_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/clusterkit"));
+    cache.join("rootfs/bookworm/var/lib/dpkg/status")
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BundleError + '_ {
+    move |source| BundleError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn run(cmd: &mut Command) -> Result<String, BundleError> {
+    let shown = format!("{cmd:?}").replace('"', "");
+    let out = cmd.output().map_err(|e| BundleError::Command {
+        command: shown.clone(),
+        status: "not started".into(),
+        stderr: e.to_string(),
+    })?;
+    if !out.status.success() {
+        return Err(BundleError::Command {
+            command: shown,
+            status: out.status.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `(name, version, arch)` apt would install onto the base for `package`, in order.
+pub fn closure(
+    package: &str,
+    base_status: &Path,
+) -> Result<Vec<(String, String, String)>, BundleError> {
+    let out = Command::new("apt-get")
+        .args(["-s", "-q", "--no-install-recommends"])
+        .arg("-o")
+        .arg("Debug::NoLocking=1")
+        .arg("-o")
+        .arg(format!("Dir::State::status={}", base_status.display()))
+        .args(["install", package])
+        .env("LC_ALL", "C")
+        .output()
+        .map_err(|e| BundleError::Command {
+            command: "apt-get -s install".into(),
+            status: "not started".into(),
+            stderr: e.to_string(),
+        })?;
+    if !out.status.success() {
+        return Err(BundleError::Unresolvable {
+            package: package.to_string(),
+            message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(parse_simulation(&String::from_utf8_lossy(&out.stdout)))
+}
+
+/// `Inst runc (1.1.5+ds1-1+deb12u1 Debian:12.15/oldstable [amd64])` → (runc, 1.1.5+…, amd64).
+pub fn parse_simulation(out: &str) -> Vec<(String, String, String)> {
+    out.lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("Inst ")?;
+            let (name, rest) = rest.split_once(' ')?;
+            // An upgrade shows `[old]` before the parenthesis.
+            let inner = rest.split_once('(')?.1;
+            let version = inner.split_whitespace().next()?;
+            let arch = inner
+                .rsplit_once('[')?
+                .1
+                .trim_end_matches(|c| c == ']' || c == ')');
+            Some((name.to_string(), version.to_string(), arch.to_string()))
+        })
+        .collect()
+}
+
+fn sha256_file(path: &Path) -> Result<(String, u64), BundleError> {
+    let data = std::fs::read(path).map_err(io(path))?;
+    Ok((hex::encode(Sha256::digest(&data)), data.len() as u64))
+}
+
+/// Builds (or refreshes) a bundle; returns its manifest, also written to `out/manifest.json`.
+pub fn build(opts: &BuildOptions) -> Result<BundleManifest, BundleError> {
+    if !opts.base_status.is_file() {
+        return Err(BundleError::NoBase {
+            path: opts.base_status.clone(),
+        });
+    }
+    let debs = opts.out.join("debs");
+    std::fs::create_dir_all(&debs).map_err(io(&debs))?;
+    let mut roots = BTreeMap::new();
+    let mut wanted: BTreeMap<String, (String, String)> = BTreeMap::new();
+    for p in &opts.packages {
+        let c = closure(p, &opts.base_status)?;
+        if c.is_empty() {
+            tracing::warn!(package = %p, "already on the base system; nothing to bundle");
+        }
+        roots.insert(
+            p.clone(),
+            c.iter().map(|(n, _, _)| n.clone()).collect::<Vec<_>>(),
+        );
+        for (n, v, a) in c {
+            wanted.insert(n, (v, a));
+        }
+    }
+    // Download what is not there yet (apt-get download writes name_version_arch.deb).
+    let file_of = |n: &str, v: &str, a: &str| format!("{n}_{}_{a}.deb", v.replace(':', "%3a"));
+    let missing: Vec<String> = wanted
+        .iter()
+        .filter(|(n, (v, a))| !debs.join(file_of(n, v, a)).is_file())
+        .map(|(n, (v, _))| format!("{n}={v}"))
+        .collect();
+    if !missing.is_empty() {
+        run(Command::new("apt-get")
+            .arg("download")
+            .arg("-q")
+            .args(&missing)
+            .current_dir(&debs)
+            .env("LC_ALL", "C"))?;
+    }
+    let mut packages = Vec::new();
+    for (n, (v, a)) in &wanted {
+        let file = file_of(n, v, a);
+        let path = debs.join(&file);
+        let (sha256, size) = sha256_file(&path)?;
+        packages.push(BundlePackage {
+            name: n.clone(),
+            version: v.clone(),
+            arch: a.clone(),
+            file: format!("debs/{file}"),
+            sha256,
+            size,
+        });
+    }
+    let mut binaries = Vec::new();
+    if !opts.binary_dirs.is_empty() {
+        let bin = opts.out.join("bin");
+        std::fs::create_dir_all(&bin).map_err(io(&bin))?;
+        for dir in &opts.binary_dirs {
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+                .map_err(io(dir))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_file())
+                .collect();
+            entries.sort();
+            for src in entries {
+                let name = src
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let dest = bin.join(&name);
+                if !dest.exists() && std::fs::hard_link(&src, &dest).is_err() {
+                    std::fs::copy(&src, &dest).map_err(io(&dest))?;
+                }
+                let (sha256, size) = sha256_file(&dest)?;
+                binaries.push(BundleFile {
+                    name: name.clone(),
+                    file: format!("bin/{name}"),
+                    sha256,
+                    size,
+                });
+            }
+        }
+    }
+    let arch = packages
+        .first()
+        .map(|p| p.arch.clone())
+        .unwrap_or_else(|| "amd64".into());
+    let manifest = BundleManifest {
+        format: 1,
+        created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        os: "debian-12".into(),
+        arch,
+        packages,
+        roots,
+        binaries,
+    };
+    let path = opts.out.join("manifest.json");
+    let text = serde_json::to_string_pretty(&manifest).unwrap_or_default();
+    std::fs::write(&path, text + "\n").map_err(io(&path))?;
+    Ok(manifest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_apt_simulation() {
+        let out = "NOTE: This is only a simulation!\n\
+                   Inst runc (1.1.5+ds1-1+deb12u1 Debian:12.15/oldstable, Debian-Security:12/oldstable-security [amd64])\n\
+                   Inst libx [1.0] (1.1 Debian:12 [amd64])\n\
+                   Conf runc (1.1.5+ds1-1+deb12u1 Debian:12.15/oldstable [amd64])\n";
+        let p = parse_simulation(out);
+        assert_eq!(
+            p,
+            vec![
+                (
+                    "runc".to_string(),
+                    "1.1.5+ds1-1+deb12u1".to_string(),
+                    "amd64".to_string()
+                ),
+                ("libx".to_string(), "1.1".to_string(), "amd64".to_string()),
+            ]
+        );
+    }
+}
