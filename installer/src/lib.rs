@@ -3,6 +3,7 @@
 
 pub mod bundle;
 pub mod certs;
+pub mod images;
 pub mod kubeconfig;
 pub mod phases;
 pub mod pki;

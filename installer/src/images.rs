@@ -1,0 +1,806 @@
+//! Container images without a registry: the two images the project's own clusters need, built
+//! from Debian material into OCI image tarballs that `ctr -n k8s.io images import` accepts.
+//!
+//! - [`PAUSE_IMAGE`] (`registry.k8s.io/pause:3.2`, the tag kubeadm pins for v1.20 and so the
+//!   default `runtime.sandbox_image` for v1.20): `build/pause/linux/pause.c` from Debian's
+//!   `kubernetes` source package, compiled statically with gcc and the flags of upstream's
+//!   `build/pause/Makefile` (`-Os -Wall -Werror -static -DVERSION=v$(TAG)-$(REV)`; there is no git
+//!   in a source tarball, so `REV` is `clusterkit`). The binary says `v3.4` (the source's TAG)
+//!   while the image is tagged 3.2: the program is the same, the tag is the one kubelet asks for.
+//! - [`BUSYBOX_IMAGE`] (`docker.io/library/busybox:clusterkit`), a test workload: the static
+//!   `/bin/busybox` of Debian's `busybox-static` with a symlink per applet (sh, httpd, wget,
+//!   ping, sleep, …), `/etc/passwd` and `/etc/group` for root and nobody, and an empty `/var/www`.
+//!
+//! Names are fully qualified because kubelet normalises image names before looking them up.
+//!
+//! Each image is one OCI layout in a tar (`oci-layout`, `index.json`, `blobs/sha256/…`): one
+//! uncompressed layer (so its digest is also its diff_id), an image config (Entrypoint/Cmd,
+//! rootfs with the diff_id), a manifest, and an index whose entry carries
+//! `io.containerd.image.name` and `org.opencontainers.image.ref.name`. Everything is built
+//! here, deterministically (sorted entries, mtime 0, owner root): the same inputs give the same
+//! bytes, so the manifest digest containerd reports identifies the content.
+//!
+//! A directory of images (the cache `$CLUSTERKIT_CACHE/images/`, or `images/` of an offline
+//! bundle) holds the tarballs and a `manifest.json` ([`ImageManifest`]) with each tarball's
+//! sha256 and size and the image's manifest digest (what `ctr images ls` shows as DIGEST).
+//!
+//! Limits: linux/amd64-style single-platform images of this machine's architecture; building
+//! needs gcc with a static libc (libc6-dev), `tar` and the source tarball that
+//! `scripts/build-kube.sh` downloads.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+/// The pod sandbox image, under the name kubelet/containerd ask for with Kubernetes v1.20.
+pub const PAUSE_IMAGE: &str = "registry.k8s.io/pause:3.2";
+
+/// The test workload image.
+pub const BUSYBOX_IMAGE: &str = "docker.io/library/busybox:clusterkit";
+
+/// The index file of an image directory.
+pub const MANIFEST_FILE: &str = "manifest.json";
+
+/// `REV` in the pause binary's version string (upstream takes it from `git describe`).
+const PAUSE_REV: &str = "clusterkit";
+
+/// What can go wrong building or reading images.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("`{command}` failed ({status}): {stderr}")]
+    Command {
+        command: String,
+        status: String,
+        stderr: String,
+    },
+
+    #[error(
+        "no Kubernetes source in {dir} (neither build/pause/linux/pause.c nor a \
+         kubernetes_*.orig.tar.gz): run scripts/build-kube.sh (it keeps Debian's source \
+         package there) or set CLUSTERKIT_KUBE_SRC"
+    )]
+    NoKubeSource { dir: PathBuf },
+
+    #[error("{path} is not a statically linked executable (install busybox-static)")]
+    NotStatic { path: PathBuf },
+
+    #[error("{path}: {message}")]
+    Manifest { path: PathBuf, message: String },
+
+    #[error("{path} does not match {manifest} (size or sha256 differs): rebuild the images")]
+    Mismatch { path: PathBuf, manifest: PathBuf },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ImageError + '_ {
+    move |source| ImageError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// `manifest.json` of an image directory.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ImageManifest {
+    /// Format version (1).
+    pub format: u32,
+    /// Every image tarball in the directory.
+    pub images: Vec<ImageEntry>,
+}
+
+/// One image tarball.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ImageEntry {
+    /// Fully qualified name containerd imports it under (`registry.k8s.io/pause:3.2`).
+    pub name: String,
+    /// Tarball path relative to the directory.
+    pub file: String,
+    /// sha256 of the tarball (hex), checked before upload.
+    pub sha256: String,
+    /// Size of the tarball in bytes.
+    pub size: u64,
+    /// The image manifest's digest (`sha256:…`): what `ctr images ls` shows as DIGEST.
+    pub digest: String,
+}
+
+/// One file system entry of a layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    Dir { mode: u32 },
+    File { mode: u32, data: Vec<u8> },
+    Symlink { target: String },
+}
+
+/// Everything that makes an image.
+#[derive(Debug, Clone)]
+pub struct ImageSpec {
+    /// Fully qualified name.
+    pub name: String,
+    /// Layer contents: path without leading `/` → entry. A BTreeMap, so the layer is sorted
+    /// and parents (`bin`) come before children (`bin/sh`).
+    pub files: BTreeMap<String, Entry>,
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    pub env: Vec<String>,
+    /// GOARCH-style architecture (`amd64`).
+    pub architecture: String,
+}
+
+/// An image built in memory.
+#[derive(Debug, Clone)]
+pub struct BuiltImage {
+    pub name: String,
+    /// The OCI layout as a tar.
+    pub archive: Vec<u8>,
+    /// `sha256:…` of the image manifest.
+    pub manifest_digest: String,
+    /// `sha256:…` of the (uncompressed) layer: its digest and its diff_id.
+    pub layer_digest: String,
+    /// `sha256:…` of the image config.
+    pub config_digest: String,
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+fn digest(data: &[u8]) -> String {
+    format!("sha256:{}", sha256_hex(data))
+}
+
+/// This machine's architecture in OCI (GOARCH) words.
+pub fn oci_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "powerpc64" => "ppc64le",
+        other => other,
+    }
+}
+
+/// A deterministic tar: entries in the given order, mtime 0, owner root, no user names.
+fn tar_of<'a>(entries: impl IntoIterator<Item = (&'a str, &'a Entry)>) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    b.mode(tar::HeaderMode::Deterministic);
+    for (path, entry) in entries {
+        let mut h = tar::Header::new_ustar();
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        // Writing into a Vec cannot fail on I/O; a path too long for ustar would, and the
+        // paths here are short and fixed — still, keep the error visible in debug builds.
+        let r = match entry {
+            Entry::Dir { mode } => {
+                h.set_entry_type(tar::EntryType::Directory);
+                h.set_mode(*mode);
+                h.set_size(0);
+                b.append_data(&mut h, format!("{path}/"), std::io::empty())
+            }
+            Entry::File { mode, data } => {
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_mode(*mode);
+                h.set_size(data.len() as u64);
+                b.append_data(&mut h, path, data.as_slice())
+            }
+            Entry::Symlink { target } => {
+                h.set_entry_type(tar::EntryType::Symlink);
+                h.set_mode(0o777);
+                h.set_size(0);
+                b.append_link(&mut h, path, target)
+            }
+        };
+        debug_assert!(r.is_ok(), "tar entry {path}: {r:?}");
+    }
+    b.into_inner().unwrap_or_default()
+}
+
+/// Builds the OCI layout tar of an image.
+pub fn build_image(spec: &ImageSpec) -> BuiltImage {
+    let layer = tar_of(spec.files.iter().map(|(p, e)| (p.as_str(), e)));
+    let layer_digest = digest(&layer);
+    let mut config_section = serde_json::Map::new();
+    config_section.insert("Env".into(), json!(spec.env));
+    if !spec.entrypoint.is_empty() {
+        config_section.insert("Entrypoint".into(), json!(spec.entrypoint));
+    }
+    if !spec.cmd.is_empty() {
+        config_section.insert("Cmd".into(), json!(spec.cmd));
+    }
+    config_section.insert("WorkingDir".into(), json!("/"));
+    let config = json!({
+        "created": "1970-01-01T00:00:00Z",
+        "architecture": spec.architecture,
+        "os": "linux",
+        "config": config_section,
+        "rootfs": { "type": "layers", "diff_ids": [layer_digest] },
+        "history": [{ "created": "1970-01-01T00:00:00Z", "created_by": "clusterkit (installer/src/images.rs)" }],
+    });
+    let config = serde_json::to_vec(&config).unwrap_or_default();
+    let config_digest = digest(&config);
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": config_digest,
+            "size": config.len(),
+        },
+        "layers": [{
+            "mediaType": "application/vnd.oci.image.layer.v1.tar",
+            "digest": layer_digest,
+            "size": layer.len(),
+        }],
+    });
+    let manifest = serde_json::to_vec(&manifest).unwrap_or_default();
+    let manifest_digest = digest(&manifest);
+    let index = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": manifest_digest,
+            "size": manifest.len(),
+            "platform": { "architecture": spec.architecture, "os": "linux" },
+            "annotations": {
+                "io.containerd.image.name": spec.name,
+                "org.opencontainers.image.ref.name": spec.name,
+            },
+        }],
+    });
+    let index = serde_json::to_vec(&index).unwrap_or_default();
+    let blob = |d: &str| format!("blobs/sha256/{}", d.trim_start_matches("sha256:"));
+    let mut outer: BTreeMap<String, Entry> = BTreeMap::new();
+    let file = |data: Vec<u8>| Entry::File { mode: 0o644, data };
+    outer.insert("blobs".into(), Entry::Dir { mode: 0o755 });
+    outer.insert("blobs/sha256".into(), Entry::Dir { mode: 0o755 });
+    outer.insert(blob(&layer_digest), file(layer));
+    outer.insert(blob(&config_digest), file(config));
+    outer.insert(blob(&manifest_digest), file(manifest));
+    outer.insert("index.json".into(), file(index));
+    outer.insert(
+        "oci-layout".into(),
+        file(br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec()),
+    );
+    BuiltImage {
+        name: spec.name.clone(),
+        archive: tar_of(outer.iter().map(|(p, e)| (p.as_str(), e))),
+        manifest_digest,
+        layer_digest,
+        config_digest,
+    }
+}
+
+/// The pause image around a static pause binary.
+pub fn pause_spec(pause: Vec<u8>) -> ImageSpec {
+    let mut files = BTreeMap::new();
+    files.insert(
+        "pause".to_string(),
+        Entry::File {
+            mode: 0o755,
+            data: pause,
+        },
+    );
+    ImageSpec {
+        name: PAUSE_IMAGE.to_string(),
+        files,
+        entrypoint: vec!["/pause".into()],
+        cmd: vec![],
+        env: vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()],
+        architecture: oci_arch().into(),
+    }
+}
+
+/// The busybox image: the binary, one symlink per applet in `/bin`, a minimal `/etc`.
+pub fn busybox_spec(busybox: Vec<u8>, applets: &[String]) -> ImageSpec {
+    let mut files = BTreeMap::new();
+    let dir = |mode| Entry::Dir { mode };
+    for d in ["bin", "etc", "root", "var", "var/www"] {
+        files.insert(d.to_string(), dir(if d == "root" { 0o700 } else { 0o755 }));
+    }
+    files.insert("tmp".to_string(), dir(0o1777));
+    files.insert(
+        "bin/busybox".to_string(),
+        Entry::File {
+            mode: 0o755,
+            data: busybox,
+        },
+    );
+    for a in applets {
+        // Applet names are plain words; anything else (a path) would escape /bin.
+        if a.is_empty()
+            || a == "busybox"
+            || !a
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.[".contains(&b))
+        {
+            continue;
+        }
+        files.insert(
+            format!("bin/{a}"),
+            Entry::Symlink {
+                target: "busybox".into(),
+            },
+        );
+    }
+    files.insert(
+        "etc/passwd".to_string(),
+        Entry::File {
+            mode: 0o644,
+            data: b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n".to_vec(),
+        },
+    );
+    files.insert(
+        "etc/group".to_string(),
+        Entry::File {
+            mode: 0o644,
+            data: b"root:x:0:\nnogroup:x:65534:\n".to_vec(),
+        },
+    );
+    ImageSpec {
+        name: BUSYBOX_IMAGE.to_string(),
+        files,
+        entrypoint: vec![],
+        cmd: vec!["sh".into()],
+        env: vec!["PATH=/bin".into()],
+        architecture: oci_arch().into(),
+    }
+}
+
+/// Where the inputs come from.
+#[derive(Debug, Clone)]
+pub struct Sources {
+    /// A directory holding Debian's `kubernetes_*.orig.tar.gz` (what scripts/build-kube.sh
+    /// keeps), or an unpacked source tree (with `build/pause/linux/pause.c`).
+    pub kube_src: PathBuf,
+    /// The static busybox (`/bin/busybox` of busybox-static).
+    pub busybox: PathBuf,
+}
+
+impl Sources {
+    /// `CLUSTERKIT_KUBE_SRC` (default `$CLUSTERKIT_CACHE/kube-src`) and `CLUSTERKIT_BUSYBOX`
+    /// (default `/bin/busybox`).
+    pub fn from_env() -> Sources {
+        Sources {
+            kube_src: std::env::var_os("CLUSTERKIT_KUBE_SRC")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| cache_root().join("kube-src")),
+            busybox: std::env::var_os("CLUSTERKIT_BUSYBOX")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("/bin/busybox")),
+        }
+    }
+}
+
+fn cache_root() -> PathBuf {
+    std::env::var_os("CLUSTERKIT_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/clusterkit"))
+}
+
+/// The image cache: `$CLUSTERKIT_CACHE/images` (default `/var/cache/clusterkit/images`).
+pub fn cache_dir() -> PathBuf {
+    cache_root().join("images")
+}
+
+fn run(cmd: &mut Command) -> Result<Vec<u8>, ImageError> {
+    let shown = format!("{cmd:?}").replace('"', "");
+    let out = cmd.output().map_err(|e| ImageError::Command {
+        command: shown.clone(),
+        status: "not started".into(),
+        stderr: e.to_string(),
+    })?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = stderr.lines().rev().take(20).collect();
+        return Err(ImageError::Command {
+            command: shown,
+            status: out.status.to_string(),
+            stderr: tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
+        });
+    }
+    Ok(out.stdout)
+}
+
+/// `TAG = 3.4` of build/pause/Makefile.
+pub fn makefile_tag(makefile: &str) -> Option<String> {
+    makefile.lines().find_map(|l| {
+        let (k, v) = l.split_once('=')?;
+        (k.trim() == "TAG").then(|| v.trim().to_string())
+    })
+}
+
+/// Finds (or extracts into `work`) `build/pause/linux/pause.c` and `build/pause/Makefile`.
+fn pause_sources(kube_src: &Path, work: &Path) -> Result<(PathBuf, PathBuf), ImageError> {
+    let tree = kube_src.join("build/pause");
+    if tree.join("linux/pause.c").is_file() {
+        return Ok((tree.join("linux/pause.c"), tree.join("Makefile")));
+    }
+    let mut tarballs: Vec<PathBuf> = std::fs::read_dir(kube_src)
+        .map_err(|_| ImageError::NoKubeSource {
+            dir: kube_src.to_path_buf(),
+        })?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .map(|n| {
+                    let n = n.to_string_lossy();
+                    n.starts_with("kubernetes_") && n.ends_with(".orig.tar.gz")
+                })
+                .unwrap_or(false)
+        })
+        .collect();
+    tarballs.sort();
+    let tarball = tarballs.pop().ok_or_else(|| ImageError::NoKubeSource {
+        dir: kube_src.to_path_buf(),
+    })?;
+    run(Command::new("tar")
+        .arg("-xzf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(work)
+        .args([
+            "--wildcards",
+            "--no-anchored",
+            "build/pause/linux/pause.c",
+            "build/pause/Makefile",
+        ]))?;
+    // The tarball's top directory (kubernetes-1.20.2/) is not known in advance.
+    for e in std::fs::read_dir(work).map_err(io(work))? {
+        let dir = e.map_err(io(work))?.path().join("build/pause");
+        if dir.join("linux/pause.c").is_file() {
+            return Ok((dir.join("linux/pause.c"), dir.join("Makefile")));
+        }
+    }
+    Err(ImageError::NoKubeSource {
+        dir: kube_src.to_path_buf(),
+    })
+}
+
+/// Compiles pause.c statically, as upstream's Makefile does; returns the binary.
+pub fn build_pause_binary(kube_src: &Path) -> Result<Vec<u8>, ImageError> {
+    let work = tempdir()?;
+    let (source, makefile) = pause_sources(kube_src, work.path())?;
+    let tag = std::fs::read_to_string(&makefile)
+        .ok()
+        .and_then(|m| makefile_tag(&m))
+        .unwrap_or_else(|| "HEAD".into());
+    let out = work.path().join("pause");
+    run(Command::new("gcc")
+        .args(["-Os", "-Wall", "-Werror", "-static"])
+        .arg(format!("-DVERSION=v{tag}-{PAUSE_REV}"))
+        .arg("-o")
+        .arg(&out)
+        .arg(&source)
+        .env("LC_ALL", "C"))?;
+    std::fs::read(&out).map_err(io(&out))
+}
+
+/// A temporary directory removed on drop (no tempfile dependency in the library).
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tempdir() -> Result<TempDir, ImageError> {
+    let base = std::env::temp_dir();
+    for n in 0..1000u32 {
+        let p = base.join(format!("clusterkit-images-{}-{n}", std::process::id()));
+        match std::fs::create_dir(&p) {
+            Ok(()) => return Ok(TempDir(p)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(ImageError::Io { path: p, source: e }),
+        }
+    }
+    Err(ImageError::Io {
+        path: base,
+        source: std::io::Error::other("no free temporary directory name"),
+    })
+}
+
+/// True for an ELF executable without a program interpreter (statically linked).
+pub fn is_static_elf(data: &[u8]) -> bool {
+    // ELF64 little-endian: program headers at e_phoff (0x20), e_phentsize (0x36), e_phnum (0x38).
+    if data.len() < 0x40 || &data[..4] != b"\x7fELF" || data[4] != 2 || data[5] != 1 {
+        return false;
+    }
+    let u16_at = |o: usize| u16::from_le_bytes([data[o], data[o + 1]]) as usize;
+    let mut off = [0u8; 8];
+    off.copy_from_slice(&data[0x20..0x28]);
+    let phoff = u64::from_le_bytes(off) as usize;
+    let (size, num) = (u16_at(0x36), u16_at(0x38));
+    (0..num).all(|i| {
+        let at = phoff.saturating_add(i.saturating_mul(size));
+        // PT_INTERP (3) means a dynamic loader is needed.
+        data.get(at..at + 4)
+            .map(|t| u32::from_le_bytes([t[0], t[1], t[2], t[3]]) != 3)
+            .unwrap_or(false)
+    })
+}
+
+/// Reads the static busybox and its applet list (`busybox --list`).
+pub fn busybox_inputs(busybox: &Path) -> Result<(Vec<u8>, Vec<String>), ImageError> {
+    let data = std::fs::read(busybox).map_err(io(busybox))?;
+    if !is_static_elf(&data) {
+        return Err(ImageError::NotStatic {
+            path: busybox.to_path_buf(),
+        });
+    }
+    let list = run(Command::new(busybox).arg("--list"))?;
+    let mut applets: Vec<String> = String::from_utf8_lossy(&list)
+        .lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect();
+    applets.sort();
+    applets.dedup();
+    Ok((data, applets))
+}
+
+/// File name of an image's tarball (`registry.k8s.io/pause:3.2` → `pause_3.2.oci.tar`).
+pub fn file_name(image: &str) -> String {
+    let last = image.rsplit('/').next().unwrap_or(image);
+    format!("{}.oci.tar", last.replace(':', "_"))
+}
+
+fn write_atomic(path: &Path, data: &[u8]) -> Result<(), ImageError> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, data).map_err(io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io(path))
+}
+
+/// Builds both images into `out` and writes its `manifest.json` (last, so a directory with a
+/// manifest is complete).
+pub fn build(out: &Path, sources: &Sources) -> Result<ImageManifest, ImageError> {
+    std::fs::create_dir_all(out).map_err(io(out))?;
+    let pause = build_pause_binary(&sources.kube_src)?;
+    let (busybox, applets) = busybox_inputs(&sources.busybox)?;
+    let mut images = Vec::new();
+    for spec in [pause_spec(pause), busybox_spec(busybox, &applets)] {
+        let built = build_image(&spec);
+        let file = file_name(&built.name);
+        write_atomic(&out.join(&file), &built.archive)?;
+        images.push(ImageEntry {
+            name: built.name,
+            file,
+            sha256: sha256_hex(&built.archive),
+            size: built.archive.len() as u64,
+            digest: built.manifest_digest,
+        });
+    }
+    let manifest = ImageManifest { format: 1, images };
+    let text = serde_json::to_string_pretty(&manifest).unwrap_or_default() + "\n";
+    write_atomic(&out.join(MANIFEST_FILE), text.as_bytes())?;
+    Ok(manifest)
+}
+
+/// Reads `dir/manifest.json` (does not hash the tarballs; see [`verify`]).
+pub fn load(dir: &Path) -> Result<ImageManifest, ImageError> {
+    let path = dir.join(MANIFEST_FILE);
+    let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+    let m: ImageManifest = serde_json::from_str(&text).map_err(|e| ImageError::Manifest {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    for i in &m.images {
+        // The file name goes into remote paths: keep it a plain name.
+        if i.file.contains('/') || i.file.starts_with('.') || i.file.is_empty() {
+            return Err(ImageError::Manifest {
+                path,
+                message: format!(
+                    "image {}: file {:?} is not a plain file name",
+                    i.name, i.file
+                ),
+            });
+        }
+    }
+    Ok(m)
+}
+
+/// Checks every tarball against its recorded size and sha256.
+pub fn verify(dir: &Path, manifest: &ImageManifest) -> Result<(), ImageError> {
+    for i in &manifest.images {
+        let path = dir.join(&i.file);
+        let data = std::fs::read(&path).map_err(io(&path))?;
+        if data.len() as u64 != i.size || sha256_hex(&data) != i.sha256 {
+            return Err(ImageError::Mismatch {
+                path,
+                manifest: dir.join(MANIFEST_FILE),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The images in `dir`: reused when its manifest lists both images and every tarball verifies,
+/// built (from `sources`) otherwise. This is what the offline bundle calls for its `images/`.
+pub fn ensure(dir: &Path, sources: &Sources) -> Result<ImageManifest, ImageError> {
+    if let Ok(m) = load(dir) {
+        let complete = [PAUSE_IMAGE, BUSYBOX_IMAGE]
+            .iter()
+            .all(|n| m.images.iter().any(|i| i.name == *n));
+        if complete && verify(dir, &m).is_ok() {
+            return Ok(m);
+        }
+    }
+    build(dir, sources)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_tar(data: &[u8]) -> BTreeMap<String, (tar::EntryType, Vec<u8>, u32, String)> {
+        let mut a = tar::Archive::new(data);
+        let mut out = BTreeMap::new();
+        for e in a.entries().unwrap() {
+            let mut e = e.unwrap();
+            let path = e.path().unwrap().to_string_lossy().into_owned();
+            let kind = e.header().entry_type();
+            let mode = e.header().mode().unwrap();
+            let link = e
+                .link_name()
+                .unwrap()
+                .map(|l| l.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+            assert_eq!(e.header().mtime().unwrap(), 0, "{path}");
+            assert_eq!(e.header().uid().unwrap(), 0, "{path}");
+            out.insert(path, (kind, data, mode, link));
+        }
+        out
+    }
+
+    fn sample() -> ImageSpec {
+        busybox_spec(
+            b"\x7fELF fake".to_vec(),
+            &[
+                "sh".into(),
+                "httpd".into(),
+                "../evil".into(),
+                "busybox".into(),
+            ],
+        )
+    }
+
+    #[test]
+    fn oci_layout_is_complete_and_consistent() {
+        let built = build_image(&sample());
+        let outer = read_tar(&built.archive);
+        assert_eq!(outer["oci-layout"].1, br#"{"imageLayoutVersion":"1.0.0"}"#);
+        let blob = |d: &str| &outer[&format!("blobs/sha256/{}", d.trim_start_matches("sha256:"))].1;
+        let index: serde_json::Value = serde_json::from_slice(&outer["index.json"].1).unwrap();
+        let entry = &index["manifests"][0];
+        assert_eq!(entry["digest"], built.manifest_digest.as_str());
+        assert_eq!(
+            entry["annotations"]["io.containerd.image.name"],
+            BUSYBOX_IMAGE
+        );
+        assert_eq!(
+            entry["annotations"]["org.opencontainers.image.ref.name"],
+            BUSYBOX_IMAGE
+        );
+        let manifest_bytes = blob(&built.manifest_digest);
+        assert_eq!(entry["size"], manifest_bytes.len());
+        assert_eq!(digest(manifest_bytes), built.manifest_digest);
+        let manifest: serde_json::Value = serde_json::from_slice(manifest_bytes).unwrap();
+        assert_eq!(manifest["config"]["digest"], built.config_digest.as_str());
+        let config: serde_json::Value = serde_json::from_slice(blob(&built.config_digest)).unwrap();
+        assert_eq!(config["rootfs"]["diff_ids"][0], built.layer_digest.as_str());
+        assert_eq!(config["config"]["Cmd"][0], "sh");
+        let layer = blob(&built.layer_digest);
+        assert_eq!(
+            digest(layer),
+            built.layer_digest,
+            "uncompressed: digest == diff_id"
+        );
+        assert_eq!(manifest["layers"][0]["size"], layer.len());
+        let files = read_tar(layer);
+        assert_eq!(files["bin/busybox"].1, b"\x7fELF fake");
+        assert_eq!(files["bin/busybox"].2, 0o755);
+        assert_eq!(files["bin/sh"].0, tar::EntryType::Symlink);
+        assert_eq!(files["bin/sh"].3, "busybox");
+        assert!(files.contains_key("bin/httpd"));
+        assert!(
+            !files.keys().any(|k| k.contains("evil")),
+            "applet names cannot be paths"
+        );
+        assert_eq!(files["tmp/"].2, 0o1777);
+    }
+
+    #[test]
+    fn same_inputs_same_bytes() {
+        let a = build_image(&sample());
+        let b = build_image(&sample());
+        assert_eq!(a.archive, b.archive);
+        let mut other = sample();
+        other.cmd = vec!["httpd".into()];
+        assert_ne!(build_image(&other).manifest_digest, a.manifest_digest);
+    }
+
+    #[test]
+    fn pause_image_has_the_entrypoint() {
+        let built = build_image(&pause_spec(vec![1, 2, 3]));
+        let outer = read_tar(&built.archive);
+        let config = &outer[&format!(
+            "blobs/sha256/{}",
+            built.config_digest.trim_start_matches("sha256:")
+        )]
+            .1;
+        let config: serde_json::Value = serde_json::from_slice(config).unwrap();
+        assert_eq!(config["config"]["Entrypoint"], json!(["/pause"]));
+        assert_eq!(file_name(PAUSE_IMAGE), "pause_3.2.oci.tar");
+        assert_eq!(file_name(BUSYBOX_IMAGE), "busybox_clusterkit.oci.tar");
+    }
+
+    #[test]
+    fn makefile_tag_and_static_detection() {
+        assert_eq!(
+            makefile_tag("REGISTRY ?= x\nTAG = 3.4\nREV = $(shell git)\n").as_deref(),
+            Some("3.4")
+        );
+        assert_eq!(makefile_tag("TAGS = 1\n"), None);
+        assert!(!is_static_elf(b"#!/bin/sh\n"));
+        // This test binary is dynamically linked (it has an interpreter).
+        let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        assert!(!is_static_elf(&me));
+    }
+
+    #[test]
+    fn manifest_refuses_paths_and_detects_tampering() {
+        let dir = tempdir().unwrap();
+        std::fs::write(dir.path().join("a.tar"), b"abc").unwrap();
+        let mut m = ImageManifest {
+            format: 1,
+            images: vec![ImageEntry {
+                name: "x/y:z".into(),
+                file: "a.tar".into(),
+                sha256: sha256_hex(b"abc"),
+                size: 3,
+                digest: "sha256:00".into(),
+            }],
+        };
+        std::fs::write(
+            dir.path().join(MANIFEST_FILE),
+            serde_json::to_string(&m).unwrap(),
+        )
+        .unwrap();
+        let loaded = load(dir.path()).unwrap();
+        verify(dir.path(), &loaded).unwrap();
+        std::fs::write(dir.path().join("a.tar"), b"abd").unwrap();
+        assert!(matches!(
+            verify(dir.path(), &loaded),
+            Err(ImageError::Mismatch { .. })
+        ));
+        m.images[0].file = "../a.tar".into();
+        std::fs::write(
+            dir.path().join(MANIFEST_FILE),
+            serde_json::to_string(&m).unwrap(),
+        )
+        .unwrap();
+        assert!(load(dir.path())
+            .unwrap_err()
+            .to_string()
+            .contains("plain file name"));
+    }
+}
