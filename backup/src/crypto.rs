@@ -247,6 +247,33 @@ impl Decrypt {
     }
 }
 
+
+/// Writes a new age X25519 identity to `path` (mode 0600, refuses to overwrite) and returns
+/// its public recipient (`age1…`) for `backup.encryption.age_recipients`.
+pub fn generate_identity_file(path: &std::path::Path) -> Result<String, CryptoError> {
+    use age::secrecy::ExposeSecret;
+    use std::os::unix::fs::OpenOptionsExt;
+    let id = age::x25519::Identity::generate();
+    let recipient = id.to_public().to_string();
+    let text = format!(
+        "# created by clusterkit backup keygen\n# public key: {recipient}\n{}\n",
+        id.to_string().expose_secret()
+    );
+    let err = |e: std::io::Error| CryptoError::IdentityFile {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(err)?;
+    f.write_all(text.as_bytes()).map_err(err)?;
+    f.sync_all().map_err(err)?;
+    Ok(recipient)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -307,30 +334,4 @@ mod tests {
             Err(CryptoError::PassphraseMissing { .. })
         ));
     }
-}
-
-/// Writes a new age X25519 identity to `path` (mode 0600, refuses to overwrite) and returns
-/// its public recipient (`age1…`) for `backup.encryption.age_recipients`.
-pub fn generate_identity_file(path: &std::path::Path) -> Result<String, CryptoError> {
-    use age::secrecy::ExposeSecret;
-    use std::os::unix::fs::OpenOptionsExt;
-    let id = age::x25519::Identity::generate();
-    let recipient = id.to_public().to_string();
-    let text = format!(
-        "# created by clusterkit backup keygen\n# public key: {recipient}\n{}\n",
-        id.to_string().expose_secret()
-    );
-    let err = |e: std::io::Error| CryptoError::IdentityFile {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    };
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(err)?;
-    f.write_all(text.as_bytes()).map_err(err)?;
-    f.sync_all().map_err(err)?;
-    Ok(recipient)
 }

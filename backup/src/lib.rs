@@ -17,6 +17,7 @@ pub mod manifest;
 pub mod namespace;
 pub mod pipeline;
 pub mod restore;
+pub mod restore_cluster;
 pub mod retention;
 pub mod schedule;
 pub mod settings;

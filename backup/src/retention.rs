@@ -139,6 +139,26 @@ pub fn plan(policy: &Retention, items: &[Item]) -> Plan {
     out
 }
 
+
+/// Applies `policy` to the store: deletes what [`plan`] says (unless `dry_run`) and returns
+/// the plan. Hold the backup lock when not a dry run.
+pub async fn prune(
+    store: &dyn crate::store::Store,
+    policy: &Retention,
+    dry_run: bool,
+) -> Result<Plan, crate::error::BackupError> {
+    let entries = crate::catalog::list(store).await?;
+    let items: Vec<Item> = entries.iter().map(Item::from).collect();
+    let p = plan(policy, &items);
+    if !dry_run {
+        for id in &p.delete {
+            crate::catalog::delete_backup(store, id).await?;
+            tracing::info!(id, "pruned");
+        }
+    }
+    Ok(p)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,23 +215,4 @@ mod tests {
         let items = vec![item("a", "2024-03-01T01:00:00Z", true)];
         assert!(plan(&Retention::default(), &items).delete.is_empty());
     }
-}
-
-/// Applies `policy` to the store: deletes what [`plan`] says (unless `dry_run`) and returns
-/// the plan. Hold the backup lock when not a dry run.
-pub async fn prune(
-    store: &dyn crate::store::Store,
-    policy: &Retention,
-    dry_run: bool,
-) -> Result<Plan, crate::error::BackupError> {
-    let entries = crate::catalog::list(store).await?;
-    let items: Vec<Item> = entries.iter().map(Item::from).collect();
-    let p = plan(policy, &items);
-    if !dry_run {
-        for id in &p.delete {
-            crate::catalog::delete_backup(store, id).await?;
-            tracing::info!(id, "pruned");
-        }
-    }
-    Ok(p)
 }

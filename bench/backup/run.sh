@@ -4,6 +4,7 @@
 # Wall time and peak RSS come from /usr/bin/time -v. Results are appended to RESULTS.md by hand.
 #
 # Usage: bench/backup/run.sh [SIZE_MIB (default 1024)] [RUNS (default 3)]
+#   BENCH_DIR=/path keeps etcd's data between runs; LOAD_ONLY=1 only fills etcd.
 # Needs: etcd + etcdctl 3.4, s3s-fs (CLUSTERKIT_S3S_FS or /var/cache/clusterkit/s3s/bin/s3s-fs),
 # openssl, curl ≥ 7.75, /usr/bin/time, and a release build: cargo build --release.
 set -euo pipefail
@@ -14,7 +15,7 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 CK=${CLUSTERKIT_BIN:-$ROOT/target/release/clusterkit}
 S3S=${CLUSTERKIT_S3S_FS:-/var/cache/clusterkit/s3s/bin/s3s-fs}
 WORK=${BENCH_DIR:-$(mktemp -d /tmp/ck-bench-backup.XXXXXX)}
-[ -x "$CK" ] || { echo "build first: cargo build --release ($CK missing)" >&2; exit 1; }
+[ -n "${LOAD_ONLY:-}" ] || [ -x "$CK" ] || { echo "build first: cargo build --release ($CK missing)" >&2; exit 1; }
 [ -x "$S3S" ] || { echo "s3s-fs missing: bash scripts/deps.sh" >&2; exit 1; }
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -63,6 +64,7 @@ if [ "$DB" -lt $((SIZE_MIB * 1024 * 1024 * 9 / 10)) ]; then
   echo "loaded in $(( $(date +%s) - t0 )) s" >&2
 fi
 "${CTL[@]}" endpoint status -w table >&2
+[ -z "${LOAD_ONLY:-}" ] || exit 0   # LOAD_ONLY=1 BENCH_DIR=…: fill etcd now, measure later
 
 measure() { # label, command…
   local label=$1; shift
