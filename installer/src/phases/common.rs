@@ -130,6 +130,15 @@ pub fn bundle_binaries(cluster: &Cluster, names: &[&str]) -> Result<BTreeMap<Str
     Ok(found)
 }
 
+/// The `n`-th address of the service network (`10.96.0.0/12`, 10 → `10.96.0.10`, the cluster
+/// DNS Service's ClusterIP by kubeadm's convention).
+pub fn nth_service_ip(cluster: &Cluster, n: u32) -> IpAddr {
+    match cluster.kubernetes.service_cidr.network() {
+        IpAddr::V4(v4) => IpAddr::V4(std::net::Ipv4Addr::from(u32::from(v4).wrapping_add(n))),
+        IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6).wrapping_add(n as u128))),
+    }
+}
+
 /// The admin kubeconfig the pki phase generates (`<state>/kubeconfig/admin.conf`).
 pub fn admin_conf(cluster: &Cluster) -> PathBuf {
     StateLayout::from_cluster(cluster).kubeconfig_dir().join("admin.conf")
@@ -145,9 +154,13 @@ fn api_err(what: impl std::fmt::Display, e: impl std::fmt::Display) -> InstallEr
 /// A Kubernetes client with the admin credentials, talking to `server` (default: the
 /// control-plane endpoint in admin.conf).
 pub async fn admin_client(cluster: &Cluster, server: Option<&str>) -> Result<kube::Client, InstallError> {
+    client_from(&admin_conf(cluster), server).await
+}
+
+/// A Kubernetes client from a kubeconfig file, optionally talking to another `server`.
+pub async fn client_from(path: &Path, server: Option<&str>) -> Result<kube::Client, InstallError> {
     // Several rustls crypto providers are compiled into the binary; kube needs one chosen.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let path = admin_conf(cluster);
     let kc = kube::config::Kubeconfig::read_from(&path).map_err(|e| api_err(path.display(), e))?;
     let mut config = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
         .await

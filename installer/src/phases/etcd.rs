@@ -63,9 +63,8 @@ pub struct Bootstrap {
 
 /// The command-line flags of one member.
 pub fn member_flags(cluster: &Cluster, host: &Host, boot: &Bootstrap) -> Vec<String> {
-    let ip = host.address;
     let client = client_url(host);
-    let local_client = format!("https://{}", join_host_port("127.0.0.1".parse().unwrap_or(ip), 2379));
+    let local_client = "https://127.0.0.1:2379";
     vec![
         format!("--name={}", host.name),
         format!("--data-dir={DATA_DIR}"),
@@ -158,7 +157,7 @@ pub async fn view(tls: &ClientTls, endpoint: &str, timeout: Duration) -> Result<
         .await
         .map_err(|_| format!("{endpoint}: status timed out"))?
         .map_err(|e| format!("{endpoint}: {e}"))?;
-    let list = tokio::time::timeout(timeout, c.member_list(None))
+    let list = tokio::time::timeout(timeout, c.member_list())
         .await
         .map_err(|_| format!("{endpoint}: member list timed out"))?
         .map_err(|e| format!("{endpoint}: {e}"))?;

@@ -14,6 +14,12 @@
 //! Extending: write `playbooks/<name>.yaml` (+ templates), add it to [`EMBEDDED`], and add a
 //! `Box<dyn Phase>` to [`all`] at its place in the order.
 
+pub mod addons;
+pub mod common;
+pub mod control_plane;
+pub mod etcd;
+pub mod join;
+pub mod pki;
 pub mod preflight;
 
 use std::collections::BTreeMap;
@@ -50,6 +56,54 @@ pub const EMBEDDED: &[(&str, &str)] = &[
     (
         "templates/crictl.yaml",
         include_str!("../../../templates/crictl.yaml"),
+    ),
+    (
+        "playbooks/pki.yaml",
+        include_str!("../../../playbooks/pki.yaml"),
+    ),
+    (
+        "playbooks/etcd.yaml",
+        include_str!("../../../playbooks/etcd.yaml"),
+    ),
+    (
+        "playbooks/control-plane.yaml",
+        include_str!("../../../playbooks/control-plane.yaml"),
+    ),
+    (
+        "playbooks/kubelet.yaml",
+        include_str!("../../../playbooks/kubelet.yaml"),
+    ),
+    (
+        "playbooks/addons.yaml",
+        include_str!("../../../playbooks/addons.yaml"),
+    ),
+    (
+        "templates/etcd/etcd.service",
+        include_str!("../../../templates/etcd/etcd.service"),
+    ),
+    (
+        "templates/kubernetes/systemd/component.service",
+        include_str!("../../../templates/kubernetes/systemd/component.service"),
+    ),
+    (
+        "templates/kubernetes/systemd/kubelet.service",
+        include_str!("../../../templates/kubernetes/systemd/kubelet.service"),
+    ),
+    (
+        "templates/kubernetes/systemd/kube-proxy.service",
+        include_str!("../../../templates/kubernetes/systemd/kube-proxy.service"),
+    ),
+    (
+        "templates/kubernetes/manifests/component.yaml",
+        include_str!("../../../templates/kubernetes/manifests/component.yaml"),
+    ),
+    (
+        "templates/kubernetes/kubelet-config.yaml",
+        include_str!("../../../templates/kubernetes/kubelet-config.yaml"),
+    ),
+    (
+        "templates/kubernetes/kube-proxy-config.yaml",
+        include_str!("../../../templates/kubernetes/kube-proxy-config.yaml"),
     ),
 ];
 
@@ -171,6 +225,11 @@ pub fn all() -> Vec<Box<dyn Phase>> {
             describe: "containerd + runc, config.toml (systemd cgroups, mirrors), crictl",
             playbook: "runtime",
         }),
+        Box::new(pki::PkiPhase),
+        Box::new(etcd::EtcdPhase),
+        Box::new(control_plane::ControlPlanePhase),
+        Box::new(join::JoinPhase),
+        Box::new(addons::AddonsPhase),
     ]
 }
 

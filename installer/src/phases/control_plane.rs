@@ -1,0 +1,268 @@
+//! Phase `control-plane`: kube-apiserver, kube-controller-manager and kube-scheduler on the
+//! control-plane hosts, then a wait until the API answers `/readyz` through the control-plane
+//! endpoint, `/livez` on every control-plane host, and the controller manager and scheduler
+//! hold their leader-election leases.
+//!
+//! `kubernetes.control_plane_mode` picks how they run, with the SAME flags
+//! ([`crate::versions::render_flags`]):
+//! - `systemd`: the binaries from the offline bundle in `/usr/local/bin`, one unit each
+//!   (template `kubernetes/systemd/component.service`);
+//! - `static-pod`: kubeadm-style manifests in `/etc/kubernetes/manifests` (template
+//!   `kubernetes/manifests/component.yaml`, images from `kubernetes.image_repository`), run by
+//!   the kubelet, which this phase then starts on the control-plane hosts (playbook `kubelet`)
+//!   with the kubelet.conf the pki phase gave them.
+//!
+//! This module also builds the kubelet's variables (flags, KubeletConfiguration values), used
+//! again by the `join` phase for every node.
+//!
+//! Limits: one API server per control-plane host behind `control_plane_endpoint` (no load
+//! balancer is set up here); the controller manager and scheduler reach their own host's API
+//! server.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use clusterkit_core::config::{Cluster, ControlPlaneMode, Host, Profile, Role};
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::api::Api;
+use serde_json::{json, Map, Value};
+
+use super::common::{self, with_vars, NODE_BIN_DIR};
+use super::{InstallError, Phase, PhaseContext};
+use crate::versions::{self, Component};
+
+/// The `control-plane` phase.
+pub struct ControlPlanePhase;
+
+/// How long the phase waits for the API server and the controllers.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(240);
+
+/// The three control-plane components, in start order.
+pub const COMPONENTS: [Component; 3] = [
+    Component::KubeApiserver,
+    Component::KubeControllerManager,
+    Component::KubeScheduler,
+];
+
+fn describe(c: Component) -> &'static str {
+    match c {
+        Component::KubeApiserver => "Kubernetes API server",
+        Component::KubeControllerManager => "Kubernetes controller manager",
+        Component::KubeScheduler => "Kubernetes scheduler",
+        Component::Kubelet => "Kubernetes node agent",
+        Component::KubeProxy => "Kubernetes service proxy",
+    }
+}
+
+/// A hostPath volume of a static pod.
+fn volume(name: &str, path: &str, kind: &str) -> Value {
+    json!({ "name": name, "path": path, "type": kind })
+}
+
+/// What the static pod of `c` mounts (kubeadm's volumes, minus the flexvolume directory).
+fn pod_volumes(c: Component) -> Vec<Value> {
+    let mut v = vec![
+        volume("k8s-certs", "/etc/kubernetes/pki", "DirectoryOrCreate"),
+        volume("ca-certs", "/etc/ssl/certs", "DirectoryOrCreate"),
+    ];
+    match c {
+        Component::KubeControllerManager => {
+            v.push(volume("kubeconfig", "/etc/kubernetes/controller-manager.conf", "FileOrCreate"))
+        }
+        Component::KubeScheduler => {
+            v = vec![volume("kubeconfig", "/etc/kubernetes/scheduler.conf", "FileOrCreate")]
+        }
+        _ => {}
+    }
+    v
+}
+
+/// The port and path of a component's liveness endpoint (HTTPS).
+fn probe(c: Component, host: &Host) -> Value {
+    match c {
+        Component::KubeApiserver => {
+            json!({ "host": host.address.to_string(), "port": common::APISERVER_PORT, "path": "/livez" })
+        }
+        Component::KubeControllerManager => json!({ "host": "127.0.0.1", "port": 10257, "path": "/healthz" }),
+        _ => json!({ "host": "127.0.0.1", "port": 10259, "path": "/healthz" }),
+    }
+}
+
+/// The control-plane variables of one host: `control_plane` (one entry per component:
+/// name, description, binary, flags, image, probe, volumes).
+pub fn component_vars(cluster: &Cluster, host: &Host) -> Result<Vec<Value>, InstallError> {
+    let version = common::kube_version(cluster);
+    COMPONENTS
+        .iter()
+        .map(|&c| {
+            Ok(json!({
+                "name": c.name(),
+                "description": describe(c),
+                "binary": format!("{NODE_BIN_DIR}/{}", c.name()),
+                "flags": common::flags(cluster, host, c)?,
+                "image": format!("{}/{}:{version}", cluster.kubernetes.image_repository, c.name()),
+                "probe": probe(c, host),
+                "volumes": pod_volumes(c),
+            }))
+        })
+        .collect()
+}
+
+/// `{src, dest}` of binaries to put in /usr/local/bin.
+pub fn binary_files(cluster: &Cluster, names: &[&str]) -> Result<Vec<Value>, InstallError> {
+    Ok(common::bundle_binaries(cluster, names)?
+        .into_iter()
+        .map(|(name, path)| {
+            let src = std::fs::canonicalize(&path).unwrap_or(path);
+            json!({ "name": name, "src": src.display().to_string(), "dest": format!("{NODE_BIN_DIR}/{name}") })
+        })
+        .collect())
+}
+
+/// The kubelet variables of one node (`host.kubelet`): its flags, KubeletConfiguration
+/// values, and the bootstrap kubeconfig text when one is given.
+pub fn kubelet_vars(cluster: &Cluster, host: &Host, bootstrap: Option<&str>) -> Result<Value, InstallError> {
+    let rules = versions::rules(common::kube_version(cluster));
+    let input = common::flag_input(cluster, host);
+    Ok(json!({
+        "flags": common::flags(cluster, host, Component::Kubelet)?,
+        "config_path": input.kubelet_config.display().to_string(),
+        "cluster_dns": common::nth_service_ip(cluster, 10).to_string(),
+        "cluster_domain": cluster.kubernetes.dns_domain,
+        "runtime_endpoint_in_config": rules.kubelet_runtime_endpoint_in_config,
+        "runtime_endpoint": input.container_runtime_endpoint,
+        "sandbox": cluster.profile == Profile::Sandbox,
+        "bootstrap_kubeconfig": bootstrap.unwrap_or(""),
+    }))
+}
+
+/// Loads and runs the shared `kubelet` playbook on `targets` with each host's kubelet vars.
+pub async fn run_kubelet(
+    cx: &PhaseContext<'_>,
+    targets: &[clusterkit_core::playbook::HostTarget],
+    bootstrap: Option<&str>,
+) -> Result<(), InstallError> {
+    let pb = clusterkit_core::playbook::load(cx.library, "kubelet")?;
+    let bins = binary_files(cx.cluster, &["kubelet"])?;
+    let mut err = None;
+    let targets = with_vars(targets, |t| {
+        let h = cx.cluster.host(&t.name)?;
+        let mut m = Map::new();
+        match kubelet_vars(cx.cluster, h, bootstrap) {
+            Ok(v) => {
+                m.insert("kubelet".into(), v);
+            }
+            Err(e) => err = Some(e),
+        }
+        m.insert("kubelet_binaries".into(), Value::Array(bins.clone()));
+        Some(m)
+    });
+    if let Some(e) = err {
+        return Err(e);
+    }
+    cx.engine.run(&pb, &targets).await;
+    Ok(())
+}
+
+/// Waits for `/readyz` through the endpoint, `/livez` on every control-plane host, and fresh
+/// leader-election leases of the controller manager and the scheduler.
+pub async fn wait_ready(cluster: &Cluster) -> Result<(), InstallError> {
+    let fail = |what: &str, e: String| InstallError::Target {
+        host: "control plane".into(),
+        message: format!("{what} within {}s: {e}", READY_TIMEOUT.as_secs()),
+    };
+    let client = common::admin_client(cluster, None).await?;
+    common::wait_until(READY_TIMEOUT, || async {
+        match common::get_raw(&client, "/readyz").await {
+            Ok(body) if body.trim() == "ok" => Ok(()),
+            Ok(body) => Err(format!("/readyz said {body:?}")),
+            Err(e) => Err(format!("/readyz: {e}")),
+        }
+    })
+    .await
+    .map_err(|e| fail("the API server is not ready", e))?;
+    for h in cluster.hosts_with_role(Role::ControlPlane) {
+        let c = common::admin_client(cluster, Some(&common::apiserver_url(h.address))).await?;
+        common::wait_until(READY_TIMEOUT, || async {
+            match common::get_raw(&c, "/livez").await {
+                Ok(body) if body.trim() == "ok" => Ok(()),
+                Ok(body) => Err(format!("{}: /livez said {body:?}", h.name)),
+                Err(e) => Err(format!("{}: /livez: {e}", h.name)),
+            }
+        })
+        .await
+        .map_err(|e| fail("an API server is not live", e))?;
+    }
+    let leases: Api<Lease> = Api::namespaced(client, "kube-system");
+    for name in ["kube-controller-manager", "kube-scheduler"] {
+        common::wait_until(READY_TIMEOUT, || async {
+            let lease = leases.get(name).await.map_err(|e| format!("lease {name}: {e}"))?;
+            let spec = lease.spec.unwrap_or_default();
+            let renewed = spec.renew_time.map(|t| t.0).ok_or(format!("lease {name} never renewed"))?;
+            let holder = spec.holder_identity.unwrap_or_default();
+            let age = jiff_age(renewed);
+            if holder.is_empty() || age > Duration::from_secs(60) {
+                return Err(format!("lease {name}: holder {holder:?}, renewed {}s ago", age.as_secs()));
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| fail(&format!("{name} is not running"), e))?;
+    }
+    Ok(())
+}
+
+/// How long ago a lease was renewed.
+fn jiff_age(t: k8s_openapi::jiff::Timestamp) -> Duration {
+    let now = k8s_openapi::jiff::Timestamp::now();
+    now.duration_since(t).unsigned_abs()
+}
+
+#[async_trait]
+impl Phase for ControlPlanePhase {
+    fn name(&self) -> &'static str {
+        "control-plane"
+    }
+    fn describe(&self) -> &'static str {
+        "kube-apiserver, controller manager and scheduler (systemd units or static pods), waited for until ready"
+    }
+    async fn run(&self, cx: &PhaseContext<'_>) -> Result<(), InstallError> {
+        let pb = clusterkit_core::playbook::load(cx.library, "control-plane")?;
+        let systemd = cx.cluster.kubernetes.control_plane_mode == ControlPlaneMode::Systemd;
+        let mut names = vec!["kubectl"];
+        if systemd {
+            names.extend(COMPONENTS.iter().map(|c| c.name()));
+        }
+        let bins = binary_files(cx.cluster, &names)?;
+        let mut err = None;
+        let cp_targets = with_vars(cx.targets, |t| {
+            let h = cx.cluster.host(&t.name).filter(|h| h.has_role(Role::ControlPlane))?;
+            let mut m = Map::new();
+            match component_vars(cx.cluster, h) {
+                Ok(v) => {
+                    m.insert("control_plane".into(), Value::Array(v));
+                }
+                Err(e) => err = Some(e),
+            }
+            m.insert("control_plane_systemd".into(), json!(systemd));
+            m.insert("kube_binaries".into(), Value::Array(bins.clone()));
+            Some(m)
+        });
+        if let Some(e) = err {
+            return Err(e);
+        }
+        cx.engine.run(&pb, &cp_targets).await;
+        if !systemd {
+            // Static pods run only under a kubelet: start it on the control-plane hosts now.
+            run_kubelet(cx, &cp_targets, None).await?;
+        }
+        if cx.check || cp_targets.iter().any(|t| cx.engine.host_failed(&t.name)) {
+            return Ok(());
+        }
+        wait_ready(cx.cluster).await?;
+        if versions::rules(common::kube_version(cx.cluster)).super_admin_kubeconfig {
+            super::join::bind_cluster_admins(cx.cluster).await?;
+        }
+        Ok(())
+    }
+}

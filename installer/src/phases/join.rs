@@ -1,0 +1,290 @@
+//! Phase `join`: TLS bootstrap of every node's kubelet, as kubeadm sets it up.
+//!
+//! Through the Kubernetes API (kube-rs server-side apply, field manager `clusterkit`, from the
+//! operator's machine with admin.conf):
+//! - a bootstrap token Secret ([`crate::token`]), reused across runs while it is valid;
+//! - the `cluster-info` ConfigMap in kube-public (a kubeconfig with the CA and the endpoint,
+//!   signed by the controller manager's bootstrapsigner) and the Role/RoleBinding that let
+//!   anonymous clients read it (token discovery);
+//! - ClusterRoleBindings: bootstrappers may create CSRs (`system:node-bootstrapper`) and their
+//!   node-client CSRs are auto-approved (`…:nodeclient`); nodes' renewals too (`…:selfnodeclient`).
+//!
+//! Then every node gets `/etc/kubernetes/bootstrap-kubelet.conf` and its kubelet (playbook
+//! `kubelet`): control-plane hosts already have a kubelet.conf of their own; workers ask for a
+//! client certificate with the token, get it approved and signed by the cluster CA, and
+//! register. The phase waits for every Node object, then applies cluster.yaml's labels (and
+//! `node-role.kubernetes.io/<role>`) and adds its taints.
+//!
+//! Limits: taints are only added, never removed (the node controller owns some of them).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use clusterkit_core::config::{Cluster, Role};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Taint};
+use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, PolicyRule, Role as RbacRole, RoleBinding, RoleRef, Subject};
+use kube::api::{Api, ObjectMeta, Patch, PatchParams};
+use serde_json::json;
+
+use super::common;
+use super::control_plane::run_kubelet;
+use super::{InstallError, Phase, PhaseContext};
+use crate::kubeconfig::{self, Kubeconfig, UserEntry};
+use crate::pki::StateLayout;
+use crate::token::{self, BOOTSTRAP_GROUP, FIELD_MANAGER};
+
+/// The `join` phase.
+pub struct JoinPhase;
+
+/// How long the phase waits for every Node to register.
+pub const REGISTER_TIMEOUT: Duration = Duration::from_secs(180);
+
+fn api_err(what: impl std::fmt::Display, e: impl std::fmt::Display) -> InstallError {
+    InstallError::Target {
+        host: "kubernetes API".into(),
+        message: format!("{what}: {e}"),
+    }
+}
+
+async fn apply<K>(api: &Api<K>, name: &str, obj: &K) -> Result<(), InstallError>
+where
+    K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(obj))
+        .await
+        .map_err(|e| api_err(format!("applying {name}"), e))?;
+    Ok(())
+}
+
+fn meta(name: &str, namespace: Option<&str>) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.into()),
+        namespace: namespace.map(Into::into),
+        ..Default::default()
+    }
+}
+
+fn crb(name: &str, cluster_role: &str, kind: &str, subject: &str) -> ClusterRoleBinding {
+    ClusterRoleBinding {
+        metadata: meta(name, None),
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "ClusterRole".into(),
+            name: cluster_role.into(),
+        },
+        subjects: Some(vec![Subject {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: kind.into(),
+            name: subject.into(),
+            namespace: None,
+        }]),
+    }
+}
+
+/// The ClusterRoleBindings of TLS bootstrap (kubeadm's names).
+pub fn bootstrap_bindings() -> Vec<ClusterRoleBinding> {
+    vec![
+        crb("kubeadm:kubelet-bootstrap", "system:node-bootstrapper", "Group", BOOTSTRAP_GROUP),
+        crb(
+            "kubeadm:node-autoapprove-bootstrap",
+            "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
+            "Group",
+            BOOTSTRAP_GROUP,
+        ),
+        crb(
+            "kubeadm:node-autoapprove-certificate-rotation",
+            "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
+            "Group",
+            "system:nodes",
+        ),
+    ]
+}
+
+/// The `cluster-info` kubeconfig: the CA and the endpoint, no credentials.
+pub fn cluster_info_kubeconfig(cluster: &Cluster) -> Result<String, InstallError> {
+    let ca_path = StateLayout::from_cluster(cluster).pki_dir().join("ca.crt");
+    let ca = std::fs::read_to_string(&ca_path).map_err(|e| api_err(ca_path.display(), e))?;
+    let server = format!("https://{}", cluster.kubernetes.control_plane_endpoint);
+    let mut k = Kubeconfig::new("", &server, &ca, "", UserEntry::default());
+    // kubeadm's cluster-info has one nameless cluster and nothing else.
+    k.contexts.clear();
+    k.users.clear();
+    k.current_context = String::new();
+    k.to_yaml().map_err(|e| api_err("cluster-info kubeconfig", e))
+}
+
+/// Applies the token-independent objects: cluster-info, its RBAC, the bootstrap bindings.
+pub async fn apply_bootstrap_objects(cluster: &Cluster, client: &kube::Client) -> Result<(), InstallError> {
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "kube-public");
+    let cm = ConfigMap {
+        metadata: meta("cluster-info", Some("kube-public")),
+        data: Some(BTreeMap::from([("kubeconfig".to_string(), cluster_info_kubeconfig(cluster)?)])),
+        ..Default::default()
+    };
+    apply(&cms, "cluster-info", &cm).await?;
+    let roles: Api<RbacRole> = Api::namespaced(client.clone(), "kube-public");
+    let role = RbacRole {
+        metadata: meta("kubeadm:bootstrap-signer-clusterinfo", Some("kube-public")),
+        rules: Some(vec![PolicyRule {
+            api_groups: Some(vec!["".into()]),
+            resources: Some(vec!["configmaps".into()]),
+            resource_names: Some(vec!["cluster-info".into()]),
+            verbs: vec!["get".into()],
+            ..Default::default()
+        }]),
+    };
+    apply(&roles, "kubeadm:bootstrap-signer-clusterinfo", &role).await?;
+    let rbs: Api<RoleBinding> = Api::namespaced(client.clone(), "kube-public");
+    let rb = RoleBinding {
+        metadata: meta("kubeadm:bootstrap-signer-clusterinfo", Some("kube-public")),
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "Role".into(),
+            name: "kubeadm:bootstrap-signer-clusterinfo".into(),
+        },
+        subjects: Some(vec![Subject {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "User".into(),
+            name: "system:anonymous".into(),
+            namespace: None,
+        }]),
+    };
+    apply(&rbs, "kubeadm:bootstrap-signer-clusterinfo", &rb).await?;
+    let crbs: Api<ClusterRoleBinding> = Api::all(client.clone());
+    for b in bootstrap_bindings() {
+        let name = b.metadata.name.clone().unwrap_or_default();
+        apply(&crbs, &name, &b).await?;
+    }
+    Ok(())
+}
+
+/// From v1.29 admin.conf's group `kubeadm:cluster-admins` is bound to cluster-admin by a
+/// ClusterRoleBinding created with super-admin.conf (as kubeadm does).
+pub async fn bind_cluster_admins(cluster: &Cluster) -> Result<(), InstallError> {
+    let path = StateLayout::from_cluster(cluster).kubeconfig_dir().join("super-admin.conf");
+    let client = common::client_from(&path, None).await?;
+    let crbs: Api<ClusterRoleBinding> = Api::all(client);
+    let b = crb(
+        crate::versions::KUBEADM_CLUSTER_ADMINS,
+        "cluster-admin",
+        "Group",
+        crate::versions::KUBEADM_CLUSTER_ADMINS,
+    );
+    apply(&crbs, crate::versions::KUBEADM_CLUSTER_ADMINS, &b).await
+}
+
+/// The labels clusterkit puts on a node: cluster.yaml's, plus `node-role.kubernetes.io/<role>`
+/// for control-plane and worker hosts.
+pub fn node_labels(host: &clusterkit_core::config::Host) -> BTreeMap<String, String> {
+    let mut labels = host.labels.clone();
+    for role in [Role::ControlPlane, Role::Worker] {
+        if host.has_role(role) {
+            labels.insert(format!("node-role.kubernetes.io/{}", role.as_str()), String::new());
+        }
+    }
+    labels
+}
+
+/// Waits for every host's Node, then applies labels and adds missing taints.
+async fn register_and_label(cluster: &Cluster, client: &kube::Client, hosts: &[String]) -> Result<(), InstallError> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    common::wait_until(REGISTER_TIMEOUT, || async {
+        let mut missing = Vec::new();
+        for h in hosts {
+            if nodes.get_opt(h).await.map_err(|e| e.to_string())?.is_none() {
+                missing.push(h.as_str());
+            }
+        }
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("not registered: {}", missing.join(", ")))
+        }
+    })
+    .await
+    .map_err(|e| InstallError::Target {
+        host: "join".into(),
+        message: format!("nodes did not register within {}s: {e}", REGISTER_TIMEOUT.as_secs()),
+    })?;
+    for name in hosts {
+        let Some(host) = cluster.host(name) else { continue };
+        let labels = node_labels(host);
+        if !labels.is_empty() {
+            let patch = json!({
+                "apiVersion": "v1", "kind": "Node",
+                "metadata": { "name": name, "labels": labels },
+            });
+            nodes
+                .patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+                .await
+                .map_err(|e| api_err(format!("labelling node {name}"), e))?;
+        }
+        if !host.taints.is_empty() {
+            let node = nodes.get(name).await.map_err(|e| api_err(format!("reading node {name}"), e))?;
+            let mut taints: Vec<Taint> = node.spec.and_then(|s| s.taints).unwrap_or_default();
+            let before = taints.len();
+            for t in &host.taints {
+                if !taints.iter().any(|x| x.key == t.key && x.effect == t.effect) {
+                    taints.push(Taint {
+                        key: t.key.clone(),
+                        value: t.value.clone(),
+                        effect: t.effect.clone(),
+                        time_added: None,
+                    });
+                }
+            }
+            if taints.len() != before {
+                let patch = json!({ "spec": { "taints": taints } });
+                nodes
+                    .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .map_err(|e| api_err(format!("tainting node {name}"), e))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Phase for JoinPhase {
+    fn name(&self) -> &'static str {
+        "join"
+    }
+    fn describe(&self) -> &'static str {
+        "bootstrap token, cluster-info, RBAC; kubelets join by TLS bootstrap; node labels and taints"
+    }
+    async fn run(&self, cx: &PhaseContext<'_>) -> Result<(), InstallError> {
+        // Validate before touching anything.
+        clusterkit_core::playbook::load(cx.library, "kubelet")?;
+        let bootstrap = if cx.check {
+            // Nothing is created in check mode: nodes are compared with a placeholder that
+            // differs only where a token would be written.
+            None
+        } else {
+            let client = common::admin_client(cx.cluster, None).await?;
+            apply_bootstrap_objects(cx.cluster, &client).await?;
+            let t = token::ensure_join_token(cx.cluster, &client)
+                .await
+                .map_err(|e| api_err("bootstrap token", e))?;
+            let ca_path = StateLayout::from_cluster(cx.cluster).pki_dir().join("ca.crt");
+            let ca = std::fs::read_to_string(&ca_path).map_err(|e| api_err(ca_path.display(), e))?;
+            let server = format!("https://{}", cx.cluster.kubernetes.control_plane_endpoint);
+            let k = kubeconfig::bootstrap_kubeconfig(&cx.cluster.name, &server, &ca, &t.expose())
+                .map_err(|e| api_err("bootstrap kubeconfig", e))?;
+            Some(k.to_yaml().map_err(|e| api_err("bootstrap kubeconfig", e))?)
+        };
+        run_kubelet(cx, cx.targets, bootstrap.as_deref()).await?;
+        if cx.check {
+            return Ok(());
+        }
+        let joined: Vec<String> = cx
+            .targets
+            .iter()
+            .filter(|t| !cx.engine.host_failed(&t.name))
+            .map(|t| t.name.clone())
+            .collect();
+        let client = common::admin_client(cx.cluster, None).await?;
+        register_and_label(cx.cluster, &client, &joined).await
+    }
+}

@@ -1,0 +1,318 @@
+//! Bootstrap tokens for kubelet TLS bootstrap, as kubeadm makes them: a Secret
+//! `bootstrap-token-<id>` in kube-system (type `bootstrap.kubernetes.io/token`) usable for
+//! authentication and for signing the `cluster-info` ConfigMap, in the group
+//! `system:bootstrappers:kubeadm:default-node-token`, expiring after a TTL; plus the join
+//! command an operator hands to a new node (`clusterkit token create --print-join-command`).
+//!
+//! The join phase keeps its token in `<state>/bootstrap-token` (0600) and reuses it while the
+//! Secret exists and has more than [`REUSE_MARGIN`] left, so a rerun changes nothing on nodes.
+//!
+//! Limits: the printed join command has kubeadm's form (`kubeadm join ENDPOINT --token T
+//! --discovery-token-ca-cert-hash sha256:H`); clusterkit's own join path is the `join` phase.
+//! Tokens are never printed to logs or errors; only the CLI prints a token, on stdout, on request.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clusterkit_core::config::Cluster;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::ByteString;
+use kube::api::{Api, Patch, PatchParams};
+use rand::Rng;
+use sha2::{Digest, Sha256};
+
+use crate::pki::StateLayout;
+
+/// The group joining kubelets authenticate as (kubeadm's default node token group).
+pub const BOOTSTRAP_GROUP: &str = "system:bootstrappers:kubeadm:default-node-token";
+/// The field manager of everything clusterkit applies.
+pub const FIELD_MANAGER: &str = "clusterkit";
+/// A saved token is replaced when it expires within this.
+pub const REUSE_MARGIN: Duration = Duration::from_secs(3600);
+/// The default lifetime of a token (kubeadm's).
+pub const DEFAULT_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// Errors of token handling. Messages never contain the token secret.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// A Kubernetes API call failed.
+    #[error("{what}: {source}")]
+    Api {
+        /// What was being done.
+        what: String,
+        /// The cause.
+        source: kube::Error,
+    },
+    /// A local file could not be read or written.
+    #[error("{path}: {message}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// Bad input (e.g. a TTL that does not parse).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A bootstrap token `<id>.<secret>`. `Debug` hides the secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BootstrapToken {
+    /// The public part, `[a-z0-9]{6}`.
+    pub id: String,
+    secret: String,
+}
+
+impl std::fmt::Debug for BootstrapToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "BootstrapToken({}.<hidden>)", self.id)
+    }
+}
+
+fn random_part(n: usize) -> String {
+    const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    (0..n).map(|_| CHARS[rng.random_range(0..CHARS.len())] as char).collect()
+}
+
+impl BootstrapToken {
+    /// A fresh random token.
+    pub fn generate() -> Self {
+        Self {
+            id: random_part(6),
+            secret: random_part(16),
+        }
+    }
+
+    /// Parses `<id>.<secret>`.
+    pub fn parse(text: &str) -> Option<Self> {
+        let t = text.trim();
+        if !crate::kubeconfig::valid_bootstrap_token(t) {
+            return None;
+        }
+        let (id, secret) = t.split_once('.')?;
+        Some(Self {
+            id: id.into(),
+            secret: secret.into(),
+        })
+    }
+
+    /// The whole token, for a bootstrap kubeconfig or the operator.
+    pub fn expose(&self) -> String {
+        format!("{}.{}", self.id, self.secret)
+    }
+
+    /// The Secret's name.
+    pub fn secret_name(&self) -> String {
+        format!("bootstrap-token-{}", self.id)
+    }
+
+    /// The Secret that makes this token valid until `expiration`.
+    pub fn secret(&self, expiration: chrono::DateTime<chrono::Utc>, description: &str) -> Secret {
+        let b = |s: &str| ByteString(s.as_bytes().to_vec());
+        let data = [
+            ("token-id", self.id.as_str()),
+            ("token-secret", self.secret.as_str()),
+            ("usage-bootstrap-authentication", "true"),
+            ("usage-bootstrap-signing", "true"),
+            ("auth-extra-groups", BOOTSTRAP_GROUP),
+            ("description", description),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), b(v)))
+        .chain([(
+            "expiration".to_string(),
+            b(&expiration.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        )])
+        .collect();
+        Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some(self.secret_name()),
+                namespace: Some("kube-system".into()),
+                ..Default::default()
+            },
+            type_: Some("bootstrap.kubernetes.io/token".into()),
+            data: Some(data),
+            ..Default::default()
+        }
+    }
+}
+
+/// Parses a TTL like `24h`, `90m`, `3600s`, `2d` or `0` (never expires).
+pub fn parse_ttl(text: &str) -> Result<Duration, TokenError> {
+    let t = text.trim();
+    let bad = || TokenError::Invalid(format!("bad TTL {t:?}: use e.g. 24h, 90m, 3600s, 2d or 0"));
+    if t == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?);
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(bad()),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+/// Creates a new token Secret valid for `ttl` (zero: a far expiration, ten years).
+pub async fn create(client: &kube::Client, ttl: Duration, description: &str) -> Result<(BootstrapToken, chrono::DateTime<chrono::Utc>), TokenError> {
+    let token = BootstrapToken::generate();
+    let ttl = if ttl.is_zero() { Duration::from_secs(3650 * 86_400) } else { ttl };
+    let expiration = chrono::Utc::now() + chrono::Duration::from_std(ttl).map_err(|e| TokenError::Invalid(e.to_string()))?;
+    apply_secret(client, &token, expiration, description).await?;
+    Ok((token, expiration))
+}
+
+async fn apply_secret(
+    client: &kube::Client,
+    token: &BootstrapToken,
+    expiration: chrono::DateTime<chrono::Utc>,
+    description: &str,
+) -> Result<(), TokenError> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), "kube-system");
+    let secret = token.secret(expiration, description);
+    api.patch(&token.secret_name(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&secret))
+        .await
+        .map_err(|source| TokenError::Api {
+            what: format!("applying Secret kube-system/{}", token.secret_name()),
+            source,
+        })?;
+    Ok(())
+}
+
+/// When the token's Secret expires, or `None` when it does not exist (or has no expiration).
+pub async fn expiration(client: &kube::Client, token: &BootstrapToken) -> Result<Option<chrono::DateTime<chrono::Utc>>, TokenError> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), "kube-system");
+    let s = api.get_opt(&token.secret_name()).await.map_err(|source| TokenError::Api {
+        what: format!("reading Secret kube-system/{}", token.secret_name()),
+        source,
+    })?;
+    Ok(s.and_then(|s| s.data)
+        .and_then(|d| d.get("expiration").cloned())
+        .and_then(|b| String::from_utf8(b.0).ok())
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
+        .map(|t| t.with_timezone(&chrono::Utc)))
+}
+
+/// The token file of the join phase.
+pub fn saved_path(cluster: &Cluster) -> PathBuf {
+    StateLayout::from_cluster(cluster).root.join("bootstrap-token")
+}
+
+/// The join phase's token: the saved one while its Secret exists and lives longer than
+/// [`REUSE_MARGIN`], else a new one (valid [`DEFAULT_TTL`]), saved 0600.
+pub async fn ensure_join_token(cluster: &Cluster, client: &kube::Client) -> Result<BootstrapToken, TokenError> {
+    let path = saved_path(cluster);
+    if let Some(saved) = std::fs::read_to_string(&path).ok().and_then(|t| BootstrapToken::parse(&t)) {
+        if let Some(exp) = expiration(client, &saved).await? {
+            let margin = chrono::Duration::from_std(REUSE_MARGIN).unwrap_or_default();
+            if exp > chrono::Utc::now() + margin {
+                return Ok(saved);
+            }
+        }
+    }
+    let (token, _) = create(client, DEFAULT_TTL, "clusterkit join phase").await?;
+    crate::pki::write_file(&path, format!("{}\n", token.expose()).as_bytes(), 0o600).map_err(|e| TokenError::File {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    Ok(token)
+}
+
+/// `sha256:<hex>` of the CA certificate's public key (SubjectPublicKeyInfo), kubeadm's
+/// `--discovery-token-ca-cert-hash`.
+pub fn ca_cert_hash(ca_pem: &str) -> Result<String, TokenError> {
+    let der = crate::pki::pem_to_der(ca_pem).map_err(TokenError::Invalid)?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).map_err(|e| TokenError::Invalid(format!("CA certificate: {e}")))?;
+    let spki = cert.tbs_certificate.subject_pki.raw;
+    Ok(format!("sha256:{}", hex::encode(Sha256::digest(spki))))
+}
+
+/// The join command for `token`: `kubeadm join <endpoint> --token … --discovery-token-ca-cert-hash …`.
+pub fn join_command(cluster: &Cluster, token: &BootstrapToken) -> Result<String, TokenError> {
+    let ca_path = StateLayout::from_cluster(cluster).pki_dir().join("ca.crt");
+    let ca = std::fs::read_to_string(&ca_path).map_err(|e| TokenError::File {
+        path: ca_path.clone(),
+        message: format!("{e} (run `clusterkit install --phase pki` first)"),
+    })?;
+    Ok(format!(
+        "kubeadm join {} --token {} --discovery-token-ca-cert-hash {}",
+        cluster.kubernetes.control_plane_endpoint,
+        token.expose(),
+        ca_cert_hash(&ca)?
+    ))
+}
+
+/// `clusterkit token …` arguments (the lead wires them as the `token` subcommand).
+#[derive(clap::Args, Debug)]
+pub struct TokenArgs {
+    #[command(subcommand)]
+    pub command: TokenCommand,
+}
+
+/// `clusterkit token` subcommands.
+#[derive(clap::Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Create a bootstrap token for joining nodes and print it (or the join command).
+    Create {
+        /// How long the token is valid: 24h, 90m, 2d, or 0 for (practically) never.
+        #[arg(long, default_value = "24h")]
+        ttl: String,
+        /// Print the whole join command instead of the token alone.
+        #[arg(long)]
+        print_join_command: bool,
+    },
+}
+
+impl TokenArgs {
+    /// Runs the subcommand against the cluster (admin.conf from the state directory) and
+    /// returns what to print on stdout.
+    pub async fn run(&self, cluster: &Cluster) -> Result<String, TokenError> {
+        match &self.command {
+            TokenCommand::Create { ttl, print_join_command } => {
+                let ttl = parse_ttl(ttl)?;
+                let client = crate::phases::common::admin_client(cluster, None)
+                    .await
+                    .map_err(|e| TokenError::Invalid(e.to_string()))?;
+                let (token, _) = create(&client, ttl, "clusterkit token create").await?;
+                if *print_join_command {
+                    join_command(cluster, &token)
+                } else {
+                    Ok(token.expose())
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens() {
+        let t = BootstrapToken::generate();
+        assert!(crate::kubeconfig::valid_bootstrap_token(&t.expose()));
+        assert_eq!(BootstrapToken::parse(&t.expose()), Some(t.clone()));
+        assert!(!format!("{t:?}").contains(&t.secret));
+        let s = t.secret(chrono::Utc::now(), "x");
+        let d = s.data.unwrap();
+        assert_eq!(d["auth-extra-groups"].0, BOOTSTRAP_GROUP.as_bytes());
+        assert_eq!(d["usage-bootstrap-signing"].0, b"true");
+        assert_eq!(s.type_.as_deref(), Some("bootstrap.kubernetes.io/token"));
+    }
+
+    #[test]
+    fn ttls() {
+        assert_eq!(parse_ttl("24h").unwrap(), Duration::from_secs(86_400));
+        assert_eq!(parse_ttl("90m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_ttl("0").unwrap(), Duration::ZERO);
+        for bad in ["", "h", "5x", "-1h"] {
+            assert!(parse_ttl(bad).is_err(), "{bad}");
+        }
+    }
+}
