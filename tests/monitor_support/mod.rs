@@ -103,31 +103,30 @@ pub fn make_pki(pki: &Path, etcd_ips: &[&str]) {
         .chain(["DNS:localhost".to_string()])
         .collect();
     make_leaf(pki, "etcd/ca", "etcd/server", "etcd-server", &sans, 365);
-    make_leaf(
-        pki,
-        "etcd/ca",
-        "etcd/metrics-client",
-        "clusterkit-metrics",
-        &[],
-        365,
-    );
-    make_leaf(
-        pki,
-        "ca",
-        "apiserver-kubelet-client",
-        "kube-apiserver-kubelet-client",
-        &[],
-        365,
-    );
-    // A certificate about to expire, so certificate metrics have something to say.
-    make_leaf(
-        pki,
-        "ca",
-        "front-proxy-client",
-        "front-proxy-client",
-        &[],
-        20,
-    );
+    for (ca, name, cn, days) in [
+        (
+            "etcd/ca",
+            "etcd/metrics-client",
+            "clusterkit-etcd-metrics",
+            365,
+        ),
+        (
+            "etcd/ca",
+            "apiserver-etcd-client",
+            "kube-apiserver-etcd-client",
+            365,
+        ),
+        (
+            "ca",
+            "apiserver-kubelet-client",
+            "kube-apiserver-kubelet-client",
+            365,
+        ),
+        // Valid for 20 days only, so certificate metrics have something to warn about.
+        ("ca", "front-proxy-client", "front-proxy-client", 20),
+    ] {
+        make_leaf(pki, ca, name, cn, &[], days);
+    }
 }
 
 /// Runs a tool and returns stdout, failing with everything shown.

@@ -1,0 +1,395 @@
+//! End to end, all real: etcd with TLS, node-exporter, `clusterkit monitor serve`, Prometheus and
+//! Alertmanager with the configs `clusterkit monitor config` generated, and a webhook receiver
+//! run by this test. Every target the test runs is up, every dashboard query returns data;
+//! stopping etcd fires EtcdMembersDown, which Alertmanager delivers to the webhook.
+//!
+//! Everything listens on a loopback address of its own (127.88.x.y, derived from the PID), so
+//! the default ports (2379, 9100, 9093, 9842) cannot collide with anything else on the machine.
+
+mod common;
+mod monitor_support;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{clusterkit, free_port, run_ok, wait_until, Child};
+use monitor_support::*;
+
+/// Starts a process with its output in `log`, killed by PID on drop.
+fn spawn(cmd: &mut Command, log: &Path) -> Child {
+    let out = std::fs::File::create(log).unwrap();
+    let err = out.try_clone().unwrap();
+    cmd.stdout(Stdio::from(out)).stderr(Stdio::from(err));
+    Child(
+        cmd.spawn()
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}")),
+    )
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// GET on a plain-HTTP server; returns the body (or None on any failure).
+fn http_get(addr: &str, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    (head.lines().next()?.split_whitespace().nth(1) == Some("200")).then(|| body.to_string())
+}
+
+fn prom_query(prom: &str, expr: &str) -> Option<Vec<serde_json::Value>> {
+    let body = http_get(
+        prom,
+        &format!("/api/v1/query?query={}", percent_encode(expr)),
+    )?;
+    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+    v["data"]["result"].as_array().cloned()
+}
+
+/// A webhook receiver: records every POST body.
+struct Hook {
+    port: u16,
+    bodies: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Hook {
+    fn start() -> Hook {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let bodies = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (b, st) = (bodies.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !st.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut conn, _)) => {
+                        conn.set_nonblocking(false).unwrap();
+                        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                        if let Some(body) = read_request(&mut conn) {
+                            b.lock().unwrap().push(body);
+                        }
+                        let _ = conn.write_all(
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                        );
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(50)),
+                }
+            }
+        });
+        Hook { port, bodies, stop }
+    }
+}
+
+impl Drop for Hook {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn read_request(conn: &mut TcpStream) -> Option<String> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let n = conn.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..pos]).to_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap_or(0))
+                })
+                .unwrap_or(0);
+            while buf.len() < pos + 4 + len {
+                let n = conn.read(&mut chunk).ok()?;
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            return Some(String::from_utf8_lossy(&buf[pos + 4..]).into_owned());
+        }
+    }
+}
+
+fn logs(dir: &Path) -> String {
+    let mut out = String::new();
+    for name in [
+        "etcd",
+        "node-exporter",
+        "exporter",
+        "prometheus",
+        "alertmanager",
+    ] {
+        let text = std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(15).collect();
+        out.push_str(&format!("--- {name}.log (last lines) ---\n"));
+        for l in tail.into_iter().rev() {
+            out.push_str(l);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[test]
+fn prometheus_scrapes_everything_and_a_stopped_etcd_member_pages_the_webhook() {
+    let pid = std::process::id();
+    let ip = format!("127.88.{}.{}", (pid >> 8) & 0xff, (pid & 0xfe) | 1);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let pki = dir.join("e2e-state/pki");
+    make_pki(&pki, &[&ip]);
+
+    // etcd with client and peer TLS, client certificates required.
+    let mut etcd_proc = Some(spawn(
+        Command::new(etcd())
+            .arg("--name")
+            .arg("h1")
+            .arg("--data-dir")
+            .arg(dir.join("etcd-data"))
+            .arg("--listen-client-urls")
+            .arg(format!("https://{ip}:2379"))
+            .arg("--advertise-client-urls")
+            .arg(format!("https://{ip}:2379"))
+            .arg("--listen-peer-urls")
+            .arg(format!("https://{ip}:2380"))
+            .arg("--initial-advertise-peer-urls")
+            .arg(format!("https://{ip}:2380"))
+            .arg("--initial-cluster")
+            .arg(format!("h1=https://{ip}:2380"))
+            .arg("--cert-file")
+            .arg(pki.join("etcd/server.crt"))
+            .arg("--key-file")
+            .arg(pki.join("etcd/server.key"))
+            .arg("--trusted-ca-file")
+            .arg(pki.join("etcd/ca.crt"))
+            .arg("--client-cert-auth")
+            .arg("--peer-cert-file")
+            .arg(pki.join("etcd/server.crt"))
+            .arg("--peer-key-file")
+            .arg(pki.join("etcd/server.key"))
+            .arg("--peer-trusted-ca-file")
+            .arg(pki.join("etcd/ca.crt"))
+            .arg("--peer-client-cert-auth"),
+        &dir.join("etcd.log"),
+    ));
+    let _node_exporter = spawn(
+        Command::new(node_exporter())
+            .arg(format!("--web.listen-address={ip}:9100"))
+            .arg("--no-collector.systemd"),
+        &dir.join("node-exporter.log"),
+    );
+    let hook = Hook::start();
+
+    let cfg = dir.join("cluster.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"name: e2e
+kubernetes: {{ version: v1.26.3 }}
+hosts:
+  - {{ name: h1, address: {ip}, roles: [control-plane, etcd, monitor], auth: {{ agent: true }} }}
+backup: {{ store: "file://{backups}" }}
+monitor:
+  listen: "{ip}:9842"
+  intervals: {{ etcd_secs: 1, control_plane_secs: 1, certificates_secs: 2, backups_secs: 1 }}
+  alertmanager:
+    receivers:
+      - {{ name: test-hook, webhook: {{ url: "http://127.0.0.1:{hook}/alerts" }} }}
+    critical_receiver: test-hook
+"#,
+            backups = dir.join("backups").display(),
+            hook = hook.port
+        ),
+    )
+    .unwrap();
+
+    // etcd answers over TLS with the backup's client certificate; take a real backup so the
+    // backup panels have something to show.
+    let ready = wait_until(Duration::from_secs(20), || {
+        let out = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints=https://{ip}:2379"))
+            .arg(format!("--cacert={}", pki.join("etcd/ca.crt").display()))
+            .arg(format!(
+                "--cert={}",
+                pki.join("etcd/metrics-client.crt").display()
+            ))
+            .arg(format!(
+                "--key={}",
+                pki.join("etcd/metrics-client.key").display()
+            ))
+            .args(["endpoint", "health"])
+            .output();
+        matches!(out, Ok(o) if o.status.success())
+    });
+    assert!(ready, "etcd did not become healthy\n{}", logs(dir));
+    run_ok(clusterkit().args(["backup", "etcd", "-f"]).arg(&cfg));
+
+    let out = dir.join("monitoring");
+    run_ok(
+        clusterkit()
+            .args(["monitor", "config", "-f"])
+            .arg(&cfg)
+            .arg("--dir")
+            .arg(&out)
+            .args([
+                "--scrape-interval",
+                "1s",
+                "--evaluation-interval",
+                "1s",
+                "--alert-for",
+                "EtcdMembersDown=2s",
+                "--group-wait",
+                "1s",
+                "--group-interval",
+                "1s",
+            ]),
+    );
+    let _exporter = spawn(
+        clusterkit().args(["monitor", "serve", "-f"]).arg(&cfg),
+        &dir.join("exporter.log"),
+    );
+    let _alertmanager = spawn(
+        Command::new(alertmanager())
+            .arg(format!(
+                "--config.file={}",
+                out.join("alertmanager.yml").display()
+            ))
+            .arg(format!("--storage.path={}", dir.join("am-data").display()))
+            .arg(format!("--web.listen-address={ip}:9093"))
+            .arg("--cluster.listen-address="),
+        &dir.join("alertmanager.log"),
+    );
+    let prom = format!("127.0.0.1:{}", free_port());
+    let _prometheus = spawn(
+        Command::new(prometheus())
+            .arg(format!(
+                "--config.file={}",
+                out.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("prom-data").display()
+            ))
+            .arg(format!("--web.listen-address={prom}")),
+        &dir.join("prometheus.log"),
+    );
+
+    // Every target this test runs is up; the control-plane targets (nothing runs there) are
+    // down, and clusterkit's own probe says so too.
+    let mut last = String::new();
+    let all_up = wait_until(Duration::from_secs(40), || {
+        let Some(body) = http_get(&prom, "/api/v1/targets") else {
+            return false;
+        };
+        last = body.clone();
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        let targets = v["data"]["activeTargets"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let health = |job: &str| -> Vec<String> {
+            targets
+                .iter()
+                .filter(|t| t["labels"]["job"] == job)
+                .map(|t| t["health"].as_str().unwrap_or("").to_string())
+                .collect()
+        };
+        ["clusterkit", "node", "etcd"]
+            .iter()
+            .all(|j| health(j) == vec!["up"])
+            && [
+                "apiserver",
+                "kube-scheduler",
+                "kube-controller-manager",
+                "kubelet",
+            ]
+            .iter()
+            .all(|j| health(j) == vec!["down"])
+    });
+    assert!(all_up, "targets not as expected:\n{last}\n{}", logs(dir));
+    let probe = prom_query(&prom, "clusterkit_controlplane_up == 0").unwrap_or_default();
+    assert_eq!(probe.len(), 3, "control-plane probe: {probe:?}");
+
+    // Every dashboard query returns data.
+    let (_, exprs) = dashboard_rules(&out.join("grafana/dashboards"));
+    let mut empty: Vec<String> = Vec::new();
+    let all_data = wait_until(Duration::from_secs(30), || {
+        empty = exprs
+            .iter()
+            .filter(|e| prom_query(&prom, e).map(|r| r.is_empty()).unwrap_or(true))
+            .cloned()
+            .collect();
+        empty.is_empty()
+    });
+    assert!(
+        all_data,
+        "dashboard queries without data: {empty:#?}\n{}",
+        logs(dir)
+    );
+
+    // Stop the etcd member: the alert fires in Prometheus and reaches the webhook.
+    assert!(hook
+        .bodies
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|b| !b.contains("EtcdMembersDown")));
+    drop(etcd_proc.take());
+    let fired = wait_until(Duration::from_secs(30), || {
+        prom_query(
+            &prom,
+            r#"ALERTS{alertname="EtcdMembersDown",alertstate="firing"}"#,
+        )
+        .map(|r| !r.is_empty())
+        .unwrap_or(false)
+    });
+    assert!(fired, "EtcdMembersDown did not fire\n{}", logs(dir));
+    let delivered = wait_until(Duration::from_secs(30), || {
+        hook.bodies.lock().unwrap().iter().any(|b| {
+            let v: serde_json::Value = serde_json::from_str(b).unwrap_or_default();
+            v["alerts"].as_array().into_iter().flatten().any(|a| {
+                a["labels"]["alertname"] == "EtcdMembersDown"
+                    && a["status"] == "firing"
+                    && a["labels"]["severity"] == "critical"
+                    && a["labels"]["host"] == "h1"
+            })
+        })
+    });
+    assert!(
+        delivered,
+        "the webhook did not receive EtcdMembersDown; it got {:#?}\n{}",
+        hook.bodies.lock().unwrap(),
+        logs(dir)
+    );
+    let member_down = prom_query(&prom, "clusterkit_etcd_member_up == 0").unwrap_or_default();
+    assert_eq!(
+        member_down.len(),
+        1,
+        "the exporter's own etcd probe should see the member down"
+    );
+}
