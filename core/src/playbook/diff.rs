@@ -76,7 +76,7 @@ pub fn unified(path: &str, old: &str, new: &str) -> Option<String> {
         out.push('\n');
         last_printed = Some(k);
     }
-    if old.ends_with('\n') != new.ends_with('\n') {
+    if !old.is_empty() && !new.is_empty() && old.ends_with('\n') != new.ends_with('\n') {
         out.push_str("\\ newline at end of file differs\n");
     }
     Some(out)

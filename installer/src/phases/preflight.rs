@@ -193,10 +193,13 @@ pub fn check_cluster(facts: &BTreeMap<String, Value>, sandbox: bool) -> (Vec<Str
                 f.pointer("/macs")
                     .and_then(Value::as_object)
                     .map(|m| {
-                        m.values()
+                        // A host may show one MAC on several interfaces (bridge ports, VLANs).
+                        let mine: std::collections::BTreeSet<String> = m
+                            .values()
                             .filter_map(|v| v.as_str())
-                            .map(|v| (n.clone(), v.to_string()))
-                            .collect::<Vec<_>>()
+                            .map(str::to_string)
+                            .collect();
+                        mine.into_iter().map(|v| (n.clone(), v)).collect::<Vec<_>>()
                     })
                     .unwrap_or_default()
             })

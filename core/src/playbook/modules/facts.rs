@@ -2,7 +2,8 @@
 //!
 //! The facts are a JSON object visible to tera as `facts` (`facts.os.family`, `facts.cpus`,
 //! `facts.memory_mib`, …) and used by preflight checks: OS, kernel, CPUs, memory, swap,
-//! product_uuid, MAC addresses, cgroup version, init system, listening TCP ports, IPVS support,
+//! product_uuid, MAC addresses (from netlink, so a container sees its own network namespace's,
+//! not the sysfs of the machine it runs on), cgroup version, init system, listening TCP ports, IPVS support,
 //! time sync and the host's clock (with the round trip that bounds its error).
 //!
 //! Limits: Linux only; values a host cannot provide are empty strings or `null`, never errors —
@@ -31,7 +32,7 @@ echo "cpus=$(nproc 2>/dev/null || grep -c ^processor /proc/cpuinfo)"
 awk '/^MemTotal:/ {print "mem_kib=" $2} /^SwapTotal:/ {print "swap_kib=" $2}' /proc/meminfo
 echo "product_uuid=$(cat /sys/class/dmi/id/product_uuid 2>/dev/null)"
 echo "machine_id=$(cat /etc/machine-id 2>/dev/null)"
-for i in /sys/class/net/*; do n=${i##*/}; [ "$n" = lo ] && continue; [ -e "$i/device" ] || [ -e "$i/address" ] || continue; echo "mac=$n $(cat "$i/address" 2>/dev/null)"; done
+ip -o link show 2>/dev/null | while read -r _ dev rest; do case "$rest" in *link/ether*) d=${dev%:}; m=${rest#*link/ether }; echo "mac=${d%%@*} ${m%% *}";; esac; done
 if [ -f /sys/fs/cgroup/cgroup.controllers ]; then echo cgroup=2; else echo cgroup=1; fi
 if [ -d /run/systemd/system ]; then echo init=systemd; else echo "init=$(cat /proc/1/comm 2>/dev/null)"; fi
 [ -e /proc/net/ip_vs ] && echo ipvs=1 || echo ipvs=0
