@@ -1,1 +1,288 @@
 //! Undo an installation on hosts: stop services, remove state, clean iptables/ipvs.
+//!
+//! One shell script per host ([`script`]), run in one SSH round trip, does every step
+//! check-then-act and prints one `CHANGED <what>` line per thing it actually did (or, in check
+//! mode, would do), and `FAILED <what>: <error>` for a step that failed; it carries on after a
+//! failure so one stuck step does not leave the rest half-done, and exits non-zero when any
+//! step failed. A second reset therefore prints nothing: "nothing to do". The steps, in order:
+//!
+//! 1. stop and disable kubelet, kube-proxy, kube-apiserver, kube-controller-manager,
+//!    kube-scheduler and etcd (whatever of them is active or enabled);
+//! 2. remove the pod sandboxes and containers the kubelet left in containerd (`crictl rmp -fa`
+//!    when crictl is there, else `ctr -n k8s.io` tasks and containers); containerd itself stays
+//!    (it belongs to the runtime phase);
+//! 3. unmount what the kubelet mounted under `/var/lib/kubelet`;
+//! 4. remove `/etc/kubernetes`, `/var/lib/kubelet`, `/var/lib/kube-proxy`, the CNI config
+//!    (`/etc/cni/net.d`) and IPAM state (`/var/lib/cni`); `/var/lib/etcd` is moved aside to
+//!    `/var/lib/etcd.reset-<timestamp>` (so a mistaken reset can be undone) unless `purge`;
+//! 5. remove the systemd units clusterkit installed (`/etc/systemd/system/<unit>.service` and
+//!    drop-in directories), then `daemon-reload` and `reset-failed`;
+//! 6. remove every iptables rule and chain kube-proxy and the CNI plugins created (chains
+//!    `KUBE-*`, `CNI-*`, `FLANNEL-*` and every rule jumping to them), in each table, for IPv4
+//!    and IPv6 and both the nft and legacy backends: the rules are filtered out of
+//!    `iptables-save` and restored, so other rules stay; `ipvsadm --clear` when ipvsadm exists
+//!    and has virtual services; the `kube-ipvs0`, `cni0` and `flannel.1` interfaces.
+//!
+//! Limits: binaries in `/usr/local/bin` and packages (etcd-server, containerd) stay, like
+//! kubeadm's reset; the state directory on the operator's machine (PKI, kubeconfigs) is not
+//! touched, so a re-install reuses the CAs. Resetting some etcd members of a cluster that keeps
+//! running does not remove them from the member list (`etcdctl member remove` first).
+
+use clusterkit_core::exec::{Command, ExecError, Executor};
+use serde::Serialize;
+
+/// Errors of a reset. The step messages come from the host's own commands.
+#[derive(Debug, thiserror::Error)]
+pub enum ResetError {
+    /// The host could not be reached or the script could not run.
+    #[error(transparent)]
+    Exec(#[from] ExecError),
+    /// Some steps failed on a host (the others were done).
+    #[error("{host}: {} step(s) failed: {}", failed.len(), failed.join("; "))]
+    Steps {
+        /// The host.
+        host: String,
+        /// `what: error` of each failed step.
+        failed: Vec<String>,
+        /// What was done anyway.
+        changed: Vec<String>,
+    },
+}
+
+/// How to reset.
+#[derive(Clone, Debug)]
+pub struct ResetOptions {
+    /// Delete `/var/lib/etcd` instead of moving it aside.
+    pub purge: bool,
+    /// Report what would be done; change nothing.
+    pub check: bool,
+    /// Suffix of the moved etcd data directory (`/var/lib/etcd.reset-<stamp>`), the same on
+    /// every host of one run: `YYYYmmddTHHMMSS`.
+    pub stamp: String,
+}
+
+impl ResetOptions {
+    /// Options with a stamp of the current UTC time.
+    pub fn now(purge: bool, check: bool) -> Self {
+        Self {
+            purge,
+            check,
+            stamp: chrono::Utc::now().format("%Y%m%dT%H%M%S").to_string(),
+        }
+    }
+}
+
+/// The services clusterkit runs, stopped and removed in this order (consumers before etcd).
+pub const UNITS: [&str; 6] = [
+    "kubelet",
+    "kube-proxy",
+    "kube-scheduler",
+    "kube-controller-manager",
+    "kube-apiserver",
+    "etcd",
+];
+
+/// Directories removed outright.
+pub const DIRS: [&str; 5] = [
+    "/etc/kubernetes",
+    "/var/lib/kubelet",
+    "/var/lib/kube-proxy",
+    "/etc/cni/net.d",
+    "/var/lib/cni",
+];
+
+/// etcd's data directory (moved aside or purged).
+pub const ETCD_DATA: &str = "/var/lib/etcd";
+
+/// iptables chains (by prefix) that kube-proxy and the CNI plugins create.
+pub const CHAIN_PREFIXES: [&str; 3] = ["KUBE-", "CNI-", "FLANNEL-"];
+
+/// Interfaces kube-proxy (ipvs) and the CNI plugins create.
+pub const LINKS: [&str; 3] = ["kube-ipvs0", "cni0", "flannel.1"];
+
+/// The whole reset as one POSIX shell script (see the module documentation).
+pub fn script(opts: &ResetOptions) -> String {
+    let mut s = String::new();
+    s.push_str(if opts.check { "DRY=1\n" } else { "DRY=\n" });
+    // act WHAT CMD...: report, then (unless dry) run; a failure is reported, not fatal.
+    s.push_str(
+        r#"FAILS=0
+act() { what=$1; shift; echo "CHANGED $what"; [ -n "$DRY" ] && return 0
+  if ! err=$("$@" 2>&1 >/dev/null); then echo "FAILED $what: $(printf '%s' "$err" | tr '\n' ' ' | cut -c1-400)"; FAILS=$((FAILS+1)); fi; }
+export PATH="$PATH:/usr/local/sbin:/usr/local/bin:/usr/sbin:/sbin"
+"#,
+    );
+    // 1. Services.
+    for unit in UNITS {
+        s.push_str(&format!(
+            "st=$(systemctl is-enabled {unit} 2>/dev/null); if systemctl is-active -q {unit} || [ \"$st\" = enabled ] || [ \"$st\" = enabled-runtime ]; then act 'stop and disable {unit}' systemctl disable --now {unit}; fi\n"
+        ));
+    }
+    // 2. Containers left by the kubelet.
+    s.push_str(
+        r#"if [ -S /run/containerd/containerd.sock ]; then
+  if command -v crictl >/dev/null 2>&1; then
+    if [ -n "$(crictl pods -q 2>/dev/null)" ]; then act 'remove pod sandboxes and containers (crictl rmp -fa)' crictl rmp -fa; fi
+  elif command -v ctr >/dev/null 2>&1; then
+    for c in $(ctr -n k8s.io containers ls -q 2>/dev/null); do
+      act "remove container $c (ctr)" sh -c "ctr -n k8s.io tasks kill -s KILL $c >/dev/null 2>&1; sleep 1; ctr -n k8s.io tasks delete -f $c >/dev/null 2>&1; ctr -n k8s.io containers delete $c"
+    done
+  fi
+fi
+"#,
+    );
+    // 3. Kubelet mounts, deepest first.
+    s.push_str(
+        r#"for m in $(awk '$2 ~ "^/var/lib/kubelet/" {print $2}' /proc/mounts | sort -r); do act "unmount $m" umount -l "$m"; done
+"#,
+    );
+    // 4. Directories.
+    for dir in DIRS {
+        s.push_str(&format!(
+            "if [ -e {dir} ]; then act 'remove {dir}' rm -rf {dir}; fi\n"
+        ));
+    }
+    if opts.purge {
+        s.push_str(&format!(
+            "if [ -e {ETCD_DATA} ]; then act 'delete {ETCD_DATA} (purge)' rm -rf {ETCD_DATA}; fi\n"
+        ));
+    } else {
+        s.push_str(&format!(
+            "if [ -e {ETCD_DATA} ]; then act 'move {ETCD_DATA} to {ETCD_DATA}.reset-{stamp}' mv {ETCD_DATA} {ETCD_DATA}.reset-{stamp}; fi\n",
+            stamp = opts.stamp
+        ));
+    }
+    // 5. Units clusterkit wrote.
+    s.push_str("RELOAD=\n");
+    for unit in UNITS {
+        s.push_str(&format!(
+            "for f in /etc/systemd/system/{unit}.service /etc/systemd/system/{unit}.service.d; do if [ -e \"$f\" ]; then act \"remove $f\" rm -rf \"$f\"; RELOAD=1; fi; done\n"
+        ));
+    }
+    s.push_str(
+        "if [ -n \"$RELOAD\" ] && [ -z \"$DRY\" ]; then systemctl daemon-reload; systemctl reset-failed >/dev/null 2>&1; fi\n",
+    );
+    // 6. iptables, ipvs, interfaces.
+    let prefixes = CHAIN_PREFIXES.join("|");
+    s.push_str(&format!(
+        r#"PAT='^:({prefixes})|^-A ({prefixes})|-[jg] ({prefixes})'
+for t in iptables ip6tables iptables-legacy ip6tables-legacy; do
+  command -v "$t-save" >/dev/null 2>&1 && command -v "$t-restore" >/dev/null 2>&1 || continue
+  tmp=$(mktemp) || continue
+  if "$t-save" >"$tmp" 2>/dev/null; then
+    n=$(grep -cE "$PAT" "$tmp")
+    if [ "$n" -gt 0 ]; then
+      act "remove $n kube-proxy/CNI iptables lines ($t)" sh -c "grep -vE \"\$1\" \"\$2\" | $t-restore" sh "$PAT" "$tmp"
+    fi
+  fi
+  rm -f "$tmp"
+done
+if command -v ipvsadm >/dev/null 2>&1 && [ -n "$(ipvsadm -Sn 2>/dev/null)" ]; then act 'clear ipvs virtual servers (ipvsadm --clear)' ipvsadm --clear; fi
+"#
+    ));
+    for link in LINKS {
+        s.push_str(&format!(
+            "if ip link show {link} >/dev/null 2>&1; then act 'delete interface {link}' ip link delete {link}; fi\n"
+        ));
+    }
+    s.push_str("[ \"$FAILS\" -eq 0 ]\n");
+    s
+}
+
+/// What a reset did on one host.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct HostReset {
+    /// One line per thing done (or, in check mode, that would be done); empty when there was
+    /// nothing to do.
+    pub changed: Vec<String>,
+}
+
+/// Parses the script's output into (changed, failed).
+pub fn parse_output(stdout: &str) -> (Vec<String>, Vec<String>) {
+    let mut changed = Vec::new();
+    let mut failed = Vec::new();
+    for line in stdout.lines() {
+        if let Some(what) = line.strip_prefix("CHANGED ") {
+            changed.push(what.to_string());
+        } else if let Some(what) = line.strip_prefix("FAILED ") {
+            failed.push(what.to_string());
+        }
+    }
+    (changed, failed)
+}
+
+/// Resets one host (the script as root; the executor handles `become`).
+#[tracing::instrument(skip_all, fields(host = exec.host(), check = opts.check))]
+pub async fn reset_host(exec: &dyn Executor, opts: &ResetOptions) -> Result<HostReset, ResetError> {
+    let out = exec.run(&Command::new(script(opts))).await?;
+    let (changed, failed) = parse_output(&out.stdout_str());
+    for c in &changed {
+        tracing::info!(change = %c, "reset");
+    }
+    if !failed.is_empty() || !out.success() {
+        let mut failed = failed;
+        if failed.is_empty() {
+            failed.push(format!(
+                "the reset script exited with {:?}: {}",
+                out.status,
+                clusterkit_core::exec::tail(&out.stderr_str())
+            ));
+        }
+        return Err(ResetError::Steps {
+            host: exec.host().to_string(),
+            failed,
+            changed,
+        });
+    }
+    Ok(HostReset { changed })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn script_is_valid_shell_and_parses() {
+        for (purge, check) in [(false, false), (true, true)] {
+            let s = script(&ResetOptions::now(purge, check));
+            let out = std::process::Command::new("sh")
+                .args(["-n", "-c", &s])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert_eq!(s.contains("rm -rf /var/lib/etcd"), purge);
+        }
+        let (c, f) =
+            parse_output("CHANGED stop and disable kubelet\nnoise\nFAILED remove /x: busy\n");
+        assert_eq!(c, ["stop and disable kubelet"]);
+        assert_eq!(f, ["remove /x: busy"]);
+    }
+
+    /// The iptables filter keeps foreign rules and drops kube-proxy's, on a saved dump (no
+    /// iptables needed): the same grep the script runs.
+    #[test]
+    fn iptables_filter() {
+        let dump = "*filter\n:INPUT ACCEPT [0:0]\n:KUBE-FIREWALL - [0:0]\n:MINE - [0:0]\n-A INPUT -j KUBE-FIREWALL\n-A INPUT -p tcp --dport 22 -j ACCEPT\n-A KUBE-FIREWALL -j DROP\n-A INPUT -j MINE\nCOMMIT\n*nat\n:CNI-abc - [0:0]\n-A POSTROUTING -s 10.244.0.0/24 -j CNI-abc\nCOMMIT\n";
+        let pat = format!(
+            "^:({p})|^-A ({p})|-[jg] ({p})",
+            p = CHAIN_PREFIXES.join("|")
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let saved = dir.path().join("dump");
+        std::fs::write(&saved, dump).unwrap();
+        let out = std::process::Command::new("sh")
+            .args(["-c", "grep -vE \"$1\" \"$2\"", "sh", &pat])
+            .arg(&saved)
+            .output()
+            .unwrap();
+        let kept = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(
+            kept,
+            "*filter\n:INPUT ACCEPT [0:0]\n:MINE - [0:0]\n-A INPUT -p tcp --dport 22 -j ACCEPT\n-A INPUT -j MINE\nCOMMIT\n*nat\nCOMMIT\n"
+        );
+    }
+}

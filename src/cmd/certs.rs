@@ -1,12 +1,427 @@
 //! `clusterkit certs`: check and renew the certificates and kubeconfigs clusterkit issued.
+//!
+//! - `check-expiration`: every certificate and kubeconfig on every selected node, read live
+//!   over SSH (one round trip per host), plus the state directory's copies; a table like
+//!   kubeadm's or `-o json`; `--fail-within DAYS` exits non-zero for cron jobs.
+//! - `renew [--all | NAME…]`: re-issue leaf certificates (never the CAs), upload what changed,
+//!   restart what uses it (etcd one member at a time, waiting for a healthy cluster).
+//! - `distribute`: only the second half — bring nodes in line with the state directory (e.g.
+//!   after a renewal that could not reach a host).
+//!
+//! The work is in `clusterkit_installer::certs`; this is the CLI around it.
 
-use super::Global;
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clusterkit_core::config::{self, Cluster, Host};
+use clusterkit_core::exec::ssh::SshExecutor;
+use clusterkit_core::exec::Executor;
+use clusterkit_core::fanout::{self, Fanout, HostResult};
+use clusterkit_installer::certs::{self, CertsError, ExpiryRow, NodeOutcome};
+use clusterkit_installer::phases::etcd as etcd_phase;
+use clusterkit_installer::pki::StateLayout;
+
+use super::{Global, OutputFormat, Selection};
 
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    #[command(subcommand)]
+    command: CertsCommand,
+}
+
+#[derive(clap::Subcommand)]
+enum CertsCommand {
+    /// Expiry of every certificate and kubeconfig, read live from the nodes.
+    CheckExpiration(CheckArgs),
+    /// Re-issue leaf certificates (not the CAs), distribute them and restart what uses them.
+    Renew(RenewArgs),
+    /// Upload whatever differs from the state directory and restart what uses it.
+    Distribute(DistributeArgs),
+}
+
+#[derive(clap::Args)]
+struct CheckArgs {
+    #[command(flatten)]
+    selection: Selection,
+
+    /// Exit non-zero when a certificate expires within DAYS days, or one is missing, invalid
+    /// or has a readable key (stale copies only warn).
+    #[arg(long, value_name = "DAYS")]
+    fail_within: Option<i64>,
+
+    /// Leave out the state directory's copies.
+    #[arg(long)]
+    no_local: bool,
+}
+
+#[derive(clap::Args)]
+struct RenewArgs {
+    /// Renew every leaf certificate and kubeconfig (kubelet.conf excepted: kubelets rotate
+    /// their own client certificate). CAs are never renewed: CA rotation is not supported.
+    #[arg(long, conflicts_with = "names")]
+    all: bool,
+
+    /// Names as `certs check-expiration` shows them (`apiserver`, `admin.conf`); a group name
+    /// (`etcd-server`, `controller-manager.conf`) means every host's.
+    names: Vec<String>,
+
+    /// Renew in the state directory only; upload nothing.
+    #[arg(long)]
+    no_distribute: bool,
+
+    /// Upload, but restart nothing.
+    #[arg(long)]
+    no_restart: bool,
+
+    #[command(flatten)]
+    selection: Selection,
+}
+
+#[derive(clap::Args)]
+struct DistributeArgs {
+    /// Upload, but restart nothing.
+    #[arg(long)]
+    no_restart: bool,
+
+    #[command(flatten)]
+    selection: Selection,
+}
 
 impl Args {
-    pub async fn run(self, _global: Global) -> anyhow::Result<()> {
-        anyhow::bail!("`clusterkit certs` is not available yet")
+    pub async fn run(self, global: Global) -> anyhow::Result<()> {
+        if global.output == OutputFormat::Yaml {
+            anyhow::bail!("certs prints table or json output, not yaml");
+        }
+        match self.command {
+            CertsCommand::CheckExpiration(a) => a.run(global).await,
+            CertsCommand::Renew(a) => a.run(global).await,
+            CertsCommand::Distribute(a) => a.run(global).await,
+        }
+    }
+}
+
+fn load(global: &Global) -> anyhow::Result<Cluster> {
+    let loaded = config::load(&global.config)?;
+    for warning in &loaded.warnings {
+        eprintln!("{warning}");
+    }
+    Ok(loaded.cluster)
+}
+
+fn fan(cluster: &Cluster, selection: &Selection, label: &str) -> Fanout {
+    Fanout::new(
+        label,
+        selection.concurrency.unwrap_or(cluster.ssh.concurrency),
+    )
+}
+
+impl CheckArgs {
+    async fn run(self, global: Global) -> anyhow::Result<()> {
+        let cluster = load(&global)?;
+        let hosts = cluster
+            .select(&self.selection.hosts, &self.selection.roles)
+            .with_context(|| format!("selecting hosts in {}", global.config.display()))?;
+        let layout = StateLayout::from_cluster(&cluster);
+        let input = certs::pki_input(&cluster);
+        let now = certs::now();
+        let mut rows: Vec<ExpiryRow> = Vec::new();
+        if !self.no_local {
+            rows.extend(certs::local_rows(&cluster, &input, &layout, now)?);
+        }
+        let items = hosts
+            .iter()
+            .map(|h| {
+                let files = certs::node_files(&cluster, &layout, h);
+                (h.name.clone(), (fanout::ssh_target(&cluster, h), files))
+            })
+            .collect();
+        let results = fan(&cluster, &self.selection, "read certificates")
+            .run(items, |(target, files)| async move {
+                let ssh = SshExecutor::connect(target?).await?;
+                let remote = certs::read_node(&ssh, &files).await;
+                ssh.close().await;
+                Ok::<_, CertsError>((files, remote?))
+            })
+            .await;
+        for r in &results {
+            if let Ok((files, remote)) = &r.result {
+                rows.extend(certs::node_rows(&r.host, files, remote, now));
+            }
+        }
+        let errors: Vec<serde_json::Value> = results
+            .iter()
+            .filter_map(|r| {
+                r.result
+                    .as_ref()
+                    .err()
+                    .map(|e| serde_json::json!({ "host": r.host, "error": e.to_string() }))
+            })
+            .collect();
+        if global.output == OutputFormat::Json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({
+                    "certificates": rows,
+                    "errors": errors,
+                }))?
+            );
+        } else {
+            print!("{}", certs::expiry_table(&rows));
+        }
+        for r in &results {
+            if let Err(e) = &r.result {
+                eprintln!("{e}");
+            }
+        }
+        let stale = rows
+            .iter()
+            .filter(|r| r.status == certs::Status::Stale)
+            .count();
+        if stale > 0 {
+            eprintln!(
+                "{stale} node copies differ from the state directory: `clusterkit certs distribute` uploads them"
+            );
+        }
+        fanout::check(&results)?;
+        if let Some(days) = self.fail_within {
+            let failing: Vec<String> = rows
+                .iter()
+                .filter(|r| r.fails_within(days))
+                .map(|r| format!("{}/{} ({})", r.host, r.name, describe(r)))
+                .collect();
+            if !failing.is_empty() {
+                anyhow::bail!(
+                    "{} certificate(s) expire within {days} days or are not usable: {}",
+                    failing.len(),
+                    failing.join(", ")
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+fn describe(r: &ExpiryRow) -> String {
+    match (r.status, r.days_left) {
+        (certs::Status::Ok | certs::Status::Stale, Some(d)) => format!("{d} days left"),
+        (s, _) => s.as_str().to_string(),
+    }
+}
+
+/// Connects to the selected hosts; unreachable ones are returned as failed results.
+async fn connect(
+    cluster: &Cluster,
+    hosts: &[&Host],
+    fan: &Fanout,
+) -> (
+    Vec<(String, Arc<SshExecutor>)>,
+    Vec<HostResult<NodeOutcome, CertsError>>,
+) {
+    let connected = fanout::connect_all(cluster, hosts, fan).await;
+    let mut ok = Vec::new();
+    let mut failed = Vec::new();
+    for r in connected {
+        match r.result {
+            Ok(ssh) => ok.push((r.host, ssh)),
+            Err(e) => failed.push(HostResult {
+                host: r.host,
+                duration: r.duration,
+                result: Err(CertsError::from(e)),
+            }),
+        }
+    }
+    (ok, failed)
+}
+
+/// Uploads, restarts, prints the per-host summary; `Err` naming failed hosts.
+async fn distribute_and_report(
+    cluster: &Cluster,
+    selection: &Selection,
+    only: Option<&HashSet<std::path::PathBuf>>,
+    restart: bool,
+    global: &Global,
+    renewed: Option<&[certs::Renewed]>,
+) -> anyhow::Result<()> {
+    let hosts = cluster
+        .select(&selection.hosts, &selection.roles)
+        .with_context(|| format!("selecting hosts in {}", global.config.display()))?;
+    let layout = StateLayout::from_cluster(cluster);
+    if let Some(only) = only {
+        // A node left out of the selection keeps its old copies: say which.
+        for h in &cluster.hosts {
+            if hosts.iter().any(|s| s.name == h.name) {
+                continue;
+            }
+            if certs::node_mappings(&layout, h)
+                .iter()
+                .any(|m| only.contains(&m.local))
+            {
+                eprintln!(
+                    "warning: {} holds renewed files but is not selected; run `clusterkit certs distribute --hosts {}`",
+                    h.name, h.name
+                );
+            }
+        }
+    }
+    let fan = fan(cluster, selection, "distribute");
+    let (connected, mut results) = connect(cluster, &hosts, &fan).await;
+    let nodes: Vec<(&Host, Arc<dyn Executor>)> = connected
+        .iter()
+        .filter_map(|(name, e)| {
+            let exec: Arc<dyn Executor> = e.clone();
+            cluster.host(name).map(|h| (h, exec))
+        })
+        .collect();
+    // The operator's machine checks etcd with the healthcheck client certificate, as the etcd
+    // phase does.
+    let tls = etcd_phase::ClientTls::load(cluster).ok();
+    let health = || -> certs::HealthFuture<'_> {
+        Box::pin(async {
+            match &tls {
+                Some(tls) => etcd_phase::health(cluster, tls).await,
+                None => Err("no etcd healthcheck client certificate in the state directory".into()),
+            }
+        })
+    };
+    results.extend(certs::distribute(&layout, &nodes, only, restart, &health, &fan).await);
+    // Input order (the selection's), not "unreachable first".
+    results.sort_by_key(|r| hosts.iter().position(|h| h.name == r.host));
+    for (_, ssh) in &connected {
+        ssh.close().await;
+    }
+    if global.output == OutputFormat::Json {
+        let hosts: Vec<serde_json::Value> = results
+            .iter()
+            .map(|r| match &r.result {
+                Ok(o) => serde_json::json!({
+                    "host": r.host, "status": "ok", "uploaded": o.uploaded, "restarted": o.restarted,
+                }),
+                Err(e) => serde_json::json!({ "host": r.host, "status": "failed", "error": e.to_string() }),
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "renewed": renewed.unwrap_or_default(),
+                "hosts": hosts,
+            }))?
+        );
+    } else {
+        if let Some(renewed) = renewed {
+            print_renewed(renewed);
+            println!();
+        }
+        let rows: Vec<Vec<String>> = results
+            .iter()
+            .map(|r| match &r.result {
+                Ok(o) => vec![
+                    r.host.clone(),
+                    "ok".into(),
+                    o.uploaded.len().to_string(),
+                    if o.restarted.is_empty() {
+                        "-".into()
+                    } else {
+                        o.restarted.join(",")
+                    },
+                    String::new(),
+                ],
+                Err(e) => vec![
+                    r.host.clone(),
+                    "failed".into(),
+                    "-".into(),
+                    "-".into(),
+                    e.to_string().lines().next().unwrap_or_default().to_string(),
+                ],
+            })
+            .collect();
+        print!(
+            "{}",
+            fanout::table(&["HOST", "STATUS", "UPLOADED", "RESTARTED", "ERROR"], &rows)
+        );
+    }
+    for r in &results {
+        if let Err(e) = &r.result {
+            eprintln!("{e}");
+        }
+    }
+    fanout::check(&results)?;
+    Ok(())
+}
+
+fn print_renewed(renewed: &[certs::Renewed]) {
+    let rows: Vec<Vec<String>> = renewed
+        .iter()
+        .map(|r| {
+            vec![
+                r.name.clone(),
+                r.old_serial.clone().unwrap_or_else(|| "-".into()),
+                r.new_serial.clone(),
+                r.expires.clone(),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        fanout::table(&["RENEWED", "OLD SERIAL", "NEW SERIAL", "EXPIRES"], &rows)
+    );
+}
+
+impl RenewArgs {
+    async fn run(self, global: Global) -> anyhow::Result<()> {
+        let cluster = load(&global)?;
+        let layout = StateLayout::from_cluster(&cluster);
+        let input = certs::pki_input(&cluster);
+        let all = certs::renewables(&input, &layout)?;
+        let picked = certs::select(&all, self.all, &self.names)?;
+        let renewed = certs::renew_local(&cluster, &input, &layout, &picked, certs::now())
+            .with_context(|| format!("renewing in {}", layout.root.display()))?;
+        if renewed.iter().any(|r| r.name == "admin.conf") {
+            eprintln!(
+                "admin.conf renewed; the operator's copy is {}",
+                certs::operator_admin_conf(&cluster).display()
+            );
+        }
+        if self.no_distribute {
+            if global.output == OutputFormat::Json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({ "renewed": renewed, "hosts": [] })
+                    )?
+                );
+            } else {
+                print_renewed(&renewed);
+            }
+            return Ok(());
+        }
+        let only: HashSet<std::path::PathBuf> = renewed
+            .iter()
+            .flat_map(|r| r.files.iter().cloned())
+            .collect();
+        distribute_and_report(
+            &cluster,
+            &self.selection,
+            Some(&only),
+            !self.no_restart,
+            &global,
+            Some(&renewed),
+        )
+        .await
+    }
+}
+
+impl DistributeArgs {
+    async fn run(self, global: Global) -> anyhow::Result<()> {
+        let cluster = load(&global)?;
+        distribute_and_report(
+            &cluster,
+            &self.selection,
+            None,
+            !self.no_restart,
+            &global,
+            None,
+        )
+        .await
     }
 }

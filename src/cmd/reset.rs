@@ -1,12 +1,169 @@
 //! `clusterkit reset`: undo an installation on the selected hosts.
+//!
+//! Asks for confirmation (type `yes`) unless `--yes`; `--check` only reports. Each host runs
+//! one script (`clusterkit_installer::reset`): services stopped and disabled, kubelet
+//! containers removed, `/etc/kubernetes`, `/var/lib/kubelet`, CNI config removed, etcd's data
+//! moved aside (`--purge` deletes it), clusterkit's units removed, kube-proxy/CNI iptables
+//! rules and ipvs services cleared. A second reset reports "nothing to do". Exits non-zero
+//! naming the hosts that failed.
 
-use super::Global;
+use std::io::{BufRead, IsTerminal, Write};
+
+use anyhow::Context;
+use clusterkit_core::config;
+use clusterkit_core::exec::ssh::SshExecutor;
+use clusterkit_core::fanout::{self, Fanout};
+use clusterkit_installer::reset::{self, ResetError, ResetOptions};
+
+use super::{Global, OutputFormat, Selection};
 
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    #[command(flatten)]
+    selection: Selection,
+
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    yes: bool,
+
+    /// Delete etcd's data instead of moving it to /var/lib/etcd.reset-<timestamp>.
+    #[arg(long)]
+    purge: bool,
+
+    /// Report what would be done on each host; change nothing.
+    #[arg(long)]
+    check: bool,
+}
 
 impl Args {
-    pub async fn run(self, _global: Global) -> anyhow::Result<()> {
-        anyhow::bail!("`clusterkit reset` is not available yet")
+    pub async fn run(self, global: Global) -> anyhow::Result<()> {
+        if global.output == OutputFormat::Yaml {
+            anyhow::bail!("reset prints table or json output, not yaml");
+        }
+        let loaded = config::load(&global.config)?;
+        for warning in &loaded.warnings {
+            eprintln!("{warning}");
+        }
+        let cluster = loaded.cluster;
+        let hosts = cluster
+            .select(&self.selection.hosts, &self.selection.roles)
+            .with_context(|| format!("selecting hosts in {}", global.config.display()))?;
+        let names: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
+        if !self.check && !self.yes {
+            confirm(&cluster.name, &names, self.purge)?;
+        }
+        let opts = ResetOptions::now(self.purge, self.check);
+        let fan = Fanout::new(
+            if self.check { "reset (check)" } else { "reset" },
+            self.selection
+                .concurrency
+                .unwrap_or(cluster.ssh.concurrency),
+        );
+        let items = hosts
+            .iter()
+            .map(|h| (h.name.clone(), fanout::ssh_target(&cluster, h)))
+            .collect();
+        let opts = &opts;
+        let results = fan
+            .run(items, |target| async move {
+                let ssh = SshExecutor::connect(target.map_err(ResetError::from)?)
+                    .await
+                    .map_err(ResetError::from)?;
+                let r = reset::reset_host(&ssh, opts).await;
+                ssh.close().await;
+                r
+            })
+            .await;
+        if global.output == OutputFormat::Json {
+            let rows: Vec<serde_json::Value> = results
+                .iter()
+                .map(|r| match &r.result {
+                    Ok(done) => serde_json::json!({
+                        "host": r.host, "status": "ok", "changed": done.changed,
+                        "duration_ms": r.duration.as_millis(),
+                    }),
+                    Err(e) => {
+                        let changed = match e {
+                            ResetError::Steps { changed, .. } => changed.clone(),
+                            _ => vec![],
+                        };
+                        serde_json::json!({
+                            "host": r.host, "status": "failed", "changed": changed,
+                            "error": e.to_string(), "duration_ms": r.duration.as_millis(),
+                        })
+                    }
+                })
+                .collect();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({
+                    "check": self.check,
+                    "hosts": rows,
+                }))?
+            );
+        } else {
+            let verb = if self.check {
+                "would change"
+            } else {
+                "changed"
+            };
+            for r in &results {
+                match &r.result {
+                    Ok(done) if done.changed.is_empty() => println!("{}: nothing to do", r.host),
+                    Ok(done) => {
+                        println!("{}: {verb} {}", r.host, done.changed.len());
+                        for c in &done.changed {
+                            println!("  {c}");
+                        }
+                    }
+                    Err(ResetError::Steps {
+                        changed, failed, ..
+                    }) => {
+                        println!(
+                            "{}: FAILED ({} done, {} failed)",
+                            r.host,
+                            changed.len(),
+                            failed.len()
+                        );
+                        for c in changed {
+                            println!("  {c}");
+                        }
+                        for f in failed {
+                            println!("  FAILED {f}");
+                        }
+                    }
+                    Err(e) => println!("{}: FAILED {e}", r.host),
+                }
+            }
+            println!();
+            print!("{}", fanout::summary_table(&results));
+        }
+        fanout::check(&results)?;
+        Ok(())
     }
+}
+
+/// Asks on the terminal; without one, `--yes` is required.
+fn confirm(cluster: &str, hosts: &[&str], purge: bool) -> anyhow::Result<()> {
+    let stdin = std::io::stdin();
+    let etcd = if purge {
+        "DELETE etcd's data"
+    } else {
+        "move etcd's data aside"
+    };
+    eprint!(
+        "This resets cluster {cluster} on {}: stops Kubernetes and etcd, removes /etc/kubernetes, \
+         /var/lib/kubelet and the CNI config, and will {etcd}.\nType 'yes' to continue: ",
+        hosts.join(", ")
+    );
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    let read = stdin.lock().read_line(&mut answer).unwrap_or(0);
+    if read == 0 && !stdin.is_terminal() {
+        anyhow::bail!("reset needs confirmation: pass --yes when stdin is not a terminal; nothing was changed");
+    }
+    if answer.trim() != "yes" {
+        anyhow::bail!("reset aborted; nothing was changed");
+    }
+    Ok(())
 }
