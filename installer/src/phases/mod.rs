@@ -18,7 +18,9 @@ pub mod addons;
 pub mod common;
 pub mod control_plane;
 pub mod etcd;
+pub mod images;
 pub mod join;
+pub mod network;
 pub mod pki;
 pub mod preflight;
 
@@ -56,6 +58,30 @@ pub const EMBEDDED: &[(&str, &str)] = &[
     (
         "templates/crictl.yaml",
         include_str!("../../../templates/crictl.yaml"),
+    ),
+    (
+        "playbooks/images.yaml",
+        include_str!("../../../playbooks/images.yaml"),
+    ),
+    (
+        "playbooks/network.yaml",
+        include_str!("../../../playbooks/network.yaml"),
+    ),
+    (
+        "templates/cni/10-clusterkit.conflist",
+        include_str!("../../../templates/cni/10-clusterkit.conflist"),
+    ),
+    (
+        "templates/cni/99-loopback.conf",
+        include_str!("../../../templates/cni/99-loopback.conf"),
+    ),
+    (
+        "templates/cni/pod-network.sh",
+        include_str!("../../../templates/cni/pod-network.sh"),
+    ),
+    (
+        "templates/cni/clusterkit-pod-network.service",
+        include_str!("../../../templates/cni/clusterkit-pod-network.service"),
     ),
     (
         "playbooks/pki.yaml",
@@ -144,6 +170,12 @@ pub enum InstallError {
 
     #[error("preflight failed:\n{0}")]
     Preflight(String),
+
+    #[error("images: {0}")]
+    Images(String),
+
+    #[error("pod network: {0}")]
+    Network(String),
 }
 
 /// One step of the installation.
@@ -225,6 +257,8 @@ pub fn all() -> Vec<Box<dyn Phase>> {
             describe: "containerd + runc, config.toml (systemd cgroups, mirrors), crictl",
             playbook: "runtime",
         }),
+        Box::new(images::ImagesPhase),
+        Box::new(network::NetworkPhase),
         Box::new(pki::PkiPhase),
         Box::new(etcd::EtcdPhase),
         Box::new(control_plane::ControlPlanePhase),

@@ -1,0 +1,129 @@
+//! Phase `images`: the container images clusterkit builds itself (the pause image and the
+//! busybox test workload, see [`crate::images`]) imported into containerd's `k8s.io` namespace
+//! on every node, so pods start without any registry.
+//!
+//! Where the tarballs come from: the offline bundle's `images/` directory when cluster.yaml
+//! names a bundle and it has an `images/manifest.json`; otherwise the local image cache
+//! (`$CLUSTERKIT_CACHE/images`), built there from Debian material when missing. Either way each
+//! tarball is checked against its recorded sha256 before anything is uploaded.
+//!
+//! The playbook (`playbooks/images.yaml`) is check-then-act per image: an image containerd
+//! already lists under its name with the same manifest digest is skipped; otherwise the tarball
+//! is uploaded to [`REMOTE_IMAGE_DIR`] and imported, and the import is verified by digest.
+//!
+//! Limits: images for this machine's architecture only; a node that lacks `ctr` (containerd's
+//! CLI, part of Debian's containerd package) fails the phase with the command's error.
+
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use clusterkit_core::config::{Cluster, Packages};
+use serde_json::{json, Value};
+
+use super::{InstallError, Phase, PhaseContext};
+use crate::images::{self, ImageManifest, Sources};
+
+/// Where image tarballs are kept on the nodes (kept after import, so a re-import after an
+/// image was deleted needs no upload).
+pub const REMOTE_IMAGE_DIR: &str = "/var/cache/clusterkit/images";
+
+/// The directory images are taken from for this cluster, and its verified manifest.
+///
+/// An offline bundle with `images/manifest.json` wins; otherwise the local cache, built when
+/// missing or damaged (building needs the Kubernetes source and busybox-static, see
+/// [`crate::images`]).
+pub fn image_dir(cluster: &Cluster) -> Result<(PathBuf, ImageManifest), images::ImageError> {
+    if let Packages::Bundle { dir } = &cluster.packages {
+        let in_bundle = dir.join("images");
+        if in_bundle.join(images::MANIFEST_FILE).is_file() {
+            let m = images::load(&in_bundle)?;
+            images::verify(&in_bundle, &m)?;
+            return Ok((in_bundle, m));
+        }
+    }
+    let cache = images::cache_dir();
+    let m = images::ensure(&cache, &Sources::from_env())?;
+    Ok((cache, m))
+}
+
+/// The playbook's `images` variable: one object per image.
+pub fn image_vars(dir: &Path, manifest: &ImageManifest) -> Value {
+    Value::Array(
+        manifest
+            .images
+            .iter()
+            .map(|i| {
+                json!({
+                    "name": i.name,
+                    "digest": i.digest,
+                    "file": i.file,
+                    "path": dir.join(&i.file).to_string_lossy(),
+                    // What the playbook's listing prints for an image already in place.
+                    "key": format!("<{}@{}>", i.name, i.digest),
+                })
+            })
+            .collect(),
+    )
+}
+
+/// `images`: see the module docs.
+pub struct ImagesPhase;
+
+#[async_trait]
+impl Phase for ImagesPhase {
+    fn name(&self) -> &'static str {
+        "images"
+    }
+    fn describe(&self) -> &'static str {
+        "pause and busybox images (built from Debian material) imported into containerd, no registry"
+    }
+    async fn run(&self, cx: &PhaseContext<'_>) -> Result<(), InstallError> {
+        let mut pb = clusterkit_core::playbook::load(cx.library, "images")?;
+        let cluster = cx.cluster.clone();
+        // Building the cache compiles pause.c: keep it off the async workers.
+        let (dir, manifest) = tokio::task::spawn_blocking(move || image_dir(&cluster))
+            .await
+            .map_err(|e| InstallError::Images(e.to_string()))?
+            .map_err(|e| InstallError::Images(e.to_string()))?;
+        let sandbox_image = &cx.cluster.runtime.sandbox_image;
+        if !manifest.images.iter().any(|i| &i.name == sandbox_image) {
+            // Not fatal (the runtime may pull it), but the operator should know why pods
+            // might hang in ContainerCreating on a node without a registry.
+            tracing::warn!(
+                sandbox_image = %sandbox_image,
+                "runtime.sandbox_image is not among the imported images; nodes must pull it"
+            );
+        }
+        let vars = image_vars(&dir, &manifest);
+        for play in &mut pb.plays {
+            play.vars.insert("images".into(), vars.clone());
+            play.vars
+                .insert("image_dir".into(), json!(REMOTE_IMAGE_DIR));
+        }
+        cx.engine.run(&pb, cx.targets).await;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::images::ImageEntry;
+
+    #[test]
+    fn vars_carry_the_listing_key_and_local_path() {
+        let m = ImageManifest {
+            format: 1,
+            images: vec![ImageEntry {
+                name: "registry.k8s.io/pause:3.2".into(),
+                file: "pause_3.2.oci.tar".into(),
+                sha256: "00".into(),
+                size: 1,
+                digest: "sha256:ab".into(),
+            }],
+        };
+        let v = image_vars(Path::new("/cache/images"), &m);
+        assert_eq!(v[0]["key"], "<registry.k8s.io/pause:3.2@sha256:ab>");
+        assert_eq!(v[0]["path"], "/cache/images/pause_3.2.oci.tar");
+    }
+}
