@@ -109,7 +109,10 @@ impl Sshd {
                 "Port {port}\nListenAddress 127.0.0.1\nHostKey {hk}\nPidFile {d}/sshd.pid\n\
                  AuthorizedKeysFile {d}/authorized_keys\nPermitRootLogin prohibit-password\n\
                  PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n\
-                 StrictModes no\nAllowTcpForwarding yes\nLogLevel DEBUG1\n",
+                 StrictModes no\nAllowTcpForwarding yes\nLogLevel DEBUG1\n\
+                 SetEnv HOME={d}\n",
+                // HOME: root's own shell start-up files on this machine (pyenv and the like)
+                // must not write to the commands' stderr.
                 hk = host_key.display(),
                 d = dir.path().display()
             ),
@@ -243,7 +246,8 @@ async fn local_concurrent_commands_share_one_connection() {
     assert_eq!(
         sshd.accepted_logins(),
         1,
-        "expected one SSH connection for all commands"
+        "expected one SSH connection for all commands; sshd log:\n{}",
+        std::fs::read_to_string(&sshd.log).unwrap_or_default()
     );
 }
 
@@ -352,9 +356,26 @@ async fn local_key_types_passphrase_agent_and_wrong_key() {
             path: sshd.path(name),
             passphrase: None,
         };
-        let ssh = SshExecutor::connect(target)
-            .await
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let mut result = SshExecutor::connect(target.clone()).await;
+        // ssh-key 0.7.0-rc.11 cannot load ~1 ECDSA key in 500 (short private scalar): the
+        // error says so; such a key is replaced by a new one, once or twice at most.
+        for _ in 0..5 {
+            match &result {
+                Err(e) if name == "id_ecdsa" && e.to_string().contains("length invalid") => {
+                    assert!(e.to_string().contains("known bug"), "{e}");
+                    std::fs::remove_file(sshd.path(name)).unwrap();
+                    std::fs::remove_file(sshd.path("id_ecdsa.pub")).unwrap();
+                    let key = new_key(sshd.dir.path(), name, "ecdsa", "");
+                    let mut authorized =
+                        std::fs::read_to_string(sshd.path("authorized_keys")).unwrap();
+                    authorized.push_str(&format!("{}\n", pub_line(&key)));
+                    std::fs::write(sshd.path("authorized_keys"), authorized).unwrap();
+                    result = SshExecutor::connect(target.clone()).await;
+                }
+                _ => break,
+            }
+        }
+        let ssh = result.unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(ssh.sh("whoami").await.unwrap(), "root\n", "{name}");
     }
 

@@ -10,12 +10,14 @@
 //!   mismatch is always fatal, an unknown host is refused unless `trust_on_first_use` is set.
 //! - **Jump host**: the target is reached through a `direct-tcpip` channel of a connection to
 //!   the jump host (OpenSSH's `ProxyJump`), with the same host-key rules for both.
-//! - **become (sudo)**: for a non-root user, commands run as
-//!   `sudo -S -p <random prompt> -- sh -c '<command>'`. The password is written to the channel's
-//!   stdin only when that exact prompt appears on stderr, and the command's own stdin is sent
-//!   only after a random "ready" marker shows sudo has finished. So the password never appears
-//!   on a command line or in a log, and never leaks into the command's stdin when sudo does not
-//!   ask (cached credentials, NOPASSWD). Without a become password, `sudo -n` is used.
+//! - **become (sudo)**: for a non-root user with a become password, commands run as
+//!   `sudo -S -p <random prompt> -- sh -c 'printf <random ready marker> >&2; exec <command>'`.
+//!   The password is written to the channel's stdin only when that exact prompt appears on
+//!   stderr, and the command's own stdin is sent only once the ready marker shows sudo has
+//!   finished. So the password never appears on a command line or in a log, and never leaks
+//!   into the command's stdin when sudo does not ask (cached credentials, NOPASSWD) — which an
+//!   empty prompt (`-p ''`) could not tell apart. A second prompt means a wrong password: the
+//!   channel is closed and `ExecError::Auth` returned. Without a become password, `sudo -n`.
 //! - **Timeouts**: `connect_timeout` bounds TCP connect + handshake + authentication. Every
 //!   command runs under the remote `timeout -s KILL` (coreutils) set just past its deadline, so a
 //!   command that outlives it is killed with its whole process group on the host; the client
@@ -27,7 +29,9 @@
 //!   `ExecError::Session`, since running it twice might not be safe.
 //!
 //! Limits: uploads and downloads go through `cat` on an exec channel (no SFTP) and are held in
-//! memory; host certificates and keyboard-interactive authentication are not supported.
+//! memory; host certificates and keyboard-interactive authentication are not supported; no
+//! pty is requested, so sudoers' `requiretty` is not supported; at most [`MAX_CHANNELS`]
+//! commands run at once per host (more wait their turn).
 
 use std::fmt;
 use std::path::PathBuf;
@@ -306,7 +310,12 @@ async fn authenticate(
         SshAuth::Key { path, passphrase } => {
             let key = russh::keys::load_secret_key(path, passphrase.as_ref().map(Secret::expose))
                 .map_err(|e| {
-                let hint = if passphrase.is_none() {
+                let hint = if e.to_string().contains("length invalid") {
+                    // ssh-key 0.7.0-rc.11 rejects ECDSA keys whose private scalar encodes
+                    // to fewer than 32 bytes (about 1 key in 500).
+                    " (if this is an ECDSA key: a known bug of the ssh-key crate rejects about \
+                     1 ECDSA key in 500; generate a new key, or use ed25519)"
+                } else if passphrase.is_none() {
                     " (if the key is encrypted, set auth.passphrase_env)"
                 } else {
                     ""
@@ -682,6 +691,36 @@ impl SshExecutor {
         }
     }
 
+    /// Opens a session channel. A refusal by the server (sshd's `MaxSessions` still counting
+    /// channels that are closing) is retried with backoff for about 5 s; it does not mean the
+    /// connection is dead. Any other failure does, and leads to one reconnect.
+    async fn open_channel(
+        &self,
+        connection: &Connection,
+    ) -> Result<russh::Channel<client::Msg>, Attempt> {
+        let mut delay = Duration::from_millis(20);
+        let mut attempt = 0;
+        loop {
+            match connection.handle.channel_open_session().await {
+                Ok(channel) => return Ok(channel),
+                Err(russh::Error::ChannelOpenFailure(reason)) if attempt < 8 => {
+                    tracing::debug!(host = %self.target.name, ?reason, attempt,
+                        "server refused a session channel; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                    attempt += 1;
+                }
+                Err(russh::Error::ChannelOpenFailure(reason)) => {
+                    return Err(Attempt::Failed(self.session_error(format!(
+                        "the server keeps refusing new session channels ({reason:?}); is \
+                         sshd's MaxSessions below {MAX_CHANNELS}?"
+                    ))))
+                }
+                Err(err) => return Err(Attempt::NotStarted(err.to_string())),
+            }
+        }
+    }
+
     async fn run_once(
         &self,
         connection: &Connection,
@@ -691,11 +730,7 @@ impl SshExecutor {
         timeout: Duration,
     ) -> Result<Output, Attempt> {
         let started = Instant::now();
-        let channel = connection
-            .handle
-            .channel_open_session()
-            .await
-            .map_err(|e| Attempt::NotStarted(e.to_string()))?;
+        let channel = self.open_channel(connection).await?;
         let plan = self.plan(line, timeout);
         channel
             .exec(true, plan.line.as_bytes())
