@@ -9,6 +9,8 @@ bash scripts/deps.sh
 # enough for backtraces and keep the cache and link times small.
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$CLUSTERKIT_CACHE/target}
 export CARGO_PROFILE_DEV_DEBUG=${CARGO_PROFILE_DEV_DEBUG:-line-tables-only}
+# A fresh clone rebuilds the workspace crates anyway; incremental state would only fill the disk.
+export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
 
 cargo fmt --all -- --check
 cargo build --workspace --all-targets 2>&1 | tail -n 3
