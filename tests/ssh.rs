@@ -684,31 +684,40 @@ fn sandbox_three_nodes() {
         .collect();
     assert_eq!(uuids.len(), 3, "machine ids must differ: {uuids:?}");
 
-    // 3. Upload with mode 0600 through the library, read it back, check the mode on the node.
+    // 3. Through the library API other crates use (connect_all + Fanout::run): upload a file
+    //    with mode 0600 to every node in parallel, read it back, check the mode on the node.
     let loaded = clusterkit_core::config::load(&cluster).unwrap();
-    let node1 = loaded.cluster.host("node1").unwrap();
-    let target = clusterkit_core::fanout::ssh_target(&loaded.cluster, node1).unwrap();
+    let hosts = loaded.cluster.select(&[], &[]).unwrap();
     rt.block_on(async {
-        let ssh = SshExecutor::connect(target).await.unwrap();
-        let options = UploadOptions {
-            mode: 0o600,
-            owner: None,
-            create_parents: true,
-        };
-        ssh.upload(b"top secret\n", "/etc/clusterkit-test/secret.txt", &options)
-            .await
-            .unwrap();
-        assert_eq!(
-            ssh.download("/etc/clusterkit-test/secret.txt")
-                .await
-                .unwrap(),
-            b"top secret\n"
-        );
-        let mode = ssh
-            .sh("stat -c '%a %U' /etc/clusterkit-test/secret.txt")
-            .await
-            .unwrap();
-        assert_eq!(mode.trim(), "600 root");
+        use clusterkit_core::fanout::{self, Fanout};
+        let fan = Fanout::new("upload", 3);
+        let connected = fanout::connect_all(&loaded.cluster, &hosts, &fan).await;
+        fanout::check(&connected).unwrap();
+        let executors: Vec<_> = connected
+            .into_iter()
+            .map(|r| (r.host, r.result.unwrap()))
+            .collect();
+        let results = fan
+            .run(executors, |ssh| async move {
+                let options = UploadOptions {
+                    mode: 0o600,
+                    owner: None,
+                    create_parents: true,
+                };
+                let body = format!("secret of {}\n", ssh.host());
+                let path = "/etc/clusterkit-test/secret.txt";
+                ssh.upload(body.as_bytes(), path, &options).await?;
+                let back = ssh.download(path).await?;
+                let mode = ssh.sh(&format!("stat -c '%a %U' {path}")).await?;
+                Ok::<_, ExecError>((body.into_bytes() == back, mode))
+            })
+            .await;
+        fanout::check(&results).unwrap();
+        for r in results {
+            let (same, mode) = r.result.unwrap();
+            assert!(same, "{}: downloaded content differs", r.host);
+            assert_eq!(mode.trim(), "600 root", "{}", r.host);
+        }
     });
 
     // 4. Tampered known_hosts entry for node2: refused, both fingerprints named; others fine.
