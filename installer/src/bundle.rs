@@ -131,10 +131,7 @@ pub fn parse_simulation(out: &str) -> Vec<(String, String, String)> {
             // An upgrade shows `[old]` before the parenthesis.
             let inner = rest.split_once('(')?.1;
             let version = inner.split_whitespace().next()?;
-            let arch = inner
-                .rsplit_once('[')?
-                .1
-                .trim_end_matches(|c| c == ']' || c == ')');
+            let arch = inner.rsplit_once('[')?.1.trim_end_matches([']', ')']);
             Some((name.to_string(), version.to_string(), arch.to_string()))
         })
         .collect()
