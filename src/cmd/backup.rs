@@ -31,6 +31,8 @@ pub struct Args {
 enum Command {
     /// Take an etcd snapshot and store it (streamed, verified, manifest written last).
     Etcd(EtcdArgs),
+    /// Back up namespaces through the Kubernetes API (streamed; Secrets only when asked).
+    Namespace(clusterkit_backup::namespace::cli::BackupNamespaceArgs),
     /// List complete backups.
     List(ListArgs),
     /// Show one backup's manifest.
@@ -516,6 +518,7 @@ impl Args {
                     out
                 })
             }
+            Command::Namespace(a) => a.run(&global.config, &format!("{:?}", global.output)).await,
             Command::Schedule(a) => run_schedule(a, cluster, clock).await,
             Command::Keygen(a) => {
                 let recipient = clusterkit_backup::crypto::generate_identity_file(&a.out)

@@ -16,6 +16,7 @@ use clusterkit_backup::restore::{restore_local, LocalRestore};
 use clusterkit_backup::{catalog, settings, status};
 
 use super::backup::{load_cluster, DecryptArgs, StoreArgs};
+use clusterkit_core::config::Cluster;
 use super::{Global, OutputFormat};
 
 #[derive(clap::Args)]
@@ -28,6 +29,8 @@ pub struct Args {
 enum Command {
     /// Restore etcd from backup ID (verified completely before anything is touched).
     Etcd(EtcdArgs),
+    /// Restore namespaces from a namespace backup ID (server-side apply, dependency order).
+    Namespace(clusterkit_backup::namespace::cli::RestoreNamespaceArgs),
 }
 
 #[derive(clap::Args)]
@@ -72,15 +75,14 @@ fn confirm(question: &str) -> anyhow::Result<bool> {
 
 impl Args {
     pub async fn run(self, global: Global) -> anyhow::Result<()> {
-        let Command::Etcd(a) = self.command;
+        let a = match self.command {
+            Command::Etcd(a) => a,
+            Command::Namespace(a) => return a.run(&global.config, &format!("{:?}", global.output)).await,
+        };
         let cluster = load_cluster(&global)?;
         let cluster = cluster.as_ref();
         let Some(data_dir) = a.data_dir.clone() else {
-            bail!(
-                "the multi-member restore over SSH is not available yet (it needs the installer's \
-                 etcd phase); restore each member locally with --data-dir, --name, \
-                 --initial-advertise-peer-urls and --initial-cluster"
-            );
+            return restore_cluster(&a, cluster, &global).await;
         };
         let store = a.store.open(cluster).await?;
         let decrypt = settings::decrypt(
@@ -141,4 +143,73 @@ impl Args {
         }
         Ok(())
     }
+}
+
+/// The multi-member restore over SSH (see `clusterkit_backup::restore_cluster`).
+async fn restore_cluster(a: &EtcdArgs, cluster: Option<&Cluster>, global: &Global) -> anyhow::Result<()> {
+    use clusterkit_backup::restore_cluster::{restore_cluster, Member};
+    use clusterkit_core::config::Role;
+    use clusterkit_core::exec::Executor;
+    use clusterkit_core::fanout::{self, Fanout};
+    let Some(cluster) = cluster else {
+        bail!(
+            "no cluster.yaml ({}) to find the etcd members in; for one local etcd give --data-dir",
+            global.config.display()
+        );
+    };
+    let store = a.store.open(Some(cluster)).await?;
+    let decrypt = settings::decrypt(
+        &a.decrypt.age_identity,
+        a.decrypt.passphrase_env.as_deref(),
+        Some(&cluster.backup),
+    )?;
+    let m = catalog::get_manifest(store.as_ref(), &a.id).await?;
+    let hosts = cluster.hosts_with_role(Role::Etcd);
+    if hosts.is_empty() {
+        bail!("cluster.yaml has no etcd hosts");
+    }
+    if !a.yes
+        && !confirm(&format!(
+            "restore {} (taken {}) onto the {} etcd members of {}? kube-apiserver and etcd will be \
+             stopped everywhere; old data dirs are kept",
+            m.id,
+            m.finished_at,
+            hosts.len(),
+            cluster.name
+        ))?
+    {
+        bail!("not confirmed; nothing changed");
+    }
+    let fan = Fanout::new("connect", cluster.ssh.concurrency);
+    let connected = fanout::connect_all(cluster, &hosts, &fan).await;
+    fanout::check(&connected)?;
+    let mut members = Vec::new();
+    for (h, r) in hosts.iter().zip(connected) {
+        let exec: std::sync::Arc<dyn Executor> = r.result?;
+        members.push(Member {
+            name: h.name.clone(),
+            peer_url: match h.address {
+                std::net::IpAddr::V6(x) => format!("https://[{x}]:2380"),
+                std::net::IpAddr::V4(x) => format!("https://{x}:2380"),
+            },
+            control_plane: h.has_role(Role::ControlPlane),
+            exec,
+        });
+    }
+    let target = settings::etcd_target(cluster);
+    let now = clusterkit_backup::chrono::Utc::now();
+    let result = restore_cluster(store.as_ref(), &a.id, &decrypt, &members, &target, now).await;
+    let outcome = if result.is_ok() { status::Outcome::Success } else { status::Outcome::Failure };
+    let _ = status::record_restore(store.as_ref(), Kind::Etcd, outcome).await;
+    let report = result.with_context(|| format!("restore of {} failed (every member was rolled back)", a.id))?;
+    match global.output {
+        OutputFormat::Table => {
+            for r in &report {
+                println!("{}: {} (old data dir kept at {})", r.member, r.result, r.old_data_dir);
+            }
+            println!("restart controllers and kubelets: etcd 3.4 cannot bump revisions after a restore");
+        }
+        _ => println!("{}", serde_json::to_string_pretty(&report)?),
+    }
+    Ok(())
 }
