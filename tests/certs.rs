@@ -1,0 +1,460 @@
+//! `clusterkit certs check-expiration | renew | distribute` on a 3-node sandbox, all real:
+//! Debian 12 nspawn nodes over SSH, the PKI and a 3-member TLS etcd 3.4 installed by the real
+//! `install --phase pki` and `--phase etcd` (etcd-server from the offline bundle).
+//!
+//! One sandbox is shared by the steps (bringing nodes up and installing is the slow part):
+//! check-expiration lists every expected file per host with the configured validity (leaves
+//! 365 days, CAs 10 years), its serials and expiry equal what `openssl x509` prints on the node;
+//! `--fail-within` exits non-zero only when something expires sooner; a deleted file shows as
+//! missing and a world-readable key as such, and `certs distribute` repairs both; renewing the
+//! etcd certificates changes the serials on the nodes, restarts the members one at a time, and
+//! etcd keeps all three members healthy and a key written before the renewal; a renewed
+//! kubeconfig goes only to the host that holds it and admin.conf next to cluster.yaml follows;
+//! CA names and unknown names are refused.
+//!
+//! Needs root, systemd-nspawn and debootstrap (scripts/deps.sh), apt access for the bundle,
+//! etcdctl and openssl; fails with the reason when one is missing.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use clusterkit_sandbox::{SandboxGuard, UpOptions};
+use common::{clusterkit, describe, run_fail, run_ok, stderr, stdout, tool};
+use serde_json::Value;
+
+const NODES: [&str; 3] = ["node1", "node2", "node3"];
+
+fn ssh(sb: &SandboxGuard, node: &str, cmd: &str) -> String {
+    let n = sb.node(node).unwrap();
+    let mut c = Command::new("ssh");
+    c.arg("-i")
+        .arg(sb.key_file())
+        .arg("-o")
+        .arg(format!("UserKnownHostsFile={}", sb.known_hosts().display()))
+        .args([
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout=10",
+        ])
+        .arg(format!("root@{}", n.address))
+        .arg(cmd);
+    stdout(&run_ok(&mut c))
+}
+
+fn ck(cfg: &Path, args: &[&str]) -> Command {
+    let mut c = clusterkit();
+    c.arg("-f").arg(cfg).args(args);
+    c
+}
+
+fn json_of(c: &mut Command) -> Value {
+    let out = run_ok(c);
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}\n{}", describe(c, &out, "expected JSON")))
+}
+
+/// `check-expiration -o json` rows.
+fn check(cfg: &Path) -> Vec<Value> {
+    let v = json_of(&mut ck(cfg, &["-o", "json", "certs", "check-expiration"]));
+    assert_eq!(v["errors"], serde_json::json!([]), "{v:#}");
+    v["certificates"].as_array().unwrap().clone()
+}
+
+fn row<'a>(rows: &'a [Value], host: &str, name: &str) -> &'a Value {
+    rows.iter()
+        .find(|r| r["host"] == host && r["name"] == name)
+        .unwrap_or_else(|| panic!("no row {host}/{name} in {rows:#?}"))
+}
+
+/// `openssl x509` on the node: (serial, notAfter as openssl prints it).
+fn node_cert(sb: &SandboxGuard, node: &str, path: &str) -> (String, String) {
+    let out = ssh(
+        sb,
+        node,
+        &format!("openssl x509 -noout -serial -enddate -in {path}"),
+    );
+    let get = |k: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .unwrap_or_else(|| panic!("{node}: no {k} in {out}"))
+            .trim()
+            .to_string()
+    };
+    (get("serial="), get("notAfter="))
+}
+
+/// openssl's `Nov 22 18:45:37 2027 GMT` (day space-padded) as `2027-11-22T18:45:37Z`.
+fn openssl_date_to_rfc3339(date: &str) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let f: Vec<&str> = date.split_whitespace().collect();
+    assert_eq!((f.len(), f.get(4)), (5, Some(&"GMT")), "{date}");
+    let month = MONTHS.iter().position(|m| *m == f[0]).unwrap() + 1;
+    let day: u32 = f[1].parse().unwrap();
+    format!("{}-{month:02}-{day:02}T{}Z", f[3], f[2])
+}
+
+fn etcdctl(state: &Path, endpoints: &str, args: &[&str]) -> Command {
+    let pki = state.join("pki/etcd");
+    let mut c = Command::new(tool("CLUSTERKIT_ETCDCTL", Path::new("/usr/bin/etcdctl")));
+    c.env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoints}"))
+        .arg(format!("--cacert={}", pki.join("ca.crt").display()))
+        .arg(format!(
+            "--cert={}",
+            pki.join("healthcheck-client.crt").display()
+        ))
+        .arg(format!(
+            "--key={}",
+            pki.join("healthcheck-client.key").display()
+        ))
+        .args(["--dial-timeout=5s", "--command-timeout=10s"])
+        .args(args);
+    c
+}
+
+/// Monotonic start time (µs) of etcd's current process on a node; nodes share the kernel,
+/// so these compare across nodes.
+fn etcd_started(sb: &SandboxGuard, node: &str) -> u64 {
+    ssh(
+        sb,
+        node,
+        "systemctl show -p ExecMainStartTimestampMonotonic --value etcd",
+    )
+    .trim()
+    .parse()
+    .unwrap()
+}
+
+#[test]
+fn check_and_renew_on_three_nodes() {
+    assert!(
+        tool("CLUSTERKIT_OPENSSL", Path::new("/usr/bin/openssl")).is_file(),
+        "openssl missing"
+    );
+    let sb = SandboxGuard::up(UpOptions::new("certs", 3))
+        .expect("sandbox up (needs root and scripts/deps.sh)");
+    let work = tempfile::tempdir().unwrap();
+    let bundle = work.path().join("bundle");
+    run_ok(
+        clusterkit()
+            .env_remove("CLUSTERKIT_KUBE_BIN_DIR")
+            .args(["bundle", "build", "--package", "etcd-server", "--out"])
+            .arg(&bundle),
+    );
+    let base = std::fs::read_to_string(sb.cluster_yaml()).unwrap();
+    let cfg = sb.dir().join("certs.yaml");
+    std::fs::write(
+        &cfg,
+        format!("{base}\npackages: {{ bundle: {} }}\n", bundle.display()),
+    )
+    .unwrap();
+    let state: PathBuf = sb.dir().join("certs-state");
+    for phase in ["pki", "etcd"] {
+        run_ok(&mut ck(&cfg, &["install", "--phase", phase]));
+    }
+    let endpoints = sb
+        .nodes()
+        .iter()
+        .map(|n| format!("https://{}:2379", n.address))
+        .collect::<Vec<_>>()
+        .join(",");
+
+    // 1. Every expected file on every host, with the configured validity, as openssl sees it.
+    let rows = check(&cfg);
+    let cp_files = [
+        "ca",
+        "apiserver",
+        "apiserver-kubelet-client",
+        "front-proxy-ca",
+        "front-proxy-client",
+        "apiserver-etcd-client",
+        "etcd-ca",
+        "etcd-healthcheck-client",
+        "etcd-server",
+        "etcd-peer",
+        "controller-manager.conf",
+        "scheduler.conf",
+        "kubelet.conf",
+    ];
+    let member_files = ["ca", "etcd-ca", "etcd-server", "etcd-peer"];
+    for node in NODES {
+        let mut names: Vec<&str> = rows
+            .iter()
+            .filter(|r| r["host"] == node)
+            .map(|r| r["name"].as_str().unwrap())
+            .collect();
+        names.sort_unstable();
+        let mut want: Vec<&str> = if node == "node1" {
+            cp_files.to_vec()
+        } else {
+            member_files.to_vec()
+        };
+        want.sort_unstable();
+        assert_eq!(names, want, "{node}");
+    }
+    for r in &rows {
+        assert_eq!(r["status"], "ok", "{r:#}");
+        let name = r["name"].as_str().unwrap();
+        let is_ca = ["ca", "front-proxy-ca", "etcd-ca"].contains(&name);
+        let (validity, left) = if is_ca {
+            (3650, 3649..=3650)
+        } else {
+            (365, 364..=365)
+        };
+        assert_eq!(r["validity_days"], validity, "{r:#}");
+        assert!(left.contains(&r["days_left"].as_i64().unwrap()), "{r:#}");
+        assert!(r["residual"].as_f64().unwrap() > 0.99, "{r:#}");
+        if r["host"] != "local" {
+            assert_eq!(r["in_sync"], true, "{r:#}");
+            let ca = if is_ca {
+                "-"
+            } else if name.starts_with("etcd") || name == "apiserver-etcd-client" {
+                "etcd-ca"
+            } else if name == "front-proxy-client" {
+                "front-proxy-ca"
+            } else {
+                "ca"
+            };
+            assert_eq!(r["ca"], ca, "{r:#}");
+        }
+    }
+    for node in NODES {
+        let server = row(&rows, node, "etcd-server");
+        assert_eq!(server["subject"], node);
+        let (serial, end) = node_cert(&sb, node, "/etc/kubernetes/pki/etcd/server.crt");
+        assert_eq!(server["serial"], serial.as_str(), "{node}");
+        assert_eq!(
+            server["expires"],
+            openssl_date_to_rfc3339(&end).as_str(),
+            "{node}"
+        );
+    }
+    let table = stdout(&run_ok(&mut ck(
+        &cfg,
+        &["certs", "check-expiration", "--hosts", "node2"],
+    )));
+    assert!(table.starts_with("HOST"), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("node2") && l.contains("etcd-peer")),
+        "{table}"
+    );
+    assert!(!table.lines().any(|l| l.starts_with("node1")), "{table}");
+
+    // 2. --fail-within for cron: fails only when something expires sooner.
+    run_ok(&mut ck(
+        &cfg,
+        &["certs", "check-expiration", "--fail-within", "30"],
+    ));
+    let out = run_fail(&mut ck(
+        &cfg,
+        &["certs", "check-expiration", "--fail-within", "400"],
+    ));
+    assert!(
+        stderr(&out).contains("expire within 400 days"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("node2/etcd-server"),
+        "{}",
+        stderr(&out)
+    );
+
+    // 3. Drift on the nodes is seen; `certs distribute` repairs it (and restarts etcd on the
+    //    member whose peer certificate came back).
+    ssh(&sb, "node3", "rm /etc/kubernetes/pki/etcd/peer.crt");
+    ssh(
+        &sb,
+        "node2",
+        "chmod 0644 /etc/kubernetes/pki/etcd/server.key",
+    );
+    let rows = check(&cfg);
+    assert_eq!(row(&rows, "node3", "etcd-peer")["status"], "missing");
+    assert_eq!(row(&rows, "node2", "etcd-server")["status"], "key-mode");
+    let out = run_fail(&mut ck(
+        &cfg,
+        &["certs", "check-expiration", "--fail-within", "30"],
+    ));
+    assert!(
+        stderr(&out).contains("node3/etcd-peer (missing)"),
+        "{}",
+        stderr(&out)
+    );
+    let v = json_of(&mut ck(&cfg, &["-o", "json", "certs", "distribute"]));
+    let hosts = v["hosts"].as_array().unwrap();
+    let host = |n: &str| hosts.iter().find(|h| h["host"] == n).unwrap().clone();
+    assert_eq!(host("node1")["uploaded"], serde_json::json!([]), "{v:#}");
+    assert_eq!(
+        host("node2")["uploaded"],
+        serde_json::json!(["/etc/kubernetes/pki/etcd/server.key"]),
+        "{v:#}"
+    );
+    assert_eq!(
+        host("node3")["uploaded"],
+        serde_json::json!(["/etc/kubernetes/pki/etcd/peer.crt"]),
+        "{v:#}"
+    );
+    assert_eq!(
+        host("node3")["restarted"],
+        serde_json::json!(["etcd"]),
+        "{v:#}"
+    );
+    assert_eq!(
+        ssh(
+            &sb,
+            "node2",
+            "stat -c %a /etc/kubernetes/pki/etcd/server.key"
+        )
+        .trim(),
+        "600"
+    );
+    assert!(check(&cfg).iter().all(|r| r["status"] == "ok"));
+
+    // 4. Renew the etcd certificates with data in etcd.
+    run_ok(&mut etcdctl(
+        &state,
+        &endpoints,
+        &["put", "clusterkit/certs-test", "written-before-renewal"],
+    ));
+    let before: Vec<(String, String)> = NODES
+        .iter()
+        .map(|n| node_cert(&sb, n, "/etc/kubernetes/pki/etcd/peer.crt"))
+        .collect();
+    let v = json_of(&mut ck(
+        &cfg,
+        &["-o", "json", "certs", "renew", "etcd-server", "etcd-peer"],
+    ));
+    let renewed = v["renewed"].as_array().unwrap();
+    assert_eq!(renewed.len(), 6, "{v:#}");
+    for r in renewed {
+        assert_ne!(r["old_serial"], r["new_serial"], "{r:#}");
+        assert!(r["old_serial"].is_string(), "{r:#}");
+    }
+    for h in v["hosts"].as_array().unwrap() {
+        assert_eq!(h["status"], "ok", "{v:#}");
+        assert_eq!(h["restarted"], serde_json::json!(["etcd"]), "{v:#}");
+        // server.crt/key and peer.crt/key: only the renewed files.
+        assert_eq!(h["uploaded"].as_array().unwrap().len(), 4, "{v:#}");
+    }
+    for (i, node) in NODES.iter().enumerate() {
+        for kind in ["server", "peer"] {
+            let (serial, _) = node_cert(&sb, node, &format!("/etc/kubernetes/pki/etcd/{kind}.crt"));
+            let want = renewed
+                .iter()
+                .find(|r| r["name"] == format!("etcd-{kind}/{node}"))
+                .unwrap();
+            assert_eq!(want["new_serial"], serial.as_str(), "{node} {kind}");
+            if kind == "peer" {
+                assert_ne!(serial, before[i].0, "{node}: serial unchanged");
+            }
+        }
+    }
+    // One member at a time: each restarted after the previous one (its start time is later
+    // by at least the previous member's restart and health wait).
+    let starts: Vec<u64> = NODES.iter().map(|n| etcd_started(&sb, n)).collect();
+    eprintln!("etcd start times (monotonic µs): {starts:?}");
+    // Restarted together, they would start within milliseconds of each other.
+    assert!(
+        starts[1] > starts[0] + 200_000 && starts[2] > starts[1] + 200_000,
+        "{starts:?}"
+    );
+    let members = stdout(&run_ok(&mut etcdctl(
+        &state,
+        &endpoints,
+        &["member", "list"],
+    )));
+    assert_eq!(
+        members
+            .lines()
+            .filter(|l| l.contains(", started, "))
+            .count(),
+        3,
+        "{members}"
+    );
+    let health = run_ok(&mut etcdctl(&state, &endpoints, &["endpoint", "health"]));
+    let health = format!("{}{}", stdout(&health), stderr(&health));
+    assert_eq!(health.matches("is healthy").count(), 3, "{health}");
+    let got = stdout(&run_ok(&mut etcdctl(
+        &state,
+        &endpoints,
+        &["get", "--print-value-only", "clusterkit/certs-test"],
+    )));
+    assert_eq!(got.trim(), "written-before-renewal");
+    let rows = check(&cfg);
+    assert!(rows.iter().all(|r| r["status"] == "ok"), "{rows:#?}");
+
+    // 5. A kubeconfig: only its host gets it; nothing to restart (no scheduler installed).
+    //    admin.conf next to cluster.yaml follows the state copy.
+    let admin = sb.dir().join("admin.conf");
+    let admin_before = std::fs::read(&admin).unwrap();
+    let v = json_of(&mut ck(
+        &cfg,
+        &[
+            "-o",
+            "json",
+            "certs",
+            "renew",
+            "scheduler.conf",
+            "admin.conf",
+        ],
+    ));
+    let hosts = v["hosts"].as_array().unwrap();
+    for h in hosts {
+        let want: &[&str] = if h["host"] == "node1" {
+            &["/etc/kubernetes/scheduler.conf"]
+        } else {
+            &[]
+        };
+        assert_eq!(h["uploaded"], serde_json::json!(want), "{v:#}");
+        assert_eq!(h["restarted"], serde_json::json!([]), "{v:#}");
+    }
+    let admin_after = std::fs::read(&admin).unwrap();
+    assert_ne!(admin_before, admin_after);
+    assert_eq!(
+        admin_after,
+        std::fs::read(state.join("kubeconfig/admin.conf")).unwrap()
+    );
+    let rows = check(&cfg);
+    let sched = row(&rows, "node1", "scheduler.conf");
+    assert_eq!(
+        (sched["status"].as_str(), sched["in_sync"].as_bool()),
+        (Some("ok"), Some(true))
+    );
+    let renewed_serial = v["renewed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "scheduler.conf/node1")
+        .unwrap()["new_serial"]
+        .clone();
+    assert_eq!(sched["serial"], renewed_serial);
+
+    // 6. Refused: a CA (rotation is not supported) and an unknown name; nothing changed.
+    let out = run_fail(&mut ck(&cfg, &["certs", "renew", "etcd-ca"]));
+    assert!(
+        stderr(&out).contains("CA rotation is not supported"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run_fail(&mut ck(&cfg, &["certs", "renew", "no-such-cert"]));
+    assert!(
+        stderr(&out).contains("unknown certificate"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run_fail(&mut ck(&cfg, &["certs", "renew"]));
+    assert!(stderr(&out).contains("--all"), "{}", stderr(&out));
+    let after = check(&cfg);
+    for (a, b) in rows.iter().zip(&after) {
+        assert_eq!(a["serial"], b["serial"], "{a:#} {b:#}");
+    }
+}

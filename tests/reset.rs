@@ -1,0 +1,286 @@
+//! `clusterkit reset` on a 3-node sandbox, all real: Debian 12 nspawn nodes over SSH, the PKI
+//! and a 3-member TLS etcd installed by the real `install --phase pki` and `--phase etcd`, plus
+//! what later phases leave behind, made by hand where those phases need more than this test
+//! installs: a running kubelet-named unit and a kube-apiserver-named unit (systemd services of
+//! the same names and paths the installer writes), a tmpfs mounted under /var/lib/kubelet, CNI
+//! config, and kube-proxy/CNI iptables chains next to a foreign rule that must survive.
+//!
+//! One sandbox is shared by the steps: without `--yes` and with "no" typed, nothing changes;
+//! `--check` reports and changes nothing; the reset stops and disables every service, removes
+//! the directories, moves etcd's data aside, removes the units and exactly the kube-proxy/CNI
+//! iptables rules; a second reset reports "nothing to do" everywhere; `--purge` deletes etcd's
+//! data; a stopped node fails alone and is named.
+//!
+//! Needs root, systemd-nspawn and debootstrap (scripts/deps.sh) and apt access for the bundle;
+//! fails with the reason when one is missing.
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use clusterkit_sandbox::{SandboxGuard, UpOptions};
+use common::{clusterkit, describe, run_fail, run_ok, stderr, stdout};
+use serde_json::Value;
+
+const NODES: [&str; 3] = ["node1", "node2", "node3"];
+
+fn ssh(sb: &SandboxGuard, node: &str, cmd: &str) -> String {
+    let n = sb.node(node).unwrap();
+    let mut c = Command::new("ssh");
+    c.arg("-i")
+        .arg(sb.key_file())
+        .arg("-o")
+        .arg(format!("UserKnownHostsFile={}", sb.known_hosts().display()))
+        .args([
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout=10",
+        ])
+        .arg(format!("root@{}", n.address))
+        .arg(cmd);
+    stdout(&run_ok(&mut c))
+}
+
+fn ck(cfg: &Path, args: &[&str]) -> Command {
+    let mut c = clusterkit();
+    c.arg("-f").arg(cfg).args(args);
+    c
+}
+
+fn json_of(c: &mut Command) -> Value {
+    let out = run_ok(c);
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}\n{}", describe(c, &out, "expected JSON")))
+}
+
+fn changed_of(v: &Value, host: &str) -> Vec<String> {
+    v["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["host"] == host)
+        .unwrap_or_else(|| panic!("no {host} in {v:#}"))["changed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// What must be gone or kept, read on the node: one line per fact.
+fn facts(sb: &SandboxGuard, node: &str) -> String {
+    ssh(
+        sb,
+        node,
+        "for u in etcd kubelet kube-apiserver; do echo \"$u $(systemctl is-active $u) $(systemctl is-enabled $u 2>/dev/null || echo none)\"; done; \
+         for d in /etc/kubernetes /var/lib/kubelet /etc/cni/net.d /var/lib/etcd /etc/systemd/system/etcd.service /etc/systemd/system/kubelet.service; do [ -e $d ] && echo \"exists $d\"; done; \
+         ls -d /var/lib/etcd.reset-* 2>/dev/null | sed 's/^/moved /'; \
+         grep -c ' /var/lib/kubelet/' /proc/mounts | sed 's/^/kubelet-mounts /'; \
+         iptables-save | grep -cE 'KUBE-|CNI-' | sed 's/^/kube-rules /'; \
+         iptables-save | grep -c '^-A INPUT -j MINE' | sed 's/^/mine /'; true",
+    )
+}
+
+#[test]
+fn reset_three_nodes() {
+    let mut sb = SandboxGuard::up(UpOptions::new("reset", 3))
+        .expect("sandbox up (needs root and scripts/deps.sh)");
+    let work = tempfile::tempdir().unwrap();
+    let bundle = work.path().join("bundle");
+    run_ok(
+        clusterkit()
+            .env_remove("CLUSTERKIT_KUBE_BIN_DIR")
+            .args(["bundle", "build", "--package", "etcd-server", "--out"])
+            .arg(&bundle),
+    );
+    let base = std::fs::read_to_string(sb.cluster_yaml()).unwrap();
+    let cfg = sb.dir().join("reset.yaml");
+    std::fs::write(
+        &cfg,
+        format!("{base}\npackages: {{ bundle: {} }}\n", bundle.display()),
+    )
+    .unwrap();
+    for phase in ["pki", "etcd"] {
+        run_ok(&mut ck(&cfg, &["install", "--phase", phase]));
+    }
+    // What later phases leave behind (see the module documentation).
+    let unit = |name: &str| {
+        format!(
+            "printf '[Unit]\\nDescription={name} stand-in\\n[Service]\\nExecStart=/bin/sleep infinity\\n[Install]\\nWantedBy=multi-user.target\\n' > /etc/systemd/system/{name}.service && systemctl daemon-reload && systemctl enable -q --now {name}"
+        )
+    };
+    ssh(&sb, "node1", &unit("kube-apiserver"));
+    for node in NODES {
+        ssh(&sb, node, &unit("kubelet"));
+        ssh(
+            &sb,
+            node,
+            "mkdir -p /var/lib/kubelet/pods/p1/volumes/v /etc/cni/net.d && \
+             mount -t tmpfs tmpfs /var/lib/kubelet/pods/p1/volumes/v && \
+             echo '{}' > /etc/cni/net.d/10-clusterkit.conflist && \
+             iptables -t nat -N KUBE-SERVICES && iptables -t nat -A PREROUTING -j KUBE-SERVICES && \
+             iptables -t nat -N CNI-0123abcd && iptables -t nat -A POSTROUTING -s 10.244.0.0/24 -j CNI-0123abcd && \
+             iptables -N KUBE-FIREWALL && iptables -A INPUT -j KUBE-FIREWALL && \
+             iptables -N MINE && iptables -A INPUT -j MINE",
+        );
+    }
+    let installed: Vec<String> = NODES.iter().map(|n| facts(&sb, n)).collect();
+    for (node, f) in NODES.iter().zip(&installed) {
+        assert!(f.contains("etcd active enabled"), "{node}: {f}");
+        assert!(f.contains("kubelet active enabled"), "{node}: {f}");
+        assert!(f.contains("exists /var/lib/etcd\n"), "{node}: {f}");
+        assert!(f.contains("kubelet-mounts 1"), "{node}: {f}");
+        assert!(f.contains("kube-rules 6"), "{node}: {f}");
+    }
+
+    // 1. Without --yes, answering "no": nothing changes.
+    let mut c = ck(&cfg, &["reset"]);
+    c.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    child.stdin.take().unwrap().write_all(b"no\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        !out.status.success(),
+        "{}",
+        describe(&c, &out, "expected refusal")
+    );
+    assert!(
+        stderr(&out).contains("Type 'yes' to continue"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("nothing was changed"),
+        "{}",
+        stderr(&out)
+    );
+    // No terminal and no --yes: refused too.
+    let out = run_fail(ck(&cfg, &["reset"]).stdin(Stdio::null()));
+    assert!(stderr(&out).contains("--yes"), "{}", stderr(&out));
+
+    // 2. --check: reports, changes nothing.
+    let v = json_of(&mut ck(&cfg, &["-o", "json", "reset", "--check"]));
+    assert_eq!(v["check"], true);
+    let node1 = changed_of(&v, "node1");
+    for want in [
+        "stop and disable kubelet",
+        "stop and disable kube-apiserver",
+        "stop and disable etcd",
+        "remove /etc/kubernetes",
+        "remove /etc/systemd/system/etcd.service",
+    ] {
+        assert!(node1.iter().any(|c| c == want), "{want}: {node1:#?}");
+    }
+    for (node, before) in NODES.iter().zip(&installed) {
+        assert_eq!(&facts(&sb, node), before, "{node} changed by --check");
+    }
+
+    // 3. The reset.
+    let v = json_of(&mut ck(&cfg, &["-o", "json", "reset", "--yes"]));
+    for node in NODES {
+        let changed = changed_of(&v, node);
+        assert!(
+            changed
+                .iter()
+                .any(|c| c == "unmount /var/lib/kubelet/pods/p1/volumes/v"),
+            "{node}: {changed:#?}"
+        );
+        assert!(
+            changed
+                .iter()
+                .any(|c| c.starts_with("move /var/lib/etcd to /var/lib/etcd.reset-")),
+            "{node}: {changed:#?}"
+        );
+        assert!(
+            changed
+                .iter()
+                .any(|c| c == "remove 6 kube-proxy/CNI iptables lines (iptables)"),
+            "{node}: {changed:#?}"
+        );
+        let f = facts(&sb, node);
+        for u in ["etcd", "kubelet", "kube-apiserver"] {
+            assert!(
+                f.lines().any(|l| l.starts_with(&format!("{u} inactive "))),
+                "{node}: {f}"
+            );
+            assert!(!f.contains(&format!("{u} inactive enabled")), "{node}: {f}");
+        }
+        assert!(!f.contains("exists "), "{node}: {f}");
+        assert!(f.contains("moved /var/lib/etcd.reset-"), "{node}: {f}");
+        assert!(f.contains("kubelet-mounts 0"), "{node}: {f}");
+        assert!(f.contains("kube-rules 0"), "{node}: {f}");
+        assert!(f.contains("mine 1"), "{node}: foreign rule lost: {f}");
+        // The moved data is etcd's, intact.
+        let member = ssh(&sb, node, "ls /var/lib/etcd.reset-*/member");
+        assert!(
+            member.contains("wal") && member.contains("snap"),
+            "{node}: {member}"
+        );
+    }
+    // The Debian package's own etcd unit is left, disabled; clusterkit's override is gone.
+    assert!(!ssh(&sb, "node1", "systemctl cat etcd 2>/dev/null || true").contains("clusterkit"));
+
+    // 4. Idempotent: nothing to do.
+    let out = run_ok(&mut ck(&cfg, &["reset", "--yes"]));
+    for node in NODES {
+        assert!(
+            stdout(&out).contains(&format!("{node}: nothing to do")),
+            "{}",
+            stdout(&out)
+        );
+    }
+    let v = json_of(&mut ck(&cfg, &["-o", "json", "reset", "--yes"]));
+    for node in NODES {
+        assert!(changed_of(&v, node).is_empty(), "{v:#}");
+    }
+
+    // 5. --purge deletes etcd's data instead of moving it.
+    ssh(
+        &sb,
+        "node1",
+        "mkdir -p /var/lib/etcd/member && echo x > /var/lib/etcd/member/f",
+    );
+    let v = json_of(&mut ck(
+        &cfg,
+        &[
+            "-o", "json", "reset", "--yes", "--purge", "--hosts", "node1",
+        ],
+    ));
+    assert_eq!(changed_of(&v, "node1"), ["delete /var/lib/etcd (purge)"]);
+    assert_eq!(
+        ssh(&sb, "node1", "ls -d /var/lib/etcd* | wc -l").trim(),
+        "1",
+        "only the earlier moved copy remains"
+    );
+
+    // 6. A node that cannot be reached fails alone, named; the others are done.
+    sb.stop_node("node3").unwrap();
+    let mut c = ck(&cfg, &["-o", "json", "reset", "--yes"]);
+    let out = run_fail(&mut c);
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}\n{}", describe(&c, &out, "expected JSON")));
+    let status = |n: &str| {
+        v["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["host"] == n)
+            .unwrap()["status"]
+            .clone()
+    };
+    assert_eq!(status("node1"), "ok");
+    assert_eq!(status("node2"), "ok");
+    assert_eq!(status("node3"), "failed");
+    assert!(
+        stderr(&out).contains("1 of 3 hosts failed: node3"),
+        "{}",
+        stderr(&out)
+    );
+}
