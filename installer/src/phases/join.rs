@@ -257,6 +257,15 @@ impl Phase for JoinPhase {
     async fn run(&self, cx: &PhaseContext<'_>) -> Result<(), InstallError> {
         // Validate before touching anything.
         clusterkit_core::playbook::load(cx.library, "kubelet")?;
+        let cp_failed = cx
+            .cluster
+            .hosts_with_role(Role::ControlPlane)
+            .iter()
+            .any(|h| cx.engine.host_failed(&h.name));
+        if cp_failed {
+            // No API to join: the report already says why the control-plane host failed.
+            return Ok(());
+        }
         let bootstrap = if cx.check {
             // Nothing is created in check mode: nodes are compared with a placeholder that
             // differs only where a token would be written.
