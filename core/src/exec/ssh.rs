@@ -157,7 +157,8 @@ impl HostKeyPolicy {
     }
 
     fn reject(&self, error: ExecError) -> bool {
-        tracing::warn!(host = %self.host, "{error}");
+        // Debug only: the error itself reaches the caller, who reports it once.
+        tracing::debug!(host = %self.host, "{error}");
         *self.rejection.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
         false
     }
