@@ -15,7 +15,7 @@ fi
 
 PACKAGES=(
   # sandbox nodes
-  debootstrap systemd-container iproute2 iptables openssh-client kmod procps
+  debootstrap systemd-container iproute2 iptables openssh-client openssh-server kmod procps
   # real components for tests
   etcd-server etcd-client prometheus prometheus-alertmanager prometheus-node-exporter
   # runtime bits that go into the offline bundle / the nodes
