@@ -4,7 +4,8 @@
 # Wall time and peak RSS come from /usr/bin/time -v. Results are appended to RESULTS.md by hand.
 #
 # Usage: bench/backup/run.sh [SIZE_MIB (default 1024)] [RUNS (default 3)]
-#   BENCH_DIR=/path keeps etcd's data between runs; LOAD_ONLY=1 only fills etcd.
+#   BENCH_DIR=/path keeps etcd's data between runs; LOAD_ONLY=1 only fills etcd;
+#   CK_FLAGS="--compression-level 1 --parts-in-flight 2" passes flags to clusterkit.
 # Needs: etcd + etcdctl 3.4, s3s-fs (CLUSTERKIT_S3S_FS or /var/cache/clusterkit/s3s/bin/s3s-fs),
 # openssl, curl ≥ 7.75, /usr/bin/time, and a release build: cargo build --release.
 set -euo pipefail
@@ -80,10 +81,10 @@ echo "|---|---|---|"
 for run in $(seq "$RUNS"); do
   rm -f snap.db
   measure "etcdctl snapshot save (run $run)" "${CTL[@]}" snapshot save snap.db
-  measure "  + curl upload of the file (run $run)" curl -sf --aws-sigv4 "aws:amz:us-east-1:s3" \
+  measure "  + curl upload of the file (run $run)" curl -sf --aws-sigv4 "aws:amz:us-east-1:s3" -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" \
     --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" -T snap.db "http://127.0.0.1:$SP/bench/etcdctl/snap-$run.db"
   measure "clusterkit backup etcd → S3 (run $run)" "$CK" backup etcd --store s3://bench/ck \
-    --endpoints $EP --cacert pki/ca.crt --cert pki/client.crt --key pki/client.key
+    --endpoints $EP --cacert pki/ca.crt --cert pki/client.crt --key pki/client.key ${CK_FLAGS:-}
 done
 ls -l snap.db >&2
 "$CK" backup list --store s3://bench/ck >&2
