@@ -105,6 +105,9 @@ impl ApiClient {
             path: path.to_path_buf(),
             message,
         };
+        // Both ring (kube) and aws-lc (the S3 client) are linked, so rustls cannot pick a
+        // provider by itself; an already installed one is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(|e| bad(e.to_string()))?;
         let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
             .await
@@ -144,11 +147,21 @@ impl ApiClient {
             message,
         };
         let request = request.map_err(|e| api_err(None, e.to_string()))?;
-        let response = self
-            .client
-            .send(request.map(Body::from))
-            .await
-            .map_err(|e| api_err(None, e.to_string()))?;
+        // A connection the server closed while idle fails the request before the server saw
+        // it; every request made here is idempotent (GET, LIST, apply, DELETE), so retry those
+        // transport errors a few times.
+        let mut attempt = 0;
+        let response = loop {
+            attempt += 1;
+            match self.client.send(clone_request(&request).map(Body::from)).await {
+                Ok(r) => break r,
+                Err(e) if attempt < 4 => {
+                    tracing::debug!(path, error = %error_chain(&e), "retrying after a transport error");
+                    tokio::time::sleep(std::time::Duration::from_millis(100 * attempt)).await;
+                }
+                Err(e) => return Err(api_err(None, error_chain(&e))),
+            }
+        };
         let status = response.status().as_u16();
         let body = response
             .into_body()
@@ -237,8 +250,21 @@ impl ApiClient {
         object: &Value,
         dry_run: bool,
     ) -> Result<Applied, NamespaceError> {
+        self.apply_as(FIELD_MANAGER, collection_path, name, object, dry_run)
+            .await
+    }
+
+    /// [`ApiClient::apply`] with another field manager (tests play other users with it).
+    pub async fn apply_as(
+        &self,
+        field_manager: &str,
+        collection_path: &str,
+        name: &str,
+        object: &Value,
+        dry_run: bool,
+    ) -> Result<Applied, NamespaceError> {
         let path = format!("{collection_path}/{name}");
-        let mut params = PatchParams::apply(FIELD_MANAGER).force();
+        let mut params = PatchParams::apply(field_manager).force();
         if dry_run {
             params = params.dry_run();
         }
@@ -339,4 +365,25 @@ impl ApiClient {
         }
         Ok((types, failed))
     }
+}
+
+fn clone_request(r: &http::Request<Vec<u8>>) -> http::Request<Vec<u8>> {
+    let mut out = http::Request::new(r.body().clone());
+    *out.method_mut() = r.method().clone();
+    *out.uri_mut() = r.uri().clone();
+    *out.headers_mut() = r.headers().clone();
+    *out.version_mut() = r.version();
+    out
+}
+
+/// An error with its sources, so transport failures say more than "client error".
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }

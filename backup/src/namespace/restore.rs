@@ -416,7 +416,8 @@ async fn restore_one(ctx: &Ctx, archived: Box<Archived>, final_pass: bool) -> Ou
     }
     let mut obj = archived.object.clone();
     objects::prepare(&t, &mut obj, &ctx.prepare);
-    let name = archived.path.name.clone();
+    // After `prepare`: a mapped Namespace has its new name.
+    let name = objects::name_of(&obj).unwrap_or(&archived.path.name).to_string();
     let namespace = archived
         .path
         .namespace

@@ -1,0 +1,359 @@
+//! A real Kubernetes control plane for the namespace backup tests: etcd 3.4 (TLS) +
+//! kube-apiserver v1.20.2 (+ kube-controller-manager, for service accounts, ownerReferences and
+//! garbage collection, namespace deletion) on free loopback ports in a temporary directory, with
+//! a minimal PKI made by the openssl CLI; and an s3s-fs S3 server. Every process is stopped by
+//! its PID when the guard drops, even when a test fails.
+//!
+//! Binaries: `CLUSTERKIT_KUBE_BIN_DIR` (default `/var/cache/clusterkit/kube-v1.20.2/bin`),
+//! `CLUSTERKIT_ETCD` (default `/usr/bin/etcd`), `CLUSTERKIT_S3S_FS` (default
+//! `/var/cache/clusterkit/s3s/bin/s3s-fs`), all built or installed by `scripts/deps.sh`.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use clusterkit_backup::namespace::ApiClient;
+
+use crate::common::{cache_dir, free_port, run_ok, tool, wait_until, Child};
+
+/// The Kubernetes server binaries.
+pub fn kube_bin(name: &str) -> PathBuf {
+    let dir = std::env::var_os("CLUSTERKIT_KUBE_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| cache_dir().join("kube-v1.20.2/bin"));
+    let bin = dir.join(name);
+    assert!(
+        bin.exists(),
+        "{} does not exist: set CLUSTERKIT_KUBE_BIN_DIR or run `bash scripts/deps.sh` (it builds Kubernetes v1.20.2)",
+        bin.display()
+    );
+    bin
+}
+
+/// Files of a minimal PKI.
+struct Pki {
+    ca: PathBuf,
+    server_cert: PathBuf,
+    server_key: PathBuf,
+    admin_cert: PathBuf,
+    admin_key: PathBuf,
+    sa_key: PathBuf,
+    sa_pub: PathBuf,
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let mut c = Command::new("openssl");
+    c.current_dir(dir).args(args);
+    run_ok(&mut c);
+}
+
+impl Pki {
+    /// A CA (EC P-256, fast to make), a serving certificate for 127.0.0.1 (also used as etcd's
+    /// server and client certificate), an admin client certificate in `system:masters`, and
+    /// the service-account signing key pair.
+    fn generate(dir: &Path) -> Pki {
+        std::fs::create_dir_all(dir).unwrap();
+        let p = |n: &str| dir.join(n);
+        let key = |name: &str| openssl(dir, &["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", name]);
+        key("ca.key");
+        openssl(dir, &["req", "-x509", "-new", "-key", "ca.key", "-days", "2", "-subj", "/CN=clusterkit-test-ca", "-out", "ca.crt"]);
+        std::fs::write(
+            p("server.ext"),
+            "subjectAltName=IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default\n\
+             extendedKeyUsage=serverAuth,clientAuth\nkeyUsage=digitalSignature,keyEncipherment\n",
+        )
+        .unwrap();
+        std::fs::write(p("admin.ext"), "extendedKeyUsage=clientAuth\nkeyUsage=digitalSignature\n").unwrap();
+        for (name, subject, ext) in [
+            ("server", "/CN=kube-apiserver", "server.ext"),
+            ("admin", "/O=system:masters/CN=clusterkit-admin", "admin.ext"),
+        ] {
+            key(&format!("{name}.key"));
+            openssl(dir, &["req", "-new", "-key", &format!("{name}.key"), "-subj", subject, "-out", &format!("{name}.csr")]);
+            openssl(dir, &[
+                "x509", "-req", "-in", &format!("{name}.csr"), "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+                "-days", "2", "-extfile", ext, "-out", &format!("{name}.crt"),
+            ]);
+        }
+        key("sa.key");
+        openssl(dir, &["ec", "-in", "sa.key", "-pubout", "-out", "sa.pub"]);
+        Pki {
+            ca: p("ca.crt"),
+            server_cert: p("server.crt"),
+            server_key: p("server.key"),
+            admin_cert: p("admin.crt"),
+            admin_key: p("admin.key"),
+            sa_key: p("sa.key"),
+            sa_pub: p("sa.pub"),
+        }
+    }
+}
+
+/// etcd + kube-apiserver + kube-controller-manager on loopback.
+pub struct KubeCluster {
+    /// Processes in start order; dropped (killed by PID) in reverse order.
+    children: Vec<Child>,
+    /// The admin kubeconfig (client certificate in system:masters).
+    pub kubeconfig: PathBuf,
+    pub api_url: String,
+    /// Logs of the three servers, shown when startup fails.
+    logs: Vec<PathBuf>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for KubeCluster {
+    fn drop(&mut self) {
+        while let Some(child) = self.children.pop() {
+            drop(child);
+        }
+    }
+}
+
+/// The start of a Go crash (if any) and the last lines of a log.
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = String::new();
+    if let Some(i) = lines.iter().position(|l| l.starts_with("fatal error") || l.starts_with("panic:")) {
+        out.push_str(&lines[i..(i + 40).min(lines.len())].join("\n"));
+        out.push_str("\n...\n");
+    }
+    out.push_str(&lines[lines.len().saturating_sub(30)..].join("\n"));
+    out
+}
+
+impl KubeCluster {
+    /// Starts everything and waits until each server listens (see [`KubeCluster::client`] for
+    /// readiness).
+    pub fn start() -> KubeCluster {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        let pki = Pki::generate(&root.join("pki"));
+        let mut cluster = KubeCluster {
+            children: Vec::new(),
+            kubeconfig: root.join("admin.conf"),
+            api_url: String::new(),
+            logs: Vec::new(),
+            _dir: dir,
+        };
+
+        // etcd, TLS with client certificates, loopback only.
+        let etcd = tool("CLUSTERKIT_ETCD", Path::new("/usr/bin/etcd"));
+        let (client_port, peer_port) = (free_port(), free_port());
+        let etcd_url = format!("https://127.0.0.1:{client_port}");
+        let etcd_log = root.join("etcd.log");
+        let child = Command::new(etcd)
+            .args(["--name", "test", "--data-dir"])
+            .arg(root.join("etcd"))
+            .args(["--listen-client-urls", &etcd_url, "--advertise-client-urls", &etcd_url])
+            .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer_port}")])
+            .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{peer_port}")])
+            .args(["--initial-cluster", &format!("test=http://127.0.0.1:{peer_port}")])
+            .arg("--cert-file")
+            .arg(&pki.server_cert)
+            .arg("--key-file")
+            .arg(&pki.server_key)
+            .arg("--trusted-ca-file")
+            .arg(&pki.ca)
+            .arg("--client-cert-auth")
+            // The tests create tens of thousands of objects quickly.
+            .args(["--quota-backend-bytes", "4294967296", "--snapshot-count", "100000"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&etcd_log).unwrap())
+            .spawn()
+            .expect("start etcd");
+        cluster.children.push(Child(child));
+        cluster.logs.push(etcd_log);
+        assert!(
+            wait_until(Duration::from_secs(20), || std::net::TcpStream::connect(("127.0.0.1", client_port)).is_ok()),
+            "etcd did not listen:\n{}",
+            log_tail(&cluster.logs[0])
+        );
+
+        let api_port = free_port();
+        cluster.api_url = format!("https://127.0.0.1:{api_port}");
+        let api_log = root.join("kube-apiserver.log");
+        let mut api = Command::new(kube_bin("kube-apiserver"));
+        api.args(["--etcd-servers", &etcd_url])
+            .arg(format!("--etcd-cafile={}", pki.ca.display()))
+            .arg(format!("--etcd-certfile={}", pki.server_cert.display()))
+            .arg(format!("--etcd-keyfile={}", pki.server_key.display()))
+            .args(["--bind-address=127.0.0.1", "--advertise-address=127.0.0.1"])
+            .arg(format!("--secure-port={api_port}"))
+            .arg("--insecure-port=0")
+            .arg(format!("--cert-dir={}", root.join("apiserver-certs").display()))
+            .arg(format!("--tls-cert-file={}", pki.server_cert.display()))
+            .arg(format!("--tls-private-key-file={}", pki.server_key.display()))
+            .arg(format!("--client-ca-file={}", pki.ca.display()))
+            .arg(format!("--service-account-key-file={}", pki.sa_pub.display()))
+            .arg(format!("--service-account-signing-key-file={}", pki.sa_key.display()))
+            .arg("--service-account-issuer=https://kubernetes.default.svc.cluster.local")
+            .arg("--service-cluster-ip-range=10.0.0.0/24")
+            .arg("--service-node-port-range=30000-32767")
+            .arg("--authorization-mode=RBAC")
+            .arg("--enable-priority-and-fairness=false")
+            // Fast deletes of big namespaces and many CRs.
+            .arg("--max-requests-inflight=1000")
+            .arg("--max-mutating-requests-inflight=500")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&api_log).unwrap());
+        cluster.children.push(Child(api.spawn().expect("start kube-apiserver")));
+        cluster.logs.push(api_log);
+
+        std::fs::write(
+            &cluster.kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {}\n    certificate-authority: {}\n\
+                 users:\n- name: admin\n  user:\n    client-certificate: {}\n    client-key: {}\n\
+                 contexts:\n- name: test\n  context:\n    cluster: test\n    user: admin\ncurrent-context: test\n",
+                cluster.api_url,
+                pki.ca.display(),
+                pki.admin_cert.display(),
+                pki.admin_key.display()
+            ),
+        )
+        .unwrap();
+        assert!(
+            wait_until(Duration::from_secs(60), || std::net::TcpStream::connect(("127.0.0.1", api_port)).is_ok()),
+            "kube-apiserver did not listen:\n{}",
+            log_tail(&cluster.logs[1])
+        );
+
+        let cm_log = root.join("kube-controller-manager.log");
+        let child = Command::new(kube_bin("kube-controller-manager"))
+            .arg(format!("--kubeconfig={}", cluster.kubeconfig.display()))
+            .args(["--bind-address=127.0.0.1", "--secure-port=0", "--port=0", "--leader-elect=false"])
+            .arg(format!("--service-account-private-key-file={}", pki.sa_key.display()))
+            .arg(format!("--root-ca-file={}", pki.ca.display()))
+            .arg("--use-service-account-credentials=false")
+            // Deleting namespaces with thousands of objects in the tests.
+            .args(["--concurrent-namespace-syncs=5", "--concurrent-gc-syncs=40", "--kube-api-qps=500", "--kube-api-burst=1000"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&cm_log).unwrap())
+            .spawn()
+            .expect("start kube-controller-manager");
+        cluster.children.push(Child(child));
+        cluster.logs.push(cm_log);
+        cluster
+    }
+
+    /// A client for the admin kubeconfig, once the API serves requests and the controller
+    /// manager has created the `default` ServiceAccount (so Pods can be admitted).
+    pub async fn client(&self) -> ApiClient {
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        let mut last = String::new();
+        while std::time::Instant::now() < deadline {
+            match ApiClient::from_kubeconfig(&self.kubeconfig).await {
+                Ok(c) => match c.get("/api/v1/namespaces/default/serviceaccounts", "default").await {
+                    Ok(Some(_)) => return c,
+                    Ok(None) => last = "no default ServiceAccount yet".into(),
+                    Err(e) => last = e.to_string(),
+                },
+                Err(e) => last = e.to_string(),
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        panic!("the control plane did not become ready: {last}\n{}", self.logs());
+    }
+
+    /// The last lines of every server log, for failure messages.
+    pub fn logs(&self) -> String {
+        self.logs
+            .iter()
+            .map(|p| format!("--- {} ---\n{}", p.display(), log_tail(p)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// An s3s-fs server on a free loopback port, with one bucket.
+pub struct S3 {
+    child: Option<Child>,
+    pub port: u16,
+    pub bucket: String,
+    pub root: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+pub const ACCESS_KEY: &str = "ck-ns-test-access";
+pub const SECRET_KEY: &str = "ck-ns-test-secret-0123456789";
+
+impl S3 {
+    pub fn start(bucket: &str) -> S3 {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("s3root");
+        // s3s-fs keeps each bucket as a directory of its root.
+        std::fs::create_dir_all(root.join(bucket)).unwrap();
+        let port = free_port();
+        let bin = tool("CLUSTERKIT_S3S_FS", &cache_dir().join("s3s/bin/s3s-fs"));
+        let child = Command::new(bin)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
+            .arg(&root)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("s3s.log")).unwrap())
+            .spawn()
+            .expect("start s3s-fs");
+        let s3 = S3 {
+            child: Some(Child(child)),
+            port,
+            bucket: bucket.into(),
+            root,
+            _dir: dir,
+        };
+        assert!(
+            wait_until(Duration::from_secs(20), || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()),
+            "s3s-fs did not listen on {port}"
+        );
+        s3
+    }
+
+    pub fn url(&self, prefix: &str) -> String {
+        format!("s3://{}/{prefix}", self.bucket)
+    }
+
+    /// Store options pointing at this server (no environment needed).
+    pub fn options(&self) -> clusterkit_backup::store::StoreOptions {
+        let mut o = clusterkit_backup::store::StoreOptions::default();
+        o.s3.endpoint = Some(format!("http://127.0.0.1:{}", self.port));
+        o.s3.region = Some("us-east-1".into());
+        o.s3.access_key_id = Some(ACCESS_KEY.into());
+        o.s3.secret_access_key = Some(SECRET_KEY.into());
+        o
+    }
+
+    /// The same settings as environment variables, for the `clusterkit` binary.
+    pub fn env(&self, cmd: &mut Command) {
+        cmd.env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{}", self.port))
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_SESSION_TOKEN");
+    }
+
+    /// Every stored file's content concatenated (to look for plaintext).
+    pub fn all_bytes(&self) -> Vec<u8> {
+        fn walk(dir: &Path, out: &mut Vec<u8>) {
+            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(&p, out);
+                } else {
+                    out.extend(std::fs::read(&p).unwrap_or_default());
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.root, &mut out);
+        out
+    }
+}
+
+impl Drop for S3 {
+    fn drop(&mut self) {
+        self.child = None;
+    }
+}
