@@ -206,7 +206,7 @@ pub fn start(
     (exporter, done_rx)
 }
 
-/// The collectors for a cluster: etcd, control plane, certificates, backups, and synthetic series
+/// The collectors for a cluster: etcd, control plane, nodes (SSH), certificates, backups, and synthetic series
 /// when asked for.
 pub fn collectors_for(
     topology: &crate::Topology,
@@ -219,6 +219,7 @@ pub fn collectors_for(
         )),
         Arc::new(collectors::certs::CertCollector::new(topology)),
         Arc::new(collectors::backups::BackupCollector::new(topology)),
+        Arc::new(collectors::nodes::NodeCollector::new(topology)),
     ];
     if synthetic_series > 0 {
         list.push(Arc::new(collectors::synthetic::SyntheticCollector {

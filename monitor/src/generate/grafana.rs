@@ -93,6 +93,8 @@ pub fn dashboards() -> Vec<Dashboard> {
                 p("Memory available", r#"node_memory_MemAvailable_bytes{job="node"}"#, "timeseries", "bytes", "{{host}}"),
                 p("Load (1m)", r#"node_load1{job="node"}"#, "timeseries", "short", "{{host}}"),
                 p("Clock offset (NTP)", r#"node_timex_offset_seconds{job="node"}"#, "timeseries", "s", "{{host}}"),
+                p("Reachable over SSH", "clusterkit_node_reachable", "stat", "short", "{{host}}"),
+                p("Node problems (units, swap, sysctls, modules)", "count(clusterkit_node_unit_active == 0 or clusterkit_node_swap_enabled == 1 or clusterkit_node_sysctl_matches == 0 or clusterkit_node_module_present == 0) or vector(0)", "stat", "short", "problems"),
             ],
         },
         Dashboard {

@@ -11,6 +11,7 @@ pub mod backups;
 pub mod certs;
 pub mod controlplane;
 pub mod etcd;
+pub mod nodes;
 pub mod synthetic;
 
 use std::time::Duration;
