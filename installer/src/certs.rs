@@ -1305,6 +1305,12 @@ pub type EtcdHealth<'a> = &'a dyn Fn() -> HealthFuture<'a>;
 pub type HealthFuture<'a> =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + 'a>>;
 
+/// A node to distribute to: its cluster.yaml entry and a connected executor.
+type NodeItem<'a> = (&'a Host, Arc<dyn Executor>);
+
+/// Restarts to do on a node: its index in the input, its executor, the units.
+type RestartItem = (usize, Arc<dyn Executor>, Vec<&'static str>);
+
 /// How long one etcd member may take to rejoin a healthy cluster after its restart.
 pub const ETCD_REJOIN_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -1340,7 +1346,7 @@ pub async fn distribute(
     etcd_health: EtcdHealth<'_>,
     fan: &Fanout,
 ) -> Vec<HostResult<NodeOutcome, CertsError>> {
-    let items: Vec<(String, (&Host, Arc<dyn Executor>))> = nodes
+    let items: Vec<(String, NodeItem<'_>)> = nodes
         .iter()
         .map(|(h, e)| (h.name.clone(), (*h, e.clone())))
         .collect();
@@ -1410,7 +1416,7 @@ pub async fn distribute(
         }
     }
     // 3. The other components, nodes in parallel.
-    let items: Vec<(String, (usize, Arc<dyn Executor>, Vec<&'static str>))> = nodes
+    let items: Vec<(String, RestartItem)> = nodes
         .iter()
         .enumerate()
         .filter_map(|(i, (h, e))| {
