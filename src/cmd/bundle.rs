@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clusterkit_installer::bundle::{self, BuildOptions, Bundle};
+use clusterkit_installer::phases::network::NETWORK_PACKAGES;
 use clusterkit_installer::phases::RUNTIME_PACKAGES;
 
 use super::{Global, OutputFormat};
@@ -50,8 +51,19 @@ impl Args {
                 binaries,
                 packages,
             } => {
-                let mut all: Vec<String> = RUNTIME_PACKAGES.iter().map(|s| s.to_string()).collect();
-                all.extend(packages);
+                // Everything the install phases install from packages: the runtime, Debian's
+                // etcd for the etcd phase, and the CNI plugins for the host-gw network.
+                let mut all: Vec<String> = RUNTIME_PACKAGES
+                    .iter()
+                    .chain(["etcd-server"].iter())
+                    .chain(NETWORK_PACKAGES)
+                    .map(|s| s.to_string())
+                    .collect();
+                for p in packages {
+                    if !all.contains(&p) {
+                        all.push(p);
+                    }
+                }
                 let opts = BuildOptions {
                     out: out.clone(),
                     packages: all,
