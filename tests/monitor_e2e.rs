@@ -203,6 +203,9 @@ fn prometheus_scrapes_everything_and_a_stopped_etcd_member_pages_the_webhook() {
         &dir.join("node-exporter.log"),
     );
     let hook = Hook::start();
+    // The exporter serves HTTPS with basic auth; Prometheus verifies and authenticates.
+    make_self_signed(&dir.join("exporter-tls"), "exporter", &format!("IP:{ip}"));
+    let password = format!("pw-{pid}-e2e");
 
     let cfg = dir.join("cluster.yaml");
     std::fs::write(
@@ -215,6 +218,8 @@ hosts:
 backup: {{ store: "file://{backups}" }}
 monitor:
   listen: "{ip}:9842"
+  tls: {{ cert_file: ./exporter-tls/exporter.crt, key_file: ./exporter-tls/exporter.key }}
+  basic_auth: {{ username: prometheus, password_env: CK_E2E_EXPORTER_PASSWORD }}
   intervals: {{ etcd_secs: 1, control_plane_secs: 1, certificates_secs: 2, backups_secs: 1 }}
   alertmanager:
     receivers:
@@ -256,6 +261,7 @@ monitor:
             .arg(&cfg)
             .arg("--dir")
             .arg(&out)
+            .env("CK_E2E_EXPORTER_PASSWORD", &password)
             .args([
                 "--scrape-interval",
                 "1s",
@@ -270,7 +276,10 @@ monitor:
             ]),
     );
     let _exporter = spawn(
-        clusterkit().args(["monitor", "serve", "-f"]).arg(&cfg),
+        clusterkit()
+            .args(["monitor", "serve", "-f"])
+            .arg(&cfg)
+            .env("CK_E2E_EXPORTER_PASSWORD", &password),
         &dir.join("exporter.log"),
     );
     let _alertmanager = spawn(
@@ -332,6 +341,21 @@ monitor:
             .all(|j| health(j) == vec!["down"])
     });
     assert!(all_up, "targets not as expected:\n{last}\n{}", logs(dir));
+    // Without the password (or with a wrong one) the exporter refuses; TLS is verified.
+    let curl = |user: Option<&str>| -> String {
+        let mut c = Command::new("curl");
+        c.args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+            .arg(dir.join("exporter-tls/exporter.crt"));
+        if let Some(u) = user {
+            c.arg("--user").arg(u);
+        }
+        c.arg(format!("https://{ip}:9842/metrics"));
+        String::from_utf8_lossy(&c.output().expect("curl").stdout).into_owned()
+    };
+    assert_eq!(curl(None), "401");
+    assert_eq!(curl(Some("prometheus:wrong")), "401");
+    assert_eq!(curl(Some(&format!("prometheus:{password}"))), "200");
+
     let probe = prom_query(&prom, "clusterkit_controlplane_up == 0").unwrap_or_default();
     assert_eq!(probe.len(), 3, "control-plane probe: {probe:?}");
 

@@ -196,3 +196,30 @@ pub fn dashboard_rules(dashboards_dir: &Path) -> (String, Vec<String>) {
     }
     (text, exprs)
 }
+
+/// A self-signed serving certificate (`<name>.crt`, `<name>.key`) for `san` (e.g. `IP:…`).
+pub fn make_self_signed(dir: &Path, name: &str, san: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.crt"),
+            "-subj",
+            &format!("/CN={name}"),
+            "-days",
+            "30",
+            "-addext",
+            &format!("subjectAltName={san}"),
+        ],
+    );
+}
