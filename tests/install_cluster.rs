@@ -38,10 +38,10 @@ fn ssh(sb: &SandboxGuard, node: &str, cmd: &str) -> String {
 }
 
 /// `clusterkit -o json install` (every phase); returns the summary and the wall time.
-fn install(cfg: &Path) -> (Value, Duration) {
+fn install(cfg: &Path, events: &Path) -> (Value, Duration) {
     let start = Instant::now();
     let mut c = clusterkit();
-    c.arg("-f").arg(cfg).args(["-o", "json", "install"]);
+    c.arg("-f").arg(cfg).args(["-o", "json", "install", "--events"]).arg(events);
     let out = c.output().expect("run clusterkit");
     let took = start.elapsed();
     assert!(out.status.success(), "{}", describe(&c, &out, "install failed"));
@@ -108,7 +108,7 @@ fn install_whole_cluster_on_three_nodes() {
     let admin = sb.dir().join("admin.conf");
 
     // 1. Every phase.
-    let (summary, took) = install(&cfg);
+    let (summary, took) = install(&cfg, &work.path().join("first.jsonl"));
     eprintln!("install (all phases, 3 nodes): {:.1}s", took.as_secs_f64());
     for n in ["node1", "node2", "node3"] {
         assert_eq!(summary["hosts"][n]["failed"], 0, "{summary:#}");
@@ -198,10 +198,18 @@ fn install_whole_cluster_on_three_nodes() {
     }
 
     // 5. Rerun: nothing changes.
-    let (again, took) = install(&cfg);
+    let events = work.path().join("rerun.jsonl");
+    let (again, took) = install(&cfg, &events);
     eprintln!("rerun (all phases, 3 nodes): {:.1}s", took.as_secs_f64());
+    let changed: Vec<String> = std::fs::read_to_string(&events)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["status"] == "changed" && e["kind"] != "summary")
+        .map(|e| format!("{} {} / {}: {}", e["host"], e["playbook"], e["task"], e["message"]))
+        .collect();
     for n in ["node1", "node2", "node3"] {
-        assert_eq!(again["hosts"][n]["changed"], 0, "{n}: {again:#}");
+        assert_eq!(again["hosts"][n]["changed"], 0, "{n}: changed on rerun: {changed:#?}");
         assert_eq!(again["hosts"][n]["failed"], 0, "{again:#}");
     }
     drop(sb);

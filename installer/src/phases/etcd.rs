@@ -11,7 +11,9 @@
 //!
 //! Growing the cluster: when some etcd hosts already form a cluster, every etcd host missing
 //! from its member list is added first (`member add`) and starts with
-//! `--initial-cluster-state=existing` and the current members in `--initial-cluster`.
+//! `--initial-cluster-state=existing`; `--initial-cluster` always lists every etcd host of
+//! cluster.yaml. Add one member per run: etcd refuses an add that would leave the cluster
+//! without quorum until the previous new member has started.
 //!
 //! Limits: members are never removed here (a host taken out of cluster.yaml stays a member
 //! until `etcdctl member remove`); the operator's machine must reach the members' client port
@@ -204,9 +206,16 @@ pub async fn health(cluster: &Cluster, tls: &ClientTls) -> Result<(), String> {
     }
 }
 
-/// How each etcd host starts: all `new` on a fresh cluster; when some members already run,
-/// the missing hosts are added (`member add`, unless `check`) and start `existing`.
-async fn plan(cluster: &Cluster, check: bool) -> Result<BTreeMap<String, Bootstrap>, InstallError> {
+/// How each etcd host starts. Every member's `--initial-cluster` lists every etcd host of
+/// cluster.yaml (stable across runs, so a rerun leaves the units alone). On a fresh cluster all
+/// start `new`; when members already run, hosts missing from the member list are added
+/// (`member add`, unless `check`) and start `existing`, and running members keep the state
+/// their unit already has (etcd ignores both flags once its data directory exists).
+async fn plan(
+    cluster: &Cluster,
+    targets: &[clusterkit_core::playbook::HostTarget],
+    check: bool,
+) -> Result<BTreeMap<String, Bootstrap>, InstallError> {
     let hosts = cluster.hosts_with_role(Role::Etcd);
     let fresh = new_cluster(cluster);
     let mut out: BTreeMap<String, Bootstrap> =
@@ -225,44 +234,43 @@ async fn plan(cluster: &Cluster, check: bool) -> Result<BTreeMap<String, Bootstr
     let Some((via, view)) = existing else {
         return Ok(out);
     };
-    let known = |name: &str, url: &str| {
-        view.members
-            .iter()
-            .any(|(n, urls)| n == name || urls.iter().any(|u| u == url))
-    };
-    let mut members: Vec<String> = view
-        .members
-        .iter()
-        .filter(|(n, _)| !n.is_empty())
-        .flat_map(|(n, urls)| urls.iter().map(move |u| format!("{n}={u}")))
-        .collect();
+    let joining = |state| Bootstrap { state, initial_cluster: fresh.initial_cluster.clone() };
     for h in &hosts {
         let url = peer_url(h);
-        if known(&h.name, &url) {
-            // A member added earlier but never started joins the existing cluster too.
-            let unstarted = view.members.iter().any(|(n, urls)| n.is_empty() && urls.contains(&url));
-            if unstarted {
-                let mut ic = members.clone();
-                ic.push(format!("{}={url}", h.name));
-                out.insert(h.name.clone(), Bootstrap { state: "existing", initial_cluster: ic });
-            } else {
-                out.insert(h.name.clone(), Bootstrap { state: "existing", initial_cluster: members.clone() });
+        let member = view.members.iter().find(|(n, urls)| n == &h.name || urls.contains(&url));
+        match member {
+            Some((name, _)) if !name.is_empty() => {
+                // Running: keep the state its unit has, so the unit does not change.
+                let current = match targets.iter().find(|t| t.name == h.name) {
+                    Some(t) => t
+                        .exec
+                        .sh("grep -o 'initial-cluster-state=[a-z]*' /etc/systemd/system/etcd.service 2>/dev/null || true")
+                        .await
+                        .unwrap_or_default(),
+                    None => String::new(),
+                };
+                let state = if current.contains("=existing") { "existing" } else { "new" };
+                out.insert(h.name.clone(), joining(state));
             }
-            continue;
+            // Added earlier, never started: it joins the existing cluster.
+            Some(_) => {
+                out.insert(h.name.clone(), joining("existing"));
+            }
+            None => {
+                if !check {
+                    let mut c = tls
+                        .connect(&client_url(via), Duration::from_secs(5))
+                        .await
+                        .map_err(|e| InstallError::Target { host: via.name.clone(), message: e })?;
+                    c.member_add([url.clone()], None).await.map_err(|e| InstallError::Target {
+                        host: h.name.clone(),
+                        message: format!("etcd member add {url} through {}: {e}", via.name),
+                    })?;
+                    tracing::info!(member = %h.name, via = %via.name, "etcd member added");
+                }
+                out.insert(h.name.clone(), joining("existing"));
+            }
         }
-        if !check {
-            let mut c = tls
-                .connect(&client_url(via), Duration::from_secs(5))
-                .await
-                .map_err(|e| InstallError::Target { host: via.name.clone(), message: e })?;
-            c.member_add([url.clone()], None).await.map_err(|e| InstallError::Target {
-                host: h.name.clone(),
-                message: format!("etcd member add {url} through {}: {e}", via.name),
-            })?;
-            tracing::info!(member = %h.name, via = %via.name, "etcd member added");
-        }
-        members.push(format!("{}={url}", h.name));
-        out.insert(h.name.clone(), Bootstrap { state: "existing", initial_cluster: members.clone() });
     }
     Ok(out)
 }
@@ -277,7 +285,7 @@ impl Phase for EtcdPhase {
     }
     async fn run(&self, cx: &PhaseContext<'_>) -> Result<(), InstallError> {
         let pb = clusterkit_core::playbook::load(cx.library, "etcd")?;
-        let plan = plan(cx.cluster, cx.check).await?;
+        let plan = plan(cx.cluster, cx.targets, cx.check).await?;
         let targets = with_vars(cx.targets, |t| {
             let h = cx.cluster.host(&t.name)?;
             let mut m = Map::new();
