@@ -67,8 +67,10 @@ pub enum OutputFormat {
 /// Logs go to stderr so stdout stays machine-readable.
 pub fn init_logging(verbose: u8) {
     use tracing_subscriber::EnvFilter;
+    // kube-rs logs every failed request at ERROR, including the expected ones while the
+    // installer waits for an API server to come up; our own errors carry what matters.
     let default = match verbose {
-        0 => "warn",
+        0 => "warn,kube_client=off",
         1 => "info",
         2 => "debug",
         _ => "trace",
