@@ -16,7 +16,8 @@ use clusterkit_backup::clock::SystemClock;
 use clusterkit_backup::crypto::{Decrypt, Encrypt};
 use clusterkit_backup::manifest::{Encryption, Kind, Manifest};
 use clusterkit_backup::namespace::{
-    self, ApiClient, BackupOptions, Existing, NamespaceError, ResourceType, RestoreOptions, RestoreReport, TypeFilter,
+    self, ApiClient, BackupOptions, Existing, NamespaceError, ResourceType, RestoreOptions,
+    RestoreReport, TypeFilter,
 };
 use clusterkit_backup::store::{open_store, FsStore, Store};
 use serde_json::{json, Value};
@@ -39,7 +40,12 @@ fn rt(kind: &str) -> ResourceType {
         "ReplicaSet" => ("apps", "v1", "replicasets", true),
         "Role" => ("rbac.authorization.k8s.io", "v1", "roles", true),
         "RoleBinding" => ("rbac.authorization.k8s.io", "v1", "rolebindings", true),
-        "CustomResourceDefinition" => ("apiextensions.k8s.io", "v1", "customresourcedefinitions", false),
+        "CustomResourceDefinition" => (
+            "apiextensions.k8s.io",
+            "v1",
+            "customresourcedefinitions",
+            false,
+        ),
         "Widget" => ("example.com", "v1", "widgets", true),
         other => panic!("unknown kind {other}"),
     };
@@ -76,7 +82,10 @@ impl Kube<'_> {
     }
 
     async fn get(&self, kind: &str, ns: Option<&str>, name: &str) -> Option<Value> {
-        self.c.get(&rt(kind).collection_path(ns), name).await.unwrap()
+        self.c
+            .get(&rt(kind).collection_path(ns), name)
+            .await
+            .unwrap()
     }
 
     async fn must(&self, kind: &str, ns: Option<&str>, name: &str) -> Value {
@@ -91,7 +100,12 @@ impl Kube<'_> {
         loop {
             let page = self
                 .c
-                .list_page(&rt(kind).collection_path(Some(ns)), None, 500, token.as_deref())
+                .list_page(
+                    &rt(kind).collection_path(Some(ns)),
+                    None,
+                    500,
+                    token.as_deref(),
+                )
                 .await
                 .unwrap();
             out.extend(page.items);
@@ -104,7 +118,10 @@ impl Kube<'_> {
 
     /// Deletes and waits until it is gone (namespaces take the namespace controller's time).
     async fn delete_and_wait(&self, kind: &str, ns: Option<&str>, name: &str) {
-        self.c.delete(&rt(kind).collection_path(ns), name).await.unwrap();
+        self.c
+            .delete(&rt(kind).collection_path(ns), name)
+            .await
+            .unwrap();
         for _ in 0..600 {
             if self.get(kind, ns, name).await.is_none() {
                 return;
@@ -167,7 +184,9 @@ async fn create_crd(k: &Kube<'_>) {
     }))
     .await;
     k.eventually("the Widget CRD to be established", || async {
-        let crd = k.get("CustomResourceDefinition", None, "widgets.example.com").await?;
+        let crd = k
+            .get("CustomResourceDefinition", None, "widgets.example.com")
+            .await?;
         let ok = crd["status"]["conditions"]
             .as_array()?
             .iter()
@@ -270,7 +289,12 @@ async fn snapshot(k: &Kube<'_>, ns: &str, with_crs: bool) -> Vec<(String, Value)
             s.remove("clusterIP");
             s.remove("clusterIPs");
         }
-        for p in s.get_mut("ports").and_then(Value::as_array_mut).into_iter().flatten() {
+        for p in s
+            .get_mut("ports")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
             p.as_object_mut().unwrap().remove("nodePort");
         }
         out.push((format!("Service/{name}"), spec));
@@ -313,7 +337,8 @@ async fn namespace_backup_and_restore_on_a_real_api_server() {
         c: cluster.client().await,
         cluster: &cluster,
     };
-    let store: Arc<dyn Store> = Arc::from(open_store(&s3.url("team"), &s3.options()).await.unwrap());
+    let store: Arc<dyn Store> =
+        Arc::from(open_store(&s3.url("team"), &s3.options()).await.unwrap());
     std::env::set_var(PASSPHRASE_ENV, "correct horse battery staple");
 
     populate(&k, "shop", false).await;
@@ -349,12 +374,18 @@ async fn namespace_backup_and_restore_on_a_real_api_server() {
     assert!(rc["secrets"].as_u64().unwrap() >= 1, "{rc:?}");
     assert!(!rc.contains_key("events"), "{rc:?}");
     assert!(
-        !s3.all_bytes().windows(SECRET_VALUE.len()).any(|w| w == SECRET_VALUE.as_bytes()),
+        !s3.all_bytes()
+            .windows(SECRET_VALUE.len())
+            .any(|w| w == SECRET_VALUE.as_bytes()),
         "the Secret's value is readable in the store"
     );
     // The shared catalog sees it like any backup, and verify checks it end to end.
-    let listed = clusterkit_backup::catalog::list_manifests(store.as_ref()).await.unwrap();
-    assert!(listed.iter().any(|l| l.id == m.id && l.kind == Kind::Namespace));
+    let listed = clusterkit_backup::catalog::list_manifests(store.as_ref())
+        .await
+        .unwrap();
+    assert!(listed
+        .iter()
+        .any(|l| l.id == m.id && l.kind == Kind::Namespace));
     let decrypt = Decrypt::from_options(&[], Some(PASSPHRASE_ENV)).unwrap();
     clusterkit_backup::pipeline::read_and_check(store.as_ref(), &m, &decrypt, None)
         .await
@@ -373,7 +404,12 @@ async fn namespace_backup_and_restore_on_a_real_api_server() {
     println!("{}", report.table());
     // Dependency order: the namespace, service accounts, config, … workloads, then the rest.
     let order: Vec<&str> = report.types.iter().map(|t| t.resource.as_str()).collect();
-    let pos = |t: &str| order.iter().position(|x| *x == t).unwrap_or_else(|| panic!("{t} not in {order:?}"));
+    let pos = |t: &str| {
+        order
+            .iter()
+            .position(|x| *x == t)
+            .unwrap_or_else(|| panic!("{t} not in {order:?}"))
+    };
     assert!(pos("namespaces") < pos("serviceaccounts"));
     assert!(pos("serviceaccounts") < pos("configmaps"));
     assert!(pos("secrets") < pos("services"));
@@ -386,7 +422,10 @@ async fn namespace_backup_and_restore_on_a_real_api_server() {
     // The Deployment's ReplicaSet and Pods are left to the controllers.
     assert_eq!(counts(&report, "replicasets.apps").2, 1);
     assert_eq!(counts(&report, "pods"), (0, 0, 2, 0));
-    assert_eq!(report.skip_reasons.get("pods: recreated by its controller"), Some(&2));
+    assert_eq!(
+        report.skip_reasons.get("pods: recreated by its controller"),
+        Some(&2)
+    );
 
     let after = snapshot(&k, "shop", false).await;
     assert_eq!(before, after, "restored objects differ from the originals");
@@ -394,7 +433,10 @@ async fn namespace_backup_and_restore_on_a_real_api_server() {
     let new_config = k.must("ConfigMap", Some("shop"), "app-config").await;
     assert_ne!(uid(&new_deploy), uid(&old_deploy));
     let extra = k.must("ConfigMap", Some("shop"), "web-extra").await;
-    assert_eq!(extra["metadata"]["ownerReferences"][0]["uid"], json!(uid(&new_deploy)));
+    assert_eq!(
+        extra["metadata"]["ownerReferences"][0]["uid"],
+        json!(uid(&new_deploy))
+    );
     assert_ne!(uid(&new_config), uid(&old_config));
     // Fresh cluster IPs and node ports: allocated by the cluster, never applied by clusterkit.
     for name in ["web", "web-np"] {
@@ -402,12 +444,18 @@ async fn namespace_backup_and_restore_on_a_real_api_server() {
         let ip = svc["spec"]["clusterIP"].as_str().unwrap();
         assert!(ip.starts_with("10.0.0."), "{name}: {ip}");
         let mine = owned_by(&svc, "clusterkit");
-        assert!(!mine.contains("clusterIP") && !mine.contains("nodePort"), "{name}: clusterkit owns {mine}");
+        assert!(
+            !mine.contains("clusterIP") && !mine.contains("nodePort"),
+            "{name}: clusterkit owns {mine}"
+        );
     }
     let np = k.must("Service", Some("shop"), "web-np").await;
     assert!(np["spec"]["ports"][0]["nodePort"].as_u64().unwrap() >= 30000);
     assert_eq!(old_np["spec"]["ports"][0]["nodePort"], json!(30080));
-    assert_eq!(k.must("Service", Some("shop"), "web-headless").await["spec"]["clusterIP"], "None");
+    assert_eq!(
+        k.must("Service", Some("shop"), "web-headless").await["spec"]["clusterIP"],
+        "None"
+    );
     // The controllers take over: a new ReplicaSet owned by the new Deployment.
     let new_deploy_uid = uid(&new_deploy);
     k.eventually("a ReplicaSet owned by the restored Deployment", || {
@@ -448,27 +496,51 @@ async fn namespace_backup_and_restore_on_a_real_api_server() {
     }
     let copy_deploy = k.must("Deployment", Some("shop-copy"), "web").await;
     let copy_extra = k.must("ConfigMap", Some("shop-copy"), "web-extra").await;
-    assert_eq!(copy_extra["metadata"]["ownerReferences"][0]["uid"], json!(uid(&copy_deploy)));
+    assert_eq!(
+        copy_extra["metadata"]["ownerReferences"][0]["uid"],
+        json!(uid(&copy_deploy))
+    );
     assert_ne!(uid(&copy_deploy), uid(&new_deploy));
-    assert_eq!(after, snapshot(&k, "shop", false).await, "the original changed");
+    assert_eq!(
+        after,
+        snapshot(&k, "shop", false).await,
+        "the original changed"
+    );
 
     // --- --existing skip leaves changes alone; update restores the backed-up spec ---
-    k.apply_as("someone-else", json!({"apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": "app-config", "namespace": "shop"}, "data": {"mode": "debug"}}))
-        .await;
+    k.apply_as(
+        "someone-else",
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "app-config", "namespace": "shop"}, "data": {"mode": "debug"}}),
+    )
+    .await;
     k.apply_as("someone-else", json!({"apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": "web", "namespace": "shop"},
         "spec": {"replicas": 5, "selector": {"matchLabels": {"app": "web"}},
                  "template": {"metadata": {"labels": {"app": "web"}},
                               "spec": {"containers": [{"name": "web", "image": "docker.io/library/busybox:1.36"}]}}}}))
         .await;
-    let report = namespace::restore(&k.c, store.as_ref(), &m.id, &RestoreOptions { decrypt: decrypt.clone(), ..Default::default() })
-        .await
-        .unwrap();
+    let report = namespace::restore(
+        &k.c,
+        store.as_ref(),
+        &m.id,
+        &RestoreOptions {
+            decrypt: decrypt.clone(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     assert_clean(&report);
     assert_eq!(counts(&report, "deployments.apps"), (0, 0, 1, 0));
-    assert_eq!(k.must("ConfigMap", Some("shop"), "app-config").await["data"]["mode"], "debug");
-    assert_eq!(k.must("Deployment", Some("shop"), "web").await["spec"]["replicas"], 5);
+    assert_eq!(
+        k.must("ConfigMap", Some("shop"), "app-config").await["data"]["mode"],
+        "debug"
+    );
+    assert_eq!(
+        k.must("Deployment", Some("shop"), "web").await["spec"]["replicas"],
+        5
+    );
 
     let report = namespace::restore(
         &k.c,
@@ -485,8 +557,14 @@ async fn namespace_backup_and_restore_on_a_real_api_server() {
     assert_clean(&report);
     assert_eq!(counts(&report, "deployments.apps"), (0, 1, 0, 0));
     let cm = k.must("ConfigMap", Some("shop"), "app-config").await;
-    assert_eq!(cm["data"], before[0].1["data"], "update did not restore the data");
-    assert_eq!(k.must("Deployment", Some("shop"), "web").await["spec"]["replicas"], 2);
+    assert_eq!(
+        cm["data"], before[0].1["data"],
+        "update did not restore the data"
+    );
+    assert_eq!(
+        k.must("Deployment", Some("shop"), "web").await["spec"]["replicas"],
+        2
+    );
 
     // --- dry run: the server checks, nothing is persisted ---
     let report = namespace::restore(
@@ -505,8 +583,15 @@ async fn namespace_backup_and_restore_on_a_real_api_server() {
     assert_clean(&report);
     assert!(report.dry_run);
     assert_eq!(counts(&report, "namespaces"), (1, 0, 0, 0));
-    assert!(k.get("Namespace", None, "shop-dry").await.is_none(), "dry run created the namespace");
-    assert!(report.notes.iter().any(|n| n.contains("shop-dry")), "{:?}", report.notes);
+    assert!(
+        k.get("Namespace", None, "shop-dry").await.is_none(),
+        "dry run created the namespace"
+    );
+    assert!(
+        report.notes.iter().any(|n| n.contains("shop-dry")),
+        "{:?}",
+        report.notes
+    );
 
     // A wrong key is refused before anything is applied.
     let err = namespace::restore(
@@ -525,7 +610,11 @@ async fn namespace_backup_and_restore_on_a_real_api_server() {
 
     // --- Secrets: absent unless asked; plaintext only with the explicit flag ---
     let dir = tempfile::tempdir().unwrap();
-    let fs: Arc<dyn Store> = Arc::new(FsStore::new("file:///test", dir.path().to_path_buf(), 8 << 20));
+    let fs: Arc<dyn Store> = Arc::new(FsStore::new(
+        "file:///test",
+        dir.path().to_path_buf(),
+        8 << 20,
+    ));
     let plain = namespace::backup(
         &k.c,
         fs.clone(),
@@ -541,7 +630,10 @@ async fn namespace_backup_and_restore_on_a_real_api_server() {
     let tar = raw_archive(fs.as_ref(), &plain, dir.path()).await;
     assert!(!contains(&tar, "/core/v1/secrets/"));
     assert!(!contains(&tar, SECRET_VALUE));
-    assert!(contains(&tar, "namespaces/shop/core/v1/configmaps/app-config.yaml"));
+    assert!(contains(
+        &tar,
+        "namespaces/shop/core/v1/configmaps/app-config.yaml"
+    ));
     assert!(contains(&tar, "mode: production"));
 
     let refused = namespace::backup(
@@ -560,7 +652,9 @@ async fn namespace_backup_and_restore_on_a_real_api_server() {
     .await
     .unwrap_err();
     assert!(matches!(refused, NamespaceError::Refused(_)), "{refused}");
-    let ids = clusterkit_backup::catalog::list_manifests(fs.as_ref()).await.unwrap();
+    let ids = clusterkit_backup::catalog::list_manifests(fs.as_ref())
+        .await
+        .unwrap();
     assert_eq!(ids.len(), 1, "the refused backup left something");
 
     let allowed = namespace::backup(
@@ -580,7 +674,10 @@ async fn namespace_backup_and_restore_on_a_real_api_server() {
     .await
     .unwrap();
     let tar = raw_archive(fs.as_ref(), &allowed, dir.path()).await;
-    assert!(contains(&tar, "namespaces/shop/core/v1/secrets/db-password.yaml"));
+    assert!(contains(
+        &tar,
+        "namespaces/shop/core/v1/secrets/db-password.yaml"
+    ));
 
     cli_backup_and_restore(&cluster, &k, &s3).await;
 }
@@ -598,7 +695,11 @@ async fn custom_resources_round_trip_after_deleting_the_crd() {
     populate(&k, "crs", true).await;
     let before = snapshot(&k, "crs", true).await;
     let dir = tempfile::tempdir().unwrap();
-    let fs: Arc<dyn Store> = Arc::new(FsStore::new("file:///test", dir.path().to_path_buf(), 8 << 20));
+    let fs: Arc<dyn Store> = Arc::new(FsStore::new(
+        "file:///test",
+        dir.path().to_path_buf(),
+        8 << 20,
+    ));
     let m = namespace::backup(
         &k.c,
         fs.clone(),
@@ -614,21 +715,31 @@ async fn custom_resources_round_trip_after_deleting_the_crd() {
     assert_eq!(resource_counts(&m)["widgets.example.com"], json!(2));
 
     k.delete_and_wait("Namespace", None, "crs").await;
-    k.delete_and_wait("CustomResourceDefinition", None, "widgets.example.com").await;
+    k.delete_and_wait("CustomResourceDefinition", None, "widgets.example.com")
+        .await;
     let report = namespace::restore(&k.c, fs.as_ref(), &m.id, &RestoreOptions::default())
         .await
         .unwrap_or_else(|e| panic!("restore: {e}\n{}", cluster.logs()));
     assert_clean(&report);
     let order: Vec<&str> = report.types.iter().map(|t| t.resource.as_str()).collect();
-    assert_eq!(order[0], "customresourcedefinitions.apiextensions.k8s.io", "{order:?}");
+    assert_eq!(
+        order[0], "customresourcedefinitions.apiextensions.k8s.io",
+        "{order:?}"
+    );
     assert_eq!(order[1], "namespaces", "{order:?}");
     assert!(order.ends_with(&["widgets.example.com"]) || order.contains(&"widgets.example.com"));
-    assert_eq!(counts(&report, "customresourcedefinitions.apiextensions.k8s.io"), (1, 0, 0, 0));
+    assert_eq!(
+        counts(&report, "customresourcedefinitions.apiextensions.k8s.io"),
+        (1, 0, 0, 0)
+    );
     assert_eq!(counts(&report, "widgets.example.com"), (2, 0, 0, 0));
     assert_eq!(before, snapshot(&k, "crs", true).await);
     let config = k.must("ConfigMap", Some("crs"), "app-config").await;
     let w2 = k.must("Widget", Some("crs"), "w2").await;
-    assert_eq!(w2["metadata"]["ownerReferences"][0]["uid"], json!(uid(&config)));
+    assert_eq!(
+        w2["metadata"]["ownerReferences"][0]["uid"],
+        json!(uid(&config))
+    );
 }
 
 /// The `clusterkit` binary: `backup namespace`, `backup list`, `restore namespace`.
@@ -646,22 +757,52 @@ async fn cli_backup_and_restore(cluster: &KubeCluster, k: &Kube<'_>, s3: &S3) {
     if !common::stdout(&help).contains("  namespace ") {
         // The subcommand is hooked into src/cmd/backup.rs by its owner; until then the
         // library-level checks above are what runs.
-        eprintln!("`clusterkit backup namespace` is not wired into the binary yet; skipping the CLI part");
+        eprintln!(
+            "`clusterkit backup namespace` is not wired into the binary yet; skipping the CLI part"
+        );
         return;
     }
     let out = common::run_ok(&mut run(&[
-        "backup", "namespace", "shop", "--kubeconfig", &kubeconfig, "--store", &store, "--exclude-resources", "pods",
+        "backup",
+        "namespace",
+        "shop",
+        "--kubeconfig",
+        &kubeconfig,
+        "--store",
+        &store,
+        "--exclude-resources",
+        "pods",
     ]));
     let id = common::stdout(&out).trim().to_string();
-    assert!(id.starts_with("namespace-"), "{}", common::describe(&run(&[]), &out, "id"));
-    let list = common::stdout(&common::run_ok(&mut run(&["backup", "list", "--store", &store, "-o", "json"])));
+    assert!(
+        id.starts_with("namespace-"),
+        "{}",
+        common::describe(&run(&[]), &out, "id")
+    );
+    let list = common::stdout(&common::run_ok(&mut run(&[
+        "backup", "list", "--store", &store, "-o", "json",
+    ])));
     assert!(list.contains(&id), "{list}");
     let out = common::run_ok(&mut run(&[
-        "restore", "namespace", &id, "--kubeconfig", &kubeconfig, "--store", &store, "--namespace-mapping", "shop:shop-cli",
+        "restore",
+        "namespace",
+        &id,
+        "--kubeconfig",
+        &kubeconfig,
+        "--store",
+        &store,
+        "--namespace-mapping",
+        "shop:shop-cli",
     ]));
     let table = common::stdout(&out);
-    assert!(table.contains("CREATED") && table.contains("configmaps"), "{table}");
-    assert!(k.get("ConfigMap", Some("shop-cli"), "app-config").await.is_some());
+    assert!(
+        table.contains("CREATED") && table.contains("configmaps"),
+        "{table}"
+    );
+    assert!(k
+        .get("ConfigMap", Some("shop-cli"), "app-config")
+        .await
+        .is_some());
 }
 
 /// The decoded tar of a backup (through the library's own verified read path).

@@ -46,7 +46,10 @@ async fn count_configmaps(c: &ApiClient, ns: &str) -> usize {
     let mut n = 0;
     let mut token: Option<String> = None;
     loop {
-        let page = c.list_page(&path, None, 1000, token.as_deref()).await.unwrap();
+        let page = c
+            .list_page(&path, None, 1000, token.as_deref())
+            .await
+            .unwrap();
         n += page.items.len();
         match page.continue_token {
             Some(t) => token = Some(t),
@@ -61,12 +64,15 @@ async fn ten_thousand_configmaps_back_up_and_restore() {
     let s3 = S3::start("ns-scale");
     let c = cluster.client().await;
     let ns_obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bulk"}});
-    c.apply("/api/v1/namespaces", "bulk", &ns_obj, false).await.unwrap();
+    c.apply("/api/v1/namespaces", "bulk", &ns_obj, false)
+        .await
+        .unwrap();
     create_configmaps(&c, "bulk", COUNT).await;
     // kube-root-ca.crt is published into every namespace.
     assert_eq!(count_configmaps(&c, "bulk").await, COUNT + 1);
 
-    let store: Arc<dyn Store> = Arc::from(open_store(&s3.url("scale"), &s3.options()).await.unwrap());
+    let store: Arc<dyn Store> =
+        Arc::from(open_store(&s3.url("scale"), &s3.options()).await.unwrap());
     let m = namespace::backup(
         &c,
         store.clone(),

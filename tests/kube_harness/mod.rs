@@ -55,26 +55,90 @@ impl Pki {
     fn generate(dir: &Path) -> Pki {
         std::fs::create_dir_all(dir).unwrap();
         let p = |n: &str| dir.join(n);
-        let key = |name: &str| openssl(dir, &["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", name]);
+        let key = |name: &str| {
+            openssl(
+                dir,
+                &[
+                    "ecparam",
+                    "-name",
+                    "prime256v1",
+                    "-genkey",
+                    "-noout",
+                    "-out",
+                    name,
+                ],
+            )
+        };
         key("ca.key");
-        openssl(dir, &["req", "-x509", "-new", "-key", "ca.key", "-days", "2", "-subj", "/CN=clusterkit-test-ca", "-out", "ca.crt"]);
+        openssl(
+            dir,
+            &[
+                "req",
+                "-x509",
+                "-new",
+                "-key",
+                "ca.key",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=clusterkit-test-ca",
+                "-out",
+                "ca.crt",
+            ],
+        );
         std::fs::write(
             p("server.ext"),
             "subjectAltName=IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default\n\
              extendedKeyUsage=serverAuth,clientAuth\nkeyUsage=digitalSignature,keyEncipherment\n",
         )
         .unwrap();
-        std::fs::write(p("admin.ext"), "extendedKeyUsage=clientAuth\nkeyUsage=digitalSignature\n").unwrap();
+        std::fs::write(
+            p("admin.ext"),
+            "extendedKeyUsage=clientAuth\nkeyUsage=digitalSignature\n",
+        )
+        .unwrap();
         for (name, subject, ext) in [
             ("server", "/CN=kube-apiserver", "server.ext"),
-            ("admin", "/O=system:masters/CN=clusterkit-admin", "admin.ext"),
+            (
+                "admin",
+                "/O=system:masters/CN=clusterkit-admin",
+                "admin.ext",
+            ),
         ] {
             key(&format!("{name}.key"));
-            openssl(dir, &["req", "-new", "-key", &format!("{name}.key"), "-subj", subject, "-out", &format!("{name}.csr")]);
-            openssl(dir, &[
-                "x509", "-req", "-in", &format!("{name}.csr"), "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-                "-days", "2", "-extfile", ext, "-out", &format!("{name}.crt"),
-            ]);
+            openssl(
+                dir,
+                &[
+                    "req",
+                    "-new",
+                    "-key",
+                    &format!("{name}.key"),
+                    "-subj",
+                    subject,
+                    "-out",
+                    &format!("{name}.csr"),
+                ],
+            );
+            openssl(
+                dir,
+                &[
+                    "x509",
+                    "-req",
+                    "-in",
+                    &format!("{name}.csr"),
+                    "-CA",
+                    "ca.crt",
+                    "-CAkey",
+                    "ca.key",
+                    "-CAcreateserial",
+                    "-days",
+                    "2",
+                    "-extfile",
+                    ext,
+                    "-out",
+                    &format!("{name}.crt"),
+                ],
+            );
         }
         key("sa.key");
         openssl(dir, &["ec", "-in", "sa.key", "-pubout", "-out", "sa.pub"]);
@@ -115,7 +179,10 @@ fn log_tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     let mut out = String::new();
-    if let Some(i) = lines.iter().position(|l| l.starts_with("fatal error") || l.starts_with("panic:")) {
+    if let Some(i) = lines
+        .iter()
+        .position(|l| l.starts_with("fatal error") || l.starts_with("panic:"))
+    {
         out.push_str(&lines[i..(i + 40).min(lines.len())].join("\n"));
         out.push_str("\n...\n");
     }
@@ -146,10 +213,24 @@ impl KubeCluster {
         let child = Command::new(etcd)
             .args(["--name", "test", "--data-dir"])
             .arg(root.join("etcd"))
-            .args(["--listen-client-urls", &etcd_url, "--advertise-client-urls", &etcd_url])
-            .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer_port}")])
-            .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{peer_port}")])
-            .args(["--initial-cluster", &format!("test=http://127.0.0.1:{peer_port}")])
+            .args([
+                "--listen-client-urls",
+                &etcd_url,
+                "--advertise-client-urls",
+                &etcd_url,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &format!("http://127.0.0.1:{peer_port}"),
+            ])
+            .args([
+                "--initial-advertise-peer-urls",
+                &format!("http://127.0.0.1:{peer_port}"),
+            ])
+            .args([
+                "--initial-cluster",
+                &format!("test=http://127.0.0.1:{peer_port}"),
+            ])
             .arg("--cert-file")
             .arg(&pki.server_cert)
             .arg("--key-file")
@@ -158,7 +239,12 @@ impl KubeCluster {
             .arg(&pki.ca)
             .arg("--client-cert-auth")
             // The tests create tens of thousands of objects quickly.
-            .args(["--quota-backend-bytes", "4294967296", "--snapshot-count", "100000"])
+            .args([
+                "--quota-backend-bytes",
+                "4294967296",
+                "--snapshot-count",
+                "100000",
+            ])
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&etcd_log).unwrap())
             .spawn()
@@ -166,7 +252,11 @@ impl KubeCluster {
         cluster.children.push(Child(child));
         cluster.logs.push(etcd_log);
         assert!(
-            wait_until(Duration::from_secs(20), || std::net::TcpStream::connect(("127.0.0.1", client_port)).is_ok()),
+            wait_until(Duration::from_secs(20), || std::net::TcpStream::connect((
+                "127.0.0.1",
+                client_port
+            ))
+            .is_ok()),
             "etcd did not listen:\n{}",
             log_tail(&cluster.logs[0])
         );
@@ -182,12 +272,24 @@ impl KubeCluster {
             .args(["--bind-address=127.0.0.1", "--advertise-address=127.0.0.1"])
             .arg(format!("--secure-port={api_port}"))
             .arg("--insecure-port=0")
-            .arg(format!("--cert-dir={}", root.join("apiserver-certs").display()))
+            .arg(format!(
+                "--cert-dir={}",
+                root.join("apiserver-certs").display()
+            ))
             .arg(format!("--tls-cert-file={}", pki.server_cert.display()))
-            .arg(format!("--tls-private-key-file={}", pki.server_key.display()))
+            .arg(format!(
+                "--tls-private-key-file={}",
+                pki.server_key.display()
+            ))
             .arg(format!("--client-ca-file={}", pki.ca.display()))
-            .arg(format!("--service-account-key-file={}", pki.sa_pub.display()))
-            .arg(format!("--service-account-signing-key-file={}", pki.sa_key.display()))
+            .arg(format!(
+                "--service-account-key-file={}",
+                pki.sa_pub.display()
+            ))
+            .arg(format!(
+                "--service-account-signing-key-file={}",
+                pki.sa_key.display()
+            ))
             .arg("--service-account-issuer=https://kubernetes.default.svc.cluster.local")
             .arg("--service-cluster-ip-range=10.0.0.0/24")
             .arg("--service-node-port-range=30000-32767")
@@ -198,7 +300,9 @@ impl KubeCluster {
             .arg("--max-mutating-requests-inflight=500")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&api_log).unwrap());
-        cluster.children.push(Child(api.spawn().expect("start kube-apiserver")));
+        cluster
+            .children
+            .push(Child(api.spawn().expect("start kube-apiserver")));
         cluster.logs.push(api_log);
 
         std::fs::write(
@@ -215,7 +319,11 @@ impl KubeCluster {
         )
         .unwrap();
         assert!(
-            wait_until(Duration::from_secs(60), || std::net::TcpStream::connect(("127.0.0.1", api_port)).is_ok()),
+            wait_until(Duration::from_secs(60), || std::net::TcpStream::connect((
+                "127.0.0.1",
+                api_port
+            ))
+            .is_ok()),
             "kube-apiserver did not listen:\n{}",
             log_tail(&cluster.logs[1])
         );
@@ -223,12 +331,25 @@ impl KubeCluster {
         let cm_log = root.join("kube-controller-manager.log");
         let child = Command::new(kube_bin("kube-controller-manager"))
             .arg(format!("--kubeconfig={}", cluster.kubeconfig.display()))
-            .args(["--bind-address=127.0.0.1", "--secure-port=0", "--port=0", "--leader-elect=false"])
-            .arg(format!("--service-account-private-key-file={}", pki.sa_key.display()))
+            .args([
+                "--bind-address=127.0.0.1",
+                "--secure-port=0",
+                "--port=0",
+                "--leader-elect=false",
+            ])
+            .arg(format!(
+                "--service-account-private-key-file={}",
+                pki.sa_key.display()
+            ))
             .arg(format!("--root-ca-file={}", pki.ca.display()))
             .arg("--use-service-account-credentials=false")
             // Deleting namespaces with thousands of objects in the tests.
-            .args(["--concurrent-namespace-syncs=5", "--concurrent-gc-syncs=40", "--kube-api-qps=500", "--kube-api-burst=1000"])
+            .args([
+                "--concurrent-namespace-syncs=5",
+                "--concurrent-gc-syncs=40",
+                "--kube-api-qps=500",
+                "--kube-api-burst=1000",
+            ])
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&cm_log).unwrap())
             .spawn()
@@ -245,7 +366,10 @@ impl KubeCluster {
         let mut last = String::new();
         while std::time::Instant::now() < deadline {
             match ApiClient::from_kubeconfig(&self.kubeconfig).await {
-                Ok(c) => match c.get("/api/v1/namespaces/default/serviceaccounts", "default").await {
+                Ok(c) => match c
+                    .get("/api/v1/namespaces/default/serviceaccounts", "default")
+                    .await
+                {
                     Ok(Some(_)) => return c,
                     Ok(None) => last = "no default ServiceAccount yet".into(),
                     Err(e) => last = e.to_string(),
@@ -254,7 +378,10 @@ impl KubeCluster {
             }
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
-        panic!("the control plane did not become ready: {last}\n{}", self.logs());
+        panic!(
+            "the control plane did not become ready: {last}\n{}",
+            self.logs()
+        );
     }
 
     /// The last lines of every server log, for failure messages.
@@ -303,7 +430,11 @@ impl S3 {
             _dir: dir,
         };
         assert!(
-            wait_until(Duration::from_secs(20), || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()),
+            wait_until(Duration::from_secs(20), || std::net::TcpStream::connect((
+                "127.0.0.1",
+                port
+            ))
+            .is_ok()),
             "s3s-fs did not listen on {port}"
         );
         s3
@@ -328,7 +459,10 @@ impl S3 {
         cmd.env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
             .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
             .env("AWS_REGION", "us-east-1")
-            .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{}", self.port))
+            .env(
+                "AWS_ENDPOINT_URL",
+                format!("http://127.0.0.1:{}", self.port),
+            )
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .env_remove("AWS_PROFILE")
             .env_remove("AWS_SESSION_TOKEN");

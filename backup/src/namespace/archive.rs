@@ -88,9 +88,19 @@ pub struct ArchiveHeader {
 }
 
 /// The path of an object's entry.
-pub fn entry_path(t: &ResourceType, namespace: Option<&str>, name: &str, format: ObjectFormat) -> String {
+pub fn entry_path(
+    t: &ResourceType,
+    namespace: Option<&str>,
+    name: &str,
+    format: ObjectFormat,
+) -> String {
     let group = if t.group.is_empty() { "core" } else { &t.group };
-    let tail = format!("{group}/{}/{}/{name}.{}", t.version, t.resource, format.extension());
+    let tail = format!(
+        "{group}/{}/{}/{name}.{}",
+        t.version,
+        t.resource,
+        format.extension()
+    );
     match namespace {
         Some(ns) if t.namespaced => format!("namespaces/{ns}/{tail}"),
         _ => format!("cluster/{tail}"),
@@ -125,7 +135,11 @@ pub fn parse_entry_path(path: &str) -> Option<EntryPath> {
     }
     Some(EntryPath {
         namespace,
-        group: if *group == "core" { String::new() } else { group.to_string() },
+        group: if *group == "core" {
+            String::new()
+        } else {
+            group.to_string()
+        },
         version: version.to_string(),
         resource: resource.to_string(),
         name: name.to_string(),
@@ -134,7 +148,9 @@ pub fn parse_entry_path(path: &str) -> Option<EntryPath> {
 }
 
 /// The sidecar facts of an entry, from its PAX records.
-pub fn sidecar_from_pax(entry: &mut tar::Entry<'_, impl std::io::Read>) -> std::io::Result<Sidecar> {
+pub fn sidecar_from_pax(
+    entry: &mut tar::Entry<'_, impl std::io::Read>,
+) -> std::io::Result<Sidecar> {
     let mut side = Sidecar::default();
     if let Some(exts) = entry.pax_extensions()? {
         for ext in exts {
@@ -165,7 +181,12 @@ impl TarWriter {
     }
 
     /// Appends one file (with the sidecar facts as PAX records when given).
-    pub fn append(&mut self, path: &str, side: Option<&Sidecar>, data: &[u8]) -> std::io::Result<()> {
+    pub fn append(
+        &mut self,
+        path: &str,
+        side: Option<&Sidecar>,
+        data: &[u8],
+    ) -> std::io::Result<()> {
         if let Some(side) = side {
             let mut records: Vec<(&str, &[u8])> = Vec::new();
             if let Some(uid) = &side.uid {
@@ -224,7 +245,10 @@ mod tests {
         assert_eq!(p, "namespaces/team-a/core/v1/configmaps/app.config.yaml");
         let e = parse_entry_path(&p).unwrap();
         assert_eq!(e.namespace.as_deref(), Some("team-a"));
-        assert_eq!((e.group.as_str(), e.resource.as_str(), e.name.as_str()), ("", "configmaps", "app.config"));
+        assert_eq!(
+            (e.group.as_str(), e.resource.as_str(), e.name.as_str()),
+            ("", "configmaps", "app.config")
+        );
         let crd = ResourceType {
             group: "apiextensions.k8s.io".into(),
             version: "v1".into(),
@@ -233,9 +257,15 @@ mod tests {
             namespaced: false,
         };
         let p = entry_path(&crd, None, "widgets.example.com", ObjectFormat::Json);
-        assert_eq!(p, "cluster/apiextensions.k8s.io/v1/customresourcedefinitions/widgets.example.com.json");
+        assert_eq!(
+            p,
+            "cluster/apiextensions.k8s.io/v1/customresourcedefinitions/widgets.example.com.json"
+        );
         let e = parse_entry_path(&p).unwrap();
-        assert_eq!((e.namespace, e.name.as_str(), e.format), (None, "widgets.example.com", ObjectFormat::Json));
+        assert_eq!(
+            (e.namespace, e.name.as_str(), e.format),
+            (None, "widgets.example.com", ObjectFormat::Json)
+        );
         assert!(parse_entry_path(HEADER_ENTRY).is_none());
         assert!(parse_entry_path("namespaces/a/core/v1/configmaps/x.txt").is_none());
     }
@@ -252,7 +282,12 @@ mod tests {
         });
         for f in [ObjectFormat::Yaml, ObjectFormat::Json] {
             let bytes = f.encode(&obj).unwrap();
-            assert_eq!(f.decode(&bytes).unwrap(), obj, "{f:?}: {}", String::from_utf8_lossy(&bytes));
+            assert_eq!(
+                f.decode(&bytes).unwrap(),
+                obj,
+                "{f:?}: {}",
+                String::from_utf8_lossy(&bytes)
+            );
         }
     }
 
@@ -267,8 +302,12 @@ mod tests {
             finished: true,
         };
         w.append(&path, Some(&side), b"data: 1\n").unwrap();
-        w.append("namespaces/ns/core/v1/configmaps/b.yaml", Some(&Sidecar::default()), b"b")
-            .unwrap();
+        w.append(
+            "namespaces/ns/core/v1/configmaps/b.yaml",
+            Some(&Sidecar::default()),
+            b"b",
+        )
+        .unwrap();
         let mut bytes = w.take().to_vec();
         bytes.extend_from_slice(&w.finish().unwrap());
         let mut archive = tar::Archive::new(&bytes[..]);

@@ -23,10 +23,10 @@ use super::client::{ApiClient, ResourceType};
 use super::error::NamespaceError;
 use super::objects;
 use super::plan::{self, TypeFilter};
-use crate::crypto::Encrypt;
-use crate::error::BackupError;
 use crate::catalog;
 use crate::clock::Clock;
+use crate::crypto::Encrypt;
+use crate::error::BackupError;
 use crate::lock;
 use crate::manifest::{self, Kind, Manifest};
 use crate::pipeline::WriteSettings;
@@ -95,7 +95,9 @@ impl BackupOptions {
             ));
         }
         if self.page_size == 0 {
-            return Err(NamespaceError::Invalid("--page-size must be at least 1".into()));
+            return Err(NamespaceError::Invalid(
+                "--page-size must be at least 1".into(),
+            ));
         }
         self.filter.validate()?;
         if self.filter.include_secrets
@@ -186,7 +188,9 @@ pub async fn backup_locked(
         encrypt: opts.encrypt.clone(),
         etcd_integrity: false,
     };
-    let source = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+    let source = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
     // The same staging as every backup kind: pending marker, streamed upload, abort on failure.
     let (produced, staged) = tokio::join!(
         producer.run(header, &crds, &types, &namespaces),
@@ -209,7 +213,10 @@ pub async fn backup_locked(
     details.insert("server_version".to_string(), json!(server_version));
     details.insert("object_format".to_string(), json!(opts.format));
     details.insert("selector".to_string(), json!(opts.selector));
-    details.insert("include_secrets".to_string(), json!(opts.filter.include_secrets));
+    details.insert(
+        "include_secrets".to_string(),
+        json!(opts.filter.include_secrets),
+    );
     details.insert(
         "include_cluster_resources".to_string(),
         json!(opts.filter.include_cluster),
@@ -228,13 +235,18 @@ pub async fn backup_locked(
 }
 
 /// The Namespace objects backed up: the named ones (each must exist) or all.
-async fn namespace_objects(client: &ApiClient, opts: &BackupOptions) -> Result<Vec<Value>, NamespaceError> {
+async fn namespace_objects(
+    client: &ApiClient,
+    opts: &BackupOptions,
+) -> Result<Vec<Value>, NamespaceError> {
     let path = "/api/v1/namespaces";
     let mut out = Vec::new();
     if opts.all_namespaces {
         let mut token: Option<String> = None;
         loop {
-            let page = client.list_page(path, None, opts.page_size, token.as_deref()).await?;
+            let page = client
+                .list_page(path, None, opts.page_size, token.as_deref())
+                .await?;
             out.extend(page.items);
             match page.continue_token {
                 Some(t) => token = Some(t),
@@ -276,14 +288,22 @@ async fn needed_crds(
     let mut out = Vec::new();
     let mut token: Option<String> = None;
     loop {
-        let page = client.list_page(&path, None, opts.page_size, token.as_deref()).await?;
+        let page = client
+            .list_page(&path, None, opts.page_size, token.as_deref())
+            .await?;
         for crd in page.items {
-            let group = crd.pointer("/spec/group").and_then(Value::as_str).unwrap_or_default();
+            let group = crd
+                .pointer("/spec/group")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
             let plural = crd
                 .pointer("/spec/names/plural")
                 .and_then(Value::as_str)
                 .unwrap_or_default();
-            let wanted = match types.iter().find(|t| t.group == group && t.resource == plural) {
+            let wanted = match types
+                .iter()
+                .find(|t| t.group == group && t.resource == plural)
+            {
                 _ if take_all => true,
                 None => false,
                 Some(t) => has_objects(client, opts, t, namespaces).await?,
@@ -348,10 +368,16 @@ impl Producer<'_> {
         let result = self.write_all(header, crds, types, namespaces).await;
         if let Err(e) = &result {
             // Make the pipeline fail too, so nothing is completed.
-            let _ = self.tx.send(Err(BackupError::Pipeline(e.to_string()))).await;
+            let _ = self
+                .tx
+                .send(Err(BackupError::Pipeline(e.to_string())))
+                .await;
         }
         result?;
-        let last = self.tar.finish().map_err(|e| BackupError::Pipeline(format!("tar: {e}")))?;
+        let last = self
+            .tar
+            .finish()
+            .map_err(|e| BackupError::Pipeline(format!("tar: {e}")))?;
         if self.tx.send(Ok(last)).await.is_err() {
             return Err(BackupError::Cancelled.into());
         }
@@ -365,7 +391,8 @@ impl Producer<'_> {
         types: &[ResourceType],
         namespaces: &[Value],
     ) -> Result<(), NamespaceError> {
-        let header = serde_json::to_vec_pretty(&header).map_err(|e| BackupError::Pipeline(e.to_string()))?;
+        let header =
+            serde_json::to_vec_pretty(&header).map_err(|e| BackupError::Pipeline(e.to_string()))?;
         self.append(HEADER_ENTRY, None, &header).await?;
         let crd_type = ResourceType {
             group: "apiextensions.k8s.io".into(),
@@ -401,7 +428,11 @@ impl Producer<'_> {
     }
 
     /// Streams every page of one type in one scope, fetching the next page while writing one.
-    async fn list_type(&mut self, t: &ResourceType, namespace: Option<&str>) -> Result<(), NamespaceError> {
+    async fn list_type(
+        &mut self,
+        t: &ResourceType,
+        namespace: Option<&str>,
+    ) -> Result<(), NamespaceError> {
         let path = t.collection_path(namespace);
         let fetch = |token: Option<String>| {
             let client = self.client.clone();

@@ -200,17 +200,13 @@ async fn resolve(common: &CommonArgs, cluster: Option<Cluster>) -> anyhow::Resul
             "no kubeconfig: give --kubeconfig, or -f cluster.yaml (its state directory has admin.conf)"
         ),
     };
-    let (url, store_options) = settings::store(&common.overrides(), cluster.as_ref().map(|c| &c.backup))?;
+    let (url, store_options) =
+        settings::store(&common.overrides(), cluster.as_ref().map(|c| &c.backup))?;
     let client = ApiClient::from_kubeconfig(&kubeconfig).await?;
-    let store: Arc<dyn Store> = Arc::from(
-        open_store(&url, &store_options)
-            .await
-            .with_context(|| format!("opening store {url}"))?,
-    );
-    Ok(Resolved {
-        client,
-        store,
-    })
+    let store: Arc<dyn Store> = open_store(&url, &store_options)
+        .await
+        .with_context(|| format!("opening store {url}"))?;
+    Ok(Resolved { client, store })
 }
 
 fn print_structured<T: serde::Serialize>(value: &T, output: &str) -> anyhow::Result<()> {
@@ -288,7 +284,12 @@ impl BackupNamespaceArgs {
                 .and_then(|v| v.as_object())
                 .cloned()
                 .unwrap_or_default();
-            let width = counts.keys().map(String::len).max().unwrap_or(0).max("RESOURCE".len());
+            let width = counts
+                .keys()
+                .map(String::len)
+                .max()
+                .unwrap_or(0)
+                .max("RESOURCE".len());
             eprintln!("{:<width$}  {:>8}", "RESOURCE", "OBJECTS");
             for (k, v) in &counts {
                 eprintln!("{k:<width$}  {v:>8}");
@@ -342,7 +343,8 @@ impl RestoreNamespaceArgs {
                 Ok(report) if report.failed() == 0 => status::Outcome::Success,
                 _ => status::Outcome::Failure,
             };
-            if let Err(e) = status::record_restore(r.store.as_ref(), Kind::Namespace, outcome).await {
+            if let Err(e) = status::record_restore(r.store.as_ref(), Kind::Namespace, outcome).await
+            {
                 tracing::warn!(error = %e, "could not record the restore status");
             }
         }
@@ -376,7 +378,9 @@ pub fn parse_mapping(pairs: &[String]) -> Result<BTreeMap<String, String>, Names
         let (old, new) = pair
             .split_once(':')
             .filter(|(o, n)| !o.is_empty() && !n.is_empty())
-            .ok_or_else(|| NamespaceError::Invalid(format!("--namespace-mapping {pair:?}: expected old:new")))?;
+            .ok_or_else(|| {
+                NamespaceError::Invalid(format!("--namespace-mapping {pair:?}: expected old:new"))
+            })?;
         if out.insert(old.to_string(), new.to_string()).is_some() {
             return Err(NamespaceError::Invalid(format!(
                 "--namespace-mapping maps {old:?} twice"
@@ -406,8 +410,19 @@ mod tests {
     #[test]
     fn parses_arguments() {
         let cli = Cli::try_parse_from([
-            "x", "backup", "team-a", "team-b", "-l", "app=web", "--include-resources", "configmaps,deployments.apps",
-            "--include-secrets", "--age-recipient", "age1xyz", "--store", "file:///b",
+            "x",
+            "backup",
+            "team-a",
+            "team-b",
+            "-l",
+            "app=web",
+            "--include-resources",
+            "configmaps,deployments.apps",
+            "--include-secrets",
+            "--age-recipient",
+            "age1xyz",
+            "--store",
+            "file:///b",
         ])
         .unwrap();
         let Cmd::Backup(b) = cli.cmd else { panic!() };
@@ -416,7 +431,13 @@ mod tests {
         assert_eq!(b.common.store.as_deref(), Some("file:///b"));
 
         let cli = Cli::try_parse_from([
-            "x", "restore", "namespace-20240101T000000Z-abcd", "--namespace-mapping", "a:b,c:d", "--existing", "update",
+            "x",
+            "restore",
+            "namespace-20240101T000000Z-abcd",
+            "--namespace-mapping",
+            "a:b,c:d",
+            "--existing",
+            "update",
             "--dry-run",
         ])
         .unwrap();

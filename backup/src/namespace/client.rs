@@ -108,7 +108,8 @@ impl ApiClient {
         // Both ring (kube) and aws-lc (the S3 client) are linked, so rustls cannot pick a
         // provider by itself; an already installed one is fine.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(|e| bad(e.to_string()))?;
+        let kubeconfig =
+            kube::config::Kubeconfig::read_from(path).map_err(|e| bad(e.to_string()))?;
         let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
             .await
             .map_err(|e| bad(e.to_string()))?;
@@ -123,12 +124,16 @@ impl ApiClient {
 
     /// The server's `gitVersion` (e.g. `v1.20.2`).
     pub async fn server_version(&self) -> Result<String, NamespaceError> {
-        let info = self.client.apiserver_version().await.map_err(|e| NamespaceError::Api {
-            method: "GET",
-            path: "/version".into(),
-            status: None,
-            message: e.to_string(),
-        })?;
+        let info = self
+            .client
+            .apiserver_version()
+            .await
+            .map_err(|e| NamespaceError::Api {
+                method: "GET",
+                path: "/version".into(),
+                status: None,
+                message: e.to_string(),
+            })?;
         Ok(info.git_version)
     }
 
@@ -153,7 +158,11 @@ impl ApiClient {
         let mut attempt = 0;
         let response = loop {
             attempt += 1;
-            match self.client.send(clone_request(&request).map(Body::from)).await {
+            match self
+                .client
+                .send(clone_request(&request).map(Body::from))
+                .await
+            {
                 Ok(r) => break r,
                 Err(e) if attempt < 4 => {
                     tracing::debug!(path, error = %error_chain(&e), "retrying after a transport error");
@@ -222,7 +231,11 @@ impl ApiClient {
     }
 
     /// GETs an object; `None` when it does not exist.
-    pub async fn get(&self, collection_path: &str, name: &str) -> Result<Option<Value>, NamespaceError> {
+    pub async fn get(
+        &self,
+        collection_path: &str,
+        name: &str,
+    ) -> Result<Option<Value>, NamespaceError> {
         let path = format!("{collection_path}/{name}");
         let request = Request::new(collection_path).get(name, &GetParams::default());
         match self.send("GET", &path, request).await {
@@ -351,15 +364,25 @@ impl ApiClient {
                     .collect();
                 // Backup needs LIST; restore needs create/patch. Types without both (reviews,
                 // component statuses, metrics) are not state one can restore.
-                if !verbs.contains(&"list") || !verbs.contains(&"create") || !verbs.contains(&"patch") {
+                if !verbs.contains(&"list")
+                    || !verbs.contains(&"create")
+                    || !verbs.contains(&"patch")
+                {
                     continue;
                 }
                 types.push(ResourceType {
                     group: group.clone(),
                     version: version.clone(),
                     resource: resource.to_string(),
-                    kind: r.get("kind").and_then(Value::as_str).unwrap_or_default().to_string(),
-                    namespaced: r.get("namespaced").and_then(Value::as_bool).unwrap_or(false),
+                    kind: r
+                        .get("kind")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string(),
+                    namespaced: r
+                        .get("namespaced")
+                        .and_then(Value::as_bool)
+                        .unwrap_or(false),
                 });
             }
         }

@@ -44,8 +44,10 @@ pub fn sidecar(t: &ResourceType, obj: &Value) -> Sidecar {
             .into_iter()
             .flatten()
             .any(|c| {
-                matches!(c.get("type").and_then(Value::as_str), Some("Complete" | "Failed"))
-                    && c.get("status").and_then(Value::as_str) == Some("True")
+                matches!(
+                    c.get("type").and_then(Value::as_str),
+                    Some("Complete" | "Failed")
+                ) && c.get("status").and_then(Value::as_str) == Some("True")
             }),
         _ => false,
     };
@@ -177,7 +179,14 @@ pub fn prepare(t: &ResourceType, obj: &mut Value, settings: &Prepare) {
     map.remove("status");
     if let Some(Value::Object(meta)) = map.get_mut("metadata") {
         // Server-owned fields never belong in an apply, even from an archive made elsewhere.
-        for f in ["uid", "resourceVersion", "managedFields", "creationTimestamp", "generation", "selfLink"] {
+        for f in [
+            "uid",
+            "resourceVersion",
+            "managedFields",
+            "creationTimestamp",
+            "generation",
+            "selfLink",
+        ] {
             meta.remove(f);
         }
         if t.namespaced {
@@ -237,9 +246,8 @@ pub fn prepare(t: &ResourceType, obj: &mut Value, settings: &Prepare) {
             if !manual {
                 if let Some(Value::Object(spec)) = map.get_mut("spec") {
                     spec.remove("selector");
-                    if let Some(Value::Object(meta)) = spec
-                        .get_mut("template")
-                        .and_then(|t| t.get_mut("metadata"))
+                    if let Some(Value::Object(meta)) =
+                        spec.get_mut("template").and_then(|t| t.get_mut("metadata"))
                     {
                         remove_key(meta, "labels", "controller-uid");
                     }
@@ -362,7 +370,8 @@ mod tests {
     #[test]
     fn finished_and_controller_owned_objects_are_skipped() {
         let pods = t("", "pods", "Pod", true);
-        let done = json!({"kind": "Pod", "metadata": {"name": "p"}, "status": {"phase": "Succeeded"}});
+        let done =
+            json!({"kind": "Pod", "metadata": {"name": "p"}, "status": {"phase": "Succeeded"}});
         let side = sidecar(&pods, &done);
         assert!(side.finished);
         assert_eq!(skip_reason(&pods, &done, &side), Some("finished"));
@@ -409,7 +418,14 @@ mod tests {
             json!({"metadata": {"name": "s", "namespace": "new"}, "spec": {
                 "type": "NodePort", "ports": [{"port": 80}]}})
         );
-        prepare(&svc, &mut kept, &Prepare { keep_node_ports: true, ..Default::default() });
+        prepare(
+            &svc,
+            &mut kept,
+            &Prepare {
+                keep_node_ports: true,
+                ..Default::default()
+            },
+        );
         assert_eq!(kept.pointer("/spec/ports/0/nodePort"), Some(&json!(30080)));
         assert!(kept.pointer("/spec/clusterIP").is_none());
 
@@ -424,7 +440,10 @@ mod tests {
         let mut o = json!({"metadata": {"name": "c", "annotations": {"pv.kubernetes.io/bind-completed": "yes"}},
                            "spec": {"volumeName": "pv-1", "resources": {}}});
         prepare(&pvc, &mut o, &Prepare::default());
-        assert_eq!(o, json!({"metadata": {"name": "c"}, "spec": {"resources": {}}}));
+        assert_eq!(
+            o,
+            json!({"metadata": {"name": "c"}, "spec": {"resources": {}}})
+        );
 
         let sa = t("", "serviceaccounts", "ServiceAccount", true);
         let mut o = json!({"metadata": {"name": "app"}, "secrets": [{"name": "app-token-abcde"}, {"name": "other"}]});
@@ -440,7 +459,12 @@ mod tests {
         prepare(&ns, &mut o, &mapping);
         assert_eq!(o["metadata"]["name"], "b");
 
-        let rb = t("rbac.authorization.k8s.io", "rolebindings", "RoleBinding", true);
+        let rb = t(
+            "rbac.authorization.k8s.io",
+            "rolebindings",
+            "RoleBinding",
+            true,
+        );
         let mut o = json!({"metadata": {"name": "r", "namespace": "a"},
                            "subjects": [{"kind": "ServiceAccount", "name": "x", "namespace": "a"},
                                         {"kind": "ServiceAccount", "name": "y", "namespace": "c"}]});
@@ -455,8 +479,14 @@ mod tests {
                         {"name": "data", "emptyDir": {}}],
             "containers": [{"name": "c", "volumeMounts": [{"name": "default-token-x"}, {"name": "data"}]}]}});
         prepare(&pods, &mut o, &Prepare::default());
-        assert_eq!(o["spec"]["volumes"], json!([{"name": "data", "emptyDir": {}}]));
-        assert_eq!(o["spec"]["containers"][0]["volumeMounts"], json!([{"name": "data"}]));
+        assert_eq!(
+            o["spec"]["volumes"],
+            json!([{"name": "data", "emptyDir": {}}])
+        );
+        assert_eq!(
+            o["spec"]["containers"][0]["volumeMounts"],
+            json!([{"name": "data"}])
+        );
         assert!(o.pointer("/spec/nodeName").is_none());
     }
 }

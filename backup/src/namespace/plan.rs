@@ -93,7 +93,9 @@ fn matches(pattern: &str, t: &ResourceType) -> bool {
 
 impl TypeFilter {
     fn named(&self, t: &ResourceType) -> bool {
-        self.include.iter().any(|p| p.trim() != "*" && matches(p, t))
+        self.include
+            .iter()
+            .any(|p| p.trim() != "*" && matches(p, t))
     }
 
     /// Whether a type is wanted (Namespaces and CRDs are decided elsewhere).
@@ -182,8 +184,18 @@ mod tests {
             t("extensions", "ingresses", "Ingress", true),
             t("networking.k8s.io", "ingresses", "Ingress", true),
             t("rbac.authorization.k8s.io", "roles", "Role", true),
-            t("rbac.authorization.k8s.io", "clusterroles", "ClusterRole", false),
-            t("apiextensions.k8s.io", "customresourcedefinitions", "CustomResourceDefinition", false),
+            t(
+                "rbac.authorization.k8s.io",
+                "clusterroles",
+                "ClusterRole",
+                false,
+            ),
+            t(
+                "apiextensions.k8s.io",
+                "customresourcedefinitions",
+                "CustomResourceDefinition",
+                false,
+            ),
             t("example.com", "widgets", "Widget", true),
         ]
     }
@@ -229,14 +241,19 @@ mod tests {
             include: vec!["ConfigMap".into(), "deployments.apps".into()],
             ..Default::default()
         };
-        assert_eq!(keys(&plan(&server(), &f)), ["namespaces", "configmaps", "deployments.apps"]);
+        assert_eq!(
+            keys(&plan(&server(), &f)),
+            ["namespaces", "configmaps", "deployments.apps"]
+        );
 
         let f = TypeFilter {
             exclude: vec!["pods".into(), "Widget".into()],
             ..Default::default()
         };
         let k = keys(&plan(&server(), &f));
-        assert!(!k.contains(&"pods".to_string()) && !k.contains(&"widgets.example.com".to_string()));
+        assert!(
+            !k.contains(&"pods".to_string()) && !k.contains(&"widgets.example.com".to_string())
+        );
 
         let f = TypeFilter {
             include: vec!["events".into()],

@@ -28,9 +28,9 @@ use super::archive::{self, ArchiveHeader, EntryPath, ARCHIVE_FORMAT, HEADER_ENTR
 use super::client::{ApiClient, ResourceType};
 use super::error::NamespaceError;
 use super::objects::{self, Prepare, Sidecar};
+use crate::catalog;
 use crate::crypto::Decrypt;
 use crate::error::BackupError;
-use crate::catalog;
 use crate::manifest::{Kind, Manifest};
 use crate::pipeline;
 use crate::store::Store;
@@ -165,7 +165,10 @@ impl RestoreReport {
             Outcome::Updated => t.updated += 1,
             Outcome::Skipped(reason) => {
                 t.skipped += 1;
-                *self.skip_reasons.entry(format!("{resource}: {reason}")).or_default() += 1;
+                *self
+                    .skip_reasons
+                    .entry(format!("{resource}: {reason}"))
+                    .or_default() += 1;
             }
             Outcome::Failed(msg) => {
                 t.failed += 1;
@@ -247,7 +250,9 @@ pub async fn restore(
     opts: &RestoreOptions,
 ) -> Result<RestoreReport, NamespaceError> {
     if opts.concurrency == 0 {
-        return Err(NamespaceError::Invalid("--concurrency must be at least 1".into()));
+        return Err(NamespaceError::Invalid(
+            "--concurrency must be at least 1".into(),
+        ));
     }
     let m = load_manifest(store, id).await?;
     // Nothing is applied from a backup that is corrupt or cannot be decrypted.
@@ -278,7 +283,8 @@ pub async fn restore(
     let (tx, mut rx) = mpsc::channel::<Result<Item, NamespaceError>>(256);
     let decrypt = opts.decrypt.clone();
     let manifest = m.clone();
-    let reader_task = tokio::task::spawn_blocking(move || read_archive(bridge, &manifest, &decrypt, &tx));
+    let reader_task =
+        tokio::task::spawn_blocking(move || read_archive(bridge, &manifest, &decrypt, &tx));
 
     let mut report = RestoreReport {
         id: id.to_string(),
@@ -286,7 +292,7 @@ pub async fn restore(
         ..Default::default()
     };
     let mut tasks: JoinSet<(String, Outcome)> = JoinSet::new();
-    let mut deferred: Vec<Box<Archived>> = Vec::new();
+    let mut deferred: Vec<Archived> = Vec::new();
     let mut current_type = String::new();
     let mut seen_header = false;
     let mut done = 0u64;
@@ -342,7 +348,7 @@ pub async fn restore(
     // Objects whose owners came later: their owners are in place now (or never will be).
     for archived in std::mem::take(&mut deferred) {
         let key = type_of(&archived).key();
-        let outcome = restore_one(&ctx, archived, true).await;
+        let outcome = restore_one(&ctx, Box::new(archived), true).await;
         report.count(&key, &outcome);
     }
     report.notes = std::mem::take(&mut *ctx.notes.lock().unwrap_or_else(|e| e.into_inner()));
@@ -373,20 +379,27 @@ fn check_header(id: &str, h: &ArchiveHeader, opts: &RestoreOptions) -> Result<()
 fn collect(
     joined: Option<Result<(String, Outcome), tokio::task::JoinError>>,
     report: &mut RestoreReport,
-    deferred: &mut Vec<Box<Archived>>,
+    deferred: &mut Vec<Archived>,
 ) {
     match joined {
         Some(Ok((key, Outcome::Deferred(a)))) => {
             let _ = key;
-            deferred.push(a);
+            deferred.push(*a);
         }
         Some(Ok((key, outcome))) => report.count(&key, &outcome),
-        Some(Err(e)) => report.count("(internal)", &Outcome::Failed(format!("apply task failed: {e}"))),
+        Some(Err(e)) => report.count(
+            "(internal)",
+            &Outcome::Failed(format!("apply task failed: {e}")),
+        ),
         None => {}
     }
 }
 
-async fn drain(tasks: &mut JoinSet<(String, Outcome)>, report: &mut RestoreReport, deferred: &mut Vec<Box<Archived>>) {
+async fn drain(
+    tasks: &mut JoinSet<(String, Outcome)>,
+    report: &mut RestoreReport,
+    deferred: &mut Vec<Archived>,
+) {
     while let Some(joined) = tasks.join_next().await {
         collect(Some(joined), report, deferred);
     }
@@ -417,13 +430,18 @@ async fn restore_one(ctx: &Ctx, archived: Box<Archived>, final_pass: bool) -> Ou
     let mut obj = archived.object.clone();
     objects::prepare(&t, &mut obj, &ctx.prepare);
     // After `prepare`: a mapped Namespace has its new name.
-    let name = objects::name_of(&obj).unwrap_or(&archived.path.name).to_string();
+    let name = objects::name_of(&obj)
+        .unwrap_or(&archived.path.name)
+        .to_string();
     let namespace = archived
         .path
         .namespace
         .as_deref()
         .map(|ns| ctx.prepare.map_namespace(ns).to_string());
-    if let (Some(ns), Some(meta)) = (&namespace, obj.get_mut("metadata").and_then(Value::as_object_mut)) {
+    if let (Some(ns), Some(meta)) = (
+        &namespace,
+        obj.get_mut("metadata").and_then(Value::as_object_mut),
+    ) {
         meta.insert("namespace".into(), Value::String(ns.clone()));
     }
     let label = match &namespace {
@@ -450,7 +468,11 @@ async fn restore_one(ctx: &Ctx, archived: Box<Archived>, final_pass: bool) -> Ou
             Err(e) => return Outcome::Failed(format!("{label}: {e}")),
         }
     }
-    let applied = match ctx.client.apply(&collection, &name, &obj, ctx.dry_run).await {
+    let applied = match ctx
+        .client
+        .apply(&collection, &name, &obj, ctx.dry_run)
+        .await
+    {
         Ok(a) => a,
         Err(e) => return Outcome::Failed(format!("{label}: {e}")),
     };
@@ -479,7 +501,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 fn remember_uid(ctx: &Ctx, side: &Sidecar, new: &Value) {
-    if let (Some(old), Some(new)) = (&side.uid, new.pointer("/metadata/uid").and_then(Value::as_str)) {
+    if let (Some(old), Some(new)) = (
+        &side.uid,
+        new.pointer("/metadata/uid").and_then(Value::as_str),
+    ) {
         lock(&ctx.uids).insert(old.clone(), new.to_string());
     }
 }
@@ -517,13 +542,25 @@ fn would_need_creation_first(ctx: &Ctx, t: &ResourceType, namespace: Option<&str
 
 /// Points ownerReferences at the owners' uids in the target cluster. `Ok(false)`: an owner is
 /// not there yet (try again at the end).
-async fn relink(ctx: &Ctx, obj: &mut Value, namespace: Option<&str>, final_pass: bool) -> Result<bool, NamespaceError> {
-    let Some(Value::Array(refs)) = obj.pointer_mut("/metadata/ownerReferences").map(Value::take) else {
+async fn relink(
+    ctx: &Ctx,
+    obj: &mut Value,
+    namespace: Option<&str>,
+    final_pass: bool,
+) -> Result<bool, NamespaceError> {
+    let Some(Value::Array(refs)) = obj
+        .pointer_mut("/metadata/ownerReferences")
+        .map(Value::take)
+    else {
         return Ok(true);
     };
     let mut kept = Vec::new();
     for mut r in refs {
-        let old = r.get("uid").and_then(Value::as_str).unwrap_or_default().to_string();
+        let old = r
+            .get("uid")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         let known = lock(&ctx.uids).get(&old).cloned();
         let new = match known {
             Some(u) => Some(u),
@@ -557,8 +594,15 @@ async fn relink(ctx: &Ctx, obj: &mut Value, namespace: Option<&str>, final_pass:
 }
 
 /// The uid of an owner that exists in the target cluster under the same kind and name.
-async fn find_owner(ctx: &Ctx, r: &Value, namespace: Option<&str>) -> Result<Option<String>, NamespaceError> {
-    let api_version = r.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
+async fn find_owner(
+    ctx: &Ctx,
+    r: &Value,
+    namespace: Option<&str>,
+) -> Result<Option<String>, NamespaceError> {
+    let api_version = r
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let group = api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
     let kind = r.get("kind").and_then(Value::as_str).unwrap_or_default();
     let name = r.get("name").and_then(Value::as_str).unwrap_or_default();
@@ -569,7 +613,11 @@ async fn find_owner(ctx: &Ctx, r: &Value, namespace: Option<&str>) -> Result<Opt
         return Ok(None);
     }
     let owner = ctx.client.get(&t.collection_path(namespace), name).await?;
-    Ok(owner.and_then(|o| o.pointer("/metadata/uid").and_then(Value::as_str).map(str::to_string)))
+    Ok(owner.and_then(|o| {
+        o.pointer("/metadata/uid")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    }))
 }
 
 /// Waits until a restored CRD is Established and its resources are served.
@@ -587,7 +635,10 @@ async fn wait_crd_ready(ctx: &Ctx, name: &str, timeout: Duration) -> Result<(), 
                 .and_then(Value::as_array)
                 .into_iter()
                 .flatten()
-                .any(|c| c.get("type").and_then(Value::as_str) == Some("Established") && c.get("status").and_then(Value::as_str) == Some("True"));
+                .any(|c| {
+                    c.get("type").and_then(Value::as_str) == Some("Established")
+                        && c.get("status").and_then(Value::as_str) == Some("True")
+                });
             if established {
                 break crd;
             }
@@ -597,8 +648,14 @@ async fn wait_crd_ready(ctx: &Ctx, name: &str, timeout: Duration) -> Result<(), 
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let group = crd.pointer("/spec/group").and_then(Value::as_str).unwrap_or_default();
-    let plural = crd.pointer("/spec/names/plural").and_then(Value::as_str).unwrap_or_default();
+    let group = crd
+        .pointer("/spec/group")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let plural = crd
+        .pointer("/spec/names/plural")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let version = crd
         .pointer("/spec/versions")
         .and_then(Value::as_array)
@@ -632,8 +689,11 @@ fn read_archive(
         message,
     };
     let result = (|| {
-        let plain = decrypt.reader(&m.encryption, input).map_err(BackupError::from)?;
-        let zstd = zstd::stream::read::Decoder::new(plain).map_err(|e| bad(format!("zstd: {e}")))?;
+        let plain = decrypt
+            .reader(&m.encryption, input)
+            .map_err(BackupError::from)?;
+        let zstd =
+            zstd::stream::read::Decoder::new(plain).map_err(|e| bad(format!("zstd: {e}")))?;
         let mut tar = tar::Archive::new(zstd);
         for entry in tar.entries().map_err(|e| bad(format!("tar: {e}")))? {
             let mut entry = entry.map_err(|e| bad(format!("tar: {e}")))?;
@@ -642,14 +702,26 @@ fn read_archive(
                 .map_err(|e| bad(format!("tar entry name: {e}")))?
                 .to_string_lossy()
                 .into_owned();
-            let side = archive::sidecar_from_pax(&mut entry).map_err(|e| bad(format!("{path}: {e}")))?;
+            let side =
+                archive::sidecar_from_pax(&mut entry).map_err(|e| bad(format!("{path}: {e}")))?;
             let mut data = Vec::with_capacity(entry.size() as usize);
-            entry.read_to_end(&mut data).map_err(|e| bad(format!("{path}: {e}")))?;
+            entry
+                .read_to_end(&mut data)
+                .map_err(|e| bad(format!("{path}: {e}")))?;
             let item = if path == HEADER_ENTRY {
-                Item::Header(serde_json::from_slice(&data).map_err(|e| bad(format!("{path}: {e}")))?)
+                Item::Header(
+                    serde_json::from_slice(&data).map_err(|e| bad(format!("{path}: {e}")))?,
+                )
             } else if let Some(p) = archive::parse_entry_path(&path) {
-                let object = p.format.decode(&data).map_err(|e| bad(format!("{path}: {e}")))?;
-                Item::Object(Box::new(Archived { path: p, side, object }))
+                let object = p
+                    .format
+                    .decode(&data)
+                    .map_err(|e| bad(format!("{path}: {e}")))?;
+                Item::Object(Box::new(Archived {
+                    path: p,
+                    side,
+                    object,
+                }))
             } else {
                 tracing::warn!(entry = %path, "ignoring an unknown archive entry");
                 continue;
@@ -680,7 +752,9 @@ mod tests {
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(lines.len(), 4);
         assert!(lines[1].starts_with("configmaps"));
-        assert!(lines[3].split_whitespace().eq(["TOTAL", "1", "1", "1", "1"]));
+        assert!(lines[3]
+            .split_whitespace()
+            .eq(["TOTAL", "1", "1", "1", "1"]));
         assert_eq!(r.failed(), 1);
         assert_eq!(r.failures, ["x"]);
     }
