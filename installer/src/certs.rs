@@ -1288,6 +1288,43 @@ pub async fn restart_unit(
     })
 }
 
+/// The port kube-apiserver listens on on each control-plane host (as the pki input says).
+pub const APISERVER_PORT: u16 = 6443;
+
+/// How long a restarted kube-apiserver may take to answer `/readyz` with 200.
+pub const APISERVER_READY_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// Waits on the node until its kube-apiserver answers `/readyz` with 200 (anonymous, as
+/// kubeadm's probes do), asked with `openssl s_client` (nodes need no curl); without openssl
+/// it only checks that the unit stays active.
+pub async fn wait_apiserver_ready(
+    exec: &dyn Executor,
+    timeout: Duration,
+) -> Result<(), CertsError> {
+    let secs = timeout.as_secs().max(1);
+    let script = format!(
+        "command -v openssl >/dev/null 2>&1 || {{ sleep 5; systemctl is-active -q kube-apiserver; exit; }}; \
+         i=0; while [ $i -lt {secs} ]; do \
+           if printf 'GET /readyz HTTP/1.0\r\n\r\n' | timeout 5 openssl s_client -quiet -connect 127.0.0.1:{APISERVER_PORT} 2>/dev/null | head -n 1 | grep -q ' 200 '; then exit 0; fi; \
+           sleep 2; i=$((i+2)); done; echo 'no 200 from /readyz' >&2; exit 1"
+    );
+    let out = exec
+        .run(&Command::new(script).timeout(timeout + Duration::from_secs(30)))
+        .await?;
+    if out.success() {
+        Ok(())
+    } else {
+        Err(CertsError::Restart {
+            host: exec.host().to_string(),
+            unit: "kube-apiserver".into(),
+            message: format!(
+                "not ready after {secs}s: {}",
+                clusterkit_core::exec::tail(&out.stderr_str())
+            ),
+        })
+    }
+}
+
 /// What distribution did on one node.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct NodeOutcome {
@@ -1431,10 +1468,13 @@ pub async fn distribute(
     let restarts = fan
         .run(items, |(i, exec, units)| async move {
             let mut done = Vec::new();
+            // kube-apiserver first (the set is ordered): the others fail while it is down.
             for unit in units {
-                if restart_unit(exec.as_ref(), unit, Duration::from_secs(120)).await?
-                    != Restarted::Absent
-                {
+                let how = restart_unit(exec.as_ref(), unit, Duration::from_secs(120)).await?;
+                if how == Restarted::Unit && unit == "kube-apiserver" {
+                    wait_apiserver_ready(exec.as_ref(), APISERVER_READY_TIMEOUT).await?;
+                }
+                if how != Restarted::Absent {
                     done.push(unit.to_string());
                 }
             }
