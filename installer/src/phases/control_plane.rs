@@ -266,3 +266,75 @@ impl Phase for ControlPlanePhase {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clusterkit_core::playbook::render::render_text;
+    use k8s_openapi::api::core::v1::Pod;
+
+    fn cluster(mode: &str) -> Cluster {
+        let text = format!(
+            "name: demo\nhosts:\n  - {{ name: cp1, address: 10.0.0.11, roles: [control-plane, etcd], auth: {{ key_file: ./k }} }}\n  - {{ name: w1, address: 10.0.0.12, roles: [worker], auth: {{ key_file: ./k }} }}\nkubernetes: {{ version: v1.20.2, control_plane_mode: {mode} }}\n"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("k");
+        std::fs::write(&key, "not used").unwrap();
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        std::fs::write(dir.path().join("known_hosts"), "").unwrap();
+        clusterkit_core::config::load_str(&text, &dir.path().join("cluster.yaml"))
+            .unwrap_or_else(|e| panic!("{e:?}"))
+            .cluster
+    }
+
+    #[test]
+    fn static_pod_manifests_are_pods_with_the_rendered_flags() {
+        let c = cluster("static-pod");
+        let cp = c.host("cp1").unwrap();
+        let template = include_str!("../../../templates/kubernetes/manifests/component.yaml");
+        for item in component_vars(&c, cp).unwrap() {
+            let text = render_text(template, &json!({ "item": item })).unwrap();
+            let pod: Pod = serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+            let name = item["name"].as_str().unwrap();
+            assert_eq!(pod.metadata.name.as_deref(), Some(name));
+            assert_eq!(pod.metadata.namespace.as_deref(), Some("kube-system"));
+            let spec = pod.spec.unwrap();
+            assert_eq!(spec.host_network, Some(true));
+            let ctr = &spec.containers[0];
+            assert_eq!(ctr.image.as_deref(), Some(format!("registry.k8s.io/{name}:v1.20.2").as_str()));
+            let command = ctr.command.clone().unwrap();
+            assert_eq!(command[0], name);
+            let flags: Vec<String> = item["flags"].as_array().unwrap().iter().map(|f| f.as_str().unwrap().to_string()).collect();
+            assert_eq!(command[1..], flags[..], "the manifest carries exactly the rendered flags");
+            let mounts = ctr.volume_mounts.clone().unwrap();
+            let volumes = spec.volumes.unwrap();
+            assert_eq!(mounts.len(), volumes.len());
+            let probe = ctr.liveness_probe.clone().unwrap().http_get.unwrap();
+            assert_eq!(probe.scheme.as_deref(), Some("HTTPS"));
+        }
+        let flags = component_vars(&c, cp).unwrap()[1]["flags"].to_string();
+        assert!(flags.contains("--controllers=*,bootstrapsigner,tokencleaner"), "{flags}");
+        assert!(flags.contains("--cluster-signing-key-file=/etc/kubernetes/pki/ca.key"), "{flags}");
+    }
+
+    #[test]
+    fn systemd_units_and_kubelet_config_render() {
+        let c = cluster("systemd");
+        let cp = c.host("cp1").unwrap();
+        let unit = include_str!("../../../templates/kubernetes/systemd/component.service");
+        let api = &component_vars(&c, cp).unwrap()[0];
+        let text = render_text(unit, &json!({ "item": api })).unwrap();
+        assert!(text.contains("ExecStart=/usr/local/bin/kube-apiserver \\\n  --advertise-address=10.0.0.11 \\\n"), "{text}");
+        assert!(text.contains("--insecure-port=0"), "v1.20 keeps --insecure-port=0: {text}");
+        let w1 = c.host("w1").unwrap();
+        let kubelet = kubelet_vars(&c, w1, Some("x")).unwrap();
+        let flags = kubelet["flags"].to_string();
+        assert!(flags.contains("--container-runtime=remote") && flags.contains("--container-runtime-endpoint=unix:///run/containerd/containerd.sock"), "{flags}");
+        let cfg = render_text(include_str!("../../../templates/kubernetes/kubelet-config.yaml"), &json!({ "host": { "kubelet": kubelet } })).unwrap();
+        let v: serde_json::Value = serde_saphyr::from_str(&cfg).unwrap();
+        assert_eq!(v["cgroupDriver"], "systemd");
+        assert_eq!(v["clusterDNS"][0], "10.96.0.10");
+        assert_eq!(v["rotateCertificates"], true);
+        assert!(v.get("containerRuntimeEndpoint").is_none(), "v1.20 takes the endpoint as a flag");
+    }
+}
