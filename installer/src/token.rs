@@ -73,7 +73,9 @@ impl std::fmt::Debug for BootstrapToken {
 fn random_part(n: usize) -> String {
     const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::rng();
-    (0..n).map(|_| CHARS[rng.random_range(0..CHARS.len())] as char).collect()
+    (0..n)
+        .map(|_| CHARS[rng.random_range(0..CHARS.len())] as char)
+        .collect()
 }
 
 impl BootstrapToken {
@@ -159,10 +161,19 @@ pub fn parse_ttl(text: &str) -> Result<Duration, TokenError> {
 }
 
 /// Creates a new token Secret valid for `ttl` (zero: a far expiration, ten years).
-pub async fn create(client: &kube::Client, ttl: Duration, description: &str) -> Result<(BootstrapToken, chrono::DateTime<chrono::Utc>), TokenError> {
+pub async fn create(
+    client: &kube::Client,
+    ttl: Duration,
+    description: &str,
+) -> Result<(BootstrapToken, chrono::DateTime<chrono::Utc>), TokenError> {
     let token = BootstrapToken::generate();
-    let ttl = if ttl.is_zero() { Duration::from_secs(3650 * 86_400) } else { ttl };
-    let expiration = chrono::Utc::now() + chrono::Duration::from_std(ttl).map_err(|e| TokenError::Invalid(e.to_string()))?;
+    let ttl = if ttl.is_zero() {
+        Duration::from_secs(3650 * 86_400)
+    } else {
+        ttl
+    };
+    let expiration = chrono::Utc::now()
+        + chrono::Duration::from_std(ttl).map_err(|e| TokenError::Invalid(e.to_string()))?;
     apply_secret(client, &token, expiration, description).await?;
     Ok((token, expiration))
 }
@@ -175,22 +186,32 @@ async fn apply_secret(
 ) -> Result<(), TokenError> {
     let api: Api<Secret> = Api::namespaced(client.clone(), "kube-system");
     let secret = token.secret(expiration, description);
-    api.patch(&token.secret_name(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&secret))
-        .await
-        .map_err(|source| TokenError::Api {
-            what: format!("applying Secret kube-system/{}", token.secret_name()),
-            source,
-        })?;
+    api.patch(
+        &token.secret_name(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&secret),
+    )
+    .await
+    .map_err(|source| TokenError::Api {
+        what: format!("applying Secret kube-system/{}", token.secret_name()),
+        source,
+    })?;
     Ok(())
 }
 
 /// When the token's Secret expires, or `None` when it does not exist (or has no expiration).
-pub async fn expiration(client: &kube::Client, token: &BootstrapToken) -> Result<Option<chrono::DateTime<chrono::Utc>>, TokenError> {
+pub async fn expiration(
+    client: &kube::Client,
+    token: &BootstrapToken,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, TokenError> {
     let api: Api<Secret> = Api::namespaced(client.clone(), "kube-system");
-    let s = api.get_opt(&token.secret_name()).await.map_err(|source| TokenError::Api {
-        what: format!("reading Secret kube-system/{}", token.secret_name()),
-        source,
-    })?;
+    let s = api
+        .get_opt(&token.secret_name())
+        .await
+        .map_err(|source| TokenError::Api {
+            what: format!("reading Secret kube-system/{}", token.secret_name()),
+            source,
+        })?;
     Ok(s.and_then(|s| s.data)
         .and_then(|d| d.get("expiration").cloned())
         .and_then(|b| String::from_utf8(b.0).ok())
@@ -200,14 +221,22 @@ pub async fn expiration(client: &kube::Client, token: &BootstrapToken) -> Result
 
 /// The token file of the join phase.
 pub fn saved_path(cluster: &Cluster) -> PathBuf {
-    StateLayout::from_cluster(cluster).root.join("bootstrap-token")
+    StateLayout::from_cluster(cluster)
+        .root
+        .join("bootstrap-token")
 }
 
 /// The join phase's token: the saved one while its Secret exists and lives longer than
 /// [`REUSE_MARGIN`], else a new one (valid [`DEFAULT_TTL`]), saved 0600.
-pub async fn ensure_join_token(cluster: &Cluster, client: &kube::Client) -> Result<BootstrapToken, TokenError> {
+pub async fn ensure_join_token(
+    cluster: &Cluster,
+    client: &kube::Client,
+) -> Result<BootstrapToken, TokenError> {
     let path = saved_path(cluster);
-    if let Some(saved) = std::fs::read_to_string(&path).ok().and_then(|t| BootstrapToken::parse(&t)) {
+    if let Some(saved) = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| BootstrapToken::parse(&t))
+    {
         if let Some(exp) = expiration(client, &saved).await? {
             let margin = chrono::Duration::from_std(REUSE_MARGIN).unwrap_or_default();
             if exp > chrono::Utc::now() + margin {
@@ -216,10 +245,12 @@ pub async fn ensure_join_token(cluster: &Cluster, client: &kube::Client) -> Resu
         }
     }
     let (token, _) = create(client, DEFAULT_TTL, "clusterkit join phase").await?;
-    crate::pki::write_file(&path, format!("{}\n", token.expose()).as_bytes(), 0o600).map_err(|e| TokenError::File {
-        path: path.clone(),
-        message: e.to_string(),
-    })?;
+    crate::pki::write_file(&path, format!("{}\n", token.expose()).as_bytes(), 0o600).map_err(
+        |e| TokenError::File {
+            path: path.clone(),
+            message: e.to_string(),
+        },
+    )?;
     Ok(token)
 }
 
@@ -227,7 +258,8 @@ pub async fn ensure_join_token(cluster: &Cluster, client: &kube::Client) -> Resu
 /// `--discovery-token-ca-cert-hash`.
 pub fn ca_cert_hash(ca_pem: &str) -> Result<String, TokenError> {
     let der = crate::pki::pem_to_der(ca_pem).map_err(TokenError::Invalid)?;
-    let (_, cert) = x509_parser::parse_x509_certificate(&der).map_err(|e| TokenError::Invalid(format!("CA certificate: {e}")))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der)
+        .map_err(|e| TokenError::Invalid(format!("CA certificate: {e}")))?;
     let spki = cert.tbs_certificate.subject_pki.raw;
     Ok(format!("sha256:{}", hex::encode(Sha256::digest(spki))))
 }
@@ -273,7 +305,10 @@ impl TokenArgs {
     /// returns what to print on stdout.
     pub async fn run(&self, cluster: &Cluster) -> Result<String, TokenError> {
         match &self.command {
-            TokenCommand::Create { ttl, print_join_command } => {
+            TokenCommand::Create {
+                ttl,
+                print_join_command,
+            } => {
                 let ttl = parse_ttl(ttl)?;
                 let client = crate::phases::common::admin_client(cluster, None)
                     .await

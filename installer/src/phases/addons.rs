@@ -36,7 +36,10 @@ fn err(e: impl std::fmt::Display) -> InstallError {
 
 /// `<state>/kubeconfig/kube-proxy.conf`: created, or re-issued when its CA, server or
 /// certificate is no longer right. Returns its path and whether it changed.
-pub fn ensure_kube_proxy_conf(cluster: &Cluster, check: bool) -> Result<(PathBuf, bool), InstallError> {
+pub fn ensure_kube_proxy_conf(
+    cluster: &Cluster,
+    check: bool,
+) -> Result<(PathBuf, bool), InstallError> {
     use base64::Engine as _;
     let layout = StateLayout::from_cluster(cluster);
     let path = layout.kubeconfig_dir().join("kube-proxy.conf");

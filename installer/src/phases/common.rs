@@ -80,17 +80,26 @@ pub fn flag_input(cluster: &Cluster, host: &Host) -> FlagInput {
 }
 
 /// The rendered flags of `component` on `host`, or an install error naming the host.
-pub fn flags(cluster: &Cluster, host: &Host, component: Component) -> Result<Vec<String>, InstallError> {
-    versions::render_flags(component, &flag_input(cluster, host)).map_err(|e| InstallError::Target {
-        host: host.name.clone(),
-        message: e.to_string(),
+pub fn flags(
+    cluster: &Cluster,
+    host: &Host,
+    component: Component,
+) -> Result<Vec<String>, InstallError> {
+    versions::render_flags(component, &flag_input(cluster, host)).map_err(|e| {
+        InstallError::Target {
+            host: host.name.clone(),
+            message: e.to_string(),
+        }
     })
 }
 
 /// Finds Kubernetes binaries in the offline bundle: an entry of its manifest's `binaries`
 /// (by name or file name), else `<bundle>/bin/<name>`. Fails naming every missing binary and
 /// every place searched.
-pub fn bundle_binaries(cluster: &Cluster, names: &[&str]) -> Result<BTreeMap<String, PathBuf>, InstallError> {
+pub fn bundle_binaries(
+    cluster: &Cluster,
+    names: &[&str],
+) -> Result<BTreeMap<String, PathBuf>, InstallError> {
     let Packages::Bundle { dir } = &cluster.packages else {
         return Err(InstallError::Bundle(format!(
             "Kubernetes binaries ({}) are installed from an offline bundle, and cluster.yaml \
@@ -107,7 +116,9 @@ pub fn bundle_binaries(cluster: &Cluster, names: &[&str]) -> Result<BTreeMap<Str
             b.manifest
                 .binaries
                 .iter()
-                .find(|f| f.name == *name || Path::new(&f.file).file_name().is_some_and(|n| n == *name))
+                .find(|f| {
+                    f.name == *name || Path::new(&f.file).file_name().is_some_and(|n| n == *name)
+                })
                 .map(|f| b.dir.join(&f.file))
         });
         match hit.filter(|p| p.is_file()) {
@@ -135,13 +146,17 @@ pub fn bundle_binaries(cluster: &Cluster, names: &[&str]) -> Result<BTreeMap<Str
 pub fn nth_service_ip(cluster: &Cluster, n: u32) -> IpAddr {
     match cluster.kubernetes.service_cidr.network() {
         IpAddr::V4(v4) => IpAddr::V4(std::net::Ipv4Addr::from(u32::from(v4).wrapping_add(n))),
-        IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6).wrapping_add(n as u128))),
+        IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(
+            u128::from(v6).wrapping_add(n as u128),
+        )),
     }
 }
 
 /// The admin kubeconfig the pki phase generates (`<state>/kubeconfig/admin.conf`).
 pub fn admin_conf(cluster: &Cluster) -> PathBuf {
-    StateLayout::from_cluster(cluster).kubeconfig_dir().join("admin.conf")
+    StateLayout::from_cluster(cluster)
+        .kubeconfig_dir()
+        .join("admin.conf")
 }
 
 fn api_err(what: impl std::fmt::Display, e: impl std::fmt::Display) -> InstallError {
@@ -153,7 +168,10 @@ fn api_err(what: impl std::fmt::Display, e: impl std::fmt::Display) -> InstallEr
 
 /// A Kubernetes client with the admin credentials, talking to `server` (default: the
 /// control-plane endpoint in admin.conf).
-pub async fn admin_client(cluster: &Cluster, server: Option<&str>) -> Result<kube::Client, InstallError> {
+pub async fn admin_client(
+    cluster: &Cluster,
+    server: Option<&str>,
+) -> Result<kube::Client, InstallError> {
     client_from(&admin_conf(cluster), server).await
 }
 
@@ -161,10 +179,11 @@ pub async fn admin_client(cluster: &Cluster, server: Option<&str>) -> Result<kub
 pub async fn client_from(path: &Path, server: Option<&str>) -> Result<kube::Client, InstallError> {
     // Several rustls crypto providers are compiled into the binary; kube needs one chosen.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let kc = kube::config::Kubeconfig::read_from(&path).map_err(|e| api_err(path.display(), e))?;
-    let mut config = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-        .await
-        .map_err(|e| api_err(path.display(), e))?;
+    let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| api_err(path.display(), e))?;
+    let mut config =
+        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+            .await
+            .map_err(|e| api_err(path.display(), e))?;
     if let Some(s) = server {
         config.cluster_url = s.parse().map_err(|e| api_err(s, e))?;
     }
@@ -213,7 +232,10 @@ mod tests {
             name: "n1".into(),
             address: "10.0.0.1".into(),
             roles: vec!["etcd".into()],
-            exec: std::sync::Arc::new(clusterkit_core::exec::local::LocalExecutor::new("n1", Duration::from_secs(5))),
+            exec: std::sync::Arc::new(clusterkit_core::exec::local::LocalExecutor::new(
+                "n1",
+                Duration::from_secs(5),
+            )),
             vars: serde_json::json!({"name": "n1"}),
         };
         let out = with_vars(&[t.clone(), t], |_| {

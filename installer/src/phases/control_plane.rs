@@ -66,11 +66,17 @@ fn pod_volumes(c: Component) -> Vec<Value> {
         volume("ca-certs", "/etc/ssl/certs", "DirectoryOrCreate"),
     ];
     match c {
-        Component::KubeControllerManager => {
-            v.push(volume("kubeconfig", "/etc/kubernetes/controller-manager.conf", "FileOrCreate"))
-        }
+        Component::KubeControllerManager => v.push(volume(
+            "kubeconfig",
+            "/etc/kubernetes/controller-manager.conf",
+            "FileOrCreate",
+        )),
         Component::KubeScheduler => {
-            v = vec![volume("kubeconfig", "/etc/kubernetes/scheduler.conf", "FileOrCreate")]
+            v = vec![volume(
+                "kubeconfig",
+                "/etc/kubernetes/scheduler.conf",
+                "FileOrCreate",
+            )]
         }
         _ => {}
     }
@@ -83,7 +89,9 @@ fn probe(c: Component, host: &Host) -> Value {
         Component::KubeApiserver => {
             json!({ "host": host.address.to_string(), "port": common::APISERVER_PORT, "path": "/livez" })
         }
-        Component::KubeControllerManager => json!({ "host": "127.0.0.1", "port": 10257, "path": "/healthz" }),
+        Component::KubeControllerManager => {
+            json!({ "host": "127.0.0.1", "port": 10257, "path": "/healthz" })
+        }
         _ => json!({ "host": "127.0.0.1", "port": 10259, "path": "/healthz" }),
     }
 }
@@ -121,7 +129,11 @@ pub fn binary_files(cluster: &Cluster, names: &[&str]) -> Result<Vec<Value>, Ins
 
 /// The kubelet variables of one node (`host.kubelet`): its flags, KubeletConfiguration
 /// values, and the bootstrap kubeconfig text when one is given.
-pub fn kubelet_vars(cluster: &Cluster, host: &Host, bootstrap: Option<&str>) -> Result<Value, InstallError> {
+pub fn kubelet_vars(
+    cluster: &Cluster,
+    host: &Host,
+    bootstrap: Option<&str>,
+) -> Result<Value, InstallError> {
     let rules = versions::rules(common::kube_version(cluster));
     let input = common::flag_input(cluster, host);
     Ok(json!({
@@ -196,13 +208,22 @@ pub async fn wait_ready(cluster: &Cluster) -> Result<(), InstallError> {
     let leases: Api<Lease> = Api::namespaced(client, "kube-system");
     for name in ["kube-controller-manager", "kube-scheduler"] {
         common::wait_until(READY_TIMEOUT, || async {
-            let lease = leases.get(name).await.map_err(|e| format!("lease {name}: {e}"))?;
+            let lease = leases
+                .get(name)
+                .await
+                .map_err(|e| format!("lease {name}: {e}"))?;
             let spec = lease.spec.unwrap_or_default();
-            let renewed = spec.renew_time.map(|t| t.0).ok_or(format!("lease {name} never renewed"))?;
+            let renewed = spec
+                .renew_time
+                .map(|t| t.0)
+                .ok_or(format!("lease {name} never renewed"))?;
             let holder = spec.holder_identity.unwrap_or_default();
             let age = jiff_age(renewed);
             if holder.is_empty() || age > Duration::from_secs(60) {
-                return Err(format!("lease {name}: holder {holder:?}, renewed {}s ago", age.as_secs()));
+                return Err(format!(
+                    "lease {name}: holder {holder:?}, renewed {}s ago",
+                    age.as_secs()
+                ));
             }
             Ok(())
         })
@@ -236,7 +257,10 @@ impl Phase for ControlPlanePhase {
         let bins = binary_files(cx.cluster, &names)?;
         let mut err = None;
         let cp_targets = with_vars(cx.targets, |t| {
-            let h = cx.cluster.host(&t.name).filter(|h| h.has_role(Role::ControlPlane))?;
+            let h = cx
+                .cluster
+                .host(&t.name)
+                .filter(|h| h.has_role(Role::ControlPlane))?;
             let mut m = Map::new();
             match component_vars(cx.cluster, h) {
                 Ok(v) => {
@@ -280,7 +304,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("k");
         std::fs::write(&key, "not used").unwrap();
-        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
         std::fs::write(dir.path().join("known_hosts"), "").unwrap();
         clusterkit_core::config::load_str(&text, &dir.path().join("cluster.yaml"))
             .unwrap_or_else(|e| panic!("{e:?}"))
@@ -301,11 +326,23 @@ mod tests {
             let spec = pod.spec.unwrap();
             assert_eq!(spec.host_network, Some(true));
             let ctr = &spec.containers[0];
-            assert_eq!(ctr.image.as_deref(), Some(format!("registry.k8s.io/{name}:v1.20.2").as_str()));
+            assert_eq!(
+                ctr.image.as_deref(),
+                Some(format!("registry.k8s.io/{name}:v1.20.2").as_str())
+            );
             let command = ctr.command.clone().unwrap();
             assert_eq!(command[0], name);
-            let flags: Vec<String> = item["flags"].as_array().unwrap().iter().map(|f| f.as_str().unwrap().to_string()).collect();
-            assert_eq!(command[1..], flags[..], "the manifest carries exactly the rendered flags");
+            let flags: Vec<String> = item["flags"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| f.as_str().unwrap().to_string())
+                .collect();
+            assert_eq!(
+                command[1..],
+                flags[..],
+                "the manifest carries exactly the rendered flags"
+            );
             let mounts = ctr.volume_mounts.clone().unwrap();
             let volumes = spec.volumes.unwrap();
             assert_eq!(mounts.len(), volumes.len());
@@ -313,8 +350,14 @@ mod tests {
             assert_eq!(probe.scheme.as_deref(), Some("HTTPS"));
         }
         let flags = component_vars(&c, cp).unwrap()[1]["flags"].to_string();
-        assert!(flags.contains("--controllers=*,bootstrapsigner,tokencleaner"), "{flags}");
-        assert!(flags.contains("--cluster-signing-key-file=/etc/kubernetes/pki/ca.key"), "{flags}");
+        assert!(
+            flags.contains("--controllers=*,bootstrapsigner,tokencleaner"),
+            "{flags}"
+        );
+        assert!(
+            flags.contains("--cluster-signing-key-file=/etc/kubernetes/pki/ca.key"),
+            "{flags}"
+        );
     }
 
     #[test]
@@ -324,17 +367,38 @@ mod tests {
         let unit = include_str!("../../../templates/kubernetes/systemd/component.service");
         let api = &component_vars(&c, cp).unwrap()[0];
         let text = render_text(unit, &json!({ "item": api })).unwrap();
-        assert!(text.contains("ExecStart=/usr/local/bin/kube-apiserver \\\n  --advertise-address=10.0.0.11 \\\n"), "{text}");
-        assert!(text.contains("--insecure-port=0"), "v1.20 keeps --insecure-port=0: {text}");
+        assert!(
+            text.contains(
+                "ExecStart=/usr/local/bin/kube-apiserver \\\n  --advertise-address=10.0.0.11 \\\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("--insecure-port=0"),
+            "v1.20 keeps --insecure-port=0: {text}"
+        );
         let w1 = c.host("w1").unwrap();
         let kubelet = kubelet_vars(&c, w1, Some("x")).unwrap();
         let flags = kubelet["flags"].to_string();
-        assert!(flags.contains("--container-runtime=remote") && flags.contains("--container-runtime-endpoint=unix:///run/containerd/containerd.sock"), "{flags}");
-        let cfg = render_text(include_str!("../../../templates/kubernetes/kubelet-config.yaml"), &json!({ "host": { "kubelet": kubelet } })).unwrap();
+        assert!(
+            flags.contains("--container-runtime=remote")
+                && flags.contains(
+                    "--container-runtime-endpoint=unix:///run/containerd/containerd.sock"
+                ),
+            "{flags}"
+        );
+        let cfg = render_text(
+            include_str!("../../../templates/kubernetes/kubelet-config.yaml"),
+            &json!({ "host": { "kubelet": kubelet } }),
+        )
+        .unwrap();
         let v: serde_json::Value = serde_saphyr::from_str(&cfg).unwrap();
         assert_eq!(v["cgroupDriver"], "systemd");
         assert_eq!(v["clusterDNS"][0], "10.96.0.10");
         assert_eq!(v["rotateCertificates"], true);
-        assert!(v.get("containerRuntimeEndpoint").is_none(), "v1.20 takes the endpoint as a flag");
+        assert!(
+            v.get("containerRuntimeEndpoint").is_none(),
+            "v1.20 takes the endpoint as a flag"
+        );
     }
 }

@@ -153,7 +153,11 @@ pub struct MemberView {
 }
 
 /// Asks one endpoint for the member list and its leader.
-pub async fn view(tls: &ClientTls, endpoint: &str, timeout: Duration) -> Result<MemberView, String> {
+pub async fn view(
+    tls: &ClientTls,
+    endpoint: &str,
+    timeout: Duration,
+) -> Result<MemberView, String> {
     let mut c = tls.connect(endpoint, timeout).await?;
     let status = tokio::time::timeout(timeout, c.status())
         .await
@@ -218,8 +222,10 @@ async fn plan(
 ) -> Result<BTreeMap<String, Bootstrap>, InstallError> {
     let hosts = cluster.hosts_with_role(Role::Etcd);
     let fresh = new_cluster(cluster);
-    let mut out: BTreeMap<String, Bootstrap> =
-        hosts.iter().map(|h| (h.name.clone(), fresh.clone())).collect();
+    let mut out: BTreeMap<String, Bootstrap> = hosts
+        .iter()
+        .map(|h| (h.name.clone(), fresh.clone()))
+        .collect();
     let Ok(tls) = ClientTls::load(cluster) else {
         return Ok(out);
     };
@@ -234,10 +240,16 @@ async fn plan(
     let Some((via, view)) = existing else {
         return Ok(out);
     };
-    let joining = |state| Bootstrap { state, initial_cluster: fresh.initial_cluster.clone() };
+    let joining = |state| Bootstrap {
+        state,
+        initial_cluster: fresh.initial_cluster.clone(),
+    };
     for h in &hosts {
         let url = peer_url(h);
-        let member = view.members.iter().find(|(n, urls)| n == &h.name || urls.contains(&url));
+        let member = view
+            .members
+            .iter()
+            .find(|(n, urls)| n == &h.name || urls.contains(&url));
         match member {
             Some((name, _)) if !name.is_empty() => {
                 // Running: keep the state its unit has, so the unit does not change.
@@ -249,7 +261,11 @@ async fn plan(
                         .unwrap_or_default(),
                     None => String::new(),
                 };
-                let state = if current.contains("=existing") { "existing" } else { "new" };
+                let state = if current.contains("=existing") {
+                    "existing"
+                } else {
+                    "new"
+                };
                 out.insert(h.name.clone(), joining(state));
             }
             // Added earlier, never started: it joins the existing cluster.
@@ -261,11 +277,16 @@ async fn plan(
                     let mut c = tls
                         .connect(&client_url(via), Duration::from_secs(5))
                         .await
-                        .map_err(|e| InstallError::Target { host: via.name.clone(), message: e })?;
-                    c.member_add([url.clone()], None).await.map_err(|e| InstallError::Target {
-                        host: h.name.clone(),
-                        message: format!("etcd member add {url} through {}: {e}", via.name),
-                    })?;
+                        .map_err(|e| InstallError::Target {
+                            host: via.name.clone(),
+                            message: e,
+                        })?;
+                    c.member_add([url.clone()], None)
+                        .await
+                        .map_err(|e| InstallError::Target {
+                            host: h.name.clone(),
+                            message: format!("etcd member add {url} through {}: {e}", via.name),
+                        })?;
                     tracing::info!(member = %h.name, via = %via.name, "etcd member added");
                 }
                 out.insert(h.name.clone(), joining("existing"));

@@ -23,7 +23,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use clusterkit_core::config::{Cluster, Role};
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Taint};
-use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, PolicyRule, Role as RbacRole, RoleBinding, RoleRef, Subject};
+use k8s_openapi::api::rbac::v1::{
+    ClusterRoleBinding, PolicyRule, Role as RbacRole, RoleBinding, RoleRef, Subject,
+};
 use kube::api::{Api, ObjectMeta, Patch, PatchParams};
 use serde_json::json;
 
@@ -51,9 +53,13 @@ async fn apply<K>(api: &Api<K>, name: &str, obj: &K) -> Result<(), InstallError>
 where
     K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(obj))
-        .await
-        .map_err(|e| api_err(format!("applying {name}"), e))?;
+    api.patch(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(obj),
+    )
+    .await
+    .map_err(|e| api_err(format!("applying {name}"), e))?;
     Ok(())
 }
 
@@ -85,7 +91,12 @@ fn crb(name: &str, cluster_role: &str, kind: &str, subject: &str) -> ClusterRole
 /// The ClusterRoleBindings of TLS bootstrap (kubeadm's names).
 pub fn bootstrap_bindings() -> Vec<ClusterRoleBinding> {
     vec![
-        crb("kubeadm:kubelet-bootstrap", "system:node-bootstrapper", "Group", BOOTSTRAP_GROUP),
+        crb(
+            "kubeadm:kubelet-bootstrap",
+            "system:node-bootstrapper",
+            "Group",
+            BOOTSTRAP_GROUP,
+        ),
         crb(
             "kubeadm:node-autoapprove-bootstrap",
             "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
@@ -111,15 +122,22 @@ pub fn cluster_info_kubeconfig(cluster: &Cluster) -> Result<String, InstallError
     k.contexts.clear();
     k.users.clear();
     k.current_context = String::new();
-    k.to_yaml().map_err(|e| api_err("cluster-info kubeconfig", e))
+    k.to_yaml()
+        .map_err(|e| api_err("cluster-info kubeconfig", e))
 }
 
 /// Applies the token-independent objects: cluster-info, its RBAC, the bootstrap bindings.
-pub async fn apply_bootstrap_objects(cluster: &Cluster, client: &kube::Client) -> Result<(), InstallError> {
+pub async fn apply_bootstrap_objects(
+    cluster: &Cluster,
+    client: &kube::Client,
+) -> Result<(), InstallError> {
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "kube-public");
     let cm = ConfigMap {
         metadata: meta("cluster-info", Some("kube-public")),
-        data: Some(BTreeMap::from([("kubeconfig".to_string(), cluster_info_kubeconfig(cluster)?)])),
+        data: Some(BTreeMap::from([(
+            "kubeconfig".to_string(),
+            cluster_info_kubeconfig(cluster)?,
+        )])),
         ..Default::default()
     };
     apply(&cms, "cluster-info", &cm).await?;
@@ -162,7 +180,9 @@ pub async fn apply_bootstrap_objects(cluster: &Cluster, client: &kube::Client) -
 /// From v1.29 admin.conf's group `kubeadm:cluster-admins` is bound to cluster-admin by a
 /// ClusterRoleBinding created with super-admin.conf (as kubeadm does).
 pub async fn bind_cluster_admins(cluster: &Cluster) -> Result<(), InstallError> {
-    let path = StateLayout::from_cluster(cluster).kubeconfig_dir().join("super-admin.conf");
+    let path = StateLayout::from_cluster(cluster)
+        .kubeconfig_dir()
+        .join("super-admin.conf");
     let client = common::client_from(&path, None).await?;
     let crbs: Api<ClusterRoleBinding> = Api::all(client);
     let b = crb(
@@ -180,14 +200,21 @@ pub fn node_labels(host: &clusterkit_core::config::Host) -> BTreeMap<String, Str
     let mut labels = host.labels.clone();
     for role in [Role::ControlPlane, Role::Worker] {
         if host.has_role(role) {
-            labels.insert(format!("node-role.kubernetes.io/{}", role.as_str()), String::new());
+            labels.insert(
+                format!("node-role.kubernetes.io/{}", role.as_str()),
+                String::new(),
+            );
         }
     }
     labels
 }
 
 /// Waits for every host's Node, then applies labels and adds missing taints.
-async fn register_and_label(cluster: &Cluster, client: &kube::Client, hosts: &[String]) -> Result<(), InstallError> {
+async fn register_and_label(
+    cluster: &Cluster,
+    client: &kube::Client,
+    hosts: &[String],
+) -> Result<(), InstallError> {
     let nodes: Api<Node> = Api::all(client.clone());
     common::wait_until(REGISTER_TIMEOUT, || async {
         let mut missing = Vec::new();
@@ -205,10 +232,15 @@ async fn register_and_label(cluster: &Cluster, client: &kube::Client, hosts: &[S
     .await
     .map_err(|e| InstallError::Target {
         host: "join".into(),
-        message: format!("nodes did not register within {}s: {e}", REGISTER_TIMEOUT.as_secs()),
+        message: format!(
+            "nodes did not register within {}s: {e}",
+            REGISTER_TIMEOUT.as_secs()
+        ),
     })?;
     for name in hosts {
-        let Some(host) = cluster.host(name) else { continue };
+        let Some(host) = cluster.host(name) else {
+            continue;
+        };
         let labels = node_labels(host);
         if !labels.is_empty() {
             let patch = json!({
@@ -216,16 +248,26 @@ async fn register_and_label(cluster: &Cluster, client: &kube::Client, hosts: &[S
                 "metadata": { "name": name, "labels": labels },
             });
             nodes
-                .patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+                .patch(
+                    name,
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(&patch),
+                )
                 .await
                 .map_err(|e| api_err(format!("labelling node {name}"), e))?;
         }
         if !host.taints.is_empty() {
-            let node = nodes.get(name).await.map_err(|e| api_err(format!("reading node {name}"), e))?;
+            let node = nodes
+                .get(name)
+                .await
+                .map_err(|e| api_err(format!("reading node {name}"), e))?;
             let mut taints: Vec<Taint> = node.spec.and_then(|s| s.taints).unwrap_or_default();
             let before = taints.len();
             for t in &host.taints {
-                if !taints.iter().any(|x| x.key == t.key && x.effect == t.effect) {
+                if !taints
+                    .iter()
+                    .any(|x| x.key == t.key && x.effect == t.effect)
+                {
                     taints.push(Taint {
                         key: t.key.clone(),
                         value: t.value.clone(),
@@ -276,12 +318,18 @@ impl Phase for JoinPhase {
             let t = token::ensure_join_token(cx.cluster, &client)
                 .await
                 .map_err(|e| api_err("bootstrap token", e))?;
-            let ca_path = StateLayout::from_cluster(cx.cluster).pki_dir().join("ca.crt");
-            let ca = std::fs::read_to_string(&ca_path).map_err(|e| api_err(ca_path.display(), e))?;
+            let ca_path = StateLayout::from_cluster(cx.cluster)
+                .pki_dir()
+                .join("ca.crt");
+            let ca =
+                std::fs::read_to_string(&ca_path).map_err(|e| api_err(ca_path.display(), e))?;
             let server = format!("https://{}", cx.cluster.kubernetes.control_plane_endpoint);
             let k = kubeconfig::bootstrap_kubeconfig(&cx.cluster.name, &server, &ca, &t.expose())
                 .map_err(|e| api_err("bootstrap kubeconfig", e))?;
-            Some(k.to_yaml().map_err(|e| api_err("bootstrap kubeconfig", e))?)
+            Some(
+                k.to_yaml()
+                    .map_err(|e| api_err("bootstrap kubeconfig", e))?,
+            )
         };
         run_kubelet(cx, cx.targets, bootstrap.as_deref()).await?;
         if cx.check {

@@ -51,20 +51,28 @@ fn pki_err(e: impl std::fmt::Display) -> InstallError {
 
 /// Generates (or, in check mode, checks) the PKI and kubeconfigs; returns how many local
 /// files changed.
-pub fn ensure_local(cluster: &clusterkit_core::config::Cluster, check: bool) -> Result<usize, InstallError> {
+pub fn ensure_local(
+    cluster: &clusterkit_core::config::Cluster,
+    check: bool,
+) -> Result<usize, InstallError> {
     let input = input(cluster);
     let layout = StateLayout::from_cluster(cluster);
     let mode = if check { Mode::Check } else { Mode::Apply };
     let mut report = pki::ensure(&input, &layout, mode).map_err(pki_err)?;
     report.extend(kubeconfig::ensure(&input, &layout, mode).map_err(pki_err)?);
-    for item in report.items.iter().filter(|i| i.action != pki::Action::Kept) {
+    for item in report
+        .items
+        .iter()
+        .filter(|i| i.action != pki::Action::Kept)
+    {
         tracing::info!(name = %item.name, path = %item.path.display(), action = ?item.action, "pki");
     }
     let mut changed = report.changed();
     let admin = layout.kubeconfig_dir().join("admin.conf");
     let dest = operator_admin_conf(cluster);
     if let Ok(data) = std::fs::read(&admin) {
-        if std::fs::read(&dest).ok().as_deref() != Some(&data[..]) || mode_of(&dest) != Some(0o600) {
+        if std::fs::read(&dest).ok().as_deref() != Some(&data[..]) || mode_of(&dest) != Some(0o600)
+        {
             changed += 1;
             if !check {
                 pki::write_file(&dest, &data, 0o600).map_err(pki_err)?;
@@ -76,11 +84,16 @@ pub fn ensure_local(cluster: &clusterkit_core::config::Cluster, check: bool) -> 
 
 fn mode_of(path: &Path) -> Option<u32> {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).ok().map(|m| m.permissions().mode() & 0o777)
+    std::fs::metadata(path)
+        .ok()
+        .map(|m| m.permissions().mode() & 0o777)
 }
 
 /// The files (`src` on this machine, `dest` on the node, `mode`) one host gets.
-pub fn host_files(cluster: &clusterkit_core::config::Cluster, host: &clusterkit_core::config::Host) -> Vec<Value> {
+pub fn host_files(
+    cluster: &clusterkit_core::config::Cluster,
+    host: &clusterkit_core::config::Host,
+) -> Vec<Value> {
     let layout = StateLayout::from_cluster(cluster);
     let cp = host.has_role(Role::ControlPlane);
     layout
