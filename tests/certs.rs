@@ -1,6 +1,7 @@
 //! `clusterkit certs check-expiration | renew | distribute` on a 3-node sandbox, all real:
-//! Debian 12 nspawn nodes over SSH, the PKI and a 3-member TLS etcd 3.4 installed by the real
-//! `install --phase pki` and `--phase etcd` (etcd-server from the offline bundle).
+//! Debian 12 nspawn nodes over SSH, installed by the real `install --phase` prepare, runtime,
+//! pki, etcd (3-member TLS etcd 3.4 from the offline bundle) and control-plane (Kubernetes
+//! v1.20.2 built from Debian's source, systemd mode, `CLUSTERKIT_KUBE_BIN_DIR`).
 //!
 //! One sandbox is shared by the steps (bringing nodes up and installing is the slow part):
 //! check-expiration lists every expected file per host with the configured validity (leaves
@@ -9,11 +10,13 @@
 //! missing and a world-readable key as such, and `certs distribute` repairs both; renewing the
 //! etcd certificates changes the serials on the nodes, restarts the members one at a time, and
 //! etcd keeps all three members healthy and a key written before the renewal; a renewed
-//! kubeconfig goes only to the host that holds it and admin.conf next to cluster.yaml follows;
-//! CA names and unknown names are refused.
+//! kubeconfig goes only to the host that holds it (and restarts only its user) and admin.conf
+//! next to cluster.yaml follows; a renewed API server certificate is what kube-apiserver
+//! presents after the restart, and `/readyz` answers through the renewed admin.conf (v1.20.2
+//! kubectl); CA names and unknown names are refused.
 //!
 //! Needs root, systemd-nspawn and debootstrap (scripts/deps.sh), apt access for the bundle,
-//! etcdctl and openssl; fails with the reason when one is missing.
+//! the Kubernetes binaries, etcdctl and openssl; fails with the reason when one is missing.
 
 mod common;
 
@@ -138,13 +141,21 @@ fn check_and_renew_on_three_nodes() {
         tool("CLUSTERKIT_OPENSSL", Path::new("/usr/bin/openssl")).is_file(),
         "openssl missing"
     );
+    let kube_bin = std::env::var_os("CLUSTERKIT_KUBE_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| common::cache_dir().join("kube-v1.20.2/bin"));
+    assert!(
+        kube_bin.join("kube-apiserver").is_file(),
+        "Kubernetes v1.20.2 binaries missing in {} (CLUSTERKIT_KUBE_BIN_DIR): run `bash scripts/deps.sh` (scripts/build-kube.sh)",
+        kube_bin.display()
+    );
     let sb = SandboxGuard::up(UpOptions::new("certs", 3))
         .expect("sandbox up (needs root and scripts/deps.sh)");
     let work = tempfile::tempdir().unwrap();
     let bundle = work.path().join("bundle");
     run_ok(
         clusterkit()
-            .env_remove("CLUSTERKIT_KUBE_BIN_DIR")
+            .env("CLUSTERKIT_KUBE_BIN_DIR", &kube_bin)
             .args(["bundle", "build", "--package", "etcd-server", "--out"])
             .arg(&bundle),
     );
@@ -156,7 +167,7 @@ fn check_and_renew_on_three_nodes() {
     )
     .unwrap();
     let state: PathBuf = sb.dir().join("certs-state");
-    for phase in ["pki", "etcd"] {
+    for phase in ["prepare", "runtime", "pki", "etcd", "control-plane"] {
         run_ok(&mut ck(&cfg, &["install", "--phase", phase]));
     }
     let endpoints = sb
@@ -392,7 +403,7 @@ fn check_and_renew_on_three_nodes() {
     let rows = check(&cfg);
     assert!(rows.iter().all(|r| r["status"] == "ok"), "{rows:#?}");
 
-    // 5. A kubeconfig: only its host gets it; nothing to restart (no scheduler installed).
+    // 5. A kubeconfig: only its host gets it, and only its user restarts.
     //    admin.conf next to cluster.yaml follows the state copy.
     let admin = sb.dir().join("admin.conf");
     let admin_before = std::fs::read(&admin).unwrap();
@@ -415,8 +426,17 @@ fn check_and_renew_on_three_nodes() {
             &[]
         };
         assert_eq!(h["uploaded"], serde_json::json!(want), "{v:#}");
-        assert_eq!(h["restarted"], serde_json::json!([]), "{v:#}");
+        let restarted: &[&str] = if h["host"] == "node1" {
+            &["kube-scheduler"]
+        } else {
+            &[]
+        };
+        assert_eq!(h["restarted"], serde_json::json!(restarted), "{v:#}");
     }
+    assert_eq!(
+        ssh(&sb, "node1", "systemctl is-active kube-scheduler").trim(),
+        "active"
+    );
     let admin_after = std::fs::read(&admin).unwrap();
     assert_ne!(admin_before, admin_after);
     assert_eq!(
@@ -438,7 +458,55 @@ fn check_and_renew_on_three_nodes() {
         .clone();
     assert_eq!(sched["serial"], renewed_serial);
 
-    // 6. Refused: a CA (rotation is not supported) and an unknown name; nothing changed.
+    // 6. The API server's serving certificate: renewed, restarted, and what it now presents
+    //    over TLS is the new one; /readyz answers through the renewed admin.conf.
+    let v = json_of(&mut ck(
+        &cfg,
+        &["-o", "json", "certs", "renew", "apiserver"],
+    ));
+    let new_serial = v["renewed"][0]["new_serial"].as_str().unwrap().to_string();
+    let node1 = v["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["host"] == "node1")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        node1["restarted"],
+        serde_json::json!(["kube-apiserver"]),
+        "{v:#}"
+    );
+    let cp = &sb.node("node1").unwrap().address;
+    let presented = Command::new("sh")
+        .args([
+            "-c",
+            "openssl s_client -connect \"$1:6443\" </dev/null 2>/dev/null | openssl x509 -noout -serial",
+            "sh",
+            &cp.to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&presented).trim(), format!("serial={new_serial}"));
+    let mut kubectl = Command::new(kube_bin.join("kubectl"));
+    kubectl
+        .arg("--kubeconfig")
+        .arg(&admin)
+        .args(["get", "--raw", "/readyz"]);
+    assert_eq!(stdout(&run_ok(&mut kubectl)).trim(), "ok");
+    for unit in [
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-scheduler",
+    ] {
+        assert_eq!(
+            ssh(&sb, "node1", &format!("systemctl is-active {unit}")).trim(),
+            "active"
+        );
+    }
+    let rows = check(&cfg);
+
+    // 7. Refused: a CA (rotation is not supported) and an unknown name; nothing changed.
     let out = run_fail(&mut ck(&cfg, &["certs", "renew", "etcd-ca"]));
     assert!(
         stderr(&out).contains("CA rotation is not supported"),
