@@ -1,11 +1,12 @@
 //! The host-gw pod network on a real 3-node sandbox: `clusterkit install --phase
 //! prepare|runtime|network`, then the real state read back over SSH — each node's pod CIDR
 //! slice (host order, recorded in the state directory), the CNI conflist carrying it, routes to
-//! the other nodes' slices, the masquerade rule — a rerun changing nothing, and real traffic:
-//! Debian's bridge plugin (CNI ADD) wires a network namespace on two nodes, busybox httpd in
-//! one answers an HTTP request (busybox nc) from the other across nodes, traffic leaving the pod network is
-//! masqueraded, CNI DEL releases the address. Routes come back after a node restart (boot
-//! unit), and `network::remove_node` takes a node's routes off the others.
+//! the other nodes' slices, the masquerade rule — a rerun and `--check` changing nothing, drift
+//! reported by `--check` and repaired by a run, and real traffic: Debian's bridge plugin (CNI
+//! ADD) wires a network namespace on two nodes, busybox httpd in one answers an HTTP request
+//! (busybox nc) from the other across nodes, traffic leaving the pod network is masqueraded,
+//! CNI DEL releases the address. Routes come back after a node restart (boot unit), and
+//! `network::remove_node` takes a node's routes off the others.
 //!
 //! Needs root, systemd-nspawn and debootstrap (scripts/deps.sh), apt access for the offline
 //! bundle (containerd, runc, containernetworking-plugins) and busybox-static on this machine
@@ -243,6 +244,41 @@ fn host_gw_pod_network_on_three_nodes() {
         assert_eq!(again["hosts"][n]["changed"], 0, "{again:#}");
         assert_eq!(again["hosts"][n]["failed"], 0, "{again:#}");
     }
+    let check = install(&cfg, &["--phase", "network", "--check"]);
+    for n in nodes {
+        assert_eq!(
+            check["hosts"][n]["changed"], 0,
+            "--check on a converged cluster: {check:#}"
+        );
+    }
+
+    // Drift: node2 loses its route to node1's slice and its masquerade rule. --check reports
+    // it and changes nothing; a run repairs exactly that.
+    let masq = format!(
+        "-s {} ! -d 10.244.0.0/16 -m comment --comment clusterkit-pod-network -j MASQUERADE",
+        slices["node2"].as_str().unwrap()
+    );
+    ssh(
+        &sb,
+        "node2",
+        &format!("ip -4 route del 10.244.0.0/24 && iptables -w -t nat -D POSTROUTING {masq}"),
+    );
+    let check = install(&cfg, &["--phase", "network", "--check"]);
+    assert_eq!(check["hosts"]["node1"]["changed"], 0, "{check:#}");
+    assert_eq!(check["hosts"]["node2"]["changed"], 1, "{check:#}");
+    assert_eq!(pod_routes(&sb, "node2").len(), 1, "--check must not repair");
+    let fix = install(&cfg, &["--phase", "network"]);
+    assert_eq!(fix["hosts"]["node2"]["changed"], 1, "{fix:#}");
+    assert_eq!(fix["hosts"]["node3"]["changed"], 0, "{fix:#}");
+    assert_eq!(
+        pod_routes(&sb, "node2"),
+        wanted_routes(&sb, "node2", &slices, &nodes)
+    );
+    ssh(
+        &sb,
+        "node2",
+        &format!("iptables -w -t nat -C POSTROUTING {masq}"),
+    );
 
     // 4. Real traffic: CNI ADD on node1 and node2, httpd in node2's pod, fetched from node1's pod.
     let bb = std::fs::read(&busybox).unwrap();
