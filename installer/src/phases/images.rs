@@ -3,8 +3,9 @@
 //! on every node, so pods start without any registry.
 //!
 //! Where the tarballs come from: the offline bundle's `images/` directory when cluster.yaml
-//! names a bundle and it has an `images/manifest.json`; otherwise the local image cache
-//! (`$CLUSTERKIT_CACHE/images`), built there from Debian material when missing. Either way each
+//! names a bundle and it has an `images/manifest.json`; otherwise, in the sandbox profile, the
+//! local image cache (`$CLUSTERKIT_CACHE/images`), built there from Debian material when
+//! missing; a production cluster without bundled images imports nothing (its nodes pull). Each
 //! tarball is checked against its recorded sha256 before anything is uploaded.
 //!
 //! The playbook (`playbooks/images.yaml`) is check-then-act per image: an image containerd
@@ -17,7 +18,7 @@
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
-use clusterkit_core::config::{Cluster, Packages};
+use clusterkit_core::config::{Cluster, Packages, Profile};
 use serde_json::{json, Value};
 
 use super::{InstallError, Phase, PhaseContext};
@@ -29,21 +30,28 @@ pub const REMOTE_IMAGE_DIR: &str = "/var/cache/clusterkit/images";
 
 /// The directory images are taken from for this cluster, and its verified manifest.
 ///
-/// An offline bundle with `images/manifest.json` wins; otherwise the local cache, built when
-/// missing or damaged (building needs the Kubernetes source and busybox-static, see
-/// [`crate::images`]).
-pub fn image_dir(cluster: &Cluster) -> Result<(PathBuf, ImageManifest), images::ImageError> {
+/// An offline bundle with `images/manifest.json` wins. Otherwise, with `profile: sandbox`, the
+/// local cache, built when missing or damaged (building needs the Kubernetes source and
+/// busybox-static, see [`crate::images`]). A production cluster without bundled images gets
+/// none (`None`): its nodes pull from registries, and a locally built pause image must not
+/// shadow the registry's under the same name unless the operator bundled it.
+pub fn image_dir(
+    cluster: &Cluster,
+) -> Result<Option<(PathBuf, ImageManifest)>, images::ImageError> {
     if let Packages::Bundle { dir } = &cluster.packages {
         let in_bundle = dir.join("images");
         if in_bundle.join(images::MANIFEST_FILE).is_file() {
             let m = images::load(&in_bundle)?;
             images::verify(&in_bundle, &m)?;
-            return Ok((in_bundle, m));
+            return Ok(Some((in_bundle, m)));
         }
+    }
+    if cluster.profile != Profile::Sandbox {
+        return Ok(None);
     }
     let cache = images::cache_dir();
     let m = images::ensure(&cache, &Sources::from_env())?;
-    Ok((cache, m))
+    Ok(Some((cache, m)))
 }
 
 /// The playbook's `images` variable: one object per image.
@@ -81,10 +89,16 @@ impl Phase for ImagesPhase {
         let mut pb = clusterkit_core::playbook::load(cx.library, "images")?;
         let cluster = cx.cluster.clone();
         // Building the cache compiles pause.c: keep it off the async workers.
-        let (dir, manifest) = tokio::task::spawn_blocking(move || image_dir(&cluster))
+        let found = tokio::task::spawn_blocking(move || image_dir(&cluster))
             .await
             .map_err(|e| InstallError::Images(e.to_string()))?
             .map_err(|e| InstallError::Images(e.to_string()))?;
+        let Some((dir, manifest)) = found else {
+            tracing::info!(
+                "no images in the offline bundle (and not a sandbox): nodes pull from registries"
+            );
+            return Ok(());
+        };
         let sandbox_image = &cx.cluster.runtime.sandbox_image;
         if !manifest.images.iter().any(|i| &i.name == sandbox_image) {
             // Not fatal (the runtime may pull it), but the operator should know why pods
