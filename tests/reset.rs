@@ -6,7 +6,9 @@
 //! config, and kube-proxy/CNI iptables chains next to a foreign rule that must survive.
 //!
 //! One sandbox is shared by the steps: without `--yes` and with "no" typed, nothing changes;
-//! `--check` reports and changes nothing; the reset stops and disables every service, removes
+//! `--check` reports and changes nothing; resetting one etcd member of three removes it from
+//! the member list first and the other two stay healthy; the reset stops and disables every
+//! service, removes
 //! the directories, moves etcd's data aside, removes the units and exactly the kube-proxy/CNI
 //! iptables rules; a second reset reports "nothing to do" everywhere; `--purge` deletes etcd's
 //! data; a stopped node fails alone and is named.
@@ -84,6 +86,28 @@ fn facts(sb: &SandboxGuard, node: &str) -> String {
          iptables-save | grep -cE 'KUBE-|CNI-' | sed 's/^/kube-rules /'; \
          iptables-save | grep -c '^-A INPUT -j MINE' | sed 's/^/mine /'; true",
     )
+}
+
+fn etcdctl(state: &Path, endpoints: &str, args: &[&str]) -> Command {
+    let pki = state.join("pki/etcd");
+    let mut c = Command::new(common::tool(
+        "CLUSTERKIT_ETCDCTL",
+        Path::new("/usr/bin/etcdctl"),
+    ));
+    c.env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoints}"))
+        .arg(format!("--cacert={}", pki.join("ca.crt").display()))
+        .arg(format!(
+            "--cert={}",
+            pki.join("healthcheck-client.crt").display()
+        ))
+        .arg(format!(
+            "--key={}",
+            pki.join("healthcheck-client.key").display()
+        ))
+        .args(["--dial-timeout=5s", "--command-timeout=10s"])
+        .args(args);
+    c
 }
 
 #[test]
@@ -182,10 +206,45 @@ fn reset_three_nodes() {
         assert_eq!(&facts(&sb, node), before, "{node} changed by --check");
     }
 
-    // 3. The reset.
+    // 3. One etcd member of three first: it leaves the member list through a remaining
+    //    member, and the other two stay a healthy cluster.
+    let v = json_of(&mut ck(
+        &cfg,
+        &["-o", "json", "reset", "--yes", "--hosts", "node3"],
+    ));
+    let removed = v["etcd_members_removed"].as_array().unwrap();
+    assert_eq!(removed.len(), 1, "{v:#}");
+    assert!(
+        removed[0]
+            .as_str()
+            .unwrap()
+            .starts_with("remove etcd member node3 "),
+        "{v:#}"
+    );
+    let node3_changes = changed_of(&v, "node3");
+    let state = sb.dir().join("reset-state");
+    let two = format!(
+        "https://{}:2379,https://{}:2379",
+        sb.node("node1").unwrap().address,
+        sb.node("node2").unwrap().address
+    );
+    let members = stdout(&run_ok(&mut etcdctl(&state, &two, &["member", "list"])));
+    assert_eq!(members.lines().count(), 2, "{members}");
+    assert!(!members.contains("node3"), "{members}");
+    let health = run_ok(&mut etcdctl(&state, &two, &["endpoint", "health"]));
+    let health = format!("{}{}", stdout(&health), stderr(&health));
+    assert_eq!(health.matches("is healthy").count(), 2, "{health}");
+
+    // 4. The rest (the whole etcd cluster now: no member removal).
     let v = json_of(&mut ck(&cfg, &["-o", "json", "reset", "--yes"]));
+    assert_eq!(v["etcd_members_removed"], serde_json::json!([]), "{v:#}");
+    assert_eq!(changed_of(&v, "node3"), Vec::<String>::new(), "{v:#}");
     for node in NODES {
-        let changed = changed_of(&v, node);
+        let changed = if node == "node3" {
+            node3_changes.clone()
+        } else {
+            changed_of(&v, node)
+        };
         assert!(
             changed
                 .iter()
@@ -227,7 +286,7 @@ fn reset_three_nodes() {
     // The Debian package's own etcd unit is left, disabled; clusterkit's override is gone.
     assert!(!ssh(&sb, "node1", "systemctl cat etcd 2>/dev/null || true").contains("clusterkit"));
 
-    // 4. Idempotent: nothing to do.
+    // 5. Idempotent: nothing to do.
     let out = run_ok(&mut ck(&cfg, &["reset", "--yes"]));
     for node in NODES {
         assert!(
@@ -241,7 +300,7 @@ fn reset_three_nodes() {
         assert!(changed_of(&v, node).is_empty(), "{v:#}");
     }
 
-    // 5. --purge deletes etcd's data instead of moving it.
+    // 6. --purge deletes etcd's data instead of moving it.
     ssh(
         &sb,
         "node1",
@@ -260,7 +319,7 @@ fn reset_three_nodes() {
         "only the earlier moved copy remains"
     );
 
-    // 6. A node that cannot be reached fails alone, named; the others are done.
+    // 7. A node that cannot be reached fails alone, named; the others are done.
     sb.stop_node("node3").unwrap();
     let mut c = ck(&cfg, &["-o", "json", "reset", "--yes"]);
     let out = run_fail(&mut c);

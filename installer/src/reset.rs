@@ -23,13 +23,21 @@
 //!    `iptables-save` and restored, so other rules stay; `ipvsadm --clear` when ipvsadm exists
 //!    and has virtual services; the `kube-ipvs0`, `cni0` and `flannel.1` interfaces.
 //!
+//! Resetting some etcd members while others stay: [`remove_etcd_members`] first removes them
+//! from the member list through a remaining member (as kubeadm's reset does), so the cluster
+//! keeps a quorum of what is left and the host can later rejoin through `member add`.
+//!
 //! Limits: binaries in `/usr/local/bin` and packages (etcd-server, containerd) stay, like
 //! kubeadm's reset; the state directory on the operator's machine (PKI, kubeconfigs) is not
-//! touched, so a re-install reuses the CAs. Resetting some etcd members of a cluster that keeps
-//! running does not remove them from the member list (`etcdctl member remove` first).
+//! touched, so a re-install reuses the CAs. Nodes are not drained or deleted from the API.
 
+use std::time::Duration;
+
+use clusterkit_core::config::{Cluster, Host, Role};
 use clusterkit_core::exec::{Command, ExecError, Executor};
 use serde::Serialize;
+
+use crate::phases::etcd as etcd_phase;
 
 /// Errors of a reset. The step messages come from the host's own commands.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +54,14 @@ pub enum ResetError {
         failed: Vec<String>,
         /// What was done anyway.
         changed: Vec<String>,
+    },
+    /// The members to reset could not be removed from the etcd cluster first.
+    #[error("etcd: cannot remove {members} from the cluster before the reset: {message}")]
+    EtcdMembers {
+        /// The members, comma-separated.
+        members: String,
+        /// Why.
+        message: String,
     },
 }
 
@@ -187,6 +203,113 @@ if command -v ipvsadm >/dev/null 2>&1 && [ -n "$(ipvsadm -Sn 2>/dev/null)" ]; th
     }
     s.push_str("[ \"$FAILS\" -eq 0 ]\n");
     s
+}
+
+/// Removes the etcd members among `leaving` from the etcd cluster, through the first of the
+/// remaining members that answers (TLS, the healthcheck client certificate from the state
+/// directory). Nothing to do when no etcd host leaves, or when every one does (the whole
+/// cluster is reset), or when no etcd member answers at all (no running cluster to leave;
+/// logged as a warning). An error when the leaving members still run but no remaining member
+/// answers. `check` only looks. Returns one line per member removed (or, in check mode, that
+/// would be); a member already gone is skipped.
+pub async fn remove_etcd_members(
+    cluster: &Cluster,
+    leaving: &[&Host],
+    check: bool,
+) -> Result<Vec<String>, ResetError> {
+    let leaving: Vec<&Host> = leaving
+        .iter()
+        .copied()
+        .filter(|h| h.has_role(Role::Etcd))
+        .collect();
+    let remaining: Vec<&Host> = cluster
+        .hosts_with_role(Role::Etcd)
+        .into_iter()
+        .filter(|h| !leaving.iter().any(|l| l.name == h.name))
+        .collect();
+    if leaving.is_empty() || remaining.is_empty() {
+        return Ok(vec![]);
+    }
+    let names = leaving
+        .iter()
+        .map(|h| h.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let fail = |message: String| ResetError::EtcdMembers {
+        members: names.clone(),
+        message,
+    };
+    let tls = etcd_phase::ClientTls::load(cluster).map_err(|e| fail(e.to_string()))?;
+    let timeout = Duration::from_secs(5);
+    let mut errors = Vec::new();
+    for via in &remaining {
+        let endpoint = etcd_phase::client_url(via);
+        let mut client = match tls.connect(&endpoint, timeout).await {
+            Ok(c) => c,
+            Err(e) => {
+                errors.push(e);
+                continue;
+            }
+        };
+        let list = match tokio::time::timeout(timeout, client.member_list()).await {
+            Ok(Ok(list)) => list,
+            Ok(Err(e)) => {
+                errors.push(format!("{endpoint}: {e}"));
+                continue;
+            }
+            Err(_) => {
+                errors.push(format!("{endpoint}: member list timed out"));
+                continue;
+            }
+        };
+        let mut done = Vec::new();
+        for h in &leaving {
+            let url = etcd_phase::peer_url(h);
+            let Some(member) = list
+                .members()
+                .iter()
+                .find(|m| m.name() == h.name || m.peer_urls().contains(&url))
+            else {
+                continue;
+            };
+            let id = member.id();
+            if !check {
+                client.member_remove(id).await.map_err(|e| {
+                    fail(format!(
+                        "member remove {} ({id:x}) through {}: {e}",
+                        h.name, via.name
+                    ))
+                })?;
+                tracing::info!(member = %h.name, via = %via.name, "etcd member removed");
+            }
+            done.push(format!(
+                "remove etcd member {} ({id:x}) through {}",
+                h.name, via.name
+            ));
+        }
+        return Ok(done);
+    }
+    // No remaining member answers. If a leaving member still does, the cluster is alive but
+    // unreachable from here: refuse. If none answers at all, there is no running cluster to
+    // leave (e.g. it was reset already): nothing to remove.
+    for h in &leaving {
+        if etcd_phase::view(&tls, &etcd_phase::client_url(h), timeout)
+            .await
+            .is_ok()
+        {
+            return Err(fail(format!(
+                "{} still runs but no remaining member answers: {}",
+                h.name,
+                errors.join("; ")
+            )));
+        }
+    }
+    tracing::warn!(
+        members = %names,
+        "no etcd member answers; membership left as is ({})",
+        errors.join("; ")
+    );
+    Ok(vec![])
 }
 
 /// What a reset did on one host.

@@ -5,7 +5,8 @@
 //! containers removed, `/etc/kubernetes`, `/var/lib/kubelet`, CNI config removed, etcd's data
 //! moved aside (`--purge` deletes it), clusterkit's units removed, kube-proxy/CNI iptables
 //! rules and ipvs services cleared. A second reset reports "nothing to do". Exits non-zero
-//! naming the hosts that failed.
+//! naming the hosts that failed. etcd members reset while others stay are first removed from
+//! the etcd cluster (unless `--keep-etcd-members`).
 
 use std::io::{BufRead, IsTerminal, Write};
 
@@ -33,6 +34,12 @@ pub struct Args {
     /// Report what would be done on each host; change nothing.
     #[arg(long)]
     check: bool,
+
+    /// When only some etcd members are reset, do not remove them from the etcd cluster first
+    /// (by default they are removed through a remaining member, and the reset stops if that
+    /// fails).
+    #[arg(long)]
+    keep_etcd_members: bool,
 }
 
 impl Args {
@@ -52,6 +59,21 @@ impl Args {
         if !self.check && !self.yes {
             confirm(&cluster.name, &names, self.purge)?;
         }
+        // etcd members that leave a cluster that stays: out of the member list first.
+        let removed = if self.keep_etcd_members {
+            vec![]
+        } else {
+            match reset::remove_etcd_members(&cluster, &hosts, self.check).await {
+                Ok(removed) => removed,
+                Err(e) if self.check => {
+                    eprintln!("warning: {e}");
+                    vec![]
+                }
+                Err(e) => return Err(anyhow::Error::new(e).context(
+                    "nothing was reset (pass --keep-etcd-members to reset without removing them)",
+                )),
+            }
+        };
         let opts = ResetOptions::now(self.purge, self.check);
         let fan = Fanout::new(
             if self.check { "reset (check)" } else { "reset" },
@@ -98,6 +120,7 @@ impl Args {
                 "{}",
                 serde_json::to_string_pretty(&serde_json::json!({
                     "check": self.check,
+                    "etcd_members_removed": removed,
                     "hosts": rows,
                 }))?
             );
@@ -107,6 +130,9 @@ impl Args {
             } else {
                 "changed"
             };
+            for r in &removed {
+                println!("etcd: {}{r}", if self.check { "would " } else { "" });
+            }
             for r in &results {
                 match &r.result {
                     Ok(done) if done.changed.is_empty() => println!("{}: nothing to do", r.host),
