@@ -8,10 +8,9 @@
 //! One sandbox is shared by the steps: without `--yes` and with "no" typed, nothing changes;
 //! `--check` reports and changes nothing; resetting one etcd member of three removes it from
 //! the member list first and the other two stay healthy; the reset stops and disables every
-//! service, removes
-//! the directories, moves etcd's data aside, removes the units and exactly the kube-proxy/CNI
-//! iptables rules; a second reset reports "nothing to do" everywhere; `--purge` deletes etcd's
-//! data; a stopped node fails alone and is named.
+//! service, removes the directories, moves etcd's data aside, removes the units and exactly the
+//! kube-proxy/CNI iptables rules; a second reset reports "nothing to do" everywhere; `--purge`
+//! deletes etcd's data; a stopped node fails alone and is named.
 //!
 //! Needs root, systemd-nspawn and debootstrap (scripts/deps.sh) and apt access for the bundle;
 //! fails with the reason when one is missing.

@@ -13,7 +13,8 @@
 //!   [`sync_node`] uploads to a node only the files whose checksum or mode differ, and
 //!   [`units_for`] / [`restart_unit`] say and do what must restart; [`distribute`] does that on
 //!   every node: uploads in parallel, etcd members one at a time with the whole cluster
-//!   checked healthy before and after each, then the other components in parallel.
+//!   checked healthy before and after each, then the other components, nodes in parallel
+//!   (kube-apiserver first, waited for until `/readyz` answers 200, then its clients).
 //!
 //! Limits: the CAs are never renewed (rotating a CA means re-trusting it everywhere: not
 //! supported; a CA is re-created only by the pki phase when it is missing or expired, and that
@@ -1677,6 +1678,31 @@ mod tests {
             op,
             std::fs::read(layout.kubeconfig_dir().join("admin.conf")).unwrap()
         );
+    }
+
+    #[test]
+    fn kubeconfig_certificate_forms() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, _, layout) = generated(dir.path());
+        let k = Kubeconfig::load(&layout.kubeconfig_dir().join("admin.conf")).unwrap();
+        let b64 = B64.encode(k.client_cert_pem().unwrap());
+        let inline = format!("    client-certificate-data: {b64}\n");
+        let quoted = format!("    client-certificate-data: \"{b64}\"\n");
+        let (a, b) = b64.split_at(40);
+        let folded = format!("    client-certificate-data: >-\n      {a}\n      {b}\n");
+        for text in [inline, quoted, folded] {
+            let info = kubeconfig_client_cert(text.as_bytes()).unwrap().unwrap();
+            assert_eq!(info.subject, "kubernetes-admin", "{text}");
+        }
+        let file_ref = "    client-certificate: /var/lib/kubelet/pki/kubelet-client-current.pem\n";
+        let note = kubeconfig_client_cert(file_ref.as_bytes())
+            .unwrap()
+            .unwrap_err();
+        assert!(
+            note.contains("/var/lib/kubelet/pki/kubelet-client-current.pem"),
+            "{note}"
+        );
+        assert!(kubeconfig_client_cert(b"    token: abc\n").is_err());
     }
 
     #[test]
