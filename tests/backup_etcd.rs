@@ -20,7 +20,14 @@ fn value(i: usize) -> Vec<u8> {
 }
 
 /// Stops etcd, moves its data away (the "wipe"), restores `id` from `store`, starts etcd.
-fn wipe_and_restore(dir: &Path, etcd: &mut Etcd, certs: &Certs, store: &str, s3: Option<&S3>, extra: &[&str]) {
+fn wipe_and_restore(
+    dir: &Path,
+    etcd: &mut Etcd,
+    certs: &Certs,
+    store: &str,
+    s3: Option<&S3>,
+    extra: &[&str],
+) {
     etcd.stop();
     std::fs::remove_dir_all(&etcd.data_dir).unwrap();
     let id = extra[0];
@@ -59,7 +66,9 @@ fn backup_to_s3_and_dir_wipe_restore_all_equal() {
 
     // The manifest says what an operator needs.
     let mut c = ck(dir);
-    c.args(["backup", "describe", &s3_id, "-o", "json", "--store", &s3_store]);
+    c.args([
+        "backup", "describe", &s3_id, "-o", "json", "--store", &s3_store,
+    ]);
     s3.env(&mut c);
     let m: serde_json::Value = serde_json::from_slice(&run_ok(&mut c).stdout).unwrap();
     assert_eq!(m["kind"], "etcd");
@@ -105,7 +114,10 @@ fn encrypted_backup_hides_plaintext_restores_and_rejects_wrong_key() {
     let gen = |name: &str| {
         let path = dir.join(name);
         let out = run_ok(ck(dir).args(["backup", "keygen", "--out"]).arg(&path));
-        (path, String::from_utf8(out.stdout).unwrap().trim().to_string())
+        (
+            path,
+            String::from_utf8(out.stdout).unwrap().trim().to_string(),
+        )
     };
     let (identity, recipient) = gen("id.age");
     let (wrong_identity, _) = gen("wrong.age");
@@ -113,14 +125,23 @@ fn encrypted_backup_hides_plaintext_restores_and_rejects_wrong_key() {
 
     let store_dir = dir.join("store");
     let store = format!("file://{}", store_dir.display());
-    let id = backup(dir, &store, &etcd, &certs, None, &["--age-recipient", &recipient]);
+    let id = backup(
+        dir,
+        &store,
+        &etcd,
+        &certs,
+        None,
+        &["--age-recipient", &recipient],
+    );
 
     // Sanity of the check below: the plain snapshot does contain the marker.
     let plain = dir.join("plain.db");
-    run_ok(std::process::Command::new(etcdctl_bin())
-        .args(etcd.ctl_args(&certs))
-        .args(["snapshot", "save"])
-        .arg(&plain));
+    run_ok(
+        std::process::Command::new(etcdctl_bin())
+            .args(etcd.ctl_args(&certs))
+            .args(["snapshot", "save"])
+            .arg(&plain),
+    );
     let contains = |hay: &[u8]| hay.windows(marker.len()).any(|w| w == marker.as_bytes());
     assert!(contains(&std::fs::read(&plain).unwrap()));
     let stored = std::fs::read(store_dir.join("backups").join(&id).join("data")).unwrap();
@@ -137,7 +158,10 @@ fn encrypted_backup_hides_plaintext_restores_and_rejects_wrong_key() {
     let err = stderr(&run_fail(&mut c));
     assert!(err.contains("none of the given keys matches"), "{err}");
     assert!(!err.contains("AGE-SECRET-KEY"), "{err}");
-    assert_eq!(std::fs::read(etcd.data_dir.join("member/snap/db")).unwrap(), before);
+    assert_eq!(
+        std::fs::read(etcd.data_dir.join("member/snap/db")).unwrap(),
+        before
+    );
 
     // No key at all: says it is encrypted.
     let mut c = ck(dir);
@@ -148,7 +172,14 @@ fn encrypted_backup_hides_plaintext_restores_and_rejects_wrong_key() {
     // Right key: restores.
     etcd.boot(&certs);
     let identity_s = identity.display().to_string();
-    wipe_and_restore(dir, &mut etcd, &certs, &store, None, &[&id, "--age-identity", &identity_s]);
+    wipe_and_restore(
+        dir,
+        &mut etcd,
+        &certs,
+        &store,
+        None,
+        &[&id, "--age-identity", &identity_s],
+    );
     let got = rt.block_on(async { dump(&mut client(&etcd, &certs).await).await });
     assert!(got == expected, "encrypted restore differs");
 }
@@ -175,7 +206,9 @@ fn corrupt_byte_is_refused_by_verify_and_restore_before_touching_etcd() {
     bytes[mid] ^= 0x01;
     std::fs::write(&data, &bytes).unwrap();
 
-    let err = stderr(&run_fail(ck(dir).args(["backup", "verify", &id, "--store", &store])));
+    let err = stderr(&run_fail(
+        ck(dir).args(["backup", "verify", &id, "--store", &store]),
+    ));
     assert!(err.contains("corrupt"), "{err}");
     // The failed verdict is recorded and shown.
     let out = run_ok(ck(dir).args(["backup", "list", "--store", &store]));
@@ -185,11 +218,19 @@ fn corrupt_byte_is_refused_by_verify_and_restore_before_touching_etcd() {
     let entries_before = std::fs::read_dir(dir).unwrap().count();
     let db_before = std::fs::read(etcd.data_dir.join("member/snap/db")).unwrap();
     let mut c = ck(dir);
-    c.args(["restore", "etcd", &id, "--store", &store]).args(etcd.restore_flags());
+    c.args(["restore", "etcd", &id, "--store", &store])
+        .args(etcd.restore_flags());
     let err = stderr(&run_fail(&mut c));
     assert!(err.contains("corrupt"), "{err}");
-    assert_eq!(std::fs::read(etcd.data_dir.join("member/snap/db")).unwrap(), db_before);
-    assert_eq!(std::fs::read_dir(dir).unwrap().count(), entries_before, "restore left files behind");
+    assert_eq!(
+        std::fs::read(etcd.data_dir.join("member/snap/db")).unwrap(),
+        db_before
+    );
+    assert_eq!(
+        std::fs::read_dir(dir).unwrap().count(),
+        entries_before,
+        "restore left files behind"
+    );
 }
 
 #[test]
@@ -207,7 +248,10 @@ fn s3_killed_mid_upload_fails_cleanly_and_next_run_cleans_up() {
             let ops: Vec<_> = (start..start + 10)
                 .map(|i| {
                     let v: Vec<u8> = (0..100_000u32)
-                        .map(|j| ((j.wrapping_mul(2654435761) ^ (i as u32).wrapping_mul(40503)) >> 13) as u8)
+                        .map(|j| {
+                            ((j.wrapping_mul(2654435761) ^ (i as u32).wrapping_mul(40503)) >> 13)
+                                as u8
+                        })
                         .collect();
                     etcd_client::TxnOp::put(format!("big-{i:05}"), v, None)
                 })
@@ -217,10 +261,21 @@ fn s3_killed_mid_upload_fails_cleanly_and_next_run_cleans_up() {
     });
     let store = s3.url("p");
     let mut c = ck(dir);
-    c.args(["backup", "etcd", "--store", &store, "--part-size-mib", "5", "--parts-in-flight", "1", "--compression-level", "1"])
-        .args(etcd.backup_flags(&certs))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
+    c.args([
+        "backup",
+        "etcd",
+        "--store",
+        &store,
+        "--part-size-mib",
+        "5",
+        "--parts-in-flight",
+        "1",
+        "--compression-level",
+        "1",
+    ])
+    .args(etcd.backup_flags(&certs))
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped());
     s3.env(&mut c);
     let mut child = c.spawn().unwrap();
     // Kill the server as soon as the multipart upload has started (its pending marker is
@@ -246,20 +301,48 @@ fn s3_killed_mid_upload_fails_cleanly_and_next_run_cleans_up() {
     s3.kill();
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "backup succeeded with the S3 server dead:\n{err}");
+    assert!(
+        !out.status.success(),
+        "backup succeeded with the S3 server dead:\n{err}"
+    );
     assert!(err.contains("etcd backup failed"), "{err}");
-    assert!(err.contains("upload") || err.contains("dispatch") || err.contains("connect"), "{err}");
+    assert!(
+        err.contains("upload") || err.contains("dispatch") || err.contains("connect"),
+        "{err}"
+    );
     let files = s3.files();
-    assert!(!files.iter().any(|f| f.ends_with("manifest.json")), "{files:?}");
-    assert!(files.iter().any(|f| f.ends_with("pending.json")), "{files:?}");
-    assert!(files.iter().any(|f| f.contains(".upload-")), "no multipart leftovers to clean? {files:?}");
+    assert!(
+        !files.iter().any(|f| f.ends_with("manifest.json")),
+        "{files:?}"
+    );
+    assert!(
+        files.iter().any(|f| f.ends_with("pending.json")),
+        "{files:?}"
+    );
+    assert!(
+        files.iter().any(|f| f.contains(".upload-")),
+        "no multipart leftovers to clean? {files:?}"
+    );
 
     // Server back: the next run succeeds and aborts the stale upload.
     s3.boot();
-    let id = backup(dir, &store, &etcd, &certs, Some(&s3), &["--part-size-mib", "5"]);
+    let id = backup(
+        dir,
+        &store,
+        &etcd,
+        &certs,
+        Some(&s3),
+        &["--part-size-mib", "5"],
+    );
     let files = s3.files();
-    assert!(!files.iter().any(|f| f.contains(".upload")), "stale multipart upload left: {files:?}");
-    assert!(!files.iter().any(|f| f.ends_with("pending.json")), "{files:?}");
+    assert!(
+        !files.iter().any(|f| f.contains(".upload")),
+        "stale multipart upload left: {files:?}"
+    );
+    assert!(
+        !files.iter().any(|f| f.ends_with("pending.json")),
+        "{files:?}"
+    );
     assert_eq!(list_ids(dir, &store, Some(&s3)), vec![id.clone()]);
     let backups: Vec<_> = files.iter().filter(|f| f.contains("/backups/")).collect();
     assert!(backups.iter().all(|f| f.contains(&id)), "{backups:?}");

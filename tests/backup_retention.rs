@@ -24,20 +24,36 @@ fn settings() -> WriteSettings {
 async fn take(store: &dyn Store, clock: &ManualClock) -> String {
     let now = clock.now();
     let id = manifest::new_id(Kind::Etcd, now);
-    let staged = catalog::stage_bytes(store, Kind::Etcd, &id, now, format!("payload {now}").into_bytes(), settings())
+    let staged = catalog::stage_bytes(
+        store,
+        Kind::Etcd,
+        &id,
+        now,
+        format!("payload {now}").into_bytes(),
+        settings(),
+    )
+    .await
+    .unwrap();
+    catalog::commit(store, staged, "sim", now, None, Default::default())
         .await
         .unwrap();
-    catalog::commit(store, staged, "sim", now, None, Default::default()).await.unwrap();
     id
 }
 
 /// Flips a byte of the stored data and lets `verify` find it.
-async fn corrupt_and_verify(store: &dyn Store, root: &std::path::Path, id: &str, now: DateTime<Utc>) {
+async fn corrupt_and_verify(
+    store: &dyn Store,
+    root: &std::path::Path,
+    id: &str,
+    now: DateTime<Utc>,
+) {
     let data = root.join("backups").join(id).join("data");
     let mut b = std::fs::read(&data).unwrap();
     b[0] ^= 0xff;
     std::fs::write(&data, b).unwrap();
-    let err = catalog::verify(store, id, &Decrypt::default(), now).await.unwrap_err();
+    let err = catalog::verify(store, id, &Decrypt::default(), now)
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("corrupt"), "{err}");
 }
 
@@ -66,11 +82,20 @@ async fn sixty_days_every_six_hours_keeps_exactly_the_expected_set() {
         if clock.now() >= at("2024-02-29T06:00:00Z") {
             corrupt_and_verify(store.as_ref(), tmp.path(), &id, clock.now()).await;
         }
-        let plan = retention::prune(store.as_ref(), &policy, false).await.unwrap();
+        let plan = retention::prune(store.as_ref(), &policy, false)
+            .await
+            .unwrap();
         // The newest trusted backup survives every single prune.
         let entries = catalog::list(store.as_ref()).await.unwrap();
-        let newest_trusted = entries.iter().rev().find(|e| e.trusted()).expect("a trusted backup");
-        assert!(plan.keep.contains_key(&newest_trusted.manifest.id), "step {step}");
+        let newest_trusted = entries
+            .iter()
+            .rev()
+            .find(|e| e.trusted())
+            .expect("a trusted backup");
+        assert!(
+            plan.keep.contains_key(&newest_trusted.manifest.id),
+            "step {step}"
+        );
         if step < 60 * 4 - 1 {
             clock.advance(Duration::hours(6));
         }
@@ -128,7 +153,9 @@ async fn dry_run_deletes_nothing() {
         keep_last: 1,
         ..Default::default()
     };
-    let plan = retention::prune(store.as_ref(), &policy, true).await.unwrap();
+    let plan = retention::prune(store.as_ref(), &policy, true)
+        .await
+        .unwrap();
     assert_eq!(plan.delete.len(), 4);
     assert_eq!(catalog::list(store.as_ref()).await.unwrap().len(), 5);
 }

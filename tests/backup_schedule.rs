@@ -12,12 +12,12 @@ use clusterkit_backup::chrono::{Duration, Utc};
 use clusterkit_backup::clock::{Clock, ManualClock, SystemClock};
 use clusterkit_backup::etcd::{EtcdBackupOptions, EtcdTarget, EtcdTls};
 use clusterkit_backup::lock;
+use clusterkit_backup::manifest::Kind;
 use clusterkit_backup::pipeline::WriteSettings;
 use clusterkit_backup::retention::Retention;
 use clusterkit_backup::schedule::{self, Job};
 use clusterkit_backup::status::{self, Outcome};
 use clusterkit_backup::store::{open_store, S3Options, Store, StoreOptions};
-use clusterkit_backup::manifest::Kind;
 
 async fn s3_store(s3: &S3, prefix: &str) -> Arc<dyn Store> {
     let opts = StoreOptions {
@@ -85,19 +85,37 @@ fn two_schedulers_one_runs_the_other_skips() {
             ra.message,
             rb.message
         );
-        let skipped = if ra.outcome == Outcome::Skipped { &ra } else { &rb };
+        let skipped = if ra.outcome == Outcome::Skipped {
+            &ra
+        } else {
+            &rb
+        };
         let why = skipped.message.as_deref().unwrap_or("");
-        assert!(why.contains("lock held by") || why.contains("already finished"), "{why}");
+        assert!(
+            why.contains("lock held by") || why.contains("already finished"),
+            "{why}"
+        );
         // Exactly one backup, the lock released, status and metrics recorded.
-        let list = clusterkit_backup::catalog::list_manifests(store.as_ref()).await.unwrap();
+        let list = clusterkit_backup::catalog::list_manifests(store.as_ref())
+            .await
+            .unwrap();
         assert_eq!(list.len(), 1);
         assert!(store.list("locks/").await.unwrap().is_empty());
-        let st = status::read_status(store.as_ref(), Kind::Etcd).await.unwrap().unwrap();
+        let st = status::read_status(store.as_ref(), Kind::Etcd)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(st.runs.get("success"), Some(&1));
         assert_eq!(st.last_success_id.as_deref(), Some(list[0].id.as_str()));
         let text = metrics.render();
-        assert!(text.contains(r#"clusterkit_backup_runs_total{kind="etcd",outcome="skipped"} 1"#), "{text}");
-        assert!(text.contains("clusterkit_backup_last_success_timestamp_seconds"), "{text}");
+        assert!(
+            text.contains(r#"clusterkit_backup_runs_total{kind="etcd",outcome="skipped"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("clusterkit_backup_last_success_timestamp_seconds"),
+            "{text}"
+        );
     });
 }
 
@@ -115,7 +133,10 @@ fn simultaneous_contenders_never_both_hold_the_lock() {
                 lock::try_acquire(store.clone(), "t", Duration::minutes(1), clock.clone()),
             );
             let (a, b) = (a.unwrap(), b.unwrap());
-            assert!(!(a.is_ok() && b.is_ok()), "round {round}: both hold the lock");
+            assert!(
+                !(a.is_ok() && b.is_ok()),
+                "round {round}: both hold the lock"
+            );
             for g in [a, b].into_iter().flatten() {
                 g.release().await.unwrap();
             }

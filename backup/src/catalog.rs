@@ -16,6 +16,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::Stream;
 
+use crate::crypto::Decrypt;
 use crate::error::BackupError;
 use crate::manifest::{
     self, data_key, manifest_key, pending_key, verify_key, EtcdInfo, Kind, Manifest, Pending,
@@ -23,7 +24,6 @@ use crate::manifest::{
 };
 use crate::pipeline::{self, WriteSettings, Written};
 use crate::store::Store;
-use crate::crypto::Decrypt;
 
 /// The version recorded in manifests.
 pub const TOOL_VERSION: &str = concat!("clusterkit ", env!("CARGO_PKG_VERSION"));
@@ -198,7 +198,9 @@ pub async fn list(store: &dyn Store) -> Result<Vec<Entry>, BackupError> {
     let mut ids = Vec::new();
     let mut verified = std::collections::HashSet::new();
     for o in &objects {
-        let Some(rest) = o.key.strip_prefix(BACKUPS) else { continue };
+        let Some(rest) = o.key.strip_prefix(BACKUPS) else {
+            continue;
+        };
         match rest.split_once('/') {
             Some((id, "manifest.json")) => ids.push(id.to_string()),
             Some((id, "verify.json")) => {

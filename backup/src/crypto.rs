@@ -171,7 +171,10 @@ impl std::fmt::Debug for Decrypt {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Decrypt")
             .field("identity_files", &self.identity_files)
-            .field("passphrase", &self.passphrase.as_ref().map(|_| "<redacted>"))
+            .field(
+                "passphrase",
+                &self.passphrase.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }
@@ -213,10 +216,12 @@ impl Decrypt {
                     return Err(CryptoError::NoKey { what });
                 }
                 for path in &self.identity_files {
-                    let file = age::IdentityFile::from_file(path.display().to_string())
-                        .map_err(|e| CryptoError::IdentityFile {
-                            path: path.clone(),
-                            message: e.to_string(),
+                    let file =
+                        age::IdentityFile::from_file(path.display().to_string()).map_err(|e| {
+                            CryptoError::IdentityFile {
+                                path: path.clone(),
+                                message: e.to_string(),
+                            }
                         })?;
                     identities.extend(file.into_identities().map_err(|e| {
                         CryptoError::IdentityFile {
@@ -246,7 +251,6 @@ impl Decrypt {
         Ok(Box::new(reader))
     }
 }
-
 
 /// Writes a new age X25519 identity to `path` (mode 0600, refuses to overwrite) and returns
 /// its public recipient (`age1…`) for `backup.encryption.age_recipients`.

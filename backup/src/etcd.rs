@@ -92,7 +92,10 @@ async fn probe(endpoint: &str, target: &EtcdTarget) -> Result<(Client, Chosen), 
         .map_err(|_| "status timed out".to_string())?
         .map_err(|e| e.to_string())?;
     if !status.errors().is_empty() {
-        return Err(format!("member reports errors: {}", status.errors().join("; ")));
+        return Err(format!(
+            "member reports errors: {}",
+            status.errors().join("; ")
+        ));
     }
     let header = status.header().ok_or("status without header")?;
     let member_id = header.member_id();
@@ -131,8 +134,7 @@ pub async fn pick_member(target: &EtcdTarget) -> Result<(Client, Chosen), Backup
     if target.endpoints.is_empty() {
         return Err(BackupError::Invalid("no etcd endpoints given".into()));
     }
-    let probes =
-        futures::future::join_all(target.endpoints.iter().map(|e| probe(e, target))).await;
+    let probes = futures::future::join_all(target.endpoints.iter().map(|e| probe(e, target))).await;
     let mut failures = Vec::new();
     let mut leader = None;
     for (endpoint, result) in target.endpoints.iter().zip(probes) {
@@ -172,7 +174,13 @@ pub async fn backup_etcd(
     opts: &EtcdBackupOptions,
     clock: Arc<dyn Clock>,
 ) -> Result<Manifest, BackupError> {
-    let guard = lock::acquire(store.clone(), lock::BACKUP_LOCK, opts.lock_ttl, clock.clone()).await?;
+    let guard = lock::acquire(
+        store.clone(),
+        lock::BACKUP_LOCK,
+        opts.lock_ttl,
+        clock.clone(),
+    )
+    .await?;
     let result = backup_etcd_locked(store.as_ref(), target, opts, clock.as_ref()).await;
     if let Err(e) = guard.release().await {
         tracing::warn!(error = %e, "could not release the backup lock; it will expire");
@@ -232,5 +240,13 @@ pub async fn backup_etcd_locked(
         integrity_sha256: integrity,
         etcd_version: chosen.version,
     };
-    catalog::commit(store, staged, &opts.cluster, clock.now(), Some(info), BTreeMap::new()).await
+    catalog::commit(
+        store,
+        staged,
+        &opts.cluster,
+        clock.now(),
+        Some(info),
+        BTreeMap::new(),
+    )
+    .await
 }

@@ -60,7 +60,9 @@ impl LockGuard {
     /// Stops renewing and deletes the lock object.
     pub async fn release(self) -> Result<(), BackupError> {
         self.renewer.abort();
-        self.store.delete(&key(&self.name, &self.info.token)).await?;
+        self.store
+            .delete(&key(&self.name, &self.info.token))
+            .await?;
         Ok(())
     }
 }
@@ -152,7 +154,10 @@ pub async fn try_acquire(
         };
         let my_key = key(name, &info.token);
         store
-            .put(&my_key, Bytes::from(serde_json::to_vec(&info).unwrap_or_default()))
+            .put(
+                &my_key,
+                Bytes::from(serde_json::to_vec(&info).unwrap_or_default()),
+            )
             .await?;
         let contenders = live(store.as_ref(), name, clock.now()).await?;
         if contenders.iter().all(|c| c.token == info.token) {
@@ -200,7 +205,10 @@ async fn renew(
         tokio::time::sleep(every.max(StdDuration::from_millis(100))).await;
         info.expires_at = clock.now() + ttl;
         if let Err(e) = store
-            .put(&key, Bytes::from(serde_json::to_vec(&info).unwrap_or_default()))
+            .put(
+                &key,
+                Bytes::from(serde_json::to_vec(&info).unwrap_or_default()),
+            )
             .await
         {
             tracing::warn!(error = %e, "could not renew the backup lock");

@@ -61,7 +61,9 @@ impl std::str::FromStr for Kind {
 pub enum Encryption {
     None,
     /// age to X25519 recipients (public keys `age1…`).
-    AgeRecipients { recipients: Vec<String> },
+    AgeRecipients {
+        recipients: Vec<String>,
+    },
     /// age with a passphrase (scrypt).
     AgePassphrase,
 }
@@ -75,7 +77,9 @@ impl Encryption {
     pub fn summary(&self) -> String {
         match self {
             Encryption::None => "none".into(),
-            Encryption::AgeRecipients { recipients } => format!("age ({} recipients)", recipients.len()),
+            Encryption::AgeRecipients { recipients } => {
+                format!("age ({} recipients)", recipients.len())
+            }
             Encryption::AgePassphrase => "age (passphrase)".into(),
         }
     }

@@ -154,7 +154,8 @@ fn encode(
         size: 0,
     };
     let enc = settings.encrypt.wrap(sink).map_err(io)?;
-    let mut zstd = zstd::stream::write::Encoder::new(enc, settings.compression_level).map_err(io)?;
+    let mut zstd =
+        zstd::stream::write::Encoder::new(enc, settings.compression_level).map_err(io)?;
     zstd.include_checksum(true).map_err(io)?;
     let mut raw_hash = Sha256::new();
     let mut trailing = TrailingHash::default();
@@ -271,9 +272,11 @@ pub async fn read_and_check(
     let manifest = manifest.clone();
     let decrypt = decrypt.clone();
     let sink = sink.map(Path::to_path_buf);
-    tokio::task::spawn_blocking(move || check_blocking(bridge, &manifest, &decrypt, sink.as_deref()))
-        .await
-        .map_err(|e| BackupError::Pipeline(format!("verify task failed: {e}")))?
+    tokio::task::spawn_blocking(move || {
+        check_blocking(bridge, &manifest, &decrypt, sink.as_deref())
+    })
+    .await
+    .map_err(|e| BackupError::Pipeline(format!("verify task failed: {e}")))?
 }
 
 fn check_blocking<R: Read>(
@@ -340,7 +343,10 @@ fn check_blocking<R: Read>(
         (hex::encode(t.hasher.clone().finalize()), t.size)
     };
     if let Err(e) = drained {
-        return Err(BackupError::Pipeline(format!("reading {}: {e}", m.data_key)));
+        return Err(BackupError::Pipeline(format!(
+            "reading {}: {e}",
+            m.data_key
+        )));
     }
     if stored_size != m.stored_size || stored_sha != m.sha256_stored {
         return Err(BackupError::Corrupt {

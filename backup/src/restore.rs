@@ -87,14 +87,13 @@ pub async fn restore_local(
             m.kind
         )));
     }
-    let data_dir = opts
-        .data_dir
-        .components()
-        .collect::<PathBuf>();
+    let data_dir = opts.data_dir.components().collect::<PathBuf>();
     let parent = data_dir
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
-        .ok_or_else(|| BackupError::Invalid(format!("{} has no parent directory", data_dir.display())))?
+        .ok_or_else(|| {
+            BackupError::Invalid(format!("{} has no parent directory", data_dir.display()))
+        })?
         .to_path_buf();
     std::fs::create_dir_all(&parent).map_err(|e| local(&parent, e))?;
     let base = data_dir
@@ -175,7 +174,14 @@ async fn restore_into_scratch(
         .map_err(|e| local(&opts.etcdctl, e))?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
-        let tail: String = stderr.chars().rev().take(2048).collect::<Vec<_>>().into_iter().rev().collect();
+        let tail: String = stderr
+            .chars()
+            .rev()
+            .take(2048)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
         return Err(BackupError::Command {
             command: format!("{} snapshot restore", opts.etcdctl.display()),
             status: out.status.to_string(),

@@ -92,7 +92,10 @@ pub async fn restore_cluster(
 ) -> Result<Vec<MemberReport>, BackupError> {
     let m = catalog::get_manifest(store, id).await?;
     if m.kind != Kind::Etcd {
-        return Err(BackupError::RestoreRefused(format!("{id} is a {} backup, not etcd", m.kind)));
+        return Err(BackupError::RestoreRefused(format!(
+            "{id} is a {} backup, not etcd",
+            m.kind
+        )));
     }
     let min_revision = m.etcd.as_ref().map(|e| e.revision).unwrap_or(0);
     // 1. Verify locally.
@@ -110,7 +113,10 @@ pub async fn restore_cluster(
     let scratch = format!("{DATA_DIR}-restore-{id}");
     let old = format!("{DATA_DIR}.before-{id}-{stamp}");
     let token = format!("clusterkit-restore-{id}");
-    let initial: Vec<String> = members.iter().map(|x| format!("{}={}", x.name, x.peer_url)).collect();
+    let initial: Vec<String> = members
+        .iter()
+        .map(|x| format!("{}={}", x.name, x.peer_url))
+        .collect();
     let initial = initial.join(",");
     let prepared = futures::future::join_all(members.iter().map(|x| async {
         sh(x, format!("rm -rf {s} && mkdir -p {s} && chmod 700 {s}", s = q(&scratch))).await?;
@@ -171,7 +177,11 @@ pub async fn restore_cluster(
             for x in members {
                 let _ = sh(x, "systemctl stop etcd".into()).await;
                 if swapped.contains(&x.name) {
-                    let _ = sh(x, format!("rm -rf {d} && mv {o} {d}", d = q(DATA_DIR), o = q(&old))).await;
+                    let _ = sh(
+                        x,
+                        format!("rm -rf {d} && mv {o} {d}", d = q(DATA_DIR), o = q(&old)),
+                    )
+                    .await;
                 }
                 let _ = sh(x, format!("rm -rf {}", q(&scratch))).await;
             }
@@ -195,8 +205,14 @@ async fn wait_healthy(target: &EtcdTarget, members: usize, min: i64) -> Result<(
         for ep in &target.endpoints {
             let probe = async {
                 let mut c = etcd::connect(ep, target).await?;
-                let st = c.status().await.map_err(|e| BackupError::Etcd { endpoint: ep.clone(), message: e.to_string() })?;
-                let list = c.member_list().await.map_err(|e| BackupError::Etcd { endpoint: ep.clone(), message: e.to_string() })?;
+                let st = c.status().await.map_err(|e| BackupError::Etcd {
+                    endpoint: ep.clone(),
+                    message: e.to_string(),
+                })?;
+                let list = c.member_list().await.map_err(|e| BackupError::Etcd {
+                    endpoint: ep.clone(),
+                    message: e.to_string(),
+                })?;
                 let rev = st.header().map(|h| h.revision()).unwrap_or(0);
                 if st.leader() == 0 || list.members().len() != members || rev < min {
                     return Err(BackupError::Etcd {
@@ -208,8 +224,14 @@ async fn wait_healthy(target: &EtcdTarget, members: usize, min: i64) -> Result<(
             };
             match tokio::time::timeout(Duration::from_secs(10), probe).await {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => { ok = false; last = e.to_string(); }
-                Err(_) => { ok = false; last = format!("{ep}: timed out"); }
+                Ok(Err(e)) => {
+                    ok = false;
+                    last = e.to_string();
+                }
+                Err(_) => {
+                    ok = false;
+                    last = format!("{ep}: timed out");
+                }
             }
         }
         if ok {
@@ -217,5 +239,7 @@ async fn wait_healthy(target: &EtcdTarget, members: usize, min: i64) -> Result<(
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
-    Err(BackupError::RestoreRefused(format!("the restored cluster did not become healthy: {last}")))
+    Err(BackupError::RestoreRefused(format!(
+        "the restored cluster did not become healthy: {last}"
+    )))
 }

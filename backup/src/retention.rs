@@ -139,7 +139,6 @@ pub fn plan(policy: &Retention, items: &[Item]) -> Plan {
     out
 }
 
-
 /// Applies `policy` to the store: deletes what [`plan`] says (unless `dry_run`) and returns
 /// the plan. Hold the backup lock when not a dry run.
 pub async fn prune(

@@ -40,17 +40,16 @@ pub fn store(
     flags: &StoreOverrides,
     cfg: Option<&config::Backup>,
 ) -> Result<(String, StoreOptions), BackupError> {
-    let url = match (&flags.store, cfg.and_then(|c| c.store.as_ref())) {
-        (Some(u), _) => u.clone(),
-        (None, Some(s)) => s.to_string(),
-        (None, None) => {
-            return Err(BackupError::Invalid(
+    let url =
+        match (&flags.store, cfg.and_then(|c| c.store.as_ref())) {
+            (Some(u), _) => u.clone(),
+            (None, Some(s)) => s.to_string(),
+            (None, None) => return Err(BackupError::Invalid(
                 "no store: give --store s3://bucket/prefix or file:///path, or set backup.store \
                  in cluster.yaml (-f)"
                     .into(),
-            ))
-        }
-    };
+            )),
+        };
     let mut opts = StoreOptions::default();
     if let Some(c) = cfg {
         opts.s3.endpoint = c.s3.endpoint.clone();

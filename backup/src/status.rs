@@ -157,13 +157,17 @@ impl Metrics {
         // Registering fresh, uniquely named metrics in a fresh registry cannot fail.
         let gauge = |name: &str, help: &str| {
             let g = GaugeVec::new(Opts::new(name, help), &["kind"]).expect("valid metric");
-            registry.register(Box::new(g.clone())).expect("unique metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
             g
         };
         let counter = |name: &str, help: &str| {
             let c = IntCounterVec::new(Opts::new(name, help), &["kind", "outcome"])
                 .expect("valid metric");
-            registry.register(Box::new(c.clone())).expect("unique metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
             c
         };
         Metrics {
@@ -179,8 +183,14 @@ impl Metrics {
                 "clusterkit_backup_last_stored_bytes",
                 "Stored (compressed, encrypted) size of the last successful backup.",
             ),
-            runs: counter("clusterkit_backup_runs_total", "Backup runs by kind and outcome."),
-            restores: counter("clusterkit_restore_runs_total", "Restores by kind and outcome."),
+            runs: counter(
+                "clusterkit_backup_runs_total",
+                "Backup runs by kind and outcome.",
+            ),
+            restores: counter(
+                "clusterkit_restore_runs_total",
+                "Restores by kind and outcome.",
+            ),
             registry,
         }
     }
@@ -190,7 +200,9 @@ impl Metrics {
     pub fn load(&self, kind: Kind, s: &KindStatus) {
         let k = kind.as_str();
         if let Some(t) = s.last_success_at {
-            self.last_success.with_label_values(&[k]).set(t.timestamp() as f64);
+            self.last_success
+                .with_label_values(&[k])
+                .set(t.timestamp() as f64);
         }
         if let Some(d) = s.last_duration_seconds {
             self.last_duration.with_label_values(&[k]).set(d);
@@ -211,7 +223,9 @@ impl Metrics {
             self.last_success
                 .with_label_values(&[k])
                 .set(m.finished_at.timestamp() as f64);
-            self.last_stored.with_label_values(&[k]).set(m.stored_size as f64);
+            self.last_stored
+                .with_label_values(&[k])
+                .set(m.stored_size as f64);
         }
     }
 
@@ -239,7 +253,10 @@ mod tests {
         m.observe_run(Kind::Etcd, Outcome::Failure, 1.5, None);
         m.observe_restore(Kind::Etcd, Outcome::Success);
         let text = m.render();
-        assert!(text.contains(r#"clusterkit_backup_runs_total{kind="etcd",outcome="failure"} 1"#), "{text}");
+        assert!(
+            text.contains(r#"clusterkit_backup_runs_total{kind="etcd",outcome="failure"} 1"#),
+            "{text}"
+        );
         assert!(text.contains(r#"clusterkit_restore_runs_total{kind="etcd",outcome="success"} 1"#));
         assert!(text.contains(r#"clusterkit_backup_last_duration_seconds{kind="etcd"} 1.5"#));
     }

@@ -16,8 +16,8 @@ use clusterkit_backup::restore::{restore_local, LocalRestore};
 use clusterkit_backup::{catalog, settings, status};
 
 use super::backup::{load_cluster, DecryptArgs, StoreArgs};
-use clusterkit_core::config::Cluster;
 use super::{Global, OutputFormat};
+use clusterkit_core::config::Cluster;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -77,7 +77,9 @@ impl Args {
     pub async fn run(self, global: Global) -> anyhow::Result<()> {
         let a = match self.command {
             Command::Etcd(a) => a,
-            Command::Namespace(a) => return a.run(&global.config, &format!("{:?}", global.output)).await,
+            Command::Namespace(a) => {
+                return a.run(&global.config, &format!("{:?}", global.output)).await
+            }
         };
         let cluster = load_cluster(&global)?;
         let cluster = cluster.as_ref();
@@ -146,7 +148,11 @@ impl Args {
 }
 
 /// The multi-member restore over SSH (see `clusterkit_backup::restore_cluster`).
-async fn restore_cluster(a: &EtcdArgs, cluster: Option<&Cluster>, global: &Global) -> anyhow::Result<()> {
+async fn restore_cluster(
+    a: &EtcdArgs,
+    cluster: Option<&Cluster>,
+    global: &Global,
+) -> anyhow::Result<()> {
     use clusterkit_backup::restore_cluster::{restore_cluster, Member};
     use clusterkit_core::config::Role;
     use clusterkit_core::exec::Executor;
@@ -199,15 +205,25 @@ async fn restore_cluster(a: &EtcdArgs, cluster: Option<&Cluster>, global: &Globa
     let target = settings::etcd_target(cluster);
     let now = clusterkit_backup::chrono::Utc::now();
     let result = restore_cluster(store.as_ref(), &a.id, &decrypt, &members, &target, now).await;
-    let outcome = if result.is_ok() { status::Outcome::Success } else { status::Outcome::Failure };
+    let outcome = if result.is_ok() {
+        status::Outcome::Success
+    } else {
+        status::Outcome::Failure
+    };
     let _ = status::record_restore(store.as_ref(), Kind::Etcd, outcome).await;
-    let report = result.with_context(|| format!("restore of {} failed (every member was rolled back)", a.id))?;
+    let report = result
+        .with_context(|| format!("restore of {} failed (every member was rolled back)", a.id))?;
     match global.output {
         OutputFormat::Table => {
             for r in &report {
-                println!("{}: {} (old data dir kept at {})", r.member, r.result, r.old_data_dir);
+                println!(
+                    "{}: {} (old data dir kept at {})",
+                    r.member, r.result, r.old_data_dir
+                );
             }
-            println!("restart controllers and kubelets: etcd 3.4 cannot bump revisions after a restore");
+            println!(
+                "restart controllers and kubelets: etcd 3.4 cannot bump revisions after a restore"
+            );
         }
         _ => println!("{}", serde_json::to_string_pretty(&report)?),
     }

@@ -33,8 +33,19 @@ impl Certs {
             c
         };
         sh(openssl().args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-etcd-ca",
-            "-keyout", "ca.key", "-out", "ca.crt",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=test-etcd-ca",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
         ]));
         std::fs::write(
             p("server.ext"),
@@ -44,12 +55,33 @@ impl Certs {
         std::fs::write(p("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
         for (name, ext) in [("server", "server.ext"), ("client", "client.ext")] {
             sh(openssl().args([
-                "req", "-newkey", "rsa:2048", "-nodes", "-subj", &format!("/CN={name}"),
-                "-keyout", &format!("{name}.key"), "-out", &format!("{name}.csr"),
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                &format!("/CN={name}"),
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.csr"),
             ]));
             sh(openssl().args([
-                "x509", "-req", "-in", &format!("{name}.csr"), "-CA", "ca.crt", "-CAkey", "ca.key",
-                "-CAcreateserial", "-days", "2", "-extfile", ext, "-out", &format!("{name}.crt"),
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                ext,
+                "-out",
+                &format!("{name}.crt"),
             ]));
         }
         Certs {
@@ -104,7 +136,10 @@ impl Etcd {
             .args(["--advertise-client-urls", &self.client_url])
             .args(["--listen-peer-urls", &self.peer_url])
             .args(["--initial-advertise-peer-urls", &self.peer_url])
-            .args(["--initial-cluster", &format!("{}={}", self.name, self.peer_url)])
+            .args([
+                "--initial-cluster",
+                &format!("{}={}", self.name, self.peer_url),
+            ])
             .arg("--cert-file")
             .arg(&certs.server_cert)
             .arg("--key-file")
@@ -179,7 +214,9 @@ impl Etcd {
 /// An etcd-client connected over TLS.
 pub async fn client(e: &Etcd, certs: &Certs) -> etcd_client::Client {
     let tls = etcd_client::TlsOptions::new()
-        .ca_certificate(etcd_client::Certificate::from_pem(std::fs::read(&certs.ca).unwrap()))
+        .ca_certificate(etcd_client::Certificate::from_pem(
+            std::fs::read(&certs.ca).unwrap(),
+        ))
         .identity(etcd_client::Identity::from_pem(
             std::fs::read(&certs.client_cert).unwrap(),
             std::fs::read(&certs.client_key).unwrap(),
@@ -198,7 +235,9 @@ pub async fn fill(c: &mut etcd_client::Client, n: usize, value: impl Fn(usize) -
         let ops: Vec<_> = (start..(start + 100).min(n))
             .map(|i| etcd_client::TxnOp::put(format!("key-{i:06}"), value(i), None))
             .collect();
-        c.txn(etcd_client::Txn::new().and_then(ops)).await.expect("txn");
+        c.txn(etcd_client::Txn::new().and_then(ops))
+            .await
+            .expect("txn");
     }
 }
 
@@ -208,7 +247,10 @@ pub async fn dump(c: &mut etcd_client::Client) -> Vec<(Vec<u8>, Vec<u8>)> {
         .get("key-", Some(etcd_client::GetOptions::new().with_prefix()))
         .await
         .expect("get");
-    r.kvs().iter().map(|kv| (kv.key().to_vec(), kv.value().to_vec())).collect()
+    r.kvs()
+        .iter()
+        .map(|kv| (kv.key().to_vec(), kv.value().to_vec()))
+        .collect()
 }
 
 /// An s3s-fs server on a free loopback port.
@@ -256,7 +298,11 @@ impl S3 {
         self.child = Some(Child(child));
         let port = self.port;
         assert!(
-            wait_until(Duration::from_secs(20), || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()),
+            wait_until(Duration::from_secs(20), || std::net::TcpStream::connect((
+                "127.0.0.1",
+                port
+            ))
+            .is_ok()),
             "s3s-fs did not listen on {port}"
         );
     }
@@ -274,7 +320,10 @@ impl S3 {
         cmd.env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
             .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
             .env("AWS_REGION", "us-east-1")
-            .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{}", self.port))
+            .env(
+                "AWS_ENDPOINT_URL",
+                format!("http://127.0.0.1:{}", self.port),
+            )
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .env_remove("AWS_PROFILE")
             .env_remove("AWS_SESSION_TOKEN");
@@ -325,7 +374,14 @@ pub fn list_ids(cwd: &Path, store: &str, s3: Option<&S3>) -> Vec<String> {
 }
 
 /// Runs a backup and returns the new id (from `-o json`).
-pub fn backup(cwd: &Path, store: &str, etcd: &Etcd, certs: &Certs, s3: Option<&S3>, extra: &[&str]) -> String {
+pub fn backup(
+    cwd: &Path,
+    store: &str,
+    etcd: &Etcd,
+    certs: &Certs,
+    s3: Option<&S3>,
+    extra: &[&str],
+) -> String {
     let mut c = ck(cwd);
     c.args(["backup", "etcd", "-o", "json", "--store", store]);
     c.args(etcd.backup_flags(certs));

@@ -94,7 +94,11 @@ async fn commit(tmp: &Path, dest: &Path) -> std::io::Result<()> {
 }
 
 fn random_id() -> String {
-    format!("{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>())
+    format!(
+        "{:016x}{:016x}",
+        rand::random::<u64>(),
+        rand::random::<u64>()
+    )
 }
 
 #[async_trait]
@@ -305,7 +309,13 @@ mod tests {
         s.put("a/two", Bytes::from_static(b"22")).await.unwrap();
         assert_eq!(&s.get("a/b/one").await.unwrap()[..], b"1");
         assert!(s.get("nope").await.unwrap_err().is_not_found());
-        let keys: Vec<_> = s.list("a/").await.unwrap().into_iter().map(|m| m.key).collect();
+        let keys: Vec<_> = s
+            .list("a/")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.key)
+            .collect();
         assert_eq!(keys, vec!["a/b/one", "a/two"]);
         assert_eq!(s.list("a/b").await.unwrap().len(), 1);
 

@@ -163,7 +163,9 @@ impl StoreUrl {
                 .chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
             {
-                return Err(bad("bucket names use lowercase letters, digits, '-' and '.'"));
+                return Err(bad(
+                    "bucket names use lowercase letters, digits, '-' and '.'",
+                ));
             }
             let prefix = prefix.trim_matches('/').to_string();
             Ok(StoreUrl::S3 {
@@ -206,7 +208,11 @@ pub(crate) fn join_key(prefix: &str, key: &str) -> String {
     if prefix.is_empty() {
         key.to_string()
     } else {
-        format!("{}/{}", prefix.trim_end_matches('/'), key.trim_start_matches('/'))
+        format!(
+            "{}/{}",
+            prefix.trim_end_matches('/'),
+            key.trim_start_matches('/')
+        )
     }
 }
 

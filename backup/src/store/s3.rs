@@ -158,9 +158,7 @@ impl S3Store {
                         .with_pem_certificate(pem),
                 )
                 .build()
-                .map_err(|e| {
-                    StoreError::Config(format!("CA bundle {}: {e}", ca.display()))
-                })?;
+                .map_err(|e| StoreError::Config(format!("CA bundle {}: {e}", ca.display())))?;
             let http = aws_smithy_http_client::Builder::new()
                 .tls_provider(tls::Provider::Rustls(
                     tls::rustls_provider::CryptoMode::AwsLc,
@@ -410,7 +408,9 @@ async fn upload_part(
             .part_number(number)
             .body(ByteStream::from(data.clone()))
             .customize()
-            .config_override(aws_sdk_s3::config::Builder::new().retry_config(RetryConfig::disabled()))
+            .config_override(
+                aws_sdk_s3::config::Builder::new().retry_config(RetryConfig::disabled()),
+            )
             .send()
             .await;
         match result {
@@ -430,7 +430,10 @@ async fn upload_part(
                 return Err(store.backend(
                     "upload part of",
                     &key,
-                    format!("part {number} failed after {attempt} attempts: {}", sdk_error(&e)),
+                    format!(
+                        "part {number} failed after {attempt} attempts: {}",
+                        sdk_error(&e)
+                    ),
                 ))
             }
         }
@@ -490,7 +493,10 @@ impl Upload for S3Upload {
             )
             .send()
             .await
-            .map_err(|e| self.store.backend("complete upload of", &self.key, sdk_error(&e)))?;
+            .map_err(|e| {
+                self.store
+                    .backend("complete upload of", &self.key, sdk_error(&e))
+            })?;
         Ok(self.size)
     }
 
