@@ -7,6 +7,6 @@ pub mod images;
 pub mod kubeconfig;
 pub mod phases;
 pub mod pki;
-pub mod token;
 pub mod reset;
+pub mod token;
 pub mod versions;
