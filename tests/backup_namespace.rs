@@ -337,8 +337,7 @@ async fn namespace_backup_and_restore_on_a_real_api_server() {
         c: cluster.client().await,
         cluster: &cluster,
     };
-    let store: Arc<dyn Store> =
-        Arc::from(open_store(&s3.url("team"), &s3.options()).await.unwrap());
+    let store: Arc<dyn Store> = open_store(&s3.url("team"), &s3.options()).await.unwrap();
     std::env::set_var(PASSPHRASE_ENV, "correct horse battery staple");
 
     populate(&k, "shop", false).await;

@@ -71,8 +71,7 @@ async fn ten_thousand_configmaps_back_up_and_restore() {
     // kube-root-ca.crt is published into every namespace.
     assert_eq!(count_configmaps(&c, "bulk").await, COUNT + 1);
 
-    let store: Arc<dyn Store> =
-        Arc::from(open_store(&s3.url("scale"), &s3.options()).await.unwrap());
+    let store: Arc<dyn Store> = open_store(&s3.url("scale"), &s3.options()).await.unwrap();
     let m = namespace::backup(
         &c,
         store.clone(),
