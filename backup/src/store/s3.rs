@@ -109,6 +109,29 @@ where
 }
 
 impl S3Store {
+    /// GetObject with a missing key mapped to `StoreError::NotFound` (shared by `get` and `open`).
+    async fn get_object(
+        &self,
+        key: &str,
+    ) -> Result<aws_sdk_s3::operation::get_object::GetObjectOutput, StoreError> {
+        self.client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .send()
+            .await
+            .map_err(|e| {
+                if e.as_service_error().is_some_and(|s| s.is_no_such_key()) {
+                    StoreError::NotFound {
+                        store: self.url.clone(),
+                        key: key.to_string(),
+                    }
+                } else {
+                    self.backend("get", key, sdk_error(&e))
+                }
+            })
+    }
+
     /// Builds the client. Does not talk to the server yet.
     pub async fn connect(
         url: &str,
@@ -228,23 +251,7 @@ impl Store for S3Store {
     }
 
     async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(self.full_key(key))
-            .send()
-            .await
-            .map_err(|e| {
-                if e.as_service_error().is_some_and(|s| s.is_no_such_key()) {
-                    StoreError::NotFound {
-                        store: self.url.clone(),
-                        key: key.to_string(),
-                    }
-                } else {
-                    self.backend("get", key, sdk_error(&e))
-                }
-            })?;
+        let out = self.get_object(key).await?;
         let data = out
             .body
             .collect()
@@ -254,23 +261,7 @@ impl Store for S3Store {
     }
 
     async fn open(&self, key: &str) -> Result<ObjectReader, StoreError> {
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(self.full_key(key))
-            .send()
-            .await
-            .map_err(|e| {
-                if e.as_service_error().is_some_and(|s| s.is_no_such_key()) {
-                    StoreError::NotFound {
-                        store: self.url.clone(),
-                        key: key.to_string(),
-                    }
-                } else {
-                    self.backend("get", key, sdk_error(&e))
-                }
-            })?;
+        let out = self.get_object(key).await?;
         Ok(Box::pin(out.body.into_async_read()))
     }
 
