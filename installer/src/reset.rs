@@ -274,7 +274,13 @@ pub async fn remove_etcd_members(
             };
             let id = member.id();
             if !check {
-                client.member_remove(id).await.map_err(|e| {
+                etcd_phase::reconfigure(|| {
+                    // A clone shares the connection; each attempt owns its handle.
+                    let mut client = client.clone();
+                    async move { client.member_remove(id).await }
+                })
+                .await
+                .map_err(|e| {
                     fail(format!(
                         "member remove {} ({id:x}) through {}: {e}",
                         h.name, via.name

@@ -274,19 +274,22 @@ async fn plan(
             }
             None => {
                 if !check {
-                    let mut c = tls
+                    let c = tls
                         .connect(&client_url(via), Duration::from_secs(5))
                         .await
                         .map_err(|e| InstallError::Target {
                             host: via.name.clone(),
                             message: e,
                         })?;
-                    c.member_add([url.clone()], None)
-                        .await
-                        .map_err(|e| InstallError::Target {
-                            host: h.name.clone(),
-                            message: format!("etcd member add {url} through {}: {e}", via.name),
-                        })?;
+                    reconfigure(|| {
+                        let (mut c, url) = (c.clone(), url.clone());
+                        async move { c.member_add([url], None).await }
+                    })
+                    .await
+                    .map_err(|e| InstallError::Target {
+                        host: h.name.clone(),
+                        message: format!("etcd member add {url} through {}: {e}", via.name),
+                    })?;
                     tracing::info!(member = %h.name, via = %via.name, "etcd member added");
                 }
                 out.insert(h.name.clone(), joining("existing"));
@@ -294,6 +297,30 @@ async fn plan(
         }
     }
     Ok(out)
+}
+
+/// Runs a membership change, retried while etcd answers "unhealthy cluster": with strict
+/// reconfiguration checks (etcd's default) it refuses to add or remove a voting member until
+/// the others have been connected to the leader for its health interval (5 s), which is not yet
+/// the case right after members start. Other errors are returned at once.
+pub(crate) async fn reconfigure<T, F, Fut>(mut change: F) -> Result<T, etcd_client::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match change().await {
+            Err(e)
+                if e.to_string().contains("unhealthy cluster")
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tracing::debug!(error = %e, "etcd not ready for a membership change; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            result => return result,
+        }
+    }
 }
 
 #[async_trait]
