@@ -3,7 +3,7 @@
 # kube-scheduler, kubelet, kubeadm, kube-proxy, kubectl) from Debian 12's own `kubernetes`
 # source package, for the tests and the sandbox demo (see "Kubernetes binaries" in DESIGN.md).
 #
-# Output: $CLUSTERKIT_CACHE/kube-v1.20.2/bin/ (default cache /var/cache/clusterkit). Built in a
+# Output: $CLUSTERKIT_CACHE/kube-v1.20.2-r2/bin/ (default cache /var/cache/clusterkit). Built in a
 # scratch directory and renamed into place only when every binary reports v1.20.2, so a half
 # build is never used; skipped when already present; serialised with flock. About 5 minutes
 # on 2 cores, once.
@@ -11,14 +11,23 @@
 # Kept afterwards (cheap, makes a rebuild work offline): the downloaded source package
 # ($CACHE/kube-src, ~40 MB). Removed: the unpacked tree and the Go build cache (~2 GB).
 # Limits: Debian ships only this one Kubernetes version; Go 1.19 builds it in GOPATH mode only.
+#
+# One patch to the source: the vendored github.com/modern-go/reflect2 v1.0.1 is replaced by
+# Debian's v1.0.2 (golang-github-modern-go-reflect2-dev). v1.0.1 reads Go's runtime map
+# iterator layout, which changed in Go 1.18: built with Go 1.19, kube-apiserver then SIGSEGVs
+# in json-iterator's map encoding on every custom resource write. REVISION names the output
+# directory, so a cache holding an unpatched build is rebuilt once.
 set -euo pipefail
 
 VERSION=v1.20.2
+REVISION=r2                         # bump when the build changes (new output dir, one rebuild)
 CACHE=${CLUSTERKIT_CACHE:-/var/cache/clusterkit}
-OUT="$CACHE/kube-$VERSION"
+OUT="$CACHE/kube-$VERSION-$REVISION"
 SRC_DL="$CACHE/kube-src"            # downloaded .dsc + tarballs (kept)
-WORK="$CACHE/.kube-$VERSION.build"  # unpacked tree, GOPATH, Go cache (removed on success)
+WORK="$CACHE/.kube-$VERSION-$REVISION.build"  # unpacked tree, GOPATH, Go cache (removed on success)
 GO_BIN=${CLUSTERKIT_GO_BIN:-/usr/lib/go-1.19/bin}
+# reflect2 >= 1.0.2 (go_above_118.go is its Go 1.18 fix), from Debian's -dev package.
+REFLECT2_SRC=${CLUSTERKIT_REFLECT2_SRC:-/usr/share/gocode/src/github.com/modern-go/reflect2}
 BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubelet kubeadm kube-proxy kubectl)
 
 log() { printf '[build-kube] %s\n' "$*" >&2; }
@@ -37,9 +46,11 @@ fi
 [ "$(id -u)" -eq 0 ] || die "must run as root (adds a deb-src apt source); run scripts/deps.sh"
 [ -x "$GO_BIN/go" ] || die "Go 1.19 not found at $GO_BIN/go (apt-get install golang-1.19-go)"
 command -v dpkg-source >/dev/null || die "dpkg-source not found (apt-get install dpkg-dev)"
+[ -f "$REFLECT2_SRC/go_above_118.go" ] ||
+  die "reflect2 >= 1.0.2 not found in $REFLECT2_SRC (apt-get install golang-github-modern-go-reflect2-dev)"
 
 mkdir -p "$CACHE"
-exec 9>"$CACHE/.kube-$VERSION.lock"
+exec 9>"$CACHE/.kube-$VERSION-$REVISION.lock"
 if ! flock -n 9; then
   log "another build is running; waiting for its lock"
   flock 9
@@ -104,6 +115,17 @@ log "unpacking $(basename "$DSC")"
 run dpkg-source --no-check -x "$DSC" "$WORK/unpack"
 mv "$WORK/unpack" "$KROOT"
 
+# reflect2 v1.0.1 -> v1.0.2 (see the header). Only its non-test Go and assembly files; the
+# vendored LICENSE stays. modules.txt is updated too although GOPATH mode does not read it.
+R2="$KROOT/vendor/github.com/modern-go/reflect2"
+[ -d "$R2" ] || die "no vendored reflect2 at $R2"
+log "replacing vendored reflect2 with $REFLECT2_SRC (v1.0.2)"
+find "$R2" -maxdepth 1 -type f ! -name LICENSE -delete
+find "$REFLECT2_SRC" -maxdepth 1 -type f \( -name '*.go' -o -name '*.s' \) ! -name '*_test.go' \
+  -exec cp {} "$R2/" \;
+[ -f "$R2/go_above_118.go" ] || die "reflect2 copy into $R2 failed"
+sed -i '/^# github.com\/modern-go\/reflect2 /s/v1\.0\.1/v1.0.2/g' "$KROOT/vendor/modules.txt"
+
 export PATH="$GO_BIN:$PATH"
 export GO111MODULE=off GOPROXY=off CGO_ENABLED=0 GOFLAGS=
 # The Go cache survives a failed run (a retry is then fast) and is removed on success.
@@ -149,7 +171,7 @@ for pkg in k8s.io/kubernetes/vendor/k8s.io/client-go/pkg/version \
   ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$(date -u -r "$DSC" +%Y-%m-%dT%H:%M:%SZ)"
   ldflags+=" -X $pkg.gitCommit=debian-$(basename "$DSC" .dsc | sed 's/^kubernetes_//')"
 done
-STAGE="$WORK/stage/kube-$VERSION"
+STAGE="$WORK/stage/kube-$VERSION-$REVISION"
 rm -rf "$WORK/stage"
 mkdir -p "$STAGE/bin"
 log "go build ${BINARIES[*]} (several minutes)"
@@ -167,8 +189,8 @@ for b in "${BINARIES[@]}"; do
   case $v in *"$VERSION"*) ;; *) die "$b does not report $VERSION: $v" ;; esac
 done
 (cd "$STAGE/bin" && sha256sum "${BINARIES[@]}" >"$STAGE/SHA256SUMS")
-printf '%s built from %s by scripts/build-kube.sh on %s\n' "$VERSION" "$(basename "$DSC")" \
-  "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >"$STAGE/BUILD-INFO"
+printf '%s (%s, reflect2 v1.0.2) built from %s by scripts/build-kube.sh on %s\n' "$VERSION" \
+  "$REVISION" "$(basename "$DSC")" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >"$STAGE/BUILD-INFO"
 rm -rf "$OUT"
 mv "$STAGE" "$OUT"
 trap - ERR

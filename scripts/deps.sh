@@ -21,7 +21,7 @@ PACKAGES=(
   # runtime bits that go into the offline bundle / the nodes
   containerd runc containernetworking-plugins busybox-static
   # building Rust crates and Kubernetes
-  build-essential pkg-config cmake protobuf-compiler libprotobuf-dev git curl ca-certificates openssl dpkg-dev golang-1.19-go
+  build-essential pkg-config cmake protobuf-compiler libprotobuf-dev git curl ca-certificates openssl dpkg-dev golang-1.19-go golang-github-modern-go-reflect2-dev
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

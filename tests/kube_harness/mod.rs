@@ -4,7 +4,7 @@
 //! a minimal PKI made by the openssl CLI; and an s3s-fs S3 server. Every process is stopped by
 //! its PID when the guard drops, even when a test fails.
 //!
-//! Binaries: `CLUSTERKIT_KUBE_BIN_DIR` (default `/var/cache/clusterkit/kube-v1.20.2/bin`),
+//! Binaries: `CLUSTERKIT_KUBE_BIN_DIR` (default `/var/cache/clusterkit/kube-v1.20.2-r2/bin`),
 //! `CLUSTERKIT_ETCD` (default `/usr/bin/etcd`), `CLUSTERKIT_S3S_FS` (default
 //! `/var/cache/clusterkit/s3s/bin/s3s-fs`), all built or installed by `scripts/deps.sh`.
 #![allow(dead_code)]
@@ -21,7 +21,7 @@ use crate::common::{cache_dir, free_port, run_ok, tool, wait_until, Child};
 pub fn kube_bin(name: &str) -> PathBuf {
     let dir = std::env::var_os("CLUSTERKIT_KUBE_BIN_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| cache_dir().join("kube-v1.20.2/bin"));
+        .unwrap_or_else(|| cache_dir().join("kube-v1.20.2-r2/bin"));
     let bin = dir.join(name);
     assert!(
         bin.exists(),
