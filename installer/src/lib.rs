@@ -5,6 +5,7 @@ pub mod bundle;
 pub mod certs;
 pub mod images;
 pub mod kubeconfig;
+pub mod node;
 pub mod phases;
 pub mod pki;
 pub mod reset;

@@ -1,0 +1,799 @@
+//! Day 2: adding a node to an installed cluster, and removing one, touching only what changes.
+//!
+//! **Add** ([`add`]): the host must already be in cluster.yaml and not yet a Node of the
+//! cluster. The install phases run again with a host selection instead of being duplicated:
+//! `prepare`, `runtime`, `images`, `pki`, `join`, `addons` on the new host only; `etcd` only when
+//! it has the etcd role (the phase adds it with `member add` and starts it with
+//! `--initial-cluster-state=existing`, then waits until every member is healthy);
+//! `control-plane` only when it has that role (the pki phase then also runs on the other
+//! control-plane hosts, which receive the API server certificate re-issued with the new host in
+//! its SANs); `network` on every node, since every node routes the new node's pod slice.
+//!
+//! **Remove** ([`remove`]), refused with a clear error when the host is the last control-plane
+//! host, the host `control_plane_endpoint` points at, the last etcd member, or when removing its
+//! etcd member would leave fewer healthy members than the smaller cluster's quorum:
+//! 1. cordon (`spec.unschedulable`) and drain through the Kubernetes API: every pod bound to
+//!    the node is evicted (the Eviction API, so PodDisruptionBudgets are respected; a 429 is
+//!    retried until the drain timeout) except DaemonSet pods and mirror (static) pods, which
+//!    are skipped; pods without a controller are refused unless `force`, as `kubectl drain`
+//!    does; then it waits until the evicted pods are gone;
+//! 2. its etcd member is removed through a remaining member ([`crate::reset::remove_etcd_members`]);
+//! 3. its kubelet is stopped (so nothing re-registers it) and its Node object deleted;
+//! 4. its pod routes are removed from the other nodes (`phases::network::remove_node`, host-gw);
+//! 5. the host itself is reset ([`crate::reset`]; etcd data moved aside).
+//!
+//! `check` reports every step and changes nothing (the drain lists the pods it would evict).
+//!
+//! Limits: the host must be reachable for the reset (the cluster-side steps are done first,
+//! and a failed reset is reported at the end); other nodes' `/etc/hosts` and the API servers'
+//! `--etcd-servers` are not rewritten (a later `clusterkit install` converges them); the host
+//! stays in cluster.yaml until the operator removes it (a later install would add it again).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use clusterkit_core::config::{Cluster, Host, Network, Role};
+use clusterkit_core::playbook::{self, Engine, HostTarget, RunReport};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::phases::{self, common, etcd as etcd_phase, InstallError, InstallOptions, PhaseContext};
+use crate::reset::{self, ResetError, ResetOptions};
+
+/// How long a drain may take (evictions refused by a disruption budget are retried until then).
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The annotation marking mirror pods (static pods seen through the API).
+const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
+
+/// Errors of `node add` / `node remove`.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The host is not in cluster.yaml.
+    #[error("host {host} is not in cluster.yaml ({known}); add it there first")]
+    UnknownHost {
+        /// The name asked for.
+        host: String,
+        /// The hosts cluster.yaml lists.
+        known: String,
+    },
+    /// The operation would hurt the cluster, or the host is not in the expected state.
+    #[error("refusing to {action} {host}: {reason}")]
+    Refused {
+        /// `add` or `remove`.
+        action: &'static str,
+        /// The host.
+        host: String,
+        /// Why.
+        reason: String,
+    },
+    /// A Kubernetes API call failed.
+    #[error("kubernetes API: {what}: {message}")]
+    Api {
+        /// What was being done.
+        what: String,
+        /// The API's answer.
+        message: String,
+    },
+    /// The drain did not finish.
+    #[error("draining {host}: {message}")]
+    Drain {
+        /// The node.
+        host: String,
+        /// What is left.
+        message: String,
+    },
+    /// An install phase stopped.
+    #[error(transparent)]
+    Install(#[from] InstallError),
+    /// The etcd member removal or the host's reset failed.
+    #[error(transparent)]
+    Reset(#[from] ResetError),
+}
+
+fn api(what: impl Into<String>, e: impl std::fmt::Display) -> NodeError {
+    NodeError::Api {
+        what: what.into(),
+        message: e.to_string(),
+    }
+}
+
+/// The host of cluster.yaml named `name`.
+pub fn find_host<'a>(cluster: &'a Cluster, name: &str) -> Result<&'a Host, NodeError> {
+    cluster.host(name).ok_or_else(|| NodeError::UnknownHost {
+        host: name.to_string(),
+        known: cluster
+            .hosts
+            .iter()
+            .map(|h| h.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+    })
+}
+
+/// The shared playbook engine and every host's target, as `install` builds them.
+fn engine(
+    cluster: &Cluster,
+    opts: &InstallOptions,
+) -> Result<(Engine, Vec<HostTarget>), NodeError> {
+    let hosts: Vec<&Host> = cluster.hosts.iter().collect();
+    let targets = phases::targets(cluster, &hosts)?;
+    let engine = Engine::new(
+        phases::context(cluster),
+        phases::cluster_hosts(cluster),
+        phases::run_options(cluster, opts)?,
+    )
+    .map_err(InstallError::from)?;
+    Ok((engine, targets))
+}
+
+/// Which hosts each install phase runs on when `host` joins (names of cluster.yaml hosts;
+/// empty: the phase is skipped). Pure, so the selection is unit-tested.
+pub fn add_plan(cluster: &Cluster, host: &Host) -> Vec<(&'static str, Vec<String>)> {
+    let me = vec![host.name.clone()];
+    let cp = host.has_role(Role::ControlPlane);
+    phases::all()
+        .iter()
+        .map(|p| {
+            let on = match p.name() {
+                "network" => cluster.hosts.iter().map(|h| h.name.clone()).collect(),
+                "etcd" if !host.has_role(Role::Etcd) => vec![],
+                "control-plane" if !cp => vec![],
+                // A new API server changes the shared apiserver certificate's SANs.
+                "pki" if cp => cluster
+                    .hosts
+                    .iter()
+                    .filter(|h| h.name == host.name || h.has_role(Role::ControlPlane))
+                    .map(|h| h.name.clone())
+                    .collect(),
+                _ => me.clone(),
+            };
+            (p.name(), on)
+        })
+        .collect()
+}
+
+/// Adds `name` (listed in cluster.yaml, not yet a Node) to the installed cluster: see the
+/// module documentation. Returns the engine's per-host report (failed tasks are in it; an
+/// `Err` is for what stops the whole operation).
+pub async fn add(
+    cluster: &Cluster,
+    name: &str,
+    opts: &InstallOptions,
+) -> Result<RunReport, NodeError> {
+    let host = find_host(cluster, name)?;
+    let refused = |reason: String| NodeError::Refused {
+        action: "add",
+        host: name.to_string(),
+        reason,
+    };
+    let client = common::admin_client(cluster, None).await.map_err(|e| {
+        refused(format!(
+            "the cluster's API cannot be used ({e}); install the cluster first"
+        ))
+    })?;
+    let nodes: Api<Node> = Api::all(client);
+    match nodes.get_opt(name).await {
+        Ok(None) => {}
+        Ok(Some(_)) => {
+            return Err(refused(format!(
+                "it is already a Node of the cluster (converge it with `clusterkit install --hosts {name}`)"
+            )))
+        }
+        Err(e) => {
+            return Err(refused(format!(
+                "the cluster's API does not answer ({e}); install the cluster first"
+            )))
+        }
+    }
+    let library = phases::library(&opts.library);
+    let plan = add_plan(cluster, host);
+    let phases = phases::all();
+    for p in &phases {
+        if library.playbook(p.name()).is_ok() {
+            playbook::load(&library, p.name()).map_err(InstallError::from)?;
+        }
+    }
+    let (engine, all) = engine(cluster, opts)?;
+    for phase in &phases {
+        let on = plan
+            .iter()
+            .find(|(n, _)| *n == phase.name())
+            .map(|(_, on)| on.clone())
+            .unwrap_or_default();
+        if on.is_empty() {
+            continue;
+        }
+        let targets: Vec<HostTarget> = all
+            .iter()
+            .filter(|t| on.contains(&t.name))
+            .cloned()
+            .collect();
+        if opts.progress {
+            eprintln!(
+                "PHASE {} on {}: {}",
+                phase.name(),
+                on.join(", "),
+                phase.describe()
+            );
+        }
+        let cx = PhaseContext {
+            cluster,
+            engine: &engine,
+            targets: &targets,
+            library: &library,
+            check: opts.check,
+        };
+        phase.run(&cx).await?;
+        if engine.host_failed(name) {
+            // Later phases build on this one: stop; the report says what failed.
+            break;
+        }
+    }
+    Ok(engine.finish())
+}
+
+/// What happens to the pods of a node being drained.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct DrainPlan {
+    /// `namespace/name` of the pods to evict.
+    pub evict: Vec<String>,
+    /// `namespace/name (why)` of the pods left alone (DaemonSet, mirror pods).
+    pub skip: Vec<String>,
+    /// `namespace/name` of pods no controller recreates (evicted only with `force`).
+    pub unmanaged: Vec<String>,
+}
+
+/// Sorts a node's pods as `kubectl drain` does (pure).
+pub fn drain_plan(pods: &[Pod]) -> DrainPlan {
+    let mut plan = DrainPlan::default();
+    for p in pods {
+        let ns = p.metadata.namespace.clone().unwrap_or_default();
+        let id = format!("{ns}/{}", p.metadata.name.clone().unwrap_or_default());
+        let mirror = p
+            .metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key(MIRROR_ANNOTATION));
+        let controller = p
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|o| o.controller == Some(true));
+        let finished = p
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.as_deref())
+            .is_some_and(|ph| ph == "Succeeded" || ph == "Failed");
+        if mirror {
+            plan.skip.push(format!("{id} (mirror pod)"));
+        } else if controller.is_some_and(|o| o.kind == "DaemonSet") {
+            plan.skip.push(format!("{id} (DaemonSet)"));
+        } else if controller.is_none() && !finished {
+            plan.unmanaged.push(id);
+        } else {
+            plan.evict.push(id);
+        }
+    }
+    plan
+}
+
+/// The Eviction object the API server of `cluster`'s version takes (policy/v1 from 1.22).
+fn eviction_body(cluster: &Cluster, ns: &str, name: &str) -> serde_json::Value {
+    let v = common::kube_version(cluster);
+    let api_version = if v.at_least(22) {
+        "policy/v1"
+    } else {
+        "policy/v1beta1"
+    };
+    json!({
+        "apiVersion": api_version,
+        "kind": "Eviction",
+        "metadata": { "name": name, "namespace": ns },
+    })
+}
+
+/// Evicts one pod, retrying while a disruption budget refuses (429) until `deadline`.
+async fn evict(
+    cluster: &Cluster,
+    client: &kube::Client,
+    id: &str,
+    deadline: tokio::time::Instant,
+) -> Result<(), NodeError> {
+    let (ns, name) = id.split_once('/').unwrap_or(("default", id));
+    let body = serde_json::to_vec(&eviction_body(cluster, ns, name)).map_err(|e| api(id, e))?;
+    loop {
+        let req = http::Request::post(format!("/api/v1/namespaces/{ns}/pods/{name}/eviction"))
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(body.clone())
+            .map_err(|e| api(id, e))?;
+        match client.request_text(req).await {
+            Ok(_) => return Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 429 && tokio::time::Instant::now() < deadline => {
+                tracing::info!(pod = %id, "eviction refused by a disruption budget; retrying");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+            Err(e) => return Err(api(format!("evicting {id}"), e)),
+        }
+    }
+}
+
+/// The pods bound to `node`.
+async fn node_pods(client: &kube::Client, node: &str) -> Result<Vec<Pod>, NodeError> {
+    let pods: Api<Pod> = Api::all(client.clone());
+    let lp = ListParams::default().fields(&format!("spec.nodeName={node}"));
+    Ok(pods
+        .list(&lp)
+        .await
+        .map_err(|e| api(format!("listing the pods of {node}"), e))?
+        .items)
+}
+
+/// Cordons and drains `node` (see the module documentation). Returns the plan it carried out
+/// (or, in check mode, would).
+pub async fn drain(
+    cluster: &Cluster,
+    client: &kube::Client,
+    node: &str,
+    force: bool,
+    check: bool,
+    timeout: Duration,
+) -> Result<DrainPlan, NodeError> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    if !check {
+        nodes
+            .patch(
+                node,
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "spec": { "unschedulable": true } })),
+            )
+            .await
+            .map_err(|e| api(format!("cordoning {node}"), e))?;
+        tracing::info!(node, "cordoned");
+    }
+    let mut plan = drain_plan(&node_pods(client, node).await?);
+    if !plan.unmanaged.is_empty() {
+        if !force && !check {
+            return Err(NodeError::Drain {
+                host: node.to_string(),
+                message: format!(
+                    "pods without a controller would be lost: {} (pass --force to evict them anyway)",
+                    plan.unmanaged.join(", ")
+                ),
+            });
+        }
+        if force {
+            plan.evict.append(&mut plan.unmanaged.clone());
+        }
+    }
+    if check {
+        return Ok(plan);
+    }
+    let deadline = tokio::time::Instant::now() + timeout;
+    for id in &plan.evict {
+        evict(cluster, client, id, deadline).await?;
+        tracing::info!(node, pod = %id, "evicted");
+    }
+    // Wait until the evicted pods are gone from the node (their grace periods run).
+    let wanted = plan.evict.clone();
+    let left = common::wait_until(timeout, || async {
+        let pods = node_pods(client, node).await.map_err(|e| e.to_string())?;
+        let left: Vec<String> = pods
+            .iter()
+            .map(|p| {
+                format!(
+                    "{}/{}",
+                    p.metadata.namespace.clone().unwrap_or_default(),
+                    p.metadata.name.clone().unwrap_or_default()
+                )
+            })
+            .filter(|id| wanted.contains(id))
+            .collect();
+        if left.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("still on the node: {}", left.join(", ")))
+        }
+    })
+    .await;
+    left.map_err(|message| NodeError::Drain {
+        host: node.to_string(),
+        message: format!("after {}s: {message}", timeout.as_secs()),
+    })?;
+    Ok(plan)
+}
+
+/// Why removing `host` is refused, if it is (no etcd access needed).
+pub fn removal_blocker(cluster: &Cluster, host: &Host) -> Option<String> {
+    if host.has_role(Role::ControlPlane) {
+        let others = cluster
+            .hosts_with_role(Role::ControlPlane)
+            .iter()
+            .filter(|h| h.name != host.name)
+            .count();
+        if others == 0 {
+            return Some("it is the only control-plane host; the cluster would have no API server (use `clusterkit reset` to remove the whole cluster)".into());
+        }
+        let endpoint = cluster.kubernetes.control_plane_endpoint.to_string();
+        if let Ok((ep_host, _)) = crate::pki::split_endpoint(&endpoint) {
+            if ep_host == host.name || ep_host == host.address.to_string() {
+                return Some(format!(
+                    "control_plane_endpoint ({endpoint}) points at it; point the endpoint at another control-plane host (or a load balancer) first"
+                ));
+            }
+        }
+    }
+    if host.has_role(Role::Etcd) && cluster.hosts_with_role(Role::Etcd).len() == 1 {
+        return Some("it is the only etcd member; the cluster's data lives there".into());
+    }
+    None
+}
+
+/// The quorum rule (pure): a cluster of `members` keeps working after one healthy member
+/// leaves when the `healthy_remaining` others are a majority of `members - 1`.
+pub fn quorum_after_removal(members: usize, healthy_remaining: usize) -> Result<(), String> {
+    if members <= 1 {
+        return Err("it is the only etcd member".into());
+    }
+    let need = (members - 1) / 2 + 1;
+    if healthy_remaining < need {
+        return Err(format!(
+            "etcd would lose quorum: {healthy_remaining} of the other {} member(s) are healthy, and a cluster of {} needs {need}",
+            members - 1,
+            members - 1
+        ));
+    }
+    Ok(())
+}
+
+/// Checks, through the remaining members, that removing `host`'s etcd member keeps a quorum.
+async fn check_etcd_quorum(cluster: &Cluster, host: &Host) -> Result<(), String> {
+    let tls = etcd_phase::ClientTls::load(cluster).map_err(|e| e.to_string())?;
+    let timeout = Duration::from_secs(5);
+    let mut members = None;
+    let mut healthy = Vec::new();
+    let mut problems = Vec::new();
+    for h in cluster
+        .hosts_with_role(Role::Etcd)
+        .into_iter()
+        .filter(|h| h.name != host.name)
+    {
+        match etcd_phase::view(&tls, &etcd_phase::client_url(h), timeout).await {
+            Ok(v) if v.leader != 0 => {
+                members.get_or_insert(v.members.len());
+                healthy.push(h.name.clone());
+            }
+            Ok(_) => problems.push(format!("{}: no leader", h.name)),
+            Err(e) => problems.push(e),
+        }
+    }
+    let Some(members) = members else {
+        return Err(format!(
+            "no other etcd member answers ({})",
+            problems.join("; ")
+        ));
+    };
+    quorum_after_removal(members, healthy.len()).map_err(|e| {
+        if problems.is_empty() {
+            e
+        } else {
+            format!("{e} ({})", problems.join("; "))
+        }
+    })
+}
+
+/// What [`remove`] did (or, in check mode, would do).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RemoveReport {
+    /// The node.
+    pub host: String,
+    /// Check mode: nothing was changed.
+    pub check: bool,
+    /// The pods evicted and skipped; `None` when there was no Node object.
+    pub drain: Option<DrainPlan>,
+    /// One line per etcd member removed.
+    pub etcd_members_removed: Vec<String>,
+    /// Whether the Node object was (or would be) deleted.
+    pub node_deleted: bool,
+    /// The network run on the other nodes (pod routes removed); `None` without host-gw.
+    pub network: Option<RunReport>,
+    /// What the host's reset changed (or would change).
+    pub reset_changed: Vec<String>,
+    /// Why the host's reset failed (the cluster-side steps were done anyway).
+    pub reset_error: Option<String>,
+}
+
+/// Options of [`remove`].
+#[derive(Clone)]
+pub struct RemoveOptions {
+    /// Report, change nothing.
+    pub check: bool,
+    /// Evict pods without a controller too.
+    pub force: bool,
+    /// Delete etcd's data on the host instead of moving it aside.
+    pub purge: bool,
+    /// How long the drain may take.
+    pub drain_timeout: Duration,
+    /// Playbook engine options (library, concurrency, progress, events).
+    pub install: InstallOptions,
+}
+
+/// Removes `name` from the cluster: see the module documentation.
+pub async fn remove(
+    cluster: &Cluster,
+    name: &str,
+    opts: &RemoveOptions,
+) -> Result<RemoveReport, NodeError> {
+    let host = find_host(cluster, name)?;
+    let refused = |reason: String| NodeError::Refused {
+        action: "remove",
+        host: name.to_string(),
+        reason,
+    };
+    if let Some(reason) = removal_blocker(cluster, host) {
+        return Err(refused(reason));
+    }
+    if host.has_role(Role::Etcd) {
+        check_etcd_quorum(cluster, host).await.map_err(refused)?;
+    }
+    let mut report = RemoveReport {
+        host: name.to_string(),
+        check: opts.check,
+        ..Default::default()
+    };
+    let client = common::admin_client(cluster, None)
+        .await
+        .map_err(|e| api("connecting", e))?;
+    let nodes: Api<Node> = Api::all(client.clone());
+    let exists = nodes
+        .get_opt(name)
+        .await
+        .map_err(|e| api(format!("reading node {name}"), e))?
+        .is_some();
+    // 1. Cordon and drain.
+    if exists {
+        report.drain = Some(
+            drain(
+                cluster,
+                &client,
+                name,
+                opts.force,
+                opts.check,
+                opts.drain_timeout,
+            )
+            .await?,
+        );
+    }
+    // 2. etcd member.
+    report.etcd_members_removed = reset::remove_etcd_members(cluster, &[host], opts.check).await?;
+    let (engine, targets) = engine(cluster, &opts.install)?;
+    let me = targets
+        .iter()
+        .find(|t| t.name == name)
+        .ok_or_else(|| refused("it has no SSH target".into()))?;
+    // 3. Node object, after the kubelet stopped (best effort: an unreachable host is reset
+    //    later or not at all, the API side is done anyway).
+    if exists {
+        if !opts.check {
+            if let Err(e) = me
+                .exec
+                .sh("systemctl stop kubelet 2>/dev/null || true")
+                .await
+            {
+                tracing::warn!(host = name, error = %e, "cannot stop the kubelet before deleting its Node");
+            }
+            match nodes.delete(name, &Default::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(api(format!("deleting node {name}"), e)),
+            }
+            tracing::info!(node = name, "Node deleted");
+        }
+        report.node_deleted = true;
+    }
+    // 4. Pod routes on the other nodes.
+    if cluster.kubernetes.network == Network::HostGw {
+        let library = phases::library(&opts.install.library);
+        let cx = PhaseContext {
+            cluster,
+            engine: &engine,
+            targets: &targets,
+            library: &library,
+            check: opts.check,
+        };
+        phases::network::remove_node(&cx, name).await?;
+        report.network = Some(engine.finish());
+    }
+    // 5. The host itself.
+    let reset_opts = ResetOptions::now(opts.purge, opts.check);
+    match reset::reset_host(me.exec.as_ref(), &reset_opts).await {
+        Ok(r) => report.reset_changed = r.changed,
+        Err(e) => {
+            if let ResetError::Steps { changed, .. } = &e {
+                report.reset_changed = changed.clone();
+            }
+            report.reset_error = Some(e.to_string());
+        }
+    }
+    Ok(report)
+}
+
+/// A short, human summary of a removal (one line per step).
+pub fn remove_summary(r: &RemoveReport) -> String {
+    let would = if r.check { "would " } else { "" };
+    let mut s = String::new();
+    match &r.drain {
+        Some(d) => {
+            s.push_str(&format!(
+                "{}: {would}cordon and drain: evict {} pod(s)",
+                r.host,
+                d.evict.len()
+            ));
+            if !d.evict.is_empty() {
+                s.push_str(&format!(" ({})", d.evict.join(", ")));
+            }
+            if !d.skip.is_empty() {
+                s.push_str(&format!("; skipped {}", d.skip.join(", ")));
+            }
+            if r.check && !d.unmanaged.is_empty() {
+                s.push_str(&format!(
+                    "; without a controller (needs --force): {}",
+                    d.unmanaged.join(", ")
+                ));
+            }
+            s.push('\n');
+        }
+        None => s.push_str(&format!("{}: no Node object, nothing to drain\n", r.host)),
+    }
+    for m in &r.etcd_members_removed {
+        s.push_str(&format!("etcd: {would}{m}\n"));
+    }
+    if r.node_deleted {
+        s.push_str(&format!("{}: {would}delete the Node object\n", r.host));
+    }
+    if let Some(n) = &r.network {
+        let mut per: BTreeMap<&str, u32> = BTreeMap::new();
+        for (h, hr) in &n.hosts {
+            per.insert(h, hr.changed);
+        }
+        let parts: Vec<String> = per
+            .iter()
+            .map(|(h, c)| format!("{h} {c} changed"))
+            .collect();
+        s.push_str(&format!(
+            "pod routes to {} on the other nodes: {}\n",
+            r.host,
+            parts.join(", ")
+        ));
+    }
+    if r.reset_changed.is_empty() && r.reset_error.is_none() {
+        s.push_str(&format!("{}: reset: nothing to do\n", r.host));
+    } else {
+        s.push_str(&format!(
+            "{}: reset: {would}change {}\n",
+            r.host,
+            r.reset_changed.len()
+        ));
+        for l in &r.reset_changed {
+            s.push_str(&format!("  {l}\n"));
+        }
+    }
+    if let Some(e) = &r.reset_error {
+        s.push_str(&format!("{}: reset FAILED: {e}\n", r.host));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+
+    fn cluster() -> Cluster {
+        let text = "name: demo\nhosts:\n  - { name: cp1, address: 10.0.0.11, roles: [control-plane, etcd], auth: { key_file: ./k } }\n  - { name: e2, address: 10.0.0.12, roles: [worker, etcd], auth: { key_file: ./k } }\n  - { name: e3, address: 10.0.0.13, roles: [worker, etcd], auth: { key_file: ./k } }\n  - { name: w4, address: 10.0.0.14, roles: [worker], auth: { key_file: ./k } }\n  - { name: cp5, address: 10.0.0.15, roles: [control-plane], auth: { key_file: ./k } }\nkubernetes: { version: v1.20.2, control_plane_endpoint: \"10.0.0.11:6443\" }\n";
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("k");
+        std::fs::write(&key, "not used").unwrap();
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        std::fs::write(dir.path().join("known_hosts"), "").unwrap();
+        clusterkit_core::config::load_str(text, &dir.path().join("cluster.yaml"))
+            .unwrap_or_else(|e| panic!("{e:?}"))
+            .cluster
+    }
+
+    fn on<'a>(plan: &'a [(&'static str, Vec<String>)], phase: &str) -> &'a [String] {
+        &plan.iter().find(|(n, _)| *n == phase).unwrap().1
+    }
+
+    #[test]
+    fn add_runs_each_phase_where_it_is_needed() {
+        let c = cluster();
+        let w4 = c.host("w4").unwrap();
+        let plan = add_plan(&c, w4);
+        for p in ["prepare", "runtime", "images", "pki", "join", "addons"] {
+            assert_eq!(on(&plan, p), ["w4"], "{p}");
+        }
+        assert!(on(&plan, "etcd").is_empty());
+        assert!(on(&plan, "control-plane").is_empty());
+        assert_eq!(on(&plan, "network").len(), 5);
+        let e3 = c.host("e3").unwrap();
+        assert_eq!(on(&add_plan(&c, e3), "etcd"), ["e3"]);
+        let cp5 = c.host("cp5").unwrap();
+        let plan = add_plan(&c, cp5);
+        assert_eq!(on(&plan, "control-plane"), ["cp5"]);
+        assert_eq!(on(&plan, "pki"), ["cp1", "cp5"]);
+    }
+
+    #[test]
+    fn removal_refusals() {
+        let c = cluster();
+        assert!(removal_blocker(&c, c.host("w4").unwrap()).is_none());
+        assert!(removal_blocker(&c, c.host("cp5").unwrap()).is_none());
+        let why = removal_blocker(&c, c.host("cp1").unwrap()).unwrap();
+        assert!(why.contains("control_plane_endpoint"), "{why}");
+        let mut one = c.clone();
+        one.hosts.retain(|h| h.name != "cp5");
+        let why = removal_blocker(&one, one.host("cp1").unwrap()).unwrap();
+        assert!(why.contains("only control-plane host"), "{why}");
+        assert!(quorum_after_removal(3, 2).is_ok());
+        assert!(quorum_after_removal(4, 2).is_ok(), "3 members need 2");
+        assert!(quorum_after_removal(3, 1)
+            .unwrap_err()
+            .contains("lose quorum"));
+        assert!(quorum_after_removal(5, 2).is_err(), "4 members need 3");
+        assert!(quorum_after_removal(1, 0).is_err());
+    }
+
+    fn pod(name: &str, owner: Option<&str>, annotations: &[(&str, &str)]) -> Pod {
+        Pod {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("ns".into()),
+                annotations: Some(
+                    annotations
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                ),
+                owner_references: owner.map(|kind| {
+                    vec![OwnerReference {
+                        api_version: "apps/v1".into(),
+                        kind: kind.into(),
+                        name: "o".into(),
+                        uid: "u".into(),
+                        controller: Some(true),
+                        block_owner_deletion: None,
+                    }]
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn drain_plan_respects_daemonsets_and_mirror_pods() {
+        let plan = drain_plan(&[
+            pod("web", Some("ReplicaSet"), &[]),
+            pod("ds", Some("DaemonSet"), &[]),
+            pod("static", None, &[(MIRROR_ANNOTATION, "x")]),
+            pod("bare", None, &[]),
+        ]);
+        assert_eq!(plan.evict, ["ns/web"]);
+        assert_eq!(plan.skip, ["ns/ds (DaemonSet)", "ns/static (mirror pod)"]);
+        assert_eq!(plan.unmanaged, ["ns/bare"]);
+    }
+
+    #[test]
+    fn eviction_api_version_follows_the_release() {
+        let mut c = cluster();
+        assert_eq!(eviction_body(&c, "a", "b")["apiVersion"], "policy/v1beta1");
+        c.kubernetes.version.minor = 26;
+        assert_eq!(eviction_body(&c, "a", "b")["apiVersion"], "policy/v1");
+    }
+}
