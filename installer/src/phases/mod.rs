@@ -29,8 +29,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use clusterkit_core::config::{Auth, Cluster, Host, Packages, Profile, ProxyMode};
-use clusterkit_core::exec::ssh::{Secret, SshAuth, SshExecutor, SshTarget, Sudo};
+use clusterkit_core::config::{Cluster, Host, Packages, Profile, ProxyMode};
+use clusterkit_core::exec::ssh::{SshExecutor, SshTarget};
 use clusterkit_core::playbook::modules::Bundle;
 use clusterkit_core::playbook::{
     self, Engine, HostTarget, Library, PlaybookError, RunOptions, RunReport,
@@ -384,72 +384,12 @@ pub fn host_vars(h: &Host) -> Value {
     })
 }
 
-fn ssh_auth(auth: &Auth, host: &str) -> Result<SshAuth, InstallError> {
-    let secret = |s: &clusterkit_core::config::SecretEnv| {
-        s.read()
-            .map(|v| Secret::new(v.expose()))
-            .map_err(|e| InstallError::Target {
-                host: host.to_string(),
-                message: e.to_string(),
-            })
-    };
-    Ok(match auth {
-        Auth::Key { file, passphrase } => SshAuth::Key {
-            path: file.clone(),
-            passphrase: passphrase.as_ref().map(secret).transpose()?,
-        },
-        Auth::Password { password } => SshAuth::Password(secret(password)?),
-        Auth::Agent => SshAuth::Agent,
-    })
-}
-
-/// The SSH target for one host (secrets read from the environment now).
+/// The SSH target for one host (secrets read from the environment now): the one
+/// implementation is `clusterkit_core::fanout::ssh_target`.
 pub fn ssh_target(cluster: &Cluster, host: &Host) -> Result<SshTarget, InstallError> {
-    let ssh = &cluster.ssh;
-    let jump = match &ssh.jump_host {
-        Some(j) => Some(Box::new(SshTarget {
-            name: format!("{} (jump host)", j.address),
-            address: j.address.clone(),
-            port: j.port,
-            user: j.user.clone(),
-            auth: ssh_auth(&j.auth, &host.name)?,
-            sudo: None,
-            known_hosts: ssh.known_hosts.clone(),
-            trust_on_first_use: ssh.trust_on_first_use,
-            connect_timeout: ssh.connect_timeout(),
-            command_timeout: ssh.command_timeout(),
-            jump: None,
-        })),
-        None => None,
-    };
-    let sudo = match &host.become_ {
-        Some(b) => Some(Sudo {
-            password: match &b.password {
-                Some(p) => Some(Secret::new(
-                    p.read()
-                        .map_err(|e| InstallError::Target {
-                            host: host.name.clone(),
-                            message: e.to_string(),
-                        })?
-                        .expose(),
-                )),
-                None => None,
-            },
-        }),
-        None => None,
-    };
-    Ok(SshTarget {
-        name: host.name.clone(),
-        address: host.address.to_string(),
-        port: host.port,
-        user: host.user.clone(),
-        auth: ssh_auth(&host.auth, &host.name)?,
-        sudo,
-        known_hosts: ssh.known_hosts.clone(),
-        trust_on_first_use: ssh.trust_on_first_use,
-        connect_timeout: ssh.connect_timeout(),
-        command_timeout: ssh.command_timeout(),
-        jump,
+    clusterkit_core::fanout::ssh_target(cluster, host).map_err(|e| InstallError::Target {
+        host: host.name.clone(),
+        message: e.to_string(),
     })
 }
 
