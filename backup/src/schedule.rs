@@ -1,8 +1,17 @@
 //! The schedule daemon: at each cron tick, take the store's backup lock (or skip the tick if
-//! another scheduler holds it), clean up interrupted runs, back up, prune, and record the
-//! outcome in the store's status object and in Prometheus metrics (served on `/metrics`).
+//! another scheduler holds it), clean up interrupted runs, back up (etcd or namespaces), prune
+//! this job's own backups, and record the outcome in the store's status object and in
+//! Prometheus metrics (served on `/metrics`), per kind.
 //!
-//! Limits: a tick that comes while the previous run still works is skipped, not queued.
+//! A job's "own" backups: for etcd every etcd backup; for namespaces the namespace backups with
+//! the same selection (namespaces, selector, resource filters — the manifest's `selection`
+//! detail), so two namespace schedules writing to one store neither skip each other's ticks
+//! nor prune each other's backups. `backup prune` (manual) still applies per kind to all.
+//!
+//! Limits: a tick that comes while the previous run still works is skipped, not queued; runs
+//! of different jobs on one store wait for each other through the store's single backup lock
+//! (a tick finding it held is skipped). Namespace backups taken before the `selection` detail
+//! existed are never pruned by a schedule (use `backup prune`).
 //! Cron expressions use the `cron` crate's syntax (seconds first: `0 0 */6 * * *`); a
 //! five-field expression gets `0` seconds prepended.
 
@@ -12,21 +21,65 @@ use std::time::Instant;
 
 use chrono::{DateTime, Duration, Utc};
 
+use crate::catalog;
 use crate::clock::Clock;
 use crate::error::BackupError;
 use crate::etcd::{self, EtcdBackupOptions, EtcdTarget};
 use crate::lock;
 use crate::manifest::{Kind, Manifest};
-use crate::retention::{self, Retention};
+use crate::namespace::{self, ApiClient, NamespaceError};
+use crate::retention::{self, Item, Plan, Retention};
 use crate::status::{self, Metrics, Outcome};
 use crate::store::Store;
+
+/// What a scheduled job backs up.
+#[derive(Clone, Debug)]
+pub enum Source {
+    /// An etcd snapshot.
+    Etcd {
+        target: EtcdTarget,
+        options: EtcdBackupOptions,
+    },
+    /// Namespaces through the Kubernetes API (`options.validate()` is checked at each run).
+    Namespace {
+        client: ApiClient,
+        options: namespace::BackupOptions,
+    },
+}
+
+impl Source {
+    /// The kind of backup this source makes (status and metrics are kept per kind).
+    pub fn kind(&self) -> Kind {
+        match self {
+            Source::Etcd { .. } => Kind::Etcd,
+            Source::Namespace { .. } => Kind::Namespace,
+        }
+    }
+
+    fn lock_ttl(&self) -> Duration {
+        match self {
+            Source::Etcd { options, .. } => options.lock_ttl,
+            Source::Namespace { options, .. } => options.lock_ttl,
+        }
+    }
+
+    /// Whether `m` is a backup this job made (or could have made): see the module header.
+    pub fn owns(&self, m: &Manifest) -> bool {
+        match self {
+            Source::Etcd { .. } => m.kind == Kind::Etcd,
+            Source::Namespace { options, .. } => {
+                m.kind == Kind::Namespace
+                    && m.details.get("selection") == Some(&options.selection())
+            }
+        }
+    }
+}
 
 /// Everything one scheduled run needs.
 #[derive(Clone)]
 pub struct Job {
     pub store: Arc<dyn Store>,
-    pub target: EtcdTarget,
-    pub backup: EtcdBackupOptions,
+    pub source: Source,
     pub retention: Retention,
     pub clock: Arc<dyn Clock>,
     pub metrics: Metrics,
@@ -61,7 +114,7 @@ pub async fn run_once(job: &Job, tick: DateTime<Utc>) -> RunReport {
     let guard = match lock::try_acquire(
         job.store.clone(),
         lock::BACKUP_LOCK,
-        job.backup.lock_ttl,
+        job.source.lock_ttl(),
         job.clock.clone(),
     )
     .await
@@ -88,31 +141,36 @@ pub async fn run_once(job: &Job, tick: DateTime<Utc>) -> RunReport {
     };
     // The lock keeps runs apart; this keeps a tick from being served twice when the other
     // scheduler got the lock first and already finished.
-    if let Ok(Some(st)) = status::read_status(job.store.as_ref(), Kind::Etcd).await {
-        if let Some(done) = st.last_success_at.filter(|t| *t >= tick) {
-            let report = RunReport {
-                outcome: Outcome::Skipped,
-                manifest: None,
-                pruned: vec![],
-                message: Some(format!(
-                    "a backup for this tick already finished at {done} (another scheduler)"
-                )),
-            };
-            finish(job, &report, started).await;
-            let _ = guard.release().await;
-            return report;
-        }
+    if let Some(done) = finished_since(job, tick).await {
+        let report = RunReport {
+            outcome: Outcome::Skipped,
+            manifest: None,
+            pruned: vec![],
+            message: Some(format!(
+                "a backup for this tick already finished at {done} (another scheduler)"
+            )),
+        };
+        finish(job, &report, started).await;
+        let _ = guard.release().await;
+        return report;
     }
     let result = async {
-        let m = etcd::backup_etcd_locked(
-            job.store.as_ref(),
-            &job.target,
-            &job.backup,
-            job.clock.as_ref(),
-        )
-        .await?;
-        let plan = retention::prune(job.store.as_ref(), &job.retention, false).await?;
-        Ok::<_, BackupError>((m, plan.delete))
+        let m = match &job.source {
+            Source::Etcd { target, options } => {
+                etcd::backup_etcd_locked(job.store.as_ref(), target, options, job.clock.as_ref())
+                    .await?
+            }
+            Source::Namespace { client, options } => {
+                // What interrupted runs left (etcd's locked backup does the same itself).
+                let cleaned = catalog::cleanup_incomplete(job.store.as_ref()).await?;
+                if !cleaned.is_empty() {
+                    tracing::info!(?cleaned, "removed what interrupted backups left");
+                }
+                namespace::backup::backup_locked(client, job.store.as_ref(), options).await?
+            }
+        };
+        let plan = prune_own(job.store.as_ref(), &job.source, &job.retention).await?;
+        Ok::<_, NamespaceError>((m, plan.delete))
     }
     .await;
     let report = match result {
@@ -131,7 +189,48 @@ pub async fn run_once(job: &Job, tick: DateTime<Utc>) -> RunReport {
     report
 }
 
-fn failure(e: BackupError) -> RunReport {
+/// When one of this job's backups finished at or after `tick`, if one did. Etcd reads the
+/// kind's status object (cheap); namespaces look through the catalog for the same selection.
+async fn finished_since(job: &Job, tick: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    match &job.source {
+        Source::Etcd { .. } => status::read_status(job.store.as_ref(), Kind::Etcd)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|st| st.last_success_at)
+            .filter(|t| *t >= tick),
+        Source::Namespace { .. } => catalog::list_manifests(job.store.as_ref())
+            .await
+            .ok()?
+            .into_iter()
+            .filter(|m| job.source.owns(m) && m.finished_at >= tick)
+            .map(|m| m.finished_at)
+            .max(),
+    }
+}
+
+/// Applies `policy` to this job's own backups only (see the module header); the caller holds
+/// the backup lock.
+pub async fn prune_own(
+    store: &dyn Store,
+    source: &Source,
+    policy: &Retention,
+) -> Result<Plan, BackupError> {
+    let entries = catalog::list(store).await?;
+    let items: Vec<Item> = entries
+        .iter()
+        .filter(|e| source.owns(&e.manifest))
+        .map(Item::from)
+        .collect();
+    let plan = retention::plan(policy, &items);
+    for id in &plan.delete {
+        catalog::delete_backup(store, id).await?;
+        tracing::info!(id, "pruned");
+    }
+    Ok(plan)
+}
+
+fn failure(e: impl std::fmt::Display) -> RunReport {
     RunReport {
         outcome: Outcome::Failure,
         manifest: None,
@@ -142,8 +241,12 @@ fn failure(e: BackupError) -> RunReport {
 
 async fn finish(job: &Job, report: &RunReport, started: Instant) {
     let secs = started.elapsed().as_secs_f64();
-    job.metrics
-        .observe_run(Kind::Etcd, report.outcome, secs, report.manifest.as_ref());
+    job.metrics.observe_run(
+        job.source.kind(),
+        report.outcome,
+        secs,
+        report.manifest.as_ref(),
+    );
     if report.outcome == Outcome::Skipped {
         // A skipping scheduler may not hold the lock: it must not write to the store.
         return;
@@ -154,7 +257,7 @@ async fn finish(job: &Job, report: &RunReport, started: Instant) {
     };
     if let Err(e) = status::record_run(
         job.store.as_ref(),
-        Kind::Etcd,
+        job.source.kind(),
         report.outcome,
         job.clock.now(),
         secs,

@@ -1,5 +1,6 @@
 //! `clusterkit backup`: back up etcd, list, describe, verify and prune backups, run the
-//! schedule daemon, install a systemd timer or print a Kubernetes CronJob.
+//! schedule daemon (etcd, or namespaces with `--kind namespace`), install a systemd timer or
+//! print a Kubernetes CronJob.
 //!
 //! Thin layer over `clusterkit_backup`: flags and cluster.yaml (`-f`) are merged by
 //! `clusterkit_backup::settings`; results go to stdout (table, or `-o json|yaml`), logs to stderr.
@@ -41,9 +42,11 @@ enum Command {
     Verify(VerifyArgs),
     /// Delete backups the retention policy does not keep.
     Prune(PruneArgs),
-    /// Run as a daemon: back up, prune and record metrics at every cron tick.
+    /// Run as a daemon: back up (etcd, or namespaces with --kind namespace), prune and record
+    /// metrics at every cron tick.
     Schedule(ScheduleArgs),
-    /// Print a systemd service + timer (or a Kubernetes CronJob) that runs `backup etcd`.
+    /// Install a systemd service + timer running `backup schedule --once` on the control-plane
+    /// hosts (or print them, or a Kubernetes CronJob).
     InstallTimer(TimerArgs),
     /// Create an age identity file (0600) for encrypted backups and print its recipient.
     Keygen(KeygenArgs),
@@ -209,8 +212,21 @@ struct PruneArgs {
     dry_run: bool,
 }
 
+/// What `backup schedule` backs up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum ScheduleKind {
+    /// An etcd snapshot (the etcd flags below).
+    Etcd,
+    /// Namespaces through the Kubernetes API: NAMESPACE… or -A, and the selection flags of
+    /// `backup namespace`.
+    Namespace,
+}
+
 #[derive(ClapArgs)]
 struct ScheduleArgs {
+    /// What to back up: etcd, or namespace (then name them or give -A).
+    #[arg(long, value_enum, default_value_t = ScheduleKind::Etcd)]
+    kind: ScheduleKind,
     /// Cron expression, e.g. "0 */6 * * *" (default: backup.schedule).
     #[arg(long)]
     cron: Option<String>,
@@ -228,6 +244,12 @@ struct ScheduleArgs {
     etcd: EtcdArgs,
     #[command(flatten)]
     retention: RetentionArgs,
+    /// With --kind namespace: what to back up (same flags as `backup namespace`).
+    #[command(flatten)]
+    namespace: clusterkit_backup::namespace::cli::NamespaceSelection,
+    /// With --kind namespace: kubeconfig (default: admin.conf in the cluster's state directory).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
 }
 
 #[derive(ClapArgs)]
@@ -247,9 +269,15 @@ struct TimerArgs {
     /// Path of the clusterkit binary on the hosts (for the systemd unit).
     #[arg(long, default_value = "/usr/local/bin/clusterkit")]
     binary: String,
-    /// Path of cluster.yaml on the hosts (for the systemd unit).
-    #[arg(long, default_value = "/etc/clusterkit/cluster.yaml")]
-    host_config: String,
+    /// Do not upload this clusterkit binary to --binary (it must already be there).
+    #[arg(long)]
+    no_upload: bool,
+    /// Store the hosts back up to (default: backup.store from cluster.yaml).
+    #[arg(long)]
+    store: Option<String>,
+    /// Print the units instead of installing them.
+    #[arg(long)]
+    print: bool,
 }
 
 /// cluster.yaml if it exists (backup commands also work standalone with flags).
@@ -531,21 +559,7 @@ impl Args {
                 );
                 Ok(())
             }
-            Command::InstallTimer(a) => {
-                if a.print_cronjob {
-                    print!("{}", cronjob(&a));
-                } else {
-                    let (service, timer) = systemd_units(&a);
-                    println!("# /etc/systemd/system/clusterkit-backup.service\n{service}");
-                    println!("# /etc/systemd/system/clusterkit-backup.timer\n{timer}");
-                    eprintln!(
-                        "install these on each control-plane host, then: systemctl daemon-reload && \
-                         systemctl enable --now clusterkit-backup.timer (the store lock makes sure \
-                         only one host backs up per tick)"
-                    );
-                }
-                Ok(())
-            }
+            Command::InstallTimer(a) => install_timer(a, cluster, global.output).await,
         }
     }
 }
@@ -555,23 +569,59 @@ async fn run_schedule(
     cluster: Option<&Cluster>,
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<()> {
+    // Refuse flags of the other kind rather than ignoring them.
+    let source = match a.kind {
+        ScheduleKind::Etcd => {
+            if !a.namespace.is_empty() || a.kubeconfig.is_some() {
+                bail!("namespaces and namespace selection flags need --kind namespace");
+            }
+            schedule::Source::Etcd {
+                target: a.etcd.target(cluster)?,
+                options: a.etcd.options(cluster)?,
+            }
+        }
+        ScheduleKind::Namespace => {
+            if !a.etcd.endpoints.is_empty()
+                || a.etcd.cacert.is_some()
+                || a.etcd.cert.is_some()
+                || a.etcd.key.is_some()
+            {
+                bail!("--endpoints, --cacert, --cert and --key are for --kind etcd");
+            }
+            let etcd_opts = a.etcd.options(cluster)?;
+            let mut options = a.namespace.options(
+                etcd_opts.write.encrypt,
+                etcd_opts.write.compression_level,
+                etcd_opts.cluster,
+            );
+            options.lock_ttl = etcd_opts.lock_ttl;
+            // Refuse bad combinations (no namespace, plaintext Secrets) before the first tick.
+            options.validate()?;
+            let kubeconfig = clusterkit_backup::namespace::cli::kubeconfig_path(
+                a.kubeconfig.as_deref(),
+                cluster,
+            )?;
+            let client =
+                clusterkit_backup::namespace::ApiClient::from_kubeconfig(&kubeconfig).await?;
+            schedule::Source::Namespace { client, options }
+        }
+    };
+    let kind = source.kind();
     let store = a.etcd.store.open(cluster).await?;
     let metrics = status::Metrics::new();
-    if let Ok(Some(s)) =
-        status::read_status(store.as_ref(), clusterkit_backup::manifest::Kind::Etcd).await
-    {
-        metrics.load(clusterkit_backup::manifest::Kind::Etcd, &s);
+    if let Ok(Some(s)) = status::read_status(store.as_ref(), kind).await {
+        metrics.load(kind, &s);
     }
     let job = schedule::Job {
         store,
-        target: a.etcd.target(cluster)?,
-        backup: a.etcd.options(cluster)?,
+        source,
         retention: a.retention.resolve(cluster.map(|c| &c.backup)),
         clock,
         metrics: metrics.clone(),
     };
     let report_line = |r: &schedule::RunReport| {
         let line = serde_json::json!({
+            "kind": kind.to_string(),
             "outcome": r.outcome.as_str(),
             "id": r.manifest.as_ref().map(|m| m.id.clone()),
             "pruned": r.pruned,
@@ -610,19 +660,67 @@ async fn run_schedule(
     Ok(())
 }
 
-fn systemd_units(a: &TimerArgs) -> (String, String) {
-    let service = format!(
-        "[Unit]\nDescription=clusterkit etcd backup\nWants=network-online.target\nAfter=network-online.target\n\n\
-         [Service]\nType=oneshot\nEnvironmentFile=-/etc/clusterkit/backup.env\n\
-         ExecStart={} -f {} backup schedule --once\n",
-        a.binary, a.host_config
-    );
-    let timer = format!(
-        "[Unit]\nDescription=clusterkit etcd backup timer\n\n[Timer]\nOnCalendar={}\nRandomizedDelaySec=60\nPersistent=true\n\n\
-         [Install]\nWantedBy=timers.target\n",
-        a.on_calendar
-    );
-    (service, timer)
+/// `install-timer`: the units on every control-plane host (see `clusterkit_backup::timer`
+/// for what goes where), or printed.
+async fn install_timer(
+    a: TimerArgs,
+    cluster: Option<&Cluster>,
+    output: OutputFormat,
+) -> anyhow::Result<()> {
+    use clusterkit_backup::timer;
+    use clusterkit_core::fanout::{self, Fanout};
+    if a.print_cronjob {
+        print!("{}", cronjob(&a));
+        return Ok(());
+    }
+    let Some(cluster) = cluster else {
+        bail!("install-timer needs cluster.yaml (-f): the control-plane hosts, etcd members and backup settings come from it");
+    };
+    let upload = if a.no_upload || a.print {
+        None
+    } else {
+        Some(timer::current_binary()?)
+    };
+    let spec = timer::spec_from_cluster(
+        cluster,
+        a.store.as_deref(),
+        &a.on_calendar,
+        &a.binary,
+        upload,
+    )?;
+    if a.print {
+        println!("# {}\n{}", timer::SERVICE_PATH, timer::service_unit(&spec)?);
+        println!("# {}\n{}", timer::TIMER_PATH, timer::timer_unit(&spec)?);
+        return Ok(());
+    }
+    let hosts = cluster.hosts_with_role(config::Role::ControlPlane);
+    if hosts.is_empty() {
+        bail!("cluster.yaml has no control-plane hosts");
+    }
+    let fan = Fanout::new("connect", cluster.ssh.concurrency);
+    let connected = fanout::connect_all(cluster, &hosts, &fan).await;
+    fanout::check(&connected)?;
+    let mut reports = Vec::new();
+    // One host after the other: the binary upload is held in memory.
+    for (h, r) in hosts.iter().zip(connected) {
+        let exec = r.result?;
+        let report = timer::install_on(exec.as_ref(), &spec)
+            .await
+            .with_context(|| format!("install-timer on {}", h.name))?;
+        reports.push(report);
+    }
+    print(output, &reports, || {
+        let mut out = String::new();
+        for r in &reports {
+            if r.changed.is_empty() {
+                out.push_str(&format!("{}: up to date\n", r.host));
+            } else {
+                out.push_str(&format!("{}: {}\n", r.host, r.changed.join(", ")));
+            }
+        }
+        out.push_str("timer clusterkit-backup.timer enabled; run one now with: systemctl start clusterkit-backup.service\n");
+        out
+    })
 }
 
 fn cronjob(a: &TimerArgs) -> String {

@@ -114,6 +114,37 @@ impl BackupOptions {
     }
 }
 
+impl BackupOptions {
+    /// What this backup selects, canonically (sorted, deduplicated), as recorded in the
+    /// manifest's `selection` detail: the schedule uses it to tell its own backups from other
+    /// namespace backups in the same store (tick de-duplication and pruning).
+    pub fn selection(&self) -> Value {
+        let sorted = |v: &[String]| {
+            let mut v: Vec<String> = v.iter().map(|s| s.trim().to_ascii_lowercase()).collect();
+            v.sort();
+            v.dedup();
+            v
+        };
+        let namespaces = if self.all_namespaces {
+            Vec::new()
+        } else {
+            let mut v = self.namespaces.clone();
+            v.sort();
+            v.dedup();
+            v
+        };
+        json!({
+            "all_namespaces": self.all_namespaces,
+            "namespaces": namespaces,
+            "selector": self.selector,
+            "include_resources": sorted(&self.filter.include),
+            "exclude_resources": sorted(&self.filter.exclude),
+            "include_secrets": self.filter.include_secrets,
+            "include_cluster_resources": self.filter.include_cluster,
+        })
+    }
+}
+
 /// Backs up namespaces into `store` under the store's backup lock (shared with etcd
 /// backups, whose cleanup of interrupted runs must not meet a backup in progress), after
 /// cleaning up what interrupted runs left; returns the manifest (written last).
@@ -213,6 +244,7 @@ pub async fn backup_locked(
     details.insert("server_version".to_string(), json!(server_version));
     details.insert("object_format".to_string(), json!(opts.format));
     details.insert("selector".to_string(), json!(opts.selector));
+    details.insert("selection".to_string(), opts.selection());
     details.insert(
         "include_secrets".to_string(),
         json!(opts.filter.include_secrets),

@@ -22,14 +22,16 @@ use super::error::NamespaceError;
 use super::plan::TypeFilter;
 use super::restore::{restore, Existing, RestoreOptions};
 use crate::clock::SystemClock;
+use crate::crypto::Encrypt;
 use crate::manifest::Kind;
 use crate::settings::{self, StoreOverrides};
 use crate::status;
 use crate::store::{open_store, Store};
 
-/// `clusterkit backup namespace`.
+/// What a namespace backup takes: shared by `backup namespace` and
+/// `backup schedule --kind namespace`.
 #[derive(clap::Args, Debug, Clone)]
-pub struct BackupNamespaceArgs {
+pub struct NamespaceSelection {
     /// Namespaces to back up.
     pub namespaces: Vec<String>,
 
@@ -73,6 +75,77 @@ pub struct BackupNamespaceArgs {
     /// Objects per LIST request.
     #[arg(long, default_value_t = 500)]
     pub page_size: u32,
+}
+
+impl Default for NamespaceSelection {
+    /// Nothing selected; format and page size as the flags' defaults.
+    fn default() -> Self {
+        NamespaceSelection {
+            namespaces: Vec::new(),
+            all_namespaces: false,
+            selector: None,
+            include_resources: Vec::new(),
+            exclude_resources: Vec::new(),
+            include_cluster_resources: false,
+            include_secrets: false,
+            allow_plaintext_secrets: false,
+            strip_last_applied: false,
+            format: ObjectFormat::Yaml,
+            page_size: 500,
+        }
+    }
+}
+
+impl NamespaceSelection {
+    /// True when nothing namespace-specific was asked for (no namespace, no `-A`, no filter):
+    /// how `backup schedule` tells an etcd job given namespace flags by mistake.
+    pub fn is_empty(&self) -> bool {
+        self.namespaces.is_empty()
+            && !self.all_namespaces
+            && self.selector.is_none()
+            && self.include_resources.is_empty()
+            && self.exclude_resources.is_empty()
+            && !self.include_cluster_resources
+            && !self.include_secrets
+            && !self.allow_plaintext_secrets
+            && !self.strip_last_applied
+    }
+
+    /// The backup options for this selection with the given encryption, zstd level and
+    /// cluster name (the manifest's).
+    pub fn options(
+        &self,
+        encrypt: Encrypt,
+        compression_level: i32,
+        cluster: String,
+    ) -> BackupOptions {
+        BackupOptions {
+            namespaces: self.namespaces.clone(),
+            all_namespaces: self.all_namespaces,
+            selector: self.selector.clone(),
+            filter: TypeFilter {
+                include: self.include_resources.clone(),
+                exclude: self.exclude_resources.clone(),
+                include_secrets: self.include_secrets,
+                include_cluster: self.include_cluster_resources,
+            },
+            allow_plaintext_secrets: self.allow_plaintext_secrets,
+            strip_last_applied: self.strip_last_applied,
+            format: self.format,
+            page_size: self.page_size,
+            encrypt,
+            compression_level,
+            cluster,
+            ..BackupOptions::default()
+        }
+    }
+}
+
+/// `clusterkit backup namespace`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BackupNamespaceArgs {
+    #[command(flatten)]
+    pub select: NamespaceSelection,
 
     #[command(flatten)]
     pub common: CommonArgs,
@@ -192,14 +265,19 @@ fn load_cluster(config: &Path) -> anyhow::Result<Option<Cluster>> {
     Ok(Some(loaded.cluster))
 }
 
-async fn resolve(common: &CommonArgs, cluster: Option<Cluster>) -> anyhow::Result<Resolved> {
-    let kubeconfig = match (&common.kubeconfig, &cluster) {
-        (Some(k), _) => k.clone(),
-        (None, Some(c)) => c.state_dir.join("admin.conf"),
+/// The kubeconfig to use: the flag, else `admin.conf` in the cluster's state directory.
+pub fn kubeconfig_path(flag: Option<&Path>, cluster: Option<&Cluster>) -> anyhow::Result<PathBuf> {
+    match (flag, cluster) {
+        (Some(k), _) => Ok(k.to_path_buf()),
+        (None, Some(c)) => Ok(c.state_dir.join("admin.conf")),
         (None, None) => anyhow::bail!(
             "no kubeconfig: give --kubeconfig, or -f cluster.yaml (its state directory has admin.conf)"
         ),
-    };
+    }
+}
+
+async fn resolve(common: &CommonArgs, cluster: Option<Cluster>) -> anyhow::Result<Resolved> {
+    let kubeconfig = kubeconfig_path(common.kubeconfig.as_deref(), cluster.as_ref())?;
     let (url, store_options) =
         settings::store(&common.overrides(), cluster.as_ref().map(|c| &c.backup))?;
     let client = ApiClient::from_kubeconfig(&kubeconfig).await?;
@@ -224,28 +302,13 @@ impl BackupNamespaceArgs {
     pub fn options(&self, cluster: Option<&Cluster>) -> Result<BackupOptions, NamespaceError> {
         let cfg = cluster.map(|c| &c.backup);
         let encrypt = settings::encrypt(&self.age_recipients, self.passphrase_env.as_deref(), cfg)?;
-        Ok(BackupOptions {
-            namespaces: self.namespaces.clone(),
-            all_namespaces: self.all_namespaces,
-            selector: self.selector.clone(),
-            filter: TypeFilter {
-                include: self.include_resources.clone(),
-                exclude: self.exclude_resources.clone(),
-                include_secrets: self.include_secrets,
-                include_cluster: self.include_cluster_resources,
-            },
-            allow_plaintext_secrets: self.allow_plaintext_secrets,
-            strip_last_applied: self.strip_last_applied,
-            format: self.format,
-            page_size: self.page_size,
+        Ok(self.select.options(
             encrypt,
-            compression_level: self
-                .compression_level
+            self.compression_level
                 .or(cfg.map(|c| c.compression_level))
                 .unwrap_or(3),
-            cluster: cluster.map(|c| c.name.clone()).unwrap_or_default(),
-            ..BackupOptions::default()
-        })
+            cluster.map(|c| c.name.clone()).unwrap_or_default(),
+        ))
     }
 
     /// Runs the backup. `config` is cluster.yaml (`-f`); `output` is `table`, `json` or `yaml`
@@ -426,8 +489,11 @@ mod tests {
         ])
         .unwrap();
         let Cmd::Backup(b) = cli.cmd else { panic!() };
-        assert_eq!(b.namespaces, ["team-a", "team-b"]);
-        assert_eq!(b.include_resources, ["configmaps", "deployments.apps"]);
+        assert_eq!(b.select.namespaces, ["team-a", "team-b"]);
+        assert_eq!(
+            b.select.include_resources,
+            ["configmaps", "deployments.apps"]
+        );
         assert_eq!(b.common.store.as_deref(), Some("file:///b"));
 
         let cli = Cli::try_parse_from([
@@ -458,17 +524,11 @@ mod tests {
     #[test]
     fn plaintext_secrets_refused() {
         let args = BackupNamespaceArgs {
-            namespaces: vec!["a".into()],
-            all_namespaces: false,
-            selector: None,
-            include_resources: vec![],
-            exclude_resources: vec![],
-            include_cluster_resources: false,
-            include_secrets: true,
-            allow_plaintext_secrets: false,
-            strip_last_applied: false,
-            format: ObjectFormat::Yaml,
-            page_size: 500,
+            select: NamespaceSelection {
+                namespaces: vec!["a".into()],
+                include_secrets: true,
+                ..Default::default()
+            },
             common: CommonArgs::default(),
             age_recipients: vec![],
             passphrase_env: None,
@@ -477,7 +537,7 @@ mod tests {
         let err = args.options(None).unwrap().validate().unwrap_err();
         assert!(matches!(err, NamespaceError::Refused(_)), "{err}");
         let mut ok = args.clone();
-        ok.allow_plaintext_secrets = true;
+        ok.select.allow_plaintext_secrets = true;
         assert!(ok.options(None).unwrap().validate().is_ok());
     }
 }
