@@ -3,11 +3,13 @@
 
 pub mod bundle;
 pub mod certs;
+pub mod csr;
 pub mod images;
 pub mod kubeconfig;
 pub mod node;
 pub mod phases;
 pub mod pki;
+pub mod readiness;
 pub mod reset;
 pub mod token;
 pub mod versions;

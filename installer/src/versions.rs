@@ -366,6 +366,8 @@ pub fn render_flags(component: Component, input: &FlagInput) -> Result<Vec<Strin
                 pki("apiserver-kubelet-client.crt"),
             );
             set("kubelet-client-key", pki("apiserver-kubelet-client.key"));
+            // Kubelets serve certificates from the cluster CA (serverTLSBootstrap): verify them.
+            set("kubelet-certificate-authority", pki("ca.crt"));
             set(
                 "kubelet-preferred-address-types",
                 "InternalIP,ExternalIP,Hostname".into(),

@@ -3,8 +3,10 @@
 //! `install -f cluster.yaml` runs every phase in order (see `clusterkit_installer::phases`);
 //! `--phase NAME` runs one. `--check` changes nothing and reports what would change,
 //! `--resume` skips the tasks a failed run already finished. The per-host summary goes to
-//! stdout (a table, or JSON with `-o json`), progress to stderr. Exits non-zero when a host
-//! failed.
+//! stdout (a table, or JSON with `-o json`), progress to stderr. A full install (every phase,
+//! every host, not `--check`) ends with the readiness report (`clusterkit_installer::readiness`;
+//! JSON: the `readiness` key; `--no-readiness` skips it). Exits non-zero when a host failed or
+//! the cluster is not ready.
 
 use std::path::PathBuf;
 
@@ -12,6 +14,7 @@ use anyhow::Context;
 use clusterkit_core::config;
 use clusterkit_core::playbook::RunReport;
 use clusterkit_installer::phases::{self, InstallOptions};
+use clusterkit_installer::readiness;
 
 use super::{Global, OutputFormat, Selection};
 
@@ -37,6 +40,11 @@ pub struct Args {
     #[arg(long)]
     library: Option<PathBuf>,
 
+    /// Skip the readiness report after a full install (nodes Ready, components healthy, a
+    /// probe pod on every node reaching every other node).
+    #[arg(long)]
+    no_readiness: bool,
+
     #[command(flatten)]
     selection: Selection,
 }
@@ -61,9 +69,66 @@ impl Args {
             progress: true,
             verbose: global.verbose > 0,
         };
+        let full = opts.phase.is_none()
+            && !opts.check
+            && self.selection.hosts.is_empty()
+            && self.selection.roles.is_empty();
         let report = phases::install(&cluster, &hosts, &opts).await?;
-        print_report(&report, global.output)
+        // The readiness report follows a full install that left no host failed; a run of one
+        // phase, of some hosts, or in check mode is not a finished cluster.
+        let readiness = if full && !self.no_readiness && report.failed_hosts().is_empty() {
+            eprintln!("readiness: nodes, components, a probe pod on every node…");
+            Some(
+                readiness::check(&cluster)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("readiness report: {e}"))?,
+            )
+        } else {
+            None
+        };
+        print_install(&report, readiness.as_ref(), global.output)
     }
+}
+
+/// The install summary plus the readiness report (JSON: the summary's object with a
+/// `readiness` key); non-zero exit when a host failed or the cluster is not ready.
+fn print_install(
+    report: &RunReport,
+    readiness: Option<&readiness::Report>,
+    output: OutputFormat,
+) -> anyhow::Result<()> {
+    let Some(r) = readiness else {
+        return print_report(report, output);
+    };
+    match output {
+        OutputFormat::Json => {
+            let mut v = serde_json::to_value(report)?;
+            if let serde_json::Value::Object(m) = &mut v {
+                m.insert("readiness".into(), serde_json::to_value(r)?);
+            }
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        OutputFormat::Table => print!("{}{}", report.table(), r.table()),
+        OutputFormat::Yaml => anyhow::bail!("the summary prints as a table or json, not yaml"),
+    }
+    let failed = report.failed_hosts();
+    if !failed.is_empty() {
+        anyhow::bail!(
+            "{} of {} hosts failed: {}",
+            failed.len(),
+            report.hosts.len(),
+            failed.join(", ")
+        );
+    }
+    if !r.ok {
+        let what: Vec<String> = r
+            .failures()
+            .iter()
+            .map(|c| format!("{}: {}", c.name, c.detail))
+            .collect();
+        anyhow::bail!("the cluster is not ready:\n  {}", what.join("\n  "));
+    }
+    Ok(())
 }
 
 /// Prints the summary on stdout and turns failed hosts into a non-zero exit.

@@ -3,8 +3,9 @@
 //! KubeProxyConfiguration in the mode cluster.yaml chose (`ipvs` by default, `iptables` in the
 //! sandbox, whose kernel has no IPVS).
 //!
-//! Limits: the pod network (CNI) and CoreDNS are not installed here yet; kube-proxy runs as a
-//! systemd service rather than kubeadm's DaemonSet (there are no images in the sandbox). In
+//! Limits: the pod network is the `network` phase's (host-gw) or the operator's manifests;
+//! CoreDNS is not deployed (the readiness report says so); kube-proxy runs as a systemd service
+//! rather than kubeadm's DaemonSet (there are no images in the sandbox). In
 //! the sandbox profile kube-proxy leaves `nf_conntrack_max` alone (`conntrack.maxPerCore: 0`):
 //! that sysctl is not per network namespace and would change the machine's.
 

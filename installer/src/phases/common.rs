@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clusterkit_core::config::{Cluster, Host, Packages, Role};
+use clusterkit_core::config::{Cluster, Host, Network, Packages, Role};
 use clusterkit_core::playbook::HostTarget;
 use serde_json::{Map, Value};
 
@@ -72,7 +72,8 @@ pub fn flag_input(cluster: &Cluster, host: &Host) -> FlagInput {
     input.apiserver_port = APISERVER_PORT;
     input.etcd_servers = etcd_client_urls(cluster);
     input.service_cidr = k.service_cidr.to_string();
-    input.pod_cidr = Some(k.pod_cidr.to_string());
+    // host-gw assigns node slices itself (phases::network); the controller manager must not.
+    input.pod_cidr = (k.network != Network::HostGw).then(|| k.pod_cidr.to_string());
     input.dns_domain = k.dns_domain.clone();
     input.cluster_name = cluster.name.clone();
     input.sandbox_image = cluster.runtime.sandbox_image.clone();

@@ -15,13 +15,20 @@
 //! register. The phase waits for every Node object, then applies cluster.yaml's labels (and
 //! `node-role.kubernetes.io/<role>`) and adds its taints.
 //!
+//! With the host-gw network the phase sets each Node's `spec.podCIDR(s)` from the slices the
+//! network phase routes ([`network::pod_cidrs`]; the controller manager allocates none). Then
+//! kubelet serving certificates: every kubelet asks for one (`serverTLSBootstrap`), clusterkit
+//! approves the requests whose names belong to the node and denies the others ([`crate::csr`]),
+//! and waits until the API server reaches every kubelet over verified TLS.
+//!
 //! Limits: taints are only added, never removed (the node controller owns some of them).
+//! Serving-certificate renewals are approved when install runs again.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use clusterkit_core::config::{Cluster, Role};
+use clusterkit_core::config::{Cluster, Network, Role};
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Taint};
 use k8s_openapi::api::rbac::v1::{
     ClusterRoleBinding, PolicyRule, Role as RbacRole, RoleBinding, RoleRef, Subject,
@@ -31,7 +38,9 @@ use serde_json::json;
 
 use super::common;
 use super::control_plane::run_kubelet;
+use super::network;
 use super::{InstallError, Phase, PhaseContext};
+use crate::csr;
 use crate::kubeconfig::{self, Kubeconfig, UserEntry};
 use crate::pki::StateLayout;
 use crate::token::{self, BOOTSTRAP_GROUP, FIELD_MANAGER};
@@ -342,6 +351,118 @@ impl Phase for JoinPhase {
             .map(|t| t.name.clone())
             .collect();
         let client = common::admin_client(cx.cluster, None).await?;
-        register_and_label(cx.cluster, &client, &joined).await
+        register_and_label(cx.cluster, &client, &joined).await?;
+        set_pod_cidrs(cx.cluster, &client, &joined).await?;
+        serving_certificates(cx.cluster, &client, &joined).await
     }
+}
+
+/// How long the phase waits for every kubelet to serve with an approved certificate.
+pub const SERVING_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// host-gw: each Node's `spec.podCIDR(s)` set to the slice the network phase routes to it
+/// ([`network::pod_cidrs`], the one source of truth; the controller manager allocates nothing
+/// with host-gw). A Node whose podCIDR already differs (Kubernetes never lets it change) is
+/// an error naming both and the way out.
+async fn set_pod_cidrs(
+    cluster: &Cluster,
+    client: &kube::Client,
+    hosts: &[String],
+) -> Result<(), InstallError> {
+    if cluster.kubernetes.network != Network::HostGw {
+        return Ok(());
+    }
+    let slices = network::pod_cidrs(cluster).map_err(|e| InstallError::Network(e.to_string()))?;
+    let nodes: Api<Node> = Api::all(client.clone());
+    for name in hosts {
+        let Some(slice) = slices.get(name) else {
+            continue;
+        };
+        let want = slice.to_string();
+        let node = nodes
+            .get(name)
+            .await
+            .map_err(|e| api_err(format!("reading node {name}"), e))?;
+        let have = node.spec.and_then(|s| s.pod_cidr).unwrap_or_default();
+        if have == want {
+            continue;
+        }
+        if !have.is_empty() {
+            return Err(InstallError::Network(format!(
+                "node {name} has podCIDR {have} but host-gw routes {want} to it; Kubernetes never changes a node's podCIDR: delete the Node object (`kubectl delete node {name}`, its kubelet registers it again) and rerun install"
+            )));
+        }
+        let patch = json!({ "spec": { "podCIDR": want, "podCIDRs": [want] } });
+        nodes
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(|e| api_err(format!("setting podCIDR of node {name}"), e))?;
+        tracing::info!(node = %name, pod_cidr = %want, "node podCIDR set");
+    }
+    Ok(())
+}
+
+/// Kubelet serving certificates (`serverTLSBootstrap`): reviews the pending kubelet-serving
+/// CSRs ([`csr::review_pending`]: approved only when their names belong to the node) until
+/// the API server reaches every kubelet in `hosts` over TLS (`nodes/<name>/proxy/healthz`;
+/// the API server verifies kubelets against the cluster CA).
+async fn serving_certificates(
+    cluster: &Cluster,
+    client: &kube::Client,
+    hosts: &[String],
+) -> Result<(), InstallError> {
+    // Nodes not yet reached (a Mutex only to share it with the probe; never held across an
+    // await).
+    let waiting = std::sync::Mutex::new(hosts.to_vec());
+    common::wait_until(SERVING_TIMEOUT, || {
+        let waiting = &waiting;
+        async move {
+            for d in csr::review_pending(cluster, client)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                match d {
+                    csr::Decision::Approved { csr, node } => {
+                        tracing::info!(%csr, %node, "kubelet serving CSR approved")
+                    }
+                    csr::Decision::Denied { csr, reason } => {
+                        eprintln!("kubelet serving CSR {csr} denied: {reason}")
+                    }
+                }
+            }
+            let list = waiting.lock().map(|w| w.clone()).unwrap_or_default();
+            let mut still = Vec::new();
+            let mut last = String::new();
+            for n in &list {
+                match common::get_raw(client, &format!("/api/v1/nodes/{n}/proxy/healthz")).await {
+                    Ok(body) if body.trim() == "ok" => {}
+                    Ok(body) => {
+                        last = format!("{n}: healthz says {body:?}");
+                        still.push(n.clone());
+                    }
+                    Err(e) => {
+                        last = format!("{n}: {e}");
+                        still.push(n.clone());
+                    }
+                }
+            }
+            let done = still.is_empty();
+            if let Ok(mut w) = waiting.lock() {
+                *w = still;
+            }
+            if done {
+                Ok(())
+            } else {
+                Err(last)
+            }
+        }
+    })
+    .await
+    .map_err(|e| InstallError::Target {
+        host: "join".into(),
+        message: format!(
+            "kubelets not serving with an approved certificate within {}s (a CSR of kubernetes.io/kubelet-serving naming other hosts' addresses is denied; see `kubectl get csr`): {e}",
+            SERVING_TIMEOUT.as_secs()
+        ),
+    })
 }

@@ -22,9 +22,9 @@
 //! file order, from 0) gets slice *i*. The allocation is recorded in
 //! `<state_dir>/network/pod-cidrs.json` and kept: a host keeps its slice while it stays in
 //! cluster.yaml, a removed host's slice is freed, and a new host takes the lowest free slice.
-//! The controller-manager must not allocate differently: run it with
-//! `--allocate-node-cidrs=false` and set each Node's `spec.podCIDR(s)` from [`pod_cidrs`] (or
-//! pre-create the Node objects with them) — see the module's report to the lead.
+//! This is the one source of truth: with host-gw the controller manager allocates nothing (no
+//! `--allocate-node-cidrs`, see `phases::common::flag_input`) and the `join` phase sets each
+//! Node's `spec.podCIDR(s)` from [`pod_cidrs`].
 //!
 //! Plugins: Debian installs them in `/usr/lib/cni`; containerd's CRI (which runs CNI for the
 //! kubelet with a remote runtime — kubelet's own `--cni-bin-dir`, default `/opt/cni/bin`, is for

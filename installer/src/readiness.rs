@@ -1,0 +1,544 @@
+//! The readiness report `clusterkit install` ends with: is this a cluster that runs workloads?
+//!
+//! Checked from the operator's machine, through admin.conf:
+//! - **nodes**: every cluster.yaml host has a Node, and it is Ready;
+//! - **components**: `/readyz` through the endpoint, `/livez` of every control-plane host's
+//!   API server, fresh leader leases of the controller manager and the scheduler, every etcd
+//!   member healthy (the healthcheck client), and every kubelet reached by the API server over
+//!   verified TLS (`nodes/<name>/proxy/healthz`);
+//! - **probe**: a DaemonSet (`kube-system/clusterkit-probe`, tolerating every taint) puts a
+//!   busybox httpd on every node; from each probe pod (`kubectl exec`-style, through the API)
+//!   every other node's probe pod is fetched by pod IP with `busybox nc` — the pod network
+//!   across every pair of nodes. The DaemonSet is deleted afterwards.
+//! - **dns**: CoreDNS, when a `kube-system/coredns` Deployment exists, must be available;
+//!   without one the report says plainly that there is no cluster DNS (the sandbox has no
+//!   CoreDNS image) and that services are reached by ClusterIP — a note, not a failure.
+//!
+//! The probe image is the busybox image clusterkit builds ([`crate::images::BUSYBOX_IMAGE`],
+//! `imagePullPolicy: Never`) when the cluster's images include it (sandbox, or a bundle with
+//! images), otherwise [`REGISTRY_BUSYBOX`] from the nodes' registries.
+//!
+//! Limits: one probe per node (not per pod); the DNS check does not resolve names.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use clusterkit_core::config::{Cluster, Profile, Role};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, AttachParams, DeleteParams, ListParams, PostParams};
+use serde::Serialize;
+use serde_json::json;
+use tokio::io::AsyncReadExt;
+
+use crate::phases::{common, etcd, images};
+
+/// The probe DaemonSet's name (in kube-system).
+pub const PROBE_NAME: &str = "clusterkit-probe";
+
+/// The probe image when clusterkit's own busybox image is not on the nodes.
+pub const REGISTRY_BUSYBOX: &str = "docker.io/library/busybox:1.36";
+
+/// The port the probe pods serve on.
+pub const PROBE_PORT: u16 = 8080;
+
+/// How long the report waits for nodes to be Ready and probe pods to run.
+pub const WAIT: Duration = Duration::from_secs(180);
+
+/// One checked item.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    /// What was checked (`node node2`, `etcd`, `probe node1 -> node3`).
+    pub name: String,
+    /// Whether it passed.
+    pub ok: bool,
+    /// What was seen.
+    pub detail: String,
+}
+
+impl Check {
+    fn new(name: impl Into<String>, result: Result<String, String>) -> Check {
+        let (ok, detail) = match result {
+            Ok(d) => (true, d),
+            Err(d) => (false, d),
+        };
+        Check {
+            name: name.into(),
+            ok,
+            detail,
+        }
+    }
+}
+
+/// The whole report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// True when every check passed (notes do not count).
+    pub ok: bool,
+    pub nodes: Vec<Check>,
+    pub components: Vec<Check>,
+    pub probes: Vec<Check>,
+    /// Cluster DNS: a check when CoreDNS is deployed, a note when it is not.
+    pub dns: Check,
+    /// Things the operator should know that are not failures.
+    pub notes: Vec<String>,
+}
+
+impl Report {
+    /// The failed checks, for the exit message.
+    pub fn failures(&self) -> Vec<&Check> {
+        self.nodes
+            .iter()
+            .chain(&self.components)
+            .chain(&self.probes)
+            .chain(std::iter::once(&self.dns))
+            .filter(|c| !c.ok)
+            .collect()
+    }
+
+    /// A human-readable table.
+    pub fn table(&self) -> String {
+        let mut out = String::from("\nREADINESS\n");
+        for (section, checks) in [
+            ("nodes", &self.nodes),
+            ("components", &self.components),
+            ("pod network", &self.probes),
+        ] {
+            out.push_str(&format!("  {section}:\n"));
+            for c in checks.iter() {
+                out.push_str(&format!(
+                    "    {:<4} {:<40} {}\n",
+                    if c.ok { "ok" } else { "FAIL" },
+                    c.name,
+                    c.detail
+                ));
+            }
+        }
+        out.push_str(&format!(
+            "  dns:\n    {:<4} {:<40} {}\n",
+            if self.dns.ok { "ok" } else { "FAIL" },
+            self.dns.name,
+            self.dns.detail
+        ));
+        for n in &self.notes {
+            out.push_str(&format!("  note: {n}\n"));
+        }
+        out.push_str(if self.ok {
+            "cluster ready\n"
+        } else {
+            "cluster NOT ready\n"
+        });
+        out
+    }
+}
+
+/// Runs every check; `Err` only when the API cannot be reached at all with admin.conf.
+pub async fn check(cluster: &Cluster) -> Result<Report, String> {
+    let client = common::admin_client(cluster, None)
+        .await
+        .map_err(|e| e.to_string())?;
+    let nodes = node_checks(cluster, &client).await;
+    let components = component_checks(cluster, &client).await;
+    let ready: Vec<String> = nodes
+        .iter()
+        .filter(|c| c.ok)
+        .filter_map(|c| c.name.strip_prefix("node ").map(str::to_string))
+        .collect();
+    let probes = probe_checks(cluster, &client, &ready).await;
+    let (dns, notes) = dns_check(cluster, &client).await;
+    let mut report = Report {
+        ok: false,
+        nodes,
+        components,
+        probes,
+        dns,
+        notes,
+    };
+    report.ok = report.failures().is_empty();
+    Ok(report)
+}
+
+fn node_ready(n: &Node) -> Result<String, String> {
+    let cond = n
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"));
+    match cond {
+        Some(c) if c.status == "True" => Ok("Ready".into()),
+        Some(c) => Err(format!(
+            "not Ready: {} {}",
+            c.reason.clone().unwrap_or_default(),
+            c.message.clone().unwrap_or_default()
+        )),
+        None => Err("no Ready condition yet".into()),
+    }
+}
+
+async fn node_checks(cluster: &Cluster, client: &kube::Client) -> Vec<Check> {
+    let api: Api<Node> = Api::all(client.clone());
+    // The last answer per host (a Mutex only to share it with the probe closure).
+    let last: std::sync::Mutex<BTreeMap<String, Result<String, String>>> = Default::default();
+    let _ = common::wait_until(WAIT, || {
+        let api = &api;
+        let last = &last;
+        async move {
+            let list = api
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| e.to_string());
+            let mut now = BTreeMap::new();
+            for h in &cluster.hosts {
+                let r = match &list {
+                    Err(e) => Err(format!("listing nodes: {e}")),
+                    Ok(l) => match l
+                        .items
+                        .iter()
+                        .find(|n| n.metadata.name.as_deref() == Some(&h.name))
+                    {
+                        None => Err("not registered".into()),
+                        Some(n) => node_ready(n),
+                    },
+                };
+                now.insert(h.name.clone(), r);
+            }
+            let all = now.values().all(|r| r.is_ok());
+            if let Ok(mut l) = last.lock() {
+                *l = now;
+            }
+            if all {
+                Ok(())
+            } else {
+                Err(String::new())
+            }
+        }
+    })
+    .await;
+    let last = last.into_inner().unwrap_or_default();
+    last.into_iter()
+        .map(|(n, r)| Check::new(format!("node {n}"), r))
+        .collect()
+}
+
+async fn raw_ok(client: &kube::Client, path: &str) -> Result<String, String> {
+    match common::get_raw(client, path).await {
+        Ok(b) if b.trim() == "ok" => Ok("ok".into()),
+        Ok(b) => Err(format!("{path} said {:?}", b.trim())),
+        Err(e) => Err(format!("{path}: {e}")),
+    }
+}
+
+async fn component_checks(cluster: &Cluster, client: &kube::Client) -> Vec<Check> {
+    let mut out = vec![Check::new(
+        "apiserver /readyz (endpoint)",
+        raw_ok(client, "/readyz").await,
+    )];
+    for h in cluster.hosts_with_role(Role::ControlPlane) {
+        let r = match common::admin_client(cluster, Some(&common::apiserver_url(h.address))).await {
+            Ok(c) => raw_ok(&c, "/livez").await,
+            Err(e) => Err(e.to_string()),
+        };
+        out.push(Check::new(format!("apiserver /livez {}", h.name), r));
+    }
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-system");
+    for name in ["kube-controller-manager", "kube-scheduler"] {
+        let r = match leases.get(name).await {
+            Err(e) => Err(format!("lease: {e}")),
+            Ok(l) => {
+                let spec = l.spec.unwrap_or_default();
+                let holder = spec.holder_identity.unwrap_or_default();
+                let duration = spec.lease_duration_seconds.unwrap_or(15).max(15) as u64;
+                match spec.renew_time {
+                    None => Err("leader lease never renewed".into()),
+                    Some(t) => {
+                        let age = k8s_openapi::jiff::Timestamp::now()
+                            .duration_since(t.0)
+                            .unsigned_abs();
+                        if holder.is_empty() || age > Duration::from_secs(2 * duration) {
+                            Err(format!(
+                                "leader lease held by {holder:?}, renewed {}s ago",
+                                age.as_secs()
+                            ))
+                        } else {
+                            Ok(format!("leader {holder}"))
+                        }
+                    }
+                }
+            }
+        };
+        out.push(Check::new(name, r));
+    }
+    let etcd_health = match etcd::ClientTls::load(cluster) {
+        Ok(tls) => etcd::health(cluster, &tls).await.map(|_| {
+            format!(
+                "{} members healthy",
+                cluster.hosts_with_role(Role::Etcd).len()
+            )
+        }),
+        Err(e) => Err(e.to_string()),
+    };
+    out.push(Check::new("etcd", etcd_health));
+    for h in &cluster.hosts {
+        out.push(Check::new(
+            format!("kubelet {} (verified TLS)", h.name),
+            raw_ok(client, &format!("/api/v1/nodes/{}/proxy/healthz", h.name)).await,
+        ));
+    }
+    out
+}
+
+/// The probe image and its pull policy for this cluster.
+fn probe_image(cluster: &Cluster) -> (String, &'static str) {
+    let own = matches!(
+        images::image_dir(cluster),
+        Ok(Some((_, m))) if m.images.iter().any(|i| i.name == crate::images::BUSYBOX_IMAGE)
+    );
+    if own {
+        (crate::images::BUSYBOX_IMAGE.to_string(), "Never")
+    } else {
+        (REGISTRY_BUSYBOX.to_string(), "IfNotPresent")
+    }
+}
+
+fn probe_daemonset(image: &str, pull: &str, run: &str) -> serde_json::Value {
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": { "name": PROBE_NAME, "namespace": "kube-system",
+                      "labels": { "app.kubernetes.io/managed-by": "clusterkit" } },
+        "spec": {
+            "selector": { "matchLabels": { "app": PROBE_NAME, "run": run } },
+            "template": {
+                "metadata": { "labels": { "app": PROBE_NAME, "run": run } },
+                "spec": {
+                    "tolerations": [{ "operator": "Exists" }],
+                    "terminationGracePeriodSeconds": 1,
+                    "automountServiceAccountToken": false,
+                    "containers": [{
+                        "name": "probe",
+                        "image": image,
+                        "imagePullPolicy": pull,
+                        "command": ["sh", "-c", format!(
+                            "mkdir -p /tmp/www && echo probe-$NODE > /tmp/www/index.html && exec httpd -f -p {PROBE_PORT} -h /tmp/www")],
+                        "env": [{ "name": "NODE", "valueFrom": { "fieldRef": { "fieldPath": "spec.nodeName" } } }],
+                        "ports": [{ "containerPort": PROBE_PORT }]
+                    }]
+                }
+            }
+        }
+    })
+}
+
+async fn delete_probe(client: &kube::Client) {
+    let ds: Api<DaemonSet> = Api::namespaced(client.clone(), "kube-system");
+    let _ = ds
+        .delete(
+            PROBE_NAME,
+            &DeleteParams {
+                propagation_policy: Some(kube::api::PropagationPolicy::Background),
+                ..Default::default()
+            },
+        )
+        .await;
+}
+
+/// Runs `script` in `pod` and returns its stdout.
+async fn exec(pods: &Api<Pod>, pod: &str, script: &str) -> Result<String, String> {
+    let ap = AttachParams::default()
+        .stdout(true)
+        .stderr(false)
+        .stdin(false);
+    let mut p = pods
+        .exec(pod, ["sh", "-c", script], &ap)
+        .await
+        .map_err(|e| format!("exec in {pod}: {e}"))?;
+    let mut out = String::new();
+    if let Some(mut s) = p.stdout() {
+        let _ = tokio::time::timeout(Duration::from_secs(60), s.read_to_string(&mut out)).await;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(10), p.join()).await;
+    Ok(out)
+}
+
+async fn probe_checks(cluster: &Cluster, client: &kube::Client, ready: &[String]) -> Vec<Check> {
+    if ready.is_empty() {
+        return vec![Check::new("probe", Err("no Ready node to probe".into()))];
+    }
+    let (image, pull) = probe_image(cluster);
+    let run = format!("{:x}", rand::random::<u32>());
+    let ds: Api<DaemonSet> = Api::namespaced(client.clone(), "kube-system");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "kube-system");
+    // A leftover of an interrupted run is replaced.
+    delete_probe(client).await;
+    let _ = common::wait_until(Duration::from_secs(60), || async {
+        match ds.get_opt(PROBE_NAME).await {
+            Ok(None) => Ok(()),
+            _ => Err(String::new()),
+        }
+    })
+    .await;
+    let obj: DaemonSet = match serde_json::from_value(probe_daemonset(&image, pull, &run)) {
+        Ok(o) => o,
+        Err(e) => return vec![Check::new("probe", Err(e.to_string()))],
+    };
+    if let Err(e) = ds.create(&PostParams::default(), &obj).await {
+        return vec![Check::new(
+            "probe",
+            Err(format!("creating kube-system/{PROBE_NAME}: {e}")),
+        )];
+    }
+    // node -> (pod name, pod IP) once Running on every Ready node.
+    let running: std::sync::Mutex<BTreeMap<String, (String, String)>> = Default::default();
+    let lp = ListParams::default().labels(&format!("app={PROBE_NAME},run={run}"));
+    let waited = common::wait_until(WAIT, || {
+        let running = &running;
+        let pods = &pods;
+        let lp = &lp;
+        async move {
+            let list = pods.list(lp).await.map_err(|e| e.to_string())?;
+            let mut now = BTreeMap::new();
+            for p in list.items {
+                let st = p.status.unwrap_or_default();
+                let node = p.spec.and_then(|s| s.node_name).unwrap_or_default();
+                let started = st
+                    .container_statuses
+                    .iter()
+                    .flatten()
+                    .all(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()));
+                if st.phase.as_deref() == Some("Running") && started {
+                    if let (Some(name), Some(ip)) = (p.metadata.name, st.pod_ip) {
+                        now.insert(node, (name, ip));
+                    }
+                }
+            }
+            let missing: Vec<&String> = ready.iter().filter(|n| !now.contains_key(*n)).collect();
+            let result = if missing.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("no running probe pod on {missing:?}"))
+            };
+            if let Ok(mut r) = running.lock() {
+                *r = now;
+            }
+            result
+        }
+    })
+    .await;
+    let running = running.into_inner().unwrap_or_default();
+    let mut out = Vec::new();
+    if let Err(e) = waited {
+        out.push(Check::new(
+            "probe pods",
+            Err(format!("{e} after {}s (image {image})", WAIT.as_secs())),
+        ));
+    }
+    for (from, (pod, _)) in &running {
+        let targets: Vec<(&String, &String)> = running
+            .iter()
+            .filter(|(n, _)| *n != from)
+            .map(|(n, (_, ip))| (n, ip))
+            .collect();
+        if targets.is_empty() {
+            continue;
+        }
+        // One exec per pod: each target's answer on one line, `<ip> <body>`; retried a few
+        // times (fresh routes and iptables rules may take a moment).
+        let script = targets
+            .iter()
+            .map(|(_, ip)| {
+                format!(
+                    "echo {ip} $(printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 {ip} {PROBE_PORT} | tail -n 1)"
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        let mut answers: BTreeMap<String, String> = BTreeMap::new();
+        let mut exec_error = None;
+        let mut raw = String::new();
+        for attempt in 0..8 {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+            }
+            match exec(&pods, pod, &script).await {
+                Ok(text) => {
+                    exec_error = None;
+                    raw = text.clone();
+                    for l in text.lines() {
+                        if let Some((ip, body)) = l.split_once(' ') {
+                            // A right answer from an earlier attempt stands.
+                            let good = targets.iter().any(|(n, t)| {
+                                *t == ip && answers.get(ip) == Some(&format!("probe-{n}"))
+                            });
+                            if !good {
+                                answers.insert(ip.to_string(), body.trim().to_string());
+                            }
+                        }
+                    }
+                }
+                Err(e) => exec_error = Some(e),
+            }
+            let all = targets
+                .iter()
+                .all(|(n, ip)| answers.get(*ip).is_some_and(|b| *b == format!("probe-{n}")));
+            if all {
+                break;
+            }
+        }
+        for (to, ip) in targets {
+            let r = match (answers.get(ip), &exec_error) {
+                (Some(b), _) if *b == format!("probe-{to}") => {
+                    Ok(format!("{ip}:{PROBE_PORT} answered"))
+                }
+                (_, Some(e)) => Err(e.clone()),
+                (Some(b), None) if !b.is_empty() => {
+                    Err(format!("{ip}:{PROBE_PORT} answered {b:?}"))
+                }
+                _ => Err(format!(
+                    "{ip}:{PROBE_PORT}: no answer (the probe printed {:?})",
+                    raw.trim()
+                )),
+            };
+            out.push(Check::new(format!("pod on {from} -> pod on {to}"), r));
+        }
+    }
+    if running.len() == 1 && ready.len() == 1 {
+        out.push(Check::new(
+            "probe pods",
+            Ok("one node: a probe pod runs, nothing to reach across nodes".into()),
+        ));
+    }
+    delete_probe(client).await;
+    out
+}
+
+async fn dns_check(cluster: &Cluster, client: &kube::Client) -> (Check, Vec<String>) {
+    let deps: Api<Deployment> = Api::namespaced(client.clone(), "kube-system");
+    match deps.get_opt("coredns").await {
+        Ok(Some(d)) => {
+            let want = d.spec.and_then(|s| s.replicas).unwrap_or(1);
+            let have = d.status.and_then(|s| s.available_replicas).unwrap_or(0);
+            let r = if have >= want && want > 0 {
+                Ok(format!("{have}/{want} replicas available"))
+            } else {
+                Err(format!("{have}/{want} replicas available"))
+            };
+            (Check::new("coredns", r), Vec::new())
+        }
+        Ok(None) => {
+            let why = if cluster.profile == Profile::Sandbox {
+                "there is no CoreDNS image in the sandbox (no registry)"
+            } else {
+                "clusterkit does not deploy CoreDNS yet; apply its manifests"
+            };
+            let note = format!(
+                "no cluster DNS: CoreDNS is not installed ({why}); pods reach services by ClusterIP, not by name"
+            );
+            (
+                Check::new("coredns", Ok("not installed".into())),
+                vec![note],
+            )
+        }
+        Err(e) => (Check::new("coredns", Err(e.to_string())), Vec::new()),
+    }
+}
