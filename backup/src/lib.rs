@@ -23,6 +23,7 @@ pub mod schedule;
 pub mod settings;
 pub mod status;
 pub mod store;
+pub mod timer;
 
 pub use error::BackupError;
 

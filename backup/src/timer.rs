@@ -1,0 +1,463 @@
+//! `clusterkit backup install-timer`: a systemd service + timer on the control-plane hosts that
+//! runs `clusterkit backup schedule --once` (lock, backup, prune, status) on a calendar.
+//!
+//! Design (what a host needs and where it comes from):
+//! - **the binary**: the running `clusterkit` is uploaded to `/usr/local/bin/clusterkit`
+//!   when the host's copy differs (sha256) — same architecture required (`uname -m` is
+//!   checked), otherwise give `--binary PATH --no-upload` for a binary already on the hosts;
+//! - **no cluster.yaml on the hosts**: every setting is resolved on the operator's machine and
+//!   written as flags into the unit's `ExecStart` (store URL, S3 endpoint/region/path style/
+//!   part size, every etcd member's client URL, compression, age recipients, retention, cluster
+//!   name), so the unit shows exactly what runs and the hosts need no SSH credentials or config
+//!   schema;
+//! - **etcd client certificate**: the apiserver's etcd client pair and the etcd CA the `pki`
+//!   phase already put on every control-plane host (`/etc/kubernetes/pki/…`); checked before
+//!   anything is written;
+//! - **secrets** (S3 keys, the encryption passphrase): read from the operator's environment
+//!   (the variables cluster.yaml names) and written to `/etc/clusterkit/backup.env`, mode
+//!   0600, read by the unit's `EnvironmentFile=`; never in the unit, logs or errors;
+//! - the S3 CA bundle, when configured, is copied to `/etc/clusterkit/s3-ca.pem`.
+//!
+//! Idempotent: each file is compared by sha256 and written only when it differs; the units are
+//! reloaded and the timer enabled only when needed; the report lists what changed per host.
+//! Several control-plane hosts run the timer: the store lock plus `--once`'s window make one
+//! backup per tick. Limits: the store must be reachable from the hosts (a `file://` store is
+//! each host's own directory); secrets are copied as they are at install time.
+
+use std::path::{Path, PathBuf};
+
+use clusterkit_core::config::{Cluster, Role};
+use clusterkit_core::exec::{Command, Executor, UploadOptions};
+use sha2::{Digest, Sha256};
+
+use crate::error::BackupError;
+
+/// Where the units go.
+pub const SERVICE_PATH: &str = "/etc/systemd/system/clusterkit-backup.service";
+/// See [`SERVICE_PATH`].
+pub const TIMER_PATH: &str = "/etc/systemd/system/clusterkit-backup.timer";
+/// Secrets for the unit (0600).
+pub const ENV_PATH: &str = "/etc/clusterkit/backup.env";
+/// The S3 CA bundle copy.
+pub const CA_PATH: &str = "/etc/clusterkit/s3-ca.pem";
+/// etcd CA and client pair on control-plane hosts (written by the `pki` phase).
+pub const ETCD_CA: &str = "/etc/kubernetes/pki/etcd/ca.crt";
+/// See [`ETCD_CA`].
+pub const ETCD_CERT: &str = "/etc/kubernetes/pki/apiserver-etcd-client.crt";
+/// See [`ETCD_CA`].
+pub const ETCD_KEY: &str = "/etc/kubernetes/pki/apiserver-etcd-client.key";
+
+/// What to install.
+#[derive(Debug, Clone)]
+pub struct TimerSpec {
+    /// systemd `OnCalendar=`.
+    pub on_calendar: String,
+    /// The binary's path on the hosts.
+    pub binary: String,
+    /// Local binary uploaded to `binary` when the host's differs; `None`: must exist there.
+    pub upload_binary: Option<PathBuf>,
+    /// Arguments after the binary (`backup schedule --once …`).
+    pub args: Vec<String>,
+    /// `NAME=value` lines of the environment file (secrets).
+    pub env: Vec<(String, String)>,
+    /// Local S3 CA bundle to copy to [`CA_PATH`].
+    pub ca_file: Option<PathBuf>,
+}
+
+/// Resolves the unit's arguments and secrets from cluster.yaml. `store` overrides
+/// `backup.store`.
+pub fn spec_from_cluster(
+    cluster: &Cluster,
+    store: Option<&str>,
+    on_calendar: &str,
+    binary: &str,
+    upload_binary: Option<PathBuf>,
+) -> Result<TimerSpec, BackupError> {
+    let b = &cluster.backup;
+    let store = match (store, &b.store) {
+        (Some(s), _) => s.to_string(),
+        (None, Some(s)) => s.to_string(),
+        (None, None) => {
+            return Err(BackupError::Invalid(
+                "no store: give --store or set backup.store in cluster.yaml".into(),
+            ))
+        }
+    };
+    let endpoints: Vec<String> = cluster
+        .hosts_with_role(Role::Etcd)
+        .iter()
+        .map(|h| match h.address {
+            std::net::IpAddr::V6(a) => format!("https://[{a}]:2379"),
+            std::net::IpAddr::V4(a) => format!("https://{a}:2379"),
+        })
+        .collect();
+    if endpoints.is_empty() {
+        return Err(BackupError::Invalid(
+            "cluster.yaml has no etcd hosts".into(),
+        ));
+    }
+    let mut args: Vec<String> = ["backup", "schedule", "--once", "--store"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.push(store);
+    let mut push = |k: &str, v: String| {
+        args.push(k.to_string());
+        args.push(v);
+    };
+    push("--endpoints", endpoints.join(","));
+    push("--cacert", ETCD_CA.into());
+    push("--cert", ETCD_CERT.into());
+    push("--key", ETCD_KEY.into());
+    push("--cluster-name", cluster.name.clone());
+    push("--compression-level", b.compression_level.to_string());
+    if let Some(e) = &b.s3.endpoint {
+        push("--s3-endpoint", e.clone());
+    }
+    if let Some(r) = &b.s3.region {
+        push("--s3-region", r.clone());
+    }
+    if let Some(p) = b.s3.path_style {
+        push("--s3-path-style", p.to_string());
+    }
+    push(
+        "--s3-checksums",
+        match b.s3.checksums {
+            clusterkit_core::config::Checksums::WhenRequired => "when-required".into(),
+            clusterkit_core::config::Checksums::WhenSupported => "when-supported".into(),
+        },
+    );
+    push("--part-size-mib", b.s3.part_size_mib.to_string());
+    push("--parts-in-flight", b.s3.parts_in_flight.to_string());
+    let ca_file = b.s3.ca_file.clone();
+    if ca_file.is_some() {
+        push("--s3-ca-file", CA_PATH.into());
+    }
+    for r in &b.encryption.age_recipients {
+        push("--age-recipient", r.clone());
+    }
+    let r = &b.retention;
+    for (flag, v) in [
+        ("--keep-last", r.keep_last),
+        ("--hourly", r.hourly),
+        ("--daily", r.daily),
+        ("--weekly", r.weekly),
+        ("--monthly", r.monthly),
+    ] {
+        if let Some(v) = v {
+            push(flag, v.to_string());
+        }
+    }
+    let mut env = Vec::new();
+    let read = |s: &clusterkit_core::config::SecretEnv| {
+        s.read()
+            .map(|v| v.expose().to_string())
+            .map_err(|e| BackupError::Invalid(e.to_string()))
+    };
+    if let Some(s) = &b.s3.access_key_id {
+        env.push(("AWS_ACCESS_KEY_ID".to_string(), read(s)?));
+    }
+    if let Some(s) = &b.s3.secret_access_key {
+        env.push(("AWS_SECRET_ACCESS_KEY".to_string(), read(s)?));
+    }
+    if let Some(p) = &b.encryption.passphrase {
+        env.push(("CLUSTERKIT_BACKUP_PASSPHRASE".to_string(), read(p)?));
+        push("--passphrase-env", "CLUSTERKIT_BACKUP_PASSPHRASE".into());
+    }
+    Ok(TimerSpec {
+        on_calendar: on_calendar.to_string(),
+        binary: binary.to_string(),
+        upload_binary,
+        args,
+        env,
+        ca_file,
+    })
+}
+
+/// One word of an `ExecStart=` line: systemd expands `%` specifiers and `$VAR`, and splits on
+/// whitespace unless quoted.
+fn exec_word(s: &str) -> Result<String, BackupError> {
+    if s.contains('\n') || s.contains('\r') {
+        return Err(BackupError::Invalid(format!(
+            "a unit argument contains a newline: {s:?}"
+        )));
+    }
+    let escaped = s.replace('%', "%%").replace('$', "$$");
+    if !escaped.is_empty()
+        && escaped
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./:=@+,[]%$".contains(&b))
+    {
+        return Ok(escaped);
+    }
+    Ok(format!(
+        "\"{}\"",
+        escaped.replace('\\', "\\\\").replace('"', "\\\"")
+    ))
+}
+
+/// The service unit.
+pub fn service_unit(spec: &TimerSpec) -> Result<String, BackupError> {
+    let mut exec = exec_word(&spec.binary)?;
+    for a in &spec.args {
+        exec.push(' ');
+        exec.push_str(&exec_word(a)?);
+    }
+    Ok(format!(
+        "# Written by `clusterkit backup install-timer`; the next run rewrites it.\n\
+         [Unit]\nDescription=clusterkit etcd backup\nWants=network-online.target\n\
+         After=network-online.target\n\n\
+         [Service]\nType=oneshot\n\
+         # No cluster.yaml on the hosts: every setting is a flag below; secrets in the file.\n\
+         WorkingDirectory=/etc/clusterkit\nEnvironment=CLUSTERKIT_CONFIG=/etc/clusterkit/no-cluster.yaml\n\
+         EnvironmentFile=-{ENV_PATH}\nExecStart={exec}\n"
+    ))
+}
+
+/// The timer unit.
+pub fn timer_unit(spec: &TimerSpec) -> Result<String, BackupError> {
+    if spec.on_calendar.contains('\n') {
+        return Err(BackupError::Invalid("OnCalendar contains a newline".into()));
+    }
+    Ok(format!(
+        "# Written by `clusterkit backup install-timer`; the next run rewrites it.\n\
+         [Unit]\nDescription=clusterkit etcd backup timer\n\n\
+         [Timer]\nOnCalendar={}\nRandomizedDelaySec=60\nPersistent=true\n\n\
+         [Install]\nWantedBy=timers.target\n",
+        spec.on_calendar
+    ))
+}
+
+fn env_file(spec: &TimerSpec) -> Result<String, BackupError> {
+    let mut out = String::from("# Written by `clusterkit backup install-timer` (mode 0600).\n");
+    for (k, v) in &spec.env {
+        if v.contains('\n') {
+            return Err(BackupError::Invalid(format!(
+                "the value of {k} contains a newline"
+            )));
+        }
+        out.push_str(&format!(
+            "{k}=\"{}\"\n",
+            v.replace('\\', "\\\\").replace('"', "\\\"")
+        ));
+    }
+    Ok(out)
+}
+
+/// What changed on one host.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HostReport {
+    pub host: String,
+    /// Empty when everything was already in place.
+    pub changed: Vec<String>,
+}
+
+fn q(s: &str) -> String {
+    clusterkit_core::exec::ssh::shell_quote(s)
+}
+
+fn err(host: &str, what: &str, e: impl std::fmt::Display) -> BackupError {
+    BackupError::Command {
+        command: format!("{what} on {host}"),
+        status: "failed".into(),
+        stderr: e.to_string(),
+    }
+}
+
+async fn sh(x: &dyn Executor, what: &str, line: String) -> Result<String, BackupError> {
+    x.run_checked(&Command::new(line))
+        .await
+        .map(|o| o.stdout_str())
+        .map_err(|e| err(x.host(), what, e))
+}
+
+/// Writes `data` to `path` unless the host's file has the same sha256 and mode. Returns
+/// whether it wrote.
+async fn ensure_file(
+    x: &dyn Executor,
+    path: &str,
+    data: &[u8],
+    mode: u32,
+) -> Result<bool, BackupError> {
+    let want = hex::encode(Sha256::digest(data));
+    let have = sh(
+        x,
+        &format!("checking {path}"),
+        format!(
+            "if [ -f {p} ]; then echo \"$(sha256sum < {p} | cut -d' ' -f1) $(stat -c %a {p})\"; fi",
+            p = q(path)
+        ),
+    )
+    .await?;
+    if have.trim() == format!("{want} {mode:o}") {
+        return Ok(false);
+    }
+    x.upload(
+        data,
+        path,
+        &UploadOptions {
+            mode,
+            owner: None,
+            create_parents: true,
+        },
+    )
+    .await
+    .map_err(|e| err(x.host(), &format!("writing {path}"), e))?;
+    Ok(true)
+}
+
+fn local_arch() -> &'static str {
+    std::env::consts::ARCH
+}
+
+/// Installs (or updates) the units on one control-plane host and enables the timer.
+pub async fn install_on(x: &dyn Executor, spec: &TimerSpec) -> Result<HostReport, BackupError> {
+    let host = x.host().to_string();
+    let mut changed = Vec::new();
+    sh(
+        x,
+        "checking the etcd client certificate",
+        format!(
+            "for f in {ETCD_CA} {ETCD_CERT} {ETCD_KEY}; do [ -f \"$f\" ] || {{ echo \"$f is missing (run install --phase pki first; only control-plane hosts have it)\" >&2; exit 1; }}; done; \
+             command -v systemctl >/dev/null || {{ echo 'no systemd' >&2; exit 1; }}"
+        ),
+    )
+    .await?;
+    if let Some(local) = &spec.upload_binary {
+        let arch = sh(x, "uname -m", "uname -m".into()).await?;
+        if arch.trim() != local_arch() {
+            return Err(err(
+                &host,
+                "checking the architecture",
+                format!(
+                    "the host is {}, this clusterkit is {}: put a matching binary on the hosts and \
+                     give --binary PATH --no-upload",
+                    arch.trim(),
+                    local_arch()
+                ),
+            ));
+        }
+        let data = tokio::fs::read(local)
+            .await
+            .map_err(|e| BackupError::LocalIo {
+                path: local.clone(),
+                message: e.to_string(),
+            })?;
+        if ensure_file(x, &spec.binary, &data, 0o755).await? {
+            changed.push(format!("upload {}", spec.binary));
+        }
+    } else {
+        sh(
+            x,
+            "checking the binary",
+            format!(
+                "[ -x {b} ] || {{ echo '{b} is not an executable on this host' >&2; exit 1; }}",
+                b = q(&spec.binary)
+            ),
+        )
+        .await?;
+    }
+    sh(
+        x,
+        "creating /etc/clusterkit",
+        "mkdir -p /etc/clusterkit && chmod 700 /etc/clusterkit".into(),
+    )
+    .await?;
+    if ensure_file(x, ENV_PATH, env_file(spec)?.as_bytes(), 0o600).await? {
+        changed.push(format!("write {ENV_PATH}"));
+    }
+    if let Some(ca) = &spec.ca_file {
+        let data = std::fs::read(ca).map_err(|e| BackupError::LocalIo {
+            path: ca.clone(),
+            message: e.to_string(),
+        })?;
+        if ensure_file(x, CA_PATH, &data, 0o644).await? {
+            changed.push(format!("write {CA_PATH}"));
+        }
+    }
+    let mut units = false;
+    for (path, text) in [
+        (SERVICE_PATH, service_unit(spec)?),
+        (TIMER_PATH, timer_unit(spec)?),
+    ] {
+        if ensure_file(x, path, text.as_bytes(), 0o644).await? {
+            changed.push(format!("write {path}"));
+            units = true;
+        }
+    }
+    if units {
+        sh(
+            x,
+            "systemctl daemon-reload",
+            "systemctl daemon-reload".into(),
+        )
+        .await?;
+    }
+    let state = sh(
+        x,
+        "checking the timer",
+        "echo \"$(systemctl is-enabled clusterkit-backup.timer 2>/dev/null) $(systemctl is-active clusterkit-backup.timer 2>/dev/null)\"".into(),
+    )
+    .await?;
+    if state.trim() != "enabled active" {
+        sh(
+            x,
+            "enabling the timer",
+            "systemctl enable --now clusterkit-backup.timer".into(),
+        )
+        .await?;
+        changed.push("enable --now clusterkit-backup.timer".into());
+    } else if units {
+        // A changed OnCalendar takes effect on restart.
+        sh(
+            x,
+            "restarting the timer",
+            "systemctl restart clusterkit-backup.timer".into(),
+        )
+        .await?;
+    }
+    Ok(HostReport { host, changed })
+}
+
+/// The running binary, for the upload.
+pub fn current_binary() -> Result<PathBuf, BackupError> {
+    std::env::current_exe().map_err(|e| BackupError::LocalIo {
+        path: Path::new("/proc/self/exe").to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(args: &[&str]) -> TimerSpec {
+        TimerSpec {
+            on_calendar: "*-*-* 00/6:00:00".into(),
+            binary: "/usr/local/bin/clusterkit".into(),
+            upload_binary: None,
+            args: args.iter().map(|s| s.to_string()).collect(),
+            env: vec![("AWS_SECRET_ACCESS_KEY".into(), "a\"b".into())],
+            ca_file: None,
+        }
+    }
+
+    #[test]
+    fn exec_start_quotes_and_escapes() {
+        let u = service_unit(&spec(&["--store", "s3://b/p", "--x", "a b", "100%$"])).unwrap();
+        assert!(
+            u.contains(
+                "ExecStart=/usr/local/bin/clusterkit --store s3://b/p --x \"a b\" 100%%$$\n"
+            ),
+            "{u}"
+        );
+        assert!(!u.contains("a\"b"), "secrets stay out of the unit");
+        assert!(service_unit(&spec(&["a\nb"])).is_err());
+    }
+
+    #[test]
+    fn env_file_quotes() {
+        let e = env_file(&spec(&[])).unwrap();
+        assert!(e.contains("AWS_SECRET_ACCESS_KEY=\"a\\\"b\"\n"), "{e}");
+    }
+}
