@@ -7,12 +7,12 @@
 # per step; copy them into RESULTS.md.
 #
 # Usage: bench/namespace/run.sh [N ...]      (default: 10000 50000)
-# Needs: CLUSTERKIT_KUBE_BIN_DIR (default /var/cache/clusterkit/kube-v1.20.2/bin), etcd,
+# Needs: CLUSTERKIT_KUBE_BIN_DIR (default /var/cache/clusterkit/kube-v1.20.2-r2/bin), etcd,
 # openssl, /usr/bin/time. Everything runs on loopback in a temp dir and is stopped on exit.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-KUBE_BIN=${CLUSTERKIT_KUBE_BIN_DIR:-/var/cache/clusterkit/kube-v1.20.2/bin}
+KUBE_BIN=${CLUSTERKIT_KUBE_BIN_DIR:-/var/cache/clusterkit/kube-v1.20.2-r2/bin}
 ETCD=${CLUSTERKIT_ETCD:-/usr/bin/etcd}
 COUNTS=("${@:-10000 50000}")
 # shellcheck disable=SC2206
