@@ -38,6 +38,19 @@ pub enum MonitorError {
     #[error("cannot render {file}: {message}")]
     Render { file: String, message: String },
 
+    /// `monitor deploy` could not start (playbook, bundle, SSH targets) or was asked for a
+    /// job that does not exist.
+    #[error("monitor deploy: {message}")]
+    Deploy { message: String },
+
+    /// Prometheus's HTTP API did not answer usefully until the deadline.
+    #[error("Prometheus at {address}: {message}")]
+    PrometheusApi { address: String, message: String },
+
+    /// Scrape targets still down (or not yet known to Prometheus) when the wait ended.
+    #[error("targets not up after {waited_secs} s: {}", down.join("; "))]
+    TargetsDown { waited_secs: u64, down: Vec<String> },
+
     /// The exporter could not listen on its address.
     #[error("cannot listen on {address}: {source}")]
     Listen {

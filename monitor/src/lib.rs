@@ -5,8 +5,10 @@
 //!
 //! - [`topology`]: what the monitor reads from cluster.yaml;
 //! - [`generate`]: `clusterkit monitor config`;
-//! - [`exporter`]: `clusterkit monitor serve`.
+//! - [`exporter`]: `clusterkit monitor serve`;
+//! - [`deploy`]: `clusterkit monitor deploy`.
 
+pub mod deploy;
 pub mod duration;
 pub mod error;
 pub mod exporter;

@@ -97,18 +97,30 @@ struct ServeArgs {
 }
 
 #[derive(clap::Args)]
-struct DeployArgs {}
+struct DeployArgs {
+    /// Report what would change; change nothing.
+    #[arg(long)]
+    check: bool,
+    /// Jobs whose every target must be up afterwards (comma-separated; default: every job but
+    /// the clusterkit exporter's, which `deploy` does not run).
+    #[arg(long, value_delimiter = ',')]
+    check_jobs: Option<Vec<String>>,
+    /// Seconds to wait for the targets to come up.
+    #[arg(long, default_value_t = 180)]
+    wait_secs: u64,
+    /// Override directory for playbooks (searched before the embedded ones; repeatable).
+    #[arg(long)]
+    library: Vec<PathBuf>,
+    #[command(flatten)]
+    tuning: Tuning,
+}
 
 impl Args {
     pub async fn run(self, global: Global) -> anyhow::Result<()> {
         match self.command {
             MonitorCommand::Config(args) => config(args, &global),
             MonitorCommand::Serve(args) => serve(args, &global).await,
-            MonitorCommand::Deploy(_) => anyhow::bail!(
-                "`clusterkit monitor deploy` is not implemented yet: it needs the SSH executor and the \
-                 offline bundle. Meanwhile run `clusterkit monitor config -o DIR` and install \
-                 Prometheus/Alertmanager with DIR as their configuration."
-            ),
+            MonitorCommand::Deploy(args) => deploy(args, &global).await,
         }
     }
 }
@@ -156,6 +168,60 @@ fn config(args: ConfigArgs, global: &Global) -> anyhow::Result<()> {
                 args.output_dir.display()
             );
         }
+    }
+    Ok(())
+}
+
+async fn deploy(args: DeployArgs, global: &Global) -> anyhow::Result<()> {
+    use clusterkit_monitor::deploy::{self, DeployOptions};
+    let topology = load(global)?.with_overrides(&args.tuning.overrides())?;
+    let opts = DeployOptions {
+        check: args.check,
+        check_jobs: args.check_jobs,
+        wait: std::time::Duration::from_secs(args.wait_secs),
+        concurrency: None,
+        library: args.library,
+        progress: true,
+        verbose: global.verbose > 0,
+    };
+    let report = deploy::deploy(&topology, &opts).await?;
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
+    match global.output {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        OutputFormat::Table | OutputFormat::Yaml => {
+            print!("{}", report.run.table());
+            for t in &report.targets {
+                println!(
+                    "{:<8} {:<24} {:<24} {}{}",
+                    t.health,
+                    t.job,
+                    t.instance,
+                    if t.required { "" } else { "(not checked) " },
+                    t.last_error
+                );
+            }
+            if !report.grafana {
+                println!(
+                    "Grafana: not installed (the offline bundle carries no `grafana` package; \
+                     Debian has none). Dashboards and provisioning are in {}/grafana on the monitor hosts.",
+                    deploy::CONFIG_DIR
+                );
+            }
+            for p in &report.prometheus {
+                println!("Prometheus: {p}");
+            }
+        }
+    }
+    let failed = report.run.failed_hosts();
+    if !failed.is_empty() {
+        anyhow::bail!(
+            "{} of {} hosts failed: {}",
+            failed.len(),
+            report.run.hosts.len(),
+            failed.join(", ")
+        );
     }
     Ok(())
 }
