@@ -1,0 +1,497 @@
+//! `clusterkit node add` / `node remove` on a 4-node sandbox, all real: Debian 12 nspawn nodes
+//! over SSH, Debian's etcd 3.4 from the offline bundle, Kubernetes v1.20.2 built from Debian's
+//! source package (`CLUSTERKIT_KUBE_BIN_DIR`), control plane as systemd units, host-gw pods.
+//!
+//! The cluster is installed from a cluster.yaml listing node1..node3 only; node4 is then listed
+//! (roles worker and etcd) and `node add node4` runs: it registers and becomes Ready, becomes a
+//! started etcd member (4 members, all healthy), every other node routes its pod slice, and
+//! node1..node3's etcd, kubelet, kube-proxy and kube-apiserver were not restarted. Adding a node
+//! that is already one is refused. Removing node1 (the only control-plane host) is refused.
+//! A Deployment pinned to node4 and a DaemonSet are created; `node remove node4 --check`
+//! reports the eviction and changes nothing; `node remove node4 --yes` evicts the Deployment's
+//! pod and skips the DaemonSet's, removes the etcd member (3 left, healthy), deletes the Node,
+//! removes the route to node4's slice from the others, and resets node4; again the other nodes'
+//! services were not restarted. Wall times are printed.
+//!
+//! Needs root, systemd-nspawn and debootstrap (scripts/deps.sh), apt access for the bundle,
+//! etcdctl and the Kubernetes binaries; fails with the reason when one is missing.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use clusterkit_sandbox::{SandboxGuard, UpOptions};
+use common::{clusterkit, describe, run_fail, run_ok, stderr, stdout, tool};
+use serde_json::Value;
+
+const OLD: [&str; 3] = ["node1", "node2", "node3"];
+
+fn ssh(sb: &SandboxGuard, node: &str, cmd: &str) -> String {
+    let n = sb.node(node).unwrap();
+    let mut c = Command::new("ssh");
+    c.arg("-i")
+        .arg(sb.key_file())
+        .arg("-o")
+        .arg(format!("UserKnownHostsFile={}", sb.known_hosts().display()))
+        .args([
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout=10",
+        ])
+        .arg(format!("root@{}", n.address))
+        .arg(cmd);
+    stdout(&run_ok(&mut c))
+}
+
+fn ck(cfg: &Path, args: &[&str]) -> Command {
+    let mut c = clusterkit();
+    c.arg("-f").arg(cfg).args(args);
+    c
+}
+
+/// Runs a clusterkit command that must succeed and print JSON; returns it and the wall time.
+fn json_ok(c: &mut Command) -> (Value, Duration) {
+    let start = Instant::now();
+    let out = run_ok(c);
+    let took = start.elapsed();
+    let v = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}\n{}", describe(c, &out, "expected JSON")));
+    (v, took)
+}
+
+fn etcdctl(state: &Path, endpoints: &str, args: &[&str]) -> Command {
+    let pki = state.join("pki/etcd");
+    let mut c = Command::new(tool("CLUSTERKIT_ETCDCTL", Path::new("/usr/bin/etcdctl")));
+    c.env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoints}"))
+        .arg(format!("--cacert={}", pki.join("ca.crt").display()))
+        .arg(format!(
+            "--cert={}",
+            pki.join("healthcheck-client.crt").display()
+        ))
+        .arg(format!(
+            "--key={}",
+            pki.join("healthcheck-client.key").display()
+        ))
+        .args(["--dial-timeout=5s", "--command-timeout=10s"])
+        .args(args);
+    c
+}
+
+/// Started member names (sorted) and how many endpoints report healthy.
+fn etcd_state(sb: &SandboxGuard, state: &Path, nodes: &[&str]) -> (Vec<String>, usize) {
+    let endpoints = nodes
+        .iter()
+        .map(|n| format!("https://{}:2379", sb.node(n).unwrap().address))
+        .collect::<Vec<_>>()
+        .join(",");
+    let list: Value = serde_json::from_str(&stdout(&run_ok(&mut etcdctl(
+        state,
+        &endpoints,
+        &["member", "list", "-w", "json"],
+    ))))
+    .unwrap();
+    let mut names: Vec<String> = list["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap_or("").to_string())
+        .collect();
+    names.sort();
+    // etcdctl 3.4 prints the health lines on stderr.
+    let out = etcdctl(state, &endpoints, &["endpoint", "health"])
+        .output()
+        .unwrap();
+    let health = format!("{}{}", stdout(&out), stderr(&out));
+    (names, health.matches("is healthy").count())
+}
+
+fn kubectl_cmd(kube_bin: &Path, admin: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(kube_bin.join("kubectl"));
+    c.arg("--kubeconfig")
+        .arg(admin)
+        .arg("--request-timeout=30s")
+        .args(args);
+    c
+}
+
+fn kubectl(kube_bin: &Path, admin: &Path, args: &[&str]) -> String {
+    stdout(&run_ok(&mut kubectl_cmd(kube_bin, admin, args)))
+}
+
+/// Polls `check` every 2 s until it returns `Some`, or panics with `what` after `timeout`.
+fn poll<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
+    let start = Instant::now();
+    loop {
+        match check() {
+            Ok(v) => return v,
+            Err(e) if start.elapsed() > timeout => {
+                panic!("{what}: not within {}s: {e}", timeout.as_secs())
+            }
+            Err(_) => std::thread::sleep(Duration::from_secs(2)),
+        }
+    }
+}
+
+/// When each long-running service of a node last (re)started: restarts show up as changes.
+fn started_at(sb: &SandboxGuard, node: &str) -> String {
+    ssh(
+        sb,
+        node,
+        "for u in etcd kubelet kube-proxy kube-apiserver; do echo \"$u $(systemctl show -p ActiveEnterTimestampMonotonic --value $u)\"; done",
+    )
+}
+
+/// node4's pod slice from the network state, and the routes to it on `node`.
+fn routes_to(sb: &SandboxGuard, node: &str, slice: &str) -> String {
+    ssh(sb, node, &format!("ip route show {slice}"))
+}
+
+/// The test workload: a Deployment pinned to node4 and a DaemonSet on every node (the pause
+/// image every node has imported).
+const WORKLOAD: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: { name: pinned, namespace: default }
+spec:
+  replicas: 1
+  selector: { matchLabels: { app: pinned } }
+  template:
+    metadata: { labels: { app: pinned } }
+    spec:
+      nodeSelector: { kubernetes.io/hostname: node4 }
+      terminationGracePeriodSeconds: 1
+      containers:
+        - { name: pause, image: registry.k8s.io/pause:3.2, imagePullPolicy: Never }
+---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: { name: everywhere, namespace: default }
+spec:
+  selector: { matchLabels: { app: everywhere } }
+  template:
+    metadata: { labels: { app: everywhere } }
+    spec:
+      terminationGracePeriodSeconds: 1
+      tolerations: [{ operator: Exists }]
+      containers:
+        - { name: pause, image: registry.k8s.io/pause:3.2, imagePullPolicy: Never }
+"#;
+
+#[test]
+fn add_and_remove_a_node() {
+    let kube_bin = std::env::var_os("CLUSTERKIT_KUBE_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| common::cache_dir().join("kube-v1.20.2/bin"));
+    assert!(
+        kube_bin.join("kube-apiserver").is_file(),
+        "Kubernetes v1.20.2 binaries missing in {} (CLUSTERKIT_KUBE_BIN_DIR): run `bash scripts/deps.sh`",
+        kube_bin.display()
+    );
+    let sb = SandboxGuard::up(UpOptions::new("nodeadd", 4))
+        .expect("sandbox up (needs root and scripts/deps.sh)");
+    let work = tempfile::tempdir().unwrap();
+    let bundle = work.path().join("bundle");
+    run_ok(
+        clusterkit()
+            .env("CLUSTERKIT_KUBE_BIN_DIR", &kube_bin)
+            .args([
+                "bundle",
+                "build",
+                "--package",
+                "etcd-server",
+                "--package",
+                "containernetworking-plugins",
+                "--out",
+            ])
+            .arg(&bundle),
+    );
+    // Two versions of one cluster.yaml (same file, same state directory): without node4, then
+    // with node4 as a worker and etcd member.
+    let base = std::fs::read_to_string(sb.cluster_yaml()).unwrap();
+    let start = base
+        .find("  - name: node4\n")
+        .expect("node4 in the sandbox's cluster.yaml");
+    let end = base.find("kubernetes:").expect("kubernetes section");
+    assert!(start < end, "{base}");
+    let node4 = base[start..end].replace("roles: [worker]", "roles: [worker, etcd]");
+    assert!(node4.contains("roles: [worker, etcd]"), "{node4}");
+    let packages = format!("packages: {{ bundle: {} }}\n", bundle.display());
+    let three = format!("{}{}{packages}", &base[..start], &base[end..]);
+    let four = format!("{}{node4}{}{packages}", &base[..start], &base[end..]);
+    let cfg = sb.dir().join("nodes.yaml");
+    std::fs::write(&cfg, &three).unwrap();
+    let state = sb.dir().join("nodeadd-state");
+    let admin = sb.dir().join("admin.conf");
+
+    // 1. The cluster on node1..node3.
+    let (summary, took) = json_ok(&mut ck(&cfg, &["-o", "json", "install"]));
+    eprintln!("install (all phases, 3 nodes): {:.1}s", took.as_secs_f64());
+    for n in OLD {
+        assert_eq!(summary["hosts"][n]["failed"], 0, "{summary:#}");
+    }
+    assert_eq!(
+        etcd_state(&sb, &state, &OLD),
+        (vec!["node1".into(), "node2".into(), "node3".into()], 3)
+    );
+    let before: Vec<String> = OLD.iter().map(|n| started_at(&sb, n)).collect();
+
+    // 2. node4 listed, then added.
+    std::fs::write(&cfg, &four).unwrap();
+    let out = run_fail(&mut ck(&cfg, &["node", "add", "node2"]));
+    assert!(
+        stderr(&out).contains("refusing to add node2") && stderr(&out).contains("already a Node"),
+        "{}",
+        stderr(&out)
+    );
+    let (summary, took) = json_ok(&mut ck(&cfg, &["-o", "json", "node", "add", "node4"]));
+    eprintln!("node add node4: {:.1}s", took.as_secs_f64());
+    assert_eq!(summary["hosts"]["node4"]["failed"], 0, "{summary:#}");
+    assert!(
+        summary["hosts"]["node4"]["changed"].as_u64().unwrap() > 0,
+        "{summary:#}"
+    );
+    for n in OLD {
+        // Only the network playbook ran on the others: it added node4's route.
+        assert_eq!(summary["hosts"][n]["failed"], 0, "{summary:#}");
+    }
+    let ready = poll(Duration::from_secs(300), "node4 Ready", || {
+        let (ok, out) = {
+            let o = kubectl_cmd(
+                &kube_bin,
+                &admin,
+                &[
+                    "get",
+                    "node",
+                    "node4",
+                    "-o",
+                    "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+                ],
+            )
+            .output()
+            .unwrap();
+            (o.status.success(), format!("{}{}", stdout(&o), stderr(&o)))
+        };
+        if ok && out.trim() == "True" {
+            Ok(out)
+        } else {
+            Err(out)
+        }
+    });
+    assert_eq!(ready.trim(), "True");
+    let all4 = ["node1", "node2", "node3", "node4"];
+    let (members, healthy) = poll(Duration::from_secs(120), "4 healthy etcd members", || {
+        let s = etcd_state(&sb, &state, &all4);
+        if s.0.len() == 4 && s.1 == 4 {
+            Ok(s)
+        } else {
+            Err(format!("{s:?}"))
+        }
+    });
+    assert_eq!(members, ["node1", "node2", "node3", "node4"]);
+    assert_eq!(healthy, 4);
+    let slices: Value = serde_json::from_str(
+        &std::fs::read_to_string(state.join("network/pod-cidrs.json")).unwrap(),
+    )
+    .unwrap();
+    let slice = slices["node4"]
+        .as_str()
+        .expect("node4 has a pod slice")
+        .to_string();
+    let node4_ip = sb.node("node4").unwrap().address.to_string();
+    for n in OLD {
+        let r = routes_to(&sb, n, &slice);
+        assert!(r.contains(&format!("via {node4_ip}")), "{n}: {r:?}");
+    }
+    assert!(!ssh(&sb, "node4", "ip route show proto 75")
+        .trim()
+        .is_empty());
+    let after_add: Vec<String> = OLD.iter().map(|n| started_at(&sb, n)).collect();
+    assert_eq!(
+        after_add, before,
+        "node add restarted a service on another node"
+    );
+
+    // 3. The last control-plane host cannot be removed.
+    let out = run_fail(&mut ck(&cfg, &["node", "remove", "node1", "--yes"]));
+    assert!(
+        stderr(&out).contains("refusing to remove node1")
+            && stderr(&out).contains("only control-plane host"),
+        "{}",
+        stderr(&out)
+    );
+
+    // 4. A workload on node4, and a DaemonSet everywhere.
+    let mut apply = kubectl_cmd(&kube_bin, &admin, &["apply", "-f", "-"]);
+    apply
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = apply.spawn().unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), WORKLOAD.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        describe(&apply, &out, "kubectl apply")
+    );
+    let pods_on_node4 = |label: &str| -> Vec<String> {
+        let v: Value = serde_json::from_str(&kubectl(
+            &kube_bin,
+            &admin,
+            &["get", "pods", "-l", label, "-o", "json"],
+        ))
+        .unwrap();
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["spec"]["nodeName"] == "node4")
+            .map(|p| p["metadata"]["name"].as_str().unwrap_or("").to_string())
+            .collect()
+    };
+    let pinned = poll(Duration::from_secs(120), "the pinned pod on node4", || {
+        let p = pods_on_node4("app=pinned");
+        if p.len() == 1 {
+            Ok(p[0].clone())
+        } else {
+            Err(format!("{p:?}"))
+        }
+    });
+    let daemon = poll(
+        Duration::from_secs(120),
+        "the DaemonSet pod on node4",
+        || {
+            let p = pods_on_node4("app=everywhere");
+            if p.len() == 1 {
+                Ok(p[0].clone())
+            } else {
+                Err(format!("{p:?}"))
+            }
+        },
+    );
+
+    // 5. --check: reports the drain, changes nothing.
+    let (v, _) = json_ok(&mut ck(
+        &cfg,
+        &["-o", "json", "node", "remove", "node4", "--check"],
+    ));
+    assert_eq!(v["check"], true);
+    let evict: Vec<&str> = v["drain"]["evict"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert_eq!(evict, [format!("default/{pinned}")], "{v:#}");
+    assert_eq!(
+        v["etcd_members_removed"].as_array().unwrap().len(),
+        1,
+        "{v:#}"
+    );
+    assert_eq!(
+        kubectl(
+            &kube_bin,
+            &admin,
+            &[
+                "get",
+                "node",
+                "node4",
+                "-o",
+                "jsonpath={.spec.unschedulable}"
+            ]
+        )
+        .trim(),
+        "",
+        "--check cordoned node4"
+    );
+    assert_eq!(etcd_state(&sb, &state, &all4).0.len(), 4);
+    assert_eq!(pods_on_node4("app=pinned"), [pinned.clone()]);
+
+    // 6. The removal.
+    let (v, took) = json_ok(&mut ck(
+        &cfg,
+        &["-o", "json", "node", "remove", "node4", "--yes"],
+    ));
+    eprintln!("node remove node4: {:.1}s", took.as_secs_f64());
+    let evicted: Vec<&str> = v["drain"]["evict"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert_eq!(evicted, [format!("default/{pinned}")], "{v:#}");
+    let skipped = v["drain"]["skip"].to_string();
+    assert!(
+        skipped.contains(&format!("default/{daemon} (DaemonSet)")),
+        "{v:#}"
+    );
+    let removed = v["etcd_members_removed"].as_array().unwrap();
+    assert_eq!(removed.len(), 1, "{v:#}");
+    assert!(
+        removed[0]
+            .as_str()
+            .unwrap()
+            .starts_with("remove etcd member node4 "),
+        "{v:#}"
+    );
+    assert_eq!(v["node_deleted"], true, "{v:#}");
+    assert!(v["reset_error"].is_null(), "{v:#}");
+    let reset = v["reset_changed"].to_string();
+    assert!(reset.contains("stop and disable kubelet"), "{v:#}");
+    assert!(reset.contains("stop and disable etcd"), "{v:#}");
+
+    // The Node is gone; the pinned pod was evicted and waits for a node4 that is no more.
+    let (found, out) = {
+        let o = kubectl_cmd(&kube_bin, &admin, &["get", "node", "node4"])
+            .output()
+            .unwrap();
+        (o.status.success(), format!("{}{}", stdout(&o), stderr(&o)))
+    };
+    assert!(!found && out.contains("NotFound"), "{out}");
+    assert!(pods_on_node4("app=pinned").is_empty());
+    // etcd: three members, all healthy.
+    let (members, healthy) = poll(Duration::from_secs(60), "3 healthy etcd members", || {
+        let s = etcd_state(&sb, &state, &OLD);
+        if s.0.len() == 3 && s.1 == 3 {
+            Ok(s)
+        } else {
+            Err(format!("{s:?}"))
+        }
+    });
+    assert_eq!(members, ["node1", "node2", "node3"]);
+    assert_eq!(healthy, 3);
+    // Routes to node4's slice are gone from the others; its slice is freed.
+    for n in OLD {
+        assert_eq!(routes_to(&sb, n, &slice).trim(), "", "{n}");
+    }
+    let slices: Value = serde_json::from_str(
+        &std::fs::read_to_string(state.join("network/pod-cidrs.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(slices.get("node4").is_none(), "{slices:#}");
+    // node4 is reset.
+    let f = ssh(
+        &sb,
+        "node4",
+        "systemctl is-active etcd kubelet kube-proxy || true; ls /etc/kubernetes 2>&1 || true",
+    );
+    assert!(!f.contains("\nactive") && !f.starts_with("active"), "{f}");
+    assert!(f.contains("No such file"), "{f}");
+    // The others were not restarted, and the API still answers.
+    let after: Vec<String> = OLD.iter().map(|n| started_at(&sb, n)).collect();
+    assert_eq!(
+        after, before,
+        "node remove restarted a service on another node"
+    );
+    assert_eq!(
+        kubectl(&kube_bin, &admin, &["get", "--raw", "/readyz"]).trim(),
+        "ok"
+    );
+    drop(sb);
+}
