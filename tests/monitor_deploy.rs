@@ -8,7 +8,9 @@
 //! clusterkit's output): node-exporter is up on all 3 nodes and etcd on all 3 members. The
 //! apiserver is not installed, so asking `deploy` to require it fails and names the down
 //! targets. The etcd client key on node3 is 0600 and owned by `prometheus`. A second deploy
-//! changes nothing and restarts nothing (same main PIDs).
+//! changes nothing and restarts nothing (same main PIDs). Finally `monitor serve` reads the
+//! certificates live from the nodes over SSH: node2's etcd serving certificate is exported with
+//! the expiry openssl reads on node2.
 //!
 //! Needs root, systemd-nspawn and debootstrap (scripts/deps.sh) and apt access for the bundle;
 //! fails with the reason when one is missing.
@@ -253,4 +255,49 @@ fn deploy_three_nodes() {
     let err = stderr(&out);
     let cp = format!("apiserver/{}:6443", sb.node("node1").unwrap().address);
     assert!(err.contains(&cp) && err.contains("down"), "{err}");
+
+    // 6. The exporter reads the certificates live from the nodes: node2's etcd serving
+    //    certificate, with the expiry openssl reads on node2 itself.
+    let port = common::free_port();
+    let mut c = ck(
+        &cfg,
+        &["monitor", "serve", "--listen", &format!("127.0.0.1:{port}")],
+    );
+    c.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let exporter = Exporter(c.spawn().expect("start monitor serve"));
+    let wanted = "clusterkit_certificate_not_after_timestamp_seconds{host=\"node2\",path=\"/etc/kubernetes/pki/etcd/server.crt\"";
+    let mut metrics = String::new();
+    let found = wait_until(Duration::from_secs(90), || {
+        metrics = http_get(&format!("127.0.0.1:{port}"), "/metrics").unwrap_or_default();
+        metrics.contains(wanted)
+    });
+    drop(exporter);
+    assert!(found, "no {wanted} in:\n{metrics}");
+    let line = metrics.lines().find(|l| l.starts_with(wanted)).unwrap();
+    let value: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    let on_node = ssh(
+        &sb,
+        "node2",
+        "date -d \"$(openssl x509 -noout -enddate -in /etc/kubernetes/pki/etcd/server.crt | cut -d= -f2)\" +%s",
+    );
+    assert_eq!(
+        value as i64,
+        on_node.trim().parse::<i64>().unwrap(),
+        "{line}"
+    );
+    assert!(
+        metrics.contains("clusterkit_certificate_read_success{host=\"node3\"} 1"),
+        "{metrics}"
+    );
+}
+
+/// Stops the exporter started by the test (by its PID) even when an assertion fails.
+struct Exporter(std::process::Child);
+
+impl Drop for Exporter {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -212,14 +212,21 @@ pub fn collectors_for(
     topology: &crate::Topology,
     synthetic_series: usize,
 ) -> Vec<Arc<dyn Collector>> {
+    let nodes = collectors::nodes::NodeCollector::new(topology);
+    // Certificates are read live from the same hosts, over the same SSH connections.
+    let shared = nodes
+        .targets
+        .iter()
+        .map(|t| (t.host.clone(), t.executor.clone()))
+        .collect();
     let mut list: Vec<Arc<dyn Collector>> = vec![
         Arc::new(collectors::etcd::EtcdCollector::new(topology)),
         Arc::new(collectors::controlplane::ControlPlaneCollector::new(
             topology,
         )),
-        Arc::new(collectors::certs::CertCollector::new(topology)),
+        Arc::new(collectors::certs::CertCollector::new(topology).with_nodes(shared)),
         Arc::new(collectors::backups::BackupCollector::new(topology)),
-        Arc::new(collectors::nodes::NodeCollector::new(topology)),
+        Arc::new(nodes),
     ];
     if synthetic_series > 0 {
         list.push(Arc::new(collectors::synthetic::SyntheticCollector {

@@ -1,32 +1,101 @@
 //! Certificates clusterkit issued: seconds until expiry and the fraction of the lifetime left,
-//! for every PEM certificate (`*.crt`, `*.pem`) and every kubeconfig's embedded client
-//! certificate (`*.conf`, `*.kubeconfig`) under the cluster's state directory.
+//! for every PEM certificate and every kubeconfig's embedded client certificate, read
 //!
-//! Limits: this reads the operator's copy of the PKI (`<state dir>`, label `host="local"`);
-//! certificates renewed directly on a node (e.g. kubelet client rotation) are not seen here.
+//! - live from every node over SSH ([`REMOTE_SCRIPT`], label `host="<name>"`, absolute path):
+//!   `/etc/kubernetes/pki/**/*.crt`, `/etc/kubernetes/*.conf` and the kubelet's current client
+//!   and serving certificates (`/var/lib/kubelet/pki/*.crt`, `kubelet-*-current.pem`), so a
+//!   certificate renewed or rotated on a node is seen as it is there;
+//! - and from the operator's copy under the state directory (`host="local"`, relative path:
+//!   `pki/apiserver.crt`, `admin.conf`), the files clusterkit uploads and the admin
+//!   kubeconfig the operator uses.
+//!
+//! Private keys never leave a node: the remote script prints only the `CERTIFICATE` blocks of
+//! PEM files and drops `client-key-data` lines from kubeconfigs. One SSH command per host and
+//! run; an unreachable host is `clusterkit_certificate_read_success{host} 0`, not a collector
+//! failure. Limits: old dated kubelet certificates (`kubelet-client-<date>.pem`) are skipped,
+//! only the `-current` ones count.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use base64::Engine;
+use clusterkit_core::exec::{Command, Executor};
 use prometheus::Registry;
 
-use super::{gauge, CollectError, Collector};
+use super::{flag, gauge, CollectError, Collector};
 use crate::topology::Topology;
 
 pub struct CertCollector {
     pub state_dir: PathBuf,
     pub interval: Duration,
+    /// Nodes read over SSH: (host name, executor).
+    pub nodes: Vec<(String, Arc<dyn Executor>)>,
+    /// Per-host command timeout.
+    pub timeout: Duration,
+    pub concurrency: usize,
 }
 
 impl CertCollector {
+    /// Reads the state directory only; add nodes with [`CertCollector::with_nodes`].
     pub fn new(topology: &Topology) -> Self {
         CertCollector {
             state_dir: topology.state_dir.clone(),
             interval: topology.monitor.intervals.certificates.as_duration(),
+            nodes: Vec::new(),
+            timeout: Duration::from_secs(30),
+            concurrency: topology.cluster.ssh.concurrency.max(1),
         }
     }
+
+    /// Also reads the certificates on these nodes (shared executors: one SSH connection per
+    /// host for every collector).
+    pub fn with_nodes(mut self, nodes: Vec<(String, Arc<dyn Executor>)>) -> Self {
+        self.nodes = nodes;
+        self
+    }
+}
+
+/// Prints `==> PATH` and then the certificate text of every certificate file and kubeconfig
+/// clusterkit puts on a node, without private keys.
+pub const REMOTE_SCRIPT: &str = r#"for f in /etc/kubernetes/pki/*.crt /etc/kubernetes/pki/*/*.crt /etc/kubernetes/*.conf /var/lib/kubelet/pki/*.crt /var/lib/kubelet/pki/kubelet-client-current.pem /var/lib/kubelet/pki/kubelet-server-current.pem; do
+  [ -f "$f" ] || continue
+  echo "==> $f"
+  case "$f" in
+    *.conf) grep -v 'client-key-data' "$f" ;;
+    *) sed -n '/-----BEGIN CERTIFICATE-----/,/-----END CERTIFICATE-----/p' "$f" ;;
+  esac
+done
+true
+"#;
+
+/// Parses [`REMOTE_SCRIPT`]'s output into certificates labelled with their absolute paths.
+pub fn parse_remote(output: &str) -> Vec<CertInfo> {
+    let mut found = Vec::new();
+    let mut flush = |path: &Option<String>, body: &str| {
+        if let Some(p) = path {
+            if p.ends_with(".conf") {
+                found.extend(parse_kubeconfig(p, body));
+            } else {
+                found.extend(parse_pem_certs(p, body.as_bytes()));
+            }
+        }
+    };
+    let mut path: Option<String> = None;
+    let mut body = String::new();
+    for line in output.lines() {
+        if let Some(p) = line.strip_prefix("==> ") {
+            flush(&path, &body);
+            path = Some(p.trim().to_string());
+            body.clear();
+        } else {
+            body.push_str(line);
+            body.push('\n');
+        }
+    }
+    flush(&path, &body);
+    found
 }
 
 /// One certificate found on disk.
@@ -160,13 +229,59 @@ impl Collector for CertCollector {
             "Expiry time of the certificate (Unix seconds).",
             labels,
         )?;
+        let read = gauge(
+            registry,
+            "clusterkit_certificate_read_success",
+            "1 when the host's certificates could be read (over SSH; `local` is the state directory).",
+            &["host"],
+        )?;
         let dir = self.state_dir.clone();
-        let certs = tokio::task::spawn_blocking(move || scan(&dir))
+        let local = tokio::task::spawn_blocking(move || scan(&dir))
             .await
-            .map_err(|e| CollectError(format!("certificate scan task: {e}")))??;
+            .map_err(|e| CollectError(format!("certificate scan task: {e}")))?;
+        let mut certs: Vec<(String, CertInfo)> = Vec::new();
+        let local_error = match local {
+            Ok(found) => {
+                read.with_label_values(&["local"]).set(1.0);
+                certs.extend(found.into_iter().map(|c| ("local".to_string(), c)));
+                None
+            }
+            Err(e) => {
+                read.with_label_values(&["local"]).set(0.0);
+                Some(e)
+            }
+        };
+        let semaphore = tokio::sync::Semaphore::new(self.concurrency);
+        let runs = self.nodes.iter().map(|(host, exec)| {
+            let semaphore = &semaphore;
+            async move {
+                let _permit = semaphore.acquire().await.ok();
+                let command = Command::new(REMOTE_SCRIPT).timeout(self.timeout);
+                let result =
+                    tokio::time::timeout(self.timeout * 2, exec.run_checked(&command)).await;
+                (host, result)
+            }
+        });
+        for (host, result) in futures::future::join_all(runs).await {
+            match result {
+                Ok(Ok(out)) => {
+                    read.with_label_values(&[host]).set(1.0);
+                    certs.extend(
+                        parse_remote(&out.stdout_str())
+                            .into_iter()
+                            .map(|c| (host.clone(), c)),
+                    );
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(host, error = %e, "reading certificates failed");
+                    read.with_label_values(&[host]).set(flag(false));
+                }
+                Err(_) => read.with_label_values(&[host]).set(flag(false)),
+            }
+        }
         let now = chrono::Utc::now().timestamp();
-        for c in &certs {
-            let l = ["local", c.path.as_str(), c.subject.as_str()];
+        for (host, c) in &certs {
+            let l = [host.as_str(), c.path.as_str(), c.subject.as_str()];
             let left = (c.not_after - now) as f64;
             let total = (c.not_after - c.not_before).max(1) as f64;
             expiry.with_label_values(&l).set(left);
@@ -175,6 +290,51 @@ impl Collector for CertCollector {
                 .set((left / total).clamp(0.0, 1.0));
             not_after.with_label_values(&l).set(c.not_after as f64);
         }
-        Ok(())
+        // Nodes were read even when the local copy is missing; report that after.
+        match local_error {
+            Some(e) if self.nodes.is_empty() => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A self-signed certificate valid from 2025-01-01 for `days` (< 28) days, with its key
+    /// after it (as in kubelet-client-current.pem).
+    fn pem(cn: &str, days: u8) -> String {
+        let mut params = rcgen::CertificateParams::new(vec![cn.to_string()]).unwrap();
+        params.not_before = rcgen::date_time_ymd(2025, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2025, 1, 1 + days);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        let key = rcgen::KeyPair::generate().unwrap();
+        params.self_signed(&key).unwrap().pem() + &key.serialize_pem()
+    }
+
+    #[test]
+    fn remote_output_keeps_paths_and_certificates() {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(pem("system:node:n1", 20));
+        let out = format!(
+            "==> /etc/kubernetes/pki/apiserver.crt\n{}==> /etc/kubernetes/kubelet.conf\nusers:\n- name: n\n  user:\n    client-certificate-data: {b64}\n==> /var/lib/kubelet/pki/kubelet.crt\nnot a certificate\n",
+            pem("kube-apiserver", 10)
+        );
+        let certs = parse_remote(&out);
+        let got: Vec<(&str, &str)> = certs
+            .iter()
+            .map(|c| (c.path.as_str(), c.subject.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("/etc/kubernetes/pki/apiserver.crt", "kube-apiserver"),
+                ("/etc/kubernetes/kubelet.conf", "system:node:n1"),
+            ]
+        );
+        let days = (certs[0].not_after - certs[0].not_before) / 86400;
+        assert_eq!(days, 10);
     }
 }
