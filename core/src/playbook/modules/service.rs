@@ -1,6 +1,7 @@
 //! `systemd` and `wait_for`.
 //!
-//! `systemd` checks and acts in one remote script: daemon-reload when a unit file changed on
+//! `systemd` checks and acts in one remote script, reading the unit's state with a single
+//! `systemctl show`: daemon-reload when a unit file changed on
 //! disk (systemd says `NeedDaemonReload=yes`) or when asked, enable/disable, start/stop, and
 //! `restarted` (always a change — it is what handlers use). `wait_for` polls on the host itself
 //! in one remote command (a TCP port via bash's /dev/tcp, an HTTP URL via curl, or a command)
@@ -52,30 +53,37 @@ pub async fn systemd(args: SystemdArgs, cx: &TaskCx<'_>) -> Result<Outcome, Modu
         return Err(ModuleError::Args(format!("`{name}` is not a unit name")));
     }
     let u = sh_quote(name);
+    // The whole check is ONE `systemctl show` (one D-Bus round trip to systemd instead of one
+    // per question): every systemctl process costs tens of milliseconds on a loaded host.
     s.push_str(&format!(
-        "if [ \"$(systemctl show -p NeedDaemonReload --value {u} 2>/dev/null)\" = yes ]; then changed 'daemon-reload (unit file changed)'; [ $CK_CHECK = 1 ] || systemctl daemon-reload; fi\n\
-         load=$(systemctl show -p LoadState --value {u} 2>/dev/null)\n\
+        "ck_unit() {{\n\
+         need=; load=; en=; act=\n\
+         while IFS='=' read -r k v; do case \"$k\" in NeedDaemonReload) need=$v ;; LoadState) load=$v ;; UnitFileState) en=$v ;; ActiveState) act=$v ;; esac; done <<EOF\n\
+         $(systemctl show -p NeedDaemonReload -p LoadState -p UnitFileState -p ActiveState {u} 2>/dev/null)\n\
+         EOF\n\
+         }}\n\
+         ck_unit\n\
+         if [ \"$need\" = yes ]; then changed 'daemon-reload (unit file changed)'; [ $CK_CHECK = 1 ] || {{ systemctl daemon-reload; ck_unit; }}; fi\n\
          if [ \"$load\" = not-found ] && [ $CK_CHECK = 0 ]; then echo 'unit {name} not found (is its package installed?)' >&2; exit 1; fi\n"
     ));
     match args.enabled {
         Some(true) => s.push_str(&format!(
-            "en=$(systemctl is-enabled {u} 2>/dev/null || true)\n\
-             case \"$en\" in enabled|enabled-runtime|static|alias|indirect|generated) ;; \
-             masked) echo 'unit {name} is masked' >&2; exit 1 ;; \
+            "case \"$en\" in enabled|enabled-runtime|static|alias|indirect|generated) ;; \
+             masked|masked-runtime) echo 'unit {name} is masked' >&2; exit 1 ;; \
              *) changed \"enable {name} (was ${{en:-unknown}})\"; [ $CK_CHECK = 1 ] || systemctl enable -q {u} ;; esac\n"
         )),
         Some(false) => s.push_str(&format!(
-            "if [ \"$(systemctl is-enabled {u} 2>/dev/null)\" = enabled ]; then changed 'disable {name}'; [ $CK_CHECK = 1 ] || systemctl disable -q {u}; fi\n"
+            "if [ \"$en\" = enabled ]; then changed 'disable {name}'; [ $CK_CHECK = 1 ] || systemctl disable -q {u}; fi\n"
         )),
         None => {}
     }
     match args.state {
         Some(ServiceState::Started) => s.push_str(&format!(
-            "if ! systemctl is-active -q {u}; then changed \"start {name} (was $(systemctl is-active {u} 2>/dev/null))\"; \
-             [ $CK_CHECK = 1 ] || systemctl start {u} || {{ systemctl status --no-pager -n 20 {u} >&2; exit 1; }}; fi\n"
+            "case \"$act\" in active|reloading) ;; *) changed \"start {name} (was ${{act:-unknown}})\"; \
+             [ $CK_CHECK = 1 ] || systemctl start {u} || {{ systemctl status --no-pager -n 20 {u} >&2; exit 1; }} ;; esac\n"
         )),
         Some(ServiceState::Stopped) => s.push_str(&format!(
-            "if systemctl is-active -q {u}; then changed 'stop {name}'; [ $CK_CHECK = 1 ] || systemctl stop {u}; fi\n"
+            "case \"$act\" in active|reloading|activating) changed 'stop {name}'; [ $CK_CHECK = 1 ] || systemctl stop {u} ;; esac\n"
         )),
         Some(ServiceState::Restarted) => s.push_str(&format!(
             "changed 'restart {name}'; [ $CK_CHECK = 1 ] || systemctl restart {u} || {{ systemctl status --no-pager -n 20 {u} >&2; exit 1; }}\n"
