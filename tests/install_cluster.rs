@@ -9,7 +9,12 @@
 //! `/livez` on the control-plane host; controller manager and scheduler hold fresh leases; a
 //! worker's kubelet joined by TLS bootstrap (its CSR from the bootstrap token approved, its Node
 //! registered, its client certificate verified against the cluster CA with `openssl verify`);
-//! then a rerun changes nothing. Wall times of the install and the rerun are printed.
+//! then workloads: every node Ready, a busybox httpd Deployment of 3 replicas spread over the
+//! 3 nodes and Running, pod-to-pod traffic across every pair of nodes (`busybox nc` inside the
+//! pods through `kubectl exec`), `kubectl logs` from every node, a ClusterIP Service in front of
+//! the pod on node1 answering the pod on node3, a deleted pod's address leaving the Service's
+//! endpoints; then a rerun changes nothing and `--check` reports nothing to do, and the Service
+//! still answers. Wall times of the install and the rerun are printed.
 //!
 //! Needs root, systemd-nspawn and debootstrap (scripts/deps.sh), apt access for the bundle,
 //! etcdctl, openssl and the Kubernetes binaries; fails with the reason when one is missing.
@@ -380,7 +385,104 @@ fn install_whole_cluster_on_three_nodes() {
         );
     }
 
-    // 5. Rerun: nothing changes.
+    // Pod CIDRs: one source of truth. The controller manager allocates none (host-gw assigns
+    // them); every Node's spec.podCIDR is the slice the network phase routes to it.
+    let cm = ssh(&sb, "node1", "systemctl cat kube-controller-manager");
+    assert!(!cm.contains("--allocate-node-cidrs=true"), "{cm}");
+    let slices: Value = serde_json::from_str(
+        &std::fs::read_to_string(state.join("network/pod-cidrs.json")).unwrap(),
+    )
+    .unwrap();
+    for n in ["node1", "node2", "node3"] {
+        let cidr = kubectl(
+            &kube_bin,
+            &admin,
+            &["get", "node", n, "-o", "jsonpath={.spec.podCIDR}"],
+        );
+        assert_eq!(cidr.trim(), slices[n].as_str().unwrap(), "{n}: {slices}");
+    }
+    // Kubelet serving certificates from the cluster CA, naming the node, verified by the API
+    // server.
+    let api = ssh(&sb, "node1", "systemctl cat kube-apiserver");
+    assert!(
+        api.contains("--kubelet-certificate-authority=/etc/kubernetes/pki/ca.crt"),
+        "{api}"
+    );
+    for (i, n) in ["node1", "node2", "node3"].iter().enumerate() {
+        let pem = ssh(
+            &sb,
+            n,
+            "cat /var/lib/kubelet/pki/kubelet-server-current.pem",
+        );
+        let file = format!("serving-{n}.crt");
+        std::fs::write(d.join(&file), first_cert(&pem)).unwrap();
+        openssl(&["verify", "-CAfile", ca.to_str().unwrap(), &file], d);
+        let mut text = Command::new("openssl");
+        text.current_dir(d)
+            .args(["x509", "-noout", "-text", "-in", &file]);
+        let text = stdout(&run_ok(&mut text));
+        let ip = sb.nodes()[i].address.to_string();
+        assert!(
+            text.contains(&format!("IP Address:{ip}"))
+                && text.contains(&format!("DNS:{n}"))
+                && text.contains(&format!("CN = system:node:{n}")),
+            "{n}: {text}"
+        );
+    }
+
+    // 5. Workloads: every node Ready, a Deployment spread over the nodes, pod-to-pod traffic
+    // across nodes, a ClusterIP Service, endpoints following pod deletion.
+    workloads(&kube_bin, &admin, work.path());
+
+    // A serving CSR from node2's identity naming node3's address is not approved by the next
+    // install (the check that keeps a node from getting a certificate for another).
+    let node3_ip = sb.nodes()[2].address.to_string();
+    openssl(
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "evil.key",
+            "-out",
+            "evil.csr",
+            "-subj",
+            "/O=system:nodes/CN=system:node:node2",
+            "-addext",
+            &format!("subjectAltName=DNS:node2,IP:{node3_ip}"),
+        ],
+        d,
+    );
+    let mut b64 = Command::new("openssl");
+    b64.current_dir(d).args(["base64", "-A", "-in", "evil.csr"]);
+    let request = stdout(&run_ok(&mut b64)).trim().to_string();
+    std::fs::write(
+        d.join("evil-csr.yaml"),
+        format!(
+            "apiVersion: certificates.k8s.io/v1\nkind: CertificateSigningRequest\nmetadata: {{ name: evil-serving }}\nspec:\n  request: {request}\n  signerName: kubernetes.io/kubelet-serving\n  usages: [digital signature, key encipherment, server auth]\n"
+        ),
+    )
+    .unwrap();
+    let evil_yaml = d.join("evil-csr.yaml");
+    kubectl(
+        &kube_bin,
+        &admin,
+        &[
+            "--as",
+            "system:node:node2",
+            "--as-group",
+            "system:nodes",
+            "create",
+            "-f",
+            evil_yaml.to_str().unwrap(),
+        ],
+    );
+
+    // 6. Rerun: nothing changes.
     let events = work.path().join("rerun.jsonl");
     let (again, took) = install(&cfg, &events);
     eprintln!("rerun (all phases, 3 nodes): {:.1}s", took.as_secs_f64());
@@ -403,5 +505,322 @@ fn install_whole_cluster_on_three_nodes() {
         );
         assert_eq!(again["hosts"][n]["failed"], 0, "{again:#}");
     }
+    // The rerun's readiness report: every node Ready, components healthy, every node's probe
+    // pod reached from every other node.
+    let r = &again["readiness"];
+    assert_eq!(r["ok"], true, "{r:#}");
+    assert_eq!(r["nodes"].as_array().map(Vec::len), Some(3), "{r:#}");
+    assert_eq!(r["probes"].as_array().map(Vec::len), Some(6), "{r:#}");
+    assert!(
+        r["notes"].to_string().contains("CoreDNS is not installed"),
+        "{r:#}"
+    );
+    let evil: Value = serde_json::from_str(&kubectl(
+        &kube_bin,
+        &admin,
+        &["get", "csr", "evil-serving", "-o", "json"],
+    ))
+    .unwrap();
+    let conds = evil["status"]["conditions"].to_string();
+    assert!(
+        !conds.contains("\"Approved\"")
+            && conds.contains("\"Denied\"")
+            && evil["status"]["certificate"].is_null(),
+        "a CSR naming another node's IP must not be approved: {evil:#}"
+    );
+    assert!(
+        conds.contains(&node3_ip),
+        "the denial names the foreign IP: {conds}"
+    );
+
+    // 7. `--check` on the converged cluster: nothing to do.
+    let mut c = clusterkit();
+    c.arg("-f")
+        .arg(&cfg)
+        .args(["-o", "json", "install", "--check"]);
+    let out = run_ok(&mut c);
+    let check: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}\n{}", describe(&c, &out, "summary is not JSON")));
+    for n in ["node1", "node2", "node3"] {
+        assert_eq!(check["hosts"][n]["changed"], 0, "{n}: --check: {check:#}");
+        assert_eq!(check["hosts"][n]["failed"], 0, "{n}: --check: {check:#}");
+    }
+    // The workload still answers after the rerun.
+    let pods = web_pods(&kube_bin, &admin);
+    let (client, _, _) = &pods[0];
+    let ip = kubectl(
+        &kube_bin,
+        &admin,
+        &["get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"],
+    );
+    fetch(
+        &kube_bin,
+        &admin,
+        client,
+        &format!("{}:80", ip.trim()),
+        "hello-from-",
+    );
     drop(sb);
+}
+
+/// The test workload: busybox httpd answering `hello-from-<pod name>` on 8080, 3 replicas kept
+/// on distinct nodes by a topology spread constraint.
+const WEB: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: { name: web, namespace: default }
+spec:
+  replicas: 3
+  selector: { matchLabels: { app: web } }
+  template:
+    metadata: { labels: { app: web } }
+    spec:
+      topologySpreadConstraints:
+        - maxSkew: 1
+          topologyKey: kubernetes.io/hostname
+          whenUnsatisfiable: DoNotSchedule
+          labelSelector: { matchLabels: { app: web } }
+      terminationGracePeriodSeconds: 1
+      containers:
+        - name: web
+          image: docker.io/library/busybox:clusterkit
+          imagePullPolicy: Never
+          command: ["sh", "-c", "mkdir -p /www && echo hello-from-$(hostname) > /www/index.html && echo serving && exec httpd -f -p 8080 -h /www"]
+          ports: [{ containerPort: 8080 }]
+---
+apiVersion: v1
+kind: Service
+metadata: { name: web, namespace: default }
+spec:
+  selector: { app: web }
+  ports: [{ port: 80, targetPort: 8080 }]
+---
+apiVersion: v1
+kind: Service
+metadata: { name: web-one, namespace: default }
+spec:
+  selector: { app: web, role: server }
+  ports: [{ port: 80, targetPort: 8080 }]
+"#;
+
+/// kubectl without panicking: (success, stdout + stderr).
+fn try_kubectl(kube_bin: &Path, admin: &Path, args: &[&str]) -> (bool, String) {
+    let mut c = Command::new(kube_bin.join("kubectl"));
+    c.arg("--kubeconfig")
+        .arg(admin)
+        .arg("--request-timeout=30s")
+        .args(args);
+    match c.output() {
+        Ok(o) => (
+            o.status.success(),
+            format!("{}{}", stdout(&o), common::stderr(&o)),
+        ),
+        Err(e) => (false, e.to_string()),
+    }
+}
+
+/// Running `app=web` pods: (name, node, pod IP), sorted by node.
+fn web_pods(kube_bin: &Path, admin: &Path) -> Vec<(String, String, String)> {
+    let v: Value = serde_json::from_str(&kubectl(
+        kube_bin,
+        admin,
+        &["get", "pods", "-l", "app=web", "-o", "json"],
+    ))
+    .unwrap();
+    let mut pods: Vec<(String, String, String)> = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| {
+            p["status"]["phase"] == "Running" && p["metadata"]["deletionTimestamp"].is_null()
+        })
+        .map(|p| {
+            (
+                p["metadata"]["name"].as_str().unwrap_or("").to_string(),
+                p["spec"]["nodeName"].as_str().unwrap_or("").to_string(),
+                p["status"]["podIP"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    pods.sort_by(|a, b| a.1.cmp(&b.1));
+    pods
+}
+
+/// From inside pod `client`, GET `target` (ip:port) with `busybox nc` (Debian 12's static
+/// busybox `wget` crashes here) until the answer contains `expect`; panics after 90 s.
+fn fetch(kube_bin: &Path, admin: &Path, client: &str, target: &str, expect: &str) -> String {
+    let (host, port) = target.rsplit_once(':').unwrap();
+    let script = format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 {host} {port}");
+    let mut last = String::new();
+    let ok = common::wait_until(Duration::from_secs(90), || {
+        let (ok, out) = try_kubectl(
+            kube_bin,
+            admin,
+            &["exec", client, "--", "sh", "-c", &script],
+        );
+        last = out;
+        if ok && last.contains(expect) {
+            true
+        } else {
+            std::thread::sleep(Duration::from_secs(2));
+            false
+        }
+    });
+    assert!(
+        ok,
+        "{client} fetching {target}: expected {expect:?}, last answer:\n{last}"
+    );
+    last
+}
+
+fn workloads(kube_bin: &Path, admin: &Path, work: &Path) {
+    // Every node Ready.
+    let mut last = String::new();
+    let ready = common::wait_until(Duration::from_secs(180), || {
+        let (_, out) = try_kubectl(
+            kube_bin,
+            admin,
+            &[
+                "get",
+                "nodes",
+                "-o",
+                r#"jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type=="Ready")].status}{" "}{end}"#,
+            ],
+        );
+        last = out;
+        let mut v: Vec<&str> = last.split_whitespace().collect();
+        v.sort();
+        v == ["node1=True", "node2=True", "node3=True"] || {
+            std::thread::sleep(Duration::from_secs(2));
+            false
+        }
+    });
+    assert!(ready, "every node Ready: {last}");
+
+    // The Deployment spreads over the three nodes and reaches Running.
+    let manifest = work.join("web.yaml");
+    std::fs::write(&manifest, WEB).unwrap();
+    kubectl(
+        kube_bin,
+        admin,
+        &["apply", "-f", manifest.to_str().unwrap()],
+    );
+    let mut pods = Vec::new();
+    let spread = common::wait_until(Duration::from_secs(300), || {
+        pods = web_pods(kube_bin, admin);
+        let nodes: Vec<&str> = pods.iter().map(|p| p.1.as_str()).collect();
+        nodes == ["node1", "node2", "node3"] || {
+            std::thread::sleep(Duration::from_secs(2));
+            false
+        }
+    });
+    let (_, all) = try_kubectl(kube_bin, admin, &["get", "pods", "-o", "wide"]);
+    assert!(spread, "3 web pods Running, one per node: {pods:?}\n{all}");
+    let (_, deploy) = try_kubectl(kube_bin, admin, &["get", "deployment", "web"]);
+    eprintln!("{all}\n{deploy}");
+
+    // Pod-to-pod across nodes: every pod fetches from the pod on the next node.
+    for i in 0..3 {
+        let (client, _, _) = &pods[i];
+        let (server, _, ip) = &pods[(i + 1) % 3];
+        fetch(
+            kube_bin,
+            admin,
+            client,
+            &format!("{ip}:8080"),
+            &format!("hello-from-{server}"),
+        );
+    }
+    // `kubectl logs` reaches the kubelet on every node.
+    for (name, node, _) in &pods {
+        let out = kubectl(kube_bin, admin, &["logs", name]);
+        assert!(out.contains("serving"), "logs of {name} on {node}: {out}");
+    }
+
+    // A ClusterIP Service in front of the pod on node1 answers from the pod on node3, which
+    // shares no node with it (kube-proxy's iptables rules on node3, the route to node1).
+    let (server, _, _) = &pods[0];
+    let (client, _, _) = &pods[2];
+    kubectl(
+        kube_bin,
+        admin,
+        &["label", "--overwrite", "pod", server, "role=server"],
+    );
+    let ip = kubectl(
+        kube_bin,
+        admin,
+        &[
+            "get",
+            "service",
+            "web-one",
+            "-o",
+            "jsonpath={.spec.clusterIP}",
+        ],
+    );
+    fetch(
+        kube_bin,
+        admin,
+        client,
+        &format!("{}:80", ip.trim()),
+        &format!("hello-from-{server}"),
+    );
+
+    // Deleting a pod takes its address out of the Service's endpoints.
+    let endpoints = |name: &str| -> Vec<(String, String)> {
+        let (ok, out) = try_kubectl(kube_bin, admin, &["get", "endpoints", name, "-o", "json"]);
+        if !ok {
+            return Vec::new();
+        }
+        let v: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
+        v["subsets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|s| s["addresses"].as_array().into_iter().flatten())
+            .map(|a| {
+                (
+                    a["ip"].as_str().unwrap_or("").to_string(),
+                    a["targetRef"]["name"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
+    };
+    let mut eps = Vec::new();
+    let all_in = common::wait_until(Duration::from_secs(60), || {
+        eps = endpoints("web");
+        pods.iter().all(|p| eps.iter().any(|e| e.0 == p.2)) || {
+            std::thread::sleep(Duration::from_secs(1));
+            false
+        }
+    });
+    assert!(
+        all_in,
+        "every web pod in the endpoints: {eps:?} vs {pods:?}"
+    );
+    let (victim, _, victim_ip) = &pods[1];
+    kubectl(kube_bin, admin, &["delete", "pod", victim, "--wait=false"]);
+    let gone = common::wait_until(Duration::from_secs(120), || {
+        eps = endpoints("web");
+        // The address may come back only for another pod (a reused IP).
+        !eps.iter()
+            .any(|(ip, pod)| pod == victim || (ip == victim_ip && pod.is_empty()))
+            || {
+                std::thread::sleep(Duration::from_secs(1));
+                false
+            }
+    });
+    assert!(gone, "{victim} ({victim_ip}) out of the endpoints: {eps:?}");
+    // ...and the Service keeps answering through the others.
+    let ip = kubectl(
+        kube_bin,
+        admin,
+        &["get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"],
+    );
+    fetch(
+        kube_bin,
+        admin,
+        client,
+        &format!("{}:80", ip.trim()),
+        "hello-from-",
+    );
 }
