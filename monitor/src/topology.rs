@@ -2,9 +2,10 @@
 //! clusterkit issued lives, the desired sysctls, the backup store and the `monitor:` settings.
 //!
 //! `Topology::load` reads cluster.yaml through `clusterkit_core::config` (one parser, one set of
-//! diagnostics for every command) and adds the monitor's own defaults: component ports, etcd's
-//! quota, the kubelet's disk thresholds, alert timings. Those are not keys of cluster.yaml yet;
-//! `Overrides` carries the few a user can set on the command line.
+//! diagnostics for every command): intervals (scrape, evaluation, per collector), component
+//! ports, etcd's quota, the backup age limit, receivers and routes. Not keys of cluster.yaml
+//! (yet): the kubelet's disk thresholds (the installer's values are the defaults) and alert
+//! timings; `Overrides` carries the ones a user can set on the command line.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -222,6 +223,21 @@ impl Topology {
             ..MonitorSettings::default()
         };
         let i = &m.intervals;
+        monitor.intervals.scrape = PromDuration::secs(i.scrape_secs.max(1));
+        monitor.intervals.evaluation = PromDuration::secs(i.evaluation_secs.max(1));
+        let p = &m.ports;
+        monitor.ports = crate::settings::Ports {
+            node_exporter: p.node_exporter,
+            etcd: p.etcd,
+            apiserver: p.apiserver,
+            scheduler: p.scheduler,
+            controller_manager: p.controller_manager,
+            kubelet: p.kubelet,
+            prometheus: p.prometheus,
+            alertmanager: p.alertmanager,
+        };
+        monitor.etcd_quota_bytes = m.etcd_quota_bytes;
+        monitor.backup_max_age = PromDuration::secs(m.backup_max_age_secs.max(1));
         monitor.intervals.etcd = PromDuration::secs(i.etcd_secs.max(1));
         monitor.intervals.control_plane = PromDuration::secs(i.control_plane_secs.max(1));
         monitor.intervals.nodes = PromDuration::secs(i.nodes_secs.max(1));
@@ -417,7 +433,10 @@ sysctls: { "net.core.somaxconn": "1024" }
 backup: { store: "file:///srv/backups" }
 monitor:
   listen: "0.0.0.0:9842"
-  intervals: { etcd_secs: 5 }
+  intervals: { etcd_secs: 5, scrape_secs: 30 }
+  ports: { node_exporter: 9200 }
+  etcd_quota_bytes: 8589934592
+  backup_max_age_secs: 7200
   alertmanager:
     receivers:
       - { name: ops, webhook: { url: "http://127.0.0.1:9999/hook" } }
@@ -432,6 +451,11 @@ monitor:
         assert_eq!(t.sysctls["net.core.somaxconn"], "1024");
         assert_eq!(t.monitor.intervals.etcd.to_string(), "5s");
         assert_eq!(t.monitor.intervals.evaluation.to_string(), "15s");
+        assert_eq!(t.monitor.intervals.scrape.to_string(), "30s");
+        assert_eq!(t.monitor.ports.node_exporter, 9200);
+        assert_eq!(t.monitor.ports.etcd, 2379);
+        assert_eq!(t.monitor.etcd_quota_bytes, 8 << 30);
+        assert_eq!(t.monitor.backup_max_age.to_string(), "2h");
         assert_eq!(t.backup_store.as_deref(), Some("file:///srv/backups"));
         assert_eq!(
             t.exporter_targets(),

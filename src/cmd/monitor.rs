@@ -42,8 +42,9 @@ struct ConfigArgs {
     tuning: Tuning,
 }
 
-/// Settings not in cluster.yaml (yet): how often Prometheus scrapes and evaluates, and per-alert
-/// pending durations.
+/// Command-line tuning: Prometheus intervals (override `monitor.intervals.scrape_secs` /
+/// `evaluation_secs`), per-alert pending durations and Alertmanager grouping (not in
+/// cluster.yaml yet).
 #[derive(clap::Args)]
 struct Tuning {
     /// Prometheus scrape interval (e.g. 15s).

@@ -33,6 +33,15 @@ pub struct RawCluster {
     pub sysctls: BTreeMap<String, S<String>>,
     pub backup: Option<S<RawBackup>>,
     pub monitor: Option<S<RawMonitor>>,
+    pub pki: Option<S<RawPki>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPki {
+    pub ca_validity_days: Option<S<u64>>,
+    pub cert_validity_days: Option<S<u64>>,
+    pub renew_before_days: Option<S<u64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -174,11 +183,29 @@ pub struct RawMonitor {
     pub alertmanager: Option<S<RawAlertmanager>>,
     pub tls: Option<S<RawTls>>,
     pub basic_auth: Option<S<RawBasicAuth>>,
+    pub ports: Option<S<RawMonitorPorts>>,
+    pub etcd_quota_bytes: Option<S<u64>>,
+    pub backup_max_age_secs: Option<S<u64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMonitorPorts {
+    pub node_exporter: Option<S<u16>>,
+    pub etcd: Option<S<u16>>,
+    pub apiserver: Option<S<u16>>,
+    pub scheduler: Option<S<u16>>,
+    pub controller_manager: Option<S<u16>>,
+    pub kubelet: Option<S<u16>>,
+    pub prometheus: Option<S<u16>>,
+    pub alertmanager: Option<S<u16>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawIntervals {
+    pub scrape_secs: Option<S<u64>>,
+    pub evaluation_secs: Option<S<u64>>,
     pub etcd_secs: Option<S<u64>>,
     pub control_plane_secs: Option<S<u64>>,
     pub nodes_secs: Option<S<u64>>,

@@ -53,6 +53,32 @@ pub struct Cluster {
     pub backup: Backup,
     /// Monitor settings (all optional in the file).
     pub monitor: Monitor,
+    /// Certificate lifetimes of the PKI clusterkit issues (all optional in the file).
+    pub pki: Pki,
+}
+
+/// Certificate lifetimes (`pki:` in cluster.yaml), kubeadm's by default.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Pki {
+    /// Lifetime of the three CAs (cluster, front-proxy, etcd). Default: 3650 days.
+    pub ca_validity_days: u64,
+    /// Lifetime of every other certificate (servers, clients, kubeconfigs). Default: 365 days;
+    /// never longer than `ca_validity_days`.
+    pub cert_validity_days: u64,
+    /// A certificate expiring within this many days is re-issued by the next install (and
+    /// reported due by `certs check-expiration`). Default: 30; shorter than
+    /// `cert_validity_days`.
+    pub renew_before_days: u64,
+}
+
+impl Default for Pki {
+    fn default() -> Self {
+        Pki {
+            ca_validity_days: 3650,
+            cert_validity_days: 365,
+            renew_before_days: 30,
+        }
+    }
 }
 
 impl Cluster {
@@ -619,11 +645,58 @@ pub struct Monitor {
     pub tls: Option<Tls>,
     /// Require HTTP basic auth on the exporter. Default: none.
     pub basic_auth: Option<BasicAuth>,
+    /// Ports Prometheus scrapes and Prometheus/Alertmanager listen on.
+    pub ports: MonitorPorts,
+    /// etcd's backend quota (`--quota-backend-bytes`) the quota alerts compare with.
+    /// Default: 2 GiB (etcd's default, which the installer keeps).
+    pub etcd_quota_bytes: u64,
+    /// A backup older than this is stale (schedule period plus slack). Default: 93600 (26 h).
+    pub backup_max_age_secs: u64,
 }
 
-/// Collector intervals, in seconds.
+/// Ports of the monitored components; the defaults are the ones the installer binds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MonitorPorts {
+    /// Default: 9100.
+    pub node_exporter: u16,
+    /// Default: 2379.
+    pub etcd: u16,
+    /// Default: 6443.
+    pub apiserver: u16,
+    /// Default: 10259.
+    pub scheduler: u16,
+    /// Default: 10257.
+    pub controller_manager: u16,
+    /// Default: 10250.
+    pub kubelet: u16,
+    /// Default: 9090.
+    pub prometheus: u16,
+    /// Default: 9093.
+    pub alertmanager: u16,
+}
+
+impl Default for MonitorPorts {
+    fn default() -> Self {
+        MonitorPorts {
+            node_exporter: 9100,
+            etcd: 2379,
+            apiserver: 6443,
+            scheduler: 10259,
+            controller_manager: 10257,
+            kubelet: 10250,
+            prometheus: 9090,
+            alertmanager: 9093,
+        }
+    }
+}
+
+/// Prometheus and collector intervals, in seconds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Intervals {
+    /// How often Prometheus scrapes. Default: 15.
+    pub scrape_secs: u64,
+    /// How often Prometheus evaluates the alert rules. Default: 15.
+    pub evaluation_secs: u64,
     /// Default: 15.
     pub etcd_secs: u64,
     /// Default: 15.

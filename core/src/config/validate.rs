@@ -308,6 +308,7 @@ fn resolve_cluster(cx: &mut Ctx<'_>, raw: &RawCluster, abs_file: &Path) -> Optio
     let sysctls = resolve_sysctls(cx, &raw.sysctls);
     let backup = resolve_backup(cx, raw.backup.as_ref());
     let monitor = resolve_monitor(cx, raw.monitor.as_ref());
+    let pki = resolve_pki(cx, raw.pki.as_ref());
 
     let state_dir = match &raw.state_dir {
         Some(s) => cx.non_blank(s, "state_dir").map(|p| cx.path(&p)),
@@ -328,6 +329,52 @@ fn resolve_cluster(cx: &mut Ctx<'_>, raw: &RawCluster, abs_file: &Path) -> Optio
         sysctls,
         backup: backup?,
         monitor: monitor?,
+        pki: pki?,
+    })
+}
+
+/// `pki:` — certificate lifetimes, kubeadm's by default; a leaf may not outlive its CA and
+/// the renewal window must be shorter than a leaf's life.
+fn resolve_pki(cx: &mut Ctx<'_>, raw: Option<&S<RawPki>>) -> Option<Pki> {
+    let d = Pki::default();
+    let Some(raw) = raw else {
+        return Some(d);
+    };
+    let r = &raw.value;
+    let ca = cx.positive(&r.ca_validity_days, "pki.ca_validity_days", d.ca_validity_days);
+    let leaf = cx.positive(
+        &r.cert_validity_days,
+        "pki.cert_validity_days",
+        d.cert_validity_days,
+    );
+    let renew = cx.positive(
+        &r.renew_before_days,
+        "pki.renew_before_days",
+        d.renew_before_days.min(leaf.saturating_sub(1)).max(1),
+    );
+    let mut ok = true;
+    if leaf > ca {
+        let at = r.cert_validity_days.as_ref().map_or(pos(raw), pos);
+        cx.error(
+            at,
+            "pki.cert_validity_days",
+            format!("{leaf} days is longer than the CAs' {ca} (pki.ca_validity_days): certificates cannot outlive their CA"),
+        );
+        ok = false;
+    }
+    if renew >= leaf {
+        let at = r.renew_before_days.as_ref().map_or(pos(raw), pos);
+        cx.error(
+            at,
+            "pki.renew_before_days",
+            format!("{renew} days is not shorter than a certificate's life ({leaf} days): every run would re-issue every certificate"),
+        );
+        ok = false;
+    }
+    ok.then_some(Pki {
+        ca_validity_days: ca,
+        cert_validity_days: leaf,
+        renew_before_days: renew,
     })
 }
 
@@ -1505,6 +1552,8 @@ fn looks_like_cron(v: &str) -> bool {
 fn resolve_monitor(cx: &mut Ctx<'_>, raw: Option<&S<RawMonitor>>) -> Option<Monitor> {
     let default_listen: SocketAddr = "127.0.0.1:9842".parse().expect("built-in default address");
     let default_intervals = Intervals {
+        scrape_secs: 15,
+        evaluation_secs: 15,
         etcd_secs: 15,
         control_plane_secs: 15,
         nodes_secs: 30,
@@ -1518,6 +1567,9 @@ fn resolve_monitor(cx: &mut Ctx<'_>, raw: Option<&S<RawMonitor>>) -> Option<Moni
             alertmanager: Alertmanager::default(),
             tls: None,
             basic_auth: None,
+            ports: MonitorPorts::default(),
+            etcd_quota_bytes: DEFAULT_ETCD_QUOTA_BYTES,
+            backup_max_age_secs: DEFAULT_BACKUP_MAX_AGE_SECS,
         });
     };
     let r = &raw.value;
@@ -1548,6 +1600,16 @@ fn resolve_monitor(cx: &mut Ctx<'_>, raw: Option<&S<RawMonitor>>) -> Option<Moni
             let i = &i.value;
             let d = &default_intervals;
             Intervals {
+                scrape_secs: cx.positive(
+                    &i.scrape_secs,
+                    "monitor.intervals.scrape_secs",
+                    d.scrape_secs,
+                ),
+                evaluation_secs: cx.positive(
+                    &i.evaluation_secs,
+                    "monitor.intervals.evaluation_secs",
+                    d.evaluation_secs,
+                ),
                 etcd_secs: cx.positive(&i.etcd_secs, "monitor.intervals.etcd_secs", d.etcd_secs),
                 control_plane_secs: cx.positive(
                     &i.control_plane_secs,
@@ -1615,6 +1677,54 @@ fn resolve_monitor(cx: &mut Ctx<'_>, raw: Option<&S<RawMonitor>>) -> Option<Moni
             }
         }
     };
+    let ports = match &r.ports {
+        None => MonitorPorts::default(),
+        Some(p) => {
+            let p = &p.value;
+            let d = MonitorPorts::default();
+            let mut port = |v: &Option<S<u16>>, field: &str, default: u16| match v {
+                None => default,
+                Some(s) if s.value == 0 => {
+                    cx.error(pos(s), field, "must be a port from 1 to 65535");
+                    ok = false;
+                    default
+                }
+                Some(s) => s.value,
+            };
+            MonitorPorts {
+                node_exporter: port(
+                    &p.node_exporter,
+                    "monitor.ports.node_exporter",
+                    d.node_exporter,
+                ),
+                etcd: port(&p.etcd, "monitor.ports.etcd", d.etcd),
+                apiserver: port(&p.apiserver, "monitor.ports.apiserver", d.apiserver),
+                scheduler: port(&p.scheduler, "monitor.ports.scheduler", d.scheduler),
+                controller_manager: port(
+                    &p.controller_manager,
+                    "monitor.ports.controller_manager",
+                    d.controller_manager,
+                ),
+                kubelet: port(&p.kubelet, "monitor.ports.kubelet", d.kubelet),
+                prometheus: port(&p.prometheus, "monitor.ports.prometheus", d.prometheus),
+                alertmanager: port(
+                    &p.alertmanager,
+                    "monitor.ports.alertmanager",
+                    d.alertmanager,
+                ),
+            }
+        }
+    };
+    let etcd_quota_bytes = cx.positive(
+        &r.etcd_quota_bytes,
+        "monitor.etcd_quota_bytes",
+        DEFAULT_ETCD_QUOTA_BYTES,
+    );
+    let backup_max_age_secs = cx.positive(
+        &r.backup_max_age_secs,
+        "monitor.backup_max_age_secs",
+        DEFAULT_BACKUP_MAX_AGE_SECS,
+    );
     if !ok {
         return None;
     }
@@ -1624,8 +1734,17 @@ fn resolve_monitor(cx: &mut Ctx<'_>, raw: Option<&S<RawMonitor>>) -> Option<Moni
         alertmanager: alertmanager?,
         tls,
         basic_auth,
+        ports,
+        etcd_quota_bytes,
+        backup_max_age_secs,
     })
 }
+
+/// etcd's own default backend quota (the installer sets no `--quota-backend-bytes`).
+const DEFAULT_ETCD_QUOTA_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+
+/// A daily backup plus two hours of slack.
+const DEFAULT_BACKUP_MAX_AGE_SECS: u64 = 26 * 3600;
 
 fn resolve_alertmanager(cx: &mut Ctx<'_>, raw: &S<RawAlertmanager>) -> Option<Alertmanager> {
     let r = &raw.value;
