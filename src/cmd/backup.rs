@@ -44,7 +44,7 @@ enum Command {
     Prune(PruneArgs),
     /// Run as a daemon: back up (etcd, or namespaces with --kind namespace), prune and record
     /// metrics at every cron tick.
-    Schedule(ScheduleArgs),
+    Schedule(Box<ScheduleArgs>),
     /// Install a systemd service + timer running `backup schedule --once` on the control-plane
     /// hosts (or print them, or a Kubernetes CronJob).
     InstallTimer(TimerArgs),
@@ -547,7 +547,7 @@ impl Args {
                 })
             }
             Command::Namespace(a) => a.run(&global.config, &format!("{:?}", global.output)).await,
-            Command::Schedule(a) => run_schedule(a, cluster, clock).await,
+            Command::Schedule(a) => run_schedule(*a, cluster, clock).await,
             Command::Keygen(a) => {
                 let recipient = clusterkit_backup::crypto::generate_identity_file(&a.out)
                     .with_context(|| format!("creating {}", a.out.display()))?;

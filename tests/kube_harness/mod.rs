@@ -6,7 +6,8 @@
 //!
 //! Binaries: `CLUSTERKIT_KUBE_BIN_DIR` (default `/var/cache/clusterkit/kube-v1.20.2-r2/bin`),
 //! `CLUSTERKIT_ETCD` (default `/usr/bin/etcd`), `CLUSTERKIT_S3S_FS` (default
-//! `/var/cache/clusterkit/s3s/bin/s3s-fs`), all built or installed by `scripts/deps.sh`.
+//! `/var/cache/clusterkit/s3s/bin/s3s-fs`), all built or installed by `scripts/deps.sh`; and
+//! `CLUSTERKIT_CURL` (default `/usr/bin/curl`) to wait for the API server's /healthz.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -179,9 +180,12 @@ fn log_tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     let mut out = String::new();
+    // A Go crash, or klog's Fatal (a line `F1122 …`, then every goroutine's stack).
+    let klog_fatal =
+        |l: &str| l.len() > 5 && l.starts_with('F') && l[1..5].bytes().all(|b| b.is_ascii_digit());
     if let Some(i) = lines
         .iter()
-        .position(|l| l.starts_with("fatal error") || l.starts_with("panic:"))
+        .position(|l| l.starts_with("fatal error") || l.starts_with("panic:") || klog_fatal(l))
     {
         out.push_str(&lines[i..(i + 40).min(lines.len())].join("\n"));
         out.push_str("\n...\n");
@@ -325,6 +329,33 @@ impl KubeCluster {
             ))
             .is_ok()),
             "kube-apiserver did not listen:\n{}",
+            log_tail(&cluster.logs[1])
+        );
+
+        // kube-controller-manager v1.20 gives the API server only 10 s to report /healthz ok
+        // and then exits (klog.Fatal "failed to wait for apiserver being healthy"); on a loaded
+        // CI machine the API server can take longer after it starts listening. So it starts
+        // only once /healthz answers ok.
+        let curl = tool("CLUSTERKIT_CURL", Path::new("/usr/bin/curl"));
+        let healthz = format!("{}/healthz", cluster.api_url);
+        let healthy = || {
+            Command::new(&curl)
+                .args(["-sf", "-o", "/dev/null", "--max-time", "5", "--cacert"])
+                .arg(&pki.ca)
+                .arg("--cert")
+                .arg(&pki.admin_cert)
+                .arg("--key")
+                .arg(&pki.admin_key)
+                .arg(&healthz)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false)
+        };
+        assert!(
+            wait_until(Duration::from_secs(240), healthy),
+            "kube-apiserver did not report /healthz ok within 240 s:\n{}",
             log_tail(&cluster.logs[1])
         );
 
