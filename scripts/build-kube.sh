@@ -5,8 +5,8 @@
 #
 # Output: $CLUSTERKIT_CACHE/kube-v1.20.2-r2/bin/ (default cache /var/cache/clusterkit). Built in a
 # scratch directory and renamed into place only when every binary reports v1.20.2, so a half
-# build is never used; skipped when already present; serialised with flock. About 5 minutes
-# on 2 cores, once.
+# build is never used; skipped when already present; serialised with flock. 5-12 minutes
+# on 2 cores (721 s on a loaded one), once.
 #
 # Kept afterwards (cheap, makes a rebuild work offline): the downloaded source package
 # ($CACHE/kube-src, ~40 MB). Removed: the unpacked tree and the Go build cache (~2 GB).
