@@ -245,7 +245,10 @@ pub async fn write_stream<S>(
 where
     S: Stream<Item = Result<Bytes, BackupError>> + Send,
 {
-    let (raw_tx, raw_rx) = mpsc::channel::<Bytes>(8);
+    // Room for 64 source chunks (2 MiB of etcd's 32 KiB snapshot chunks): the source keeps
+    // streaming while the encoder compresses a burst, instead of stalling etcd's gRPC window
+    // (bench/backup: the encoder waits for the source most of the time).
+    let (raw_tx, raw_rx) = mpsc::channel::<Bytes>(64);
     let (part_tx, mut part_rx) = mpsc::channel::<Bytes>(1);
     let worker = tokio::task::spawn_blocking(move || encode(raw_rx, part_tx, part_size, settings));
 

@@ -13,7 +13,7 @@ set -euo pipefail
 SIZE_MIB=${1:-1024}
 RUNS=${2:-3}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-CK=${CLUSTERKIT_BIN:-$ROOT/target/release/clusterkit}
+CK=${CLUSTERKIT_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/clusterkit}
 S3S=${CLUSTERKIT_S3S_FS:-/var/cache/clusterkit/s3s/bin/s3s-fs}
 WORK=${BENCH_DIR:-$(mktemp -d /tmp/ck-bench-backup.XXXXXX)}
 [ -n "${LOAD_ONLY:-}" ] || [ -x "$CK" ] || { echo "build first: cargo build --release ($CK missing)" >&2; exit 1; }
@@ -83,8 +83,11 @@ for run in $(seq "$RUNS"); do
   measure "etcdctl snapshot save (run $run)" "${CTL[@]}" snapshot save snap.db
   measure "  + curl upload of the file (run $run)" curl -sf --aws-sigv4 "aws:amz:us-east-1:s3" -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" \
     --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" -T snap.db "http://127.0.0.1:$SP/bench/etcdctl/snap-$run.db"
-  measure "clusterkit backup etcd → S3 (run $run)" "$CK" backup etcd --store s3://bench/ck \
+  measure "clusterkit backup etcd → S3 (run $run)" "$CK" -v backup etcd --store s3://bench/ck \
     --endpoints $EP --cacert pki/ca.crt --cert pki/client.crt --key pki/client.key ${CK_FLAGS:-}
+  # Where the encoder thread's time went (logged by the write pipeline at -v).
+  sed -n 's/\x1b\[[0-9;]*m//g; s/.*write pipeline stages *//p' time.txt >&2 || true
+  cp time.txt "clusterkit-run-$run.log"
 done
 ls -l snap.db >&2
 "$CK" backup list --store s3://bench/ck >&2

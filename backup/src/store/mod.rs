@@ -129,12 +129,15 @@ pub struct StoreOptions {
     /// S3 settings (ignored for `file://`).
     pub s3: S3Options,
     /// Part size for multipart uploads in bytes (also used by the directory store to size its
-    /// writes). `None`: 8 MiB.
+    /// writes). `None`: [`DEFAULT_PART_SIZE`].
     pub part_size: Option<usize>,
 }
 
-/// Default part size: 8 MiB (S3's minimum is 5 MiB).
-pub const DEFAULT_PART_SIZE: usize = 8 << 20;
+/// Default part size: S3's minimum, 5 MiB. With the default of 2 parts in flight this keeps
+/// a backup's peak RSS near 50 MiB (bench/backup: 51–52 MiB on a 1.3 GiB snapshot; 8 MiB parts
+/// measured 61–77 MiB) at no measurable cost in time on loopback; objects up to 48 GiB
+/// (10,000 parts), far above etcd's 8 GiB quota.
+pub const DEFAULT_PART_SIZE: usize = 5 << 20;
 /// S3 rejects parts smaller than this (except the last).
 pub const MIN_PART_SIZE: usize = 5 << 20;
 

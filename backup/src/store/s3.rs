@@ -29,6 +29,11 @@ use tokio::task::JoinSet;
 
 use super::{join_key, ObjectMeta, ObjectReader, Store, StoreError, Upload};
 
+/// Parts uploaded at once when not configured: with the default part size this keeps a
+/// backup's peak RSS near 50 MiB (bench/backup: 4 in flight of 8 MiB measured 83–97 MiB); raise
+/// it for high-latency links to AWS.
+pub const DEFAULT_PARTS_IN_FLIGHT: usize = 2;
+
 /// When the SDK adds request checksums.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -209,7 +214,10 @@ impl S3Store {
             bucket: bucket.to_string(),
             prefix: prefix.to_string(),
             part_size,
-            parts_in_flight: opts.parts_in_flight.unwrap_or(4).max(1),
+            parts_in_flight: opts
+                .parts_in_flight
+                .unwrap_or(DEFAULT_PARTS_IN_FLIGHT)
+                .max(1),
             part_retries: opts.part_retries.unwrap_or(4),
         })
     }
