@@ -11,7 +11,10 @@
 //! reports the eviction and changes nothing; `node remove node4 --yes` evicts the Deployment's
 //! pod and skips the DaemonSet's, removes the etcd member (3 left, healthy), deletes the Node,
 //! removes the route to node4's slice from the others, and resets node4; again the other nodes'
-//! services were not restarted. Wall times are printed.
+//! services were not restarted. Finally the command `token create --print-join-command`
+//! prints joins the reset node4 with the real kubeadm v1.20.2 (`join phase preflight`, then the
+//! whole `kubeadm join`): kubeadm's discovery, the kubeadm-config and kubelet-config-1.20
+//! ConfigMaps and their RBAC work. Wall times are printed.
 //!
 //! Needs root, systemd-nspawn and debootstrap (scripts/deps.sh), apt access for the bundle,
 //! etcdctl and the Kubernetes binaries; fails with the reason when one is missing.
@@ -492,6 +495,96 @@ fn add_and_remove_a_node() {
     assert_eq!(
         kubectl(&kube_bin, &admin, &["get", "--raw", "/readyz"]).trim(),
         "ok"
+    );
+
+    // 7. kubeadm compatibility: the command `token create --print-join-command` prints joins
+    //    the reset node4 with the real kubeadm v1.20.2 — discovery through the signed
+    //    cluster-info, then the kubeadm-config and kubelet-config-1.20 ConfigMaps read with the
+    //    bootstrap token (`join phase preflight`), then the whole join: kubeadm writes the
+    //    kubelet's config from the ConfigMap, the kubelet bootstraps and registers.
+    let join = stdout(&run_ok(&mut ck(
+        &cfg,
+        &["token", "create", "--print-join-command"],
+    )));
+    let join = join.trim().to_string();
+    assert!(join.starts_with("kubeadm join "), "{join}");
+    let args = join.trim_start_matches("kubeadm join ");
+    let mut scp = Command::new("scp");
+    scp.arg("-i")
+        .arg(sb.key_file())
+        .arg("-o")
+        .arg(format!("UserKnownHostsFile={}", sb.known_hosts().display()))
+        .args([
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "BatchMode=yes",
+            "-q",
+        ])
+        .arg(kube_bin.join("kubeadm"))
+        .arg(format!("root@{node4_ip}:/usr/local/bin/kubeadm"));
+    run_ok(&mut scp);
+    let start = Instant::now();
+    let pre = ssh(
+        &sb,
+        "node4",
+        &format!("kubeadm join phase preflight {args} --ignore-preflight-errors=all 2>&1"),
+    );
+    eprintln!(
+        "kubeadm join phase preflight: {:.1}s",
+        start.elapsed().as_secs_f64()
+    );
+    assert!(pre.contains("[preflight]"), "{pre}");
+    // kubeadm's kubelet unit (the kubeadm package's drop-in, inlined).
+    ssh(
+        &sb,
+        "node4",
+        "printf '%s\\n' '[Unit]' 'Description=kubelet (kubeadm)' '[Service]' \
+         'Environment=\"KUBELET_KUBECONFIG_ARGS=--bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf --kubeconfig=/etc/kubernetes/kubelet.conf\"' \
+         'Environment=\"KUBELET_CONFIG_ARGS=--config=/var/lib/kubelet/config.yaml\"' \
+         'EnvironmentFile=-/var/lib/kubelet/kubeadm-flags.env' \
+         'ExecStart=/usr/local/bin/kubelet $KUBELET_KUBECONFIG_ARGS $KUBELET_CONFIG_ARGS $KUBELET_KUBEADM_ARGS' \
+         'Restart=always' 'RestartSec=2' '[Install]' 'WantedBy=multi-user.target' \
+         > /etc/systemd/system/kubelet.service && systemctl daemon-reload && systemctl enable -q kubelet",
+    );
+    let start = Instant::now();
+    let out = ssh(
+        &sb,
+        "node4",
+        &format!("kubeadm join {args} --ignore-preflight-errors=all 2>&1"),
+    );
+    eprintln!("kubeadm join: {:.1}s", start.elapsed().as_secs_f64());
+    assert!(out.contains("This node has joined the cluster"), "{out}");
+    let cfg_from_cm = ssh(&sb, "node4", "cat /var/lib/kubelet/config.yaml");
+    assert!(
+        cfg_from_cm.contains("cgroupDriver: systemd")
+            && cfg_from_cm.contains("rotateCertificates: true"),
+        "{cfg_from_cm}"
+    );
+    poll(
+        Duration::from_secs(180),
+        "node4 registered by kubeadm join",
+        || {
+            let o = kubectl_cmd(
+                &kube_bin,
+                &admin,
+                &[
+                    "get",
+                    "node",
+                    "node4",
+                    "-o",
+                    "jsonpath={.metadata.annotations}",
+                ],
+            )
+            .output()
+            .unwrap();
+            let text = format!("{}{}", stdout(&o), stderr(&o));
+            if o.status.success() && text.contains("kubeadm.alpha.kubernetes.io/cri-socket") {
+                Ok(())
+            } else {
+                Err(text)
+            }
+        },
     );
     drop(sb);
 }

@@ -279,6 +279,216 @@ pub fn join_command(cluster: &Cluster, token: &BootstrapToken) -> Result<String,
     ))
 }
 
+/// The `kubeadm-config` ConfigMap's `ClusterConfiguration` API version kubeadm of `v` reads.
+pub fn kubeadm_api_version(v: crate::versions::KubeVersion) -> &'static str {
+    if v.at_least(31) {
+        "kubeadm.k8s.io/v1beta4"
+    } else if v.at_least(22) {
+        "kubeadm.k8s.io/v1beta3"
+    } else {
+        "kubeadm.k8s.io/v1beta2"
+    }
+}
+
+/// The name of the ConfigMap holding the cluster's KubeletConfiguration: `kubelet-config-1.X`
+/// up to 1.23, `kubelet-config` from 1.24 (kubeadm's UnversionedKubeletConfigMap).
+pub fn kubelet_config_map_name(v: crate::versions::KubeVersion) -> String {
+    if v.at_least(24) {
+        "kubelet-config".into()
+    } else {
+        format!("kubelet-config-{}.{}", v.major, v.minor)
+    }
+}
+
+/// kubeadm's `ClusterConfiguration` for this cluster, as `kubeadm join` (and `upgrade`) read it
+/// from the `kubeadm-config` ConfigMap. etcd is declared `external` (clusterkit runs it, not a
+/// kubeadm static pod), reached with the API server's etcd client certificate.
+pub fn cluster_configuration(cluster: &Cluster) -> serde_json::Value {
+    let k = &cluster.kubernetes;
+    let v = crate::phases::common::kube_version(cluster);
+    let pki = "/etc/kubernetes/pki";
+    serde_json::json!({
+        "apiVersion": kubeadm_api_version(v),
+        "kind": "ClusterConfiguration",
+        "clusterName": cluster.name,
+        "kubernetesVersion": format!("v{}.{}.{}", v.major, v.minor, v.patch),
+        "controlPlaneEndpoint": k.control_plane_endpoint.to_string(),
+        "certificatesDir": pki,
+        "imageRepository": k.image_repository,
+        "networking": {
+            "dnsDomain": k.dns_domain,
+            "podSubnet": k.pod_cidr.to_string(),
+            "serviceSubnet": k.service_cidr.to_string(),
+        },
+        "etcd": {
+            "external": {
+                "endpoints": crate::phases::common::etcd_client_urls(cluster),
+                "caFile": format!("{pki}/etcd/ca.crt"),
+                "certFile": format!("{pki}/apiserver-etcd-client.crt"),
+                "keyFile": format!("{pki}/apiserver-etcd-client.key"),
+            }
+        },
+    })
+}
+
+/// kubeadm's `ClusterStatus` (v1beta2 only; removed with v1beta3): every API server's address.
+pub fn cluster_status(cluster: &Cluster) -> serde_json::Value {
+    use clusterkit_core::config::Role;
+    let endpoints: serde_json::Map<String, serde_json::Value> = cluster
+        .hosts_with_role(Role::ControlPlane)
+        .iter()
+        .map(|h| {
+            (
+                h.name.clone(),
+                serde_json::json!({
+                    "advertiseAddress": h.address.to_string(),
+                    "bindPort": crate::phases::common::APISERVER_PORT,
+                }),
+            )
+        })
+        .collect();
+    serde_json::json!({
+        "apiVersion": "kubeadm.k8s.io/v1beta2",
+        "kind": "ClusterStatus",
+        "apiEndpoints": endpoints,
+    })
+}
+
+fn to_yaml(v: &serde_json::Value) -> Result<String, TokenError> {
+    serde_saphyr::to_string(v).map_err(|e| TokenError::Invalid(format!("rendering YAML: {e}")))
+}
+
+/// What `kubeadm join` reads from the cluster besides `cluster-info`, with the RBAC that lets
+/// a bootstrap token (and nodes) read it — kubeadm's own object names:
+/// - ConfigMap `kube-system/kubeadm-config` (`ClusterConfiguration`, and `ClusterStatus` for
+///   v1beta2) + Role/RoleBinding `kubeadm:nodes-kubeadm-config`;
+/// - ConfigMap `kube-system/kubelet-config-1.X` (`kubelet`: the cluster's KubeletConfiguration,
+///   `kubelet_config`) + Role/RoleBinding `kubeadm:kubelet-config-1.X`;
+/// - ClusterRole/ClusterRoleBinding `kubeadm:get-nodes` (join checks for a Node of its name);
+/// - Role/RoleBinding `kube-proxy` (get the `kube-proxy` ConfigMap, which kubeadm join reads
+///   when it exists; clusterkit runs kube-proxy from its own files and creates none).
+pub fn kubeadm_objects(
+    cluster: &Cluster,
+    kubelet_config: &str,
+) -> Result<Vec<serde_json::Value>, TokenError> {
+    use serde_json::json;
+    let v = crate::phases::common::kube_version(cluster);
+    let mut data = serde_json::Map::new();
+    data.insert(
+        "ClusterConfiguration".into(),
+        to_yaml(&cluster_configuration(cluster))?.into(),
+    );
+    if !v.at_least(22) {
+        data.insert(
+            "ClusterStatus".into(),
+            to_yaml(&cluster_status(cluster))?.into(),
+        );
+    }
+    let kubelet_cm = kubelet_config_map_name(v);
+    let ns = "kube-system";
+    let readers = json!([
+        { "apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": BOOTSTRAP_GROUP },
+        { "apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:nodes" },
+    ]);
+    let role = |name: &str, resource: &str, names: &[&str], verbs: &[&str]| {
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": { "name": name, "namespace": ns },
+            "rules": [{ "apiGroups": [""], "resources": [resource], "resourceNames": names, "verbs": verbs }],
+        })
+    };
+    let binding = |name: &str, subjects: &serde_json::Value| {
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": { "name": name, "namespace": ns },
+            "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name },
+            "subjects": subjects,
+        })
+    };
+    let bootstrappers = json!([
+        { "apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": BOOTSTRAP_GROUP },
+    ]);
+    let kubelet_role = format!("kubeadm:{kubelet_cm}");
+    Ok(vec![
+        json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": { "name": "kubeadm-config", "namespace": ns },
+            "data": data,
+        }),
+        role(
+            "kubeadm:nodes-kubeadm-config",
+            "configmaps",
+            &["kubeadm-config"],
+            &["get"],
+        ),
+        binding("kubeadm:nodes-kubeadm-config", &readers),
+        json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": { "name": kubelet_cm, "namespace": ns },
+            "data": { "kubelet": kubelet_config },
+        }),
+        role(&kubelet_role, "configmaps", &[&kubelet_cm], &["get"]),
+        binding(&kubelet_role, &readers),
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": { "name": "kubeadm:get-nodes" },
+            "rules": [{ "apiGroups": [""], "resources": ["nodes"], "verbs": ["get"] }],
+        }),
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": { "name": "kubeadm:get-nodes" },
+            "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "kubeadm:get-nodes" },
+            "subjects": bootstrappers,
+        }),
+        role("kube-proxy", "configmaps", &["kube-proxy"], &["get"]),
+        binding("kube-proxy", &bootstrappers),
+    ])
+}
+
+/// Applies [`kubeadm_objects`] (server-side apply, field manager `clusterkit`).
+pub async fn apply_kubeadm_objects(
+    client: &kube::Client,
+    cluster: &Cluster,
+    kubelet_config: &str,
+) -> Result<(), TokenError> {
+    use kube::api::DynamicObject;
+    use kube::discovery::ApiResource;
+    for obj in kubeadm_objects(cluster, kubelet_config)? {
+        let (group, version) = match obj["apiVersion"].as_str().unwrap_or("v1").split_once('/') {
+            Some((g, v)) => (g.to_string(), v.to_string()),
+            None => (String::new(), "v1".to_string()),
+        };
+        let kind = obj["kind"].as_str().unwrap_or_default().to_string();
+        let plural = format!("{}s", kind.to_lowercase());
+        let ar = ApiResource {
+            group: group.clone(),
+            version: version.clone(),
+            api_version: obj["apiVersion"].as_str().unwrap_or("v1").to_string(),
+            kind: kind.clone(),
+            plural,
+        };
+        let name = obj["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let api: Api<DynamicObject> = match obj["metadata"]["namespace"].as_str() {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+            None => Api::all_with(client.clone(), &ar),
+        };
+        api.patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&obj),
+        )
+        .await
+        .map_err(|source| TokenError::Api {
+            what: format!("applying {kind} {name}"),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
 /// `clusterkit token …` arguments (the lead wires them as the `token` subcommand).
 #[derive(clap::Args, Debug)]
 pub struct TokenArgs {
@@ -339,6 +549,31 @@ mod tests {
         assert_eq!(d["auth-extra-groups"].0, BOOTSTRAP_GROUP.as_bytes());
         assert_eq!(d["usage-bootstrap-signing"].0, b"true");
         assert_eq!(s.type_.as_deref(), Some("bootstrap.kubernetes.io/token"));
+    }
+
+    #[test]
+    fn kubeadm_objects_by_version() {
+        use crate::versions::KubeVersion;
+        assert_eq!(
+            kubeadm_api_version(KubeVersion::new(1, 20, 2)),
+            "kubeadm.k8s.io/v1beta2"
+        );
+        assert_eq!(
+            kubeadm_api_version(KubeVersion::new(1, 26, 3)),
+            "kubeadm.k8s.io/v1beta3"
+        );
+        assert_eq!(
+            kubeadm_api_version(KubeVersion::new(1, 31, 0)),
+            "kubeadm.k8s.io/v1beta4"
+        );
+        assert_eq!(
+            kubelet_config_map_name(KubeVersion::new(1, 20, 2)),
+            "kubelet-config-1.20"
+        );
+        assert_eq!(
+            kubelet_config_map_name(KubeVersion::new(1, 26, 3)),
+            "kubelet-config"
+        );
     }
 
     #[test]

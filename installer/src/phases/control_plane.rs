@@ -287,8 +287,40 @@ impl Phase for ControlPlanePhase {
         if versions::rules(common::kube_version(cx.cluster)).super_admin_kubeconfig {
             super::join::bind_cluster_admins(cx.cluster).await?;
         }
-        Ok(())
+        apply_kubeadm_config(cx).await
     }
+}
+
+/// The cluster's KubeletConfiguration as every node gets it (the `kubernetes/kubelet-config.yaml`
+/// template rendered with cluster-level values), for the `kubelet-config-1.X` ConfigMap.
+pub fn cluster_kubelet_config(cx: &PhaseContext<'_>) -> Result<String, InstallError> {
+    let Some(host) = cx.cluster.hosts.first() else {
+        return Ok(String::new());
+    };
+    let template = cx.library.template("kubernetes/kubelet-config.yaml")?;
+    let vars = kubelet_vars(cx.cluster, host, None)?;
+    clusterkit_core::playbook::render::render_text(
+        &template.text,
+        &json!({ "host": { "kubelet": vars } }),
+    )
+    .map_err(|e| InstallError::Target {
+        host: "kubelet config".into(),
+        message: format!("{}: {e}", template.origin),
+    })
+}
+
+/// kubeadm compatibility: the `kubeadm-config` and `kubelet-config-1.X` ConfigMaps and the RBAC
+/// `kubeadm join` needs ([`crate::token::kubeadm_objects`]), so the command
+/// `clusterkit token create --print-join-command` prints joins a node with kubeadm.
+async fn apply_kubeadm_config(cx: &PhaseContext<'_>) -> Result<(), InstallError> {
+    let kubelet = cluster_kubelet_config(cx)?;
+    let client = common::admin_client(cx.cluster, None).await?;
+    crate::token::apply_kubeadm_objects(&client, cx.cluster, &kubelet)
+        .await
+        .map_err(|e| InstallError::Target {
+            host: "kubernetes API".into(),
+            message: format!("kubeadm configuration: {e}"),
+        })
 }
 
 #[cfg(test)]
