@@ -239,7 +239,7 @@ impl PkiInput {
 impl PkiInput {
     /// The input for a loaded cluster.yaml: control-plane and etcd hosts by role, kubelet
     /// credentials for the control-plane hosts (workers use TLS bootstrap), the API server on
-    /// port 6443 of each control-plane host, default validity.
+    /// port 6443 of each control-plane host, validity from cluster.yaml's `pki:`.
     pub fn from_cluster(cluster: &clusterkit_core::config::Cluster) -> Self {
         use clusterkit_core::config::Role;
         let hosts = |role| -> Vec<Host> {
@@ -262,7 +262,19 @@ impl PkiInput {
             service_cidr: k.service_cidr.to_string(),
             dns_domain: k.dns_domain.clone(),
             extra_apiserver_sans: vec![],
-            validity: Validity::default(),
+            validity: Validity::from_config(&cluster.pki),
+        }
+    }
+}
+
+impl Validity {
+    /// The lifetimes cluster.yaml's `pki:` section sets (kubeadm's by default).
+    pub fn from_config(p: &clusterkit_core::config::Pki) -> Self {
+        let days = |n: u64| Duration::from_secs(DAY.as_secs().saturating_mul(n));
+        Self {
+            ca: days(p.ca_validity_days),
+            leaf: days(p.cert_validity_days),
+            renew_before: days(p.renew_before_days),
         }
     }
 }

@@ -1018,6 +1018,26 @@ kubernetes: { version: v1.26.3, service_cidr: 10.96.0.0/12, control_plane_endpoi
         layout.root.display()
     );
     input.validate().unwrap();
+    // Default lifetimes are kubeadm's; `pki:` in cluster.yaml changes them.
+    assert_eq!(input.validity, Validity::default());
+    std::fs::write(
+        &path,
+        format!("{yaml}pki: {{ ca_validity_days: 7300, cert_validity_days: 90, renew_before_days: 7 }}\n"),
+    )
+    .unwrap();
+    let cluster = clusterkit_core::config::load(&path)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .cluster;
+    let input = PkiInput::from_cluster(&cluster);
+    assert_eq!(
+        input.validity,
+        Validity {
+            ca: DAY * 7300,
+            leaf: DAY * 90,
+            renew_before: DAY * 7
+        }
+    );
+    input.validate().unwrap();
 }
 
 #[test]

@@ -322,3 +322,48 @@ fn the_example_validates_with_its_key_file() {
     assert!(l.warnings.is_empty(), "{:?}", l.warnings);
     assert_eq!(l.cluster.monitor.alertmanager.receivers.len(), 4);
 }
+
+#[test]
+fn pki_validity_defaults_and_rules() {
+    let d = Dir::new();
+    assert_eq!(d.ok(MINIMAL).cluster.pki, Pki::default());
+    let c = d
+        .ok(&format!(
+            "{MINIMAL}pki: {{ ca_validity_days: 7300, cert_validity_days: 90, renew_before_days: 10 }}\n"
+        ))
+        .cluster;
+    assert_eq!(
+        c.pki,
+        Pki {
+            ca_validity_days: 7300,
+            cert_validity_days: 90,
+            renew_before_days: 10
+        }
+    );
+    // A short leaf life without a renewal window gets one that fits.
+    let c = d
+        .ok(&format!("{MINIMAL}pki: {{ cert_validity_days: 7 }}\n"))
+        .cluster;
+    assert_eq!(c.pki.renew_before_days, 6);
+    let errs = d.errors(&format!(
+        "{MINIMAL}pki: {{ ca_validity_days: 100, cert_validity_days: 365 }}\n"
+    ));
+    assert!(
+        errs.iter()
+            .any(|e| e.to_string().contains("pki.cert_validity_days")
+                && e.to_string().contains("outlive")),
+        "{errs:?}"
+    );
+    let errs = d.errors(&format!(
+        "{MINIMAL}pki: {{ cert_validity_days: 30, renew_before_days: 30 }}\n"
+    ));
+    assert!(
+        errs.iter()
+            .any(|e| e.to_string().contains("pki.renew_before_days")),
+        "{errs:?}"
+    );
+    let errs = d.errors(&format!("{MINIMAL}pki: {{ ca_validity_days: 0 }}\n"));
+    assert!(!errs.is_empty());
+    let errs = d.errors(&format!("{MINIMAL}pki: {{ leaf_days: 3 }}\n"));
+    assert!(!errs.is_empty(), "unknown keys are refused");
+}
