@@ -414,7 +414,7 @@ fn add_and_remove_a_node() {
         "--check cordoned node4"
     );
     assert_eq!(etcd_state(&sb, &state, &all4).0.len(), 4);
-    assert_eq!(pods_on_node4("app=pinned"), [pinned.clone()]);
+    assert_eq!(pods_on_node4("app=pinned"), std::slice::from_ref(&pinned));
 
     // 6. The removal.
     let (v, took) = json_ok(&mut ck(
