@@ -246,39 +246,38 @@ impl Engine {
             .count(status);
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn event(
+    /// Counts a task's (or handler's) outcome, writes its event and prints its progress line.
+    fn record(
         &self,
-        kind: &str,
-        host: &str,
-        playbook: &Playbook,
-        play: &Play,
+        at: &Site<'_>,
         task: &Task,
-        status: Status,
+        outcome: &Outcome,
         took: Duration,
         commands: u64,
-        message: &str,
+        handler: bool,
     ) {
+        self.count(at.host, outcome.status);
         if let Some(ev) = &self.events {
             ev.write(&Event {
                 time: events::now(),
-                kind,
-                host,
-                playbook: &playbook.name,
-                play: &play.name,
+                kind: if handler { "handler" } else { "task" },
+                host: at.host,
+                playbook: &at.playbook.name,
+                play: &at.play.name,
                 task: &task.name,
                 module: &task.module,
-                status: status.as_str(),
+                status: outcome.status.as_str(),
                 duration_ms: took.as_millis() as u64,
                 commands,
                 message: if task.no_log {
                     "<hidden: no_log>"
                 } else {
-                    message
+                    &outcome.message
                 },
                 check: self.opts.check,
             });
         }
+        self.progress(at.host, task, outcome, handler);
     }
 
     fn progress(&self, host: &str, task: &Task, outcome: &Outcome, handler: bool) {
@@ -320,6 +319,11 @@ impl Engine {
         fatal: &AtomicBool,
     ) -> Result<(), String> {
         let host = target.name.as_str();
+        let at = Site {
+            host,
+            playbook,
+            play,
+        };
         // Facts, once per host per engine.
         let cached = self.state().facts.get(host).cloned();
         let mut facts = match cached {
@@ -395,37 +399,13 @@ impl Engine {
                 }
                 let outcome =
                     Outcome::skipped(format!("done in the previous run ({})", done.status));
-                self.count(host, Status::Skipped);
-                self.event(
-                    "task",
-                    host,
-                    playbook,
-                    play,
-                    task,
-                    Status::Skipped,
-                    Duration::ZERO,
-                    0,
-                    &outcome.message,
-                );
-                self.progress(host, task, &outcome, false);
+                self.record(&at, task, &outcome, Duration::ZERO, 0, false);
                 continue;
             }
             let (outcome, took, commands) = self
                 .run_task(&playbook.library, target, exec, task, &base, &vars)
                 .await;
-            self.count(host, outcome.status);
-            self.event(
-                "task",
-                host,
-                playbook,
-                play,
-                task,
-                outcome.status,
-                took,
-                commands,
-                &outcome.message,
-            );
-            self.progress(host, task, &outcome, false);
+            self.record(&at, task, &outcome, took, commands, false);
             if task.module == "gather_facts" && outcome.status == Status::Ok {
                 facts = outcome.result.clone();
                 self.state().facts.insert(host.to_string(), facts.clone());
@@ -473,19 +453,7 @@ impl Engine {
             let (outcome, took, commands) = self
                 .run_task(&playbook.library, target, exec, handler, &base, &vars)
                 .await;
-            self.count(host, outcome.status);
-            self.event(
-                "handler",
-                host,
-                playbook,
-                play,
-                handler,
-                outcome.status,
-                took,
-                commands,
-                &outcome.message,
-            );
-            self.progress(host, handler, &outcome, true);
+            self.record(&at, handler, &outcome, took, commands, true);
             if outcome.status == Status::Failed && !handler.ignore_errors {
                 fatal.store(true, Ordering::SeqCst);
                 return Err(format!(
@@ -741,6 +709,13 @@ fn describe_exec_error(e: &ExecError) -> String {
         }
         other => other.to_string(),
     }
+}
+
+/// Where a task runs: for events and progress.
+struct Site<'a> {
+    host: &'a str,
+    playbook: &'a Playbook,
+    play: &'a Play,
 }
 
 /// Counts remote round trips (commands, uploads, downloads) for events and the benchmark.
