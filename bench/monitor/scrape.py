@@ -10,8 +10,8 @@ def rss():
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             k, _, v = line.partition(":")
-            if k in ("VmRSS", "VmHWM"):
-                out[k] = int(v.split()[0]) / 1024.0  # MiB
+            if k in ("VmRSS", "VmHWM", "RssAnon", "RssFile", "Threads"):
+                out[k] = int(v.split()[0]) / (1 if k == "Threads" else 1024.0)  # MiB
     return out
 
 conn = http.client.HTTPConnection(host, port, timeout=10)

@@ -232,50 +232,6 @@ async fn serve(args: ServeArgs, global: &Global) -> anyhow::Result<()> {
     if let Some(listen) = args.listen {
         topology.monitor.listen = listen;
     }
-    let addr = topology.listen_addr()?;
-    let m = &topology.monitor;
-    let tls = match &m.tls {
-        Some(t) => Some(
-            clusterkit_monitor::exporter::tls::server_config(
-                &topology.resolve(&t.cert_file),
-                &topology.resolve(&t.key_file),
-            )
-            .context("cannot load the exporter's TLS certificate")?,
-        ),
-        None => None,
-    };
-    let auth = match &m.basic_auth {
-        Some(b) => Some(clusterkit_monitor::exporter::http::Auth {
-            username: b.username.clone(),
-            password: std::env::var(&b.password_env).map_err(|_| {
-                anyhow::anyhow!(
-                    "monitor.basic_auth.password_env: environment variable {} is not set",
-                    b.password_env
-                )
-            })?,
-        }),
-        None => None,
-    };
-    let collectors =
-        clusterkit_monitor::exporter::collectors_for(&topology, args.synthetic_series.unwrap_or(0));
-    let (exporter, _first_runs) = clusterkit_monitor::exporter::start(collectors);
-    let app = clusterkit_monitor::exporter::http::router(exporter, auth);
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    eprintln!(
-        "clusterkit exporter for {} listening on {scheme}://{addr}/metrics",
-        topology.name
-    );
-    let shutdown = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    };
-    clusterkit_monitor::exporter::http::serve(listener, app, tls, shutdown).await?;
+    clusterkit_monitor::exporter::run(&topology, args.synthetic_series.unwrap_or(0)).await?;
     Ok(())
 }

@@ -236,3 +236,57 @@ pub fn collectors_for(
     }
     list
 }
+
+/// `monitor serve`: loads the listener's TLS and basic-auth settings, starts every collector
+/// and serves `/metrics` on `topology.monitor.listen` until SIGINT or SIGTERM. Shared by the
+/// `clusterkit` binary and the standalone `clusterkit-exporter` (see `bin/`).
+pub async fn run(topology: &crate::Topology, synthetic_series: usize) -> crate::Result<()> {
+    let addr = topology.listen_addr()?;
+    let m = &topology.monitor;
+    let tls = match &m.tls {
+        Some(t) => Some(tls::server_config(
+            &topology.resolve(&t.cert_file),
+            &topology.resolve(&t.key_file),
+        )?),
+        None => None,
+    };
+    let auth = match &m.basic_auth {
+        Some(b) => Some(http::Auth {
+            username: b.username.clone(),
+            password: std::env::var(&b.password_env).map_err(|_| {
+                crate::MonitorError::MissingSecret {
+                    field: "monitor.basic_auth.password_env".into(),
+                    variable: b.password_env.clone(),
+                }
+            })?,
+        }),
+        None => None,
+    };
+    let (exporter, _first_runs) = start(collectors_for(topology, synthetic_series));
+    let app = http::router(exporter, auth);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| crate::MonitorError::Listen {
+            address: addr.to_string(),
+            source,
+        })?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    eprintln!(
+        "clusterkit exporter for {} listening on {scheme}://{addr}/metrics",
+        topology.name
+    );
+    let shutdown = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    };
+    http::serve(listener, app, tls, shutdown).await
+}
