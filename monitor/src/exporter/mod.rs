@@ -144,13 +144,15 @@ impl Exporter {
                 false
             }
         };
+        // The text encoder writes UTF-8: no copy in the normal case.
+        let text = String::from_utf8(buf)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
         // A failed run still publishes what it observed (e.g. components marked down).
         *self
             .slot(name)
             .text
             .write()
-            .unwrap_or_else(|e| e.into_inner()) =
-            Arc::new(String::from_utf8_lossy(&buf).into_owned());
+            .unwrap_or_else(|e| e.into_inner()) = Arc::new(text);
         m.up.with_label_values(&[name])
             .set(if ok { 1.0 } else { 0.0 });
         if !ok {
