@@ -117,7 +117,10 @@ fn install_whole_cluster_on_three_nodes() {
         "Kubernetes v1.20.2 binaries missing in {} (CLUSTERKIT_KUBE_BIN_DIR): run `bash scripts/deps.sh` (scripts/build-kube.sh)",
         kube_bin.display()
     );
-    let sb = SandboxGuard::up(UpOptions::new("inscl", 3))
+    // A name of this process's own: two runs of this test at once (several engineers share the
+    // machine) must not share, and tear down, one sandbox.
+    let name = format!("ic{}", std::process::id() % 1_000_000);
+    let sb = SandboxGuard::up(UpOptions::new(&name, 3))
         .expect("sandbox up (needs root and scripts/deps.sh)");
     let work = tempfile::tempdir().unwrap();
 
@@ -144,7 +147,7 @@ fn install_whole_cluster_on_three_nodes() {
         format!("{base}packages: {{ bundle: {} }}\n", bundle.display()),
     )
     .unwrap();
-    let state = sb.dir().join("inscl-state");
+    let state = sb.dir().join(format!("{name}-state"));
     let admin = sb.dir().join("admin.conf");
 
     // 1. Every phase.
@@ -506,11 +509,12 @@ fn install_whole_cluster_on_three_nodes() {
         assert_eq!(again["hosts"][n]["failed"], 0, "{again:#}");
     }
     // The rerun's readiness report: every node Ready, components healthy, every node's probe
-    // pod reached from every other node.
+    // pod reached from every other node, the probe Service from every node.
     let r = &again["readiness"];
     assert_eq!(r["ok"], true, "{r:#}");
     assert_eq!(r["nodes"].as_array().map(Vec::len), Some(3), "{r:#}");
-    assert_eq!(r["probes"].as_array().map(Vec::len), Some(6), "{r:#}");
+    // 6 pod-to-pod pairs + the probe Service from each of the 3 nodes.
+    assert_eq!(r["probes"].as_array().map(Vec::len), Some(9), "{r:#}");
     assert!(
         r["notes"].to_string().contains("CoreDNS is not installed"),
         "{r:#}"

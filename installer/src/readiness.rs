@@ -9,7 +9,8 @@
 //! - **probe**: a DaemonSet (`kube-system/clusterkit-probe`, tolerating every taint) puts a
 //!   busybox httpd on every node; from each probe pod (`kubectl exec`-style, through the API)
 //!   every other node's probe pod is fetched by pod IP with `busybox nc` — the pod network
-//!   across every pair of nodes. The DaemonSet is deleted afterwards.
+//!   across every pair of nodes — and a ClusterIP Service in front of the probe pods (kube-proxy
+//!   on every node). The DaemonSet and the Service are deleted afterwards.
 //! - **dns**: CoreDNS, when a `kube-system/coredns` Deployment exists, must be available;
 //!   without one the report says plainly that there is no cluster DNS (the sandbox has no
 //!   CoreDNS image) and that services are reached by ClusterIP — a note, not a failure.
@@ -26,7 +27,7 @@ use std::time::Duration;
 use clusterkit_core::config::{Cluster, Profile, Role};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use kube::api::{Api, AttachParams, DeleteParams, ListParams, PostParams};
 use serde::Serialize;
 use serde_json::json;
@@ -331,6 +332,8 @@ fn probe_daemonset(image: &str, pull: &str, run: &str) -> serde_json::Value {
 }
 
 async fn delete_probe(client: &kube::Client) {
+    let services: Api<Service> = Api::namespaced(client.clone(), "kube-system");
+    let _ = services.delete(PROBE_NAME, &DeleteParams::default()).await;
     let ds: Api<DaemonSet> = Api::namespaced(client.clone(), "kube-system");
     let _ = ds
         .delete(
@@ -382,12 +385,38 @@ async fn probe_checks(cluster: &Cluster, client: &kube::Client, ready: &[String]
         Ok(o) => o,
         Err(e) => return vec![Check::new("probe", Err(e.to_string()))],
     };
+    let mut out = Vec::new();
     if let Err(e) = ds.create(&PostParams::default(), &obj).await {
         return vec![Check::new(
             "probe",
             Err(format!("creating kube-system/{PROBE_NAME}: {e}")),
         )];
     }
+    let services: Api<Service> = Api::namespaced(client.clone(), "kube-system");
+    let svc: Result<Service, String> = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": { "name": PROBE_NAME, "namespace": "kube-system",
+                      "labels": { "app.kubernetes.io/managed-by": "clusterkit" } },
+        "spec": { "selector": { "app": PROBE_NAME, "run": run },
+                  "ports": [{ "port": 80, "targetPort": PROBE_PORT }] }
+    }))
+    .map_err(|e| e.to_string());
+    let service_ip = match svc {
+        Ok(svc) => match services.create(&PostParams::default(), &svc).await {
+            Ok(created) => created.spec.and_then(|s| s.cluster_ip),
+            Err(e) => {
+                out.push(Check::new(
+                    "probe service",
+                    Err(format!("creating kube-system/{PROBE_NAME} Service: {e}")),
+                ));
+                None
+            }
+        },
+        Err(e) => {
+            out.push(Check::new("probe service", Err(e)));
+            None
+        }
+    };
     // node -> (pod name, pod IP) once Running on every Ready node.
     let running: std::sync::Mutex<BTreeMap<String, (String, String)>> = Default::default();
     let lp = ListParams::default().labels(&format!("app={PROBE_NAME},run={run}"));
@@ -426,7 +455,6 @@ async fn probe_checks(cluster: &Cluster, client: &kube::Client, ready: &[String]
     })
     .await;
     let running = running.into_inner().unwrap_or_default();
-    let mut out = Vec::new();
     if let Err(e) = waited {
         out.push(Check::new(
             "probe pods",
@@ -434,21 +462,50 @@ async fn probe_checks(cluster: &Cluster, client: &kube::Client, ready: &[String]
         ));
     }
     for (from, (pod, _)) in &running {
-        let targets: Vec<(&String, &String)> = running
+        // What this pod fetches: every other node's probe pod by IP (the pod network), and
+        // the probe Service's ClusterIP (kube-proxy on this node); key, address, port, the
+        // answer wanted (`None`: any probe pod), the check's name.
+        let mut wanted: Vec<(String, String, u16, Option<String>, String)> = running
             .iter()
             .filter(|(n, _)| *n != from)
-            .map(|(n, (_, ip))| (n, ip))
+            .map(|(n, (_, ip))| {
+                (
+                    ip.clone(),
+                    ip.clone(),
+                    PROBE_PORT,
+                    Some(format!("probe-{n}")),
+                    format!("pod on {from} -> pod on {n}"),
+                )
+            })
             .collect();
-        if targets.is_empty() {
+        if let Some(cip) = &service_ip {
+            wanted.push((
+                "service".into(),
+                cip.clone(),
+                80,
+                None,
+                format!("pod on {from} -> service {PROBE_NAME} (kube-proxy)"),
+            ));
+        }
+        if wanted.is_empty() {
             continue;
         }
-        // One exec per pod: each target's answer on one line, `<ip> <body>`; retried a few
-        // times (fresh routes and iptables rules may take a moment).
-        let script = targets
+        let good = |key: &str, body: &str| {
+            wanted.iter().any(|(k, _, _, want, _)| {
+                k == key
+                    && match want {
+                        Some(w) => body == w,
+                        None => body.starts_with("probe-"),
+                    }
+            })
+        };
+        // One exec per pod: each answer on one line, `<key> <body>`; retried a few times
+        // (fresh routes, iptables rules and endpoints may take a moment).
+        let script = wanted
             .iter()
-            .map(|(_, ip)| {
+            .map(|(key, addr, port, _, _)| {
                 format!(
-                    "echo {ip} $(printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 {ip} {PROBE_PORT} | tail -n 1)"
+                    "echo {key} $(printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 {addr} {port} | tail -n 1)"
                 )
             })
             .collect::<Vec<_>>()
@@ -465,41 +522,35 @@ async fn probe_checks(cluster: &Cluster, client: &kube::Client, ready: &[String]
                     exec_error = None;
                     raw = text.clone();
                     for l in text.lines() {
-                        if let Some((ip, body)) = l.split_once(' ') {
+                        if let Some((key, body)) = l.split_once(' ') {
                             // A right answer from an earlier attempt stands.
-                            let good = targets.iter().any(|(n, t)| {
-                                *t == ip && answers.get(ip) == Some(&format!("probe-{n}"))
-                            });
-                            if !good {
-                                answers.insert(ip.to_string(), body.trim().to_string());
+                            let had = answers.get(key).is_some_and(|b| good(key, b));
+                            if !had {
+                                answers.insert(key.to_string(), body.trim().to_string());
                             }
                         }
                     }
                 }
                 Err(e) => exec_error = Some(e),
             }
-            let all = targets
+            let all = wanted
                 .iter()
-                .all(|(n, ip)| answers.get(*ip).is_some_and(|b| *b == format!("probe-{n}")));
+                .all(|(k, ..)| answers.get(k).is_some_and(|b| good(k, b)));
             if all {
                 break;
             }
         }
-        for (to, ip) in targets {
-            let r = match (answers.get(ip), &exec_error) {
-                (Some(b), _) if *b == format!("probe-{to}") => {
-                    Ok(format!("{ip}:{PROBE_PORT} answered"))
-                }
+        for (key, addr, port, _, name) in &wanted {
+            let r = match (answers.get(key), &exec_error) {
+                (Some(b), _) if good(key, b) => Ok(format!("{addr}:{port} answered {b:?}")),
                 (_, Some(e)) => Err(e.clone()),
-                (Some(b), None) if !b.is_empty() => {
-                    Err(format!("{ip}:{PROBE_PORT} answered {b:?}"))
-                }
+                (Some(b), None) if !b.is_empty() => Err(format!("{addr}:{port} answered {b:?}")),
                 _ => Err(format!(
-                    "{ip}:{PROBE_PORT}: no answer (the probe printed {:?})",
+                    "{addr}:{port}: no answer (the probe printed {:?})",
                     raw.trim()
                 )),
             };
-            out.push(Check::new(format!("pod on {from} -> pod on {to}"), r));
+            out.push(Check::new(name.clone(), r));
         }
     }
     if running.len() == 1 && ready.len() == 1 {
@@ -540,5 +591,59 @@ async fn dns_check(cluster: &Cluster, client: &kube::Client) -> (Check, Vec<Stri
             )
         }
         Err(e) => (Check::new("coredns", Err(e.to_string())), Vec::new()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(probe_ok: bool) -> Report {
+        let c = |n: &str, ok: bool| Check {
+            name: n.into(),
+            ok,
+            detail: if ok { "ok".into() } else { "no answer".into() },
+        };
+        let mut r = Report {
+            ok: false,
+            nodes: vec![c("node node1", true)],
+            components: vec![c("etcd", true)],
+            probes: vec![c("pod on node1 -> pod on node2", probe_ok)],
+            dns: c("coredns", true),
+            notes: vec!["no cluster DNS".into()],
+        };
+        r.ok = r.failures().is_empty();
+        r
+    }
+
+    #[test]
+    fn any_failed_check_makes_the_cluster_not_ready() {
+        let good = report(true);
+        assert!(good.ok && good.failures().is_empty());
+        assert!(good.table().ends_with("cluster ready\n"));
+        let bad = report(false);
+        assert!(!bad.ok);
+        assert_eq!(bad.failures().len(), 1);
+        assert_eq!(bad.failures()[0].name, "pod on node1 -> pod on node2");
+        assert!(bad.table().contains("FAIL pod on node1 -> pod on node2"));
+        assert!(bad.table().ends_with("cluster NOT ready\n"));
+        let v = serde_json::to_value(&bad).unwrap();
+        assert_eq!(v["ok"], false);
+        assert_eq!(v["probes"][0]["ok"], false);
+        assert_eq!(v["notes"][0], "no cluster DNS");
+    }
+
+    #[test]
+    fn probe_daemonset_tolerates_every_taint_and_parses() {
+        let v = probe_daemonset("img", "Never", "abc");
+        let ds: DaemonSet = serde_json::from_value(v).unwrap();
+        let spec = ds.spec.unwrap().template.spec.unwrap();
+        assert_eq!(
+            spec.tolerations.unwrap()[0].operator.as_deref(),
+            Some("Exists")
+        );
+        let c = &spec.containers[0];
+        assert_eq!(c.image.as_deref(), Some("img"));
+        assert_eq!(c.image_pull_policy.as_deref(), Some("Never"));
     }
 }
