@@ -8,8 +8,15 @@
 //! in dependency order; `apt-get download` fetches those versions. Binaries (e.g. the
 //! Kubernetes binaries in `CLUSTERKIT_KUBE_BIN_DIR`) are hard-linked or copied into `bin/`.
 //!
-//! Layout: `DIR/manifest.json`, `DIR/debs/*.deb`, `DIR/bin/*`. The `package` module reads the
-//! manifest ([`Bundle`]) and uploads only the closure members a node is missing.
+//! Container images ([`BuildOptions::images`]): the pause image and the busybox test workload
+//! built from Debian material (see [`crate::images`]), taken from the local image cache
+//! (`$CLUSTERKIT_CACHE/images`, built there when missing) and hard-linked or copied into
+//! `DIR/images/` with its own `images/manifest.json`; the images phase imports them on every
+//! node. Each tarball and `images/manifest.json` itself are listed in the bundle manifest's
+//! `binaries` (names `image:<name>` and `images-manifest`), so `bundle verify` covers them.
+//!
+//! Layout: `DIR/manifest.json`, `DIR/debs/*.deb`, `DIR/bin/*`, `DIR/images/*`. The `package`
+//! module reads the manifest ([`Bundle`]) and uploads only the closure members a node is missing.
 //!
 //! Limits: Debian packages for the architecture of this machine only; this machine's apt lists
 //! decide the versions (run `apt-get update` first for the newest).
@@ -19,6 +26,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use clusterkit_core::playbook::modules::package::BundleFile;
+
+use crate::images::{self, ImageError, Sources};
 pub use clusterkit_core::playbook::modules::{Bundle, BundleManifest, BundlePackage};
 use sha2::{Digest, Sha256};
 
@@ -48,6 +57,9 @@ pub enum BundleError {
 
     #[error("apt cannot install {package} onto the base system: {message}")]
     Unresolvable { package: String, message: String },
+
+    #[error("container images for the bundle (leave them out with --no-images): {0}")]
+    Images(#[from] ImageError),
 }
 
 /// What to put in a bundle.
@@ -60,6 +72,79 @@ pub struct BuildOptions {
     pub base_status: PathBuf,
     /// Directories whose files go into `bin/` (Kubernetes binaries).
     pub binary_dirs: Vec<PathBuf>,
+    /// Container images into `images/`: built into (or reused from) `cache`, from `sources`.
+    /// `None`: no images (nodes pull from a registry).
+    pub images: Option<ImageOptions>,
+}
+
+/// Where the bundle's images come from.
+#[derive(Debug, Clone)]
+pub struct ImageOptions {
+    /// The image cache they are built into or reused from ([`images::cache_dir`]).
+    pub cache: PathBuf,
+    /// Inputs for building them when the cache lacks them.
+    pub sources: Sources,
+}
+
+impl ImageOptions {
+    /// The cache and sources from the environment (`CLUSTERKIT_CACHE`, `CLUSTERKIT_KUBE_SRC`,
+    /// `CLUSTERKIT_BUSYBOX`).
+    pub fn from_env() -> ImageOptions {
+        ImageOptions {
+            cache: images::cache_dir(),
+            sources: Sources::from_env(),
+        }
+    }
+}
+
+/// Puts the images of `opts` into `out/images/` (a verified copy of the cache, which is built
+/// when missing) and returns the bundle manifest entries covering them.
+pub fn add_images(out: &Path, opts: &ImageOptions) -> Result<Vec<BundleFile>, BundleError> {
+    let cached = images::ensure(&opts.cache, &opts.sources)?;
+    let dir = out.join("images");
+    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    let mut files = Vec::new();
+    for i in &cached.images {
+        let src = opts.cache.join(&i.file);
+        let dest = dir.join(&i.file);
+        // Replace, never reuse: a stale tarball from an older bundle must not survive.
+        if dest.exists() {
+            std::fs::remove_file(&dest).map_err(io(&dest))?;
+        }
+        if std::fs::hard_link(&src, &dest).is_err() {
+            std::fs::copy(&src, &dest).map_err(io(&dest))?;
+        }
+        let (sha256, size) = sha256_file(&dest)?;
+        if sha256 != i.sha256 || size != i.size {
+            return Err(ImageError::Mismatch {
+                path: dest,
+                manifest: opts.cache.join(images::MANIFEST_FILE),
+            }
+            .into());
+        }
+        files.push(BundleFile {
+            name: format!("image:{}", i.name),
+            file: format!("images/{}", i.file),
+            sha256,
+            size,
+        });
+    }
+    // Only the images just copied: a cache that holds more stays out of the bundle's listing.
+    let manifest = images::ImageManifest {
+        format: cached.format,
+        images: cached.images.clone(),
+    };
+    let path = dir.join(images::MANIFEST_FILE);
+    let text = serde_json::to_string_pretty(&manifest).unwrap_or_default() + "\n";
+    std::fs::write(&path, text).map_err(io(&path))?;
+    let (sha256, size) = sha256_file(&path)?;
+    files.push(BundleFile {
+        name: "images-manifest".into(),
+        file: format!("images/{}", images::MANIFEST_FILE),
+        sha256,
+        size,
+    });
+    Ok(files)
 }
 
 /// The default base: the sandbox's cached rootfs.
@@ -225,6 +310,15 @@ pub fn build(opts: &BuildOptions) -> Result<BundleManifest, BundleError> {
             }
         }
     }
+    if let Some(img) = &opts.images {
+        binaries.extend(add_images(&opts.out, img)?);
+    } else {
+        // A bundle rebuilt without images must not keep an old images/ the phase would import.
+        let old = opts.out.join("images");
+        if old.exists() {
+            std::fs::remove_dir_all(&old).map_err(io(&old))?;
+        }
+    }
     let arch = packages
         .first()
         .map(|p| p.arch.clone())
@@ -247,6 +341,102 @@ pub fn build(opts: &BuildOptions) -> Result<BundleManifest, BundleError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::images::{ImageEntry, ImageManifest, BUSYBOX_IMAGE, PAUSE_IMAGE};
+
+    /// A cache holding both image names (so `ensure` reuses it and builds nothing).
+    fn fake_cache(dir: &Path) -> ImageManifest {
+        let mut entries = Vec::new();
+        for (name, data) in [(PAUSE_IMAGE, &b"pause bytes"[..]), (BUSYBOX_IMAGE, b"bb")] {
+            let file = images::file_name(name);
+            std::fs::write(dir.join(&file), data).unwrap();
+            entries.push(ImageEntry {
+                name: name.into(),
+                file,
+                sha256: hex::encode(Sha256::digest(data)),
+                size: data.len() as u64,
+                digest: "sha256:00".into(),
+            });
+        }
+        let m = ImageManifest {
+            format: 1,
+            images: entries,
+        };
+        std::fs::write(
+            dir.join(images::MANIFEST_FILE),
+            serde_json::to_string(&m).unwrap(),
+        )
+        .unwrap();
+        m
+    }
+
+    #[test]
+    fn images_are_copied_and_covered_by_the_bundle_manifest() {
+        let cache = tempfile::tempdir().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let cached = fake_cache(cache.path());
+        let opts = ImageOptions {
+            cache: cache.path().to_path_buf(),
+            sources: Sources {
+                kube_src: "/nonexistent".into(),
+                busybox: "/nonexistent".into(),
+            },
+        };
+        let files = add_images(out.path(), &opts).unwrap();
+        let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(
+            names,
+            vec![
+                "image:registry.k8s.io/pause:3.2",
+                "image:docker.io/library/busybox:clusterkit",
+                "images-manifest"
+            ]
+        );
+        // What the images phase reads: the same listing, every tarball verified.
+        let in_bundle = out.path().join("images");
+        let m = images::load(&in_bundle).unwrap();
+        assert_eq!(m, cached);
+        images::verify(&in_bundle, &m).unwrap();
+        let bundle = Bundle {
+            dir: out.path().to_path_buf(),
+            manifest: BundleManifest {
+                format: 1,
+                binaries: files,
+                ..Default::default()
+            },
+        };
+        bundle.verify().unwrap();
+        // Tampering with a tarball or with images/manifest.json is caught by `bundle verify`.
+        std::fs::remove_file(in_bundle.join("pause_3.2.oci.tar")).unwrap();
+        std::fs::write(in_bundle.join("pause_3.2.oci.tar"), b"pause bytez").unwrap();
+        assert!(bundle.verify().unwrap_err().contains("pause_3.2.oci.tar"));
+        // Rebuilding replaces the stale file.
+        let files = add_images(out.path(), &opts).unwrap();
+        let bundle = Bundle {
+            manifest: BundleManifest {
+                binaries: files,
+                ..Default::default()
+            },
+            ..bundle
+        };
+        bundle.verify().unwrap();
+        std::fs::write(in_bundle.join(images::MANIFEST_FILE), b"{}").unwrap();
+        assert!(bundle.verify().unwrap_err().contains("manifest.json"));
+    }
+
+    #[test]
+    fn missing_image_sources_name_the_way_out() {
+        let cache = tempfile::tempdir().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let opts = ImageOptions {
+            cache: cache.path().to_path_buf(),
+            sources: Sources {
+                kube_src: cache.path().join("no-src"),
+                busybox: "/nonexistent".into(),
+            },
+        };
+        let e = add_images(out.path(), &opts).unwrap_err().to_string();
+        assert!(e.contains("--no-images"), "{e}");
+    }
 
     #[test]
     fn parses_apt_simulation() {

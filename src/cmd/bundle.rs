@@ -4,12 +4,16 @@
 //! dependencies missing from a minimal Debian 12) and any binaries (`--binaries DIR`, default
 //! `$CLUSTERKIT_KUBE_BIN_DIR` when set) into DIR with a checksummed manifest.json. Point
 //! cluster.yaml at it with `packages: { bundle: DIR }`; installs then upload from it over SSH.
+//! Container images: by default the bundle also carries the images a node without a registry
+//! needs — the pause image and the busybox test workload, built from Debian material (see
+//! `clusterkit_installer::images`) — in `DIR/images/`, covered by the manifest; the images phase
+//! imports them on every node. `--no-images` leaves them out (nodes pull from a registry).
 //! `bundle verify DIR` checks every file against the manifest.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clusterkit_installer::bundle::{self, BuildOptions, Bundle};
+use clusterkit_installer::bundle::{self, BuildOptions, Bundle, ImageOptions};
 use clusterkit_installer::phases::network::NETWORK_PACKAGES;
 use clusterkit_installer::phases::RUNTIME_PACKAGES;
 
@@ -23,7 +27,15 @@ pub struct Args {
 
 #[derive(clap::Subcommand)]
 enum BundleCommand {
-    /// Download the packages (with dependencies) and collect the binaries into a directory.
+    /// Download the packages (with dependencies), collect the binaries and add the container
+    /// images into a directory.
+    ///
+    /// Images (default on): the pause image (registry.k8s.io/pause:3.2, from pause.c of
+    /// Debian's kubernetes source) and the busybox test workload image
+    /// (docker.io/library/busybox:clusterkit, from busybox-static) go into DIR/images/, built
+    /// once into the image cache ($CLUSTERKIT_CACHE/images) and reused; the install imports
+    /// them into containerd on every node, so no registry is needed. They are listed with
+    /// their sha256 in manifest.json like every other file.
     Build {
         /// The bundle directory (created or refreshed).
         #[arg(short = 'd', long = "out")]
@@ -37,6 +49,10 @@ enum BundleCommand {
         /// Extra packages beyond the ones the install phases need.
         #[arg(long = "package")]
         packages: Vec<String>,
+        /// Leave the container images out: the nodes pull pause (runtime.sandbox_image) and
+        /// workload images from a registry or mirror instead.
+        #[arg(long)]
+        no_images: bool,
     },
     /// Check every file of a bundle against its manifest.
     Verify { dir: PathBuf },
@@ -50,6 +66,7 @@ impl Args {
                 base_status,
                 binaries,
                 packages,
+                no_images,
             } => {
                 // Everything the install phases install from packages: the runtime, Debian's
                 // etcd for the etcd phase, and the CNI plugins for the host-gw network.
@@ -69,6 +86,7 @@ impl Args {
                     packages: all,
                     base_status: base_status.unwrap_or_else(bundle::default_base_status),
                     binary_dirs: binaries.into_iter().filter(|d| d.is_dir()).collect(),
+                    images: (!no_images).then(ImageOptions::from_env),
                 };
                 let manifest = tokio::task::spawn_blocking(move || bundle::build(&opts))
                     .await?
@@ -80,7 +98,12 @@ impl Args {
                             println!("{:<24} {:<32} {}", p.name, p.version, p.file);
                         }
                         for b in &manifest.binaries {
-                            println!("{:<24} {:<32} {}", b.name, "(binary)", b.file);
+                            let kind = if b.file.starts_with("images/") {
+                                "(image)"
+                            } else {
+                                "(binary)"
+                            };
+                            println!("{:<24} {:<32} {}", b.name, kind, b.file);
                         }
                         println!("{}", out.join("manifest.json").display());
                     }
@@ -90,11 +113,18 @@ impl Args {
             BundleCommand::Verify { dir } => {
                 let b = Bundle::load(&dir).map_err(anyhow::Error::msg)?;
                 b.verify().map_err(anyhow::Error::msg)?;
+                let images = b
+                    .manifest
+                    .binaries
+                    .iter()
+                    .filter(|f| f.file.starts_with("images/"))
+                    .count();
                 println!(
-                    "{}: {} packages and {} binaries match the manifest",
+                    "{}: {} packages, {} binaries and {} image files match the manifest",
                     dir.display(),
                     b.manifest.packages.len(),
-                    b.manifest.binaries.len()
+                    b.manifest.binaries.len() - images,
+                    images
                 );
                 Ok(())
             }
