@@ -211,6 +211,11 @@ impl Sandbox {
             });
         }
         preflight()?;
+        // Every node runs its own systemd, containerd and kubelet, each holding inotify
+        // instances; Debian's default of 128 per user runs out with a few sandboxes up and
+        // node systemd then fails to start ("Too many open files"). Raised, never lowered.
+        sys::raise_sysctl("fs/inotify/max_user_instances", 8192)?;
+        sys::raise_sysctl("fs/inotify/max_user_watches", 524_288)?;
         let name = opts.name.as_str();
         let base = rootfs::ensure_base(&dirs.cache)?;
         sys::mkdir(&dirs.state, 0o755)?;

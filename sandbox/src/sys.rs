@@ -289,3 +289,23 @@ mod tests {
         assert!(t.len() <= TAIL + 4);
     }
 }
+
+/// Raises the host sysctl `key` (a `/proc/sys` path relative name like
+/// `fs/inotify/max_user_instances`) to at least `min`; never lowers it. Returns whether it was
+/// raised.
+pub(crate) fn raise_sysctl(key: &str, min: u64) -> Result<bool> {
+    let path = Path::new("/proc/sys").join(key);
+    let current = fs::read_to_string(&path).map_err(io("read", path.clone()))?;
+    let current: u64 = current.trim().parse().unwrap_or(0);
+    if current >= min {
+        return Ok(false);
+    }
+    fs::write(&path, min.to_string()).map_err(io("write", path))?;
+    tracing::info!(
+        key,
+        from = current,
+        to = min,
+        "raised a host limit for the sandbox"
+    );
+    Ok(true)
+}
