@@ -578,9 +578,9 @@ async fn dns_check(cluster: &Cluster, client: &kube::Client) -> (Check, Vec<Stri
         }
         Ok(None) => {
             let why = if cluster.profile == Profile::Sandbox {
-                "there is no CoreDNS image in the sandbox (no registry)"
+                crate::phases::addons::NO_COREDNS_IN_SANDBOX
             } else {
-                "clusterkit does not deploy CoreDNS yet; apply its manifests"
+                "the addons phase has not applied it: run `clusterkit install --phase addons`"
             };
             let note = format!(
                 "no cluster DNS: CoreDNS is not installed ({why}); pods reach services by ClusterIP, not by name"

@@ -3,16 +3,30 @@
 //! KubeProxyConfiguration in the mode cluster.yaml chose (`ipvs` by default, `iptables` in the
 //! sandbox, whose kernel has no IPVS).
 //!
+//! CoreDNS (cluster DNS), on real clusters: `templates/kubernetes/coredns.yaml` (kubeadm's
+//! addon: ServiceAccount, RBAC, Corefile for `kubernetes.dns_domain`, Deployment, Service
+//! `kube-dns` on the 10th address of the service CIDR, the kubelets' `clusterDNS`) rendered here
+//! and applied with server-side apply through the API. The image is
+//! `<kubernetes.image_repository>/coredns/coredns:<tag>`, the tag kubeadm pins for the
+//! Kubernetes minor version ([`coredns_version`]). In the sandbox profile there is no CoreDNS
+//! image (no registry): the phase says so ([`NO_COREDNS_IN_SANDBOX`], the readiness report's
+//! words too) and services are reached by ClusterIP.
+//!
 //! Limits: the pod network is the `network` phase's (host-gw) or the operator's manifests;
-//! CoreDNS is not deployed (the readiness report says so); kube-proxy runs as a systemd service
-//! rather than kubeadm's DaemonSet (there are no images in the sandbox). In
+//! kube-proxy runs as a systemd service rather than kubeadm's DaemonSet (there are no images
+//! in the sandbox); check mode does not compare CoreDNS objects with the cluster's. In
 //! the sandbox profile kube-proxy leaves `nf_conntrack_max` alone (`conntrack.maxPerCore: 0`):
 //! that sysctl is not per network namespace and would change the machine's.
 
 use std::path::PathBuf;
 
 use async_trait::async_trait;
-use clusterkit_core::config::{Cluster, Profile, ProxyMode};
+use clusterkit_core::config::{Cluster, Profile, ProxyMode, Role};
+use clusterkit_core::playbook::Library;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use kube::api::{Api, Patch, PatchParams};
 use serde_json::{json, Map, Value};
 
 use super::common::{self, with_vars};
@@ -90,13 +104,196 @@ pub fn ensure_kube_proxy_conf(
     Ok((path, true))
 }
 
+/// Why the sandbox has no cluster DNS (the readiness report says the same).
+pub const NO_COREDNS_IN_SANDBOX: &str = "there is no CoreDNS image in the sandbox (no registry)";
+
+/// The CoreDNS template, relative to `templates/`.
+pub const COREDNS_TEMPLATE: &str = "kubernetes/coredns.yaml";
+
+/// Field manager of clusterkit's server-side applies of addon objects.
+const FIELD_MANAGER: &str = "clusterkit";
+
+/// kubeadm's CoreDNS image tag for a Kubernetes 1.x minor version (its `CoreDNSVersion`).
+/// Versions outside the table get the nearest entry.
+pub fn coredns_version(minor: u32) -> &'static str {
+    match minor {
+        0..=18 => "1.6.7",
+        19 | 20 => "1.7.0",
+        21 => "v1.8.0",
+        22 => "v1.8.4",
+        23 | 24 => "v1.8.6",
+        25 | 26 => "v1.9.3",
+        27 | 28 => "v1.10.1",
+        29 | 30 => "v1.11.1",
+        31 | 32 => "v1.11.3",
+        _ => "v1.12.0",
+    }
+}
+
+/// `<image_repository>/coredns/coredns:<tag>`.
+pub fn coredns_image(cluster: &Cluster) -> String {
+    format!(
+        "{}/coredns/coredns:{}",
+        cluster.kubernetes.image_repository.trim_end_matches('/'),
+        coredns_version(cluster.kubernetes.version.minor)
+    )
+}
+
+/// The template's context: `coredns.{image, cluster_ip, dns_domain, replicas}`.
+pub fn coredns_context(cluster: &Cluster) -> Value {
+    json!({
+        "coredns": {
+            "image": coredns_image(cluster),
+            "cluster_ip": common::nth_service_ip(cluster, 10).to_string(),
+            "dns_domain": cluster.kubernetes.dns_domain.to_string(),
+            "replicas": 2,
+        }
+    })
+}
+
+/// The CoreDNS objects, typed.
+#[derive(Debug, Clone, Default)]
+pub struct CoreDns {
+    pub service_accounts: Vec<ServiceAccount>,
+    pub cluster_roles: Vec<ClusterRole>,
+    pub cluster_role_bindings: Vec<ClusterRoleBinding>,
+    pub config_maps: Vec<ConfigMap>,
+    pub deployments: Vec<Deployment>,
+    pub services: Vec<Service>,
+}
+
+/// Parses a multi-document manifest into the CoreDNS object kinds; any other kind, or a
+/// document that does not fit its kind's schema, is an error naming the document.
+pub fn parse_coredns(text: &str) -> Result<CoreDns, String> {
+    let mut out = CoreDns::default();
+    let mut docs = vec![String::new()];
+    for line in text.lines() {
+        if line.trim_end() == "---" {
+            docs.push(String::new());
+        } else if let Some(last) = docs.last_mut() {
+            last.push_str(line);
+            last.push('\n');
+        }
+    }
+    for (n, doc) in docs.iter().enumerate() {
+        let v: Value =
+            serde_saphyr::from_str(doc).map_err(|e| format!("document {}: {e}", n + 1))?;
+        if v.is_null() {
+            continue;
+        }
+        let kind = v["kind"].as_str().unwrap_or_default().to_string();
+        let bad = |e: serde_json::Error| format!("document {} ({kind}): {e}", n + 1);
+        match kind.as_str() {
+            "ServiceAccount" => out
+                .service_accounts
+                .push(serde_json::from_value(v).map_err(bad)?),
+            "ClusterRole" => out
+                .cluster_roles
+                .push(serde_json::from_value(v).map_err(bad)?),
+            "ClusterRoleBinding" => out
+                .cluster_role_bindings
+                .push(serde_json::from_value(v).map_err(bad)?),
+            "ConfigMap" => out
+                .config_maps
+                .push(serde_json::from_value(v).map_err(bad)?),
+            "Deployment" => out
+                .deployments
+                .push(serde_json::from_value(v).map_err(bad)?),
+            "Service" => out.services.push(serde_json::from_value(v).map_err(bad)?),
+            other => return Err(format!("document {}: unexpected kind {other:?}", n + 1)),
+        }
+    }
+    Ok(out)
+}
+
+/// Renders the CoreDNS template (an operator's override wins) and parses it.
+pub fn render_coredns(library: &Library, cluster: &Cluster) -> Result<CoreDns, InstallError> {
+    let fail = |message: String| InstallError::Target {
+        host: format!("templates/{COREDNS_TEMPLATE}"),
+        message,
+    };
+    let source = library.template(COREDNS_TEMPLATE)?;
+    let text =
+        clusterkit_core::playbook::render::render_text(&source.text, &coredns_context(cluster))
+            .map_err(fail)?;
+    parse_coredns(&text).map_err(fail)
+}
+
+async fn apply<K>(api: &Api<K>, obj: &K) -> Result<(), InstallError>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let name = obj.meta().name.clone().unwrap_or_default();
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(obj),
+    )
+    .await
+    .map_err(|e| InstallError::Target {
+        host: "kubernetes API".into(),
+        message: format!("applying CoreDNS {} {name}: {e}", K::kind(&())),
+    })?;
+    Ok(())
+}
+
+/// Applies every CoreDNS object (namespaced ones in their manifest namespace).
+pub async fn apply_coredns(client: &kube::Client, objs: &CoreDns) -> Result<(), InstallError> {
+    fn ns(m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
+        m.namespace.clone().unwrap_or_else(|| "kube-system".into())
+    }
+    for o in &objs.service_accounts {
+        apply(&Api::namespaced(client.clone(), &ns(&o.metadata)), o).await?;
+    }
+    for o in &objs.cluster_roles {
+        apply(&Api::all(client.clone()), o).await?;
+    }
+    for o in &objs.cluster_role_bindings {
+        apply(&Api::all(client.clone()), o).await?;
+    }
+    for o in &objs.config_maps {
+        apply(&Api::namespaced(client.clone(), &ns(&o.metadata)), o).await?;
+    }
+    for o in &objs.services {
+        apply(&Api::namespaced(client.clone(), &ns(&o.metadata)), o).await?;
+    }
+    for o in &objs.deployments {
+        apply(&Api::namespaced(client.clone(), &ns(&o.metadata)), o).await?;
+    }
+    Ok(())
+}
+
+/// CoreDNS: applied on real clusters, a plain note in the sandbox.
+async fn coredns(cx: &PhaseContext<'_>) -> Result<(), InstallError> {
+    if cx.cluster.profile == Profile::Sandbox {
+        tracing::warn!(
+            "no cluster DNS: CoreDNS is not installed ({NO_COREDNS_IN_SANDBOX}); pods reach services by ClusterIP, not by name"
+        );
+        return Ok(());
+    }
+    // Render and type-check first: a broken override fails before anything is applied.
+    let objs = render_coredns(cx.library, cx.cluster)?;
+    let cp_failed = cx
+        .cluster
+        .hosts_with_role(Role::ControlPlane)
+        .iter()
+        .any(|h| cx.engine.host_failed(&h.name));
+    if cx.check || cp_failed {
+        // No API to talk to (the report already names the failed host), or nothing to change.
+        tracing::info!(image = %coredns_image(cx.cluster), "CoreDNS not applied (check mode or no control plane)");
+        return Ok(());
+    }
+    let client = common::admin_client(cx.cluster, None).await?;
+    apply_coredns(&client, &objs).await
+}
+
 #[async_trait]
 impl Phase for AddonsPhase {
     fn name(&self) -> &'static str {
         "addons"
     }
     fn describe(&self) -> &'static str {
-        "kube-proxy on every node (systemd, own kubeconfig, KubeProxyConfiguration)"
+        "kube-proxy on every node (systemd, own kubeconfig, KubeProxyConfiguration); CoreDNS on real clusters"
     }
     async fn run(&self, cx: &PhaseContext<'_>) -> Result<(), InstallError> {
         let pb = clusterkit_core::playbook::load(cx.library, "addons")?;
@@ -137,6 +334,80 @@ impl Phase for AddonsPhase {
             return Err(e);
         }
         cx.engine.run(&pb, &targets).await;
-        Ok(())
+        coredns(cx).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster(extra: &str) -> Cluster {
+        let tmp = tempfile::tempdir().unwrap();
+        let key = tmp.path().join("id_ed25519");
+        std::fs::write(&key, "not a key\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let yaml = format!(
+            "name: demo\nhosts:\n  - {{ name: cp1, address: 10.213.0.11, roles: [control-plane, etcd, worker], auth: {{ key_file: ./id_ed25519 }} }}\n{extra}"
+        );
+        let path = tmp.path().join("cluster.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        clusterkit_core::config::load(&path)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .cluster
+    }
+
+    #[test]
+    fn coredns_tags_follow_kubeadm() {
+        assert_eq!(coredns_version(20), "1.7.0");
+        assert_eq!(coredns_version(26), "v1.9.3");
+        assert_eq!(coredns_version(30), "v1.11.1");
+    }
+
+    #[test]
+    fn coredns_manifests_are_typed_with_image_and_cluster_ip() {
+        let c = cluster(
+            "kubernetes: { version: v1.26.3, service_cidr: 10.32.0.0/16, dns_domain: k8s.example, image_repository: mirror.example/k8s }\n",
+        );
+        let lib = crate::phases::library(&[]);
+        let objs = render_coredns(&lib, &c).unwrap();
+        assert_eq!(objs.service_accounts.len(), 1);
+        assert_eq!(objs.cluster_roles.len(), 1);
+        assert_eq!(objs.cluster_role_bindings.len(), 1);
+        let d = &objs.deployments[0];
+        let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        assert_eq!(
+            pod.containers[0].image.as_deref(),
+            Some("mirror.example/k8s/coredns/coredns:v1.9.3")
+        );
+        assert_eq!(pod.service_account_name.as_deref(), Some("coredns"));
+        let svc = &objs.services[0];
+        assert_eq!(svc.metadata.name.as_deref(), Some("kube-dns"));
+        let spec = svc.spec.as_ref().unwrap();
+        // The 10th address of the service CIDR, as the kubelets' clusterDNS.
+        assert_eq!(spec.cluster_ip.as_deref(), Some("10.32.0.10"));
+        assert_eq!(
+            spec.cluster_ip.as_deref().unwrap(),
+            common::nth_service_ip(&c, 10).to_string()
+        );
+        assert_eq!(spec.selector.as_ref().unwrap()["k8s-app"], "kube-dns");
+        let corefile = &objs.config_maps[0].data.as_ref().unwrap()["Corefile"];
+        assert!(
+            corefile.contains("kubernetes k8s.example in-addr.arpa ip6.arpa {"),
+            "{corefile}"
+        );
+    }
+
+    #[test]
+    fn unexpected_kinds_and_bad_fields_are_refused() {
+        assert!(parse_coredns("kind: Secret\napiVersion: v1\n")
+            .unwrap_err()
+            .contains("unexpected kind"));
+        assert!(parse_coredns("apiVersion: v1\nkind: Service\nspec: 3\n")
+            .unwrap_err()
+            .contains("document 1 (Service)"));
+        let two = "# c\n---\napiVersion: v1\nkind: ServiceAccount\nmetadata: {name: a}\n---\n";
+        assert_eq!(parse_coredns(two).unwrap().service_accounts.len(), 1);
     }
 }

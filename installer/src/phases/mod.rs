@@ -131,6 +131,7 @@ pub const EMBEDDED: &[(&str, &str)] = &[
         "templates/kubernetes/kube-proxy-config.yaml",
         include_str!("../../../templates/kubernetes/kube-proxy-config.yaml"),
     ),
+    ("templates/kubernetes/coredns.yaml", include_str!("../../../templates/kubernetes/coredns.yaml")),
 ];
 
 /// Kernel modules every node needs (containerd's overlayfs snapshotter, bridged pod traffic
