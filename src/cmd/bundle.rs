@@ -35,7 +35,9 @@ enum BundleCommand {
     /// (docker.io/library/busybox:clusterkit, from busybox-static) go into DIR/images/, built
     /// once into the image cache ($CLUSTERKIT_CACHE/images) and reused; the install imports
     /// them into containerd on every node, so no registry is needed. They are listed with
-    /// their sha256 in manifest.json like every other file.
+    /// their sha256 in manifest.json like every other file. The pause tag is the one Kubernetes
+    /// v1.20 asks for: a cluster whose runtime.sandbox_image differs still pulls its own (the
+    /// install warns).
     Build {
         /// The bundle directory (created or refreshed).
         #[arg(short = 'd', long = "out")]
