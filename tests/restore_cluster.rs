@@ -179,7 +179,14 @@ fn restore_three_members() {
     run_ok(
         clusterkit()
             .env_remove("CLUSTERKIT_KUBE_BIN_DIR")
-            .args(["bundle", "build", "--package", "etcd-server", "--out"])
+            .args([
+                "bundle",
+                "build",
+                "--no-images",
+                "--package",
+                "etcd-server",
+                "--out",
+            ])
             .arg(&bundle),
     );
     let base = std::fs::read_to_string(sb.cluster_yaml()).unwrap();
@@ -364,7 +371,14 @@ fn install_timer_on_control_plane() {
     run_ok(
         clusterkit()
             .env_remove("CLUSTERKIT_KUBE_BIN_DIR")
-            .args(["bundle", "build", "--package", "etcd-server", "--out"])
+            .args([
+                "bundle",
+                "build",
+                "--no-images",
+                "--package",
+                "etcd-server",
+                "--out",
+            ])
             .arg(&bundle),
     );
     let base = std::fs::read_to_string(sb.cluster_yaml()).unwrap();
