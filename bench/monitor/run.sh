@@ -48,7 +48,12 @@ monitor:
   intervals: { etcd_secs: 5, control_plane_secs: 5, certificates_secs: 60, backups_secs: 30 }
 YAML
 mkdir -p "$WORK/backups"
-CLUSTERKIT_MONITOR_SYNTHETIC_SERIES=$SERIES "$BIN" monitor serve -f "$WORK/cluster.yaml" > "$WORK/exporter.log" 2>&1 &
+# CLUSTERKIT_EXPORTER_BIN: the standalone clusterkit-exporter instead of `clusterkit monitor serve`.
+if [ -n "${CLUSTERKIT_EXPORTER_BIN:-}" ]; then
+  CLUSTERKIT_MONITOR_SYNTHETIC_SERIES=$SERIES "$CLUSTERKIT_EXPORTER_BIN" -f "$WORK/cluster.yaml" > "$WORK/exporter.log" 2>&1 &
+else
+  CLUSTERKIT_MONITOR_SYNTHETIC_SERIES=$SERIES "$BIN" monitor serve -f "$WORK/cluster.yaml" > "$WORK/exporter.log" 2>&1 &
+fi
 EXP=$!
 PIDS+=($EXP)
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/metrics" | grep -q clusterkit_synthetic_series && break; sleep 0.1; done
