@@ -129,7 +129,8 @@ fn deploy_three_nodes() {
     run_ok(
         clusterkit()
             .env_remove("CLUSTERKIT_KUBE_BIN_DIR")
-            .args(["bundle", "build", "--out"])
+            // Packages only: the images are not needed, so no dependency on the image cache.
+            .args(["bundle", "build", "--no-images", "--out"])
             .arg(&bundle)
             .args([
                 "--package",
