@@ -563,7 +563,8 @@ pub fn file_name(image: &str) -> String {
 }
 
 fn write_atomic(path: &Path, data: &[u8]) -> Result<(), ImageError> {
-    let tmp = path.with_extension("tmp");
+    // A name of this process's own: two processes may build into the same cache at once.
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
     std::fs::write(&tmp, data).map_err(io(&tmp))?;
     std::fs::rename(&tmp, path).map_err(io(path))
 }
@@ -634,6 +635,12 @@ pub fn verify(dir: &Path, manifest: &ImageManifest) -> Result<(), ImageError> {
 /// The images in `dir`: reused when its manifest lists both images and every tarball verifies,
 /// built (from `sources`) otherwise. This is what the offline bundle calls for its `images/`.
 pub fn ensure(dir: &Path, sources: &Sources) -> Result<ImageManifest, ImageError> {
+    // One builder at a time per directory (tests and `bundle build` share the cache): the
+    // others wait, then find the images complete. Released when the file is closed.
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let lock_path = dir.join(".lock");
+    let lock = std::fs::File::create(&lock_path).map_err(io(&lock_path))?;
+    lock.lock().map_err(io(&lock_path))?;
     if let Ok(m) = load(dir) {
         let complete = [PAUSE_IMAGE, BUSYBOX_IMAGE]
             .iter()
