@@ -190,7 +190,7 @@ spec:
 fn add_and_remove_a_node() {
     let kube_bin = std::env::var_os("CLUSTERKIT_KUBE_BIN_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| common::cache_dir().join("kube-v1.20.2/bin"));
+        .unwrap_or_else(|| common::cache_dir().join("kube-v1.20.2-r2/bin"));
     assert!(
         kube_bin.join("kube-apiserver").is_file(),
         "Kubernetes v1.20.2 binaries missing in {} (CLUSTERKIT_KUBE_BIN_DIR): run `bash scripts/deps.sh`",

@@ -80,10 +80,10 @@ pub struct StoreArgs {
     /// Request checksums: when-required (default, widest compatibility) or when-supported.
     #[arg(long, value_parser = parse_checksums)]
     pub s3_checksums: Option<ChecksumMode>,
-    /// Multipart part size in MiB (≥ 5 for S3; default 8).
+    /// Multipart part size in MiB (≥ 5 for S3; default 5).
     #[arg(long)]
     pub part_size_mib: Option<u64>,
-    /// Parts uploaded at once (default 4).
+    /// Parts uploaded at once (default 2).
     #[arg(long)]
     pub parts_in_flight: Option<usize>,
 }

@@ -1,10 +1,11 @@
 //! `clusterkit restore`: restore etcd from a backup.
 //!
 //! `restore etcd ID --data-dir DIR …` restores a local etcd member's data dir (verify first,
-//! restore into scratch, then swap; the old data dir is kept). The multi-member restore over
-//! SSH (stop apiservers and etcd everywhere, restore each member, start, wait healthy, roll
-//! back on failure) needs the installer's etcd phase and is not available yet: it is refused
-//! with a message rather than half-done.
+//! restore into scratch, then swap; the old data dir is kept). Without `--data-dir` it restores
+//! the whole etcd cluster of cluster.yaml over SSH (`clusterkit_backup::restore_cluster`: each
+//! member restored here with its own name and peer URLs, shipped, apiservers and etcd stopped,
+//! old data dirs moved aside, all members started together, waited for healthy; any failure
+//! rolls every member back).
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;

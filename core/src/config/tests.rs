@@ -96,7 +96,7 @@ fn minimal_file_gets_documented_defaults() {
     assert_eq!(c.backup.s3.checksums, Checksums::WhenRequired);
     assert_eq!(
         (c.backup.s3.part_size_mib, c.backup.s3.parts_in_flight),
-        (8, 4)
+        (5, 2)
     );
     assert_eq!(c.backup.compression_level, 3);
     assert!(!c.backup.encryption.enabled());

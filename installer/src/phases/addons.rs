@@ -69,7 +69,7 @@ pub fn ensure_kube_proxy_conf(
         dns_names: vec![],
         ips: vec![],
     };
-    let validity = Validity::default();
+    let validity = Validity::from_config(&cluster.pki);
     let ca = match LoadedCa::load(&layout, CaName::Kubernetes) {
         Ok(ca) => ca,
         Err(_) if check => return Ok((path, true)),
