@@ -341,7 +341,11 @@ fn resolve_pki(cx: &mut Ctx<'_>, raw: Option<&S<RawPki>>) -> Option<Pki> {
         return Some(d);
     };
     let r = &raw.value;
-    let ca = cx.positive(&r.ca_validity_days, "pki.ca_validity_days", d.ca_validity_days);
+    let ca = cx.positive(
+        &r.ca_validity_days,
+        "pki.ca_validity_days",
+        d.ca_validity_days,
+    );
     let leaf = cx.positive(
         &r.cert_validity_days,
         "pki.cert_validity_days",

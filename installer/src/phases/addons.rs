@@ -221,7 +221,11 @@ pub fn render_coredns(library: &Library, cluster: &Cluster) -> Result<CoreDns, I
 
 async fn apply<K>(api: &Api<K>, obj: &K) -> Result<(), InstallError>
 where
-    K: kube::Resource<DynamicType = ()> + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
 {
     let name = obj.meta().name.clone().unwrap_or_default();
     api.patch(

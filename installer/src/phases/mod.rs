@@ -131,7 +131,10 @@ pub const EMBEDDED: &[(&str, &str)] = &[
         "templates/kubernetes/kube-proxy-config.yaml",
         include_str!("../../../templates/kubernetes/kube-proxy-config.yaml"),
     ),
-    ("templates/kubernetes/coredns.yaml", include_str!("../../../templates/kubernetes/coredns.yaml")),
+    (
+        "templates/kubernetes/coredns.yaml",
+        include_str!("../../../templates/kubernetes/coredns.yaml"),
+    ),
 ];
 
 /// Kernel modules every node needs (containerd's overlayfs snapshotter, bridged pod traffic
