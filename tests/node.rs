@@ -7,9 +7,11 @@
 //! started etcd member (4 members, all healthy), every other node routes its pod slice, and
 //! node1..node3's etcd, kubelet, kube-proxy and kube-apiserver were not restarted. Adding a node
 //! that is already one is refused. Removing node1 (the only control-plane host) is refused.
-//! A Deployment pinned to node4 and a DaemonSet are created; `node remove node4 --check`
-//! reports the eviction and changes nothing; `node remove node4 --yes` evicts the Deployment's
-//! pod and skips the DaemonSet's, removes the etcd member (3 left, healthy), deletes the Node,
+//! A busybox httpd Deployment allowed on node3 and node4 (placed on node4 while node3 is
+//! cordoned) behind a ClusterIP Service, a client pod on node1 and a DaemonSet are created;
+//! `node remove node4 --check` reports the eviction and changes nothing; `node remove node4
+//! --yes` evicts the Deployment's pod (rescheduled on node3, and the Service answers from it)
+//! and skips the DaemonSet's, removes the etcd member (3 left, healthy), deletes the Node,
 //! removes the route to node4's slice from the others, and resets node4; again the other nodes'
 //! services were not restarted. Finally the command `token create --print-join-command`
 //! prints joins the reset node4 with the real kubeadm v1.20.2 (`join phase preflight`, then the
@@ -155,22 +157,90 @@ fn routes_to(sb: &SandboxGuard, node: &str, slice: &str) -> String {
     ssh(sb, node, &format!("ip route show {slice}"))
 }
 
-/// The test workload: a Deployment pinned to node4 and a DaemonSet on every node (the pause
-/// image every node has imported).
+/// From the client pod on node1, GETs `target` (ip:port) with `busybox nc` (Debian 12's static
+/// busybox `wget` crashes here) until the answer contains `expect`.
+fn fetch(kube_bin: &Path, admin: &Path, target: &str, expect: &str) -> String {
+    let (host, port) = target.rsplit_once(':').unwrap();
+    let script = format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 {host} {port}");
+    poll(
+        Duration::from_secs(120),
+        &format!("{expect} from {target}"),
+        || {
+            let o = kubectl_cmd(
+                kube_bin,
+                admin,
+                &["exec", "client", "--", "sh", "-c", &script],
+            )
+            .output()
+            .unwrap();
+            let out = format!("{}{}", stdout(&o), stderr(&o));
+            if o.status.success() && out.contains(expect) {
+                Ok(out)
+            } else {
+                Err(out)
+            }
+        },
+    )
+}
+
+/// Names of the `app=web` pods running on `node`.
+fn web_pods_running_on(kube_bin: &Path, admin: &Path, node: &str) -> Vec<String> {
+    let v: Value = serde_json::from_str(&kubectl(
+        kube_bin,
+        admin,
+        &["get", "pods", "-l", "app=web", "-o", "json"],
+    ))
+    .unwrap();
+    v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["spec"]["nodeName"] == node && p["status"]["phase"] == "Running")
+        .map(|p| p["metadata"]["name"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+/// The test workload (images every node has imported): a busybox httpd Deployment that may run
+/// on node3 or node4 only, so after node4 is removed it must come back on node3; a ClusterIP
+/// Service in front of it; a client pod on node1; and a DaemonSet on every node.
 const WORKLOAD: &str = r#"
 apiVersion: apps/v1
 kind: Deployment
-metadata: { name: pinned, namespace: default }
+metadata: { name: web, namespace: default }
 spec:
   replicas: 1
-  selector: { matchLabels: { app: pinned } }
+  selector: { matchLabels: { app: web } }
   template:
-    metadata: { labels: { app: pinned } }
+    metadata: { labels: { app: web } }
     spec:
-      nodeSelector: { kubernetes.io/hostname: node4 }
+      affinity:
+        nodeAffinity:
+          requiredDuringSchedulingIgnoredDuringExecution:
+            nodeSelectorTerms:
+              - matchExpressions:
+                  - { key: kubernetes.io/hostname, operator: In, values: [node3, node4] }
       terminationGracePeriodSeconds: 1
       containers:
-        - { name: pause, image: registry.k8s.io/pause:3.2, imagePullPolicy: Never }
+        - name: httpd
+          image: docker.io/library/busybox:clusterkit
+          imagePullPolicy: Never
+          command: ["sh", "-c", "mkdir -p /www && echo hello-from-$(hostname) > /www/index.html && exec httpd -f -p 8080 -h /www"]
+---
+apiVersion: v1
+kind: Service
+metadata: { name: web, namespace: default }
+spec:
+  selector: { app: web }
+  ports: [{ port: 80, targetPort: 8080 }]
+---
+apiVersion: v1
+kind: Pod
+metadata: { name: client, namespace: default }
+spec:
+  nodeSelector: { kubernetes.io/hostname: node1 }
+  terminationGracePeriodSeconds: 1
+  containers:
+    - { name: sh, image: docker.io/library/busybox:clusterkit, imagePullPolicy: Never, command: ["sleep", "3600"] }
 ---
 apiVersion: apps/v1
 kind: DaemonSet
@@ -329,7 +399,9 @@ fn add_and_remove_a_node() {
         stderr(&out)
     );
 
-    // 4. A workload on node4, and a DaemonSet everywhere.
+    // 4. A workload on node4 (node3, its other allowed node, cordoned meanwhile), and a
+    //    DaemonSet everywhere.
+    kubectl(&kube_bin, &admin, &["cordon", "node3"]);
     let mut apply = kubectl_cmd(&kube_bin, &admin, &["apply", "-f", "-"]);
     apply
         .stdin(std::process::Stdio::piped())
@@ -358,8 +430,8 @@ fn add_and_remove_a_node() {
             .map(|p| p["metadata"]["name"].as_str().unwrap_or("").to_string())
             .collect()
     };
-    let pinned = poll(Duration::from_secs(120), "the pinned pod on node4", || {
-        let p = pods_on_node4("app=pinned");
+    let web = poll(Duration::from_secs(120), "the web pod on node4", || {
+        let p = pods_on_node4("app=web");
         if p.len() == 1 {
             Ok(p[0].clone())
         } else {
@@ -379,6 +451,30 @@ fn add_and_remove_a_node() {
         },
     );
 
+    kubectl(&kube_bin, &admin, &["uncordon", "node3"]);
+    let service = format!(
+        "{}:80",
+        kubectl(
+            &kube_bin,
+            &admin,
+            &["get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"]
+        )
+        .trim()
+    );
+    poll(Duration::from_secs(120), "the client pod running", || {
+        let phase = kubectl(
+            &kube_bin,
+            &admin,
+            &["get", "pod", "client", "-o", "jsonpath={.status.phase}"],
+        );
+        if phase.trim() == "Running" {
+            Ok(())
+        } else {
+            Err(phase)
+        }
+    });
+    fetch(&kube_bin, &admin, &service, &format!("hello-from-{web}"));
+
     // 5. --check: reports the drain, changes nothing.
     let (v, _) = json_ok(&mut ck(
         &cfg,
@@ -391,7 +487,7 @@ fn add_and_remove_a_node() {
         .iter()
         .map(|p| p.as_str().unwrap())
         .collect();
-    assert_eq!(evict, [format!("default/{pinned}")], "{v:#}");
+    assert_eq!(evict, [format!("default/{web}")], "{v:#}");
     assert_eq!(
         v["etcd_members_removed"].as_array().unwrap().len(),
         1,
@@ -414,7 +510,7 @@ fn add_and_remove_a_node() {
         "--check cordoned node4"
     );
     assert_eq!(etcd_state(&sb, &state, &all4).0.len(), 4);
-    assert_eq!(pods_on_node4("app=pinned"), std::slice::from_ref(&pinned));
+    assert_eq!(pods_on_node4("app=web"), std::slice::from_ref(&web));
 
     // 6. The removal.
     let (v, took) = json_ok(&mut ck(
@@ -428,7 +524,7 @@ fn add_and_remove_a_node() {
         .iter()
         .map(|p| p.as_str().unwrap())
         .collect();
-    assert_eq!(evicted, [format!("default/{pinned}")], "{v:#}");
+    assert_eq!(evicted, [format!("default/{web}")], "{v:#}");
     let skipped = v["drain"]["skip"].to_string();
     assert!(
         skipped.contains(&format!("default/{daemon} (DaemonSet)")),
@@ -449,7 +545,8 @@ fn add_and_remove_a_node() {
     assert!(reset.contains("stop and disable kubelet"), "{v:#}");
     assert!(reset.contains("stop and disable etcd"), "{v:#}");
 
-    // The Node is gone; the pinned pod was evicted and waits for a node4 that is no more.
+    // The Node is gone; the web pod was evicted and runs again on node3, answering through the
+    // Service from node1.
     let (found, out) = {
         let o = kubectl_cmd(&kube_bin, &admin, &["get", "node", "node4"])
             .output()
@@ -457,7 +554,21 @@ fn add_and_remove_a_node() {
         (o.status.success(), format!("{}{}", stdout(&o), stderr(&o)))
     };
     assert!(!found && out.contains("NotFound"), "{out}");
-    assert!(pods_on_node4("app=pinned").is_empty());
+    assert!(pods_on_node4("app=web").is_empty());
+    let moved = poll(
+        Duration::from_secs(180),
+        "the web pod running on node3",
+        || {
+            let p = web_pods_running_on(&kube_bin, &admin, "node3");
+            if p.len() == 1 {
+                Ok(p[0].clone())
+            } else {
+                Err(format!("{p:?}"))
+            }
+        },
+    );
+    assert_ne!(moved, web);
+    fetch(&kube_bin, &admin, &service, &format!("hello-from-{moved}"));
     // etcd: three members, all healthy.
     let (members, healthy) = poll(Duration::from_secs(60), "3 healthy etcd members", || {
         let s = etcd_state(&sb, &state, &OLD);
