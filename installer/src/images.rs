@@ -639,8 +639,10 @@ pub fn ensure(dir: &Path, sources: &Sources) -> Result<ImageManifest, ImageError
     // others wait, then find the images complete. Released when the file is closed.
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let lock_path = dir.join(".lock");
-    let lock = std::fs::File::create(&lock_path).map_err(io(&lock_path))?;
-    lock.lock().map_err(io(&lock_path))?;
+    let file = std::fs::File::create(&lock_path).map_err(io(&lock_path))?;
+    let _lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| std::io::Error::from(e))
+        .map_err(io(&lock_path))?;
     if let Ok(m) = load(dir) {
         let complete = [PAUSE_IMAGE, BUSYBOX_IMAGE]
             .iter()

@@ -346,22 +346,45 @@ async fn delete_probe(client: &kube::Client) {
         .await;
 }
 
-/// Runs `script` in `pod` and returns its stdout.
+/// All of `s` as text, for at most a minute.
+async fn read_all(s: Option<impl tokio::io::AsyncRead + Unpin>) -> String {
+    let mut text = String::new();
+    if let Some(mut s) = s {
+        let _ = tokio::time::timeout(Duration::from_secs(60), s.read_to_string(&mut text)).await;
+    }
+    text
+}
+
+/// Runs `script` in `pod` and returns its stdout; an exec the runtime or the kubelet refused
+/// (a failure status) is an error carrying the status message and stderr.
 async fn exec(pods: &Api<Pod>, pod: &str, script: &str) -> Result<String, String> {
     let ap = AttachParams::default()
         .stdout(true)
-        .stderr(false)
+        .stderr(true)
         .stdin(false);
     let mut p = pods
         .exec(pod, ["sh", "-c", script], &ap)
         .await
         .map_err(|e| format!("exec in {pod}: {e}"))?;
-    let mut out = String::new();
-    if let Some(mut s) = p.stdout() {
-        let _ = tokio::time::timeout(Duration::from_secs(60), s.read_to_string(&mut out)).await;
-    }
+    let status = p.take_status();
+    let (stdout, stderr) = (p.stdout(), p.stderr());
+    let (out, err) = tokio::join!(read_all(stdout), read_all(stderr));
+    let status = match status {
+        Some(st) => tokio::time::timeout(Duration::from_secs(10), st)
+            .await
+            .ok()
+            .flatten(),
+        None => None,
+    };
     let _ = tokio::time::timeout(Duration::from_secs(10), p.join()).await;
-    Ok(out)
+    match status {
+        Some(st) if st.status.as_deref() == Some("Failure") => Err(format!(
+            "exec in {pod}: {} {}",
+            st.message.unwrap_or_default(),
+            err.trim()
+        )),
+        _ => Ok(out),
+    }
 }
 
 async fn probe_checks(cluster: &Cluster, client: &kube::Client, ready: &[String]) -> Vec<Check> {
@@ -513,8 +536,14 @@ async fn probe_checks(cluster: &Cluster, client: &kube::Client, ready: &[String]
         let mut answers: BTreeMap<String, String> = BTreeMap::new();
         let mut exec_error = None;
         let mut raw = String::new();
-        for attempt in 0..8 {
+        // Until every answer is right or two minutes have passed: a pod that has just started
+        // may not take an exec yet, and its node's routes and rules may still be coming.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        for attempt in 0.. {
             if attempt > 0 {
+                if tokio::time::Instant::now() > deadline {
+                    break;
+                }
                 tokio::time::sleep(Duration::from_secs(3)).await;
             }
             match exec(&pods, pod, &script).await {
