@@ -17,32 +17,8 @@ use std::process::Command;
 
 use clusterkit_installer::images::{self, Sources, BUSYBOX_IMAGE, PAUSE_IMAGE};
 use clusterkit_sandbox::{SandboxGuard, UpOptions};
-use common::{clusterkit, describe, run_ok, stdout};
+use common::{clusterkit, describe, run_ok, ssh, stdout};
 use serde_json::Value;
-
-fn ssh(sb: &SandboxGuard, node: &str, cmd: &str) -> String {
-    stdout(&run_ok(&mut ssh_cmd(sb, node, cmd)))
-}
-
-fn ssh_cmd(sb: &SandboxGuard, node: &str, cmd: &str) -> Command {
-    let n = sb.node(node).unwrap();
-    let mut c = Command::new("ssh");
-    c.arg("-i")
-        .arg(sb.key_file())
-        .arg("-o")
-        .arg(format!("UserKnownHostsFile={}", sb.known_hosts().display()))
-        .args([
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "ConnectTimeout=10",
-        ])
-        .arg(format!("root@{}", n.address))
-        .arg(cmd);
-    c
-}
 
 fn install(cfg: &Path, args: &[&str]) -> Value {
     let mut c = clusterkit();

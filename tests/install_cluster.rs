@@ -26,28 +26,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use clusterkit_sandbox::{SandboxGuard, UpOptions};
-use common::{clusterkit, describe, run_fail, run_ok, stdout, tool};
+use common::{clusterkit, describe, run_fail, run_ok, ssh, stdout, tool};
 use serde_json::Value;
-
-fn ssh(sb: &SandboxGuard, node: &str, cmd: &str) -> String {
-    let n = sb.node(node).unwrap();
-    let mut c = Command::new("ssh");
-    c.arg("-i")
-        .arg(sb.key_file())
-        .arg("-o")
-        .arg(format!("UserKnownHostsFile={}", sb.known_hosts().display()))
-        .args([
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "ConnectTimeout=10",
-        ])
-        .arg(format!("root@{}", n.address))
-        .arg(cmd);
-    stdout(&run_ok(&mut c))
-}
 
 /// `clusterkit -o json install` (every phase); returns the summary and the wall time.
 fn install(cfg: &Path, events: &Path) -> (Value, Duration) {

@@ -12,33 +12,11 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use clusterkit_sandbox::{SandboxGuard, UpOptions};
-use common::{clusterkit, describe, run_ok, stdout};
+use common::{clusterkit, describe, run_ok, ssh};
 use serde_json::Value;
-
-/// Runs a command on a node with the sandbox's key and known_hosts.
-fn ssh(sb: &SandboxGuard, node: &str, cmd: &str) -> String {
-    let n = sb.node(node).unwrap();
-    let mut c = Command::new("ssh");
-    c.args(["-i"])
-        .arg(sb.key_file())
-        .arg("-o")
-        .arg(format!("UserKnownHostsFile={}", sb.known_hosts().display()))
-        .args([
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "ConnectTimeout=10",
-        ])
-        .arg(format!("root@{}", n.address))
-        .arg(cmd);
-    stdout(&run_ok(&mut c))
-}
 
 /// The sandbox's cluster.yaml plus the bundle, mirrors, an insecure registry and a sysctl.
 fn write_cluster_yaml(sb: &SandboxGuard, bundle: &Path) -> PathBuf {

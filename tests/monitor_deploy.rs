@@ -24,7 +24,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use clusterkit_sandbox::{SandboxGuard, UpOptions};
-use common::{clusterkit, describe, run_fail, run_ok, stderr, stdout, wait_until};
+use common::{clusterkit, describe, run_fail, run_ok, ssh, stderr, wait_until};
 use serde_json::Value;
 
 const NODES: [&str; 3] = ["node1", "node2", "node3"];
@@ -32,26 +32,6 @@ const NODES: [&str; 3] = ["node1", "node2", "node3"];
 /// Alerts go to a webhook on the monitor node's own loopback, where nothing listens: this test
 /// checks scraping, not delivery (tests/monitor_e2e.rs does that).
 const MONITOR: &str = "monitor:\n  alertmanager:\n    receivers:\n      - { name: ops, webhook: { url: \"http://127.0.0.1:9/hook\" } }\n";
-
-fn ssh(sb: &SandboxGuard, node: &str, cmd: &str) -> String {
-    let n = sb.node(node).unwrap();
-    let mut c = Command::new("ssh");
-    c.arg("-i")
-        .arg(sb.key_file())
-        .arg("-o")
-        .arg(format!("UserKnownHostsFile={}", sb.known_hosts().display()))
-        .args([
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "ConnectTimeout=10",
-        ])
-        .arg(format!("root@{}", n.address))
-        .arg(cmd);
-    stdout(&run_ok(&mut c))
-}
 
 fn ck(cfg: &Path, args: &[&str]) -> Command {
     let mut c = clusterkit();

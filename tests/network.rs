@@ -17,37 +17,13 @@ mod common;
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use clusterkit_installer::phases::{self, network, InstallOptions, PhaseContext};
 use clusterkit_sandbox::{SandboxGuard, UpOptions};
-use common::{clusterkit, describe, run_ok, stdout};
+use common::{clusterkit, describe, run_ok, ssh, ssh_cmd, stdout};
 use serde_json::{json, Value};
-
-fn ssh_cmd(sb: &SandboxGuard, node: &str, cmd: &str) -> Command {
-    let n = sb.node(node).unwrap();
-    let mut c = Command::new("ssh");
-    c.arg("-i")
-        .arg(sb.key_file())
-        .arg("-o")
-        .arg(format!("UserKnownHostsFile={}", sb.known_hosts().display()))
-        .args([
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "ConnectTimeout=10",
-        ])
-        .arg(format!("root@{}", n.address))
-        .arg(cmd);
-    c
-}
-
-fn ssh(sb: &SandboxGuard, node: &str, cmd: &str) -> String {
-    stdout(&run_ok(&mut ssh_cmd(sb, node, cmd)))
-}
 
 /// Runs `cmd` on the node with `input` on its standard input.
 fn ssh_stdin(sb: &SandboxGuard, node: &str, cmd: &str, input: &[u8]) -> String {

@@ -22,30 +22,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use clusterkit_sandbox::{SandboxGuard, UpOptions};
-use common::{clusterkit, describe, run_fail, run_ok, stderr, stdout};
+use common::{clusterkit, describe, run_fail, run_ok, ssh, stderr, stdout};
 use serde_json::Value;
 
 const NODES: [&str; 3] = ["node1", "node2", "node3"];
-
-fn ssh(sb: &SandboxGuard, node: &str, cmd: &str) -> String {
-    let n = sb.node(node).unwrap();
-    let mut c = Command::new("ssh");
-    c.arg("-i")
-        .arg(sb.key_file())
-        .arg("-o")
-        .arg(format!("UserKnownHostsFile={}", sb.known_hosts().display()))
-        .args([
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "ConnectTimeout=10",
-        ])
-        .arg(format!("root@{}", n.address))
-        .arg(cmd);
-    stdout(&run_ok(&mut c))
-}
 
 fn ck(cfg: &Path, args: &[&str]) -> Command {
     let mut c = clusterkit();

@@ -26,35 +26,11 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use clusterkit_sandbox::{SandboxGuard, UpOptions};
-use common::{clusterkit, describe, run_fail, run_ok, stderr, stdout};
+use common::{clusterkit, describe, run_fail, run_ok, ssh, ssh_cmd, stderr, stdout};
 use serde_json::Value;
 
 const NODES: [&str; 3] = ["node1", "node2", "node3"];
 const PREFIX: &str = "/rstr/";
-
-fn ssh_cmd(sb: &SandboxGuard, node: &str, cmd: &str) -> Command {
-    let n = sb.node(node).unwrap();
-    let mut c = Command::new("ssh");
-    c.arg("-i")
-        .arg(sb.key_file())
-        .arg("-o")
-        .arg(format!("UserKnownHostsFile={}", sb.known_hosts().display()))
-        .args([
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "ConnectTimeout=10",
-        ])
-        .arg(format!("root@{}", n.address))
-        .arg(cmd);
-    c
-}
-
-fn ssh(sb: &SandboxGuard, node: &str, cmd: &str) -> String {
-    stdout(&run_ok(&mut ssh_cmd(sb, node, cmd)))
-}
 
 fn etcdctl_bin() -> PathBuf {
     common::tool("CLUSTERKIT_ETCDCTL", Path::new("/usr/bin/etcdctl"))

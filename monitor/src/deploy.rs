@@ -32,9 +32,8 @@ use std::time::{Duration, Instant};
 
 use clusterkit_core::playbook::{self, Engine, Library, RunOptions, RunReport};
 use clusterkit_installer::phases;
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
+
+use crate::exporter::collectors::controlplane::http1_get;
 use serde_json::{json, Value};
 
 use crate::error::{MonitorError, Result};
@@ -495,26 +494,7 @@ pub async fn http_get(address: &str, path: &str) -> std::result::Result<(u16, St
         let tcp = tokio::net::TcpStream::connect(address)
             .await
             .map_err(|e| format!("connect: {e}"))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-            .await
-            .map_err(|e| format!("HTTP: {e}"))?;
-        let conn = tokio::spawn(conn);
-        let request = hyper::Request::get(path)
-            .header(hyper::header::HOST, address)
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| format!("request: {e}"))?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| format!("HTTP: {e}"))?;
-        let status = response.status().as_u16();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| format!("body: {e}"))?
-            .to_bytes();
-        conn.abort();
+        let (status, body) = http1_get(tcp, address, path).await?;
         Ok((status, String::from_utf8_lossy(&body).into_owned()))
     };
     tokio::time::timeout(Duration::from_secs(10), request)

@@ -111,15 +111,7 @@ fn print_install(
         OutputFormat::Table => print!("{}{}", report.table(), r.table()),
         OutputFormat::Yaml => anyhow::bail!("the summary prints as a table or json, not yaml"),
     }
-    let failed = report.failed_hosts();
-    if !failed.is_empty() {
-        anyhow::bail!(
-            "{} of {} hosts failed: {}",
-            failed.len(),
-            report.hosts.len(),
-            failed.join(", ")
-        );
-    }
+    fail_on_hosts(report)?;
     if !r.ok {
         let what: Vec<String> = r
             .failures()
@@ -138,6 +130,11 @@ pub fn print_report(report: &RunReport, output: OutputFormat) -> anyhow::Result<
         OutputFormat::Table => print!("{}", report.table()),
         OutputFormat::Yaml => anyhow::bail!("the summary prints as a table or json, not yaml"),
     }
+    fail_on_hosts(report)
+}
+
+/// A non-zero exit naming the hosts that failed, if any did.
+fn fail_on_hosts(report: &RunReport) -> anyhow::Result<()> {
     let failed = report.failed_hosts();
     if !failed.is_empty() {
         anyhow::bail!(

@@ -109,3 +109,30 @@ impl Drop for Child {
         let _ = self.0.wait();
     }
 }
+
+/// `ssh root@NODE CMD` into a sandbox node, with the sandbox's key and its known_hosts (host
+/// keys verified, never prompted).
+pub fn ssh_cmd(sb: &clusterkit_sandbox::SandboxGuard, node: &str, cmd: &str) -> Command {
+    let n = sb.node(node).unwrap();
+    let mut c = Command::new("ssh");
+    c.arg("-i")
+        .arg(sb.key_file())
+        .arg("-o")
+        .arg(format!("UserKnownHostsFile={}", sb.known_hosts().display()))
+        .args([
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout=10",
+        ])
+        .arg(format!("root@{}", n.address))
+        .arg(cmd);
+    c
+}
+
+/// Runs `cmd` on a sandbox node; its stdout, or a panic showing the command and its output.
+pub fn ssh(sb: &clusterkit_sandbox::SandboxGuard, node: &str, cmd: &str) -> String {
+    stdout(&run_ok(&mut ssh_cmd(sb, node, cmd)))
+}

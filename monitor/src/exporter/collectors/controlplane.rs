@@ -99,15 +99,28 @@ pub async fn https_get(
         .connect(server_name, tcp)
         .await
         .map_err(|e| format!("TLS: {e}"))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .map_err(|e| format!("HTTP: {e}"))?;
-    let conn = tokio::spawn(conn);
     let host = if address.contains(':') {
         format!("[{address}]:{port}")
     } else {
         format!("{address}:{port}")
     };
+    let (status, body) = http1_get(tls, &host, path).await?;
+    Ok((
+        status,
+        String::from_utf8_lossy(&body[..body.len().min(256)]).into_owned(),
+    ))
+}
+
+/// One HTTP/1.1 GET of `path` over an open connection `io` (plain TCP or TLS), `host` as the
+/// Host header; Ok(status, body) or a short reason.
+pub async fn http1_get<S>(io: S, host: &str, path: &str) -> Result<(u16, Bytes), String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| format!("HTTP: {e}"))?;
+    let conn = tokio::spawn(conn);
     let request = hyper::Request::get(path)
         .header(hyper::header::HOST, host)
         .body(Empty::<Bytes>::new())
@@ -124,10 +137,7 @@ pub async fn https_get(
         .map_err(|e| format!("body: {e}"))?
         .to_bytes();
     conn.abort();
-    Ok((
-        status,
-        String::from_utf8_lossy(&body[..body.len().min(256)]).into_owned(),
-    ))
+    Ok((status, body))
 }
 
 #[async_trait]
