@@ -126,6 +126,18 @@ fn mounts_under(dir: &Path) -> Vec<String> {
         .collect()
 }
 
+/// The nodes' own cgroup directories, in every hierarchy (named after the netns).
+fn cgroups_of(name: &str) -> Vec<String> {
+    let out = run_ok(Command::new("find").args([
+        "/sys/fs/cgroup",
+        "-type",
+        "d",
+        "-name",
+        &format!("clusterkit-ck-{name}-node*"),
+    ]));
+    stdout(&out).lines().map(str::to_string).collect()
+}
+
 fn alive(pid: u64) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|s| {
@@ -146,6 +158,7 @@ fn assert_gone(name: &str, pids: &[u64]) {
     );
     assert_eq!(links_of(name), Vec::<String>::new(), "bridge or veths left");
     assert_eq!(mounts_under(&dir), Vec::<String>::new(), "mounts left");
+    assert_eq!(cgroups_of(name), Vec::<String>::new(), "cgroups left");
     for pid in pids {
         assert!(!alive(*pid), "node process {pid} still running");
     }
@@ -217,6 +230,17 @@ fn up_status_ssh_idempotent_down() {
         first,
         "sysctl -q -w net.core.somaxconn=$(sysctl -n net.core.somaxconn)",
     );
+    // Each node has cgroups of its own: when nodes shared them, one node's kubelet removed
+    // another node's pod cgroups as orphans. A cgroup made on node1 is not seen on node2, in a
+    // controller hierarchy and in systemd's.
+    let (_, second, _) = &nodes[1];
+    for h in ["cpu", "memory", "systemd"] {
+        let probe = format!("/sys/fs/cgroup/{h}/clusterkit-isolation-test");
+        ssh_ok(&dir, first, &format!("mkdir {probe}"));
+        let seen = ssh(&dir, second, &format!("test -d {probe}"));
+        ssh_ok(&dir, first, &format!("rmdir {probe}"));
+        assert!(!seen.status.success(), "node2 sees node1's cgroup {probe}");
+    }
     let fs = ssh_ok(&dir, first, "findmnt -n -o FSTYPE /var/lib/containerd");
     assert_ne!(
         fs, "overlay",

@@ -30,6 +30,7 @@
 //! Limits: Linux, root, systemd-nspawn and debootstrap required (errors say how to install
 //! them); IPv4 only; at most [`MAX_NODES`] nodes; node names are fixed (`node1`…).
 
+mod cgroup;
 pub mod cluster_yaml;
 pub mod error;
 pub mod net;

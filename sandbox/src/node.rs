@@ -4,7 +4,8 @@
 //! Layout of a node directory (`<sandbox dir>/nodes/<node>/`): `upper/` and `work/` (the
 //! overlay's writable layers), `root/` (the overlay mount the node boots from), `containerd/`
 //! (bound to the node's `/var/lib/containerd`, off the overlay, because containerd's overlayfs
-//! snapshotter cannot stack on an overlay), `nspawn.pid` and `nspawn.log`.
+//! snapshotter cannot stack on an overlay), `nspawn.pid`, `nspawn.log` and `cgroups` (the node's
+//! own cgroup directories, see `cgroup.rs`).
 //!
 //! The node runs as `systemd-nspawn … -b` in its own session (setsid), outliving the command
 //! that started it; its PID is recorded. Stopping sends SIGTERM (nspawn powers the node's
@@ -255,12 +256,19 @@ pub(crate) fn boot(dirs: &NodeDirs, hostname: &str, netns: &str) -> Result<u32> 
     // `sh` starts nspawn in the background and exits at once, so the node is nobody's child
     // (no zombie in a long-running test process) and `$!` is nspawn's own PID: setsid execs
     // without forking because its caller is not a process-group leader.
-    let script = r#"log=$1; shift; setsid "$@" </dev/null >>"$log" 2>&1 & echo $!"#;
+    // Before that, `sh` joins the node's own cgroups, which nspawn and the node inherit.
+    let cgroups = crate::cgroup::create(&dirs.dir, &format!("clusterkit-{netns}"))?;
+    let script = r#"log=$1; cgroups=$2; shift 2
+while IFS= read -r dir; do
+    echo $$ >"$dir/cgroup.procs" || exit 1
+done <"$cgroups"
+setsid "$@" </dev/null >>"$log" 2>&1 & echo $!"#;
     let mut cmd = Command::new("sh");
     cmd.arg("-c")
         .arg(script)
         .arg("sh")
         .arg(&log)
+        .arg(&cgroups)
         .arg("systemd-nspawn")
         .args(["--register=no", "--keep-unit", "-q"])
         .arg("-D")
@@ -408,6 +416,7 @@ pub(crate) fn stop_all(nodes: &[NodeDirs]) -> Vec<String> {
             leftovers.extend(kill_orphans(n));
         }
     }
+
     leftovers
 }
 
@@ -415,8 +424,13 @@ pub(crate) fn stop_all(nodes: &[NodeDirs]) -> Vec<String> {
 /// (or crashed) nspawn does not take its container with it: the node's systemd lives on,
 /// reparented to the host's init, still using the overlay root and holding port 22. Only
 /// call this when no nspawn runs for the node, so everything in the namespace is an orphan.
+/// The node's cgroups go too, once nothing is left in them.
 pub(crate) fn kill_orphans(dirs: &NodeDirs) -> Vec<String> {
-    dirs.netns.as_deref().map(kill_netns).unwrap_or_default()
+    let left = dirs.netns.as_deref().map(kill_netns).unwrap_or_default();
+    if !left.is_empty() {
+        return left;
+    }
+    crate::cgroup::remove(&dirs.dir)
 }
 
 /// SIGKILLs every process in network namespace `ns` (a pid-namespace init takes its whole

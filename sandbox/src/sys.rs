@@ -179,7 +179,7 @@ pub(crate) fn is_mount_point(path: &Path) -> Result<bool> {
 }
 
 /// mountinfo escapes space, tab, newline and backslash as `\ooo`.
-fn unescape_mount_path(raw: &str) -> String {
+pub(crate) fn unescape_mount_path(raw: &str) -> String {
     let bytes = raw.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -270,26 +270,6 @@ pub(crate) fn signal(pid: u32, signal: nix::sys::signal::Signal) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn unescapes_mountinfo_paths() {
-        assert_eq!(unescape_mount_path("/a\\040b"), "/a b");
-        assert_eq!(unescape_mount_path("/plain"), "/plain");
-        assert_eq!(unescape_mount_path("/end\\"), "/end\\");
-    }
-
-    #[test]
-    fn tail_keeps_the_end() {
-        let long = "x".repeat(5000) + "END";
-        let t = tail(&long);
-        assert!(t.ends_with("END"));
-        assert!(t.len() <= TAIL + 4);
-    }
-}
-
 /// Raises the host sysctl `key` (a `/proc/sys` path relative name like
 /// `fs/inotify/max_user_instances`) to at least `min`; never lowers it. Returns whether it was
 /// raised.
@@ -308,4 +288,24 @@ pub(crate) fn raise_sysctl(key: &str, min: u64) -> Result<bool> {
         "raised a host limit for the sandbox"
     );
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unescapes_mountinfo_paths() {
+        assert_eq!(unescape_mount_path("/a\\040b"), "/a b");
+        assert_eq!(unescape_mount_path("/plain"), "/plain");
+        assert_eq!(unescape_mount_path("/end\\"), "/end\\");
+    }
+
+    #[test]
+    fn tail_keeps_the_end() {
+        let long = "x".repeat(5000) + "END";
+        let t = tail(&long);
+        assert!(t.ends_with("END"));
+        assert!(t.len() <= TAIL + 4);
+    }
 }
