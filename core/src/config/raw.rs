@@ -111,6 +111,15 @@ pub struct RawKubernetes {
     pub control_plane_mode: Option<S<String>>,
     pub image_repository: Option<S<String>>,
     pub network: Option<S<String>>,
+    pub load_balancer: Option<S<RawLoadBalancer>>,
+}
+
+/// `kubernetes.load_balancer`: the optional local API load balancer on every node.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLoadBalancer {
+    pub local: Option<S<bool>>,
+    pub port: Option<S<u16>>,
 }
 
 #[derive(Debug, Deserialize)]

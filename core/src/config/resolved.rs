@@ -336,6 +336,42 @@ pub struct Kubernetes {
     pub image_repository: String,
     /// Pod network implementation. Default: `calico`, but `host-gw` with `profile: sandbox`.
     pub network: Network,
+    /// The optional local API load balancer on every node. Default: off.
+    pub load_balancer: LoadBalancer,
+}
+
+/// `kubernetes.load_balancer`: a local TCP load balancer (haproxy) on every node, listening on
+/// `127.0.0.1:<port>` and forwarding to every control-plane host's API server (kubeasz's
+/// "l4 lb on each node"). Node components (kubelet, kube-proxy) then reach the API through it
+/// and keep working while any one control-plane host is down; the operator's admin.conf keeps
+/// `control_plane_endpoint`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct LoadBalancer {
+    /// Run the local load balancer on every node. Default: false.
+    pub local: bool,
+    /// The port it listens on, on 127.0.0.1 of every node. Default: [`LoadBalancer::DEFAULT_PORT`].
+    pub port: u16,
+}
+
+impl LoadBalancer {
+    /// The default listening port (kubespray's and kubeadm HA guides' choice for a local
+    /// proxy: 6443 itself is taken by the API server on control-plane hosts).
+    pub const DEFAULT_PORT: u16 = 16443;
+
+    /// `https://127.0.0.1:<port>` when the local load balancer is on.
+    pub fn local_url(&self) -> Option<String> {
+        self.local
+            .then(|| format!("https://127.0.0.1:{}", self.port))
+    }
+}
+
+impl Default for LoadBalancer {
+    fn default() -> Self {
+        Self {
+            local: false,
+            port: Self::DEFAULT_PORT,
+        }
+    }
 }
 
 /// A Kubernetes version `vMAJOR.MINOR.PATCH`.

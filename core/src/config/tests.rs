@@ -367,3 +367,56 @@ fn pki_validity_defaults_and_rules() {
     let errs = d.errors(&format!("{MINIMAL}pki: {{ leaf_days: 3 }}\n"));
     assert!(!errs.is_empty(), "unknown keys are refused");
 }
+
+#[test]
+fn local_load_balancer_is_off_by_default_and_its_port_is_checked() {
+    let d = Dir::new();
+    let lb = d.ok(MINIMAL).cluster.kubernetes.load_balancer;
+    assert_eq!(lb, LoadBalancer::default());
+    assert!(!lb.local && lb.local_url().is_none());
+
+    let text = MINIMAL.replace(
+        "kubernetes: { version: v1.20.2 }",
+        "  - { name: b, address: 192.168.7.2, roles: [control-plane, etcd], auth: { key_file: id } }\n  - { name: c, address: 192.168.7.3, roles: [control-plane, etcd], auth: { key_file: id } }\nkubernetes: { version: v1.20.2, load_balancer: { local: true } }",
+    );
+    let l = d.ok(&text);
+    assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+    let lb = l.cluster.kubernetes.load_balancer;
+    assert_eq!((lb.local, lb.port), (true, 16443));
+    assert_eq!(lb.local_url().as_deref(), Some("https://127.0.0.1:16443"));
+    // The endpoint stays what the operator uses.
+    assert_eq!(
+        l.cluster.kubernetes.control_plane_endpoint.to_string(),
+        "192.168.7.1:6443"
+    );
+
+    let lb = d
+        .ok(&text.replace("{ local: true }", "{ local: true, port: 8443 }"))
+        .cluster
+        .kubernetes
+        .load_balancer;
+    assert_eq!(lb.port, 8443);
+
+    // A port a node service already listens on: error at its line, naming the service.
+    let errs = d.errors(&text.replace("{ local: true }", "{ local: true, port: 6443 }"));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(errs[0].field, "kubernetes.load_balancer.port");
+    assert_eq!(errs[0].line, 6);
+    assert!(errs[0].message.contains("kube-apiserver"), "{errs:?}");
+    let errs = d.errors(&text.replace("{ local: true }", "{ local: true, port: 0 }"));
+    assert_eq!(errs[0].field, "kubernetes.load_balancer.port");
+    // Out of range and unknown keys are parse errors with a line.
+    let errs = d.errors(&text.replace("{ local: true }", "{ local: true, port: 70000 }"));
+    assert_eq!(errs[0].line, 6, "{errs:?}");
+    let errs = d.errors(&text.replace("{ local: true }", "{ locale: true }"));
+    assert!(errs[0].message.contains("locale"), "{errs:?}");
+
+    // One control-plane host: allowed, with a warning.
+    let l = d.ok(&MINIMAL.replace(
+        "{ version: v1.20.2 }",
+        "{ version: v1.20.2, load_balancer: { local: true } }",
+    ));
+    assert!(l.cluster.kubernetes.load_balancer.local);
+    assert_eq!(l.warnings.len(), 1, "{:?}", l.warnings);
+    assert_eq!(l.warnings[0].field, "kubernetes.load_balancer.local");
+}

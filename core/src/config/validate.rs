@@ -1086,6 +1086,8 @@ fn resolve_kubernetes(
         },
     );
 
+    let load_balancer = resolve_load_balancer(cx, r.load_balancer.as_ref(), hosts);
+
     if !cidrs_ok {
         return None;
     }
@@ -1099,7 +1101,70 @@ fn resolve_kubernetes(
         control_plane_mode,
         image_repository,
         network,
+        load_balancer,
     })
+}
+
+/// Ports clusterkit's own services listen on on nodes; the local load balancer must not take
+/// one of them (it binds 127.0.0.1 on every node, control-plane hosts included).
+const NODE_PORTS: &[(u16, &str)] = &[
+    (22, "sshd"),
+    (2379, "etcd (clients)"),
+    (2380, "etcd (peers)"),
+    (6443, "kube-apiserver"),
+    (9100, "node-exporter"),
+    (10248, "the kubelet's healthz"),
+    (10249, "kube-proxy's metrics"),
+    (10250, "the kubelet"),
+    (10256, "kube-proxy's healthz"),
+    (10257, "kube-controller-manager"),
+    (10259, "kube-scheduler"),
+];
+
+/// `kubernetes.load_balancer`: off unless `local: true`; the port must be free on every node.
+fn resolve_load_balancer(
+    cx: &mut Ctx<'_>,
+    raw: Option<&S<RawLoadBalancer>>,
+    hosts: &[HostAt],
+) -> LoadBalancer {
+    let Some(raw) = raw else {
+        return LoadBalancer::default();
+    };
+    let mut lb = LoadBalancer::default();
+    if let Some(local) = &raw.value.local {
+        lb.local = local.value;
+    }
+    if let Some(p) = &raw.value.port {
+        let field = "kubernetes.load_balancer.port";
+        if p.value == 0 {
+            cx.error(pos(p), field, "port 0 is not a valid port");
+        } else if let Some((_, who)) = NODE_PORTS.iter().find(|(n, _)| *n == p.value) {
+            cx.error(
+                pos(p),
+                field,
+                format!(
+                    "port {} is taken by {who} on the nodes; pick a free one (default {})",
+                    p.value,
+                    LoadBalancer::DEFAULT_PORT
+                ),
+            );
+        } else {
+            lb.port = p.value;
+        }
+    }
+    let control_planes = hosts
+        .iter()
+        .filter(|h| h.host.has_role(Role::ControlPlane))
+        .count();
+    if lb.local && control_planes == 1 {
+        cx.warn(
+            pos(raw),
+            "kubernetes.load_balancer.local",
+            "with one control-plane host the local load balancer only adds a hop; it pays off \
+             with two or more",
+        );
+    }
+    lb
 }
 
 /// An image or repository reference: no scheme, no whitespace.
