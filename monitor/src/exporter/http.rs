@@ -1,8 +1,12 @@
 //! The exporter's HTTP side: `/metrics`, `/healthz` and a small index page, with optional
 //! basic auth and optional TLS (rustls, certificate and key from cluster.yaml).
 
+use std::collections::VecDeque;
+use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -10,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use base64::Engine;
+use hyper::body::{Bytes, Frame, SizeHint};
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 
@@ -71,9 +76,33 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.exporter.render(),
+        axum::body::Body::new(Pieces(state.exporter.render().into())),
     )
         .into_response()
+}
+
+/// A response body sent piece by piece (the exporter's cached texts), with its exact length so
+/// the response carries `Content-Length` rather than chunked encoding.
+struct Pieces(VecDeque<Bytes>);
+
+impl hyper::body::Body for Pieces {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<std::result::Result<Frame<Bytes>, Infallible>>> {
+        Poll::Ready(self.0.pop_front().map(|piece| Ok(Frame::data(piece))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.0.iter().map(|p| p.len() as u64).sum())
+    }
 }
 
 async fn index() -> &'static str {

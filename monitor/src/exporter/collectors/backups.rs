@@ -16,9 +16,8 @@ use clusterkit_backup::manifest::Kind;
 use clusterkit_backup::status;
 use clusterkit_backup::store::Store;
 use clusterkit_core::config;
-use prometheus::Registry;
 
-use super::{flag, gauge, CollectError, Collector};
+use super::{flag, gauge, CollectError, Collector, Metrics};
 use crate::topology::Topology;
 
 pub struct BackupCollector {
@@ -65,15 +64,15 @@ impl Collector for BackupCollector {
         self.interval
     }
 
-    async fn collect(&self, registry: &Registry) -> Result<(), CollectError> {
+    async fn collect(&self, metrics: &Metrics) -> Result<(), CollectError> {
         let configured = gauge(
-            registry,
+            metrics,
             "clusterkit_backup_store_configured",
             "1 when cluster.yaml names a backup store.",
             &[],
         )?;
         let count = gauge(
-            registry,
+            metrics,
             "clusterkit_backup_count",
             "Complete backups (with a manifest) in the store.",
             &["kind"],
@@ -85,43 +84,43 @@ impl Collector for BackupCollector {
         };
         configured.with_label_values::<&str>(&[]).set(1.0);
         let newest_age = gauge(
-            registry,
+            metrics,
             "clusterkit_backup_newest_age_seconds",
             "Age of the newest complete backup.",
             &["kind"],
         )?;
         let verified_age = gauge(
-            registry,
+            metrics,
             "clusterkit_backup_newest_verified_age_seconds",
             "Age of the newest backup whose checks passed and that no later verify failed.",
             &["kind"],
         )?;
         let trusted_count = gauge(
-            registry,
+            metrics,
             "clusterkit_backup_verified_count",
             "Backups whose checks passed and that no later verify failed.",
             &["kind"],
         )?;
         let last_success = gauge(
-            registry,
+            metrics,
             "clusterkit_backup_last_success_timestamp_seconds",
             "When the last successful backup finished (Unix seconds).",
             &["kind"],
         )?;
         let last_duration = gauge(
-            registry,
+            metrics,
             "clusterkit_backup_last_duration_seconds",
             "How long the last successful backup took.",
             &["kind"],
         )?;
         let last_size = gauge(
-            registry,
+            metrics,
             "clusterkit_backup_last_stored_bytes",
             "Stored (compressed, encrypted) size of the last successful backup.",
             &["kind"],
         )?;
         let last_failed = gauge(
-            registry,
+            metrics,
             "clusterkit_backup_last_run_failed",
             "1 when the last backup run of the kind failed.",
             &["kind"],

@@ -22,9 +22,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use base64::Engine;
 use clusterkit_core::exec::{Command, Executor};
-use prometheus::Registry;
 
-use super::{flag, gauge, CollectError, Collector};
+use super::{flag, gauge, CollectError, Collector, Metrics};
 use crate::topology::Topology;
 
 pub struct CertCollector {
@@ -209,28 +208,28 @@ impl Collector for CertCollector {
         self.interval
     }
 
-    async fn collect(&self, registry: &Registry) -> Result<(), CollectError> {
+    async fn collect(&self, metrics: &Metrics) -> Result<(), CollectError> {
         let labels = &["host", "path", "subject"];
         let expiry = gauge(
-            registry,
+            metrics,
             "clusterkit_certificate_expiry_seconds",
             "Seconds until the certificate expires (negative once expired).",
             labels,
         )?;
         let ratio = gauge(
-            registry,
+            metrics,
             "clusterkit_certificate_lifetime_remaining_ratio",
             "Fraction of the certificate's validity period still ahead (1 = new, 0 = expired).",
             labels,
         )?;
         let not_after = gauge(
-            registry,
+            metrics,
             "clusterkit_certificate_not_after_timestamp_seconds",
             "Expiry time of the certificate (Unix seconds).",
             labels,
         )?;
         let read = gauge(
-            registry,
+            metrics,
             "clusterkit_certificate_read_success",
             "1 when the host's certificates could be read (over SSH; `local` is the state directory).",
             &["host"],

@@ -15,9 +15,8 @@ use async_trait::async_trait;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
-use prometheus::Registry;
 
-use super::{flag, gauge, CollectError, Collector};
+use super::{flag, gauge, CollectError, Collector, Metrics};
 use crate::exporter::tls::client_config;
 use crate::topology::{role, Topology};
 
@@ -150,21 +149,21 @@ impl Collector for ControlPlaneCollector {
         self.interval
     }
 
-    async fn collect(&self, registry: &Registry) -> Result<(), CollectError> {
+    async fn collect(&self, metrics: &Metrics) -> Result<(), CollectError> {
         let ok = gauge(
-            registry,
+            metrics,
             "clusterkit_controlplane_check_ok",
             "1 when the health endpoint answered 200 ok.",
             &["host", "component", "check"],
         )?;
         let latency = gauge(
-            registry,
+            metrics,
             "clusterkit_controlplane_check_duration_seconds",
             "Time the health check took.",
             &["host", "component", "check"],
         )?;
         let up = gauge(
-            registry,
+            metrics,
             "clusterkit_controlplane_up",
             "1 when every health check of the component passed.",
             &["host", "component"],

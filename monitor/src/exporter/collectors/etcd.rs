@@ -13,9 +13,8 @@ use async_trait::async_trait;
 use etcd_client::{
     AlarmAction, AlarmType, Certificate, Client, ConnectOptions, Identity, TlsOptions,
 };
-use prometheus::Registry;
 
-use super::{flag, gauge, CollectError, Collector};
+use super::{flag, gauge, CollectError, Collector, Metrics};
 use crate::topology::{role, Topology};
 
 /// A member to probe.
@@ -122,21 +121,21 @@ impl Collector for EtcdCollector {
         self.interval
     }
 
-    async fn collect(&self, registry: &Registry) -> Result<(), CollectError> {
+    async fn collect(&self, metrics: &Metrics) -> Result<(), CollectError> {
         let up = gauge(
-            registry,
+            metrics,
             "clusterkit_etcd_member_up",
             "1 when the member answered a status call over TLS.",
             &["member"],
         )?;
         let duration = gauge(
-            registry,
+            metrics,
             "clusterkit_etcd_probe_duration_seconds",
             "Time to connect and ask the member for status, alarms and members.",
             &["member"],
         )?;
         let quota = gauge(
-            registry,
+            metrics,
             "clusterkit_etcd_quota_bytes",
             "The backend quota the cluster is configured with.",
             &[],
@@ -148,67 +147,67 @@ impl Collector for EtcdCollector {
             return Ok(());
         }
         let has_leader = gauge(
-            registry,
+            metrics,
             "clusterkit_etcd_member_has_leader",
             "1 when the member knows a leader.",
             &["member"],
         )?;
         let is_leader = gauge(
-            registry,
+            metrics,
             "clusterkit_etcd_member_is_leader",
             "1 when the member is the leader.",
             &["member"],
         )?;
         let leader_info = gauge(
-            registry,
+            metrics,
             "clusterkit_etcd_leader_info",
             "Always 1; the leader's member id (hex) as this member sees it.",
             &["member", "leader_id"],
         )?;
         let db_size = gauge(
-            registry,
+            metrics,
             "clusterkit_etcd_db_size_bytes",
             "Size of the member's backend database file.",
             &["member"],
         )?;
         let db_in_use = gauge(
-            registry,
+            metrics,
             "clusterkit_etcd_db_size_in_use_bytes",
             "Logically used part of the backend database.",
             &["member"],
         )?;
         let revision = gauge(
-            registry,
+            metrics,
             "clusterkit_etcd_revision",
             "Current store revision.",
             &["member"],
         )?;
         let raft_index = gauge(
-            registry,
+            metrics,
             "clusterkit_etcd_raft_index",
             "Raft committed index.",
             &["member"],
         )?;
         let raft_applied = gauge(
-            registry,
+            metrics,
             "clusterkit_etcd_raft_applied_index",
             "Raft applied index.",
             &["member"],
         )?;
         let raft_term = gauge(
-            registry,
+            metrics,
             "clusterkit_etcd_raft_term",
             "Raft term.",
             &["member"],
         )?;
         let members = gauge(
-            registry,
+            metrics,
             "clusterkit_etcd_members",
             "Members in the cluster as this member reports them.",
             &["member"],
         )?;
         let alarm = gauge(
-            registry,
+            metrics,
             "clusterkit_etcd_alarm_active",
             "1 while an alarm (NOSPACE, CORRUPT) is raised on the member.",
             &["member", "alarm"],

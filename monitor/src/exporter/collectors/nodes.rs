@@ -17,9 +17,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use clusterkit_core::exec::{Command, Executor};
-use prometheus::Registry;
 
-use super::{flag, gauge, CollectError, Collector};
+use super::{flag, gauge, CollectError, Collector, Metrics};
 use crate::topology::{role, Topology};
 
 /// Kernel modules Kubernetes networking needs.
@@ -191,45 +190,45 @@ impl Collector for NodeCollector {
         self.interval
     }
 
-    async fn collect(&self, registry: &Registry) -> Result<(), CollectError> {
+    async fn collect(&self, metrics: &Metrics) -> Result<(), CollectError> {
         let reachable = gauge(
-            registry,
+            metrics,
             "clusterkit_node_reachable",
             "1 when the host answered a command over SSH.",
             &["host"],
         )?;
         let duration = gauge(
-            registry,
+            metrics,
             "clusterkit_node_probe_duration_seconds",
             "Time the node checks took (connect included).",
             &["host"],
         )?;
         let swap = gauge(
-            registry,
+            metrics,
             "clusterkit_node_swap_enabled",
             "1 when any swap device is active.",
             &["host"],
         )?;
         let sysctl = gauge(
-            registry,
+            metrics,
             "clusterkit_node_sysctl_matches",
             "1 when the sysctl has the value cluster.yaml (or Kubernetes) needs.",
             &["host", "key"],
         )?;
         let module = gauge(
-            registry,
+            metrics,
             "clusterkit_node_module_present",
             "1 when the kernel module is loaded or built in.",
             &["host", "module"],
         )?;
         let unit = gauge(
-            registry,
+            metrics,
             "clusterkit_node_unit_active",
             "1 when the systemd unit is active.",
             &["host", "unit"],
         )?;
         let offset = gauge(
-            registry,
+            metrics,
             "clusterkit_node_clock_offset_seconds",
             "Host clock minus the exporter's clock.",
             &["host"],
@@ -335,16 +334,9 @@ mod tests {
             timeout: Duration::from_secs(10),
             concurrency: 1,
         };
-        let registry = Registry::new();
-        c.collect(&registry).await.unwrap();
-        let mut buf = Vec::new();
-        prometheus::Encoder::encode(
-            &prometheus::TextEncoder::new(),
-            &registry.gather(),
-            &mut buf,
-        )
-        .unwrap();
-        let text = String::from_utf8(buf).unwrap();
+        let metrics = Metrics::new();
+        c.collect(&metrics).await.unwrap();
+        let text = metrics.encode().unwrap();
         assert!(
             text.contains("clusterkit_node_reachable{host=\"local\"} 1"),
             "{text}"

@@ -5,9 +5,8 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use prometheus::Registry;
 
-use super::{gauge, CollectError, Collector};
+use super::{gauge, CollectError, Collector, Metrics};
 
 pub struct SyntheticCollector {
     pub series: usize,
@@ -24,9 +23,9 @@ impl Collector for SyntheticCollector {
         self.interval
     }
 
-    async fn collect(&self, registry: &Registry) -> Result<(), CollectError> {
+    async fn collect(&self, metrics: &Metrics) -> Result<(), CollectError> {
         let g = gauge(
-            registry,
+            metrics,
             "clusterkit_synthetic_series",
             "Benchmark-only synthetic series.",
             &["group", "index"],
