@@ -9,7 +9,7 @@
 //! | `kubeconfig/super-admin.conf` (1.29+) | kubernetes-super-admin | system:masters | endpoint |
 //! | `hosts/<cp>/controller-manager.conf` | system:kube-controller-manager | | that host's API server |
 //! | `hosts/<cp>/scheduler.conf` | system:kube-scheduler | | that host's API server |
-//! | `hosts/<node>/kubelet.conf` | system:node:<node> | system:nodes | endpoint |
+//! | `hosts/<node>/kubelet.conf` | system:node:<node> | system:nodes | endpoint, or the local load balancer |
 //!
 //! CA, client certificate and key are embedded; files are written 0600. An existing kubeconfig
 //! is kept while its embedded CA is the current one, its server is right and its client
@@ -359,13 +359,15 @@ pub fn kubeconfig_specs(input: &PkiInput) -> Result<Vec<KubeconfigSpec>, PkiErro
             });
         }
     }
+    // Kubelets reach the API through the local load balancer when there is one.
+    let node_server = input.node_server_url()?;
     for h in &input.kubelet_nodes {
         specs.push(KubeconfigSpec {
             name: format!("kubelet.conf/{}", h.name),
             path: Path::new("hosts").join(&h.name).join("kubelet.conf"),
             user: format!("system:node:{}", h.name),
             groups: vec!["system:nodes".into()],
-            server: endpoint.clone(),
+            server: node_server.clone(),
         });
     }
     Ok(specs)

@@ -155,6 +155,10 @@ pub struct PkiInput {
     /// Nodes that get a kubelet.conf with their own credentials; workers not listed here join
     /// through TLS bootstrap instead. Usually the control-plane hosts.
     pub kubelet_nodes: Vec<Host>,
+    /// The `https://` URL the kubelet.conf files use when it is not the control-plane
+    /// endpoint: the local load balancer on every node (`https://127.0.0.1:<port>`,
+    /// cluster.yaml `kubernetes.load_balancer`). `None`: the endpoint.
+    pub node_api_server: Option<String>,
     /// Certificate lifetimes.
     pub validity: Validity,
 }
@@ -186,6 +190,11 @@ impl PkiInput {
             }
         }
         self.endpoint()?;
+        if let Some(url) = &self.node_api_server {
+            if !url.starts_with("https://") || url.len() == "https://".len() {
+                return bad("node_api_server", format!("{url:?} is not an https:// URL"));
+            }
+        }
         first_service_ip(&self.service_cidr)?;
         if !valid_dns_name(&self.dns_domain) {
             return bad(
@@ -226,6 +235,15 @@ impl PkiInput {
         split_endpoint(&self.control_plane_endpoint)
     }
 
+    /// The URL node kubeconfigs (kubelet.conf) use: [`PkiInput::node_api_server`], else the
+    /// endpoint's.
+    pub fn node_server_url(&self) -> Result<String, PkiError> {
+        match &self.node_api_server {
+            Some(url) => Ok(url.clone()),
+            None => self.server_url(),
+        }
+    }
+
     /// `https://host:port` of the control-plane endpoint.
     pub fn server_url(&self) -> Result<String, PkiError> {
         let (host, port) = self.endpoint()?;
@@ -239,7 +257,8 @@ impl PkiInput {
 impl PkiInput {
     /// The input for a loaded cluster.yaml: control-plane and etcd hosts by role, kubelet
     /// credentials for the control-plane hosts (workers use TLS bootstrap), the API server on
-    /// port 6443 of each control-plane host, validity from cluster.yaml's `pki:`.
+    /// port 6443 of each control-plane host, kubelet.conf through the local load balancer when
+    /// it is on, validity from cluster.yaml's `pki:`.
     pub fn from_cluster(cluster: &clusterkit_core::config::Cluster) -> Self {
         use clusterkit_core::config::Role;
         let hosts = |role| -> Vec<Host> {
@@ -262,6 +281,7 @@ impl PkiInput {
             service_cidr: k.service_cidr.to_string(),
             dns_domain: k.dns_domain.clone(),
             extra_apiserver_sans: vec![],
+            node_api_server: k.load_balancer.local_url(),
             validity: Validity::from_config(&cluster.pki),
         }
     }

@@ -35,6 +35,7 @@ fn cluster(version: &str, n: usize) -> PkiInput {
         dns_domain: "cluster.local".into(),
         extra_apiserver_sans: vec![],
         kubelet_nodes: hosts,
+        node_api_server: None,
         validity: Validity::default(),
     }
 }

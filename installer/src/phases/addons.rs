@@ -58,7 +58,8 @@ pub fn ensure_kube_proxy_conf(
     use base64::Engine as _;
     let layout = StateLayout::from_cluster(cluster);
     let path = layout.kubeconfig_dir().join("kube-proxy.conf");
-    let server = format!("https://{}", cluster.kubernetes.control_plane_endpoint);
+    // The local load balancer when it is on (the same address on every node).
+    let server = super::load_balancer::node_api_server(cluster);
     let spec = CertSpec {
         name: "kube-proxy.conf".into(),
         base: "kubeconfig/kube-proxy.conf".into(),

@@ -15,9 +15,15 @@
 //! This module also builds the kubelet's variables (flags, KubeletConfiguration values), used
 //! again by the `join` phase for every node.
 //!
-//! Limits: one API server per control-plane host behind `control_plane_endpoint` (no load
-//! balancer is set up here); the controller manager and scheduler reach their own host's API
-//! server.
+//! Several control-plane hosts: each runs all three components; the API servers share etcd
+//! and one certificate (every control-plane host in its SANs), the controller managers and
+//! schedulers elect a leader through their Leases (`--leader-elect`), each talking to its own
+//! host's API server. Node components reach the API through `control_plane_endpoint`, or
+//! through the local load balancer on every node (phase `load-balancer`) when it is on.
+//!
+//! Limits: clusterkit sets up no load balancer in front of `control_plane_endpoint` itself:
+//! the operator's admin.conf reaches the API only while the host (or external load balancer)
+//! the endpoint names is up.
 
 use std::time::Duration;
 
@@ -145,6 +151,7 @@ pub fn kubelet_vars(
         "runtime_endpoint": input.container_runtime_endpoint,
         "sandbox": cluster.profile == Profile::Sandbox,
         "bootstrap_kubeconfig": bootstrap.unwrap_or(""),
+        "api_server": super::load_balancer::node_api_server(cluster),
     }))
 }
 

@@ -332,7 +332,9 @@ impl Phase for JoinPhase {
                 .join("ca.crt");
             let ca =
                 std::fs::read_to_string(&ca_path).map_err(|e| api_err(ca_path.display(), e))?;
-            let server = format!("https://{}", cx.cluster.kubernetes.control_plane_endpoint);
+            // The local load balancer when it is on: the kubelet.conf TLS bootstrap writes
+            // keeps this server.
+            let server = super::load_balancer::node_api_server(cx.cluster);
             let k = kubeconfig::bootstrap_kubeconfig(&cx.cluster.name, &server, &ca, &t.expose())
                 .map_err(|e| api_err("bootstrap kubeconfig", e))?;
             Some(

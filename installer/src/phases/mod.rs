@@ -20,6 +20,7 @@ pub mod control_plane;
 pub mod etcd;
 pub mod images;
 pub mod join;
+pub mod load_balancer;
 pub mod network;
 pub mod pki;
 pub mod preflight;
@@ -102,6 +103,14 @@ pub const EMBEDDED: &[(&str, &str)] = &[
     (
         "playbooks/addons.yaml",
         include_str!("../../../playbooks/addons.yaml"),
+    ),
+    (
+        "playbooks/load-balancer.yaml",
+        include_str!("../../../playbooks/load-balancer.yaml"),
+    ),
+    (
+        "templates/haproxy/haproxy.cfg",
+        include_str!("../../../templates/haproxy/haproxy.cfg"),
     ),
     (
         "templates/etcd/etcd.service",
@@ -265,6 +274,7 @@ pub fn all() -> Vec<Box<dyn Phase>> {
         Box::new(network::NetworkPhase),
         Box::new(pki::PkiPhase),
         Box::new(etcd::EtcdPhase),
+        Box::new(load_balancer::LoadBalancerPhase),
         Box::new(control_plane::ControlPlanePhase),
         Box::new(join::JoinPhase),
         Box::new(addons::AddonsPhase),

@@ -1,7 +1,7 @@
 //! Preflight checks before `prepare` touches anything: per host (supported OS, systemd as init
-//! for the systemd cgroup driver, CPUs and memory on control-plane hosts, required ports free,
-//! IPVS support when kube-proxy is to use it, time sync) and across hosts (unique product_uuid,
-//! MAC addresses and names, clock skew).
+//! for the systemd cgroup driver, CPUs and memory on control-plane hosts, required ports free
+//! (the local load balancer's too when it is on), IPVS support when kube-proxy is to use it,
+//! time sync) and across hosts (unique product_uuid, MAC addresses and names, clock skew).
 //!
 //! Facts are gathered once here (one remote command per host) and handed to the playbook
 //! engine. A host with a problem of its own fails alone, as any task failure would; a problem
@@ -54,6 +54,35 @@ fn required_ports(roles: &[Role]) -> Vec<(u16, &'static str)> {
         ports.extend([(2379, "etcd"), (2380, "etcd")]);
     }
     ports
+}
+
+/// A port of `ports` held by another process than the one allowed to hold it, as error lines.
+pub fn port_conflicts(facts: &Value, ports: &[(u16, &str)]) -> Vec<String> {
+    let mut errors = Vec::new();
+    let listening = facts
+        .pointer("/listening")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    for &(port, owner) in ports {
+        for l in &listening {
+            if l["port"].as_u64() == Some(port as u64) {
+                let process = l["process"].as_str().unwrap_or("");
+                if !process.starts_with(owner) {
+                    errors.push(format!(
+                        "port {port} (needed by {owner}) is already in use by `{}` on {}",
+                        if process.is_empty() {
+                            "an unknown process"
+                        } else {
+                            process
+                        },
+                        l["address"].as_str().unwrap_or("?")
+                    ));
+                }
+            }
+        }
+    }
+    errors
 }
 
 /// One host's problems: errors fail it, warnings are printed.
@@ -109,29 +138,8 @@ pub fn check_host(facts: &Value, roles: &[Role], proxy_mode: ProxyMode) -> HostF
             _ => {}
         }
     }
-    let listening = facts
-        .pointer("/listening")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    for (port, owner) in required_ports(roles) {
-        for l in &listening {
-            if l["port"].as_u64() == Some(port as u64) {
-                let process = l["process"].as_str().unwrap_or("");
-                if !process.starts_with(owner) {
-                    f.errors.push(format!(
-                        "port {port} (needed by {owner}) is already in use by `{}` on {}",
-                        if process.is_empty() {
-                            "an unknown process"
-                        } else {
-                            process
-                        },
-                        l["address"].as_str().unwrap_or("?")
-                    ));
-                }
-            }
-        }
-    }
+    f.errors
+        .extend(port_conflicts(facts, &required_ports(roles)));
     if proxy_mode == ProxyMode::Ipvs && facts.pointer("/ipvs") != Some(&Value::Bool(true)) {
         // Refined by `ipvs_loadable` (a dry-run modprobe) before it becomes an error.
         f.errors.push(
@@ -310,6 +318,13 @@ async fn check_one(
         .map(|h| h.roles.clone())
         .unwrap_or_default();
     let mut findings = check_host(&facts, &roles, proxy_mode);
+    // The local load balancer's port, on every node (haproxy may hold it on a rerun).
+    let lb = cx.cluster.kubernetes.load_balancer;
+    if lb.local {
+        findings
+            .errors
+            .extend(port_conflicts(&facts, &[(lb.port, "haproxy")]));
+    }
     if proxy_mode == ProxyMode::Ipvs
         && facts.pointer("/ipvs") != Some(&Value::Bool(true))
         && ipvs_loadable(t.exec.as_ref()).await == Some(true)
@@ -351,6 +366,22 @@ mod tests {
                "cpus": cpus, "memory_mib": mem, "ipvs": false, "ntp_synchronized": "yes",
                "listening": [{"port": 6443, "address": "0.0.0.0:6443", "process": "nginx"},
                              {"port": 10250, "address": "*:10250", "process": "kubelet"}]})
+    }
+
+    #[test]
+    fn load_balancer_port_must_be_free_or_held_by_haproxy() {
+        let mut f = facts(2, 2048);
+        f["listening"] = json!([
+            {"port": 16443, "address": "127.0.0.1:16443", "process": "haproxy"},
+            {"port": 7443, "address": "0.0.0.0:7443", "process": "nginx"}
+        ]);
+        assert!(port_conflicts(&f, &[(16443, "haproxy")]).is_empty());
+        let errs = port_conflicts(&f, &[(7443, "haproxy")]);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].contains("port 7443") && errs[0].contains("nginx"),
+            "{errs:?}"
+        );
     }
 
     #[test]

@@ -1,0 +1,208 @@
+//! Phase `load-balancer`: the optional local API load balancer on every node (kubeasz's "l4
+//! lb on each node"), on when cluster.yaml says `kubernetes.load_balancer: { local: true }`.
+//!
+//! Every node gets Debian's haproxy (from the offline bundle or the repositories; build the
+//! bundle with `--package haproxy`) with `templates/haproxy/haproxy.cfg`: it listens on
+//! `127.0.0.1:<port>` (default 16443) in TCP mode and forwards to every control-plane host's
+//! API server on 6443, round robin. TLS passes through untouched: clients still verify the API
+//! server's certificate (which has 127.0.0.1 in its SANs) and present their own. Backends are
+//! health-checked with `GET /readyz` over TLS, verified against the cluster CA and the host's
+//! name (`verifyhost`), every 2 s, out after 2 failures: a bare TCP check would keep sending
+//! requests to an API server whose port is open but which has lost etcd or is still starting.
+//! `/readyz` is readable anonymously (`system:public-info-viewer`).
+//!
+//! Who uses it ([`node_api_server`]): the kubelets (the control-plane hosts' kubelet.conf, the
+//! workers' bootstrap kubeconfig and the kubelet.conf TLS bootstrap writes from it) and
+//! kube-proxy. The controller manager and scheduler keep talking to their own host's API
+//! server (as kubeadm does), and the operator's admin.conf, `cluster-info` and the printed
+//! `kubeadm join` command keep `control_plane_endpoint`.
+//!
+//! The phase runs before `control-plane`, so a kubelet never starts without its load balancer;
+//! haproxy starts with every backend down and picks each API server up as it becomes ready.
+//!
+//! Limits: with the load balancer turned off again the phase does nothing (haproxy stays
+//! installed and running, unused: node kubeconfigs go back to the endpoint on the next
+//! install). `clusterkit node add` of a control-plane host runs this phase on the new host
+//! only: run `clusterkit install --phase load-balancer` afterwards so every node gets the new
+//! backend (the others keep working without it). A node joined with the printed `kubeadm
+//! join` command uses the endpoint, not the load balancer.
+
+use async_trait::async_trait;
+use clusterkit_core::config::{Cluster, Role};
+use serde_json::{json, Map, Value};
+
+use super::common::{self, with_vars};
+use super::{InstallError, Phase, PhaseContext};
+use crate::versions::join_host_port;
+
+/// The `load-balancer` phase.
+pub struct LoadBalancerPhase;
+
+/// The CA certificate every node has (the pki phase), which the health checks verify with.
+pub const CA_FILE: &str = "/etc/kubernetes/pki/ca.crt";
+
+/// The URL node components (kubelet, kube-proxy) reach the API at: the local load balancer's
+/// `https://127.0.0.1:<port>` when it is on, else `https://<control_plane_endpoint>`.
+pub fn node_api_server(cluster: &Cluster) -> String {
+    cluster
+        .kubernetes
+        .load_balancer
+        .local_url()
+        .unwrap_or_else(|| format!("https://{}", cluster.kubernetes.control_plane_endpoint))
+}
+
+/// The haproxy backends: `{name, address}` (`ip:6443`) of every control-plane host, in
+/// cluster.yaml order.
+pub fn backends(cluster: &Cluster) -> Vec<Value> {
+    cluster
+        .hosts_with_role(Role::ControlPlane)
+        .iter()
+        .map(|h| {
+            json!({
+                "name": h.name,
+                "address": join_host_port(h.address, common::APISERVER_PORT),
+            })
+        })
+        .collect()
+}
+
+/// What the playbook and the template see as `host.load_balancer` (the same on every node).
+pub fn vars(cluster: &Cluster) -> Value {
+    json!({
+        "port": cluster.kubernetes.load_balancer.port,
+        "ca_file": CA_FILE,
+        "backends": backends(cluster),
+    })
+}
+
+#[async_trait]
+impl Phase for LoadBalancerPhase {
+    fn name(&self) -> &'static str {
+        "load-balancer"
+    }
+    fn describe(&self) -> &'static str {
+        "local API load balancer on every node (haproxy on 127.0.0.1, /readyz-checked control-plane backends), when kubernetes.load_balancer.local"
+    }
+    async fn run(&self, cx: &PhaseContext<'_>) -> Result<(), InstallError> {
+        // Validated even when off, so a broken override fails before any host is touched.
+        let pb = clusterkit_core::playbook::load(cx.library, "load-balancer")?;
+        if !cx.cluster.kubernetes.load_balancer.local {
+            tracing::info!("kubernetes.load_balancer.local is off: no local load balancer");
+            return Ok(());
+        }
+        let lb = vars(cx.cluster);
+        let targets = with_vars(cx.targets, |_| {
+            let mut m = Map::new();
+            m.insert("load_balancer".into(), lb.clone());
+            Some(m)
+        });
+        cx.engine.run(&pb, &targets).await;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clusterkit_core::playbook::render::render_text;
+
+    fn cluster(kubernetes: &str) -> Cluster {
+        let text = format!(
+            "name: demo\nhosts:\n  - {{ name: cp1, address: 10.0.0.11, roles: [control-plane, etcd], auth: {{ key_file: ./k }} }}\n  - {{ name: cp2, address: 10.0.0.12, roles: [control-plane, etcd, worker], auth: {{ key_file: ./k }} }}\n  - {{ name: w1, address: 10.0.0.13, roles: [worker, etcd], auth: {{ key_file: ./k }} }}\n  - {{ name: cp3, address: 10.0.0.14, roles: [control-plane], auth: {{ key_file: ./k }} }}\nkubernetes: {kubernetes}\n"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("k");
+        std::fs::write(&key, "not used").unwrap();
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        std::fs::write(dir.path().join("known_hosts"), "").unwrap();
+        clusterkit_core::config::load_str(&text, &dir.path().join("cluster.yaml"))
+            .unwrap_or_else(|e| panic!("{e:?}"))
+            .cluster
+    }
+
+    #[test]
+    fn node_components_use_the_local_load_balancer_only_when_it_is_on() {
+        let off = cluster("{ version: v1.20.2, control_plane_endpoint: \"api.demo:6443\" }");
+        assert_eq!(node_api_server(&off), "https://api.demo:6443");
+        let on = cluster("{ version: v1.20.2, load_balancer: { local: true, port: 7443 } }");
+        assert_eq!(node_api_server(&on), "https://127.0.0.1:7443");
+        // The operator's endpoint is unchanged: the first control-plane host by default.
+        assert_eq!(
+            on.kubernetes.control_plane_endpoint.to_string(),
+            "10.0.0.11:6443"
+        );
+    }
+
+    #[test]
+    fn kubeconfig_servers_follow_the_load_balancer_setting() {
+        let on = cluster("{ version: v1.20.2, load_balancer: { local: true } }");
+        let specs = crate::kubeconfig::kubeconfig_specs(&super::super::pki::input(&on)).unwrap();
+        let server = |name: &str| {
+            specs
+                .iter()
+                .find(|s| s.name == name)
+                .unwrap_or_else(|| panic!("no {name}"))
+                .server
+                .clone()
+        };
+        // The operator keeps the endpoint; kubelets use the local load balancer; the
+        // controller manager and scheduler their own host's API server.
+        assert_eq!(server("admin.conf"), "https://10.0.0.11:6443");
+        for cp in ["cp1", "cp2", "cp3"] {
+            assert_eq!(
+                server(&format!("kubelet.conf/{cp}")),
+                "https://127.0.0.1:16443"
+            );
+        }
+        assert_eq!(
+            server("controller-manager.conf/cp2"),
+            "https://10.0.0.12:6443"
+        );
+        assert_eq!(server("scheduler.conf/cp3"), "https://10.0.0.14:6443");
+        // Workers: the bootstrap kubeconfig and the kubelet.conf rewrite use the same URL.
+        let w1 = on.host("w1").unwrap();
+        let kubelet = super::super::control_plane::kubelet_vars(&on, w1, None).unwrap();
+        assert_eq!(kubelet["api_server"], "https://127.0.0.1:16443");
+
+        let off = cluster("{ version: v1.20.2 }");
+        let specs = crate::kubeconfig::kubeconfig_specs(&super::super::pki::input(&off)).unwrap();
+        let kubelet_conf = specs.iter().find(|s| s.name == "kubelet.conf/cp1").unwrap();
+        assert_eq!(kubelet_conf.server, "https://10.0.0.11:6443");
+        let kubelet = super::super::control_plane::kubelet_vars(&off, w1, None).unwrap();
+        assert_eq!(kubelet["api_server"], "https://10.0.0.11:6443");
+    }
+
+    #[test]
+    fn haproxy_config_lists_every_control_plane_host_with_checked_tls() {
+        let c = cluster("{ version: v1.20.2, load_balancer: { local: true } }");
+        let text = render_text(
+            include_str!("../../../templates/haproxy/haproxy.cfg"),
+            &json!({ "host": { "load_balancer": vars(&c) } }),
+        )
+        .unwrap();
+        assert!(text.contains("    bind 127.0.0.1:16443\n"), "{text}");
+        let servers: Vec<&str> = text
+            .lines()
+            .filter(|l| l.trim_start().starts_with("server "))
+            .collect();
+        assert_eq!(
+            servers,
+            [
+                "    server cp1 10.0.0.11:6443 verifyhost cp1",
+                "    server cp2 10.0.0.12:6443 verifyhost cp2",
+                "    server cp3 10.0.0.14:6443 verifyhost cp3",
+            ],
+            "control-plane hosts only, in cluster.yaml order:\n{text}"
+        );
+        assert!(text.contains("    mode tcp\n"), "{text}");
+        assert!(text.contains("option httpchk GET /readyz"), "{text}");
+        assert!(
+            text.contains(
+                "default-server check check-ssl verify required ca-file /etc/kubernetes/pki/ca.crt"
+            ),
+            "health checks verify the API server against the cluster CA: {text}"
+        );
+        assert!(!text.contains("verify none"), "{text}");
+    }
+}

@@ -1,0 +1,409 @@
+//! HA on a 3-node sandbox, all real: two control-plane hosts (node1, node2; etcd on both) and a
+//! worker (node3; the third etcd member), with the local API load balancer on
+//! (`kubernetes.load_balancer: { local: true }`: Debian's haproxy from the offline bundle on
+//! every node, 127.0.0.1:16443, /readyz-checked backends node1 and node2). Kubernetes v1.20.2
+//! built from Debian's source package (`CLUSTERKIT_KUBE_BIN_DIR`), control plane as systemd
+//! units.
+//!
+//! Steps: the whole install succeeds (readiness report included) and `/readyz` answers `ok`
+//! through admin.conf, which keeps `control_plane_endpoint` (node1); every node runs haproxy,
+//! and its kubelet.conf (clusterkit's on the control-plane hosts, the one TLS bootstrap wrote
+//! on the worker) and kube-proxy.conf use `https://127.0.0.1:16443`. Then kube-apiserver is
+//! stopped on node1, the host the endpoint names: through node1's own load balancer the API
+//! still answers `/readyz` (several times in a row, so not by round-robin luck), every node's
+//! Lease (node1's and node3's kubelets included, which reach the API only through their load
+//! balancer) is renewed after the stop and every Node stays Ready, and the controller manager
+//! and scheduler leases are held, freshly renewed, by node2 (the leader moved, or stayed). The
+//! API server is started again; a rerun changes nothing and `--check --phase load-balancer`
+//! reports nothing to do. Wall times are printed.
+//!
+//! Needs root, systemd-nspawn and debootstrap (scripts/deps.sh), apt access for the bundle and
+//! the Kubernetes binaries; fails with the reason when one is missing.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use clusterkit_sandbox::{SandboxGuard, UpOptions};
+use common::{clusterkit, describe, run_ok, ssh, ssh_cmd, stdout};
+use serde_json::Value;
+
+const NODES: [&str; 3] = ["node1", "node2", "node3"];
+const LB: &str = "https://127.0.0.1:16443";
+
+/// `clusterkit -o json install ARGS`; returns the summary and the wall time.
+fn install(cfg: &Path, args: &[&str]) -> (Value, Duration) {
+    let start = Instant::now();
+    let mut c = clusterkit();
+    c.arg("-f")
+        .arg(cfg)
+        .args(["-o", "json", "install"])
+        .args(args);
+    let out = c.output().expect("run clusterkit");
+    let took = start.elapsed();
+    assert!(
+        out.status.success(),
+        "{}",
+        describe(&c, &out, "install failed")
+    );
+    let summary: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}\n{}", describe(&c, &out, "summary is not JSON")));
+    (summary, took)
+}
+
+/// kubectl without panicking: (success, stdout + stderr).
+fn try_kubectl(
+    kube_bin: &Path,
+    admin: &Path,
+    server: Option<&str>,
+    args: &[&str],
+) -> (bool, String) {
+    let mut c = Command::new(kube_bin.join("kubectl"));
+    c.arg("--kubeconfig")
+        .arg(admin)
+        .arg("--request-timeout=20s");
+    if let Some(s) = server {
+        c.args(["--server", s]);
+    }
+    c.args(args);
+    match c.output() {
+        Ok(o) => (
+            o.status.success(),
+            format!("{}{}", stdout(&o), common::stderr(&o)),
+        ),
+        Err(e) => (false, e.to_string()),
+    }
+}
+
+/// Polls `probe` every 2 s until it returns `Ok`; panics with `what` and its last error after
+/// `timeout`.
+fn poll<T>(timeout: Duration, what: &str, mut probe: impl FnMut() -> Result<T, String>) -> T {
+    let mut last = String::new();
+    let mut got = None;
+    let ok = common::wait_until(timeout, || match probe() {
+        Ok(v) => {
+            got = Some(v);
+            true
+        }
+        Err(e) => {
+            last = e;
+            std::thread::sleep(Duration::from_secs(2));
+            false
+        }
+    });
+    assert!(ok, "{what} within {}s; last: {last}", timeout.as_secs());
+    got.expect("set on success")
+}
+
+/// `name -> renewTime` of the Leases in a namespace, read through `server`.
+fn leases(kube_bin: &Path, admin: &Path, server: &str, ns: &str) -> Result<Value, String> {
+    let (ok, out) = try_kubectl(
+        kube_bin,
+        admin,
+        Some(server),
+        &["-n", ns, "get", "leases", "-o", "json"],
+    );
+    if !ok {
+        return Err(out);
+    }
+    let v: Value = serde_json::from_str(&out).map_err(|e| format!("{e}: {out}"))?;
+    let mut m = serde_json::Map::new();
+    for l in v["items"].as_array().into_iter().flatten() {
+        m.insert(
+            l["metadata"]["name"].as_str().unwrap_or("").to_string(),
+            serde_json::json!({
+                "holder": l["spec"]["holderIdentity"],
+                "renew": l["spec"]["renewTime"],
+            }),
+        );
+    }
+    Ok(Value::Object(m))
+}
+
+#[test]
+fn two_control_planes_behind_a_local_load_balancer() {
+    let kube_bin = std::env::var_os("CLUSTERKIT_KUBE_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| common::cache_dir().join("kube-v1.20.2-r2/bin"));
+    assert!(
+        kube_bin.join("kube-apiserver").is_file(),
+        "Kubernetes v1.20.2 binaries missing in {} (CLUSTERKIT_KUBE_BIN_DIR): run `bash scripts/deps.sh` (scripts/build-kube.sh)",
+        kube_bin.display()
+    );
+    // A name of this process's own (≤ 8 characters): parallel runs must not share a sandbox.
+    let name = format!("ha{}", std::process::id() % 1_000_000);
+    let sb = SandboxGuard::up(UpOptions::new(&name, 3))
+        .expect("sandbox up (needs root and scripts/deps.sh)");
+    let work = tempfile::tempdir().unwrap();
+
+    // Offline bundle: the usual packages plus haproxy, and the Kubernetes binaries.
+    let bundle = work.path().join("bundle");
+    run_ok(
+        clusterkit()
+            .env("CLUSTERKIT_KUBE_BIN_DIR", &kube_bin)
+            .args([
+                "bundle",
+                "build",
+                "--package",
+                "etcd-server",
+                "--package",
+                "containernetworking-plugins",
+                "--package",
+                "haproxy",
+                "--out",
+            ])
+            .arg(&bundle),
+    );
+    // node1 and node2 control-plane hosts, node3 a worker; etcd on all three; the local load
+    // balancer on. The sandbox's endpoint stays node1:6443.
+    let base = std::fs::read_to_string(sb.cluster_yaml()).unwrap();
+    let mut yaml = String::new();
+    let mut host = "";
+    for line in base.lines() {
+        if let Some(n) = line.trim().strip_prefix("- name: ") {
+            host = if n == "node2" { "node2" } else { "" };
+        }
+        if host == "node2" && line.trim_start().starts_with("roles:") {
+            yaml.push_str("    roles: [control-plane, etcd]\n");
+        } else {
+            yaml.push_str(line);
+            yaml.push('\n');
+        }
+    }
+    assert!(
+        yaml.contains(
+            "roles: [control-plane, etcd]\n    auth: { key_file: ./id_ed25519 }\n  - name: node3"
+        ),
+        "{yaml}"
+    );
+    assert!(
+        yaml.trim_end().ends_with("network: host-gw"),
+        "kubernetes is the last section: {yaml}"
+    );
+    let cfg = sb.dir().join("install-ha.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "{yaml}  load_balancer: {{ local: true }}\npackages: {{ bundle: {} }}\n",
+            bundle.display()
+        ),
+    )
+    .unwrap();
+    let admin = sb.dir().join("admin.conf");
+    let addr = |n: &str| sb.node(n).unwrap().address.to_string();
+    let node2_api = format!("https://{}:6443", addr("node2"));
+
+    // 1. Every phase, the readiness report included.
+    let (summary, took) = install(&cfg, &[]);
+    eprintln!(
+        "install (all phases, 2 control-plane hosts + 1 worker, local LB): {:.1}s",
+        took.as_secs_f64()
+    );
+    for n in NODES {
+        assert_eq!(summary["hosts"][n]["failed"], 0, "{summary:#}");
+    }
+    assert_eq!(summary["readiness"]["ok"], true, "{summary:#}");
+    let (ok, out) = try_kubectl(&kube_bin, &admin, None, &["get", "--raw", "/readyz"]);
+    assert!(
+        ok && out.trim() == "ok",
+        "/readyz through admin.conf: {out}"
+    );
+    let admin_text = std::fs::read_to_string(&admin).unwrap();
+    assert!(
+        admin_text.contains(&format!("server: https://{}:6443", addr("node1"))),
+        "admin.conf keeps control_plane_endpoint: {admin_text}"
+    );
+    for n in NODES {
+        assert_eq!(
+            ssh(&sb, n, "systemctl is-active haproxy").trim(),
+            "active",
+            "{n}"
+        );
+        let servers = ssh(
+            &sb,
+            n,
+            "grep -h 'server:' /etc/kubernetes/kubelet.conf /etc/kubernetes/kube-proxy.conf",
+        );
+        let servers: Vec<&str> = servers
+            .split_whitespace()
+            .filter(|w| w.starts_with("https://"))
+            .collect();
+        assert_eq!(
+            servers,
+            [LB, LB],
+            "{n}: kubelet.conf and kube-proxy.conf use the local LB"
+        );
+        let cfg = ssh(&sb, n, "cat /etc/haproxy/haproxy.cfg");
+        for cp in ["node1", "node2"] {
+            assert!(
+                cfg.contains(&format!("server {cp} {}:6443 verifyhost {cp}", addr(cp))),
+                "{n}: backend {cp} in\n{cfg}"
+            );
+        }
+        assert!(!cfg.contains("server node3"), "{cfg}");
+    }
+    // The controller managers and schedulers reach their own host's API server.
+    for cp in ["node1", "node2"] {
+        let conf = ssh(&sb, cp, "grep -h 'server:' /etc/kubernetes/controller-manager.conf /etc/kubernetes/scheduler.conf");
+        assert_eq!(
+            conf.matches(&format!("https://{}:6443", addr(cp))).count(),
+            2,
+            "{cp}: {conf}"
+        );
+    }
+
+    // 2. kube-apiserver stopped on node1, the host control_plane_endpoint names. The nodes
+    // share this machine's clock, so `stop_at` (in the API's MicroTime format, which compares
+    // as text) orders against the Leases' renewTime.
+    let holders_before = poll(Duration::from_secs(60), "leader leases readable", || {
+        leases(&kube_bin, &admin, &node2_api, "kube-system")
+    });
+    let stop_at = ssh(
+        &sb,
+        "node1",
+        "systemctl stop kube-apiserver && date -u +%Y-%m-%dT%H:%M:%S.%6NZ",
+    )
+    .trim()
+    .to_string();
+    let stopped = Instant::now();
+    assert_eq!(stop_at.len(), 27, "a MicroTime: {stop_at:?}");
+    assert_ne!(
+        ssh_cmd(&sb, "node1", "systemctl is-active kube-apiserver")
+            .output()
+            .map(|o| stdout(&o).trim().to_string())
+            .unwrap_or_default(),
+        "active"
+    );
+    // Through node1's own load balancer (its kubelet's credentials and server) the API still
+    // answers: haproxy took node1's backend out and sends everything to node2. Five answers in
+    // a row, so not one lucky round-robin turn.
+    let via_lb = "for i in 1 2 3 4 5; do kubectl --kubeconfig /etc/kubernetes/kubelet.conf --request-timeout=10s get --raw /readyz || exit 1; echo; done";
+    poll(
+        Duration::from_secs(120),
+        "node1's load balancer answering /readyz from node2",
+        || {
+            let out = ssh_cmd(&sb, "node1", via_lb)
+                .output()
+                .map_err(|e| e.to_string())?;
+            let text = stdout(&out);
+            if out.status.success() && text.matches("ok").count() == 5 {
+                Ok(())
+            } else {
+                Err(format!("{text}{}", common::stderr(&out)))
+            }
+        },
+    );
+    eprintln!(
+        "node1's LB answered from node2 {:.1}s after the stop",
+        stopped.elapsed().as_secs_f64()
+    );
+    // Every kubelet renews its Lease after the stop: node1's and node3's talk to the API only
+    // through their load balancer.
+    let renewed_after = |l: &Value, name: &str, t: &str| {
+        l[name]["renew"]
+            .as_str()
+            .is_some_and(|r| r.len() == t.len() && r > t)
+    };
+    let node_leases = poll(
+        Duration::from_secs(180),
+        "every node's lease renewed after the stop",
+        || {
+            let now = leases(&kube_bin, &admin, &node2_api, "kube-node-lease")?;
+            let stale: Vec<&str> = NODES
+                .iter()
+                .copied()
+                .filter(|n| !renewed_after(&now, n, &stop_at))
+                .collect();
+            if stale.is_empty() {
+                Ok(now)
+            } else {
+                Err(format!("not renewed since {stop_at}: {stale:?}: {now}"))
+            }
+        },
+    );
+    eprintln!(
+        "every node lease renewed after the stop at {stop_at} ({:.1}s later): {node_leases}",
+        stopped.elapsed().as_secs_f64()
+    );
+    let ready = r#"jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type=="Ready")].status}{" "}{end}"#;
+    let (ok, out) = try_kubectl(
+        &kube_bin,
+        &admin,
+        Some(&node2_api),
+        &["get", "nodes", "-o", ready],
+    );
+    let mut v: Vec<&str> = out.split_whitespace().collect();
+    v.sort();
+    assert!(
+        ok && v == ["node1=True", "node2=True", "node3=True"],
+        "every Node stays Ready: {out}"
+    );
+    // The controller manager and scheduler: node2's instance leads (node1's lost its API
+    // server) and renews after the stop.
+    let leaders = poll(
+        Duration::from_secs(180),
+        "node2 holding and renewing the controller-manager and scheduler leases",
+        || {
+            let l = leases(&kube_bin, &admin, &node2_api, "kube-system")?;
+            for name in ["kube-controller-manager", "kube-scheduler"] {
+                let holder = l[name]["holder"].as_str().unwrap_or("");
+                if !holder.starts_with("node2") || !renewed_after(&l, name, &stop_at) {
+                    return Err(format!("{name}: {l}"));
+                }
+            }
+            Ok(l)
+        },
+    );
+    eprintln!(
+        "leaders before the stop: {holders_before}; after ({:.1}s later): {leaders}",
+        stopped.elapsed().as_secs_f64()
+    );
+
+    // 3. node1's API server back; the endpoint answers again.
+    ssh(&sb, "node1", "systemctl start kube-apiserver");
+    poll(
+        Duration::from_secs(180),
+        "node1's API server ready again",
+        || match try_kubectl(&kube_bin, &admin, None, &["get", "--raw", "/readyz"]) {
+            (true, out) if out.trim() == "ok" => Ok(()),
+            (_, out) => Err(out),
+        },
+    );
+
+    // 4. Rerun: nothing changes; check mode of the phase alone: nothing to do.
+    let events = work.path().join("rerun.jsonl");
+    let events_arg = events.to_str().unwrap();
+    let (again, took) = install(&cfg, &["--no-readiness", "--events", events_arg]);
+    eprintln!("rerun (all phases): {:.1}s", took.as_secs_f64());
+    let changed: Vec<String> = std::fs::read_to_string(&events)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["status"] == "changed" && e["kind"] != "summary")
+        .map(|e| {
+            format!(
+                "{} {} / {}: {}",
+                e["host"], e["playbook"], e["task"], e["message"]
+            )
+        })
+        .collect();
+    for n in NODES {
+        assert_eq!(
+            again["hosts"][n]["changed"], 0,
+            "{n}: changed on rerun: {changed:#?}"
+        );
+        assert_eq!(again["hosts"][n]["failed"], 0, "{again:#}");
+    }
+    let (check, _) = install(&cfg, &["--check", "--phase", "load-balancer"]);
+    for n in NODES {
+        assert_eq!(check["hosts"][n]["changed"], 0, "{n}: --check: {check:#}");
+        assert_eq!(check["hosts"][n]["failed"], 0, "{n}: --check: {check:#}");
+        assert!(
+            check["hosts"][n]["ok"].as_u64().unwrap_or(0) > 0,
+            "{n}: the phase ran its tasks: {check:#}"
+        );
+    }
+    drop(sb);
+}
