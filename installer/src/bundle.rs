@@ -15,7 +15,8 @@
 //! node. Each tarball and `images/manifest.json` itself are listed in the bundle manifest's
 //! `binaries` (names `image:<name>` and `images-manifest`), so `bundle verify` covers them.
 //!
-//! Layout: `DIR/manifest.json`, `DIR/debs/*.deb`, `DIR/bin/*`, `DIR/images/*`. The `package`
+//! Layout: `DIR/manifest.json`, `DIR/debs/*.deb`, `DIR/bin/*`, `DIR/images/*`, and
+//! `DIR/.downloads/` (downloaded release binaries, hard-linked into `bin/`). The `package`
 //! module reads the manifest ([`Bundle`]) and uploads only the closure members a node is missing.
 //!
 //! Limits: Debian packages for the architecture of this machine only; this machine's apt lists
@@ -28,8 +29,9 @@ use std::process::Command;
 use clusterkit_core::playbook::modules::package::BundleFile;
 
 use crate::images::{self, ImageError, Sources};
+use crate::release::{self, ReleaseError};
+use crate::versions::KubeVersion;
 pub use clusterkit_core::playbook::modules::{Bundle, BundleManifest, BundlePackage};
-use sha2::{Digest, Sha256};
 
 /// What can go wrong building a bundle.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +62,15 @@ pub enum BundleError {
 
     #[error("container images for the bundle (leave them out with --no-images): {0}")]
     Images(#[from] ImageError),
+
+    #[error("Kubernetes release binaries: {0}")]
+    Release(#[from] ReleaseError),
+
+    #[error(
+        "{name} would come both from {dir} and from the downloaded release; leave out \
+         --binaries (or unset CLUSTERKIT_KUBE_BIN_DIR) or --kubernetes"
+    )]
+    TwoSources { name: String, dir: PathBuf },
 }
 
 /// What to put in a bundle.
@@ -75,6 +86,16 @@ pub struct BuildOptions {
     /// Container images into `images/`: built into (or reused from) `cache`, from `sources`.
     /// `None`: no images (nodes pull from a registry).
     pub images: Option<ImageOptions>,
+    /// Kubernetes release binaries to download into `bin/` ([`crate::release`]).
+    pub release: Option<ReleaseOptions>,
+}
+
+/// Which Kubernetes release to download, and from where.
+#[derive(Debug, Clone)]
+pub struct ReleaseOptions {
+    pub version: KubeVersion,
+    /// A server laid out like dl.k8s.io ([`release::DEFAULT_BASE`] or a mirror).
+    pub base: String,
 }
 
 /// Where the bundle's images come from.
@@ -223,8 +244,103 @@ pub fn parse_simulation(out: &str) -> Vec<(String, String, String)> {
 }
 
 fn sha256_file(path: &Path) -> Result<(String, u64), BundleError> {
-    let data = std::fs::read(path).map_err(io(path))?;
-    Ok((hex::encode(Sha256::digest(&data)), data.len() as u64))
+    let size = std::fs::metadata(path).map_err(io(path))?.len();
+    Ok((release::sha256_file(path)?, size))
+}
+
+/// Fills `out/bin/` with the downloaded release (when asked for) and the files of
+/// `binary_dirs`, removes what an older build left there, and returns the manifest entries.
+/// Every download is verified before `bin/` changes, so a failed build leaves it as it was.
+/// Downloads are kept in `out/.downloads/` (hard-linked into `bin/`), so a rebuild of the
+/// same release only fetches the checksums.
+fn add_binaries(opts: &BuildOptions, arch: &str) -> Result<Vec<BundleFile>, BundleError> {
+    let bin = opts.out.join("bin");
+    let downloads = opts.out.join(".downloads");
+    let mut sources: Vec<PathBuf> = Vec::new();
+    let mut release_dir = None;
+    if let Some(r) = &opts.release {
+        let arch = release::release_arch(arch)?;
+        let dir = downloads.join(format!("kubernetes-{}-{arch}", r.version));
+        sources.extend(release::fetch(
+            &r.base,
+            r.version,
+            arch,
+            &release::BINARIES,
+            &dir,
+        )?);
+        release_dir = Some(dir);
+    }
+    for dir in &opts.binary_dirs {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(io(dir))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file())
+            .collect();
+        entries.sort();
+        for src in entries {
+            if sources.iter().any(|s| s.file_name() == src.file_name()) {
+                return Err(BundleError::TwoSources {
+                    name: src
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                    dir: dir.clone(),
+                });
+            }
+            sources.push(src);
+        }
+    }
+    let names: Vec<String> = sources
+        .iter()
+        .filter_map(|s| s.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .collect();
+    if !sources.is_empty() {
+        std::fs::create_dir_all(&bin).map_err(io(&bin))?;
+    }
+    for (src, name) in sources.iter().zip(&names) {
+        // Replace, never reuse: a binary of an older build must not survive.
+        let dest = bin.join(name);
+        if dest.exists() {
+            std::fs::remove_file(&dest).map_err(io(&dest))?;
+        }
+        if std::fs::hard_link(src, &dest).is_err() {
+            std::fs::copy(src, &dest).map_err(io(&dest))?;
+        }
+    }
+    // Anything else in bin/ is from an older build, and the install would find it by name;
+    // downloads of other releases are not needed any more.
+    for (dir, keep) in [(&bin, None), (&downloads, release_dir.as_ref())] {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            let stale = if dir == &bin {
+                !names.contains(&e.file_name().to_string_lossy().into_owned())
+            } else {
+                keep != Some(&path)
+            };
+            if stale && path.is_dir() {
+                std::fs::remove_dir_all(&path).map_err(io(&path))?;
+            } else if stale {
+                std::fs::remove_file(&path).map_err(io(&path))?;
+            }
+        }
+    }
+    let mut names = names;
+    names.sort();
+    names
+        .into_iter()
+        .map(|name| {
+            let (sha256, size) = sha256_file(&bin.join(&name))?;
+            Ok(BundleFile {
+                file: format!("bin/{name}"),
+                name,
+                sha256,
+                size,
+            })
+        })
+        .collect()
 }
 
 /// Builds (or refreshes) a bundle; returns its manifest, also written to `out/manifest.json`.
@@ -280,36 +396,13 @@ pub fn build(opts: &BuildOptions) -> Result<BundleManifest, BundleError> {
             size,
         });
     }
-    let mut binaries = Vec::new();
-    if !opts.binary_dirs.is_empty() {
-        let bin = opts.out.join("bin");
-        std::fs::create_dir_all(&bin).map_err(io(&bin))?;
-        for dir in &opts.binary_dirs {
-            let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-                .map_err(io(dir))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.is_file())
-                .collect();
-            entries.sort();
-            for src in entries {
-                let name = src
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                let dest = bin.join(&name);
-                if !dest.exists() && std::fs::hard_link(&src, &dest).is_err() {
-                    std::fs::copy(&src, &dest).map_err(io(&dest))?;
-                }
-                let (sha256, size) = sha256_file(&dest)?;
-                binaries.push(BundleFile {
-                    name: name.clone(),
-                    file: format!("bin/{name}"),
-                    sha256,
-                    size,
-                });
-            }
-        }
-    }
+    // Architecture-independent packages ("all") say nothing about the nodes.
+    let arch = packages
+        .iter()
+        .find(|p| p.arch != "all")
+        .map(|p| p.arch.clone())
+        .unwrap_or_else(|| "amd64".into());
+    let mut binaries = add_binaries(opts, &arch)?;
     if let Some(img) = &opts.images {
         binaries.extend(add_images(&opts.out, img)?);
     } else {
@@ -319,10 +412,6 @@ pub fn build(opts: &BuildOptions) -> Result<BundleManifest, BundleError> {
             std::fs::remove_dir_all(&old).map_err(io(&old))?;
         }
     }
-    let arch = packages
-        .first()
-        .map(|p| p.arch.clone())
-        .unwrap_or_else(|| "amd64".into());
     let manifest = BundleManifest {
         format: 1,
         created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
@@ -342,6 +431,7 @@ pub fn build(opts: &BuildOptions) -> Result<BundleManifest, BundleError> {
 mod tests {
     use super::*;
     use crate::images::{ImageEntry, ImageManifest, BUSYBOX_IMAGE, PAUSE_IMAGE};
+    use sha2::{Digest, Sha256};
 
     /// A cache holding both image names (so `ensure` reuses it and builds nothing).
     fn fake_cache(dir: &Path) -> ImageManifest {

@@ -10,6 +10,7 @@ pub mod node;
 pub mod phases;
 pub mod pki;
 pub mod readiness;
+pub mod release;
 pub mod reset;
 pub mod token;
 pub mod versions;

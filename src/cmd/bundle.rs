@@ -2,7 +2,9 @@
 //!
 //! `bundle build --out DIR` (`-d DIR`; `-o` is the global output format) puts the node packages the install needs (containerd, runc and their
 //! dependencies missing from a minimal Debian 12) and any binaries (`--binaries DIR`, default
-//! `$CLUSTERKIT_KUBE_BIN_DIR` when set) into DIR with a checksummed manifest.json. Point
+//! `$CLUSTERKIT_KUBE_BIN_DIR` when set; or `--kubernetes VERSION` downloads a release's binaries
+//! from dl.k8s.io or `--kubernetes-mirror`, sha256-checked) into DIR with a checksummed
+//! manifest.json. Point
 //! cluster.yaml at it with `packages: { bundle: DIR }`; installs then upload from it over SSH.
 //! Container images: by default the bundle also carries the images a node without a registry
 //! needs — the pause image and the busybox test workload, built from Debian material (see
@@ -13,9 +15,11 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clusterkit_installer::bundle::{self, BuildOptions, Bundle, ImageOptions};
+use clusterkit_installer::bundle::{self, BuildOptions, Bundle, ImageOptions, ReleaseOptions};
 use clusterkit_installer::phases::network::NETWORK_PACKAGES;
 use clusterkit_installer::phases::RUNTIME_PACKAGES;
+use clusterkit_installer::release;
+use clusterkit_installer::versions::KubeVersion;
 
 use super::{Global, OutputFormat};
 
@@ -45,8 +49,9 @@ enum BundleCommand {
         /// dpkg status file of the nodes' base system (default: the sandbox's cached rootfs).
         #[arg(long)]
         base_status: Option<PathBuf>,
-        /// Directory of binaries to include (repeatable).
-        #[arg(long = "binaries", env = "CLUSTERKIT_KUBE_BIN_DIR")]
+        /// Directory of binaries to include (repeatable). Default: $CLUSTERKIT_KUBE_BIN_DIR
+        /// when set and --kubernetes is not given.
+        #[arg(long = "binaries")]
         binaries: Vec<PathBuf>,
         /// Extra packages beyond the ones the install phases need.
         #[arg(long = "package")]
@@ -55,6 +60,14 @@ enum BundleCommand {
         /// workload images from a registry or mirror instead.
         #[arg(long)]
         no_images: bool,
+        /// Download this Kubernetes release's binaries (kube-apiserver, controller-manager,
+        /// scheduler, proxy, kubelet, kubectl, kubeadm) into the bundle, each checked against
+        /// its published sha256. Use instead of --binaries.
+        #[arg(long, value_name = "VERSION")]
+        kubernetes: Option<String>,
+        /// The release server (laid out like dl.k8s.io) for --kubernetes.
+        #[arg(long, value_name = "URL", default_value = release::DEFAULT_BASE)]
+        kubernetes_mirror: String,
     },
     /// Check every file of a bundle against its manifest.
     Verify { dir: PathBuf },
@@ -69,7 +82,24 @@ impl Args {
                 binaries,
                 packages,
                 no_images,
+                kubernetes,
+                kubernetes_mirror,
             } => {
+                let release = kubernetes
+                    .map(|v| -> anyhow::Result<ReleaseOptions> {
+                        Ok(ReleaseOptions {
+                            version: KubeVersion::parse(&v)
+                                .with_context(|| format!("--kubernetes {v}"))?,
+                            base: kubernetes_mirror,
+                        })
+                    })
+                    .transpose()?;
+                // Default binaries: $CLUSTERKIT_KUBE_BIN_DIR, unless a release is downloaded
+                // (an explicit --binaries next to --kubernetes is refused by the build).
+                let binaries = match std::env::var_os("CLUSTERKIT_KUBE_BIN_DIR") {
+                    Some(dir) if binaries.is_empty() && release.is_none() => vec![dir.into()],
+                    _ => binaries,
+                };
                 // Everything the install phases install from packages: the runtime, Debian's
                 // etcd for the etcd phase, and the CNI plugins for the host-gw network.
                 let mut all: Vec<String> = RUNTIME_PACKAGES
@@ -89,6 +119,7 @@ impl Args {
                     base_status: base_status.unwrap_or_else(bundle::default_base_status),
                     binary_dirs: binaries.into_iter().filter(|d| d.is_dir()).collect(),
                     images: (!no_images).then(ImageOptions::from_env),
+                    release,
                 };
                 let manifest = tokio::task::spawn_blocking(move || bundle::build(&opts))
                     .await?
