@@ -2,7 +2,8 @@
 //! bundle (apt closure of the install's packages, downloaded from this machine's Debian
 //! mirror), and the pause and busybox images (from the image cache, built from Debian material
 //! by `scripts/build-kube.sh`'s source tarball and busybox-static when missing) land in
-//! `images/` with their own manifest; the bundle's manifest lists every image file with a
+//! `images/` with their own manifest; its packages are repacked with zstd (no xz member left,
+//! name and version intact); the bundle's manifest lists every image file with a
 //! sha256 that matches, `bundle verify` passes and catches a tampered tarball; a rebuild with
 //! `--no-images` leaves no `images/` behind (the images phase would otherwise import it).
 //!
@@ -33,6 +34,38 @@ fn bundle_build_carries_checksummed_images() {
 
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(bundle.join("manifest.json")).unwrap()).unwrap();
+
+    // The packages are repacked with zstd for Debian 12 nodes (cheaper to unpack than xz),
+    // and are still packages dpkg reads: same name and version, every member present.
+    for p in manifest["packages"].as_array().expect("packages listed") {
+        let deb = bundle.join(p["file"].as_str().unwrap());
+        let members = stdout(&run_ok(std::process::Command::new("ar").arg("t").arg(&deb)));
+        assert!(
+            !members.contains("data.tar.xz"),
+            "{}: {members}",
+            deb.display()
+        );
+        let field = |f: &str| {
+            stdout(&run_ok(
+                std::process::Command::new("dpkg-deb")
+                    .args(["-f"])
+                    .arg(&deb)
+                    .arg(f),
+            ))
+            .trim()
+            .to_string()
+        };
+        assert_eq!(field("Package"), p["name"].as_str().unwrap());
+        assert_eq!(field("Version"), p["version"].as_str().unwrap());
+        if p["name"] == "containerd" {
+            assert!(members.contains("data.tar.zst"), "{members}");
+            run_ok(
+                std::process::Command::new("dpkg-deb")
+                    .arg("--contents")
+                    .arg(&deb),
+            );
+        }
+    }
     let files = manifest["binaries"].as_array().expect("binaries listed");
     let images: serde_json::Value =
         serde_json::from_slice(&std::fs::read(bundle.join("images/manifest.json")).unwrap())

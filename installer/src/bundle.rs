@@ -248,6 +248,82 @@ fn sha256_file(path: &Path) -> Result<(String, u64), BundleError> {
     Ok((release::sha256_file(path)?, size))
 }
 
+/// The first dpkg that installs zstd-compressed packages (Debian 12 has 1.21.22).
+const DPKG_WITH_ZSTD: &str = "1.21.18";
+
+/// Whether the nodes' dpkg (its version in the base system's status file) installs packages
+/// whose members are zstd-compressed.
+fn dpkg_reads_zstd(base_status: &Path) -> Result<bool, BundleError> {
+    let status = std::fs::read_to_string(base_status).map_err(io(base_status))?;
+    let version = status
+        .split("\n\n")
+        .find(|stanza| stanza.lines().any(|l| l == "Package: dpkg"))
+        .and_then(|stanza| stanza.lines().find_map(|l| l.strip_prefix("Version: ")));
+    let Some(version) = version else {
+        return Ok(false);
+    };
+    Ok(Command::new("dpkg")
+        .args(["--compare-versions", version, "ge", DPKG_WITH_ZSTD])
+        .status()
+        .is_ok_and(|s| s.success()))
+}
+
+/// The names of the members of an ar archive (a .deb): `debian-binary`, `control.tar.*`,
+/// `data.tar.*`. Empty when the file is not one.
+fn deb_members(path: &Path) -> Result<Vec<String>, BundleError> {
+    let data = std::fs::read(path).map_err(io(path))?;
+    let mut members = Vec::new();
+    let Some(mut rest) = data.strip_prefix(b"!<arch>\n".as_slice()) else {
+        return Ok(members);
+    };
+    while rest.len() >= 60 {
+        let name = String::from_utf8_lossy(&rest[..16])
+            .trim()
+            .trim_end_matches('/')
+            .to_string();
+        let Some(size) = std::str::from_utf8(&rest[48..58])
+            .ok()
+            .and_then(|s| s.trim().parse::<usize>().ok())
+        else {
+            break;
+        };
+        members.push(name);
+        // Members are padded to an even size.
+        let skip = 60 + size + size % 2;
+        rest = rest.get(skip..).unwrap_or_default();
+    }
+    Ok(members)
+}
+
+/// Re-compresses a package's members with zstd (in place, via `dpkg-deb`): the same files,
+/// scripts and metadata, but unpacking costs each node about a fifth of the CPU of Debian's
+/// xz (containerd: 0.33 s instead of 1.55 s). Packages already in zstd are left alone.
+fn repack_zstd(path: &Path) -> Result<(), BundleError> {
+    let members = deb_members(path)?;
+    if !members.iter().any(|m| m.starts_with("data.tar.xz")) {
+        return Ok(());
+    }
+    let dir = path.with_extension("repack");
+    let tmp = path.with_extension("deb.tmp");
+    let _ = std::fs::remove_dir_all(&dir);
+    let repacked = run(Command::new("dpkg-deb")
+        .arg("--raw-extract")
+        .arg(path)
+        .arg(&dir))
+    .and_then(|_| {
+        run(Command::new("dpkg-deb")
+            .args(["-Zzstd", "-z3", "--build"])
+            .arg(&dir)
+            .arg(&tmp))
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    if let Err(e) = repacked {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, path).map_err(io(path))
+}
+
 /// Fills `out/bin/` with the downloaded release (when asked for) and the files of
 /// `binary_dirs`, removes what an older build left there, and returns the manifest entries.
 /// Every download is verified before `bin/` changes, so a failed build leaves it as it was.
@@ -382,10 +458,14 @@ pub fn build(opts: &BuildOptions) -> Result<BundleManifest, BundleError> {
             .current_dir(&debs)
             .env("LC_ALL", "C"))?;
     }
+    let zstd = dpkg_reads_zstd(&opts.base_status)?;
     let mut packages = Vec::new();
     for (n, (v, a)) in &wanted {
         let file = file_of(n, v, a);
         let path = debs.join(&file);
+        if zstd {
+            repack_zstd(&path)?;
+        }
         let (sha256, size) = sha256_file(&path)?;
         packages.push(BundlePackage {
             name: n.clone(),
@@ -432,6 +512,65 @@ mod tests {
     use super::*;
     use crate::images::{ImageEntry, ImageManifest, BUSYBOX_IMAGE, PAUSE_IMAGE};
     use sha2::{Digest, Sha256};
+
+    /// An ar archive of `(name, contents)` members, as a .deb is laid out.
+    fn ar(members: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut out = b"!<arch>\n".to_vec();
+        for (name, data) in members {
+            out.extend(
+                format!(
+                    "{name:<16}{:<12}{:<6}{:<6}{:<8}{:<10}`\n",
+                    0,
+                    0,
+                    0,
+                    100644,
+                    data.len()
+                )
+                .bytes(),
+            );
+            out.extend_from_slice(data);
+            if data.len() % 2 == 1 {
+                out.push(b'\n');
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn reads_deb_members_and_the_nodes_dpkg() {
+        let dir = tempfile::tempdir().unwrap();
+        let deb = dir.path().join("x.deb");
+        let data: &[u8] = b"odd";
+        std::fs::write(
+            &deb,
+            ar(&[
+                ("debian-binary", b"2.0\n"),
+                ("control.tar.xz", data),
+                ("data.tar.xz", b"even"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            deb_members(&deb).unwrap(),
+            ["debian-binary", "control.tar.xz", "data.tar.xz"]
+        );
+        std::fs::write(&deb, b"not an archive").unwrap();
+        assert!(deb_members(&deb).unwrap().is_empty());
+        // Not a package: nothing to repack, the file is left alone.
+        repack_zstd(&deb).unwrap();
+        assert_eq!(std::fs::read(&deb).unwrap(), b"not an archive");
+
+        let status = dir.path().join("status");
+        let stanza = |v: &str| {
+            format!("Package: dash\nVersion: 9.9\n\nPackage: dpkg\nStatus: install ok installed\nVersion: {v}\n")
+        };
+        std::fs::write(&status, stanza("1.21.22")).unwrap();
+        assert!(dpkg_reads_zstd(&status).unwrap(), "Debian 12");
+        std::fs::write(&status, stanza("1.20.13")).unwrap();
+        assert!(!dpkg_reads_zstd(&status).unwrap(), "Debian 11");
+        std::fs::write(&status, "Package: dash\nVersion: 1\n").unwrap();
+        assert!(!dpkg_reads_zstd(&status).unwrap(), "no dpkg listed");
+    }
 
     /// A cache holding both image names (so `ensure` reuses it and builds nothing).
     fn fake_cache(dir: &Path) -> ImageManifest {
