@@ -104,9 +104,11 @@ pub fn bundle_binaries(
     let Packages::Bundle { dir } = &cluster.packages else {
         return Err(InstallError::Bundle(format!(
             "Kubernetes binaries ({}) are installed from an offline bundle, and cluster.yaml \
-             configures none (packages: {{ bundle: DIR }}); installing them from a package \
-             repository is not supported yet",
-            names.join(", ")
+             configures none: build one with `clusterkit bundle build -d DIR --kubernetes {}` \
+             (downloads them from dl.k8s.io, or --kubernetes-mirror URL) and set \
+             packages: {{ bundle: DIR }}",
+            names.join(", "),
+            cluster.kubernetes.version
         )));
     };
     let manifest = super::bundle(cluster)?;
