@@ -21,18 +21,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use clusterkit_installer::release::BINARIES;
 use common::{clusterkit, run_fail, run_ok, stderr};
 use sha2::{Digest, Sha256};
-
-const BINARIES: [&str; 7] = [
-    "kube-apiserver",
-    "kube-controller-manager",
-    "kube-scheduler",
-    "kube-proxy",
-    "kubelet",
-    "kubectl",
-    "kubeadm",
-];
 
 /// A release server on loopback: `files` by path; `/release/…` redirects to `/cdn/release/…`.
 /// Records every path asked for.
