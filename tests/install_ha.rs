@@ -9,8 +9,8 @@
 //! through admin.conf, which keeps `control_plane_endpoint` (node1); every node runs haproxy,
 //! and its kubelet.conf (clusterkit's on the control-plane hosts, the one TLS bootstrap wrote
 //! on the worker) and kube-proxy.conf use `https://127.0.0.1:16443`. Then kube-apiserver is
-//! stopped on node1, the host the endpoint names: through node1's own load balancer the API
-//! still answers `/readyz` (several times in a row, so not by round-robin luck), every node's
+//! killed and kept stopped on node1, the host the endpoint names: through node1's own load
+//! balancer the API still answers `/readyz` (several times in a row, so not by round-robin luck), every node's
 //! Lease (node1's and node3's kubelets included, which reach the API only through their load
 //! balancer) is renewed after the stop and every Node stays Ready, and the controller manager
 //! and scheduler leases are held, freshly renewed, by node2 (the leader moved, or stayed). The
@@ -263,7 +263,9 @@ fn two_control_planes_behind_a_local_load_balancer() {
     let stop_at = ssh(
         &sb,
         "node1",
-        "systemctl stop kube-apiserver && date -u +%Y-%m-%dT%H:%M:%S.%6NZ",
+        // Killed, as a crashed host would leave it (a graceful stop drains requests for up
+        // to a minute), then stopped so systemd does not restart it.
+        "systemctl kill -s KILL kube-apiserver; systemctl stop kube-apiserver && date -u +%Y-%m-%dT%H:%M:%S.%6NZ",
     )
     .trim()
     .to_string();
