@@ -8,6 +8,7 @@
 # Usage: bench/backup/run.sh [SIZE_MIB (default 1024)] [RUNS (default 3)]
 #   BENCH_DIR=/path keeps etcd's data between runs; LOAD_ONLY=1 only fills etcd;
 #   CK_FLAGS="--compression-level 1 --parts-in-flight 2" passes flags to clusterkit;
+#   FILE_STORE=0 skips the clusterkit → file:// measurement;
 #   DRAIN_BIN=…/examples/snapshot_drain also measures a drain-only Rust client per run
 #   (DRAIN_MODES="etcd-client wide adaptive small" picks its HTTP/2 window settings).
 # Needs: etcd + etcdctl 3.4, s3s-fs (CLUSTERKIT_S3S_FS or /var/cache/clusterkit/s3s/bin/s3s-fs),
@@ -117,7 +118,15 @@ for run in $(seq "$RUNS"); do
         --endpoints $EP --cacert pki/ca.crt --cert pki/client.crt --key pki/client.key ${CK_FLAGS:-}
       # Where the encoder thread's time went (logged by the write pipeline at -v).
       sed -n 's/\x1b\[[0-9;]*m//g; s/.*write pipeline stages *//p' time.txt >&2 || true
-      cp time.txt "clusterkit-run-$run.log" ;;
+      cp time.txt "clusterkit-run-$run.log"
+      # The same to a local directory: no S3 server sharing this machine's CPU and disk, the
+      # closest to etcdctl's own work (a file on local disk) — FILE_STORE=0 skips it.
+      if [ "${FILE_STORE:-1}" = 1 ]; then
+        rm -rf file-store
+        measure "clusterkit backup etcd → file:// (run $run)" "$CK" -v backup etcd --store "file://$WORK/file-store" \
+          --endpoints $EP --cacert pki/ca.crt --cert pki/client.crt --key pki/client.key ${CK_FLAGS:-}
+        sed -n 's/\x1b\[[0-9;]*m//g; s/.*write pipeline stages *//p' time.txt >&2 || true
+      fi ;;
     esac
   done
   # Optional: how fast etcd hands the snapshot to a Rust client that only drains it

@@ -9,7 +9,12 @@
 //!
 //! Uploads are multipart: each part is sent by its own task, at most `parts_in_flight` at once
 //! (this is what bounds memory), and retried with exponential backoff by us — the SDK's own
-//! retries are switched off for parts so a dead server fails in a predictable time. Limits:
+//! retries are switched off for parts so a dead server fails in a predictable time. Over https
+//! (AWS itself, or a custom `https://` endpoint) parts are sent with an unsigned payload, as the
+//! AWS CLI does: TLS already protects the bytes in transit, the manifest's sha256 of the stored
+//! bytes is checked by `verify` and `restore`, and it spares a sha256 pass over every part on
+//! both ends (bench/backup); over plain http the payload stays signed, the only integrity check
+//! in transit there. Limits:
 //! ListMultipartUploads is not relied on (s3s-fs lacks it): callers record upload ids and abort
 //! leftovers with [`Store::abort_upload`].
 
@@ -63,7 +68,7 @@ pub struct S3Options {
     pub ca_file: Option<std::path::PathBuf>,
     /// Request checksum behaviour.
     pub checksums: ChecksumMode,
-    /// How many parts are uploaded at once (default 4).
+    /// How many parts are uploaded at once (default [`DEFAULT_PARTS_IN_FLIGHT`]).
     pub parts_in_flight: Option<usize>,
     /// How many times a failing part is retried (default 4).
     pub part_retries: Option<u32>,
@@ -99,6 +104,8 @@ pub struct S3Store {
     part_size: usize,
     parts_in_flight: usize,
     part_retries: u32,
+    /// Send parts with UNSIGNED-PAYLOAD (https endpoints only, see the module doc).
+    unsigned_parts: bool,
 }
 
 fn sdk_error<E>(e: &aws_sdk_s3::error::SdkError<E>) -> String
@@ -197,6 +204,10 @@ impl S3Store {
         }
         let sdk = loader.load().await;
         let custom_endpoint = sdk.endpoint_url().is_some();
+        // No custom endpoint means AWS itself, always https.
+        let unsigned_parts = sdk
+            .endpoint_url()
+            .is_none_or(|u| u.to_ascii_lowercase().starts_with("https://"));
         let config = aws_sdk_s3::config::Builder::from(&sdk)
             .force_path_style(opts.path_style.unwrap_or(custom_endpoint))
             .request_checksum_calculation(match opts.checksums {
@@ -219,6 +230,7 @@ impl S3Store {
                 .unwrap_or(DEFAULT_PARTS_IN_FLIGHT)
                 .max(1),
             part_retries: opts.part_retries.unwrap_or(4),
+            unsigned_parts,
         })
     }
 
@@ -398,7 +410,7 @@ async fn upload_part(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let result = store
+        let mut request = store
             .client
             .upload_part()
             .bucket(&store.bucket)
@@ -409,9 +421,11 @@ async fn upload_part(
             .customize()
             .config_override(
                 aws_sdk_s3::config::Builder::new().retry_config(RetryConfig::disabled()),
-            )
-            .send()
-            .await;
+            );
+        if store.unsigned_parts {
+            request = request.disable_payload_signing();
+        }
+        let result = request.send().await;
         match result {
             Ok(out) => {
                 return Ok(CompletedPart::builder()

@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Benchmark: `clusterkit restore etcd ID` of a 3-member TLS etcd cluster filled to about
+# SIZE_MIB, on a 3-node sandbox with the real `install --phase pki` and `--phase etcd` (the
+# same flow as tests/restore_cluster.rs), from a file:// store on this machine.
+# Measures (wall, peak RSS, CPU from /usr/bin/time -v): the backup of the loaded cluster, then
+# RUNS restores (each one waits, inside clusterkit, for a healthy 3-member cluster), and checks
+# after each restore that the 3 members are healthy with the snapshot's key count.
+#
+# Usage: bench/backup/restore.sh [SIZE_MIB (default 1024)] [RUNS (default 1)]
+#   SANDBOX_NAME (default rbench); KEEP=1 leaves the sandbox up; SANDBOX_BIN=… runs the
+#   untimed setup (sandbox up/down, bundle build, install phases) with another clusterkit
+#   build (e.g. the current debug one); only backup and restore are timed, with CLUSTERKIT_BIN.
+# Needs: root, systemd-nspawn + debootstrap (scripts/deps.sh), etcdctl 3.4, apt access for the
+# etcd-server bundle, /usr/bin/time, a release build (CLUSTERKIT_BIN or
+# $CARGO_TARGET_DIR/release/clusterkit), and about 5 × SIZE_MIB × 3 of free disk under /var.
+set -euo pipefail
+
+SIZE_MIB=${1:-1024}
+RUNS=${2:-1}
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+CK=${CLUSTERKIT_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/clusterkit}
+SB=${SANDBOX_BIN:-$CK}
+NAME=${SANDBOX_NAME:-rbench}
+ETCDCTL=${CLUSTERKIT_ETCDCTL:-/usr/bin/etcdctl}
+WORK=$(mktemp -d /var/tmp/ck-bench-restore.XXXXXX)
+[ -x "$CK" ] || { echo "build first: cargo build --release ($CK missing)" >&2; exit 1; }
+export CLUSTERKIT_ETCDCTL=$ETCDCTL
+
+cleanup() {
+  if [ -z "${KEEP:-}" ]; then "$SB" sandbox down --name "$NAME" >&2 || true; rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+
+t0=$(date +%s)
+CFG0=$("$SB" sandbox up --name "$NAME" --nodes 3 | tail -1)
+DIR=$(dirname "$CFG0")
+env -u CLUSTERKIT_KUBE_BIN_DIR "$SB" bundle build --no-images --package etcd-server --out "$WORK/bundle" >&2
+CFG=$DIR/$NAME-bench.yaml
+{ cat "$CFG0"; printf '\npackages: { bundle: %s }\n' "$WORK/bundle"; } >"$CFG"
+for phase in pki etcd; do "$SB" -f "$CFG" install --phase $phase >&2; done
+echo "sandbox + pki + etcd installed in $(( $(date +%s) - t0 )) s" >&2
+
+PKI=$DIR/$NAME-state/pki/etcd
+EPS=$(python3 -c 'import sys, yaml
+c = yaml.safe_load(open(sys.argv[1]))
+print(",".join("https://%s:2379" % h["address"] for h in c["hosts"] if "etcd" in h.get("roles", [])))' "$CFG")
+CTL=("$ETCDCTL" --endpoints="$EPS" --cacert="$PKI/ca.crt" --cert="$PKI/healthcheck-client.crt"
+     --key="$PKI/healthcheck-client.key" --dial-timeout=5s --command-timeout=60s)
+export ETCDCTL_API=3
+healthy() { # 3 healthy endpoints and 3 started members
+  [ "$("${CTL[@]}" endpoint health 2>&1 | grep -c 'is healthy')" = 3 ] &&
+  [ "$("${CTL[@]}" member list 2>/dev/null | grep -c ', started, ')" = 3 ]
+}
+for _ in $(seq 150); do healthy && break; sleep 2; done
+healthy || { echo "etcd not healthy after install" >&2; exit 1; }
+
+# --- loader: SIZE_MIB values of 1 MiB of base64 text (as bench/backup/run.sh) ---
+t1=$(date +%s)
+seq 0 $((SIZE_MIB - 1)) | xargs -P 4 -I{} sh -c \
+  'head -c 786432 /dev/urandom | base64 -w0 | "$@" put bench/key-{} >/dev/null' _ "${CTL[@]}"
+echo "loaded $SIZE_MIB values in $(( $(date +%s) - t1 )) s" >&2
+"${CTL[@]}" endpoint status -w table >&2
+KEYS=$("${CTL[@]}" get bench/ --prefix --keys-only | grep -c .)
+
+measure() { # label, command… → one table row (stdout of the command in out.txt)
+  local label=$1; shift
+  /usr/bin/time -v "$@" >out.txt 2>time.txt || { tail -40 time.txt >&2; exit 1; }
+  python3 - "$label" <<'PY'
+import re, sys
+t = open("time.txt").read()
+def field(name):
+    return re.search(re.escape(name) + r": (.*)", t).group(1).strip()
+parts = [float(x) for x in field("Elapsed (wall clock) time (h:mm:ss or m:ss)").split(":")]
+wall = sum(v * 60 ** i for i, v in enumerate(reversed(parts)))
+rss = int(field("Maximum resident set size (kbytes)")) / 1024
+cpu = float(field("User time (seconds)")) + float(field("System time (seconds)"))
+load = open("/proc/loadavg").read().split()[0]
+print(f"| {sys.argv[1]} | {wall:.1f} | {rss:.0f} | {cpu:.1f} | {load} |")
+PY
+}
+
+cd "$WORK"
+STORE=file://$WORK/store
+echo "| what | wall s | peak RSS MiB | CPU s (clusterkit) | load1 |"
+echo "|---|---|---|---|---|"
+measure "backup etcd (3 members, file://)" "$CK" -f "$CFG" -o json backup etcd --store "$STORE"
+ID=$(python3 -c 'import json; print(json.load(open("out.txt"))["id"])')
+for run in $(seq "$RUNS"); do
+  # Something written after the backup, which the restore must drop.
+  "${CTL[@]}" put bench/after-backup x >/dev/null
+  measure "restore etcd, 3 members (run $run)" "$CK" -f "$CFG" -v restore etcd "$ID" --store "$STORE" --yes
+  cp time.txt "restore-run-$run.log"
+  healthy || { echo "run $run: cluster not healthy after the restore" >&2; exit 1; }
+  got=$("${CTL[@]}" get bench/ --prefix --keys-only | grep -c .)
+  [ "$got" = "$KEYS" ] || { echo "run $run: $got keys after the restore, want $KEYS" >&2; exit 1; }
+  # Each restore keeps the old data dir aside on every node; drop them so disk use stays flat.
+  while read -r addr key kh; do
+    ssh -n -i "$key" -o UserKnownHostsFile="$kh" -o StrictHostKeyChecking=yes -o BatchMode=yes \
+      -o ConnectTimeout=10 "root@$addr" 'rm -rf /var/lib/etcd.before-*' >&2
+  done < <(python3 -c 'import os, sys, yaml
+d = os.path.dirname(sys.argv[1]); c = yaml.safe_load(open(sys.argv[1]))
+for h in c["hosts"]:
+    print(h["address"], os.path.join(d, h["auth"]["key_file"]), os.path.join(d, c["ssh"]["known_hosts"]))' "$CFG")
+done
+echo "snapshot: $("${CTL[@]}" endpoint status -w json | python3 -c 'import json,sys; print(max(e["Status"]["dbSize"] for e in json.load(sys.stdin)))') bytes DB, $KEYS keys" >&2
