@@ -1,20 +1,23 @@
-//! HA on a 3-node sandbox, all real: two control-plane hosts (node1, node2; etcd on both) and a
-//! worker (node3; the third etcd member), with the local API load balancer on
+//! HA on a 3-node sandbox, all real: the local API load balancer on
 //! (`kubernetes.load_balancer: { local: true }`: Debian's haproxy from the offline bundle on
-//! every node, 127.0.0.1:16443, /readyz-checked backends node1 and node2). Kubernetes v1.20.2
-//! built from Debian's source package (`CLUSTERKIT_KUBE_BIN_DIR`), control plane as systemd
-//! units.
+//! every node, 127.0.0.1:16443, backends checked with /readyz), Kubernetes v1.20.2 built from
+//! Debian's source package (`CLUSTERKIT_KUBE_BIN_DIR`), control plane as systemd units.
 //!
-//! Steps: the whole install succeeds (readiness report included) and `/readyz` answers `ok`
-//! through admin.conf, which keeps `control_plane_endpoint` (node1); every node runs haproxy,
-//! and its kubelet.conf (clusterkit's on the control-plane hosts, the one TLS bootstrap wrote
-//! on the worker) and kube-proxy.conf use `https://127.0.0.1:16443`. Then kube-apiserver is
-//! killed and kept stopped on node1, the host the endpoint names: through node1's own load
-//! balancer the API still answers `/readyz` (several times in a row, so not by round-robin luck), every node's
-//! Lease (node1's and node3's kubelets included, which reach the API only through their load
-//! balancer) is renewed after the stop and every Node stays Ready, and the controller manager
-//! and scheduler leases are held, freshly renewed, by node2 (the leader moved, or stayed). The
-//! API server is started again; a rerun changes nothing and `--check --phase load-balancer`
+//! Steps: the whole install on node1 (control plane, etcd) and node3 (worker, etcd) succeeds,
+//! readiness report included. node2 is then listed as a control-plane host and etcd member
+//! and `node add node2` runs; `install --phase load-balancer` gives node1 and node3 their new
+//! backend (and changes nothing on node2). `/readyz` answers `ok` through admin.conf, which
+//! keeps `control_plane_endpoint` (node1), and on node2; every node runs haproxy with both
+//! backends, and its kubelet.conf (clusterkit's on the control-plane hosts, the one TLS
+//! bootstrap wrote on the worker) and kube-proxy.conf use `https://127.0.0.1:16443`; the
+//! controller managers and schedulers use their own host's API server. Then kube-apiserver
+//! is killed and kept stopped on node1, the host the endpoint names: through node1's own load
+//! balancer the API still answers `/readyz` (five times in a row, so not by round-robin
+//! luck), every node's Lease (node1's and node3's kubelets included, which reach the API only
+//! through their load balancer) is renewed after the stop and every Node stays Ready, and the
+//! controller manager and scheduler leases are held, and renewed after the stop, by node2 (the
+//! leader moved, or stayed). The API server is started again; a full install converges what
+//! `node add` leaves to it, a rerun then changes nothing and `--check --phase load-balancer`
 //! reports nothing to do. Wall times are printed.
 //!
 //! Needs root, systemd-nspawn and debootstrap (scripts/deps.sh), apt access for the bundle and
@@ -156,60 +159,103 @@ fn two_control_planes_behind_a_local_load_balancer() {
             ])
             .arg(&bundle),
     );
-    // node1 and node2 control-plane hosts, node3 a worker; etcd on all three; the local load
-    // balancer on. The sandbox's endpoint stays node1:6443.
+    // Two versions of one cluster.yaml (same state directory): node1 (control plane, etcd) and
+    // node3 (worker, etcd) first; then node2 listed too, as a control-plane host and etcd
+    // member. The local load balancer on; the sandbox's endpoint stays node1:6443.
     let base = std::fs::read_to_string(sb.cluster_yaml()).unwrap();
-    let mut yaml = String::new();
-    let mut host = "";
+    let (mut with_node2, mut without_node2) = (String::new(), String::new());
+    let mut in_node2 = false;
     for line in base.lines() {
         if let Some(n) = line.trim().strip_prefix("- name: ") {
-            host = if n == "node2" { "node2" } else { "" };
+            in_node2 = n == "node2";
+        } else if !line.starts_with("    ") {
+            in_node2 = false;
         }
-        if host == "node2" && line.trim_start().starts_with("roles:") {
-            yaml.push_str("    roles: [control-plane, etcd]\n");
+        let line = if in_node2 && line.trim_start().starts_with("roles:") {
+            "    roles: [control-plane, etcd]"
         } else {
-            yaml.push_str(line);
-            yaml.push('\n');
+            line
+        };
+        with_node2.push_str(line);
+        with_node2.push('\n');
+        if !in_node2 {
+            without_node2.push_str(line);
+            without_node2.push('\n');
         }
     }
     assert!(
-        yaml.contains(
+        with_node2.contains(
             "roles: [control-plane, etcd]\n    auth: { key_file: ./id_ed25519 }\n  - name: node3"
         ),
-        "{yaml}"
+        "{with_node2}"
     );
+    assert!(!without_node2.contains("node2"), "{without_node2}");
     assert!(
-        yaml.trim_end().ends_with("network: host-gw"),
-        "kubernetes is the last section: {yaml}"
+        base.trim_end().ends_with("network: host-gw"),
+        "kubernetes is the last section: {base}"
+    );
+    let tail = format!(
+        "  load_balancer: {{ local: true }}\npackages: {{ bundle: {} }}\n",
+        bundle.display()
     );
     let cfg = sb.dir().join("install-ha.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "{yaml}  load_balancer: {{ local: true }}\npackages: {{ bundle: {} }}\n",
-            bundle.display()
-        ),
-    )
-    .unwrap();
+    std::fs::write(&cfg, format!("{without_node2}{tail}")).unwrap();
     let admin = sb.dir().join("admin.conf");
     let addr = |n: &str| sb.node(n).unwrap().address.to_string();
     let node2_api = format!("https://{}:6443", addr("node2"));
 
-    // 1. Every phase, the readiness report included.
+    // 1. Every phase on node1 and node3, the readiness report included.
     let (summary, took) = install(&cfg, &[]);
     eprintln!(
-        "install (all phases, 2 control-plane hosts + 1 worker, local LB): {:.1}s",
+        "install (all phases, node1 control plane + node3 worker, local LB): {:.1}s",
         took.as_secs_f64()
     );
-    for n in NODES {
+    for n in ["node1", "node3"] {
         assert_eq!(summary["hosts"][n]["failed"], 0, "{summary:#}");
     }
     assert_eq!(summary["readiness"]["ok"], true, "{summary:#}");
+
+    // 2. node2 added as a second control-plane host (etcd member add, the API server
+    // certificate re-issued with node2 in its SANs, its control plane, kubelet and
+    // kube-proxy); then the load-balancer phase gives the other nodes their new backend.
+    std::fs::write(&cfg, format!("{with_node2}{tail}")).unwrap();
+    let start = Instant::now();
+    let mut c = clusterkit();
+    c.arg("-f")
+        .arg(&cfg)
+        .args(["-o", "json", "node", "add", "node2"]);
+    let out = run_ok(&mut c);
+    let added: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}\n{}", describe(&c, &out, "summary is not JSON")));
+    eprintln!(
+        "node add node2 (control plane): {:.1}s",
+        start.elapsed().as_secs_f64()
+    );
+    assert_eq!(added["hosts"]["node2"]["failed"], 0, "{added:#}");
+    let (lb, _) = install(&cfg, &["--phase", "load-balancer"]);
+    for n in ["node1", "node3"] {
+        assert_eq!(lb["hosts"][n]["failed"], 0, "{lb:#}");
+        assert!(
+            lb["hosts"][n]["changed"].as_u64().unwrap_or(0) > 0,
+            "{n}: haproxy.cfg gets node2: {lb:#}"
+        );
+    }
+    assert_eq!(
+        lb["hosts"]["node2"]["changed"], 0,
+        "node add configured node2's: {lb:#}"
+    );
     let (ok, out) = try_kubectl(&kube_bin, &admin, None, &["get", "--raw", "/readyz"]);
     assert!(
         ok && out.trim() == "ok",
         "/readyz through admin.conf: {out}"
     );
+    let (ok, out) = try_kubectl(
+        &kube_bin,
+        &admin,
+        Some(&node2_api),
+        &["get", "--raw", "/readyz"],
+    );
+    assert!(ok && out.trim() == "ok", "/readyz on node2: {out}");
     let admin_text = std::fs::read_to_string(&admin).unwrap();
     assert!(
         admin_text.contains(&format!("server: https://{}:6443", addr("node1"))),
@@ -254,7 +300,7 @@ fn two_control_planes_behind_a_local_load_balancer() {
         );
     }
 
-    // 2. kube-apiserver stopped on node1, the host control_plane_endpoint names. The nodes
+    // 3. kube-apiserver stopped on node1, the host control_plane_endpoint names. The nodes
     // share this machine's clock, so `stop_at` (in the API's MicroTime format, which compares
     // as text) orders against the Leases' renewTime.
     let holders_before = poll(Duration::from_secs(60), "leader leases readable", || {
@@ -363,7 +409,7 @@ fn two_control_planes_behind_a_local_load_balancer() {
         stopped.elapsed().as_secs_f64()
     );
 
-    // 3. node1's API server back; the endpoint answers again.
+    // 4. node1's API server back; the endpoint answers again.
     ssh(&sb, "node1", "systemctl start kube-apiserver");
     poll(
         Duration::from_secs(180),
@@ -374,7 +420,16 @@ fn two_control_planes_behind_a_local_load_balancer() {
         },
     );
 
-    // 4. Rerun: nothing changes; check mode of the phase alone: nothing to do.
+    // 5. A full install converges what `node add` leaves to it (node1's --etcd-servers gains
+    // node2); a rerun then changes nothing; check mode of the phase alone: nothing to do.
+    let (conv, took) = install(&cfg, &["--no-readiness"]);
+    eprintln!(
+        "converging install (all phases): {:.1}s",
+        took.as_secs_f64()
+    );
+    for n in NODES {
+        assert_eq!(conv["hosts"][n]["failed"], 0, "{conv:#}");
+    }
     let events = work.path().join("rerun.jsonl");
     let events_arg = events.to_str().unwrap();
     let (again, took) = install(&cfg, &["--no-readiness", "--events", events_arg]);
