@@ -5,9 +5,11 @@
 //! 2. for every member, on the operator's machine: `etcdctl snapshot restore` into a local
 //!    scratch directory with the member's own name and peer URL, the full `--initial-cluster`
 //!    and a new `--initial-cluster-token` (this is the dry run), then pack that data dir
-//!    (`tar -cz`: the preallocated 64 MiB WAL is mostly zeros);
-//! 3. on every member (still running): check the etcd unit and `tar` exist, upload the pack and
-//!    unpack it into `/var/lib/etcd-restore-<id>` (same filesystem as the data dir);
+//!    (`tar -cS`: the preallocated 64 MiB WAL's zeros become holes; no compression — gzip cost
+//!    ~40 CPU-s per GiB of DB and made the restore CPU-bound, bench/backup/RESULTS.md);
+//! 3. on every member (still running): check the etcd unit and `tar` exist, send the pack in
+//!    pieces of [`PIECE`] appended to one file (its size checked), and unpack it into
+//!    `/var/lib/etcd-restore-<id>` (same filesystem as the data dir);
 //! 4. stop kube-apiserver (systemd unit or static-pod manifest) on the control-plane hosts and
 //!    etcd on every member;
 //! 5. on every member: move the data dir aside (kept as `/var/lib/etcd.before-<id>-<time>`),
@@ -27,17 +29,19 @@
 //! operator's machine needs `etcdctl` anyway for a local restore. The member-specific data dirs
 //! are therefore built locally and shipped.
 //!
-//! Limits: each member's packed data dir is read into memory once for its upload (the
-//! Executor API takes bytes) — members are uploaded one after another so only one is held;
-//! written for the installer's layout (`etcd.service`, `/var/lib/etcd`, peer URL
-//! `https://<address>:2380`); the members need `tar` and `gzip` (both essential in Debian).
+//! Limits: memory holds one piece of a pack at a time (members are shipped one after another),
+//! but the local scratch directory needs room for the snapshot plus every member's pack (about
+//! 4 × the DB size for 3 members) and each member room for 2 × the DB size; the packs go
+//! uncompressed, which suits the cluster's own network more than a slow link; written for the
+//! installer's layout (`etcd.service`, `/var/lib/etcd`, peer URL `https://<address>:2380`); the
+//! members need `tar` (essential in Debian).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use clusterkit_core::exec::{Command, Executor, UploadOptions};
+use clusterkit_core::exec::{Command, Executor};
 
 use crate::catalog;
 use crate::crypto::Decrypt;
@@ -52,6 +56,9 @@ pub const DATA_DIR: &str = "/var/lib/etcd";
 
 /// How long the restored cluster may take to become healthy.
 pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(240);
+
+/// How much of a pack one SSH command carries (read into memory, appended on the member).
+pub const PIECE: usize = 32 << 20;
 
 /// How long, after a rollback, the old cluster may take to answer again before the error
 /// says it did not.
@@ -270,11 +277,11 @@ pub async fn restore_cluster_with(
         .map_err(|e| {
             BackupError::RestoreRefused(format!("the local dry run for {} failed: {e}", x.name))
         })?;
-        let pack = work.0.join(format!("member-{i}.tar.gz"));
+        let pack = work.0.join(format!("member-{i}.tar"));
         run_local(
             Path::new("tar"),
             &[
-                "-czf".as_ref(),
+                "-cSf".as_ref(),
                 pack.as_os_str(),
                 "-C".as_ref(),
                 dir.as_os_str(),
@@ -428,7 +435,7 @@ async fn ship(x: &Member, pack: &Path, scratch: &str) -> Result<(), BackupError>
         x,
         "checking etcd.service and tar",
         "systemctl cat etcd >/dev/null 2>&1 || { echo 'no etcd.service (run install --phase etcd)' >&2; exit 1; }; \
-         command -v tar >/dev/null && command -v gzip >/dev/null || { echo 'tar and gzip are needed' >&2; exit 1; }"
+         command -v tar >/dev/null || { echo 'tar is needed' >&2; exit 1; }"
             .into(),
     )
     .await?;
@@ -441,32 +448,59 @@ async fn ship(x: &Member, pack: &Path, scratch: &str) -> Result<(), BackupError>
         ),
     )
     .await?;
-    let bytes = tokio::fs::read(pack).await.map_err(|e| local(pack, e))?;
-    let remote = format!("{scratch}/data.tar.gz");
-    x.exec
-        .upload(
-            &bytes,
-            &remote,
-            &UploadOptions {
-                mode: 0o600,
-                owner: None,
-                create_parents: true,
-            },
-        )
+    // Pieces appended to one file: memory holds one piece, not the whole pack. `run` never
+    // re-runs a command whose connection was lost, so a piece cannot be appended twice; the
+    // size check before unpacking catches anything else.
+    let remote = format!("{scratch}/data.tar");
+    let mut file = tokio::fs::File::open(pack)
         .await
-        .map_err(|e| exec_err(&x.name, "uploading the restored data dir", e))?;
-    drop(bytes);
+        .map_err(|e| local(pack, e))?;
+    let mut sent = 0u64;
+    loop {
+        let piece = read_piece(&mut file, PIECE)
+            .await
+            .map_err(|e| local(pack, e))?;
+        if piece.is_empty() {
+            break;
+        }
+        sent += piece.len() as u64;
+        x.exec
+            .run_checked(
+                &Command::new(format!("umask 077 && cat >> {}", q(&remote)))
+                    .stdin(piece)
+                    .timeout(Duration::from_secs(600)),
+            )
+            .await
+            .map_err(|e| exec_err(&x.name, "uploading the restored data dir", e))?;
+    }
     sh(
         x,
         "unpacking the restored data dir",
         format!(
-            "tar -xzf {r} -C {s} && rm -f {r} && test -d {s}/data/member/wal",
+            "test \"$(stat -c %s {r})\" = {sent} || {{ echo \"{r}: $(stat -c %s {r}) bytes, {sent} sent\" >&2; exit 1; }}; \
+             tar -xf {r} -C {s} && rm -f {r} && test -d {s}/data/member/wal",
             r = q(&remote),
             s = q(scratch)
         ),
     )
     .await?;
     Ok(())
+}
+
+/// Reads up to `size` bytes (fewer only at the end of the file).
+async fn read_piece(file: &mut tokio::fs::File, size: usize) -> std::io::Result<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut piece = Vec::with_capacity(size);
+    while piece.len() < size {
+        let n = (&mut *file)
+            .take((size - piece.len()) as u64)
+            .read_to_end(&mut piece)
+            .await?;
+        if n == 0 {
+            break;
+        }
+    }
+    Ok(piece)
 }
 
 /// `NRestarts ActiveState Result` of the etcd unit.
