@@ -6,8 +6,12 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 SCRAPES=${1:-2000}
 SERIES=${2:-5000}
-BIN=${CLUSTERKIT_BIN:-target/release/clusterkit}
-[ -x "$BIN" ] || cargo build --release --bin clusterkit
+# Release build in the shared cache, never a target/ inside the repository.
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-${CLUSTERKIT_CACHE:-/var/cache/clusterkit}/target-release}
+BIN=${CLUSTERKIT_BIN:-$CARGO_TARGET_DIR/release/clusterkit}
+if [ -z "${CLUSTERKIT_EXPORTER_BIN:-}" ] && [ ! -x "$BIN" ]; then
+  cargo build --release --bin clusterkit
+fi
 ETCD=${CLUSTERKIT_ETCD:-/usr/bin/etcd}
 
 WORK=$(mktemp -d)
