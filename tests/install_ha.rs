@@ -5,8 +5,8 @@
 //!
 //! Steps: the whole install on node1 (control plane, etcd) and node3 (worker, etcd) succeeds,
 //! readiness report included. node2 is then listed as a control-plane host and etcd member
-//! and `node add node2` runs; `install --phase load-balancer` gives node1 and node3 their new
-//! backend (and changes nothing on node2). `/readyz` answers `ok` through admin.conf, which
+//! and `node add node2` runs, which also gives node1's and node3's load balancers their new
+//! backend (`install --phase load-balancer` then changes nothing anywhere). `/readyz` answers `ok` through admin.conf, which
 //! keeps `control_plane_endpoint` (node1), and on node2; every node runs haproxy with both
 //! backends, and its kubelet.conf (clusterkit's on the control-plane hosts, the one TLS
 //! bootstrap wrote on the worker) and kube-proxy.conf use `https://127.0.0.1:16443`; the
@@ -18,7 +18,8 @@
 //! controller manager and scheduler leases are held, and renewed after the stop, by node2 (the
 //! leader moved, or stayed). The API server is started again; a full install converges what
 //! `node add` leaves to it, a rerun then changes nothing and `--check --phase load-balancer`
-//! reports nothing to do. Wall times are printed.
+//! reports nothing to do. Finally `reset --hosts node3` stops and disables its haproxy. Wall
+//! times are printed.
 //!
 //! Needs root, systemd-nspawn and debootstrap (scripts/deps.sh), apt access for the bundle and
 //! the Kubernetes binaries; fails with the reason when one is missing.
@@ -232,18 +233,19 @@ fn two_control_planes_behind_a_local_load_balancer() {
         start.elapsed().as_secs_f64()
     );
     assert_eq!(added["hosts"]["node2"]["failed"], 0, "{added:#}");
-    let (lb, _) = install(&cfg, &["--phase", "load-balancer"]);
     for n in ["node1", "node3"] {
-        assert_eq!(lb["hosts"][n]["failed"], 0, "{lb:#}");
+        assert_eq!(added["hosts"][n]["failed"], 0, "{added:#}");
         assert!(
-            lb["hosts"][n]["changed"].as_u64().unwrap_or(0) > 0,
-            "{n}: haproxy.cfg gets node2: {lb:#}"
+            added["hosts"][n]["changed"].as_u64().unwrap_or(0) > 0,
+            "{n}: node add gives its haproxy.cfg node2: {added:#}"
         );
     }
-    assert_eq!(
-        lb["hosts"]["node2"]["changed"], 0,
-        "node add configured node2's: {lb:#}"
-    );
+    // node add left nothing for the load-balancer phase to do, on any node.
+    let (lb, _) = install(&cfg, &["--phase", "load-balancer"]);
+    for n in ["node1", "node2", "node3"] {
+        assert_eq!(lb["hosts"][n]["failed"], 0, "{lb:#}");
+        assert_eq!(lb["hosts"][n]["changed"], 0, "{n}: {lb:#}");
+    }
     let (ok, out) = try_kubectl(&kube_bin, &admin, None, &["get", "--raw", "/readyz"]);
     assert!(
         ok && out.trim() == "ok",
@@ -462,5 +464,22 @@ fn two_control_planes_behind_a_local_load_balancer() {
             "{n}: the phase ran its tasks: {check:#}"
         );
     }
+
+    // Reset of the worker stops and disables clusterkit's haproxy (the package stays).
+    let mut c = clusterkit();
+    c.arg("-f")
+        .arg(&cfg)
+        .args(["-o", "json", "reset", "--yes", "--hosts", "node3"]);
+    run_ok(&mut c);
+    let state = ssh(
+        &sb,
+        "node3",
+        "systemctl is-active haproxy; systemctl is-enabled haproxy; dpkg-query -W -f='${Status}' haproxy",
+    );
+    assert_eq!(
+        state.split_whitespace().collect::<Vec<_>>(),
+        ["inactive", "disabled", "install", "ok", "installed"],
+        "{state}"
+    );
     drop(sb);
 }

@@ -7,7 +7,9 @@
 //! `--initial-cluster-state=existing`, then waits until every member is healthy);
 //! `control-plane` only when it has that role (the pki phase then also runs on the other
 //! control-plane hosts, which receive the API server certificate re-issued with the new host in
-//! its SANs); `network` on every node, since every node routes the new node's pod slice.
+//! its SANs, and `load-balancer` runs on every node, whose local load balancer gets the new API
+//! server as a backend); `network` on every node, since every node routes the new node's pod
+//! slice.
 //!
 //! **Remove** ([`remove`]), refused with a clear error when the host is the last control-plane
 //! host, the host `control_plane_endpoint` points at, the last etcd member, or when removing its
@@ -141,6 +143,8 @@ pub fn add_plan(cluster: &Cluster, host: &Host) -> Vec<(&'static str, Vec<String
                 "network" => cluster.hosts.iter().map(|h| h.name.clone()).collect(),
                 "etcd" if !host.has_role(Role::Etcd) => vec![],
                 "control-plane" if !cp => vec![],
+                // Every node's local load balancer gets the new API server as a backend.
+                "load-balancer" if cp => cluster.hosts.iter().map(|h| h.name.clone()).collect(),
                 // A new API server changes the shared apiserver certificate's SANs.
                 "pki" if cp => cluster
                     .hosts
@@ -727,6 +731,8 @@ mod tests {
         let plan = add_plan(&c, cp5);
         assert_eq!(on(&plan, "control-plane"), ["cp5"]);
         assert_eq!(on(&plan, "pki"), ["cp1", "cp5"]);
+        assert_eq!(on(&plan, "load-balancer").len(), 5, "every node's backends");
+        assert_eq!(on(&add_plan(&c, w4), "load-balancer"), ["w4"]);
     }
 
     #[test]

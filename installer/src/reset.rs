@@ -98,6 +98,9 @@ pub const UNITS: [&str; 6] = [
     "etcd",
 ];
 
+/// The local API load balancer's config, which the load-balancer phase writes.
+pub const HAPROXY_CFG: &str = "/etc/haproxy/haproxy.cfg";
+
 /// Directories removed outright.
 pub const DIRS: [&str; 5] = [
     "/etc/kubernetes",
@@ -128,7 +131,11 @@ act() { what=$1; shift; echo "CHANGED $what"; [ -n "$DRY" ] && return 0
 export PATH="$PATH:/usr/local/sbin:/usr/local/bin:/usr/sbin:/sbin"
 "#,
     );
-    // 1. Services.
+    // 1. Services: the local API load balancer only when its config is clusterkit's (an
+    //    operator's own haproxy is left alone), then clusterkit's own units.
+    s.push_str(&format!(
+        "if head -n 1 {HAPROXY_CFG} 2>/dev/null | grep -q '^# Written by clusterkit' && systemctl is-enabled -q haproxy 2>/dev/null; then act 'stop and disable haproxy (local API load balancer)' systemctl disable --now haproxy; fi\n"
+    ));
     for unit in UNITS {
         s.push_str(&format!(
             "st=$(systemctl is-enabled {unit} 2>/dev/null); if systemctl is-active -q {unit} || [ \"$st\" = enabled ] || [ \"$st\" = enabled-runtime ]; then act 'stop and disable {unit}' systemctl disable --now {unit}; fi\n"

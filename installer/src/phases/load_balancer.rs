@@ -23,11 +23,10 @@
 //! Limits: with the load balancer turned off again the phase does nothing (haproxy stays
 //! installed and running, unused: node kubeconfigs, the TLS-bootstrapped kubelet.conf
 //! included, go back to the endpoint on the next install). `clusterkit node add` of a
-//! control-plane host runs this phase on the new host only: run `clusterkit install --phase
-//! load-balancer` afterwards so every node gets the new backend (the others keep working
-//! without it; tests/install_ha.rs does exactly this). A node joined with the printed
-//! `kubeadm join` command uses the endpoint, not the load balancer. `clusterkit reset` leaves
-//! haproxy installed and running (preflight lets haproxy hold the port on a reinstall).
+//! control-plane host runs this phase on every node, so each gets the new backend
+//! (tests/install_ha.rs). A node joined with the printed `kubeadm join` command uses the
+//! endpoint, not the load balancer. `clusterkit reset` stops and disables haproxy when its
+//! config is clusterkit's, and leaves the package installed.
 
 use async_trait::async_trait;
 use clusterkit_core::config::{Cluster, Role};
