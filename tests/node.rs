@@ -4,7 +4,8 @@
 //!
 //! The cluster is installed from a cluster.yaml listing node1..node3 only; node4 is then listed
 //! (roles worker and etcd) and `node add node4` runs: it registers and becomes Ready, becomes a
-//! started etcd member (4 members, all healthy), every other node routes its pod slice, and
+//! started etcd member (4 members, all healthy), every other node routes its pod slice and
+//! resolves its name (/etc/hosts), and
 //! node1..node3's etcd, kubelet, kube-proxy and kube-apiserver were not restarted. Adding a node
 //! that is already one is refused. Removing node1 (the only control-plane host) is refused.
 //! A busybox httpd Deployment allowed on node3 and node4 (placed on node4 while node3 is
@@ -310,8 +311,13 @@ fn add_and_remove_a_node() {
         "{summary:#}"
     );
     for n in OLD {
-        // Only the network playbook ran on the others: it added node4's route.
+        // On the others only prepare (/etc/hosts) and network (node4's route) changed things.
         assert_eq!(summary["hosts"][n]["failed"], 0, "{summary:#}");
+        let hosts = ssh(&sb, n, "getent hosts node4");
+        assert!(
+            hosts.contains(&sb.node("node4").unwrap().address.to_string()),
+            "{n}: /etc/hosts lacks node4: {hosts:?}"
+        );
     }
     let ready = poll(Duration::from_secs(300), "node4 Ready", || {
         let (ok, out) = {

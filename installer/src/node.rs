@@ -2,7 +2,8 @@
 //!
 //! **Add** ([`add`]): the host must already be in cluster.yaml and not yet a Node of the
 //! cluster. The install phases run again with a host selection instead of being duplicated:
-//! `prepare`, `runtime`, `images`, `pki`, `join`, `addons` on the new host only; `etcd` only when
+//! `prepare` on every host (their `/etc/hosts` gets the new node; nothing else changes on a
+//! prepared host), `runtime`, `images`, `pki`, `join`, `addons` on the new host only; `etcd` only when
 //! it has the etcd role (the phase adds it with `member add` and starts it with
 //! `--initial-cluster-state=existing`, then waits until every member is healthy);
 //! `control-plane` only when it has that role (the pki phase then also runs on the other
@@ -27,8 +28,9 @@
 //! `check` reports every step and changes nothing (the drain lists the pods it would evict).
 //!
 //! Limits: the host must be reachable for the reset (the cluster-side steps are done first,
-//! and a failed reset is reported at the end); other nodes' `/etc/hosts` and the API servers'
-//! `--etcd-servers` are not rewritten (a later `clusterkit install` converges them); the host
+//! and a failed reset is reported at the end); the API servers' `--etcd-servers` are not
+//! rewritten for a new etcd member (that restarts every API server; a later `clusterkit install`
+//! converges them), and other nodes' `/etc/hosts` keep a removed host; the host
 //! stays in cluster.yaml until the operator removes it (a later install would add it again).
 
 use std::collections::BTreeMap;
@@ -140,7 +142,9 @@ pub fn add_plan(cluster: &Cluster, host: &Host) -> Vec<(&'static str, Vec<String
         .iter()
         .map(|p| {
             let on = match p.name() {
-                "network" => cluster.hosts.iter().map(|h| h.name.clone()).collect(),
+                // Every node's /etc/hosts lists the new node (the rest of prepare is a no-op
+                // on a prepared host); every node routes the new node's pod slice.
+                "prepare" | "network" => cluster.hosts.iter().map(|h| h.name.clone()).collect(),
                 "etcd" if !host.has_role(Role::Etcd) => vec![],
                 "control-plane" if !cp => vec![],
                 // Every node's local load balancer gets the new API server as a backend.
@@ -719,9 +723,10 @@ mod tests {
         let c = cluster();
         let w4 = c.host("w4").unwrap();
         let plan = add_plan(&c, w4);
-        for p in ["prepare", "runtime", "images", "pki", "join", "addons"] {
+        for p in ["runtime", "images", "pki", "join", "addons"] {
             assert_eq!(on(&plan, p), ["w4"], "{p}");
         }
+        assert_eq!(on(&plan, "prepare").len(), 5, "every /etc/hosts");
         assert!(on(&plan, "etcd").is_empty());
         assert!(on(&plan, "control-plane").is_empty());
         assert_eq!(on(&plan, "network").len(), 5);
