@@ -6,7 +6,8 @@
 //! install every phase; etcd seen from this machine with `etcdctl` and the generated
 //! healthcheck certificate (3 started members, every endpoint healthy; no client certificate
 //! or one from another CA is refused); `/readyz` through admin.conf with the v1.20.2 kubectl,
-//! `/livez` on the control-plane host; controller manager and scheduler hold fresh leases; a
+//! `/livez` on the control-plane host; controller manager and scheduler hold fresh leases and
+//! answer `/healthz` on the node's address (where monitoring probes them); a
 //! worker's kubelet joined by TLS bootstrap (its CSR from the bootstrap token approved, its Node
 //! registered, its client certificate verified against the cluster CA with `openssl verify`);
 //! then workloads: every node Ready, a busybox httpd Deployment of 3 replicas spread over the
@@ -288,6 +289,14 @@ fn install_whole_cluster_on_three_nodes() {
             ssh(&sb, "node1", &format!("systemctl is-active {lease}")).trim(),
             "active"
         );
+    }
+    // Their health endpoints answer on the node's address, where Prometheus and the exporter
+    // probe them from another host (kubeadm's 127.0.0.1 would leave them "down"). The serving
+    // certificates are the components' own self-signed ones, hence -k for this probe.
+    for port in [10257, 10259] {
+        let url = format!("https://{}:{port}/healthz", sb.nodes()[0].address);
+        let out = run_ok(Command::new("curl").args(["-sk", "--max-time", "10", &url]));
+        assert_eq!(stdout(&out).trim(), "ok", "{url}");
     }
 
     // 4. Workers joined through TLS bootstrap.

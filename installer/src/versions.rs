@@ -401,7 +401,9 @@ pub fn render_flags(component: Component, input: &FlagInput) -> Result<Vec<Strin
             }
             set("authentication-kubeconfig", kc.clone());
             set("authorization-kubeconfig", kc.clone());
-            set("bind-address", "127.0.0.1".into());
+            // The node's address, not kubeadm's 127.0.0.1: Prometheus and the exporter
+            // probe /healthz and /metrics from another host.
+            set("bind-address", input.node_ip.to_string());
             set("client-ca-file", pki("ca.crt"));
             set("cluster-name", input.cluster_name.clone());
             set("cluster-signing-cert-file", pki("ca.crt"));
@@ -422,7 +424,9 @@ pub fn render_flags(component: Component, input: &FlagInput) -> Result<Vec<Strin
             let kc = conf("scheduler.conf");
             set("authentication-kubeconfig", kc.clone());
             set("authorization-kubeconfig", kc.clone());
-            set("bind-address", "127.0.0.1".into());
+            // The node's address, not kubeadm's 127.0.0.1: Prometheus and the exporter
+            // probe /healthz and /metrics from another host.
+            set("bind-address", input.node_ip.to_string());
             set("kubeconfig", kc);
             set("leader-elect", "true".into());
             if r.component_insecure_port_flag {

@@ -96,9 +96,9 @@ fn probe(c: Component, host: &Host) -> Value {
             json!({ "host": host.address.to_string(), "port": common::APISERVER_PORT, "path": "/livez" })
         }
         Component::KubeControllerManager => {
-            json!({ "host": "127.0.0.1", "port": 10257, "path": "/healthz" })
+            json!({ "host": host.address.to_string(), "port": 10257, "path": "/healthz" })
         }
-        _ => json!({ "host": "127.0.0.1", "port": 10259, "path": "/healthz" }),
+        _ => json!({ "host": host.address.to_string(), "port": 10259, "path": "/healthz" }),
     }
 }
 
