@@ -452,22 +452,34 @@ fn check_and_renew_on_three_nodes() {
         .find(|h| h["host"] == "node1")
         .unwrap()
         .clone();
+    // The controller manager and scheduler serve with it too.
     assert_eq!(
         node1["restarted"],
-        serde_json::json!(["kube-apiserver"]),
+        serde_json::json!([
+            "kube-apiserver",
+            "kube-controller-manager",
+            "kube-scheduler"
+        ]),
         "{v:#}"
     );
     let cp = &sb.node("node1").unwrap().address;
-    let presented = Command::new("sh")
-        .args([
-            "-c",
-            "openssl s_client -connect \"$1:6443\" </dev/null 2>/dev/null | openssl x509 -noout -serial",
-            "sh",
-            &cp.to_string(),
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(stdout(&presented).trim(), format!("serial={new_serial}"));
+    for port in [6443, 10257, 10259] {
+        let presented = Command::new("sh")
+            .args([
+                "-c",
+                "openssl s_client -connect \"$1:$2\" </dev/null 2>/dev/null | openssl x509 -noout -serial",
+                "sh",
+                &cp.to_string(),
+                &port.to_string(),
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(
+            stdout(&presented).trim(),
+            format!("serial={new_serial}"),
+            "port {port}"
+        );
+    }
     let mut kubectl = Command::new(kube_bin.join("kubectl"));
     kubectl
         .arg("--kubeconfig")

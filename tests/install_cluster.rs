@@ -291,11 +291,16 @@ fn install_whole_cluster_on_three_nodes() {
         );
     }
     // Their health endpoints answer on the node's address, where Prometheus and the exporter
-    // probe them from another host (kubeadm's 127.0.0.1 would leave them "down"). The serving
-    // certificates are the components' own self-signed ones, hence -k for this probe.
+    // probe them from another host (kubeadm's 127.0.0.1 would leave them "down"), with a
+    // serving certificate the cluster CA verifies (kubeadm's are self-signed).
     for port in [10257, 10259] {
         let url = format!("https://{}:{port}/healthz", sb.nodes()[0].address);
-        let out = run_ok(Command::new("curl").args(["-sk", "--max-time", "10", &url]));
+        let out = run_ok(
+            Command::new("curl")
+                .args(["-sS", "--max-time", "10", "--cacert"])
+                .arg(state.join("pki/ca.crt"))
+                .arg(&url),
+        );
         assert_eq!(stdout(&out).trim(), "ok", "{url}");
     }
 

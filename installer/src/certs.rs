@@ -1203,9 +1203,13 @@ pub fn units_for(changed: &[String]) -> BTreeSet<&'static str> {
             continue;
         }
         match file {
-            "apiserver.crt"
-            | "apiserver.key"
-            | "apiserver-kubelet-client.crt"
+            // Also the controller manager's and scheduler's serving certificate.
+            "apiserver.crt" | "apiserver.key" => {
+                units.insert("kube-apiserver");
+                units.insert("kube-controller-manager");
+                units.insert("kube-scheduler");
+            }
+            "apiserver-kubelet-client.crt"
             | "apiserver-kubelet-client.key"
             | "front-proxy-client.crt"
             | "front-proxy-client.key"
@@ -1719,6 +1723,14 @@ mod tests {
             ["kube-apiserver"]
         );
         assert_eq!(u(&["/etc/kubernetes/scheduler.conf"]), ["kube-scheduler"]);
+        assert_eq!(
+            u(&["/etc/kubernetes/pki/apiserver.crt"]),
+            [
+                "kube-apiserver",
+                "kube-controller-manager",
+                "kube-scheduler"
+            ]
+        );
         assert_eq!(u(&["/etc/kubernetes/kube-proxy.conf"]), ["kube-proxy"]);
     }
 }

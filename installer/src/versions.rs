@@ -418,6 +418,11 @@ pub fn render_flags(component: Component, input: &FlagInput) -> Result<Vec<Strin
             set("root-ca-file", pki("ca.crt"));
             set("service-account-private-key-file", pki("sa.key"));
             set("service-cluster-ip-range", input.service_cidr.clone());
+            // Serve with the API server's certificate (same host, signed by the cluster CA,
+            // SANs with every control-plane name and address), so monitoring verifies it
+            // against the cluster CA; kubeadm leaves these components self-signed.
+            set("tls-cert-file", pki("apiserver.crt"));
+            set("tls-private-key-file", pki("apiserver.key"));
             set("use-service-account-credentials", "true".into());
         }
         Component::KubeScheduler => {
@@ -432,6 +437,11 @@ pub fn render_flags(component: Component, input: &FlagInput) -> Result<Vec<Strin
             if r.component_insecure_port_flag {
                 set("port", "0".into());
             }
+            // Serve with the API server's certificate (same host, signed by the cluster CA,
+            // SANs with every control-plane name and address), so monitoring verifies it
+            // against the cluster CA; kubeadm leaves these components self-signed.
+            set("tls-cert-file", pki("apiserver.crt"));
+            set("tls-private-key-file", pki("apiserver.key"));
         }
         Component::Kubelet => {
             set("bootstrap-kubeconfig", conf("bootstrap-kubelet.conf"));

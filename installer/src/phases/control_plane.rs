@@ -77,13 +77,12 @@ fn pod_volumes(c: Component) -> Vec<Value> {
             "/etc/kubernetes/controller-manager.conf",
             "FileOrCreate",
         )),
-        Component::KubeScheduler => {
-            v = vec![volume(
-                "kubeconfig",
-                "/etc/kubernetes/scheduler.conf",
-                "FileOrCreate",
-            )]
-        }
+        // The scheduler serves with the API server's certificate, from the pki directory.
+        Component::KubeScheduler => v.push(volume(
+            "kubeconfig",
+            "/etc/kubernetes/scheduler.conf",
+            "FileOrCreate",
+        )),
         _ => {}
     }
     v
