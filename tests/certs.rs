@@ -121,24 +121,12 @@ fn check_and_renew_on_three_nodes() {
         tool("CLUSTERKIT_OPENSSL", Path::new("/usr/bin/openssl")).is_file(),
         "openssl missing"
     );
-    let kube_bin = std::env::var_os("CLUSTERKIT_KUBE_BIN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| common::cache_dir().join("kube-v1.20.2-r2/bin"));
-    assert!(
-        kube_bin.join("kube-apiserver").is_file(),
-        "Kubernetes v1.20.2 binaries missing in {} (CLUSTERKIT_KUBE_BIN_DIR): run `bash scripts/deps.sh` (scripts/build-kube.sh)",
-        kube_bin.display()
-    );
+    let kube_bin = common::kube_bin();
     let sb = SandboxGuard::up(UpOptions::new("certs", 3))
         .expect("sandbox up (needs root and scripts/deps.sh)");
     let work = tempfile::tempdir().unwrap();
     let bundle = work.path().join("bundle");
-    run_ok(
-        clusterkit()
-            .env("CLUSTERKIT_KUBE_BIN_DIR", &kube_bin)
-            .args(["bundle", "build", "--package", "etcd-server", "--out"])
-            .arg(&bundle),
-    );
+    common::build_bundle(&bundle, Some(&kube_bin), &["--package", "etcd-server"]);
     let base = std::fs::read_to_string(sb.cluster_yaml()).unwrap();
     let cfg = sb.dir().join("certs.yaml");
     std::fs::write(

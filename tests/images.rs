@@ -215,12 +215,7 @@ fn images_phase_on_three_nodes() {
         .expect("sandbox up (needs root and scripts/deps.sh)");
     let work = tempfile::tempdir().unwrap();
     let bundle = work.path().join("bundle");
-    run_ok(
-        clusterkit()
-            .env_remove("CLUSTERKIT_KUBE_BIN_DIR")
-            .args(["bundle", "build", "--out"])
-            .arg(&bundle),
-    );
+    common::build_bundle(&bundle, None, &[]);
     let cfg: PathBuf = sb.dir().join("images.yaml");
     let base = std::fs::read_to_string(sb.cluster_yaml()).unwrap();
     std::fs::write(

@@ -22,12 +22,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use clusterkit_sandbox::{SandboxGuard, UpOptions};
-use common::{clusterkit, describe, run_fail, run_ok, ssh, stdout, tool};
+use common::{clusterkit, describe, kubectl, run_fail, run_ok, ssh, stdout, tool, try_kubectl};
 use serde_json::Value;
 
 /// `clusterkit -o json install` (every phase); returns the summary and the wall time.
@@ -64,12 +64,6 @@ fn etcdctl(state: &Path, endpoints: &str, tls: &[&str], args: &[&str]) -> Comman
     c
 }
 
-fn kubectl(kube_bin: &Path, admin: &Path, args: &[&str]) -> String {
-    let mut c = Command::new(kube_bin.join("kubectl"));
-    c.arg("--kubeconfig").arg(admin).args(args);
-    stdout(&run_ok(&mut c))
-}
-
 /// The first PEM certificate block of a file's text.
 fn first_cert(pem: &str) -> String {
     let start = pem
@@ -90,14 +84,7 @@ fn openssl(args: &[&str], dir: &Path) {
 
 #[test]
 fn install_whole_cluster_on_three_nodes() {
-    let kube_bin = std::env::var_os("CLUSTERKIT_KUBE_BIN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| common::cache_dir().join("kube-v1.20.2-r2/bin"));
-    assert!(
-        kube_bin.join("kube-apiserver").is_file(),
-        "Kubernetes v1.20.2 binaries missing in {} (CLUSTERKIT_KUBE_BIN_DIR): run `bash scripts/deps.sh` (scripts/build-kube.sh)",
-        kube_bin.display()
-    );
+    let kube_bin = common::kube_bin();
     // A name of this process's own: two runs of this test at once (several engineers share the
     // machine) must not share, and tear down, one sandbox.
     let name = format!("ic{}", std::process::id() % 1_000_000);
@@ -107,20 +94,7 @@ fn install_whole_cluster_on_three_nodes() {
 
     // Offline bundle: containerd, runc, etcd-server, CNI plugins and the Kubernetes binaries.
     let bundle = work.path().join("bundle");
-    run_ok(
-        clusterkit()
-            .env("CLUSTERKIT_KUBE_BIN_DIR", &kube_bin)
-            .args([
-                "bundle",
-                "build",
-                "--package",
-                "etcd-server",
-                "--package",
-                "containernetworking-plugins",
-                "--out",
-            ])
-            .arg(&bundle),
-    );
+    common::build_bundle(&bundle, Some(&kube_bin), &common::CLUSTER_PACKAGES);
     let base = std::fs::read_to_string(sb.cluster_yaml()).unwrap();
     let cfg = sb.dir().join("install-cluster.yaml");
     std::fs::write(
@@ -600,22 +574,6 @@ spec:
   selector: { app: web, role: server }
   ports: [{ port: 80, targetPort: 8080 }]
 "#;
-
-/// kubectl without panicking: (success, stdout + stderr).
-fn try_kubectl(kube_bin: &Path, admin: &Path, args: &[&str]) -> (bool, String) {
-    let mut c = Command::new(kube_bin.join("kubectl"));
-    c.arg("--kubeconfig")
-        .arg(admin)
-        .arg("--request-timeout=30s")
-        .args(args);
-    match c.output() {
-        Ok(o) => (
-            o.status.success(),
-            format!("{}{}", stdout(&o), common::stderr(&o)),
-        ),
-        Err(e) => (false, e.to_string()),
-    }
-}
 
 /// Running `app=web` pods: (name, node, pod IP), sorted by node.
 fn web_pods(kube_bin: &Path, admin: &Path) -> Vec<(String, String, String)> {

@@ -26,12 +26,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use clusterkit_sandbox::{SandboxGuard, UpOptions};
-use common::{clusterkit, describe, run_ok, ssh, ssh_cmd, stdout};
+use common::{clusterkit, describe, poll, run_ok, ssh, ssh_cmd, stdout};
 use serde_json::Value;
 
 const NODES: [&str; 3] = ["node1", "node2", "node3"];
@@ -57,48 +56,16 @@ fn install(cfg: &Path, args: &[&str]) -> (Value, Duration) {
     (summary, took)
 }
 
-/// kubectl without panicking: (success, stdout + stderr).
+/// [`common::try_kubectl`], through `server` instead of the kubeconfig's when given.
 fn try_kubectl(
     kube_bin: &Path,
     admin: &Path,
     server: Option<&str>,
     args: &[&str],
 ) -> (bool, String) {
-    let mut c = Command::new(kube_bin.join("kubectl"));
-    c.arg("--kubeconfig")
-        .arg(admin)
-        .arg("--request-timeout=20s");
-    if let Some(s) = server {
-        c.args(["--server", s]);
-    }
-    c.args(args);
-    match c.output() {
-        Ok(o) => (
-            o.status.success(),
-            format!("{}{}", stdout(&o), common::stderr(&o)),
-        ),
-        Err(e) => (false, e.to_string()),
-    }
-}
-
-/// Polls `probe` every 2 s until it returns `Ok`; panics with `what` and its last error after
-/// `timeout`.
-fn poll<T>(timeout: Duration, what: &str, mut probe: impl FnMut() -> Result<T, String>) -> T {
-    let mut last = String::new();
-    let mut got = None;
-    let ok = common::wait_until(timeout, || match probe() {
-        Ok(v) => {
-            got = Some(v);
-            true
-        }
-        Err(e) => {
-            last = e;
-            std::thread::sleep(Duration::from_secs(2));
-            false
-        }
-    });
-    assert!(ok, "{what} within {}s; last: {last}", timeout.as_secs());
-    got.expect("set on success")
+    let mut all: Vec<&str> = server.map(|s| vec!["--server", s]).unwrap_or_default();
+    all.extend_from_slice(args);
+    common::try_kubectl(kube_bin, admin, &all)
 }
 
 /// `name -> renewTime` of the Leases in a namespace, read through `server`.
@@ -128,14 +95,7 @@ fn leases(kube_bin: &Path, admin: &Path, server: &str, ns: &str) -> Result<Value
 
 #[test]
 fn two_control_planes_behind_a_local_load_balancer() {
-    let kube_bin = std::env::var_os("CLUSTERKIT_KUBE_BIN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| common::cache_dir().join("kube-v1.20.2-r2/bin"));
-    assert!(
-        kube_bin.join("kube-apiserver").is_file(),
-        "Kubernetes v1.20.2 binaries missing in {} (CLUSTERKIT_KUBE_BIN_DIR): run `bash scripts/deps.sh` (scripts/build-kube.sh)",
-        kube_bin.display()
-    );
+    let kube_bin = common::kube_bin();
     // A name of this process's own (≤ 8 characters): parallel runs must not share a sandbox.
     let name = format!("ha{}", std::process::id() % 1_000_000);
     let sb = SandboxGuard::up(UpOptions::new(&name, 3))
@@ -144,21 +104,10 @@ fn two_control_planes_behind_a_local_load_balancer() {
 
     // Offline bundle: the usual packages plus haproxy, and the Kubernetes binaries.
     let bundle = work.path().join("bundle");
-    run_ok(
-        clusterkit()
-            .env("CLUSTERKIT_KUBE_BIN_DIR", &kube_bin)
-            .args([
-                "bundle",
-                "build",
-                "--package",
-                "etcd-server",
-                "--package",
-                "containernetworking-plugins",
-                "--package",
-                "haproxy",
-                "--out",
-            ])
-            .arg(&bundle),
+    common::build_bundle(
+        &bundle,
+        Some(&kube_bin),
+        &[&common::CLUSTER_PACKAGES[..], &["--package", "haproxy"]].concat(),
     );
     // Two versions of one cluster.yaml (same state directory): node1 (control plane, etcd) and
     // node3 (worker, etcd) first; then node2 listed too, as a control-plane host and etcd

@@ -109,12 +109,7 @@ fn prepare_and_runtime_on_three_nodes() {
 
     // The offline bundle: the nodes cannot reach a mirror.
     let bundle = work.path().join("bundle");
-    run_ok(
-        clusterkit()
-            .env_remove("CLUSTERKIT_KUBE_BIN_DIR")
-            .args(["bundle", "build", "--out"])
-            .arg(&bundle),
-    );
+    common::build_bundle(&bundle, None, &[]);
     run_ok(clusterkit().args(["bundle", "verify"]).arg(&bundle));
     let cfg = write_cluster_yaml(&sb, &bundle);
 

@@ -106,22 +106,21 @@ fn deploy_three_nodes() {
         .expect("sandbox up (needs root and scripts/deps.sh)");
     let work = tempfile::tempdir().unwrap();
     let bundle = work.path().join("bundle");
-    run_ok(
-        clusterkit()
-            .env_remove("CLUSTERKIT_KUBE_BIN_DIR")
-            // Packages only: the images are not needed, so no dependency on the image cache.
-            .args(["bundle", "build", "--no-images", "--out"])
-            .arg(&bundle)
-            .args([
-                "--package",
-                "etcd-server",
-                "--package",
-                "prometheus",
-                "--package",
-                "prometheus-alertmanager",
-                "--package",
-                "prometheus-node-exporter",
-            ]),
+    // Packages only: the images are not needed, so no dependency on the image cache.
+    common::build_bundle(
+        &bundle,
+        None,
+        &[
+            "--no-images",
+            "--package",
+            "etcd-server",
+            "--package",
+            "prometheus",
+            "--package",
+            "prometheus-alertmanager",
+            "--package",
+            "prometheus-node-exporter",
+        ],
     );
     // node3 also runs Prometheus and Alertmanager.
     let base = std::fs::read_to_string(sb.cluster_yaml()).unwrap();

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use clusterkit_installer::phases::{self, network, InstallOptions, PhaseContext};
 use clusterkit_sandbox::{SandboxGuard, UpOptions};
-use common::{clusterkit, describe, run_ok, ssh, ssh_cmd, stdout};
+use common::{clusterkit, describe, ssh, ssh_cmd, stdout};
 use serde_json::{json, Value};
 
 /// Runs `cmd` on the node with `input` on its standard input.
@@ -132,18 +132,7 @@ fn host_gw_pod_network_on_three_nodes() {
     let nodes = ["node1", "node2", "node3"];
     let work = tempfile::tempdir().unwrap();
     let bundle = work.path().join("bundle");
-    run_ok(
-        clusterkit()
-            .env_remove("CLUSTERKIT_KUBE_BIN_DIR")
-            .args([
-                "bundle",
-                "build",
-                "--package",
-                "containernetworking-plugins",
-                "--out",
-            ])
-            .arg(&bundle),
-    );
+    common::build_bundle(&bundle, None, &["--package", "containernetworking-plugins"]);
     let cfg = sb.dir().join("network.yaml");
     let base = std::fs::read_to_string(sb.cluster_yaml()).unwrap();
     assert!(

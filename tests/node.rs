@@ -24,12 +24,14 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use clusterkit_sandbox::{SandboxGuard, UpOptions};
-use common::{clusterkit, describe, run_fail, run_ok, ssh, stderr, stdout, tool};
+use common::{
+    clusterkit, describe, kubectl, kubectl_cmd, poll, run_fail, run_ok, ssh, stderr, stdout, tool,
+};
 use serde_json::Value;
 
 const OLD: [&str; 3] = ["node1", "node2", "node3"];
@@ -95,33 +97,6 @@ fn etcd_state(sb: &SandboxGuard, state: &Path, nodes: &[&str]) -> (Vec<String>, 
         .unwrap();
     let health = format!("{}{}", stdout(&out), stderr(&out));
     (names, health.matches("is healthy").count())
-}
-
-fn kubectl_cmd(kube_bin: &Path, admin: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(kube_bin.join("kubectl"));
-    c.arg("--kubeconfig")
-        .arg(admin)
-        .arg("--request-timeout=30s")
-        .args(args);
-    c
-}
-
-fn kubectl(kube_bin: &Path, admin: &Path, args: &[&str]) -> String {
-    stdout(&run_ok(&mut kubectl_cmd(kube_bin, admin, args)))
-}
-
-/// Polls `check` every 2 s until it returns `Some`, or panics with `what` after `timeout`.
-fn poll<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
-    let start = Instant::now();
-    loop {
-        match check() {
-            Ok(v) => return v,
-            Err(e) if start.elapsed() > timeout => {
-                panic!("{what}: not within {}s: {e}", timeout.as_secs())
-            }
-            Err(_) => std::thread::sleep(Duration::from_secs(2)),
-        }
-    }
 }
 
 /// When each long-running service of a node last (re)started: restarts show up as changes.
@@ -239,32 +214,12 @@ spec:
 
 #[test]
 fn add_and_remove_a_node() {
-    let kube_bin = std::env::var_os("CLUSTERKIT_KUBE_BIN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| common::cache_dir().join("kube-v1.20.2-r2/bin"));
-    assert!(
-        kube_bin.join("kube-apiserver").is_file(),
-        "Kubernetes v1.20.2 binaries missing in {} (CLUSTERKIT_KUBE_BIN_DIR): run `bash scripts/deps.sh`",
-        kube_bin.display()
-    );
+    let kube_bin = common::kube_bin();
     let sb = SandboxGuard::up(UpOptions::new("nodeadd", 4))
         .expect("sandbox up (needs root and scripts/deps.sh)");
     let work = tempfile::tempdir().unwrap();
     let bundle = work.path().join("bundle");
-    run_ok(
-        clusterkit()
-            .env("CLUSTERKIT_KUBE_BIN_DIR", &kube_bin)
-            .args([
-                "bundle",
-                "build",
-                "--package",
-                "etcd-server",
-                "--package",
-                "containernetworking-plugins",
-                "--out",
-            ])
-            .arg(&bundle),
-    );
+    common::build_bundle(&bundle, Some(&kube_bin), &common::CLUSTER_PACKAGES);
     // Two versions of one cluster.yaml (same file, same state directory): without node4, then
     // with node4 as a worker and etcd member.
     let base = std::fs::read_to_string(sb.cluster_yaml()).unwrap();

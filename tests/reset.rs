@@ -95,12 +95,7 @@ fn reset_three_nodes() {
         .expect("sandbox up (needs root and scripts/deps.sh)");
     let work = tempfile::tempdir().unwrap();
     let bundle = work.path().join("bundle");
-    run_ok(
-        clusterkit()
-            .env_remove("CLUSTERKIT_KUBE_BIN_DIR")
-            .args(["bundle", "build", "--package", "etcd-server", "--out"])
-            .arg(&bundle),
-    );
+    common::build_bundle(&bundle, None, &["--package", "etcd-server"]);
     let base = std::fs::read_to_string(sb.cluster_yaml()).unwrap();
     let cfg = sb.dir().join("reset.yaml");
     std::fs::write(

@@ -152,19 +152,7 @@ fn restore_three_members() {
         .expect("sandbox up (needs root and scripts/deps.sh)");
     let work = tempfile::tempdir().unwrap();
     let bundle = work.path().join("bundle");
-    run_ok(
-        clusterkit()
-            .env_remove("CLUSTERKIT_KUBE_BIN_DIR")
-            .args([
-                "bundle",
-                "build",
-                "--no-images",
-                "--package",
-                "etcd-server",
-                "--out",
-            ])
-            .arg(&bundle),
-    );
+    common::build_bundle(&bundle, None, &["--no-images", "--package", "etcd-server"]);
     let base = std::fs::read_to_string(sb.cluster_yaml()).unwrap();
     let cfg = sb.dir().join("rstr.yaml");
     std::fs::write(
@@ -344,19 +332,7 @@ fn install_timer_on_control_plane() {
         .expect("sandbox up (needs root and scripts/deps.sh)");
     let work = tempfile::tempdir().unwrap();
     let bundle = work.path().join("bundle");
-    run_ok(
-        clusterkit()
-            .env_remove("CLUSTERKIT_KUBE_BIN_DIR")
-            .args([
-                "bundle",
-                "build",
-                "--no-images",
-                "--package",
-                "etcd-server",
-                "--out",
-            ])
-            .arg(&bundle),
-    );
+    common::build_bundle(&bundle, None, &["--no-images", "--package", "etcd-server"]);
     let base = std::fs::read_to_string(sb.cluster_yaml()).unwrap();
     let cfg = sb.dir().join("rtimer.yaml");
     // The store is a directory on the node itself (file:// is host-local).

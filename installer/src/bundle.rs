@@ -271,26 +271,30 @@ fn dpkg_reads_zstd(base_status: &Path) -> Result<bool, BundleError> {
 /// The names of the members of an ar archive (a .deb): `debian-binary`, `control.tar.*`,
 /// `data.tar.*`. Empty when the file is not one.
 fn deb_members(path: &Path) -> Result<Vec<String>, BundleError> {
-    let data = std::fs::read(path).map_err(io(path))?;
+    use std::io::{Read, Seek, SeekFrom};
+    // Only the 60-byte member headers are read; the members themselves are skipped.
+    let mut file = std::fs::File::open(path).map_err(io(path))?;
     let mut members = Vec::new();
-    let Some(mut rest) = data.strip_prefix(b"!<arch>\n".as_slice()) else {
+    let mut magic = [0u8; 8];
+    if file.read_exact(&mut magic).is_err() || &magic != b"!<arch>\n" {
         return Ok(members);
-    };
-    while rest.len() >= 60 {
-        let name = String::from_utf8_lossy(&rest[..16])
+    }
+    let mut header = [0u8; 60];
+    while file.read_exact(&mut header).is_ok() {
+        let name = String::from_utf8_lossy(&header[..16])
             .trim()
             .trim_end_matches('/')
             .to_string();
-        let Some(size) = std::str::from_utf8(&rest[48..58])
+        let Some(size) = std::str::from_utf8(&header[48..58])
             .ok()
-            .and_then(|s| s.trim().parse::<usize>().ok())
+            .and_then(|s| s.trim().parse::<i64>().ok())
         else {
             break;
         };
         members.push(name);
         // Members are padded to an even size.
-        let skip = 60 + size + size % 2;
-        rest = rest.get(skip..).unwrap_or_default();
+        file.seek(SeekFrom::Current(size + size % 2))
+            .map_err(io(path))?;
     }
     Ok(members)
 }
@@ -334,16 +338,17 @@ fn add_binaries(opts: &BuildOptions, arch: &str) -> Result<Vec<BundleFile>, Bund
     let downloads = opts.out.join(".downloads");
     let mut sources: Vec<PathBuf> = Vec::new();
     let mut release_dir = None;
+    let mut verified: BTreeMap<String, String> = BTreeMap::new();
     if let Some(r) = &opts.release {
         let arch = release::release_arch(arch)?;
         let dir = downloads.join(format!("kubernetes-{}-{arch}", r.version));
-        sources.extend(release::fetch(
-            &r.base,
-            r.version,
-            arch,
-            &release::BINARIES,
-            &dir,
-        )?);
+        for (path, sha256) in release::fetch(&r.base, r.version, arch, &release::BINARIES, &dir)? {
+            // Verified against this digest just now: no second pass over the file.
+            if let Some(name) = path.file_name() {
+                verified.insert(name.to_string_lossy().into_owned(), sha256);
+            }
+            sources.push(path);
+        }
         release_dir = Some(dir);
     }
     for dir in &opts.binary_dirs {
@@ -366,7 +371,7 @@ fn add_binaries(opts: &BuildOptions, arch: &str) -> Result<Vec<BundleFile>, Bund
             sources.push(src);
         }
     }
-    let names: Vec<String> = sources
+    let mut names: Vec<String> = sources
         .iter()
         .filter_map(|s| s.file_name().map(|n| n.to_string_lossy().into_owned()))
         .collect();
@@ -385,30 +390,20 @@ fn add_binaries(opts: &BuildOptions, arch: &str) -> Result<Vec<BundleFile>, Bund
     }
     // Anything else in bin/ is from an older build, and the install would find it by name;
     // downloads of other releases are not needed any more.
-    for (dir, keep) in [(&bin, None), (&downloads, release_dir.as_ref())] {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let path = e.path();
-            let stale = if dir == &bin {
-                !names.contains(&e.file_name().to_string_lossy().into_owned())
-            } else {
-                keep != Some(&path)
-            };
-            if stale && path.is_dir() {
-                std::fs::remove_dir_all(&path).map_err(io(&path))?;
-            } else if stale {
-                std::fs::remove_file(&path).map_err(io(&path))?;
-            }
-        }
-    }
-    let mut names = names;
+    remove_entries(&bin, |p| {
+        p.file_name()
+            .is_some_and(|n| names.iter().any(|name| n == name.as_str()))
+    })?;
+    remove_entries(&downloads, |p| release_dir.as_deref() == Some(p))?;
     names.sort();
     names
         .into_iter()
         .map(|name| {
-            let (sha256, size) = sha256_file(&bin.join(&name))?;
+            let path = bin.join(&name);
+            let (sha256, size) = match verified.remove(&name) {
+                Some(sha256) => (sha256, std::fs::metadata(&path).map_err(io(&path))?.len()),
+                None => sha256_file(&path)?,
+            };
             Ok(BundleFile {
                 file: format!("bin/{name}"),
                 name,
@@ -417,6 +412,25 @@ fn add_binaries(opts: &BuildOptions, arch: &str) -> Result<Vec<BundleFile>, Bund
             })
         })
         .collect()
+}
+
+/// Removes every file or directory in `dir` (if it exists) that `keep` does not want.
+fn remove_entries(dir: &Path, keep: impl Fn(&Path) -> bool) -> Result<(), BundleError> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for path in entries.flatten().map(|e| e.path()) {
+        if keep(&path) {
+            continue;
+        }
+        let removed = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        removed.map_err(io(&path))?;
+    }
+    Ok(())
 }
 
 /// Builds (or refreshes) a bundle; returns its manifest, also written to `out/manifest.json`.

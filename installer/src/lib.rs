@@ -14,3 +14,17 @@ pub mod release;
 pub mod reset;
 pub mod token;
 pub mod versions;
+
+/// A cluster.yaml text loaded as the unit tests need it: next to it a placeholder key `./k`
+/// (0600, for `auth: { key_file: ./k }`) and an empty known_hosts; both go once it is loaded.
+#[cfg(test)]
+pub(crate) fn test_cluster(yaml: &str) -> clusterkit_core::config::Cluster {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k");
+    std::fs::write(&key, "not used").unwrap();
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    std::fs::write(dir.path().join("known_hosts"), "").unwrap();
+    clusterkit_core::config::load_str(yaml, &dir.path().join("cluster.yaml"))
+        .unwrap_or_else(|e| panic!("{e:?}"))
+        .cluster
+}

@@ -703,15 +703,7 @@ mod tests {
 
     fn cluster() -> Cluster {
         let text = "name: demo\nhosts:\n  - { name: cp1, address: 10.0.0.11, roles: [control-plane, etcd], auth: { key_file: ./k } }\n  - { name: e2, address: 10.0.0.12, roles: [worker, etcd], auth: { key_file: ./k } }\n  - { name: e3, address: 10.0.0.13, roles: [worker, etcd], auth: { key_file: ./k } }\n  - { name: w4, address: 10.0.0.14, roles: [worker], auth: { key_file: ./k } }\n  - { name: cp5, address: 10.0.0.15, roles: [control-plane], auth: { key_file: ./k } }\nkubernetes: { version: v1.20.2, control_plane_endpoint: \"10.0.0.11:6443\" }\n";
-        let dir = tempfile::tempdir().unwrap();
-        let key = dir.path().join("k");
-        std::fs::write(&key, "not used").unwrap();
-        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-            .unwrap();
-        std::fs::write(dir.path().join("known_hosts"), "").unwrap();
-        clusterkit_core::config::load_str(text, &dir.path().join("cluster.yaml"))
-            .unwrap_or_else(|e| panic!("{e:?}"))
-            .cluster
+        crate::test_cluster(text)
     }
 
     fn on<'a>(plan: &'a [(&'static str, Vec<String>)], phase: &str) -> &'a [String] {

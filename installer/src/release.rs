@@ -100,15 +100,15 @@ pub fn url(base: &str, version: KubeVersion, arch: &str, name: &str) -> String {
 }
 
 /// Makes `dir/<name>` hold each binary of release `version` for `arch` (executable, sha256
-/// checked against the published one) and returns the paths. Binaries already there with the
-/// published sha256 are kept as they are.
+/// checked against the published one) and returns each path with its sha256. Binaries already
+/// there with the published sha256 are kept as they are.
 pub fn fetch(
     base: &str,
     version: KubeVersion,
     arch: &str,
     names: &[&str],
     dir: &Path,
-) -> Result<Vec<PathBuf>, ReleaseError> {
+) -> Result<Vec<(PathBuf, String)>, ReleaseError> {
     fs::create_dir_all(dir).map_err(io(dir))?;
     let mut paths = Vec::new();
     for name in names {
@@ -137,7 +137,7 @@ pub fn fetch(
             fs::rename(&part, &dest).map_err(io(&dest))?;
             tracing::info!(%url, "downloaded and verified");
         }
-        paths.push(dest);
+        paths.push((dest, published));
     }
     Ok(paths)
 }

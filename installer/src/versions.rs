@@ -401,9 +401,6 @@ pub fn render_flags(component: Component, input: &FlagInput) -> Result<Vec<Strin
             }
             set("authentication-kubeconfig", kc.clone());
             set("authorization-kubeconfig", kc.clone());
-            // The node's address, not kubeadm's 127.0.0.1: Prometheus and the exporter
-            // probe /healthz and /metrics from another host.
-            set("bind-address", input.node_ip.to_string());
             set("client-ca-file", pki("ca.crt"));
             set("cluster-name", input.cluster_name.clone());
             set("cluster-signing-cert-file", pki("ca.crt"));
@@ -418,30 +415,17 @@ pub fn render_flags(component: Component, input: &FlagInput) -> Result<Vec<Strin
             set("root-ca-file", pki("ca.crt"));
             set("service-account-private-key-file", pki("sa.key"));
             set("service-cluster-ip-range", input.service_cidr.clone());
-            // Serve with the API server's certificate (same host, signed by the cluster CA,
-            // SANs with every control-plane name and address), so monitoring verifies it
-            // against the cluster CA; kubeadm leaves these components self-signed.
-            set("tls-cert-file", pki("apiserver.crt"));
-            set("tls-private-key-file", pki("apiserver.key"));
             set("use-service-account-credentials", "true".into());
         }
         Component::KubeScheduler => {
             let kc = conf("scheduler.conf");
             set("authentication-kubeconfig", kc.clone());
             set("authorization-kubeconfig", kc.clone());
-            // The node's address, not kubeadm's 127.0.0.1: Prometheus and the exporter
-            // probe /healthz and /metrics from another host.
-            set("bind-address", input.node_ip.to_string());
             set("kubeconfig", kc);
             set("leader-elect", "true".into());
             if r.component_insecure_port_flag {
                 set("port", "0".into());
             }
-            // Serve with the API server's certificate (same host, signed by the cluster CA,
-            // SANs with every control-plane name and address), so monitoring verifies it
-            // against the cluster CA; kubeadm leaves these components self-signed.
-            set("tls-cert-file", pki("apiserver.crt"));
-            set("tls-private-key-file", pki("apiserver.key"));
         }
         Component::Kubelet => {
             set("bootstrap-kubeconfig", conf("bootstrap-kubelet.conf"));
@@ -466,6 +450,18 @@ pub fn render_flags(component: Component, input: &FlagInput) -> Result<Vec<Strin
             set("config", input.kube_proxy_config.display().to_string());
             set("hostname-override", input.node_name.clone());
         }
+    }
+    if matches!(
+        component,
+        Component::KubeControllerManager | Component::KubeScheduler
+    ) {
+        // Served where monitoring probes them (/healthz, /metrics) from another host: the
+        // node's address, not kubeadm's 127.0.0.1, with the API server's certificate (same
+        // host, signed by the cluster CA, SANs with every control-plane name and address)
+        // instead of kubeadm's self-signed one, so they verify against the cluster CA.
+        set("bind-address", input.node_ip.to_string());
+        set("tls-cert-file", pki("apiserver.crt"));
+        set("tls-private-key-file", pki("apiserver.key"));
     }
     if let Some(extra) = input.extra_args.get(&component) {
         for (k, v) in extra {

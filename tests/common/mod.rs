@@ -136,3 +136,76 @@ pub fn ssh_cmd(sb: &clusterkit_sandbox::SandboxGuard, node: &str, cmd: &str) -> 
 pub fn ssh(sb: &clusterkit_sandbox::SandboxGuard, node: &str, cmd: &str) -> String {
     stdout(&run_ok(&mut ssh_cmd(sb, node, cmd)))
 }
+
+/// Polls `check` every 2 s until it returns `Ok`; panics with `what` and the last error after
+/// `timeout`.
+pub fn poll<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
+    let start = Instant::now();
+    loop {
+        match check() {
+            Ok(v) => return v,
+            Err(e) if start.elapsed() > timeout => {
+                panic!("{what}: not within {}s: {e}", timeout.as_secs())
+            }
+            Err(_) => std::thread::sleep(Duration::from_secs(2)),
+        }
+    }
+}
+
+/// The Kubernetes v1.20.2 binaries the sandbox tests install: `$CLUSTERKIT_KUBE_BIN_DIR`, else
+/// where scripts/build-kube.sh caches them. Panics naming the way out when they are missing.
+pub fn kube_bin() -> PathBuf {
+    let dir = std::env::var_os("CLUSTERKIT_KUBE_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| cache_dir().join("kube-v1.20.2-r2/bin"));
+    assert!(
+        dir.join("kube-apiserver").is_file(),
+        "Kubernetes v1.20.2 binaries missing in {} (CLUSTERKIT_KUBE_BIN_DIR): run `bash scripts/deps.sh` (scripts/build-kube.sh)",
+        dir.display()
+    );
+    dir
+}
+
+/// The `bundle build` flags of a whole cluster's packages beyond the runtime: Debian's etcd for
+/// the etcd phase and the CNI plugins for the host-gw network.
+pub const CLUSTER_PACKAGES: [&str; 4] = [
+    "--package",
+    "etcd-server",
+    "--package",
+    "containernetworking-plugins",
+];
+
+/// `clusterkit bundle build … --out OUT`, the offline bundle a sandbox test installs from:
+/// `args` (e.g. `--package etcd-server`, `--no-images`) and the Kubernetes binaries of
+/// `kube_bin` (`None`: no binaries).
+pub fn build_bundle(out: &Path, kube_bin: Option<&Path>, args: &[&str]) {
+    let mut c = clusterkit();
+    match kube_bin {
+        Some(dir) => c.env("CLUSTERKIT_KUBE_BIN_DIR", dir),
+        None => c.env_remove("CLUSTERKIT_KUBE_BIN_DIR"),
+    };
+    run_ok(c.args(["bundle", "build"]).args(args).arg("--out").arg(out));
+}
+
+/// kubectl (from `kube_bin`) with the kubeconfig `admin` and a 30 s request timeout.
+pub fn kubectl_cmd(kube_bin: &Path, admin: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(kube_bin.join("kubectl"));
+    c.arg("--kubeconfig")
+        .arg(admin)
+        .arg("--request-timeout=30s")
+        .args(args);
+    c
+}
+
+/// kubectl's stdout; panics showing its output when it fails.
+pub fn kubectl(kube_bin: &Path, admin: &Path, args: &[&str]) -> String {
+    stdout(&run_ok(&mut kubectl_cmd(kube_bin, admin, args)))
+}
+
+/// kubectl without panicking: (success, stdout + stderr).
+pub fn try_kubectl(kube_bin: &Path, admin: &Path, args: &[&str]) -> (bool, String) {
+    match kubectl_cmd(kube_bin, admin, args).output() {
+        Ok(o) => (o.status.success(), format!("{}{}", stdout(&o), stderr(&o))),
+        Err(e) => (false, e.to_string()),
+    }
+}

@@ -111,15 +111,7 @@ mod tests {
         let text = format!(
             "name: demo\nhosts:\n  - {{ name: cp1, address: 10.0.0.11, roles: [control-plane, etcd], auth: {{ key_file: ./k }} }}\n  - {{ name: cp2, address: 10.0.0.12, roles: [control-plane, etcd, worker], auth: {{ key_file: ./k }} }}\n  - {{ name: w1, address: 10.0.0.13, roles: [worker, etcd], auth: {{ key_file: ./k }} }}\n  - {{ name: cp3, address: 10.0.0.14, roles: [control-plane], auth: {{ key_file: ./k }} }}\nkubernetes: {kubernetes}\n"
         );
-        let dir = tempfile::tempdir().unwrap();
-        let key = dir.path().join("k");
-        std::fs::write(&key, "not used").unwrap();
-        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-            .unwrap();
-        std::fs::write(dir.path().join("known_hosts"), "").unwrap();
-        clusterkit_core::config::load_str(&text, &dir.path().join("cluster.yaml"))
-            .unwrap_or_else(|e| panic!("{e:?}"))
-            .cluster
+        crate::test_cluster(&text)
     }
 
     #[test]
