@@ -52,14 +52,11 @@ monitor:
   intervals: { etcd_secs: 5, control_plane_secs: 5, certificates_secs: 60, backups_secs: 30 }
 YAML
 mkdir -p "$WORK/backups"
-# CLUSTERKIT_EXPORTER_BIN: the standalone clusterkit-exporter instead of `clusterkit monitor serve`.
-if [ -n "${CLUSTERKIT_EXPORTER_BIN:-}" ]; then
-  CLUSTERKIT_MONITOR_SYNTHETIC_SERIES=$SERIES "$CLUSTERKIT_EXPORTER_BIN" -f "$WORK/cluster.yaml" > "$WORK/exporter.log" 2>&1 &
-else
-  CLUSTERKIT_MONITOR_SYNTHETIC_SERIES=$SERIES "$BIN" monitor serve -f "$WORK/cluster.yaml" > "$WORK/exporter.log" 2>&1 &
-fi
+CLUSTERKIT_MONITOR_SYNTHETIC_SERIES=$SERIES "$BIN" monitor serve -f "$WORK/cluster.yaml" > "$WORK/exporter.log" 2>&1 &
 EXP=$!
 PIDS+=($EXP)
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/metrics" | grep -q clusterkit_synthetic_series && break; sleep 0.1; done
-sleep 6   # let every collector run once with etcd up
+# SETTLE: seconds before scraping (default 6: every collector has run once; longer lets each
+# rerun, which is the steady state for memory).
+sleep "${SETTLE:-6}"
 python3 bench/monitor/scrape.py 127.0.0.1 "$PORT" "$EXP" "$SCRAPES"

@@ -9,6 +9,7 @@
 pub mod collectors;
 pub mod http;
 pub mod tls;
+mod working_set;
 
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -235,8 +236,8 @@ pub fn collectors_for(
 }
 
 /// `monitor serve`: loads the listener's TLS and basic-auth settings, starts every collector
-/// and serves `/metrics` on `topology.monitor.listen` until SIGINT or SIGTERM. Shared by the
-/// `clusterkit` binary and the standalone `clusterkit-exporter` (see `bin/`).
+/// and serves `/metrics` on `topology.monitor.listen` until SIGINT or SIGTERM. Once every
+/// collector has run once it releases the memory only start-up needed (`working_set`).
 pub async fn run(topology: &crate::Topology, synthetic_series: usize) -> crate::Result<()> {
     let addr = topology.listen_addr()?;
     let m = &topology.monitor;
@@ -259,7 +260,17 @@ pub async fn run(topology: &crate::Topology, synthetic_series: usize) -> crate::
         }),
         None => None,
     };
-    let (exporter, _first_runs) = start(collectors_for(topology, synthetic_series));
+    let collectors = collectors_for(topology, synthetic_series);
+    let count = collectors.len();
+    let (exporter, mut first_runs) = start(collectors);
+    tokio::spawn(async move {
+        // Start-up ends when every collector has run once: from then on the process only
+        // repeats what it has done, so what start-up alone touched can go.
+        if first_runs.wait_for(|done| *done >= count).await.is_ok() {
+            let released = working_set::release_startup_pages();
+            tracing::debug!(released, "released the executable's start-up pages");
+        }
+    });
     let app = http::router(exporter, auth);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
