@@ -212,6 +212,19 @@ fn two_control_planes_behind_a_local_load_balancer() {
         admin_text.contains(&format!("server: https://{}:6443", addr("node1"))),
         "admin.conf keeps control_plane_endpoint: {admin_text}"
     );
+    // node add rolled node1's API server onto the new etcd member list: the running process
+    // (not just its unit file) lists both members.
+    let etcd_servers = ssh(
+        &sb,
+        "node1",
+        "tr '\\0' '\\n' < /proc/$(systemctl show -p MainPID --value kube-apiserver)/cmdline | grep -- '--etcd-servers='",
+    );
+    for n in ["node1", "node2"] {
+        assert!(
+            etcd_servers.contains(&format!("https://{}:2379", addr(n))),
+            "node1's kube-apiserver lacks etcd member {n}: {etcd_servers}"
+        );
+    }
     for n in NODES {
         assert_eq!(
             ssh(&sb, n, "systemctl is-active haproxy").trim(),
@@ -371,8 +384,8 @@ fn two_control_planes_behind_a_local_load_balancer() {
         },
     );
 
-    // 5. A full install converges what `node add` leaves to it (node1's --etcd-servers gains
-    // node2); a rerun then changes nothing; check mode of the phase alone: nothing to do.
+    // 5. A full install converges whatever `node add` left to it; a rerun then changes
+    // nothing; check mode of the phase alone: nothing to do.
     let (conv, took) = install(&cfg, &["--no-readiness"]);
     eprintln!(
         "converging install (all phases): {:.1}s",

@@ -6,7 +6,8 @@
 //! (roles worker and etcd) and `node add node4` runs: it registers and becomes Ready, becomes a
 //! started etcd member (4 members, all healthy), every other node routes its pod slice and
 //! resolves its name (/etc/hosts), and
-//! node1..node3's etcd, kubelet, kube-proxy and kube-apiserver were not restarted. Adding a node
+//! node1..node3's etcd, kubelet and kube-proxy were not restarted, node1's kube-apiserver only
+//! to take node4 into its `--etcd-servers`. Adding a node
 //! that is already one is refused. Removing node1 (the only control-plane host) is refused.
 //! A busybox httpd Deployment allowed on node3 and node4 (placed on node4 while node3 is
 //! cordoned) behind a ClusterIP Service, a client pod on node1 and a DaemonSet are created;
@@ -266,7 +267,8 @@ fn add_and_remove_a_node() {
         "{summary:#}"
     );
     for n in OLD {
-        // On the others only prepare (/etc/hosts) and network (node4's route) changed things.
+        // The others got node4 in /etc/hosts and its route; node1's API server also got the
+        // new etcd member (checked in install_ha).
         assert_eq!(summary["hosts"][n]["failed"], 0, "{summary:#}");
         let hosts = ssh(&sb, n, "getent hosts node4");
         assert!(
@@ -325,10 +327,29 @@ fn add_and_remove_a_node() {
     assert!(!ssh(&sb, "node4", "ip route show proto 75")
         .trim()
         .is_empty());
+    // node add restarted nothing on the other nodes but node1's API server, rolled onto the
+    // new etcd member list: the running process lists node4.
     let after_add: Vec<String> = OLD.iter().map(|n| started_at(&sb, n)).collect();
-    assert_eq!(
-        after_add, before,
-        "node add restarted a service on another node"
+    for ((n, b), a) in OLD.iter().zip(&before).zip(&after_add) {
+        for (b, a) in b.lines().zip(a.lines()) {
+            if *n == "node1" && b.starts_with("kube-apiserver ") {
+                assert_ne!(
+                    a, b,
+                    "node1's API server was not restarted for node4's etcd member"
+                );
+            } else {
+                assert_eq!(a, b, "{n}: node add restarted a service");
+            }
+        }
+    }
+    let etcd_servers = ssh(
+        &sb,
+        "node1",
+        "tr '\\0' '\\n' < /proc/$(systemctl show -p MainPID --value kube-apiserver)/cmdline | grep -- '--etcd-servers='",
+    );
+    assert!(
+        etcd_servers.contains(&format!("https://{node4_ip}:2379")),
+        "node1's kube-apiserver lacks etcd member node4: {etcd_servers}"
     );
 
     // 3. The last control-plane host cannot be removed.
@@ -541,7 +562,7 @@ fn add_and_remove_a_node() {
     // The others were not restarted, and the API still answers.
     let after: Vec<String> = OLD.iter().map(|n| started_at(&sb, n)).collect();
     assert_eq!(
-        after, before,
+        after, after_add,
         "node remove restarted a service on another node"
     );
     assert_eq!(

@@ -27,11 +27,16 @@
 //!
 //! `check` reports every step and changes nothing (the drain lists the pods it would evict).
 //!
+//! When the new host is an etcd member, the other control-plane hosts then get it in their API
+//! server's `--etcd-servers`, one host after the other (the `control-plane` phase restarts
+//! that host's components and waits until every API server is ready before the next).
+//!
 //! Limits: the host must be reachable for the reset (the cluster-side steps are done first,
-//! and a failed reset is reported at the end); the API servers' `--etcd-servers` are not
-//! rewritten for a new etcd member (that restarts every API server; a later `clusterkit install`
-//! converges them), and other nodes' `/etc/hosts` keep a removed host; the host
-//! stays in cluster.yaml until the operator removes it (a later install would add it again).
+//! and a failed reset is reported at the end); after a removal the API servers keep the
+//! removed etcd member in `--etcd-servers` (harmless while another listed member answers) and
+//! other nodes' `/etc/hosts` keep the removed host, until the operator takes the host out of
+//! cluster.yaml and runs `clusterkit install` (as long as it stays there, an install would add
+//! it again).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -237,10 +242,52 @@ pub async fn add(
         phase.run(&cx).await?;
         if engine.host_failed(name) {
             // Later phases build on this one: stop; the report says what failed.
-            break;
+            return Ok(engine.finish());
+        }
+    }
+    // A new etcd member goes into every other API server's --etcd-servers, one host at a
+    // time: the phase waits for /readyz and every /livez before the next host restarts, so
+    // the API stays up. Without this, replacing the etcd members one by one would leave the
+    // API servers pointing only at removed members.
+    let roll = etcd_servers_roll(cluster, host);
+    if let Some(phase) = phases.iter().find(|p| p.name() == "control-plane") {
+        for other in &roll {
+            let targets: Vec<HostTarget> =
+                all.iter().filter(|t| &t.name == other).cloned().collect();
+            if opts.progress {
+                eprintln!(
+                    "PHASE control-plane on {other}: its API server gets the new etcd member"
+                );
+            }
+            let cx = PhaseContext {
+                cluster,
+                engine: &engine,
+                targets: &targets,
+                library: &library,
+                check: opts.check,
+            };
+            phase.run(&cx).await?;
+            if engine.host_failed(other) {
+                break;
+            }
         }
     }
     Ok(engine.finish())
+}
+
+/// The control-plane hosts whose API servers must be rolled onto the new etcd member list
+/// when `host` joins: every control-plane host but `host` itself (its own phase already used
+/// the new list), when `host` is an etcd member; in cluster.yaml order. Pure, unit-tested.
+pub fn etcd_servers_roll(cluster: &Cluster, host: &Host) -> Vec<String> {
+    if !host.has_role(Role::Etcd) {
+        return vec![];
+    }
+    cluster
+        .hosts_with_role(Role::ControlPlane)
+        .iter()
+        .filter(|h| h.name != host.name)
+        .map(|h| h.name.clone())
+        .collect()
 }
 
 /// What happens to the pods of a node being drained.
@@ -730,6 +777,16 @@ mod tests {
         assert_eq!(on(&plan, "pki"), ["cp1", "cp5"]);
         assert_eq!(on(&plan, "load-balancer").len(), 5, "every node's backends");
         assert_eq!(on(&add_plan(&c, w4), "load-balancer"), ["w4"]);
+    }
+
+    #[test]
+    fn a_new_etcd_member_rolls_the_other_api_servers() {
+        let c = cluster();
+        let roll = |n: &str| etcd_servers_roll(&c, c.host(n).unwrap());
+        assert_eq!(roll("e3"), ["cp1", "cp5"], "every API server, in order");
+        assert_eq!(roll("cp1"), ["cp5"], "not the new host itself");
+        assert!(roll("w4").is_empty(), "not an etcd member");
+        assert!(roll("cp5").is_empty(), "a control-plane host without etcd");
     }
 
     #[test]
