@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job on a local default: a sandbox of real nodes on this machine, then clusterkit
-# against it — offline bundle, every install phase, an etcd backup, monitoring configs and the
-# exporter with a Prometheus scraping it. Installs what it needs first (as root, Debian 12).
+# against it — offline bundle, every install phase, node-exporter, an etcd backup, monitoring
+# configs and the exporter with a Prometheus scraping it. Installs what it needs first (as
+# root, Debian 12).
 # Leaves the sandbox, the exporter and Prometheus running and prints how to use them;
 # `bash scripts/demo.sh down` stops the exporter and Prometheus (by their recorded PIDs) and
 # removes the sandbox. Rerunning restarts the exporter and Prometheus.
@@ -57,7 +58,7 @@ dir=$(dirname "$cluster_yaml")
 echo "cluster description: $cluster_yaml"
 
 step "offline bundle (the nodes have no route to a mirror)"
-$ck bundle build --out "$dir/bundle"
+$ck bundle build --out "$dir/bundle" --package prometheus-node-exporter
 grep -q '^packages:' "$cluster_yaml" || echo "packages: { bundle: ./bundle }" >> "$cluster_yaml"
 grep -q '^backup:' "$cluster_yaml" || echo "backup: { store: file://./backups, retention: { keep_last: 7 } }" >> "$cluster_yaml"
 # Alerts go to a webhook on this machine (point it at your chat bridge or pager in real life).
@@ -80,6 +81,9 @@ kubectl=${CLUSTERKIT_KUBE_BIN_DIR:+$CLUSTERKIT_KUBE_BIN_DIR/kubectl}
 if [ -n "$kubectl" ] && [ -f "$dir/admin.conf" ]; then
   "$kubectl" --kubeconfig "$dir/admin.conf" get nodes -o wide
 fi
+
+step "node-exporter on every node (for the Prometheus below)"
+$ck run scripts/demo-node-exporter.yaml -f "$cluster_yaml"
 
 step "etcd backup to $dir/backups"
 $ck backup etcd -f "$cluster_yaml"
@@ -116,6 +120,21 @@ if [ -n "$prometheus" ]; then
   done
   alert_rules=$(curl -fsS "http://$PROMETHEUS_LISTEN/api/v1/rules?type=alert" | grep -o '"type":"alerting"' | wc -l)
   echo "Prometheus scrapes the exporter (up == 1) and has loaded $alert_rules alert rules" >&2
+  # Every target scraped once (none "unknown", within a minute), then how many are up; the
+  # down ones are named, so a problem shows here and not only on the targets page.
+  targets_url="http://$PROMETHEUS_LISTEN/api/v1/targets?state=active"
+  for _ in $(seq 60); do
+    curl -fsS "$targets_url" 2>/dev/null | grep -q '"health":"unknown"' || break
+    sleep 1
+  done
+  targets=$(curl -fsS "$targets_url")
+  up=$(grep -o '"health":"up"' <<< "$targets" | wc -l)
+  all=$(grep -o '"health":"[a-z]*"' <<< "$targets" | wc -l)
+  echo "Prometheus targets up: $up of $all" >&2
+  python3 -c 'import json,sys
+for t in json.load(sys.stdin)["data"]["activeTargets"]:
+    if t["health"] != "up":
+        print("  down:", t["labels"].get("job"), t["scrapeUrl"], t["lastError"])' <<< "$targets" >&2
   prometheus_line="  prometheus     http://$PROMETHEUS_LISTEN/targets   (alerts: /alerts; pid $(cat "$dir/prometheus.pid"), log $dir/prometheus.log)"
 else
   prometheus_line="  prometheus     not installed (scripts/deps.sh installs it); start it with $dir/monitoring/prometheus.yml"
