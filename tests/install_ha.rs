@@ -30,7 +30,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use clusterkit_sandbox::{SandboxGuard, UpOptions};
-use common::{clusterkit, describe, poll, run_ok, ssh, ssh_cmd, stdout};
+use common::{apiserver_etcd_servers, clusterkit, describe, poll, run_ok, ssh, ssh_cmd, stdout};
 use serde_json::Value;
 
 const NODES: [&str; 3] = ["node1", "node2", "node3"];
@@ -214,11 +214,7 @@ fn two_control_planes_behind_a_local_load_balancer() {
     );
     // node add rolled node1's API server onto the new etcd member list: the running process
     // (not just its unit file) lists both members.
-    let etcd_servers = ssh(
-        &sb,
-        "node1",
-        "tr '\\0' '\\n' < /proc/$(systemctl show -p MainPID --value kube-apiserver)/cmdline | grep -- '--etcd-servers='",
-    );
+    let etcd_servers = apiserver_etcd_servers(&sb, "node1");
     for n in ["node1", "node2"] {
         assert!(
             etcd_servers.contains(&format!("https://{}:2379", addr(n))),

@@ -31,7 +31,8 @@ use std::time::{Duration, Instant};
 
 use clusterkit_sandbox::{SandboxGuard, UpOptions};
 use common::{
-    clusterkit, describe, kubectl, kubectl_cmd, poll, run_fail, run_ok, ssh, stderr, stdout, tool,
+    apiserver_etcd_servers, clusterkit, describe, kubectl, kubectl_cmd, poll, run_fail, run_ok,
+    ssh, stderr, stdout, tool,
 };
 use serde_json::Value;
 
@@ -342,11 +343,7 @@ fn add_and_remove_a_node() {
             }
         }
     }
-    let etcd_servers = ssh(
-        &sb,
-        "node1",
-        "tr '\\0' '\\n' < /proc/$(systemctl show -p MainPID --value kube-apiserver)/cmdline | grep -- '--etcd-servers='",
-    );
+    let etcd_servers = apiserver_etcd_servers(&sb, "node1");
     assert!(
         etcd_servers.contains(&format!("https://{node4_ip}:2379")),
         "node1's kube-apiserver lacks etcd member node4: {etcd_servers}"

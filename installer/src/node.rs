@@ -210,12 +210,18 @@ pub async fn add(
         }
     }
     let (engine, all) = engine(cluster, opts)?;
-    for phase in &phases {
-        let on = plan
-            .iter()
-            .find(|(n, _)| *n == phase.name())
-            .map(|(_, on)| on.clone())
-            .unwrap_or_default();
+    // The plan, then for a new etcd member every other API server rolled onto the new
+    // --etcd-servers, one host at a time: the control-plane phase waits for /readyz and every
+    // /livez before the next host restarts, so the API stays up. Without the roll, replacing
+    // the etcd members one by one would leave the API servers pointing only at removed ones.
+    let roll = etcd_servers_roll(cluster, host)
+        .into_iter()
+        .map(|h| ("control-plane", vec![h], true));
+    let steps = plan.into_iter().map(|(p, on)| (p, on, false)).chain(roll);
+    for (phase_name, on, rolling) in steps {
+        let Some(phase) = phases.iter().find(|p| p.name() == phase_name) else {
+            continue;
+        };
         if on.is_empty() {
             continue;
         }
@@ -225,12 +231,12 @@ pub async fn add(
             .cloned()
             .collect();
         if opts.progress {
-            eprintln!(
-                "PHASE {} on {}: {}",
-                phase.name(),
-                on.join(", "),
+            let what = if rolling {
+                "its API server gets the new etcd member"
+            } else {
                 phase.describe()
-            );
+            };
+            eprintln!("PHASE {} on {}: {what}", phase.name(), on.join(", "));
         }
         let cx = PhaseContext {
             cluster,
@@ -240,36 +246,10 @@ pub async fn add(
             check: opts.check,
         };
         phase.run(&cx).await?;
-        if engine.host_failed(name) {
-            // Later phases build on this one: stop; the report says what failed.
-            return Ok(engine.finish());
-        }
-    }
-    // A new etcd member goes into every other API server's --etcd-servers, one host at a
-    // time: the phase waits for /readyz and every /livez before the next host restarts, so
-    // the API stays up. Without this, replacing the etcd members one by one would leave the
-    // API servers pointing only at removed members.
-    let roll = etcd_servers_roll(cluster, host);
-    if let Some(phase) = phases.iter().find(|p| p.name() == "control-plane") {
-        for other in &roll {
-            let targets: Vec<HostTarget> =
-                all.iter().filter(|t| &t.name == other).cloned().collect();
-            if opts.progress {
-                eprintln!(
-                    "PHASE control-plane on {other}: its API server gets the new etcd member"
-                );
-            }
-            let cx = PhaseContext {
-                cluster,
-                engine: &engine,
-                targets: &targets,
-                library: &library,
-                check: opts.check,
-            };
-            phase.run(&cx).await?;
-            if engine.host_failed(other) {
-                break;
-            }
+        // Later steps build on this one: stop when the new host (or the host being rolled)
+        // failed; the report says what.
+        if engine.host_failed(name) || (rolling && engine.host_failed(&on[0])) {
+            break;
         }
     }
     Ok(engine.finish())

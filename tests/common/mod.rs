@@ -137,6 +137,16 @@ pub fn ssh(sb: &clusterkit_sandbox::SandboxGuard, node: &str, cmd: &str) -> Stri
     stdout(&run_ok(&mut ssh_cmd(sb, node, cmd)))
 }
 
+/// The `--etcd-servers=…` flag of the kube-apiserver running on `node` (from the process,
+/// not its unit file, so it shows what the API server really uses).
+pub fn apiserver_etcd_servers(sb: &clusterkit_sandbox::SandboxGuard, node: &str) -> String {
+    ssh(
+        sb,
+        node,
+        "tr '\\0' '\\n' < /proc/$(systemctl show -p MainPID --value kube-apiserver)/cmdline | grep -- '--etcd-servers='",
+    )
+}
+
 /// Polls `check` every 2 s until it returns `Ok`; panics with `what` and the last error after
 /// `timeout`.
 pub fn poll<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
