@@ -127,14 +127,12 @@ if [ -n "$prometheus" ]; then
     curl -fsS "$targets_url" 2>/dev/null | grep -q '"health":"unknown"' || break
     sleep 1
   done
-  targets=$(curl -fsS "$targets_url")
-  up=$(grep -o '"health":"up"' <<< "$targets" | wc -l)
-  all=$(grep -o '"health":"[a-z]*"' <<< "$targets" | wc -l)
-  echo "Prometheus targets up: $up of $all" >&2
-  python3 -c 'import json,sys
-for t in json.load(sys.stdin)["data"]["activeTargets"]:
-    if t["health"] != "up":
-        print("  down:", t["labels"].get("job"), t["scrapeUrl"], t["lastError"])' <<< "$targets" >&2
+  curl -fsS "$targets_url" | python3 -c 'import json,sys
+targets = json.load(sys.stdin)["data"]["activeTargets"]
+down = [t for t in targets if t["health"] != "up"]
+print(f"Prometheus targets up: {len(targets) - len(down)} of {len(targets)}")
+for t in down:
+    print("  down:", t["labels"].get("job"), t["scrapeUrl"], t["lastError"])' >&2
   prometheus_line="  prometheus     http://$PROMETHEUS_LISTEN/targets   (alerts: /alerts; pid $(cat "$dir/prometheus.pid"), log $dir/prometheus.log)"
 else
   prometheus_line="  prometheus     not installed (scripts/deps.sh installs it); start it with $dir/monitoring/prometheus.yml"

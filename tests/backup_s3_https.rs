@@ -115,20 +115,14 @@ where
     tokio::join!(up, down);
 }
 
-/// A clusterkit command aimed at the S3 server through `front` (`https` or `http`).
-fn through(
-    dir: &std::path::Path,
-    s3: &S3,
-    scheme: &str,
-    front: &FrontEnd,
-) -> std::process::Command {
-    let mut c = ck(dir);
-    s3.env(&mut c);
-    c.env(
-        "AWS_ENDPOINT_URL",
-        format!("{scheme}://127.0.0.1:{}", front.port),
-    );
-    c
+impl FrontEnd {
+    /// `--s3-endpoint` pointing at this front end (the flag wins over `S3::env`'s endpoint).
+    fn endpoint(&self, scheme: &str) -> [String; 2] {
+        [
+            "--s3-endpoint".into(),
+            format!("{scheme}://127.0.0.1:{}", self.port),
+        ]
+    }
 }
 
 #[test]
@@ -147,10 +141,13 @@ fn https_endpoint_with_own_ca_sends_unsigned_parts_and_http_stays_signed() {
     let store = s3.url("tls");
     let ca = certs.ca.display().to_string();
 
+    let https = tls.endpoint("https");
+
     // Without the CA bundle the server's certificate is not trusted: refused, nothing stored.
-    let mut c = through(dir, &s3, "https", &tls);
+    let mut c = ck(dir);
+    s3.env(&mut c);
     c.args(["backup", "etcd", "--store", &store]);
-    c.args(etcd.backup_flags(&certs));
+    c.args(etcd.backup_flags(&certs)).args(&https);
     let out = run_fail(&mut c);
     let err = stderr(&out).to_ascii_lowercase();
     assert!(
@@ -163,44 +160,25 @@ fn https_endpoint_with_own_ca_sends_unsigned_parts_and_http_stays_signed() {
         s3.files()
     );
 
-    // With it: backed up over https, parts unsigned; listed and verified over https.
-    let mut c = through(dir, &s3, "https", &tls);
-    c.args([
-        "backup",
-        "etcd",
-        "-o",
-        "json",
-        "--store",
-        &store,
-        "--s3-ca-file",
-        &ca,
-    ]);
-    c.args(etcd.backup_flags(&certs));
-    let v: serde_json::Value = serde_json::from_slice(&run_ok(&mut c).stdout).unwrap();
-    let id = v["id"].as_str().unwrap().to_string();
+    // With it: backed up over https, parts unsigned; verified over https.
+    let with_ca = [https[0].as_str(), &https[1], "--s3-ca-file", &ca];
+    let id = backup(dir, &store, &etcd, &certs, Some(&s3), &with_ca);
     let (unsigned, parts) = tls.counts();
     assert!(parts >= 1, "no UploadPart went through the https front end");
     assert_eq!(
         unsigned, parts,
         "over https every part (and nothing else) goes with UNSIGNED-PAYLOAD"
     );
-    let mut c = through(dir, &s3, "https", &tls);
-    c.args([
-        "backup",
-        "verify",
-        &id,
-        "--store",
-        &store,
-        "--s3-ca-file",
-        &ca,
-    ]);
+    let mut c = ck(dir);
+    s3.env(&mut c);
+    c.args(["backup", "verify", &id, "--store", &store])
+        .args(with_ca);
     run_ok(&mut c);
 
     // Over plain http the same backup keeps every payload signed.
-    let mut c = through(dir, &s3, "http", &plain);
-    c.args(["backup", "etcd", "--store", &s3.url("plain")]);
-    c.args(etcd.backup_flags(&certs));
-    run_ok(&mut c);
+    let http = plain.endpoint("http");
+    let http: Vec<&str> = http.iter().map(String::as_str).collect();
+    backup(dir, &s3.url("plain"), &etcd, &certs, Some(&s3), &http);
     let (unsigned, parts) = plain.counts();
     assert!(parts >= 1, "no UploadPart went through the http front end");
     assert_eq!(unsigned, 0, "a payload went unsigned over plain http");
