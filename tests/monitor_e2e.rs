@@ -31,6 +31,36 @@ fn spawn(cmd: &mut Command, log: &Path) -> Child {
     )
 }
 
+/// How many glibc malloc arenas besides the main one process `pid` has: each is an anonymous
+/// 64 MiB reservation aligned to 64 MiB, its used part `rw-p` and the rest `---p`.
+fn malloc_arenas(pid: u32) -> usize {
+    const HEAP_MAX: u64 = 64 << 20;
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let rows: Vec<(u64, u64, &str)> = maps
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let (a, b) = f[0].split_once('-')?;
+            let anonymous = f.len() == 5;
+            let range = (
+                u64::from_str_radix(a, 16).ok()?,
+                u64::from_str_radix(b, 16).ok()?,
+            );
+            anonymous.then_some((range.0, range.1, f[1]))
+        })
+        .collect();
+    rows.iter()
+        .enumerate()
+        .filter(|&(i, &(start, end, perms))| {
+            let reserved_end = match rows.get(i + 1) {
+                Some(&(next, next_end, "---p")) if next == end => next_end,
+                _ => end,
+            };
+            perms == "rw-p" && start % HEAP_MAX == 0 && reserved_end - start == HEAP_MAX
+        })
+        .count()
+}
+
 fn percent_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
@@ -275,7 +305,7 @@ monitor:
                 "1s",
             ]),
     );
-    let _exporter = spawn(
+    let exporter = spawn(
         clusterkit()
             .args(["monitor", "serve", "-f"])
             .arg(&cfg)
@@ -341,6 +371,13 @@ monitor:
             .all(|j| health(j) == vec!["down"])
     });
     assert!(all_up, "targets not as expected:\n{last}\n{}", logs(dir));
+    // The exporter's threads (runtime workers, blocking pool) have all allocated by now, and
+    // share the main malloc arena: one arena each would be heap the exporter keeps (issue 6).
+    assert_eq!(
+        malloc_arenas(exporter.0.id()),
+        0,
+        "monitor serve has per-thread malloc arenas"
+    );
     // Without the password (or with a wrong one) the exporter refuses; TLS is verified.
     let curl = |user: Option<&str>| -> String {
         let mut c = Command::new("curl");

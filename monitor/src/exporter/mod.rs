@@ -11,6 +11,8 @@ pub mod http;
 pub mod tls;
 mod working_set;
 
+pub use working_set::use_one_malloc_arena;
+
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
