@@ -1,5 +1,5 @@
-//! The schedule lock: two schedulers at once → one runs, the other skips; a crashed holder's
-//! lock expires. Real etcd, real S3 server (s3s-fs), the library's own scheduler.
+//! The schedule lock: two schedulers of one job at once → one runs, the other waits and skips
+//! the tick already served; two jobs at once both run; a crashed holder's lock expires. Real etcd, real S3 server (s3s-fs), the library's own scheduler.
 //! Namespace schedules (`--kind namespace`): a real kube-apiserver v1.20.2 + etcd
 //! (tests/kube_harness), two selections in one store that neither skip nor prune each other,
 //! the daemon loop, and the `clusterkit` binary's schedule/list/describe/verify/prune.
@@ -78,6 +78,7 @@ fn two_schedulers_one_runs_the_other_skips() {
             },
             clock: Arc::new(SystemClock),
             metrics,
+            lock_wait: StdDuration::from_secs(60),
         };
         let metrics = status::Metrics::new();
         let (a, b) = (job(metrics.clone()), job(metrics.clone()));
@@ -223,6 +224,7 @@ fn namespace_job(
         },
         clock: Arc::new(SystemClock),
         metrics,
+        lock_wait: StdDuration::from_secs(60),
     }
 }
 
@@ -284,18 +286,21 @@ async fn namespace_schedules_back_up_prune_their_own_and_record_status() {
         serde_json::json!(["alpha"])
     );
 
-    // Another selection at the same tick is not "already served" by alpha's backup.
+    // Another selection at the same tick is not "already served" by alpha's backup, and runs
+    // of two jobs at once both back up: the second waits for the store's lock, never skips.
     let b = namespace_job(&store, &client, "beta", 1, metrics.clone());
-    let rb = schedule::run_once(&b, tick).await;
+    let (rb, ra) = tokio::join!(
+        schedule::run_once(&b, tick),
+        schedule::run_once(&a1, Utc::now())
+    );
     assert_eq!(rb.outcome, Outcome::Success, "{:?}", rb.message);
+    assert_eq!(ra.outcome, Outcome::Success, "{:?}", ra.message);
+    let mut pruned = ra.pruned;
 
-    // Two more alpha runs: keep_last 2 prunes alpha's oldest, never beta's.
-    let mut pruned = Vec::new();
-    for _ in 0..2 {
-        let r = schedule::run_once(&a1, Utc::now()).await;
-        assert_eq!(r.outcome, Outcome::Success, "{:?}", r.message);
-        pruned.extend(r.pruned);
-    }
+    // One more alpha run: keep_last 2 prunes alpha's oldest, never beta's.
+    let r = schedule::run_once(&a1, Utc::now()).await;
+    assert_eq!(r.outcome, Outcome::Success, "{:?}", r.message);
+    pruned.extend(r.pruned);
     assert_eq!(pruned, vec![first.id.clone()]);
     assert_eq!(namespace_backups(store.as_ref(), "alpha").await.len(), 2);
     let beta = namespace_backups(store.as_ref(), "beta").await;

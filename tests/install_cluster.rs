@@ -15,7 +15,9 @@
 //! pods through `kubectl exec`), `kubectl logs` from every node, a ClusterIP Service in front of
 //! the pod on node1 answering the pod on node3, a deleted pod's address leaving the Service's
 //! endpoints; then a rerun changes nothing and `--check` reports nothing to do, and the Service
-//! still answers. Wall times of the install and the rerun are printed.
+//! still answers; last, etcd and namespace backup timers (`backup install-timer`) on the
+//! control-plane host, started at once, both back up into the node's store. Wall times of the
+//! install and the rerun are printed.
 //!
 //! Needs root, systemd-nspawn and debootstrap (scripts/deps.sh), apt access for the bundle,
 //! etcdctl, openssl and the Kubernetes binaries; fails with the reason when one is missing.
@@ -531,6 +533,87 @@ fn install_whole_cluster_on_three_nodes() {
         client,
         &format!("{}:80", ip.trim()),
         "hello-from-",
+    );
+
+    // 8. Backup timers on the control-plane host, etcd and namespaces, into one store on the
+    //    node: both started at once, both back up (one waits for the store's lock), the
+    //    namespace backup read through the real API server with the kubeconfig the timer got.
+    let store = "file:///var/backups/clusterkit";
+    for kind in ["etcd", "namespace"] {
+        let mut c = clusterkit();
+        c.arg("-f").arg(&cfg).args([
+            "-o",
+            "json",
+            "backup",
+            "install-timer",
+            "--store",
+            store,
+            "--kind",
+            kind,
+        ]);
+        if kind == "namespace" {
+            c.arg("default");
+        }
+        let out = run_ok(&mut c);
+        let report: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}\n{}", describe(&c, &out, "report is not JSON")));
+        assert_eq!(report.as_array().map(|a| a.len()), Some(1), "{report:#}");
+    }
+    assert_eq!(
+        ssh(
+            &sb,
+            "node1",
+            "stat -c %a /etc/clusterkit/namespace-backup.conf; systemctl is-enabled clusterkit-backup.timer clusterkit-backup-namespaces.timer"
+        )
+        .split_whitespace()
+        .collect::<Vec<_>>(),
+        ["600", "enabled", "enabled"]
+    );
+    let mut c = common::ssh_cmd(
+        &sb,
+        "node1",
+        "systemctl start clusterkit-backup.service clusterkit-backup-namespaces.service",
+    );
+    let out = c.output().unwrap();
+    if !out.status.success() {
+        let journal = ssh(
+            &sb,
+            "node1",
+            "journalctl -u clusterkit-backup.service -u clusterkit-backup-namespaces.service --no-pager -n 60 || true",
+        );
+        panic!(
+            "{}\n--- journal ---\n{journal}",
+            describe(&c, &out, "timers' services")
+        );
+    }
+    let list: Value = serde_json::from_str(&ssh(
+        &sb,
+        "node1",
+        &format!("/usr/local/bin/clusterkit -o json backup list --store {store}"),
+    ))
+    .unwrap();
+    let mut kinds: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["kind"].as_str().unwrap_or(""))
+        .collect();
+    kinds.sort();
+    assert_eq!(kinds, ["etcd", "namespace"], "{list:#}");
+    let ns = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["kind"] == "namespace")
+        .unwrap();
+    assert_eq!(
+        ns["details"]["namespaces"],
+        serde_json::json!(["default"]),
+        "{ns:#}"
+    );
+    assert_eq!(
+        ns["details"]["resource_counts"]["deployments.apps"], 1,
+        "the web Deployment is in it: {ns:#}"
     );
     drop(sb);
 }

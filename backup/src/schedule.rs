@@ -8,10 +8,14 @@
 //! detail), so two namespace schedules writing to one store neither skip each other's ticks
 //! nor prune each other's backups. `backup prune` (manual) still applies per kind to all.
 //!
-//! Limits: a tick that comes while the previous run still works is skipped, not queued; runs
-//! of different jobs on one store wait for each other through the store's single backup lock
-//! (a tick finding it held is skipped). Namespace backups taken before the `selection` detail
-//! existed are never pruned by a schedule (use `backup prune`).
+//! A run that finds the lock held waits for it (up to [`Job::lock_wait`]) rather than skipping
+//! at once: the holder may be another job on the same store (an etcd schedule and a namespace
+//! schedule at the same minute), and both must run. When the holder was another scheduler of
+//! the same job, the waiting run then finds this tick's backup already finished and skips.
+//!
+//! Limits: a tick that comes while the previous run still works is skipped, not queued; a run
+//! that waited `lock_wait` in vain is skipped. Namespace backups taken before the `selection`
+//! detail existed are never pruned by a schedule (use `backup prune`).
 //! Cron expressions use the `cron` crate's syntax (seconds first: `0 0 */6 * * *`); a
 //! five-field expression gets `0` seconds prepended.
 
@@ -83,7 +87,13 @@ pub struct Job {
     pub retention: Retention,
     pub clock: Arc<dyn Clock>,
     pub metrics: Metrics,
+    /// How long a run waits for the store's backup lock before it skips its tick.
+    pub lock_wait: std::time::Duration,
 }
+
+/// Default [`Job::lock_wait`]: longer than a large etcd or namespace backup takes, shorter than
+/// any sensible interval between two ticks.
+pub const DEFAULT_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(30 * 60);
 
 /// What one run did.
 #[derive(Debug)]
@@ -111,14 +121,7 @@ pub fn parse_cron(expr: &str) -> Result<cron::Schedule, BackupError> {
 /// finished a backup since `tick`) → backup → prune → status and metrics.
 pub async fn run_once(job: &Job, tick: DateTime<Utc>) -> RunReport {
     let started = Instant::now();
-    let guard = match lock::try_acquire(
-        job.store.clone(),
-        lock::BACKUP_LOCK,
-        job.source.lock_ttl(),
-        job.clock.clone(),
-    )
-    .await
-    {
+    let guard = match acquire_waiting(job).await {
         Ok(Ok(g)) => g,
         Ok(Err(holder)) => {
             let report = RunReport {
@@ -187,6 +190,37 @@ pub async fn run_once(job: &Job, tick: DateTime<Utc>) -> RunReport {
         tracing::warn!(error = %e, "could not release the lock; it will expire");
     }
     report
+}
+
+/// The store's backup lock, retried with growing pauses (1 s up to 15 s) while another run holds
+/// it, for at most `job.lock_wait`; `Ok(Err(holder))` when it is still held then.
+async fn acquire_waiting(
+    job: &Job,
+) -> Result<Result<lock::LockGuard, lock::LockInfo>, BackupError> {
+    let deadline = Instant::now() + job.lock_wait;
+    let mut pause = std::time::Duration::from_secs(1);
+    loop {
+        let held = match lock::try_acquire(
+            job.store.clone(),
+            lock::BACKUP_LOCK,
+            job.source.lock_ttl(),
+            job.clock.clone(),
+        )
+        .await?
+        {
+            Ok(guard) => return Ok(Ok(guard)),
+            Err(holder) => holder,
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(Err(held));
+        }
+        if pause.as_secs() == 1 {
+            tracing::info!(holder = %held.holder, "backup lock held; waiting for it");
+        }
+        tokio::time::sleep(pause.min(left)).await;
+        pause = (pause * 2).min(std::time::Duration::from_secs(15));
+    }
 }
 
 /// When one of this job's backups finished at or after `tick`, if one did. Etcd reads the

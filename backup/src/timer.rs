@@ -1,5 +1,8 @@
 //! `clusterkit backup install-timer`: a systemd service + timer on the control-plane hosts that
-//! runs `clusterkit backup schedule --once` (lock, backup, prune, status) on a calendar.
+//! runs `clusterkit backup schedule --once` (lock, backup, prune, status) on a calendar: of etcd
+//! (`clusterkit-backup.{service,timer}`), or with `--kind namespace` of namespaces
+//! (`clusterkit-backup-namespaces.{service,timer}`). Both can run on the same hosts and store:
+//! a run that finds the store's lock held waits for it (`crate::schedule`).
 //!
 //! Design (what a host needs and where it comes from):
 //! - **the binary**: the running `clusterkit` is uploaded to `/usr/local/bin/clusterkit`
@@ -13,6 +16,11 @@
 //! - **etcd client certificate**: the apiserver's etcd client pair and the etcd CA the `pki`
 //!   phase already put on every control-plane host (`/etc/kubernetes/pki/…`); checked before
 //!   anything is written;
+//! - **the API, for namespaces**: the operator's admin kubeconfig (the state directory's
+//!   `admin.conf`, or `--kubeconfig`) copied to `/etc/clusterkit/namespace-backup.conf`, mode
+//!   0600 in a 0700 directory — the credential kubeadm leaves in `/etc/kubernetes/admin.conf`
+//!   on every control-plane host; the namespace selection is validated here, before any host
+//!   is touched;
 //! - **secrets** (S3 keys, the encryption passphrase): read from the operator's environment
 //!   (the variables cluster.yaml names) and written to `/etc/clusterkit/backup.env`, mode
 //!   0600, read by the unit's `EnvironmentFile=`; never in the unit, logs or errors;
@@ -32,10 +40,8 @@ use sha2::{Digest, Sha256};
 
 use crate::error::BackupError;
 
-/// Where the units go.
-pub const SERVICE_PATH: &str = "/etc/systemd/system/clusterkit-backup.service";
-/// See [`SERVICE_PATH`].
-pub const TIMER_PATH: &str = "/etc/systemd/system/clusterkit-backup.timer";
+/// The admin kubeconfig copy a namespace timer uses (0600).
+pub const KUBECONFIG_PATH: &str = "/etc/clusterkit/namespace-backup.conf";
 /// Secrets for the unit (0600).
 pub const ENV_PATH: &str = "/etc/clusterkit/backup.env";
 /// The S3 CA bundle copy.
@@ -47,9 +53,27 @@ pub const ETCD_CERT: &str = "/etc/kubernetes/pki/apiserver-etcd-client.crt";
 /// See [`ETCD_CA`].
 pub const ETCD_KEY: &str = "/etc/kubernetes/pki/apiserver-etcd-client.key";
 
+/// What a timer backs up.
+#[derive(Debug, Clone)]
+pub enum What {
+    Etcd,
+    /// Namespaces: `selection` is the `backup namespace` selection flags (see
+    /// `NamespaceSelection::to_args`), `kubeconfig` the local file copied to
+    /// [`KUBECONFIG_PATH`].
+    Namespaces {
+        selection: Vec<String>,
+        kubeconfig: PathBuf,
+    },
+}
+
 /// What to install.
 #[derive(Debug, Clone)]
 pub struct TimerSpec {
+    /// The units' name without suffix: `clusterkit-backup` (etcd) or
+    /// `clusterkit-backup-namespaces`.
+    pub unit: &'static str,
+    /// Local kubeconfig copied to [`KUBECONFIG_PATH`] (namespace timers).
+    pub kubeconfig: Option<PathBuf>,
     /// systemd `OnCalendar=`.
     pub on_calendar: String,
     /// The binary's path on the hosts.
@@ -64,10 +88,35 @@ pub struct TimerSpec {
     pub ca_file: Option<PathBuf>,
 }
 
+impl TimerSpec {
+    /// Where the service unit goes.
+    pub fn service_path(&self) -> String {
+        format!("/etc/systemd/system/{}.service", self.unit)
+    }
+
+    /// Where the timer unit goes.
+    pub fn timer_path(&self) -> String {
+        format!("/etc/systemd/system/{}.timer", self.unit)
+    }
+
+    fn timer_name(&self) -> String {
+        format!("{}.timer", self.unit)
+    }
+
+    fn what(&self) -> &'static str {
+        if self.kubeconfig.is_some() {
+            "namespace"
+        } else {
+            "etcd"
+        }
+    }
+}
+
 /// Resolves the unit's arguments and secrets from cluster.yaml. `store` overrides
 /// `backup.store`.
 pub fn spec_from_cluster(
     cluster: &Cluster,
+    what: What,
     store: Option<&str>,
     on_calendar: &str,
     binary: &str,
@@ -83,19 +132,6 @@ pub fn spec_from_cluster(
             ))
         }
     };
-    let endpoints: Vec<String> = cluster
-        .hosts_with_role(Role::Etcd)
-        .iter()
-        .map(|h| match h.address {
-            std::net::IpAddr::V6(a) => format!("https://[{a}]:2379"),
-            std::net::IpAddr::V4(a) => format!("https://{a}:2379"),
-        })
-        .collect();
-    if endpoints.is_empty() {
-        return Err(BackupError::Invalid(
-            "cluster.yaml has no etcd hosts".into(),
-        ));
-    }
     let mut args: Vec<String> = ["backup", "schedule", "--once", "--store"]
         .iter()
         .map(|s| s.to_string())
@@ -105,10 +141,36 @@ pub fn spec_from_cluster(
         args.push(k.to_string());
         args.push(v);
     };
-    push("--endpoints", endpoints.join(","));
-    push("--cacert", ETCD_CA.into());
-    push("--cert", ETCD_CERT.into());
-    push("--key", ETCD_KEY.into());
+    let (unit, kubeconfig, selection) = match what {
+        What::Etcd => {
+            let endpoints: Vec<String> = cluster
+                .hosts_with_role(Role::Etcd)
+                .iter()
+                .map(|h| match h.address {
+                    std::net::IpAddr::V6(a) => format!("https://[{a}]:2379"),
+                    std::net::IpAddr::V4(a) => format!("https://{a}:2379"),
+                })
+                .collect();
+            if endpoints.is_empty() {
+                return Err(BackupError::Invalid(
+                    "cluster.yaml has no etcd hosts".into(),
+                ));
+            }
+            push("--endpoints", endpoints.join(","));
+            push("--cacert", ETCD_CA.into());
+            push("--cert", ETCD_CERT.into());
+            push("--key", ETCD_KEY.into());
+            ("clusterkit-backup", None, vec![])
+        }
+        What::Namespaces {
+            selection,
+            kubeconfig,
+        } => {
+            push("--kind", "namespace".into());
+            push("--kubeconfig", KUBECONFIG_PATH.into());
+            ("clusterkit-backup-namespaces", Some(kubeconfig), selection)
+        }
+    };
     push("--cluster-name", cluster.name.clone());
     push("--compression-level", b.compression_level.to_string());
     if let Some(e) = &b.s3.endpoint {
@@ -164,7 +226,10 @@ pub fn spec_from_cluster(
         env.push(("CLUSTERKIT_BACKUP_PASSPHRASE".to_string(), read(p)?));
         push("--passphrase-env", "CLUSTERKIT_BACKUP_PASSPHRASE".into());
     }
+    args.extend(selection);
     Ok(TimerSpec {
+        unit,
+        kubeconfig,
         on_calendar: on_calendar.to_string(),
         binary: binary.to_string(),
         upload_binary,
@@ -205,12 +270,13 @@ pub fn service_unit(spec: &TimerSpec) -> Result<String, BackupError> {
     }
     Ok(format!(
         "# Written by `clusterkit backup install-timer`; the next run rewrites it.\n\
-         [Unit]\nDescription=clusterkit etcd backup\nWants=network-online.target\n\
+         [Unit]\nDescription=clusterkit {what} backup\nWants=network-online.target\n\
          After=network-online.target\n\n\
          [Service]\nType=oneshot\n\
          # No cluster.yaml on the hosts: every setting is a flag below; secrets in the file.\n\
          WorkingDirectory=/etc/clusterkit\nEnvironment=CLUSTERKIT_CONFIG=/etc/clusterkit/no-cluster.yaml\n\
-         EnvironmentFile=-{ENV_PATH}\nExecStart={exec}\n"
+         EnvironmentFile=-{ENV_PATH}\nExecStart={exec}\n",
+        what = spec.what()
     ))
 }
 
@@ -221,9 +287,10 @@ pub fn timer_unit(spec: &TimerSpec) -> Result<String, BackupError> {
     }
     Ok(format!(
         "# Written by `clusterkit backup install-timer`; the next run rewrites it.\n\
-         [Unit]\nDescription=clusterkit etcd backup timer\n\n\
+         [Unit]\nDescription=clusterkit {} backup timer\n\n\
          [Timer]\nOnCalendar={}\nRandomizedDelaySec=60\nPersistent=true\n\n\
          [Install]\nWantedBy=timers.target\n",
+        spec.what(),
         spec.on_calendar
     ))
 }
@@ -314,11 +381,18 @@ fn local_arch() -> &'static str {
 pub async fn install_on(x: &dyn Executor, spec: &TimerSpec) -> Result<HostReport, BackupError> {
     let host = x.host().to_string();
     let mut changed = Vec::new();
+    // An etcd timer needs the etcd client pair the pki phase installed; a namespace timer
+    // brings its kubeconfig.
+    let needed = if spec.kubeconfig.is_some() {
+        String::new()
+    } else {
+        format!("{ETCD_CA} {ETCD_CERT} {ETCD_KEY}")
+    };
     sh(
         x,
-        "checking the etcd client certificate",
+        "checking the etcd client certificate and systemd",
         format!(
-            "for f in {ETCD_CA} {ETCD_CERT} {ETCD_KEY}; do [ -f \"$f\" ] || {{ echo \"$f is missing (run install --phase pki first; only control-plane hosts have it)\" >&2; exit 1; }}; done; \
+            "for f in {needed}; do [ -f \"$f\" ] || {{ echo \"$f is missing (run install --phase pki first; only control-plane hosts have it)\" >&2; exit 1; }}; done; \
              command -v systemctl >/dev/null || {{ echo 'no systemd' >&2; exit 1; }}"
         ),
     )
@@ -366,21 +440,26 @@ pub async fn install_on(x: &dyn Executor, spec: &TimerSpec) -> Result<HostReport
     if ensure_file(x, ENV_PATH, env_file(spec)?.as_bytes(), 0o600).await? {
         changed.push(format!("write {ENV_PATH}"));
     }
-    if let Some(ca) = &spec.ca_file {
-        let data = std::fs::read(ca).map_err(|e| BackupError::LocalIo {
-            path: ca.clone(),
+    // Local files the hosts get a copy of.
+    for (local, remote, mode) in [
+        (&spec.ca_file, CA_PATH, 0o644),
+        (&spec.kubeconfig, KUBECONFIG_PATH, 0o600),
+    ] {
+        let Some(local) = local else { continue };
+        let data = std::fs::read(local).map_err(|e| BackupError::LocalIo {
+            path: local.clone(),
             message: e.to_string(),
         })?;
-        if ensure_file(x, CA_PATH, &data, 0o644).await? {
-            changed.push(format!("write {CA_PATH}"));
+        if ensure_file(x, remote, &data, mode).await? {
+            changed.push(format!("write {remote}"));
         }
     }
     let mut units = false;
     for (path, text) in [
-        (SERVICE_PATH, service_unit(spec)?),
-        (TIMER_PATH, timer_unit(spec)?),
+        (spec.service_path(), service_unit(spec)?),
+        (spec.timer_path(), timer_unit(spec)?),
     ] {
-        if ensure_file(x, path, text.as_bytes(), 0o644).await? {
+        if ensure_file(x, &path, text.as_bytes(), 0o644).await? {
             changed.push(format!("write {path}"));
             units = true;
         }
@@ -393,26 +472,27 @@ pub async fn install_on(x: &dyn Executor, spec: &TimerSpec) -> Result<HostReport
         )
         .await?;
     }
+    let timer = spec.timer_name();
     let state = sh(
         x,
         "checking the timer",
-        "echo \"$(systemctl is-enabled clusterkit-backup.timer 2>/dev/null) $(systemctl is-active clusterkit-backup.timer 2>/dev/null)\"".into(),
+        format!("echo \"$(systemctl is-enabled {timer} 2>/dev/null) $(systemctl is-active {timer} 2>/dev/null)\""),
     )
     .await?;
     if state.trim() != "enabled active" {
         sh(
             x,
             "enabling the timer",
-            "systemctl enable --now clusterkit-backup.timer".into(),
+            format!("systemctl enable --now {timer}"),
         )
         .await?;
-        changed.push("enable --now clusterkit-backup.timer".into());
+        changed.push(format!("enable --now {timer}"));
     } else if units {
         // A changed OnCalendar takes effect on restart.
         sh(
             x,
             "restarting the timer",
-            "systemctl restart clusterkit-backup.timer".into(),
+            format!("systemctl restart {timer}"),
         )
         .await?;
     }
@@ -433,6 +513,8 @@ mod tests {
 
     fn spec(args: &[&str]) -> TimerSpec {
         TimerSpec {
+            unit: "clusterkit-backup",
+            kubeconfig: None,
             on_calendar: "*-*-* 00/6:00:00".into(),
             binary: "/usr/local/bin/clusterkit".into(),
             upload_binary: None,

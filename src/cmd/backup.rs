@@ -254,6 +254,17 @@ struct ScheduleArgs {
 
 #[derive(ClapArgs)]
 struct TimerArgs {
+    /// What the timer backs up: etcd (unit clusterkit-backup), or namespace (unit
+    /// clusterkit-backup-namespaces; name them or give -A).
+    #[arg(long, value_enum, default_value_t = ScheduleKind::Etcd)]
+    kind: ScheduleKind,
+    /// With --kind namespace: what to back up (same flags as `backup namespace`).
+    #[command(flatten)]
+    namespace: clusterkit_backup::namespace::cli::NamespaceSelection,
+    /// With --kind namespace: the kubeconfig copied to the hosts (default: admin.conf in the
+    /// cluster's state directory).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
     /// systemd OnCalendar expression (default "*-*-* 00/6:00:00", every 6 hours).
     #[arg(long, default_value = "*-*-* 00/6:00:00")]
     on_calendar: String,
@@ -618,6 +629,7 @@ async fn run_schedule(
         retention: a.retention.resolve(cluster.map(|c| &c.backup)),
         clock,
         metrics: metrics.clone(),
+        lock_wait: schedule::DEFAULT_LOCK_WAIT,
     };
     let report_line = |r: &schedule::RunReport| {
         let line = serde_json::json!({
@@ -669,12 +681,46 @@ async fn install_timer(
 ) -> anyhow::Result<()> {
     use clusterkit_backup::timer;
     use clusterkit_core::fanout::{self, Fanout};
+    if a.kind == ScheduleKind::Etcd && (!a.namespace.is_empty() || a.kubeconfig.is_some()) {
+        bail!("namespaces and namespace selection flags need --kind namespace");
+    }
     if a.print_cronjob {
+        if a.kind != ScheduleKind::Etcd {
+            bail!("--print-cronjob prints the etcd backup CronJob; for namespaces use the timer or `backup schedule --kind namespace`");
+        }
         print!("{}", cronjob(&a));
         return Ok(());
     }
     let Some(cluster) = cluster else {
         bail!("install-timer needs cluster.yaml (-f): the control-plane hosts, etcd members and backup settings come from it");
+    };
+    let what = match a.kind {
+        ScheduleKind::Etcd => timer::What::Etcd,
+        ScheduleKind::Namespace => {
+            // Refuse a selection `backup schedule` would refuse on the hosts at every tick.
+            let encrypt = clusterkit_backup::settings::encrypt(&[], None, Some(&cluster.backup))?;
+            a.namespace
+                .options(
+                    encrypt,
+                    cluster.backup.compression_level,
+                    cluster.name.clone(),
+                )
+                .validate()?;
+            let kubeconfig = clusterkit_backup::namespace::cli::kubeconfig_path(
+                a.kubeconfig.as_deref(),
+                Some(cluster),
+            )?;
+            if !kubeconfig.is_file() {
+                bail!(
+                    "{} does not exist: install the cluster first, or give --kubeconfig",
+                    kubeconfig.display()
+                );
+            }
+            timer::What::Namespaces {
+                selection: a.namespace.to_args(),
+                kubeconfig,
+            }
+        }
     };
     let upload = if a.no_upload || a.print {
         None
@@ -683,14 +729,15 @@ async fn install_timer(
     };
     let spec = timer::spec_from_cluster(
         cluster,
+        what,
         a.store.as_deref(),
         &a.on_calendar,
         &a.binary,
         upload,
     )?;
     if a.print {
-        println!("# {}\n{}", timer::SERVICE_PATH, timer::service_unit(&spec)?);
-        println!("# {}\n{}", timer::TIMER_PATH, timer::timer_unit(&spec)?);
+        println!("# {}\n{}", spec.service_path(), timer::service_unit(&spec)?);
+        println!("# {}\n{}", spec.timer_path(), timer::timer_unit(&spec)?);
         return Ok(());
     }
     let hosts = cluster.hosts_with_role(config::Role::ControlPlane);
@@ -718,7 +765,10 @@ async fn install_timer(
                 out.push_str(&format!("{}: {}\n", r.host, r.changed.join(", ")));
             }
         }
-        out.push_str("timer clusterkit-backup.timer enabled; run one now with: systemctl start clusterkit-backup.service\n");
+        out.push_str(&format!(
+            "timer {u}.timer enabled; run one now with: systemctl start {u}.service\n",
+            u = spec.unit
+        ));
         out
     })
 }

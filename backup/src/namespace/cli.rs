@@ -111,6 +111,52 @@ impl NamespaceSelection {
             && !self.strip_last_applied
     }
 
+    /// The flags that ask for this selection again (defaults left out), for a unit's command
+    /// line: parsing them gives back an equal selection.
+    pub fn to_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        let mut flag = |on: bool, name: &str| {
+            if on {
+                args.push(name.to_string());
+            }
+        };
+        flag(self.all_namespaces, "--all-namespaces");
+        flag(
+            self.include_cluster_resources,
+            "--include-cluster-resources",
+        );
+        flag(self.include_secrets, "--include-secrets");
+        flag(self.allow_plaintext_secrets, "--allow-plaintext-secrets");
+        flag(self.strip_last_applied, "--strip-last-applied");
+        let mut value = |name: &str, v: String| {
+            args.push(name.to_string());
+            args.push(v);
+        };
+        if let Some(s) = &self.selector {
+            value("--selector", s.clone());
+        }
+        if !self.include_resources.is_empty() {
+            value("--include-resources", self.include_resources.join(","));
+        }
+        if !self.exclude_resources.is_empty() {
+            value("--exclude-resources", self.exclude_resources.join(","));
+        }
+        let defaults = NamespaceSelection::default();
+        if self.format != defaults.format {
+            use clap::ValueEnum;
+            if let Some(v) = self.format.to_possible_value() {
+                value("--format", v.get_name().to_string());
+            }
+        }
+        if self.page_size != defaults.page_size {
+            value("--page-size", self.page_size.to_string());
+        }
+        // Last, after `--` would be safest, but a namespace name never starts with `-`
+        // (RFC 1123 labels).
+        args.extend(self.namespaces.iter().cloned());
+        args
+    }
+
     /// The backup options for this selection with the given encryption, zstd level and
     /// cluster name (the manifest's).
     pub fn options(
@@ -468,6 +514,48 @@ mod tests {
     enum Cmd {
         Backup(BackupNamespaceArgs),
         Restore(RestoreNamespaceArgs),
+    }
+
+    #[test]
+    fn a_selection_survives_its_own_flags() {
+        let parse = |args: &[String]| {
+            let mut all = vec!["x".to_string(), "backup".into()];
+            all.extend(args.iter().cloned());
+            all.extend(["--store".into(), "file:///b".into()]);
+            let Cmd::Backup(b) = Cli::try_parse_from(all).unwrap().cmd else {
+                panic!()
+            };
+            b.select
+        };
+        let given: Vec<String> = [
+            "team-a",
+            "team-b",
+            "-l",
+            "app in (web, api)",
+            "--include-resources",
+            "configmaps,deployments.apps",
+            "--exclude-resources",
+            "events",
+            "--include-cluster-resources",
+            "--include-secrets",
+            "--allow-plaintext-secrets",
+            "--strip-last-applied",
+            "--format",
+            "json",
+            "--page-size",
+            "50",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let selection = parse(&given);
+        let again = parse(&selection.to_args());
+        assert_eq!(format!("{again:?}"), format!("{selection:?}"));
+        assert_eq!(selection.format, ObjectFormat::Json, "not the default");
+        assert_eq!(again.page_size, 50);
+        // Defaults stay off the command line.
+        let all = parse(&["-A".to_string()]);
+        assert_eq!(all.to_args(), ["--all-namespaces"]);
     }
 
     #[test]
