@@ -17,7 +17,7 @@
 //!   phase already put on every control-plane host (`/etc/kubernetes/pki/…`); checked before
 //!   anything is written;
 //! - **the API, for namespaces**: the operator's admin kubeconfig (the state directory's
-//!   `admin.conf`, or `--kubeconfig`) copied to `/etc/clusterkit/namespace-backup.conf`, mode
+//!   `kubeconfig/admin.conf`, or `--kubeconfig`) copied to `/etc/clusterkit/namespace-backup.conf`, mode
 //!   0600 in a 0700 directory — the credential kubeadm leaves in `/etc/kubernetes/admin.conf`
 //!   on every control-plane host; the namespace selection is validated here, before any host
 //!   is touched;

@@ -247,7 +247,8 @@ struct ScheduleArgs {
     /// With --kind namespace: what to back up (same flags as `backup namespace`).
     #[command(flatten)]
     namespace: clusterkit_backup::namespace::cli::NamespaceSelection,
-    /// With --kind namespace: kubeconfig (default: admin.conf in the cluster's state directory).
+    /// With --kind namespace: kubeconfig (default: kubeconfig/admin.conf in the cluster's state
+    /// directory).
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
 }
@@ -261,7 +262,7 @@ struct TimerArgs {
     /// With --kind namespace: what to back up (same flags as `backup namespace`).
     #[command(flatten)]
     namespace: clusterkit_backup::namespace::cli::NamespaceSelection,
-    /// With --kind namespace: the kubeconfig copied to the hosts (default: admin.conf in the
+    /// With --kind namespace: the kubeconfig copied to the hosts (default: kubeconfig/admin.conf in the
     /// cluster's state directory).
     #[arg(long)]
     kubeconfig: Option<PathBuf>,

@@ -1,11 +1,11 @@
 //! Command-line arguments and handlers of `clusterkit backup namespace` and
 //! `clusterkit restore namespace`, kept here so the binary only hooks them in.
 //!
-//! Defaults come from cluster.yaml (`-f`) when it exists: the kubeconfig is `admin.conf` in the
-//! cluster's state directory (`<dir of cluster.yaml>/<name>-state/` unless `state_dir:` says
-//! otherwise); store, S3 settings and encryption come from its `backup:` section exactly as for
-//! `backup etcd` (`crate::settings`), flags winning over the file and the file over the AWS
-//! environment.
+//! Defaults come from cluster.yaml (`-f`) when it exists: the kubeconfig is the
+//! `kubeconfig/admin.conf` that `install` generates in the cluster's state directory
+//! (`<dir of cluster.yaml>/<name>-state/` unless `state_dir:` says otherwise); store, S3
+//! settings and encryption come from its `backup:` section exactly as for `backup etcd`
+//! (`crate::settings`), flags winning over the file and the file over the AWS environment.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -250,7 +250,7 @@ pub struct RestoreNamespaceArgs {
 /// Where the cluster and the store are (the store flags are those of `backup etcd`).
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct CommonArgs {
-    /// kubeconfig to use (default: admin.conf in the cluster's state directory).
+    /// kubeconfig to use (default: kubeconfig/admin.conf in the cluster's state directory).
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
 
@@ -311,13 +311,14 @@ fn load_cluster(config: &Path) -> anyhow::Result<Option<Cluster>> {
     Ok(Some(loaded.cluster))
 }
 
-/// The kubeconfig to use: the flag, else `admin.conf` in the cluster's state directory.
+/// The kubeconfig to use: the flag, else the `kubeconfig/admin.conf` the installer generates in
+/// the cluster's state directory.
 pub fn kubeconfig_path(flag: Option<&Path>, cluster: Option<&Cluster>) -> anyhow::Result<PathBuf> {
     match (flag, cluster) {
         (Some(k), _) => Ok(k.to_path_buf()),
-        (None, Some(c)) => Ok(c.state_dir.join("admin.conf")),
+        (None, Some(c)) => Ok(c.state_dir.join("kubeconfig").join("admin.conf")),
         (None, None) => anyhow::bail!(
-            "no kubeconfig: give --kubeconfig, or -f cluster.yaml (its state directory has admin.conf)"
+            "no kubeconfig: give --kubeconfig, or -f cluster.yaml (its state directory has kubeconfig/admin.conf)"
         ),
     }
 }
