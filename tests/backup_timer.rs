@@ -1,0 +1,142 @@
+//! `clusterkit backup install-timer --print` for etcd and namespace timers: the units each kind
+//! gets, and the refusals that come before any host is touched (no namespace, namespace flags
+//! on an etcd timer, a CronJob for namespaces, Secrets without encryption, no kubeconfig).
+//! Runs the real binary on a cluster.yaml; nothing is contacted. Installing and running the
+//! timers on real nodes is in tests/install_cluster.rs (step 8) and tests/restore_cluster.rs.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use common::{clusterkit, run_fail, run_ok, stderr, stdout};
+
+const CLUSTER: &str = "name: tk
+hosts:
+  - name: cp1
+    address: 10.0.0.11
+    roles: [control-plane, etcd]
+    auth: { key_file: ./id_test }
+kubernetes:
+  version: v1.20.2
+backup:
+  store: file:///var/backups/tk
+";
+
+fn timer(cfg: &Path, args: &[&str]) -> std::process::Command {
+    let mut c = clusterkit();
+    c.arg("-f")
+        .arg(cfg)
+        .args(["backup", "install-timer"])
+        .args(args);
+    c
+}
+
+/// The `ExecStart=` line of printed units.
+fn exec_start(printed: &str) -> &str {
+    printed
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .unwrap_or_else(|| panic!("no ExecStart in {printed}"))
+}
+
+#[test]
+fn namespace_timer_units_and_refusals() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("id_test");
+    std::fs::write(
+        &key,
+        "test key: validation checks existence and mode only\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let cfg = dir.path().join("cluster.yaml");
+    std::fs::write(&cfg, CLUSTER).unwrap();
+
+    // Refused before anything else, each with its reason.
+    for (args, reason) in [
+        (
+            &["--kind", "namespace", "--print"][..],
+            "name at least one namespace, or --all-namespaces",
+        ),
+        (
+            &["shop", "--print"][..],
+            "namespace selection flags need --kind namespace",
+        ),
+        (
+            &["--kind", "namespace", "shop", "--print-cronjob"][..],
+            "--print-cronjob prints the etcd backup CronJob",
+        ),
+        (
+            &[
+                "--kind",
+                "namespace",
+                "shop",
+                "--include-secrets",
+                "--print",
+            ][..],
+            "--include-secrets needs an encrypted backup",
+        ),
+        (
+            &["--kind", "namespace", "shop", "--print"][..],
+            "kubeconfig/admin.conf does not exist: install the cluster first",
+        ),
+    ] {
+        let out = run_fail(&mut timer(&cfg, args));
+        assert!(stderr(&out).contains(reason), "{args:?}: {}", stderr(&out));
+        assert!(stdout(&out).is_empty(), "{args:?}: {}", stdout(&out));
+    }
+
+    // With the kubeconfig `install` writes: the namespace units, the selection as flags.
+    let kubeconfig = dir.path().join("tk-state/kubeconfig/admin.conf");
+    std::fs::create_dir_all(kubeconfig.parent().unwrap()).unwrap();
+    std::fs::write(&kubeconfig, "apiVersion: v1\nkind: Config\n").unwrap();
+    let ns = stdout(&run_ok(&mut timer(
+        &cfg,
+        &[
+            "--kind",
+            "namespace",
+            "-A",
+            "-l",
+            "app=web",
+            "--exclude-resources",
+            "events",
+            "--print",
+        ],
+    )));
+    assert!(
+        ns.contains("# /etc/systemd/system/clusterkit-backup-namespaces.service\n"),
+        "{ns}"
+    );
+    assert!(
+        ns.contains("# /etc/systemd/system/clusterkit-backup-namespaces.timer\n"),
+        "{ns}"
+    );
+    assert!(
+        ns.contains("Description=clusterkit namespace backup\n"),
+        "{ns}"
+    );
+    let exec = exec_start(&ns);
+    for want in [
+        " backup schedule --once --store file:///var/backups/tk ",
+        " --kind namespace --kubeconfig /etc/clusterkit/namespace-backup.conf ",
+        " --cluster-name tk ",
+        " --all-namespaces --selector app=web --exclude-resources events",
+    ] {
+        assert!(exec.contains(want), "{want:?} not in {exec}");
+    }
+    assert!(!exec.contains("--endpoints"), "{exec}");
+
+    // The etcd timer keeps its own units and etcd flags.
+    let etcd = stdout(&run_ok(&mut timer(&cfg, &["--print"])));
+    assert!(
+        etcd.contains("# /etc/systemd/system/clusterkit-backup.service\n"),
+        "{etcd}"
+    );
+    let exec = exec_start(&etcd);
+    assert!(
+        exec.contains(" --endpoints https://10.0.0.11:2379 --cacert "),
+        "{exec}"
+    );
+    assert!(!exec.contains("--kind"), "{exec}");
+}
