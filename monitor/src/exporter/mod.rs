@@ -238,8 +238,9 @@ pub fn collectors_for(
 }
 
 /// `monitor serve`: loads the listener's TLS and basic-auth settings, starts every collector
-/// and serves `/metrics` on `topology.monitor.listen` until SIGINT or SIGTERM. Once every
-/// collector has run once it releases the memory only start-up needed (`working_set`).
+/// and serves `/metrics` on `topology.monitor.listen` until SIGINT or SIGTERM. It releases the
+/// memory only start-up needed (`working_set`) before the collectors start, and again once
+/// every collector has run once.
 pub async fn run(topology: &crate::Topology, synthetic_series: usize) -> crate::Result<()> {
     let addr = topology.listen_addr()?;
     let m = &topology.monitor;
@@ -262,6 +263,9 @@ pub async fn run(topology: &crate::Topology, synthetic_series: usize) -> crate::
         }),
         None => None,
     };
+    // What the loader and the command line touched is done with before the first collector
+    // runs: dropping it now keeps it out of the start-up peak too (24.6 -> 17 MiB, RESULTS.md).
+    working_set::release_startup_pages();
     let collectors = collectors_for(topology, synthetic_series);
     let count = collectors.len();
     let (exporter, mut first_runs) = start(collectors);

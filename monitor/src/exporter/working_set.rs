@@ -1,5 +1,7 @@
-//! Gives back, once the exporter is up, the memory only its start-up needed: the executable's
-//! pages that start-up touched and the serving loop never will, and freed heap.
+//! Gives back the memory only the exporter's start-up needed: the executable's pages that
+//! start-up touched and the serving loop never will, and freed heap. `exporter::run` calls it
+//! twice: before the collectors start (the loader's and the command line's pages, so they are
+//! not part of the start-up peak) and once every collector has run once (their first-run code).
 //!
 //! Why: the `clusterkit` binary carries the installer, the backup tool and the Kubernetes client.
 //! Starting it touches pages the exporter never uses again — the dynamic loader reads the whole
