@@ -706,7 +706,8 @@ async fn install_timer(
                     cluster.backup.compression_level,
                     cluster.name.clone(),
                 )
-                .validate()?;
+                .validate()
+                .context("the timer's selection is refused (its encryption comes from backup.encryption in cluster.yaml)")?;
             let kubeconfig = clusterkit_backup::namespace::cli::kubeconfig_path(
                 a.kubeconfig.as_deref(),
                 Some(cluster),
