@@ -1,6 +1,7 @@
 //! `clusterkit backup install-timer --print` for etcd and namespace timers: the units each kind
 //! gets, and the refusals that come before any host is touched (no namespace, namespace flags
-//! on an etcd timer, a CronJob for namespaces, Secrets without encryption, no kubeconfig).
+//! on an etcd timer, a CronJob for namespaces, Secrets without encryption, no kubeconfig), and
+//! that `reset` knows both timers' units.
 //! Runs the real binary on a cluster.yaml; nothing is contacted. Installing and running the
 //! timers on real nodes is in tests/install_cluster.rs (step 8) and tests/restore_cluster.rs.
 
@@ -139,4 +140,16 @@ fn namespace_timer_units_and_refusals() {
         "{exec}"
     );
     assert!(!exec.contains("--kind"), "{exec}");
+
+    // `reset` knows both timers, so it removes them (and their secrets) with the node.
+    for (printed, unit) in [
+        (&etcd, "clusterkit-backup"),
+        (&ns, "clusterkit-backup-namespaces"),
+    ] {
+        assert!(printed.contains(&format!("/etc/systemd/system/{unit}.timer\n")));
+        assert!(
+            clusterkit_installer::reset::BACKUP_TIMERS.contains(&unit),
+            "reset does not know {unit}"
+        );
+    }
 }

@@ -324,7 +324,8 @@ fn restore_three_members() {
 
 /// `backup install-timer` on a 1-node sandbox (node1: control plane + etcd, PKI and etcd
 /// installed for real): the units are installed and the timer listed, a second run changes
-/// nothing, and a triggered run of the service on the node takes a backup into the node's store.
+/// nothing, a triggered run of the service on the node takes a backup into the node's store,
+/// and `reset` removes the timer, its units and `/etc/clusterkit` but keeps the backups.
 #[test]
 fn install_timer_on_control_plane() {
     let t0 = Instant::now();
@@ -417,4 +418,20 @@ fn install_timer_on_control_plane() {
         ),
     );
     eprintln!("triggered backup verified at {:?}", t0.elapsed());
+
+    // `reset` takes the timer and its secrets away with the rest; the backups stay.
+    run_ok(&mut ck(&cfg, &["reset", "--yes"]));
+    let left = ssh(
+        &sb,
+        "node1",
+        "systemctl list-timers --all --no-pager | grep -c clusterkit-backup || true; \
+         ls /etc/clusterkit /etc/systemd/system/clusterkit-backup.timer \
+            /etc/systemd/system/clusterkit-backup.service 2>&1 | grep -vc 'No such file' || true; \
+         ls /var/backups/clusterkit/backups | wc -l",
+    );
+    assert_eq!(
+        left.split_whitespace().collect::<Vec<_>>(),
+        ["0", "0", "1"],
+        "timers listed, files left, backups kept"
+    );
 }

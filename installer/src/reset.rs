@@ -7,16 +7,18 @@
 //! step failed. A second reset therefore prints nothing: "nothing to do". The steps, in order:
 //!
 //! 1. stop and disable kubelet, kube-proxy, kube-apiserver, kube-controller-manager,
-//!    kube-scheduler and etcd (whatever of them is active or enabled);
+//!    kube-scheduler and etcd, and the backup timers (whatever of them is active or enabled);
 //! 2. remove the pod sandboxes and containers the kubelet left in containerd (`crictl rmp -fa`
 //!    when crictl is there, else `ctr -n k8s.io` tasks and containers); containerd itself stays
 //!    (it belongs to the runtime phase);
 //! 3. unmount what the kubelet mounted under `/var/lib/kubelet`;
-//! 4. remove `/etc/kubernetes`, `/var/lib/kubelet`, `/var/lib/kube-proxy`, the CNI config
+//! 4. remove `/etc/kubernetes`, `/etc/clusterkit` (the backup timers' secrets and kubeconfig),
+//!    `/var/lib/kubelet`, `/var/lib/kube-proxy`, the CNI config
 //!    (`/etc/cni/net.d`) and IPAM state (`/var/lib/cni`); `/var/lib/etcd` is moved aside to
 //!    `/var/lib/etcd.reset-<timestamp>` (so a mistaken reset can be undone) unless `purge`;
 //! 5. remove the systemd units clusterkit installed (`/etc/systemd/system/<unit>.service` and
-//!    drop-in directories), then `daemon-reload` and `reset-failed`;
+//!    drop-in directories, the backup timers' `.timer` and `.service`), then `daemon-reload`
+//!    and `reset-failed`;
 //! 6. remove every iptables rule and chain kube-proxy and the CNI plugins created (chains
 //!    `KUBE-*`, `CNI-*`, `FLANNEL-*` and every rule jumping to them), in each table, for IPv4
 //!    and IPv6 and both the nft and legacy backends: the rules are filtered out of
@@ -98,12 +100,19 @@ pub const UNITS: [&str; 6] = [
     "etcd",
 ];
 
+/// The backup timers `clusterkit backup install-timer` installs on control-plane hosts
+/// (`clusterkit_backup::timer`): each `<name>.timer` runs `<name>.service`.
+pub const BACKUP_TIMERS: [&str; 2] = ["clusterkit-backup", "clusterkit-backup-namespaces"];
+
 /// The local API load balancer's config, which the load-balancer phase writes.
 pub const HAPROXY_CFG: &str = "/etc/haproxy/haproxy.cfg";
 
-/// Directories removed outright.
-pub const DIRS: [&str; 5] = [
+/// Directories removed outright. `/etc/clusterkit` holds the backup timers' secrets (S3 keys,
+/// passphrase) and the namespace timer's admin kubeconfig: they must not outlive the node's
+/// place in the cluster.
+pub const DIRS: [&str; 6] = [
     "/etc/kubernetes",
+    "/etc/clusterkit",
     "/var/lib/kubelet",
     "/var/lib/kube-proxy",
     "/etc/cni/net.d",
@@ -136,7 +145,8 @@ export PATH="$PATH:/usr/local/sbin:/usr/local/bin:/usr/sbin:/sbin"
     s.push_str(&format!(
         "if head -n 1 {HAPROXY_CFG} 2>/dev/null | grep -q '^# Written by clusterkit' && systemctl is-enabled -q haproxy 2>/dev/null; then act 'stop and disable haproxy (local API load balancer)' systemctl disable --now haproxy; fi\n"
     ));
-    for unit in UNITS {
+    let timers = BACKUP_TIMERS.map(|t| format!("{t}.timer"));
+    for unit in UNITS.into_iter().chain(timers.iter().map(|t| t.as_str())) {
         s.push_str(&format!(
             "st=$(systemctl is-enabled {unit} 2>/dev/null); if systemctl is-active -q {unit} || [ \"$st\" = enabled ] || [ \"$st\" = enabled-runtime ]; then act 'stop and disable {unit}' systemctl disable --now {unit}; fi\n"
         ));
@@ -177,6 +187,11 @@ fi
     }
     // 5. Units clusterkit wrote.
     s.push_str("RELOAD=\n");
+    for t in BACKUP_TIMERS {
+        s.push_str(&format!(
+            "for f in /etc/systemd/system/{t}.timer /etc/systemd/system/{t}.service; do if [ -e \"$f\" ]; then act \"remove $f\" rm -f \"$f\"; RELOAD=1; fi; done\n"
+        ));
+    }
     for unit in UNITS {
         s.push_str(&format!(
             "for f in /etc/systemd/system/{unit}.service /etc/systemd/system/{unit}.service.d; do if [ -e \"$f\" ]; then act \"remove $f\" rm -rf \"$f\"; RELOAD=1; fi; done\n"
