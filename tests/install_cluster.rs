@@ -569,23 +569,14 @@ fn install_whole_cluster_on_three_nodes() {
         .collect::<Vec<_>>(),
         ["600", "enabled", "enabled"]
     );
-    let mut c = common::ssh_cmd(
+    common::start_units(
         &sb,
         "node1",
-        "systemctl start clusterkit-backup.service clusterkit-backup-namespaces.service",
+        &[
+            "clusterkit-backup.service",
+            "clusterkit-backup-namespaces.service",
+        ],
     );
-    let out = c.output().unwrap();
-    if !out.status.success() {
-        let journal = ssh(
-            &sb,
-            "node1",
-            "journalctl -u clusterkit-backup.service -u clusterkit-backup-namespaces.service --no-pager -n 60 || true",
-        );
-        panic!(
-            "{}\n--- journal ---\n{journal}",
-            describe(&c, &out, "timers' services")
-        );
-    }
     let list: Value = serde_json::from_str(&ssh(
         &sb,
         "node1",

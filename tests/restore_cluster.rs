@@ -26,7 +26,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use clusterkit_sandbox::{SandboxGuard, UpOptions};
-use common::{clusterkit, describe, run_fail, run_ok, ssh, ssh_cmd, stderr, stdout};
+use common::{clusterkit, describe, run_fail, run_ok, ssh, stderr, stdout};
 use serde_json::Value;
 
 const NODES: [&str; 3] = ["node1", "node2", "node3"];
@@ -385,19 +385,7 @@ fn install_timer_on_control_plane() {
     eprintln!("timer installed at {:?}", t0.elapsed());
 
     // A triggered run (oneshot: `start` returns when it is done) backs up into the store.
-    let mut c = ssh_cmd(&sb, "node1", "systemctl start clusterkit-backup.service");
-    let out = c.output().unwrap();
-    if !out.status.success() {
-        let log = ssh(
-            &sb,
-            "node1",
-            "journalctl -u clusterkit-backup.service --no-pager -n 40 || true",
-        );
-        panic!(
-            "{}\n--- journal ---\n{log}",
-            describe(&c, &out, "service run")
-        );
-    }
+    common::start_units(&sb, "node1", &["clusterkit-backup.service"]);
     let list = ssh(
         &sb,
         "node1",

@@ -137,6 +137,31 @@ pub fn ssh(sb: &clusterkit_sandbox::SandboxGuard, node: &str, cmd: &str) -> Stri
     stdout(&run_ok(&mut ssh_cmd(sb, node, cmd)))
 }
 
+/// `systemctl start UNITS…` on a sandbox node (for oneshot services it returns when they are
+/// done); on failure panics with the command's output and the units' journal.
+pub fn start_units(sb: &clusterkit_sandbox::SandboxGuard, node: &str, units: &[&str]) {
+    let mut c = ssh_cmd(sb, node, &format!("systemctl start {}", units.join(" ")));
+    let out = c.output().unwrap();
+    if !out.status.success() {
+        let journal = ssh(
+            sb,
+            node,
+            &format!(
+                "journalctl {} --no-pager -n 60 || true",
+                units
+                    .iter()
+                    .map(|u| format!("-u {u}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
+        );
+        panic!(
+            "{}\n--- journal ---\n{journal}",
+            describe(&c, &out, "starting the units")
+        );
+    }
+}
+
 /// The `--etcd-servers=…` flag of the kube-apiserver running on `node` (from the process,
 /// not its unit file, so it shows what the API server really uses).
 pub fn apiserver_etcd_servers(sb: &clusterkit_sandbox::SandboxGuard, node: &str) -> String {
