@@ -535,18 +535,9 @@ pub struct Runtime {
     pub sandbox_image: String,
 }
 
-/// The pause image tag kubeadm pins for a Kubernetes minor version.
+/// The pause image tag kubeadm pins for a Kubernetes release ([`crate::release::images`]).
 pub fn default_pause_tag(v: &Version) -> &'static str {
-    match (v.major, v.minor) {
-        (1, 0..=20) => "3.2",
-        (1, 21) => "3.4.1",
-        (1, 22) => "3.5",
-        (1, 23) => "3.6",
-        (1, 24) => "3.7",
-        (1, 25) => "3.8",
-        (1, 26..=30) => "3.9",
-        _ => "3.10",
-    }
+    crate::release::images(v.minor, v.patch).pause
 }
 
 /// Where packages and Kubernetes binaries come from.
@@ -865,5 +856,6 @@ mod tests {
         assert_eq!(default_pause_tag(&v("v1.20.2")), "3.2");
         assert_eq!(default_pause_tag(&v("v1.26.3")), "3.9");
         assert_eq!(default_pause_tag(&v("v1.31.0")), "3.10");
+        assert_eq!(default_pause_tag(&v("v1.34.1")), "3.10.1");
     }
 }
