@@ -285,13 +285,15 @@ fn images_phase_on_three_nodes() {
         "ctr -n k8s.io run --rm docker.io/library/busybox:clusterkit t1 /bin/busybox echo ok",
     );
     assert_eq!(out.trim(), "ok", "{out}");
-    // wget with a timeout, as an operator types it in a test pod (Debian's busybox alone
-    // crashes on -T): it fetches a page from httpd in the same container.
+    // wget with a timeout, as an operator runs it in a test pod (`kubectl exec POD -- wget -T 5
+    // …` finds /bin/wget on PATH; Debian's busybox alone crashes on -T): it fetches a page from
+    // httpd in the same container. busybox's own sh runs its built-in applet instead of
+    // /bin/wget, hence the path here.
     let out = ssh(
         &sb,
         "node1",
         "ctr -n k8s.io run --rm docker.io/library/busybox:clusterkit t3 /bin/sh -c \
-         'mkdir -p /tmp/www && echo hello-wget > /tmp/www/i && httpd -p 127.0.0.1:8080 -h /tmp/www && wget -q -T 5 -O - http://127.0.0.1:8080/i'",
+         'mkdir -p /tmp/www && echo hello-wget > /tmp/www/i && httpd -p 127.0.0.1:8080 -h /tmp/www && /bin/wget -q -T 5 -O - http://127.0.0.1:8080/i'",
     );
     assert_eq!(out.trim(), "hello-wget", "{out}");
     // The pause image runs too (it is the pod sandbox): `pause -v` prints its version.

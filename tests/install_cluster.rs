@@ -709,8 +709,8 @@ fn web_pods(kube_bin: &Path, admin: &Path) -> Vec<(String, String, String)> {
     pods
 }
 
-/// From inside pod `client`, GET `target` (ip:port) with `busybox nc` (Debian 12's static
-/// busybox `wget` crashes here) until the answer contains `expect`; panics after 90 s.
+/// From inside pod `client`, GET `target` (ip:port) with `busybox nc` until the answer
+/// contains `expect`; panics after 90 s.
 fn fetch(kube_bin: &Path, admin: &Path, client: &str, target: &str, expect: &str) -> String {
     let (host, port) = target.rsplit_once(':').unwrap();
     let script = format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 {host} {port}");
@@ -886,4 +886,16 @@ fn workloads(kube_bin: &Path, admin: &Path, work: &Path) {
         &format!("{}:80", ip.trim()),
         "hello-from-",
     );
+    // What an operator types first in a test pod: wget of the Service's page, plain and with
+    // a timeout.
+    let url = format!("http://{}/", ip.trim());
+    for args in [
+        vec!["wget", "-q", "-O", "-", url.as_str()],
+        vec!["wget", "-q", "-T", "5", "-O", "-", url.as_str()],
+    ] {
+        let mut exec = vec!["exec", client.as_str(), "--"];
+        exec.extend(&args);
+        let page = kubectl(kube_bin, admin, &exec);
+        assert!(page.contains("hello-from-"), "{args:?}: {page}");
+    }
 }

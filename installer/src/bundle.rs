@@ -682,6 +682,7 @@ mod tests {
                 sha256: hex::encode(Sha256::digest(data)),
                 size: data.len() as u64,
                 digest: "sha256:00".into(),
+                recipe: images::RECIPE,
             });
         }
         let m = ImageManifest {
@@ -786,6 +787,33 @@ mod tests {
             .to_string();
         assert!(e.contains("no Kubernetes source"), "{e}");
         assert!(!out.path().join("images/pause_3.2.oci.tar").exists());
+    }
+
+    #[test]
+    fn images_of_an_older_recipe_are_rebuilt() {
+        let cache = tempfile::tempdir().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let mut m = fake_cache(cache.path());
+        for i in &mut m.images {
+            i.recipe = images::RECIPE - 1;
+        }
+        std::fs::write(
+            cache.path().join(images::MANIFEST_FILE),
+            serde_json::to_string(&m).unwrap(),
+        )
+        .unwrap();
+        let opts = ImageOptions {
+            cache: cache.path().to_path_buf(),
+            sources: Sources {
+                kube_src: cache.path().join("no-src"),
+                busybox: "/nonexistent".into(),
+            },
+        };
+        // Same names, verified bytes, older recipe: rebuilt (here it cannot be: no sources).
+        let e = add_images(out.path(), &opts, &[PAUSE_IMAGE.to_string()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no Kubernetes source"), "{e}");
     }
 
     #[test]

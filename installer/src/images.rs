@@ -137,7 +137,15 @@ pub struct ImageEntry {
     pub size: u64,
     /// The image manifest's digest (`sha256:…`): what `ctr images ls` shows as DIGEST.
     pub digest: String,
+    /// The [`RECIPE`] the image was built with; an image of another recipe is rebuilt.
+    #[serde(default)]
+    pub recipe: u32,
 }
+
+/// The version of how the images are made from their inputs. Bump it whenever the same inputs
+/// would give other bytes (a file added to an image, a changed config): cached and bundled
+/// images of an older recipe are then rebuilt instead of reused.
+pub const RECIPE: u32 = 2;
 
 /// One file system entry of a layer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -630,7 +638,7 @@ pub fn build(
         Ok(m) => m
             .images
             .into_iter()
-            .filter(|i| verify_one(out, i).is_ok())
+            .filter(|i| i.recipe == RECIPE && verify_one(out, i).is_ok())
             .filter(|i| i.name != BUSYBOX_IMAGE && !pause_names.contains(&i.name))
             .collect(),
         Err(_) => Vec::new(),
@@ -652,6 +660,7 @@ pub fn build(
             sha256: sha256_hex(&built.archive),
             size: built.archive.len() as u64,
             digest: built.manifest_digest,
+            recipe: RECIPE,
         });
     }
     let manifest = ImageManifest { format: 1, images };
@@ -731,7 +740,7 @@ pub fn ensure(
             .iter()
             .map(String::as_str)
             .chain([BUSYBOX_IMAGE])
-            .all(|n| m.images.iter().any(|i| i.name == n));
+            .all(|n| m.images.iter().any(|i| i.name == n && i.recipe == RECIPE));
         if complete && verify(dir, &m).is_ok() {
             return Ok(m);
         }
@@ -886,6 +895,7 @@ mod tests {
                 sha256: sha256_hex(b"abc"),
                 size: 3,
                 digest: "sha256:00".into(),
+                recipe: RECIPE,
             }],
         };
         std::fs::write(

@@ -153,6 +153,7 @@ mod tests {
                 sha256: "00".into(),
                 size: 1,
                 digest: "sha256:ab".into(),
+                recipe: crate::images::RECIPE,
             }],
         };
         let v = image_vars(Path::new("/cache/images"), &m);
