@@ -751,17 +751,23 @@ mod tests {
         assert!(bundle.verify().unwrap_err().contains("manifest.json"));
     }
 
+    /// Image options whose cache is `cache` and whose sources do not exist: anything the cache
+    /// lacks cannot be built.
+    fn without_sources(cache: &Path) -> ImageOptions {
+        ImageOptions {
+            cache: cache.to_path_buf(),
+            sources: Sources {
+                kube_src: cache.join("no-src"),
+                busybox: "/nonexistent".into(),
+            },
+        }
+    }
+
     #[test]
     fn missing_image_sources_name_the_way_out() {
         let cache = tempfile::tempdir().unwrap();
         let out = tempfile::tempdir().unwrap();
-        let opts = ImageOptions {
-            cache: cache.path().to_path_buf(),
-            sources: Sources {
-                kube_src: cache.path().join("no-src"),
-                busybox: "/nonexistent".into(),
-            },
-        };
+        let opts = without_sources(cache.path());
         let e = add_images(out.path(), &opts, &[PAUSE_IMAGE.to_string()])
             .unwrap_err()
             .to_string();
@@ -775,13 +781,7 @@ mod tests {
         let cache = tempfile::tempdir().unwrap();
         let out = tempfile::tempdir().unwrap();
         fake_cache(cache.path());
-        let opts = ImageOptions {
-            cache: cache.path().to_path_buf(),
-            sources: Sources {
-                kube_src: cache.path().join("no-src"),
-                busybox: "/nonexistent".into(),
-            },
-        };
+        let opts = without_sources(cache.path());
         let e = add_images(out.path(), &opts, &[images::pause_image_for(28, 7)])
             .unwrap_err()
             .to_string();
@@ -802,13 +802,7 @@ mod tests {
             serde_json::to_string(&m).unwrap(),
         )
         .unwrap();
-        let opts = ImageOptions {
-            cache: cache.path().to_path_buf(),
-            sources: Sources {
-                kube_src: cache.path().join("no-src"),
-                busybox: "/nonexistent".into(),
-            },
-        };
+        let opts = without_sources(cache.path());
         // Same names, verified bytes, older recipe: rebuilt (here it cannot be: no sources).
         let e = add_images(out.path(), &opts, &[PAUSE_IMAGE.to_string()])
             .unwrap_err()
