@@ -16,6 +16,8 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 
+use clusterkit_core::config::Version as V;
+
 /// Errors from parsing versions and rendering flags.
 #[derive(Debug, thiserror::Error)]
 pub enum VersionError {
@@ -91,7 +93,11 @@ pub struct KubeVersion {
 }
 
 /// The oldest version clusterkit installs: the one Debian 12 builds (see DESIGN.md).
-pub const MIN_SUPPORTED: KubeVersion = KubeVersion::new(1, 20, 0);
+pub const MIN_SUPPORTED: KubeVersion = KubeVersion::new(
+    V::MIN_SUPPORTED.major,
+    V::MIN_SUPPORTED.minor,
+    V::MIN_SUPPORTED.patch,
+);
 
 impl KubeVersion {
     /// A version from its parts.

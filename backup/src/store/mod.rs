@@ -140,6 +140,8 @@ pub struct StoreOptions {
 pub const DEFAULT_PART_SIZE: usize = 5 << 20;
 /// S3 rejects parts smaller than this (except the last).
 pub const MIN_PART_SIZE: usize = 5 << 20;
+/// S3 rejects parts larger than this; every store refuses it, since a part is held in memory.
+pub const MAX_PART_SIZE: usize = 5 << 30;
 
 /// A parsed store URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -191,6 +193,11 @@ impl StoreUrl {
 /// Opens the store a URL names.
 pub async fn open_store(url: &str, options: &StoreOptions) -> Result<Arc<dyn Store>, StoreError> {
     let part_size = options.part_size.unwrap_or(DEFAULT_PART_SIZE);
+    if part_size == 0 || part_size > MAX_PART_SIZE {
+        return Err(StoreError::Config(format!(
+            "part size {part_size} bytes is outside 1..={MAX_PART_SIZE} (5 GiB, S3's maximum)"
+        )));
+    }
     match StoreUrl::parse(url)? {
         StoreUrl::S3 { bucket, prefix } => {
             if part_size < MIN_PART_SIZE {
