@@ -229,7 +229,7 @@ struct ScheduleArgs {
     #[arg(long, value_enum, default_value_t = ScheduleKind::Etcd)]
     kind: ScheduleKind,
     /// Cron expression, e.g. "0 */6 * * *" (default: backup.schedule).
-    #[arg(long)]
+    #[arg(long, value_parser = flags::cron)]
     cron: Option<String>,
     /// Run one scheduled job now (lock, backup, prune, status) and exit.
     #[arg(long)]
@@ -268,13 +268,13 @@ struct TimerArgs {
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
     /// systemd OnCalendar expression (default "*-*-* 00/6:00:00", every 6 hours).
-    #[arg(long, default_value = "*-*-* 00/6:00:00")]
+    #[arg(long, default_value = "*-*-* 00/6:00:00", value_parser = flags::unit_line)]
     on_calendar: String,
     /// Print a Kubernetes CronJob manifest instead (cron syntax, default "0 */6 * * *").
     #[arg(long)]
     print_cronjob: bool,
     /// Cron schedule for --print-cronjob.
-    #[arg(long, default_value = "0 */6 * * *")]
+    #[arg(long, default_value = "0 */6 * * *", value_parser = flags::cron)]
     cron: String,
     /// Image that contains the clusterkit binary (for --print-cronjob).
     #[arg(long, default_value = "clusterkit:latest")]

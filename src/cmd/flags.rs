@@ -88,6 +88,21 @@ pub fn synthetic_series() -> RangedU64ValueParser<usize> {
     ranged(0..=10_000_000)
 }
 
+/// `--cron`: an expression `config validate` accepts for `backup.schedule` (every field's
+/// range checked: a minute of 61 is refused here, not at the first tick).
+pub fn cron(s: &str) -> Result<String, String> {
+    grammar::parse_cron(s).map(|_| s.trim().to_string())
+}
+
+/// `--on-calendar`: one line without control characters (it is written into a unit file;
+/// systemd checks the calendar syntax when the timer is installed).
+pub fn unit_line(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() || s.contains(|c: char| c.is_control()) {
+        return Err("needs one non-empty line without control characters".into());
+    }
+    Ok(s.to_string())
+}
+
 /// `sandbox up --nodes`: 1 to the sandbox's node limit.
 pub fn sandbox_nodes() -> RangedU64ValueParser<usize> {
     ranged(1..=u64::try_from(clusterkit_sandbox::MAX_NODES).unwrap_or(99))
@@ -123,6 +138,8 @@ mod tests {
         Seconds(i128, i128),
         /// MiB turned into a part size for a store.
         PartSize,
+        /// A cron expression the scheduler parses.
+        Cron,
     }
 
     /// (argv before the flag, the flag, argv after it, the check).
@@ -229,6 +246,13 @@ mod tests {
                 PromDuration,
             ),
             (vec!["token", "create"], "--ttl", vec![], TokenTtl),
+            (vec!["backup", "schedule"], "--cron", vec![], Cron),
+            (
+                vec!["backup", "install-timer", "--print-cronjob"],
+                "--cron",
+                vec![],
+                Cron,
+            ),
         ]
     }
 
@@ -346,6 +370,9 @@ mod tests {
                 let _ = d.as_duration();
                 Ok(())
             }
+            Then::Cron => clusterkit_backup::schedule::parse_cron(v)
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
             Then::TokenTtl => {
                 let ttl = clusterkit_installer::token::parse_ttl(v).map_err(|e| e.to_string())?;
                 clusterkit_installer::token::expires_at(ttl, clusterkit_backup::chrono::Utc::now())
