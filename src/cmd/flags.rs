@@ -382,6 +382,44 @@ mod tests {
         }
     }
 
+    /// The values that once crashed or wrapped, each refused before anything runs, with the
+    /// flag and its range in the message.
+    #[test]
+    fn values_that_once_crashed_are_refused_with_flag_and_range() {
+        for (argv, needle) in [
+            (
+                &[
+                    "exec",
+                    "--concurrency",
+                    "18446744073709551615",
+                    "--",
+                    "true",
+                ][..],
+                "'--concurrency <CONCURRENCY>': 18446744073709551615 is not in 1..=1024",
+            ),
+            (
+                &["backup", "etcd", "--part-size-mib", "99999999"][..],
+                "'--part-size-mib <PART_SIZE_MIB>': 99999999 is not in 5..=5120",
+            ),
+            (
+                &["backup", "etcd", "--lock-ttl-secs", "18446744073709551615"][..],
+                "'--lock-ttl-secs <LOCK_TTL_SECS>': 18446744073709551615 is not in 10..=86400",
+            ),
+            (
+                &["backup", "schedule", "--cron", "61 * * * *"][..],
+                "'--cron <CRON>': \"61 * * * *\" is not a cron expression",
+            ),
+        ] {
+            let Err(e) =
+                Cli::try_parse_from(std::iter::once("clusterkit").chain(argv.iter().copied()))
+            else {
+                panic!("{argv:?} accepted");
+            };
+            let text = e.to_string();
+            assert!(text.contains(needle), "{argv:?}: {text}");
+        }
+    }
+
     #[test]
     fn every_awkward_value_for_every_flag() {
         for (pre, flag, post, then) in flags() {
