@@ -10,6 +10,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod cmd;
+#[cfg(test)]
+mod fuzz;
 
 /// Install, back up and monitor Kubernetes clusters over SSH.
 #[derive(Parser)]

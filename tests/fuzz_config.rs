@@ -25,13 +25,15 @@
 
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use clusterkit_core::config::{self, Cluster, ConfigError, Role};
 use clusterkit_installer::phases;
 use clusterkit_installer::versions::Component;
 use proptest::prelude::*;
-use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
+
+#[path = "../src/fuzz.rs"]
+mod fuzz;
+use proptest::test_runner::TestCaseError;
 
 /// Cases of the normal suite's run: about ten seconds of a debug build on a loaded 2-core
 /// machine.
@@ -331,34 +333,15 @@ fn corpus_is_refused_with_positions_or_renders() {
 
 #[test]
 fn mutated_files_are_refused_with_positions_or_render() {
-    let cases = std::env::var("CLUSTERKIT_FUZZ_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(DEFAULT_CASES);
-    let seed = std::env::var("CLUSTERKIT_FUZZ_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(DEFAULT_SEED);
-    let mut seed_bytes = [0u8; 32];
-    seed_bytes[..8].copy_from_slice(&seed.to_le_bytes());
-    let mut runner = TestRunner::new_with_rng(
-        Config {
-            cases,
-            failure_persistence: None,
-            // Shrinking re-runs the whole render; the printed input is enough to save.
-            max_shrink_iters: 64,
-            ..Config::default()
-        },
-        TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes),
-    );
+    // Shrinking re-runs the whole render; the printed input is enough to save.
+    let mut run = fuzz::runner(DEFAULT_CASES, DEFAULT_SEED, 64);
     let ws = workspace();
     let bases: Vec<String> = yaml_files(&data("config/good"))
         .iter()
         .map(|p| std::fs::read_to_string(p).unwrap())
         .collect();
     let accepted = std::cell::Cell::new(0u32);
-    let started = Instant::now();
-    let result = runner.run(
+    let result = run.runner.run(
         &(0..bases.len(), proptest::collection::vec(edit(), 1..4)),
         |(base, edits)| {
             let bytes = apply(&bases[base], &edits);
@@ -374,12 +357,7 @@ fn mutated_files_are_refused_with_positions_or_render() {
             }
         },
     );
-    let secs = started.elapsed().as_secs_f64();
-    eprintln!(
-        "fuzz_config: {cases} cases (seed {seed}) in {secs:.1} s, {:.0} execs/s, {} accepted",
-        f64::from(cases) / secs,
-        accepted.get()
-    );
+    run.report("fuzz_config", &format!(", {} accepted", accepted.get()));
     if let Err(e) = result {
         panic!("{e}");
     }

@@ -117,11 +117,9 @@ mod tests {
     //! panic; a refused one gets an error naming the flag. Fixed seed and bounded cases in
     //! the normal suite; `CLUSTERKIT_FUZZ_CASES` and `CLUSTERKIT_FUZZ_SEED` make a longer run.
 
-    use std::time::Instant;
-
     use clap::Parser;
     use proptest::prelude::*;
-    use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
+    use proptest::test_runner::TestCaseError;
 
     use crate::Cli;
 
@@ -433,35 +431,13 @@ mod tests {
 
     #[test]
     fn generated_values_for_every_flag() {
-        let cases = std::env::var("CLUSTERKIT_FUZZ_CASES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(400);
-        let seed: u64 = std::env::var("CLUSTERKIT_FUZZ_SEED")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0x0066_6c61_6773);
-        let mut seed_bytes = [0u8; 32];
-        seed_bytes[..8].copy_from_slice(&seed.to_le_bytes());
-        let mut runner = TestRunner::new_with_rng(
-            Config {
-                cases,
-                failure_persistence: None,
-                ..Config::default()
-            },
-            TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes),
-        );
+        let mut run = crate::fuzz::runner(400, 0x0066_6c61_6773, 256);
         let table = flags();
-        let started = Instant::now();
-        let result = runner.run(&(0..table.len(), value()), |(i, v)| {
+        let result = run.runner.run(&(0..table.len(), value()), |(i, v)| {
             let (pre, flag, post, then) = &table[i];
             check(pre, flag, post, *then, &v).map_err(TestCaseError::fail)
         });
-        let secs = started.elapsed().as_secs_f64();
-        eprintln!(
-            "fuzz_flags: {cases} cases (seed {seed}) in {secs:.2} s, {:.0} execs/s",
-            f64::from(cases) / secs
-        );
+        run.report("fuzz_flags", "");
         if let Err(e) = result {
             panic!("{e}");
         }
