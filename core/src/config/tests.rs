@@ -526,3 +526,21 @@ fn pod_networks_must_hold_a_node_slice_per_host() {
         );
     }
 }
+
+#[test]
+fn loopback_node_addresses_only_in_the_sandbox_profile() {
+    let d = Dir::new();
+    let text = MINIMAL.replace("192.168.7.1", "127.88.0.1");
+    let errs = d.errors(&text);
+    assert!(
+        errs[0].message.contains("only profile: sandbox"),
+        "{errs:?}"
+    );
+    let c = d.ok(&format!("{text}profile: sandbox\n")).cluster;
+    assert_eq!(c.hosts[0].address.to_string(), "127.88.0.1");
+    let errs = d.errors(&format!(
+        "{}profile: sandbox\n",
+        MINIMAL.replace("192.168.7.1", "255.255.255.255")
+    ));
+    assert!(errs[0].message.contains("broadcast"), "{errs:?}");
+}

@@ -352,7 +352,7 @@ fn resolve_cluster(cx: &mut Ctx<'_>, raw: &RawCluster, abs_file: &Path) -> Optio
     );
 
     let ssh = resolve_ssh(cx, raw.ssh.as_ref(), profile);
-    let hosts = resolve_hosts(cx, raw.hosts.as_ref());
+    let hosts = resolve_hosts(cx, raw.hosts.as_ref(), profile);
     let kubernetes = resolve_kubernetes(cx, raw, &hosts, profile);
     let runtime = resolve_runtime(cx, raw.runtime.as_ref(), kubernetes.as_ref());
     let packages = resolve_packages(cx, raw.packages.as_ref());
@@ -625,7 +625,11 @@ struct HostAt {
 
 /// Resolves every host. Hosts with errors are left out, so the result may be shorter than the
 /// file's list.
-fn resolve_hosts(cx: &mut Ctx<'_>, raw: Option<&S<Vec<S<RawHost>>>>) -> Vec<HostAt> {
+fn resolve_hosts(
+    cx: &mut Ctx<'_>,
+    raw: Option<&S<Vec<S<RawHost>>>>,
+    profile: Profile,
+) -> Vec<HostAt> {
     let Some(list) = raw else {
         cx.error(
             TOP,
@@ -685,7 +689,7 @@ fn resolve_hosts(cx: &mut Ctx<'_>, raw: Option<&S<Vec<S<RawHost>>>>) -> Vec<Host
                 }
             });
         let address = address.filter(|ip| {
-            if let Some(why) = not_a_node_address(ip) {
+            if let Some(why) = not_a_node_address(ip, profile) {
                 cx.error(
                     address_at,
                     &format!("{prefix}.address"),
@@ -782,13 +786,17 @@ fn resolve_hosts(cx: &mut Ctx<'_>, raw: Option<&S<Vec<S<RawHost>>>>) -> Vec<Host
 }
 
 /// Why `ip` cannot be a node's address (other machines must reach it at it, and Kubernetes
-/// advertises it), or `None` when it can.
-fn not_a_node_address(ip: &IpAddr) -> Option<&'static str> {
+/// advertises it), or `None` when it can. Loopback addresses are every machine itself, so
+/// only the sandbox profile, where everything runs on this one machine, may use them.
+fn not_a_node_address(ip: &IpAddr, profile: Profile) -> Option<&'static str> {
     if ip.is_unspecified() {
         return Some("the unspecified address");
     }
-    if ip.is_loopback() {
-        return Some("a loopback address, which is every machine itself");
+    if ip.is_loopback() && profile != Profile::Sandbox {
+        return Some(
+            "a loopback address, which is every machine itself (only profile: sandbox, where \
+             everything runs on this machine, may use one)",
+        );
     }
     if ip.is_multicast() {
         return Some("a multicast address");
