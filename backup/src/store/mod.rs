@@ -230,6 +230,20 @@ pub(crate) fn join_key(prefix: &str, key: &str) -> String {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn part_sizes_no_store_takes_are_refused_before_any_allocation() {
+        for part_size in [0, MAX_PART_SIZE + 1, usize::MAX] {
+            let options = StoreOptions {
+                part_size: Some(part_size),
+                ..Default::default()
+            };
+            let Err(e) = open_store("file:///nonexistent-store", &options).await else {
+                panic!("{part_size} accepted");
+            };
+            assert!(e.to_string().contains("is outside 1..="), "{e}");
+        }
+    }
+
     #[test]
     fn parses_urls() {
         assert_eq!(
