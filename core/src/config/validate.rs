@@ -1210,7 +1210,24 @@ fn resolve_kubernetes(
 
     let control_plane_endpoint = match &r.control_plane_endpoint {
         Some(s) => match s.value.trim().parse::<Endpoint>() {
-            Ok(e) => Some(e),
+            // Every node and the operator reach the API server there: the same addresses a
+            // node cannot have, it cannot have either.
+            Ok(e) => match e
+                .host
+                .parse::<IpAddr>()
+                .ok()
+                .and_then(|ip| not_a_node_address(&ip, profile))
+            {
+                Some(why) => {
+                    cx.error(
+                        pos(s),
+                        "kubernetes.control_plane_endpoint",
+                        format!("{e} cannot be the API server's address: it is {why}"),
+                    );
+                    None
+                }
+                None => Some(e),
+            },
             Err(e) => {
                 cx.error(pos(s), "kubernetes.control_plane_endpoint", e);
                 None
@@ -1518,9 +1535,13 @@ fn resolve_sysctls(
     let mut out = BTreeMap::new();
     for (k, v) in raw {
         let field = format!("sysctls.{k}");
-        let key_ok = k.contains(['.', '/'])
+        // What the sysctl module writes under /proc/sys: dotted names, no path tricks.
+        let key_ok = k.contains('.')
+            && !k.contains("..")
+            && !k.starts_with('.')
+            && !k.ends_with('.')
             && k.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'/' | b'_' | b'-'));
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
         if !key_ok {
             cx.error(
                 pos(v),
@@ -1869,6 +1890,15 @@ fn resolve_monitor(cx: &mut Ctx<'_>, raw: Option<&S<RawMonitor>>) -> Option<Moni
     let listen = match &r.listen {
         None => default_listen,
         Some(l) => match l.value.trim().parse::<SocketAddr>() {
+            Ok(a) if a.port() == 0 => {
+                cx.error(
+                    pos(l),
+                    "monitor.listen",
+                    "port 0 is not a port to listen on",
+                );
+                ok = false;
+                default_listen
+            }
             Ok(a) => a,
             Err(_) => {
                 cx.error(
