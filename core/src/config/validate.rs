@@ -950,9 +950,8 @@ fn is_label_key(k: &str) -> bool {
         Some((p, n)) => (Some(p), n),
         None => (None, k),
     };
-    prefix.is_none_or(|p| !p.is_empty() && host_is_valid(p))
-        && !name.is_empty()
-        && is_label_value(name)
+    // Kubernetes wants the prefix to be a lowercase DNS subdomain, as node names are.
+    prefix.is_none_or(is_node_name) && !name.is_empty() && is_label_value(name)
 }
 
 fn is_label_value(v: &str) -> bool {
