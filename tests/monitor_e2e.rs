@@ -5,6 +5,7 @@
 //!
 //! Everything listens on a loopback address of its own (127.88.x.y, derived from the PID), so
 //! the default ports (2379, 9100, 9093, 9842) cannot collide with anything else on the machine.
+//! (`profile: sandbox` is what lets a loopback address be a host's address.)
 
 mod common;
 mod monitor_support;
@@ -242,6 +243,7 @@ fn prometheus_scrapes_everything_and_a_stopped_etcd_member_pages_the_webhook() {
         &cfg,
         format!(
             r#"name: e2e
+profile: sandbox
 kubernetes: {{ version: v1.26.3 }}
 hosts:
   - {{ name: h1, address: {ip}, roles: [control-plane, etcd, monitor], auth: {{ agent: true }} }}

@@ -43,6 +43,7 @@ PIDS+=($!)
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 cat > "$WORK/cluster.yaml" <<YAML
 name: bench
+profile: sandbox
 kubernetes: { version: v1.26.3 }
 hosts:
   - { name: b1, address: $IP, roles: [control-plane, etcd], auth: { agent: true } }

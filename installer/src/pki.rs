@@ -986,7 +986,7 @@ pub(crate) fn check_leaf(
         return Err(format!("SAN {ip} missing"));
     }
     let left = cert.validity().not_after.timestamp() - now.unix_timestamp();
-    if left <= renew_before.as_secs() as i64 {
+    if left <= i64::try_from(renew_before.as_secs()).unwrap_or(i64::MAX) {
         return Err(format!("expires in {} days", days_left(&cert, now).max(0)));
     }
     if cert.validity().not_before.timestamp() > now.unix_timestamp() + 3600 {
@@ -1015,7 +1015,7 @@ fn base_params(
     orgs: &[String],
     now: OffsetDateTime,
     lifetime: Duration,
-) -> CertificateParams {
+) -> Result<CertificateParams, PkiError> {
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     for o in orgs {
@@ -1024,10 +1024,20 @@ fn base_params(
     dn.push(DnType::CommonName, cn);
     params.distinguished_name = dn;
     // A little slack for hosts whose clock is slightly behind the operator's.
-    params.not_before = now - Duration::from_secs(300);
-    params.not_after = now + lifetime;
+    let out_of_range = || PkiError::Input {
+        field: "validity",
+        message: format!(
+            "{cn}: {} days from {now} is past the last date a certificate can hold",
+            lifetime.as_secs() / 86_400
+        ),
+    };
+    params.not_before = now
+        .checked_sub(time::Duration::seconds(300))
+        .ok_or_else(out_of_range)?;
+    let lifetime = time::Duration::try_from(lifetime).map_err(|_| out_of_range())?;
+    params.not_after = now.checked_add(lifetime).ok_or_else(out_of_range)?;
     params.serial_number = Some(random_serial());
-    params
+    Ok(params)
 }
 
 /// Issues a leaf certificate for `spec` with a new key; returns (cert PEM, key PEM).
@@ -1042,7 +1052,7 @@ pub(crate) fn issue_leaf(
         source,
     };
     let key = new_key(&spec.name)?;
-    let mut params = base_params(&spec.common_name, &spec.organization, now, lifetime);
+    let mut params = base_params(&spec.common_name, &spec.organization, now, lifetime)?;
     params.is_ca = IsCa::ExplicitNoCa;
     // kubeadm (Go's x509 with an RSA key): digitalSignature + keyEncipherment.
     params.key_usages = vec![
@@ -1077,7 +1087,7 @@ fn issue_ca(name: CaName, now: OffsetDateTime, lifetime: Duration) -> Result<Loa
         source,
     };
     let key = new_key(name.name())?;
-    let mut params = base_params(name.common_name(), &[], now, lifetime);
+    let mut params = base_params(name.common_name(), &[], now, lifetime)?;
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     // kubeadm (client-go's NewSelfSignedCACert): keyEncipherment, digitalSignature, certSign.
     params.key_usages = vec![
@@ -1331,6 +1341,25 @@ pub fn ensure_at(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lifetime_past_the_last_date_is_an_error_not_a_panic() {
+        let now = OffsetDateTime::now_utc();
+        for days in [9_999_999u64, u64::MAX / 86_400] {
+            let lifetime = Duration::from_secs(DAY.as_secs().saturating_mul(days));
+            let Err(err) = issue_ca(CaName::Kubernetes, now, lifetime) else {
+                panic!("{days} days accepted");
+            };
+            assert!(
+                err.to_string()
+                    .contains("is past the last date a certificate can hold"),
+                "{err}"
+            );
+        }
+        // The longest lifetime cluster.yaml allows still works.
+        let longest = Duration::from_secs(DAY.as_secs() * 36_500);
+        assert!(issue_ca(CaName::Kubernetes, now, longest).is_ok());
+    }
 
     #[test]
     fn endpoints() {

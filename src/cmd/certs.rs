@@ -47,7 +47,7 @@ struct CheckArgs {
 
     /// Exit non-zero when a certificate expires within DAYS days, or one is missing, invalid
     /// or has a readable key (stale copies only warn).
-    #[arg(long, value_name = "DAYS")]
+    #[arg(long, value_name = "DAYS", value_parser = super::flags::fail_within_days())]
     fail_within: Option<i64>,
 
     /// Leave out the state directory's copies.

@@ -93,7 +93,12 @@ struct ServeArgs {
     #[arg(long)]
     listen: Option<String>,
     /// Add this many synthetic series (for benchmarks only).
-    #[arg(long, hide = true, env = "CLUSTERKIT_MONITOR_SYNTHETIC_SERIES")]
+    #[arg(
+        long,
+        hide = true,
+        env = "CLUSTERKIT_MONITOR_SYNTHETIC_SERIES",
+        value_parser = super::flags::synthetic_series()
+    )]
     synthetic_series: Option<usize>,
 }
 
@@ -106,8 +111,8 @@ struct DeployArgs {
     /// the clusterkit exporter's, which `deploy` does not run).
     #[arg(long, value_delimiter = ',')]
     check_jobs: Option<Vec<String>>,
-    /// Seconds to wait for the targets to come up.
-    #[arg(long, default_value_t = 180)]
+    /// Seconds to wait for the targets to come up (1 to 86400).
+    #[arg(long, default_value_t = 180, value_parser = super::flags::wait_secs())]
     wait_secs: u64,
     /// Override directory for playbooks (searched before the embedded ones; repeatable).
     #[arg(long)]
