@@ -7,6 +7,7 @@
 //! rules/clusterkit-alerts.yml    alert rules
 //! tls/                           CA and client certificates copied from the cluster's PKI (keys 0600)
 //! secrets/                       passwords read from environment variables (0600)
+//! web/<daemon>.yml               --web.config.file of node-exporter, Prometheus, Alertmanager
 //! alertmanager.yml               routes, inhibition, receivers (0600: may hold a WeCom secret)
 //! grafana/provisioning/…         datasource and dashboard provider
 //! grafana/dashboards/*.json      dashboards
@@ -14,11 +15,18 @@
 //!
 //! Files whose content did not change are left alone, so a second run reports nothing changed
 //! and Prometheus only reloads what differs.
+//!
+//! With `monitor.tls` (the default) this first makes sure the monitoring CA and its
+//! certificates exist in the state directory ([`crate::security`]) and copies into `tls/` the
+//! monitoring CA and the client pairs Prometheus uses; each host's own serving pair
+//! (node-exporter, Prometheus, Alertmanager) stays in `<state>/hosts/<host>/pki/monitoring/`,
+//! where `monitor deploy` takes it from.
 
 pub mod alertmanager;
 pub mod grafana;
 pub mod prometheus;
 pub mod rules;
+pub mod web;
 
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -27,6 +35,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use crate::error::{MonitorError, Result};
+use crate::security::{self, MonitoringPki, WebLogin};
 use crate::topology::Topology;
 
 use prometheus::files;
@@ -129,6 +138,13 @@ pub fn generate(topology: &Topology, out_dir: &Path, options: &Options) -> Resul
         None => std::fs::canonicalize(out_dir).map_err(|e| MonitorError::io(out_dir, e))?,
     };
 
+    let login = if topology.monitor.tls {
+        security::ensure_pki(topology)?;
+        Some(WebLogin::load_or_create(topology)?)
+    } else {
+        None
+    };
+
     // Prometheus.
     let jobs = prometheus::jobs(topology);
     for job in &jobs {
@@ -136,7 +152,7 @@ pub fn generate(topology: &Topology, out_dir: &Path, options: &Options) -> Resul
         let text = to_json(&rel, &prometheus::targets_file(job))?;
         write_file(out_dir, &rel, text.as_bytes(), 0o644, &mut report)?;
     }
-    let prom = prometheus::config(topology, &jobs);
+    let prom = prometheus::config(topology, &jobs, login.as_ref().map(|l| l.username.as_str()));
     write_file(
         out_dir,
         "prometheus.yml",
@@ -200,14 +216,46 @@ pub fn generate(topology: &Topology, out_dir: &Path, options: &Options) -> Resul
             &mut report,
         )?;
     }
-    if let Some(tls) = &topology.monitor.tls {
-        copy_pki(
+    if let Some(login) = &login {
+        let mon = MonitoringPki::of(topology);
+        copy_pki(out_dir, files::MONITORING_CA, &mon.ca, 0o644, &mut report)?;
+        for (base, (cert, key)) in [
+            (
+                clusterkit_installer::pki::monitoring::PROMETHEUS_CLIENT,
+                &mon.prometheus_client,
+            ),
+            (
+                clusterkit_installer::pki::monitoring::ALERTMANAGER_CLIENT,
+                &mon.alertmanager_client,
+            ),
+        ] {
+            let (c, k) = files::pair(base);
+            copy_pki(out_dir, &c, cert, 0o644, &mut report)?;
+            copy_pki(out_dir, &k, key, 0o600, &mut report)?;
+        }
+        write_file(
             out_dir,
-            files::EXPORTER_CA,
-            &topology.resolve(&tls.ca_file),
+            files::WEB_PASSWORD,
+            login.password().as_bytes(),
+            0o600,
+            &mut report,
+        )?;
+        let node = web::render(web::NODE_EXPORTER, &web::node_exporter_context())?;
+        write_file(
+            out_dir,
+            web::NODE_EXPORTER,
+            node.as_bytes(),
             0o644,
             &mut report,
         )?;
+        // The bcrypt hash is no password, but it allows guessing one offline: private.
+        for (rel, ctx) in [
+            (web::PROMETHEUS, web::prometheus_context(login)),
+            (web::ALERTMANAGER, web::alertmanager_context(login)),
+        ] {
+            let text = web::render(rel, &ctx)?;
+            write_file(out_dir, rel, text.as_bytes(), 0o600, &mut report)?;
+        }
     }
     if let Some(auth) = &topology.monitor.basic_auth {
         let password =
@@ -249,16 +297,27 @@ pub fn generate(topology: &Topology, out_dir: &Path, options: &Options) -> Resul
                 .first()
                 .map(|h| h.endpoint(topology.monitor.ports.prometheus));
             format!(
-                "http://{}",
+                "{}://{}",
+                if login.is_some() { "https" } else { "http" },
                 host.unwrap_or_else(|| format!("127.0.0.1:{}", topology.monitor.ports.prometheus))
             )
         });
     let rel = "grafana/provisioning/datasources/clusterkit.yaml";
+    let datasource = match &login {
+        Some(login) => {
+            let ca = std::fs::read_to_string(&MonitoringPki::of(topology).ca)
+                .map_err(|e| MonitorError::io(MonitoringPki::of(topology).ca, e))?;
+            grafana::datasource(&prometheus_url, Some((login, &ca)))
+        }
+        None => grafana::datasource(&prometheus_url, None),
+    };
+    // With the login in it, only Grafana may read it.
+    let mode = if login.is_some() { 0o600 } else { 0o644 };
     write_file(
         out_dir,
         rel,
-        to_yaml(rel, &grafana::datasource(&prometheus_url))?.as_bytes(),
-        0o644,
+        to_yaml(rel, &datasource)?.as_bytes(),
+        mode,
         &mut report,
     )?;
     let dashboards_dir = install_dir.join("grafana/dashboards");

@@ -2,9 +2,10 @@
 //! for every PEM certificate and every kubeconfig's embedded client certificate, read
 //!
 //! - live from every node over SSH ([`REMOTE_SCRIPT`], label `host="<name>"`, absolute path):
-//!   `/etc/kubernetes/pki/**/*.crt`, `/etc/kubernetes/*.conf` and the kubelet's current client
-//!   and serving certificates (`/var/lib/kubelet/pki/*.crt`, `kubelet-*-current.pem`), so a
-//!   certificate renewed or rotated on a node is seen as it is there;
+//!   `/etc/kubernetes/pki/**/*.crt`, `/etc/kubernetes/*.conf`, the kubelet's current client
+//!   and serving certificates (`/var/lib/kubelet/pki/*.crt`, `kubelet-*-current.pem`) and the
+//!   monitoring stack's (`/etc/prometheus/clusterkit/tls/*.crt`), so a certificate renewed or
+//!   rotated on a node is seen as it is there;
 //! - and from the operator's copy under the state directory (`host="local"`, relative path:
 //!   `pki/apiserver.crt`, `admin.conf`), the files clusterkit uploads and the admin
 //!   kubeconfig the operator uses.
@@ -58,7 +59,7 @@ impl CertCollector {
 
 /// Prints `==> PATH` and then the certificate text of every certificate file and kubeconfig
 /// clusterkit puts on a node, without private keys.
-pub const REMOTE_SCRIPT: &str = r#"for f in /etc/kubernetes/pki/*.crt /etc/kubernetes/pki/*/*.crt /etc/kubernetes/*.conf /var/lib/kubelet/pki/*.crt /var/lib/kubelet/pki/kubelet-client-current.pem /var/lib/kubelet/pki/kubelet-server-current.pem; do
+pub const REMOTE_SCRIPT: &str = r#"for f in /etc/kubernetes/pki/*.crt /etc/kubernetes/pki/*/*.crt /etc/kubernetes/*.conf /var/lib/kubelet/pki/*.crt /var/lib/kubelet/pki/kubelet-client-current.pem /var/lib/kubelet/pki/kubelet-server-current.pem /etc/prometheus/clusterkit/tls/*.crt; do
   [ -f "$f" ] || continue
   echo "==> $f"
   case "$f" in
