@@ -14,8 +14,7 @@
 //! Alertmanager cache a successful check). Alertmanager's gossip between several monitor hosts
 //! (port 9094) is not encrypted: keep it on the cluster network.
 
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -114,25 +113,14 @@ impl std::fmt::Debug for WebLogin {
     }
 }
 
-/// Writes a private file (0600 from creation on) through a temporary file and a rename.
+/// Writes a private file (0600 from creation on) in a directory only its owner can enter.
 fn write_private(path: &Path, data: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| MonitorError::io(dir, e))?;
-    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
-    ));
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| MonitorError::io(&tmp, e))?;
-    f.write_all(data).map_err(|e| MonitorError::io(&tmp, e))?;
-    f.sync_all().map_err(|e| MonitorError::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| MonitorError::io(path, e))
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| MonitorError::io(dir, e))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| MonitorError::io(dir, e))?;
+    }
+    crate::generate::write_atomic(path, data, 0o600)
 }
 
 fn read_optional(path: &Path) -> Result<Option<String>> {

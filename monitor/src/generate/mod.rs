@@ -75,20 +75,11 @@ fn to_json(file: &str, value: &Value) -> Result<String> {
         })
 }
 
-/// Writes `content` to `dir/rel` with `mode` unless it already has exactly that content and
-/// mode. Private files are created with their final mode (never briefly world-readable).
-fn write_file(dir: &Path, rel: &str, content: &[u8], mode: u32, report: &mut Report) -> Result<()> {
-    let path = dir.join(rel);
-    if let Ok(existing) = std::fs::read(&path) {
-        let same_mode = std::fs::metadata(&path)
-            .map(|m| m.permissions().mode() & 0o777 == mode)
-            .unwrap_or(false);
-        if existing == content && same_mode {
-            report.unchanged.push(rel.to_string());
-            return Ok(());
-        }
-    }
-    let parent = path.parent().unwrap_or(dir);
+/// Writes `content` to `path` with exactly `mode` through a temporary file and a rename,
+/// creating the parent directories. A private file is created with its final mode (never
+/// briefly world-readable).
+pub(crate) fn write_atomic(path: &Path, content: &[u8], mode: u32) -> Result<()> {
+    let parent = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(|e| MonitorError::io(parent, e))?;
     let tmp = parent.join(format!(
         ".{}.tmp",
@@ -108,7 +99,23 @@ fn write_file(dir: &Path, rel: &str, content: &[u8], mode: u32, report: &mut Rep
     // The umask may have narrowed the mode at creation; set it exactly.
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
         .map_err(|e| MonitorError::io(&tmp, e))?;
-    std::fs::rename(&tmp, &path).map_err(|e| MonitorError::io(&path, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| MonitorError::io(path, e))
+}
+
+/// Writes `content` to `dir/rel` with `mode` unless it already has exactly that content and
+/// mode. Private files are created with their final mode (never briefly world-readable).
+fn write_file(dir: &Path, rel: &str, content: &[u8], mode: u32, report: &mut Report) -> Result<()> {
+    let path = dir.join(rel);
+    if let Ok(existing) = std::fs::read(&path) {
+        let same_mode = std::fs::metadata(&path)
+            .map(|m| m.permissions().mode() & 0o777 == mode)
+            .unwrap_or(false);
+        if existing == content && same_mode {
+            report.unchanged.push(rel.to_string());
+            return Ok(());
+        }
+    }
+    write_atomic(&path, content, mode)?;
     report.changed.push(rel.to_string());
     Ok(())
 }
