@@ -22,7 +22,7 @@ trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # Two clusters of one host each, the same but for monitor.tls.
-P_TLS=$(port); P_PLAIN=$(port); N_TLS=$(port); N_PLAIN=$(port)
+P_TLS=$(port); P_PLAIN=$(port); N_TLS=$(port); N_PLAIN=$(port); M_TLS=$(port); M_PLAIN=$(port)
 for kind in tls plain; do
   mkdir -p "$WORK/$kind"
   listen=$P_TLS; tls=true
@@ -49,6 +49,12 @@ CLIENT="$STATE/pki/monitoring/prometheus-client.crt,$STATE/pki/monitoring/promet
 "$NODE_EXPORTER" --web.listen-address="127.0.0.1:$N_PLAIN" > "$WORK/ne-plain.log" 2>&1 & PIDS+=($!)
 "$NODE_EXPORTER" --web.listen-address="127.0.0.1:$N_TLS" --web.config.file="$WORK/gen/web/node-exporter.yml" \
   > "$WORK/ne-tls.log" 2>&1 & PIDS+=($!)
+# The same with one cheap collector (meminfo): the collectors' own time and jitter (tens of
+# ms on a busy machine) no longer hide what TLS adds.
+ONE=(--collector.disable-defaults --collector.meminfo)
+"$NODE_EXPORTER" "${ONE[@]}" --web.listen-address="127.0.0.1:$M_PLAIN" > "$WORK/nm-plain.log" 2>&1 & PIDS+=($!)
+"$NODE_EXPORTER" "${ONE[@]}" --web.listen-address="127.0.0.1:$M_TLS" --web.config.file="$WORK/gen/web/node-exporter.yml" \
+  > "$WORK/nm-tls.log" 2>&1 & PIDS+=($!)
 for kind in tls plain; do
   CLUSTERKIT_MONITOR_SYNTHETIC_SERIES=$SERIES "$BIN" monitor serve -f "$WORK/$kind/cluster.yaml" \
     > "$WORK/exporter-$kind.log" 2>&1 & PIDS+=($!)
@@ -58,7 +64,9 @@ for _ in $(seq 200); do
   curl -sf "http://127.0.0.1:$P_PLAIN/metrics" | grep -q clusterkit_synthetic_series \
     && curl -sf "${ca_args[@]}" "https://127.0.0.1:$P_TLS/metrics" | grep -q clusterkit_synthetic_series \
     && curl -sf "http://127.0.0.1:$N_PLAIN/metrics" > /dev/null \
-    && curl -sf "${ca_args[@]}" "https://127.0.0.1:$N_TLS/metrics" > /dev/null && break
+    && curl -sf "${ca_args[@]}" "https://127.0.0.1:$N_TLS/metrics" > /dev/null \
+    && curl -sf "http://127.0.0.1:$M_PLAIN/metrics" > /dev/null \
+    && curl -sf "${ca_args[@]}" "https://127.0.0.1:$M_TLS/metrics" > /dev/null && break
   sleep 0.2
 done
 sleep "${SETTLE:-6}"
@@ -67,4 +75,6 @@ python3 bench/monitor/compare.py "$SCRAPES" "$ROUNDS" \
   "exporter-http=http://127.0.0.1:$P_PLAIN/metrics" \
   "exporter-https-mtls=https://127.0.0.1:$P_TLS/metrics,$CA,$CLIENT" \
   "node-exporter-http=http://127.0.0.1:$N_PLAIN/metrics" \
-  "node-exporter-https-mtls=https://127.0.0.1:$N_TLS/metrics,$CA,$CLIENT"
+  "node-exporter-https-mtls=https://127.0.0.1:$N_TLS/metrics,$CA,$CLIENT" \
+  "node-exporter-meminfo-http=http://127.0.0.1:$M_PLAIN/metrics" \
+  "node-exporter-meminfo-https-mtls=https://127.0.0.1:$M_TLS/metrics,$CA,$CLIENT"
