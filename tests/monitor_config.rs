@@ -223,8 +223,9 @@ fn tls_false_generates_the_plain_stack_and_warns() {
     assert!(!dir.path().join("demo-state/pki/monitoring").exists());
 }
 
-/// The web config template against its golden files (`tests/data/monitor-web/<case>/`):
-/// `case.json` is the context, `expected` the output. `UPDATE_GOLDEN=1` rewrites them.
+/// The web config templates against their golden files (`tests/data/monitor-web/<case>/`):
+/// `case.json` names the template and its context, `expected` is the output.
+/// `UPDATE_GOLDEN=1` rewrites them.
 #[test]
 fn web_config_template_matches_golden_files() {
     use clusterkit_monitor::generate::web;
@@ -235,12 +236,19 @@ fn web_config_template_matches_golden_files() {
         .map(|e| e.unwrap().path())
         .collect();
     cases.sort();
-    assert_eq!(cases.len(), 2, "{cases:?}");
+    let mut covered = std::collections::BTreeSet::new();
     for case in cases {
-        let ctx: serde_json::Value =
+        let spec: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(case.join("case.json")).unwrap())
                 .unwrap();
-        let got = web::render("case", &ctx).unwrap();
+        let name = spec["template"].as_str().unwrap();
+        let template = [web::TEMPLATE, web::CLUSTER_TEMPLATE]
+            .into_iter()
+            .find(|(n, _)| *n == name)
+            .unwrap_or_else(|| panic!("{}: no template {name}", case.display()))
+            .1;
+        covered.insert(name.to_string());
+        let got = web::render_template(template, "case", &spec["context"]).unwrap();
         let expected = case.join("expected");
         if update {
             std::fs::write(&expected, &got).unwrap();
@@ -253,12 +261,25 @@ fn web_config_template_matches_golden_files() {
             case.display()
         );
     }
+    assert_eq!(
+        covered.len(),
+        2,
+        "a template without a golden case: {covered:?}"
+    );
     // The cases are what the generator builds.
     let node: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(dir.join("node-exporter/case.json")).unwrap(),
     )
     .unwrap();
-    assert_eq!(node, web::node_exporter_context());
+    assert_eq!(node["context"], web::node_exporter_context());
+    let gossip: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("alertmanager-cluster/case.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        gossip["context"],
+        web::alertmanager_cluster_context(Path::new("/etc/prometheus/clusterkit"))
+    );
 }
 
 #[test]

@@ -511,3 +511,172 @@ monitor:
         "the exporter's own etcd probe should see the member down"
     );
 }
+
+/// Alertmanager's status through its API: the addresses of the peers it gossips with.
+fn am_peers(status: &str) -> Vec<String> {
+    let v: serde_json::Value = serde_json::from_str(status).unwrap_or_default();
+    v["cluster"]["peers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| p["address"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+/// Two monitor hosts' Alertmanagers (here: two local processes on addresses of their own, each
+/// with the files `monitor config` generates for its host and that host's own certificate)
+/// gossip over mutual TLS and find each other; a third Alertmanager that trusts the
+/// monitoring CA but presents a certificate of another CA is not let in.
+#[test]
+fn alertmanagers_gossip_only_over_mutual_tls() {
+    let pid = std::process::id();
+    let ip = |last: u32| format!("127.87.{}.{last}", (pid >> 8) & 0xff);
+    let slot = (pid & 0x3f) * 3;
+    let (ip_a, ip_b, ip_c) = (ip(slot + 1), ip(slot + 2), ip(slot + 3));
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let cfg = dir.join("cluster.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"name: gossip
+kubernetes: {{ version: v1.26.3 }}
+hosts:
+  - {{ name: a, address: {ip_a}, roles: [control-plane, etcd, monitor], auth: {{ agent: true }} }}
+  - {{ name: b, address: {ip_b}, roles: [monitor], auth: {{ agent: true }} }}
+monitor:
+  alertmanager:
+    receivers: [ {{ name: hook, webhook: {{ url: "http://127.0.0.1:9/alerts" }} }} ]
+"#
+        ),
+    )
+    .unwrap();
+    let mut procs = Vec::new();
+    for (host, me, peer) in [("a", &ip_a, &ip_b), ("b", &ip_b, &ip_a)] {
+        let out = dir.join(format!("am-{host}"));
+        run_ok(
+            clusterkit()
+                .args(["monitor", "config", "-f"])
+                .arg(&cfg)
+                .arg("--dir")
+                .arg(&out)
+                .arg("--install-dir")
+                .arg(&out),
+        );
+        for ext in ["crt", "key"] {
+            std::fs::copy(
+                dir.join(format!(
+                    "gossip-state/hosts/{host}/pki/monitoring/alertmanager.{ext}"
+                )),
+                out.join(format!("tls/alertmanager.{ext}")),
+            )
+            .unwrap();
+        }
+        let gossip = std::fs::read_to_string(out.join("web/alertmanager-cluster.yml")).unwrap();
+        assert!(gossip.contains("RequireAndVerifyClientCert"), "{gossip}");
+        procs.push(spawn(
+            Command::new(alertmanager())
+                .arg(format!(
+                    "--config.file={}",
+                    out.join("alertmanager.yml").display()
+                ))
+                .arg(format!(
+                    "--storage.path={}",
+                    dir.join(format!("data-{host}")).display()
+                ))
+                .arg(format!("--web.listen-address={me}:9093"))
+                .arg(format!(
+                    "--web.config.file={}",
+                    out.join("web/alertmanager.yml").display()
+                ))
+                .arg(format!("--cluster.listen-address={me}:9094"))
+                .arg(format!("--cluster.peer={peer}:9094"))
+                .arg(format!(
+                    "--cluster.tls-config={}",
+                    out.join("web/alertmanager-cluster.yml").display()
+                )),
+            &dir.join(format!("alertmanager-{host}.log")),
+        ));
+    }
+    // A stranger: trusts the monitoring CA (so it accepts a's certificate and only a's check of
+    // the stranger's own can keep it out), but presents a certificate of another CA.
+    let monitoring_ca = dir.join("gossip-state/pki/monitoring/ca.crt");
+    let stranger = dir.join("stranger");
+    make_ca(&stranger, "ca", "stranger-ca");
+    make_leaf(&stranger, "ca", "am", "c", &[format!("IP:{ip_c}")], 30);
+    let stranger_cfg = stranger.join("cluster-tls.yml");
+    std::fs::write(
+        &stranger_cfg,
+        format!(
+            "tls_server_config:\n  cert_file: {s}/am.crt\n  key_file: {s}/am.key\ntls_client_config:\n  cert_file: {s}/am.crt\n  key_file: {s}/am.key\n  ca_file: {ca}\n",
+            s = stranger.display(),
+            ca = monitoring_ca.display()
+        ),
+    )
+    .unwrap();
+    procs.push(spawn(
+        Command::new(alertmanager())
+            .arg(format!(
+                "--config.file={}",
+                dir.join("am-a/alertmanager.yml").display()
+            ))
+            .arg(format!("--storage.path={}", dir.join("data-c").display()))
+            .arg(format!("--web.listen-address={ip_c}:9093"))
+            .arg(format!("--cluster.listen-address={ip_c}:9094"))
+            .arg(format!("--cluster.peer={ip_a}:9094"))
+            .arg(format!("--cluster.tls-config={}", stranger_cfg.display())),
+        &dir.join("alertmanager-c.log"),
+    ));
+
+    let login =
+        std::fs::read_to_string(dir.join("gossip-state/monitor-auth/web-password")).unwrap();
+    let api = Api {
+        ca: monitoring_ca.clone(),
+        user: format!("admin:{}", login.trim()),
+    };
+    let am_log = || {
+        ["a", "b", "c"]
+            .iter()
+            .map(|h| {
+                std::fs::read_to_string(dir.join(format!("alertmanager-{h}.log")))
+                    .unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    };
+    let status = |ip: &str| {
+        am_peers(
+            &api.get(&format!("{ip}:9093"), "/api/v2/status")
+                .unwrap_or_default(),
+        )
+    };
+    let (mut peers_a, mut peers_b) = (Vec::new(), Vec::new());
+    let joined = wait_until(Duration::from_secs(60), || {
+        peers_a = status(&ip_a);
+        peers_b = status(&ip_b);
+        peers_a.len() == 2 && peers_b.len() == 2
+    });
+    assert!(
+        joined,
+        "a sees {peers_a:?}, b sees {peers_b:?}\n{}",
+        am_log()
+    );
+    // The stranger keeps trying; it stays alone and a still sees only b.
+    std::thread::sleep(Duration::from_secs(10));
+    let (code, status_c) = curl(
+        &format!("http://{ip_c}:9093/api/v2/status"),
+        &api.ca,
+        None,
+        None,
+    );
+    assert_eq!(code, "200", "{status_c}");
+    assert_eq!(
+        am_peers(&status_c).len(),
+        1,
+        "the stranger joined: {status_c}"
+    );
+    let peers_a = status(&ip_a);
+    assert_eq!(peers_a.len(), 2, "{peers_a:?}\n{}", am_log());
+    assert!(!peers_a.iter().any(|p| p.contains(&ip_c)), "{peers_a:?}");
+    drop(procs);
+}

@@ -28,7 +28,7 @@
 //! <state>/pki/monitoring/exporter.{crt,key}                 CN=clusterkit-exporter, serverAuth
 //! <state>/hosts/<host>/pki/monitoring/node-exporter.{crt,key}  CN=<host>, serverAuth, every host
 //! <state>/hosts/<mon>/pki/monitoring/prometheus.{crt,key}      CN=<mon>, serverAuth, monitor hosts
-//! <state>/hosts/<mon>/pki/monitoring/alertmanager.{crt,key}    CN=<mon>, serverAuth, monitor hosts
+//! <state>/hosts/<mon>/pki/monitoring/alertmanager.{crt,key}    CN=<mon>, serverAuth+clientAuth (gossip), monitor hosts
 //! ```
 //!
 //! Unlike kubeadm, one apiserver certificate covers every control-plane host (it is the same
@@ -1468,7 +1468,7 @@ impl MonitoringInput {
 
 /// A serving certificate of the monitoring CA for one host: its name, its address and
 /// loopback (a check on the host itself verifies too).
-fn monitoring_server(name: String, base: PathBuf, h: &Host) -> CertSpec {
+fn monitoring_server(name: String, base: PathBuf, h: &Host, usages: Vec<Usage>) -> CertSpec {
     let mut ips = vec![h.ip];
     push_unique(&mut ips, IpAddr::V4(Ipv4Addr::LOCALHOST));
     CertSpec {
@@ -1477,7 +1477,7 @@ fn monitoring_server(name: String, base: PathBuf, h: &Host) -> CertSpec {
         ca: CaName::Monitoring,
         common_name: h.name.clone(),
         organization: vec![],
-        usages: vec![Usage::ServerAuth],
+        usages,
         dns_names: vec![h.name.clone(), "localhost".into()],
         ips,
     }
@@ -1518,14 +1518,21 @@ pub fn monitoring_cert_specs(input: &MonitoringInput) -> Vec<CertSpec> {
             format!("monitoring-node-exporter/{}", h.name),
             host_pki(h).join("node-exporter"),
             h,
+            vec![Usage::ServerAuth],
         ));
     }
     for m in &input.monitors {
-        for what in ["prometheus", "alertmanager"] {
+        // Alertmanager's certificate is also its client certificate towards the other monitor
+        // hosts' Alertmanagers (gossip over mutual TLS).
+        for (what, usages) in [
+            ("prometheus", vec![Usage::ServerAuth]),
+            ("alertmanager", vec![Usage::ServerAuth, Usage::ClientAuth]),
+        ] {
             specs.push(monitoring_server(
                 format!("monitoring-{what}/{}", m.name),
                 host_pki(m).join(what),
                 m,
+                usages,
             ));
         }
     }

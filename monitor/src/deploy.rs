@@ -216,6 +216,7 @@ fn file_sets(stage: &Path, grafana: bool) -> Result<FileSets> {
             sets.targets.push(in_config);
         } else if rel == "alertmanager.yml"
             || rel == generate::web::ALERTMANAGER
+            || rel == generate::web::ALERTMANAGER_CLUSTER
             || (rel.starts_with("secrets/")
                 && rel != files::EXPORTER_PASSWORD
                 && rel != files::WEB_PASSWORD)
@@ -308,6 +309,12 @@ fn playbook_vars(topology: &Topology, sets: &FileSets) -> Value {
         alertmanager.push("--cluster.listen-address=0.0.0.0:9094".to_string());
         for h in &monitors {
             alertmanager.push(format!("--cluster.peer={}", h.endpoint(9094)));
+        }
+        if topology.monitor.tls {
+            alertmanager.push(format!(
+                "--cluster.tls-config={CONFIG_DIR}/{}",
+                generate::web::ALERTMANAGER_CLUSTER
+            ));
         }
     }
     json!({

@@ -11,8 +11,9 @@
 //!   matches the password, so generating twice writes identical files and restarts nothing.
 //!
 //! Limits: the bcrypt cost is [`BCRYPT_COST`] (the hash is made once; Prometheus and
-//! Alertmanager cache a successful check). Alertmanager's gossip between several monitor hosts
-//! (port 9094) is not encrypted: keep it on the cluster network.
+//! Alertmanager cache a successful check). Two clusterkit commands issuing the monitoring PKI
+//! for the first time at the same moment may each make a CA; the next run re-issues what the
+//! surviving CA did not sign.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

@@ -1820,14 +1820,14 @@ fn resolve_monitor_security(cx: &mut Ctx<'_>, r: &RawMonitor) -> (bool, Option<W
         Some(u) => cx.non_blank(u, "monitor.web_auth.username"),
     };
     let username = username.filter(|u| {
-        // A YAML key in the web config files, and the user part of `user:password`.
-        let ok = !u.contains(':') && u.bytes().all(|b| b.is_ascii_graphic());
+        // A quoted YAML key in the web config files, and the user part of `user:password`.
+        let ok = !u.contains([':', '"', '\\']) && u.bytes().all(|b| b.is_ascii_graphic());
         if !ok {
             if let Some(at) = w.value.username.as_ref() {
                 cx.error(
                     pos(at),
                     "monitor.web_auth.username",
-                    "must be printable ASCII without spaces or ':'",
+                    "must be printable ASCII without spaces, ':', '\"' or '\\'",
                 );
             }
         }

@@ -7,7 +7,8 @@
 //! rules/clusterkit-alerts.yml    alert rules
 //! tls/                           CA and client certificates copied from the cluster's PKI (keys 0600)
 //! secrets/                       passwords read from environment variables (0600)
-//! web/<daemon>.yml               --web.config.file of node-exporter, Prometheus, Alertmanager
+//! web/<daemon>.yml               --web.config.file of node-exporter, Prometheus, Alertmanager;
+//!                                alertmanager-cluster.yml: Alertmanager's gossip TLS
 //! alertmanager.yml               routes, inhibition, receivers (0600: may hold a WeCom secret)
 //! grafana/provisioning/…         datasource and dashboard provider
 //! grafana/dashboards/*.json      dashboards
@@ -252,6 +253,18 @@ pub fn generate(topology: &Topology, out_dir: &Path, options: &Options) -> Resul
             out_dir,
             web::NODE_EXPORTER,
             node.as_bytes(),
+            0o644,
+            &mut report,
+        )?;
+        let gossip = web::render_template(
+            web::CLUSTER_TEMPLATE.1,
+            web::ALERTMANAGER_CLUSTER,
+            &web::alertmanager_cluster_context(&install_dir),
+        )?;
+        write_file(
+            out_dir,
+            web::ALERTMANAGER_CLUSTER,
+            gossip.as_bytes(),
             0o644,
             &mut report,
         )?;

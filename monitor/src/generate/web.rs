@@ -7,6 +7,10 @@
 //! Paths are relative to the `web/` directory the files live in (Debian's exporter toolkit
 //! resolves them against the config file's directory), so one file serves every host: each
 //! host has its own pair at the same path.
+//!
+//! Alertmanager's `--cluster.tls-config` (`templates/monitoring/alertmanager-cluster.yml`,
+//! used when there are several monitor hosts) makes their gossip mutual TLS with each host's
+//! Alertmanager certificate; its paths are absolute (under the install directory).
 
 use clusterkit_installer::pki::monitoring;
 use serde_json::{json, Value};
@@ -19,6 +23,15 @@ pub const TEMPLATE: (&str, &str) = (
     "templates/monitoring/web-config.yml",
     include_str!("../../../templates/monitoring/web-config.yml"),
 );
+
+/// Alertmanager's gossip TLS template, compiled in.
+pub const CLUSTER_TEMPLATE: (&str, &str) = (
+    "templates/monitoring/alertmanager-cluster.yml",
+    include_str!("../../../templates/monitoring/alertmanager-cluster.yml"),
+);
+
+/// Alertmanager's `--cluster.tls-config`, relative to the generated directory.
+pub const ALERTMANAGER_CLUSTER: &str = "web/alertmanager-cluster.yml";
 
 /// node-exporter's web config, relative to the generated directory.
 pub const NODE_EXPORTER: &str = "web/node-exporter.yml";
@@ -78,9 +91,25 @@ pub fn alertmanager_context(login: &WebLogin) -> Value {
     )
 }
 
-/// Renders the template with `context`.
+/// Alertmanager's gossip TLS: its own pair and the monitoring CA, as they are under
+/// `install_dir` (where the generated directory lives on the host).
+pub fn alertmanager_cluster_context(install_dir: &std::path::Path) -> Value {
+    let at = |rel: String| install_dir.join(rel).to_string_lossy().into_owned();
+    json!({ "cluster": {
+        "cert_file": at(format!("{}.crt", monitoring::ALERTMANAGER)),
+        "key_file": at(format!("{}.key", monitoring::ALERTMANAGER)),
+        "ca_file": at(monitoring::CA.to_string()),
+    }})
+}
+
+/// Renders the web config template with `context`.
 pub fn render(file: &str, context: &Value) -> Result<String> {
-    clusterkit_core::playbook::render::render_text(TEMPLATE.1, context)
+    render_template(TEMPLATE.1, file, context)
+}
+
+/// Renders `template` (one of this module's) with `context`.
+pub fn render_template(template: &str, file: &str, context: &Value) -> Result<String> {
+    clusterkit_core::playbook::render::render_text(template, context)
         .map(|mut s| {
             if !s.ends_with('\n') {
                 s.push('\n');
