@@ -349,13 +349,7 @@ monitor:
         &dir.join("exporter.log"),
     );
     let _alertmanager = spawn(
-        Command::new(alertmanager())
-            .arg(format!(
-                "--config.file={}",
-                out.join("alertmanager.yml").display()
-            ))
-            .arg(format!("--storage.path={}", dir.join("am-data").display()))
-            .arg(format!("--web.listen-address={ip}:9093"))
+        alertmanager_cmd(&out, &dir.join("am-data"), &ip)
             .arg(web("alertmanager"))
             .arg("--cluster.listen-address="),
         &dir.join("alertmanager.log"),
@@ -512,6 +506,19 @@ monitor:
     );
 }
 
+/// Alertmanager with the generated `alertmanager.yml` in `out`, its data in `data`, its API
+/// on `ip:9093`.
+fn alertmanager_cmd(out: &Path, data: &Path, ip: &str) -> Command {
+    let mut c = Command::new(alertmanager());
+    c.arg(format!(
+        "--config.file={}",
+        out.join("alertmanager.yml").display()
+    ))
+    .arg(format!("--storage.path={}", data.display()))
+    .arg(format!("--web.listen-address={ip}:9093"));
+    c
+}
+
 /// Alertmanager's status through its API: the addresses of the peers it gossips with.
 fn am_peers(status: &str) -> Vec<String> {
     let v: serde_json::Value = serde_json::from_str(status).unwrap_or_default();
@@ -575,16 +582,7 @@ monitor:
         let gossip = std::fs::read_to_string(out.join("web/alertmanager-cluster.yml")).unwrap();
         assert!(gossip.contains("RequireAndVerifyClientCert"), "{gossip}");
         procs.push(spawn(
-            Command::new(alertmanager())
-                .arg(format!(
-                    "--config.file={}",
-                    out.join("alertmanager.yml").display()
-                ))
-                .arg(format!(
-                    "--storage.path={}",
-                    dir.join(format!("data-{host}")).display()
-                ))
-                .arg(format!("--web.listen-address={me}:9093"))
+            alertmanager_cmd(&out, &dir.join(format!("data-{host}")), me)
                 .arg(format!(
                     "--web.config.file={}",
                     out.join("web/alertmanager.yml").display()
@@ -615,13 +613,7 @@ monitor:
     )
     .unwrap();
     procs.push(spawn(
-        Command::new(alertmanager())
-            .arg(format!(
-                "--config.file={}",
-                dir.join("am-a/alertmanager.yml").display()
-            ))
-            .arg(format!("--storage.path={}", dir.join("data-c").display()))
-            .arg(format!("--web.listen-address={ip_c}:9093"))
+        alertmanager_cmd(&dir.join("am-a"), &dir.join("data-c"), &ip_c)
             .arg(format!("--cluster.listen-address={ip_c}:9094"))
             .arg(format!("--cluster.peer={ip_a}:9094"))
             .arg(format!("--cluster.tls-config={}", stranger_cfg.display())),
