@@ -140,8 +140,13 @@ impl Args {
 }
 
 fn load(global: &Global) -> anyhow::Result<Topology> {
-    Topology::load(&global.config)
-        .with_context(|| format!("cannot use {}", global.config.display()))
+    let topology = Topology::load(&global.config)
+        .with_context(|| format!("cannot use {}", global.config.display()))?;
+    // Every run repeats them: `monitor.tls: false` above all must not go unnoticed.
+    for w in &topology.warnings {
+        eprintln!("{w}");
+    }
+    Ok(topology)
 }
 
 fn config(args: ConfigArgs, global: &Global) -> anyhow::Result<()> {
@@ -225,6 +230,9 @@ async fn deploy(args: DeployArgs, global: &Global) -> anyhow::Result<()> {
             }
             for p in &report.prometheus {
                 println!("Prometheus: {p}");
+            }
+            if let Some(login) = &report.login {
+                println!("Prometheus and Alertmanager login: {login}");
             }
         }
     }

@@ -698,8 +698,13 @@ pub struct Monitor {
     pub intervals: Intervals,
     /// Alert routing.
     pub alertmanager: Alertmanager,
-    /// Serve the exporter over TLS. Default: none (plain HTTP).
-    pub tls: Option<Tls>,
+    /// TLS and authentication on every monitoring endpoint: node-exporter and the exporter
+    /// require a client certificate of the monitoring CA, Prometheus and Alertmanager basic
+    /// auth over TLS. Default: true; `false` (plain HTTP, no authentication) is for closed lab
+    /// networks only and warns at every run.
+    pub tls: bool,
+    /// The Prometheus and Alertmanager login (used only while `tls` is on).
+    pub web_auth: WebAuth,
     /// Require HTTP basic auth on the exporter. Default: none.
     pub basic_auth: Option<BasicAuth>,
     /// Ports Prometheus scrapes and Prometheus/Alertmanager listen on.
@@ -814,11 +819,23 @@ pub enum ReceiverKind {
     },
 }
 
-/// TLS files for the exporter (absolute paths).
+/// The basic-auth login of Prometheus and Alertmanager.
 #[derive(Clone, Debug, Serialize)]
-pub struct Tls {
-    pub cert_file: PathBuf,
-    pub key_file: PathBuf,
+pub struct WebAuth {
+    /// Default: `admin`.
+    pub username: String,
+    /// Where the password comes from. Default: none, i.e. generated once into the state
+    /// directory (mode 0600) and kept there.
+    pub password: Option<SecretEnv>,
+}
+
+impl Default for WebAuth {
+    fn default() -> Self {
+        WebAuth {
+            username: "admin".into(),
+            password: None,
+        }
+    }
 }
 
 /// HTTP basic auth for the exporter.

@@ -544,3 +544,37 @@ fn loopback_node_addresses_only_in_the_sandbox_profile() {
     ));
     assert!(errs[0].message.contains("broadcast"), "{errs:?}");
 }
+
+#[test]
+fn monitor_tls_is_on_by_default_and_off_warns() {
+    let d = Dir::new();
+    let c = d.ok(MINIMAL).cluster;
+    assert!(c.monitor.tls);
+    assert_eq!(c.monitor.web_auth.username, "admin");
+    assert!(c.monitor.web_auth.password.is_none());
+    let l = d.ok(&format!(
+        "{MINIMAL}monitor:\n  tls: false\n  web_auth: {{ username: ops, password_env: MON_PW }}\n"
+    ));
+    assert!(!l.cluster.monitor.tls);
+    let w = &l.cluster.monitor.web_auth;
+    assert_eq!(w.username, "ops");
+    assert_eq!(w.password.as_ref().map(|p| p.var.as_str()), Some("MON_PW"));
+    assert_eq!(l.warnings.len(), 1, "{:?}", l.warnings);
+    assert_eq!(
+        (l.warnings[0].field.as_str(), l.warnings[0].line),
+        ("monitor.tls", 6)
+    );
+    assert!(l.warnings[0].message.contains("plain HTTP"));
+    let errs = d.errors(&format!(
+        "{MINIMAL}monitor:\n  web_auth: {{ username: \"a:b\", password_env: \"not a name\" }}\n"
+    ));
+    let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        ["monitor.web_auth.username", "monitor.web_auth.password_env"]
+    );
+    let errs = d.errors(&format!(
+        "{MINIMAL}monitor:\n  tls: {{ cert_file: a, key_file: b }}\n"
+    ));
+    assert_eq!(errs[0].line, 6, "{errs:?}");
+}

@@ -1876,7 +1876,8 @@ fn resolve_monitor(cx: &mut Ctx<'_>, raw: Option<&S<RawMonitor>>) -> Option<Moni
             listen: default_listen,
             intervals: default_intervals,
             alertmanager: Alertmanager::default(),
-            tls: None,
+            tls: true,
+            web_auth: WebAuth::default(),
             basic_auth: None,
             ports: MonitorPorts::default(),
             etcd_quota_bytes: DEFAULT_ETCD_QUOTA_BYTES,
@@ -1971,24 +1972,7 @@ fn resolve_monitor(cx: &mut Ctx<'_>, raw: Option<&S<RawMonitor>>) -> Option<Moni
         Some(a) => resolve_alertmanager(cx, a),
     };
 
-    let tls = match &r.tls {
-        None => None,
-        Some(t) => {
-            let tat = pos(t);
-            let cert = cx.required_str(&t.value.cert_file, tat, "monitor.tls.cert_file");
-            let key = cx.required_str(&t.value.key_file, tat, "monitor.tls.key_file");
-            match (cert, key) {
-                (Some(c), Some(k)) => Some(Tls {
-                    cert_file: cx.path(&c),
-                    key_file: cx.path(&k),
-                }),
-                _ => {
-                    ok = false;
-                    None
-                }
-            }
-        }
-    };
+    let (tls, web_auth) = resolve_monitor_security(cx, r);
 
     let basic_auth = match &r.basic_auth {
         None => None,
@@ -2080,11 +2064,60 @@ fn resolve_monitor(cx: &mut Ctx<'_>, raw: Option<&S<RawMonitor>>) -> Option<Moni
         intervals,
         alertmanager: alertmanager?,
         tls,
+        web_auth: web_auth?,
         basic_auth,
         ports,
         etcd_quota_bytes,
         backup_max_age_secs,
     })
+}
+
+/// `monitor.tls` (default on; off warns) and `monitor.web_auth`; `None` for web_auth after an
+/// error.
+fn resolve_monitor_security(cx: &mut Ctx<'_>, r: &RawMonitor) -> (bool, Option<WebAuth>) {
+    let tls = match &r.tls {
+        None => true,
+        Some(t) if t.value => true,
+        Some(t) => {
+            cx.warn(
+                pos(t),
+                "monitor.tls",
+                "false: node-exporter, Prometheus, Alertmanager and the exporter serve plain \
+                 HTTP without authentication; only for a closed lab network",
+            );
+            false
+        }
+    };
+    let Some(w) = &r.web_auth else {
+        return (tls, Some(WebAuth::default()));
+    };
+    let username = match &w.value.username {
+        None => Some(WebAuth::default().username),
+        Some(u) => cx.non_blank(u, "monitor.web_auth.username"),
+    };
+    let username = username.filter(|u| {
+        // A quoted YAML key in the web config files, and the user part of `user:password`.
+        let ok = !u.contains([':', '"', '\\']) && u.bytes().all(|b| b.is_ascii_graphic());
+        if !ok {
+            if let Some(at) = w.value.username.as_ref() {
+                cx.error(
+                    pos(at),
+                    "monitor.web_auth.username",
+                    "must be printable ASCII without spaces, ':', '\"' or '\\'",
+                );
+            }
+        }
+        ok
+    });
+    let field = "monitor.web_auth.password_env";
+    let password = match &w.value.password_env {
+        None => Some(None),
+        Some(p) => cx.env(p, field, field).map(Some),
+    };
+    match (username, password) {
+        (Some(username), Some(password)) => (tls, Some(WebAuth { username, password })),
+        _ => (tls, None),
+    }
 }
 
 /// etcd's own default backend quota (the installer sets no `--quota-backend-bytes`).
