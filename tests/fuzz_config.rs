@@ -179,7 +179,11 @@ fn render_everything(cluster: &Cluster) -> Result<(), String> {
     let topology = clusterkit_monitor::topology::Topology::from_cluster(cluster.clone())
         .map_err(|e| format!("monitor topology: {e}"))?;
     let jobs = clusterkit_monitor::generate::prometheus::jobs(&topology);
-    let _ = clusterkit_monitor::generate::prometheus::config(&topology, &jobs);
+    let login = cluster
+        .monitor
+        .tls
+        .then_some(cluster.monitor.web_auth.username.as_str());
+    let _ = clusterkit_monitor::generate::prometheus::config(&topology, &jobs, login);
     let _ = clusterkit_monitor::generate::rules::rule_file(&topology);
     let _ =
         clusterkit_monitor::generate::alertmanager::config(&topology, Path::new("/nonexistent"));
