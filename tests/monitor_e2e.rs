@@ -549,6 +549,7 @@ fn alertmanagers_gossip_only_over_mutual_tls() {
         &cfg,
         format!(
             r#"name: gossip
+profile: sandbox
 kubernetes: {{ version: v1.26.3 }}
 hosts:
   - {{ name: a, address: {ip_a}, roles: [control-plane, etcd, monitor], auth: {{ agent: true }} }}
