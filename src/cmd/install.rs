@@ -20,8 +20,8 @@ use super::{Global, OutputFormat, Selection};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Run only this phase (default: every phase, in order). Phases: prepare, runtime.
-    #[arg(long)]
+    /// Run only this phase (default: every phase, in order).
+    #[arg(long, value_parser = phase_names())]
     phase: Option<String>,
 
     /// Change nothing; report what would change.
@@ -47,6 +47,11 @@ pub struct Args {
 
     #[command(flatten)]
     selection: Selection,
+}
+
+/// The installer's phases, in order: what `--phase` accepts and its help lists.
+fn phase_names() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(phases::all().iter().map(|p| p.name()))
 }
 
 impl Args {

@@ -125,7 +125,7 @@ impl Args {
     /// Process-wide settings that must be made before the async runtime starts its threads.
     pub fn before_runtime(&self) {
         if let MonitorCommand::Serve(_) = self.command {
-            // A long-lived exporter held to a small RSS (issue 6): see working_set.
+            // A long-lived exporter held to a small RSS: see working_set.
             clusterkit_monitor::exporter::use_one_malloc_arena();
         }
     }

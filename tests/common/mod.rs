@@ -2,6 +2,8 @@
 //! show the command, its exit status, stdout and stderr (as ripgrep's tests/util.rs does).
 #![allow(dead_code)]
 
+pub mod golden;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
