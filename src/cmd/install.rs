@@ -11,7 +11,6 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clusterkit_core::config;
 use clusterkit_core::playbook::RunReport;
 use clusterkit_installer::phases::{self, InstallOptions};
 use clusterkit_installer::readiness;
@@ -56,11 +55,7 @@ fn phase_names() -> clap::builder::PossibleValuesParser {
 
 impl Args {
     pub async fn run(self, global: Global) -> anyhow::Result<()> {
-        let loaded = config::load(&global.config)?;
-        for warning in &loaded.warnings {
-            eprintln!("{warning}");
-        }
-        let cluster = loaded.cluster;
+        let cluster = super::load_cluster(&global)?;
         let hosts = cluster
             .select(&self.selection.hosts, &self.selection.roles)
             .with_context(|| format!("selecting hosts in {}", global.config.display()))?;
@@ -105,17 +100,11 @@ fn print_install(
     let Some(r) = readiness else {
         return print_report(report, output);
     };
-    match output {
-        OutputFormat::Json => {
-            let mut v = serde_json::to_value(report)?;
-            if let serde_json::Value::Object(m) = &mut v {
-                m.insert("readiness".into(), serde_json::to_value(r)?);
-            }
-            println!("{}", serde_json::to_string_pretty(&v)?);
-        }
-        OutputFormat::Table => print!("{}{}", report.table(), r.table()),
-        OutputFormat::Yaml => anyhow::bail!("the summary prints as a table or json, not yaml"),
+    let mut v = serde_json::to_value(report)?;
+    if let serde_json::Value::Object(m) = &mut v {
+        m.insert("readiness".into(), serde_json::to_value(r)?);
     }
+    output.print(&v, || format!("{}{}", report.table(), r.table()))?;
     fail_on_hosts(report)?;
     if !r.ok {
         let what: Vec<String> = r
@@ -130,11 +119,7 @@ fn print_install(
 
 /// Prints the summary on stdout and turns failed hosts into a non-zero exit.
 pub fn print_report(report: &RunReport, output: OutputFormat) -> anyhow::Result<()> {
-    match output {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(report)?),
-        OutputFormat::Table => print!("{}", report.table()),
-        OutputFormat::Yaml => anyhow::bail!("the summary prints as a table or json, not yaml"),
-    }
+    output.print(report, || report.table())?;
     fail_on_hosts(report)
 }
 
