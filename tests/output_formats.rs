@@ -138,3 +138,46 @@ fn every_command_prints_json_yaml_and_table_alike() {
     let v = check_formats("reset --check", &cfg, &["reset", "--check", "--yes"]);
     assert_eq!(v["check"], true, "{v}");
 }
+
+/// `clusterkit completion SHELL`: the bash script, loaded into a real bash, completes
+/// subcommands and their flags; every other shell gets a script naming the subcommands; an
+/// unknown shell is refused with the accepted values.
+#[test]
+fn completion_scripts_complete_subcommands_and_flags() {
+    let bash_complete = |line: &str| {
+        let out = common::run_ok(clusterkit().args(["completion", "bash"]));
+        let script = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(script.path(), &out.stdout).unwrap();
+        let words: Vec<&str> = line.split(' ').collect();
+        let probe = format!(
+            "source {}; COMP_WORDS=({}); COMP_CWORD={}; COMP_LINE='{line}'; COMP_POINT={}; \
+             _clusterkit clusterkit {} {}; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+            script.path().display(),
+            words.join(" "),
+            words.len() - 1,
+            line.len(),
+            words[words.len() - 1],
+            words[words.len() - 2],
+        );
+        let mut c = std::process::Command::new("bash");
+        c.args(["-c", &probe]);
+        common::stdout(&common::run_ok(&mut c))
+    };
+    let got = bash_complete("clusterkit ins");
+    assert_eq!(got.trim(), "install", "{got}");
+    let got = bash_complete("clusterkit install --ph");
+    assert_eq!(got.trim(), "--phase", "{got}");
+    let got = bash_complete("clusterkit certs re");
+    assert_eq!(got.trim(), "renew", "{got}");
+
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        let out = common::run_ok(clusterkit().args(["completion", shell]));
+        let text = common::stdout(&out);
+        for sub in ["install", "backup", "restore", "certs"] {
+            assert!(text.contains(sub), "{shell} script lacks {sub}");
+        }
+    }
+    let out = common::run_fail(clusterkit().args(["completion", "tcsh"]));
+    let err = common::stderr(&out);
+    assert!(err.contains("tcsh") && err.contains("bash"), "{err}");
+}

@@ -7,6 +7,7 @@ use clap::{Args, ValueEnum};
 pub mod backup;
 pub mod bundle;
 pub mod certs;
+pub mod completion;
 pub mod config;
 pub mod exec;
 pub mod flags;
