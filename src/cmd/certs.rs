@@ -98,19 +98,10 @@ impl Args {
     }
 }
 
-fn fan(cluster: &Cluster, selection: &Selection, label: &str) -> Fanout {
-    Fanout::new(
-        label,
-        selection.concurrency.unwrap_or(cluster.ssh.concurrency),
-    )
-}
-
 impl CheckArgs {
     async fn run(self, global: Global) -> anyhow::Result<()> {
         let cluster = super::load_cluster(&global)?;
-        let hosts = cluster
-            .select(&self.selection.hosts, &self.selection.roles)
-            .with_context(|| format!("selecting hosts in {}", global.config.display()))?;
+        let hosts = self.selection.pick(&cluster, &global)?;
         let layout = StateLayout::from_cluster(&cluster);
         let input = certs::pki_input(&cluster);
         let now = certs::now();
@@ -125,7 +116,9 @@ impl CheckArgs {
                 (h.name.clone(), (fanout::ssh_target(&cluster, h), files))
             })
             .collect();
-        let results = fan(&cluster, &self.selection, "read certificates")
+        let results = self
+            .selection
+            .fanout(&cluster, "read certificates")
             .run(items, |(target, files)| async move {
                 let ssh = SshExecutor::connect(target?).await?;
                 let remote = certs::read_node(&ssh, &files).await;
@@ -225,9 +218,7 @@ async fn distribute_and_report(
     global: &Global,
     renewed: Option<&[certs::Renewed]>,
 ) -> anyhow::Result<()> {
-    let hosts = cluster
-        .select(&selection.hosts, &selection.roles)
-        .with_context(|| format!("selecting hosts in {}", global.config.display()))?;
+    let hosts = selection.pick(cluster, global)?;
     let layout = StateLayout::from_cluster(cluster);
     if let Some(only) = only {
         // A node left out of the selection keeps its old copies: say which.
@@ -246,7 +237,7 @@ async fn distribute_and_report(
             }
         }
     }
-    let fan = fan(cluster, selection, "distribute");
+    let fan = selection.fanout(cluster, "distribute");
     let (connected, mut results) = connect(cluster, &hosts, &fan).await;
     let nodes: Vec<(&Host, Arc<dyn Executor>)> = connected
         .iter()

@@ -9,10 +9,9 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
 use clusterkit_core::exec::ssh::SshExecutor;
 use clusterkit_core::exec::{Command, ExecError, Executor, Output};
-use clusterkit_core::fanout::{self, Fanout};
+use clusterkit_core::fanout;
 
 use super::{Global, Selection};
 
@@ -64,24 +63,14 @@ impl std::fmt::Display for HostFailure {
 impl Args {
     pub async fn run(self, global: Global) -> anyhow::Result<()> {
         let cluster = super::load_cluster(&global)?;
-        let hosts = cluster
-            .select(&self.selection.hosts, &self.selection.roles)
-            .with_context(|| format!("selecting hosts in {}", global.config.display()))?;
+        let hosts = self.selection.pick(&cluster, &global)?;
         let line = self.command.join(" ");
         let mut command = Command::new(line.clone());
         if let Some(secs) = self.timeout {
             command = command.timeout(Duration::from_secs(secs));
         }
-        let fan = Fanout::new(
-            "exec",
-            self.selection
-                .concurrency
-                .unwrap_or(cluster.ssh.concurrency),
-        );
-        let items = hosts
-            .iter()
-            .map(|h| (h.name.clone(), fanout::ssh_target(&cluster, h)))
-            .collect();
+        let fan = self.selection.fanout(&cluster, "exec");
+        let items = super::ssh_items(&cluster, &hosts);
         let command = &command;
         let results = fan
             .run(items, |target| async move {

@@ -10,7 +10,6 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clusterkit_core::playbook::RunReport;
 use clusterkit_installer::phases::{self, InstallOptions};
 use clusterkit_installer::readiness;
@@ -56,9 +55,7 @@ fn phase_names() -> clap::builder::PossibleValuesParser {
 impl Args {
     pub async fn run(self, global: Global) -> anyhow::Result<()> {
         let cluster = super::load_cluster(&global)?;
-        let hosts = cluster
-            .select(&self.selection.hosts, &self.selection.roles)
-            .with_context(|| format!("selecting hosts in {}", global.config.display()))?;
+        let hosts = self.selection.pick(&cluster, &global)?;
         let opts = InstallOptions {
             phase: self.phase,
             check: self.check,

@@ -62,6 +62,53 @@ pub struct Selection {
 
 /// How a command prints its result on stdout: a table for people, or the same serialized
 /// value as JSON or YAML for programs (so the two machine formats always agree).
+impl Selection {
+    /// The hosts of `cluster` these flags select, in cluster.yaml's order; an unknown name or
+    /// role is an error naming the known ones and the file.
+    pub fn pick<'c>(
+        &self,
+        cluster: &'c clusterkit_core::config::Cluster,
+        global: &Global,
+    ) -> anyhow::Result<Vec<&'c clusterkit_core::config::Host>> {
+        use anyhow::Context;
+        cluster
+            .select(&self.hosts, &self.roles)
+            .with_context(|| format!("selecting hosts in {}", global.config.display()))
+    }
+
+    /// A fan-out named `label` over as many hosts at once as `--concurrency` (or
+    /// `ssh.concurrency`) allows.
+    pub fn fanout(
+        &self,
+        cluster: &clusterkit_core::config::Cluster,
+        label: &str,
+    ) -> clusterkit_core::fanout::Fanout {
+        clusterkit_core::fanout::Fanout::new(
+            label,
+            self.concurrency.unwrap_or(cluster.ssh.concurrency),
+        )
+    }
+}
+
+/// Each host's name with its SSH target: the items of a fan-out that connects to every host.
+pub fn ssh_items(
+    cluster: &clusterkit_core::config::Cluster,
+    hosts: &[&clusterkit_core::config::Host],
+) -> Vec<(
+    String,
+    Result<clusterkit_core::exec::ssh::SshTarget, clusterkit_core::exec::ExecError>,
+)> {
+    hosts
+        .iter()
+        .map(|h| {
+            (
+                h.name.clone(),
+                clusterkit_core::fanout::ssh_target(cluster, h),
+            )
+        })
+        .collect()
+}
+
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OutputFormat {
     Table,

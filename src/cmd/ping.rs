@@ -4,10 +4,9 @@
 //! remote command). Table output on stdout, `-o json` for machines; progress and warnings on
 //! stderr. Exits non-zero naming the hosts that could not be reached.
 
-use anyhow::Context;
 use clusterkit_core::exec::ssh::SshExecutor;
 use clusterkit_core::facts::{self, Facts, FactsError};
-use clusterkit_core::fanout::{self, Fanout};
+use clusterkit_core::fanout;
 
 use super::{Global, Selection};
 
@@ -20,19 +19,9 @@ pub struct Args {
 impl Args {
     pub async fn run(self, global: Global) -> anyhow::Result<()> {
         let cluster = super::load_cluster(&global)?;
-        let hosts = cluster
-            .select(&self.selection.hosts, &self.selection.roles)
-            .with_context(|| format!("selecting hosts in {}", global.config.display()))?;
-        let fan = Fanout::new(
-            "ping",
-            self.selection
-                .concurrency
-                .unwrap_or(cluster.ssh.concurrency),
-        );
-        let items = hosts
-            .iter()
-            .map(|h| (h.name.clone(), fanout::ssh_target(&cluster, h)))
-            .collect();
+        let hosts = self.selection.pick(&cluster, &global)?;
+        let fan = self.selection.fanout(&cluster, "ping");
+        let items = super::ssh_items(&cluster, &hosts);
         let results = fan
             .run(items, |target| async move {
                 let ssh = SshExecutor::connect(target?).await?;

@@ -10,9 +10,8 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 
-use anyhow::Context;
 use clusterkit_core::exec::ssh::SshExecutor;
-use clusterkit_core::fanout::{self, Fanout};
+use clusterkit_core::fanout;
 use clusterkit_installer::reset::{self, ResetError, ResetOptions};
 
 use std::fmt::Write as _;
@@ -46,9 +45,7 @@ pub struct Args {
 impl Args {
     pub async fn run(self, global: Global) -> anyhow::Result<()> {
         let cluster = super::load_cluster(&global)?;
-        let hosts = cluster
-            .select(&self.selection.hosts, &self.selection.roles)
-            .with_context(|| format!("selecting hosts in {}", global.config.display()))?;
+        let hosts = self.selection.pick(&cluster, &global)?;
         let names: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
         if !self.check && !self.yes {
             confirm(&cluster.name, &names, self.purge)?;
@@ -69,16 +66,10 @@ impl Args {
             }
         };
         let opts = ResetOptions::now(self.purge, self.check);
-        let fan = Fanout::new(
-            if self.check { "reset (check)" } else { "reset" },
-            self.selection
-                .concurrency
-                .unwrap_or(cluster.ssh.concurrency),
-        );
-        let items = hosts
-            .iter()
-            .map(|h| (h.name.clone(), fanout::ssh_target(&cluster, h)))
-            .collect();
+        let fan = self
+            .selection
+            .fanout(&cluster, if self.check { "reset (check)" } else { "reset" });
+        let items = super::ssh_items(&cluster, &hosts);
         let opts = &opts;
         let results = fan
             .run(items, |target| async move {
