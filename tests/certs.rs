@@ -83,25 +83,6 @@ fn openssl_date_to_rfc3339(date: &str) -> String {
     format!("{}-{month:02}-{day:02}T{}Z", f[3], f[2])
 }
 
-fn etcdctl(state: &Path, endpoints: &str, args: &[&str]) -> Command {
-    let pki = state.join("pki/etcd");
-    let mut c = Command::new(tool("CLUSTERKIT_ETCDCTL", Path::new("/usr/bin/etcdctl")));
-    c.env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints={endpoints}"))
-        .arg(format!("--cacert={}", pki.join("ca.crt").display()))
-        .arg(format!(
-            "--cert={}",
-            pki.join("healthcheck-client.crt").display()
-        ))
-        .arg(format!(
-            "--key={}",
-            pki.join("healthcheck-client.key").display()
-        ))
-        .args(["--dial-timeout=5s", "--command-timeout=10s"])
-        .args(args);
-    c
-}
-
 /// Monotonic start time (µs) of etcd's current process on a node; nodes share the kernel,
 /// so these compare across nodes.
 fn etcd_started(sb: &SandboxGuard, node: &str) -> u64 {
@@ -304,7 +285,7 @@ fn check_and_renew_on_three_nodes() {
 
     // 4. Renew the etcd certificates with data in etcd.
     steps.enter("4. renew the etcd certificates with data in etcd");
-    run_ok(&mut etcdctl(
+    run_ok(&mut common::etcdctl(
         &state,
         &endpoints,
         &["put", "clusterkit/certs-test", "written-before-renewal"],
@@ -351,7 +332,7 @@ fn check_and_renew_on_three_nodes() {
         starts[1] > starts[0] + 200_000 && starts[2] > starts[1] + 200_000,
         "{starts:?}"
     );
-    let members = stdout(&run_ok(&mut etcdctl(
+    let members = stdout(&run_ok(&mut common::etcdctl(
         &state,
         &endpoints,
         &["member", "list"],
@@ -364,10 +345,14 @@ fn check_and_renew_on_three_nodes() {
         3,
         "{members}"
     );
-    let health = run_ok(&mut etcdctl(&state, &endpoints, &["endpoint", "health"]));
+    let health = run_ok(&mut common::etcdctl(
+        &state,
+        &endpoints,
+        &["endpoint", "health"],
+    ));
     let health = format!("{}{}", stdout(&health), stderr(&health));
     assert_eq!(health.matches("is healthy").count(), 3, "{health}");
-    let got = stdout(&run_ok(&mut etcdctl(
+    let got = stdout(&run_ok(&mut common::etcdctl(
         &state,
         &endpoints,
         &["get", "--print-value-only", "clusterkit/certs-test"],

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use clusterkit_sandbox::{SandboxGuard, UpOptions};
 use common::{
     apiserver_etcd_servers, clusterkit, describe, kubectl, kubectl_cmd, poll, run_fail, run_ok,
-    ssh, stderr, stdout, tool,
+    ssh, stderr, stdout,
 };
 use serde_json::Value;
 
@@ -54,25 +54,6 @@ fn json_ok(c: &mut Command) -> (Value, Duration) {
     (v, took)
 }
 
-fn etcdctl(state: &Path, endpoints: &str, args: &[&str]) -> Command {
-    let pki = state.join("pki/etcd");
-    let mut c = Command::new(tool("CLUSTERKIT_ETCDCTL", Path::new("/usr/bin/etcdctl")));
-    c.env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints={endpoints}"))
-        .arg(format!("--cacert={}", pki.join("ca.crt").display()))
-        .arg(format!(
-            "--cert={}",
-            pki.join("healthcheck-client.crt").display()
-        ))
-        .arg(format!(
-            "--key={}",
-            pki.join("healthcheck-client.key").display()
-        ))
-        .args(["--dial-timeout=5s", "--command-timeout=10s"])
-        .args(args);
-    c
-}
-
 /// Started member names (sorted) and how many endpoints report healthy.
 fn etcd_state(sb: &SandboxGuard, state: &Path, nodes: &[&str]) -> (Vec<String>, usize) {
     let endpoints = nodes
@@ -80,7 +61,7 @@ fn etcd_state(sb: &SandboxGuard, state: &Path, nodes: &[&str]) -> (Vec<String>, 
         .map(|n| format!("https://{}:2379", sb.node(n).unwrap().address))
         .collect::<Vec<_>>()
         .join(",");
-    let list: Value = serde_json::from_str(&stdout(&run_ok(&mut etcdctl(
+    let list: Value = serde_json::from_str(&stdout(&run_ok(&mut common::etcdctl(
         state,
         &endpoints,
         &["member", "list", "-w", "json"],
@@ -94,7 +75,7 @@ fn etcd_state(sb: &SandboxGuard, state: &Path, nodes: &[&str]) -> (Vec<String>, 
         .collect();
     names.sort();
     // etcdctl 3.4 prints the health lines on stderr.
-    let out = etcdctl(state, &endpoints, &["endpoint", "health"])
+    let out = common::etcdctl(state, &endpoints, &["endpoint", "health"])
         .output()
         .unwrap();
     let health = format!("{}{}", stdout(&out), stderr(&out));

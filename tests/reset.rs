@@ -67,28 +67,6 @@ fn facts(sb: &SandboxGuard, node: &str) -> String {
     )
 }
 
-fn etcdctl(state: &Path, endpoints: &str, args: &[&str]) -> Command {
-    let pki = state.join("pki/etcd");
-    let mut c = Command::new(common::tool(
-        "CLUSTERKIT_ETCDCTL",
-        Path::new("/usr/bin/etcdctl"),
-    ));
-    c.env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints={endpoints}"))
-        .arg(format!("--cacert={}", pki.join("ca.crt").display()))
-        .arg(format!(
-            "--cert={}",
-            pki.join("healthcheck-client.crt").display()
-        ))
-        .arg(format!(
-            "--key={}",
-            pki.join("healthcheck-client.key").display()
-        ))
-        .args(["--dial-timeout=5s", "--command-timeout=10s"])
-        .args(args);
-    c
-}
-
 #[test]
 fn reset_three_nodes() {
     let mut sb = SandboxGuard::up(UpOptions::new("reset", 3))
@@ -202,10 +180,14 @@ fn reset_three_nodes() {
         sb.node("node1").unwrap().address,
         sb.node("node2").unwrap().address
     );
-    let members = stdout(&run_ok(&mut etcdctl(&state, &two, &["member", "list"])));
+    let members = stdout(&run_ok(&mut common::etcdctl(
+        &state,
+        &two,
+        &["member", "list"],
+    )));
     assert_eq!(members.lines().count(), 2, "{members}");
     assert!(!members.contains("node3"), "{members}");
-    let health = run_ok(&mut etcdctl(&state, &two, &["endpoint", "health"]));
+    let health = run_ok(&mut common::etcdctl(&state, &two, &["endpoint", "health"]));
     let health = format!("{}{}", stdout(&health), stderr(&health));
     assert_eq!(health.matches("is healthy").count(), 2, "{health}");
 

@@ -248,6 +248,28 @@ pub fn try_kubectl(kube_bin: &Path, admin: &Path, args: &[&str]) -> (bool, Strin
     }
 }
 
+/// `etcdctl` (v3 API) against `endpoints` with the cluster's etcd CA and the healthcheck client
+/// certificate clusterkit keeps in the state directory `state`, with short dial and command
+/// timeouts so that a stopped member fails the call instead of hanging it.
+pub fn etcdctl(state: &Path, endpoints: &str, args: &[&str]) -> Command {
+    let pki = state.join("pki/etcd");
+    let mut c = Command::new(tool("CLUSTERKIT_ETCDCTL", Path::new("/usr/bin/etcdctl")));
+    c.env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoints}"))
+        .arg(format!("--cacert={}", pki.join("ca.crt").display()))
+        .arg(format!(
+            "--cert={}",
+            pki.join("healthcheck-client.crt").display()
+        ))
+        .arg(format!(
+            "--key={}",
+            pki.join("healthcheck-client.key").display()
+        ))
+        .args(["--dial-timeout=5s", "--command-timeout=10s"])
+        .args(args);
+    c
+}
+
 /// The steps of a long scenario test, so that a failure anywhere in one says which step it was
 /// (the assertion's message says what): each step is announced on stderr as it starts, with the
 /// time since the scenario began, and when a panic unwinds past this value it prints the step
