@@ -4,12 +4,13 @@
 //! Entry points: [`store::open_store`] opens `s3://…` or `file://…`; [`etcd::backup_etcd`]
 //! takes a snapshot; [`catalog`] lists, verifies and deletes backups (and is how other kinds
 //! stage and commit theirs); [`retention::prune`]; [`restore::restore_local`];
-//! [`schedule`] runs the daemon; [`status`] holds the per-kind status and metrics the monitor
+//! [`drill`] restores a backup into a scratch etcd and checks it; [`schedule`] runs the daemon; [`status`] holds the per-kind status and metrics the monitor
 //! reads.
 
 pub mod catalog;
 pub mod clock;
 pub mod crypto;
+pub mod drill;
 pub mod error;
 pub mod etcd;
 pub mod lock;

@@ -38,7 +38,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use clusterkit_core::exec::{Command, Executor};
@@ -48,7 +48,7 @@ use crate::crypto::Decrypt;
 use crate::error::BackupError;
 use crate::etcd::{self, EtcdTarget};
 use crate::manifest::Kind;
-use crate::restore::fetch_verified;
+use crate::restore::{fetch_verified, snapshot_restore, SnapshotRestore};
 use crate::store::Store;
 
 /// The data dir of every member (as the installer's etcd phase sets it).
@@ -59,6 +59,11 @@ pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(240);
 
 /// How much of a pack one SSH command carries (read into memory, appended on the member).
 pub const PIECE: usize = 32 << 20;
+
+/// What an etcd 3.4 restore means for revisions (said in the report and the CLI's output).
+pub const REVISIONS_34: &str = "not bumped (etcd 3.4 has no --bump-revision): the revision after \
+     the restore equals the snapshot's, so restart every watcher (kube-apiserver, controllers, \
+     kubelets) to drop watches on revisions that will be reused";
 
 /// How long, after a rollback, the old cluster may take to answer again before the error
 /// says it did not.
@@ -95,6 +100,59 @@ impl Default for ClusterRestoreOptions {
                 .unwrap_or_else(|| PathBuf::from("etcdctl")),
             health_timeout: HEALTH_TIMEOUT,
         }
+    }
+}
+
+/// How long one step of a restore took, on one member or for the whole cluster.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StepTime {
+    pub step: String,
+    /// The member, for per-member steps.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub member: Option<String>,
+    pub seconds: f64,
+}
+
+/// What a cluster restore did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ClusterRestoreReport {
+    pub id: String,
+    pub members: Vec<MemberReport>,
+    /// Where the time went, in the order the steps ended.
+    pub steps: Vec<StepTime>,
+    /// The whole restore, until the cluster (and the API servers, when waited for) answered.
+    pub seconds: f64,
+    /// How revisions were treated (etcd 3.4 cannot bump them: watchers must be restarted).
+    pub revisions: String,
+}
+
+/// Collects [`StepTime`]s from steps that may run at once.
+#[derive(Clone, Default)]
+struct Steps(Arc<std::sync::Mutex<Vec<StepTime>>>);
+
+impl Steps {
+    fn add(&self, step: &str, member: Option<&str>, since: Instant) {
+        let seconds = since.elapsed().as_secs_f64();
+        tracing::info!(
+            step,
+            member = member.unwrap_or("-"),
+            seconds,
+            "restore step"
+        );
+        if let Ok(mut v) = self.0.lock() {
+            v.push(StepTime {
+                step: step.to_string(),
+                member: member.map(str::to_string),
+                seconds,
+            });
+        }
+    }
+
+    fn take(&self) -> Vec<StepTime> {
+        self.0
+            .lock()
+            .map(|mut v| std::mem::take(&mut *v))
+            .unwrap_or_default()
     }
 }
 
@@ -203,7 +261,7 @@ pub async fn restore_cluster(
     members: &[Member],
     target: &EtcdTarget,
     now: DateTime<Utc>,
-) -> Result<Vec<MemberReport>, BackupError> {
+) -> Result<ClusterRestoreReport, BackupError> {
     restore_cluster_with(
         store,
         id,
@@ -226,7 +284,9 @@ pub async fn restore_cluster_with(
     target: &EtcdTarget,
     now: DateTime<Utc>,
     opts: &ClusterRestoreOptions,
-) -> Result<Vec<MemberReport>, BackupError> {
+) -> Result<ClusterRestoreReport, BackupError> {
+    let started = Instant::now();
+    let steps = Steps::default();
     if members.is_empty() {
         return Err(BackupError::Invalid("no etcd members to restore".into()));
     }
@@ -242,7 +302,9 @@ pub async fn restore_cluster_with(
     // 1. Verify locally.
     let work = Scratch::new(id)?;
     let snapshot = work.0.join("snapshot.db");
+    let t = Instant::now();
     fetch_verified(store, &m, decrypt, &snapshot).await?;
+    steps.add("download+verify", None, t);
 
     // 2. One restored data dir per member, built and packed locally (the dry run).
     let token = format!("clusterkit-restore-{id}");
@@ -255,40 +317,25 @@ pub async fn restore_cluster_with(
     for (i, x) in members.iter().enumerate() {
         let dir = work.0.join(format!("member-{i}"));
         let data = dir.join("data");
-        run_local(
-            &opts.etcdctl,
-            &[
-                "snapshot".as_ref(),
-                "restore".as_ref(),
-                snapshot.as_os_str(),
-                "--data-dir".as_ref(),
-                data.as_os_str(),
-                "--name".as_ref(),
-                x.name.as_ref(),
-                "--initial-cluster".as_ref(),
-                initial.as_ref(),
-                "--initial-cluster-token".as_ref(),
-                token.as_ref(),
-                "--initial-advertise-peer-urls".as_ref(),
-                x.peer_url.as_ref(),
-            ],
-        )
+        let t = Instant::now();
+        snapshot_restore(&SnapshotRestore {
+            etcdctl: &opts.etcdctl,
+            snapshot: &snapshot,
+            data_dir: &data,
+            name: &x.name,
+            peer_urls: &x.peer_url,
+            initial_cluster: &initial,
+            token: &token,
+        })
         .await
         .map_err(|e| {
             BackupError::RestoreRefused(format!("the local dry run for {} failed: {e}", x.name))
         })?;
+        steps.add("snapshot restore", Some(&x.name), t);
+        let t = Instant::now();
         let pack = work.0.join(format!("member-{i}.tar"));
-        run_local(
-            Path::new("tar"),
-            &[
-                "-cSf".as_ref(),
-                pack.as_os_str(),
-                "-C".as_ref(),
-                dir.as_os_str(),
-                "data".as_ref(),
-            ],
-        )
-        .await?;
+        pack_data_dir(&dir, &pack).await?;
+        steps.add("pack", Some(&x.name), t);
         std::fs::remove_dir_all(&dir).map_err(|e| local(&dir, e))?;
         packs.push(pack);
     }
@@ -300,7 +347,9 @@ pub async fn restore_cluster_with(
     let old = format!("{DATA_DIR}.before-{id}-{stamp}");
     let mut shipped = Ok(());
     for (x, pack) in members.iter().zip(&packs) {
+        let t = Instant::now();
         shipped = ship(x, pack, &scratch).await;
+        steps.add("ship+unpack", Some(&x.name), t);
         if shipped.is_err() {
             break;
         }
@@ -315,16 +364,21 @@ pub async fn restore_cluster_with(
 
     // 4–6, with rollback.
     let result = async {
+        let t = Instant::now();
         for x in members.iter().filter(|x| x.control_plane) {
             sh(x, "stopping kube-apiserver", STOP_APISERVER.to_string()).await?;
         }
+        steps.add("stop kube-apiserver", None, t);
+        let t = Instant::now();
         futures::future::try_join_all(
             members
                 .iter()
                 .map(|x| sh(x, "stopping etcd", "systemctl stop etcd".into())),
         )
         .await?;
+        steps.add("stop etcd", None, t);
         for x in members {
+            let t = Instant::now();
             sh(
                 x,
                 "swapping the data dir",
@@ -337,9 +391,11 @@ pub async fn restore_cluster_with(
                 ),
             )
             .await?;
+            steps.add("swap data dir", Some(&x.name), t);
         }
         // Members wait for each other to form a quorum, so start them together. Restart
         // counters from now on tell a member whose etcd exits.
+        let t = Instant::now();
         futures::future::try_join_all(members.iter().map(|x| {
             sh(
                 x,
@@ -349,30 +405,41 @@ pub async fn restore_cluster_with(
             )
         }))
         .await?;
+        steps.add("start etcd", None, t);
+        let t = Instant::now();
         let ids = wait_healthy(target, members, min_revision, opts.health_timeout).await?;
+        steps.add("healthy", None, t);
+        let t = Instant::now();
         for x in members.iter().filter(|x| x.control_plane) {
             sh(x, "starting kube-apiserver", START_APISERVER.to_string()).await?;
         }
+        steps.add("start kube-apiserver", None, t);
         Ok::<Vec<(String, u64)>, BackupError>(ids)
     }
     .await;
     match result {
-        Ok(ids) => Ok(members
-            .iter()
-            .map(|x| {
-                let id = ids
-                    .iter()
-                    .find(|(n, _)| n == &x.name)
-                    .map(|(_, i)| format!("{i:x}"))
-                    .unwrap_or_default();
-                MemberReport {
-                    member: x.name.clone(),
-                    old_data_dir: old.clone(),
-                    result: format!("restored (member id {id})"),
-                    member_id: id,
-                }
-            })
-            .collect()),
+        Ok(ids) => Ok(ClusterRestoreReport {
+            id: id.to_string(),
+            seconds: started.elapsed().as_secs_f64(),
+            steps: steps.take(),
+            revisions: REVISIONS_34.to_string(),
+            members: members
+                .iter()
+                .map(|x| {
+                    let id = ids
+                        .iter()
+                        .find(|(n, _)| n == &x.name)
+                        .map(|(_, i)| format!("{i:x}"))
+                        .unwrap_or_default();
+                    MemberReport {
+                        member: x.name.clone(),
+                        old_data_dir: old.clone(),
+                        result: format!("restored (member id {id})"),
+                        member_id: id,
+                    }
+                })
+                .collect(),
+        }),
         Err(e) => {
             tracing::error!(error = %e, "restore failed; rolling back every member");
             let mut problems = Vec::new();
@@ -448,43 +515,76 @@ async fn ship(x: &Member, pack: &Path, scratch: &str) -> Result<(), BackupError>
         ),
     )
     .await?;
-    // Pieces appended to one file: memory holds one piece, not the whole pack. `run` never
-    // re-runs a command whose connection was lost, so a piece cannot be appended twice; the
-    // size check before unpacking catches anything else.
-    let remote = format!("{scratch}/data.tar");
-    let mut file = tokio::fs::File::open(pack)
+    send_and_unpack(x.exec.as_ref(), pack, scratch).await
+}
+
+/// Packs `parent/data` (a restored data dir) into the tar file `pack`; sparse files stay
+/// sparse (`-S`), no compression.
+pub(crate) async fn pack_data_dir(parent: &Path, pack: &Path) -> Result<(), BackupError> {
+    run_local(
+        Path::new("tar"),
+        &[
+            "-cSf".as_ref(),
+            pack.as_os_str(),
+            "-C".as_ref(),
+            parent.as_os_str(),
+            "data".as_ref(),
+        ],
+    )
+    .await
+}
+
+/// Sends the pack of a restored data dir (`tar` of `data/`) to the host and unpacks it into
+/// the existing directory `dir` there (`dir/data`), checking the size that arrived first.
+pub(crate) async fn send_and_unpack(
+    x: &dyn Executor,
+    pack: &Path,
+    dir: &str,
+) -> Result<(), BackupError> {
+    let remote = format!("{dir}/data.tar");
+    let sent = send_file(x, pack, &remote).await?;
+    x.run_checked(&Command::new(format!(
+        "test \"$(stat -c %s {r})\" = {sent} || {{ echo \"{r}: $(stat -c %s {r}) bytes, {sent} sent\" >&2; exit 1; }}; \
+         tar -xf {r} -C {s} && rm -f {r} && test -d {s}/data/member/wal",
+        r = q(&remote),
+        s = q(dir)
+    )).timeout(Duration::from_secs(600)))
+    .await
+    .map_err(|e| exec_err(x.host(), "unpacking the restored data dir", e))?;
+    Ok(())
+}
+
+/// Uploads the local file `local` to `remote` on the host (created with umask 077) in pieces of
+/// [`PIECE`] appended to one file: memory holds one piece, not the whole file. Returns the
+/// bytes sent; the caller checks the remote size before trusting it.
+pub(crate) async fn send_file(
+    x: &dyn Executor,
+    local_path: &Path,
+    remote: &str,
+) -> Result<u64, BackupError> {
+    // `run` never re-runs a command whose connection was lost, so a piece cannot be appended
+    // twice; the caller's size check catches anything else.
+    let mut file = tokio::fs::File::open(local_path)
         .await
-        .map_err(|e| local(pack, e))?;
+        .map_err(|e| local(local_path, e))?;
     let mut sent = 0u64;
     loop {
         let piece = read_piece(&mut file, PIECE)
             .await
-            .map_err(|e| local(pack, e))?;
+            .map_err(|e| local(local_path, e))?;
         if piece.is_empty() {
             break;
         }
         sent += piece.len() as u64;
-        x.exec
-            .run_checked(
-                &Command::new(format!("umask 077 && cat >> {}", q(&remote)))
-                    .stdin(piece)
-                    .timeout(Duration::from_secs(600)),
-            )
-            .await
-            .map_err(|e| exec_err(&x.name, "uploading the restored data dir", e))?;
+        x.run_checked(
+            &Command::new(format!("umask 077 && cat >> {}", q(remote)))
+                .stdin(piece)
+                .timeout(Duration::from_secs(600)),
+        )
+        .await
+        .map_err(|e| exec_err(x.host(), &format!("uploading {}", local_path.display()), e))?;
     }
-    sh(
-        x,
-        "unpacking the restored data dir",
-        format!(
-            "test \"$(stat -c %s {r})\" = {sent} || {{ echo \"{r}: $(stat -c %s {r}) bytes, {sent} sent\" >&2; exit 1; }}; \
-             tar -xf {r} -C {s} && rm -f {r} && test -d {s}/data/member/wal",
-            r = q(&remote),
-            s = q(scratch)
-        ),
-    )
-    .await?;
-    Ok(())
+    Ok(sent)
 }
 
 /// Reads up to `size` bytes (fewer only at the end of the file).
@@ -652,5 +752,86 @@ async fn wait_any_leader(target: &EtcdTarget, timeout: Duration) -> Result<Strin
             return Err(last);
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+/// Rewrites `path` so that its all-zero blocks (4 KiB) become holes: etcd preallocates each WAL
+/// file to 64 MiB with `fallocate`, which `tar -S` sees as data (its blocks are allocated), so a
+/// small database shipped as a 64 MiB-per-member pack of zeros. The copy skips zero blocks by
+/// seeking, sets the length, and replaces the file. Reading it gives the same bytes.
+pub(crate) fn punch_zero_blocks(path: &Path) -> std::io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    const BLOCK: usize = 4096;
+    let tmp = path.with_extension("sparse-tmp");
+    let mut input = std::fs::File::open(path)?;
+    let len = input.metadata()?.len();
+    let mut out = std::fs::File::create(&tmp)?;
+    out.set_permissions(input.metadata()?.permissions())?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let mut filled = 0;
+        while filled < buf.len() {
+            let n = input.read(&mut buf[filled..])?;
+            if n == 0 {
+                break;
+            }
+            filled += n;
+        }
+        if filled == 0 {
+            break;
+        }
+        for block in buf[..filled].chunks(BLOCK) {
+            if block.iter().all(|b| *b == 0) {
+                out.seek(SeekFrom::Current(block.len() as i64))?;
+            } else {
+                out.write_all(block)?;
+            }
+        }
+        if filled < buf.len() {
+            break;
+        }
+    }
+    out.set_len(len)?;
+    out.sync_all()?;
+    drop(out);
+    std::fs::rename(&tmp, path)
+}
+
+/// [`punch_zero_blocks`] on every WAL file of a restored data dir (`data/member/wal/*.wal`).
+pub(crate) fn sparse_wal(data_dir: &Path) -> Result<(), BackupError> {
+    let wal = data_dir.join("member/wal");
+    let entries = std::fs::read_dir(&wal).map_err(|e| local(&wal, e))?;
+    for e in entries {
+        let p = e.map_err(|e| local(&wal, e))?.path();
+        if p.extension().is_some_and(|x| x == "wal") {
+            punch_zero_blocks(&p).map_err(|e| local(&p, e))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_blocks_become_holes_and_the_bytes_stay() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("0.wal");
+        let mut data = vec![0u8; 8 << 20];
+        data[..5000].fill(7);
+        data[(6 << 20) + 3] = 1;
+        std::fs::write(&p, &data).unwrap();
+        let before = std::fs::metadata(&p).unwrap().blocks();
+        punch_zero_blocks(&p).unwrap();
+        let meta = std::fs::metadata(&p).unwrap();
+        assert_eq!(meta.len(), data.len() as u64);
+        assert!(
+            meta.blocks() * 512 < 64 << 10,
+            "{} blocks of 512 (before {before})",
+            meta.blocks()
+        );
+        assert!(std::fs::read(&p).unwrap() == data, "content changed");
     }
 }

@@ -216,15 +216,22 @@ async fn restore_cluster(
         .with_context(|| format!("restore of {} failed (every member was rolled back)", a.id))?;
     match global.output {
         OutputFormat::Table => {
-            for r in &report {
+            for r in &report.members {
                 println!(
                     "{}: {} (old data dir kept at {})",
                     r.member, r.result, r.old_data_dir
                 );
             }
-            println!(
-                "restart controllers and kubelets: etcd 3.4 cannot bump revisions after a restore"
-            );
+            for s in &report.steps {
+                println!(
+                    "  step {:<22} {:<10} {:>7.2}s",
+                    s.step,
+                    s.member.as_deref().unwrap_or("-"),
+                    s.seconds
+                );
+            }
+            println!("restored in {:.1}s", report.seconds);
+            println!("revisions: {}", report.revisions);
         }
         _ => println!("{}", serde_json::to_string_pretty(&report)?),
     }
