@@ -271,7 +271,7 @@ fn restore_three_members() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|s| s["name"] == "pack+ship"),
+            .any(|s| s["name"] == "ship"),
         "{on:#}"
     );
     let left = ssh(

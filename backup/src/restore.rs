@@ -162,6 +162,7 @@ async fn restore_into_scratch(
         peer_urls: &opts.peer_urls,
         initial_cluster: &initial_cluster,
         token: &opts.initial_cluster_token,
+        bump_revision: None,
     })
     .await?;
     let _ = std::fs::remove_file(&snapshot);
@@ -183,6 +184,9 @@ pub struct SnapshotRestore<'a> {
     pub initial_cluster: &'a str,
     /// A new token, so the restored member never talks to the old cluster.
     pub token: &'a str,
+    /// `etcdutl` (≥ 3.5) only: move revisions up by this much and mark them compacted, so no
+    /// watcher sees an older revision reused. `etcdctl` then names the etcdutl binary.
+    pub bump_revision: Option<u64>,
 }
 
 /// Runs `etcdctl snapshot restore`. [`BackupError::LocalIo`] when etcdctl cannot be run,
@@ -203,6 +207,16 @@ pub async fn snapshot_restore(r: &SnapshotRestore<'_>) -> Result<(), BackupError
         .arg(r.token)
         .arg("--initial-advertise-peer-urls")
         .arg(r.peer_urls)
+        .args(
+            r.bump_revision
+                .map(|n| {
+                    vec![
+                        format!("--bump-revision={n}"),
+                        "--mark-compacted".to_string(),
+                    ]
+                })
+                .unwrap_or_default(),
+        )
         .output()
         .await
         .map_err(|e| local(r.etcdctl, e))?;

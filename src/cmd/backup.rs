@@ -525,7 +525,7 @@ impl EtcdArgs {
     }
 }
 
-fn print<T: serde::Serialize>(
+pub(crate) fn print<T: serde::Serialize>(
     format: OutputFormat,
     value: &T,
     table: impl FnOnce() -> String,
@@ -533,8 +533,7 @@ fn print<T: serde::Serialize>(
     match format {
         OutputFormat::Table => print!("{}", table()),
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(value)?),
-        // No YAML serializer is linked into the binary; JSON is valid YAML 1.2.
-        OutputFormat::Yaml => println!("{}", serde_json::to_string_pretty(value)?),
+        OutputFormat::Yaml => print!("{}", serde_saphyr::to_string(value)?),
     }
     Ok(())
 }

@@ -64,6 +64,10 @@ struct EtcdArgs {
     /// etcdctl binary (etcd 3.4 restores with etcdctl).
     #[arg(long, env = "CLUSTERKIT_ETCDCTL", default_value = "etcdctl")]
     etcdctl: PathBuf,
+    /// etcdutl binary (etcd ≥ 3.5): a cluster restore uses it with --bump-revision and
+    /// --mark-compacted when it offers them and every member runs etcd ≥ 3.5.
+    #[arg(long, env = "CLUSTERKIT_ETCDUTL", default_value = "etcdutl")]
+    etcdutl: PathBuf,
 }
 
 fn confirm(question: &str) -> anyhow::Result<bool> {
@@ -142,7 +146,7 @@ impl Args {
                      (kube-apiserver, controllers, kubelets) afterwards"
                 );
             }
-            _ => println!("{}", serde_json::to_string_pretty(&report)?),
+            _ => super::backup::print(global.output, &report, String::new)?,
         }
         Ok(())
     }
@@ -154,7 +158,7 @@ async fn restore_cluster(
     cluster: Option<&Cluster>,
     global: &Global,
 ) -> anyhow::Result<()> {
-    use clusterkit_backup::restore_cluster::{restore_cluster, Member};
+    use clusterkit_backup::restore_cluster::{restore_cluster_with, ClusterRestoreOptions, Member};
     use clusterkit_core::config::Role;
     use clusterkit_core::exec::Executor;
     use clusterkit_core::fanout::{self, Fanout};
@@ -205,7 +209,32 @@ async fn restore_cluster(
     }
     let target = settings::etcd_target(cluster);
     let now = clusterkit_backup::chrono::Utc::now();
-    let result = restore_cluster(store.as_ref(), &a.id, &decrypt, &members, &target, now).await;
+    let mut opts = ClusterRestoreOptions {
+        etcdctl: a.etcdctl.clone(),
+        etcdutl: a.etcdutl.clone(),
+        ..ClusterRestoreOptions::default()
+    };
+    // With the cluster's admin kubeconfig the restore also waits for the API servers it
+    // stopped to answer again.
+    let admin = clusterkit_backup::namespace::cli::kubeconfig_path(None, Some(cluster))?;
+    if admin.is_file() {
+        match clusterkit_backup::namespace::ApiClient::from_kubeconfig(&admin).await {
+            Ok(c) => opts.apiserver = Some(c),
+            Err(e) => {
+                tracing::warn!(error = %e, "not waiting for the API servers after the restore")
+            }
+        }
+    }
+    let result = restore_cluster_with(
+        store.as_ref(),
+        &a.id,
+        &decrypt,
+        &members,
+        &target,
+        now,
+        &opts,
+    )
+    .await;
     let outcome = if result.is_ok() {
         status::Outcome::Success
     } else {
@@ -233,7 +262,7 @@ async fn restore_cluster(
             println!("restored in {:.1}s", report.seconds);
             println!("revisions: {}", report.revisions);
         }
-        _ => println!("{}", serde_json::to_string_pretty(&report)?),
+        _ => super::backup::print(global.output, &report, String::new)?,
     }
     Ok(())
 }

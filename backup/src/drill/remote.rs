@@ -12,7 +12,7 @@
 //!
 //! The restore itself (`etcdctl snapshot restore`) runs on this machine, as for the cluster
 //! restore: Debian's `etcd-server` package, which the hosts have, carries no `etcdctl`. The
-//! restored data dir is packed (sparse, uncompressed) and sent over SSH.
+//! restored data dir is streamed over SSH as a sparse, uncompressed tar.
 //!
 //! Limits: this machine must reach the host's chosen client port (like it reaches 2379); an
 //! interrupted drill (Ctrl-C) can leave the unit and directory behind — both carry the
@@ -30,7 +30,7 @@ use super::pki::ScratchPki;
 use super::scratch::{self, answers, etcd_args, log_tail, restore_scratch, Dir, Scratch};
 use super::{DrillError, DrillOptions, Started};
 use crate::etcd::{EtcdTarget, EtcdTls};
-use crate::restore_cluster::{pack_data_dir, send_and_unpack};
+use crate::restore_cluster::send_dir;
 
 /// A host to run the scratch etcd on.
 #[derive(Clone)]
@@ -231,13 +231,8 @@ impl Scratch for Remote {
             return Ok(restored);
         }
         let t = Instant::now();
-        let pack = self.work.path().join("data.tar");
-        pack_data_dir(self.work.path(), &pack)
-            .await
-            .map_err(|e| self.err(format!("packing the restored data dir: {e}")))?;
+        let sent = send_dir(self.host.exec.as_ref(), self.work.path(), &self.dir).await;
         let _ = std::fs::remove_dir_all(&data);
-        let sent = send_and_unpack(self.host.exec.as_ref(), &pack, &self.dir).await;
-        let _ = std::fs::remove_file(&pack);
         sent.map_err(|e| self.err(e.to_string()))?;
         self.ship_seconds = Some(t.elapsed().as_secs_f64());
         Ok(Ok(()))
@@ -246,7 +241,7 @@ impl Scratch for Remote {
     fn extra_steps(&mut self) -> Vec<(String, f64)> {
         self.ship_seconds
             .take()
-            .map(|s| vec![("pack+ship".to_string(), s)])
+            .map(|s| vec![("ship".to_string(), s)])
             .unwrap_or_default()
     }
 

@@ -228,6 +228,7 @@ pub(crate) async fn restore_scratch(
         peer_urls: peer_url,
         initial_cluster: &format!("{MEMBER}={peer_url}"),
         token: &format!("clusterkit-drill-{id}"),
+        bump_revision: None,
     })
     .await;
     let _ = std::fs::remove_file(snapshot);
