@@ -328,3 +328,51 @@ fn retention_keeps_the_newest_backup_whose_drill_passed() {
     run_ok(&mut c);
     assert_eq!(list_ids(dir, &store, None), vec![newest]);
 }
+
+#[test]
+fn schedule_once_with_drill_drills_each_new_backup_before_pruning() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let certs = Certs::generate(&dir.join("pki"));
+    let etcd = Etcd::start(dir, &certs);
+    let store = format!("file://{}", dir.join("store").display());
+    rt().block_on(async {
+        let mut c = client(&etcd, &certs).await;
+        fill(&mut c, 50, value).await;
+    });
+    let run = || -> Value {
+        let mut c = ck(dir);
+        c.args([
+            "backup",
+            "schedule",
+            "--once",
+            "--drill",
+            "--keep-last",
+            "1",
+        ])
+        .args(["--once-window-secs", "0", "--store", &store])
+        .args(etcd.backup_flags(&certs))
+        .args(["--etcd", &etcd_bin().display().to_string()])
+        .args(["--etcdctl", &etcdctl_bin().display().to_string()]);
+        let out = run_ok(&mut c);
+        let line = stdout(&out);
+        serde_json::from_str(line.trim())
+            .unwrap_or_else(|e| panic!("{e}\n{}", describe(&c, &out, "want one JSON line")))
+    };
+    let first = run();
+    assert_eq!(first["outcome"], "success", "{first:#}");
+    assert_eq!(first["drill"]["ok"], true, "{first:#}");
+    let second = run();
+    assert_eq!(second["drill"]["ok"], true, "{second:#}");
+    // The first backup was pruned only because the second one's drill passed before the prune.
+    assert_eq!(
+        second["pruned"],
+        serde_json::json!([first["id"]]),
+        "{second:#}"
+    );
+    let l = list(dir, &store, None);
+    let only = &l.as_array().unwrap()[..];
+    assert_eq!(only.len(), 1, "{l:#}");
+    assert_eq!(only[0]["id"], second["id"]);
+    assert_eq!(only[0]["last_drill"]["ok"], true, "{l:#}");
+}
