@@ -285,17 +285,23 @@ fn flipped_byte_and_edited_key_count_fail_naming_what_differed() {
     }
 }
 
+/// A TLS etcd in `dir` with `keys` keys, and a `file://` store next to it.
+fn filled_etcd_and_dir_store(dir: &Path, keys: usize) -> (Certs, Etcd, String) {
+    let certs = Certs::generate(&dir.join("pki"));
+    let etcd = Etcd::start(dir, &certs);
+    rt().block_on(async {
+        let mut c = client(&etcd, &certs).await;
+        fill(&mut c, keys, value).await;
+    });
+    let store = format!("file://{}", dir.join("store").display());
+    (certs, etcd, store)
+}
+
 #[test]
 fn retention_keeps_the_newest_backup_whose_drill_passed() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let certs = Certs::generate(&dir.join("pki"));
-    let etcd = Etcd::start(dir, &certs);
-    let store = format!("file://{}", dir.join("store").display());
-    rt().block_on(async {
-        let mut c = client(&etcd, &certs).await;
-        fill(&mut c, 100, value).await;
-    });
+    let (certs, etcd, store) = filled_etcd_and_dir_store(dir, 100);
     let a = backup(dir, &store, &etcd, &certs, None, &[]);
     let mut c = drill_cmd(dir, &store, None, &[&a]);
     run_ok(&mut c);
@@ -333,13 +339,7 @@ fn retention_keeps_the_newest_backup_whose_drill_passed() {
 fn schedule_once_with_drill_drills_each_new_backup_before_pruning() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let certs = Certs::generate(&dir.join("pki"));
-    let etcd = Etcd::start(dir, &certs);
-    let store = format!("file://{}", dir.join("store").display());
-    rt().block_on(async {
-        let mut c = client(&etcd, &certs).await;
-        fill(&mut c, 50, value).await;
-    });
+    let (certs, etcd, store) = filled_etcd_and_dir_store(dir, 50);
     let run = || -> Value {
         let mut c = ck(dir);
         c.args([

@@ -41,8 +41,9 @@ fn exec_start(printed: &str) -> &str {
         .unwrap_or_else(|| panic!("no ExecStart in {printed}"))
 }
 
-#[test]
-fn namespace_timer_units_and_refusals() {
+/// A directory with CLUSTER as cluster.yaml and the key file it names (validation checks only
+/// that the key exists with mode 0600).
+fn cluster_dir() -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("id_test");
     std::fs::write(
@@ -53,6 +54,12 @@ fn namespace_timer_units_and_refusals() {
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     let cfg = dir.path().join("cluster.yaml");
     std::fs::write(&cfg, CLUSTER).unwrap();
+    (dir, cfg)
+}
+
+#[test]
+fn namespace_timer_units_and_refusals() {
+    let (dir, cfg) = cluster_dir();
 
     // Refused before anything else, each with its reason.
     for (args, reason) in [
@@ -156,16 +163,7 @@ fn namespace_timer_units_and_refusals() {
 
 #[test]
 fn drilling_timers_pass_the_flag_and_refuse_recipient_encryption() {
-    let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("id_test");
-    std::fs::write(
-        &key,
-        "test key: validation checks existence and mode only\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let cfg = dir.path().join("cluster.yaml");
-    std::fs::write(&cfg, CLUSTER).unwrap();
+    let (dir, cfg) = cluster_dir();
     let printed = stdout(&run_ok(&mut timer(&cfg, &["--drill", "--print"])));
     let exec = exec_start(&printed);
     assert!(exec.contains(" --drill"), "{exec}");

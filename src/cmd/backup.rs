@@ -91,6 +91,20 @@ pub struct StoreArgs {
     pub parts_in_flight: Option<usize>,
 }
 
+impl DecryptArgs {
+    /// The keys these flags (and cluster.yaml's `backup.encryption`) give.
+    pub(crate) fn resolve(
+        &self,
+        cluster: Option<&Cluster>,
+    ) -> anyhow::Result<clusterkit_backup::crypto::Decrypt> {
+        Ok(settings::decrypt(
+            &self.age_identity,
+            self.passphrase_env.as_deref(),
+            cluster.map(|c| &c.backup),
+        )?)
+    }
+}
+
 fn parse_checksums(s: &str) -> Result<ChecksumMode, String> {
     match s {
         "when-required" | "when_required" => Ok(ChecksumMode::WhenRequired),
@@ -663,11 +677,7 @@ impl Args {
             }
             Command::Verify(a) => {
                 let store = a.store.open(cluster).await?;
-                let decrypt = settings::decrypt(
-                    &a.decrypt.age_identity,
-                    a.decrypt.passphrase_env.as_deref(),
-                    cluster.map(|c| &c.backup),
-                )?;
+                let decrypt = a.decrypt.resolve(cluster)?;
                 let m = catalog::verify(store.as_ref(), &a.id, &decrypt, clock.now())
                     .await
                     .with_context(|| format!("verify {} failed", a.id))?;
@@ -683,11 +693,7 @@ impl Args {
             }
             Command::Drill(a) => {
                 let store = a.store.open(cluster).await?;
-                let decrypt = settings::decrypt(
-                    &a.decrypt.age_identity,
-                    a.decrypt.passphrase_env.as_deref(),
-                    cluster.map(|c| &c.backup),
-                )?;
+                let decrypt = a.decrypt.resolve(cluster)?;
                 let id = match &a.id {
                     Some(id) => id.clone(),
                     None => clusterkit_backup::drill::latest(store.as_ref(), a.kind.into()).await?,

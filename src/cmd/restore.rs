@@ -92,11 +92,7 @@ impl Args {
             return restore_cluster(&a, cluster, &global).await;
         };
         let store = a.store.open(cluster).await?;
-        let decrypt = settings::decrypt(
-            &a.decrypt.age_identity,
-            a.decrypt.passphrase_env.as_deref(),
-            cluster.map(|c| &c.backup),
-        )?;
+        let decrypt = a.decrypt.resolve(cluster)?;
         let m = catalog::get_manifest(store.as_ref(), &a.id).await?;
         if !a.yes
             && !confirm(&format!(
@@ -169,11 +165,7 @@ async fn restore_cluster(
         );
     };
     let store = a.store.open(Some(cluster)).await?;
-    let decrypt = settings::decrypt(
-        &a.decrypt.age_identity,
-        a.decrypt.passphrase_env.as_deref(),
-        Some(&cluster.backup),
-    )?;
+    let decrypt = a.decrypt.resolve(Some(cluster))?;
     let m = catalog::get_manifest(store.as_ref(), &a.id).await?;
     let hosts = cluster.hosts_with_role(Role::Etcd);
     if hosts.is_empty() {

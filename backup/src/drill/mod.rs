@@ -283,6 +283,31 @@ impl Run {
         self.checks.push(Check::new(name, ok, expected, found));
     }
 
+    /// Records the `integrity` check from a download's result: `Ok(true)` to go on,
+    /// `Ok(false)` when the backup is corrupt (a verdict), `Err` when it could not be read.
+    pub fn integrity<T>(
+        &mut self,
+        result: Result<T, BackupError>,
+        expected: &str,
+    ) -> Result<bool, DrillError> {
+        match result {
+            Ok(_) => {
+                self.check("integrity", true, expected, "all equal");
+                Ok(true)
+            }
+            Err(BackupError::Corrupt { what, .. }) => {
+                self.check(
+                    "integrity",
+                    false,
+                    expected,
+                    format!("integrity check failed: {what}"),
+                );
+                Ok(false)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     pub fn figure(&mut self, name: &str, value: impl Into<serde_json::Value>) {
         self.figures.insert(name.to_string(), value.into());
     }
@@ -312,24 +337,10 @@ async fn drill_etcd(
     let t = Instant::now();
     let fetched = crate::restore::fetch_verified(store, m, decrypt, &snapshot).await;
     let mut rto = run.step("download+verify", t);
-    match fetched {
-        Ok(()) => run.check(
-            "integrity",
-            true,
-            "sha256 of stored and raw bytes and etcd's integrity hash as recorded",
-            "all equal",
-        ),
-        Err(BackupError::Corrupt { what, .. }) => {
-            run.check(
-                "integrity",
-                false,
-                "sha256 of stored and raw bytes and etcd's integrity hash as recorded",
-                format!("integrity check failed: {what}"),
-            );
-            run.restore_seconds = rto;
-            return Ok(());
-        }
-        Err(e) => return Err(e.into()),
+    let expected = "sha256 of stored and raw bytes and etcd's integrity hash as recorded";
+    if !run.integrity(fetched, expected)? {
+        run.restore_seconds = rto;
+        return Ok(());
     }
 
     let mut scratch: Box<dyn scratch::Scratch> = match &opts.on {

@@ -15,7 +15,6 @@ use std::time::Instant;
 
 use super::{DrillError, DrillOptions, Run};
 use crate::crypto::Decrypt;
-use crate::error::BackupError;
 use crate::manifest::Manifest;
 use crate::namespace::restore::{count_archive, restore, RestoreOptions};
 use crate::namespace::{ApiClient, NamespaceError};
@@ -52,24 +51,9 @@ pub(crate) async fn drill(
     let t = Instant::now();
     let checked = pipeline::read_and_check(store, m, decrypt, None).await;
     let mut rto = run.step("download+verify", t);
-    match checked {
-        Ok(_) => run.check(
-            "integrity",
-            true,
-            "sha256 of stored and raw bytes as recorded",
-            "all equal",
-        ),
-        Err(BackupError::Corrupt { what, .. }) => {
-            run.check(
-                "integrity",
-                false,
-                "sha256 of stored and raw bytes as recorded",
-                format!("integrity check failed: {what}"),
-            );
-            run.restore_seconds = rto;
-            return Ok(());
-        }
-        Err(e) => return Err(e.into()),
+    if !run.integrity(checked, "sha256 of stored and raw bytes as recorded")? {
+        run.restore_seconds = rto;
+        return Ok(());
     }
     let t = Instant::now();
     let counted = count_archive(store, m, decrypt).await;
