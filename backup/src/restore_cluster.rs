@@ -913,6 +913,50 @@ mod tests {
     use super::*;
 
     #[test]
+    fn versions_are_read_as_major_minor() {
+        assert_eq!(major_minor("3.4.23"), Some((3, 4)));
+        assert_eq!(major_minor("v3.5.17"), Some((3, 5)));
+        assert_eq!(major_minor("unknown"), None);
+    }
+
+    #[tokio::test]
+    async fn revisions_are_bumped_only_with_35_members_and_an_etcdutl_that_can() {
+        let dir = tempfile::tempdir().unwrap();
+        // A stand-in for etcdutl 3.5's help text (no etcd 3.5 on Debian 12): the decision
+        // reads only whether the flags are offered.
+        let fake = |name: &str, help: &str| {
+            use std::os::unix::fs::PermissionsExt;
+            let p = dir.path().join(name);
+            std::fs::write(&p, format!("#!/bin/sh\necho '{help}'\n")).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+            p
+        };
+        let mut opts = ClusterRestoreOptions {
+            etcdutl: fake(
+                "fake-etcdutl-with-bump",
+                "--bump-revision uint64 --mark-compacted",
+            ),
+            ..ClusterRestoreOptions::default()
+        };
+        let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            bump_revisions(&opts, &v(&["3.5.9", "3.6.0", "3.5.9"])).await,
+            Ok(BUMP_REVISION)
+        );
+        let why = bump_revisions(&opts, &v(&["3.5.9", "3.4.23"]))
+            .await
+            .unwrap_err();
+        assert!(why.contains("3.4.23"), "{why}");
+        assert!(bump_revisions(&opts, &v(&["unknown"])).await.is_err());
+        opts.etcdutl = fake("fake-etcdutl-without", "--data-dir string");
+        let why = bump_revisions(&opts, &v(&["3.5.9"])).await.unwrap_err();
+        assert!(why.contains("no --bump-revision"), "{why}");
+        opts.etcdutl = dir.path().join("absent");
+        let why = bump_revisions(&opts, &v(&["3.5.9"])).await.unwrap_err();
+        assert!(why.contains("no "), "{why}");
+    }
+
+    #[test]
     fn zero_blocks_become_holes_and_the_bytes_stay() {
         use std::os::unix::fs::MetadataExt;
         let dir = tempfile::tempdir().unwrap();
