@@ -14,8 +14,8 @@
 //! 3. that data dir streamed to its member as a sparse `tar` in pieces of [`PIECE`] (no pack
 //!    file here, no compression: gzip cost ~40 CPU-s per GiB of DB, bench/backup/RESULTS.md),
 //!    its size checked and unpacked into the scratch dir;
-//! 4. kube-apiserver stopped (systemd unit or static-pod manifest) on the control-plane hosts
-//!    and etcd on every member, at once;
+//! 4. kube-apiserver killed (systemd unit; a static pod's manifest moved aside) on the
+//!    control-plane hosts, then etcd stopped on every follower at once and on the leader last;
 //! 5. on every member at once: the data dir moved aside (kept as
 //!    `/var/lib/etcd.before-<id>-<time>`), the restored one given its owner and moved in place;
 //! 6. etcd started everywhere at once (members wait for each other's quorum), then waited for
@@ -228,10 +228,11 @@ const STOP_APISERVER: &str = "if systemctl cat kube-apiserver >/dev/null 2>&1; t
      if [ -f /etc/kubernetes/manifests/kube-apiserver.yaml ]; then \
        mv /etc/kubernetes/manifests/kube-apiserver.yaml /etc/kubernetes/kube-apiserver.yaml.restore-hold; \
        echo 'clusterkit: kube-apiserver stopped'; fi";
-/// Stops etcd: gracefully for 3 s, then killed. Alone a member stops in about a second; when
-/// every member stops at once a leader can wait for a leadership transfer nobody can take (7 s
-/// measured). etcd's WAL is crash-safe, so a killed member's data dir (kept aside for the
-/// rollback) starts again as after a power cut.
+/// Stops etcd: gracefully for 3 s, then killed. A member stops in well under a second, but a
+/// leader whose followers stop at the same time waits up to 7 s (measured) for a leadership
+/// transfer nobody can take: the restore stops the leader last, and this bounds what is left.
+/// etcd's WAL is crash-safe, so a killed member's data dir (kept aside for the rollback) starts
+/// again as after a power cut.
 const STOP_ETCD: &str = "timeout 3 systemctl stop etcd || \
      { systemctl kill --signal=SIGKILL etcd 2>/dev/null || true; systemctl stop etcd; }";
 const START_APISERVER: &str = "if [ -f /etc/kubernetes/kube-apiserver.yaml.restore-hold ]; then \
@@ -413,13 +414,21 @@ pub async fn restore_cluster_with(
         .await?;
         let had_apiserver = stopped.iter().any(|out| out.contains(APISERVER_STOPPED));
         steps.add("stop kube-apiserver", None, t);
+        // Followers first, all at once, then the leader: a leader stopping while its followers
+        // do waits up to 7 s for a leadership transfer nobody can take; alone, it stops at once.
         let t = Instant::now();
-        futures::future::try_join_all(
-            members
-                .iter()
-                .map(|x| sh(x, "stopping etcd", STOP_ETCD.into())),
-        )
-        .await?;
+        let leader = leader_name(target).await;
+        let (last, first): (Vec<&Member>, Vec<&Member>) = members
+            .iter()
+            .partition(|x| Some(&x.name) == leader.as_ref());
+        for group in [first, last] {
+            futures::future::try_join_all(
+                group
+                    .iter()
+                    .map(|x| sh(x, "stopping etcd", STOP_ETCD.into())),
+            )
+            .await?;
+        }
         steps.add("stop etcd", None, t);
         let t = Instant::now();
         futures::future::try_join_all(members.iter().map(|x| {
@@ -833,6 +842,25 @@ async fn check_once(
         return Err(format!("member ids are not distinct: {ids:?}"));
     }
     Ok(ids)
+}
+
+/// The name of the old cluster's leader, if some endpoint says within a few seconds.
+async fn leader_name(target: &EtcdTarget) -> Option<String> {
+    for ep in &target.endpoints {
+        let probe = async {
+            let mut c = etcd::connect(ep, target).await.ok()?;
+            let leader = c.status().await.ok()?.leader();
+            let list = c.member_list().await.ok()?;
+            list.members()
+                .iter()
+                .find(|m| m.id() == leader)
+                .map(|m| m.name().to_string())
+        };
+        if let Ok(Some(name)) = tokio::time::timeout(Duration::from_secs(3), probe).await {
+            return Some(name);
+        }
+    }
+    None
 }
 
 /// Polls until some endpoint reports a leader; returns that endpoint, or the last problem.
