@@ -8,7 +8,9 @@
 //! with their sha256; a rebuild fetches only the checksums; a binary that does not match its
 //! published sha256 fails the build naming the URL and keeps nothing of it (the previous
 //! bundle is intact); a missing release fails naming the URL; `--binaries` with a clashing
-//! name next to `--kubernetes` is refused.
+//! name next to `--kubernetes` is refused. The stand-ins answer their version commands like
+//! the real binaries: the manifest records each one's version and the bundle's release, and a
+//! download whose binaries report different releases is refused naming them.
 //!
 //! Needs apt access for the packages part of the bundle, like the other bundle tests.
 
@@ -97,9 +99,15 @@ fn hex(data: &[u8]) -> String {
         .collect()
 }
 
+/// A stand-in binary that answers its version command the way the real one does (kubectl
+/// with `version --client -o json`, the others with a "Kubernetes vX.Y.Z" line).
 fn stand_in(version: &str, name: &str) -> Vec<u8> {
-    format!("#!/bin/sh\n# stand-in for {name} {version}\necho 'Kubernetes {version}'\n")
-        .into_bytes()
+    let answer = if name == "kubectl" {
+        format!(r#"echo '{{"clientVersion": {{"gitVersion": "{version}"}}}}'"#)
+    } else {
+        format!("echo 'Kubernetes {version}'")
+    };
+    format!("#!/bin/sh\n# stand-in for {name} {version}\n{answer}\n").into_bytes()
 }
 
 fn build(out: &Path, mirror: &str, version: &str) -> std::process::Command {
@@ -137,7 +145,10 @@ fn bundle_downloads_a_verified_release() {
             .unwrap_or_else(|| panic!("{name} missing from the manifest: {manifest:#}"));
         assert_eq!(entry["sha256"], hex(&data), "{name}");
         assert_eq!(entry["file"], format!("bin/{name}"));
+        // What the binary reports, read at build time for install to check.
+        assert_eq!(entry["version"], "v1.30.2", "{name}");
     }
+    assert_eq!(manifest["kubernetes_version"], "v1.30.2", "{manifest:#}");
     let log = mirror.take_log();
     // Each binary and checksum asked at /release/ and fetched at /cdn/ after the redirect.
     assert_eq!(log.len(), 4 * BINARIES.len(), "{log:#?}");
@@ -189,6 +200,29 @@ fn bundle_downloads_a_verified_release() {
         stderr(&err).contains("/release/v1.31.0/bin/linux/amd64/kube-apiserver.sha256"),
         "{}",
         stderr(&err)
+    );
+
+    // A release whose kubelet reports another version than the one asked for: refused.
+    for name in BINARIES {
+        let says = if name == "kubelet" {
+            "v1.30.1"
+        } else {
+            "v1.30.4"
+        };
+        mirror.publish("v1.30.4", name, &stand_in(says, name), None);
+    }
+    let before = std::fs::read(out.join("manifest.json")).unwrap();
+    let err = run_fail(&mut build(&out, &mirror.url, "v1.30.4"));
+    assert!(
+        stderr(&err).contains("kubelet is v1.30.1"),
+        "{}",
+        stderr(&err)
+    );
+    // ...with the bundle as it was.
+    assert_eq!(std::fs::read(out.join("manifest.json")).unwrap(), before);
+    assert_eq!(
+        std::fs::read(out.join("bin/kubelet")).unwrap(),
+        stand_in("v1.30.2", "kubelet")
     );
 
     // Two sources for one binary.

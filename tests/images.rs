@@ -15,7 +15,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use clusterkit_installer::images::{self, Sources, BUSYBOX_IMAGE, PAUSE_IMAGE};
+use clusterkit_installer::images::{self, Sources, BUSYBOX_IMAGE};
 use clusterkit_sandbox::{SandboxGuard, UpOptions};
 use common::{clusterkit, describe, run_ok, ssh, stdout};
 use serde_json::Value;
@@ -106,11 +106,26 @@ fn images_are_built_from_debian_material_deterministically() {
     let src = sources();
     let a = tempfile::tempdir().unwrap();
     let b = tempfile::tempdir().unwrap();
-    let ma = images::build(a.path(), &src).unwrap_or_else(|e| panic!("{e}"));
-    let mb = images::build(b.path(), &src).unwrap_or_else(|e| panic!("{e}"));
+    let pause = images::pause_image("3.2");
+    let ma = images::build(a.path(), &src, std::slice::from_ref(&pause))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mb = images::build(b.path(), &src, std::slice::from_ref(&pause))
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(ma, mb, "same inputs, same tarballs and digests");
     let names: Vec<&str> = ma.images.iter().map(|i| i.name.as_str()).collect();
-    assert_eq!(names, [PAUSE_IMAGE, BUSYBOX_IMAGE]);
+    assert_eq!(names, [pause.as_str(), BUSYBOX_IMAGE]);
+    // Another release's tag is the same image under its own name: one more tarball, the
+    // others kept as they are.
+    let more = images::build(a.path(), &src, &[images::pause_image("3.9")])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let names: Vec<&str> = more.images.iter().map(|i| i.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [pause.as_str(), "registry.k8s.io/pause:3.9", BUSYBOX_IMAGE]
+    );
+    assert_eq!(more.images[0], ma.images[0]);
+    let (name, _, _) = inspect(&a.path().join("pause_3.9.oci.tar"));
+    assert_eq!(name, "registry.k8s.io/pause:3.9");
     for i in &ma.images {
         let path = a.path().join(&i.file);
         assert_eq!(
@@ -120,7 +135,7 @@ fn images_are_built_from_debian_material_deterministically() {
         let (name, digest, config) = inspect(&path);
         assert_eq!(name, i.name);
         assert_eq!(digest, i.digest);
-        if name == PAUSE_IMAGE {
+        if name == pause {
             assert_eq!(
                 config["config"]["Entrypoint"],
                 serde_json::json!(["/pause"])
@@ -186,7 +201,14 @@ fn images_are_built_from_debian_material_deterministically() {
     let listing = stdout(&run_ok(
         Command::new("tar").arg("-tvf").arg(x.path().join("bb.tar")),
     ));
-    for applet in ["sh", "httpd", "wget", "sleep", "ping"] {
+    // wget is the wrapper that gives Debian's busybox wget its -T (see below, run for real).
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.starts_with("-rwxr-xr-x") && l.ends_with(" bin/wget")),
+        "bin/wget is not the wrapper script:\n{listing}"
+    );
+    for applet in ["sh", "httpd", "nc", "timeout", "sleep", "ping"] {
         assert!(
             listing
                 .lines()
@@ -214,8 +236,9 @@ fn images_phase_on_three_nodes() {
     let sb = SandboxGuard::up(UpOptions::new("img3", 3))
         .expect("sandbox up (needs root and scripts/deps.sh)");
     let work = tempfile::tempdir().unwrap();
+    // With v1.20.2's binaries the bundle is for that release: its pause image is 3.2.
     let bundle = work.path().join("bundle");
-    common::build_bundle(&bundle, None, &[]);
+    common::build_bundle(&bundle, Some(&common::kube_bin()), &[]);
     let cfg: PathBuf = sb.dir().join("images.yaml");
     let base = std::fs::read_to_string(sb.cluster_yaml()).unwrap();
     std::fs::write(
@@ -236,14 +259,15 @@ fn images_phase_on_three_nodes() {
     }
 
     // What the tarballs say (read with tar and sha256sum), against what containerd lists.
-    let cache = images::cache_dir();
-    let manifest = images::load(&cache).unwrap();
+    let in_bundle = bundle.join("images");
+    let manifest = images::load(&in_bundle).unwrap();
     let mut expected = Vec::new();
     for i in &manifest.images {
-        let (name, digest, _) = inspect(&cache.join(&i.file));
+        let (name, digest, _) = inspect(&in_bundle.join(&i.file));
         expected.push((name, digest));
     }
-    assert_eq!(expected.len(), 2);
+    let names: Vec<&str> = expected.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["registry.k8s.io/pause:3.2", BUSYBOX_IMAGE]);
     for n in ["node1", "node2", "node3"] {
         let listed = node_images(&sb, n);
         for e in &expected {
@@ -261,6 +285,17 @@ fn images_phase_on_three_nodes() {
         "ctr -n k8s.io run --rm docker.io/library/busybox:clusterkit t1 /bin/busybox echo ok",
     );
     assert_eq!(out.trim(), "ok", "{out}");
+    // wget with a timeout, as an operator runs it in a test pod (`kubectl exec POD -- wget -T 5
+    // …` finds /bin/wget on PATH; Debian's busybox alone crashes on -T): it fetches a page from
+    // httpd in the same container. busybox's own sh runs its built-in applet instead of
+    // /bin/wget, hence the path here.
+    let out = ssh(
+        &sb,
+        "node1",
+        "ctr -n k8s.io run --rm docker.io/library/busybox:clusterkit t3 /bin/sh -c \
+         'mkdir -p /tmp/www && echo hello-wget > /tmp/www/i && httpd -p 127.0.0.1:8080 -h /tmp/www && /bin/wget -q -T 5 -O - http://127.0.0.1:8080/i'",
+    );
+    assert_eq!(out.trim(), "hello-wget", "{out}");
     // The pause image runs too (it is the pod sandbox): `pause -v` prints its version.
     let out = ssh(
         &sb,
@@ -295,4 +330,36 @@ fn images_phase_on_three_nodes() {
     );
     assert_eq!(fix["hosts"]["node3"]["changed"], 0, "{fix:#}");
     assert!(node_images(&sb, "node2").contains(&expected[1]));
+
+    // An image the cluster needs that is neither imported nor pullable (the nodes reach no
+    // registry) fails every node in this phase, naming the image and the way out, before a
+    // kubelet could wait on it forever.
+    let absent = "registry.k8s.io/pause:0.0-absent";
+    let missing = sb.dir().join("images-missing.yaml");
+    std::fs::write(
+        &missing,
+        format!(
+            "{base}packages: {{ bundle: {} }}\nruntime: {{ sandbox_image: {absent} }}\n",
+            bundle.display()
+        ),
+    )
+    .unwrap();
+    let mut c = clusterkit();
+    c.arg("-f")
+        .arg(&missing)
+        .args(["-o", "json", "install", "--phase", "images"]);
+    let out = common::run_fail(&mut c);
+    let text = format!("{}{}", stdout(&out), common::stderr(&out));
+    assert!(
+        text.contains(&format!(
+            "{absent} is not in containerd and cannot be pulled"
+        )) && text.contains("offline bundle"),
+        "{}",
+        describe(&c, &out, "the missing image named")
+    );
+    let summary: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}\n{}", describe(&c, &out, "expected a JSON summary")));
+    for n in ["node1", "node2", "node3"] {
+        assert_eq!(summary["hosts"][n]["failed"], 1, "{summary:#}");
+    }
 }

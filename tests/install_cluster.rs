@@ -87,7 +87,33 @@ fn openssl(args: &[&str], dir: &Path) {
 
 #[test]
 fn install_whole_cluster_on_three_nodes() {
-    let kube_bin = common::kube_bin();
+    install_and_check(&common::kube_bin(), "v1.20.2");
+}
+
+/// The same scenario with a newer release's binaries, built by hand outside the repository
+/// (`CLUSTERKIT_KUBE_BIN_DIR_NEWER`: kube-apiserver, kube-controller-manager, kube-scheduler,
+/// kubelet, kube-proxy, kubectl and kubeadm of one release). cluster.yaml names the release
+/// the binaries report and sets nothing else by hand: the pause image, the flags and the
+/// kubelet configuration are the release's defaults.
+#[test]
+#[ignore = "needs Kubernetes binaries newer than v1.20.2 (CLUSTERKIT_KUBE_BIN_DIR_NEWER); Debian ships only v1.20.2"]
+fn install_whole_cluster_on_three_nodes_newer_release() {
+    let dir = std::path::PathBuf::from(std::env::var_os("CLUSTERKIT_KUBE_BIN_DIR_NEWER").expect(
+        "CLUSTERKIT_KUBE_BIN_DIR_NEWER: a directory with one newer release's Kubernetes binaries",
+    ));
+    let version = clusterkit_installer::versions::binary_version(&dir.join("kubelet"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .to_string();
+    assert_ne!(
+        version, "v1.20.2",
+        "CLUSTERKIT_KUBE_BIN_DIR_NEWER holds v1.20.2"
+    );
+    install_and_check(&dir, &version);
+}
+
+/// The whole scenario with the Kubernetes binaries of `kube_bin`, which are `version`.
+fn install_and_check(kube_bin: &Path, version: &str) {
+    let kube_bin = kube_bin.to_path_buf();
     // A name of this process's own: two runs of this test at once (several engineers share the
     // machine) must not share, and tear down, one sandbox.
     let name = format!("ic{}", std::process::id() % 1_000_000);
@@ -98,7 +124,14 @@ fn install_whole_cluster_on_three_nodes() {
     // Offline bundle: containerd, runc, etcd-server, CNI plugins and the Kubernetes binaries.
     let bundle = work.path().join("bundle");
     common::build_bundle(&bundle, Some(&kube_bin), &common::CLUSTER_PACKAGES);
-    let base = std::fs::read_to_string(sb.cluster_yaml()).unwrap();
+    let base = std::fs::read_to_string(sb.cluster_yaml()).unwrap().replace(
+        &format!(
+            "version: {}",
+            clusterkit_sandbox::cluster_yaml::KUBERNETES_VERSION
+        ),
+        &format!("version: {version}"),
+    );
+    assert!(base.contains(&format!("version: {version}")), "{base}");
     let cfg = sb.dir().join("install-cluster.yaml");
     std::fs::write(
         &cfg,
@@ -232,7 +265,7 @@ fn install_whole_cluster_on_three_nodes() {
         &["endpoint", "health"],
     ));
 
-    // 3. The control plane, with the v1.20.2 kubectl.
+    // 3. The control plane, with the release's own kubectl.
     assert_eq!(
         kubectl(&kube_bin, &admin, &["get", "--raw", "/readyz"]).trim(),
         "ok"
@@ -743,8 +776,8 @@ fn web_pods(kube_bin: &Path, admin: &Path) -> Vec<(String, String, String)> {
     pods
 }
 
-/// From inside pod `client`, GET `target` (ip:port) with `busybox nc` (Debian 12's static
-/// busybox `wget` crashes here) until the answer contains `expect`; panics after 90 s.
+/// From inside pod `client`, GET `target` (ip:port) with `busybox nc` until the answer
+/// contains `expect`; panics after 90 s.
 fn fetch(kube_bin: &Path, admin: &Path, client: &str, target: &str, expect: &str) -> String {
     let (host, port) = target.rsplit_once(':').unwrap();
     let script = format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 {host} {port}");
@@ -920,4 +953,16 @@ fn workloads(kube_bin: &Path, admin: &Path, work: &Path) {
         &format!("{}:80", ip.trim()),
         "hello-from-",
     );
+    // What an operator types first in a test pod: wget of the Service's page, plain and with
+    // a timeout.
+    let url = format!("http://{}/", ip.trim());
+    for args in [
+        vec!["wget", "-q", "-O", "-", url.as_str()],
+        vec!["wget", "-q", "-T", "5", "-O", "-", url.as_str()],
+    ] {
+        let mut exec = vec!["exec", client.as_str(), "--"];
+        exec.extend(&args);
+        let page = kubectl(kube_bin, admin, &exec);
+        assert!(page.contains("hello-from-"), "{args:?}: {page}");
+    }
 }

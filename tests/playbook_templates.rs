@@ -80,6 +80,29 @@ fn golden_configs_are_valid_toml_and_yaml_shapes() {
         !prod.contains("restrict_oom_score_adj"),
         "sandbox-only setting leaked into production"
     );
+    // containerd 1.6/1.7 get configuration version 2, containerd 2.x version 3 (the CRI
+    // plugin split into images and runtime, the sandbox image pinned).
+    assert!(
+        prod.contains("version = 2\n") && prod.contains("sandbox_image = "),
+        "{prod}"
+    );
+    for case in [
+        "containerd-config-v3-sandbox",
+        "containerd-config-v3-production",
+    ] {
+        let v3 = std::fs::read_to_string(cases_dir().join(case).join("expected")).unwrap();
+        assert!(v3.contains("version = 3\n"), "{case}: {v3}");
+        assert!(!v3.contains("io.containerd.grpc.v1.cri"), "{case}: {v3}");
+        assert!(!v3.contains("sandbox_image"), "{case}: {v3}");
+        assert!(v3.contains("[plugins.'io.containerd.cri.v1.images'.pinned_images]\n      # The pod sandbox image, pinned: never garbage-collected, never pulled when present.\n      sandbox = \"registry.k8s.io/pause:"), "{case}: {v3}");
+        assert!(v3.contains("[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]\n          # kubelet uses the systemd cgroup driver: both must agree.\n          SystemdCgroup = true"), "{case}: {v3}");
+        assert!(v3.contains("[plugins.'io.containerd.cri.v1.images'.registry]\n      # Mirrors and insecure registries: one hosts.toml per registry below this directory.\n      config_path = \"/etc/containerd/certs.d\""), "{case}: {v3}");
+        assert_eq!(
+            v3.contains("restrict_oom_score_adj = true"),
+            case.ends_with("sandbox"),
+            "{case}: {v3}"
+        );
+    }
     let hosts = std::fs::read_to_string(cases_dir().join("hosts-toml-insecure/expected")).unwrap();
     assert!(
         hosts.contains("skip_verify = true") && hosts.contains("[host.\"http://reg.local:5000\"]"),
@@ -115,6 +138,8 @@ profile: sandbox
         .cluster;
     let mut ctx = phases::context(&cluster);
     ctx["host"] = phases::host_vars(&cluster.hosts[0]);
+    // Registered by the runtime playbook's "containerd version" task on each node.
+    ctx["containerd_version"] = serde_json::json!({ "stdout": "1.6.20\n" });
     let registries = ctx["install"]["registries"].as_array().unwrap().clone();
     assert_eq!(registries.len(), 2);
     let config = render("containerd/config.toml", &ctx).unwrap();

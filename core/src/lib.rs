@@ -1,6 +1,6 @@
 //! clusterkit's shared foundation: the cluster description (`cluster.yaml`), the way commands
-//! reach hosts (`Executor`: SSH or local), parallel fan-out across hosts, and the playbook
-//! engine.
+//! reach hosts (`Executor`: SSH or local), parallel fan-out across hosts, the playbook
+//! engine, and the Kubernetes API client every crate uses.
 //!
 //! Every other crate (installer, backup, monitor, sandbox) builds on these types and never
 //! opens its own SSH connection or parses the cluster file itself.
@@ -9,4 +9,19 @@ pub mod config;
 pub mod exec;
 pub mod facts;
 pub mod fanout;
+pub mod kube_client;
 pub mod playbook;
+pub mod release;
+
+/// An error and every cause under it on one line (`a: b: c`): what a user needs when an error
+/// is shown as text (a transport error's "client error" alone says nothing).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

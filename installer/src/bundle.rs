@@ -30,7 +30,7 @@ use clusterkit_core::playbook::modules::package::BundleFile;
 
 use crate::images::{self, ImageError, Sources};
 use crate::release::{self, ReleaseError};
-use crate::versions::KubeVersion;
+use crate::versions::{self, KubeVersion, VersionError};
 pub use clusterkit_core::playbook::modules::{Bundle, BundleManifest, BundlePackage};
 
 /// What can go wrong building a bundle.
@@ -65,6 +65,19 @@ pub enum BundleError {
 
     #[error("Kubernetes release binaries: {0}")]
     Release(#[from] ReleaseError),
+
+    #[error("reading the version of {binary}")]
+    Version {
+        binary: String,
+        #[source]
+        source: VersionError,
+    },
+
+    #[error(
+        "the bundle's Kubernetes binaries are of different releases ({first}, {second}): \
+         a bundle carries one release; pass --binaries with one release's binaries"
+    )]
+    MixedVersions { first: String, second: String },
 
     #[error(
         "{name} would come both from {dir} and from the downloaded release; leave out \
@@ -119,9 +132,14 @@ impl ImageOptions {
 }
 
 /// Puts the images of `opts` into `out/images/` (a verified copy of the cache, which is built
-/// when missing) and returns the bundle manifest entries covering them.
-pub fn add_images(out: &Path, opts: &ImageOptions) -> Result<Vec<BundleFile>, BundleError> {
-    let cached = images::ensure(&opts.cache, &opts.sources)?;
+/// when missing) — the busybox image and the pause image under each of `pause_names` — and
+/// returns the bundle manifest entries covering them.
+pub fn add_images(
+    out: &Path,
+    opts: &ImageOptions,
+    pause_names: &[String],
+) -> Result<Vec<BundleFile>, BundleError> {
+    let cached = images::ensure(&opts.cache, &opts.sources, pause_names)?;
     let dir = out.join("images");
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
     let mut files = Vec::new();
@@ -148,6 +166,7 @@ pub fn add_images(out: &Path, opts: &ImageOptions) -> Result<Vec<BundleFile>, Bu
             file: format!("images/{}", i.file),
             sha256,
             size,
+            version: None,
         });
     }
     // Only the images just copied: a cache that holds more stays out of the bundle's listing.
@@ -164,6 +183,7 @@ pub fn add_images(out: &Path, opts: &ImageOptions) -> Result<Vec<BundleFile>, Bu
         file: format!("images/{}", images::MANIFEST_FILE),
         sha256,
         size,
+        version: None,
     });
     Ok(files)
 }
@@ -333,7 +353,10 @@ fn repack_zstd(path: &Path) -> Result<(), BundleError> {
 /// Every download is verified before `bin/` changes, so a failed build leaves it as it was.
 /// Downloads are kept in `out/.downloads/` (hard-linked into `bin/`), so a rebuild of the
 /// same release only fetches the checksums.
-fn add_binaries(opts: &BuildOptions, arch: &str) -> Result<Vec<BundleFile>, BundleError> {
+fn add_binaries(
+    opts: &BuildOptions,
+    arch: &str,
+) -> Result<(Vec<BundleFile>, Option<KubeVersion>), BundleError> {
     let bin = opts.out.join("bin");
     let downloads = opts.out.join(".downloads");
     let mut sources: Vec<PathBuf> = Vec::new();
@@ -375,6 +398,20 @@ fn add_binaries(opts: &BuildOptions, arch: &str) -> Result<Vec<BundleFile>, Bund
         .iter()
         .filter_map(|s| s.file_name().map(|n| n.to_string_lossy().into_owned()))
         .collect();
+    // What each Kubernetes binary says it is, read before bin/ changes: a set of several
+    // releases is refused with the bundle as it was, and install can later refuse a bundle of
+    // another release without running anything.
+    let mut reported: BTreeMap<String, String> = BTreeMap::new();
+    for (src, name) in sources.iter().zip(&names) {
+        if versions::KUBERNETES_BINARIES.contains(&name.as_str()) {
+            let v = versions::binary_version(src).map_err(|source| BundleError::Version {
+                binary: name.clone(),
+                source,
+            })?;
+            reported.insert(name.clone(), v.to_string());
+        }
+    }
+    let kubernetes_version = kubernetes_version(&reported, opts.release.as_ref())?;
     if !sources.is_empty() {
         std::fs::create_dir_all(&bin).map_err(io(&bin))?;
     }
@@ -404,14 +441,17 @@ fn add_binaries(opts: &BuildOptions, arch: &str) -> Result<Vec<BundleFile>, Bund
                 Some(sha256) => (sha256, std::fs::metadata(&path).map_err(io(&path))?.len()),
                 None => sha256_file(&path)?,
             };
+            let version = reported.get(&name).cloned();
             Ok(BundleFile {
                 file: format!("bin/{name}"),
                 name,
                 sha256,
                 size,
+                version,
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>, BundleError>>()
+        .map(|files| (files, kubernetes_version))
 }
 
 /// Removes every file or directory in `dir` (if it exists) that `keep` does not want.
@@ -431,6 +471,41 @@ fn remove_entries(dir: &Path, keep: impl Fn(&Path) -> bool) -> Result<(), Bundle
         removed.map_err(io(&path))?;
     }
     Ok(())
+}
+
+/// The one Kubernetes release the bundle's Kubernetes binaries report (binary → version;
+/// `None` without any): they must agree with each other, and with `--kubernetes` when the
+/// release was downloaded.
+fn kubernetes_version(
+    reported: &BTreeMap<String, String>,
+    release: Option<&ReleaseOptions>,
+) -> Result<Option<KubeVersion>, BundleError> {
+    let mut found: Option<(KubeVersion, &str)> = None;
+    for (name, v) in reported {
+        let v = KubeVersion::parse(v).map_err(|source| BundleError::Version {
+            binary: name.clone(),
+            source,
+        })?;
+        match found {
+            Some((first, first_name)) if first != v => {
+                return Err(BundleError::MixedVersions {
+                    first: format!("{first_name} is {first}"),
+                    second: format!("{name} is {v}"),
+                })
+            }
+            Some(_) => {}
+            None => found = Some((v, name)),
+        }
+    }
+    if let (Some((v, name)), Some(r)) = (found, release) {
+        if v != r.version {
+            return Err(BundleError::MixedVersions {
+                first: format!("--kubernetes is {}", r.version),
+                second: format!("{name} is {v}"),
+            });
+        }
+    }
+    Ok(found.map(|(v, _)| v))
 }
 
 /// Builds (or refreshes) a bundle; returns its manifest, also written to `out/manifest.json`.
@@ -496,9 +571,15 @@ pub fn build(opts: &BuildOptions) -> Result<BundleManifest, BundleError> {
         .find(|p| p.arch != "all")
         .map(|p| p.arch.clone())
         .unwrap_or_else(|| "amd64".into());
-    let mut binaries = add_binaries(opts, &arch)?;
+    let (mut binaries, kubernetes_version) = add_binaries(opts, &arch)?;
     if let Some(img) = &opts.images {
-        binaries.extend(add_images(&opts.out, img)?);
+        // The pause image under the tag the bundle's release asks for; a bundle without
+        // Kubernetes binaries does not say which release it serves, so it carries every tag.
+        let pause = match kubernetes_version {
+            Some(v) => vec![images::pause_image_for(v.minor, v.patch)],
+            None => images::every_pause_image(),
+        };
+        binaries.extend(add_images(&opts.out, img, &pause)?);
     } else {
         // A bundle rebuilt without images must not keep an old images/ the phase would import.
         let old = opts.out.join("images");
@@ -514,6 +595,7 @@ pub fn build(opts: &BuildOptions) -> Result<BundleManifest, BundleError> {
         packages,
         roots,
         binaries,
+        kubernetes_version: kubernetes_version.map(|v| v.to_string()),
     };
     let path = opts.out.join("manifest.json");
     let text = serde_json::to_string_pretty(&manifest).unwrap_or_default();
@@ -524,7 +606,9 @@ pub fn build(opts: &BuildOptions) -> Result<BundleManifest, BundleError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::images::{ImageEntry, ImageManifest, BUSYBOX_IMAGE, PAUSE_IMAGE};
+    use crate::images::{ImageEntry, ImageManifest, BUSYBOX_IMAGE};
+
+    const PAUSE_IMAGE: &str = "registry.k8s.io/pause:3.2";
     use sha2::{Digest, Sha256};
 
     /// An ar archive of `(name, contents)` members, as a .deb is laid out.
@@ -598,6 +682,7 @@ mod tests {
                 sha256: hex::encode(Sha256::digest(data)),
                 size: data.len() as u64,
                 digest: "sha256:00".into(),
+                recipe: images::RECIPE,
             });
         }
         let m = ImageManifest {
@@ -624,7 +709,7 @@ mod tests {
                 busybox: "/nonexistent".into(),
             },
         };
-        let files = add_images(out.path(), &opts).unwrap();
+        let files = add_images(out.path(), &opts, &[PAUSE_IMAGE.to_string()]).unwrap();
         let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
         assert_eq!(
             names,
@@ -653,7 +738,7 @@ mod tests {
         std::fs::write(in_bundle.join("pause_3.2.oci.tar"), b"pause bytez").unwrap();
         assert!(bundle.verify().unwrap_err().contains("pause_3.2.oci.tar"));
         // Rebuilding replaces the stale file.
-        let files = add_images(out.path(), &opts).unwrap();
+        let files = add_images(out.path(), &opts, &[PAUSE_IMAGE.to_string()]).unwrap();
         let bundle = Bundle {
             manifest: BundleManifest {
                 binaries: files,
@@ -666,19 +751,96 @@ mod tests {
         assert!(bundle.verify().unwrap_err().contains("manifest.json"));
     }
 
+    /// Image options whose cache is `cache` and whose sources do not exist: anything the cache
+    /// lacks cannot be built.
+    fn without_sources(cache: &Path) -> ImageOptions {
+        ImageOptions {
+            cache: cache.to_path_buf(),
+            sources: Sources {
+                kube_src: cache.join("no-src"),
+                busybox: "/nonexistent".into(),
+            },
+        }
+    }
+
     #[test]
     fn missing_image_sources_name_the_way_out() {
         let cache = tempfile::tempdir().unwrap();
         let out = tempfile::tempdir().unwrap();
-        let opts = ImageOptions {
-            cache: cache.path().to_path_buf(),
-            sources: Sources {
-                kube_src: cache.path().join("no-src"),
-                busybox: "/nonexistent".into(),
-            },
-        };
-        let e = add_images(out.path(), &opts).unwrap_err().to_string();
+        let opts = without_sources(cache.path());
+        let e = add_images(out.path(), &opts, &[PAUSE_IMAGE.to_string()])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("--no-images"), "{e}");
+    }
+
+    #[test]
+    fn a_cache_without_the_release_s_pause_tag_builds_it() {
+        // The cache holds pause:3.2 and busybox; a v1.28 bundle wants pause:3.9, which must be
+        // built (here it cannot be: no sources), never replaced by the 3.2 at hand.
+        let cache = tempfile::tempdir().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        fake_cache(cache.path());
+        let opts = without_sources(cache.path());
+        let e = add_images(out.path(), &opts, &[images::pause_image_for(28, 7)])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no Kubernetes source"), "{e}");
+        assert!(!out.path().join("images/pause_3.2.oci.tar").exists());
+    }
+
+    #[test]
+    fn images_of_an_older_recipe_are_rebuilt() {
+        let cache = tempfile::tempdir().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let mut m = fake_cache(cache.path());
+        for i in &mut m.images {
+            i.recipe = images::RECIPE - 1;
+        }
+        std::fs::write(
+            cache.path().join(images::MANIFEST_FILE),
+            serde_json::to_string(&m).unwrap(),
+        )
+        .unwrap();
+        let opts = without_sources(cache.path());
+        // Same names, verified bytes, older recipe: rebuilt (here it cannot be: no sources).
+        let e = add_images(out.path(), &opts, &[PAUSE_IMAGE.to_string()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no Kubernetes source"), "{e}");
+    }
+
+    #[test]
+    fn one_release_per_bundle() {
+        let reported = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect()
+        };
+        let same = reported(&[("kubelet", "v1.28.7"), ("kubectl", "v1.28.7")]);
+        assert_eq!(
+            kubernetes_version(&same, None).unwrap(),
+            Some(KubeVersion::new(1, 28, 7))
+        );
+        assert_eq!(kubernetes_version(&reported(&[]), None).unwrap(), None);
+        let mixed = reported(&[("kubelet", "v1.28.7"), ("kubectl", "v1.20.2")]);
+        let e = kubernetes_version(&mixed, None).unwrap_err().to_string();
+        assert!(
+            e.contains("kubelet is v1.28.7") && e.contains("kubectl is v1.20.2"),
+            "{e}"
+        );
+        let release = ReleaseOptions {
+            version: KubeVersion::new(1, 29, 0),
+            base: String::new(),
+        };
+        let e = kubernetes_version(&same, Some(&release))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--kubernetes is v1.29.0") && e.contains("v1.28.7"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -1,15 +1,20 @@
 //! Container images without a registry: the two images the project's own clusters need, built
 //! from Debian material into OCI image tarballs that `ctr -n k8s.io images import` accepts.
 //!
-//! - [`PAUSE_IMAGE`] (`registry.k8s.io/pause:3.2`, the tag kubeadm pins for v1.20 and so the
-//!   default `runtime.sandbox_image` for v1.20): `build/pause/linux/pause.c` from Debian's
-//!   `kubernetes` source package, compiled statically with gcc and the flags of upstream's
-//!   `build/pause/Makefile` (`-Os -Wall -Werror -static -DVERSION=v$(TAG)-$(REV)`; there is no git
-//!   in a source tarball, so `REV` is `clusterkit`). The binary says `v3.4` (the source's TAG)
-//!   while the image is tagged 3.2: the program is the same, the tag is the one kubelet asks for.
+//! - the pause image, under the names the cluster asks for ([`pause_image`]: kubeadm's tag for
+//!   the Kubernetes release, `registry.k8s.io/pause:3.2` for v1.20, `…:3.9` for v1.26–v1.30,
+//!   or whatever `runtime.sandbox_image` says in the sandbox): `build/pause/linux/pause.c` from
+//!   Debian's `kubernetes` source package, compiled statically with gcc and the flags of
+//!   upstream's `build/pause/Makefile` (`-Os -Wall -Werror -static -DVERSION=v$(TAG)-$(REV)`;
+//!   there is no git in a source tarball, so `REV` is `clusterkit`). The binary says `v3.4` (the
+//!   source's TAG) whatever the image's tag: pause does one thing (hold the pod's namespaces
+//!   and reap zombies) the same way in every release; the tag is the one kubelet and containerd
+//!   ask for.
 //! - [`BUSYBOX_IMAGE`] (`docker.io/library/busybox:clusterkit`), a test workload: the static
-//!   `/bin/busybox` of Debian's `busybox-static` with a symlink per applet (sh, httpd, wget,
-//!   ping, sleep, …), `/etc/passwd` and `/etc/group` for root and nobody, and an empty `/var/www`.
+//!   `/bin/busybox` of Debian's `busybox-static` with a symlink per applet (sh, httpd, nc,
+//!   ping, sleep, …), `/bin/wget` a wrapper that gives busybox's wget the `-T` timeout Debian's
+//!   build lacks ([`WGET_WRAPPER`]), `/etc/passwd` and `/etc/group` for root and nobody, and an
+//!   empty `/var/www`.
 //!
 //! Names are fully qualified because kubelet normalises image names before looking them up.
 //!
@@ -36,8 +41,29 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-/// The pod sandbox image, under the name kubelet/containerd ask for with Kubernetes v1.20.
-pub const PAUSE_IMAGE: &str = "registry.k8s.io/pause:3.2";
+/// The repository kubeadm's pause images live in (`registry.k8s.io/pause:<tag>`).
+pub const PAUSE_REPOSITORY: &str = "registry.k8s.io/pause";
+
+/// `registry.k8s.io/pause:<tag>`.
+pub fn pause_image(tag: &str) -> String {
+    format!("{PAUSE_REPOSITORY}:{tag}")
+}
+
+/// The pause image kubeadm of Kubernetes `1.<minor>.<patch>` uses.
+pub fn pause_image_for(minor: u32, patch: u32) -> String {
+    pause_image(clusterkit_core::release::images(minor, patch).pause)
+}
+
+/// Every pause image of the releases clusterkit installs (one per distinct tag), for an
+/// offline bundle that does not say which release it is for.
+pub fn every_pause_image() -> Vec<String> {
+    let mut names: Vec<String> = (clusterkit_core::release::MIN_MINOR
+        ..=clusterkit_core::release::MAX_MINOR)
+        .map(|minor| pause_image_for(minor, 0))
+        .collect();
+    names.dedup();
+    names
+}
 
 /// The test workload image.
 pub const BUSYBOX_IMAGE: &str = "docker.io/library/busybox:clusterkit";
@@ -111,7 +137,15 @@ pub struct ImageEntry {
     pub size: u64,
     /// The image manifest's digest (`sha256:…`): what `ctr images ls` shows as DIGEST.
     pub digest: String,
+    /// The [`RECIPE`] the image was built with; an image of another recipe is rebuilt.
+    #[serde(default)]
+    pub recipe: u32,
 }
+
+/// The version of how the images are made from their inputs. Bump it whenever the same inputs
+/// would give other bytes (a file added to an image, a changed config): cached and bundled
+/// images of an older recipe are then rebuilt instead of reused.
+pub const RECIPE: u32 = 2;
 
 /// One file system entry of a layer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -281,8 +315,8 @@ pub fn build_image(spec: &ImageSpec) -> BuiltImage {
     }
 }
 
-/// The pause image around a static pause binary.
-pub fn pause_spec(pause: Vec<u8>) -> ImageSpec {
+/// The pause image around a static pause binary, named `name`.
+pub fn pause_spec(pause: Vec<u8>, name: &str) -> ImageSpec {
     let mut files = BTreeMap::new();
     files.insert(
         "pause".to_string(),
@@ -292,7 +326,7 @@ pub fn pause_spec(pause: Vec<u8>) -> ImageSpec {
         },
     );
     ImageSpec {
-        name: PAUSE_IMAGE.to_string(),
+        name: name.to_string(),
         files,
         entrypoint: vec!["/pause".into()],
         cmd: vec![],
@@ -301,7 +335,13 @@ pub fn pause_spec(pause: Vec<u8>) -> ImageSpec {
     }
 }
 
-/// The busybox image: the binary, one symlink per applet in `/bin`, a minimal `/etc`.
+/// `/bin/wget` of the busybox image: Debian 12's busybox is built without wget's timeout
+/// option and crashes (SIGSEGV) when given `-T`, the first thing an operator types in a test
+/// pod; this wrapper takes the option and runs busybox's wget under busybox's `timeout`.
+pub const WGET_WRAPPER: &str = include_str!("../assets/busybox-wget.sh");
+
+/// The busybox image: the binary, one symlink per applet in `/bin` (`wget` is
+/// [`WGET_WRAPPER`]), a minimal `/etc`.
 pub fn busybox_spec(busybox: Vec<u8>, applets: &[String]) -> ImageSpec {
     let mut files = BTreeMap::new();
     let dir = |mode| Entry::Dir { mode };
@@ -316,10 +356,18 @@ pub fn busybox_spec(busybox: Vec<u8>, applets: &[String]) -> ImageSpec {
             data: busybox,
         },
     );
+    files.insert(
+        "bin/wget".to_string(),
+        Entry::File {
+            mode: 0o755,
+            data: WGET_WRAPPER.as_bytes().to_vec(),
+        },
+    );
     for a in applets {
         // Applet names are plain words; anything else (a path) would escape /bin.
         if a.is_empty()
             || a == "busybox"
+            || a == "wget"
             || !a
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"-_.[".contains(&b))
@@ -556,10 +604,17 @@ pub fn busybox_inputs(busybox: &Path) -> Result<(Vec<u8>, Vec<String>), ImageErr
     Ok((data, applets))
 }
 
-/// File name of an image's tarball (`registry.k8s.io/pause:3.2` → `pause_3.2.oci.tar`).
+/// File name of an image's tarball (`registry.k8s.io/pause:3.2` → `pause_3.2.oci.tar`). Names
+/// outside registry.k8s.io and Docker Hub's library get a hash of the whole name too
+/// (`mirror.example/k8s/pause:3.9` → `pause_3.9-1a2b3c4d.oci.tar`), so two repositories' images
+/// of the same name and tag do not share a file.
 pub fn file_name(image: &str) -> String {
-    let last = image.rsplit('/').next().unwrap_or(image);
-    format!("{}.oci.tar", last.replace(':', "_"))
+    let last = image.rsplit('/').next().unwrap_or(image).replace(':', "_");
+    if image.starts_with("registry.k8s.io/") || image.starts_with("docker.io/library/") {
+        format!("{last}.oci.tar")
+    } else {
+        format!("{last}-{}.oci.tar", &sha256_hex(image.as_bytes())[..8])
+    }
 }
 
 fn write_atomic(path: &Path, data: &[u8]) -> Result<(), ImageError> {
@@ -569,14 +624,33 @@ fn write_atomic(path: &Path, data: &[u8]) -> Result<(), ImageError> {
     std::fs::rename(&tmp, path).map_err(io(path))
 }
 
-/// Builds both images into `out` and writes its `manifest.json` (last, so a directory with a
-/// manifest is complete).
-pub fn build(out: &Path, sources: &Sources) -> Result<ImageManifest, ImageError> {
+/// Builds the busybox image and the pause image under each of `pause_names` into `out`, keeps
+/// every other image `out` already holds intact, and writes its `manifest.json` (last, so a
+/// directory with a manifest is complete).
+pub fn build(
+    out: &Path,
+    sources: &Sources,
+    pause_names: &[String],
+) -> Result<ImageManifest, ImageError> {
     std::fs::create_dir_all(out).map_err(io(out))?;
+    // What is there and intact stays (another cluster's pause tag in a shared cache).
+    let mut images: Vec<ImageEntry> = match load(out) {
+        Ok(m) => m
+            .images
+            .into_iter()
+            .filter(|i| i.recipe == RECIPE && verify_one(out, i).is_ok())
+            .filter(|i| i.name != BUSYBOX_IMAGE && !pause_names.contains(&i.name))
+            .collect(),
+        Err(_) => Vec::new(),
+    };
     let pause = build_pause_binary(&sources.kube_src)?;
     let (busybox, applets) = busybox_inputs(&sources.busybox)?;
-    let mut images = Vec::new();
-    for spec in [pause_spec(pause), busybox_spec(busybox, &applets)] {
+    let mut specs: Vec<ImageSpec> = pause_names
+        .iter()
+        .map(|name| pause_spec(pause.clone(), name))
+        .collect();
+    specs.push(busybox_spec(busybox, &applets));
+    for spec in specs {
         let built = build_image(&spec);
         let file = file_name(&built.name);
         write_atomic(&out.join(&file), &built.archive)?;
@@ -586,6 +660,7 @@ pub fn build(out: &Path, sources: &Sources) -> Result<ImageManifest, ImageError>
             sha256: sha256_hex(&built.archive),
             size: built.archive.len() as u64,
             digest: built.manifest_digest,
+            recipe: RECIPE,
         });
     }
     let manifest = ImageManifest { format: 1, images };
@@ -619,22 +694,30 @@ pub fn load(dir: &Path) -> Result<ImageManifest, ImageError> {
 
 /// Checks every tarball against its recorded size and sha256.
 pub fn verify(dir: &Path, manifest: &ImageManifest) -> Result<(), ImageError> {
-    for i in &manifest.images {
-        let path = dir.join(&i.file);
-        let data = std::fs::read(&path).map_err(io(&path))?;
-        if data.len() as u64 != i.size || sha256_hex(&data) != i.sha256 {
-            return Err(ImageError::Mismatch {
-                path,
-                manifest: dir.join(MANIFEST_FILE),
-            });
-        }
+    manifest.images.iter().try_for_each(|i| verify_one(dir, i))
+}
+
+fn verify_one(dir: &Path, i: &ImageEntry) -> Result<(), ImageError> {
+    let path = dir.join(&i.file);
+    let data = std::fs::read(&path).map_err(io(&path))?;
+    if data.len() as u64 != i.size || sha256_hex(&data) != i.sha256 {
+        return Err(ImageError::Mismatch {
+            path,
+            manifest: dir.join(MANIFEST_FILE),
+        });
     }
     Ok(())
 }
 
-/// The images in `dir`: reused when its manifest lists both images and every tarball verifies,
-/// built (from `sources`) otherwise. This is what the offline bundle calls for its `images/`.
-pub fn ensure(dir: &Path, sources: &Sources) -> Result<ImageManifest, ImageError> {
+/// The busybox image and the pause image under each of `pause_names` in `dir`: reused when its
+/// manifest lists them and every tarball verifies, built (from `sources`) otherwise. Returns
+/// the manifest narrowed to those images (a shared cache may hold other pause tags too). This
+/// is what the offline bundle and the sandbox's images phase call.
+pub fn ensure(
+    dir: &Path,
+    sources: &Sources,
+    pause_names: &[String],
+) -> Result<ImageManifest, ImageError> {
     // One builder at a time per directory (tests and `bundle build` share the cache): the
     // others wait, then find the images complete. Released when the file is closed.
     std::fs::create_dir_all(dir).map_err(io(dir))?;
@@ -643,15 +726,26 @@ pub fn ensure(dir: &Path, sources: &Sources) -> Result<ImageManifest, ImageError
     let _lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
         .map_err(|(_, e)| std::io::Error::from(e))
         .map_err(io(&lock_path))?;
+    let wanted = |m: ImageManifest| ImageManifest {
+        format: m.format,
+        images: m
+            .images
+            .into_iter()
+            .filter(|i| i.name == BUSYBOX_IMAGE || pause_names.contains(&i.name))
+            .collect(),
+    };
     if let Ok(m) = load(dir) {
-        let complete = [PAUSE_IMAGE, BUSYBOX_IMAGE]
+        let m = wanted(m);
+        let complete = pause_names
             .iter()
-            .all(|n| m.images.iter().any(|i| i.name == *n));
+            .map(String::as_str)
+            .chain([BUSYBOX_IMAGE])
+            .all(|n| m.images.iter().any(|i| i.name == n && i.recipe == RECIPE));
         if complete && verify(dir, &m).is_ok() {
             return Ok(m);
         }
     }
-    build(dir, sources)
+    build(dir, sources, pause_names).map(wanted)
 }
 
 #[cfg(test)]
@@ -730,6 +824,9 @@ mod tests {
         assert_eq!(files["bin/sh"].0, tar::EntryType::Symlink);
         assert_eq!(files["bin/sh"].3, "busybox");
         assert!(files.contains_key("bin/httpd"));
+        assert_eq!(files["bin/wget"].0, tar::EntryType::Regular);
+        assert_eq!(files["bin/wget"].1, WGET_WRAPPER.as_bytes());
+        assert_eq!(files["bin/wget"].2, 0o755);
         assert!(
             !files.keys().any(|k| k.contains("evil")),
             "applet names cannot be paths"
@@ -749,7 +846,7 @@ mod tests {
 
     #[test]
     fn pause_image_has_the_entrypoint() {
-        let built = build_image(&pause_spec(vec![1, 2, 3]));
+        let built = build_image(&pause_spec(vec![1, 2, 3], &pause_image("3.9")));
         let outer = read_tar(&built.archive);
         let config = &outer[&format!(
             "blobs/sha256/{}",
@@ -758,7 +855,18 @@ mod tests {
             .1;
         let config: serde_json::Value = serde_json::from_slice(config).unwrap();
         assert_eq!(config["config"]["Entrypoint"], json!(["/pause"]));
-        assert_eq!(file_name(PAUSE_IMAGE), "pause_3.2.oci.tar");
+        assert_eq!(file_name(&pause_image("3.2")), "pause_3.2.oci.tar");
+        assert_eq!(file_name(&pause_image_for(28, 7)), "pause_3.9.oci.tar");
+        let mirrored = file_name("mirror.example/k8s/pause:3.9");
+        assert!(
+            mirrored.starts_with("pause_3.9-") && mirrored.ends_with(".oci.tar"),
+            "{mirrored}"
+        );
+        assert_ne!(mirrored, file_name("other.example/pause:3.9"));
+        assert_eq!(
+            every_pause_image(),
+            ["3.2", "3.4.1", "3.5", "3.6", "3.7", "3.8", "3.9", "3.10", "3.10.1"].map(pause_image)
+        );
         assert_eq!(file_name(BUSYBOX_IMAGE), "busybox_clusterkit.oci.tar");
     }
 
@@ -787,6 +895,7 @@ mod tests {
                 sha256: sha256_hex(b"abc"),
                 size: 3,
                 digest: "sha256:00".into(),
+                recipe: RECIPE,
             }],
         };
         std::fs::write(

@@ -16,6 +16,8 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 
+use clusterkit_core::release;
+
 /// Errors from parsing versions and rendering flags.
 #[derive(Debug, thiserror::Error)]
 pub enum VersionError {
@@ -27,9 +29,11 @@ pub enum VersionError {
         /// What is wrong with it.
         reason: &'static str,
     },
-    /// A version older than [`MIN_SUPPORTED`].
+    /// A version outside [`MIN_SUPPORTED`]..=[`MAX_SUPPORTED_MINOR`].
     #[error(
-        "Kubernetes {version} is not supported: clusterkit supports {MIN_SUPPORTED} and later"
+        "Kubernetes {version} is not supported: clusterkit installs v1.{}.0 to v1.{}.x",
+        release::MIN_MINOR,
+        release::MAX_MINOR
     )]
     Unsupported {
         /// The refused version.
@@ -49,8 +53,20 @@ pub enum VersionError {
         /// Every directory searched, in order.
         looked_in: Vec<PathBuf>,
     },
+    /// A binary's version command did not print a version.
+    #[error("cannot read the Kubernetes version of {path}: {found}")]
+    UnreadableVersion {
+        /// The binary.
+        path: PathBuf,
+        /// What it printed (first line) or why it did not run.
+        found: String,
+    },
     /// A binary is present but reports another version than the cluster's.
-    #[error("{path} is Kubernetes {found}, the cluster wants {wanted}")]
+    #[error(
+        "{path} is Kubernetes {found}, but kubernetes.version is {wanted}: put the {wanted} \
+         binaries in the bundle (`clusterkit bundle build --binaries DIR` or \
+         `--kubernetes {wanted}`), or set kubernetes.version to {found}"
+    )]
     WrongBinaryVersion {
         /// The binary.
         path: PathBuf,
@@ -91,7 +107,10 @@ pub struct KubeVersion {
 }
 
 /// The oldest version clusterkit installs: the one Debian 12 builds (see DESIGN.md).
-pub const MIN_SUPPORTED: KubeVersion = KubeVersion::new(1, 20, 0);
+pub const MIN_SUPPORTED: KubeVersion = KubeVersion::new(1, release::MIN_MINOR, 0);
+
+/// The newest minor release whose rules clusterkit knows.
+pub const MAX_SUPPORTED_MINOR: u32 = release::MAX_MINOR;
 
 impl KubeVersion {
     /// A version from its parts.
@@ -137,7 +156,7 @@ impl KubeVersion {
 
     /// Fails for versions clusterkit does not install.
     pub fn check_supported(&self) -> Result<(), VersionError> {
-        if *self < MIN_SUPPORTED {
+        if *self < MIN_SUPPORTED || (self.major, self.minor) > (1, MAX_SUPPORTED_MINOR) {
             return Err(VersionError::Unsupported { version: *self });
         }
         Ok(())
@@ -178,8 +197,12 @@ pub struct VersionRules {
     /// The CRI endpoint goes into KubeletConfiguration (`containerRuntimeEndpoint`, v1.27+)
     /// rather than the deprecated `--container-runtime-endpoint` flag.
     pub kubelet_runtime_endpoint_in_config: bool,
-    /// kubelet takes `--pod-infra-container-image` (deprecated with a CRI runtime from v1.27,
-    /// where containerd's `sandbox_image` alone decides).
+    /// kubelet takes `--pod-infra-container-image` (removed in v1.35, where it stops the
+    /// kubelet from starting). Deprecated since v1.24 — the runtime's sandbox image decides
+    /// which image pods use — but through v1.34 the kubelet's image garbage collector still
+    /// spares the image it names, and kubeadm still writes it: containerd 1.6 does not report
+    /// its sandbox image as pinned, so without the flag a node short of disk would delete the
+    /// pause image an offline cluster cannot pull again.
     pub kubelet_pod_infra_image_flag: bool,
     /// dockershim exists (removed in v1.24): Docker Engine can be the runtime without
     /// cri-dockerd. clusterkit always installs containerd; this is for preflight messages.
@@ -188,7 +211,13 @@ pub struct VersionRules {
     pub super_admin_kubeconfig: bool,
     /// The organisation (group) of `admin.conf`'s client certificate.
     pub admin_group: &'static str,
+    /// The kubelet refuses to start on a cgroup v1 host (its `failCgroupV1` default turns true
+    /// in v1.35; cgroup v1 is in maintenance from v1.31 and only warned about before v1.35).
+    pub kubelet_fails_on_cgroup_v1: bool,
 }
+
+/// The release whose kubelet no longer starts on a cgroup v1 host by default.
+pub const CGROUP_V1_DROPPED: KubeVersion = KubeVersion::new(1, 35, 0);
 
 /// The rules for one version.
 pub fn rules(version: KubeVersion) -> VersionRules {
@@ -197,7 +226,7 @@ pub fn rules(version: KubeVersion) -> VersionRules {
         component_insecure_port_flag: !version.at_least(23),
         kubelet_container_runtime_flag: !version.at_least(27),
         kubelet_runtime_endpoint_in_config: version.at_least(27),
-        kubelet_pod_infra_image_flag: !version.at_least(27),
+        kubelet_pod_infra_image_flag: !version.at_least(35),
         dockershim: !version.at_least(24),
         super_admin_kubeconfig: version.at_least(29),
         admin_group: if version.at_least(29) {
@@ -205,6 +234,7 @@ pub fn rules(version: KubeVersion) -> VersionRules {
         } else {
             SYSTEM_MASTERS
         },
+        kubelet_fails_on_cgroup_v1: version >= CGROUP_V1_DROPPED,
     }
 }
 
@@ -287,7 +317,8 @@ pub struct FlagInput {
     pub kube_proxy_config: PathBuf,
     /// The CRI socket (`unix:///run/containerd/containerd.sock`).
     pub container_runtime_endpoint: String,
-    /// The pause image (`registry.k8s.io/pause:3.9`).
+    /// The pause image (default: kubeadm's for the release, `registry.k8s.io/pause:3.9` for
+    /// v1.28).
     pub sandbox_image: String,
     /// Extra or overriding flags per component (without the leading `--`); they win over the
     /// rendered ones, as kubeadm's `extraArgs` do.
@@ -313,7 +344,7 @@ impl FlagInput {
             kubelet_config: "/var/lib/kubelet/config.yaml".into(),
             kube_proxy_config: "/var/lib/kube-proxy/config.conf".into(),
             container_runtime_endpoint: "unix:///run/containerd/containerd.sock".into(),
-            sandbox_image: "registry.k8s.io/pause:3.9".into(),
+            sandbox_image: crate::images::pause_image_for(version.minor, version.patch),
             extra_args: BTreeMap::new(),
         }
     }
@@ -519,45 +550,79 @@ pub fn locate_binaries(
     Ok(found)
 }
 
-/// Runs a local Kubernetes binary's version command and checks it is `wanted` (same
-/// major.minor.patch). kubectl and kubeadm have their own version subcommands.
-pub fn check_binary_version(
-    path: &std::path::Path,
-    wanted: KubeVersion,
-) -> Result<(), VersionError> {
+/// The Kubernetes binaries clusterkit installs and the version each reports.
+pub const KUBERNETES_BINARIES: [&str; 7] = [
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubelet",
+    "kube-proxy",
+    "kubectl",
+    "kubeadm",
+];
+
+/// Runs a local Kubernetes binary's version command and returns the version it reports.
+/// kubectl answers `version --client -o json` (its `--short` is gone from v1.28), kubeadm
+/// `version -o short`, the others `--version` (`Kubernetes v1.28.7`).
+pub fn binary_version(path: &std::path::Path) -> Result<KubeVersion, VersionError> {
     let name = path
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or_default();
     let args: &[&str] = match name {
-        "kubectl" => &["version", "--client", "--short"],
+        "kubectl" => &["version", "--client", "-o", "json"],
         "kubeadm" => &["version", "-o", "short"],
         _ => &["--version"],
     };
-    let out = std::process::Command::new(path).args(args).output();
-    let text = match out {
-        Ok(o) => {
-            String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
-        }
-        Err(e) => format!("cannot run: {e}"),
+    let unreadable = |found: String| VersionError::UnreadableVersion {
+        path: path.to_path_buf(),
+        found,
     };
-    // "Kubernetes v1.20.2", "Client Version: v1.20.2", "v1.20.2".
-    let found = text
-        .split_whitespace()
-        .find_map(|w| KubeVersion::parse(w.trim_matches(|c: char| c == ',' || c == '"')).ok());
-    match found {
-        Some(v) if v == wanted => Ok(()),
-        _ => Err(VersionError::WrongBinaryVersion {
+    let out = std::process::Command::new(path)
+        .args(args)
+        .output()
+        .map_err(|e| unreadable(format!("cannot run it: {e}")))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let found = if name == "kubectl" {
+        serde_json::from_str::<serde_json::Value>(&stdout)
+            .ok()
+            .and_then(|v| {
+                v.pointer("/clientVersion/gitVersion")
+                    .and_then(|g| g.as_str())
+                    .map(str::to_string)
+            })
+            .and_then(|g| KubeVersion::parse(&g).ok())
+    } else {
+        // "Kubernetes v1.20.2" or "v1.20.2".
+        stdout
+            .split_whitespace()
+            .find_map(|w| KubeVersion::parse(w.trim_matches(|c: char| c == ',' || c == '"')).ok())
+    };
+    found.ok_or_else(|| {
+        let text = format!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+        unreadable(if text.trim().is_empty() {
+            format!("no output ({})", out.status)
+        } else {
+            text.lines().next().unwrap_or_default().trim().to_string()
+        })
+    })
+}
+
+/// Runs a local Kubernetes binary's version command and checks it is `wanted` (same
+/// major.minor.patch).
+pub fn check_binary_version(
+    path: &std::path::Path,
+    wanted: KubeVersion,
+) -> Result<(), VersionError> {
+    let found = binary_version(path)?;
+    if found != wanted {
+        return Err(VersionError::WrongBinaryVersion {
             path: path.to_path_buf(),
-            found: text
-                .lines()
-                .next()
-                .unwrap_or("no output")
-                .trim()
-                .to_string(),
+            found: found.to_string(),
             wanted,
-        }),
+        });
     }
+    Ok(())
 }
 
 /// Package formats of the node operating systems.
@@ -626,6 +691,9 @@ mod tests {
         }
         assert!(KubeVersion::new(1, 19, 9).check_supported().is_err());
         assert!(KubeVersion::new(1, 20, 0).check_supported().is_ok());
+        assert!(KubeVersion::new(1, 34, 9).check_supported().is_ok());
+        let e = KubeVersion::new(1, 35, 0).check_supported().unwrap_err();
+        assert!(e.to_string().contains("v1.20.0 to v1.34.x"), "{e}");
     }
 
     #[test]
@@ -641,6 +709,8 @@ mod tests {
         assert!(!v(28).super_admin_kubeconfig && v(29).super_admin_kubeconfig);
         assert_eq!(v(28).admin_group, SYSTEM_MASTERS);
         assert_eq!(v(29).admin_group, KUBEADM_CLUSTER_ADMINS);
+        assert!(v(34).kubelet_pod_infra_image_flag && !v(35).kubelet_pod_infra_image_flag);
+        assert!(!v(34).kubelet_fails_on_cgroup_v1 && v(35).kubelet_fails_on_cgroup_v1);
     }
 
     #[test]

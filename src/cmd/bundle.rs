@@ -7,9 +7,10 @@
 //! manifest.json. Point
 //! cluster.yaml at it with `packages: { bundle: DIR }`; installs then upload from it over SSH.
 //! Container images: by default the bundle also carries the images a node without a registry
-//! needs — the pause image and the busybox test workload, built from Debian material (see
-//! `clusterkit_installer::images`) — in `DIR/images/`, covered by the manifest; the images phase
-//! imports them on every node. `--no-images` leaves them out (nodes pull from a registry).
+//! needs — the pause image (under the tag the bundle's Kubernetes release expects) and the
+//! busybox test workload, built from Debian material (see `clusterkit_installer::images`) — in
+//! `DIR/images/`, covered by the manifest; the images phase imports them on every node. The
+//! Kubernetes binaries' versions are read and recorded; they must be one release. `--no-images` leaves them out (nodes pull from a registry).
 //! `bundle verify DIR` checks every file against the manifest.
 
 use std::path::PathBuf;
@@ -34,14 +35,20 @@ enum BundleCommand {
     /// Download the packages (with dependencies), collect the binaries and add the container
     /// images into a directory.
     ///
-    /// Images (default on): the pause image (registry.k8s.io/pause:3.2, from pause.c of
-    /// Debian's kubernetes source) and the busybox test workload image
-    /// (docker.io/library/busybox:clusterkit, from busybox-static) go into DIR/images/, built
-    /// once into the image cache ($CLUSTERKIT_CACHE/images) and reused; the install imports
-    /// them into containerd on every node, so no registry is needed. They are listed with
-    /// their sha256 in manifest.json like every other file. The pause tag is the one Kubernetes
-    /// v1.20 asks for: a cluster whose runtime.sandbox_image differs still pulls its own (the
-    /// install warns).
+    /// The Kubernetes binaries' versions are read (`--version`, `kubectl version --client -o
+    /// json`) and recorded in manifest.json; they must all be one release (and the release of
+    /// --kubernetes when given). Install refuses a bundle whose binaries are not the release
+    /// kubernetes.version names.
+    ///
+    /// Images (default on): the pause image (from pause.c of Debian's kubernetes source, tagged
+    /// as kubeadm of the bundle's release expects: registry.k8s.io/pause:3.2 for v1.20, 3.9 for
+    /// v1.26–v1.30, 3.10.1 for v1.34; every tag when the bundle has no Kubernetes binaries) and
+    /// the busybox test workload image (docker.io/library/busybox:clusterkit, from
+    /// busybox-static) go into DIR/images/, built once into the image cache
+    /// ($CLUSTERKIT_CACHE/images) and reused; the install imports them into containerd on every
+    /// node, so no registry is needed. They are listed with their sha256 in manifest.json like
+    /// every other file. A cluster whose runtime.sandbox_image is not in the bundle must be able
+    /// to pull it: the install checks every node before any kubelet starts and fails naming it.
     Build {
         /// The bundle directory (created or refreshed).
         #[arg(short = 'd', long = "out")]

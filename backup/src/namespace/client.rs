@@ -5,9 +5,11 @@
 //! Objects stay `serde_json::Value`: backup and restore handle every type, including custom
 //! resources, the same way, and nothing is lost to a typed model. Limits: only what the
 //! kubeconfig's current context offers (client certificates, tokens, exec plugins as kube-rs
-//! supports them); no retries beyond what the caller does.
+//! supports them). Each request is retried a few times, visibly, on transport errors and busy
+//! answers (429/503/504, honouring a short Retry-After); the kube client itself never retries.
 
 use std::path::Path;
+use std::time::Duration;
 
 use kube::client::Body;
 use kube::core::params::{DeleteParams, GetParams, ListParams, Patch, PatchParams};
@@ -105,15 +107,9 @@ impl ApiClient {
             path: path.to_path_buf(),
             message,
         };
-        // Both ring (kube) and aws-lc (the S3 client) are linked, so rustls cannot pick a
-        // provider by itself; an already installed one is fine.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let kubeconfig =
-            kube::config::Kubeconfig::read_from(path).map_err(|e| bad(e.to_string()))?;
-        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        let client = clusterkit_core::kube_client::from_kubeconfig(path, None)
             .await
-            .map_err(|e| bad(e.to_string()))?;
-        let client = kube::Client::try_from(config).map_err(|e| bad(e.to_string()))?;
+            .map_err(|e| bad(clusterkit_core::error_chain(&e)))?;
         Ok(ApiClient { client })
     }
 
@@ -152,23 +148,36 @@ impl ApiClient {
             message,
         };
         let request = request.map_err(|e| api_err(None, e.to_string()))?;
-        // A connection the server closed while idle fails the request before the server saw
-        // it; every request made here is idempotent (GET, LIST, apply, DELETE), so retry those
-        // transport errors a few times.
+        // Retried here, visibly and with a bound (the client itself never retries): a
+        // connection the server closed while idle fails the request before the server saw it,
+        // and an API server that sheds load answers 429 (priority and fairness) or 503 with a
+        // Retry-After. Every request made here is idempotent (GET, LIST, apply, DELETE).
         let mut attempt = 0;
         let response = loop {
             attempt += 1;
+            let last = attempt >= SEND_ATTEMPTS;
             match self
                 .client
                 .send(clone_request(&request).map(Body::from))
                 .await
             {
-                Ok(r) => break r,
-                Err(e) if attempt < 4 => {
-                    tracing::debug!(path, error = %error_chain(&e), "retrying after a transport error");
-                    tokio::time::sleep(std::time::Duration::from_millis(100 * attempt)).await;
+                Ok(r) if !last && retry_status(r.status().as_u16()) => {
+                    let wait = retry_after(r.headers())
+                        .unwrap_or(Duration::from_millis(200 * attempt as u64));
+                    tracing::info!(
+                        path,
+                        status = r.status().as_u16(),
+                        wait_ms = wait.as_millis() as u64,
+                        "API server busy, retrying"
+                    );
+                    tokio::time::sleep(wait).await;
                 }
-                Err(e) => return Err(api_err(None, error_chain(&e))),
+                Ok(r) => break r,
+                Err(e) if !last => {
+                    tracing::debug!(path, error = %clusterkit_core::error_chain(&e), "retrying after a transport error");
+                    tokio::time::sleep(Duration::from_millis(100 * attempt as u64)).await;
+                }
+                Err(e) => return Err(api_err(None, clusterkit_core::error_chain(&e))),
             }
         };
         let status = response.status().as_u16();
@@ -399,14 +408,26 @@ fn clone_request(r: &http::Request<Vec<u8>>) -> http::Request<Vec<u8>> {
     out
 }
 
-/// An error with its sources, so transport failures say more than "client error".
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
+/// Attempts per request (the first and the retries).
+const SEND_ATTEMPTS: u32 = 4;
+
+/// The longest Retry-After honoured; a server asking for more gets this (the request then
+/// fails after [`SEND_ATTEMPTS`] with the server's message, rather than the command hanging).
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// Statuses that mean "busy, try again": too many requests, unavailable, gateway timeout.
+fn retry_status(status: u16) -> bool {
+    matches!(status, 429 | 503 | 504)
+}
+
+/// The server's Retry-After in seconds, capped at [`MAX_RETRY_AFTER`].
+fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
+    let secs: u64 = headers
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
 }

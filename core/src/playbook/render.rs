@@ -17,14 +17,7 @@ pub fn is_template(s: &str) -> bool {
 /// The whole error chain of a tera error on one line (tera puts the useful part, e.g. the
 /// line/column and what was expected, in the sources).
 pub fn tera_message(err: &tera::Error) -> String {
-    let mut message = err.to_string();
-    let mut source = std::error::Error::source(err);
-    while let Some(s) = source {
-        message.push_str(": ");
-        message.push_str(&s.to_string());
-        source = s.source();
-    }
-    message.replace("__tera_one_off", "template")
+    crate::error_chain(err).replace("__tera_one_off", "template")
 }
 
 /// Checks the syntax of a template string without rendering it.

@@ -8,7 +8,7 @@
 //! `kube-dns` on the 10th address of the service CIDR, the kubelets' `clusterDNS`) rendered here
 //! and applied with server-side apply through the API. The image is
 //! `<kubernetes.image_repository>/coredns/coredns:<tag>`, the tag kubeadm pins for the
-//! Kubernetes minor version ([`coredns_version`]). In the sandbox profile there is no CoreDNS
+//! Kubernetes release ([`coredns_image`]). In the sandbox profile there is no CoreDNS
 //! image (no registry): the phase says so ([`NO_COREDNS_IN_SANDBOX`], the readiness report's
 //! words too) and services are reached by ClusterIP.
 //!
@@ -35,6 +35,7 @@ use super::{InstallError, Phase, PhaseContext};
 use crate::kubeconfig::{Kubeconfig, UserEntry};
 use crate::pki::{self, CaName, CertSpec, LoadedCa, StateLayout, Usage, Validity};
 use crate::versions::Component;
+use clusterkit_core::release::{self, ReleaseImages};
 
 /// The `addons` phase.
 pub struct AddonsPhase;
@@ -114,29 +115,15 @@ pub const COREDNS_TEMPLATE: &str = "kubernetes/coredns.yaml";
 /// Field manager of clusterkit's server-side applies of addon objects.
 const FIELD_MANAGER: &str = "clusterkit";
 
-/// kubeadm's CoreDNS image tag for a Kubernetes 1.x minor version (its `CoreDNSVersion`).
-/// Versions outside the table get the nearest entry.
-pub fn coredns_version(minor: u32) -> &'static str {
-    match minor {
-        0..=18 => "1.6.7",
-        19 | 20 => "1.7.0",
-        21 => "v1.8.0",
-        22 => "v1.8.4",
-        23 | 24 => "v1.8.6",
-        25 | 26 => "v1.9.3",
-        27 | 28 => "v1.10.1",
-        29 | 30 => "v1.11.1",
-        31 | 32 => "v1.11.3",
-        _ => "v1.12.0",
-    }
-}
-
-/// `<image_repository>/coredns/coredns:<tag>`.
+/// `<image_repository>/coredns/coredns:<tag>` (`…/coredns:1.7.0` before v1.21), kubeadm's
+/// CoreDNS for the cluster's release ([`clusterkit_core::release::images`]).
 pub fn coredns_image(cluster: &Cluster) -> String {
+    let v = cluster.kubernetes.version;
     format!(
-        "{}/coredns/coredns:{}",
+        "{}/{}:{}",
         cluster.kubernetes.image_repository.trim_end_matches('/'),
-        coredns_version(cluster.kubernetes.version.minor)
+        ReleaseImages::coredns_path(v.minor),
+        release::images(v.minor, v.patch).coredns
     )
 }
 
@@ -364,10 +351,13 @@ mod tests {
     }
 
     #[test]
-    fn coredns_tags_follow_kubeadm() {
-        assert_eq!(coredns_version(20), "1.7.0");
-        assert_eq!(coredns_version(26), "v1.9.3");
-        assert_eq!(coredns_version(30), "v1.11.1");
+    fn coredns_images_follow_kubeadm() {
+        let image = |v: &str| coredns_image(&cluster(&format!("kubernetes: {{ version: {v} }}\n")));
+        // Before v1.21 kubeadm's CoreDNS image is `<repo>/coredns:1.7.0`.
+        assert_eq!(image("v1.20.2"), "registry.k8s.io/coredns:1.7.0");
+        assert_eq!(image("v1.26.3"), "registry.k8s.io/coredns/coredns:v1.9.3");
+        assert_eq!(image("v1.30.0"), "registry.k8s.io/coredns/coredns:v1.11.1");
+        assert_eq!(image("v1.34.0"), "registry.k8s.io/coredns/coredns:v1.12.1");
     }
 
     #[test]

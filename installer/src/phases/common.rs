@@ -113,6 +113,8 @@ pub fn bundle_binaries(
     };
     let manifest = super::bundle(cluster)?;
     let mut found = BTreeMap::new();
+    // Versions the bundle recorded when it was built (read again below for files without one).
+    let mut recorded: BTreeMap<String, String> = BTreeMap::new();
     let mut rest = Vec::new();
     for name in names {
         let hit = manifest.as_ref().and_then(|b| {
@@ -122,10 +124,13 @@ pub fn bundle_binaries(
                 .find(|f| {
                     f.name == *name || Path::new(&f.file).file_name().is_some_and(|n| n == *name)
                 })
-                .map(|f| b.dir.join(&f.file))
+                .map(|f| (b.dir.join(&f.file), f.version.clone()))
         });
-        match hit.filter(|p| p.is_file()) {
-            Some(p) => {
+        match hit.filter(|(p, _)| p.is_file()) {
+            Some((p, version)) => {
+                if let Some(v) = version {
+                    recorded.insert(name.to_string(), v);
+                }
                 found.insert(name.to_string(), p);
             }
             None => rest.push(*name),
@@ -140,6 +145,28 @@ pub fn bundle_binaries(
             ))
         })?;
         found.extend(more);
+    }
+    // The binaries must be the release cluster.yaml names: a bundle of another release would
+    // start components whose flags and behaviour the rest of the install does not expect.
+    let wanted = kube_version(cluster);
+    for (name, path) in &found {
+        if !versions::KUBERNETES_BINARIES.contains(&name.as_str()) {
+            continue;
+        }
+        let version = match recorded.get(name) {
+            Some(v) => KubeVersion::parse(v).map_err(|e| InstallError::Bundle(e.to_string())),
+            None => versions::binary_version(path).map_err(|e| InstallError::Bundle(e.to_string())),
+        }?;
+        if version != wanted {
+            return Err(InstallError::Bundle(
+                versions::VersionError::WrongBinaryVersion {
+                    path: path.clone(),
+                    found: version.to_string(),
+                    wanted,
+                }
+                .to_string(),
+            ));
+        }
     }
     Ok(found)
 }
@@ -180,19 +207,9 @@ pub async fn admin_client(
 
 /// A Kubernetes client from a kubeconfig file, optionally talking to another `server`.
 pub async fn client_from(path: &Path, server: Option<&str>) -> Result<kube::Client, InstallError> {
-    // Several rustls crypto providers are compiled into the binary; kube needs one chosen.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| api_err(path.display(), e))?;
-    let mut config =
-        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-            .await
-            .map_err(|e| api_err(path.display(), e))?;
-    if let Some(s) = server {
-        config.cluster_url = s.parse().map_err(|e| api_err(s, e))?;
-    }
-    config.connect_timeout = Some(Duration::from_secs(5));
-    config.read_timeout = Some(Duration::from_secs(30));
-    kube::Client::try_from(config).map_err(|e| api_err("kubernetes client", e))
+    clusterkit_core::kube_client::from_kubeconfig(path, server)
+        .await
+        .map_err(|e| api_err("kubernetes client", clusterkit_core::error_chain(&e)))
 }
 
 /// `https://<ip>:6443` of one control-plane host.
@@ -248,5 +265,64 @@ mod tests {
         });
         assert_eq!(out.len(), 2);
         assert_eq!(out[0].vars, serde_json::json!({"name": "n1", "x": 1}));
+    }
+
+    /// A cluster at `version` installing from the offline bundle `bundle`.
+    fn cluster_with_bundle(dir: &Path, version: &str, bundle: &Path) -> Cluster {
+        let key = dir.join("id_ed25519");
+        std::fs::write(&key, "not a key\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let yaml = format!(
+            "name: demo\nhosts:\n  - {{ name: cp1, address: 10.213.0.11, roles: [control-plane, etcd, worker], auth: {{ key_file: ./id_ed25519 }} }}\nkubernetes: {{ version: {version} }}\npackages: {{ bundle: {} }}\n",
+            bundle.display()
+        );
+        let path = dir.join("cluster.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        clusterkit_core::config::load(&path)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .cluster
+    }
+
+    /// A stand-in kubelet that reports `version` the way the real one does.
+    fn kubelet_reporting(bin: &Path, version: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(bin).unwrap();
+        let path = bin.join("kubelet");
+        std::fs::write(&path, format!("#!/bin/sh\necho 'Kubernetes {version}'\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    #[test]
+    fn bundle_binaries_of_another_release_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let bundle = tmp.path().join("bundle");
+        kubelet_reporting(&bundle.join("bin"), "v1.28.7");
+        // Recorded in the manifest when the bundle was built: refused without running it.
+        let manifest = serde_json::json!({
+            "format": 1, "created": "", "os": "debian-12", "arch": "amd64", "packages": [],
+            "binaries": [{ "name": "kubelet", "file": "bin/kubelet", "sha256": "", "size": 0,
+                           "version": "v1.28.7" }],
+        });
+        std::fs::write(bundle.join("manifest.json"), manifest.to_string()).unwrap();
+        let c = cluster_with_bundle(tmp.path(), "v1.20.2", &bundle);
+        let e = bundle_binaries(&c, &["kubelet"]).unwrap_err().to_string();
+        assert!(
+            e.contains("kubelet is Kubernetes v1.28.7, but kubernetes.version is v1.20.2"),
+            "{e}"
+        );
+        let c = cluster_with_bundle(tmp.path(), "v1.28.7", &bundle);
+        assert!(bundle_binaries(&c, &["kubelet"]).is_ok());
+        // Not recorded (an older bundle, or bin/ alone): the binary is asked.
+        let manifest = serde_json::json!({
+            "format": 1, "created": "", "os": "debian-12", "arch": "amd64", "packages": [],
+        });
+        std::fs::write(bundle.join("manifest.json"), manifest.to_string()).unwrap();
+        let c = cluster_with_bundle(tmp.path(), "v1.29.1", &bundle);
+        let e = bundle_binaries(&c, &["kubelet"]).unwrap_err().to_string();
+        assert!(
+            e.contains("kubelet is Kubernetes v1.28.7, but kubernetes.version is v1.29.1"),
+            "{e}"
+        );
     }
 }

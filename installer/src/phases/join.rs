@@ -19,7 +19,8 @@
 //! network phase routes ([`network::pod_cidrs`]; the controller manager allocates none). Then
 //! kubelet serving certificates: every kubelet asks for one (`serverTLSBootstrap`), clusterkit
 //! approves the requests whose names belong to the node and denies the others ([`crate::csr`]),
-//! and waits until the API server reaches every kubelet over verified TLS.
+//! and waits until the API server reaches every kubelet over verified TLS, reviewing new
+//! requests for the whole wait (kubelets ask a moment after they register).
 //!
 //! Limits: taints are only added, never removed (the node controller owns some of them).
 //! Serving-certificate renewals are approved when install runs again.
@@ -404,67 +405,113 @@ async fn set_pod_cidrs(
     Ok(())
 }
 
-/// Kubelet serving certificates (`serverTLSBootstrap`): reviews the pending kubelet-serving
-/// CSRs ([`csr::review_pending`]: approved only when their names belong to the node) until
-/// the API server reaches every kubelet in `hosts` over TLS (`nodes/<name>/proxy/healthz`;
-/// the API server verifies kubelets against the cluster CA).
+/// Kubelet serving certificates (`serverTLSBootstrap`). Once a second, for the whole wait:
+/// every pending kubelet-serving CSR is reviewed ([`csr::review_pending`]: approved only when
+/// its names belong to the node, denied otherwise), and every kubelet not yet reached is probed
+/// through the API server (`nodes/<name>/proxy/healthz`; the API server verifies kubelets
+/// against the cluster CA). A kubelet sends its CSR a moment after it registers, so CSRs keep
+/// arriving while this runs; each probe is bounded by [`PROBE_TIMEOUT`] and the API client does
+/// not retry on its own, so an unapproved kubelet's 503 comes back at once and the next review
+/// follows a second later. Ends as soon as every kubelet serves; says on stderr what it approves
+/// and, every [`REPORT_EVERY`], which nodes it still waits for and why.
 async fn serving_certificates(
     cluster: &Cluster,
     client: &kube::Client,
     hosts: &[String],
 ) -> Result<(), InstallError> {
-    // Nodes not yet reached (a Mutex only to share it with the probe; never held across an
-    // await).
-    let waiting = std::sync::Mutex::new(hosts.to_vec());
-    common::wait_until(SERVING_TIMEOUT, || {
-        let waiting = &waiting;
-        async move {
-            for d in csr::review_pending(cluster, client)
-                .await
-                .map_err(|e| e.to_string())?
-            {
-                match d {
-                    csr::Decision::Approved { csr, node } => {
-                        tracing::info!(%csr, %node, "kubelet serving CSR approved")
-                    }
-                    csr::Decision::Denied { csr, reason } => {
-                        eprintln!("kubelet serving CSR {csr} denied: {reason}")
-                    }
-                }
-            }
-            let list = waiting.lock().map(|w| w.clone()).unwrap_or_default();
-            let mut still = Vec::new();
-            let mut last = String::new();
-            for n in &list {
-                match common::get_raw(client, &format!("/api/v1/nodes/{n}/proxy/healthz")).await {
-                    Ok(body) if body.trim() == "ok" => {}
-                    Ok(body) => {
-                        last = format!("{n}: healthz says {body:?}");
-                        still.push(n.clone());
-                    }
-                    Err(e) => {
-                        last = format!("{n}: {e}");
-                        still.push(n.clone());
+    let start = std::time::Instant::now();
+    let mut last_report = start;
+    // Node → what its last probe said, for the nodes not serving yet.
+    let mut waiting: BTreeMap<String, String> = hosts
+        .iter()
+        .map(|h| (h.clone(), "not probed yet".to_string()))
+        .collect();
+    loop {
+        let review_error = match csr::review_pending(cluster, client).await {
+            Ok(decisions) => {
+                for d in decisions {
+                    match d {
+                        csr::Decision::Approved { csr, node } => {
+                            eprintln!("  {node}: kubelet serving CSR {csr} approved")
+                        }
+                        csr::Decision::Denied { csr, reason } => {
+                            eprintln!("  join: kubelet serving CSR {csr} denied: {reason}")
+                        }
                     }
                 }
+                None
             }
-            let done = still.is_empty();
-            if let Ok(mut w) = waiting.lock() {
-                *w = still;
-            }
-            if done {
-                Ok(())
-            } else {
-                Err(last)
+            // The API server may be briefly unavailable (a control-plane restart): keep
+            // waiting, and report it if it lasts.
+            Err(e) => Some(clusterkit_core::error_chain(&e)),
+        };
+        let probes = futures::future::join_all(
+            waiting
+                .keys()
+                .map(|n| async move { (n.clone(), probe_kubelet(client, n).await) }),
+        )
+        .await;
+        for (node, result) in probes {
+            match result {
+                Ok(()) => {
+                    waiting.remove(&node);
+                    eprintln!(
+                        "  {node}: kubelet serves with an approved certificate ({}s)",
+                        start.elapsed().as_secs()
+                    );
+                }
+                Err(why) => {
+                    waiting.insert(node, why);
+                }
             }
         }
-    })
-    .await
-    .map_err(|e| InstallError::Target {
-        host: "join".into(),
-        message: format!(
-            "kubelets not serving with an approved certificate within {}s (a CSR of kubernetes.io/kubelet-serving naming other hosts' addresses is denied; see `kubectl get csr`): {e}",
-            SERVING_TIMEOUT.as_secs()
-        ),
-    })
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        let state = || {
+            let mut parts: Vec<String> = waiting.iter().map(|(n, w)| format!("{n}: {w}")).collect();
+            if let Some(e) = &review_error {
+                parts.push(format!("reviewing CSRs: {e}"));
+            }
+            parts.join("; ")
+        };
+        if start.elapsed() >= SERVING_TIMEOUT {
+            return Err(InstallError::Target {
+                host: "join".into(),
+                message: format!(
+                    "kubelets not serving with an approved certificate within {}s (a CSR of kubernetes.io/kubelet-serving naming other hosts' addresses is denied; see `kubectl get csr`): {}",
+                    SERVING_TIMEOUT.as_secs(),
+                    state()
+                ),
+            });
+        }
+        if last_report.elapsed() >= REPORT_EVERY {
+            last_report = std::time::Instant::now();
+            eprintln!(
+                "  join: waiting for kubelet serving certificates ({}s of {}s): {}",
+                start.elapsed().as_secs(),
+                SERVING_TIMEOUT.as_secs(),
+                state()
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// How long one probe of a kubelet through the API server may take.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How often the serving-certificate wait says what it still waits for.
+const REPORT_EVERY: Duration = Duration::from_secs(10);
+
+/// `Ok` when the API server reaches the node's kubelet over verified TLS and it says `ok`;
+/// otherwise what went wrong, shortened to its first line.
+async fn probe_kubelet(client: &kube::Client, node: &str) -> Result<(), String> {
+    let path = format!("/api/v1/nodes/{node}/proxy/healthz");
+    match tokio::time::timeout(PROBE_TIMEOUT, common::get_raw(client, &path)).await {
+        Ok(Ok(body)) if body.trim() == "ok" => Ok(()),
+        Ok(Ok(body)) => Err(format!("healthz says {:?}", body.trim())),
+        Ok(Err(e)) => Err(e.lines().next().unwrap_or_default().to_string()),
+        Err(_) => Err(format!("no answer within {}s", PROBE_TIMEOUT.as_secs())),
+    }
 }

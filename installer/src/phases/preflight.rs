@@ -1,7 +1,7 @@
 //! Preflight checks before `prepare` touches anything: per host (supported OS, systemd as init
 //! for the systemd cgroup driver, CPUs and memory on control-plane hosts, required ports free
 //! (the local load balancer's too when it is on), IPVS support when kube-proxy is to use it,
-//! time sync) and across hosts (unique product_uuid, MAC addresses and names, clock skew).
+//! time sync, the cgroup version the release's kubelet needs) and across hosts (unique product_uuid, MAC addresses and names, clock skew).
 //!
 //! Facts are gathered once here (one remote command per host) and handed to the playbook
 //! engine. A host with a problem of its own fails alone, as any task failure would; a problem
@@ -20,6 +20,7 @@ use clusterkit_core::playbook::modules::facts;
 use serde_json::Value;
 
 use super::{InstallError, PhaseContext};
+use crate::versions::{self, KubeVersion};
 
 /// Minimum CPUs on a control-plane host (kubeadm's rule).
 pub const MIN_CPUS: u64 = 2;
@@ -90,10 +91,44 @@ pub fn port_conflicts(facts: &Value, ports: &[(u16, &str)]) -> Vec<String> {
 pub struct HostFindings {
     pub errors: Vec<String>,
     pub warnings: Vec<String>,
+    /// What the checks found about the host, printed as one line (OS, cgroup version, …).
+    pub summary: String,
+}
+
+/// The cgroup version of a host's facts (`1` or `2`; `None` when not gathered).
+fn cgroup_version(facts: &Value) -> Option<u64> {
+    facts.pointer("/cgroup_version").and_then(Value::as_u64)
+}
+
+/// The kubelet and cgroup v1: refused where the release's kubelet will not start on it, a
+/// warning naming the release that drops it before that.
+fn check_cgroup(facts: &Value, version: KubeVersion, f: &mut HostFindings) {
+    if cgroup_version(facts) != Some(1) {
+        return;
+    }
+    if versions::rules(version).kubelet_fails_on_cgroup_v1 {
+        f.errors.push(format!(
+            "cgroup v1: the kubelet of Kubernetes {version} does not start on a cgroup v1 host \
+             (failCgroupV1 defaults to true from {}); boot the host with the unified hierarchy \
+             (systemd.unified_cgroup_hierarchy=1, the default of Debian 11+, Ubuntu 21.10+, RHEL 9)",
+            versions::CGROUP_V1_DROPPED
+        ));
+    } else {
+        f.warnings.push(format!(
+            "cgroup v1: Kubernetes {version} runs on it, but from {} the kubelet refuses to start \
+             on cgroup v1; move the host to cgroup v2 before upgrading that far",
+            versions::CGROUP_V1_DROPPED
+        ));
+    }
 }
 
 /// Checks one host's facts against its roles.
-pub fn check_host(facts: &Value, roles: &[Role], proxy_mode: ProxyMode) -> HostFindings {
+pub fn check_host(
+    facts: &Value,
+    roles: &[Role],
+    proxy_mode: ProxyMode,
+    kube: KubeVersion,
+) -> HostFindings {
     let mut f = HostFindings::default();
     let s = |p: &str| {
         facts
@@ -148,6 +183,19 @@ pub fn check_host(facts: &Value, roles: &[Role], proxy_mode: ProxyMode) -> HostF
                 .into(),
         );
     }
+    check_cgroup(facts, kube, &mut f);
+    f.summary = format!(
+        "{}, kernel {}, cgroup v{}, {} CPU(s), {} MiB",
+        if pretty.is_empty() {
+            id.as_str()
+        } else {
+            pretty.as_str()
+        },
+        s("/kernel"),
+        cgroup_version(facts).map_or("?".to_string(), |v| v.to_string()),
+        n("/cpus").map_or("?".to_string(), |c| c.to_string()),
+        n("/memory_mib").map_or("?".to_string(), |m| m.to_string()),
+    );
     if s("/ntp_synchronized") != "yes" {
         f.warnings.push(format!(
             "the clock is not reported as NTP-synchronized (timedatectl says `{}`): run chrony or systemd-timesyncd",
@@ -317,7 +365,12 @@ async fn check_one(
         .host(&t.name)
         .map(|h| h.roles.clone())
         .unwrap_or_default();
-    let mut findings = check_host(&facts, &roles, proxy_mode);
+    let mut findings = check_host(
+        &facts,
+        &roles,
+        proxy_mode,
+        super::common::kube_version(cx.cluster),
+    );
     // The local load balancer's port, on every node (haproxy may hold it on a rerun).
     let lb = cx.cluster.kubernetes.load_balancer;
     if lb.local {
@@ -331,6 +384,7 @@ async fn check_one(
     {
         findings.errors.retain(|e| !e.starts_with("IPVS"));
     }
+    eprintln!("  {}: preflight: {}", t.name, findings.summary);
     for w in &findings.warnings {
         eprintln!("warning: {}: preflight: {w}", t.name);
     }
@@ -368,6 +422,48 @@ mod tests {
                              {"port": 10250, "address": "*:10250", "process": "kubelet"}]})
     }
 
+    const V1_28: KubeVersion = KubeVersion::new(1, 28, 7);
+
+    #[test]
+    fn cgroup_v1_is_a_warning_before_the_kubelet_drops_it_and_an_error_after() {
+        let mut f = facts(2, 2048);
+        f["cgroup_version"] = json!(1);
+        let before = check_host(&f, &[Role::Worker], ProxyMode::Iptables, V1_28);
+        assert!(before.errors.is_empty(), "{:?}", before.errors);
+        assert!(
+            before
+                .warnings
+                .iter()
+                .any(|w| w.contains("cgroup v1") && w.contains("v1.35.0")),
+            "{:?}",
+            before.warnings
+        );
+        assert!(before.summary.contains("cgroup v1"), "{}", before.summary);
+        let after = check_host(
+            &f,
+            &[Role::Worker],
+            ProxyMode::Iptables,
+            KubeVersion::new(1, 35, 0),
+        );
+        assert!(
+            after
+                .errors
+                .iter()
+                .any(|e| e.contains("cgroup v1") && e.contains("failCgroupV1")),
+            "{:?}",
+            after.errors
+        );
+        f["cgroup_version"] = json!(2);
+        let v2 = check_host(
+            &f,
+            &[Role::Worker],
+            ProxyMode::Iptables,
+            KubeVersion::new(1, 35, 0),
+        );
+        assert!(v2.errors.is_empty() && v2.warnings.is_empty(), "{v2:?}");
+        assert!(v2.summary.contains("cgroup v2"), "{}", v2.summary);
+    }
+
     #[test]
     fn load_balancer_port_must_be_free_or_held_by_haproxy() {
         let mut f = facts(2, 2048);
@@ -386,7 +482,12 @@ mod tests {
 
     #[test]
     fn control_plane_needs_cpus_memory_and_free_ports() {
-        let f = check_host(&facts(1, 1024), &[Role::ControlPlane], ProxyMode::Iptables);
+        let f = check_host(
+            &facts(1, 1024),
+            &[Role::ControlPlane],
+            ProxyMode::Iptables,
+            V1_28,
+        );
         let all = f.errors.join("\n");
         assert!(
             all.contains("1 CPU(s)") && all.contains("1024 MiB") && all.contains("port 6443"),
@@ -396,9 +497,9 @@ mod tests {
             !all.contains("10250"),
             "kubelet holding its own port is fine: {all}"
         );
-        let f = check_host(&facts(1, 1024), &[Role::Worker], ProxyMode::Iptables);
+        let f = check_host(&facts(1, 1024), &[Role::Worker], ProxyMode::Iptables, V1_28);
         assert!(f.errors.is_empty(), "{:?}", f.errors);
-        let f = check_host(&facts(2, 2048), &[Role::Worker], ProxyMode::Ipvs);
+        let f = check_host(&facts(2, 2048), &[Role::Worker], ProxyMode::Ipvs, V1_28);
         assert!(
             f.errors.iter().any(|e| e.contains("IPVS")),
             "{:?}",

@@ -41,6 +41,10 @@ pub struct BundleManifest {
     /// Other files (e.g. Kubernetes binaries), checksummed too.
     #[serde(default)]
     pub binaries: Vec<BundleFile>,
+    /// The Kubernetes release of the bundle's Kubernetes binaries (`v1.28.7`), as they report
+    /// it; `None` for a bundle without them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes_version: Option<String>,
 }
 
 /// One `.deb` in a bundle.
@@ -63,6 +67,9 @@ pub struct BundleFile {
     pub file: String,
     pub sha256: String,
     pub size: u64,
+    /// The version a Kubernetes binary reports (`v1.28.7`), read when the bundle was built.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 /// A bundle on the operator's machine.
