@@ -26,49 +26,15 @@ WORK=${BENCH_DIR:-$(mktemp -d /var/tmp/ck-bench-drill.XXXXXX)}
 [ -x "$CK" ] || { echo "build first: cargo build --release ($CK missing)" >&2; exit 1; }
 [ -x "$S3S" ] || { echo "s3s-fs missing: bash scripts/deps.sh" >&2; exit 1; }
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
+. "$ROOT/bench/backup/lib.sh"
+trap stop_pids EXIT
 
 cd "$WORK"
-if [ ! -f pki/client.crt ]; then
-  mkdir -p pki && pushd pki >/dev/null
-  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=bench-ca -keyout ca.key -out ca.crt 2>/dev/null
-  printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n' > server.ext
-  printf 'extendedKeyUsage=clientAuth\n' > client.ext
-  for n in server client; do
-    openssl req -newkey rsa:2048 -nodes -subj /CN=$n -keyout $n.key -out $n.csr 2>/dev/null
-    openssl x509 -req -in $n.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -extfile $n.ext -out $n.crt 2>/dev/null
-  done
-  popd >/dev/null
-fi
+bench_pki
 # The live member: the drill must not touch it (its revision is checked at the end).
-CP=$(free_port); PP=$(free_port); SP=$(free_port)
-EP=https://127.0.0.1:$CP
-etcd --name bench --data-dir "$WORK/etcd" --listen-client-urls $EP --advertise-client-urls $EP \
-  --listen-peer-urls http://127.0.0.1:$PP --initial-advertise-peer-urls http://127.0.0.1:$PP \
-  --initial-cluster bench=http://127.0.0.1:$PP --cert-file pki/server.crt --key-file pki/server.key \
-  --trusted-ca-file pki/ca.crt --client-cert-auth --quota-backend-bytes 8589934592 \
-  --max-request-bytes 2097152 >etcd.log 2>&1 &
-PIDS+=($!)
-CTL=(etcdctl --endpoints=$EP --cacert=pki/ca.crt --cert=pki/client.crt --key=pki/client.key)
-export ETCDCTL_API=3
-for _ in $(seq 100); do "${CTL[@]}" endpoint health >/dev/null 2>&1 && break; sleep 0.2; done
-
-mkdir -p s3/bench
-export AWS_ACCESS_KEY_ID=benchkey AWS_SECRET_ACCESS_KEY=benchsecret0123456789 AWS_REGION=us-east-1
-export AWS_ENDPOINT_URL=http://127.0.0.1:$SP AWS_EC2_METADATA_DISABLED=true
-"$S3S" --host 127.0.0.1 --port $SP --access-key $AWS_ACCESS_KEY_ID --secret-key $AWS_SECRET_ACCESS_KEY s3 >s3s.log 2>&1 &
-PIDS+=($!)
-for _ in $(seq 100); do curl -s -o /dev/null http://127.0.0.1:$SP/ && break; sleep 0.1; done
-
-DB=$("${CTL[@]}" endpoint status -w json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["Status"]["dbSize"])')
-if [ "$DB" -lt $((SIZE_MIB * 1024 * 1024 * 9 / 10)) ]; then
-  echo "loading ~${SIZE_MIB} MiB into etcd…" >&2
-  seq 0 $((SIZE_MIB - 1)) | xargs -P 4 -I{} sh -c \
-    'head -c 786432 /dev/urandom | base64 -w0 | "$@" put bench/key-{} >/dev/null' _ "${CTL[@]}"
-fi
+start_etcd
+start_s3s
+fill_etcd "$SIZE_MIB"
 STORE=s3://bench/drill
 ID=$("$CK" -o json backup list --store $STORE | python3 -c 'import json,sys; l=json.load(sys.stdin); print(l[-1]["id"] if l else "")')
 if [ -z "$ID" ]; then
@@ -88,18 +54,9 @@ row() { # label wall own_rss_kib cpu → a table row and a line for the medians
 }
 
 drill() {
-  /usr/bin/time -v "$CK" -o json backup drill "$ID" --store $STORE --work-dir "$WORK" >out.json 2>time.txt &
-  local tpid=$! ck="" hwm=0 v
-  while kill -0 $tpid 2>/dev/null; do
-    [ -n "$ck" ] || ck=$(pgrep -P $tpid | head -1 || true)
-    if [ -n "$ck" ]; then
-      v=$(awk '/VmHWM/{print $2}' /proc/$ck/status 2>/dev/null || true)
-      [ -n "$v" ] && [ "$v" -gt "$hwm" ] && hwm=$v
-    fi
-    sleep 0.2
-  done
-  wait $tpid || { tail -40 time.txt >&2; cat out.json >&2; exit 1; }
-  python3 - "$1" "$hwm" "$ROWS" <<'PY'
+  run_sampled out.json time.txt "$CK" -o json backup drill "$ID" --store $STORE --work-dir "$WORK" ||
+    { tail -40 time.txt >&2; cat out.json >&2; exit 1; }
+  python3 - "$1" "$HWM" "$ROWS" <<'PY'
 import json, re, sys
 label, hwm, rows = sys.argv[1:]
 t = open("time.txt").read()

@@ -29,6 +29,7 @@ ETCDCTL=${CLUSTERKIT_ETCDCTL:-/usr/bin/etcdctl}
 WORK=$(mktemp -d /var/tmp/ck-bench-restore.XXXXXX)
 [ -x "$CK" ] || { echo "build first: cargo build --release ($CK missing)" >&2; exit 1; }
 export CLUSTERKIT_ETCDCTL=$ETCDCTL
+. "$ROOT/bench/backup/lib.sh"
 
 cleanup() {
   if [ -z "${KEEP:-}" ]; then "$SB" sandbox down --name "$NAME" >&2 || true; rm -rf "$WORK"; fi
@@ -58,37 +59,23 @@ healthy() { # 3 healthy endpoints and 3 started members
 for _ in $(seq 150); do healthy && break; sleep 2; done
 healthy || { echo "etcd not healthy after install" >&2; exit 1; }
 
-# --- loader: SIZE_MIB values of 1 MiB of base64 text (as bench/backup/run.sh), or with
-# SIZE_MIB=0 SMALL_KEYS keys of 1 KiB ---
-t1=$(date +%s)
+# --- loader: SIZE_MIB values of 1 MiB (lib.sh's fill_etcd, as run.sh), or with SIZE_MIB=0
+# SMALL_KEYS keys of 1 KiB ---
 if [ "$SIZE_MIB" = 0 ]; then
+  t1=$(date +%s)
   seq 0 $((${SMALL_KEYS:-3000} - 1)) | xargs -P 8 -I{} sh -c \
     'head -c 768 /dev/urandom | base64 -w0 | "$@" put bench/key-{} >/dev/null' _ "${CTL[@]}"
   echo "loaded ${SMALL_KEYS:-3000} small keys in $(( $(date +%s) - t1 )) s" >&2
 else
-  seq 0 $((SIZE_MIB - 1)) | xargs -P 4 -I{} sh -c \
-    'head -c 786432 /dev/urandom | base64 -w0 | "$@" put bench/key-{} >/dev/null' _ "${CTL[@]}"
-  echo "loaded $SIZE_MIB values in $(( $(date +%s) - t1 )) s" >&2
+  fill_etcd "$SIZE_MIB"
 fi
 "${CTL[@]}" endpoint status -w table >&2
 KEYS=$("${CTL[@]}" get bench/ --prefix --keys-only | grep -c .)
 
 measure() { # label, command… → one table row (stdout of the command in out.txt)
   local label=$1; shift
-  # /usr/bin/time's peak RSS is the largest of clusterkit and its children (etcdctl snapshot
-  # restore maps the whole DB), so clusterkit's own peak (VmHWM) is sampled as well.
-  /usr/bin/time -v "$@" >out.txt 2>time.txt &
-  local tpid=$! ck="" hwm=0 v
-  while kill -0 $tpid 2>/dev/null; do
-    [ -n "$ck" ] || ck=$(pgrep -P $tpid | head -1 || true)
-    if [ -n "$ck" ]; then
-      v=$(awk '/VmHWM/{print $2}' /proc/$ck/status 2>/dev/null || true)
-      [ -n "$v" ] && [ "$v" -gt "$hwm" ] && hwm=$v
-    fi
-    sleep 0.5
-  done
-  wait $tpid || { tail -40 time.txt >&2; exit 1; }
-  python3 - "$label" "$hwm" <<'PY'
+  run_sampled out.txt time.txt "$@" || { tail -40 time.txt >&2; exit 1; }
+  python3 - "$label" "$HWM" <<'PY'
 import re, sys
 t = open("time.txt").read()
 def field(name):
