@@ -349,8 +349,8 @@ fn check_blocking<R: Read>(
     }));
     let etcd = m.etcd.is_some();
     // Two threads: this one reads, hashes the stored bytes, decrypts and decompresses; a second
-    // hashes the raw bytes and writes them out. On 2 cores the 1.3 GB snapshot of the drill
-    // benchmark is checked in about half the time of one thread doing all of it.
+    // hashes the raw bytes and writes them out, so the two halves overlap on two cores (the
+    // drill's download+verify step in bench/backup/RESULTS.md).
     let decoded: Result<(TrailingHash, Sha256, u64), BackupError> = (|| {
         let plain = decrypt.reader(&m.encryption, SharedTee(tee.clone()))?;
         let mut zstd = zstd::stream::read::Decoder::new(plain)
