@@ -7,6 +7,7 @@ use clap::{Args, ValueEnum};
 pub mod backup;
 pub mod bundle;
 pub mod certs;
+pub mod completion;
 pub mod config;
 pub mod exec;
 pub mod flags;
@@ -59,11 +60,105 @@ pub struct Selection {
     pub concurrency: Option<usize>,
 }
 
+/// How a command prints its result on stdout: a table for people, or the same serialized
+/// value as JSON or YAML for programs (so the two machine formats always agree).
+impl Selection {
+    /// The hosts of `cluster` these flags select, in cluster.yaml's order; an unknown name or
+    /// role is an error naming the known ones and the file.
+    pub fn pick<'c>(
+        &self,
+        cluster: &'c clusterkit_core::config::Cluster,
+        global: &Global,
+    ) -> anyhow::Result<Vec<&'c clusterkit_core::config::Host>> {
+        use anyhow::Context;
+        cluster
+            .select(&self.hosts, &self.roles)
+            .with_context(|| format!("selecting hosts in {}", global.config.display()))
+    }
+
+    /// A fan-out named `label` over as many hosts at once as `--concurrency` (or
+    /// `ssh.concurrency`) allows.
+    pub fn fanout(
+        &self,
+        cluster: &clusterkit_core::config::Cluster,
+        label: &str,
+    ) -> clusterkit_core::fanout::Fanout {
+        clusterkit_core::fanout::Fanout::new(
+            label,
+            self.concurrency.unwrap_or(cluster.ssh.concurrency),
+        )
+    }
+}
+
+/// Each host's name with its SSH target: the items of a fan-out that connects to every host.
+pub fn ssh_items(
+    cluster: &clusterkit_core::config::Cluster,
+    hosts: &[&clusterkit_core::config::Host],
+) -> Vec<(
+    String,
+    Result<clusterkit_core::exec::ssh::SshTarget, clusterkit_core::exec::ExecError>,
+)> {
+    hosts
+        .iter()
+        .map(|h| {
+            (
+                h.name.clone(),
+                clusterkit_core::fanout::ssh_target(cluster, h),
+            )
+        })
+        .collect()
+}
+
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OutputFormat {
     Table,
     Json,
     Yaml,
+}
+
+impl OutputFormat {
+    /// Prints `value` as JSON or YAML, or what `table` renders for `-o table`. Every command's
+    /// result goes through here.
+    pub fn print<T: serde::Serialize>(
+        self,
+        value: &T,
+        table: impl FnOnce() -> String,
+    ) -> anyhow::Result<()> {
+        let text = match self {
+            OutputFormat::Table => table(),
+            OutputFormat::Json => serde_json::to_string_pretty(value)? + "\n",
+            OutputFormat::Yaml => serde_saphyr::to_string(value)?,
+        };
+        write_stdout(&text)
+    }
+
+    /// Whether the output is for programs (JSON or YAML) rather than a table.
+    pub fn is_structured(self) -> bool {
+        self != OutputFormat::Table
+    }
+}
+
+/// Writes to stdout; a closed pipe (`clusterkit … | head`) is not an error.
+pub fn write_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+/// cluster.yaml (`-f`) loaded and validated, its warnings printed on stderr: the start of every
+/// command that works on a cluster.
+pub fn load_cluster(global: &Global) -> anyhow::Result<clusterkit_core::config::Cluster> {
+    let loaded = clusterkit_core::config::load(&global.config)?;
+    for warning in &loaded.warnings {
+        eprintln!("{warning}");
+    }
+    Ok(loaded.cluster)
 }
 
 /// Logs go to stderr so stdout stays machine-readable.

@@ -7,8 +7,6 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
-use clusterkit_core::config;
 use clusterkit_core::playbook::{self, Engine};
 use clusterkit_installer::phases::{self, InstallOptions};
 
@@ -44,14 +42,8 @@ impl Args {
         let library = phases::library(&self.library.iter().cloned().collect::<Vec<_>>());
         // A bad playbook fails here, before the cluster file is even read.
         let pb = playbook::load(&library, &self.playbook)?;
-        let loaded = config::load(&global.config)?;
-        for warning in &loaded.warnings {
-            eprintln!("{warning}");
-        }
-        let cluster = loaded.cluster;
-        let hosts = cluster
-            .select(&self.selection.hosts, &self.selection.roles)
-            .with_context(|| format!("selecting hosts in {}", global.config.display()))?;
+        let cluster = super::load_cluster(&global)?;
+        let hosts = self.selection.pick(&cluster, &global)?;
         let opts = InstallOptions {
             check: self.check,
             resume: self.resume,
