@@ -4,7 +4,8 @@
 //! One control plane serves every scenario (each in its own namespace) to keep CI fast:
 //! round trip after deleting the namespace and the CRD, namespace mapping while the original
 //! exists, `--existing skip|update`, dry run, Secrets only when asked and never unencrypted
-//! without the explicit flag, and the `clusterkit` binary's own `backup namespace`.
+//! without the explicit flag, the `clusterkit` binary's own `backup namespace`, and a restore
+//! drill of a namespace backup (parsed, counted, applied under a mapped name, deleted).
 
 mod common;
 mod kube_harness;
@@ -389,6 +390,44 @@ async fn namespace_backup_and_restore_on_a_real_api_server() {
     clusterkit_backup::pipeline::read_and_check(store.as_ref(), &m, &decrypt, None)
         .await
         .unwrap();
+
+    // --- a restore drill: parsed and counted, then applied under mapped names and deleted ---
+    let mut dopts = clusterkit_backup::drill::DrillOptions::local("etcd".into(), "etcdctl".into());
+    dopts.scratch_cluster = Some(k.c.clone());
+    let rec = clusterkit_backup::drill::drill(store.as_ref(), &m.id, &decrypt, &dopts)
+        .await
+        .unwrap_or_else(|e| panic!("drill: {e}\n{}", cluster.logs()));
+    assert!(rec.ok, "{rec:#?}");
+    let names: Vec<&str> = rec.checks.iter().map(|c| c.name.as_str()).collect();
+    for want in [
+        "integrity",
+        "parses",
+        "objects",
+        "resource_counts",
+        "applied",
+        "restored_counts",
+        "listed",
+    ] {
+        assert!(names.contains(&want), "{want} not checked: {rec:#?}");
+    }
+    assert_eq!(rec.figures["objects"], m.details["objects"], "{rec:#?}");
+    let mapped = rec.figures["scratch_namespaces"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(mapped.starts_with("shop-drill-"), "{rec:#?}");
+    // The drill's namespace is gone or going.
+    let ns = k.get("Namespace", None, &mapped).await;
+    assert!(
+        ns.as_ref()
+            .is_none_or(|n| n["metadata"]["deletionTimestamp"].is_string()),
+        "{mapped} still there: {ns:?}"
+    );
+    let last = clusterkit_backup::drill::last_drill(store.as_ref(), &m.id)
+        .await
+        .unwrap()
+        .expect("drill.json recorded");
+    assert_eq!(last, rec);
 
     // --- delete the namespace, restore everything ---
     k.delete_and_wait("Namespace", None, "shop").await;

@@ -79,6 +79,7 @@ fn two_schedulers_one_runs_the_other_skips() {
             clock: Arc::new(SystemClock),
             metrics,
             lock_wait: StdDuration::from_secs(60),
+            drill: None,
         };
         let metrics = status::Metrics::new();
         let (a, b) = (job(metrics.clone()), job(metrics.clone()));
@@ -225,6 +226,7 @@ fn namespace_job(
         clock: Arc::new(SystemClock),
         metrics,
         lock_wait: StdDuration::from_secs(60),
+        drill: None,
     }
 }
 

@@ -1,7 +1,7 @@
 //! `clusterkit backup install-timer --print` for etcd and namespace timers: the units each kind
 //! gets, and the refusals that come before any host is touched (no namespace, namespace flags
 //! on an etcd timer, a CronJob for namespaces, Secrets without encryption, no kubeconfig), and
-//! that `reset` knows both timers' units.
+//! that `reset` knows both timers' units; `--drill` in the unit, refused with recipient encryption.
 //! Runs the real binary on a cluster.yaml; nothing is contacted. Installing and running the
 //! timers on real nodes is in tests/install_cluster.rs (step 8) and tests/restore_cluster.rs.
 
@@ -41,8 +41,9 @@ fn exec_start(printed: &str) -> &str {
         .unwrap_or_else(|| panic!("no ExecStart in {printed}"))
 }
 
-#[test]
-fn namespace_timer_units_and_refusals() {
+/// A directory with CLUSTER as cluster.yaml and the key file it names (validation checks only
+/// that the key exists with mode 0600).
+fn cluster_dir() -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("id_test");
     std::fs::write(
@@ -53,6 +54,12 @@ fn namespace_timer_units_and_refusals() {
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     let cfg = dir.path().join("cluster.yaml");
     std::fs::write(&cfg, CLUSTER).unwrap();
+    (dir, cfg)
+}
+
+#[test]
+fn namespace_timer_units_and_refusals() {
+    let (dir, cfg) = cluster_dir();
 
     // Refused before anything else, each with its reason.
     for (args, reason) in [
@@ -152,4 +159,35 @@ fn namespace_timer_units_and_refusals() {
             "reset does not know {unit}"
         );
     }
+}
+
+#[test]
+fn drilling_timers_pass_the_flag_and_refuse_recipient_encryption() {
+    let (dir, cfg) = cluster_dir();
+    let printed = stdout(&run_ok(&mut timer(&cfg, &["--drill", "--print"])));
+    let exec = exec_start(&printed);
+    assert!(exec.contains(" --drill"), "{exec}");
+    let plain = stdout(&run_ok(&mut timer(&cfg, &["--print"])));
+    assert!(!exec_start(&plain).contains("--drill"), "{plain}");
+
+    // Backups encrypted to an age recipient: a drill on the hosts would need the identity there.
+    let out = run_ok(
+        clusterkit()
+            .args(["backup", "keygen", "--out"])
+            .arg(dir.path().join("backup.age")),
+    );
+    let recipient = stdout(&out).trim().to_string();
+    std::fs::write(
+        &cfg,
+        format!("{CLUSTER}  encryption: {{ age_recipients: [{recipient}] }}\n"),
+    )
+    .unwrap();
+    let out = run_fail(&mut timer(&cfg, &["--drill", "--print"]));
+    assert!(
+        stderr(&out).contains("would need the age identity on every control-plane host"),
+        "{}",
+        stderr(&out)
+    );
+    let printed = stdout(&run_ok(&mut timer(&cfg, &["--print"])));
+    assert!(exec_start(&printed).contains(&recipient), "{printed}");
 }

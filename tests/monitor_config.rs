@@ -833,6 +833,47 @@ fn cases() -> Vec<Case> {
             )]),
         },
         Case {
+            alert: "BackupDrillFailed",
+            eval_time: "5m",
+            firing: vec![
+                (
+                    r#"clusterkit_backup_drill_last_failed{job="clusterkit",instance="10.0.0.3:9842",store="s3://b/p",kind="etcd"}"#,
+                    "0 0 1x10",
+                ),
+                // A passing drill of the other kind is not an alert.
+                (
+                    r#"clusterkit_backup_drill_last_failed{job="clusterkit",instance="10.0.0.3:9842",store="s3://b/p",kind="namespace"}"#,
+                    "0x12",
+                ),
+            ],
+            expect: vec![e(
+                "critical",
+                &with(CK, &[("store", "s3://b/p"), ("kind", "etcd")]),
+                1.0,
+            )],
+            healthy: Some(vec![(
+                r#"clusterkit_backup_drill_last_failed{job="clusterkit",instance="10.0.0.3:9842",store="s3://b/p",kind="etcd"}"#,
+                "0x12",
+            )]),
+        },
+        Case {
+            alert: "BackupDrillStale",
+            eval_time: "20m",
+            firing: vec![(
+                r#"clusterkit_backup_drill_last_success_timestamp_seconds{job="clusterkit",instance="10.0.0.3:9842",store="s3://b/p",kind="etcd"}"#,
+                "-100000x30",
+            )],
+            expect: vec![e(
+                "warning",
+                &with(CK, &[("store", "s3://b/p"), ("kind", "etcd")]),
+                101200.0,
+            )],
+            healthy: Some(vec![(
+                r#"clusterkit_backup_drill_last_success_timestamp_seconds{job="clusterkit",instance="10.0.0.3:9842",store="s3://b/p",kind="etcd"}"#,
+                "0+60x30",
+            )]),
+        },
+        Case {
             alert: "BackupAbsent",
             eval_time: "40m",
             firing: vec![

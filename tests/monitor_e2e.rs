@@ -290,6 +290,12 @@ monitor:
     });
     assert!(ready, "etcd did not become healthy\n{}", logs(dir));
     run_ok(clusterkit().args(["backup", "etcd", "-f"]).arg(&cfg));
+    // And drill it (a scratch etcd on this machine), so the drill panels have data too.
+    run_ok(
+        clusterkit()
+            .args(["backup", "drill", "--latest", "-f"])
+            .arg(&cfg),
+    );
 
     let out = dir.join("monitoring");
     run_ok(

@@ -5,6 +5,11 @@
 //! One sandbox is shared by the steps, in order:
 //! 1. keys written; node3 powered off; `backup etcd` still succeeds from a healthy member
 //!    (node1 or node2); node3 back, the cluster healthy again;
+//!    then a backup to S3 (s3s-fs on loopback) and `backup drill --latest`: verdict ok, key count
+//!    and revision equal what the test counted with etcdctl right after the backup, the marker
+//!    found; the same backup drilled `--on node1` (node1's own etcd binary, its own ports and
+//!    temporary directory): ok, and nothing left on node1 (no process, directory or unit), the
+//!    cluster's members unchanged;
 //! 2. more keys written after the backup (new keys, an overwrite, a delete);
 //! 3. a restore whose member node3 cannot start etcd (a unit drop-in whose ExecStartPre fails,
 //!    added for the test) fails naming node3 and rolls EVERY member back: old data dirs in
@@ -18,6 +23,7 @@
 //! etcdctl (`CLUSTERKIT_ETCDCTL`, default /usr/bin/etcdctl); fails with the reason when one is
 //! missing.
 
+mod backup_util;
 mod common;
 
 use std::collections::BTreeMap;
@@ -215,6 +221,78 @@ fn restore_three_members() {
     run_ok(&mut ck(&cfg, &["backup", "verify", &id, "--store", &store]));
     eprintln!("backup with a member down done at {:?}", t0.elapsed());
 
+    // 1b. A backup to S3 and its drills, here and on node1.
+    let s3 = backup_util::S3::start(work.path(), "ck-rstr");
+    let s3_store = s3.url("rstr");
+    let mut c = ck(
+        &cfg,
+        &["-o", "json", "backup", "etcd", "--store", &s3_store],
+    );
+    s3.env(&mut c);
+    let m: Value = serde_json::from_slice(&run_ok(&mut c).stdout).unwrap();
+    let s3_id = m["id"].as_str().unwrap().to_string();
+    let counted: Value =
+        serde_json::from_str(&ctl.run(&["get", "", "--from-key", "--limit", "1", "-w", "json"]))
+            .unwrap();
+    let (count, rev) = (
+        counted["count"].as_i64().unwrap(),
+        counted["header"]["revision"].as_i64().unwrap(),
+    );
+    assert_eq!(m["etcd"]["key_count"], count, "{m:#}");
+    assert_eq!(m["etcd"]["revision"], rev, "{m:#}");
+    let drill = |extra: &[&str]| -> Value {
+        let mut args = vec!["-o", "json", "backup", "drill", "--store", &s3_store];
+        args.extend_from_slice(extra);
+        let mut c = ck(&cfg, &args);
+        c.env("CLUSTERKIT_ETCD", backup_util::etcd_bin());
+        s3.env(&mut c);
+        let out = run_ok(&mut c);
+        let rec: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}\n{}", describe(&c, &out, "want JSON")));
+        assert_eq!(rec["ok"], true, "{rec:#}");
+        assert_eq!(rec["id"], s3_id.as_str(), "{rec:#}");
+        assert_eq!(rec["figures"]["key_count"], count, "{rec:#}");
+        assert_eq!(rec["figures"]["revision"], rev, "{rec:#}");
+        let marker = rec["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "marker")
+            .unwrap_or_else(|| panic!("no marker check: {rec:#}"));
+        assert_eq!(marker["ok"], true, "{rec:#}");
+        rec
+    };
+    let local = drill(&["--latest"]);
+    assert_eq!(local["host"], "local", "{local:#}");
+    let on = drill(&[&s3_id, "--on", "node1"]);
+    assert_eq!(on["host"], "node1", "{on:#}");
+    assert!(
+        on["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["name"] == "ship"),
+        "{on:#}"
+    );
+    // Every scratch etcd process, directory and unit (each line one thing left behind).
+    let left = ssh(
+        &sb,
+        "node1",
+        "ps -eo comm=,args= | awk '$1 == \"etcd\" && /--name clusterkit-drill/'; \
+         ls -d /var/tmp/clusterkit-drill* 2>/dev/null; \
+         systemctl list-units --all --no-legend 'clusterkit-drill*'; true",
+    );
+    assert!(
+        left.trim().is_empty(),
+        "left on node1 after the drill:\n{left}"
+    );
+    assert_eq!(
+        ctl.members(&ctl.all),
+        old_ids,
+        "the drills touched no member"
+    );
+    eprintln!("drills done at {:?}", t0.elapsed());
+
     // 2. Writes after the backup.
     for i in 0..10 {
         ctl.run(&["put", &format!("{PREFIX}after{i}"), "after"]);
@@ -308,7 +386,12 @@ fn restore_three_members() {
     let out = run_ok(&mut c);
     let report: Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{e}\n{}", describe(&c, &out, "want JSON")));
-    assert_eq!(report.as_array().unwrap().len(), 3, "{report:#}");
+    let members = report["members"].as_array().unwrap();
+    assert_eq!(members.len(), 3, "{report:#}");
+    assert!(
+        !report["steps"].as_array().unwrap().is_empty(),
+        "{report:#}"
+    );
     ctl.wait_healthy("after the restore");
     let new_ids = ctl.members(&ctl.all);
     assert_eq!(new_ids.len(), 3, "{new_ids:?}");
@@ -321,9 +404,7 @@ fn restore_three_members() {
             !old_ids.values().any(|o| o == id),
             "{name} kept an old id {id}: old {old_ids:?}, new {new_ids:?}"
         );
-        let r = report
-            .as_array()
-            .unwrap()
+        let r = members
             .iter()
             .find(|r| r["member"] == name.as_str())
             .unwrap_or_else(|| panic!("{name} not in {report:#}"));

@@ -174,12 +174,21 @@ pub struct Entry {
     pub manifest: Manifest,
     /// The last `verify` result, if any.
     pub last_verify: Option<VerifyRecord>,
+    /// The last restore drill, if any.
+    pub last_drill: Option<crate::drill::DrillRecord>,
 }
 
 impl Entry {
-    /// Not known to be bad: created with its checks passed and not failed a later verify.
+    /// Not known to be bad: created with its checks passed and not failed a later verify or
+    /// drill.
     pub fn trusted(&self) -> bool {
         self.last_verify.as_ref().is_none_or(|v| v.ok)
+            && self.last_drill.as_ref().is_none_or(|d| d.ok)
+    }
+
+    /// Its last restore drill passed.
+    pub fn drill_passed(&self) -> bool {
+        self.last_drill.as_ref().is_some_and(|d| d.ok)
     }
 }
 
@@ -197,6 +206,7 @@ pub async fn list(store: &dyn Store) -> Result<Vec<Entry>, BackupError> {
     let objects = store.list(BACKUPS).await?;
     let mut ids = Vec::new();
     let mut verified = std::collections::HashSet::new();
+    let mut drilled = std::collections::HashSet::new();
     for o in &objects {
         let Some(rest) = o.key.strip_prefix(BACKUPS) else {
             continue;
@@ -205,6 +215,9 @@ pub async fn list(store: &dyn Store) -> Result<Vec<Entry>, BackupError> {
             Some((id, "manifest.json")) => ids.push(id.to_string()),
             Some((id, "verify.json")) => {
                 verified.insert(id.to_string());
+            }
+            Some((id, "drill.json")) => {
+                drilled.insert(id.to_string());
             }
             _ => {}
         }
@@ -228,9 +241,15 @@ pub async fn list(store: &dyn Store) -> Result<Vec<Entry>, BackupError> {
         } else {
             None
         };
+        let last_drill = if drilled.contains(&id) {
+            crate::drill::last_drill(store, &id).await.ok().flatten()
+        } else {
+            None
+        };
         out.push(Entry {
             manifest,
             last_verify,
+            last_drill,
         });
     }
     out.sort_by(|a, b| {

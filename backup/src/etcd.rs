@@ -2,8 +2,14 @@
 //! `Maintenance::snapshot` through the write pipeline into the store, check etcd's integrity
 //! hash at the end of the stream, and write the manifest last.
 //!
-//! Limits: the recorded revision is read just before the snapshot starts, so it is a lower
-//! bound of the snapshot's own revision (etcd 3.4 sends no header with snapshot chunks).
+//! Just before the snapshot, the backup writes a marker key ([`manifest::MARKER_KEY`]: this
+//! backup's id and time) through the member it snapshots and counts every key as of that write's
+//! revision; the manifest records the marker, that revision and the count, so a restore drill
+//! can prove the restored data is this backup's, complete.
+//!
+//! Limits: etcd 3.4 sends no header with snapshot chunks, so the snapshot's own revision is only
+//! bracketed: ≥ the marker's and ≤ the revision read right after the stream (equal when nothing
+//! was written meanwhile). The marker write moves the cluster's revision by one per backup.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -11,13 +17,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
+use etcd_client::{Certificate, Client, ConnectOptions, GetOptions, Identity, TlsOptions};
 
 use crate::catalog;
 use crate::clock::Clock;
 use crate::error::BackupError;
 use crate::lock;
-use crate::manifest::{self, EtcdInfo, Kind, Manifest};
+use crate::manifest::{self, EtcdInfo, Kind, Manifest, Marker};
 use crate::pipeline::WriteSettings;
 use crate::store::Store;
 
@@ -231,6 +237,69 @@ fn spawn_snapshot_reader(
     rx
 }
 
+/// Writes the backup marker ([`manifest::MARKER_KEY`]) through `client` and counts every key
+/// as of that write's revision. Returns the marker (with its revision) and the count.
+pub async fn write_marker(
+    client: &mut Client,
+    endpoint: &str,
+    id: &str,
+    at: chrono::DateTime<chrono::Utc>,
+    timeout: Duration,
+) -> Result<(Marker, i64), BackupError> {
+    let err = |message: String| BackupError::Etcd {
+        endpoint: endpoint.to_string(),
+        message,
+    };
+    let mut marker = Marker {
+        key: manifest::MARKER_KEY.to_string(),
+        id: id.to_string(),
+        at,
+        revision: 0,
+    };
+    let put = tokio::time::timeout(
+        timeout,
+        client.put(marker.key.clone(), marker.value(), None),
+    )
+    .await
+    .map_err(|_| {
+        err(format!(
+            "writing the backup marker {} timed out",
+            marker.key
+        ))
+    })?
+    .map_err(|e| err(format!("writing the backup marker {}: {e}", marker.key)))?;
+    marker.revision = put
+        .header()
+        .map(|h| h.revision())
+        .ok_or_else(|| err("the marker write's answer has no header".into()))?;
+    let count = count_keys(client, marker.revision, timeout)
+        .await
+        .map_err(|e| {
+            err(format!(
+                "counting keys at revision {}: {e}",
+                marker.revision
+            ))
+        })?;
+    Ok((marker, count))
+}
+
+/// Every key in etcd as of `revision` (0: now).
+pub async fn count_keys(
+    client: &mut Client,
+    revision: i64,
+    timeout: Duration,
+) -> Result<i64, String> {
+    let opts = GetOptions::new()
+        .with_all_keys()
+        .with_count_only()
+        .with_revision(revision);
+    let got = tokio::time::timeout(timeout, client.get(vec![0u8], Some(opts)))
+        .await
+        .map_err(|_| "timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    Ok(got.count())
+}
+
 /// Options of one etcd backup.
 #[derive(Debug, Clone)]
 pub struct EtcdBackupOptions {
@@ -274,11 +343,20 @@ pub async fn backup_etcd_locked(
     if !cleaned.is_empty() {
         tracing::info!(count = cleaned.len(), "cleaned up interrupted backups");
     }
-    let (client, chosen) = pick_member(target).await?;
-    drop(client);
+    let (mut client, chosen) = pick_member(target).await?;
     let started_at = clock.now();
     let id = manifest::new_id(Kind::Etcd, started_at);
-    tracing::info!(id, endpoint = %chosen.endpoint, member = %chosen.name, revision = chosen.revision, "snapshot starting");
+    // Through the member the snapshot comes from: its answer comes after it applied the write,
+    // so the snapshot that follows holds the marker.
+    let (marker, key_count) = write_marker(
+        &mut client,
+        &chosen.endpoint,
+        &id,
+        started_at,
+        target.timeout,
+    )
+    .await?;
+    tracing::info!(id, endpoint = %chosen.endpoint, member = %chosen.name, revision = marker.revision, key_count, "snapshot starting");
     let rx = spawn_snapshot_reader(chosen.endpoint.clone(), target.clone());
     let source = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
@@ -287,12 +365,20 @@ pub async fn backup_etcd_locked(
     write.etcd_integrity = true;
     let staged = catalog::stage(store, Kind::Etcd, &id, started_at, source, write).await?;
     let integrity = staged.written.integrity_sha256.clone().unwrap_or_default();
+    // Brackets the snapshot's own revision; a failure here only loses that bracket.
+    let revision_after = match tokio::time::timeout(target.timeout, client.status()).await {
+        Ok(Ok(s)) => s.header().map(|h| h.revision()),
+        _ => None,
+    };
     let info = EtcdInfo {
         cluster_id: format!("{:x}", chosen.cluster_id),
         member_id: format!("{:x}", chosen.member_id),
         member_name: chosen.name,
         endpoint: chosen.endpoint,
-        revision: chosen.revision,
+        revision: marker.revision,
+        revision_after,
+        key_count: Some(key_count),
+        marker: Some(marker),
         was_leader: chosen.is_leader,
         member_count: chosen.member_count,
         integrity_sha256: integrity,

@@ -3,15 +3,18 @@
 //! whole etcd cluster, or a namespace into a live cluster).
 //!
 //! Entry points: [`store::open_store`] opens `s3://…` or `file://…`; [`etcd::backup_etcd`]
-//! takes a snapshot; [`namespace`] backs up and restores namespaces; [`catalog`] lists, verifies and deletes backups (and is how other kinds
-//! stage and commit theirs); [`retention::prune`]; [`restore::restore_local`] (one member) and
-//! [`restore_cluster`] (every member, from the control-plane hosts);
-//! [`schedule`] runs the daemon; [`status`] holds the per-kind status and metrics the monitor
+//! takes a snapshot; [`namespace`] backs up and restores namespaces; [`catalog`] lists,
+//! verifies and deletes backups (and is how other kinds stage and commit theirs);
+//! [`retention::prune`]; [`restore::restore_local`] (one member) and [`restore_cluster`] (every
+//! member, from the control-plane hosts); [`drill`] restores a backup into a scratch etcd (or
+//! parses and counts a namespace backup) and checks it; [`schedule`] runs the daemon;
+//! [`status`] holds the per-kind status and metrics the monitor
 //! reads.
 
 pub mod catalog;
 pub mod clock;
 pub mod crypto;
+pub mod drill;
 pub mod error;
 pub mod etcd;
 pub mod lock;

@@ -6,6 +6,7 @@
 //!   crashed upload; deleted once the manifest is written;
 //! - `backups/<id>/manifest.json` — written LAST: a backup without it does not exist;
 //! - `backups/<id>/verify.json` — the last `verify` result;
+//! - `backups/<id>/drill.json` — the last restore drill's verdict (see [`crate::drill`]);
 //! - `status/<kind>.json` — the latest run per kind, for the monitor (see [`crate::status`]);
 //! - `locks/<name>/…` — schedule locks (see [`crate::lock`]).
 //!
@@ -96,8 +97,23 @@ pub struct EtcdInfo {
     pub member_name: String,
     /// The endpoint used.
     pub endpoint: String,
-    /// The store revision just before the snapshot started (the snapshot's is ≥ this).
+    /// The revision of the backup marker's write (see [`Marker`]), or for backups taken before
+    /// markers existed the revision read just before the snapshot. The snapshot's own revision
+    /// is ≥ this (and ≤ [`EtcdInfo::revision_after`]); [`EtcdInfo::key_count`] counts the keys
+    /// as of exactly this revision.
     pub revision: i64,
+    /// The member's revision right after the snapshot stream ended: with `revision` it brackets
+    /// the snapshot's own revision (equal when nothing was written meanwhile).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision_after: Option<i64>,
+    /// Every key in etcd at `revision` (the marker included), counted by the member the snapshot
+    /// came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_count: Option<i64>,
+    /// The key written into etcd just before the snapshot, so a restore can prove it holds
+    /// this backup and no other.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub marker: Option<Marker>,
     /// Whether the member was the leader (a follower is preferred).
     pub was_leader: bool,
     /// Number of members in the cluster when the backup was taken.
@@ -106,6 +122,36 @@ pub struct EtcdInfo {
     pub integrity_sha256: String,
     /// etcd server version.
     pub etcd_version: String,
+}
+
+/// The reserved key every etcd backup writes just before its snapshot.
+pub const MARKER_KEY: &str = "/clusterkit/backup-marker";
+
+/// What the backup marker key holds (JSON) and where it was written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Marker {
+    /// The key ([`MARKER_KEY`]).
+    pub key: String,
+    /// The id of the backup that wrote it.
+    pub id: String,
+    /// When it was written.
+    pub at: DateTime<Utc>,
+    /// The revision of that write (the key's `mod_revision`).
+    #[serde(default)]
+    pub revision: i64,
+}
+
+impl Marker {
+    /// The value written to etcd: the id and time (the revision is etcd's own to give).
+    pub fn value(&self) -> String {
+        serde_json::json!({ "id": self.id, "at": self.at }).to_string()
+    }
+
+    /// The backup id in a marker value read back from etcd.
+    pub fn id_in(value: &[u8]) -> Option<String> {
+        let v: serde_json::Value = serde_json::from_slice(value).ok()?;
+        v.get("id")?.as_str().map(str::to_string)
+    }
 }
 
 /// The manifest: written last; a backup is complete exactly when it exists.
@@ -179,6 +225,9 @@ pub fn pending_key(id: &str) -> String {
 }
 pub fn verify_key(id: &str) -> String {
     format!("{BACKUPS}{id}/verify.json")
+}
+pub fn drill_key(id: &str) -> String {
+    format!("{BACKUPS}{id}/drill.json")
 }
 
 /// A new, time-sortable id.

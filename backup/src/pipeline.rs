@@ -347,50 +347,85 @@ fn check_blocking<R: Read>(
         hasher: Sha256::new(),
         size: 0,
     }));
-    let mut raw_hash = Sha256::new();
-    let mut trailing = TrailingHash::default();
-    let mut raw_size = 0u64;
-    let decoded: Result<(), BackupError> = (|| {
+    let etcd = m.etcd.is_some();
+    // Two threads: this one reads, hashes the stored bytes, decrypts and decompresses; a second
+    // hashes the raw bytes and writes them out, so the two halves overlap on two cores (the
+    // drill's download+verify step in bench/backup/RESULTS.md).
+    let decoded: Result<(TrailingHash, Sha256, u64), BackupError> = (|| {
         let plain = decrypt.reader(&m.encryption, SharedTee(tee.clone()))?;
         let mut zstd = zstd::stream::read::Decoder::new(plain)
             .map_err(|e| BackupError::Pipeline(e.to_string()))?;
-        let mut out = match sink {
-            Some(p) => Some(std::io::BufWriter::new(std::fs::File::create(p).map_err(
-                |e| BackupError::LocalIo {
+        let out = match sink {
+            Some(p) => Some(std::io::BufWriter::with_capacity(
+                1 << 20,
+                std::fs::File::create(p).map_err(|e| BackupError::LocalIo {
                     path: p.to_path_buf(),
                     message: e.to_string(),
-                },
-            )?)),
+                })?,
+            )),
             None => None,
         };
-        let mut buf = vec![0u8; 256 << 10];
-        loop {
-            let n = zstd.read(&mut buf).map_err(|e| BackupError::Corrupt {
-                id: m.id.clone(),
-                what: format!("cannot decode the stored bytes: {e}"),
-            })?;
-            if n == 0 {
-                break;
-            }
-            raw_hash.update(&buf[..n]);
-            trailing.update(&buf[..n]);
-            raw_size += n as u64;
-            if let Some(o) = out.as_mut() {
-                o.write_all(&buf[..n]).map_err(|e| BackupError::LocalIo {
-                    path: sink.unwrap_or(Path::new("")).to_path_buf(),
-                    message: e.to_string(),
-                })?;
-            }
-        }
-        if let Some(mut o) = out {
-            o.flush()
-                .and_then(|_| o.get_ref().sync_all())
-                .map_err(|e| BackupError::LocalIo {
-                    path: sink.unwrap_or(Path::new("")).to_path_buf(),
-                    message: e.to_string(),
-                })?;
-        }
-        Ok(())
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
+        std::thread::scope(|scope| {
+            let worker = std::thread::Builder::new()
+                .name("verify-raw".into())
+                .spawn_scoped(scope, move || {
+                    let mut out = out;
+                    let mut raw_hash = Sha256::new();
+                    let mut trailing = TrailingHash::default();
+                    let mut raw_size = 0u64;
+                    let io = |e: std::io::Error| BackupError::LocalIo {
+                        path: sink.unwrap_or(Path::new("")).to_path_buf(),
+                        message: e.to_string(),
+                    };
+                    for chunk in rx {
+                        // etcd snapshots: one hasher serves the raw sha256 and the integrity
+                        // hash (see `TrailingHash::whole_sha256`), one pass instead of two.
+                        if etcd {
+                            trailing.update(&chunk);
+                        } else {
+                            raw_hash.update(&chunk);
+                        }
+                        raw_size += chunk.len() as u64;
+                        if let Some(o) = out.as_mut() {
+                            o.write_all(&chunk).map_err(io)?;
+                        }
+                    }
+                    // No fsync: the file is read back at once by the restore, which syncs what
+                    // it writes; a crash in between means running the restore again anyway.
+                    if let Some(mut o) = out {
+                        o.flush().map_err(io)?;
+                    }
+                    Ok::<_, BackupError>((trailing, raw_hash, raw_size))
+                })
+                .map_err(|e| BackupError::Pipeline(format!("cannot start a thread: {e}")))?;
+            let produced = loop {
+                let mut buf = vec![0u8; 256 << 10];
+                let n = match zstd.read(&mut buf) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        break Err(BackupError::Corrupt {
+                            id: m.id.clone(),
+                            what: format!("cannot decode the stored bytes: {e}"),
+                        })
+                    }
+                };
+                if n == 0 {
+                    break Ok(());
+                }
+                buf.truncate(n);
+                // A closed channel means the writer failed: its error is the one reported.
+                if tx.send(buf).is_err() {
+                    break Ok(());
+                }
+            };
+            drop(tx);
+            let written = worker
+                .join()
+                .map_err(|_| BackupError::Pipeline("the verifying thread panicked".into()))?;
+            produced?;
+            written
+        })
     })();
     // Read whatever the decoders left so the stored checksum covers the whole object; a
     // corrupt object is then reported as such rather than as a decoding symptom.
@@ -415,8 +450,12 @@ fn check_blocking<R: Read>(
             ),
         });
     }
-    decoded?;
-    let raw_sha = hex::encode(raw_hash.finalize());
+    let (trailing, raw_hash, raw_size) = decoded?;
+    let raw_sha = if etcd {
+        trailing.whole_sha256()
+    } else {
+        hex::encode(raw_hash.finalize())
+    };
     if raw_size != m.raw_size || raw_sha != m.sha256_raw {
         return Err(BackupError::Corrupt {
             id: m.id.clone(),

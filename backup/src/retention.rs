@@ -1,7 +1,8 @@
 //! Retention: which backups to keep — the last N, plus the newest backup of each of the last
 //! H hours, D days, W ISO weeks and M months that have backups (the scheme of restic's
 //! `forget --keep-*`), applied per kind — and never the newest trusted backup (one whose
-//! checks passed at creation and that no later `verify` found corrupt).
+//! checks passed at creation and that no later `verify` or drill found bad), nor the newest
+//! backup whose restore drill passed.
 //!
 //! Buckets are calendar periods in UTC. A policy that keeps nothing at all keeps everything:
 //! an empty retention section must not empty the store.
@@ -44,6 +45,8 @@ pub struct Item {
     pub at: DateTime<Utc>,
     /// Not known to be corrupt.
     pub trusted: bool,
+    /// Its last restore drill passed.
+    pub drill_passed: bool,
 }
 
 impl From<&Entry> for Item {
@@ -53,6 +56,7 @@ impl From<&Entry> for Item {
             kind: e.manifest.kind,
             at: e.manifest.finished_at,
             trusted: e.trusted(),
+            drill_passed: e.drill_passed(),
         }
     }
 }
@@ -61,7 +65,7 @@ impl From<&Entry> for Item {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Plan {
     /// Kept ids with the reasons (`last`, `hourly`, `daily`, `weekly`, `monthly`,
-    /// `newest-verified`, `no-policy`).
+    /// `newest-verified`, `newest-drilled`, `no-policy`).
     pub keep: BTreeMap<String, Vec<&'static str>>,
     /// Ids to delete, oldest first.
     pub delete: Vec<String>,
@@ -130,6 +134,12 @@ pub fn plan(policy: &Retention, items: &[Item]) -> Plan {
                 .or_default()
                 .push("newest-verified");
         }
+        // The newest backup proven to restore stays until a newer one is proven too.
+        if let Some(newest) = list.iter().find(|i| i.drill_passed) {
+            keep.entry(newest.id.clone())
+                .or_default()
+                .push("newest-drilled");
+        }
         for i in list.iter().rev() {
             if !keep.contains_key(&i.id) {
                 out.delete.push(i.id.clone());
@@ -169,7 +179,30 @@ mod tests {
             kind: Kind::Etcd,
             at: at.parse().unwrap(),
             trusted,
+            drill_passed: false,
         }
+    }
+
+    #[test]
+    fn newest_drilled_survives_a_prune_that_would_remove_it() {
+        let mut items = vec![
+            item("a", "2024-03-01T01:00:00Z", true),
+            item("b", "2024-03-02T01:00:00Z", true),
+            item("c", "2024-03-03T01:00:00Z", true),
+            item("d", "2024-03-04T01:00:00Z", true),
+        ];
+        items[0].drill_passed = true;
+        items[1].drill_passed = true;
+        let p = plan(
+            &Retention {
+                keep_last: 1,
+                ..Default::default()
+            },
+            &items,
+        );
+        assert_eq!(p.keep["b"], vec!["newest-drilled"]);
+        assert_eq!(p.keep["d"], vec!["last", "newest-verified"]);
+        assert_eq!(p.delete, vec!["a", "c"]);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The schedule daemon: at each cron tick, take the store's backup lock (or skip the tick if
-//! another scheduler holds it), clean up interrupted runs, back up (etcd or namespaces), prune
-//! this job's own backups, and record the outcome in the store's status object and in
+//! another scheduler holds it), clean up interrupted runs, back up (etcd or namespaces), drill
+//! the new backup when asked (`--drill`, see [`crate::drill`]), prune this job's own backups, and record the outcome in the store's status object and in
 //! Prometheus metrics (served on `/metrics`), per kind.
 //!
 //! A job's "own" backups: for etcd every etcd backup; for namespaces the namespace backups with
@@ -78,6 +78,13 @@ impl Source {
     }
 }
 
+/// A restore drill after each backup (`backup schedule --drill`).
+#[derive(Clone)]
+pub struct DrillAfter {
+    pub options: crate::drill::DrillOptions,
+    pub decrypt: crate::crypto::Decrypt,
+}
+
 /// Everything one scheduled run needs.
 #[derive(Clone)]
 pub struct Job {
@@ -88,6 +95,8 @@ pub struct Job {
     pub metrics: Metrics,
     /// How long a run waits for the store's backup lock before it skips its tick.
     pub lock_wait: std::time::Duration,
+    /// Drill every new backup before pruning (so retention sees its verdict).
+    pub drill: Option<DrillAfter>,
 }
 
 /// Default [`Job::lock_wait`]: longer than a large etcd or namespace backup takes, shorter than
@@ -102,6 +111,23 @@ pub struct RunReport {
     pub pruned: Vec<String>,
     /// For `Skipped`: who held the lock. For `Failure`: the error.
     pub message: Option<String>,
+    /// The drill of the new backup, when the job drills.
+    pub drill: Option<crate::drill::DrillRecord>,
+    /// Why the drill could not run (a backup whose drill could not run is still a backup).
+    pub drill_error: Option<String>,
+}
+
+impl RunReport {
+    fn new(outcome: Outcome, message: Option<String>) -> RunReport {
+        RunReport {
+            outcome,
+            manifest: None,
+            pruned: vec![],
+            message,
+            drill: None,
+            drill_error: None,
+        }
+    }
 }
 
 /// Parses a cron expression as `config validate` does; five fields get a leading `0` seconds
@@ -117,15 +143,13 @@ pub async fn run_once(job: &Job, tick: DateTime<Utc>) -> RunReport {
     let guard = match acquire_waiting(job).await {
         Ok(Ok(g)) => g,
         Ok(Err(holder)) => {
-            let report = RunReport {
-                outcome: Outcome::Skipped,
-                manifest: None,
-                pruned: vec![],
-                message: Some(format!(
+            let report = RunReport::new(
+                Outcome::Skipped,
+                Some(format!(
                     "lock held by {} until {}",
                     holder.holder, holder.expires_at
                 )),
-            };
+            );
             finish(job, &report, started).await;
             return report;
         }
@@ -138,14 +162,12 @@ pub async fn run_once(job: &Job, tick: DateTime<Utc>) -> RunReport {
     // The lock keeps runs apart; this keeps a tick from being served twice when the other
     // scheduler got the lock first and already finished.
     if let Some(done) = finished_since(job, tick).await {
-        let report = RunReport {
-            outcome: Outcome::Skipped,
-            manifest: None,
-            pruned: vec![],
-            message: Some(format!(
+        let report = RunReport::new(
+            Outcome::Skipped,
+            Some(format!(
                 "a backup for this tick already finished at {done} (another scheduler)"
             )),
-        };
+        );
         finish(job, &report, started).await;
         let _ = guard.release().await;
         return report;
@@ -165,17 +187,30 @@ pub async fn run_once(job: &Job, tick: DateTime<Utc>) -> RunReport {
                 namespace::backup::backup_locked(client, job.store.as_ref(), options).await?
             }
         };
+        let drilled = match &job.drill {
+            Some(d) => Some(
+                crate::drill::drill(job.store.as_ref(), &m.id, &d.decrypt, &d.options)
+                    .await
+                    .map_err(|e| e.to_string()),
+            ),
+            None => None,
+        };
         let plan = prune_own(job.store.as_ref(), &job.source, &job.retention).await?;
-        Ok::<_, NamespaceError>((m, plan.delete))
+        Ok::<_, NamespaceError>((m, plan.delete, drilled))
     }
     .await;
     let report = match result {
-        Ok((m, pruned)) => RunReport {
-            outcome: Outcome::Success,
-            manifest: Some(m),
-            pruned,
-            message: None,
-        },
+        Ok((m, pruned, drilled)) => {
+            let mut r = RunReport::new(Outcome::Success, None);
+            r.manifest = Some(m);
+            r.pruned = pruned;
+            match drilled {
+                Some(Ok(rec)) => r.drill = Some(rec),
+                Some(Err(e)) => r.drill_error = Some(e),
+                None => {}
+            }
+            r
+        }
         Err(e) => failure(e),
     };
     finish(job, &report, started).await;
@@ -258,12 +293,7 @@ pub async fn prune_own(
 }
 
 fn failure(e: impl std::fmt::Display) -> RunReport {
-    RunReport {
-        outcome: Outcome::Failure,
-        manifest: None,
-        pruned: vec![],
-        message: Some(e.to_string()),
-    }
+    RunReport::new(Outcome::Failure, Some(e.to_string()))
 }
 
 async fn finish(job: &Job, report: &RunReport, started: Instant) {

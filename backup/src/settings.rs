@@ -176,3 +176,19 @@ pub fn etcd_target(cluster: &Cluster) -> EtcdTarget {
         timeout: Duration::from_secs(10),
     }
 }
+
+/// The `etcd` binary of a local restore drill: `flag` (or `$CLUSTERKIT_ETCD`, which the CLI
+/// reads into it), else `bin/etcd` of the cluster's offline bundle when it has one, else `etcd`
+/// from `PATH`.
+pub fn drill_etcd_binary(flag: Option<&std::path::Path>, cluster: Option<&Cluster>) -> PathBuf {
+    if let Some(f) = flag {
+        return f.to_path_buf();
+    }
+    if let Some(config::Packages::Bundle { dir }) = cluster.map(|c| &c.packages) {
+        let bin = dir.join("bin/etcd");
+        if bin.is_file() {
+            return bin;
+        }
+    }
+    PathBuf::from("etcd")
+}

@@ -1,5 +1,6 @@
 //! `clusterkit backup install-timer`: a systemd service + timer on the control-plane hosts that
-//! runs `clusterkit backup schedule --once` (lock, backup, prune, status) on a calendar: of etcd
+//! runs `clusterkit backup schedule --once` (lock, backup, prune, status; with `--drill` a
+//! restore drill of each new backup on the host itself) on a calendar: of etcd
 //! (`clusterkit-backup.{service,timer}`), or with `--kind namespace` of namespaces
 //! (`clusterkit-backup-namespaces.{service,timer}`). Both can run on the same hosts and store:
 //! a run that finds the store's lock held waits for it (`crate::schedule`).
@@ -86,6 +87,9 @@ pub struct TimerSpec {
     pub env: Vec<(String, String)>,
     /// Local S3 CA bundle to copy to [`CA_PATH`].
     pub ca_file: Option<PathBuf>,
+    /// Each run drills its new backup (`--drill`): etcd timers need `etcd` and `etcdctl` on
+    /// the hosts (checked at install).
+    pub drill: bool,
 }
 
 impl TimerSpec {
@@ -121,6 +125,7 @@ pub fn spec_from_cluster(
     on_calendar: &str,
     binary: &str,
     upload_binary: Option<PathBuf>,
+    drill: bool,
 ) -> Result<TimerSpec, BackupError> {
     let b = &cluster.backup;
     let store = match (store, &b.store) {
@@ -226,6 +231,18 @@ pub fn spec_from_cluster(
         env.push(("CLUSTERKIT_BACKUP_PASSPHRASE".to_string(), read(p)?));
         push("--passphrase-env", "CLUSTERKIT_BACKUP_PASSPHRASE".into());
     }
+    if drill {
+        // The hosts hold the store's passphrase already (backup.env); an age identity would
+        // let every control-plane host decrypt every backup in the store.
+        if !b.encryption.age_recipients.is_empty() && b.encryption.passphrase.is_none() {
+            return Err(BackupError::Invalid(
+                "--drill on the hosts would need the age identity on every control-plane host; \
+                 drill from the operator's machine instead (`clusterkit backup drill --latest`)"
+                    .into(),
+            ));
+        }
+        args.push("--drill".into());
+    }
     args.extend(selection);
     Ok(TimerSpec {
         unit,
@@ -236,6 +253,7 @@ pub fn spec_from_cluster(
         args,
         env,
         ca_file,
+        drill,
     })
 }
 
@@ -388,6 +406,15 @@ pub async fn install_on(x: &dyn Executor, spec: &TimerSpec) -> Result<HostReport
     } else {
         format!("{ETCD_CA} {ETCD_CERT} {ETCD_KEY}")
     };
+    if spec.drill && spec.kubeconfig.is_none() {
+        sh(
+            x,
+            "checking etcd and etcdctl for --drill",
+            "for b in etcd etcdctl; do command -v $b >/dev/null || { echo \"--drill needs $b on this host (Debian packages etcd-server and etcd-client)\" >&2; exit 1; }; done"
+                .into(),
+        )
+        .await?;
+    }
     sh(
         x,
         "checking the etcd client certificate and systemd",
@@ -521,6 +548,7 @@ mod tests {
             args: args.iter().map(|s| s.to_string()).collect(),
             env: vec![("AWS_SECRET_ACCESS_KEY".into(), "a\"b".into())],
             ca_file: None,
+            drill: false,
         }
     }
 

@@ -24,55 +24,18 @@ WORK=${BENCH_DIR:-$(mktemp -d /tmp/ck-bench-backup.XXXXXX)}
 [ -n "${LOAD_ONLY:-}" ] || [ -x "$CK" ] || { echo "build first: cargo build --release ($CK missing)" >&2; exit 1; }
 [ -x "$S3S" ] || { echo "s3s-fs missing: bash scripts/deps.sh" >&2; exit 1; }
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
+. "$ROOT/bench/backup/lib.sh"
+trap stop_pids EXIT
 
 cd "$WORK"
-# --- TLS for etcd (both tools use the same client certificate) ---
-if [ ! -f pki/client.crt ]; then
-  mkdir -p pki && pushd pki >/dev/null
-  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=bench-ca -keyout ca.key -out ca.crt 2>/dev/null
-  printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n' > server.ext
-  printf 'extendedKeyUsage=clientAuth\n' > client.ext
-  for n in server client; do
-    openssl req -newkey rsa:2048 -nodes -subj /CN=$n -keyout $n.key -out $n.csr 2>/dev/null
-    openssl x509 -req -in $n.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -extfile $n.ext -out $n.crt 2>/dev/null
-  done
-  popd >/dev/null
-fi
-CP=$(free_port); PP=$(free_port); SP=$(free_port)
-EP=https://127.0.0.1:$CP
-etcd --name bench --data-dir "$WORK/etcd" --listen-client-urls $EP --advertise-client-urls $EP \
-  --listen-peer-urls http://127.0.0.1:$PP --initial-advertise-peer-urls http://127.0.0.1:$PP \
-  --initial-cluster bench=http://127.0.0.1:$PP --cert-file pki/server.crt --key-file pki/server.key \
-  --trusted-ca-file pki/ca.crt --client-cert-auth --quota-backend-bytes 8589934592 \
-  --max-request-bytes 2097152 >etcd.log 2>&1 &
-PIDS+=($!)
-CTL=(etcdctl --endpoints=$EP --cacert=pki/ca.crt --cert=pki/client.crt --key=pki/client.key)
-for _ in $(seq 100); do "${CTL[@]}" endpoint health >/dev/null 2>&1 && break; sleep 0.2; done
+bench_pki   # both tools use the same client certificate
+start_etcd
+start_s3s
 
-mkdir -p s3/bench
-export AWS_ACCESS_KEY_ID=benchkey AWS_SECRET_ACCESS_KEY=benchsecret0123456789 AWS_REGION=us-east-1
-export AWS_ENDPOINT_URL=http://127.0.0.1:$SP AWS_EC2_METADATA_DISABLED=true
-"$S3S" --host 127.0.0.1 --port $SP --access-key $AWS_ACCESS_KEY_ID --secret-key $AWS_SECRET_ACCESS_KEY s3 >s3s.log 2>&1 &
-PIDS+=($!)
-for _ in $(seq 100); do curl -s -o /dev/null http://127.0.0.1:$SP/ && break; sleep 0.1; done
-
-# --- loader: SIZE_MIB values of 1 MiB of base64 text (compresses to ~75%, like mixed data) ---
-DB=$( "${CTL[@]}" endpoint status -w json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["Status"]["dbSize"])')
-if [ "$DB" -lt $((SIZE_MIB * 1024 * 1024 * 9 / 10)) ]; then
-  echo "loading ~${SIZE_MIB} MiB into etcd…" >&2
-  t0=$(date +%s)
-  seq 0 $((SIZE_MIB - 1)) | xargs -P 4 -I{} sh -c \
-    'head -c 786432 /dev/urandom | base64 -w0 | "$@" put bench/key-{} >/dev/null' _ "${CTL[@]}"
-  echo "loaded in $(( $(date +%s) - t0 )) s" >&2
-fi
+fill_etcd "$SIZE_MIB"
 "${CTL[@]}" endpoint status -w table >&2
 [ -z "${LOAD_ONLY:-}" ] || exit 0   # LOAD_ONLY=1 BENCH_DIR=…: fill etcd now, measure later
 
-ETCD_PID=${PIDS[0]}; S3S_PID=${PIDS[1]}
 TICK=$(getconf CLK_TCK)
 cpu_of() { awk -v t="$TICK" '{printf "%.2f", ($14 + $15) / t}' "/proc/$1/stat"; }
 ROWS=$WORK/rows.tsv; : >"$ROWS"

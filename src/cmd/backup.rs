@@ -1,4 +1,4 @@
-//! `clusterkit backup`: back up etcd, list, describe, verify and prune backups, run the
+//! `clusterkit backup`: back up etcd, list, describe, verify, drill and prune backups, run the
 //! schedule daemon (etcd, or namespaces with `--kind namespace`), install a systemd timer or
 //! print a Kubernetes CronJob.
 //!
@@ -40,6 +40,9 @@ enum Command {
     Describe(IdArgs),
     /// Download a backup and check every checksum and etcd's integrity hash.
     Verify(VerifyArgs),
+    /// Restore a backup into a scratch etcd (here or on a host) and check it; records the
+    /// verdict next to the backup. Exits non-zero when anything differs.
+    Drill(Box<DrillArgs>),
     /// Delete backups the retention policy does not keep.
     Prune(PruneArgs),
     /// Run as a daemon: back up (etcd, or namespaces with --kind namespace), prune and record
@@ -86,6 +89,20 @@ pub struct StoreArgs {
     /// Parts uploaded at once, 1 to 64 (default 2).
     #[arg(long, value_parser = flags::parts_in_flight())]
     pub parts_in_flight: Option<usize>,
+}
+
+impl DecryptArgs {
+    /// The keys these flags (and cluster.yaml's `backup.encryption`) give.
+    pub(crate) fn resolve(
+        &self,
+        cluster: Option<&Cluster>,
+    ) -> anyhow::Result<clusterkit_backup::crypto::Decrypt> {
+        Ok(settings::decrypt(
+            &self.age_identity,
+            self.passphrase_env.as_deref(),
+            cluster.map(|c| &c.backup),
+        )?)
+    }
 }
 
 fn parse_checksums(s: &str) -> Result<ChecksumMode, String> {
@@ -165,6 +182,120 @@ struct VerifyArgs {
 }
 
 #[derive(ClapArgs)]
+pub(crate) struct DrillArgs {
+    /// Backup id (see `backup list`); or --latest.
+    #[arg(required_unless_present = "latest", conflicts_with = "latest")]
+    id: Option<String>,
+    /// Drill the newest backup of --kind.
+    #[arg(long)]
+    latest: bool,
+    /// With --latest: which kind's newest backup.
+    #[arg(long, value_enum, default_value_t = ScheduleKind::Etcd)]
+    kind: ScheduleKind,
+    #[command(flatten)]
+    store: StoreArgs,
+    #[command(flatten)]
+    decrypt: DecryptArgs,
+    #[command(flatten)]
+    tools: DrillTools,
+    /// etcd: the live cluster's kubeconfig, to report how far it moved since the backup (read
+    /// only). Namespace: a scratch cluster's kubeconfig — the backup is applied there under
+    /// mapped names (<ns>-drill-<random>), compared, and those namespaces deleted.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+}
+
+/// Where and with what a drill's scratch etcd runs.
+#[derive(ClapArgs, Clone, Debug, Default)]
+pub(crate) struct DrillTools {
+    /// Run the scratch etcd on this host of cluster.yaml (its own etcd binary, temporary
+    /// directory, ports and transient unit, all removed afterwards) instead of here.
+    #[arg(long = "on", value_name = "HOST")]
+    on: Option<String>,
+    /// The etcd binary for a local drill (default: bin/etcd of the cluster's bundle, else PATH).
+    #[arg(long, env = "CLUSTERKIT_ETCD")]
+    etcd: Option<PathBuf>,
+    /// etcdctl for the restore (etcd 3.4 restores with etcdctl).
+    #[arg(long, env = "CLUSTERKIT_ETCDCTL", default_value = "etcdctl")]
+    etcdctl: PathBuf,
+    /// Parent of the local scratch directory (default: the system's temporary directory); it
+    /// needs room for about twice the database.
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+    /// How long the restored member may take to answer.
+    #[arg(long, default_value_t = 180)]
+    start_timeout_secs: u64,
+}
+
+impl DrillTools {
+    /// Resolves the drill's options (connecting to `--on`'s host).
+    pub(crate) async fn options(
+        &self,
+        cluster: Option<&Cluster>,
+    ) -> anyhow::Result<clusterkit_backup::drill::DrillOptions> {
+        use clusterkit_backup::drill::{remote::RemoteHost, DrillOptions};
+        let mut opts = DrillOptions::local(
+            settings::drill_etcd_binary(self.etcd.as_deref(), cluster),
+            self.etcdctl.clone(),
+        );
+        opts.work_dir = self.work_dir.clone();
+        opts.start_timeout = Duration::from_secs(self.start_timeout_secs.max(1));
+        if let Some(name) = &self.on {
+            let Some(cluster) = cluster else {
+                bail!("--on {name} needs cluster.yaml (-f) to find the host in");
+            };
+            let host = cluster
+                .hosts
+                .iter()
+                .find(|h| &h.name == name)
+                .with_context(|| format!("--on: no host {name:?} in cluster.yaml"))?;
+            let fan = clusterkit_core::fanout::Fanout::new("connect", 1);
+            let mut connected = clusterkit_core::fanout::connect_all(cluster, &[host], &fan).await;
+            let exec = connected
+                .pop()
+                .context("no connection result")?
+                .result
+                .with_context(|| format!("--on: connecting to {name}"))?;
+            opts.on = Some(RemoteHost {
+                name: host.name.clone(),
+                address: host.address,
+                exec,
+            });
+        }
+        Ok(opts)
+    }
+}
+
+fn print_drill(
+    output: OutputFormat,
+    rec: &clusterkit_backup::drill::DrillRecord,
+) -> anyhow::Result<()> {
+    print(output, rec, || {
+        let mut out = format!(
+            "{}
+",
+            rec.summary()
+        );
+        for s in &rec.steps {
+            out.push_str(&format!("  step {:<16} {:>8.2}s\n", s.name, s.seconds));
+        }
+        for c in &rec.checks {
+            out.push_str(&format!(
+                "  {} {:<16} expected {}, found {}\n",
+                if c.ok { "ok  " } else { "FAIL" },
+                c.name,
+                c.expected,
+                c.found
+            ));
+        }
+        for (k, v) in &rec.figures {
+            out.push_str(&format!("  {k}: {v}\n"));
+        }
+        out
+    })
+}
+
+#[derive(ClapArgs)]
 struct RetentionArgs {
     /// Keep the newest N backups (overrides backup.retention when any count is given; 0 to
     /// 100000, 0 turns a rule off).
@@ -215,12 +346,21 @@ struct PruneArgs {
 
 /// What `backup schedule` backs up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-enum ScheduleKind {
+pub(crate) enum ScheduleKind {
     /// An etcd snapshot (the etcd flags below).
     Etcd,
     /// Namespaces through the Kubernetes API: NAMESPACE… or -A, and the selection flags of
     /// `backup namespace`.
     Namespace,
+}
+
+impl From<ScheduleKind> for clusterkit_backup::manifest::Kind {
+    fn from(k: ScheduleKind) -> Self {
+        match k {
+            ScheduleKind::Etcd => clusterkit_backup::manifest::Kind::Etcd,
+            ScheduleKind::Namespace => clusterkit_backup::manifest::Kind::Namespace,
+        }
+    }
 }
 
 #[derive(ClapArgs)]
@@ -252,6 +392,16 @@ struct ScheduleArgs {
     /// directory).
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
+    /// Drill every new backup (restore into a scratch etcd here and check it; namespaces:
+    /// parse and count) before pruning; retention then keeps the newest passed drill. A failed
+    /// drill makes `--once` exit non-zero.
+    #[arg(long)]
+    drill: bool,
+    /// With --drill: the age identity to read the new backup (encrypted to a recipient).
+    #[arg(long = "age-identity")]
+    age_identity: Vec<PathBuf>,
+    #[command(flatten)]
+    drill_tools: DrillTools,
 }
 
 #[derive(ClapArgs)]
@@ -291,6 +441,10 @@ struct TimerArgs {
     /// Print the units instead of installing them.
     #[arg(long)]
     print: bool,
+    /// Each run drills its new backup on the host (etcd: needs etcd and etcdctl there, and a
+    /// passphrase rather than an age recipient); retention keeps the newest passed drill.
+    #[arg(long)]
+    drill: bool,
 }
 
 /// cluster.yaml if it exists (backup commands also work standalone with flags).
@@ -384,7 +538,7 @@ impl EtcdArgs {
     }
 }
 
-fn print<T: serde::Serialize>(
+pub(crate) fn print<T: serde::Serialize>(
     format: OutputFormat,
     value: &T,
     table: impl FnOnce() -> String,
@@ -392,8 +546,7 @@ fn print<T: serde::Serialize>(
     match format {
         OutputFormat::Table => print!("{}", table()),
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(value)?),
-        // No YAML serializer is linked into the binary; JSON is valid YAML 1.2.
-        OutputFormat::Yaml => println!("{}", serde_json::to_string_pretty(value)?),
+        OutputFormat::Yaml => print!("{}", serde_saphyr::to_string(value)?),
     }
     Ok(())
 }
@@ -470,13 +623,14 @@ impl Args {
                 print(global.output, &m, || {
                     let e = m.etcd.as_ref();
                     format!(
-                        "backup {} complete: {} raw, {} stored ({}), member {} at revision ≥ {}, {:.1}s\n",
+                        "backup {} complete: {} raw, {} stored ({}), member {}, marker at revision {}, {} keys, {:.1}s\n",
                         m.id,
                         human(m.raw_size),
                         human(m.stored_size),
                         m.encryption.summary(),
                         e.map(|e| e.member_name.as_str()).unwrap_or("?"),
                         e.map(|e| e.revision).unwrap_or(0),
+                        e.and_then(|e| e.key_count).unwrap_or(0),
                         secs
                     )
                 })
@@ -486,15 +640,22 @@ impl Args {
                 let entries = catalog::list(store.as_ref()).await?;
                 print(global.output, &entries, || {
                     let mut out = format!(
-                        "{:<32} {:<9} {:<20} {:>10} {:>10} {:<18} {:<8}\n",
-                        "ID", "KIND", "FINISHED", "RAW", "STORED", "ENCRYPTION", "VERIFIED"
+                        "{:<32} {:<9} {:<20} {:>10} {:>10} {:<18} {:<8} {}\n",
+                        "ID",
+                        "KIND",
+                        "FINISHED",
+                        "RAW",
+                        "STORED",
+                        "ENCRYPTION",
+                        "VERIFIED",
+                        "DRILL"
                     );
                     for e in &entries {
                         let m = &e.manifest;
                         out.push_str(&format!(
-                            "{:<32} {:<9} {:<20} {:>10} {:>10} {:<18} {:<8}\n",
+                            "{:<32} {:<9} {:<20} {:>10} {:>10} {:<18} {:<8} {}\n",
                             m.id,
-                            m.kind,
+                            m.kind.as_str(),
                             m.finished_at.format("%Y-%m-%d %H:%M:%S"),
                             human(m.raw_size),
                             human(m.stored_size),
@@ -503,6 +664,15 @@ impl Args {
                                 None => "at write",
                                 Some(v) if v.ok => "ok",
                                 Some(_) => "FAILED",
+                            },
+                            match &e.last_drill {
+                                None => "-".to_string(),
+                                Some(d) => format!(
+                                    "{} {} ({:.1}s restore)",
+                                    if d.ok { "ok" } else { "FAILED" },
+                                    d.at.format("%Y-%m-%d %H:%M"),
+                                    d.restore_seconds
+                                ),
                             }
                         ));
                     }
@@ -521,11 +691,7 @@ impl Args {
             }
             Command::Verify(a) => {
                 let store = a.store.open(cluster).await?;
-                let decrypt = settings::decrypt(
-                    &a.decrypt.age_identity,
-                    a.decrypt.passphrase_env.as_deref(),
-                    cluster.map(|c| &c.backup),
-                )?;
+                let decrypt = a.decrypt.resolve(cluster)?;
                 let m = catalog::verify(store.as_ref(), &a.id, &decrypt, clock.now())
                     .await
                     .with_context(|| format!("verify {} failed", a.id))?;
@@ -538,6 +704,39 @@ impl Args {
                         if m.etcd.is_some() { ", etcd integrity hash ok" } else { "" }
                     )
                 })
+            }
+            Command::Drill(a) => {
+                let store = a.store.open(cluster).await?;
+                let decrypt = a.decrypt.resolve(cluster)?;
+                let id = match &a.id {
+                    Some(id) => id.clone(),
+                    None => clusterkit_backup::drill::latest(store.as_ref(), a.kind.into()).await?,
+                };
+                let kind = catalog::get_manifest(store.as_ref(), &id).await?.kind;
+                let mut opts = a.tools.options(cluster).await?;
+                if kind == clusterkit_backup::manifest::Kind::Namespace && opts.on.is_some() {
+                    bail!("--on is for etcd drills; a namespace drill runs here (and in --kubeconfig's cluster)");
+                }
+                if let Some(k) = &a.kubeconfig {
+                    let client =
+                        clusterkit_backup::namespace::ApiClient::from_kubeconfig(k).await?;
+                    match kind {
+                        clusterkit_backup::manifest::Kind::Etcd => opts.live = Some(client),
+                        clusterkit_backup::manifest::Kind::Namespace => {
+                            opts.scratch_cluster = Some(client)
+                        }
+                    }
+                }
+                let rec = clusterkit_backup::drill::drill(store.as_ref(), &id, &decrypt, &opts)
+                    .await
+                    .with_context(|| {
+                        format!("the drill of {id} could not run (nothing recorded)")
+                    })?;
+                print_drill(global.output, &rec)?;
+                if !rec.ok {
+                    bail!("drill of {id} {}", rec.verdict);
+                }
+                Ok(())
             }
             Command::Prune(a) => {
                 let store = a.store.open(cluster).await?;
@@ -638,6 +837,21 @@ async fn run_schedule(
     if let Ok(Some(s)) = status::read_status(store.as_ref(), kind).await {
         metrics.load(kind, &s);
     }
+    let drill = if a.drill {
+        if a.drill_tools.on.is_some() {
+            bail!("--on is for `backup drill`; a scheduled drill runs where the schedule runs");
+        }
+        Some(schedule::DrillAfter {
+            options: a.drill_tools.options(cluster).await?,
+            decrypt: settings::decrypt(
+                &a.age_identity,
+                a.etcd.passphrase_env.as_deref(),
+                cluster.map(|c| &c.backup),
+            )?,
+        })
+    } else {
+        None
+    };
     let job = schedule::Job {
         store,
         source,
@@ -645,6 +859,7 @@ async fn run_schedule(
         clock,
         metrics: metrics.clone(),
         lock_wait: schedule::DEFAULT_LOCK_WAIT,
+        drill,
     };
     let report_line = |r: &schedule::RunReport| {
         let line = serde_json::json!({
@@ -653,6 +868,12 @@ async fn run_schedule(
             "id": r.manifest.as_ref().map(|m| m.id.clone()),
             "pruned": r.pruned,
             "message": r.message,
+            "drill": r.drill.as_ref().map(|d| serde_json::json!({
+                "ok": d.ok,
+                "verdict": d.verdict,
+                "restore_seconds": d.restore_seconds,
+            })),
+            "drill_error": r.drill_error,
         });
         println!("{line}");
     };
@@ -669,6 +890,12 @@ async fn run_schedule(
         report_line(&r);
         if r.outcome == status::Outcome::Failure {
             bail!("scheduled backup failed: {}", r.message.unwrap_or_default());
+        }
+        if let Some(e) = &r.drill_error {
+            bail!("the backup succeeded, its drill could not run: {e}");
+        }
+        if let Some(d) = r.drill.as_ref().filter(|d| !d.ok) {
+            bail!("the backup succeeded, its drill {}", d.verdict);
         }
         return Ok(());
     }
@@ -754,6 +981,7 @@ async fn install_timer(
         &a.on_calendar,
         &a.binary,
         upload,
+        a.drill,
     )?;
     if a.print {
         println!("# {}\n{}", spec.service_path(), timer::service_unit(&spec)?);

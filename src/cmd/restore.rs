@@ -65,6 +65,10 @@ struct EtcdArgs {
     /// etcdctl binary (etcd 3.4 restores with etcdctl).
     #[arg(long, env = "CLUSTERKIT_ETCDCTL", default_value = "etcdctl")]
     etcdctl: PathBuf,
+    /// etcdutl binary (etcd ≥ 3.5): a cluster restore uses it with --bump-revision and
+    /// --mark-compacted when it offers them and every member runs etcd ≥ 3.5.
+    #[arg(long, env = "CLUSTERKIT_ETCDUTL", default_value = "etcdutl")]
+    etcdutl: PathBuf,
 }
 
 fn confirm(question: &str) -> anyhow::Result<bool> {
@@ -89,11 +93,7 @@ impl Args {
             return restore_cluster(&a, cluster, &global).await;
         };
         let store = a.store.open(cluster).await?;
-        let decrypt = settings::decrypt(
-            &a.decrypt.age_identity,
-            a.decrypt.passphrase_env.as_deref(),
-            cluster.map(|c| &c.backup),
-        )?;
+        let decrypt = a.decrypt.resolve(cluster)?;
         let m = catalog::get_manifest(store.as_ref(), &a.id).await?;
         if !a.yes
             && !confirm(&format!(
@@ -143,7 +143,7 @@ impl Args {
                      (kube-apiserver, controllers, kubelets) afterwards"
                 );
             }
-            _ => println!("{}", serde_json::to_string_pretty(&report)?),
+            _ => super::backup::print(global.output, &report, String::new)?,
         }
         Ok(())
     }
@@ -155,7 +155,7 @@ async fn restore_cluster(
     cluster: Option<&Cluster>,
     global: &Global,
 ) -> anyhow::Result<()> {
-    use clusterkit_backup::restore_cluster::{restore_cluster, Member};
+    use clusterkit_backup::restore_cluster::{restore_cluster_with, ClusterRestoreOptions, Member};
     use clusterkit_core::config::Role;
     use clusterkit_core::exec::Executor;
     use clusterkit_core::fanout::{self, Fanout};
@@ -166,11 +166,7 @@ async fn restore_cluster(
         );
     };
     let store = a.store.open(Some(cluster)).await?;
-    let decrypt = settings::decrypt(
-        &a.decrypt.age_identity,
-        a.decrypt.passphrase_env.as_deref(),
-        Some(&cluster.backup),
-    )?;
+    let decrypt = a.decrypt.resolve(Some(cluster))?;
     let m = catalog::get_manifest(store.as_ref(), &a.id).await?;
     let hosts = cluster.hosts_with_role(Role::Etcd);
     if hosts.is_empty() {
@@ -206,7 +202,32 @@ async fn restore_cluster(
     }
     let target = settings::etcd_target(cluster);
     let now = clusterkit_backup::chrono::Utc::now();
-    let result = restore_cluster(store.as_ref(), &a.id, &decrypt, &members, &target, now).await;
+    let mut opts = ClusterRestoreOptions {
+        etcdctl: a.etcdctl.clone(),
+        etcdutl: a.etcdutl.clone(),
+        ..ClusterRestoreOptions::default()
+    };
+    // With the cluster's admin kubeconfig the restore also waits for the API servers it
+    // stopped to answer again.
+    let admin = clusterkit_backup::namespace::cli::kubeconfig_path(None, Some(cluster))?;
+    if admin.is_file() {
+        match clusterkit_backup::namespace::ApiClient::from_kubeconfig(&admin).await {
+            Ok(c) => opts.apiserver = Some(c),
+            Err(e) => {
+                tracing::warn!(error = %e, "not waiting for the API servers after the restore")
+            }
+        }
+    }
+    let result = restore_cluster_with(
+        store.as_ref(),
+        &a.id,
+        &decrypt,
+        &members,
+        &target,
+        now,
+        &opts,
+    )
+    .await;
     let outcome = if result.is_ok() {
         status::Outcome::Success
     } else {
@@ -216,17 +237,24 @@ async fn restore_cluster(
     let report = result.with_context(|| format!("restore of {} failed", a.id))?;
     match global.output {
         OutputFormat::Table => {
-            for r in &report {
+            for r in &report.members {
                 println!(
                     "{}: {} (old data dir kept at {})",
                     r.member, r.result, r.old_data_dir
                 );
             }
-            println!(
-                "restart controllers and kubelets: etcd 3.4 cannot bump revisions after a restore"
-            );
+            for s in &report.steps {
+                println!(
+                    "  step {:<22} {:<10} {:>7.2}s",
+                    s.step,
+                    s.member.as_deref().unwrap_or("-"),
+                    s.seconds
+                );
+            }
+            println!("restored in {:.1}s", report.seconds);
+            println!("revisions: {}", report.revisions);
         }
-        _ => println!("{}", serde_json::to_string_pretty(&report)?),
+        _ => super::backup::print(global.output, &report, String::new)?,
     }
     Ok(())
 }

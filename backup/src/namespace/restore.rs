@@ -684,6 +684,58 @@ fn read_archive(
     decrypt: &Decrypt,
     tx: &mpsc::Sender<Result<Item, NamespaceError>>,
 ) -> Result<(), NamespaceError> {
+    // A send error means the restore stopped; its error is the one reported.
+    visit_archive(input, m, decrypt, |item| tx.blocking_send(Ok(item)).is_ok())
+}
+
+/// What a namespace backup's archive holds, counted by [`count_archive`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ArchiveCounts {
+    /// Whether the archive starts with its header entry.
+    pub header: bool,
+    /// Objects per type (`configmaps`, `deployments.apps`), as the manifest's `resource_counts`.
+    pub counts: BTreeMap<String, u64>,
+    pub objects: u64,
+}
+
+/// Downloads a namespace backup and decrypts, decompresses and parses every object in it,
+/// counting them per type. (The checksums are [`pipeline::read_and_check`]'s job.)
+pub async fn count_archive(
+    store: &dyn Store,
+    m: &Manifest,
+    decrypt: &Decrypt,
+) -> Result<ArchiveCounts, NamespaceError> {
+    let reader = store.open(&m.data_key).await?;
+    let bridge = tokio_util::io::SyncIoBridge::new(reader);
+    let manifest = m.clone();
+    let decrypt = decrypt.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut out = ArchiveCounts::default();
+        let mut first = true;
+        visit_archive(bridge, &manifest, &decrypt, |item| {
+            match item {
+                Item::Header(_) => out.header = first,
+                Item::Object(a) => {
+                    *out.counts.entry(type_of(&a).key()).or_default() += 1;
+                    out.objects += 1;
+                }
+            }
+            first = false;
+            true
+        })?;
+        Ok(out)
+    })
+    .await
+    .map_err(|e| BackupError::Pipeline(format!("archive reader failed: {e}")))?
+}
+
+/// Reads the archive entry by entry, handing each parsed item to `visit` until it returns false.
+fn visit_archive(
+    input: impl Read,
+    m: &Manifest,
+    decrypt: &Decrypt,
+    mut visit: impl FnMut(Item) -> bool,
+) -> Result<(), NamespaceError> {
     let bad = |message: String| NamespaceError::Archive {
         id: m.id.clone(),
         message,
@@ -726,8 +778,7 @@ fn read_archive(
                 tracing::warn!(entry = %path, "ignoring an unknown archive entry");
                 continue;
             };
-            if tx.blocking_send(Ok(item)).is_err() {
-                // The restore stopped; its error is the one reported.
+            if !visit(item) {
                 return Ok(());
             }
         }

@@ -118,6 +118,9 @@ pub fn dashboards() -> Vec<Dashboard> {
                 p("Age of the newest verified backup", "clusterkit_backup_newest_verified_age_seconds", "stat", "s", "{{kind}}"),
                 p("Size of the last backup", "clusterkit_backup_last_stored_bytes", "stat", "bytes", "{{kind}}"),
                 p("Duration of the last backup", "clusterkit_backup_last_duration_seconds", "stat", "s", "{{kind}}"),
+                p("Restore time measured by drills", "clusterkit_backup_drill_last_restore_seconds", "timeseries", "s", "{{kind}} {{store}}"),
+                p("Age of the last passed restore drill", "time() - clusterkit_backup_drill_last_success_timestamp_seconds", "stat", "s", "{{kind}}"),
+                p("Newest restore drill failed", "clusterkit_backup_drill_last_failed", "stat", "short", "{{kind}}"),
             ],
         },
     ]

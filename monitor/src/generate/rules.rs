@@ -303,6 +303,22 @@ pub fn groups(m: &MonitorSettings) -> Vec<Group> {
                     format!("The newest successful {{{{ $labels.kind }}}} backup is older than {backup_max_age}."),
                 ),
                 alert(
+                    "BackupDrillFailed",
+                    "critical",
+                    "clusterkit_backup_drill_last_failed == 1",
+                    None,
+                    "The newest restore drill failed.",
+                    "The newest {{ $labels.kind }} restore drill in {{ $labels.store }} failed: that backup may not restore (`clusterkit backup list` shows which, `backup drill ID` says what differed).",
+                ),
+                alert(
+                    "BackupDrillStale",
+                    "warning",
+                    format!("time() - clusterkit_backup_drill_last_success_timestamp_seconds > {backup_max_age_secs}"),
+                    d(600),
+                    "No restore drill passed recently.",
+                    format!("No {{{{ $labels.kind }}}} restore drill in {{{{ $labels.store }}}} has passed for longer than {backup_max_age}."),
+                ),
+                alert(
                     "BackupAbsent",
                     "critical",
                     r#"clusterkit_backup_count{kind="etcd"} == 0"#,

@@ -4,7 +4,9 @@
 //! Per kind (etcd, namespace): how many complete backups exist, the age of the newest one and
 //! of the newest trusted one (integrity checked when taken, not failed by a later `verify`),
 //! and the last successful run's time, duration and stored size (from the status object the
-//! backup commands write, or from the newest manifest when there is none).
+//! backup commands write, or from the newest manifest when there is none); and per store and
+//! kind the newest restore drill (`backups/<id>/drill.json`): when one last passed, whether the
+//! newest failed, how long it took and the restore time it measured.
 //! Without a configured store the etcd count is 0, so `BackupAbsent` says so.
 
 use std::sync::Arc;
@@ -126,6 +128,32 @@ impl Collector for BackupCollector {
             &["kind"],
         )?;
 
+        let drill_success = gauge(
+            metrics,
+            "clusterkit_backup_drill_last_success_timestamp_seconds",
+            "When the newest passed restore drill of the kind finished (Unix seconds).",
+            &["store", "kind"],
+        )?;
+        let drill_duration = gauge(
+            metrics,
+            "clusterkit_backup_drill_last_duration_seconds",
+            "How long the newest restore drill of the kind took, end to end.",
+            &["store", "kind"],
+        )?;
+        let drill_restore = gauge(
+            metrics,
+            "clusterkit_backup_drill_last_restore_seconds",
+            "Restore time (download, verify, restore, start until it answered) the newest drill measured.",
+            &["store", "kind"],
+        )?;
+        let drill_failed = gauge(
+            metrics,
+            "clusterkit_backup_drill_last_failed",
+            "1 when the newest restore drill of the kind failed.",
+            &["store", "kind"],
+        )?;
+        let url = store.url().to_string();
+
         let entries = catalog::list(store.as_ref())
             .await
             .map_err(|e| CollectError(format!("listing backups: {e}")))?;
@@ -180,6 +208,27 @@ impl Collector for BackupCollector {
             if let Some(s) = &st {
                 let failed = matches!(s.last_outcome, Some(status::Outcome::Failure));
                 last_failed.with_label_values(&[k]).set(flag(failed));
+            }
+            let drills: Vec<_> = of_kind
+                .iter()
+                .filter_map(|e| e.last_drill.as_ref())
+                .collect();
+            if let Some(newest) = drills.iter().max_by_key(|d| d.at) {
+                let labels = [url.as_str(), k];
+                drill_failed
+                    .with_label_values(&labels)
+                    .set(flag(!newest.ok));
+                drill_duration
+                    .with_label_values(&labels)
+                    .set(newest.duration_seconds);
+                drill_restore
+                    .with_label_values(&labels)
+                    .set(newest.restore_seconds);
+            }
+            if let Some(passed) = drills.iter().filter(|d| d.ok).map(|d| d.at).max() {
+                drill_success
+                    .with_label_values(&[url.as_str(), k])
+                    .set(passed.timestamp_millis() as f64 / 1000.0);
             }
         }
         Ok(())
