@@ -2,14 +2,16 @@
 //!
 //! Whole files (`template`, `copy`) are compared by sha256 with one remote command (`stat` +
 //! `sha256sum`) and uploaded only when the content differs; mode and owner are fixed in place
-//! when only they differ. In check mode the remote file is downloaded to show a diff (only then,
-//! and never for `no_log` tasks). Line and block edits read the file once, edit it here and
+//! when only they differ. Large `copy` sources (bundle files, 1 MiB and more) take
+//! [`super::transfer`]'s way instead: a stamp on the host rather than hashing, zstd on the
+//! wire. In check mode the remote file is downloaded to show a diff (only then, and never for
+//! `no_log` tasks). Line and block edits read the file once, edit it here and
 //! upload it only when the text changes, keeping the file's mode.
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::{flex, sh_quote, ModuleError, Outcome, TaskCx};
+use super::{flex, sh_quote, transfer, ModuleError, Outcome, TaskCx};
 use crate::exec::{Command, UploadOptions};
 use crate::playbook::diff;
 use crate::playbook::render;
@@ -348,6 +350,17 @@ pub async fn copy(args: CopyArgs, cx: &TaskCx<'_>) -> Result<Outcome, ModuleErro
                 .library
                 .file_path(src)
                 .map_err(|e| ModuleError::Failed(e.to_string()))?;
+            if transfer::is_large(cx, &path) {
+                return transfer::ensure_file(
+                    cx,
+                    &path,
+                    &args.dest,
+                    args.mode,
+                    args.owner.as_deref(),
+                    args.group.as_deref(),
+                )
+                .await;
+            }
             std::fs::read(&path)
                 .map_err(|e| ModuleError::Failed(format!("cannot read {}: {e}", path.display())))?
         }
