@@ -1,11 +1,17 @@
 //! The `clusterkit` command line: a thin layer that parses arguments, sets up logging and hands
 //! each subcommand to its module in `src/cmd/`. All real work lives in the library crates.
+//!
+//! Everything here handles what a user typed, so nothing may panic on it: `unwrap`, `expect`
+//! and indexing are denied (an error with the flag's name is the answer, see `cmd::flags`).
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 mod cmd;
+#[cfg(test)]
+mod fuzz;
 
 /// Install, back up and monitor Kubernetes clusters over SSH.
 #[derive(Parser)]

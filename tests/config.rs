@@ -10,7 +10,8 @@
 //! `$DIR` in TEXT stands for the temporary directory the file is validated in.
 //!
 //! Key files cannot live in git with mode 0600, so each file is validated in a fresh temporary
-//! directory holding `id_test` (0600) and `id_open` (0644).
+//! directory holding `id_test` (0600) and `id_open` (0644), plus the `s3-ca.pem` and `age.key`
+//! full.yaml names.
 
 mod common;
 
@@ -49,6 +50,14 @@ impl Workspace {
             let p = dir.path().join(name);
             std::fs::write(&p, "test key: validation checks existence and mode only\n").unwrap();
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        // Files full.yaml names, which validation requires to be readable.
+        for name in ["s3-ca.pem", "age.key"] {
+            std::fs::write(
+                dir.path().join(name),
+                "test file: validation checks it is readable\n",
+            )
+            .unwrap();
         }
         Workspace { dir }
     }

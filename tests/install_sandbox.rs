@@ -360,7 +360,7 @@ fn bad_playbook_fails_before_touching_hosts() {
     let cfg = dir.path().join("cluster.yaml");
     std::fs::write(
         &cfg,
-        "name: bad\nhosts:\n  - { name: n1, address: 127.0.0.1, port: 1, roles: [worker], auth: { key_file: ./id_ed25519 } }\nkubernetes: { version: v1.26.3 }\n",
+        "name: bad\nhosts:\n  - { name: n1, address: 192.0.2.1, port: 1, roles: [worker], auth: { key_file: ./id_ed25519 } }\nkubernetes: { version: v1.26.3 }\n",
     )
     .unwrap();
     let cases = [
@@ -375,7 +375,7 @@ fn bad_playbook_fails_before_touching_hosts() {
         let err = common::stderr(&out);
         assert!(err.contains(at) && err.contains(needle), "{err}");
         assert!(
-            !err.contains("127.0.0.1"),
+            !err.contains("192.0.2.1"),
             "no host may be contacted: {err}"
         );
     }

@@ -1,5 +1,6 @@
-//! `clusterkit monitor config` checked by the real tools: promtool (config, rules, a unit test
-//! for every alert, every dashboard query), amtool (config, routes).
+//! `clusterkit monitor config` checked by the real tools: promtool (config, rules, web
+//! configs, a unit test for every alert, every dashboard query), amtool (config, routes); the
+//! web config template against its golden files.
 
 mod common;
 mod monitor_support;
@@ -97,8 +98,14 @@ fn generated_configs_pass_promtool_and_amtool() {
         "alertmanager.yml",
         "secrets/oncall-mail-smtp-password",
         "secrets/exporter-password",
+        "secrets/web-password",
         "tls/etcd-metrics-client.key",
         "tls/kube-metrics-client.key",
+        "tls/prometheus-client.key",
+        "tls/alertmanager-client.key",
+        "web/prometheus.yml",
+        "web/alertmanager.yml",
+        "grafana/provisioning/datasources/clusterkit.yaml",
     ] {
         let mode = std::fs::metadata(out.join(rel))
             .unwrap()
@@ -110,6 +117,169 @@ fn generated_configs_pass_promtool_and_amtool() {
     assert!(!prom.contains("exporter-pw-1"));
     let am = std::fs::read_to_string(out.join("alertmanager.yml")).unwrap();
     assert!(!am.contains("smtp-pw-2"), "{am}");
+
+    // Secured by default: node-exporter and the exporter over HTTPS with Prometheus's client
+    // certificate of the monitoring CA; alerts to Alertmanager over HTTPS with the login.
+    let v: serde_json::Value = serde_saphyr::from_str(&prom).unwrap();
+    let job = |name: &str| {
+        v["scrape_configs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["job_name"] == name)
+            .unwrap_or_else(|| panic!("no job {name}"))
+            .clone()
+    };
+    for name in ["node", "clusterkit"] {
+        let j = job(name);
+        assert_eq!(j["scheme"], "https", "{name}");
+        assert_eq!(
+            j["tls_config"]["ca_file"], "tls/monitoring-ca.crt",
+            "{name}"
+        );
+        assert_eq!(
+            j["tls_config"]["cert_file"], "tls/prometheus-client.crt",
+            "{name}"
+        );
+    }
+    let am_cfg = &v["alerting"]["alertmanagers"][0];
+    assert_eq!(am_cfg["scheme"], "https");
+    assert_eq!(am_cfg["basic_auth"]["username"], "admin");
+    assert_eq!(
+        am_cfg["basic_auth"]["password_file"],
+        "secrets/web-password"
+    );
+    let password = std::fs::read_to_string(out.join("secrets/web-password")).unwrap();
+    let state_password =
+        std::fs::read_to_string(dir.path().join("demo-state/monitor-auth/web-password")).unwrap();
+    assert_eq!(password, state_password);
+    // promtool validates the three web configs (bcrypt hash, TLS files that exist).
+    let mut web = Command::new(promtool());
+    web.args(["check", "web-config"]);
+    for f in ["node-exporter", "prometheus", "alertmanager"] {
+        web.arg(out.join(format!("web/{f}.yml")));
+    }
+    // The serving pairs are per host; the check reads them next to the generated files.
+    for (host, what) in [
+        ("cp1", "node-exporter"),
+        ("m1", "prometheus"),
+        ("m1", "alertmanager"),
+    ] {
+        for ext in ["crt", "key"] {
+            std::fs::copy(
+                dir.path().join(format!(
+                    "demo-state/hosts/{host}/pki/monitoring/{what}.{ext}"
+                )),
+                out.join(format!("tls/{what}.{ext}")),
+            )
+            .unwrap();
+        }
+    }
+    let checked = web.output().expect("promtool");
+    let said = String::from_utf8_lossy(&checked.stderr);
+    assert!(checked.status.success(), "{said}");
+    assert_eq!(said.matches("SUCCESS").count(), 3, "{said}");
+    for f in ["prometheus", "alertmanager"] {
+        let text = std::fs::read_to_string(out.join(format!("web/{f}.yml"))).unwrap();
+        assert!(text.contains("\"admin\": \"$2b$10$"), "{text}");
+        assert!(!text.contains(password.trim()), "password inlined in {f}");
+    }
+    for text in [&prom, &am] {
+        assert!(!text.contains(password.trim()));
+    }
+}
+
+#[test]
+fn tls_false_generates_the_plain_stack_and_warns() {
+    let (dir, cfg) = cluster_dir(&CLUSTER.replace("monitor:\n", "monitor:\n  tls: false\n"));
+    let out = dir.path().join("monitoring");
+    let output = run_ok(
+        clusterkit()
+            .args(["monitor", "config", "-f"])
+            .arg(&cfg)
+            .arg("--dir")
+            .arg(&out)
+            .env("CK_MON_TEST_EXPORTER_PW", "exporter-pw-1")
+            .env("CK_MON_TEST_SMTP_PW", "smtp-pw-2")
+            .env("CK_MON_TEST_WECOM", "wecom-secret-3"),
+    );
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        err.contains("warning: monitor.tls: false") && err.contains("closed lab network"),
+        "{err}"
+    );
+    let prom = std::fs::read_to_string(out.join("prometheus.yml")).unwrap();
+    let v: serde_json::Value = serde_saphyr::from_str(&prom).unwrap();
+    let node = v["scrape_configs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["job_name"] == "node")
+        .unwrap()
+        .clone();
+    assert_eq!(node["scheme"], "http");
+    assert!(v["alerting"]["alertmanagers"][0]["basic_auth"].is_null());
+    assert!(!out.join("web").exists());
+    assert!(!dir.path().join("demo-state/pki/monitoring").exists());
+}
+
+/// The web config templates against their golden files (`tests/data/monitor-web/<case>/`):
+/// `case.json` names the template and its context, `expected` is the output.
+/// `UPDATE_GOLDEN=1` rewrites them.
+#[test]
+fn web_config_template_matches_golden_files() {
+    use clusterkit_monitor::generate::web;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/monitor-web");
+    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    cases.sort();
+    let mut covered = std::collections::BTreeSet::new();
+    for case in cases {
+        let spec: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(case.join("case.json")).unwrap())
+                .unwrap();
+        let name = spec["template"].as_str().unwrap();
+        let template = [web::TEMPLATE, web::CLUSTER_TEMPLATE]
+            .into_iter()
+            .find(|(n, _)| *n == name)
+            .unwrap_or_else(|| panic!("{}: no template {name}", case.display()))
+            .1;
+        covered.insert(name.to_string());
+        let got = web::render_template(template, "case", &spec["context"]).unwrap();
+        let expected = case.join("expected");
+        if update {
+            std::fs::write(&expected, &got).unwrap();
+            continue;
+        }
+        assert_eq!(
+            got,
+            std::fs::read_to_string(&expected).unwrap(),
+            "{} differs from its golden file",
+            case.display()
+        );
+    }
+    assert_eq!(
+        covered.len(),
+        2,
+        "a template without a golden case: {covered:?}"
+    );
+    // The cases are what the generator builds.
+    let node: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("node-exporter/case.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(node["context"], web::node_exporter_context());
+    let gossip: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("alertmanager-cluster/case.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        gossip["context"],
+        web::alertmanager_cluster_context(Path::new("/etc/prometheus/clusterkit"))
+    );
 }
 
 #[test]
@@ -204,7 +374,11 @@ fn every_dashboard_query_parses() {
     }
     let ds = std::fs::read_to_string(out.join("grafana/provisioning/datasources/clusterkit.yaml"))
         .unwrap();
-    assert!(ds.contains("http://10.0.0.3:9090"), "{ds}");
+    assert!(ds.contains("https://10.0.0.3:9090"), "{ds}");
+    assert!(
+        ds.contains("tlsAuthWithCACert: true") && ds.contains("basicAuthUser: admin"),
+        "{ds}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

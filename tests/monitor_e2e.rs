@@ -1,10 +1,15 @@
 //! End to end, all real: etcd with TLS, node-exporter, `clusterkit monitor serve`, Prometheus and
 //! Alertmanager with the configs `clusterkit monitor config` generated, and a webhook receiver
-//! run by this test. Every target the test runs is up, every dashboard query returns data;
-//! stopping etcd fires EtcdMembersDown, which Alertmanager delivers to the webhook.
+//! run by this test. The stack is the secured default: node-exporter and the exporter serve
+//! HTTPS and require Prometheus's client certificate of the monitoring CA, Prometheus and
+//! Alertmanager serve HTTPS with the generated web login (every daemon with the generated
+//! `--web.config.file`). Every target the test runs is up over TLS, every dashboard query
+//! returns data; stopping etcd fires EtcdMembersDown, which Alertmanager (reached by Prometheus
+//! over HTTPS with the login) delivers to the webhook.
 //!
 //! Everything listens on a loopback address of its own (127.88.x.y, derived from the PID), so
 //! the default ports (2379, 9100, 9093, 9842) cannot collide with anything else on the machine.
+//! (`profile: sandbox` is what lets a loopback address be a host's address.)
 
 mod common;
 mod monitor_support;
@@ -72,19 +77,28 @@ fn percent_encode(s: &str) -> String {
         .collect()
 }
 
-/// GET on a plain-HTTP server; returns the body (or None on any failure).
-fn http_get(addr: &str, path: &str) -> Option<String> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    (head.lines().next()?.split_whitespace().nth(1) == Some("200")).then(|| body.to_string())
+/// How the test reaches Prometheus: HTTPS verified against the monitoring CA, with the
+/// generated login (given to curl on stdin, never on its command line).
+struct Api {
+    ca: std::path::PathBuf,
+    user: String,
 }
 
-fn prom_query(prom: &str, expr: &str) -> Option<Vec<serde_json::Value>> {
-    let body = http_get(
+impl Api {
+    /// GET `https://{addr}{path}`; the body of a 200 answer.
+    fn get(&self, addr: &str, path: &str) -> Option<String> {
+        let (code, body) = curl(
+            &format!("https://{addr}{path}"),
+            &self.ca,
+            Some(&self.user),
+            None,
+        );
+        (code == "200").then_some(body)
+    }
+}
+
+fn prom_query(api: &Api, prom: &str, expr: &str) -> Option<Vec<serde_json::Value>> {
+    let body = api.get(
         prom,
         &format!("/api/v1/query?query={}", percent_encode(expr)),
     )?;
@@ -226,15 +240,8 @@ fn prometheus_scrapes_everything_and_a_stopped_etcd_member_pages_the_webhook() {
             .arg("--peer-client-cert-auth"),
         &dir.join("etcd.log"),
     ));
-    let _node_exporter = spawn(
-        Command::new(node_exporter())
-            .arg(format!("--web.listen-address={ip}:9100"))
-            .arg("--no-collector.systemd"),
-        &dir.join("node-exporter.log"),
-    );
     let hook = Hook::start();
-    // The exporter serves HTTPS with basic auth; Prometheus verifies and authenticates.
-    make_self_signed(&dir.join("exporter-tls"), "exporter", &format!("IP:{ip}"));
+    // The exporter also requires basic auth (on top of the client certificate).
     let password = format!("pw-{pid}-e2e");
 
     let cfg = dir.join("cluster.yaml");
@@ -242,13 +249,13 @@ fn prometheus_scrapes_everything_and_a_stopped_etcd_member_pages_the_webhook() {
         &cfg,
         format!(
             r#"name: e2e
+profile: sandbox
 kubernetes: {{ version: v1.26.3 }}
 hosts:
   - {{ name: h1, address: {ip}, roles: [control-plane, etcd, monitor], auth: {{ agent: true }} }}
 backup: {{ store: "file://{backups}" }}
 monitor:
   listen: "{ip}:9842"
-  tls: {{ cert_file: ./exporter-tls/exporter.crt, key_file: ./exporter-tls/exporter.key }}
   basic_auth: {{ username: prometheus, password_env: CK_E2E_EXPORTER_PASSWORD }}
   intervals: {{ etcd_secs: 1, control_plane_secs: 1, certificates_secs: 2, backups_secs: 1 }}
   alertmanager:
@@ -305,6 +312,37 @@ monitor:
                 "1s",
             ]),
     );
+    // Each host's own serving pairs live in the state directory (`monitor deploy` copies them
+    // to the hosts); here h1 is this machine, so they go next to the generated files, where
+    // the generated web configs look for them.
+    for what in ["node-exporter", "prometheus", "alertmanager"] {
+        for ext in ["crt", "key"] {
+            std::fs::copy(
+                dir.join(format!("e2e-state/hosts/h1/pki/monitoring/{what}.{ext}")),
+                out.join(format!("tls/{what}.{ext}")),
+            )
+            .unwrap();
+        }
+    }
+    let web = |daemon: &str| {
+        format!(
+            "--web.config.file={}",
+            out.join(format!("web/{daemon}.yml")).display()
+        )
+    };
+    let _node_exporter = spawn(
+        Command::new(node_exporter())
+            .arg(format!("--web.listen-address={ip}:9100"))
+            .arg(web("node-exporter"))
+            .arg("--no-collector.systemd"),
+        &dir.join("node-exporter.log"),
+    );
+    let ca = dir.join("e2e-state/pki/monitoring/ca.crt");
+    let login = std::fs::read_to_string(dir.join("e2e-state/monitor-auth/web-password")).unwrap();
+    let api = Api {
+        ca: ca.clone(),
+        user: format!("admin:{}", login.trim()),
+    };
     let exporter = spawn(
         clusterkit()
             .args(["monitor", "serve", "-f"])
@@ -313,13 +351,8 @@ monitor:
         &dir.join("exporter.log"),
     );
     let _alertmanager = spawn(
-        Command::new(alertmanager())
-            .arg(format!(
-                "--config.file={}",
-                out.join("alertmanager.yml").display()
-            ))
-            .arg(format!("--storage.path={}", dir.join("am-data").display()))
-            .arg(format!("--web.listen-address={ip}:9093"))
+        alertmanager_cmd(&out, &dir.join("am-data"), &ip)
+            .arg(web("alertmanager"))
             .arg("--cluster.listen-address="),
         &dir.join("alertmanager.log"),
     );
@@ -334,7 +367,8 @@ monitor:
                 "--storage.tsdb.path={}",
                 dir.join("prom-data").display()
             ))
-            .arg(format!("--web.listen-address={prom}")),
+            .arg(format!("--web.listen-address={prom}"))
+            .arg(web("prometheus")),
         &dir.join("prometheus.log"),
     );
 
@@ -342,7 +376,7 @@ monitor:
     // down, and clusterkit's own probe says so too.
     let mut last = String::new();
     let all_up = wait_until(Duration::from_secs(40), || {
-        let Some(body) = http_get(&prom, "/api/v1/targets") else {
+        let Some(body) = api.get(&prom, "/api/v1/targets") else {
             return false;
         };
         last = body.clone();
@@ -358,9 +392,21 @@ monitor:
                 .map(|t| t["health"].as_str().unwrap_or("").to_string())
                 .collect()
         };
+        // Scraped over HTTPS: the scrape URLs say so.
+        let https = |job: &str| {
+            targets
+                .iter()
+                .filter(|t| t["labels"]["job"] == job)
+                .all(|t| {
+                    t["scrapeUrl"]
+                        .as_str()
+                        .unwrap_or("")
+                        .starts_with("https://")
+                })
+        };
         ["clusterkit", "node", "etcd"]
             .iter()
-            .all(|j| health(j) == vec!["up"])
+            .all(|j| health(j) == vec!["up"] && https(j))
             && [
                 "apiserver",
                 "kube-scheduler",
@@ -378,22 +424,24 @@ monitor:
         0,
         "monitor serve has per-thread malloc arenas"
     );
-    // Without the password (or with a wrong one) the exporter refuses; TLS is verified.
-    let curl = |user: Option<&str>| -> String {
-        let mut c = Command::new("curl");
-        c.args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
-            .arg(dir.join("exporter-tls/exporter.crt"));
-        if let Some(u) = user {
-            c.arg("--user").arg(u);
-        }
-        c.arg(format!("https://{ip}:9842/metrics"));
-        String::from_utf8_lossy(&c.output().expect("curl").stdout).into_owned()
+    // The exporter: no client certificate, no TLS; with Prometheus's certificate, still the
+    // password (or a wrong one) decides; TLS is verified against the monitoring CA.
+    let client_crt = dir.join("e2e-state/pki/monitoring/prometheus-client.crt");
+    let client_key = dir.join("e2e-state/pki/monitoring/prometheus-client.key");
+    let exporter_url = format!("https://{ip}:9842/metrics");
+    let scrape = |user: Option<&str>, cert: bool| -> String {
+        let pair = cert.then_some((client_crt.as_path(), client_key.as_path()));
+        curl(&exporter_url, &ca, user, pair).0
     };
-    assert_eq!(curl(None), "401");
-    assert_eq!(curl(Some("prometheus:wrong")), "401");
-    assert_eq!(curl(Some(&format!("prometheus:{password}"))), "200");
+    assert_eq!(
+        scrape(Some(&format!("prometheus:{password}")), false),
+        "000"
+    );
+    assert_eq!(scrape(None, true), "401");
+    assert_eq!(scrape(Some("prometheus:wrong"), true), "401");
+    assert_eq!(scrape(Some(&format!("prometheus:{password}")), true), "200");
 
-    let probe = prom_query(&prom, "clusterkit_controlplane_up == 0").unwrap_or_default();
+    let probe = prom_query(&api, &prom, "clusterkit_controlplane_up == 0").unwrap_or_default();
     assert_eq!(probe.len(), 3, "control-plane probe: {probe:?}");
 
     // Every dashboard query returns data.
@@ -402,7 +450,11 @@ monitor:
     let all_data = wait_until(Duration::from_secs(30), || {
         empty = exprs
             .iter()
-            .filter(|e| prom_query(&prom, e).map(|r| r.is_empty()).unwrap_or(true))
+            .filter(|e| {
+                prom_query(&api, &prom, e)
+                    .map(|r| r.is_empty())
+                    .unwrap_or(true)
+            })
             .cloned()
             .collect();
         empty.is_empty()
@@ -423,6 +475,7 @@ monitor:
     drop(etcd_proc.take());
     let fired = wait_until(Duration::from_secs(30), || {
         prom_query(
+            &api,
             &prom,
             r#"ALERTS{alertname="EtcdMembersDown",alertstate="firing"}"#,
         )
@@ -447,10 +500,178 @@ monitor:
         hook.bodies.lock().unwrap(),
         logs(dir)
     );
-    let member_down = prom_query(&prom, "clusterkit_etcd_member_up == 0").unwrap_or_default();
+    let member_down = prom_query(&api, &prom, "clusterkit_etcd_member_up == 0").unwrap_or_default();
     assert_eq!(
         member_down.len(),
         1,
         "the exporter's own etcd probe should see the member down"
     );
+}
+
+/// Alertmanager with the generated `alertmanager.yml` in `out`, its data in `data`, its API
+/// on `ip:9093`.
+fn alertmanager_cmd(out: &Path, data: &Path, ip: &str) -> Command {
+    let mut c = Command::new(alertmanager());
+    c.arg(format!(
+        "--config.file={}",
+        out.join("alertmanager.yml").display()
+    ))
+    .arg(format!("--storage.path={}", data.display()))
+    .arg(format!("--web.listen-address={ip}:9093"));
+    c
+}
+
+/// Alertmanager's status through its API: the addresses of the peers it gossips with.
+fn am_peers(status: &str) -> Vec<String> {
+    let v: serde_json::Value = serde_json::from_str(status).unwrap_or_default();
+    v["cluster"]["peers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| p["address"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+/// Two monitor hosts' Alertmanagers (here: two local processes on addresses of their own, each
+/// with the files `monitor config` generates for its host and that host's own certificate)
+/// gossip over mutual TLS and find each other; a third Alertmanager that trusts the
+/// monitoring CA but presents a certificate of another CA is not let in.
+#[test]
+fn alertmanagers_gossip_only_over_mutual_tls() {
+    let pid = std::process::id();
+    let ip = |last: u32| format!("127.87.{}.{last}", (pid >> 8) & 0xff);
+    let slot = (pid & 0x3f) * 3;
+    let (ip_a, ip_b, ip_c) = (ip(slot + 1), ip(slot + 2), ip(slot + 3));
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let cfg = dir.join("cluster.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"name: gossip
+profile: sandbox
+kubernetes: {{ version: v1.26.3 }}
+hosts:
+  - {{ name: a, address: {ip_a}, roles: [control-plane, etcd, monitor], auth: {{ agent: true }} }}
+  - {{ name: b, address: {ip_b}, roles: [monitor], auth: {{ agent: true }} }}
+monitor:
+  alertmanager:
+    receivers: [ {{ name: hook, webhook: {{ url: "http://127.0.0.1:9/alerts" }} }} ]
+"#
+        ),
+    )
+    .unwrap();
+    let mut procs = Vec::new();
+    for (host, me, peer) in [("a", &ip_a, &ip_b), ("b", &ip_b, &ip_a)] {
+        let out = dir.join(format!("am-{host}"));
+        run_ok(
+            clusterkit()
+                .args(["monitor", "config", "-f"])
+                .arg(&cfg)
+                .arg("--dir")
+                .arg(&out)
+                .arg("--install-dir")
+                .arg(&out),
+        );
+        for ext in ["crt", "key"] {
+            std::fs::copy(
+                dir.join(format!(
+                    "gossip-state/hosts/{host}/pki/monitoring/alertmanager.{ext}"
+                )),
+                out.join(format!("tls/alertmanager.{ext}")),
+            )
+            .unwrap();
+        }
+        let gossip = std::fs::read_to_string(out.join("web/alertmanager-cluster.yml")).unwrap();
+        assert!(gossip.contains("RequireAndVerifyClientCert"), "{gossip}");
+        procs.push(spawn(
+            alertmanager_cmd(&out, &dir.join(format!("data-{host}")), me)
+                .arg(format!(
+                    "--web.config.file={}",
+                    out.join("web/alertmanager.yml").display()
+                ))
+                .arg(format!("--cluster.listen-address={me}:9094"))
+                .arg(format!("--cluster.peer={peer}:9094"))
+                .arg(format!(
+                    "--cluster.tls-config={}",
+                    out.join("web/alertmanager-cluster.yml").display()
+                )),
+            &dir.join(format!("alertmanager-{host}.log")),
+        ));
+    }
+    // A stranger: trusts the monitoring CA (so it accepts a's certificate and only a's check of
+    // the stranger's own can keep it out), but presents a certificate of another CA.
+    let monitoring_ca = dir.join("gossip-state/pki/monitoring/ca.crt");
+    let stranger = dir.join("stranger");
+    make_ca(&stranger, "ca", "stranger-ca");
+    make_leaf(&stranger, "ca", "am", "c", &[format!("IP:{ip_c}")], 30);
+    let stranger_cfg = stranger.join("cluster-tls.yml");
+    std::fs::write(
+        &stranger_cfg,
+        format!(
+            "tls_server_config:\n  cert_file: {s}/am.crt\n  key_file: {s}/am.key\ntls_client_config:\n  cert_file: {s}/am.crt\n  key_file: {s}/am.key\n  ca_file: {ca}\n",
+            s = stranger.display(),
+            ca = monitoring_ca.display()
+        ),
+    )
+    .unwrap();
+    procs.push(spawn(
+        alertmanager_cmd(&dir.join("am-a"), &dir.join("data-c"), &ip_c)
+            .arg(format!("--cluster.listen-address={ip_c}:9094"))
+            .arg(format!("--cluster.peer={ip_a}:9094"))
+            .arg(format!("--cluster.tls-config={}", stranger_cfg.display())),
+        &dir.join("alertmanager-c.log"),
+    ));
+
+    let login =
+        std::fs::read_to_string(dir.join("gossip-state/monitor-auth/web-password")).unwrap();
+    let api = Api {
+        ca: monitoring_ca.clone(),
+        user: format!("admin:{}", login.trim()),
+    };
+    let am_log = || {
+        ["a", "b", "c"]
+            .iter()
+            .map(|h| {
+                std::fs::read_to_string(dir.join(format!("alertmanager-{h}.log")))
+                    .unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    };
+    let status = |ip: &str| {
+        am_peers(
+            &api.get(&format!("{ip}:9093"), "/api/v2/status")
+                .unwrap_or_default(),
+        )
+    };
+    let (mut peers_a, mut peers_b) = (Vec::new(), Vec::new());
+    let joined = wait_until(Duration::from_secs(60), || {
+        peers_a = status(&ip_a);
+        peers_b = status(&ip_b);
+        peers_a.len() == 2 && peers_b.len() == 2
+    });
+    assert!(
+        joined,
+        "a sees {peers_a:?}, b sees {peers_b:?}\n{}",
+        am_log()
+    );
+    // The stranger keeps trying; it stays alone and a still sees only b.
+    std::thread::sleep(Duration::from_secs(10));
+    let (code, status_c) = curl(
+        &format!("http://{ip_c}:9093/api/v2/status"),
+        &api.ca,
+        None,
+        None,
+    );
+    assert_eq!(code, "200", "{status_c}");
+    assert_eq!(
+        am_peers(&status_c).len(),
+        1,
+        "the stranger joined: {status_c}"
+    );
+    let peers_a = status(&ip_a);
+    assert_eq!(peers_a.len(), 2, "{peers_a:?}\n{}", am_log());
+    assert!(!peers_a.iter().any(|p| p.contains(&ip_c)), "{peers_a:?}");
+    drop(procs);
 }

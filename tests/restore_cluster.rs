@@ -225,6 +225,42 @@ fn restore_three_members() {
     assert_ne!(after_backup, at_backup);
     let rev_before_restore = ctl.revision();
 
+    // 2b. A corrupt copy of the backup is refused before any member is touched, and the
+    // error does not claim a rollback that never happened.
+    let bad_dir = work.path().join("bad-store");
+    run_ok(
+        Command::new("cp")
+            .arg("-a")
+            .arg(work.path().join("store"))
+            .arg(&bad_dir),
+    );
+    let data = bad_dir.join("backups").join(&id).join("data");
+    let mut bytes = std::fs::read(&data).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&data, &bytes).unwrap();
+    let bad_store = format!("file://{}", bad_dir.display());
+    let mut c = ck(
+        &cfg,
+        &["restore", "etcd", &id, "--store", &bad_store, "--yes"],
+    );
+    let out = run_fail(&mut c);
+    let err = stderr(&out);
+    assert!(
+        err.contains("corrupt") && !err.contains("rolled back"),
+        "{}",
+        describe(&c, &out, "want corrupt, and no rollback claimed")
+    );
+    for node in NODES {
+        let dirs = etcd_dirs(&sb, node);
+        assert_eq!(dirs.trim(), "etcd", "{node}: {dirs}");
+    }
+    assert_eq!(
+        ctl.data(&ctl.all),
+        after_backup,
+        "corrupt restore: data as before"
+    );
+
     // 3. node3 cannot start etcd: the restore fails and every member is rolled back.
     ssh(
         &sb,

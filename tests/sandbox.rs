@@ -415,7 +415,7 @@ fn clear_errors_for_bad_input_and_missing_tools() {
 
     let out = run_fail(clusterkit().args(["sandbox", "up", "--name", "sbtest4", "--nodes", "0"]));
     assert!(
-        stderr(&out).contains("invalid node count"),
+        stderr(&out).contains("'--nodes <NODES>': 0 is not in 1..=99"),
         "{}",
         stderr(&out)
     );

@@ -213,6 +213,8 @@ pub async fn list(store: &dyn Store) -> Result<Vec<Entry>, BackupError> {
     for id in ids {
         let manifest = match get_manifest(store, &id).await {
             Ok(m) => m,
+            // Deleted since the listing (pruned by another run): not a backup any more.
+            Err(BackupError::NoSuchBackup { .. }) => continue,
             Err(e) => {
                 tracing::warn!(id, error = %e, "skipping a backup with an unreadable manifest");
                 continue;

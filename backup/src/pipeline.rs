@@ -245,6 +245,13 @@ pub async fn write_stream<S>(
 where
     S: Stream<Item = Result<Bytes, BackupError>> + Send,
 {
+    // A part is allocated whole: refuse sizes no store takes before asking for the memory.
+    if part_size == 0 || part_size > crate::store::MAX_PART_SIZE {
+        return Err(BackupError::Invalid(format!(
+            "part size {part_size} bytes is outside 1..={} bytes",
+            crate::store::MAX_PART_SIZE
+        )));
+    }
     // Room for 64 source chunks (2 MiB of etcd's 32 KiB snapshot chunks): the source keeps
     // streaming while the encoder compresses a burst, instead of stalling etcd's gRPC window
     // (bench/backup: the encoder waits for the source most of the time).

@@ -100,7 +100,8 @@ pub fn plan(policy: &Retention, items: &[Item]) -> Plan {
                 keep.entry(i.id.clone()).or_default().push("no-policy");
             }
         }
-        for i in list.iter().take(policy.keep_last as usize) {
+        let keep_last = usize::try_from(policy.keep_last).unwrap_or(usize::MAX);
+        for i in list.iter().take(keep_last) {
             keep.entry(i.id.clone()).or_default().push("last");
         }
         let rules: [(u32, BucketFn, &'static str); 4] = [

@@ -19,7 +19,6 @@
 //! Cron expressions use the `cron` crate's syntax (seconds first: `0 0 */6 * * *`); a
 //! five-field expression gets `0` seconds prepended.
 
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -105,16 +104,10 @@ pub struct RunReport {
     pub message: Option<String>,
 }
 
-/// Parses a cron expression; five fields get a leading `0` seconds field.
+/// Parses a cron expression as `config validate` does; five fields get a leading `0` seconds
+/// field.
 pub fn parse_cron(expr: &str) -> Result<cron::Schedule, BackupError> {
-    let fields = expr.split_whitespace().count();
-    let full = if fields == 5 {
-        format!("0 {expr}")
-    } else {
-        expr.to_string()
-    };
-    cron::Schedule::from_str(&full)
-        .map_err(|e| BackupError::Invalid(format!("cron expression {expr:?}: {e}")))
+    clusterkit_core::config::grammar::parse_cron(expr).map_err(BackupError::Invalid)
 }
 
 /// One scheduled run for the tick at `tick`: lock → (skip if another scheduler already

@@ -35,6 +35,14 @@ fn secret(env: &Option<config::SecretEnv>) -> Result<Option<String>, BackupError
     }
 }
 
+/// `n` MiB in bytes, refused when it does not fit in memory's address space.
+fn mib(n: u64) -> Result<usize, BackupError> {
+    usize::try_from(n)
+        .ok()
+        .and_then(|n| n.checked_mul(1 << 20))
+        .ok_or_else(|| BackupError::Invalid(format!("a part size of {n} MiB is too large")))
+}
+
 /// The store URL and options, from flags then cluster.yaml.
 pub fn store(
     flags: &StoreOverrides,
@@ -62,7 +70,7 @@ pub fn store(
             Checksums::WhenRequired => ChecksumMode::WhenRequired,
             Checksums::WhenSupported => ChecksumMode::WhenSupported,
         };
-        opts.part_size = Some((c.s3.part_size_mib as usize) << 20);
+        opts.part_size = Some(mib(c.s3.part_size_mib)?);
         opts.s3.parts_in_flight = Some(c.s3.parts_in_flight);
     }
     if flags.endpoint.is_some() {
@@ -81,7 +89,7 @@ pub fn store(
         opts.s3.checksums = c;
     }
     if let Some(p) = flags.part_size_mib {
-        opts.part_size = Some((p as usize) << 20);
+        opts.part_size = Some(mib(p)?);
     }
     if flags.parts_in_flight.is_some() {
         opts.s3.parts_in_flight = flags.parts_in_flight;

@@ -43,12 +43,15 @@ PIDS+=($!)
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 cat > "$WORK/cluster.yaml" <<YAML
 name: bench
+profile: sandbox
 kubernetes: { version: v1.26.3 }
 hosts:
   - { name: b1, address: $IP, roles: [control-plane, etcd], auth: { agent: true } }
 backup: { store: "file://$WORK/backups" }
 monitor:
   listen: "127.0.0.1:$PORT"
+  # Plain HTTP, as the earlier results in RESULTS.md; the cost of TLS is measured by tls.sh.
+  tls: false
   intervals: { etcd_secs: 5, control_plane_secs: 5, certificates_secs: 60, backups_secs: 30 }
 YAML
 mkdir -p "$WORK/backups"

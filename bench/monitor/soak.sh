@@ -22,6 +22,13 @@ LOG=$(mktemp)
 CFG=$(realpath "$CFG")
 (cd "$(dirname "$CFG")" && exec env CLUSTERKIT_MONITOR_SYNTHETIC_SERIES="$SERIES" "$BIN" monitor serve -f "$CFG" --listen "127.0.0.1:$PORT") > "$LOG" 2>&1 &
 PID=$!
+# Scraped as Prometheus does: over TLS with its client certificate unless the cluster turns
+# monitor.tls off.
+NAME=$(sed -n 's/^name: *//p' "$CFG" | head -n 1)
+MON="$(dirname "$CFG")/$NAME-state/pki/monitoring"
+URL="https://127.0.0.1:$PORT/metrics"
+SCRAPE=(curl -fsS --cacert "$MON/ca.crt" --cert "$MON/prometheus-client.crt" --key "$MON/prometheus-client.key")
+if grep -Eq '^ +tls: *false' "$CFG"; then URL="http://127.0.0.1:$PORT/metrics"; SCRAPE=(curl -fsS); fi
 trap 'kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; rm -f "$LOG"' EXIT
 kib() { awk -v k="$1:" '$1 == k { print $2 }' "/proc/$PID/status"; }
 mib() { awk -v v="$1" 'BEGIN { printf "%.2f", v / 1024 }'; }
@@ -30,9 +37,9 @@ max=0
 for m in $(seq 1 "$MINUTES"); do
   sleep 60
   kill -0 "$PID" 2>/dev/null || { echo "monitor serve exited:"; cat "$LOG"; exit 1; }
-  for _ in 1 2 3 4; do curl -fsS -o /dev/null "http://127.0.0.1:$PORT/metrics"; done
+  for _ in 1 2 3 4; do "${SCRAPE[@]}" -o /dev/null "$URL"; done
   rss=$(kib VmRSS)
   [ "$m" -gt 1 ] && [ "$rss" -gt "$max" ] && max=$rss
   echo "minute $m: VmRSS $(mib "$rss") MiB, VmHWM $(mib "$(kib VmHWM)"), RssAnon $(mib "$(kib RssAnon)"), RssFile $(mib "$(kib RssFile)")"
 done
-echo "largest VmRSS after minute 1: $(mib "$max") MiB; last: $(mib "$rss") MiB; series: $(curl -fsS "http://127.0.0.1:$PORT/metrics" | grep -vc '^#')"
+echo "largest VmRSS after minute 1: $(mib "$max") MiB; last: $(mib "$rss") MiB; series: $("${SCRAPE[@]}" "$URL" | grep -vc '^#')"

@@ -80,12 +80,13 @@ pub struct Fanout {
 }
 
 impl Fanout {
-    /// A fan-out doing `label` on at most `concurrency` hosts at once. Progress is drawn on
+    /// A fan-out doing `label` on at most `concurrency` hosts at once (at least 1, and never
+    /// more than a semaphore can count, whatever the caller passes). Progress is drawn on
     /// stderr when it is a terminal.
     pub fn new(label: impl Into<String>, concurrency: usize) -> Self {
         Fanout {
             label: label.into(),
-            concurrency: concurrency.max(1),
+            concurrency: concurrency.clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
             progress: std::io::stderr().is_terminal(),
         }
     }

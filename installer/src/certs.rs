@@ -42,7 +42,8 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::kubeconfig::{self, Kubeconfig, KubeconfigError, KubeconfigSpec, UserEntry};
 use crate::pki::{
-    self, CaName, CertSpec, FileMapping, LoadedCa, PkiError, PkiInput, StateLayout, Usage,
+    self, monitoring, CaName, CertSpec, FileMapping, LoadedCa, MonitoringInput, PkiError, PkiInput,
+    StateLayout, Usage,
 };
 
 /// Errors of `certs check-expiration`, `renew` and `distribute`. Never contains key material.
@@ -210,6 +211,29 @@ pub fn node_files(cluster: &Cluster, layout: &StateLayout, host: &Host) -> Vec<N
         !proxy_issued,
     );
     let _ = cluster;
+    // The monitoring stack's certificates, once the monitor has issued them.
+    if layout.has_monitoring() {
+        for f in layout.monitoring_files(&host.name) {
+            let remote = f.remote.to_string_lossy().into_owned();
+            let Some(base) = remote.strip_suffix(".crt") else {
+                continue;
+            };
+            let file = base.rsplit('/').next().unwrap_or(base);
+            let ca = remote.ends_with(monitoring::CA);
+            out.push(NodeFile {
+                name: if ca {
+                    CaName::Monitoring.name().to_string()
+                } else {
+                    format!("monitoring-{file}")
+                },
+                key: (!ca).then(|| format!("{base}.key")),
+                remote,
+                kind: FileKind::Cert,
+                local: Some(f.local),
+                optional: false,
+            });
+        }
+    }
     out.push(NodeFile {
         name: "kubelet-client-current".into(),
         remote: "/var/lib/kubelet/pki/kubelet-client-current.pem".into(),
@@ -393,7 +417,7 @@ pub fn ca_name(info: &CertInfo) -> String {
     if info.is_ca && info.issuer == info.subject {
         return "-".into();
     }
-    for ca in CaName::ALL {
+    for ca in CaName::EVERY {
         if info.issuer == ca.common_name() {
             return ca.name().into();
         }
@@ -688,6 +712,21 @@ pub fn local_rows(
             Some(spec.key_path(layout)),
         );
     }
+    if layout.has_monitoring() {
+        let base = layout.pki_dir().join(CaName::Monitoring.base());
+        cert_row(
+            CaName::Monitoring.name(),
+            &base.with_extension("crt"),
+            Some(base.with_extension("key")),
+        );
+        for spec in pki::monitoring_cert_specs(&MonitoringInput::from_cluster(cluster)) {
+            cert_row(
+                &spec.name,
+                &spec.cert_path(layout),
+                Some(spec.key_path(layout)),
+            );
+        }
+    }
     let mut confs: Vec<(String, PathBuf)> = kubeconfig::kubeconfig_specs(input)?
         .into_iter()
         .map(|s| (s.name, layout.root.join(s.path)))
@@ -836,12 +875,24 @@ impl Renewable {
     }
 }
 
-/// Every renewable certificate of the cluster, in issue order.
-pub fn renewables(input: &PkiInput, layout: &StateLayout) -> Result<Vec<Renewable>, CertsError> {
+/// Every renewable certificate of the cluster, in issue order; the monitoring certificates
+/// when `monitoring` is given and the monitoring CA exists.
+pub fn renewables(
+    input: &PkiInput,
+    layout: &StateLayout,
+    monitoring: Option<&MonitoringInput>,
+) -> Result<Vec<Renewable>, CertsError> {
     let mut out: Vec<Renewable> = pki::cert_specs(input)?
         .into_iter()
         .map(Renewable::Cert)
         .collect();
+    if let Some(m) = monitoring.filter(|_| layout.has_monitoring()) {
+        out.extend(
+            pki::monitoring_cert_specs(m)
+                .into_iter()
+                .map(Renewable::Cert),
+        );
+    }
     out.extend(
         kubeconfig::kubeconfig_specs(input)?
             .into_iter()
@@ -878,7 +929,7 @@ pub fn select(
     };
     let mut picked: Vec<Renewable> = Vec::new();
     for name in names {
-        if CaName::ALL.iter().any(|ca| ca.name() == name) {
+        if CaName::EVERY.iter().any(|ca| ca.name() == name) {
             return Err(CertsError::UnknownName {
                 name: format!("{name} (a CA: CA rotation is not supported)"),
                 known: known(),
@@ -1111,7 +1162,8 @@ pub fn renew_local(
 
 /// The files a node gets from the state directory: [`StateLayout::host_files`] with the pki
 /// phase's filter (no etcd CA key on an etcd member that is not a control-plane host), plus
-/// kube-proxy's kubeconfig once the addons phase has issued it.
+/// kube-proxy's kubeconfig once the addons phase has issued it, plus the monitoring files
+/// ([`StateLayout::monitoring_files`]).
 pub fn node_mappings(layout: &StateLayout, host: &Host) -> Vec<FileMapping> {
     let cp = host.has_role(Role::ControlPlane);
     let mut files: Vec<FileMapping> = layout
@@ -1125,8 +1177,10 @@ pub fn node_mappings(layout: &StateLayout, host: &Host) -> Vec<FileMapping> {
             local: proxy,
             remote: PathBuf::from(ETC).join("kube-proxy.conf"),
             mode: 0o600,
+            owner: None,
         });
     }
+    files.extend(layout.monitoring_files(&host.name));
     files
 }
 
@@ -1176,7 +1230,7 @@ pub async fn sync_node(
             &remote,
             &UploadOptions {
                 mode: f.mode,
-                owner: None,
+                owner: f.owner.map(String::from),
                 create_parents: true,
             },
         )
@@ -1193,6 +1247,13 @@ pub fn units_for(changed: &[String]) -> BTreeSet<&'static str> {
     for path in changed {
         let p = path.as_str();
         let file = p.rsplit('/').next().unwrap_or(p);
+        if let Some(rel) = p
+            .strip_prefix(monitoring::DIR)
+            .and_then(|r| r.strip_prefix('/'))
+        {
+            units.extend(monitoring::units_reading(rel));
+            continue;
+        }
         if p.starts_with("/etc/kubernetes/pki/etcd/") {
             if ["server.crt", "server.key", "peer.crt", "peer.key", "ca.crt"].contains(&file) {
                 units.insert("etcd");
@@ -1642,7 +1703,7 @@ mod tests {
     fn renew_changes_serials_and_keeps_identity() {
         let dir = tempfile::tempdir().unwrap();
         let (c, input, layout) = generated(dir.path());
-        let all = renewables(&input, &layout).unwrap();
+        let all = renewables(&input, &layout, None).unwrap();
         assert!(select(&all, false, &["ca".into()]).is_err());
         assert!(select(&all, false, &["nope".into()]).is_err());
         assert!(select(&all, false, &[]).is_err());

@@ -18,6 +18,19 @@
 //! <state>/hosts/<member>/pki/etcd/peer.{crt,key}    CN=<member>, serverAuth+clientAuth
 //! ```
 //!
+//! The monitoring stack has a CA of its own (made by `clusterkit monitor config|deploy`, not by
+//! the pki phase, and only while `monitor.tls` is on; see [`monitoring_cert_specs`]):
+//!
+//! ```text
+//! <state>/pki/monitoring/ca.{crt,key}                       CN=clusterkit-monitoring-ca (CA)
+//! <state>/pki/monitoring/prometheus-client.{crt,key}        CN=clusterkit-prometheus, clientAuth (scrapes)
+//! <state>/pki/monitoring/alertmanager-client.{crt,key}      CN=clusterkit-alertmanager-client, clientAuth
+//! <state>/pki/monitoring/exporter.{crt,key}                 CN=clusterkit-exporter, serverAuth
+//! <state>/hosts/<host>/pki/monitoring/node-exporter.{crt,key}  CN=<host>, serverAuth, every host
+//! <state>/hosts/<mon>/pki/monitoring/prometheus.{crt,key}      CN=<mon>, serverAuth, monitor hosts
+//! <state>/hosts/<mon>/pki/monitoring/alertmanager.{crt,key}    CN=<mon>, serverAuth+clientAuth (gossip), monitor hosts
+//! ```
+//!
 //! Unlike kubeadm, one apiserver certificate covers every control-plane host (it is the same
 //! file on each of them). A node's `/etc/kubernetes/pki` is `<state>/pki` overlaid with
 //! `<state>/hosts/<node>/pki` ([`StateLayout::host_files`]).
@@ -406,6 +419,8 @@ pub struct FileMapping {
     pub remote: PathBuf,
     /// Its mode on the node (0600 for keys and kubeconfigs, 0644 for certificates).
     pub mode: u32,
+    /// Its owner on the node when not root (the monitoring daemons' keys).
+    pub owner: Option<&'static str>,
 }
 
 impl StateLayout {
@@ -455,6 +470,7 @@ impl StateLayout {
                     local,
                     remote,
                     mode,
+                    owner: None,
                 });
             }
         };
@@ -502,7 +518,7 @@ impl StateLayout {
     }
 }
 
-/// The three certificate authorities.
+/// The certificate authorities: the three of the cluster PKI and the monitoring one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum CaName {
     /// `ca`: the cluster CA (API server, kubelets, kubeconfigs).
@@ -511,11 +527,22 @@ pub enum CaName {
     FrontProxy,
     /// `etcd/ca`: etcd's own CA.
     Etcd,
+    /// `monitoring/ca`: node-exporter, Prometheus, Alertmanager and the exporter (made on
+    /// demand by the monitor, not by the pki phase).
+    Monitoring,
 }
 
 impl CaName {
-    /// Every CA.
+    /// Every CA of the cluster PKI (the pki phase's).
     pub const ALL: [CaName; 3] = [CaName::Kubernetes, CaName::FrontProxy, CaName::Etcd];
+
+    /// Every CA clusterkit may have issued, the monitoring CA included.
+    pub const EVERY: [CaName; 4] = [
+        CaName::Kubernetes,
+        CaName::FrontProxy,
+        CaName::Etcd,
+        CaName::Monitoring,
+    ];
 
     /// The file base name under the PKI directory.
     pub fn base(&self) -> &'static str {
@@ -523,6 +550,7 @@ impl CaName {
             CaName::Kubernetes => "ca",
             CaName::FrontProxy => "front-proxy-ca",
             CaName::Etcd => "etcd/ca",
+            CaName::Monitoring => "monitoring/ca",
         }
     }
 
@@ -532,6 +560,7 @@ impl CaName {
             CaName::Kubernetes => "ca",
             CaName::FrontProxy => "front-proxy-ca",
             CaName::Etcd => "etcd-ca",
+            CaName::Monitoring => "monitoring-ca",
         }
     }
 
@@ -541,9 +570,13 @@ impl CaName {
             CaName::Kubernetes => "kubernetes",
             CaName::FrontProxy => "front-proxy-ca",
             CaName::Etcd => "etcd-ca",
+            CaName::Monitoring => MONITORING_CA_CN,
         }
     }
 }
+
+/// Subject CN of the monitoring CA.
+pub const MONITORING_CA_CN: &str = "clusterkit-monitoring-ca";
 
 /// An extended key usage.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -986,7 +1019,7 @@ pub(crate) fn check_leaf(
         return Err(format!("SAN {ip} missing"));
     }
     let left = cert.validity().not_after.timestamp() - now.unix_timestamp();
-    if left <= renew_before.as_secs() as i64 {
+    if left <= i64::try_from(renew_before.as_secs()).unwrap_or(i64::MAX) {
         return Err(format!("expires in {} days", days_left(&cert, now).max(0)));
     }
     if cert.validity().not_before.timestamp() > now.unix_timestamp() + 3600 {
@@ -1015,7 +1048,7 @@ fn base_params(
     orgs: &[String],
     now: OffsetDateTime,
     lifetime: Duration,
-) -> CertificateParams {
+) -> Result<CertificateParams, PkiError> {
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     for o in orgs {
@@ -1024,10 +1057,20 @@ fn base_params(
     dn.push(DnType::CommonName, cn);
     params.distinguished_name = dn;
     // A little slack for hosts whose clock is slightly behind the operator's.
-    params.not_before = now - Duration::from_secs(300);
-    params.not_after = now + lifetime;
+    let out_of_range = || PkiError::Input {
+        field: "validity",
+        message: format!(
+            "{cn}: {} days from {now} is past the last date a certificate can hold",
+            lifetime.as_secs() / 86_400
+        ),
+    };
+    params.not_before = now
+        .checked_sub(time::Duration::seconds(300))
+        .ok_or_else(out_of_range)?;
+    let lifetime = time::Duration::try_from(lifetime).map_err(|_| out_of_range())?;
+    params.not_after = now.checked_add(lifetime).ok_or_else(out_of_range)?;
     params.serial_number = Some(random_serial());
-    params
+    Ok(params)
 }
 
 /// Issues a leaf certificate for `spec` with a new key; returns (cert PEM, key PEM).
@@ -1042,7 +1085,7 @@ pub(crate) fn issue_leaf(
         source,
     };
     let key = new_key(&spec.name)?;
-    let mut params = base_params(&spec.common_name, &spec.organization, now, lifetime);
+    let mut params = base_params(&spec.common_name, &spec.organization, now, lifetime)?;
     params.is_ca = IsCa::ExplicitNoCa;
     // kubeadm (Go's x509 with an RSA key): digitalSignature + keyEncipherment.
     params.key_usages = vec![
@@ -1077,7 +1120,7 @@ fn issue_ca(name: CaName, now: OffsetDateTime, lifetime: Duration) -> Result<Loa
         source,
     };
     let key = new_key(name.name())?;
-    let mut params = base_params(name.common_name(), &[], now, lifetime);
+    let mut params = base_params(name.common_name(), &[], now, lifetime)?;
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     // kubeadm (client-go's NewSelfSignedCACert): keyEncipherment, digitalSignature, certSign.
     params.key_usages = vec![
@@ -1328,9 +1371,289 @@ pub fn ensure_at(
     Ok(report)
 }
 
+// ---------------------------------------------------------------------------------------
+// The monitoring PKI
+
+/// Where the monitoring stack's files live on a host and who reads them: `monitor deploy`
+/// writes them, `certs check-expiration` reads the certificates among them and `certs renew`
+/// replaces them and restarts the daemon that uses each.
+pub mod monitoring {
+    /// The directory on every host (node-exporter's files on every host, Prometheus's and
+    /// Alertmanager's on the monitor hosts).
+    pub const DIR: &str = "/etc/prometheus/clusterkit";
+    /// The user Debian's node-exporter, Prometheus and Alertmanager units run as: owner of
+    /// their private keys.
+    pub const DAEMON_USER: &str = "prometheus";
+    /// The monitoring CA certificate, relative to [`DIR`] (every host).
+    pub const CA: &str = "tls/monitoring-ca.crt";
+    /// node-exporter's serving pair, relative to [`DIR`] without extension (every host).
+    pub const NODE_EXPORTER: &str = "tls/node-exporter";
+    /// Prometheus's serving pair (monitor hosts).
+    pub const PROMETHEUS: &str = "tls/prometheus";
+    /// Alertmanager's serving pair (monitor hosts).
+    pub const ALERTMANAGER: &str = "tls/alertmanager";
+    /// The client pair Prometheus scrapes with (monitor hosts).
+    pub const PROMETHEUS_CLIENT: &str = "tls/prometheus-client";
+    /// The client pair Alertmanager's clients present (Prometheus sending alerts).
+    pub const ALERTMANAGER_CLIENT: &str = "tls/alertmanager-client";
+    /// node-exporter's systemd unit (Debian's).
+    pub const NODE_EXPORTER_UNIT: &str = "prometheus-node-exporter";
+    /// Prometheus's systemd unit.
+    pub const PROMETHEUS_UNIT: &str = "prometheus";
+    /// Alertmanager's systemd unit.
+    pub const ALERTMANAGER_UNIT: &str = "prometheus-alertmanager";
+
+    /// Whether `file` (relative to [`DIR`]) is one of the monitoring PKI's files.
+    pub fn is_pki_file(file: &str) -> bool {
+        !units_reading(file).is_empty()
+    }
+
+    /// The units that read `file` (a path relative to [`DIR`]).
+    pub fn units_reading(file: &str) -> &'static [&'static str] {
+        let base = file.trim_end_matches(".crt").trim_end_matches(".key");
+        match base {
+            _ if file == CA => &[NODE_EXPORTER_UNIT, PROMETHEUS_UNIT, ALERTMANAGER_UNIT],
+            NODE_EXPORTER => &[NODE_EXPORTER_UNIT],
+            PROMETHEUS | PROMETHEUS_CLIENT | ALERTMANAGER_CLIENT => &[PROMETHEUS_UNIT],
+            ALERTMANAGER => &[ALERTMANAGER_UNIT],
+            _ => &[],
+        }
+    }
+}
+
+/// What the monitoring certificates are issued for.
+#[derive(Clone, Debug)]
+pub struct MonitoringInput {
+    /// Every host (each runs node-exporter).
+    pub hosts: Vec<Host>,
+    /// The hosts running Prometheus and Alertmanager.
+    pub monitors: Vec<Host>,
+    /// DNS names Prometheus may reach the exporter by.
+    pub exporter_names: Vec<String>,
+    /// Addresses Prometheus may reach the exporter at.
+    pub exporter_ips: Vec<IpAddr>,
+    /// Lifetimes (the cluster's `pki:` settings).
+    pub validity: Validity,
+}
+
+impl MonitoringInput {
+    /// The input for a loaded cluster.yaml: every host, the `monitor` hosts (the first host
+    /// when none has the role), and the exporter at `monitor.listen` (on every monitor host
+    /// when it listens on all addresses); loopback is always in the exporter's names.
+    pub fn from_cluster(cluster: &clusterkit_core::config::Cluster) -> Self {
+        use clusterkit_core::config::Role;
+        let hosts: Vec<Host> = cluster
+            .hosts
+            .iter()
+            .map(|h| Host::new(&h.name, h.address))
+            .collect();
+        let mut monitors: Vec<Host> = cluster
+            .hosts_with_role(Role::Monitor)
+            .into_iter()
+            .map(|h| Host::new(&h.name, h.address))
+            .collect();
+        if monitors.is_empty() {
+            monitors.extend(hosts.first().cloned());
+        }
+        let mut exporter_names = vec!["localhost".to_string()];
+        let mut exporter_ips = vec![IpAddr::V4(Ipv4Addr::LOCALHOST)];
+        let listen = cluster.monitor.listen.ip();
+        if listen.is_unspecified() {
+            for m in &monitors {
+                push_unique(&mut exporter_names, m.name.clone());
+                push_unique(&mut exporter_ips, m.ip);
+            }
+        } else {
+            push_unique(&mut exporter_ips, listen);
+        }
+        Self {
+            hosts,
+            monitors,
+            exporter_names,
+            exporter_ips,
+            validity: Validity::from_config(&cluster.pki),
+        }
+    }
+}
+
+/// A serving certificate of the monitoring CA for one host: its name, its address and
+/// loopback (a check on the host itself verifies too).
+fn monitoring_server(name: String, base: PathBuf, h: &Host, usages: Vec<Usage>) -> CertSpec {
+    let mut ips = vec![h.ip];
+    push_unique(&mut ips, IpAddr::V4(Ipv4Addr::LOCALHOST));
+    CertSpec {
+        name,
+        base,
+        ca: CaName::Monitoring,
+        common_name: h.name.clone(),
+        organization: vec![],
+        usages,
+        dns_names: vec![h.name.clone(), "localhost".into()],
+        ips,
+    }
+}
+
+/// Every leaf certificate of the monitoring PKI, in issue order.
+pub fn monitoring_cert_specs(input: &MonitoringInput) -> Vec<CertSpec> {
+    let pki = Path::new("pki/monitoring");
+    let mut specs = vec![
+        CertSpec::client(
+            "monitoring-prometheus-client",
+            pki.join("prometheus-client"),
+            CaName::Monitoring,
+            "clusterkit-prometheus",
+            &[],
+        ),
+        CertSpec::client(
+            "monitoring-alertmanager-client",
+            pki.join("alertmanager-client"),
+            CaName::Monitoring,
+            "clusterkit-alertmanager-client",
+            &[],
+        ),
+        CertSpec {
+            name: "monitoring-exporter".into(),
+            base: pki.join("exporter"),
+            ca: CaName::Monitoring,
+            common_name: "clusterkit-exporter".into(),
+            organization: vec![],
+            usages: vec![Usage::ServerAuth],
+            dns_names: input.exporter_names.clone(),
+            ips: input.exporter_ips.clone(),
+        },
+    ];
+    let host_pki = |h: &Host| Path::new("hosts").join(&h.name).join("pki/monitoring");
+    for h in &input.hosts {
+        specs.push(monitoring_server(
+            format!("monitoring-node-exporter/{}", h.name),
+            host_pki(h).join("node-exporter"),
+            h,
+            vec![Usage::ServerAuth],
+        ));
+    }
+    for m in &input.monitors {
+        // Alertmanager's certificate is also its client certificate towards the other monitor
+        // hosts' Alertmanagers (gossip over mutual TLS).
+        for (what, usages) in [
+            ("prometheus", vec![Usage::ServerAuth]),
+            ("alertmanager", vec![Usage::ServerAuth, Usage::ClientAuth]),
+        ] {
+            specs.push(monitoring_server(
+                format!("monitoring-{what}/{}", m.name),
+                host_pki(m).join(what),
+                m,
+                usages,
+            ));
+        }
+    }
+    specs
+}
+
+/// Creates whatever is missing or invalid in the monitoring PKI (or reports it in check
+/// mode), with the same rules as [`ensure`].
+#[tracing::instrument(skip_all, fields(state = %layout.root.display(), ?mode))]
+pub fn ensure_monitoring(
+    input: &MonitoringInput,
+    layout: &StateLayout,
+    mode: Mode,
+) -> Result<Report, PkiError> {
+    let now = OffsetDateTime::now_utc();
+    let mut report = Report::default();
+    let ca = ensure_ca(
+        layout,
+        CaName::Monitoring,
+        &input.validity,
+        now,
+        mode,
+        &mut report,
+    )?;
+    for spec in monitoring_cert_specs(input) {
+        ensure_leaf(
+            layout,
+            &spec,
+            ca.as_ref(),
+            &input.validity,
+            now,
+            mode,
+            &mut report,
+        )?;
+    }
+    Ok(report)
+}
+
+impl StateLayout {
+    /// Whether the monitoring CA exists (`monitor config` or `deploy` made it).
+    pub fn has_monitoring(&self) -> bool {
+        self.pki_dir()
+            .join(format!("{}.crt", CaName::Monitoring.base()))
+            .is_file()
+    }
+
+    /// The monitoring files a host holds, as `monitor deploy` puts them and `certs renew`
+    /// replaces them: the monitoring CA and node-exporter's pair on every host; Prometheus's
+    /// and Alertmanager's serving and client pairs on a monitor host (one that has a
+    /// Prometheus certificate issued). Keys are 0600 and owned by the daemons' user. Files
+    /// never issued are skipped.
+    pub fn monitoring_files(&self, host: &str) -> Vec<FileMapping> {
+        let dir = Path::new(monitoring::DIR);
+        let pki = self.pki_dir().join("monitoring");
+        let own = self.host_dir(host).join("pki/monitoring");
+        let mut out = Vec::new();
+        let mut add = |local: PathBuf, rel: &str| {
+            if local.is_file() {
+                let key = rel.ends_with(".key");
+                out.push(FileMapping {
+                    local,
+                    remote: dir.join(rel),
+                    mode: if key { 0o600 } else { 0o644 },
+                    owner: key.then_some(monitoring::DAEMON_USER),
+                });
+            }
+        };
+        add(pki.join("ca.crt"), monitoring::CA);
+        let mut pairs = vec![(own.join("node-exporter"), monitoring::NODE_EXPORTER)];
+        if own.join("prometheus.crt").is_file() {
+            pairs.extend([
+                (own.join("prometheus"), monitoring::PROMETHEUS),
+                (own.join("alertmanager"), monitoring::ALERTMANAGER),
+                (pki.join("prometheus-client"), monitoring::PROMETHEUS_CLIENT),
+                (
+                    pki.join("alertmanager-client"),
+                    monitoring::ALERTMANAGER_CLIENT,
+                ),
+            ]);
+        }
+        for (local, rel) in pairs {
+            for ext in ["crt", "key"] {
+                add(local.with_extension(ext), &format!("{rel}.{ext}"));
+            }
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lifetime_past_the_last_date_is_an_error_not_a_panic() {
+        let now = OffsetDateTime::now_utc();
+        for days in [9_999_999u64, u64::MAX / 86_400] {
+            let lifetime = Duration::from_secs(DAY.as_secs().saturating_mul(days));
+            let Err(err) = issue_ca(CaName::Kubernetes, now, lifetime) else {
+                panic!("{days} days accepted");
+            };
+            assert!(
+                err.to_string()
+                    .contains("is past the last date a certificate can hold"),
+                "{err}"
+            );
+        }
+        // The longest lifetime cluster.yaml allows still works.
+        let longest = Duration::from_secs(DAY.as_secs() * 36_500);
+        assert!(issue_ca(CaName::Kubernetes, now, longest).is_ok());
+    }
 
     #[test]
     fn endpoints() {
@@ -1370,5 +1693,78 @@ mod tests {
         );
         assert!(first_service_ip("10.96.0.0").is_err());
         assert!(first_service_ip("10.96.0.0/33").is_err());
+    }
+
+    #[test]
+    fn monitoring_pki_is_idempotent_and_laid_out_per_host() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = StateLayout::new(dir.path());
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let input = MonitoringInput {
+            hosts: vec![
+                Host::new("n1", ip("10.0.0.1")),
+                Host::new("n2", ip("10.0.0.2")),
+            ],
+            monitors: vec![Host::new("n2", ip("10.0.0.2"))],
+            exporter_names: vec!["localhost".into()],
+            exporter_ips: vec![ip("127.0.0.1"), ip("10.0.0.9")],
+            validity: Validity::default(),
+        };
+        assert!(!layout.has_monitoring());
+        let first = ensure_monitoring(&input, &layout, Mode::Apply).unwrap();
+        // The CA, three shared leaves, two node-exporters, Prometheus and Alertmanager on n2.
+        assert_eq!(first.changed(), 8, "{first:?}");
+        assert!(layout.has_monitoring());
+        let again = ensure_monitoring(&input, &layout, Mode::Apply).unwrap();
+        assert_eq!(again.changed(), 0, "{again:?}");
+        let n1: Vec<String> = layout
+            .monitoring_files("n1")
+            .iter()
+            .map(|f| f.remote.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            n1,
+            [
+                "/etc/prometheus/clusterkit/tls/monitoring-ca.crt",
+                "/etc/prometheus/clusterkit/tls/node-exporter.crt",
+                "/etc/prometheus/clusterkit/tls/node-exporter.key",
+            ]
+        );
+        let n2 = layout.monitoring_files("n2");
+        assert_eq!(n2.len(), 11);
+        for f in &n2 {
+            let key = f.remote.extension().is_some_and(|e| e == "key");
+            assert_eq!(f.mode == 0o600, key, "{f:?}");
+            assert_eq!(f.owner.is_some(), key, "{f:?}");
+        }
+        // node-exporter's certificate names its host and address, nothing else of the cluster.
+        let pem =
+            std::fs::read_to_string(dir.path().join("hosts/n1/pki/monitoring/node-exporter.crt"))
+                .unwrap();
+        let der = pem_to_der(&pem).unwrap();
+        let cert = parse(&der).unwrap();
+        let san = cert.subject_alternative_name().unwrap().unwrap();
+        let names: Vec<String> = san
+            .value
+            .general_names
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert!(names.iter().any(|n| n.contains("n1")), "{names:?}");
+        // IPs print as hex bytes: 10.0.0.1 is 0a:00:00:01.
+        assert!(names.iter().any(|n| n.contains("0a:00:00:01")), "{names:?}");
+        assert!(
+            !names.iter().any(|n| n.contains("0a:00:00:02")),
+            "{names:?}"
+        );
+        assert_eq!(
+            monitoring::units_reading("tls/node-exporter.key"),
+            ["prometheus-node-exporter"]
+        );
+        assert_eq!(
+            monitoring::units_reading("tls/prometheus-client.crt"),
+            ["prometheus"]
+        );
+        assert_eq!(monitoring::units_reading("tls/monitoring-ca.crt").len(), 3);
     }
 }

@@ -150,14 +150,39 @@ pub fn parse_ttl(text: &str) -> Result<Duration, TokenError> {
     }
     let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?);
     let n: u64 = num.parse().map_err(|_| bad())?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
+    let factor = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
         _ => return Err(bad()),
     };
-    Ok(Duration::from_secs(secs))
+    match n.checked_mul(factor) {
+        Some(secs) if (1..=MAX_TTL.as_secs()).contains(&secs) => Ok(Duration::from_secs(secs)),
+        _ => Err(TokenError::Invalid(format!(
+            "TTL {t:?} is outside 1s..=3650d (0 means ten years)"
+        ))),
+    }
+}
+
+/// [`parse_ttl`] for clap, which then names the flag in the error.
+fn ttl_flag(text: &str) -> Result<Duration, String> {
+    parse_ttl(text).map_err(|e| e.to_string())
+}
+
+/// The longest TTL, also what `0` means: ten years.
+const MAX_TTL: Duration = Duration::from_secs(3650 * 86_400);
+
+/// When a token made at `now` with `ttl` expires (zero: ten years), with checked arithmetic.
+pub fn expires_at(
+    ttl: Duration,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<chrono::DateTime<chrono::Utc>, TokenError> {
+    let ttl = if ttl.is_zero() { MAX_TTL } else { ttl };
+    chrono::Duration::from_std(ttl)
+        .ok()
+        .and_then(|d| now.checked_add_signed(d))
+        .ok_or_else(|| TokenError::Invalid(format!("a TTL of {ttl:?} reaches past the last date")))
 }
 
 /// Creates a new token Secret valid for `ttl` (zero: a far expiration, ten years).
@@ -167,13 +192,7 @@ pub async fn create(
     description: &str,
 ) -> Result<(BootstrapToken, chrono::DateTime<chrono::Utc>), TokenError> {
     let token = BootstrapToken::generate();
-    let ttl = if ttl.is_zero() {
-        Duration::from_secs(3650 * 86_400)
-    } else {
-        ttl
-    };
-    let expiration = chrono::Utc::now()
-        + chrono::Duration::from_std(ttl).map_err(|e| TokenError::Invalid(e.to_string()))?;
+    let expiration = expires_at(ttl, chrono::Utc::now())?;
     apply_secret(client, &token, expiration, description).await?;
     Ok((token, expiration))
 }
@@ -502,8 +521,8 @@ pub enum TokenCommand {
     /// Create a bootstrap token for joining nodes and print it (or the join command).
     Create {
         /// How long the token is valid: 24h, 90m, 2d, or 0 for (practically) never.
-        #[arg(long, default_value = "24h")]
-        ttl: String,
+        #[arg(long, default_value = "24h", value_parser = ttl_flag)]
+        ttl: Duration,
         /// Print the whole join command instead of the token alone.
         #[arg(long)]
         print_join_command: bool,
@@ -519,7 +538,7 @@ impl TokenArgs {
                 ttl,
                 print_join_command,
             } => {
-                let ttl = parse_ttl(ttl)?;
+                let ttl = *ttl;
                 let client = crate::phases::common::admin_client(cluster, None)
                     .await
                     .map_err(|e| TokenError::Invalid(e.to_string()))?;
@@ -581,8 +600,18 @@ mod tests {
         assert_eq!(parse_ttl("24h").unwrap(), Duration::from_secs(86_400));
         assert_eq!(parse_ttl("90m").unwrap(), Duration::from_secs(5400));
         assert_eq!(parse_ttl("0").unwrap(), Duration::ZERO);
-        for bad in ["", "h", "5x", "-1h"] {
+        for bad in [
+            "",
+            "h",
+            "5x",
+            "-1h",
+            "0s",
+            "3651d",
+            "18446744073709551615d",
+            "99999999999999999999s",
+        ] {
             assert!(parse_ttl(bad).is_err(), "{bad}");
         }
+        assert_eq!(parse_ttl("3650d").unwrap(), MAX_TTL);
     }
 }

@@ -19,9 +19,14 @@
 //! - The clusterkit exporter itself (`monitor serve`) is not deployed: it needs the cluster's
 //!   state directory and SSH access to the nodes, so it runs where clusterkit runs. Its job is
 //!   therefore not among the jobs checked by default.
-//! - Prometheus is queried from where clusterkit runs, at `<monitor host>:<ports.prometheus>`;
-//!   Prometheus and Alertmanager listen on every address without authentication (Debian's
-//!   defaults), as node-exporter does: keep those ports inside the cluster's network.
+//! - Prometheus is queried from where clusterkit runs, at `<monitor host>:<ports.prometheus>`
+//!   (with `monitor.tls`: over HTTPS verified against the monitoring CA, with the web login).
+//!
+//! Security (`monitor.tls`, on by default): every daemon gets `--web.config.file` (generated
+//! under `web/`), each host its own serving pair of the monitoring CA (`tls/`, keys 0600
+//! owned by `prometheus`), node-exporter requires Prometheus's client certificate, Prometheus
+//! and Alertmanager require the web login. With `monitor.tls: false` they listen on every
+//! address without TLS or authentication (Debian's defaults): a closed lab network only.
 //! - Files a previous deploy wrote and this one no longer generates are left in place
 //!   (Prometheus only reads the files prometheus.yml names).
 
@@ -32,6 +37,7 @@ use std::time::{Duration, Instant};
 
 use clusterkit_core::playbook::{self, Engine, Library, RunOptions, RunReport};
 use clusterkit_installer::phases;
+use clusterkit_installer::pki::{monitoring, StateLayout};
 
 use crate::exporter::collectors::controlplane::http1_get;
 use serde_json::{json, Value};
@@ -40,14 +46,18 @@ use crate::error::{MonitorError, Result};
 use crate::generate::{self, prometheus::files};
 use crate::topology::{role, Topology};
 
-/// Where the generated configuration lives on a monitor host.
-pub const CONFIG_DIR: &str = "/etc/prometheus/clusterkit";
+/// Where the generated configuration lives on a monitor host (node-exporter's files on every
+/// host).
+pub const CONFIG_DIR: &str = monitoring::DIR;
 
 /// Where Debian's Grafana package reads provisioning files.
 pub const GRAFANA_PROVISIONING_DIR: &str = "/etc/grafana/provisioning";
 
-/// The user Debian's prometheus and prometheus-alertmanager units run as.
-pub const DAEMON_USER: &str = "prometheus";
+/// The user Debian's prometheus, prometheus-alertmanager and node-exporter units run as.
+pub const DAEMON_USER: &str = monitoring::DAEMON_USER;
+
+/// The user Debian's (Grafana's) grafana-server runs as.
+const GRAFANA_USER: &str = "grafana";
 
 /// The exporter's job: `deploy` does not run the exporter (see the module docs).
 pub const EXPORTER_JOB: &str = "clusterkit";
@@ -120,6 +130,9 @@ pub struct DeployReport {
     pub warnings: Vec<String>,
     /// Prometheus URLs (one per monitor host).
     pub prometheus: Vec<String>,
+    /// How to log in to Prometheus and Alertmanager (`monitor.tls`): the user and where the
+    /// password is (never the password).
+    pub login: Option<String>,
     /// Whether Grafana was part of the deploy.
     pub grafana: bool,
     /// Every active target at the end of the check (empty in check mode or after a failure).
@@ -140,6 +153,8 @@ struct FileCopy {
 /// The generated files by what uses them (the playbook's loops).
 #[derive(Debug, Default, serde::Serialize)]
 struct FileSets {
+    /// Every host's (node-exporter's web config).
+    node_exporter: Vec<FileCopy>,
     targets: Vec<FileCopy>,
     prometheus: Vec<FileCopy>,
     alertmanager: Vec<FileCopy>,
@@ -184,31 +199,70 @@ fn file_sets(stage: &Path, grafana: bool) -> Result<FileSets> {
     for (rel, path, mode) in all {
         // Private files (keys, passwords) belong to the daemons' user, readable by it alone.
         let private = mode & 0o077 == 0;
-        let copy = |dest: String| FileCopy {
+        let copy_as = |dest: String, user: &str| FileCopy {
             src: path.to_string_lossy().into_owned(),
             dest,
             mode: format!("{mode:04o}"),
-            owner: if private { DAEMON_USER } else { "root" }.to_string(),
+            owner: if private { user } else { "root" }.to_string(),
         };
+        let copy = |dest: String| copy_as(dest, DAEMON_USER);
         let in_config = copy(format!("{CONFIG_DIR}/{rel}"));
-        if rel.starts_with("targets/") {
+        if monitoring::is_pki_file(&rel) {
+            // Per host, from the state directory (host_files).
+            continue;
+        } else if rel == generate::web::NODE_EXPORTER {
+            sets.node_exporter.push(in_config);
+        } else if rel.starts_with("targets/") {
             sets.targets.push(in_config);
         } else if rel == "alertmanager.yml"
-            || (rel.starts_with("secrets/") && rel != files::EXPORTER_PASSWORD)
+            || rel == generate::web::ALERTMANAGER
+            || rel == generate::web::ALERTMANAGER_CLUSTER
+            || (rel.starts_with("secrets/")
+                && rel != files::EXPORTER_PASSWORD
+                && rel != files::WEB_PASSWORD)
         {
             sets.alertmanager.push(in_config);
         } else if rel.starts_with("grafana/dashboards/") {
             sets.dashboards.push(in_config);
         } else if let Some(p) = rel.strip_prefix("grafana/provisioning/") {
             if grafana {
-                sets.grafana
-                    .push(copy(format!("{GRAFANA_PROVISIONING_DIR}/{p}")));
+                sets.grafana.push(copy_as(
+                    format!("{GRAFANA_PROVISIONING_DIR}/{p}"),
+                    GRAFANA_USER,
+                ));
             }
         } else {
             sets.prometheus.push(in_config);
         }
     }
     Ok(sets)
+}
+
+/// A host's monitoring PKI files (from the state directory), split by the daemon that reads
+/// them: node-exporter's (the monitoring CA and its pair) and Prometheus's and Alertmanager's
+/// (monitor hosts).
+fn host_files(layout: &StateLayout, host: &str) -> (Vec<FileCopy>, Vec<FileCopy>) {
+    let mut node = Vec::new();
+    let mut server = Vec::new();
+    for f in layout.monitoring_files(host) {
+        let dest = f.remote.to_string_lossy().into_owned();
+        let copy = FileCopy {
+            src: f.local.to_string_lossy().into_owned(),
+            mode: format!("{:04o}", f.mode),
+            owner: f.owner.unwrap_or("root").to_string(),
+            dest: dest.clone(),
+        };
+        let rel = dest
+            .strip_prefix(CONFIG_DIR)
+            .unwrap_or(&dest)
+            .trim_start_matches('/');
+        if monitoring::units_reading(rel).contains(&monitoring::NODE_EXPORTER_UNIT) {
+            node.push(copy);
+        } else {
+            server.push(copy);
+        }
+    }
+    (node, server)
 }
 
 /// `ARGS="…"` for an /etc/default file (arguments never hold quotes or secrets).
@@ -222,23 +276,32 @@ fn defaults_file(what: &str, args: &[String]) -> String {
 /// The `monitor` object the playbook sees.
 fn playbook_vars(topology: &Topology, sets: &FileSets) -> Value {
     let ports = &topology.monitor.ports;
-    let node_exporter = vec![
+    let web = |rel: &str| {
+        topology
+            .monitor
+            .tls
+            .then(|| format!("--web.config.file={CONFIG_DIR}/{rel}"))
+    };
+    let mut node_exporter = vec![
         format!("--web.listen-address=:{}", ports.node_exporter),
         // NodeSystemdUnitFailed reads the systemd collector (off by default).
         "--collector.systemd".to_string(),
     ];
-    let prometheus = vec![
+    node_exporter.extend(web(generate::web::NODE_EXPORTER));
+    let mut prometheus = vec![
         format!("--config.file={CONFIG_DIR}/prometheus.yml"),
         format!("--web.listen-address=:{}", ports.prometheus),
         // Debian's default storage path, given explicitly since ARGS replaces the defaults.
         "--storage.tsdb.path=/var/lib/prometheus/metrics2/".to_string(),
     ];
+    prometheus.extend(web(generate::web::PROMETHEUS));
     let monitors = topology.monitor_hosts();
     let mut alertmanager = vec![
         format!("--config.file={CONFIG_DIR}/alertmanager.yml"),
         format!("--web.listen-address=:{}", ports.alertmanager),
         "--storage.path=/var/lib/prometheus/alertmanager/".to_string(),
     ];
+    alertmanager.extend(web(generate::web::ALERTMANAGER));
     if monitors.len() < 2 {
         // One Alertmanager: no gossip cluster to form (and no port 9094 opened).
         alertmanager.push("--cluster.listen-address=".to_string());
@@ -246,6 +309,12 @@ fn playbook_vars(topology: &Topology, sets: &FileSets) -> Value {
         alertmanager.push("--cluster.listen-address=0.0.0.0:9094".to_string());
         for h in &monitors {
             alertmanager.push(format!("--cluster.peer={}", h.endpoint(9094)));
+        }
+        if topology.monitor.tls {
+            alertmanager.push(format!(
+                "--cluster.tls-config={CONFIG_DIR}/{}",
+                generate::web::ALERTMANAGER_CLUSTER
+            ));
         }
     }
     json!({
@@ -288,6 +357,19 @@ pub async fn deploy(topology: &Topology, opts: &DeployOptions) -> Result<DeployR
     let bundle = phases::bundle(cluster).map_err(|e| failed(e.to_string()))?;
     let grafana = bundle_has_grafana(bundle.as_ref());
     let sets = file_sets(&stage, grafana)?;
+    let api = ApiClient::for_topology(topology)?;
+    let login = if topology.monitor.tls {
+        let l = crate::security::WebLogin::load_or_create(topology)?;
+        Some(
+            match (&l.password_file, &topology.monitor.web_auth.password_env) {
+                (Some(file), _) => format!("user {}, password in {}", l.username, file.display()),
+                (None, Some(var)) => format!("user {}, password from ${var}", l.username),
+                (None, None) => format!("user {}", l.username),
+            },
+        )
+    } else {
+        None
+    };
 
     // 2. The playbook, on every host; the monitor hosts get the roles its plays select.
     let library = library(&opts.library);
@@ -299,7 +381,14 @@ pub async fn deploy(topology: &Topology, opts: &DeployOptions) -> Result<DeployR
         .iter()
         .map(|h| h.name.clone())
         .collect();
+    let layout = StateLayout::new(&topology.state_dir);
     for t in &mut targets {
+        if topology.monitor.tls {
+            let (node, server) = host_files(&layout, &t.name);
+            t.vars["monitor_files"] = json!({ "node_exporter": node, "server": server });
+        } else {
+            t.vars["monitor_files"] = json!({ "node_exporter": [], "server": [] });
+        }
         if monitor_names.contains(&t.name) {
             for r in [MONITOR_ROLE, GRAFANA_ROLE] {
                 if (r == MONITOR_ROLE || grafana) && !t.roles.iter().any(|x| x == r) {
@@ -359,7 +448,11 @@ pub async fn deploy(topology: &Topology, opts: &DeployOptions) -> Result<DeployR
     let mut report = DeployReport {
         run,
         warnings: generated.warnings,
-        prometheus: monitors.iter().map(|m| format!("http://{m}")).collect(),
+        prometheus: monitors
+            .iter()
+            .map(|m| format!("{}://{m}", api.scheme()))
+            .collect(),
+        login,
         grafana,
         targets: Vec::new(),
         checked_jobs,
@@ -378,7 +471,7 @@ pub async fn deploy(topology: &Topology, opts: &DeployOptions) -> Result<DeployR
     for prom in &monitors {
         report
             .targets
-            .extend(wait_for_targets(prom, &expected, deadline).await?);
+            .extend(wait_for_targets(&api, prom, &expected, deadline).await?);
     }
     let down: Vec<String> = report
         .targets
@@ -418,13 +511,14 @@ pub async fn deploy(topology: &Topology, opts: &DeployOptions) -> Result<DeployR
 /// Polls one Prometheus until every expected job has all its targets up, or the deadline;
 /// returns the last view of the active targets.
 async fn wait_for_targets(
+    api: &ApiClient,
     prometheus: &str,
     expected: &BTreeMap<String, usize>,
     deadline: Instant,
 ) -> Result<Vec<TargetHealth>> {
     let mut last_error = String::from("not queried");
     loop {
-        match http_get(prometheus, "/api/v1/targets?state=active").await {
+        match api.get(prometheus, "/api/v1/targets?state=active").await {
             Ok((200, body)) => match parse_targets(prometheus, &body, expected) {
                 Ok(targets) => {
                     let ready = expected.iter().all(|(job, n)| {
@@ -489,18 +583,73 @@ fn parse_targets(
         .collect())
 }
 
-/// Plain HTTP GET of `path` on `address` (`host:port`), with a 10 s timeout.
-pub async fn http_get(address: &str, path: &str) -> std::result::Result<(u16, String), String> {
-    let request = async {
-        let tcp = tokio::net::TcpStream::connect(address)
+/// How clusterkit queries Prometheus's API: plain HTTP, or (`monitor.tls`) HTTPS verified
+/// against the monitoring CA with the web login.
+#[derive(Clone)]
+pub struct ApiClient {
+    tls: Option<(std::sync::Arc<rustls::ClientConfig>, String)>,
+}
+
+impl std::fmt::Debug for ApiClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiClient")
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+impl ApiClient {
+    /// The client for a topology (reads the login and the monitoring CA).
+    pub fn for_topology(topology: &Topology) -> Result<ApiClient> {
+        if !topology.monitor.tls {
+            return Ok(ApiClient { tls: None });
+        }
+        let login = crate::security::WebLogin::load_or_create(topology)?;
+        Ok(ApiClient {
+            tls: Some((
+                crate::security::client_config(topology)?,
+                login.authorization(),
+            )),
+        })
+    }
+
+    /// `https` or `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// GET of `path` on `address` (`ip:port`), with a 10 s timeout.
+    pub async fn get(
+        &self,
+        address: &str,
+        path: &str,
+    ) -> std::result::Result<(u16, String), String> {
+        let request = async {
+            let tcp = tokio::net::TcpStream::connect(address)
+                .await
+                .map_err(|e| format!("connect: {e}"))?;
+            let (status, body) = match &self.tls {
+                None => http1_get(tcp, address, path, None).await?,
+                Some((config, authorization)) => {
+                    let ip = tcp.peer_addr().map_err(|e| format!("connect: {e}"))?.ip();
+                    let name = rustls::pki_types::ServerName::IpAddress(ip.into());
+                    let tls = tokio_rustls::TlsConnector::from(config.clone())
+                        .connect(name, tcp)
+                        .await
+                        .map_err(|e| format!("TLS: {e}"))?;
+                    http1_get(tls, address, path, Some(authorization)).await?
+                }
+            };
+            Ok((status, String::from_utf8_lossy(&body).into_owned()))
+        };
+        tokio::time::timeout(Duration::from_secs(10), request)
             .await
-            .map_err(|e| format!("connect: {e}"))?;
-        let (status, body) = http1_get(tcp, address, path).await?;
-        Ok((status, String::from_utf8_lossy(&body).into_owned()))
-    };
-    tokio::time::timeout(Duration::from_secs(10), request)
-        .await
-        .map_err(|_| "no answer within 10 s".to_string())?
+            .map_err(|_| "no answer within 10 s".to_string())?
+    }
 }
 
 #[cfg(test)]

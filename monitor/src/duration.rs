@@ -52,8 +52,9 @@ impl PromDuration {
                 "" => return Err(format!("`{text}`: missing unit (ms, s, m, h, d, w, y)")),
                 other => return Err(format!("`{text}`: unknown unit `{other}`")),
             };
-            total_ms = total_ms
-                .checked_add(number * factor)
+            total_ms = number
+                .checked_mul(factor)
+                .and_then(|n| total_ms.checked_add(n))
                 .ok_or_else(|| format!("`{text}`: too large"))?;
         }
         if total_ms == 0 {
@@ -122,7 +123,17 @@ mod tests {
 
     #[test]
     fn rejects_nonsense() {
-        for bad in ["", "10", "s", "5x", "0s", "-1s", "1.5m"] {
+        for bad in [
+            "",
+            "10",
+            "s",
+            "5x",
+            "0s",
+            "-1s",
+            "1.5m",
+            "340282366920938463463374607431768211455y",
+            "18446744073709551615w",
+        ] {
             assert!(PromDuration::parse(bad).is_err(), "{bad} accepted");
         }
     }

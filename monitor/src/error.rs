@@ -51,6 +51,13 @@ pub enum MonitorError {
     #[error("targets not up after {waited_secs} s: {}", down.join("; "))]
     TargetsDown { waited_secs: u64, down: Vec<String> },
 
+    /// The monitoring CA or one of its certificates could not be made or read.
+    #[error("monitoring PKI: {source}")]
+    Pki {
+        #[source]
+        source: clusterkit_installer::pki::PkiError,
+    },
+
     /// The exporter could not listen on its address.
     #[error("cannot listen on {address}: {source}")]
     Listen {

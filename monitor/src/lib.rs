@@ -6,13 +6,15 @@
 //! - [`topology`]: what the monitor reads from cluster.yaml;
 //! - [`generate`]: `clusterkit monitor config`;
 //! - [`exporter`]: `clusterkit monitor serve`;
-//! - [`deploy`]: `clusterkit monitor deploy`.
+//! - [`deploy`]: `clusterkit monitor deploy`;
+//! - [`security`]: the monitoring CA's certificates and the web login every part uses.
 
 pub mod deploy;
 pub mod duration;
 pub mod error;
 pub mod exporter;
 pub mod generate;
+pub mod security;
 pub mod settings;
 pub mod topology;
 

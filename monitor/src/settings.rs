@@ -32,8 +32,10 @@ pub struct MonitorSettings {
     pub alert_for: BTreeMap<String, PromDuration>,
     /// Alert routing and receivers.
     pub alertmanager: AlertmanagerSettings,
-    /// Serve the exporter over HTTPS.
-    pub tls: Option<ListenerTls>,
+    /// TLS and authentication on every endpoint (`monitor.tls`, default on).
+    pub tls: bool,
+    /// The Prometheus and Alertmanager login.
+    pub web_auth: WebAuth,
     /// Require HTTP basic auth on the exporter.
     pub basic_auth: Option<BasicAuth>,
     /// Grafana provisioning.
@@ -51,7 +53,8 @@ impl Default for MonitorSettings {
             backup_max_age: PromDuration::secs(26 * 3600),
             alert_for: BTreeMap::new(),
             alertmanager: AlertmanagerSettings::default(),
-            tls: None,
+            tls: true,
+            web_auth: WebAuth::default(),
             basic_auth: None,
             grafana: GrafanaSettings::default(),
         }
@@ -212,17 +215,23 @@ pub struct DingtalkReceiver {
     pub webhook_url: String,
 }
 
-/// HTTPS for the exporter.
+/// The Prometheus and Alertmanager login (`monitor.web_auth`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ListenerTls {
-    pub cert_file: String,
-    pub key_file: String,
-    /// CA that signed `cert_file`, given to Prometheus to verify the exporter.
-    pub ca_file: String,
-    /// Name to verify in the exporter's certificate when it differs from the target address.
+pub struct WebAuth {
+    pub username: String,
+    /// Environment variable holding the password; `None`: generated into the state directory.
     #[serde(default)]
-    pub server_name: Option<String>,
+    pub password_env: Option<String>,
+}
+
+impl Default for WebAuth {
+    fn default() -> Self {
+        WebAuth {
+            username: "admin".into(),
+            password_env: None,
+        }
+    }
 }
 
 /// Basic auth for the exporter.

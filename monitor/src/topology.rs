@@ -16,7 +16,7 @@ use clusterkit_core::config::{self, Cluster};
 use crate::duration::PromDuration;
 use crate::error::{MonitorError, Result};
 use crate::settings::{
-    BasicAuth, DingtalkReceiver, EmailReceiver, ListenerTls, MonitorSettings, Receiver,
+    BasicAuth, DingtalkReceiver, EmailReceiver, MonitorSettings, Receiver, WebAuth,
     WebhookReceiver, WecomReceiver,
 };
 
@@ -128,6 +128,8 @@ pub struct Topology {
     pub monitor: MonitorSettings,
     /// The full resolved cluster (SSH settings for the node collector, backup settings).
     pub cluster: Cluster,
+    /// cluster.yaml's warnings (e.g. `monitor.tls: false`), for the command to print.
+    pub warnings: Vec<String>,
 }
 
 /// Settings not (yet) in cluster.yaml, given on the command line.
@@ -203,7 +205,9 @@ impl Topology {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
-        Topology::from_cluster(loaded.cluster)
+        let mut topology = Topology::from_cluster(loaded.cluster)?;
+        topology.warnings = loaded.warnings.iter().map(|w| w.to_string()).collect();
+        Ok(topology)
     }
 
     /// Parses cluster.yaml text as if it were the file at `path`.
@@ -251,13 +255,11 @@ impl Topology {
             .collect();
         monitor.alertmanager.critical_receiver = m.alertmanager.critical_receiver.clone();
         monitor.alertmanager.warning_receiver = m.alertmanager.warning_receiver.clone();
-        monitor.tls = m.tls.as_ref().map(|t| ListenerTls {
-            cert_file: t.cert_file.to_string_lossy().into_owned(),
-            key_file: t.key_file.to_string_lossy().into_owned(),
-            // No separate CA in cluster.yaml yet: a self-signed exporter certificate is its own CA.
-            ca_file: t.cert_file.to_string_lossy().into_owned(),
-            server_name: None,
-        });
+        monitor.tls = m.tls;
+        monitor.web_auth = WebAuth {
+            username: m.web_auth.username.clone(),
+            password_env: m.web_auth.password.as_ref().map(|p| p.var.clone()),
+        };
         monitor.basic_auth = m.basic_auth.as_ref().map(|b| BasicAuth {
             username: b.username.clone(),
             password_env: b.password.var.clone(),
@@ -279,6 +281,7 @@ impl Topology {
             backup_store: cluster.backup.store.as_ref().map(|s| s.to_string()),
             monitor,
             cluster,
+            warnings: Vec::new(),
         };
         topology.validate()?;
         Ok(topology)

@@ -20,7 +20,7 @@ use clusterkit_backup::store::{ChecksumMode, Store};
 use clusterkit_backup::{catalog, retention, schedule, status};
 use clusterkit_core::config::{self, Cluster};
 
-use super::{Global, OutputFormat};
+use super::{flags, Global, OutputFormat};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -80,11 +80,11 @@ pub struct StoreArgs {
     /// Request checksums: when-required (default, widest compatibility) or when-supported.
     #[arg(long, value_parser = parse_checksums)]
     pub s3_checksums: Option<ChecksumMode>,
-    /// Multipart part size in MiB (≥ 5 for S3; default 5).
-    #[arg(long)]
+    /// Multipart part size in MiB, 5 to 5120 (S3's limits; default 5).
+    #[arg(long, value_parser = flags::part_size_mib())]
     pub part_size_mib: Option<u64>,
-    /// Parts uploaded at once (default 2).
-    #[arg(long)]
+    /// Parts uploaded at once, 1 to 64 (default 2).
+    #[arg(long, value_parser = flags::parts_in_flight())]
     pub parts_in_flight: Option<usize>,
 }
 
@@ -129,14 +129,14 @@ struct EtcdArgs {
     /// Encrypt with the passphrase in this environment variable.
     #[arg(long)]
     passphrase_env: Option<String>,
-    /// zstd level (default: backup.compression_level, else 3).
-    #[arg(long)]
+    /// zstd level, 1 to 22 (default: backup.compression_level, else 3).
+    #[arg(long, value_parser = flags::compression_level())]
     compression_level: Option<i32>,
     /// Cluster name for the manifest (default: name from cluster.yaml).
     #[arg(long)]
     cluster_name: Option<String>,
-    /// Lock lifetime in seconds without renewal.
-    #[arg(long, default_value_t = 300)]
+    /// Lock lifetime in seconds without renewal, 10 to 86400.
+    #[arg(long, default_value_t = 300, value_parser = flags::lock_ttl_secs())]
     lock_ttl_secs: u64,
 }
 
@@ -166,16 +166,17 @@ struct VerifyArgs {
 
 #[derive(ClapArgs)]
 struct RetentionArgs {
-    /// Keep the newest N backups (overrides backup.retention when any count is given).
-    #[arg(long)]
+    /// Keep the newest N backups (overrides backup.retention when any count is given; 0 to
+    /// 100000, 0 turns a rule off).
+    #[arg(long, value_parser = flags::retention_count())]
     keep_last: Option<u32>,
-    #[arg(long)]
+    #[arg(long, value_parser = flags::retention_count())]
     hourly: Option<u32>,
-    #[arg(long)]
+    #[arg(long, value_parser = flags::retention_count())]
     daily: Option<u32>,
-    #[arg(long)]
+    #[arg(long, value_parser = flags::retention_count())]
     weekly: Option<u32>,
-    #[arg(long)]
+    #[arg(long, value_parser = flags::retention_count())]
     monthly: Option<u32>,
 }
 
@@ -228,14 +229,14 @@ struct ScheduleArgs {
     #[arg(long, value_enum, default_value_t = ScheduleKind::Etcd)]
     kind: ScheduleKind,
     /// Cron expression, e.g. "0 */6 * * *" (default: backup.schedule).
-    #[arg(long)]
+    #[arg(long, value_parser = flags::cron)]
     cron: Option<String>,
     /// Run one scheduled job now (lock, backup, prune, status) and exit.
     #[arg(long)]
     once: bool,
     /// With --once: skip when a backup finished less than this many seconds ago (another
-    /// host's timer served this tick).
-    #[arg(long, default_value_t = 300)]
+    /// host's timer served this tick); 0 to 86400.
+    #[arg(long, default_value_t = 300, value_parser = flags::once_window_secs())]
     once_window_secs: u64,
     /// Serve Prometheus metrics here, e.g. 127.0.0.1:9843.
     #[arg(long)]
@@ -267,13 +268,13 @@ struct TimerArgs {
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
     /// systemd OnCalendar expression (default "*-*-* 00/6:00:00", every 6 hours).
-    #[arg(long, default_value = "*-*-* 00/6:00:00")]
+    #[arg(long, default_value = "*-*-* 00/6:00:00", value_parser = flags::unit_line)]
     on_calendar: String,
     /// Print a Kubernetes CronJob manifest instead (cron syntax, default "0 */6 * * *").
     #[arg(long)]
     print_cronjob: bool,
     /// Cron schedule for --print-cronjob.
-    #[arg(long, default_value = "0 */6 * * *")]
+    #[arg(long, default_value = "0 */6 * * *", value_parser = flags::cron)]
     cron: String,
     /// Image that contains the clusterkit binary (for --print-cronjob).
     #[arg(long, default_value = "clusterkit:latest")]
@@ -378,9 +379,7 @@ impl EtcdArgs {
                 encrypt,
                 etcd_integrity: true,
             },
-            lock_ttl: clusterkit_backup::chrono::Duration::seconds(
-                self.lock_ttl_secs.max(10) as i64
-            ),
+            lock_ttl: seconds(self.lock_ttl_secs, "--lock-ttl-secs")?,
         })
     }
 }
@@ -399,18 +398,33 @@ fn print<T: serde::Serialize>(
     Ok(())
 }
 
+/// A flag's seconds as a signed duration, built with checked constructors (clap's range keeps
+/// the value small; this keeps a wider one from wrapping or panicking all the same).
+pub(crate) fn seconds(
+    secs: u64,
+    flag: &str,
+) -> anyhow::Result<clusterkit_backup::chrono::Duration> {
+    i64::try_from(secs)
+        .ok()
+        .and_then(clusterkit_backup::chrono::Duration::try_seconds)
+        .with_context(|| format!("{flag} {secs} is too large"))
+}
+
 fn human(bytes: u64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    // Precision is not needed for a size shown to one decimal.
     let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < units.len() - 1 {
+    let mut unit = "B";
+    for next in ["KiB", "MiB", "GiB", "TiB"] {
+        if v < 1024.0 {
+            break;
+        }
         v /= 1024.0;
-        u += 1;
+        unit = next;
     }
-    if u == 0 {
+    if unit == "B" {
         format!("{bytes} B")
     } else {
-        format!("{v:.1} {}", units[u])
+        format!("{v:.1} {unit}")
     }
 }
 
@@ -645,8 +659,12 @@ async fn run_schedule(
     if a.once {
         // Timers on several control-plane hosts fire within RandomizedDelaySec of each other:
         // a backup finished within the window counts as this tick's.
-        let tick = job.clock.now()
-            - clusterkit_backup::chrono::Duration::seconds(a.once_window_secs as i64);
+        let window = seconds(a.once_window_secs, "--once-window-secs")?;
+        let tick = job
+            .clock
+            .now()
+            .checked_sub_signed(window)
+            .context("--once-window-secs reaches before the earliest date")?;
         let r = schedule::run_once(&job, tick).await;
         report_line(&r);
         if r.outcome == status::Outcome::Failure {

@@ -20,7 +20,7 @@ use clusterkit_core::exec::Executor;
 use clusterkit_core::fanout::{self, Fanout, HostResult};
 use clusterkit_installer::certs::{self, CertsError, ExpiryRow, NodeOutcome};
 use clusterkit_installer::phases::etcd as etcd_phase;
-use clusterkit_installer::pki::StateLayout;
+use clusterkit_installer::pki::{MonitoringInput, StateLayout};
 
 use super::{Global, OutputFormat, Selection};
 
@@ -47,7 +47,7 @@ struct CheckArgs {
 
     /// Exit non-zero when a certificate expires within DAYS days, or one is missing, invalid
     /// or has a readable key (stale copies only warn).
-    #[arg(long, value_name = "DAYS")]
+    #[arg(long, value_name = "DAYS", value_parser = super::flags::fail_within_days())]
     fail_within: Option<i64>,
 
     /// Leave out the state directory's copies.
@@ -372,7 +372,8 @@ impl RenewArgs {
         let cluster = load(&global)?;
         let layout = StateLayout::from_cluster(&cluster);
         let input = certs::pki_input(&cluster);
-        let all = certs::renewables(&input, &layout)?;
+        let monitoring = MonitoringInput::from_cluster(&cluster);
+        let all = certs::renewables(&input, &layout, Some(&monitoring))?;
         let picked = certs::select(&all, self.all, &self.names)?;
         let renewed = certs::renew_local(&cluster, &input, &layout, &picked, certs::now())
             .with_context(|| format!("renewing in {}", layout.root.display()))?;

@@ -22,8 +22,9 @@ pub struct Args {
     #[command(flatten)]
     selection: Selection,
 
-    /// Seconds the command may run on each host (default: ssh.command_timeout_secs).
-    #[arg(long)]
+    /// Seconds the command may run on each host, 1 to 604800 (default:
+    /// ssh.command_timeout_secs).
+    #[arg(long, value_parser = super::flags::command_timeout_secs())]
     timeout: Option<u64>,
 
     /// The command to run (after `--`).

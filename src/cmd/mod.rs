@@ -9,6 +9,7 @@ pub mod bundle;
 pub mod certs;
 pub mod config;
 pub mod exec;
+pub mod flags;
 pub mod install;
 pub mod monitor;
 pub mod node;
@@ -52,8 +53,9 @@ pub struct Selection {
     #[arg(long, value_delimiter = ',')]
     pub roles: Vec<String>,
 
-    /// How many hosts are worked on at once (default: ssh.concurrency from cluster.yaml).
-    #[arg(long)]
+    /// How many hosts are worked on at once, 1 to 1024 (default: ssh.concurrency from
+    /// cluster.yaml).
+    #[arg(long, value_parser = flags::concurrency())]
     pub concurrency: Option<usize>,
 }
 

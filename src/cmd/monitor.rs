@@ -93,7 +93,12 @@ struct ServeArgs {
     #[arg(long)]
     listen: Option<String>,
     /// Add this many synthetic series (for benchmarks only).
-    #[arg(long, hide = true, env = "CLUSTERKIT_MONITOR_SYNTHETIC_SERIES")]
+    #[arg(
+        long,
+        hide = true,
+        env = "CLUSTERKIT_MONITOR_SYNTHETIC_SERIES",
+        value_parser = super::flags::synthetic_series()
+    )]
     synthetic_series: Option<usize>,
 }
 
@@ -106,8 +111,8 @@ struct DeployArgs {
     /// the clusterkit exporter's, which `deploy` does not run).
     #[arg(long, value_delimiter = ',')]
     check_jobs: Option<Vec<String>>,
-    /// Seconds to wait for the targets to come up.
-    #[arg(long, default_value_t = 180)]
+    /// Seconds to wait for the targets to come up (1 to 86400).
+    #[arg(long, default_value_t = 180, value_parser = super::flags::wait_secs())]
     wait_secs: u64,
     /// Override directory for playbooks (searched before the embedded ones; repeatable).
     #[arg(long)]
@@ -135,8 +140,13 @@ impl Args {
 }
 
 fn load(global: &Global) -> anyhow::Result<Topology> {
-    Topology::load(&global.config)
-        .with_context(|| format!("cannot use {}", global.config.display()))
+    let topology = Topology::load(&global.config)
+        .with_context(|| format!("cannot use {}", global.config.display()))?;
+    // Every run repeats them: `monitor.tls: false` above all must not go unnoticed.
+    for w in &topology.warnings {
+        eprintln!("{w}");
+    }
+    Ok(topology)
 }
 
 fn config(args: ConfigArgs, global: &Global) -> anyhow::Result<()> {
@@ -220,6 +230,9 @@ async fn deploy(args: DeployArgs, global: &Global) -> anyhow::Result<()> {
             }
             for p in &report.prometheus {
                 println!("Prometheus: {p}");
+            }
+            if let Some(login) = &report.login {
+                println!("Prometheus and Alertmanager login: {login}");
             }
         }
     }

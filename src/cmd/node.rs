@@ -75,8 +75,8 @@ struct RemoveArgs {
     #[arg(long)]
     purge: bool,
 
-    /// How long the drain may take, in seconds.
-    #[arg(long, default_value_t = node::DRAIN_TIMEOUT.as_secs())]
+    /// How long the drain may take, in seconds (1 to 86400).
+    #[arg(long, default_value_t = node::DRAIN_TIMEOUT.as_secs(), value_parser = super::flags::wait_secs())]
     drain_timeout: u64,
 
     /// Directory with playbooks/ and templates/ overriding the built-in ones.

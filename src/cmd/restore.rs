@@ -4,8 +4,9 @@
 //! restore into scratch, then swap; the old data dir is kept). Without `--data-dir` it restores
 //! the whole etcd cluster of cluster.yaml over SSH (`clusterkit_backup::restore_cluster`: each
 //! member restored here with its own name and peer URLs, shipped, apiservers and etcd stopped,
-//! old data dirs moved aside, all members started together, waited for healthy; any failure
-//! rolls every member back).
+//! old data dirs moved aside, all members started together, waited for healthy; a failure
+//! after the first member was stopped rolls every member back, and only then does the error
+//! say so: one before that — a corrupt backup, a failed dry run or upload — changed nothing).
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -212,8 +213,7 @@ async fn restore_cluster(
         status::Outcome::Failure
     };
     let _ = status::record_restore(store.as_ref(), Kind::Etcd, outcome).await;
-    let report = result
-        .with_context(|| format!("restore of {} failed (every member was rolled back)", a.id))?;
+    let report = result.with_context(|| format!("restore of {} failed", a.id))?;
     match global.output {
         OutputFormat::Table => {
             for r in &report {

@@ -17,8 +17,8 @@ pub struct Args {
 enum Command {
     /// Create (or complete) a sandbox of N nodes and print the path of its cluster.yaml last.
     Up {
-        /// How many nodes.
-        #[arg(long, default_value_t = 3)]
+        /// How many nodes (1 to 99).
+        #[arg(long, default_value_t = 3, value_parser = super::flags::sandbox_nodes())]
         nodes: usize,
         /// Sandbox name (1–8 of a-z, 0-9, '-'); several sandboxes can exist at once.
         #[arg(long, default_value = "demo")]

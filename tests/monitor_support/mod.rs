@@ -223,3 +223,51 @@ pub fn make_self_signed(dir: &Path, name: &str, san: &str) {
         ],
     );
 }
+
+/// `curl` of `url`, trusting only `ca`; `user` (`name:password`) and a client pair are
+/// optional. The login reaches curl on its stdin (`-K -`), never on a command line. Returns
+/// the HTTP status (`000` when no HTTP answer came: connection or TLS handshake refused) and
+/// the body (curl's error text when there was none).
+pub fn curl(
+    url: &str,
+    ca: &Path,
+    user: Option<&str>,
+    cert: Option<(&Path, &Path)>,
+) -> (String, String) {
+    use std::io::Write;
+    let mut cmd = Command::new("curl");
+    cmd.args([
+        "-sS",
+        "--max-time",
+        "10",
+        "-w",
+        "\n%{http_code}",
+        "--cacert",
+    ])
+    .arg(ca)
+    .args(["-K", "-"]);
+    if let Some((c, k)) = cert {
+        cmd.arg("--cert").arg(c).arg("--key").arg(k);
+    }
+    cmd.arg(url)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .expect("curl (install it: bash scripts/deps.sh)");
+    let mut stdin = child.stdin.take().unwrap();
+    if let Some(u) = user {
+        writeln!(stdin, "user = \"{u}\"").unwrap();
+    }
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", text.as_str()));
+    let body = if body.is_empty() {
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    } else {
+        body.to_string()
+    };
+    (code.trim().to_string(), body)
+}

@@ -72,8 +72,8 @@ pub struct NamespaceSelection {
     #[arg(long, value_enum, default_value_t = ObjectFormat::Yaml)]
     pub format: ObjectFormat,
 
-    /// Objects per LIST request.
-    #[arg(long, default_value_t = 500)]
+    /// Objects per LIST request, 1 to 10000.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub page_size: u32,
 }
 
@@ -231,8 +231,12 @@ pub struct RestoreNamespaceArgs {
     #[arg(long)]
     pub keep_node_ports: bool,
 
-    /// Applies in flight at once.
-    #[arg(long, default_value_t = 16)]
+    /// Applies in flight at once, 1 to 1024.
+    #[arg(
+        long,
+        default_value_t = 16,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024)
+    )]
     pub concurrency: usize,
 
     #[command(flatten)]

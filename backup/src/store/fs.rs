@@ -167,10 +167,13 @@ impl Store for FsStore {
                 if dir == self.root && entry.file_name() == UPLOADS {
                     continue;
                 }
-                let meta = entry
-                    .metadata()
-                    .await
-                    .map_err(|e| self.io("stat", &path, e))?;
+                let meta = match entry.metadata().await {
+                    Ok(m) => m,
+                    // Deleted between reading the directory and looking at the entry (a lock
+                    // released, a backup pruned): it is simply no longer there to list.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(self.io("stat", &path, e)),
+                };
                 let rel = path
                     .strip_prefix(&self.root)
                     .unwrap_or(&path)

@@ -140,6 +140,8 @@ pub struct StoreOptions {
 pub const DEFAULT_PART_SIZE: usize = 5 << 20;
 /// S3 rejects parts smaller than this (except the last).
 pub const MIN_PART_SIZE: usize = 5 << 20;
+/// S3 rejects parts larger than this; every store refuses it, since a part is held in memory.
+pub const MAX_PART_SIZE: usize = 5 << 30;
 
 /// A parsed store URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -191,6 +193,11 @@ impl StoreUrl {
 /// Opens the store a URL names.
 pub async fn open_store(url: &str, options: &StoreOptions) -> Result<Arc<dyn Store>, StoreError> {
     let part_size = options.part_size.unwrap_or(DEFAULT_PART_SIZE);
+    if part_size == 0 || part_size > MAX_PART_SIZE {
+        return Err(StoreError::Config(format!(
+            "part size {part_size} bytes is outside 1..={MAX_PART_SIZE} (5 GiB, S3's maximum)"
+        )));
+    }
     match StoreUrl::parse(url)? {
         StoreUrl::S3 { bucket, prefix } => {
             if part_size < MIN_PART_SIZE {
@@ -222,6 +229,20 @@ pub(crate) fn join_key(prefix: &str, key: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn part_sizes_no_store_takes_are_refused_before_any_allocation() {
+        for part_size in [0, MAX_PART_SIZE + 1, usize::MAX] {
+            let options = StoreOptions {
+                part_size: Some(part_size),
+                ..Default::default()
+            };
+            let Err(e) = open_store("file:///nonexistent-store", &options).await else {
+                panic!("{part_size} accepted");
+            };
+            assert!(e.to_string().contains("is outside 1..="), "{e}");
+        }
+    }
 
     #[test]
     fn parses_urls() {

@@ -303,13 +303,12 @@ impl Store for S3Store {
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| self.backend("list", prefix, sdk_error(&e)))?;
             for obj in page.contents() {
-                let Some(key) = obj.key() else { continue };
-                if key.len() < strip {
+                let Some(key) = obj.key().and_then(|k| k.get(strip..)) else {
                     continue;
-                }
+                };
                 out.push(ObjectMeta {
-                    key: key[strip..].to_string(),
-                    size: obj.size().unwrap_or(0).max(0) as u64,
+                    key: key.to_string(),
+                    size: obj.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
                     last_modified: obj
                         .last_modified()
                         .and_then(|t| DateTime::<Utc>::from_timestamp(t.secs(), t.subsec_nanos())),

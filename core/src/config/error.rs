@@ -64,7 +64,8 @@ impl fmt::Display for Diagnostic {
 /// Why a cluster file could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The file could not be read at all (missing, unreadable, not UTF-8).
+    /// The file could not be read at all (missing, unreadable). A file that is not UTF-8 is
+    /// [`ConfigError::Invalid`] with the position of its first bad byte.
     /// (The I/O error is part of the message rather than a `source`, so printing the chain
     /// does not repeat it.)
     #[error("cannot read cluster file {}: {error}", path.display())]

@@ -19,8 +19,13 @@
 //!
 //! Limits: one YAML document per file; a YAML syntax or type error stops parsing, so it is
 //! reported alone; `~` in paths is not expanded.
+//!
+//! Every value here comes from the operator's file, so nothing may panic on it: `unwrap`,
+//! `expect` and indexing are denied in this module and its children (tests excepted).
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 pub mod error;
+pub mod grammar;
 pub mod raw;
 pub mod resolved;
 pub mod secret;
@@ -50,11 +55,68 @@ pub struct Loaded {
 /// every diagnostic found (errors and warnings).
 pub fn load(path: impl AsRef<Path>) -> Result<Loaded, ConfigError> {
     let path = path.as_ref();
-    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+    let bytes = std::fs::read(path).map_err(|error| ConfigError::Read {
         path: path.to_path_buf(),
         error,
     })?;
+    let text = utf8(bytes, path)?;
     load_str(&text, path)
+}
+
+/// Where a file stops being UTF-8: the first bad byte, its offset, line and column.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NotUtf8 {
+    pub byte: u8,
+    pub offset: usize,
+    /// 1-based.
+    pub line: u64,
+    /// 1-based, in characters.
+    pub column: u64,
+}
+
+impl std::fmt::Display for NotUtf8 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the file is not UTF-8: byte 0x{:02x} at byte offset {} does not start a valid \
+             character",
+            self.byte, self.offset
+        )
+    }
+}
+
+/// `bytes` as text, or where it stops being UTF-8 (for every file a user hands clusterkit).
+pub fn text(bytes: Vec<u8>) -> Result<String, NotUtf8> {
+    String::from_utf8(bytes).map_err(|e| {
+        let offset = e.utf8_error().valid_up_to();
+        let bytes = e.as_bytes();
+        let good = bytes.get(..offset).unwrap_or_default();
+        // Everything before the bad byte is valid UTF-8, so lines and characters can be counted.
+        let before = String::from_utf8_lossy(good);
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        NotUtf8 {
+            byte: bytes.get(offset).copied().unwrap_or_default(),
+            offset,
+            line: u64::try_from(line).unwrap_or(u64::MAX),
+            column: u64::try_from(column).unwrap_or(u64::MAX),
+        }
+    })
+}
+
+/// The file's bytes as text; otherwise an error at the first bad byte.
+fn utf8(bytes: Vec<u8>, path: &Path) -> Result<String, ConfigError> {
+    text(bytes).map_err(|e| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        diagnostics: vec![Diagnostic {
+            severity: Severity::Error,
+            file: path.to_path_buf(),
+            line: e.line,
+            column: e.column,
+            field: String::new(),
+            message: e.to_string(),
+        }],
+    })
 }
 
 /// Parses and validates `text` as if it were the file at `path` (which need not exist; its

@@ -190,7 +190,8 @@ pub struct RawMonitor {
     pub listen: Option<S<String>>,
     pub intervals: Option<S<RawIntervals>>,
     pub alertmanager: Option<S<RawAlertmanager>>,
-    pub tls: Option<S<RawTls>>,
+    pub tls: Option<S<bool>>,
+    pub web_auth: Option<S<RawWebAuth>>,
     pub basic_auth: Option<S<RawBasicAuth>>,
     pub ports: Option<S<RawMonitorPorts>>,
     pub etcd_quota_bytes: Option<S<u64>>,
@@ -274,11 +275,12 @@ pub struct RawDingtalk {
     pub webhook_url: Option<S<String>>,
 }
 
+/// `monitor.web_auth`: who may use Prometheus's and Alertmanager's web interfaces.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawTls {
-    pub cert_file: Option<S<String>>,
-    pub key_file: Option<S<String>>,
+pub struct RawWebAuth {
+    pub username: Option<S<String>>,
+    pub password_env: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -312,6 +312,14 @@ impl Serialize for Taint {
     }
 }
 
+impl Kubernetes {
+    /// Prefix length of each node's IPv4 pod CIDR: kube-controller-manager's default
+    /// `--node-cidr-mask-size`, and the slice host-gw routes to a node.
+    pub const NODE_POD_PREFIX_V4: u8 = 24;
+    /// The same for IPv6 pod networks.
+    pub const NODE_POD_PREFIX_V6: u8 = 64;
+}
+
 /// Kubernetes settings.
 #[derive(Clone, Debug, Serialize)]
 pub struct Kubernetes {
@@ -383,6 +391,27 @@ pub struct Version {
 }
 
 impl Version {
+    /// The oldest version clusterkit installs: the one Debian 12 builds (see DESIGN.md).
+    pub const MIN_SUPPORTED: Version = Version {
+        major: 1,
+        minor: crate::release::MIN_MINOR,
+        patch: 0,
+    };
+    /// The newest `major.minor` whose rules clusterkit knows; every patch of it is supported.
+    pub const MAX_SUPPORTED_MINOR: (u32, u32) = (1, crate::release::MAX_MINOR);
+
+    /// This version when clusterkit installs it, else why not (the supported range).
+    pub fn check_supported(self) -> Result<Version, String> {
+        let (major, minor) = Self::MAX_SUPPORTED_MINOR;
+        if self < Self::MIN_SUPPORTED || (self.major, self.minor) > (major, minor) {
+            return Err(format!(
+                "{self} is not supported: clusterkit installs {} through v{major}.{minor}.x",
+                Self::MIN_SUPPORTED
+            ));
+        }
+        Ok(self)
+    }
+
     /// True when this version is at least `major.minor` (for version-dependent flags).
     pub fn at_least(&self, major: u32, minor: u32) -> bool {
         (self.major, self.minor) >= (major, minor)
@@ -401,20 +430,21 @@ impl FromStr for Version {
     fn from_str(s: &str) -> Result<Self, String> {
         let bad = || format!("{s:?} is not a version like v1.26.3");
         let rest = s.strip_prefix('v').ok_or_else(bad)?;
-        let parts: Vec<&str> = rest.split('.').collect();
-        if parts.len() != 3
-            || parts
-                .iter()
-                .any(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()))
-        {
-            return Err(bad());
+        let n = |p: &str| {
+            if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(bad());
+            }
+            p.parse::<u32>().map_err(|_| bad())
+        };
+        let mut parts = rest.split('.');
+        match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some(major), Some(minor), Some(patch), None) => Ok(Version {
+                major: n(major)?,
+                minor: n(minor)?,
+                patch: n(patch)?,
+            }),
+            _ => Err(bad()),
         }
-        let n = |p: &str| p.parse::<u32>().map_err(|_| bad());
-        Ok(Version {
-            major: n(parts[0])?,
-            minor: n(parts[1])?,
-            patch: n(parts[2])?,
-        })
     }
 }
 
@@ -668,8 +698,13 @@ pub struct Monitor {
     pub intervals: Intervals,
     /// Alert routing.
     pub alertmanager: Alertmanager,
-    /// Serve the exporter over TLS. Default: none (plain HTTP).
-    pub tls: Option<Tls>,
+    /// TLS and authentication on every monitoring endpoint: node-exporter and the exporter
+    /// require a client certificate of the monitoring CA, Prometheus and Alertmanager basic
+    /// auth over TLS. Default: true; `false` (plain HTTP, no authentication) is for closed lab
+    /// networks only and warns at every run.
+    pub tls: bool,
+    /// The Prometheus and Alertmanager login (used only while `tls` is on).
+    pub web_auth: WebAuth,
     /// Require HTTP basic auth on the exporter. Default: none.
     pub basic_auth: Option<BasicAuth>,
     /// Ports Prometheus scrapes and Prometheus/Alertmanager listen on.
@@ -784,11 +819,23 @@ pub enum ReceiverKind {
     },
 }
 
-/// TLS files for the exporter (absolute paths).
+/// The basic-auth login of Prometheus and Alertmanager.
 #[derive(Clone, Debug, Serialize)]
-pub struct Tls {
-    pub cert_file: PathBuf,
-    pub key_file: PathBuf,
+pub struct WebAuth {
+    /// Default: `admin`.
+    pub username: String,
+    /// Where the password comes from. Default: none, i.e. generated once into the state
+    /// directory (mode 0600) and kept there.
+    pub password: Option<SecretEnv>,
+}
+
+impl Default for WebAuth {
+    fn default() -> Self {
+        WebAuth {
+            username: "admin".into(),
+            password: None,
+        }
+    }
 }
 
 /// HTTP basic auth for the exporter.

@@ -3,7 +3,7 @@
 //! through the binary in `tests/config.rs`.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::*;
 
@@ -132,9 +132,12 @@ fn explicit_values_win_over_profile_defaults_with_a_warning_for_ipvs_in_sandbox(
 #[test]
 fn relative_paths_resolve_against_the_file_directory() {
     let d = Dir::new();
+    // An absolute path stays as it is (it must exist: the key file stands in for a CA file).
+    let ca = d.0.path().join("id");
     let text = format!(
         "{MINIMAL}state_dir: st\nssh: {{ known_hosts: ../kh }}\npackages: {{ bundle: ./b }}\n\
-         backup: {{ store: 'file://bk', s3: {{ ca_file: /etc/ca.pem }} }}\n"
+         backup: {{ store: 'file://bk', s3: {{ ca_file: {} }} }}\n",
+        ca.display()
     );
     let c = d.ok(&text).cluster;
     let dir = d.0.path();
@@ -147,10 +150,7 @@ fn relative_paths_resolve_against_the_file_directory() {
             path: dir.join("bk")
         })
     );
-    assert_eq!(
-        c.backup.s3.ca_file.as_deref(),
-        Some(Path::new("/etc/ca.pem"))
-    );
+    assert_eq!(c.backup.s3.ca_file.as_deref(), Some(ca.as_path()));
 }
 
 #[test]
@@ -419,4 +419,162 @@ fn local_load_balancer_is_off_by_default_and_its_port_is_checked() {
     assert!(l.cluster.kubernetes.load_balancer.local);
     assert_eq!(l.warnings.len(), 1, "{:?}", l.warnings);
     assert_eq!(l.warnings[0].field, "kubernetes.load_balancer.local");
+}
+
+#[test]
+fn a_ten_megabyte_name_is_refused_with_its_length() {
+    let d = Dir::new();
+    let name = "a".repeat(10 << 20);
+    let errs = d.errors(&MINIMAL.replace("name: t", &format!("name: {name}")));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!((errs[0].field.as_str(), errs[0].line), ("name", 1));
+    assert!(
+        errs[0]
+            .message
+            .starts_with("is 10485760 bytes long; at most 63"),
+        "{}",
+        errs[0].message
+    );
+}
+
+#[test]
+fn non_utf8_file_is_refused_at_its_byte_offset() {
+    let d = Dir::new();
+    let mut bytes = MINIMAL.as_bytes().to_vec();
+    bytes.splice(7..7, [0xc3, 0xa9, 0xff]);
+    std::fs::write(d.file(), &bytes).unwrap();
+    let err = load(d.file()).unwrap_err();
+    let diags = err.diagnostics();
+    assert_eq!(diags.len(), 1, "{diags:?}");
+    // 'é' (two bytes) counts as one column: the 0xff is the 9th character of line 1.
+    assert_eq!((diags[0].line, diags[0].column), (1, 9));
+    assert!(
+        diags[0]
+            .message
+            .contains("byte 0xff at byte offset 9 does not start a valid character"),
+        "{}",
+        diags[0].message
+    );
+}
+
+#[test]
+fn versions_outside_the_supported_range_are_refused() {
+    let d = Dir::new();
+    for (v, ok) in [
+        ("v1.19.16", false),
+        ("v1.9.0", false),
+        ("v1.20.0", true),
+        ("v1.34.99", true),
+        ("v1.35.0", false),
+        ("v2.0.0", false),
+    ] {
+        let text = MINIMAL.replace("v1.20.2", v);
+        if ok {
+            d.ok(&text);
+        } else {
+            let errs = d.errors(&text);
+            assert!(
+                errs[0]
+                    .message
+                    .ends_with("is not supported: clusterkit installs v1.20.0 through v1.34.x"),
+                "{v}: {errs:?}"
+            );
+            assert_eq!(errs[0].line, 4);
+        }
+    }
+}
+
+#[test]
+fn pod_networks_must_hold_a_node_slice_per_host() {
+    let d = Dir::new();
+    let with = |k8s: &str| MINIMAL.replace("{ version: v1.20.2 }", k8s);
+    d.ok(&with("{ version: v1.20.2, pod_cidr: 10.244.0.0/24 }"));
+    d.ok(&with(
+        "{ version: v1.20.2, pod_cidr: 'fd10::/56', network: calico }",
+    ));
+    for (k8s, needle) in [
+        (
+            "{ version: v1.20.2, pod_cidr: 10.244.0.0/25 }",
+            "smaller than one node's /24",
+        ),
+        (
+            "{ version: v1.20.2, pod_cidr: 'fd10::/80' }",
+            "smaller than one node's /64",
+        ),
+        (
+            "{ version: v1.20.2, pod_cidr: 'fd10::/40' }",
+            "use a /48 to /64",
+        ),
+        (
+            "{ version: v1.20.2, pod_cidr: 'fd10::/56', network: host-gw }",
+            "host-gw needs an IPv4 pod_cidr",
+        ),
+        (
+            "{ version: v1.20.2, service_cidr: 10.96.0.0/29 }",
+            "/12 to /28",
+        ),
+        (
+            "{ version: v1.20.2, service_cidr: 'fd20::/100' }",
+            "/108 to /124",
+        ),
+    ] {
+        let errs = d.errors(&with(k8s));
+        assert!(
+            errs.iter()
+                .any(|e| e.message.contains(needle) && e.line == 4),
+            "{k8s}: {errs:?}"
+        );
+    }
+}
+
+#[test]
+fn loopback_node_addresses_only_in_the_sandbox_profile() {
+    let d = Dir::new();
+    let text = MINIMAL.replace("192.168.7.1", "127.88.0.1");
+    let errs = d.errors(&text);
+    assert!(
+        errs[0].message.contains("only profile: sandbox"),
+        "{errs:?}"
+    );
+    let c = d.ok(&format!("{text}profile: sandbox\n")).cluster;
+    assert_eq!(c.hosts[0].address.to_string(), "127.88.0.1");
+    let errs = d.errors(&format!(
+        "{}profile: sandbox\n",
+        MINIMAL.replace("192.168.7.1", "255.255.255.255")
+    ));
+    assert!(errs[0].message.contains("broadcast"), "{errs:?}");
+}
+
+#[test]
+fn monitor_tls_is_on_by_default_and_off_warns() {
+    let d = Dir::new();
+    let c = d.ok(MINIMAL).cluster;
+    assert!(c.monitor.tls);
+    assert_eq!(c.monitor.web_auth.username, "admin");
+    assert!(c.monitor.web_auth.password.is_none());
+    let l = d.ok(&format!(
+        "{MINIMAL}monitor:\n  tls: false\n  web_auth: {{ username: ops, password_env: MON_PW }}\n"
+    ));
+    assert!(!l.cluster.monitor.tls);
+    let w = &l.cluster.monitor.web_auth;
+    assert_eq!(w.username, "ops");
+    assert_eq!(w.password.as_ref().map(|p| p.var.as_str()), Some("MON_PW"));
+    assert_eq!(l.warnings.len(), 1, "{:?}", l.warnings);
+    assert_eq!(
+        (l.warnings[0].field.as_str(), l.warnings[0].line),
+        ("monitor.tls", 6)
+    );
+    assert!(l.warnings[0].message.contains("plain HTTP"));
+    let errs = d.errors(&format!(
+        "{MINIMAL}monitor:\n  web_auth: {{ username: \"a:b\", password_env: \"not a name\" }}\n"
+    ));
+    let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        ["monitor.web_auth.username", "monitor.web_auth.password_env"]
+    );
+    let errs = d.errors(&format!(
+        "{MINIMAL}monitor:\n  tls: {{ cert_file: a, key_file: b }}\n"
+    ));
+    assert_eq!(errs[0].line, 6, "{errs:?}");
 }

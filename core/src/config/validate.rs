@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use ipnet::IpNet;
 
 use super::error::{Diagnostic, Severity};
+use super::grammar::{self, Range};
 use super::raw::*;
 use super::resolved::*;
 use super::secret::SecretEnv;
@@ -115,7 +116,7 @@ impl Ctx<'_> {
     fn env(&mut self, s: &S<String>, field: &str, what: &str) -> Option<SecretEnv> {
         let v = s.value.trim();
         let valid = !v.is_empty()
-            && !v.as_bytes()[0].is_ascii_digit()
+            && !v.starts_with(|c: char| c.is_ascii_digit())
             && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
         if !valid {
             self.error(
@@ -139,15 +140,18 @@ impl Ctx<'_> {
         v.as_ref().and_then(|s| self.env(s, field, what))
     }
 
-    /// A positive integer with a default.
-    fn positive(&mut self, v: &Option<S<u64>>, field: &str, default: u64) -> u64 {
+    /// A number inside `range`, or `default` when absent. Out of range is an error naming the
+    /// range (and then `default` stands in, so later checks still run).
+    fn ranged(&mut self, v: &Option<S<u64>>, field: &str, range: &Range, default: u64) -> u64 {
         match v {
             None => default,
-            Some(s) if s.value == 0 => {
-                self.error(pos(s), field, "must be at least 1");
-                default
-            }
-            Some(s) => s.value,
+            Some(s) => match range.check(s.value) {
+                Ok(v) => v,
+                Err(e) => {
+                    self.error(pos(s), field, e);
+                    default
+                }
+            },
         }
     }
 
@@ -158,7 +162,7 @@ impl Ctx<'_> {
             .strip_prefix("https://")
             .or_else(|| v.strip_prefix("http://"));
         match rest {
-            Some(r) if !r.is_empty() && !r.starts_with('/') && !v.contains(char::is_whitespace) => {
+            Some(r) if !r.is_empty() && !r.starts_with('/') && v.bytes().all(is_url_byte) => {
                 Some(v)
             }
             _ => {
@@ -222,6 +226,32 @@ impl Ctx<'_> {
         }
     }
 
+    /// A file the cluster file names and clusterkit reads later: it must exist and be a
+    /// readable regular file now, so the mistake shows here rather than mid-operation.
+    fn readable_file(&mut self, s: &S<String>, field: &str) -> Option<PathBuf> {
+        let v = self.non_blank(s, field)?;
+        let path = self.path(&v);
+        match std::fs::File::open(&path).and_then(|f| f.metadata()) {
+            Ok(m) if m.is_file() => Some(path),
+            Ok(_) => {
+                self.error(
+                    pos(s),
+                    field,
+                    format!("{} is not a regular file", path.display()),
+                );
+                None
+            }
+            Err(e) => {
+                self.error(
+                    pos(s),
+                    field,
+                    format!("cannot read {}: {e}", path.display()),
+                );
+                None
+            }
+        }
+    }
+
     /// One of a fixed set of words.
     fn choice<T: Copy>(
         &mut self,
@@ -250,6 +280,12 @@ impl Ctx<'_> {
     }
 }
 
+/// A character RFC 3986 allows in a URL (unreserved, reserved, `%`). Quotes, backslashes,
+/// spaces and control characters are not among them: a URL reaches TOML and YAML files.
+fn is_url_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~:/?#[]@!$&()*+,;=%".contains(&b)
+}
+
 /// Resolves a parsed file. `file` is the path as the operator wrote it (for messages),
 /// `abs_file` the absolute path. Returns the cluster only when no error was found; the
 /// diagnostics (errors and warnings) come back either way, in file order.
@@ -272,14 +308,29 @@ pub(crate) fn resolve(
     (cluster.filter(|_| ok), diags)
 }
 
+/// Longest cluster name: a DNS label's length, so it fits wherever it is used.
+const NAME_MAX: usize = 63;
+
 fn resolve_cluster(cx: &mut Ctx<'_>, raw: &RawCluster, abs_file: &Path) -> Option<Cluster> {
     let name = cx.required_str(&raw.name, TOP, "name").and_then(|n| {
+        let at = raw.name.as_ref().map_or(TOP, pos);
+        if n.len() > NAME_MAX {
+            cx.error(
+                at,
+                "name",
+                format!(
+                    "is {} bytes long; at most {NAME_MAX} (it names the state directory, \
+                     metrics labels and backups)",
+                    n.len()
+                ),
+            );
+            return None;
+        }
         let ok = n
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
             && !n.starts_with(['.', '-']);
         if !ok {
-            let at = raw.name.as_ref().map_or(TOP, pos);
             cx.error(
                 at,
                 "name",
@@ -301,7 +352,7 @@ fn resolve_cluster(cx: &mut Ctx<'_>, raw: &RawCluster, abs_file: &Path) -> Optio
     );
 
     let ssh = resolve_ssh(cx, raw.ssh.as_ref(), profile);
-    let hosts = resolve_hosts(cx, raw.hosts.as_ref());
+    let hosts = resolve_hosts(cx, raw.hosts.as_ref(), profile);
     let kubernetes = resolve_kubernetes(cx, raw, &hosts, profile);
     let runtime = resolve_runtime(cx, raw.runtime.as_ref(), kubernetes.as_ref());
     let packages = resolve_packages(cx, raw.packages.as_ref());
@@ -341,19 +392,22 @@ fn resolve_pki(cx: &mut Ctx<'_>, raw: Option<&S<RawPki>>) -> Option<Pki> {
         return Some(d);
     };
     let r = &raw.value;
-    let ca = cx.positive(
+    let ca = cx.ranged(
         &r.ca_validity_days,
         "pki.ca_validity_days",
+        &grammar::CA_VALIDITY_DAYS,
         d.ca_validity_days,
     );
-    let leaf = cx.positive(
+    let leaf = cx.ranged(
         &r.cert_validity_days,
         "pki.cert_validity_days",
+        &grammar::CERT_VALIDITY_DAYS,
         d.cert_validity_days,
     );
-    let renew = cx.positive(
+    let renew = cx.ranged(
         &r.renew_before_days,
         "pki.renew_before_days",
+        &grammar::CERT_VALIDITY_DAYS,
         d.renew_before_days.min(leaf.saturating_sub(1)).max(1),
     );
     let mut ok = true;
@@ -408,10 +462,21 @@ fn resolve_ssh(cx: &mut Ctx<'_>, raw: Option<&S<RawSsh>>, profile: Profile) -> O
              prefer filling known_hosts from a trusted source",
         );
     }
-    let concurrency = cx.positive(&r.concurrency, "ssh.concurrency", 16) as usize;
-    let connect_timeout_secs = cx.positive(&r.connect_timeout_secs, "ssh.connect_timeout_secs", 10);
-    let command_timeout_secs =
-        cx.positive(&r.command_timeout_secs, "ssh.command_timeout_secs", 600);
+    let concurrency = cx.ranged(&r.concurrency, "ssh.concurrency", &grammar::CONCURRENCY, 16);
+    // The range keeps it far below usize::MAX on every target.
+    let concurrency = usize::try_from(concurrency).unwrap_or(16);
+    let connect_timeout_secs = cx.ranged(
+        &r.connect_timeout_secs,
+        "ssh.connect_timeout_secs",
+        &grammar::CONNECT_TIMEOUT_SECS,
+        10,
+    );
+    let command_timeout_secs = cx.ranged(
+        &r.command_timeout_secs,
+        "ssh.command_timeout_secs",
+        &grammar::COMMAND_TIMEOUT_SECS,
+        600,
+    );
     let mut jump_ok = true;
     let jump_host = r.jump_host.as_ref().and_then(|j| {
         let jat = pos(j);
@@ -429,9 +494,7 @@ fn resolve_ssh(cx: &mut Ctx<'_>, raw: Option<&S<RawSsh>>, profile: Profile) -> O
             ok
         });
         let port = port(cx, &j.value.port, "ssh.jump_host.port");
-        let user = cx
-            .optional_str(&j.value.user, "ssh.jump_host.user")
-            .unwrap_or_else(|| "root".into());
+        let user = user(cx, &j.value.user, "ssh.jump_host.user");
         let auth = resolve_auth(cx, j.value.auth.as_ref(), jat, "ssh.jump_host", "jump host");
         match (address, port, auth) {
             (Some(address), Some(port), Some(auth)) => Some(JumpHost {
@@ -457,6 +520,21 @@ fn resolve_ssh(cx: &mut Ctx<'_>, raw: Option<&S<RawSsh>>, profile: Profile) -> O
         command_timeout_secs,
         jump_host,
     })
+}
+
+/// A login user, `root` when absent. A bad name is reported and `root` stands in (the
+/// error keeps the cluster from resolving).
+fn user(cx: &mut Ctx<'_>, v: &Option<S<String>>, field: &str) -> String {
+    let Some(s) = v else {
+        return "root".into();
+    };
+    match grammar::user_name(&s.value) {
+        Ok(()) => s.value.clone(),
+        Err(e) => {
+            cx.error(pos(s), field, e);
+            "root".into()
+        }
+    }
 }
 
 fn port(cx: &mut Ctx<'_>, v: &Option<S<u16>>, field: &str) -> Option<u16> {
@@ -547,7 +625,11 @@ struct HostAt {
 
 /// Resolves every host. Hosts with errors are left out, so the result may be shorter than the
 /// file's list.
-fn resolve_hosts(cx: &mut Ctx<'_>, raw: Option<&S<Vec<S<RawHost>>>>) -> Vec<HostAt> {
+fn resolve_hosts(
+    cx: &mut Ctx<'_>,
+    raw: Option<&S<Vec<S<RawHost>>>>,
+    profile: Profile,
+) -> Vec<HostAt> {
     let Some(list) = raw else {
         cx.error(
             TOP,
@@ -607,11 +689,11 @@ fn resolve_hosts(cx: &mut Ctx<'_>, raw: Option<&S<Vec<S<RawHost>>>>) -> Vec<Host
                 }
             });
         let address = address.filter(|ip| {
-            if ip.is_unspecified() || ip.is_multicast() {
+            if let Some(why) = not_a_node_address(ip, profile) {
                 cx.error(
                     address_at,
                     &format!("{prefix}.address"),
-                    format!("{ip} cannot be a host address"),
+                    format!("{ip} cannot be a node's address: it is {why}"),
                 );
                 return false;
             }
@@ -631,9 +713,7 @@ fn resolve_hosts(cx: &mut Ctx<'_>, raw: Option<&S<Vec<S<RawHost>>>>) -> Vec<Host
         });
 
         let port = port(cx, &r.port, &format!("{prefix}.port"));
-        let user = cx
-            .optional_str(&r.user, &format!("{prefix}.user"))
-            .unwrap_or_else(|| "root".into());
+        let user = user(cx, &r.user, &format!("{prefix}.user"));
         let auth = resolve_auth(cx, r.auth.as_ref(), at, &prefix, &who);
         let become_ = resolve_become(cx, r.become_.as_ref(), &user, &prefix, &who);
         let roles = resolve_roles(cx, &r.roles, at, &prefix);
@@ -703,6 +783,31 @@ fn resolve_hosts(cx: &mut Ctx<'_>, raw: Option<&S<Vec<S<RawHost>>>>) -> Vec<Host
         );
     }
     out
+}
+
+/// Why `ip` cannot be a node's address (other machines must reach it at it, and Kubernetes
+/// advertises it), or `None` when it can. Loopback addresses are every machine itself, so
+/// only the sandbox profile, where everything runs on this one machine, may use them.
+fn not_a_node_address(ip: &IpAddr, profile: Profile) -> Option<&'static str> {
+    if ip.is_unspecified() {
+        return Some("the unspecified address");
+    }
+    if ip.is_loopback() && profile != Profile::Sandbox {
+        return Some(
+            "a loopback address, which is every machine itself (only profile: sandbox, where \
+             everything runs on this machine, may use one)",
+        );
+    }
+    if ip.is_multicast() {
+        return Some("a multicast address");
+    }
+    match ip {
+        IpAddr::V4(v4) if v4.is_broadcast() => Some("the broadcast address"),
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() => {
+            Some("an IPv4-mapped IPv6 address; write the IPv4 address")
+        }
+        _ => None,
+    }
 }
 
 /// RFC 1123 subdomain, as Kubernetes requires of node names.
@@ -845,9 +950,8 @@ fn is_label_key(k: &str) -> bool {
         Some((p, n)) => (Some(p), n),
         None => (None, k),
     };
-    prefix.is_none_or(|p| !p.is_empty() && host_is_valid(p))
-        && !name.is_empty()
-        && is_label_value(name)
+    // Kubernetes wants the prefix to be a lowercase DNS subdomain, as node names are.
+    prefix.is_none_or(is_node_name) && !name.is_empty() && is_label_value(name)
 }
 
 fn is_label_value(v: &str) -> bool {
@@ -855,8 +959,8 @@ fn is_label_value(v: &str) -> bool {
         || (v.len() <= 63
             && v.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-            && v.as_bytes()[0].is_ascii_alphanumeric()
-            && v.as_bytes()[v.len() - 1].is_ascii_alphanumeric())
+            && v.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && v.ends_with(|c: char| c.is_ascii_alphanumeric()))
 }
 
 fn resolve_taints(cx: &mut Ctx<'_>, raw: &[S<String>], prefix: &str) -> Option<Vec<Taint>> {
@@ -900,6 +1004,11 @@ fn parse_taint(s: &str) -> Option<Taint> {
     })
 }
 
+/// A CIDR field, `default` when absent (a built-in constant the tests resolve).
+#[allow(
+    clippy::expect_used,
+    reason = "`default` is a built-in constant, never user input"
+)]
 fn cidr(
     cx: &mut Ctx<'_>,
     v: &Option<S<String>>,
@@ -931,6 +1040,39 @@ fn cidr(
     }
 }
 
+/// A pod network must hold one node-sized slice per host (and, for IPv6,
+/// kube-controller-manager allows at most 16 bits between the two masks).
+fn pod_cidr_fits(net: &IpNet, hosts: usize) -> Result<(), String> {
+    let (node, min) = match net {
+        IpNet::V4(_) => (Kubernetes::NODE_POD_PREFIX_V4, 0),
+        IpNet::V6(_) => (
+            Kubernetes::NODE_POD_PREFIX_V6,
+            Kubernetes::NODE_POD_PREFIX_V6 - 16,
+        ),
+    };
+    let prefix = net.prefix_len();
+    if prefix > node {
+        return Err(format!(
+            "{net} is smaller than one node's /{node}: use a /{node} or larger"
+        ));
+    }
+    if prefix < min {
+        return Err(format!(
+            "{net} is larger than kube-controller-manager allows with /{node} node slices: use \
+             a /{min} to /{node}"
+        ));
+    }
+    let slices = 1u128
+        .checked_shl(u32::from(node - prefix))
+        .unwrap_or(u128::MAX);
+    if slices < u128::try_from(hosts).unwrap_or(u128::MAX) {
+        return Err(format!(
+            "{net} has {slices} /{node} node slices for {hosts} hosts: use a larger pod_cidr"
+        ));
+    }
+    Ok(())
+}
+
 fn overlaps(a: &IpNet, b: &IpNet) -> bool {
     a.contains(&b.network()) || b.contains(&a.network())
 }
@@ -955,14 +1097,16 @@ fn resolve_kubernetes(
 
     let version = cx
         .required_str(&r.version, at, "kubernetes.version")
-        .and_then(|v| match v.parse::<Version>() {
-            Ok(v) => Some(v),
-            Err(e) => {
-                let vat = r.version.as_ref().map_or(at, pos);
-                cx.error(vat, "kubernetes.version", e);
-                None
-            }
-        });
+        .and_then(
+            |v| match v.parse::<Version>().and_then(|v| v.check_supported()) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    let vat = r.version.as_ref().map_or(at, pos);
+                    cx.error(vat, "kubernetes.version", e);
+                    None
+                }
+            },
+        );
 
     let pod = cidr(cx, &r.pod_cidr, "kubernetes.pod_cidr", "10.244.0.0/16");
     let svc = cidr(
@@ -972,6 +1116,34 @@ fn resolve_kubernetes(
         "10.96.0.0/12",
     );
     let mut cidrs_ok = pod.is_some() && svc.is_some();
+    if let Some((p, p_at)) = &pod {
+        let hosts_in_file = raw.hosts.as_ref().map_or(0, |h| h.value.len());
+        if let Err(e) = pod_cidr_fits(p, hosts_in_file) {
+            cx.error(p_at.unwrap_or(at), "kubernetes.pod_cidr", e);
+            cidrs_ok = false;
+        }
+    }
+    if let Some((s, s_at)) = &svc {
+        // kube-apiserver takes at most 20 bits of service addresses; the cluster DNS Service
+        // takes the range's tenth address, so it needs at least 16.
+        let (lo, hi) = if s.addr().is_ipv4() {
+            (12, 28)
+        } else {
+            (108, 124)
+        };
+        if !(lo..=hi).contains(&s.prefix_len()) {
+            cx.error(
+                s_at.unwrap_or(at),
+                "kubernetes.service_cidr",
+                format!(
+                    "{s} has a /{} prefix; a service network is /{lo} to /{hi} (at most 20 bits \
+                     for kube-apiserver, room for the DNS Service's tenth address)",
+                    s.prefix_len()
+                ),
+            );
+            cidrs_ok = false;
+        }
+    }
     if let (Some((p, p_at)), Some((s, s_at))) = (&pod, &svc) {
         if overlaps(p, s) {
             cx.error(
@@ -1037,7 +1209,24 @@ fn resolve_kubernetes(
 
     let control_plane_endpoint = match &r.control_plane_endpoint {
         Some(s) => match s.value.trim().parse::<Endpoint>() {
-            Ok(e) => Some(e),
+            // Every node and the operator reach the API server there: the same addresses a
+            // node cannot have, it cannot have either.
+            Ok(e) => match e
+                .host
+                .parse::<IpAddr>()
+                .ok()
+                .and_then(|ip| not_a_node_address(&ip, profile))
+            {
+                Some(why) => {
+                    cx.error(
+                        pos(s),
+                        "kubernetes.control_plane_endpoint",
+                        format!("{e} cannot be the API server's address: it is {why}"),
+                    );
+                    None
+                }
+                None => Some(e),
+            },
             Err(e) => {
                 cx.error(pos(s), "kubernetes.control_plane_endpoint", e);
                 None
@@ -1068,7 +1257,12 @@ fn resolve_kubernetes(
         },
     );
     let image_repository = match &r.image_repository {
-        Some(s) => image_ref(cx, s, "kubernetes.image_repository")?,
+        Some(s) => image_ref(
+            cx,
+            s,
+            "kubernetes.image_repository",
+            grammar::image_repository,
+        )?,
         None => "registry.k8s.io".into(),
     };
     let network = cx.choice(
@@ -1085,6 +1279,28 @@ fn resolve_kubernetes(
             Network::Calico
         },
     );
+
+    if network == Network::HostGw {
+        // host-gw routes each node's IPv4 slice via the node's IPv4 address.
+        let nat = r.network.as_ref().map_or(at, pos);
+        if let Some((p, _)) = pod.as_ref().filter(|(p, _)| !p.addr().is_ipv4()) {
+            cx.error(
+                nat,
+                "kubernetes.network",
+                format!("host-gw needs an IPv4 pod_cidr; {p} is IPv6"),
+            );
+        }
+        for h in hosts.iter().filter(|h| !h.host.address.is_ipv4()) {
+            cx.error(
+                h.address_at,
+                &format!("hosts[{}].address", h.index),
+                format!(
+                    "{} is IPv6; kubernetes.network host-gw routes over IPv4 node addresses",
+                    h.host.address
+                ),
+            );
+        }
+    }
 
     let load_balancer = resolve_load_balancer(cx, r.load_balancer.as_ref(), hosts);
 
@@ -1167,18 +1383,21 @@ fn resolve_load_balancer(
     lb
 }
 
-/// An image or repository reference: no scheme, no whitespace.
-fn image_ref(cx: &mut Ctx<'_>, s: &S<String>, field: &str) -> Option<String> {
+/// An image reference or repository, checked by `grammar` (the OCI reference grammar).
+fn image_ref(
+    cx: &mut Ctx<'_>,
+    s: &S<String>,
+    field: &str,
+    grammar: fn(&str) -> Result<(), String>,
+) -> Option<String> {
     let v = cx.non_blank(s, field)?;
-    if v.contains("://") || v.contains(char::is_whitespace) {
-        cx.error(
-            pos(s),
-            field,
-            format!("{v:?} is not an image reference (no scheme, no spaces)"),
-        );
-        return None;
+    match grammar(&v) {
+        Ok(()) => Some(v),
+        Err(e) => {
+            cx.error(pos(s), field, e);
+            None
+        }
     }
-    Some(v)
 }
 
 fn resolve_runtime(
@@ -1237,7 +1456,7 @@ fn resolve_runtime(
         }
     }
     let sandbox_image = match &r.sandbox_image {
-        Some(s) => image_ref(cx, s, "runtime.sandbox_image"),
+        Some(s) => image_ref(cx, s, "runtime.sandbox_image", grammar::image_reference),
         None => k8s.map(default_image),
     };
     if !ok {
@@ -1315,17 +1534,25 @@ fn resolve_sysctls(
     let mut out = BTreeMap::new();
     for (k, v) in raw {
         let field = format!("sysctls.{k}");
-        let key_ok = k.contains(['.', '/'])
+        // What the sysctl module writes under /proc/sys: dotted names, no path tricks.
+        let key_ok = k.contains('.')
+            && !k.contains("..")
+            && !k.starts_with('.')
+            && !k.ends_with('.')
             && k.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'/' | b'_' | b'-'));
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
         if !key_ok {
             cx.error(
                 pos(v),
                 &field,
                 format!("{k:?} is not a sysctl name like net.core.somaxconn"),
             );
-        } else if v.value.trim().is_empty() || v.value.contains('\n') {
-            cx.error(pos(v), &field, "needs a one-line, non-empty value");
+        } else if v.value.trim().is_empty() || v.value.contains(|c: char| c.is_control()) {
+            cx.error(
+                pos(v),
+                &field,
+                "needs a one-line, non-empty value without control characters",
+            );
         } else {
             out.insert(k.clone(), v.value.trim().to_string());
         }
@@ -1393,10 +1620,20 @@ fn resolve_backup(cx: &mut Ctx<'_>, raw: Option<&S<RawBackup>>) -> Option<Backup
                     eok = false;
                 }
             }
-            let age_identity_file = cx.optional_path(
-                &e.value.age_identity_file,
-                "backup.encryption.age_identity_file",
-            );
+            let age_identity_file = e.value.age_identity_file.as_ref().and_then(|f| {
+                let p = cx.readable_file(f, "backup.encryption.age_identity_file");
+                eok &= p.is_some();
+                p
+            });
+            if let (false, Some(p)) = (e.value.age_recipients.is_empty(), &e.value.passphrase_env) {
+                cx.error(
+                    pos(p),
+                    "backup.encryption.passphrase_env",
+                    "give age_recipients or passphrase_env, not both: a backup is encrypted one \
+                     way",
+                );
+                eok = false;
+            }
             let passphrase = match &e.value.passphrase_env {
                 Some(p) => {
                     let f = "backup.encryption.passphrase_env";
@@ -1421,11 +1658,11 @@ fn resolve_backup(cx: &mut Ctx<'_>, raw: Option<&S<RawBackup>>) -> Option<Backup
             let mut rok = true;
             let mut get = |v: &Option<S<u32>>, name: &str| -> Option<u32> {
                 let s = v.as_ref()?;
-                if s.value == 0 {
+                if let Err(e) = grammar::RETENTION_COUNT.check(u64::from(s.value)) {
                     cx.error(
                         pos(s),
                         &format!("backup.retention.{name}"),
-                        "must be at least 1 (leave it out to not use this rule)",
+                        format!("{e}; leave it out to not use this rule"),
                     );
                     rok = false;
                     return None;
@@ -1447,31 +1684,48 @@ fn resolve_backup(cx: &mut Ctx<'_>, raw: Option<&S<RawBackup>>) -> Option<Backup
         None => None,
         Some(s) => {
             let v = s.value.trim();
-            if looks_like_cron(v) {
-                Some(v.to_string())
-            } else {
-                cx.error(
-                    pos(s),
-                    "backup.schedule",
-                    format!("{v:?} is not a cron expression like \"0 */6 * * *\" or @daily"),
-                );
-                ok = false;
-                None
+            match grammar::parse_cron(v) {
+                Ok(_) => Some(v.to_string()),
+                Err(e) => {
+                    cx.error(
+                        pos(s),
+                        "backup.schedule",
+                        format!("{e} (like \"0 */6 * * *\" or @daily)"),
+                    );
+                    ok = false;
+                    None
+                }
             }
         }
     };
 
     let compression_level = match &r.compression_level {
         None => 3,
-        Some(c) if (1..=22).contains(&c.value) => c.value as i32,
         Some(c) => {
-            cx.error(
-                pos(c),
-                "backup.compression_level",
-                format!("{} is outside 1..=22 (zstd levels)", c.value),
-            );
-            ok = false;
-            3
+            // A negative level is reported like any other value outside the range.
+            let level = u64::try_from(c.value).unwrap_or(0);
+            match grammar::COMPRESSION_LEVEL
+                .check(level)
+                .map(|v| i32::try_from(v).unwrap_or(3))
+            {
+                Ok(v) => v,
+                Err(_) => {
+                    let r = &grammar::COMPRESSION_LEVEL;
+                    cx.error(
+                        pos(c),
+                        "backup.compression_level",
+                        format!(
+                            "{} is outside {}..={} ({})",
+                            c.value,
+                            r.bounds.start(),
+                            r.bounds.end(),
+                            r.why
+                        ),
+                    );
+                    ok = false;
+                    3
+                }
+            }
         }
     };
 
@@ -1496,7 +1750,7 @@ fn parse_store(cx: &mut Ctx<'_>, s: &S<String>) -> Option<Store> {
             && bucket
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-'))
-            && bucket.as_bytes()[0].is_ascii_alphanumeric();
+            && bucket.starts_with(|c: char| c.is_ascii_alphanumeric());
         if !bucket_ok {
             cx.error(
                 pos(s),
@@ -1564,7 +1818,11 @@ fn resolve_s3(cx: &mut Ctx<'_>, raw: &S<RawS3>) -> Option<S3> {
         );
         ok = false;
     }
-    let ca_file = cx.optional_path(&r.ca_file, "backup.s3.ca_file");
+    let ca_file = r.ca_file.as_ref().and_then(|f| {
+        let p = cx.readable_file(f, "backup.s3.ca_file");
+        ok &= p.is_some();
+        p
+    });
     let checksums = cx.choice(
         &r.checksums,
         "backup.s3.checksums",
@@ -1576,20 +1834,19 @@ fn resolve_s3(cx: &mut Ctx<'_>, raw: &S<RawS3>) -> Option<S3> {
     );
     // 5 MiB x 2 in flight: the streamed etcd backup's peak RSS stays near 50 MiB and upload
     // waits are negligible (bench/backup); bigger parts only cost memory.
-    let part_size_mib = match &r.part_size_mib {
-        None => 5,
-        Some(p) if (5..=5120).contains(&p.value) => p.value,
-        Some(p) => {
-            cx.error(
-                pos(p),
-                "backup.s3.part_size_mib",
-                format!("{} is outside 5..=5120 (S3 part size limits)", p.value),
-            );
-            ok = false;
-            5
-        }
-    };
-    let parts_in_flight = cx.positive(&r.parts_in_flight, "backup.s3.parts_in_flight", 2) as usize;
+    let part_size_mib = cx.ranged(
+        &r.part_size_mib,
+        "backup.s3.part_size_mib",
+        &grammar::PART_SIZE_MIB,
+        5,
+    );
+    let parts_in_flight = cx.ranged(
+        &r.parts_in_flight,
+        "backup.s3.parts_in_flight",
+        &grammar::PARTS_IN_FLIGHT,
+        2,
+    );
+    let parts_in_flight = usize::try_from(parts_in_flight).unwrap_or(2);
     ok.then_some(S3 {
         endpoint,
         region,
@@ -1603,25 +1860,8 @@ fn resolve_s3(cx: &mut Ctx<'_>, raw: &S<RawS3>) -> Option<S3> {
     })
 }
 
-/// Five (or six, with seconds) cron fields of the usual characters, or an `@` shortcut. The
-/// backup scheduler parses it fully; this catches typos early.
-fn looks_like_cron(v: &str) -> bool {
-    if matches!(
-        v,
-        "@yearly" | "@annually" | "@monthly" | "@weekly" | "@daily" | "@hourly"
-    ) {
-        return true;
-    }
-    let fields: Vec<&str> = v.split_whitespace().collect();
-    (5..=6).contains(&fields.len())
-        && fields.iter().all(|f| {
-            f.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'*' | b',' | b'/' | b'-' | b'?'))
-        })
-}
-
 fn resolve_monitor(cx: &mut Ctx<'_>, raw: Option<&S<RawMonitor>>) -> Option<Monitor> {
-    let default_listen: SocketAddr = "127.0.0.1:9842".parse().expect("built-in default address");
+    let default_listen = SocketAddr::from(([127, 0, 0, 1], 9842));
     let default_intervals = Intervals {
         scrape_secs: 15,
         evaluation_secs: 15,
@@ -1636,7 +1876,8 @@ fn resolve_monitor(cx: &mut Ctx<'_>, raw: Option<&S<RawMonitor>>) -> Option<Moni
             listen: default_listen,
             intervals: default_intervals,
             alertmanager: Alertmanager::default(),
-            tls: None,
+            tls: true,
+            web_auth: WebAuth::default(),
             basic_auth: None,
             ports: MonitorPorts::default(),
             etcd_quota_bytes: DEFAULT_ETCD_QUOTA_BYTES,
@@ -1649,6 +1890,15 @@ fn resolve_monitor(cx: &mut Ctx<'_>, raw: Option<&S<RawMonitor>>) -> Option<Moni
     let listen = match &r.listen {
         None => default_listen,
         Some(l) => match l.value.trim().parse::<SocketAddr>() {
+            Ok(a) if a.port() == 0 => {
+                cx.error(
+                    pos(l),
+                    "monitor.listen",
+                    "port 0 is not a port to listen on",
+                );
+                ok = false;
+                default_listen
+            }
             Ok(a) => a,
             Err(_) => {
                 cx.error(
@@ -1671,35 +1921,46 @@ fn resolve_monitor(cx: &mut Ctx<'_>, raw: Option<&S<RawMonitor>>) -> Option<Moni
             let i = &i.value;
             let d = &default_intervals;
             Intervals {
-                scrape_secs: cx.positive(
+                scrape_secs: cx.ranged(
                     &i.scrape_secs,
                     "monitor.intervals.scrape_secs",
+                    &grammar::INTERVAL_SECS,
                     d.scrape_secs,
                 ),
-                evaluation_secs: cx.positive(
+                evaluation_secs: cx.ranged(
                     &i.evaluation_secs,
                     "monitor.intervals.evaluation_secs",
+                    &grammar::INTERVAL_SECS,
                     d.evaluation_secs,
                 ),
-                etcd_secs: cx.positive(&i.etcd_secs, "monitor.intervals.etcd_secs", d.etcd_secs),
-                control_plane_secs: cx.positive(
+                etcd_secs: cx.ranged(
+                    &i.etcd_secs,
+                    "monitor.intervals.etcd_secs",
+                    &grammar::INTERVAL_SECS,
+                    d.etcd_secs,
+                ),
+                control_plane_secs: cx.ranged(
                     &i.control_plane_secs,
                     "monitor.intervals.control_plane_secs",
+                    &grammar::INTERVAL_SECS,
                     d.control_plane_secs,
                 ),
-                nodes_secs: cx.positive(
+                nodes_secs: cx.ranged(
                     &i.nodes_secs,
                     "monitor.intervals.nodes_secs",
+                    &grammar::INTERVAL_SECS,
                     d.nodes_secs,
                 ),
-                certificates_secs: cx.positive(
+                certificates_secs: cx.ranged(
                     &i.certificates_secs,
                     "monitor.intervals.certificates_secs",
+                    &grammar::INTERVAL_SECS,
                     d.certificates_secs,
                 ),
-                backups_secs: cx.positive(
+                backups_secs: cx.ranged(
                     &i.backups_secs,
                     "monitor.intervals.backups_secs",
+                    &grammar::INTERVAL_SECS,
                     d.backups_secs,
                 ),
             }
@@ -1711,30 +1972,27 @@ fn resolve_monitor(cx: &mut Ctx<'_>, raw: Option<&S<RawMonitor>>) -> Option<Moni
         Some(a) => resolve_alertmanager(cx, a),
     };
 
-    let tls = match &r.tls {
-        None => None,
-        Some(t) => {
-            let tat = pos(t);
-            let cert = cx.required_str(&t.value.cert_file, tat, "monitor.tls.cert_file");
-            let key = cx.required_str(&t.value.key_file, tat, "monitor.tls.key_file");
-            match (cert, key) {
-                (Some(c), Some(k)) => Some(Tls {
-                    cert_file: cx.path(&c),
-                    key_file: cx.path(&k),
-                }),
-                _ => {
-                    ok = false;
-                    None
-                }
-            }
-        }
-    };
+    let (tls, web_auth) = resolve_monitor_security(cx, r);
 
     let basic_auth = match &r.basic_auth {
         None => None,
         Some(b) => {
             let bat = pos(b);
-            let username = cx.required_str(&b.value.username, bat, "monitor.basic_auth.username");
+            let username = cx
+                .required_str(&b.value.username, bat, "monitor.basic_auth.username")
+                .filter(|u| {
+                    let ok = u.len() <= 128 && u.chars().all(|c| !c.is_control() && c != ':');
+                    if !ok {
+                        let uat = b.value.username.as_ref().map_or(bat, pos);
+                        cx.error(
+                            uat,
+                            "monitor.basic_auth.username",
+                            "at most 128 characters, no ':' (it ends an HTTP basic-auth user) \
+                             and no control characters",
+                        );
+                    }
+                    ok
+                });
             let f = "monitor.basic_auth.password_env";
             let password = cx
                 .required(&b.value.password_env, bat, f)
@@ -1786,14 +2044,16 @@ fn resolve_monitor(cx: &mut Ctx<'_>, raw: Option<&S<RawMonitor>>) -> Option<Moni
             }
         }
     };
-    let etcd_quota_bytes = cx.positive(
+    let etcd_quota_bytes = cx.ranged(
         &r.etcd_quota_bytes,
         "monitor.etcd_quota_bytes",
+        &grammar::ETCD_QUOTA_BYTES,
         DEFAULT_ETCD_QUOTA_BYTES,
     );
-    let backup_max_age_secs = cx.positive(
+    let backup_max_age_secs = cx.ranged(
         &r.backup_max_age_secs,
         "monitor.backup_max_age_secs",
+        &grammar::BACKUP_MAX_AGE_SECS,
         DEFAULT_BACKUP_MAX_AGE_SECS,
     );
     if !ok {
@@ -1804,11 +2064,60 @@ fn resolve_monitor(cx: &mut Ctx<'_>, raw: Option<&S<RawMonitor>>) -> Option<Moni
         intervals,
         alertmanager: alertmanager?,
         tls,
+        web_auth: web_auth?,
         basic_auth,
         ports,
         etcd_quota_bytes,
         backup_max_age_secs,
     })
+}
+
+/// `monitor.tls` (default on; off warns) and `monitor.web_auth`; `None` for web_auth after an
+/// error.
+fn resolve_monitor_security(cx: &mut Ctx<'_>, r: &RawMonitor) -> (bool, Option<WebAuth>) {
+    let tls = match &r.tls {
+        None => true,
+        Some(t) if t.value => true,
+        Some(t) => {
+            cx.warn(
+                pos(t),
+                "monitor.tls",
+                "false: node-exporter, Prometheus, Alertmanager and the exporter serve plain \
+                 HTTP without authentication; only for a closed lab network",
+            );
+            false
+        }
+    };
+    let Some(w) = &r.web_auth else {
+        return (tls, Some(WebAuth::default()));
+    };
+    let username = match &w.value.username {
+        None => Some(WebAuth::default().username),
+        Some(u) => cx.non_blank(u, "monitor.web_auth.username"),
+    };
+    let username = username.filter(|u| {
+        // A quoted YAML key in the web config files, and the user part of `user:password`.
+        let ok = !u.contains([':', '"', '\\']) && u.bytes().all(|b| b.is_ascii_graphic());
+        if !ok {
+            if let Some(at) = w.value.username.as_ref() {
+                cx.error(
+                    pos(at),
+                    "monitor.web_auth.username",
+                    "must be printable ASCII without spaces, ':', '\"' or '\\'",
+                );
+            }
+        }
+        ok
+    });
+    let field = "monitor.web_auth.password_env";
+    let password = match &w.value.password_env {
+        None => Some(None),
+        Some(p) => cx.env(p, field, field).map(Some),
+    };
+    match (username, password) {
+        (Some(username), Some(password)) => (tls, Some(WebAuth { username, password })),
+        _ => (tls, None),
+    }
 }
 
 /// etcd's own default backend quota (the installer sets no `--quota-backend-bytes`).

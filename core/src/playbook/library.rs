@@ -151,7 +151,14 @@ impl Library {
 }
 
 fn read_source(path: &Path) -> Result<Source, PlaybookError> {
-    let text = std::fs::read_to_string(path).map_err(|e| PlaybookError::io(path, e))?;
+    let bytes = std::fs::read(path).map_err(|e| PlaybookError::io(path, e))?;
+    let text = crate::config::text(bytes).map_err(|e| {
+        let at = format!("line {}, column {}: {e}", e.line, e.column);
+        PlaybookError::io(
+            path,
+            std::io::Error::new(std::io::ErrorKind::InvalidData, at),
+        )
+    })?;
     Ok(Source {
         origin: path.display().to_string(),
         dir: path.parent().map(Path::to_path_buf),
@@ -177,5 +184,27 @@ mod tests {
         assert_eq!(lib.template("c.conf").unwrap().text, "only embedded");
         let err = lib.template("nope").unwrap_err().to_string();
         assert!(err.contains("embedded:templates/nope"), "{err}");
+    }
+
+    #[test]
+    fn a_non_utf8_file_is_refused_at_its_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("templates")).unwrap();
+        std::fs::write(dir.path().join("templates/x.conf"), b"ok\nab\xffc\n").unwrap();
+        let mut lib = Library::new();
+        lib.add_dir(dir.path());
+        let Err(e) = lib.template("x.conf") else {
+            panic!("accepted");
+        };
+        let text = format!(
+            "{e}: {}",
+            std::error::Error::source(&e)
+                .map(ToString::to_string)
+                .unwrap_or_default()
+        );
+        assert!(
+            text.contains("line 2, column 3: the file is not UTF-8: byte 0xff at byte offset 5"),
+            "{text}"
+        );
     }
 }

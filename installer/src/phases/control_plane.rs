@@ -101,10 +101,31 @@ fn probe(c: Component, host: &Host) -> Value {
     }
 }
 
+/// The image a control-plane component's static pod runs:
+/// `<image_repository>/<component>:<version>`, as kubeadm names them.
+pub fn component_image(cluster: &Cluster, c: Component) -> String {
+    format!(
+        "{}/{}:{}",
+        cluster.kubernetes.image_repository.trim_end_matches('/'),
+        c.name(),
+        common::kube_version(cluster)
+    )
+}
+
+/// The images of the static-pod control plane (none in systemd mode).
+pub fn static_pod_images(cluster: &Cluster) -> Vec<String> {
+    if cluster.kubernetes.control_plane_mode != ControlPlaneMode::StaticPod {
+        return Vec::new();
+    }
+    COMPONENTS
+        .iter()
+        .map(|&c| component_image(cluster, c))
+        .collect()
+}
+
 /// The control-plane variables of one host: `control_plane` (one entry per component:
 /// name, description, binary, flags, image, probe, volumes).
 pub fn component_vars(cluster: &Cluster, host: &Host) -> Result<Vec<Value>, InstallError> {
-    let version = common::kube_version(cluster);
     COMPONENTS
         .iter()
         .map(|&c| {
@@ -113,7 +134,7 @@ pub fn component_vars(cluster: &Cluster, host: &Host) -> Result<Vec<Value>, Inst
                 "description": describe(c),
                 "binary": format!("{NODE_BIN_DIR}/{}", c.name()),
                 "flags": common::flags(cluster, host, c)?,
-                "image": format!("{}/{}:{version}", cluster.kubernetes.image_repository, c.name()),
+                "image": component_image(cluster, c),
                 "probe": probe(c, host),
                 "volumes": pod_volumes(c),
             }))

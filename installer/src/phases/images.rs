@@ -63,14 +63,21 @@ pub fn image_dir(
     Ok(Some((cache, m)))
 }
 
-/// The images later phases need on every node, each checked (and pulled when missing) by
-/// this phase: the runtime's sandbox image, and CoreDNS where the addons phase deploys it
-/// (not in the sandbox profile, which has no registry).
-pub fn required_images(cluster: &Cluster) -> Vec<String> {
-    let mut images = vec![cluster.runtime.sandbox_image.clone()];
+/// The images later phases need, each checked (and pulled when missing) by this phase on the
+/// nodes that run it: the runtime's sandbox image and CoreDNS (where the addons phase deploys
+/// it: not in the sandbox profile, which has no registry) everywhere, the static-pod control
+/// plane's images on control-plane hosts.
+pub fn required_images(cluster: &Cluster) -> Vec<Value> {
+    let everywhere = |image: String| json!({ "image": image, "control_plane_only": false });
+    let mut images = vec![everywhere(cluster.runtime.sandbox_image.clone())];
     if cluster.profile != Profile::Sandbox {
-        images.push(super::addons::coredns_image(cluster));
+        images.push(everywhere(super::addons::coredns_image(cluster)));
     }
+    images.extend(
+        super::control_plane::static_pod_images(cluster)
+            .into_iter()
+            .map(|image| json!({ "image": image, "control_plane_only": true })),
+    );
     images
 }
 
@@ -142,6 +149,56 @@ impl Phase for ImagesPhase {
 mod tests {
     use super::*;
     use crate::images::ImageEntry;
+
+    #[test]
+    fn required_images_follow_the_profile_and_the_control_plane_mode() {
+        let tmp = tempfile::tempdir().unwrap();
+        let key = tmp.path().join("id_ed25519");
+        std::fs::write(&key, "not a key\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let load = |extra: &str| {
+            let path = tmp.path().join("cluster.yaml");
+            std::fs::write(
+                &path,
+                format!("name: demo\nhosts:\n  - {{ name: cp1, address: 10.213.0.11, roles: [control-plane, etcd, worker], auth: {{ key_file: ./id_ed25519 }} }}\n{extra}"),
+            )
+            .unwrap();
+            clusterkit_core::config::load(&path)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .cluster
+        };
+        let names = |c: &Cluster| -> Vec<(String, bool)> {
+            required_images(c)
+                .iter()
+                .map(|i| {
+                    (
+                        i["image"].as_str().unwrap().to_string(),
+                        i["control_plane_only"].as_bool().unwrap(),
+                    )
+                })
+                .collect()
+        };
+        let prod = load("kubernetes: { version: v1.28.7 }\n");
+        assert_eq!(
+            names(&prod),
+            [
+                ("registry.k8s.io/pause:3.9".to_string(), false),
+                ("registry.k8s.io/coredns/coredns:v1.10.1".to_string(), false),
+                ("registry.k8s.io/kube-apiserver:v1.28.7".to_string(), true),
+                (
+                    "registry.k8s.io/kube-controller-manager:v1.28.7".to_string(),
+                    true
+                ),
+                ("registry.k8s.io/kube-scheduler:v1.28.7".to_string(), true),
+            ]
+        );
+        let sandbox = load("kubernetes: { version: v1.20.2, control_plane_mode: systemd, proxy_mode: iptables }\nprofile: sandbox\n");
+        assert_eq!(
+            names(&sandbox),
+            [("registry.k8s.io/pause:3.2".to_string(), false)]
+        );
+    }
 
     #[test]
     fn vars_carry_the_listing_key_and_local_path() {

@@ -46,7 +46,7 @@ use serde_json::{json, Map, Value};
 use super::{InstallError, Phase, PhaseContext};
 
 /// Prefix length of each node's pod CIDR slice.
-pub const SLICE_PREFIX: u8 = 24;
+pub const SLICE_PREFIX: u8 = clusterkit_core::config::Kubernetes::NODE_POD_PREFIX_V4;
 
 /// The CNI network's name (in the conflist and in host-local's data directory).
 pub const NETWORK_NAME: &str = "clusterkit";
@@ -469,13 +469,17 @@ mod tests {
 
     #[test]
     fn too_small_pod_cidrs_are_refused_with_the_field() {
-        let c = cluster(&[("a", "10.1.0.1"), ("b", "10.1.0.2")], "10.244.0.0/25");
+        // `config validate` refuses these files already; a cluster built in code is checked
+        // here all the same.
+        let mut c = cluster(&[("a", "10.1.0.1"), ("b", "10.1.0.2")], "10.244.0.0/16");
+        c.kubernetes.pod_cidr = "10.244.0.0/25".parse().unwrap();
         let e = allocate(&c, &BTreeMap::new()).unwrap_err().to_string();
         assert!(e.contains("kubernetes.pod_cidr 10.244.0.0/25"), "{e}");
-        let c = cluster(
+        let mut c = cluster(
             &[("a", "10.1.0.1"), ("b", "10.1.0.2"), ("c", "10.1.0.3")],
-            "10.244.0.0/23",
+            "10.244.0.0/16",
         );
+        c.kubernetes.pod_cidr = "10.244.0.0/23".parse().unwrap();
         let e = allocate(&c, &BTreeMap::new()).unwrap_err().to_string();
         assert!(e.contains("2 /24 slices for 3 hosts"), "{e}");
     }

@@ -137,7 +137,13 @@ pub async fn serve(
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
+    // Without TCP_NODELAY the last segment of a response waits for the scraper's delayed ACK
+    // (about 40 ms) whenever the response ends in a small write: every TLS record is one.
     let Some(tls) = tls else {
+        use axum::serve::ListenerExt;
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         return axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await
@@ -156,6 +162,7 @@ pub async fn serve(
                 }
             },
         };
+        let _ = stream.set_nodelay(true);
         let acceptor = acceptor.clone();
         let app = app.clone();
         tokio::spawn(async move {

@@ -237,19 +237,25 @@ pub fn collectors_for(
     list
 }
 
-/// `monitor serve`: loads the listener's TLS and basic-auth settings, starts every collector
+/// `monitor serve`: loads the listener's TLS (with `monitor.tls`: the monitoring CA's exporter
+/// certificate, client certificates of that CA required) and basic-auth settings, starts every collector
 /// and serves `/metrics` on `topology.monitor.listen` until SIGINT or SIGTERM. It releases the
 /// memory only start-up needed (`working_set`) before the collectors start, and again once
 /// every collector has run once.
 pub async fn run(topology: &crate::Topology, synthetic_series: usize) -> crate::Result<()> {
     let addr = topology.listen_addr()?;
     let m = &topology.monitor;
-    let tls = match &m.tls {
-        Some(t) => Some(tls::server_config(
-            &topology.resolve(&t.cert_file),
-            &topology.resolve(&t.key_file),
-        )?),
-        None => None,
+    let tls = if m.tls {
+        // The exporter's certificate and the CA its scrapers' certificates must chain to.
+        crate::security::ensure_pki(topology)?;
+        let pki = crate::security::MonitoringPki::of(topology);
+        Some(tls::mtls_server_config(
+            &pki.exporter.0,
+            &pki.exporter.1,
+            &pki.ca,
+        )?)
+    } else {
+        None
     };
     let auth = match &m.basic_auth {
         Some(b) => Some(http::Auth {

@@ -2,9 +2,14 @@
 //! HTTPS client the control-plane probe uses (server verified against the cluster CA, client
 //! certificate presented). The `ring` provider is named explicitly because several rustls
 //! providers are compiled into the binary (a process-wide default would be ambiguous).
+//!
+//! The listener requires a client certificate signed by the monitoring CA and serves the
+//! certificate files as they are on disk: a renewed pair (`clusterkit certs renew`) is read at
+//! the first handshake after its files changed, so the exporter needs no restart.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -42,7 +47,8 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
         .map_err(|_| tls_err(path, "no usable PEM private key in file"))
 }
 
-/// Server configuration for the exporter's HTTPS listener.
+/// Server configuration serving `cert`/`key` without client authentication (tests' HTTPS
+/// stand-ins use it).
 pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>> {
     let certs = load_certs(cert)?;
     let key = load_key(key)?;
@@ -52,6 +58,94 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>> {
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .map_err(|e| tls_err(cert, format!("certificate and key do not match: {e}")))?;
+    Ok(Arc::new(config))
+}
+
+/// The serving pair as last loaded, and the files' modification times then.
+struct Loaded {
+    stamp: (Option<SystemTime>, Option<SystemTime>),
+    key: Arc<rustls::sign::CertifiedKey>,
+}
+
+/// Serves the pair at `cert`/`key`, reloading it when either file's modification time changes
+/// (one `stat` each per handshake). A pair that fails to load keeps the previous one.
+struct ReloadingCert {
+    cert: PathBuf,
+    key: PathBuf,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    current: Mutex<Loaded>,
+}
+
+impl std::fmt::Debug for ReloadingCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReloadingCert")
+            .field("cert", &self.cert)
+            .finish_non_exhaustive()
+    }
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+fn load_pair(cert: &Path, key: &Path, provider: &rustls::crypto::CryptoProvider) -> Result<Loaded> {
+    let stamp = (modified(cert), modified(key));
+    let certs = load_certs(cert)?;
+    let private = load_key(key)?;
+    let pair = rustls::sign::CertifiedKey::from_der(certs, private, provider)
+        .map_err(|e| tls_err(cert, format!("certificate and key do not match: {e}")))?;
+    Ok(Loaded {
+        stamp,
+        key: Arc::new(pair),
+    })
+}
+
+impl rustls::server::ResolvesServerCert for ReloadingCert {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if current.stamp != (modified(&self.cert), modified(&self.key)) {
+            match load_pair(&self.cert, &self.key, &self.provider) {
+                Ok(fresh) => {
+                    tracing::info!(cert = %self.cert.display(), "serving the renewed certificate");
+                    *current = fresh;
+                }
+                Err(e) => tracing::warn!(error = %e, "renewed certificate not usable yet"),
+            }
+        }
+        Some(current.key.clone())
+    }
+}
+
+/// Server configuration requiring a client certificate signed by `client_ca`, serving the
+/// pair at `cert`/`key` (reloaded when renewed).
+pub fn mtls_server_config(cert: &Path, key: &Path, client_ca: &Path) -> Result<Arc<ServerConfig>> {
+    let provider = provider();
+    let mut roots = RootCertStore::empty();
+    for c in load_certs(client_ca)? {
+        roots
+            .add(c)
+            .map_err(|e| tls_err(client_ca, format!("unusable CA certificate: {e}")))?;
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .map_err(|e| tls_err(client_ca, e.to_string()))?;
+    let resolver = ReloadingCert {
+        cert: cert.to_path_buf(),
+        key: key.to_path_buf(),
+        current: Mutex::new(load_pair(cert, key, &provider)?),
+        provider: provider.clone(),
+    };
+    let config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls_err(cert, e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(Arc::new(resolver));
     Ok(Arc::new(config))
 }
 

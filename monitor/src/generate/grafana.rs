@@ -7,6 +7,8 @@
 
 use serde_json::{json, Value};
 
+use crate::security::WebLogin;
+
 /// The datasource UID every panel refers to.
 pub const DATASOURCE_UID: &str = "clusterkit-prometheus";
 
@@ -161,19 +163,27 @@ pub fn dashboard_json(d: &Dashboard) -> Value {
     })
 }
 
-/// Grafana's datasource provisioning file.
-pub fn datasource(prometheus_url: &str) -> Value {
-    json!({
-        "apiVersion": 1,
-        "datasources": [{
-            "name": "clusterkit-prometheus",
-            "uid": DATASOURCE_UID,
-            "type": "prometheus",
-            "access": "proxy",
-            "url": prometheus_url,
-            "isDefault": true,
-        }],
-    })
+/// Grafana's datasource provisioning file; with `secured` (the web login and the monitoring
+/// CA's PEM) Grafana logs in and verifies Prometheus's certificate against that CA.
+pub fn datasource(prometheus_url: &str, secured: Option<(&WebLogin, &str)>) -> Value {
+    let mut ds = json!({
+        "name": "clusterkit-prometheus",
+        "uid": DATASOURCE_UID,
+        "type": "prometheus",
+        "access": "proxy",
+        "url": prometheus_url,
+        "isDefault": true,
+    });
+    if let Some((login, ca_pem)) = secured {
+        ds["basicAuth"] = json!(true);
+        ds["basicAuthUser"] = json!(login.username);
+        ds["jsonData"] = json!({ "tlsAuthWithCACert": true });
+        ds["secureJsonData"] = json!({
+            "basicAuthPassword": login.password(),
+            "tlsCACert": ca_pem,
+        });
+    }
+    json!({ "apiVersion": 1, "datasources": [ds] })
 }
 
 /// Grafana's dashboard provider file; `dashboards_dir` is where the JSON files live on the

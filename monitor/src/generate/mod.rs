@@ -7,6 +7,8 @@
 //! rules/clusterkit-alerts.yml    alert rules
 //! tls/                           CA and client certificates copied from the cluster's PKI (keys 0600)
 //! secrets/                       passwords read from environment variables (0600)
+//! web/<daemon>.yml               --web.config.file of node-exporter, Prometheus, Alertmanager;
+//!                                alertmanager-cluster.yml: Alertmanager's gossip TLS
 //! alertmanager.yml               routes, inhibition, receivers (0600: may hold a WeCom secret)
 //! grafana/provisioning/…         datasource and dashboard provider
 //! grafana/dashboards/*.json      dashboards
@@ -14,11 +16,18 @@
 //!
 //! Files whose content did not change are left alone, so a second run reports nothing changed
 //! and Prometheus only reloads what differs.
+//!
+//! With `monitor.tls` (the default) this first makes sure the monitoring CA and its
+//! certificates exist in the state directory ([`crate::security`]) and copies into `tls/` the
+//! monitoring CA and the client pairs Prometheus uses; each host's own serving pair
+//! (node-exporter, Prometheus, Alertmanager) stays in `<state>/hosts/<host>/pki/monitoring/`,
+//! where `monitor deploy` takes it from.
 
 pub mod alertmanager;
 pub mod grafana;
 pub mod prometheus;
 pub mod rules;
+pub mod web;
 
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -27,6 +36,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use crate::error::{MonitorError, Result};
+use crate::security::{self, MonitoringPki, WebLogin};
 use crate::topology::Topology;
 
 use prometheus::files;
@@ -66,20 +76,11 @@ fn to_json(file: &str, value: &Value) -> Result<String> {
         })
 }
 
-/// Writes `content` to `dir/rel` with `mode` unless it already has exactly that content and
-/// mode. Private files are created with their final mode (never briefly world-readable).
-fn write_file(dir: &Path, rel: &str, content: &[u8], mode: u32, report: &mut Report) -> Result<()> {
-    let path = dir.join(rel);
-    if let Ok(existing) = std::fs::read(&path) {
-        let same_mode = std::fs::metadata(&path)
-            .map(|m| m.permissions().mode() & 0o777 == mode)
-            .unwrap_or(false);
-        if existing == content && same_mode {
-            report.unchanged.push(rel.to_string());
-            return Ok(());
-        }
-    }
-    let parent = path.parent().unwrap_or(dir);
+/// Writes `content` to `path` with exactly `mode` through a temporary file and a rename,
+/// creating the parent directories. A private file is created with its final mode (never
+/// briefly world-readable).
+pub(crate) fn write_atomic(path: &Path, content: &[u8], mode: u32) -> Result<()> {
+    let parent = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(|e| MonitorError::io(parent, e))?;
     let tmp = parent.join(format!(
         ".{}.tmp",
@@ -99,7 +100,23 @@ fn write_file(dir: &Path, rel: &str, content: &[u8], mode: u32, report: &mut Rep
     // The umask may have narrowed the mode at creation; set it exactly.
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
         .map_err(|e| MonitorError::io(&tmp, e))?;
-    std::fs::rename(&tmp, &path).map_err(|e| MonitorError::io(&path, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| MonitorError::io(path, e))
+}
+
+/// Writes `content` to `dir/rel` with `mode` unless it already has exactly that content and
+/// mode. Private files are created with their final mode (never briefly world-readable).
+fn write_file(dir: &Path, rel: &str, content: &[u8], mode: u32, report: &mut Report) -> Result<()> {
+    let path = dir.join(rel);
+    if let Ok(existing) = std::fs::read(&path) {
+        let same_mode = std::fs::metadata(&path)
+            .map(|m| m.permissions().mode() & 0o777 == mode)
+            .unwrap_or(false);
+        if existing == content && same_mode {
+            report.unchanged.push(rel.to_string());
+            return Ok(());
+        }
+    }
+    write_atomic(&path, content, mode)?;
     report.changed.push(rel.to_string());
     Ok(())
 }
@@ -129,6 +146,13 @@ pub fn generate(topology: &Topology, out_dir: &Path, options: &Options) -> Resul
         None => std::fs::canonicalize(out_dir).map_err(|e| MonitorError::io(out_dir, e))?,
     };
 
+    let login = if topology.monitor.tls {
+        security::ensure_pki(topology)?;
+        Some(WebLogin::load_or_create(topology)?)
+    } else {
+        None
+    };
+
     // Prometheus.
     let jobs = prometheus::jobs(topology);
     for job in &jobs {
@@ -136,7 +160,7 @@ pub fn generate(topology: &Topology, out_dir: &Path, options: &Options) -> Resul
         let text = to_json(&rel, &prometheus::targets_file(job))?;
         write_file(out_dir, &rel, text.as_bytes(), 0o644, &mut report)?;
     }
-    let prom = prometheus::config(topology, &jobs);
+    let prom = prometheus::config(topology, &jobs, login.as_ref().map(|l| l.username.as_str()));
     write_file(
         out_dir,
         "prometheus.yml",
@@ -200,14 +224,58 @@ pub fn generate(topology: &Topology, out_dir: &Path, options: &Options) -> Resul
             &mut report,
         )?;
     }
-    if let Some(tls) = &topology.monitor.tls {
-        copy_pki(
+    if let Some(login) = &login {
+        let mon = MonitoringPki::of(topology);
+        copy_pki(out_dir, files::MONITORING_CA, &mon.ca, 0o644, &mut report)?;
+        for (base, (cert, key)) in [
+            (
+                clusterkit_installer::pki::monitoring::PROMETHEUS_CLIENT,
+                &mon.prometheus_client,
+            ),
+            (
+                clusterkit_installer::pki::monitoring::ALERTMANAGER_CLIENT,
+                &mon.alertmanager_client,
+            ),
+        ] {
+            let (c, k) = files::pair(base);
+            copy_pki(out_dir, &c, cert, 0o644, &mut report)?;
+            copy_pki(out_dir, &k, key, 0o600, &mut report)?;
+        }
+        write_file(
             out_dir,
-            files::EXPORTER_CA,
-            &topology.resolve(&tls.ca_file),
+            files::WEB_PASSWORD,
+            login.password().as_bytes(),
+            0o600,
+            &mut report,
+        )?;
+        let node = web::render(web::NODE_EXPORTER, &web::node_exporter_context())?;
+        write_file(
+            out_dir,
+            web::NODE_EXPORTER,
+            node.as_bytes(),
             0o644,
             &mut report,
         )?;
+        let gossip = web::render_template(
+            web::CLUSTER_TEMPLATE.1,
+            web::ALERTMANAGER_CLUSTER,
+            &web::alertmanager_cluster_context(&install_dir),
+        )?;
+        write_file(
+            out_dir,
+            web::ALERTMANAGER_CLUSTER,
+            gossip.as_bytes(),
+            0o644,
+            &mut report,
+        )?;
+        // The bcrypt hash is no password, but it allows guessing one offline: private.
+        for (rel, ctx) in [
+            (web::PROMETHEUS, web::prometheus_context(login)),
+            (web::ALERTMANAGER, web::alertmanager_context(login)),
+        ] {
+            let text = web::render(rel, &ctx)?;
+            write_file(out_dir, rel, text.as_bytes(), 0o600, &mut report)?;
+        }
     }
     if let Some(auth) = &topology.monitor.basic_auth {
         let password =
@@ -249,16 +317,27 @@ pub fn generate(topology: &Topology, out_dir: &Path, options: &Options) -> Resul
                 .first()
                 .map(|h| h.endpoint(topology.monitor.ports.prometheus));
             format!(
-                "http://{}",
+                "{}://{}",
+                if login.is_some() { "https" } else { "http" },
                 host.unwrap_or_else(|| format!("127.0.0.1:{}", topology.monitor.ports.prometheus))
             )
         });
     let rel = "grafana/provisioning/datasources/clusterkit.yaml";
+    let datasource = match &login {
+        Some(login) => {
+            let ca = std::fs::read_to_string(&MonitoringPki::of(topology).ca)
+                .map_err(|e| MonitorError::io(MonitoringPki::of(topology).ca, e))?;
+            grafana::datasource(&prometheus_url, Some((login, &ca)))
+        }
+        None => grafana::datasource(&prometheus_url, None),
+    };
+    // With the login in it, only Grafana may read it.
+    let mode = if login.is_some() { 0o600 } else { 0o644 };
     write_file(
         out_dir,
         rel,
-        to_yaml(rel, &grafana::datasource(&prometheus_url))?.as_bytes(),
-        0o644,
+        to_yaml(rel, &datasource)?.as_bytes(),
+        mode,
         &mut report,
     )?;
     let dashboards_dir = install_dir.join("grafana/dashboards");

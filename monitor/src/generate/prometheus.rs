@@ -5,10 +5,16 @@
 //! against the cluster's CA (no `insecure_skip_verify` anywhere) and authenticates with a client
 //! certificate copied into `tls/`. Paths are relative: Prometheus resolves them against the
 //! directory of prometheus.yml, so the generated directory can be moved or uploaded as a whole.
+//!
+//! With `monitor.tls` (the default) node-exporter and the exporter are scraped over HTTPS with
+//! Prometheus's client certificate of the monitoring CA and verified against that CA, and
+//! Prometheus sends alerts to Alertmanager over HTTPS with the web login.
 
 use std::time::Duration;
 
 use serde_json::{json, Value};
+
+use clusterkit_installer::pki::monitoring;
 
 use crate::duration::PromDuration;
 use crate::topology::{role, Host, Topology};
@@ -21,9 +27,17 @@ pub mod files {
     pub const KUBE_CA: &str = "tls/ca.crt";
     pub const KUBE_CLIENT_CERT: &str = "tls/kube-metrics-client.crt";
     pub const KUBE_CLIENT_KEY: &str = "tls/kube-metrics-client.key";
-    pub const EXPORTER_CA: &str = "tls/exporter-ca.crt";
     pub const EXPORTER_PASSWORD: &str = "secrets/exporter-password";
     pub const RULES: &str = "rules/clusterkit-alerts.yml";
+    /// The web login's password (Prometheus's credentials for Alertmanager).
+    pub const WEB_PASSWORD: &str = "secrets/web-password";
+    /// The monitoring CA certificate.
+    pub const MONITORING_CA: &str = super::monitoring::CA;
+
+    /// A monitoring pair's certificate and key (`tls/<name>.crt`, `.key`).
+    pub fn pair(base: &str) -> (String, String) {
+        (format!("{base}.crt"), format!("{base}.key"))
+    }
 }
 
 /// One scrape job: its name, which hosts and port, and how to talk to it.
@@ -36,9 +50,16 @@ pub struct Job {
 
 /// TLS settings of a job, as paths relative to the output directory.
 pub struct JobTls {
-    pub ca_file: &'static str,
-    pub client: Option<(&'static str, &'static str)>,
-    pub server_name: Option<String>,
+    pub ca_file: String,
+    pub client: Option<(String, String)>,
+}
+
+/// Scraped with Prometheus's client certificate, verified against the monitoring CA.
+fn monitoring_tls() -> JobTls {
+    JobTls {
+        ca_file: files::MONITORING_CA.to_string(),
+        client: Some(files::pair(monitoring::PROMETHEUS_CLIENT)),
+    }
 }
 
 fn host_targets<'a>(
@@ -55,36 +76,36 @@ pub fn jobs(topology: &Topology) -> Vec<Job> {
     let ports = &topology.monitor.ports;
     let kube_tls = || {
         Some(JobTls {
-            ca_file: files::KUBE_CA,
-            client: Some((files::KUBE_CLIENT_CERT, files::KUBE_CLIENT_KEY)),
-            server_name: None,
+            ca_file: files::KUBE_CA.to_string(),
+            client: Some((
+                files::KUBE_CLIENT_CERT.to_string(),
+                files::KUBE_CLIENT_KEY.to_string(),
+            )),
         })
     };
-    let exporter_tls = topology.monitor.tls.as_ref().map(|t| JobTls {
-        ca_file: files::EXPORTER_CA,
-        client: None,
-        server_name: t.server_name.clone(),
-    });
+    let secured = topology.monitor.tls;
     let jobs = vec![
         Job {
             name: "clusterkit",
             targets: topology.exporter_targets(),
-            tls: exporter_tls,
+            tls: secured.then(monitoring_tls),
             metrics_path: "/metrics",
         },
         Job {
             name: "node",
             targets: host_targets(topology.hosts.iter(), ports.node_exporter),
-            tls: None,
+            tls: secured.then(monitoring_tls),
             metrics_path: "/metrics",
         },
         Job {
             name: "etcd",
             targets: host_targets(topology.hosts_with(role::ETCD), ports.etcd),
             tls: Some(JobTls {
-                ca_file: files::ETCD_CA,
-                client: Some((files::ETCD_CLIENT_CERT, files::ETCD_CLIENT_KEY)),
-                server_name: None,
+                ca_file: files::ETCD_CA.to_string(),
+                client: Some((
+                    files::ETCD_CLIENT_CERT.to_string(),
+                    files::ETCD_CLIENT_KEY.to_string(),
+                )),
             }),
             metrics_path: "/metrics",
         },
@@ -140,14 +161,28 @@ fn scrape_timeout(interval: PromDuration) -> PromDuration {
     PromDuration(interval.as_duration().min(Duration::from_secs(10)))
 }
 
-/// prometheus.yml.
-pub fn config(topology: &Topology, jobs: &[Job]) -> Value {
+/// prometheus.yml; `web_user`: the login Prometheus uses with Alertmanager (`monitor.tls`).
+pub fn config(topology: &Topology, jobs: &[Job], web_user: Option<&str>) -> Value {
     let m = &topology.monitor;
     let alertmanagers: Vec<String> = topology
         .monitor_hosts()
         .into_iter()
         .map(|h| h.endpoint(m.ports.alertmanager))
         .collect();
+    let mut alertmanager = json!({ "static_configs": [{ "targets": alertmanagers }] });
+    if let Some(user) = web_user {
+        let (cert, key) = files::pair(monitoring::ALERTMANAGER_CLIENT);
+        alertmanager["scheme"] = json!("https");
+        alertmanager["basic_auth"] = json!({
+            "username": user,
+            "password_file": files::WEB_PASSWORD,
+        });
+        alertmanager["tls_config"] = json!({
+            "ca_file": files::MONITORING_CA,
+            "cert_file": cert,
+            "key_file": key,
+        });
+    }
     let scrape_configs: Vec<Value> = jobs
         .iter()
         .map(|job| {
@@ -159,12 +194,9 @@ pub fn config(topology: &Topology, jobs: &[Job]) -> Value {
             });
             if let Some(tls) = &job.tls {
                 let mut t = json!({ "ca_file": tls.ca_file });
-                if let Some((cert, key)) = tls.client {
+                if let Some((cert, key)) = &tls.client {
                     t["cert_file"] = json!(cert);
                     t["key_file"] = json!(key);
-                }
-                if let Some(name) = &tls.server_name {
-                    t["server_name"] = json!(name);
                 }
                 sc["tls_config"] = t;
             }
@@ -187,9 +219,7 @@ pub fn config(topology: &Topology, jobs: &[Job]) -> Value {
             "external_labels": { "cluster": topology.name },
         },
         "rule_files": [files::RULES],
-        "alerting": {
-            "alertmanagers": [{ "static_configs": [{ "targets": alertmanagers }] }],
-        },
+        "alerting": { "alertmanagers": [alertmanager] },
         "scrape_configs": scrape_configs,
     })
 }

@@ -1,10 +1,11 @@
 //! Certificates clusterkit issued: seconds until expiry and the fraction of the lifetime left,
 //! for every PEM certificate and every kubeconfig's embedded client certificate, read
 //!
-//! - live from every node over SSH ([`REMOTE_SCRIPT`], label `host="<name>"`, absolute path):
-//!   `/etc/kubernetes/pki/**/*.crt`, `/etc/kubernetes/*.conf` and the kubelet's current client
-//!   and serving certificates (`/var/lib/kubelet/pki/*.crt`, `kubelet-*-current.pem`), so a
-//!   certificate renewed or rotated on a node is seen as it is there;
+//! - live from every node over SSH ([`remote_script`], label `host="<name>"`, absolute path):
+//!   `/etc/kubernetes/pki/**/*.crt`, `/etc/kubernetes/*.conf`, the kubelet's current client
+//!   and serving certificates (`/var/lib/kubelet/pki/*.crt`, `kubelet-*-current.pem`) and the
+//!   monitoring stack's (`/etc/prometheus/clusterkit/tls/*.crt`), so a certificate renewed or
+//!   rotated on a node is seen as it is there;
 //! - and from the operator's copy under the state directory (`host="local"`, relative path:
 //!   `pki/apiserver.crt`, `admin.conf`), the files clusterkit uploads and the admin
 //!   kubeconfig the operator uses.
@@ -58,7 +59,14 @@ impl CertCollector {
 
 /// Prints `==> PATH` and then the certificate text of every certificate file and kubeconfig
 /// clusterkit puts on a node, without private keys.
-pub const REMOTE_SCRIPT: &str = r#"for f in /etc/kubernetes/pki/*.crt /etc/kubernetes/pki/*/*.crt /etc/kubernetes/*.conf /var/lib/kubelet/pki/*.crt /var/lib/kubelet/pki/kubelet-client-current.pem /var/lib/kubelet/pki/kubelet-server-current.pem; do
+pub fn remote_script() -> String {
+    REMOTE_SCRIPT.replace(
+        "{MONITORING_DIR}",
+        clusterkit_installer::pki::monitoring::DIR,
+    )
+}
+
+const REMOTE_SCRIPT: &str = r#"for f in /etc/kubernetes/pki/*.crt /etc/kubernetes/pki/*/*.crt /etc/kubernetes/*.conf /var/lib/kubelet/pki/*.crt /var/lib/kubelet/pki/kubelet-client-current.pem /var/lib/kubelet/pki/kubelet-server-current.pem {MONITORING_DIR}/tls/*.crt; do
   [ -f "$f" ] || continue
   echo "==> $f"
   case "$f" in
@@ -69,7 +77,7 @@ done
 true
 "#;
 
-/// Parses [`REMOTE_SCRIPT`]'s output into certificates labelled with their absolute paths.
+/// Parses [`remote_script`]'s output into certificates labelled with their absolute paths.
 pub fn parse_remote(output: &str) -> Vec<CertInfo> {
     let mut found = Vec::new();
     let mut flush = |path: &Option<String>, body: &str| {
@@ -255,7 +263,7 @@ impl Collector for CertCollector {
             let semaphore = &semaphore;
             async move {
                 let _permit = semaphore.acquire().await.ok();
-                let command = Command::new(REMOTE_SCRIPT).timeout(self.timeout);
+                let command = Command::new(remote_script()).timeout(self.timeout);
                 let result =
                     tokio::time::timeout(self.timeout * 2, exec.run_checked(&command)).await;
                 (host, result)

@@ -103,7 +103,7 @@ pub async fn https_get(
     } else {
         format!("{address}:{port}")
     };
-    let (status, body) = http1_get(tls, &host, path).await?;
+    let (status, body) = http1_get(tls, &host, path, None).await?;
     Ok((
         status,
         String::from_utf8_lossy(&body[..body.len().min(256)]).into_owned(),
@@ -111,8 +111,13 @@ pub async fn https_get(
 }
 
 /// One HTTP/1.1 GET of `path` over an open connection `io` (plain TCP or TLS), `host` as the
-/// Host header; Ok(status, body) or a short reason.
-pub async fn http1_get<S>(io: S, host: &str, path: &str) -> Result<(u16, Bytes), String>
+/// Host header, with an `Authorization` header when given; Ok(status, body) or a short reason.
+pub async fn http1_get<S>(
+    io: S,
+    host: &str,
+    path: &str,
+    authorization: Option<&str>,
+) -> Result<(u16, Bytes), String>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -120,8 +125,11 @@ where
         .await
         .map_err(|e| format!("HTTP: {e}"))?;
     let conn = tokio::spawn(conn);
-    let request = hyper::Request::get(path)
-        .header(hyper::header::HOST, host)
+    let mut request = hyper::Request::get(path).header(hyper::header::HOST, host);
+    if let Some(value) = authorization {
+        request = request.header(hyper::header::AUTHORIZATION, value);
+    }
+    let request = request
         .body(Empty::<Bytes>::new())
         .map_err(|e| format!("request: {e}"))?;
     let response = sender
