@@ -7,21 +7,7 @@
 #      KEEP_EVENTS=DIR to keep the event logs, RERUNS (default 1) idempotent reruns per size.
 # Prints markdown; paste it into bench/install/RESULTS.md with the date, the binary and the load.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
-. scripts/env.sh
-[ -n "${CLUSTERKIT_KUBE_BIN_DIR:-}" ] || { echo "CLUSTERKIT_KUBE_BIN_DIR unset: run scripts/deps.sh" >&2; exit 1; }
-CK=${CK:-${CARGO_TARGET_DIR:-./target}/release/clusterkit}
-[ -x "$CK" ] || cargo build --release -q
-SIZES=("$@"); [ ${#SIZES[@]} -gt 0 ] || SIZES=(1 3 6)
-RERUNS=${RERUNS:-1}
-WORK=$(mktemp -d)
-EVENTS=${KEEP_EVENTS:-$WORK/events}; mkdir -p "$EVENTS"
-name=
-cleanup() { [ -z "$name" ] || $CK sandbox down --name "$name" >/dev/null 2>&1 || true; rm -rf "$WORK"; }
-trap cleanup EXIT
-# Packages (containerd, runc, zstd, etcd-server, CNI plugins), the Kubernetes binaries of
-# $CLUSTERKIT_KUBE_BIN_DIR and the pause/busybox images.
-$CK bundle build --out "$WORK/bundle" >/dev/null
+. "$(dirname "$0")/common.sh"
 
 echo "binary: $CK ($(stat -c %y "$CK" | cut -d. -f1)); $(nproc) cores; $(date -u +%Y-%m-%dT%H:%MZ)"
 echo

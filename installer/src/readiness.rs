@@ -492,9 +492,9 @@ async fn probe_checks(cluster: &Cluster, client: &kube::Client, ready: &[String]
         ));
     }
     // Every pod probes at once: the pods are independent, and each may need a few attempts.
-    let per_pod = running.iter().map(|(from, (pod, _))| {
-        probe_from(&pods, from, pod, &running, service_ip.as_deref())
-    });
+    let per_pod = running
+        .iter()
+        .map(|(from, (pod, _))| probe_from(&pods, from, pod, &running, service_ip.as_deref()));
     for checks in futures::future::join_all(per_pod).await {
         out.extend(checks);
     }

@@ -617,12 +617,22 @@ impl SshExecutor {
                 true,
             )
             .await?;
+        self.transfer_result(output, "upload", path).map(drop)
+    }
+
+    /// `output`'s stdout, or the transfer's error with the tail of its stderr.
+    fn transfer_result(
+        &self,
+        output: Output,
+        operation: &'static str,
+        path: &str,
+    ) -> Result<Vec<u8>, ExecError> {
         if output.success() {
-            Ok(())
+            Ok(output.stdout)
         } else {
             Err(ExecError::Transfer {
                 host: self.target.name.clone(),
-                operation: "upload",
+                operation,
                 path: path.to_string(),
                 message: super::tail(&output.stderr_str()).to_string(),
             })
@@ -1001,16 +1011,7 @@ impl Executor for SshExecutor {
         let output = self
             .run_retrying(&line, &line, None, self.target.command_timeout, true)
             .await?;
-        if output.success() {
-            Ok(output.stdout)
-        } else {
-            Err(ExecError::Transfer {
-                host: self.target.name.clone(),
-                operation: "download",
-                path: path.to_string(),
-                message: super::tail(&output.stderr_str()).to_string(),
-            })
-        }
+        self.transfer_result(output, "download", path)
     }
 }
 

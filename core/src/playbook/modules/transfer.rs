@@ -33,6 +33,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use super::files::{attr_diff, change_message, chown_spec};
 use super::{sh_quote, ModuleError, Outcome, TaskCx};
 use crate::exec::{Encoding, SharedUpload, UploadOptions};
 
@@ -59,12 +60,15 @@ pub fn stamp_path(dest: &str) -> Option<String> {
 pub struct Transfers {
     /// Prepared content by (local file, encoding); each cell is filled once, by the first host
     /// that needs it, while the others wait for it.
-    prepared: Mutex<HashMap<(PathBuf, Encoding), Arc<tokio::sync::OnceCell<Prepared>>>>,
+    prepared: Mutex<HashMap<(PathBuf, Encoding), PreparedCell>>,
     /// sha256 of local files outside the bundle manifest, by path, size and mtime.
     digests: Mutex<HashMap<PathBuf, (u64, SystemTime, String)>>,
 }
 
 type Prepared = Result<SharedUpload, String>;
+
+/// Filled once by the first host that needs the file; the others wait on it.
+type PreparedCell = Arc<tokio::sync::OnceCell<Prepared>>;
 
 impl Transfers {
     /// The content of `path`, ready to send with `encoding`: prepared once, then shared.
@@ -333,23 +337,11 @@ pub async fn ensure_file(
     let changed_by_others = current.is_some_and(|f| f.stamp == StampState::Changed);
     // --verify-all found content that differs although the stamp vouched for it.
     let stamp_lied = current.is_some_and(|f| f.stamp == StampState::Wanted) && content_differs;
-    let mut attr_changes = Vec::new();
-    let mut fix = String::new();
-    let p = sh_quote(dest);
-    if let Some(c) = current {
-        if let Some(m) = mode.filter(|m| *m != c.mode) {
-            attr_changes.push(format!("mode {:o} → {m:o}", c.mode));
-            fix.push_str(&format!("chmod {m:o} {p}\n"));
-        }
-        if let Some(o) = owner.filter(|o| *o != c.owner) {
-            attr_changes.push(format!("owner {} → {o}", c.owner));
-            fix.push_str(&format!("chown {} {p}\n", sh_quote(o)));
-        }
-        if let Some(g) = group.filter(|g| *g != c.group) {
-            attr_changes.push(format!("group {} → {g}", c.group));
-            fix.push_str(&format!("chgrp {} {p}\n", sh_quote(g)));
-        }
-    }
+    let attrs = current
+        .map(|c| attr_diff(dest, (c.mode, &c.owner, &c.group), mode, owner, group))
+        .unwrap_or_default();
+    let attr_changes = attrs.changes;
+    let mut fix = attrs.fix;
     let why = if stamp_lied {
         " (its content differed although its size and times matched clusterkit's stamp)"
     } else if changed_by_others {
@@ -379,16 +371,7 @@ pub async fn ensure_file(
         };
         return Ok(Outcome::ok(message));
     }
-    let mut message = if current.is_none() {
-        format!("create {dest}")
-    } else if content_differs {
-        format!("update {dest}{why}")
-    } else {
-        format!("{dest}: {}", attr_changes.join(", "))
-    };
-    if content_differs && !attr_changes.is_empty() {
-        message = format!("{message} ({})", attr_changes.join(", "));
-    }
+    let message = change_message(dest, current.is_some(), content_differs, why, &attr_changes);
     if cx.check {
         let mut outcome = Outcome::changed(format!("would {message}"));
         if content_differs && !cx.no_log {
@@ -420,15 +403,9 @@ pub async fn ensure_file(
                 ))
             });
         }
-        let chown = match (owner, group) {
-            (Some(o), Some(g)) => Some(format!("{o}:{g}")),
-            (Some(o), None) => Some(o.to_string()),
-            (None, Some(g)) => Some(format!(":{g}")),
-            (None, None) => None,
-        };
         let options = UploadOptions {
             mode: mode.or(current.map(|c| c.mode)).unwrap_or(0o644),
-            owner: chown,
+            owner: chown_spec(owner, group),
             create_parents: true,
         };
         cx.exec.upload_shared(&content, dest, &options).await?;
