@@ -7,7 +7,7 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 mod cmd;
 #[cfg(test)]
@@ -54,6 +54,8 @@ enum Command {
     Token(cmd::token::Args),
     /// Check and renew the certificates and kubeconfigs clusterkit issued.
     Certs(cmd::certs::Args),
+    /// Print the shell completion script (bash, zsh, fish, elvish, powershell).
+    Completion(cmd::completion::Args),
 }
 
 impl Command {
@@ -73,6 +75,7 @@ impl Command {
             Command::Node(c) => c.run(global).await,
             Command::Token(c) => c.run(global).await,
             Command::Certs(c) => c.run(global).await,
+            Command::Completion(c) => c.print(&mut Cli::command()),
         }
     }
 }

@@ -117,6 +117,7 @@ fn etcd_started(sb: &SandboxGuard, node: &str) -> u64 {
 
 #[test]
 fn check_and_renew_on_three_nodes() {
+    let steps = common::Steps::new("certs check and renew");
     assert!(
         tool("CLUSTERKIT_OPENSSL", Path::new("/usr/bin/openssl")).is_file(),
         "openssl missing"
@@ -146,6 +147,7 @@ fn check_and_renew_on_three_nodes() {
         .join(",");
 
     // 1. Every expected file on every host, with the configured validity, as openssl sees it.
+    steps.enter("1. every expected file on every host, as openssl sees it");
     let rows = check(&cfg);
     let cp_files = [
         "ca",
@@ -229,6 +231,7 @@ fn check_and_renew_on_three_nodes() {
     assert!(!table.lines().any(|l| l.starts_with("node1")), "{table}");
 
     // 2. --fail-within for cron: fails only when something expires sooner.
+    steps.enter("2. --fail-within for cron: fails only when something expires sooner");
     run_ok(&mut ck(
         &cfg,
         &["certs", "check-expiration", "--fail-within", "30"],
@@ -250,6 +253,7 @@ fn check_and_renew_on_three_nodes() {
 
     // 3. Drift on the nodes is seen; `certs distribute` repairs it (and restarts etcd on the
     //    member whose peer certificate came back).
+    steps.enter("3. drift on the nodes seen, `certs distribute` repairs it");
     ssh(&sb, "node3", "rm /etc/kubernetes/pki/etcd/peer.crt");
     ssh(
         &sb,
@@ -299,6 +303,7 @@ fn check_and_renew_on_three_nodes() {
     assert!(check(&cfg).iter().all(|r| r["status"] == "ok"));
 
     // 4. Renew the etcd certificates with data in etcd.
+    steps.enter("4. renew the etcd certificates with data in etcd");
     run_ok(&mut etcdctl(
         &state,
         &endpoints,
@@ -373,6 +378,7 @@ fn check_and_renew_on_three_nodes() {
 
     // 5. A kubeconfig: only its host gets it, and only its user restarts.
     //    admin.conf next to cluster.yaml follows the state copy.
+    steps.enter("5. a kubeconfig: only its host gets it, and only its user restarts");
     let admin = sb.dir().join("admin.conf");
     let admin_before = std::fs::read(&admin).unwrap();
     let v = json_of(&mut ck(
@@ -428,6 +434,7 @@ fn check_and_renew_on_three_nodes() {
 
     // 6. The API server's serving certificate: renewed, restarted, and what it now presents
     //    over TLS is the new one; /readyz answers through the renewed admin.conf.
+    steps.enter("6. the API server's serving certificate renewed");
     let v = json_of(&mut ck(
         &cfg,
         &["-o", "json", "certs", "renew", "apiserver"],
@@ -487,6 +494,7 @@ fn check_and_renew_on_three_nodes() {
     let rows = check(&cfg);
 
     // 7. Refused: a CA (rotation is not supported) and an unknown name; nothing changed.
+    steps.enter("7. refused: a CA and an unknown name, nothing changed");
     let out = run_fail(&mut ck(&cfg, &["certs", "renew", "etcd-ca"]));
     assert!(
         stderr(&out).contains("CA rotation is not supported"),

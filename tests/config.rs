@@ -172,7 +172,7 @@ fn validate_summarises_hosts_and_roles() {
 }
 
 /// The resolved model of full.yaml (defaults, paths, parsed values) matches the recorded
-/// golden JSON. Set CLUSTERKIT_BLESS=1 to rewrite it after an intended change.
+/// golden JSON (`CLUSTERKIT_UPDATE_GOLDEN=1` rewrites it after an intended change).
 #[test]
 fn full_file_resolves_to_the_golden_model() {
     for name in ["full", "minimal", "sandbox"] {
@@ -188,17 +188,9 @@ fn full_file_resolves_to_the_golden_model() {
             .replace(&ws.path().display().to_string(), "$DIR")
             + "\n";
         let golden = data_dir("good").join(format!("{name}.resolved.json"));
-        if std::env::var_os("CLUSTERKIT_BLESS").is_some() {
-            std::fs::write(&golden, &text).unwrap();
+        if let Err(e) = common::golden::check(&golden, &text) {
+            panic!("{name}.yaml resolved differently: {e}");
         }
-        let want = std::fs::read_to_string(&golden)
-            .unwrap_or_else(|e| panic!("{}: {e} (run with CLUSTERKIT_BLESS=1)", golden.display()));
-        assert_eq!(
-            text,
-            want,
-            "{name}.yaml resolved differently from {}",
-            golden.display()
-        );
     }
 }
 

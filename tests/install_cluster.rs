@@ -112,6 +112,7 @@ fn install_whole_cluster_on_three_nodes_newer_release() {
 
 /// The whole scenario with the Kubernetes binaries of `kube_bin`, which are `version`.
 fn install_and_check(kube_bin: &Path, version: &str) {
+    let steps = common::Steps::new("install_cluster");
     let kube_bin = kube_bin.to_path_buf();
     // A name of this process's own: two runs of this test at once (several engineers share the
     // machine) must not share, and tear down, one sandbox.
@@ -141,6 +142,7 @@ fn install_and_check(kube_bin: &Path, version: &str) {
     let admin = sb.dir().join("admin.conf");
 
     // 1. Every phase.
+    steps.enter("1. every phase");
     let (summary, took) = install(&cfg, &work.path().join("first.jsonl"));
     eprintln!("install (all phases, 3 nodes): {:.1}s", took.as_secs_f64());
     for n in ["node1", "node2", "node3"] {
@@ -153,6 +155,7 @@ fn install_and_check(kube_bin: &Path, version: &str) {
     );
 
     // 2. etcd from this machine with the healthcheck certificate.
+    steps.enter("2. etcd from this machine with the healthcheck certificate");
     let endpoints = sb
         .nodes()
         .iter()
@@ -265,6 +268,7 @@ fn install_and_check(kube_bin: &Path, version: &str) {
     ));
 
     // 3. The control plane, with the release's own kubectl.
+    steps.enter("3. the control plane, with the release's own kubectl");
     assert_eq!(
         kubectl(&kube_bin, &admin, &["get", "--raw", "/readyz"]).trim(),
         "ok"
@@ -314,6 +318,7 @@ fn install_and_check(kube_bin: &Path, version: &str) {
     }
 
     // 4. Workers joined through TLS bootstrap.
+    steps.enter("4. workers joined through TLS bootstrap");
     let nodes = kubectl(
         &kube_bin,
         &admin,
@@ -438,6 +443,7 @@ fn install_and_check(kube_bin: &Path, version: &str) {
 
     // 5. Workloads: every node Ready, a Deployment spread over the nodes, pod-to-pod traffic
     // across nodes, a ClusterIP Service, endpoints following pod deletion.
+    steps.enter("5. workloads across the nodes");
     workloads(&kube_bin, &admin, work.path());
 
     // A serving CSR from node2's identity naming node3's address is not approved by the next
@@ -489,6 +495,7 @@ fn install_and_check(kube_bin: &Path, version: &str) {
     );
 
     // 6. Rerun: nothing changes.
+    steps.enter("6. rerun: nothing changes");
     let events = work.path().join("rerun.jsonl");
     let (again, took) = install(&cfg, &events);
     eprintln!("rerun (all phases, 3 nodes): {:.1}s", took.as_secs_f64());
@@ -541,6 +548,7 @@ fn install_and_check(kube_bin: &Path, version: &str) {
     );
 
     // 7. `--check` on the converged cluster: nothing to do.
+    steps.enter("7. `--check` on the converged cluster: nothing to do");
     let mut c = clusterkit();
     c.arg("-f")
         .arg(&cfg)
@@ -571,6 +579,7 @@ fn install_and_check(kube_bin: &Path, version: &str) {
     // 8. Backup timers on the control-plane host, etcd and namespaces, into one store on the
     //    node: both started at once, both back up (one waits for the store's lock), the
     //    namespace backup read through the real API server with the kubeconfig the timer got.
+    steps.enter("8. etcd and namespace backup timers on the control-plane host");
     let store = "file:///var/backups/clusterkit";
     for kind in ["etcd", "namespace"] {
         let mut c = clusterkit();

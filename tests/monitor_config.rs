@@ -225,12 +225,11 @@ fn tls_false_generates_the_plain_stack_and_warns() {
 
 /// The web config templates against their golden files (`tests/data/monitor-web/<case>/`):
 /// `case.json` names the template and its context, `expected` is the output.
-/// `UPDATE_GOLDEN=1` rewrites them.
+/// `CLUSTERKIT_UPDATE_GOLDEN=1` rewrites them.
 #[test]
 fn web_config_template_matches_golden_files() {
     use clusterkit_monitor::generate::web;
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/monitor-web");
-    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
     let mut cases: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -249,17 +248,9 @@ fn web_config_template_matches_golden_files() {
             .1;
         covered.insert(name.to_string());
         let got = web::render_template(template, "case", &spec["context"]).unwrap();
-        let expected = case.join("expected");
-        if update {
-            std::fs::write(&expected, &got).unwrap();
-            continue;
+        if let Err(e) = common::golden::check(&case.join("expected"), &got) {
+            panic!("{}: {e}", case.display());
         }
-        assert_eq!(
-            got,
-            std::fs::read_to_string(&expected).unwrap(),
-            "{} differs from its golden file",
-            case.display()
-        );
     }
     assert_eq!(
         covered.len(),

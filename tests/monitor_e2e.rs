@@ -418,7 +418,7 @@ monitor:
     });
     assert!(all_up, "targets not as expected:\n{last}\n{}", logs(dir));
     // The exporter's threads (runtime workers, blocking pool) have all allocated by now, and
-    // share the main malloc arena: one arena each would be heap the exporter keeps (issue 6).
+    // share the main malloc arena: one arena each would be heap the exporter keeps.
     assert_eq!(
         malloc_arenas(exporter.0.id()),
         0,

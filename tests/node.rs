@@ -216,6 +216,7 @@ spec:
 
 #[test]
 fn add_and_remove_a_node() {
+    let steps = common::Steps::new("node add and remove");
     let kube_bin = common::kube_bin();
     let sb = SandboxGuard::up(UpOptions::new("nodeadd", 4))
         .expect("sandbox up (needs root and scripts/deps.sh)");
@@ -241,6 +242,7 @@ fn add_and_remove_a_node() {
     let admin = sb.dir().join("admin.conf");
 
     // 1. The cluster on node1..node3.
+    steps.enter("1. the cluster on node1..node3");
     let (summary, took) = json_ok(&mut ck(&cfg, &["-o", "json", "install"]));
     eprintln!("install (all phases, 3 nodes): {:.1}s", took.as_secs_f64());
     for n in OLD {
@@ -253,6 +255,7 @@ fn add_and_remove_a_node() {
     let before: Vec<String> = OLD.iter().map(|n| started_at(&sb, n)).collect();
 
     // 2. node4 listed, then added.
+    steps.enter("2. node4 listed, then added");
     std::fs::write(&cfg, &four).unwrap();
     let out = run_fail(&mut ck(&cfg, &["node", "add", "node2"]));
     assert!(
@@ -350,6 +353,7 @@ fn add_and_remove_a_node() {
     );
 
     // 3. The last control-plane host cannot be removed.
+    steps.enter("3. the last control-plane host cannot be removed");
     let out = run_fail(&mut ck(&cfg, &["node", "remove", "node1", "--yes"]));
     assert!(
         stderr(&out).contains("refusing to remove node1")
@@ -360,6 +364,7 @@ fn add_and_remove_a_node() {
 
     // 4. A workload on node4 (node3, its other allowed node, cordoned meanwhile), and a
     //    DaemonSet everywhere.
+    steps.enter("4. a workload on node4 and a DaemonSet everywhere");
     kubectl(&kube_bin, &admin, &["cordon", "node3"]);
     let mut apply = kubectl_cmd(&kube_bin, &admin, &["apply", "-f", "-"]);
     apply
@@ -435,6 +440,7 @@ fn add_and_remove_a_node() {
     fetch(&kube_bin, &admin, &service, &format!("hello-from-{web}"));
 
     // 5. --check: reports the drain, changes nothing.
+    steps.enter("5. --check: reports the drain, changes nothing");
     let (v, _) = json_ok(&mut ck(
         &cfg,
         &["-o", "json", "node", "remove", "node4", "--check"],
@@ -472,6 +478,7 @@ fn add_and_remove_a_node() {
     assert_eq!(pods_on_node4("app=web"), std::slice::from_ref(&web));
 
     // 6. The removal.
+    steps.enter("6. the removal");
     let (v, took) = json_ok(&mut ck(
         &cfg,
         &["-o", "json", "node", "remove", "node4", "--yes"],
@@ -572,6 +579,7 @@ fn add_and_remove_a_node() {
     //    cluster-info, then the kubeadm-config and kubelet-config-1.20 ConfigMaps read with the
     //    bootstrap token (`join phase preflight`), then the whole join: kubeadm writes the
     //    kubelet's config from the ConfigMap, the kubelet bootstraps and registers.
+    steps.enter("7. kubeadm compatibility: token create --print-join-command");
     let join = stdout(&run_ok(&mut ck(
         &cfg,
         &["token", "create", "--print-join-command"],

@@ -1,10 +1,12 @@
 //! Golden-file tests for every built-in template: `tests/data/templates/<case>/case.json`
 //! names a template and the context to render it with; `expected` is what it must produce.
-//! Regenerate after an intended change with `UPDATE_GOLDEN=1 cargo test --test
+//! Regenerate after an intended change with `CLUSTERKIT_UPDATE_GOLDEN=1 cargo test --test
 //! playbook_templates`, then review the diff.
 //!
 //! A second test renders every template with the context the installer builds from a real
 //! cluster.yaml, so a variable renamed on one side fails here and not on a node.
+
+mod common;
 
 use std::path::{Path, PathBuf};
 
@@ -23,7 +25,6 @@ fn render(template: &str, context: &Value) -> Result<String, String> {
 
 #[test]
 fn templates_match_golden_files() {
-    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
     let mut covered = std::collections::BTreeSet::new();
     let mut cases: Vec<PathBuf> = std::fs::read_dir(cases_dir())
         .unwrap()
@@ -39,23 +40,9 @@ fn templates_match_golden_files() {
         covered.insert(format!("templates/{template}"));
         let got =
             render(template, &case["context"]).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-        let expected_path = dir.join("expected");
-        if update {
-            std::fs::write(&expected_path, &got).unwrap();
-            continue;
+        if let Err(e) = common::golden::check(&dir.join("expected"), &got) {
+            panic!("{}: {e}", dir.display());
         }
-        let expected = std::fs::read_to_string(&expected_path).unwrap_or_else(|e| {
-            panic!(
-                "{}: {e} (run with UPDATE_GOLDEN=1 to create it)",
-                expected_path.display()
-            )
-        });
-        assert_eq!(
-            got,
-            expected,
-            "{} renders differently from its golden file",
-            dir.display()
-        );
     }
     // Every built-in template has at least one golden case.
     for name in phases::library(&[]).embedded_names("templates/") {

@@ -2,7 +2,7 @@
 //! commit (manifest written last), list, describe, verify, delete, and the cleanup of what
 //! interrupted runs left behind.
 //!
-//! This is the public API other crates use: the namespace backup (issue 7) stages its tar
+//! This is the public API other crates use: the namespace backup stages its tar
 //! stream with [`stage`] and commits with [`commit`]; the monitor reads backups with
 //! [`list_manifests`] and the latest run per kind with [`crate::status::read_status`].
 //!

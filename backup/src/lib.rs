@@ -1,9 +1,11 @@
-//! clusterkit's backups: etcd snapshots (and namespaces, issue 7) streamed to S3 or a directory,
-//! verified, optionally encrypted, retained and scheduled; and restores from them.
+//! clusterkit's backups: etcd snapshots and namespaces streamed to S3 or a directory, verified,
+//! optionally encrypted, retained and scheduled; and restores from them (one etcd member, the
+//! whole etcd cluster, or a namespace into a live cluster).
 //!
 //! Entry points: [`store::open_store`] opens `s3://…` or `file://…`; [`etcd::backup_etcd`]
-//! takes a snapshot; [`catalog`] lists, verifies and deletes backups (and is how other kinds
-//! stage and commit theirs); [`retention::prune`]; [`restore::restore_local`];
+//! takes a snapshot; [`namespace`] backs up and restores namespaces; [`catalog`] lists, verifies and deletes backups (and is how other kinds
+//! stage and commit theirs); [`retention::prune`]; [`restore::restore_local`] (one member) and
+//! [`restore_cluster`] (every member, from the control-plane hosts);
 //! [`schedule`] runs the daemon; [`status`] holds the per-kind status and metrics the monitor
 //! reads.
 

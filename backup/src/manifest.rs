@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 /// Every prefix under which backups live.
 pub const BACKUPS: &str = "backups/";
 
-/// What a backup holds. Namespace backups (issue 7) reuse everything but the payload.
+/// What a backup holds. Namespace backups reuse everything but the payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {

@@ -4,6 +4,9 @@
 //! To accept a deliberate change: `CLUSTERKIT_UPDATE_GOLDEN=1 cargo test -p
 //! clusterkit-installer --test versions`, then review the diff of the golden files.
 
+#[path = "../../tests/common/golden.rs"]
+mod golden;
+
 use std::path::PathBuf;
 
 use clusterkit_installer::versions::{self, Component, FlagInput, KubeVersion};
@@ -31,7 +34,6 @@ fn golden_dir(version: &str) -> PathBuf {
 }
 
 fn check_golden(version: &str) {
-    let update = std::env::var_os("CLUSTERKIT_UPDATE_GOLDEN").is_some();
     let mut mismatches = Vec::new();
     for c in Component::ALL {
         let rendered = versions::render_flags(c, &input(version))
@@ -39,22 +41,8 @@ fn check_golden(version: &str) {
             .join("\n")
             + "\n";
         let path = golden_dir(version).join(format!("{}.flags", c.name()));
-        if update {
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(&path, &rendered).unwrap();
-            continue;
-        }
-        let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-            panic!(
-                "{}: {e} (CLUSTERKIT_UPDATE_GOLDEN=1 creates it)",
-                path.display()
-            )
-        });
-        if want != rendered {
-            mismatches.push(format!(
-                "{}:\n--- golden\n{want}--- rendered\n{rendered}",
-                path.display()
-            ));
+        if let Err(e) = golden::check(&path, &rendered) {
+            mismatches.push(e);
         }
     }
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));

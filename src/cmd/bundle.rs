@@ -22,7 +22,7 @@ use clusterkit_installer::phases::RUNTIME_PACKAGES;
 use clusterkit_installer::release;
 use clusterkit_installer::versions::KubeVersion;
 
-use super::{Global, OutputFormat};
+use super::Global;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -131,24 +131,21 @@ impl Args {
                 let manifest = tokio::task::spawn_blocking(move || bundle::build(&opts))
                     .await?
                     .with_context(|| format!("building the bundle in {}", out.display()))?;
-                match global.output {
-                    OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&manifest)?),
-                    _ => {
-                        for p in &manifest.packages {
-                            println!("{:<24} {:<32} {}", p.name, p.version, p.file);
-                        }
-                        for b in &manifest.binaries {
-                            let kind = if b.file.starts_with("images/") {
-                                "(image)"
-                            } else {
-                                "(binary)"
-                            };
-                            println!("{:<24} {:<32} {}", b.name, kind, b.file);
-                        }
-                        println!("{}", out.join("manifest.json").display());
+                global.output.print(&manifest, || {
+                    let mut text = String::new();
+                    for p in &manifest.packages {
+                        text += &format!("{:<24} {:<32} {}\n", p.name, p.version, p.file);
                     }
-                }
-                Ok(())
+                    for b in &manifest.binaries {
+                        let kind = if b.file.starts_with("images/") {
+                            "(image)"
+                        } else {
+                            "(binary)"
+                        };
+                        text += &format!("{:<24} {:<32} {}\n", b.name, kind, b.file);
+                    }
+                    text + &format!("{}\n", out.join("manifest.json").display())
+                })
             }
             BundleCommand::Verify { dir } => {
                 let b = Bundle::load(&dir).map_err(anyhow::Error::msg)?;
@@ -159,14 +156,21 @@ impl Args {
                     .iter()
                     .filter(|f| f.file.starts_with("images/"))
                     .count();
-                println!(
-                    "{}: {} packages, {} binaries and {} image files match the manifest",
-                    dir.display(),
+                let (packages, binaries) = (
                     b.manifest.packages.len(),
                     b.manifest.binaries.len() - images,
-                    images
                 );
-                Ok(())
+                let value = serde_json::json!({
+                    "dir": dir, "ok": true, "packages": packages, "binaries": binaries,
+                    "images": images,
+                });
+                global.output.print(&value, || {
+                    format!(
+                        "{}: {packages} packages, {binaries} binaries and {images} image files \
+                         match the manifest\n",
+                        dir.display()
+                    )
+                })
             }
         }
     }

@@ -14,7 +14,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use anyhow::Context;
-use clusterkit_core::config::{self, Cluster, Host};
+use clusterkit_core::config::{Cluster, Host};
 use clusterkit_core::exec::ssh::SshExecutor;
 use clusterkit_core::exec::Executor;
 use clusterkit_core::fanout::{self, Fanout, HostResult};
@@ -22,7 +22,7 @@ use clusterkit_installer::certs::{self, CertsError, ExpiryRow, NodeOutcome};
 use clusterkit_installer::phases::etcd as etcd_phase;
 use clusterkit_installer::pki::{MonitoringInput, StateLayout};
 
-use super::{Global, OutputFormat, Selection};
+use super::{Global, Selection};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -90,23 +90,12 @@ struct DistributeArgs {
 
 impl Args {
     pub async fn run(self, global: Global) -> anyhow::Result<()> {
-        if global.output == OutputFormat::Yaml {
-            anyhow::bail!("certs prints table or json output, not yaml");
-        }
         match self.command {
             CertsCommand::CheckExpiration(a) => a.run(global).await,
             CertsCommand::Renew(a) => a.run(global).await,
             CertsCommand::Distribute(a) => a.run(global).await,
         }
     }
-}
-
-fn load(global: &Global) -> anyhow::Result<Cluster> {
-    let loaded = config::load(&global.config)?;
-    for warning in &loaded.warnings {
-        eprintln!("{warning}");
-    }
-    Ok(loaded.cluster)
 }
 
 fn fan(cluster: &Cluster, selection: &Selection, label: &str) -> Fanout {
@@ -118,7 +107,7 @@ fn fan(cluster: &Cluster, selection: &Selection, label: &str) -> Fanout {
 
 impl CheckArgs {
     async fn run(self, global: Global) -> anyhow::Result<()> {
-        let cluster = load(&global)?;
+        let cluster = super::load_cluster(&global)?;
         let hosts = cluster
             .select(&self.selection.hosts, &self.selection.roles)
             .with_context(|| format!("selecting hosts in {}", global.config.display()))?;
@@ -158,17 +147,10 @@ impl CheckArgs {
                     .map(|e| serde_json::json!({ "host": r.host, "error": e.to_string() }))
             })
             .collect();
-        if global.output == OutputFormat::Json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&serde_json::json!({
-                    "certificates": rows,
-                    "errors": errors,
-                }))?
-            );
-        } else {
-            print!("{}", certs::expiry_table(&rows));
-        }
+        global.output.print(
+            &serde_json::json!({ "certificates": rows, "errors": errors }),
+            || certs::expiry_table(&rows),
+        )?;
         for r in &results {
             if let Err(e) = &r.result {
                 eprintln!("{e}");
@@ -290,27 +272,26 @@ async fn distribute_and_report(
     for (_, ssh) in &connected {
         ssh.close().await;
     }
-    if global.output == OutputFormat::Json {
-        let hosts: Vec<serde_json::Value> = results
-            .iter()
-            .map(|r| match &r.result {
-                Ok(o) => serde_json::json!({
-                    "host": r.host, "status": "ok", "uploaded": o.uploaded, "restarted": o.restarted,
-                }),
-                Err(e) => serde_json::json!({ "host": r.host, "status": "failed", "error": e.to_string() }),
-            })
-            .collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "renewed": renewed.unwrap_or_default(),
-                "hosts": hosts,
-            }))?
-        );
-    } else {
+    let hosts: Vec<serde_json::Value> = results
+        .iter()
+        .map(|r| match &r.result {
+            Ok(o) => serde_json::json!({
+                "host": r.host, "status": "ok", "uploaded": o.uploaded, "restarted": o.restarted,
+            }),
+            Err(e) => {
+                serde_json::json!({ "host": r.host, "status": "failed", "error": e.to_string() })
+            }
+        })
+        .collect();
+    let value = serde_json::json!({
+        "renewed": renewed.unwrap_or_default(),
+        "hosts": hosts,
+    });
+    global.output.print(&value, || {
+        let mut out = String::new();
         if let Some(renewed) = renewed {
-            print_renewed(renewed);
-            println!();
+            out.push_str(&renewed_table(renewed));
+            out.push('\n');
         }
         let rows: Vec<Vec<String>> = results
             .iter()
@@ -335,11 +316,12 @@ async fn distribute_and_report(
                 ],
             })
             .collect();
-        print!(
-            "{}",
-            fanout::table(&["HOST", "STATUS", "UPLOADED", "RESTARTED", "ERROR"], &rows)
-        );
-    }
+        out.push_str(&fanout::table(
+            &["HOST", "STATUS", "UPLOADED", "RESTARTED", "ERROR"],
+            &rows,
+        ));
+        out
+    })?;
     for r in &results {
         if let Err(e) = &r.result {
             eprintln!("{e}");
@@ -349,7 +331,7 @@ async fn distribute_and_report(
     Ok(())
 }
 
-fn print_renewed(renewed: &[certs::Renewed]) {
+fn renewed_table(renewed: &[certs::Renewed]) -> String {
     let rows: Vec<Vec<String>> = renewed
         .iter()
         .map(|r| {
@@ -361,15 +343,12 @@ fn print_renewed(renewed: &[certs::Renewed]) {
             ]
         })
         .collect();
-    print!(
-        "{}",
-        fanout::table(&["RENEWED", "OLD SERIAL", "NEW SERIAL", "EXPIRES"], &rows)
-    );
+    fanout::table(&["RENEWED", "OLD SERIAL", "NEW SERIAL", "EXPIRES"], &rows)
 }
 
 impl RenewArgs {
     async fn run(self, global: Global) -> anyhow::Result<()> {
-        let cluster = load(&global)?;
+        let cluster = super::load_cluster(&global)?;
         let layout = StateLayout::from_cluster(&cluster);
         let input = certs::pki_input(&cluster);
         let monitoring = MonitoringInput::from_cluster(&cluster);
@@ -384,17 +363,10 @@ impl RenewArgs {
             );
         }
         if self.no_distribute {
-            if global.output == OutputFormat::Json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(
-                        &serde_json::json!({ "renewed": renewed, "hosts": [] })
-                    )?
-                );
-            } else {
-                print_renewed(&renewed);
-            }
-            return Ok(());
+            return global.output.print(
+                &serde_json::json!({ "renewed": renewed, "hosts": [] }),
+                || renewed_table(&renewed),
+            );
         }
         let only: HashSet<std::path::PathBuf> = renewed
             .iter()
@@ -414,7 +386,7 @@ impl RenewArgs {
 
 impl DistributeArgs {
     async fn run(self, global: Global) -> anyhow::Result<()> {
-        let cluster = load(&global)?;
+        let cluster = super::load_cluster(&global)?;
         distribute_and_report(
             &cluster,
             &self.selection,

@@ -3,12 +3,10 @@
 //! `init` prints the annotated example (every field explained); `validate` loads the file
 //! named by `-f` exactly as every other command does and reports all problems at once.
 
-use std::io::Write;
-
 use clap::Subcommand;
 use clusterkit_core::config::{self, ConfigError, Role};
 
-use super::{Global, OutputFormat};
+use super::Global;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -27,7 +25,7 @@ enum Command {
 impl Args {
     pub async fn run(self, global: Global) -> anyhow::Result<()> {
         match self.command {
-            Command::Init => out(config::EXAMPLE),
+            Command::Init => super::write_stdout(config::EXAMPLE),
             Command::Validate => validate(&global),
         }
     }
@@ -35,21 +33,15 @@ impl Args {
 
 fn validate(global: &Global) -> anyhow::Result<()> {
     let path = &global.config;
-    if global.output == OutputFormat::Yaml {
-        anyhow::bail!("config validate prints table or json output, not yaml");
-    }
-    let json = global.output == OutputFormat::Json;
     match config::load(path) {
         Ok(loaded) => {
             let c = &loaded.cluster;
-            if json {
-                let doc = serde_json::json!({
-                    "ok": true,
-                    "warnings": loaded.warnings,
-                    "cluster": c,
-                });
-                out(&format!("{}\n", serde_json::to_string_pretty(&doc)?))?;
-            } else {
+            let doc = serde_json::json!({
+                "ok": true,
+                "warnings": loaded.warnings,
+                "cluster": c,
+            });
+            global.output.print(&doc, || {
                 for w in &loaded.warnings {
                     eprintln!("{w}");
                 }
@@ -64,23 +56,21 @@ fn validate(global: &Global) -> anyhow::Result<()> {
                     1 => ", 1 warning".to_string(),
                     n => format!(", {n} warnings"),
                 };
-                out(&format!(
+                format!(
                     "ok: {} hosts ({}){warnings}\n",
                     c.hosts.len(),
                     roles.join(", ")
-                ))?;
-            }
-            Ok(())
+                )
+            })
         }
         Err(err @ ConfigError::Invalid { .. }) => {
-            if json {
-                let doc = serde_json::json!({ "ok": false, "diagnostics": err.diagnostics() });
-                out(&format!("{}\n", serde_json::to_string_pretty(&doc)?))?;
-            } else {
+            let doc = serde_json::json!({ "ok": false, "diagnostics": err.diagnostics() });
+            global.output.print(&doc, || {
                 for d in err.diagnostics() {
                     eprintln!("{d}");
                 }
-            }
+                String::new()
+            })?;
             let n = err.error_count();
             anyhow::bail!(
                 "{} is invalid: {n} error{}",
@@ -89,17 +79,5 @@ fn validate(global: &Global) -> anyhow::Result<()> {
             )
         }
         Err(err) => Err(err.into()),
-    }
-}
-
-/// Writes to stdout; a closed pipe (`config init | head`) is not an error.
-fn out(text: &str) -> anyhow::Result<()> {
-    let mut stdout = std::io::stdout().lock();
-    match stdout
-        .write_all(text.as_bytes())
-        .and_then(|()| stdout.flush())
-    {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        other => Ok(other?),
     }
 }

@@ -10,12 +10,11 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use clusterkit_core::config;
 use clusterkit_core::exec::ssh::SshExecutor;
 use clusterkit_core::exec::{Command, ExecError, Executor, Output};
 use clusterkit_core::fanout::{self, Fanout};
 
-use super::{Global, OutputFormat, Selection};
+use super::{Global, Selection};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -64,14 +63,7 @@ impl std::fmt::Display for HostFailure {
 
 impl Args {
     pub async fn run(self, global: Global) -> anyhow::Result<()> {
-        if global.output == OutputFormat::Yaml {
-            anyhow::bail!("exec prints table or json output, not yaml");
-        }
-        let loaded = config::load(&global.config)?;
-        for warning in &loaded.warnings {
-            eprintln!("{warning}");
-        }
-        let cluster = loaded.cluster;
+        let cluster = super::load_cluster(&global)?;
         let hosts = cluster
             .select(&self.selection.hosts, &self.selection.roles)
             .with_context(|| format!("selecting hosts in {}", global.config.display()))?;
@@ -105,27 +97,25 @@ impl Args {
             })
             .await;
 
-        if global.output == OutputFormat::Json {
-            let rows: Vec<serde_json::Value> = results
-                .iter()
-                .map(|r| {
-                    let output = match &r.result {
-                        Ok(o) | Err(HostFailure::Status(o)) => Some(o),
-                        Err(HostFailure::Exec(_)) => None,
-                    };
-                    serde_json::json!({
-                        "host": r.host,
-                        "ok": r.result.is_ok(),
-                        "exit_status": output.and_then(|o| o.status),
-                        "stdout": output.map(|o| o.stdout_str()),
-                        "stderr": output.map(|o| o.stderr_str()),
-                        "duration_ms": r.duration.as_millis(),
-                        "error": r.result.as_ref().err().map(|e| e.to_string()),
-                    })
+        let rows: Vec<serde_json::Value> = results
+            .iter()
+            .map(|r| {
+                let output = match &r.result {
+                    Ok(o) | Err(HostFailure::Status(o)) => Some(o),
+                    Err(HostFailure::Exec(_)) => None,
+                };
+                serde_json::json!({
+                    "host": r.host,
+                    "ok": r.result.is_ok(),
+                    "exit_status": output.and_then(|o| o.status),
+                    "stdout": output.map(|o| o.stdout_str()),
+                    "stderr": output.map(|o| o.stderr_str()),
+                    "duration_ms": r.duration.as_millis(),
+                    "error": r.result.as_ref().err().map(|e| e.to_string()),
                 })
-                .collect();
-            println!("{}", serde_json::to_string_pretty(&rows)?);
-        } else {
+            })
+            .collect();
+        global.output.print(&rows, || {
             let mut out = String::new();
             for r in &results {
                 match &r.result {
@@ -152,8 +142,8 @@ impl Args {
                     }
                 }
             }
-            print!("{out}");
-        }
+            out
+        })?;
         fanout::check(&results)?;
         Ok(())
     }

@@ -11,7 +11,6 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clusterkit_core::config;
 use clusterkit_core::playbook::RunReport;
 use clusterkit_installer::phases::{self, InstallOptions};
 use clusterkit_installer::readiness;
@@ -20,8 +19,8 @@ use super::{Global, OutputFormat, Selection};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Run only this phase (default: every phase, in order). Phases: prepare, runtime.
-    #[arg(long)]
+    /// Run only this phase (default: every phase, in order).
+    #[arg(long, value_parser = phase_names())]
     phase: Option<String>,
 
     /// Change nothing; report what would change.
@@ -54,13 +53,14 @@ pub struct Args {
     selection: Selection,
 }
 
+/// The installer's phases, in order: what `--phase` accepts and its help lists.
+fn phase_names() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(phases::all().iter().map(|p| p.name()))
+}
+
 impl Args {
     pub async fn run(self, global: Global) -> anyhow::Result<()> {
-        let loaded = config::load(&global.config)?;
-        for warning in &loaded.warnings {
-            eprintln!("{warning}");
-        }
-        let cluster = loaded.cluster;
+        let cluster = super::load_cluster(&global)?;
         let hosts = cluster
             .select(&self.selection.hosts, &self.selection.roles)
             .with_context(|| format!("selecting hosts in {}", global.config.display()))?;
@@ -106,17 +106,11 @@ fn print_install(
     let Some(r) = readiness else {
         return print_report(report, output);
     };
-    match output {
-        OutputFormat::Json => {
-            let mut v = serde_json::to_value(report)?;
-            if let serde_json::Value::Object(m) = &mut v {
-                m.insert("readiness".into(), serde_json::to_value(r)?);
-            }
-            println!("{}", serde_json::to_string_pretty(&v)?);
-        }
-        OutputFormat::Table => print!("{}{}", report.table(), r.table()),
-        OutputFormat::Yaml => anyhow::bail!("the summary prints as a table or json, not yaml"),
+    let mut v = serde_json::to_value(report)?;
+    if let serde_json::Value::Object(m) = &mut v {
+        m.insert("readiness".into(), serde_json::to_value(r)?);
     }
+    output.print(&v, || format!("{}{}", report.table(), r.table()))?;
     fail_on_hosts(report)?;
     if !r.ok {
         let what: Vec<String> = r
@@ -131,11 +125,7 @@ fn print_install(
 
 /// Prints the summary on stdout and turns failed hosts into a non-zero exit.
 pub fn print_report(report: &RunReport, output: OutputFormat) -> anyhow::Result<()> {
-    match output {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(report)?),
-        OutputFormat::Table => print!("{}", report.table()),
-        OutputFormat::Yaml => anyhow::bail!("the summary prints as a table or json, not yaml"),
-    }
+    output.print(report, || report.table())?;
     fail_on_hosts(report)
 }
 

@@ -7,6 +7,7 @@ use clap::{Args, ValueEnum};
 pub mod backup;
 pub mod bundle;
 pub mod certs;
+pub mod completion;
 pub mod config;
 pub mod exec;
 pub mod flags;
@@ -59,11 +60,58 @@ pub struct Selection {
     pub concurrency: Option<usize>,
 }
 
+/// How a command prints its result on stdout: a table for people, or the same serialized
+/// value as JSON or YAML for programs (so the two machine formats always agree).
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OutputFormat {
     Table,
     Json,
     Yaml,
+}
+
+impl OutputFormat {
+    /// Prints `value` as JSON or YAML, or what `table` renders for `-o table`. Every command's
+    /// result goes through here.
+    pub fn print<T: serde::Serialize>(
+        self,
+        value: &T,
+        table: impl FnOnce() -> String,
+    ) -> anyhow::Result<()> {
+        let text = match self {
+            OutputFormat::Table => table(),
+            OutputFormat::Json => serde_json::to_string_pretty(value)? + "\n",
+            OutputFormat::Yaml => serde_saphyr::to_string(value)?,
+        };
+        write_stdout(&text)
+    }
+
+    /// Whether the output is for programs (JSON or YAML) rather than a table.
+    pub fn is_structured(self) -> bool {
+        self != OutputFormat::Table
+    }
+}
+
+/// Writes to stdout; a closed pipe (`clusterkit … | head`) is not an error.
+pub fn write_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+/// cluster.yaml (`-f`) loaded and validated, its warnings printed on stderr: the start of every
+/// command that works on a cluster.
+pub fn load_cluster(global: &Global) -> anyhow::Result<clusterkit_core::config::Cluster> {
+    let loaded = clusterkit_core::config::load(&global.config)?;
+    for warning in &loaded.warnings {
+        eprintln!("{warning}");
+    }
+    Ok(loaded.cluster)
 }
 
 /// Logs go to stderr so stdout stays machine-readable.

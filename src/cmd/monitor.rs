@@ -11,7 +11,9 @@ use clusterkit_monitor::generate::{self, Options};
 use clusterkit_monitor::topology::Overrides;
 use clusterkit_monitor::Topology;
 
-use super::{Global, OutputFormat};
+use std::fmt::Write as _;
+
+use super::Global;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -125,7 +127,7 @@ impl Args {
     /// Process-wide settings that must be made before the async runtime starts its threads.
     pub fn before_runtime(&self) {
         if let MonitorCommand::Serve(_) = self.command {
-            // A long-lived exporter held to a small RSS (issue 6): see working_set.
+            // A long-lived exporter held to a small RSS: see working_set.
             clusterkit_monitor::exporter::use_one_malloc_arena();
         }
     }
@@ -168,27 +170,26 @@ fn config(args: ConfigArgs, global: &Global) -> anyhow::Result<()> {
         tracing::warn!("{w}");
         eprintln!("warning: {w}");
     }
-    match global.output {
-        OutputFormat::Json => println!(
-            "{}",
-            serde_json::json!({ "changed": report.changed, "unchanged": report.unchanged, "warnings": report.warnings })
-        ),
-        OutputFormat::Table | OutputFormat::Yaml => {
-            for f in &report.changed {
-                println!("changed    {f}");
-            }
-            for f in &report.unchanged {
-                println!("unchanged  {f}");
-            }
-            println!(
-                "{} changed, {} unchanged in {}",
-                report.changed.len(),
-                report.unchanged.len(),
-                args.output_dir.display()
-            );
+    let value = serde_json::json!({
+        "changed": report.changed, "unchanged": report.unchanged, "warnings": report.warnings,
+    });
+    global.output.print(&value, || {
+        let mut text = String::new();
+        for f in &report.changed {
+            let _ = writeln!(text, "changed    {f}");
         }
-    }
-    Ok(())
+        for f in &report.unchanged {
+            let _ = writeln!(text, "unchanged  {f}");
+        }
+        let _ = writeln!(
+            text,
+            "{} changed, {} unchanged in {}",
+            report.changed.len(),
+            report.unchanged.len(),
+            args.output_dir.display()
+        );
+        text
+    })
 }
 
 async fn deploy(args: DeployArgs, global: &Global) -> anyhow::Result<()> {
@@ -207,12 +208,10 @@ async fn deploy(args: DeployArgs, global: &Global) -> anyhow::Result<()> {
     for w in &report.warnings {
         eprintln!("warning: {w}");
     }
-    match global.output {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        OutputFormat::Table | OutputFormat::Yaml => {
-            print!("{}", report.run.table());
+    global.output.print(&report, || {
+        let mut text = report.run.table();
             for t in &report.targets {
-                println!(
+                let _ = writeln!(text,
                     "{:<8} {:<24} {:<24} {}{}",
                     t.health,
                     t.job,
@@ -222,20 +221,20 @@ async fn deploy(args: DeployArgs, global: &Global) -> anyhow::Result<()> {
                 );
             }
             if !report.grafana {
-                println!(
+                let _ = writeln!(text,
                     "Grafana: not installed (the offline bundle carries no `grafana` package; \
                      Debian has none). Dashboards and provisioning are in {}/grafana on the monitor hosts.",
                     deploy::CONFIG_DIR
                 );
             }
             for p in &report.prometheus {
-                println!("Prometheus: {p}");
+                let _ = writeln!(text, "Prometheus: {p}");
             }
             if let Some(login) = &report.login {
-                println!("Prometheus and Alertmanager login: {login}");
+                let _ = writeln!(text, "Prometheus and Alertmanager login: {login}");
             }
-        }
-    }
+        text
+    })?;
     let failed = report.run.failed_hosts();
     if !failed.is_empty() {
         anyhow::bail!(

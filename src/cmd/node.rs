@@ -16,11 +16,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use clusterkit_core::config;
 use clusterkit_installer::node::{self, RemoveOptions};
 use clusterkit_installer::phases::InstallOptions;
 
-use super::{Global, OutputFormat};
+use super::Global;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -86,11 +85,7 @@ struct RemoveArgs {
 
 impl Args {
     pub async fn run(self, global: Global) -> anyhow::Result<()> {
-        let loaded = config::load(&global.config)?;
-        for warning in &loaded.warnings {
-            eprintln!("{warning}");
-        }
-        let cluster = loaded.cluster;
+        let cluster = super::load_cluster(&global)?;
         match self.command {
             NodeCommand::Add(a) => {
                 let opts = InstallOptions {
@@ -110,9 +105,6 @@ impl Args {
                 super::install::print_report(&report, global.output)
             }
             NodeCommand::Remove(r) => {
-                if global.output == OutputFormat::Yaml {
-                    anyhow::bail!("node remove prints table or json output, not yaml");
-                }
                 node::find_host(&cluster, &r.host)?;
                 if !r.check && !r.yes {
                     confirm(&cluster.name, &r.host)?;
@@ -133,11 +125,9 @@ impl Args {
                 let report = node::remove(&cluster, &r.host, &opts)
                     .await
                     .with_context(|| format!("node remove {}", r.host))?;
-                if global.output == OutputFormat::Json {
-                    println!("{}", serde_json::to_string_pretty(&report)?);
-                } else {
-                    print!("{}", node::remove_summary(&report));
-                }
+                global
+                    .output
+                    .print(&report, || node::remove_summary(&report))?;
                 if let Some(n) = &report.network {
                     let failed = n.failed_hosts();
                     if !failed.is_empty() {

@@ -5,12 +5,11 @@
 //! stderr. Exits non-zero naming the hosts that could not be reached.
 
 use anyhow::Context;
-use clusterkit_core::config;
 use clusterkit_core::exec::ssh::SshExecutor;
 use clusterkit_core::facts::{self, Facts, FactsError};
 use clusterkit_core::fanout::{self, Fanout};
 
-use super::{Global, OutputFormat, Selection};
+use super::{Global, Selection};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -20,14 +19,7 @@ pub struct Args {
 
 impl Args {
     pub async fn run(self, global: Global) -> anyhow::Result<()> {
-        if global.output == OutputFormat::Yaml {
-            anyhow::bail!("ping prints table or json output, not yaml");
-        }
-        let loaded = config::load(&global.config)?;
-        for warning in &loaded.warnings {
-            eprintln!("{warning}");
-        }
-        let cluster = loaded.cluster;
+        let cluster = super::load_cluster(&global)?;
         let hosts = cluster
             .select(&self.selection.hosts, &self.selection.roles)
             .with_context(|| format!("selecting hosts in {}", global.config.display()))?;
@@ -49,22 +41,20 @@ impl Args {
                 facts
             })
             .await;
-        if global.output == OutputFormat::Json {
-            let rows: Vec<serde_json::Value> = results
-                .iter()
-                .map(|r| {
-                    serde_json::json!({
-                        "host": r.host,
-                        "ok": r.result.is_ok(),
-                        "duration_ms": r.duration.as_millis(),
-                        "facts": r.result.as_ref().ok(),
-                        "error": r.result.as_ref().err().map(|e: &FactsError| e.to_string()),
-                    })
+        let rows: Vec<serde_json::Value> = results
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "host": r.host,
+                    "ok": r.result.is_ok(),
+                    "duration_ms": r.duration.as_millis(),
+                    "facts": r.result.as_ref().ok(),
+                    "error": r.result.as_ref().err().map(|e: &FactsError| e.to_string()),
                 })
-                .collect();
-            println!("{}", serde_json::to_string_pretty(&rows)?);
-        } else {
-            print!("{}", facts_table(&results));
+            })
+            .collect();
+        global.output.print(&rows, || facts_table(&results))?;
+        if !global.output.is_structured() {
             for r in &results {
                 if let Err(err) = &r.result {
                     eprintln!("{err}");

@@ -11,12 +11,13 @@
 use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::Context;
-use clusterkit_core::config;
 use clusterkit_core::exec::ssh::SshExecutor;
 use clusterkit_core::fanout::{self, Fanout};
 use clusterkit_installer::reset::{self, ResetError, ResetOptions};
 
-use super::{Global, OutputFormat, Selection};
+use std::fmt::Write as _;
+
+use super::{Global, Selection};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -44,14 +45,7 @@ pub struct Args {
 
 impl Args {
     pub async fn run(self, global: Global) -> anyhow::Result<()> {
-        if global.output == OutputFormat::Yaml {
-            anyhow::bail!("reset prints table or json output, not yaml");
-        }
-        let loaded = config::load(&global.config)?;
-        for warning in &loaded.warnings {
-            eprintln!("{warning}");
-        }
-        let cluster = loaded.cluster;
+        let cluster = super::load_cluster(&global)?;
         let hosts = cluster
             .select(&self.selection.hosts, &self.selection.roles)
             .with_context(|| format!("selecting hosts in {}", global.config.display()))?;
@@ -96,74 +90,77 @@ impl Args {
                 r
             })
             .await;
-        if global.output == OutputFormat::Json {
-            let rows: Vec<serde_json::Value> = results
-                .iter()
-                .map(|r| match &r.result {
-                    Ok(done) => serde_json::json!({
-                        "host": r.host, "status": "ok", "changed": done.changed,
-                        "duration_ms": r.duration.as_millis(),
-                    }),
-                    Err(e) => {
-                        let changed = match e {
-                            ResetError::Steps { changed, .. } => changed.clone(),
-                            _ => vec![],
-                        };
-                        serde_json::json!({
-                            "host": r.host, "status": "failed", "changed": changed,
-                            "error": e.to_string(), "duration_ms": r.duration.as_millis(),
-                        })
-                    }
-                })
-                .collect();
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&serde_json::json!({
-                    "check": self.check,
-                    "etcd_members_removed": removed,
-                    "hosts": rows,
-                }))?
-            );
-        } else {
+        let rows: Vec<serde_json::Value> = results
+            .iter()
+            .map(|r| match &r.result {
+                Ok(done) => serde_json::json!({
+                    "host": r.host, "status": "ok", "changed": done.changed,
+                    "duration_ms": r.duration.as_millis(),
+                }),
+                Err(e) => {
+                    let changed = match e {
+                        ResetError::Steps { changed, .. } => changed.clone(),
+                        _ => vec![],
+                    };
+                    serde_json::json!({
+                        "host": r.host, "status": "failed", "changed": changed,
+                        "error": e.to_string(), "duration_ms": r.duration.as_millis(),
+                    })
+                }
+            })
+            .collect();
+        let value = serde_json::json!({
+            "check": self.check,
+            "etcd_members_removed": removed,
+            "hosts": rows,
+        });
+        global.output.print(&value, || {
+            let mut out = String::new();
             let verb = if self.check {
                 "would change"
             } else {
                 "changed"
             };
             for r in &removed {
-                println!("etcd: {}{r}", if self.check { "would " } else { "" });
+                let _ = writeln!(out, "etcd: {}{r}", if self.check { "would " } else { "" });
             }
             for r in &results {
                 match &r.result {
-                    Ok(done) if done.changed.is_empty() => println!("{}: nothing to do", r.host),
+                    Ok(done) if done.changed.is_empty() => {
+                        let _ = writeln!(out, "{}: nothing to do", r.host);
+                    }
                     Ok(done) => {
-                        println!("{}: {verb} {}", r.host, done.changed.len());
+                        let _ = writeln!(out, "{}: {verb} {}", r.host, done.changed.len());
                         for c in &done.changed {
-                            println!("  {c}");
+                            let _ = writeln!(out, "  {c}");
                         }
                     }
                     Err(ResetError::Steps {
                         changed, failed, ..
                     }) => {
-                        println!(
+                        let _ = writeln!(
+                            out,
                             "{}: FAILED ({} done, {} failed)",
                             r.host,
                             changed.len(),
                             failed.len()
                         );
                         for c in changed {
-                            println!("  {c}");
+                            let _ = writeln!(out, "  {c}");
                         }
                         for f in failed {
-                            println!("  FAILED {f}");
+                            let _ = writeln!(out, "  FAILED {f}");
                         }
                     }
-                    Err(e) => println!("{}: FAILED {e}", r.host),
+                    Err(e) => {
+                        let _ = writeln!(out, "{}: FAILED {e}", r.host);
+                    }
                 }
             }
-            println!();
-            print!("{}", fanout::summary_table(&results));
-        }
+            out.push('\n');
+            out.push_str(&fanout::summary_table(&results));
+            out
+        })?;
         fanout::check(&results)?;
         Ok(())
     }

@@ -5,7 +5,9 @@
 use anyhow::Context;
 use clusterkit_sandbox::{self as sandbox, Dirs, Sandbox, UpOptions};
 
-use super::{Global, OutputFormat};
+use std::fmt::Write as _;
+
+use super::Global;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -68,36 +70,32 @@ impl Args {
             }
             Command::Status { name } => {
                 let list = sandbox::status_in(&dirs, name.as_deref()).context("sandbox status")?;
-                match global.output {
-                    OutputFormat::Json | OutputFormat::Yaml => {
-                        // YAML output is JSON, which is valid YAML.
-                        println!("{}", serde_json::to_string_pretty(&list)?);
-                    }
-                    OutputFormat::Table => {
+                global.output.print(&list, || {
+                    let mut t = String::new();
                         if list.is_empty() {
-                            println!("no sandboxes");
+                            let _ = writeln!(t, "no sandboxes");
                         }
                         for s in &list {
                             if s.leftover {
-                                println!(
+                                let _ = writeln!(t,
                                     "{}: leftovers of a removed sandbox (bridge: {}); run `clusterkit sandbox down --name {}`",
                                     s.name, s.bridge, s.name
                                 );
                                 continue;
                             }
-                            println!(
+                            let _ = writeln!(t,
                                 "{} {} (bridge {}) {}",
                                 s.name,
                                 s.subnet,
                                 if s.bridge { "up" } else { "missing" },
                                 s.dir.display()
                             );
-                            println!(
+                            let _ = writeln!(t,
                                 "  {:<8} {:<15} {:<8} {:<8} SSH",
                                 "NODE", "ADDRESS", "STATE", "PID"
                             );
                             for n in &s.nodes {
-                                println!(
+                                let _ = writeln!(t,
                                     "  {:<8} {:<15} {:<8} {:<8} {}",
                                     n.node.name,
                                     n.node.address,
@@ -107,8 +105,8 @@ impl Args {
                                 );
                             }
                         }
-                    }
-                }
+                    t
+                })?;
             }
             Command::Down { name } => {
                 sandbox::down_in(&dirs, &name)

@@ -2,6 +2,9 @@
 //! show the command, its exit status, stdout and stderr (as ripgrep's tests/util.rs does).
 #![allow(dead_code)]
 
+pub mod golden;
+
+use std::cell::RefCell;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -242,5 +245,48 @@ pub fn try_kubectl(kube_bin: &Path, admin: &Path, args: &[&str]) -> (bool, Strin
     match kubectl_cmd(kube_bin, admin, args).output() {
         Ok(o) => (o.status.success(), format!("{}{}", stdout(&o), stderr(&o))),
         Err(e) => (false, e.to_string()),
+    }
+}
+
+/// The steps of a long scenario test, so that a failure anywhere in one says which step it was
+/// (the assertion's message says what): each step is announced on stderr as it starts, with the
+/// time since the scenario began, and when a panic unwinds past this value it prints the step
+/// that was running.
+pub struct Steps {
+    scenario: &'static str,
+    current: RefCell<String>,
+    start: Instant,
+}
+
+impl Steps {
+    pub fn new(scenario: &'static str) -> Steps {
+        Steps {
+            scenario,
+            current: RefCell::new("setup".into()),
+            start: Instant::now(),
+        }
+    }
+
+    /// Marks the start of `step` (e.g. "2. etcd from this machine").
+    pub fn enter(&self, step: &str) {
+        eprintln!(
+            "=== {}: step {step} (at {:.1} s)",
+            self.scenario,
+            self.start.elapsed().as_secs_f64()
+        );
+        *self.current.borrow_mut() = step.to_string();
+    }
+}
+
+impl Drop for Steps {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "=== {}: FAILED in step {} (after {:.1} s)",
+                self.scenario,
+                self.current.borrow(),
+                self.start.elapsed().as_secs_f64()
+            );
+        }
     }
 }

@@ -1,4 +1,4 @@
-//! Namespace backup and restore through the Kubernetes API (issue 7), Velero-style but
+//! Namespace backup and restore through the Kubernetes API, Velero-style but
 //! streaming: memory stays bounded whatever the number of objects.
 //!
 //! A namespace backup is an ordinary clusterkit backup (`kind: namespace`): same store, same
