@@ -82,6 +82,11 @@ printf '%-55s %10s %10s %10s\n' "ssh host true (OpenSSH, ControlMaster open)" $(
 head -c 100000000 /dev/urandom > "$work/random.bin"
 head -c 100000000 "${CLUSTERKIT_KUBE_BIN_DIR:?run scripts/deps.sh}/kube-apiserver" > "$work/binary.bin"
 ssh "${ssh_opts[@]}" -o ControlPath="$work/cm" "root@$addr" 'mkdir -p /var/tmp/ck-bench'
+# The zstd uploads need zstd on the node, which install's runtime phase would bring: the
+# Debian package of this machine's apt sources, installed as the bundle's would be.
+(cd "$work" && apt-get download -q -o APT::Sandbox::User=root zstd >/dev/null)
+scp -q "${ssh_opts[@]}" -o ControlPath="$work/cm" "$work"/zstd_*.deb "root@$addr:/var/tmp/ck-bench/"
+ssh "${ssh_opts[@]}" -o ControlPath="$work/cm" "root@$addr" 'dpkg -i /var/tmp/ck-bench/zstd_*.deb >/dev/null && rm /var/tmp/ck-bench/zstd_*.deb'
 echo
 echo "upload of 100 MB to node1:/var/tmp/ck-bench, $ROUNDS rounds; MB/s = 10^6 bytes/s; load = 1-minute load average before each upload"
 printf '%-10s %-5s %-36s %8s %8s %6s\n' file round what seconds "MB/s" load
@@ -92,11 +97,24 @@ for f in random binary; do
     t1=$EPOCHREALTIME
     s=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
     printf '%-10s %-5s %-36s %8s %8.1f %6s\n' "$f" "$r" "scp (OpenSSH, open master)" "$s" "$(awk -v s="$s" 'BEGIN { print 100 / s }')" "$l"
+    echo "$f scp $s" >> "$work/uploads.txt"
     for how in raw zstd; do
       l=$(load)
       read -r s bytes < <("$DRIVER" "$yaml" node1 upload "$work/$f.bin" "/var/tmp/ck-bench/$how" "$how")
       printf '%-10s %-5s %-36s %8s %8.1f %6s\n' "$f" "$r" "clusterkit upload ($how)" "$s" "$(awk -v s="$s" -v b="$bytes" 'BEGIN { print b / 1e6 / s }')" "$l"
+      echo "$f $how $s" >> "$work/uploads.txt"
     done
   done
 done
 ssh "${ssh_opts[@]}" -o ControlPath="$work/cm" "root@$addr" 'rm -rf /var/tmp/ck-bench'
+# Medians over the rounds, and each as a share of scp's throughput (the issue's goal: raw
+# upload >= 0.8x scp).
+echo
+printf '%-10s %-6s %16s %12s\n' file how "median seconds" "x scp"
+for f in random binary; do
+  scp_median=$(awk -v f="$f" '$1 == f && $2 == "scp" { print $3 }' "$work/uploads.txt" | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }')
+  for how in scp raw zstd; do
+    m=$(awk -v f="$f" -v h="$how" '$1 == f && $2 == h { print $3 }' "$work/uploads.txt" | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }')
+    printf '%-10s %-6s %16.3f %12.2f\n' "$f" "$how" "$m" "$(awk -v a="$scp_median" -v b="$m" 'BEGIN { print a / b }')"
+  done
+done
