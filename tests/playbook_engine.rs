@@ -77,6 +77,16 @@ fn playbook(dir: &Path) -> String {
 }
 
 async fn run(dir: &Path, text: &str, check: bool, resume: bool) -> (RunReport, Vec<Value>) {
+    run_with(dir, text, check, resume, false).await
+}
+
+async fn run_with(
+    dir: &Path,
+    text: &str,
+    check: bool,
+    resume: bool,
+    verify_all: bool,
+) -> (RunReport, Vec<Value>) {
     let lib = library(dir);
     let pb = playbook::load_str("test.yaml", text, &lib).expect("playbook loads");
     let events = dir.join(format!("events-{}.jsonl", rand_suffix()));
@@ -92,6 +102,7 @@ async fn run(dir: &Path, text: &str, check: bool, resume: bool) -> (RunReport, V
             concurrency: 4,
             journal_dir: Some(dir.join("state/journal")),
             events: Some(events.clone()),
+            verify_all,
             ..Default::default()
         },
     )
@@ -283,4 +294,121 @@ fn bad_playbooks_fail_before_touching_hosts() {
         assert!(err.starts_with(&format!("site.yaml:{line}:")), "{err}");
         assert!(err.contains(needle), "{err}");
     }
+}
+
+/// Removes the stamps a test's large copies left on this machine (under the stamp directory, at
+/// the temp directory's path), even when the test fails.
+struct StampsOf(std::path::PathBuf);
+
+impl Drop for StampsOf {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+        // And the directories above it that this left empty, up to the stamp directory.
+        let top = Path::new(clusterkit_core::playbook::modules::transfer::STAMP_DIR);
+        for dir in self.0.ancestors().skip(1) {
+            if !dir.starts_with(top) || std::fs::remove_dir(dir).is_err() {
+                break;
+            }
+        }
+    }
+}
+
+/// The message of the one `task` event named `name`.
+fn task_message(events: &[Value], name: &str) -> (String, String) {
+    let e = events
+        .iter()
+        .find(|e| e["kind"] == "task" && e["task"] == name)
+        .unwrap_or_else(|| panic!("no event for {name}: {events:#?}"));
+    (
+        e["status"].as_str().unwrap_or("").to_string(),
+        e["message"].as_str().unwrap_or("").to_string(),
+    )
+}
+
+/// A large `copy` source (2 MiB) is checked by the stamp clusterkit keeps of what it wrote:
+/// created once, then "up to date (stamp)" without hashing; a file touched by someone else is
+/// re-hashed and reported; one rewritten by someone else is replaced and reported; check mode
+/// changes nothing; `verify_all` hashes despite a good stamp.
+#[tokio::test]
+async fn large_copy_is_checked_by_its_stamp() {
+    use clusterkit_core::playbook::modules::transfer::STAMP_DIR;
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let _cleanup = StampsOf(Path::new(STAMP_DIR).join(dir.strip_prefix("/").unwrap()));
+    let big: Vec<u8> = (0..2_000_000u32).map(|i| (i % 253) as u8).collect();
+    std::fs::write(dir.join("big.bin"), &big).unwrap();
+    let dest = dir.join("out/big.bin");
+    let d = dir.display();
+    let text = format!(
+        "- name: large\n  hosts: worker\n  gather_facts: false\n  tasks:\n    - name: big\n      \
+         copy: {{ src: \"{d}/big.bin\", dest: \"{d}/out/big.bin\", mode: \"0755\" }}\n"
+    );
+    let stamp = format!("{STAMP_DIR}{}", dest.display());
+
+    let (r, events) = run(dir, &text, false, false).await;
+    assert_eq!(r.hosts["n1"].changed, 1, "{}", r.table());
+    assert_eq!(std::fs::read(&dest).unwrap(), big);
+    let mode = std::fs::metadata(&dest).unwrap().permissions().mode();
+    assert_eq!(mode & 0o7777, 0o755);
+    assert!(task_message(&events, "big").1.starts_with("create "));
+    let recorded = std::fs::read_to_string(&stamp).unwrap();
+    let sha = clusterkit_core::playbook::modules::files::sha256_hex(&big);
+    assert!(
+        recorded.starts_with(&format!("{sha} {} ", big.len())),
+        "{recorded}"
+    );
+
+    let (r, events) = run(dir, &text, false, false).await;
+    assert_eq!(r.hosts["n1"].changed, 0, "{}", r.table());
+    let (status, message) = task_message(&events, "big");
+    assert_eq!(status, "ok");
+    assert!(message.ends_with("is up to date (stamp)"), "{message}");
+
+    // Touched by someone else: re-hashed and said so, nothing to change; the stamp is renewed.
+    let later = std::time::SystemTime::now() + Duration::from_secs(5);
+    std::fs::File::options()
+        .write(true)
+        .open(&dest)
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
+    let (r, events) = run(dir, &text, false, false).await;
+    assert_eq!(r.hosts["n1"].changed, 0, "{}", r.table());
+    let (_, message) = task_message(&events, "big");
+    assert!(
+        message.contains("changed on the host since clusterkit wrote it")
+            && message.contains("content is as wanted"),
+        "{message}"
+    );
+    let (_, message) = task_message(&run(dir, &text, false, false).await.1, "big");
+    assert!(message.ends_with("(stamp)"), "{message}");
+
+    // Rewritten by someone else: check mode reports it and changes nothing; a run restores it.
+    std::fs::write(&dest, b"someone else's").unwrap();
+    let (r, events) = run(dir, &text, true, false).await;
+    assert_eq!(r.hosts["n1"].changed, 1, "{}", r.table());
+    let (_, message) = task_message(&events, "big");
+    assert!(
+        message.starts_with("would update ") && message.contains("changed on the host"),
+        "{message}"
+    );
+    assert_eq!(std::fs::read(&dest).unwrap(), b"someone else's");
+    let (r, events) = run(dir, &text, false, false).await;
+    assert_eq!(r.hosts["n1"].changed, 1, "{}", r.table());
+    assert!(task_message(&events, "big")
+        .1
+        .contains("changed on the host"));
+    assert_eq!(std::fs::read(&dest).unwrap(), big);
+
+    // verify_all hashes although the stamp vouches for the file.
+    let (r, events) = run_with(dir, &text, false, false, true).await;
+    assert_eq!(r.hosts["n1"].changed, 0, "{}", r.table());
+    let (_, message) = task_message(&events, "big");
+    assert!(message.ends_with("(hashed on the host)"), "{message}");
+    let names: Vec<_> = std::fs::read_dir(dir.join("out"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 1, "temp files left: {names:?}");
 }

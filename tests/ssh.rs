@@ -284,6 +284,83 @@ async fn local_upload_download_atomic_with_mode() {
     );
 }
 
+/// `upload_shared`: a zstd frame is unpacked on the host (this machine's `zstd`, as on nodes);
+/// one prepared content goes to several paths at once without copies; a size that does not
+/// match and a damaged frame fail naming the path, and leave no file or temp file behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_upload_shared_unpacks_and_checks() {
+    use clusterkit_core::exec::{Encoding, SharedUpload};
+    let sshd = Sshd::start();
+    let ssh = Arc::new(SshExecutor::connect(sshd.good_target()).await.unwrap());
+    let data: Vec<u8> = (0..3_000_000u32)
+        .flat_map(|i| (i % 1000).to_le_bytes())
+        .collect();
+    let packed = SharedUpload::zstd(&data).unwrap();
+    assert!(packed.data.len() < data.len() / 4, "{packed:?}");
+    let options = UploadOptions {
+        mode: 0o755,
+        ..Default::default()
+    };
+    let uploads: Vec<_> = (0..3)
+        .map(|i| {
+            let ssh = ssh.clone();
+            let packed = packed.clone();
+            let dest = sshd.path(&format!("bin/tool{i}"));
+            let options = options.clone();
+            tokio::spawn(async move {
+                ssh.upload_shared(&packed, dest.to_str().unwrap(), &options)
+                    .await
+                    .unwrap();
+                dest
+            })
+        })
+        .collect();
+    for upload in uploads {
+        let dest = upload.await.unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), data, "{}", dest.display());
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&dest).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o755);
+    }
+    let raw = SharedUpload::raw(b"plain".to_vec());
+    assert_eq!(raw.encoding, Encoding::Raw);
+    let dest = sshd.path("bin/plain");
+    ssh.upload_shared(&raw, dest.to_str().unwrap(), &options)
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), b"plain");
+
+    let mut short = packed.clone();
+    short.size += 1;
+    let bad = sshd.path("bin/short");
+    let err = ssh
+        .upload_shared(&short, bad.to_str().unwrap(), &options)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("bin/short") && err.contains("expected"),
+        "{err}"
+    );
+    let mut damaged = packed.clone();
+    let mut bytes = damaged.data.to_vec();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x55;
+    damaged.data = bytes.into();
+    let err = ssh
+        .upload_shared(&damaged, bad.to_str().unwrap(), &options)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("bin/short"), "{err}");
+    let mut names: Vec<_> = std::fs::read_dir(sshd.path("bin"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["plain", "tool0", "tool1", "tool2"]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_known_hosts_rules() {
     let sshd = Sshd::start();

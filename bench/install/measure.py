@@ -10,8 +10,10 @@ The nodes' CPU is the sum, over the live processes descended from each node's sy
 exited was reaped by a live ancestor, whose cutime/cstime then hold its time, so every CPU
 second spent in a node is counted once (zombies not yet reaped aside).
 
-Usage: measure.py CLUSTERKIT CLUSTER_YAML EVENTS_PREFIX LABEL... -- PHASE...
-Prints a markdown table row: the LABELs, then the figures (see run.sh for the header).
+Usage: measure.py CLUSTERKIT CLUSTER_YAML EVENTS_PREFIX LABEL... -- [PHASE...]
+Without a PHASE, one full `install` (every phase, then the readiness report, which must say
+ready) writing EVENTS_PREFIX.jsonl. Prints a markdown table row: the LABELs, then the figures
+(see run.sh for the header).
 """
 import glob
 import json
@@ -59,15 +61,16 @@ def main():
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     commands = changed = 0
     per_host = {}
-    for phase in phases:
-        out = subprocess.run(
-            [ck, "-f", cfg, "-o", "json", "install", "--phase", phase,
-             "--events", f"{events}-{phase}.jsonl"],
-            capture_output=True, text=True)
+    runs = [["--phase", p, "--events", f"{events}-{p}.jsonl"] for p in phases]
+    for args in runs or [["--events", f"{events}.jsonl"]]:
+        out = subprocess.run([ck, "-f", cfg, "-o", "json", "install", *args],
+                             capture_output=True, text=True)
         if out.returncode != 0:
             sys.stderr.write(out.stderr)
-            sys.exit(f"install --phase {phase} failed ({out.returncode})")
+            sys.exit(f"install {' '.join(args[:2])} failed ({out.returncode})")
         report = json.loads(out.stdout)
+        if not phases and not report.get("readiness", {}).get("ok"):
+            sys.exit(f"the readiness report is missing or not ok: {report.get('readiness')}")
         for host, h in report["hosts"].items():
             commands += h["commands"]
             changed += h["changed"]

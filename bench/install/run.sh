@@ -9,17 +9,7 @@
 #      KEEP_EVENTS=DIR to keep the per-task event logs (--events) of every run.
 # Prints a markdown table; paste it into bench/install/RESULTS.md with the date and machine.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
-. scripts/env.sh
-CK=${CK:-${CARGO_TARGET_DIR:-./target}/release/clusterkit}
-[ -x "$CK" ] || cargo build --release -q
-SIZES=("$@"); [ ${#SIZES[@]} -gt 0 ] || SIZES=(1 3 6)
-WORK=$(mktemp -d)
-EVENTS=${KEEP_EVENTS:-$WORK/events}; mkdir -p "$EVENTS"
-name=
-cleanup() { [ -z "$name" ] || $CK sandbox down --name "$name" >/dev/null 2>&1 || true; rm -rf "$WORK"; }
-trap cleanup EXIT
-$CK bundle build --out "$WORK/bundle" >/dev/null
+. "$(dirname "$0")/common.sh"
 
 echo "| nodes | run | wall (s) | remote commands | changed | client CPU (s) | nodes CPU (s) | load avg |"
 echo "|---|---|---|---|---|---|---|---|"

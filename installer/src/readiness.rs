@@ -139,15 +139,22 @@ pub async fn check(cluster: &Cluster) -> Result<Report, String> {
     let client = common::admin_client(cluster, None)
         .await
         .map_err(|e| e.to_string())?;
-    let nodes = node_checks(cluster, &client).await;
-    let components = component_checks(cluster, &client).await;
-    let ready: Vec<String> = nodes
-        .iter()
-        .filter(|c| c.ok)
-        .filter_map(|c| c.name.strip_prefix("node ").map(str::to_string))
-        .collect();
-    let probes = probe_checks(cluster, &client, &ready).await;
-    let (dns, notes) = dns_check(cluster, &client).await;
+    // The components and DNS do not depend on the nodes' checks: they run meanwhile.
+    let nodes_then_probes = async {
+        let nodes = node_checks(cluster, &client).await;
+        let ready: Vec<String> = nodes
+            .iter()
+            .filter(|c| c.ok)
+            .filter_map(|c| c.name.strip_prefix("node ").map(str::to_string))
+            .collect();
+        let probes = probe_checks(cluster, &client, &ready).await;
+        (nodes, probes)
+    };
+    let ((nodes, probes), components, (dns, notes)) = tokio::join!(
+        nodes_then_probes,
+        component_checks(cluster, &client),
+        dns_check(cluster, &client)
+    );
     let mut report = Report {
         ok: false,
         nodes,
@@ -484,103 +491,12 @@ async fn probe_checks(cluster: &Cluster, client: &kube::Client, ready: &[String]
             Err(format!("{e} after {}s (image {image})", WAIT.as_secs())),
         ));
     }
-    for (from, (pod, _)) in &running {
-        // What this pod fetches: every other node's probe pod by IP (the pod network), and
-        // the probe Service's ClusterIP (kube-proxy on this node); key, address, port, the
-        // answer wanted (`None`: any probe pod), the check's name.
-        let mut wanted: Vec<(String, String, u16, Option<String>, String)> = running
-            .iter()
-            .filter(|(n, _)| *n != from)
-            .map(|(n, (_, ip))| {
-                (
-                    ip.clone(),
-                    ip.clone(),
-                    PROBE_PORT,
-                    Some(format!("probe-{n}")),
-                    format!("pod on {from} -> pod on {n}"),
-                )
-            })
-            .collect();
-        if let Some(cip) = &service_ip {
-            wanted.push((
-                "service".into(),
-                cip.clone(),
-                80,
-                None,
-                format!("pod on {from} -> service {PROBE_NAME} (kube-proxy)"),
-            ));
-        }
-        if wanted.is_empty() {
-            continue;
-        }
-        let good = |key: &str, body: &str| {
-            wanted.iter().any(|(k, _, _, want, _)| {
-                k == key
-                    && match want {
-                        Some(w) => body == w,
-                        None => body.starts_with("probe-"),
-                    }
-            })
-        };
-        // One exec per pod: each answer on one line, `<key> <body>`; retried a few times
-        // (fresh routes, iptables rules and endpoints may take a moment).
-        let script = wanted
-            .iter()
-            .map(|(key, addr, port, _, _)| {
-                format!(
-                    "echo {key} $(printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 {addr} {port} | tail -n 1)"
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("; ");
-        let mut answers: BTreeMap<String, String> = BTreeMap::new();
-        let mut exec_error = None;
-        let mut raw = String::new();
-        // Until every answer is right or two minutes have passed: a pod that has just started
-        // may not take an exec yet, and its node's routes and rules may still be coming.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-        for attempt in 0.. {
-            if attempt > 0 {
-                if tokio::time::Instant::now() > deadline {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_secs(3)).await;
-            }
-            match exec(&pods, pod, &script).await {
-                Ok(text) => {
-                    exec_error = None;
-                    raw = text.clone();
-                    for l in text.lines() {
-                        if let Some((key, body)) = l.split_once(' ') {
-                            // A right answer from an earlier attempt stands.
-                            let had = answers.get(key).is_some_and(|b| good(key, b));
-                            if !had {
-                                answers.insert(key.to_string(), body.trim().to_string());
-                            }
-                        }
-                    }
-                }
-                Err(e) => exec_error = Some(e),
-            }
-            let all = wanted
-                .iter()
-                .all(|(k, ..)| answers.get(k).is_some_and(|b| good(k, b)));
-            if all {
-                break;
-            }
-        }
-        for (key, addr, port, _, name) in &wanted {
-            let r = match (answers.get(key), &exec_error) {
-                (Some(b), _) if good(key, b) => Ok(format!("{addr}:{port} answered {b:?}")),
-                (_, Some(e)) => Err(e.clone()),
-                (Some(b), None) if !b.is_empty() => Err(format!("{addr}:{port} answered {b:?}")),
-                _ => Err(format!(
-                    "{addr}:{port}: no answer (the probe printed {:?})",
-                    raw.trim()
-                )),
-            };
-            out.push(Check::new(name.clone(), r));
-        }
+    // Every pod probes at once: the pods are independent, and each may need a few attempts.
+    let per_pod = running
+        .iter()
+        .map(|(from, (pod, _))| probe_from(&pods, from, pod, &running, service_ip.as_deref()));
+    for checks in futures::future::join_all(per_pod).await {
+        out.extend(checks);
     }
     if running.len() == 1 && ready.len() == 1 {
         out.push(Check::new(
@@ -589,6 +505,118 @@ async fn probe_checks(cluster: &Cluster, client: &kube::Client, ready: &[String]
         ));
     }
     delete_probe(client).await;
+    out
+}
+
+/// How long a probe pod waits before trying its fetches again (fresh routes, iptables rules
+/// and endpoints may take a moment).
+const PROBE_RETRY: Duration = Duration::from_secs(1);
+
+/// The checks of one probe pod (on node `from`): every other node's probe pod by IP (the pod
+/// network) and the probe Service's ClusterIP (kube-proxy on this node).
+async fn probe_from(
+    pods: &Api<Pod>,
+    from: &str,
+    pod: &str,
+    running: &BTreeMap<String, (String, String)>,
+    service_ip: Option<&str>,
+) -> Vec<Check> {
+    let mut out = Vec::new();
+    // What this pod fetches: every other node's probe pod by IP (the pod network), and
+    // the probe Service's ClusterIP (kube-proxy on this node); key, address, port, the
+    // answer wanted (`None`: any probe pod), the check's name.
+    let mut wanted: Vec<(String, String, u16, Option<String>, String)> = running
+        .iter()
+        .filter(|(n, _)| *n != from)
+        .map(|(n, (_, ip))| {
+            (
+                ip.clone(),
+                ip.clone(),
+                PROBE_PORT,
+                Some(format!("probe-{n}")),
+                format!("pod on {from} -> pod on {n}"),
+            )
+        })
+        .collect();
+    if let Some(cip) = service_ip {
+        wanted.push((
+            "service".into(),
+            cip.to_string(),
+            80,
+            None,
+            format!("pod on {from} -> service {PROBE_NAME} (kube-proxy)"),
+        ));
+    }
+    if wanted.is_empty() {
+        return out;
+    }
+    let good = |key: &str, body: &str| {
+        wanted.iter().any(|(k, _, _, want, _)| {
+            k == key
+                && match want {
+                    Some(w) => body == w,
+                    None => body.starts_with("probe-"),
+                }
+        })
+    };
+    // One exec per pod: each answer on one line, `<key> <body>`; retried every PROBE_RETRY.
+    let script = wanted
+        .iter()
+        .map(|(key, addr, port, _, _)| {
+            format!(
+                "echo {key} $(printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 {addr} {port} | tail -n 1)"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    let mut answers: BTreeMap<String, String> = BTreeMap::new();
+    let mut exec_error = None;
+    let mut raw = String::new();
+    // Until every answer is right or two minutes have passed: a pod that has just started
+    // may not take an exec yet, and its node's routes and rules may still be coming.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    for attempt in 0.. {
+        if attempt > 0 {
+            if tokio::time::Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(PROBE_RETRY).await;
+        }
+        match exec(pods, pod, &script).await {
+            Ok(text) => {
+                exec_error = None;
+                raw = text.clone();
+                for l in text.lines() {
+                    if let Some((key, body)) = l.split_once(' ') {
+                        // A right answer from an earlier attempt stands.
+                        let had = answers.get(key).is_some_and(|b| good(key, b));
+                        if !had {
+                            answers.insert(key.to_string(), body.trim().to_string());
+                        }
+                    }
+                }
+            }
+            Err(e) => exec_error = Some(e),
+        }
+        let all = wanted
+            .iter()
+            .all(|(k, ..)| answers.get(k).is_some_and(|b| good(k, b)));
+        if all {
+            break;
+        }
+    }
+    for (key, addr, port, _, name) in &wanted {
+        let r = match (answers.get(key), &exec_error) {
+            (Some(b), _) if good(key, b) => Ok(format!("{addr}:{port} answered {b:?}")),
+            (_, Some(e)) => Err(e.clone()),
+            (Some(b), None) if !b.is_empty() => Err(format!("{addr}:{port} answered {b:?}")),
+            _ => Err(format!(
+                "{addr}:{port}: no answer (the probe printed {:?})",
+                raw.trim()
+            )),
+        };
+        out.push(Check::new(name.clone(), r));
+    }
     out
 }
 

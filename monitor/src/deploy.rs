@@ -411,6 +411,7 @@ pub async fn deploy(topology: &Topology, opts: &DeployOptions) -> Result<DeployR
             bundle,
             progress: opts.progress,
             verbose: opts.verbose,
+            verify_all: false,
         },
     )
     .map_err(|e| failed(e.to_string()))?;

@@ -43,6 +43,11 @@ pub struct Args {
     #[arg(long)]
     no_readiness: bool,
 
+    /// Hash every binary and large file on the hosts, instead of trusting the stamps clusterkit
+    /// keeps of what it wrote (a file whose size or times changed is re-hashed anyway).
+    #[arg(long)]
+    verify_all: bool,
+
     #[command(flatten)]
     selection: Selection,
 }
@@ -65,6 +70,7 @@ impl Args {
             concurrency: self.selection.concurrency,
             progress: true,
             verbose: global.verbose > 0,
+            verify_all: self.verify_all,
         };
         let full = opts.phase.is_none()
             && !opts.check

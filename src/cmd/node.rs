@@ -97,6 +97,7 @@ impl Args {
                     concurrency: None,
                     progress: true,
                     verbose: global.verbose > 0,
+                    verify_all: false,
                 };
                 let report = node::add(&cluster, &a.host, &opts)
                     .await

@@ -7,7 +7,10 @@
 
 pub mod known_hosts;
 pub mod local;
+pub mod shared;
 pub mod ssh;
+
+pub use shared::{Encoding, SharedUpload};
 
 use std::fmt;
 use std::time::Duration;
@@ -227,6 +230,24 @@ pub trait Executor: Send + Sync {
         path: &str,
         options: &UploadOptions,
     ) -> Result<(), ExecError>;
+
+    /// Writes `content` to `path` like [`Executor::upload`], unpacked on the host when it is
+    /// compressed, and checks its size there before it replaces the old file. The bytes are
+    /// shared, not copied: one `SharedUpload` sent to many hosts is held in memory once.
+    async fn upload_shared(
+        &self,
+        content: &SharedUpload,
+        path: &str,
+        options: &UploadOptions,
+    ) -> Result<(), ExecError> {
+        let data = content.unpacked().map_err(|e| ExecError::Transfer {
+            host: self.host().to_string(),
+            operation: "upload",
+            path: path.to_string(),
+            message: format!("cannot unpack the content: {e}"),
+        })?;
+        self.upload(&data, path, options).await
+    }
 
     /// Reads a whole file.
     async fn download(&self, path: &str) -> Result<Vec<u8>, ExecError>;

@@ -18,12 +18,13 @@ use tracing::Instrument;
 
 use super::events::{self, Event, EventLog};
 use super::journal::{Entry, HostJournal, Journal};
+use super::modules::transfer::Transfers;
 use super::modules::{self, Bundle, ModuleError, Outcome, Status, TaskCx};
 use super::parse::{Play, Playbook, Task};
 use super::render;
 use super::report::RunReport;
 use super::PlaybookError;
-use crate::exec::{Command, ExecError, Executor, Output, UploadOptions};
+use crate::exec::{Command, ExecError, Executor, Output, SharedUpload, UploadOptions};
 
 /// A host a playbook runs on.
 #[derive(Clone)]
@@ -56,6 +57,9 @@ pub struct RunOptions {
     pub progress: bool,
     /// Also print ok/skipped tasks.
     pub verbose: bool,
+    /// Hash every large file on the hosts, whatever its stamp says (see
+    /// [`modules::transfer`]).
+    pub verify_all: bool,
 }
 
 /// Runs playbooks; see the module docs.
@@ -70,6 +74,8 @@ pub struct Engine {
     state: Mutex<EngineState>,
     /// A play with `any_errors_fatal` failed: nothing more runs.
     aborted: AtomicBool,
+    /// Large files prepared for upload, shared by the hosts of a play.
+    transfers: Transfers,
 }
 
 #[derive(Default)]
@@ -113,6 +119,7 @@ impl Engine {
                 ..Default::default()
             }),
             aborted: AtomicBool::new(false),
+            transfers: Transfers::default(),
         })
     }
 
@@ -180,6 +187,7 @@ impl Engine {
                 .instrument(span)
             });
             futures::future::join_all(runs).await;
+            self.transfers.release();
             if play.any_errors_fatal && fatal.load(Ordering::SeqCst) {
                 self.aborted.store(true, Ordering::SeqCst);
             }
@@ -622,6 +630,8 @@ impl Engine {
             cluster_hosts: &self.cluster_hosts,
             bundle: self.opts.bundle.as_ref(),
             no_log: task.no_log,
+            verify_all: self.opts.verify_all,
+            transfers: &self.transfers,
         };
         let mut outcome = match modules::run(&task.module, &args, &cx).await {
             Ok(o) => o,
@@ -753,6 +763,15 @@ impl Executor for Counting {
     ) -> Result<(), ExecError> {
         self.count.fetch_add(1, Ordering::Relaxed);
         self.inner.upload(data, path, options).await
+    }
+    async fn upload_shared(
+        &self,
+        content: &SharedUpload,
+        path: &str,
+        options: &UploadOptions,
+    ) -> Result<(), ExecError> {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.inner.upload_shared(content, path, options).await
     }
     async fn download(&self, path: &str) -> Result<Vec<u8>, ExecError> {
         self.count.fetch_add(1, Ordering::Relaxed);

@@ -225,19 +225,30 @@ pub async fn get_raw(client: &kube::Client, path: &str) -> Result<String, String
     client.request_text(req).await.map_err(|e| e.to_string())
 }
 
-/// Polls `probe` every second until it returns `Ok`, or fails with its last error after
-/// `timeout`.
+/// The first pause of [`wait_until`]; each next one doubles, up to [`POLL_MAX`].
+pub const POLL_FIRST: Duration = Duration::from_millis(50);
+
+/// The longest pause between two probes of [`wait_until`].
+pub const POLL_MAX: Duration = Duration::from_millis(500);
+
+/// Polls `probe` until it returns `Ok`, or fails with its last error after `timeout`. The
+/// pauses start short and grow to [`POLL_MAX`]: what is ready at once (a converged cluster) is
+/// not kept waiting a second, what takes a while is not probed in a busy loop.
 pub async fn wait_until<F, Fut, T>(timeout: Duration, mut probe: F) -> Result<T, String>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, String>>,
 {
     let start = std::time::Instant::now();
+    let mut pause = POLL_FIRST;
     loop {
         match probe().await {
             Ok(v) => return Ok(v),
             Err(e) if start.elapsed() >= timeout => return Err(e),
-            Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+            Err(_) => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(POLL_MAX);
+            }
         }
     }
 }

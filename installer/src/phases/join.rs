@@ -494,7 +494,7 @@ async fn serving_certificates(
                 state()
             );
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::sleep(common::POLL_MAX).await;
     }
 }
 

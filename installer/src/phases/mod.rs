@@ -160,8 +160,10 @@ pub const SYSCTLS: &[(&str, &str)] = &[
     ("net.ipv4.ip_forward", "1"),
 ];
 
-/// Packages the runtime phase installs.
-pub const RUNTIME_PACKAGES: &[&str] = &["containerd", "runc"];
+/// Packages the runtime phase installs: the container runtime, and zstd, which unpacks the
+/// Kubernetes binaries later phases send compressed (a node without it gets them uncompressed,
+/// four times the bytes).
+pub const RUNTIME_PACKAGES: &[&str] = &["containerd", "runc", "zstd"];
 
 /// Where containerd looks for per-registry hosts.toml files.
 pub const CONTAINERD_CONFIG_PATH: &str = "/etc/containerd/certs.d";
@@ -456,6 +458,8 @@ pub struct InstallOptions {
     /// Print task progress to stderr.
     pub progress: bool,
     pub verbose: bool,
+    /// Hash every large file on the hosts instead of trusting clusterkit's stamps.
+    pub verify_all: bool,
 }
 
 /// The engine options for a cluster.
@@ -469,6 +473,7 @@ pub fn run_options(cluster: &Cluster, opts: &InstallOptions) -> Result<RunOption
         bundle: bundle(cluster)?,
         progress: opts.progress,
         verbose: opts.verbose,
+        verify_all: opts.verify_all,
     })
 }
 

@@ -2,14 +2,16 @@
 //!
 //! Whole files (`template`, `copy`) are compared by sha256 with one remote command (`stat` +
 //! `sha256sum`) and uploaded only when the content differs; mode and owner are fixed in place
-//! when only they differ. In check mode the remote file is downloaded to show a diff (only then,
-//! and never for `no_log` tasks). Line and block edits read the file once, edit it here and
+//! when only they differ. Large `copy` sources (bundle files, 1 MiB and more) take
+//! [`super::transfer`]'s way instead: a stamp on the host rather than hashing, zstd on the
+//! wire. In check mode the remote file is downloaded to show a diff (only then, and never for
+//! `no_log` tasks). Line and block edits read the file once, edit it here and
 //! upload it only when the text changes, keeping the file's mode.
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::{flex, sh_quote, ModuleError, Outcome, TaskCx};
+use super::{flex, sh_quote, transfer, ModuleError, Outcome, TaskCx};
 use crate::exec::{Command, UploadOptions};
 use crate::playbook::diff;
 use crate::playbook::render;
@@ -221,6 +223,69 @@ pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
 }
 
+/// How a file's mode/owner/group differ from the wanted ones: one entry per change for the
+/// task's message, and the shell lines that fix them.
+#[derive(Debug, Default)]
+pub(super) struct AttrDiff {
+    pub changes: Vec<String>,
+    pub fix: String,
+}
+
+/// Compares `current` (mode, owner, group) of `path` with what is wanted (`None`: any).
+pub(super) fn attr_diff(
+    path: &str,
+    current: (u32, &str, &str),
+    mode: Option<u32>,
+    owner: Option<&str>,
+    group: Option<&str>,
+) -> AttrDiff {
+    let (cur_mode, cur_owner, cur_group) = current;
+    let p = sh_quote(path);
+    let mut d = AttrDiff::default();
+    if let Some(m) = mode.filter(|m| *m != cur_mode) {
+        d.changes.push(format!("mode {cur_mode:o} → {m:o}"));
+        d.fix.push_str(&format!("chmod {m:o} {p}\n"));
+    }
+    if let Some(o) = owner.filter(|o| *o != cur_owner) {
+        d.changes.push(format!("owner {cur_owner} → {o}"));
+        d.fix.push_str(&format!("chown {} {p}\n", sh_quote(o)));
+    }
+    if let Some(g) = group.filter(|g| *g != cur_group) {
+        d.changes.push(format!("group {cur_group} → {g}"));
+        d.fix.push_str(&format!("chgrp {} {p}\n", sh_quote(g)));
+    }
+    d
+}
+
+/// The task's message for a file that is created, updated (`why` appended) or only gets
+/// new attributes.
+pub(super) fn change_message(
+    path: &str,
+    exists: bool,
+    content_differs: bool,
+    why: &str,
+    attr_changes: &[String],
+) -> String {
+    let attrs = attr_changes.join(", ");
+    match (exists, content_differs) {
+        (false, _) if attrs.is_empty() => format!("create {path}"),
+        (false, _) => format!("create {path} ({attrs})"),
+        (true, true) if attrs.is_empty() => format!("update {path}{why}"),
+        (true, true) => format!("update {path}{why} ({attrs})"),
+        (true, false) => format!("{path}: {attrs}"),
+    }
+}
+
+/// `chown`'s argument for the wanted owner and/or group.
+pub(super) fn chown_spec(owner: Option<&str>, group: Option<&str>) -> Option<String> {
+    match (owner, group) {
+        (Some(o), Some(g)) => Some(format!("{o}:{g}")),
+        (Some(o), None) => Some(o.to_string()),
+        (None, Some(g)) => Some(format!(":{g}")),
+        (None, None) => None,
+    }
+}
+
 /// Makes `path` hold exactly `data` with the wanted mode/owner/group: one command when
 /// nothing differs, one more to upload or fix attributes otherwise.
 pub async fn ensure_content(
@@ -237,37 +302,14 @@ pub async fn ensure_content(
         .as_ref()
         .map(|c| c.sha256 != wanted_sha)
         .unwrap_or(true);
-    let mut attr_changes = Vec::new();
-    if let Some(c) = &current {
-        if let Some(m) = mode {
-            if c.mode != m {
-                attr_changes.push(format!("mode {:o} → {m:o}", c.mode));
-            }
-        }
-        if let Some(o) = owner {
-            if c.owner != o {
-                attr_changes.push(format!("owner {} → {o}", c.owner));
-            }
-        }
-        if let Some(g) = group {
-            if c.group != g {
-                attr_changes.push(format!("group {} → {g}", c.group));
-            }
-        }
-    }
-    if !content_differs && attr_changes.is_empty() {
+    let attrs = current
+        .as_ref()
+        .map(|c| attr_diff(path, (c.mode, &c.owner, &c.group), mode, owner, group))
+        .unwrap_or_default();
+    if !content_differs && attrs.changes.is_empty() {
         return Ok(Outcome::ok(format!("{path} is up to date")));
     }
-    let mut message = if current.is_none() {
-        format!("create {path}")
-    } else if content_differs {
-        format!("update {path}")
-    } else {
-        format!("{path}: {}", attr_changes.join(", "))
-    };
-    if content_differs && !attr_changes.is_empty() {
-        message = format!("{message} ({})", attr_changes.join(", "));
-    }
+    let message = change_message(path, current.is_some(), content_differs, "", &attrs.changes);
     if cx.check {
         let mut outcome = Outcome::changed(format!("would {message}"));
         if content_differs && !cx.no_log {
@@ -283,32 +325,14 @@ pub async fn ensure_content(
         return Ok(outcome);
     }
     if content_differs {
-        let chown = match (owner, group) {
-            (Some(o), Some(g)) => Some(format!("{o}:{g}")),
-            (Some(o), None) => Some(o.to_string()),
-            (None, Some(g)) => Some(format!(":{g}")),
-            (None, None) => None,
-        };
         let options = UploadOptions {
             mode: mode.or(current.as_ref().map(|c| c.mode)).unwrap_or(0o644),
-            owner: chown,
+            owner: chown_spec(owner, group),
             create_parents: true,
         };
         cx.exec.upload(data, path, &options).await?;
     } else {
-        let p = sh_quote(path);
-        let mut line = String::new();
-        if let Some(m) = mode {
-            line.push_str(&format!("chmod {m:o} {p} && "));
-        }
-        if let Some(o) = owner {
-            line.push_str(&format!("chown {} {p} && ", sh_quote(o)));
-        }
-        if let Some(g) = group {
-            line.push_str(&format!("chgrp {} {p} && ", sh_quote(g)));
-        }
-        line.push_str("true");
-        cx.sh(&line).await?;
+        cx.sh(&format!("set -e\n{}", attrs.fix)).await?;
     }
     Ok(Outcome::changed(message))
 }
@@ -348,6 +372,17 @@ pub async fn copy(args: CopyArgs, cx: &TaskCx<'_>) -> Result<Outcome, ModuleErro
                 .library
                 .file_path(src)
                 .map_err(|e| ModuleError::Failed(e.to_string()))?;
+            if transfer::is_large(cx, &path) {
+                return transfer::ensure_file(
+                    cx,
+                    &path,
+                    &args.dest,
+                    args.mode,
+                    args.owner.as_deref(),
+                    args.group.as_deref(),
+                )
+                .await;
+            }
             std::fs::read(&path)
                 .map_err(|e| ModuleError::Failed(format!("cannot read {}: {e}", path.display())))?
         }

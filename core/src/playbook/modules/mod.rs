@@ -19,6 +19,7 @@ pub mod files;
 pub mod package;
 pub mod service;
 pub mod system;
+pub mod transfer;
 
 use std::time::Duration;
 
@@ -146,6 +147,10 @@ pub struct TaskCx<'a> {
     pub bundle: Option<&'a Bundle>,
     /// Hide contents (no diff) for secrets.
     pub no_log: bool,
+    /// Hash every large file on the host, whatever its stamp says (`install --verify-all`).
+    pub verify_all: bool,
+    /// Large files prepared for upload, shared by the hosts of the run.
+    pub transfers: &'a transfer::Transfers,
 }
 
 impl TaskCx<'_> {

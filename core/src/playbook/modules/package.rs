@@ -142,6 +142,15 @@ impl Bundle {
             .collect()
     }
 
+    /// The manifest entry of the bundle file at `path` (any path that resolves to it).
+    pub fn binary_at(&self, path: &Path) -> Option<&BundleFile> {
+        let path = std::fs::canonicalize(path).ok()?;
+        self.manifest
+            .binaries
+            .iter()
+            .find(|b| std::fs::canonicalize(self.dir.join(&b.file)).is_ok_and(|p| p == path))
+    }
+
     fn package(&self, name: &str) -> Option<&BundlePackage> {
         self.manifest.packages.iter().find(|p| p.name == name)
     }
