@@ -270,7 +270,7 @@ fn print_drill(
     output: OutputFormat,
     rec: &clusterkit_backup::drill::DrillRecord,
 ) -> anyhow::Result<()> {
-    print(output, rec, || {
+    output.print(rec, || {
         let mut out = format!(
             "{}
 ",
@@ -538,19 +538,6 @@ impl EtcdArgs {
     }
 }
 
-pub(crate) fn print<T: serde::Serialize>(
-    format: OutputFormat,
-    value: &T,
-    table: impl FnOnce() -> String,
-) -> anyhow::Result<()> {
-    match format {
-        OutputFormat::Table => print!("{}", table()),
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(value)?),
-        OutputFormat::Yaml => print!("{}", serde_saphyr::to_string(value)?),
-    }
-    Ok(())
-}
-
 /// A flag's seconds as a signed duration, built with checked constructors (clap's range keeps
 /// the value small; this keeps a wider one from wrapping or panicking all the same).
 pub(crate) fn seconds(
@@ -620,7 +607,7 @@ impl Args {
                     tracing::warn!(error = %e, "could not record the backup status");
                 }
                 let m = result.context("etcd backup failed")?;
-                print(global.output, &m, || {
+                global.output.print(&m, || {
                     let e = m.etcd.as_ref();
                     format!(
                         "backup {} complete: {} raw, {} stored ({}), member {}, marker at revision {}, {} keys, {:.1}s\n",
@@ -638,7 +625,7 @@ impl Args {
             Command::List(a) => {
                 let store = a.store.open(cluster).await?;
                 let entries = catalog::list(store.as_ref()).await?;
-                print(global.output, &entries, || {
+                global.output.print(&entries, || {
                     let mut out = format!(
                         "{:<32} {:<9} {:<20} {:>10} {:>10} {:<18} {:<8} {}\n",
                         "ID",
@@ -685,7 +672,7 @@ impl Args {
             Command::Describe(a) => {
                 let store = a.store.open(cluster).await?;
                 let m = catalog::get_manifest(store.as_ref(), &a.id).await?;
-                print(global.output, &m, || {
+                global.output.print(&m, || {
                     serde_json::to_string_pretty(&m).unwrap_or_default() + "\n"
                 })
             }
@@ -695,7 +682,7 @@ impl Args {
                 let m = catalog::verify(store.as_ref(), &a.id, &decrypt, clock.now())
                     .await
                     .with_context(|| format!("verify {} failed", a.id))?;
-                print(global.output, &m, || {
+                global.output.print(&m, || {
                     format!(
                         "backup {} is intact: {} stored bytes and {} raw bytes match their sha256{}\n",
                         m.id,
@@ -759,7 +746,7 @@ impl Args {
                     let _ = g.release().await;
                 }
                 let plan = plan?;
-                print(global.output, &plan, || {
+                global.output.print(&plan, || {
                     let mut out = String::new();
                     let verb = if a.dry_run { "would delete" } else { "deleted" };
                     for id in &plan.delete {
@@ -1004,7 +991,7 @@ async fn install_timer(
             .with_context(|| format!("install-timer on {}", h.name))?;
         reports.push(report);
     }
-    print(output, &reports, || {
+    output.print(&reports, || {
         let mut out = String::new();
         for r in &reports {
             if r.changed.is_empty() {

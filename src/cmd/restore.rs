@@ -18,7 +18,7 @@ use clusterkit_backup::restore::{restore_local, LocalRestore};
 use clusterkit_backup::{catalog, settings, status};
 
 use super::backup::{load_cluster, DecryptArgs, StoreArgs};
-use super::{Global, OutputFormat};
+use super::Global;
 use clusterkit_core::config::Cluster;
 
 #[derive(clap::Args)]
@@ -127,25 +127,19 @@ impl Args {
             tracing::warn!(error = %e, "could not record the restore in the store's status");
         }
         let report = result.with_context(|| format!("restore of {} failed", a.id))?;
-        match global.output {
-            OutputFormat::Table => {
-                println!(
-                    "restored {} into {} (revision ≥ {})",
-                    report.id,
-                    report.data_dir.display(),
-                    report.revision_at_least
-                );
-                if let Some(old) = &report.old_data_dir {
-                    println!("previous data dir kept at {}", old.display());
-                }
-                println!(
-                    "start etcd now; etcd 3.4 cannot bump revisions, so restart every watcher \
-                     (kube-apiserver, controllers, kubelets) afterwards"
-                );
+        global.output.print(&report, || {
+            let mut t = format!(
+                "restored {} into {} (revision ≥ {})\n",
+                report.id,
+                report.data_dir.display(),
+                report.revision_at_least
+            );
+            if let Some(old) = &report.old_data_dir {
+                t += &format!("previous data dir kept at {}\n", old.display());
             }
-            _ => super::backup::print(global.output, &report, String::new)?,
-        }
-        Ok(())
+            t + "start etcd now; etcd 3.4 cannot bump revisions, so restart every watcher \
+                 (kube-apiserver, controllers, kubelets) afterwards\n"
+        })
     }
 }
 
@@ -235,26 +229,25 @@ async fn restore_cluster(
     };
     let _ = status::record_restore(store.as_ref(), Kind::Etcd, outcome).await;
     let report = result.with_context(|| format!("restore of {} failed", a.id))?;
-    match global.output {
-        OutputFormat::Table => {
-            for r in &report.members {
-                println!(
-                    "{}: {} (old data dir kept at {})",
-                    r.member, r.result, r.old_data_dir
-                );
-            }
-            for s in &report.steps {
-                println!(
-                    "  step {:<22} {:<10} {:>7.2}s",
-                    s.step,
-                    s.member.as_deref().unwrap_or("-"),
-                    s.seconds
-                );
-            }
-            println!("restored in {:.1}s", report.seconds);
-            println!("revisions: {}", report.revisions);
+    global.output.print(&report, || {
+        let mut t = String::new();
+        for r in &report.members {
+            t += &format!(
+                "{}: {} (old data dir kept at {})\n",
+                r.member, r.result, r.old_data_dir
+            );
         }
-        _ => super::backup::print(global.output, &report, String::new)?,
-    }
-    Ok(())
+        for s in &report.steps {
+            t += &format!(
+                "  step {:<22} {:<10} {:>7.2}s\n",
+                s.step,
+                s.member.as_deref().unwrap_or("-"),
+                s.seconds
+            );
+        }
+        t + &format!(
+            "restored in {:.1}s\nrevisions: {}\n",
+            report.seconds, report.revisions
+        )
+    })
 }
