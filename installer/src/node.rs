@@ -318,7 +318,7 @@ pub fn drain_plan(pods: &[Pod]) -> DrainPlan {
 
 /// The Eviction object the API server of `cluster`'s version takes (policy/v1 from 1.22).
 fn eviction_body(cluster: &Cluster, ns: &str, name: &str) -> serde_json::Value {
-    let v = common::kube_version(cluster);
+    let v = cluster.kubernetes.version;
     let api_version = if v.at_least(22) {
         "policy/v1"
     } else {

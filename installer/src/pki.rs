@@ -58,7 +58,9 @@ use rcgen::{
 use time::OffsetDateTime;
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
-use crate::versions::{KubeVersion, SYSTEM_MASTERS};
+use clusterkit_core::release::KubeVersion;
+
+use crate::versions::SYSTEM_MASTERS;
 
 /// Errors of the PKI phase. Messages never contain key material.
 #[derive(Debug, thiserror::Error)]

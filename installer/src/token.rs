@@ -299,7 +299,7 @@ pub fn join_command(cluster: &Cluster, token: &BootstrapToken) -> Result<String,
 }
 
 /// The `kubeadm-config` ConfigMap's `ClusterConfiguration` API version kubeadm of `v` reads.
-pub fn kubeadm_api_version(v: crate::versions::KubeVersion) -> &'static str {
+pub fn kubeadm_api_version(v: clusterkit_core::release::KubeVersion) -> &'static str {
     if v.at_least(31) {
         "kubeadm.k8s.io/v1beta4"
     } else if v.at_least(22) {
@@ -311,7 +311,7 @@ pub fn kubeadm_api_version(v: crate::versions::KubeVersion) -> &'static str {
 
 /// The name of the ConfigMap holding the cluster's KubeletConfiguration: `kubelet-config-1.X`
 /// up to 1.23, `kubelet-config` from 1.24 (kubeadm's UnversionedKubeletConfigMap).
-pub fn kubelet_config_map_name(v: crate::versions::KubeVersion) -> String {
+pub fn kubelet_config_map_name(v: clusterkit_core::release::KubeVersion) -> String {
     if v.at_least(24) {
         "kubelet-config".into()
     } else {
@@ -324,7 +324,7 @@ pub fn kubelet_config_map_name(v: crate::versions::KubeVersion) -> String {
 /// kubeadm static pod), reached with the API server's etcd client certificate.
 pub fn cluster_configuration(cluster: &Cluster) -> serde_json::Value {
     let k = &cluster.kubernetes;
-    let v = crate::phases::common::kube_version(cluster);
+    let v = cluster.kubernetes.version;
     let pki = "/etc/kubernetes/pki";
     serde_json::json!({
         "apiVersion": kubeadm_api_version(v),
@@ -391,7 +391,7 @@ pub fn kubeadm_objects(
     kubelet_config: &str,
 ) -> Result<Vec<serde_json::Value>, TokenError> {
     use serde_json::json;
-    let v = crate::phases::common::kube_version(cluster);
+    let v = cluster.kubernetes.version;
     let mut data = serde_json::Map::new();
     data.insert(
         "ClusterConfiguration".into(),
@@ -572,7 +572,7 @@ mod tests {
 
     #[test]
     fn kubeadm_objects_by_version() {
-        use crate::versions::KubeVersion;
+        use clusterkit_core::release::KubeVersion;
         assert_eq!(
             kubeadm_api_version(KubeVersion::new(1, 20, 2)),
             "kubeadm.k8s.io/v1beta2"

@@ -20,6 +20,7 @@ use serde::Serialize;
 
 use super::error::SelectError;
 use super::secret::SecretEnv;
+use crate::release::KubeVersion;
 
 /// A whole cluster as described by one `cluster.yaml`.
 #[derive(Clone, Debug, Serialize)]
@@ -324,7 +325,7 @@ impl Kubernetes {
 #[derive(Clone, Debug, Serialize)]
 pub struct Kubernetes {
     /// The Kubernetes release (required), e.g. `v1.26.3`.
-    pub version: Version,
+    pub version: KubeVersion,
     /// Pod network. Default: `10.244.0.0/16`.
     pub pod_cidr: IpNet,
     /// Service network. Default: `10.96.0.0/12`.
@@ -379,78 +380,6 @@ impl Default for LoadBalancer {
             local: false,
             port: Self::DEFAULT_PORT,
         }
-    }
-}
-
-/// A Kubernetes version `vMAJOR.MINOR.PATCH`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Version {
-    pub major: u32,
-    pub minor: u32,
-    pub patch: u32,
-}
-
-impl Version {
-    /// The oldest version clusterkit installs: the one Debian 12 builds (see DESIGN.md).
-    pub const MIN_SUPPORTED: Version = Version {
-        major: 1,
-        minor: crate::release::MIN_MINOR,
-        patch: 0,
-    };
-    /// The newest `major.minor` whose rules clusterkit knows; every patch of it is supported.
-    pub const MAX_SUPPORTED_MINOR: (u32, u32) = (1, crate::release::MAX_MINOR);
-
-    /// This version when clusterkit installs it, else why not (the supported range).
-    pub fn check_supported(self) -> Result<Version, String> {
-        let (major, minor) = Self::MAX_SUPPORTED_MINOR;
-        if self < Self::MIN_SUPPORTED || (self.major, self.minor) > (major, minor) {
-            return Err(format!(
-                "{self} is not supported: clusterkit installs {} through v{major}.{minor}.x",
-                Self::MIN_SUPPORTED
-            ));
-        }
-        Ok(self)
-    }
-
-    /// True when this version is at least `major.minor` (for version-dependent flags).
-    pub fn at_least(&self, major: u32, minor: u32) -> bool {
-        (self.major, self.minor) >= (major, minor)
-    }
-}
-
-impl fmt::Display for Version {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "v{}.{}.{}", self.major, self.minor, self.patch)
-    }
-}
-
-impl FromStr for Version {
-    type Err = String;
-    /// Accepts exactly `vMAJOR.MINOR.PATCH` (leading `v` required, digits only).
-    fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("{s:?} is not a version like v1.26.3");
-        let rest = s.strip_prefix('v').ok_or_else(bad)?;
-        let n = |p: &str| {
-            if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(bad());
-            }
-            p.parse::<u32>().map_err(|_| bad())
-        };
-        let mut parts = rest.split('.');
-        match (parts.next(), parts.next(), parts.next(), parts.next()) {
-            (Some(major), Some(minor), Some(patch), None) => Ok(Version {
-                major: n(major)?,
-                minor: n(minor)?,
-                patch: n(patch)?,
-            }),
-            _ => Err(bad()),
-        }
-    }
-}
-
-impl Serialize for Version {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
     }
 }
 
@@ -566,7 +495,7 @@ pub struct Runtime {
 }
 
 /// The pause image tag kubeadm pins for a Kubernetes release ([`crate::release::images`]).
-pub fn default_pause_tag(v: &Version) -> &'static str {
+pub fn default_pause_tag(v: &KubeVersion) -> &'static str {
     crate::release::images(v.minor, v.patch).pause
 }
 
@@ -850,25 +779,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn version_parses_only_v_major_minor_patch() {
-        let v: Version = "v1.26.3".parse().unwrap();
-        assert_eq!((v.major, v.minor, v.patch), (1, 26, 3));
-        assert_eq!(v.to_string(), "v1.26.3");
-        assert!(v.at_least(1, 24) && !v.at_least(1, 27));
-        for bad in [
-            "1.26.3",
-            "v1.26",
-            "v1.26.3.4",
-            "v1.x.3",
-            "v1.26.3-rc.1",
-            "v1..3",
-            "",
-        ] {
-            assert!(bad.parse::<Version>().is_err(), "{bad} accepted");
-        }
-    }
-
-    #[test]
     fn endpoint_parses_host_port_forms() {
         let e: Endpoint = "10.0.0.1:6443".parse().unwrap();
         assert_eq!((e.host.as_str(), e.port), ("10.0.0.1", 6443));
@@ -899,7 +809,7 @@ mod tests {
 
     #[test]
     fn pause_tag_follows_kubeadm() {
-        let v = |s: &str| s.parse::<Version>().unwrap();
+        let v = |s: &str| s.parse::<KubeVersion>().unwrap();
         assert_eq!(default_pause_tag(&v("v1.20.2")), "3.2");
         assert_eq!(default_pause_tag(&v("v1.26.3")), "3.9");
         assert_eq!(default_pause_tag(&v("v1.31.0")), "3.10");

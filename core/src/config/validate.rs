@@ -22,6 +22,7 @@ use super::grammar::{self, Range};
 use super::raw::*;
 use super::resolved::*;
 use super::secret::SecretEnv;
+use crate::release::KubeVersion;
 
 /// A line and column in the file.
 type Pos = (u64, u64);
@@ -1097,16 +1098,19 @@ fn resolve_kubernetes(
 
     let version = cx
         .required_str(&r.version, at, "kubernetes.version")
-        .and_then(
-            |v| match v.parse::<Version>().and_then(|v| v.check_supported()) {
+        .and_then(|v| {
+            match v
+                .parse::<KubeVersion>()
+                .and_then(|v| v.check_supported().map(|()| v))
+            {
                 Ok(v) => Some(v),
                 Err(e) => {
                     let vat = r.version.as_ref().map_or(at, pos);
-                    cx.error(vat, "kubernetes.version", e);
+                    cx.error(vat, "kubernetes.version", e.to_string());
                     None
                 }
-            },
-        );
+            }
+        });
 
     let pod = cidr(cx, &r.pod_cidr, "kubernetes.pod_cidr", "10.244.0.0/16");
     let svc = cidr(

@@ -18,19 +18,13 @@ use serde_json::{Map, Value};
 
 use super::InstallError;
 use crate::pki::StateLayout;
-use crate::versions::{self, Component, FlagInput, KubeVersion};
+use crate::versions::{self, Component, FlagInput};
 
 /// Where Kubernetes binaries go on the nodes.
 pub const NODE_BIN_DIR: &str = "/usr/local/bin";
 
 /// The port every kube-apiserver listens on.
 pub const APISERVER_PORT: u16 = 6443;
-
-/// The cluster's Kubernetes version in the version rules' type.
-pub fn kube_version(cluster: &Cluster) -> KubeVersion {
-    let v = cluster.kubernetes.version;
-    KubeVersion::new(v.major, v.minor, v.patch)
-}
 
 /// Copies of `targets` whose `host` variables also hold what `extra` returns for them (an
 /// object merged into the host's vars). Hosts `extra` returns `None` for are left out.
@@ -68,7 +62,7 @@ pub fn etcd_client_urls(cluster: &Cluster) -> Vec<String> {
 /// The flag input of one node: cluster.yaml's networks and versions, kubeadm's paths.
 pub fn flag_input(cluster: &Cluster, host: &Host) -> FlagInput {
     let k = &cluster.kubernetes;
-    let mut input = FlagInput::new(kube_version(cluster), &host.name, host.address);
+    let mut input = FlagInput::new(cluster.kubernetes.version, &host.name, host.address);
     input.apiserver_port = APISERVER_PORT;
     input.etcd_servers = etcd_client_urls(cluster);
     input.service_cidr = k.service_cidr.to_string();
@@ -148,13 +142,14 @@ pub fn bundle_binaries(
     }
     // The binaries must be the release cluster.yaml names: a bundle of another release would
     // start components whose flags and behaviour the rest of the install does not expect.
-    let wanted = kube_version(cluster);
+    let wanted = cluster.kubernetes.version;
     for (name, path) in &found {
         if !versions::KUBERNETES_BINARIES.contains(&name.as_str()) {
             continue;
         }
         let version = match recorded.get(name) {
-            Some(v) => KubeVersion::parse(v).map_err(|e| InstallError::Bundle(e.to_string())),
+            Some(v) => clusterkit_core::release::KubeVersion::parse(v)
+                .map_err(|e| InstallError::Bundle(e.to_string())),
             None => versions::binary_version(path).map_err(|e| InstallError::Bundle(e.to_string())),
         }?;
         if version != wanted {

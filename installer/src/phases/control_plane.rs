@@ -108,7 +108,7 @@ pub fn component_image(cluster: &Cluster, c: Component) -> String {
         "{}/{}:{}",
         cluster.kubernetes.image_repository.trim_end_matches('/'),
         c.name(),
-        common::kube_version(cluster)
+        cluster.kubernetes.version
     )
 }
 
@@ -160,7 +160,7 @@ pub fn kubelet_vars(
     host: &Host,
     bootstrap: Option<&str>,
 ) -> Result<Value, InstallError> {
-    let rules = versions::rules(common::kube_version(cluster));
+    let rules = versions::rules(cluster.kubernetes.version);
     let input = common::flag_input(cluster, host);
     Ok(json!({
         "flags": common::flags(cluster, host, Component::Kubelet)?,
@@ -311,7 +311,7 @@ impl Phase for ControlPlanePhase {
             return Ok(());
         }
         wait_ready(cx.cluster).await?;
-        if versions::rules(common::kube_version(cx.cluster)).super_admin_kubeconfig {
+        if versions::rules(cx.cluster.kubernetes.version).super_admin_kubeconfig {
             super::join::bind_cluster_admins(cx.cluster).await?;
         }
         apply_kubeadm_config(cx).await

@@ -20,7 +20,8 @@ use clusterkit_core::playbook::modules::facts;
 use serde_json::Value;
 
 use super::{InstallError, PhaseContext};
-use crate::versions::{self, KubeVersion};
+use crate::versions;
+use clusterkit_core::release::KubeVersion;
 
 /// Minimum CPUs on a control-plane host (kubeadm's rule).
 pub const MIN_CPUS: u64 = 2;
@@ -365,12 +366,7 @@ async fn check_one(
         .host(&t.name)
         .map(|h| h.roles.clone())
         .unwrap_or_default();
-    let mut findings = check_host(
-        &facts,
-        &roles,
-        proxy_mode,
-        super::common::kube_version(cx.cluster),
-    );
+    let mut findings = check_host(&facts, &roles, proxy_mode, cx.cluster.kubernetes.version);
     // The local load balancer's port, on every node (haproxy may hold it on a rerun).
     let lb = cx.cluster.kubernetes.load_balancer;
     if lb.local {
