@@ -1,7 +1,7 @@
 //! Day 2: expiry checks and renewal of every certificate and kubeconfig clusterkit issued.
 //!
 //! - [`node_files`] lists what each node should hold (the same rules as
-//!   [`StateLayout::host_files`], but also for files missing locally) and [`read_node`] reads
+//!   [`pki::host_files`], but also for files missing locally) and [`read_node`] reads
 //!   them **live**, in one SSH round trip per host: certificates whole, kubeconfigs reduced on
 //!   the node to their `client-certificate(-data)` line and key files to their mode (private
 //!   keys never travel). [`node_rows`] and [`local_rows`] turn that into [`ExpiryRow`]s: subject,
@@ -40,10 +40,12 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
+use clusterkit_core::layout::{operator_admin_conf, StateLayout};
+
 use crate::kubeconfig::{self, Kubeconfig, KubeconfigError, KubeconfigSpec, UserEntry};
 use crate::pki::{
     self, monitoring, CaName, CertSpec, FileMapping, LoadedCa, MonitoringInput, PkiError, PkiInput,
-    StateLayout, Usage,
+    Usage,
 };
 
 /// Errors of `certs check-expiration`, `renew` and `distribute`. Never contains key material.
@@ -131,8 +133,7 @@ pub struct NodeFile {
 const ETC: &str = "/etc/kubernetes";
 
 /// Every certificate file `host` should hold, in a stable order. The rules are those of
-/// [`StateLayout::host_files`] plus the pki phase's filter (no etcd CA key on a member that is
-/// not a control-plane host), applied whether or not the state directory has the file, so a
+/// [`pki::host_files`], applied whether or not the state directory has the file, so a
 /// file missing everywhere still shows as missing.
 pub fn node_files(cluster: &Cluster, layout: &StateLayout, host: &Host) -> Vec<NodeFile> {
     let cp = host.has_role(Role::ControlPlane);
@@ -170,8 +171,9 @@ pub fn node_files(cluster: &Cluster, layout: &StateLayout, host: &Host) -> Vec<N
         if !cp {
             cert("etcd-ca", "etcd/ca", &pki, false);
         }
-        cert("etcd-server", "etcd/server", &host_dir.join("pki"), true);
-        cert("etcd-peer", "etcd/peer", &host_dir.join("pki"), true);
+        let host_pki = host_dir.join(StateLayout::PKI);
+        cert("etcd-server", "etcd/server", &host_pki, true);
+        cert("etcd-peer", "etcd/peer", &host_pki, true);
     }
     let mut conf = |name: &str, local: Option<PathBuf>, optional: bool| {
         out.push(NodeFile {
@@ -212,8 +214,8 @@ pub fn node_files(cluster: &Cluster, layout: &StateLayout, host: &Host) -> Vec<N
     );
     let _ = cluster;
     // The monitoring stack's certificates, once the monitor has issued them.
-    if layout.has_monitoring() {
-        for f in layout.monitoring_files(&host.name) {
+    if pki::has_monitoring(layout) {
+        for f in pki::monitoring_files(layout, &host.name) {
             let remote = f.remote.to_string_lossy().into_owned();
             let Some(base) = remote.strip_suffix(".crt") else {
                 continue;
@@ -705,14 +707,14 @@ pub fn local_rows(
             Some(base.with_extension("key")),
         );
     }
-    for spec in pki::cert_specs(input)? {
+    for spec in pki::cert_specs(input) {
         cert_row(
             &spec.name,
             &spec.cert_path(layout),
             Some(spec.key_path(layout)),
         );
     }
-    if layout.has_monitoring() {
+    if pki::has_monitoring(layout) {
         let base = layout.pki_dir().join(CaName::Monitoring.base());
         cert_row(
             CaName::Monitoring.name(),
@@ -727,7 +729,7 @@ pub fn local_rows(
             );
         }
     }
-    let mut confs: Vec<(String, PathBuf)> = kubeconfig::kubeconfig_specs(input)?
+    let mut confs: Vec<(String, PathBuf)> = kubeconfig::kubeconfig_specs(input)
         .into_iter()
         .map(|s| (s.name, layout.root.join(s.path)))
         .collect();
@@ -778,12 +780,6 @@ fn mode_of(path: &Path) -> Option<u32> {
     std::fs::metadata(path)
         .ok()
         .map(|m| m.permissions().mode() & 0o777)
-}
-
-/// Where the operator's copy of admin.conf lives: next to cluster.yaml (as the pki phase
-/// writes it).
-pub fn operator_admin_conf(cluster: &Cluster) -> PathBuf {
-    cluster.dir.join("admin.conf")
 }
 
 /// The current time, for the functions that take one.
@@ -882,11 +878,11 @@ pub fn renewables(
     layout: &StateLayout,
     monitoring: Option<&MonitoringInput>,
 ) -> Result<Vec<Renewable>, CertsError> {
-    let mut out: Vec<Renewable> = pki::cert_specs(input)?
+    let mut out: Vec<Renewable> = pki::cert_specs(input)
         .into_iter()
         .map(Renewable::Cert)
         .collect();
-    if let Some(m) = monitoring.filter(|_| layout.has_monitoring()) {
+    if let Some(m) = monitoring.filter(|_| pki::has_monitoring(layout)) {
         out.extend(
             pki::monitoring_cert_specs(m)
                 .into_iter()
@@ -894,7 +890,7 @@ pub fn renewables(
         );
     }
     out.extend(
-        kubeconfig::kubeconfig_specs(input)?
+        kubeconfig::kubeconfig_specs(input)
             .into_iter()
             .map(Renewable::Kubeconfig),
     );
@@ -1048,7 +1044,6 @@ pub fn renew_local(
     items: &[Renewable],
     now: OffsetDateTime,
 ) -> Result<Vec<Renewed>, CertsError> {
-    input.validate()?;
     let mut cas: BTreeMap<&'static str, LoadedCa> = BTreeMap::new();
     let lifetime = input.validity.leaf;
     let mut out = Vec::new();
@@ -1160,17 +1155,16 @@ pub fn renew_local(
 // ---------------------------------------------------------------------------------------
 // Distribution and restarts
 
-/// The files a node gets from the state directory: [`StateLayout::host_files`] with the pki
-/// phase's filter (no etcd CA key on an etcd member that is not a control-plane host), plus
-/// kube-proxy's kubeconfig once the addons phase has issued it, plus the monitoring files
-/// ([`StateLayout::monitoring_files`]).
+/// The files a node gets from the state directory: [`pki::host_files`], plus kube-proxy's
+/// kubeconfig once the addons phase has issued it, plus the monitoring files
+/// ([`pki::monitoring_files`]).
 pub fn node_mappings(layout: &StateLayout, host: &Host) -> Vec<FileMapping> {
-    let cp = host.has_role(Role::ControlPlane);
-    let mut files: Vec<FileMapping> = layout
-        .host_files(&host.name, cp, host.has_role(Role::Etcd))
-        .into_iter()
-        .filter(|f| cp || !f.remote.ends_with("pki/etcd/ca.key"))
-        .collect();
+    let mut files = pki::host_files(
+        layout,
+        &host.name,
+        host.has_role(Role::ControlPlane),
+        host.has_role(Role::Etcd),
+    );
     let proxy = layout.kubeconfig_dir().join("kube-proxy.conf");
     if proxy.is_file() {
         files.push(FileMapping {
@@ -1180,7 +1174,7 @@ pub fn node_mappings(layout: &StateLayout, host: &Host) -> Vec<FileMapping> {
             owner: None,
         });
     }
-    files.extend(layout.monitoring_files(&host.name));
+    files.extend(pki::monitoring_files(layout, &host.name));
     files
 }
 

@@ -453,13 +453,11 @@ pub fn removal_blocker(cluster: &Cluster, host: &Host) -> Option<String> {
         if others == 0 {
             return Some("it is the only control-plane host; the cluster would have no API server (use `clusterkit reset` to remove the whole cluster)".into());
         }
-        let endpoint = cluster.kubernetes.control_plane_endpoint.to_string();
-        if let Ok((ep_host, _)) = crate::pki::split_endpoint(&endpoint) {
-            if ep_host == host.name || ep_host == host.address.to_string() {
-                return Some(format!(
-                    "control_plane_endpoint ({endpoint}) points at it; point the endpoint at another control-plane host (or a load balancer) first"
-                ));
-            }
+        let endpoint = &cluster.kubernetes.control_plane_endpoint;
+        if endpoint.host == host.name || endpoint.host.parse() == Ok(host.address) {
+            return Some(format!(
+                "control_plane_endpoint ({endpoint}) points at it; point the endpoint at another control-plane host (or a load balancer) first"
+            ));
         }
     }
     if host.has_role(Role::Etcd) && cluster.hosts_with_role(Role::Etcd).len() == 1 {

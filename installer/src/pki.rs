@@ -33,7 +33,7 @@
 //!
 //! Unlike kubeadm, one apiserver certificate covers every control-plane host (it is the same
 //! file on each of them). A node's `/etc/kubernetes/pki` is `<state>/pki` overlaid with
-//! `<state>/hosts/<node>/pki` ([`StateLayout::host_files`]).
+//! `<state>/hosts/<node>/pki` ([`host_files`]).
 //!
 //! Idempotence: an existing certificate is kept when it parses, matches its key, is signed by
 //! the current CA, still has the subject, usages and every required SAN, and does not expire
@@ -58,7 +58,10 @@ use rcgen::{
 use time::OffsetDateTime;
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
+use clusterkit_core::config::{nth_ip, Endpoint};
+use clusterkit_core::layout::{NodeLayout, StateLayout};
 use clusterkit_core::release::KubeVersion;
+use ipnet::IpNet;
 
 use crate::versions::SYSTEM_MASTERS;
 
@@ -145,6 +148,8 @@ impl Default for Validity {
 }
 
 /// Everything the PKI and kubeconfigs depend on, independent of how cluster.yaml is modelled.
+/// Its values come validated from the resolved cluster ([`PkiInput::from_cluster`]); nothing
+/// here checks them again.
 #[derive(Clone, Debug)]
 pub struct PkiInput {
     /// The cluster's name: the kubeconfigs' cluster entry.
@@ -155,124 +160,44 @@ pub struct PkiInput {
     pub control_plane: Vec<Host>,
     /// etcd members: each gets its own server and peer certificate.
     pub etcd: Vec<Host>,
-    /// `host:port` (or `host`, port 6443) clients use to reach the API; a DNS name or an IP.
-    pub control_plane_endpoint: String,
+    /// Where clients reach the API; a DNS name or an IP.
+    pub control_plane_endpoint: Endpoint,
     /// The port kube-apiserver listens on on each control-plane host (6443); the component
     /// kubeconfigs use it with the host's own address.
     pub apiserver_port: u16,
     /// The service network; its first address is the `kubernetes` Service's ClusterIP.
-    /// A dual-stack `v4,v6` pair uses its first entry, as kubeadm does.
-    pub service_cidr: String,
+    pub service_cidr: IpNet,
     /// The cluster DNS domain (`cluster.local`).
     pub dns_domain: String,
-    /// More apiserver SANs (names or IPs), like kubeadm's `apiServer.certSANs`.
-    pub extra_apiserver_sans: Vec<String>,
     /// Nodes that get a kubelet.conf with their own credentials; workers not listed here join
     /// through TLS bootstrap instead. Usually the control-plane hosts.
     pub kubelet_nodes: Vec<Host>,
-    /// The `https://` URL the kubelet.conf files use when it is not the control-plane
-    /// endpoint: the local load balancer on every node (`https://127.0.0.1:<port>`,
-    /// cluster.yaml `kubernetes.load_balancer`). `None`: the endpoint.
-    pub node_api_server: Option<String>,
+    /// Where the kubelet.conf files reach the API when it is not the control-plane endpoint:
+    /// the local load balancer on every node (`127.0.0.1:<port>`, cluster.yaml
+    /// `kubernetes.load_balancer`). `None`: the endpoint.
+    pub node_api_server: Option<Endpoint>,
     /// Certificate lifetimes.
     pub validity: Validity,
 }
 
 impl PkiInput {
-    /// Checks what the certificates are built from; called by [`ensure`].
-    pub fn validate(&self) -> Result<(), PkiError> {
-        let bad = |field, message: String| Err(PkiError::Input { field, message });
-        if self.cluster_name.trim().is_empty() {
-            return bad("cluster_name", "empty".into());
-        }
-        if self.control_plane.is_empty() {
-            return bad("control_plane", "no control-plane host".into());
-        }
-        if self.etcd.is_empty() {
-            return bad("etcd", "no etcd member".into());
-        }
-        for h in self
-            .control_plane
-            .iter()
-            .chain(&self.etcd)
-            .chain(&self.kubelet_nodes)
-        {
-            if !valid_dns_name(&h.name) {
-                return bad(
-                    "hosts",
-                    format!("host name {:?} is not a valid DNS name", h.name),
-                );
-            }
-        }
-        self.endpoint()?;
-        if let Some(url) = &self.node_api_server {
-            if !url.starts_with("https://") || url.len() == "https://".len() {
-                return bad("node_api_server", format!("{url:?} is not an https:// URL"));
-            }
-        }
-        first_service_ip(&self.service_cidr)?;
-        if !valid_dns_name(&self.dns_domain) {
-            return bad(
-                "dns_domain",
-                format!("{:?} is not a DNS domain", self.dns_domain),
-            );
-        }
-        for san in &self.extra_apiserver_sans {
-            if san.parse::<IpAddr>().is_err() && !valid_dns_name(san.trim_start_matches("*.")) {
-                return bad(
-                    "extra_apiserver_sans",
-                    format!("{san:?} is neither an IP nor a DNS name"),
-                );
-            }
-        }
-        let v = &self.validity;
-        if v.renew_before >= v.leaf {
-            return bad(
-                "validity",
-                format!(
-                    "renew_before ({} days) must be shorter than the leaf validity ({} days)",
-                    v.renew_before.as_secs() / 86_400,
-                    v.leaf.as_secs() / 86_400
-                ),
-            );
-        }
-        if v.leaf > v.ca {
-            return bad(
-                "validity",
-                "leaf validity is longer than the CA validity".into(),
-            );
-        }
-        Ok(())
-    }
-
-    /// The control-plane endpoint as `(host, port)`.
-    pub fn endpoint(&self) -> Result<(String, u16), PkiError> {
-        split_endpoint(&self.control_plane_endpoint)
-    }
-
-    /// The URL node kubeconfigs (kubelet.conf) use: [`PkiInput::node_api_server`], else the
+    /// The URL node kubeconfigs (kubelet.conf) use: [`PkiInput::node_api_server`]'s, else the
     /// endpoint's.
-    pub fn node_server_url(&self) -> Result<String, PkiError> {
+    pub fn node_server_url(&self) -> String {
         match &self.node_api_server {
-            Some(url) => Ok(url.clone()),
+            Some(e) => format!("https://{e}"),
             None => self.server_url(),
         }
     }
 
     /// `https://host:port` of the control-plane endpoint.
-    pub fn server_url(&self) -> Result<String, PkiError> {
-        let (host, port) = self.endpoint()?;
-        Ok(match host.parse::<IpAddr>() {
-            Ok(IpAddr::V6(v6)) => format!("https://[{v6}]:{port}"),
-            _ => format!("https://{host}:{port}"),
-        })
+    pub fn server_url(&self) -> String {
+        format!("https://{}", self.control_plane_endpoint)
     }
-}
 
-impl PkiInput {
     /// The input for a loaded cluster.yaml: control-plane and etcd hosts by role, kubelet
     /// credentials for the control-plane hosts (workers use TLS bootstrap), the API server on
-    /// port 6443 of each control-plane host, kubelet.conf through the local load balancer when
+    /// its port of each control-plane host, kubelet.conf through the local load balancer when
     /// it is on, validity from cluster.yaml's `pki:`.
     pub fn from_cluster(cluster: &clusterkit_core::config::Cluster) -> Self {
         use clusterkit_core::config::Role;
@@ -287,16 +212,15 @@ impl PkiInput {
         let control_plane = hosts(Role::ControlPlane);
         Self {
             cluster_name: cluster.name.clone(),
-            version: KubeVersion::new(k.version.major, k.version.minor, k.version.patch),
+            version: k.version,
             etcd: hosts(Role::Etcd),
             kubelet_nodes: control_plane.clone(),
             control_plane,
-            control_plane_endpoint: k.control_plane_endpoint.to_string(),
-            apiserver_port: 6443,
-            service_cidr: k.service_cidr.to_string(),
+            control_plane_endpoint: k.control_plane_endpoint.clone(),
+            apiserver_port: NodeLayout::from_cluster(cluster).ports.apiserver,
+            service_cidr: k.service_cidr,
             dns_domain: k.dns_domain.clone(),
-            extra_apiserver_sans: vec![],
-            node_api_server: k.load_balancer.local_url(),
+            node_api_server: k.load_balancer.local_endpoint(),
             validity: Validity::from_config(&cluster.pki),
         }
     }
@@ -314,104 +238,6 @@ impl Validity {
     }
 }
 
-impl StateLayout {
-    /// The layout of a loaded cluster.yaml (its `state_dir`).
-    pub fn from_cluster(cluster: &clusterkit_core::config::Cluster) -> Self {
-        Self::new(&cluster.state_dir)
-    }
-}
-
-/// Splits `host:port`, `[v6]:port`, `host` or a bare IPv6 address (default port 6443).
-pub fn split_endpoint(endpoint: &str) -> Result<(String, u16), PkiError> {
-    let bad = |m: &str| PkiError::Input {
-        field: "control_plane_endpoint",
-        message: format!("{endpoint:?}: {m}"),
-    };
-    let ep = endpoint.trim();
-    if ep.is_empty() {
-        return Err(bad("empty"));
-    }
-    if let Ok(v6) = ep.parse::<Ipv6Addr>() {
-        return Ok((v6.to_string(), 6443));
-    }
-    let (host, port) = if let Some(rest) = ep.strip_prefix('[') {
-        let (h, after) = rest.split_once(']').ok_or_else(|| bad("missing ']'"))?;
-        let port = match after.strip_prefix(':') {
-            Some(p) => Some(p),
-            None if after.is_empty() => None,
-            None => return Err(bad("text after ']'")),
-        };
-        (h.to_string(), port)
-    } else {
-        match ep.rsplit_once(':') {
-            Some((h, p)) => (h.to_string(), Some(p)),
-            None => (ep.to_string(), None),
-        }
-    };
-    let port = match port {
-        Some(p) => p
-            .parse::<u16>()
-            .ok()
-            .filter(|p| *p != 0)
-            .ok_or_else(|| bad("bad port"))?,
-        None => 6443,
-    };
-    if host.parse::<IpAddr>().is_err() && !valid_dns_name(&host) {
-        return Err(bad("host is neither an IP nor a DNS name"));
-    }
-    Ok((host, port))
-}
-
-/// The first address of a service CIDR (`10.96.0.0/12` → `10.96.0.1`).
-pub fn first_service_ip(cidr: &str) -> Result<IpAddr, PkiError> {
-    let bad = |m: &str| PkiError::Input {
-        field: "service_cidr",
-        message: format!("{cidr:?}: {m}"),
-    };
-    let first = cidr.split(',').next().unwrap_or_default().trim();
-    let (addr, len) = first
-        .split_once('/')
-        .ok_or_else(|| bad("expected ADDRESS/PREFIX"))?;
-    let addr: IpAddr = addr.parse().map_err(|_| bad("bad address"))?;
-    let len: u32 = len.parse().map_err(|_| bad("bad prefix length"))?;
-    match addr {
-        IpAddr::V4(v4) => {
-            if !(1..=30).contains(&len) {
-                return Err(bad("prefix length must be 1..30"));
-            }
-            let net = u32::from(v4) & (u32::MAX << (32 - len));
-            Ok(IpAddr::V4(Ipv4Addr::from(net + 1)))
-        }
-        IpAddr::V6(v6) => {
-            if !(1..=126).contains(&len) {
-                return Err(bad("prefix length must be 1..126"));
-            }
-            let net = u128::from(v6) & (u128::MAX << (128 - len));
-            Ok(IpAddr::V6(Ipv6Addr::from(net + 1)))
-        }
-    }
-}
-
-fn valid_dns_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        })
-}
-
-/// Where the cluster's generated files live: `<dir of cluster.yaml>/<name>-state/` unless
-/// cluster.yaml says otherwise.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StateLayout {
-    /// The state directory.
-    pub root: PathBuf,
-}
-
 /// A generated file and where it goes on a node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileMapping {
@@ -425,99 +251,79 @@ pub struct FileMapping {
     pub owner: Option<&'static str>,
 }
 
-impl StateLayout {
-    /// The layout rooted at `root`.
-    pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
-    }
-
-    /// The default state directory of a cluster: `<dir of cluster.yaml>/<name>-state`.
-    pub fn for_config(cluster_yaml: &Path, name: &str) -> Self {
-        let dir = cluster_yaml.parent().unwrap_or(Path::new("."));
-        Self::new(dir.join(format!("{name}-state")))
-    }
-
-    /// Files shared by every node: kubeadm's `/etc/kubernetes/pki`.
-    pub fn pki_dir(&self) -> PathBuf {
-        self.root.join("pki")
-    }
-
-    /// Shared kubeconfigs (admin.conf, super-admin.conf).
-    pub fn kubeconfig_dir(&self) -> PathBuf {
-        self.root.join("kubeconfig")
-    }
-
-    /// One host's own files, laid out like its `/etc/kubernetes`.
-    pub fn host_dir(&self, host: &str) -> PathBuf {
-        self.root.join("hosts").join(host)
-    }
-
-    /// Every PKI and kubeconfig file a host needs, with its path under `/etc/kubernetes` and
-    /// mode. Control-plane hosts get the whole shared PKI (CA keys included, as kubeadm's
-    /// control-plane join does) and their component kubeconfigs; etcd members their
-    /// server/peer pair and the etcd CA; a host with a kubelet.conf gets it and `ca.crt`.
-    /// Files that were never generated are skipped.
-    pub fn host_files(&self, host: &str, control_plane: bool, etcd: bool) -> Vec<FileMapping> {
-        let etc = Path::new("/etc/kubernetes");
-        let mut out = Vec::new();
-        let mut add = |local: PathBuf, remote: PathBuf| {
-            if local.is_file() {
-                let name = local.to_string_lossy();
-                let mode = if name.ends_with(".crt") || name.ends_with(".pub") {
-                    0o644
-                } else {
-                    0o600
-                };
-                out.push(FileMapping {
-                    local,
-                    remote,
-                    mode,
-                    owner: None,
-                });
-            }
-        };
-        let pki = self.pki_dir();
-        let host_dir = self.host_dir(host);
-        if control_plane {
-            for base in [
-                "ca",
-                "apiserver",
-                "apiserver-kubelet-client",
-                "front-proxy-ca",
-                "front-proxy-client",
-                "apiserver-etcd-client",
-                "etcd/ca",
-                "etcd/healthcheck-client",
-            ] {
-                for ext in ["crt", "key"] {
-                    let rel = format!("{base}.{ext}");
-                    add(pki.join(&rel), etc.join("pki").join(&rel));
-                }
-            }
-            for rel in ["sa.key", "sa.pub"] {
-                add(pki.join(rel), etc.join("pki").join(rel));
-            }
-            for conf in ["controller-manager.conf", "scheduler.conf"] {
-                add(host_dir.join(conf), etc.join(conf));
-            }
-        } else {
-            add(pki.join("ca.crt"), etc.join("pki/ca.crt"));
+/// Every PKI and kubeconfig file a host needs, with its path on the node and mode.
+/// Control-plane hosts get the whole shared PKI (CA keys included, as kubeadm's control-plane
+/// join does) and their component kubeconfigs; etcd members their server/peer pair and the
+/// etcd CA certificate (not its key: a member that is not a control-plane host never signs);
+/// a host with a kubelet.conf gets it and `ca.crt`. Files that were never generated are
+/// skipped.
+pub fn host_files(
+    layout: &StateLayout,
+    host: &str,
+    control_plane: bool,
+    etcd: bool,
+) -> Vec<FileMapping> {
+    let node = NodeLayout::DEFAULT;
+    let mut out = Vec::new();
+    let mut add = |local: PathBuf, remote: String| {
+        if local.is_file() {
+            let name = local.to_string_lossy();
+            let mode = if name.ends_with(".crt") || name.ends_with(".pub") {
+                0o644
+            } else {
+                0o600
+            };
+            out.push(FileMapping {
+                local,
+                remote: remote.into(),
+                mode,
+                owner: None,
+            });
         }
-        if etcd {
-            if !control_plane {
-                add(pki.join("etcd/ca.crt"), etc.join("pki/etcd/ca.crt"));
-                add(pki.join("etcd/ca.key"), etc.join("pki/etcd/ca.key"));
-            }
-            for base in ["etcd/server", "etcd/peer"] {
-                for ext in ["crt", "key"] {
-                    let rel = format!("{base}.{ext}");
-                    add(host_dir.join("pki").join(&rel), etc.join("pki").join(&rel));
-                }
+    };
+    let pki = layout.pki_dir();
+    let host_dir = layout.host_dir(host);
+    if control_plane {
+        for base in [
+            "ca",
+            "apiserver",
+            "apiserver-kubelet-client",
+            "front-proxy-ca",
+            "front-proxy-client",
+            "apiserver-etcd-client",
+            "etcd/ca",
+            "etcd/healthcheck-client",
+        ] {
+            for ext in ["crt", "key"] {
+                let rel = format!("{base}.{ext}");
+                add(pki.join(&rel), node.pki(&rel));
             }
         }
-        add(host_dir.join("kubelet.conf"), etc.join("kubelet.conf"));
-        out
+        for rel in ["sa.key", "sa.pub"] {
+            add(pki.join(rel), node.pki(rel));
+        }
+        for conf in ["controller-manager.conf", "scheduler.conf"] {
+            add(host_dir.join(conf), node.kubeconfig(conf));
+        }
+    } else {
+        add(pki.join("ca.crt"), node.pki("ca.crt"));
     }
+    if etcd {
+        if !control_plane {
+            add(pki.join("etcd/ca.crt"), node.pki("etcd/ca.crt"));
+        }
+        for base in ["etcd/server", "etcd/peer"] {
+            for ext in ["crt", "key"] {
+                let rel = format!("{base}.{ext}");
+                add(host_dir.join(StateLayout::PKI).join(&rel), node.pki(&rel));
+            }
+        }
+    }
+    add(
+        host_dir.join("kubelet.conf"),
+        node.kubeconfig("kubelet.conf"),
+    );
+    out
 }
 
 /// The certificate authorities: the three of the cluster PKI and the monitoring one.
@@ -646,8 +452,8 @@ fn push_unique<T: PartialEq>(v: &mut Vec<T>, x: T) {
 
 /// Every leaf certificate of the cluster PKI (kubeconfig client certificates excepted), in
 /// the order they are issued.
-pub fn cert_specs(input: &PkiInput) -> Result<Vec<CertSpec>, PkiError> {
-    let pki = Path::new("pki");
+pub fn cert_specs(input: &PkiInput) -> Vec<CertSpec> {
+    let pki = Path::new(StateLayout::PKI);
     let mut specs = Vec::new();
 
     // apiserver: kubeadm's GetAPIServerAltNames, for every control-plane host at once.
@@ -665,18 +471,12 @@ pub fn cert_specs(input: &PkiInput) -> Result<Vec<CertSpec>, PkiError> {
     ] {
         push_unique(&mut dns, d);
     }
-    push_unique(&mut ips, first_service_ip(&input.service_cidr)?);
+    push_unique(&mut ips, nth_ip(&input.service_cidr, 1));
     push_unique(&mut ips, IpAddr::V4(Ipv4Addr::LOCALHOST));
-    let (ep_host, _) = input.endpoint()?;
+    let ep_host = &input.control_plane_endpoint.host;
     match ep_host.parse::<IpAddr>() {
         Ok(ip) => push_unique(&mut ips, ip),
-        Err(_) => push_unique(&mut dns, ep_host),
-    }
-    for san in &input.extra_apiserver_sans {
-        match san.parse::<IpAddr>() {
-            Ok(ip) => push_unique(&mut ips, ip),
-            Err(_) => push_unique(&mut dns, san.clone()),
-        }
+        Err(_) => push_unique(&mut dns, ep_host.clone()),
     }
     specs.push(CertSpec {
         name: "apiserver".into(),
@@ -716,7 +516,10 @@ pub fn cert_specs(input: &PkiInput) -> Result<Vec<CertSpec>, PkiError> {
             }
             specs.push(CertSpec {
                 name: format!("{kind}/{}", h.name),
-                base: Path::new("hosts").join(&h.name).join("pki/etcd").join(file),
+                base: StateLayout::host_rel(&h.name)
+                    .join(StateLayout::PKI)
+                    .join("etcd")
+                    .join(file),
                 ca: CaName::Etcd,
                 common_name: h.name.clone(),
                 organization: vec![],
@@ -747,7 +550,7 @@ pub fn cert_specs(input: &PkiInput) -> Result<Vec<CertSpec>, PkiError> {
         "kube-apiserver-etcd-client",
         &[SYSTEM_MASTERS],
     ));
-    Ok(specs)
+    specs
 }
 
 /// Whether [`ensure`] writes or only reports.
@@ -1352,8 +1155,7 @@ pub fn ensure_at(
     mode: Mode,
     now: OffsetDateTime,
 ) -> Result<Report, PkiError> {
-    input.validate()?;
-    let specs = cert_specs(input)?;
+    let specs = cert_specs(input);
     let mut report = Report::default();
     let mut cas = Vec::new();
     for name in CaName::ALL {
@@ -1583,55 +1385,54 @@ pub fn ensure_monitoring(
     Ok(report)
 }
 
-impl StateLayout {
-    /// Whether the monitoring CA exists (`monitor config` or `deploy` made it).
-    pub fn has_monitoring(&self) -> bool {
-        self.pki_dir()
-            .join(format!("{}.crt", CaName::Monitoring.base()))
-            .is_file()
-    }
+/// Whether the monitoring CA exists (`monitor config` or `deploy` made it).
+pub fn has_monitoring(layout: &StateLayout) -> bool {
+    layout
+        .pki_dir()
+        .join(format!("{}.crt", CaName::Monitoring.base()))
+        .is_file()
+}
 
-    /// The monitoring files a host holds, as `monitor deploy` puts them and `certs renew`
-    /// replaces them: the monitoring CA and node-exporter's pair on every host; Prometheus's
-    /// and Alertmanager's serving and client pairs on a monitor host (one that has a
-    /// Prometheus certificate issued). Keys are 0600 and owned by the daemons' user. Files
-    /// never issued are skipped.
-    pub fn monitoring_files(&self, host: &str) -> Vec<FileMapping> {
-        let dir = Path::new(monitoring::DIR);
-        let pki = self.pki_dir().join("monitoring");
-        let own = self.host_dir(host).join("pki/monitoring");
-        let mut out = Vec::new();
-        let mut add = |local: PathBuf, rel: &str| {
-            if local.is_file() {
-                let key = rel.ends_with(".key");
-                out.push(FileMapping {
-                    local,
-                    remote: dir.join(rel),
-                    mode: if key { 0o600 } else { 0o644 },
-                    owner: key.then_some(monitoring::DAEMON_USER),
-                });
-            }
-        };
-        add(pki.join("ca.crt"), monitoring::CA);
-        let mut pairs = vec![(own.join("node-exporter"), monitoring::NODE_EXPORTER)];
-        if own.join("prometheus.crt").is_file() {
-            pairs.extend([
-                (own.join("prometheus"), monitoring::PROMETHEUS),
-                (own.join("alertmanager"), monitoring::ALERTMANAGER),
-                (pki.join("prometheus-client"), monitoring::PROMETHEUS_CLIENT),
-                (
-                    pki.join("alertmanager-client"),
-                    monitoring::ALERTMANAGER_CLIENT,
-                ),
-            ]);
+/// The monitoring files a host holds, as `monitor deploy` puts them and `certs renew`
+/// replaces them: the monitoring CA and node-exporter's pair on every host; Prometheus's
+/// and Alertmanager's serving and client pairs on a monitor host (one that has a
+/// Prometheus certificate issued). Keys are 0600 and owned by the daemons' user. Files
+/// never issued are skipped.
+pub fn monitoring_files(layout: &StateLayout, host: &str) -> Vec<FileMapping> {
+    let dir = Path::new(monitoring::DIR);
+    let pki = layout.pki_dir().join("monitoring");
+    let own = layout.host_dir(host).join("pki/monitoring");
+    let mut out = Vec::new();
+    let mut add = |local: PathBuf, rel: &str| {
+        if local.is_file() {
+            let key = rel.ends_with(".key");
+            out.push(FileMapping {
+                local,
+                remote: dir.join(rel),
+                mode: if key { 0o600 } else { 0o644 },
+                owner: key.then_some(monitoring::DAEMON_USER),
+            });
         }
-        for (local, rel) in pairs {
-            for ext in ["crt", "key"] {
-                add(local.with_extension(ext), &format!("{rel}.{ext}"));
-            }
-        }
-        out
+    };
+    add(pki.join("ca.crt"), monitoring::CA);
+    let mut pairs = vec![(own.join("node-exporter"), monitoring::NODE_EXPORTER)];
+    if own.join("prometheus.crt").is_file() {
+        pairs.extend([
+            (own.join("prometheus"), monitoring::PROMETHEUS),
+            (own.join("alertmanager"), monitoring::ALERTMANAGER),
+            (pki.join("prometheus-client"), monitoring::PROMETHEUS_CLIENT),
+            (
+                pki.join("alertmanager-client"),
+                monitoring::ALERTMANAGER_CLIENT,
+            ),
+        ]);
     }
+    for (local, rel) in pairs {
+        for ext in ["crt", "key"] {
+            add(local.with_extension(ext), &format!("{rel}.{ext}"));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -1658,46 +1459,6 @@ mod tests {
     }
 
     #[test]
-    fn endpoints() {
-        assert_eq!(
-            split_endpoint("10.0.0.1:6443").unwrap(),
-            ("10.0.0.1".into(), 6443)
-        );
-        assert_eq!(
-            split_endpoint("lb.example").unwrap(),
-            ("lb.example".into(), 6443)
-        );
-        assert_eq!(
-            split_endpoint("[fd00::1]:443").unwrap(),
-            ("fd00::1".into(), 443)
-        );
-        assert_eq!(split_endpoint("fd00::1").unwrap(), ("fd00::1".into(), 6443));
-        for bad in ["", "host:0", "host:x", "[::1", "bad_name:6443"] {
-            assert!(split_endpoint(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn service_ip() {
-        assert_eq!(
-            first_service_ip("10.96.0.0/12").unwrap().to_string(),
-            "10.96.0.1"
-        );
-        assert_eq!(
-            first_service_ip("10.96.5.7/12").unwrap().to_string(),
-            "10.96.0.1"
-        );
-        assert_eq!(
-            first_service_ip("fd00:10::/108,10.0.0.0/16")
-                .unwrap()
-                .to_string(),
-            "fd00:10::1"
-        );
-        assert!(first_service_ip("10.96.0.0").is_err());
-        assert!(first_service_ip("10.96.0.0/33").is_err());
-    }
-
-    #[test]
     fn monitoring_pki_is_idempotent_and_laid_out_per_host() {
         let dir = tempfile::tempdir().unwrap();
         let layout = StateLayout::new(dir.path());
@@ -1712,15 +1473,14 @@ mod tests {
             exporter_ips: vec![ip("127.0.0.1"), ip("10.0.0.9")],
             validity: Validity::default(),
         };
-        assert!(!layout.has_monitoring());
+        assert!(!has_monitoring(&layout));
         let first = ensure_monitoring(&input, &layout, Mode::Apply).unwrap();
         // The CA, three shared leaves, two node-exporters, Prometheus and Alertmanager on n2.
         assert_eq!(first.changed(), 8, "{first:?}");
-        assert!(layout.has_monitoring());
+        assert!(has_monitoring(&layout));
         let again = ensure_monitoring(&input, &layout, Mode::Apply).unwrap();
         assert_eq!(again.changed(), 0, "{again:?}");
-        let n1: Vec<String> = layout
-            .monitoring_files("n1")
+        let n1: Vec<String> = monitoring_files(&layout, "n1")
             .iter()
             .map(|f| f.remote.to_string_lossy().into_owned())
             .collect();
@@ -1732,7 +1492,7 @@ mod tests {
                 "/etc/prometheus/clusterkit/tls/node-exporter.key",
             ]
         );
-        let n2 = layout.monitoring_files("n2");
+        let n2 = monitoring_files(&layout, "n2");
         assert_eq!(n2.len(), 11);
         for f in &n2 {
             let key = f.remote.extension().is_some_and(|e| e == "key");

@@ -21,7 +21,7 @@ use kube::api::{Api, Patch, PatchParams};
 use rand::Rng;
 use sha2::{Digest, Sha256};
 
-use crate::pki::StateLayout;
+use clusterkit_core::layout::StateLayout;
 
 /// The group joining kubelets authenticate as (kubeadm's default node token group).
 pub const BOOTSTRAP_GROUP: &str = "system:bootstrappers:kubeadm:default-node-token";

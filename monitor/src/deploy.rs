@@ -35,9 +35,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use clusterkit_core::layout::StateLayout;
 use clusterkit_core::playbook::{self, Engine, Library, RunOptions, RunReport};
 use clusterkit_installer::phases;
-use clusterkit_installer::pki::{monitoring, StateLayout};
+use clusterkit_installer::pki::{self, monitoring};
 
 use crate::exporter::collectors::controlplane::http1_get;
 use serde_json::{json, Value};
@@ -244,7 +245,7 @@ fn file_sets(stage: &Path, grafana: bool) -> Result<FileSets> {
 fn host_files(layout: &StateLayout, host: &str) -> (Vec<FileCopy>, Vec<FileCopy>) {
     let mut node = Vec::new();
     let mut server = Vec::new();
-    for f in layout.monitoring_files(host) {
+    for f in pki::monitoring_files(layout, host) {
         let dest = f.remote.to_string_lossy().into_owned();
         let copy = FileCopy {
             src: f.local.to_string_lossy().into_owned(),

@@ -19,7 +19,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use clusterkit_installer::pki::{self, Mode, MonitoringInput, StateLayout};
+use clusterkit_core::layout::StateLayout;
+use clusterkit_installer::pki::{self, Mode, MonitoringInput};
 
 use crate::error::{MonitorError, Result};
 use crate::topology::Topology;

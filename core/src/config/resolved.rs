@@ -367,10 +367,17 @@ impl LoadBalancer {
     /// proxy: 6443 itself is taken by the API server on control-plane hosts).
     pub const DEFAULT_PORT: u16 = 16443;
 
+    /// `127.0.0.1:<port>` when the local load balancer is on.
+    pub fn local_endpoint(&self) -> Option<Endpoint> {
+        self.local.then(|| Endpoint {
+            host: std::net::Ipv4Addr::LOCALHOST.to_string(),
+            port: self.port,
+        })
+    }
+
     /// `https://127.0.0.1:<port>` when the local load balancer is on.
     pub fn local_url(&self) -> Option<String> {
-        self.local
-            .then(|| format!("https://127.0.0.1:{}", self.port))
+        self.local_endpoint().map(|e| format!("https://{e}"))
     }
 }
 
@@ -380,6 +387,19 @@ impl Default for LoadBalancer {
             local: false,
             port: Self::DEFAULT_PORT,
         }
+    }
+}
+
+/// The `n`-th address of a network, counted from its network address (`10.96.0.0/12`, 1 →
+/// `10.96.0.1`, the `kubernetes` Service's ClusterIP; 10 → `10.96.0.10`, the cluster DNS
+/// Service's, by kubeadm's convention). Host bits in `net` are ignored; past the network's
+/// end it wraps around the address space.
+pub fn nth_ip(net: &IpNet, n: u32) -> IpAddr {
+    match net.network() {
+        IpAddr::V4(v4) => IpAddr::V4(std::net::Ipv4Addr::from(u32::from(v4).wrapping_add(n))),
+        IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(
+            u128::from(v6).wrapping_add(u128::from(n)),
+        )),
     }
 }
 
@@ -668,15 +688,16 @@ pub struct MonitorPorts {
 
 impl Default for MonitorPorts {
     fn default() -> Self {
+        let p = crate::layout::Ports::DEFAULT;
         MonitorPorts {
-            node_exporter: 9100,
-            etcd: 2379,
-            apiserver: 6443,
-            scheduler: 10259,
-            controller_manager: 10257,
-            kubelet: 10250,
-            prometheus: 9090,
-            alertmanager: 9093,
+            node_exporter: p.node_exporter,
+            etcd: p.etcd_client,
+            apiserver: p.apiserver,
+            scheduler: p.scheduler,
+            controller_manager: p.controller_manager,
+            kubelet: p.kubelet,
+            prometheus: p.prometheus,
+            alertmanager: p.alertmanager,
         }
     }
 }
@@ -794,9 +815,22 @@ mod tests {
             "fd00::1:6443",
             "h:0",
             "h:70000",
+            "",
+            "host:x",
+            "[::1",
+            "bad_name:6443",
         ] {
             assert!(bad.parse::<Endpoint>().is_err(), "{bad} accepted");
         }
+    }
+
+    #[test]
+    fn nth_addresses_of_a_network() {
+        let net = |s: &str| s.parse::<IpNet>().unwrap();
+        assert_eq!(nth_ip(&net("10.96.0.0/12"), 1).to_string(), "10.96.0.1");
+        assert_eq!(nth_ip(&net("10.96.5.7/12"), 1).to_string(), "10.96.0.1");
+        assert_eq!(nth_ip(&net("10.96.0.0/12"), 10).to_string(), "10.96.0.10");
+        assert_eq!(nth_ip(&net("fd00:10::/108"), 1).to_string(), "fd00:10::1");
     }
 
     #[test]

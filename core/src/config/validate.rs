@@ -364,7 +364,9 @@ fn resolve_cluster(cx: &mut Ctx<'_>, raw: &RawCluster, abs_file: &Path) -> Optio
 
     let state_dir = match &raw.state_dir {
         Some(s) => cx.non_blank(s, "state_dir").map(|p| cx.path(&p)),
-        None => name.as_ref().map(|n| cx.dir.join(format!("{n}-state"))),
+        None => name
+            .as_ref()
+            .map(|n| crate::layout::StateLayout::default_root(cx.dir, n)),
     };
 
     Some(Cluster {
@@ -1243,7 +1245,7 @@ fn resolve_kubernetes(
             .find(|h| h.has_role(Role::ControlPlane))
             .map(|h| Endpoint {
                 host: h.address.to_string(),
-                port: 6443,
+                port: crate::layout::Ports::DEFAULT.apiserver,
             }),
     };
 
@@ -1327,19 +1329,9 @@ fn resolve_kubernetes(
 
 /// Ports clusterkit's own services listen on on nodes; the local load balancer must not take
 /// one of them (it binds 127.0.0.1 on every node, control-plane hosts included).
-const NODE_PORTS: &[(u16, &str)] = &[
-    (22, "sshd"),
-    (2379, "etcd (clients)"),
-    (2380, "etcd (peers)"),
-    (6443, "kube-apiserver"),
-    (9100, "node-exporter"),
-    (10248, "the kubelet's healthz"),
-    (10249, "kube-proxy's metrics"),
-    (10250, "the kubelet"),
-    (10256, "kube-proxy's healthz"),
-    (10257, "kube-controller-manager"),
-    (10259, "kube-scheduler"),
-];
+fn node_ports() -> impl Iterator<Item = (u16, &'static str)> {
+    std::iter::once((22, "sshd")).chain(crate::layout::Ports::DEFAULT.reserved())
+}
 
 /// `kubernetes.load_balancer`: off unless `local: true`; the port must be free on every node.
 fn resolve_load_balancer(
@@ -1358,7 +1350,7 @@ fn resolve_load_balancer(
         let field = "kubernetes.load_balancer.port";
         if p.value == 0 {
             cx.error(pos(p), field, "port 0 is not a valid port");
-        } else if let Some((_, who)) = NODE_PORTS.iter().find(|(n, _)| *n == p.value) {
+        } else if let Some((_, who)) = node_ports().find(|(n, _)| *n == p.value) {
             cx.error(
                 pos(p),
                 field,

@@ -17,8 +17,8 @@ use clusterkit_core::playbook::HostTarget;
 use serde_json::{Map, Value};
 
 use super::InstallError;
-use crate::pki::StateLayout;
 use crate::versions::{self, Component, FlagInput};
+use clusterkit_core::layout::StateLayout;
 
 /// Where Kubernetes binaries go on the nodes.
 pub const NODE_BIN_DIR: &str = "/usr/local/bin";
@@ -166,24 +166,6 @@ pub fn bundle_binaries(
     Ok(found)
 }
 
-/// The `n`-th address of the service network (`10.96.0.0/12`, 10 → `10.96.0.10`, the cluster
-/// DNS Service's ClusterIP by kubeadm's convention).
-pub fn nth_service_ip(cluster: &Cluster, n: u32) -> IpAddr {
-    match cluster.kubernetes.service_cidr.network() {
-        IpAddr::V4(v4) => IpAddr::V4(std::net::Ipv4Addr::from(u32::from(v4).wrapping_add(n))),
-        IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(
-            u128::from(v6).wrapping_add(n as u128),
-        )),
-    }
-}
-
-/// The admin kubeconfig the pki phase generates (`<state>/kubeconfig/admin.conf`).
-pub fn admin_conf(cluster: &Cluster) -> PathBuf {
-    StateLayout::from_cluster(cluster)
-        .kubeconfig_dir()
-        .join("admin.conf")
-}
-
 fn api_err(what: impl std::fmt::Display, e: impl std::fmt::Display) -> InstallError {
     InstallError::Target {
         host: "kubernetes API".into(),
@@ -197,7 +179,7 @@ pub async fn admin_client(
     cluster: &Cluster,
     server: Option<&str>,
 ) -> Result<kube::Client, InstallError> {
-    client_from(&admin_conf(cluster), server).await
+    client_from(&StateLayout::from_cluster(cluster).admin_conf(), server).await
 }
 
 /// A Kubernetes client from a kubeconfig file, optionally talking to another `server`.

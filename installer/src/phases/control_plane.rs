@@ -165,7 +165,7 @@ pub fn kubelet_vars(
     Ok(json!({
         "flags": common::flags(cluster, host, Component::Kubelet)?,
         "config_path": input.kubelet_config.display().to_string(),
-        "cluster_dns": common::nth_service_ip(cluster, 10).to_string(),
+        "cluster_dns": clusterkit_core::config::nth_ip(&cluster.kubernetes.service_cidr, 10).to_string(),
         "cluster_domain": cluster.kubernetes.dns_domain,
         "runtime_endpoint_in_config": rules.kubelet_runtime_endpoint_in_config,
         "runtime_endpoint": input.container_runtime_endpoint,

@@ -29,8 +29,8 @@ use serde_json::{json, Map, Value};
 
 use super::common::with_vars;
 use super::{InstallError, Phase, PhaseContext};
-use crate::pki::StateLayout;
 use crate::versions::join_host_port;
+use clusterkit_core::layout::StateLayout;
 
 /// The `etcd` phase.
 pub struct EtcdPhase;

@@ -130,7 +130,7 @@ mod tests {
     #[test]
     fn kubeconfig_servers_follow_the_load_balancer_setting() {
         let on = cluster("{ version: v1.20.2, load_balancer: { local: true } }");
-        let specs = crate::kubeconfig::kubeconfig_specs(&super::super::pki::input(&on)).unwrap();
+        let specs = crate::kubeconfig::kubeconfig_specs(&super::super::pki::input(&on));
         let server = |name: &str| {
             specs
                 .iter()
@@ -159,7 +159,7 @@ mod tests {
         assert_eq!(kubelet["api_server"], "https://127.0.0.1:16443");
 
         let off = cluster("{ version: v1.20.2 }");
-        let specs = crate::kubeconfig::kubeconfig_specs(&super::super::pki::input(&off)).unwrap();
+        let specs = crate::kubeconfig::kubeconfig_specs(&super::super::pki::input(&off));
         let kubelet_conf = specs.iter().find(|s| s.name == "kubelet.conf/cp1").unwrap();
         assert_eq!(kubelet_conf.server, "https://10.0.0.11:6443");
         let kubelet = super::super::control_plane::kubelet_vars(&off, w1, None).unwrap();

@@ -1,0 +1,502 @@
+//! Where clusterkit puts things: every path, systemd unit and port on a node
+//! ([`NodeLayout`]), and every file in the cluster's state directory on the operator's machine
+//! ([`StateLayout`]). Installer, backup, monitor and the CLI take these from here, so a path or
+//! port is written down once; the installer hands [`NodeLayout`] to templates and playbooks as
+//! `layout`.
+//!
+//! The node side is kubeadm's layout (`/etc/kubernetes`, its `pki/` and `manifests/`,
+//! `/var/lib/etcd`, `/var/lib/kubelet`, the components' default ports), so kubeadm's own tools
+//! and the usual operator habits work on a clusterkit node.
+//!
+//! Limits: nothing here is configurable from cluster.yaml except what the resolved
+//! [`Cluster`] already carries (the local load balancer's port, the monitor's ports, the
+//! profile's CNI plugin directory).
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::config::{Cluster, LoadBalancer, Profile};
+
+/// A path under kubeadm's configuration root, `/etc/kubernetes`.
+macro_rules! etc_kubernetes {
+    ($rel:literal) => {
+        concat!("/etc/kubernetes", $rel)
+    };
+}
+
+/// A path under the kubelet's state directory, `/var/lib/kubelet`.
+macro_rules! var_lib_kubelet {
+    ($rel:literal) => {
+        concat!("/var/lib/kubelet", $rel)
+    };
+}
+
+/// A path under kube-proxy's state directory, `/var/lib/kube-proxy`.
+macro_rules! var_lib_kube_proxy {
+    ($rel:literal) => {
+        concat!("/var/lib/kube-proxy", $rel)
+    };
+}
+
+/// A path under clusterkit's own configuration directory on a node, `/etc/clusterkit`.
+macro_rules! etc_clusterkit {
+    ($rel:literal) => {
+        concat!("/etc/clusterkit", $rel)
+    };
+}
+
+/// containerd's CRI socket (a path).
+macro_rules! containerd_socket {
+    () => {
+        "/run/containerd/containerd.sock"
+    };
+}
+
+/// A Kubernetes component clusterkit runs on a node. Its name is the binary's, the systemd
+/// unit's and the static pod's (as kubeadm names them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Component {
+    /// The API server.
+    KubeApiserver,
+    /// The controller manager.
+    KubeControllerManager,
+    /// The scheduler.
+    KubeScheduler,
+    /// The node agent.
+    Kubelet,
+    /// The service proxy.
+    KubeProxy,
+}
+
+impl Component {
+    /// Every component, in start order.
+    pub const ALL: [Component; 5] = [
+        Component::KubeApiserver,
+        Component::KubeControllerManager,
+        Component::KubeScheduler,
+        Component::Kubelet,
+        Component::KubeProxy,
+    ];
+
+    /// The three control-plane components, in start order.
+    pub const CONTROL_PLANE: [Component; 3] = [
+        Component::KubeApiserver,
+        Component::KubeControllerManager,
+        Component::KubeScheduler,
+    ];
+
+    /// The binary, systemd unit and static pod name.
+    pub const fn name(&self) -> &'static str {
+        match self {
+            Component::KubeApiserver => "kube-apiserver",
+            Component::KubeControllerManager => "kube-controller-manager",
+            Component::KubeScheduler => "kube-scheduler",
+            Component::Kubelet => "kubelet",
+            Component::KubeProxy => "kube-proxy",
+        }
+    }
+}
+
+impl std::fmt::Display for Component {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The ports clusterkit's services listen on, on each node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Ports {
+    /// kube-apiserver's secure port, on every control-plane host.
+    pub apiserver: u16,
+    /// etcd's client port (TLS), on every etcd member.
+    pub etcd_client: u16,
+    /// etcd's peer port (TLS).
+    pub etcd_peer: u16,
+    /// etcd's plain-HTTP `/metrics` and `/health`, on 127.0.0.1 only.
+    pub etcd_metrics: u16,
+    /// The kubelet's API (TLS).
+    pub kubelet: u16,
+    /// The kubelet's healthz, on 127.0.0.1.
+    pub kubelet_healthz: u16,
+    /// kube-proxy's metrics, on 127.0.0.1.
+    pub kube_proxy_metrics: u16,
+    /// kube-proxy's healthz.
+    pub kube_proxy_healthz: u16,
+    /// kube-controller-manager's secure port (`/healthz`, `/metrics`).
+    pub controller_manager: u16,
+    /// kube-scheduler's secure port.
+    pub scheduler: u16,
+    /// The local API load balancer, on 127.0.0.1 of every node (when it is on).
+    pub load_balancer: u16,
+    /// node-exporter (`monitor deploy`), on every host.
+    pub node_exporter: u16,
+    /// Prometheus (`monitor deploy`), on the monitor hosts.
+    pub prometheus: u16,
+    /// Alertmanager (`monitor deploy`), on the monitor hosts.
+    pub alertmanager: u16,
+}
+
+impl Ports {
+    /// kubeadm's ports (and the usual ones of the monitoring daemons).
+    pub const DEFAULT: Ports = Ports {
+        apiserver: 6443,
+        etcd_client: 2379,
+        etcd_peer: 2380,
+        etcd_metrics: 2381,
+        kubelet: 10250,
+        kubelet_healthz: 10248,
+        kube_proxy_metrics: 10249,
+        kube_proxy_healthz: 10256,
+        controller_manager: 10257,
+        scheduler: 10259,
+        load_balancer: LoadBalancer::DEFAULT_PORT,
+        node_exporter: 9100,
+        prometheus: 9090,
+        alertmanager: 9093,
+    };
+
+    /// Ports clusterkit's own services listen on, with what listens there: what another
+    /// service (the local load balancer) must not take. The monitoring daemons are left out
+    /// but node-exporter, which runs on every node.
+    pub fn reserved(&self) -> [(u16, &'static str); 10] {
+        [
+            (self.etcd_client, "etcd (clients)"),
+            (self.etcd_peer, "etcd (peers)"),
+            (self.apiserver, "kube-apiserver"),
+            (self.node_exporter, "node-exporter"),
+            (self.kubelet_healthz, "the kubelet's healthz"),
+            (self.kube_proxy_metrics, "kube-proxy's metrics"),
+            (self.kubelet, "the kubelet"),
+            (self.kube_proxy_healthz, "kube-proxy's healthz"),
+            (self.controller_manager, "kube-controller-manager"),
+            (self.scheduler, "kube-scheduler"),
+        ]
+    }
+}
+
+/// systemd units clusterkit installs or drives on a node (the Kubernetes components' are
+/// [`Component::name`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Units {
+    /// The kubelet.
+    pub kubelet: &'static str,
+    /// kube-proxy.
+    pub kube_proxy: &'static str,
+    /// kube-apiserver (systemd control-plane mode).
+    pub kube_apiserver: &'static str,
+    /// kube-controller-manager (systemd control-plane mode).
+    pub kube_controller_manager: &'static str,
+    /// kube-scheduler (systemd control-plane mode).
+    pub kube_scheduler: &'static str,
+    /// An etcd member (clusterkit's unit, overriding Debian's `etcd-server` package's).
+    pub etcd: &'static str,
+    /// The container runtime.
+    pub containerd: &'static str,
+    /// The local API load balancer.
+    pub haproxy: &'static str,
+    /// The host-gw pod network's routes.
+    pub pod_network: &'static str,
+    /// The etcd backup timer (`<name>.timer` runs `<name>.service`).
+    pub etcd_backup: &'static str,
+    /// The namespace backup timer.
+    pub namespace_backup: &'static str,
+}
+
+impl Units {
+    /// The units' names.
+    pub const DEFAULT: Units = Units {
+        kubelet: Component::Kubelet.name(),
+        kube_proxy: Component::KubeProxy.name(),
+        kube_apiserver: Component::KubeApiserver.name(),
+        kube_controller_manager: Component::KubeControllerManager.name(),
+        kube_scheduler: Component::KubeScheduler.name(),
+        etcd: "etcd",
+        containerd: "containerd",
+        haproxy: "haproxy",
+        pod_network: "clusterkit-pod-network",
+        etcd_backup: "clusterkit-backup",
+        namespace_backup: "clusterkit-backup-namespaces",
+    };
+
+    /// The services clusterkit runs, in the order they are stopped (consumers before etcd).
+    pub fn services(&self) -> [&'static str; 6] {
+        [
+            self.kubelet,
+            self.kube_proxy,
+            self.kube_scheduler,
+            self.kube_controller_manager,
+            self.kube_apiserver,
+            self.etcd,
+        ]
+    }
+
+    /// The backup timers (`clusterkit backup install-timer`).
+    pub fn backup_timers(&self) -> [&'static str; 2] {
+        [self.etcd_backup, self.namespace_backup]
+    }
+}
+
+/// Where everything clusterkit installs lives on a node. Serialized as the templates'
+/// `layout` (paths as strings).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct NodeLayout {
+    /// kubeadm's configuration root: the kubeconfigs, `pki/` and `manifests/`.
+    pub kubernetes_dir: &'static str,
+    /// The cluster PKI (kubeadm's `/etc/kubernetes/pki`).
+    pub pki_dir: &'static str,
+    /// etcd's certificates and CA.
+    pub etcd_pki_dir: &'static str,
+    /// The kubelet's static pod manifests.
+    pub manifests_dir: &'static str,
+    /// Kubernetes binaries clusterkit installs (kubelet, kube-proxy, control-plane components).
+    pub bin_dir: &'static str,
+    /// The etcd binary Debian's `etcd-server` package installs.
+    pub etcd_binary: &'static str,
+    /// Every etcd member's data directory.
+    pub etcd_data_dir: &'static str,
+    /// The kubelet's state.
+    pub kubelet_dir: &'static str,
+    /// The KubeletConfiguration file.
+    pub kubelet_config: &'static str,
+    /// The kubelet's own certificates (rotated client and serving pairs).
+    pub kubelet_pki_dir: &'static str,
+    /// The kubelet's current client certificate and key (one PEM), kept by rotation.
+    pub kubelet_client_pem: &'static str,
+    /// The bootstrap kubeconfig a joining kubelet starts with.
+    pub bootstrap_kubelet_conf: &'static str,
+    /// kube-proxy's state.
+    pub kube_proxy_dir: &'static str,
+    /// The KubeProxyConfiguration file.
+    pub kube_proxy_config: &'static str,
+    /// clusterkit's own files on a node (the backup timers' secrets and kubeconfig).
+    pub clusterkit_dir: &'static str,
+    /// Where clusterkit writes systemd units.
+    pub systemd_dir: &'static str,
+    /// CNI network configurations.
+    pub cni_conf_dir: &'static str,
+    /// CNI plugins' state (host-local IPAM).
+    pub cni_state_dir: &'static str,
+    /// CNI plugin binaries: upstream tarballs' `/opt/cni/bin` on real hosts, Debian's
+    /// `containernetworking-plugins` (`/usr/lib/cni`) in the sandbox.
+    pub cni_bin_dir: &'static str,
+    /// containerd's CRI socket.
+    pub containerd_socket: &'static str,
+    /// The CRI endpoint URL of that socket (kubelet, crictl).
+    pub cri_endpoint: &'static str,
+    /// Where containerd looks for per-registry `hosts.toml` files.
+    pub containerd_certs_dir: &'static str,
+    /// The local API load balancer's configuration.
+    pub haproxy_config: &'static str,
+    /// Ports.
+    pub ports: Ports,
+    /// systemd units.
+    pub units: Units,
+}
+
+impl NodeLayout {
+    /// kubeadm's layout on a real host.
+    pub const DEFAULT: NodeLayout = NodeLayout {
+        kubernetes_dir: etc_kubernetes!(""),
+        pki_dir: etc_kubernetes!("/pki"),
+        etcd_pki_dir: etc_kubernetes!("/pki/etcd"),
+        manifests_dir: etc_kubernetes!("/manifests"),
+        bin_dir: "/usr/local/bin",
+        etcd_binary: "/usr/bin/etcd",
+        etcd_data_dir: "/var/lib/etcd",
+        kubelet_dir: var_lib_kubelet!(""),
+        kubelet_config: var_lib_kubelet!("/config.yaml"),
+        kubelet_pki_dir: var_lib_kubelet!("/pki"),
+        kubelet_client_pem: var_lib_kubelet!("/pki/kubelet-client-current.pem"),
+        bootstrap_kubelet_conf: etc_kubernetes!("/bootstrap-kubelet.conf"),
+        kube_proxy_dir: var_lib_kube_proxy!(""),
+        kube_proxy_config: var_lib_kube_proxy!("/config.conf"),
+        clusterkit_dir: etc_clusterkit!(""),
+        systemd_dir: "/etc/systemd/system",
+        cni_conf_dir: "/etc/cni/net.d",
+        cni_state_dir: "/var/lib/cni",
+        cni_bin_dir: "/opt/cni/bin",
+        containerd_socket: containerd_socket!(),
+        cri_endpoint: concat!("unix://", containerd_socket!()),
+        containerd_certs_dir: "/etc/containerd/certs.d",
+        haproxy_config: "/etc/haproxy/haproxy.cfg",
+        ports: Ports::DEFAULT,
+        units: Units::DEFAULT,
+    };
+
+    /// The layout of a cluster's nodes: [`NodeLayout::DEFAULT`] with the cluster's own ports
+    /// (local load balancer, monitoring daemons) and, in the sandbox, Debian's CNI plugins.
+    pub fn from_cluster(cluster: &Cluster) -> Self {
+        let mut l = Self::DEFAULT;
+        if cluster.profile == Profile::Sandbox {
+            l.cni_bin_dir = "/usr/lib/cni";
+        }
+        l.ports.load_balancer = cluster.kubernetes.load_balancer.port;
+        let m = &cluster.monitor.ports;
+        l.ports.node_exporter = m.node_exporter;
+        l.ports.prometheus = m.prometheus;
+        l.ports.alertmanager = m.alertmanager;
+        l
+    }
+
+    /// A file of the cluster PKI: `pki("ca.crt")` is `/etc/kubernetes/pki/ca.crt`.
+    pub fn pki(&self, rel: &str) -> String {
+        format!("{}/{rel}", self.pki_dir)
+    }
+
+    /// A kubeconfig (or other file) in the configuration root: `kubeconfig("kubelet.conf")`.
+    pub fn kubeconfig(&self, name: &str) -> String {
+        format!("{}/{name}", self.kubernetes_dir)
+    }
+
+    /// A static pod manifest: `/etc/kubernetes/manifests/<name>.yaml`.
+    pub fn manifest(&self, name: &str) -> String {
+        format!("{}/{name}.yaml", self.manifests_dir)
+    }
+
+    /// An installed Kubernetes binary: `/usr/local/bin/<name>`.
+    pub fn bin(&self, name: &str) -> String {
+        format!("{}/{name}", self.bin_dir)
+    }
+
+    /// A clusterkit file in `/etc/clusterkit`.
+    pub fn clusterkit_file(&self, name: &str) -> String {
+        format!("{}/{name}", self.clusterkit_dir)
+    }
+
+    /// A unit file clusterkit writes: `unit_file("etcd.service")` is
+    /// `/etc/systemd/system/etcd.service`.
+    pub fn unit_file(&self, file: &str) -> String {
+        format!("{}/{file}", self.systemd_dir)
+    }
+}
+
+/// Where a cluster's generated files live on the operator's machine: `<dir of
+/// cluster.yaml>/<name>-state/` unless cluster.yaml's `state_dir` says otherwise.
+///
+/// ```text
+/// <state>/pki/                    the shared PKI (a node's /etc/kubernetes/pki)
+/// <state>/kubeconfig/             shared kubeconfigs (admin.conf, super-admin.conf, kube-proxy.conf)
+/// <state>/hosts/<host>/           one host's own files, laid out like its /etc/kubernetes
+/// <state>/journal/                the playbook engine's resume journals
+/// <state>/network/pod-cidrs.json  host-gw's pod CIDR allocation
+/// <state>/monitor/                generated monitoring configuration, staged for upload
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StateLayout {
+    /// The state directory.
+    pub root: PathBuf,
+}
+
+impl StateLayout {
+    /// The shared PKI's directory, relative to the state directory.
+    pub const PKI: &'static str = "pki";
+    /// The shared kubeconfigs' directory, relative to the state directory.
+    pub const KUBECONFIG: &'static str = "kubeconfig";
+    /// The per-host directories' parent, relative to the state directory.
+    pub const HOSTS: &'static str = "hosts";
+
+    /// The layout rooted at `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// The layout of a loaded cluster.yaml (its `state_dir`).
+    pub fn from_cluster(cluster: &Cluster) -> Self {
+        Self::new(&cluster.state_dir)
+    }
+
+    /// The state directory a cluster gets when cluster.yaml names none:
+    /// `<dir of cluster.yaml>/<name>-state`.
+    pub fn default_root(cluster_dir: &Path, name: &str) -> PathBuf {
+        cluster_dir.join(format!("{name}-state"))
+    }
+
+    /// Files shared by every node: kubeadm's `/etc/kubernetes/pki`.
+    pub fn pki_dir(&self) -> PathBuf {
+        self.root.join(Self::PKI)
+    }
+
+    /// Shared kubeconfigs (admin.conf, super-admin.conf, kube-proxy.conf).
+    pub fn kubeconfig_dir(&self) -> PathBuf {
+        self.root.join(Self::KUBECONFIG)
+    }
+
+    /// The cluster administrator's kubeconfig the pki phase generates.
+    pub fn admin_conf(&self) -> PathBuf {
+        self.kubeconfig_dir().join("admin.conf")
+    }
+
+    /// One host's own files, laid out like its `/etc/kubernetes`.
+    pub fn host_dir(&self, host: &str) -> PathBuf {
+        self.root.join(Self::host_rel(host))
+    }
+
+    /// One host's own files, relative to the state directory.
+    pub fn host_rel(host: &str) -> PathBuf {
+        Path::new(Self::HOSTS).join(host)
+    }
+
+    /// The playbook engine's journals (`install --resume`).
+    pub fn journal_dir(&self) -> PathBuf {
+        self.root.join("journal")
+    }
+
+    /// The host-gw network's record of which pod CIDR each host has.
+    pub fn pod_cidrs(&self) -> PathBuf {
+        self.root.join("network/pod-cidrs.json")
+    }
+
+    /// Generated monitoring configuration, staged before `monitor deploy` uploads it.
+    pub fn monitor_dir(&self) -> PathBuf {
+        self.root.join("monitor")
+    }
+}
+
+/// The operator's copy of admin.conf: next to cluster.yaml, outside the state directory, so
+/// `kubectl --kubeconfig admin.conf` works from there.
+pub fn operator_admin_conf(cluster: &Cluster) -> PathBuf {
+    cluster.dir.join("admin.conf")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_paths_are_kubeadms() {
+        let l = NodeLayout::DEFAULT;
+        assert_eq!(l.pki("etcd/ca.crt"), "/etc/kubernetes/pki/etcd/ca.crt");
+        assert_eq!(l.etcd_pki_dir, "/etc/kubernetes/pki/etcd");
+        assert_eq!(l.kubeconfig("kubelet.conf"), "/etc/kubernetes/kubelet.conf");
+        assert_eq!(
+            l.manifest(Component::KubeApiserver.name()),
+            "/etc/kubernetes/manifests/kube-apiserver.yaml"
+        );
+        assert_eq!(l.bin("kubelet"), "/usr/local/bin/kubelet");
+        assert_eq!(l.cri_endpoint, "unix:///run/containerd/containerd.sock");
+        assert_eq!(
+            l.unit_file("etcd.service"),
+            "/etc/systemd/system/etcd.service"
+        );
+        assert_eq!(
+            l.kubelet_client_pem,
+            "/var/lib/kubelet/pki/kubelet-client-current.pem"
+        );
+        // Serialized for templates as plain strings and numbers.
+        let v = serde_json::to_value(l).unwrap();
+        assert_eq!(v["manifests_dir"], "/etc/kubernetes/manifests");
+        assert_eq!(v["ports"]["apiserver"], 6443);
+        assert_eq!(v["units"]["kube_scheduler"], "kube-scheduler");
+    }
+
+    #[test]
+    fn reserved_ports_are_distinct() {
+        let r = Ports::DEFAULT.reserved();
+        let mut ports: Vec<u16> = r.iter().map(|(p, _)| *p).collect();
+        ports.sort_unstable();
+        ports.dedup();
+        assert_eq!(ports.len(), r.len());
+        assert!(!ports.contains(&Ports::DEFAULT.load_balancer));
+    }
+}
