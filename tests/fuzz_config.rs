@@ -27,8 +27,8 @@ use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 
 use clusterkit_core::config::{self, Cluster, ConfigError, Role};
+use clusterkit_core::layout::Component;
 use clusterkit_installer::phases;
-use clusterkit_installer::versions::Component;
 use proptest::prelude::*;
 
 #[path = "../src/fuzz.rs"]

@@ -53,6 +53,20 @@ macro_rules! containerd_socket {
     };
 }
 
+/// Where kubelet and containerd look for CNI plugins by default.
+macro_rules! opt_cni_dir {
+    () => {
+        "/opt/cni/bin"
+    };
+}
+
+/// The host-gw pod network's unit (and script) name.
+macro_rules! pod_network_unit {
+    () => {
+        "clusterkit-pod-network"
+    };
+}
+
 /// A Kubernetes component clusterkit runs on a node. Its name is the binary's, the systemd
 /// unit's and the static pod's (as kubeadm names them).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -214,7 +228,7 @@ impl Units {
         etcd: "etcd",
         containerd: "containerd",
         haproxy: "haproxy",
-        pod_network: "clusterkit-pod-network",
+        pod_network: pod_network_unit!(),
         etcd_backup: "clusterkit-backup",
         namespace_backup: "clusterkit-backup-namespaces",
     };
@@ -277,9 +291,15 @@ pub struct NodeLayout {
     pub cni_conf_dir: &'static str,
     /// CNI plugins' state (host-local IPAM).
     pub cni_state_dir: &'static str,
-    /// CNI plugin binaries: upstream tarballs' `/opt/cni/bin` on real hosts, Debian's
-    /// `containernetworking-plugins` (`/usr/lib/cni`) in the sandbox.
+    /// Where kubelet and containerd look for CNI plugins by default (upstream tarballs').
+    pub opt_cni_dir: &'static str,
+    /// Where Debian's `containernetworking-plugins` puts them.
+    pub debian_cni_dir: &'static str,
+    /// The CNI plugin directory containerd is configured with: [`NodeLayout::opt_cni_dir`] on
+    /// real hosts, [`NodeLayout::debian_cni_dir`] in the sandbox.
     pub cni_bin_dir: &'static str,
+    /// The host-gw pod network's script (routes to other nodes' slices, masquerading).
+    pub pod_network_script: &'static str,
     /// containerd's CRI socket.
     pub containerd_socket: &'static str,
     /// The CRI endpoint URL of that socket (kubelet, crictl).
@@ -315,7 +335,10 @@ impl NodeLayout {
         systemd_dir: "/etc/systemd/system",
         cni_conf_dir: "/etc/cni/net.d",
         cni_state_dir: "/var/lib/cni",
-        cni_bin_dir: "/opt/cni/bin",
+        opt_cni_dir: opt_cni_dir!(),
+        debian_cni_dir: "/usr/lib/cni",
+        cni_bin_dir: opt_cni_dir!(),
+        pod_network_script: concat!("/usr/local/sbin/", pod_network_unit!()),
         containerd_socket: containerd_socket!(),
         cri_endpoint: concat!("unix://", containerd_socket!()),
         containerd_certs_dir: "/etc/containerd/certs.d",
@@ -329,7 +352,7 @@ impl NodeLayout {
     pub fn from_cluster(cluster: &Cluster) -> Self {
         let mut l = Self::DEFAULT;
         if cluster.profile == Profile::Sandbox {
-            l.cni_bin_dir = "/usr/lib/cni";
+            l.cni_bin_dir = l.debian_cni_dir;
         }
         l.ports.load_balancer = cluster.kubernetes.load_balancer.port;
         let m = &cluster.monitor.ports;
@@ -364,10 +387,14 @@ impl NodeLayout {
         format!("{}/{name}", self.clusterkit_dir)
     }
 
-    /// A unit file clusterkit writes: `unit_file("etcd.service")` is
-    /// `/etc/systemd/system/etcd.service`.
-    pub fn unit_file(&self, file: &str) -> String {
-        format!("{}/{file}", self.systemd_dir)
+    /// The service unit file clusterkit writes for `unit`: `/etc/systemd/system/<unit>.service`.
+    pub fn service_file(&self, unit: &str) -> String {
+        format!("{}/{unit}.service", self.systemd_dir)
+    }
+
+    /// The timer unit file clusterkit writes for `unit`: `/etc/systemd/system/<unit>.timer`.
+    pub fn timer_file(&self, unit: &str) -> String {
+        format!("{}/{unit}.timer", self.systemd_dir)
     }
 }
 
@@ -476,7 +503,7 @@ mod tests {
         assert_eq!(l.bin("kubelet"), "/usr/local/bin/kubelet");
         assert_eq!(l.cri_endpoint, "unix:///run/containerd/containerd.sock");
         assert_eq!(
-            l.unit_file("etcd.service"),
+            l.service_file(l.units.etcd),
             "/etc/systemd/system/etcd.service"
         );
         assert_eq!(

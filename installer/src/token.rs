@@ -21,7 +21,7 @@ use kube::api::{Api, Patch, PatchParams};
 use rand::Rng;
 use sha2::{Digest, Sha256};
 
-use clusterkit_core::layout::StateLayout;
+use clusterkit_core::layout::{NodeLayout, StateLayout};
 
 /// The group joining kubelets authenticate as (kubeadm's default node token group).
 pub const BOOTSTRAP_GROUP: &str = "system:bootstrappers:kubeadm:default-node-token";
@@ -325,14 +325,14 @@ pub fn kubelet_config_map_name(v: clusterkit_core::release::KubeVersion) -> Stri
 pub fn cluster_configuration(cluster: &Cluster) -> serde_json::Value {
     let k = &cluster.kubernetes;
     let v = cluster.kubernetes.version;
-    let pki = "/etc/kubernetes/pki";
+    let node = NodeLayout::from_cluster(cluster);
     serde_json::json!({
         "apiVersion": kubeadm_api_version(v),
         "kind": "ClusterConfiguration",
         "clusterName": cluster.name,
         "kubernetesVersion": format!("v{}.{}.{}", v.major, v.minor, v.patch),
         "controlPlaneEndpoint": k.control_plane_endpoint.to_string(),
-        "certificatesDir": pki,
+        "certificatesDir": node.pki_dir,
         "imageRepository": k.image_repository,
         "networking": {
             "dnsDomain": k.dns_domain,
@@ -342,9 +342,9 @@ pub fn cluster_configuration(cluster: &Cluster) -> serde_json::Value {
         "etcd": {
             "external": {
                 "endpoints": crate::phases::common::etcd_client_urls(cluster),
-                "caFile": format!("{pki}/etcd/ca.crt"),
-                "certFile": format!("{pki}/apiserver-etcd-client.crt"),
-                "keyFile": format!("{pki}/apiserver-etcd-client.key"),
+                "caFile": node.pki("etcd/ca.crt"),
+                "certFile": node.pki("apiserver-etcd-client.crt"),
+                "keyFile": node.pki("apiserver-etcd-client.key"),
             }
         },
     })
@@ -361,7 +361,7 @@ pub fn cluster_status(cluster: &Cluster) -> serde_json::Value {
                 h.name.clone(),
                 serde_json::json!({
                     "advertiseAddress": h.address.to_string(),
-                    "bindPort": crate::phases::common::APISERVER_PORT,
+                    "bindPort": NodeLayout::from_cluster(cluster).ports.apiserver,
                 }),
             )
         })

@@ -11,10 +11,10 @@
 //! the rules cover the flags clusterkit sets, not every flag Kubernetes ever removed.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
+use clusterkit_core::layout::{Component, NodeLayout};
 use clusterkit_core::release::{self, KubeVersion};
 
 /// Errors from parsing versions and rendering flags.
@@ -141,51 +141,8 @@ pub fn rules(version: KubeVersion) -> VersionRules {
     }
 }
 
-/// A component whose command line clusterkit renders.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Component {
-    /// The API server.
-    KubeApiserver,
-    /// The controller manager.
-    KubeControllerManager,
-    /// The scheduler.
-    KubeScheduler,
-    /// The node agent.
-    Kubelet,
-    /// The service proxy.
-    KubeProxy,
-}
-
-impl Component {
-    /// Every component, in start order.
-    pub const ALL: [Component; 5] = [
-        Component::KubeApiserver,
-        Component::KubeControllerManager,
-        Component::KubeScheduler,
-        Component::Kubelet,
-        Component::KubeProxy,
-    ];
-
-    /// The binary (and static pod) name.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Component::KubeApiserver => "kube-apiserver",
-            Component::KubeControllerManager => "kube-controller-manager",
-            Component::KubeScheduler => "kube-scheduler",
-            Component::Kubelet => "kubelet",
-            Component::KubeProxy => "kube-proxy",
-        }
-    }
-}
-
-impl fmt::Display for Component {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
 /// What the flags of one node's components depend on. Paths are where the files live ON THE
-/// NODE; the defaults are kubeadm's.
+/// NODE; the defaults are [`NodeLayout::DEFAULT`]'s (kubeadm's).
 #[derive(Clone, Debug)]
 pub struct FlagInput {
     /// The Kubernetes version the binaries are.
@@ -197,7 +154,7 @@ pub struct FlagInput {
     /// Where kube-apiserver listens; `None` = every interface (kubeadm's default). Tests set
     /// 127.0.0.1.
     pub apiserver_bind_address: Option<IpAddr>,
-    /// kube-apiserver's secure port (6443).
+    /// kube-apiserver's secure port.
     pub apiserver_port: u16,
     /// Client URLs of every etcd member (`https://10.0.0.1:2379`).
     pub etcd_servers: Vec<String>,
@@ -231,22 +188,26 @@ pub struct FlagInput {
 impl FlagInput {
     /// An input with kubeadm's paths and defaults for the parts not given.
     pub fn new(version: KubeVersion, node_name: &str, node_ip: IpAddr) -> Self {
+        let layout = NodeLayout::DEFAULT;
         Self {
             version,
             node_name: node_name.to_string(),
             node_ip,
             apiserver_bind_address: None,
-            apiserver_port: 6443,
-            etcd_servers: vec![format!("https://{}", join_host_port(node_ip, 2379))],
+            apiserver_port: layout.ports.apiserver,
+            etcd_servers: vec![format!(
+                "https://{}",
+                join_host_port(node_ip, layout.ports.etcd_client)
+            )],
             service_cidr: "10.96.0.0/12".into(),
             pod_cidr: Some("10.244.0.0/16".into()),
             dns_domain: "cluster.local".into(),
             cluster_name: "kubernetes".into(),
-            pki_dir: "/etc/kubernetes/pki".into(),
-            kubeconfig_dir: "/etc/kubernetes".into(),
-            kubelet_config: "/var/lib/kubelet/config.yaml".into(),
-            kube_proxy_config: "/var/lib/kube-proxy/config.conf".into(),
-            container_runtime_endpoint: "unix:///run/containerd/containerd.sock".into(),
+            pki_dir: layout.pki_dir.into(),
+            kubeconfig_dir: layout.kubernetes_dir.into(),
+            kubelet_config: layout.kubelet_config.into(),
+            kube_proxy_config: layout.kube_proxy_config.into(),
+            container_runtime_endpoint: layout.cri_endpoint.into(),
             sandbox_image: crate::images::pause_image_for(version.minor, version.patch),
             extra_args: BTreeMap::new(),
         }

@@ -10,13 +10,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use clusterkit_core::layout::StateLayout;
+use clusterkit_core::layout::{Component, StateLayout};
 use clusterkit_core::release::KubeVersion;
 use clusterkit_installer::kubeconfig::{self, Kubeconfig};
 use clusterkit_installer::pki::{
     self, Action, CertSpec, Host, Mode, PkiInput, Report, Validity, DAY,
 };
-use clusterkit_installer::versions::{self, Component, FlagInput};
+use clusterkit_installer::versions::{self, FlagInput};
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()

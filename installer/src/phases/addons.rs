@@ -34,8 +34,7 @@ use super::control_plane::binary_files;
 use super::{InstallError, Phase, PhaseContext};
 use crate::kubeconfig::{Kubeconfig, UserEntry};
 use crate::pki::{self, CaName, CertSpec, LoadedCa, Usage, Validity};
-use crate::versions::Component;
-use clusterkit_core::layout::StateLayout;
+use clusterkit_core::layout::{Component, StateLayout};
 use clusterkit_core::release::{self, ReleaseImages};
 
 /// The `addons` phase.

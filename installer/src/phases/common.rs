@@ -17,14 +17,8 @@ use clusterkit_core::playbook::HostTarget;
 use serde_json::{Map, Value};
 
 use super::InstallError;
-use crate::versions::{self, Component, FlagInput};
-use clusterkit_core::layout::StateLayout;
-
-/// Where Kubernetes binaries go on the nodes.
-pub const NODE_BIN_DIR: &str = "/usr/local/bin";
-
-/// The port every kube-apiserver listens on.
-pub const APISERVER_PORT: u16 = 6443;
+use crate::versions::{self, FlagInput};
+use clusterkit_core::layout::{Component, NodeLayout, StateLayout};
 
 /// Copies of `targets` whose `host` variables also hold what `extra` returns for them (an
 /// object merged into the host's vars). Hosts `extra` returns `None` for are left out.
@@ -50,20 +44,21 @@ pub fn host<'a>(cluster: &'a Cluster, target: &HostTarget) -> Option<&'a Host> {
     cluster.host(&target.name)
 }
 
-/// `https://<ip>:2379` of every etcd member, in cluster.yaml order.
+/// `https://<ip>:<client port>` of every etcd member, in cluster.yaml order.
 pub fn etcd_client_urls(cluster: &Cluster) -> Vec<String> {
+    let port = NodeLayout::from_cluster(cluster).ports.etcd_client;
     cluster
         .hosts_with_role(Role::Etcd)
         .iter()
-        .map(|h| format!("https://{}", versions::join_host_port(h.address, 2379)))
+        .map(|h| format!("https://{}", versions::join_host_port(h.address, port)))
         .collect()
 }
 
-/// The flag input of one node: cluster.yaml's networks and versions, kubeadm's paths.
+/// The flag input of one node: cluster.yaml's networks and versions, the node layout's paths.
 pub fn flag_input(cluster: &Cluster, host: &Host) -> FlagInput {
     let k = &cluster.kubernetes;
     let mut input = FlagInput::new(cluster.kubernetes.version, &host.name, host.address);
-    input.apiserver_port = APISERVER_PORT;
+    input.apiserver_port = NodeLayout::from_cluster(cluster).ports.apiserver;
     input.etcd_servers = etcd_client_urls(cluster);
     input.service_cidr = k.service_cidr.to_string();
     // host-gw assigns node slices itself (phases::network); the controller manager must not.
@@ -189,9 +184,10 @@ pub async fn client_from(path: &Path, server: Option<&str>) -> Result<kube::Clie
         .map_err(|e| api_err("kubernetes client", clusterkit_core::error_chain(&e)))
 }
 
-/// `https://<ip>:6443` of one control-plane host.
-pub fn apiserver_url(ip: IpAddr) -> String {
-    format!("https://{}", versions::join_host_port(ip, APISERVER_PORT))
+/// `https://<ip>:<apiserver port>` of one control-plane host.
+pub fn apiserver_url(cluster: &Cluster, ip: IpAddr) -> String {
+    let port = NodeLayout::from_cluster(cluster).ports.apiserver;
+    format!("https://{}", versions::join_host_port(ip, port))
 }
 
 /// GETs a raw path (`/readyz`) and returns the body.

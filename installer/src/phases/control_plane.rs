@@ -33,22 +33,16 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
 use serde_json::{json, Map, Value};
 
-use super::common::{self, with_vars, NODE_BIN_DIR};
+use super::common::{self, with_vars};
 use super::{InstallError, Phase, PhaseContext};
-use crate::versions::{self, Component};
+use crate::versions;
+use clusterkit_core::layout::{Component, NodeLayout};
 
 /// The `control-plane` phase.
 pub struct ControlPlanePhase;
 
 /// How long the phase waits for the API server and the controllers.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(240);
-
-/// The three control-plane components, in start order.
-pub const COMPONENTS: [Component; 3] = [
-    Component::KubeApiserver,
-    Component::KubeControllerManager,
-    Component::KubeScheduler,
-];
 
 fn describe(c: Component) -> &'static str {
     match c {
@@ -66,21 +60,21 @@ fn volume(name: &str, path: &str, kind: &str) -> Value {
 }
 
 /// What the static pod of `c` mounts (kubeadm's volumes, minus the flexvolume directory).
-fn pod_volumes(c: Component) -> Vec<Value> {
+fn pod_volumes(layout: &NodeLayout, c: Component) -> Vec<Value> {
     let mut v = vec![
-        volume("k8s-certs", "/etc/kubernetes/pki", "DirectoryOrCreate"),
+        volume("k8s-certs", layout.pki_dir, "DirectoryOrCreate"),
         volume("ca-certs", "/etc/ssl/certs", "DirectoryOrCreate"),
     ];
     match c {
         Component::KubeControllerManager => v.push(volume(
             "kubeconfig",
-            "/etc/kubernetes/controller-manager.conf",
+            &layout.kubeconfig("controller-manager.conf"),
             "FileOrCreate",
         )),
         // The scheduler serves with the API server's certificate, from the pki directory.
         Component::KubeScheduler => v.push(volume(
             "kubeconfig",
-            "/etc/kubernetes/scheduler.conf",
+            &layout.kubeconfig("scheduler.conf"),
             "FileOrCreate",
         )),
         _ => {}
@@ -89,16 +83,13 @@ fn pod_volumes(c: Component) -> Vec<Value> {
 }
 
 /// The port and path of a component's liveness endpoint (HTTPS).
-fn probe(c: Component, host: &Host) -> Value {
-    match c {
-        Component::KubeApiserver => {
-            json!({ "host": host.address.to_string(), "port": common::APISERVER_PORT, "path": "/livez" })
-        }
-        Component::KubeControllerManager => {
-            json!({ "host": host.address.to_string(), "port": 10257, "path": "/healthz" })
-        }
-        _ => json!({ "host": host.address.to_string(), "port": 10259, "path": "/healthz" }),
-    }
+fn probe(layout: &NodeLayout, c: Component, host: &Host) -> Value {
+    let (port, path) = match c {
+        Component::KubeApiserver => (layout.ports.apiserver, "/livez"),
+        Component::KubeControllerManager => (layout.ports.controller_manager, "/healthz"),
+        _ => (layout.ports.scheduler, "/healthz"),
+    };
+    json!({ "host": host.address.to_string(), "port": port, "path": path })
 }
 
 /// The image a control-plane component's static pod runs:
@@ -117,7 +108,7 @@ pub fn static_pod_images(cluster: &Cluster) -> Vec<String> {
     if cluster.kubernetes.control_plane_mode != ControlPlaneMode::StaticPod {
         return Vec::new();
     }
-    COMPONENTS
+    Component::CONTROL_PLANE
         .iter()
         .map(|&c| component_image(cluster, c))
         .collect()
@@ -126,29 +117,31 @@ pub fn static_pod_images(cluster: &Cluster) -> Vec<String> {
 /// The control-plane variables of one host: `control_plane` (one entry per component:
 /// name, description, binary, flags, image, probe, volumes).
 pub fn component_vars(cluster: &Cluster, host: &Host) -> Result<Vec<Value>, InstallError> {
-    COMPONENTS
+    let layout = NodeLayout::from_cluster(cluster);
+    Component::CONTROL_PLANE
         .iter()
         .map(|&c| {
             Ok(json!({
                 "name": c.name(),
                 "description": describe(c),
-                "binary": format!("{NODE_BIN_DIR}/{}", c.name()),
+                "binary": layout.bin(c.name()),
                 "flags": common::flags(cluster, host, c)?,
                 "image": component_image(cluster, c),
-                "probe": probe(c, host),
-                "volumes": pod_volumes(c),
+                "probe": probe(&layout, c, host),
+                "volumes": pod_volumes(&layout, c),
             }))
         })
         .collect()
 }
 
-/// `{src, dest}` of binaries to put in /usr/local/bin.
+/// `{src, dest}` of binaries to put in the node's binary directory.
 pub fn binary_files(cluster: &Cluster, names: &[&str]) -> Result<Vec<Value>, InstallError> {
+    let layout = NodeLayout::from_cluster(cluster);
     Ok(common::bundle_binaries(cluster, names)?
         .into_iter()
         .map(|(name, path)| {
             let src = std::fs::canonicalize(&path).unwrap_or(path);
-            json!({ "name": name, "src": src.display().to_string(), "dest": format!("{NODE_BIN_DIR}/{name}") })
+            json!({ "name": name, "src": src.display().to_string(), "dest": layout.bin(&name) })
         })
         .collect())
 }
@@ -221,7 +214,8 @@ pub async fn wait_ready(cluster: &Cluster) -> Result<(), InstallError> {
     .await
     .map_err(|e| fail("the API server is not ready", e))?;
     for h in cluster.hosts_with_role(Role::ControlPlane) {
-        let c = common::admin_client(cluster, Some(&common::apiserver_url(h.address))).await?;
+        let c =
+            common::admin_client(cluster, Some(&common::apiserver_url(cluster, h.address))).await?;
         common::wait_until(READY_TIMEOUT, || async {
             match common::get_raw(&c, "/livez").await {
                 Ok(body) if body.trim() == "ok" => Ok(()),
@@ -279,7 +273,7 @@ impl Phase for ControlPlanePhase {
         let systemd = cx.cluster.kubernetes.control_plane_mode == ControlPlaneMode::Systemd;
         let mut names = vec!["kubectl"];
         if systemd {
-            names.extend(COMPONENTS.iter().map(|c| c.name()));
+            names.extend(Component::CONTROL_PLANE.iter().map(|c| c.name()));
         }
         let bins = binary_files(cx.cluster, &names)?;
         let mut err = None;

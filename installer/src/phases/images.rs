@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use clusterkit_core::config::{Cluster, Packages, Profile};
+use clusterkit_core::layout::NodeLayout;
 use serde_json::{json, Value};
 
 use super::{InstallError, Phase, PhaseContext};
@@ -137,7 +138,7 @@ impl Phase for ImagesPhase {
                 .insert("required_images".into(), json!(required_images(cx.cluster)));
             play.vars.insert(
                 "registry_hosts_dir".into(),
-                json!(super::CONTAINERD_CONFIG_PATH),
+                json!(NodeLayout::from_cluster(cx.cluster).containerd_certs_dir),
             );
         }
         cx.engine.run(&pb, cx.targets).await;

@@ -30,17 +30,15 @@
 
 use async_trait::async_trait;
 use clusterkit_core::config::{Cluster, Role};
+use clusterkit_core::layout::NodeLayout;
 use serde_json::{json, Map, Value};
 
-use super::common::{self, with_vars};
+use super::common::with_vars;
 use super::{InstallError, Phase, PhaseContext};
 use crate::versions::join_host_port;
 
 /// The `load-balancer` phase.
 pub struct LoadBalancerPhase;
-
-/// The CA certificate every node has (the pki phase), which the health checks verify with.
-pub const CA_FILE: &str = "/etc/kubernetes/pki/ca.crt";
 
 /// The URL node components (kubelet, kube-proxy) reach the API at: the local load balancer's
 /// `https://127.0.0.1:<port>` when it is on, else `https://<control_plane_endpoint>`.
@@ -52,16 +50,17 @@ pub fn node_api_server(cluster: &Cluster) -> String {
         .unwrap_or_else(|| format!("https://{}", cluster.kubernetes.control_plane_endpoint))
 }
 
-/// The haproxy backends: `{name, address}` (`ip:6443`) of every control-plane host, in
-/// cluster.yaml order.
+/// The haproxy backends: `{name, address}` (`ip:<apiserver port>`) of every control-plane
+/// host, in cluster.yaml order.
 pub fn backends(cluster: &Cluster) -> Vec<Value> {
+    let port = NodeLayout::from_cluster(cluster).ports.apiserver;
     cluster
         .hosts_with_role(Role::ControlPlane)
         .iter()
         .map(|h| {
             json!({
                 "name": h.name,
-                "address": join_host_port(h.address, common::APISERVER_PORT),
+                "address": join_host_port(h.address, port),
             })
         })
         .collect()
@@ -71,7 +70,9 @@ pub fn backends(cluster: &Cluster) -> Vec<Value> {
 pub fn vars(cluster: &Cluster) -> Value {
     json!({
         "port": cluster.kubernetes.load_balancer.port,
-        "ca_file": CA_FILE,
+        // The CA certificate every node has (the pki phase), which the health checks verify
+        // with.
+        "ca_file": NodeLayout::from_cluster(cluster).pki("ca.crt"),
         "backends": backends(cluster),
     })
 }
