@@ -42,6 +42,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use clusterkit_core::exec::{Command, Executor};
+use clusterkit_core::layout::NodeLayout;
 
 use crate::catalog;
 use crate::crypto::Decrypt;
@@ -51,8 +52,10 @@ use crate::manifest::Kind;
 use crate::restore::fetch_verified;
 use crate::store::Store;
 
-/// The data dir of every member (as the installer's etcd phase sets it).
-pub const DATA_DIR: &str = "/var/lib/etcd";
+/// Where the members' data dir, units and the API server's manifest are.
+const NODE: NodeLayout = NodeLayout::DEFAULT;
+/// The etcd unit of every member.
+const ETCD: &str = NODE.units.etcd;
 
 /// How long the restored cluster may take to become healthy.
 pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(240);
@@ -136,12 +139,36 @@ fn local(path: &Path, e: impl ToString) -> BackupError {
     }
 }
 
-const STOP_APISERVER: &str = "if systemctl cat kube-apiserver >/dev/null 2>&1; then systemctl stop kube-apiserver; fi; \
-     if [ -f /etc/kubernetes/manifests/kube-apiserver.yaml ]; then \
-       mv /etc/kubernetes/manifests/kube-apiserver.yaml /etc/kubernetes/kube-apiserver.yaml.restore-hold; fi";
-const START_APISERVER: &str = "if [ -f /etc/kubernetes/kube-apiserver.yaml.restore-hold ]; then \
-       mv /etc/kubernetes/kube-apiserver.yaml.restore-hold /etc/kubernetes/manifests/kube-apiserver.yaml; fi; \
-     if systemctl cat kube-apiserver >/dev/null 2>&1; then systemctl start kube-apiserver; fi";
+/// Stops kube-apiserver: its unit (systemd control plane), or its static pod by moving the
+/// manifest out of the kubelet's sight.
+fn stop_apiserver() -> String {
+    let (unit, manifest, held) = apiserver_files();
+    format!(
+        "if systemctl cat {unit} >/dev/null 2>&1; then systemctl stop {unit}; fi; \
+         if [ -f {manifest} ]; then mv {manifest} {held}; fi"
+    )
+}
+
+/// Undoes [`stop_apiserver`].
+fn start_apiserver() -> String {
+    let (unit, manifest, held) = apiserver_files();
+    format!(
+        "if [ -f {held} ]; then mv {held} {manifest}; fi; \
+         if systemctl cat {unit} >/dev/null 2>&1; then systemctl start {unit}; fi"
+    )
+}
+
+/// kube-apiserver's unit, static pod manifest, and where the manifest waits during a restore.
+fn apiserver_files() -> (&'static str, String, String) {
+    let unit = NODE.units.kube_apiserver;
+    let held = NODE.kubeconfig(&format!("{unit}.yaml.restore-hold"));
+    (unit, NODE.manifest(unit), held)
+}
+
+/// Starts the etcd unit without waiting (members wait for each other's quorum).
+fn start_etcd() -> String {
+    format!("systemctl reset-failed {ETCD} >/dev/null 2>&1; systemctl start --no-block {ETCD}")
+}
 
 /// A local scratch directory (0700) removed on drop.
 struct Scratch(PathBuf);
@@ -296,8 +323,9 @@ pub async fn restore_cluster_with(
 
     // 3. Ship and unpack on every member; nothing running is touched yet.
     let stamp = now.format("%Y%m%dT%H%M%SZ").to_string();
-    let scratch = format!("{DATA_DIR}-restore-{id}");
-    let old = format!("{DATA_DIR}.before-{id}-{stamp}");
+    let data_dir = NODE.etcd_data_dir;
+    let scratch = format!("{data_dir}-restore-{id}");
+    let old = format!("{data_dir}.before-{id}-{stamp}");
     let mut shipped = Ok(());
     for (x, pack) in members.iter().zip(&packs) {
         shipped = ship(x, pack, &scratch).await;
@@ -316,12 +344,12 @@ pub async fn restore_cluster_with(
     // 4–6, with rollback.
     let result = async {
         for x in members.iter().filter(|x| x.control_plane) {
-            sh(x, "stopping kube-apiserver", STOP_APISERVER.to_string()).await?;
+            sh(x, "stopping kube-apiserver", stop_apiserver()).await?;
         }
         futures::future::try_join_all(
             members
                 .iter()
-                .map(|x| sh(x, "stopping etcd", "systemctl stop etcd".into())),
+                .map(|x| sh(x, "stopping etcd", format!("systemctl stop {ETCD}"))),
         )
         .await?;
         for x in members {
@@ -331,7 +359,7 @@ pub async fn restore_cluster_with(
                 format!(
                     "if [ -d {d} ]; then chown -R --reference={d} {s}/data && mv {d} {o}; fi && \
                      mv {s}/data {d} && chmod 700 {d} && rm -rf {s}",
-                    d = q(DATA_DIR),
+                    d = q(data_dir),
                     o = q(&old),
                     s = q(&scratch)
                 ),
@@ -340,18 +368,11 @@ pub async fn restore_cluster_with(
         }
         // Members wait for each other to form a quorum, so start them together. Restart
         // counters from now on tell a member whose etcd exits.
-        futures::future::try_join_all(members.iter().map(|x| {
-            sh(
-                x,
-                "starting etcd",
-                "systemctl reset-failed etcd >/dev/null 2>&1; systemctl start --no-block etcd"
-                    .into(),
-            )
-        }))
-        .await?;
+        futures::future::try_join_all(members.iter().map(|x| sh(x, "starting etcd", start_etcd())))
+            .await?;
         let ids = wait_healthy(target, members, min_revision, opts.health_timeout).await?;
         for x in members.iter().filter(|x| x.control_plane) {
-            sh(x, "starting kube-apiserver", START_APISERVER.to_string()).await?;
+            sh(x, "starting kube-apiserver", start_apiserver()).await?;
         }
         Ok::<Vec<(String, u64)>, BackupError>(ids)
     }
@@ -377,14 +398,19 @@ pub async fn restore_cluster_with(
             tracing::error!(error = %e, "restore failed; rolling back every member");
             let mut problems = Vec::new();
             for x in members {
-                if let Err(e) = sh(x, "rollback: stopping etcd", "systemctl stop etcd".into()).await
+                if let Err(e) = sh(
+                    x,
+                    "rollback: stopping etcd",
+                    format!("systemctl stop {ETCD}"),
+                )
+                .await
                 {
                     problems.push(e.to_string());
                 }
                 // The aside name is unique to this run: where it exists, this run moved it.
                 let line = format!(
                     "if [ -d {o} ]; then rm -rf {d} && mv {o} {d}; fi",
-                    d = q(DATA_DIR),
+                    d = q(data_dir),
                     o = q(&old)
                 );
                 if let Err(e) = sh(x, "rollback: moving the old data dir back", line).await {
@@ -393,19 +419,12 @@ pub async fn restore_cluster_with(
                 let _ = sh(x, "rollback: cleanup", format!("rm -rf {}", q(&scratch))).await;
             }
             for x in members {
-                let line =
-                    "systemctl reset-failed etcd >/dev/null 2>&1; systemctl start --no-block etcd";
-                if let Err(e) = sh(x, "rollback: starting etcd", line.into()).await {
+                if let Err(e) = sh(x, "rollback: starting etcd", start_etcd()).await {
                     problems.push(e.to_string());
                 }
             }
             for x in members.iter().filter(|x| x.control_plane) {
-                if let Err(e) = sh(
-                    x,
-                    "rollback: starting kube-apiserver",
-                    START_APISERVER.to_string(),
-                )
-                .await
+                if let Err(e) = sh(x, "rollback: starting kube-apiserver", start_apiserver()).await
                 {
                     problems.push(e.to_string());
                 }
@@ -433,10 +452,11 @@ pub async fn restore_cluster_with(
 async fn ship(x: &Member, pack: &Path, scratch: &str) -> Result<(), BackupError> {
     sh(
         x,
-        "checking etcd.service and tar",
-        "systemctl cat etcd >/dev/null 2>&1 || { echo 'no etcd.service (run install --phase etcd)' >&2; exit 1; }; \
-         command -v tar >/dev/null || { echo 'tar is needed' >&2; exit 1; }"
-            .into(),
+        &format!("checking {ETCD}.service and tar"),
+        format!(
+            "systemctl cat {ETCD} >/dev/null 2>&1 || {{ echo 'no {ETCD}.service (run install --phase etcd)' >&2; exit 1; }}; \
+             command -v tar >/dev/null || {{ echo 'tar is needed' >&2; exit 1; }}"
+        ),
     )
     .await?;
     sh(
@@ -507,8 +527,8 @@ async fn read_piece(file: &mut tokio::fs::File, size: usize) -> std::io::Result<
 async fn unit_state(x: &Member) -> Result<(u64, String, String), BackupError> {
     let out = sh(
         x,
-        "reading etcd.service's state",
-        "systemctl show etcd -p NRestarts -p ActiveState -p Result".into(),
+        &format!("reading {ETCD}.service's state"),
+        format!("systemctl show {ETCD} -p NRestarts -p ActiveState -p Result"),
     )
     .await?;
     let mut restarts = 0;

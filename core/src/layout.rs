@@ -12,11 +12,12 @@
 //! [`Cluster`] already carries (the local load balancer's port, the monitor's ports, the
 //! profile's CNI plugin directory).
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::config::{Cluster, LoadBalancer, Profile};
+use crate::config::{Cluster, LoadBalancer, Profile, Role};
 
 /// A path under kubeadm's configuration root, `/etc/kubernetes`.
 macro_rules! etc_kubernetes {
@@ -66,6 +67,12 @@ macro_rules! pod_network_unit {
         "clusterkit-pod-network"
     };
 }
+
+/// The etcd CA certificate, relative to the PKI directory (a node's or the state directory's).
+const ETCD_CA: &str = "etcd/ca.crt";
+
+/// kube-apiserver's etcd client pair's base name, relative to the PKI directory.
+const APISERVER_ETCD_CLIENT: &str = "apiserver-etcd-client";
 
 /// A Kubernetes component clusterkit runs on a node. Its name is the binary's, the systemd
 /// unit's and the static pod's (as kubeadm names them).
@@ -285,6 +292,12 @@ pub struct NodeLayout {
     pub kube_proxy_config: &'static str,
     /// clusterkit's own files on a node (the backup timers' secrets and kubeconfig).
     pub clusterkit_dir: &'static str,
+    /// The backup timers' environment file: the store's and the encryption's secrets (0600).
+    pub backup_env: &'static str,
+    /// The admin kubeconfig copy the namespace backup timer uses (0600).
+    pub backup_kubeconfig: &'static str,
+    /// The copy of the S3 store's CA bundle the backup timers use.
+    pub backup_s3_ca: &'static str,
     /// Where clusterkit writes systemd units.
     pub systemd_dir: &'static str,
     /// CNI network configurations.
@@ -332,6 +345,9 @@ impl NodeLayout {
         kube_proxy_dir: var_lib_kube_proxy!(""),
         kube_proxy_config: var_lib_kube_proxy!("/config.conf"),
         clusterkit_dir: etc_clusterkit!(""),
+        backup_env: etc_clusterkit!("/backup.env"),
+        backup_kubeconfig: etc_clusterkit!("/namespace-backup.conf"),
+        backup_s3_ca: etc_clusterkit!("/s3-ca.pem"),
         systemd_dir: "/etc/systemd/system",
         cni_conf_dir: "/etc/cni/net.d",
         cni_state_dir: "/var/lib/cni",
@@ -396,6 +412,62 @@ impl NodeLayout {
     pub fn timer_file(&self, unit: &str) -> String {
         format!("{}/{unit}.timer", self.systemd_dir)
     }
+
+    /// The etcd CA certificate every etcd member and control-plane host holds.
+    pub fn etcd_ca(&self) -> String {
+        self.pki(ETCD_CA)
+    }
+
+    /// kube-apiserver's etcd client pair (`.crt`, `.key`), which the etcd backup timer also
+    /// uses on control-plane hosts.
+    pub fn apiserver_etcd_client(&self) -> (String, String) {
+        (
+            self.pki(&format!("{APISERVER_ETCD_CLIENT}.crt")),
+            self.pki(&format!("{APISERVER_ETCD_CLIENT}.key")),
+        )
+    }
+
+    /// `https://<ip>:<etcd client port>` of a member.
+    pub fn etcd_client_url(&self, ip: IpAddr) -> String {
+        https(ip, self.ports.etcd_client)
+    }
+
+    /// `https://<ip>:<etcd peer port>` of a member.
+    pub fn etcd_peer_url(&self, ip: IpAddr) -> String {
+        https(ip, self.ports.etcd_peer)
+    }
+
+    /// `https://127.0.0.1:<etcd client port>`: a member's local client URL.
+    pub fn etcd_local_client_url(&self) -> String {
+        self.etcd_client_url(IpAddr::V4(Ipv4Addr::LOCALHOST))
+    }
+
+    /// `http://127.0.0.1:<etcd metrics port>`: where a member serves `/metrics` and `/health`.
+    pub fn etcd_metrics_url(&self) -> String {
+        format!(
+            "http://{}",
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), self.ports.etcd_metrics)
+        )
+    }
+
+    /// The client URL of every etcd member of `cluster`, in cluster.yaml order.
+    pub fn etcd_client_urls(&self, cluster: &Cluster) -> Vec<String> {
+        cluster
+            .hosts_with_role(Role::Etcd)
+            .iter()
+            .map(|h| self.etcd_client_url(h.address))
+            .collect()
+    }
+
+    /// `https://<ip>:<apiserver port>` of a control-plane host.
+    pub fn apiserver_url(&self, ip: IpAddr) -> String {
+        https(ip, self.ports.apiserver)
+    }
+}
+
+/// `https://<ip>:<port>`, an IPv6 address in brackets.
+fn https(ip: IpAddr, port: u16) -> String {
+    format!("https://{}", SocketAddr::new(ip, port))
 }
 
 /// Where a cluster's generated files live on the operator's machine: `<dir of
@@ -447,6 +519,21 @@ impl StateLayout {
     /// Shared kubeconfigs (admin.conf, super-admin.conf, kube-proxy.conf).
     pub fn kubeconfig_dir(&self) -> PathBuf {
         self.root.join(Self::KUBECONFIG)
+    }
+
+    /// The etcd CA certificate (a node's `/etc/kubernetes/pki/etcd/ca.crt`).
+    pub fn etcd_ca(&self) -> PathBuf {
+        self.pki_dir().join(ETCD_CA)
+    }
+
+    /// kube-apiserver's etcd client pair (`.crt`, `.key`): what clusterkit's own etcd clients
+    /// (backup, restore) authenticate with.
+    pub fn apiserver_etcd_client(&self) -> (PathBuf, PathBuf) {
+        let pki = self.pki_dir();
+        (
+            pki.join(format!("{APISERVER_ETCD_CLIENT}.crt")),
+            pki.join(format!("{APISERVER_ETCD_CLIENT}.key")),
+        )
     }
 
     /// The cluster administrator's kubeconfig the pki phase generates.
@@ -510,6 +597,16 @@ mod tests {
             l.kubelet_client_pem,
             "/var/lib/kubelet/pki/kubelet-client-current.pem"
         );
+        let v6: IpAddr = "fd00::1".parse().unwrap();
+        assert_eq!(l.etcd_client_url(v6), "https://[fd00::1]:2379");
+        assert_eq!(
+            l.etcd_peer_url("10.0.0.1".parse().unwrap()),
+            "https://10.0.0.1:2380"
+        );
+        assert_eq!(l.etcd_local_client_url(), "https://127.0.0.1:2379");
+        assert_eq!(l.etcd_metrics_url(), "http://127.0.0.1:2381");
+        assert_eq!(l.apiserver_url(v6), "https://[fd00::1]:6443");
+        assert_eq!(l.etcd_ca(), "/etc/kubernetes/pki/etcd/ca.crt");
         // Serialized for templates as plain strings and numbers.
         let v = serde_json::to_value(l).unwrap();
         assert_eq!(v["manifests_dir"], "/etc/kubernetes/manifests");

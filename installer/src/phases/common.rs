@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clusterkit_core::config::{Cluster, Host, Network, Packages, Role};
+use clusterkit_core::config::{Cluster, Host, Network, Packages};
 use clusterkit_core::playbook::HostTarget;
 use serde_json::{Map, Value};
 
@@ -46,12 +46,7 @@ pub fn host<'a>(cluster: &'a Cluster, target: &HostTarget) -> Option<&'a Host> {
 
 /// `https://<ip>:<client port>` of every etcd member, in cluster.yaml order.
 pub fn etcd_client_urls(cluster: &Cluster) -> Vec<String> {
-    let port = NodeLayout::from_cluster(cluster).ports.etcd_client;
-    cluster
-        .hosts_with_role(Role::Etcd)
-        .iter()
-        .map(|h| format!("https://{}", versions::join_host_port(h.address, port)))
-        .collect()
+    NodeLayout::from_cluster(cluster).etcd_client_urls(cluster)
 }
 
 /// The flag input of one node: cluster.yaml's networks and versions, the node layout's paths.
@@ -186,8 +181,7 @@ pub async fn client_from(path: &Path, server: Option<&str>) -> Result<kube::Clie
 
 /// `https://<ip>:<apiserver port>` of one control-plane host.
 pub fn apiserver_url(cluster: &Cluster, ip: IpAddr) -> String {
-    let port = NodeLayout::from_cluster(cluster).ports.apiserver;
-    format!("https://{}", versions::join_host_port(ip, port))
+    NodeLayout::from_cluster(cluster).apiserver_url(ip)
 }
 
 /// GETs a raw path (`/readyz`) and returns the body.

@@ -20,7 +20,6 @@
 //! (2379) for the health check; the unit runs etcd as root, like kubeadm's static pod does.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -30,7 +29,6 @@ use serde_json::{json, Map, Value};
 
 use super::common::with_vars;
 use super::{InstallError, Phase, PhaseContext};
-use crate::versions::join_host_port;
 use clusterkit_core::layout::{NodeLayout, StateLayout};
 
 /// The `etcd` phase.
@@ -41,18 +39,12 @@ pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// A member's peer URL.
 pub fn peer_url(h: &Host) -> String {
-    format!(
-        "https://{}",
-        join_host_port(h.address, NodeLayout::DEFAULT.ports.etcd_peer)
-    )
+    NodeLayout::DEFAULT.etcd_peer_url(h.address)
 }
 
 /// A member's client URL.
 pub fn client_url(h: &Host) -> String {
-    format!(
-        "https://{}",
-        join_host_port(h.address, NodeLayout::DEFAULT.ports.etcd_client)
-    )
+    NodeLayout::DEFAULT.etcd_client_url(h.address)
 }
 
 /// How a member joins: a new cluster of every etcd host, or an existing one.
@@ -68,11 +60,7 @@ pub struct Bootstrap {
 pub fn member_flags(cluster: &Cluster, host: &Host, boot: &Bootstrap) -> Vec<String> {
     let layout = NodeLayout::from_cluster(cluster);
     let client = client_url(host);
-    let local = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    let local_client = format!(
-        "https://{}",
-        join_host_port(local, layout.ports.etcd_client)
-    );
+    let local_client = layout.etcd_local_client_url();
     let pki = layout.etcd_pki_dir;
     vec![
         format!("--name={}", host.name),
@@ -92,10 +80,7 @@ pub fn member_flags(cluster: &Cluster, host: &Host, boot: &Bootstrap) -> Vec<Str
         format!("--peer-key-file={pki}/peer.key"),
         "--peer-client-cert-auth=true".into(),
         format!("--peer-trusted-ca-file={pki}/ca.crt"),
-        format!(
-            "--listen-metrics-urls=http://{}",
-            join_host_port(local, layout.ports.etcd_metrics)
-        ),
+        format!("--listen-metrics-urls={}", layout.etcd_metrics_url()),
         "--snapshot-count=10000".into(),
     ]
 }
