@@ -71,6 +71,9 @@ macro_rules! pod_network_unit {
 /// The etcd CA certificate, relative to the PKI directory (a node's or the state directory's).
 const ETCD_CA: &str = "etcd/ca.crt";
 
+/// The monitoring PKI's directory, relative to a PKI directory of the state directory.
+const MONITORING_PKI: &str = "monitoring";
+
 /// kube-apiserver's etcd client pair's base name, relative to the PKI directory.
 const APISERVER_ETCD_CLIENT: &str = "apiserver-etcd-client";
 
@@ -218,6 +221,12 @@ pub struct Units {
     pub haproxy: &'static str,
     /// The host-gw pod network's routes.
     pub pod_network: &'static str,
+    /// node-exporter (Debian's unit), on every host.
+    pub node_exporter: &'static str,
+    /// Prometheus (Debian's unit), on the monitor hosts.
+    pub prometheus: &'static str,
+    /// Alertmanager (Debian's unit), on the monitor hosts.
+    pub alertmanager: &'static str,
     /// The etcd backup timer (`<name>.timer` runs `<name>.service`).
     pub etcd_backup: &'static str,
     /// The namespace backup timer.
@@ -236,6 +245,9 @@ impl Units {
         containerd: "containerd",
         haproxy: "haproxy",
         pod_network: pod_network_unit!(),
+        node_exporter: "prometheus-node-exporter",
+        prometheus: "prometheus",
+        alertmanager: "prometheus-alertmanager",
         etcd_backup: "clusterkit-backup",
         namespace_backup: "clusterkit-backup-namespaces",
     };
@@ -317,10 +329,17 @@ pub struct NodeLayout {
     pub containerd_socket: &'static str,
     /// The CRI endpoint URL of that socket (kubelet, crictl).
     pub cri_endpoint: &'static str,
+    /// containerd's configuration.
+    pub containerd_config: &'static str,
+    /// crictl's configuration (pointed at containerd).
+    pub crictl_config: &'static str,
     /// Where containerd looks for per-registry `hosts.toml` files.
     pub containerd_certs_dir: &'static str,
     /// The local API load balancer's configuration.
     pub haproxy_config: &'static str,
+    /// The monitoring stack's configuration and TLS files (`monitor deploy`): node-exporter's
+    /// on every host, Prometheus's and Alertmanager's on the monitor hosts.
+    pub monitoring_dir: &'static str,
     /// Ports.
     pub ports: Ports,
     /// systemd units.
@@ -357,8 +376,11 @@ impl NodeLayout {
         pod_network_script: concat!("/usr/local/sbin/", pod_network_unit!()),
         containerd_socket: containerd_socket!(),
         cri_endpoint: concat!("unix://", containerd_socket!()),
+        containerd_config: "/etc/containerd/config.toml",
+        crictl_config: "/etc/crictl.yaml",
         containerd_certs_dir: "/etc/containerd/certs.d",
         haproxy_config: "/etc/haproxy/haproxy.cfg",
+        monitoring_dir: "/etc/prometheus/clusterkit",
         ports: Ports::DEFAULT,
         units: Units::DEFAULT,
     };
@@ -549,6 +571,28 @@ impl StateLayout {
     /// One host's own files, relative to the state directory.
     pub fn host_rel(host: &str) -> PathBuf {
         Path::new(Self::HOSTS).join(host)
+    }
+
+    /// The monitoring PKI shared by every host (CA, the exporter's and Prometheus's client
+    /// pairs).
+    pub fn monitoring_pki_dir(&self) -> PathBuf {
+        self.root.join(Self::monitoring_pki_rel())
+    }
+
+    /// [`StateLayout::monitoring_pki_dir`], relative to the state directory.
+    pub fn monitoring_pki_rel() -> PathBuf {
+        Path::new(Self::PKI).join(MONITORING_PKI)
+    }
+
+    /// One host's own monitoring pairs (node-exporter's, Prometheus's, Alertmanager's serving
+    /// certificates).
+    pub fn host_monitoring_pki_dir(&self, host: &str) -> PathBuf {
+        self.root.join(Self::host_monitoring_pki_rel(host))
+    }
+
+    /// [`StateLayout::host_monitoring_pki_dir`], relative to the state directory.
+    pub fn host_monitoring_pki_rel(host: &str) -> PathBuf {
+        Self::host_rel(host).join(Self::PKI).join(MONITORING_PKI)
     }
 
     /// The playbook engine's journals (`install --resume`).

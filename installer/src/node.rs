@@ -42,6 +42,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use clusterkit_core::config::{Cluster, Host, Network, Role};
+use clusterkit_core::layout::NodeLayout;
 use clusterkit_core::playbook::{self, Engine, HostTarget, RunReport};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams};
@@ -614,7 +615,10 @@ pub async fn remove(
         if !opts.check {
             if let Err(e) = me
                 .exec
-                .sh("systemctl stop kubelet 2>/dev/null || true")
+                .sh(&format!(
+                    "systemctl stop {} 2>/dev/null || true",
+                    NodeLayout::DEFAULT.units.kubelet
+                ))
                 .await
             {
                 tracing::warn!(host = name, error = %e, "cannot stop the kubelet before deleting its Node");

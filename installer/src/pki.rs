@@ -1182,9 +1182,13 @@ pub fn ensure_at(
 /// writes them, `certs check-expiration` reads the certificates among them and `certs renew`
 /// replaces them and restarts the daemon that uses each.
 pub mod monitoring {
+    use clusterkit_core::layout::NodeLayout;
+
+    const NODE: NodeLayout = NodeLayout::DEFAULT;
+
     /// The directory on every host (node-exporter's files on every host, Prometheus's and
     /// Alertmanager's on the monitor hosts).
-    pub const DIR: &str = "/etc/prometheus/clusterkit";
+    pub const DIR: &str = NODE.monitoring_dir;
     /// The user Debian's node-exporter, Prometheus and Alertmanager units run as: owner of
     /// their private keys.
     pub const DAEMON_USER: &str = "prometheus";
@@ -1201,11 +1205,11 @@ pub mod monitoring {
     /// The client pair Alertmanager's clients present (Prometheus sending alerts).
     pub const ALERTMANAGER_CLIENT: &str = "tls/alertmanager-client";
     /// node-exporter's systemd unit (Debian's).
-    pub const NODE_EXPORTER_UNIT: &str = "prometheus-node-exporter";
+    pub const NODE_EXPORTER_UNIT: &str = NODE.units.node_exporter;
     /// Prometheus's systemd unit.
-    pub const PROMETHEUS_UNIT: &str = "prometheus";
+    pub const PROMETHEUS_UNIT: &str = NODE.units.prometheus;
     /// Alertmanager's systemd unit.
-    pub const ALERTMANAGER_UNIT: &str = "prometheus-alertmanager";
+    pub const ALERTMANAGER_UNIT: &str = NODE.units.alertmanager;
 
     /// Whether `file` (relative to [`DIR`]) is one of the monitoring PKI's files.
     pub fn is_pki_file(file: &str) -> bool {
@@ -1299,7 +1303,7 @@ fn monitoring_server(name: String, base: PathBuf, h: &Host, usages: Vec<Usage>) 
 
 /// Every leaf certificate of the monitoring PKI, in issue order.
 pub fn monitoring_cert_specs(input: &MonitoringInput) -> Vec<CertSpec> {
-    let pki = Path::new("pki/monitoring");
+    let pki = StateLayout::monitoring_pki_rel();
     let mut specs = vec![
         CertSpec::client(
             "monitoring-prometheus-client",
@@ -1326,7 +1330,7 @@ pub fn monitoring_cert_specs(input: &MonitoringInput) -> Vec<CertSpec> {
             ips: input.exporter_ips.clone(),
         },
     ];
-    let host_pki = |h: &Host| Path::new("hosts").join(&h.name).join("pki/monitoring");
+    let host_pki = |h: &Host| StateLayout::host_monitoring_pki_rel(&h.name);
     for h in &input.hosts {
         specs.push(monitoring_server(
             format!("monitoring-node-exporter/{}", h.name),
@@ -1400,8 +1404,8 @@ pub fn has_monitoring(layout: &StateLayout) -> bool {
 /// never issued are skipped.
 pub fn monitoring_files(layout: &StateLayout, host: &str) -> Vec<FileMapping> {
     let dir = Path::new(monitoring::DIR);
-    let pki = layout.pki_dir().join("monitoring");
-    let own = layout.host_dir(host).join("pki/monitoring");
+    let pki = layout.monitoring_pki_dir();
+    let own = layout.host_monitoring_pki_dir(host);
     let mut out = Vec::new();
     let mut add = |local: PathBuf, rel: &str| {
         if local.is_file() {

@@ -347,7 +347,7 @@ pub async fn deploy(topology: &Topology, opts: &DeployOptions) -> Result<DeployR
     let failed = |message: String| MonitorError::Deploy { message };
 
     // 1. The configs, generated where clusterkit runs.
-    let stage = topology.state_dir.join("monitor");
+    let stage = StateLayout::new(&topology.state_dir).monitor_dir();
     let generated = generate::generate(
         topology,
         &stage,

@@ -50,7 +50,7 @@ pub struct MonitoringPki {
 impl MonitoringPki {
     /// The paths for a topology (whether or not the files exist yet).
     pub fn of(topology: &Topology) -> Self {
-        let dir = topology.state_dir.join("pki/monitoring");
+        let dir = StateLayout::new(&topology.state_dir).monitoring_pki_dir();
         let pair = |name: &str| {
             (
                 dir.join(format!("{name}.crt")),
@@ -68,11 +68,7 @@ impl MonitoringPki {
 
     /// A host's own pair (`node-exporter`, `prometheus`, `alertmanager`).
     pub fn host_pair(&self, host: &str, what: &str) -> (PathBuf, PathBuf) {
-        let dir = self
-            .state_dir
-            .join("hosts")
-            .join(host)
-            .join("pki/monitoring");
+        let dir = StateLayout::new(&self.state_dir).host_monitoring_pki_dir(host);
         (
             dir.join(format!("{what}.crt")),
             dir.join(format!("{what}.key")),

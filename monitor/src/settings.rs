@@ -104,15 +104,16 @@ pub struct Ports {
 
 impl Default for Ports {
     fn default() -> Self {
+        let p = clusterkit_core::layout::Ports::DEFAULT;
         Ports {
-            node_exporter: 9100,
-            etcd: 2379,
-            apiserver: 6443,
-            scheduler: 10259,
-            controller_manager: 10257,
-            kubelet: 10250,
-            prometheus: 9090,
-            alertmanager: 9093,
+            node_exporter: p.node_exporter,
+            etcd: p.etcd_client,
+            apiserver: p.apiserver,
+            scheduler: p.scheduler,
+            controller_manager: p.controller_manager,
+            kubelet: p.kubelet,
+            prometheus: p.prometheus,
+            alertmanager: p.alertmanager,
         }
     }
 }

@@ -378,7 +378,7 @@ impl Topology {
 
     pub fn pki(&self) -> Pki {
         Pki {
-            dir: self.state_dir.join("pki"),
+            dir: clusterkit_core::layout::StateLayout::new(&self.state_dir).pki_dir(),
         }
     }
 

@@ -24,7 +24,6 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use clusterkit_core::config::{Cluster, Packages, Profile};
-use clusterkit_core::layout::NodeLayout;
 use serde_json::{json, Value};
 
 use super::{InstallError, Phase, PhaseContext};
@@ -136,10 +135,6 @@ impl Phase for ImagesPhase {
                 .insert("image_dir".into(), json!(REMOTE_IMAGE_DIR));
             play.vars
                 .insert("required_images".into(), json!(required_images(cx.cluster)));
-            play.vars.insert(
-                "registry_hosts_dir".into(),
-                json!(NodeLayout::from_cluster(cx.cluster).containerd_certs_dir),
-            );
         }
         cx.engine.run(&pb, cx.targets).await;
         Ok(())

@@ -378,8 +378,6 @@ pub fn context(cluster: &Cluster) -> Value {
             "registries": registries(cluster),
             "containerd": {
                 "sandbox_image": cluster.runtime.sandbox_image,
-                "config_path": layout.containerd_certs_dir,
-                "cni_bin_dir": layout.cni_bin_dir,
                 "restrict_oom_score_adj": sandbox,
             },
         },
