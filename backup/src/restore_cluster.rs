@@ -571,9 +571,9 @@ async fn wait_healthy(
             if restarted_twice || active == "failed" {
                 let log = x
                     .exec
-                    .run(&Command::new(
-                        "journalctl -u etcd -n 15 --no-pager -o cat 2>&1 || true",
-                    ))
+                    .run(&Command::new(format!(
+                        "journalctl -u {ETCD} -n 15 --no-pager -o cat 2>&1 || true"
+                    )))
                     .await
                     .map(|o| o.stdout_str())
                     .unwrap_or_default();

@@ -896,7 +896,7 @@ pub fn renewables(
     if layout.kubeconfig_dir().join("kube-proxy.conf").is_file() {
         out.push(Renewable::ExistingKubeconfig {
             name: "kube-proxy.conf".into(),
-            path: PathBuf::from("kubeconfig/kube-proxy.conf"),
+            path: Path::new(StateLayout::KUBECONFIG).join("kube-proxy.conf"),
         });
     }
     Ok(out)

@@ -63,7 +63,7 @@ pub fn ensure_kube_proxy_conf(
     let server = super::load_balancer::node_api_server(cluster);
     let spec = CertSpec {
         name: "kube-proxy.conf".into(),
-        base: "kubeconfig/kube-proxy.conf".into(),
+        base: std::path::Path::new(StateLayout::KUBECONFIG).join("kube-proxy.conf"),
         ca: CaName::Kubernetes,
         common_name: KUBE_PROXY_USER.into(),
         organization: vec![],

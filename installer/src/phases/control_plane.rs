@@ -434,11 +434,12 @@ mod tests {
         );
         let cfg = render_text(
             include_str!("../../../templates/kubernetes/kubelet-config.yaml"),
-            &json!({ "host": { "kubelet": kubelet } }),
+            &json!({ "host": { "kubelet": kubelet }, "layout": NodeLayout::from_cluster(&c) }),
         )
         .unwrap();
         let v: serde_json::Value = serde_saphyr::from_str(&cfg).unwrap();
         assert_eq!(v["cgroupDriver"], "systemd");
+        assert_eq!(v["staticPodPath"], "/etc/kubernetes/manifests");
         assert_eq!(v["clusterDNS"][0], "10.96.0.10");
         assert_eq!(v["rotateCertificates"], true);
         assert!(
