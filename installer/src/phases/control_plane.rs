@@ -322,12 +322,18 @@ pub fn cluster_kubelet_config(cx: &PhaseContext<'_>) -> Result<String, InstallEr
     let vars = kubelet_vars(cx.cluster, host, None)?;
     clusterkit_core::playbook::render::render_text(
         &template.text,
-        &json!({ "host": { "kubelet": vars } }),
+        &kubelet_config_context(cx.cluster, vars),
     )
     .map_err(|e| InstallError::Target {
         host: "kubelet config".into(),
         message: format!("{}: {e}", template.origin),
     })
+}
+
+/// What the KubeletConfiguration template is rendered with outside a playbook: the kubelet
+/// variables as `host.kubelet` and the node layout.
+fn kubelet_config_context(cluster: &Cluster, kubelet: Value) -> Value {
+    json!({ "host": { "kubelet": kubelet }, "layout": NodeLayout::from_cluster(cluster) })
 }
 
 /// kubeadm compatibility: the `kubeadm-config` and `kubelet-config-1.X` ConfigMaps and the RBAC
@@ -434,7 +440,7 @@ mod tests {
         );
         let cfg = render_text(
             include_str!("../../../templates/kubernetes/kubelet-config.yaml"),
-            &json!({ "host": { "kubelet": kubelet }, "layout": NodeLayout::from_cluster(&c) }),
+            &kubelet_config_context(&c, kubelet),
         )
         .unwrap();
         let v: serde_json::Value = serde_saphyr::from_str(&cfg).unwrap();
