@@ -320,9 +320,9 @@ fn playbook_vars(topology: &Topology, sets: &FileSets) -> Value {
     }
     json!({
         "config_dir": CONFIG_DIR,
-        "node_exporter_defaults": defaults_file("prometheus-node-exporter", &node_exporter),
-        "prometheus_defaults": defaults_file("prometheus", &prometheus),
-        "alertmanager_defaults": defaults_file("prometheus-alertmanager", &alertmanager),
+        "node_exporter_defaults": defaults_file(monitoring::NODE_EXPORTER_UNIT, &node_exporter),
+        "prometheus_defaults": defaults_file(monitoring::PROMETHEUS_UNIT, &prometheus),
+        "alertmanager_defaults": defaults_file(monitoring::ALERTMANAGER_UNIT, &alertmanager),
         "files": sets,
     })
 }

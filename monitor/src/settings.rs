@@ -104,10 +104,15 @@ pub struct Ports {
 
 impl Default for Ports {
     fn default() -> Self {
-        let p = clusterkit_core::layout::Ports::DEFAULT;
+        Ports::from(&clusterkit_core::config::MonitorPorts::default())
+    }
+}
+
+impl From<&clusterkit_core::config::MonitorPorts> for Ports {
+    fn from(p: &clusterkit_core::config::MonitorPorts) -> Self {
         Ports {
             node_exporter: p.node_exporter,
-            etcd: p.etcd_client,
+            etcd: p.etcd,
             apiserver: p.apiserver,
             scheduler: p.scheduler,
             controller_manager: p.controller_manager,
