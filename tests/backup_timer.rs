@@ -155,7 +155,9 @@ fn namespace_timer_units_and_refusals() {
     ] {
         assert!(printed.contains(&format!("/etc/systemd/system/{unit}.timer\n")));
         assert!(
-            clusterkit_installer::reset::BACKUP_TIMERS.contains(&unit),
+            clusterkit_core::layout::Units::DEFAULT
+                .backup_timers()
+                .contains(&unit),
             "reset does not know {unit}"
         );
     }

@@ -27,8 +27,8 @@ use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 
 use clusterkit_core::config::{self, Cluster, ConfigError, Role};
+use clusterkit_core::layout::Component;
 use clusterkit_installer::phases;
-use clusterkit_installer::versions::Component;
 use proptest::prelude::*;
 
 #[path = "../src/fuzz.rs"]
@@ -124,8 +124,27 @@ fn render_everything(cluster: &Cluster) -> Result<(), String> {
     let boot = phases::etcd::new_cluster(cluster);
     phases::network::pod_cidrs(cluster).map_err(|e| format!("pod CIDRs: {e}"))?;
     let pki = phases::pki::input(cluster);
-    pki.validate().map_err(|e| format!("PKI input: {e}"))?;
-    clusterkit_installer::pki::cert_specs(&pki).map_err(|e| format!("PKI plan: {e}"))?;
+    // The PKI takes the resolved values as they are: every DNS name it puts in a
+    // certificate must already be one.
+    for spec in clusterkit_installer::pki::cert_specs(&pki) {
+        for name in &spec.dns_names {
+            let ok = !name.is_empty()
+                && name.len() <= 253
+                && name.split('.').all(|l| {
+                    !l.is_empty()
+                        && l.len() <= 63
+                        && !l.starts_with('-')
+                        && !l.ends_with('-')
+                        && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                });
+            if !ok {
+                return Err(format!(
+                    "PKI plan: {}: SAN {name:?} is not a DNS name",
+                    spec.name
+                ));
+            }
+        }
+    }
     let _ = phases::load_balancer::vars(cluster);
     let templates = lib.embedded_names("templates/");
     let playbooks = lib.embedded_names("playbooks/");

@@ -48,6 +48,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use clusterkit_core::exec::{Command, Executor};
+use clusterkit_core::layout::NodeLayout;
 
 use crate::catalog;
 use crate::crypto::Decrypt;
@@ -57,8 +58,10 @@ use crate::manifest::Kind;
 use crate::restore::{fetch_verified, snapshot_restore, SnapshotRestore};
 use crate::store::Store;
 
-/// The data dir of every member (as the installer's etcd phase sets it).
-pub const DATA_DIR: &str = "/var/lib/etcd";
+/// Where the members' data dir, units and the API server's manifest are.
+const NODE: NodeLayout = NodeLayout::DEFAULT;
+/// The etcd unit of every member.
+const ETCD: &str = NODE.units.etcd;
 
 /// How long the restored cluster may take to become healthy.
 pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(240);
@@ -217,27 +220,54 @@ fn local(path: &Path, e: impl ToString) -> BackupError {
     }
 }
 
-/// What [`STOP_APISERVER`] prints when there was an API server to stop.
+/// What [`stop_apiserver`] prints when there was an API server to stop.
 const APISERVER_STOPPED: &str = "clusterkit: kube-apiserver stopped";
+
 /// Stops kube-apiserver: killed, not asked — a graceful stop waits up to its request timeout
 /// (60 s, measured in tests/install_cluster.rs) for watches to end, and nothing it would finish
 /// matters: etcd is replaced underneath it. A static pod's manifest is moved aside instead.
-const STOP_APISERVER: &str = "if systemctl cat kube-apiserver >/dev/null 2>&1; then \
-       systemctl kill --signal=SIGKILL kube-apiserver 2>/dev/null || true; systemctl stop kube-apiserver; \
-       echo 'clusterkit: kube-apiserver stopped'; fi; \
-     if [ -f /etc/kubernetes/manifests/kube-apiserver.yaml ]; then \
-       mv /etc/kubernetes/manifests/kube-apiserver.yaml /etc/kubernetes/kube-apiserver.yaml.restore-hold; \
-       echo 'clusterkit: kube-apiserver stopped'; fi";
+fn stop_apiserver() -> String {
+    let (unit, manifest, held) = apiserver_files();
+    format!(
+        "if systemctl cat {unit} >/dev/null 2>&1; then \
+           systemctl kill --signal=SIGKILL {unit} 2>/dev/null || true; systemctl stop {unit}; \
+           echo '{APISERVER_STOPPED}'; fi; \
+         if [ -f {manifest} ]; then mv {manifest} {held}; echo '{APISERVER_STOPPED}'; fi"
+    )
+}
+
+/// Undoes [`stop_apiserver`].
+fn start_apiserver() -> String {
+    let (unit, manifest, held) = apiserver_files();
+    format!(
+        "if [ -f {held} ]; then mv {held} {manifest}; fi; \
+         if systemctl cat {unit} >/dev/null 2>&1; then systemctl start {unit}; fi"
+    )
+}
+
+/// kube-apiserver's unit, static pod manifest, and where the manifest waits during a restore.
+fn apiserver_files() -> (&'static str, String, String) {
+    let unit = NODE.units.kube_apiserver;
+    let held = NODE.kubeconfig(&format!("{unit}.yaml.restore-hold"));
+    (unit, NODE.manifest(unit), held)
+}
+
 /// Stops etcd: gracefully for 3 s, then killed. A member stops in well under a second, but a
 /// leader whose followers stop at the same time waits up to 7 s (measured) for a leadership
 /// transfer nobody can take: the restore stops the leader last, and this bounds what is left.
 /// etcd's WAL is crash-safe, so a killed member's data dir (kept aside for the rollback) starts
 /// again as after a power cut.
-const STOP_ETCD: &str = "timeout 3 systemctl stop etcd || \
-     { systemctl kill --signal=SIGKILL etcd 2>/dev/null || true; systemctl stop etcd; }";
-const START_APISERVER: &str = "if [ -f /etc/kubernetes/kube-apiserver.yaml.restore-hold ]; then \
-       mv /etc/kubernetes/kube-apiserver.yaml.restore-hold /etc/kubernetes/manifests/kube-apiserver.yaml; fi; \
-     if systemctl cat kube-apiserver >/dev/null 2>&1; then systemctl start kube-apiserver; fi";
+fn stop_etcd() -> String {
+    format!(
+        "timeout 3 systemctl stop {ETCD} || \
+         {{ systemctl kill --signal=SIGKILL {ETCD} 2>/dev/null || true; systemctl stop {ETCD}; }}"
+    )
+}
+
+/// Starts the etcd unit without waiting (members wait for each other's quorum).
+fn start_etcd() -> String {
+    format!("systemctl reset-failed {ETCD} >/dev/null 2>&1; systemctl start --no-block {ETCD}")
+}
 
 /// A local scratch directory (0700) removed on drop.
 struct Scratch(PathBuf);
@@ -312,8 +342,9 @@ pub async fn restore_cluster_with(
     }
     let min_revision = m.etcd.as_ref().map(|e| e.revision).unwrap_or(0);
     let stamp = now.format("%Y%m%dT%H%M%SZ").to_string();
-    let scratch = format!("{DATA_DIR}-restore-{id}");
-    let old = format!("{DATA_DIR}.before-{id}-{stamp}");
+    let data_dir = NODE.etcd_data_dir;
+    let scratch = format!("{data_dir}-restore-{id}");
+    let old = format!("{data_dir}.before-{id}-{stamp}");
 
     // 1. Every member can take the restore (and says its etcd version), while the backup is
     //    downloaded and verified here.
@@ -409,7 +440,7 @@ pub async fn restore_cluster_with(
         let stopped = futures::future::try_join_all(
             control_plane
                 .iter()
-                .map(|x| sh(x, "stopping kube-apiserver", STOP_APISERVER.to_string())),
+                .map(|x| sh(x, "stopping kube-apiserver", stop_apiserver())),
         )
         .await?;
         let had_apiserver = stopped.iter().any(|out| out.contains(APISERVER_STOPPED));
@@ -425,7 +456,7 @@ pub async fn restore_cluster_with(
             futures::future::try_join_all(
                 group
                     .iter()
-                    .map(|x| sh(x, "stopping etcd", STOP_ETCD.into())),
+                    .map(|x| sh(x, "stopping etcd", stop_etcd())),
             )
             .await?;
         }
@@ -438,7 +469,7 @@ pub async fn restore_cluster_with(
                 format!(
                     "if [ -d {d} ]; then chown -R --reference={d} {s}/data && mv {d} {o}; fi && \
                      mv {s}/data {d} && chmod 700 {d} && rm -rf {s}",
-                    d = q(DATA_DIR),
+                    d = q(data_dir),
                     o = q(&old),
                     s = q(&scratch)
                 ),
@@ -450,12 +481,7 @@ pub async fn restore_cluster_with(
         // counters from now on tell a member whose etcd exits.
         let t = Instant::now();
         futures::future::try_join_all(members.iter().map(|x| {
-            sh(
-                x,
-                "starting etcd",
-                "systemctl reset-failed etcd >/dev/null 2>&1; systemctl start --no-block etcd"
-                    .into(),
-            )
+            sh(x, "starting etcd", start_etcd())
         }))
         .await?;
         steps.add("start etcd", None, t);
@@ -466,7 +492,7 @@ pub async fn restore_cluster_with(
         futures::future::try_join_all(
             control_plane
                 .iter()
-                .map(|x| sh(x, "starting kube-apiserver", START_APISERVER.to_string())),
+                .map(|x| sh(x, "starting kube-apiserver", start_apiserver())),
         )
         .await?;
         steps.add("start kube-apiserver", None, t);
@@ -509,13 +535,13 @@ pub async fn restore_cluster_with(
             tracing::error!(error = %e, "restore failed; rolling back every member");
             let mut problems = Vec::new();
             for x in members {
-                if let Err(e) = sh(x, "rollback: stopping etcd", STOP_ETCD.into()).await {
+                if let Err(e) = sh(x, "rollback: stopping etcd", stop_etcd()).await {
                     problems.push(e.to_string());
                 }
                 // The aside name is unique to this run: where it exists, this run moved it.
                 let line = format!(
                     "if [ -d {o} ]; then rm -rf {d} && mv {o} {d}; fi",
-                    d = q(DATA_DIR),
+                    d = q(data_dir),
                     o = q(&old)
                 );
                 if let Err(e) = sh(x, "rollback: moving the old data dir back", line).await {
@@ -524,9 +550,7 @@ pub async fn restore_cluster_with(
                 let _ = sh(x, "rollback: cleanup", format!("rm -rf {}", q(&scratch))).await;
             }
             for x in members {
-                let line =
-                    "systemctl reset-failed etcd >/dev/null 2>&1; systemctl start --no-block etcd";
-                if let Err(e) = sh(x, "rollback: starting etcd", line.into()).await {
+                if let Err(e) = sh(x, "rollback: starting etcd", start_etcd()).await {
                     problems.push(e.to_string());
                 }
             }
@@ -534,7 +558,7 @@ pub async fn restore_cluster_with(
                 if let Err(e) = sh(
                     x,
                     "rollback: starting kube-apiserver",
-                    START_APISERVER.to_string(),
+                    start_apiserver(),
                 )
                 .await
                 {
@@ -565,9 +589,9 @@ pub async fn restore_cluster_with(
 async fn check_member(x: &Member, scratch: &str) -> Result<String, BackupError> {
     let out = sh(
         x,
-        "checking etcd.service and tar",
+        &format!("checking {ETCD}.service and tar"),
         format!(
-            "systemctl cat etcd >/dev/null 2>&1 || {{ echo 'no etcd.service (run install --phase etcd)' >&2; exit 1; }}; \
+            "systemctl cat {ETCD} >/dev/null 2>&1 || {{ echo 'no {ETCD}.service (run install --phase etcd)' >&2; exit 1; }}; \
              command -v tar >/dev/null || {{ echo 'tar is needed' >&2; exit 1; }}; \
              rm -rf {s} && mkdir -p {s} && chmod 700 {s} && \
              {{ etcd --version 2>/dev/null | sed -n 's/^etcd Version: *//p' | grep . || echo unknown; }}",
@@ -716,8 +740,8 @@ pub(crate) async fn send_dir(
 async fn unit_state(x: &Member) -> Result<(u64, String, String), BackupError> {
     let out = sh(
         x,
-        "reading etcd.service's state",
-        "systemctl show etcd -p NRestarts -p ActiveState -p Result".into(),
+        &format!("reading {ETCD}.service's state"),
+        format!("systemctl show {ETCD} -p NRestarts -p ActiveState -p Result"),
     )
     .await?;
     let mut restarts = 0;
@@ -766,9 +790,9 @@ async fn wait_healthy(
                 if restarted_twice || active == "failed" {
                     let log = x
                         .exec
-                        .run(&Command::new(
-                            "journalctl -u etcd -n 15 --no-pager -o cat 2>&1 || true",
-                        ))
+                        .run(&Command::new(format!(
+                            "journalctl -u {ETCD} -n 15 --no-pager -o cat 2>&1 || true"
+                        )))
                         .await
                         .map(|o| o.stdout_str())
                         .unwrap_or_default();

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clusterkit_core::config::{self, Checksums, Cluster};
+use clusterkit_core::layout::{NodeLayout, StateLayout};
 
 use crate::crypto::{Decrypt, Encrypt};
 use crate::error::BackupError;
@@ -155,23 +156,17 @@ pub fn retention(cfg: Option<&config::Backup>) -> Retention {
     }
 }
 
-/// etcd endpoints and client certificate of a cluster clusterkit installed: every etcd host on
-/// port 2379, the etcd CA and the apiserver's etcd client pair from the state directory.
+/// etcd endpoints and client certificate of a cluster clusterkit installed: every etcd host's
+/// client URL, the etcd CA and the apiserver's etcd client pair from the state directory.
 pub fn etcd_target(cluster: &Cluster) -> EtcdTarget {
-    let pki = cluster.state_dir.join("pki");
+    let state = StateLayout::from_cluster(cluster);
+    let (cert, key) = state.apiserver_etcd_client();
     EtcdTarget {
-        endpoints: cluster
-            .hosts_with_role(config::Role::Etcd)
-            .iter()
-            .map(|h| match h.address {
-                std::net::IpAddr::V6(a) => format!("https://[{a}]:2379"),
-                std::net::IpAddr::V4(a) => format!("https://{a}:2379"),
-            })
-            .collect(),
+        endpoints: NodeLayout::from_cluster(cluster).etcd_client_urls(cluster),
         tls: Some(EtcdTls {
-            ca: pki.join("etcd/ca.crt"),
-            cert: pki.join("apiserver-etcd-client.crt"),
-            key: pki.join("apiserver-etcd-client.key"),
+            ca: state.etcd_ca(),
+            cert,
+            key,
         }),
         timeout: Duration::from_secs(10),
     }

@@ -35,24 +35,22 @@
 
 use std::path::{Path, PathBuf};
 
-use clusterkit_core::config::{Cluster, Role};
+use clusterkit_core::config::Cluster;
 use clusterkit_core::exec::{Command, Executor, UploadOptions};
+use clusterkit_core::layout::NodeLayout;
 use sha2::{Digest, Sha256};
 
 use crate::error::BackupError;
 
 /// The admin kubeconfig copy a namespace timer uses (0600).
-pub const KUBECONFIG_PATH: &str = "/etc/clusterkit/namespace-backup.conf";
+pub const KUBECONFIG_PATH: &str = NODE.backup_kubeconfig;
 /// Secrets for the unit (0600).
-pub const ENV_PATH: &str = "/etc/clusterkit/backup.env";
+pub const ENV_PATH: &str = NODE.backup_env;
 /// The S3 CA bundle copy.
-pub const CA_PATH: &str = "/etc/clusterkit/s3-ca.pem";
-/// etcd CA and client pair on control-plane hosts (written by the `pki` phase).
-pub const ETCD_CA: &str = "/etc/kubernetes/pki/etcd/ca.crt";
-/// See [`ETCD_CA`].
-pub const ETCD_CERT: &str = "/etc/kubernetes/pki/apiserver-etcd-client.crt";
-/// See [`ETCD_CA`].
-pub const ETCD_KEY: &str = "/etc/kubernetes/pki/apiserver-etcd-client.key";
+pub const CA_PATH: &str = NODE.backup_s3_ca;
+
+/// Where the timers' files and the etcd client pair are on a host.
+const NODE: NodeLayout = NodeLayout::DEFAULT;
 
 /// What a timer backs up.
 #[derive(Debug, Clone)]
@@ -95,12 +93,12 @@ pub struct TimerSpec {
 impl TimerSpec {
     /// Where the service unit goes.
     pub fn service_path(&self) -> String {
-        format!("/etc/systemd/system/{}.service", self.unit)
+        NODE.service_file(self.unit)
     }
 
     /// Where the timer unit goes.
     pub fn timer_path(&self) -> String {
-        format!("/etc/systemd/system/{}.timer", self.unit)
+        NODE.timer_file(self.unit)
     }
 
     fn timer_name(&self) -> String {
@@ -148,24 +146,18 @@ pub fn spec_from_cluster(
     };
     let (unit, kubeconfig, selection) = match what {
         What::Etcd => {
-            let endpoints: Vec<String> = cluster
-                .hosts_with_role(Role::Etcd)
-                .iter()
-                .map(|h| match h.address {
-                    std::net::IpAddr::V6(a) => format!("https://[{a}]:2379"),
-                    std::net::IpAddr::V4(a) => format!("https://{a}:2379"),
-                })
-                .collect();
+            let endpoints = NodeLayout::from_cluster(cluster).etcd_client_urls(cluster);
             if endpoints.is_empty() {
                 return Err(BackupError::Invalid(
                     "cluster.yaml has no etcd hosts".into(),
                 ));
             }
             push("--endpoints", endpoints.join(","));
-            push("--cacert", ETCD_CA.into());
-            push("--cert", ETCD_CERT.into());
-            push("--key", ETCD_KEY.into());
-            ("clusterkit-backup", None, vec![])
+            let (cert, key) = NODE.apiserver_etcd_client();
+            push("--cacert", NODE.etcd_ca());
+            push("--cert", cert);
+            push("--key", key);
+            (NODE.units.etcd_backup, None, vec![])
         }
         What::Namespaces {
             selection,
@@ -173,7 +165,7 @@ pub fn spec_from_cluster(
         } => {
             push("--kind", "namespace".into());
             push("--kubeconfig", KUBECONFIG_PATH.into());
-            ("clusterkit-backup-namespaces", Some(kubeconfig), selection)
+            (NODE.units.namespace_backup, Some(kubeconfig), selection)
         }
     };
     push("--cluster-name", cluster.name.clone());
@@ -292,9 +284,11 @@ pub fn service_unit(spec: &TimerSpec) -> Result<String, BackupError> {
          After=network-online.target\n\n\
          [Service]\nType=oneshot\n\
          # No cluster.yaml on the hosts: every setting is a flag below; secrets in the file.\n\
-         WorkingDirectory=/etc/clusterkit\nEnvironment=CLUSTERKIT_CONFIG=/etc/clusterkit/no-cluster.yaml\n\
+         WorkingDirectory={dir}\nEnvironment=CLUSTERKIT_CONFIG={no_cluster}\n\
          EnvironmentFile=-{ENV_PATH}\nExecStart={exec}\n",
-        what = spec.what()
+        what = spec.what(),
+        dir = NODE.clusterkit_dir,
+        no_cluster = NODE.clusterkit_file("no-cluster.yaml"),
     ))
 }
 
@@ -404,7 +398,8 @@ pub async fn install_on(x: &dyn Executor, spec: &TimerSpec) -> Result<HostReport
     let needed = if spec.kubeconfig.is_some() {
         String::new()
     } else {
-        format!("{ETCD_CA} {ETCD_CERT} {ETCD_KEY}")
+        let (cert, key) = NODE.apiserver_etcd_client();
+        format!("{} {cert} {key}", NODE.etcd_ca())
     };
     if spec.drill && spec.kubeconfig.is_none() {
         sh(
@@ -460,8 +455,8 @@ pub async fn install_on(x: &dyn Executor, spec: &TimerSpec) -> Result<HostReport
     }
     sh(
         x,
-        "creating /etc/clusterkit",
-        "mkdir -p /etc/clusterkit && chmod 700 /etc/clusterkit".into(),
+        &format!("creating {}", NODE.clusterkit_dir),
+        format!("mkdir -p {d} && chmod 700 {d}", d = NODE.clusterkit_dir),
     )
     .await?;
     if ensure_file(x, ENV_PATH, env_file(spec)?.as_bytes(), 0o600).await? {

@@ -1,6 +1,7 @@
 //! clusterkit's shared foundation: the cluster description (`cluster.yaml`), the way commands
 //! reach hosts (`Executor`: SSH or local), parallel fan-out across hosts, the playbook
-//! engine, and the Kubernetes API client every crate uses.
+//! engine, the Kubernetes API client every crate uses, and the layout of a cluster (every
+//! path, unit and port clusterkit puts on a node or in the state directory).
 //!
 //! Every other crate (installer, backup, monitor, sandbox) builds on these types and never
 //! opens its own SSH connection or parses the cluster file itself.
@@ -10,6 +11,7 @@ pub mod exec;
 pub mod facts;
 pub mod fanout;
 pub mod kube_client;
+pub mod layout;
 pub mod playbook;
 pub mod release;
 

@@ -18,6 +18,140 @@ pub const MIN_MINOR: u32 = 20;
 /// The newest minor release whose rules clusterkit knows.
 pub const MAX_MINOR: u32 = 34;
 
+/// A version that is not one, or one clusterkit does not install.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum VersionError {
+    /// Not `[v]MAJOR.MINOR.PATCH[-suffix]` ([`KubeVersion::parse`]).
+    #[error("invalid Kubernetes version {input:?}: {reason} (expected vMAJOR.MINOR.PATCH, e.g. v1.30.0)")]
+    Invalid {
+        /// What was given.
+        input: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// Not exactly `vMAJOR.MINOR.PATCH`, as cluster.yaml must write it ([`KubeVersion`]'s
+    /// `FromStr`).
+    #[error("{input:?} is not a version like v1.26.3")]
+    NotExact {
+        /// What was given.
+        input: String,
+    },
+    /// A version outside [`KubeVersion::MIN_SUPPORTED`] to `v1.<MAX_MINOR>.x`.
+    #[error(
+        "{version} is not supported: clusterkit installs {} through v1.{MAX_MINOR}.x",
+        KubeVersion::MIN_SUPPORTED
+    )]
+    Unsupported {
+        /// The refused version.
+        version: KubeVersion,
+    },
+}
+
+/// A Kubernetes release version, e.g. `v1.20.2`: cluster.yaml's `kubernetes.version`, what a
+/// binary reports, what a bundle records. Every version rule is decided on it
+/// (`clusterkit_installer::versions::rules`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct KubeVersion {
+    /// Always 1 so far.
+    pub major: u32,
+    /// The minor release, the one that decides the rules.
+    pub minor: u32,
+    /// The patch release.
+    pub patch: u32,
+}
+
+impl KubeVersion {
+    /// The oldest version clusterkit installs: the one Debian 12 builds (see DESIGN.md).
+    pub const MIN_SUPPORTED: KubeVersion = KubeVersion::new(1, MIN_MINOR, 0);
+
+    /// A version from its parts.
+    pub const fn new(major: u32, minor: u32, patch: u32) -> Self {
+        Self {
+            major,
+            minor,
+            patch,
+        }
+    }
+
+    /// Parses a version as tools print it: `v1.20.2` or `1.20.2`; pre-release and build
+    /// suffixes (`-rc.0`, `+k3s1`) are accepted and ignored because the rules only depend on
+    /// major.minor. cluster.yaml's stricter form is [`KubeVersion`]'s `FromStr`.
+    pub fn parse(input: &str) -> Result<Self, VersionError> {
+        let invalid = |reason| VersionError::Invalid {
+            input: input.to_string(),
+            reason,
+        };
+        let s = input.trim();
+        let s = s.strip_prefix('v').unwrap_or(s);
+        let core = s.split(['-', '+']).next().unwrap_or_default();
+        let mut parts = core.split('.');
+        let mut num = |what| -> Result<u32, VersionError> {
+            parts
+                .next()
+                .ok_or_else(|| invalid(what))?
+                .parse::<u32>()
+                .map_err(|_| invalid("a part is not a number"))
+        };
+        let major = num("missing major version")?;
+        let minor = num("missing minor version")?;
+        let patch = num("missing patch version")?;
+        if parts.next().is_some() {
+            return Err(invalid("more than three parts"));
+        }
+        Ok(Self::new(major, minor, patch))
+    }
+
+    /// True when this version is `1.minor` or newer.
+    pub fn at_least(&self, minor: u32) -> bool {
+        (self.major, self.minor) >= (1, minor)
+    }
+
+    /// Fails for versions clusterkit does not install.
+    pub fn check_supported(&self) -> Result<(), VersionError> {
+        if *self < Self::MIN_SUPPORTED || (self.major, self.minor) > (1, MAX_MINOR) {
+            return Err(VersionError::Unsupported { version: *self });
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Display for KubeVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "v{}.{}.{}", self.major, self.minor, self.patch)
+    }
+}
+
+impl std::str::FromStr for KubeVersion {
+    type Err = VersionError;
+    /// Accepts exactly `vMAJOR.MINOR.PATCH` (leading `v` required, digits only), as
+    /// cluster.yaml must write it.
+    fn from_str(s: &str) -> Result<Self, VersionError> {
+        let bad = || VersionError::NotExact {
+            input: s.to_string(),
+        };
+        let rest = s.strip_prefix('v').ok_or_else(bad)?;
+        let n = |p: &str| {
+            if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(bad());
+            }
+            p.parse::<u32>().map_err(|_| bad())
+        };
+        let mut parts = rest.split('.');
+        match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some(major), Some(minor), Some(patch), None) => {
+                Ok(KubeVersion::new(n(major)?, n(minor)?, n(patch)?))
+            }
+            _ => Err(bad()),
+        }
+    }
+}
+
+impl serde::Serialize for KubeVersion {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 /// The images kubeadm of one release uses, as tags (the repository is the cluster's
 /// `image_repository`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -130,6 +264,49 @@ pub fn images(minor: u32, patch: u32) -> ReleaseImages {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn version_parses_only_v_major_minor_patch() {
+        let v: KubeVersion = "v1.26.3".parse().unwrap();
+        assert_eq!((v.major, v.minor, v.patch), (1, 26, 3));
+        assert_eq!(v.to_string(), "v1.26.3");
+        assert!(v.at_least(24) && !v.at_least(27));
+        for bad in [
+            "1.26.3",
+            "v1.26",
+            "v1.26.3.4",
+            "v1.x.3",
+            "v1.26.3-rc.1",
+            "v1..3",
+            "",
+        ] {
+            assert!(bad.parse::<KubeVersion>().is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn parses_versions() {
+        assert_eq!(
+            KubeVersion::parse("v1.20.2").unwrap(),
+            KubeVersion::new(1, 20, 2)
+        );
+        assert_eq!(
+            KubeVersion::parse("1.30.0-rc.1").unwrap(),
+            KubeVersion::new(1, 30, 0)
+        );
+        assert_eq!(
+            KubeVersion::parse("v1.26.3").unwrap().to_string(),
+            "v1.26.3"
+        );
+        for bad in ["", "v1", "v1.20", "v1.x.0", "v1.2.3.4", "latest"] {
+            assert!(KubeVersion::parse(bad).is_err(), "{bad} should be refused");
+        }
+        assert!(KubeVersion::new(1, 19, 9).check_supported().is_err());
+        assert!(KubeVersion::new(1, 20, 0).check_supported().is_ok());
+        assert!(KubeVersion::new(1, 34, 9).check_supported().is_ok());
+        let e = KubeVersion::new(1, 35, 0).check_supported().unwrap_err();
+        assert!(e.to_string().contains("v1.20.0 through v1.34.x"), "{e}");
+    }
 
     #[test]
     fn kubeadm_images_per_release() {

@@ -30,8 +30,9 @@ use clusterkit_core::playbook::modules::package::BundleFile;
 
 use crate::images::{self, ImageError, Sources};
 use crate::release::{self, ReleaseError};
-use crate::versions::{self, KubeVersion, VersionError};
+use crate::versions::{self, VersionError};
 pub use clusterkit_core::playbook::modules::{Bundle, BundleManifest, BundlePackage};
+use clusterkit_core::release::KubeVersion;
 
 /// What can go wrong building a bundle.
 #[derive(Debug, thiserror::Error)]
@@ -484,7 +485,7 @@ fn kubernetes_version(
     for (name, v) in reported {
         let v = KubeVersion::parse(v).map_err(|source| BundleError::Version {
             binary: name.clone(),
-            source,
+            source: source.into(),
         })?;
         match found {
             Some((first, first_name)) if first != v => {

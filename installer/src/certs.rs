@@ -1,7 +1,7 @@
 //! Day 2: expiry checks and renewal of every certificate and kubeconfig clusterkit issued.
 //!
 //! - [`node_files`] lists what each node should hold (the same rules as
-//!   [`StateLayout::host_files`], but also for files missing locally) and [`read_node`] reads
+//!   [`pki::host_files`], but also for files missing locally) and [`read_node`] reads
 //!   them **live**, in one SSH round trip per host: certificates whole, kubeconfigs reduced on
 //!   the node to their `client-certificate(-data)` line and key files to their mode (private
 //!   keys never travel). [`node_rows`] and [`local_rows`] turn that into [`ExpiryRow`]s: subject,
@@ -40,10 +40,12 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
+use clusterkit_core::layout::{operator_admin_conf, NodeLayout, StateLayout};
+
 use crate::kubeconfig::{self, Kubeconfig, KubeconfigError, KubeconfigSpec, UserEntry};
 use crate::pki::{
     self, monitoring, CaName, CertSpec, FileMapping, LoadedCa, MonitoringInput, PkiError, PkiInput,
-    StateLayout, Usage,
+    Usage,
 };
 
 /// Errors of `certs check-expiration`, `renew` and `distribute`. Never contains key material.
@@ -128,13 +130,11 @@ pub struct NodeFile {
     pub optional: bool,
 }
 
-const ETC: &str = "/etc/kubernetes";
-
 /// Every certificate file `host` should hold, in a stable order. The rules are those of
-/// [`StateLayout::host_files`] plus the pki phase's filter (no etcd CA key on a member that is
-/// not a control-plane host), applied whether or not the state directory has the file, so a
+/// [`pki::host_files`], applied whether or not the state directory has the file, so a
 /// file missing everywhere still shows as missing.
 pub fn node_files(cluster: &Cluster, layout: &StateLayout, host: &Host) -> Vec<NodeFile> {
+    let node = NodeLayout::from_cluster(cluster);
     let cp = host.has_role(Role::ControlPlane);
     let etcd = host.has_role(Role::Etcd);
     let pki = layout.pki_dir();
@@ -143,9 +143,9 @@ pub fn node_files(cluster: &Cluster, layout: &StateLayout, host: &Host) -> Vec<N
     let mut cert = |name: &str, rel: &str, local_root: &Path, key: bool| {
         out.push(NodeFile {
             name: name.to_string(),
-            remote: format!("{ETC}/pki/{rel}.crt"),
+            remote: node.pki(&format!("{rel}.crt")),
             kind: FileKind::Cert,
-            key: key.then(|| format!("{ETC}/pki/{rel}.key")),
+            key: key.then(|| node.pki(&format!("{rel}.key"))),
             local: Some(local_root.join(format!("{rel}.crt"))),
             optional: false,
         })
@@ -170,13 +170,14 @@ pub fn node_files(cluster: &Cluster, layout: &StateLayout, host: &Host) -> Vec<N
         if !cp {
             cert("etcd-ca", "etcd/ca", &pki, false);
         }
-        cert("etcd-server", "etcd/server", &host_dir.join("pki"), true);
-        cert("etcd-peer", "etcd/peer", &host_dir.join("pki"), true);
+        let host_pki = host_dir.join(StateLayout::PKI);
+        cert("etcd-server", "etcd/server", &host_pki, true);
+        cert("etcd-peer", "etcd/peer", &host_pki, true);
     }
     let mut conf = |name: &str, local: Option<PathBuf>, optional: bool| {
         out.push(NodeFile {
             name: name.to_string(),
-            remote: format!("{ETC}/{name}"),
+            remote: node.kubeconfig(name),
             kind: FileKind::Kubeconfig,
             key: None,
             local,
@@ -212,8 +213,8 @@ pub fn node_files(cluster: &Cluster, layout: &StateLayout, host: &Host) -> Vec<N
     );
     let _ = cluster;
     // The monitoring stack's certificates, once the monitor has issued them.
-    if layout.has_monitoring() {
-        for f in layout.monitoring_files(&host.name) {
+    if pki::has_monitoring(layout) {
+        for f in pki::monitoring_files(layout, &host.name) {
             let remote = f.remote.to_string_lossy().into_owned();
             let Some(base) = remote.strip_suffix(".crt") else {
                 continue;
@@ -236,7 +237,7 @@ pub fn node_files(cluster: &Cluster, layout: &StateLayout, host: &Host) -> Vec<N
     }
     out.push(NodeFile {
         name: "kubelet-client-current".into(),
-        remote: "/var/lib/kubelet/pki/kubelet-client-current.pem".into(),
+        remote: node.kubelet_client_pem.into(),
         kind: FileKind::CertAndKey,
         key: None,
         local: None,
@@ -705,14 +706,14 @@ pub fn local_rows(
             Some(base.with_extension("key")),
         );
     }
-    for spec in pki::cert_specs(input)? {
+    for spec in pki::cert_specs(input) {
         cert_row(
             &spec.name,
             &spec.cert_path(layout),
             Some(spec.key_path(layout)),
         );
     }
-    if layout.has_monitoring() {
+    if pki::has_monitoring(layout) {
         let base = layout.pki_dir().join(CaName::Monitoring.base());
         cert_row(
             CaName::Monitoring.name(),
@@ -727,7 +728,7 @@ pub fn local_rows(
             );
         }
     }
-    let mut confs: Vec<(String, PathBuf)> = kubeconfig::kubeconfig_specs(input)?
+    let mut confs: Vec<(String, PathBuf)> = kubeconfig::kubeconfig_specs(input)
         .into_iter()
         .map(|s| (s.name, layout.root.join(s.path)))
         .collect();
@@ -778,12 +779,6 @@ fn mode_of(path: &Path) -> Option<u32> {
     std::fs::metadata(path)
         .ok()
         .map(|m| m.permissions().mode() & 0o777)
-}
-
-/// Where the operator's copy of admin.conf lives: next to cluster.yaml (as the pki phase
-/// writes it).
-pub fn operator_admin_conf(cluster: &Cluster) -> PathBuf {
-    cluster.dir.join("admin.conf")
 }
 
 /// The current time, for the functions that take one.
@@ -882,11 +877,11 @@ pub fn renewables(
     layout: &StateLayout,
     monitoring: Option<&MonitoringInput>,
 ) -> Result<Vec<Renewable>, CertsError> {
-    let mut out: Vec<Renewable> = pki::cert_specs(input)?
+    let mut out: Vec<Renewable> = pki::cert_specs(input)
         .into_iter()
         .map(Renewable::Cert)
         .collect();
-    if let Some(m) = monitoring.filter(|_| layout.has_monitoring()) {
+    if let Some(m) = monitoring.filter(|_| pki::has_monitoring(layout)) {
         out.extend(
             pki::monitoring_cert_specs(m)
                 .into_iter()
@@ -894,14 +889,14 @@ pub fn renewables(
         );
     }
     out.extend(
-        kubeconfig::kubeconfig_specs(input)?
+        kubeconfig::kubeconfig_specs(input)
             .into_iter()
             .map(Renewable::Kubeconfig),
     );
     if layout.kubeconfig_dir().join("kube-proxy.conf").is_file() {
         out.push(Renewable::ExistingKubeconfig {
             name: "kube-proxy.conf".into(),
-            path: PathBuf::from("kubeconfig/kube-proxy.conf"),
+            path: Path::new(StateLayout::KUBECONFIG).join("kube-proxy.conf"),
         });
     }
     Ok(out)
@@ -1048,7 +1043,6 @@ pub fn renew_local(
     items: &[Renewable],
     now: OffsetDateTime,
 ) -> Result<Vec<Renewed>, CertsError> {
-    input.validate()?;
     let mut cas: BTreeMap<&'static str, LoadedCa> = BTreeMap::new();
     let lifetime = input.validity.leaf;
     let mut out = Vec::new();
@@ -1160,27 +1154,26 @@ pub fn renew_local(
 // ---------------------------------------------------------------------------------------
 // Distribution and restarts
 
-/// The files a node gets from the state directory: [`StateLayout::host_files`] with the pki
-/// phase's filter (no etcd CA key on an etcd member that is not a control-plane host), plus
-/// kube-proxy's kubeconfig once the addons phase has issued it, plus the monitoring files
-/// ([`StateLayout::monitoring_files`]).
+/// The files a node gets from the state directory: [`pki::host_files`], plus kube-proxy's
+/// kubeconfig once the addons phase has issued it, plus the monitoring files
+/// ([`pki::monitoring_files`]).
 pub fn node_mappings(layout: &StateLayout, host: &Host) -> Vec<FileMapping> {
-    let cp = host.has_role(Role::ControlPlane);
-    let mut files: Vec<FileMapping> = layout
-        .host_files(&host.name, cp, host.has_role(Role::Etcd))
-        .into_iter()
-        .filter(|f| cp || !f.remote.ends_with("pki/etcd/ca.key"))
-        .collect();
+    let mut files = pki::host_files(
+        layout,
+        &host.name,
+        host.has_role(Role::ControlPlane),
+        host.has_role(Role::Etcd),
+    );
     let proxy = layout.kubeconfig_dir().join("kube-proxy.conf");
     if proxy.is_file() {
         files.push(FileMapping {
             local: proxy,
-            remote: PathBuf::from(ETC).join("kube-proxy.conf"),
+            remote: NodeLayout::DEFAULT.kubeconfig("kube-proxy.conf").into(),
             mode: 0o600,
             owner: None,
         });
     }
-    files.extend(layout.monitoring_files(&host.name));
+    files.extend(pki::monitoring_files(layout, &host.name));
     files
 }
 
@@ -1243,6 +1236,8 @@ pub async fn sync_node(
 /// The units that must restart after `changed` (remote paths) were replaced on a node.
 /// Clients the operator or the monitor use (healthcheck, metrics) restart nothing.
 pub fn units_for(changed: &[String]) -> BTreeSet<&'static str> {
+    let node = NodeLayout::DEFAULT;
+    let u = node.units;
     let mut units = BTreeSet::new();
     for path in changed {
         let p = path.as_str();
@@ -1254,21 +1249,23 @@ pub fn units_for(changed: &[String]) -> BTreeSet<&'static str> {
             units.extend(monitoring::units_reading(rel));
             continue;
         }
-        if p.starts_with("/etc/kubernetes/pki/etcd/") {
+        if p.strip_prefix(node.etcd_pki_dir)
+            .is_some_and(|r| r.starts_with('/'))
+        {
             if ["server.crt", "server.key", "peer.crt", "peer.key", "ca.crt"].contains(&file) {
-                units.insert("etcd");
+                units.insert(u.etcd);
             }
             if file == "ca.crt" {
-                units.insert("kube-apiserver");
+                units.insert(u.kube_apiserver);
             }
             continue;
         }
         match file {
             // Also the controller manager's and scheduler's serving certificate.
             "apiserver.crt" | "apiserver.key" => {
-                units.insert("kube-apiserver");
-                units.insert("kube-controller-manager");
-                units.insert("kube-scheduler");
+                units.insert(u.kube_apiserver);
+                units.insert(u.kube_controller_manager);
+                units.insert(u.kube_scheduler);
             }
             "apiserver-kubelet-client.crt"
             | "apiserver-kubelet-client.key"
@@ -1278,27 +1275,27 @@ pub fn units_for(changed: &[String]) -> BTreeSet<&'static str> {
             | "apiserver-etcd-client.crt"
             | "apiserver-etcd-client.key"
             | "sa.pub" => {
-                units.insert("kube-apiserver");
+                units.insert(u.kube_apiserver);
             }
             "ca.crt" => {
-                units.insert("kube-apiserver");
-                units.insert("kube-controller-manager");
-                units.insert("kubelet");
+                units.insert(u.kube_apiserver);
+                units.insert(u.kube_controller_manager);
+                units.insert(u.kubelet);
             }
             "ca.key" | "sa.key" => {
-                units.insert("kube-controller-manager");
+                units.insert(u.kube_controller_manager);
             }
             "controller-manager.conf" => {
-                units.insert("kube-controller-manager");
+                units.insert(u.kube_controller_manager);
             }
             "scheduler.conf" => {
-                units.insert("kube-scheduler");
+                units.insert(u.kube_scheduler);
             }
             "kubelet.conf" => {
-                units.insert("kubelet");
+                units.insert(u.kubelet);
             }
             "kube-proxy.conf" => {
-                units.insert("kube-proxy");
+                units.insert(u.kube_proxy);
             }
             _ => {}
         }
@@ -1329,12 +1326,13 @@ pub async fn restart_unit(
     timeout: Duration,
 ) -> Result<Restarted, CertsError> {
     let u = shell_quote(unit);
+    let manifest = shell_quote(&NodeLayout::DEFAULT.manifest(unit));
     let script = format!(
         "if systemctl cat {u}.service >/dev/null 2>&1; then \
            if systemctl is-active -q {u}; then systemctl restart {u} || exit 1; sleep 2; \
              if systemctl is-active -q {u}; then echo unit; else systemctl status --no-pager -n 5 {u} >&2; exit 1; fi; \
            else echo inactive; fi; \
-         elif [ -f /etc/kubernetes/manifests/{u}.yaml ] && command -v crictl >/dev/null 2>&1; then \
+         elif [ -f {manifest} ] && command -v crictl >/dev/null 2>&1; then \
            ids=$(crictl ps -q --name '^{unit}$'); if [ -n \"$ids\" ]; then crictl stop $ids >/dev/null && echo static-pod; else echo inactive; fi; \
          else echo absent; fi"
     );
@@ -1354,9 +1352,6 @@ pub async fn restart_unit(
     })
 }
 
-/// The port kube-apiserver listens on on each control-plane host (as the pki input says).
-pub const APISERVER_PORT: u16 = 6443;
-
 /// How long a restarted kube-apiserver may take to answer `/readyz` with 200.
 pub const APISERVER_READY_TIMEOUT: Duration = Duration::from_secs(180);
 
@@ -1368,10 +1363,12 @@ pub async fn wait_apiserver_ready(
     timeout: Duration,
 ) -> Result<(), CertsError> {
     let secs = timeout.as_secs().max(1);
+    let node = NodeLayout::DEFAULT;
+    let (unit, port) = (node.units.kube_apiserver, node.ports.apiserver);
     let script = format!(
-        "command -v openssl >/dev/null 2>&1 || {{ sleep 5; systemctl is-active -q kube-apiserver; exit; }}; \
+        "command -v openssl >/dev/null 2>&1 || {{ sleep 5; systemctl is-active -q {unit}; exit; }}; \
          i=0; while [ $i -lt {secs} ]; do \
-           if printf 'GET /readyz HTTP/1.0\r\n\r\n' | timeout 5 openssl s_client -quiet -connect 127.0.0.1:{APISERVER_PORT} 2>/dev/null | head -n 1 | grep -q ' 200 '; then exit 0; fi; \
+           if printf 'GET /readyz HTTP/1.0\r\n\r\n' | timeout 5 openssl s_client -quiet -connect 127.0.0.1:{port} 2>/dev/null | head -n 1 | grep -q ' 200 '; then exit 0; fi; \
            sleep 2; i=$((i+2)); done; echo 'no 200 from /readyz' >&2; exit 1"
     );
     let out = exec
@@ -1382,7 +1379,7 @@ pub async fn wait_apiserver_ready(
     } else {
         Err(CertsError::Restart {
             host: exec.host().to_string(),
-            unit: "kube-apiserver".into(),
+            unit: unit.into(),
             message: format!(
                 "not ready after {secs}s: {}",
                 clusterkit_core::exec::tail(&out.stderr_str())
@@ -1469,13 +1466,14 @@ pub async fn distribute(
     if !restart {
         return results;
     }
+    const ETCD: &str = NodeLayout::DEFAULT.units.etcd;
     // 2. etcd, one member at a time.
     let mut etcd_stopped: Option<String> = None;
     for (i, (host, exec)) in nodes.iter().enumerate() {
         let Ok(outcome) = &results[i].result else {
             continue;
         };
-        if !units_for(&outcome.uploaded).contains("etcd") {
+        if !units_for(&outcome.uploaded).contains(ETCD) {
             continue;
         }
         let result: Result<Option<String>, CertsError> = async {
@@ -1491,7 +1489,7 @@ pub async fn distribute(
                     when: format!("before restarting {}", host.name),
                     message,
                 })?;
-            let done = restart_unit(exec.as_ref(), "etcd", ETCD_REJOIN_TIMEOUT).await?;
+            let done = restart_unit(exec.as_ref(), ETCD, ETCD_REJOIN_TIMEOUT).await?;
             if done != Restarted::Unit {
                 return Ok(None);
             }
@@ -1502,7 +1500,7 @@ pub async fn distribute(
                     message,
                 })?;
             tracing::info!(member = %host.name, "etcd member restarted, cluster healthy");
-            Ok(Some("etcd".to_string()))
+            Ok(Some(ETCD.to_string()))
         }
         .await;
         match result {
@@ -1526,7 +1524,7 @@ pub async fn distribute(
             let outcome = results[i].result.as_ref().ok()?;
             let units: Vec<&'static str> = units_for(&outcome.uploaded)
                 .into_iter()
-                .filter(|u| *u != "etcd")
+                .filter(|u| *u != ETCD)
                 .collect();
             (!units.is_empty()).then(|| (h.name.clone(), (i, e.clone(), units)))
         })
@@ -1537,7 +1535,7 @@ pub async fn distribute(
             // kube-apiserver first (the set is ordered): the others fail while it is down.
             for unit in units {
                 let how = restart_unit(exec.as_ref(), unit, Duration::from_secs(120)).await?;
-                if how == Restarted::Unit && unit == "kube-apiserver" {
+                if how == Restarted::Unit && unit == NodeLayout::DEFAULT.units.kube_apiserver {
                     wait_apiserver_ready(exec.as_ref(), APISERVER_READY_TIMEOUT).await?;
                 }
                 if how != Restarted::Absent {

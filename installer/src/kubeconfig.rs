@@ -28,9 +28,10 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::pki::{
-    self, Action, CaName, CertSpec, LoadedCa, Mode, PkiError, PkiInput, Report, StateLayout, Usage,
+    self, Action, CaName, CertSpec, LoadedCa, Mode, PkiError, PkiInput, Report, Usage,
 };
 use crate::versions::{self, join_host_port, SYSTEM_MASTERS};
+use clusterkit_core::layout::StateLayout;
 
 /// A kubeconfig file (`apiVersion: v1`, `kind: Config`), as much of it as clusterkit writes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -322,10 +323,10 @@ impl KubeconfigSpec {
 }
 
 /// Every kubeconfig of the cluster for this input and version.
-pub fn kubeconfig_specs(input: &PkiInput) -> Result<Vec<KubeconfigSpec>, PkiError> {
+pub fn kubeconfig_specs(input: &PkiInput) -> Vec<KubeconfigSpec> {
     let rules = versions::rules(input.version);
-    let endpoint = input.server_url()?;
-    let kc = Path::new("kubeconfig");
+    let endpoint = input.server_url();
+    let kc = Path::new(StateLayout::KUBECONFIG);
     let mut specs = vec![KubeconfigSpec {
         name: "admin.conf".into(),
         path: kc.join("admin.conf"),
@@ -352,7 +353,7 @@ pub fn kubeconfig_specs(input: &PkiInput) -> Result<Vec<KubeconfigSpec>, PkiErro
         ] {
             specs.push(KubeconfigSpec {
                 name: format!("{file}/{}", h.name),
-                path: Path::new("hosts").join(&h.name).join(file),
+                path: StateLayout::host_rel(&h.name).join(file),
                 user: user.into(),
                 groups: vec![],
                 server: local.clone(),
@@ -360,17 +361,17 @@ pub fn kubeconfig_specs(input: &PkiInput) -> Result<Vec<KubeconfigSpec>, PkiErro
         }
     }
     // Kubelets reach the API through the local load balancer when there is one.
-    let node_server = input.node_server_url()?;
+    let node_server = input.node_server_url();
     for h in &input.kubelet_nodes {
         specs.push(KubeconfigSpec {
             name: format!("kubelet.conf/{}", h.name),
-            path: Path::new("hosts").join(&h.name).join("kubelet.conf"),
+            path: StateLayout::host_rel(&h.name).join("kubelet.conf"),
             user: format!("system:node:{}", h.name),
             groups: vec!["system:nodes".into()],
             server: node_server.clone(),
         });
     }
-    Ok(specs)
+    specs
 }
 
 /// Why an existing kubeconfig must be rewritten, or `Ok` when it is good.
@@ -421,14 +422,13 @@ pub fn ensure_at(
     mode: Mode,
     now: OffsetDateTime,
 ) -> Result<Report, KubeconfigError> {
-    input.validate()?;
     let ca = match LoadedCa::load(layout, CaName::Kubernetes) {
         Ok(ca) => Some(ca),
         Err(_) if mode == Mode::Check => None,
         Err(e) => return Err(e.into()),
     };
     let mut report = Report::default();
-    for spec in kubeconfig_specs(input)? {
+    for spec in kubeconfig_specs(input) {
         let path = layout.root.join(&spec.path);
         let exists = path.exists();
         let verdict = match &ca {

@@ -42,6 +42,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use clusterkit_core::config::{Cluster, Host, Network, Role};
+use clusterkit_core::layout::NodeLayout;
 use clusterkit_core::playbook::{self, Engine, HostTarget, RunReport};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams};
@@ -318,7 +319,7 @@ pub fn drain_plan(pods: &[Pod]) -> DrainPlan {
 
 /// The Eviction object the API server of `cluster`'s version takes (policy/v1 from 1.22).
 fn eviction_body(cluster: &Cluster, ns: &str, name: &str) -> serde_json::Value {
-    let v = common::kube_version(cluster);
+    let v = cluster.kubernetes.version;
     let api_version = if v.at_least(22) {
         "policy/v1"
     } else {
@@ -453,13 +454,11 @@ pub fn removal_blocker(cluster: &Cluster, host: &Host) -> Option<String> {
         if others == 0 {
             return Some("it is the only control-plane host; the cluster would have no API server (use `clusterkit reset` to remove the whole cluster)".into());
         }
-        let endpoint = cluster.kubernetes.control_plane_endpoint.to_string();
-        if let Ok((ep_host, _)) = crate::pki::split_endpoint(&endpoint) {
-            if ep_host == host.name || ep_host == host.address.to_string() {
-                return Some(format!(
-                    "control_plane_endpoint ({endpoint}) points at it; point the endpoint at another control-plane host (or a load balancer) first"
-                ));
-            }
+        let endpoint = &cluster.kubernetes.control_plane_endpoint;
+        if endpoint.host == host.name || endpoint.host.parse() == Ok(host.address) {
+            return Some(format!(
+                "control_plane_endpoint ({endpoint}) points at it; point the endpoint at another control-plane host (or a load balancer) first"
+            ));
         }
     }
     if host.has_role(Role::Etcd) && cluster.hosts_with_role(Role::Etcd).len() == 1 {
@@ -616,7 +615,10 @@ pub async fn remove(
         if !opts.check {
             if let Err(e) = me
                 .exec
-                .sh("systemctl stop kubelet 2>/dev/null || true")
+                .sh(&format!(
+                    "systemctl stop {} 2>/dev/null || true",
+                    NodeLayout::DEFAULT.units.kubelet
+                ))
                 .await
             {
                 tracing::warn!(host = name, error = %e, "cannot stop the kubelet before deleting its Node");

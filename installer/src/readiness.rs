@@ -243,10 +243,13 @@ async fn component_checks(cluster: &Cluster, client: &kube::Client) -> Vec<Check
         raw_ok(client, "/readyz").await,
     )];
     for h in cluster.hosts_with_role(Role::ControlPlane) {
-        let r = match common::admin_client(cluster, Some(&common::apiserver_url(h.address))).await {
-            Ok(c) => raw_ok(&c, "/livez").await,
-            Err(e) => Err(e.to_string()),
-        };
+        let r =
+            match common::admin_client(cluster, Some(&common::apiserver_url(cluster, h.address)))
+                .await
+            {
+                Ok(c) => raw_ok(&c, "/livez").await,
+                Err(e) => Err(e.to_string()),
+            };
         out.push(Check::new(format!("apiserver /livez {}", h.name), r));
     }
     let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-system");

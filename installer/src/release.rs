@@ -20,7 +20,7 @@ use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
-use crate::versions::KubeVersion;
+use clusterkit_core::release::KubeVersion;
 
 /// The official download server.
 pub const DEFAULT_BASE: &str = "https://dl.k8s.io";

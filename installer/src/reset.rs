@@ -37,6 +37,7 @@ use std::time::Duration;
 
 use clusterkit_core::config::{Cluster, Host, Role};
 use clusterkit_core::exec::{Command, ExecError, Executor};
+use clusterkit_core::layout::NodeLayout;
 use serde::Serialize;
 
 use crate::phases::etcd as etcd_phase;
@@ -90,37 +91,19 @@ impl ResetOptions {
     }
 }
 
-/// The services clusterkit runs, stopped and removed in this order (consumers before etcd).
-pub const UNITS: [&str; 6] = [
-    "kubelet",
-    "kube-proxy",
-    "kube-scheduler",
-    "kube-controller-manager",
-    "kube-apiserver",
-    "etcd",
-];
-
-/// The backup timers `clusterkit backup install-timer` installs on control-plane hosts
-/// (`clusterkit_backup::timer`): each `<name>.timer` runs `<name>.service`.
-pub const BACKUP_TIMERS: [&str; 2] = ["clusterkit-backup", "clusterkit-backup-namespaces"];
-
-/// The local API load balancer's config, which the load-balancer phase writes.
-pub const HAPROXY_CFG: &str = "/etc/haproxy/haproxy.cfg";
-
-/// Directories removed outright. `/etc/clusterkit` holds the backup timers' secrets (S3 keys,
-/// passphrase) and the namespace timer's admin kubeconfig: they must not outlive the node's
-/// place in the cluster.
-pub const DIRS: [&str; 6] = [
-    "/etc/kubernetes",
-    "/etc/clusterkit",
-    "/var/lib/kubelet",
-    "/var/lib/kube-proxy",
-    "/etc/cni/net.d",
-    "/var/lib/cni",
-];
-
-/// etcd's data directory (moved aside or purged).
-pub const ETCD_DATA: &str = "/var/lib/etcd";
+/// Directories removed outright. The clusterkit directory holds the backup timers' secrets
+/// (S3 keys, passphrase) and the namespace timer's admin kubeconfig: they must not outlive the
+/// node's place in the cluster.
+pub fn dirs(layout: &NodeLayout) -> [&'static str; 6] {
+    [
+        layout.kubernetes_dir,
+        layout.clusterkit_dir,
+        layout.kubelet_dir,
+        layout.kube_proxy_dir,
+        layout.cni_conf_dir,
+        layout.cni_state_dir,
+    ]
+}
 
 /// iptables chains (by prefix) that kube-proxy and the CNI plugins create.
 pub const CHAIN_PREFIXES: [&str; 3] = ["KUBE-", "CNI-", "FLANNEL-"];
@@ -130,6 +113,8 @@ pub const LINKS: [&str; 3] = ["kube-ipvs0", "cni0", "flannel.1"];
 
 /// The whole reset as one POSIX shell script (see the module documentation).
 pub fn script(opts: &ResetOptions) -> String {
+    let layout = NodeLayout::DEFAULT;
+    let units = layout.units;
     let mut s = String::new();
     s.push_str(if opts.check { "DRY=1\n" } else { "DRY=\n" });
     // act WHAT CMD...: report, then (unless dry) run; a failure is reported, not fatal.
@@ -143,18 +128,24 @@ export PATH="$PATH:/usr/local/sbin:/usr/local/bin:/usr/sbin:/sbin"
     // 1. Services: the local API load balancer only when its config is clusterkit's (an
     //    operator's own haproxy is left alone), then clusterkit's own units.
     s.push_str(&format!(
-        "if head -n 1 {HAPROXY_CFG} 2>/dev/null | grep -q '^# Written by clusterkit' && systemctl is-enabled -q haproxy 2>/dev/null; then act 'stop and disable haproxy (local API load balancer)' systemctl disable --now haproxy; fi\n"
+        "if head -n 1 {cfg} 2>/dev/null | grep -q '^# Written by clusterkit' && systemctl is-enabled -q {lb} 2>/dev/null; then act 'stop and disable {lb} (local API load balancer)' systemctl disable --now {lb}; fi\n",
+        cfg = layout.haproxy_config,
+        lb = units.haproxy,
     ));
-    let timers = BACKUP_TIMERS.map(|t| format!("{t}.timer"));
-    for unit in UNITS.into_iter().chain(timers.iter().map(|t| t.as_str())) {
+    let timers = units.backup_timers().map(|t| format!("{t}.timer"));
+    for unit in units
+        .services()
+        .into_iter()
+        .chain(timers.iter().map(|t| t.as_str()))
+    {
         s.push_str(&format!(
             "st=$(systemctl is-enabled {unit} 2>/dev/null); if systemctl is-active -q {unit} || [ \"$st\" = enabled ] || [ \"$st\" = enabled-runtime ]; then act 'stop and disable {unit}' systemctl disable --now {unit}; fi\n"
         ));
     }
     // 2. Containers left by the kubelet.
+    s.push_str(&format!("if [ -S {} ]; then\n", layout.containerd_socket));
     s.push_str(
-        r#"if [ -S /run/containerd/containerd.sock ]; then
-  if command -v crictl >/dev/null 2>&1; then
+        r#"  if command -v crictl >/dev/null 2>&1; then
     if [ -n "$(crictl pods -q 2>/dev/null)" ]; then act 'remove pod sandboxes and containers (crictl rmp -fa)' crictl rmp -fa; fi
   elif command -v ctr >/dev/null 2>&1; then
     for c in $(ctr -n k8s.io containers ls -q 2>/dev/null); do
@@ -165,36 +156,41 @@ fi
 "#,
     );
     // 3. Kubelet mounts, deepest first.
-    s.push_str(
-        r#"for m in $(awk '$2 ~ "^/var/lib/kubelet/" {print $2}' /proc/mounts | sort -r); do act "unmount $m" umount -l "$m"; done
+    s.push_str(&format!(
+        r#"for m in $(awk '$2 ~ "^{kubelet}/" {{print $2}}' /proc/mounts | sort -r); do act "unmount $m" umount -l "$m"; done
 "#,
-    );
+        kubelet = layout.kubelet_dir
+    ));
     // 4. Directories.
-    for dir in DIRS {
+    for dir in dirs(&layout) {
         s.push_str(&format!(
             "if [ -e {dir} ]; then act 'remove {dir}' rm -rf {dir}; fi\n"
         ));
     }
+    let data = layout.etcd_data_dir;
     if opts.purge {
         s.push_str(&format!(
-            "if [ -e {ETCD_DATA} ]; then act 'delete {ETCD_DATA} (purge)' rm -rf {ETCD_DATA}; fi\n"
+            "if [ -e {data} ]; then act 'delete {data} (purge)' rm -rf {data}; fi\n"
         ));
     } else {
         s.push_str(&format!(
-            "if [ -e {ETCD_DATA} ]; then act 'move {ETCD_DATA} to {ETCD_DATA}.reset-{stamp}' mv {ETCD_DATA} {ETCD_DATA}.reset-{stamp}; fi\n",
+            "if [ -e {data} ]; then act 'move {data} to {data}.reset-{stamp}' mv {data} {data}.reset-{stamp}; fi\n",
             stamp = opts.stamp
         ));
     }
     // 5. Units clusterkit wrote.
     s.push_str("RELOAD=\n");
-    for t in BACKUP_TIMERS {
+    for t in units.backup_timers() {
         s.push_str(&format!(
-            "for f in /etc/systemd/system/{t}.timer /etc/systemd/system/{t}.service; do if [ -e \"$f\" ]; then act \"remove $f\" rm -f \"$f\"; RELOAD=1; fi; done\n"
+            "for f in {timer} {service}; do if [ -e \"$f\" ]; then act \"remove $f\" rm -f \"$f\"; RELOAD=1; fi; done\n",
+            timer = layout.timer_file(t),
+            service = layout.service_file(t),
         ));
     }
-    for unit in UNITS {
+    for unit in units.services() {
         s.push_str(&format!(
-            "for f in /etc/systemd/system/{unit}.service /etc/systemd/system/{unit}.service.d; do if [ -e \"$f\" ]; then act \"remove $f\" rm -rf \"$f\"; RELOAD=1; fi; done\n"
+            "for f in {service} {service}.d; do if [ -e \"$f\" ]; then act \"remove $f\" rm -rf \"$f\"; RELOAD=1; fi; done\n",
+            service = layout.service_file(unit),
         ));
     }
     s.push_str(

@@ -21,7 +21,7 @@ use kube::api::{Api, Patch, PatchParams};
 use rand::Rng;
 use sha2::{Digest, Sha256};
 
-use crate::pki::StateLayout;
+use clusterkit_core::layout::{NodeLayout, StateLayout};
 
 /// The group joining kubelets authenticate as (kubeadm's default node token group).
 pub const BOOTSTRAP_GROUP: &str = "system:bootstrappers:kubeadm:default-node-token";
@@ -299,7 +299,7 @@ pub fn join_command(cluster: &Cluster, token: &BootstrapToken) -> Result<String,
 }
 
 /// The `kubeadm-config` ConfigMap's `ClusterConfiguration` API version kubeadm of `v` reads.
-pub fn kubeadm_api_version(v: crate::versions::KubeVersion) -> &'static str {
+pub fn kubeadm_api_version(v: clusterkit_core::release::KubeVersion) -> &'static str {
     if v.at_least(31) {
         "kubeadm.k8s.io/v1beta4"
     } else if v.at_least(22) {
@@ -311,7 +311,7 @@ pub fn kubeadm_api_version(v: crate::versions::KubeVersion) -> &'static str {
 
 /// The name of the ConfigMap holding the cluster's KubeletConfiguration: `kubelet-config-1.X`
 /// up to 1.23, `kubelet-config` from 1.24 (kubeadm's UnversionedKubeletConfigMap).
-pub fn kubelet_config_map_name(v: crate::versions::KubeVersion) -> String {
+pub fn kubelet_config_map_name(v: clusterkit_core::release::KubeVersion) -> String {
     if v.at_least(24) {
         "kubelet-config".into()
     } else {
@@ -324,15 +324,15 @@ pub fn kubelet_config_map_name(v: crate::versions::KubeVersion) -> String {
 /// kubeadm static pod), reached with the API server's etcd client certificate.
 pub fn cluster_configuration(cluster: &Cluster) -> serde_json::Value {
     let k = &cluster.kubernetes;
-    let v = crate::phases::common::kube_version(cluster);
-    let pki = "/etc/kubernetes/pki";
+    let v = cluster.kubernetes.version;
+    let node = NodeLayout::from_cluster(cluster);
     serde_json::json!({
         "apiVersion": kubeadm_api_version(v),
         "kind": "ClusterConfiguration",
         "clusterName": cluster.name,
         "kubernetesVersion": format!("v{}.{}.{}", v.major, v.minor, v.patch),
         "controlPlaneEndpoint": k.control_plane_endpoint.to_string(),
-        "certificatesDir": pki,
+        "certificatesDir": node.pki_dir,
         "imageRepository": k.image_repository,
         "networking": {
             "dnsDomain": k.dns_domain,
@@ -342,9 +342,9 @@ pub fn cluster_configuration(cluster: &Cluster) -> serde_json::Value {
         "etcd": {
             "external": {
                 "endpoints": crate::phases::common::etcd_client_urls(cluster),
-                "caFile": format!("{pki}/etcd/ca.crt"),
-                "certFile": format!("{pki}/apiserver-etcd-client.crt"),
-                "keyFile": format!("{pki}/apiserver-etcd-client.key"),
+                "caFile": node.pki("etcd/ca.crt"),
+                "certFile": node.pki("apiserver-etcd-client.crt"),
+                "keyFile": node.pki("apiserver-etcd-client.key"),
             }
         },
     })
@@ -361,7 +361,7 @@ pub fn cluster_status(cluster: &Cluster) -> serde_json::Value {
                 h.name.clone(),
                 serde_json::json!({
                     "advertiseAddress": h.address.to_string(),
-                    "bindPort": crate::phases::common::APISERVER_PORT,
+                    "bindPort": NodeLayout::from_cluster(cluster).ports.apiserver,
                 }),
             )
         })
@@ -391,7 +391,7 @@ pub fn kubeadm_objects(
     kubelet_config: &str,
 ) -> Result<Vec<serde_json::Value>, TokenError> {
     use serde_json::json;
-    let v = crate::phases::common::kube_version(cluster);
+    let v = cluster.kubernetes.version;
     let mut data = serde_json::Map::new();
     data.insert(
         "ClusterConfiguration".into(),
@@ -572,7 +572,7 @@ mod tests {
 
     #[test]
     fn kubeadm_objects_by_version() {
-        use crate::versions::KubeVersion;
+        use clusterkit_core::release::KubeVersion;
         assert_eq!(
             kubeadm_api_version(KubeVersion::new(1, 20, 2)),
             "kubeadm.k8s.io/v1beta2"

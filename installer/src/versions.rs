@@ -11,34 +11,18 @@
 //! the rules cover the flags clusterkit sets, not every flag Kubernetes ever removed.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::str::FromStr;
 
-use clusterkit_core::release;
+use clusterkit_core::layout::{Component, NodeLayout};
+use clusterkit_core::release::{self, KubeVersion};
 
 /// Errors from parsing versions and rendering flags.
 #[derive(Debug, thiserror::Error)]
 pub enum VersionError {
-    /// The version string is not `vMAJOR.MINOR.PATCH`.
-    #[error("invalid Kubernetes version {input:?}: {reason} (expected vMAJOR.MINOR.PATCH, e.g. v1.30.0)")]
-    Invalid {
-        /// What was given.
-        input: String,
-        /// What is wrong with it.
-        reason: &'static str,
-    },
-    /// A version outside [`MIN_SUPPORTED`]..=[`MAX_SUPPORTED_MINOR`].
-    #[error(
-        "Kubernetes {version} is not supported: clusterkit installs v1.{}.0 to v1.{}.x",
-        release::MIN_MINOR,
-        release::MAX_MINOR
-    )]
-    Unsupported {
-        /// The refused version.
-        version: KubeVersion,
-    },
+    /// Not a version, or one clusterkit does not install.
+    #[error(transparent)]
+    Version(#[from] release::VersionError),
     /// Kubernetes binaries the phase needs are not where it looked.
     #[error(
         "Kubernetes binaries missing: {} (looked in {}); put them in the offline bundle's bin/ \
@@ -93,87 +77,6 @@ pub enum VersionError {
         /// What is missing or wrong.
         message: String,
     },
-}
-
-/// A Kubernetes release version, e.g. `v1.20.2`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct KubeVersion {
-    /// Always 1 so far.
-    pub major: u32,
-    /// The minor release, the one that decides the rules.
-    pub minor: u32,
-    /// The patch release.
-    pub patch: u32,
-}
-
-/// The oldest version clusterkit installs: the one Debian 12 builds (see DESIGN.md).
-pub const MIN_SUPPORTED: KubeVersion = KubeVersion::new(1, release::MIN_MINOR, 0);
-
-/// The newest minor release whose rules clusterkit knows.
-pub const MAX_SUPPORTED_MINOR: u32 = release::MAX_MINOR;
-
-impl KubeVersion {
-    /// A version from its parts.
-    pub const fn new(major: u32, minor: u32, patch: u32) -> Self {
-        Self {
-            major,
-            minor,
-            patch,
-        }
-    }
-
-    /// Parses `v1.20.2` or `1.20.2`; pre-release and build suffixes (`-rc.0`, `+k3s1`) are
-    /// accepted and ignored because the rules only depend on major.minor.
-    pub fn parse(input: &str) -> Result<Self, VersionError> {
-        let invalid = |reason| VersionError::Invalid {
-            input: input.to_string(),
-            reason,
-        };
-        let s = input.trim();
-        let s = s.strip_prefix('v').unwrap_or(s);
-        let core = s.split(['-', '+']).next().unwrap_or_default();
-        let mut parts = core.split('.');
-        let mut num = |what| -> Result<u32, VersionError> {
-            parts
-                .next()
-                .ok_or_else(|| invalid(what))?
-                .parse::<u32>()
-                .map_err(|_| invalid("a part is not a number"))
-        };
-        let major = num("missing major version")?;
-        let minor = num("missing minor version")?;
-        let patch = num("missing patch version")?;
-        if parts.next().is_some() {
-            return Err(invalid("more than three parts"));
-        }
-        Ok(Self::new(major, minor, patch))
-    }
-
-    /// True when this version is `1.minor` or newer.
-    pub fn at_least(&self, minor: u32) -> bool {
-        (self.major, self.minor) >= (1, minor)
-    }
-
-    /// Fails for versions clusterkit does not install.
-    pub fn check_supported(&self) -> Result<(), VersionError> {
-        if *self < MIN_SUPPORTED || (self.major, self.minor) > (1, MAX_SUPPORTED_MINOR) {
-            return Err(VersionError::Unsupported { version: *self });
-        }
-        Ok(())
-    }
-}
-
-impl fmt::Display for KubeVersion {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "v{}.{}.{}", self.major, self.minor, self.patch)
-    }
-}
-
-impl FromStr for KubeVersion {
-    type Err = VersionError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::parse(s)
-    }
 }
 
 /// The group of the cluster administrator (`admin.conf`) before v1.29: all-powerful and
@@ -238,51 +141,8 @@ pub fn rules(version: KubeVersion) -> VersionRules {
     }
 }
 
-/// A component whose command line clusterkit renders.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Component {
-    /// The API server.
-    KubeApiserver,
-    /// The controller manager.
-    KubeControllerManager,
-    /// The scheduler.
-    KubeScheduler,
-    /// The node agent.
-    Kubelet,
-    /// The service proxy.
-    KubeProxy,
-}
-
-impl Component {
-    /// Every component, in start order.
-    pub const ALL: [Component; 5] = [
-        Component::KubeApiserver,
-        Component::KubeControllerManager,
-        Component::KubeScheduler,
-        Component::Kubelet,
-        Component::KubeProxy,
-    ];
-
-    /// The binary (and static pod) name.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Component::KubeApiserver => "kube-apiserver",
-            Component::KubeControllerManager => "kube-controller-manager",
-            Component::KubeScheduler => "kube-scheduler",
-            Component::Kubelet => "kubelet",
-            Component::KubeProxy => "kube-proxy",
-        }
-    }
-}
-
-impl fmt::Display for Component {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
 /// What the flags of one node's components depend on. Paths are where the files live ON THE
-/// NODE; the defaults are kubeadm's.
+/// NODE; the defaults are [`NodeLayout::DEFAULT`]'s (kubeadm's).
 #[derive(Clone, Debug)]
 pub struct FlagInput {
     /// The Kubernetes version the binaries are.
@@ -294,7 +154,7 @@ pub struct FlagInput {
     /// Where kube-apiserver listens; `None` = every interface (kubeadm's default). Tests set
     /// 127.0.0.1.
     pub apiserver_bind_address: Option<IpAddr>,
-    /// kube-apiserver's secure port (6443).
+    /// kube-apiserver's secure port.
     pub apiserver_port: u16,
     /// Client URLs of every etcd member (`https://10.0.0.1:2379`).
     pub etcd_servers: Vec<String>,
@@ -328,22 +188,26 @@ pub struct FlagInput {
 impl FlagInput {
     /// An input with kubeadm's paths and defaults for the parts not given.
     pub fn new(version: KubeVersion, node_name: &str, node_ip: IpAddr) -> Self {
+        let layout = NodeLayout::DEFAULT;
         Self {
             version,
             node_name: node_name.to_string(),
             node_ip,
             apiserver_bind_address: None,
-            apiserver_port: 6443,
-            etcd_servers: vec![format!("https://{}", join_host_port(node_ip, 2379))],
+            apiserver_port: layout.ports.apiserver,
+            etcd_servers: vec![format!(
+                "https://{}",
+                join_host_port(node_ip, layout.ports.etcd_client)
+            )],
             service_cidr: "10.96.0.0/12".into(),
             pod_cidr: Some("10.244.0.0/16".into()),
             dns_domain: "cluster.local".into(),
             cluster_name: "kubernetes".into(),
-            pki_dir: "/etc/kubernetes/pki".into(),
-            kubeconfig_dir: "/etc/kubernetes".into(),
-            kubelet_config: "/var/lib/kubelet/config.yaml".into(),
-            kube_proxy_config: "/var/lib/kube-proxy/config.conf".into(),
-            container_runtime_endpoint: "unix:///run/containerd/containerd.sock".into(),
+            pki_dir: layout.pki_dir.into(),
+            kubeconfig_dir: layout.kubernetes_dir.into(),
+            kubelet_config: layout.kubelet_config.into(),
+            kube_proxy_config: layout.kube_proxy_config.into(),
+            container_runtime_endpoint: layout.cri_endpoint.into(),
             sandbox_image: crate::images::pause_image_for(version.minor, version.patch),
             extra_args: BTreeMap::new(),
         }
@@ -671,30 +535,6 @@ pub fn pkgs_k8s_io_repository(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_versions() {
-        assert_eq!(
-            KubeVersion::parse("v1.20.2").unwrap(),
-            KubeVersion::new(1, 20, 2)
-        );
-        assert_eq!(
-            KubeVersion::parse("1.30.0-rc.1").unwrap(),
-            KubeVersion::new(1, 30, 0)
-        );
-        assert_eq!(
-            KubeVersion::parse("v1.26.3").unwrap().to_string(),
-            "v1.26.3"
-        );
-        for bad in ["", "v1", "v1.20", "v1.x.0", "v1.2.3.4", "latest"] {
-            assert!(KubeVersion::parse(bad).is_err(), "{bad} should be refused");
-        }
-        assert!(KubeVersion::new(1, 19, 9).check_supported().is_err());
-        assert!(KubeVersion::new(1, 20, 0).check_supported().is_ok());
-        assert!(KubeVersion::new(1, 34, 9).check_supported().is_ok());
-        let e = KubeVersion::new(1, 35, 0).check_supported().unwrap_err();
-        assert!(e.to_string().contains("v1.20.0 to v1.34.x"), "{e}");
-    }
 
     #[test]
     fn rule_boundaries() {

@@ -9,7 +9,9 @@ mod golden;
 
 use std::path::PathBuf;
 
-use clusterkit_installer::versions::{self, Component, FlagInput, KubeVersion};
+use clusterkit_core::layout::Component;
+use clusterkit_core::release::KubeVersion;
+use clusterkit_installer::versions::{self, FlagInput};
 
 fn input(version: &str) -> FlagInput {
     let mut i = FlagInput::new(

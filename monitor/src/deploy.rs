@@ -35,9 +35,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use clusterkit_core::layout::StateLayout;
 use clusterkit_core::playbook::{self, Engine, Library, RunOptions, RunReport};
 use clusterkit_installer::phases;
-use clusterkit_installer::pki::{monitoring, StateLayout};
+use clusterkit_installer::pki::{self, monitoring};
 
 use crate::exporter::collectors::controlplane::http1_get;
 use serde_json::{json, Value};
@@ -244,7 +245,7 @@ fn file_sets(stage: &Path, grafana: bool) -> Result<FileSets> {
 fn host_files(layout: &StateLayout, host: &str) -> (Vec<FileCopy>, Vec<FileCopy>) {
     let mut node = Vec::new();
     let mut server = Vec::new();
-    for f in layout.monitoring_files(host) {
+    for f in pki::monitoring_files(layout, host) {
         let dest = f.remote.to_string_lossy().into_owned();
         let copy = FileCopy {
             src: f.local.to_string_lossy().into_owned(),
@@ -319,9 +320,9 @@ fn playbook_vars(topology: &Topology, sets: &FileSets) -> Value {
     }
     json!({
         "config_dir": CONFIG_DIR,
-        "node_exporter_defaults": defaults_file("prometheus-node-exporter", &node_exporter),
-        "prometheus_defaults": defaults_file("prometheus", &prometheus),
-        "alertmanager_defaults": defaults_file("prometheus-alertmanager", &alertmanager),
+        "node_exporter_defaults": defaults_file(monitoring::NODE_EXPORTER_UNIT, &node_exporter),
+        "prometheus_defaults": defaults_file(monitoring::PROMETHEUS_UNIT, &prometheus),
+        "alertmanager_defaults": defaults_file(monitoring::ALERTMANAGER_UNIT, &alertmanager),
         "files": sets,
     })
 }
@@ -346,7 +347,7 @@ pub async fn deploy(topology: &Topology, opts: &DeployOptions) -> Result<DeployR
     let failed = |message: String| MonitorError::Deploy { message };
 
     // 1. The configs, generated where clusterkit runs.
-    let stage = topology.state_dir.join("monitor");
+    let stage = StateLayout::new(&topology.state_dir).monitor_dir();
     let generated = generate::generate(
         topology,
         &stage,

@@ -19,7 +19,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use clusterkit_installer::pki::{self, Mode, MonitoringInput, StateLayout};
+use clusterkit_core::layout::StateLayout;
+use clusterkit_installer::pki::{self, Mode, MonitoringInput};
 
 use crate::error::{MonitorError, Result};
 use crate::topology::Topology;
@@ -49,7 +50,7 @@ pub struct MonitoringPki {
 impl MonitoringPki {
     /// The paths for a topology (whether or not the files exist yet).
     pub fn of(topology: &Topology) -> Self {
-        let dir = topology.state_dir.join("pki/monitoring");
+        let dir = StateLayout::new(&topology.state_dir).monitoring_pki_dir();
         let pair = |name: &str| {
             (
                 dir.join(format!("{name}.crt")),
@@ -67,11 +68,7 @@ impl MonitoringPki {
 
     /// A host's own pair (`node-exporter`, `prometheus`, `alertmanager`).
     pub fn host_pair(&self, host: &str, what: &str) -> (PathBuf, PathBuf) {
-        let dir = self
-            .state_dir
-            .join("hosts")
-            .join(host)
-            .join("pki/monitoring");
+        let dir = StateLayout::new(&self.state_dir).host_monitoring_pki_dir(host);
         (
             dir.join(format!("{what}.crt")),
             dir.join(format!("{what}.key")),

@@ -104,15 +104,21 @@ pub struct Ports {
 
 impl Default for Ports {
     fn default() -> Self {
+        Ports::from(&clusterkit_core::config::MonitorPorts::default())
+    }
+}
+
+impl From<&clusterkit_core::config::MonitorPorts> for Ports {
+    fn from(p: &clusterkit_core::config::MonitorPorts) -> Self {
         Ports {
-            node_exporter: 9100,
-            etcd: 2379,
-            apiserver: 6443,
-            scheduler: 10259,
-            controller_manager: 10257,
-            kubelet: 10250,
-            prometheus: 9090,
-            alertmanager: 9093,
+            node_exporter: p.node_exporter,
+            etcd: p.etcd,
+            apiserver: p.apiserver,
+            scheduler: p.scheduler,
+            controller_manager: p.controller_manager,
+            kubelet: p.kubelet,
+            prometheus: p.prometheus,
+            alertmanager: p.alertmanager,
         }
     }
 }

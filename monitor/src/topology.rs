@@ -229,17 +229,7 @@ impl Topology {
         let i = &m.intervals;
         monitor.intervals.scrape = PromDuration::secs(i.scrape_secs.max(1));
         monitor.intervals.evaluation = PromDuration::secs(i.evaluation_secs.max(1));
-        let p = &m.ports;
-        monitor.ports = crate::settings::Ports {
-            node_exporter: p.node_exporter,
-            etcd: p.etcd,
-            apiserver: p.apiserver,
-            scheduler: p.scheduler,
-            controller_manager: p.controller_manager,
-            kubelet: p.kubelet,
-            prometheus: p.prometheus,
-            alertmanager: p.alertmanager,
-        };
+        monitor.ports = crate::settings::Ports::from(&m.ports);
         monitor.etcd_quota_bytes = m.etcd_quota_bytes;
         monitor.backup_max_age = PromDuration::secs(m.backup_max_age_secs.max(1));
         monitor.intervals.etcd = PromDuration::secs(i.etcd_secs.max(1));
@@ -378,7 +368,7 @@ impl Topology {
 
     pub fn pki(&self) -> Pki {
         Pki {
-            dir: self.state_dir.join("pki"),
+            dir: clusterkit_core::layout::StateLayout::new(&self.state_dir).pki_dir(),
         }
     }
 

@@ -16,11 +16,11 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
+use clusterkit_core::release::KubeVersion;
 use clusterkit_installer::bundle::{self, BuildOptions, Bundle, ImageOptions, ReleaseOptions};
 use clusterkit_installer::phases::network::NETWORK_PACKAGES;
 use clusterkit_installer::phases::RUNTIME_PACKAGES;
 use clusterkit_installer::release;
-use clusterkit_installer::versions::KubeVersion;
 
 use super::Global;
 

@@ -18,9 +18,10 @@ use clusterkit_core::config::{Cluster, Host};
 use clusterkit_core::exec::ssh::SshExecutor;
 use clusterkit_core::exec::Executor;
 use clusterkit_core::fanout::{self, Fanout, HostResult};
+use clusterkit_core::layout::StateLayout;
 use clusterkit_installer::certs::{self, CertsError, ExpiryRow, NodeOutcome};
 use clusterkit_installer::phases::etcd as etcd_phase;
-use clusterkit_installer::pki::{MonitoringInput, StateLayout};
+use clusterkit_installer::pki::MonitoringInput;
 
 use super::{Global, Selection};
 
@@ -350,7 +351,7 @@ impl RenewArgs {
         if renewed.iter().any(|r| r.name == "admin.conf") {
             eprintln!(
                 "admin.conf renewed; the operator's copy is {}",
-                certs::operator_admin_conf(&cluster).display()
+                clusterkit_core::layout::operator_admin_conf(&cluster).display()
             );
         }
         if self.no_distribute {

@@ -163,7 +163,8 @@ fn confirm(cluster: &str, host: &str) -> anyhow::Result<()> {
     let stdin = std::io::stdin();
     eprint!(
         "This removes {host} from cluster {cluster}: drains it, removes its etcd member and Node, \
-         and resets it (stops Kubernetes and etcd, removes /etc/kubernetes).\nType 'yes' to continue: "
+         and resets it (stops Kubernetes and etcd, removes {}).\nType 'yes' to continue: ",
+        clusterkit_core::layout::NodeLayout::DEFAULT.kubernetes_dir
     );
     let _ = std::io::stderr().flush();
     let mut answer = String::new();

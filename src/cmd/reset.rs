@@ -160,15 +160,18 @@ impl Args {
 /// Asks on the terminal; without one, `--yes` is required.
 fn confirm(cluster: &str, hosts: &[&str], purge: bool) -> anyhow::Result<()> {
     let stdin = std::io::stdin();
+    let node = clusterkit_core::layout::NodeLayout::DEFAULT;
     let etcd = if purge {
         "DELETE etcd's data"
     } else {
         "move etcd's data aside"
     };
     eprint!(
-        "This resets cluster {cluster} on {}: stops Kubernetes and etcd, removes /etc/kubernetes, \
-         /var/lib/kubelet and the CNI config, and will {etcd}.\nType 'yes' to continue: ",
-        hosts.join(", ")
+        "This resets cluster {cluster} on {}: stops Kubernetes and etcd, removes {}, \
+         {} and the CNI config, and will {etcd}.\nType 'yes' to continue: ",
+        hosts.join(", "),
+        node.kubernetes_dir,
+        node.kubelet_dir,
     );
     let _ = std::io::stderr().flush();
     let mut answer = String::new();

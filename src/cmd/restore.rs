@@ -186,10 +186,8 @@ async fn restore_cluster(
         let exec: std::sync::Arc<dyn Executor> = r.result?;
         members.push(Member {
             name: h.name.clone(),
-            peer_url: match h.address {
-                std::net::IpAddr::V6(x) => format!("https://[{x}]:2380"),
-                std::net::IpAddr::V4(x) => format!("https://{x}:2380"),
-            },
+            peer_url: clusterkit_core::layout::NodeLayout::from_cluster(cluster)
+                .etcd_peer_url(h.address),
             control_plane: h.has_role(Role::ControlPlane),
             exec,
         });

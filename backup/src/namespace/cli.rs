@@ -320,7 +320,7 @@ fn load_cluster(config: &Path) -> anyhow::Result<Option<Cluster>> {
 pub fn kubeconfig_path(flag: Option<&Path>, cluster: Option<&Cluster>) -> anyhow::Result<PathBuf> {
     match (flag, cluster) {
         (Some(k), _) => Ok(k.to_path_buf()),
-        (None, Some(c)) => Ok(c.state_dir.join("kubeconfig").join("admin.conf")),
+        (None, Some(c)) => Ok(clusterkit_core::layout::StateLayout::from_cluster(c).admin_conf()),
         (None, None) => anyhow::bail!(
             "no kubeconfig: give --kubeconfig, or -f cluster.yaml (its state directory has kubeconfig/admin.conf)"
         ),

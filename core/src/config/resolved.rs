@@ -20,6 +20,7 @@ use serde::Serialize;
 
 use super::error::SelectError;
 use super::secret::SecretEnv;
+use crate::release::KubeVersion;
 
 /// A whole cluster as described by one `cluster.yaml`.
 #[derive(Clone, Debug, Serialize)]
@@ -324,7 +325,7 @@ impl Kubernetes {
 #[derive(Clone, Debug, Serialize)]
 pub struct Kubernetes {
     /// The Kubernetes release (required), e.g. `v1.26.3`.
-    pub version: Version,
+    pub version: KubeVersion,
     /// Pod network. Default: `10.244.0.0/16`.
     pub pod_cidr: IpNet,
     /// Service network. Default: `10.96.0.0/12`.
@@ -366,10 +367,17 @@ impl LoadBalancer {
     /// proxy: 6443 itself is taken by the API server on control-plane hosts).
     pub const DEFAULT_PORT: u16 = 16443;
 
+    /// `127.0.0.1:<port>` when the local load balancer is on.
+    pub fn local_endpoint(&self) -> Option<Endpoint> {
+        self.local.then(|| Endpoint {
+            host: std::net::Ipv4Addr::LOCALHOST.to_string(),
+            port: self.port,
+        })
+    }
+
     /// `https://127.0.0.1:<port>` when the local load balancer is on.
     pub fn local_url(&self) -> Option<String> {
-        self.local
-            .then(|| format!("https://127.0.0.1:{}", self.port))
+        self.local_endpoint().map(|e| format!("https://{e}"))
     }
 }
 
@@ -382,75 +390,16 @@ impl Default for LoadBalancer {
     }
 }
 
-/// A Kubernetes version `vMAJOR.MINOR.PATCH`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Version {
-    pub major: u32,
-    pub minor: u32,
-    pub patch: u32,
-}
-
-impl Version {
-    /// The oldest version clusterkit installs: the one Debian 12 builds (see DESIGN.md).
-    pub const MIN_SUPPORTED: Version = Version {
-        major: 1,
-        minor: crate::release::MIN_MINOR,
-        patch: 0,
-    };
-    /// The newest `major.minor` whose rules clusterkit knows; every patch of it is supported.
-    pub const MAX_SUPPORTED_MINOR: (u32, u32) = (1, crate::release::MAX_MINOR);
-
-    /// This version when clusterkit installs it, else why not (the supported range).
-    pub fn check_supported(self) -> Result<Version, String> {
-        let (major, minor) = Self::MAX_SUPPORTED_MINOR;
-        if self < Self::MIN_SUPPORTED || (self.major, self.minor) > (major, minor) {
-            return Err(format!(
-                "{self} is not supported: clusterkit installs {} through v{major}.{minor}.x",
-                Self::MIN_SUPPORTED
-            ));
-        }
-        Ok(self)
-    }
-
-    /// True when this version is at least `major.minor` (for version-dependent flags).
-    pub fn at_least(&self, major: u32, minor: u32) -> bool {
-        (self.major, self.minor) >= (major, minor)
-    }
-}
-
-impl fmt::Display for Version {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "v{}.{}.{}", self.major, self.minor, self.patch)
-    }
-}
-
-impl FromStr for Version {
-    type Err = String;
-    /// Accepts exactly `vMAJOR.MINOR.PATCH` (leading `v` required, digits only).
-    fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("{s:?} is not a version like v1.26.3");
-        let rest = s.strip_prefix('v').ok_or_else(bad)?;
-        let n = |p: &str| {
-            if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(bad());
-            }
-            p.parse::<u32>().map_err(|_| bad())
-        };
-        let mut parts = rest.split('.');
-        match (parts.next(), parts.next(), parts.next(), parts.next()) {
-            (Some(major), Some(minor), Some(patch), None) => Ok(Version {
-                major: n(major)?,
-                minor: n(minor)?,
-                patch: n(patch)?,
-            }),
-            _ => Err(bad()),
-        }
-    }
-}
-
-impl Serialize for Version {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+/// The `n`-th address of a network, counted from its network address (`10.96.0.0/12`, 1 →
+/// `10.96.0.1`, the `kubernetes` Service's ClusterIP; 10 → `10.96.0.10`, the cluster DNS
+/// Service's, by kubeadm's convention). Host bits in `net` are ignored; past the network's
+/// end it wraps around the address space.
+pub fn nth_ip(net: &IpNet, n: u32) -> IpAddr {
+    match net.network() {
+        IpAddr::V4(v4) => IpAddr::V4(std::net::Ipv4Addr::from(u32::from(v4).wrapping_add(n))),
+        IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(
+            u128::from(v6).wrapping_add(u128::from(n)),
+        )),
     }
 }
 
@@ -566,7 +515,7 @@ pub struct Runtime {
 }
 
 /// The pause image tag kubeadm pins for a Kubernetes release ([`crate::release::images`]).
-pub fn default_pause_tag(v: &Version) -> &'static str {
+pub fn default_pause_tag(v: &KubeVersion) -> &'static str {
     crate::release::images(v.minor, v.patch).pause
 }
 
@@ -739,15 +688,16 @@ pub struct MonitorPorts {
 
 impl Default for MonitorPorts {
     fn default() -> Self {
+        let p = crate::layout::Ports::DEFAULT;
         MonitorPorts {
-            node_exporter: 9100,
-            etcd: 2379,
-            apiserver: 6443,
-            scheduler: 10259,
-            controller_manager: 10257,
-            kubelet: 10250,
-            prometheus: 9090,
-            alertmanager: 9093,
+            node_exporter: p.node_exporter,
+            etcd: p.etcd_client,
+            apiserver: p.apiserver,
+            scheduler: p.scheduler,
+            controller_manager: p.controller_manager,
+            kubelet: p.kubelet,
+            prometheus: p.prometheus,
+            alertmanager: p.alertmanager,
         }
     }
 }
@@ -850,25 +800,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn version_parses_only_v_major_minor_patch() {
-        let v: Version = "v1.26.3".parse().unwrap();
-        assert_eq!((v.major, v.minor, v.patch), (1, 26, 3));
-        assert_eq!(v.to_string(), "v1.26.3");
-        assert!(v.at_least(1, 24) && !v.at_least(1, 27));
-        for bad in [
-            "1.26.3",
-            "v1.26",
-            "v1.26.3.4",
-            "v1.x.3",
-            "v1.26.3-rc.1",
-            "v1..3",
-            "",
-        ] {
-            assert!(bad.parse::<Version>().is_err(), "{bad} accepted");
-        }
-    }
-
-    #[test]
     fn endpoint_parses_host_port_forms() {
         let e: Endpoint = "10.0.0.1:6443".parse().unwrap();
         assert_eq!((e.host.as_str(), e.port), ("10.0.0.1", 6443));
@@ -884,9 +815,22 @@ mod tests {
             "fd00::1:6443",
             "h:0",
             "h:70000",
+            "",
+            "host:x",
+            "[::1",
+            "bad_name:6443",
         ] {
             assert!(bad.parse::<Endpoint>().is_err(), "{bad} accepted");
         }
+    }
+
+    #[test]
+    fn nth_addresses_of_a_network() {
+        let net = |s: &str| s.parse::<IpNet>().unwrap();
+        assert_eq!(nth_ip(&net("10.96.0.0/12"), 1).to_string(), "10.96.0.1");
+        assert_eq!(nth_ip(&net("10.96.5.7/12"), 1).to_string(), "10.96.0.1");
+        assert_eq!(nth_ip(&net("10.96.0.0/12"), 10).to_string(), "10.96.0.10");
+        assert_eq!(nth_ip(&net("fd00:10::/108"), 1).to_string(), "fd00:10::1");
     }
 
     #[test]
@@ -899,7 +843,7 @@ mod tests {
 
     #[test]
     fn pause_tag_follows_kubeadm() {
-        let v = |s: &str| s.parse::<Version>().unwrap();
+        let v = |s: &str| s.parse::<KubeVersion>().unwrap();
         assert_eq!(default_pause_tag(&v("v1.20.2")), "3.2");
         assert_eq!(default_pause_tag(&v("v1.26.3")), "3.9");
         assert_eq!(default_pause_tag(&v("v1.31.0")), "3.10");

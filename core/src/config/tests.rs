@@ -368,6 +368,48 @@ fn pki_validity_defaults_and_rules() {
     assert!(!errs.is_empty(), "unknown keys are refused");
 }
 
+/// What the PKI is built from is checked here, once: the installer takes it as typed values.
+#[test]
+fn what_the_pki_is_built_from_is_refused_with_the_field() {
+    let d = Dir::new();
+    for (bad, field) in [
+        (
+            "kubernetes: { version: v1.20.2, service_cidr: 10.96.0.0 }",
+            "kubernetes.service_cidr",
+        ),
+        (
+            "kubernetes: { version: v1.20.2, service_cidr: 10.96.0.0/33 }",
+            "kubernetes.service_cidr",
+        ),
+        (
+            "kubernetes: { version: v1.20.2, control_plane_endpoint: \"bad_name:6443\" }",
+            "kubernetes.control_plane_endpoint",
+        ),
+        (
+            "kubernetes: { version: v1.20.2, dns_domain: \"bad_name\" }",
+            "kubernetes.dns_domain",
+        ),
+    ] {
+        let text = MINIMAL.replace("kubernetes: { version: v1.20.2 }", bad);
+        let errs = d.errors(&text);
+        assert!(
+            errs.iter().any(|e| e.to_string().contains(field)),
+            "{bad}: {errs:?}"
+        );
+    }
+    let errs = d.errors(&MINIMAL.replace("name: a,", "name: bad_name,"));
+    assert!(
+        errs.iter().any(|e| e.to_string().contains("hosts[0].name")),
+        "{errs:?}"
+    );
+    let errs = d.errors(&format!("{MINIMAL}pki: {{ renew_before_days: 400 }}\n"));
+    assert!(
+        errs.iter()
+            .any(|e| e.to_string().contains("pki.renew_before_days")),
+        "{errs:?}"
+    );
+}
+
 #[test]
 fn local_load_balancer_is_off_by_default_and_its_port_is_checked() {
     let d = Dir::new();

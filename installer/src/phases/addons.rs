@@ -21,7 +21,7 @@
 use std::path::PathBuf;
 
 use async_trait::async_trait;
-use clusterkit_core::config::{Cluster, Profile, ProxyMode, Role};
+use clusterkit_core::config::{nth_ip, Cluster, Profile, ProxyMode, Role};
 use clusterkit_core::playbook::Library;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
@@ -33,8 +33,8 @@ use super::common::{self, with_vars};
 use super::control_plane::binary_files;
 use super::{InstallError, Phase, PhaseContext};
 use crate::kubeconfig::{Kubeconfig, UserEntry};
-use crate::pki::{self, CaName, CertSpec, LoadedCa, StateLayout, Usage, Validity};
-use crate::versions::Component;
+use crate::pki::{self, CaName, CertSpec, LoadedCa, Usage, Validity};
+use clusterkit_core::layout::{Component, StateLayout};
 use clusterkit_core::release::{self, ReleaseImages};
 
 /// The `addons` phase.
@@ -63,7 +63,7 @@ pub fn ensure_kube_proxy_conf(
     let server = super::load_balancer::node_api_server(cluster);
     let spec = CertSpec {
         name: "kube-proxy.conf".into(),
-        base: "kubeconfig/kube-proxy.conf".into(),
+        base: std::path::Path::new(StateLayout::KUBECONFIG).join("kube-proxy.conf"),
         ca: CaName::Kubernetes,
         common_name: KUBE_PROXY_USER.into(),
         organization: vec![],
@@ -132,7 +132,7 @@ pub fn coredns_context(cluster: &Cluster) -> Value {
     json!({
         "coredns": {
             "image": coredns_image(cluster),
-            "cluster_ip": common::nth_service_ip(cluster, 10).to_string(),
+            "cluster_ip": nth_ip(&cluster.kubernetes.service_cidr, 10).to_string(),
             "dns_domain": cluster.kubernetes.dns_domain.to_string(),
             "replicas": 2,
         }
@@ -384,7 +384,7 @@ mod tests {
         assert_eq!(spec.cluster_ip.as_deref(), Some("10.32.0.10"));
         assert_eq!(
             spec.cluster_ip.as_deref().unwrap(),
-            common::nth_service_ip(&c, 10).to_string()
+            nth_ip(&c.kubernetes.service_cidr, 10).to_string()
         );
         assert_eq!(spec.selector.as_ref().unwrap()["k8s-app"], "kube-dns");
         let corefile = &objs.config_maps[0].data.as_ref().unwrap()["Corefile"];

@@ -12,25 +12,13 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clusterkit_core::config::{Cluster, Host, Network, Packages, Role};
+use clusterkit_core::config::{Cluster, Host, Network, Packages};
 use clusterkit_core::playbook::HostTarget;
 use serde_json::{Map, Value};
 
 use super::InstallError;
-use crate::pki::StateLayout;
-use crate::versions::{self, Component, FlagInput, KubeVersion};
-
-/// Where Kubernetes binaries go on the nodes.
-pub const NODE_BIN_DIR: &str = "/usr/local/bin";
-
-/// The port every kube-apiserver listens on.
-pub const APISERVER_PORT: u16 = 6443;
-
-/// The cluster's Kubernetes version in the version rules' type.
-pub fn kube_version(cluster: &Cluster) -> KubeVersion {
-    let v = cluster.kubernetes.version;
-    KubeVersion::new(v.major, v.minor, v.patch)
-}
+use crate::versions::{self, FlagInput};
+use clusterkit_core::layout::{Component, NodeLayout, StateLayout};
 
 /// Copies of `targets` whose `host` variables also hold what `extra` returns for them (an
 /// object merged into the host's vars). Hosts `extra` returns `None` for are left out.
@@ -56,20 +44,16 @@ pub fn host<'a>(cluster: &'a Cluster, target: &HostTarget) -> Option<&'a Host> {
     cluster.host(&target.name)
 }
 
-/// `https://<ip>:2379` of every etcd member, in cluster.yaml order.
+/// `https://<ip>:<client port>` of every etcd member, in cluster.yaml order.
 pub fn etcd_client_urls(cluster: &Cluster) -> Vec<String> {
-    cluster
-        .hosts_with_role(Role::Etcd)
-        .iter()
-        .map(|h| format!("https://{}", versions::join_host_port(h.address, 2379)))
-        .collect()
+    NodeLayout::from_cluster(cluster).etcd_client_urls(cluster)
 }
 
-/// The flag input of one node: cluster.yaml's networks and versions, kubeadm's paths.
+/// The flag input of one node: cluster.yaml's networks and versions, the node layout's paths.
 pub fn flag_input(cluster: &Cluster, host: &Host) -> FlagInput {
     let k = &cluster.kubernetes;
-    let mut input = FlagInput::new(kube_version(cluster), &host.name, host.address);
-    input.apiserver_port = APISERVER_PORT;
+    let mut input = FlagInput::new(cluster.kubernetes.version, &host.name, host.address);
+    input.apiserver_port = NodeLayout::from_cluster(cluster).ports.apiserver;
     input.etcd_servers = etcd_client_urls(cluster);
     input.service_cidr = k.service_cidr.to_string();
     // host-gw assigns node slices itself (phases::network); the controller manager must not.
@@ -148,13 +132,14 @@ pub fn bundle_binaries(
     }
     // The binaries must be the release cluster.yaml names: a bundle of another release would
     // start components whose flags and behaviour the rest of the install does not expect.
-    let wanted = kube_version(cluster);
+    let wanted = cluster.kubernetes.version;
     for (name, path) in &found {
         if !versions::KUBERNETES_BINARIES.contains(&name.as_str()) {
             continue;
         }
         let version = match recorded.get(name) {
-            Some(v) => KubeVersion::parse(v).map_err(|e| InstallError::Bundle(e.to_string())),
+            Some(v) => clusterkit_core::release::KubeVersion::parse(v)
+                .map_err(|e| InstallError::Bundle(e.to_string())),
             None => versions::binary_version(path).map_err(|e| InstallError::Bundle(e.to_string())),
         }?;
         if version != wanted {
@@ -171,24 +156,6 @@ pub fn bundle_binaries(
     Ok(found)
 }
 
-/// The `n`-th address of the service network (`10.96.0.0/12`, 10 → `10.96.0.10`, the cluster
-/// DNS Service's ClusterIP by kubeadm's convention).
-pub fn nth_service_ip(cluster: &Cluster, n: u32) -> IpAddr {
-    match cluster.kubernetes.service_cidr.network() {
-        IpAddr::V4(v4) => IpAddr::V4(std::net::Ipv4Addr::from(u32::from(v4).wrapping_add(n))),
-        IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(
-            u128::from(v6).wrapping_add(n as u128),
-        )),
-    }
-}
-
-/// The admin kubeconfig the pki phase generates (`<state>/kubeconfig/admin.conf`).
-pub fn admin_conf(cluster: &Cluster) -> PathBuf {
-    StateLayout::from_cluster(cluster)
-        .kubeconfig_dir()
-        .join("admin.conf")
-}
-
 fn api_err(what: impl std::fmt::Display, e: impl std::fmt::Display) -> InstallError {
     InstallError::Target {
         host: "kubernetes API".into(),
@@ -202,7 +169,7 @@ pub async fn admin_client(
     cluster: &Cluster,
     server: Option<&str>,
 ) -> Result<kube::Client, InstallError> {
-    client_from(&admin_conf(cluster), server).await
+    client_from(&StateLayout::from_cluster(cluster).admin_conf(), server).await
 }
 
 /// A Kubernetes client from a kubeconfig file, optionally talking to another `server`.
@@ -212,9 +179,9 @@ pub async fn client_from(path: &Path, server: Option<&str>) -> Result<kube::Clie
         .map_err(|e| api_err("kubernetes client", clusterkit_core::error_chain(&e)))
 }
 
-/// `https://<ip>:6443` of one control-plane host.
-pub fn apiserver_url(ip: IpAddr) -> String {
-    format!("https://{}", versions::join_host_port(ip, APISERVER_PORT))
+/// `https://<ip>:<apiserver port>` of one control-plane host.
+pub fn apiserver_url(cluster: &Cluster, ip: IpAddr) -> String {
+    NodeLayout::from_cluster(cluster).apiserver_url(ip)
 }
 
 /// GETs a raw path (`/readyz`) and returns the body.

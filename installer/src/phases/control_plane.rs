@@ -33,22 +33,16 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
 use serde_json::{json, Map, Value};
 
-use super::common::{self, with_vars, NODE_BIN_DIR};
+use super::common::{self, with_vars};
 use super::{InstallError, Phase, PhaseContext};
-use crate::versions::{self, Component};
+use crate::versions;
+use clusterkit_core::layout::{Component, NodeLayout};
 
 /// The `control-plane` phase.
 pub struct ControlPlanePhase;
 
 /// How long the phase waits for the API server and the controllers.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(240);
-
-/// The three control-plane components, in start order.
-pub const COMPONENTS: [Component; 3] = [
-    Component::KubeApiserver,
-    Component::KubeControllerManager,
-    Component::KubeScheduler,
-];
 
 fn describe(c: Component) -> &'static str {
     match c {
@@ -66,21 +60,21 @@ fn volume(name: &str, path: &str, kind: &str) -> Value {
 }
 
 /// What the static pod of `c` mounts (kubeadm's volumes, minus the flexvolume directory).
-fn pod_volumes(c: Component) -> Vec<Value> {
+fn pod_volumes(layout: &NodeLayout, c: Component) -> Vec<Value> {
     let mut v = vec![
-        volume("k8s-certs", "/etc/kubernetes/pki", "DirectoryOrCreate"),
+        volume("k8s-certs", layout.pki_dir, "DirectoryOrCreate"),
         volume("ca-certs", "/etc/ssl/certs", "DirectoryOrCreate"),
     ];
     match c {
         Component::KubeControllerManager => v.push(volume(
             "kubeconfig",
-            "/etc/kubernetes/controller-manager.conf",
+            &layout.kubeconfig("controller-manager.conf"),
             "FileOrCreate",
         )),
         // The scheduler serves with the API server's certificate, from the pki directory.
         Component::KubeScheduler => v.push(volume(
             "kubeconfig",
-            "/etc/kubernetes/scheduler.conf",
+            &layout.kubeconfig("scheduler.conf"),
             "FileOrCreate",
         )),
         _ => {}
@@ -89,16 +83,13 @@ fn pod_volumes(c: Component) -> Vec<Value> {
 }
 
 /// The port and path of a component's liveness endpoint (HTTPS).
-fn probe(c: Component, host: &Host) -> Value {
-    match c {
-        Component::KubeApiserver => {
-            json!({ "host": host.address.to_string(), "port": common::APISERVER_PORT, "path": "/livez" })
-        }
-        Component::KubeControllerManager => {
-            json!({ "host": host.address.to_string(), "port": 10257, "path": "/healthz" })
-        }
-        _ => json!({ "host": host.address.to_string(), "port": 10259, "path": "/healthz" }),
-    }
+fn probe(layout: &NodeLayout, c: Component, host: &Host) -> Value {
+    let (port, path) = match c {
+        Component::KubeApiserver => (layout.ports.apiserver, "/livez"),
+        Component::KubeControllerManager => (layout.ports.controller_manager, "/healthz"),
+        _ => (layout.ports.scheduler, "/healthz"),
+    };
+    json!({ "host": host.address.to_string(), "port": port, "path": path })
 }
 
 /// The image a control-plane component's static pod runs:
@@ -108,7 +99,7 @@ pub fn component_image(cluster: &Cluster, c: Component) -> String {
         "{}/{}:{}",
         cluster.kubernetes.image_repository.trim_end_matches('/'),
         c.name(),
-        common::kube_version(cluster)
+        cluster.kubernetes.version
     )
 }
 
@@ -117,7 +108,7 @@ pub fn static_pod_images(cluster: &Cluster) -> Vec<String> {
     if cluster.kubernetes.control_plane_mode != ControlPlaneMode::StaticPod {
         return Vec::new();
     }
-    COMPONENTS
+    Component::CONTROL_PLANE
         .iter()
         .map(|&c| component_image(cluster, c))
         .collect()
@@ -126,29 +117,31 @@ pub fn static_pod_images(cluster: &Cluster) -> Vec<String> {
 /// The control-plane variables of one host: `control_plane` (one entry per component:
 /// name, description, binary, flags, image, probe, volumes).
 pub fn component_vars(cluster: &Cluster, host: &Host) -> Result<Vec<Value>, InstallError> {
-    COMPONENTS
+    let layout = NodeLayout::from_cluster(cluster);
+    Component::CONTROL_PLANE
         .iter()
         .map(|&c| {
             Ok(json!({
                 "name": c.name(),
                 "description": describe(c),
-                "binary": format!("{NODE_BIN_DIR}/{}", c.name()),
+                "binary": layout.bin(c.name()),
                 "flags": common::flags(cluster, host, c)?,
                 "image": component_image(cluster, c),
-                "probe": probe(c, host),
-                "volumes": pod_volumes(c),
+                "probe": probe(&layout, c, host),
+                "volumes": pod_volumes(&layout, c),
             }))
         })
         .collect()
 }
 
-/// `{src, dest}` of binaries to put in /usr/local/bin.
+/// `{src, dest}` of binaries to put in the node's binary directory.
 pub fn binary_files(cluster: &Cluster, names: &[&str]) -> Result<Vec<Value>, InstallError> {
+    let layout = NodeLayout::from_cluster(cluster);
     Ok(common::bundle_binaries(cluster, names)?
         .into_iter()
         .map(|(name, path)| {
             let src = std::fs::canonicalize(&path).unwrap_or(path);
-            json!({ "name": name, "src": src.display().to_string(), "dest": format!("{NODE_BIN_DIR}/{name}") })
+            json!({ "name": name, "src": src.display().to_string(), "dest": layout.bin(&name) })
         })
         .collect())
 }
@@ -160,12 +153,12 @@ pub fn kubelet_vars(
     host: &Host,
     bootstrap: Option<&str>,
 ) -> Result<Value, InstallError> {
-    let rules = versions::rules(common::kube_version(cluster));
+    let rules = versions::rules(cluster.kubernetes.version);
     let input = common::flag_input(cluster, host);
     Ok(json!({
         "flags": common::flags(cluster, host, Component::Kubelet)?,
         "config_path": input.kubelet_config.display().to_string(),
-        "cluster_dns": common::nth_service_ip(cluster, 10).to_string(),
+        "cluster_dns": clusterkit_core::config::nth_ip(&cluster.kubernetes.service_cidr, 10).to_string(),
         "cluster_domain": cluster.kubernetes.dns_domain,
         "runtime_endpoint_in_config": rules.kubelet_runtime_endpoint_in_config,
         "runtime_endpoint": input.container_runtime_endpoint,
@@ -221,7 +214,8 @@ pub async fn wait_ready(cluster: &Cluster) -> Result<(), InstallError> {
     .await
     .map_err(|e| fail("the API server is not ready", e))?;
     for h in cluster.hosts_with_role(Role::ControlPlane) {
-        let c = common::admin_client(cluster, Some(&common::apiserver_url(h.address))).await?;
+        let c =
+            common::admin_client(cluster, Some(&common::apiserver_url(cluster, h.address))).await?;
         common::wait_until(READY_TIMEOUT, || async {
             match common::get_raw(&c, "/livez").await {
                 Ok(body) if body.trim() == "ok" => Ok(()),
@@ -279,7 +273,7 @@ impl Phase for ControlPlanePhase {
         let systemd = cx.cluster.kubernetes.control_plane_mode == ControlPlaneMode::Systemd;
         let mut names = vec!["kubectl"];
         if systemd {
-            names.extend(COMPONENTS.iter().map(|c| c.name()));
+            names.extend(Component::CONTROL_PLANE.iter().map(|c| c.name()));
         }
         let bins = binary_files(cx.cluster, &names)?;
         let mut err = None;
@@ -311,7 +305,7 @@ impl Phase for ControlPlanePhase {
             return Ok(());
         }
         wait_ready(cx.cluster).await?;
-        if versions::rules(common::kube_version(cx.cluster)).super_admin_kubeconfig {
+        if versions::rules(cx.cluster.kubernetes.version).super_admin_kubeconfig {
             super::join::bind_cluster_admins(cx.cluster).await?;
         }
         apply_kubeadm_config(cx).await
@@ -328,12 +322,18 @@ pub fn cluster_kubelet_config(cx: &PhaseContext<'_>) -> Result<String, InstallEr
     let vars = kubelet_vars(cx.cluster, host, None)?;
     clusterkit_core::playbook::render::render_text(
         &template.text,
-        &json!({ "host": { "kubelet": vars } }),
+        &kubelet_config_context(cx.cluster, vars),
     )
     .map_err(|e| InstallError::Target {
         host: "kubelet config".into(),
         message: format!("{}: {e}", template.origin),
     })
+}
+
+/// What the KubeletConfiguration template is rendered with outside a playbook: the kubelet
+/// variables as `host.kubelet` and the node layout.
+fn kubelet_config_context(cluster: &Cluster, kubelet: Value) -> Value {
+    json!({ "host": { "kubelet": kubelet }, "layout": NodeLayout::from_cluster(cluster) })
 }
 
 /// kubeadm compatibility: the `kubeadm-config` and `kubelet-config-1.X` ConfigMaps and the RBAC
@@ -440,11 +440,12 @@ mod tests {
         );
         let cfg = render_text(
             include_str!("../../../templates/kubernetes/kubelet-config.yaml"),
-            &json!({ "host": { "kubelet": kubelet } }),
+            &kubelet_config_context(&c, kubelet),
         )
         .unwrap();
         let v: serde_json::Value = serde_saphyr::from_str(&cfg).unwrap();
         assert_eq!(v["cgroupDriver"], "systemd");
+        assert_eq!(v["staticPodPath"], "/etc/kubernetes/manifests");
         assert_eq!(v["clusterDNS"][0], "10.96.0.10");
         assert_eq!(v["rotateCertificates"], true);
         assert!(

@@ -29,29 +29,22 @@ use serde_json::{json, Map, Value};
 
 use super::common::with_vars;
 use super::{InstallError, Phase, PhaseContext};
-use crate::pki::StateLayout;
-use crate::versions::join_host_port;
+use clusterkit_core::layout::{NodeLayout, StateLayout};
 
 /// The `etcd` phase.
 pub struct EtcdPhase;
 
-/// The data directory of every member.
-pub const DATA_DIR: &str = "/var/lib/etcd";
-/// The etcd binary Debian's `etcd-server` package installs.
-pub const ETCD_BINARY: &str = "/usr/bin/etcd";
-/// The PKI directory on the nodes.
-const PKI: &str = "/etc/kubernetes/pki/etcd";
 /// How long the phase waits for a healthy cluster after starting the members.
 pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// A member's peer URL.
 pub fn peer_url(h: &Host) -> String {
-    format!("https://{}", join_host_port(h.address, 2380))
+    NodeLayout::DEFAULT.etcd_peer_url(h.address)
 }
 
 /// A member's client URL.
 pub fn client_url(h: &Host) -> String {
-    format!("https://{}", join_host_port(h.address, 2379))
+    NodeLayout::DEFAULT.etcd_client_url(h.address)
 }
 
 /// How a member joins: a new cluster of every etcd host, or an existing one.
@@ -65,11 +58,13 @@ pub struct Bootstrap {
 
 /// The command-line flags of one member.
 pub fn member_flags(cluster: &Cluster, host: &Host, boot: &Bootstrap) -> Vec<String> {
+    let layout = NodeLayout::from_cluster(cluster);
     let client = client_url(host);
-    let local_client = "https://127.0.0.1:2379";
+    let local_client = layout.etcd_local_client_url();
+    let pki = layout.etcd_pki_dir;
     vec![
         format!("--name={}", host.name),
-        format!("--data-dir={DATA_DIR}"),
+        format!("--data-dir={}", layout.etcd_data_dir),
         format!("--listen-client-urls={local_client},{client}"),
         format!("--advertise-client-urls={client}"),
         format!("--listen-peer-urls={}", peer_url(host)),
@@ -77,15 +72,15 @@ pub fn member_flags(cluster: &Cluster, host: &Host, boot: &Bootstrap) -> Vec<Str
         format!("--initial-cluster={}", boot.initial_cluster.join(",")),
         format!("--initial-cluster-state={}", boot.state),
         format!("--initial-cluster-token={}-etcd", cluster.name),
-        format!("--cert-file={PKI}/server.crt"),
-        format!("--key-file={PKI}/server.key"),
+        format!("--cert-file={pki}/server.crt"),
+        format!("--key-file={pki}/server.key"),
         "--client-cert-auth=true".into(),
-        format!("--trusted-ca-file={PKI}/ca.crt"),
-        format!("--peer-cert-file={PKI}/peer.crt"),
-        format!("--peer-key-file={PKI}/peer.key"),
+        format!("--trusted-ca-file={pki}/ca.crt"),
+        format!("--peer-cert-file={pki}/peer.crt"),
+        format!("--peer-key-file={pki}/peer.key"),
         "--peer-client-cert-auth=true".into(),
-        format!("--peer-trusted-ca-file={PKI}/ca.crt"),
-        "--listen-metrics-urls=http://127.0.0.1:2381".into(),
+        format!("--peer-trusted-ca-file={pki}/ca.crt"),
+        format!("--listen-metrics-urls={}", layout.etcd_metrics_url()),
         "--snapshot-count=10000".into(),
     ]
 }
@@ -256,7 +251,10 @@ async fn plan(
                 let current = match targets.iter().find(|t| t.name == h.name) {
                     Some(t) => t
                         .exec
-                        .sh("grep -o 'initial-cluster-state=[a-z]*' /etc/systemd/system/etcd.service 2>/dev/null || true")
+                        .sh(&format!(
+                            "grep -o 'initial-cluster-state=[a-z]*' {} 2>/dev/null || true",
+                            NodeLayout::DEFAULT.service_file(NodeLayout::DEFAULT.units.etcd)
+                        ))
                         .await
                         .unwrap_or_default(),
                     None => String::new(),
@@ -334,6 +332,7 @@ impl Phase for EtcdPhase {
     async fn run(&self, cx: &PhaseContext<'_>) -> Result<(), InstallError> {
         let pb = clusterkit_core::playbook::load(cx.library, "etcd")?;
         let plan = plan(cx.cluster, cx.targets, cx.check).await?;
+        let layout = NodeLayout::from_cluster(cx.cluster);
         let targets = with_vars(cx.targets, |t| {
             let h = cx.cluster.host(&t.name)?;
             let mut m = Map::new();
@@ -341,8 +340,8 @@ impl Phase for EtcdPhase {
                 m.insert(
                     "etcd".into(),
                     json!({
-                        "binary": ETCD_BINARY,
-                        "data_dir": DATA_DIR,
+                        "binary": layout.etcd_binary,
+                        "data_dir": layout.etcd_data_dir,
                         "flags": member_flags(cx.cluster, h, boot),
                     }),
                 );

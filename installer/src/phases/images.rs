@@ -135,10 +135,6 @@ impl Phase for ImagesPhase {
                 .insert("image_dir".into(), json!(REMOTE_IMAGE_DIR));
             play.vars
                 .insert("required_images".into(), json!(required_images(cx.cluster)));
-            play.vars.insert(
-                "registry_hosts_dir".into(),
-                json!(super::CONTAINERD_CONFIG_PATH),
-            );
         }
         cx.engine.run(&pb, cx.targets).await;
         Ok(())

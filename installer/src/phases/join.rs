@@ -43,8 +43,8 @@ use super::network;
 use super::{InstallError, Phase, PhaseContext};
 use crate::csr;
 use crate::kubeconfig::{self, Kubeconfig, UserEntry};
-use crate::pki::StateLayout;
 use crate::token::{self, BOOTSTRAP_GROUP, FIELD_MANAGER};
+use clusterkit_core::layout::StateLayout;
 
 /// The `join` phase.
 pub struct JoinPhase;

@@ -30,17 +30,15 @@
 
 use async_trait::async_trait;
 use clusterkit_core::config::{Cluster, Role};
+use clusterkit_core::layout::NodeLayout;
 use serde_json::{json, Map, Value};
 
-use super::common::{self, with_vars};
+use super::common::with_vars;
 use super::{InstallError, Phase, PhaseContext};
 use crate::versions::join_host_port;
 
 /// The `load-balancer` phase.
 pub struct LoadBalancerPhase;
-
-/// The CA certificate every node has (the pki phase), which the health checks verify with.
-pub const CA_FILE: &str = "/etc/kubernetes/pki/ca.crt";
 
 /// The URL node components (kubelet, kube-proxy) reach the API at: the local load balancer's
 /// `https://127.0.0.1:<port>` when it is on, else `https://<control_plane_endpoint>`.
@@ -52,16 +50,17 @@ pub fn node_api_server(cluster: &Cluster) -> String {
         .unwrap_or_else(|| format!("https://{}", cluster.kubernetes.control_plane_endpoint))
 }
 
-/// The haproxy backends: `{name, address}` (`ip:6443`) of every control-plane host, in
-/// cluster.yaml order.
+/// The haproxy backends: `{name, address}` (`ip:<apiserver port>`) of every control-plane
+/// host, in cluster.yaml order.
 pub fn backends(cluster: &Cluster) -> Vec<Value> {
+    let port = NodeLayout::from_cluster(cluster).ports.apiserver;
     cluster
         .hosts_with_role(Role::ControlPlane)
         .iter()
         .map(|h| {
             json!({
                 "name": h.name,
-                "address": join_host_port(h.address, common::APISERVER_PORT),
+                "address": join_host_port(h.address, port),
             })
         })
         .collect()
@@ -71,7 +70,9 @@ pub fn backends(cluster: &Cluster) -> Vec<Value> {
 pub fn vars(cluster: &Cluster) -> Value {
     json!({
         "port": cluster.kubernetes.load_balancer.port,
-        "ca_file": CA_FILE,
+        // The CA certificate every node has (the pki phase), which the health checks verify
+        // with.
+        "ca_file": NodeLayout::from_cluster(cluster).pki("ca.crt"),
         "backends": backends(cluster),
     })
 }
@@ -130,7 +131,7 @@ mod tests {
     #[test]
     fn kubeconfig_servers_follow_the_load_balancer_setting() {
         let on = cluster("{ version: v1.20.2, load_balancer: { local: true } }");
-        let specs = crate::kubeconfig::kubeconfig_specs(&super::super::pki::input(&on)).unwrap();
+        let specs = crate::kubeconfig::kubeconfig_specs(&super::super::pki::input(&on));
         let server = |name: &str| {
             specs
                 .iter()
@@ -159,7 +160,7 @@ mod tests {
         assert_eq!(kubelet["api_server"], "https://127.0.0.1:16443");
 
         let off = cluster("{ version: v1.20.2 }");
-        let specs = crate::kubeconfig::kubeconfig_specs(&super::super::pki::input(&off)).unwrap();
+        let specs = crate::kubeconfig::kubeconfig_specs(&super::super::pki::input(&off));
         let kubelet_conf = specs.iter().find(|s| s.name == "kubelet.conf/cp1").unwrap();
         assert_eq!(kubelet_conf.server, "https://10.0.0.11:6443");
         let kubelet = super::super::control_plane::kubelet_vars(&off, w1, None).unwrap();

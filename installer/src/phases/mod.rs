@@ -32,6 +32,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use clusterkit_core::config::{Cluster, Host, Packages, Profile, ProxyMode};
 use clusterkit_core::exec::ssh::{SshExecutor, SshTarget};
+use clusterkit_core::layout::{NodeLayout, StateLayout};
 use clusterkit_core::playbook::modules::Bundle;
 use clusterkit_core::playbook::{
     self, Engine, HostTarget, Library, PlaybookError, RunOptions, RunReport,
@@ -164,9 +165,6 @@ pub const SYSCTLS: &[(&str, &str)] = &[
 /// Kubernetes binaries later phases send compressed (a node without it gets them uncompressed,
 /// four times the bytes).
 pub const RUNTIME_PACKAGES: &[&str] = &["containerd", "runc", "zstd"];
-
-/// Where containerd looks for per-registry hosts.toml files.
-pub const CONTAINERD_CONFIG_PATH: &str = "/etc/containerd/certs.d";
 
 /// Errors of an install run (before or around the playbooks; task failures are in the report).
 #[derive(Debug, thiserror::Error)]
@@ -349,7 +347,8 @@ fn registries(cluster: &Cluster) -> Vec<Value> {
 }
 
 /// The tera context every phase's playbooks see: `cluster` (the resolved cluster.yaml),
-/// `hosts` and `groups`, and `install` (values derived here, so playbooks stay declarative).
+/// `hosts` and `groups`, `layout` (every path, unit and port on a node: [`NodeLayout`]), and
+/// `install` (values derived here, so playbooks stay declarative).
 /// Secrets never enter it: cluster.yaml only names the environment variables that hold them.
 pub fn context(cluster: &Cluster) -> Value {
     let mut sysctls: BTreeMap<String, String> = SYSCTLS
@@ -367,10 +366,12 @@ pub fn context(cluster: &Cluster) -> Value {
         }
     }
     let sandbox = cluster.profile == Profile::Sandbox;
+    let layout = NodeLayout::from_cluster(cluster);
     json!({
         "cluster": cluster,
         "hosts": cluster.hosts.iter().map(host_vars).collect::<Vec<_>>(),
         "groups": groups,
+        "layout": layout,
         "install": {
             "kernel_modules": KERNEL_MODULES,
             "ipvs_modules": if cluster.kubernetes.proxy_mode == ProxyMode::Ipvs { IPVS_MODULES.to_vec() } else { Vec::new() },
@@ -379,10 +380,6 @@ pub fn context(cluster: &Cluster) -> Value {
             "registries": registries(cluster),
             "containerd": {
                 "sandbox_image": cluster.runtime.sandbox_image,
-                "config_path": CONTAINERD_CONFIG_PATH,
-                // Debian's containernetworking-plugins install under /usr/lib/cni; upstream
-                // tarballs (real hosts) under /opt/cni/bin.
-                "cni_bin_dir": if sandbox { "/usr/lib/cni" } else { "/opt/cni/bin" },
                 "restrict_oom_score_adj": sandbox,
             },
         },
@@ -468,7 +465,7 @@ pub fn run_options(cluster: &Cluster, opts: &InstallOptions) -> Result<RunOption
         check: opts.check,
         resume: opts.resume,
         concurrency: opts.concurrency.unwrap_or(cluster.ssh.concurrency).max(1),
-        journal_dir: Some(cluster.state_dir.join("journal")),
+        journal_dir: Some(StateLayout::from_cluster(cluster).journal_dir()),
         events: opts.events.clone(),
         bundle: bundle(cluster)?,
         progress: opts.progress,

@@ -40,6 +40,7 @@ use std::path::PathBuf;
 
 use async_trait::async_trait;
 use clusterkit_core::config::{Cluster, Network};
+use clusterkit_core::layout::{NodeLayout, StateLayout};
 use clusterkit_core::playbook::HostTarget;
 use serde_json::{json, Map, Value};
 
@@ -57,23 +58,11 @@ pub const BRIDGE: &str = "cni0";
 /// CNI spec version of the generated configs (understood by containerd 1.6 and plugins 1.1).
 pub const CNI_VERSION: &str = "0.4.0";
 
-/// The CNI config file containerd reads (first in name order in /etc/cni/net.d).
-pub const CONFLIST_PATH: &str = "/etc/cni/net.d/10-clusterkit.conflist";
-
 /// Route protocol number marking clusterkit's pod routes (unassigned in /etc/iproute2/rt_protos).
 pub const ROUTE_PROTO: u8 = 75;
 
-/// The per-node script applying routes and iptables rules.
-pub const SCRIPT_PATH: &str = "/usr/local/sbin/clusterkit-pod-network";
-
 /// Packages this phase installs (add them to offline bundles).
 pub const NETWORK_PACKAGES: &[&str] = &["containernetworking-plugins"];
-
-/// Where Debian's package puts the plugins.
-pub const DEBIAN_CNI_DIR: &str = "/usr/lib/cni";
-
-/// Where kubelet/containerd look by default; gets symlinks to [`DEBIAN_CNI_DIR`].
-pub const OPT_CNI_DIR: &str = "/opt/cni/bin";
 
 /// The plugins the configs use (loopback is run by containerd for every pod).
 pub const PLUGINS: &[&str] = &["bridge", "host-local", "loopback", "portmap"];
@@ -221,7 +210,7 @@ pub fn allocate(
 
 /// The recorded allocation: `<state_dir>/network/pod-cidrs.json`.
 pub fn state_file(cluster: &Cluster) -> PathBuf {
-    cluster.state_dir.join("network/pod-cidrs.json")
+    StateLayout::from_cluster(cluster).pod_cidrs()
 }
 
 fn load_state(cluster: &Cluster) -> Result<BTreeMap<String, Slice>, NetworkError> {
@@ -298,6 +287,7 @@ pub fn host_network(
         }
     }
     let slice = slices.get(host).copied().unwrap_or(nth_slice(net, 0));
+    let layout = NodeLayout::from_cluster(cluster);
     Ok(json!({
         "name": NETWORK_NAME,
         "cni_version": CNI_VERSION,
@@ -307,11 +297,13 @@ pub fn host_network(
         "gateway": slice.gateway().to_string(),
         "routes": routes,
         "route_proto": ROUTE_PROTO,
-        "script": SCRIPT_PATH,
+        "script": layout.pod_network_script,
         "packages": NETWORK_PACKAGES,
         "plugins": PLUGINS,
-        "debian_cni_dir": DEBIAN_CNI_DIR,
-        "opt_cni_dir": OPT_CNI_DIR,
+        // Debian's package puts the plugins here; kubelet and containerd look in the
+        // other, which gets symlinks to them.
+        "debian_cni_dir": layout.debian_cni_dir,
+        "opt_cni_dir": layout.opt_cni_dir,
     }))
 }
 

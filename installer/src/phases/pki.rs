@@ -2,7 +2,7 @@
 //! state directory, [`crate::pki`] and [`crate::kubeconfig`]) and give every node the files it
 //! needs under `/etc/kubernetes` (playbook `pki`).
 //!
-//! Who gets what ([`StateLayout::host_files`]): control-plane hosts the whole shared PKI and
+//! Who gets what ([`pki::host_files`]): control-plane hosts the whole shared PKI and
 //! their component kubeconfigs (and a kubelet.conf of their own, so their kubelets need no
 //! bootstrap); etcd members their server/peer pair and the etcd CA certificate; every other
 //! node only `ca.crt`. The etcd CA *key* stays off hosts that are not control-plane hosts: an
@@ -23,15 +23,11 @@ use serde_json::{json, Map, Value};
 use super::common::{self, with_vars};
 use super::{InstallError, Phase, PhaseContext};
 use crate::kubeconfig;
-use crate::pki::{self, Mode, PkiInput, StateLayout};
+use crate::pki::{self, Mode, PkiInput};
+use clusterkit_core::layout::{operator_admin_conf, StateLayout};
 
 /// The `pki` phase.
 pub struct PkiPhase;
-
-/// Where the operator's copy of admin.conf goes: next to cluster.yaml.
-pub fn operator_admin_conf(cluster: &clusterkit_core::config::Cluster) -> std::path::PathBuf {
-    cluster.dir.join("admin.conf")
-}
 
 /// The PKI input clusterkit uses for a cluster: kubeadm's, with kubelet credentials for the
 /// control-plane hosts (their kubelets run before any bootstrap token exists in static-pod
@@ -68,7 +64,7 @@ pub fn ensure_local(
         tracing::info!(name = %item.name, path = %item.path.display(), action = ?item.action, "pki");
     }
     let mut changed = report.changed();
-    let admin = layout.kubeconfig_dir().join("admin.conf");
+    let admin = layout.admin_conf();
     let dest = operator_admin_conf(cluster);
     if let Ok(data) = std::fs::read(&admin) {
         if std::fs::read(&dest).ok().as_deref() != Some(&data[..]) || mode_of(&dest) != Some(0o600)
@@ -95,21 +91,22 @@ pub fn host_files(
     host: &clusterkit_core::config::Host,
 ) -> Vec<Value> {
     let layout = StateLayout::from_cluster(cluster);
-    let cp = host.has_role(Role::ControlPlane);
-    layout
-        .host_files(&host.name, cp, host.has_role(Role::Etcd))
-        .into_iter()
-        // An etcd member that is not a control-plane host never signs: no etcd CA key there.
-        .filter(|f| cp || !f.remote.ends_with("pki/etcd/ca.key"))
-        .map(|f| {
-            let src = std::fs::canonicalize(&f.local).unwrap_or(f.local.clone());
-            json!({
-                "src": src.display().to_string(),
-                "dest": f.remote.display().to_string(),
-                "mode": format!("{:04o}", f.mode),
-            })
+    pki::host_files(
+        &layout,
+        &host.name,
+        host.has_role(Role::ControlPlane),
+        host.has_role(Role::Etcd),
+    )
+    .into_iter()
+    .map(|f| {
+        let src = std::fs::canonicalize(&f.local).unwrap_or(f.local.clone());
+        json!({
+            "src": src.display().to_string(),
+            "dest": f.remote.display().to_string(),
+            "mode": format!("{:04o}", f.mode),
         })
-        .collect()
+    })
+    .collect()
 }
 
 #[async_trait]

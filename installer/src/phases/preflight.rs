@@ -16,11 +16,13 @@ use std::collections::BTreeMap;
 
 use clusterkit_core::config::{Profile, ProxyMode, Role};
 use clusterkit_core::exec::Executor;
+use clusterkit_core::layout::NodeLayout;
 use clusterkit_core::playbook::modules::facts;
+use clusterkit_core::release::KubeVersion;
 use serde_json::Value;
 
 use super::{InstallError, PhaseContext};
-use crate::versions::{self, KubeVersion};
+use crate::versions;
 
 /// Minimum CPUs on a control-plane host (kubeadm's rule).
 pub const MIN_CPUS: u64 = 2;
@@ -43,16 +45,17 @@ const SUPPORTED: &[(&str, &[&str])] = &[
 
 /// Ports each role needs, and the process allowed to hold each already.
 fn required_ports(roles: &[Role]) -> Vec<(u16, &'static str)> {
-    let mut ports = vec![(10250, "kubelet")];
+    let p = NodeLayout::DEFAULT.ports;
+    let mut ports = vec![(p.kubelet, "kubelet")];
     if roles.contains(&Role::ControlPlane) {
         ports.extend([
-            (6443, "kube-apiserver"),
-            (10257, "kube-controller"),
-            (10259, "kube-scheduler"),
+            (p.apiserver, "kube-apiserver"),
+            (p.controller_manager, "kube-controller"),
+            (p.scheduler, "kube-scheduler"),
         ]);
     }
     if roles.contains(&Role::Etcd) {
-        ports.extend([(2379, "etcd"), (2380, "etcd")]);
+        ports.extend([(p.etcd_client, "etcd"), (p.etcd_peer, "etcd")]);
     }
     ports
 }
@@ -365,12 +368,7 @@ async fn check_one(
         .host(&t.name)
         .map(|h| h.roles.clone())
         .unwrap_or_default();
-    let mut findings = check_host(
-        &facts,
-        &roles,
-        proxy_mode,
-        super::common::kube_version(cx.cluster),
-    );
+    let mut findings = check_host(&facts, &roles, proxy_mode, cx.cluster.kubernetes.version);
     // The local load balancer's port, on every node (haproxy may hold it on a rerun).
     let lb = cx.cluster.kubernetes.load_balancer;
     if lb.local {

@@ -60,13 +60,20 @@ impl CertCollector {
 /// Prints `==> PATH` and then the certificate text of every certificate file and kubeconfig
 /// clusterkit puts on a node, without private keys.
 pub fn remote_script() -> String {
-    REMOTE_SCRIPT.replace(
-        "{MONITORING_DIR}",
-        clusterkit_installer::pki::monitoring::DIR,
-    )
+    let node = clusterkit_core::layout::NodeLayout::DEFAULT;
+    let files = [
+        format!("{}/*.crt", node.pki_dir),
+        format!("{}/*/*.crt", node.pki_dir),
+        format!("{}/*.conf", node.kubernetes_dir),
+        format!("{}/*.crt", node.kubelet_pki_dir),
+        node.kubelet_client_pem.to_string(),
+        format!("{}/kubelet-server-current.pem", node.kubelet_pki_dir),
+        format!("{}/tls/*.crt", node.monitoring_dir),
+    ];
+    REMOTE_SCRIPT.replace("{FILES}", &files.join(" "))
 }
 
-const REMOTE_SCRIPT: &str = r#"for f in /etc/kubernetes/pki/*.crt /etc/kubernetes/pki/*/*.crt /etc/kubernetes/*.conf /var/lib/kubelet/pki/*.crt /var/lib/kubelet/pki/kubelet-client-current.pem /var/lib/kubelet/pki/kubelet-server-current.pem {MONITORING_DIR}/tls/*.crt; do
+const REMOTE_SCRIPT: &str = r#"for f in {FILES}; do
   [ -f "$f" ] || continue
   echo "==> $f"
   case "$f" in
@@ -308,6 +315,17 @@ impl Collector for CertCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_remote_script_reads_every_certificate_clusterkit_puts_on_a_node() {
+        let first = remote_script().lines().next().unwrap().to_string();
+        assert_eq!(
+            first,
+            "for f in /etc/kubernetes/pki/*.crt /etc/kubernetes/pki/*/*.crt /etc/kubernetes/*.conf \
+             /var/lib/kubelet/pki/*.crt /var/lib/kubelet/pki/kubelet-client-current.pem \
+             /var/lib/kubelet/pki/kubelet-server-current.pem /etc/prometheus/clusterkit/tls/*.crt; do"
+        );
+    }
 
     /// A self-signed certificate valid from 2025-01-01 for `days` (< 28) days, with its key
     /// after it (as in kubelet-client-current.pem).
