@@ -454,9 +454,7 @@ pub async fn restore_cluster_with(
             .partition(|x| Some(&x.name) == leader.as_ref());
         for group in [first, last] {
             futures::future::try_join_all(
-                group
-                    .iter()
-                    .map(|x| sh(x, "stopping etcd", stop_etcd())),
+                group.iter().map(|x| sh(x, "stopping etcd", stop_etcd())),
             )
             .await?;
         }
@@ -480,10 +478,8 @@ pub async fn restore_cluster_with(
         // Members wait for each other to form a quorum, so start them together. Restart
         // counters from now on tell a member whose etcd exits.
         let t = Instant::now();
-        futures::future::try_join_all(members.iter().map(|x| {
-            sh(x, "starting etcd", start_etcd())
-        }))
-        .await?;
+        futures::future::try_join_all(members.iter().map(|x| sh(x, "starting etcd", start_etcd())))
+            .await?;
         steps.add("start etcd", None, t);
         let t = Instant::now();
         let ids = wait_healthy(target, members, min_revision, opts.health_timeout).await?;
@@ -555,12 +551,7 @@ pub async fn restore_cluster_with(
                 }
             }
             for x in members.iter().filter(|x| x.control_plane) {
-                if let Err(e) = sh(
-                    x,
-                    "rollback: starting kube-apiserver",
-                    start_apiserver(),
-                )
-                .await
+                if let Err(e) = sh(x, "rollback: starting kube-apiserver", start_apiserver()).await
                 {
                     problems.push(e.to_string());
                 }
