@@ -1,0 +1,415 @@
+//! Getting renewed files onto the nodes and restarting what uses them: [`sync_node`] uploads
+//! what differs, [`units_for`] / [`restart_unit`] restart, [`distribute`] rolls etcd members
+//! one at a time with health checks, then kube-apiserver (waited for until `/readyz`) and its
+//! clients. Limits: etcd health is supplied by the caller; static pods are restarted by
+//! stopping their containers with crictl.
+
+use super::*;
+
+/// The files a node gets from the state directory: [`pki::host_files`], plus kube-proxy's
+/// kubeconfig once the addons phase has issued it, plus the monitoring files
+/// ([`pki::monitoring_files`]).
+pub fn node_mappings(layout: &StateLayout, host: &Host) -> Vec<FileMapping> {
+    let mut files = pki::host_files(
+        layout,
+        &host.name,
+        host.has_role(Role::ControlPlane),
+        host.has_role(Role::Etcd),
+    );
+    let proxy = layout.kubeconfig_dir().join("kube-proxy.conf");
+    if proxy.is_file() {
+        files.push(FileMapping {
+            local: proxy,
+            remote: NodeLayout::DEFAULT.kubeconfig("kube-proxy.conf").into(),
+            mode: 0o600,
+            owner: None,
+        });
+    }
+    files.extend(pki::monitoring_files(layout, &host.name));
+    files
+}
+
+/// Brings a node's copies of `files` in line with the state directory: one command reads
+/// every checksum and mode, then only the files that differ are uploaded (atomically, with
+/// their mode: 0600 for keys and kubeconfigs). Returns the remote paths uploaded.
+pub async fn sync_node(
+    exec: &dyn Executor,
+    files: &[FileMapping],
+) -> Result<Vec<String>, CertsError> {
+    if files.is_empty() {
+        return Ok(vec![]);
+    }
+    let mut script = String::from("for f in");
+    for f in files {
+        script.push(' ');
+        script.push_str(&shell_quote(&f.remote.to_string_lossy()));
+    }
+    script.push_str(
+        "; do if [ -e \"$f\" ]; then printf '%s %s %s\\n' \"$(sha256sum <\"$f\" | cut -d' ' -f1)\" \"$(stat -c %a \"$f\")\" \"$f\"; fi; done",
+    );
+    let out = exec.run_checked(&Command::new(script)).await?;
+    let mut have: BTreeMap<String, (String, u32)> = BTreeMap::new();
+    for line in out.stdout_str().lines() {
+        let mut p = line.splitn(3, ' ');
+        if let (Some(sum), Some(mode), Some(path)) = (p.next(), p.next(), p.next()) {
+            have.insert(
+                path.to_string(),
+                (sum.to_string(), u32::from_str_radix(mode, 8).unwrap_or(0)),
+            );
+        }
+    }
+    let mut changed = Vec::new();
+    for f in files {
+        let data = std::fs::read(&f.local).map_err(|source| PkiError::Io {
+            op: "read",
+            path: f.local.clone(),
+            source,
+        })?;
+        let sum = hex::encode(Sha256::digest(&data));
+        let remote = f.remote.to_string_lossy().to_string();
+        if have.get(&remote) == Some(&(sum, f.mode)) {
+            continue;
+        }
+        exec.upload(
+            &data,
+            &remote,
+            &UploadOptions {
+                mode: f.mode,
+                owner: f.owner.map(String::from),
+                create_parents: true,
+            },
+        )
+        .await?;
+        changed.push(remote);
+    }
+    Ok(changed)
+}
+
+/// The units that must restart after `changed` (remote paths) were replaced on a node.
+/// Clients the operator or the monitor use (healthcheck, metrics) restart nothing.
+pub fn units_for(changed: &[String]) -> BTreeSet<&'static str> {
+    let node = NodeLayout::DEFAULT;
+    let u = node.units;
+    let mut units = BTreeSet::new();
+    for path in changed {
+        let p = path.as_str();
+        let file = p.rsplit('/').next().unwrap_or(p);
+        if let Some(rel) = p
+            .strip_prefix(monitoring::DIR)
+            .and_then(|r| r.strip_prefix('/'))
+        {
+            units.extend(monitoring::units_reading(rel));
+            continue;
+        }
+        if p.strip_prefix(node.etcd_pki_dir)
+            .is_some_and(|r| r.starts_with('/'))
+        {
+            if ["server.crt", "server.key", "peer.crt", "peer.key", "ca.crt"].contains(&file) {
+                units.insert(u.etcd);
+            }
+            if file == "ca.crt" {
+                units.insert(u.kube_apiserver);
+            }
+            continue;
+        }
+        match file {
+            // Also the controller manager's and scheduler's serving certificate.
+            "apiserver.crt" | "apiserver.key" => {
+                units.insert(u.kube_apiserver);
+                units.insert(u.kube_controller_manager);
+                units.insert(u.kube_scheduler);
+            }
+            "apiserver-kubelet-client.crt"
+            | "apiserver-kubelet-client.key"
+            | "front-proxy-client.crt"
+            | "front-proxy-client.key"
+            | "front-proxy-ca.crt"
+            | "apiserver-etcd-client.crt"
+            | "apiserver-etcd-client.key"
+            | "sa.pub" => {
+                units.insert(u.kube_apiserver);
+            }
+            "ca.crt" => {
+                units.insert(u.kube_apiserver);
+                units.insert(u.kube_controller_manager);
+                units.insert(u.kubelet);
+            }
+            "ca.key" | "sa.key" => {
+                units.insert(u.kube_controller_manager);
+            }
+            "controller-manager.conf" => {
+                units.insert(u.kube_controller_manager);
+            }
+            "scheduler.conf" => {
+                units.insert(u.kube_scheduler);
+            }
+            "kubelet.conf" => {
+                units.insert(u.kubelet);
+            }
+            "kube-proxy.conf" => {
+                units.insert(u.kube_proxy);
+            }
+            _ => {}
+        }
+    }
+    units
+}
+
+/// What [`restart_unit`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Restarted {
+    /// The systemd unit was running and was restarted.
+    Unit,
+    /// The static pod's containers were stopped; the kubelet starts them again.
+    StaticPod,
+    /// Installed but not running: left stopped (it reads the new files when started).
+    Inactive,
+    /// Not on this node.
+    Absent,
+}
+
+/// Restarts `unit` on a node if it runs there: a running systemd unit is restarted and must
+/// be active a few seconds later; a static pod (no unit, a manifest, crictl present) has its
+/// containers stopped so the kubelet recreates them.
+pub async fn restart_unit(
+    exec: &dyn Executor,
+    unit: &str,
+    timeout: Duration,
+) -> Result<Restarted, CertsError> {
+    let u = shell_quote(unit);
+    let manifest = shell_quote(&NodeLayout::DEFAULT.manifest(unit));
+    let script = format!(
+        "if systemctl cat {u}.service >/dev/null 2>&1; then \
+           if systemctl is-active -q {u}; then systemctl restart {u} || exit 1; sleep 2; \
+             if systemctl is-active -q {u}; then echo unit; else systemctl status --no-pager -n 5 {u} >&2; exit 1; fi; \
+           else echo inactive; fi; \
+         elif [ -f {manifest} ] && command -v crictl >/dev/null 2>&1; then \
+           ids=$(crictl ps -q --name '^{unit}$'); if [ -n \"$ids\" ]; then crictl stop $ids >/dev/null && echo static-pod; else echo inactive; fi; \
+         else echo absent; fi"
+    );
+    let out = exec.run(&Command::new(script).timeout(timeout)).await?;
+    if !out.success() {
+        return Err(CertsError::Restart {
+            host: exec.host().to_string(),
+            unit: unit.to_string(),
+            message: clusterkit_core::exec::tail(&out.stderr_str()).to_string(),
+        });
+    }
+    Ok(match out.stdout_str().trim() {
+        "unit" => Restarted::Unit,
+        "static-pod" => Restarted::StaticPod,
+        "inactive" => Restarted::Inactive,
+        _ => Restarted::Absent,
+    })
+}
+
+/// How long a restarted kube-apiserver may take to answer `/readyz` with 200.
+pub const APISERVER_READY_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// Waits on the node until its kube-apiserver answers `/readyz` with 200 (anonymous, as
+/// kubeadm's probes do), asked with `openssl s_client` (nodes need no curl); without openssl
+/// it only checks that the unit stays active.
+pub async fn wait_apiserver_ready(
+    exec: &dyn Executor,
+    timeout: Duration,
+) -> Result<(), CertsError> {
+    let secs = timeout.as_secs().max(1);
+    let node = NodeLayout::DEFAULT;
+    let (unit, port) = (node.units.kube_apiserver, node.ports.apiserver);
+    let script = format!(
+        "command -v openssl >/dev/null 2>&1 || {{ sleep 5; systemctl is-active -q {unit}; exit; }}; \
+         i=0; while [ $i -lt {secs} ]; do \
+           if printf 'GET /readyz HTTP/1.0\r\n\r\n' | timeout 5 openssl s_client -quiet -connect 127.0.0.1:{port} 2>/dev/null | head -n 1 | grep -q ' 200 '; then exit 0; fi; \
+           sleep 2; i=$((i+2)); done; echo 'no 200 from /readyz' >&2; exit 1"
+    );
+    let out = exec
+        .run(&Command::new(script).timeout(timeout + Duration::from_secs(30)))
+        .await?;
+    if out.success() {
+        Ok(())
+    } else {
+        Err(CertsError::Restart {
+            host: exec.host().to_string(),
+            unit: unit.into(),
+            message: format!(
+                "not ready after {secs}s: {}",
+                clusterkit_core::exec::tail(&out.stderr_str())
+            ),
+        })
+    }
+}
+
+/// What distribution did on one node.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct NodeOutcome {
+    /// Remote paths uploaded.
+    pub uploaded: Vec<String>,
+    /// Units restarted (or static pods recycled).
+    pub restarted: Vec<String>,
+}
+
+/// Checks the etcd cluster once (every member answers, all started, a leader); `Ok` text on
+/// success. Supplied by the caller so this module does not depend on how etcd is reached.
+pub type EtcdHealth<'a> = &'a dyn Fn() -> HealthFuture<'a>;
+
+/// The future an [`EtcdHealth`] check returns.
+pub type HealthFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + 'a>>;
+
+/// A node to distribute to: its cluster.yaml entry and a connected executor.
+pub(super) type NodeItem<'a> = (&'a Host, Arc<dyn Executor>);
+
+/// Restarts to do on a node: its index in the input, its executor, the units.
+pub(super) type RestartItem = (usize, Arc<dyn Executor>, Vec<&'static str>);
+
+/// How long one etcd member may take to rejoin a healthy cluster after its restart.
+pub const ETCD_REJOIN_TIMEOUT: Duration = Duration::from_secs(120);
+
+pub(super) async fn wait_healthy(health: EtcdHealth<'_>, timeout: Duration) -> Result<(), String> {
+    let start = std::time::Instant::now();
+    loop {
+        let err = match health().await {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        if start.elapsed() >= timeout {
+            return Err(err);
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+/// Distributes the state directory's files to `nodes` and restarts what uses them:
+///
+/// 1. every node in parallel (`fan`): upload what differs among its files (all of them, or
+///    only those whose local path is in `only`);
+/// 2. etcd members whose files changed, **one at a time**: the cluster must be healthy first,
+///    then the member restarts and the whole cluster must be healthy again (within
+///    [`ETCD_REJOIN_TIMEOUT`]) before the next; a failure stops the roll, so quorum holds;
+/// 3. every other component whose files changed, nodes in parallel.
+///
+/// `restart: false` uploads only. Returns one result per node, in input order.
+pub async fn distribute(
+    layout: &StateLayout,
+    nodes: &[(&Host, Arc<dyn Executor>)],
+    only: Option<&HashSet<PathBuf>>,
+    restart: bool,
+    etcd_health: EtcdHealth<'_>,
+    fan: &Fanout,
+) -> Vec<HostResult<NodeOutcome, CertsError>> {
+    let items: Vec<(String, NodeItem<'_>)> = nodes
+        .iter()
+        .map(|(h, e)| (h.name.clone(), (*h, e.clone())))
+        .collect();
+    let mut results = fan
+        .run(items, |(host, exec)| async move {
+            let files: Vec<FileMapping> = node_mappings(layout, host)
+                .into_iter()
+                .filter(|f| only.is_none_or(|o| o.contains(&f.local)))
+                .collect();
+            let uploaded = sync_node(exec.as_ref(), &files).await?;
+            Ok::<_, CertsError>(NodeOutcome {
+                uploaded,
+                restarted: vec![],
+            })
+        })
+        .await;
+    if !restart {
+        return results;
+    }
+    const ETCD: &str = NodeLayout::DEFAULT.units.etcd;
+    // 2. etcd, one member at a time.
+    let mut etcd_stopped: Option<String> = None;
+    for (i, (host, exec)) in nodes.iter().enumerate() {
+        let Ok(outcome) = &results[i].result else {
+            continue;
+        };
+        if !units_for(&outcome.uploaded).contains(ETCD) {
+            continue;
+        }
+        let result: Result<Option<String>, CertsError> = async {
+            if let Some(stopped) = &etcd_stopped {
+                return Err(CertsError::EtcdHealth {
+                    when: format!("before restarting {}", host.name),
+                    message: format!("not restarted: the roll stopped at {stopped}"),
+                });
+            }
+            wait_healthy(etcd_health, Duration::from_secs(30))
+                .await
+                .map_err(|message| CertsError::EtcdHealth {
+                    when: format!("before restarting {}", host.name),
+                    message,
+                })?;
+            let done = restart_unit(exec.as_ref(), ETCD, ETCD_REJOIN_TIMEOUT).await?;
+            if done != Restarted::Unit {
+                return Ok(None);
+            }
+            wait_healthy(etcd_health, ETCD_REJOIN_TIMEOUT)
+                .await
+                .map_err(|message| CertsError::EtcdHealth {
+                    when: format!("after restarting {}", host.name),
+                    message,
+                })?;
+            tracing::info!(member = %host.name, "etcd member restarted, cluster healthy");
+            Ok(Some(ETCD.to_string()))
+        }
+        .await;
+        match result {
+            Ok(Some(u)) => {
+                if let Ok(o) = &mut results[i].result {
+                    o.restarted.push(u);
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                etcd_stopped.get_or_insert_with(|| host.name.clone());
+                results[i].result = Err(e);
+            }
+        }
+    }
+    // 3. The other components, nodes in parallel.
+    let items: Vec<(String, RestartItem)> = nodes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (h, e))| {
+            let outcome = results[i].result.as_ref().ok()?;
+            let units: Vec<&'static str> = units_for(&outcome.uploaded)
+                .into_iter()
+                .filter(|u| *u != ETCD)
+                .collect();
+            (!units.is_empty()).then(|| (h.name.clone(), (i, e.clone(), units)))
+        })
+        .collect();
+    let restarts = fan
+        .run(items, |(i, exec, units)| async move {
+            let mut done = Vec::new();
+            // kube-apiserver first (the set is ordered): the others fail while it is down.
+            for unit in units {
+                let how = restart_unit(exec.as_ref(), unit, Duration::from_secs(120)).await?;
+                if how == Restarted::Unit && unit == NodeLayout::DEFAULT.units.kube_apiserver {
+                    wait_apiserver_ready(exec.as_ref(), APISERVER_READY_TIMEOUT).await?;
+                }
+                if how != Restarted::Absent {
+                    done.push(unit.to_string());
+                }
+            }
+            Ok::<_, CertsError>((i, done))
+        })
+        .await;
+    for r in restarts {
+        match r.result {
+            Ok((i, done)) => {
+                if let Ok(o) = &mut results[i].result {
+                    o.restarted.extend(done);
+                }
+            }
+            Err(e) => {
+                if let Some(slot) = results.iter_mut().find(|x| x.host == r.host) {
+                    slot.result = Err(e);
+                }
+            }
+        }
+    }
+    results
+}
