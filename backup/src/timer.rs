@@ -323,6 +323,54 @@ fn env_file(spec: &TimerSpec) -> Result<String, BackupError> {
     Ok(out)
 }
 
+/// The Kubernetes CronJob `install-timer --print-cronjob` prints: `schedule` in cron syntax,
+/// `image` one that contains the clusterkit binary.
+pub fn cronjob(schedule: &str, image: &str) -> Result<String, BackupError> {
+    Ok(format!(
+        r#"apiVersion: batch/v1
+kind: CronJob
+metadata:
+  name: clusterkit-etcd-backup
+  namespace: kube-system
+spec:
+  schedule: "{cron}"
+  concurrencyPolicy: Forbid
+  successfulJobsHistoryLimit: 3
+  failedJobsHistoryLimit: 3
+  jobTemplate:
+    spec:
+      backoffLimit: 1
+      template:
+        spec:
+          restartPolicy: Never
+          hostNetwork: true
+          nodeSelector:
+            node-role.kubernetes.io/control-plane: ""
+          tolerations:
+            - key: node-role.kubernetes.io/control-plane
+              effect: NoSchedule
+            - key: node-role.kubernetes.io/master
+              effect: NoSchedule
+          containers:
+            - name: backup
+              image: {image}
+              args: ["-f", "/etc/clusterkit/cluster.yaml", "backup", "schedule", "--once"]
+              envFrom:
+                - secretRef:
+                    name: clusterkit-backup   # AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, passphrase…
+              volumeMounts:
+                - name: config
+                  mountPath: /etc/clusterkit
+                  readOnly: true
+          volumes:
+            - name: config
+              secret:
+                secretName: clusterkit-backup-config   # cluster.yaml + the state dir's etcd client certs
+"#,
+        cron = schedule,
+    ))
+}
+
 /// What changed on one host.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct HostReport {
