@@ -271,40 +271,72 @@ fn exec_word(s: &str) -> Result<String, BackupError> {
     ))
 }
 
-/// The service unit.
-pub fn service_unit(spec: &TimerSpec) -> Result<String, BackupError> {
+/// The service unit template, compiled in.
+pub const SERVICE_TEMPLATE: (&str, &str) = (
+    "templates/backup/clusterkit-backup.service",
+    include_str!("../../templates/backup/clusterkit-backup.service"),
+);
+
+/// The timer unit template, compiled in.
+pub const TIMER_TEMPLATE: (&str, &str) = (
+    "templates/backup/clusterkit-backup.timer",
+    include_str!("../../templates/backup/clusterkit-backup.timer"),
+);
+
+/// The CronJob template, compiled in.
+pub const CRONJOB_TEMPLATE: (&str, &str) = (
+    "templates/backup/cronjob.yaml",
+    include_str!("../../templates/backup/cronjob.yaml"),
+);
+
+/// Renders one of the templates above with `context`.
+pub fn render_template(
+    (name, text): (&str, &str),
+    context: &serde_json::Value,
+) -> Result<String, BackupError> {
+    clusterkit_core::playbook::render::render_text(text, context).map_err(|message| {
+        BackupError::Render {
+            template: name.to_string(),
+            message,
+        }
+    })
+}
+
+/// The service unit's template context: the `ExecStart=` line is quoted here, word by word.
+pub fn service_context(spec: &TimerSpec) -> Result<serde_json::Value, BackupError> {
     let mut exec = exec_word(&spec.binary)?;
     for a in &spec.args {
         exec.push(' ');
         exec.push_str(&exec_word(a)?);
     }
-    Ok(format!(
-        "# Written by `clusterkit backup install-timer`; the next run rewrites it.\n\
-         [Unit]\nDescription=clusterkit {what} backup\nWants=network-online.target\n\
-         After=network-online.target\n\n\
-         [Service]\nType=oneshot\n\
-         # No cluster.yaml on the hosts: every setting is a flag below; secrets in the file.\n\
-         WorkingDirectory={dir}\nEnvironment=CLUSTERKIT_CONFIG={no_cluster}\n\
-         EnvironmentFile=-{ENV_PATH}\nExecStart={exec}\n",
-        what = spec.what(),
-        dir = NODE.clusterkit_dir,
-        no_cluster = NODE.clusterkit_file("no-cluster.yaml"),
-    ))
+    Ok(serde_json::json!({ "unit": {
+        "what": spec.what(),
+        "dir": NODE.clusterkit_dir,
+        "config": NODE.clusterkit_file("no-cluster.yaml"),
+        "env_file": ENV_PATH,
+        "exec_start": exec,
+    }}))
+}
+
+/// The timer unit's template context.
+pub fn timer_context(spec: &TimerSpec) -> Result<serde_json::Value, BackupError> {
+    if spec.on_calendar.contains('\n') {
+        return Err(BackupError::Invalid("OnCalendar contains a newline".into()));
+    }
+    Ok(serde_json::json!({ "unit": {
+        "what": spec.what(),
+        "on_calendar": spec.on_calendar,
+    }}))
+}
+
+/// The service unit.
+pub fn service_unit(spec: &TimerSpec) -> Result<String, BackupError> {
+    render_template(SERVICE_TEMPLATE, &service_context(spec)?)
 }
 
 /// The timer unit.
 pub fn timer_unit(spec: &TimerSpec) -> Result<String, BackupError> {
-    if spec.on_calendar.contains('\n') {
-        return Err(BackupError::Invalid("OnCalendar contains a newline".into()));
-    }
-    Ok(format!(
-        "# Written by `clusterkit backup install-timer`; the next run rewrites it.\n\
-         [Unit]\nDescription=clusterkit {} backup timer\n\n\
-         [Timer]\nOnCalendar={}\nRandomizedDelaySec=60\nPersistent=true\n\n\
-         [Install]\nWantedBy=timers.target\n",
-        spec.what(),
-        spec.on_calendar
-    ))
+    render_template(TIMER_TEMPLATE, &timer_context(spec)?)
 }
 
 fn env_file(spec: &TimerSpec) -> Result<String, BackupError> {
@@ -326,49 +358,10 @@ fn env_file(spec: &TimerSpec) -> Result<String, BackupError> {
 /// The Kubernetes CronJob `install-timer --print-cronjob` prints: `schedule` in cron syntax,
 /// `image` one that contains the clusterkit binary.
 pub fn cronjob(schedule: &str, image: &str) -> Result<String, BackupError> {
-    Ok(format!(
-        r#"apiVersion: batch/v1
-kind: CronJob
-metadata:
-  name: clusterkit-etcd-backup
-  namespace: kube-system
-spec:
-  schedule: "{cron}"
-  concurrencyPolicy: Forbid
-  successfulJobsHistoryLimit: 3
-  failedJobsHistoryLimit: 3
-  jobTemplate:
-    spec:
-      backoffLimit: 1
-      template:
-        spec:
-          restartPolicy: Never
-          hostNetwork: true
-          nodeSelector:
-            node-role.kubernetes.io/control-plane: ""
-          tolerations:
-            - key: node-role.kubernetes.io/control-plane
-              effect: NoSchedule
-            - key: node-role.kubernetes.io/master
-              effect: NoSchedule
-          containers:
-            - name: backup
-              image: {image}
-              args: ["-f", "/etc/clusterkit/cluster.yaml", "backup", "schedule", "--once"]
-              envFrom:
-                - secretRef:
-                    name: clusterkit-backup   # AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, passphrase…
-              volumeMounts:
-                - name: config
-                  mountPath: /etc/clusterkit
-                  readOnly: true
-          volumes:
-            - name: config
-              secret:
-                secretName: clusterkit-backup-config   # cluster.yaml + the state dir's etcd client certs
-"#,
-        cron = schedule,
-    ))
+    render_template(
+        CRONJOB_TEMPLATE,
+        &serde_json::json!({ "cronjob": { "schedule": schedule, "image": image } }),
+    )
 }
 
 /// What changed on one host.
