@@ -27,6 +27,10 @@
 //!   0600, read by the unit's `EnvironmentFile=`; never in the unit, logs or errors;
 //! - the S3 CA bundle, when configured, is copied to `/etc/clusterkit/s3-ca.pem`.
 //!
+//! The units and the `--print-cronjob` CronJob are rendered from `templates/backup/`
+//! (compiled in, golden files in `tests/data/backup-units/`); what needs escaping — the
+//! `ExecStart=` words, the environment file — is quoted here before it reaches a template.
+//!
 //! Idempotent: each file is compared by sha256 and written only when it differs; the units are
 //! reloaded and the timer enabled only when needed; the report lists what changed per host.
 //! Several control-plane hosts run the timer: the store lock plus `--once`'s window make one
