@@ -193,3 +193,62 @@ fn drilling_timers_pass_the_flag_and_refuse_recipient_encryption() {
     let printed = stdout(&run_ok(&mut timer(&cfg, &["--print"])));
     assert!(exec_start(&printed).contains(&recipient), "{printed}");
 }
+
+/// The rendered units and CronJob against their golden files (`tests/data/backup-units/`):
+/// an etcd timer whose arguments need systemd's quoting and escaping, a namespace timer, and
+/// the CronJob. `CLUSTERKIT_UPDATE_GOLDEN=1` rewrites them.
+#[test]
+fn units_and_cronjob_match_golden_files() {
+    use clusterkit_backup::timer::{self, TimerSpec};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/backup-units");
+    let spec = |unit, kubeconfig: Option<&str>, args: &[&str]| TimerSpec {
+        unit,
+        kubeconfig: kubeconfig.map(Into::into),
+        on_calendar: "*-*-* 00/6:00:00".into(),
+        binary: "/usr/local/bin/clusterkit".into(),
+        upload_binary: None,
+        args: args.iter().map(|s| s.to_string()).collect(),
+        env: vec![],
+        ca_file: None,
+        drill: false,
+    };
+    let etcd = spec(
+        "clusterkit-backup",
+        None,
+        &[
+            "backup",
+            "schedule",
+            "--once",
+            "--store",
+            "s3://b/p",
+            "--cluster-name",
+            "a b",
+            "--x",
+            "100%$",
+            "--y",
+            "q\"uo\\te",
+            "--z",
+            "",
+        ],
+    );
+    let ns = spec(
+        "clusterkit-backup-namespaces",
+        Some("/tmp/admin.conf"),
+        &["backup", "schedule", "--once", "--kind", "namespace", "-A"],
+    );
+    let cases = [
+        ("etcd.service", timer::service_unit(&etcd).unwrap()),
+        ("etcd.timer", timer::timer_unit(&etcd).unwrap()),
+        ("namespaces.service", timer::service_unit(&ns).unwrap()),
+        ("namespaces.timer", timer::timer_unit(&ns).unwrap()),
+        (
+            "cronjob.yaml",
+            timer::cronjob("0 */6 * * *", "clusterkit:latest").unwrap(),
+        ),
+    ];
+    for (name, got) in cases {
+        if let Err(e) = common::golden::check(&dir.join(name), &got) {
+            panic!("{e}");
+        }
+    }
+}

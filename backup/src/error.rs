@@ -60,6 +60,9 @@ pub enum BackupError {
     #[error("restore refused: {0}")]
     RestoreRefused(String),
 
+    #[error("rendering {template}: {message}")]
+    Render { template: String, message: String },
+
     #[error("invalid setting: {0}")]
     Invalid(String),
 }

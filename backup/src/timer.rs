@@ -27,6 +27,10 @@
 //!   0600, read by the unit's `EnvironmentFile=`; never in the unit, logs or errors;
 //! - the S3 CA bundle, when configured, is copied to `/etc/clusterkit/s3-ca.pem`.
 //!
+//! The units and the `--print-cronjob` CronJob are rendered from `templates/backup/`
+//! (compiled in, golden files in `tests/data/backup-units/`); what needs escaping — the
+//! `ExecStart=` words, the environment file — is quoted here before it reaches a template.
+//!
 //! Idempotent: each file is compared by sha256 and written only when it differs; the units are
 //! reloaded and the timer enabled only when needed; the report lists what changed per host.
 //! Several control-plane hosts run the timer: the store lock plus `--once`'s window make one
@@ -271,40 +275,72 @@ fn exec_word(s: &str) -> Result<String, BackupError> {
     ))
 }
 
-/// The service unit.
-pub fn service_unit(spec: &TimerSpec) -> Result<String, BackupError> {
+/// The service unit template, compiled in.
+pub const SERVICE_TEMPLATE: (&str, &str) = (
+    "templates/backup/clusterkit-backup.service",
+    include_str!("../../templates/backup/clusterkit-backup.service"),
+);
+
+/// The timer unit template, compiled in.
+pub const TIMER_TEMPLATE: (&str, &str) = (
+    "templates/backup/clusterkit-backup.timer",
+    include_str!("../../templates/backup/clusterkit-backup.timer"),
+);
+
+/// The CronJob template, compiled in.
+pub const CRONJOB_TEMPLATE: (&str, &str) = (
+    "templates/backup/cronjob.yaml",
+    include_str!("../../templates/backup/cronjob.yaml"),
+);
+
+/// Renders one of the templates above with `context`.
+pub fn render_template(
+    (name, text): (&str, &str),
+    context: &serde_json::Value,
+) -> Result<String, BackupError> {
+    clusterkit_core::playbook::render::render_text(text, context).map_err(|message| {
+        BackupError::Render {
+            template: name.to_string(),
+            message,
+        }
+    })
+}
+
+/// The service unit's template context: the `ExecStart=` line is quoted here, word by word.
+pub fn service_context(spec: &TimerSpec) -> Result<serde_json::Value, BackupError> {
     let mut exec = exec_word(&spec.binary)?;
     for a in &spec.args {
         exec.push(' ');
         exec.push_str(&exec_word(a)?);
     }
-    Ok(format!(
-        "# Written by `clusterkit backup install-timer`; the next run rewrites it.\n\
-         [Unit]\nDescription=clusterkit {what} backup\nWants=network-online.target\n\
-         After=network-online.target\n\n\
-         [Service]\nType=oneshot\n\
-         # No cluster.yaml on the hosts: every setting is a flag below; secrets in the file.\n\
-         WorkingDirectory={dir}\nEnvironment=CLUSTERKIT_CONFIG={no_cluster}\n\
-         EnvironmentFile=-{ENV_PATH}\nExecStart={exec}\n",
-        what = spec.what(),
-        dir = NODE.clusterkit_dir,
-        no_cluster = NODE.clusterkit_file("no-cluster.yaml"),
-    ))
+    Ok(serde_json::json!({ "unit": {
+        "what": spec.what(),
+        "dir": NODE.clusterkit_dir,
+        "config": NODE.clusterkit_file("no-cluster.yaml"),
+        "env_file": ENV_PATH,
+        "exec_start": exec,
+    }}))
+}
+
+/// The timer unit's template context.
+pub fn timer_context(spec: &TimerSpec) -> Result<serde_json::Value, BackupError> {
+    if spec.on_calendar.contains('\n') {
+        return Err(BackupError::Invalid("OnCalendar contains a newline".into()));
+    }
+    Ok(serde_json::json!({ "unit": {
+        "what": spec.what(),
+        "on_calendar": spec.on_calendar,
+    }}))
+}
+
+/// The service unit.
+pub fn service_unit(spec: &TimerSpec) -> Result<String, BackupError> {
+    render_template(SERVICE_TEMPLATE, &service_context(spec)?)
 }
 
 /// The timer unit.
 pub fn timer_unit(spec: &TimerSpec) -> Result<String, BackupError> {
-    if spec.on_calendar.contains('\n') {
-        return Err(BackupError::Invalid("OnCalendar contains a newline".into()));
-    }
-    Ok(format!(
-        "# Written by `clusterkit backup install-timer`; the next run rewrites it.\n\
-         [Unit]\nDescription=clusterkit {} backup timer\n\n\
-         [Timer]\nOnCalendar={}\nRandomizedDelaySec=60\nPersistent=true\n\n\
-         [Install]\nWantedBy=timers.target\n",
-        spec.what(),
-        spec.on_calendar
-    ))
+    render_template(TIMER_TEMPLATE, &timer_context(spec)?)
 }
 
 fn env_file(spec: &TimerSpec) -> Result<String, BackupError> {
@@ -321,6 +357,15 @@ fn env_file(spec: &TimerSpec) -> Result<String, BackupError> {
         ));
     }
     Ok(out)
+}
+
+/// The Kubernetes CronJob `install-timer --print-cronjob` prints: `schedule` in cron syntax,
+/// `image` one that contains the clusterkit binary.
+pub fn cronjob(schedule: &str, image: &str) -> Result<String, BackupError> {
+    render_template(
+        CRONJOB_TEMPLATE,
+        &serde_json::json!({ "cronjob": { "schedule": schedule, "image": image } }),
+    )
 }
 
 /// What changed on one host.

@@ -921,7 +921,7 @@ async fn install_timer(
         if a.kind != ScheduleKind::Etcd {
             bail!("--print-cronjob prints the etcd backup CronJob; for namespaces use the timer or `backup schedule --kind namespace`");
         }
-        print!("{}", cronjob(&a));
+        print!("{}", timer::cronjob(&a.cron, &a.image)?);
         return Ok(());
     }
     let Some(cluster) = cluster else {
@@ -1006,51 +1006,4 @@ async fn install_timer(
         ));
         out
     })
-}
-
-fn cronjob(a: &TimerArgs) -> String {
-    format!(
-        r#"apiVersion: batch/v1
-kind: CronJob
-metadata:
-  name: clusterkit-etcd-backup
-  namespace: kube-system
-spec:
-  schedule: "{cron}"
-  concurrencyPolicy: Forbid
-  successfulJobsHistoryLimit: 3
-  failedJobsHistoryLimit: 3
-  jobTemplate:
-    spec:
-      backoffLimit: 1
-      template:
-        spec:
-          restartPolicy: Never
-          hostNetwork: true
-          nodeSelector:
-            node-role.kubernetes.io/control-plane: ""
-          tolerations:
-            - key: node-role.kubernetes.io/control-plane
-              effect: NoSchedule
-            - key: node-role.kubernetes.io/master
-              effect: NoSchedule
-          containers:
-            - name: backup
-              image: {image}
-              args: ["-f", "/etc/clusterkit/cluster.yaml", "backup", "schedule", "--once"]
-              envFrom:
-                - secretRef:
-                    name: clusterkit-backup   # AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, passphrase…
-              volumeMounts:
-                - name: config
-                  mountPath: /etc/clusterkit
-                  readOnly: true
-          volumes:
-            - name: config
-              secret:
-                secretName: clusterkit-backup-config   # cluster.yaml + the state dir's etcd client certs
-"#,
-        cron = a.cron,
-        image = a.image
-    )
 }
