@@ -248,7 +248,7 @@ fn start_apiserver() -> String {
 /// kube-apiserver's unit, static pod manifest, and where the manifest waits during a restore.
 fn apiserver_files() -> (&'static str, String, String) {
     let unit = NODE.units.kube_apiserver;
-    let held = NODE.kubeconfig(&format!("{unit}.yaml.restore-hold"));
+    let held = format!("{}/{unit}.yaml.restore-hold", NODE.kubernetes_dir);
     (unit, NODE.manifest(unit), held)
 }
 

@@ -452,12 +452,7 @@ pub(crate) fn load_cluster(global: &Global) -> anyhow::Result<Option<Cluster>> {
     if !global.config.exists() {
         return Ok(None);
     }
-    let loaded = config::load(&global.config)
-        .with_context(|| format!("reading {}", global.config.display()))?;
-    for w in &loaded.warnings {
-        tracing::warn!("{w}");
-    }
-    Ok(Some(loaded.cluster))
+    super::load_cluster(global).map(Some)
 }
 
 impl StoreArgs {

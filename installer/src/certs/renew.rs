@@ -209,6 +209,25 @@ pub(super) fn ca_for<'c>(
     Ok(&cas[name.name()])
 }
 
+/// The client certificate of a kubeconfig: `common_name` in `organization`, from the cluster CA.
+fn client_cert(
+    name: &str,
+    base: PathBuf,
+    common_name: &str,
+    organization: Vec<String>,
+) -> CertSpec {
+    CertSpec {
+        name: name.to_string(),
+        base,
+        ca: CaName::Kubernetes,
+        common_name: common_name.to_string(),
+        organization,
+        usages: vec![Usage::ClientAuth],
+        dns_names: vec![],
+        ips: vec![],
+    }
+}
+
 /// Re-issues `items` in the state directory: a new key and serial each, the current lifetime
 /// from `input.validity.leaf`, signed by the existing CA (never re-created here). A renewed
 /// `admin.conf` is also copied next to cluster.yaml. Writes go through temporary files.
@@ -230,6 +249,27 @@ pub fn renew_local(
             files.push(spec.key_path(layout));
         }
         let old_serial = serial_of_file(&path, is_conf);
+        // A kubeconfig's client certificate, newly issued by the cluster CA, written with the
+        // kubeconfig around it; returns the certificate.
+        let reissue_kubeconfig = |cert: CertSpec,
+                                  server: &str,
+                                  user: &str,
+                                  cas: &mut BTreeMap<&'static str, LoadedCa>|
+         -> Result<String, CertsError> {
+            let ca = ca_for(cas, layout, CaName::Kubernetes)?;
+            let (cert_pem, key_pem) = pki::issue_leaf(&cert, ca, now, lifetime)?;
+            let cluster_name = &input.cluster_name;
+            write_kubeconfig(
+                &path,
+                cluster_name,
+                server,
+                user,
+                ca,
+                cert_pem.clone(),
+                key_pem,
+            )?;
+            Ok(cert_pem)
+        };
         let cert_pem = match item {
             Renewable::Cert(spec) => {
                 let ca = ca_for(&mut cas, layout, spec.ca)?;
@@ -240,30 +280,17 @@ pub fn renew_local(
                 pki::write_file(&spec.cert_path(layout), cert_pem.as_bytes(), 0o644)?;
                 cert_pem
             }
-            Renewable::Kubeconfig(spec) => {
-                let ca = ca_for(&mut cas, layout, CaName::Kubernetes)?;
-                let cert_spec = CertSpec {
-                    name: spec.name.clone(),
-                    base: spec.path.clone(),
-                    ca: CaName::Kubernetes,
-                    common_name: spec.user.clone(),
-                    organization: spec.groups.clone(),
-                    usages: vec![Usage::ClientAuth],
-                    dns_names: vec![],
-                    ips: vec![],
-                };
-                let (cert_pem, key_pem) = pki::issue_leaf(&cert_spec, ca, now, lifetime)?;
-                write_kubeconfig(
-                    &path,
-                    &input.cluster_name,
-                    &spec.server,
+            Renewable::Kubeconfig(spec) => reissue_kubeconfig(
+                client_cert(
+                    &spec.name,
+                    spec.path.clone(),
                     &spec.user,
-                    ca,
-                    cert_pem.clone(),
-                    key_pem,
-                )?;
-                cert_pem
-            }
+                    spec.groups.clone(),
+                ),
+                &spec.server,
+                &spec.user,
+                &mut cas,
+            )?,
             Renewable::ExistingKubeconfig { name, .. } => {
                 let existing = Kubeconfig::load(&path)?;
                 let (cn, orgs) = kubeconfig_identity(&existing).ok_or_else(|| PkiError::Load {
@@ -276,28 +303,12 @@ pub fn renew_local(
                     .first()
                     .map(|u| u.name.clone())
                     .unwrap_or_else(|| cn.clone());
-                let ca = ca_for(&mut cas, layout, CaName::Kubernetes)?;
-                let cert_spec = CertSpec {
-                    name: name.clone(),
-                    base: item.rel_path(),
-                    ca: CaName::Kubernetes,
-                    common_name: cn,
-                    organization: orgs,
-                    usages: vec![Usage::ClientAuth],
-                    dns_names: vec![],
-                    ips: vec![],
-                };
-                let (cert_pem, key_pem) = pki::issue_leaf(&cert_spec, ca, now, lifetime)?;
-                write_kubeconfig(
-                    &path,
-                    &input.cluster_name,
+                reissue_kubeconfig(
+                    client_cert(name, item.rel_path(), &cn, orgs),
                     &server,
                     &user,
-                    ca,
-                    cert_pem.clone(),
-                    key_pem,
-                )?;
-                cert_pem
+                    &mut cas,
+                )?
             }
         };
         if item.name() == "admin.conf" {
