@@ -845,6 +845,20 @@ async fn cli_backup_and_restore(cluster: &KubeCluster, k: &Kube<'_>, s3: &S3) {
         .get("ConfigMap", Some("shop-cli"), "app-config")
         .await
         .is_some());
+    // The backup and the restore each left their outcome in the store's status (the monitor's
+    // source), with no status step of their own in the CLI.
+    let st = open_store(&store, &s3.options()).await.unwrap();
+    let status = clusterkit_backup::status::read_status(st.as_ref(), Kind::Namespace)
+        .await
+        .unwrap()
+        .expect("status/namespace.json written");
+    assert_eq!(
+        status.last_success_id.as_deref(),
+        Some(id.as_str()),
+        "{status:?}"
+    );
+    assert_eq!(status.runs.get("success"), Some(&1), "{status:?}");
+    assert_eq!(status.restores.get("success"), Some(&1), "{status:?}");
 }
 
 /// The decoded tar of a backup (through the library's own verified read path).

@@ -82,7 +82,7 @@ async fn sixty_days_every_six_hours_keeps_exactly_the_expected_set() {
         if clock.now() >= at("2024-02-29T06:00:00Z") {
             corrupt_and_verify(store.as_ref(), tmp.path(), &id, clock.now()).await;
         }
-        let plan = retention::prune(store.as_ref(), &policy, false)
+        let plan = retention::prune(store.clone(), &policy, false, Arc::new(clock.clone()))
             .await
             .unwrap();
         // The newest trusted backup survives every single prune.
@@ -153,7 +153,7 @@ async fn dry_run_deletes_nothing() {
         keep_last: 1,
         ..Default::default()
     };
-    let plan = retention::prune(store.as_ref(), &policy, true)
+    let plan = retention::prune(store.clone(), &policy, true, Arc::new(clock.clone()))
         .await
         .unwrap();
     assert_eq!(plan.delete.len(), 4);

@@ -310,25 +310,20 @@ pub struct EtcdBackupOptions {
     pub lock_ttl: chrono::Duration,
 }
 
-/// Takes one etcd backup: lock, clean up interrupted runs, snapshot, manifest. Returns the
-/// manifest of the new backup.
+/// Takes one etcd backup: lock, clean up interrupted runs, snapshot, manifest, and the
+/// outcome in the store's status (what the monitor reads). Returns the manifest of the new
+/// backup.
 pub async fn backup_etcd(
     store: Arc<dyn Store>,
     target: &EtcdTarget,
     opts: &EtcdBackupOptions,
     clock: Arc<dyn Clock>,
 ) -> Result<Manifest, BackupError> {
-    let guard = lock::acquire(
-        store.clone(),
-        lock::BACKUP_LOCK,
-        opts.lock_ttl,
-        clock.clone(),
-    )
-    .await?;
+    let guard = lock::acquire_backup(&store, opts.lock_ttl, &clock).await?;
+    let started = std::time::Instant::now();
     let result = backup_etcd_locked(store.as_ref(), target, opts, clock.as_ref()).await;
-    if let Err(e) = guard.release().await {
-        tracing::warn!(error = %e, "could not release the backup lock; it will expire");
-    }
+    crate::status::note_backup(store.as_ref(), Kind::Etcd, clock.now(), started, &result).await;
+    guard.release_or_expire().await;
     result
 }
 

@@ -8,8 +8,8 @@
 //! [`retention::prune`]; [`restore::restore_local`] (one member) and [`restore_cluster`] (every
 //! member, from the control-plane hosts); [`drill`] restores a backup into a scratch etcd (or
 //! parses and counts a namespace backup) and checks it; [`schedule`] runs the daemon;
-//! [`status`] holds the per-kind status and metrics the monitor
-//! reads.
+//! [`status`] holds the per-kind status and metrics the monitor reads (every backup and
+//! restore entry point records its outcome there; prunes and backups hold the store's lock).
 
 pub mod catalog;
 pub mod clock;

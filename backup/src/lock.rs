@@ -67,6 +67,16 @@ impl LockGuard {
     }
 }
 
+impl LockGuard {
+    /// [`LockGuard::release`] for callers whose own result matters more: a lock that cannot be
+    /// deleted is logged and left to expire.
+    pub async fn release_or_expire(self) {
+        if let Err(e) = self.release().await {
+            tracing::warn!(error = %e, "could not release the backup lock; it will expire");
+        }
+    }
+}
+
 impl Drop for LockGuard {
     fn drop(&mut self) {
         self.renewer.abort();
@@ -214,6 +224,16 @@ async fn renew(
             tracing::warn!(error = %e, "could not renew the backup lock");
         }
     }
+}
+
+/// Takes the store's backup lock ([`BACKUP_LOCK`], shared by backups and prunes) or fails with
+/// who holds it.
+pub async fn acquire_backup(
+    store: &Arc<dyn Store>,
+    ttl: Duration,
+    clock: &Arc<dyn Clock>,
+) -> Result<LockGuard, BackupError> {
+    acquire(store.clone(), BACKUP_LOCK, ttl, clock.clone()).await
 }
 
 /// Takes the lock or fails with who holds it.

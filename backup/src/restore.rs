@@ -72,8 +72,21 @@ pub async fn fetch_verified(
     }
 }
 
-/// Restores backup `id` into `opts.data_dir`. See the module doc for the order of steps.
+/// Restores backup `id` into `opts.data_dir` and counts the restore in the store's status. See
+/// the module doc for the order of steps.
 pub async fn restore_local(
+    store: &dyn Store,
+    id: &str,
+    decrypt: &Decrypt,
+    opts: &LocalRestore,
+    now: DateTime<Utc>,
+) -> Result<RestoreReport, BackupError> {
+    let result = restore_local_unrecorded(store, id, decrypt, opts, now).await;
+    crate::status::note_restore(store, Kind::Etcd, result.is_ok()).await;
+    result
+}
+
+async fn restore_local_unrecorded(
     store: &dyn Store,
     id: &str,
     decrypt: &Decrypt,

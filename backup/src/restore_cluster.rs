@@ -296,30 +296,24 @@ impl Drop for Scratch {
     }
 }
 
-/// Restores backup `id` onto `members` (all of them) with the default options.
-pub async fn restore_cluster(
+/// Restores backup `id` onto `members` (all of them) and counts the restore in the store's
+/// status. `target` reaches the restored cluster for the health check. See the module doc for
+/// the steps.
+pub async fn restore_cluster_with(
     store: &dyn Store,
     id: &str,
     decrypt: &Decrypt,
     members: &[Member],
     target: &EtcdTarget,
     now: DateTime<Utc>,
+    opts: &ClusterRestoreOptions,
 ) -> Result<ClusterRestoreReport, BackupError> {
-    restore_cluster_with(
-        store,
-        id,
-        decrypt,
-        members,
-        target,
-        now,
-        &ClusterRestoreOptions::default(),
-    )
-    .await
+    let result = restore_cluster_unrecorded(store, id, decrypt, members, target, now, opts).await;
+    crate::status::note_restore(store, Kind::Etcd, result.is_ok()).await;
+    result
 }
 
-/// Restores backup `id` onto `members` (all of them). `target` reaches the restored cluster
-/// for the health check. See the module doc for the steps.
-pub async fn restore_cluster_with(
+async fn restore_cluster_unrecorded(
     store: &dyn Store,
     id: &str,
     decrypt: &Decrypt,

@@ -150,9 +150,35 @@ pub fn plan(policy: &Retention, items: &[Item]) -> Plan {
     out
 }
 
-/// Applies `policy` to the store: deletes what [`plan`] says (unless `dry_run`) and returns
-/// the plan. Hold the backup lock when not a dry run.
+/// How long `prune`'s hold on the backup lock lives without renewal: listing and deleting
+/// take seconds, not minutes.
+const PRUNE_LOCK_TTL_MINUTES: i64 = 5;
+
+/// Applies `policy` to the store: deletes what [`plan`] says and returns the plan. Deletes
+/// under the store's backup lock (a backup in progress is never pruned mid-write); a dry run
+/// deletes nothing and takes no lock.
 pub async fn prune(
+    store: std::sync::Arc<dyn crate::store::Store>,
+    policy: &Retention,
+    dry_run: bool,
+    clock: std::sync::Arc<dyn crate::clock::Clock>,
+) -> Result<Plan, crate::error::BackupError> {
+    if dry_run {
+        return prune_locked(store.as_ref(), policy, true).await;
+    }
+    let guard = crate::lock::acquire_backup(
+        &store,
+        chrono::Duration::minutes(PRUNE_LOCK_TTL_MINUTES),
+        &clock,
+    )
+    .await?;
+    let result = prune_locked(store.as_ref(), policy, false).await;
+    guard.release_or_expire().await;
+    result
+}
+
+/// [`prune`] for a caller that already holds the store's backup lock (or a dry run).
+pub async fn prune_locked(
     store: &dyn crate::store::Store,
     policy: &Retention,
     dry_run: bool,

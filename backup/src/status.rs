@@ -134,6 +134,39 @@ pub async fn record_restore(
     .await
 }
 
+/// Records the outcome of one backup taken by a library entry point ([`crate::etcd::backup_etcd`],
+/// [`crate::namespace::backup`]). The status feeds the monitor; failing to write it is logged
+/// and never hides the backup's own result.
+pub(crate) async fn note_backup<E: std::fmt::Display>(
+    store: &dyn Store,
+    kind: Kind,
+    at: DateTime<Utc>,
+    started: std::time::Instant,
+    result: &Result<Manifest, E>,
+) {
+    let (outcome, m, err) = match result {
+        Ok(m) => (Outcome::Success, Some(m), None),
+        Err(e) => (Outcome::Failure, None, Some(e.to_string())),
+    };
+    let secs = started.elapsed().as_secs_f64();
+    if let Err(e) = record_run(store, kind, outcome, at, secs, m, err).await {
+        tracing::warn!(error = %e, "could not record the backup status");
+    }
+}
+
+/// Records one restore by a library entry point; like [`note_backup`], a failure to write is
+/// logged, never returned.
+pub(crate) async fn note_restore(store: &dyn Store, kind: Kind, ok: bool) {
+    let outcome = if ok {
+        Outcome::Success
+    } else {
+        Outcome::Failure
+    };
+    if let Err(e) = record_restore(store, kind, outcome).await {
+        tracing::warn!(error = %e, "could not record the restore in the store's status");
+    }
+}
+
 /// Prometheus metrics of backups and restores.
 #[derive(Clone)]
 pub struct Metrics {

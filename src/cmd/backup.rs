@@ -15,11 +15,11 @@ use clusterkit_backup::clock::{Clock, SystemClock};
 use clusterkit_backup::etcd::{EtcdBackupOptions, EtcdTarget, EtcdTls};
 use clusterkit_backup::pipeline::WriteSettings;
 use clusterkit_backup::retention::Retention;
-use clusterkit_backup::settings::{self, StoreOverrides};
-use clusterkit_backup::store::{ChecksumMode, Store};
+use clusterkit_backup::settings;
 use clusterkit_backup::{catalog, retention, schedule, status};
 use clusterkit_core::config::{self, Cluster};
 
+use super::store::{load_optional_cluster, DecryptArgs, StoreArgs};
 use super::{flags, Global, OutputFormat};
 
 #[derive(clap::Args)]
@@ -33,7 +33,7 @@ enum Command {
     /// Take an etcd snapshot and store it (streamed, verified, manifest written last).
     Etcd(EtcdArgs),
     /// Back up namespaces through the Kubernetes API (streamed; Secrets only when asked).
-    Namespace(clusterkit_backup::namespace::cli::BackupNamespaceArgs),
+    Namespace(super::namespace::BackupNamespaceArgs),
     /// List complete backups.
     List(ListArgs),
     /// Show one backup's manifest.
@@ -60,68 +60,6 @@ struct KeygenArgs {
     /// Where to write the identity (refuses to overwrite).
     #[arg(long)]
     out: PathBuf,
-}
-
-/// Where backups live; defaults come from `backup:` in cluster.yaml.
-#[derive(ClapArgs, Clone, Debug, Default)]
-pub struct StoreArgs {
-    /// s3://bucket/prefix or file:///path (default: backup.store from cluster.yaml).
-    #[arg(long)]
-    pub store: Option<String>,
-    /// S3 endpoint URL (default: backup.s3.endpoint, then AWS_ENDPOINT_URL).
-    #[arg(long)]
-    pub s3_endpoint: Option<String>,
-    /// S3 region (default: backup.s3.region, then AWS_REGION, then us-east-1).
-    #[arg(long)]
-    pub s3_region: Option<String>,
-    /// Path-style addressing (default: on exactly when a custom endpoint is used).
-    #[arg(long)]
-    pub s3_path_style: Option<bool>,
-    /// PEM CA bundle for the S3 endpoint.
-    #[arg(long)]
-    pub s3_ca_file: Option<PathBuf>,
-    /// Request checksums: when-required (default, widest compatibility) or when-supported.
-    #[arg(long, value_parser = parse_checksums)]
-    pub s3_checksums: Option<ChecksumMode>,
-    /// Multipart part size in MiB, 5 to 5120 (S3's limits; default 5).
-    #[arg(long, value_parser = flags::part_size_mib())]
-    pub part_size_mib: Option<u64>,
-    /// Parts uploaded at once, 1 to 64 (default 2).
-    #[arg(long, value_parser = flags::parts_in_flight())]
-    pub parts_in_flight: Option<usize>,
-}
-
-impl DecryptArgs {
-    /// The keys these flags (and cluster.yaml's `backup.encryption`) give.
-    pub(crate) fn resolve(
-        &self,
-        cluster: Option<&Cluster>,
-    ) -> anyhow::Result<clusterkit_backup::crypto::Decrypt> {
-        Ok(settings::decrypt(
-            &self.age_identity,
-            self.passphrase_env.as_deref(),
-            cluster.map(|c| &c.backup),
-        )?)
-    }
-}
-
-fn parse_checksums(s: &str) -> Result<ChecksumMode, String> {
-    match s {
-        "when-required" | "when_required" => Ok(ChecksumMode::WhenRequired),
-        "when-supported" | "when_supported" => Ok(ChecksumMode::WhenSupported),
-        _ => Err("expected when-required or when-supported".into()),
-    }
-}
-
-/// Keys to read encrypted backups.
-#[derive(ClapArgs, Clone, Debug, Default)]
-pub struct DecryptArgs {
-    /// age identity file (AGE-SECRET-KEY-1… lines); default: backup.encryption.age_identity_file.
-    #[arg(long = "age-identity")]
-    pub age_identity: Vec<PathBuf>,
-    /// Environment variable holding the passphrase.
-    #[arg(long)]
-    pub passphrase_env: Option<String>,
 }
 
 #[derive(ClapArgs)]
@@ -387,7 +325,7 @@ struct ScheduleArgs {
     retention: RetentionArgs,
     /// With --kind namespace: what to back up (same flags as `backup namespace`).
     #[command(flatten)]
-    namespace: clusterkit_backup::namespace::cli::NamespaceSelection,
+    namespace: super::namespace::NamespaceSelection,
     /// With --kind namespace: kubeconfig (default: kubeconfig/admin.conf in the cluster's state
     /// directory).
     #[arg(long)]
@@ -412,7 +350,7 @@ struct TimerArgs {
     kind: ScheduleKind,
     /// With --kind namespace: what to back up (same flags as `backup namespace`).
     #[command(flatten)]
-    namespace: clusterkit_backup::namespace::cli::NamespaceSelection,
+    namespace: super::namespace::NamespaceSelection,
     /// With --kind namespace: the kubeconfig copied to the hosts (default: kubeconfig/admin.conf in the
     /// cluster's state directory).
     #[arg(long)]
@@ -445,38 +383,6 @@ struct TimerArgs {
     /// passphrase rather than an age recipient); retention keeps the newest passed drill.
     #[arg(long)]
     drill: bool,
-}
-
-/// cluster.yaml if it exists (backup commands also work standalone with flags).
-pub(crate) fn load_cluster(global: &Global) -> anyhow::Result<Option<Cluster>> {
-    if !global.config.exists() {
-        return Ok(None);
-    }
-    super::load_cluster(global).map(Some)
-}
-
-impl StoreArgs {
-    fn overrides(&self) -> StoreOverrides {
-        StoreOverrides {
-            store: self.store.clone(),
-            endpoint: self.s3_endpoint.clone(),
-            region: self.s3_region.clone(),
-            path_style: self.s3_path_style,
-            ca_file: self.s3_ca_file.clone(),
-            checksums: self.s3_checksums,
-            part_size_mib: self.part_size_mib,
-            parts_in_flight: self.parts_in_flight,
-        }
-    }
-
-    /// Opens the store these flags (and cluster.yaml) name.
-    pub(crate) async fn open(&self, cluster: Option<&Cluster>) -> anyhow::Result<Arc<dyn Store>> {
-        let (url, opts) = settings::store(&self.overrides(), cluster.map(|c| &c.backup))?;
-        let store = clusterkit_backup::store::open_store(&url, &opts)
-            .await
-            .with_context(|| format!("opening store {url}"))?;
-        Ok(store)
-    }
 }
 
 impl EtcdArgs {
@@ -565,7 +471,7 @@ fn human(bytes: u64) -> String {
 
 impl Args {
     pub async fn run(self, global: Global) -> anyhow::Result<()> {
-        let cluster = load_cluster(&global)?;
+        let cluster = load_optional_cluster(&global)?;
         let cluster = cluster.as_ref();
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         match self.command {
@@ -574,34 +480,15 @@ impl Args {
                 let target = a.target(cluster)?;
                 let opts = a.options(cluster)?;
                 let started = std::time::Instant::now();
-                let result = clusterkit_backup::etcd::backup_etcd(
+                let m = clusterkit_backup::etcd::backup_etcd(
                     store.clone(),
                     &target,
                     &opts,
                     clock.clone(),
                 )
-                .await;
-                let secs = started.elapsed().as_secs_f64();
-                let (outcome, m, err) = match &result {
-                    Ok(m) => (status::Outcome::Success, Some(m), None),
-                    Err(e) => (status::Outcome::Failure, None, Some(e.to_string())),
-                };
-                // The status object feeds the monitor; failing to write it must not hide the
-                // backup's own result.
-                if let Err(e) = status::record_run(
-                    store.as_ref(),
-                    clusterkit_backup::manifest::Kind::Etcd,
-                    outcome,
-                    clock.now(),
-                    secs,
-                    m,
-                    err,
-                )
                 .await
-                {
-                    tracing::warn!(error = %e, "could not record the backup status");
-                }
-                let m = result.context("etcd backup failed")?;
+                .context("etcd backup failed")?;
+                let secs = started.elapsed().as_secs_f64();
                 global.output.print(&m, || {
                     let e = m.etcd.as_ref();
                     format!(
@@ -723,24 +610,7 @@ impl Args {
             Command::Prune(a) => {
                 let store = a.store.open(cluster).await?;
                 let policy = a.retention.resolve(cluster.map(|c| &c.backup));
-                let guard = if a.dry_run {
-                    None
-                } else {
-                    Some(
-                        clusterkit_backup::lock::acquire(
-                            store.clone(),
-                            clusterkit_backup::lock::BACKUP_LOCK,
-                            clusterkit_backup::chrono::Duration::minutes(5),
-                            clock.clone(),
-                        )
-                        .await?,
-                    )
-                };
-                let plan = retention::prune(store.as_ref(), &policy, a.dry_run).await;
-                if let Some(g) = guard {
-                    let _ = g.release().await;
-                }
-                let plan = plan?;
+                let plan = retention::prune(store, &policy, a.dry_run, clock.clone()).await?;
                 global.output.print(&plan, || {
                     let mut out = String::new();
                     let verb = if a.dry_run { "would delete" } else { "deleted" };
@@ -753,7 +623,7 @@ impl Args {
                     out
                 })
             }
-            Command::Namespace(a) => a.run(&global.config, &format!("{:?}", global.output)).await,
+            Command::Namespace(a) => a.run(&global).await,
             Command::Schedule(a) => run_schedule(*a, cluster, clock).await,
             Command::Keygen(a) => {
                 let recipient = clusterkit_backup::crypto::generate_identity_file(&a.out)
@@ -804,10 +674,7 @@ async fn run_schedule(
             options.lock_ttl = etcd_opts.lock_ttl;
             // Refuse bad combinations (no namespace, plaintext Secrets) before the first tick.
             options.validate()?;
-            let kubeconfig = clusterkit_backup::namespace::cli::kubeconfig_path(
-                a.kubeconfig.as_deref(),
-                cluster,
-            )?;
+            let kubeconfig = super::namespace::kubeconfig_path(a.kubeconfig.as_deref(), cluster)?;
             let client =
                 clusterkit_backup::namespace::ApiClient::from_kubeconfig(&kubeconfig).await?;
             schedule::Source::Namespace { client, options }
@@ -935,10 +802,8 @@ async fn install_timer(
                 )
                 .validate()
                 .context("the timer's selection is refused (its encryption comes from backup.encryption in cluster.yaml)")?;
-            let kubeconfig = clusterkit_backup::namespace::cli::kubeconfig_path(
-                a.kubeconfig.as_deref(),
-                Some(cluster),
-            )?;
+            let kubeconfig =
+                super::namespace::kubeconfig_path(a.kubeconfig.as_deref(), Some(cluster))?;
             if !kubeconfig.is_file() {
                 bail!(
                     "{} does not exist: install the cluster first, or give --kubeconfig",

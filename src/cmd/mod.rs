@@ -13,12 +13,14 @@ pub mod exec;
 pub mod flags;
 pub mod install;
 pub mod monitor;
+pub mod namespace;
 pub mod node;
 pub mod ping;
 pub mod reset;
 pub mod restore;
 pub mod run;
 pub mod sandbox;
+pub mod store;
 pub mod token;
 
 /// Flags every subcommand accepts.
@@ -60,8 +62,6 @@ pub struct Selection {
     pub concurrency: Option<usize>,
 }
 
-/// How a command prints its result on stdout: a table for people, or the same serialized
-/// value as JSON or YAML for programs (so the two machine formats always agree).
 impl Selection {
     /// The hosts of `cluster` these flags select, in cluster.yaml's order; an unknown name or
     /// role is an error naming the known ones and the file.
@@ -109,6 +109,8 @@ pub fn ssh_items(
         .collect()
 }
 
+/// How a command prints its result on stdout: a table for people, or the same serialized
+/// value as JSON or YAML for programs (so the two machine formats always agree).
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OutputFormat {
     Table,

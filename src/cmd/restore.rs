@@ -13,11 +13,10 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::Subcommand;
-use clusterkit_backup::manifest::Kind;
 use clusterkit_backup::restore::{restore_local, LocalRestore};
-use clusterkit_backup::{catalog, settings, status};
+use clusterkit_backup::{catalog, settings};
 
-use super::backup::{load_cluster, DecryptArgs, StoreArgs};
+use super::store::{load_optional_cluster, DecryptArgs, StoreArgs};
 use super::Global;
 use clusterkit_core::config::Cluster;
 
@@ -32,7 +31,7 @@ enum Command {
     /// Restore etcd from backup ID (verified completely before anything is touched).
     Etcd(EtcdArgs),
     /// Restore namespaces from a namespace backup ID (server-side apply, dependency order).
-    Namespace(clusterkit_backup::namespace::cli::RestoreNamespaceArgs),
+    Namespace(super::namespace::RestoreNamespaceArgs),
 }
 
 #[derive(clap::Args)]
@@ -83,11 +82,9 @@ impl Args {
     pub async fn run(self, global: Global) -> anyhow::Result<()> {
         let a = match self.command {
             Command::Etcd(a) => a,
-            Command::Namespace(a) => {
-                return a.run(&global.config, &format!("{:?}", global.output)).await
-            }
+            Command::Namespace(a) => return a.run(&global).await,
         };
-        let cluster = load_cluster(&global)?;
+        let cluster = load_optional_cluster(&global)?;
         let cluster = cluster.as_ref();
         let Some(data_dir) = a.data_dir.clone() else {
             return restore_cluster(&a, cluster, &global).await;
@@ -118,14 +115,6 @@ impl Args {
         };
         let now = clusterkit_backup::chrono::Utc::now();
         let result = restore_local(store.as_ref(), &a.id, &decrypt, &opts, now).await;
-        let outcome = if result.is_ok() {
-            status::Outcome::Success
-        } else {
-            status::Outcome::Failure
-        };
-        if let Err(e) = status::record_restore(store.as_ref(), Kind::Etcd, outcome).await {
-            tracing::warn!(error = %e, "could not record the restore in the store's status");
-        }
         let report = result.with_context(|| format!("restore of {} failed", a.id))?;
         global.output.print(&report, || {
             let mut t = format!(
@@ -201,7 +190,7 @@ async fn restore_cluster(
     };
     // With the cluster's admin kubeconfig the restore also waits for the API servers it
     // stopped to answer again.
-    let admin = clusterkit_backup::namespace::cli::kubeconfig_path(None, Some(cluster))?;
+    let admin = super::namespace::kubeconfig_path(None, Some(cluster))?;
     if admin.is_file() {
         match clusterkit_backup::namespace::ApiClient::from_kubeconfig(&admin).await {
             Ok(c) => opts.apiserver = Some(c),
@@ -220,12 +209,6 @@ async fn restore_cluster(
         &opts,
     )
     .await;
-    let outcome = if result.is_ok() {
-        status::Outcome::Success
-    } else {
-        status::Outcome::Failure
-    };
-    let _ = status::record_restore(store.as_ref(), Kind::Etcd, outcome).await;
     let report = result.with_context(|| format!("restore of {} failed", a.id))?;
     global.output.print(&report, || {
         let mut t = String::new();

@@ -147,7 +147,8 @@ impl BackupOptions {
 
 /// Backs up namespaces into `store` under the store's backup lock (shared with etcd
 /// backups, whose cleanup of interrupted runs must not meet a backup in progress), after
-/// cleaning up what interrupted runs left; returns the manifest (written last).
+/// cleaning up what interrupted runs left; records the outcome in the store's status (what
+/// the monitor reads) and returns the manifest (written last).
 pub async fn backup(
     client: &ApiClient,
     store: Arc<dyn Store>,
@@ -155,7 +156,8 @@ pub async fn backup(
     clock: Arc<dyn Clock>,
 ) -> Result<Manifest, NamespaceError> {
     opts.validate()?;
-    let guard = lock::acquire(store.clone(), lock::BACKUP_LOCK, opts.lock_ttl, clock).await?;
+    let guard = lock::acquire_backup(&store, opts.lock_ttl, &clock).await?;
+    let started = std::time::Instant::now();
     let result = async {
         let cleaned = catalog::cleanup_incomplete(store.as_ref()).await?;
         if !cleaned.is_empty() {
@@ -164,9 +166,15 @@ pub async fn backup(
         backup_locked(client, store.as_ref(), opts).await
     }
     .await;
-    if let Err(e) = guard.release().await {
-        tracing::warn!(error = %e, "could not release the backup lock; it will expire");
-    }
+    crate::status::note_backup(
+        store.as_ref(),
+        Kind::Namespace,
+        clock.now(),
+        started,
+        &result,
+    )
+    .await;
+    guard.release_or_expire().await;
     result
 }
 

@@ -13,10 +13,6 @@ pub enum NamespaceError {
     #[error("kubeconfig {}: {message}", path.display())]
     Kubeconfig { path: PathBuf, message: String },
 
-    /// cluster.yaml could not be read for the defaults it provides (kubeconfig, store).
-    #[error("{}: {message}", path.display())]
-    ClusterConfig { path: PathBuf, message: String },
-
     /// The API server answered with an error (or could not be reached).
     #[error("Kubernetes API {method} {path}: {message}")]
     Api {

@@ -18,7 +18,6 @@
 
 pub mod archive;
 pub mod backup;
-pub mod cli;
 pub mod client;
 pub mod error;
 pub mod objects;

@@ -241,9 +241,25 @@ pub async fn load_manifest(store: &dyn Store, id: &str) -> Result<Manifest, Name
     Ok(m)
 }
 
-/// Restores backup `id` from `store` into the cluster `client` talks to.
+/// Restores backup `id` from `store` into the cluster `client` talks to, and counts the
+/// restore in the store's status unless it is a dry run (a restore with failed objects counts
+/// as failed).
 #[tracing::instrument(skip_all, fields(id = %id, dry_run = opts.dry_run))]
 pub async fn restore(
+    client: &ApiClient,
+    store: &dyn Store,
+    id: &str,
+    opts: &RestoreOptions,
+) -> Result<RestoreReport, NamespaceError> {
+    let result = restore_unrecorded(client, store, id, opts).await;
+    if !opts.dry_run {
+        let ok = matches!(&result, Ok(report) if report.failed() == 0);
+        crate::status::note_restore(store, Kind::Namespace, ok).await;
+    }
+    result
+}
+
+async fn restore_unrecorded(
     client: &ApiClient,
     store: &dyn Store,
     id: &str,

@@ -1,32 +1,27 @@
-//! Command-line arguments and handlers of `clusterkit backup namespace` and
-//! `clusterkit restore namespace`, kept here so the binary only hooks them in.
+//! `clusterkit backup namespace` and `clusterkit restore namespace`: the flags and handlers
+//! over `clusterkit_backup::namespace`.
 //!
 //! Defaults come from cluster.yaml (`-f`) when it exists: the kubeconfig is the
-//! `kubeconfig/admin.conf` that `install` generates in the cluster's state directory
-//! (`<dir of cluster.yaml>/<name>-state/` unless `state_dir:` says otherwise); store, S3
-//! settings and encryption come from its `backup:` section exactly as for `backup etcd`
-//! (`crate::settings`), flags winning over the file and the file over the AWS environment.
+//! `kubeconfig/admin.conf` that `install` generates in the cluster's state directory; store,
+//! S3 settings and encryption come from its `backup:` section exactly as for `backup etcd`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
+use clusterkit_backup::clock::SystemClock;
+use clusterkit_backup::crypto::Encrypt;
+use clusterkit_backup::namespace::{
+    backup, restore, ApiClient, BackupOptions, Existing, NamespaceError, ObjectFormat,
+    RestoreOptions, TypeFilter,
+};
+use clusterkit_backup::settings;
 use clusterkit_core::config::Cluster;
 
-use super::archive::ObjectFormat;
-use super::backup::{backup, BackupOptions};
-use super::client::ApiClient;
-use super::error::NamespaceError;
-use super::plan::TypeFilter;
-use super::restore::{restore, Existing, RestoreOptions};
-use crate::clock::SystemClock;
-use crate::crypto::Encrypt;
-use crate::manifest::Kind;
-use crate::settings::{self, StoreOverrides};
-use crate::status;
-use crate::store::{open_store, Store};
+use super::store::{load_optional_cluster, StoreArgs};
+use super::{Global, OutputFormat};
 
 /// What a namespace backup takes: shared by `backup namespace` and
 /// `backup schedule --kind namespace`.
@@ -193,8 +188,12 @@ pub struct BackupNamespaceArgs {
     #[command(flatten)]
     pub select: NamespaceSelection,
 
+    /// kubeconfig to use (default: kubeconfig/admin.conf in the cluster's state directory).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+
     #[command(flatten)]
-    pub common: CommonArgs,
+    pub store: StoreArgs,
 
     /// Encrypt to this age recipient (`age1…`; repeatable).
     #[arg(long = "age-recipient")]
@@ -239,8 +238,12 @@ pub struct RestoreNamespaceArgs {
     )]
     pub concurrency: usize,
 
+    /// kubeconfig to use (default: kubeconfig/admin.conf in the cluster's state directory).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+
     #[command(flatten)]
-    pub common: CommonArgs,
+    pub store: StoreArgs,
 
     /// age identity file for encrypted backups (repeatable).
     #[arg(long = "age-identity")]
@@ -251,100 +254,25 @@ pub struct RestoreNamespaceArgs {
     pub passphrase_env: Option<String>,
 }
 
-/// Where the cluster and the store are (the store flags are those of `backup etcd`).
-#[derive(clap::Args, Debug, Clone, Default)]
-pub struct CommonArgs {
-    /// kubeconfig to use (default: kubeconfig/admin.conf in the cluster's state directory).
-    #[arg(long)]
-    pub kubeconfig: Option<PathBuf>,
-
-    /// s3://bucket/prefix or file:///path (default: backup.store from cluster.yaml).
-    #[arg(long)]
-    pub store: Option<String>,
-    /// S3 endpoint URL (default: backup.s3.endpoint, then AWS_ENDPOINT_URL).
-    #[arg(long)]
-    pub s3_endpoint: Option<String>,
-    /// S3 region (default: backup.s3.region, then AWS_REGION, then us-east-1).
-    #[arg(long)]
-    pub s3_region: Option<String>,
-    /// Path-style addressing (default: on exactly when a custom endpoint is used).
-    #[arg(long)]
-    pub s3_path_style: Option<bool>,
-    /// PEM CA bundle for the S3 endpoint.
-    #[arg(long)]
-    pub s3_ca_file: Option<PathBuf>,
-    /// Multipart part size in MiB (≥ 5 for S3; default 8).
-    #[arg(long)]
-    pub part_size_mib: Option<u64>,
-    /// Parts uploaded at once (default 4).
-    #[arg(long)]
-    pub parts_in_flight: Option<usize>,
-}
-
-impl CommonArgs {
-    fn overrides(&self) -> StoreOverrides {
-        StoreOverrides {
-            store: self.store.clone(),
-            endpoint: self.s3_endpoint.clone(),
-            region: self.s3_region.clone(),
-            path_style: self.s3_path_style,
-            ca_file: self.s3_ca_file.clone(),
-            checksums: None,
-            part_size_mib: self.part_size_mib,
-            parts_in_flight: self.parts_in_flight,
-        }
-    }
-}
-
-/// The cluster, API client and store a command works with.
-struct Resolved {
-    client: ApiClient,
-    store: Arc<dyn Store>,
-}
-
-/// cluster.yaml when it exists (it is optional when --kubeconfig and --store are given).
-fn load_cluster(config: &Path) -> anyhow::Result<Option<Cluster>> {
-    if !config.exists() {
-        return Ok(None);
-    }
-    let loaded = clusterkit_core::config::load(config)
-        .with_context(|| format!("reading {}", config.display()))?;
-    for w in &loaded.warnings {
-        tracing::warn!("{w}");
-    }
-    Ok(Some(loaded.cluster))
-}
-
 /// The kubeconfig to use: the flag, else the `kubeconfig/admin.conf` the installer generates in
 /// the cluster's state directory.
-pub fn kubeconfig_path(flag: Option<&Path>, cluster: Option<&Cluster>) -> anyhow::Result<PathBuf> {
+pub(crate) fn kubeconfig_path(
+    flag: Option<&Path>,
+    cluster: Option<&Cluster>,
+) -> anyhow::Result<PathBuf> {
     match (flag, cluster) {
         (Some(k), _) => Ok(k.to_path_buf()),
         (None, Some(c)) => Ok(clusterkit_core::layout::StateLayout::from_cluster(c).admin_conf()),
-        (None, None) => anyhow::bail!(
+        (None, None) => bail!(
             "no kubeconfig: give --kubeconfig, or -f cluster.yaml (its state directory has kubeconfig/admin.conf)"
         ),
     }
 }
 
-async fn resolve(common: &CommonArgs, cluster: Option<Cluster>) -> anyhow::Result<Resolved> {
-    let kubeconfig = kubeconfig_path(common.kubeconfig.as_deref(), cluster.as_ref())?;
-    let (url, store_options) =
-        settings::store(&common.overrides(), cluster.as_ref().map(|c| &c.backup))?;
-    let client = ApiClient::from_kubeconfig(&kubeconfig).await?;
-    let store: Arc<dyn Store> = open_store(&url, &store_options)
-        .await
-        .with_context(|| format!("opening store {url}"))?;
-    Ok(Resolved { client, store })
-}
-
-fn print_structured<T: serde::Serialize>(value: &T, output: &str) -> anyhow::Result<()> {
-    if output.eq_ignore_ascii_case("json") {
-        println!("{}", serde_json::to_string_pretty(value)?);
-    } else {
-        print!("{}", serde_saphyr::to_string(value)?);
-    }
-    Ok(())
+/// The API client of `--kubeconfig` (or the cluster's admin kubeconfig).
+async fn client(flag: Option<&Path>, cluster: Option<&Cluster>) -> anyhow::Result<ApiClient> {
+    let kubeconfig = kubeconfig_path(flag, cluster)?;
+    Ok(ApiClient::from_kubeconfig(&kubeconfig).await?)
 }
 
 impl BackupNamespaceArgs {
@@ -362,36 +290,19 @@ impl BackupNamespaceArgs {
         ))
     }
 
-    /// Runs the backup. `config` is cluster.yaml (`-f`); `output` is `table`, `json` or `yaml`
-    /// (case-insensitive). Prints the backup id (table) or the manifest.
-    pub async fn run(self, config: &Path, output: &str) -> anyhow::Result<()> {
-        let cluster = load_cluster(config)?;
-        let opts = self.options(cluster.as_ref())?;
+    /// Runs the backup and prints the backup id (per-type counts on stderr) or the manifest.
+    pub async fn run(self, global: &Global) -> anyhow::Result<()> {
+        let cluster = load_optional_cluster(global)?;
+        let cluster = cluster.as_ref();
+        let opts = self.options(cluster)?;
         // Refuse bad combinations before connecting anywhere.
         opts.validate()?;
-        let r = resolve(&self.common, cluster).await?;
-        let started = std::time::Instant::now();
-        let result = backup(&r.client, r.store.clone(), &opts, Arc::new(SystemClock)).await;
-        let (outcome, m, err) = match &result {
-            Ok(m) => (status::Outcome::Success, Some(m), None),
-            Err(e) => (status::Outcome::Failure, None, Some(e.to_string())),
-        };
-        // The status object feeds the monitor; failing to write it must not hide the result.
-        if let Err(e) = status::record_run(
-            r.store.as_ref(),
-            Kind::Namespace,
-            outcome,
-            chrono::Utc::now(),
-            started.elapsed().as_secs_f64(),
-            m,
-            err,
-        )
-        .await
-        {
-            tracing::warn!(error = %e, "could not record the backup status");
-        }
-        let m = result.context("namespace backup failed")?;
-        if output.eq_ignore_ascii_case("table") {
+        let client = client(self.kubeconfig.as_deref(), cluster).await?;
+        let store = self.store.open(cluster).await?;
+        let m = backup(&client, store, &opts, Arc::new(SystemClock))
+            .await
+            .context("namespace backup failed")?;
+        if global.output == OutputFormat::Table {
             let counts = m
                 .details
                 .get("resource_counts")
@@ -416,12 +327,9 @@ impl BackupNamespaceArgs {
                 m.stored_size,
                 m.encryption.summary()
             );
-            // The id alone on stdout, for scripts.
-            println!("{}", m.id);
-        } else {
-            print_structured(&m, output)?;
         }
-        Ok(())
+        // The table is the id alone on stdout, for scripts.
+        global.output.print(&m, || format!("{}\n", m.id))
     }
 }
 
@@ -445,41 +353,34 @@ impl RestoreNamespaceArgs {
         })
     }
 
-    /// Runs the restore and prints the per-type table (or the report as JSON/YAML). Fails when
-    /// any object failed.
-    pub async fn run(self, config: &Path, output: &str) -> anyhow::Result<()> {
-        let cluster = load_cluster(config)?;
-        let opts = self.options(cluster.as_ref())?;
-        let r = resolve(&self.common, cluster).await?;
-        let result = restore(&r.client, r.store.as_ref(), &self.id, &opts).await;
-        if !opts.dry_run {
-            let outcome = match &result {
-                Ok(report) if report.failed() == 0 => status::Outcome::Success,
-                _ => status::Outcome::Failure,
-            };
-            if let Err(e) = status::record_restore(r.store.as_ref(), Kind::Namespace, outcome).await
-            {
-                tracing::warn!(error = %e, "could not record the restore status");
-            }
-        }
-        let report = result.with_context(|| format!("restoring namespace backup {}", self.id))?;
-        if output.eq_ignore_ascii_case("table") {
+    /// Runs the restore and prints the per-type table (or the report). Fails when any object
+    /// failed.
+    pub async fn run(self, global: &Global) -> anyhow::Result<()> {
+        let cluster = load_optional_cluster(global)?;
+        let cluster = cluster.as_ref();
+        let opts = self.options(cluster)?;
+        let client = client(self.kubeconfig.as_deref(), cluster).await?;
+        let store = self.store.open(cluster).await?;
+        let report = restore(&client, store.as_ref(), &self.id, &opts)
+            .await
+            .with_context(|| format!("restoring namespace backup {}", self.id))?;
+        global.output.print(&report, || {
+            let mut out = String::new();
             if report.dry_run {
-                println!("dry run: nothing was changed");
+                out.push_str("dry run: nothing was changed\n");
             }
-            print!("{}", report.table());
+            out.push_str(&report.table());
             for f in &report.failures {
-                println!("failed: {f}");
+                out.push_str(&format!("failed: {f}\n"));
             }
             for n in &report.notes {
-                println!("note: {n}");
+                out.push_str(&format!("note: {n}\n"));
             }
-        } else {
-            print_structured(&report, output)?;
-        }
+            out
+        })?;
         let failed = report.failed();
         if failed > 0 {
-            anyhow::bail!("{failed} objects could not be restored (see above)");
+            bail!("{failed} objects could not be restored (see above)");
         }
         Ok(())
     }
@@ -587,7 +488,7 @@ mod tests {
             b.select.include_resources,
             ["configmaps", "deployments.apps"]
         );
-        assert_eq!(b.common.store.as_deref(), Some("file:///b"));
+        assert_eq!(b.store.store.as_deref(), Some("file:///b"));
 
         let cli = Cli::try_parse_from([
             "x",
@@ -622,7 +523,8 @@ mod tests {
                 include_secrets: true,
                 ..Default::default()
             },
-            common: CommonArgs::default(),
+            kubeconfig: None,
+            store: StoreArgs::default(),
             age_recipients: vec![],
             passphrase_env: None,
             compression_level: None,
