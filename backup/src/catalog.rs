@@ -65,7 +65,7 @@ pub async fn stage<S>(
 where
     S: Stream<Item = Result<Bytes, BackupError>> + Send,
 {
-    manifest::check_id(id).map_err(BackupError::Invalid)?;
+    manifest::check_id(id)?;
     let key = data_key(id);
     let mut upload = store.begin_upload(&key).await?;
     let pending = Pending {
@@ -150,7 +150,7 @@ pub async fn commit(
 
 /// Reads one manifest.
 pub async fn get_manifest(store: &dyn Store, id: &str) -> Result<Manifest, BackupError> {
-    manifest::check_id(id).map_err(BackupError::Invalid)?;
+    manifest::check_id(id)?;
     let bytes = store.get(&manifest_key(id)).await.map_err(|e| {
         if e.is_not_found() {
             BackupError::NoSuchBackup {
@@ -291,7 +291,7 @@ pub async fn verify(
 
 /// Deletes a backup: the manifest first (so it stops existing at once), then the rest.
 pub async fn delete_backup(store: &dyn Store, id: &str) -> Result<(), BackupError> {
-    manifest::check_id(id).map_err(BackupError::Invalid)?;
+    manifest::check_id(id)?;
     store.delete(&manifest_key(id)).await?;
     for o in store.list(&manifest::dir_of(id)).await? {
         store.delete(&o.key).await?;

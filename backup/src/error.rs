@@ -14,17 +14,25 @@ pub enum BackupError {
     #[error(transparent)]
     Crypto(#[from] CryptoError),
 
-    #[error("etcd {endpoint}: {message}")]
-    Etcd { endpoint: String, message: String },
+    #[error("etcd {endpoint}: {source}")]
+    Etcd {
+        endpoint: String,
+        #[source]
+        source: crate::etcd::ProbeError,
+    },
 
     #[error("no healthy etcd member among {endpoints}: {details}")]
     NoHealthyMember { endpoints: String, details: String },
 
-    #[error("cannot read {}: {message}", path.display())]
-    LocalIo { path: PathBuf, message: String },
+    #[error("{}: {source}", path.display())]
+    LocalIo {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 
     #[error("the snapshot failed etcd's integrity check, nothing was kept: {0}")]
-    Integrity(String),
+    Integrity(#[source] crate::pipeline::IntegrityError),
 
     #[error("backup {id} is corrupt: {what}")]
     Corrupt { id: String, what: String },
@@ -65,4 +73,7 @@ pub enum BackupError {
 
     #[error("invalid setting: {0}")]
     Invalid(String),
+
+    #[error(transparent)]
+    BadId(#[from] crate::manifest::BadId),
 }

@@ -62,8 +62,55 @@ pub struct Chosen {
 fn read(path: &PathBuf) -> Result<Vec<u8>, BackupError> {
     std::fs::read(path).map_err(|e| BackupError::LocalIo {
         path: path.clone(),
-        message: e.to_string(),
+        source: e,
     })
+}
+
+/// Why one look at an etcd member failed, or what is not right with it yet.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// The member could not be connected to.
+    #[error("{0}")]
+    Connect(#[source] Box<BackupError>),
+
+    /// A call did not answer in time.
+    #[error("{call} timed out after {}s", .after.as_secs())]
+    Timeout { call: &'static str, after: Duration },
+
+    /// A call failed.
+    #[error("{call}: {source}")]
+    Call {
+        call: &'static str,
+        #[source]
+        source: etcd_client::Error,
+    },
+
+    /// The member answered, but is not (yet) what is needed: no leader, errors it reports,
+    /// a member count or revision short of the expected one.
+    #[error("{0}")]
+    NotReady(String),
+}
+
+/// One etcd call, named `call` in errors, given `after` to answer.
+pub(crate) async fn call<T>(
+    call: &'static str,
+    after: Duration,
+    fut: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<T, ProbeError> {
+    tokio::time::timeout(after, fut)
+        .await
+        .map_err(|_| ProbeError::Timeout { call, after })?
+        .map_err(|source| ProbeError::Call { call, source })
+}
+
+/// [`connect`] for probes.
+pub(crate) async fn connect_probe(
+    endpoint: &str,
+    target: &EtcdTarget,
+) -> Result<Client, ProbeError> {
+    connect(endpoint, target)
+        .await
+        .map_err(|e| ProbeError::Connect(Box::new(e)))
 }
 
 /// Connects to one endpoint (TLS when files are given).
@@ -85,35 +132,34 @@ pub async fn connect(endpoint: &str, target: &EtcdTarget) -> Result<Client, Back
     }
     Client::connect([endpoint], Some(opts))
         .await
-        .map_err(|e| BackupError::Etcd {
+        .map_err(|source| BackupError::Etcd {
             endpoint: endpoint.to_string(),
-            message: e.to_string(),
+            source: ProbeError::Call {
+                call: "connect",
+                source,
+            },
         })
 }
 
-async fn probe(endpoint: &str, target: &EtcdTarget) -> Result<(Client, Chosen), String> {
-    let mut client = connect(endpoint, target).await.map_err(|e| e.to_string())?;
-    let status = tokio::time::timeout(target.timeout, client.status())
-        .await
-        .map_err(|_| "status timed out".to_string())?
-        .map_err(|e| e.to_string())?;
+async fn probe(endpoint: &str, target: &EtcdTarget) -> Result<(Client, Chosen), ProbeError> {
+    let mut client = connect_probe(endpoint, target).await?;
+    let status = call("status", target.timeout, client.status()).await?;
     if !status.errors().is_empty() {
-        return Err(format!(
+        return Err(ProbeError::NotReady(format!(
             "member reports errors: {}",
             status.errors().join("; ")
-        ));
+        )));
     }
-    let header = status.header().ok_or("status without header")?;
+    let header = status
+        .header()
+        .ok_or_else(|| ProbeError::NotReady("status without header".into()))?;
     let member_id = header.member_id();
     let cluster_id = header.cluster_id();
     let revision = header.revision();
     if status.leader() == 0 {
-        return Err("member has no leader".into());
+        return Err(ProbeError::NotReady("member has no leader".into()));
     }
-    let members = tokio::time::timeout(target.timeout, client.member_list())
-        .await
-        .map_err(|_| "member list timed out".to_string())?
-        .map_err(|e| e.to_string())?;
+    let members = call("member list", target.timeout, client.member_list()).await?;
     let name = members
         .members()
         .iter()
@@ -174,9 +220,9 @@ fn spawn_snapshot_reader(
     target: EtcdTarget,
 ) -> tokio::sync::mpsc::Receiver<Result<Bytes, BackupError>> {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
-    let etcd_err = |endpoint: &str, message: String| BackupError::Etcd {
+    let etcd_err = |endpoint: &str, call: &'static str, source| BackupError::Etcd {
         endpoint: endpoint.to_string(),
-        message,
+        source: ProbeError::Call { call, source },
     };
     let spawned = std::thread::Builder::new()
         .name("etcd-snapshot".into())
@@ -206,9 +252,7 @@ fn spawn_snapshot_reader(
                     let mut stream = match client.snapshot().await {
                         Ok(s) => s,
                         Err(e) => {
-                            let _ = tx
-                                .send(Err(etcd_err(&endpoint, format!("snapshot: {e}"))))
-                                .await;
+                            let _ = tx.send(Err(etcd_err(&endpoint, "snapshot", e))).await;
                             return;
                         }
                     };
@@ -216,9 +260,7 @@ fn spawn_snapshot_reader(
                         let item = match stream.message().await {
                             Ok(Some(msg)) => Ok(Bytes::copy_from_slice(msg.blob())),
                             Ok(None) => return,
-                            Err(e) => {
-                                Err(etcd_err(&endpoint, format!("snapshot stream broke: {e}")))
-                            }
+                            Err(e) => Err(etcd_err(&endpoint, "snapshot stream", e)),
                         };
                         let last = item.is_err();
                         // A send error means the pipeline stopped: nobody needs the rest.
@@ -246,9 +288,9 @@ pub async fn write_marker(
     at: chrono::DateTime<chrono::Utc>,
     timeout: Duration,
 ) -> Result<(Marker, i64), BackupError> {
-    let err = |message: String| BackupError::Etcd {
+    let err = |source| BackupError::Etcd {
         endpoint: endpoint.to_string(),
-        message,
+        source,
     };
     let mut marker = Marker {
         key: manifest::MARKER_KEY.to_string(),
@@ -256,30 +298,21 @@ pub async fn write_marker(
         at,
         revision: 0,
     };
-    let put = tokio::time::timeout(
+    let put = call(
+        "writing the backup marker",
         timeout,
         client.put(marker.key.clone(), marker.value(), None),
     )
     .await
-    .map_err(|_| {
-        err(format!(
-            "writing the backup marker {} timed out",
-            marker.key
+    .map_err(err)?;
+    marker.revision = put.header().map(|h| h.revision()).ok_or_else(|| {
+        err(ProbeError::NotReady(
+            "the marker write's answer has no header".into(),
         ))
-    })?
-    .map_err(|e| err(format!("writing the backup marker {}: {e}", marker.key)))?;
-    marker.revision = put
-        .header()
-        .map(|h| h.revision())
-        .ok_or_else(|| err("the marker write's answer has no header".into()))?;
+    })?;
     let count = count_keys(client, marker.revision, timeout)
         .await
-        .map_err(|e| {
-            err(format!(
-                "counting keys at revision {}: {e}",
-                marker.revision
-            ))
-        })?;
+        .map_err(err)?;
     Ok((marker, count))
 }
 
@@ -288,15 +321,12 @@ pub async fn count_keys(
     client: &mut Client,
     revision: i64,
     timeout: Duration,
-) -> Result<i64, String> {
+) -> Result<i64, ProbeError> {
     let opts = GetOptions::new()
         .with_all_keys()
         .with_count_only()
         .with_revision(revision);
-    let got = tokio::time::timeout(timeout, client.get(vec![0u8], Some(opts)))
-        .await
-        .map_err(|_| "timed out".to_string())?
-        .map_err(|e| e.to_string())?;
+    let got = call("counting keys", timeout, client.get(vec![0u8], Some(opts))).await?;
     Ok(got.count())
 }
 

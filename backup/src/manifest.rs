@@ -45,13 +45,18 @@ impl std::fmt::Display for Kind {
     }
 }
 
+/// A backup kind name other than `etcd` and `namespace`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown backup kind {0:?} (etcd, namespace)")]
+pub struct UnknownKind(pub String);
+
 impl std::str::FromStr for Kind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Kind, String> {
+    type Err = UnknownKind;
+    fn from_str(s: &str) -> Result<Kind, UnknownKind> {
         match s {
             "etcd" => Ok(Kind::Etcd),
             "namespace" => Ok(Kind::Namespace),
-            other => Err(format!("unknown backup kind {other:?} (etcd, namespace)")),
+            other => Err(UnknownKind(other.to_string())),
         }
     }
 }
@@ -240,8 +245,13 @@ pub fn new_id(kind: Kind, at: DateTime<Utc>) -> String {
     )
 }
 
+/// A backup id that could address something other than one backup directory.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a backup id")]
+pub struct BadId(pub String);
+
 /// Rejects ids that could address something other than one backup directory.
-pub fn check_id(id: &str) -> Result<(), String> {
+pub fn check_id(id: &str) -> Result<(), BadId> {
     if id.is_empty()
         || id.len() > 128
         || !id
@@ -249,7 +259,7 @@ pub fn check_id(id: &str) -> Result<(), String> {
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
         || id.starts_with('.')
     {
-        return Err(format!("{id:?} is not a backup id"));
+        return Err(BadId(id.to_string()));
     }
     Ok(())
 }

@@ -82,20 +82,28 @@ impl TrailingHash {
     }
 
     /// The trailing hash (hex) if it matches the bytes before it, else why not.
-    pub fn check(self) -> Result<String, String> {
+    pub fn check(self) -> Result<String, IntegrityError> {
         if self.tail.len() < 32 {
-            return Err("the snapshot is shorter than its 32-byte integrity hash".into());
+            return Err(IntegrityError::Short);
         }
         let computed = self.hasher.finalize();
         if computed[..] != self.tail[..] {
-            return Err(format!(
-                "etcd integrity hash mismatch: the snapshot ends with {} but its content hashes to {}",
-                hex::encode(&self.tail),
-                hex::encode(computed)
-            ));
+            return Err(IntegrityError::Mismatch {
+                stored: hex::encode(&self.tail),
+                computed: hex::encode(computed),
+            });
         }
         Ok(hex::encode(&self.tail))
     }
+}
+
+/// Why a snapshot fails etcd's own integrity hash (its trailing sha256).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IntegrityError {
+    #[error("the snapshot is shorter than its 32-byte integrity hash")]
+    Short,
+    #[error("etcd integrity hash mismatch: the snapshot ends with {stored} but its content hashes to {computed}")]
+    Mismatch { stored: String, computed: String },
 }
 
 /// Sentinel message of the io errors the encoder sees when a later stage has gone away.
@@ -360,7 +368,7 @@ fn check_blocking<R: Read>(
                 1 << 20,
                 std::fs::File::create(p).map_err(|e| BackupError::LocalIo {
                     path: p.to_path_buf(),
-                    message: e.to_string(),
+                    source: e,
                 })?,
             )),
             None => None,
@@ -376,7 +384,7 @@ fn check_blocking<R: Read>(
                     let mut raw_size = 0u64;
                     let io = |e: std::io::Error| BackupError::LocalIo {
                         path: sink.unwrap_or(Path::new("")).to_path_buf(),
-                        message: e.to_string(),
+                        source: e,
                     };
                     for chunk in rx {
                         // etcd snapshots: one hasher serves the raw sha256 and the integrity
@@ -469,7 +477,7 @@ fn check_blocking<R: Read>(
     if let Some(etcd) = &m.etcd {
         let found = trailing.check().map_err(|e| BackupError::Corrupt {
             id: m.id.clone(),
-            what: e,
+            what: e.to_string(),
         })?;
         if found != etcd.integrity_sha256 {
             return Err(BackupError::Corrupt {
@@ -517,9 +525,12 @@ mod tests {
         bad[10] ^= 1;
         let mut t = TrailingHash::default();
         t.update(&bad);
-        assert!(t.check().unwrap_err().contains("mismatch"));
+        assert!(matches!(
+            t.check().unwrap_err(),
+            IntegrityError::Mismatch { .. }
+        ));
         let mut t = TrailingHash::default();
         t.update(b"short");
-        assert!(t.check().is_err());
+        assert_eq!(t.check().unwrap_err(), IntegrityError::Short);
     }
 }

@@ -49,10 +49,10 @@ pub struct RestoreReport {
     pub raw_size: u64,
 }
 
-fn local(path: &Path, e: impl ToString) -> BackupError {
+fn local(path: &Path, source: std::io::Error) -> BackupError {
     BackupError::LocalIo {
         path: path.to_path_buf(),
-        message: e.to_string(),
+        source,
     }
 }
 

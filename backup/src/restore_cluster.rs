@@ -53,7 +53,7 @@ use clusterkit_core::layout::NodeLayout;
 use crate::catalog;
 use crate::crypto::Decrypt;
 use crate::error::BackupError;
-use crate::etcd::{self, EtcdTarget};
+use crate::etcd::{self, EtcdTarget, ProbeError};
 use crate::manifest::Kind;
 use crate::restore::{fetch_verified, snapshot_restore, SnapshotRestore};
 use crate::store::Store;
@@ -213,10 +213,10 @@ async fn sh(m: &Member, what: &str, line: String) -> Result<String, BackupError>
         .map_err(|e| exec_err(&m.name, what, e))
 }
 
-fn local(path: &Path, e: impl ToString) -> BackupError {
+fn local(path: &Path, source: std::io::Error) -> BackupError {
     BackupError::LocalIo {
         path: path.to_path_buf(),
-        message: e.to_string(),
+        source,
     }
 }
 
@@ -595,28 +595,43 @@ fn major_minor(v: &str) -> Option<(u32, u32)> {
 
 /// How far to bump revisions, or why they are not bumped: every member must run etcd ≥ 3.5 and
 /// the local etcdutl must offer `--bump-revision` and `--mark-compacted`.
-async fn bump_revisions(opts: &ClusterRestoreOptions, versions: &[String]) -> Result<u64, String> {
+async fn bump_revisions(opts: &ClusterRestoreOptions, versions: &[String]) -> Result<u64, NoBump> {
     if let Some(v) = versions
         .iter()
         .find(|v| major_minor(v).is_none_or(|mm| mm < (3, 5)))
     {
-        return Err(format!("a member runs etcd {v}"));
+        return Err(NoBump::OldMember(v.clone()));
     }
     let help = tokio::process::Command::new(&opts.etcdutl)
         .args(["snapshot", "restore", "--help"])
         .output()
         .await
-        .map_err(|e| format!("no {} here: {e}", opts.etcdutl.display()))?;
+        .map_err(|source| NoBump::NoEtcdutl {
+            path: opts.etcdutl.clone(),
+            source,
+        })?;
     let text =
         String::from_utf8_lossy(&help.stdout).into_owned() + &String::from_utf8_lossy(&help.stderr);
     if text.contains("--bump-revision") && text.contains("--mark-compacted") {
         Ok(BUMP_REVISION)
     } else {
-        Err(format!(
-            "{} snapshot restore has no --bump-revision/--mark-compacted",
-            opts.etcdutl.display()
-        ))
+        Err(NoBump::NoFlags(opts.etcdutl.clone()))
     }
+}
+
+/// Why revisions are not bumped (the restore then goes on as etcd 3.4 would).
+#[derive(Debug, thiserror::Error)]
+enum NoBump {
+    #[error("a member runs etcd {0}")]
+    OldMember(String),
+    #[error("no {} here: {source}", path.display())]
+    NoEtcdutl {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} snapshot restore has no --bump-revision/--mark-compacted", .0.display())]
+    NoFlags(PathBuf),
 }
 
 /// Polls the API server until a quorum read answers.
@@ -669,10 +684,12 @@ pub(crate) async fn send_dir(
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| local(Path::new("tar"), e))?;
-    let mut out = tar
-        .stdout
-        .take()
-        .ok_or_else(|| local(parent, "tar has no stdout"))?;
+    let mut out = tar.stdout.take().ok_or_else(|| {
+        local(
+            parent,
+            std::io::Error::other("tar was started without a stdout pipe"),
+        )
+    })?;
     let remote = format!("{dir}/data.tar");
     let mut sent = 0u64;
     loop {
@@ -811,13 +828,17 @@ async fn check_once(
     target: &EtcdTarget,
     members: usize,
     min: i64,
-) -> Result<Vec<(String, u64)>, String> {
+) -> Result<Vec<(String, u64)>, NotYet> {
     let mut ids = Vec::new();
     for ep in &target.endpoints {
+        let not_yet = |source| NotYet {
+            endpoint: ep.clone(),
+            source,
+        };
         let probe = async {
-            let mut c = etcd::connect(ep, target).await.map_err(|e| e.to_string())?;
-            let st = c.status().await.map_err(|e| format!("{ep}: {e}"))?;
-            let list = c.member_list().await.map_err(|e| format!("{ep}: {e}"))?;
+            let mut c = etcd::connect_probe(ep, target).await?;
+            let st = etcd::call("status", PROBE_TIMEOUT, c.status()).await?;
+            let list = etcd::call("member list", PROBE_TIMEOUT, c.member_list()).await?;
             let rev = st.header().map(|h| h.revision()).unwrap_or(0);
             let started: Vec<(String, u64)> = list
                 .members()
@@ -826,32 +847,54 @@ async fn check_once(
                 .map(|m| (m.name().to_string(), m.id()))
                 .collect();
             if st.leader() == 0 || list.members().len() != members || started.len() != members {
-                return Err(format!(
-                    "{ep}: leader {:x}, {} members of which {} started (want {members})",
+                return Err(ProbeError::NotReady(format!(
+                    "leader {:x}, {} members of which {} started (want {members})",
                     st.leader(),
                     list.members().len(),
                     started.len()
-                ));
+                )));
             }
             if rev < min {
-                return Err(format!("{ep}: revision {rev} < the snapshot's {min}"));
+                return Err(ProbeError::NotReady(format!(
+                    "revision {rev} < the snapshot's {min}"
+                )));
             }
             Ok(started)
         };
-        match tokio::time::timeout(Duration::from_secs(10), probe).await {
+        match tokio::time::timeout(PROBE_TIMEOUT, probe).await {
             Ok(Ok(started)) => ids = started,
-            Ok(Err(e)) => return Err(e),
-            Err(_) => return Err(format!("{ep}: timed out")),
+            Ok(Err(e)) => return Err(not_yet(e)),
+            Err(_) => {
+                return Err(not_yet(ProbeError::Timeout {
+                    call: "checking the member",
+                    after: PROBE_TIMEOUT,
+                }))
+            }
         }
     }
     let mut distinct: Vec<u64> = ids.iter().map(|(_, i)| *i).collect();
     distinct.sort_unstable();
     distinct.dedup();
     if distinct.len() != ids.len() {
-        return Err(format!("member ids are not distinct: {ids:?}"));
+        return Err(NotYet {
+            endpoint: target.endpoints.join(","),
+            source: ProbeError::NotReady(format!("member ids are not distinct: {ids:?}")),
+        });
     }
     Ok(ids)
 }
+
+/// What an endpoint said when the restored (or rolled back) cluster was not ready yet.
+#[derive(Debug, thiserror::Error)]
+#[error("{endpoint}: {source}")]
+struct NotYet {
+    endpoint: String,
+    #[source]
+    source: ProbeError,
+}
+
+/// How long one endpoint's check may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The name of the old cluster's leader, if some endpoint says within a few seconds.
 async fn leader_name(target: &EtcdTarget) -> Option<String> {
@@ -873,24 +916,34 @@ async fn leader_name(target: &EtcdTarget) -> Option<String> {
 }
 
 /// Polls until some endpoint reports a leader; returns that endpoint, or the last problem.
-async fn wait_any_leader(target: &EtcdTarget, timeout: Duration) -> Result<String, String> {
+async fn wait_any_leader(target: &EtcdTarget, timeout: Duration) -> Result<String, NotYet> {
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut last = String::from("no endpoint answered");
+    let mut last = NotYet {
+        endpoint: target.endpoints.join(","),
+        source: ProbeError::NotReady("no endpoint answered".into()),
+    };
     loop {
         for ep in &target.endpoints {
             let probe = async {
-                let mut c = etcd::connect(ep, target).await.map_err(|e| e.to_string())?;
-                let st = c.status().await.map_err(|e| e.to_string())?;
+                let mut c = etcd::connect_probe(ep, target).await?;
+                let st = etcd::call("status", PROBE_TIMEOUT, c.status()).await?;
                 if st.leader() == 0 {
-                    return Err("no leader".to_string());
+                    return Err(ProbeError::NotReady("no leader".into()));
                 }
                 Ok(())
             };
-            match tokio::time::timeout(Duration::from_secs(10), probe).await {
+            let source = match tokio::time::timeout(PROBE_TIMEOUT, probe).await {
                 Ok(Ok(())) => return Ok(ep.clone()),
-                Ok(Err(e)) => last = format!("{ep}: {e}"),
-                Err(_) => last = format!("{ep}: timed out"),
-            }
+                Ok(Err(e)) => e,
+                Err(_) => ProbeError::Timeout {
+                    call: "waiting for a leader",
+                    after: PROBE_TIMEOUT,
+                },
+            };
+            last = NotYet {
+                endpoint: ep.clone(),
+                source,
+            };
         }
         if tokio::time::Instant::now() >= deadline {
             return Err(last);
@@ -986,20 +1039,27 @@ mod tests {
         };
         let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
         assert_eq!(
-            bump_revisions(&opts, &v(&["3.5.9", "3.6.0", "3.5.9"])).await,
-            Ok(BUMP_REVISION)
+            bump_revisions(&opts, &v(&["3.5.9", "3.6.0", "3.5.9"]))
+                .await
+                .unwrap(),
+            BUMP_REVISION
         );
         let why = bump_revisions(&opts, &v(&["3.5.9", "3.4.23"]))
             .await
             .unwrap_err();
-        assert!(why.contains("3.4.23"), "{why}");
+        assert!(
+            matches!(&why, NoBump::OldMember(v) if v == "3.4.23"),
+            "{why}"
+        );
         assert!(bump_revisions(&opts, &v(&["unknown"])).await.is_err());
         opts.etcdutl = fake("fake-etcdutl-without", "--data-dir string");
         let why = bump_revisions(&opts, &v(&["3.5.9"])).await.unwrap_err();
-        assert!(why.contains("no --bump-revision"), "{why}");
+        assert!(matches!(why, NoBump::NoFlags(_)), "{why}");
+        assert!(why.to_string().contains("no --bump-revision"), "{why}");
         opts.etcdutl = dir.path().join("absent");
         let why = bump_revisions(&opts, &v(&["3.5.9"])).await.unwrap_err();
-        assert!(why.contains("no "), "{why}");
+        assert!(matches!(why, NoBump::NoEtcdutl { .. }), "{why}");
+        assert!(why.to_string().contains("no "), "{why}");
     }
 
     #[test]

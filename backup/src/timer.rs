@@ -482,7 +482,7 @@ pub async fn install_on(x: &dyn Executor, spec: &TimerSpec) -> Result<HostReport
             .await
             .map_err(|e| BackupError::LocalIo {
                 path: local.clone(),
-                message: e.to_string(),
+                source: e,
             })?;
         if ensure_file(x, &spec.binary, &data, 0o755).await? {
             changed.push(format!("upload {}", spec.binary));
@@ -515,7 +515,7 @@ pub async fn install_on(x: &dyn Executor, spec: &TimerSpec) -> Result<HostReport
         let Some(local) = local else { continue };
         let data = std::fs::read(local).map_err(|e| BackupError::LocalIo {
             path: local.clone(),
-            message: e.to_string(),
+            source: e,
         })?;
         if ensure_file(x, remote, &data, mode).await? {
             changed.push(format!("write {remote}"));
@@ -570,7 +570,7 @@ pub async fn install_on(x: &dyn Executor, spec: &TimerSpec) -> Result<HostReport
 pub fn current_binary() -> Result<PathBuf, BackupError> {
     std::env::current_exe().map_err(|e| BackupError::LocalIo {
         path: Path::new("/proc/self/exe").to_path_buf(),
-        message: e.to_string(),
+        source: e,
     })
 }
 

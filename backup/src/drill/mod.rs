@@ -354,7 +354,12 @@ async fn drill_etcd(
         let restored = scratch.restore(&snapshot, &m.id).await?;
         rto += run.step("restore", t);
         if let Err(why) = restored {
-            run.check("restores", false, "etcdctl snapshot restore succeeds", why);
+            run.check(
+                "restores",
+                false,
+                "etcdctl snapshot restore succeeds",
+                why.to_string(),
+            );
             return Ok::<_, DrillError>(None);
         }
         for (name, seconds) in scratch.extra_steps() {
@@ -501,11 +506,8 @@ async fn read_marker(
     client: &mut etcd_client::Client,
     key: &str,
     timeout: Duration,
-) -> Result<Option<(Option<String>, i64)>, String> {
-    let got = tokio::time::timeout(timeout, client.get(key, None))
-        .await
-        .map_err(|_| "timed out".to_string())?
-        .map_err(|e| e.to_string())?;
+) -> Result<Option<(Option<String>, i64)>, etcd::ProbeError> {
+    let got = etcd::call("get", timeout, client.get(key, None)).await?;
     Ok(got
         .kvs()
         .first()

@@ -223,7 +223,7 @@ impl Scratch for Remote {
         &mut self,
         snapshot: &Path,
         id: &str,
-    ) -> Result<Result<(), String>, DrillError> {
+    ) -> Result<Result<(), crate::BackupError>, DrillError> {
         let data = self.work.path().join("data");
         let restored =
             restore_scratch(&self.etcdctl, snapshot, &data, &self.peer_url, id, "local").await?;

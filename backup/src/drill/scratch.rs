@@ -33,7 +33,7 @@ pub(crate) trait Scratch: Send {
         &mut self,
         snapshot: &Path,
         id: &str,
-    ) -> Result<Result<(), String>, DrillError>;
+    ) -> Result<Result<(), BackupError>, DrillError>;
 
     /// Steps between restore and start that count into the restore time (`ship`).
     fn extra_steps(&mut self) -> Vec<(String, f64)>;
@@ -67,7 +67,7 @@ impl Dir {
             .create(&p)
             .map_err(|e| BackupError::LocalIo {
                 path: p.clone(),
-                message: e.to_string(),
+                source: e,
             })?;
         Ok(Dir(p))
     }
@@ -219,7 +219,7 @@ pub(crate) async fn restore_scratch(
     peer_url: &str,
     id: &str,
     host: &str,
-) -> Result<Result<(), String>, DrillError> {
+) -> Result<Result<(), BackupError>, DrillError> {
     let result = snapshot_restore(&SnapshotRestore {
         etcdctl,
         snapshot,
@@ -234,7 +234,7 @@ pub(crate) async fn restore_scratch(
     let _ = std::fs::remove_file(snapshot);
     match result {
         Ok(()) => Ok(Ok(())),
-        Err(e @ BackupError::Command { .. }) => Ok(Err(e.to_string())),
+        Err(e @ BackupError::Command { .. }) => Ok(Err(e)),
         Err(e) => Err(DrillError::Scratch {
             host: host.to_string(),
             message: format!(
@@ -250,7 +250,7 @@ impl Scratch for Local {
         &mut self,
         snapshot: &Path,
         id: &str,
-    ) -> Result<Result<(), String>, DrillError> {
+    ) -> Result<Result<(), BackupError>, DrillError> {
         restore_scratch(
             &self.etcdctl,
             snapshot,

@@ -38,6 +38,15 @@ pub enum ObjectFormat {
     Json,
 }
 
+/// An object that could not be written or read in its archive format.
+#[derive(Debug, thiserror::Error)]
+#[error("{format}: {source}")]
+pub struct CodecError {
+    format: &'static str,
+    #[source]
+    source: Box<dyn std::error::Error + Send + Sync>,
+}
+
 impl ObjectFormat {
     pub fn extension(self) -> &'static str {
         match self {
@@ -47,20 +56,28 @@ impl ObjectFormat {
     }
 
     /// Serializes an object.
-    pub fn encode(self, obj: &Value) -> Result<Vec<u8>, String> {
+    pub fn encode(self, obj: &Value) -> Result<Vec<u8>, CodecError> {
+        let codec = |source: Box<dyn std::error::Error + Send + Sync>| CodecError {
+            format: self.extension(),
+            source,
+        };
         match self {
             ObjectFormat::Yaml => serde_saphyr::to_string(obj)
                 .map(String::into_bytes)
-                .map_err(|e| e.to_string()),
-            ObjectFormat::Json => serde_json::to_vec_pretty(obj).map_err(|e| e.to_string()),
+                .map_err(|e| codec(Box::new(e))),
+            ObjectFormat::Json => serde_json::to_vec_pretty(obj).map_err(|e| codec(Box::new(e))),
         }
     }
 
     /// Parses an object written by [`ObjectFormat::encode`].
-    pub fn decode(self, data: &[u8]) -> Result<Value, String> {
+    pub fn decode(self, data: &[u8]) -> Result<Value, CodecError> {
+        let codec = |source: Box<dyn std::error::Error + Send + Sync>| CodecError {
+            format: self.extension(),
+            source,
+        };
         match self {
-            ObjectFormat::Yaml => serde_saphyr::from_slice(data).map_err(|e| e.to_string()),
-            ObjectFormat::Json => serde_json::from_slice(data).map_err(|e| e.to_string()),
+            ObjectFormat::Yaml => serde_saphyr::from_slice(data).map_err(|e| codec(Box::new(e))),
+            ObjectFormat::Json => serde_json::from_slice(data).map_err(|e| codec(Box::new(e))),
         }
     }
 
