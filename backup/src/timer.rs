@@ -583,7 +583,7 @@ mod tests {
             unit: "clusterkit-backup",
             kubeconfig: None,
             on_calendar: "*-*-* 00/6:00:00".into(),
-            binary: "/usr/local/bin/clusterkit".into(),
+            binary: NodeLayout::DEFAULT.clusterkit_binary.into(),
             upload_binary: None,
             args: args.iter().map(|s| s.to_string()).collect(),
             env: vec![("AWS_SECRET_ACCESS_KEY".into(), "a\"b".into())],

@@ -47,6 +47,13 @@ macro_rules! etc_clusterkit {
     };
 }
 
+/// A path under the directory installed binaries go to.
+macro_rules! usr_local_bin {
+    ($rel:literal) => {
+        concat!("/usr/local/bin", $rel)
+    };
+}
+
 /// containerd's CRI socket (a path).
 macro_rules! containerd_socket {
     () => {
@@ -286,6 +293,8 @@ pub struct NodeLayout {
     pub bin_dir: &'static str,
     /// The etcd binary Debian's `etcd-server` package installs.
     pub etcd_binary: &'static str,
+    /// Where `backup install-timer` puts the clusterkit binary its units run.
+    pub clusterkit_binary: &'static str,
     /// Every etcd member's data directory.
     pub etcd_data_dir: &'static str,
     /// The kubelet's state.
@@ -353,8 +362,9 @@ impl NodeLayout {
         pki_dir: etc_kubernetes!("/pki"),
         etcd_pki_dir: etc_kubernetes!("/pki/etcd"),
         manifests_dir: etc_kubernetes!("/manifests"),
-        bin_dir: "/usr/local/bin",
+        bin_dir: usr_local_bin!(""),
         etcd_binary: "/usr/bin/etcd",
+        clusterkit_binary: usr_local_bin!("/clusterkit"),
         etcd_data_dir: "/var/lib/etcd",
         kubelet_dir: var_lib_kubelet!(""),
         kubelet_config: var_lib_kubelet!("/config.yaml"),

@@ -368,7 +368,7 @@ struct TimerArgs {
     #[arg(long, default_value = "clusterkit:latest")]
     image: String,
     /// Path of the clusterkit binary on the hosts (for the systemd unit).
-    #[arg(long, default_value = "/usr/local/bin/clusterkit")]
+    #[arg(long, default_value = clusterkit_core::layout::NodeLayout::DEFAULT.clusterkit_binary)]
     binary: String,
     /// Do not upload this clusterkit binary to --binary (it must already be there).
     #[arg(long)]
