@@ -3,10 +3,12 @@
 //! whose figures equal what the test counted itself, a drill while the cluster is written to
 //! (the live cluster moves only by the test's own writes), a flipped byte and an edited key
 //! count that fail naming what differed, and retention keeping the newest passed-drill backup.
-//! (The 3-member sandbox cluster and `--on HOST` are in tests/restore_cluster.rs.)
+//! With `--kubeconfig`, an etcd drill reports how far a real API server's cluster moved since
+//! the backup. (The 3-member sandbox cluster and `--on HOST` are in tests/restore_cluster.rs.)
 
 mod backup_util;
 mod common;
+mod kube_harness;
 
 use std::path::Path;
 use std::process::Command;
@@ -375,4 +377,91 @@ fn schedule_once_with_drill_drills_each_new_backup_before_pruning() {
     assert_eq!(only.len(), 1, "{l:#}");
     assert_eq!(only[0]["id"], second["id"]);
     assert_eq!(only[0]["last_drill"]["ok"], true, "{l:#}");
+}
+
+/// `--kubeconfig` on an etcd drill: the drill reads the live cluster's revision through its API
+/// server (read only) and reports how many revisions it moved since the backup, which the test
+/// knows a floor of from its own writes.
+#[test]
+fn drill_with_kubeconfig_reports_how_far_the_live_cluster_moved() {
+    let cluster = kube_harness::KubeCluster::start();
+    let rt = rt();
+    let client = rt.block_on(cluster.client());
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let store = format!("file://{}", dir.join("store").display());
+    let (ca, cert, key) = &cluster.etcd_tls;
+    let path = |p: &Path| p.display().to_string();
+    let mut c = ck(dir);
+    c.args(["-o", "json", "backup", "etcd", "--store", &store])
+        .args(["--endpoints", &cluster.etcd_url])
+        .args([
+            "--cacert",
+            &path(ca),
+            "--cert",
+            &path(cert),
+            "--key",
+            &path(key),
+        ]);
+    let out = run_ok(&mut c);
+    let manifest = json(&out, &c);
+    let id = manifest["id"].as_str().unwrap().to_string();
+
+    // Five writes after the backup: the live cluster is at least five revisions ahead.
+    const WRITES: i64 = 5;
+    let mut last_written = 0i64;
+    for i in 0..WRITES {
+        let name = format!("after-backup-{i}");
+        let cm = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": "default"},
+            "data": {"i": i.to_string()},
+        });
+        let applied = rt
+            .block_on(client.apply("/api/v1/namespaces/default/configmaps", &name, &cm, false))
+            .unwrap();
+        last_written = applied.object["metadata"]["resourceVersion"]
+            .as_str()
+            .and_then(|r| r.parse().ok())
+            .expect("resourceVersion of the write");
+    }
+
+    let kubeconfig = path(&cluster.kubeconfig);
+    let mut c = drill_cmd(dir, &store, None, &[&id, "--kubeconfig", &kubeconfig]);
+    let out = run_ok(&mut c);
+    let rec = json(&out, &c);
+    let show = || describe(&c, &out, "drill record");
+    assert_eq!(rec["ok"], true, "{}", show());
+    let figure = |name: &str| {
+        rec["figures"][name]
+            .as_i64()
+            .unwrap_or_else(|| panic!("no figure {name}\n{}", show()))
+    };
+    let (restored, live, behind) = (
+        figure("revision"),
+        figure("live_revision"),
+        figure("revisions_behind_live"),
+    );
+    assert!(
+        live >= last_written,
+        "live {live} < the test's last write {last_written}"
+    );
+    assert!(
+        restored < last_written,
+        "the backup {restored} already holds the later writes"
+    );
+    assert_eq!(behind, live - restored, "{}", show());
+    assert!(
+        behind >= WRITES,
+        "{behind} revisions behind, the test wrote {WRITES}"
+    );
+    // Read only: the live cluster still has every object the test wrote.
+    for i in 0..WRITES {
+        let name = format!("after-backup-{i}");
+        assert!(rt
+            .block_on(client.get("/api/v1/namespaces/default/configmaps", &name))
+            .unwrap()
+            .is_some());
+    }
 }

@@ -162,6 +162,10 @@ pub struct KubeCluster {
     /// The admin kubeconfig (client certificate in system:masters).
     pub kubeconfig: PathBuf,
     pub api_url: String,
+    /// etcd's client URL (TLS), for tests that back etcd up directly.
+    pub etcd_url: String,
+    /// CA, client certificate and key that etcd accepts (the API server's own).
+    pub etcd_tls: (PathBuf, PathBuf, PathBuf),
     /// Logs of the three servers, shown when startup fails.
     logs: Vec<PathBuf>,
     _dir: tempfile::TempDir,
@@ -205,6 +209,12 @@ impl KubeCluster {
             children: Vec::new(),
             kubeconfig: root.join("admin.conf"),
             api_url: String::new(),
+            etcd_url: String::new(),
+            etcd_tls: (
+                pki.ca.clone(),
+                pki.server_cert.clone(),
+                pki.server_key.clone(),
+            ),
             logs: Vec::new(),
             _dir: dir,
         };
@@ -213,6 +223,7 @@ impl KubeCluster {
         let etcd = tool("CLUSTERKIT_ETCD", Path::new("/usr/bin/etcd"));
         let (client_port, peer_port) = (free_port(), free_port());
         let etcd_url = format!("https://127.0.0.1:{client_port}");
+        cluster.etcd_url = etcd_url.clone();
         let etcd_log = root.join("etcd.log");
         let child = Command::new(etcd)
             .args(["--name", "test", "--data-dir"])
