@@ -161,7 +161,7 @@ fn render_everything(cluster: &Cluster) -> Result<(), String> {
                     .map_err(|e| format!("control-plane vars on {}: {e}", host.name))?,
             );
         }
-        c["host"]["kubelet"] = phases::control_plane::kubelet_vars(cluster, host, None)
+        c["host"]["kubelet"] = phases::kubelet::kubelet_vars(cluster, host, None)
             .map_err(|e| format!("kubelet vars on {}: {e}", host.name))?;
         if host.has_role(Role::Etcd) {
             let _ = phases::etcd::member_flags(cluster, host, &boot);

@@ -29,8 +29,8 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{json, Map, Value};
 
+use super::common::binary_files;
 use super::common::{self, with_vars};
-use super::control_plane::binary_files;
 use super::{InstallError, Phase, PhaseContext};
 use crate::kubeconfig::{Kubeconfig, UserEntry};
 use crate::pki::{self, CaName, CertSpec, LoadedCa, Usage, Validity};

@@ -78,6 +78,18 @@ pub fn flags(
     })
 }
 
+/// `{src, dest}` of binaries to put in the node's binary directory.
+pub fn binary_files(cluster: &Cluster, names: &[&str]) -> Result<Vec<Value>, InstallError> {
+    let layout = NodeLayout::from_cluster(cluster);
+    Ok(bundle_binaries(cluster, names)?
+        .into_iter()
+        .map(|(name, path)| {
+            let src = std::fs::canonicalize(&path).unwrap_or(path);
+            serde_json::json!({ "name": name, "src": src.display().to_string(), "dest": layout.bin(&name) })
+        })
+        .collect())
+}
+
 /// Finds Kubernetes binaries in the offline bundle: an entry of its manifest's `binaries`
 /// (by name or file name), else `<bundle>/bin/<name>`. Fails naming every missing binary and
 /// every place searched.

@@ -12,9 +12,6 @@
 //!   the kubelet, which this phase then starts on the control-plane hosts (playbook `kubelet`)
 //!   with the kubelet.conf the pki phase gave them.
 //!
-//! This module also builds the kubelet's variables (flags, KubeletConfiguration values), used
-//! again by the `join` phase for every node.
-//!
 //! Several control-plane hosts: each runs all three components; the API servers share etcd
 //! and one certificate (every control-plane host in its SANs), the controller managers and
 //! schedulers elect a leader through their Leases (`--leader-elect`), each talking to its own
@@ -28,12 +25,13 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use clusterkit_core::config::{Cluster, ControlPlaneMode, Host, Profile, Role};
+use clusterkit_core::config::{Cluster, ControlPlaneMode, Host, Role};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
 use serde_json::{json, Map, Value};
 
-use super::common::{self, with_vars};
+use super::common::{self, binary_files, with_vars};
+use super::kubelet::{kubelet_vars, run_kubelet};
 use super::{InstallError, Phase, PhaseContext};
 use crate::versions;
 use clusterkit_core::layout::{Component, NodeLayout};
@@ -132,68 +130,6 @@ pub fn component_vars(cluster: &Cluster, host: &Host) -> Result<Vec<Value>, Inst
             }))
         })
         .collect()
-}
-
-/// `{src, dest}` of binaries to put in the node's binary directory.
-pub fn binary_files(cluster: &Cluster, names: &[&str]) -> Result<Vec<Value>, InstallError> {
-    let layout = NodeLayout::from_cluster(cluster);
-    Ok(common::bundle_binaries(cluster, names)?
-        .into_iter()
-        .map(|(name, path)| {
-            let src = std::fs::canonicalize(&path).unwrap_or(path);
-            json!({ "name": name, "src": src.display().to_string(), "dest": layout.bin(&name) })
-        })
-        .collect())
-}
-
-/// The kubelet variables of one node (`host.kubelet`): its flags, KubeletConfiguration
-/// values, and the bootstrap kubeconfig text when one is given.
-pub fn kubelet_vars(
-    cluster: &Cluster,
-    host: &Host,
-    bootstrap: Option<&str>,
-) -> Result<Value, InstallError> {
-    let rules = versions::rules(cluster.kubernetes.version);
-    let input = common::flag_input(cluster, host);
-    Ok(json!({
-        "flags": common::flags(cluster, host, Component::Kubelet)?,
-        "config_path": input.kubelet_config.display().to_string(),
-        "cluster_dns": clusterkit_core::config::nth_ip(&cluster.kubernetes.service_cidr, 10).to_string(),
-        "cluster_domain": cluster.kubernetes.dns_domain,
-        "runtime_endpoint_in_config": rules.kubelet_runtime_endpoint_in_config,
-        "runtime_endpoint": input.container_runtime_endpoint,
-        "sandbox": cluster.profile == Profile::Sandbox,
-        "bootstrap_kubeconfig": bootstrap.unwrap_or(""),
-        "api_server": super::load_balancer::node_api_server(cluster),
-    }))
-}
-
-/// Loads and runs the shared `kubelet` playbook on `targets` with each host's kubelet vars.
-pub async fn run_kubelet(
-    cx: &PhaseContext<'_>,
-    targets: &[clusterkit_core::playbook::HostTarget],
-    bootstrap: Option<&str>,
-) -> Result<(), InstallError> {
-    let pb = clusterkit_core::playbook::load(cx.library, "kubelet")?;
-    let bins = binary_files(cx.cluster, &["kubelet"])?;
-    let mut err = None;
-    let targets = with_vars(targets, |t| {
-        let h = cx.cluster.host(&t.name)?;
-        let mut m = Map::new();
-        match kubelet_vars(cx.cluster, h, bootstrap) {
-            Ok(v) => {
-                m.insert("kubelet".into(), v);
-            }
-            Err(e) => err = Some(e),
-        }
-        m.insert("kubelet_binaries".into(), Value::Array(bins.clone()));
-        Some(m)
-    });
-    if let Some(e) = err {
-        return Err(e);
-    }
-    cx.engine.run(&pb, &targets).await;
-    Ok(())
 }
 
 /// Waits for `/readyz` through the endpoint, `/livez` on every control-plane host, and fresh

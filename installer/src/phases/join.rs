@@ -38,7 +38,7 @@ use kube::api::{Api, ObjectMeta, Patch, PatchParams};
 use serde_json::json;
 
 use super::common;
-use super::control_plane::run_kubelet;
+use super::kubelet::run_kubelet;
 use super::network;
 use super::{InstallError, Phase, PhaseContext};
 use crate::csr;

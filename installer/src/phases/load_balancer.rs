@@ -156,14 +156,14 @@ mod tests {
         assert_eq!(server("scheduler.conf/cp3"), "https://10.0.0.14:6443");
         // Workers: the bootstrap kubeconfig and the kubelet.conf rewrite use the same URL.
         let w1 = on.host("w1").unwrap();
-        let kubelet = super::super::control_plane::kubelet_vars(&on, w1, None).unwrap();
+        let kubelet = super::super::kubelet::kubelet_vars(&on, w1, None).unwrap();
         assert_eq!(kubelet["api_server"], "https://127.0.0.1:16443");
 
         let off = cluster("{ version: v1.20.2 }");
         let specs = crate::kubeconfig::kubeconfig_specs(&super::super::pki::input(&off));
         let kubelet_conf = specs.iter().find(|s| s.name == "kubelet.conf/cp1").unwrap();
         assert_eq!(kubelet_conf.server, "https://10.0.0.11:6443");
-        let kubelet = super::super::control_plane::kubelet_vars(&off, w1, None).unwrap();
+        let kubelet = super::super::kubelet::kubelet_vars(&off, w1, None).unwrap();
         assert_eq!(kubelet["api_server"], "https://10.0.0.11:6443");
     }
 

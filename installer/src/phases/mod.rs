@@ -20,6 +20,7 @@ pub mod control_plane;
 pub mod etcd;
 pub mod images;
 pub mod join;
+pub mod kubelet;
 pub mod load_balancer;
 pub mod network;
 pub mod pki;
