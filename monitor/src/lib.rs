@@ -3,7 +3,7 @@
 //! Alertmanager and Grafana whose targets, certificates and thresholds come from the same
 //! cluster description.
 //!
-//! - [`topology`]: what the monitor reads from cluster.yaml;
+//! - [`topology`]: the cluster as the monitor sees it (core's resolved model, no copy of it);
 //! - [`generate`]: `clusterkit monitor config`;
 //! - [`exporter`]: `clusterkit monitor serve`;
 //! - [`deploy`]: `clusterkit monitor deploy`;
@@ -15,7 +15,6 @@ pub mod error;
 pub mod exporter;
 pub mod generate;
 pub mod security;
-pub mod settings;
 pub mod topology;
 
 pub use error::{MonitorError, Result};

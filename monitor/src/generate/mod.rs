@@ -29,15 +29,17 @@ pub mod prometheus;
 pub mod rules;
 pub mod web;
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use crate::duration::PromDuration;
 use crate::error::{MonitorError, Result};
 use crate::security::{self, MonitoringPki, WebLogin};
-use crate::topology::Topology;
+use crate::topology::{endpoint, Topology};
 
 use prometheus::files;
 
@@ -52,28 +54,75 @@ pub struct Report {
     pub warnings: Vec<String>,
 }
 
-/// Where the generated directory will live when it is used (for the few absolute paths that
-/// Alertmanager and Grafana need). Defaults to the output directory itself.
+/// How a generation run behaves.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
+    /// Where the generated directory will live when it is used (for the few absolute paths
+    /// that Alertmanager and Grafana need). Defaults to the output directory itself.
     pub install_dir: Option<PathBuf>,
+    /// Command-line settings of the generated files.
+    pub tuning: Tuning,
+}
+
+/// Settings of the generated files that are not keys of cluster.yaml, given on the command
+/// line. Everything else comes from cluster.yaml through core's resolved model.
+#[derive(Debug, Clone, Default)]
+pub struct Tuning {
+    /// Prometheus's scrape interval instead of `monitor.intervals.scrape_secs`.
+    pub scrape_interval: Option<PromDuration>,
+    /// Prometheus's evaluation interval instead of `monitor.intervals.evaluation_secs`.
+    pub evaluation_interval: Option<PromDuration>,
+    /// `ALERT=DURATION` pairs overriding an alert's `for:`.
+    pub alert_for: BTreeMap<String, PromDuration>,
+    /// Alertmanager's wait before the first notification of a group (default 30s).
+    pub group_wait: Option<PromDuration>,
+    /// Alertmanager's wait before notifying about changes in a group (default 5m).
+    pub group_interval: Option<PromDuration>,
+}
+
+impl Tuning {
+    /// Refuses an `alert_for` entry naming an alert clusterkit does not ship.
+    pub fn check(&self, topology: &Topology) -> Result<()> {
+        let known = rules::alert_names(topology.monitor());
+        match self.alert_for.keys().find(|n| !known.contains(&n.as_str())) {
+            Some(name) => Err(MonitorError::UnknownAlert {
+                name: name.clone(),
+                known,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Prometheus's scrape interval: the command line's, else cluster.yaml's.
+    pub fn scrape_interval(&self, topology: &Topology) -> PromDuration {
+        self.scrape_interval
+            .unwrap_or(PromDuration::secs(topology.monitor().intervals.scrape_secs))
+    }
+
+    /// Prometheus's rule evaluation interval: the command line's, else cluster.yaml's.
+    pub fn evaluation_interval(&self, topology: &Topology) -> PromDuration {
+        self.evaluation_interval.unwrap_or(PromDuration::secs(
+            topology.monitor().intervals.evaluation_secs,
+        ))
+    }
+}
+
+fn render_error(file: &str, source: impl Into<crate::error::Cause>) -> MonitorError {
+    MonitorError::Render {
+        file: file.to_string(),
+        source: source.into(),
+    }
 }
 
 /// Renders a value as YAML.
 pub fn to_yaml(file: &str, value: &Value) -> Result<String> {
-    serde_saphyr::to_string(value).map_err(|e| MonitorError::Render {
-        file: file.to_string(),
-        message: e.to_string(),
-    })
+    serde_saphyr::to_string(value).map_err(|e| render_error(file, e))
 }
 
 fn to_json(file: &str, value: &Value) -> Result<String> {
     serde_json::to_string_pretty(value)
         .map(|s| s + "\n")
-        .map_err(|e| MonitorError::Render {
-            file: file.to_string(),
-            message: e.to_string(),
-        })
+        .map_err(|e| render_error(file, e))
 }
 
 /// Writes `content` to `path` with exactly `mode` through a temporary file and a rename,
@@ -139,6 +188,8 @@ fn copy_pki(dir: &Path, rel: &str, source: &Path, mode: u32, report: &mut Report
 
 /// Generates everything into `out_dir`.
 pub fn generate(topology: &Topology, out_dir: &Path, options: &Options) -> Result<Report> {
+    options.tuning.check(topology)?;
+    let tuning = &options.tuning;
     let mut report = Report::default();
     std::fs::create_dir_all(out_dir).map_err(|e| MonitorError::io(out_dir, e))?;
     let install_dir = match &options.install_dir {
@@ -146,7 +197,7 @@ pub fn generate(topology: &Topology, out_dir: &Path, options: &Options) -> Resul
         None => std::fs::canonicalize(out_dir).map_err(|e| MonitorError::io(out_dir, e))?,
     };
 
-    let login = if topology.monitor.tls {
+    let login = if topology.monitor().tls {
         security::ensure_pki(topology)?;
         Some(WebLogin::load_or_create(topology)?)
     } else {
@@ -160,7 +211,12 @@ pub fn generate(topology: &Topology, out_dir: &Path, options: &Options) -> Resul
         let text = to_json(&rel, &prometheus::targets_file(job))?;
         write_file(out_dir, &rel, text.as_bytes(), 0o644, &mut report)?;
     }
-    let prom = prometheus::config(topology, &jobs, login.as_ref().map(|l| l.username.as_str()));
+    let prom = prometheus::config(
+        topology,
+        &jobs,
+        login.as_ref().map(|l| l.username.as_str()),
+        tuning,
+    );
     write_file(
         out_dir,
         "prometheus.yml",
@@ -168,7 +224,7 @@ pub fn generate(topology: &Topology, out_dir: &Path, options: &Options) -> Resul
         0o644,
         &mut report,
     )?;
-    let rules = rules::rule_file(topology);
+    let rules = rules::rule_file(topology, tuning);
     write_file(
         out_dir,
         files::RULES,
@@ -277,25 +333,27 @@ pub fn generate(topology: &Topology, out_dir: &Path, options: &Options) -> Resul
             write_file(out_dir, rel, text.as_bytes(), 0o600, &mut report)?;
         }
     }
-    if let Some(auth) = &topology.monitor.basic_auth {
-        let password =
-            std::env::var(&auth.password_env).map_err(|_| MonitorError::MissingSecret {
-                field: "monitor.basic_auth.password_env".into(),
-                variable: auth.password_env.clone(),
-            })?;
+    if let Some(auth) = &topology.monitor().basic_auth {
+        let password = auth.password.read()?;
         write_file(
             out_dir,
             files::EXPORTER_PASSWORD,
-            password.as_bytes(),
+            password.expose().as_bytes(),
             0o600,
             &mut report,
         )?;
     }
 
     // Alertmanager.
-    let (am, secrets) = alertmanager::config(topology, &install_dir.join("secrets"))?;
+    let (am, secrets) = alertmanager::config(topology, &install_dir.join("secrets"), tuning)?;
     for (rel, content) in &secrets {
-        write_file(out_dir, rel, content.as_bytes(), 0o600, &mut report)?;
+        write_file(
+            out_dir,
+            rel,
+            content.expose().as_bytes(),
+            0o600,
+            &mut report,
+        )?;
     }
     write_file(
         out_dir,
@@ -306,22 +364,17 @@ pub fn generate(topology: &Topology, out_dir: &Path, options: &Options) -> Resul
     )?;
 
     // Grafana.
-    let prometheus_url = topology
-        .monitor
-        .grafana
-        .prometheus_url
-        .clone()
-        .unwrap_or_else(|| {
-            let host = topology
-                .monitor_hosts()
-                .first()
-                .map(|h| h.endpoint(topology.monitor.ports.prometheus));
-            format!(
-                "{}://{}",
-                if login.is_some() { "https" } else { "http" },
-                host.unwrap_or_else(|| format!("127.0.0.1:{}", topology.monitor.ports.prometheus))
-            )
-        });
+    // The first monitor host's Prometheus.
+    let prometheus_port = topology.monitor().ports.prometheus;
+    let prometheus_url = format!(
+        "{}://{}",
+        if login.is_some() { "https" } else { "http" },
+        topology
+            .monitor_hosts()
+            .first()
+            .map(|h| endpoint(h, prometheus_port))
+            .unwrap_or_else(|| format!("127.0.0.1:{prometheus_port}"))
+    );
     let rel = "grafana/provisioning/datasources/clusterkit.yaml";
     let datasource = match &login {
         Some(login) => {
@@ -425,5 +478,42 @@ monitor:
             "second run changed {:?}",
             second.changed
         );
+    }
+
+    #[test]
+    fn tuning_is_checked_and_applied() {
+        let t = Topology::from_yaml(Path::new("/etc/ck/cluster.yaml"), YAML).unwrap();
+        let mut tuning = Tuning::default();
+        tuning
+            .alert_for
+            .insert("NoSuchAlert".into(), PromDuration::secs(1));
+        let err = tuning.check(&t).unwrap_err();
+        assert!(err.to_string().contains("NoSuchAlert"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let options = Options {
+            install_dir: None,
+            tuning: tuning.clone(),
+        };
+        let err = generate(&t, dir.path(), &options).unwrap_err();
+        assert!(err.to_string().contains("NoSuchAlert"), "{err}");
+        let mut tuning = Tuning::default();
+        tuning
+            .alert_for
+            .insert("EtcdMembersDown".into(), PromDuration::secs(2));
+        tuning.scrape_interval = Some(PromDuration::secs(1));
+        tuning.check(&t).unwrap();
+        assert_eq!(tuning.scrape_interval(&t).to_string(), "1s");
+        assert_eq!(tuning.evaluation_interval(&t).to_string(), "15s");
+        let jobs = prometheus::jobs(&t);
+        let prom = prometheus::config(&t, &jobs, None, &tuning);
+        assert_eq!(prom["global"]["scrape_interval"], "1s");
+        let rules = rules::rule_file(&t, &tuning);
+        let down = rules["groups"][0]["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["alert"] == "EtcdMembersDown")
+            .unwrap();
+        assert_eq!(down["for"], "2s");
     }
 }

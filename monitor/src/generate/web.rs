@@ -118,6 +118,6 @@ pub fn render_template(template: &str, file: &str, context: &Value) -> Result<St
         })
         .map_err(|message| MonitorError::Render {
             file: file.to_string(),
-            message,
+            source: message.into(),
         })
 }

@@ -14,8 +14,11 @@ use etcd_client::{
     AlarmAction, AlarmType, Certificate, Client, ConnectOptions, Identity, TlsOptions,
 };
 
+use clusterkit_core::config::Role;
+
 use super::{flag, gauge, CollectError, Collector, Metrics};
-use crate::topology::{role, Topology};
+use crate::error::MonitorError;
+use crate::topology::{endpoint, Topology};
 
 /// A member to probe.
 #[derive(Debug, Clone)]
@@ -40,20 +43,20 @@ impl EtcdCollector {
     pub fn new(topology: &Topology) -> Self {
         let pki = topology.pki();
         let client = pki.etcd_metrics_client();
-        let port = topology.monitor.ports.etcd;
+        let m = topology.monitor();
         EtcdCollector {
             members: topology
-                .hosts_with(role::ETCD)
+                .hosts_with(Role::Etcd)
                 .map(|h| Member {
                     name: h.name.clone(),
-                    endpoint: format!("https://{}", h.endpoint(port)),
+                    endpoint: format!("https://{}", endpoint(h, m.ports.etcd)),
                 })
                 .collect(),
             ca: pki.etcd_ca(),
             cert: client.cert,
             key: client.key,
-            quota_bytes: topology.monitor.etcd_quota_bytes,
-            interval: topology.monitor.intervals.etcd.as_duration(),
+            quota_bytes: m.etcd_quota_bytes,
+            interval: Duration::from_secs(m.intervals.etcd_secs),
             timeout: Duration::from_secs(3),
         }
     }
@@ -213,12 +216,11 @@ impl Collector for EtcdCollector {
             &["member", "alarm"],
         )?;
 
-        let ca = std::fs::read(&self.ca)
-            .map_err(|e| CollectError(format!("{}: {e}", self.ca.display())))?;
-        let cert = std::fs::read(&self.cert)
-            .map_err(|e| CollectError(format!("{}: {e}", self.cert.display())))?;
-        let key = std::fs::read(&self.key)
-            .map_err(|e| CollectError(format!("{}: {e}", self.key.display())))?;
+        let read =
+            |path: &std::path::Path| std::fs::read(path).map_err(|e| MonitorError::io(path, e));
+        let ca = read(&self.ca)?;
+        let cert = read(&self.cert)?;
+        let key = read(&self.key)?;
         let tls = TlsOptions::new()
             .ca_certificate(Certificate::from_pem(ca))
             .identity(Identity::from_pem(cert, key));
