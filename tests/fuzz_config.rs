@@ -203,7 +203,7 @@ fn render_everything(cluster: &Cluster) -> Result<(), String> {
         .tls
         .then_some(cluster.monitor.web_auth.username.as_str());
     let _ = clusterkit_monitor::generate::prometheus::config(&topology, &jobs, login, &tuning);
-    let _ = clusterkit_monitor::generate::rules::rule_file(&topology, &tuning);
+    let _ = clusterkit_monitor::generate::rules::rule_file(&topology, &tuning.alert_for);
     let _ = clusterkit_monitor::generate::alertmanager::config(
         &topology,
         Path::new("/nonexistent"),

@@ -43,8 +43,8 @@ use clusterkit_installer::pki::{self, monitoring};
 use clusterkit_core::config::Role;
 use serde_json::{json, Value};
 
-use crate::error::{MonitorError, Result};
-use crate::exporter::collectors::controlplane::{http1_get, HttpError};
+use crate::error::{ApiError, HttpError, MonitorError, Result};
+use crate::exporter::collectors::controlplane::http1_get;
 use crate::generate::{self, prometheus::files};
 use crate::topology::{endpoint, Topology};
 
@@ -560,23 +560,6 @@ async fn wait_for_targets(
     }
 }
 
-/// Why Prometheus's API gave no usable answer.
-#[derive(Debug, thiserror::Error)]
-pub enum ApiError {
-    #[error("no answer within {} s", API_TIMEOUT.as_secs())]
-    Timeout,
-    #[error(transparent)]
-    Http(#[from] HttpError),
-    #[error("HTTP {status}: {body}")]
-    Status { status: u16, body: String },
-    #[error("the answer is not JSON")]
-    NotJson(#[source] serde_json::Error),
-    #[error("status {0}")]
-    Failed(String),
-    #[error("no data.activeTargets in the answer")]
-    NoActiveTargets,
-}
-
 /// How long one API request may take.
 const API_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -676,7 +659,9 @@ impl ApiClient {
         };
         tokio::time::timeout(API_TIMEOUT, request)
             .await
-            .map_err(|_| ApiError::Timeout)?
+            .map_err(|_| ApiError::Timeout {
+                secs: API_TIMEOUT.as_secs(),
+            })?
     }
 }
 

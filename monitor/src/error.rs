@@ -84,7 +84,7 @@ pub enum MonitorError {
     PrometheusApi {
         address: String,
         #[source]
-        source: crate::deploy::ApiError,
+        source: ApiError,
     },
 
     /// Scrape targets still down (or not yet known to Prometheus) when the wait ended.
@@ -114,6 +114,38 @@ impl MonitorError {
             source,
         }
     }
+}
+
+/// Why an HTTP request got no response (the cause is the I/O, TLS or HTTP library's error).
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("cannot connect")]
+    Connect(#[source] std::io::Error),
+    #[error("TLS handshake failed")]
+    Tls(#[source] std::io::Error),
+    #[error("HTTP exchange failed")]
+    Http(#[source] hyper::Error),
+    #[error("cannot build the request")]
+    Request(#[source] hyper::http::Error),
+    #[error("reading the response body failed")]
+    Body(#[source] hyper::Error),
+}
+
+/// Why Prometheus's API gave no usable answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("no answer within {secs} s")]
+    Timeout { secs: u64 },
+    #[error(transparent)]
+    Http(#[from] HttpError),
+    #[error("HTTP {status}: {body}")]
+    Status { status: u16, body: String },
+    #[error("the answer is not JSON")]
+    NotJson(#[source] serde_json::Error),
+    #[error("status {0}")]
+    Failed(String),
+    #[error("no data.activeTargets in the answer")]
+    NoActiveTargets,
 }
 
 /// An error and every cause under it on one line (`a: b: c`), for log lines, which would

@@ -7,14 +7,18 @@
 //! - [`generate`]: `clusterkit monitor config`;
 //! - [`exporter`]: `clusterkit monitor serve`;
 //! - [`deploy`]: `clusterkit monitor deploy`;
-//! - [`security`]: the monitoring CA's certificates and the web login every part uses.
+//! - [`security`]: the monitoring CA's certificates and the web login every part uses;
+//! - [`tls`]: PEM files into rustls server and client configurations;
+//! - [`atomic`]: whole-or-nothing file writes.
 
+pub mod atomic;
 pub mod deploy;
 pub mod duration;
 pub mod error;
 pub mod exporter;
 pub mod generate;
 pub mod security;
+pub mod tls;
 pub mod topology;
 
 pub use error::{MonitorError, Result};

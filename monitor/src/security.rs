@@ -118,7 +118,7 @@ fn write_private(path: &Path, data: &[u8]) -> Result<()> {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
             .map_err(|e| MonitorError::io(dir, e))?;
     }
-    crate::generate::write_atomic(path, data, 0o600)
+    crate::atomic::write_atomic(path, data, 0o600)
 }
 
 fn read_optional(path: &Path) -> Result<Option<String>> {
@@ -201,7 +201,7 @@ impl WebLogin {
 /// A TLS client that trusts only the monitoring CA (for clusterkit's own queries of
 /// Prometheus).
 pub fn client_config(topology: &Topology) -> Result<Arc<rustls::ClientConfig>> {
-    crate::exporter::tls::client_config(&MonitoringPki::of(topology).ca, None)
+    crate::tls::client_config(&MonitoringPki::of(topology).ca, None)
 }
 
 #[cfg(test)]

@@ -8,7 +8,6 @@
 
 pub mod collectors;
 pub mod http;
-pub mod tls;
 mod working_set;
 
 pub use working_set::use_one_malloc_arena;
@@ -249,7 +248,7 @@ pub async fn run(topology: &crate::Topology, synthetic_series: usize) -> crate::
         // The exporter's certificate and the CA its scrapers' certificates must chain to.
         crate::security::ensure_pki(topology)?;
         let pki = crate::security::MonitoringPki::of(topology);
-        Some(tls::mtls_server_config(
+        Some(crate::tls::mtls_server_config(
             &pki.exporter.0,
             &pki.exporter.1,
             &pki.ca,

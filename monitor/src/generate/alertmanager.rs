@@ -11,7 +11,7 @@ use clusterkit_core::config::{Alertmanager, Receiver, ReceiverKind, Secret};
 use serde_json::{json, Value};
 
 use crate::error::{MonitorError, Result};
-use crate::generate::Tuning;
+use crate::generate::tuning::Tuning;
 use crate::topology::Topology;
 
 /// A receiver with no integrations: where the Watchdog goes (it would only spam the others).

@@ -27,16 +27,17 @@ pub mod alertmanager;
 pub mod grafana;
 pub mod prometheus;
 pub mod rules;
+pub mod tuning;
 pub mod web;
 
-use std::collections::BTreeMap;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+pub use tuning::Tuning;
+
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::duration::PromDuration;
+use crate::atomic::write_atomic;
 use crate::error::{MonitorError, Result};
 use crate::security::{self, MonitoringPki, WebLogin};
 use crate::topology::{endpoint, Topology};
@@ -64,49 +65,6 @@ pub struct Options {
     pub tuning: Tuning,
 }
 
-/// Settings of the generated files that are not keys of cluster.yaml, given on the command
-/// line. Everything else comes from cluster.yaml through core's resolved model.
-#[derive(Debug, Clone, Default)]
-pub struct Tuning {
-    /// Prometheus's scrape interval instead of `monitor.intervals.scrape_secs`.
-    pub scrape_interval: Option<PromDuration>,
-    /// Prometheus's evaluation interval instead of `monitor.intervals.evaluation_secs`.
-    pub evaluation_interval: Option<PromDuration>,
-    /// `ALERT=DURATION` pairs overriding an alert's `for:`.
-    pub alert_for: BTreeMap<String, PromDuration>,
-    /// Alertmanager's wait before the first notification of a group (default 30s).
-    pub group_wait: Option<PromDuration>,
-    /// Alertmanager's wait before notifying about changes in a group (default 5m).
-    pub group_interval: Option<PromDuration>,
-}
-
-impl Tuning {
-    /// Refuses an `alert_for` entry naming an alert clusterkit does not ship.
-    pub fn check(&self, topology: &Topology) -> Result<()> {
-        let known = rules::alert_names(topology.monitor());
-        match self.alert_for.keys().find(|n| !known.contains(&n.as_str())) {
-            Some(name) => Err(MonitorError::UnknownAlert {
-                name: name.clone(),
-                known,
-            }),
-            None => Ok(()),
-        }
-    }
-
-    /// Prometheus's scrape interval: the command line's, else cluster.yaml's.
-    pub fn scrape_interval(&self, topology: &Topology) -> PromDuration {
-        self.scrape_interval
-            .unwrap_or(PromDuration::secs(topology.monitor().intervals.scrape_secs))
-    }
-
-    /// Prometheus's rule evaluation interval: the command line's, else cluster.yaml's.
-    pub fn evaluation_interval(&self, topology: &Topology) -> PromDuration {
-        self.evaluation_interval.unwrap_or(PromDuration::secs(
-            topology.monitor().intervals.evaluation_secs,
-        ))
-    }
-}
-
 fn render_error(file: &str, source: impl Into<crate::error::Cause>) -> MonitorError {
     MonitorError::Render {
         file: file.to_string(),
@@ -123,33 +81,6 @@ fn to_json(file: &str, value: &Value) -> Result<String> {
     serde_json::to_string_pretty(value)
         .map(|s| s + "\n")
         .map_err(|e| render_error(file, e))
-}
-
-/// Writes `content` to `path` with exactly `mode` through a temporary file and a rename,
-/// creating the parent directories. A private file is created with its final mode (never
-/// briefly world-readable).
-pub(crate) fn write_atomic(path: &Path, content: &[u8], mode: u32) -> Result<()> {
-    let parent = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(|e| MonitorError::io(parent, e))?;
-    let tmp = parent.join(format!(
-        ".{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
-    ));
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(|e| MonitorError::io(&tmp, e))?;
-    f.write_all(content)
-        .map_err(|e| MonitorError::io(&tmp, e))?;
-    f.sync_all().map_err(|e| MonitorError::io(&tmp, e))?;
-    drop(f);
-    // The umask may have narrowed the mode at creation; set it exactly.
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
-        .map_err(|e| MonitorError::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| MonitorError::io(path, e))
 }
 
 /// Writes `content` to `dir/rel` with `mode` unless it already has exactly that content and
@@ -224,7 +155,7 @@ pub fn generate(topology: &Topology, out_dir: &Path, options: &Options) -> Resul
         0o644,
         &mut report,
     )?;
-    let rules = rules::rule_file(topology, tuning);
+    let rules = rules::rule_file(topology, &tuning.alert_for);
     write_file(
         out_dir,
         files::RULES,
@@ -419,6 +350,7 @@ pub fn generate(topology: &Topology, out_dir: &Path, options: &Options) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::duration::PromDuration;
 
     const YAML: &str = r#"
 name: demo
@@ -507,7 +439,7 @@ monitor:
         let jobs = prometheus::jobs(&t);
         let prom = prometheus::config(&t, &jobs, None, &tuning);
         assert_eq!(prom["global"]["scrape_interval"], "1s");
-        let rules = rules::rule_file(&t, &tuning);
+        let rules = rules::rule_file(&t, &tuning.alert_for);
         let down = rules["groups"][0]["rules"]
             .as_array()
             .unwrap()

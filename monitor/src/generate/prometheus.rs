@@ -18,7 +18,7 @@ use clusterkit_core::config::{Host, Role};
 use clusterkit_installer::pki::monitoring;
 
 use crate::duration::PromDuration;
-use crate::generate::Tuning;
+use crate::generate::tuning::Tuning;
 use crate::topology::{endpoint, runs_kubelet, Topology};
 
 /// File names under the output directory, shared by the generator and `deploy`.

@@ -14,7 +14,6 @@ use std::collections::BTreeMap;
 use clusterkit_core::config::{KubeletDisk, Monitor};
 
 use crate::duration::PromDuration;
-use crate::generate::Tuning;
 use crate::topology::Topology;
 
 /// One alerting rule.
@@ -442,8 +441,8 @@ pub fn alert_names(m: &Monitor) -> Vec<&'static str> {
 }
 
 /// The rule file (`groups:` document) as a value ready to serialise.
-pub fn rule_file(topology: &Topology, tuning: &Tuning) -> Value {
-    let groups: Vec<Value> = groups(topology.monitor(), &tuning.alert_for)
+pub fn rule_file(topology: &Topology, alert_for: &BTreeMap<String, PromDuration>) -> Value {
+    let groups: Vec<Value> = groups(topology.monitor(), alert_for)
         .into_iter()
         .map(|g| {
             let rules: Vec<Value> = g

@@ -19,24 +19,9 @@ use hyper_util::rt::TokioIo;
 use clusterkit_core::config::Role;
 
 use super::{flag, gauge, CollectError, Collector, Metrics};
-use crate::error::chain;
-use crate::exporter::tls::client_config;
+use crate::error::{chain, HttpError};
+use crate::tls::client_config;
 use crate::topology::Topology;
-
-/// Why an HTTP request got no response (the cause is the I/O, TLS or HTTP library's error).
-#[derive(Debug, thiserror::Error)]
-pub enum HttpError {
-    #[error("cannot connect")]
-    Connect(#[source] std::io::Error),
-    #[error("TLS handshake failed")]
-    Tls(#[source] std::io::Error),
-    #[error("HTTP exchange failed")]
-    Http(#[source] hyper::Error),
-    #[error("cannot build the request")]
-    Request(#[source] hyper::http::Error),
-    #[error("reading the response body failed")]
-    Body(#[source] hyper::Error),
-}
 
 /// One health endpoint to check.
 #[derive(Debug, Clone)]

@@ -1,6 +1,6 @@
-//! Loading PEM files into rustls configurations: the exporter's own HTTPS listener and the
-//! HTTPS client the control-plane probe uses (server verified against the cluster CA, client
-//! certificate presented). The `ring` provider is named explicitly because several rustls
+//! Loading PEM files into rustls configurations: the exporter's own HTTPS listener, and the
+//! HTTPS clients of the control-plane probe (server verified against the cluster CA, client
+//! certificate presented) and of clusterkit's queries of Prometheus. The `ring` provider is named explicitly because several rustls
 //! providers are compiled into the binary (a process-wide default would be ambiguous).
 //!
 //! The listener requires a client certificate signed by the monitoring CA and serves the
