@@ -17,7 +17,7 @@ use etcd_client::{
 use clusterkit_core::config::Role;
 
 use super::{flag, gauge, CollectError, Collector, Metrics};
-use crate::error::MonitorError;
+use crate::error::{chain, MonitorError};
 use crate::topology::{endpoint, Topology};
 
 /// A member to probe.
@@ -60,6 +60,15 @@ impl EtcdCollector {
             timeout: Duration::from_secs(3),
         }
     }
+}
+
+/// Why a member gave no status.
+#[derive(Debug, thiserror::Error)]
+enum ProbeError {
+    #[error("etcd")]
+    Etcd(#[source] etcd_client::Error),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
 }
 
 /// What one member said.
@@ -235,8 +244,8 @@ impl Collector for EtcdCollector {
                 let start = Instant::now();
                 let result = tokio::time::timeout(self.timeout * 2, probe(m, options)).await;
                 let result = match result {
-                    Ok(r) => r.map_err(|e| e.to_string()),
-                    Err(_) => Err(format!("no answer within {:?}", self.timeout * 2)),
+                    Ok(r) => r.map_err(ProbeError::Etcd),
+                    Err(_) => Err(ProbeError::Timeout(self.timeout * 2)),
                 };
                 (m, start.elapsed(), result)
             }
@@ -285,7 +294,7 @@ impl Collector for EtcdCollector {
                     }
                 }
                 Err(e) => {
-                    tracing::debug!(member = %name, error = %e, "etcd member did not answer");
+                    tracing::debug!(member = %name, error = %chain(e), "etcd member did not answer");
                     up.with_label_values(&[name]).set(0.0);
                 }
             }
