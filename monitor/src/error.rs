@@ -1,6 +1,7 @@
 //! Errors of the monitor crate. Every variant names the file, setting, host or address it is
-//! about, and keeps what caused it as its `source`; none ever carries a secret value (only the
-//! name of the variable or file holding it).
+//! about, and keeps what caused it as its `source` (not repeated in its own message, so the
+//! printed chain says each thing once); none ever carries a secret value (only the name of the
+//! variable or file holding it). Log lines print the whole chain with [`chain`].
 
 use std::path::PathBuf;
 
@@ -36,7 +37,7 @@ pub enum MonitorError {
     Secret(#[from] clusterkit_core::config::SecretError),
 
     /// Reading or writing a file failed.
-    #[error("{path}: {source}", path = path.display())]
+    #[error("{path}", path = path.display())]
     Io {
         path: PathBuf,
         #[source]
@@ -92,14 +93,14 @@ pub enum MonitorError {
     TargetsDown { waited_secs: u64, down: Vec<String> },
 
     /// The monitoring CA or one of its certificates could not be made or read.
-    #[error("monitoring PKI: {source}")]
+    #[error("monitoring PKI")]
     Pki {
         #[source]
         source: clusterkit_installer::pki::PkiError,
     },
 
     /// The exporter could not listen on its address.
-    #[error("cannot listen on {address}: {source}")]
+    #[error("cannot listen on {address}")]
     Listen {
         address: String,
         #[source]
@@ -155,7 +156,7 @@ pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut cause = error.source();
     while let Some(c) = cause {
         let more = c.to_string();
-        // Variants that already show their cause must not repeat it.
+        // Other crates' variants that already show their cause must not repeat it.
         if !text.ends_with(&more) {
             text.push_str(": ");
             text.push_str(&more);
@@ -166,3 +167,25 @@ pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
 }
 
 pub type Result<T, E = MonitorError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_chain_names_each_cause_once() {
+        let denied = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "denied");
+        let e = MonitorError::io("/x/prometheus.yml", denied);
+        assert_eq!(e.to_string(), "/x/prometheus.yml");
+        assert_eq!(chain(&e), "/x/prometheus.yml: denied");
+        let http = ApiError::Http(HttpError::Connect(std::io::Error::other("refused")));
+        let e = MonitorError::PrometheusApi {
+            address: "10.0.0.3:9090".into(),
+            source: http,
+        };
+        assert_eq!(
+            chain(&e),
+            "Prometheus at 10.0.0.3:9090: cannot connect: refused"
+        );
+    }
+}
