@@ -115,6 +115,13 @@ impl MonitorError {
             source,
         }
     }
+
+    pub(crate) fn render(file: impl Into<String>, source: impl Into<Cause>) -> Self {
+        MonitorError::Render {
+            file: file.into(),
+            source: source.into(),
+        }
+    }
 }
 
 /// Why an HTTP request got no response (the cause is the I/O, TLS or HTTP library's error).

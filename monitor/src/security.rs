@@ -166,10 +166,8 @@ impl WebLogin {
         let hash = match kept {
             Some(h) => h,
             None => {
-                let h = bcrypt::hash(&password, BCRYPT_COST).map_err(|e| MonitorError::Render {
-                    file: hash_file.display().to_string(),
-                    source: e.into(),
-                })?;
+                let h = bcrypt::hash(&password, BCRYPT_COST)
+                    .map_err(|e| MonitorError::render(hash_file.display().to_string(), e))?;
                 write_private(&hash_file, h.as_bytes())?;
                 h
             }

@@ -65,22 +65,15 @@ pub struct Options {
     pub tuning: Tuning,
 }
 
-fn render_error(file: &str, source: impl Into<crate::error::Cause>) -> MonitorError {
-    MonitorError::Render {
-        file: file.to_string(),
-        source: source.into(),
-    }
-}
-
 /// Renders a value as YAML.
 pub fn to_yaml(file: &str, value: &Value) -> Result<String> {
-    serde_saphyr::to_string(value).map_err(|e| render_error(file, e))
+    serde_saphyr::to_string(value).map_err(|e| MonitorError::render(file, e))
 }
 
 fn to_json(file: &str, value: &Value) -> Result<String> {
     serde_json::to_string_pretty(value)
         .map(|s| s + "\n")
-        .map_err(|e| render_error(file, e))
+        .map_err(|e| MonitorError::render(file, e))
 }
 
 /// Writes `content` to `dir/rel` with `mode` unless it already has exactly that content and
