@@ -31,7 +31,7 @@ impl FrontEnd {
             .unwrap();
         let acceptor = tls.map(|(cert, key)| {
             tokio_rustls::TlsAcceptor::from(
-                clusterkit_monitor::exporter::tls::server_config(cert, key).unwrap(),
+                clusterkit_monitor::tls::server_config(cert, key).unwrap(),
             )
         });
         let listener = rt

@@ -195,17 +195,20 @@ fn render_everything(cluster: &Cluster) -> Result<(), String> {
         clusterkit_backup::schedule::parse_cron(expr)
             .map_err(|e| format!("the accepted schedule does not parse: {e}"))?;
     }
-    let topology = clusterkit_monitor::topology::Topology::from_cluster(cluster.clone())
-        .map_err(|e| format!("monitor topology: {e}"))?;
+    let topology = clusterkit_monitor::topology::Topology::from_cluster(cluster.clone());
+    let tuning = clusterkit_monitor::generate::Tuning::default();
     let jobs = clusterkit_monitor::generate::prometheus::jobs(&topology);
     let login = cluster
         .monitor
         .tls
         .then_some(cluster.monitor.web_auth.username.as_str());
-    let _ = clusterkit_monitor::generate::prometheus::config(&topology, &jobs, login);
-    let _ = clusterkit_monitor::generate::rules::rule_file(&topology);
-    let _ =
-        clusterkit_monitor::generate::alertmanager::config(&topology, Path::new("/nonexistent"));
+    let _ = clusterkit_monitor::generate::prometheus::config(&topology, &jobs, login, &tuning);
+    let _ = clusterkit_monitor::generate::rules::rule_file(&topology, &tuning.alert_for);
+    let _ = clusterkit_monitor::generate::alertmanager::config(
+        &topology,
+        Path::new("/nonexistent"),
+        &tuning,
+    );
     Ok(())
 }
 

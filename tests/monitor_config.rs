@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use clusterkit_monitor::generate::rules;
-use clusterkit_monitor::settings::MonitorSettings;
+use clusterkit_monitor::Topology;
 use common::{clusterkit, run_ok};
 use monitor_support::*;
 
@@ -1064,7 +1064,8 @@ fn every_alert_fires_on_bad_series_and_stays_silent_on_healthy_ones() {
     let (dir, cfg) = cluster_dir(CLUSTER);
     let out = dir.path().join("monitoring");
     generate(&cfg, &out);
-    let groups = rules::groups(&MonitorSettings::default());
+    let topology = Topology::load(&cfg).unwrap();
+    let groups = rules::groups(topology.monitor(), &BTreeMap::new());
     let cases = cases();
 
     // Coverage: every alert and every severity of it is exercised.

@@ -40,12 +40,13 @@ use clusterkit_core::playbook::{self, Engine, Library, RunOptions, RunReport};
 use clusterkit_installer::phases;
 use clusterkit_installer::pki::{self, monitoring};
 
-use crate::exporter::collectors::controlplane::http1_get;
+use clusterkit_core::config::Role;
 use serde_json::{json, Value};
 
-use crate::error::{MonitorError, Result};
+use crate::error::{ApiError, HttpError, MonitorError, Result};
+use crate::exporter::collectors::controlplane::http1_get;
 use crate::generate::{self, prometheus::files};
-use crate::topology::{role, Topology};
+use crate::topology::{endpoint, Topology};
 
 /// Where the generated configuration lives on a monitor host (node-exporter's files on every
 /// host).
@@ -69,8 +70,6 @@ pub const PLAYBOOK: (&str, &str) = (
     include_str!("../../playbooks/monitor.yaml"),
 );
 
-/// Role given to the hosts that run Prometheus (the `monitor` hosts, else the first host).
-const MONITOR_ROLE: &str = role::MONITOR;
 /// Role given to the monitor hosts when Grafana is installed too.
 const GRAFANA_ROLE: &str = "monitor-grafana";
 
@@ -90,6 +89,8 @@ pub struct DeployOptions {
     /// Print task progress to stderr.
     pub progress: bool,
     pub verbose: bool,
+    /// Command-line settings of the generated files.
+    pub tuning: generate::Tuning,
 }
 
 impl Default for DeployOptions {
@@ -102,6 +103,7 @@ impl Default for DeployOptions {
             library: Vec::new(),
             progress: false,
             verbose: false,
+            tuning: generate::Tuning::default(),
         }
     }
 }
@@ -276,11 +278,10 @@ fn defaults_file(what: &str, args: &[String]) -> String {
 
 /// The `monitor` object the playbook sees.
 fn playbook_vars(topology: &Topology, sets: &FileSets) -> Value {
-    let ports = &topology.monitor.ports;
+    let m = topology.monitor();
+    let ports = &m.ports;
     let web = |rel: &str| {
-        topology
-            .monitor
-            .tls
+        m.tls
             .then(|| format!("--web.config.file={CONFIG_DIR}/{rel}"))
     };
     let mut node_exporter = vec![
@@ -309,9 +310,9 @@ fn playbook_vars(topology: &Topology, sets: &FileSets) -> Value {
     } else {
         alertmanager.push("--cluster.listen-address=0.0.0.0:9094".to_string());
         for h in &monitors {
-            alertmanager.push(format!("--cluster.peer={}", h.endpoint(9094)));
+            alertmanager.push(format!("--cluster.peer={}", endpoint(h, 9094)));
         }
-        if topology.monitor.tls {
+        if m.tls {
             alertmanager.push(format!(
                 "--cluster.tls-config={CONFIG_DIR}/{}",
                 generate::web::ALERTMANAGER_CLUSTER
@@ -335,6 +336,11 @@ pub fn library(overrides: &[PathBuf]) -> Library {
     lib
 }
 
+/// What a failure of the installer's inventory glue (bundle, SSH targets) becomes.
+fn install(what: &'static str) -> impl FnOnce(phases::InstallError) -> MonitorError {
+    move |source| MonitorError::Install { what, source }
+}
+
 /// Whether the offline bundle carries Grafana.
 fn bundle_has_grafana(bundle: Option<&playbook::modules::Bundle>) -> bool {
     bundle.is_some_and(|b| b.manifest.packages.iter().any(|p| p.name == "grafana"))
@@ -344,55 +350,56 @@ fn bundle_has_grafana(bundle: Option<&playbook::modules::Bundle>) -> bool {
 /// them into an error); targets that stay down are an error naming them.
 pub async fn deploy(topology: &Topology, opts: &DeployOptions) -> Result<DeployReport> {
     let cluster = &topology.cluster;
-    let failed = |message: String| MonitorError::Deploy { message };
+    let m = topology.monitor();
+    let playbook_error = |source| MonitorError::Playbook { source };
 
     // 1. The configs, generated where clusterkit runs.
-    let stage = StateLayout::new(&topology.state_dir).monitor_dir();
+    let layout = StateLayout::from_cluster(cluster);
+    let stage = layout.monitor_dir();
     let generated = generate::generate(
         topology,
         &stage,
         &generate::Options {
             install_dir: Some(PathBuf::from(CONFIG_DIR)),
+            tuning: opts.tuning.clone(),
         },
     )?;
-    let bundle = phases::bundle(cluster).map_err(|e| failed(e.to_string()))?;
+    let bundle = phases::bundle(cluster).map_err(install("the offline bundle"))?;
     let grafana = bundle_has_grafana(bundle.as_ref());
     let sets = file_sets(&stage, grafana)?;
     let api = ApiClient::for_topology(topology)?;
-    let login = if topology.monitor.tls {
+    let login = if m.tls {
         let l = crate::security::WebLogin::load_or_create(topology)?;
-        Some(
-            match (&l.password_file, &topology.monitor.web_auth.password_env) {
-                (Some(file), _) => format!("user {}, password in {}", l.username, file.display()),
-                (None, Some(var)) => format!("user {}, password from ${var}", l.username),
-                (None, None) => format!("user {}", l.username),
-            },
-        )
+        Some(match (&l.password_file, &m.web_auth.password) {
+            (Some(file), _) => format!("user {}, password in {}", l.username, file.display()),
+            (None, Some(secret)) => format!("user {}, password from ${}", l.username, secret.var),
+            (None, None) => format!("user {}", l.username),
+        })
     } else {
         None
     };
 
     // 2. The playbook, on every host; the monitor hosts get the roles its plays select.
     let library = library(&opts.library);
-    let pb = playbook::load(&library, "monitor").map_err(|e| failed(e.to_string()))?;
+    let pb = playbook::load(&library, "monitor").map_err(playbook_error)?;
     let hosts: Vec<&clusterkit_core::config::Host> = cluster.hosts.iter().collect();
-    let mut targets = phases::targets(cluster, &hosts).map_err(|e| failed(e.to_string()))?;
+    let mut targets = phases::targets(cluster, &hosts).map_err(install("the SSH targets"))?;
     let monitor_names: BTreeSet<String> = topology
         .monitor_hosts()
         .iter()
         .map(|h| h.name.clone())
         .collect();
-    let layout = StateLayout::new(&topology.state_dir);
+    let monitor_role = Role::Monitor.as_str();
     for t in &mut targets {
-        if topology.monitor.tls {
+        if m.tls {
             let (node, server) = host_files(&layout, &t.name);
             t.vars["monitor_files"] = json!({ "node_exporter": node, "server": server });
         } else {
             t.vars["monitor_files"] = json!({ "node_exporter": [], "server": [] });
         }
         if monitor_names.contains(&t.name) {
-            for r in [MONITOR_ROLE, GRAFANA_ROLE] {
-                if (r == MONITOR_ROLE || grafana) && !t.roles.iter().any(|x| x == r) {
+            for r in [monitor_role, GRAFANA_ROLE] {
+                if (r == monitor_role || grafana) && !t.roles.iter().any(|x| x == r) {
                     t.roles.push(r.to_string());
                 }
             }
@@ -415,14 +422,14 @@ pub async fn deploy(topology: &Topology, opts: &DeployOptions) -> Result<DeployR
             verify_all: false,
         },
     )
-    .map_err(|e| failed(e.to_string()))?;
+    .map_err(playbook_error)?;
     engine.run(&pb, &targets).await;
     let run = engine.finish();
 
     let monitors: Vec<String> = topology
         .monitor_hosts()
         .iter()
-        .map(|h| h.endpoint(topology.monitor.ports.prometheus))
+        .map(|h| endpoint(h, m.ports.prometheus))
         .collect();
     let all_jobs: Vec<String> = generate::prometheus::jobs(topology)
         .iter()
@@ -432,10 +439,10 @@ pub async fn deploy(topology: &Topology, opts: &DeployOptions) -> Result<DeployR
         Some(jobs) => {
             for j in jobs {
                 if !all_jobs.contains(j) {
-                    return Err(failed(format!(
-                        "--check-jobs: no job `{j}` in the generated prometheus.yml (jobs: {})",
-                        all_jobs.join(", ")
-                    )));
+                    return Err(MonitorError::UnknownJob {
+                        job: j.clone(),
+                        jobs: all_jobs,
+                    });
                 }
             }
             jobs.clone()
@@ -517,9 +524,8 @@ async fn wait_for_targets(
     expected: &BTreeMap<String, usize>,
     deadline: Instant,
 ) -> Result<Vec<TargetHealth>> {
-    let mut last_error = String::from("not queried");
     loop {
-        match api.get(prometheus, "/api/v1/targets?state=active").await {
+        let failure = match api.get(prometheus, "/api/v1/targets?state=active").await {
             Ok((200, body)) => match parse_targets(prometheus, &body, expected) {
                 Ok(targets) => {
                     let ready = expected.iter().all(|(job, n)| {
@@ -532,40 +538,44 @@ async fn wait_for_targets(
                     if ready || Instant::now() >= deadline {
                         return Ok(targets);
                     }
+                    None
                 }
-                Err(e) => last_error = e,
+                Err(e) => Some(e),
             },
-            Ok((status, body)) => {
-                last_error = format!(
-                    "HTTP {status}: {}",
-                    body.chars().take(200).collect::<String>()
-                )
+            Ok((status, body)) => Some(ApiError::Status {
+                status,
+                body: body.chars().take(200).collect(),
+            }),
+            Err(e) => Some(e),
+        };
+        if let Some(source) = failure {
+            if Instant::now() >= deadline {
+                return Err(MonitorError::PrometheusApi {
+                    address: prometheus.to_string(),
+                    source,
+                });
             }
-            Err(e) => last_error = e,
-        }
-        if Instant::now() >= deadline {
-            return Err(MonitorError::PrometheusApi {
-                address: prometheus.to_string(),
-                message: last_error,
-            });
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
 }
+
+/// How long one API request may take.
+const API_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `/api/v1/targets` → the active targets.
 fn parse_targets(
     prometheus: &str,
     body: &str,
     expected: &BTreeMap<String, usize>,
-) -> std::result::Result<Vec<TargetHealth>, String> {
-    let v: Value = serde_json::from_str(body).map_err(|e| format!("not JSON: {e}"))?;
+) -> std::result::Result<Vec<TargetHealth>, ApiError> {
+    let v: Value = serde_json::from_str(body).map_err(ApiError::NotJson)?;
     if v["status"] != "success" {
-        return Err(format!("status {}", v["status"]));
+        return Err(ApiError::Failed(v["status"].to_string()));
     }
     let active = v["data"]["activeTargets"]
         .as_array()
-        .ok_or("no data.activeTargets")?;
+        .ok_or(ApiError::NoActiveTargets)?;
     Ok(active
         .iter()
         .map(|t| {
@@ -602,7 +612,7 @@ impl std::fmt::Debug for ApiClient {
 impl ApiClient {
     /// The client for a topology (reads the login and the monitoring CA).
     pub fn for_topology(topology: &Topology) -> Result<ApiClient> {
-        if !topology.monitor.tls {
+        if !topology.monitor().tls {
             return Ok(ApiClient { tls: None });
         }
         let login = crate::security::WebLogin::load_or_create(topology)?;
@@ -623,33 +633,35 @@ impl ApiClient {
         }
     }
 
-    /// GET of `path` on `address` (`ip:port`), with a 10 s timeout.
+    /// GET of `path` on `address` (`ip:port`), within [`API_TIMEOUT`].
     pub async fn get(
         &self,
         address: &str,
         path: &str,
-    ) -> std::result::Result<(u16, String), String> {
+    ) -> std::result::Result<(u16, String), ApiError> {
         let request = async {
             let tcp = tokio::net::TcpStream::connect(address)
                 .await
-                .map_err(|e| format!("connect: {e}"))?;
+                .map_err(HttpError::Connect)?;
             let (status, body) = match &self.tls {
                 None => http1_get(tcp, address, path, None).await?,
                 Some((config, authorization)) => {
-                    let ip = tcp.peer_addr().map_err(|e| format!("connect: {e}"))?.ip();
+                    let ip = tcp.peer_addr().map_err(HttpError::Connect)?.ip();
                     let name = rustls::pki_types::ServerName::IpAddress(ip.into());
                     let tls = tokio_rustls::TlsConnector::from(config.clone())
                         .connect(name, tcp)
                         .await
-                        .map_err(|e| format!("TLS: {e}"))?;
+                        .map_err(HttpError::Tls)?;
                     http1_get(tls, address, path, Some(authorization)).await?
                 }
             };
             Ok((status, String::from_utf8_lossy(&body).into_owned()))
         };
-        tokio::time::timeout(Duration::from_secs(10), request)
+        tokio::time::timeout(API_TIMEOUT, request)
             .await
-            .map_err(|_| "no answer within 10 s".to_string())?
+            .map_err(|_| ApiError::Timeout {
+                secs: API_TIMEOUT.as_secs(),
+            })?
     }
 }
 
@@ -673,7 +685,7 @@ mod tests {
         )
         .unwrap();
         let t = Topology::load(&cfg).unwrap();
-        let pki = t.state_dir.join("pki/etcd");
+        let pki = t.cluster.state_dir.join("pki/etcd");
         std::fs::create_dir_all(&pki).unwrap();
         for f in ["ca.crt", "healthcheck-client.crt", "healthcheck-client.key"] {
             std::fs::write(pki.join(f), "x").unwrap();
@@ -684,6 +696,7 @@ mod tests {
             &stage,
             &generate::Options {
                 install_dir: Some(PathBuf::from(CONFIG_DIR)),
+                tuning: generate::Tuning::default(),
             },
         )
         .unwrap();

@@ -1,12 +1,10 @@
-//! Durations written the way Prometheus writes them (`15s`, `2m`, `1h30m`, `7d`), so one value
-//! in cluster.yaml can be used both by the exporter and verbatim in generated configs.
+//! Durations written the way Prometheus writes them (`15s`, `2m`, `1h30m`, `7d`): what the
+//! command line's tuning flags take and what the generated configs print.
 //!
 //! Only the units Prometheus accepts are allowed: ms, s, m, h, d, w, y (y = 365 d).
 
 use std::fmt;
 use std::time::Duration;
-
-use serde::{Deserialize, Deserializer};
 
 /// A duration that prints back in Prometheus syntax.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -22,21 +20,23 @@ impl PromDuration {
     }
 
     /// Parses `1h30m`, `15s`, `500ms`; an empty string or a zero total is an error.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, DurationError> {
         let text = text.trim();
+        let err = |problem| DurationError {
+            text: text.to_string(),
+            problem,
+        };
         if text.is_empty() {
-            return Err("empty duration".into());
+            return Err(err(Problem::Empty));
         }
         let mut total_ms: u128 = 0;
         let mut rest = text;
         while !rest.is_empty() {
             let digits = rest.chars().take_while(|c| c.is_ascii_digit()).count();
             if digits == 0 {
-                return Err(format!("`{text}` is not a duration like 30s, 5m, 1h"));
+                return Err(err(Problem::NotADuration));
             }
-            let number: u128 = rest[..digits]
-                .parse()
-                .map_err(|_| format!("`{text}`: number too large"))?;
+            let number: u128 = rest[..digits].parse().map_err(|_| err(Problem::TooLarge))?;
             rest = &rest[digits..];
             let unit_len = rest.chars().take_while(|c| c.is_ascii_alphabetic()).count();
             let unit = &rest[..unit_len];
@@ -49,20 +49,46 @@ impl PromDuration {
                 "d" => 86_400_000,
                 "w" => 7 * 86_400_000,
                 "y" => 365 * 86_400_000,
-                "" => return Err(format!("`{text}`: missing unit (ms, s, m, h, d, w, y)")),
-                other => return Err(format!("`{text}`: unknown unit `{other}`")),
+                "" => return Err(err(Problem::MissingUnit)),
+                other => return Err(err(Problem::UnknownUnit(other.to_string()))),
             };
             total_ms = number
                 .checked_mul(factor)
                 .and_then(|n| total_ms.checked_add(n))
-                .ok_or_else(|| format!("`{text}`: too large"))?;
+                .ok_or_else(|| err(Problem::TooLarge))?;
         }
         if total_ms == 0 {
-            return Err(format!("`{text}` is zero"));
+            return Err(err(Problem::Zero));
         }
-        let ms = u64::try_from(total_ms).map_err(|_| format!("`{text}`: too large"))?;
+        let ms = u64::try_from(total_ms).map_err(|_| err(Problem::TooLarge))?;
         Ok(PromDuration(Duration::from_millis(ms)))
     }
+}
+
+/// Why a text is not a duration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{text}`: {problem}")]
+pub struct DurationError {
+    /// The text as given (trimmed).
+    pub text: String,
+    pub problem: Problem,
+}
+
+/// What is wrong with a duration's text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Problem {
+    #[error("empty duration")]
+    Empty,
+    #[error("not a duration like 30s, 5m, 1h")]
+    NotADuration,
+    #[error("missing unit (ms, s, m, h, d, w, y)")]
+    MissingUnit,
+    #[error("unknown unit `{0}`")]
+    UnknownUnit(String),
+    #[error("too large")]
+    TooLarge,
+    #[error("is zero")]
+    Zero,
 }
 
 impl fmt::Display for PromDuration {
@@ -85,13 +111,6 @@ impl fmt::Display for PromDuration {
             }
         }
         Ok(())
-    }
-}
-
-impl<'de> Deserialize<'de> for PromDuration {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        PromDuration::parse(&text).map_err(serde::de::Error::custom)
     }
 }
 

@@ -1,14 +1,20 @@
 //! Errors of the monitor crate. Every variant names the file, setting, host or address it is
-//! about; none ever carries a secret value (only the name of the variable or file holding it).
+//! about, and keeps what caused it as its `source` (not repeated in its own message, so the
+//! printed chain says each thing once); none ever carries a secret value (only the name of the
+//! variable or file holding it). Log lines print the whole chain with [`chain`].
 
 use std::path::PathBuf;
+
+/// A cause of any type, kept as the source of an error (serialiser, template engine, TLS
+/// library and backup store errors, whose types differ).
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Anything that can go wrong loading the cluster, generating configs or serving metrics.
 #[derive(Debug, thiserror::Error)]
 pub enum MonitorError {
-    /// cluster.yaml could not be read or parsed (the message carries line and column).
-    #[error("{path}: {message}", path = path.display())]
-    ClusterFile { path: PathBuf, message: String },
+    /// cluster.yaml could not be read, or is invalid (each problem with file:line:column).
+    #[error(transparent)]
+    Config(#[from] clusterkit_core::config::ConfigError),
 
     /// A setting has a value that cannot work; `field` is its dotted path in cluster.yaml.
     #[error("{path}: {field}: {message}", path = path.display())]
@@ -18,48 +24,83 @@ pub enum MonitorError {
         message: String,
     },
 
-    /// A secret was to be read from an environment variable that is not set.
-    #[error("{field}: environment variable {variable} is not set")]
-    MissingSecret { field: String, variable: String },
+    /// `--alert-for` names an alert clusterkit does not ship.
+    #[error("--alert-for {name}: no alert named `{name}`; known alerts: {}", known.join(", "))]
+    UnknownAlert {
+        name: String,
+        known: Vec<&'static str>,
+    },
+
+    /// A secret named by cluster.yaml could not be read (the error names the variable and the
+    /// setting, never a value).
+    #[error(transparent)]
+    Secret(#[from] clusterkit_core::config::SecretError),
 
     /// Reading or writing a file failed.
-    #[error("{path}: {source}", path = path.display())]
+    #[error("{path}", path = path.display())]
     Io {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
 
-    /// A certificate or key could not be loaded.
-    #[error("{path}: {message}", path = path.display())]
-    Tls { path: PathBuf, message: String },
+    /// A certificate or key could not be loaded or used; `what` says which and how.
+    #[error("{path}: {what}", path = path.display())]
+    Tls {
+        path: PathBuf,
+        what: String,
+        #[source]
+        source: Option<Cause>,
+    },
 
     /// Serialising a generated file failed (a bug, reported with the file name).
-    #[error("cannot render {file}: {message}")]
-    Render { file: String, message: String },
+    #[error("cannot render {file}")]
+    Render {
+        file: String,
+        #[source]
+        source: Cause,
+    },
 
-    /// `monitor deploy` could not start (playbook, bundle, SSH targets) or was asked for a
-    /// job that does not exist.
-    #[error("monitor deploy: {message}")]
-    Deploy { message: String },
+    /// `monitor deploy` could not prepare its run (bundle, SSH targets).
+    #[error("monitor deploy: {what}")]
+    Install {
+        what: &'static str,
+        #[source]
+        source: clusterkit_installer::phases::InstallError,
+    },
 
-    /// Prometheus's HTTP API did not answer usefully until the deadline.
-    #[error("Prometheus at {address}: {message}")]
-    PrometheusApi { address: String, message: String },
+    /// `monitor deploy`'s playbook could not be loaded or started.
+    #[error("monitor deploy: the playbook")]
+    Playbook {
+        #[source]
+        source: clusterkit_core::playbook::PlaybookError,
+    },
+
+    /// `--check-jobs` names a job the generated prometheus.yml does not have.
+    #[error("--check-jobs: no job `{job}` in the generated prometheus.yml (jobs: {})", jobs.join(", "))]
+    UnknownJob { job: String, jobs: Vec<String> },
+
+    /// Prometheus's HTTP API did not answer usefully until the deadline (the last failure).
+    #[error("Prometheus at {address}")]
+    PrometheusApi {
+        address: String,
+        #[source]
+        source: ApiError,
+    },
 
     /// Scrape targets still down (or not yet known to Prometheus) when the wait ended.
     #[error("targets not up after {waited_secs} s: {}", down.join("; "))]
     TargetsDown { waited_secs: u64, down: Vec<String> },
 
     /// The monitoring CA or one of its certificates could not be made or read.
-    #[error("monitoring PKI: {source}")]
+    #[error("monitoring PKI")]
     Pki {
         #[source]
         source: clusterkit_installer::pki::PkiError,
     },
 
     /// The exporter could not listen on its address.
-    #[error("cannot listen on {address}: {source}")]
+    #[error("cannot listen on {address}")]
     Listen {
         address: String,
         #[source]
@@ -74,6 +115,84 @@ impl MonitorError {
             source,
         }
     }
+
+    pub(crate) fn render(file: impl Into<String>, source: impl Into<Cause>) -> Self {
+        MonitorError::Render {
+            file: file.into(),
+            source: source.into(),
+        }
+    }
+}
+
+/// Why an HTTP request got no response (the cause is the I/O, TLS or HTTP library's error).
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("cannot connect")]
+    Connect(#[source] std::io::Error),
+    #[error("TLS handshake failed")]
+    Tls(#[source] std::io::Error),
+    #[error("HTTP exchange failed")]
+    Http(#[source] hyper::Error),
+    #[error("cannot build the request")]
+    Request(#[source] hyper::http::Error),
+    #[error("reading the response body failed")]
+    Body(#[source] hyper::Error),
+}
+
+/// Why Prometheus's API gave no usable answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("no answer within {secs} s")]
+    Timeout { secs: u64 },
+    #[error(transparent)]
+    Http(#[from] HttpError),
+    #[error("HTTP {status}: {body}")]
+    Status { status: u16, body: String },
+    #[error("the answer is not JSON")]
+    NotJson(#[source] serde_json::Error),
+    #[error("status {0}")]
+    Failed(String),
+    #[error("no data.activeTargets in the answer")]
+    NoActiveTargets,
+}
+
+/// An error and every cause under it on one line (`a: b: c`), for log lines, which would
+/// otherwise show only the outermost context.
+pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        // Other crates' variants that already show their cause must not repeat it.
+        if !text.ends_with(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 pub type Result<T, E = MonitorError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_chain_names_each_cause_once() {
+        let denied = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "denied");
+        let e = MonitorError::io("/x/prometheus.yml", denied);
+        assert_eq!(e.to_string(), "/x/prometheus.yml");
+        assert_eq!(chain(&e), "/x/prometheus.yml: denied");
+        let http = ApiError::Http(HttpError::Connect(std::io::Error::other("refused")));
+        let e = MonitorError::PrometheusApi {
+            address: "10.0.0.3:9090".into(),
+            source: http,
+        };
+        assert_eq!(
+            chain(&e),
+            "Prometheus at 10.0.0.3:9090: cannot connect: refused"
+        );
+    }
+}

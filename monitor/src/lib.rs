@@ -3,19 +3,22 @@
 //! Alertmanager and Grafana whose targets, certificates and thresholds come from the same
 //! cluster description.
 //!
-//! - [`topology`]: what the monitor reads from cluster.yaml;
+//! - [`topology`]: the cluster as the monitor sees it (core's resolved model, no copy of it);
 //! - [`generate`]: `clusterkit monitor config`;
 //! - [`exporter`]: `clusterkit monitor serve`;
 //! - [`deploy`]: `clusterkit monitor deploy`;
-//! - [`security`]: the monitoring CA's certificates and the web login every part uses.
+//! - [`security`]: the monitoring CA's certificates and the web login every part uses;
+//! - [`tls`]: PEM files into rustls server and client configurations;
+//! - [`atomic`]: whole-or-nothing file writes.
 
+pub mod atomic;
 pub mod deploy;
 pub mod duration;
 pub mod error;
 pub mod exporter;
 pub mod generate;
 pub mod security;
-pub mod settings;
+pub mod tls;
 pub mod topology;
 
 pub use error::{MonitorError, Result};

@@ -50,7 +50,7 @@ pub struct MonitoringPki {
 impl MonitoringPki {
     /// The paths for a topology (whether or not the files exist yet).
     pub fn of(topology: &Topology) -> Self {
-        let dir = StateLayout::new(&topology.state_dir).monitoring_pki_dir();
+        let dir = StateLayout::from_cluster(&topology.cluster).monitoring_pki_dir();
         let pair = |name: &str| {
             (
                 dir.join(format!("{name}.crt")),
@@ -62,7 +62,7 @@ impl MonitoringPki {
             exporter: pair("exporter"),
             prometheus_client: pair("prometheus-client"),
             alertmanager_client: pair("alertmanager-client"),
-            state_dir: topology.state_dir.clone(),
+            state_dir: topology.cluster.state_dir.clone(),
         }
     }
 
@@ -79,7 +79,7 @@ impl MonitoringPki {
 /// Issues whatever is missing or due in the monitoring PKI; returns how many files changed.
 pub fn ensure_pki(topology: &Topology) -> Result<usize> {
     let input = MonitoringInput::from_cluster(&topology.cluster);
-    let layout = StateLayout::new(&topology.state_dir);
+    let layout = StateLayout::from_cluster(&topology.cluster);
     let report = pki::ensure_monitoring(&input, &layout, Mode::Apply)
         .map_err(|source| MonitorError::Pki { source })?;
     for item in &report.items {
@@ -118,7 +118,7 @@ fn write_private(path: &Path, data: &[u8]) -> Result<()> {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
             .map_err(|e| MonitorError::io(dir, e))?;
     }
-    crate::generate::write_atomic(path, data, 0o600)
+    crate::atomic::write_atomic(path, data, 0o600)
 }
 
 fn read_optional(path: &Path) -> Result<Option<String>> {
@@ -142,18 +142,10 @@ fn generate_password() -> String {
 impl WebLogin {
     /// The login for a topology; see the module docs.
     pub fn load_or_create(topology: &Topology) -> Result<WebLogin> {
-        let dir = topology.state_dir.join(AUTH_DIR);
-        let auth = &topology.monitor.web_auth;
-        let (password, password_file) = match &auth.password_env {
-            Some(var) => match std::env::var(var) {
-                Ok(p) if !p.is_empty() => (p, None),
-                _ => {
-                    return Err(MonitorError::MissingSecret {
-                        field: "monitor.web_auth.password_env".into(),
-                        variable: var.clone(),
-                    })
-                }
-            },
+        let dir = topology.cluster.state_dir.join(AUTH_DIR);
+        let auth = &topology.monitor().web_auth;
+        let (password, password_file) = match &auth.password {
+            Some(secret) => (secret.read()?.expose().to_string(), None),
             None => {
                 let file = dir.join("web-password");
                 let password = match read_optional(&file)? {
@@ -174,10 +166,8 @@ impl WebLogin {
         let hash = match kept {
             Some(h) => h,
             None => {
-                let h = bcrypt::hash(&password, BCRYPT_COST).map_err(|e| MonitorError::Render {
-                    file: hash_file.display().to_string(),
-                    message: e.to_string(),
-                })?;
+                let h = bcrypt::hash(&password, BCRYPT_COST)
+                    .map_err(|e| MonitorError::render(hash_file.display().to_string(), e))?;
                 write_private(&hash_file, h.as_bytes())?;
                 h
             }
@@ -209,7 +199,7 @@ impl WebLogin {
 /// A TLS client that trusts only the monitoring CA (for clusterkit's own queries of
 /// Prometheus).
 pub fn client_config(topology: &Topology) -> Result<Arc<rustls::ClientConfig>> {
-    crate::exporter::tls::client_config(&MonitoringPki::of(topology).ca, None)
+    crate::tls::client_config(&MonitoringPki::of(topology).ca, None)
 }
 
 #[cfg(test)]

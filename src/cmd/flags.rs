@@ -363,7 +363,8 @@ mod tests {
                     .map_err(|e| e.to_string())
             }
             Then::PromDuration => {
-                let d = clusterkit_monitor::duration::PromDuration::parse(v)?;
+                let d = clusterkit_monitor::duration::PromDuration::parse(v)
+                    .map_err(|e| e.to_string())?;
                 let _ = d.to_string();
                 let _ = d.as_duration();
                 Ok(())

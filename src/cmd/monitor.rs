@@ -8,7 +8,6 @@ use clap::Subcommand;
 
 use clusterkit_monitor::duration::PromDuration;
 use clusterkit_monitor::generate::{self, Options};
-use clusterkit_monitor::topology::Overrides;
 use clusterkit_monitor::Topology;
 
 use std::fmt::Write as _;
@@ -67,33 +66,36 @@ struct Tuning {
 }
 
 impl Tuning {
-    fn overrides(&self) -> Overrides {
-        Overrides {
+    /// The tuning, checked against the alerts clusterkit ships.
+    fn checked(&self, topology: &Topology) -> anyhow::Result<generate::Tuning> {
+        let tuning = generate::Tuning {
             scrape_interval: self.scrape_interval,
             evaluation_interval: self.evaluation_interval,
             alert_for: self.alert_for.iter().cloned().collect(),
             group_wait: self.group_wait,
             group_interval: self.group_interval,
-        }
+        };
+        tuning.check(topology)?;
+        Ok(tuning)
     }
 }
 
 fn parse_duration(s: &str) -> Result<PromDuration, String> {
-    PromDuration::parse(s)
+    PromDuration::parse(s).map_err(|e| e.to_string())
 }
 
 fn parse_alert_for(s: &str) -> Result<(String, PromDuration), String> {
     let (name, d) = s
         .split_once('=')
         .ok_or_else(|| format!("`{s}` is not ALERT=DURATION"))?;
-    Ok((name.to_string(), PromDuration::parse(d)?))
+    Ok((name.to_string(), parse_duration(d)?))
 }
 
 #[derive(clap::Args)]
 struct ServeArgs {
-    /// Listen address (default: monitor.listen from cluster.yaml).
+    /// Listen address, IP:PORT (default: monitor.listen from cluster.yaml).
     #[arg(long)]
-    listen: Option<String>,
+    listen: Option<std::net::SocketAddr>,
     /// Add this many synthetic series (for benchmarks only).
     #[arg(
         long,
@@ -152,12 +154,14 @@ fn load(global: &Global) -> anyhow::Result<Topology> {
 }
 
 fn config(args: ConfigArgs, global: &Global) -> anyhow::Result<()> {
-    let topology = load(global)?.with_overrides(&args.tuning.overrides())?;
+    let topology = load(global)?;
+    let tuning = args.tuning.checked(&topology)?;
     let report = generate::generate(
         &topology,
         &args.output_dir,
         &Options {
             install_dir: args.install_dir,
+            tuning,
         },
     )
     .with_context(|| {
@@ -194,8 +198,9 @@ fn config(args: ConfigArgs, global: &Global) -> anyhow::Result<()> {
 
 async fn deploy(args: DeployArgs, global: &Global) -> anyhow::Result<()> {
     use clusterkit_monitor::deploy::{self, DeployOptions};
-    let topology = load(global)?.with_overrides(&args.tuning.overrides())?;
+    let topology = load(global)?;
     let opts = DeployOptions {
+        tuning: args.tuning.checked(&topology)?,
         check: args.check,
         check_jobs: args.check_jobs,
         wait: std::time::Duration::from_secs(args.wait_secs),
@@ -250,7 +255,7 @@ async fn deploy(args: DeployArgs, global: &Global) -> anyhow::Result<()> {
 async fn serve(args: ServeArgs, global: &Global) -> anyhow::Result<()> {
     let mut topology = load(global)?;
     if let Some(listen) = args.listen {
-        topology.monitor.listen = listen;
+        topology.cluster.monitor.listen = listen;
     }
     clusterkit_monitor::exporter::run(&topology, args.synthetic_series.unwrap_or(0)).await?;
     Ok(())

@@ -663,6 +663,31 @@ pub struct Monitor {
     pub etcd_quota_bytes: u64,
     /// A backup older than this is stale (schedule period plus slack). Default: 93600 (26 h).
     pub backup_max_age_secs: u64,
+    /// The kubelet's disk thresholds the filesystem alerts fire ahead of. Not a key of
+    /// cluster.yaml (so not part of the printed model): the kubelet's defaults, which the
+    /// installer keeps on real hosts.
+    #[serde(skip)]
+    pub kubelet_disk: KubeletDisk,
+}
+
+/// The kubelet's eviction and image-GC levels, in percent of a node's disk.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct KubeletDisk {
+    /// `evictionHard: nodefs.available`: pods are evicted below this much free space.
+    /// Default: 10 (the kubelet's).
+    pub eviction_nodefs_available_percent: f64,
+    /// `imageGCHighThresholdPercent`: image garbage collection starts above this usage.
+    /// Default: 85 (the kubelet's).
+    pub image_gc_high_percent: f64,
+}
+
+impl Default for KubeletDisk {
+    fn default() -> Self {
+        KubeletDisk {
+            eviction_nodefs_available_percent: 10.0,
+            image_gc_high_percent: 85.0,
+        }
+    }
 }
 
 /// Ports of the monitored components; the defaults are the ones the installer binds.
@@ -724,12 +749,18 @@ pub struct Intervals {
 /// Alertmanager receivers and routing.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Alertmanager {
-    /// Receivers, names unique.
+    /// Receivers, names unique, none named [`Alertmanager::NULL_RECEIVER`].
     pub receivers: Vec<Receiver>,
     /// Receiver for `severity=critical`. Default: none. Always names a receiver above.
     pub critical_receiver: Option<String>,
     /// Receiver for `severity=warning`. Default: none. Always names a receiver above.
     pub warning_receiver: Option<String>,
+}
+
+impl Alertmanager {
+    /// The receiver without integrations the generated configuration routes the always-firing
+    /// Watchdog to; reserved, so no receiver of the file may take the name.
+    pub const NULL_RECEIVER: &'static str = "clusterkit-null";
 }
 
 /// One Alertmanager receiver.

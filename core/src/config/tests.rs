@@ -620,3 +620,22 @@ fn monitor_tls_is_on_by_default_and_off_warns() {
     ));
     assert_eq!(errs[0].line, 6, "{errs:?}");
 }
+
+#[test]
+fn the_watchdog_receiver_name_is_reserved() {
+    let d = Dir::new();
+    let errs = d.errors(&format!(
+        "{MINIMAL}monitor:\n  alertmanager:\n    receivers:\n      - {{ name: {}, webhook: {{ url: \"http://127.0.0.1:9/hook\" }} }}\n",
+        Alertmanager::NULL_RECEIVER
+    ));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(
+        (errs[0].field.as_str(), errs[0].line),
+        ("monitor.alertmanager.receivers[0].name", 8)
+    );
+    assert!(errs[0].message.contains("reserved"), "{errs:?}");
+    assert_eq!(
+        d.ok(MINIMAL).cluster.monitor.kubelet_disk,
+        KubeletDisk::default()
+    );
+}

@@ -18,15 +18,17 @@ use hyper::body::{Bytes, Frame, SizeHint};
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 
+use clusterkit_core::config::Secret;
+
 use super::Exporter;
 use crate::error::{MonitorError, Result};
 
 /// Who may scrape.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Auth {
     pub username: String,
-    /// Only compared, never logged.
-    pub password: String,
+    /// Only compared, never logged (`Debug` shows `<redacted>`).
+    pub password: Secret,
 }
 
 #[derive(Clone)]
@@ -56,7 +58,7 @@ fn authorized(auth: &Auth, headers: &HeaderMap) -> bool {
     let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
         return false;
     };
-    let expected = format!("{}:{}", auth.username, auth.password);
+    let expected = format!("{}:{}", auth.username, auth.password.expose());
     constant_time_eq(&decoded, expected.as_bytes())
 }
 
@@ -198,7 +200,7 @@ mod tests {
     fn basic_auth_accepts_only_the_right_pair() {
         let auth = Auth {
             username: "prom".into(),
-            password: "s3cret".into(),
+            password: Secret::new("s3cret"),
         };
         let header_for = |user_pass: &str| {
             let mut h = HeaderMap::new();

@@ -8,7 +8,6 @@
 
 pub mod collectors;
 pub mod http;
-pub mod tls;
 mod working_set;
 
 pub use working_set::use_one_malloc_arena;
@@ -140,7 +139,7 @@ impl Exporter {
         let ok = match (&result, &encoded) {
             (Ok(()), Ok(_)) => true,
             (Err(e), _) | (_, Err(e)) => {
-                tracing::warn!(collector = name, error = %e, "collector failed");
+                tracing::warn!(collector = name, error = %crate::error::chain(e), "collector failed");
                 false
             }
         };
@@ -239,17 +238,17 @@ pub fn collectors_for(
 
 /// `monitor serve`: loads the listener's TLS (with `monitor.tls`: the monitoring CA's exporter
 /// certificate, client certificates of that CA required) and basic-auth settings, starts every collector
-/// and serves `/metrics` on `topology.monitor.listen` until SIGINT or SIGTERM. It releases the
+/// and serves `/metrics` on `monitor.listen` until SIGINT or SIGTERM. It releases the
 /// memory only start-up needed (`working_set`) before the collectors start, and again once
 /// every collector has run once.
 pub async fn run(topology: &crate::Topology, synthetic_series: usize) -> crate::Result<()> {
-    let addr = topology.listen_addr()?;
-    let m = &topology.monitor;
+    let m = topology.monitor();
+    let addr = m.listen;
     let tls = if m.tls {
         // The exporter's certificate and the CA its scrapers' certificates must chain to.
         crate::security::ensure_pki(topology)?;
         let pki = crate::security::MonitoringPki::of(topology);
-        Some(tls::mtls_server_config(
+        Some(crate::tls::mtls_server_config(
             &pki.exporter.0,
             &pki.exporter.1,
             &pki.ca,
@@ -260,12 +259,7 @@ pub async fn run(topology: &crate::Topology, synthetic_series: usize) -> crate::
     let auth = match &m.basic_auth {
         Some(b) => Some(http::Auth {
             username: b.username.clone(),
-            password: std::env::var(&b.password_env).map_err(|_| {
-                crate::MonitorError::MissingSecret {
-                    field: "monitor.basic_auth.password_env".into(),
-                    variable: b.password_env.clone(),
-                }
-            })?,
+            password: b.password.read()?,
         }),
         None => None,
     };
@@ -293,7 +287,7 @@ pub async fn run(topology: &crate::Topology, synthetic_series: usize) -> crate::
     let scheme = if tls.is_some() { "https" } else { "http" };
     eprintln!(
         "clusterkit exporter for {} listening on {scheme}://{addr}/metrics",
-        topology.name
+        topology.cluster.name
     );
     let shutdown = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {

@@ -27,17 +27,20 @@ pub mod alertmanager;
 pub mod grafana;
 pub mod prometheus;
 pub mod rules;
+pub mod tuning;
 pub mod web;
 
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+pub use tuning::Tuning;
+
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use crate::atomic::write_atomic;
 use crate::error::{MonitorError, Result};
 use crate::security::{self, MonitoringPki, WebLogin};
-use crate::topology::Topology;
+use crate::topology::{endpoint, Topology};
 
 use prometheus::files;
 
@@ -52,55 +55,25 @@ pub struct Report {
     pub warnings: Vec<String>,
 }
 
-/// Where the generated directory will live when it is used (for the few absolute paths that
-/// Alertmanager and Grafana need). Defaults to the output directory itself.
+/// How a generation run behaves.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
+    /// Where the generated directory will live when it is used (for the few absolute paths
+    /// that Alertmanager and Grafana need). Defaults to the output directory itself.
     pub install_dir: Option<PathBuf>,
+    /// Command-line settings of the generated files.
+    pub tuning: Tuning,
 }
 
 /// Renders a value as YAML.
 pub fn to_yaml(file: &str, value: &Value) -> Result<String> {
-    serde_saphyr::to_string(value).map_err(|e| MonitorError::Render {
-        file: file.to_string(),
-        message: e.to_string(),
-    })
+    serde_saphyr::to_string(value).map_err(|e| MonitorError::render(file, e))
 }
 
 fn to_json(file: &str, value: &Value) -> Result<String> {
     serde_json::to_string_pretty(value)
         .map(|s| s + "\n")
-        .map_err(|e| MonitorError::Render {
-            file: file.to_string(),
-            message: e.to_string(),
-        })
-}
-
-/// Writes `content` to `path` with exactly `mode` through a temporary file and a rename,
-/// creating the parent directories. A private file is created with its final mode (never
-/// briefly world-readable).
-pub(crate) fn write_atomic(path: &Path, content: &[u8], mode: u32) -> Result<()> {
-    let parent = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(|e| MonitorError::io(parent, e))?;
-    let tmp = parent.join(format!(
-        ".{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
-    ));
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(|e| MonitorError::io(&tmp, e))?;
-    f.write_all(content)
-        .map_err(|e| MonitorError::io(&tmp, e))?;
-    f.sync_all().map_err(|e| MonitorError::io(&tmp, e))?;
-    drop(f);
-    // The umask may have narrowed the mode at creation; set it exactly.
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
-        .map_err(|e| MonitorError::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| MonitorError::io(path, e))
+        .map_err(|e| MonitorError::render(file, e))
 }
 
 /// Writes `content` to `dir/rel` with `mode` unless it already has exactly that content and
@@ -139,6 +112,8 @@ fn copy_pki(dir: &Path, rel: &str, source: &Path, mode: u32, report: &mut Report
 
 /// Generates everything into `out_dir`.
 pub fn generate(topology: &Topology, out_dir: &Path, options: &Options) -> Result<Report> {
+    options.tuning.check(topology)?;
+    let tuning = &options.tuning;
     let mut report = Report::default();
     std::fs::create_dir_all(out_dir).map_err(|e| MonitorError::io(out_dir, e))?;
     let install_dir = match &options.install_dir {
@@ -146,7 +121,7 @@ pub fn generate(topology: &Topology, out_dir: &Path, options: &Options) -> Resul
         None => std::fs::canonicalize(out_dir).map_err(|e| MonitorError::io(out_dir, e))?,
     };
 
-    let login = if topology.monitor.tls {
+    let login = if topology.monitor().tls {
         security::ensure_pki(topology)?;
         Some(WebLogin::load_or_create(topology)?)
     } else {
@@ -160,7 +135,12 @@ pub fn generate(topology: &Topology, out_dir: &Path, options: &Options) -> Resul
         let text = to_json(&rel, &prometheus::targets_file(job))?;
         write_file(out_dir, &rel, text.as_bytes(), 0o644, &mut report)?;
     }
-    let prom = prometheus::config(topology, &jobs, login.as_ref().map(|l| l.username.as_str()));
+    let prom = prometheus::config(
+        topology,
+        &jobs,
+        login.as_ref().map(|l| l.username.as_str()),
+        tuning,
+    );
     write_file(
         out_dir,
         "prometheus.yml",
@@ -168,7 +148,7 @@ pub fn generate(topology: &Topology, out_dir: &Path, options: &Options) -> Resul
         0o644,
         &mut report,
     )?;
-    let rules = rules::rule_file(topology);
+    let rules = rules::rule_file(topology, &tuning.alert_for);
     write_file(
         out_dir,
         files::RULES,
@@ -277,25 +257,27 @@ pub fn generate(topology: &Topology, out_dir: &Path, options: &Options) -> Resul
             write_file(out_dir, rel, text.as_bytes(), 0o600, &mut report)?;
         }
     }
-    if let Some(auth) = &topology.monitor.basic_auth {
-        let password =
-            std::env::var(&auth.password_env).map_err(|_| MonitorError::MissingSecret {
-                field: "monitor.basic_auth.password_env".into(),
-                variable: auth.password_env.clone(),
-            })?;
+    if let Some(auth) = &topology.monitor().basic_auth {
+        let password = auth.password.read()?;
         write_file(
             out_dir,
             files::EXPORTER_PASSWORD,
-            password.as_bytes(),
+            password.expose().as_bytes(),
             0o600,
             &mut report,
         )?;
     }
 
     // Alertmanager.
-    let (am, secrets) = alertmanager::config(topology, &install_dir.join("secrets"))?;
+    let (am, secrets) = alertmanager::config(topology, &install_dir.join("secrets"), tuning)?;
     for (rel, content) in &secrets {
-        write_file(out_dir, rel, content.as_bytes(), 0o600, &mut report)?;
+        write_file(
+            out_dir,
+            rel,
+            content.expose().as_bytes(),
+            0o600,
+            &mut report,
+        )?;
     }
     write_file(
         out_dir,
@@ -306,22 +288,17 @@ pub fn generate(topology: &Topology, out_dir: &Path, options: &Options) -> Resul
     )?;
 
     // Grafana.
-    let prometheus_url = topology
-        .monitor
-        .grafana
-        .prometheus_url
-        .clone()
-        .unwrap_or_else(|| {
-            let host = topology
-                .monitor_hosts()
-                .first()
-                .map(|h| h.endpoint(topology.monitor.ports.prometheus));
-            format!(
-                "{}://{}",
-                if login.is_some() { "https" } else { "http" },
-                host.unwrap_or_else(|| format!("127.0.0.1:{}", topology.monitor.ports.prometheus))
-            )
-        });
+    // The first monitor host's Prometheus.
+    let prometheus_port = topology.monitor().ports.prometheus;
+    let prometheus_url = format!(
+        "{}://{}",
+        if login.is_some() { "https" } else { "http" },
+        topology
+            .monitor_hosts()
+            .first()
+            .map(|h| endpoint(h, prometheus_port))
+            .unwrap_or_else(|| format!("127.0.0.1:{prometheus_port}"))
+    );
     let rel = "grafana/provisioning/datasources/clusterkit.yaml";
     let datasource = match &login {
         Some(login) => {
@@ -366,6 +343,7 @@ pub fn generate(topology: &Topology, out_dir: &Path, options: &Options) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::duration::PromDuration;
 
     const YAML: &str = r#"
 name: demo
@@ -425,5 +403,42 @@ monitor:
             "second run changed {:?}",
             second.changed
         );
+    }
+
+    #[test]
+    fn tuning_is_checked_and_applied() {
+        let t = Topology::from_yaml(Path::new("/etc/ck/cluster.yaml"), YAML).unwrap();
+        let mut tuning = Tuning::default();
+        tuning
+            .alert_for
+            .insert("NoSuchAlert".into(), PromDuration::secs(1));
+        let err = tuning.check(&t).unwrap_err();
+        assert!(err.to_string().contains("NoSuchAlert"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let options = Options {
+            install_dir: None,
+            tuning: tuning.clone(),
+        };
+        let err = generate(&t, dir.path(), &options).unwrap_err();
+        assert!(err.to_string().contains("NoSuchAlert"), "{err}");
+        let mut tuning = Tuning::default();
+        tuning
+            .alert_for
+            .insert("EtcdMembersDown".into(), PromDuration::secs(2));
+        tuning.scrape_interval = Some(PromDuration::secs(1));
+        tuning.check(&t).unwrap();
+        assert_eq!(tuning.scrape_interval(&t).to_string(), "1s");
+        assert_eq!(tuning.evaluation_interval(&t).to_string(), "15s");
+        let jobs = prometheus::jobs(&t);
+        let prom = prometheus::config(&t, &jobs, None, &tuning);
+        assert_eq!(prom["global"]["scrape_interval"], "1s");
+        let rules = rules::rule_file(&t, &tuning.alert_for);
+        let down = rules["groups"][0]["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["alert"] == "EtcdMembersDown")
+            .unwrap();
+        assert_eq!(down["for"], "2s");
     }
 }

@@ -14,10 +14,12 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use clusterkit_core::config::{Host, Role};
 use clusterkit_installer::pki::monitoring;
 
 use crate::duration::PromDuration;
-use crate::topology::{role, Host, Topology};
+use crate::generate::tuning::Tuning;
+use crate::topology::{endpoint, runs_kubelet, Topology};
 
 /// File names under the output directory, shared by the generator and `deploy`.
 pub mod files {
@@ -67,13 +69,13 @@ fn host_targets<'a>(
     port: u16,
 ) -> Vec<(String, Option<String>)> {
     hosts
-        .map(|h| (h.endpoint(port), Some(h.name.clone())))
+        .map(|h| (endpoint(h, port), Some(h.name.clone())))
         .collect()
 }
 
 /// The scrape jobs for this cluster; jobs without targets are left out.
 pub fn jobs(topology: &Topology) -> Vec<Job> {
-    let ports = &topology.monitor.ports;
+    let ports = &topology.monitor().ports;
     let kube_tls = || {
         Some(JobTls {
             ca_file: files::KUBE_CA.to_string(),
@@ -83,7 +85,7 @@ pub fn jobs(topology: &Topology) -> Vec<Job> {
             )),
         })
     };
-    let secured = topology.monitor.tls;
+    let secured = topology.monitor().tls;
     let jobs = vec![
         Job {
             name: "clusterkit",
@@ -93,13 +95,13 @@ pub fn jobs(topology: &Topology) -> Vec<Job> {
         },
         Job {
             name: "node",
-            targets: host_targets(topology.hosts.iter(), ports.node_exporter),
+            targets: host_targets(topology.cluster.hosts.iter(), ports.node_exporter),
             tls: secured.then(monitoring_tls),
             metrics_path: "/metrics",
         },
         Job {
             name: "etcd",
-            targets: host_targets(topology.hosts_with(role::ETCD), ports.etcd),
+            targets: host_targets(topology.hosts_with(Role::Etcd), ports.etcd),
             tls: Some(JobTls {
                 ca_file: files::ETCD_CA.to_string(),
                 client: Some((
@@ -111,20 +113,20 @@ pub fn jobs(topology: &Topology) -> Vec<Job> {
         },
         Job {
             name: "apiserver",
-            targets: host_targets(topology.hosts_with(role::CONTROL_PLANE), ports.apiserver),
+            targets: host_targets(topology.hosts_with(Role::ControlPlane), ports.apiserver),
             tls: kube_tls(),
             metrics_path: "/metrics",
         },
         Job {
             name: "kube-scheduler",
-            targets: host_targets(topology.hosts_with(role::CONTROL_PLANE), ports.scheduler),
+            targets: host_targets(topology.hosts_with(Role::ControlPlane), ports.scheduler),
             tls: kube_tls(),
             metrics_path: "/metrics",
         },
         Job {
             name: "kube-controller-manager",
             targets: host_targets(
-                topology.hosts_with(role::CONTROL_PLANE),
+                topology.hosts_with(Role::ControlPlane),
                 ports.controller_manager,
             ),
             tls: kube_tls(),
@@ -133,7 +135,7 @@ pub fn jobs(topology: &Topology) -> Vec<Job> {
         Job {
             name: "kubelet",
             targets: host_targets(
-                topology.hosts.iter().filter(|h| h.runs_kubelet()),
+                topology.cluster.hosts.iter().filter(|h| runs_kubelet(h)),
                 ports.kubelet,
             ),
             tls: kube_tls(),
@@ -162,12 +164,12 @@ fn scrape_timeout(interval: PromDuration) -> PromDuration {
 }
 
 /// prometheus.yml; `web_user`: the login Prometheus uses with Alertmanager (`monitor.tls`).
-pub fn config(topology: &Topology, jobs: &[Job], web_user: Option<&str>) -> Value {
-    let m = &topology.monitor;
+pub fn config(topology: &Topology, jobs: &[Job], web_user: Option<&str>, tuning: &Tuning) -> Value {
+    let m = topology.monitor();
     let alertmanagers: Vec<String> = topology
         .monitor_hosts()
         .into_iter()
-        .map(|h| h.endpoint(m.ports.alertmanager))
+        .map(|h| endpoint(h, m.ports.alertmanager))
         .collect();
     let mut alertmanager = json!({ "static_configs": [{ "targets": alertmanagers }] });
     if let Some(user) = web_user {
@@ -213,10 +215,10 @@ pub fn config(topology: &Topology, jobs: &[Job], web_user: Option<&str>) -> Valu
         .collect();
     json!({
         "global": {
-            "scrape_interval": m.intervals.scrape.to_string(),
-            "scrape_timeout": scrape_timeout(m.intervals.scrape).to_string(),
-            "evaluation_interval": m.intervals.evaluation.to_string(),
-            "external_labels": { "cluster": topology.name },
+            "scrape_interval": tuning.scrape_interval(topology).to_string(),
+            "scrape_timeout": scrape_timeout(tuning.scrape_interval(topology)).to_string(),
+            "evaluation_interval": tuning.evaluation_interval(topology).to_string(),
+            "external_labels": { "cluster": topology.cluster.name },
         },
         "rule_files": [files::RULES],
         "alerting": { "alertmanagers": [alertmanager] },

@@ -9,8 +9,11 @@
 
 use serde_json::{json, Value};
 
+use std::collections::BTreeMap;
+
+use clusterkit_core::config::{KubeletDisk, Monitor};
+
 use crate::duration::PromDuration;
-use crate::settings::MonitorSettings;
 use crate::topology::Topology;
 
 /// One alerting rule.
@@ -19,7 +22,7 @@ pub struct Alert {
     pub name: &'static str,
     pub severity: &'static str,
     pub expr: String,
-    /// Default pending duration; `monitor.alert_for` overrides it per alert name.
+    /// Default pending duration; `--alert-for` overrides it per alert name.
     pub for_: Option<PromDuration>,
     pub summary: &'static str,
     pub description: String,
@@ -41,8 +44,7 @@ const FS_SELECTOR: &str = r#"job="node",fstype!~"tmpfs|ramfs|squashfs|overlay|ns
 /// less than `eviction_nodefs_available_percent` is free. Critical fires 5 points before the
 /// eviction level; warning 10 points before image GC begins, so an operator hears about a
 /// filling disk before the kubelet starts acting on it.
-pub fn filesystem_thresholds(m: &MonitorSettings) -> (f64, f64) {
-    let k = &m.kubelet;
+pub fn filesystem_thresholds(k: &KubeletDisk) -> (f64, f64) {
     let gc_free = 100.0 - k.image_gc_high_percent;
     let critical = (k.eviction_nodefs_available_percent + 5.0).min(99.0);
     let warning = (gc_free.max(critical) + 10.0).min(99.5);
@@ -71,13 +73,14 @@ fn alert(
     }
 }
 
-/// All alert groups for this cluster.
-pub fn groups(m: &MonitorSettings) -> Vec<Group> {
+/// All alert groups for this cluster's `monitor:` settings; `alert_for` overrides pending
+/// durations by alert name.
+pub fn groups(m: &Monitor, alert_for: &BTreeMap<String, PromDuration>) -> Vec<Group> {
     let quota = m.etcd_quota_bytes;
     let quota_gib = quota as f64 / (1024.0 * 1024.0 * 1024.0);
-    let (fs_warn, fs_crit) = filesystem_thresholds(m);
-    let backup_max_age = m.backup_max_age;
-    let backup_max_age_secs = backup_max_age.as_duration().as_secs();
+    let (fs_warn, fs_crit) = filesystem_thresholds(&m.kubelet_disk);
+    let backup_max_age_secs = m.backup_max_age_secs;
+    let backup_max_age = PromDuration::secs(backup_max_age_secs);
     let fs_expr = |pct: f64| {
         format!(
             "(node_filesystem_avail_bytes{{{FS_SELECTOR}}} / node_filesystem_size_bytes{{{FS_SELECTOR}}} * 100 < {pct} and node_filesystem_readonly{{{FS_SELECTOR}}} == 0)"
@@ -197,7 +200,7 @@ pub fn groups(m: &MonitorSettings) -> Vec<Group> {
                     fs_expr(fs_warn),
                     d(300),
                     "A filesystem is filling up.",
-                    format!("{{{{ $labels.mountpoint }}}} on {{{{ $labels.host }}}} has {{{{ $value | printf \"%.1f\" }}}}% free; the kubelet starts image GC at {:.0}% free.", 100.0 - m.kubelet.image_gc_high_percent),
+                    format!("{{{{ $labels.mountpoint }}}} on {{{{ $labels.host }}}} has {{{{ $value | printf \"%.1f\" }}}}% free; the kubelet starts image GC at {:.0}% free.", 100.0 - m.kubelet_disk.image_gc_high_percent),
                 ),
                 alert(
                     "NodeFilesystemAlmostOutOfSpace",
@@ -205,7 +208,7 @@ pub fn groups(m: &MonitorSettings) -> Vec<Group> {
                     fs_expr(fs_crit),
                     d(300),
                     "A filesystem is almost full.",
-                    format!("{{{{ $labels.mountpoint }}}} on {{{{ $labels.host }}}} has {{{{ $value | printf \"%.1f\" }}}}% free; the kubelet evicts pods below {:.0}% free.", m.kubelet.eviction_nodefs_available_percent),
+                    format!("{{{{ $labels.mountpoint }}}} on {{{{ $labels.host }}}} has {{{{ $value | printf \"%.1f\" }}}}% free; the kubelet evicts pods below {:.0}% free.", m.kubelet_disk.eviction_nodefs_available_percent),
                 ),
                 alert(
                     "NodeClockSkewDetected",
@@ -416,7 +419,7 @@ pub fn groups(m: &MonitorSettings) -> Vec<Group> {
     ];
     for group in &mut groups {
         for a in &mut group.alerts {
-            if let Some(over) = m.alert_for.get(a.name) {
+            if let Some(over) = alert_for.get(a.name) {
                 a.for_ = Some(*over);
             }
         }
@@ -425,9 +428,9 @@ pub fn groups(m: &MonitorSettings) -> Vec<Group> {
 }
 
 /// Every alert name clusterkit ships (for validating overrides and for tests).
-pub fn alert_names() -> Vec<&'static str> {
+pub fn alert_names(m: &Monitor) -> Vec<&'static str> {
     let mut names: Vec<&'static str> = Vec::new();
-    for g in groups(&MonitorSettings::default()) {
+    for g in groups(m, &BTreeMap::new()) {
         for a in g.alerts {
             if !names.contains(&a.name) {
                 names.push(a.name);
@@ -438,8 +441,8 @@ pub fn alert_names() -> Vec<&'static str> {
 }
 
 /// The rule file (`groups:` document) as a value ready to serialise.
-pub fn rule_file(topology: &Topology) -> Value {
-    let groups: Vec<Value> = groups(&topology.monitor)
+pub fn rule_file(topology: &Topology, alert_for: &BTreeMap<String, PromDuration>) -> Value {
+    let groups: Vec<Value> = groups(topology.monitor(), alert_for)
         .into_iter()
         .map(|g| {
             let rules: Vec<Value> = g

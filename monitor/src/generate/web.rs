@@ -116,8 +116,5 @@ pub fn render_template(template: &str, file: &str, context: &Value) -> Result<St
             }
             s
         })
-        .map_err(|message| MonitorError::Render {
-            file: file.to_string(),
-            message,
-        })
+        .map_err(|message| MonitorError::render(file, message))
 }

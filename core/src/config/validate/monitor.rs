@@ -26,6 +26,7 @@ pub(super) fn resolve_monitor(cx: &mut Ctx<'_>, raw: Option<&S<RawMonitor>>) -> 
             ports: MonitorPorts::default(),
             etcd_quota_bytes: DEFAULT_ETCD_QUOTA_BYTES,
             backup_max_age_secs: DEFAULT_BACKUP_MAX_AGE_SECS,
+            kubelet_disk: KubeletDisk::default(),
         });
     };
     let r = &raw.value;
@@ -213,6 +214,7 @@ pub(super) fn resolve_monitor(cx: &mut Ctx<'_>, raw: Option<&S<RawMonitor>>) -> 
         ports,
         etcd_quota_bytes,
         backup_max_age_secs,
+        kubelet_disk: KubeletDisk::default(),
     })
 }
 
@@ -287,13 +289,16 @@ pub(super) fn resolve_alertmanager(
         let rr = &rcv.value;
         let name = cx.required_str(&rr.name, at, &format!("{prefix}.name"));
         if let Some(n) = &name {
-            if let Some(j) = names.get(n) {
+            let problem = if n == Alertmanager::NULL_RECEIVER {
+                Some(format!("{n:?} is reserved by clusterkit"))
+            } else {
+                names
+                    .get(n)
+                    .map(|j| format!("duplicate receiver name {n:?} (also receivers[{j}])"))
+            };
+            if let Some(message) = problem {
                 let nat = rr.name.as_ref().map_or(at, pos);
-                cx.error(
-                    nat,
-                    &format!("{prefix}.name"),
-                    format!("duplicate receiver name {n:?} (also receivers[{j}])"),
-                );
+                cx.error(nat, &format!("{prefix}.name"), message);
                 ok = false;
             }
             names.insert(n.clone(), i);

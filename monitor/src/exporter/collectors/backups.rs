@@ -22,6 +22,13 @@ use clusterkit_core::config;
 use super::{flag, gauge, CollectError, Collector, Metrics};
 use crate::topology::Topology;
 
+fn backup_error(what: impl Into<String>, source: impl Into<crate::error::Cause>) -> CollectError {
+    CollectError::Backup {
+        what: what.into(),
+        source: source.into(),
+    }
+}
+
 pub struct BackupCollector {
     backup: config::Backup,
     interval: Duration,
@@ -32,7 +39,7 @@ impl BackupCollector {
     pub fn new(topology: &Topology) -> Self {
         BackupCollector {
             backup: topology.cluster.backup.clone(),
-            interval: topology.monitor.intervals.backups.as_duration(),
+            interval: Duration::from_secs(topology.monitor().intervals.backups_secs),
             store: tokio::sync::Mutex::new(None),
         }
     }
@@ -47,10 +54,10 @@ impl BackupCollector {
         }
         let (url, options) =
             clusterkit_backup::settings::store(&Default::default(), Some(&self.backup))
-                .map_err(|e| CollectError(format!("backup store: {e}")))?;
+                .map_err(|e| backup_error("backup store", e))?;
         let store = clusterkit_backup::store::open_store(&url, &options)
             .await
-            .map_err(|e| CollectError(format!("backup store {url}: {e}")))?;
+            .map_err(|e| backup_error(format!("backup store {url}"), e))?;
         *cached = Some(store.clone());
         Ok(Some(store))
     }
@@ -156,7 +163,7 @@ impl Collector for BackupCollector {
 
         let entries = catalog::list(store.as_ref())
             .await
-            .map_err(|e| CollectError(format!("listing backups: {e}")))?;
+            .map_err(|e| backup_error("listing backups", e))?;
         let now = chrono::Utc::now();
         for kind in [Kind::Etcd, Kind::Namespace] {
             let k = kind.as_str();
@@ -179,7 +186,7 @@ impl Collector for BackupCollector {
             }
             let st = status::read_status(store.as_ref(), kind)
                 .await
-                .map_err(|e| CollectError(format!("backup status of {k}: {e}")))?;
+                .map_err(|e| backup_error(format!("backup status of {k}"), e))?;
             match (&st, of_kind.last()) {
                 (Some(s), _) if s.last_success_at.is_some() => {
                     let at = s.last_success_at.expect("checked");

@@ -25,6 +25,7 @@ use base64::Engine;
 use clusterkit_core::exec::{Command, Executor};
 
 use super::{flag, gauge, CollectError, Collector, Metrics};
+use crate::error::MonitorError;
 use crate::topology::Topology;
 
 pub struct CertCollector {
@@ -41,8 +42,8 @@ impl CertCollector {
     /// Reads the state directory only; add nodes with [`CertCollector::with_nodes`].
     pub fn new(topology: &Topology) -> Self {
         CertCollector {
-            state_dir: topology.state_dir.clone(),
-            interval: topology.monitor.intervals.certificates.as_duration(),
+            state_dir: topology.cluster.state_dir.clone(),
+            interval: Duration::from_secs(topology.monitor().intervals.certificates_secs),
             nodes: Vec::new(),
             timeout: Duration::from_secs(30),
             concurrency: topology.cluster.ssh.concurrency.max(1),
@@ -174,19 +175,16 @@ pub fn scan(dir: &Path) -> Result<Vec<CertInfo>, CollectError> {
         let entries = match std::fs::read_dir(&d) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && d == dir => {
-                return Err(CollectError(format!(
-                    "{}: state directory does not exist (has the PKI phase run?)",
-                    dir.display()
-                )))
+                return Err(CollectError::NoStateDir {
+                    path: dir.to_path_buf(),
+                })
             }
-            Err(e) => return Err(CollectError(format!("{}: {e}", d.display()))),
+            Err(e) => return Err(MonitorError::io(&d, e).into()),
         };
         for entry in entries {
-            let entry = entry.map_err(|e| CollectError(format!("{}: {e}", d.display())))?;
+            let entry = entry.map_err(|e| MonitorError::io(&d, e))?;
             let path = entry.path();
-            let ft = entry
-                .file_type()
-                .map_err(|e| CollectError(format!("{}: {e}", path.display())))?;
+            let ft = entry.file_type().map_err(|e| MonitorError::io(&path, e))?;
             if ft.is_dir() {
                 stack.push(path);
                 continue;
@@ -200,8 +198,7 @@ pub fn scan(dir: &Path) -> Result<Vec<CertInfo>, CollectError> {
                 .unwrap_or(&path)
                 .to_string_lossy()
                 .into_owned();
-            let bytes = std::fs::read(&path)
-                .map_err(|e| CollectError(format!("{}: {e}", path.display())))?;
+            let bytes = std::fs::read(&path).map_err(|e| MonitorError::io(&path, e))?;
             if matches!(ext, "crt" | "pem") {
                 found.extend(parse_pem_certs(&rel, &bytes));
             } else {
@@ -252,7 +249,10 @@ impl Collector for CertCollector {
         let dir = self.state_dir.clone();
         let local = tokio::task::spawn_blocking(move || scan(&dir))
             .await
-            .map_err(|e| CollectError(format!("certificate scan task: {e}")))?;
+            .map_err(|source| CollectError::Task {
+                what: "certificate scan",
+                source,
+            })?;
         let mut certs: Vec<(String, CertInfo)> = Vec::new();
         let local_error = match local {
             Ok(found) => {

@@ -6,7 +6,7 @@
 //! `ControlPlaneComponentDown` alerts on `clusterkit_controlplane_up`, so a component that is
 //! merely not scraped by Prometheus never raises a false alarm — this probe always runs.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,9 +16,12 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 
+use clusterkit_core::config::Role;
+
 use super::{flag, gauge, CollectError, Collector, Metrics};
-use crate::exporter::tls::client_config;
-use crate::topology::{role, Topology};
+use crate::error::{chain, HttpError};
+use crate::tls::client_config;
+use crate::topology::Topology;
 
 /// One health endpoint to check.
 #[derive(Debug, Clone)]
@@ -27,7 +30,7 @@ pub struct Check {
     pub component: &'static str,
     pub check: &'static str,
     /// Address to connect to.
-    pub address: String,
+    pub address: IpAddr,
     pub port: u16,
     pub path: &'static str,
 }
@@ -43,9 +46,10 @@ pub struct ControlPlaneCollector {
 
 impl ControlPlaneCollector {
     pub fn new(topology: &Topology) -> Self {
-        let ports = &topology.monitor.ports;
+        let m = topology.monitor();
+        let ports = &m.ports;
         let mut checks = Vec::new();
-        for h in topology.hosts_with(role::CONTROL_PLANE) {
+        for h in topology.hosts_with(Role::ControlPlane) {
             for (component, check, port, path) in [
                 ("kube-apiserver", "livez", ports.apiserver, "/livez"),
                 ("kube-apiserver", "readyz", ports.apiserver, "/readyz"),
@@ -61,7 +65,7 @@ impl ControlPlaneCollector {
                     host: h.name.clone(),
                     component,
                     check,
-                    address: h.address.clone(),
+                    address: h.address,
                     port,
                     path,
                 });
@@ -74,36 +78,30 @@ impl ControlPlaneCollector {
             ca: pki.ca(),
             cert: client.cert,
             key: client.key,
-            interval: topology.monitor.intervals.control_plane.as_duration(),
+            interval: Duration::from_secs(m.intervals.control_plane_secs),
             timeout: Duration::from_secs(3),
         }
     }
 }
 
-/// GET over HTTPS; Ok(status, body) or a short reason.
+/// GET over HTTPS of `path` on `ip:port`, the server verified as `ip`; (status, the body's
+/// first 256 bytes).
 pub async fn https_get(
     config: Arc<rustls::ClientConfig>,
-    address: &str,
+    ip: IpAddr,
     port: u16,
     path: &str,
-) -> Result<(u16, String), String> {
-    let ip: std::net::IpAddr = address
-        .parse()
-        .map_err(|_| format!("{address} is not an IP address"))?;
-    let tcp = tokio::net::TcpStream::connect(SocketAddr::new(ip, port))
+) -> Result<(u16, String), HttpError> {
+    let address = SocketAddr::new(ip, port);
+    let tcp = tokio::net::TcpStream::connect(address)
         .await
-        .map_err(|e| format!("connect: {e}"))?;
+        .map_err(HttpError::Connect)?;
     let server_name = rustls::pki_types::ServerName::IpAddress(ip.into());
     let tls = tokio_rustls::TlsConnector::from(config)
         .connect(server_name, tcp)
         .await
-        .map_err(|e| format!("TLS: {e}"))?;
-    let host = if address.contains(':') {
-        format!("[{address}]:{port}")
-    } else {
-        format!("{address}:{port}")
-    };
-    let (status, body) = http1_get(tls, &host, path, None).await?;
+        .map_err(HttpError::Tls)?;
+    let (status, body) = http1_get(tls, &address.to_string(), path, None).await?;
     Ok((
         status,
         String::from_utf8_lossy(&body[..body.len().min(256)]).into_owned(),
@@ -111,19 +109,19 @@ pub async fn https_get(
 }
 
 /// One HTTP/1.1 GET of `path` over an open connection `io` (plain TCP or TLS), `host` as the
-/// Host header, with an `Authorization` header when given; Ok(status, body) or a short reason.
+/// Host header, with an `Authorization` header when given; (status, body).
 pub async fn http1_get<S>(
     io: S,
     host: &str,
     path: &str,
     authorization: Option<&str>,
-) -> Result<(u16, Bytes), String>
+) -> Result<(u16, Bytes), HttpError>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
         .await
-        .map_err(|e| format!("HTTP: {e}"))?;
+        .map_err(HttpError::Http)?;
     let conn = tokio::spawn(conn);
     let mut request = hyper::Request::get(path).header(hyper::header::HOST, host);
     if let Some(value) = authorization {
@@ -131,17 +129,17 @@ where
     }
     let request = request
         .body(Empty::<Bytes>::new())
-        .map_err(|e| format!("request: {e}"))?;
+        .map_err(HttpError::Request)?;
     let response = sender
         .send_request(request)
         .await
-        .map_err(|e| format!("HTTP: {e}"))?;
+        .map_err(HttpError::Http)?;
     let status = response.status().as_u16();
     let body = response
         .into_body()
         .collect()
         .await
-        .map_err(|e| format!("body: {e}"))?
+        .map_err(HttpError::Body)?
         .to_bytes();
     conn.abort();
     Ok((status, body))
@@ -190,7 +188,7 @@ impl Collector for ControlPlaneCollector {
             let config = config.clone();
             async move {
                 let start = Instant::now();
-                let result = tokio::time::timeout(self.timeout, https_get(config, &c.address, c.port, c.path)).await;
+                let result = tokio::time::timeout(self.timeout, https_get(config, c.address, c.port, c.path)).await;
                 let healthy = match result {
                     Ok(Ok((200, _))) => true,
                     Ok(Ok((status, body))) => {
@@ -198,7 +196,7 @@ impl Collector for ControlPlaneCollector {
                         false
                     }
                     Ok(Err(e)) => {
-                        tracing::debug!(host = %c.host, component = c.component, error = %e, "health check failed");
+                        tracing::debug!(host = %c.host, component = c.component, error = %chain(&e), "health check failed");
                         false
                     }
                     Err(_) => false,

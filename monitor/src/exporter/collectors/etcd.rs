@@ -14,8 +14,11 @@ use etcd_client::{
     AlarmAction, AlarmType, Certificate, Client, ConnectOptions, Identity, TlsOptions,
 };
 
+use clusterkit_core::config::Role;
+
 use super::{flag, gauge, CollectError, Collector, Metrics};
-use crate::topology::{role, Topology};
+use crate::error::{chain, MonitorError};
+use crate::topology::{endpoint, Topology};
 
 /// A member to probe.
 #[derive(Debug, Clone)]
@@ -40,23 +43,32 @@ impl EtcdCollector {
     pub fn new(topology: &Topology) -> Self {
         let pki = topology.pki();
         let client = pki.etcd_metrics_client();
-        let port = topology.monitor.ports.etcd;
+        let m = topology.monitor();
         EtcdCollector {
             members: topology
-                .hosts_with(role::ETCD)
+                .hosts_with(Role::Etcd)
                 .map(|h| Member {
                     name: h.name.clone(),
-                    endpoint: format!("https://{}", h.endpoint(port)),
+                    endpoint: format!("https://{}", endpoint(h, m.ports.etcd)),
                 })
                 .collect(),
             ca: pki.etcd_ca(),
             cert: client.cert,
             key: client.key,
-            quota_bytes: topology.monitor.etcd_quota_bytes,
-            interval: topology.monitor.intervals.etcd.as_duration(),
+            quota_bytes: m.etcd_quota_bytes,
+            interval: Duration::from_secs(m.intervals.etcd_secs),
             timeout: Duration::from_secs(3),
         }
     }
+}
+
+/// Why a member gave no status.
+#[derive(Debug, thiserror::Error)]
+enum ProbeError {
+    #[error("etcd")]
+    Etcd(#[source] etcd_client::Error),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
 }
 
 /// What one member said.
@@ -213,12 +225,11 @@ impl Collector for EtcdCollector {
             &["member", "alarm"],
         )?;
 
-        let ca = std::fs::read(&self.ca)
-            .map_err(|e| CollectError(format!("{}: {e}", self.ca.display())))?;
-        let cert = std::fs::read(&self.cert)
-            .map_err(|e| CollectError(format!("{}: {e}", self.cert.display())))?;
-        let key = std::fs::read(&self.key)
-            .map_err(|e| CollectError(format!("{}: {e}", self.key.display())))?;
+        let read =
+            |path: &std::path::Path| std::fs::read(path).map_err(|e| MonitorError::io(path, e));
+        let ca = read(&self.ca)?;
+        let cert = read(&self.cert)?;
+        let key = read(&self.key)?;
         let tls = TlsOptions::new()
             .ca_certificate(Certificate::from_pem(ca))
             .identity(Identity::from_pem(cert, key));
@@ -233,8 +244,8 @@ impl Collector for EtcdCollector {
                 let start = Instant::now();
                 let result = tokio::time::timeout(self.timeout * 2, probe(m, options)).await;
                 let result = match result {
-                    Ok(r) => r.map_err(|e| e.to_string()),
-                    Err(_) => Err(format!("no answer within {:?}", self.timeout * 2)),
+                    Ok(r) => r.map_err(ProbeError::Etcd),
+                    Err(_) => Err(ProbeError::Timeout(self.timeout * 2)),
                 };
                 (m, start.elapsed(), result)
             }
@@ -283,7 +294,7 @@ impl Collector for EtcdCollector {
                     }
                 }
                 Err(e) => {
-                    tracing::debug!(member = %name, error = %e, "etcd member did not answer");
+                    tracing::debug!(member = %name, error = %chain(e), "etcd member did not answer");
                     up.with_label_values(&[name]).set(0.0);
                 }
             }

@@ -21,15 +21,32 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-/// Why a collector run failed (shown in logs; never contains secrets).
+/// Why a collector run failed (logged with its causes; never contains secrets).
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct CollectError(pub String);
-
-impl From<crate::MonitorError> for CollectError {
-    fn from(e: crate::MonitorError) -> Self {
-        CollectError(e.to_string())
-    }
+pub enum CollectError {
+    /// The collector misused its metrics (a bug: bad name, wrong label count).
+    #[error("metrics: {0}")]
+    Metrics(String),
+    /// Loading a certificate or reading a file failed.
+    #[error(transparent)]
+    Monitor(#[from] crate::MonitorError),
+    /// The state directory is not there at all.
+    #[error("{}: state directory does not exist (has the PKI phase run?)", path.display())]
+    NoStateDir { path: std::path::PathBuf },
+    /// A blocking task of the collector did not finish.
+    #[error("{what} task failed")]
+    Task {
+        what: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    /// The backup store could not be opened or read; `what` says which step.
+    #[error("{what}")]
+    Backup {
+        what: String,
+        #[source]
+        source: crate::error::Cause,
+    },
 }
 
 /// One source of metrics.
@@ -120,7 +137,7 @@ impl Metrics {
     /// first misuse (bad name, wrong label count) the run made.
     pub fn encode(self) -> Result<String, CollectError> {
         if let Some(e) = self.error.into_inner().unwrap_or_else(|e| e.into_inner()) {
-            return Err(CollectError(format!("metrics: {e}")));
+            return Err(CollectError::Metrics(e));
         }
         let mut families = self
             .families
@@ -172,17 +189,21 @@ pub fn gauge<'a>(
     labels: &[&str],
 ) -> Result<Gauge<'a>, CollectError> {
     if !valid_name(name, true) {
-        return Err(CollectError(format!("invalid metric name `{name}`")));
+        return Err(CollectError::Metrics(format!(
+            "invalid metric name `{name}`"
+        )));
     }
     if let Some(l) = labels
         .iter()
         .find(|l| !valid_name(l, false) || l.starts_with("__"))
     {
-        return Err(CollectError(format!("{name}: invalid label name `{l}`")));
+        return Err(CollectError::Metrics(format!(
+            "{name}: invalid label name `{l}`"
+        )));
     }
     let mut families = metrics.lock();
     if families.iter().any(|f| f.name == name) {
-        return Err(CollectError(format!("{name} declared twice")));
+        return Err(CollectError::Metrics(format!("{name} declared twice")));
     }
     families.push(Family {
         name: name.to_string(),

@@ -18,8 +18,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use clusterkit_core::exec::{Command, Executor};
 
+use clusterkit_core::config::{Host, Role};
+
 use super::{flag, gauge, CollectError, Collector, Metrics};
-use crate::topology::{role, Topology};
+use crate::topology::{runs_kubelet, Topology};
 
 /// Kernel modules Kubernetes networking needs.
 pub const MODULES: &[&str] = &["overlay", "br_netfilter"];
@@ -48,15 +50,12 @@ pub struct NodeCollector {
 }
 
 /// The units a host should run, from its roles.
-pub fn expected_units(roles: &[String]) -> Vec<&'static str> {
+pub fn expected_units(host: &Host) -> Vec<&'static str> {
     let mut units = Vec::new();
-    let is_node = roles
-        .iter()
-        .any(|r| r == role::CONTROL_PLANE || r == role::WORKER);
-    if is_node {
+    if runs_kubelet(host) {
         units.extend(["containerd", "kubelet"]);
     }
-    if roles.iter().any(|r| r == role::ETCD) {
+    if host.has_role(Role::Etcd) {
         units.push("etcd");
     }
     units
@@ -77,11 +76,10 @@ impl NodeCollector {
                         return None;
                     }
                 };
-                let roles: Vec<String> = h.roles.iter().map(|r| r.as_str().to_string()).collect();
                 Some(NodeTarget {
                     host: h.name.clone(),
                     executor: Arc::new(clusterkit_core::exec::ssh::SshExecutor::lazy(target)) as Arc<dyn Executor>,
-                    units: expected_units(&roles),
+                    units: expected_units(h),
                 })
             })
             .collect();
@@ -89,11 +87,11 @@ impl NodeCollector {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        sysctls.extend(topology.sysctls.iter().map(|(k, v)| (k.clone(), v.clone())));
+        sysctls.extend(cluster.sysctls.iter().map(|(k, v)| (k.clone(), v.clone())));
         NodeCollector {
             targets,
             sysctls,
-            interval: topology.monitor.intervals.nodes.as_duration(),
+            interval: Duration::from_secs(topology.monitor().intervals.nodes_secs),
             timeout: Duration::from_secs(15),
             concurrency: cluster.ssh.concurrency.max(1),
         }

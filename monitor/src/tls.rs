@@ -1,6 +1,6 @@
-//! Loading PEM files into rustls configurations: the exporter's own HTTPS listener and the
-//! HTTPS client the control-plane probe uses (server verified against the cluster CA, client
-//! certificate presented). The `ring` provider is named explicitly because several rustls
+//! Loading PEM files into rustls configurations: the exporter's own HTTPS listener, and the
+//! HTTPS clients of the control-plane probe (server verified against the cluster CA, client
+//! certificate presented) and of clusterkit's queries of Prometheus. The `ring` provider is named explicitly because several rustls
 //! providers are compiled into the binary (a process-wide default would be ambiguous).
 //!
 //! The listener requires a client certificate signed by the monitoring CA and serves the
@@ -17,11 +17,18 @@ use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
 use crate::error::{MonitorError, Result};
 
-fn tls_err(path: &Path, message: impl Into<String>) -> MonitorError {
+/// `what` went wrong with the file at `path`, caused by `source` when there is one.
+fn tls_err(path: &Path, what: &str, source: Option<crate::error::Cause>) -> MonitorError {
     MonitorError::Tls {
         path: path.to_path_buf(),
-        message: message.into(),
+        what: what.to_string(),
+        source,
     }
+}
+
+/// [`tls_err`] with its cause.
+fn tls_cause<'a>(path: &'a Path, what: &'a str) -> impl FnOnce(rustls::Error) -> MonitorError + 'a {
+    move |e| tls_err(path, what, Some(e.into()))
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -33,9 +40,9 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
     let bytes = std::fs::read(path).map_err(|e| MonitorError::io(path, e))?;
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&bytes)
         .collect::<std::result::Result<_, _>>()
-        .map_err(|e| tls_err(path, format!("not a PEM certificate file: {e}")))?;
+        .map_err(|e| tls_err(path, "not a PEM certificate file", Some(e.into())))?;
     if certs.is_empty() {
-        return Err(tls_err(path, "no certificate in file"));
+        return Err(tls_err(path, "no certificate in file", None));
     }
     Ok(certs)
 }
@@ -44,7 +51,7 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
     let bytes = std::fs::read(path).map_err(|e| MonitorError::io(path, e))?;
     PrivateKeyDer::from_pem_slice(&bytes)
-        .map_err(|_| tls_err(path, "no usable PEM private key in file"))
+        .map_err(|_| tls_err(path, "no usable PEM private key in file", None))
 }
 
 /// Server configuration serving `cert`/`key` without client authentication (tests' HTTPS
@@ -54,10 +61,10 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>> {
     let key = load_key(key)?;
     let config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| tls_err(cert, e.to_string()))?
+        .map_err(tls_cause(cert, "no TLS protocol version usable"))?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| tls_err(cert, format!("certificate and key do not match: {e}")))?;
+        .map_err(tls_cause(cert, "certificate and key do not match"))?;
     Ok(Arc::new(config))
 }
 
@@ -93,7 +100,7 @@ fn load_pair(cert: &Path, key: &Path, provider: &rustls::crypto::CryptoProvider)
     let certs = load_certs(cert)?;
     let private = load_key(key)?;
     let pair = rustls::sign::CertifiedKey::from_der(certs, private, provider)
-        .map_err(|e| tls_err(cert, format!("certificate and key do not match: {e}")))?;
+        .map_err(tls_cause(cert, "certificate and key do not match"))?;
     Ok(Loaded {
         stamp,
         key: Arc::new(pair),
@@ -112,7 +119,10 @@ impl rustls::server::ResolvesServerCert for ReloadingCert {
                     tracing::info!(cert = %self.cert.display(), "serving the renewed certificate");
                     *current = fresh;
                 }
-                Err(e) => tracing::warn!(error = %e, "renewed certificate not usable yet"),
+                Err(e) => tracing::warn!(
+                    error = %crate::error::chain(&e),
+                    "renewed certificate not usable yet"
+                ),
             }
         }
         Some(current.key.clone())
@@ -127,14 +137,20 @@ pub fn mtls_server_config(cert: &Path, key: &Path, client_ca: &Path) -> Result<A
     for c in load_certs(client_ca)? {
         roots
             .add(c)
-            .map_err(|e| tls_err(client_ca, format!("unusable CA certificate: {e}")))?;
+            .map_err(tls_cause(client_ca, "unusable CA certificate"))?;
     }
     let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
         Arc::new(roots),
         provider.clone(),
     )
     .build()
-    .map_err(|e| tls_err(client_ca, e.to_string()))?;
+    .map_err(|e| {
+        tls_err(
+            client_ca,
+            "cannot verify clients with this CA",
+            Some(e.into()),
+        )
+    })?;
     let resolver = ReloadingCert {
         cert: cert.to_path_buf(),
         key: key.to_path_buf(),
@@ -143,7 +159,7 @@ pub fn mtls_server_config(cert: &Path, key: &Path, client_ca: &Path) -> Result<A
     };
     let config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| tls_err(cert, e.to_string()))?
+        .map_err(tls_cause(cert, "no TLS protocol version usable"))?
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(Arc::new(resolver));
     Ok(Arc::new(config))
@@ -155,16 +171,16 @@ pub fn client_config(ca: &Path, client: Option<(&Path, &Path)>) -> Result<Arc<Cl
     for c in load_certs(ca)? {
         roots
             .add(c)
-            .map_err(|e| tls_err(ca, format!("unusable CA certificate: {e}")))?;
+            .map_err(tls_cause(ca, "unusable CA certificate"))?;
     }
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| tls_err(ca, e.to_string()))?
+        .map_err(tls_cause(ca, "no TLS protocol version usable"))?
         .with_root_certificates(roots);
     let config = match client {
         Some((cert, key)) => builder
             .with_client_auth_cert(load_certs(cert)?, load_key(key)?)
-            .map_err(|e| tls_err(cert, format!("certificate and key do not match: {e}")))?,
+            .map_err(tls_cause(cert, "certificate and key do not match"))?,
         None => builder.with_no_client_auth(),
     };
     Ok(Arc::new(config))
