@@ -43,13 +43,15 @@ use std::time::Duration;
 
 use clusterkit_core::config::{Cluster, Host, Network, Role};
 use clusterkit_core::layout::NodeLayout;
-use clusterkit_core::playbook::{self, Engine, HostTarget, RunReport};
+use clusterkit_core::playbook::RunReport;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::phases::{self, common, etcd as etcd_phase, InstallError, InstallOptions, PhaseContext};
+use crate::phases::{
+    self, common, etcd as etcd_phase, InstallError, InstallOptions, PhaseContext, Plan, Step,
+};
 use crate::reset::{self, ResetError, ResetOptions};
 
 /// How long a drain may take (evictions refused by a disruption budget are retried until then).
@@ -123,38 +125,27 @@ pub fn find_host<'a>(cluster: &'a Cluster, name: &str) -> Result<&'a Host, NodeE
     })
 }
 
-/// The shared playbook engine and every host's target, as `install` builds them.
-fn engine(
-    cluster: &Cluster,
-    opts: &InstallOptions,
-) -> Result<(Engine, Vec<HostTarget>), NodeError> {
-    let hosts: Vec<&Host> = cluster.hosts.iter().collect();
-    let targets = phases::targets(cluster, &hosts)?;
-    let engine = Engine::new(
-        phases::context(cluster),
-        phases::cluster_hosts(cluster),
-        phases::run_options(cluster, opts)?,
-    )
-    .map_err(InstallError::from)?;
-    Ok((engine, targets))
-}
-
 /// Which hosts each install phase runs on when `host` joins (names of cluster.yaml hosts;
-/// empty: the phase is skipped). Pure, so the selection is unit-tested.
-pub fn add_plan(cluster: &Cluster, host: &Host) -> Vec<(&'static str, Vec<String>)> {
+/// empty: the phase is skipped), then, for a new etcd member, every other API server rolled
+/// onto the new `--etcd-servers` one host at a time: the control-plane phase waits for
+/// `/readyz` and every `/livez` before the next host restarts, so the API stays up. Without the
+/// roll, replacing the etcd members one by one would leave the API servers pointing only at
+/// removed ones. Pure, so the selection is unit-tested.
+pub fn add_plan(cluster: &Cluster, host: &Host) -> Plan {
     let me = vec![host.name.clone()];
     let cp = host.has_role(Role::ControlPlane);
-    phases::all()
+    let every = || cluster.hosts.iter().map(|h| h.name.clone()).collect();
+    let mut steps: Vec<Step> = phases::all()
         .iter()
         .map(|p| {
             let on = match p.name() {
                 // Every node's /etc/hosts lists the new node (the rest of prepare is a no-op
                 // on a prepared host); every node routes the new node's pod slice.
-                "prepare" | "network" => cluster.hosts.iter().map(|h| h.name.clone()).collect(),
+                "prepare" | "network" => every(),
                 "etcd" if !host.has_role(Role::Etcd) => vec![],
                 "control-plane" if !cp => vec![],
                 // Every node's local load balancer gets the new API server as a backend.
-                "load-balancer" if cp => cluster.hosts.iter().map(|h| h.name.clone()).collect(),
+                "load-balancer" if cp => every(),
                 // A new API server changes the shared apiserver certificate's SANs.
                 "pki" if cp => cluster
                     .hosts
@@ -164,9 +155,22 @@ pub fn add_plan(cluster: &Cluster, host: &Host) -> Vec<(&'static str, Vec<String
                     .collect(),
                 _ => me.clone(),
             };
-            (p.name(), on)
+            // Later steps build on this one: stop when the new host failed.
+            Step {
+                phase: p.name(),
+                hosts: on,
+                why: None,
+                stop_if_failed: me.clone(),
+            }
         })
-        .collect()
+        .collect();
+    steps.extend(etcd_servers_roll(cluster, host).into_iter().map(|h| Step {
+        phase: "control-plane",
+        hosts: vec![h.clone()],
+        why: Some("its API server gets the new etcd member"),
+        stop_if_failed: vec![host.name.clone(), h],
+    }));
+    Plan { steps }
 }
 
 /// Adds `name` (listed in cluster.yaml, not yet a Node) to the installed cluster: see the
@@ -202,58 +206,7 @@ pub async fn add(
             )))
         }
     }
-    let library = phases::library(&opts.library);
-    let plan = add_plan(cluster, host);
-    let phases = phases::all();
-    for p in &phases {
-        if library.playbook(p.name()).is_ok() {
-            playbook::load(&library, p.name()).map_err(InstallError::from)?;
-        }
-    }
-    let (engine, all) = engine(cluster, opts)?;
-    // The plan, then for a new etcd member every other API server rolled onto the new
-    // --etcd-servers, one host at a time: the control-plane phase waits for /readyz and every
-    // /livez before the next host restarts, so the API stays up. Without the roll, replacing
-    // the etcd members one by one would leave the API servers pointing only at removed ones.
-    let roll = etcd_servers_roll(cluster, host)
-        .into_iter()
-        .map(|h| ("control-plane", vec![h], true));
-    let steps = plan.into_iter().map(|(p, on)| (p, on, false)).chain(roll);
-    for (phase_name, on, rolling) in steps {
-        let Some(phase) = phases.iter().find(|p| p.name() == phase_name) else {
-            continue;
-        };
-        if on.is_empty() {
-            continue;
-        }
-        let targets: Vec<HostTarget> = all
-            .iter()
-            .filter(|t| on.contains(&t.name))
-            .cloned()
-            .collect();
-        if opts.progress {
-            let what = if rolling {
-                "its API server gets the new etcd member"
-            } else {
-                phase.describe()
-            };
-            eprintln!("PHASE {} on {}: {what}", phase.name(), on.join(", "));
-        }
-        let cx = PhaseContext {
-            cluster,
-            engine: &engine,
-            targets: &targets,
-            library: &library,
-            check: opts.check,
-        };
-        phase.run(&cx).await?;
-        // Later steps build on this one: stop when the new host (or the host being rolled)
-        // failed; the report says what.
-        if engine.host_failed(name) || (rolling && engine.host_failed(&on[0])) {
-            break;
-        }
-    }
-    Ok(engine.finish())
+    Ok(phases::run(cluster, &add_plan(cluster, host), opts).await?)
 }
 
 /// The control-plane hosts whose API servers must be rolled onto the new etcd member list
@@ -604,7 +557,8 @@ pub async fn remove(
     }
     // 2. etcd member.
     report.etcd_members_removed = reset::remove_etcd_members(cluster, &[host], opts.check).await?;
-    let (engine, targets) = engine(cluster, &opts.install)?;
+    let every: Vec<&Host> = cluster.hosts.iter().collect();
+    let (engine, targets) = phases::engine(cluster, &every, &opts.install)?;
     let me = targets
         .iter()
         .find(|t| t.name == name)
@@ -735,8 +689,9 @@ mod tests {
         crate::test_cluster(text)
     }
 
-    fn on<'a>(plan: &'a [(&'static str, Vec<String>)], phase: &str) -> &'a [String] {
-        &plan.iter().find(|(n, _)| *n == phase).unwrap().1
+    /// The hosts of the first step running `phase`.
+    fn on<'a>(plan: &'a Plan, phase: &str) -> &'a [String] {
+        &plan.steps.iter().find(|s| s.phase == phase).unwrap().hosts
     }
 
     #[test]
@@ -766,6 +721,17 @@ mod tests {
         let c = cluster();
         let roll = |n: &str| etcd_servers_roll(&c, c.host(n).unwrap());
         assert_eq!(roll("e3"), ["cp1", "cp5"], "every API server, in order");
+        // The plan ends with the roll, one host per step, stopping when either the new
+        // member or the rolled host failed.
+        let plan = add_plan(&c, c.host("e3").unwrap());
+        let tail: Vec<_> = plan.steps[plan.steps.len() - 2..].to_vec();
+        for (step, h) in tail.iter().zip(["cp1", "cp5"]) {
+            assert_eq!(step.phase, "control-plane");
+            assert_eq!(step.hosts, [h]);
+            assert_eq!(step.stop_if_failed, ["e3", h]);
+            assert!(step.why.is_some());
+        }
+        assert_eq!(plan.steps.len(), phases::all().len() + 2);
         assert_eq!(roll("cp1"), ["cp5"], "not the new host itself");
         assert!(roll("w4").is_empty(), "not an etcd member");
         assert!(roll("cp5").is_empty(), "a control-plane host without etcd");

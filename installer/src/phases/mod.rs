@@ -475,40 +475,141 @@ pub fn run_options(cluster: &Cluster, opts: &InstallOptions) -> Result<RunOption
     })
 }
 
-/// Runs the selected phases on `hosts` and returns the per-host report.
-pub async fn install(
+/// The playbook engine a run shares (every host of cluster.yaml in its context) and the
+/// targets of `hosts`.
+pub fn engine(
     cluster: &Cluster,
     hosts: &[&Host],
     opts: &InstallOptions,
-) -> Result<RunReport, InstallError> {
-    let phases = select(opts.phase.as_deref())?;
-    let library = library(&opts.library);
-    // Every playbook of the run is validated before any host is touched.
-    for p in &phases {
-        if library.playbook(p.name()).is_ok() {
-            playbook::load(&library, p.name())?;
-        }
-    }
+) -> Result<(Engine, Vec<HostTarget>), InstallError> {
     let targets = targets(cluster, hosts)?;
     let engine = Engine::new(
         context(cluster),
         cluster_hosts(cluster),
         run_options(cluster, opts)?,
     )?;
-    let cx = PhaseContext {
-        cluster,
-        engine: &engine,
-        targets: &targets,
-        library: &library,
-        check: opts.check,
-    };
-    for phase in &phases {
-        if opts.progress {
-            eprintln!("PHASE {}: {}", phase.name(), phase.describe());
+    Ok((engine, targets))
+}
+
+/// One step of a [`Plan`]: a phase on some of cluster.yaml's hosts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    /// The phase's name ([`Phase::name`]).
+    pub phase: &'static str,
+    /// The hosts it runs on (names); an empty list skips the step.
+    pub hosts: Vec<String>,
+    /// What progress prints instead of the phase's own description.
+    pub why: Option<&'static str>,
+    /// The plan stops after this step when any of these hosts failed in it (later steps build
+    /// on it); the report says what failed.
+    pub stop_if_failed: Vec<String>,
+}
+
+/// Phases and the hosts each runs on, in order: what `install`, `node add` and other
+/// commands that converge hosts hand to [`run`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub steps: Vec<Step>,
+}
+
+impl Plan {
+    /// The selected phases (`--phase`, or all in order) on `hosts`.
+    pub fn phases_on(phase: Option<&str>, hosts: &[&Host]) -> Result<Plan, InstallError> {
+        let names: Vec<String> = hosts.iter().map(|h| h.name.clone()).collect();
+        Ok(Plan {
+            steps: select(phase)?
+                .iter()
+                .map(|p| Step {
+                    phase: p.name(),
+                    hosts: names.clone(),
+                    why: None,
+                    stop_if_failed: Vec::new(),
+                })
+                .collect(),
+        })
+    }
+}
+
+/// Runs `plan`: every playbook it needs is validated before any host is touched, then each
+/// step runs its phase on its hosts through one shared engine (facts gathered once per host, a
+/// failed host left out of later steps). Returns the per-host report; `Err` is for what stops
+/// the whole run.
+pub async fn run(
+    cluster: &Cluster,
+    plan: &Plan,
+    opts: &InstallOptions,
+) -> Result<RunReport, InstallError> {
+    let phases = all();
+    let library = library(&opts.library);
+    for step in &plan.steps {
+        let Some(p) = phases.iter().find(|p| p.name() == step.phase) else {
+            return Err(InstallError::UnknownPhase {
+                name: step.phase.to_string(),
+                known: phases
+                    .iter()
+                    .map(|p| p.name())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        };
+        if library.playbook(p.name()).is_ok() {
+            playbook::load(&library, p.name())?;
         }
+    }
+    let hosts: Vec<&Host> = cluster
+        .hosts
+        .iter()
+        .filter(|h| plan.steps.iter().any(|s| s.hosts.contains(&h.name)))
+        .collect();
+    let (engine, all_targets) = engine(cluster, &hosts, opts)?;
+    for step in plan.steps.iter().filter(|s| !s.hosts.is_empty()) {
+        let Some(phase) = phases.iter().find(|p| p.name() == step.phase) else {
+            continue;
+        };
+        let targets: Vec<HostTarget> = all_targets
+            .iter()
+            .filter(|t| step.hosts.contains(&t.name))
+            .cloned()
+            .collect();
+        if opts.progress {
+            let what = step.why.unwrap_or_else(|| phase.describe());
+            if step.hosts.len() == all_targets.len() {
+                eprintln!("PHASE {}: {what}", phase.name());
+            } else {
+                eprintln!(
+                    "PHASE {} on {}: {what}",
+                    phase.name(),
+                    step.hosts.join(", ")
+                );
+            }
+        }
+        let cx = PhaseContext {
+            cluster,
+            engine: &engine,
+            targets: &targets,
+            library: &library,
+            check: opts.check,
+        };
         phase.run(&cx).await?;
+        if step.stop_if_failed.iter().any(|h| engine.host_failed(h)) {
+            break;
+        }
     }
     Ok(engine.finish())
+}
+
+/// Runs the selected phases on `hosts` and returns the per-host report.
+pub async fn install(
+    cluster: &Cluster,
+    hosts: &[&Host],
+    opts: &InstallOptions,
+) -> Result<RunReport, InstallError> {
+    run(
+        cluster,
+        &Plan::phases_on(opts.phase.as_deref(), hosts)?,
+        opts,
+    )
+    .await
 }
 
 #[cfg(test)]
