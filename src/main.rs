@@ -96,9 +96,17 @@ fn main() -> ExitCode {
     match runtime.block_on(cli.command.run(cli.global)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err}");
+            // Every cause, once: library errors that show their cause in their own message
+            // (`…: {source}`) keep it as their source too, and it is not printed twice.
+            let mut shown = err.to_string();
+            eprintln!("error: {shown}");
             for cause in err.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
+                let text = cause.to_string();
+                if !shown.contains(&text) {
+                    eprintln!("  caused by: {text}");
+                    shown.push('\n');
+                    shown.push_str(&text);
+                }
             }
             ExitCode::FAILURE
         }

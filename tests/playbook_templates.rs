@@ -20,7 +20,7 @@ fn cases_dir() -> PathBuf {
 fn render(template: &str, context: &Value) -> Result<String, String> {
     let lib = phases::library(&[]);
     let source = lib.template(template).map_err(|e| e.to_string())?;
-    clusterkit_core::playbook::render::render_text(&source.text, context)
+    clusterkit_core::playbook::render::render_text(&source.text, context).map_err(|e| e.to_string())
 }
 
 #[test]

@@ -133,7 +133,8 @@ impl RunReport {
 /// Parses a cron expression as `config validate` does; five fields get a leading `0` seconds
 /// field.
 pub fn parse_cron(expr: &str) -> Result<cron::Schedule, BackupError> {
-    clusterkit_core::config::grammar::parse_cron(expr).map_err(BackupError::Invalid)
+    clusterkit_core::config::grammar::parse_cron(expr)
+        .map_err(|e| BackupError::Invalid(e.to_string()))
 }
 
 /// One scheduled run for the tick at `tick`: lock → (skip if another scheduler already

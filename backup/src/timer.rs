@@ -298,11 +298,9 @@ pub fn render_template(
     (name, text): (&str, &str),
     context: &serde_json::Value,
 ) -> Result<String, BackupError> {
-    clusterkit_core::playbook::render::render_text(text, context).map_err(|message| {
-        BackupError::Render {
-            template: name.to_string(),
-            message,
-        }
+    clusterkit_core::playbook::render::render_text(text, context).map_err(|e| BackupError::Render {
+        template: name.to_string(),
+        message: e.to_string(),
     })
 }
 

@@ -251,7 +251,8 @@ fn ssh_auth(host: &str, user: &str, auth: &Auth) -> Result<SshAuth, ExecError> {
     let secret_err = |e: crate::config::SecretError| ExecError::Auth {
         host: host.to_string(),
         user: user.to_string(),
-        message: e.to_string(),
+        message: "cannot read the ssh secret".into(),
+        source: Some(e.into()),
     };
     Ok(match auth {
         Auth::Key { file, passphrase } => SshAuth::Key {
@@ -281,7 +282,8 @@ pub fn ssh_target(cluster: &Cluster, host: &Host) -> Result<SshTarget, ExecError
                 .map_err(|e| ExecError::Auth {
                     host: host.name.clone(),
                     user: host.user.clone(),
-                    message: format!("sudo password: {e}"),
+                    message: "sudo password".into(),
+                    source: Some(e.into()),
                 })?,
         }),
         None => None,

@@ -16,13 +16,18 @@ pub mod playbook;
 pub mod release;
 
 /// An error and every cause under it on one line (`a: b: c`): what a user needs when an error
-/// is shown as text (a transport error's "client error" alone says nothing).
+/// is shown as text (a transport error's "client error" alone says nothing). A cause whose text
+/// the line already shows (errors that print their source in their own message) is not
+/// repeated.
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
+        let cause = s.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
         source = s.source();
     }
     text

@@ -737,7 +737,11 @@ mod tests {
         // Tampering with a tarball or with images/manifest.json is caught by `bundle verify`.
         std::fs::remove_file(in_bundle.join("pause_3.2.oci.tar")).unwrap();
         std::fs::write(in_bundle.join("pause_3.2.oci.tar"), b"pause bytez").unwrap();
-        assert!(bundle.verify().unwrap_err().contains("pause_3.2.oci.tar"));
+        assert!(bundle
+            .verify()
+            .unwrap_err()
+            .to_string()
+            .contains("pause_3.2.oci.tar"));
         // Rebuilding replaces the stale file.
         let files = add_images(out.path(), &opts, &[PAUSE_IMAGE.to_string()]).unwrap();
         let bundle = Bundle {
@@ -749,7 +753,11 @@ mod tests {
         };
         bundle.verify().unwrap();
         std::fs::write(in_bundle.join(images::MANIFEST_FILE), b"{}").unwrap();
-        assert!(bundle.verify().unwrap_err().contains("manifest.json"));
+        assert!(bundle
+            .verify()
+            .unwrap_err()
+            .to_string()
+            .contains("manifest.json"));
     }
 
     /// Image options whose cache is `cache` and whose sources do not exist: anything the cache

@@ -101,6 +101,14 @@ pub enum ImageError {
     #[error("{path} is not a statically linked executable (install busybox-static)")]
     NotStatic { path: PathBuf },
 
+    #[error("{path}: {source}")]
+    ManifestJson {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// A manifest that parses but names something clusterkit refuses, in words.
     #[error("{path}: {message}")]
     Manifest { path: PathBuf, message: String },
 
@@ -673,10 +681,11 @@ pub fn build(
 pub fn load(dir: &Path) -> Result<ImageManifest, ImageError> {
     let path = dir.join(MANIFEST_FILE);
     let text = std::fs::read_to_string(&path).map_err(io(&path))?;
-    let m: ImageManifest = serde_json::from_str(&text).map_err(|e| ImageError::Manifest {
-        path: path.clone(),
-        message: e.to_string(),
-    })?;
+    let m: ImageManifest =
+        serde_json::from_str(&text).map_err(|source| ImageError::ManifestJson {
+            path: path.clone(),
+            source,
+        })?;
     for i in &m.images {
         // The file name goes into remote paths: keep it a plain name.
         if i.file.contains('/') || i.file.starts_with('.') || i.file.is_empty() {

@@ -81,13 +81,22 @@ pub enum NodeError {
         /// Why.
         reason: String,
     },
+    /// Removing the host's etcd member would break the cluster.
+    #[error("refusing to remove {host}: {source}")]
+    Quorum {
+        /// The host.
+        host: String,
+        #[source]
+        source: QuorumError,
+    },
     /// A Kubernetes API call failed.
-    #[error("kubernetes API: {what}: {message}")]
+    #[error("kubernetes API: {what}: {source}")]
     Api {
         /// What was being done.
         what: String,
         /// The API's answer.
-        message: String,
+        #[source]
+        source: crate::phases::Cause,
     },
     /// The drain did not finish.
     #[error("draining {host}: {message}")]
@@ -105,10 +114,43 @@ pub enum NodeError {
     Reset(#[from] ResetError),
 }
 
-fn api(what: impl Into<String>, e: impl std::fmt::Display) -> NodeError {
+/// Why removing an etcd member would break the cluster (or cannot be judged).
+#[derive(Debug, thiserror::Error)]
+pub enum QuorumError {
+    #[error("it is the only etcd member")]
+    OnlyMember,
+
+    #[error(
+        "etcd would lose quorum: {healthy} of the other {others} member(s) are healthy, and a \
+         cluster of {others} needs {need}"
+    )]
+    Lost {
+        healthy: usize,
+        others: usize,
+        need: usize,
+    },
+
+    /// No other member answers; each one's problem.
+    #[error("no other etcd member answers ({})", .0.join("; "))]
+    NoAnswer(Vec<String>),
+
+    /// The verdict, and the members that did not answer.
+    #[error("{verdict} ({})", problems.join("; "))]
+    Partial {
+        #[source]
+        verdict: Box<QuorumError>,
+        problems: Vec<String>,
+    },
+
+    /// The etcd client credentials cannot be read.
+    #[error(transparent)]
+    Client(#[from] InstallError),
+}
+
+fn api(what: impl Into<String>, e: impl Into<crate::phases::Cause>) -> NodeError {
     NodeError::Api {
         what: what.into(),
-        message: e.to_string(),
+        source: e.into(),
     }
 }
 
@@ -422,24 +464,24 @@ pub fn removal_blocker(cluster: &Cluster, host: &Host) -> Option<String> {
 
 /// The quorum rule (pure): a cluster of `members` keeps working after one healthy member
 /// leaves when the `healthy_remaining` others are a majority of `members - 1`.
-pub fn quorum_after_removal(members: usize, healthy_remaining: usize) -> Result<(), String> {
+pub fn quorum_after_removal(members: usize, healthy_remaining: usize) -> Result<(), QuorumError> {
     if members <= 1 {
-        return Err("it is the only etcd member".into());
+        return Err(QuorumError::OnlyMember);
     }
     let need = (members - 1) / 2 + 1;
     if healthy_remaining < need {
-        return Err(format!(
-            "etcd would lose quorum: {healthy_remaining} of the other {} member(s) are healthy, and a cluster of {} needs {need}",
-            members - 1,
-            members - 1
-        ));
+        return Err(QuorumError::Lost {
+            healthy: healthy_remaining,
+            others: members - 1,
+            need,
+        });
     }
     Ok(())
 }
 
 /// Checks, through the remaining members, that removing `host`'s etcd member keeps a quorum.
-async fn check_etcd_quorum(cluster: &Cluster, host: &Host) -> Result<(), String> {
-    let tls = etcd_phase::ClientTls::load(cluster).map_err(|e| e.to_string())?;
+async fn check_etcd_quorum(cluster: &Cluster, host: &Host) -> Result<(), QuorumError> {
+    let tls = etcd_phase::ClientTls::load(cluster)?;
     let timeout = Duration::from_secs(5);
     let mut members = None;
     let mut healthy = Vec::new();
@@ -455,20 +497,20 @@ async fn check_etcd_quorum(cluster: &Cluster, host: &Host) -> Result<(), String>
                 healthy.push(h.name.clone());
             }
             Ok(_) => problems.push(format!("{}: no leader", h.name)),
-            Err(e) => problems.push(e),
+            Err(e) => problems.push(clusterkit_core::error_chain(&e)),
         }
     }
     let Some(members) = members else {
-        return Err(format!(
-            "no other etcd member answers ({})",
-            problems.join("; ")
-        ));
+        return Err(QuorumError::NoAnswer(problems));
     };
     quorum_after_removal(members, healthy.len()).map_err(|e| {
         if problems.is_empty() {
             e
         } else {
-            format!("{e} ({})", problems.join("; "))
+            QuorumError::Partial {
+                verdict: Box::new(e),
+                problems,
+            }
         }
     })
 }
@@ -525,7 +567,12 @@ pub async fn remove(
         return Err(refused(reason));
     }
     if host.has_role(Role::Etcd) {
-        check_etcd_quorum(cluster, host).await.map_err(refused)?;
+        check_etcd_quorum(cluster, host)
+            .await
+            .map_err(|source| NodeError::Quorum {
+                host: name.to_string(),
+                source,
+            })?;
     }
     let mut report = RemoveReport {
         host: name.to_string(),
@@ -752,6 +799,7 @@ mod tests {
         assert!(quorum_after_removal(4, 2).is_ok(), "3 members need 2");
         assert!(quorum_after_removal(3, 1)
             .unwrap_err()
+            .to_string()
             .contains("lose quorum"));
         assert!(quorum_after_removal(5, 2).is_err(), "4 members need 3");
         assert!(quorum_after_removal(1, 0).is_err());

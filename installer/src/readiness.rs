@@ -33,7 +33,8 @@ use serde::Serialize;
 use serde_json::json;
 use tokio::io::AsyncReadExt;
 
-use crate::phases::{common, etcd, images};
+use crate::phases::common::NotReady;
+use crate::phases::{common, etcd, images, InstallError};
 
 /// The probe DaemonSet's name (in kube-system).
 pub const PROBE_NAME: &str = "clusterkit-probe";
@@ -59,10 +60,10 @@ pub struct Check {
 }
 
 impl Check {
-    fn new(name: impl Into<String>, result: Result<String, String>) -> Check {
+    fn new(name: impl Into<String>, result: Result<String, NotReady>) -> Check {
         let (ok, detail) = match result {
             Ok(d) => (true, d),
-            Err(d) => (false, d),
+            Err(e) => (false, clusterkit_core::error_chain(&e)),
         };
         Check {
             name: name.into(),
@@ -135,10 +136,8 @@ impl Report {
 }
 
 /// Runs every check; `Err` only when the API cannot be reached at all with admin.conf.
-pub async fn check(cluster: &Cluster) -> Result<Report, String> {
-    let client = common::admin_client(cluster, None)
-        .await
-        .map_err(|e| e.to_string())?;
+pub async fn check(cluster: &Cluster) -> Result<Report, InstallError> {
+    let client = common::admin_client(cluster, None).await?;
     // The components and DNS do not depend on the nodes' checks: they run meanwhile.
     let nodes_then_probes = async {
         let nodes = node_checks(cluster, &client).await;
@@ -167,7 +166,7 @@ pub async fn check(cluster: &Cluster) -> Result<Report, String> {
     Ok(report)
 }
 
-fn node_ready(n: &Node) -> Result<String, String> {
+fn node_ready(n: &Node) -> Result<String, NotReady> {
     let cond = n
         .status
         .as_ref()
@@ -175,37 +174,38 @@ fn node_ready(n: &Node) -> Result<String, String> {
         .and_then(|c| c.iter().find(|c| c.type_ == "Ready"));
     match cond {
         Some(c) if c.status == "True" => Ok("Ready".into()),
-        Some(c) => Err(format!(
+        Some(c) => Err(seen(format!(
             "not Ready: {} {}",
             c.reason.clone().unwrap_or_default(),
             c.message.clone().unwrap_or_default()
-        )),
-        None => Err("no Ready condition yet".into()),
+        ))),
+        None => Err(seen("no Ready condition yet")),
     }
 }
 
 async fn node_checks(cluster: &Cluster, client: &kube::Client) -> Vec<Check> {
     let api: Api<Node> = Api::all(client.clone());
     // The last answer per host (a Mutex only to share it with the probe closure).
-    let last: std::sync::Mutex<BTreeMap<String, Result<String, String>>> = Default::default();
+    let last: std::sync::Mutex<BTreeMap<String, Result<String, NotReady>>> = Default::default();
     let _ = common::wait_until(WAIT, || {
         let api = &api;
         let last = &last;
         async move {
-            let list = api
-                .list(&ListParams::default())
-                .await
-                .map_err(|e| e.to_string());
+            let list = api.list(&ListParams::default()).await;
             let mut now = BTreeMap::new();
             for h in &cluster.hosts {
                 let r = match &list {
-                    Err(e) => Err(format!("listing nodes: {e}")),
+                    // One failed list is every host's answer (kube's error cannot be cloned).
+                    Err(e) => Err(seen(format!(
+                        "listing nodes: {}",
+                        clusterkit_core::error_chain(e)
+                    ))),
                     Ok(l) => match l
                         .items
                         .iter()
                         .find(|n| n.metadata.name.as_deref() == Some(&h.name))
                     {
-                        None => Err("not registered".into()),
+                        None => Err(seen("not registered")),
                         Some(n) => node_ready(n),
                     },
                 };
@@ -218,7 +218,7 @@ async fn node_checks(cluster: &Cluster, client: &kube::Client) -> Vec<Check> {
             if all {
                 Ok(())
             } else {
-                Err(String::new())
+                Err(())
             }
         }
     })
@@ -229,12 +229,17 @@ async fn node_checks(cluster: &Cluster, client: &kube::Client) -> Vec<Check> {
         .collect()
 }
 
-async fn raw_ok(client: &kube::Client, path: &str) -> Result<String, String> {
+async fn raw_ok(client: &kube::Client, path: &str) -> Result<String, NotReady> {
     match common::get_raw(client, path).await {
         Ok(b) if b.trim() == "ok" => Ok("ok".into()),
-        Ok(b) => Err(format!("{path} said {:?}", b.trim())),
-        Err(e) => Err(format!("{path}: {e}")),
+        Ok(b) => Err(seen(format!("{path} said {:?}", b.trim()))),
+        Err(e) => Err(NotReady::failed(path, e)),
     }
+}
+
+/// A failed check's words.
+fn seen(what: impl Into<String>) -> NotReady {
+    NotReady::Seen(what.into())
 }
 
 async fn component_checks(cluster: &Cluster, client: &kube::Client) -> Vec<Check> {
@@ -248,29 +253,29 @@ async fn component_checks(cluster: &Cluster, client: &kube::Client) -> Vec<Check
                 .await
             {
                 Ok(c) => raw_ok(&c, "/livez").await,
-                Err(e) => Err(e.to_string()),
+                Err(e) => Err(NotReady::failed("kubernetes client", e)),
             };
         out.push(Check::new(format!("apiserver /livez {}", h.name), r));
     }
     let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-system");
     for name in ["kube-controller-manager", "kube-scheduler"] {
         let r = match leases.get(name).await {
-            Err(e) => Err(format!("lease: {e}")),
+            Err(e) => Err(NotReady::failed("lease", e)),
             Ok(l) => {
                 let spec = l.spec.unwrap_or_default();
                 let holder = spec.holder_identity.unwrap_or_default();
                 let duration = spec.lease_duration_seconds.unwrap_or(15).max(15) as u64;
                 match spec.renew_time {
-                    None => Err("leader lease never renewed".into()),
+                    None => Err(seen("leader lease never renewed")),
                     Some(t) => {
                         let age = k8s_openapi::jiff::Timestamp::now()
                             .duration_since(t.0)
                             .unsigned_abs();
                         if holder.is_empty() || age > Duration::from_secs(2 * duration) {
-                            Err(format!(
+                            Err(seen(format!(
                                 "leader lease held by {holder:?}, renewed {}s ago",
                                 age.as_secs()
-                            ))
+                            )))
                         } else {
                             Ok(format!("leader {holder}"))
                         }
@@ -281,13 +286,16 @@ async fn component_checks(cluster: &Cluster, client: &kube::Client) -> Vec<Check
         out.push(Check::new(name, r));
     }
     let etcd_health = match etcd::ClientTls::load(cluster) {
-        Ok(tls) => etcd::health(cluster, &tls).await.map(|_| {
-            format!(
-                "{} members healthy",
-                cluster.hosts_with_role(Role::Etcd).len()
-            )
-        }),
-        Err(e) => Err(e.to_string()),
+        Ok(tls) => etcd::health(cluster, &tls)
+            .await
+            .map(|_| {
+                format!(
+                    "{} members healthy",
+                    cluster.hosts_with_role(Role::Etcd).len()
+                )
+            })
+            .map_err(|e| NotReady::failed("etcd", e)),
+        Err(e) => Err(NotReady::failed("etcd client", e)),
     };
     out.push(Check::new("etcd", etcd_health));
     for h in &cluster.hosts {
@@ -367,7 +375,7 @@ async fn read_all(s: Option<impl tokio::io::AsyncRead + Unpin>) -> String {
 
 /// Runs `script` in `pod` and returns its stdout; an exec the runtime or the kubelet refused
 /// (a failure status) is an error carrying the status message and stderr.
-async fn exec(pods: &Api<Pod>, pod: &str, script: &str) -> Result<String, String> {
+async fn exec(pods: &Api<Pod>, pod: &str, script: &str) -> Result<String, NotReady> {
     let ap = AttachParams::default()
         .stdout(true)
         .stderr(true)
@@ -375,7 +383,7 @@ async fn exec(pods: &Api<Pod>, pod: &str, script: &str) -> Result<String, String
     let mut p = pods
         .exec(pod, ["sh", "-c", script], &ap)
         .await
-        .map_err(|e| format!("exec in {pod}: {e}"))?;
+        .map_err(|e| NotReady::failed(format!("exec in {pod}"), e))?;
     let status = p.take_status();
     let (stdout, stderr) = (p.stdout(), p.stderr());
     let (out, err) = tokio::join!(read_all(stdout), read_all(stderr));
@@ -388,18 +396,18 @@ async fn exec(pods: &Api<Pod>, pod: &str, script: &str) -> Result<String, String
     };
     let _ = tokio::time::timeout(Duration::from_secs(10), p.join()).await;
     match status {
-        Some(st) if st.status.as_deref() == Some("Failure") => Err(format!(
+        Some(st) if st.status.as_deref() == Some("Failure") => Err(seen(format!(
             "exec in {pod}: {} {}",
             st.message.unwrap_or_default(),
             err.trim()
-        )),
+        ))),
         _ => Ok(out),
     }
 }
 
 async fn probe_checks(cluster: &Cluster, client: &kube::Client, ready: &[String]) -> Vec<Check> {
     if ready.is_empty() {
-        return vec![Check::new("probe", Err("no Ready node to probe".into()))];
+        return vec![Check::new("probe", Err(seen("no Ready node to probe")))];
     }
     let (image, pull) = probe_image(cluster);
     let run = format!("{:x}", rand::random::<u32>());
@@ -410,43 +418,56 @@ async fn probe_checks(cluster: &Cluster, client: &kube::Client, ready: &[String]
     let _ = common::wait_until(Duration::from_secs(60), || async {
         match ds.get_opt(PROBE_NAME).await {
             Ok(None) => Ok(()),
-            _ => Err(String::new()),
+            _ => Err(()),
         }
     })
     .await;
     let obj: DaemonSet = match serde_json::from_value(probe_daemonset(&image, pull, &run)) {
         Ok(o) => o,
-        Err(e) => return vec![Check::new("probe", Err(e.to_string()))],
+        Err(e) => {
+            return vec![Check::new(
+                "probe",
+                Err(NotReady::failed("probe DaemonSet", e)),
+            )]
+        }
     };
     let mut out = Vec::new();
     if let Err(e) = ds.create(&PostParams::default(), &obj).await {
         return vec![Check::new(
             "probe",
-            Err(format!("creating kube-system/{PROBE_NAME}: {e}")),
+            Err(NotReady::failed(
+                format!("creating kube-system/{PROBE_NAME}"),
+                e,
+            )),
         )];
     }
     let services: Api<Service> = Api::namespaced(client.clone(), "kube-system");
-    let svc: Result<Service, String> = serde_json::from_value(json!({
+    let svc: Result<Service, serde_json::Error> = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Service",
         "metadata": { "name": PROBE_NAME, "namespace": "kube-system",
                       "labels": { "app.kubernetes.io/managed-by": "clusterkit" } },
         "spec": { "selector": { "app": PROBE_NAME, "run": run },
                   "ports": [{ "port": 80, "targetPort": PROBE_PORT }] }
-    }))
-    .map_err(|e| e.to_string());
+    }));
     let service_ip = match svc {
         Ok(svc) => match services.create(&PostParams::default(), &svc).await {
             Ok(created) => created.spec.and_then(|s| s.cluster_ip),
             Err(e) => {
                 out.push(Check::new(
                     "probe service",
-                    Err(format!("creating kube-system/{PROBE_NAME} Service: {e}")),
+                    Err(NotReady::failed(
+                        format!("creating kube-system/{PROBE_NAME} Service"),
+                        e,
+                    )),
                 ));
                 None
             }
         },
         Err(e) => {
-            out.push(Check::new("probe service", Err(e)));
+            out.push(Check::new(
+                "probe service",
+                Err(NotReady::failed("probe Service", e)),
+            ));
             None
         }
     };
@@ -458,7 +479,10 @@ async fn probe_checks(cluster: &Cluster, client: &kube::Client, ready: &[String]
         let pods = &pods;
         let lp = &lp;
         async move {
-            let list = pods.list(lp).await.map_err(|e| e.to_string())?;
+            let list = pods
+                .list(lp)
+                .await
+                .map_err(|e| NotReady::failed("listing probe pods", e))?;
             let mut now = BTreeMap::new();
             for p in list.items {
                 let st = p.status.unwrap_or_default();
@@ -478,7 +502,7 @@ async fn probe_checks(cluster: &Cluster, client: &kube::Client, ready: &[String]
             let result = if missing.is_empty() {
                 Ok(())
             } else {
-                Err(format!("no running probe pod on {missing:?}"))
+                Err(seen(format!("no running probe pod on {missing:?}")))
             };
             if let Ok(mut r) = running.lock() {
                 *r = now;
@@ -491,7 +515,11 @@ async fn probe_checks(cluster: &Cluster, client: &kube::Client, ready: &[String]
     if let Err(e) = waited {
         out.push(Check::new(
             "probe pods",
-            Err(format!("{e} after {}s (image {image})", WAIT.as_secs())),
+            Err(seen(format!(
+                "{} after {}s (image {image})",
+                clusterkit_core::error_chain(&e),
+                WAIT.as_secs()
+            ))),
         ));
     }
     // Every pod probes at once: the pods are independent, and each may need a few attempts.
@@ -599,7 +627,8 @@ async fn probe_from(
                     }
                 }
             }
-            Err(e) => exec_error = Some(e),
+            // Kept as text: the last one is every answer's error below.
+            Err(e) => exec_error = Some(clusterkit_core::error_chain(&e)),
         }
         let all = wanted
             .iter()
@@ -611,12 +640,12 @@ async fn probe_from(
     for (key, addr, port, _, name) in &wanted {
         let r = match (answers.get(key), &exec_error) {
             (Some(b), _) if good(key, b) => Ok(format!("{addr}:{port} answered {b:?}")),
-            (_, Some(e)) => Err(e.clone()),
-            (Some(b), None) if !b.is_empty() => Err(format!("{addr}:{port} answered {b:?}")),
-            _ => Err(format!(
+            (_, Some(e)) => Err(seen(e.clone())),
+            (Some(b), None) if !b.is_empty() => Err(seen(format!("{addr}:{port} answered {b:?}"))),
+            _ => Err(seen(format!(
                 "{addr}:{port}: no answer (the probe printed {:?})",
                 raw.trim()
-            )),
+            ))),
         };
         out.push(Check::new(name.clone(), r));
     }
@@ -632,7 +661,7 @@ async fn dns_check(cluster: &Cluster, client: &kube::Client) -> (Check, Vec<Stri
             let r = if have >= want && want > 0 {
                 Ok(format!("{have}/{want} replicas available"))
             } else {
-                Err(format!("{have}/{want} replicas available"))
+                Err(seen(format!("{have}/{want} replicas available")))
             };
             (Check::new("coredns", r), Vec::new())
         }
@@ -650,7 +679,10 @@ async fn dns_check(cluster: &Cluster, client: &kube::Client) -> (Check, Vec<Stri
                 vec![note],
             )
         }
-        Err(e) => (Check::new("coredns", Err(e.to_string())), Vec::new()),
+        Err(e) => (
+            Check::new("coredns", Err(NotReady::failed("coredns Deployment", e))),
+            Vec::new(),
+        ),
     }
 }
 

@@ -63,8 +63,18 @@ pub enum ResetError {
     EtcdMembers {
         /// The members, comma-separated.
         members: String,
-        /// Why.
+        /// Why, in words.
         message: String,
+    },
+    /// A step of removing the members failed.
+    #[error("etcd: cannot remove {members} from the cluster before the reset: {what}: {source}")]
+    EtcdStep {
+        /// The members, comma-separated.
+        members: String,
+        /// The step.
+        what: String,
+        #[source]
+        source: crate::phases::Cause,
     },
 }
 
@@ -257,7 +267,13 @@ pub async fn remove_etcd_members(
         members: names.clone(),
         message,
     };
-    let tls = etcd_phase::ClientTls::load(cluster).map_err(|e| fail(e.to_string()))?;
+    let step = |what: String, source: crate::phases::Cause| ResetError::EtcdStep {
+        members: names.clone(),
+        what,
+        source,
+    };
+    let tls = etcd_phase::ClientTls::load(cluster)
+        .map_err(|e| step("etcd client credentials".into(), e.into()))?;
     let timeout = Duration::from_secs(5);
     let mut errors = Vec::new();
     for via in &remaining {
@@ -265,7 +281,7 @@ pub async fn remove_etcd_members(
         let mut client = match tls.connect(&endpoint, timeout).await {
             Ok(c) => c,
             Err(e) => {
-                errors.push(e);
+                errors.push(clusterkit_core::error_chain(&e));
                 continue;
             }
         };
@@ -299,10 +315,10 @@ pub async fn remove_etcd_members(
                 })
                 .await
                 .map_err(|e| {
-                    fail(format!(
-                        "member remove {} ({id:x}) through {}: {e}",
-                        h.name, via.name
-                    ))
+                    step(
+                        format!("member remove {} ({id:x}) through {}", h.name, via.name),
+                        e.into(),
+                    )
                 })?;
                 tracing::info!(member = %h.name, via = %via.name, "etcd member removed");
             }

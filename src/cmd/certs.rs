@@ -253,7 +253,7 @@ async fn distribute_and_report(
     let health = || -> certs::HealthFuture<'_> {
         Box::pin(async {
             match &tls {
-                Some(tls) => etcd_phase::health(cluster, tls).await,
+                Some(tls) => etcd_phase::health(cluster, tls).await.map_err(Into::into),
                 None => Err("no etcd healthcheck client certificate in the state directory".into()),
             }
         })

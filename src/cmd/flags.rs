@@ -90,7 +90,7 @@ pub fn synthetic_series() -> RangedU64ValueParser<usize> {
 
 /// `--cron`: an expression `config validate` accepts for `backup.schedule` (every field's
 /// range checked: a minute of 61 is refused here, not at the first tick).
-pub fn cron(s: &str) -> Result<String, String> {
+pub fn cron(s: &str) -> Result<String, grammar::GrammarError> {
     grammar::parse_cron(s).map(|_| s.trim().to_string())
 }
 

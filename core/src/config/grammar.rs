@@ -13,6 +13,52 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
+/// A value that does not fit its grammar or range. Validation adds the position in the file.
+#[derive(Debug, thiserror::Error)]
+pub enum GrammarError {
+    #[error(
+        "{value} is outside {lo}..={hi}{} ({why})",
+        if unit.is_empty() { String::new() } else { format!(" {unit}") }
+    )]
+    OutOfRange {
+        value: u64,
+        lo: u64,
+        hi: u64,
+        unit: &'static str,
+        why: &'static str,
+    },
+
+    #[error(
+        "{value:?} is not an image {kind} ({why}; grammar: [registry[:port]/]path[:tag][@digest], \
+         lowercase path)"
+    )]
+    Image {
+        value: String,
+        /// `reference` or `repository`.
+        kind: &'static str,
+        why: &'static str,
+    },
+
+    #[error(
+        "{0:?} is not a Linux user name (a lowercase letter or '_', then lowercase letters, \
+         digits, '_' or '-'; at most {USER_MAX})"
+    )]
+    UserName(String),
+
+    #[error(
+        "{expr:?} is not a cron expression: {fields} fields, expected 5 (minute hour \
+         day-of-month month day-of-week) or 6 (seconds first)"
+    )]
+    CronFields { expr: String, fields: usize },
+
+    #[error("{expr:?} is not a cron expression: {source}")]
+    Cron {
+        expr: String,
+        #[source]
+        source: cron::error::Error,
+    },
+}
+
 /// A closed range of a numeric setting, with the unit its error message uses.
 #[derive(Clone, Debug)]
 pub struct Range {
@@ -34,21 +80,17 @@ impl Range {
     }
 
     /// `Ok(v)` inside the range, else the message naming the range.
-    pub fn check(&self, v: u64) -> Result<u64, String> {
+    pub fn check(&self, v: u64) -> Result<u64, GrammarError> {
         if self.bounds.contains(&v) {
             Ok(v)
         } else {
-            let unit = if self.unit.is_empty() {
-                String::new()
-            } else {
-                format!(" {}", self.unit)
-            };
-            Err(format!(
-                "{v} is outside {}..={}{unit} ({})",
-                self.bounds.start(),
-                self.bounds.end(),
-                self.why
-            ))
+            Err(GrammarError::OutOfRange {
+                value: v,
+                lo: *self.bounds.start(),
+                hi: *self.bounds.end(),
+                unit: self.unit,
+                why: self.why,
+            })
         }
     }
 }
@@ -117,27 +159,25 @@ const NAME_MAX: usize = 255;
 
 /// An image reference (`registry.k8s.io/pause:3.9`, `repo@sha256:…`) by the OCI distribution
 /// grammar. `Err` says what is wrong.
-pub fn image_reference(s: &str) -> Result<(), String> {
+pub fn image_reference(s: &str) -> Result<(), GrammarError> {
     image(s, true)
 }
 
 /// A repository without tag or digest (`registry.k8s.io`, `10.0.0.1:5000/k8s`), the prefix
 /// image names are built on.
-pub fn image_repository(s: &str) -> Result<(), String> {
+pub fn image_repository(s: &str) -> Result<(), GrammarError> {
     image(s, false)
 }
 
-fn image(s: &str, tag_allowed: bool) -> Result<(), String> {
-    let bad = |why: &str| {
-        format!(
-            "{s:?} is not an image {} ({why}; grammar: [registry[:port]/]path[:tag][@digest], \
-             lowercase path)",
-            if tag_allowed {
-                "reference"
-            } else {
-                "repository"
-            }
-        )
+fn image(s: &str, tag_allowed: bool) -> Result<(), GrammarError> {
+    let bad = |why: &'static str| GrammarError::Image {
+        value: s.to_string(),
+        kind: if tag_allowed {
+            "reference"
+        } else {
+            "repository"
+        },
+        why,
     };
     let Some(caps) = IMAGE_REFERENCE.captures(s) else {
         return Err(bad("does not match the OCI reference grammar"));
@@ -157,7 +197,7 @@ const USER_MAX: usize = 32;
 
 /// A Linux user name by the portable rule: a lowercase letter or `_`, then lowercase letters,
 /// digits, `_` or `-`, at most 32 characters (the name reaches `sudo -u` and paths).
-pub fn user_name(s: &str) -> Result<(), String> {
+pub fn user_name(s: &str) -> Result<(), GrammarError> {
     let ok = !s.is_empty()
         && s.len() <= USER_MAX
         && s.bytes()
@@ -168,30 +208,30 @@ pub fn user_name(s: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "{s:?} is not a Linux user name (a lowercase letter or '_', then lowercase letters, \
-             digits, '_' or '-'; at most {USER_MAX})"
-        ))
+        Err(GrammarError::UserName(s.to_string()))
     }
 }
 
 /// Parses a cron expression: five fields (minute first) or six (seconds first), or an `@`
 /// shortcut. Every field's range is checked (a minute of 61 is refused).
-pub fn parse_cron(expr: &str) -> Result<cron::Schedule, String> {
+pub fn parse_cron(expr: &str) -> Result<cron::Schedule, GrammarError> {
     let expr = expr.trim();
     let fields = expr.split_whitespace().count();
     if !expr.starts_with('@') && !(5..=6).contains(&fields) {
-        return Err(format!(
-            "{expr:?} is not a cron expression: {fields} fields, expected 5 (minute hour \
-             day-of-month month day-of-week) or 6 (seconds first)"
-        ));
+        return Err(GrammarError::CronFields {
+            expr: expr.to_string(),
+            fields,
+        });
     }
     let full = if fields == 5 {
         format!("0 {expr}")
     } else {
         expr.to_string()
     };
-    cron::Schedule::from_str(&full).map_err(|e| format!("{expr:?} is not a cron expression: {e}"))
+    cron::Schedule::from_str(&full).map_err(|source| GrammarError::Cron {
+        expr: expr.to_string(),
+        source,
+    })
 }
 
 #[cfg(test)]
@@ -210,7 +250,11 @@ mod tests {
             "pause@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
             "r.io/p:t@sha256:0123456789abcdef0123456789abcdef",
         ] {
-            assert_eq!(image_reference(ok), Ok(()), "{ok}");
+            assert_eq!(
+                image_reference(ok).map_err(|e| e.to_string()),
+                Ok(()),
+                "{ok}"
+            );
         }
         for bad in [
             "::::",
@@ -227,15 +271,21 @@ mod tests {
             assert!(image_reference(bad).is_err(), "{bad:?} accepted");
         }
         assert!(image_reference(&format!("r.io/{}", "a".repeat(260))).is_err());
-        assert_eq!(image_repository("registry.k8s.io"), Ok(()));
-        assert_eq!(image_repository("10.0.0.1:5000/k8s"), Ok(()));
+        assert_eq!(
+            image_repository("registry.k8s.io").map_err(|e| e.to_string()),
+            Ok(())
+        );
+        assert_eq!(
+            image_repository("10.0.0.1:5000/k8s").map_err(|e| e.to_string()),
+            Ok(())
+        );
         assert!(image_repository("registry.k8s.io/pause:3.9").is_err());
     }
 
     #[test]
     fn user_names_are_portable_linux_names() {
         for ok in ["root", "ops", "_svc", "deploy-1", "a_b"] {
-            assert_eq!(user_name(ok), Ok(()), "{ok}");
+            assert_eq!(user_name(ok).map_err(|e| e.to_string()), Ok(()), "{ok}");
         }
         for bad in [
             "root;rm -rf /",
@@ -270,8 +320,8 @@ mod tests {
 
     #[test]
     fn ranges_name_their_bounds() {
-        assert_eq!(CONCURRENCY.check(16), Ok(16));
-        let e = CONCURRENCY.check(u64::MAX).unwrap_err();
+        assert_eq!(CONCURRENCY.check(16).map_err(|e| e.to_string()), Ok(16));
+        let e = CONCURRENCY.check(u64::MAX).unwrap_err().to_string();
         assert!(e.contains("1..=1024"), "{e}");
     }
 }

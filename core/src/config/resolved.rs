@@ -279,13 +279,18 @@ impl fmt::Display for Role {
     }
 }
 
+/// A role name that is not one of [`Role::ALL`].
+#[derive(Debug, thiserror::Error)]
+#[error("unknown role {0:?}")]
+pub struct UnknownRole(pub String);
+
 impl FromStr for Role {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownRole;
+    fn from_str(s: &str) -> Result<Self, UnknownRole> {
         Role::ALL
             .into_iter()
             .find(|r| r.as_str() == s)
-            .ok_or_else(|| format!("unknown role {s:?}"))
+            .ok_or_else(|| UnknownRole(s.to_string()))
     }
 }
 
@@ -420,11 +425,22 @@ impl fmt::Display for Endpoint {
     }
 }
 
+/// Text that is not `host:port`; `why` names the part that is wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("{text:?} is not host:port ({why})")]
+pub struct BadEndpoint {
+    pub text: String,
+    pub why: &'static str,
+}
+
 impl FromStr for Endpoint {
-    type Err = String;
+    type Err = BadEndpoint;
     /// Accepts `host:port`, `1.2.3.4:port` and `[v6::addr]:port`.
-    fn from_str(s: &str) -> Result<Self, String> {
-        let bad = |why: &str| format!("{s:?} is not host:port ({why})");
+    fn from_str(s: &str) -> Result<Self, BadEndpoint> {
+        let bad = |why: &'static str| BadEndpoint {
+            text: s.to_string(),
+            why,
+        };
         let (host, port) = if let Some(rest) = s.strip_prefix('[') {
             let (h, p) = rest.split_once("]:").ok_or_else(|| bad("missing ]:port"))?;
             h.parse::<std::net::Ipv6Addr>()

@@ -42,8 +42,12 @@ pub enum KnownHostsError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot encode host key for {path}: {message}")]
-    Encode { path: PathBuf, message: String },
+    #[error("cannot encode host key for {path}: {source}")]
+    Encode {
+        path: PathBuf,
+        #[source]
+        source: russh::keys::ssh_key::Error,
+    },
 }
 
 /// What known_hosts says about the key a server offered.
@@ -281,9 +285,9 @@ pub fn record(
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(write_err)?;
     }
-    let encoded = key.to_openssh().map_err(|err| KnownHostsError::Encode {
+    let encoded = key.to_openssh().map_err(|source| KnownHostsError::Encode {
         path: path.to_path_buf(),
-        message: err.to_string(),
+        source,
     })?;
     // Drop the key's comment: known_hosts lines are `name type base64`.
     let mut parts = encoded.split_whitespace();

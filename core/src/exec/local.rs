@@ -42,12 +42,21 @@ impl LocalExecutor {
         }
     }
 
-    fn transfer_error(&self, operation: &'static str, path: &str, message: String) -> ExecError {
+    /// An upload or download failure: `message` says what was being done, `source` why it
+    /// failed (when a local error is behind it).
+    fn transfer_error(
+        &self,
+        operation: &'static str,
+        path: &str,
+        message: impl Into<String>,
+        source: Option<super::Cause>,
+    ) -> ExecError {
         ExecError::Transfer {
             host: self.name.clone(),
             operation,
             path: path.to_string(),
-            message,
+            message: message.into(),
+            source,
         }
     }
 
@@ -62,18 +71,28 @@ impl LocalExecutor {
             .await;
     }
 
-    fn write_temp(&self, data: &[u8], path: &Path, options: &UploadOptions) -> Result<(), String> {
+    fn write_temp(
+        &self,
+        data: &[u8],
+        path: &Path,
+        options: &UploadOptions,
+    ) -> Result<(), ExecError> {
+        let target = path.display().to_string();
+        let target = target.as_str();
+        let io_err = |what: String| {
+            move |e: std::io::Error| self.transfer_error("upload", target, what, Some(e.into()))
+        };
         let dir = match path.parent().filter(|p| !p.as_os_str().is_empty()) {
             Some(dir) => dir,
             None => Path::new("."),
         };
         if options.create_parents {
-            std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+            std::fs::create_dir_all(dir).map_err(io_err(format!("create {}", dir.display())))?;
         }
         let file_name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
-            .ok_or_else(|| "path has no file name".to_string())?;
+            .ok_or_else(|| self.transfer_error("upload", target, "path has no file name", None))?;
         let temp = dir.join(format!(
             ".{file_name}.ck-upload.{:016x}",
             rand::random::<u64>()
@@ -84,27 +103,32 @@ impl LocalExecutor {
                 .create_new(true)
                 .mode(0o600)
                 .open(&temp)
-                .map_err(|e| format!("create {}: {e}", temp.display()))?;
+                .map_err(io_err(format!("create {}", temp.display())))?;
             file.write_all(data)
                 .and_then(|_| file.sync_all())
-                .map_err(|e| format!("write {}: {e}", temp.display()))?;
+                .map_err(io_err(format!("write {}", temp.display())))?;
             std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(options.mode))
-                .map_err(|e| format!("chmod {}: {e}", temp.display()))?;
+                .map_err(io_err(format!("chmod {}", temp.display())))?;
             if let Some(owner) = &options.owner {
                 let out = std::process::Command::new("chown")
                     .arg("--")
                     .arg(owner)
                     .arg(&temp)
                     .output()
-                    .map_err(|e| format!("chown: {e}"))?;
+                    .map_err(io_err("chown".into()))?;
                 if !out.status.success() {
-                    return Err(format!(
-                        "chown {owner}: {}",
-                        String::from_utf8_lossy(&out.stderr).trim()
+                    return Err(self.transfer_error(
+                        "upload",
+                        target,
+                        format!(
+                            "chown {owner}: {}",
+                            String::from_utf8_lossy(&out.stderr).trim()
+                        ),
+                        None,
                     ));
                 }
             }
-            std::fs::rename(&temp, path).map_err(|e| format!("rename into place: {e}"))
+            std::fs::rename(&temp, path).map_err(io_err("rename into place".into()))
         })();
         if result.is_err() {
             let _ = std::fs::remove_file(&temp);
@@ -138,7 +162,8 @@ impl Executor for LocalExecutor {
             .spawn()
             .map_err(|e| ExecError::Session {
                 host: self.name.clone(),
-                message: format!("cannot start sh: {e}"),
+                message: "cannot start sh".into(),
+                source: Some(e.into()),
             })?;
         let pid = child.id();
         let stdin = child.stdin.take();
@@ -174,7 +199,8 @@ impl Executor for LocalExecutor {
             Ok((stdout, stderr, status)) => {
                 let status = status.map_err(|e| ExecError::Session {
                     host: self.name.clone(),
-                    message: format!("waiting for `{}`: {e}", command.display()),
+                    message: format!("waiting for `{}`", command.display()),
+                    source: Some(e.into()),
                 })?;
                 Ok(Output {
                     status: status.code(),
@@ -207,19 +233,17 @@ impl Executor for LocalExecutor {
         let data = data.to_vec();
         let target = path.to_string();
         let options = options.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            this.write_temp(&data, Path::new(&target), &options)
-        })
-        .await
-        .map_err(|e| e.to_string())
-        .and_then(|r| r);
-        result.map_err(|message| self.transfer_error("upload", path, message))
+        tokio::task::spawn_blocking(move || this.write_temp(&data, Path::new(&target), &options))
+            .await
+            .map_err(|e| {
+                self.transfer_error("upload", path, "the writing task failed", Some(e.into()))
+            })?
     }
 
     async fn download(&self, path: &str) -> Result<Vec<u8>, ExecError> {
         tokio::fs::read(path)
             .await
-            .map_err(|e| self.transfer_error("download", path, e.to_string()))
+            .map_err(|e| self.transfer_error("download", path, "read", Some(e.into())))
     }
 }
 

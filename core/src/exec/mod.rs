@@ -125,14 +125,26 @@ impl Default for UploadOptions {
     }
 }
 
+/// The underlying error of an [`ExecError`] (socket, ssh protocol, key file, known_hosts…),
+/// kept whole so the chain reaches the caller.
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// `": cause"` when there is one: the variants that may carry a cause show it after their own
+/// message, so the one-line text says everything even where only `Display` is printed.
+fn with_cause(cause: &Option<Cause>) -> String {
+    cause.as_ref().map(|c| format!(": {c}")).unwrap_or_default()
+}
+
 /// Everything that can go wrong reaching a host. Messages never contain secrets.
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
-    #[error("{host}: cannot connect to {address}: {message}")]
+    #[error("{host}: cannot connect to {address}: {message}{}", with_cause(source))]
     Connect {
         host: String,
         address: String,
         message: String,
+        #[source]
+        source: Option<Cause>,
     },
 
     #[error("{host}: connection timed out after {after:?} ({address})")]
@@ -166,11 +178,16 @@ pub enum ExecError {
         offered: String,
     },
 
-    #[error("{host}: authentication as {user} failed: {message}")]
+    #[error(
+        "{host}: authentication as {user} failed: {message}{}",
+        with_cause(source)
+    )]
     Auth {
         host: String,
         user: String,
         message: String,
+        #[source]
+        source: Option<Cause>,
     },
 
     #[error("{host}: `{command}` timed out after {after:?}")]
@@ -189,16 +206,25 @@ pub enum ExecError {
         stderr: String,
     },
 
-    #[error("{host}: {operation} {path}: {message}")]
+    /// `message` is what went wrong in words (or the remote stderr tail); `source` the local
+    /// error behind it, if any.
+    #[error("{host}: {operation} {path}: {message}{}", with_cause(source))]
     Transfer {
         host: String,
         operation: &'static str,
         path: String,
         message: String,
+        #[source]
+        source: Option<Cause>,
     },
 
-    #[error("{host}: ssh session failed: {message}")]
-    Session { host: String, message: String },
+    #[error("{host}: ssh session failed: {message}{}", with_cause(source))]
+    Session {
+        host: String,
+        message: String,
+        #[source]
+        source: Option<Cause>,
+    },
 }
 
 /// The last `STDERR_TAIL` bytes of a stream, trimmed, for error messages.
@@ -244,7 +270,8 @@ pub trait Executor: Send + Sync {
             host: self.host().to_string(),
             operation: "upload",
             path: path.to_string(),
-            message: format!("cannot unpack the content: {e}"),
+            message: "cannot unpack the content".into(),
+            source: Some(e.into()),
         })?;
         self.upload(&data, path, options).await
     }

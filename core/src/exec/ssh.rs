@@ -46,7 +46,7 @@ use russh::keys::{Algorithm, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
 use russh::{ChannelMsg, ChannelReadHalf, ChannelWriteHalf, Sig};
 
 use super::known_hosts::{self, Verdict};
-use super::{Command, Encoding, ExecError, Executor, Output, SharedUpload, UploadOptions};
+use super::{Cause, Command, Encoding, ExecError, Executor, Output, SharedUpload, UploadOptions};
 
 /// Secrets (passwords, passphrases) are the config module's redacting type: `Debug` shows
 /// `<redacted>`, there is no `Display`.
@@ -174,8 +174,8 @@ impl HostKeyPolicy {
     fn accept(&self, offered: &PublicKeyOrCertificate) -> bool {
         let PublicKeyOrCertificate::PublicKey { key, .. } = offered else {
             return self.reject(self.connect_error(
-                "the server presented a host certificate; clusterkit only verifies plain host keys"
-                    .into(),
+                "the server presented a host certificate; clusterkit only verifies plain host keys",
+                None,
             ));
         };
         let offered_fp = known_hosts::fingerprint(key);
@@ -210,18 +210,20 @@ impl HostKeyPolicy {
                 expected: expected.join(" or "),
                 offered: offered_fp,
             }),
-            Ok(Verdict::Revoked) => self.reject(self.connect_error(format!(
-                "host key {offered_fp} is marked @revoked in {known_hosts_path}"
-            ))),
-            Err(err) => self.reject(self.connect_error(err.to_string())),
+            Ok(Verdict::Revoked) => self.reject(self.connect_error(
+                format!("host key {offered_fp} is marked @revoked in {known_hosts_path}"),
+                None,
+            )),
+            Err(err) => self.reject(self.connect_error("checking the host key", Some(err.into()))),
         }
     }
 
-    fn connect_error(&self, message: String) -> ExecError {
+    fn connect_error(&self, message: impl Into<String>, source: Option<Cause>) -> ExecError {
         ExecError::Connect {
             host: self.host.clone(),
             address: format!("{}:{}", self.address, self.port),
-            message,
+            message: message.into(),
+            source,
         }
     }
 }
@@ -279,11 +281,12 @@ fn client_config(target: &SshTarget) -> client::Config {
     }
 }
 
-fn auth_error(target: &SshTarget, message: String) -> ExecError {
+fn auth_error(target: &SshTarget, message: impl Into<String>, source: Option<Cause>) -> ExecError {
     ExecError::Auth {
         host: target.name.clone(),
         user: target.user.clone(),
-        message,
+        message: message.into(),
+        source,
     }
 }
 
@@ -307,7 +310,7 @@ async fn authenticate(
     handle: &mut client::Handle<Client>,
     target: &SshTarget,
 ) -> Result<(), ExecError> {
-    let session_err = |e: russh::Error| auth_error(target, format!("ssh error: {e}"));
+    let session_err = |e: russh::Error| auth_error(target, "ssh error", Some(e.into()));
     match &target.auth {
         SshAuth::Key { path, passphrase } => {
             let key = russh::keys::load_secret_key(path, passphrase.as_ref().map(Secret::expose))
@@ -324,7 +327,8 @@ async fn authenticate(
                 };
                 auth_error(
                     target,
-                    format!("cannot load key file {}: {e}{hint}", path.display()),
+                    format!("cannot load key file {}{hint}", path.display()),
+                    Some(e.into()),
                 )
             })?;
             let fingerprint = known_hosts::fingerprint(key.public_key());
@@ -352,6 +356,7 @@ async fn authenticate(
                         path.display(),
                         refused(&result)
                     ),
+                    None,
                 ));
             }
         }
@@ -364,6 +369,7 @@ async fn authenticate(
                 return Err(auth_error(
                     target,
                     format!("the server refused the password{}", refused(&result)),
+                    None,
                 ));
             }
         }
@@ -373,13 +379,14 @@ async fn authenticate(
                 .map_err(|e| {
                     auth_error(
                         target,
-                        format!("cannot reach ssh-agent (SSH_AUTH_SOCK): {e}"),
+                        "cannot reach ssh-agent (SSH_AUTH_SOCK)",
+                        Some(e.into()),
                     )
                 })?;
             let identities = agent
                 .request_identities()
                 .await
-                .map_err(|e| auth_error(target, format!("cannot list ssh-agent keys: {e}")))?;
+                .map_err(|e| auth_error(target, "cannot list ssh-agent keys", Some(e.into())))?;
             let mut last = String::new();
             for identity in &identities {
                 let key = identity.public_key().into_owned();
@@ -407,6 +414,7 @@ async fn authenticate(
                     "none of the {} ssh-agent keys was accepted{last}",
                     identities.len()
                 ),
+                None,
             ));
         }
     }
@@ -436,10 +444,11 @@ fn open(target: &SshTarget) -> BoxFuture<'_, Result<Connection, ExecError>> {
 
 async fn open_unbounded(target: &SshTarget) -> Result<Connection, ExecError> {
     let address = format!("{}:{}", target.address, target.port);
-    let connect_err = |message: String| ExecError::Connect {
+    let connect_err = |message: String, source: Cause| ExecError::Connect {
         host: target.name.clone(),
         address: address.clone(),
         message,
+        source: Some(source),
     };
     let policy = Arc::new(HostKeyPolicy::new(target));
     let config = Arc::new(client_config(target));
@@ -459,10 +468,10 @@ async fn open_unbounded(target: &SshTarget) -> Result<Connection, ExecError> {
                 )
                 .await
                 .map_err(|e| {
-                    connect_err(format!(
-                        "jump host {} cannot open a tunnel to it: {e}",
-                        jump_target.name
-                    ))
+                    connect_err(
+                        format!("jump host {} cannot open a tunnel to it", jump_target.name),
+                        e.into(),
+                    )
                 })?;
             let handle = client::connect_stream(config, channel.into_stream(), handler).await;
             (handle, Some(jump))
@@ -470,17 +479,17 @@ async fn open_unbounded(target: &SshTarget) -> Result<Connection, ExecError> {
         None => {
             let stream = tokio::net::TcpStream::connect((target.address.as_str(), target.port))
                 .await
-                .map_err(|e| connect_err(e.to_string()))?;
+                .map_err(|e| connect_err("tcp connect".into(), e.into()))?;
             stream
                 .set_nodelay(true)
-                .map_err(|e| connect_err(e.to_string()))?;
+                .map_err(|e| connect_err("tcp setup".into(), e.into()))?;
             (client::connect_stream(config, stream, handler).await, None)
         }
     };
     let mut handle = handle.map_err(|e| {
         policy
             .take_rejection()
-            .unwrap_or_else(|| connect_err(format!("ssh handshake failed: {e}")))
+            .unwrap_or_else(|| connect_err("ssh handshake failed".into(), e.into()))
     })?;
     authenticate(&mut handle, target).await?;
     Ok(Connection {
@@ -506,9 +515,9 @@ struct SudoPlan {
 /// Why one attempt at a command did not produce an output.
 enum Attempt {
     /// The connection failed before the command was sent: safe to retry anything.
-    NotStarted(String),
+    NotStarted(Cause),
     /// The connection dropped while the command ran: retry only idempotent operations.
-    Lost(String),
+    Lost(Cause),
     /// A definite failure (timeout, sudo refused...): never retried.
     Failed(ExecError),
 }
@@ -635,14 +644,16 @@ impl SshExecutor {
                 operation,
                 path: path.to_string(),
                 message: super::tail(&output.stderr_str()).to_string(),
+                source: None,
             })
         }
     }
 
-    fn session_error(&self, message: String) -> ExecError {
+    fn session_error(&self, message: impl Into<String>, source: Option<Cause>) -> ExecError {
         ExecError::Session {
             host: self.target.name.clone(),
-            message,
+            message: message.into(),
+            source,
         }
     }
 
@@ -707,13 +718,16 @@ impl SshExecutor {
             Err(Attempt::NotStarted(reason)) => reason,
             Err(Attempt::Lost(reason)) if idempotent => reason,
             Err(Attempt::Lost(reason)) => {
-                return Err(self.session_error(format!(
-                    "connection lost while `{shown}` was running ({reason}); not re-run since \
-                     it may not be safe to run twice"
-                )))
+                return Err(self.session_error(
+                    format!(
+                        "connection lost while `{shown}` was running; not re-run since it may \
+                         not be safe to run twice"
+                    ),
+                    Some(reason),
+                ))
             }
         };
-        let connection = self.reconnect(&connection, &reason).await?;
+        let connection = self.reconnect(&connection, &reason.to_string()).await?;
         match self
             .run_once(&connection, line, shown, stdin, timeout)
             .await
@@ -721,9 +735,10 @@ impl SshExecutor {
             Ok(output) => Ok(output),
             Err(Attempt::Failed(err)) => Err(err),
             Err(Attempt::NotStarted(reason)) | Err(Attempt::Lost(reason)) => Err(self
-                .session_error(format!(
-                    "connection lost again after reconnecting, running `{shown}`: {reason}"
-                ))),
+                .session_error(
+                    format!("connection lost again after reconnecting, running `{shown}`"),
+                    Some(reason),
+                )),
         }
     }
 
@@ -747,12 +762,15 @@ impl SshExecutor {
                     attempt += 1;
                 }
                 Err(russh::Error::ChannelOpenFailure(reason)) => {
-                    return Err(Attempt::Failed(self.session_error(format!(
-                        "the server keeps refusing new session channels ({reason:?}); is \
-                         sshd's MaxSessions below {MAX_CHANNELS}?"
-                    ))))
+                    return Err(Attempt::Failed(self.session_error(
+                        format!(
+                            "the server keeps refusing new session channels ({reason:?}); is \
+                             sshd's MaxSessions below {MAX_CHANNELS}?"
+                        ),
+                        None,
+                    )))
                 }
-                Err(err) => return Err(Attempt::NotStarted(err.to_string())),
+                Err(err) => return Err(Attempt::NotStarted(err.into())),
             }
         }
     }
@@ -771,7 +789,7 @@ impl SshExecutor {
         channel
             .exec(true, plan.line.as_bytes())
             .await
-            .map_err(|e| Attempt::NotStarted(e.to_string()))?;
+            .map_err(|e| Attempt::NotStarted(e.into()))?;
         let (mut read, write) = channel.split();
         let driven = tokio::time::timeout(timeout, drive(&mut read, &write, &plan, stdin)).await;
         match driven {
@@ -781,7 +799,7 @@ impl SshExecutor {
             }
             Ok(Err(DriveError::Lost(message))) => Err(Attempt::Lost(message)),
             Ok(Err(DriveError::Refused)) => Err(Attempt::Failed(
-                self.session_error(format!("the server refused to run `{shown}`")),
+                self.session_error(format!("the server refused to run `{shown}`"), None),
             )),
             Ok(Err(DriveError::SudoPassword)) => {
                 let _ = write.close().await;
@@ -789,6 +807,7 @@ impl SshExecutor {
                     host: self.target.name.clone(),
                     user: self.target.user.clone(),
                     message: "sudo rejected the become password".into(),
+                    source: None,
                 }))
             }
             Err(_) => {
@@ -807,7 +826,7 @@ impl SshExecutor {
 }
 
 enum DriveError {
-    Lost(String),
+    Lost(Cause),
     Refused,
     SudoPassword,
 }
@@ -877,7 +896,7 @@ async fn drive(
                         let mut answer = password.expose().as_bytes().to_vec();
                         answer.push(b'\n');
                         if let Err(err) = write.data(&answer[..]).await {
-                            return Err(DriveError::Lost(err.to_string()));
+                            return Err(DriveError::Lost(err.into()));
                         }
                     }
                 }

@@ -180,7 +180,7 @@ impl Engine {
                     r.duration_ms += started.elapsed().as_millis() as u64;
                     r.commands += counting.count();
                     if let Err(error) = result {
-                        r.error = Some(error);
+                        r.error = Some(crate::error_chain(&error));
                         st.failed.insert(t.name.clone());
                     }
                 }
@@ -325,7 +325,7 @@ impl Engine {
         target: &HostTarget,
         exec: &Counting,
         fatal: &AtomicBool,
-    ) -> Result<(), String> {
+    ) -> Result<(), HostFailure> {
         let host = target.name.as_str();
         let at = Site {
             host,
@@ -362,12 +362,14 @@ impl Engine {
                     }
                     Err(e) => {
                         self.count(host, Status::Failed);
-                        let msg = format!("gathering facts: {e}");
                         if self.opts.progress {
-                            eprintln!("  {host}: failed: gather facts — {e}");
+                            eprintln!(
+                                "  {host}: failed: gather facts — {}",
+                                crate::error_chain(&e)
+                            );
                         }
                         fatal.store(true, Ordering::SeqCst);
-                        return Err(msg);
+                        return Err(HostFailure::Facts(e));
                     }
                 }
             }
@@ -379,8 +381,11 @@ impl Engine {
         let base = self.base_context(target, &facts);
         for (k, v) in &play.vars {
             let ctx = context_with(&base, &vars);
-            let rendered = render::render_value(v, &ctx)
-                .map_err(|e| format!("play `{}` var `{k}`: {e}", play.name))?;
+            let rendered = render::render_value(v, &ctx).map_err(|source| HostFailure::Var {
+                play: play.name.clone(),
+                var: k.clone(),
+                source,
+            })?;
             vars.insert(k.clone(), rendered);
         }
         let key_prefix = format!("{}/{play_index}", playbook.name);
@@ -389,10 +394,7 @@ impl Engine {
         for (task_index, task) in play.tasks.iter().enumerate() {
             if fatal.load(Ordering::SeqCst) && play.any_errors_fatal {
                 self.count(host, Status::Failed);
-                return Err(format!(
-                    "stopped before `{}`: another host failed and the play is any_errors_fatal",
-                    task.name
-                ));
+                return Err(HostFailure::Stopped(task.name.clone()));
             }
             let key = format!("{key_prefix}/{task_index}/{}", task.name);
             // --resume: a task that finished in the previous run is skipped, its effects kept.
@@ -432,11 +434,11 @@ impl Engine {
             match outcome.status {
                 Status::Failed if !task.ignore_errors => {
                     fatal.store(true, Ordering::SeqCst);
-                    return Err(format!(
-                        "task `{}` failed: {}",
-                        task.name,
-                        self.hide(task, &outcome.message)
-                    ));
+                    return Err(HostFailure::Task {
+                        kind: "task",
+                        name: task.name.clone(),
+                        message: self.hide(task, &outcome.message),
+                    });
                 }
                 Status::Ok | Status::Changed => {
                     let mut task_notified = Vec::new();
@@ -464,11 +466,11 @@ impl Engine {
             self.record(&at, handler, &outcome, took, commands, true);
             if outcome.status == Status::Failed && !handler.ignore_errors {
                 fatal.store(true, Ordering::SeqCst);
-                return Err(format!(
-                    "handler `{}` failed: {}",
-                    handler.name,
-                    self.hide(handler, &outcome.message)
-                ));
+                return Err(HostFailure::Task {
+                    kind: "handler",
+                    name: handler.name.clone(),
+                    message: self.hide(handler, &outcome.message),
+                });
             }
             if matches!(outcome.status, Status::Ok | Status::Changed) {
                 self.journal(host, &key, outcome.status, Vec::new(), None);
@@ -549,7 +551,7 @@ impl Engine {
         };
         let items = match loop_items(spec, &context_with(base, vars)) {
             Ok(items) => items,
-            Err(e) => return Outcome::new(Status::Failed, e),
+            Err(e) => return Outcome::new(Status::Failed, crate::error_chain(&e)),
         };
         if items.is_empty() {
             return Outcome::skipped("loop over no items");
@@ -612,12 +614,12 @@ impl Engine {
             match render::eval_condition(cond, &ctx) {
                 Ok(true) => {}
                 Ok(false) => return Outcome::skipped(format!("when: {cond}")),
-                Err(e) => return failed(e),
+                Err(e) => return failed(crate::error_chain(&e)),
             }
         }
         let args = match render::render_value(&task.args, &ctx) {
             Ok(a) => a,
-            Err(e) => return failed(format!("rendering arguments: {e}")),
+            Err(e) => return failed(format!("rendering arguments: {}", crate::error_chain(&e))),
         };
         let facts = base.get("facts").cloned().unwrap_or(Value::Null);
         let cx = TaskCx {
@@ -636,7 +638,7 @@ impl Engine {
         let mut outcome = match modules::run(&task.module, &args, &cx).await {
             Ok(o) => o,
             Err(ModuleError::Exec(e)) => failed(describe_exec_error(&e)),
-            Err(e) => failed(e.to_string()),
+            Err(e) => failed(crate::error_chain(&e)),
         };
         // changed_when / failed_when see the module's result as `result`.
         if task.changed_when.is_some() || task.failed_when.is_some() {
@@ -657,7 +659,7 @@ impl Engine {
                     Ok(false) if outcome.status == Status::Failed => {
                         outcome.status = Status::Changed;
                     }
-                    Err(e) => return failed(e),
+                    Err(e) => return failed(crate::error_chain(&e)),
                     _ => {}
                 }
             }
@@ -665,7 +667,7 @@ impl Engine {
                 if outcome.status != Status::Failed && outcome.status != Status::Skipped {
                     match render::eval_condition(cond, &ctx) {
                         Ok(c) => outcome.status = if c { Status::Changed } else { Status::Ok },
-                        Err(e) => return failed(e),
+                        Err(e) => return failed(crate::error_chain(&e)),
                     }
                 }
             }
@@ -676,9 +678,51 @@ impl Engine {
 
 /// The items of a `loop`: a literal list (each item rendered), or a list/mapping named by
 /// `"{{ path }}"` (a mapping gives `{key, value}` items, in key order).
-fn loop_items(spec: &Value, ctx: &tera::Context) -> Result<Vec<Value>, String> {
+/// Why a host stopped in a play (its line in the run report).
+#[derive(Debug, thiserror::Error)]
+enum HostFailure {
+    #[error("gathering facts: {0}")]
+    Facts(#[source] ModuleError),
+
+    #[error("play `{play}` var `{var}`: {source}")]
+    Var {
+        play: String,
+        var: String,
+        #[source]
+        source: render::RenderError,
+    },
+
+    #[error("stopped before `{0}`: another host failed and the play is any_errors_fatal")]
+    Stopped(String),
+
+    /// A task or handler failed; `message` is its outcome's (hidden under `no_log`).
+    #[error("{kind} `{name}` failed: {message}")]
+    Task {
+        kind: &'static str,
+        name: String,
+        message: String,
+    },
+}
+
+/// A `loop` that does not give a list of items.
+#[derive(Debug, thiserror::Error)]
+enum LoopError {
+    #[error(transparent)]
+    Render(#[from] render::RenderError),
+    #[error("loop: `{0}` is not a list or a mapping")]
+    NotAList(String),
+    #[error("loop: `{0}` is not defined")]
+    Undefined(String),
+    #[error("loop must be a list")]
+    NotAListSpec,
+}
+
+fn loop_items(spec: &Value, ctx: &tera::Context) -> Result<Vec<Value>, LoopError> {
     match spec {
-        Value::Array(items) => items.iter().map(|i| render::render_value(i, ctx)).collect(),
+        Value::Array(items) => Ok(items
+            .iter()
+            .map(|i| render::render_value(i, ctx))
+            .collect::<Result<_, _>>()?),
         Value::String(s) => {
             let path = s
                 .trim()
@@ -692,11 +736,11 @@ fn loop_items(spec: &Value, ctx: &tera::Context) -> Result<Vec<Value>, String> {
                     .map(|(k, v)| json!({"key": k, "value": v}))
                     .collect()),
                 Some(Value::Null) => Ok(Vec::new()),
-                Some(_) => Err(format!("loop: `{path}` is not a list or a mapping")),
-                None => Err(format!("loop: `{path}` is not defined")),
+                Some(_) => Err(LoopError::NotAList(path.to_string())),
+                None => Err(LoopError::Undefined(path.to_string())),
             }
         }
-        _ => Err("loop must be a list".into()),
+        _ => Err(LoopError::NotAListSpec),
     }
 }
 
@@ -715,9 +759,12 @@ fn describe_exec_error(e: &ExecError) -> String {
         ExecError::Connect { .. }
         | ExecError::ConnectTimeout { .. }
         | ExecError::Session { .. } => {
-            format!("{e} (host unreachable: check that it is up and sshd runs; fix it and rerun with --resume)")
+            format!(
+                "{} (host unreachable: check that it is up and sshd runs; fix it and rerun with --resume)",
+                crate::error_chain(e)
+            )
         }
-        other => other.to_string(),
+        other => crate::error_chain(other),
     }
 }
 

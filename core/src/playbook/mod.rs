@@ -49,9 +49,37 @@ pub enum PlaybookError {
         message: String,
     },
 
-    /// The YAML itself does not parse (the message carries the line and column).
-    #[error("{file}: {message}")]
-    Yaml { file: String, message: String },
+    /// A task's arguments that do not fit its module, at a known place.
+    #[error("{file}:{line}: {context}: {source}")]
+    Args {
+        file: String,
+        line: u32,
+        /// Which task and module (`task `x`: module `copy``).
+        context: String,
+        #[source]
+        source: Box<modules::ArgsError>,
+    },
+
+    /// A template, condition or templated value that does not compile, at a known place.
+    #[error("{file}:{line}: {context}: {source}")]
+    Render {
+        file: String,
+        line: u32,
+        /// Which play, var or task.
+        context: String,
+        #[source]
+        source: render::RenderError,
+    },
+
+    /// The YAML itself does not parse: the file, the line when known, and the parser's
+    /// message (which carries the column) without its source snippet.
+    #[error("{file}{}: {}", line.map(|l| format!(":{l}")).unwrap_or_default(), source.without_snippet())]
+    Yaml {
+        file: String,
+        line: Option<u32>,
+        #[source]
+        source: serde_saphyr::Error,
+    },
 
     /// A playbook or template that is neither in an override directory nor embedded.
     #[error("{kind} `{name}` not found (looked in: {searched})")]
@@ -60,10 +88,6 @@ pub enum PlaybookError {
         name: String,
         searched: String,
     },
-
-    /// A template file that does not compile.
-    #[error("template {file}: {message}")]
-    Template { file: String, message: String },
 
     #[error("{path}: {source}")]
     Io {

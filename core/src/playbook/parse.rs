@@ -149,7 +149,7 @@ pub fn load_str(origin: &str, text: &str, library: &Library) -> Result<Playbook,
 fn load_source(source: &Source, library: &Library) -> Result<Playbook, PlaybookError> {
     let file = source.origin.clone();
     let raw: Vec<Spanned<RawPlay>> =
-        serde_saphyr::from_str(&source.text).map_err(|e| yaml_error(&file, &e))?;
+        serde_saphyr::from_str(&source.text).map_err(|e| yaml_error(&file, e))?;
     // A playbook may live next to its own templates/ and files/: its directory is searched
     // first.
     let library = match &source.dir {
@@ -184,8 +184,14 @@ fn load_source(source: &Source, library: &Library) -> Result<Playbook, PlaybookE
             ));
         }
         for (k, v) in &vars {
-            render::each_string(v, &mut |s| check_str(s))
-                .map_err(|m| invalid(&file, line, format!("play `{play_name}`, var `{k}`: {m}")))?;
+            render::each_string(v, &mut |s| check_str(s)).map_err(|source| {
+                PlaybookError::Render {
+                    file: file.clone(),
+                    line,
+                    context: format!("play `{play_name}`, var `{k}`"),
+                    source,
+                }
+            })?;
         }
         let handlers = handlers
             .into_iter()
@@ -283,12 +289,22 @@ fn parse_task(
         name
     };
     let raw_args = map.get(&module).cloned().unwrap_or(Value::Null);
-    let args = modules::normalize(&module, raw_args)
-        .map_err(|m| err(format!("task `{name}`: module `{module}`: {m}")))?;
+    let args_err = |source| PlaybookError::Args {
+        file: file.to_string(),
+        line,
+        context: format!("task `{name}`: module `{module}`"),
+        source: Box::new(source),
+    };
+    let render_err = |context: String, source| PlaybookError::Render {
+        file: file.to_string(),
+        line,
+        context,
+        source,
+    };
+    let args = modules::normalize(&module, raw_args).map_err(args_err)?;
     render::each_string(&args, &mut |s| check_str(s))
-        .map_err(|m| err(format!("task `{name}`: {m}")))?;
-    modules::validate(&module, &args, library)
-        .map_err(|m| err(format!("task `{name}`: module `{module}`: {m}")))?;
+        .map_err(|e| render_err(format!("task `{name}`"), e))?;
+    modules::validate(&module, &args, library).map_err(args_err)?;
 
     let opt_str = |key: &str| -> Result<Option<String>, PlaybookError> {
         match map.get(key) {
@@ -314,7 +330,8 @@ fn parse_task(
         ("failed_when", &failed_when),
     ] {
         if let Some(c) = cond {
-            render::check_condition(c).map_err(|m| err(format!("task `{name}`: `{key}`: {m}")))?;
+            render::check_condition(c)
+                .map_err(|e| render_err(format!("task `{name}`: `{key}`"), e))?;
         }
     }
     let notify = match map.get("notify") {
@@ -368,9 +385,15 @@ fn parse_task(
     })
 }
 
-fn check_str(s: &str) -> Result<(), String> {
+fn check_str(s: &str) -> Result<(), render::RenderError> {
     if render::is_template(s) {
-        render::check_syntax(s).map_err(|m| format!("template `{s}`: {m}"))
+        render::check_syntax(s).map_err(|e| match e {
+            render::RenderError::Tera(source) => render::RenderError::Syntax {
+                text: s.to_string(),
+                source,
+            },
+            other => other,
+        })
     } else {
         Ok(())
     }
@@ -384,18 +407,11 @@ fn invalid(file: &str, line: u32, message: String) -> PlaybookError {
     }
 }
 
-fn yaml_error(file: &str, e: &serde_saphyr::Error) -> PlaybookError {
-    let inner = e.without_snippet();
-    match e.location() {
-        Some(loc) => PlaybookError::Invalid {
-            file: file.to_string(),
-            line: loc.line() as u32,
-            message: inner.to_string(),
-        },
-        None => PlaybookError::Yaml {
-            file: file.to_string(),
-            message: inner.to_string(),
-        },
+fn yaml_error(file: &str, e: serde_saphyr::Error) -> PlaybookError {
+    PlaybookError::Yaml {
+        file: file.to_string(),
+        line: e.location().map(|loc| loc.line() as u32),
+        source: e,
     }
 }
 

@@ -14,23 +14,58 @@ pub fn is_template(s: &str) -> bool {
     s.contains("{{") || s.contains("{%") || s.contains("{#")
 }
 
-/// The whole error chain of a tera error on one line (tera puts the useful part, e.g. the
-/// line/column and what was expected, in the sources).
-pub fn tera_message(err: &tera::Error) -> String {
-    crate::error_chain(err).replace("__tera_one_off", "template")
+/// A template or condition that does not parse or does not render.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    /// tera's error; its text shows the whole chain on one line, since tera puts the useful
+    /// part (line and column, what was expected, which variable is undefined) in the sources.
+    #[error("{}", crate::error_chain(.0))]
+    Tera(#[source] tera::Error),
+
+    /// A templated string (an argument, a var) that does not compile.
+    #[error("template `{text}`: {}", crate::error_chain(source))]
+    Syntax {
+        text: String,
+        #[source]
+        source: tera::Error,
+    },
+
+    /// A `when`/`changed_when`/`failed_when` expression that does not evaluate.
+    #[error("condition `{expr}`: {}", crate::error_chain(source))]
+    Condition {
+        expr: String,
+        #[source]
+        source: tera::Error,
+    },
+}
+
+impl From<tera::Error> for RenderError {
+    fn from(e: tera::Error) -> Self {
+        RenderError::Tera(e)
+    }
+}
+
+/// The name a one-off template goes by in tera's messages.
+const ONE_OFF: &str = "template";
+
+/// `Tera::one_off` under a name fit for messages ("template", not tera's `__tera_one_off`).
+fn one_off(text: &str, ctx: &Context) -> Result<String, tera::Error> {
+    let mut tera = Tera::default();
+    tera.autoescape_on(vec![]);
+    tera.add_raw_template(ONE_OFF, text)?;
+    tera.render(ONE_OFF, ctx)
 }
 
 /// Checks the syntax of a template string without rendering it.
-pub fn check_syntax(s: &str) -> Result<(), String> {
+pub fn check_syntax(s: &str) -> Result<(), RenderError> {
     let mut tera = Tera::default();
     tera.autoescape_on(vec![]);
-    tera.add_raw_template("__tera_one_off", s)
-        .map(|_| ())
-        .map_err(|e| tera_message(&e))
+    tera.add_raw_template(ONE_OFF, s)?;
+    Ok(())
 }
 
 /// Checks the syntax of a condition expression.
-pub fn check_condition(expr: &str) -> Result<(), String> {
+pub fn check_condition(expr: &str) -> Result<(), RenderError> {
     check_syntax(&condition_template(expr))
 }
 
@@ -39,22 +74,27 @@ fn condition_template(expr: &str) -> String {
 }
 
 /// Renders one string.
-pub fn render_str(s: &str, ctx: &Context) -> Result<String, String> {
+pub fn render_str(s: &str, ctx: &Context) -> Result<String, RenderError> {
     if !is_template(s) {
         return Ok(s.to_string());
     }
-    Tera::one_off(s, ctx, false).map_err(|e| tera_message(&e))
+    Ok(one_off(s, ctx)?)
 }
 
 /// Renders a whole template text with a JSON object as context (what the `template` module
 /// does on each host; also used by the golden-file tests).
-pub fn render_text(text: &str, context: &Value) -> Result<String, String> {
-    let ctx = Context::from_value(context.clone()).map_err(|e| tera_message(&e))?;
-    Tera::one_off(text, &ctx, false).map_err(|e| tera_message(&e))
+pub fn render_text(text: &str, context: &Value) -> Result<String, RenderError> {
+    let ctx = Context::from_value(context.clone())?;
+    render_with(text, &ctx)
+}
+
+/// Renders a whole template text with a tera context.
+pub fn render_with(text: &str, ctx: &Context) -> Result<String, RenderError> {
+    Ok(one_off(text, ctx)?)
 }
 
 /// Renders every templated string inside a JSON value (object keys too).
-pub fn render_value(value: &Value, ctx: &Context) -> Result<Value, String> {
+pub fn render_value(value: &Value, ctx: &Context) -> Result<Value, RenderError> {
     Ok(match value {
         Value::String(s) => match lookup_whole(s, ctx) {
             Some(v) => v,
@@ -109,23 +149,25 @@ pub fn lookup_path(path: &str, ctx: &Context) -> Option<Value> {
 }
 
 /// Evaluates a condition; a bare `true`/`false` needs no tera.
-pub fn eval_condition(expr: &str, ctx: &Context) -> Result<bool, String> {
+pub fn eval_condition(expr: &str, ctx: &Context) -> Result<bool, RenderError> {
     match expr.trim() {
         "true" | "True" | "yes" => return Ok(true),
         "false" | "False" | "no" => return Ok(false),
         _ => {}
     }
-    let out = Tera::one_off(&condition_template(expr), ctx, false)
-        .map_err(|e| format!("condition `{expr}`: {}", tera_message(&e)))?;
+    let out = one_off(&condition_template(expr), ctx).map_err(|source| RenderError::Condition {
+        expr: expr.to_string(),
+        source,
+    })?;
     Ok(out == "true")
 }
 
 /// Calls `f` on every string in a JSON value (used to syntax-check templated arguments at
 /// load time).
-pub fn each_string<'a>(
+pub fn each_string<'a, E>(
     value: &'a Value,
-    f: &mut dyn FnMut(&'a str) -> Result<(), String>,
-) -> Result<(), String> {
+    f: &mut dyn FnMut(&'a str) -> Result<(), E>,
+) -> Result<(), E> {
     match value {
         Value::String(s) => f(s),
         Value::Array(items) => items.iter().try_for_each(|v| each_string(v, f)),
@@ -142,7 +184,7 @@ pub fn has_template(value: &Value) -> bool {
     let mut found = false;
     let _ = each_string(value, &mut |s| {
         found |= is_template(s);
-        Ok(())
+        Ok::<(), std::convert::Infallible>(())
     });
     found
 }
@@ -180,7 +222,7 @@ mod tests {
 
     #[test]
     fn undefined_variable_is_an_error() {
-        let err = render_str("{{ nope }}", &ctx()).unwrap_err();
+        let err = render_str("{{ nope }}", &ctx()).unwrap_err().to_string();
         assert!(err.contains("nope"), "{err}");
     }
 

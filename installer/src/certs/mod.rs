@@ -99,13 +99,22 @@ pub enum CertsError {
         /// What systemd or the health check said.
         message: String,
     },
-    /// etcd was not healthy (before a rolling restart, or after one member's restart).
+    /// A member was not restarted, in words (the roll stopped earlier).
     #[error("etcd {when}: {message}")]
     EtcdHealth {
         /// `before restarting node1`, `after restarting node1`.
         when: String,
-        /// The health check's findings.
+        /// Why.
         message: String,
+    },
+    /// etcd was not healthy (before a rolling restart, or after one member's restart).
+    #[error("etcd {when}: {source}")]
+    EtcdUnhealthy {
+        /// `before restarting node1`, `after restarting node1`.
+        when: String,
+        /// The health check's findings.
+        #[source]
+        source: crate::phases::Cause,
     },
 }
 

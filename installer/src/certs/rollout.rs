@@ -5,6 +5,7 @@
 //! stopping their containers with crictl.
 
 use super::*;
+use crate::phases::Cause;
 
 /// The files a node gets from the state directory: [`pki::host_files`], plus kube-proxy's
 /// kubeconfig once the addons phase has issued it, plus the monitoring files
@@ -255,7 +256,7 @@ pub type EtcdHealth<'a> = &'a dyn Fn() -> HealthFuture<'a>;
 
 /// The future an [`EtcdHealth`] check returns.
 pub type HealthFuture<'a> =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + 'a>>;
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Cause>> + 'a>>;
 
 /// A node to distribute to: its cluster.yaml entry and a connected executor.
 pub(super) type NodeItem<'a> = (&'a Host, Arc<dyn Executor>);
@@ -266,7 +267,7 @@ pub(super) type RestartItem = (usize, Arc<dyn Executor>, Vec<&'static str>);
 /// How long one etcd member may take to rejoin a healthy cluster after its restart.
 pub const ETCD_REJOIN_TIMEOUT: Duration = Duration::from_secs(120);
 
-pub(super) async fn wait_healthy(health: EtcdHealth<'_>, timeout: Duration) -> Result<(), String> {
+pub(super) async fn wait_healthy(health: EtcdHealth<'_>, timeout: Duration) -> Result<(), Cause> {
     let start = std::time::Instant::now();
     loop {
         let err = match health().await {
@@ -337,9 +338,9 @@ pub async fn distribute(
             }
             wait_healthy(etcd_health, Duration::from_secs(30))
                 .await
-                .map_err(|message| CertsError::EtcdHealth {
+                .map_err(|source| CertsError::EtcdUnhealthy {
                     when: format!("before restarting {}", host.name),
-                    message,
+                    source,
                 })?;
             let done = restart_unit(exec.as_ref(), ETCD, ETCD_REJOIN_TIMEOUT).await?;
             if done != Restarted::Unit {
@@ -347,9 +348,9 @@ pub async fn distribute(
             }
             wait_healthy(etcd_health, ETCD_REJOIN_TIMEOUT)
                 .await
-                .map_err(|message| CertsError::EtcdHealth {
+                .map_err(|source| CertsError::EtcdUnhealthy {
                     when: format!("after restarting {}", host.name),
-                    message,
+                    source,
                 })?;
             tracing::info!(member = %host.name, "etcd member restarted, cluster healthy");
             Ok(Some(ETCD.to_string()))

@@ -43,11 +43,8 @@ pub struct AddonsPhase;
 /// kube-proxy's client certificate identity.
 pub const KUBE_PROXY_USER: &str = "system:kube-proxy";
 
-fn err(e: impl std::fmt::Display) -> InstallError {
-    InstallError::Target {
-        host: "local PKI".into(),
-        message: e.to_string(),
-    }
+fn err(e: impl Into<super::Cause>) -> InstallError {
+    InstallError::host("local PKI", "", e)
 }
 
 /// `<state>/kubeconfig/kube-proxy.conf`: created, or re-issued when its CA, server or
@@ -152,7 +149,29 @@ pub struct CoreDns {
 
 /// Parses a multi-document manifest into the CoreDNS object kinds; any other kind, or a
 /// document that does not fit its kind's schema, is an error naming the document.
-pub fn parse_coredns(text: &str) -> Result<CoreDns, String> {
+/// A CoreDNS manifest document that is not what clusterkit applies.
+#[derive(Debug, thiserror::Error)]
+pub enum CoreDnsError {
+    #[error("document {doc}: {source}")]
+    Yaml {
+        doc: usize,
+        #[source]
+        source: serde_saphyr::Error,
+    },
+
+    #[error("document {doc} ({kind}): {source}")]
+    Schema {
+        doc: usize,
+        kind: String,
+        #[source]
+        source: serde_json::Error,
+    },
+
+    #[error("document {doc}: unexpected kind {kind:?}")]
+    Kind { doc: usize, kind: String },
+}
+
+pub fn parse_coredns(text: &str) -> Result<CoreDns, CoreDnsError> {
     let mut out = CoreDns::default();
     let mut docs = vec![String::new()];
     for line in text.lines() {
@@ -164,13 +183,17 @@ pub fn parse_coredns(text: &str) -> Result<CoreDns, String> {
         }
     }
     for (n, doc) in docs.iter().enumerate() {
-        let v: Value =
-            serde_saphyr::from_str(doc).map_err(|e| format!("document {}: {e}", n + 1))?;
+        let v: Value = serde_saphyr::from_str(doc)
+            .map_err(|source| CoreDnsError::Yaml { doc: n + 1, source })?;
         if v.is_null() {
             continue;
         }
         let kind = v["kind"].as_str().unwrap_or_default().to_string();
-        let bad = |e: serde_json::Error| format!("document {} ({kind}): {e}", n + 1);
+        let bad = |source| CoreDnsError::Schema {
+            doc: n + 1,
+            kind: kind.clone(),
+            source,
+        };
         match kind.as_str() {
             "ServiceAccount" => out
                 .service_accounts
@@ -188,7 +211,12 @@ pub fn parse_coredns(text: &str) -> Result<CoreDns, String> {
                 .deployments
                 .push(serde_json::from_value(v).map_err(bad)?),
             "Service" => out.services.push(serde_json::from_value(v).map_err(bad)?),
-            other => return Err(format!("document {}: unexpected kind {other:?}", n + 1)),
+            other => {
+                return Err(CoreDnsError::Kind {
+                    doc: n + 1,
+                    kind: other.to_string(),
+                })
+            }
         }
     }
     Ok(out)
@@ -196,15 +224,12 @@ pub fn parse_coredns(text: &str) -> Result<CoreDns, String> {
 
 /// Renders the CoreDNS template (an operator's override wins) and parses it.
 pub fn render_coredns(library: &Library, cluster: &Cluster) -> Result<CoreDns, InstallError> {
-    let fail = |message: String| InstallError::Target {
-        host: format!("templates/{COREDNS_TEMPLATE}"),
-        message,
-    };
+    let fail = |e: super::Cause| InstallError::host(format!("templates/{COREDNS_TEMPLATE}"), "", e);
     let source = library.template(COREDNS_TEMPLATE)?;
     let text =
         clusterkit_core::playbook::render::render_text(&source.text, &coredns_context(cluster))
-            .map_err(fail)?;
-    parse_coredns(&text).map_err(fail)
+            .map_err(|e| fail(e.into()))?;
+    parse_coredns(&text).map_err(|e| fail(e.into()))
 }
 
 async fn apply<K>(api: &Api<K>, obj: &K) -> Result<(), InstallError>
@@ -222,10 +247,7 @@ where
         &Patch::Apply(obj),
     )
     .await
-    .map_err(|e| InstallError::Target {
-        host: "kubernetes API".into(),
-        message: format!("applying CoreDNS {} {name}: {e}", K::kind(&())),
-    })?;
+    .map_err(|e| super::common::api_err(format!("applying CoreDNS {} {name}", K::kind(&())), e))?;
     Ok(())
 }
 
@@ -398,9 +420,11 @@ mod tests {
     fn unexpected_kinds_and_bad_fields_are_refused() {
         assert!(parse_coredns("kind: Secret\napiVersion: v1\n")
             .unwrap_err()
+            .to_string()
             .contains("unexpected kind"));
         assert!(parse_coredns("apiVersion: v1\nkind: Service\nspec: 3\n")
             .unwrap_err()
+            .to_string()
             .contains("document 1 (Service)"));
         let two = "# c\n---\napiVersion: v1\nkind: ServiceAccount\nmetadata: {name: a}\n---\n";
         assert_eq!(parse_coredns(two).unwrap().service_accounts.len(), 1);

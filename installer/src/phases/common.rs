@@ -70,12 +70,8 @@ pub fn flags(
     host: &Host,
     component: Component,
 ) -> Result<Vec<String>, InstallError> {
-    versions::render_flags(component, &flag_input(cluster, host)).map_err(|e| {
-        InstallError::Target {
-            host: host.name.clone(),
-            message: e.to_string(),
-        }
-    })
+    versions::render_flags(component, &flag_input(cluster, host))
+        .map_err(|e| InstallError::host(&host.name, format!("{component:?} flags"), e))
 }
 
 /// `{src, dest}` of binaries to put in the node's binary directory.
@@ -98,7 +94,7 @@ pub fn bundle_binaries(
     names: &[&str],
 ) -> Result<BTreeMap<String, PathBuf>, InstallError> {
     let Packages::Bundle { dir } = &cluster.packages else {
-        return Err(InstallError::Bundle(format!(
+        return Err(InstallError::BundleContent(format!(
             "Kubernetes binaries ({}) are installed from an offline bundle, and cluster.yaml \
              configures none: build one with `clusterkit bundle build -d DIR --kubernetes {}` \
              (downloads them from dl.k8s.io, or --kubernetes-mirror URL) and set \
@@ -135,7 +131,7 @@ pub fn bundle_binaries(
     if !rest.is_empty() {
         let dirs = vec![dir.join("bin")];
         let more = versions::locate_binaries(&rest, &dirs).map_err(|e| {
-            InstallError::Bundle(format!(
+            InstallError::BundleContent(format!(
                 "{e} (and not in {}'s `binaries`)",
                 dir.join("manifest.json").display()
             ))
@@ -151,27 +147,60 @@ pub fn bundle_binaries(
         }
         let version = match recorded.get(name) {
             Some(v) => clusterkit_core::release::KubeVersion::parse(v)
-                .map_err(|e| InstallError::Bundle(e.to_string())),
-            None => versions::binary_version(path).map_err(|e| InstallError::Bundle(e.to_string())),
+                .map_err(|e| InstallError::BundleVersion(e.into())),
+            None => versions::binary_version(path).map_err(InstallError::BundleVersion),
         }?;
         if version != wanted {
-            return Err(InstallError::Bundle(
+            return Err(InstallError::BundleVersion(
                 versions::VersionError::WrongBinaryVersion {
                     path: path.clone(),
                     found: version.to_string(),
                     wanted,
-                }
-                .to_string(),
+                },
             ));
         }
     }
     Ok(found)
 }
 
-fn api_err(what: impl std::fmt::Display, e: impl std::fmt::Display) -> InstallError {
-    InstallError::Target {
-        host: "kubernetes API".into(),
-        message: format!("{what}: {e}"),
+/// A request to the Kubernetes API (or reading what it needs) that failed.
+pub fn api_err(what: impl std::fmt::Display, e: impl Into<super::Cause>) -> InstallError {
+    InstallError::host("kubernetes API", what.to_string(), e)
+}
+
+/// A raw GET that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RawError {
+    #[error(transparent)]
+    Request(#[from] http::Error),
+    #[error(transparent)]
+    Api(#[from] kube::Error),
+}
+
+/// Why a probe of [`wait_until`] is not satisfied yet (after the timeout, the last one is the
+/// error).
+#[derive(Debug, thiserror::Error)]
+pub enum NotReady {
+    /// What the probe saw, in words ("/readyz said …", "not registered: n1").
+    #[error("{0}")]
+    Seen(String),
+
+    /// The question could not be asked; `what` names it.
+    #[error("{what}: {source}")]
+    Failed {
+        what: String,
+        #[source]
+        source: super::Cause,
+    },
+}
+
+impl NotReady {
+    /// Asking `what` failed because of `source`.
+    pub fn failed(what: impl Into<String>, source: impl Into<super::Cause>) -> Self {
+        NotReady::Failed {
+            what: what.into(),
+            source: source.into(),
+        }
     }
 }
 
@@ -188,7 +217,7 @@ pub async fn admin_client(
 pub async fn client_from(path: &Path, server: Option<&str>) -> Result<kube::Client, InstallError> {
     clusterkit_core::kube_client::from_kubeconfig(path, server)
         .await
-        .map_err(|e| api_err("kubernetes client", clusterkit_core::error_chain(&e)))
+        .map_err(|e| api_err("kubernetes client", e))
 }
 
 /// `https://<ip>:<apiserver port>` of one control-plane host.
@@ -197,11 +226,9 @@ pub fn apiserver_url(cluster: &Cluster, ip: IpAddr) -> String {
 }
 
 /// GETs a raw path (`/readyz`) and returns the body.
-pub async fn get_raw(client: &kube::Client, path: &str) -> Result<String, String> {
-    let req = http::Request::get(path)
-        .body(Vec::new())
-        .map_err(|e| e.to_string())?;
-    client.request_text(req).await.map_err(|e| e.to_string())
+pub async fn get_raw(client: &kube::Client, path: &str) -> Result<String, RawError> {
+    let req = http::Request::get(path).body(Vec::new())?;
+    Ok(client.request_text(req).await?)
 }
 
 /// The first pause of [`wait_until`]; each next one doubles, up to [`POLL_MAX`].
@@ -213,10 +240,10 @@ pub const POLL_MAX: Duration = Duration::from_millis(500);
 /// Polls `probe` until it returns `Ok`, or fails with its last error after `timeout`. The
 /// pauses start short and grow to [`POLL_MAX`]: what is ready at once (a converged cluster) is
 /// not kept waiting a second, what takes a while is not probed in a busy loop.
-pub async fn wait_until<F, Fut, T>(timeout: Duration, mut probe: F) -> Result<T, String>
+pub async fn wait_until<F, Fut, T, E>(timeout: Duration, mut probe: F) -> Result<T, E>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, String>>,
+    Fut: std::future::Future<Output = Result<T, E>>,
 {
     let start = std::time::Instant::now();
     let mut pause = POLL_FIRST;

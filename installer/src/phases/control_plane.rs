@@ -30,7 +30,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
 use serde_json::{json, Map, Value};
 
-use super::common::{self, binary_files, with_vars};
+use super::common::{self, binary_files, with_vars, NotReady};
 use super::kubelet::{kubelet_vars, run_kubelet};
 use super::{InstallError, Phase, PhaseContext};
 use crate::versions;
@@ -135,16 +135,18 @@ pub fn component_vars(cluster: &Cluster, host: &Host) -> Result<Vec<Value>, Inst
 /// Waits for `/readyz` through the endpoint, `/livez` on every control-plane host, and fresh
 /// leader-election leases of the controller manager and the scheduler.
 pub async fn wait_ready(cluster: &Cluster) -> Result<(), InstallError> {
-    let fail = |what: &str, e: String| InstallError::Target {
+    let fail = |what: &str, source: NotReady| InstallError::Timeout {
         host: "control plane".into(),
-        message: format!("{what} within {}s: {e}", READY_TIMEOUT.as_secs()),
+        what: what.to_string(),
+        secs: READY_TIMEOUT.as_secs(),
+        source,
     };
     let client = common::admin_client(cluster, None).await?;
     common::wait_until(READY_TIMEOUT, || async {
         match common::get_raw(&client, "/readyz").await {
             Ok(body) if body.trim() == "ok" => Ok(()),
-            Ok(body) => Err(format!("/readyz said {body:?}")),
-            Err(e) => Err(format!("/readyz: {e}")),
+            Ok(body) => Err(NotReady::Seen(format!("/readyz said {body:?}"))),
+            Err(e) => Err(NotReady::failed("/readyz", e)),
         }
     })
     .await
@@ -155,8 +157,8 @@ pub async fn wait_ready(cluster: &Cluster) -> Result<(), InstallError> {
         common::wait_until(READY_TIMEOUT, || async {
             match common::get_raw(&c, "/livez").await {
                 Ok(body) if body.trim() == "ok" => Ok(()),
-                Ok(body) => Err(format!("{}: /livez said {body:?}", h.name)),
-                Err(e) => Err(format!("{}: /livez: {e}", h.name)),
+                Ok(body) => Err(NotReady::Seen(format!("{}: /livez said {body:?}", h.name))),
+                Err(e) => Err(NotReady::failed(format!("{}: /livez", h.name), e)),
             }
         })
         .await
@@ -168,19 +170,19 @@ pub async fn wait_ready(cluster: &Cluster) -> Result<(), InstallError> {
             let lease = leases
                 .get(name)
                 .await
-                .map_err(|e| format!("lease {name}: {e}"))?;
+                .map_err(|e| NotReady::failed(format!("lease {name}"), e))?;
             let spec = lease.spec.unwrap_or_default();
             let renewed = spec
                 .renew_time
                 .map(|t| t.0)
-                .ok_or(format!("lease {name} never renewed"))?;
+                .ok_or_else(|| NotReady::Seen(format!("lease {name} never renewed")))?;
             let holder = spec.holder_identity.unwrap_or_default();
             let age = jiff_age(renewed);
             if holder.is_empty() || age > Duration::from_secs(60) {
-                return Err(format!(
+                return Err(NotReady::Seen(format!(
                     "lease {name}: holder {holder:?}, renewed {}s ago",
                     age.as_secs()
-                ));
+                )));
             }
             Ok(())
         })
@@ -260,10 +262,7 @@ pub fn cluster_kubelet_config(cx: &PhaseContext<'_>) -> Result<String, InstallEr
         &template.text,
         &kubelet_config_context(cx.cluster, vars),
     )
-    .map_err(|e| InstallError::Target {
-        host: "kubelet config".into(),
-        message: format!("{}: {e}", template.origin),
-    })
+    .map_err(|e| InstallError::host("kubelet config", template.origin.clone(), e))
 }
 
 /// What the KubeletConfiguration template is rendered with outside a playbook: the kubelet
@@ -280,10 +279,7 @@ async fn apply_kubeadm_config(cx: &PhaseContext<'_>) -> Result<(), InstallError>
     let client = common::admin_client(cx.cluster, None).await?;
     crate::token::apply_kubeadm_objects(&client, cx.cluster, &kubelet)
         .await
-        .map_err(|e| InstallError::Target {
-            host: "kubernetes API".into(),
-            message: format!("kubeadm configuration: {e}"),
-        })
+        .map_err(|e| common::api_err("kubeadm configuration", e))
 }
 
 #[cfg(test)]

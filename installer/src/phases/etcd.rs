@@ -97,6 +97,27 @@ pub fn new_cluster(cluster: &Cluster) -> Bootstrap {
     }
 }
 
+/// Why an etcd endpoint could not be asked, or the cluster is not healthy.
+#[derive(Debug, thiserror::Error)]
+pub enum EtcdError {
+    #[error("{endpoint}: {source}")]
+    Client {
+        endpoint: String,
+        #[source]
+        source: etcd_client::Error,
+    },
+
+    #[error("{endpoint}: {what} timed out")]
+    Timeout {
+        endpoint: String,
+        what: &'static str,
+    },
+
+    /// Members that answer but do not (yet) form a healthy cluster, one problem each.
+    #[error("{}", .0.join("; "))]
+    Unhealthy(Vec<String>),
+}
+
 /// TLS material of the healthcheck client (the operator's machine acts as it).
 pub struct ClientTls {
     ca: Vec<u8>,
@@ -110,9 +131,12 @@ impl ClientTls {
         let pki = StateLayout::from_cluster(cluster).pki_dir();
         let read = |rel: &str| {
             let p = pki.join(rel);
-            std::fs::read(&p).map_err(|e| InstallError::Target {
-                host: "local PKI".into(),
-                message: format!("cannot read {}: {e} (run the pki phase first)", p.display()),
+            std::fs::read(&p).map_err(|e| {
+                InstallError::host(
+                    "local PKI",
+                    format!("cannot read {} (run the pki phase first)", p.display()),
+                    e,
+                )
             })
         };
         Ok(Self {
@@ -123,7 +147,7 @@ impl ClientTls {
     }
 
     /// A client of one endpoint.
-    pub async fn connect(&self, endpoint: &str, timeout: Duration) -> Result<Client, String> {
+    pub async fn connect(&self, endpoint: &str, timeout: Duration) -> Result<Client, EtcdError> {
         let opts = ConnectOptions::new()
             .with_connect_timeout(timeout)
             .with_timeout(timeout)
@@ -134,7 +158,10 @@ impl ClientTls {
             );
         Client::connect([endpoint], Some(opts))
             .await
-            .map_err(|e| format!("{endpoint}: {e}"))
+            .map_err(|source| EtcdError::Client {
+                endpoint: endpoint.to_string(),
+                source,
+            })
     }
 }
 
@@ -152,16 +179,24 @@ pub async fn view(
     tls: &ClientTls,
     endpoint: &str,
     timeout: Duration,
-) -> Result<MemberView, String> {
+) -> Result<MemberView, EtcdError> {
     let mut c = tls.connect(endpoint, timeout).await?;
+    let timed_out = |what| EtcdError::Timeout {
+        endpoint: endpoint.to_string(),
+        what,
+    };
+    let failed = |source| EtcdError::Client {
+        endpoint: endpoint.to_string(),
+        source,
+    };
     let status = tokio::time::timeout(timeout, c.status())
         .await
-        .map_err(|_| format!("{endpoint}: status timed out"))?
-        .map_err(|e| format!("{endpoint}: {e}"))?;
+        .map_err(|_| timed_out("status"))?
+        .map_err(failed)?;
     let list = tokio::time::timeout(timeout, c.member_list())
         .await
-        .map_err(|_| format!("{endpoint}: member list timed out"))?
-        .map_err(|e| format!("{endpoint}: {e}"))?;
+        .map_err(|_| timed_out("member list"))?
+        .map_err(failed)?;
     Ok(MemberView {
         members: list
             .members()
@@ -174,7 +209,7 @@ pub async fn view(
 
 /// Checks the whole cluster once: every member answers, lists every etcd host started, and
 /// knows a leader.
-pub async fn health(cluster: &Cluster, tls: &ClientTls) -> Result<(), String> {
+pub async fn health(cluster: &Cluster, tls: &ClientTls) -> Result<(), EtcdError> {
     let hosts = cluster.hosts_with_role(Role::Etcd);
     let mut problems = Vec::new();
     for h in &hosts {
@@ -201,7 +236,7 @@ pub async fn health(cluster: &Cluster, tls: &ClientTls) -> Result<(), String> {
     if problems.is_empty() {
         Ok(())
     } else {
-        Err(problems.join("; "))
+        Err(EtcdError::Unhealthy(problems))
     }
 }
 
@@ -275,18 +310,18 @@ async fn plan(
                     let c = tls
                         .connect(&client_url(via), Duration::from_secs(5))
                         .await
-                        .map_err(|e| InstallError::Target {
-                            host: via.name.clone(),
-                            message: e,
-                        })?;
+                        .map_err(|e| InstallError::host(&via.name, "etcd client", e))?;
                     reconfigure(|| {
                         let (mut c, url) = (c.clone(), url.clone());
                         async move { c.member_add([url], None).await }
                     })
                     .await
-                    .map_err(|e| InstallError::Target {
-                        host: h.name.clone(),
-                        message: format!("etcd member add {url} through {}: {e}", via.name),
+                    .map_err(|e| {
+                        InstallError::host(
+                            &h.name,
+                            format!("etcd member add {url} through {}", via.name),
+                            e,
+                        )
                     })?;
                     tracing::info!(member = %h.name, via = %via.name, "etcd member added");
                 }
@@ -365,12 +400,15 @@ impl Phase for EtcdPhase {
         let tls = ClientTls::load(cx.cluster)?;
         super::common::wait_until(HEALTH_TIMEOUT, || health(cx.cluster, &tls))
             .await
-            .map_err(|e| InstallError::Target {
-                host: "etcd".into(),
-                message: format!(
-                    "the cluster is not healthy after {}s: {e}",
-                    HEALTH_TIMEOUT.as_secs()
-                ),
+            .map_err(|e| {
+                InstallError::host(
+                    "etcd",
+                    format!(
+                        "the cluster is not healthy after {}s",
+                        HEALTH_TIMEOUT.as_secs()
+                    ),
+                    e,
+                )
             })?;
         tracing::info!(members = members.len(), "etcd healthy");
         Ok(())

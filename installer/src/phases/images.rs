@@ -118,8 +118,10 @@ impl Phase for ImagesPhase {
         // Building the cache compiles pause.c: keep it off the async workers.
         let found = tokio::task::spawn_blocking(move || image_dir(&cluster))
             .await
-            .map_err(|e| InstallError::Images(e.to_string()))?
-            .map_err(|e| InstallError::Images(e.to_string()))?;
+            .map_err(|e| InstallError::Task {
+                what: "preparing the images",
+                source: e,
+            })??;
         let vars = match found {
             Some((dir, manifest)) => image_vars(&dir, &manifest),
             None => {

@@ -37,7 +37,7 @@ use k8s_openapi::api::rbac::v1::{
 use kube::api::{Api, ObjectMeta, Patch, PatchParams};
 use serde_json::json;
 
-use super::common;
+use super::common::{self, api_err, NotReady};
 use super::kubelet::run_kubelet;
 use super::network;
 use super::{InstallError, Phase, PhaseContext};
@@ -51,13 +51,6 @@ pub struct JoinPhase;
 
 /// How long the phase waits for every Node to register.
 pub const REGISTER_TIMEOUT: Duration = Duration::from_secs(180);
-
-fn api_err(what: impl std::fmt::Display, e: impl std::fmt::Display) -> InstallError {
-    InstallError::Target {
-        host: "kubernetes API".into(),
-        message: format!("{what}: {e}"),
-    }
-}
 
 async fn apply<K>(api: &Api<K>, name: &str, obj: &K) -> Result<(), InstallError>
 where
@@ -229,23 +222,29 @@ async fn register_and_label(
     common::wait_until(REGISTER_TIMEOUT, || async {
         let mut missing = Vec::new();
         for h in hosts {
-            if nodes.get_opt(h).await.map_err(|e| e.to_string())?.is_none() {
+            let node = nodes
+                .get_opt(h)
+                .await
+                .map_err(|e| NotReady::failed(format!("reading node {h}"), e))?;
+            if node.is_none() {
                 missing.push(h.as_str());
             }
         }
         if missing.is_empty() {
             Ok(())
         } else {
-            Err(format!("not registered: {}", missing.join(", ")))
+            Err(NotReady::Seen(format!(
+                "not registered: {}",
+                missing.join(", ")
+            )))
         }
     })
     .await
-    .map_err(|e| InstallError::Target {
+    .map_err(|source| InstallError::Timeout {
         host: "join".into(),
-        message: format!(
-            "nodes did not register within {}s: {e}",
-            REGISTER_TIMEOUT.as_secs()
-        ),
+        what: "nodes did not register".into(),
+        secs: REGISTER_TIMEOUT.as_secs(),
+        source,
     })?;
     for name in hosts {
         let Some(host) = cluster.host(name) else {
@@ -375,7 +374,7 @@ async fn set_pod_cidrs(
     if cluster.kubernetes.network != Network::HostGw {
         return Ok(());
     }
-    let slices = network::pod_cidrs(cluster).map_err(|e| InstallError::Network(e.to_string()))?;
+    let slices = network::pod_cidrs(cluster)?;
     let nodes: Api<Node> = Api::all(client.clone());
     for name in hosts {
         let Some(slice) = slices.get(name) else {
@@ -391,9 +390,12 @@ async fn set_pod_cidrs(
             continue;
         }
         if !have.is_empty() {
-            return Err(InstallError::Network(format!(
-                "node {name} has podCIDR {have} but host-gw routes {want} to it; Kubernetes never changes a node's podCIDR: delete the Node object (`kubectl delete node {name}`, its kubelet registers it again) and rerun install"
-            )));
+            return Err(network::NetworkError::NodeSlice {
+                node: name.clone(),
+                have,
+                want,
+            }
+            .into());
         }
         let patch = json!({ "spec": { "podCIDR": want, "podCIDRs": [want] } });
         nodes
@@ -461,7 +463,9 @@ async fn serving_certificates(
                     );
                 }
                 Err(why) => {
-                    waiting.insert(node, why);
+                    // Shown in a progress line: the first line says enough.
+                    let why = clusterkit_core::error_chain(&why);
+                    waiting.insert(node, why.lines().next().unwrap_or_default().to_string());
                 }
             }
         }
@@ -505,13 +509,16 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 const REPORT_EVERY: Duration = Duration::from_secs(10);
 
 /// `Ok` when the API server reaches the node's kubelet over verified TLS and it says `ok`;
-/// otherwise what went wrong, shortened to its first line.
-async fn probe_kubelet(client: &kube::Client, node: &str) -> Result<(), String> {
+/// otherwise what went wrong.
+async fn probe_kubelet(client: &kube::Client, node: &str) -> Result<(), NotReady> {
     let path = format!("/api/v1/nodes/{node}/proxy/healthz");
     match tokio::time::timeout(PROBE_TIMEOUT, common::get_raw(client, &path)).await {
         Ok(Ok(body)) if body.trim() == "ok" => Ok(()),
-        Ok(Ok(body)) => Err(format!("healthz says {:?}", body.trim())),
-        Ok(Err(e)) => Err(e.lines().next().unwrap_or_default().to_string()),
-        Err(_) => Err(format!("no answer within {}s", PROBE_TIMEOUT.as_secs())),
+        Ok(Ok(body)) => Err(NotReady::Seen(format!("healthz says {:?}", body.trim()))),
+        Ok(Err(e)) => Err(NotReady::failed("healthz", e)),
+        Err(_) => Err(NotReady::Seen(format!(
+            "no answer within {}s",
+            PROBE_TIMEOUT.as_secs()
+        ))),
     }
 }

@@ -34,11 +34,15 @@ use async_trait::async_trait;
 use clusterkit_core::config::{Cluster, Host, Packages, Profile, ProxyMode};
 use clusterkit_core::exec::ssh::{SshExecutor, SshTarget};
 use clusterkit_core::layout::{NodeLayout, StateLayout};
-use clusterkit_core::playbook::modules::Bundle;
+use clusterkit_core::playbook::modules::{Bundle, BundleError};
 use clusterkit_core::playbook::{
     self, Engine, HostTarget, Library, PlaybookError, RunOptions, RunReport,
 };
 use serde_json::{json, Value};
+
+use crate::images::ImageError;
+use crate::versions::VersionError;
+use network::NetworkError;
 
 /// Playbooks and templates compiled into the binary, by relative name.
 pub const EMBEDDED: &[(&str, &str)] = &[
@@ -173,23 +177,84 @@ pub enum InstallError {
     #[error(transparent)]
     Playbook(#[from] PlaybookError),
 
+    /// Reaching a host failed (the error names the host).
+    #[error(transparent)]
+    Exec(Box<clusterkit_core::exec::ExecError>),
+
     #[error("unknown phase `{name}` (phases: {known})")]
     UnknownPhase { name: String, known: String },
 
+    /// What is wrong on one host (or with the API, the local PKI…), in words.
     #[error("{host}: {message}")]
     Target { host: String, message: String },
 
-    #[error("offline bundle: {0}")]
-    Bundle(String),
+    /// A step on one host (or with the API, the local PKI…) failed; `context` says which
+    /// (empty when the cause says it all).
+    #[error("{host}: {}{source}", if context.is_empty() { String::new() } else { format!("{context}: ") })]
+    Host {
+        host: String,
+        context: String,
+        #[source]
+        source: Cause,
+    },
 
-    #[error("preflight failed:\n{0}")]
-    Preflight(String),
+    #[error("offline bundle: {0}")]
+    Bundle(#[from] BundleError),
+
+    /// The offline bundle lacks what the install needs, in words.
+    #[error("offline bundle: {0}")]
+    BundleContent(String),
+
+    /// A binary of the offline bundle that is not the release cluster.yaml names.
+    #[error("offline bundle: {0}")]
+    BundleVersion(#[source] VersionError),
+
+    /// Cluster-wide preflight checks that failed, one line each.
+    #[error("preflight failed:\n{}", failures.iter().map(|f| format!("  - {f}")).collect::<Vec<_>>().join("\n"))]
+    Preflight { failures: Vec<String> },
 
     #[error("images: {0}")]
-    Images(String),
+    Images(#[from] ImageError),
 
     #[error("pod network: {0}")]
-    Network(String),
+    Network(#[from] NetworkError),
+
+    /// Something the install waits for did not happen in time; `source` is what the last
+    /// probe saw.
+    #[error("{host}: {what} within {secs}s: {source}")]
+    Timeout {
+        host: String,
+        what: String,
+        secs: u64,
+        #[source]
+        source: common::NotReady,
+    },
+
+    /// A blocking step (building images, hashing) that panicked or was cancelled.
+    #[error("{what}: {source}")]
+    Task {
+        what: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+}
+
+/// The underlying error of an install step, kept whole so the chain reaches the operator.
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+impl InstallError {
+    /// `host`'s step `context` failed because of `source`.
+    pub fn host(
+        host: impl Into<String>,
+        context: impl Into<String>,
+        source: impl Into<Cause>,
+    ) -> Self {
+        InstallError::Host {
+            host: host.into(),
+            context: context.into(),
+            source: source.into(),
+        }
+    }
 }
 
 /// One step of the installation.
@@ -401,10 +466,7 @@ pub fn host_vars(h: &Host) -> Value {
 /// The SSH target for one host (secrets read from the environment now): the one
 /// implementation is `clusterkit_core::fanout::ssh_target`.
 pub fn ssh_target(cluster: &Cluster, host: &Host) -> Result<SshTarget, InstallError> {
-    clusterkit_core::fanout::ssh_target(cluster, host).map_err(|e| InstallError::Target {
-        host: host.name.clone(),
-        message: e.to_string(),
-    })
+    clusterkit_core::fanout::ssh_target(cluster, host).map_err(|e| InstallError::Exec(Box::new(e)))
 }
 
 /// Playbook targets for the selected hosts; connections open on first use, so an unreachable
@@ -436,7 +498,7 @@ pub fn cluster_hosts(cluster: &Cluster) -> Vec<(String, String)> {
 /// The offline bundle cluster.yaml points at, if any (manifest read, not hashed).
 pub fn bundle(cluster: &Cluster) -> Result<Option<Bundle>, InstallError> {
     match &cluster.packages {
-        Packages::Bundle { dir } => Bundle::load(dir).map(Some).map_err(InstallError::Bundle),
+        Packages::Bundle { dir } => Ok(Some(Bundle::load(dir)?)),
         Packages::Online { .. } => Ok(None),
     }
 }

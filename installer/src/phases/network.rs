@@ -87,16 +87,26 @@ impl std::fmt::Display for Slice {
     }
 }
 
+/// Text that is not an IPv4 `addr/prefix`; `why` names the part that is wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("{text:?}: {why}")]
+pub struct BadSlice {
+    text: String,
+    why: &'static str,
+}
+
 impl std::str::FromStr for Slice {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Slice, String> {
-        let (a, p) = s
-            .split_once('/')
-            .ok_or_else(|| format!("{s:?} is not addr/prefix"))?;
-        let addr: Ipv4Addr = a.parse().map_err(|_| format!("{s:?}: bad IPv4 address"))?;
-        let prefix: u8 = p.parse().map_err(|_| format!("{s:?}: bad prefix"))?;
+    type Err = BadSlice;
+    fn from_str(s: &str) -> Result<Slice, BadSlice> {
+        let bad = |why| BadSlice {
+            text: s.to_string(),
+            why,
+        };
+        let (a, p) = s.split_once('/').ok_or_else(|| bad("not addr/prefix"))?;
+        let addr: Ipv4Addr = a.parse().map_err(|_| bad("bad IPv4 address"))?;
+        let prefix: u8 = p.parse().map_err(|_| bad("bad prefix"))?;
         if prefix > 32 {
-            return Err(format!("{s:?}: prefix above 32"));
+            return Err(bad("prefix above 32"));
         }
         Ok(Slice { addr, prefix })
     }
@@ -125,8 +135,37 @@ pub enum NetworkError {
     #[error("host {host}: host-gw routes pod traffic via the node's IPv4 address, not {address}")]
     HostNotIpv4 { host: String, address: String },
 
-    #[error("{path}: {message}")]
-    State { path: PathBuf, message: String },
+    #[error("{path}: {source}")]
+    StateIo {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{path}: {source}")]
+    StateJson {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+
+    #[error("{path}: host {host}: {source}")]
+    StateSlice {
+        path: PathBuf,
+        host: String,
+        #[source]
+        source: BadSlice,
+    },
+
+    /// A Node object whose podCIDR is not the slice host-gw routes to it.
+    #[error(
+        "node {node} has podCIDR {have} but host-gw routes {want} to it; Kubernetes never changes a node's podCIDR: delete the Node object (`kubectl delete node {node}`, its kubelet registers it again) and rerun install"
+    )]
+    NodeSlice {
+        node: String,
+        have: String,
+        want: String,
+    },
 }
 
 /// `pod_cidr` as an IPv4 network with its host bits cleared.
@@ -218,25 +257,21 @@ fn load_state(cluster: &Cluster) -> Result<BTreeMap<String, Slice>, NetworkError
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
-        Err(e) => {
-            return Err(NetworkError::State {
-                path,
-                message: e.to_string(),
-            })
-        }
+        Err(e) => return Err(NetworkError::StateIo { path, source: e }),
     };
     let raw: BTreeMap<String, String> =
-        serde_json::from_str(&text).map_err(|e| NetworkError::State {
+        serde_json::from_str(&text).map_err(|source| NetworkError::StateJson {
             path: path.clone(),
-            message: e.to_string(),
+            source,
         })?;
     raw.into_iter()
         .map(|(h, s)| {
             s.parse()
                 .map(|s| (h.clone(), s))
-                .map_err(|m| NetworkError::State {
+                .map_err(|source| NetworkError::StateSlice {
                     path: path.clone(),
-                    message: format!("host {h}: {m}"),
+                    host: h.clone(),
+                    source,
                 })
         })
         .collect()
@@ -244,9 +279,9 @@ fn load_state(cluster: &Cluster) -> Result<BTreeMap<String, Slice>, NetworkError
 
 fn save_state(cluster: &Cluster, slices: &BTreeMap<String, Slice>) -> Result<(), NetworkError> {
     let path = state_file(cluster);
-    let err = |e: std::io::Error| NetworkError::State {
+    let err = |source: std::io::Error| NetworkError::StateIo {
         path: path.clone(),
-        message: e.to_string(),
+        source,
     };
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(err)?;
@@ -331,10 +366,6 @@ fn network_targets(
         .collect()
 }
 
-fn err(e: NetworkError) -> InstallError {
-    InstallError::Network(e.to_string())
-}
-
 /// `network`: see the module docs.
 pub struct NetworkPhase;
 
@@ -355,11 +386,11 @@ impl Phase for NetworkPhase {
             return Ok(());
         }
         let pb = clusterkit_core::playbook::load(cx.library, "network")?;
-        let slices = pod_cidrs(cx.cluster).map_err(err)?;
+        let slices = pod_cidrs(cx.cluster)?;
         if !cx.check {
-            save_state(cx.cluster, &slices).map_err(err)?;
+            save_state(cx.cluster, &slices)?;
         }
-        let targets = network_targets(cx.cluster, &slices, cx.targets).map_err(err)?;
+        let targets = network_targets(cx.cluster, &slices, cx.targets)?;
         cx.engine.run(&pb, &targets).await;
         Ok(())
     }
@@ -374,11 +405,11 @@ pub async fn remove_node(cx: &PhaseContext<'_>, removed: &str) -> Result<(), Ins
     let mut rest = cx.cluster.clone();
     rest.hosts.retain(|h| h.name != removed);
     let pb = clusterkit_core::playbook::load(cx.library, "network")?;
-    let mut slices = load_state(cx.cluster).map_err(err)?;
+    let mut slices = load_state(cx.cluster)?;
     slices.remove(removed);
-    let slices = allocate(&rest, &slices).map_err(err)?;
+    let slices = allocate(&rest, &slices)?;
     if !cx.check {
-        save_state(&rest, &slices).map_err(err)?;
+        save_state(&rest, &slices)?;
     }
     let remaining: Vec<HostTarget> = cx
         .targets
@@ -386,7 +417,7 @@ pub async fn remove_node(cx: &PhaseContext<'_>, removed: &str) -> Result<(), Ins
         .filter(|t| t.name != removed)
         .cloned()
         .collect();
-    let targets = network_targets(&rest, &slices, &remaining).map_err(err)?;
+    let targets = network_targets(&rest, &slices, &remaining)?;
     cx.engine.run(&pb, &targets).await;
     Ok(())
 }

@@ -38,11 +38,8 @@ pub fn input(cluster: &clusterkit_core::config::Cluster) -> PkiInput {
     input
 }
 
-fn pki_err(e: impl std::fmt::Display) -> InstallError {
-    InstallError::Target {
-        host: "local PKI".into(),
-        message: e.to_string(),
-    }
+fn pki_err(e: impl Into<super::Cause>) -> InstallError {
+    InstallError::host("local PKI", "", e)
 }
 
 /// Generates (or, in check mode, checks) the PKI and kubeconfigs; returns how many local

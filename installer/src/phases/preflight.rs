@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use clusterkit_core::config::{Profile, ProxyMode, Role};
 use clusterkit_core::exec::Executor;
 use clusterkit_core::layout::NodeLayout;
-use clusterkit_core::playbook::modules::facts;
+use clusterkit_core::playbook::modules::{facts, ModuleError};
 use clusterkit_core::release::KubeVersion;
 use serde_json::Value;
 
@@ -307,7 +307,7 @@ pub async fn run(cx: &PhaseContext<'_>) -> Result<(), InstallError> {
     let concurrency = cx.cluster.ssh.concurrency.max(1);
     let proxy_mode = cx.cluster.kubernetes.proxy_mode;
     let semaphore = tokio::sync::Semaphore::new(concurrency);
-    let gathered: Vec<(String, Result<Value, String>)> = futures::future::join_all(
+    let gathered: Vec<(String, Result<Value, HostPreflight>)> = futures::future::join_all(
         cx.targets
             .iter()
             .map(|t| check_one(cx, t, proxy_mode, &semaphore)),
@@ -320,8 +320,9 @@ pub async fn run(cx: &PhaseContext<'_>) -> Result<(), InstallError> {
                 cx.engine.set_facts(&host, f.clone());
                 all_facts.insert(host, f);
             }
-            Err(e) if e.is_empty() => {}
+            Err(HostPreflight::AlreadyFailed) => {}
             Err(e) => {
+                let e = clusterkit_core::error_chain(&e);
                 eprintln!("error: {host}: {e}");
                 cx.engine.fail_host(&host, e);
             }
@@ -332,36 +333,40 @@ pub async fn run(cx: &PhaseContext<'_>) -> Result<(), InstallError> {
         eprintln!("warning: preflight: {w}");
     }
     if !errors.is_empty() {
-        return Err(InstallError::Preflight(
-            errors
-                .iter()
-                .map(|e| format!("  - {e}"))
-                .collect::<Vec<_>>()
-                .join("\n"),
-        ));
+        return Err(InstallError::Preflight { failures: errors });
     }
     Ok(())
 }
 
-/// Gathers one host's facts and checks them; `Err("")` for a host that already failed.
+/// Why one host did not pass preflight.
+#[derive(Debug, thiserror::Error)]
+enum HostPreflight {
+    /// The host failed before preflight and is reported already.
+    #[error("failed before preflight")]
+    AlreadyFailed,
+
+    #[error("preflight: gathering facts: {0}")]
+    Facts(#[source] ModuleError),
+
+    /// The checks that failed, in words.
+    #[error("preflight: {}", .0.join("; "))]
+    Checks(Vec<String>),
+}
+
+/// Gathers one host's facts and checks them.
 async fn check_one(
     cx: &PhaseContext<'_>,
     t: &clusterkit_core::playbook::HostTarget,
     proxy_mode: ProxyMode,
     semaphore: &tokio::sync::Semaphore,
-) -> (String, Result<Value, String>) {
+) -> (String, Result<Value, HostPreflight>) {
     let _permit = semaphore.acquire().await;
     if cx.engine.host_failed(&t.name) {
-        return (t.name.clone(), Err(String::new()));
+        return (t.name.clone(), Err(HostPreflight::AlreadyFailed));
     }
     let facts = match facts::gather(t.exec.as_ref()).await {
         Ok(f) => f,
-        Err(e) => {
-            return (
-                t.name.clone(),
-                Err(format!("preflight: gathering facts: {e}")),
-            )
-        }
+        Err(e) => return (t.name.clone(), Err(HostPreflight::Facts(e))),
     };
     let roles: Vec<Role> = cx
         .cluster
@@ -389,10 +394,7 @@ async fn check_one(
     if findings.errors.is_empty() {
         (t.name.clone(), Ok(facts))
     } else {
-        (
-            t.name.clone(),
-            Err(format!("preflight: {}", findings.errors.join("; "))),
-        )
+        (t.name.clone(), Err(HostPreflight::Checks(findings.errors)))
     }
 }
 

@@ -42,7 +42,26 @@ pub(super) fn cidr(
 
 /// A pod network must hold one node-sized slice per host (and, for IPv6,
 /// kube-controller-manager allows at most 16 bits between the two masks).
-pub(super) fn pod_cidr_fits(net: &IpNet, hosts: usize) -> Result<(), String> {
+/// A pod network that cannot give every host its node-sized slice.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum PodCidrError {
+    #[error("{net} is smaller than one node's /{node}: use a /{node} or larger")]
+    TooSmall { net: IpNet, node: u8 },
+    #[error(
+        "{net} is larger than kube-controller-manager allows with /{node} node slices: use a \
+         /{min} to /{node}"
+    )]
+    TooLarge { net: IpNet, node: u8, min: u8 },
+    #[error("{net} has {slices} /{node} node slices for {hosts} hosts: use a larger pod_cidr")]
+    TooFewSlices {
+        net: IpNet,
+        node: u8,
+        slices: u128,
+        hosts: usize,
+    },
+}
+
+pub(super) fn pod_cidr_fits(net: &IpNet, hosts: usize) -> Result<(), PodCidrError> {
     let (node, min) = match net {
         IpNet::V4(_) => (Kubernetes::NODE_POD_PREFIX_V4, 0),
         IpNet::V6(_) => (
@@ -52,23 +71,25 @@ pub(super) fn pod_cidr_fits(net: &IpNet, hosts: usize) -> Result<(), String> {
     };
     let prefix = net.prefix_len();
     if prefix > node {
-        return Err(format!(
-            "{net} is smaller than one node's /{node}: use a /{node} or larger"
-        ));
+        return Err(PodCidrError::TooSmall { net: *net, node });
     }
     if prefix < min {
-        return Err(format!(
-            "{net} is larger than kube-controller-manager allows with /{node} node slices: use \
-             a /{min} to /{node}"
-        ));
+        return Err(PodCidrError::TooLarge {
+            net: *net,
+            node,
+            min,
+        });
     }
     let slices = 1u128
         .checked_shl(u32::from(node - prefix))
         .unwrap_or(u128::MAX);
     if slices < u128::try_from(hosts).unwrap_or(u128::MAX) {
-        return Err(format!(
-            "{net} has {slices} /{node} node slices for {hosts} hosts: use a larger pod_cidr"
-        ));
+        return Err(PodCidrError::TooFewSlices {
+            net: *net,
+            node,
+            slices,
+            hosts,
+        });
     }
     Ok(())
 }
@@ -122,7 +143,7 @@ pub(super) fn resolve_kubernetes(
     if let Some((p, p_at)) = &pod {
         let hosts_in_file = raw.hosts.as_ref().map_or(0, |h| h.value.len());
         if let Err(e) = pod_cidr_fits(p, hosts_in_file) {
-            cx.error(p_at.unwrap_or(at), "kubernetes.pod_cidr", e);
+            cx.error(p_at.unwrap_or(at), "kubernetes.pod_cidr", e.to_string());
             cidrs_ok = false;
         }
     }
@@ -231,7 +252,7 @@ pub(super) fn resolve_kubernetes(
                 None => Some(e),
             },
             Err(e) => {
-                cx.error(pos(s), "kubernetes.control_plane_endpoint", e);
+                cx.error(pos(s), "kubernetes.control_plane_endpoint", e.to_string());
                 None
             }
         },

@@ -161,7 +161,7 @@ impl Ctx<'_> {
             Some(s) => match range.check(s.value) {
                 Ok(v) => v,
                 Err(e) => {
-                    self.error(pos(s), field, e);
+                    self.error(pos(s), field, e.to_string());
                     default
                 }
             },
@@ -546,7 +546,7 @@ fn user(cx: &mut Ctx<'_>, v: &Option<S<String>>, field: &str) -> String {
     match grammar::user_name(&s.value) {
         Ok(()) => s.value.clone(),
         Err(e) => {
-            cx.error(pos(s), field, e);
+            cx.error(pos(s), field, e.to_string());
             "root".into()
         }
     }

@@ -336,7 +336,7 @@ pub(super) fn resolve_alertmanager(
                 .and_then(|s| match s.value.trim().parse::<Endpoint>() {
                     Ok(_) => Some(s.value.trim().to_string()),
                     Err(e) => {
-                        cx.error(pos(s), &format!("{prefix}.email.smarthost"), e);
+                        cx.error(pos(s), &format!("{prefix}.email.smarthost"), e.to_string());
                         None
                     }
                 });

@@ -9,13 +9,13 @@ pub(super) fn image_ref(
     cx: &mut Ctx<'_>,
     s: &S<String>,
     field: &str,
-    grammar: fn(&str) -> Result<(), String>,
+    grammar: fn(&str) -> Result<(), grammar::GrammarError>,
 ) -> Option<String> {
     let v = cx.non_blank(s, field)?;
     match grammar(&v) {
         Ok(()) => Some(v),
         Err(e) => {
-            cx.error(pos(s), field, e);
+            cx.error(pos(s), field, e.to_string());
             None
         }
     }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{flex, sh_quote, ModuleError, Outcome, TaskCx};
+use super::{flex, sh_quote, ArgsError, ModuleError, Outcome, TaskCx};
 use crate::exec::Command;
 
 /// Arguments of `command` and `shell`.
@@ -54,11 +54,7 @@ pub async fn run(args: CommandArgs, _shell: bool, cx: &TaskCx<'_>) -> Result<Out
         (None, Some(a)) if !a.is_empty() => {
             a.iter().map(|w| sh_quote(w)).collect::<Vec<_>>().join(" ")
         }
-        _ => {
-            return Err(ModuleError::Args(
-                "give exactly one of `cmd` or `argv`".into(),
-            ))
-        }
+        _ => return Err(ArgsError::Invalid("give exactly one of `cmd` or `argv`".into()).into()),
     };
     let mut guard = String::new();
     if let Some(p) = &args.creates {
@@ -156,12 +152,10 @@ pub struct AssertArgs {
 
 pub async fn assert(args: AssertArgs, cx: &TaskCx<'_>) -> Result<Outcome, ModuleError> {
     for cond in &args.that {
-        let ok = crate::playbook::render::eval_condition(cond, cx.context)
-            .map_err(ModuleError::Failed)?;
+        let ok = crate::playbook::render::eval_condition(cond, cx.context)?;
         if !ok {
             let msg = match &args.msg {
-                Some(m) => crate::playbook::render::render_str(m, cx.context)
-                    .map_err(ModuleError::Failed)?,
+                Some(m) => crate::playbook::render::render_str(m, cx.context)?,
                 None => format!("assertion failed: {cond}"),
             };
             return Err(ModuleError::Failed(msg));

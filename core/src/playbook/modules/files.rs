@@ -11,7 +11,7 @@
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::{flex, sh_quote, transfer, ModuleError, Outcome, TaskCx};
+use super::{flex, sh_quote, transfer, ArgsError, ModuleError, Outcome, TaskCx};
 use crate::exec::{Command, UploadOptions};
 use crate::playbook::diff;
 use crate::playbook::render;
@@ -339,16 +339,10 @@ pub async fn ensure_content(
 
 /// Renders a template with the task's context (strict: undefined variables fail).
 pub fn render_template(cx: &TaskCx<'_>, src: &str) -> Result<String, ModuleError> {
-    let source = cx
-        .library
-        .template(src)
-        .map_err(|e| ModuleError::Failed(e.to_string()))?;
-    tera::Tera::one_off(&source.text, cx.context, false).map_err(|e| {
-        ModuleError::Failed(format!(
-            "template {}: {}",
-            source.origin,
-            render::tera_message(&e)
-        ))
+    let source = cx.library.template(src)?;
+    render::render_with(&source.text, cx.context).map_err(|source_err| ModuleError::Template {
+        origin: source.origin.to_string(),
+        source: source_err,
     })
 }
 
@@ -368,10 +362,7 @@ pub async fn template(args: TemplateArgs, cx: &TaskCx<'_>) -> Result<Outcome, Mo
 pub async fn copy(args: CopyArgs, cx: &TaskCx<'_>) -> Result<Outcome, ModuleError> {
     let data = match (&args.src, &args.content) {
         (Some(src), None) => {
-            let path = cx
-                .library
-                .file_path(src)
-                .map_err(|e| ModuleError::Failed(e.to_string()))?;
+            let path = cx.library.file_path(src)?;
             if transfer::is_large(cx, &path) {
                 return transfer::ensure_file(
                     cx,
@@ -383,14 +374,11 @@ pub async fn copy(args: CopyArgs, cx: &TaskCx<'_>) -> Result<Outcome, ModuleErro
                 )
                 .await;
             }
-            std::fs::read(&path)
-                .map_err(|e| ModuleError::Failed(format!("cannot read {}: {e}", path.display())))?
+            std::fs::read(&path).map_err(|e| ModuleError::read(&path, e))?
         }
         (None, Some(c)) => c.clone().into_bytes(),
         _ => {
-            return Err(ModuleError::Args(
-                "give exactly one of `src` or `content`".into(),
-            ))
+            return Err(ArgsError::Invalid("give exactly one of `src` or `content`".into()).into())
         }
     };
     ensure_content(
@@ -444,7 +432,9 @@ pub async fn file(args: FileArgs, cx: &TaskCx<'_>) -> Result<Outcome, ModuleErro
             let src = args
                 .src
                 .as_deref()
-                .ok_or_else(|| ModuleError::Args("`state: symlink` needs `src` (the link target)".into()))?;
+                .ok_or_else(|| {
+                    ArgsError::Invalid("`state: symlink` needs `src` (the link target)".into())
+                })?;
             let s = sh_quote(src);
             format!(
                 "if [ -L {p} ] && [ \"$(readlink {p})\" = {s} ]; then :; \
@@ -551,13 +541,16 @@ pub async fn edit_text(
 }
 
 /// The text with `line` present/absent per `args` (pure, unit-tested).
-pub fn edit_line(text: &str, args: &LineArgs) -> Result<String, String> {
+pub fn edit_line(text: &str, args: &LineArgs) -> Result<String, ArgsError> {
     let regexp = args
         .regexp
         .as_deref()
         .map(regex::Regex::new)
         .transpose()
-        .map_err(|e| format!("regexp: {e}"))?;
+        .map_err(|source| ArgsError::Regex {
+            field: "regexp",
+            source,
+        })?;
     let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
     let matches = |l: &str| match (&regexp, &args.line) {
         (Some(r), _) => r.is_match(l),
@@ -567,7 +560,9 @@ pub fn edit_line(text: &str, args: &LineArgs) -> Result<String, String> {
     match args.state {
         Presence::Absent => {
             if regexp.is_none() && args.line.is_none() {
-                return Err("`state: absent` needs `regexp` or `line`".into());
+                return Err(ArgsError::Invalid(
+                    "`state: absent` needs `regexp` or `line`".into(),
+                ));
             }
             lines.retain(|l| !matches(l));
         }
@@ -575,7 +570,7 @@ pub fn edit_line(text: &str, args: &LineArgs) -> Result<String, String> {
             let want = args
                 .line
                 .as_deref()
-                .ok_or("`state: present` needs `line`")?;
+                .ok_or_else(|| ArgsError::Invalid("`state: present` needs `line`".into()))?;
             if let Some(i) = lines.iter().rposition(|l| matches(l)) {
                 lines[i] = want.to_string();
             } else if !lines.iter().any(|l| l == want) {
@@ -583,7 +578,10 @@ pub fn edit_line(text: &str, args: &LineArgs) -> Result<String, String> {
                     None => lines.len(),
                     Some(s) if s == "EOF" => lines.len(),
                     Some(s) => {
-                        let r = regex::Regex::new(s).map_err(|e| format!("insert_after: {e}"))?;
+                        let r = regex::Regex::new(s).map_err(|source| ArgsError::Regex {
+                            field: "insert_after",
+                            source,
+                        })?;
                         lines
                             .iter()
                             .rposition(|l| r.is_match(l))
@@ -614,7 +612,7 @@ pub async fn line_in_file(args: LineArgs, cx: &TaskCx<'_>) -> Result<Outcome, Mo
         &args.path.clone(),
         args.create.unwrap_or(false),
         args.mode,
-        |old| edit_line(old, &args).map_err(ModuleError::Args),
+        |old| Ok(edit_line(old, &args)?),
     )
     .await
 }

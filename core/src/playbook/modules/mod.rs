@@ -29,7 +29,9 @@ use serde_json::{json, Value};
 use crate::exec::{Command, ExecError, Executor};
 
 use super::library::Library;
-pub use package::{Bundle, BundleManifest, BundlePackage};
+use super::render::RenderError;
+use super::PlaybookError;
+pub use package::{Bundle, BundleError, BundleManifest, BundlePackage};
 
 /// Every module name the engine knows.
 pub const NAMES: &[&str] = &[
@@ -123,10 +125,85 @@ impl Outcome {
 pub enum ModuleError {
     #[error(transparent)]
     Exec(#[from] ExecError),
+    /// What the host's state or output says is wrong, in words.
     #[error("{0}")]
     Failed(String),
     #[error("bad arguments: {0}")]
-    Args(String),
+    Args(#[from] ArgsError),
+    /// A template or file the task names is not in the library.
+    #[error(transparent)]
+    Library(#[from] PlaybookError),
+    #[error("template {origin}: {source}")]
+    Template {
+        origin: String,
+        #[source]
+        source: RenderError,
+    },
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    /// A condition or message of `assert` that does not render.
+    #[error(transparent)]
+    Render(#[from] RenderError),
+    /// A local file the task sends cannot be read (shared by the hosts that send it, hence
+    /// the `Arc`).
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::sync::Arc<std::io::Error>,
+    },
+}
+
+impl ModuleError {
+    /// A local file that cannot be read.
+    pub fn read(path: &std::path::Path, source: std::io::Error) -> Self {
+        ModuleError::Read {
+            path: path.to_path_buf(),
+            source: std::sync::Arc::new(source),
+        }
+    }
+}
+
+/// Arguments that do not fit a module: found at load time, or on a host once rendered.
+#[derive(Debug, thiserror::Error)]
+pub enum ArgsError {
+    #[error("arguments are missing")]
+    Missing,
+
+    #[error("arguments must be a mapping, not {0}")]
+    NotAMapping(&'static str),
+
+    #[error("unknown module `{0}`")]
+    UnknownModule(String),
+
+    /// The arguments do not deserialize into the module's argument type (unknown or missing
+    /// field, wrong type).
+    #[error("{0}")]
+    Parse(#[source] serde_json::Error),
+
+    /// A regular expression argument (`regexp`, `insert_after`) that does not compile.
+    #[error("{field}: {source}")]
+    Regex {
+        field: &'static str,
+        #[source]
+        source: regex::Error,
+    },
+
+    /// The template or file named does not exist.
+    #[error(transparent)]
+    Library(#[from] PlaybookError),
+
+    /// The template named does not compile.
+    #[error("template {origin}: {source}")]
+    Template {
+        origin: String,
+        #[source]
+        source: RenderError,
+    },
+
+    /// Arguments that parse but do not make sense together, in words.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// Everything a module may use while running on one host.
@@ -167,7 +244,7 @@ impl TaskCx<'_> {
 
 /// Turns the free forms (`shell: "echo hi"`, `command: [a, b]`, `hostname: n1`) into an
 /// argument object.
-pub fn normalize(module: &str, args: Value) -> Result<Value, String> {
+pub fn normalize(module: &str, args: Value) -> Result<Value, ArgsError> {
     Ok(match (module, args) {
         ("command" | "shell", Value::String(s)) => json!({ "cmd": s }),
         ("command", Value::Array(a)) => json!({ "argv": a }),
@@ -178,74 +255,80 @@ pub fn normalize(module: &str, args: Value) -> Result<Value, String> {
         ("package", Value::Array(a)) => json!({ "names": a }),
         ("assert", Value::String(s)) => json!({ "that": [s] }),
         ("gather_facts" | "swap" | "hosts_file", Value::Null) => json!({}),
-        (_, Value::Null) => return Err("arguments are missing".into()),
+        (_, Value::Null) => return Err(ArgsError::Missing),
         (_, v @ Value::Object(_)) => v,
         (_, other) => {
-            return Err(format!(
-                "arguments must be a mapping, not {}",
-                match other {
-                    Value::String(_) => "a string",
-                    Value::Array(_) => "a list",
-                    _ => "a scalar",
-                }
-            ))
+            return Err(ArgsError::NotAMapping(match other {
+                Value::String(_) => "a string",
+                Value::Array(_) => "a list",
+                _ => "a scalar",
+            }))
         }
     })
 }
 
 /// Load-time validation: the arguments must fit the module. Where a value is templated its
 /// type is only known after rendering, so then only unknown keys are reported here.
-pub fn validate(module: &str, args: &Value, library: &Library) -> Result<(), String> {
+pub fn validate(module: &str, args: &Value, library: &Library) -> Result<(), ArgsError> {
     let templated = super::render::has_template(args);
-    let result = match module {
-        "command" | "shell" => parse::<command::CommandArgs>(args).map(|_| ()),
-        "assert" => parse::<command::AssertArgs>(args).map(|_| ()),
-        "template" => parse::<files::TemplateArgs>(args).and_then(|a| {
-            if super::render::is_template(&a.src) {
-                return Ok(());
-            }
-            let source = library.template(&a.src).map_err(|e| e.to_string())?;
-            super::render::check_syntax(&source.text)
-                .map_err(|m| format!("template {}: {m}", source.origin))
-        }),
-        "copy" => parse::<files::CopyArgs>(args).and_then(|a| match &a.src {
-            Some(src) if !super::render::is_template(src) => library
-                .file_path(src)
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
-            _ => Ok(()),
-        }),
-        "file" => parse::<files::FileArgs>(args).map(|_| ()),
-        "line_in_file" => parse::<files::LineArgs>(args).and_then(|a| match &a.regexp {
-            Some(r) if !super::render::is_template(r) => regex::Regex::new(r)
-                .map(|_| ())
-                .map_err(|e| format!("regexp: {e}")),
-            _ => Ok(()),
-        }),
-        "block_in_file" => parse::<files::BlockArgs>(args).map(|_| ()),
-        "hosts_file" => parse::<files::HostsFileArgs>(args).map(|_| ()),
-        "sysctl" => parse::<system::SysctlArgs>(args).and_then(|a| a.check()),
-        "kernel_module" => parse::<system::KernelModuleArgs>(args).map(|_| ()),
-        "swap" => parse::<system::SwapArgs>(args).map(|_| ()),
-        "selinux" => parse::<system::SelinuxArgs>(args).map(|_| ()),
-        "hostname" => parse::<system::HostnameArgs>(args).map(|_| ()),
-        "package" => parse::<package::PackageArgs>(args).map(|_| ()),
-        "systemd" => parse::<service::SystemdArgs>(args).map(|_| ()),
-        "wait_for" => parse::<service::WaitForArgs>(args).and_then(|a| a.check()),
-        "gather_facts" => parse::<facts::GatherArgs>(args).map(|_| ()),
-        other => Err(format!("unknown module `{other}`")),
-    };
+    let result =
+        match module {
+            "command" | "shell" => parse::<command::CommandArgs>(args).map(|_| ()),
+            "assert" => parse::<command::AssertArgs>(args).map(|_| ()),
+            "template" => parse::<files::TemplateArgs>(args).and_then(|a| {
+                if super::render::is_template(&a.src) {
+                    return Ok(());
+                }
+                let source = library.template(&a.src)?;
+                super::render::check_syntax(&source.text).map_err(|e| ArgsError::Template {
+                    origin: source.origin.clone(),
+                    source: e,
+                })
+            }),
+            "copy" => parse::<files::CopyArgs>(args).and_then(|a| match &a.src {
+                Some(src) if !super::render::is_template(src) => {
+                    library.file_path(src).map(|_| ()).map_err(ArgsError::from)
+                }
+                _ => Ok(()),
+            }),
+            "file" => parse::<files::FileArgs>(args).map(|_| ()),
+            "line_in_file" => parse::<files::LineArgs>(args).and_then(|a| match &a.regexp {
+                Some(r) if !super::render::is_template(r) => regex::Regex::new(r)
+                    .map(|_| ())
+                    .map_err(|source| ArgsError::Regex {
+                        field: "regexp",
+                        source,
+                    }),
+                _ => Ok(()),
+            }),
+            "block_in_file" => parse::<files::BlockArgs>(args).map(|_| ()),
+            "hosts_file" => parse::<files::HostsFileArgs>(args).map(|_| ()),
+            "sysctl" => parse::<system::SysctlArgs>(args).and_then(|a| a.check()),
+            "kernel_module" => parse::<system::KernelModuleArgs>(args).map(|_| ()),
+            "swap" => parse::<system::SwapArgs>(args).map(|_| ()),
+            "selinux" => parse::<system::SelinuxArgs>(args).map(|_| ()),
+            "hostname" => parse::<system::HostnameArgs>(args).map(|_| ()),
+            "package" => parse::<package::PackageArgs>(args).map(|_| ()),
+            "systemd" => parse::<service::SystemdArgs>(args).map(|_| ()),
+            "wait_for" => parse::<service::WaitForArgs>(args).and_then(|a| a.check()),
+            "gather_facts" => parse::<facts::GatherArgs>(args).map(|_| ()),
+            other => Err(ArgsError::UnknownModule(other.to_string())),
+        };
     match result {
-        Err(e) if templated && !e.contains("unknown field") && !e.contains("missing field") => {
-            Ok(())
-        }
+        Err(e) if templated && !names_a_field(&e) => Ok(()),
         other => other,
     }
 }
 
+/// An unknown or missing field is wrong whatever the templated values render to.
+fn names_a_field(e: &ArgsError) -> bool {
+    let text = e.to_string();
+    text.contains("unknown field") || text.contains("missing field")
+}
+
 /// Runs one module on one host with rendered arguments.
 pub async fn run(module: &str, args: &Value, cx: &TaskCx<'_>) -> Result<Outcome, ModuleError> {
-    let a = |e: String| ModuleError::Args(e);
+    let a = ModuleError::Args;
     match module {
         "command" | "shell" => command::run(parse(args).map_err(a)?, module == "shell", cx).await,
         "assert" => command::assert(parse(args).map_err(a)?, cx).await,
@@ -264,12 +347,12 @@ pub async fn run(module: &str, args: &Value, cx: &TaskCx<'_>) -> Result<Outcome,
         "systemd" => service::systemd(parse(args).map_err(a)?, cx).await,
         "wait_for" => service::wait_for(parse(args).map_err(a)?, cx).await,
         "gather_facts" => facts::run(parse(args).map_err(a)?, cx).await,
-        other => Err(ModuleError::Args(format!("unknown module `{other}`"))),
+        other => Err(ArgsError::UnknownModule(other.to_string()).into()),
     }
 }
 
-fn parse<T: DeserializeOwned>(args: &Value) -> Result<T, String> {
-    serde_json::from_value(args.clone()).map_err(|e| e.to_string())
+fn parse<T: DeserializeOwned>(args: &Value) -> Result<T, ArgsError> {
+    serde_json::from_value(args.clone()).map_err(ArgsError::Parse)
 }
 
 /// Single-quotes a string for `sh`.
@@ -353,26 +436,26 @@ pub mod flex {
         Str(String),
     }
 
-    fn to_bool(s: Scalar) -> Result<bool, String> {
+    fn to_bool<E: serde::de::Error>(s: Scalar) -> Result<bool, E> {
         match s {
             Scalar::Bool(b) => Ok(b),
             Scalar::Int(i) => Ok(i != 0),
             Scalar::Str(s) => match s.trim().to_ascii_lowercase().as_str() {
                 "true" | "yes" | "on" | "1" => Ok(true),
                 "false" | "no" | "off" | "0" | "" => Ok(false),
-                other => Err(format!("expected true or false, got `{other}`")),
+                other => Err(E::custom(format!("expected true or false, got `{other}`"))),
             },
         }
     }
 
     pub fn bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
-        to_bool(Scalar::deserialize(d)?).map_err(serde::de::Error::custom)
+        to_bool(Scalar::deserialize(d)?)
     }
 
     pub fn opt_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
         match Option::<Scalar>::deserialize(d)? {
             None => Ok(None),
-            Some(s) => to_bool(s).map(Some).map_err(serde::de::Error::custom),
+            Some(s) => to_bool(s).map(Some),
         }
     }
 

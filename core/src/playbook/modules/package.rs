@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{flex, sh_quote, ModuleError, Outcome, TaskCx};
+use super::{flex, sh_quote, ArgsError, ModuleError, Outcome, TaskCx};
 use crate::exec::UploadOptions;
 
 /// Where `.deb` files from a bundle are put on a node before `dpkg -i`.
@@ -72,6 +72,49 @@ pub struct BundleFile {
     pub version: Option<String>,
 }
 
+/// A bundle that cannot be read, does not match its manifest, or lacks a package.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("cannot read the bundle manifest {path}: {source}")]
+    ReadManifest {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{path}: {source}")]
+    ParseManifest {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+
+    #[error("{path}: {source}")]
+    ReadFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error(
+        "{path} does not match the bundle manifest (size or sha256 differs): rebuild the bundle"
+    )]
+    Mismatch { path: PathBuf },
+
+    #[error(
+        "package {name} is not in the offline bundle {dir} (it holds: {holds}); rebuild it with \
+         `clusterkit bundle build`"
+    )]
+    NotInBundle {
+        name: String,
+        dir: PathBuf,
+        holds: String,
+    },
+
+    #[error("bundle manifest lists {package} for {name} but has no file for it")]
+    MissingFile { package: String, name: String },
+}
+
 /// A bundle on the operator's machine.
 #[derive(Debug, Clone)]
 pub struct Bundle {
@@ -81,12 +124,16 @@ pub struct Bundle {
 
 impl Bundle {
     /// Reads `DIR/manifest.json` (does not hash the files; see [`Bundle::verify`]).
-    pub fn load(dir: &Path) -> Result<Bundle, String> {
+    pub fn load(dir: &Path) -> Result<Bundle, BundleError> {
         let path = dir.join("manifest.json");
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| format!("cannot read the bundle manifest {}: {e}", path.display()))?;
-        let manifest: BundleManifest =
-            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(source) => return Err(BundleError::ReadManifest { path, source }),
+        };
+        let manifest: BundleManifest = match serde_json::from_str(&text) {
+            Ok(manifest) => manifest,
+            Err(source) => return Err(BundleError::ParseManifest { path, source }),
+        };
         Ok(Bundle {
             dir: dir.to_path_buf(),
             manifest,
@@ -94,7 +141,7 @@ impl Bundle {
     }
 
     /// Checks every file against its recorded size and sha256.
-    pub fn verify(&self) -> Result<(), String> {
+    pub fn verify(&self) -> Result<(), BundleError> {
         let files = self
             .manifest
             .packages
@@ -108,35 +155,42 @@ impl Bundle {
             );
         for (file, sha, size) in files {
             let path = self.dir.join(file);
-            let data = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let data = match std::fs::read(&path) {
+                Ok(data) => data,
+                Err(source) => return Err(BundleError::ReadFile { path, source }),
+            };
             if data.len() as u64 != size || &super::files::sha256_hex(&data) != sha {
-                return Err(format!(
-                    "{} does not match the bundle manifest (size or sha256 differs): rebuild the bundle",
-                    path.display()
-                ));
+                return Err(BundleError::Mismatch { path });
             }
         }
         Ok(())
     }
 
     /// The bundle packages `name` needs, itself included.
-    pub fn closure(&self, name: &str) -> Result<Vec<&BundlePackage>, String> {
+    pub fn closure(&self, name: &str) -> Result<Vec<&BundlePackage>, BundleError> {
         let names: Vec<String> = match self.manifest.roots.get(name) {
             Some(c) => c.clone(),
             None if self.package(name).is_some() => vec![name.to_string()],
             None => {
-                return Err(format!(
-                    "package {name} is not in the offline bundle {} (it holds: {}); rebuild it with `clusterkit bundle build`",
-                    self.dir.display(),
-                    self.manifest.roots.keys().cloned().collect::<Vec<_>>().join(", ")
-                ))
+                return Err(BundleError::NotInBundle {
+                    name: name.to_string(),
+                    dir: self.dir.clone(),
+                    holds: self
+                        .manifest
+                        .roots
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                })
             }
         };
         names
             .iter()
             .map(|n| {
-                self.package(n).ok_or_else(|| {
-                    format!("bundle manifest lists {n} for {name} but has no file for it")
+                self.package(n).ok_or_else(|| BundleError::MissingFile {
+                    package: n.clone(),
+                    name: name.to_string(),
                 })
             })
             .collect()
@@ -205,7 +259,7 @@ fn check_name(name: &str) -> Result<(), ModuleError> {
     {
         Ok(())
     } else {
-        Err(ModuleError::Args(format!("`{name}` is not a package name")))
+        Err(ArgsError::Invalid(format!("`{name}` is not a package name")).into())
     }
 }
 
@@ -296,7 +350,7 @@ pub async fn run(args: PackageArgs, cx: &TaskCx<'_>) -> Result<Outcome, ModuleEr
     let mut query: Vec<String> = specs.iter().map(|(n, _)| n.to_string()).collect();
     if let Some(b) = bundle {
         for (n, _) in &specs {
-            for p in b.closure(n).map_err(ModuleError::Failed)? {
+            for p in b.closure(n)? {
                 if !query.contains(&p.name) {
                     query.push(p.name.clone());
                 }
@@ -341,7 +395,7 @@ pub async fn run(args: PackageArgs, cx: &TaskCx<'_>) -> Result<Outcome, ModuleEr
             // The closure members not installed yet, in the bundle's order, each once.
             let mut debs: Vec<&BundlePackage> = Vec::new();
             for (n, v) in &missing {
-                for p in b.closure(n).map_err(ModuleError::Failed)? {
+                for p in b.closure(n)? {
                     if p.name == *n {
                         if let Some(v) = v {
                             if &p.version != v {
@@ -484,6 +538,7 @@ mod tests {
         assert!(b
             .closure("kubelet")
             .unwrap_err()
+            .to_string()
             .contains("not in the offline bundle"));
     }
 }

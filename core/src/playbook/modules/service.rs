@@ -9,7 +9,7 @@
 
 use serde::Deserialize;
 
-use super::{flex, sh_quote, ModuleError, Outcome, TaskCx};
+use super::{flex, sh_quote, ArgsError, ModuleError, Outcome, TaskCx};
 
 /// Wanted run state.
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -50,7 +50,7 @@ pub async fn systemd(args: SystemdArgs, cx: &TaskCx<'_>) -> Result<Outcome, Modu
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b"@._-:\\".contains(&b))
     {
-        return Err(ModuleError::Args(format!("`{name}` is not a unit name")));
+        return Err(ArgsError::Invalid(format!("`{name}` is not a unit name")).into());
     }
     let u = sh_quote(name);
     // The whole check is ONE `systemctl show` (one D-Bus round trip to systemd instead of one
@@ -125,7 +125,7 @@ pub struct WaitForArgs {
 }
 
 impl WaitForArgs {
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), ArgsError> {
         let n = [
             self.port.is_some(),
             self.url.is_some(),
@@ -137,13 +137,15 @@ impl WaitForArgs {
         if n == 1 {
             Ok(())
         } else {
-            Err("give exactly one of `port`, `url` or `command`".into())
+            Err(ArgsError::Invalid(
+                "give exactly one of `port`, `url` or `command`".into(),
+            ))
         }
     }
 }
 
 pub async fn wait_for(args: WaitForArgs, cx: &TaskCx<'_>) -> Result<Outcome, ModuleError> {
-    args.check().map_err(ModuleError::Args)?;
+    args.check()?;
     if cx.check && !cx.run_in_check {
         return Ok(Outcome::skipped("not waited for in check mode"));
     }

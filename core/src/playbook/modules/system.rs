@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::{flex, sh_quote, ModuleError, Outcome, TaskCx};
+use super::{flex, sh_quote, ArgsError, ModuleError, Outcome, TaskCx};
 use crate::exec::UploadOptions;
 use crate::playbook::diff;
 
@@ -41,23 +41,25 @@ fn default_sysctl_file() -> String {
 
 impl SysctlArgs {
     /// All wanted values, by name.
-    pub fn wanted(&self) -> Result<BTreeMap<String, String>, String> {
+    pub fn wanted(&self) -> Result<BTreeMap<String, String>, ArgsError> {
         let mut all = self.values.clone();
         match (&self.name, &self.value) {
             (Some(n), Some(v)) => {
                 all.insert(n.clone(), v.clone());
             }
             (None, None) => {}
-            _ => return Err("`name` and `value` go together".into()),
+            _ => return Err(ArgsError::Invalid("`name` and `value` go together".into())),
         }
         if all.is_empty() {
-            return Err("give `name` + `value` or `values`".into());
+            return Err(ArgsError::Invalid(
+                "give `name` + `value` or `values`".into(),
+            ));
         }
         Ok(all)
     }
 
     /// Load-time check of names (templated names are checked after rendering).
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), ArgsError> {
         for name in self.wanted()?.keys() {
             if !crate::playbook::render::is_template(name) {
                 check_sysctl_name(name)?;
@@ -67,7 +69,7 @@ impl SysctlArgs {
     }
 }
 
-fn check_sysctl_name(name: &str) -> Result<(), String> {
+fn check_sysctl_name(name: &str) -> Result<(), ArgsError> {
     let ok = !name.is_empty()
         && !name.contains("..")
         && name
@@ -76,7 +78,7 @@ fn check_sysctl_name(name: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!("`{name}` is not a sysctl name"))
+        Err(ArgsError::Invalid(format!("`{name}` is not a sysctl name")))
     }
 }
 
@@ -126,9 +128,9 @@ pub fn edit_sysctl_file(text: &str, wanted: &BTreeMap<String, String>) -> String
 }
 
 pub async fn sysctl(args: SysctlArgs, cx: &TaskCx<'_>) -> Result<Outcome, ModuleError> {
-    let wanted = args.wanted().map_err(ModuleError::Args)?;
+    let wanted = args.wanted()?;
     for name in wanted.keys() {
-        check_sysctl_name(name).map_err(ModuleError::Args)?;
+        check_sysctl_name(name)?;
     }
     let apply = args.apply.unwrap_or(true);
     // One command: the file, then each live value.
@@ -261,9 +263,7 @@ pub async fn kernel_module(
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
         {
-            return Err(ModuleError::Args(format!(
-                "`{m}` is not a kernel module name"
-            )));
+            return Err(ArgsError::Invalid(format!("`{m}` is not a kernel module name")).into());
         }
         let evidence = builtin_evidence(m).unwrap_or("false");
         let hint = evidence_hint(m);
@@ -442,7 +442,7 @@ pub async fn hostname(args: HostnameArgs, cx: &TaskCx<'_>) -> Result<Outcome, Mo
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
     {
-        return Err(ModuleError::Args(format!("`{n}` is not a valid hostname")));
+        return Err(ArgsError::Invalid(format!("`{n}` is not a valid hostname")).into());
     }
     let script = format!(
         "cur=$(hostname); file=$(cat /etc/hostname 2>/dev/null || true)\n\

@@ -65,7 +65,7 @@ pub struct Transfers {
     digests: Mutex<HashMap<PathBuf, (u64, SystemTime, String)>>,
 }
 
-type Prepared = Result<SharedUpload, String>;
+type Prepared = Result<SharedUpload, Arc<std::io::Error>>;
 
 /// Filled once by the first host that needs the file; the others wait on it.
 type PreparedCell = Arc<tokio::sync::OnceCell<Prepared>>;
@@ -84,8 +84,9 @@ impl Transfers {
             let owned = path.to_path_buf();
             tokio::task::spawn_blocking(move || SharedUpload::from_file(&owned, encoding))
                 .await
-                .map_err(|e| format!("preparing {}: {e}", path.display()))?
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))
+                .map_err(std::io::Error::other)
+                .and_then(|r| r)
+                .map_err(Arc::new)
         })
         .await
         .clone()
@@ -101,11 +102,10 @@ impl Transfers {
     }
 
     /// sha256 and size of a local file, hashed once per run (again if it changes meanwhile).
-    async fn digest(&self, path: &Path) -> Result<(String, u64), String> {
-        let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let mtime = meta
-            .modified()
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+    async fn digest(&self, path: &Path) -> Result<(String, u64), ModuleError> {
+        let read_err = |e| ModuleError::read(path, e);
+        let meta = std::fs::metadata(path).map_err(read_err)?;
+        let mtime = meta.modified().map_err(read_err)?;
         if let Some((size, time, sha)) = self
             .digests
             .lock()
@@ -124,8 +124,9 @@ impl Transfers {
             Ok(hex::encode(hasher.finalize()))
         })
         .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        .map_err(std::io::Error::other)
+        .and_then(|r| r)
+        .map_err(read_err)?;
         self.digests
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -151,7 +152,7 @@ struct Wanted {
 async fn wanted(cx: &TaskCx<'_>, src: &Path) -> Result<Wanted, ModuleError> {
     if let Some(file) = cx.bundle.and_then(|b| b.binary_at(src)) {
         let size = std::fs::metadata(src)
-            .map_err(|e| ModuleError::Failed(format!("cannot read {}: {e}", src.display())))?
+            .map_err(|e| ModuleError::read(src, e))?
             .len();
         if size != file.size {
             return Err(changed_bundle_file(src, "size"));
@@ -162,11 +163,7 @@ async fn wanted(cx: &TaskCx<'_>, src: &Path) -> Result<Wanted, ModuleError> {
             manifest: true,
         });
     }
-    let (sha256, size) = cx
-        .transfers
-        .digest(src)
-        .await
-        .map_err(ModuleError::Failed)?;
+    let (sha256, size) = cx.transfers.digest(src).await?;
     Ok(Wanted {
         sha256,
         size,
@@ -392,7 +389,10 @@ pub async fn ensure_file(
             .transfers
             .prepared(src, encoding)
             .await
-            .map_err(ModuleError::Failed)?;
+            .map_err(|source| ModuleError::Read {
+                path: src.to_path_buf(),
+                source,
+            })?;
         if content.sha256 != wanted.sha256 || content.size != wanted.size {
             return Err(if wanted.manifest {
                 changed_bundle_file(src, "sha256")
