@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::pki::{
-    self, Action, CaName, CertSpec, LoadedCa, Mode, PkiError, PkiInput, Report, Usage,
+    self, Action, CaName, CertSpec, LoadedCa, Mode, PkiError, PkiInput, Report, Unusable, Usage,
 };
 use crate::versions::{self, join_host_port, SYSTEM_MASTERS};
 use clusterkit_core::layout::StateLayout;
@@ -137,14 +137,25 @@ impl fmt::Debug for UserEntry {
 /// Errors reading or building kubeconfigs. Never contains credentials.
 #[derive(Debug, thiserror::Error)]
 pub enum KubeconfigError {
+    /// The file cannot be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// The file is not a kubeconfig clusterkit can read.
-    #[error("{path}: {message}")]
+    #[error("{path}: {source}")]
     Parse {
         /// The file (or `<memory>`).
         path: PathBuf,
-        /// What is wrong.
-        message: String,
+        #[source]
+        source: Box<serde_saphyr::Error>,
     },
+    /// A kubeconfig that does not serialize.
+    #[error("<memory>: {0}")]
+    Serialize(#[source] serde_saphyr::SerializeError),
     /// A bootstrap token that is not `[a-z0-9]{6}.[a-z0-9]{16}`.
     #[error("invalid bootstrap token format (expected [a-z0-9]{{6}}.[a-z0-9]{{16}})")]
     Token,
@@ -192,15 +203,15 @@ impl Kubeconfig {
     pub fn from_yaml(text: &str) -> Result<Self, KubeconfigError> {
         serde_saphyr::from_str(text).map_err(|e| KubeconfigError::Parse {
             path: "<memory>".into(),
-            message: e.to_string(),
+            source: Box::new(e),
         })
     }
 
     /// Reads and parses a kubeconfig file.
     pub fn load(path: &Path) -> Result<Self, KubeconfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| KubeconfigError::Parse {
+        let text = std::fs::read_to_string(path).map_err(|source| KubeconfigError::Read {
             path: path.into(),
-            message: e.to_string(),
+            source,
         })?;
         let mut k = Self::from_yaml(&text);
         if let Err(KubeconfigError::Parse { path: p, .. }) = &mut k {
@@ -211,10 +222,7 @@ impl Kubeconfig {
 
     /// The YAML text.
     pub fn to_yaml(&self) -> Result<String, KubeconfigError> {
-        serde_saphyr::to_string(self).map_err(|e| KubeconfigError::Parse {
-            path: "<memory>".into(),
-            message: e.to_string(),
-        })
+        serde_saphyr::to_string(self).map_err(KubeconfigError::Serialize)
     }
 
     fn current(&self) -> Option<(&ClusterEntry, &UserEntry)> {
@@ -381,19 +389,21 @@ fn check_existing(
     ca: &LoadedCa,
     input: &PkiInput,
     now: OffsetDateTime,
-) -> Result<(), String> {
-    let k = Kubeconfig::load(path).map_err(|e| e.to_string())?;
-    let ca_pem = k.ca_pem().ok_or("no readable CA data")?;
+) -> Result<(), Unusable> {
+    let differs = |what: &str| Unusable::Differs(what.to_string());
+    let k = Kubeconfig::load(path)?;
+    let ca_pem = k.ca_pem().ok_or_else(|| differs("no readable CA data"))?;
     if pki::pem_to_der(&ca_pem).ok().as_deref() != Some(ca.cert_der()) {
-        return Err("embeds another CA".into());
+        return Err(differs("embeds another CA"));
     }
     if k.server() != Some(spec.server.as_str()) {
-        return Err(format!("server is not {}", spec.server));
+        return Err(differs(&format!("server is not {}", spec.server)));
     }
-    let cert_pem = k.client_cert_pem().ok_or("no client certificate")?;
-    let key_pem = k.client_key_pem().ok_or("no client key")?;
+    let cert_pem = k.client_cert_pem().ok_or(Unusable::NoClientCert)?;
+    let key_pem = k.client_key_pem().ok_or_else(|| differs("no client key"))?;
     let der = pki::pem_to_der(&cert_pem)?;
-    let key = KeyPair::from_pem(&key_pem).map_err(|_| "client key unreadable".to_string())?;
+    // The parse error is not kept: it could echo key material.
+    let key = KeyPair::from_pem(&key_pem).map_err(|_| differs("client key unreadable"))?;
     pki::check_leaf(
         &der,
         &key,
@@ -433,7 +443,7 @@ pub fn ensure_at(
         let exists = path.exists();
         let verdict = match &ca {
             Some(ca) if exists => check_existing(&path, &spec, ca, input, now),
-            None if exists => Err("the cluster CA is missing".into()),
+            None if exists => Err(Unusable::Differs("the cluster CA is missing".into())),
             _ => Ok(()),
         };
         let action = match (exists, verdict) {
@@ -459,7 +469,9 @@ pub fn ensure_at(
                     Action::Kept
                 }
             }
-            (true, Err(reason)) => Action::Replaced { reason },
+            (true, Err(reason)) => Action::Replaced {
+                reason: reason.to_string(),
+            },
             (false, _) => Action::Created,
         };
         let write = matches!(action, Action::Created | Action::Replaced { .. });

@@ -43,14 +43,22 @@ pub enum TokenError {
         /// The cause.
         source: kube::Error,
     },
-    /// A local file could not be read or written.
-    #[error("{path}: {message}")]
-    File {
+    /// A local file could not be read.
+    #[error("{path}: {source}{hint}")]
+    Read {
         /// The file.
         path: PathBuf,
-        /// What went wrong.
-        message: String,
+        #[source]
+        source: std::io::Error,
+        /// What to do about it (may be empty).
+        hint: &'static str,
     },
+    /// A local file could not be written.
+    #[error(transparent)]
+    Write(#[from] crate::pki::PkiError),
+    /// The cluster CA certificate cannot be read.
+    #[error("CA certificate: {0}")]
+    Ca(#[source] crate::pki::Unusable),
     /// Bad input (e.g. a TTL that does not parse).
     #[error("{0}")]
     Invalid(String),
@@ -166,8 +174,8 @@ pub fn parse_ttl(text: &str) -> Result<Duration, TokenError> {
 }
 
 /// [`parse_ttl`] for clap, which then names the flag in the error.
-fn ttl_flag(text: &str) -> Result<Duration, String> {
-    parse_ttl(text).map_err(|e| e.to_string())
+fn ttl_flag(text: &str) -> Result<Duration, TokenError> {
+    parse_ttl(text)
 }
 
 /// The longest TTL, also what `0` means: ten years.
@@ -264,21 +272,16 @@ pub async fn ensure_join_token(
         }
     }
     let (token, _) = create(client, DEFAULT_TTL, "clusterkit join phase").await?;
-    crate::pki::write_file(&path, format!("{}\n", token.expose()).as_bytes(), 0o600).map_err(
-        |e| TokenError::File {
-            path: path.clone(),
-            message: e.to_string(),
-        },
-    )?;
+    crate::pki::write_file(&path, format!("{}\n", token.expose()).as_bytes(), 0o600)?;
     Ok(token)
 }
 
 /// `sha256:<hex>` of the CA certificate's public key (SubjectPublicKeyInfo), kubeadm's
 /// `--discovery-token-ca-cert-hash`.
 pub fn ca_cert_hash(ca_pem: &str) -> Result<String, TokenError> {
-    let der = crate::pki::pem_to_der(ca_pem).map_err(TokenError::Invalid)?;
+    let der = crate::pki::pem_to_der(ca_pem).map_err(TokenError::Ca)?;
     let (_, cert) = x509_parser::parse_x509_certificate(&der)
-        .map_err(|e| TokenError::Invalid(format!("CA certificate: {e}")))?;
+        .map_err(|e| TokenError::Ca(crate::pki::Unusable::Der(Box::new(e))))?;
     let spki = cert.tbs_certificate.subject_pki.raw;
     Ok(format!("sha256:{}", hex::encode(Sha256::digest(spki))))
 }
@@ -286,9 +289,10 @@ pub fn ca_cert_hash(ca_pem: &str) -> Result<String, TokenError> {
 /// The join command for `token`: `kubeadm join <endpoint> --token … --discovery-token-ca-cert-hash …`.
 pub fn join_command(cluster: &Cluster, token: &BootstrapToken) -> Result<String, TokenError> {
     let ca_path = StateLayout::from_cluster(cluster).pki_dir().join("ca.crt");
-    let ca = std::fs::read_to_string(&ca_path).map_err(|e| TokenError::File {
+    let ca = std::fs::read_to_string(&ca_path).map_err(|source| TokenError::Read {
         path: ca_path.clone(),
-        message: format!("{e} (run `clusterkit install --phase pki` first)"),
+        source,
+        hint: " (run `clusterkit install --phase pki` first)",
     })?;
     Ok(format!(
         "kubeadm join {} --token {} --discovery-token-ca-cert-hash {}",

@@ -54,6 +54,14 @@ pub enum SandboxError {
         stderr: String,
     },
 
+    /// A host command could not be started.
+    #[error("`{command}` failed (not started): {source}")]
+    Spawn {
+        command: String,
+        #[source]
+        source: std::io::Error,
+    },
+
     /// debootstrap could not build the base rootfs.
     #[error("building the base rootfs with debootstrap failed (full log in {log}):\n{tail}")]
     Debootstrap { log: PathBuf, tail: String },
@@ -87,9 +95,17 @@ pub enum SandboxError {
     #[error("sandbox {sandbox} has no node {node}")]
     NoSuchNode { sandbox: String, node: String },
 
-    /// A state file of the sandbox could not be read.
+    /// A state file (or a file the sandbox reads back) says something unexpected, in words.
     #[error("{path}: {message}")]
     State { path: PathBuf, message: String },
+
+    /// The sandbox's state file does not parse.
+    #[error("{path}: {source}")]
+    StateJson {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
 
     /// `down` could not remove something; the rest was removed.
     #[error("sandbox {name}: teardown left things behind: {}", left.join("; "))]

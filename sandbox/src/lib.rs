@@ -171,10 +171,7 @@ fn read_state(dir: &Path) -> Result<Option<State>> {
     match fs::read(&path) {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
-            .map_err(|e| SandboxError::State {
-                path,
-                message: e.to_string(),
-            }),
+            .map_err(|source| SandboxError::StateJson { path, source }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io("read", path)(e)),
     }

@@ -23,10 +23,9 @@ pub(crate) fn run(cmd: &mut Command) -> Result<String> {
     let out = cmd
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| SandboxError::Command {
+        .map_err(|source| SandboxError::Spawn {
             command: shown.clone(),
-            status: "not started".into(),
-            stderr: e.to_string(),
+            source,
         })?;
     if !out.status.success() {
         return Err(SandboxError::Command {

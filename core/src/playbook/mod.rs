@@ -68,7 +68,7 @@ pub enum PlaybookError {
         /// Which play, var or task.
         context: String,
         #[source]
-        source: render::RenderError,
+        source: Box<render::RenderError>,
     },
 
     /// The YAML itself does not parse: the file, the line when known, and the parser's
@@ -78,7 +78,7 @@ pub enum PlaybookError {
         file: String,
         line: Option<u32>,
         #[source]
-        source: serde_saphyr::Error,
+        source: Box<serde_saphyr::Error>,
     },
 
     /// A playbook or template that is neither in an override directory nor embedded.

@@ -189,7 +189,7 @@ fn load_source(source: &Source, library: &Library) -> Result<Playbook, PlaybookE
                     file: file.clone(),
                     line,
                     context: format!("play `{play_name}`, var `{k}`"),
-                    source,
+                    source: Box::new(source),
                 }
             })?;
         }
@@ -299,7 +299,7 @@ fn parse_task(
         file: file.to_string(),
         line,
         context,
-        source,
+        source: Box::new(source),
     };
     let args = modules::normalize(&module, raw_args).map_err(args_err)?;
     render::each_string(&args, &mut |s| check_str(s))
@@ -411,7 +411,7 @@ fn yaml_error(file: &str, e: serde_saphyr::Error) -> PlaybookError {
     PlaybookError::Yaml {
         file: file.to_string(),
         line: e.location().map(|loc| loc.line() as u32),
-        source: e,
+        source: Box::new(e),
     }
 }
 

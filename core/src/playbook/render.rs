@@ -19,29 +19,29 @@ pub fn is_template(s: &str) -> bool {
 pub enum RenderError {
     /// tera's error; its text shows the whole chain on one line, since tera puts the useful
     /// part (line and column, what was expected, which variable is undefined) in the sources.
-    #[error("{}", crate::error_chain(.0))]
-    Tera(#[source] tera::Error),
+    #[error("{}", crate::error_chain(&**.0))]
+    Tera(#[source] Box<tera::Error>),
 
     /// A templated string (an argument, a var) that does not compile.
-    #[error("template `{text}`: {}", crate::error_chain(source))]
+    #[error("template `{text}`: {}", crate::error_chain(&**source))]
     Syntax {
         text: String,
         #[source]
-        source: tera::Error,
+        source: Box<tera::Error>,
     },
 
     /// A `when`/`changed_when`/`failed_when` expression that does not evaluate.
-    #[error("condition `{expr}`: {}", crate::error_chain(source))]
+    #[error("condition `{expr}`: {}", crate::error_chain(&**source))]
     Condition {
         expr: String,
         #[source]
-        source: tera::Error,
+        source: Box<tera::Error>,
     },
 }
 
 impl From<tera::Error> for RenderError {
     fn from(e: tera::Error) -> Self {
-        RenderError::Tera(e)
+        RenderError::Tera(Box::new(e))
     }
 }
 
@@ -155,9 +155,9 @@ pub fn eval_condition(expr: &str, ctx: &Context) -> Result<bool, RenderError> {
         "false" | "False" | "no" => return Ok(false),
         _ => {}
     }
-    let out = one_off(&condition_template(expr), ctx).map_err(|source| RenderError::Condition {
+    let out = one_off(&condition_template(expr), ctx).map_err(|e| RenderError::Condition {
         expr: expr.to_string(),
-        source,
+        source: Box::new(e),
     })?;
     Ok(out == "true")
 }

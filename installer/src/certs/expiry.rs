@@ -26,9 +26,8 @@ pub struct CertInfo {
 
 impl CertInfo {
     /// Parses a DER certificate.
-    pub fn from_der(der: &[u8]) -> Result<Self, String> {
-        let (_, cert) = X509Certificate::from_der(der)
-            .map_err(|e| format!("not a readable certificate: {e}"))?;
+    pub fn from_der(der: &[u8]) -> Result<Self, Unusable> {
+        let (_, cert) = X509Certificate::from_der(der).map_err(|e| Unusable::Der(Box::new(e)))?;
         let cn = |name: &x509_parser::x509::X509Name<'_>| {
             name.iter_common_name()
                 .next()
@@ -48,8 +47,8 @@ impl CertInfo {
     }
 
     /// Parses the first certificate of a PEM text.
-    pub fn from_pem(pem_text: &[u8]) -> Result<Self, String> {
-        let text = std::str::from_utf8(pem_text).map_err(|_| "not text".to_string())?;
+    pub fn from_pem(pem_text: &[u8]) -> Result<Self, Unusable> {
+        let text = std::str::from_utf8(pem_text).map_err(|_| Unusable::NotText)?;
         Self::from_der(&pki::pem_to_der(text)?)
     }
 
@@ -195,9 +194,17 @@ impl ExpiryRow {
     }
 }
 
-/// The client certificate of a kubeconfig's client-certificate line(s): `Ok(Some)` for
-/// embedded data, `Ok(None)` with a note for a file reference.
-pub(super) fn kubeconfig_client_cert(lines: &[u8]) -> Result<Result<CertInfo, String>, String> {
+/// Where a kubeconfig's client certificate is.
+#[derive(Debug)]
+pub(super) enum ClientCert {
+    /// Embedded (`client-certificate-data`), parsed.
+    Embedded(CertInfo),
+    /// A file on the node (`client-certificate: PATH`), e.g. the kubelet's rotated pair.
+    File(String),
+}
+
+/// The client certificate of a kubeconfig's client-certificate line(s).
+pub(super) fn kubeconfig_client_cert(lines: &[u8]) -> Result<ClientCert, Unusable> {
     let text = String::from_utf8_lossy(lines);
     let mut lines = text.lines().peekable();
     while let Some(line) = lines.next() {
@@ -223,16 +230,14 @@ pub(super) fn kubeconfig_client_cert(lines: &[u8]) -> Result<Result<CertInfo, St
             .collect();
         match key.trim() {
             "client-certificate-data" => {
-                let pem = B64
-                    .decode(&value)
-                    .map_err(|_| "client-certificate-data is not base64".to_string())?;
-                return Ok(CertInfo::from_pem(&pem));
+                let pem = B64.decode(&value).map_err(Unusable::Base64)?;
+                return Ok(ClientCert::Embedded(CertInfo::from_pem(&pem)?));
             }
-            "client-certificate" => return Ok(Err(format!("client certificate in {value}"))),
+            "client-certificate" => return Ok(ClientCert::File(value)),
             _ => {}
         }
     }
-    Err("no client certificate".into())
+    Err(Unusable::NoClientCert)
 }
 
 /// The certificate of the state directory's copy of `file`, if any.
@@ -264,23 +269,23 @@ pub fn node_rows(
             continue;
         }
         let parsed = match f.kind {
-            FileKind::Cert | FileKind::CertAndKey => Ok(CertInfo::from_pem(&got.data)),
+            FileKind::Cert | FileKind::CertAndKey => {
+                CertInfo::from_pem(&got.data).map(ClientCert::Embedded)
+            }
             FileKind::Kubeconfig => kubeconfig_client_cert(&got.data),
         };
         let mut row = ExpiryRow::bare(host, &f.name, &f.remote, Status::Ok);
         let info = match parsed {
-            Ok(Ok(info)) => info,
-            Ok(Err(note))
-                if f.kind == FileKind::Kubeconfig && note.starts_with("client certificate in") =>
-            {
+            Ok(ClientCert::Embedded(info)) => info,
+            Ok(ClientCert::File(path)) => {
                 // The kubelet's own rotated pair: reported on its own row.
-                row.note = Some(note);
+                row.note = Some(format!("client certificate in {path}"));
                 rows.push(row);
                 continue;
             }
-            Ok(Err(note)) | Err(note) => {
+            Err(e) => {
                 row.status = Status::Invalid;
-                row.note = Some(note);
+                row.note = Some(e.to_string());
                 rows.push(row);
                 continue;
             }
@@ -333,7 +338,7 @@ pub fn local_rows(
             Ok(data) => match CertInfo::from_pem(&data) {
                 Err(e) => {
                     let mut r = ExpiryRow::bare("local", name, &shown, Status::Invalid);
-                    r.note = Some(e);
+                    r.note = Some(e.to_string());
                     r
                 }
                 Ok(info) => {
@@ -406,11 +411,8 @@ pub fn local_rows(
             ExpiryRow::bare("local", &name, &shown, Status::Missing)
         } else {
             let cert = Kubeconfig::load(&path)
-                .map_err(|e| e.to_string())
-                .and_then(|k| {
-                    k.client_cert_pem()
-                        .ok_or_else(|| "no client certificate".to_string())
-                })
+                .map_err(Unusable::from)
+                .and_then(|k| k.client_cert_pem().ok_or(Unusable::NoClientCert))
                 .and_then(|pem| CertInfo::from_pem(pem.as_bytes()));
             match cert {
                 Ok(info) => {
@@ -424,7 +426,7 @@ pub fn local_rows(
                 }
                 Err(e) => {
                     let mut r = ExpiryRow::bare("local", &name, &shown, Status::Invalid);
-                    r.note = Some(e);
+                    r.note = Some(e.to_string());
                     r
                 }
             }

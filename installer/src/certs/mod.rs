@@ -45,7 +45,7 @@ use clusterkit_core::layout::{operator_admin_conf, NodeLayout, StateLayout};
 use crate::kubeconfig::{self, Kubeconfig, KubeconfigError, KubeconfigSpec, UserEntry};
 use crate::pki::{
     self, monitoring, CaName, CertSpec, FileMapping, LoadedCa, MonitoringInput, PkiError, PkiInput,
-    Usage,
+    Unusable, Usage,
 };
 
 mod expiry;
@@ -310,13 +310,17 @@ mod tests {
         let (a, b) = b64.split_at(40);
         let folded = format!("    client-certificate-data: >-\n      {a}\n      {b}\n");
         for text in [inline, quoted, folded] {
-            let info = kubeconfig_client_cert(text.as_bytes()).unwrap().unwrap();
+            let ClientCert::Embedded(info) = kubeconfig_client_cert(text.as_bytes()).unwrap()
+            else {
+                panic!("no embedded certificate: {text}");
+            };
             assert_eq!(info.subject, "kubernetes-admin", "{text}");
         }
         let file_ref = "    client-certificate: /var/lib/kubelet/pki/kubelet-client-current.pem\n";
-        let note = kubeconfig_client_cert(file_ref.as_bytes())
-            .unwrap()
-            .unwrap_err();
+        let ClientCert::File(path) = kubeconfig_client_cert(file_ref.as_bytes()).unwrap() else {
+            panic!("not a file reference: {file_ref}");
+        };
+        let note = format!("client certificate in {path}");
         assert!(
             note.contains("/var/lib/kubelet/pki/kubelet-client-current.pem"),
             "{note}"

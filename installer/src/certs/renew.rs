@@ -295,7 +295,7 @@ pub fn renew_local(
                 let existing = Kubeconfig::load(&path)?;
                 let (cn, orgs) = kubeconfig_identity(&existing).ok_or_else(|| PkiError::Load {
                     path: path.clone(),
-                    message: "no readable client certificate to renew".into(),
+                    source: Unusable::Differs("no readable client certificate to renew".into()),
                 })?;
                 let server = existing.server().unwrap_or_default().to_string();
                 let user = existing
@@ -319,9 +319,9 @@ pub fn renew_local(
             })?;
             pki::write_file(&operator_admin_conf(cluster), &data, 0o600)?;
         }
-        let info = CertInfo::from_pem(cert_pem.as_bytes()).map_err(|message| PkiError::Load {
+        let info = CertInfo::from_pem(cert_pem.as_bytes()).map_err(|source| PkiError::Load {
             path: path.clone(),
-            message,
+            source,
         })?;
         tracing::info!(name = item.name(), serial = %info.serial, "renewed");
         out.push(Renewed {

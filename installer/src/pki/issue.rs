@@ -99,12 +99,12 @@ impl LoadedCa {
         let key = layout.pki_dir().join(format!("{}.key", name.base()));
         let (cert_pem, cert_der, key) = read_pair(&crt, &key)?.ok_or_else(|| PkiError::Load {
             path: crt.clone(),
-            message: "missing (run the pki phase first)".into(),
+            source: Unusable::Missing,
         })?;
-        check_ca(&cert_der, &key, name, OffsetDateTime::now_utc()).map_err(|message| {
+        check_ca(&cert_der, &key, name, OffsetDateTime::now_utc()).map_err(|source| {
             PkiError::Load {
                 path: crt.clone(),
-                message,
+                source,
             }
         })?;
         Ok(Self {
@@ -132,14 +132,14 @@ pub(super) fn read_pair(
     let (Some(cert_pem), Some(key_pem)) = (read_optional(crt)?, read_optional(key)?) else {
         return Ok(None);
     };
-    let cert_der = pem_to_der(&cert_pem).map_err(|message| PkiError::Load {
+    let cert_der = pem_to_der(&cert_pem).map_err(|source| PkiError::Load {
         path: crt.to_path_buf(),
-        message,
+        source,
     })?;
-    // The key's parse error is not shown: it could echo key material.
+    // The key's parse error is not kept: it could echo key material.
     let key_pair = KeyPair::from_pem(&key_pem).map_err(|_| PkiError::Load {
         path: key.to_path_buf(),
-        message: "not a readable private key".into(),
+        source: Unusable::Key,
     })?;
     Ok(Some((cert_pem, cert_der, key_pair)))
 }
@@ -157,19 +157,24 @@ pub(super) fn read_optional(path: &Path) -> Result<Option<String>, PkiError> {
 }
 
 /// The DER of the first CERTIFICATE block of a PEM text.
-pub(crate) fn pem_to_der(pem_text: &str) -> Result<Vec<u8>, String> {
+pub(crate) fn pem_to_der(pem_text: &str) -> Result<Vec<u8>, Unusable> {
     let (_, pem) = x509_parser::pem::parse_x509_pem(pem_text.as_bytes())
-        .map_err(|e| format!("not a PEM certificate: {e}"))?;
+        .map_err(|e| Unusable::Pem(Box::new(e)))?;
     if pem.label != "CERTIFICATE" {
-        return Err(format!("PEM block is {:?}, not CERTIFICATE", pem.label));
+        return Err(Unusable::Label(pem.label));
     }
     Ok(pem.contents)
 }
 
-pub(super) fn parse(der: &[u8]) -> Result<X509Certificate<'_>, String> {
+pub(super) fn parse(der: &[u8]) -> Result<X509Certificate<'_>, Unusable> {
     X509Certificate::from_der(der)
         .map(|(_, c)| c)
-        .map_err(|e| format!("not a readable certificate: {e}"))
+        .map_err(|e| Unusable::Der(Box::new(e)))
+}
+
+/// What differs, in words.
+fn differs(what: impl Into<String>) -> Unusable {
+    Unusable::Differs(what.into())
 }
 
 pub(super) fn days_left(cert: &X509Certificate<'_>, now: OffsetDateTime) -> i64 {
@@ -181,10 +186,10 @@ pub(super) fn check_ca(
     key: &KeyPair,
     name: CaName,
     now: OffsetDateTime,
-) -> Result<(), String> {
+) -> Result<(), Unusable> {
     let cert = parse(der)?;
     if cert.public_key().raw != key.subject_public_key_info().as_slice() {
-        return Err("the key does not match the certificate".into());
+        return Err(differs("the key does not match the certificate"));
     }
     let is_ca = cert
         .basic_constraints()
@@ -192,17 +197,17 @@ pub(super) fn check_ca(
         .flatten()
         .is_some_and(|bc| bc.value.ca);
     if !is_ca {
-        return Err("not a CA certificate".into());
+        return Err(differs("not a CA certificate"));
     }
     if cert.verify_signature(None).is_err() {
-        return Err("not self-signed".into());
+        return Err(differs("not self-signed"));
     }
     if cert.validity().not_after.timestamp() <= now.unix_timestamp() {
-        return Err("expired".into());
+        return Err(differs("expired"));
     }
     let cn = cert.subject().iter_common_name().next();
     if cn.and_then(|c| c.as_str().ok()) != Some(name.common_name()) {
-        return Err(format!("subject CN is not {}", name.common_name()));
+        return Err(differs(format!("subject CN is not {}", name.common_name())));
     }
     Ok(())
 }
@@ -215,16 +220,19 @@ pub(crate) fn check_leaf(
     ca: &LoadedCa,
     now: OffsetDateTime,
     renew_before: Duration,
-) -> Result<(), String> {
+) -> Result<(), Unusable> {
     let cert = parse(der)?;
     let ca_cert = parse(&ca.cert_der)?;
     if cert.public_key().raw != key.subject_public_key_info().as_slice() {
-        return Err("the key does not match the certificate".into());
+        return Err(differs("the key does not match the certificate"));
     }
     if cert.issuer().as_raw() != ca_cert.subject().as_raw()
         || cert.verify_signature(Some(ca_cert.public_key())).is_err()
     {
-        return Err(format!("not signed by the current {}", ca.name.name()));
+        return Err(differs(format!(
+            "not signed by the current {}",
+            ca.name.name()
+        )));
     }
     if cert
         .basic_constraints()
@@ -232,7 +240,7 @@ pub(crate) fn check_leaf(
         .flatten()
         .is_some_and(|bc| bc.value.ca)
     {
-        return Err("is a CA certificate".into());
+        return Err(differs("is a CA certificate"));
     }
     let cn: Vec<&str> = cert
         .subject()
@@ -240,7 +248,7 @@ pub(crate) fn check_leaf(
         .filter_map(|a| a.as_str().ok())
         .collect();
     if cn != [spec.common_name.as_str()] {
-        return Err(format!("subject CN is not {}", spec.common_name));
+        return Err(differs(format!("subject CN is not {}", spec.common_name)));
     }
     let mut orgs: Vec<&str> = cert
         .subject()
@@ -251,14 +259,14 @@ pub(crate) fn check_leaf(
     orgs.sort_unstable();
     want.sort_unstable();
     if orgs != want {
-        return Err(format!("subject O is not {want:?}"));
+        return Err(differs(format!("subject O is not {want:?}")));
     }
     let eku = cert.extended_key_usage().ok().flatten().map(|e| e.value);
     let (server, client) = eku.map_or((false, false), |e| (e.server_auth, e.client_auth));
     if server != spec.usages.contains(&Usage::ServerAuth)
         || client != spec.usages.contains(&Usage::ClientAuth)
     {
-        return Err("extended key usages differ".into());
+        return Err(differs("extended key usages differ"));
     }
     let (mut have_dns, mut have_ips) = (Vec::new(), Vec::new());
     if let Ok(Some(san)) = cert.subject_alternative_name() {
@@ -277,17 +285,20 @@ pub(crate) fn check_leaf(
         }
     }
     if let Some(d) = spec.dns_names.iter().find(|d| !have_dns.contains(d)) {
-        return Err(format!("SAN {d} missing"));
+        return Err(differs(format!("SAN {d} missing")));
     }
     if let Some(ip) = spec.ips.iter().find(|ip| !have_ips.contains(ip)) {
-        return Err(format!("SAN {ip} missing"));
+        return Err(differs(format!("SAN {ip} missing")));
     }
     let left = cert.validity().not_after.timestamp() - now.unix_timestamp();
     if left <= i64::try_from(renew_before.as_secs()).unwrap_or(i64::MAX) {
-        return Err(format!("expires in {} days", days_left(&cert, now).max(0)));
+        return Err(differs(format!(
+            "expires in {} days",
+            days_left(&cert, now).max(0)
+        )));
     }
     if cert.validity().not_before.timestamp() > now.unix_timestamp() + 3600 {
-        return Err("not valid yet".into());
+        return Err(differs("not valid yet"));
     }
     Ok(())
 }
@@ -492,11 +503,11 @@ pub(super) fn ensure_ca(
                         fresh: false,
                     }));
                 }
-                Err(reason) => Some(reason),
+                Err(reason) => Some(reason.to_string()),
             }
         }
         Ok(None) => None,
-        Err(PkiError::Load { message, .. }) => Some(message),
+        Err(PkiError::Load { source, .. }) => Some(source.to_string()),
         Err(e) => return Err(e),
     };
     let action = match reason {
@@ -527,7 +538,7 @@ pub(crate) fn ensure_leaf(
     let crt = spec.cert_path(layout);
     let key = spec.key_path(layout);
     let reason = match (ca, read_pair(&crt, &key)) {
-        (_, Err(PkiError::Load { message, .. })) => Some(message),
+        (_, Err(PkiError::Load { source, .. })) => Some(source.to_string()),
         (_, Err(e)) => return Err(e),
         (_, Ok(None)) => None,
         (None, Ok(Some(_))) => Some("its CA is replaced".to_string()),
@@ -545,7 +556,7 @@ pub(crate) fn ensure_leaf(
                         report.push(&spec.name, &crt, action);
                         return Ok(());
                     }
-                    Err(reason) => Some(reason),
+                    Err(reason) => Some(reason.to_string()),
                 }
             }
         }

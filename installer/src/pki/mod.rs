@@ -105,13 +105,58 @@ pub enum PkiError {
         source: rcgen::Error,
     },
     /// An existing file that must be usable (a CA in check mode, a CA for a kubeconfig) is not.
-    #[error("cannot use {path}: {message}")]
+    #[error("cannot use {path}: {source}")]
     Load {
         /// The file.
         path: PathBuf,
         /// Why it is unusable.
-        message: String,
+        #[source]
+        source: Unusable,
     },
+}
+
+/// Why an existing certificate, key or kubeconfig cannot be used or kept as it is.
+#[derive(Debug, thiserror::Error)]
+pub enum Unusable {
+    #[error("missing (run the pki phase first)")]
+    Missing,
+
+    #[error("not text")]
+    NotText,
+
+    #[error("not a PEM certificate: {0}")]
+    Pem(#[source] Box<x509_parser::nom::Err<x509_parser::error::PEMError>>),
+
+    #[error("PEM block is {0:?}, not CERTIFICATE")]
+    Label(String),
+
+    #[error("not a readable certificate: {0}")]
+    Der(#[source] Box<x509_parser::nom::Err<x509_parser::error::X509Error>>),
+
+    /// The parse error is not kept: it could echo key material.
+    #[error("not a readable private key")]
+    Key,
+
+    #[error("client-certificate-data is not base64: {0}")]
+    Base64(#[source] base64::DecodeError),
+
+    #[error("no client certificate")]
+    NoClientCert,
+
+    /// The kubeconfig itself cannot be read.
+    #[error(transparent)]
+    Kubeconfig(Box<crate::kubeconfig::KubeconfigError>),
+
+    /// What differs from what clusterkit issues, or what else is wrong, in words ("expires in
+    /// 3 days").
+    #[error("{0}")]
+    Differs(String),
+}
+
+impl From<crate::kubeconfig::KubeconfigError> for Unusable {
+    fn from(e: crate::kubeconfig::KubeconfigError) -> Self {
+        Unusable::Kubeconfig(Box::new(e))
+    }
 }
 
 #[cfg(test)]

@@ -46,14 +46,14 @@ pub(super) fn cidr(
 #[derive(Debug, thiserror::Error)]
 pub(super) enum PodCidrError {
     #[error("{net} is smaller than one node's /{node}: use a /{node} or larger")]
-    TooSmall { net: IpNet, node: u8 },
+    Small { net: IpNet, node: u8 },
     #[error(
         "{net} is larger than kube-controller-manager allows with /{node} node slices: use a \
          /{min} to /{node}"
     )]
-    TooLarge { net: IpNet, node: u8, min: u8 },
+    Large { net: IpNet, node: u8, min: u8 },
     #[error("{net} has {slices} /{node} node slices for {hosts} hosts: use a larger pod_cidr")]
-    TooFewSlices {
+    FewSlices {
         net: IpNet,
         node: u8,
         slices: u128,
@@ -71,10 +71,10 @@ pub(super) fn pod_cidr_fits(net: &IpNet, hosts: usize) -> Result<(), PodCidrErro
     };
     let prefix = net.prefix_len();
     if prefix > node {
-        return Err(PodCidrError::TooSmall { net: *net, node });
+        return Err(PodCidrError::Small { net: *net, node });
     }
     if prefix < min {
-        return Err(PodCidrError::TooLarge {
+        return Err(PodCidrError::Large {
             net: *net,
             node,
             min,
@@ -84,7 +84,7 @@ pub(super) fn pod_cidr_fits(net: &IpNet, hosts: usize) -> Result<(), PodCidrErro
         .checked_shl(u32::from(node - prefix))
         .unwrap_or(u128::MAX);
     if slices < u128::try_from(hosts).unwrap_or(u128::MAX) {
-        return Err(PodCidrError::TooFewSlices {
+        return Err(PodCidrError::FewSlices {
             net: *net,
             node,
             slices,
