@@ -148,8 +148,8 @@ impl Args {
                 })
             }
             BundleCommand::Verify { dir } => {
-                let b = Bundle::load(&dir).map_err(anyhow::Error::msg)?;
-                b.verify().map_err(anyhow::Error::msg)?;
+                let b = Bundle::load(&dir)?;
+                b.verify()?;
                 let images = b
                     .manifest
                     .binaries

@@ -8,6 +8,8 @@
 //! JSON: the `readiness` key; `--no-readiness` skips it). Exits non-zero when a host failed or
 //! the cluster is not ready.
 
+use anyhow::Context;
+
 use std::path::PathBuf;
 
 use clusterkit_core::playbook::RunReport;
@@ -84,7 +86,7 @@ impl Args {
             Some(
                 readiness::check(&cluster)
                     .await
-                    .map_err(|e| anyhow::anyhow!("readiness report: {e}"))?,
+                    .context("readiness report")?,
             )
         } else {
             None

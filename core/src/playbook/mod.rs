@@ -72,8 +72,8 @@ pub enum PlaybookError {
     },
 
     /// The YAML itself does not parse: the file, the line when known, and the parser's
-    /// message (which carries the column) without its source snippet.
-    #[error("{file}{}: {}", line.map(|l| format!(":{l}")).unwrap_or_default(), source.without_snippet())]
+    /// message (which carries the column; the source snippet is dropped).
+    #[error("{file}{}: {source}", line.map(|l| format!(":{l}")).unwrap_or_default())]
     Yaml {
         file: String,
         line: Option<u32>,

@@ -408,9 +408,15 @@ fn invalid(file: &str, line: u32, message: String) -> PlaybookError {
 }
 
 fn yaml_error(file: &str, e: serde_saphyr::Error) -> PlaybookError {
+    let line = e.location().map(|loc| loc.line() as u32);
+    // The message names the line and column; the source snippet would only repeat the file.
+    let e = match e {
+        serde_saphyr::Error::WithSnippet { error, .. } => *error,
+        other => other,
+    };
     PlaybookError::Yaml {
         file: file.to_string(),
-        line: e.location().map(|loc| loc.line() as u32),
+        line,
         source: Box::new(e),
     }
 }
