@@ -340,9 +340,11 @@ pub async fn ensure_content(
 /// Renders a template with the task's context (strict: undefined variables fail).
 pub fn render_template(cx: &TaskCx<'_>, src: &str) -> Result<String, ModuleError> {
     let source = cx.library.template(src)?;
-    render::render_with(&source.text, cx.context).map_err(|source_err| ModuleError::Template {
-        origin: source.origin.to_string(),
-        source: source_err,
+    render::render_with(&source.text, cx.context).map_err(|e| {
+        ModuleError::from(super::TemplateError {
+            origin: source.origin.to_string(),
+            source: e,
+        })
     })
 }
 

@@ -133,12 +133,8 @@ pub enum ModuleError {
     /// A template or file the task names is not in the library.
     #[error(transparent)]
     Library(#[from] PlaybookError),
-    #[error("template {origin}: {source}")]
-    Template {
-        origin: String,
-        #[source]
-        source: RenderError,
-    },
+    #[error(transparent)]
+    Template(#[from] TemplateError),
     #[error(transparent)]
     Bundle(#[from] BundleError),
     /// A condition or message of `assert` that does not render.
@@ -162,6 +158,16 @@ impl ModuleError {
             source: std::sync::Arc::new(source),
         }
     }
+}
+
+/// A template of the library that does not compile or render.
+#[derive(Debug, thiserror::Error)]
+#[error("template {origin}: {source}")]
+pub struct TemplateError {
+    /// Where the template comes from (`embedded:…` or its path).
+    pub origin: String,
+    #[source]
+    pub source: RenderError,
 }
 
 /// Arguments that do not fit a module: found at load time, or on a host once rendered.
@@ -194,12 +200,8 @@ pub enum ArgsError {
     Library(#[from] PlaybookError),
 
     /// The template named does not compile.
-    #[error("template {origin}: {source}")]
-    Template {
-        origin: String,
-        #[source]
-        source: RenderError,
-    },
+    #[error(transparent)]
+    Template(#[from] TemplateError),
 
     /// Arguments that parse but do not make sense together, in words.
     #[error("{0}")]
@@ -280,9 +282,11 @@ pub fn validate(module: &str, args: &Value, library: &Library) -> Result<(), Arg
                     return Ok(());
                 }
                 let source = library.template(&a.src)?;
-                super::render::check_syntax(&source.text).map_err(|e| ArgsError::Template {
-                    origin: source.origin.clone(),
-                    source: e,
+                super::render::check_syntax(&source.text).map_err(|e| {
+                    ArgsError::from(TemplateError {
+                        origin: source.origin.clone(),
+                        source: e,
+                    })
                 })
             }),
             "copy" => parse::<files::CopyArgs>(args).and_then(|a| match &a.src {
