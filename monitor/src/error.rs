@@ -1,7 +1,7 @@
 //! Errors of the monitor crate. Every variant names the file, setting, host or address it is
 //! about, and keeps what caused it as its `source` (not repeated in its own message, so the
 //! printed chain says each thing once); none ever carries a secret value (only the name of the
-//! variable or file holding it). Log lines print the whole chain with [`chain`].
+//! variable or file holding it). Log lines print the whole chain with `clusterkit_core::error_chain`.
 
 use std::path::PathBuf;
 
@@ -156,28 +156,12 @@ pub enum ApiError {
     NoActiveTargets,
 }
 
-/// An error and every cause under it on one line (`a: b: c`), for log lines, which would
-/// otherwise show only the outermost context.
-pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(c) = cause {
-        let more = c.to_string();
-        // Other crates' variants that already show their cause must not repeat it.
-        if !text.ends_with(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        cause = c.source();
-    }
-    text
-}
-
 pub type Result<T, E = MonitorError> = std::result::Result<T, E>;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clusterkit_core::error_chain as chain;
 
     #[test]
     fn the_chain_names_each_cause_once() {

@@ -120,7 +120,7 @@ impl rustls::server::ResolvesServerCert for ReloadingCert {
                     *current = fresh;
                 }
                 Err(e) => tracing::warn!(
-                    error = %crate::error::chain(&e),
+                    error = %clusterkit_core::error_chain(&e),
                     "renewed certificate not usable yet"
                 ),
             }

@@ -139,7 +139,7 @@ impl Exporter {
         let ok = match (&result, &encoded) {
             (Ok(()), Ok(_)) => true,
             (Err(e), _) | (_, Err(e)) => {
-                tracing::warn!(collector = name, error = %crate::error::chain(e), "collector failed");
+                tracing::warn!(collector = name, error = %clusterkit_core::error_chain(e), "collector failed");
                 false
             }
         };

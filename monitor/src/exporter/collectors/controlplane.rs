@@ -19,9 +19,10 @@ use hyper_util::rt::TokioIo;
 use clusterkit_core::config::Role;
 
 use super::{flag, gauge, CollectError, Collector, Metrics};
-use crate::error::{chain, HttpError};
+use crate::error::HttpError;
 use crate::tls::client_config;
 use crate::topology::Topology;
+use clusterkit_core::error_chain as chain;
 
 /// One health endpoint to check.
 #[derive(Debug, Clone)]

@@ -17,8 +17,9 @@ use etcd_client::{
 use clusterkit_core::config::Role;
 
 use super::{flag, gauge, CollectError, Collector, Metrics};
-use crate::error::{chain, MonitorError};
+use crate::error::MonitorError;
 use crate::topology::{endpoint, Topology};
+use clusterkit_core::error_chain as chain;
 
 /// A member to probe.
 #[derive(Debug, Clone)]
