@@ -277,6 +277,23 @@ impl Units {
     }
 }
 
+/// The kubeconfig files clusterkit generates, by kubeadm's names: on a node in
+/// [`NodeLayout::kubernetes_dir`], locally in the state directory's `kubeconfig/` (the shared
+/// ones) or `hosts/<host>/` (each host's own).
+pub mod kubeconfig_file {
+    /// The operator's cluster-admin kubeconfig.
+    pub const ADMIN: &str = "admin.conf";
+    /// The break-glass kubeconfig in `system:masters` (from v1.29, as kubeadm).
+    pub const SUPER_ADMIN: &str = "super-admin.conf";
+    pub const CONTROLLER_MANAGER: &str = "controller-manager.conf";
+    pub const SCHEDULER: &str = "scheduler.conf";
+    /// A node's kubelet (its rotated client certificate once bootstrapped).
+    pub const KUBELET: &str = "kubelet.conf";
+    /// What a joining kubelet starts with (a bootstrap token).
+    pub const BOOTSTRAP_KUBELET: &str = "bootstrap-kubelet.conf";
+    pub const KUBE_PROXY: &str = "kube-proxy.conf";
+}
+
 /// Where everything clusterkit installs lives on a node. Serialized as the templates'
 /// `layout` (paths as strings).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -570,7 +587,7 @@ impl StateLayout {
 
     /// The cluster administrator's kubeconfig the pki phase generates.
     pub fn admin_conf(&self) -> PathBuf {
-        self.kubeconfig_dir().join("admin.conf")
+        self.kubeconfig_dir().join(kubeconfig_file::ADMIN)
     }
 
     /// One host's own files, laid out like its `/etc/kubernetes`.
@@ -624,7 +641,7 @@ impl StateLayout {
 /// The operator's copy of admin.conf: next to cluster.yaml, outside the state directory, so
 /// `kubectl --kubeconfig admin.conf` works from there.
 pub fn operator_admin_conf(cluster: &Cluster) -> PathBuf {
-    cluster.dir.join("admin.conf")
+    cluster.dir.join(kubeconfig_file::ADMIN)
 }
 
 #[cfg(test)]

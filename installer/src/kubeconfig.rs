@@ -18,6 +18,7 @@
 //! Limits: client certificates only (no exec plugins, no OIDC); one cluster/context/user per
 //! file. The version rule for admin/super-admin lives in [`crate::versions::rules`].
 
+use clusterkit_core::layout::kubeconfig_file;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -336,16 +337,16 @@ pub fn kubeconfig_specs(input: &PkiInput) -> Vec<KubeconfigSpec> {
     let endpoint = input.server_url();
     let kc = Path::new(StateLayout::KUBECONFIG);
     let mut specs = vec![KubeconfigSpec {
-        name: "admin.conf".into(),
-        path: kc.join("admin.conf"),
+        name: kubeconfig_file::ADMIN.into(),
+        path: kc.join(kubeconfig_file::ADMIN),
         user: "kubernetes-admin".into(),
         groups: vec![rules.admin_group.into()],
         server: endpoint.clone(),
     }];
     if rules.super_admin_kubeconfig {
         specs.push(KubeconfigSpec {
-            name: "super-admin.conf".into(),
-            path: kc.join("super-admin.conf"),
+            name: kubeconfig_file::SUPER_ADMIN.into(),
+            path: kc.join(kubeconfig_file::SUPER_ADMIN),
             user: "kubernetes-super-admin".into(),
             groups: vec![SYSTEM_MASTERS.into()],
             server: endpoint.clone(),
@@ -356,8 +357,11 @@ pub fn kubeconfig_specs(input: &PkiInput) -> Vec<KubeconfigSpec> {
         // keeps them working while a load balancer in front is down).
         let local = format!("https://{}", join_host_port(h.ip, input.apiserver_port));
         for (file, user) in [
-            ("controller-manager.conf", "system:kube-controller-manager"),
-            ("scheduler.conf", "system:kube-scheduler"),
+            (
+                kubeconfig_file::CONTROLLER_MANAGER,
+                "system:kube-controller-manager",
+            ),
+            (kubeconfig_file::SCHEDULER, "system:kube-scheduler"),
         ] {
             specs.push(KubeconfigSpec {
                 name: format!("{file}/{}", h.name),
@@ -373,7 +377,7 @@ pub fn kubeconfig_specs(input: &PkiInput) -> Vec<KubeconfigSpec> {
     for h in &input.kubelet_nodes {
         specs.push(KubeconfigSpec {
             name: format!("kubelet.conf/{}", h.name),
-            path: StateLayout::host_rel(&h.name).join("kubelet.conf"),
+            path: StateLayout::host_rel(&h.name).join(kubeconfig_file::KUBELET),
             user: format!("system:node:{}", h.name),
             groups: vec!["system:nodes".into()],
             server: node_server.clone(),

@@ -10,6 +10,7 @@
 //! `--service-account-issuer` to be optional and insecure serving switched off differently);
 //! the rules cover the flags clusterkit sets, not every flag Kubernetes ever removed.
 
+use clusterkit_core::layout::kubeconfig_file;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -289,7 +290,7 @@ pub fn render_flags(component: Component, input: &FlagInput) -> Result<Vec<Strin
             set("tls-private-key-file", pki("apiserver.key"));
         }
         Component::KubeControllerManager => {
-            let kc = conf("controller-manager.conf");
+            let kc = conf(kubeconfig_file::CONTROLLER_MANAGER);
             if let Some(pod_cidr) = &input.pod_cidr {
                 set("allocate-node-cidrs", "true".into());
                 set("cluster-cidr", pod_cidr.clone());
@@ -313,7 +314,7 @@ pub fn render_flags(component: Component, input: &FlagInput) -> Result<Vec<Strin
             set("use-service-account-credentials", "true".into());
         }
         Component::KubeScheduler => {
-            let kc = conf("scheduler.conf");
+            let kc = conf(kubeconfig_file::SCHEDULER);
             set("authentication-kubeconfig", kc.clone());
             set("authorization-kubeconfig", kc.clone());
             set("kubeconfig", kc);
@@ -323,7 +324,10 @@ pub fn render_flags(component: Component, input: &FlagInput) -> Result<Vec<Strin
             }
         }
         Component::Kubelet => {
-            set("bootstrap-kubeconfig", conf("bootstrap-kubelet.conf"));
+            set(
+                "bootstrap-kubeconfig",
+                conf(kubeconfig_file::BOOTSTRAP_KUBELET),
+            );
             set("config", input.kubelet_config.display().to_string());
             if r.kubelet_container_runtime_flag {
                 set("container-runtime", "remote".into());
@@ -335,7 +339,7 @@ pub fn render_flags(component: Component, input: &FlagInput) -> Result<Vec<Strin
                 );
             }
             set("hostname-override", input.node_name.clone());
-            set("kubeconfig", conf("kubelet.conf"));
+            set("kubeconfig", conf(kubeconfig_file::KUBELET));
             set("node-ip", input.node_ip.to_string());
             if r.kubelet_pod_infra_image_flag {
                 set("pod-infra-container-image", input.sandbox_image.clone());

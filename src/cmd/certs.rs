@@ -10,6 +10,7 @@
 //!
 //! The work is in `clusterkit_installer::certs`; this is the CLI around it.
 
+use clusterkit_core::layout::kubeconfig_file;
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -348,7 +349,7 @@ impl RenewArgs {
         let picked = certs::select(&all, self.all, &self.names)?;
         let renewed = certs::renew_local(&cluster, &input, &layout, &picked, certs::now())
             .with_context(|| format!("renewing in {}", layout.root.display()))?;
-        if renewed.iter().any(|r| r.name == "admin.conf") {
+        if renewed.iter().any(|r| r.name == kubeconfig_file::ADMIN) {
             eprintln!(
                 "admin.conf renewed; the operator's copy is {}",
                 clusterkit_core::layout::operator_admin_conf(&cluster).display()

@@ -4,6 +4,7 @@
 //! a kubeconfig that references its certificate by file is reported, not followed.
 
 use super::*;
+use clusterkit_core::layout::kubeconfig_file;
 
 /// The facts of one certificate.
 #[derive(Clone, Debug, PartialEq)]
@@ -397,9 +398,9 @@ pub fn local_rows(
         .into_iter()
         .map(|s| (s.name, layout.root.join(s.path)))
         .collect();
-    let proxy = layout.kubeconfig_dir().join("kube-proxy.conf");
+    let proxy = layout.kubeconfig_dir().join(kubeconfig_file::KUBE_PROXY);
     if proxy.is_file() {
-        confs.push(("kube-proxy.conf".into(), proxy));
+        confs.push((kubeconfig_file::KUBE_PROXY.into(), proxy));
     }
     let operator = operator_admin_conf(cluster);
     if operator.is_file() {

@@ -4,6 +4,7 @@
 //! key files to their mode. Limits: private keys never leave the node; nothing is written.
 
 use super::*;
+use clusterkit_core::layout::kubeconfig_file;
 
 /// How a node file holds its certificate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -92,28 +93,32 @@ pub fn node_files(cluster: &Cluster, layout: &StateLayout, host: &Host) -> Vec<N
     };
     if cp {
         conf(
-            "controller-manager.conf",
-            Some(host_dir.join("controller-manager.conf")),
+            kubeconfig_file::CONTROLLER_MANAGER,
+            Some(host_dir.join(kubeconfig_file::CONTROLLER_MANAGER)),
             false,
         );
         conf(
-            "scheduler.conf",
-            Some(host_dir.join("scheduler.conf")),
+            kubeconfig_file::SCHEDULER,
+            Some(host_dir.join(kubeconfig_file::SCHEDULER)),
             false,
         );
     }
     // Control-plane hosts get a kubelet.conf from clusterkit; other nodes' kubelets write
     // theirs during TLS bootstrap.
     if cp {
-        conf("kubelet.conf", Some(host_dir.join("kubelet.conf")), false);
+        conf(
+            kubeconfig_file::KUBELET,
+            Some(host_dir.join(kubeconfig_file::KUBELET)),
+            false,
+        );
     } else {
-        conf("kubelet.conf", None, true);
+        conf(kubeconfig_file::KUBELET, None, true);
     }
     // The addons phase puts kube-proxy's kubeconfig on every node once it has run.
-    let proxy = layout.kubeconfig_dir().join("kube-proxy.conf");
+    let proxy = layout.kubeconfig_dir().join(kubeconfig_file::KUBE_PROXY);
     let proxy_issued = proxy.is_file();
     conf(
-        "kube-proxy.conf",
+        kubeconfig_file::KUBE_PROXY,
         proxy_issued.then_some(proxy),
         !proxy_issued,
     );

@@ -3,6 +3,7 @@
 //! cluster.yaml. Limits: CAs are never renewed; nothing reaches a node here (see rollout).
 
 use super::*;
+use clusterkit_core::layout::kubeconfig_file;
 
 /// Something `renew` can re-issue.
 #[derive(Clone, Debug)]
@@ -42,7 +43,7 @@ impl Renewable {
 
     /// Whether `--all` includes it (not the kubelets' own credentials: they rotate).
     pub fn in_all(&self) -> bool {
-        !self.name().starts_with("kubelet.conf")
+        !self.name().starts_with(kubeconfig_file::KUBELET)
     }
 }
 
@@ -69,10 +70,14 @@ pub fn renewables(
             .into_iter()
             .map(Renewable::Kubeconfig),
     );
-    if layout.kubeconfig_dir().join("kube-proxy.conf").is_file() {
+    if layout
+        .kubeconfig_dir()
+        .join(kubeconfig_file::KUBE_PROXY)
+        .is_file()
+    {
         out.push(Renewable::ExistingKubeconfig {
-            name: "kube-proxy.conf".into(),
-            path: Path::new(StateLayout::KUBECONFIG).join("kube-proxy.conf"),
+            name: kubeconfig_file::KUBE_PROXY.into(),
+            path: Path::new(StateLayout::KUBECONFIG).join(kubeconfig_file::KUBE_PROXY),
         });
     }
     Ok(out)
@@ -311,7 +316,7 @@ pub fn renew_local(
                 )?
             }
         };
-        if item.name() == "admin.conf" {
+        if item.name() == kubeconfig_file::ADMIN {
             let data = std::fs::read(&path).map_err(|source| PkiError::Io {
                 op: "read",
                 path: path.clone(),

@@ -6,6 +6,7 @@
 
 use super::*;
 use crate::phases::Cause;
+use clusterkit_core::layout::kubeconfig_file;
 
 /// The files a node gets from the state directory: [`pki::host_files`], plus kube-proxy's
 /// kubeconfig once the addons phase has issued it, plus the monitoring files
@@ -17,11 +18,13 @@ pub fn node_mappings(layout: &StateLayout, host: &Host) -> Vec<FileMapping> {
         host.has_role(Role::ControlPlane),
         host.has_role(Role::Etcd),
     );
-    let proxy = layout.kubeconfig_dir().join("kube-proxy.conf");
+    let proxy = layout.kubeconfig_dir().join(kubeconfig_file::KUBE_PROXY);
     if proxy.is_file() {
         files.push(FileMapping {
             local: proxy,
-            remote: NodeLayout::DEFAULT.kubeconfig("kube-proxy.conf").into(),
+            remote: NodeLayout::DEFAULT
+                .kubeconfig(kubeconfig_file::KUBE_PROXY)
+                .into(),
             mode: 0o600,
             owner: None,
         });
@@ -138,16 +141,16 @@ pub fn units_for(changed: &[String]) -> BTreeSet<&'static str> {
             "ca.key" | "sa.key" => {
                 units.insert(u.kube_controller_manager);
             }
-            "controller-manager.conf" => {
+            kubeconfig_file::CONTROLLER_MANAGER => {
                 units.insert(u.kube_controller_manager);
             }
-            "scheduler.conf" => {
+            kubeconfig_file::SCHEDULER => {
                 units.insert(u.kube_scheduler);
             }
-            "kubelet.conf" => {
+            kubeconfig_file::KUBELET => {
                 units.insert(u.kubelet);
             }
-            "kube-proxy.conf" => {
+            kubeconfig_file::KUBE_PROXY => {
                 units.insert(u.kube_proxy);
             }
             _ => {}

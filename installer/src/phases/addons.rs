@@ -18,6 +18,7 @@
 //! the sandbox profile kube-proxy leaves `nf_conntrack_max` alone (`conntrack.maxPerCore: 0`):
 //! that sysctl is not per network namespace and would change the machine's.
 
+use clusterkit_core::layout::kubeconfig_file;
 use std::path::PathBuf;
 
 use async_trait::async_trait;
@@ -55,12 +56,12 @@ pub fn ensure_kube_proxy_conf(
 ) -> Result<(PathBuf, bool), InstallError> {
     use base64::Engine as _;
     let layout = StateLayout::from_cluster(cluster);
-    let path = layout.kubeconfig_dir().join("kube-proxy.conf");
+    let path = layout.kubeconfig_dir().join(kubeconfig_file::KUBE_PROXY);
     // The local load balancer when it is on (the same address on every node).
     let server = super::load_balancer::node_api_server(cluster);
     let spec = CertSpec {
-        name: "kube-proxy.conf".into(),
-        base: std::path::Path::new(StateLayout::KUBECONFIG).join("kube-proxy.conf"),
+        name: kubeconfig_file::KUBE_PROXY.into(),
+        base: std::path::Path::new(StateLayout::KUBECONFIG).join(kubeconfig_file::KUBE_PROXY),
         ca: CaName::Kubernetes,
         common_name: KUBE_PROXY_USER.into(),
         organization: vec![],

@@ -22,6 +22,7 @@
 //! the operator's admin.conf reaches the API only while the host (or external load balancer)
 //! the endpoint names is up.
 
+use clusterkit_core::layout::kubeconfig_file;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -66,13 +67,13 @@ fn pod_volumes(layout: &NodeLayout, c: Component) -> Vec<Value> {
     match c {
         Component::KubeControllerManager => v.push(volume(
             "kubeconfig",
-            &layout.kubeconfig("controller-manager.conf"),
+            &layout.kubeconfig(kubeconfig_file::CONTROLLER_MANAGER),
             "FileOrCreate",
         )),
         // The scheduler serves with the API server's certificate, from the pki directory.
         Component::KubeScheduler => v.push(volume(
             "kubeconfig",
-            &layout.kubeconfig("scheduler.conf"),
+            &layout.kubeconfig(kubeconfig_file::SCHEDULER),
             "FileOrCreate",
         )),
         _ => {}

@@ -25,6 +25,7 @@
 //! Limits: taints are only added, never removed (the node controller owns some of them).
 //! Serving-certificate renewals are approved when install runs again.
 
+use clusterkit_core::layout::kubeconfig_file;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -185,7 +186,7 @@ pub async fn apply_bootstrap_objects(
 pub async fn bind_cluster_admins(cluster: &Cluster) -> Result<(), InstallError> {
     let path = StateLayout::from_cluster(cluster)
         .kubeconfig_dir()
-        .join("super-admin.conf");
+        .join(kubeconfig_file::SUPER_ADMIN);
     let client = common::client_from(&path, None).await?;
     let crbs: Api<ClusterRoleBinding> = Api::all(client);
     let b = crb(

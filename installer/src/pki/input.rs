@@ -3,6 +3,7 @@
 //! ([`host_files`]). Limits: no validation here; cluster.yaml's validation already did it.
 
 use super::*;
+use clusterkit_core::layout::kubeconfig_file;
 
 /// A host that needs certificates: its name (a SAN and, for etcd, the CN) and its address.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -202,7 +203,10 @@ pub fn host_files(
         for rel in ["sa.key", "sa.pub"] {
             add(pki.join(rel), node.pki(rel));
         }
-        for conf in ["controller-manager.conf", "scheduler.conf"] {
+        for conf in [
+            kubeconfig_file::CONTROLLER_MANAGER,
+            kubeconfig_file::SCHEDULER,
+        ] {
             add(host_dir.join(conf), node.kubeconfig(conf));
         }
     } else {
@@ -220,8 +224,8 @@ pub fn host_files(
         }
     }
     add(
-        host_dir.join("kubelet.conf"),
-        node.kubeconfig("kubelet.conf"),
+        host_dir.join(kubeconfig_file::KUBELET),
+        node.kubeconfig(kubeconfig_file::KUBELET),
     );
     out
 }
