@@ -35,6 +35,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use clusterkit_core::inventory;
 use clusterkit_core::layout::StateLayout;
 use clusterkit_core::playbook::{self, Engine, Library, RunOptions, RunReport};
 use clusterkit_installer::phases;
@@ -336,7 +337,7 @@ pub fn library(overrides: &[PathBuf]) -> Library {
     lib
 }
 
-/// What a failure of the installer's inventory glue (bundle, SSH targets) becomes.
+/// What a failure of the installer's run preparation (the offline bundle) becomes.
 fn install(what: &'static str) -> impl FnOnce(phases::InstallError) -> MonitorError {
     move |source| MonitorError::Install { what, source }
 }
@@ -383,7 +384,8 @@ pub async fn deploy(topology: &Topology, opts: &DeployOptions) -> Result<DeployR
     let library = library(&opts.library);
     let pb = playbook::load(&library, "monitor").map_err(playbook_error)?;
     let hosts: Vec<&clusterkit_core::config::Host> = cluster.hosts.iter().collect();
-    let mut targets = phases::targets(cluster, &hosts).map_err(install("the SSH targets"))?;
+    let mut targets =
+        inventory::targets(cluster, &hosts).map_err(|source| MonitorError::Inventory { source })?;
     let monitor_names: BTreeSet<String> = topology
         .monitor_hosts()
         .iter()
@@ -409,7 +411,7 @@ pub async fn deploy(topology: &Topology, opts: &DeployOptions) -> Result<DeployR
     context["monitor"] = playbook_vars(topology, &sets);
     let engine = Engine::new(
         context,
-        phases::cluster_hosts(cluster),
+        inventory::cluster_hosts(cluster),
         RunOptions {
             check: opts.check,
             resume: false,

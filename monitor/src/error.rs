@@ -61,12 +61,19 @@ pub enum MonitorError {
         source: Cause,
     },
 
-    /// `monitor deploy` could not prepare its run (bundle, SSH targets).
+    /// `monitor deploy` could not prepare its run (the offline bundle).
     #[error("monitor deploy: {what}")]
     Install {
         what: &'static str,
         #[source]
         source: clusterkit_installer::phases::InstallError,
+    },
+
+    /// `monitor deploy` could not reach the hosts as cluster.yaml describes them.
+    #[error("monitor deploy: the inventory")]
+    Inventory {
+        #[source]
+        source: clusterkit_core::inventory::InventoryError,
     },
 
     /// `monitor deploy`'s playbook could not be loaded or started.
