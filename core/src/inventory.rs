@@ -2,11 +2,11 @@
 //! [`Cluster`]. How each host is reached over SSH ([`ssh_target`], and [`targets`] for the
 //! playbook engine), what a playbook sees of a host ([`host_vars`], as `host`) and of the
 //! cluster ([`context`]: `cluster`, `hosts`, `groups`, `layout`), and every host's name and
-//! address for `/etc/hosts` ([`cluster_hosts`]).
+//! address for `/etc/hosts` ([`cluster_hosts`]); and from these, a run's [`engine`] and targets.
 //!
 //! Every playbook run starts here: the installer's phases, `clusterkit run`, `monitor deploy`.
-//! Each adds its own block to the [`context`] (the installer `install`, the monitor `monitor`);
-//! what all of them share lives here so it is built once.
+//! Each adds its own block to the [`context`] (the installer `install`, the monitor `monitor`)
+//! and brings its own [`RunOptions`]; what all of them share lives here so it is built once.
 //!
 //! Limits: secrets (SSH password, key passphrase, sudo password) are read from the environment
 //! when a target is built and then live only in the target; host vars and the context never
@@ -22,7 +22,7 @@ use crate::config::{Auth, Cluster, Host};
 use crate::exec::ssh::{SshAuth, SshExecutor, SshTarget, Sudo};
 use crate::exec::ExecError;
 use crate::layout::NodeLayout;
-use crate::playbook::HostTarget;
+use crate::playbook::{Engine, HostTarget, PlaybookError, RunOptions};
 
 /// What stops the inventory from being built.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +35,10 @@ pub enum InventoryError {
         #[source]
         source: Box<ExecError>,
     },
+
+    /// The engine could not start (its journal or event log cannot be opened).
+    #[error(transparent)]
+    Engine(#[from] PlaybookError),
 }
 
 fn ssh_auth(host: &str, user: &str, auth: &Auth) -> Result<SshAuth, ExecError> {
@@ -170,6 +174,21 @@ pub fn context(cluster: &Cluster) -> Value {
     })
 }
 
+/// The playbook engine of one run over the cluster, and the targets of `hosts`: the one place
+/// a run is set up, whoever runs (the installer's phases, `clusterkit run`, `monitor deploy`).
+/// `context` is the render context (this module's [`context`] plus the caller's block);
+/// `hosts_file` tasks list every host of cluster.yaml, not only the selected ones.
+pub fn engine(
+    cluster: &Cluster,
+    hosts: &[&Host],
+    context: Value,
+    opts: RunOptions,
+) -> Result<(Engine, Vec<HostTarget>), InventoryError> {
+    let targets = targets(cluster, hosts)?;
+    let engine = Engine::new(context, cluster_hosts(cluster), opts)?;
+    Ok((engine, targets))
+}
+
 /// `(name, address)` of every host, for /etc/hosts.
 pub fn cluster_hosts(cluster: &Cluster) -> Vec<(String, String)> {
     cluster
@@ -227,8 +246,10 @@ mod tests {
         let c = cluster("{ password_env: INVENTORY_TEST_UNSET_PASS }");
         let hosts: Vec<&Host> = c.hosts.iter().collect();
         let err = targets(&c, &hosts).err().expect("the password is not set");
-        let InventoryError::Target { host, .. } = &err;
-        assert_eq!(host, "cp1");
+        assert!(
+            matches!(&err, InventoryError::Target { host, .. } if host == "cp1"),
+            "{err:?}"
+        );
         let text = crate::error_chain(&err);
         assert!(text.contains("INVENTORY_TEST_UNSET_PASS"), "{text}");
         let w1: Vec<&Host> = c.hosts.iter().filter(|h| h.name == "w1").collect();

@@ -69,14 +69,14 @@ pub enum MonitorError {
         source: clusterkit_installer::phases::InstallError,
     },
 
-    /// `monitor deploy` could not reach the hosts as cluster.yaml describes them.
+    /// `monitor deploy` could not set up its run (a host's SSH target, the playbook engine).
     #[error("monitor deploy: the inventory")]
     Inventory {
         #[source]
         source: clusterkit_core::inventory::InventoryError,
     },
 
-    /// `monitor deploy`'s playbook could not be loaded or started.
+    /// `monitor deploy`'s playbook could not be loaded.
     #[error("monitor deploy: the playbook")]
     Playbook {
         #[source]

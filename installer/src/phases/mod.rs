@@ -481,19 +481,14 @@ pub fn run_options(cluster: &Cluster, opts: &InstallOptions) -> Result<RunOption
 }
 
 /// The playbook engine a run shares (every host of cluster.yaml in its context) and the
-/// targets of `hosts`.
+/// targets of `hosts`: [`inventory::engine`] with the installer's [`context`] and options.
 pub fn engine(
     cluster: &Cluster,
     hosts: &[&Host],
     opts: &InstallOptions,
 ) -> Result<(Engine, Vec<HostTarget>), InstallError> {
-    let targets = inventory::targets(cluster, hosts)?;
-    let engine = Engine::new(
-        context(cluster),
-        inventory::cluster_hosts(cluster),
-        run_options(cluster, opts)?,
-    )?;
-    Ok((engine, targets))
+    let run = run_options(cluster, opts)?;
+    Ok(inventory::engine(cluster, hosts, context(cluster), run)?)
 }
 
 /// One step of a [`Plan`]: a phase on some of cluster.yaml's hosts.
