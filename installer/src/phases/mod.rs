@@ -227,7 +227,7 @@ pub enum InstallError {
         what: String,
         secs: u64,
         #[source]
-        source: common::NotReady,
+        source: crate::poll::NotReady,
     },
 
     /// A blocking step (building images, hashing) that panicked or was cancelled.
