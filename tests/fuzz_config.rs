@@ -150,7 +150,7 @@ fn render_everything(cluster: &Cluster) -> Result<(), String> {
     let playbooks = lib.embedded_names("playbooks/");
     for host in &cluster.hosts {
         let mut c = ctx.clone();
-        c["host"] = phases::host_vars(host);
+        c["host"] = clusterkit_core::inventory::host_vars(host);
         for component in Component::ALL {
             phases::common::flags(cluster, host, component)
                 .map_err(|e| format!("{} flags on {}: {e}", component, host.name))?;

@@ -287,6 +287,25 @@ fn deploy_three_nodes() {
     for phase in ["pki", "etcd"] {
         run_ok(&mut ck(&cfg, &["install", "--phase", phase]));
     }
+    // What `install --resume` would read; a deploy is not an install and leaves it alone.
+    let journal = || -> Vec<(PathBuf, String)> {
+        let dir = sb.dir().join("mondep-state/journal");
+        let mut files: Vec<(PathBuf, String)> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|e| {
+                let p = e.unwrap().path();
+                let text = std::fs::read_to_string(&p).unwrap();
+                (p, text)
+            })
+            .collect();
+        files.sort();
+        files
+    };
+    let install_journal = journal();
+    assert!(
+        install_journal.iter().any(|(_, text)| !text.is_empty()),
+        "the etcd phase left no journal: {install_journal:?}"
+    );
 
     // 1. Deploy (-vvv) while watching every command line on the nodes; node-exporter and etcd
     //    must be up.
@@ -309,6 +328,10 @@ fn deploy_three_nodes() {
         .unwrap_or_else(|e| panic!("{e}\n{}", describe(&c, &out, "expected JSON")));
     assert!(changed_total(&first) > 0, "{first:#}");
     assert_eq!(first["grafana"], false, "{first:#}");
+    assert!(
+        journal() == install_journal,
+        "monitor deploy changed the install's journal"
+    );
 
     let state = sb.dir().join("mondep-state");
     let password = std::fs::read_to_string(state.join("monitor-auth/web-password")).unwrap();

@@ -407,13 +407,7 @@ fn host_gw_pod_network_on_three_nodes() {
     let report = rt.block_on(async {
         let hosts: Vec<&clusterkit_core::config::Host> = cluster.hosts.iter().collect();
         let opts = InstallOptions::default();
-        let targets = phases::targets(&cluster, &hosts).unwrap();
-        let engine = clusterkit_core::playbook::Engine::new(
-            phases::context(&cluster),
-            phases::cluster_hosts(&cluster),
-            phases::run_options(&cluster, &opts).unwrap(),
-        )
-        .unwrap();
+        let (engine, targets) = phases::engine(&cluster, &hosts, &opts).unwrap();
         let library = phases::library(&[]);
         let cx = PhaseContext {
             cluster: &cluster,

@@ -124,7 +124,7 @@ profile: sandbox
         .unwrap_or_else(|e| panic!("{e}"))
         .cluster;
     let mut ctx = phases::context(&cluster);
-    ctx["host"] = phases::host_vars(&cluster.hosts[0]);
+    ctx["host"] = clusterkit_core::inventory::host_vars(&cluster.hosts[0]);
     // Registered by the runtime playbook's "containerd version" task on each node.
     ctx["containerd_version"] = serde_json::json!({ "stdout": "1.6.20\n" });
     let registries = ctx["install"]["registries"].as_array().unwrap().clone();

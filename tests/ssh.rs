@@ -961,7 +961,7 @@ fn sandbox_three_nodes() {
     let node2 = loaded.cluster.host("node2").unwrap();
     std::env::set_var("CK_TEST_OPS_PASS", password);
     std::env::set_var("CK_TEST_OPS_SUDO", password);
-    let target = clusterkit_core::fanout::ssh_target(&loaded.cluster, node2).unwrap();
+    let target = clusterkit_core::inventory::ssh_target(&loaded.cluster, node2).unwrap();
     rt.block_on(async {
         let ssh = SshExecutor::connect(target.clone()).await.unwrap();
         for _ in 0..2 {

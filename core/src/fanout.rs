@@ -9,8 +9,8 @@
 //!   when any host failed; a command then exits non-zero with that message.
 //! - [`summary_table`] / [`summary_json`]: the per-host summary (ok/failed, duration, error) for
 //!   stdout; [`table`] renders any rows as aligned columns.
-//! - [`ssh_target`] / [`connect_all`]: from the resolved cluster.yaml to connected
-//!   [`SshExecutor`]s (secrets read from the environment at this point, never stored).
+//! - [`connect_all`]: from the resolved cluster.yaml to connected [`SshExecutor`]s (each
+//!   host's target from [`inventory::ssh_target`](crate::inventory::ssh_target)).
 //!
 //! ```no_run
 //! # async fn demo(cluster: &clusterkit_core::config::Cluster) -> Result<(), Box<dyn std::error::Error>> {
@@ -38,9 +38,10 @@ use std::time::{Duration, Instant};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
-use crate::config::{Auth, Cluster, Host};
-use crate::exec::ssh::{SshAuth, SshExecutor, SshTarget, Sudo};
+use crate::config::{Cluster, Host};
+use crate::exec::ssh::SshExecutor;
 use crate::exec::ExecError;
+use crate::inventory::ssh_target;
 
 /// How one host's operation ended.
 #[derive(Debug)]
@@ -245,81 +246,6 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
         line(&mut row.iter().map(String::as_str));
     }
     out
-}
-
-fn ssh_auth(host: &str, user: &str, auth: &Auth) -> Result<SshAuth, ExecError> {
-    let secret_err = |e: crate::config::SecretError| ExecError::Auth {
-        host: host.to_string(),
-        user: user.to_string(),
-        message: "cannot read the ssh secret".into(),
-        source: Some(e.into()),
-    };
-    Ok(match auth {
-        Auth::Key { file, passphrase } => SshAuth::Key {
-            path: file.clone(),
-            passphrase: passphrase
-                .as_ref()
-                .map(|p| p.read())
-                .transpose()
-                .map_err(secret_err)?,
-        },
-        Auth::Password { password } => SshAuth::Password(password.read().map_err(secret_err)?),
-        Auth::Agent => SshAuth::Agent,
-    })
-}
-
-/// The SSH target for `host`: address, auth (secrets read from the environment now), sudo,
-/// known_hosts, timeouts and jump host from the cluster's `ssh` settings.
-pub fn ssh_target(cluster: &Cluster, host: &Host) -> Result<SshTarget, ExecError> {
-    let ssh = &cluster.ssh;
-    let sudo = match &host.become_ {
-        Some(become_) => Some(Sudo {
-            password: become_
-                .password
-                .as_ref()
-                .map(|p| p.read())
-                .transpose()
-                .map_err(|e| ExecError::Auth {
-                    host: host.name.clone(),
-                    user: host.user.clone(),
-                    message: "sudo password".into(),
-                    source: Some(e.into()),
-                })?,
-        }),
-        None => None,
-    };
-    let jump = match &ssh.jump_host {
-        Some(j) => {
-            let name = format!("jump host {}", j.address);
-            Some(Box::new(SshTarget {
-                auth: ssh_auth(&name, &j.user, &j.auth)?,
-                name,
-                address: j.address.clone(),
-                port: j.port,
-                user: j.user.clone(),
-                sudo: None,
-                known_hosts: ssh.known_hosts.clone(),
-                trust_on_first_use: ssh.trust_on_first_use,
-                connect_timeout: ssh.connect_timeout(),
-                command_timeout: ssh.command_timeout(),
-                jump: None,
-            }))
-        }
-        None => None,
-    };
-    Ok(SshTarget {
-        name: host.name.clone(),
-        address: host.address.to_string(),
-        port: host.port,
-        user: host.user.clone(),
-        auth: ssh_auth(&host.name, &host.user, &host.auth)?,
-        sudo,
-        known_hosts: ssh.known_hosts.clone(),
-        trust_on_first_use: ssh.trust_on_first_use,
-        connect_timeout: ssh.connect_timeout(),
-        command_timeout: ssh.command_timeout(),
-        jump,
-    })
 }
 
 /// Connects to every host in `hosts` through `fanout` (progress shown as "connect").

@@ -1,7 +1,8 @@
 //! clusterkit's shared foundation: the cluster description (`cluster.yaml`), the way commands
-//! reach hosts (`Executor`: SSH or local), parallel fan-out across hosts, the playbook
-//! engine, the Kubernetes API client every crate uses, and the layout of a cluster (every
-//! path, unit and port clusterkit puts on a node or in the state directory).
+//! reach hosts (`Executor`: SSH or local), parallel fan-out across hosts, the inventory (SSH
+//! targets and the playbook context built from cluster.yaml), the playbook engine, the
+//! Kubernetes API client every crate uses, and the layout of a cluster (every path, unit and
+//! port clusterkit puts on a node or in the state directory).
 //!
 //! Every other crate (installer, backup, monitor, sandbox) builds on these types and never
 //! opens its own SSH connection or parses the cluster file itself.
@@ -10,6 +11,7 @@ pub mod config;
 pub mod exec;
 pub mod facts;
 pub mod fanout;
+pub mod inventory;
 pub mod kube_client;
 pub mod layout;
 pub mod playbook;

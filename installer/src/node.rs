@@ -49,9 +49,11 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde::Serialize;
 use serde_json::json;
 
+use crate::kube_api;
 use crate::phases::{
-    self, common, etcd as etcd_phase, InstallError, InstallOptions, PhaseContext, Plan, Step,
+    self, etcd as etcd_phase, InstallError, InstallOptions, PhaseContext, Plan, Step,
 };
+use crate::poll;
 use crate::reset::{self, ResetError, ResetOptions};
 
 /// How long a drain may take (evictions refused by a disruption budget are retried until then).
@@ -229,7 +231,7 @@ pub async fn add(
         host: name.to_string(),
         reason,
     };
-    let client = common::admin_client(cluster, None).await.map_err(|e| {
+    let client = kube_api::admin_client(cluster, None).await.map_err(|e| {
         refused(format!(
             "the cluster's API cannot be used ({e}); install the cluster first"
         ))
@@ -411,7 +413,7 @@ pub async fn drain(
     }
     // Wait until the evicted pods are gone from the node (their grace periods run).
     let wanted = plan.evict.clone();
-    let left = common::wait_until(timeout, || async {
+    let left = poll::wait_until(timeout, || async {
         let pods = node_pods(client, node).await.map_err(|e| e.to_string())?;
         let left: Vec<String> = pods
             .iter()
@@ -579,7 +581,7 @@ pub async fn remove(
         check: opts.check,
         ..Default::default()
     };
-    let client = common::admin_client(cluster, None)
+    let client = kube_api::admin_client(cluster, None)
         .await
         .map_err(|e| api("connecting", e))?;
     let nodes: Api<Node> = Api::all(client.clone());

@@ -33,8 +33,9 @@ use serde::Serialize;
 use serde_json::json;
 use tokio::io::AsyncReadExt;
 
-use crate::phases::common::NotReady;
-use crate::phases::{common, etcd, images, InstallError};
+use crate::kube_api;
+use crate::phases::{etcd, images, InstallError};
+use crate::poll::{self, NotReady};
 
 /// The probe DaemonSet's name (in kube-system).
 pub const PROBE_NAME: &str = "clusterkit-probe";
@@ -137,7 +138,7 @@ impl Report {
 
 /// Runs every check; `Err` only when the API cannot be reached at all with admin.conf.
 pub async fn check(cluster: &Cluster) -> Result<Report, InstallError> {
-    let client = common::admin_client(cluster, None).await?;
+    let client = kube_api::admin_client(cluster, None).await?;
     // The components and DNS do not depend on the nodes' checks: they run meanwhile.
     let nodes_then_probes = async {
         let nodes = node_checks(cluster, &client).await;
@@ -187,7 +188,7 @@ async fn node_checks(cluster: &Cluster, client: &kube::Client) -> Vec<Check> {
     let api: Api<Node> = Api::all(client.clone());
     // The last answer per host (a Mutex only to share it with the probe closure).
     let last: std::sync::Mutex<BTreeMap<String, Result<String, NotReady>>> = Default::default();
-    let _ = common::wait_until(WAIT, || {
+    let _ = poll::wait_until(WAIT, || {
         let api = &api;
         let last = &last;
         async move {
@@ -230,7 +231,7 @@ async fn node_checks(cluster: &Cluster, client: &kube::Client) -> Vec<Check> {
 }
 
 async fn raw_ok(client: &kube::Client, path: &str) -> Result<String, NotReady> {
-    match common::get_raw(client, path).await {
+    match kube_api::get_raw(client, path).await {
         Ok(b) if b.trim() == "ok" => Ok("ok".into()),
         Ok(b) => Err(seen(format!("{path} said {:?}", b.trim()))),
         Err(e) => Err(NotReady::failed(path, e)),
@@ -248,13 +249,15 @@ async fn component_checks(cluster: &Cluster, client: &kube::Client) -> Vec<Check
         raw_ok(client, "/readyz").await,
     )];
     for h in cluster.hosts_with_role(Role::ControlPlane) {
-        let r =
-            match common::admin_client(cluster, Some(&common::apiserver_url(cluster, h.address)))
-                .await
-            {
-                Ok(c) => raw_ok(&c, "/livez").await,
-                Err(e) => Err(NotReady::failed("kubernetes client", e)),
-            };
+        let r = match kube_api::admin_client(
+            cluster,
+            Some(&kube_api::apiserver_url(cluster, h.address)),
+        )
+        .await
+        {
+            Ok(c) => raw_ok(&c, "/livez").await,
+            Err(e) => Err(NotReady::failed("kubernetes client", e)),
+        };
         out.push(Check::new(format!("apiserver /livez {}", h.name), r));
     }
     let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-system");
@@ -415,7 +418,7 @@ async fn probe_checks(cluster: &Cluster, client: &kube::Client, ready: &[String]
     let pods: Api<Pod> = Api::namespaced(client.clone(), "kube-system");
     // A leftover of an interrupted run is replaced.
     delete_probe(client).await;
-    let _ = common::wait_until(Duration::from_secs(60), || async {
+    let _ = poll::wait_until(Duration::from_secs(60), || async {
         match ds.get_opt(PROBE_NAME).await {
             Ok(None) => Ok(()),
             _ => Err(()),
@@ -474,7 +477,7 @@ async fn probe_checks(cluster: &Cluster, client: &kube::Client, ready: &[String]
     // node -> (pod name, pod IP) once Running on every Ready node.
     let running: std::sync::Mutex<BTreeMap<String, (String, String)>> = Default::default();
     let lp = ListParams::default().labels(&format!("app={PROBE_NAME},run={run}"));
-    let waited = common::wait_until(WAIT, || {
+    let waited = poll::wait_until(WAIT, || {
         let running = &running;
         let pods = &pods;
         let lp = &lp;

@@ -345,7 +345,7 @@ pub fn cluster_configuration(cluster: &Cluster) -> serde_json::Value {
         },
         "etcd": {
             "external": {
-                "endpoints": crate::phases::common::etcd_client_urls(cluster),
+                "endpoints": node.etcd_client_urls(cluster),
                 "caFile": node.pki("etcd/ca.crt"),
                 "certFile": node.pki("apiserver-etcd-client.crt"),
                 "keyFile": node.pki("apiserver-etcd-client.key"),
@@ -543,7 +543,7 @@ impl TokenArgs {
                 print_join_command,
             } => {
                 let ttl = *ttl;
-                let client = crate::phases::common::admin_client(cluster, None)
+                let client = crate::kube_api::admin_client(cluster, None)
                     .await
                     .map_err(|e| TokenError::Invalid(e.to_string()))?;
                 let (token, _) = create(&client, ttl, "clusterkit token create").await?;

@@ -35,8 +35,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use clusterkit_core::inventory;
 use clusterkit_core::layout::StateLayout;
-use clusterkit_core::playbook::{self, Engine, Library, RunOptions, RunReport};
+use clusterkit_core::playbook::{self, Library, RunOptions, RunReport};
 use clusterkit_installer::phases;
 use clusterkit_installer::pki::{self, monitoring};
 
@@ -336,7 +337,7 @@ pub fn library(overrides: &[PathBuf]) -> Library {
     lib
 }
 
-/// What a failure of the installer's inventory glue (bundle, SSH targets) becomes.
+/// What a failure of the installer's run preparation (the offline bundle) becomes.
 fn install(what: &'static str) -> impl FnOnce(phases::InstallError) -> MonitorError {
     move |source| MonitorError::Install { what, source }
 }
@@ -364,8 +365,20 @@ pub async fn deploy(topology: &Topology, opts: &DeployOptions) -> Result<DeployR
             tuning: opts.tuning.clone(),
         },
     )?;
-    let bundle = phases::bundle(cluster).map_err(install("the offline bundle"))?;
-    let grafana = bundle_has_grafana(bundle.as_ref());
+    // The installer's engine options (offline bundle, concurrency); no journal: a deploy is
+    // not an install, and opening the journal would empty what `install --resume` needs.
+    let install_options = phases::InstallOptions {
+        check: opts.check,
+        concurrency: opts.concurrency,
+        progress: opts.progress,
+        verbose: opts.verbose,
+        ..Default::default()
+    };
+    let run_options = RunOptions {
+        journal_dir: None,
+        ..phases::run_options(cluster, &install_options).map_err(install("the offline bundle"))?
+    };
+    let grafana = bundle_has_grafana(run_options.bundle.as_ref());
     let sets = file_sets(&stage, grafana)?;
     let api = ApiClient::for_topology(topology)?;
     let login = if m.tls {
@@ -379,11 +392,15 @@ pub async fn deploy(topology: &Topology, opts: &DeployOptions) -> Result<DeployR
         None
     };
 
-    // 2. The playbook, on every host; the monitor hosts get the roles its plays select.
+    // 2. The playbook, on every host; the monitor hosts get the roles its plays select. The
+    // context is the inventory's plus `monitor` (nothing of the installer's `install`).
     let library = library(&opts.library);
     let pb = playbook::load(&library, "monitor").map_err(playbook_error)?;
     let hosts: Vec<&clusterkit_core::config::Host> = cluster.hosts.iter().collect();
-    let mut targets = phases::targets(cluster, &hosts).map_err(install("the SSH targets"))?;
+    let mut context = inventory::context(cluster);
+    context["monitor"] = playbook_vars(topology, &sets);
+    let (engine, mut targets) = inventory::engine(cluster, &hosts, context, run_options)
+        .map_err(|source| MonitorError::Inventory { source })?;
     let monitor_names: BTreeSet<String> = topology
         .monitor_hosts()
         .iter()
@@ -405,24 +422,6 @@ pub async fn deploy(topology: &Topology, opts: &DeployOptions) -> Result<DeployR
             }
         }
     }
-    let mut context = phases::context(cluster);
-    context["monitor"] = playbook_vars(topology, &sets);
-    let engine = Engine::new(
-        context,
-        phases::cluster_hosts(cluster),
-        RunOptions {
-            check: opts.check,
-            resume: false,
-            concurrency: opts.concurrency.unwrap_or(cluster.ssh.concurrency).max(1),
-            journal_dir: None,
-            events: None,
-            bundle,
-            progress: opts.progress,
-            verbose: opts.verbose,
-            verify_all: false,
-        },
-    )
-    .map_err(playbook_error)?;
     engine.run(&pb, &targets).await;
     let run = engine.finish();
 

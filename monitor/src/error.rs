@@ -61,7 +61,7 @@ pub enum MonitorError {
         source: Cause,
     },
 
-    /// `monitor deploy` could not prepare its run (bundle, SSH targets).
+    /// `monitor deploy` could not prepare its run (the offline bundle).
     #[error("monitor deploy: {what}")]
     Install {
         what: &'static str,
@@ -69,7 +69,14 @@ pub enum MonitorError {
         source: clusterkit_installer::phases::InstallError,
     },
 
-    /// `monitor deploy`'s playbook could not be loaded or started.
+    /// `monitor deploy` could not set up its run (a host's SSH target, the playbook engine).
+    #[error("monitor deploy: the inventory")]
+    Inventory {
+        #[source]
+        source: clusterkit_core::inventory::InventoryError,
+    },
+
+    /// `monitor deploy`'s playbook could not be loaded.
     #[error("monitor deploy: the playbook")]
     Playbook {
         #[source]

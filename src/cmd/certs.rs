@@ -19,6 +19,7 @@ use clusterkit_core::config::{Cluster, Host};
 use clusterkit_core::exec::ssh::SshExecutor;
 use clusterkit_core::exec::Executor;
 use clusterkit_core::fanout::{self, Fanout, HostResult};
+use clusterkit_core::inventory;
 use clusterkit_core::layout::StateLayout;
 use clusterkit_installer::certs::{self, CertsError, ExpiryRow, NodeOutcome};
 use clusterkit_installer::phases::etcd as etcd_phase;
@@ -115,7 +116,7 @@ impl CheckArgs {
             .iter()
             .map(|h| {
                 let files = certs::node_files(&cluster, &layout, h);
-                (h.name.clone(), (fanout::ssh_target(&cluster, h), files))
+                (h.name.clone(), (inventory::ssh_target(&cluster, h), files))
             })
             .collect();
         let results = self

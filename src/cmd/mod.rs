@@ -103,7 +103,7 @@ pub fn ssh_items(
         .map(|h| {
             (
                 h.name.clone(),
-                clusterkit_core::fanout::ssh_target(cluster, h),
+                clusterkit_core::inventory::ssh_target(cluster, h),
             )
         })
         .collect()

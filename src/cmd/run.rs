@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use clusterkit_core::playbook::{self, Engine};
+use clusterkit_core::playbook;
 use clusterkit_installer::phases::{self, InstallOptions};
 
 use super::{Global, Selection};
@@ -53,12 +53,7 @@ impl Args {
             verbose: global.verbose > 0,
             ..Default::default()
         };
-        let targets = phases::targets(&cluster, &hosts)?;
-        let engine = Engine::new(
-            phases::context(&cluster),
-            phases::cluster_hosts(&cluster),
-            phases::run_options(&cluster, &opts)?,
-        )?;
+        let (engine, targets) = phases::engine(&cluster, &hosts, &opts)?;
         engine.run(&pb, &targets).await;
         super::install::print_report(&engine.finish(), global.output)
     }

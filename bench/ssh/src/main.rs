@@ -26,7 +26,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let host = cluster
         .host(host)
         .ok_or_else(|| format!("no host {host} in {yaml}"))?;
-    let target = clusterkit_core::fanout::ssh_target(&cluster, host)?;
+    let target = clusterkit_core::inventory::ssh_target(&cluster, host)?;
     let ssh = clusterkit_core::exec::ssh::SshExecutor::connect(target).await?;
     match rest {
         [mode, runs] if mode == "exec" => {

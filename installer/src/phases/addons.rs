@@ -33,6 +33,7 @@ use serde_json::{json, Map, Value};
 use super::common::binary_files;
 use super::common::{self, with_vars};
 use super::{InstallError, Phase, PhaseContext};
+use crate::kube_api;
 use crate::kubeconfig::{Kubeconfig, UserEntry};
 use crate::pki::{self, CaName, CertSpec, LoadedCa, Usage, Validity};
 use clusterkit_core::layout::{Component, StateLayout};
@@ -248,7 +249,7 @@ where
         &Patch::Apply(obj),
     )
     .await
-    .map_err(|e| super::common::api_err(format!("applying CoreDNS {} {name}", K::kind(&())), e))?;
+    .map_err(|e| kube_api::api_err(format!("applying CoreDNS {} {name}", K::kind(&())), e))?;
     Ok(())
 }
 
@@ -298,7 +299,7 @@ async fn coredns(cx: &PhaseContext<'_>) -> Result<(), InstallError> {
         tracing::info!(image = %coredns_image(cx.cluster), "CoreDNS not applied (check mode or no control plane)");
         return Ok(());
     }
-    let client = common::admin_client(cx.cluster, None).await?;
+    let client = kube_api::admin_client(cx.cluster, None).await?;
     apply_coredns(&client, &objs).await
 }
 

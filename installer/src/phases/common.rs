@@ -1,16 +1,14 @@
 //! Helpers shared by the cluster phases (`pki`, `etcd`, `control-plane`, `join`, `addons`):
 //! per-host playbook variables computed in Rust, Kubernetes binaries from the offline bundle,
-//! the per-node component flags, and Kubernetes API clients built from the generated admin
-//! kubeconfig.
+//! and the per-node component flags. (API clients are in [`crate::kube_api`], polling in
+//! [`crate::poll`].)
 //!
 //! Limits: Kubernetes binaries come from the offline bundle only (its manifest's `binaries`, or
 //! its `bin/` directory); installing them from a package repository is not implemented, and the
 //! phases say so instead of guessing.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use clusterkit_core::config::{Cluster, Host, Network, Packages};
 use clusterkit_core::playbook::HostTarget;
@@ -18,7 +16,7 @@ use serde_json::{Map, Value};
 
 use super::InstallError;
 use crate::versions::{self, FlagInput};
-use clusterkit_core::layout::{Component, NodeLayout, StateLayout};
+use clusterkit_core::layout::{Component, NodeLayout};
 
 /// Copies of `targets` whose `host` variables also hold what `extra` returns for them (an
 /// object merged into the host's vars). Hosts `extra` returns `None` for are left out.
@@ -163,102 +161,6 @@ pub fn bundle_binaries(
     Ok(found)
 }
 
-/// A request to the Kubernetes API (or reading what it needs) that failed.
-pub fn api_err(what: impl std::fmt::Display, e: impl Into<super::Cause>) -> InstallError {
-    InstallError::host("kubernetes API", what.to_string(), e)
-}
-
-/// A raw GET that failed.
-#[derive(Debug, thiserror::Error)]
-pub enum RawError {
-    #[error(transparent)]
-    Request(#[from] http::Error),
-    #[error(transparent)]
-    Api(#[from] kube::Error),
-}
-
-/// Why a probe of [`wait_until`] is not satisfied yet (after the timeout, the last one is the
-/// error).
-#[derive(Debug, thiserror::Error)]
-pub enum NotReady {
-    /// What the probe saw, in words ("/readyz said …", "not registered: n1").
-    #[error("{0}")]
-    Seen(String),
-
-    /// The question could not be asked; `what` names it.
-    #[error("{what}: {source}")]
-    Failed {
-        what: String,
-        #[source]
-        source: super::Cause,
-    },
-}
-
-impl NotReady {
-    /// Asking `what` failed because of `source`.
-    pub fn failed(what: impl Into<String>, source: impl Into<super::Cause>) -> Self {
-        NotReady::Failed {
-            what: what.into(),
-            source: source.into(),
-        }
-    }
-}
-
-/// A Kubernetes client with the admin credentials, talking to `server` (default: the
-/// control-plane endpoint in admin.conf).
-pub async fn admin_client(
-    cluster: &Cluster,
-    server: Option<&str>,
-) -> Result<kube::Client, InstallError> {
-    client_from(&StateLayout::from_cluster(cluster).admin_conf(), server).await
-}
-
-/// A Kubernetes client from a kubeconfig file, optionally talking to another `server`.
-pub async fn client_from(path: &Path, server: Option<&str>) -> Result<kube::Client, InstallError> {
-    clusterkit_core::kube_client::from_kubeconfig(path, server)
-        .await
-        .map_err(|e| api_err("kubernetes client", e))
-}
-
-/// `https://<ip>:<apiserver port>` of one control-plane host.
-pub fn apiserver_url(cluster: &Cluster, ip: IpAddr) -> String {
-    NodeLayout::from_cluster(cluster).apiserver_url(ip)
-}
-
-/// GETs a raw path (`/readyz`) and returns the body.
-pub async fn get_raw(client: &kube::Client, path: &str) -> Result<String, RawError> {
-    let req = http::Request::get(path).body(Vec::new())?;
-    Ok(client.request_text(req).await?)
-}
-
-/// The first pause of [`wait_until`]; each next one doubles, up to [`POLL_MAX`].
-pub const POLL_FIRST: Duration = Duration::from_millis(50);
-
-/// The longest pause between two probes of [`wait_until`].
-pub const POLL_MAX: Duration = Duration::from_millis(500);
-
-/// Polls `probe` until it returns `Ok`, or fails with its last error after `timeout`. The
-/// pauses start short and grow to [`POLL_MAX`]: what is ready at once (a converged cluster) is
-/// not kept waiting a second, what takes a while is not probed in a busy loop.
-pub async fn wait_until<F, Fut, T, E>(timeout: Duration, mut probe: F) -> Result<T, E>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, E>>,
-{
-    let start = std::time::Instant::now();
-    let mut pause = POLL_FIRST;
-    loop {
-        match probe().await {
-            Ok(v) => return Ok(v),
-            Err(e) if start.elapsed() >= timeout => return Err(e),
-            Err(_) => {
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(POLL_MAX);
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -271,7 +173,7 @@ mod tests {
             roles: vec!["etcd".into()],
             exec: std::sync::Arc::new(clusterkit_core::exec::local::LocalExecutor::new(
                 "n1",
-                Duration::from_secs(5),
+                std::time::Duration::from_secs(5),
             )),
             vars: serde_json::json!({"name": "n1"}),
         };

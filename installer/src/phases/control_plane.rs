@@ -31,9 +31,11 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
 use serde_json::{json, Map, Value};
 
-use super::common::{self, binary_files, with_vars, NotReady};
+use super::common::{self, binary_files, with_vars};
 use super::kubelet::{kubelet_vars, run_kubelet};
 use super::{InstallError, Phase, PhaseContext};
+use crate::kube_api;
+use crate::poll::{self, NotReady};
 use crate::versions;
 use clusterkit_core::layout::{Component, NodeLayout};
 
@@ -142,9 +144,9 @@ pub async fn wait_ready(cluster: &Cluster) -> Result<(), InstallError> {
         secs: READY_TIMEOUT.as_secs(),
         source,
     };
-    let client = common::admin_client(cluster, None).await?;
-    common::wait_until(READY_TIMEOUT, || async {
-        match common::get_raw(&client, "/readyz").await {
+    let client = kube_api::admin_client(cluster, None).await?;
+    poll::wait_until(READY_TIMEOUT, || async {
+        match kube_api::get_raw(&client, "/readyz").await {
             Ok(body) if body.trim() == "ok" => Ok(()),
             Ok(body) => Err(NotReady::Seen(format!("/readyz said {body:?}"))),
             Err(e) => Err(NotReady::failed("/readyz", e)),
@@ -153,10 +155,10 @@ pub async fn wait_ready(cluster: &Cluster) -> Result<(), InstallError> {
     .await
     .map_err(|e| fail("the API server is not ready", e))?;
     for h in cluster.hosts_with_role(Role::ControlPlane) {
-        let c =
-            common::admin_client(cluster, Some(&common::apiserver_url(cluster, h.address))).await?;
-        common::wait_until(READY_TIMEOUT, || async {
-            match common::get_raw(&c, "/livez").await {
+        let c = kube_api::admin_client(cluster, Some(&kube_api::apiserver_url(cluster, h.address)))
+            .await?;
+        poll::wait_until(READY_TIMEOUT, || async {
+            match kube_api::get_raw(&c, "/livez").await {
                 Ok(body) if body.trim() == "ok" => Ok(()),
                 Ok(body) => Err(NotReady::Seen(format!("{}: /livez said {body:?}", h.name))),
                 Err(e) => Err(NotReady::failed(format!("{}: /livez", h.name), e)),
@@ -167,7 +169,7 @@ pub async fn wait_ready(cluster: &Cluster) -> Result<(), InstallError> {
     }
     let leases: Api<Lease> = Api::namespaced(client, "kube-system");
     for name in ["kube-controller-manager", "kube-scheduler"] {
-        common::wait_until(READY_TIMEOUT, || async {
+        poll::wait_until(READY_TIMEOUT, || async {
             let lease = leases
                 .get(name)
                 .await
@@ -277,10 +279,10 @@ fn kubelet_config_context(cluster: &Cluster, kubelet: Value) -> Value {
 /// `clusterkit token create --print-join-command` prints joins a node with kubeadm.
 async fn apply_kubeadm_config(cx: &PhaseContext<'_>) -> Result<(), InstallError> {
     let kubelet = cluster_kubelet_config(cx)?;
-    let client = common::admin_client(cx.cluster, None).await?;
+    let client = kube_api::admin_client(cx.cluster, None).await?;
     crate::token::apply_kubeadm_objects(&client, cx.cluster, &kubelet)
         .await
-        .map_err(|e| common::api_err("kubeadm configuration", e))
+        .map_err(|e| kube_api::api_err("kubeadm configuration", e))
 }
 
 #[cfg(test)]

@@ -398,7 +398,7 @@ impl Phase for EtcdPhase {
             return Ok(());
         }
         let tls = ClientTls::load(cx.cluster)?;
-        super::common::wait_until(HEALTH_TIMEOUT, || health(cx.cluster, &tls))
+        crate::poll::wait_until(HEALTH_TIMEOUT, || health(cx.cluster, &tls))
             .await
             .map_err(|e| {
                 InstallError::host(

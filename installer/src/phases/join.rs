@@ -38,12 +38,13 @@ use k8s_openapi::api::rbac::v1::{
 use kube::api::{Api, ObjectMeta, Patch, PatchParams};
 use serde_json::json;
 
-use super::common::{self, api_err, NotReady};
 use super::kubelet::run_kubelet;
 use super::network;
 use super::{InstallError, Phase, PhaseContext};
 use crate::csr;
+use crate::kube_api::{self, api_err};
 use crate::kubeconfig::{self, Kubeconfig, UserEntry};
+use crate::poll::{self, NotReady};
 use crate::token::{self, BOOTSTRAP_GROUP, FIELD_MANAGER};
 use clusterkit_core::layout::StateLayout;
 
@@ -187,7 +188,7 @@ pub async fn bind_cluster_admins(cluster: &Cluster) -> Result<(), InstallError> 
     let path = StateLayout::from_cluster(cluster)
         .kubeconfig_dir()
         .join(kubeconfig_file::SUPER_ADMIN);
-    let client = common::client_from(&path, None).await?;
+    let client = kube_api::client_from(&path, None).await?;
     let crbs: Api<ClusterRoleBinding> = Api::all(client);
     let b = crb(
         crate::versions::KUBEADM_CLUSTER_ADMINS,
@@ -220,7 +221,7 @@ async fn register_and_label(
     hosts: &[String],
 ) -> Result<(), InstallError> {
     let nodes: Api<Node> = Api::all(client.clone());
-    common::wait_until(REGISTER_TIMEOUT, || async {
+    poll::wait_until(REGISTER_TIMEOUT, || async {
         let mut missing = Vec::new();
         for h in hosts {
             let node = nodes
@@ -323,7 +324,7 @@ impl Phase for JoinPhase {
             // differs only where a token would be written.
             None
         } else {
-            let client = common::admin_client(cx.cluster, None).await?;
+            let client = kube_api::admin_client(cx.cluster, None).await?;
             apply_bootstrap_objects(cx.cluster, &client).await?;
             let t = token::ensure_join_token(cx.cluster, &client)
                 .await
@@ -353,7 +354,7 @@ impl Phase for JoinPhase {
             .filter(|t| !cx.engine.host_failed(&t.name))
             .map(|t| t.name.clone())
             .collect();
-        let client = common::admin_client(cx.cluster, None).await?;
+        let client = kube_api::admin_client(cx.cluster, None).await?;
         register_and_label(cx.cluster, &client, &joined).await?;
         set_pod_cidrs(cx.cluster, &client, &joined).await?;
         serving_certificates(cx.cluster, &client, &joined).await
@@ -499,7 +500,7 @@ async fn serving_certificates(
                 state()
             );
         }
-        tokio::time::sleep(common::POLL_MAX).await;
+        tokio::time::sleep(poll::POLL_MAX).await;
     }
 }
 
@@ -513,7 +514,7 @@ const REPORT_EVERY: Duration = Duration::from_secs(10);
 /// otherwise what went wrong.
 async fn probe_kubelet(client: &kube::Client, node: &str) -> Result<(), NotReady> {
     let path = format!("/api/v1/nodes/{node}/proxy/healthz");
-    match tokio::time::timeout(PROBE_TIMEOUT, common::get_raw(client, &path)).await {
+    match tokio::time::timeout(PROBE_TIMEOUT, kube_api::get_raw(client, &path)).await {
         Ok(Ok(body)) if body.trim() == "ok" => Ok(()),
         Ok(Ok(body)) => Err(NotReady::Seen(format!("healthz says {:?}", body.trim()))),
         Ok(Err(e)) => Err(NotReady::failed("healthz", e)),

@@ -7,9 +7,10 @@
 //! phases of one `clusterkit install` share one playbook [`Engine`], so facts are gathered once
 //! per host, a host that failed is left out of later phases, and the summary adds up.
 //!
-//! This module also builds what every phase needs from cluster.yaml: the SSH targets, the tera
-//! context (`cluster`, `hosts`, `groups`, `install`), and the embedded [`Library`] of playbooks
-//! and templates (overridable with `--library DIR`).
+//! This module also builds what every phase needs beyond the inventory (SSH targets, `cluster`,
+//! `hosts`, `groups`, `layout`: [`inventory`]): the tera context's `install` block, the engine
+//! options, and the embedded [`Library`] of playbooks and templates (overridable with
+//! `--library DIR`).
 //!
 //! Extending: write `playbooks/<name>.yaml` (+ templates), add it to [`EMBEDDED`], and add a
 //! `Box<dyn Phase>` to [`all`] at its place in the order.
@@ -28,12 +29,11 @@ pub mod preflight;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use clusterkit_core::config::{Cluster, Host, Packages, Profile, ProxyMode};
-use clusterkit_core::exec::ssh::{SshExecutor, SshTarget};
-use clusterkit_core::layout::{NodeLayout, StateLayout};
+use clusterkit_core::inventory::{self, InventoryError};
+use clusterkit_core::layout::StateLayout;
 use clusterkit_core::playbook::modules::{Bundle, BundleError};
 use clusterkit_core::playbook::{
     self, Engine, HostTarget, Library, PlaybookError, RunOptions, RunReport,
@@ -177,9 +177,9 @@ pub enum InstallError {
     #[error(transparent)]
     Playbook(#[from] PlaybookError),
 
-    /// Reaching a host failed (the error names the host).
+    /// A host cannot be reached as cluster.yaml describes it (the error names the host).
     #[error(transparent)]
-    Exec(Box<clusterkit_core::exec::ExecError>),
+    Inventory(#[from] InventoryError),
 
     #[error("unknown phase `{name}` (phases: {known})")]
     UnknownPhase { name: String, known: String },
@@ -227,7 +227,7 @@ pub enum InstallError {
         what: String,
         secs: u64,
         #[source]
-        source: common::NotReady,
+        source: crate::poll::NotReady,
     },
 
     /// A blocking step (building images, hashing) that panicked or was cancelled.
@@ -412,9 +412,9 @@ fn registries(cluster: &Cluster) -> Vec<Value> {
         .collect()
 }
 
-/// The tera context every phase's playbooks see: `cluster` (the resolved cluster.yaml),
-/// `hosts` and `groups`, `layout` (every path, unit and port on a node: [`NodeLayout`]), and
-/// `install` (values derived here, so playbooks stay declarative).
+/// The tera context every phase's playbooks see: the inventory's (`cluster`, `hosts`,
+/// `groups`, `layout`: [`inventory::context`]) and `install` (values derived here, so
+/// playbooks stay declarative).
 /// Secrets never enter it: cluster.yaml only names the environment variables that hold them.
 pub fn context(cluster: &Cluster) -> Value {
     let mut sysctls: BTreeMap<String, String> = SYSCTLS
@@ -422,77 +422,20 @@ pub fn context(cluster: &Cluster) -> Value {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     sysctls.extend(cluster.sysctls.clone());
-    let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for h in &cluster.hosts {
-        for r in &h.roles {
-            groups
-                .entry(r.as_str().to_string())
-                .or_default()
-                .push(h.name.clone());
-        }
-    }
     let sandbox = cluster.profile == Profile::Sandbox;
-    let layout = NodeLayout::from_cluster(cluster);
-    json!({
-        "cluster": cluster,
-        "hosts": cluster.hosts.iter().map(host_vars).collect::<Vec<_>>(),
-        "groups": groups,
-        "layout": layout,
-        "install": {
-            "kernel_modules": KERNEL_MODULES,
-            "ipvs_modules": if cluster.kubernetes.proxy_mode == ProxyMode::Ipvs { IPVS_MODULES.to_vec() } else { Vec::new() },
-            "sysctls": sysctls,
-            "runtime_packages": RUNTIME_PACKAGES,
-            "registries": registries(cluster),
-            "containerd": {
-                "sandbox_image": cluster.runtime.sandbox_image,
-                "restrict_oom_score_adj": sandbox,
-            },
+    let mut context = inventory::context(cluster);
+    context["install"] = json!({
+        "kernel_modules": KERNEL_MODULES,
+        "ipvs_modules": if cluster.kubernetes.proxy_mode == ProxyMode::Ipvs { IPVS_MODULES.to_vec() } else { Vec::new() },
+        "sysctls": sysctls,
+        "runtime_packages": RUNTIME_PACKAGES,
+        "registries": registries(cluster),
+        "containerd": {
+            "sandbox_image": cluster.runtime.sandbox_image,
+            "restrict_oom_score_adj": sandbox,
         },
-    })
-}
-
-/// What tera sees as `host` (and in `hosts`): no credentials.
-pub fn host_vars(h: &Host) -> Value {
-    json!({
-        "name": h.name,
-        "address": h.address.to_string(),
-        "port": h.port,
-        "roles": h.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
-        "labels": h.labels,
-    })
-}
-
-/// The SSH target for one host (secrets read from the environment now): the one
-/// implementation is `clusterkit_core::fanout::ssh_target`.
-pub fn ssh_target(cluster: &Cluster, host: &Host) -> Result<SshTarget, InstallError> {
-    clusterkit_core::fanout::ssh_target(cluster, host).map_err(|e| InstallError::Exec(Box::new(e)))
-}
-
-/// Playbook targets for the selected hosts; connections open on first use, so an unreachable
-/// host fails on its own without holding up the others.
-pub fn targets(cluster: &Cluster, hosts: &[&Host]) -> Result<Vec<HostTarget>, InstallError> {
-    hosts
-        .iter()
-        .map(|h| {
-            Ok(HostTarget {
-                name: h.name.clone(),
-                address: h.address.to_string(),
-                roles: h.roles.iter().map(|r| r.as_str().to_string()).collect(),
-                exec: Arc::new(SshExecutor::lazy(ssh_target(cluster, h)?)),
-                vars: host_vars(h),
-            })
-        })
-        .collect()
-}
-
-/// `(name, address)` of every host, for /etc/hosts.
-pub fn cluster_hosts(cluster: &Cluster) -> Vec<(String, String)> {
-    cluster
-        .hosts
-        .iter()
-        .map(|h| (h.name.clone(), h.address.to_string()))
-        .collect()
+    });
+    context
 }
 
 /// The offline bundle cluster.yaml points at, if any (manifest read, not hashed).
@@ -538,19 +481,14 @@ pub fn run_options(cluster: &Cluster, opts: &InstallOptions) -> Result<RunOption
 }
 
 /// The playbook engine a run shares (every host of cluster.yaml in its context) and the
-/// targets of `hosts`.
+/// targets of `hosts`: [`inventory::engine`] with the installer's [`context`] and options.
 pub fn engine(
     cluster: &Cluster,
     hosts: &[&Host],
     opts: &InstallOptions,
 ) -> Result<(Engine, Vec<HostTarget>), InstallError> {
-    let targets = targets(cluster, hosts)?;
-    let engine = Engine::new(
-        context(cluster),
-        cluster_hosts(cluster),
-        run_options(cluster, opts)?,
-    )?;
-    Ok((engine, targets))
+    let run = run_options(cluster, opts)?;
+    Ok(inventory::engine(cluster, hosts, context(cluster), run)?)
 }
 
 /// One step of a [`Plan`]: a phase on some of cluster.yaml's hosts.

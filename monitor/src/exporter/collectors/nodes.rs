@@ -69,7 +69,7 @@ impl NodeCollector {
             .hosts
             .iter()
             .filter_map(|h| {
-                let target = match clusterkit_core::fanout::ssh_target(cluster, h) {
+                let target = match clusterkit_core::inventory::ssh_target(cluster, h) {
                     Ok(t) => t,
                     Err(e) => {
                         tracing::warn!(host = %h.name, error = %e, "node checks disabled for this host");
