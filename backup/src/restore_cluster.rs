@@ -831,10 +831,7 @@ async fn check_once(
 ) -> Result<Vec<(String, u64)>, NotYet> {
     let mut ids = Vec::new();
     for ep in &target.endpoints {
-        let not_yet = |source| NotYet {
-            endpoint: ep.clone(),
-            source,
-        };
+        // Every call is bounded (connect by the target's timeout, the rest by PROBE_TIMEOUT).
         let probe = async {
             let mut c = etcd::connect_probe(ep, target).await?;
             let st = etcd::call("status", PROBE_TIMEOUT, c.status()).await?;
@@ -861,16 +858,10 @@ async fn check_once(
             }
             Ok(started)
         };
-        match tokio::time::timeout(PROBE_TIMEOUT, probe).await {
-            Ok(Ok(started)) => ids = started,
-            Ok(Err(e)) => return Err(not_yet(e)),
-            Err(_) => {
-                return Err(not_yet(ProbeError::Timeout {
-                    call: "checking the member",
-                    after: PROBE_TIMEOUT,
-                }))
-            }
-        }
+        ids = probe.await.map_err(|source| NotYet {
+            endpoint: ep.clone(),
+            source,
+        })?;
     }
     let mut distinct: Vec<u64> = ids.iter().map(|(_, i)| *i).collect();
     distinct.sort_unstable();
@@ -893,7 +884,7 @@ struct NotYet {
     source: ProbeError,
 }
 
-/// How long one endpoint's check may take.
+/// How long one call to an endpoint may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The name of the old cluster's leader, if some endpoint says within a few seconds.
@@ -932,13 +923,9 @@ async fn wait_any_leader(target: &EtcdTarget, timeout: Duration) -> Result<Strin
                 }
                 Ok(())
             };
-            let source = match tokio::time::timeout(PROBE_TIMEOUT, probe).await {
-                Ok(Ok(())) => return Ok(ep.clone()),
-                Ok(Err(e)) => e,
-                Err(_) => ProbeError::Timeout {
-                    call: "waiting for a leader",
-                    after: PROBE_TIMEOUT,
-                },
+            let source = match probe.await {
+                Ok(()) => return Ok(ep.clone()),
+                Err(e) => e,
             };
             last = NotYet {
                 endpoint: ep.clone(),

@@ -26,6 +26,14 @@ macro_rules! etc_kubernetes {
     };
 }
 
+/// The bootstrap kubeconfig's file name (a literal, so paths can be built from it at compile
+/// time).
+macro_rules! bootstrap_kubelet_conf {
+    () => {
+        "bootstrap-kubelet.conf"
+    };
+}
+
 /// A path under the kubelet's state directory, `/var/lib/kubelet`.
 macro_rules! var_lib_kubelet {
     ($rel:literal) => {
@@ -290,7 +298,7 @@ pub mod kubeconfig_file {
     /// A node's kubelet (its rotated client certificate once bootstrapped).
     pub const KUBELET: &str = "kubelet.conf";
     /// What a joining kubelet starts with (a bootstrap token).
-    pub const BOOTSTRAP_KUBELET: &str = "bootstrap-kubelet.conf";
+    pub const BOOTSTRAP_KUBELET: &str = bootstrap_kubelet_conf!();
     pub const KUBE_PROXY: &str = "kube-proxy.conf";
 }
 
@@ -387,7 +395,7 @@ impl NodeLayout {
         kubelet_config: var_lib_kubelet!("/config.yaml"),
         kubelet_pki_dir: var_lib_kubelet!("/pki"),
         kubelet_client_pem: var_lib_kubelet!("/pki/kubelet-client-current.pem"),
-        bootstrap_kubelet_conf: etc_kubernetes!("/bootstrap-kubelet.conf"),
+        bootstrap_kubelet_conf: concat!(etc_kubernetes!("/"), bootstrap_kubelet_conf!()),
         kube_proxy_dir: var_lib_kube_proxy!(""),
         kube_proxy_config: var_lib_kube_proxy!("/config.conf"),
         clusterkit_dir: etc_clusterkit!(""),

@@ -353,22 +353,26 @@ pub fn select(name: Option<&str>) -> Result<Vec<Box<dyn Phase>>, InstallError> {
     match name {
         None => Ok(phases),
         Some(n) => {
-            let known = phases
+            let name = find(&phases, n)?.name();
+            Ok(phases.into_iter().filter(|p| p.name() == name).collect())
+        }
+    }
+}
+
+/// The phase called `name`, or an error listing the known ones.
+fn find<'p>(phases: &'p [Box<dyn Phase>], name: &str) -> Result<&'p dyn Phase, InstallError> {
+    phases
+        .iter()
+        .find(|p| p.name() == name)
+        .map(|p| p.as_ref())
+        .ok_or_else(|| InstallError::UnknownPhase {
+            name: name.to_string(),
+            known: phases
                 .iter()
                 .map(|p| p.name())
                 .collect::<Vec<_>>()
-                .join(", ");
-            let one: Vec<_> = phases.into_iter().filter(|p| p.name() == n).collect();
-            if one.is_empty() {
-                Err(InstallError::UnknownPhase {
-                    name: n.to_string(),
-                    known,
-                })
-            } else {
-                Ok(one)
-            }
-        }
-    }
+                .join(", "),
+        })
 }
 
 /// The embedded playbooks and templates, with override directories searched first.
@@ -541,20 +545,16 @@ pub async fn run(
 ) -> Result<RunReport, InstallError> {
     let phases = all();
     let library = library(&opts.library);
+    // Each step's phase, and each playbook of the plan validated once, before any host is
+    // touched.
+    let mut steps = Vec::new();
+    let mut validated = std::collections::BTreeSet::new();
     for step in &plan.steps {
-        let Some(p) = phases.iter().find(|p| p.name() == step.phase) else {
-            return Err(InstallError::UnknownPhase {
-                name: step.phase.to_string(),
-                known: phases
-                    .iter()
-                    .map(|p| p.name())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            });
-        };
-        if library.playbook(p.name()).is_ok() {
-            playbook::load(&library, p.name())?;
+        let phase = find(&phases, step.phase)?;
+        if validated.insert(step.phase) && library.playbook(step.phase).is_ok() {
+            playbook::load(&library, step.phase)?;
         }
+        steps.push((step, phase));
     }
     let hosts: Vec<&Host> = cluster
         .hosts
@@ -562,10 +562,7 @@ pub async fn run(
         .filter(|h| plan.steps.iter().any(|s| s.hosts.contains(&h.name)))
         .collect();
     let (engine, all_targets) = engine(cluster, &hosts, opts)?;
-    for step in plan.steps.iter().filter(|s| !s.hosts.is_empty()) {
-        let Some(phase) = phases.iter().find(|p| p.name() == step.phase) else {
-            continue;
-        };
+    for (step, phase) in steps.into_iter().filter(|(s, _)| !s.hosts.is_empty()) {
         let targets: Vec<HostTarget> = all_targets
             .iter()
             .filter(|t| step.hosts.contains(&t.name))
