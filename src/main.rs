@@ -27,9 +27,11 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Write, check and explain cluster.yaml.
-    Config(cmd::config::Args),
+    #[command(subcommand)]
+    Config(cmd::config::Command),
     /// Local test clusters of real nodes (systemd-nspawn + sshd) on this machine.
-    Sandbox(cmd::sandbox::Args),
+    #[command(subcommand)]
+    Sandbox(cmd::sandbox::Command),
     /// Connect to every host and print its facts.
     Ping(cmd::ping::Args),
     /// Run a shell command on the selected hosts.
@@ -39,17 +41,22 @@ enum Command {
     /// Install or converge the cluster, phase by phase.
     Install(cmd::install::Args),
     /// Build an offline bundle of packages, binaries and images.
-    Bundle(cmd::bundle::Args),
+    #[command(subcommand)]
+    Bundle(cmd::bundle::BundleCommand),
     /// Back up etcd or namespaces, list, verify and prune backups.
-    Backup(cmd::backup::Args),
+    #[command(subcommand)]
+    Backup(cmd::backup::Command),
     /// Restore etcd or namespaces from a backup.
-    Restore(cmd::restore::Args),
+    #[command(subcommand)]
+    Restore(cmd::restore::Command),
     /// Exporter, generated monitoring configs, and their deployment.
-    Monitor(cmd::monitor::Args),
+    #[command(subcommand)]
+    Monitor(cmd::monitor::MonitorCommand),
     /// Undo an installation on the selected hosts.
     Reset(cmd::reset::Args),
     /// Add or remove a node, touching only what changes.
-    Node(cmd::node::Args),
+    #[command(subcommand)]
+    Node(cmd::node::NodeCommand),
     /// Bootstrap tokens for joining nodes.
     Token(cmd::token::Args),
     /// Check and renew the certificates and kubeconfigs clusterkit issued.

@@ -22,14 +22,8 @@ use clusterkit_core::config::{self, Cluster};
 use super::store::{load_optional_cluster, DecryptArgs, StoreArgs};
 use super::{flags, Global, OutputFormat};
 
-#[derive(clap::Args)]
-pub struct Args {
-    #[command(subcommand)]
-    command: Command,
-}
-
 #[derive(Subcommand)]
-enum Command {
+pub enum Command {
     /// Take an etcd snapshot and store it (streamed, verified, manifest written last).
     Etcd(EtcdArgs),
     /// Back up namespaces through the Kubernetes API (streamed; Secrets only when asked).
@@ -56,14 +50,14 @@ enum Command {
 }
 
 #[derive(ClapArgs)]
-struct KeygenArgs {
+pub struct KeygenArgs {
     /// Where to write the identity (refuses to overwrite).
     #[arg(long)]
     out: PathBuf,
 }
 
 #[derive(ClapArgs)]
-struct EtcdArgs {
+pub struct EtcdArgs {
     #[command(flatten)]
     store: StoreArgs,
     /// etcd client URLs, comma-separated (default: every etcd host of cluster.yaml on :2379).
@@ -96,13 +90,13 @@ struct EtcdArgs {
 }
 
 #[derive(ClapArgs)]
-struct ListArgs {
+pub struct ListArgs {
     #[command(flatten)]
     store: StoreArgs,
 }
 
 #[derive(ClapArgs)]
-struct IdArgs {
+pub struct IdArgs {
     /// Backup id (see `backup list`).
     id: String,
     #[command(flatten)]
@@ -110,7 +104,7 @@ struct IdArgs {
 }
 
 #[derive(ClapArgs)]
-struct VerifyArgs {
+pub struct VerifyArgs {
     /// Backup id (see `backup list`).
     id: String,
     #[command(flatten)]
@@ -272,7 +266,7 @@ impl RetentionArgs {
 }
 
 #[derive(ClapArgs)]
-struct PruneArgs {
+pub struct PruneArgs {
     #[command(flatten)]
     store: StoreArgs,
     #[command(flatten)]
@@ -302,7 +296,7 @@ impl From<ScheduleKind> for clusterkit_backup::manifest::Kind {
 }
 
 #[derive(ClapArgs)]
-struct ScheduleArgs {
+pub struct ScheduleArgs {
     /// What to back up: etcd, or namespace (then name them or give -A).
     #[arg(long, value_enum, default_value_t = ScheduleKind::Etcd)]
     kind: ScheduleKind,
@@ -343,7 +337,7 @@ struct ScheduleArgs {
 }
 
 #[derive(ClapArgs)]
-struct TimerArgs {
+pub struct TimerArgs {
     /// What the timer backs up: etcd (unit clusterkit-backup), or namespace (unit
     /// clusterkit-backup-namespaces; name them or give -A).
     #[arg(long, value_enum, default_value_t = ScheduleKind::Etcd)]
@@ -469,12 +463,12 @@ fn human(bytes: u64) -> String {
     }
 }
 
-impl Args {
+impl Command {
     pub async fn run(self, global: Global) -> anyhow::Result<()> {
         let cluster = load_optional_cluster(&global)?;
         let cluster = cluster.as_ref();
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        match self.command {
+        match self {
             Command::Etcd(a) => {
                 let store = a.store.open(cluster).await?;
                 let target = a.target(cluster)?;

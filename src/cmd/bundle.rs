@@ -24,14 +24,8 @@ use clusterkit_installer::release;
 
 use super::Global;
 
-#[derive(clap::Args)]
-pub struct Args {
-    #[command(subcommand)]
-    command: BundleCommand,
-}
-
 #[derive(clap::Subcommand)]
-enum BundleCommand {
+pub enum BundleCommand {
     /// Download the packages (with dependencies), collect the binaries and add the container
     /// images into a directory.
     ///
@@ -80,9 +74,9 @@ enum BundleCommand {
     Verify { dir: PathBuf },
 }
 
-impl Args {
+impl BundleCommand {
     pub async fn run(self, global: Global) -> anyhow::Result<()> {
-        match self.command {
+        match self {
             BundleCommand::Build {
                 out,
                 base_status,

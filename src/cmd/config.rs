@@ -8,23 +8,17 @@ use clusterkit_core::config::{self, ConfigError, Role};
 
 use super::Global;
 
-#[derive(clap::Args)]
-pub struct Args {
-    #[command(subcommand)]
-    command: Command,
-}
-
 #[derive(Subcommand)]
-enum Command {
+pub enum Command {
     /// Print an annotated example cluster.yaml (redirect it to a file and edit it).
     Init,
     /// Check the cluster file given with -f: prints every error (exit 1) or "ok" (exit 0).
     Validate,
 }
 
-impl Args {
+impl Command {
     pub async fn run(self, global: Global) -> anyhow::Result<()> {
-        match self.command {
+        match self {
             Command::Init => super::write_stdout(config::EXAMPLE),
             Command::Validate => validate(&global),
         }

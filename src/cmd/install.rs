@@ -10,13 +10,11 @@
 
 use anyhow::Context;
 
-use std::path::PathBuf;
-
 use clusterkit_core::playbook::RunReport;
 use clusterkit_installer::phases::{self, InstallOptions};
 use clusterkit_installer::readiness;
 
-use super::{Global, OutputFormat, Selection};
+use super::{Global, OutputFormat, PlaybookFlags, Selection};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -24,21 +22,8 @@ pub struct Args {
     #[arg(long, value_parser = phase_names())]
     phase: Option<String>,
 
-    /// Change nothing; report what would change.
-    #[arg(long)]
-    check: bool,
-
-    /// Skip tasks a previous, failed run already finished (from the journal in the state dir).
-    #[arg(long)]
-    resume: bool,
-
-    /// Write one JSON event per task per host to this file.
-    #[arg(long)]
-    events: Option<PathBuf>,
-
-    /// Directory with playbooks/ and templates/ overriding the built-in ones.
-    #[arg(long)]
-    library: Option<PathBuf>,
+    #[command(flatten)]
+    run: PlaybookFlags,
 
     /// Skip the readiness report after a full install (nodes Ready, components healthy, a
     /// probe pod on every node reaching every other node).
@@ -65,14 +50,8 @@ impl Args {
         let hosts = self.selection.pick(&cluster, &global)?;
         let opts = InstallOptions {
             phase: self.phase,
-            check: self.check,
-            resume: self.resume,
-            events: self.events,
-            library: self.library.into_iter().collect(),
-            concurrency: self.selection.concurrency,
-            progress: true,
-            verbose: global.verbose > 0,
             verify_all: self.verify_all,
+            ..self.run.options(&self.selection, &global)
         };
         let full = opts.phase.is_none()
             && !opts.check

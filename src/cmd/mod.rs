@@ -62,6 +62,47 @@ pub struct Selection {
     pub concurrency: Option<usize>,
 }
 
+/// How a playbook run goes: the flags `install` and `run` share.
+#[derive(Args, Clone, Debug, Default)]
+pub struct PlaybookFlags {
+    /// Change nothing; report what would change.
+    #[arg(long)]
+    pub check: bool,
+
+    /// Skip tasks a previous, failed run already finished (from the journal in the state dir).
+    #[arg(long)]
+    pub resume: bool,
+
+    /// Write one JSON event per task per host to this file.
+    #[arg(long)]
+    pub events: Option<PathBuf>,
+
+    /// Directory with playbooks/, templates/ and files/ searched before the built-in ones.
+    #[arg(long)]
+    pub library: Option<PathBuf>,
+}
+
+impl PlaybookFlags {
+    /// The installer's options for these flags, the host selection's concurrency and
+    /// `-v`; progress goes to stderr. A command sets what only it has (`--phase`...) after.
+    pub fn options(
+        self,
+        selection: &Selection,
+        global: &Global,
+    ) -> clusterkit_installer::phases::InstallOptions {
+        clusterkit_installer::phases::InstallOptions {
+            check: self.check,
+            resume: self.resume,
+            events: self.events,
+            library: self.library.into_iter().collect(),
+            concurrency: selection.concurrency,
+            progress: true,
+            verbose: global.verbose > 0,
+            ..Default::default()
+        }
+    }
+}
+
 impl Selection {
     /// The hosts of `cluster` these flags select, in cluster.yaml's order; an unknown name or
     /// role is an error naming the known ones and the file.

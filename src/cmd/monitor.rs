@@ -14,14 +14,8 @@ use std::fmt::Write as _;
 
 use super::Global;
 
-#[derive(clap::Args)]
-pub struct Args {
-    #[command(subcommand)]
-    command: MonitorCommand,
-}
-
 #[derive(Subcommand)]
-enum MonitorCommand {
+pub enum MonitorCommand {
     /// Write prometheus.yml, targets, alert rules, alertmanager.yml and Grafana provisioning.
     Config(ConfigArgs),
     /// Run the exporter (etcd, control plane, nodes, certificates, backups).
@@ -31,7 +25,7 @@ enum MonitorCommand {
 }
 
 #[derive(clap::Args)]
-struct ConfigArgs {
+pub struct ConfigArgs {
     /// Directory to write into (created if missing). (`-o` is the global output format.)
     #[arg(short = 'd', long = "dir", visible_alias = "output-dir")]
     output_dir: PathBuf,
@@ -92,7 +86,7 @@ fn parse_alert_for(s: &str) -> Result<(String, PromDuration), String> {
 }
 
 #[derive(clap::Args)]
-struct ServeArgs {
+pub struct ServeArgs {
     /// Listen address, IP:PORT (default: monitor.listen from cluster.yaml).
     #[arg(long)]
     listen: Option<std::net::SocketAddr>,
@@ -107,7 +101,7 @@ struct ServeArgs {
 }
 
 #[derive(clap::Args)]
-struct DeployArgs {
+pub struct DeployArgs {
     /// Report what would change; change nothing.
     #[arg(long)]
     check: bool,
@@ -125,17 +119,17 @@ struct DeployArgs {
     tuning: Tuning,
 }
 
-impl Args {
+impl MonitorCommand {
     /// Process-wide settings that must be made before the async runtime starts its threads.
     pub fn before_runtime(&self) {
-        if let MonitorCommand::Serve(_) = self.command {
+        if let MonitorCommand::Serve(_) = self {
             // A long-lived exporter held to a small RSS: see working_set.
             clusterkit_monitor::exporter::use_one_malloc_arena();
         }
     }
 
     pub async fn run(self, global: Global) -> anyhow::Result<()> {
-        match self.command {
+        match self {
             MonitorCommand::Config(args) => config(args, &global),
             MonitorCommand::Serve(args) => serve(args, &global).await,
             MonitorCommand::Deploy(args) => deploy(args, &global).await,

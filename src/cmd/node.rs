@@ -21,14 +21,8 @@ use clusterkit_installer::phases::InstallOptions;
 
 use super::Global;
 
-#[derive(clap::Args)]
-pub struct Args {
-    #[command(subcommand)]
-    command: NodeCommand,
-}
-
 #[derive(clap::Subcommand)]
-enum NodeCommand {
+pub enum NodeCommand {
     /// Install a host listed in cluster.yaml into the running cluster.
     Add(AddArgs),
     /// Drain a node, take it out of etcd and the API, remove its routes, reset it.
@@ -36,7 +30,7 @@ enum NodeCommand {
 }
 
 #[derive(clap::Args)]
-struct AddArgs {
+pub struct AddArgs {
     /// The host's name in cluster.yaml.
     host: String,
 
@@ -54,7 +48,7 @@ struct AddArgs {
 }
 
 #[derive(clap::Args)]
-struct RemoveArgs {
+pub struct RemoveArgs {
     /// The host's name in cluster.yaml.
     host: String,
 
@@ -83,10 +77,10 @@ struct RemoveArgs {
     library: Option<PathBuf>,
 }
 
-impl Args {
+impl NodeCommand {
     pub async fn run(self, global: Global) -> anyhow::Result<()> {
         let cluster = super::load_cluster(&global)?;
-        match self.command {
+        match self {
             NodeCommand::Add(a) => {
                 let opts = InstallOptions {
                     phase: None,

@@ -20,14 +20,8 @@ use super::store::{load_optional_cluster, DecryptArgs, StoreArgs};
 use super::Global;
 use clusterkit_core::config::Cluster;
 
-#[derive(clap::Args)]
-pub struct Args {
-    #[command(subcommand)]
-    command: Command,
-}
-
 #[derive(Subcommand)]
-enum Command {
+pub enum Command {
     /// Restore etcd from backup ID (verified completely before anything is touched).
     Etcd(EtcdArgs),
     /// Restore namespaces from a namespace backup ID (server-side apply, dependency order).
@@ -35,7 +29,7 @@ enum Command {
 }
 
 #[derive(clap::Args)]
-struct EtcdArgs {
+pub struct EtcdArgs {
     /// Backup id (see `clusterkit backup list`).
     id: String,
     #[command(flatten)]
@@ -78,9 +72,9 @@ fn confirm(question: &str) -> anyhow::Result<bool> {
     Ok(line.trim() == "yes")
 }
 
-impl Args {
+impl Command {
     pub async fn run(self, global: Global) -> anyhow::Result<()> {
-        let a = match self.command {
+        let a = match self {
             Command::Etcd(a) => a,
             Command::Namespace(a) => return a.run(&global).await,
         };

@@ -9,14 +9,8 @@ use std::fmt::Write as _;
 
 use super::Global;
 
-#[derive(clap::Args)]
-pub struct Args {
-    #[command(subcommand)]
-    command: Command,
-}
-
 #[derive(clap::Subcommand)]
-enum Command {
+pub enum Command {
     /// Create (or complete) a sandbox of N nodes and print the path of its cluster.yaml last.
     Up {
         /// How many nodes (1 to 99).
@@ -41,7 +35,7 @@ enum Command {
     Base,
 }
 
-impl Args {
+impl Command {
     pub async fn run(self, global: Global) -> anyhow::Result<()> {
         tokio::task::spawn_blocking(move || self.run_blocking(&global))
             .await
@@ -50,7 +44,7 @@ impl Args {
 
     fn run_blocking(self, global: &Global) -> anyhow::Result<()> {
         let dirs = Dirs::from_env();
-        match self.command {
+        match self {
             Command::Up { nodes, name } => {
                 eprintln!("sandbox {name}: bringing up {nodes} node(s)…");
                 let sb = Sandbox::up_in(&dirs, UpOptions::new(name.clone(), nodes))
