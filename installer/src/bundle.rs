@@ -29,6 +29,7 @@ use std::process::Command;
 use clusterkit_core::playbook::modules::package::BundleFile;
 
 use crate::images::{self, ImageError, Sources};
+use crate::local::{self, file_err, FileError, ToolError};
 use crate::release::{self, ReleaseError};
 use crate::versions::{self, VersionError};
 pub use clusterkit_core::playbook::modules::{Bundle, BundleManifest, BundlePackage};
@@ -37,19 +38,11 @@ use clusterkit_core::release::KubeVersion;
 /// What can go wrong building a bundle.
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] FileError),
 
-    #[error("`{command}` failed ({status}): {stderr}")]
-    Command {
-        command: String,
-        status: String,
-        stderr: String,
-    },
+    #[error(transparent)]
+    Command(#[from] ToolError),
 
     #[error(
         "the base system's dpkg status {path} does not exist: run `clusterkit sandbox up` once \
@@ -198,27 +191,11 @@ pub fn default_base_status() -> PathBuf {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BundleError + '_ {
-    move |source| BundleError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    file_err(path)
 }
 
 fn run(cmd: &mut Command) -> Result<String, BundleError> {
-    let shown = format!("{cmd:?}").replace('"', "");
-    let out = cmd.output().map_err(|e| BundleError::Command {
-        command: shown.clone(),
-        status: "not started".into(),
-        stderr: e.to_string(),
-    })?;
-    if !out.status.success() {
-        return Err(BundleError::Command {
-            command: shown,
-            status: out.status.to_string(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    Ok(String::from_utf8_lossy(&local::run(cmd)?).into_owned())
 }
 
 /// `(name, version, arch)` apt would install onto the base for `package`, in order.
@@ -235,7 +212,7 @@ pub fn closure(
         .args(["install", package])
         .env("LC_ALL", "C")
         .output()
-        .map_err(|e| BundleError::Command {
+        .map_err(|e| ToolError {
             command: "apt-get -s install".into(),
             status: "not started".into(),
             stderr: e.to_string(),

@@ -37,6 +37,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::local::{self, file_err, FileError, ToolError};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -77,19 +78,11 @@ const PAUSE_REV: &str = "clusterkit";
 /// What can go wrong building or reading images.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] FileError),
 
-    #[error("`{command}` failed ({status}): {stderr}")]
-    Command {
-        command: String,
-        status: String,
-        stderr: String,
-    },
+    #[error(transparent)]
+    Command(#[from] ToolError),
 
     #[error(
         "no Kubernetes source in {dir} (neither build/pause/linux/pause.c nor a \
@@ -117,10 +110,7 @@ pub enum ImageError {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ImageError + '_ {
-    move |source| ImageError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    file_err(path)
 }
 
 /// `manifest.json` of an image directory.
@@ -450,22 +440,7 @@ pub fn cache_dir() -> PathBuf {
 }
 
 fn run(cmd: &mut Command) -> Result<Vec<u8>, ImageError> {
-    let shown = format!("{cmd:?}").replace('"', "");
-    let out = cmd.output().map_err(|e| ImageError::Command {
-        command: shown.clone(),
-        status: "not started".into(),
-        stderr: e.to_string(),
-    })?;
-    if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let tail: Vec<&str> = stderr.lines().rev().take(20).collect();
-        return Err(ImageError::Command {
-            command: shown,
-            status: out.status.to_string(),
-            stderr: tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
-        });
-    }
-    Ok(out.stdout)
+    Ok(local::run(cmd)?)
 }
 
 /// `TAG = 3.4` of build/pause/Makefile.
@@ -564,13 +539,12 @@ fn tempdir() -> Result<TempDir, ImageError> {
         match std::fs::create_dir(&p) {
             Ok(()) => return Ok(TempDir(p)),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(ImageError::Io { path: p, source: e }),
+            Err(e) => return Err(io(&p)(e)),
         }
     }
-    Err(ImageError::Io {
-        path: base,
-        source: std::io::Error::other("no free temporary directory name"),
-    })
+    Err(io(&base)(std::io::Error::other(
+        "no free temporary directory name",
+    )))
 }
 
 /// True for an ELF executable without a program interpreter (statically linked).

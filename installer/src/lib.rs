@@ -7,6 +7,7 @@ pub mod csr;
 pub mod images;
 pub mod kube_api;
 pub mod kubeconfig;
+pub mod local;
 pub mod node;
 pub mod phases;
 pub mod pki;

@@ -20,6 +20,7 @@ use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
+use crate::local::{file_err, FileError};
 use clusterkit_core::release::KubeVersion;
 
 /// The official download server.
@@ -57,22 +58,15 @@ pub enum ReleaseError {
         published: String,
     },
 
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] FileError),
 
     #[error("no Kubernetes release binaries for the node architecture {arch}")]
     Arch { arch: String },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ReleaseError + '_ {
-    move |source| ReleaseError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    file_err(path)
 }
 
 /// The release server's name for a Debian architecture.
