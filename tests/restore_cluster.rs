@@ -440,7 +440,8 @@ fn restore_three_members() {
 }
 
 /// `backup install-timer` on a 1-node sandbox (node1: control plane + etcd, PKI and etcd
-/// installed for real): the units are installed and the timer listed, a second run changes
+/// installed for real): `--check` reports what would change (with the units' diff, not the
+/// secrets file's) and writes nothing; the units are installed and the timer listed, a second run changes
 /// nothing, a triggered run of the service on the node takes a backup into the node's store,
 /// and `reset` removes the timer, its units and `/etc/clusterkit` but keeps the backups.
 #[test]
@@ -480,6 +481,40 @@ fn install_timer_on_control_plane() {
             .map(|c| c.as_str().unwrap().to_string())
             .collect()
     };
+    // Check mode: what would change, with the units' diff, and nothing written.
+    let out = run_ok(&mut ck(
+        &cfg,
+        &["-o", "json", "backup", "install-timer", "--check"],
+    ));
+    let changed = report(&out);
+    for want in [
+        "would upload /usr/local/bin/clusterkit",
+        "would write /etc/clusterkit/backup.env",
+        "would write /etc/systemd/system/clusterkit-backup.service",
+        "would enable --now clusterkit-backup.timer",
+    ] {
+        assert!(changed.iter().any(|c| c == want), "{want}: {changed:?}");
+    }
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let diff = v[0]["diff"].to_string();
+    assert!(
+        diff.contains("+ExecStart=/usr/local/bin/clusterkit"),
+        "{v:#}"
+    );
+    assert!(
+        !diff.contains("--- /etc/clusterkit/backup.env"),
+        "no diff of the secrets file: {v:#}"
+    );
+    assert_eq!(
+        ssh(
+            &sb,
+            "node1",
+            "ls /etc/systemd/system/clusterkit-backup.service /etc/clusterkit 2>&1 | grep -c 'No such file'"
+        )
+        .trim(),
+        "2",
+        "check mode wrote nothing"
+    );
     let out = run_ok(&mut ck(&cfg, &["-o", "json", "backup", "install-timer"]));
     let changed = report(&out);
     for want in [

@@ -50,6 +50,15 @@ pub enum BackupError {
     #[error("cancelled")]
     Cancelled,
 
+    /// A module's check-then-act on a host failed (stat, upload, attributes).
+    #[error("{what} on {host}")]
+    OnHost {
+        host: String,
+        what: String,
+        #[source]
+        source: Box<clusterkit_core::playbook::modules::ModuleError>,
+    },
+
     #[error("{command} failed ({status}): {stderr}")]
     Command {
         command: String,

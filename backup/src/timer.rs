@@ -31,8 +31,12 @@
 //! (compiled in, golden files in `tests/data/backup-units/`); what needs escaping — the
 //! `ExecStart=` words, the environment file — is quoted here before it reaches a template.
 //!
-//! Idempotent: each file is compared by sha256 and written only when it differs; the units are
-//! reloaded and the timer enabled only when needed; the report lists what changed per host.
+//! Idempotent: each file goes through the playbook `copy` module's check-then-act
+//! (`files::ensure_content`: one stat with sha256 and mode, an upload only when either
+//! differs); the units are reloaded and the timer enabled only when needed; the report lists
+//! what changed per host. `--check` runs the same checks, changes nothing, and reports what
+//! would change with the diff of each unit or CA file (never of the binary, the environment
+//! file or the kubeconfig).
 //! Several control-plane hosts run the timer: the store lock plus `--once`'s window make one
 //! backup per tick. Limits: the store must be reachable from the hosts (a `file://` store is
 //! each host's own directory); secrets are copied as they are at install time.
@@ -40,9 +44,9 @@
 use std::path::{Path, PathBuf};
 
 use clusterkit_core::config::Cluster;
-use clusterkit_core::exec::{Command, Executor, UploadOptions};
+use clusterkit_core::exec::{Command, Executor};
 use clusterkit_core::layout::NodeLayout;
-use sha2::{Digest, Sha256};
+use clusterkit_core::playbook::modules::{files, Standalone, Status};
 
 use crate::error::BackupError;
 
@@ -366,12 +370,72 @@ pub fn cronjob(schedule: &str, image: &str) -> Result<String, BackupError> {
     )
 }
 
-/// What changed on one host.
+/// What changed on one host (in check mode: what would change).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct HostReport {
     pub host: String,
     /// Empty when everything was already in place.
     pub changed: Vec<String>,
+    /// Check mode: the unified diff of each file that would change, except the binary and
+    /// the files holding secrets (the environment file, the kubeconfig).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub diff: Vec<String>,
+}
+
+/// How one host is brought to the spec: the module context files are compared and written
+/// through, and what was (or would be) done.
+struct Converge<'a> {
+    x: &'a dyn Executor,
+    modules: &'a Standalone,
+    check: bool,
+    report: HostReport,
+}
+
+impl Converge<'_> {
+    /// Makes `path` hold `data` with `mode` (the `copy` module's check-then-act: one stat, an
+    /// upload only when content or mode differ). `action` names the change in the report;
+    /// `secret` keeps the content out of the check-mode diff. Returns whether it changed.
+    async fn file(
+        &mut self,
+        action: &str,
+        path: &str,
+        data: &[u8],
+        mode: u32,
+        secret: bool,
+    ) -> Result<bool, BackupError> {
+        let cx = self.modules.cx(self.x, self.check, secret);
+        let outcome = files::ensure_content(&cx, path, data, Some(mode), None, None)
+            .await
+            .map_err(|source| BackupError::OnHost {
+                host: self.x.host().to_string(),
+                what: format!("writing {path}"),
+                source: Box::new(source),
+            })?;
+        if outcome.status != Status::Changed {
+            return Ok(false);
+        }
+        self.done(format!("{action} {path}"));
+        self.report.diff.extend(outcome.diff);
+        Ok(true)
+    }
+
+    /// Records a change; in check mode it is what would be done.
+    fn done(&mut self, what: String) {
+        let what = if self.check {
+            format!("would {what}")
+        } else {
+            what
+        };
+        self.report.changed.push(what);
+    }
+
+    /// Runs a command that changes the host, unless in check mode.
+    async fn act(&mut self, what: &str, line: String) -> Result<(), BackupError> {
+        if !self.check {
+            sh(self.x, what, line).await?;
+        }
+        Ok(())
+    }
 }
 
 fn q(s: &str) -> String {
@@ -393,49 +457,19 @@ async fn sh(x: &dyn Executor, what: &str, line: String) -> Result<String, Backup
         .map_err(|e| err(x.host(), what, e))
 }
 
-/// Writes `data` to `path` unless the host's file has the same sha256 and mode. Returns
-/// whether it wrote.
-async fn ensure_file(
-    x: &dyn Executor,
-    path: &str,
-    data: &[u8],
-    mode: u32,
-) -> Result<bool, BackupError> {
-    let want = hex::encode(Sha256::digest(data));
-    let have = sh(
-        x,
-        &format!("checking {path}"),
-        format!(
-            "if [ -f {p} ]; then echo \"$(sha256sum < {p} | cut -d' ' -f1) $(stat -c %a {p})\"; fi",
-            p = q(path)
-        ),
-    )
-    .await?;
-    if have.trim() == format!("{want} {mode:o}") {
-        return Ok(false);
-    }
-    x.upload(
-        data,
-        path,
-        &UploadOptions {
-            mode,
-            owner: None,
-            create_parents: true,
-        },
-    )
-    .await
-    .map_err(|e| err(x.host(), &format!("writing {path}"), e))?;
-    Ok(true)
-}
-
 fn local_arch() -> &'static str {
     std::env::consts::ARCH
 }
 
-/// Installs (or updates) the units on one control-plane host and enables the timer.
-pub async fn install_on(x: &dyn Executor, spec: &TimerSpec) -> Result<HostReport, BackupError> {
+/// Installs (or updates) the units on one control-plane host and enables the timer; with
+/// `check`, only reports what would change (read-only checks still run, nothing is written).
+pub async fn install_on(
+    x: &dyn Executor,
+    spec: &TimerSpec,
+    modules: &Standalone,
+    check: bool,
+) -> Result<HostReport, BackupError> {
     let host = x.host().to_string();
-    let mut changed = Vec::new();
     // An etcd timer needs the etcd client pair the pki phase installed; a namespace timer
     // brings its kubeconfig.
     let needed = if spec.kubeconfig.is_some() {
@@ -462,6 +496,16 @@ pub async fn install_on(x: &dyn Executor, spec: &TimerSpec) -> Result<HostReport
         ),
     )
     .await?;
+    let mut host_run = Converge {
+        x,
+        modules,
+        check,
+        report: HostReport {
+            host: host.clone(),
+            changed: Vec::new(),
+            diff: Vec::new(),
+        },
+    };
     if let Some(local) = &spec.upload_binary {
         let arch = sh(x, "uname -m", "uname -m".into()).await?;
         if arch.trim() != local_arch() {
@@ -482,9 +526,10 @@ pub async fn install_on(x: &dyn Executor, spec: &TimerSpec) -> Result<HostReport
                 path: local.clone(),
                 source: e,
             })?;
-        if ensure_file(x, &spec.binary, &data, 0o755).await? {
-            changed.push(format!("upload {}", spec.binary));
-        }
+        // No diff of a binary.
+        host_run
+            .file("upload", &spec.binary, &data, 0o755, true)
+            .await?;
     } else {
         sh(
             x,
@@ -496,46 +541,41 @@ pub async fn install_on(x: &dyn Executor, spec: &TimerSpec) -> Result<HostReport
         )
         .await?;
     }
-    sh(
-        x,
-        &format!("creating {}", NODE.clusterkit_dir),
-        format!("mkdir -p {d} && chmod 700 {d}", d = NODE.clusterkit_dir),
-    )
-    .await?;
-    if ensure_file(x, ENV_PATH, env_file(spec)?.as_bytes(), 0o600).await? {
-        changed.push(format!("write {ENV_PATH}"));
-    }
-    // Local files the hosts get a copy of.
-    for (local, remote, mode) in [
-        (&spec.ca_file, CA_PATH, 0o644),
-        (&spec.kubeconfig, KUBECONFIG_PATH, 0o600),
+    host_run
+        .act(
+            &format!("creating {}", NODE.clusterkit_dir),
+            format!("mkdir -p {d} && chmod 700 {d}", d = NODE.clusterkit_dir),
+        )
+        .await?;
+    let env = env_file(spec)?;
+    host_run
+        .file("write", ENV_PATH, env.as_bytes(), 0o600, true)
+        .await?;
+    // Local files the hosts get a copy of; the kubeconfig is a credential.
+    for (local, remote, mode, secret) in [
+        (&spec.ca_file, CA_PATH, 0o644, false),
+        (&spec.kubeconfig, KUBECONFIG_PATH, 0o600, true),
     ] {
         let Some(local) = local else { continue };
         let data = std::fs::read(local).map_err(|e| BackupError::LocalIo {
             path: local.clone(),
             source: e,
         })?;
-        if ensure_file(x, remote, &data, mode).await? {
-            changed.push(format!("write {remote}"));
-        }
+        host_run.file("write", remote, &data, mode, secret).await?;
     }
     let mut units = false;
     for (path, text) in [
         (spec.service_path(), service_unit(spec)?),
         (spec.timer_path(), timer_unit(spec)?),
     ] {
-        if ensure_file(x, &path, text.as_bytes(), 0o644).await? {
-            changed.push(format!("write {path}"));
-            units = true;
-        }
+        units |= host_run
+            .file("write", &path, text.as_bytes(), 0o644, false)
+            .await?;
     }
     if units {
-        sh(
-            x,
-            "systemctl daemon-reload",
-            "systemctl daemon-reload".into(),
-        )
-        .await?;
+        host_run
+            .act("systemctl daemon-reload", "systemctl daemon-reload".into())
+            .await?;
     }
     let timer = spec.timer_name();
     let state = sh(
@@ -545,23 +585,20 @@ pub async fn install_on(x: &dyn Executor, spec: &TimerSpec) -> Result<HostReport
     )
     .await?;
     if state.trim() != "enabled active" {
-        sh(
-            x,
-            "enabling the timer",
-            format!("systemctl enable --now {timer}"),
-        )
-        .await?;
-        changed.push(format!("enable --now {timer}"));
+        host_run
+            .act(
+                "enabling the timer",
+                format!("systemctl enable --now {timer}"),
+            )
+            .await?;
+        host_run.done(format!("enable --now {timer}"));
     } else if units {
         // A changed OnCalendar takes effect on restart.
-        sh(
-            x,
-            "restarting the timer",
-            format!("systemctl restart {timer}"),
-        )
-        .await?;
+        host_run
+            .act("restarting the timer", format!("systemctl restart {timer}"))
+            .await?;
     }
-    Ok(HostReport { host, changed })
+    Ok(host_run.report)
 }
 
 /// The running binary, for the upload.

@@ -373,6 +373,10 @@ pub struct TimerArgs {
     /// Print the units instead of installing them.
     #[arg(long)]
     print: bool,
+    /// Change nothing on the hosts; report what would change, with the diff of each unit and
+    /// CA file that would change (never of the binary or the files holding secrets).
+    #[arg(long)]
+    check: bool,
     /// Each run drills its new backup on the host (etcd: needs etcd and etcdctl there, and a
     /// passphrase rather than an age recipient); retention keeps the newest passed drill.
     #[arg(long)]
@@ -837,10 +841,11 @@ async fn install_timer(
     let connected = fanout::connect_all(cluster, &hosts, &fan).await;
     fanout::check(&connected)?;
     let mut reports = Vec::new();
+    let modules = clusterkit_core::playbook::modules::Standalone::default();
     // One host after the other: the binary upload is held in memory.
     for (h, r) in hosts.iter().zip(connected) {
         let exec = r.result?;
-        let report = timer::install_on(exec.as_ref(), &spec)
+        let report = timer::install_on(exec.as_ref(), &spec, &modules, a.check)
             .await
             .with_context(|| format!("install-timer on {}", h.name))?;
         reports.push(report);
@@ -853,6 +858,12 @@ async fn install_timer(
             } else {
                 out.push_str(&format!("{}: {}\n", r.host, r.changed.join(", ")));
             }
+            for d in &r.diff {
+                out.push_str(d);
+            }
+        }
+        if a.check {
+            return out;
         }
         out.push_str(&format!(
             "timer {u}.timer enabled; run one now with: systemctl start {u}.service\n",

@@ -232,6 +232,37 @@ pub struct TaskCx<'a> {
     pub transfers: &'a transfer::Transfers,
 }
 
+/// What a module needs besides the host, for callers that use a module outside a playbook run
+/// (e.g. `backup install-timer` writing its units and secrets): no facts, an empty template
+/// context and library, no bundle, no other hosts. Create one per command.
+#[derive(Default)]
+pub struct Standalone {
+    facts: Value,
+    context: tera::Context,
+    library: Library,
+    transfers: transfer::Transfers,
+}
+
+impl Standalone {
+    /// A task context on `exec`: `check` reports what would change without changing it;
+    /// `no_log` keeps contents out of the outcome (no diff: secrets).
+    pub fn cx<'a>(&'a self, exec: &'a dyn Executor, check: bool, no_log: bool) -> TaskCx<'a> {
+        TaskCx {
+            exec,
+            check,
+            run_in_check: false,
+            facts: &self.facts,
+            context: &self.context,
+            library: &self.library,
+            cluster_hosts: &[],
+            bundle: None,
+            no_log,
+            verify_all: false,
+            transfers: &self.transfers,
+        }
+    }
+}
+
 impl TaskCx<'_> {
     /// Runs a shell command; a non-zero exit becomes a failure with the stderr tail.
     pub async fn sh(&self, line: &str) -> Result<String, ModuleError> {
