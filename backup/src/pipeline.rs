@@ -325,6 +325,26 @@ impl<R: Read> Read for SharedTee<R> {
 
 /// Downloads, decrypts and decompresses a backup, checking sizes, both sha256 sums and (for
 /// etcd) the integrity hash; writes the raw bytes to `sink` when given (which the caller
+/// `Corrupt` unless what was read (`found`: bytes, sha256) is what the manifest recorded.
+fn same_as_manifest(
+    m: &Manifest,
+    what: &str,
+    found: (u64, &str),
+    expected: (u64, &str),
+) -> Result<(), BackupError> {
+    if found == expected {
+        return Ok(());
+    }
+    Err(BackupError::Corrupt {
+        id: m.id.clone(),
+        what: format!(
+            "{what} differs from the manifest: {} bytes with sha256 {}, expected {} bytes with \
+             sha256 {}",
+            found.0, found.1, expected.0, expected.1
+        ),
+    })
+}
+
 /// deletes on error). Nothing is trusted until the whole object has been read.
 pub async fn read_and_check(
     store: &dyn Store,
@@ -448,32 +468,24 @@ fn check_blocking<R: Read>(
             m.data_key
         )));
     }
-    if stored_size != m.stored_size || stored_sha != m.sha256_stored {
-        return Err(BackupError::Corrupt {
-            id: m.id.clone(),
-            what: format!(
-                "stored object differs from the manifest: {stored_size} bytes with sha256 {stored_sha}, \
-                 expected {} bytes with sha256 {}",
-                m.stored_size, m.sha256_stored
-            ),
-        });
-    }
+    same_as_manifest(
+        m,
+        "stored object",
+        (stored_size, &stored_sha),
+        (m.stored_size, &m.sha256_stored),
+    )?;
     let (trailing, raw_hash, raw_size) = decoded?;
     let raw_sha = if etcd {
         trailing.whole_sha256()
     } else {
         hex::encode(raw_hash.finalize())
     };
-    if raw_size != m.raw_size || raw_sha != m.sha256_raw {
-        return Err(BackupError::Corrupt {
-            id: m.id.clone(),
-            what: format!(
-                "decoded snapshot differs from the manifest: {raw_size} bytes with sha256 {raw_sha}, \
-                 expected {} bytes with sha256 {}",
-                m.raw_size, m.sha256_raw
-            ),
-        });
-    }
+    same_as_manifest(
+        m,
+        "decoded snapshot",
+        (raw_size, &raw_sha),
+        (m.raw_size, &m.sha256_raw),
+    )?;
     if let Some(etcd) = &m.etcd {
         let found = trailing.check().map_err(|e| BackupError::Corrupt {
             id: m.id.clone(),

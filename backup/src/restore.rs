@@ -81,76 +81,67 @@ pub async fn restore_local(
     opts: &LocalRestore,
     now: DateTime<Utc>,
 ) -> Result<RestoreReport, BackupError> {
-    let result = restore_local_unrecorded(store, id, decrypt, opts, now).await;
-    crate::status::note_restore(store, Kind::Etcd, result.is_ok()).await;
-    result
-}
-
-async fn restore_local_unrecorded(
-    store: &dyn Store,
-    id: &str,
-    decrypt: &Decrypt,
-    opts: &LocalRestore,
-    now: DateTime<Utc>,
-) -> Result<RestoreReport, BackupError> {
-    let m = catalog::get_manifest(store, id).await?;
-    if m.kind != Kind::Etcd {
-        return Err(BackupError::RestoreRefused(format!(
-            "{id} is a {} backup, not etcd",
-            m.kind
-        )));
-    }
-    let data_dir = opts.data_dir.components().collect::<PathBuf>();
-    let parent = data_dir
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .ok_or_else(|| {
-            BackupError::Invalid(format!("{} has no parent directory", data_dir.display()))
-        })?
-        .to_path_buf();
-    std::fs::create_dir_all(&parent).map_err(|e| local(&parent, e))?;
-    let base = data_dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "etcd".into());
-    let stamp = now.format("%Y%m%dT%H%M%SZ");
-    // Scratch next to the data dir: same filesystem, so the final rename is atomic.
-    let scratch = parent.join(format!(".{base}.restore-{id}"));
-    if scratch.exists() {
-        std::fs::remove_dir_all(&scratch).map_err(|e| local(&scratch, e))?;
-    }
-    std::fs::create_dir_all(&scratch).map_err(|e| local(&scratch, e))?;
-    let result = restore_into_scratch(store, &m, decrypt, opts, &scratch).await;
-    let restored = match result {
-        Ok(p) => p,
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&scratch);
-            return Err(e);
+    crate::status::recorded(store, Kind::Etcd, async {
+        let m = catalog::get_manifest(store, id).await?;
+        if m.kind != Kind::Etcd {
+            return Err(BackupError::RestoreRefused(format!(
+                "{id} is a {} backup, not etcd",
+                m.kind
+            )));
         }
-    };
-    // Verified and restored in scratch: now, and only now, touch the real data dir.
-    let old = if data_dir.exists() {
-        let old = parent.join(format!("{base}.before-{id}-{stamp}"));
-        std::fs::rename(&data_dir, &old).map_err(|e| local(&data_dir, e))?;
-        Some(old)
-    } else {
-        None
-    };
-    if let Err(e) = std::fs::rename(&restored, &data_dir) {
-        if let Some(old) = &old {
-            let _ = std::fs::rename(old, &data_dir);
+        let data_dir = opts.data_dir.components().collect::<PathBuf>();
+        let parent = data_dir
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .ok_or_else(|| {
+                BackupError::Invalid(format!("{} has no parent directory", data_dir.display()))
+            })?
+            .to_path_buf();
+        std::fs::create_dir_all(&parent).map_err(|e| local(&parent, e))?;
+        let base = data_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "etcd".into());
+        let stamp = now.format("%Y%m%dT%H%M%SZ");
+        // Scratch next to the data dir: same filesystem, so the final rename is atomic.
+        let scratch = parent.join(format!(".{base}.restore-{id}"));
+        if scratch.exists() {
+            std::fs::remove_dir_all(&scratch).map_err(|e| local(&scratch, e))?;
+        }
+        std::fs::create_dir_all(&scratch).map_err(|e| local(&scratch, e))?;
+        let result = restore_into_scratch(store, &m, decrypt, opts, &scratch).await;
+        let restored = match result {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&scratch);
+                return Err(e);
+            }
+        };
+        // Verified and restored in scratch: now, and only now, touch the real data dir.
+        let old = if data_dir.exists() {
+            let old = parent.join(format!("{base}.before-{id}-{stamp}"));
+            std::fs::rename(&data_dir, &old).map_err(|e| local(&data_dir, e))?;
+            Some(old)
+        } else {
+            None
+        };
+        if let Err(e) = std::fs::rename(&restored, &data_dir) {
+            if let Some(old) = &old {
+                let _ = std::fs::rename(old, &data_dir);
+            }
+            let _ = std::fs::remove_dir_all(&scratch);
+            return Err(local(&data_dir, e));
         }
         let _ = std::fs::remove_dir_all(&scratch);
-        return Err(local(&data_dir, e));
-    }
-    let _ = std::fs::remove_dir_all(&scratch);
-    Ok(RestoreReport {
-        id: m.id.clone(),
-        data_dir,
-        old_data_dir: old,
-        revision_at_least: m.etcd.as_ref().map(|e| e.revision).unwrap_or(0),
-        raw_size: m.raw_size,
+        Ok(RestoreReport {
+            id: m.id.clone(),
+            data_dir,
+            old_data_dir: old,
+            revision_at_least: m.etcd.as_ref().map(|e| e.revision).unwrap_or(0),
+            raw_size: m.raw_size,
+        })
     })
+    .await
 }
 
 async fn restore_into_scratch(

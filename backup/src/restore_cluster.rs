@@ -308,265 +308,254 @@ pub async fn restore_cluster_with(
     now: DateTime<Utc>,
     opts: &ClusterRestoreOptions,
 ) -> Result<ClusterRestoreReport, BackupError> {
-    let result = restore_cluster_unrecorded(store, id, decrypt, members, target, now, opts).await;
-    crate::status::note_restore(store, Kind::Etcd, result.is_ok()).await;
-    result
-}
-
-async fn restore_cluster_unrecorded(
-    store: &dyn Store,
-    id: &str,
-    decrypt: &Decrypt,
-    members: &[Member],
-    target: &EtcdTarget,
-    now: DateTime<Utc>,
-    opts: &ClusterRestoreOptions,
-) -> Result<ClusterRestoreReport, BackupError> {
-    let started = Instant::now();
-    let steps = Steps::default();
-    if members.is_empty() {
-        return Err(BackupError::Invalid("no etcd members to restore".into()));
-    }
-    let m = catalog::get_manifest(store, id).await?;
-    if m.kind != Kind::Etcd {
-        return Err(BackupError::RestoreRefused(format!(
-            "{id} is a {} backup, not etcd",
-            m.kind
-        )));
-    }
-    let min_revision = m.etcd.as_ref().map(|e| e.revision).unwrap_or(0);
-    let stamp = now.format("%Y%m%dT%H%M%SZ").to_string();
-    let data_dir = NODE.etcd_data_dir;
-    let scratch = format!("{data_dir}-restore-{id}");
-    let old = format!("{data_dir}.before-{id}-{stamp}");
-
-    // 1. Every member can take the restore (and says its etcd version), while the backup is
-    //    downloaded and verified here.
-    let t = Instant::now();
-    let work = Scratch::new(id)?;
-    let snapshot = work.0.join("snapshot.db");
-    let (checked, fetched) = tokio::join!(
-        futures::future::try_join_all(members.iter().map(|x| check_member(x, &scratch))),
-        async {
-            let t = Instant::now();
-            let r = fetch_verified(store, &m, decrypt, &snapshot).await;
-            steps.add("download+verify", None, t);
-            r
+    crate::status::recorded(store, Kind::Etcd, async {
+        let started = Instant::now();
+        let steps = Steps::default();
+        if members.is_empty() {
+            return Err(BackupError::Invalid("no etcd members to restore".into()));
         }
-    );
-    let cleanup = || async {
-        futures::future::join_all(
-            members
-                .iter()
-                .map(|x| sh(x, "cleanup", format!("rm -rf {}", q(&scratch)))),
-        )
+        let m = catalog::get_manifest(store, id).await?;
+        if m.kind != Kind::Etcd {
+            return Err(BackupError::RestoreRefused(format!(
+                "{id} is a {} backup, not etcd",
+                m.kind
+            )));
+        }
+        let min_revision = m.etcd.as_ref().map(|e| e.revision).unwrap_or(0);
+        let stamp = now.format("%Y%m%dT%H%M%SZ").to_string();
+        let data_dir = NODE.etcd_data_dir;
+        let scratch = format!("{data_dir}-restore-{id}");
+        let old = format!("{data_dir}.before-{id}-{stamp}");
+
+        // 1. Every member can take the restore (and says its etcd version), while the backup is
+        //    downloaded and verified here.
+        let t = Instant::now();
+        let work = Scratch::new(id)?;
+        let snapshot = work.0.join("snapshot.db");
+        let (checked, fetched) = tokio::join!(
+            futures::future::try_join_all(members.iter().map(|x| check_member(x, &scratch))),
+            async {
+                let t = Instant::now();
+                let r = fetch_verified(store, &m, decrypt, &snapshot).await;
+                steps.add("download+verify", None, t);
+                r
+            }
+        );
+        let cleanup = || async {
+            futures::future::join_all(
+                members
+                    .iter()
+                    .map(|x| sh(x, "cleanup", format!("rm -rf {}", q(&scratch)))),
+            )
+            .await;
+        };
+        let versions = match (checked, fetched) {
+            (Ok(v), Ok(())) => v,
+            (Err(e), _) | (_, Err(e)) => {
+                cleanup().await;
+                return Err(e);
+            }
+        };
+        steps.add("check members", None, t);
+        let bump = bump_revisions(opts, &versions).await;
+        let revisions = match &bump {
+            Ok(n) => format!(
+                "bumped by {n} and marked compacted (etcdutl snapshot restore --bump-revision \
+                 --mark-compacted): no watcher sees an older revision reused"
+            ),
+            Err(why) => format!("{REVISIONS_34} ({why})"),
+        };
+        let bump = bump.ok();
+
+        // 2–3. Per member, all at once: the local dry run (its own name and peer URL, a new
+        //    token), shipped and unpacked next to its data dir; nothing running is touched yet.
+        let token = format!("clusterkit-restore-{id}");
+        let initial: Vec<String> = members
+            .iter()
+            .map(|x| format!("{}={}", x.name, x.peer_url))
+            .collect();
+        let initial = initial.join(",");
+        let shipped = futures::future::try_join_all(members.iter().enumerate().map(|(i, x)| {
+            let (work, snapshot, initial, token, scratch, steps) =
+                (&work, &snapshot, &initial, &token, &scratch, &steps);
+            async move {
+                let dir = work.0.join(format!("member-{i}"));
+                let data = dir.join("data");
+                let t = Instant::now();
+                snapshot_restore(&SnapshotRestore {
+                    etcdctl: bump
+                        .map(|_| opts.etcdutl.as_path())
+                        .unwrap_or(&opts.etcdctl),
+                    snapshot,
+                    data_dir: &data,
+                    name: &x.name,
+                    peer_urls: &x.peer_url,
+                    initial_cluster: initial,
+                    token,
+                    bump_revision: bump,
+                })
+                .await
+                .map_err(|e| {
+                    BackupError::RestoreRefused(format!("the local dry run for {} failed: {e}", x.name))
+                })?;
+                steps.add("snapshot restore", Some(&x.name), t);
+                let t = Instant::now();
+                let sent = send_dir(x.exec.as_ref(), &dir, scratch).await;
+                let _ = std::fs::remove_dir_all(&dir);
+                sent?;
+                steps.add("ship+unpack", Some(&x.name), t);
+                Ok::<(), BackupError>(())
+            }
+        }))
         .await;
-    };
-    let versions = match (checked, fetched) {
-        (Ok(v), Ok(())) => v,
-        (Err(e), _) | (_, Err(e)) => {
+        drop(work);
+        if let Err(e) = shipped {
             cleanup().await;
             return Err(e);
         }
-    };
-    steps.add("check members", None, t);
-    let bump = bump_revisions(opts, &versions).await;
-    let revisions = match &bump {
-        Ok(n) => format!(
-            "bumped by {n} and marked compacted (etcdutl snapshot restore --bump-revision \
-             --mark-compacted): no watcher sees an older revision reused"
-        ),
-        Err(why) => format!("{REVISIONS_34} ({why})"),
-    };
-    let bump = bump.ok();
 
-    // 2–3. Per member, all at once: the local dry run (its own name and peer URL, a new
-    //    token), shipped and unpacked next to its data dir; nothing running is touched yet.
-    let token = format!("clusterkit-restore-{id}");
-    let initial: Vec<String> = members
-        .iter()
-        .map(|x| format!("{}={}", x.name, x.peer_url))
-        .collect();
-    let initial = initial.join(",");
-    let shipped = futures::future::try_join_all(members.iter().enumerate().map(|(i, x)| {
-        let (work, snapshot, initial, token, scratch, steps) =
-            (&work, &snapshot, &initial, &token, &scratch, &steps);
-        async move {
-            let dir = work.0.join(format!("member-{i}"));
-            let data = dir.join("data");
+        // 4–6, with rollback.
+        let control_plane: Vec<&Member> = members.iter().filter(|x| x.control_plane).collect();
+        let result = async {
             let t = Instant::now();
-            snapshot_restore(&SnapshotRestore {
-                etcdctl: bump
-                    .map(|_| opts.etcdutl.as_path())
-                    .unwrap_or(&opts.etcdctl),
-                snapshot,
-                data_dir: &data,
-                name: &x.name,
-                peer_urls: &x.peer_url,
-                initial_cluster: initial,
-                token,
-                bump_revision: bump,
-            })
-            .await
-            .map_err(|e| {
-                BackupError::RestoreRefused(format!("the local dry run for {} failed: {e}", x.name))
-            })?;
-            steps.add("snapshot restore", Some(&x.name), t);
-            let t = Instant::now();
-            let sent = send_dir(x.exec.as_ref(), &dir, scratch).await;
-            let _ = std::fs::remove_dir_all(&dir);
-            sent?;
-            steps.add("ship+unpack", Some(&x.name), t);
-            Ok::<(), BackupError>(())
-        }
-    }))
-    .await;
-    drop(work);
-    if let Err(e) = shipped {
-        cleanup().await;
-        return Err(e);
-    }
-
-    // 4–6, with rollback.
-    let control_plane: Vec<&Member> = members.iter().filter(|x| x.control_plane).collect();
-    let result = async {
-        let t = Instant::now();
-        let stopped = futures::future::try_join_all(
-            control_plane
-                .iter()
-                .map(|x| sh(x, "stopping kube-apiserver", stop_apiserver())),
-        )
-        .await?;
-        let had_apiserver = stopped.iter().any(|out| out.contains(APISERVER_STOPPED));
-        steps.add("stop kube-apiserver", None, t);
-        // Followers first, all at once, then the leader: a leader stopping while its followers
-        // do waits up to 7 s for a leadership transfer nobody can take; alone, it stops at once.
-        let t = Instant::now();
-        let leader = leader_name(target).await;
-        let (last, first): (Vec<&Member>, Vec<&Member>) = members
-            .iter()
-            .partition(|x| Some(&x.name) == leader.as_ref());
-        for group in [first, last] {
-            futures::future::try_join_all(
-                group.iter().map(|x| sh(x, "stopping etcd", stop_etcd())),
-            )
-            .await?;
-        }
-        steps.add("stop etcd", None, t);
-        let t = Instant::now();
-        futures::future::try_join_all(members.iter().map(|x| {
-            sh(
-                x,
-                "swapping the data dir",
-                format!(
-                    "if [ -d {d} ]; then chown -R --reference={d} {s}/data && mv {d} {o}; fi && \
-                     mv {s}/data {d} && chmod 700 {d} && rm -rf {s}",
-                    d = q(data_dir),
-                    o = q(&old),
-                    s = q(&scratch)
-                ),
-            )
-        }))
-        .await?;
-        steps.add("swap data dirs", None, t);
-        // Members wait for each other to form a quorum, so start them together. Restart
-        // counters from now on tell a member whose etcd exits.
-        let t = Instant::now();
-        futures::future::try_join_all(members.iter().map(|x| sh(x, "starting etcd", start_etcd())))
-            .await?;
-        steps.add("start etcd", None, t);
-        let t = Instant::now();
-        let ids = wait_healthy(target, members, min_revision, opts.health_timeout).await?;
-        steps.add("etcd healthy", None, t);
-        let t = Instant::now();
-        futures::future::try_join_all(
-            control_plane
-                .iter()
-                .map(|x| sh(x, "starting kube-apiserver", start_apiserver())),
-        )
-        .await?;
-        steps.add("start kube-apiserver", None, t);
-        Ok::<_, BackupError>((ids, had_apiserver))
-    }
-    .await;
-    match result {
-        Ok((ids, had_apiserver)) => {
-            if had_apiserver {
-                if let Some(api) = &opts.apiserver {
-                    let t = Instant::now();
-                    wait_apiserver(api, opts.health_timeout).await?;
-                    steps.add("kube-apiserver ready", None, t);
-                }
-            }
-            Ok(ClusterRestoreReport {
-                id: id.to_string(),
-                seconds: started.elapsed().as_secs_f64(),
-                steps: steps.take(),
-                revisions,
-                members: members
+            let stopped = futures::future::try_join_all(
+                control_plane
                     .iter()
-                    .map(|x| {
-                        let id = ids
-                            .iter()
-                            .find(|(n, _)| n == &x.name)
-                            .map(|(_, i)| format!("{i:x}"))
-                            .unwrap_or_default();
-                        MemberReport {
-                            member: x.name.clone(),
-                            old_data_dir: old.clone(),
-                            result: format!("restored (member id {id})"),
-                            member_id: id,
-                        }
-                    })
-                    .collect(),
-            })
+                    .map(|x| sh(x, "stopping kube-apiserver", stop_apiserver())),
+            )
+            .await?;
+            let had_apiserver = stopped.iter().any(|out| out.contains(APISERVER_STOPPED));
+            steps.add("stop kube-apiserver", None, t);
+            // Followers first, all at once, then the leader: a leader stopping while its followers
+            // do waits up to 7 s for a leadership transfer nobody can take; alone, it stops at once.
+            let t = Instant::now();
+            let leader = leader_name(target).await;
+            let (last, first): (Vec<&Member>, Vec<&Member>) = members
+                .iter()
+                .partition(|x| Some(&x.name) == leader.as_ref());
+            for group in [first, last] {
+                futures::future::try_join_all(
+                    group.iter().map(|x| sh(x, "stopping etcd", stop_etcd())),
+                )
+                .await?;
+            }
+            steps.add("stop etcd", None, t);
+            let t = Instant::now();
+            futures::future::try_join_all(members.iter().map(|x| {
+                sh(
+                    x,
+                    "swapping the data dir",
+                    format!(
+                        "if [ -d {d} ]; then chown -R --reference={d} {s}/data && mv {d} {o}; fi && \
+                         mv {s}/data {d} && chmod 700 {d} && rm -rf {s}",
+                        d = q(data_dir),
+                        o = q(&old),
+                        s = q(&scratch)
+                    ),
+                )
+            }))
+            .await?;
+            steps.add("swap data dirs", None, t);
+            // Members wait for each other to form a quorum, so start them together. Restart
+            // counters from now on tell a member whose etcd exits.
+            let t = Instant::now();
+            futures::future::try_join_all(members.iter().map(|x| sh(x, "starting etcd", start_etcd())))
+                .await?;
+            steps.add("start etcd", None, t);
+            let t = Instant::now();
+            let ids = wait_healthy(target, members, min_revision, opts.health_timeout).await?;
+            steps.add("etcd healthy", None, t);
+            let t = Instant::now();
+            futures::future::try_join_all(
+                control_plane
+                    .iter()
+                    .map(|x| sh(x, "starting kube-apiserver", start_apiserver())),
+            )
+            .await?;
+            steps.add("start kube-apiserver", None, t);
+            Ok::<_, BackupError>((ids, had_apiserver))
         }
-        Err(e) => {
-            tracing::error!(error = %e, "restore failed; rolling back every member");
-            let mut problems = Vec::new();
-            for x in members {
-                if let Err(e) = sh(x, "rollback: stopping etcd", stop_etcd()).await {
-                    problems.push(e.to_string());
+        .await;
+        match result {
+            Ok((ids, had_apiserver)) => {
+                if had_apiserver {
+                    if let Some(api) = &opts.apiserver {
+                        let t = Instant::now();
+                        wait_apiserver(api, opts.health_timeout).await?;
+                        steps.add("kube-apiserver ready", None, t);
+                    }
                 }
-                // The aside name is unique to this run: where it exists, this run moved it.
-                let line = format!(
-                    "if [ -d {o} ]; then rm -rf {d} && mv {o} {d}; fi",
-                    d = q(data_dir),
-                    o = q(&old)
-                );
-                if let Err(e) = sh(x, "rollback: moving the old data dir back", line).await {
-                    problems.push(e.to_string());
-                }
-                let _ = sh(x, "rollback: cleanup", format!("rm -rf {}", q(&scratch))).await;
+                Ok(ClusterRestoreReport {
+                    id: id.to_string(),
+                    seconds: started.elapsed().as_secs_f64(),
+                    steps: steps.take(),
+                    revisions,
+                    members: members
+                        .iter()
+                        .map(|x| {
+                            let id = ids
+                                .iter()
+                                .find(|(n, _)| n == &x.name)
+                                .map(|(_, i)| format!("{i:x}"))
+                                .unwrap_or_default();
+                            MemberReport {
+                                member: x.name.clone(),
+                                old_data_dir: old.clone(),
+                                result: format!("restored (member id {id})"),
+                                member_id: id,
+                            }
+                        })
+                        .collect(),
+                })
             }
-            for x in members {
-                if let Err(e) = sh(x, "rollback: starting etcd", start_etcd()).await {
-                    problems.push(e.to_string());
+            Err(e) => {
+                tracing::error!(error = %e, "restore failed; rolling back every member");
+                let mut problems = Vec::new();
+                for x in members {
+                    if let Err(e) = sh(x, "rollback: stopping etcd", stop_etcd()).await {
+                        problems.push(e.to_string());
+                    }
+                    // The aside name is unique to this run: where it exists, this run moved it.
+                    let line = format!(
+                        "if [ -d {o} ]; then rm -rf {d} && mv {o} {d}; fi",
+                        d = q(data_dir),
+                        o = q(&old)
+                    );
+                    if let Err(e) = sh(x, "rollback: moving the old data dir back", line).await {
+                        problems.push(e.to_string());
+                    }
+                    let _ = sh(x, "rollback: cleanup", format!("rm -rf {}", q(&scratch))).await;
                 }
-            }
-            for x in members.iter().filter(|x| x.control_plane) {
-                if let Err(e) = sh(x, "rollback: starting kube-apiserver", start_apiserver()).await
-                {
-                    problems.push(e.to_string());
+                for x in members {
+                    if let Err(e) = sh(x, "rollback: starting etcd", start_etcd()).await {
+                        problems.push(e.to_string());
+                    }
                 }
+                for x in members.iter().filter(|x| x.control_plane) {
+                    if let Err(e) = sh(x, "rollback: starting kube-apiserver", start_apiserver()).await
+                    {
+                        problems.push(e.to_string());
+                    }
+                }
+                let after = match wait_any_leader(target, ROLLBACK_WAIT).await {
+                    Ok(ep) => format!("the old cluster answers again (leader seen at {ep})"),
+                    Err(last) => format!(
+                        "the old cluster did not answer with a leader within {}s: {last}",
+                        ROLLBACK_WAIT.as_secs()
+                    ),
+                };
+                let problems = if problems.is_empty() {
+                    String::new()
+                } else {
+                    format!("; rollback problems: {}", problems.join("; "))
+                };
+                Err(BackupError::RestoreRefused(format!(
+                    "{e}; every member was rolled back to its old data dir; {after}{problems}"
+                )))
             }
-            let after = match wait_any_leader(target, ROLLBACK_WAIT).await {
-                Ok(ep) => format!("the old cluster answers again (leader seen at {ep})"),
-                Err(last) => format!(
-                    "the old cluster did not answer with a leader within {}s: {last}",
-                    ROLLBACK_WAIT.as_secs()
-                ),
-            };
-            let problems = if problems.is_empty() {
-                String::new()
-            } else {
-                format!("; rollback problems: {}", problems.join("; "))
-            };
-            Err(BackupError::RestoreRefused(format!(
-                "{e}; every member was rolled back to its old data dir; {after}{problems}"
-            )))
         }
-    }
+    })
+    .await
 }
 
 /// Checks that the member can take the restore (etcd.service and tar exist), prepares its

@@ -156,6 +156,18 @@ pub(crate) async fn note_backup<E: std::fmt::Display>(
 
 /// Records one restore by a library entry point; like [`note_backup`], a failure to write is
 /// logged, never returned.
+/// Runs `restore` and records its outcome for `kind` in the store's status (a failure to record
+/// is logged, not returned: the restore's own result is what the caller needs).
+pub(crate) async fn recorded<T, E>(
+    store: &dyn Store,
+    kind: Kind,
+    restore: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    let result = restore.await;
+    note_restore(store, kind, result.is_ok()).await;
+    result
+}
+
 pub(crate) async fn note_restore(store: &dyn Store, kind: Kind, ok: bool) {
     let outcome = if ok {
         Outcome::Success

@@ -332,14 +332,7 @@ async fn needed_crds(
             .list_page(&path, None, opts.page_size, token.as_deref())
             .await?;
         for crd in page.items {
-            let group = crd
-                .pointer("/spec/group")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            let plural = crd
-                .pointer("/spec/names/plural")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
+            let (group, plural) = objects::crd_group_plural(&crd);
             let wanted = match types
                 .iter()
                 .find(|t| t.group == group && t.resource == plural)

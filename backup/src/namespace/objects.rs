@@ -54,6 +54,26 @@ pub fn sidecar(t: &ResourceType, obj: &Value) -> Sidecar {
     Sidecar { uid, finished }
 }
 
+/// Metadata the API server owns: never kept in an archive, never sent in an apply (an archive
+/// made elsewhere may still carry them).
+const SERVER_OWNED: [&str; 8] = [
+    "uid",
+    "resourceVersion",
+    "managedFields",
+    "creationTimestamp",
+    "generation",
+    "selfLink",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+];
+
+/// `(group, plural)` of the custom resource type a CustomResourceDefinition object defines;
+/// empty strings where the object lacks them.
+pub fn crd_group_plural(crd: &Value) -> (&str, &str) {
+    let field = |p| crd.pointer(p).and_then(Value::as_str).unwrap_or_default();
+    (field("/spec/group"), field("/spec/names/plural"))
+}
+
 /// Removes server-owned fields in place and sets `apiVersion`/`kind` (list items lack them).
 pub fn strip(t: &ResourceType, obj: &mut Value, strip_last_applied: bool) {
     let Some(map) = obj.as_object_mut() else {
@@ -63,16 +83,7 @@ pub fn strip(t: &ResourceType, obj: &mut Value, strip_last_applied: bool) {
     map.insert("kind".into(), Value::String(t.kind.clone()));
     map.remove("status");
     if let Some(Value::Object(meta)) = map.get_mut("metadata") {
-        for field in [
-            "uid",
-            "resourceVersion",
-            "managedFields",
-            "creationTimestamp",
-            "generation",
-            "selfLink",
-            "deletionTimestamp",
-            "deletionGracePeriodSeconds",
-        ] {
+        for field in SERVER_OWNED {
             meta.remove(field);
         }
         if strip_last_applied {
@@ -178,16 +189,8 @@ pub fn prepare(t: &ResourceType, obj: &mut Value, settings: &Prepare) {
     };
     map.remove("status");
     if let Some(Value::Object(meta)) = map.get_mut("metadata") {
-        // Server-owned fields never belong in an apply, even from an archive made elsewhere.
-        for f in [
-            "uid",
-            "resourceVersion",
-            "managedFields",
-            "creationTimestamp",
-            "generation",
-            "selfLink",
-        ] {
-            meta.remove(f);
+        for field in SERVER_OWNED {
+            meta.remove(field);
         }
         if t.namespaced {
             if let Some(Value::String(ns)) = meta.get_mut("namespace") {
@@ -328,11 +331,17 @@ fn prepare_pod_spec(spec: &mut Map<String, Value>) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use serde_json::json;
 
-    fn t(group: &str, resource: &str, kind: &str, namespaced: bool) -> ResourceType {
+    /// A served `v1` type of `group` (plan's tests use it too).
+    pub(in crate::namespace) fn t(
+        group: &str,
+        resource: &str,
+        kind: &str,
+        namespaced: bool,
+    ) -> ResourceType {
         ResourceType {
             group: group.into(),
             version: "v1".into(),

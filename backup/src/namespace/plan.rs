@@ -157,17 +157,8 @@ pub fn plan(all: &[ResourceType], filter: &TypeFilter) -> Vec<ResourceType> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::objects::tests::t;
     use super::*;
-
-    fn t(group: &str, resource: &str, kind: &str, namespaced: bool) -> ResourceType {
-        ResourceType {
-            group: group.into(),
-            version: "v1".into(),
-            resource: resource.into(),
-            kind: kind.into(),
-            namespaced,
-        }
-    }
 
     fn server() -> Vec<ResourceType> {
         vec![

@@ -530,9 +530,10 @@ fn crd_type_of(t: &ResourceType, obj: &Value) -> Option<(String, String)> {
     if !super::plan::is_crd_type(t) {
         return None;
     }
-    let group = obj.pointer("/spec/group").and_then(Value::as_str)?;
-    let plural = obj.pointer("/spec/names/plural").and_then(Value::as_str)?;
-    Some((group.to_string(), plural.to_string()))
+    match objects::crd_group_plural(obj) {
+        ("", _) | (_, "") => None,
+        (group, plural) => Some((group.to_string(), plural.to_string())),
+    }
 }
 
 /// Dry run only: the server cannot judge an object whose namespace or type the restore itself
@@ -664,14 +665,7 @@ async fn wait_crd_ready(ctx: &Ctx, name: &str, timeout: Duration) -> Result<(), 
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let group = crd
-        .pointer("/spec/group")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let plural = crd
-        .pointer("/spec/names/plural")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
+    let (group, plural) = objects::crd_group_plural(&crd);
     let version = crd
         .pointer("/spec/versions")
         .and_then(Value::as_array)

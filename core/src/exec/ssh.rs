@@ -306,6 +306,18 @@ fn refused(result: &russh::client::AuthResult) -> String {
     }
 }
 
+/// The signature hash to use with an RSA key: the best the server offers (rsa-sha2-512/256
+/// over the SHA-1 `ssh-rsa`); `None` for every other key type.
+async fn rsa_hash(
+    handle: &client::Handle<Client>,
+    algorithm: Algorithm,
+) -> Result<Option<russh::keys::HashAlg>, russh::Error> {
+    if !matches!(algorithm, Algorithm::Rsa { .. }) {
+        return Ok(None);
+    }
+    Ok(handle.best_supported_rsa_hash().await?.flatten())
+}
+
 async fn authenticate(
     handle: &mut client::Handle<Client>,
     target: &SshTarget,
@@ -332,15 +344,9 @@ async fn authenticate(
                 )
             })?;
             let fingerprint = known_hosts::fingerprint(key.public_key());
-            let hash = if matches!(key.algorithm(), Algorithm::Rsa { .. }) {
-                handle
-                    .best_supported_rsa_hash()
-                    .await
-                    .map_err(session_err)?
-                    .flatten()
-            } else {
-                None
-            };
+            let hash = rsa_hash(handle, key.algorithm())
+                .await
+                .map_err(session_err)?;
             let result = handle
                 .authenticate_publickey(
                     target.user.clone(),
@@ -390,15 +396,9 @@ async fn authenticate(
             let mut last = String::new();
             for identity in &identities {
                 let key = identity.public_key().into_owned();
-                let hash = if matches!(key.algorithm(), Algorithm::Rsa { .. }) {
-                    handle
-                        .best_supported_rsa_hash()
-                        .await
-                        .map_err(session_err)?
-                        .flatten()
-                } else {
-                    None
-                };
+                let hash = rsa_hash(handle, key.algorithm())
+                    .await
+                    .map_err(session_err)?;
                 match handle
                     .authenticate_publickey_with(target.user.clone(), key, hash, &mut agent)
                     .await

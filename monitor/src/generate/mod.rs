@@ -40,7 +40,7 @@ use serde_json::Value;
 use crate::atomic::write_atomic;
 use crate::error::{MonitorError, Result};
 use crate::security::{self, MonitoringPki, WebLogin};
-use crate::topology::{endpoint, Topology};
+use crate::topology::{endpoint, ClientCert, Topology};
 
 use prometheus::files;
 
@@ -92,6 +92,20 @@ fn write_file(dir: &Path, rel: &str, content: &[u8], mode: u32, report: &mut Rep
     write_atomic(&path, content, mode)?;
     report.changed.push(rel.to_string());
     Ok(())
+}
+
+/// Copies a CA and a client certificate with its key (0600) to `[ca, cert, key]` in the output
+/// directory, as [`copy_pki`] does.
+fn copy_client(
+    dir: &Path,
+    [ca_rel, cert_rel, key_rel]: [&str; 3],
+    ca: &Path,
+    client: &ClientCert,
+    report: &mut Report,
+) -> Result<()> {
+    copy_pki(dir, ca_rel, ca, 0o644, report)?;
+    copy_pki(dir, cert_rel, &client.cert, 0o644, report)?;
+    copy_pki(dir, key_rel, &client.key, 0o600, report)
 }
 
 /// Copies a PKI file into the output directory; a missing source becomes a warning (the PKI
@@ -161,22 +175,13 @@ pub fn generate(topology: &Topology, out_dir: &Path, options: &Options) -> Resul
     let pki = topology.pki();
     let names: Vec<&str> = jobs.iter().map(|j| j.name).collect();
     if names.contains(&"etcd") {
-        let client = pki.etcd_metrics_client();
-        copy_pki(out_dir, files::ETCD_CA, &pki.etcd_ca(), 0o644, &mut report)?;
-        copy_pki(
-            out_dir,
+        let names = [
+            files::ETCD_CA,
             files::ETCD_CLIENT_CERT,
-            &client.cert,
-            0o644,
-            &mut report,
-        )?;
-        copy_pki(
-            out_dir,
             files::ETCD_CLIENT_KEY,
-            &client.key,
-            0o600,
-            &mut report,
-        )?;
+        ];
+        let client = pki.etcd_metrics_client();
+        copy_client(out_dir, names, &pki.etcd_ca(), &client, &mut report)?;
     }
     if names.iter().any(|n| {
         [
@@ -187,22 +192,12 @@ pub fn generate(topology: &Topology, out_dir: &Path, options: &Options) -> Resul
         ]
         .contains(n)
     }) {
-        let client = pki.kube_client();
-        copy_pki(out_dir, files::KUBE_CA, &pki.ca(), 0o644, &mut report)?;
-        copy_pki(
-            out_dir,
+        let names = [
+            files::KUBE_CA,
             files::KUBE_CLIENT_CERT,
-            &client.cert,
-            0o644,
-            &mut report,
-        )?;
-        copy_pki(
-            out_dir,
             files::KUBE_CLIENT_KEY,
-            &client.key,
-            0o600,
-            &mut report,
-        )?;
+        ];
+        copy_client(out_dir, names, &pki.ca(), &pki.kube_client(), &mut report)?;
     }
     if let Some(login) = &login {
         let mon = MonitoringPki::of(topology);
