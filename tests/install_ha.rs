@@ -30,10 +30,12 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use clusterkit_sandbox::{SandboxGuard, UpOptions};
-use common::{apiserver_etcd_servers, clusterkit, describe, poll, run_ok, ssh, ssh_cmd, stdout};
+use common::{
+    apiserver_etcd_servers, changed_tasks, clusterkit, describe, poll, run_ok, ssh, ssh_cmd,
+    stdout, NODES,
+};
 use serde_json::Value;
 
-const NODES: [&str; 3] = ["node1", "node2", "node3"];
 const LB: &str = "https://127.0.0.1:16443";
 
 /// `clusterkit -o json install ARGS`; returns the summary and the wall time.
@@ -394,18 +396,7 @@ fn two_control_planes_behind_a_local_load_balancer() {
     let events_arg = events.to_str().unwrap();
     let (again, took) = install(&cfg, &["--no-readiness", "--events", events_arg]);
     eprintln!("rerun (all phases): {:.1}s", took.as_secs_f64());
-    let changed: Vec<String> = std::fs::read_to_string(&events)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|e| e["status"] == "changed" && e["kind"] != "summary")
-        .map(|e| {
-            format!(
-                "{} {} / {}: {}",
-                e["host"], e["playbook"], e["task"], e["message"]
-            )
-        })
-        .collect();
+    let changed = changed_tasks(&events);
     for n in NODES {
         assert_eq!(
             again["hosts"][n]["changed"], 0,

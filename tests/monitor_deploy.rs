@@ -35,21 +35,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clusterkit_sandbox::{SandboxGuard, UpOptions};
-use common::{clusterkit, describe, run_fail, run_ok, ssh, stderr, wait_until};
+use common::{ck, describe, run_fail, run_ok, ssh, stderr, wait_until, NODES};
 use monitor_support::{amtool, curl, make_ca, make_leaf};
 use serde_json::Value;
-
-const NODES: [&str; 3] = ["node1", "node2", "node3"];
 
 /// Alerts go to a webhook on the monitor node's own loopback, where nothing listens: this test
 /// checks scraping, not delivery (tests/monitor_e2e.rs does that).
 const MONITOR: &str = "monitor:\n  alertmanager:\n    receivers:\n      - { name: ops, webhook: { url: \"http://127.0.0.1:9/hook\" } }\n";
-
-fn ck(cfg: &Path, args: &[&str]) -> Command {
-    let mut c = clusterkit();
-    c.arg("-f").arg(cfg).args(args);
-    c
-}
 
 /// What the test holds of the monitoring PKI and login (from the state directory).
 struct Creds {

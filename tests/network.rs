@@ -16,13 +16,13 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
 use clusterkit_installer::phases::{self, network, InstallOptions, PhaseContext};
 use clusterkit_sandbox::{SandboxGuard, UpOptions};
-use common::{clusterkit, describe, ssh, ssh_cmd, stdout};
+use common::{describe, install_json, ssh, ssh_cmd, stdout};
 use serde_json::{json, Value};
 
 /// Runs `cmd` on the node with `input` on its standard input.
@@ -40,23 +40,6 @@ fn ssh_stdin(sb: &SandboxGuard, node: &str, cmd: &str, input: &[u8]) -> String {
         describe(&c, &out, "expected success")
     );
     stdout(&out)
-}
-
-fn install(cfg: &Path, args: &[&str]) -> Value {
-    let mut c = clusterkit();
-    c.arg("-f")
-        .arg(cfg)
-        .args(["-o", "json", "install"])
-        .args(args);
-    let out = c.output().unwrap();
-    let json: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}\n{}", describe(&c, &out, "expected a JSON summary")));
-    assert!(
-        out.status.success(),
-        "{}",
-        describe(&c, &out, "install failed")
-    );
-    json
 }
 
 /// `(destination, gateway)` of clusterkit's pod routes on a node.
@@ -145,9 +128,9 @@ fn host_gw_pod_network_on_three_nodes() {
     )
     .unwrap();
 
-    install(&cfg, &["--phase", "prepare"]);
-    install(&cfg, &["--phase", "runtime"]);
-    let first = install(&cfg, &["--phase", "network"]);
+    install_json(&cfg, &["--phase", "prepare"]);
+    install_json(&cfg, &["--phase", "runtime"]);
+    let first = install_json(&cfg, &["--phase", "network"]);
     for n in nodes {
         assert_eq!(first["hosts"][n]["failed"], 0, "{first:#}");
         assert!(
@@ -204,12 +187,12 @@ fn host_gw_pod_network_on_three_nodes() {
     }
 
     // 3. Idempotent.
-    let again = install(&cfg, &["--phase", "network"]);
+    let again = install_json(&cfg, &["--phase", "network"]);
     for n in nodes {
         assert_eq!(again["hosts"][n]["changed"], 0, "{again:#}");
         assert_eq!(again["hosts"][n]["failed"], 0, "{again:#}");
     }
-    let check = install(&cfg, &["--phase", "network", "--check"]);
+    let check = install_json(&cfg, &["--phase", "network", "--check"]);
     for n in nodes {
         assert_eq!(
             check["hosts"][n]["changed"], 0,
@@ -228,11 +211,11 @@ fn host_gw_pod_network_on_three_nodes() {
         "node2",
         &format!("ip -4 route del 10.244.0.0/24 && iptables -w -t nat -D POSTROUTING {masq}"),
     );
-    let check = install(&cfg, &["--phase", "network", "--check"]);
+    let check = install_json(&cfg, &["--phase", "network", "--check"]);
     assert_eq!(check["hosts"]["node1"]["changed"], 0, "{check:#}");
     assert_eq!(check["hosts"]["node2"]["changed"], 1, "{check:#}");
     assert_eq!(pod_routes(&sb, "node2").len(), 1, "--check must not repair");
-    let fix = install(&cfg, &["--phase", "network"]);
+    let fix = install_json(&cfg, &["--phase", "network"]);
     assert_eq!(fix["hosts"]["node2"]["changed"], 1, "{fix:#}");
     assert_eq!(fix["hosts"]["node3"]["changed"], 0, "{fix:#}");
     assert_eq!(

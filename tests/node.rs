@@ -31,18 +31,12 @@ use std::time::{Duration, Instant};
 
 use clusterkit_sandbox::{SandboxGuard, UpOptions};
 use common::{
-    apiserver_etcd_servers, clusterkit, describe, kubectl, kubectl_cmd, poll, run_fail, run_ok,
-    ssh, stderr, stdout,
+    apiserver_etcd_servers, ck, describe, kubectl, kubectl_cmd, poll, run_fail, run_ok, ssh,
+    stderr, stdout,
 };
 use serde_json::Value;
 
 const OLD: [&str; 3] = ["node1", "node2", "node3"];
-
-fn ck(cfg: &Path, args: &[&str]) -> Command {
-    let mut c = clusterkit();
-    c.arg("-f").arg(cfg).args(args);
-    c
-}
 
 /// Runs a clusterkit command that must succeed and print JSON; returns it and the wall time.
 fn json_ok(c: &mut Command) -> (Value, Duration) {

@@ -18,26 +18,11 @@
 mod common;
 
 use std::io::Write;
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use clusterkit_sandbox::{SandboxGuard, UpOptions};
-use common::{clusterkit, describe, run_fail, run_ok, ssh, stderr, stdout};
+use common::{ck, describe, json_of, run_fail, run_ok, ssh, stderr, stdout, NODES};
 use serde_json::Value;
-
-const NODES: [&str; 3] = ["node1", "node2", "node3"];
-
-fn ck(cfg: &Path, args: &[&str]) -> Command {
-    let mut c = clusterkit();
-    c.arg("-f").arg(cfg).args(args);
-    c
-}
-
-fn json_of(c: &mut Command) -> Value {
-    let out = run_ok(c);
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}\n{}", describe(c, &out, "expected JSON")))
-}
 
 fn changed_of(v: &Value, host: &str) -> Vec<String> {
     v["hosts"]

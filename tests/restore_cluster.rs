@@ -32,10 +32,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use clusterkit_sandbox::{SandboxGuard, UpOptions};
-use common::{clusterkit, describe, run_fail, run_ok, ssh, stderr, stdout};
+use common::{clusterkit, describe, run_fail, run_ok, ssh, stderr, stdout, NODES};
 use serde_json::Value;
 
-const NODES: [&str; 3] = ["node1", "node2", "node3"];
 const PREFIX: &str = "/rstr/";
 
 fn etcdctl_bin() -> PathBuf {

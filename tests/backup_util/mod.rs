@@ -66,23 +66,7 @@ impl Certs {
                 "-out",
                 &format!("{name}.csr"),
             ]));
-            sh(openssl().args([
-                "x509",
-                "-req",
-                "-in",
-                &format!("{name}.csr"),
-                "-CA",
-                "ca.crt",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                "2",
-                "-extfile",
-                ext,
-                "-out",
-                &format!("{name}.crt"),
-            ]));
+            common::openssl_sign(dir, "ca", name, ext, 2);
         }
         Certs {
             ca: p("ca.crt"),

@@ -22,6 +22,57 @@ pub fn clusterkit() -> Command {
     cmd
 }
 
+/// `clusterkit -f CFG ARGS…`.
+pub fn ck(cfg: &Path, args: &[&str]) -> Command {
+    let mut c = clusterkit();
+    c.arg("-f").arg(cfg).args(args);
+    c
+}
+
+/// Runs the command and parses its stdout as JSON; panics with everything shown when it fails
+/// or prints something else.
+pub fn json_of(c: &mut Command) -> serde_json::Value {
+    let out = run_ok(c);
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}\n{}", describe(c, &out, "expected JSON")))
+}
+
+/// `clusterkit -f CFG -o json install ARGS…`: its JSON summary; panics showing the command and
+/// its output when it prints no JSON summary or fails.
+pub fn install_json(cfg: &Path, args: &[&str]) -> serde_json::Value {
+    let mut c = clusterkit();
+    c.arg("-f")
+        .arg(cfg)
+        .args(["-o", "json", "install"])
+        .args(args);
+    let out = c.output().unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}\n{}", describe(&c, &out, "expected a JSON summary")));
+    assert!(
+        out.status.success(),
+        "{}",
+        describe(&c, &out, "install failed")
+    );
+    json
+}
+
+/// The tasks that an `--events` log of clusterkit records as changed (summary lines aside), as
+/// `HOST PLAYBOOK / TASK: MESSAGE`; none when the log is missing.
+pub fn changed_tasks(events: &Path) -> Vec<String> {
+    std::fs::read_to_string(events)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["status"] == "changed" && e["kind"] != "summary")
+        .map(|e| {
+            format!(
+                "{} {} / {}: {}",
+                e["host"], e["playbook"], e["task"], e["message"]
+            )
+        })
+        .collect()
+}
+
 /// Runs the command and returns its output; panics with everything shown when it fails.
 pub fn run_ok(cmd: &mut Command) -> Output {
     let out = cmd
@@ -103,6 +154,53 @@ pub fn tool(env: &str, default: &Path) -> PathBuf {
     );
 }
 
+/// Runs `openssl ARGS` in `dir`; its output, or a panic showing the command and its output.
+pub fn openssl(dir: &Path, args: &[&str]) -> Output {
+    let mut c = Command::new("openssl");
+    c.current_dir(dir).args(args);
+    run_ok(&mut c)
+}
+
+/// `openssl req` making a new unencrypted EC P-256 key (fast to generate), with `args` for the
+/// rest (`-x509` for a self-signed certificate, `-keyout`, `-out`, `-subj`, …).
+pub fn openssl_req_p256(dir: &Path, args: &[&str]) {
+    let key = [
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl(dir, &[&key[..], args].concat());
+}
+
+/// `openssl x509 -req`: signs `NAME.csr` with the CA pair `CA.crt` and `CA.key`, adding the
+/// extensions in the file `ext`, into `NAME.crt` valid `days` days (all names relative to
+/// `dir`).
+pub fn openssl_sign(dir: &Path, ca: &str, name: &str, ext: &str, days: u32) {
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            &format!("{ca}.crt"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-CAcreateserial",
+            "-days",
+            &days.to_string(),
+            "-extfile",
+            ext,
+            "-out",
+            &format!("{name}.crt"),
+        ],
+    );
+}
+
 /// A process started by a test, killed by its PID when dropped.
 pub struct Child(pub std::process::Child);
 
@@ -111,6 +209,18 @@ impl Drop for Child {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// The nodes of a three-node sandbox (`UpOptions::new(_, 3)`).
+pub const NODES: [&str; 3] = ["node1", "node2", "node3"];
+
+/// etcd's client URLs on every node of the sandbox, comma-separated (for `--endpoints`).
+pub fn etcd_endpoints(sb: &clusterkit_sandbox::SandboxGuard) -> String {
+    sb.nodes()
+        .iter()
+        .map(|n| format!("https://{}:2379", n.address))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// `ssh root@NODE CMD` into a sandbox node, with the sandbox's key and its known_hosts (host

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use clusterkit_backup::namespace::ApiClient;
 
-use crate::common::{cache_dir, free_port, run_ok, tool, wait_until, Child};
+use crate::common::{cache_dir, free_port, openssl, openssl_sign, tool, wait_until, Child};
 
 /// The Kubernetes server binaries.
 pub fn kube_bin(name: &str) -> PathBuf {
@@ -41,12 +41,6 @@ struct Pki {
     admin_key: PathBuf,
     sa_key: PathBuf,
     sa_pub: PathBuf,
-}
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let mut c = Command::new("openssl");
-    c.current_dir(dir).args(args);
-    run_ok(&mut c);
 }
 
 impl Pki {
@@ -120,26 +114,7 @@ impl Pki {
                     &format!("{name}.csr"),
                 ],
             );
-            openssl(
-                dir,
-                &[
-                    "x509",
-                    "-req",
-                    "-in",
-                    &format!("{name}.csr"),
-                    "-CA",
-                    "ca.crt",
-                    "-CAkey",
-                    "ca.key",
-                    "-CAcreateserial",
-                    "-days",
-                    "2",
-                    "-extfile",
-                    ext,
-                    "-out",
-                    &format!("{name}.crt"),
-                ],
-            );
+            openssl_sign(dir, "ca", name, ext, 2);
         }
         key("sa.key");
         openssl(dir, &["ec", "-in", "sa.key", "-pubout", "-out", "sa.pub"]);
