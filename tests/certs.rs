@@ -95,13 +95,7 @@ fn check_and_renew_on_three_nodes() {
     let work = tempfile::tempdir().unwrap();
     let bundle = work.path().join("bundle");
     common::build_bundle(&bundle, Some(&kube_bin), &["--package", "etcd-server"]);
-    let base = std::fs::read_to_string(sb.cluster_yaml()).unwrap();
-    let cfg = sb.dir().join("certs.yaml");
-    std::fs::write(
-        &cfg,
-        format!("{base}\npackages: {{ bundle: {} }}\n", bundle.display()),
-    )
-    .unwrap();
+    let cfg = common::sandbox_config(&sb, "certs.yaml", &bundle, "");
     let state: PathBuf = sb.dir().join("certs-state");
     for phase in ["prepare", "runtime", "pki", "etcd", "control-plane"] {
         run_ok(&mut ck(&cfg, &["install", "--phase", phase]));

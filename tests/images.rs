@@ -12,7 +12,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use clusterkit_installer::images::{self, Sources, BUSYBOX_IMAGE};
@@ -196,13 +196,7 @@ fn images_phase_on_three_nodes() {
     // With v1.20.2's binaries the bundle is for that release: its pause image is 3.2.
     let bundle = work.path().join("bundle");
     common::build_bundle(&bundle, Some(&common::kube_bin()), &[]);
-    let cfg: PathBuf = sb.dir().join("images.yaml");
-    let base = std::fs::read_to_string(sb.cluster_yaml()).unwrap();
-    std::fs::write(
-        &cfg,
-        format!("{base}packages: {{ bundle: {} }}\n", bundle.display()),
-    )
-    .unwrap();
+    let cfg = common::sandbox_config(&sb, "images.yaml", &bundle, "");
 
     install_json(&cfg, &["--phase", "prepare"]);
     install_json(&cfg, &["--phase", "runtime"]);
@@ -292,15 +286,12 @@ fn images_phase_on_three_nodes() {
     // registry) fails every node in this phase, naming the image and the way out, before a
     // kubelet could wait on it forever.
     let absent = "registry.k8s.io/pause:0.0-absent";
-    let missing = sb.dir().join("images-missing.yaml");
-    std::fs::write(
-        &missing,
-        format!(
-            "{base}packages: {{ bundle: {} }}\nruntime: {{ sandbox_image: {absent} }}\n",
-            bundle.display()
-        ),
-    )
-    .unwrap();
+    let missing = common::sandbox_config(
+        &sb,
+        "images-missing.yaml",
+        &bundle,
+        &format!("runtime: {{ sandbox_image: {absent} }}\n"),
+    );
     let mut c = clusterkit();
     c.arg("-f")
         .arg(&missing)

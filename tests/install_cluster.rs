@@ -27,33 +27,19 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clusterkit_sandbox::{SandboxGuard, UpOptions};
 use common::{
-    changed_tasks, clusterkit, describe, etcd_endpoints, kubectl, openssl, openssl_req_p256,
-    openssl_sign, run_fail, run_ok, ssh, stdout, tool, try_kubectl,
+    changed_tasks, clusterkit, describe, etcd_endpoints, install_timed, kubectl, openssl,
+    openssl_req_p256, openssl_sign, run_fail, run_ok, ssh, stdout, tool, try_kubectl,
 };
 use serde_json::Value;
 
-/// `clusterkit -o json install` (every phase); returns the summary and the wall time.
+/// `clusterkit -o json install --events EVENTS` (every phase); returns the summary and the wall
+/// time.
 fn install(cfg: &Path, events: &Path) -> (Value, Duration) {
-    let start = Instant::now();
-    let mut c = clusterkit();
-    c.arg("-f")
-        .arg(cfg)
-        .args(["-o", "json", "install", "--events"])
-        .arg(events);
-    let out = c.output().expect("run clusterkit");
-    let took = start.elapsed();
-    assert!(
-        out.status.success(),
-        "{}",
-        describe(&c, &out, "install failed")
-    );
-    let summary: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}\n{}", describe(&c, &out, "summary is not JSON")));
-    (summary, took)
+    install_timed(cfg, &["--events", events.to_str().unwrap()])
 }
 
 fn etcdctl(state: &Path, endpoints: &str, tls: &[&str], args: &[&str]) -> Command {

@@ -116,17 +116,12 @@ fn host_gw_pod_network_on_three_nodes() {
     let work = tempfile::tempdir().unwrap();
     let bundle = work.path().join("bundle");
     common::build_bundle(&bundle, None, &["--package", "containernetworking-plugins"]);
-    let cfg = sb.dir().join("network.yaml");
     let base = std::fs::read_to_string(sb.cluster_yaml()).unwrap();
     assert!(
         base.contains("network: host-gw"),
         "the sandbox profile uses host-gw:\n{base}"
     );
-    std::fs::write(
-        &cfg,
-        format!("{base}packages: {{ bundle: {} }}\n", bundle.display()),
-    )
-    .unwrap();
+    let cfg = common::sandbox_config(&sb, "network.yaml", &bundle, "");
 
     install_json(&cfg, &["--phase", "prepare"]);
     install_json(&cfg, &["--phase", "runtime"]);

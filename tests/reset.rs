@@ -59,13 +59,7 @@ fn reset_three_nodes() {
     let work = tempfile::tempdir().unwrap();
     let bundle = work.path().join("bundle");
     common::build_bundle(&bundle, None, &["--package", "etcd-server"]);
-    let base = std::fs::read_to_string(sb.cluster_yaml()).unwrap();
-    let cfg = sb.dir().join("reset.yaml");
-    std::fs::write(
-        &cfg,
-        format!("{base}\npackages: {{ bundle: {} }}\n", bundle.display()),
-    )
-    .unwrap();
+    let cfg = common::sandbox_config(&sb, "reset.yaml", &bundle, "");
     for phase in ["pki", "etcd"] {
         run_ok(&mut ck(&cfg, &["install", "--phase", phase]));
     }

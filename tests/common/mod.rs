@@ -38,22 +38,29 @@ pub fn json_of(c: &mut Command) -> serde_json::Value {
 }
 
 /// `clusterkit -f CFG -o json install ARGS…`: its JSON summary; panics showing the command and
-/// its output when it prints no JSON summary or fails.
+/// its output when it fails or prints no JSON summary.
 pub fn install_json(cfg: &Path, args: &[&str]) -> serde_json::Value {
+    install_timed(cfg, args).0
+}
+
+/// `install_json` and the wall time of the install.
+pub fn install_timed(cfg: &Path, args: &[&str]) -> (serde_json::Value, Duration) {
+    let start = Instant::now();
     let mut c = clusterkit();
     c.arg("-f")
         .arg(cfg)
         .args(["-o", "json", "install"])
         .args(args);
-    let out = c.output().unwrap();
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}\n{}", describe(&c, &out, "expected a JSON summary")));
+    let out = c.output().expect("run clusterkit");
+    let took = start.elapsed();
     assert!(
         out.status.success(),
         "{}",
         describe(&c, &out, "install failed")
     );
-    json
+    let summary = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}\n{}", describe(&c, &out, "summary is not JSON")));
+    (summary, took)
 }
 
 /// The tasks that an `--events` log of clusterkit records as changed (summary lines aside), as
@@ -333,6 +340,27 @@ pub fn build_bundle(out: &Path, kube_bin: Option<&Path>, args: &[&str]) {
         None => c.env_remove("CLUSTERKIT_KUBE_BIN_DIR"),
     };
     run_ok(c.args(["bundle", "build"]).args(args).arg("--out").arg(out));
+}
+
+/// Writes `name` into the sandbox's directory: the sandbox's cluster.yaml with the offline
+/// bundle `bundle` and `extra` (more top-level sections, may be empty); returns its path.
+pub fn sandbox_config(
+    sb: &clusterkit_sandbox::SandboxGuard,
+    name: &str,
+    bundle: &Path,
+    extra: &str,
+) -> PathBuf {
+    let base = std::fs::read_to_string(sb.cluster_yaml()).unwrap();
+    let cfg = sb.dir().join(name);
+    std::fs::write(
+        &cfg,
+        format!(
+            "{base}\npackages: {{ bundle: {} }}\n{extra}",
+            bundle.display()
+        ),
+    )
+    .unwrap();
+    cfg
 }
 
 /// kubectl (from `kube_bin`) with the kubeconfig `admin` and a 30 s request timeout.
