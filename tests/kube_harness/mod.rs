@@ -1,13 +1,13 @@
 //! A real Kubernetes control plane for the namespace backup tests: etcd 3.4 (TLS) +
 //! kube-apiserver v1.20.2 (+ kube-controller-manager, for service accounts, ownerReferences and
 //! garbage collection, namespace deletion) on free loopback ports in a temporary directory, with
-//! a minimal PKI made by the openssl CLI; and an s3s-fs S3 server. Every process is stopped by
-//! its PID when the guard drops, even when a test fails.
+//! a minimal PKI made by the openssl CLI (the S3 server these tests store into is
+//! `backup_util::S3`). Every process is stopped by its PID when the guard drops, even when a
+//! test fails.
 //!
 //! Binaries: `CLUSTERKIT_KUBE_BIN_DIR` (default `/var/cache/clusterkit/kube-v1.20.2-r2/bin`),
-//! `CLUSTERKIT_ETCD` (default `/usr/bin/etcd`), `CLUSTERKIT_S3S_FS` (default
-//! `/var/cache/clusterkit/s3s/bin/s3s-fs`), all built or installed by `scripts/deps.sh`; and
-//! `CLUSTERKIT_CURL` (default `/usr/bin/curl`) to wait for the API server's /healthz.
+//! `CLUSTERKIT_ETCD` (default `/usr/bin/etcd`), both built or installed by `scripts/deps.sh`;
+//! and `CLUSTERKIT_CURL` (default `/usr/bin/curl`) to wait for the API server's /healthz.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -408,103 +408,5 @@ impl KubeCluster {
             .map(|p| format!("--- {} ---\n{}", p.display(), log_tail(p)))
             .collect::<Vec<_>>()
             .join("\n")
-    }
-}
-
-/// An s3s-fs server on a free loopback port, with one bucket.
-pub struct S3 {
-    child: Option<Child>,
-    pub port: u16,
-    pub bucket: String,
-    pub root: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-pub const ACCESS_KEY: &str = "ck-ns-test-access";
-pub const SECRET_KEY: &str = "ck-ns-test-secret-0123456789";
-
-impl S3 {
-    pub fn start(bucket: &str) -> S3 {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("s3root");
-        // s3s-fs keeps each bucket as a directory of its root.
-        std::fs::create_dir_all(root.join(bucket)).unwrap();
-        let port = free_port();
-        let bin = tool("CLUSTERKIT_S3S_FS", &cache_dir().join("s3s/bin/s3s-fs"));
-        let child = Command::new(bin)
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
-            .arg(&root)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("s3s.log")).unwrap())
-            .spawn()
-            .expect("start s3s-fs");
-        let s3 = S3 {
-            child: Some(Child(child)),
-            port,
-            bucket: bucket.into(),
-            root,
-            _dir: dir,
-        };
-        assert!(
-            wait_until(Duration::from_secs(20), || std::net::TcpStream::connect((
-                "127.0.0.1",
-                port
-            ))
-            .is_ok()),
-            "s3s-fs did not listen on {port}"
-        );
-        s3
-    }
-
-    pub fn url(&self, prefix: &str) -> String {
-        format!("s3://{}/{prefix}", self.bucket)
-    }
-
-    /// Store options pointing at this server (no environment needed).
-    pub fn options(&self) -> clusterkit_backup::store::StoreOptions {
-        let mut o = clusterkit_backup::store::StoreOptions::default();
-        o.s3.endpoint = Some(format!("http://127.0.0.1:{}", self.port));
-        o.s3.region = Some("us-east-1".into());
-        o.s3.access_key_id = Some(ACCESS_KEY.into());
-        o.s3.secret_access_key = Some(SECRET_KEY.into());
-        o
-    }
-
-    /// The same settings as environment variables, for the `clusterkit` binary.
-    pub fn env(&self, cmd: &mut Command) {
-        cmd.env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-            .env("AWS_REGION", "us-east-1")
-            .env(
-                "AWS_ENDPOINT_URL",
-                format!("http://127.0.0.1:{}", self.port),
-            )
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env_remove("AWS_PROFILE")
-            .env_remove("AWS_SESSION_TOKEN");
-    }
-
-    /// Every stored file's content concatenated (to look for plaintext).
-    pub fn all_bytes(&self) -> Vec<u8> {
-        fn walk(dir: &Path, out: &mut Vec<u8>) {
-            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-                let p = e.path();
-                if p.is_dir() {
-                    walk(&p, out);
-                } else {
-                    out.extend(std::fs::read(&p).unwrap_or_default());
-                }
-            }
-        }
-        let mut out = Vec::new();
-        walk(&self.root, &mut out);
-        out
-    }
-}
-
-impl Drop for S3 {
-    fn drop(&mut self) {
-        self.child = None;
     }
 }
