@@ -35,7 +35,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clusterkit_sandbox::{SandboxGuard, UpOptions};
-use common::{ck, describe, run_fail, run_ok, ssh, stderr, wait_until, NODES};
+use common::{ck, describe, json_of, run_fail, run_ok, ssh, stderr, wait_until, NODES};
 use monitor_support::{amtool, curl, make_ca, make_leaf};
 use serde_json::Value;
 
@@ -473,7 +473,7 @@ fn deploy_three_nodes() {
     ];
     let before = pids(&sb, "node3", &daemons);
     let before1 = pids(&sb, "node1", &["prometheus-node-exporter"]);
-    let mut c = ck(
+    let second = json_of(&mut ck(
         &cfg,
         &[
             "-o",
@@ -483,10 +483,7 @@ fn deploy_three_nodes() {
             "--check-jobs",
             "node,etcd",
         ],
-    );
-    let out = run_ok(&mut c);
-    let second: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}\n{}", describe(&c, &out, "expected JSON")));
+    ));
     assert_eq!(changed_total(&second), 0, "rerun changed: {second:#}");
     assert_eq!(pids(&sb, "node3", &daemons), before);
     assert_eq!(pids(&sb, "node1", &["prometheus-node-exporter"]), before1);

@@ -143,15 +143,7 @@ fn reset_three_nodes() {
         &cfg,
         &["-o", "json", "reset", "--yes", "--hosts", "node3"],
     ));
-    let removed = v["etcd_members_removed"].as_array().unwrap();
-    assert_eq!(removed.len(), 1, "{v:#}");
-    assert!(
-        removed[0]
-            .as_str()
-            .unwrap()
-            .starts_with("remove etcd member node3 "),
-        "{v:#}"
-    );
+    common::assert_removed_etcd_member(&v, "node3");
     let node3_changes = changed_of(&v, "node3");
     let state = sb.dir().join("reset-state");
     let two = format!(

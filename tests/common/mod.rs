@@ -230,23 +230,23 @@ pub fn etcd_endpoints(sb: &clusterkit_sandbox::SandboxGuard) -> String {
         .join(",")
 }
 
-/// `ssh root@NODE CMD` into a sandbox node, with the sandbox's key and its known_hosts (host
-/// keys verified, never prompted).
-pub fn ssh_cmd(sb: &clusterkit_sandbox::SandboxGuard, node: &str, cmd: &str) -> Command {
-    let n = sb.node(node).unwrap();
-    let mut c = Command::new("ssh");
+/// An OpenSSH client (`ssh`, `scp`) with the sandbox's key and its known_hosts (host keys
+/// verified, never prompted).
+pub fn openssh_cmd(sb: &clusterkit_sandbox::SandboxGuard, program: &str) -> Command {
+    let mut c = Command::new(program);
     c.arg("-i")
         .arg(sb.key_file())
         .arg("-o")
         .arg(format!("UserKnownHostsFile={}", sb.known_hosts().display()))
-        .args([
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "ConnectTimeout=10",
-        ])
+        .args(["-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes"]);
+    c
+}
+
+/// `ssh root@NODE CMD` into a sandbox node (`openssh_cmd`).
+pub fn ssh_cmd(sb: &clusterkit_sandbox::SandboxGuard, node: &str, cmd: &str) -> Command {
+    let n = sb.node(node).unwrap();
+    let mut c = openssh_cmd(sb, "ssh");
+    c.args(["-o", "ConnectTimeout=10"])
         .arg(format!("root@{}", n.address))
         .arg(cmd);
     c
@@ -406,6 +406,21 @@ pub fn etcdctl(state: &Path, endpoints: &str, args: &[&str]) -> Command {
         .args(["--dial-timeout=5s", "--command-timeout=10s"])
         .args(args);
     c
+}
+
+/// Asserts that the `reset -o json` summary `v` reports exactly one etcd member removed, the
+/// one of `node`.
+#[track_caller]
+pub fn assert_removed_etcd_member(v: &serde_json::Value, node: &str) {
+    let removed = v["etcd_members_removed"].as_array().unwrap();
+    assert_eq!(removed.len(), 1, "{v:#}");
+    assert!(
+        removed[0]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("remove etcd member {node} ")),
+        "{v:#}"
+    );
 }
 
 /// The steps of a long scenario test, so that a failure anywhere in one says which step it was
