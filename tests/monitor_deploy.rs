@@ -302,18 +302,15 @@ fn deploy_three_nodes() {
     // 1. Deploy (-vvv) while watching every command line on the nodes; node-exporter and etcd
     //    must be up.
     let watch = PsWatch::start(&sb);
-    let mut c = ck(
-        &cfg,
-        &[
-            "-vvv",
-            "-o",
-            "json",
-            "monitor",
-            "deploy",
-            "--check-jobs",
-            "node,etcd",
-        ],
-    );
+    let deploy = [
+        "-o",
+        "json",
+        "monitor",
+        "deploy",
+        "--check-jobs",
+        "node,etcd",
+    ];
+    let mut c = ck(&cfg, &[&["-vvv"][..], &deploy].concat());
     let out = run_ok(&mut c);
     let seen = watch.finish();
     let first: Value = serde_json::from_slice(&out.stdout)
@@ -473,17 +470,7 @@ fn deploy_three_nodes() {
     ];
     let before = pids(&sb, "node3", &daemons);
     let before1 = pids(&sb, "node1", &["prometheus-node-exporter"]);
-    let second = json_of(&mut ck(
-        &cfg,
-        &[
-            "-o",
-            "json",
-            "monitor",
-            "deploy",
-            "--check-jobs",
-            "node,etcd",
-        ],
-    ));
+    let second = json_of(&mut ck(&cfg, &deploy));
     assert_eq!(changed_total(&second), 0, "rerun changed: {second:#}");
     assert_eq!(pids(&sb, "node3", &daemons), before);
     assert_eq!(pids(&sb, "node1", &["prometheus-node-exporter"]), before1);

@@ -79,6 +79,20 @@ fn http_get_in_pod(host_port: &str) -> String {
     format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | ip netns exec ckpod /root/busybox nc -w 3 {host_port}")
 }
 
+/// `http_get_in_pod(host_port)` on node1, retried for up to 10 s until it answers 200:
+/// (whether it did, the last reply).
+fn get_from_node1_pod(sb: &SandboxGuard, host_port: &str) -> (bool, String) {
+    let mut body = String::new();
+    let fetched = common::wait_until(Duration::from_secs(10), || {
+        let out = ssh_cmd(sb, "node1", &http_get_in_pod(host_port))
+            .output()
+            .unwrap();
+        body = stdout(&out);
+        out.status.success() && body.starts_with("HTTP/1.1 200")
+    });
+    (fetched, body)
+}
+
 /// The bridge plugin's own config from the conflist, as a runtime hands it to the plugin.
 fn bridge_config(conflist: &Value) -> Value {
     let mut plugin = conflist["plugins"][0].clone();
@@ -274,14 +288,7 @@ fn host_gw_pod_network_on_three_nodes() {
         "node1",
         &format!("ip netns exec ckpod /root/busybox ping -c 1 -W 5 {ip2}"),
     );
-    let mut body = String::new();
-    let fetched = common::wait_until(Duration::from_secs(10), || {
-        let out = ssh_cmd(&sb, "node1", &http_get_in_pod(&format!("{ip2} 8080")))
-            .output()
-            .unwrap();
-        body = stdout(&out);
-        out.status.success() && body.starts_with("HTTP/1.1 200")
-    });
+    let (fetched, body) = get_from_node1_pod(&sb, &format!("{ip2} 8080"));
     assert!(
         fetched && body.trim_end().ends_with("\nhello-from-node2"),
         "pod to pod across nodes failed: {body:?}"
@@ -296,18 +303,7 @@ fn host_gw_pod_network_on_three_nodes() {
         "mkdir -p /root/www && echo hello-from-node3 > /root/www/index.html; \
          setsid /root/busybox httpd -f -vv -p 8081 -h /root/www </dev/null >/root/httpd.log 2>&1 & echo $! > /root/httpd.pid",
     );
-    let mut body = String::new();
-    let fetched = common::wait_until(Duration::from_secs(10), || {
-        let out = ssh_cmd(
-            &sb,
-            "node1",
-            &http_get_in_pod(&format!("{node3_addr} 8081")),
-        )
-        .output()
-        .unwrap();
-        body = stdout(&out);
-        out.status.success() && body.starts_with("HTTP/1.1 200")
-    });
+    let (fetched, body) = get_from_node1_pod(&sb, &format!("{node3_addr} 8081"));
     assert!(
         fetched && body.trim_end().ends_with("\nhello-from-node3"),
         "pod to another node failed: {body:?}"

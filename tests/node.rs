@@ -113,6 +113,15 @@ fn fetch(kube_bin: &Path, admin: &Path, target: &str, expect: &str) -> String {
     )
 }
 
+/// `kubectl get node node4 -o jsonpath=PATH` without panicking: (success, stdout + stderr).
+fn node4_jsonpath(kube_bin: &Path, admin: &Path, path: &str) -> (bool, String) {
+    try_kubectl(
+        kube_bin,
+        admin,
+        &["get", "node", "node4", "-o", &format!("jsonpath={path}")],
+    )
+}
+
 /// Names of the `app=web` pods running on `node`.
 fn web_pods_running_on(kube_bin: &Path, admin: &Path, node: &str) -> Vec<String> {
     let v: Value = serde_json::from_str(&kubectl(
@@ -253,16 +262,10 @@ fn add_and_remove_a_node() {
         );
     }
     let ready = poll(Duration::from_secs(300), "node4 Ready", || {
-        let (ok, out) = try_kubectl(
+        let (ok, out) = node4_jsonpath(
             &kube_bin,
             &admin,
-            &[
-                "get",
-                "node",
-                "node4",
-                "-o",
-                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
-            ],
+            "{.status.conditions[?(@.type==\"Ready\")].status}",
         );
         if ok && out.trim() == "True" {
             Ok(out)
@@ -587,17 +590,7 @@ fn add_and_remove_a_node() {
         Duration::from_secs(180),
         "node4 registered by kubeadm join",
         || {
-            let (ok, text) = try_kubectl(
-                &kube_bin,
-                &admin,
-                &[
-                    "get",
-                    "node",
-                    "node4",
-                    "-o",
-                    "jsonpath={.metadata.annotations}",
-                ],
-            );
+            let (ok, text) = node4_jsonpath(&kube_bin, &admin, "{.metadata.annotations}");
             if ok && text.contains("kubeadm.alpha.kubernetes.io/cri-socket") {
                 Ok(())
             } else {

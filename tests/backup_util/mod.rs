@@ -294,11 +294,7 @@ impl S3 {
         self.child = Some(Child(child));
         let port = self.port;
         assert!(
-            wait_until(Duration::from_secs(20), || std::net::TcpStream::connect((
-                "127.0.0.1",
-                port
-            ))
-            .is_ok()),
+            common::listens(port, Duration::from_secs(20)),
             "s3s-fs did not listen on {port}"
         );
     }

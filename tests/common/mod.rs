@@ -140,6 +140,13 @@ pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
     false
 }
 
+/// Waits up to `timeout` until something accepts TCP connections on 127.0.0.1:`port`.
+pub fn listens(port: u16, timeout: Duration) -> bool {
+    wait_until(timeout, || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    })
+}
+
 /// The cache of tools built by scripts/deps.sh.
 pub fn cache_dir() -> PathBuf {
     std::env::var_os("CLUSTERKIT_CACHE")
@@ -206,6 +213,18 @@ pub fn openssl_sign(dir: &Path, ca: &str, name: &str, ext: &str, days: u32) {
             &format!("{name}.crt"),
         ],
     );
+}
+
+/// Writes a stand-in for the private key a cluster.yaml names, at `path` with mode 0600: for
+/// tests that never connect, where validation checks only that the key exists with that mode.
+pub fn stand_in_key(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(
+        path,
+        "not a real key: only its presence and mode are checked\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
 /// A process started by a test, killed by its PID when dropped.

@@ -16,7 +16,9 @@ use std::time::Duration;
 
 use clusterkit_backup::namespace::ApiClient;
 
-use crate::common::{cache_dir, free_port, openssl, openssl_sign, tool, wait_until, Child};
+use crate::common::{
+    cache_dir, free_port, listens, openssl, openssl_sign, tool, wait_until, Child,
+};
 
 /// The Kubernetes server binaries.
 pub fn kube_bin(name: &str) -> PathBuf {
@@ -200,7 +202,8 @@ impl KubeCluster {
         let etcd_url = format!("https://127.0.0.1:{client_port}");
         cluster.etcd_url = etcd_url.clone();
         let etcd_log = root.join("etcd.log");
-        let child = Command::new(etcd)
+        let mut etcd_cmd = Command::new(etcd);
+        etcd_cmd
             .args(["--name", "test", "--data-dir"])
             .arg(root.join("etcd"))
             .args([
@@ -234,19 +237,10 @@ impl KubeCluster {
                 "4294967296",
                 "--snapshot-count",
                 "100000",
-            ])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&etcd_log).unwrap())
-            .spawn()
-            .expect("start etcd");
-        cluster.children.push(Child(child));
-        cluster.logs.push(etcd_log);
+            ]);
+        cluster.spawn(&mut etcd_cmd, etcd_log);
         assert!(
-            wait_until(Duration::from_secs(20), || std::net::TcpStream::connect((
-                "127.0.0.1",
-                client_port
-            ))
-            .is_ok()),
+            listens(client_port, Duration::from_secs(20)),
             "etcd did not listen:\n{}",
             log_tail(&cluster.logs[0])
         );
@@ -287,13 +281,8 @@ impl KubeCluster {
             .arg("--enable-priority-and-fairness=false")
             // Fast deletes of big namespaces and many CRs.
             .arg("--max-requests-inflight=1000")
-            .arg("--max-mutating-requests-inflight=500")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&api_log).unwrap());
-        cluster
-            .children
-            .push(Child(api.spawn().expect("start kube-apiserver")));
-        cluster.logs.push(api_log);
+            .arg("--max-mutating-requests-inflight=500");
+        cluster.spawn(&mut api, api_log);
 
         std::fs::write(
             &cluster.kubeconfig,
@@ -309,11 +298,7 @@ impl KubeCluster {
         )
         .unwrap();
         assert!(
-            wait_until(Duration::from_secs(60), || std::net::TcpStream::connect((
-                "127.0.0.1",
-                api_port
-            ))
-            .is_ok()),
+            listens(api_port, Duration::from_secs(60)),
             "kube-apiserver did not listen:\n{}",
             log_tail(&cluster.logs[1])
         );
@@ -346,8 +331,8 @@ impl KubeCluster {
         );
 
         let cm_log = root.join("kube-controller-manager.log");
-        let child = Command::new(kube_bin("kube-controller-manager"))
-            .arg(format!("--kubeconfig={}", cluster.kubeconfig.display()))
+        let mut cm = Command::new(kube_bin("kube-controller-manager"));
+        cm.arg(format!("--kubeconfig={}", cluster.kubeconfig.display()))
             .args([
                 "--bind-address=127.0.0.1",
                 "--secure-port=0",
@@ -366,14 +351,20 @@ impl KubeCluster {
                 "--concurrent-gc-syncs=40",
                 "--kube-api-qps=500",
                 "--kube-api-burst=1000",
-            ])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&cm_log).unwrap())
-            .spawn()
-            .expect("start kube-controller-manager");
-        cluster.children.push(Child(child));
-        cluster.logs.push(cm_log);
+            ]);
+        cluster.spawn(&mut cm, cm_log);
         cluster
+    }
+
+    /// Starts `cmd` with its stderr in `log` (shown by `logs`); it stops with the cluster.
+    fn spawn(&mut self, cmd: &mut Command, log: PathBuf) {
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {:?}: {e}", cmd.get_program()));
+        self.children.push(Child(child));
+        self.logs.push(log);
     }
 
     /// A client for the admin kubeconfig, once the API serves requests and the controller
