@@ -25,12 +25,8 @@ fn race(mut a: Command, mut b: Command) -> (Output, Output) {
 }
 
 fn backup_cmd(dir: &Path, store: &str, etcd: &Etcd, certs: &Certs, s3: Option<&S3>) -> Command {
-    let mut c = ck(dir);
-    c.args(["backup", "etcd", "-o", "json", "--store", store]);
+    let mut c = ck_s3(dir, s3, &["backup", "etcd", "-o", "json", "--store", store]);
     c.args(etcd.backup_flags(certs));
-    if let Some(s) = s3 {
-        s.env(&mut c);
-    }
     c.stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
     c

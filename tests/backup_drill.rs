@@ -43,15 +43,15 @@ fn count_with_etcdctl(etcd: &Etcd, certs: &Certs) -> (i64, i64) {
 
 /// `backup drill` with the etcd tools of this machine.
 fn drill_cmd(dir: &Path, store: &str, s3: Option<&S3>, args: &[&str]) -> Command {
-    let mut c = ck(dir);
-    c.args(["-o", "json", "backup", "drill", "--store", store])
-        .args(["--etcd", &etcd_bin().display().to_string()])
+    let mut c = ck_s3(
+        dir,
+        s3,
+        &["-o", "json", "backup", "drill", "--store", store],
+    );
+    c.args(["--etcd", &etcd_bin().display().to_string()])
         .args(["--etcdctl", &etcdctl_bin().display().to_string()])
         .args(["--work-dir", &dir.join("drills").display().to_string()])
         .args(args);
-    if let Some(s) = s3 {
-        s.env(&mut c);
-    }
     c
 }
 
@@ -70,11 +70,7 @@ fn check<'a>(rec: &'a Value, name: &str) -> &'a Value {
 }
 
 fn list(dir: &Path, store: &str, s3: Option<&S3>) -> Value {
-    let mut c = ck(dir);
-    c.args(["backup", "list", "-o", "json", "--store", store]);
-    if let Some(s) = s3 {
-        s.env(&mut c);
-    }
+    let mut c = ck_s3(dir, s3, &["backup", "list", "-o", "json", "--store", store]);
     serde_json::from_slice(&run_ok(&mut c).stdout).unwrap()
 }
 
@@ -97,9 +93,11 @@ fn drill_latest_matches_what_etcd_counted_and_leaves_the_live_cluster_alone() {
     let (count, revision) = count_with_etcdctl(&etcd, &certs);
     assert_eq!(count, 2_000, "1999 keys and the marker");
 
-    let mut c = ck(dir);
-    c.args(["backup", "describe", &id, "-o", "json", "--store", &store]);
-    s3.env(&mut c);
+    let mut c = ck_s3(
+        dir,
+        Some(&s3),
+        &["backup", "describe", &id, "-o", "json", "--store", &store],
+    );
     let m: Value = serde_json::from_slice(&run_ok(&mut c).stdout).unwrap();
     assert_eq!(m["etcd"]["key_count"], count, "{m:#}");
     assert_eq!(m["etcd"]["revision"], revision, "{m:#}");
@@ -194,9 +192,7 @@ fn drill_latest_matches_what_etcd_counted_and_leaves_the_live_cluster_alone() {
         "{:?}",
         s3.files()
     );
-    let mut c = ck(dir);
-    c.args(["backup", "list", "--store", &store]);
-    s3.env(&mut c);
+    let mut c = ck_s3(dir, Some(&s3), &["backup", "list", "--store", &store]);
     let table = stdout(&run_ok(&mut c));
     assert!(
         table.contains("DRILL") && table.contains("ok 20"),

@@ -31,13 +31,9 @@ fn wipe_and_restore(
     etcd.stop();
     std::fs::remove_dir_all(&etcd.data_dir).unwrap();
     let id = extra[0];
-    let mut c = ck(dir);
-    c.args(["restore", "etcd", id, "--store", store]);
+    let mut c = ck_s3(dir, s3, &["restore", "etcd", id, "--store", store]);
     c.args(etcd.restore_flags());
     c.args(&extra[1..]);
-    if let Some(s) = s3 {
-        s.env(&mut c);
-    }
     run_ok(&mut c);
     etcd.boot(certs);
 }
@@ -65,20 +61,24 @@ fn backup_to_s3_and_dir_wipe_restore_all_equal() {
     assert_eq!(list_ids(dir, &dir_store, None), vec![dir_id.clone()]);
 
     // The manifest says what an operator needs.
-    let mut c = ck(dir);
-    c.args([
-        "backup", "describe", &s3_id, "-o", "json", "--store", &s3_store,
-    ]);
-    s3.env(&mut c);
+    let mut c = ck_s3(
+        dir,
+        Some(&s3),
+        &[
+            "backup", "describe", &s3_id, "-o", "json", "--store", &s3_store,
+        ],
+    );
     let m: serde_json::Value = serde_json::from_slice(&run_ok(&mut c).stdout).unwrap();
     assert_eq!(m["kind"], "etcd");
     assert!(m["etcd"]["revision"].as_i64().unwrap() >= 100);
     assert_eq!(m["encryption"]["method"], "none");
     assert!(m["raw_size"].as_u64().unwrap() > m["stored_size"].as_u64().unwrap());
 
-    let mut c = ck(dir);
-    c.args(["backup", "verify", &s3_id, "--store", &s3_store]);
-    s3.env(&mut c);
+    let mut c = ck_s3(
+        dir,
+        Some(&s3),
+        &["backup", "verify", &s3_id, "--store", &s3_store],
+    );
     run_ok(&mut c);
 
     // Change data after the backup: the restore must bring back the snapshot's state.
@@ -346,8 +346,10 @@ fn s3_killed_mid_upload_fails_cleanly_and_next_run_cleans_up() {
     assert_eq!(list_ids(dir, &store, Some(&s3)), vec![id.clone()]);
     let backups: Vec<_> = files.iter().filter(|f| f.contains("/backups/")).collect();
     assert!(backups.iter().all(|f| f.contains(&id)), "{backups:?}");
-    let mut c = ck(dir);
-    c.args(["backup", "verify", &id, "--store", &store]);
-    s3.env(&mut c);
+    let mut c = ck_s3(
+        dir,
+        Some(&s3),
+        &["backup", "verify", &id, "--store", &store],
+    );
     run_ok(&mut c);
 }

@@ -7,6 +7,7 @@
 //! without the explicit flag, the `clusterkit` binary's own `backup namespace`, and a restore
 //! drill of a namespace backup (parsed, counted, applied under a mapped name, deleted).
 
+mod backup_util;
 mod common;
 mod kube_harness;
 
@@ -23,7 +24,8 @@ use clusterkit_backup::namespace::{
 use clusterkit_backup::store::{open_store, FsStore, Store};
 use serde_json::{json, Value};
 
-use kube_harness::{KubeCluster, S3};
+use backup_util::S3;
+use kube_harness::KubeCluster;
 
 const PASSPHRASE_ENV: &str = "CK_NS_TEST_PASSPHRASE";
 const SECRET_VALUE: &str = "s3cr3t-Pa55w0rd-only-in-the-secret";
@@ -326,6 +328,25 @@ fn counts(report: &RestoreReport, t: &str) -> (u64, u64, u64, u64) {
         .unwrap_or_else(|| panic!("no {t} in the report:\n{}", report.table()))
 }
 
+/// A directory store in `dir`.
+fn dir_store(dir: &std::path::Path) -> Arc<dyn Store> {
+    Arc::new(FsStore::new("file:///test", dir.to_path_buf(), 8 << 20))
+}
+
+/// `namespace::backup` of the namespace `ns` into `store`, with `opts` for the rest.
+async fn backup_ns(
+    c: &ApiClient,
+    store: &Arc<dyn Store>,
+    ns: &str,
+    opts: BackupOptions,
+) -> Result<Manifest, NamespaceError> {
+    let opts = BackupOptions {
+        namespaces: vec![ns.into()],
+        ..opts
+    };
+    namespace::backup(c, store.clone(), &opts, Arc::new(SystemClock)).await
+}
+
 fn resource_counts(m: &Manifest) -> serde_json::Map<String, Value> {
     m.details["resource_counts"].as_object().unwrap().clone()
 }
@@ -333,7 +354,7 @@ fn resource_counts(m: &Manifest) -> serde_json::Map<String, Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn namespace_backup_and_restore_on_a_real_api_server() {
     let cluster = KubeCluster::start();
-    let s3 = S3::start("ns-backups");
+    let s3 = S3::start_temp("ns-backups");
     let k = Kube {
         c: cluster.client().await,
         cluster: &cluster,
@@ -648,22 +669,10 @@ async fn namespace_backup_and_restore_on_a_real_api_server() {
 
     // --- Secrets: absent unless asked; plaintext only with the explicit flag ---
     let dir = tempfile::tempdir().unwrap();
-    let fs: Arc<dyn Store> = Arc::new(FsStore::new(
-        "file:///test",
-        dir.path().to_path_buf(),
-        8 << 20,
-    ));
-    let plain = namespace::backup(
-        &k.c,
-        fs.clone(),
-        &BackupOptions {
-            namespaces: vec!["shop".into()],
-            ..Default::default()
-        },
-        Arc::new(SystemClock),
-    )
-    .await
-    .unwrap();
+    let fs = dir_store(dir.path());
+    let plain = backup_ns(&k.c, &fs, "shop", BackupOptions::default())
+        .await
+        .unwrap();
     assert!(!resource_counts(&plain).contains_key("secrets"));
     let tar = raw_archive(fs.as_ref(), &plain, dir.path()).await;
     assert!(!contains(&tar, "/core/v1/secrets/"));
@@ -674,18 +683,18 @@ async fn namespace_backup_and_restore_on_a_real_api_server() {
     ));
     assert!(contains(&tar, "mode: production"));
 
-    let refused = namespace::backup(
+    let with_secrets = TypeFilter {
+        include_secrets: true,
+        ..Default::default()
+    };
+    let refused = backup_ns(
         &k.c,
-        fs.clone(),
-        &BackupOptions {
-            namespaces: vec!["shop".into()],
-            filter: TypeFilter {
-                include_secrets: true,
-                ..Default::default()
-            },
+        &fs,
+        "shop",
+        BackupOptions {
+            filter: with_secrets.clone(),
             ..Default::default()
         },
-        Arc::new(SystemClock),
     )
     .await
     .unwrap_err();
@@ -695,19 +704,15 @@ async fn namespace_backup_and_restore_on_a_real_api_server() {
         .unwrap();
     assert_eq!(ids.len(), 1, "the refused backup left something");
 
-    let allowed = namespace::backup(
+    let allowed = backup_ns(
         &k.c,
-        fs.clone(),
-        &BackupOptions {
-            namespaces: vec!["shop".into()],
-            filter: TypeFilter {
-                include_secrets: true,
-                ..Default::default()
-            },
+        &fs,
+        "shop",
+        BackupOptions {
+            filter: with_secrets,
             allow_plaintext_secrets: true,
             ..Default::default()
         },
-        Arc::new(SystemClock),
     )
     .await
     .unwrap();
@@ -732,22 +737,10 @@ async fn custom_resources_round_trip_after_deleting_the_crd() {
     populate(&k, "crs", true).await;
     let before = snapshot(&k, "crs", true).await;
     let dir = tempfile::tempdir().unwrap();
-    let fs: Arc<dyn Store> = Arc::new(FsStore::new(
-        "file:///test",
-        dir.path().to_path_buf(),
-        8 << 20,
-    ));
-    let m = namespace::backup(
-        &k.c,
-        fs.clone(),
-        &BackupOptions {
-            namespaces: vec!["crs".into()],
-            ..Default::default()
-        },
-        Arc::new(SystemClock),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("backup: {e}\n{}", cluster.logs()));
+    let fs = dir_store(dir.path());
+    let m = backup_ns(&k.c, &fs, "crs", BackupOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("backup: {e}\n{}", cluster.logs()));
     assert_eq!(m.details["crds"], json!(["widgets.example.com"]));
     assert_eq!(resource_counts(&m)["widgets.example.com"], json!(2));
 
@@ -796,12 +789,7 @@ async fn custom_resources_round_trip_after_deleting_the_crd() {
 /// The `clusterkit` binary: `backup namespace`, `backup list`, `restore namespace`.
 async fn cli_backup_and_restore(cluster: &KubeCluster, k: &Kube<'_>, s3: &S3) {
     let cwd = tempfile::tempdir().unwrap();
-    let run = |args: &[&str]| {
-        let mut cmd = common::clusterkit();
-        cmd.current_dir(cwd.path()).args(args);
-        s3.env(&mut cmd);
-        cmd
-    };
+    let run = |args: &[&str]| backup_util::ck_s3(cwd.path(), Some(s3), args);
     let kubeconfig = cluster.kubeconfig.display().to_string();
     let store = s3.url("cli");
     let out = common::run_ok(&mut run(&[

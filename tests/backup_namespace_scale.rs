@@ -2,6 +2,7 @@
 //! both complete and every object comes back. No timing or memory asserts here — figures are
 //! measured by bench/namespace/run.sh.
 
+mod backup_util;
 mod common;
 mod kube_harness;
 
@@ -13,7 +14,8 @@ use clusterkit_backup::store::{open_store, Store};
 use serde_json::json;
 use tokio::task::JoinSet;
 
-use kube_harness::{KubeCluster, S3};
+use backup_util::S3;
+use kube_harness::KubeCluster;
 
 const COUNT: usize = 10_000;
 
@@ -61,7 +63,7 @@ async fn count_configmaps(c: &ApiClient, ns: &str) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ten_thousand_configmaps_back_up_and_restore() {
     let cluster = KubeCluster::start();
-    let s3 = S3::start("ns-scale");
+    let s3 = S3::start_temp("ns-scale");
     let c = cluster.client().await;
     let ns_obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bulk"}});
     c.apply("/api/v1/namespaces", "bulk", &ns_obj, false)

@@ -144,9 +144,7 @@ fn https_endpoint_with_own_ca_sends_unsigned_parts_and_http_stays_signed() {
     let https = tls.endpoint("https");
 
     // Without the CA bundle the server's certificate is not trusted: refused, nothing stored.
-    let mut c = ck(dir);
-    s3.env(&mut c);
-    c.args(["backup", "etcd", "--store", &store]);
+    let mut c = ck_s3(dir, Some(&s3), &["backup", "etcd", "--store", &store]);
     c.args(etcd.backup_flags(&certs)).args(&https);
     let out = run_fail(&mut c);
     let err = stderr(&out).to_ascii_lowercase();
@@ -169,10 +167,12 @@ fn https_endpoint_with_own_ca_sends_unsigned_parts_and_http_stays_signed() {
         unsigned, parts,
         "over https every part (and nothing else) goes with UNSIGNED-PAYLOAD"
     );
-    let mut c = ck(dir);
-    s3.env(&mut c);
-    c.args(["backup", "verify", &id, "--store", &store])
-        .args(with_ca);
+    let mut c = ck_s3(
+        dir,
+        Some(&s3),
+        &["backup", "verify", &id, "--store", &store],
+    );
+    c.args(with_ca);
     run_ok(&mut c);
 
     // Over plain http the same backup keeps every payload signed.

@@ -22,20 +22,10 @@ use clusterkit_backup::pipeline::WriteSettings;
 use clusterkit_backup::retention::Retention;
 use clusterkit_backup::schedule::{self, Job, Source};
 use clusterkit_backup::status::{self, Outcome};
-use clusterkit_backup::store::{open_store, S3Options, Store, StoreOptions};
+use clusterkit_backup::store::{open_store, Store};
 
 async fn s3_store(s3: &S3, prefix: &str) -> Arc<dyn Store> {
-    let opts = StoreOptions {
-        s3: S3Options {
-            endpoint: Some(format!("http://127.0.0.1:{}", s3.port)),
-            region: Some("us-east-1".into()),
-            access_key_id: Some(ACCESS_KEY.into()),
-            secret_access_key: Some(SECRET_KEY.into()),
-            ..Default::default()
-        },
-        part_size: None,
-    };
-    open_store(&s3.url(prefix), &opts).await.unwrap()
+    open_store(&s3.url(prefix), &s3.options()).await.unwrap()
 }
 
 #[test]
@@ -247,7 +237,7 @@ async fn namespace_backups(store: &dyn Store, namespace: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn namespace_schedules_back_up_prune_their_own_and_record_status() {
     let cluster = kube_harness::KubeCluster::start();
-    let s3 = kube_harness::S3::start("ns-sched");
+    let s3 = S3::start_temp("ns-sched");
     let client = cluster.client().await;
     make_namespace(&client, "alpha", 5).await;
     make_namespace(&client, "beta", 3).await;
@@ -368,14 +358,9 @@ async fn namespace_schedules_back_up_prune_their_own_and_record_status() {
 
 /// The `clusterkit` binary: `backup schedule --once --kind namespace`, then list, describe,
 /// verify and prune treat the namespace backups like etcd ones.
-async fn cli_schedule_and_catalog(cluster: &kube_harness::KubeCluster, s3: &kube_harness::S3) {
+async fn cli_schedule_and_catalog(cluster: &kube_harness::KubeCluster, s3: &S3) {
     let cwd = tempfile::tempdir().unwrap();
-    let run = |args: &[&str]| {
-        let mut cmd = common::clusterkit();
-        cmd.current_dir(cwd.path()).args(args);
-        s3.env(&mut cmd);
-        cmd
-    };
+    let run = |args: &[&str]| backup_util::ck_s3(cwd.path(), Some(s3), args);
     let kubeconfig = cluster.kubeconfig.display().to_string();
     let store = s3.url("cli");
     let schedule_once = |extra: &[&str]| {

@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use common::{clusterkit, run_fail, run_ok, stderr, stdout};
@@ -45,13 +44,7 @@ fn exec_start(printed: &str) -> &str {
 /// that the key exists with mode 0600).
 fn cluster_dir() -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("id_test");
-    std::fs::write(
-        &key,
-        "test key: validation checks existence and mode only\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    common::stand_in_key(&dir.path().join("id_test"));
     let cfg = dir.path().join("cluster.yaml");
     std::fs::write(&cfg, CLUSTER).unwrap();
     (dir, cfg)

@@ -24,22 +24,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use clusterkit_sandbox::{SandboxGuard, UpOptions};
-use common::{clusterkit, describe, run_fail, run_ok, ssh, stderr, stdout, tool};
+use common::{ck, etcd_endpoints, json_of, run_fail, run_ok, ssh, stderr, stdout, tool, NODES};
 use serde_json::Value;
-
-const NODES: [&str; 3] = ["node1", "node2", "node3"];
-
-fn ck(cfg: &Path, args: &[&str]) -> Command {
-    let mut c = clusterkit();
-    c.arg("-f").arg(cfg).args(args);
-    c
-}
-
-fn json_of(c: &mut Command) -> Value {
-    let out = run_ok(c);
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}\n{}", describe(c, &out, "expected JSON")))
-}
 
 /// `check-expiration -o json` rows.
 fn check(cfg: &Path) -> Vec<Value> {
@@ -109,23 +95,12 @@ fn check_and_renew_on_three_nodes() {
     let work = tempfile::tempdir().unwrap();
     let bundle = work.path().join("bundle");
     common::build_bundle(&bundle, Some(&kube_bin), &["--package", "etcd-server"]);
-    let base = std::fs::read_to_string(sb.cluster_yaml()).unwrap();
-    let cfg = sb.dir().join("certs.yaml");
-    std::fs::write(
-        &cfg,
-        format!("{base}\npackages: {{ bundle: {} }}\n", bundle.display()),
-    )
-    .unwrap();
+    let cfg = common::sandbox_config(&sb, "certs.yaml", &bundle, "");
     let state: PathBuf = sb.dir().join("certs-state");
     for phase in ["prepare", "runtime", "pki", "etcd", "control-plane"] {
         run_ok(&mut ck(&cfg, &["install", "--phase", phase]));
     }
-    let endpoints = sb
-        .nodes()
-        .iter()
-        .map(|n| format!("https://{}:2379", n.address))
-        .collect::<Vec<_>>()
-        .join(",");
+    let endpoints = etcd_endpoints(&sb);
 
     // 1. Every expected file on every host, with the configured validity, as openssl sees it.
     steps.enter("1. every expected file on every host, as openssl sees it");

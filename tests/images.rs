@@ -12,30 +12,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use clusterkit_installer::images::{self, Sources, BUSYBOX_IMAGE};
 use clusterkit_sandbox::{SandboxGuard, UpOptions};
-use common::{clusterkit, describe, run_ok, ssh, stdout};
+use common::{clusterkit, describe, install_json, run_ok, ssh, stdout};
 use serde_json::Value;
-
-fn install(cfg: &Path, args: &[&str]) -> Value {
-    let mut c = clusterkit();
-    c.arg("-f")
-        .arg(cfg)
-        .args(["-o", "json", "install"])
-        .args(args);
-    let out = c.output().unwrap();
-    let json: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}\n{}", describe(&c, &out, "expected a JSON summary")));
-    assert!(
-        out.status.success(),
-        "{}",
-        describe(&c, &out, "install failed")
-    );
-    json
-}
 
 fn sources() -> Sources {
     let s = Sources::from_env();
@@ -55,6 +38,20 @@ fn sources() -> Sources {
 /// `tar -xOf archive member`.
 fn tar_member(archive: &Path, member: &str) -> Vec<u8> {
     run_ok(Command::new("tar").arg("-xOf").arg(archive).arg(member)).stdout
+}
+
+/// The blob `digest` (`sha256:…`) of an OCI image tarball.
+fn blob(archive: &Path, digest: &str) -> Vec<u8> {
+    tar_member(
+        archive,
+        &format!("blobs/sha256/{}", digest.trim_start_matches("sha256:")),
+    )
+}
+
+/// The first layer of the image whose manifest is the blob `manifest_digest` of the tarball.
+fn first_layer(archive: &Path, manifest_digest: &str) -> Vec<u8> {
+    let manifest: Value = serde_json::from_slice(&blob(archive, manifest_digest)).unwrap();
+    blob(archive, manifest["layers"][0]["digest"].as_str().unwrap())
 }
 
 fn sha256sum(data: &[u8]) -> String {
@@ -78,21 +75,15 @@ fn inspect(archive: &Path) -> (String, String, Value) {
         name.as_str()
     );
     let digest = entry["digest"].as_str().unwrap().to_string();
-    let blob = |d: &str| {
-        tar_member(
-            archive,
-            &format!("blobs/sha256/{}", d.trim_start_matches("sha256:")),
-        )
-    };
-    let manifest_bytes = blob(&digest);
+    let manifest_bytes = blob(archive, &digest);
     assert_eq!(sha256sum(&manifest_bytes), digest, "manifest blob digest");
     let manifest: Value = serde_json::from_slice(&manifest_bytes).unwrap();
     let config_digest = manifest["config"]["digest"].as_str().unwrap();
-    let config_bytes = blob(config_digest);
+    let config_bytes = blob(archive, config_digest);
     assert_eq!(sha256sum(&config_bytes), config_digest);
     let config: Value = serde_json::from_slice(&config_bytes).unwrap();
     let layer_digest = manifest["layers"][0]["digest"].as_str().unwrap();
-    let layer = blob(layer_digest);
+    let layer = blob(archive, layer_digest);
     assert_eq!(sha256sum(&layer), layer_digest);
     assert_eq!(
         config["rootfs"]["diff_ids"][0], layer_digest,
@@ -146,24 +137,7 @@ fn images_are_built_from_debian_material_deterministically() {
     }
     // The pause binary inside the image is static and is the one from pause.c.
     let pause = a.path().join(&ma.images[0].file);
-    let manifest: Value = serde_json::from_slice(&tar_member(
-        &pause,
-        &format!(
-            "blobs/sha256/{}",
-            ma.images[0].digest.trim_start_matches("sha256:")
-        ),
-    ))
-    .unwrap();
-    let layer = tar_member(
-        &pause,
-        &format!(
-            "blobs/sha256/{}",
-            manifest["layers"][0]["digest"]
-                .as_str()
-                .unwrap()
-                .trim_start_matches("sha256:")
-        ),
-    );
+    let layer = first_layer(&pause, &ma.images[0].digest);
     let x = tempfile::tempdir().unwrap();
     std::fs::write(x.path().join("layer.tar"), layer).unwrap();
     run_ok(
@@ -179,24 +153,7 @@ fn images_are_built_from_debian_material_deterministically() {
     assert!(file.contains("statically linked"), "{file}");
     // The busybox layer has the applets the tests use.
     let bb = a.path().join(&ma.images[1].file);
-    let manifest: Value = serde_json::from_slice(&tar_member(
-        &bb,
-        &format!(
-            "blobs/sha256/{}",
-            ma.images[1].digest.trim_start_matches("sha256:")
-        ),
-    ))
-    .unwrap();
-    let layer = tar_member(
-        &bb,
-        &format!(
-            "blobs/sha256/{}",
-            manifest["layers"][0]["digest"]
-                .as_str()
-                .unwrap()
-                .trim_start_matches("sha256:")
-        ),
-    );
+    let layer = first_layer(&bb, &ma.images[1].digest);
     std::fs::write(x.path().join("bb.tar"), layer).unwrap();
     let listing = stdout(&run_ok(
         Command::new("tar").arg("-tvf").arg(x.path().join("bb.tar")),
@@ -239,17 +196,11 @@ fn images_phase_on_three_nodes() {
     // With v1.20.2's binaries the bundle is for that release: its pause image is 3.2.
     let bundle = work.path().join("bundle");
     common::build_bundle(&bundle, Some(&common::kube_bin()), &[]);
-    let cfg: PathBuf = sb.dir().join("images.yaml");
-    let base = std::fs::read_to_string(sb.cluster_yaml()).unwrap();
-    std::fs::write(
-        &cfg,
-        format!("{base}packages: {{ bundle: {} }}\n", bundle.display()),
-    )
-    .unwrap();
+    let cfg = common::sandbox_config(&sb, "images.yaml", &bundle, "");
 
-    install(&cfg, &["--phase", "prepare"]);
-    install(&cfg, &["--phase", "runtime"]);
-    let first = install(&cfg, &["--phase", "images"]);
+    install_json(&cfg, &["--phase", "prepare"]);
+    install_json(&cfg, &["--phase", "runtime"]);
+    let first = install_json(&cfg, &["--phase", "images"]);
     for n in ["node1", "node2", "node3"] {
         assert_eq!(first["hosts"][n]["failed"], 0, "{first:#}");
         assert!(
@@ -305,7 +256,7 @@ fn images_phase_on_three_nodes() {
     assert!(out.starts_with("pause.c v"), "{out}");
 
     // Idempotent: a rerun changes nothing anywhere.
-    let again = install(&cfg, &["--phase", "images"]);
+    let again = install_json(&cfg, &["--phase", "images"]);
     for n in ["node1", "node2", "node3"] {
         assert_eq!(again["hosts"][n]["changed"], 0, "{again:#}");
         assert_eq!(again["hosts"][n]["failed"], 0, "{again:#}");
@@ -317,13 +268,13 @@ fn images_phase_on_three_nodes() {
         "node2",
         &format!("ctr -n k8s.io images rm {BUSYBOX_IMAGE}"),
     );
-    let check = install(&cfg, &["--phase", "images", "--check"]);
+    let check = install_json(&cfg, &["--phase", "images", "--check"]);
     assert_eq!(check["hosts"]["node1"]["changed"], 0, "{check:#}");
     assert_eq!(check["hosts"]["node2"]["changed"], 1, "{check:#}");
     assert!(!node_images(&sb, "node2")
         .iter()
         .any(|(n, _)| n == BUSYBOX_IMAGE));
-    let fix = install(&cfg, &["--phase", "images"]);
+    let fix = install_json(&cfg, &["--phase", "images"]);
     assert_eq!(
         fix["hosts"]["node2"]["changed"], 1,
         "re-import only: {fix:#}"
@@ -335,15 +286,12 @@ fn images_phase_on_three_nodes() {
     // registry) fails every node in this phase, naming the image and the way out, before a
     // kubelet could wait on it forever.
     let absent = "registry.k8s.io/pause:0.0-absent";
-    let missing = sb.dir().join("images-missing.yaml");
-    std::fs::write(
-        &missing,
-        format!(
-            "{base}packages: {{ bundle: {} }}\nruntime: {{ sandbox_image: {absent} }}\n",
-            bundle.display()
-        ),
-    )
-    .unwrap();
+    let missing = common::sandbox_config(
+        &sb,
+        "images-missing.yaml",
+        &bundle,
+        &format!("runtime: {{ sandbox_image: {absent} }}\n"),
+    );
     let mut c = clusterkit();
     c.arg("-f")
         .arg(&missing)

@@ -27,30 +27,19 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clusterkit_sandbox::{SandboxGuard, UpOptions};
-use common::{clusterkit, describe, kubectl, run_fail, run_ok, ssh, stdout, tool, try_kubectl};
+use common::{
+    changed_tasks, clusterkit, describe, etcd_endpoints, install_timed, kubectl, openssl,
+    openssl_req_p256, openssl_sign, run_fail, run_ok, ssh, stdout, tool, try_kubectl,
+};
 use serde_json::Value;
 
-/// `clusterkit -o json install` (every phase); returns the summary and the wall time.
+/// `clusterkit -o json install --events EVENTS` (every phase); returns the summary and the wall
+/// time.
 fn install(cfg: &Path, events: &Path) -> (Value, Duration) {
-    let start = Instant::now();
-    let mut c = clusterkit();
-    c.arg("-f")
-        .arg(cfg)
-        .args(["-o", "json", "install", "--events"])
-        .arg(events);
-    let out = c.output().expect("run clusterkit");
-    let took = start.elapsed();
-    assert!(
-        out.status.success(),
-        "{}",
-        describe(&c, &out, "install failed")
-    );
-    let summary: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}\n{}", describe(&c, &out, "summary is not JSON")));
-    (summary, took)
+    install_timed(cfg, &["--events", events.to_str().unwrap()])
 }
 
 fn etcdctl(state: &Path, endpoints: &str, tls: &[&str], args: &[&str]) -> Command {
@@ -77,12 +66,6 @@ fn first_cert(pem: &str) -> String {
         .expect("end of certificate")
         + start;
     format!("{}-----END CERTIFICATE-----\n", &pem[start..end])
-}
-
-fn openssl(args: &[&str], dir: &Path) {
-    let mut c = Command::new("openssl");
-    c.current_dir(dir).args(args);
-    run_ok(&mut c);
 }
 
 #[test]
@@ -157,12 +140,7 @@ fn install_and_check(kube_bin: &Path, version: &str) {
 
     // 2. etcd from this machine with the healthcheck certificate.
     steps.enter("2. etcd from this machine with the healthcheck certificate");
-    let endpoints = sb
-        .nodes()
-        .iter()
-        .map(|n| format!("https://{}:2379", n.address))
-        .collect::<Vec<_>>()
-        .join(",");
+    let endpoints = etcd_endpoints(&sb);
     let hc_cert = format!(
         "--cert={}",
         state.join("pki/etcd/healthcheck-client.crt").display()
@@ -206,6 +184,7 @@ fn install_and_check(kube_bin: &Path, version: &str) {
     // A client certificate from another CA: refused.
     let d = work.path();
     openssl(
+        d,
         &[
             "req",
             "-x509",
@@ -221,9 +200,9 @@ fn install_and_check(kube_bin: &Path, version: &str) {
             "-days",
             "1",
         ],
-        d,
     );
     openssl(
+        d,
         &[
             "req",
             "-newkey",
@@ -236,29 +215,9 @@ fn install_and_check(kube_bin: &Path, version: &str) {
             "-subj",
             "/CN=kube-etcd-healthcheck-client/O=system:masters",
         ],
-        d,
     );
     std::fs::write(d.join("ext"), "extendedKeyUsage=clientAuth\n").unwrap();
-    openssl(
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "other.csr",
-            "-CA",
-            "other-ca.crt",
-            "-CAkey",
-            "other-ca.key",
-            "-CAcreateserial",
-            "-out",
-            "other.crt",
-            "-days",
-            "1",
-            "-extfile",
-            "ext",
-        ],
-        d,
-    );
+    openssl_sign(d, "other-ca", "other", "ext", 1);
     let oc = format!("--cert={}", d.join("other.crt").display());
     let ok = format!("--key={}", d.join("other.key").display());
     run_fail(&mut etcdctl(
@@ -370,18 +329,18 @@ fn install_and_check(kube_bin: &Path, version: &str) {
     std::fs::write(d.join("kubelet-node2.crt"), first_cert(&pem)).unwrap();
     let ca = state.join("pki/ca.crt");
     openssl(
+        d,
         &[
             "verify",
             "-CAfile",
             ca.to_str().unwrap(),
             "kubelet-node2.crt",
         ],
-        d,
     );
-    let mut subj = Command::new("openssl");
-    subj.current_dir(d)
-        .args(["x509", "-noout", "-subject", "-in", "kubelet-node2.crt"]);
-    let subject = stdout(&run_ok(&mut subj));
+    let subject = stdout(&openssl(
+        d,
+        &["x509", "-noout", "-subject", "-in", "kubelet-node2.crt"],
+    ));
     assert!(
         subject.contains("system:node:node2") && subject.contains("system:nodes"),
         "{subject}"
@@ -428,11 +387,8 @@ fn install_and_check(kube_bin: &Path, version: &str) {
         );
         let file = format!("serving-{n}.crt");
         std::fs::write(d.join(&file), first_cert(&pem)).unwrap();
-        openssl(&["verify", "-CAfile", ca.to_str().unwrap(), &file], d);
-        let mut text = Command::new("openssl");
-        text.current_dir(d)
-            .args(["x509", "-noout", "-text", "-in", &file]);
-        let text = stdout(&run_ok(&mut text));
+        openssl(d, &["verify", "-CAfile", ca.to_str().unwrap(), &file]);
+        let text = stdout(&openssl(d, &["x509", "-noout", "-text", "-in", &file]));
         let ip = sb.nodes()[i].address.to_string();
         assert!(
             text.contains(&format!("IP Address:{ip}"))
@@ -450,15 +406,10 @@ fn install_and_check(kube_bin: &Path, version: &str) {
     // A serving CSR from node2's identity naming node3's address is not approved by the next
     // install (the check that keeps a node from getting a certificate for another).
     let node3_ip = sb.nodes()[2].address.to_string();
-    openssl(
+    openssl_req_p256(
+        d,
         &[
-            "req",
             "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
             "-keyout",
             "evil.key",
             "-out",
@@ -468,11 +419,10 @@ fn install_and_check(kube_bin: &Path, version: &str) {
             "-addext",
             &format!("subjectAltName=DNS:node2,IP:{node3_ip}"),
         ],
-        d,
     );
-    let mut b64 = Command::new("openssl");
-    b64.current_dir(d).args(["base64", "-A", "-in", "evil.csr"]);
-    let request = stdout(&run_ok(&mut b64)).trim().to_string();
+    let request = stdout(&openssl(d, &["base64", "-A", "-in", "evil.csr"]))
+        .trim()
+        .to_string();
     std::fs::write(
         d.join("evil-csr.yaml"),
         format!(
@@ -500,18 +450,7 @@ fn install_and_check(kube_bin: &Path, version: &str) {
     let events = work.path().join("rerun.jsonl");
     let (again, took) = install(&cfg, &events);
     eprintln!("rerun (all phases, 3 nodes): {:.1}s", took.as_secs_f64());
-    let changed: Vec<String> = std::fs::read_to_string(&events)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|e| e["status"] == "changed" && e["kind"] != "summary")
-        .map(|e| {
-            format!(
-                "{} {} / {}: {}",
-                e["host"], e["playbook"], e["task"], e["message"]
-            )
-        })
-        .collect();
+    let changed = changed_tasks(&events);
     for n in ["node1", "node2", "node3"] {
         assert_eq!(
             again["hosts"][n]["changed"], 0,

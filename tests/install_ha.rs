@@ -30,31 +30,13 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use clusterkit_sandbox::{SandboxGuard, UpOptions};
-use common::{apiserver_etcd_servers, clusterkit, describe, poll, run_ok, ssh, ssh_cmd, stdout};
+use common::{
+    apiserver_etcd_servers, changed_tasks, clusterkit, describe, install_timed, poll, run_ok, ssh,
+    ssh_cmd, stdout, NODES,
+};
 use serde_json::Value;
 
-const NODES: [&str; 3] = ["node1", "node2", "node3"];
 const LB: &str = "https://127.0.0.1:16443";
-
-/// `clusterkit -o json install ARGS`; returns the summary and the wall time.
-fn install(cfg: &Path, args: &[&str]) -> (Value, Duration) {
-    let start = Instant::now();
-    let mut c = clusterkit();
-    c.arg("-f")
-        .arg(cfg)
-        .args(["-o", "json", "install"])
-        .args(args);
-    let out = c.output().expect("run clusterkit");
-    let took = start.elapsed();
-    assert!(
-        out.status.success(),
-        "{}",
-        describe(&c, &out, "install failed")
-    );
-    let summary: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}\n{}", describe(&c, &out, "summary is not JSON")));
-    (summary, took)
-}
 
 /// [`common::try_kubectl`], through `server` instead of the kubeconfig's when given.
 fn try_kubectl(
@@ -155,7 +137,7 @@ fn two_control_planes_behind_a_local_load_balancer() {
     let node2_api = format!("https://{}:6443", addr("node2"));
 
     // 1. Every phase on node1 and node3, the readiness report included.
-    let (summary, took) = install(&cfg, &[]);
+    let (summary, took) = install_timed(&cfg, &[]);
     eprintln!(
         "install (all phases, node1 control plane + node3 worker, local LB): {:.1}s",
         took.as_secs_f64()
@@ -190,7 +172,7 @@ fn two_control_planes_behind_a_local_load_balancer() {
         );
     }
     // node add left nothing for the load-balancer phase to do, on any node.
-    let (lb, _) = install(&cfg, &["--phase", "load-balancer"]);
+    let (lb, _) = install_timed(&cfg, &["--phase", "load-balancer"]);
     for n in ["node1", "node2", "node3"] {
         assert_eq!(lb["hosts"][n]["failed"], 0, "{lb:#}");
         assert_eq!(lb["hosts"][n]["changed"], 0, "{n}: {lb:#}");
@@ -382,7 +364,7 @@ fn two_control_planes_behind_a_local_load_balancer() {
 
     // 5. A full install converges whatever `node add` left to it; a rerun then changes
     // nothing; check mode of the phase alone: nothing to do.
-    let (conv, took) = install(&cfg, &["--no-readiness"]);
+    let (conv, took) = install_timed(&cfg, &["--no-readiness"]);
     eprintln!(
         "converging install (all phases): {:.1}s",
         took.as_secs_f64()
@@ -392,20 +374,9 @@ fn two_control_planes_behind_a_local_load_balancer() {
     }
     let events = work.path().join("rerun.jsonl");
     let events_arg = events.to_str().unwrap();
-    let (again, took) = install(&cfg, &["--no-readiness", "--events", events_arg]);
+    let (again, took) = install_timed(&cfg, &["--no-readiness", "--events", events_arg]);
     eprintln!("rerun (all phases): {:.1}s", took.as_secs_f64());
-    let changed: Vec<String> = std::fs::read_to_string(&events)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|e| e["status"] == "changed" && e["kind"] != "summary")
-        .map(|e| {
-            format!(
-                "{} {} / {}: {}",
-                e["host"], e["playbook"], e["task"], e["message"]
-            )
-        })
-        .collect();
+    let changed = changed_tasks(&events);
     for n in NODES {
         assert_eq!(
             again["hosts"][n]["changed"], 0,
@@ -413,7 +384,7 @@ fn two_control_planes_behind_a_local_load_balancer() {
         );
         assert_eq!(again["hosts"][n]["failed"], 0, "{again:#}");
     }
-    let (check, _) = install(&cfg, &["--check", "--phase", "load-balancer"]);
+    let (check, _) = install_timed(&cfg, &["--check", "--phase", "load-balancer"]);
     for n in NODES {
         assert_eq!(check["hosts"][n]["changed"], 0, "{n}: --check: {check:#}");
         assert_eq!(check["hosts"][n]["failed"], 0, "{n}: --check: {check:#}");

@@ -353,10 +353,7 @@ fn bad_playbook_fails_before_touching_hosts() {
     // No sandbox: the hosts below do not exist, so any attempt to reach them would fail
     // differently (connection refused). The error must be the playbook's, with file and line.
     let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("id_ed25519");
-    std::fs::write(&key, "x\n").unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    common::stand_in_key(&dir.path().join("id_ed25519"));
     let cfg = dir.path().join("cluster.yaml");
     std::fs::write(
         &cfg,

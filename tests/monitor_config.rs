@@ -392,6 +392,24 @@ struct Case {
     healthy: Option<Vec<(&'static str, &'static str)>>,
 }
 
+/// A case with one series `series`: its values `values.0` make `alert` fire as `expect`
+/// says, its values `values.1` keep it silent.
+fn one_series(
+    alert: &'static str,
+    eval_time: &'static str,
+    series: &'static str,
+    values: (&'static str, &'static str),
+    expect: Vec<Expect>,
+) -> Case {
+    Case {
+        alert,
+        eval_time,
+        firing: vec![(series, values.0)],
+        expect,
+        healthy: Some(vec![(series, values.1)]),
+    }
+}
+
 fn e(severity: &'static str, labels: &[(&'static str, &'static str)], value: f64) -> Expect {
     Expect {
         severity,
@@ -478,13 +496,13 @@ fn cases() -> Vec<Case> {
     const UP_ETCD: &str = r#"up{job="etcd",instance="10.0.0.1:2379",host="cp1"}"#;
     let quota = 2147483648.0_f64;
     vec![
-        Case {
-            alert: "EtcdMembersDown",
-            eval_time: "5m",
-            firing: vec![(UP_ETCD, "0x10")],
-            expect: vec![e("critical", ETCD, 0.0)],
-            healthy: Some(vec![(UP_ETCD, "1x10")]),
-        },
+        one_series(
+            "EtcdMembersDown",
+            "5m",
+            UP_ETCD,
+            ("0x10", "1x10"),
+            vec![e("critical", ETCD, 0.0)],
+        ),
         Case {
             alert: "EtcdInsufficientMembers",
             eval_time: "5m",
@@ -500,45 +518,27 @@ fn cases() -> Vec<Case> {
                 (r#"up{job="etcd",instance="c:2379",host="e3"}"#, "1x10"),
             ]),
         },
-        Case {
-            alert: "EtcdNoLeader",
-            eval_time: "3m",
-            firing: vec![(
-                r#"etcd_server_has_leader{job="etcd",instance="10.0.0.1:2379",host="cp1"}"#,
-                "0x10",
-            )],
-            expect: vec![e("critical", ETCD, 0.0)],
-            healthy: Some(vec![(
-                r#"etcd_server_has_leader{job="etcd",instance="10.0.0.1:2379",host="cp1"}"#,
-                "1x10",
-            )]),
-        },
-        Case {
-            alert: "EtcdHighNumberOfLeaderChanges",
-            eval_time: "25m",
-            firing: vec![(
-                r#"etcd_server_leader_changes_seen_total{job="etcd",instance="10.0.0.1:2379",host="cp1"}"#,
-                "0+1x40",
-            )],
-            expect: vec![e("warning", ETCD, 15.0)],
-            healthy: Some(vec![(
-                r#"etcd_server_leader_changes_seen_total{job="etcd",instance="10.0.0.1:2379",host="cp1"}"#,
-                "3x40",
-            )]),
-        },
-        Case {
-            alert: "EtcdHighNumberOfFailedProposals",
-            eval_time: "40m",
-            firing: vec![(
-                r#"etcd_server_proposals_failed_total{job="etcd",instance="10.0.0.1:2379",host="cp1"}"#,
-                "0+600x60",
-            )],
-            expect: vec![e("warning", ETCD, 10.0)],
-            healthy: Some(vec![(
-                r#"etcd_server_proposals_failed_total{job="etcd",instance="10.0.0.1:2379",host="cp1"}"#,
-                "0+60x60",
-            )]),
-        },
+        one_series(
+            "EtcdNoLeader",
+            "3m",
+            r#"etcd_server_has_leader{job="etcd",instance="10.0.0.1:2379",host="cp1"}"#,
+            ("0x10", "1x10"),
+            vec![e("critical", ETCD, 0.0)],
+        ),
+        one_series(
+            "EtcdHighNumberOfLeaderChanges",
+            "25m",
+            r#"etcd_server_leader_changes_seen_total{job="etcd",instance="10.0.0.1:2379",host="cp1"}"#,
+            ("0+1x40", "3x40"),
+            vec![e("warning", ETCD, 15.0)],
+        ),
+        one_series(
+            "EtcdHighNumberOfFailedProposals",
+            "40m",
+            r#"etcd_server_proposals_failed_total{job="etcd",instance="10.0.0.1:2379",host="cp1"}"#,
+            ("0+600x60", "0+60x60"),
+            vec![e("warning", ETCD, 10.0)],
+        ),
         Case {
             alert: "EtcdHighFsyncDurations",
             eval_time: "20m",
@@ -585,52 +585,34 @@ fn cases() -> Vec<Case> {
                 ],
             )),
         },
-        Case {
-            alert: "EtcdDatabaseQuotaLowSpace",
-            eval_time: "15m",
-            firing: vec![(
-                r#"etcd_mvcc_db_total_size_in_bytes{job="etcd",instance="10.0.0.1:2379",host="cp1"}"#,
-                "2083059139x20",
-            )],
-            expect: vec![
+        one_series(
+            "EtcdDatabaseQuotaLowSpace",
+            "15m",
+            r#"etcd_mvcc_db_total_size_in_bytes{job="etcd",instance="10.0.0.1:2379",host="cp1"}"#,
+            ("2083059139x20", "1073741824x20"),
+            vec![
                 e("warning", ETCD, 2083059139.0 / quota * 100.0),
                 e("critical", ETCD, 2083059139.0 / quota * 100.0),
             ],
-            healthy: Some(vec![(
-                r#"etcd_mvcc_db_total_size_in_bytes{job="etcd",instance="10.0.0.1:2379",host="cp1"}"#,
-                "1073741824x20",
-            )]),
-        },
-        Case {
-            alert: "EtcdAlarmActive",
-            eval_time: "3m",
-            firing: vec![(
-                r#"clusterkit_etcd_alarm_active{job="clusterkit",instance="10.0.0.3:9842",member="cp1",alarm="NOSPACE"}"#,
-                "1x10",
-            )],
-            expect: vec![e(
+        ),
+        one_series(
+            "EtcdAlarmActive",
+            "3m",
+            r#"clusterkit_etcd_alarm_active{job="clusterkit",instance="10.0.0.3:9842",member="cp1",alarm="NOSPACE"}"#,
+            ("1x10", "0x10"),
+            vec![e(
                 "critical",
                 &with(CK, &[("member", "cp1"), ("alarm", "NOSPACE")]),
                 1.0,
             )],
-            healthy: Some(vec![(
-                r#"clusterkit_etcd_alarm_active{job="clusterkit",instance="10.0.0.3:9842",member="cp1",alarm="NOSPACE"}"#,
-                "0x10",
-            )]),
-        },
-        Case {
-            alert: "NodeExporterDown",
-            eval_time: "7m",
-            firing: vec![(
-                r#"up{job="node",instance="10.0.0.1:9100",host="cp1"}"#,
-                "0x10",
-            )],
-            expect: vec![e("warning", NODE, 0.0)],
-            healthy: Some(vec![(
-                r#"up{job="node",instance="10.0.0.1:9100",host="cp1"}"#,
-                "1x10",
-            )]),
-        },
+        ),
+        one_series(
+            "NodeExporterDown",
+            "7m",
+            r#"up{job="node",instance="10.0.0.1:9100",host="cp1"}"#,
+            ("0x10", "1x10"),
+            vec![e("warning", NODE, 0.0)],
+        ),
         Case {
             alert: "NodeFilesystemAlmostOutOfSpace",
             eval_time: "7m",
@@ -641,19 +623,13 @@ fn cases() -> Vec<Case> {
             ],
             healthy: Some(fs_series("50x20")),
         },
-        Case {
-            alert: "NodeClockSkewDetected",
-            eval_time: "15m",
-            firing: vec![(
-                r#"node_timex_offset_seconds{job="node",instance="10.0.0.1:9100",host="cp1"}"#,
-                "0.1x30",
-            )],
-            expect: vec![e("warning", NODE, 0.1)],
-            healthy: Some(vec![(
-                r#"node_timex_offset_seconds{job="node",instance="10.0.0.1:9100",host="cp1"}"#,
-                "0.001x30",
-            )]),
-        },
+        one_series(
+            "NodeClockSkewDetected",
+            "15m",
+            r#"node_timex_offset_seconds{job="node",instance="10.0.0.1:9100",host="cp1"}"#,
+            ("0.1x30", "0.001x30"),
+            vec![e("warning", NODE, 0.1)],
+        ),
         Case {
             alert: "NodeClockNotSynchronising",
             eval_time: "15m",
@@ -702,31 +678,23 @@ fn cases() -> Vec<Case> {
                 ),
             ]),
         },
-        Case {
-            alert: "ControlPlaneComponentDown",
-            eval_time: "5m",
-            firing: vec![(
-                r#"clusterkit_controlplane_up{job="clusterkit",instance="10.0.0.3:9842",host="cp1",component="kube-scheduler"}"#,
-                "0x10",
-            )],
-            expect: vec![e(
+        one_series(
+            "ControlPlaneComponentDown",
+            "5m",
+            r#"clusterkit_controlplane_up{job="clusterkit",instance="10.0.0.3:9842",host="cp1",component="kube-scheduler"}"#,
+            ("0x10", "1x10"),
+            vec![e(
                 "critical",
                 &with(CK, &[("host", "cp1"), ("component", "kube-scheduler")]),
                 0.0,
             )],
-            healthy: Some(vec![(
-                r#"clusterkit_controlplane_up{job="clusterkit",instance="10.0.0.3:9842",host="cp1",component="kube-scheduler"}"#,
-                "1x10",
-            )]),
-        },
-        Case {
-            alert: "KubeletDown",
-            eval_time: "7m",
-            firing: vec![(
-                r#"up{job="kubelet",instance="10.0.0.2:10250",host="w1"}"#,
-                "0x10",
-            )],
-            expect: vec![e(
+        ),
+        one_series(
+            "KubeletDown",
+            "7m",
+            r#"up{job="kubelet",instance="10.0.0.2:10250",host="w1"}"#,
+            ("0x10", "1x10"),
+            vec![e(
                 "warning",
                 &[
                     ("job", "kubelet"),
@@ -735,19 +703,13 @@ fn cases() -> Vec<Case> {
                 ],
                 0.0,
             )],
-            healthy: Some(vec![(
-                r#"up{job="kubelet",instance="10.0.0.2:10250",host="w1"}"#,
-                "1x10",
-            )]),
-        },
-        Case {
-            alert: "CertificateExpiringSoon",
-            eval_time: "15m",
-            firing: vec![(
-                r#"clusterkit_certificate_expiry_seconds{job="clusterkit",instance="10.0.0.3:9842",host="cp1",path="/etc/kubernetes/pki/apiserver.crt"}"#,
-                "259200x20",
-            )],
-            expect: vec![
+        ),
+        one_series(
+            "CertificateExpiringSoon",
+            "15m",
+            r#"clusterkit_certificate_expiry_seconds{job="clusterkit",instance="10.0.0.3:9842",host="cp1",path="/etc/kubernetes/pki/apiserver.crt"}"#,
+            ("259200x20", "8640000x20"),
+            vec![
                 e(
                     "warning",
                     &with(
@@ -771,19 +733,13 @@ fn cases() -> Vec<Case> {
                     3.0,
                 ),
             ],
-            healthy: Some(vec![(
-                r#"clusterkit_certificate_expiry_seconds{job="clusterkit",instance="10.0.0.3:9842",host="cp1",path="/etc/kubernetes/pki/apiserver.crt"}"#,
-                "8640000x20",
-            )]),
-        },
-        Case {
-            alert: "CertificateLifetimeLow",
-            eval_time: "15m",
-            firing: vec![(
-                r#"clusterkit_certificate_lifetime_remaining_ratio{job="clusterkit",instance="10.0.0.3:9842",host="cp1",path="/etc/kubernetes/pki/ca.crt"}"#,
-                "0.1x20",
-            )],
-            expect: vec![e(
+        ),
+        one_series(
+            "CertificateLifetimeLow",
+            "15m",
+            r#"clusterkit_certificate_lifetime_remaining_ratio{job="clusterkit",instance="10.0.0.3:9842",host="cp1",path="/etc/kubernetes/pki/ca.crt"}"#,
+            ("0.1x20", "0.5x20"),
+            vec![e(
                 "warning",
                 &with(
                     CK,
@@ -791,19 +747,13 @@ fn cases() -> Vec<Case> {
                 ),
                 10.0,
             )],
-            healthy: Some(vec![(
-                r#"clusterkit_certificate_lifetime_remaining_ratio{job="clusterkit",instance="10.0.0.3:9842",host="cp1",path="/etc/kubernetes/pki/ca.crt"}"#,
-                "0.5x20",
-            )]),
-        },
-        Case {
-            alert: "CertificateExpired",
-            eval_time: "1m",
-            firing: vec![(
-                r#"clusterkit_certificate_expiry_seconds{job="clusterkit",instance="10.0.0.3:9842",host="cp1",path="/etc/kubernetes/pki/apiserver.crt"}"#,
-                "-10x5",
-            )],
-            expect: vec![e(
+        ),
+        one_series(
+            "CertificateExpired",
+            "1m",
+            r#"clusterkit_certificate_expiry_seconds{job="clusterkit",instance="10.0.0.3:9842",host="cp1",path="/etc/kubernetes/pki/apiserver.crt"}"#,
+            ("-10x5", "1000x5"),
+            vec![e(
                 "critical",
                 &with(
                     CK,
@@ -814,24 +764,14 @@ fn cases() -> Vec<Case> {
                 ),
                 -10.0,
             )],
-            healthy: Some(vec![(
-                r#"clusterkit_certificate_expiry_seconds{job="clusterkit",instance="10.0.0.3:9842",host="cp1",path="/etc/kubernetes/pki/apiserver.crt"}"#,
-                "1000x5",
-            )]),
-        },
-        Case {
-            alert: "BackupStale",
-            eval_time: "20m",
-            firing: vec![(
-                r#"clusterkit_backup_last_success_timestamp_seconds{job="clusterkit",instance="10.0.0.3:9842",kind="etcd"}"#,
-                "-100000x30",
-            )],
-            expect: vec![e("warning", &with(CK, &[("kind", "etcd")]), 101200.0)],
-            healthy: Some(vec![(
-                r#"clusterkit_backup_last_success_timestamp_seconds{job="clusterkit",instance="10.0.0.3:9842",kind="etcd"}"#,
-                "0+60x30",
-            )]),
-        },
+        ),
+        one_series(
+            "BackupStale",
+            "20m",
+            r#"clusterkit_backup_last_success_timestamp_seconds{job="clusterkit",instance="10.0.0.3:9842",kind="etcd"}"#,
+            ("-100000x30", "0+60x30"),
+            vec![e("warning", &with(CK, &[("kind", "etcd")]), 101200.0)],
+        ),
         Case {
             alert: "BackupDrillFailed",
             eval_time: "5m",
@@ -856,23 +796,17 @@ fn cases() -> Vec<Case> {
                 "0x12",
             )]),
         },
-        Case {
-            alert: "BackupDrillStale",
-            eval_time: "20m",
-            firing: vec![(
-                r#"clusterkit_backup_drill_last_success_timestamp_seconds{job="clusterkit",instance="10.0.0.3:9842",store="s3://b/p",kind="etcd"}"#,
-                "-100000x30",
-            )],
-            expect: vec![e(
+        one_series(
+            "BackupDrillStale",
+            "20m",
+            r#"clusterkit_backup_drill_last_success_timestamp_seconds{job="clusterkit",instance="10.0.0.3:9842",store="s3://b/p",kind="etcd"}"#,
+            ("-100000x30", "0+60x30"),
+            vec![e(
                 "warning",
                 &with(CK, &[("store", "s3://b/p"), ("kind", "etcd")]),
                 101200.0,
             )],
-            healthy: Some(vec![(
-                r#"clusterkit_backup_drill_last_success_timestamp_seconds{job="clusterkit",instance="10.0.0.3:9842",store="s3://b/p",kind="etcd"}"#,
-                "0+60x30",
-            )]),
-        },
+        ),
         Case {
             alert: "BackupAbsent",
             eval_time: "40m",
@@ -893,132 +827,81 @@ fn cases() -> Vec<Case> {
                 "3x50",
             )]),
         },
-        Case {
-            alert: "ClusterkitExporterDown",
-            eval_time: "5m",
-            firing: vec![(r#"up{job="clusterkit",instance="10.0.0.3:9842"}"#, "0x10")],
-            expect: vec![e("critical", CK, 0.0)],
-            healthy: Some(vec![(
-                r#"up{job="clusterkit",instance="10.0.0.3:9842"}"#,
-                "1x10",
-            )]),
-        },
-        Case {
-            alert: "ClusterkitCollectorFailing",
-            eval_time: "7m",
-            firing: vec![(
-                r#"clusterkit_collector_up{job="clusterkit",instance="10.0.0.3:9842",collector="etcd"}"#,
-                "0x10",
-            )],
-            expect: vec![e("warning", &with(CK, &[("collector", "etcd")]), 0.0)],
-            healthy: Some(vec![(
-                r#"clusterkit_collector_up{job="clusterkit",instance="10.0.0.3:9842",collector="etcd"}"#,
-                "1x10",
-            )]),
-        },
-        Case {
-            alert: "ClusterkitEtcdMemberUnreachable",
-            eval_time: "5m",
-            firing: vec![(
-                r#"clusterkit_etcd_member_up{job="clusterkit",instance="10.0.0.3:9842",member="cp1"}"#,
-                "0x10",
-            )],
-            expect: vec![e("critical", &with(CK, &[("member", "cp1")]), 0.0)],
-            healthy: Some(vec![(
-                r#"clusterkit_etcd_member_up{job="clusterkit",instance="10.0.0.3:9842",member="cp1"}"#,
-                "1x10",
-            )]),
-        },
-        Case {
-            alert: "ClusterkitNodeUnreachable",
-            eval_time: "5m",
-            firing: vec![(
-                r#"clusterkit_node_reachable{job="clusterkit",instance="10.0.0.3:9842",host="w1"}"#,
-                "0x10",
-            )],
-            expect: vec![e("critical", &with(CK, &[("host", "w1")]), 0.0)],
-            healthy: Some(vec![(
-                r#"clusterkit_node_reachable{job="clusterkit",instance="10.0.0.3:9842",host="w1"}"#,
-                "1x10",
-            )]),
-        },
-        Case {
-            alert: "ClusterkitNodeUnitInactive",
-            eval_time: "5m",
-            firing: vec![(
-                r#"clusterkit_node_unit_active{job="clusterkit",instance="10.0.0.3:9842",host="w1",unit="kubelet"}"#,
-                "0x10",
-            )],
-            expect: vec![e(
+        one_series(
+            "ClusterkitExporterDown",
+            "5m",
+            r#"up{job="clusterkit",instance="10.0.0.3:9842"}"#,
+            ("0x10", "1x10"),
+            vec![e("critical", CK, 0.0)],
+        ),
+        one_series(
+            "ClusterkitCollectorFailing",
+            "7m",
+            r#"clusterkit_collector_up{job="clusterkit",instance="10.0.0.3:9842",collector="etcd"}"#,
+            ("0x10", "1x10"),
+            vec![e("warning", &with(CK, &[("collector", "etcd")]), 0.0)],
+        ),
+        one_series(
+            "ClusterkitEtcdMemberUnreachable",
+            "5m",
+            r#"clusterkit_etcd_member_up{job="clusterkit",instance="10.0.0.3:9842",member="cp1"}"#,
+            ("0x10", "1x10"),
+            vec![e("critical", &with(CK, &[("member", "cp1")]), 0.0)],
+        ),
+        one_series(
+            "ClusterkitNodeUnreachable",
+            "5m",
+            r#"clusterkit_node_reachable{job="clusterkit",instance="10.0.0.3:9842",host="w1"}"#,
+            ("0x10", "1x10"),
+            vec![e("critical", &with(CK, &[("host", "w1")]), 0.0)],
+        ),
+        one_series(
+            "ClusterkitNodeUnitInactive",
+            "5m",
+            r#"clusterkit_node_unit_active{job="clusterkit",instance="10.0.0.3:9842",host="w1",unit="kubelet"}"#,
+            ("0x10", "1x10"),
+            vec![e(
                 "critical",
                 &with(CK, &[("host", "w1"), ("unit", "kubelet")]),
                 0.0,
             )],
-            healthy: Some(vec![(
-                r#"clusterkit_node_unit_active{job="clusterkit",instance="10.0.0.3:9842",host="w1",unit="kubelet"}"#,
-                "1x10",
-            )]),
-        },
-        Case {
-            alert: "ClusterkitNodeSwapOn",
-            eval_time: "15m",
-            firing: vec![(
-                r#"clusterkit_node_swap_enabled{job="clusterkit",instance="10.0.0.3:9842",host="w1"}"#,
-                "1x20",
-            )],
-            expect: vec![e("warning", &with(CK, &[("host", "w1")]), 1.0)],
-            healthy: Some(vec![(
-                r#"clusterkit_node_swap_enabled{job="clusterkit",instance="10.0.0.3:9842",host="w1"}"#,
-                "0x20",
-            )]),
-        },
-        Case {
-            alert: "ClusterkitNodeSysctlDrift",
-            eval_time: "15m",
-            firing: vec![(
-                r#"clusterkit_node_sysctl_matches{job="clusterkit",instance="10.0.0.3:9842",host="w1",key="net.ipv4.ip_forward"}"#,
-                "0x20",
-            )],
-            expect: vec![e(
+        ),
+        one_series(
+            "ClusterkitNodeSwapOn",
+            "15m",
+            r#"clusterkit_node_swap_enabled{job="clusterkit",instance="10.0.0.3:9842",host="w1"}"#,
+            ("1x20", "0x20"),
+            vec![e("warning", &with(CK, &[("host", "w1")]), 1.0)],
+        ),
+        one_series(
+            "ClusterkitNodeSysctlDrift",
+            "15m",
+            r#"clusterkit_node_sysctl_matches{job="clusterkit",instance="10.0.0.3:9842",host="w1",key="net.ipv4.ip_forward"}"#,
+            ("0x20", "1x20"),
+            vec![e(
                 "warning",
                 &with(CK, &[("host", "w1"), ("key", "net.ipv4.ip_forward")]),
                 0.0,
             )],
-            healthy: Some(vec![(
-                r#"clusterkit_node_sysctl_matches{job="clusterkit",instance="10.0.0.3:9842",host="w1",key="net.ipv4.ip_forward"}"#,
-                "1x20",
-            )]),
-        },
-        Case {
-            alert: "ClusterkitNodeModuleMissing",
-            eval_time: "15m",
-            firing: vec![(
-                r#"clusterkit_node_module_present{job="clusterkit",instance="10.0.0.3:9842",host="w1",module="br_netfilter"}"#,
-                "0x20",
-            )],
-            expect: vec![e(
+        ),
+        one_series(
+            "ClusterkitNodeModuleMissing",
+            "15m",
+            r#"clusterkit_node_module_present{job="clusterkit",instance="10.0.0.3:9842",host="w1",module="br_netfilter"}"#,
+            ("0x20", "1x20"),
+            vec![e(
                 "warning",
                 &with(CK, &[("host", "w1"), ("module", "br_netfilter")]),
                 0.0,
             )],
-            healthy: Some(vec![(
-                r#"clusterkit_node_module_present{job="clusterkit",instance="10.0.0.3:9842",host="w1",module="br_netfilter"}"#,
-                "1x20",
-            )]),
-        },
-        Case {
-            alert: "ClusterkitNodeClockOffset",
-            eval_time: "15m",
-            firing: vec![(
-                r#"clusterkit_node_clock_offset_seconds{job="clusterkit",instance="10.0.0.3:9842",host="w1"}"#,
-                "-0.8x20",
-            )],
-            expect: vec![e("warning", &with(CK, &[("host", "w1")]), 0.8)],
-            healthy: Some(vec![(
-                r#"clusterkit_node_clock_offset_seconds{job="clusterkit",instance="10.0.0.3:9842",host="w1"}"#,
-                "0.01x20",
-            )]),
-        },
+        ),
+        one_series(
+            "ClusterkitNodeClockOffset",
+            "15m",
+            r#"clusterkit_node_clock_offset_seconds{job="clusterkit",instance="10.0.0.3:9842",host="w1"}"#,
+            ("-0.8x20", "0.01x20"),
+            vec![e("warning", &with(CK, &[("host", "w1")]), 0.8)],
+        ),
         Case {
             alert: "Watchdog",
             eval_time: "1m",

@@ -35,21 +35,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clusterkit_sandbox::{SandboxGuard, UpOptions};
-use common::{clusterkit, describe, run_fail, run_ok, ssh, stderr, wait_until};
+use common::{ck, describe, json_of, run_fail, run_ok, ssh, stderr, wait_until, NODES};
 use monitor_support::{amtool, curl, make_ca, make_leaf};
 use serde_json::Value;
-
-const NODES: [&str; 3] = ["node1", "node2", "node3"];
 
 /// Alerts go to a webhook on the monitor node's own loopback, where nothing listens: this test
 /// checks scraping, not delivery (tests/monitor_e2e.rs does that).
 const MONITOR: &str = "monitor:\n  alertmanager:\n    receivers:\n      - { name: ops, webhook: { url: \"http://127.0.0.1:9/hook\" } }\n";
-
-fn ck(cfg: &Path, args: &[&str]) -> Command {
-    let mut c = clusterkit();
-    c.arg("-f").arg(cfg).args(args);
-    c
-}
 
 /// What the test holds of the monitoring PKI and login (from the state directory).
 struct Creds {
@@ -310,18 +302,15 @@ fn deploy_three_nodes() {
     // 1. Deploy (-vvv) while watching every command line on the nodes; node-exporter and etcd
     //    must be up.
     let watch = PsWatch::start(&sb);
-    let mut c = ck(
-        &cfg,
-        &[
-            "-vvv",
-            "-o",
-            "json",
-            "monitor",
-            "deploy",
-            "--check-jobs",
-            "node,etcd",
-        ],
-    );
+    let deploy = [
+        "-o",
+        "json",
+        "monitor",
+        "deploy",
+        "--check-jobs",
+        "node,etcd",
+    ];
+    let mut c = ck(&cfg, &[&["-vvv"][..], &deploy].concat());
     let out = run_ok(&mut c);
     let seen = watch.finish();
     let first: Value = serde_json::from_slice(&out.stdout)
@@ -481,20 +470,7 @@ fn deploy_three_nodes() {
     ];
     let before = pids(&sb, "node3", &daemons);
     let before1 = pids(&sb, "node1", &["prometheus-node-exporter"]);
-    let mut c = ck(
-        &cfg,
-        &[
-            "-o",
-            "json",
-            "monitor",
-            "deploy",
-            "--check-jobs",
-            "node,etcd",
-        ],
-    );
-    let out = run_ok(&mut c);
-    let second: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}\n{}", describe(&c, &out, "expected JSON")));
+    let second = json_of(&mut ck(&cfg, &deploy));
     assert_eq!(changed_total(&second), 0, "rerun changed: {second:#}");
     assert_eq!(pids(&sb, "node3", &daemons), before);
     assert_eq!(pids(&sb, "node1", &["prometheus-node-exporter"]), before1);

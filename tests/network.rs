@@ -16,13 +16,13 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
 use clusterkit_installer::phases::{self, network, InstallOptions, PhaseContext};
 use clusterkit_sandbox::{SandboxGuard, UpOptions};
-use common::{clusterkit, describe, ssh, ssh_cmd, stdout};
+use common::{describe, install_json, ssh, ssh_cmd, stdout};
 use serde_json::{json, Value};
 
 /// Runs `cmd` on the node with `input` on its standard input.
@@ -40,23 +40,6 @@ fn ssh_stdin(sb: &SandboxGuard, node: &str, cmd: &str, input: &[u8]) -> String {
         describe(&c, &out, "expected success")
     );
     stdout(&out)
-}
-
-fn install(cfg: &Path, args: &[&str]) -> Value {
-    let mut c = clusterkit();
-    c.arg("-f")
-        .arg(cfg)
-        .args(["-o", "json", "install"])
-        .args(args);
-    let out = c.output().unwrap();
-    let json: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}\n{}", describe(&c, &out, "expected a JSON summary")));
-    assert!(
-        out.status.success(),
-        "{}",
-        describe(&c, &out, "install failed")
-    );
-    json
 }
 
 /// `(destination, gateway)` of clusterkit's pod routes on a node.
@@ -96,6 +79,20 @@ fn http_get_in_pod(host_port: &str) -> String {
     format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | ip netns exec ckpod /root/busybox nc -w 3 {host_port}")
 }
 
+/// `http_get_in_pod(host_port)` on node1, retried for up to 10 s until it answers 200:
+/// (whether it did, the last reply).
+fn get_from_node1_pod(sb: &SandboxGuard, host_port: &str) -> (bool, String) {
+    let mut body = String::new();
+    let fetched = common::wait_until(Duration::from_secs(10), || {
+        let out = ssh_cmd(sb, "node1", &http_get_in_pod(host_port))
+            .output()
+            .unwrap();
+        body = stdout(&out);
+        out.status.success() && body.starts_with("HTTP/1.1 200")
+    });
+    (fetched, body)
+}
+
 /// The bridge plugin's own config from the conflist, as a runtime hands it to the plugin.
 fn bridge_config(conflist: &Value) -> Value {
     let mut plugin = conflist["plugins"][0].clone();
@@ -133,21 +130,16 @@ fn host_gw_pod_network_on_three_nodes() {
     let work = tempfile::tempdir().unwrap();
     let bundle = work.path().join("bundle");
     common::build_bundle(&bundle, None, &["--package", "containernetworking-plugins"]);
-    let cfg = sb.dir().join("network.yaml");
     let base = std::fs::read_to_string(sb.cluster_yaml()).unwrap();
     assert!(
         base.contains("network: host-gw"),
         "the sandbox profile uses host-gw:\n{base}"
     );
-    std::fs::write(
-        &cfg,
-        format!("{base}packages: {{ bundle: {} }}\n", bundle.display()),
-    )
-    .unwrap();
+    let cfg = common::sandbox_config(&sb, "network.yaml", &bundle, "");
 
-    install(&cfg, &["--phase", "prepare"]);
-    install(&cfg, &["--phase", "runtime"]);
-    let first = install(&cfg, &["--phase", "network"]);
+    install_json(&cfg, &["--phase", "prepare"]);
+    install_json(&cfg, &["--phase", "runtime"]);
+    let first = install_json(&cfg, &["--phase", "network"]);
     for n in nodes {
         assert_eq!(first["hosts"][n]["failed"], 0, "{first:#}");
         assert!(
@@ -204,12 +196,12 @@ fn host_gw_pod_network_on_three_nodes() {
     }
 
     // 3. Idempotent.
-    let again = install(&cfg, &["--phase", "network"]);
+    let again = install_json(&cfg, &["--phase", "network"]);
     for n in nodes {
         assert_eq!(again["hosts"][n]["changed"], 0, "{again:#}");
         assert_eq!(again["hosts"][n]["failed"], 0, "{again:#}");
     }
-    let check = install(&cfg, &["--phase", "network", "--check"]);
+    let check = install_json(&cfg, &["--phase", "network", "--check"]);
     for n in nodes {
         assert_eq!(
             check["hosts"][n]["changed"], 0,
@@ -228,11 +220,11 @@ fn host_gw_pod_network_on_three_nodes() {
         "node2",
         &format!("ip -4 route del 10.244.0.0/24 && iptables -w -t nat -D POSTROUTING {masq}"),
     );
-    let check = install(&cfg, &["--phase", "network", "--check"]);
+    let check = install_json(&cfg, &["--phase", "network", "--check"]);
     assert_eq!(check["hosts"]["node1"]["changed"], 0, "{check:#}");
     assert_eq!(check["hosts"]["node2"]["changed"], 1, "{check:#}");
     assert_eq!(pod_routes(&sb, "node2").len(), 1, "--check must not repair");
-    let fix = install(&cfg, &["--phase", "network"]);
+    let fix = install_json(&cfg, &["--phase", "network"]);
     assert_eq!(fix["hosts"]["node2"]["changed"], 1, "{fix:#}");
     assert_eq!(fix["hosts"]["node3"]["changed"], 0, "{fix:#}");
     assert_eq!(
@@ -296,14 +288,7 @@ fn host_gw_pod_network_on_three_nodes() {
         "node1",
         &format!("ip netns exec ckpod /root/busybox ping -c 1 -W 5 {ip2}"),
     );
-    let mut body = String::new();
-    let fetched = common::wait_until(Duration::from_secs(10), || {
-        let out = ssh_cmd(&sb, "node1", &http_get_in_pod(&format!("{ip2} 8080")))
-            .output()
-            .unwrap();
-        body = stdout(&out);
-        out.status.success() && body.starts_with("HTTP/1.1 200")
-    });
+    let (fetched, body) = get_from_node1_pod(&sb, &format!("{ip2} 8080"));
     assert!(
         fetched && body.trim_end().ends_with("\nhello-from-node2"),
         "pod to pod across nodes failed: {body:?}"
@@ -318,18 +303,7 @@ fn host_gw_pod_network_on_three_nodes() {
         "mkdir -p /root/www && echo hello-from-node3 > /root/www/index.html; \
          setsid /root/busybox httpd -f -vv -p 8081 -h /root/www </dev/null >/root/httpd.log 2>&1 & echo $! > /root/httpd.pid",
     );
-    let mut body = String::new();
-    let fetched = common::wait_until(Duration::from_secs(10), || {
-        let out = ssh_cmd(
-            &sb,
-            "node1",
-            &http_get_in_pod(&format!("{node3_addr} 8081")),
-        )
-        .output()
-        .unwrap();
-        body = stdout(&out);
-        out.status.success() && body.starts_with("HTTP/1.1 200")
-    });
+    let (fetched, body) = get_from_node1_pod(&sb, &format!("{node3_addr} 8081"));
     assert!(
         fetched && body.trim_end().ends_with("\nhello-from-node3"),
         "pod to another node failed: {body:?}"

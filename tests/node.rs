@@ -31,18 +31,12 @@ use std::time::{Duration, Instant};
 
 use clusterkit_sandbox::{SandboxGuard, UpOptions};
 use common::{
-    apiserver_etcd_servers, clusterkit, describe, kubectl, kubectl_cmd, poll, run_fail, run_ok,
-    ssh, stderr, stdout,
+    apiserver_etcd_servers, ck, describe, kubectl, kubectl_cmd, poll, run_fail, run_ok, ssh,
+    stderr, stdout, try_kubectl,
 };
 use serde_json::Value;
 
 const OLD: [&str; 3] = ["node1", "node2", "node3"];
-
-fn ck(cfg: &Path, args: &[&str]) -> Command {
-    let mut c = clusterkit();
-    c.arg("-f").arg(cfg).args(args);
-    c
-}
 
 /// Runs a clusterkit command that must succeed and print JSON; returns it and the wall time.
 fn json_ok(c: &mut Command) -> (Value, Duration) {
@@ -105,20 +99,26 @@ fn fetch(kube_bin: &Path, admin: &Path, target: &str, expect: &str) -> String {
         Duration::from_secs(120),
         &format!("{expect} from {target}"),
         || {
-            let o = kubectl_cmd(
+            let (ok, out) = try_kubectl(
                 kube_bin,
                 admin,
                 &["exec", "client", "--", "sh", "-c", &script],
-            )
-            .output()
-            .unwrap();
-            let out = format!("{}{}", stdout(&o), stderr(&o));
-            if o.status.success() && out.contains(expect) {
+            );
+            if ok && out.contains(expect) {
                 Ok(out)
             } else {
                 Err(out)
             }
         },
+    )
+}
+
+/// `kubectl get node node4 -o jsonpath=PATH` without panicking: (success, stdout + stderr).
+fn node4_jsonpath(kube_bin: &Path, admin: &Path, path: &str) -> (bool, String) {
+    try_kubectl(
+        kube_bin,
+        admin,
+        &["get", "node", "node4", "-o", &format!("jsonpath={path}")],
     )
 }
 
@@ -262,22 +262,11 @@ fn add_and_remove_a_node() {
         );
     }
     let ready = poll(Duration::from_secs(300), "node4 Ready", || {
-        let (ok, out) = {
-            let o = kubectl_cmd(
-                &kube_bin,
-                &admin,
-                &[
-                    "get",
-                    "node",
-                    "node4",
-                    "-o",
-                    "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
-                ],
-            )
-            .output()
-            .unwrap();
-            (o.status.success(), format!("{}{}", stdout(&o), stderr(&o)))
-        };
+        let (ok, out) = node4_jsonpath(
+            &kube_bin,
+            &admin,
+            "{.status.conditions[?(@.type==\"Ready\")].status}",
+        );
         if ok && out.trim() == "True" {
             Ok(out)
         } else {
@@ -477,15 +466,7 @@ fn add_and_remove_a_node() {
         skipped.contains(&format!("default/{daemon} (DaemonSet)")),
         "{v:#}"
     );
-    let removed = v["etcd_members_removed"].as_array().unwrap();
-    assert_eq!(removed.len(), 1, "{v:#}");
-    assert!(
-        removed[0]
-            .as_str()
-            .unwrap()
-            .starts_with("remove etcd member node4 "),
-        "{v:#}"
-    );
+    common::assert_removed_etcd_member(&v, "node4");
     assert_eq!(v["node_deleted"], true, "{v:#}");
     assert!(v["reset_error"].is_null(), "{v:#}");
     let reset = v["reset_changed"].to_string();
@@ -494,12 +475,7 @@ fn add_and_remove_a_node() {
 
     // The Node is gone; the web pod was evicted and runs again on node3, answering through the
     // Service from node1.
-    let (found, out) = {
-        let o = kubectl_cmd(&kube_bin, &admin, &["get", "node", "node4"])
-            .output()
-            .unwrap();
-        (o.status.success(), format!("{}{}", stdout(&o), stderr(&o)))
-    };
+    let (found, out) = try_kubectl(&kube_bin, &admin, &["get", "node", "node4"]);
     assert!(!found && out.contains("NotFound"), "{out}");
     assert!(pods_on_node4("app=web").is_empty());
     let moved = poll(
@@ -568,18 +544,8 @@ fn add_and_remove_a_node() {
     let join = join.trim().to_string();
     assert!(join.starts_with("kubeadm join "), "{join}");
     let args = join.trim_start_matches("kubeadm join ");
-    let mut scp = Command::new("scp");
-    scp.arg("-i")
-        .arg(sb.key_file())
-        .arg("-o")
-        .arg(format!("UserKnownHostsFile={}", sb.known_hosts().display()))
-        .args([
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            "BatchMode=yes",
-            "-q",
-        ])
+    let mut scp = common::openssh_cmd(&sb, "scp");
+    scp.arg("-q")
         .arg(kube_bin.join("kubeadm"))
         .arg(format!("root@{node4_ip}:/usr/local/bin/kubeadm"));
     run_ok(&mut scp);
@@ -624,21 +590,8 @@ fn add_and_remove_a_node() {
         Duration::from_secs(180),
         "node4 registered by kubeadm join",
         || {
-            let o = kubectl_cmd(
-                &kube_bin,
-                &admin,
-                &[
-                    "get",
-                    "node",
-                    "node4",
-                    "-o",
-                    "jsonpath={.metadata.annotations}",
-                ],
-            )
-            .output()
-            .unwrap();
-            let text = format!("{}{}", stdout(&o), stderr(&o));
-            if o.status.success() && text.contains("kubeadm.alpha.kubernetes.io/cri-socket") {
+            let (ok, text) = node4_jsonpath(&kube_bin, &admin, "{.metadata.annotations}");
+            if ok && text.contains("kubeadm.alpha.kubernetes.io/cri-socket") {
                 Ok(())
             } else {
                 Err(text)

@@ -100,14 +100,7 @@ fn golden_configs_are_valid_toml_and_yaml_shapes() {
 #[test]
 fn every_template_renders_with_the_installer_context() {
     let tmp = tempfile::tempdir().unwrap();
-    let key = tmp.path().join("id_ed25519");
-    std::fs::write(
-        &key,
-        "not a real key; only the file's presence and mode are checked here\n",
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    common::stand_in_key(&tmp.path().join("id_ed25519"));
     let yaml = "\
 name: demo
 hosts:

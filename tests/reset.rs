@@ -18,26 +18,11 @@
 mod common;
 
 use std::io::Write;
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use clusterkit_sandbox::{SandboxGuard, UpOptions};
-use common::{clusterkit, describe, run_fail, run_ok, ssh, stderr, stdout};
+use common::{ck, describe, json_of, run_fail, run_ok, ssh, stderr, stdout, NODES};
 use serde_json::Value;
-
-const NODES: [&str; 3] = ["node1", "node2", "node3"];
-
-fn ck(cfg: &Path, args: &[&str]) -> Command {
-    let mut c = clusterkit();
-    c.arg("-f").arg(cfg).args(args);
-    c
-}
-
-fn json_of(c: &mut Command) -> Value {
-    let out = run_ok(c);
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}\n{}", describe(c, &out, "expected JSON")))
-}
 
 fn changed_of(v: &Value, host: &str) -> Vec<String> {
     v["hosts"]
@@ -74,13 +59,7 @@ fn reset_three_nodes() {
     let work = tempfile::tempdir().unwrap();
     let bundle = work.path().join("bundle");
     common::build_bundle(&bundle, None, &["--package", "etcd-server"]);
-    let base = std::fs::read_to_string(sb.cluster_yaml()).unwrap();
-    let cfg = sb.dir().join("reset.yaml");
-    std::fs::write(
-        &cfg,
-        format!("{base}\npackages: {{ bundle: {} }}\n", bundle.display()),
-    )
-    .unwrap();
+    let cfg = common::sandbox_config(&sb, "reset.yaml", &bundle, "");
     for phase in ["pki", "etcd"] {
         run_ok(&mut ck(&cfg, &["install", "--phase", phase]));
     }
@@ -164,15 +143,7 @@ fn reset_three_nodes() {
         &cfg,
         &["-o", "json", "reset", "--yes", "--hosts", "node3"],
     ));
-    let removed = v["etcd_members_removed"].as_array().unwrap();
-    assert_eq!(removed.len(), 1, "{v:#}");
-    assert!(
-        removed[0]
-            .as_str()
-            .unwrap()
-            .starts_with("remove etcd member node3 "),
-        "{v:#}"
-    );
+    common::assert_removed_etcd_member(&v, "node3");
     let node3_changes = changed_of(&v, "node3");
     let state = sb.dir().join("reset-state");
     let two = format!(

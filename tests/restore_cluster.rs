@@ -32,10 +32,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use clusterkit_sandbox::{SandboxGuard, UpOptions};
-use common::{clusterkit, describe, run_fail, run_ok, ssh, stderr, stdout};
+use common::{clusterkit, describe, run_fail, run_ok, ssh, stderr, stdout, NODES};
 use serde_json::Value;
 
-const NODES: [&str; 3] = ["node1", "node2", "node3"];
 const PREFIX: &str = "/rstr/";
 
 fn etcdctl_bin() -> PathBuf {
@@ -159,13 +158,7 @@ fn restore_three_members() {
     let work = tempfile::tempdir().unwrap();
     let bundle = work.path().join("bundle");
     common::build_bundle(&bundle, None, &["--no-images", "--package", "etcd-server"]);
-    let base = std::fs::read_to_string(sb.cluster_yaml()).unwrap();
-    let cfg = sb.dir().join("rstr.yaml");
-    std::fs::write(
-        &cfg,
-        format!("{base}\npackages: {{ bundle: {} }}\n", bundle.display()),
-    )
-    .unwrap();
+    let cfg = common::sandbox_config(&sb, "rstr.yaml", &bundle, "");
     for phase in ["pki", "etcd"] {
         run_ok(&mut ck(&cfg, &["install", "--phase", phase]));
     }
@@ -452,17 +445,13 @@ fn install_timer_on_control_plane() {
     let work = tempfile::tempdir().unwrap();
     let bundle = work.path().join("bundle");
     common::build_bundle(&bundle, None, &["--no-images", "--package", "etcd-server"]);
-    let base = std::fs::read_to_string(sb.cluster_yaml()).unwrap();
-    let cfg = sb.dir().join("rtimer.yaml");
     // The store is a directory on the node itself (file:// is host-local).
-    std::fs::write(
-        &cfg,
-        format!(
-            "{base}\npackages: {{ bundle: {} }}\nbackup: {{ store: \"file:///var/backups/clusterkit\", retention: {{ keep_last: 5 }} }}\n",
-            bundle.display()
-        ),
-    )
-    .unwrap();
+    let cfg = common::sandbox_config(
+        &sb,
+        "rtimer.yaml",
+        &bundle,
+        "backup: { store: \"file:///var/backups/clusterkit\", retention: { keep_last: 5 } }\n",
+    );
     for phase in ["pki", "etcd"] {
         run_ok(&mut ck(&cfg, &["install", "--phase", phase]));
     }

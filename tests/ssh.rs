@@ -127,9 +127,7 @@ impl Sshd {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", sshd.display()));
         let child = common::Child(child);
-        let up = common::wait_until(Duration::from_secs(10), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
+        let up = common::listens(port, Duration::from_secs(10));
         assert!(
             up,
             "sshd did not listen on {port}: {}",

@@ -66,23 +66,7 @@ impl Certs {
                 "-out",
                 &format!("{name}.csr"),
             ]));
-            sh(openssl().args([
-                "x509",
-                "-req",
-                "-in",
-                &format!("{name}.csr"),
-                "-CA",
-                "ca.crt",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                "2",
-                "-extfile",
-                ext,
-                "-out",
-                &format!("{name}.crt"),
-            ]));
+            common::openssl_sign(dir, "ca", name, ext, 2);
         }
         Certs {
             ca: p("ca.crt"),
@@ -253,13 +237,16 @@ pub async fn dump(c: &mut etcd_client::Client) -> Vec<(Vec<u8>, Vec<u8>)> {
         .collect()
 }
 
-/// An s3s-fs server on a free loopback port.
+/// An s3s-fs server on a free loopback port, with one bucket.
 pub struct S3 {
     pub child: Option<Child>,
     pub root: PathBuf,
     pub port: u16,
     pub bucket: String,
     log: PathBuf,
+    /// The directory of `start_temp`, removed after the server has stopped (fields drop in
+    /// order).
+    _tmp: Option<tempfile::TempDir>,
 }
 
 pub const ACCESS_KEY: &str = "ck-test-access";
@@ -276,8 +263,17 @@ impl S3 {
             port: free_port(),
             bucket: bucket.into(),
             log: dir.join("s3s.log"),
+            _tmp: None,
         };
         s.boot();
+        s
+    }
+
+    /// `start` in a temporary directory of its own, removed when the server is dropped.
+    pub fn start_temp(bucket: &str) -> S3 {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut s = S3::start(tmp.path(), bucket);
+        s._tmp = Some(tmp);
         s
     }
 
@@ -298,11 +294,7 @@ impl S3 {
         self.child = Some(Child(child));
         let port = self.port;
         assert!(
-            wait_until(Duration::from_secs(20), || std::net::TcpStream::connect((
-                "127.0.0.1",
-                port
-            ))
-            .is_ok()),
+            common::listens(port, Duration::from_secs(20)),
             "s3s-fs did not listen on {port}"
         );
     }
@@ -313,6 +305,16 @@ impl S3 {
 
     pub fn url(&self, prefix: &str) -> String {
         format!("s3://{}/{prefix}", self.bucket)
+    }
+
+    /// Store options pointing at this server (no environment needed).
+    pub fn options(&self) -> clusterkit_backup::store::StoreOptions {
+        let mut o = clusterkit_backup::store::StoreOptions::default();
+        o.s3.endpoint = Some(format!("http://127.0.0.1:{}", self.port));
+        o.s3.region = Some("us-east-1".into());
+        o.s3.access_key_id = Some(ACCESS_KEY.into());
+        o.s3.secret_access_key = Some(SECRET_KEY.into());
+        o
     }
 
     /// Applies the S3 environment to a clusterkit command.
@@ -334,6 +336,14 @@ impl S3 {
         let mut out = Vec::new();
         walk(&self.root, &self.root, &mut out);
         out
+    }
+
+    /// Every stored file's content concatenated (to look for plaintext).
+    pub fn all_bytes(&self) -> Vec<u8> {
+        self.files()
+            .iter()
+            .flat_map(|f| std::fs::read(self.root.join(f)).unwrap_or_default())
+            .collect()
     }
 }
 
@@ -357,13 +367,20 @@ pub fn ck(cwd: &Path) -> Command {
     c
 }
 
-/// Ids from `backup list -o json`.
-pub fn list_ids(cwd: &Path, store: &str, s3: Option<&S3>) -> Vec<String> {
+/// `clusterkit ARGS…` in `cwd` (no cluster.yaml there), with the environment of the S3 server
+/// `s3` when there is one.
+pub fn ck_s3(cwd: &Path, s3: Option<&S3>, args: &[&str]) -> Command {
     let mut c = ck(cwd);
-    c.args(["backup", "list", "-o", "json", "--store", store]);
+    c.args(args);
     if let Some(s) = s3 {
         s.env(&mut c);
     }
+    c
+}
+
+/// Ids from `backup list -o json`.
+pub fn list_ids(cwd: &Path, store: &str, s3: Option<&S3>) -> Vec<String> {
+    let mut c = ck_s3(cwd, s3, &["backup", "list", "-o", "json", "--store", store]);
     let out = run_ok(&mut c);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     v.as_array()
@@ -382,13 +399,9 @@ pub fn backup(
     s3: Option<&S3>,
     extra: &[&str],
 ) -> String {
-    let mut c = ck(cwd);
-    c.args(["backup", "etcd", "-o", "json", "--store", store]);
+    let mut c = ck_s3(cwd, s3, &["backup", "etcd", "-o", "json", "--store", store]);
     c.args(etcd.backup_flags(certs));
     c.args(extra);
-    if let Some(s) = s3 {
-        s.env(&mut c);
-    }
     let out = run_ok(&mut c);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     v["id"].as_str().unwrap().to_string()

@@ -22,6 +22,64 @@ pub fn clusterkit() -> Command {
     cmd
 }
 
+/// `clusterkit -f CFG ARGS…`.
+pub fn ck(cfg: &Path, args: &[&str]) -> Command {
+    let mut c = clusterkit();
+    c.arg("-f").arg(cfg).args(args);
+    c
+}
+
+/// Runs the command and parses its stdout as JSON; panics with everything shown when it fails
+/// or prints something else.
+pub fn json_of(c: &mut Command) -> serde_json::Value {
+    let out = run_ok(c);
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}\n{}", describe(c, &out, "expected JSON")))
+}
+
+/// `clusterkit -f CFG -o json install ARGS…`: its JSON summary; panics showing the command and
+/// its output when it fails or prints no JSON summary.
+pub fn install_json(cfg: &Path, args: &[&str]) -> serde_json::Value {
+    install_timed(cfg, args).0
+}
+
+/// `install_json` and the wall time of the install.
+pub fn install_timed(cfg: &Path, args: &[&str]) -> (serde_json::Value, Duration) {
+    let start = Instant::now();
+    let mut c = clusterkit();
+    c.arg("-f")
+        .arg(cfg)
+        .args(["-o", "json", "install"])
+        .args(args);
+    let out = c.output().expect("run clusterkit");
+    let took = start.elapsed();
+    assert!(
+        out.status.success(),
+        "{}",
+        describe(&c, &out, "install failed")
+    );
+    let summary = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}\n{}", describe(&c, &out, "summary is not JSON")));
+    (summary, took)
+}
+
+/// The tasks that an `--events` log of clusterkit records as changed (summary lines aside), as
+/// `HOST PLAYBOOK / TASK: MESSAGE`; none when the log is missing.
+pub fn changed_tasks(events: &Path) -> Vec<String> {
+    std::fs::read_to_string(events)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["status"] == "changed" && e["kind"] != "summary")
+        .map(|e| {
+            format!(
+                "{} {} / {}: {}",
+                e["host"], e["playbook"], e["task"], e["message"]
+            )
+        })
+        .collect()
+}
+
 /// Runs the command and returns its output; panics with everything shown when it fails.
 pub fn run_ok(cmd: &mut Command) -> Output {
     let out = cmd
@@ -82,6 +140,13 @@ pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
     false
 }
 
+/// Waits up to `timeout` until something accepts TCP connections on 127.0.0.1:`port`.
+pub fn listens(port: u16, timeout: Duration) -> bool {
+    wait_until(timeout, || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    })
+}
+
 /// The cache of tools built by scripts/deps.sh.
 pub fn cache_dir() -> PathBuf {
     std::env::var_os("CLUSTERKIT_CACHE")
@@ -103,6 +168,65 @@ pub fn tool(env: &str, default: &Path) -> PathBuf {
     );
 }
 
+/// Runs `openssl ARGS` in `dir`; its output, or a panic showing the command and its output.
+pub fn openssl(dir: &Path, args: &[&str]) -> Output {
+    let mut c = Command::new("openssl");
+    c.current_dir(dir).args(args);
+    run_ok(&mut c)
+}
+
+/// `openssl req` making a new unencrypted EC P-256 key (fast to generate), with `args` for the
+/// rest (`-x509` for a self-signed certificate, `-keyout`, `-out`, `-subj`, …).
+pub fn openssl_req_p256(dir: &Path, args: &[&str]) {
+    let key = [
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl(dir, &[&key[..], args].concat());
+}
+
+/// `openssl x509 -req`: signs `NAME.csr` with the CA pair `CA.crt` and `CA.key`, adding the
+/// extensions in the file `ext`, into `NAME.crt` valid `days` days (all names relative to
+/// `dir`).
+pub fn openssl_sign(dir: &Path, ca: &str, name: &str, ext: &str, days: u32) {
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            &format!("{ca}.crt"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-CAcreateserial",
+            "-days",
+            &days.to_string(),
+            "-extfile",
+            ext,
+            "-out",
+            &format!("{name}.crt"),
+        ],
+    );
+}
+
+/// Writes a stand-in for the private key a cluster.yaml names, at `path` with mode 0600: for
+/// tests that never connect, where validation checks only that the key exists with that mode.
+pub fn stand_in_key(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(
+        path,
+        "not a real key: only its presence and mode are checked\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
 /// A process started by a test, killed by its PID when dropped.
 pub struct Child(pub std::process::Child);
 
@@ -113,23 +237,35 @@ impl Drop for Child {
     }
 }
 
-/// `ssh root@NODE CMD` into a sandbox node, with the sandbox's key and its known_hosts (host
-/// keys verified, never prompted).
-pub fn ssh_cmd(sb: &clusterkit_sandbox::SandboxGuard, node: &str, cmd: &str) -> Command {
-    let n = sb.node(node).unwrap();
-    let mut c = Command::new("ssh");
+/// The nodes of a three-node sandbox (`UpOptions::new(_, 3)`).
+pub const NODES: [&str; 3] = ["node1", "node2", "node3"];
+
+/// etcd's client URLs on every node of the sandbox, comma-separated (for `--endpoints`).
+pub fn etcd_endpoints(sb: &clusterkit_sandbox::SandboxGuard) -> String {
+    sb.nodes()
+        .iter()
+        .map(|n| format!("https://{}:2379", n.address))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// An OpenSSH client (`ssh`, `scp`) with the sandbox's key and its known_hosts (host keys
+/// verified, never prompted).
+pub fn openssh_cmd(sb: &clusterkit_sandbox::SandboxGuard, program: &str) -> Command {
+    let mut c = Command::new(program);
     c.arg("-i")
         .arg(sb.key_file())
         .arg("-o")
         .arg(format!("UserKnownHostsFile={}", sb.known_hosts().display()))
-        .args([
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "ConnectTimeout=10",
-        ])
+        .args(["-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes"]);
+    c
+}
+
+/// `ssh root@NODE CMD` into a sandbox node (`openssh_cmd`).
+pub fn ssh_cmd(sb: &clusterkit_sandbox::SandboxGuard, node: &str, cmd: &str) -> Command {
+    let n = sb.node(node).unwrap();
+    let mut c = openssh_cmd(sb, "ssh");
+    c.args(["-o", "ConnectTimeout=10"])
         .arg(format!("root@{}", n.address))
         .arg(cmd);
     c
@@ -225,6 +361,27 @@ pub fn build_bundle(out: &Path, kube_bin: Option<&Path>, args: &[&str]) {
     run_ok(c.args(["bundle", "build"]).args(args).arg("--out").arg(out));
 }
 
+/// Writes `name` into the sandbox's directory: the sandbox's cluster.yaml with the offline
+/// bundle `bundle` and `extra` (more top-level sections, may be empty); returns its path.
+pub fn sandbox_config(
+    sb: &clusterkit_sandbox::SandboxGuard,
+    name: &str,
+    bundle: &Path,
+    extra: &str,
+) -> PathBuf {
+    let base = std::fs::read_to_string(sb.cluster_yaml()).unwrap();
+    let cfg = sb.dir().join(name);
+    std::fs::write(
+        &cfg,
+        format!(
+            "{base}\npackages: {{ bundle: {} }}\n{extra}",
+            bundle.display()
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
 /// kubectl (from `kube_bin`) with the kubeconfig `admin` and a 30 s request timeout.
 pub fn kubectl_cmd(kube_bin: &Path, admin: &Path, args: &[&str]) -> Command {
     let mut c = Command::new(kube_bin.join("kubectl"));
@@ -268,6 +425,21 @@ pub fn etcdctl(state: &Path, endpoints: &str, args: &[&str]) -> Command {
         .args(["--dial-timeout=5s", "--command-timeout=10s"])
         .args(args);
     c
+}
+
+/// Asserts that the `reset -o json` summary `v` reports exactly one etcd member removed, the
+/// one of `node`.
+#[track_caller]
+pub fn assert_removed_etcd_member(v: &serde_json::Value, node: &str) {
+    let removed = v["etcd_members_removed"].as_array().unwrap();
+    assert_eq!(removed.len(), 1, "{v:#}");
+    assert!(
+        removed[0]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("remove etcd member {node} ")),
+        "{v:#}"
+    );
 }
 
 /// The steps of a long scenario test, so that a failure anywhere in one says which step it was

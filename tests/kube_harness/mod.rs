@@ -1,13 +1,13 @@
 //! A real Kubernetes control plane for the namespace backup tests: etcd 3.4 (TLS) +
 //! kube-apiserver v1.20.2 (+ kube-controller-manager, for service accounts, ownerReferences and
 //! garbage collection, namespace deletion) on free loopback ports in a temporary directory, with
-//! a minimal PKI made by the openssl CLI; and an s3s-fs S3 server. Every process is stopped by
-//! its PID when the guard drops, even when a test fails.
+//! a minimal PKI made by the openssl CLI (the S3 server these tests store into is
+//! `backup_util::S3`). Every process is stopped by its PID when the guard drops, even when a
+//! test fails.
 //!
 //! Binaries: `CLUSTERKIT_KUBE_BIN_DIR` (default `/var/cache/clusterkit/kube-v1.20.2-r2/bin`),
-//! `CLUSTERKIT_ETCD` (default `/usr/bin/etcd`), `CLUSTERKIT_S3S_FS` (default
-//! `/var/cache/clusterkit/s3s/bin/s3s-fs`), all built or installed by `scripts/deps.sh`; and
-//! `CLUSTERKIT_CURL` (default `/usr/bin/curl`) to wait for the API server's /healthz.
+//! `CLUSTERKIT_ETCD` (default `/usr/bin/etcd`), both built or installed by `scripts/deps.sh`;
+//! and `CLUSTERKIT_CURL` (default `/usr/bin/curl`) to wait for the API server's /healthz.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -16,7 +16,9 @@ use std::time::Duration;
 
 use clusterkit_backup::namespace::ApiClient;
 
-use crate::common::{cache_dir, free_port, run_ok, tool, wait_until, Child};
+use crate::common::{
+    cache_dir, free_port, listens, openssl, openssl_sign, tool, wait_until, Child,
+};
 
 /// The Kubernetes server binaries.
 pub fn kube_bin(name: &str) -> PathBuf {
@@ -41,12 +43,6 @@ struct Pki {
     admin_key: PathBuf,
     sa_key: PathBuf,
     sa_pub: PathBuf,
-}
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let mut c = Command::new("openssl");
-    c.current_dir(dir).args(args);
-    run_ok(&mut c);
 }
 
 impl Pki {
@@ -120,26 +116,7 @@ impl Pki {
                     &format!("{name}.csr"),
                 ],
             );
-            openssl(
-                dir,
-                &[
-                    "x509",
-                    "-req",
-                    "-in",
-                    &format!("{name}.csr"),
-                    "-CA",
-                    "ca.crt",
-                    "-CAkey",
-                    "ca.key",
-                    "-CAcreateserial",
-                    "-days",
-                    "2",
-                    "-extfile",
-                    ext,
-                    "-out",
-                    &format!("{name}.crt"),
-                ],
-            );
+            openssl_sign(dir, "ca", name, ext, 2);
         }
         key("sa.key");
         openssl(dir, &["ec", "-in", "sa.key", "-pubout", "-out", "sa.pub"]);
@@ -225,7 +202,8 @@ impl KubeCluster {
         let etcd_url = format!("https://127.0.0.1:{client_port}");
         cluster.etcd_url = etcd_url.clone();
         let etcd_log = root.join("etcd.log");
-        let child = Command::new(etcd)
+        let mut etcd_cmd = Command::new(etcd);
+        etcd_cmd
             .args(["--name", "test", "--data-dir"])
             .arg(root.join("etcd"))
             .args([
@@ -259,19 +237,10 @@ impl KubeCluster {
                 "4294967296",
                 "--snapshot-count",
                 "100000",
-            ])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&etcd_log).unwrap())
-            .spawn()
-            .expect("start etcd");
-        cluster.children.push(Child(child));
-        cluster.logs.push(etcd_log);
+            ]);
+        cluster.spawn(&mut etcd_cmd, etcd_log);
         assert!(
-            wait_until(Duration::from_secs(20), || std::net::TcpStream::connect((
-                "127.0.0.1",
-                client_port
-            ))
-            .is_ok()),
+            listens(client_port, Duration::from_secs(20)),
             "etcd did not listen:\n{}",
             log_tail(&cluster.logs[0])
         );
@@ -312,13 +281,8 @@ impl KubeCluster {
             .arg("--enable-priority-and-fairness=false")
             // Fast deletes of big namespaces and many CRs.
             .arg("--max-requests-inflight=1000")
-            .arg("--max-mutating-requests-inflight=500")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&api_log).unwrap());
-        cluster
-            .children
-            .push(Child(api.spawn().expect("start kube-apiserver")));
-        cluster.logs.push(api_log);
+            .arg("--max-mutating-requests-inflight=500");
+        cluster.spawn(&mut api, api_log);
 
         std::fs::write(
             &cluster.kubeconfig,
@@ -334,11 +298,7 @@ impl KubeCluster {
         )
         .unwrap();
         assert!(
-            wait_until(Duration::from_secs(60), || std::net::TcpStream::connect((
-                "127.0.0.1",
-                api_port
-            ))
-            .is_ok()),
+            listens(api_port, Duration::from_secs(60)),
             "kube-apiserver did not listen:\n{}",
             log_tail(&cluster.logs[1])
         );
@@ -371,8 +331,8 @@ impl KubeCluster {
         );
 
         let cm_log = root.join("kube-controller-manager.log");
-        let child = Command::new(kube_bin("kube-controller-manager"))
-            .arg(format!("--kubeconfig={}", cluster.kubeconfig.display()))
+        let mut cm = Command::new(kube_bin("kube-controller-manager"));
+        cm.arg(format!("--kubeconfig={}", cluster.kubeconfig.display()))
             .args([
                 "--bind-address=127.0.0.1",
                 "--secure-port=0",
@@ -391,14 +351,20 @@ impl KubeCluster {
                 "--concurrent-gc-syncs=40",
                 "--kube-api-qps=500",
                 "--kube-api-burst=1000",
-            ])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&cm_log).unwrap())
-            .spawn()
-            .expect("start kube-controller-manager");
-        cluster.children.push(Child(child));
-        cluster.logs.push(cm_log);
+            ]);
+        cluster.spawn(&mut cm, cm_log);
         cluster
+    }
+
+    /// Starts `cmd` with its stderr in `log` (shown by `logs`); it stops with the cluster.
+    fn spawn(&mut self, cmd: &mut Command, log: PathBuf) {
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {:?}: {e}", cmd.get_program()));
+        self.children.push(Child(child));
+        self.logs.push(log);
     }
 
     /// A client for the admin kubeconfig, once the API serves requests and the controller
@@ -433,103 +399,5 @@ impl KubeCluster {
             .map(|p| format!("--- {} ---\n{}", p.display(), log_tail(p)))
             .collect::<Vec<_>>()
             .join("\n")
-    }
-}
-
-/// An s3s-fs server on a free loopback port, with one bucket.
-pub struct S3 {
-    child: Option<Child>,
-    pub port: u16,
-    pub bucket: String,
-    pub root: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-pub const ACCESS_KEY: &str = "ck-ns-test-access";
-pub const SECRET_KEY: &str = "ck-ns-test-secret-0123456789";
-
-impl S3 {
-    pub fn start(bucket: &str) -> S3 {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("s3root");
-        // s3s-fs keeps each bucket as a directory of its root.
-        std::fs::create_dir_all(root.join(bucket)).unwrap();
-        let port = free_port();
-        let bin = tool("CLUSTERKIT_S3S_FS", &cache_dir().join("s3s/bin/s3s-fs"));
-        let child = Command::new(bin)
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
-            .arg(&root)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("s3s.log")).unwrap())
-            .spawn()
-            .expect("start s3s-fs");
-        let s3 = S3 {
-            child: Some(Child(child)),
-            port,
-            bucket: bucket.into(),
-            root,
-            _dir: dir,
-        };
-        assert!(
-            wait_until(Duration::from_secs(20), || std::net::TcpStream::connect((
-                "127.0.0.1",
-                port
-            ))
-            .is_ok()),
-            "s3s-fs did not listen on {port}"
-        );
-        s3
-    }
-
-    pub fn url(&self, prefix: &str) -> String {
-        format!("s3://{}/{prefix}", self.bucket)
-    }
-
-    /// Store options pointing at this server (no environment needed).
-    pub fn options(&self) -> clusterkit_backup::store::StoreOptions {
-        let mut o = clusterkit_backup::store::StoreOptions::default();
-        o.s3.endpoint = Some(format!("http://127.0.0.1:{}", self.port));
-        o.s3.region = Some("us-east-1".into());
-        o.s3.access_key_id = Some(ACCESS_KEY.into());
-        o.s3.secret_access_key = Some(SECRET_KEY.into());
-        o
-    }
-
-    /// The same settings as environment variables, for the `clusterkit` binary.
-    pub fn env(&self, cmd: &mut Command) {
-        cmd.env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-            .env("AWS_REGION", "us-east-1")
-            .env(
-                "AWS_ENDPOINT_URL",
-                format!("http://127.0.0.1:{}", self.port),
-            )
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env_remove("AWS_PROFILE")
-            .env_remove("AWS_SESSION_TOKEN");
-    }
-
-    /// Every stored file's content concatenated (to look for plaintext).
-    pub fn all_bytes(&self) -> Vec<u8> {
-        fn walk(dir: &Path, out: &mut Vec<u8>) {
-            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-                let p = e.path();
-                if p.is_dir() {
-                    walk(&p, out);
-                } else {
-                    out.extend(std::fs::read(&p).unwrap_or_default());
-                }
-            }
-        }
-        let mut out = Vec::new();
-        walk(&self.root, &mut out);
-        out
-    }
-}
-
-impl Drop for S3 {
-    fn drop(&mut self) {
-        self.child = None;
     }
 }

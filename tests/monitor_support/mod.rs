@@ -5,28 +5,15 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::common::{describe, run_ok};
-
-/// Runs `openssl` with `args` in `dir`, failing the test with its output.
-fn openssl(dir: &Path, args: &[&str]) {
-    let mut cmd = Command::new("openssl");
-    cmd.current_dir(dir).args(args);
-    run_ok(&mut cmd);
-}
+use crate::common::{describe, openssl_req_p256, openssl_sign};
 
 /// A CA (`<name>.crt`, `<name>.key`) under `dir`.
 pub fn make_ca(dir: &Path, name: &str, cn: &str) {
     std::fs::create_dir_all(dir.join(name).parent().unwrap()).unwrap();
-    openssl(
+    openssl_req_p256(
         dir,
         &[
-            "req",
             "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
             "-keyout",
             &format!("{name}.key"),
             "-out",
@@ -51,15 +38,9 @@ pub fn make_leaf(dir: &Path, ca: &str, name: &str, cn: &str, sans: &[String], da
         text.push_str(&format!("subjectAltName={}\n", sans.join(",")));
     }
     std::fs::write(&ext, text).unwrap();
-    openssl(
+    openssl_req_p256(
         dir,
         &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
             "-keyout",
             &format!("{name}.key"),
             "-out",
@@ -68,26 +49,7 @@ pub fn make_leaf(dir: &Path, ca: &str, name: &str, cn: &str, sans: &[String], da
             &format!("/CN={cn}/O=system:masters"),
         ],
     );
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            &format!("{name}.csr"),
-            "-CA",
-            &format!("{ca}.crt"),
-            "-CAkey",
-            &format!("{ca}.key"),
-            "-CAcreateserial",
-            "-out",
-            &format!("{name}.crt"),
-            "-days",
-            &days.to_string(),
-            "-extfile",
-            &format!("{name}.ext"),
-        ],
-    );
+    openssl_sign(dir, ca, name, &format!("{name}.ext"), days);
     std::fs::remove_file(dir.join(format!("{name}.csr"))).unwrap();
     std::fs::remove_file(ext).unwrap();
 }
@@ -195,33 +157,6 @@ pub fn dashboard_rules(dashboards_dir: &Path) -> (String, Vec<String>) {
         ));
     }
     (text, exprs)
-}
-
-/// A self-signed serving certificate (`<name>.crt`, `<name>.key`) for `san` (e.g. `IP:…`).
-pub fn make_self_signed(dir: &Path, name: &str, san: &str) {
-    std::fs::create_dir_all(dir).unwrap();
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.crt"),
-            "-subj",
-            &format!("/CN={name}"),
-            "-days",
-            "30",
-            "-addext",
-            &format!("subjectAltName={san}"),
-        ],
-    );
 }
 
 /// `curl` of `url`, trusting only `ca`; `user` (`name:password`) and a client pair are
