@@ -61,6 +61,9 @@ enum Command {
     Token(cmd::token::Args),
     /// Check and renew the certificates and kubeconfigs clusterkit issued.
     Certs(cmd::certs::Args),
+    /// Plan an upgrade: what runs on every host and the moves the version-skew policy allows.
+    #[command(subcommand)]
+    Upgrade(cmd::upgrade::UpgradeCommand),
     /// Print the shell completion script (bash, zsh, fish, elvish, powershell).
     Completion(cmd::completion::Args),
 }
@@ -82,6 +85,7 @@ impl Command {
             Command::Node(c) => c.run(global).await,
             Command::Token(c) => c.run(global).await,
             Command::Certs(c) => c.run(global).await,
+            Command::Upgrade(c) => c.run(global).await,
             Command::Completion(c) => c.print(&mut Cli::command()),
         }
     }

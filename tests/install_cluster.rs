@@ -32,7 +32,7 @@ use std::time::Duration;
 use clusterkit_sandbox::{SandboxGuard, UpOptions};
 use common::{
     changed_tasks, clusterkit, describe, etcd_endpoints, install_timed, kubectl, openssl,
-    openssl_req_p256, openssl_sign, run_fail, run_ok, ssh, stdout, tool, try_kubectl,
+    openssl_req_p256, openssl_sign, run_fail, run_ok, ssh, stderr, stdout, tool, try_kubectl,
 };
 use serde_json::Value;
 
@@ -515,6 +515,67 @@ fn install_and_check(kube_bin: &Path, version: &str) {
         &format!("{}:80", ip.trim()),
         "hello-from-",
     );
+
+    // 7b. `upgrade plan` reads what the processes on each node run and applies the version-skew
+    //     policy: nothing to move to the running version, refused two minors ahead, the moves
+    //     in roll order one minor ahead.
+    steps.enter("7b. upgrade plan reads what runs and applies the skew policy");
+    let plan = |to: &str| {
+        let mut c = clusterkit();
+        c.arg("-f")
+            .arg(&cfg)
+            .args(["-o", "json", "upgrade", "plan", "--to", to]);
+        c
+    };
+    let mut c = plan(version);
+    let out = run_ok(&mut c);
+    let now: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}\n{}", describe(&c, &out, "plan is not JSON")));
+    assert_eq!(now["steps"], serde_json::json!([]), "{now:#}");
+    assert_eq!(now["refused"], serde_json::json!([]), "{now:#}");
+    let running = now["running"].as_array().expect("running");
+    let runs = |host: &str, component: &str| {
+        running
+            .iter()
+            .any(|r| r["host"] == host && r["component"] == component)
+    };
+    assert!(runs("node1", "kube-apiserver"), "{now:#}");
+    assert!(runs("node1", "kube-controller-manager"), "{now:#}");
+    assert!(runs("node1", "kube-scheduler"), "{now:#}");
+    for n in ["node1", "node2", "node3"] {
+        assert!(runs(n, "kubelet"), "{n}: {now:#}");
+    }
+    assert!(
+        running.iter().all(|r| r["version"] == version),
+        "every component runs {version}: {now:#}"
+    );
+    let mut c = clusterkit();
+    c.arg("-f")
+        .arg(&cfg)
+        .args(["-o", "yaml", "upgrade", "plan", "--to", version]);
+    let out = run_ok(&mut c);
+    let yaml: Value = serde_saphyr::from_str(&stdout(&out))
+        .unwrap_or_else(|e| panic!("{e}\n{}", describe(&c, &out, "plan is not YAML")));
+    assert_eq!(yaml, now, "-o yaml and -o json say the same");
+    let v = clusterkit_core::release::KubeVersion::parse(version).unwrap();
+    let out = run_fail(&mut plan(&format!("v1.{}.0", v.minor + 2)));
+    assert!(
+        stderr(&out).contains(&format!("upgrade to v1.{}.x first", v.minor + 1)),
+        "{}",
+        stderr(&out)
+    );
+    let mut c = plan(&format!("v1.{}.0", v.minor + 1));
+    let out = run_ok(&mut c);
+    let next: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}\n{}", describe(&c, &out, "plan is not JSON")));
+    let moves = next["steps"].as_array().expect("steps");
+    assert_eq!(
+        moves.len(),
+        running.len(),
+        "every component moves: {next:#}"
+    );
+    assert_eq!(moves[0]["component"], "kube-apiserver", "{next:#}");
+    assert_eq!(moves.last().unwrap()["host"], "node3", "{next:#}");
 
     // 8. Backup timers on the control-plane host, etcd and namespaces, into one store on the
     //    node: both started at once, both back up (one waits for the store's lock), the

@@ -94,7 +94,8 @@ const APISERVER_ETCD_CLIENT: &str = "apiserver-etcd-client";
 
 /// A Kubernetes component clusterkit runs on a node. Its name is the binary's, the systemd
 /// unit's and the static pod's (as kubeadm names them).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Component {
     /// The API server.
     KubeApiserver,

@@ -15,6 +15,7 @@ pub mod poll;
 pub mod readiness;
 pub mod release;
 pub mod reset;
+pub mod running;
 pub mod skew;
 pub mod token;
 pub mod versions;

@@ -25,7 +25,7 @@ use clusterkit_core::layout::Component;
 use clusterkit_core::release::KubeVersion;
 
 /// One component on one host and the version it runs.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Running {
     pub host: String,
     pub component: Component,
@@ -33,7 +33,7 @@ pub struct Running {
 }
 
 /// One move of a roll: `component` on `host` from one version to the target.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Step {
     pub host: String,
     pub component: Component,

@@ -22,6 +22,7 @@ pub mod run;
 pub mod sandbox;
 pub mod store;
 pub mod token;
+pub mod upgrade;
 
 /// Flags every subcommand accepts.
 #[derive(Args, Clone, Debug)]
