@@ -36,7 +36,6 @@ use clusterkit_core::exec::ssh::shell_quote;
 use clusterkit_core::exec::{Command, ExecError, Executor, UploadOptions};
 use clusterkit_core::fanout::{Fanout, HostResult};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
@@ -81,6 +80,13 @@ pub enum CertsError {
     /// `renew` without names and without `--all`.
     #[error("nothing to renew: name certificates (see `certs check-expiration`) or pass --all")]
     NothingSelected,
+    /// Reading the state of a node's copies (checksums, modes) failed.
+    #[error("{host}: reading the node's certificate files")]
+    NodeState {
+        host: String,
+        #[source]
+        source: Box<clusterkit_core::playbook::modules::ModuleError>,
+    },
     /// The node's answer to the read command was not what it prints.
     #[error("{host}: unexpected output reading certificates: {message}")]
     Protocol {

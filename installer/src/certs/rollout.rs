@@ -7,6 +7,7 @@
 use super::*;
 use crate::phases::Cause;
 use clusterkit_core::layout::kubeconfig_file;
+use clusterkit_core::playbook::modules::files;
 
 /// The files a node gets from the state directory: [`pki::host_files`], plus kube-proxy's
 /// kubeconfig once the addons phase has issued it, plus the monitoring files
@@ -34,7 +35,8 @@ pub fn node_mappings(layout: &StateLayout, host: &Host) -> Vec<FileMapping> {
 }
 
 /// Brings a node's copies of `files` in line with the state directory: one command reads
-/// every checksum and mode, then only the files that differ are uploaded (atomically, with
+/// every checksum and mode (the playbook modules' `stat_files`), then only the files that
+/// differ are uploaded (atomically, with
 /// their mode: 0600 for keys and kubeconfigs). Returns the remote paths uploaded.
 pub async fn sync_node(
     exec: &dyn Executor,
@@ -43,35 +45,25 @@ pub async fn sync_node(
     if files.is_empty() {
         return Ok(vec![]);
     }
-    let mut script = String::from("for f in");
-    for f in files {
-        script.push(' ');
-        script.push_str(&shell_quote(&f.remote.to_string_lossy()));
-    }
-    script.push_str(
-        "; do if [ -e \"$f\" ]; then printf '%s %s %s\\n' \"$(sha256sum <\"$f\" | cut -d' ' -f1)\" \"$(stat -c %a \"$f\")\" \"$f\"; fi; done",
-    );
-    let out = exec.run_checked(&Command::new(script)).await?;
-    let mut have: BTreeMap<String, (String, u32)> = BTreeMap::new();
-    for line in out.stdout_str().lines() {
-        let mut p = line.splitn(3, ' ');
-        if let (Some(sum), Some(mode), Some(path)) = (p.next(), p.next(), p.next()) {
-            have.insert(
-                path.to_string(),
-                (sum.to_string(), u32::from_str_radix(mode, 8).unwrap_or(0)),
-            );
-        }
-    }
+    let remote: Vec<String> = files
+        .iter()
+        .map(|f| f.remote.to_string_lossy().into_owned())
+        .collect();
+    let paths: Vec<&str> = remote.iter().map(String::as_str).collect();
+    let have = files::stat_files(exec, &paths)
+        .await
+        .map_err(|source| CertsError::NodeState {
+            host: exec.host().to_string(),
+            source: Box::new(source),
+        })?;
     let mut changed = Vec::new();
-    for f in files {
+    for ((f, remote), have) in files.iter().zip(remote).zip(have) {
         let data = std::fs::read(&f.local).map_err(|source| PkiError::Io {
             op: "read",
             path: f.local.clone(),
             source,
         })?;
-        let sum = hex::encode(Sha256::digest(&data));
-        let remote = f.remote.to_string_lossy().to_string();
-        if have.get(&remote) == Some(&(sum, f.mode)) {
+        if have.is_some_and(|h| h.sha256 == files::sha256_hex(&data) && h.mode == f.mode) {
             continue;
         }
         exec.upload(

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::{flex, sh_quote, transfer, ArgsError, ModuleError, Outcome, TaskCx};
-use crate::exec::{Command, UploadOptions};
+use crate::exec::{Command, Executor, UploadOptions};
 use crate::playbook::diff;
 use crate::playbook::render;
 
@@ -175,15 +175,45 @@ pub struct RemoteFile {
 
 /// One remote command: the file's mode, owner, group and sha256, or `None` when absent.
 pub async fn stat_file(cx: &TaskCx<'_>, path: &str) -> Result<Option<RemoteFile>, ModuleError> {
-    let p = sh_quote(path);
-    let out = cx
-        .sh(&format!(
-            "if [ -f {p} ]; then stat -L -c '%a %U %G' {p} && sha256sum < {p}; \
-             elif [ -e {p} ]; then echo 'CK_NOT_A_FILE'; else echo CK_ABSENT; fi"
-        ))
-        .await?;
-    parse_stat(path, &out)
+    Ok(stat_files(cx.exec, &[path]).await?.pop().flatten())
 }
+
+/// [`stat_file`] for many files in one remote command (one round trip whatever their number),
+/// in the order of `paths`.
+pub async fn stat_files(
+    exec: &dyn Executor,
+    paths: &[&str],
+) -> Result<Vec<Option<RemoteFile>>, ModuleError> {
+    if paths.is_empty() {
+        return Ok(Vec::new());
+    }
+    let script: Vec<String> = paths
+        .iter()
+        .map(|path| {
+            let p = sh_quote(path);
+            format!(
+                "echo {FILE_MARK}; if [ -f {p} ]; then stat -L -c '%a %U %G' {p} && sha256sum < {p}; \
+                 elif [ -e {p} ]; then echo 'CK_NOT_A_FILE'; else echo CK_ABSENT; fi"
+            )
+        })
+        .collect();
+    let out = exec.sh(&script.join("\n")).await?;
+    let sections: Vec<&str> = out.split(&format!("{FILE_MARK}\n")).skip(1).collect();
+    if sections.len() != paths.len() {
+        return Err(ModuleError::Failed(format!(
+            "cannot read the state of {} files: unexpected `{out}`",
+            paths.len()
+        )));
+    }
+    paths
+        .iter()
+        .zip(sections)
+        .map(|(path, section)| parse_stat(path, section))
+        .collect()
+}
+
+/// Starts each file's part of [`stat_files`]' output.
+const FILE_MARK: &str = "CK_FILE";
 
 fn parse_stat(path: &str, out: &str) -> Result<Option<RemoteFile>, ModuleError> {
     let mut lines = out.lines();
@@ -765,5 +795,37 @@ mod tests {
         );
         assert!(parse_stat("/x", "CK_ABSENT\n").unwrap().is_none());
         assert!(parse_stat("/x", "CK_NOT_A_FILE\n").is_err());
+    }
+
+    #[tokio::test]
+    async fn stat_files_reads_many_files_in_order_with_one_command() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a");
+        let b = dir.path().join("b b");
+        std::fs::write(&a, b"one").unwrap();
+        std::fs::write(&b, b"two").unwrap();
+        std::fs::set_permissions(&b, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let absent = dir.path().join("absent");
+        let exec =
+            crate::exec::local::LocalExecutor::new("here", std::time::Duration::from_secs(10));
+        let paths = [&a, &absent, &b].map(|p| p.to_str().unwrap().to_string());
+        let refs: Vec<&str> = paths.iter().map(String::as_str).collect();
+        let got = stat_files(&exec, &refs).await.unwrap();
+        assert_eq!(got.len(), 3);
+        let (first, third) = (got[0].as_ref().unwrap(), got[2].as_ref().unwrap());
+        assert_eq!(first.sha256, sha256_hex(b"one"));
+        assert!(got[1].is_none(), "absent: {:?}", got[1]);
+        assert_eq!(
+            (third.sha256.as_str(), third.mode),
+            (sha256_hex(b"two").as_str(), 0o600)
+        );
+        // A directory where a file should be is an error naming it.
+        let dir_path = dir.path().to_str().unwrap();
+        let err = stat_files(&exec, &[dir_path])
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("is not a regular file"), "{err}");
     }
 }
