@@ -576,6 +576,10 @@ fn install_and_check(kube_bin: &Path, version: &str) {
     );
     assert_eq!(moves[0]["component"], "kube-apiserver", "{next:#}");
     assert_eq!(moves.last().unwrap()["host"], "node3", "{next:#}");
+    // The bundle carries the running release, not the next one.
+    assert_eq!(now["bundle"]["kubernetes"], version, "{now:#}");
+    assert_eq!(now["bundle"]["has_target"], true, "{now:#}");
+    assert_eq!(next["bundle"]["has_target"], false, "{next:#}");
 
     // 8. Backup timers on the control-plane host, etcd and namespaces, into one store on the
     //    node: both started at once, both back up (one waits for the store's lock), the

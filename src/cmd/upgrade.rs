@@ -1,7 +1,9 @@
 //! `clusterkit upgrade plan --to vX.Y.Z`: what runs on every host (each component's running
 //! process, see `clusterkit_installer::running`), and either the moves that take the cluster to
 //! the target in roll order or every reason the version-skew policy refuses it
-//! (`clusterkit_installer::skew`). Changes nothing. `upgrade apply` does not exist yet.
+//! (`clusterkit_installer::skew`). With an offline bundle, its Kubernetes release is reported
+//! (whether it carries the target's binaries) and counts as the newest patch of the running
+//! minor the policy asks to move to first. Changes nothing. `upgrade apply` does not exist yet.
 
 use anyhow::Context;
 use clusterkit_core::exec::ssh::SshExecutor;
@@ -36,6 +38,18 @@ struct Plan {
     running: Vec<Running>,
     steps: Vec<Step>,
     refused: Vec<String>,
+    /// The offline bundle's Kubernetes release, when packages come from one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bundle: Option<BundleRelease>,
+}
+
+/// What the offline bundle carries, for the plan.
+#[derive(serde::Serialize)]
+struct BundleRelease {
+    /// The release its Kubernetes binaries report; `None`: it has none.
+    kubernetes: Option<KubeVersion>,
+    /// Whether those are the target's: `upgrade apply` needs them in the bundle.
+    has_target: bool,
 }
 
 impl UpgradeCommand {
@@ -64,7 +78,19 @@ impl UpgradeCommand {
             .filter_map(|r| r.result.ok())
             .flatten()
             .collect();
-        let (steps, refused) = match skew::plan(&running, a.to, None) {
+        let bundle = clusterkit_installer::phases::bundle(&cluster)?.map(|b| {
+            let kubernetes = b
+                .manifest
+                .kubernetes_version
+                .as_deref()
+                .and_then(|v| KubeVersion::parse(v).ok());
+            BundleRelease {
+                kubernetes,
+                has_target: kubernetes == Some(a.to),
+            }
+        });
+        let newest_patch = bundle.as_ref().and_then(|b| b.kubernetes);
+        let (steps, refused) = match skew::plan(&running, a.to, newest_patch) {
             Ok(steps) => (steps, Vec::new()),
             Err(r) => (Vec::new(), r.iter().map(|r| r.to_string()).collect()),
         };
@@ -73,6 +99,7 @@ impl UpgradeCommand {
             running,
             steps,
             refused,
+            bundle,
         };
         global.output.print(&plan, || table(&plan))?;
         if !plan.refused.is_empty() {
@@ -111,6 +138,16 @@ fn table(plan: &Plan) -> String {
                 s.to
             ));
         }
+    }
+    if let Some(b) = plan.bundle.as_ref().filter(|b| !b.has_target) {
+        let carries = b
+            .kubernetes
+            .map_or("no Kubernetes binaries".to_string(), |v| v.to_string());
+        out.push_str(&format!(
+            "the bundle carries {carries}, not {}: build one with `clusterkit bundle build \
+             --kubernetes {}` before the upgrade\n",
+            plan.target, plan.target
+        ));
     }
     out
 }
