@@ -130,7 +130,7 @@ pub fn units_for(changed: &[String]) -> BTreeSet<&'static str> {
                 units.insert(u.kube_controller_manager);
                 units.insert(u.kubelet);
             }
-            "ca.key" | "sa.key" => {
+            clusterkit_core::layout::CLUSTER_SIGNING_CERT | "ca.key" | "sa.key" => {
                 units.insert(u.kube_controller_manager);
             }
             kubeconfig_file::CONTROLLER_MANAGER => {
