@@ -16,9 +16,11 @@
 //!   checked healthy before and after each, then the other components, nodes in parallel
 //!   (kube-apiserver first, waited for until `/readyz` answers 200, then its clients).
 //!
-//! Limits: the CAs are never renewed (rotating a CA means re-trusting it everywhere: not
-//! supported; a CA is re-created only by the pki phase when it is missing or expired, and that
-//! re-issues everything). The service-account key pair is not a certificate and is left alone.
+//! - [`rotate_cas`] replaces a CA in three journaled stages (trust both, reissue, drop the old);
+//!   see the rotate module.
+//!
+//! Limits: `renew` never renews a CA (a CA is re-created only by the pki phase when it is
+//! missing or expired, and that re-issues everything, or replaced by [`rotate_cas`]). The service-account key pair is not a certificate and is left alone.
 //! Kubelets rotate their own client certificate (`rotateCertificates: true`, through CSRs), so
 //! `kubelet.conf` is left out of `--all`, like kubeadm does; it can still be renewed by name.
 //! Control-plane components are restarted through systemd (systemd mode); in static-pod mode

@@ -8,7 +8,8 @@
 //! 1. **trust both** ([`Stage::TrustBoth`]): every trust bundle becomes old+new (the old CA
 //!    first: it still signs) — the node's `ca.crt` (kube-apiserver's and the controller
 //!    manager's `--client-ca-file`, the kubelet's `clientCAFile`, `--root-ca-file` and so the
-//!    `kube-root-ca.crt` ConfigMaps) and every kubeconfig's `certificate-authority-data`;
+//!    `kube-root-ca.crt` ConfigMaps) and every kubeconfig's `certificate-authority-data`, or
+//!    `front-proxy-ca.crt` (`--requestheader-client-ca-file`);
 //! 2. **reissue** ([`Stage::Reissued`]): the new CA signs (bundle new+old, the new key, the
 //!    controller manager's signer) and every leaf it covers is re-issued with it, through
 //!    [`renew_local`];
@@ -22,27 +23,33 @@
 //! restarted, one host at a time with the caller's fan-out, etcd members with health checks
 //! and kube-apiserver waited for until `/readyz` answers.
 //!
-//! Limits: only the cluster CA (`kubernetes`) is rotated so far. Kubelets that bootstrapped
+//! Several CAs rotate together, each stage rolled once for all of them.
+//!
+//! Limits: the cluster CA (`kubernetes`) and the front proxy's are rotated; etcd's not yet. Kubelets that bootstrapped
 //! (workers) keep their own kubelet.conf and rotated client certificate: the drop stage lists
 //! them until they hold a certificate from the new CA. Kubelet serving certificates and
-//! certificates clusterkit did not issue are not looked at. A stage interrupted after a file
-//! was uploaded but before its users restarted is not restarted again by the rerun.
+//! certificates clusterkit did not issue are not looked at. A stage interrupted midway
+//! is rolled out again by the rerun with every user of its files restarted, uploaded or not.
 
 use super::*;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
-/// How far one CA's rotation got: the last stage completed, on every node.
+/// How far one CA's rotation got: the last stage completed, on every node. Named in the
+/// journal as in the output ([`Stage::as_str`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
 pub enum Stage {
     /// The old CA is archived and the new one generated; no node has changed yet.
+    #[serde(rename = "prepared")]
     Prepared,
     /// Every bundle trusts old and new.
+    #[serde(rename = "trust-both")]
     TrustBoth,
     /// Every leaf is signed by the new CA.
+    #[serde(rename = "reissue")]
     Reissued,
     /// Bundles hold only the new CA; the rotation is over.
+    #[serde(rename = "drop-old")]
     Done,
 }
 
@@ -72,6 +79,10 @@ pub struct JournalEntry {
     pub new_fingerprint: String,
     /// When the stage was reached, RFC 3339.
     pub updated: String,
+    /// The stage being rolled out, once its first upload may have happened: a rerun restarts
+    /// everything that stage touches, uploaded by this run or not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<Stage>,
 }
 
 /// The rotation journal: per CA (kubeadm's name), the stage reached.
@@ -113,7 +124,15 @@ impl Journal {
     pub fn set(&mut self, ca: CaName, stage: Stage, now: OffsetDateTime) {
         if let Some(e) = self.cas.get_mut(ca.name()) {
             e.stage = stage;
+            e.started = None;
             e.updated = rfc3339(now);
+        }
+    }
+
+    /// Records that `ca`'s `stage` is being rolled out.
+    pub fn start(&mut self, ca: CaName, stage: Stage) {
+        if let Some(e) = self.cas.get_mut(ca.name()) {
+            e.started = Some(stage);
         }
     }
 }
@@ -212,7 +231,7 @@ impl From<CertsError> for RotateError {
 }
 
 /// The CAs `rotate-ca` can rotate.
-pub const ROTATABLE: [CaName; 1] = [CaName::Kubernetes];
+pub const ROTATABLE: [CaName; 2] = [CaName::Kubernetes, CaName::FrontProxy];
 
 /// Concatenates certificates (PEM) into one bundle, in order, each block once.
 pub fn bundle(pems: &[&str]) -> String {
@@ -304,6 +323,7 @@ pub fn prepare(
             old_fingerprint: fingerprint(current.cert_der()),
             new_fingerprint: fingerprint(fresh.cert_der()),
             updated: rfc3339(now),
+            started: None,
         },
     );
     journal.save(layout)
@@ -312,7 +332,11 @@ pub fn prepare(
 /// The state-directory files of the cluster CA's family: the CA itself and its signer copy,
 /// every leaf it signs, every kubeconfig. What each stage distributes (only what differs on a
 /// node is uploaded).
-pub fn family_files(input: &PkiInput, layout: &StateLayout, ca: CaName) -> Vec<PathBuf> {
+pub fn family_files(
+    input: &PkiInput,
+    layout: &StateLayout,
+    ca: CaName,
+) -> Result<Vec<PathBuf>, CertsError> {
     let pki_dir = layout.pki_dir();
     let mut out = vec![
         pki_dir.join(format!("{}.crt", ca.base())),
@@ -321,7 +345,7 @@ pub fn family_files(input: &PkiInput, layout: &StateLayout, ca: CaName) -> Vec<P
     if ca == CaName::Kubernetes {
         out.push(pki_dir.join(clusterkit_core::layout::CLUSTER_SIGNING_CERT));
     }
-    for r in renewables(input, layout, None).unwrap_or_default() {
+    for r in renewables(input, layout, None)? {
         match &r {
             Renewable::Cert(spec) if spec.ca == ca => {
                 out.push(spec.cert_path(layout));
@@ -332,7 +356,7 @@ pub fn family_files(input: &PkiInput, layout: &StateLayout, ca: CaName) -> Vec<P
             _ => {}
         }
     }
-    out
+    Ok(out)
 }
 
 /// Sets every kubeconfig's `certificate-authority-data` to `bundle_pem` (files that exist);
@@ -416,38 +440,33 @@ pub fn apply_local(
     now: OffsetDateTime,
 ) -> Result<Vec<Renewed>, RotateError> {
     let a = Archive::load(layout, ca)?;
-    let mut renewed = Vec::new();
-    match stage {
-        Stage::Prepared => {}
-        Stage::TrustBoth => {
-            let b = bundle(&[&a.old.cert_pem, &a.new.cert_pem]);
-            write_ca_files(layout, ca, &b, &a.old)?;
-            set_kubeconfig_cas(cluster, input, layout, &b)?;
-        }
-        Stage::Reissued => {
-            let b = bundle(&[&a.new.cert_pem, &a.old.cert_pem]);
-            write_ca_files(layout, ca, &b, &a.new)?;
-            set_kubeconfig_cas(cluster, input, layout, &b)?;
-            let todo: Vec<Renewable> = renewables(input, layout, None)?
-                .into_iter()
-                .filter(|r| match r {
-                    Renewable::Cert(spec) => spec.ca == ca,
-                    _ => ca == CaName::Kubernetes,
-                })
-                .filter(|r| {
-                    let path = layout.root.join(r.rel_path());
-                    !signed_by_file(&path, !matches!(r, Renewable::Cert(_)), &a.new)
-                })
-                .collect();
-            renewed = renew_local(cluster, input, layout, &todo, now)?;
-        }
-        Stage::Done => {
-            let b = bundle(&[&a.new.cert_pem]);
-            write_ca_files(layout, ca, &b, &a.new)?;
-            set_kubeconfig_cas(cluster, input, layout, &b)?;
-        }
+    // The trust bundle (the signing CA first) and the signing CA of each stage.
+    let (b, signing) = match stage {
+        Stage::Prepared => return Ok(vec![]),
+        Stage::TrustBoth => (bundle(&[&a.old.cert_pem, &a.new.cert_pem]), &a.old),
+        Stage::Reissued => (bundle(&[&a.new.cert_pem, &a.old.cert_pem]), &a.new),
+        Stage::Done => (bundle(&[&a.new.cert_pem]), &a.new),
+    };
+    write_ca_files(layout, ca, &b, signing)?;
+    if ca == CaName::Kubernetes {
+        set_kubeconfig_cas(cluster, input, layout, &b)?;
     }
-    Ok(renewed)
+    if stage != Stage::Reissued {
+        return Ok(vec![]);
+    }
+    // Only what the new CA did not sign yet: a rerun re-issues nothing twice.
+    let todo: Vec<Renewable> = renewables(input, layout, None)?
+        .into_iter()
+        .filter(|r| match r {
+            Renewable::Cert(spec) => spec.ca == ca,
+            _ => ca == CaName::Kubernetes,
+        })
+        .filter(|r| {
+            let path = layout.root.join(r.rel_path());
+            !signed_by_file(&path, !matches!(r, Renewable::Cert(_)), &a.new)
+        })
+        .collect();
+    Ok(renew_local(cluster, input, layout, &todo, now)?)
 }
 
 /// Deletes the archived keys once the rotation is over (the certificates stay, for the record).
@@ -588,11 +607,11 @@ pub struct HostStage {
     pub error: Option<String>,
 }
 
-/// One stage of one CA's rotation.
+/// One stage of a rotation (of one or more CAs rolled together).
 #[derive(Clone, Debug, Serialize)]
 pub struct StageReport {
-    /// The CA (kubeadm's name).
-    pub ca: String,
+    /// The CAs (kubeadm's names) this stage concerned.
+    pub cas: Vec<String>,
     /// The stage.
     pub stage: &'static str,
     /// `done` (an earlier run did it), `ran`, `failed`, `planned`.
@@ -603,16 +622,77 @@ pub struct StageReport {
     pub hosts: Vec<HostStage>,
 }
 
-/// Rotates `ca` on `nodes` (every host of the cluster, connected): continues from the journal,
-/// runs the stages left, records each in the journal once every node has it. `check`: only
-/// reports what each stage left would upload and restart per host. `resume`: there must be a
-/// rotation in progress. Returns one report per stage; `Err` when a stage failed or was
-/// refused (the reports so far are in `done` for the caller to print).
-#[allow(clippy::too_many_arguments)]
-pub async fn rotate_ca(
+/// Which of `cas` still need `stage`, by the journal.
+fn needing(journal: &Journal, cas: &[CaName], stage: Stage) -> Vec<CaName> {
+    cas.iter()
+        .copied()
+        .filter(|ca| journal.cas.get(ca.name()).is_none_or(|e| e.stage < stage))
+        .collect()
+}
+
+/// The CA family files of `cas`, together.
+fn families(
+    input: &PkiInput,
+    layout: &StateLayout,
+    cas: &[CaName],
+) -> Result<HashSet<PathBuf>, CertsError> {
+    let mut out = HashSet::new();
+    for ca in cas {
+        out.extend(family_files(input, layout, *ca)?);
+    }
+    Ok(out)
+}
+
+/// The drop stage's check for `cas`: every certificate of theirs, in the state directory and
+/// on every node, signed by its new CA.
+async fn check_signed_by_new(
     cluster: &Cluster,
     layout: &StateLayout,
-    ca: CaName,
+    input: &PkiInput,
+    cas: &[CaName],
+    nodes: &[(&Host, Arc<dyn Executor>)],
+) -> Result<(), RotateError> {
+    let mut news = Vec::new();
+    let mut bad = Vec::new();
+    for ca in cas {
+        let a = Archive::load(layout, *ca)?;
+        bad.extend(unverified_local(input, layout, *ca, &a.new)?);
+        news.push((*ca, a.new));
+    }
+    for (h, exec) in nodes {
+        let files = node_files(cluster, layout, h);
+        let remote =
+            read_node(exec.as_ref(), &files)
+                .await
+                .map_err(|source| RotateError::Read {
+                    ca: cas.iter().map(|c| c.name()).collect::<Vec<_>>().join(","),
+                    host: h.name.clone(),
+                    source: Box::new(source),
+                })?;
+        for (ca, new) in &news {
+            bad.extend(unverified_node(&h.name, *ca, &files, &remote, new));
+        }
+    }
+    if bad.is_empty() {
+        return Ok(());
+    }
+    Err(RotateError::Unverified {
+        ca: cas.iter().map(|c| c.name()).collect::<Vec<_>>().join(","),
+        unverified: bad,
+    })
+}
+
+/// Rotates `cas` on `nodes` (every host of the cluster, connected), rolling each stage for all
+/// of them at once (one restart of each component per stage): continues from the journal,
+/// runs the stages left, records each in the journal once every node has it. `check`: only
+/// reports what each stage left would upload and restart per host. `resume`: a rotation of
+/// one of `cas` must be in progress. Appends one report per stage to `done` (also when it
+/// returns `Err`, for the caller to print).
+#[allow(clippy::too_many_arguments)]
+pub async fn rotate_cas(
+    cluster: &Cluster,
+    layout: &StateLayout,
+    cas: &[CaName],
     nodes: &[(&Host, Arc<dyn Executor>)],
     etcd_health: EtcdHealth<'_>,
     fan: &Fanout,
@@ -620,7 +700,8 @@ pub async fn rotate_ca(
     resume: bool,
     done: &mut Vec<StageReport>,
 ) -> Result<(), RotateError> {
-    if !ROTATABLE.contains(&ca) {
+    let names = |cas: &[CaName]| cas.iter().map(|c| c.name().to_string()).collect::<Vec<_>>();
+    if let Some(ca) = cas.iter().find(|c| !ROTATABLE.contains(c)) {
         return Err(RotateError::Unsupported {
             ca: ca.name().into(),
             supported: ROTATABLE.map(|c| c.name()).join(", "),
@@ -628,27 +709,28 @@ pub async fn rotate_ca(
     }
     let input = pki_input(cluster);
     let mut journal = Journal::load(layout)?;
-    let reached = journal.cas.get(ca.name()).map(|e| e.stage);
-    if resume && matches!(reached, None | Some(Stage::Done)) {
+    let in_progress =
+        |j: &Journal, ca: &CaName| j.cas.get(ca.name()).is_some_and(|e| e.stage != Stage::Done);
+    if resume && !cas.iter().any(|ca| in_progress(&journal, ca)) {
         return Err(RotateError::NothingToResume {
-            ca: ca.name().into(),
+            ca: names(cas).join(","),
         });
     }
-    let report = |stage: Stage, status, renewed, hosts| StageReport {
-        ca: ca.name().into(),
+    let report = |cas: &[CaName], stage: Stage, status, renewed, hosts| StageReport {
+        cas: names(cas),
         stage: stage.as_str(),
         status,
         renewed,
         hosts,
     };
-    let files = family_files(&input, layout, ca);
     if check {
-        let only: HashSet<PathBuf> = files.iter().cloned().collect();
         for stage in Stage::ROLLED {
-            if reached.is_some_and(|r| r >= stage) {
-                done.push(report(stage, "done", vec![], vec![]));
+            let todo = needing(&journal, cas, stage);
+            if todo.is_empty() {
+                done.push(report(cas, stage, "done", vec![], vec![]));
                 continue;
             }
+            let only = families(&input, layout, &todo)?;
             let hosts = nodes
                 .iter()
                 .map(|(h, _)| {
@@ -666,48 +748,45 @@ pub async fn rotate_ca(
                     }
                 })
                 .collect();
-            done.push(report(stage, "planned", vec![], hosts));
+            done.push(report(&todo, stage, "planned", vec![], hosts));
         }
         return Ok(());
     }
-    if reached.is_none() {
-        prepare(layout, &input, ca, &mut journal, now())?;
-        tracing::info!(ca = ca.name(), "new CA generated, old CA archived");
+    // A rerun after the end changes nothing: only CAs never rotated (or mid-rotation) move.
+    for ca in cas {
+        if !journal.cas.contains_key(ca.name()) {
+            prepare(layout, &input, *ca, &mut journal, now())?;
+            tracing::info!(ca = ca.name(), "new CA generated, old CA archived");
+        }
     }
-    let reached = journal
-        .cas
-        .get(ca.name())
-        .map_or(Stage::Prepared, |e| e.stage);
     for stage in Stage::ROLLED {
-        if reached >= stage {
-            done.push(report(stage, "done", vec![], vec![]));
+        let todo = needing(&journal, cas, stage);
+        if todo.is_empty() {
+            done.push(report(cas, stage, "done", vec![], vec![]));
             continue;
         }
         if stage == Stage::Done {
-            let a = Archive::load(layout, ca)?;
-            let mut bad = unverified_local(&input, layout, ca, &a.new)?;
-            for (h, exec) in nodes {
-                let files = node_files(cluster, layout, h);
-                let remote =
-                    read_node(exec.as_ref(), &files)
-                        .await
-                        .map_err(|source| RotateError::Read {
-                            ca: ca.name().into(),
-                            host: h.name.clone(),
-                            source: Box::new(source),
-                        })?;
-                bad.extend(unverified_node(&h.name, ca, &files, &remote, &a.new));
-            }
-            if !bad.is_empty() {
-                return Err(RotateError::Unverified {
-                    ca: ca.name().into(),
-                    unverified: bad,
-                });
-            }
+            check_signed_by_new(cluster, layout, &input, &todo, nodes).await?;
         }
-        let renewed = apply_local(cluster, &input, layout, ca, stage, now())?;
-        let only: HashSet<PathBuf> = family_files(&input, layout, ca).into_iter().collect();
-        let results = distribute(layout, nodes, Some(&only), true, etcd_health, fan).await;
+        let mut renewed = Vec::new();
+        for ca in &todo {
+            renewed.extend(apply_local(cluster, &input, layout, *ca, stage, now())?);
+        }
+        let only = families(&input, layout, &todo)?;
+        // A stage an earlier run began may have uploaded files whose users never restarted.
+        let resumed = todo
+            .iter()
+            .any(|ca| journal.cas.get(ca.name()).and_then(|e| e.started) == Some(stage));
+        for ca in &todo {
+            journal.start(*ca, stage);
+        }
+        journal.save(layout)?;
+        let restart = if resumed {
+            Restart::All
+        } else {
+            Restart::Changed
+        };
+        let results = distribute(layout, nodes, Some(&only), restart, etcd_health, fan).await;
         let failed: Vec<String> = results
             .iter()
             .filter(|r| r.result.is_err())
@@ -733,20 +812,24 @@ pub async fn rotate_ca(
             })
             .collect();
         if !failed.is_empty() {
-            done.push(report(stage, "failed", renewed, hosts));
+            done.push(report(&todo, stage, "failed", renewed, hosts));
             return Err(RotateError::StageFailed {
-                ca: ca.name().into(),
+                ca: names(&todo).join(","),
                 stage: stage.as_str(),
                 hosts: failed.join(", "),
             });
         }
-        done.push(report(stage, "ran", renewed, hosts));
-        journal.set(ca, stage, now());
+        done.push(report(&todo, stage, "ran", renewed, hosts));
+        for ca in &todo {
+            journal.set(*ca, stage, now());
+        }
         journal.save(layout)?;
         if stage == Stage::Done {
-            drop_archived_keys(layout, ca)?;
+            for ca in &todo {
+                drop_archived_keys(layout, *ca)?;
+            }
         }
-        tracing::info!(ca = ca.name(), stage = stage.as_str(), "stage done");
+        tracing::info!(cas = ?names(&todo), stage = stage.as_str(), "stage done");
     }
     Ok(())
 }
@@ -801,15 +884,21 @@ mod tests {
                 old_fingerprint: "aa".into(),
                 new_fingerprint: "bb".into(),
                 updated: String::new(),
+                started: None,
             },
         );
+        j.start(CaName::Kubernetes, Stage::TrustBoth);
+        assert_eq!(j.cas["ca"].started, Some(Stage::TrustBoth));
         j.set(CaName::Kubernetes, Stage::TrustBoth, now());
+        assert_eq!(j.cas["ca"].started, None);
+        j.start(CaName::Kubernetes, Stage::Reissued);
         // Not in the journal: nothing recorded.
         j.set(CaName::Etcd, Stage::Done, now());
         j.save(&layout).unwrap();
         let back = Journal::load(&layout).unwrap();
         assert_eq!(back, j);
         assert_eq!(back.cas["ca"].stage, Stage::TrustBoth);
+        assert_eq!(back.cas["ca"].started, Some(Stage::Reissued));
         assert!(!back.cas.contains_key("etcd-ca"));
         let mode = std::fs::metadata(layout.rotation_journal())
             .unwrap()
@@ -817,7 +906,17 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o777, 0o600);
         let text = std::fs::read_to_string(layout.rotation_journal()).unwrap();
-        assert!(text.contains("\"trust-both\""), "{text}");
+        assert!(text.contains("\"stage\": \"trust-both\""), "{text}");
+        for s in [
+            Stage::Prepared,
+            Stage::TrustBoth,
+            Stage::Reissued,
+            Stage::Done,
+        ] {
+            let json = serde_json::to_string(&s).unwrap();
+            assert_eq!(json, format!("\"{}\"", s.as_str()));
+            assert_eq!(serde_json::from_str::<Stage>(&json).unwrap(), s);
+        }
         assert!(Stage::Prepared < Stage::TrustBoth && Stage::Reissued < Stage::Done);
         std::fs::write(layout.rotation_journal(), "{not json").unwrap();
         let err = Journal::load(&layout).unwrap_err().to_string();
@@ -901,6 +1000,43 @@ mod tests {
         drop_archived_keys(&layout, CaName::Kubernetes).unwrap();
         assert!(!arch.join("old.key").exists() && !arch.join("new.key").exists());
         assert!(arch.join("old.crt").is_file());
+        crate::certs::tests::phases_keep_everything(&input, &layout);
+    }
+
+    /// The front proxy's CA: its own bundle and client certificate; the cluster CA and the
+    /// kubeconfigs are left alone.
+    #[test]
+    fn front_proxy_stages_touch_only_their_family() {
+        let dir = tempfile::tempdir().unwrap();
+        let (c, input, layout) = generated(dir.path());
+        let fp = CaName::FrontProxy;
+        let read = |rel: &str| std::fs::read_to_string(layout.pki_dir().join(rel)).unwrap();
+        let (ca_before, admin_before) =
+            (read("ca.crt"), std::fs::read(layout.admin_conf()).unwrap());
+        let old_pem = read("front-proxy-ca.crt");
+        let mut j = Journal::default();
+        prepare(&layout, &input, fp, &mut j, now()).unwrap();
+        let new_pem =
+            std::fs::read_to_string(layout.rotation_archive("front-proxy-ca").join("new.crt"))
+                .unwrap();
+        let stage = |s| apply_local(&c, &input, &layout, fp, s, now()).unwrap();
+        stage(Stage::TrustBoth);
+        assert_eq!(read("front-proxy-ca.crt"), format!("{old_pem}{new_pem}"));
+        let renewed = stage(Stage::Reissued);
+        let names: Vec<&str> = renewed.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["front-proxy-client"]);
+        crate::certs::tests::phases_keep_everything(&input, &layout);
+        stage(Stage::Done);
+        assert_eq!(read("front-proxy-ca.crt"), new_pem);
+        assert_eq!(read("ca.crt"), ca_before);
+        assert_eq!(std::fs::read(layout.admin_conf()).unwrap(), admin_before);
+        let files = family_files(&input, &layout, fp).unwrap();
+        assert!(
+            files
+                .iter()
+                .all(|f| f.to_string_lossy().contains("front-proxy")),
+            "{files:?}"
+        );
         crate::certs::tests::phases_keep_everything(&input, &layout);
     }
 
