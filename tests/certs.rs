@@ -487,6 +487,19 @@ fn pem_certs(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// On node1, `openssl verify` accepts `leaf` with the CA file `new` and refuses it with `old`.
+fn new_not_old(sb: &SandboxGuard, leaf: &str, new: &str, old: &str) {
+    let ok = ssh(sb, "node1", &format!("openssl verify -CAfile {new} {leaf}"));
+    assert!(ok.trim().ends_with(": OK"), "{leaf}: {ok}");
+    let refused = common::ssh_cmd(sb, "node1", &format!("openssl verify -CAfile {old} {leaf}"))
+        .output()
+        .unwrap();
+    assert!(
+        !refused.status.success(),
+        "{leaf} still verifies against {old}"
+    );
+}
+
 /// Start time of a unit's current process (monotonic µs) on a node.
 fn started(sb: &SandboxGuard, node: &str, unit: &str) -> String {
     ssh(
@@ -533,6 +546,24 @@ fn rotate_cluster_ca(
     let work = tempfile::tempdir().unwrap();
     let old_admin = work.path().join("old-admin.conf");
     std::fs::copy(&admin, &old_admin).unwrap();
+    let kubectl = |conf: &Path, args: &[&str]| {
+        let mut c = Command::new(kube_bin.join("kubectl"));
+        c.arg("--kubeconfig").arg(conf).args(args);
+        c
+    };
+    // What `kubeadm join` discovers the CA from (the join phase makes it; this cluster stops
+    // before): the rotation keeps it in line.
+    run_ok(&mut kubectl(
+        &admin,
+        &[
+            "create",
+            "configmap",
+            "cluster-info",
+            "-n",
+            "kube-public",
+            "--from-literal=kubeconfig=placeholder",
+        ],
+    ));
     let old_ca = std::fs::read_to_string(state.join("pki/ca.crt")).unwrap();
     assert_eq!(pem_certs(&old_ca).len(), 1);
     let old_fp = std::fs::read_to_string(state.join("pki/front-proxy-ca.crt")).unwrap();
@@ -720,23 +751,7 @@ fn rotate_cluster_ca(
         leaves.push(leaf);
     }
     for leaf in &leaves {
-        let ok = ssh(
-            sb,
-            "node1",
-            &format!("openssl verify -CAfile /etc/kubernetes/pki/ca.crt {leaf}"),
-        );
-        assert!(ok.trim().ends_with(": OK"), "{leaf}: {ok}");
-        let old = common::ssh_cmd(
-            sb,
-            "node1",
-            &format!("openssl verify -CAfile {old_ca_on_node} {leaf}"),
-        )
-        .output()
-        .unwrap();
-        assert!(
-            !old.status.success(),
-            "{leaf} still verifies against the old CA"
-        );
+        new_not_old(sb, leaf, "/etc/kubernetes/pki/ca.crt", old_ca_on_node);
     }
     let text = std::fs::read_to_string(state.join("kubeconfig/admin.conf")).unwrap();
     let ca_data = kubeconfig_value(&text, "certificate-authority-data");
@@ -769,32 +784,15 @@ fn rotate_cluster_ca(
         "node1",
         &format!("cat > /tmp/clusterkit-old-fp.pem <<'EOF'\n{old_fp}EOF"),
     );
-    let client = "/etc/kubernetes/pki/front-proxy-client.crt";
-    let ok = ssh(
+    new_not_old(
         sb,
-        "node1",
-        &format!("openssl verify -CAfile /etc/kubernetes/pki/front-proxy-ca.crt {client}"),
-    );
-    assert!(ok.trim().ends_with(": OK"), "{ok}");
-    let old = common::ssh_cmd(
-        sb,
-        "node1",
-        &format!("openssl verify -CAfile /tmp/clusterkit-old-fp.pem {client}"),
-    )
-    .output()
-    .unwrap();
-    assert!(
-        !old.status.success(),
-        "front-proxy-client verifies against the old CA"
+        "/etc/kubernetes/pki/front-proxy-client.crt",
+        "/etc/kubernetes/pki/front-proxy-ca.crt",
+        "/tmp/clusterkit-old-fp.pem",
     );
 
     // kubectl: the regenerated admin.conf works; the old one is refused, and so are its
     // credentials when the server's new certificate is trusted.
-    let kubectl = |conf: &Path, args: &[&str]| {
-        let mut c = Command::new(kube_bin.join("kubectl"));
-        c.arg("--kubeconfig").arg(conf).args(args);
-        c
-    };
     assert_eq!(
         stdout(&run_ok(&mut kubectl(&admin, &["get", "--raw", "/readyz"]))).trim(),
         "ok"
@@ -847,14 +845,40 @@ fn rotate_cluster_ca(
         )
         .output()
         .unwrap();
-        stdout(&out).contains(&new_fp)
+        stdout(&out) == new_fp
     });
-    // The API server merges what it publishes there with what the ConfigMap already held,
-    // so the old front-proxy CA stays listed next to the new one.
     assert!(
         published,
-        "the API server never published the new front-proxy CA"
+        "the API server never published the new front-proxy CA alone"
     );
+    let auth_client_ca = stdout(&run_ok(&mut kubectl(
+        &admin,
+        &[
+            "get",
+            "configmap",
+            "extension-apiserver-authentication",
+            "-n",
+            "kube-system",
+            "-o",
+            "jsonpath={.data.client-ca-file}",
+        ],
+    )));
+    assert_eq!(auth_client_ca, new_ca);
+    let info = stdout(&run_ok(&mut kubectl(
+        &admin,
+        &[
+            "get",
+            "configmap",
+            "cluster-info",
+            "-n",
+            "kube-public",
+            "-o",
+            "jsonpath={.data.kubeconfig}",
+        ],
+    )));
+    let ca_data = kubeconfig_value(&info, "certificate-authority-data");
+    let pem = ssh(sb, "node1", &format!("printf '%s' {ca_data} | base64 -d"));
+    assert_eq!(pem, new_ca, "cluster-info");
 
     // A rerun changes nothing: every stage is done, nothing restarts.
     let before: Vec<String> = [

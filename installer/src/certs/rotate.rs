@@ -21,7 +21,10 @@
 //! Each stage's local part is rebuilt from the archive (so it is idempotent), then the CA's
 //! files go out through [`distribute`]: only what differs is uploaded, and what uses it is
 //! restarted, one host at a time with the caller's fan-out, etcd members with health checks
-//! and kube-apiserver waited for until `/readyz` answers.
+//! and kube-apiserver waited for until `/readyz` answers. Then what the API publishes of the
+//! CAs follows ([`refresh_api`]): `kube-public/cluster-info`, and after the drop stage
+//! `kube-system/extension-apiserver-authentication` (the `kube-root-ca.crt` ConfigMaps follow
+//! the controller manager's `--root-ca-file` by themselves).
 //!
 //! Several CAs rotate together, each stage rolled once for all of them.
 //!
@@ -211,6 +214,14 @@ pub enum RotateError {
         /// The failed hosts, comma-separated.
         hosts: String,
     },
+    /// Refreshing what the Kubernetes API publishes of the CAs failed.
+    #[error("{what}: {message}")]
+    Api {
+        /// What was being refreshed.
+        what: &'static str,
+        /// The API's answer.
+        message: String,
+    },
     /// A node could not be read for the drop stage's check.
     #[error("{ca}: cannot check {host} before dropping the old CA: {source}")]
     Read {
@@ -228,6 +239,88 @@ impl From<CertsError> for RotateError {
     fn from(e: CertsError) -> Self {
         Self::Certs(Box::new(e))
     }
+}
+
+/// Where the API server publishes the CAs it trusts for clients and the front proxy
+/// (`kube-system`), for aggregated API servers and webhooks.
+const AUTH_CONFIGMAP: (&str, &str) = ("kube-system", "extension-apiserver-authentication");
+
+/// What the Kubernetes API publishes of the rotated CAs, brought in line with the state
+/// directory after a stage (through the admin.conf of that stage):
+///
+/// - the `cluster-info` ConfigMap in `kube-public` (what `kubeadm join` discovers the CA
+///   from), when the join phase made one, gets the cluster CA's current bundle;
+/// - after the drop stage, [`AUTH_CONFIGMAP`] is deleted so the API servers publish it again
+///   with only the CAs they now read: they add to what it holds and never remove a CA that is
+///   still valid. Waits until it is back.
+async fn refresh_api(cluster: &Cluster, cas: &[CaName], stage: Stage) -> Result<(), RotateError> {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::{Api, DeleteParams, Patch, PatchParams};
+    let err = |what: &'static str| {
+        move |e: kube::Error| RotateError::Api {
+            what,
+            message: e.to_string(),
+        }
+    };
+    let client = crate::kube_api::admin_client(cluster, None)
+        .await
+        .map_err(|e| RotateError::Api {
+            what: "kubernetes client",
+            message: e.to_string(),
+        })?;
+    if cas.contains(&CaName::Kubernetes) {
+        let public: Api<ConfigMap> = Api::namespaced(client.clone(), "kube-public");
+        if public
+            .get_opt("cluster-info")
+            .await
+            .map_err(err("reading kube-public/cluster-info"))?
+            .is_some()
+        {
+            let kubeconfig =
+                crate::phases::join::cluster_info_kubeconfig(cluster).map_err(|e| {
+                    RotateError::Api {
+                        what: "cluster-info kubeconfig",
+                        message: e.to_string(),
+                    }
+                })?;
+            let patch = serde_json::json!({ "data": { "kubeconfig": kubeconfig } });
+            public
+                .patch(
+                    "cluster-info",
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await
+                .map_err(err("updating kube-public/cluster-info"))?;
+        }
+    }
+    if stage != Stage::Done {
+        return Ok(());
+    }
+    let (ns, name) = AUTH_CONFIGMAP;
+    let auth: Api<ConfigMap> = Api::namespaced(client, ns);
+    match auth.delete(name, &DeleteParams::default()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 404 => {}
+        Err(e) => {
+            return Err(err(
+                "deleting kube-system/extension-apiserver-authentication",
+            )(e))
+        }
+    }
+    crate::poll::wait_until(Duration::from_secs(180), || async {
+        match auth.get_opt(name).await {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err(RotateError::Api {
+                what: "kube-system/extension-apiserver-authentication",
+                message: "not published again by the API server within 180s".into(),
+            }),
+            Err(e) => Err(err(
+                "reading kube-system/extension-apiserver-authentication",
+            )(e)),
+        }
+    })
+    .await
 }
 
 /// The CAs `rotate-ca` can rotate.
@@ -819,6 +912,9 @@ pub async fn rotate_cas(
                 hosts: failed.join(", "),
             });
         }
+        // Before the journal: a failure here reruns the stage (nothing left to upload) and
+        // this.
+        refresh_api(cluster, &todo, stage).await?;
         done.push(report(&todo, stage, "ran", renewed, hosts));
         for ca in &todo {
             journal.set(*ca, stage, now());
