@@ -812,70 +812,26 @@ fn rotate_cluster_ca(
     let out = run_fail(&mut kubectl(&mixed, &["get", "--raw", "/api"]));
     assert!(stderr(&out).contains("Unauthorized"), "{}", stderr(&out));
     // In-cluster clients get the new CA: the controller manager publishes it.
+    // A ConfigMap's value (`key` as jsonpath writes it) through the new admin.conf.
+    let configmap = |ns: &str, name: &str, key: &str| {
+        let jsonpath = format!("jsonpath={{.data.{key}}}");
+        let args = ["get", "configmap", name, "-n", ns, "-o", jsonpath.as_str()];
+        stdout(&kubectl(&admin, &args).output().unwrap())
+    };
     let published = common::wait_until(std::time::Duration::from_secs(90), || {
-        let out = kubectl(
-            &admin,
-            &[
-                "get",
-                "configmap",
-                "kube-root-ca.crt",
-                "-n",
-                "default",
-                "-o",
-                "jsonpath={.data.ca\\.crt}",
-            ],
-        )
-        .output()
-        .unwrap();
-        stdout(&out) == new_ca
+        configmap("default", "kube-root-ca.crt", "ca\\.crt") == new_ca
     });
     assert!(published, "kube-root-ca.crt never carried the new CA alone");
+    let auth = "extension-apiserver-authentication";
     let published = common::wait_until(std::time::Duration::from_secs(90), || {
-        let out = kubectl(
-            &admin,
-            &[
-                "get",
-                "configmap",
-                "extension-apiserver-authentication",
-                "-n",
-                "kube-system",
-                "-o",
-                "jsonpath={.data.requestheader-client-ca-file}",
-            ],
-        )
-        .output()
-        .unwrap();
-        stdout(&out) == new_fp
+        configmap("kube-system", auth, "requestheader-client-ca-file") == new_fp
     });
     assert!(
         published,
         "the API server never published the new front-proxy CA alone"
     );
-    let auth_client_ca = stdout(&run_ok(&mut kubectl(
-        &admin,
-        &[
-            "get",
-            "configmap",
-            "extension-apiserver-authentication",
-            "-n",
-            "kube-system",
-            "-o",
-            "jsonpath={.data.client-ca-file}",
-        ],
-    )));
-    assert_eq!(auth_client_ca, new_ca);
-    let info = stdout(&run_ok(&mut kubectl(
-        &admin,
-        &[
-            "get",
-            "configmap",
-            "cluster-info",
-            "-n",
-            "kube-public",
-            "-o",
-            "jsonpath={.data.kubeconfig}",
-        ],
-    )));
+    assert_eq!(configmap("kube-system", auth, "client-ca-file"), new_ca);
+    let info = configmap("kube-public", "cluster-info", "kubeconfig");
     let ca_data = kubeconfig_value(&info, "certificate-authority-data");
     let pem = ssh(sb, "node1", &format!("printf '%s' {ca_data} | base64 -d"));
     assert_eq!(pem, new_ca, "cluster-info");
