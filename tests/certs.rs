@@ -837,14 +837,17 @@ fn rotate_cluster_ca(
     assert_eq!(pem, new_ca, "cluster-info");
 
     // A rerun changes nothing: every stage is done, nothing restarts.
-    let before: Vec<String> = [
-        "kube-apiserver",
-        "kube-controller-manager",
-        "kube-scheduler",
-    ]
-    .iter()
-    .map(|u| started(sb, "node1", u))
-    .collect();
+    let starts = || -> Vec<String> {
+        [
+            "kube-apiserver",
+            "kube-controller-manager",
+            "kube-scheduler",
+        ]
+        .iter()
+        .map(|u| started(sb, "node1", u))
+        .collect()
+    };
+    let before = starts();
     let v = json_of(&mut ck(
         cfg,
         &["-o", "json", "certs", "rotate-ca", "--ca", CAS],
@@ -861,13 +864,5 @@ fn rotate_cluster_ca(
         std::fs::read_to_string(state.join("pki/front-proxy-ca.crt")).unwrap(),
         new_fp
     );
-    let after: Vec<String> = [
-        "kube-apiserver",
-        "kube-controller-manager",
-        "kube-scheduler",
-    ]
-    .iter()
-    .map(|u| started(sb, "node1", u))
-    .collect();
-    assert_eq!(before, after);
+    assert_eq!(before, starts());
 }
