@@ -13,7 +13,8 @@
 //! kubeconfig goes only to the host that holds it (and restarts only its user) and admin.conf
 //! next to cluster.yaml follows; a renewed API server certificate is what kube-apiserver
 //! presents after the restart, and `/readyz` answers through the renewed admin.conf (v1.20.2
-//! kubectl); CA names and unknown names are refused.
+//! kubectl); CA names and unknown names are refused. Last, the cluster and front-proxy CAs
+//! are rotated (`certs rotate-ca`, killed mid-way and resumed): see [`rotate_cluster_ca`].
 //!
 //! Needs root, systemd-nspawn and debootstrap (scripts/deps.sh), apt access for the bundle,
 //! the Kubernetes binaries, etcdctl and openssl; fails with the reason when one is missing.
@@ -90,13 +91,15 @@ fn check_and_renew_on_three_nodes() {
         "openssl missing"
     );
     let kube_bin = common::kube_bin();
-    let sb = SandboxGuard::up(UpOptions::new("certs", 3))
+    // Its own name per run: the suite and a developer may run this file at the same time.
+    let name = format!("ct{}", std::process::id() % 1_000_000);
+    let sb = SandboxGuard::up(UpOptions::new(&name, 3))
         .expect("sandbox up (needs root and scripts/deps.sh)");
     let work = tempfile::tempdir().unwrap();
     let bundle = work.path().join("bundle");
     common::build_bundle(&bundle, Some(&kube_bin), &["--package", "etcd-server"]);
     let cfg = common::sandbox_config(&sb, "certs.yaml", &bundle, "");
-    let state: PathBuf = sb.dir().join("certs-state");
+    let state: PathBuf = sb.dir().join(format!("{name}-state"));
     for phase in ["prepare", "runtime", "pki", "etcd", "control-plane"] {
         run_ok(&mut ck(&cfg, &["install", "--phase", phase]));
     }
@@ -457,7 +460,7 @@ fn check_and_renew_on_three_nodes() {
     steps.enter("7. refused: a CA and an unknown name, nothing changed");
     let out = run_fail(&mut ck(&cfg, &["certs", "renew", "etcd-ca"]));
     assert!(
-        stderr(&out).contains("CA rotation is not supported"),
+        stderr(&out).contains("`certs rotate-ca` replaces CAs"),
         "{}",
         stderr(&out)
     );
@@ -473,4 +476,393 @@ fn check_and_renew_on_three_nodes() {
     for (a, b) in rows.iter().zip(&after) {
         assert_eq!(a["serial"], b["serial"], "{a:#} {b:#}");
     }
+
+    rotate_cluster_ca(&sb, &cfg, &state, &kube_bin, &steps);
+}
+
+/// PEM certificate blocks of a text.
+fn pem_certs(text: &str) -> Vec<String> {
+    text.split_inclusive("-----END CERTIFICATE-----")
+        .filter_map(|b| b.find("-----BEGIN").map(|i| b[i..].to_string()))
+        .collect()
+}
+
+/// On node1, `openssl verify` accepts `leaf` with the CA file `new` and refuses it with `old`.
+fn new_not_old(sb: &SandboxGuard, leaf: &str, new: &str, old: &str) {
+    let ok = ssh(sb, "node1", &format!("openssl verify -CAfile {new} {leaf}"));
+    assert!(ok.trim().ends_with(": OK"), "{leaf}: {ok}");
+    let refused = common::ssh_cmd(sb, "node1", &format!("openssl verify -CAfile {old} {leaf}"))
+        .output()
+        .unwrap();
+    assert!(
+        !refused.status.success(),
+        "{leaf} still verifies against {old}"
+    );
+}
+
+/// Start time of a unit's current process (monotonic µs) on a node.
+fn started(sb: &SandboxGuard, node: &str, unit: &str) -> String {
+    ssh(
+        sb,
+        node,
+        &format!("systemctl show -p ExecMainStartTimestampMonotonic --value {unit}"),
+    )
+    .trim()
+    .to_string()
+}
+
+/// A kubeconfig's base64 value of `key`: `certificate-authority-data` of its cluster or
+/// `client-certificate-data` of its user.
+fn kubeconfig_value(text: &str, key: &str) -> String {
+    let v: Value = serde_saphyr::from_str(text).unwrap();
+    let entry = if key.starts_with("certificate-authority") {
+        &v["clusters"][0]["cluster"]
+    } else {
+        &v["users"][0]["user"]
+    };
+    entry[key]
+        .as_str()
+        .unwrap_or_else(|| panic!("no {key} in {text}"))
+        .to_string()
+}
+
+/// 8. `certs rotate-ca --ca kubernetes,front-proxy` on the running cluster: `--check` plans
+///    the three stages and changes nothing; the rotation is killed (SIGKILL) in the middle of
+///    stage 2 and `--resume` finishes it; afterwards every certificate of both CAs on the
+///    nodes verifies against the new CA and not the old (openssl on the node), no node and no
+///    kubeconfig trusts an old CA, the kube-root-ca.crt and extension-apiserver-authentication
+///    ConfigMaps carry the new CAs, kubectl with the regenerated admin.conf works and the old
+///    credentials are refused; a rerun changes nothing.
+fn rotate_cluster_ca(
+    sb: &SandboxGuard,
+    cfg: &Path,
+    state: &Path,
+    kube_bin: &Path,
+    steps: &common::Steps,
+) {
+    steps.enter("8. rotate-ca --ca kubernetes,front-proxy, killed in stage 2 and resumed");
+    const CAS: &str = "kubernetes,front-proxy";
+    let admin = sb.dir().join("admin.conf");
+    let work = tempfile::tempdir().unwrap();
+    let old_admin = work.path().join("old-admin.conf");
+    std::fs::copy(&admin, &old_admin).unwrap();
+    let kubectl = |conf: &Path, args: &[&str]| {
+        let mut c = Command::new(kube_bin.join("kubectl"));
+        c.arg("--kubeconfig").arg(conf).args(args);
+        c
+    };
+    // What `kubeadm join` discovers the CA from (the join phase makes it; this cluster stops
+    // before): the rotation keeps it in line.
+    run_ok(&mut kubectl(
+        &admin,
+        &[
+            "create",
+            "configmap",
+            "cluster-info",
+            "-n",
+            "kube-public",
+            "--from-literal=kubeconfig=placeholder",
+        ],
+    ));
+    let old_ca = std::fs::read_to_string(state.join("pki/ca.crt")).unwrap();
+    assert_eq!(pem_certs(&old_ca).len(), 1);
+    let old_fp = std::fs::read_to_string(state.join("pki/front-proxy-ca.crt")).unwrap();
+
+    // --check: three stages planned, nothing changed.
+    let v = json_of(&mut ck(
+        cfg,
+        &["-o", "json", "certs", "rotate-ca", "--ca", CAS, "--check"],
+    ));
+    let stages = v["stages"].as_array().unwrap();
+    let names: Vec<&str> = stages
+        .iter()
+        .map(|s| s["stage"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["trust-both", "reissue", "drop-old"], "{v:#}");
+    assert!(stages.iter().all(|s| s["status"] == "planned"), "{v:#}");
+    let node1 = stages[0]["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["host"] == "node1")
+        .unwrap();
+    for file in ["ca.crt", "front-proxy-ca.crt"] {
+        assert!(
+            node1["uploaded"]
+                .as_array()
+                .unwrap()
+                .contains(&Value::from(format!("/etc/kubernetes/pki/{file}"))),
+            "{v:#}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(state.join("pki/ca.crt")).unwrap(),
+        old_ca
+    );
+    assert!(!state.join("rotate/journal.json").exists());
+    // Not rotatable yet: refused before anything changes; nothing to resume.
+    let out = run_fail(&mut ck(cfg, &["certs", "rotate-ca", "--ca", "etcd"]));
+    assert!(
+        stderr(&out).contains("not supported yet"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run_fail(&mut ck(cfg, &["certs", "rotate-ca", "--resume"]));
+    assert!(
+        stderr(&out).contains("no rotation of ca"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!state.join("rotate/journal.json").exists());
+
+    // The rotation of both, killed in the middle of stage 2 (once the new certificates are
+    // issued and their roll-out has begun), then resumed.
+    let journal_path = state.join("rotate/journal.json");
+    let log = work.path().join("killed-run.log");
+    let mut killed = ck(cfg, &["-o", "json", "certs", "rotate-ca", "--ca", CAS]);
+    killed
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    let mut child = killed.spawn().unwrap();
+    let mid_stage_2 = common::wait_until(std::time::Duration::from_secs(600), || {
+        std::fs::read_to_string(&journal_path).is_ok_and(|j| j.contains("\"started\": \"reissue\""))
+            || child.try_wait().unwrap().is_some()
+    });
+    let exited = child.try_wait().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(mid_stage_2 && exited.is_none(), "{exited:?}\n{log}");
+    let journal = std::fs::read_to_string(&journal_path).unwrap();
+    assert_eq!(
+        journal.matches("\"stage\": \"trust-both\"").count(),
+        2,
+        "{journal}"
+    );
+    let v = json_of(&mut ck(
+        cfg,
+        &["-o", "json", "certs", "rotate-ca", "--ca", CAS, "--resume"],
+    ));
+    let stages = v["stages"].as_array().unwrap();
+    let got: Vec<(&str, &str)> = stages
+        .iter()
+        .map(|s| (s["stage"].as_str().unwrap(), s["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("trust-both", "done"),
+            ("reissue", "ran"),
+            ("drop-old", "ran")
+        ],
+        "{v:#}"
+    );
+    for s in &stages[1..] {
+        assert_eq!(
+            s["cas"],
+            serde_json::json!(["ca", "front-proxy-ca"]),
+            "{v:#}"
+        );
+        for h in s["hosts"].as_array().unwrap() {
+            assert_eq!(h["status"], "ok", "{v:#}");
+        }
+        let n1 = s["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["host"] == "node1")
+            .unwrap();
+        assert!(
+            n1["restarted"]
+                .as_array()
+                .unwrap()
+                .contains(&Value::from("kube-apiserver")),
+            "{v:#}"
+        );
+    }
+    // The resumed stage re-issued nothing twice, and restarted every user of its files even
+    // where the killed run had already uploaded them.
+    assert_eq!(stages[1]["renewed"], serde_json::json!([]), "{v:#}");
+    let n1 = stages[1]["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["host"] == "node1")
+        .unwrap();
+    for unit in [
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-scheduler",
+    ] {
+        assert!(
+            n1["restarted"]
+                .as_array()
+                .unwrap()
+                .contains(&Value::from(unit)),
+            "{unit}: {v:#}"
+        );
+    }
+    let new_ca = std::fs::read_to_string(state.join("pki/ca.crt")).unwrap();
+    assert_eq!(pem_certs(&new_ca).len(), 1, "{new_ca}");
+    assert_ne!(new_ca, old_ca);
+    let archive = state.join("rotate/ca");
+    assert_eq!(
+        std::fs::read_to_string(archive.join("old.crt")).unwrap(),
+        old_ca
+    );
+    assert!(!archive.join("old.key").exists() && !archive.join("new.key").exists());
+    let journal = std::fs::read_to_string(state.join("rotate/journal.json")).unwrap();
+    assert!(journal.contains("\"stage\": \"drop-old\""), "{journal}");
+
+    // On every node: the trust bundle is the new CA alone; on the control-plane host every
+    // certificate of the cluster CA (files and kubeconfig client certificates) verifies
+    // against the new CA and not against the old one, and the kubeconfigs trust only the new.
+    let old_ca_on_node = "/tmp/clusterkit-old-ca.pem";
+    for node in NODES {
+        assert_eq!(
+            ssh(sb, node, "cat /etc/kubernetes/pki/ca.crt"),
+            new_ca,
+            "{node}"
+        );
+        ssh(
+            sb,
+            node,
+            &format!("cat > {old_ca_on_node} <<'EOF'\n{old_ca}EOF"),
+        );
+    }
+    let mut leaves: Vec<String> = ["apiserver.crt", "apiserver-kubelet-client.crt"]
+        .iter()
+        .map(|f| format!("/etc/kubernetes/pki/{f}"))
+        .collect();
+    for conf in ["controller-manager.conf", "scheduler.conf", "kubelet.conf"] {
+        let text = ssh(sb, "node1", &format!("cat /etc/kubernetes/{conf}"));
+        let ca_data = kubeconfig_value(&text, "certificate-authority-data");
+        let pem = ssh(sb, "node1", &format!("printf '%s' {ca_data} | base64 -d"));
+        assert_eq!(pem, new_ca, "{conf} trusts more than the new CA");
+        let leaf = format!("/tmp/clusterkit-{conf}.pem");
+        ssh(
+            sb,
+            "node1",
+            &format!(
+                "printf '%s' {} | base64 -d > {leaf}",
+                kubeconfig_value(&text, "client-certificate-data")
+            ),
+        );
+        leaves.push(leaf);
+    }
+    for leaf in &leaves {
+        new_not_old(sb, leaf, "/etc/kubernetes/pki/ca.crt", old_ca_on_node);
+    }
+    let text = std::fs::read_to_string(state.join("kubeconfig/admin.conf")).unwrap();
+    let ca_data = kubeconfig_value(&text, "certificate-authority-data");
+    let pem = ssh(sb, "node1", &format!("printf '%s' {ca_data} | base64 -d"));
+    assert_eq!(pem, new_ca, "admin.conf");
+    assert_eq!(
+        std::fs::read(&admin).unwrap(),
+        std::fs::read(state.join("kubeconfig/admin.conf")).unwrap()
+    );
+    let rows = check(cfg);
+    assert!(rows.iter().all(|r| r["status"] == "ok"), "{rows:#?}");
+
+    // The front proxy's CA: the new one alone on the node, its client certificate from it,
+    // and the API server publishes it to aggregated API servers.
+    let new_fp = std::fs::read_to_string(state.join("pki/front-proxy-ca.crt")).unwrap();
+    assert_eq!(pem_certs(&new_fp).len(), 1, "{new_fp}");
+    assert_ne!(new_fp, old_fp);
+    assert_eq!(
+        ssh(sb, "node1", "cat /etc/kubernetes/pki/front-proxy-ca.crt"),
+        new_fp
+    );
+    let fp_archive = state.join("rotate/front-proxy-ca");
+    assert_eq!(
+        std::fs::read_to_string(fp_archive.join("old.crt")).unwrap(),
+        old_fp
+    );
+    assert!(!fp_archive.join("old.key").exists() && !fp_archive.join("new.key").exists());
+    ssh(
+        sb,
+        "node1",
+        &format!("cat > /tmp/clusterkit-old-fp.pem <<'EOF'\n{old_fp}EOF"),
+    );
+    new_not_old(
+        sb,
+        "/etc/kubernetes/pki/front-proxy-client.crt",
+        "/etc/kubernetes/pki/front-proxy-ca.crt",
+        "/tmp/clusterkit-old-fp.pem",
+    );
+
+    // kubectl: the regenerated admin.conf works; the old one is refused, and so are its
+    // credentials when the server's new certificate is trusted.
+    assert_eq!(
+        stdout(&run_ok(&mut kubectl(&admin, &["get", "--raw", "/readyz"]))).trim(),
+        "ok"
+    );
+    let out = run_fail(&mut kubectl(&old_admin, &["get", "--raw", "/api"]));
+    assert!(stderr(&out).contains("x509"), "{}", stderr(&out));
+    let mut mixed_conf: Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(&old_admin).unwrap()).unwrap();
+    let key = "certificate-authority-data";
+    mixed_conf["clusters"][0]["cluster"][key] = Value::from(kubeconfig_value(
+        &std::fs::read_to_string(&admin).unwrap(),
+        key,
+    ));
+    // kubectl reads JSON kubeconfigs too.
+    let mixed = work.path().join("old-credentials.conf");
+    std::fs::write(&mixed, mixed_conf.to_string()).unwrap();
+    let out = run_fail(&mut kubectl(&mixed, &["get", "--raw", "/api"]));
+    assert!(stderr(&out).contains("Unauthorized"), "{}", stderr(&out));
+    // In-cluster clients get the new CA: the controller manager publishes it.
+    // A ConfigMap's value (`key` as jsonpath writes it) through the new admin.conf.
+    let configmap = |ns: &str, name: &str, key: &str| {
+        let jsonpath = format!("jsonpath={{.data.{key}}}");
+        let args = ["get", "configmap", name, "-n", ns, "-o", jsonpath.as_str()];
+        stdout(&kubectl(&admin, &args).output().unwrap())
+    };
+    let published = common::wait_until(std::time::Duration::from_secs(90), || {
+        configmap("default", "kube-root-ca.crt", "ca\\.crt") == new_ca
+    });
+    assert!(published, "kube-root-ca.crt never carried the new CA alone");
+    let auth = "extension-apiserver-authentication";
+    let published = common::wait_until(std::time::Duration::from_secs(90), || {
+        configmap("kube-system", auth, "requestheader-client-ca-file") == new_fp
+    });
+    assert!(
+        published,
+        "the API server never published the new front-proxy CA alone"
+    );
+    assert_eq!(configmap("kube-system", auth, "client-ca-file"), new_ca);
+    let info = configmap("kube-public", "cluster-info", "kubeconfig");
+    let ca_data = kubeconfig_value(&info, "certificate-authority-data");
+    let pem = ssh(sb, "node1", &format!("printf '%s' {ca_data} | base64 -d"));
+    assert_eq!(pem, new_ca, "cluster-info");
+
+    // A rerun changes nothing: every stage is done, nothing restarts.
+    let starts = || -> Vec<String> {
+        [
+            "kube-apiserver",
+            "kube-controller-manager",
+            "kube-scheduler",
+        ]
+        .iter()
+        .map(|u| started(sb, "node1", u))
+        .collect()
+    };
+    let before = starts();
+    let v = json_of(&mut ck(
+        cfg,
+        &["-o", "json", "certs", "rotate-ca", "--ca", CAS],
+    ));
+    for s in v["stages"].as_array().unwrap() {
+        assert_eq!(s["status"], "done", "{v:#}");
+        assert_eq!(s["hosts"], serde_json::json!([]), "{v:#}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(state.join("pki/ca.crt")).unwrap(),
+        new_ca
+    );
+    assert_eq!(
+        std::fs::read_to_string(state.join("pki/front-proxy-ca.crt")).unwrap(),
+        new_fp
+    );
+    assert_eq!(before, starts());
 }

@@ -86,6 +86,12 @@ macro_rules! pod_network_unit {
 /// The etcd CA certificate, relative to the PKI directory (a node's or the state directory's).
 const ETCD_CA: &str = "etcd/ca.crt";
 
+/// The certificate the controller manager signs CSRs with (`--cluster-signing-cert-file`),
+/// relative to the PKI directory: the cluster CA alone. It is a file of its own because
+/// `ca.crt` is the trust bundle every other component reads, and holds two CAs while the
+/// cluster CA is rotated; the CSR signer accepts exactly one certificate.
+pub const CLUSTER_SIGNING_CERT: &str = "ca-signer.crt";
+
 /// The monitoring PKI's directory, relative to a PKI directory of the state directory.
 const MONITORING_PKI: &str = "monitoring";
 
@@ -536,6 +542,7 @@ fn https(ip: IpAddr, port: u16) -> String {
 /// <state>/kubeconfig/             shared kubeconfigs (admin.conf, super-admin.conf, kube-proxy.conf)
 /// <state>/hosts/<host>/           one host's own files, laid out like its /etc/kubernetes
 /// <state>/journal/                the playbook engine's resume journals
+/// <state>/rotate/                 CA rotation: its journal and the old and new CAs
 /// <state>/network/pod-cidrs.json  host-gw's pod CIDR allocation
 /// <state>/monitor/                generated monitoring configuration, staged for upload
 /// ```
@@ -634,6 +641,18 @@ impl StateLayout {
     /// The playbook engine's journals (`install --resume`).
     pub fn journal_dir(&self) -> PathBuf {
         self.root.join("journal")
+    }
+
+    /// CA rotation's journal (the stage each CA's rotation reached), a JSON file.
+    pub fn rotation_journal(&self) -> PathBuf {
+        self.root.join("rotate/journal.json")
+    }
+
+    /// CA rotation's archive for one CA (kubeadm's name: `ca`, `etcd-ca`, `front-proxy-ca`):
+    /// the old CA and the new one, certificates and keys (0600), kept until the rotation's
+    /// last stage is done.
+    pub fn rotation_archive(&self, ca: &str) -> PathBuf {
+        self.root.join("rotate").join(ca)
     }
 
     /// The host-gw network's record of which pod CIDR each host has.

@@ -299,7 +299,10 @@ pub fn render_flags(component: Component, input: &FlagInput) -> Result<Vec<Strin
             set("authorization-kubeconfig", kc.clone());
             set("client-ca-file", pki("ca.crt"));
             set("cluster-name", input.cluster_name.clone());
-            set("cluster-signing-cert-file", pki("ca.crt"));
+            set(
+                "cluster-signing-cert-file",
+                pki(clusterkit_core::layout::CLUSTER_SIGNING_CERT),
+            );
             set("cluster-signing-key-file", pki("ca.key"));
             set("controllers", "*,bootstrapsigner,tokencleaner".into());
             set("kubeconfig", kc);

@@ -7,6 +7,9 @@
 //!   restart what uses it (etcd one member at a time, waiting for a healthy cluster).
 //! - `distribute`: only the second half — bring nodes in line with the state directory (e.g.
 //!   after a renewal that could not reach a host).
+//! - `rotate-ca [--ca …] [--check] [--resume]`: replace a CA in three stages (trust both,
+//!   reissue, drop the old), journaled so a rerun continues and a rerun after the end changes
+//!   nothing; every host, one at a time.
 //!
 //! The work is in `clusterkit_installer::certs`; this is the CLI around it.
 
@@ -23,7 +26,7 @@ use clusterkit_core::inventory;
 use clusterkit_core::layout::StateLayout;
 use clusterkit_installer::certs::{self, CertsError, ExpiryRow, NodeOutcome};
 use clusterkit_installer::phases::etcd as etcd_phase;
-use clusterkit_installer::pki::MonitoringInput;
+use clusterkit_installer::pki::{CaName, MonitoringInput};
 
 use super::{Global, Selection};
 
@@ -41,6 +44,54 @@ enum CertsCommand {
     Renew(RenewArgs),
     /// Upload whatever differs from the state directory and restart what uses it.
     Distribute(DistributeArgs),
+    /// Replace CAs without a new cluster: trust old and new, reissue every leaf with the new
+    /// one, then drop the old; resumable, one host at a time.
+    RotateCa(RotateArgs),
+}
+
+/// The CAs `rotate-ca --ca` names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum CaChoice {
+    /// The cluster CA (`ca.crt`): API server, kubelets, kubeconfigs.
+    Kubernetes,
+    /// etcd's CA.
+    Etcd,
+    /// The front proxy's CA (aggregated APIs).
+    FrontProxy,
+    /// All three.
+    All,
+}
+
+impl CaChoice {
+    /// The CAs of `choices`, each once, in rotation order.
+    fn cas(choices: &[CaChoice]) -> Vec<CaName> {
+        let all = choices.contains(&CaChoice::All);
+        [
+            (CaChoice::Kubernetes, CaName::Kubernetes),
+            (CaChoice::FrontProxy, CaName::FrontProxy),
+            (CaChoice::Etcd, CaName::Etcd),
+        ]
+        .into_iter()
+        .filter(|(c, _)| all || choices.contains(c))
+        .map(|(_, ca)| ca)
+        .collect()
+    }
+}
+
+#[derive(clap::Args)]
+struct RotateArgs {
+    /// Which CAs to rotate (comma-separated: rotated together, one restart per stage).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "kubernetes")]
+    ca: Vec<CaChoice>,
+
+    /// Change nothing: show each stage left and what it would upload and restart per host.
+    #[arg(long)]
+    check: bool,
+
+    /// Continue a rotation that stopped; fails when none is in progress. (A plain rerun
+    /// continues too.)
+    #[arg(long)]
+    resume: bool,
 }
 
 #[derive(clap::Args)]
@@ -61,7 +112,7 @@ struct CheckArgs {
 #[derive(clap::Args)]
 struct RenewArgs {
     /// Renew every leaf certificate and kubeconfig (kubelet.conf excepted: kubelets rotate
-    /// their own client certificate). CAs are never renewed: CA rotation is not supported.
+    /// their own client certificate). CAs are never renewed: `certs rotate-ca` replaces them.
     #[arg(long, conflicts_with = "names")]
     all: bool,
 
@@ -97,6 +148,7 @@ impl Args {
             CertsCommand::CheckExpiration(a) => a.run(global).await,
             CertsCommand::Renew(a) => a.run(global).await,
             CertsCommand::Distribute(a) => a.run(global).await,
+            CertsCommand::RotateCa(a) => a.run(global).await,
         }
     }
 }
@@ -212,6 +264,20 @@ async fn connect(
     (ok, failed)
 }
 
+/// The etcd health check rolls wait on: the operator's machine checks etcd with the
+/// healthcheck client certificate (`tls`, from the state directory), as the etcd phase does.
+fn etcd_health<'a>(
+    cluster: &'a Cluster,
+    tls: &'a Option<etcd_phase::ClientTls>,
+) -> certs::HealthFuture<'a> {
+    Box::pin(async move {
+        match tls {
+            Some(tls) => etcd_phase::health(cluster, tls).await.map_err(Into::into),
+            None => Err("no etcd healthcheck client certificate in the state directory".into()),
+        }
+    })
+}
+
 /// Uploads, restarts, prints the per-host summary; `Err` naming failed hosts.
 async fn distribute_and_report(
     cluster: &Cluster,
@@ -249,16 +315,12 @@ async fn distribute_and_report(
             cluster.host(name).map(|h| (h, exec))
         })
         .collect();
-    // The operator's machine checks etcd with the healthcheck client certificate, as the etcd
-    // phase does.
     let tls = etcd_phase::ClientTls::load(cluster).ok();
-    let health = || -> certs::HealthFuture<'_> {
-        Box::pin(async {
-            match &tls {
-                Some(tls) => etcd_phase::health(cluster, tls).await.map_err(Into::into),
-                None => Err("no etcd healthcheck client certificate in the state directory".into()),
-            }
-        })
+    let health = || -> certs::HealthFuture<'_> { etcd_health(cluster, &tls) };
+    let restart = if restart {
+        certs::Restart::Changed
+    } else {
+        certs::Restart::No
     };
     results.extend(certs::distribute(&layout, &nodes, only, restart, &health, &fan).await);
     // Input order (the selection's), not "unreachable first".
@@ -391,4 +453,111 @@ impl DistributeArgs {
         )
         .await
     }
+}
+
+impl RotateArgs {
+    async fn run(self, global: Global) -> anyhow::Result<()> {
+        let cluster = super::load_cluster(&global)?;
+        let layout = StateLayout::from_cluster(&cluster);
+        let cas = CaChoice::cas(&self.ca);
+        // Refuse what cannot be rotated before anything changes.
+        if let Some(ca) = cas.iter().find(|c| !certs::ROTATABLE.contains(c)) {
+            anyhow::bail!(
+                "--ca: rotating {} is not supported yet (supported: {})",
+                ca.name(),
+                certs::ROTATABLE.map(|c| c.name()).join(", ")
+            );
+        }
+        // Every host, one at a time: a CA is trusted everywhere or the stage is not done.
+        let hosts: Vec<&Host> = cluster.hosts.iter().collect();
+        let fan = Fanout::new("rotate-ca", 1);
+        let connected = fanout::connect_all(&cluster, &hosts, &fan).await;
+        let mut nodes: Vec<(&Host, Arc<dyn Executor>)> = Vec::new();
+        let mut unreachable = Vec::new();
+        for r in &connected {
+            match &r.result {
+                Ok(ssh) => {
+                    let exec: Arc<dyn Executor> = ssh.clone();
+                    if let Some(h) = cluster.host(&r.host) {
+                        nodes.push((h, exec));
+                    }
+                }
+                Err(e) => unreachable.push(format!("{}: {e}", r.host)),
+            }
+        }
+        let tls = etcd_phase::ClientTls::load(&cluster).ok();
+        let health = || -> certs::HealthFuture<'_> { etcd_health(&cluster, &tls) };
+        let mut reports = Vec::new();
+        let outcome = if !unreachable.is_empty() {
+            Err(anyhow::anyhow!(
+                "every host must be reachable to rotate a CA: {}",
+                unreachable.join("; ")
+            ))
+        } else {
+            certs::rotate_cas(
+                &cluster,
+                &layout,
+                &cas,
+                &nodes,
+                &health,
+                &fan,
+                self.check,
+                self.resume,
+                &mut reports,
+            )
+            .await
+            .context("rotating CAs")
+        };
+        for r in &connected {
+            if let Ok(ssh) = &r.result {
+                ssh.close().await;
+            }
+        }
+        global
+            .output
+            .print(&serde_json::json!({ "stages": reports }), || {
+                rotation_table(&reports)
+            })?;
+        outcome
+    }
+}
+
+fn rotation_table(reports: &[certs::StageReport]) -> String {
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    for r in reports {
+        let cas = r.cas.join(",");
+        if r.hosts.is_empty() {
+            rows.push(vec![
+                cas.clone(),
+                r.stage.into(),
+                r.status.into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+            ]);
+        }
+        for h in &r.hosts {
+            let list = |v: &[String]| {
+                if v.is_empty() {
+                    "-".to_string()
+                } else {
+                    v.join(",")
+                }
+            };
+            rows.push(vec![
+                cas.clone(),
+                r.stage.into(),
+                h.error
+                    .as_deref()
+                    .map_or_else(|| h.status.to_string(), |e| format!("failed: {e}")),
+                h.host.clone(),
+                list(&h.uploaded),
+                list(&h.restarted),
+            ]);
+        }
+    }
+    fanout::table(
+        &["CA", "STAGE", "STATUS", "HOST", "UPLOADED", "RESTARTED"],
+        &rows,
+    )
 }

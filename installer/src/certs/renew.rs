@@ -84,8 +84,8 @@ pub fn renewables(
 }
 
 /// Picks what to renew: `--all`, or names; a name matches exactly or as a group
-/// (`etcd-server` is every `etcd-server/<member>`). CA names are refused: CA rotation is not
-/// supported.
+/// (`etcd-server` is every `etcd-server/<member>`). CA names are refused: CAs are replaced by
+/// [`rotate_cas`], never renewed in place.
 pub fn select(
     all: &[Renewable],
     every: bool,
@@ -107,7 +107,7 @@ pub fn select(
     for name in names {
         if CaName::EVERY.iter().any(|ca| ca.name() == name) {
             return Err(CertsError::UnknownName {
-                name: format!("{name} (a CA: CA rotation is not supported)"),
+                name: format!("{name} (a CA: `certs rotate-ca` replaces CAs)"),
                 known: known(),
             });
         }

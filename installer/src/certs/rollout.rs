@@ -130,7 +130,7 @@ pub fn units_for(changed: &[String]) -> BTreeSet<&'static str> {
                 units.insert(u.kube_controller_manager);
                 units.insert(u.kubelet);
             }
-            "ca.key" | "sa.key" => {
+            clusterkit_core::layout::CLUSTER_SIGNING_CERT | "ca.key" | "sa.key" => {
                 units.insert(u.kube_controller_manager);
             }
             kubeconfig_file::CONTROLLER_MANAGER => {
@@ -276,6 +276,18 @@ pub(super) async fn wait_healthy(health: EtcdHealth<'_>, timeout: Duration) -> R
     }
 }
 
+/// What [`distribute`] restarts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Restart {
+    /// Nothing: upload only.
+    No,
+    /// What uses the files uploaded.
+    Changed,
+    /// What uses any of the files distributed, uploaded or not: a rerun after an upload whose
+    /// restarts did not happen.
+    All,
+}
+
 /// Distributes the state directory's files to `nodes` and restarts what uses them:
 ///
 /// 1. every node in parallel (`fan`): upload what differs among its files (all of them, or
@@ -285,33 +297,48 @@ pub(super) async fn wait_healthy(health: EtcdHealth<'_>, timeout: Duration) -> R
 ///    [`ETCD_REJOIN_TIMEOUT`]) before the next; a failure stops the roll, so quorum holds;
 /// 3. every other component whose files changed, nodes in parallel.
 ///
-/// `restart: false` uploads only. Returns one result per node, in input order.
+/// `restart` says what restarts. Returns one result per node, in input order.
 pub async fn distribute(
     layout: &StateLayout,
     nodes: &[(&Host, Arc<dyn Executor>)],
     only: Option<&HashSet<PathBuf>>,
-    restart: bool,
+    restart: Restart,
     etcd_health: EtcdHealth<'_>,
     fan: &Fanout,
 ) -> Vec<HostResult<NodeOutcome, CertsError>> {
+    let files_of = |host: &Host| -> Vec<FileMapping> {
+        node_mappings(layout, host)
+            .into_iter()
+            .filter(|f| only.is_none_or(|o| o.contains(&f.local)))
+            .collect()
+    };
     let items: Vec<(String, NodeItem<'_>)> = nodes
         .iter()
         .map(|(h, e)| (h.name.clone(), (*h, e.clone())))
         .collect();
     let mut results = fan
         .run(items, |(host, exec)| async move {
-            let files: Vec<FileMapping> = node_mappings(layout, host)
-                .into_iter()
-                .filter(|f| only.is_none_or(|o| o.contains(&f.local)))
-                .collect();
-            let uploaded = sync_node(exec.as_ref(), &files).await?;
+            let uploaded = sync_node(exec.as_ref(), &files_of(host)).await?;
             Ok::<_, CertsError>(NodeOutcome {
                 uploaded,
                 restarted: vec![],
             })
         })
         .await;
-    if !restart {
+    // The units to restart on node `i`.
+    let to_restart = |i: usize, outcome: &NodeOutcome| -> BTreeSet<&'static str> {
+        match restart {
+            Restart::No => BTreeSet::new(),
+            Restart::Changed => units_for(&outcome.uploaded),
+            Restart::All => units_for(
+                &files_of(nodes[i].0)
+                    .iter()
+                    .map(|f| f.remote.to_string_lossy().into_owned())
+                    .collect::<Vec<_>>(),
+            ),
+        }
+    };
+    if restart == Restart::No {
         return results;
     }
     const ETCD: &str = NodeLayout::DEFAULT.units.etcd;
@@ -321,7 +348,7 @@ pub async fn distribute(
         let Ok(outcome) = &results[i].result else {
             continue;
         };
-        if !units_for(&outcome.uploaded).contains(ETCD) {
+        if !to_restart(i, outcome).contains(ETCD) {
             continue;
         }
         let result: Result<Option<String>, CertsError> = async {
@@ -370,7 +397,7 @@ pub async fn distribute(
         .enumerate()
         .filter_map(|(i, (h, e))| {
             let outcome = results[i].result.as_ref().ok()?;
-            let units: Vec<&'static str> = units_for(&outcome.uploaded)
+            let units: Vec<&'static str> = to_restart(i, outcome)
                 .into_iter()
                 .filter(|u| *u != ETCD)
                 .collect();

@@ -200,7 +200,11 @@ pub fn host_files(
                 add(pki.join(&rel), node.pki(&rel));
             }
         }
-        for rel in ["sa.key", "sa.pub"] {
+        for rel in [
+            clusterkit_core::layout::CLUSTER_SIGNING_CERT,
+            "sa.key",
+            "sa.pub",
+        ] {
             add(pki.join(rel), node.pki(rel));
         }
         for conf in [

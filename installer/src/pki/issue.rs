@@ -97,13 +97,19 @@ impl LoadedCa {
     pub fn load(layout: &StateLayout, name: CaName) -> Result<Self, PkiError> {
         let crt = layout.pki_dir().join(format!("{}.crt", name.base()));
         let key = layout.pki_dir().join(format!("{}.key", name.base()));
-        let (cert_pem, cert_der, key) = read_pair(&crt, &key)?.ok_or_else(|| PkiError::Load {
-            path: crt.clone(),
+        Self::load_pair(&crt, &key, name)
+    }
+
+    /// Loads the CA `name` from a certificate (the signing one first, when a bundle) and key
+    /// file anywhere (CA rotation's archive).
+    pub fn load_pair(crt: &Path, key: &Path, name: CaName) -> Result<Self, PkiError> {
+        let (cert_pem, cert_der, key) = read_pair(crt, key)?.ok_or_else(|| PkiError::Load {
+            path: crt.to_path_buf(),
             source: Unusable::Missing,
         })?;
         check_ca(&cert_der, &key, name, OffsetDateTime::now_utc()).map_err(|source| {
             PkiError::Load {
-                path: crt.clone(),
+                path: crt.to_path_buf(),
                 source,
             }
         })?;
@@ -120,6 +126,17 @@ impl LoadedCa {
     pub fn cert_der(&self) -> &[u8] {
         &self.cert_der
     }
+
+    /// The private key, PEM (to write it 0600; never log it).
+    pub fn key_pem(&self) -> String {
+        self.key.serialize_pem()
+    }
+}
+
+/// A new self-signed CA `name` valid for `lifetime` from `now` (CA rotation's new CA; the
+/// pki phase makes its own through [`ensure`]).
+pub fn new_ca(name: CaName, now: OffsetDateTime, lifetime: Duration) -> Result<LoadedCa, PkiError> {
+    issue_ca(name, now, lifetime)
 }
 
 /// Reads a cert/key pair; `Ok(None)` when either file is missing, `Err` only for I/O errors
@@ -144,7 +161,7 @@ pub(super) fn read_pair(
     Ok(Some((cert_pem, cert_der, key_pair)))
 }
 
-pub(super) fn read_optional(path: &Path) -> Result<Option<String>, PkiError> {
+pub(crate) fn read_optional(path: &Path) -> Result<Option<String>, PkiError> {
     match fs::read_to_string(path) {
         Ok(s) => Ok(Some(s)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
@@ -524,6 +541,44 @@ pub(super) fn ensure_ca(
     Ok(Some(ca))
 }
 
+/// The PEM blocks of a certificate bundle (`-----BEGIN CERTIFICATE-----` … `END`), each with
+/// a trailing newline, in file order. Text outside the blocks is dropped.
+pub fn pem_blocks(text: &str) -> Vec<String> {
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find(BEGIN) {
+        let Some(len) = rest[start..].find(END) else {
+            break;
+        };
+        let end = start + len + END.len();
+        out.push(format!("{}\n", &rest[start..end]));
+        rest = &rest[end..];
+    }
+    out
+}
+
+/// Writes the cluster CA's signing certificate alone (the first block of `ca.crt`, which is a
+/// bundle while the CA is rotated) to [`CLUSTER_SIGNING_CERT`], for the controller manager's
+/// CSR signer; untouched when it already holds that. Returns whether it was written.
+///
+/// [`CLUSTER_SIGNING_CERT`]: clusterkit_core::layout::CLUSTER_SIGNING_CERT
+pub fn write_signing_cert(layout: &StateLayout, ca: &LoadedCa) -> Result<bool, PkiError> {
+    let path = layout
+        .pki_dir()
+        .join(clusterkit_core::layout::CLUSTER_SIGNING_CERT);
+    let first = pem_blocks(&ca.cert_pem)
+        .into_iter()
+        .next()
+        .unwrap_or_default();
+    if read_optional(&path)?.as_deref() == Some(first.as_str()) {
+        return Ok(false);
+    }
+    write_file(&path, first.as_bytes(), 0o644)?;
+    Ok(true)
+}
+
 /// Creates or keeps one leaf pair; `ca` is `None` in check mode when the CA itself would be
 /// replaced (then every leaf would be too).
 pub(crate) fn ensure_leaf(
@@ -637,10 +692,11 @@ pub fn ensure_at(
     let mut report = Report::default();
     let mut cas = Vec::new();
     for name in CaName::ALL {
-        cas.push((
-            name,
-            ensure_ca(layout, name, &input.validity, now, mode, &mut report)?,
-        ));
+        let ca = ensure_ca(layout, name, &input.validity, now, mode, &mut report)?;
+        if let (Some(ca), CaName::Kubernetes, Mode::Apply) = (&ca, name, mode) {
+            write_signing_cert(layout, ca)?;
+        }
+        cas.push((name, ca));
     }
     for spec in &specs {
         let ca = cas
