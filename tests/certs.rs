@@ -607,6 +607,21 @@ fn rotate_cluster_ca(
         "{}",
         stderr(&out)
     );
+    // A controller manager still signing with ca.crt (installed before the signer file) is
+    // refused before anything changes.
+    let unit = "/etc/systemd/system/kube-controller-manager.service";
+    ssh(
+        sb,
+        "node1",
+        &format!("cp {unit} /tmp/kcm.service && sed -i 's#pki/ca-signer.crt#pki/ca.crt#' {unit}"),
+    );
+    let out = run_fail(&mut ck(cfg, &["certs", "rotate-ca", "--ca", CAS]));
+    assert!(
+        stderr(&out).contains("node1 signs with ca.crt"),
+        "{}",
+        stderr(&out)
+    );
+    ssh(sb, "node1", &format!("cp /tmp/kcm.service {unit}"));
     let out = run_fail(&mut ck(cfg, &["certs", "rotate-ca", "--resume"]));
     assert!(
         stderr(&out).contains("no rotation of ca"),

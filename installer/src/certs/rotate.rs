@@ -28,6 +28,10 @@
 //!
 //! Several CAs rotate together, each stage rolled once for all of them.
 //!
+//! The cluster CA's rotation is refused on a cluster whose controller managers still sign with
+//! `ca.crt` (installed before [`CLUSTER_SIGNING_CERT`](clusterkit_core::layout::CLUSTER_SIGNING_CERT)
+//! existed): rerunning the pki and control-plane phases first moves them.
+//!
 //! Limits: the cluster CA (`kubernetes`) and the front proxy's are rotated; etcd's not yet. Kubelets that bootstrapped
 //! (workers) keep their own kubelet.conf and rotated client certificate: the drop stage lists
 //! them until they hold a certificate from the new CA. Kubelet serving certificates and
@@ -222,6 +226,15 @@ pub enum RotateError {
         /// The API's answer.
         message: String,
     },
+    /// Controller managers that still sign CSRs with `ca.crt` (installed before the signer
+    /// file existed): the trust stage would turn it into a bundle their signer refuses.
+    #[error("the controller manager on {hosts} signs with ca.crt, not {file}: run `clusterkit install --phase pki` and `--phase control-plane` first")]
+    OldSigner {
+        /// The hosts, comma-separated.
+        hosts: String,
+        /// The signer file it should name.
+        file: String,
+    },
     /// A node could not be read for the drop stage's check.
     #[error("{ca}: cannot check {host} before dropping the old CA: {source}")]
     Read {
@@ -321,6 +334,39 @@ async fn refresh_api(cluster: &Cluster, cas: &[CaName], stage: Stage) -> Result<
         }
     })
     .await
+}
+
+/// The command that says, for each of `files` that exists (a unit file, a static pod
+/// manifest), `yes` when it carries `flag` and `no` when not.
+pub fn flag_check_command(files: &[String], flag: &str) -> Command {
+    let mut script = String::from("for f in");
+    for f in files {
+        script.push(' ');
+        script.push_str(&shell_quote(f));
+    }
+    script.push_str(&format!(
+        "; do if [ -f \"$f\" ]; then if grep -qF -- {} \"$f\"; then echo yes; else echo no; fi; fi; done",
+        shell_quote(flag)
+    ));
+    Command::new(script)
+}
+
+/// Whether the node's controller manager (unit file or static pod, when it has one) signs
+/// CSRs with [`CLUSTER_SIGNING_CERT`](clusterkit_core::layout::CLUSTER_SIGNING_CERT).
+pub async fn signs_with_signer_file(exec: &dyn Executor) -> Result<bool, CertsError> {
+    let node = NodeLayout::DEFAULT;
+    let unit = node.units.kube_controller_manager;
+    let flag = format!(
+        "--cluster-signing-cert-file={}",
+        node.pki(clusterkit_core::layout::CLUSTER_SIGNING_CERT)
+    );
+    let out = exec
+        .run_checked(&flag_check_command(
+            &[node.service_file(unit), node.manifest(unit)],
+            &flag,
+        ))
+        .await?;
+    Ok(!out.stdout_str().lines().any(|l| l.trim() == "no"))
 }
 
 /// The CAs `rotate-ca` can rotate.
@@ -845,6 +891,20 @@ pub async fn rotate_cas(
         }
         return Ok(());
     }
+    if needing(&journal, cas, Stage::TrustBoth).contains(&CaName::Kubernetes) {
+        let mut old = Vec::new();
+        for (h, exec) in nodes.iter().filter(|(h, _)| h.has_role(Role::ControlPlane)) {
+            if !signs_with_signer_file(exec.as_ref()).await? {
+                old.push(h.name.clone());
+            }
+        }
+        if !old.is_empty() {
+            return Err(RotateError::OldSigner {
+                hosts: old.join(", "),
+                file: NodeLayout::DEFAULT.pki(clusterkit_core::layout::CLUSTER_SIGNING_CERT),
+            });
+        }
+    }
     // A rerun after the end changes nothing: only CAs never rotated (or mid-rotation) move.
     for ca in cas {
         if !journal.cas.contains_key(ca.name()) {
@@ -1097,6 +1157,37 @@ mod tests {
         assert!(!arch.join("old.key").exists() && !arch.join("new.key").exists());
         assert!(arch.join("old.crt").is_file());
         crate::certs::tests::phases_keep_everything(&input, &layout);
+    }
+
+    /// The signer flag check: a unit file with the flag, one without, none at all.
+    #[tokio::test]
+    async fn flag_check_finds_old_signers() {
+        let dir = tempfile::tempdir().unwrap();
+        let flag = "--cluster-signing-cert-file=/etc/kubernetes/pki/ca-signer.crt";
+        let new = dir.path().join("new.service");
+        let old = dir.path().join("old.yaml");
+        std::fs::write(&new, format!("ExecStart=/bin/x \\\n  {flag} \\\n  --y=1\n")).unwrap();
+        std::fs::write(
+            &old,
+            "    - --cluster-signing-cert-file=/etc/kubernetes/pki/ca.crt\n",
+        )
+        .unwrap();
+        let exec = clusterkit_core::exec::local::LocalExecutor::new("cp1", Duration::from_secs(30));
+        let run = |files: Vec<&Path>| {
+            let files: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
+            let exec = &exec;
+            async move {
+                exec.run_checked(&flag_check_command(&files, flag))
+                    .await
+                    .unwrap()
+                    .stdout_str()
+                    .to_string()
+            }
+        };
+        assert_eq!(run(vec![&new]).await, "yes\n");
+        assert_eq!(run(vec![&new, &old]).await, "yes\nno\n");
+        let absent = dir.path().join("absent");
+        assert_eq!(run(vec![&absent]).await, "");
     }
 
     /// The front proxy's CA: its own bundle and client certificate; the cluster CA and the
