@@ -60,7 +60,8 @@ enum Command {
     /// Bootstrap tokens for joining nodes.
     Token(cmd::token::Args),
     /// Check and renew the certificates and kubeconfigs clusterkit issued.
-    Certs(cmd::certs::Args),
+    #[command(subcommand)]
+    Certs(cmd::certs::CertsCommand),
     /// Plan an upgrade: what runs on every host and the moves the version-skew policy allows.
     #[command(subcommand)]
     Upgrade(cmd::upgrade::UpgradeCommand),

@@ -30,14 +30,8 @@ use clusterkit_installer::pki::{CaName, MonitoringInput};
 
 use super::{Global, Selection};
 
-#[derive(clap::Args)]
-pub struct Args {
-    #[command(subcommand)]
-    command: CertsCommand,
-}
-
 #[derive(clap::Subcommand)]
-enum CertsCommand {
+pub enum CertsCommand {
     /// Expiry of every certificate and kubeconfig, read live from the nodes.
     CheckExpiration(CheckArgs),
     /// Re-issue leaf certificates (not the CAs), distribute them and restart what uses them.
@@ -79,7 +73,7 @@ impl CaChoice {
 }
 
 #[derive(clap::Args)]
-struct RotateArgs {
+pub struct RotateArgs {
     /// Which CAs to rotate (comma-separated: rotated together, one restart per stage).
     #[arg(long, value_enum, value_delimiter = ',', default_value = "kubernetes")]
     ca: Vec<CaChoice>,
@@ -95,7 +89,7 @@ struct RotateArgs {
 }
 
 #[derive(clap::Args)]
-struct CheckArgs {
+pub struct CheckArgs {
     #[command(flatten)]
     selection: Selection,
 
@@ -110,7 +104,7 @@ struct CheckArgs {
 }
 
 #[derive(clap::Args)]
-struct RenewArgs {
+pub struct RenewArgs {
     /// Renew every leaf certificate and kubeconfig (kubelet.conf excepted: kubelets rotate
     /// their own client certificate). CAs are never renewed: `certs rotate-ca` replaces them.
     #[arg(long, conflicts_with = "names")]
@@ -133,7 +127,7 @@ struct RenewArgs {
 }
 
 #[derive(clap::Args)]
-struct DistributeArgs {
+pub struct DistributeArgs {
     /// Upload, but restart nothing.
     #[arg(long)]
     no_restart: bool,
@@ -142,9 +136,9 @@ struct DistributeArgs {
     selection: Selection,
 }
 
-impl Args {
+impl CertsCommand {
     pub async fn run(self, global: Global) -> anyhow::Result<()> {
-        match self.command {
+        match self {
             CertsCommand::CheckExpiration(a) => a.run(global).await,
             CertsCommand::Renew(a) => a.run(global).await,
             CertsCommand::Distribute(a) => a.run(global).await,
