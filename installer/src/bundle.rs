@@ -135,17 +135,17 @@ pub fn add_images(
 ) -> Result<Vec<BundleFile>, BundleError> {
     let cached = images::ensure(&opts.cache, &opts.sources, pause_names)?;
     let dir = out.join("images");
-    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    std::fs::create_dir_all(&dir).map_err(file_err(&dir))?;
     let mut files = Vec::new();
     for i in &cached.images {
         let src = opts.cache.join(&i.file);
         let dest = dir.join(&i.file);
         // Replace, never reuse: a stale tarball from an older bundle must not survive.
         if dest.exists() {
-            std::fs::remove_file(&dest).map_err(io(&dest))?;
+            std::fs::remove_file(&dest).map_err(file_err(&dest))?;
         }
         if std::fs::hard_link(&src, &dest).is_err() {
-            std::fs::copy(&src, &dest).map_err(io(&dest))?;
+            std::fs::copy(&src, &dest).map_err(file_err(&dest))?;
         }
         let (sha256, size) = sha256_file(&dest)?;
         if sha256 != i.sha256 || size != i.size {
@@ -170,7 +170,7 @@ pub fn add_images(
     };
     let path = dir.join(images::MANIFEST_FILE);
     let text = serde_json::to_string_pretty(&manifest).unwrap_or_default() + "\n";
-    std::fs::write(&path, text).map_err(io(&path))?;
+    std::fs::write(&path, text).map_err(file_err(&path))?;
     let (sha256, size) = sha256_file(&path)?;
     files.push(BundleFile {
         name: "images-manifest".into(),
@@ -188,10 +188,6 @@ pub fn default_base_status() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/var/cache/clusterkit"));
     cache.join("rootfs/bookworm/var/lib/dpkg/status")
-}
-
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BundleError + '_ {
-    file_err(path)
 }
 
 fn run(cmd: &mut Command) -> Result<String, BundleError> {
@@ -242,7 +238,7 @@ pub fn parse_simulation(out: &str) -> Vec<(String, String, String)> {
 }
 
 fn sha256_file(path: &Path) -> Result<(String, u64), BundleError> {
-    let size = std::fs::metadata(path).map_err(io(path))?.len();
+    let size = std::fs::metadata(path).map_err(file_err(path))?.len();
     Ok((release::sha256_file(path)?, size))
 }
 
@@ -252,7 +248,7 @@ const DPKG_WITH_ZSTD: &str = "1.21.18";
 /// Whether the nodes' dpkg (its version in the base system's status file) installs packages
 /// whose members are zstd-compressed.
 fn dpkg_reads_zstd(base_status: &Path) -> Result<bool, BundleError> {
-    let status = std::fs::read_to_string(base_status).map_err(io(base_status))?;
+    let status = std::fs::read_to_string(base_status).map_err(file_err(base_status))?;
     let version = status
         .split("\n\n")
         .find(|stanza| stanza.lines().any(|l| l == "Package: dpkg"))
@@ -271,7 +267,7 @@ fn dpkg_reads_zstd(base_status: &Path) -> Result<bool, BundleError> {
 fn deb_members(path: &Path) -> Result<Vec<String>, BundleError> {
     use std::io::{Read, Seek, SeekFrom};
     // Only the 60-byte member headers are read; the members themselves are skipped.
-    let mut file = std::fs::File::open(path).map_err(io(path))?;
+    let mut file = std::fs::File::open(path).map_err(file_err(path))?;
     let mut members = Vec::new();
     let mut magic = [0u8; 8];
     if file.read_exact(&mut magic).is_err() || &magic != b"!<arch>\n" {
@@ -292,7 +288,7 @@ fn deb_members(path: &Path) -> Result<Vec<String>, BundleError> {
         members.push(name);
         // Members are padded to an even size.
         file.seek(SeekFrom::Current(size + size % 2))
-            .map_err(io(path))?;
+            .map_err(file_err(path))?;
     }
     Ok(members)
 }
@@ -323,7 +319,7 @@ fn repack_zstd(path: &Path) -> Result<(), BundleError> {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
-    std::fs::rename(&tmp, path).map_err(io(path))
+    Ok(std::fs::rename(&tmp, path).map_err(file_err(path))?)
 }
 
 /// Fills `out/bin/` with the downloaded release (when asked for) and the files of
@@ -354,7 +350,7 @@ fn add_binaries(
     }
     for dir in &opts.binary_dirs {
         let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(io(dir))?
+            .map_err(file_err(dir))?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.is_file())
             .collect();
@@ -391,16 +387,16 @@ fn add_binaries(
     }
     let kubernetes_version = kubernetes_version(&reported, opts.release.as_ref())?;
     if !sources.is_empty() {
-        std::fs::create_dir_all(&bin).map_err(io(&bin))?;
+        std::fs::create_dir_all(&bin).map_err(file_err(&bin))?;
     }
     for (src, name) in sources.iter().zip(&names) {
         // Replace, never reuse: a binary of an older build must not survive.
         let dest = bin.join(name);
         if dest.exists() {
-            std::fs::remove_file(&dest).map_err(io(&dest))?;
+            std::fs::remove_file(&dest).map_err(file_err(&dest))?;
         }
         if std::fs::hard_link(src, &dest).is_err() {
-            std::fs::copy(src, &dest).map_err(io(&dest))?;
+            std::fs::copy(src, &dest).map_err(file_err(&dest))?;
         }
     }
     // Anything else in bin/ is from an older build, and the install would find it by name;
@@ -416,7 +412,10 @@ fn add_binaries(
         .map(|name| {
             let path = bin.join(&name);
             let (sha256, size) = match verified.remove(&name) {
-                Some(sha256) => (sha256, std::fs::metadata(&path).map_err(io(&path))?.len()),
+                Some(sha256) => (
+                    sha256,
+                    std::fs::metadata(&path).map_err(file_err(&path))?.len(),
+                ),
                 None => sha256_file(&path)?,
             };
             let version = reported.get(&name).cloned();
@@ -446,7 +445,7 @@ fn remove_entries(dir: &Path, keep: impl Fn(&Path) -> bool) -> Result<(), Bundle
         } else {
             std::fs::remove_file(&path)
         };
-        removed.map_err(io(&path))?;
+        removed.map_err(file_err(&path))?;
     }
     Ok(())
 }
@@ -494,7 +493,7 @@ pub fn build(opts: &BuildOptions) -> Result<BundleManifest, BundleError> {
         });
     }
     let debs = opts.out.join("debs");
-    std::fs::create_dir_all(&debs).map_err(io(&debs))?;
+    std::fs::create_dir_all(&debs).map_err(file_err(&debs))?;
     let mut roots = BTreeMap::new();
     let mut wanted: BTreeMap<String, (String, String)> = BTreeMap::new();
     for p in &opts.packages {
@@ -562,7 +561,7 @@ pub fn build(opts: &BuildOptions) -> Result<BundleManifest, BundleError> {
         // A bundle rebuilt without images must not keep an old images/ the phase would import.
         let old = opts.out.join("images");
         if old.exists() {
-            std::fs::remove_dir_all(&old).map_err(io(&old))?;
+            std::fs::remove_dir_all(&old).map_err(file_err(&old))?;
         }
     }
     let manifest = BundleManifest {
@@ -577,7 +576,7 @@ pub fn build(opts: &BuildOptions) -> Result<BundleManifest, BundleError> {
     };
     let path = opts.out.join("manifest.json");
     let text = serde_json::to_string_pretty(&manifest).unwrap_or_default();
-    std::fs::write(&path, text + "\n").map_err(io(&path))?;
+    std::fs::write(&path, text + "\n").map_err(file_err(&path))?;
     Ok(manifest)
 }
 

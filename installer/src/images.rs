@@ -109,10 +109,6 @@ pub enum ImageError {
     Mismatch { path: PathBuf, manifest: PathBuf },
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ImageError + '_ {
-    file_err(path)
-}
-
 /// `manifest.json` of an image directory.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ImageManifest {
@@ -487,8 +483,8 @@ fn pause_sources(kube_src: &Path, work: &Path) -> Result<(PathBuf, PathBuf), Ima
             "build/pause/Makefile",
         ]))?;
     // The tarball's top directory (kubernetes-1.20.2/) is not known in advance.
-    for e in std::fs::read_dir(work).map_err(io(work))? {
-        let dir = e.map_err(io(work))?.path().join("build/pause");
+    for e in std::fs::read_dir(work).map_err(file_err(work))? {
+        let dir = e.map_err(file_err(work))?.path().join("build/pause");
         if dir.join("linux/pause.c").is_file() {
             return Ok((dir.join("linux/pause.c"), dir.join("Makefile")));
         }
@@ -514,7 +510,7 @@ pub fn build_pause_binary(kube_src: &Path) -> Result<Vec<u8>, ImageError> {
         .arg(&out)
         .arg(&source)
         .env("LC_ALL", "C"))?;
-    std::fs::read(&out).map_err(io(&out))
+    Ok(std::fs::read(&out).map_err(file_err(&out))?)
 }
 
 /// A temporary directory removed on drop (no tempfile dependency in the library).
@@ -539,12 +535,10 @@ fn tempdir() -> Result<TempDir, ImageError> {
         match std::fs::create_dir(&p) {
             Ok(()) => return Ok(TempDir(p)),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(io(&p)(e)),
+            Err(e) => return Err(file_err(&p)(e).into()),
         }
     }
-    Err(io(&base)(std::io::Error::other(
-        "no free temporary directory name",
-    )))
+    Err(file_err(&base)(std::io::Error::other("no free temporary directory name")).into())
 }
 
 /// True for an ELF executable without a program interpreter (statically linked).
@@ -569,7 +563,7 @@ pub fn is_static_elf(data: &[u8]) -> bool {
 
 /// Reads the static busybox and its applet list (`busybox --list`).
 pub fn busybox_inputs(busybox: &Path) -> Result<(Vec<u8>, Vec<String>), ImageError> {
-    let data = std::fs::read(busybox).map_err(io(busybox))?;
+    let data = std::fs::read(busybox).map_err(file_err(busybox))?;
     if !is_static_elf(&data) {
         return Err(ImageError::NotStatic {
             path: busybox.to_path_buf(),
@@ -602,8 +596,8 @@ pub fn file_name(image: &str) -> String {
 fn write_atomic(path: &Path, data: &[u8]) -> Result<(), ImageError> {
     // A name of this process's own: two processes may build into the same cache at once.
     let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    std::fs::write(&tmp, data).map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))
+    std::fs::write(&tmp, data).map_err(file_err(&tmp))?;
+    Ok(std::fs::rename(&tmp, path).map_err(file_err(path))?)
 }
 
 /// Builds the busybox image and the pause image under each of `pause_names` into `out`, keeps
@@ -614,7 +608,7 @@ pub fn build(
     sources: &Sources,
     pause_names: &[String],
 ) -> Result<ImageManifest, ImageError> {
-    std::fs::create_dir_all(out).map_err(io(out))?;
+    std::fs::create_dir_all(out).map_err(file_err(out))?;
     // What is there and intact stays (another cluster's pause tag in a shared cache).
     let mut images: Vec<ImageEntry> = match load(out) {
         Ok(m) => m
@@ -654,7 +648,7 @@ pub fn build(
 /// Reads `dir/manifest.json` (does not hash the tarballs; see [`verify`]).
 pub fn load(dir: &Path) -> Result<ImageManifest, ImageError> {
     let path = dir.join(MANIFEST_FILE);
-    let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+    let text = std::fs::read_to_string(&path).map_err(file_err(&path))?;
     let m: ImageManifest =
         serde_json::from_str(&text).map_err(|source| ImageError::ManifestJson {
             path: path.clone(),
@@ -682,7 +676,7 @@ pub fn verify(dir: &Path, manifest: &ImageManifest) -> Result<(), ImageError> {
 
 fn verify_one(dir: &Path, i: &ImageEntry) -> Result<(), ImageError> {
     let path = dir.join(&i.file);
-    let data = std::fs::read(&path).map_err(io(&path))?;
+    let data = std::fs::read(&path).map_err(file_err(&path))?;
     if data.len() as u64 != i.size || sha256_hex(&data) != i.sha256 {
         return Err(ImageError::Mismatch {
             path,
@@ -703,12 +697,12 @@ pub fn ensure(
 ) -> Result<ImageManifest, ImageError> {
     // One builder at a time per directory (tests and `bundle build` share the cache): the
     // others wait, then find the images complete. Released when the file is closed.
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    std::fs::create_dir_all(dir).map_err(file_err(dir))?;
     let lock_path = dir.join(".lock");
-    let file = std::fs::File::create(&lock_path).map_err(io(&lock_path))?;
+    let file = std::fs::File::create(&lock_path).map_err(file_err(&lock_path))?;
     let _lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
         .map_err(|(_, e)| std::io::Error::from(e))
-        .map_err(io(&lock_path))?;
+        .map_err(file_err(&lock_path))?;
     let wanted = |m: ImageManifest| ImageManifest {
         format: m.format,
         images: m

@@ -15,14 +15,11 @@ pub struct FileError {
     pub source: io::Error,
 }
 
-/// For `map_err` on an I/O call about `path`, into any error that wraps [`FileError`].
-pub fn file_err<E: From<FileError>>(path: &Path) -> impl FnOnce(io::Error) -> E + '_ {
-    move |source| {
-        FileError {
-            path: path.to_path_buf(),
-            source,
-        }
-        .into()
+/// For `map_err` on an I/O call about `path` (`?` then converts it into the caller's error).
+pub fn file_err(path: &Path) -> impl FnOnce(io::Error) -> FileError + '_ {
+    move |source| FileError {
+        path: path.to_path_buf(),
+        source,
     }
 }
 

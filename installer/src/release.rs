@@ -65,10 +65,6 @@ pub enum ReleaseError {
     Arch { arch: String },
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ReleaseError + '_ {
-    file_err(path)
-}
-
 /// The release server's name for a Debian architecture.
 pub fn release_arch(debian_arch: &str) -> Result<&'static str, ReleaseError> {
     Ok(match debian_arch {
@@ -103,7 +99,7 @@ pub fn fetch(
     names: &[&str],
     dir: &Path,
 ) -> Result<Vec<(PathBuf, String)>, ReleaseError> {
-    fs::create_dir_all(dir).map_err(io(dir))?;
+    fs::create_dir_all(dir).map_err(file_err(dir))?;
     let mut paths = Vec::new();
     for name in names {
         let url = url(base, version, arch, name);
@@ -127,8 +123,9 @@ pub fn fetch(
                 let _ = fs::remove_file(&part);
                 return Err(e);
             }
-            fs::set_permissions(&part, fs::Permissions::from_mode(0o755)).map_err(io(&part))?;
-            fs::rename(&part, &dest).map_err(io(&dest))?;
+            fs::set_permissions(&part, fs::Permissions::from_mode(0o755))
+                .map_err(file_err(&part))?;
+            fs::rename(&part, &dest).map_err(file_err(&dest))?;
             tracing::info!(%url, "downloaded and verified");
         }
         paths.push((dest, published));
@@ -198,11 +195,11 @@ fn curl(url: &str, to: &Path) -> Result<(), ReleaseError> {
 
 /// The hex sha256 of a file, read in 1 MiB pieces.
 pub(crate) fn sha256_file(path: &Path) -> Result<String, ReleaseError> {
-    let mut file = fs::File::open(path).map_err(io(path))?;
+    let mut file = fs::File::open(path).map_err(file_err(path))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = file.read(&mut buf).map_err(io(path))?;
+        let n = file.read(&mut buf).map_err(file_err(path))?;
         if n == 0 {
             break;
         }

@@ -136,10 +136,7 @@ pub fn plan(
     target: KubeVersion,
     newest_patch: Option<KubeVersion>,
 ) -> Result<Vec<Step>, Vec<Refusal>> {
-    let apiservers: Vec<KubeVersion> = of(running, &[Component::KubeApiserver])
-        .map(|r| r.version)
-        .collect();
-    let (Some(&oldest), Some(&newest)) = (apiservers.iter().min(), apiservers.iter().max()) else {
+    let Some((oldest, newest)) = apiserver_range(running) else {
         return Err(vec![Refusal::NoApiserver]);
     };
     let mut refusals: Vec<Refusal> = running
@@ -186,6 +183,15 @@ pub fn plan(
     Ok(steps)
 }
 
+/// The oldest and newest kube-apiserver in `state`; `None` when none runs.
+fn apiserver_range(state: &[Running]) -> Option<(KubeVersion, KubeVersion)> {
+    let versions = of(state, &[Component::KubeApiserver]).map(|r| r.version);
+    versions.fold(None, |range, v| match range {
+        None => Some((v, v)),
+        Some((lo, hi)) => Some((lo.min(v), hi.max(v))),
+    })
+}
+
 /// The components of `running` that are one of `components`, in the given order.
 fn of<'a>(
     running: &'a [Running],
@@ -220,10 +226,7 @@ fn order(running: &[Running], target: KubeVersion) -> Vec<Step> {
 
 /// What in `state` breaks the policy, said as of `when`.
 fn violations(state: &[Running], when: &When) -> Vec<Refusal> {
-    let apiservers: Vec<KubeVersion> = of(state, &[Component::KubeApiserver])
-        .map(|r| r.version)
-        .collect();
-    let (Some(&oldest), Some(&newest)) = (apiservers.iter().min(), apiservers.iter().max()) else {
+    let Some((oldest, newest)) = apiserver_range(state) else {
         return vec![Refusal::NoApiserver];
     };
     let mut found = Vec::new();
