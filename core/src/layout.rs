@@ -345,6 +345,9 @@ pub struct NodeLayout {
     pub kube_proxy_config: &'static str,
     /// clusterkit's own files on a node (the backup timers' secrets and kubeconfig).
     pub clusterkit_dir: &'static str,
+    /// What `upgrade apply` replaced on the host (binaries, units, configurations), kept for
+    /// rolling the host back; each file under its path with `/` as `%`.
+    pub previous_dir: &'static str,
     /// The backup timers' environment file: the store's and the encryption's secrets (0600).
     pub backup_env: &'static str,
     /// The admin kubeconfig copy the namespace backup timer uses (0600).
@@ -406,6 +409,7 @@ impl NodeLayout {
         kube_proxy_dir: var_lib_kube_proxy!(""),
         kube_proxy_config: var_lib_kube_proxy!("/config.conf"),
         clusterkit_dir: etc_clusterkit!(""),
+        previous_dir: "/var/lib/clusterkit/previous",
         backup_env: etc_clusterkit!("/backup.env"),
         backup_kubeconfig: etc_clusterkit!("/namespace-backup.conf"),
         backup_s3_ca: etc_clusterkit!("/s3-ca.pem"),
@@ -641,6 +645,11 @@ impl StateLayout {
     /// The playbook engine's journals (`install --resume`).
     pub fn journal_dir(&self) -> PathBuf {
         self.root.join("journal")
+    }
+
+    /// `upgrade apply`'s journal (the target and the steps each host finished), a JSON file.
+    pub fn upgrade_journal(&self) -> PathBuf {
+        self.root.join("upgrade/journal.json")
     }
 
     /// CA rotation's journal (the stage each CA's rotation reached), a JSON file.

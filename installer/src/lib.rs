@@ -18,6 +18,7 @@ pub mod reset;
 pub mod running;
 pub mod skew;
 pub mod token;
+pub mod upgrade;
 pub mod versions;
 
 /// A cluster.yaml text loaded as the unit tests need it: next to it a placeholder key `./k`

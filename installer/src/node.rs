@@ -277,6 +277,23 @@ pub struct DrainPlan {
     pub skip: Vec<String>,
     /// `namespace/name` of pods no controller recreates (evicted only with `force`).
     pub unmanaged: Vec<String>,
+    /// `namespace/name` of pods to evict that keep data in an `emptyDir` volume, which the
+    /// eviction deletes (evicted only with `delete_emptydir_data`, as `kubectl drain`).
+    pub local_data: Vec<String>,
+}
+
+/// How [`drain`] behaves.
+#[derive(Clone, Copy, Debug)]
+pub struct DrainOptions {
+    /// Evict pods without a controller too.
+    pub force: bool,
+    /// Evict pods with `emptyDir` volumes too (their data is lost).
+    pub delete_emptydir_data: bool,
+    /// List what would be evicted; cordon and evict nothing.
+    pub check: bool,
+    /// How long the evictions (retried while a disruption budget refuses) and the pods'
+    /// termination may take.
+    pub timeout: Duration,
 }
 
 /// Sorts a node's pods as `kubectl drain` does (pure).
@@ -308,6 +325,14 @@ pub fn drain_plan(pods: &[Pod]) -> DrainPlan {
         } else if controller.is_none() && !finished {
             plan.unmanaged.push(id);
         } else {
+            let empty_dir = p
+                .spec
+                .as_ref()
+                .and_then(|s| s.volumes.as_ref())
+                .is_some_and(|v| v.iter().any(|v| v.empty_dir.is_some()));
+            if empty_dir && !finished {
+                plan.local_data.push(id.clone());
+            }
             plan.evict.push(id);
         }
     }
@@ -329,10 +354,12 @@ fn eviction_body(cluster: &Cluster, ns: &str, name: &str) -> serde_json::Value {
     })
 }
 
-/// Evicts one pod, retrying while a disruption budget refuses (429) until `deadline`.
+/// Evicts one pod of `node`, retrying while a disruption budget refuses (429) until
+/// `deadline`; then fails naming the pod and what the budget said.
 async fn evict(
     cluster: &Cluster,
     client: &kube::Client,
+    node: &str,
     id: &str,
     deadline: tokio::time::Instant,
 ) -> Result<(), NodeError> {
@@ -346,9 +373,18 @@ async fn evict(
         match client.request_text(req).await {
             Ok(_) => return Ok(()),
             Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 429 && tokio::time::Instant::now() < deadline => {
+            Err(kube::Error::Api(s)) if s.code == 429 => {
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(NodeError::Drain {
+                        host: node.to_string(),
+                        message: format!(
+                            "timed out: a disruption budget still refuses to evict {id} ({})",
+                            s.message
+                        ),
+                    });
+                }
                 tracing::info!(pod = %id, "eviction refused by a disruption budget; retrying");
-                tokio::time::sleep(Duration::from_secs(5)).await;
+                tokio::time::sleep(Duration::from_secs(2)).await;
             }
             Err(e) => return Err(api(format!("evicting {id}"), e)),
         }
@@ -372,10 +408,14 @@ pub async fn drain(
     cluster: &Cluster,
     client: &kube::Client,
     node: &str,
-    force: bool,
-    check: bool,
-    timeout: Duration,
+    opts: DrainOptions,
 ) -> Result<DrainPlan, NodeError> {
+    let DrainOptions {
+        force,
+        delete_emptydir_data,
+        check,
+        timeout,
+    } = opts;
     let nodes: Api<Node> = Api::all(client.clone());
     if !check {
         nodes
@@ -403,12 +443,21 @@ pub async fn drain(
             plan.evict.append(&mut plan.unmanaged.clone());
         }
     }
+    if !plan.local_data.is_empty() && !delete_emptydir_data && !check {
+        return Err(NodeError::Drain {
+            host: node.to_string(),
+            message: format!(
+                "pods with emptyDir data would lose it: {} (pass --delete-emptydir-data to evict them anyway)",
+                plan.local_data.join(", ")
+            ),
+        });
+    }
     if check {
         return Ok(plan);
     }
     let deadline = tokio::time::Instant::now() + timeout;
     for id in &plan.evict {
-        evict(cluster, client, id, deadline).await?;
+        evict(cluster, client, node, id, deadline).await?;
         tracing::info!(node, pod = %id, "evicted");
     }
     // Wait until the evicted pods are gone from the node (their grace periods run).
@@ -597,9 +646,13 @@ pub async fn remove(
                 cluster,
                 &client,
                 name,
-                opts.force,
-                opts.check,
-                opts.drain_timeout,
+                DrainOptions {
+                    force: opts.force,
+                    // The node leaves the cluster: its pods' local data goes with it.
+                    delete_emptydir_data: true,
+                    check: opts.check,
+                    timeout: opts.drain_timeout,
+                },
             )
             .await?,
         );
@@ -845,6 +898,23 @@ mod tests {
         assert_eq!(plan.evict, ["ns/web"]);
         assert_eq!(plan.skip, ["ns/ds (DaemonSet)", "ns/static (mirror pod)"]);
         assert_eq!(plan.unmanaged, ["ns/bare"]);
+        assert!(plan.local_data.is_empty());
+    }
+
+    #[test]
+    fn drain_plan_marks_pods_with_empty_dir_data() {
+        let mut scratch = pod("cache", Some("ReplicaSet"), &[]);
+        scratch.spec = Some(k8s_openapi::api::core::v1::PodSpec {
+            volumes: Some(vec![k8s_openapi::api::core::v1::Volume {
+                name: "tmp".into(),
+                empty_dir: Some(Default::default()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        });
+        let plan = drain_plan(&[scratch, pod("web", Some("ReplicaSet"), &[])]);
+        assert_eq!(plan.evict, ["ns/cache", "ns/web"]);
+        assert_eq!(plan.local_data, ["ns/cache"]);
     }
 
     #[test]

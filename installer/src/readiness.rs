@@ -261,7 +261,7 @@ async fn component_checks(cluster: &Cluster, client: &kube::Client) -> Vec<Check
         out.push(Check::new(format!("apiserver /livez {}", h.name), r));
     }
     let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-system");
-    for name in ["kube-controller-manager", "kube-scheduler"] {
+    for name in crate::phases::control_plane::LEADER_LEASES {
         let r = match leases.get(name).await {
             Err(e) => Err(NotReady::failed("lease", e)),
             Ok(l) => {

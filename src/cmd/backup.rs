@@ -437,6 +437,39 @@ impl EtcdArgs {
     }
 }
 
+/// An etcd backup as cluster.yaml's `backup:` configures it (store, encryption, compression),
+/// then read back and verified against its recorded checksums: what `upgrade apply` takes
+/// before it touches a host. Returns the backup's id.
+pub(crate) async fn etcd_backup_verified(cluster: &Cluster) -> anyhow::Result<String> {
+    let args = EtcdArgs {
+        store: StoreArgs::default(),
+        endpoints: Vec::new(),
+        cacert: None,
+        cert: None,
+        key: None,
+        age_recipient: Vec::new(),
+        passphrase_env: None,
+        compression_level: None,
+        cluster_name: None,
+        lock_ttl_secs: 300,
+    };
+    let store = args.store.open(Some(cluster)).await?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let m = clusterkit_backup::etcd::backup_etcd(
+        store.clone(),
+        &args.target(Some(cluster))?,
+        &args.options(Some(cluster))?,
+        clock.clone(),
+    )
+    .await
+    .context("etcd backup failed")?;
+    let decrypt = DecryptArgs::default().resolve(Some(cluster))?;
+    catalog::verify(store.as_ref(), &m.id, &decrypt, clock.now())
+        .await
+        .with_context(|| format!("verifying backup {}", m.id))?;
+    Ok(m.id)
+}
+
 /// A flag's seconds as a signed duration, built with checked constructors (clap's range keeps
 /// the value small; this keeps a wider one from wrapping or panicking all the same).
 pub(crate) fn seconds(

@@ -3,7 +3,10 @@
 //! the target in roll order or every reason the version-skew policy refuses it
 //! (`clusterkit_installer::skew`). With an offline bundle, its Kubernetes release is reported
 //! (whether it carries the target's binaries) and counts as the newest patch of the running
-//! minor the policy asks to move to first. Changes nothing. `upgrade apply` does not exist yet.
+//! minor the policy asks to move to first. Changes nothing.
+//!
+//! `clusterkit upgrade apply`: an etcd backup (verified) and then the roll of
+//! `clusterkit_installer::upgrade`, with its report on stdout and progress on stderr.
 
 use anyhow::Context;
 use clusterkit_core::exec::ssh::SshExecutor;
@@ -12,13 +15,48 @@ use clusterkit_core::release::KubeVersion;
 use clusterkit_installer::running;
 use clusterkit_installer::skew::{self, Running, Step};
 
-use super::{Global, Selection};
+use super::{Global, PlaybookFlags, Selection};
 
 #[derive(clap::Subcommand)]
 pub enum UpgradeCommand {
     /// Read what runs on every host and print the moves to --to, or why the version-skew
     /// policy refuses them (exits non-zero then). Changes nothing.
     Plan(PlanArgs),
+    /// Move the cluster to cluster.yaml's kubernetes.version: an etcd backup first, then the
+    /// control-plane hosts one at a time, then every node drained, upgraded and uncordoned in
+    /// batches. A failed host is rolled back and uncordoned; --resume continues from it.
+    Apply(ApplyArgs),
+}
+
+#[derive(clap::Args)]
+pub struct ApplyArgs {
+    /// The target release: cluster.yaml's kubernetes.version (default), said again to confirm.
+    #[arg(long)]
+    to: Option<KubeVersion>,
+
+    /// Roll every host even where everything already runs the target (restarts, drains).
+    #[arg(long)]
+    force_reroll: bool,
+
+    /// Nodes drained and upgraded at once, 1 to 1024.
+    #[arg(long, default_value_t = 1, value_parser = super::flags::concurrency())]
+    max_unavailable: usize,
+
+    /// How long one node's drain may take, in seconds (1 to 86400); a disruption budget that
+    /// still refuses then is named in the error.
+    #[arg(long, default_value_t = clusterkit_installer::node::DRAIN_TIMEOUT.as_secs(), value_parser = super::flags::wait_secs())]
+    drain_timeout: u64,
+
+    /// Evict pods with emptyDir volumes too (their data is lost).
+    #[arg(long)]
+    delete_emptydir_data: bool,
+
+    /// Do not take the etcd backup first (there is then nothing to restore if it goes wrong).
+    #[arg(long)]
+    skip_backup: bool,
+
+    #[command(flatten)]
+    run: PlaybookFlags,
 }
 
 #[derive(clap::Args)]
@@ -54,7 +92,88 @@ struct BundleRelease {
 
 impl UpgradeCommand {
     pub async fn run(self, global: Global) -> anyhow::Result<()> {
-        let UpgradeCommand::Plan(a) = self;
+        match self {
+            UpgradeCommand::Plan(a) => a.run(global).await,
+            UpgradeCommand::Apply(a) => a.run(global).await,
+        }
+    }
+}
+
+impl ApplyArgs {
+    async fn run(self, global: Global) -> anyhow::Result<()> {
+        use clusterkit_installer::upgrade::{self, ApplyOptions};
+        let cluster = super::load_cluster(&global)?;
+        let target = self.to.unwrap_or(cluster.kubernetes.version);
+        target.check_supported().context("--to")?;
+        let opts = ApplyOptions {
+            target,
+            force_reroll: self.force_reroll,
+            resume: self.run.resume,
+            check: self.run.check,
+            max_unavailable: self.max_unavailable,
+            drain_timeout: std::time::Duration::from_secs(self.drain_timeout),
+            delete_emptydir_data: self.delete_emptydir_data,
+            install: clusterkit_installer::phases::InstallOptions {
+                check: self.run.check,
+                events: self.run.events,
+                library: self.run.library.into_iter().collect(),
+                progress: true,
+                verbose: global.verbose > 0,
+                ..Default::default()
+            },
+        };
+        let mut prepared = upgrade::prepare(&cluster, &opts).await?;
+        for m in &prepared.moves {
+            eprintln!("upgrade: {}: {} {} → {}", m.host, m.component, m.from, m.to);
+        }
+        if opts.check || self.skip_backup {
+            if self.skip_backup && !opts.check {
+                eprintln!("upgrade: --skip-backup: no etcd backup is taken");
+            }
+        } else if let Some(id) = prepared.backup() {
+            eprintln!("upgrade: etcd backup {id} (taken before the interrupted run)");
+        } else {
+            eprintln!("upgrade: taking an etcd backup");
+            let id = super::backup::etcd_backup_verified(&cluster)
+                .await
+                .context("the etcd backup before the upgrade (pass --skip-backup to go without)")?;
+            eprintln!("upgrade: etcd backup {id} taken and verified");
+            prepared.record_backup(&id)?;
+        }
+        let report = upgrade::apply(&cluster, prepared, &opts).await?;
+        if opts.check {
+            global.output.print(&report, || report.table())?;
+            return Ok(());
+        }
+        eprintln!("readiness: nodes, components, a probe pod on every node…");
+        let ready = clusterkit_installer::readiness::check(&cluster)
+            .await
+            .context("readiness report")?;
+        let mut v = serde_json::to_value(&report)?;
+        if let serde_json::Value::Object(m) = &mut v {
+            m.insert("readiness".into(), serde_json::to_value(&ready)?);
+        }
+        global
+            .output
+            .print(&v, || format!("{}{}", report.table(), ready.table()))?;
+        if !ready.ok {
+            let what: Vec<String> = ready
+                .failures()
+                .iter()
+                .map(|c| format!("{}: {}", c.name, c.detail))
+                .collect();
+            anyhow::bail!(
+                "upgraded, but the cluster is not ready:\n  {}",
+                what.join("\n  ")
+            );
+        }
+        Ok(())
+    }
+}
+
+impl PlanArgs {
+    async fn run(self, global: Global) -> anyhow::Result<()> {
+        let a = self;
         a.to.check_supported().context("--to")?;
         let cluster = super::load_cluster(&global)?;
         let hosts = a.selection.pick(&cluster, &global)?;

@@ -135,9 +135,39 @@ pub fn component_vars(cluster: &Cluster, host: &Host) -> Result<Vec<Value>, Inst
         .collect()
 }
 
+/// The controller manager's and the scheduler's leader-election leases.
+pub const LEADER_LEASES: [&str; 2] = ["kube-controller-manager", "kube-scheduler"];
+
 /// Waits for `/readyz` through the endpoint, `/livez` on every control-plane host, and fresh
 /// leader-election leases of the controller manager and the scheduler.
 pub async fn wait_ready(cluster: &Cluster) -> Result<(), InstallError> {
+    wait_ready_without(cluster, &[]).await
+}
+
+/// The holders of [`LEADER_LEASES`] now (empty where a lease has none).
+pub async fn leaders(cluster: &Cluster) -> Result<Vec<String>, InstallError> {
+    let client = kube_api::admin_client(cluster, None).await?;
+    let leases: Api<Lease> = Api::namespaced(client, "kube-system");
+    let mut holders = Vec::new();
+    for name in LEADER_LEASES {
+        let lease = leases
+            .get_opt(name)
+            .await
+            .map_err(|e| kube_api::api_err(format!("lease {name}"), e))?;
+        holders.push(
+            lease
+                .and_then(|l| l.spec)
+                .and_then(|s| s.holder_identity)
+                .unwrap_or_default(),
+        );
+    }
+    Ok(holders)
+}
+
+/// [`wait_ready`], where a lease held by one of `stopped` (leaders that were restarted, whose
+/// leases run out before a successor takes over) does not count: until a running process
+/// leads, nothing reconciles (a drained pod would stay in its Service's endpoints).
+pub async fn wait_ready_without(cluster: &Cluster, stopped: &[String]) -> Result<(), InstallError> {
     let fail = |what: &str, source: NotReady| InstallError::Timeout {
         host: "control plane".into(),
         what: what.to_string(),
@@ -168,7 +198,7 @@ pub async fn wait_ready(cluster: &Cluster) -> Result<(), InstallError> {
         .map_err(|e| fail("an API server is not live", e))?;
     }
     let leases: Api<Lease> = Api::namespaced(client, "kube-system");
-    for name in ["kube-controller-manager", "kube-scheduler"] {
+    for name in LEADER_LEASES {
         poll::wait_until(READY_TIMEOUT, || async {
             let lease = leases
                 .get(name)
@@ -181,6 +211,11 @@ pub async fn wait_ready(cluster: &Cluster) -> Result<(), InstallError> {
                 .ok_or_else(|| NotReady::Seen(format!("lease {name} never renewed")))?;
             let holder = spec.holder_identity.unwrap_or_default();
             let age = jiff_age(renewed);
+            if stopped.contains(&holder) {
+                return Err(NotReady::Seen(format!(
+                    "lease {name}: still held by {holder:?}, which was restarted"
+                )));
+            }
             if holder.is_empty() || age > Duration::from_secs(60) {
                 return Err(NotReady::Seen(format!(
                     "lease {name}: holder {holder:?}, renewed {}s ago",

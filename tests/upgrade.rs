@@ -1,0 +1,569 @@
+//! `clusterkit upgrade apply` on a 3-node sandbox, all real: Debian 12 nspawn nodes over SSH,
+//! Kubernetes v1.20.2 (the one release these machines build, so the roll is to the version
+//! that runs, with `--force-reroll`), control plane as systemd units, etcd backups into a
+//! file:// store.
+//!
+//! A 3-replica busybox httpd Deployment behind a ClusterIP Service with a PodDisruptionBudget
+//! `minAvailable: 2`, and a client loop on node1 requesting the Service (bash's /dev/tcp, 5
+//! requests a second) through every step:
+//! 1. `--check` reports every host would roll and changes nothing (no cordon, no restart, no
+//!    journal);
+//! 2. the roll: a verified etcd backup, the control-plane host, then every node drained,
+//!    restarted (kubelet and kube-proxy InvocationIDs change) and uncordoned; the client loop
+//!    saw no failed request, the Deployment never had fewer than 2 ready replicas, every node
+//!    ends Ready and schedulable;
+//! 3. node3's sshd stopped while node2 rolls: the run fails naming node3 and the step, node3
+//!    is uncordoned; sshd back, `--resume` rolls node3 only;
+//! 4. a rerun without `--force-reroll` rolls nothing and changes nothing;
+//! 5. a budget that can never be met: the drain times out naming the blocking pod, the node is
+//!    uncordoned, the other nodes' kubelets were not restarted.
+//!
+//! Across releases: the same roll from one minor to the next is
+//! `upgrade_across_one_minor`, which needs two releases' binaries.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use clusterkit_sandbox::{SandboxGuard, UpOptions};
+use common::{ck, describe, kubectl, run_ok, ssh, stderr, stdout};
+use serde_json::Value;
+
+#[test]
+fn upgrade_apply_rolls_every_host_without_downtime() {
+    roll_scenario(&common::kube_bin(), None);
+}
+
+/// One minor to the next: installed with `CLUSTERKIT_KUBE_BIN_DIR_FROM`'s release, upgraded to
+/// `CLUSTERKIT_KUBE_BIN_DIR_TO`'s (each a directory with one release's kube-apiserver,
+/// kube-controller-manager, kube-scheduler, kubelet, kube-proxy, kubectl).
+#[test]
+#[ignore = "needs two Kubernetes releases' binaries: CLUSTERKIT_KUBE_BIN_DIR_FROM and _TO; Debian ships only v1.20.2"]
+fn upgrade_across_one_minor() {
+    let dir = |v: &str| {
+        PathBuf::from(std::env::var_os(v).unwrap_or_else(|| panic!("{v}: a release's binaries")))
+    };
+    roll_scenario(
+        &dir("CLUSTERKIT_KUBE_BIN_DIR_FROM"),
+        Some(&dir("CLUSTERKIT_KUBE_BIN_DIR_TO")),
+    );
+}
+
+fn version_of(dir: &Path) -> String {
+    clusterkit_installer::versions::binary_version(&dir.join("kubelet"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .to_string()
+}
+
+/// The workload: busybox httpd with a readiness probe and a preStop pause (so an evicted pod
+/// keeps answering until kube-proxy has taken it out of the Service), and its budget.
+fn workload(pdb_api: &str, min_available: u32) -> String {
+    format!(
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{ name: web, namespace: default }}
+spec:
+  replicas: 3
+  selector: {{ matchLabels: {{ app: web }} }}
+  template:
+    metadata: {{ labels: {{ app: web }} }}
+    spec:
+      terminationGracePeriodSeconds: 10
+      containers:
+        - name: web
+          image: docker.io/library/busybox:clusterkit
+          imagePullPolicy: Never
+          command: ["sh", "-c", "mkdir -p /www && echo hello-from-$(hostname) > /www/index.html && exec httpd -f -p 8080 -h /www"]
+          ports: [{{ containerPort: 8080 }}]
+          readinessProbe: {{ tcpSocket: {{ port: 8080 }}, periodSeconds: 1 }}
+          lifecycle: {{ preStop: {{ exec: {{ command: ["sleep", "4"] }} }} }}
+---
+apiVersion: v1
+kind: Service
+metadata: {{ name: web, namespace: default }}
+spec:
+  selector: {{ app: web }}
+  ports: [{{ port: 80, targetPort: 8080 }}]
+---
+apiVersion: {pdb_api}
+kind: PodDisruptionBudget
+metadata: {{ name: web, namespace: default }}
+spec:
+  minAvailable: {min_available}
+  selector: {{ matchLabels: {{ app: web }} }}
+"#
+    )
+}
+
+/// The client loop, run on a node: a request to the Service every 0.2 s until /root/stop-loop
+/// exists, one line per request in /root/loop.log (`ok`, or `fail TIME WHAT`).
+const LOOP: &str = r#"#!/bin/bash
+ip=$1
+while [ ! -e /root/stop-loop ]; do
+  out=$(timeout 3 bash -c "exec 3<>/dev/tcp/$ip/80; printf 'GET / HTTP/1.0\r\n\r\n' >&3; cat <&3" 2>&1)
+  if [[ $out == *hello-from-* ]]; then echo ok; else echo "fail $(date +%T.%N) ${out//$'\n'/ }"; fi >> /root/loop.log
+  sleep 0.2
+done
+"#;
+
+/// Each unit's systemd InvocationID on every node (changes on every restart).
+fn invocations(sb: &SandboxGuard) -> Vec<(String, String)> {
+    common::NODES
+        .iter()
+        .map(|n| {
+            (
+                n.to_string(),
+                ssh(
+                    sb,
+                    n,
+                    "systemctl show -p InvocationID --value kubelet kube-proxy | grep .",
+                ),
+            )
+        })
+        .collect()
+}
+
+/// `upgrade apply ARGS` with JSON on stdout: (success, stdout JSON or Null, the output for
+/// messages).
+fn apply(cfg: &Path, args: &[&str]) -> (bool, Value, String) {
+    let mut c = ck(cfg, &["-o", "json", "upgrade", "apply"]);
+    c.args(args);
+    let out = c.output().expect("run clusterkit");
+    eprint!("{}", stderr(&out));
+    let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    (out.status.success(), v, describe(&c, &out, "upgrade apply"))
+}
+
+/// `(host, stage) → outcome` of an apply report.
+fn outcomes(v: &Value) -> Vec<(String, String, String)> {
+    v["hosts"]
+        .as_array()
+        .unwrap_or(&Vec::new())
+        .iter()
+        .map(|h| {
+            (
+                h["host"].as_str().unwrap_or("").to_string(),
+                h["stage"].as_str().unwrap_or("").to_string(),
+                h["outcome"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Every node Ready and schedulable, else what is not.
+fn nodes_ready_and_schedulable(kube_bin: &Path, admin: &Path) -> Result<(), String> {
+    let v: Value =
+        serde_json::from_str(&kubectl(kube_bin, admin, &["get", "nodes", "-o", "json"])).unwrap();
+    let mut bad = Vec::new();
+    for n in v["items"].as_array().unwrap() {
+        let name = n["metadata"]["name"].as_str().unwrap_or("");
+        if n["spec"]["unschedulable"] == Value::Bool(true) {
+            bad.push(format!("{name} cordoned"));
+        }
+        let ready = n["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True");
+        if !ready {
+            bad.push(format!("{name} not Ready"));
+        }
+    }
+    if bad.is_empty() && v["items"].as_array().unwrap().len() == 3 {
+        Ok(())
+    } else {
+        Err(format!("{bad:?}"))
+    }
+}
+
+fn unschedulable(kube_bin: &Path, admin: &Path, node: &str) -> bool {
+    kubectl(
+        kube_bin,
+        admin,
+        &["get", "node", node, "-o", "jsonpath={.spec.unschedulable}"],
+    )
+    .trim()
+        == "true"
+}
+
+/// Watches the Deployment's ready replicas every 0.25 s (reads that fail while the API server
+/// restarts are skipped); the smallest value seen.
+struct ReadyWatch {
+    stop: Arc<AtomicBool>,
+    min: Arc<Mutex<Option<u64>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ReadyWatch {
+    fn start(kube_bin: &Path, admin: &Path) -> ReadyWatch {
+        let stop = Arc::new(AtomicBool::new(false));
+        let min = Arc::new(Mutex::new(None));
+        let (kb, ad, st, mn) = (
+            kube_bin.to_path_buf(),
+            admin.to_path_buf(),
+            stop.clone(),
+            min.clone(),
+        );
+        let thread = std::thread::spawn(move || {
+            while !st.load(Ordering::Relaxed) {
+                let (ok, out) = common::try_kubectl(
+                    &kb,
+                    &ad,
+                    &[
+                        "get",
+                        "deployment",
+                        "web",
+                        "-o",
+                        "jsonpath={.status.readyReplicas}",
+                    ],
+                );
+                if ok {
+                    let n = out.trim().parse::<u64>().unwrap_or(0);
+                    let mut m = mn.lock().unwrap();
+                    *m = Some(m.map_or(n, |m: u64| m.min(n)));
+                }
+                std::thread::sleep(Duration::from_millis(250));
+            }
+        });
+        ReadyWatch {
+            stop,
+            min,
+            thread: Some(thread),
+        }
+    }
+
+    fn finish(mut self) -> Option<u64> {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+        *self.min.lock().unwrap()
+    }
+}
+
+/// The client loop's log on node1: (ok count, failure lines); truncates it.
+fn loop_results(sb: &SandboxGuard) -> (usize, Vec<String>) {
+    let log = ssh(sb, "node1", "cat /root/loop.log; : > /root/loop.log");
+    let ok = log.lines().filter(|l| *l == "ok").count();
+    let fails = log
+        .lines()
+        .filter(|l| l.starts_with("fail"))
+        .map(str::to_string)
+        .collect();
+    (ok, fails)
+}
+
+fn roll_scenario(from_bin: &Path, to_bin: Option<&Path>) {
+    let steps = common::Steps::new("upgrade");
+    let from = version_of(from_bin);
+    let to = to_bin.map_or(from.clone(), version_of);
+    let minor = |v: &str| -> u32 { v.split('.').nth(1).unwrap().parse().unwrap() };
+    let name = format!("up{}", std::process::id() % 1_000_000);
+    let sb = SandboxGuard::up(UpOptions::new(&name, 3))
+        .expect("sandbox up (needs root and scripts/deps.sh)");
+    let work = tempfile::tempdir().unwrap();
+    let store = format!("file://{}", work.path().join("store").display());
+    let config = |bin: &Path, version: &str, file: &str| -> PathBuf {
+        let bundle = work.path().join(format!("bundle-{version}"));
+        if !bundle.exists() {
+            common::build_bundle(&bundle, Some(bin), &common::CLUSTER_PACKAGES);
+        }
+        let base = std::fs::read_to_string(sb.cluster_yaml()).unwrap().replace(
+            &format!(
+                "version: {}",
+                clusterkit_sandbox::cluster_yaml::KUBERNETES_VERSION
+            ),
+            &format!("version: {version}"),
+        );
+        let cfg = sb.dir().join(file);
+        std::fs::write(
+            &cfg,
+            format!(
+                "{base}packages: {{ bundle: {} }}\nbackup: {{ store: \"{store}\" }}\n",
+                bundle.display()
+            ),
+        )
+        .unwrap();
+        cfg
+    };
+    let cfg_from = config(from_bin, &from, "upgrade-from.yaml");
+    let admin = sb.dir().join("admin.conf");
+    let kube_bin = from_bin.to_path_buf();
+
+    steps.enter("install and the workload");
+    common::install_json(&cfg_from, &["--no-readiness"]);
+    let pdb_api = if minor(&from) >= 21 {
+        "policy/v1"
+    } else {
+        "policy/v1beta1"
+    };
+    let manifest = work.path().join("web.yaml");
+    std::fs::write(&manifest, workload(pdb_api, 2)).unwrap();
+    kubectl(
+        &kube_bin,
+        &admin,
+        &["apply", "-f", manifest.to_str().unwrap()],
+    );
+    kubectl(
+        &kube_bin,
+        &admin,
+        &["rollout", "status", "deployment/web", "--timeout=180s"],
+    );
+    let ip = kubectl(
+        &kube_bin,
+        &admin,
+        &["get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"],
+    );
+    ssh(
+        &sb,
+        "node1",
+        &format!("cat > /root/loop.sh <<'EOF'\n{LOOP}EOF\nchmod +x /root/loop.sh; rm -f /root/stop-loop /root/loop.log"),
+    );
+    ssh(
+        &sb,
+        "node1",
+        &format!(
+            "setsid nohup /root/loop.sh {} >/dev/null 2>&1 < /dev/null &",
+            ip.trim()
+        ),
+    );
+    common::poll(
+        Duration::from_secs(30),
+        "the client loop answers",
+        || match loop_results(&sb) {
+            (ok, fails) if ok > 0 && fails.is_empty() => Ok(()),
+            r => Err(format!("{r:?}")),
+        },
+    );
+    let cfg = match to_bin {
+        Some(bin) => config(bin, &to, "upgrade-to.yaml"),
+        None => cfg_from.clone(),
+    };
+    let force: &[&str] = if to_bin.is_some() {
+        &[]
+    } else {
+        &["--force-reroll"]
+    };
+    let journal = sb
+        .dir()
+        .join(format!("{name}-state"))
+        .join("upgrade/journal.json");
+
+    // 1. --check: every host would roll; nothing changes.
+    steps.enter("1. --check");
+    let before = invocations(&sb);
+    let (ok, v, out) = apply(&cfg, &[&["--check"], force].concat());
+    assert!(ok, "{out}");
+    let o = outcomes(&v);
+    assert_eq!(o.len(), 4, "control-plane host + 3 nodes: {v:#}");
+    assert!(o.iter().all(|(_, _, x)| x == "would-roll"), "{v:#}");
+    assert_eq!(invocations(&sb), before, "--check restarted something");
+    assert!(!journal.exists(), "--check wrote the journal");
+    nodes_ready_and_schedulable(&kube_bin, &admin).unwrap();
+
+    // 2. The roll, watched by the client loop and the ready-replica watch.
+    steps.enter("2. the roll");
+    let watch = ReadyWatch::start(&kube_bin, &admin);
+    let started = std::time::Instant::now();
+    let (ok, v, out) = apply(&cfg, force);
+    let took = started.elapsed();
+    let min_ready = watch.finish();
+    assert!(ok, "{out}");
+    eprintln!("upgrade apply (3 nodes): {:.1}s", took.as_secs_f64());
+    let o = outcomes(&v);
+    for n in common::NODES {
+        assert!(
+            o.contains(&(n.to_string(), "node".into(), "rolled".into())),
+            "{n} rolled: {v:#}"
+        );
+    }
+    assert!(
+        o.contains(&("node1".into(), "control-plane".into(), "rolled".into())),
+        "{v:#}"
+    );
+    let backup = v["backup"].as_str().unwrap_or("").to_string();
+    assert!(!backup.is_empty(), "an etcd backup first: {v:#}");
+    let listed = stdout(&run_ok(&mut ck(
+        &cfg,
+        &["-o", "json", "backup", "list", "--store", &store],
+    )));
+    assert!(listed.contains(&backup), "{listed}");
+    assert_eq!(v["readiness"]["ok"], true, "{v:#}");
+    let after = invocations(&sb);
+    for ((n, b), (_, a)) in before.iter().zip(&after) {
+        let (b, a): (Vec<&str>, Vec<&str>) = (b.lines().collect(), a.lines().collect());
+        assert!(
+            b.len() == 2 && a.len() == 2 && b[0] != a[0] && b[1] != a[1],
+            "{n}: kubelet and kube-proxy restarted: {b:?} → {a:?}"
+        );
+    }
+    let (served, fails) = loop_results(&sb);
+    assert!(
+        fails.is_empty(),
+        "the Service failed during the roll ({served} ok): {fails:#?}"
+    );
+    assert!(
+        served > 50,
+        "the client loop ran through the roll: {served}"
+    );
+    eprintln!("client loop during the roll: {served} requests, 0 failed; min ready {min_ready:?}");
+    assert!(
+        min_ready.is_some_and(|m| m >= 2),
+        "the Deployment had fewer than 2 ready replicas: {min_ready:?}"
+    );
+    nodes_ready_and_schedulable(&kube_bin, &admin).unwrap();
+    assert!(!journal.exists(), "the journal is removed when done");
+    let running = stdout(&run_ok(&mut ck(
+        &cfg,
+        &["-o", "json", "upgrade", "plan", "--to", &to],
+    )));
+    assert!(
+        running.contains("\"steps\": []"),
+        "everything runs {to}: {running}"
+    );
+
+    // 3. node3's sshd stops while node2 rolls: node3 fails, uncordoned; --resume finishes.
+    steps.enter("3. sshd stopped mid-roll, then --resume");
+    let mut c = ck(&cfg, &["-o", "json", "upgrade", "apply", "--skip-backup"]);
+    c.args(force).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = c.spawn().unwrap();
+    let reached_node2 = common::wait_until(Duration::from_secs(300), || {
+        std::fs::read_to_string(&journal)
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .is_some_and(|j| {
+                j["done"]["node1"]
+                    .as_array()
+                    .is_some_and(|s| s.iter().any(|x| x == "node"))
+            })
+    });
+    assert!(reached_node2, "the roll never finished node1");
+    ssh(
+        &sb,
+        "node3",
+        "systemctl stop ssh.service ssh.socket 2>/dev/null; true",
+    );
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert!(
+        !out.status.success(),
+        "node3 unreachable must fail the run: {err}"
+    );
+    assert!(
+        err.contains("node3: kubelet and kube-proxy: connecting failed")
+            && err.contains("node3 uncordoned"),
+        "the error names the host, the step and the uncordon: {err}"
+    );
+    assert!(
+        !unschedulable(&kube_bin, &admin, "node3"),
+        "node3 left cordoned"
+    );
+    // The node's init is the child of its systemd-nspawn process.
+    let nspawn = sb.node("node3").unwrap().pid.expect("node3 runs");
+    let init = std::fs::read_to_string(format!("/proc/{nspawn}/task/{nspawn}/children"))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .expect("node3's init")
+        .to_string();
+    run_ok(Command::new("nsenter").args([
+        "-t",
+        &init,
+        "-m",
+        "-u",
+        "-i",
+        "-n",
+        "-p",
+        "--",
+        "systemctl",
+        "start",
+        "ssh.service",
+    ]));
+    assert!(
+        common::wait_until(Duration::from_secs(30), || ssh_ok(&sb, "node3")),
+        "node3's sshd did not come back"
+    );
+    // Without --resume an unfinished upgrade is refused, naming the way on.
+    let (ok, _, out) = apply(&cfg, &[]);
+    assert!(!ok && out.contains("--resume"), "{out}");
+    let (ok, v, out) = apply(&cfg, &["--resume"]);
+    assert!(ok, "{out}");
+    let o = outcomes(&v);
+    assert!(
+        o.contains(&("node3".into(), "node".into(), "rolled".into())),
+        "{v:#}"
+    );
+    for n in ["node1", "node2"] {
+        assert!(
+            o.contains(&(n.into(), "node".into(), "done-before".into())),
+            "{v:#}"
+        );
+    }
+    nodes_ready_and_schedulable(&kube_bin, &admin).unwrap();
+    loop_results(&sb);
+
+    // 4. A rerun without --force-reroll: nothing rolls, nothing changes.
+    steps.enter("4. a rerun changes nothing");
+    let before = invocations(&sb);
+    let (ok, v, out) = apply(&cfg, &["--skip-backup"]);
+    assert!(ok, "{out}");
+    assert!(
+        outcomes(&v).iter().all(|(_, _, x)| x == "verified"),
+        "{v:#}"
+    );
+    let changed: u64 = v["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["changed"].as_u64().unwrap())
+        .sum();
+    assert_eq!(changed, 0, "{v:#}");
+    assert_eq!(invocations(&sb), before, "a rerun restarted something");
+
+    // 5. A budget that can never be met: the drain times out naming the pod.
+    steps.enter("5. an unsatisfiable disruption budget");
+    std::fs::write(&manifest, workload(pdb_api, 3)).unwrap();
+    kubectl(
+        &kube_bin,
+        &admin,
+        &["apply", "-f", manifest.to_str().unwrap()],
+    );
+    let before = invocations(&sb);
+    let (ok, _, out) = apply(
+        &cfg,
+        &["--force-reroll", "--skip-backup", "--drain-timeout", "15"],
+    );
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("node1: kubelet and kube-proxy: draining failed")
+            && out.contains("disruption budget still refuses to evict default/web-")
+            && out.contains("node1 uncordoned"),
+        "{out}"
+    );
+    assert!(
+        !unschedulable(&kube_bin, &admin, "node1"),
+        "node1 left cordoned"
+    );
+    let after = invocations(&sb);
+    assert_eq!(
+        before[1..],
+        after[1..],
+        "node2 and node3 were touched after node1's drain failed"
+    );
+    nodes_ready_and_schedulable(&kube_bin, &admin).unwrap();
+    let (_, fails) = loop_results(&sb);
+    assert!(fails.is_empty(), "{fails:#?}");
+    ssh(&sb, "node1", "touch /root/stop-loop");
+    drop(sb);
+}
+
+fn ssh_ok(sb: &SandboxGuard, node: &str) -> bool {
+    common::ssh_cmd(sb, node, "true")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
