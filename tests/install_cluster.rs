@@ -652,6 +652,7 @@ fn install_and_check(kube_bin: &Path, version: &str) {
     );
     assert!(st["backup"].is_null(), "no backup.store: {st:#}");
     let table = stdout(&run_ok(&mut common::ck(&cfg, &["status"])));
+    eprintln!("{table}");
     for n in ["node1", "node2", "node3"] {
         let line = table
             .lines()
