@@ -255,8 +255,7 @@ async fn newest_backup(cluster: &Cluster) -> Option<Backup> {
         Ok::<_, String>(
             entries
                 .into_iter()
-                .filter(|e| e.manifest.kind == Kind::Etcd && e.trusted())
-                .next_back()
+                .rfind(|e| e.manifest.kind == Kind::Etcd && e.trusted())
                 .map(|e| BackupSeen {
                     age_secs: (now - e.manifest.finished_at).num_seconds(),
                     drill_passed: e.drill_passed(),
