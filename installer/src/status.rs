@@ -416,8 +416,27 @@ pub fn judge(status: &Status, limits: &Limits) -> (Vec<String>, Vec<String>) {
         problems.push(format!("{}: {}", c.name, c.detail));
     }
     let certs = &status.certificates;
-    for u in &certs.unusable {
-        problems.push(format!("certificate {u}"));
+    if !certs.unusable.is_empty() {
+        // One line: a cluster never installed misses every certificate.
+        const SHOWN: usize = 5;
+        let mut line = format!(
+            "{} certificates expired, missing or unusable: {}",
+            certs.unusable.len(),
+            certs
+                .unusable
+                .iter()
+                .take(SHOWN)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        if certs.unusable.len() > SHOWN {
+            line.push_str(&format!(
+                " and {} more (`clusterkit certs check-expiration` lists them)",
+                certs.unusable.len() - SHOWN
+            ));
+        }
+        problems.push(line);
     }
     if let Some(e) = &certs.local_error {
         problems.push(format!("certificates: {e}"));
@@ -574,11 +593,14 @@ impl Status {
         let mut line = match &c.nearest {
             None => "no certificate read".to_string(),
             Some(n) => format!(
-                "nearest expiry {}/{} on {} ({} days)",
+                "nearest expiry {}/{} on {} ({})",
                 n.host,
                 n.name,
                 n.expires.as_deref().unwrap_or("?"),
-                n.days_left.unwrap_or_default()
+                match n.days_left.unwrap_or_default() {
+                    d if d < 0 => format!("expired {} days ago", -d),
+                    d => format!("{d} days"),
+                }
             ),
         };
         if !c.unusable.is_empty() {
@@ -835,14 +857,24 @@ mod tests {
             problems,
             [
                 "kube-scheduler: leader lease never renewed",
-                "certificate w1/kubelet.conf: expired"
+                "1 certificates expired, missing or unusable: w1/kubelet.conf: expired"
             ]
+        );
+        s.certificates.unusable = (0..7).map(|i| format!("w{i}/ca.crt: missing")).collect();
+        let (problems, _) = judge(&s, &LIMITS);
+        assert_eq!(
+            problems[1],
+            "7 certificates expired, missing or unusable: w0/ca.crt: missing, w1/ca.crt: missing, \
+             w2/ca.crt: missing, w3/ca.crt: missing, w4/ca.crt: missing and 2 more (`clusterkit \
+             certs check-expiration` lists them)"
         );
         assert_eq!(warnings.len(), 1, "expired is not also 'due': {warnings:?}");
         assert!(warnings[0].contains("certs distribute"), "{warnings:?}");
         let line = s.certificates_line();
         assert!(
-            line.starts_with("nearest expiry w1/kubelet.conf") && line.contains("1 unusable"),
+            line.starts_with(
+                "nearest expiry w1/kubelet.conf on 2027-01-01T00:00:00Z (expired 3 days ago)"
+            ) && line.contains("7 unusable"),
             "{line}"
         );
     }
