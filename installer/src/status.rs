@@ -67,7 +67,8 @@ pub struct HostStatus {
     /// Why the host could not be read over SSH (its components are then unknown).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// Why its certificates could not be read (they are then left out of the summary).
+    /// Why its certificates could not be read (they are then left out of the summary); names
+    /// the host.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub certificates_error: Option<String>,
     /// The components its roles give it, and any other that runs there.
@@ -373,10 +374,15 @@ pub fn judge(status: &Status, limits: &Limits) -> (Vec<String>, Vec<String>) {
     let desired = status.version;
     for h in &status.hosts {
         if let Some(e) = &h.certificates_error {
-            problems.push(format!("{}: certificates not read: {e}", h.name));
+            problems.push(e.clone());
         }
         if let Some(e) = &h.error {
-            problems.push(format!("{}: not read over SSH: {e}", h.name));
+            // SSH's errors name the host already.
+            problems.push(if e.starts_with(&format!("{}: ", h.name)) {
+                e.clone()
+            } else {
+                format!("{}: {e}", h.name)
+            });
         } else {
             for c in &h.components {
                 match c.version {
@@ -819,13 +825,16 @@ mod tests {
         for h in &mut s.hosts {
             h.node.state = NodeState::Unknown;
         }
-        s.hosts[1].error = Some("ssh: timed out".into());
+        s.hosts[1].error = Some("w1: cannot connect to 10.0.0.2:22: timed out".into());
         s.hosts[1].components.clear();
+        s.hosts[0].certificates_error =
+            Some("cp1: unexpected output reading certificates: bad header".into());
         let (problems, _) = judge(&s, &LIMITS);
         assert_eq!(
             problems,
             [
-                "w1: not read over SSH: ssh: timed out",
+                "cp1: unexpected output reading certificates: bad header",
+                "w1: cannot connect to 10.0.0.2:22: timed out",
                 "the Kubernetes API cannot be read: connection refused"
             ]
         );
