@@ -15,10 +15,14 @@
 //! pods through `kubectl exec`), `kubectl logs` from every node, a ClusterIP Service in front of
 //! the pod on node1 answering the pod on node3, a deleted pod's address leaving the Service's
 //! endpoints; then a rerun changes nothing and `--check` reports nothing to do, and the Service
-//! still answers; then etcd and namespace backup timers (`backup install-timer`) on the
+//! still answers; `upgrade plan` reads what runs; `status` shows every host's components at
+//! cluster.yaml's release and every Node Ready (a cordon warns, a stopped kube-proxy fails it),
+//! and `install` with a patch release newer or older than the one running is refused before it
+//! touches a host; then etcd and namespace backup timers (`backup install-timer`) on the
 //! control-plane host, started at once, both back up into the node's store; last, `restore etcd`
-//! of a backup under the running control plane (API server waited for, a later object gone).
-//! Wall times of the install, the rerun and the restore are printed.
+//! of a backup (which `status` names as the store's newest trusted one) under the running
+//! control plane (API server waited for, a later object gone). Wall times of the install, the
+//! rerun, `status`, the refused installs and the restore are printed.
 //!
 //! Needs root, systemd-nspawn and debootstrap (scripts/deps.sh), apt access for the bundle,
 //! etcdctl, openssl and the Kubernetes binaries; fails with the reason when one is missing.
@@ -709,10 +713,15 @@ fn install_and_check(kube_bin: &Path, version: &str) {
         )
         .unwrap();
         let events = work.path().join(format!("refused-{other}.jsonl"));
+        let start = std::time::Instant::now();
         let out = run_fail(&mut common::ck(
             &other_cfg,
             &["install", "--events", events.to_str().unwrap()],
         ));
+        eprintln!(
+            "install refused for {other} in {:.2}s",
+            start.elapsed().as_secs_f64()
+        );
         let err = stderr(&out);
         assert!(
             err.contains(says) && err.contains(&format!("node1 runs kube-apiserver {version}")),
