@@ -549,17 +549,7 @@ pub async fn run(
 ) -> Result<RunReport, InstallError> {
     let phases = all();
     let library = library(&opts.library);
-    // Each step's phase, and each playbook of the plan validated once, before any host is
-    // touched.
-    let mut steps = Vec::new();
-    let mut validated = std::collections::BTreeSet::new();
-    for step in &plan.steps {
-        let phase = find(&phases, step.phase)?;
-        if validated.insert(step.phase) && library.playbook(step.phase).is_ok() {
-            playbook::load(&library, step.phase)?;
-        }
-        steps.push((step, phase));
-    }
+    let steps = validated(plan, &phases, &library)?;
     let hosts: Vec<&Host> = cluster
         .hosts
         .iter()
@@ -599,21 +589,37 @@ pub async fn run(
     Ok(engine.finish())
 }
 
-/// Runs the selected phases on `hosts` and returns the per-host report; refused before any
-/// host is touched when the control-plane hosts run another release than cluster.yaml's
-/// (see [`same_release`]).
+/// Each step's phase, and each playbook of the plan validated once: what [`run`] checks before
+/// any host is touched.
+fn validated<'s, 'p>(
+    plan: &'s Plan,
+    phases: &'p [Box<dyn Phase>],
+    library: &Library,
+) -> Result<Vec<(&'s Step, &'p dyn Phase)>, InstallError> {
+    let mut steps = Vec::new();
+    let mut loaded = std::collections::BTreeSet::new();
+    for step in &plan.steps {
+        let phase = find(phases, step.phase)?;
+        if loaded.insert(step.phase) && library.playbook(step.phase).is_ok() {
+            playbook::load(library, step.phase)?;
+        }
+        steps.push((step, phase));
+    }
+    Ok(steps)
+}
+
+/// Runs the selected phases on `hosts` and returns the per-host report; refused when the
+/// control-plane hosts run another release than cluster.yaml's (see [`same_release`]), after
+/// the playbooks are validated and before any host is changed.
 pub async fn install(
     cluster: &Cluster,
     hosts: &[&Host],
     opts: &InstallOptions,
 ) -> Result<RunReport, InstallError> {
+    let plan = Plan::phases_on(opts.phase.as_deref(), hosts)?;
+    validated(&plan, &all(), &library(&opts.library))?;
     same_release(cluster, opts).await?;
-    run(
-        cluster,
-        &Plan::phases_on(opts.phase.as_deref(), hosts)?,
-        opts,
-    )
-    .await
+    run(cluster, &plan, opts).await
 }
 
 /// Reads what runs on every control-plane host (one command each) and refuses an install whose
