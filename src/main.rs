@@ -65,6 +65,9 @@ enum Command {
     /// Plan an upgrade: what runs on every host and the moves the version-skew policy allows.
     #[command(subcommand)]
     Upgrade(cmd::upgrade::UpgradeCommand),
+    /// What runs on every host against cluster.yaml, the Nodes, readiness, the nearest
+    /// certificate expiry and the newest backup; exits non-zero when the cluster is not healthy.
+    Status(cmd::status::Args),
     /// Print the shell completion script (bash, zsh, fish, elvish, powershell).
     Completion(cmd::completion::Args),
 }
@@ -87,6 +90,7 @@ impl Command {
             Command::Token(c) => c.run(global).await,
             Command::Certs(c) => c.run(global).await,
             Command::Upgrade(c) => c.run(global).await,
+            Command::Status(c) => c.run(global).await,
             Command::Completion(c) => c.print(&mut Cli::command()),
         }
     }

@@ -15,10 +15,14 @@
 //! pods through `kubectl exec`), `kubectl logs` from every node, a ClusterIP Service in front of
 //! the pod on node1 answering the pod on node3, a deleted pod's address leaving the Service's
 //! endpoints; then a rerun changes nothing and `--check` reports nothing to do, and the Service
-//! still answers; then etcd and namespace backup timers (`backup install-timer`) on the
+//! still answers; `upgrade plan` reads what runs; `status` shows every host's components at
+//! cluster.yaml's release and every Node Ready (a cordon warns, a stopped kube-proxy fails it),
+//! and `install` with a patch release newer or older than the one running is refused before it
+//! touches a host; then etcd and namespace backup timers (`backup install-timer`) on the
 //! control-plane host, started at once, both back up into the node's store; last, `restore etcd`
-//! of a backup under the running control plane (API server waited for, a later object gone).
-//! Wall times of the install, the rerun and the restore are printed.
+//! of a backup (which `status` names as the store's newest trusted one) under the running
+//! control plane (API server waited for, a later object gone). Wall times of the install, the
+//! rerun, `status`, the refused installs and the restore are printed.
 //!
 //! Needs root, systemd-nspawn and debootstrap (scripts/deps.sh), apt access for the bundle,
 //! etcdctl, openssl and the Kubernetes binaries; fails with the reason when one is missing.
@@ -581,6 +585,156 @@ fn install_and_check(kube_bin: &Path, version: &str) {
     assert_eq!(now["bundle"]["has_target"], true, "{now:#}");
     assert_eq!(next["bundle"]["has_target"], false, "{next:#}");
 
+    // 7c. `status`: every host with its roles and the components its roles give it, each at
+    //     cluster.yaml's release, every Node Ready and schedulable, the component checks
+    //     passed, the nearest certificate expiry; the table says the same. A cordoned Node is a
+    //     warning (exit 0), a stopped kube-proxy a problem (exit non-zero, named). Then
+    //     `install` with a newer (or older) kubernetes.version refuses before touching a host,
+    //     pointing at `upgrade apply` (or refusing the downgrade).
+    steps.enter("7c. status; install refuses another release than the one running");
+    let status = |cfg: &Path| {
+        let mut c = clusterkit();
+        c.arg("-f").arg(cfg).args(["-o", "json", "status"]);
+        c
+    };
+    let start = std::time::Instant::now();
+    let mut c = status(&cfg);
+    let out = run_ok(&mut c);
+    eprintln!(
+        "status (3 nodes, -o json): {:.2}s",
+        start.elapsed().as_secs_f64()
+    );
+    let st: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}\n{}", describe(&c, &out, "status is not JSON")));
+    assert_eq!(st["healthy"], true, "{st:#}");
+    assert_eq!(st["problems"], serde_json::json!([]), "{st:#}");
+    assert_eq!(st["version"], version, "{st:#}");
+    let hosts = st["hosts"].as_array().expect("hosts");
+    let names: Vec<&str> = hosts.iter().filter_map(|h| h["name"].as_str()).collect();
+    assert_eq!(names, ["node1", "node2", "node3"], "{st:#}");
+    for h in hosts {
+        assert_eq!(h["node"]["state"], "ready", "{h:#}");
+        assert_eq!(h["node"]["cordoned"], false, "{h:#}");
+        let comps = h["components"].as_array().expect("components");
+        let mut want = vec!["kubelet", "kube-proxy"];
+        if h["roles"].to_string().contains("control-plane") {
+            want = vec![
+                "kube-apiserver",
+                "kube-controller-manager",
+                "kube-scheduler",
+                "kubelet",
+                "kube-proxy",
+            ];
+        }
+        let got: Vec<&str> = comps
+            .iter()
+            .filter_map(|c| c["component"].as_str())
+            .collect();
+        assert_eq!(got, want, "{h:#}");
+        for c in comps {
+            assert_eq!(c["version"], version, "{h:#}");
+            assert_eq!(c["matches"], true, "{h:#}");
+        }
+    }
+    assert_eq!(
+        hosts[0]["roles"],
+        serde_json::json!(["control-plane", "etcd"])
+    );
+    assert_eq!(hosts[2]["roles"], serde_json::json!(["worker", "etcd"]));
+    let checks = st["readiness"].as_array().expect("readiness");
+    assert!(
+        checks.len() >= 7 && checks.iter().all(|c| c["ok"] == true),
+        "{st:#}"
+    );
+    let nearest = &st["certificates"]["nearest"];
+    let days = nearest["days_left"].as_i64().expect("days_left");
+    assert!((300..=365).contains(&days), "a leaf issued now: {st:#}");
+    assert_eq!(
+        st["certificates"]["unusable"],
+        serde_json::json!([]),
+        "{st:#}"
+    );
+    assert!(st["backup"].is_null(), "no backup.store: {st:#}");
+    let table = stdout(&run_ok(&mut common::ck(&cfg, &["status"])));
+    eprintln!("{table}");
+    for n in ["node1", "node2", "node3"] {
+        let line = table
+            .lines()
+            .find(|l| l.starts_with(n))
+            .unwrap_or_else(|| panic!("no line for {n}:\n{table}"));
+        assert!(line.contains(" Ready "), "{line}\n{table}");
+        let want = if n == "node1" { 5 } else { 2 };
+        assert_eq!(line.matches(version).count(), want, "{line}\n{table}");
+    }
+    assert!(
+        table.contains("\nhealthy\n") && table.contains("nearest expiry"),
+        "{table}"
+    );
+    // A cordoned Node: still healthy, shown as kubectl shows it, and warned about.
+    kubectl(&kube_bin, &admin, &["cordon", "node3"]);
+    let out = run_ok(&mut common::ck(&cfg, &["status"]));
+    kubectl(&kube_bin, &admin, &["uncordon", "node3"]);
+    let table = stdout(&out);
+    assert!(
+        table.contains("Ready,SchedulingDisabled")
+            && table.contains("node3: cordoned")
+            && table.contains("\nhealthy\n"),
+        "{table}"
+    );
+    // A component that does not run: not healthy, exit non-zero, the host and component named.
+    ssh(&sb, "node3", "systemctl stop kube-proxy");
+    let out = run_fail(&mut status(&cfg));
+    ssh(&sb, "node3", "systemctl start kube-proxy");
+    let st: Value = serde_json::from_slice(&out.stdout).expect("status JSON on failure too");
+    assert_eq!(st["healthy"], false, "{st:#}");
+    assert!(
+        stderr(&out).contains("node3: kube-proxy is not running"),
+        "{}",
+        stderr(&out)
+    );
+    // Another release in cluster.yaml: refused before any host is touched.
+    let v = clusterkit_core::release::KubeVersion::parse(version).unwrap();
+    let mut others = vec![(
+        clusterkit_core::release::KubeVersion::new(v.major, v.minor, v.patch + 1),
+        "upgrade apply --to",
+    )];
+    if v.patch > 0 {
+        others.push((
+            clusterkit_core::release::KubeVersion::new(v.major, v.minor, v.patch - 1),
+            "does not downgrade",
+        ));
+    }
+    let cfg_text = std::fs::read_to_string(&cfg).unwrap();
+    for (other, says) in others {
+        let other_cfg = sb.dir().join(format!("install-{other}.yaml"));
+        std::fs::write(
+            &other_cfg,
+            cfg_text.replace(&format!("version: {version}"), &format!("version: {other}")),
+        )
+        .unwrap();
+        let events = work.path().join(format!("refused-{other}.jsonl"));
+        let start = std::time::Instant::now();
+        let out = run_fail(&mut common::ck(
+            &other_cfg,
+            &["install", "--events", events.to_str().unwrap()],
+        ));
+        eprintln!(
+            "install refused for {other} in {:.2}s",
+            start.elapsed().as_secs_f64()
+        );
+        let err = stderr(&out);
+        assert!(
+            err.contains(says) && err.contains(&format!("node1 runs kube-apiserver {version}")),
+            "{other}: {err}"
+        );
+        let ran = std::fs::read_to_string(&events).unwrap_or_default();
+        assert!(ran.trim().is_empty(), "{other}: nothing may run: {ran}");
+    }
+    assert!(
+        stdout(&run_ok(&mut common::ck(&cfg, &["status"]))).contains("\nhealthy\n"),
+        "kube-proxy back on node3"
+    );
+
     // 8. Backup timers on the control-plane host, etcd and namespaces, into one store on the
     //    node: both started at once, both back up (one waits for the store's lock), the
     //    namespace backup read through the real API server with the kubeconfig the timer got.
@@ -670,6 +824,19 @@ fn install_and_check(kube_bin: &Path, version: &str) {
         .as_str()
         .unwrap()
         .to_string();
+    // `status` with that store in cluster.yaml names the backup as the newest trusted one.
+    let with_store = sb.dir().join("install-cluster-store.yaml");
+    std::fs::write(
+        &with_store,
+        format!("{cfg_text}backup: {{ store: \"{local_store}\" }}\n"),
+    )
+    .unwrap();
+    let mut c = status(&with_store);
+    let out = run_ok(&mut c);
+    let st: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}\n{}", describe(&c, &out, "status is not JSON")));
+    assert_eq!(st["backup"]["newest"]["id"], id.as_str(), "{st:#}");
+    assert_eq!(st["backup"]["store"], local_store.as_str(), "{st:#}");
     kubectl(
         &kube_bin,
         &admin,

@@ -376,4 +376,31 @@ fn bad_playbook_fails_before_touching_hosts() {
             "no host may be contacted: {err}"
         );
     }
+    // `install` too, although it reads what runs on the control-plane hosts before it changes
+    // anything: its playbooks are checked first.
+    let lib = dir.path().join("lib");
+    std::fs::create_dir_all(lib.join("playbooks")).unwrap();
+    std::fs::write(lib.join("playbooks/runtime.yaml"), cases[0].0).unwrap();
+    let cp = dir.path().join("cp.yaml");
+    std::fs::write(
+        &cp,
+        "name: bad\nhosts:\n  - { name: n1, address: 192.0.2.1, port: 1, roles: [control-plane, etcd], auth: { key_file: ./id_ed25519 } }\nkubernetes: { version: v1.26.3 }\n",
+    )
+    .unwrap();
+    let out = common::run_fail(
+        clusterkit()
+            .arg("-f")
+            .arg(&cp)
+            .args(["install", "--phase", "runtime", "--library"])
+            .arg(&lib),
+    );
+    let err = common::stderr(&out);
+    assert!(
+        err.contains("runtime.yaml:6:") && err.contains("frobnicate"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("192.0.2.1"),
+        "no host may be contacted: {err}"
+    );
 }

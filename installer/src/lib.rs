@@ -17,6 +17,7 @@ pub mod release;
 pub mod reset;
 pub mod running;
 pub mod skew;
+pub mod status;
 pub mod token;
 pub mod upgrade;
 pub mod versions;

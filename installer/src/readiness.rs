@@ -167,7 +167,8 @@ pub async fn check(cluster: &Cluster) -> Result<Report, InstallError> {
     Ok(report)
 }
 
-fn node_ready(n: &Node) -> Result<String, NotReady> {
+/// `Ready`, or why the Node is not (its Ready condition's reason and message).
+pub fn node_ready(n: &Node) -> Result<String, NotReady> {
     let cond = n
         .status
         .as_ref()
@@ -243,7 +244,10 @@ fn seen(what: impl Into<String>) -> NotReady {
     NotReady::Seen(what.into())
 }
 
-async fn component_checks(cluster: &Cluster, client: &kube::Client) -> Vec<Check> {
+/// The components' checks alone (no waiting, no probe pods): `/readyz` through the endpoint,
+/// `/livez` of every control-plane host, the leader leases, etcd's health and every kubelet
+/// through the API server. What `clusterkit status` summarises.
+pub async fn component_checks(cluster: &Cluster, client: &kube::Client) -> Vec<Check> {
     let mut out = vec![Check::new(
         "apiserver /readyz (endpoint)",
         raw_ok(client, "/readyz").await,

@@ -6,7 +6,8 @@
 //! stdout (a table, or JSON with `-o json`), progress to stderr. A full install (every phase,
 //! every host, not `--check`) ends with the readiness report (`clusterkit_installer::readiness`;
 //! JSON: the `readiness` key; `--no-readiness` skips it). Exits non-zero when a host failed or
-//! the cluster is not ready.
+//! the cluster is not ready. Refused before any phase when the control-plane hosts run another
+//! release than `kubernetes.version` (`phases::install`): that is `upgrade apply`'s move.
 
 use anyhow::Context;
 

@@ -20,6 +20,7 @@ pub mod reset;
 pub mod restore;
 pub mod run;
 pub mod sandbox;
+pub mod status;
 pub mod store;
 pub mod token;
 pub mod upgrade;

@@ -31,7 +31,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use async_trait::async_trait;
-use clusterkit_core::config::{Cluster, Host, Packages, Profile, ProxyMode};
+use clusterkit_core::config::{Cluster, Host, Packages, Profile, ProxyMode, Role};
 use clusterkit_core::inventory::{self, InventoryError};
 use clusterkit_core::layout::StateLayout;
 use clusterkit_core::playbook::modules::{Bundle, BundleError};
@@ -229,6 +229,10 @@ pub enum InstallError {
         #[source]
         source: crate::poll::NotReady,
     },
+
+    /// cluster.yaml names another release than the one running on the control-plane hosts.
+    #[error(transparent)]
+    Versions(#[from] crate::running::Mismatch),
 
     /// A blocking step (building images, hashing) that panicked or was cancelled.
     #[error("{what}: {source}")]
@@ -545,17 +549,7 @@ pub async fn run(
 ) -> Result<RunReport, InstallError> {
     let phases = all();
     let library = library(&opts.library);
-    // Each step's phase, and each playbook of the plan validated once, before any host is
-    // touched.
-    let mut steps = Vec::new();
-    let mut validated = std::collections::BTreeSet::new();
-    for step in &plan.steps {
-        let phase = find(&phases, step.phase)?;
-        if validated.insert(step.phase) && library.playbook(step.phase).is_ok() {
-            playbook::load(&library, step.phase)?;
-        }
-        steps.push((step, phase));
-    }
+    let steps = validated(plan, &phases, &library)?;
     let hosts: Vec<&Host> = cluster
         .hosts
         .iter()
@@ -595,18 +589,64 @@ pub async fn run(
     Ok(engine.finish())
 }
 
-/// Runs the selected phases on `hosts` and returns the per-host report.
+/// Each step's phase, and each playbook of the plan validated once: what [`run`] checks before
+/// any host is touched.
+fn validated<'s, 'p>(
+    plan: &'s Plan,
+    phases: &'p [Box<dyn Phase>],
+    library: &Library,
+) -> Result<Vec<(&'s Step, &'p dyn Phase)>, InstallError> {
+    let mut steps = Vec::new();
+    let mut loaded = std::collections::BTreeSet::new();
+    for step in &plan.steps {
+        let phase = find(phases, step.phase)?;
+        if loaded.insert(step.phase) && library.playbook(step.phase).is_ok() {
+            playbook::load(library, step.phase)?;
+        }
+        steps.push((step, phase));
+    }
+    Ok(steps)
+}
+
+/// Runs the selected phases on `hosts` and returns the per-host report; refused when the
+/// control-plane hosts run another release than cluster.yaml's (see [`same_release`]), after
+/// the playbooks are validated and before any host is changed.
 pub async fn install(
     cluster: &Cluster,
     hosts: &[&Host],
     opts: &InstallOptions,
 ) -> Result<RunReport, InstallError> {
-    run(
-        cluster,
-        &Plan::phases_on(opts.phase.as_deref(), hosts)?,
-        opts,
+    let plan = Plan::phases_on(opts.phase.as_deref(), hosts)?;
+    validated(&plan, &all(), &library(&opts.library))?;
+    same_release(cluster, opts).await?;
+    run(cluster, &plan, opts).await
+}
+
+/// Reads what runs on every control-plane host (one command each) and refuses an install whose
+/// `kubernetes.version` differs from it: moving a running cluster to another release is
+/// `upgrade apply`'s job, and clusterkit never downgrades. Hosts where nothing runs yet are
+/// fresh and pass. A control-plane host that cannot be read stops the install: what it runs
+/// decides whether the install may touch the others.
+async fn same_release(cluster: &Cluster, opts: &InstallOptions) -> Result<(), InstallError> {
+    let control_plane = cluster.hosts_with_role(Role::ControlPlane);
+    let fanout = clusterkit_core::fanout::Fanout::new(
+        "read versions",
+        opts.concurrency.unwrap_or(cluster.ssh.concurrency),
     )
-    .await
+    .quiet();
+    let mut found = Vec::new();
+    for r in crate::running::read_hosts(cluster, &control_plane, &fanout, |_| String::new()).await {
+        let (running, _) = r.result.map_err(|e| {
+            InstallError::host(
+                r.host,
+                "reading which Kubernetes release runs before the install",
+                e,
+            )
+        })?;
+        found.extend(running);
+    }
+    crate::running::against_desired(&found, cluster.kubernetes.version)?;
+    Ok(())
 }
 
 #[cfg(test)]
