@@ -40,6 +40,7 @@ use std::time::{Duration, Instant};
 use clusterkit_core::config::{Cluster, ControlPlaneMode, Host, Role};
 use clusterkit_core::exec::ssh::SshExecutor;
 use clusterkit_core::exec::{ExecError, Executor};
+use clusterkit_core::fanout::Fanout;
 use clusterkit_core::inventory;
 use clusterkit_core::layout::{Component, NodeLayout, StateLayout};
 use clusterkit_core::release::KubeVersion;
@@ -53,7 +54,7 @@ use crate::kube_api;
 use crate::node::{self, DrainOptions, DrainPlan};
 use crate::phases::{self, control_plane, Cause, InstallError, InstallOptions, Plan};
 use crate::poll::{self, NotReady};
-use crate::running::{self, RunningError};
+use crate::running;
 use crate::skew::{self, Running};
 
 /// How long a restarted node's kubelet may take to report Ready at the target version.
@@ -151,8 +152,6 @@ pub enum UpgradeError {
         #[source]
         source: Cause,
     },
-    #[error(transparent)]
-    Running(#[from] RunningError),
     #[error(transparent)]
     Install(#[from] InstallError),
     #[error("{host}: connecting: {source}")]
@@ -272,6 +271,8 @@ pub struct HostReport {
     /// The drain carried out (or, in check mode, planned).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drain: Option<DrainPlan>,
+    /// How long the cordon and drain took (0 without one).
+    pub drain_seconds: f64,
     pub seconds: f64,
 }
 
@@ -379,17 +380,17 @@ async fn connect(cluster: &Cluster, host: &Host) -> Result<SshExecutor, UpgradeE
     SshExecutor::connect(target).await.map_err(err)
 }
 
-/// What runs on every host of `cluster` (read concurrently, one connection per host).
+/// What runs on every host of `cluster` ([`running::read_hosts`]: one command per host, at
+/// most `ssh.concurrency` at once).
 pub async fn read_running(cluster: &Cluster) -> Result<Vec<Running>, UpgradeError> {
-    let reads = cluster.hosts.iter().map(|h| async move {
-        let ssh = connect(cluster, h).await?;
-        let found = running::read(&ssh).await;
-        ssh.close().await;
-        Ok::<_, UpgradeError>(found?)
-    });
+    let hosts: Vec<&Host> = cluster.hosts.iter().collect();
+    let fanout = Fanout::new("read versions", cluster.ssh.concurrency).quiet();
     let mut all = Vec::new();
-    for r in futures::future::join_all(reads).await {
-        all.extend(r?);
+    for r in running::read_hosts(cluster, &hosts, &fanout, |_| String::new()).await {
+        let (found, _) = r
+            .result
+            .map_err(|e| InstallError::host(r.host, "reading which versions run", e))?;
+        all.extend(found);
     }
     Ok(all)
 }
@@ -622,6 +623,7 @@ impl HostReport {
             changed: 0,
             restarted: Vec::new(),
             drain: None,
+            drain_seconds: 0.0,
             seconds: 0.0,
         }
     }
@@ -766,10 +768,12 @@ impl Roll<'_> {
         let units: Vec<&str> = Component::CONTROL_PLANE.iter().map(|c| c.name()).collect();
         let files = kept_files(&self.layout, &units, &[&self.layout.bin("kubectl")]);
         let dir = format!("{}/{}", self.layout.previous_dir, stage.name());
-        progress(
-            &host.name,
-            &format!("{stage}: {}", if roll { "rolling" } else { "converging" }),
-        );
+        if !self.opts.check {
+            progress(
+                &host.name,
+                &format!("{stage}: {}", if roll { "rolling" } else { "converging" }),
+            );
+        }
         let fail = |e: StepError, aftermath: Vec<String>| UpgradeError::Host {
             host: host.name.clone(),
             stage,
@@ -888,6 +892,7 @@ impl Roll<'_> {
             changed,
             restarted,
             drain,
+            drain_seconds: 0.0,
             seconds: started.elapsed().as_secs_f64(),
         }
     }
@@ -943,6 +948,7 @@ impl Roll<'_> {
             return Ok(self.report(host, stage, roll, changed, vec![], None, started));
         }
         progress(&host.name, &format!("{stage}: cordoning and draining"));
+        let drain_started = Instant::now();
         let drained = match node::drain(self.cluster, client, &host.name, drain_opts).await {
             Ok(plan) => plan,
             Err(e) => {
@@ -950,9 +956,13 @@ impl Roll<'_> {
                 return Err(fail(step_err("draining", e), aftermath));
             }
         };
+        let drain_seconds = drain_started.elapsed().as_secs_f64();
         progress(
             &host.name,
-            &format!("drained ({} pod(s) evicted); rolling", drained.evict.len()),
+            &format!(
+                "drained in {drain_seconds:.1}s ({} pod(s) evicted); rolling",
+                drained.evict.len()
+            ),
         );
         let mut saved = false;
         let mut exec = None;
@@ -998,15 +1008,18 @@ impl Roll<'_> {
         .await;
         let out = match result {
             Ok((changed, restarted)) => match set_unschedulable(client, &host.name, false).await {
-                Ok(()) => Ok(self.report(
-                    host,
-                    stage,
-                    roll,
-                    changed,
-                    restarted,
-                    Some(drained),
-                    started,
-                )),
+                Ok(()) => Ok(HostReport {
+                    drain_seconds,
+                    ..self.report(
+                        host,
+                        stage,
+                        roll,
+                        changed,
+                        restarted,
+                        Some(drained),
+                        started,
+                    )
+                }),
                 Err(e) => Err(fail(step_err("uncordoning", e), vec![])),
             },
             Err(e) => {

@@ -9,7 +9,6 @@
 //! `clusterkit_installer::upgrade`, with its report on stdout and progress on stderr.
 
 use anyhow::Context;
-use clusterkit_core::exec::ssh::SshExecutor;
 use clusterkit_core::fanout;
 use clusterkit_core::release::KubeVersion;
 use clusterkit_installer::running;
@@ -178,14 +177,7 @@ impl PlanArgs {
         let cluster = super::load_cluster(&global)?;
         let hosts = a.selection.pick(&cluster, &global)?;
         let fan = a.selection.fanout(&cluster, "read versions");
-        let results = fan
-            .run(super::ssh_items(&cluster, &hosts), |target| async move {
-                let ssh = SshExecutor::connect(target?).await?;
-                let found = running::read(&ssh).await;
-                ssh.close().await;
-                Ok::<_, anyhow::Error>(found?)
-            })
-            .await;
+        let results = running::read_hosts(&cluster, &hosts, &fan, |_| String::new()).await;
         for r in &results {
             if let Err(e) = &r.result {
                 eprintln!("{}: {e:#}", r.host);
@@ -195,7 +187,7 @@ impl PlanArgs {
         let running: Vec<Running> = results
             .into_iter()
             .filter_map(|r| r.result.ok())
-            .flatten()
+            .flat_map(|(found, _)| found)
             .collect();
         let bundle = clusterkit_installer::phases::bundle(&cluster)?.map(|b| {
             let kubernetes = b
