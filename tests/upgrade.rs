@@ -352,8 +352,14 @@ fn roll_scenario(from_bin: &Path, to_bin: Option<&Path>) {
         .join(format!("{name}-state"))
         .join("upgrade/journal.json");
 
-    // 1. --check: every host would roll; nothing changes.
+    // 1. --check: every host would roll; nothing changes. A --to other than cluster.yaml's
+    //    version is refused before anything is read.
     steps.enter("1. --check");
+    let (ok, _, out) = apply(&cfg, &["--to", "v1.19.16"]);
+    assert!(
+        !ok && out.contains(&format!("kubernetes.version is {to}, not --to v1.19.16")),
+        "{out}"
+    );
     let before = invocations(&sb);
     let (ok, v, out) = apply(&cfg, &[&["--check"], force].concat());
     assert!(ok, "{out}");

@@ -78,6 +78,9 @@ struct Plan {
     /// The offline bundle's Kubernetes release, when packages come from one.
     #[serde(skip_serializing_if = "Option::is_none")]
     bundle: Option<BundleRelease>,
+    /// The etcd release kubeadm's table pairs with the target (`upgrade apply` leaves etcd as
+    /// it runs).
+    etcd_expected: &'static str,
 }
 
 /// What the offline bundle carries, for the plan.
@@ -211,6 +214,7 @@ impl PlanArgs {
             steps,
             refused,
             bundle,
+            etcd_expected: clusterkit_core::release::images(a.to.minor, a.to.patch).etcd_version(),
         };
         global.output.print(&plan, || table(&plan))?;
         if !plan.refused.is_empty() {
@@ -250,6 +254,10 @@ fn table(plan: &Plan) -> String {
             ));
         }
     }
+    out.push_str(&format!(
+        "etcd: kubeadm pairs {} with etcd {}; upgrade apply leaves etcd as it runs\n",
+        plan.target, plan.etcd_expected
+    ));
     if let Some(b) = plan.bundle.as_ref().filter(|b| !b.has_target) {
         let carries = b
             .kubernetes
