@@ -8,10 +8,12 @@
 //! requests a second) through every step:
 //! 1. `--check` reports every host would roll and changes nothing (no cordon, no restart, no
 //!    journal);
-//! 2. the roll: a verified etcd backup, the control-plane host, then every node drained,
-//!    restarted (kubelet and kube-proxy InvocationIDs change) and uncordoned; the client loop
-//!    saw no failed request, the Deployment never had fewer than 2 ready replicas, every node
-//!    ends Ready and schedulable;
+//! 2. the roll with `--etcd`: a verified etcd backup, the etcd members one at a time (each
+//!    restarted, `etcdctl endpoint health` polled throughout never finds fewer than 2 of 3
+//!    healthy), the control-plane host, then every node drained, restarted (kubelet and
+//!    kube-proxy InvocationIDs change) and uncordoned; the client loop saw no failed request,
+//!    the Deployment never had fewer than 2 ready replicas, every node ends Ready and
+//!    schedulable;
 //! 3. node3's sshd stopped while node2 rolls: the run fails naming node3 and the step, node3
 //!    is uncordoned; sshd back, `--resume` rolls node3 only;
 //! 4. a rerun without `--force-reroll` rolls nothing and changes nothing;
@@ -129,6 +131,19 @@ fn invocations(sb: &SandboxGuard) -> Vec<(String, String)> {
         .collect()
 }
 
+/// etcd's InvocationID on every node.
+fn etcd_invocations(sb: &SandboxGuard) -> Vec<(String, String)> {
+    common::NODES
+        .iter()
+        .map(|n| {
+            (
+                n.to_string(),
+                ssh(sb, n, "systemctl show -p InvocationID --value etcd"),
+            )
+        })
+        .collect()
+}
+
 /// `upgrade apply ARGS` with JSON on stdout: (success, stdout JSON or Null, the output for
 /// messages).
 fn apply(cfg: &Path, args: &[&str]) -> (bool, Value, String) {
@@ -192,50 +207,64 @@ fn unschedulable(kube_bin: &Path, admin: &Path, node: &str) -> bool {
         == "true"
 }
 
-/// Watches the Deployment's ready replicas every 0.25 s (reads that fail while the API server
-/// restarts are skipped); the smallest value seen.
-struct ReadyWatch {
+/// Samples a figure every 0.25 s in a thread (a sample of `None`, e.g. while the API server
+/// restarts, is skipped); the smallest value seen.
+struct Watch {
     stop: Arc<AtomicBool>,
     min: Arc<Mutex<Option<u64>>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-impl ReadyWatch {
-    fn start(kube_bin: &Path, admin: &Path) -> ReadyWatch {
+impl Watch {
+    fn start(sample: impl Fn() -> Option<u64> + Send + 'static) -> Watch {
         let stop = Arc::new(AtomicBool::new(false));
         let min = Arc::new(Mutex::new(None));
-        let (kb, ad, st, mn) = (
-            kube_bin.to_path_buf(),
-            admin.to_path_buf(),
-            stop.clone(),
-            min.clone(),
-        );
+        let (st, mn) = (stop.clone(), min.clone());
         let thread = std::thread::spawn(move || {
             while !st.load(Ordering::Relaxed) {
-                let (ok, out) = common::try_kubectl(
-                    &kb,
-                    &ad,
-                    &[
-                        "get",
-                        "deployment",
-                        "web",
-                        "-o",
-                        "jsonpath={.status.readyReplicas}",
-                    ],
-                );
-                if ok {
-                    let n = out.trim().parse::<u64>().unwrap_or(0);
+                if let Some(n) = sample() {
                     let mut m = mn.lock().unwrap();
                     *m = Some(m.map_or(n, |m: u64| m.min(n)));
                 }
                 std::thread::sleep(Duration::from_millis(250));
             }
         });
-        ReadyWatch {
+        Watch {
             stop,
             min,
             thread: Some(thread),
         }
+    }
+
+    /// The Deployment's ready replicas.
+    fn ready_replicas(kube_bin: &Path, admin: &Path) -> Watch {
+        let (kb, ad) = (kube_bin.to_path_buf(), admin.to_path_buf());
+        Watch::start(move || {
+            let (ok, out) = common::try_kubectl(
+                &kb,
+                &ad,
+                &[
+                    "get",
+                    "deployment",
+                    "web",
+                    "-o",
+                    "jsonpath={.status.readyReplicas}",
+                ],
+            );
+            ok.then(|| out.trim().parse::<u64>().unwrap_or(0))
+        })
+    }
+
+    /// How many etcd members `etcdctl endpoint health` finds healthy.
+    fn healthy_members(state: &Path, endpoints: &str) -> Watch {
+        let (state, endpoints) = (state.to_path_buf(), endpoints.to_string());
+        Watch::start(move || {
+            let out = common::etcdctl(&state, &endpoints, &["endpoint", "health"])
+                .output()
+                .ok()?;
+            let text = format!("{}{}", stdout(&out), stderr(&out));
+            Some(text.matches("is healthy").count() as u64)
+        })
     }
 
     fn finish(mut self) -> Option<u64> {
@@ -355,9 +384,9 @@ fn roll_scenario(from_bin: &Path, to_bin: Option<&Path>) {
     // 1. --check: every host would roll; nothing changes. A --to other than cluster.yaml's
     //    version is refused before anything is read.
     steps.enter("1. --check");
-    let (ok, _, out) = apply(&cfg, &["--to", "v1.19.16"]);
+    let (ok, _, out) = apply(&cfg, &["--to", "v1.34.0"]);
     assert!(
-        !ok && out.contains(&format!("kubernetes.version is {to}, not --to v1.19.16")),
+        !ok && out.contains(&format!("kubernetes.version is {to}, not --to v1.34.0")),
         "{out}"
     );
     let before = invocations(&sb);
@@ -372,11 +401,15 @@ fn roll_scenario(from_bin: &Path, to_bin: Option<&Path>) {
 
     // 2. The roll, watched by the client loop and the ready-replica watch.
     steps.enter("2. the roll");
-    let watch = ReadyWatch::start(&kube_bin, &admin);
+    let state = sb.dir().join(format!("{name}-state"));
+    let watch = Watch::ready_replicas(&kube_bin, &admin);
+    let etcd_watch = Watch::healthy_members(&state, &common::etcd_endpoints(&sb));
+    let etcd_before = etcd_invocations(&sb);
     let started = std::time::Instant::now();
-    let (ok, v, out) = apply(&cfg, force);
+    let (ok, v, out) = apply(&cfg, &[force, &["--etcd"]].concat());
     let took = started.elapsed();
     let min_ready = watch.finish();
+    let min_etcd = etcd_watch.finish();
     assert!(ok, "{out}");
     eprintln!("upgrade apply (3 nodes): {:.1}s", took.as_secs_f64());
     let o = outcomes(&v);
@@ -389,6 +422,17 @@ fn roll_scenario(from_bin: &Path, to_bin: Option<&Path>) {
     assert!(
         o.contains(&("node1".into(), "control-plane".into(), "rolled".into())),
         "{v:#}"
+    );
+    // The etcd members one at a time: each restarted, never fewer than 2 of 3 healthy.
+    for ((n, b), (_, a)) in etcd_before.iter().zip(&etcd_invocations(&sb)) {
+        assert!(
+            o.contains(&(n.clone(), "etcd".into(), "rolled".into())) && b != a,
+            "{n}: etcd member restarted ({b} → {a}): {v:#}"
+        );
+    }
+    assert!(
+        min_etcd.is_some_and(|m| m >= 2),
+        "etcd lost quorum during the roll: {min_etcd:?} healthy"
     );
     let backup = v["backup"].as_str().unwrap_or("").to_string();
     assert!(!backup.is_empty(), "an etcd backup first: {v:#}");

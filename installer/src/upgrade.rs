@@ -12,8 +12,9 @@
 //! 2. every host's kubelet and kube-proxy, `max_unavailable` hosts at a time: cordon and drain
 //!    through the Eviction API ([`node::drain`]: disruption budgets honoured, DaemonSet and
 //!    mirror pods left, emptyDir pods only when asked), the files kept, the `join` and `addons`
-//!    phases on that host, kubelet and kube-proxy restarted, the Node waited for (its lease
-//!    renewed by the new kubelet, Ready, reporting the target version), uncordoned.
+//!    phases on that host, kubelet and kube-proxy restarted and waited for (both answer
+//!    `/healthz` with 200 on the host's loopback, the Node is Ready and reports the target
+//!    version), uncordoned.
 //!
 //! A host rolls when something on it runs another version than the target, or always with
 //! `force_reroll` (how CI exercises a roll with the one release it can build). A host already
@@ -29,9 +30,14 @@
 //! from the failed host's step, and a run without `resume` refuses while an unfinished journal
 //! exists. The journal is removed when the upgrade completes.
 //!
-//! Limits: control planes run by systemd only (static-pod mode is refused); etcd is not
-//! upgraded; nodes of one batch are drained together, so a batch larger than what the
-//! disruption budgets allow waits for the drain timeout.
+//! With `etcd`, the etcd members go first, one at a time: the `etcd` phase on the member (the
+//! bundle's etcd-server package), the member restarted when its running binary was replaced
+//! (or with `force_reroll`), and every member healthy with a leader before the next.
+//!
+//! Limits: control planes run by systemd only (static-pod mode is refused); a rolled-back etcd
+//! binary is copied back under the package manager (dpkg still records the newer package);
+//! nodes of one batch are drained together, so a batch larger than what the disruption
+//! budgets allow waits for the drain timeout.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -44,7 +50,6 @@ use clusterkit_core::fanout::Fanout;
 use clusterkit_core::inventory;
 use clusterkit_core::layout::{Component, NodeLayout, StateLayout};
 use clusterkit_core::release::KubeVersion;
-use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
 use serde::{Deserialize, Serialize};
@@ -67,6 +72,8 @@ pub struct ApplyOptions {
     pub target: KubeVersion,
     /// Roll every host even where everything already runs the target.
     pub force_reroll: bool,
+    /// Also roll the etcd members, one at a time, before the control plane.
+    pub etcd: bool,
     /// Continue the unfinished upgrade the journal records.
     pub resume: bool,
     /// Report what would change on every host; change nothing.
@@ -85,6 +92,8 @@ pub struct ApplyOptions {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Stage {
+    /// The etcd member (etcd hosts; only when asked).
+    Etcd,
     /// kube-apiserver, controller manager and scheduler (control-plane hosts).
     ControlPlane,
     /// kubelet and kube-proxy (every host).
@@ -94,6 +103,7 @@ pub enum Stage {
 impl Stage {
     fn name(self) -> &'static str {
         match self {
+            Stage::Etcd => "etcd",
             Stage::ControlPlane => "control-plane",
             Stage::Node => "node",
         }
@@ -103,6 +113,7 @@ impl Stage {
 impl std::fmt::Display for Stage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
+            Stage::Etcd => "etcd member",
             Stage::ControlPlane => "control plane",
             Stage::Node => "kubelet and kube-proxy",
         })
@@ -527,6 +538,20 @@ pub async fn apply(
         running: &running,
         layout: NodeLayout::from_cluster(cluster),
     };
+    for h in cluster
+        .hosts_with_role(Role::Etcd)
+        .into_iter()
+        .filter(|_| opts.etcd)
+    {
+        if prepared.done(&h.name, Stage::Etcd) {
+            report
+                .hosts
+                .push(HostReport::done_before(&h.name, Stage::Etcd));
+            continue;
+        }
+        let result = roll.etcd(h).await;
+        record(&mut prepared, &mut report, &h.name, Stage::Etcd, result)?;
+    }
     for h in cluster.hosts_with_role(Role::ControlPlane) {
         if prepared.done(&h.name, Stage::ControlPlane) {
             report
@@ -760,6 +785,93 @@ impl Roll<'_> {
         Ok(())
     }
 
+    /// The etcd step of one member: the `etcd` phase on the host (the bundle's etcd-server),
+    /// then a restart when the phase's handler did not restart the member and either the
+    /// running process's binary was replaced on disk or `force_reroll`; the whole cluster
+    /// healthy (every member answering, a leader) before the next member.
+    async fn etcd(&self, host: &Host) -> Result<HostReport, UpgradeError> {
+        let started = Instant::now();
+        let stage = Stage::Etcd;
+        let unit = self.layout.units.etcd;
+        let files = vec![
+            self.layout.etcd_binary.to_string(),
+            self.layout.service_file(unit),
+        ];
+        let dir = format!("{}/{}", self.layout.previous_dir, stage.name());
+        let fail = |e: StepError, aftermath: Vec<String>| UpgradeError::Host {
+            host: host.name.clone(),
+            stage,
+            step: e.step,
+            source: e.source,
+            aftermath,
+        };
+        if self.opts.check {
+            let changed = self
+                .converge(host, &["etcd"])
+                .await
+                .map_err(|e| fail(e, vec![]))?;
+            return Ok(self.report(host, stage, true, changed, vec![], None, started));
+        }
+        progress(&host.name, &format!("{stage}: rolling"));
+        let exec = connect(self.cluster, host).await?;
+        let result = async {
+            exec.sh(&keep_script(&dir, &files))
+                .await
+                .map_err(|e| step_err("keeping the previous files", e))?;
+            let before = invocations(&exec, &[unit])
+                .await
+                .map_err(|e| step_err("reading the unit", e))?;
+            let changed = self.converge(host, &["etcd"]).await?;
+            let after = invocations(&exec, &[unit])
+                .await
+                .map_err(|e| step_err("reading the unit", e))?;
+            // A package upgrade replaces the binary under the running member, which keeps
+            // running the old one until restarted: its executable then reads "(deleted)".
+            let exe = exec
+                .sh(&format!(
+                    "readlink /proc/$(systemctl show -p MainPID --value {unit})/exe || true"
+                ))
+                .await
+                .map_err(|e| step_err("reading the running member", e))?;
+            let stale = exe.trim().ends_with("(deleted)");
+            let mut restarted = Vec::new();
+            if before == after && (stale || self.force) {
+                progress(&host.name, &format!("restarting {unit}"));
+                exec.sh(&format!("systemctl restart {unit}"))
+                    .await
+                    .map_err(|e| step_err("restarting", e))?;
+                restarted.push(unit.to_string());
+            }
+            let tls = crate::phases::etcd::ClientTls::load(self.cluster)
+                .map_err(|e| step_err("the etcd client credentials", e))?;
+            poll::wait_until(crate::phases::etcd::HEALTH_TIMEOUT, || {
+                crate::phases::etcd::health(self.cluster, &tls)
+            })
+            .await
+            .map_err(|e| step_err("waiting for a healthy etcd cluster", e))?;
+            let rolled = before != after || !restarted.is_empty();
+            Ok::<_, StepError>((changed, restarted, rolled))
+        }
+        .await;
+        let out = match result {
+            Ok((changed, restarted, rolled)) => {
+                Ok(self.report(host, stage, rolled, changed, restarted, None, started))
+            }
+            Err(e) => {
+                progress(&host.name, "rolling back");
+                let aftermath = vec![
+                    match exec.sh(&restore_script(&dir, &files, &[unit])).await {
+                        Ok(_) => "rolled back to the previous binary and unit".to_string(),
+                        Err(re) => format!("rollback failed: {re}"),
+                    },
+                ];
+                Err(fail(e, aftermath))
+            }
+        };
+        exec.close().await;
+        out
+    }
+
     /// The control-plane step of one host.
     async fn control_plane(&self, host: &Host) -> Result<HostReport, UpgradeError> {
         let started = Instant::now();
@@ -960,8 +1072,12 @@ impl Roll<'_> {
         progress(
             &host.name,
             &format!(
-                "drained in {drain_seconds:.1}s ({} pod(s) evicted); rolling",
-                drained.evict.len()
+                "drained in {drain_seconds:.1}s (evicted: {}); rolling",
+                if drained.evict.is_empty() {
+                    "none".to_string()
+                } else {
+                    drained.evict.join(", ")
+                }
             ),
         );
         let mut saved = false;
@@ -978,7 +1094,6 @@ impl Roll<'_> {
             let before = invocations(exec, &units)
                 .await
                 .map_err(|e| step_err("reading the units", e))?;
-            let lease_before = lease_renewed(client, &host.name).await;
             let changed = self.converge(host, &["join", "addons"]).await?;
             let after = invocations(exec, &units)
                 .await
@@ -997,9 +1112,13 @@ impl Roll<'_> {
             }
             progress(
                 &host.name,
-                "waiting for the Node (lease renewed, Ready, version)",
+                "waiting for kubelet and kube-proxy to serve, the Node Ready at the target",
             );
-            wait_node(client, &host.name, self.target, lease_before)
+            let ports = &self.layout.ports;
+            wait_healthz(exec, &[ports.kubelet_healthz, ports.kube_proxy_healthz])
+                .await
+                .map_err(|e| step_err("waiting for kubelet and kube-proxy", e))?;
+            wait_node(client, &host.name, self.target)
                 .await
                 .map_err(|e| step_err("waiting for the Node", e))?;
             self.verify(exec, &comps).await?;
@@ -1064,35 +1183,42 @@ async fn uncordon(client: &kube::Client, node: &str) -> String {
     }
 }
 
-/// When the node's kubelet last renewed its lease (`None`: no lease yet).
-async fn lease_renewed(client: &kube::Client, node: &str) -> Option<k8s_openapi::jiff::Timestamp> {
-    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
-    leases
-        .get_opt(node)
-        .await
-        .ok()
-        .flatten()
-        .and_then(|l| l.spec)
-        .and_then(|s| s.renew_time)
-        .map(|t| t.0)
+/// The script that prints each port's `/healthz` status line on the host's loopback (`none`
+/// when nothing answers), one `PORT LINE` per port.
+fn healthz_script(ports: &[u16]) -> String {
+    let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+    format!(
+        r#"for p in {}; do r=$(timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$p && printf 'GET /healthz HTTP/1.0\r\n\r\n' >&3 && head -n1 <&3" 2>/dev/null) || r=none; echo "$p $r"; done"#,
+        ports.join(" ")
+    )
 }
 
-/// Waits until the node's lease is renewed after `before` (by the restarted kubelet: the old
-/// one is stopped), the Node is Ready and reports `target` as its kubelet version.
-async fn wait_node(
-    client: &kube::Client,
-    node: &str,
-    target: KubeVersion,
-    before: Option<k8s_openapi::jiff::Timestamp>,
-) -> Result<(), NotReady> {
+/// Waits until every one of `ports` answers `/healthz` with 200 on the host: after a
+/// restart, the new processes serve (systemd stopped the old ones first).
+async fn wait_healthz(exec: &dyn Executor, ports: &[u16]) -> Result<(), NotReady> {
+    let script = healthz_script(ports);
+    poll::wait_until(NODE_READY_TIMEOUT, || async {
+        let out = exec
+            .sh(&script)
+            .await
+            .map_err(|e| NotReady::failed("reading /healthz", e))?;
+        let failing: Vec<&str> = out.lines().filter(|l| !l.contains(" 200")).collect();
+        if failing.is_empty() && out.lines().count() == ports.len() {
+            Ok(())
+        } else {
+            Err(NotReady::Seen(format!(
+                "/healthz not 200: {}",
+                failing.join("; ")
+            )))
+        }
+    })
+    .await
+}
+
+/// Waits until the Node is Ready and its kubelet reports `target`.
+async fn wait_node(client: &kube::Client, node: &str, target: KubeVersion) -> Result<(), NotReady> {
     let nodes: Api<Node> = Api::all(client.clone());
     poll::wait_until(NODE_READY_TIMEOUT, || async {
-        let renewed = lease_renewed(client, node).await;
-        if renewed.is_none() || renewed <= before {
-            return Err(NotReady::Seen(format!(
-                "the kubelet has not renewed its lease since its restart (last {renewed:?})"
-            )));
-        }
         let n = nodes
             .get(node)
             .await
@@ -1172,6 +1298,35 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.to_string().contains("here"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn healthz_is_read_from_the_loopback() {
+        // A one-shot HTTP server on a free loopback port answering 200, and a closed port.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let open = listener.local_addr().unwrap().port();
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let server = std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 256];
+            let _ = conn.read(&mut buf).unwrap();
+            conn.write_all(b"HTTP/1.1 200 OK\r\n\r\nok").unwrap();
+        });
+        let exec = LocalExecutor::new("here", Duration::from_secs(30));
+        let out = exec.sh(&healthz_script(&[open, closed])).await.unwrap();
+        server.join().unwrap();
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 2, "{out}");
+        assert!(
+            lines[0].starts_with(&format!("{open} HTTP/1.1 200")),
+            "{out}"
+        );
+        assert_eq!(lines[1], format!("{closed} none"), "{out}");
     }
 
     #[test]

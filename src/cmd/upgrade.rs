@@ -37,6 +37,11 @@ pub struct ApplyArgs {
     #[arg(long)]
     force_reroll: bool,
 
+    /// Also roll the etcd members (the bundle's etcd-server), one at a time before the control
+    /// plane, each with the whole cluster healthy before the next.
+    #[arg(long)]
+    etcd: bool,
+
     /// Nodes drained and upgraded at once, 1 to 1024.
     #[arg(long, default_value_t = 1, value_parser = super::flags::concurrency())]
     max_unavailable: usize,
@@ -110,6 +115,7 @@ impl ApplyArgs {
         let opts = ApplyOptions {
             target,
             force_reroll: self.force_reroll,
+            etcd: self.etcd,
             resume: self.run.resume,
             check: self.run.check,
             max_unavailable: self.max_unavailable,
