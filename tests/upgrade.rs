@@ -18,7 +18,9 @@
 //!    is uncordoned; sshd back, `--resume` rolls node3 only;
 //! 4. a rerun without `--force-reroll` rolls nothing and changes nothing;
 //! 5. a budget that can never be met: the drain times out naming the blocking pod, the node is
-//!    uncordoned, the other nodes' kubelets were not restarted.
+//!    uncordoned, the other nodes' kubelets were not restarted;
+//! 6. `--resume` with a kubelet playbook that edits node2's unit and fails: node2 is rolled
+//!    back (the unit as it was, kubelet running), uncordoned, and the error names it.
 //!
 //! Across releases: the same roll from one minor to the next is
 //! `upgrade_across_one_minor`, which needs two releases' binaries.
@@ -607,6 +609,51 @@ fn roll_scenario(from_bin: &Path, to_bin: Option<&Path>) {
         "node2 and node3 were touched after node1's drain failed"
     );
     nodes_ready_and_schedulable(&kube_bin, &admin).unwrap();
+
+    // 6. A host whose step fails after its files were kept is rolled back: the budget back to
+    //    2, `--resume` with a kubelet playbook that edits node2's kubelet unit and then fails
+    //    there. node1 finishes; node2's unit is restored, its kubelet runs, it is uncordoned.
+    steps.enter("6. a failed host is rolled back");
+    std::fs::write(&manifest, workload(pdb_api, 2)).unwrap();
+    kubectl(
+        &kube_bin,
+        &admin,
+        &["apply", "-f", manifest.to_str().unwrap()],
+    );
+    let lib = work.path().join("broken-lib");
+    std::fs::create_dir_all(lib.join("playbooks")).unwrap();
+    std::fs::write(
+        lib.join("playbooks/kubelet.yaml"),
+        r#"- name: kubelet that breaks node2
+  hosts: node2
+  tasks:
+    - name: the unit edited
+      shell: { cmd: "echo '# edited by a broken playbook' >> /etc/systemd/system/kubelet.service" }
+    - name: then a failure
+      shell: { cmd: "echo broken on purpose >&2; exit 3" }
+"#,
+    )
+    .unwrap();
+    let (ok, v, out) = apply(&cfg, &["--resume", "--library", lib.to_str().unwrap()]);
+    assert!(!ok, "{v:#}");
+    assert!(
+        out.contains("node2: kubelet and kube-proxy: install phases failed")
+            && out.contains("broken on purpose")
+            && out.contains("rolled back to the previous binaries and configurations")
+            && out.contains("node2 uncordoned"),
+        "{out}"
+    );
+    let unit = ssh(&sb, "node2", "cat /etc/systemd/system/kubelet.service");
+    assert!(!unit.contains("edited by a broken playbook"), "{unit}");
+    assert_eq!(
+        ssh(&sb, "node2", "systemctl is-active kubelet").trim(),
+        "active"
+    );
+    common::poll(
+        Duration::from_secs(120),
+        "every node Ready and schedulable",
+        || nodes_ready_and_schedulable(&kube_bin, &admin),
+    );
     let (_, fails) = loop_results(&sb);
     assert!(fails.is_empty(), "{fails:#?}");
     ssh(&sb, "node1", "touch /root/stop-loop");
