@@ -200,6 +200,19 @@ struct StepError {
     source: Cause,
 }
 
+impl StepError {
+    /// The error of `host`'s `stage`, with what was done about it.
+    fn on(self, host: &Host, stage: Stage, aftermath: Vec<String>) -> UpgradeError {
+        UpgradeError::Host {
+            host: host.name.clone(),
+            stage,
+            step: self.step,
+            source: self.source,
+            aftermath,
+        }
+    }
+}
+
 fn step_err(step: &'static str, e: impl Into<Cause>) -> StepError {
     StepError {
         step,
@@ -785,6 +798,22 @@ impl Roll<'_> {
         Ok(())
     }
 
+    /// Check mode: `phases` on `host` in check mode, reported as would-roll or would-verify.
+    async fn check_only(
+        &self,
+        host: &Host,
+        stage: Stage,
+        roll: bool,
+        phases: &[&'static str],
+        started: Instant,
+    ) -> Result<HostReport, UpgradeError> {
+        let changed = self
+            .converge(host, phases)
+            .await
+            .map_err(|e| e.on(host, stage, vec![]))?;
+        Ok(self.report(host, stage, roll, changed, vec![], None, started))
+    }
+
     /// The etcd step of one member: the `etcd` phase on the host (the bundle's etcd-server),
     /// then a restart when the phase's handler did not restart the member and either the
     /// running process's binary was replaced on disk or `force_reroll`; the whole cluster
@@ -798,19 +827,9 @@ impl Roll<'_> {
             self.layout.service_file(unit),
         ];
         let dir = format!("{}/{}", self.layout.previous_dir, stage.name());
-        let fail = |e: StepError, aftermath: Vec<String>| UpgradeError::Host {
-            host: host.name.clone(),
-            stage,
-            step: e.step,
-            source: e.source,
-            aftermath,
-        };
+        let fail = |e: StepError, aftermath| e.on(host, stage, aftermath);
         if self.opts.check {
-            let changed = self
-                .converge(host, &["etcd"])
-                .await
-                .map_err(|e| fail(e, vec![]))?;
-            return Ok(self.report(host, stage, true, changed, vec![], None, started));
+            return self.check_only(host, stage, true, &["etcd"], started).await;
         }
         progress(&host.name, &format!("{stage}: rolling"));
         let exec = connect(self.cluster, host).await?;
@@ -886,19 +905,11 @@ impl Roll<'_> {
                 &format!("{stage}: {}", if roll { "rolling" } else { "converging" }),
             );
         }
-        let fail = |e: StepError, aftermath: Vec<String>| UpgradeError::Host {
-            host: host.name.clone(),
-            stage,
-            step: e.step,
-            source: e.source,
-            aftermath,
-        };
+        let fail = |e: StepError, aftermath| e.on(host, stage, aftermath);
         if self.opts.check {
-            let changed = self
-                .converge(host, &["control-plane"])
-                .await
-                .map_err(|e| fail(e, vec![]))?;
-            return Ok(self.report(host, stage, roll, changed, vec![], None, started));
+            return self
+                .check_only(host, stage, roll, &["control-plane"], started)
+                .await;
         }
         let exec = connect(self.cluster, host).await?;
         let result = async {
@@ -1022,13 +1033,7 @@ impl Roll<'_> {
             &[self.layout.kubelet_config, self.layout.kube_proxy_config],
         );
         let dir = format!("{}/{}", self.layout.previous_dir, stage.name());
-        let fail = |e: StepError, aftermath: Vec<String>| UpgradeError::Host {
-            host: host.name.clone(),
-            stage,
-            step: e.step,
-            source: e.source,
-            aftermath,
-        };
+        let fail = |e: StepError, aftermath| e.on(host, stage, aftermath);
         let drain_opts = DrainOptions {
             force: false,
             delete_emptydir_data: self.opts.delete_emptydir_data,
