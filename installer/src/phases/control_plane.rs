@@ -96,23 +96,31 @@ fn probe(layout: &NodeLayout, c: Component, host: &Host) -> Value {
 /// The image a control-plane component's static pod runs:
 /// `<image_repository>/<component>:<version>`, as kubeadm names them.
 pub fn component_image(cluster: &Cluster, c: Component) -> String {
-    format!(
-        "{}/{}:{}",
-        cluster.kubernetes.image_repository.trim_end_matches('/'),
+    crate::images::component_image(
+        &cluster.kubernetes.image_repository,
         c.name(),
-        cluster.kubernetes.version
+        &cluster.kubernetes.version.to_string(),
     )
 }
 
-/// The images of the static-pod control plane (none in systemd mode).
-pub fn static_pod_images(cluster: &Cluster) -> Vec<String> {
+/// The images `host`'s static pods run: the control plane's on a control-plane host and
+/// etcd's where etcd runs as a static pod ([`super::etcd::static_pod`]); none in systemd mode.
+pub fn static_pod_images(cluster: &Cluster, host: &Host) -> Vec<String> {
     if cluster.kubernetes.control_plane_mode != ControlPlaneMode::StaticPod {
         return Vec::new();
     }
-    Component::CONTROL_PLANE
-        .iter()
-        .map(|&c| component_image(cluster, c))
-        .collect()
+    let mut images = Vec::new();
+    if host.has_role(Role::ControlPlane) {
+        images.extend(
+            Component::CONTROL_PLANE
+                .iter()
+                .map(|&c| component_image(cluster, c)),
+        );
+    }
+    if super::etcd::static_pod(cluster, host) {
+        images.push(super::etcd::image(cluster));
+    }
+    images
 }
 
 /// The control-plane variables of one host: `control_plane` (one entry per component:

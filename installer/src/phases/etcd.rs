@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use clusterkit_core::config::{Cluster, Host, Role};
+use clusterkit_core::config::{Cluster, ControlPlaneMode, Host, Role};
 use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
 use serde_json::{json, Map, Value};
 
@@ -36,6 +36,25 @@ pub struct EtcdPhase;
 
 /// How long the phase waits for a healthy cluster after starting the members.
 pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// Whether `host`'s etcd member runs as a static pod (`/etc/kubernetes/manifests/etcd.yaml`,
+/// kubeadm's stacked etcd): in static-pod mode on a host that is also a control-plane host,
+/// whose kubelet runs before any API server. An etcd host without the control plane keeps
+/// the systemd unit (kubeadm's external etcd), as does every member in systemd mode.
+pub fn static_pod(cluster: &Cluster, host: &Host) -> bool {
+    cluster.kubernetes.control_plane_mode == ControlPlaneMode::StaticPod
+        && host.has_role(Role::Etcd)
+        && host.has_role(Role::ControlPlane)
+}
+
+/// The etcd image of the static pod: kubeadm's tag for the release, in the cluster's
+/// `image_repository`.
+pub fn image(cluster: &Cluster) -> String {
+    crate::images::etcd_image(
+        &cluster.kubernetes.image_repository,
+        cluster.kubernetes.version,
+    )
+}
 
 /// A member's peer URL.
 pub fn peer_url(h: &Host) -> String {
