@@ -7,7 +7,9 @@
 //! external etcd; the readiness report is green (every node Ready, pod-to-pod across every
 //! pair of nodes, the probe Service through kube-proxy); containerd on node1 runs the four
 //! containers from exactly the images the bundle holds (same manifest digest), the API lists
-//! their mirror pods, node1 has no etcd unit or package; a rerun changes nothing.
+//! their mirror pods, node1 has no etcd unit or package; a rerun changes nothing; the same
+//! cluster.yaml switched to `control_plane_mode: systemd` is refused in preflight, naming
+//! node1, kube-apiserver and etcd, with node1 left as it was.
 //!
 //! Debian 12 has no `crictl` (cri-tools is not packaged), so the running containers are read
 //! with containerd's own `ctr` in the CRI namespace (`k8s.io`), by the container-name label
@@ -23,7 +25,9 @@ use std::time::Duration;
 
 use clusterkit_installer::images;
 use clusterkit_sandbox::{SandboxGuard, UpOptions};
-use common::{changed_tasks, install_timed, ssh, try_kubectl};
+use common::{
+    changed_tasks, clusterkit, describe, install_timed, run_fail, ssh, stderr, stdout, try_kubectl,
+};
 use serde_json::Value;
 
 /// The control-plane containers the kubelet runs on a node (container name → image name),
@@ -199,4 +203,46 @@ fn static_pod_control_plane_on_three_nodes() {
         assert_eq!(again["hosts"][n]["failed"], 0, "{again:#}");
     }
     assert_eq!(again["readiness"]["ok"], true, "{again:#}");
+
+    steps.enter("5. switching to systemd mode is refused before anything changes");
+    let systemd = sb.dir().join("systemd.yaml");
+    std::fs::write(
+        &systemd,
+        std::fs::read_to_string(&cfg).unwrap().replace(
+            "control_plane_mode: static-pod",
+            "control_plane_mode: systemd",
+        ),
+    )
+    .unwrap();
+    let mut c = clusterkit();
+    c.arg("-f").arg(&systemd).args(["install"]);
+    let out = run_fail(&mut c);
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(
+        text.contains("node1")
+            && text.contains("kube-apiserver already runs in static-pod mode here")
+            && text.contains("etcd already runs in static-pod mode here")
+            && text.contains("clusterkit reset"),
+        "{}",
+        describe(
+            &c,
+            &out,
+            "the refusal names the host, the components and the way out"
+        )
+    );
+    let after = ssh(
+        &sb,
+        "node1",
+        "ls /etc/kubernetes/manifests; ls /etc/systemd/system | grep -E '^(kube-apiserver|etcd)' || true",
+    );
+    assert_eq!(
+        after.split_whitespace().collect::<Vec<_>>(),
+        [
+            "etcd.yaml",
+            "kube-apiserver.yaml",
+            "kube-controller-manager.yaml",
+            "kube-scheduler.yaml"
+        ],
+        "node1 unchanged"
+    );
 }
