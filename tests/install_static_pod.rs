@@ -9,7 +9,10 @@
 //! containers from exactly the images the bundle holds (same manifest digest), the API lists
 //! their mirror pods, node1 has no etcd unit or package; a rerun changes nothing; the same
 //! cluster.yaml switched to `control_plane_mode: systemd` is refused in preflight, naming
-//! node1, kube-apiserver and etcd, with node1 left as it was.
+//! node1, kube-apiserver and etcd, with node1 left as it was; `certs renew apiserver
+//! etcd-server` recreates node1's static pods (manifest moved out and back, as kubeadm
+//! documents) and the API server and etcd then present the new serials, and a rerun is green
+//! with nothing changed.
 //!
 //! Debian 12 has no `crictl` (cri-tools is not packaged), so the running containers are read
 //! with containerd's own `ctr` in the CRI namespace (`k8s.io`), by the container-name label
@@ -21,12 +24,14 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Duration;
 
 use clusterkit_installer::images;
 use clusterkit_sandbox::{SandboxGuard, UpOptions};
 use common::{
-    changed_tasks, clusterkit, describe, install_timed, run_fail, ssh, stderr, stdout, try_kubectl,
+    changed_tasks, clusterkit, describe, install_json, install_timed, run_fail, ssh, stderr,
+    stdout, try_kubectl,
 };
 use serde_json::Value;
 
@@ -54,6 +59,38 @@ fn running_containers(sb: &SandboxGuard, node: &str) -> BTreeMap<String, String>
         }
     }
     out
+}
+
+/// Waits until node1's four static pods show through the API (their mirror pods) Running and
+/// Ready. The kubelet creates mirror pods on its next pod sync after its Node registered (up
+/// to a minute).
+fn mirror_pods_ready(kube_bin: &Path, admin: &Path) {
+    for container in [
+        "etcd",
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-scheduler",
+    ] {
+        let pod = format!("{container}-node1");
+        common::poll(Duration::from_secs(150), &pod, || {
+            let (ok, out) = try_kubectl(
+                kube_bin,
+                admin,
+                &[
+                    "-n",
+                    "kube-system",
+                    "get",
+                    "pod",
+                    &pod,
+                    "-o",
+                    "jsonpath={.status.phase} {.status.conditions[?(@.type==\"Ready\")].status}",
+                ],
+            );
+            (ok && out.trim() == "Running True")
+                .then_some(())
+                .ok_or(out)
+        });
+    }
 }
 
 #[test]
@@ -143,34 +180,8 @@ fn static_pod_control_plane_on_three_nodes() {
             "node1's containerd holds {image} as the bundle built it: {imported:#?}"
         );
     }
-    // The API shows each static pod (its mirror pod) running and ready on node1. The kubelet
-    // creates mirror pods on its next pod sync after its Node registered (up to a minute).
-    for container in [
-        "etcd",
-        "kube-apiserver",
-        "kube-controller-manager",
-        "kube-scheduler",
-    ] {
-        let pod = format!("{container}-node1");
-        common::poll(Duration::from_secs(150), &pod, || {
-            let (ok, out) = try_kubectl(
-                &kube_bin,
-                &admin,
-                &[
-                    "-n",
-                    "kube-system",
-                    "get",
-                    "pod",
-                    &pod,
-                    "-o",
-                    "jsonpath={.status.phase} {.status.conditions[?(@.type==\"Ready\")].status}",
-                ],
-            );
-            (ok && out.trim() == "Running True")
-                .then_some(())
-                .ok_or(out)
-        });
-    }
+    // The API shows each static pod (its mirror pod) running and ready on node1.
+    mirror_pods_ready(&kube_bin, &admin);
     // etcd on node1 is the static pod only: no unit running, no package installed.
     let unit = ssh(
         &sb,
@@ -245,4 +256,81 @@ fn static_pod_control_plane_on_three_nodes() {
         ],
         "node1 unchanged"
     );
+
+    steps.enter("6. certs renew: the static pods are recreated and serve the new certificates");
+    let v = common::json_of(&mut common::ck(
+        &cfg,
+        &["-o", "json", "certs", "renew", "apiserver", "etcd-server"],
+    ));
+    let node1 = v["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["host"] == "node1")
+        .unwrap_or_else(|| panic!("{v:#}"))
+        .clone();
+    assert_eq!(node1["status"], "ok", "{v:#}");
+    let mut restarted: Vec<&str> = node1["restarted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u.as_str().unwrap())
+        .collect();
+    restarted.sort();
+    assert_eq!(
+        restarted,
+        [
+            "etcd",
+            "kube-apiserver",
+            "kube-controller-manager",
+            "kube-scheduler"
+        ],
+        "{v:#}"
+    );
+    let serial_of = |name: &str| {
+        v["renewed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .unwrap_or_else(|| panic!("{name} not renewed: {v:#}"))["new_serial"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let state = sb.dir().join(format!("{name}-state"));
+    let node1_ip = sb.node("node1").unwrap().address.to_string();
+    // What each server now presents over TLS (etcd asks for a client certificate: the
+    // healthcheck client's).
+    let presented = |port: u16, client: &str| {
+        let out = common::run_ok(std::process::Command::new("sh").args([
+            "-c",
+            &format!(
+                "openssl s_client -connect {node1_ip}:{port} {client} </dev/null 2>/dev/null | openssl x509 -noout -serial"
+            ),
+        ]));
+        common::stdout(&out).trim().to_string()
+    };
+    assert_eq!(
+        presented(6443, ""),
+        format!("serial={}", serial_of("apiserver"))
+    );
+    let hc = format!(
+        "-cert {} -key {}",
+        state.join("pki/etcd/healthcheck-client.crt").display(),
+        state.join("pki/etcd/healthcheck-client.key").display()
+    );
+    assert_eq!(
+        presented(2379, &hc),
+        format!("serial={}", serial_of("etcd-server/node1"))
+    );
+    // The cluster is whole again: the static pods ready, the readiness report of a rerun
+    // green, nothing changed.
+    mirror_pods_ready(&kube_bin, &admin);
+    let after = install_json(&cfg, &[]);
+    for n in common::NODES {
+        assert_eq!(after["hosts"][n]["failed"], 0, "{after:#}");
+        assert_eq!(after["hosts"][n]["changed"], 0, "{after:#}");
+    }
+    assert_eq!(after["readiness"]["ok"], true, "{after:#}");
 }

@@ -11,13 +11,14 @@ set -euo pipefail
 . "$(dirname "$0")/common.sh"
 
 MODE=${MODE:-systemd}
+RERUNS=${RERUNS:-1}
 echo "binary: $CK ($(stat -c %y "$CK" | cut -d. -f1)); $(nproc) cores; $(date -u +%Y-%m-%dT%H:%MZ); control_plane_mode: $MODE"
 echo
 echo "| nodes | run | wall (s) | remote commands | changed | client CPU (s) | nodes CPU (s) | load avg |"
 echo "|---|---|---|---|---|---|---|---|"
 tops=()
 for n in "${SIZES[@]}"; do
-  name="full$n"
+  name="f$n$(($$ % 100000))"
   cfg=$($CK sandbox up --name "$name" --nodes "$n" | tail -n 1)
   dir=$(dirname "$cfg")
   { sed "s/control_plane_mode: systemd/control_plane_mode: $MODE/" "$cfg"; echo "packages: { bundle: $WORK/bundle }"; } > "$dir/bench.yaml"
