@@ -12,7 +12,9 @@
 //! node1, kube-apiserver and etcd, with node1 left as it was; `certs renew apiserver
 //! etcd-server` recreates node1's static pods (manifest moved out and back, as kubeadm
 //! documents) and the API server and etcd then present the new serials, and a rerun is green
-//! with nothing changed.
+//! with nothing changed; `backup etcd` and then `restore etcd` (node1's member stopped and
+//! started through its manifest) bring back what was there at the backup and not what came
+//! after, with the static pods ready again and a green readiness report.
 //!
 //! Debian 12 has no `crictl` (cri-tools is not packaged), so the running containers are read
 //! with containerd's own `ctr` in the CRI namespace (`k8s.io`), by the container-name label
@@ -332,5 +334,50 @@ fn static_pod_control_plane_on_three_nodes() {
         assert_eq!(after["hosts"][n]["failed"], 0, "{after:#}");
         assert_eq!(after["hosts"][n]["changed"], 0, "{after:#}");
     }
+    assert_eq!(after["readiness"]["ok"], true, "{after:#}");
+
+    steps.enter("7. backup etcd, then restore etcd with node1's member a static pod");
+    let store = format!("file://{}", sb.dir().join("restore-store").display());
+    common::kubectl(
+        &kube_bin,
+        &admin,
+        &["create", "configmap", "before-backup", "--from-literal=a=b"],
+    );
+    let backup = common::json_of(&mut common::ck(
+        &cfg,
+        &["-o", "json", "backup", "etcd", "--store", &store],
+    ));
+    let id = backup["id"].as_str().unwrap().to_string();
+    common::kubectl(
+        &kube_bin,
+        &admin,
+        &["create", "configmap", "after-backup", "--from-literal=a=b"],
+    );
+    let mut c = common::ck(
+        &cfg,
+        &[
+            "-o", "json", "restore", "etcd", &id, "--store", &store, "--yes",
+        ],
+    );
+    c.env(
+        "CLUSTERKIT_ETCDCTL",
+        common::tool("CLUSTERKIT_ETCDCTL", Path::new("/usr/bin/etcdctl")),
+    );
+    let report = common::json_of(&mut c);
+    let restore_steps = report["steps"].to_string();
+    assert!(
+        restore_steps.contains("kube-apiserver ready"),
+        "the restore did not wait for the API server: {report:#}"
+    );
+    let (ok, text) = try_kubectl(&kube_bin, &admin, &["get", "configmap", "after-backup"]);
+    assert!(
+        !ok && text.contains("NotFound"),
+        "after-backup survived the restore: {text}"
+    );
+    common::kubectl(&kube_bin, &admin, &["get", "configmap", "before-backup"]);
+    // node1's etcd is the static pod again (its manifest back in place), with the others a
+    // healthy 3-member cluster: the readiness report of a rerun says so.
+    mirror_pods_ready(&kube_bin, &admin);
+    let after = install_json(&cfg, &[]);
     assert_eq!(after["readiness"]["ok"], true, "{after:#}");
 }

@@ -181,27 +181,22 @@ pub async fn restart_unit(
     let u = shell_quote(unit);
     let layout = NodeLayout::DEFAULT;
     let manifest = shell_quote(&layout.manifest(unit));
-    // Beside the manifest directory, not in it: the kubelet runs whatever is there.
-    let aside = shell_quote(&format!("{}/{unit}.yaml.restarting", layout.kubernetes_dir));
+    let aside = shell_quote(&layout.manifest_aside(unit, "restarting"));
     // Each of the two waits: half the command's own timeout, leaving time to put the
     // manifest back.
     let secs = (timeout.as_secs().saturating_sub(15) / 2).max(10);
+    let stopped = NodeLayout::wait_static_pod(unit, true, secs);
+    let started = NodeLayout::wait_static_pod(unit, false, secs);
     let script = format!(
         "if systemctl cat {u}.service >/dev/null 2>&1; then \
            if systemctl is-active -q {u}; then systemctl restart {u} || exit 1; sleep 2; \
              if systemctl is-active -q {u}; then echo unit; else systemctl status --no-pager -n 5 {u} >&2; exit 1; fi; \
            else echo inactive; fi; \
          elif [ -f {manifest} ]; then \
-           running() {{ for id in $(ctr -n k8s.io containers ls -q \"$1\"); do \
-             ctr -n k8s.io tasks ls | grep -q \"^$id .*RUNNING\" && return 0; done; return 1; }}; \
-           container='labels.\"io.kubernetes.container.name\"=='{u}; \
-           pod='labels.\"io.kubernetes.pod.name\"~=\"^'{u}'-\"'; \
-           mv {manifest} {aside} || exit 1; i=0; \
-           while running \"$pod\"; do i=$((i+1)); if [ $i -ge {secs} ]; then mv {aside} {manifest}; \
-             echo \"the kubelet did not stop {unit} within {secs}s of its manifest leaving\" >&2; exit 1; fi; sleep 1; done; \
-           mv {aside} {manifest} || exit 1; i=0; \
-           until running \"$container\"; do i=$((i+1)); if [ $i -ge {secs} ]; then \
-             echo \"the kubelet did not start {unit} again within {secs}s of its manifest returning\" >&2; exit 1; fi; sleep 1; done; \
+           mv {manifest} {aside} || exit 1; \
+           {stopped} || {{ mv {aside} {manifest}; exit 1; }}; \
+           mv {aside} {manifest} || exit 1; \
+           {started} || exit 1; \
            echo static-pod; \
          else echo absent; fi"
     );

@@ -9,8 +9,10 @@
 //!   (template `kubernetes/systemd/component.service`);
 //! - `static-pod`: kubeadm-style manifests in `/etc/kubernetes/manifests` (template
 //!   `kubernetes/manifests/component.yaml`, images from `kubernetes.image_repository`), run by
-//!   the kubelet, which this phase then starts on the control-plane hosts (playbook `kubelet`)
-//!   with the kubelet.conf the pki phase gave them.
+//!   the kubelet, which this phase then starts on the control-plane hosts (playbook `kubelet`;
+//!   already running where the etcd phase started it for etcd's static pod) with the
+//!   kubelet.conf the pki phase gave them. The images come from the offline bundle
+//!   ([`crate::images`], imported by the `images` phase) or the hosts' registries.
 //!
 //! Several control-plane hosts: each runs all three components; the API servers share etcd
 //! and one certificate (every control-plane host in its SANs), the controller managers and
