@@ -82,6 +82,40 @@ fn bundle_build_carries_checksummed_images() {
         names.contains(&"docker.io/library/busybox:clusterkit"),
         "{names:?}"
     );
+    // The control-plane images from the bundle's own binaries, under the names kubeadm's
+    // manifests give them.
+    for c in [
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-scheduler",
+        "kube-proxy",
+    ] {
+        let name = format!("registry.k8s.io/{c}:v1.20.2");
+        assert!(names.contains(&name.as_str()), "{names:?}");
+        let entry = images["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["name"] == name.as_str())
+            .unwrap();
+        assert_eq!(entry["component"], c);
+        // One layer around the binary: the image is the binary's size plus a few KiB.
+        let binary = std::fs::metadata(bundle.join("bin").join(c)).unwrap().len();
+        let size = entry["size"].as_u64().unwrap();
+        assert!(
+            size > binary && size < binary + 64 * 1024,
+            "{c}: {size} vs {binary}"
+        );
+    }
+    // etcd's from the bundle's etcd-server package (dynamically linked: its libc and loader
+    // ride along), under kubeadm's etcd tag for v1.20.
+    let etcd = images["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "registry.k8s.io/etcd:3.4.13-0")
+        .unwrap_or_else(|| panic!("no etcd image: {names:?}"));
+    assert_eq!(etcd["component"], "etcd");
     // Every image tarball and images/manifest.json itself are in the bundle manifest, and the
     // recorded sha256 and size are those of the files on disk.
     let mut expected: Vec<String> = images["images"]
@@ -108,7 +142,7 @@ fn bundle_build_carries_checksummed_images() {
     }
 
     let ok = run_ok(clusterkit().args(["bundle", "verify"]).arg(&bundle));
-    assert!(stdout(&ok).contains("3 image files"), "{}", stdout(&ok));
+    assert!(stdout(&ok).contains("8 image files"), "{}", stdout(&ok));
 
     // A tampered tarball fails verification, naming the file.
     let pause = bundle.join("images/pause_3.2.oci.tar");

@@ -175,6 +175,59 @@ fn images_are_built_from_debian_material_deterministically() {
     }
 }
 
+/// The image config and manifest of every image clusterkit builds, from stand-in inputs (fixed
+/// bytes instead of the real binaries, so the digests are fixed too), against the golden files
+/// in tests/data/images/: entrypoint, user, env, platform and the layer's diff_id.
+#[test]
+fn image_configs_match_golden_files() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/images");
+    let stand_in = |what: &str| format!("stand-in {what} binary\n").into_bytes();
+    let mut specs = vec![
+        images::pause_spec(stand_in("pause"), &images::pause_image("3.2")),
+        images::busybox_spec(stand_in("busybox"), &["sh".into(), "httpd".into()]),
+    ];
+    for c in images::KUBE_COMPONENTS {
+        specs.push(images::component_spec(
+            &images::component_image("registry.k8s.io", c, "v1.20.2"),
+            c,
+            vec![(format!("{}/{c}", images::COMPONENT_BIN_DIR), stand_in(c))],
+        ));
+    }
+    // etcd as Debian builds it: dynamically linked, its libraries beside it.
+    specs.push(images::component_spec(
+        "registry.k8s.io/etcd:3.4.13-0",
+        "etcd",
+        vec![
+            ("lib/x86_64-linux-gnu/libc.so.6".into(), stand_in("libc")),
+            ("lib64/ld-linux-x86-64.so.2".into(), stand_in("ld.so")),
+            (
+                format!("{}/etcd", images::COMPONENT_BIN_DIR),
+                stand_in("etcd"),
+            ),
+        ],
+    ));
+    for mut spec in specs {
+        // The golden files are for one architecture; the builder uses this machine's.
+        spec.architecture = "amd64".into();
+        let built = images::build_image(&spec);
+        let x = tempfile::tempdir().unwrap();
+        let archive = x.path().join("image.tar");
+        std::fs::write(&archive, &built.archive).unwrap();
+        let pretty = |v: Vec<u8>| {
+            let v: Value = serde_json::from_slice(&v).unwrap();
+            serde_json::to_string_pretty(&v).unwrap() + "\n"
+        };
+        let config = pretty(blob(&archive, &built.config_digest));
+        let manifest = pretty(blob(&archive, &built.manifest_digest));
+        let base = images::file_name(&spec.name).replace(".oci.tar", "");
+        for (suffix, got) in [("config.json", config), ("manifest.json", manifest)] {
+            if let Err(e) = common::golden::check(&dir.join(format!("{base}.{suffix}")), &got) {
+                panic!("{e}");
+            }
+        }
+    }
+}
+
 /// `<name> <digest>` of every image in a node's k8s.io namespace.
 fn node_images(sb: &SandboxGuard, node: &str) -> Vec<(String, String)> {
     ssh(sb, node, "ctr -n k8s.io images ls")
@@ -213,18 +266,34 @@ fn images_phase_on_three_nodes() {
     let in_bundle = bundle.join("images");
     let manifest = images::load(&in_bundle).unwrap();
     let mut expected = Vec::new();
+    let mut control_plane = Vec::new();
     for i in &manifest.images {
         let (name, digest, _) = inspect(&in_bundle.join(&i.file));
-        expected.push((name, digest));
+        if i.component.is_some() {
+            control_plane.push(name);
+        } else {
+            expected.push((name, digest));
+        }
     }
     let names: Vec<&str> = expected.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, ["registry.k8s.io/pause:3.2", BUSYBOX_IMAGE]);
+    assert!(
+        control_plane.contains(&"registry.k8s.io/kube-apiserver:v1.20.2".to_string()),
+        "{control_plane:?}"
+    );
     for n in ["node1", "node2", "node3"] {
         let listed = node_images(&sb, n);
         for e in &expected {
             assert!(
                 listed.contains(e),
                 "{n}: containerd lacks {e:?}; it lists {listed:?}"
+            );
+        }
+        // The sandbox runs its control plane under systemd: no host imports its images.
+        for c in &control_plane {
+            assert!(
+                !listed.iter().any(|(l, _)| l == c),
+                "{n}: {c} imported in systemd mode: {listed:?}"
             );
         }
     }

@@ -35,6 +35,11 @@
 //! operator's machine needs `etcdctl` anyway for a local restore. The member-specific data dirs
 //! are therefore built locally and shipped.
 //!
+//! A member that runs as a static pod (static-pod mode: `/etc/kubernetes/manifests/etcd.yaml`,
+//! no unit) is stopped by moving its manifest aside until the kubelet has torn the pod down,
+//! and started by putting it back; its etcd version is not read (no binary on the host), so
+//! revisions are not bumped.
+//!
 //! Limits: memory holds one piece per member at a time; the local scratch directory needs room
 //! for the snapshot plus every member's restored data dir (about 4 × the DB size for 3
 //! members) and each member room for 2 × the DB size (the received tar and its unpacked copy);
@@ -248,7 +253,7 @@ fn start_apiserver() -> String {
 /// kube-apiserver's unit, static pod manifest, and where the manifest waits during a restore.
 fn apiserver_files() -> (&'static str, String, String) {
     let unit = NODE.units.kube_apiserver;
-    let held = format!("{}/{unit}.yaml.restore-hold", NODE.kubernetes_dir);
+    let held = NODE.manifest_aside(unit, "restore-hold");
     (unit, NODE.manifest(unit), held)
 }
 
@@ -256,17 +261,39 @@ fn apiserver_files() -> (&'static str, String, String) {
 /// leader whose followers stop at the same time waits up to 7 s (measured) for a leadership
 /// transfer nobody can take: the restore stops the leader last, and this bounds what is left.
 /// etcd's WAL is crash-safe, so a killed member's data dir (kept aside for the rollback) starts
-/// again as after a power cut.
+/// again as after a power cut. A static-pod member (no unit, a manifest: static-pod mode) has
+/// its manifest moved aside and is waited for until the kubelet has torn the pod down.
 fn stop_etcd() -> String {
+    let (manifest, held) = etcd_manifest_files();
+    let stopped = NodeLayout::wait_static_pod(ETCD, true, STATIC_POD_STOP_SECS);
     format!(
-        "timeout 3 systemctl stop {ETCD} || \
-         {{ systemctl kill --signal=SIGKILL {ETCD} 2>/dev/null || true; systemctl stop {ETCD}; }}"
+        "if systemctl cat {ETCD} >/dev/null 2>&1; then \
+           timeout 3 systemctl stop {ETCD} || \
+           {{ systemctl kill --signal=SIGKILL {ETCD} 2>/dev/null || true; systemctl stop {ETCD}; }}; \
+         elif [ -f {manifest} ]; then mv {manifest} {held} && {stopped}; fi"
     )
 }
 
-/// Starts the etcd unit without waiting (members wait for each other's quorum).
+/// Starts etcd without waiting (members wait for each other's quorum): the unit, or a
+/// static-pod member's manifest put back for the kubelet.
 fn start_etcd() -> String {
-    format!("systemctl reset-failed {ETCD} >/dev/null 2>&1; systemctl start --no-block {ETCD}")
+    let (manifest, held) = etcd_manifest_files();
+    format!(
+        "if [ -f {held} ]; then mv {held} {manifest}; \
+         else systemctl reset-failed {ETCD} >/dev/null 2>&1; systemctl start --no-block {ETCD}; fi"
+    )
+}
+
+/// How long a static-pod member may take to stop once its manifest left: the kubelet looks at
+/// the manifest directory every 20 s, then stops the pod.
+const STATIC_POD_STOP_SECS: u64 = 90;
+
+/// A static-pod member's manifest, and where it waits during a restore.
+fn etcd_manifest_files() -> (String, String) {
+    (
+        NODE.manifest(ETCD),
+        NODE.manifest_aside(ETCD, "restore-hold"),
+    )
 }
 
 /// A local scratch directory (0700) removed on drop.
@@ -558,18 +585,20 @@ pub async fn restore_cluster_with(
     .await
 }
 
-/// Checks that the member can take the restore (etcd.service and tar exist), prepares its
+/// Checks that the member can take the restore (etcd.service or its static pod, and tar
+/// exist), prepares its
 /// empty scratch dir and returns its etcd version (`unknown` when `etcd --version` says none).
 async fn check_member(x: &Member, scratch: &str) -> Result<String, BackupError> {
     let out = sh(
         x,
         &format!("checking {ETCD}.service and tar"),
         format!(
-            "systemctl cat {ETCD} >/dev/null 2>&1 || {{ echo 'no {ETCD}.service (run install --phase etcd)' >&2; exit 1; }}; \
+            "systemctl cat {ETCD} >/dev/null 2>&1 || [ -f {m} ] || {{ echo 'no {ETCD}.service and no {ETCD} static pod (run install --phase etcd)' >&2; exit 1; }}; \
              command -v tar >/dev/null || {{ echo 'tar is needed' >&2; exit 1; }}; \
              rm -rf {s} && mkdir -p {s} && chmod 700 {s} && \
              {{ etcd --version 2>/dev/null | sed -n 's/^etcd Version: *//p' | grep . || echo unknown; }}",
-            s = q(scratch)
+            s = q(scratch),
+            m = etcd_manifest_files().0
         ),
     )
     .await?;

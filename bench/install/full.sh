@@ -4,21 +4,24 @@
 # the idempotent rerun, plus the ten slowest tasks of each run from `--events`.
 # Usage (root, after scripts/deps.sh): bash bench/install/full.sh [NODES...]   (default 1 3 6)
 # Env: CK=path/to/clusterkit (default: a release build in $CARGO_TARGET_DIR or ./target),
-#      KEEP_EVENTS=DIR to keep the event logs, RERUNS (default 1) idempotent reruns per size.
+#      KEEP_EVENTS=DIR to keep the event logs, RERUNS (default 1) idempotent reruns per size,
+#      MODE=static-pod for the static-pod control plane (default: the sandbox's systemd).
 # Prints markdown; paste it into bench/install/RESULTS.md with the date, the binary and the load.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 
-echo "binary: $CK ($(stat -c %y "$CK" | cut -d. -f1)); $(nproc) cores; $(date -u +%Y-%m-%dT%H:%MZ)"
+MODE=${MODE:-systemd}
+RERUNS=${RERUNS:-1}
+echo "binary: $CK ($(stat -c %y "$CK" | cut -d. -f1)); $(nproc) cores; $(date -u +%Y-%m-%dT%H:%MZ); control_plane_mode: $MODE"
 echo
 echo "| nodes | run | wall (s) | remote commands | changed | client CPU (s) | nodes CPU (s) | load avg |"
 echo "|---|---|---|---|---|---|---|---|"
 tops=()
 for n in "${SIZES[@]}"; do
-  name="full$n"
+  name="f$n$(($$ % 100000))"
   cfg=$($CK sandbox up --name "$name" --nodes "$n" | tail -n 1)
   dir=$(dirname "$cfg")
-  { cat "$cfg"; echo "packages: { bundle: $WORK/bundle }"; } > "$dir/bench.yaml"
+  { sed "s/control_plane_mode: systemd/control_plane_mode: $MODE/" "$cfg"; echo "packages: { bundle: $WORK/bundle }"; } > "$dir/bench.yaml"
   python3 bench/install/measure.py "$CK" "$dir/bench.yaml" "$EVENTS/full$n-cold" "$n" cold --
   tops+=("$n cold:$EVENTS/full$n-cold.jsonl")
   for ((r = 1; r <= RERUNS; r++)); do

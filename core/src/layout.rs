@@ -461,6 +461,42 @@ impl NodeLayout {
         format!("{}/{name}.yaml", self.manifests_dir)
     }
 
+    /// Where a static pod's manifest waits while the pod is stopped on purpose (a restart, a
+    /// restore): beside the manifest directory, `/etc/kubernetes/<name>.yaml.<why>`, so the
+    /// kubelet does not run it.
+    pub fn manifest_aside(&self, name: &str, why: &str) -> String {
+        format!("{}/{name}.yaml.{why}", self.kubernetes_dir)
+    }
+
+    /// Shell that waits up to `secs` seconds until the static pod `name` (the kubelet's pod
+    /// `<name>-<node>`) has no running container or sandbox task in containerd's CRI namespace
+    /// (`stopped`: the kubelet has torn it down), or until its container `name` runs again
+    /// (`!stopped`); prints why on stderr and fails when it does not. Reads containerd with
+    /// `ctr` by the kubelet's labels: Debian 12 has no crictl. `name` is a plain word
+    /// (`etcd`, `kube-apiserver`).
+    pub fn wait_static_pod(name: &str, stopped: bool, secs: u64) -> String {
+        let (filter, done, what) = if stopped {
+            (
+                format!("labels.\"io.kubernetes.pod.name\"~=\"^{name}-\""),
+                "-z",
+                "stop",
+            )
+        } else {
+            (
+                format!("labels.\"io.kubernetes.container.name\"=={name}"),
+                "-n",
+                "start",
+            )
+        };
+        format!(
+            "( i=0; while :; do \
+               r=$(for id in $(ctr -n k8s.io containers ls -q '{filter}'); do ctr -n k8s.io tasks ls | grep \"^$id .*RUNNING\"; done); \
+               if [ {done} \"$r\" ]; then break; fi; i=$((i+1)); \
+               if [ $i -ge {secs} ]; then echo \"the kubelet did not {what} {name} within {secs}s\" >&2; exit 1; fi; \
+               sleep 1; done )"
+        )
+    }
+
     /// An installed Kubernetes binary: `/usr/local/bin/<name>`.
     pub fn bin(&self, name: &str) -> String {
         format!("{}/{name}", self.bin_dir)
@@ -720,6 +756,52 @@ mod tests {
         assert_eq!(v["manifests_dir"], "/etc/kubernetes/manifests");
         assert_eq!(v["ports"]["apiserver"], 6443);
         assert_eq!(v["units"]["kube_scheduler"], "kube-scheduler");
+    }
+
+    #[test]
+    fn static_pod_waits_are_shell_that_reads_the_kubelet_labels() {
+        // A stand-in `ctr` that lists one running etcd container: the stop wait times out
+        // (and says so), the start wait returns at once.
+        let dir = std::env::temp_dir().join(format!("ck-layout-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ctr = dir.join("ctr");
+        std::fs::write(
+            &ctr,
+            "#!/bin/sh\ncase \"$*\" in\n  *'containers ls'*) echo abc ;;\n  *'tasks ls'*) printf 'TASK PID STATUS\\nabc 1 RUNNING\\n' ;;\nesac\n",
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&ctr, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let run = |script: String| {
+            std::process::Command::new("sh")
+                .arg("-c")
+                .arg(script)
+                .env("PATH", format!("{}:/usr/bin:/bin", dir.display()))
+                .output()
+                .unwrap()
+        };
+        let stop = NodeLayout::wait_static_pod("etcd", true, 2);
+        assert!(
+            stop.contains(r#"labels."io.kubernetes.pod.name"~="^etcd-""#),
+            "{stop}"
+        );
+        let out = run(stop);
+        assert!(!out.status.success());
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr).trim(),
+            "the kubelet did not stop etcd within 2s"
+        );
+        let start = NodeLayout::wait_static_pod("etcd", false, 2);
+        assert!(
+            start.contains(r#"labels."io.kubernetes.container.name"==etcd"#),
+            "{start}"
+        );
+        assert!(run(start).status.success());
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(
+            NodeLayout::DEFAULT.manifest_aside("etcd", "restore-hold"),
+            "/etc/kubernetes/etcd.yaml.restore-hold"
+        );
     }
 
     #[test]

@@ -12,6 +12,9 @@
 //! a release outside that range gets its nearest neighbour's values (validation refuses it
 //! before anything is installed).
 
+/// The registry kubeadm's images come from unless `kubernetes.image_repository` says otherwise.
+pub const DEFAULT_IMAGE_REPOSITORY: &str = "registry.k8s.io";
+
 /// The oldest minor release clusterkit installs (Debian 12 builds v1.20.2 from source).
 pub const MIN_MINOR: u32 = 20;
 

@@ -126,14 +126,18 @@ impl ImageOptions {
 }
 
 /// Puts the images of `opts` into `out/images/` (a verified copy of the cache, which is built
-/// when missing) — the busybox image and the pause image under each of `pause_names` — and
-/// returns the bundle manifest entries covering them.
+/// when missing) — the busybox image, the pause image under each of `pause_names` and the
+/// control-plane images of `components` — and returns the bundle manifest entries covering them.
 pub fn add_images(
     out: &Path,
     opts: &ImageOptions,
     pause_names: &[String],
+    components: &[images::ComponentInput],
 ) -> Result<Vec<BundleFile>, BundleError> {
-    let cached = images::ensure(&opts.cache, &opts.sources, pause_names)?;
+    let mut cached = images::ensure(&opts.cache, &opts.sources, pause_names)?;
+    cached
+        .images
+        .extend(images::ensure_components(&opts.cache, components)?);
     let dir = out.join("images");
     std::fs::create_dir_all(&dir).map_err(file_err(&dir))?;
     let mut files = Vec::new();
@@ -485,6 +489,42 @@ fn kubernetes_version(
     Ok(found.map(|(v, _)| v))
 }
 
+/// The control-plane images a bundle for Kubernetes `version` carries: one per Kubernetes
+/// component binary in `out/bin/`, and etcd's from the bundle's `etcd-server` package
+/// (unpacked into `out/.downloads/etcd-server/`), named as kubeadm names them in the default
+/// repository.
+fn component_inputs(
+    out: &Path,
+    version: KubeVersion,
+    packages: &[BundlePackage],
+) -> Result<Vec<images::ComponentInput>, BundleError> {
+    let repo = clusterkit_core::release::DEFAULT_IMAGE_REPOSITORY;
+    let mut inputs: Vec<images::ComponentInput> = images::KUBE_COMPONENTS
+        .iter()
+        .map(|name| images::ComponentInput {
+            image: images::component_image(repo, name, &version.to_string()),
+            binary: out.join("bin").join(name),
+        })
+        .filter(|i| i.binary.is_file())
+        .collect();
+    if let Some(etcd) = packages.iter().find(|p| p.name == "etcd-server") {
+        let dir = out.join(".downloads/etcd-server");
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(file_err(&dir))?;
+        }
+        std::fs::create_dir_all(&dir).map_err(file_err(&dir))?;
+        run(Command::new("dpkg-deb")
+            .arg("-x")
+            .arg(out.join(&etcd.file))
+            .arg(&dir))?;
+        inputs.push(images::ComponentInput {
+            image: images::etcd_image(repo, version),
+            binary: dir.join("usr/bin/etcd"),
+        });
+    }
+    Ok(inputs)
+}
+
 /// Builds (or refreshes) a bundle; returns its manifest, also written to `out/manifest.json`.
 pub fn build(opts: &BuildOptions) -> Result<BundleManifest, BundleError> {
     if !opts.base_status.is_file() {
@@ -556,7 +596,11 @@ pub fn build(opts: &BuildOptions) -> Result<BundleManifest, BundleError> {
             Some(v) => vec![images::pause_image_for(v.minor, v.patch)],
             None => images::every_pause_image(),
         };
-        binaries.extend(add_images(&opts.out, img, &pause)?);
+        let components = match kubernetes_version {
+            Some(v) => component_inputs(&opts.out, v, &packages)?,
+            None => Vec::new(),
+        };
+        binaries.extend(add_images(&opts.out, img, &pause, &components)?);
     } else {
         // A bundle rebuilt without images must not keep an old images/ the phase would import.
         let old = opts.out.join("images");
@@ -660,6 +704,8 @@ mod tests {
                 size: data.len() as u64,
                 digest: "sha256:00".into(),
                 recipe: images::RECIPE,
+                component: None,
+                source: None,
             });
         }
         let m = ImageManifest {
@@ -686,7 +732,7 @@ mod tests {
                 busybox: "/nonexistent".into(),
             },
         };
-        let files = add_images(out.path(), &opts, &[PAUSE_IMAGE.to_string()]).unwrap();
+        let files = add_images(out.path(), &opts, &[PAUSE_IMAGE.to_string()], &[]).unwrap();
         let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
         assert_eq!(
             names,
@@ -719,7 +765,7 @@ mod tests {
             .to_string()
             .contains("pause_3.2.oci.tar"));
         // Rebuilding replaces the stale file.
-        let files = add_images(out.path(), &opts, &[PAUSE_IMAGE.to_string()]).unwrap();
+        let files = add_images(out.path(), &opts, &[PAUSE_IMAGE.to_string()], &[]).unwrap();
         let bundle = Bundle {
             manifest: BundleManifest {
                 binaries: files,
@@ -753,7 +799,7 @@ mod tests {
         let cache = tempfile::tempdir().unwrap();
         let out = tempfile::tempdir().unwrap();
         let opts = without_sources(cache.path());
-        let e = add_images(out.path(), &opts, &[PAUSE_IMAGE.to_string()])
+        let e = add_images(out.path(), &opts, &[PAUSE_IMAGE.to_string()], &[])
             .unwrap_err()
             .to_string();
         assert!(e.contains("--no-images"), "{e}");
@@ -767,7 +813,7 @@ mod tests {
         let out = tempfile::tempdir().unwrap();
         fake_cache(cache.path());
         let opts = without_sources(cache.path());
-        let e = add_images(out.path(), &opts, &[images::pause_image_for(28, 7)])
+        let e = add_images(out.path(), &opts, &[images::pause_image_for(28, 7)], &[])
             .unwrap_err()
             .to_string();
         assert!(e.contains("no Kubernetes source"), "{e}");
@@ -789,7 +835,7 @@ mod tests {
         .unwrap();
         let opts = without_sources(cache.path());
         // Same names, verified bytes, older recipe: rebuilt (here it cannot be: no sources).
-        let e = add_images(out.path(), &opts, &[PAUSE_IMAGE.to_string()])
+        let e = add_images(out.path(), &opts, &[PAUSE_IMAGE.to_string()], &[])
             .unwrap_err()
             .to_string();
         assert!(e.contains("no Kubernetes source"), "{e}");

@@ -16,6 +16,17 @@
 //!   build lacks ([`WGET_WRAPPER`]), `/etc/passwd` and `/etc/group` for root and nobody, and an
 //!   empty `/var/www`.
 //!
+//! - the control-plane images ([`ComponentInput`], [`component_spec`]): kube-apiserver,
+//!   kube-controller-manager, kube-scheduler, kube-proxy and etcd, each one layer with the
+//!   binary in `/usr/local/bin` (as upstream's images have it) and, for a dynamically linked
+//!   binary (Debian's etcd), the shared libraries and loader `ldd` names, at the paths the
+//!   binary asks for; `/tmp`; config with the binary as Entrypoint, `PATH` and User `0`.
+//!   Tagged as kubeadm names them ([`component_image`]): `registry.k8s.io/kube-apiserver:v1.20.2`,
+//!   and etcd with kubeadm's etcd tag for the release (`etcd:3.4.13-0` for v1.20) whatever
+//!   etcd release the binary is (Debian 12's etcd-server is 3.4.23): the static-pod manifests
+//!   and kubeadm ask for that tag. The Kubernetes binaries built here are static Go binaries
+//!   (`ldd`: "not a dynamic executable") and need nothing else.
+//!
 //! Names are fully qualified because kubelet normalises image names before looking them up.
 //!
 //! Each image is one OCI layout in a tar (`oci-layout`, `index.json`, `blobs/sha256/…`): one
@@ -31,7 +42,9 @@
 //!
 //! Limits: linux/amd64-style single-platform images of this machine's architecture; building
 //! needs gcc with a static libc (libc6-dev), `tar` and the source tarball that
-//! `scripts/build-kube.sh` downloads.
+//! `scripts/build-kube.sh` downloads. A dynamic binary's libraries are this machine's (found
+//! with `ldd`): right for nodes of the same Debian release, which is what bundles are for.
+//! Control-plane images always use the default repository (`registry.k8s.io`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -134,6 +147,14 @@ pub struct ImageEntry {
     /// The [`RECIPE`] the image was built with; an image of another recipe is rebuilt.
     #[serde(default)]
     pub recipe: u32,
+    /// For a control-plane image, the command it runs (`kube-apiserver`, `etcd`): only the
+    /// hosts that run that component import it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub component: Option<String>,
+    /// sha256 over the layer's inputs (paths and contents) of a control-plane image: a
+    /// changed binary or library rebuilds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 /// The version of how the images are made from their inputs. Bump it whenever the same inputs
@@ -160,6 +181,8 @@ pub struct ImageSpec {
     pub entrypoint: Vec<String>,
     pub cmd: Vec<String>,
     pub env: Vec<String>,
+    /// The config's `User` (empty: none, the runtime's default).
+    pub user: String,
     /// GOARCH-style architecture (`amd64`).
     pub architecture: String,
 }
@@ -245,6 +268,9 @@ pub fn build_image(spec: &ImageSpec) -> BuiltImage {
     if !spec.cmd.is_empty() {
         config_section.insert("Cmd".into(), json!(spec.cmd));
     }
+    if !spec.user.is_empty() {
+        config_section.insert("User".into(), json!(spec.user));
+    }
     config_section.insert("WorkingDir".into(), json!("/"));
     let config = json!({
         "created": "1970-01-01T00:00:00Z",
@@ -325,6 +351,7 @@ pub fn pause_spec(pause: Vec<u8>, name: &str) -> ImageSpec {
         entrypoint: vec!["/pause".into()],
         cmd: vec![],
         env: vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()],
+        user: String::new(),
         architecture: oci_arch().into(),
     }
 }
@@ -395,8 +422,176 @@ pub fn busybox_spec(busybox: Vec<u8>, applets: &[String]) -> ImageSpec {
         entrypoint: vec![],
         cmd: vec!["sh".into()],
         env: vec!["PATH=/bin".into()],
+        user: String::new(),
         architecture: oci_arch().into(),
     }
+}
+
+/// Where a control-plane binary lives in its image (upstream's images keep it there too).
+pub const COMPONENT_BIN_DIR: &str = "usr/local/bin";
+
+/// The user the control-plane images run as: root, as kubeadm's static pods run them — the
+/// components read keys under /etc/kubernetes/pki that only root may read.
+pub const COMPONENT_USER: &str = "0";
+
+/// `<repository>/<name>:<tag>`, as kubeadm names its images.
+pub fn component_image(repository: &str, name: &str, tag: &str) -> String {
+    format!("{}/{name}:{tag}", repository.trim_end_matches('/'))
+}
+
+/// The Kubernetes components that get an image, by binary name (etcd is the other one).
+pub const KUBE_COMPONENTS: [&str; 4] = [
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kube-proxy",
+];
+
+/// The etcd image kubeadm names for Kubernetes `version`, in `repository`.
+pub fn etcd_image(repository: &str, version: clusterkit_core::release::KubeVersion) -> String {
+    let tag = clusterkit_core::release::images(version.minor, version.patch).etcd;
+    component_image(repository, "etcd", tag)
+}
+
+/// One control-plane image to build: its name and the binary it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComponentInput {
+    /// Fully qualified image name (`registry.k8s.io/kube-apiserver:v1.20.2`).
+    pub image: String,
+    /// The binary; its file name is the command (`kube-apiserver`).
+    pub binary: PathBuf,
+}
+
+impl ComponentInput {
+    /// The command the image runs: the binary's file name.
+    pub fn command(&self) -> String {
+        self.binary
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+}
+
+/// The files `ldd` says a dynamic binary loads (libraries and the loader), absolute paths.
+pub fn ldd_paths(output: &str) -> Vec<String> {
+    let mut out: Vec<String> = output
+        .lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            // `libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x…)` or `/lib64/ld-linux-x86-64.so.2 (0x…)`;
+            // the vDSO (`linux-vdso.so.1 (0x…)`) has no file.
+            let path = match l.split_once("=> ") {
+                Some((_, rest)) => rest,
+                None => l,
+            };
+            let path = path.split_whitespace().next()?;
+            path.starts_with('/').then(|| path.to_string())
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The layer's files of a control-plane image: the binary at
+/// `usr/local/bin/<command>` and, when it is dynamically linked, what `ldd` lists (read
+/// through symlinks, stored at the path the loader looks for). Paths without leading `/`.
+pub fn component_files(input: &ComponentInput) -> Result<Vec<(String, Vec<u8>)>, ImageError> {
+    let data = std::fs::read(&input.binary).map_err(file_err(&input.binary))?;
+    let mut files = Vec::new();
+    if !is_static_elf(&data) {
+        let out = run(Command::new("ldd").arg(&input.binary).env("LC_ALL", "C"))?;
+        for lib in ldd_paths(&String::from_utf8_lossy(&out)) {
+            let p = Path::new(&lib);
+            let bytes = std::fs::read(p).map_err(file_err(p))?;
+            files.push((lib.trim_start_matches('/').to_string(), bytes));
+        }
+    }
+    files.push((format!("{COMPONENT_BIN_DIR}/{}", input.command()), data));
+    files.sort();
+    Ok(files)
+}
+
+/// The image of one control-plane component around its layer files ([`component_files`]).
+pub fn component_spec(name: &str, command: &str, files: Vec<(String, Vec<u8>)>) -> ImageSpec {
+    let mut tree = BTreeMap::new();
+    tree.insert("tmp".to_string(), Entry::Dir { mode: 0o1777 });
+    for (path, data) in files {
+        // Every parent directory, so the layer unpacks without implicit directories.
+        let mut parent = Path::new(&path).parent();
+        while let Some(p) = parent.filter(|p| !p.as_os_str().is_empty()) {
+            tree.entry(p.to_string_lossy().into_owned())
+                .or_insert(Entry::Dir { mode: 0o755 });
+            parent = p.parent();
+        }
+        tree.insert(path, Entry::File { mode: 0o755, data });
+    }
+    ImageSpec {
+        name: name.to_string(),
+        files: tree,
+        entrypoint: vec![format!("/{COMPONENT_BIN_DIR}/{command}")],
+        cmd: vec![],
+        env: vec!["PATH=/usr/local/bin:/usr/bin:/bin".into()],
+        user: COMPONENT_USER.into(),
+        architecture: oci_arch().into(),
+    }
+}
+
+/// sha256 over a layer's inputs (each path, its length and contents).
+fn source_digest(files: &[(String, Vec<u8>)]) -> String {
+    let mut h = Sha256::new();
+    for (path, data) in files {
+        h.update(path.as_bytes());
+        h.update([0]);
+        h.update((data.len() as u64).to_le_bytes());
+        h.update(data);
+    }
+    hex::encode(h.finalize())
+}
+
+/// The control-plane images of `inputs` in `dir` (the image cache): reused when the manifest
+/// lists one under its name, of this [`RECIPE`], built from the same inputs, and its tarball
+/// verifies; built otherwise. Every other image of the directory stays. Returns the entries of
+/// `inputs`, in their order.
+pub fn ensure_components(
+    dir: &Path,
+    inputs: &[ComponentInput],
+) -> Result<Vec<ImageEntry>, ImageError> {
+    let _lock = lock(dir)?;
+    let mut manifest = load(dir).unwrap_or(ImageManifest {
+        format: 1,
+        images: Vec::new(),
+    });
+    let mut out = Vec::new();
+    let mut changed = false;
+    for input in inputs {
+        let files = component_files(input)?;
+        let source = source_digest(&files);
+        let cached = manifest.images.iter().find(|i| {
+            i.name == input.image
+                && i.recipe == RECIPE
+                && i.source.as_deref() == Some(source.as_str())
+                && verify_one(dir, i).is_ok()
+        });
+        if let Some(i) = cached {
+            out.push(i.clone());
+            continue;
+        }
+        let spec = component_spec(&input.image, &input.command(), files);
+        let entry = ImageEntry {
+            component: Some(input.command()),
+            source: Some(source),
+            ..write_image(dir, &spec)?
+        };
+        manifest.images.retain(|i| i.name != entry.name);
+        manifest.images.push(entry.clone());
+        out.push(entry);
+        changed = true;
+    }
+    if changed {
+        write_manifest(dir, &manifest)?;
+    }
+    Ok(out)
 }
 
 /// Where the inputs come from.
@@ -600,6 +795,29 @@ fn write_atomic(path: &Path, data: &[u8]) -> Result<(), ImageError> {
     Ok(std::fs::rename(&tmp, path).map_err(file_err(path))?)
 }
 
+/// Builds the image of `spec` into `dir`; returns its manifest entry (no component or source).
+fn write_image(dir: &Path, spec: &ImageSpec) -> Result<ImageEntry, ImageError> {
+    let built = build_image(spec);
+    let file = file_name(&built.name);
+    write_atomic(&dir.join(&file), &built.archive)?;
+    Ok(ImageEntry {
+        name: built.name,
+        file,
+        sha256: sha256_hex(&built.archive),
+        size: built.archive.len() as u64,
+        digest: built.manifest_digest,
+        recipe: RECIPE,
+        component: None,
+        source: None,
+    })
+}
+
+/// Writes `dir/manifest.json` (last, so a directory with a manifest is complete).
+fn write_manifest(dir: &Path, manifest: &ImageManifest) -> Result<(), ImageError> {
+    let text = serde_json::to_string_pretty(manifest).unwrap_or_default() + "\n";
+    write_atomic(&dir.join(MANIFEST_FILE), text.as_bytes())
+}
+
 /// Builds the busybox image and the pause image under each of `pause_names` into `out`, keeps
 /// every other image `out` already holds intact, and writes its `manifest.json` (last, so a
 /// directory with a manifest is complete).
@@ -627,21 +845,10 @@ pub fn build(
         .collect();
     specs.push(busybox_spec(busybox, &applets));
     for spec in specs {
-        let built = build_image(&spec);
-        let file = file_name(&built.name);
-        write_atomic(&out.join(&file), &built.archive)?;
-        images.push(ImageEntry {
-            name: built.name,
-            file,
-            sha256: sha256_hex(&built.archive),
-            size: built.archive.len() as u64,
-            digest: built.manifest_digest,
-            recipe: RECIPE,
-        });
+        images.push(write_image(out, &spec)?);
     }
     let manifest = ImageManifest { format: 1, images };
-    let text = serde_json::to_string_pretty(&manifest).unwrap_or_default() + "\n";
-    write_atomic(&out.join(MANIFEST_FILE), text.as_bytes())?;
+    write_manifest(out, &manifest)?;
     Ok(manifest)
 }
 
@@ -686,6 +893,19 @@ fn verify_one(dir: &Path, i: &ImageEntry) -> Result<(), ImageError> {
     Ok(())
 }
 
+/// One builder at a time per image directory (tests and `bundle build` share the cache): the
+/// others wait, then find the images complete. Released when the returned file is closed.
+fn lock(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, ImageError> {
+    std::fs::create_dir_all(dir).map_err(file_err(dir))?;
+    let lock_path = dir.join(".lock");
+    let file = std::fs::File::create(&lock_path).map_err(file_err(&lock_path))?;
+    Ok(
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| std::io::Error::from(e))
+            .map_err(file_err(&lock_path))?,
+    )
+}
+
 /// The busybox image and the pause image under each of `pause_names` in `dir`: reused when its
 /// manifest lists them and every tarball verifies, built (from `sources`) otherwise. Returns
 /// the manifest narrowed to those images (a shared cache may hold other pause tags too). This
@@ -695,14 +915,7 @@ pub fn ensure(
     sources: &Sources,
     pause_names: &[String],
 ) -> Result<ImageManifest, ImageError> {
-    // One builder at a time per directory (tests and `bundle build` share the cache): the
-    // others wait, then find the images complete. Released when the file is closed.
-    std::fs::create_dir_all(dir).map_err(file_err(dir))?;
-    let lock_path = dir.join(".lock");
-    let file = std::fs::File::create(&lock_path).map_err(file_err(&lock_path))?;
-    let _lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| std::io::Error::from(e))
-        .map_err(file_err(&lock_path))?;
+    let _lock = lock(dir)?;
     let wanted = |m: ImageManifest| ImageManifest {
         format: m.format,
         images: m
@@ -848,6 +1061,68 @@ mod tests {
     }
 
     #[test]
+    fn component_images_carry_the_binary_its_libraries_and_root() {
+        let built = build_image(&component_spec(
+            "registry.k8s.io/etcd:3.4.13-0",
+            "etcd",
+            vec![
+                ("lib64/ld-linux-x86-64.so.2".into(), b"ld".to_vec()),
+                ("usr/local/bin/etcd".into(), b"etcd".to_vec()),
+            ],
+        ));
+        let outer = read_tar(&built.archive);
+        let blob = |d: &str| &outer[&format!("blobs/sha256/{}", d.trim_start_matches("sha256:"))].1;
+        let config: serde_json::Value = serde_json::from_slice(blob(&built.config_digest)).unwrap();
+        assert_eq!(
+            config["config"]["Entrypoint"],
+            json!(["/usr/local/bin/etcd"])
+        );
+        assert_eq!(config["config"]["User"], "0");
+        let files = read_tar(blob(&built.layer_digest));
+        let names: Vec<&str> = files.keys().map(String::as_str).collect();
+        assert_eq!(
+            names,
+            [
+                "lib64/",
+                "lib64/ld-linux-x86-64.so.2",
+                "tmp/",
+                "usr/",
+                "usr/local/",
+                "usr/local/bin/",
+                "usr/local/bin/etcd"
+            ]
+        );
+        assert_eq!(files["usr/local/bin/etcd"].2, 0o755);
+        assert_eq!(files["tmp/"].2, 0o1777);
+        // pause and busybox have no User: their bytes stay what they were.
+        let pause = build_image(&pause_spec(vec![1], &pause_image("3.2")));
+        let outer = read_tar(&pause.archive);
+        let config = &outer[&format!(
+            "blobs/sha256/{}",
+            pause.config_digest.trim_start_matches("sha256:")
+        )]
+            .1;
+        assert!(!String::from_utf8_lossy(config).contains("User"));
+        assert_eq!(
+            etcd_image("registry.k8s.io", "v1.20.2".parse().unwrap()),
+            "registry.k8s.io/etcd:3.4.13-0"
+        );
+    }
+
+    #[test]
+    fn ldd_output_gives_the_files_to_carry() {
+        let out = "\tlinux-vdso.so.1 (0x00007ffd)\n\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f07)\n\t/lib64/ld-linux-x86-64.so.2 (0x00007f08)\n";
+        assert_eq!(
+            ldd_paths(out),
+            [
+                "/lib/x86_64-linux-gnu/libc.so.6",
+                "/lib64/ld-linux-x86-64.so.2"
+            ]
+        );
+        assert!(ldd_paths("\tnot a dynamic executable\n").is_empty());
+    }
+
+    #[test]
     fn makefile_tag_and_static_detection() {
         assert_eq!(
             makefile_tag("REGISTRY ?= x\nTAG = 3.4\nREV = $(shell git)\n").as_deref(),
@@ -873,6 +1148,8 @@ mod tests {
                 size: 3,
                 digest: "sha256:00".into(),
                 recipe: RECIPE,
+                component: None,
+                source: None,
             }],
         };
         std::fs::write(

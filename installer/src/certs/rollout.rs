@@ -157,7 +157,8 @@ pub fn units_for(changed: &[String]) -> BTreeSet<&'static str> {
 pub enum Restarted {
     /// The systemd unit was running and was restarted.
     Unit,
-    /// The static pod's containers were stopped; the kubelet starts them again.
+    /// The static pod was recreated: its manifest moved out of the manifest directory until
+    /// the kubelet had stopped its container, then moved back.
     StaticPod,
     /// Installed but not running: left stopped (it reads the new files when started).
     Inactive,
@@ -166,22 +167,37 @@ pub enum Restarted {
 }
 
 /// Restarts `unit` on a node if it runs there: a running systemd unit is restarted and must
-/// be active a few seconds later; a static pod (no unit, a manifest, crictl present) has its
-/// containers stopped so the kubelet recreates them.
+/// be active a few seconds later; a static pod (no unit, a manifest) is recreated the way
+/// kubeadm documents — its manifest moved out of the manifest directory until the kubelet has
+/// torn the pod down (containerd's CRI namespace shows no running task of the pod's
+/// containers or sandbox, by the kubelet's pod-name label; `ctr`, no crictl needed: Debian
+/// has none), then moved back, and waited for until the kubelet runs the container again. The
+/// caller waits for health.
 pub async fn restart_unit(
     exec: &dyn Executor,
     unit: &str,
     timeout: Duration,
 ) -> Result<Restarted, CertsError> {
     let u = shell_quote(unit);
-    let manifest = shell_quote(&NodeLayout::DEFAULT.manifest(unit));
+    let layout = NodeLayout::DEFAULT;
+    let manifest = shell_quote(&layout.manifest(unit));
+    let aside = shell_quote(&layout.manifest_aside(unit, "restarting"));
+    // Each of the two waits: half the command's own timeout, leaving time to put the
+    // manifest back.
+    let secs = (timeout.as_secs().saturating_sub(15) / 2).max(10);
+    let stopped = NodeLayout::wait_static_pod(unit, true, secs);
+    let started = NodeLayout::wait_static_pod(unit, false, secs);
     let script = format!(
         "if systemctl cat {u}.service >/dev/null 2>&1; then \
            if systemctl is-active -q {u}; then systemctl restart {u} || exit 1; sleep 2; \
              if systemctl is-active -q {u}; then echo unit; else systemctl status --no-pager -n 5 {u} >&2; exit 1; fi; \
            else echo inactive; fi; \
-         elif [ -f {manifest} ] && command -v crictl >/dev/null 2>&1; then \
-           ids=$(crictl ps -q --name '^{unit}$'); if [ -n \"$ids\" ]; then crictl stop $ids >/dev/null && echo static-pod; else echo inactive; fi; \
+         elif [ -f {manifest} ]; then \
+           mv {manifest} {aside} || exit 1; \
+           {stopped} || {{ mv {aside} {manifest}; exit 1; }}; \
+           mv {aside} {manifest} || exit 1; \
+           {started} || exit 1; \
+           echo static-pod; \
          else echo absent; fi"
     );
     let out = exec.run(&Command::new(script).timeout(timeout)).await?;
@@ -365,7 +381,7 @@ pub async fn distribute(
                     source,
                 })?;
             let done = restart_unit(exec.as_ref(), ETCD, ETCD_REJOIN_TIMEOUT).await?;
-            if done != Restarted::Unit {
+            if !matches!(done, Restarted::Unit | Restarted::StaticPod) {
                 return Ok(None);
             }
             wait_healthy(etcd_health, ETCD_REJOIN_TIMEOUT)
@@ -410,7 +426,9 @@ pub async fn distribute(
             // kube-apiserver first (the set is ordered): the others fail while it is down.
             for unit in units {
                 let how = restart_unit(exec.as_ref(), unit, Duration::from_secs(120)).await?;
-                if how == Restarted::Unit && unit == NodeLayout::DEFAULT.units.kube_apiserver {
+                if matches!(how, Restarted::Unit | Restarted::StaticPod)
+                    && unit == NodeLayout::DEFAULT.units.kube_apiserver
+                {
                     wait_apiserver_ready(exec.as_ref(), APISERVER_READY_TIMEOUT).await?;
                 }
                 if how != Restarted::Absent {

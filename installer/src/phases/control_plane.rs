@@ -9,8 +9,10 @@
 //!   (template `kubernetes/systemd/component.service`);
 //! - `static-pod`: kubeadm-style manifests in `/etc/kubernetes/manifests` (template
 //!   `kubernetes/manifests/component.yaml`, images from `kubernetes.image_repository`), run by
-//!   the kubelet, which this phase then starts on the control-plane hosts (playbook `kubelet`)
-//!   with the kubelet.conf the pki phase gave them.
+//!   the kubelet, which this phase then starts on the control-plane hosts (playbook `kubelet`;
+//!   already running where the etcd phase started it for etcd's static pod) with the
+//!   kubelet.conf the pki phase gave them. The images come from the offline bundle
+//!   ([`crate::images`], imported by the `images` phase) or the hosts' registries.
 //!
 //! Several control-plane hosts: each runs all three components; the API servers share etcd
 //! and one certificate (every control-plane host in its SANs), the controller managers and
@@ -96,23 +98,31 @@ fn probe(layout: &NodeLayout, c: Component, host: &Host) -> Value {
 /// The image a control-plane component's static pod runs:
 /// `<image_repository>/<component>:<version>`, as kubeadm names them.
 pub fn component_image(cluster: &Cluster, c: Component) -> String {
-    format!(
-        "{}/{}:{}",
-        cluster.kubernetes.image_repository.trim_end_matches('/'),
+    crate::images::component_image(
+        &cluster.kubernetes.image_repository,
         c.name(),
-        cluster.kubernetes.version
+        &cluster.kubernetes.version.to_string(),
     )
 }
 
-/// The images of the static-pod control plane (none in systemd mode).
-pub fn static_pod_images(cluster: &Cluster) -> Vec<String> {
+/// The images `host`'s static pods run: the control plane's on a control-plane host and
+/// etcd's where etcd runs as a static pod ([`super::etcd::static_pod`]); none in systemd mode.
+pub fn static_pod_images(cluster: &Cluster, host: &Host) -> Vec<String> {
     if cluster.kubernetes.control_plane_mode != ControlPlaneMode::StaticPod {
         return Vec::new();
     }
-    Component::CONTROL_PLANE
-        .iter()
-        .map(|&c| component_image(cluster, c))
-        .collect()
+    let mut images = Vec::new();
+    if host.has_role(Role::ControlPlane) {
+        images.extend(
+            Component::CONTROL_PLANE
+                .iter()
+                .map(|&c| component_image(cluster, c)),
+        );
+    }
+    if super::etcd::static_pod(cluster, host) {
+        images.push(super::etcd::image(cluster));
+    }
+    images
 }
 
 /// The control-plane variables of one host: `control_plane` (one entry per component:

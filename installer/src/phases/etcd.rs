@@ -15,6 +15,13 @@
 //! cluster.yaml. Add one member per run: etcd refuses an add that would leave the cluster
 //! without quorum until the previous new member has started.
 //!
+//! Static-pod mode (`kubernetes.control_plane_mode: static-pod`): a member on a control-plane
+//! host runs as kubeadm's stacked etcd instead, a static pod (template
+//! `kubernetes/manifests/etcd.yaml`: the same flags, the image the offline bundle built from
+//! Debian's etcd, `/var/lib/etcd` and the etcd pki directory mounted) that the kubelet, started
+//! here on those hosts, runs; a changed manifest is the kubelet's cue to recreate the pod. An
+//! etcd host without the control plane keeps the unit (kubeadm's external etcd).
+//!
 //! Limits: members are never removed here (a host taken out of cluster.yaml stays a member
 //! until `etcdctl member remove`); the operator's machine must reach the members' client port
 //! (2379) for the health check; the unit runs etcd as root, like kubeadm's static pod does.
@@ -23,7 +30,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use clusterkit_core::config::{Cluster, Host, Role};
+use clusterkit_core::config::{Cluster, ControlPlaneMode, Host, Role};
 use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
 use serde_json::{json, Map, Value};
 
@@ -36,6 +43,25 @@ pub struct EtcdPhase;
 
 /// How long the phase waits for a healthy cluster after starting the members.
 pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// Whether `host`'s etcd member runs as a static pod (`/etc/kubernetes/manifests/etcd.yaml`,
+/// kubeadm's stacked etcd): in static-pod mode on a host that is also a control-plane host,
+/// whose kubelet runs before any API server. An etcd host without the control plane keeps
+/// the systemd unit (kubeadm's external etcd), as does every member in systemd mode.
+pub fn static_pod(cluster: &Cluster, host: &Host) -> bool {
+    cluster.kubernetes.control_plane_mode == ControlPlaneMode::StaticPod
+        && host.has_role(Role::Etcd)
+        && host.has_role(Role::ControlPlane)
+}
+
+/// The etcd image of the static pod: kubeadm's tag for the release, in the cluster's
+/// `image_repository`.
+pub fn image(cluster: &Cluster) -> String {
+    crate::images::etcd_image(
+        &cluster.kubernetes.image_repository,
+        cluster.kubernetes.version,
+    )
+}
 
 /// A member's peer URL.
 pub fn peer_url(h: &Host) -> String {
@@ -377,13 +403,32 @@ impl Phase for EtcdPhase {
                     json!({
                         "binary": layout.etcd_binary,
                         "data_dir": layout.etcd_data_dir,
+                        "pki_dir": layout.etcd_pki_dir,
                         "flags": member_flags(cx.cluster, h, boot),
+                        "static_pod": static_pod(cx.cluster, h),
+                        "image": image(cx.cluster),
+                        "metrics_port": layout.ports.etcd_metrics,
                     }),
                 );
             }
             Some(m)
         });
         cx.engine.run(&pb, &targets).await;
+        // Static-pod members run under the kubelet: start it on their hosts now (it runs the
+        // manifest without any API server; it registers its node once one answers).
+        let static_targets: Vec<_> = cx
+            .targets
+            .iter()
+            .filter(|t| {
+                cx.cluster
+                    .host(&t.name)
+                    .is_some_and(|h| static_pod(cx.cluster, h))
+            })
+            .cloned()
+            .collect();
+        if !static_targets.is_empty() {
+            super::kubelet::run_kubelet(cx, &static_targets, None).await?;
+        }
         if cx.check {
             return Ok(());
         }

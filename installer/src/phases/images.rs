@@ -23,9 +23,10 @@
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
-use clusterkit_core::config::{Cluster, Packages, Profile};
-use serde_json::{json, Value};
+use clusterkit_core::config::{Cluster, Host, Packages, Profile};
+use serde_json::{json, Map, Value};
 
+use super::common::with_vars;
 use super::{InstallError, Phase, PhaseContext};
 use crate::images::{self, ImageManifest, Sources};
 
@@ -63,30 +64,29 @@ pub fn image_dir(
     Ok(Some((cache, m)))
 }
 
-/// The images later phases need, each checked (and pulled when missing) by this phase on the
-/// nodes that run it: the runtime's sandbox image and CoreDNS (where the addons phase deploys
-/// it: not in the sandbox profile, which has no registry) everywhere, the static-pod control
-/// plane's images on control-plane hosts.
-pub fn required_images(cluster: &Cluster) -> Vec<Value> {
-    let everywhere = |image: String| json!({ "image": image, "control_plane_only": false });
-    let mut images = vec![everywhere(cluster.runtime.sandbox_image.clone())];
+/// The images later phases need on `host`, each checked (and pulled when missing) by this
+/// phase: the runtime's sandbox image and CoreDNS (where the addons phase deploys it: not in
+/// the sandbox profile, which has no registry) everywhere, and the images of the host's static
+/// pods ([`super::control_plane::static_pod_images`]).
+pub fn required_images(cluster: &Cluster, host: &Host) -> Vec<String> {
+    let mut images = vec![cluster.runtime.sandbox_image.clone()];
     if cluster.profile != Profile::Sandbox {
-        images.push(everywhere(super::addons::coredns_image(cluster)));
+        images.push(super::addons::coredns_image(cluster));
     }
-    images.extend(
-        super::control_plane::static_pod_images(cluster)
-            .into_iter()
-            .map(|image| json!({ "image": image, "control_plane_only": true })),
-    );
+    images.extend(super::control_plane::static_pod_images(cluster, host));
     images
 }
 
-/// The playbook's `images` variable: one object per image.
-pub fn image_vars(dir: &Path, manifest: &ImageManifest) -> Value {
+/// The playbook's `host.images` variable of `host`: one object per image of the manifest it
+/// imports — every image but the control-plane ones, which only the hosts whose static pods
+/// run them import (a systemd-mode cluster imports none of them).
+pub fn image_vars(dir: &Path, manifest: &ImageManifest, cluster: &Cluster, host: &Host) -> Value {
+    let static_pods = super::control_plane::static_pod_images(cluster, host);
     Value::Array(
         manifest
             .images
             .iter()
+            .filter(|i| i.component.is_none() || static_pods.contains(&i.name))
             .map(|i| {
                 json!({
                     "name": i.name,
@@ -122,23 +122,30 @@ impl Phase for ImagesPhase {
                 what: "preparing the images",
                 source: e,
             })??;
-        let vars = match found {
-            Some((dir, manifest)) => image_vars(&dir, &manifest),
-            None => {
-                tracing::info!(
-                    "no images in the offline bundle (and not a sandbox): nodes pull from registries"
-                );
-                Value::Array(Vec::new())
-            }
-        };
+        if found.is_none() {
+            tracing::info!(
+                "no images in the offline bundle (and not a sandbox): nodes pull from registries"
+            );
+        }
         for play in &mut pb.plays {
-            play.vars.insert("images".into(), vars.clone());
             play.vars
                 .insert("image_dir".into(), json!(REMOTE_IMAGE_DIR));
-            play.vars
-                .insert("required_images".into(), json!(required_images(cx.cluster)));
         }
-        cx.engine.run(&pb, cx.targets).await;
+        let targets = with_vars(cx.targets, |t| {
+            let h = cx.cluster.host(&t.name)?;
+            let mut m = Map::new();
+            let images = match &found {
+                Some((dir, manifest)) => image_vars(dir, manifest, cx.cluster, h),
+                None => Value::Array(Vec::new()),
+            };
+            m.insert("images".into(), images);
+            m.insert(
+                "required_images".into(),
+                json!(required_images(cx.cluster, h)),
+            );
+            Some(m)
+        });
+        cx.engine.run(&pb, &targets).await;
         Ok(())
     }
 }
@@ -166,53 +173,78 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{e}"))
                 .cluster
         };
-        let names = |c: &Cluster| -> Vec<(String, bool)> {
-            required_images(c)
-                .iter()
-                .map(|i| {
-                    (
-                        i["image"].as_str().unwrap().to_string(),
-                        i["control_plane_only"].as_bool().unwrap(),
-                    )
-                })
-                .collect()
-        };
+        let names = |c: &Cluster| required_images(c, c.host("cp1").unwrap());
         let prod = load("kubernetes: { version: v1.28.7 }\n");
         assert_eq!(
             names(&prod),
             [
-                ("registry.k8s.io/pause:3.9".to_string(), false),
-                ("registry.k8s.io/coredns/coredns:v1.10.1".to_string(), false),
-                ("registry.k8s.io/kube-apiserver:v1.28.7".to_string(), true),
-                (
-                    "registry.k8s.io/kube-controller-manager:v1.28.7".to_string(),
-                    true
-                ),
-                ("registry.k8s.io/kube-scheduler:v1.28.7".to_string(), true),
+                "registry.k8s.io/pause:3.9",
+                "registry.k8s.io/coredns/coredns:v1.10.1",
+                "registry.k8s.io/kube-apiserver:v1.28.7",
+                "registry.k8s.io/kube-controller-manager:v1.28.7",
+                "registry.k8s.io/kube-scheduler:v1.28.7",
+                "registry.k8s.io/etcd:3.5.10-0",
             ]
         );
         let sandbox = load("kubernetes: { version: v1.20.2, control_plane_mode: systemd, proxy_mode: iptables }\nprofile: sandbox\n");
-        assert_eq!(
-            names(&sandbox),
-            [("registry.k8s.io/pause:3.2".to_string(), false)]
-        );
+        assert_eq!(names(&sandbox), ["registry.k8s.io/pause:3.2"]);
     }
 
     #[test]
-    fn vars_carry_the_listing_key_and_local_path() {
+    fn vars_carry_the_listing_key_and_local_path_and_control_plane_images_go_where_they_run() {
+        let entry = |name: &str, component: Option<&str>| ImageEntry {
+            name: name.into(),
+            file: crate::images::file_name(name),
+            sha256: "00".into(),
+            size: 1,
+            digest: "sha256:ab".into(),
+            recipe: crate::images::RECIPE,
+            component: component.map(str::to_string),
+            source: None,
+        };
         let m = ImageManifest {
             format: 1,
-            images: vec![ImageEntry {
-                name: "registry.k8s.io/pause:3.2".into(),
-                file: "pause_3.2.oci.tar".into(),
-                sha256: "00".into(),
-                size: 1,
-                digest: "sha256:ab".into(),
-                recipe: crate::images::RECIPE,
-            }],
+            images: vec![
+                entry("registry.k8s.io/pause:3.2", None),
+                entry(
+                    "registry.k8s.io/kube-apiserver:v1.20.2",
+                    Some("kube-apiserver"),
+                ),
+                entry("registry.k8s.io/etcd:3.4.13-0", Some("etcd")),
+                entry(
+                    "registry.k8s.io/kube-apiserver:v1.19.0",
+                    Some("kube-apiserver"),
+                ),
+            ],
         };
-        let v = image_vars(Path::new("/cache/images"), &m);
+        let cluster = |mode: &str| {
+            crate::test_cluster(&format!(
+                "name: demo\nhosts:\n  - {{ name: cp1, address: 10.0.0.11, roles: [control-plane, etcd], auth: {{ key_file: ./k }} }}\n  - {{ name: w1, address: 10.0.0.12, roles: [worker, etcd], auth: {{ key_file: ./k }} }}\nkubernetes: {{ version: v1.20.2, control_plane_mode: {mode} }}\n"
+            ))
+        };
+        let names = |c: &Cluster, host: &str| -> Vec<String> {
+            let v = image_vars(Path::new("/cache/images"), &m, c, c.host(host).unwrap());
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["name"].as_str().unwrap().to_string())
+                .collect()
+        };
+        let sp = cluster("static-pod");
+        let v = image_vars(Path::new("/cache/images"), &m, &sp, sp.host("cp1").unwrap());
         assert_eq!(v[0]["key"], "<registry.k8s.io/pause:3.2@sha256:ab>");
         assert_eq!(v[0]["path"], "/cache/images/pause_3.2.oci.tar");
+        assert_eq!(
+            names(&sp, "cp1"),
+            [
+                "registry.k8s.io/pause:3.2",
+                "registry.k8s.io/kube-apiserver:v1.20.2",
+                "registry.k8s.io/etcd:3.4.13-0"
+            ]
+        );
+        // An etcd host without the control plane runs etcd under systemd: no image.
+        assert_eq!(names(&sp, "w1"), ["registry.k8s.io/pause:3.2"]);
+        let sd = cluster("systemd");
+        assert_eq!(names(&sd, "cp1"), ["registry.k8s.io/pause:3.2"]);
     }
 }

@@ -139,6 +139,10 @@ pub const EMBEDDED: &[(&str, &str)] = &[
         include_str!("../../../templates/kubernetes/manifests/component.yaml"),
     ),
     (
+        "templates/kubernetes/manifests/etcd.yaml",
+        include_str!("../../../templates/kubernetes/manifests/etcd.yaml"),
+    ),
+    (
         "templates/kubernetes/kubelet-config.yaml",
         include_str!("../../../templates/kubernetes/kubelet-config.yaml"),
     ),

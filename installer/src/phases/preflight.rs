@@ -8,13 +8,19 @@
 //! between hosts (duplicates, skew) stops the installation. Warnings are printed and do not
 //! stop anything.
 //!
+//! Control-plane mode: a host whose kube-apiserver or etcd already runs the other way
+//! (`kubernetes.control_plane_mode` changed since the install: a systemd unit file where a
+//! static pod is wanted, or a manifest in /etc/kubernetes/manifests where a unit is) fails
+//! here, before any phase changes anything: switching an installed cluster between the modes
+//! is not something clusterkit does ([`mode_conflicts`]).
+//!
 //! Limits: ports held by the component that belongs there (a rerun after the control plane is
 //! up) are fine; a port held by anything else is an error. In the sandbox profile all nodes
 //! share the machine's DMI product_uuid, so duplicates there are only a warning.
 
 use std::collections::BTreeMap;
 
-use clusterkit_core::config::{Profile, ProxyMode, Role};
+use clusterkit_core::config::{Cluster, ControlPlaneMode, Host, Profile, ProxyMode, Role};
 use clusterkit_core::exec::Executor;
 use clusterkit_core::layout::NodeLayout;
 use clusterkit_core::playbook::modules::{facts, ModuleError};
@@ -381,6 +387,14 @@ async fn check_one(
             .errors
             .extend(port_conflicts(&facts, &[(lb.port, "haproxy")]));
     }
+    if let Some(h) = cx.cluster.host(&t.name) {
+        match installed_modes(t.exec.as_ref()).await {
+            Ok(found) => findings
+                .errors
+                .extend(mode_conflicts(cx.cluster, h, &found)),
+            Err(e) => return (t.name.clone(), Err(HostPreflight::Facts(e.into()))),
+        }
+    }
     if proxy_mode == ProxyMode::Ipvs
         && facts.pointer("/ipvs") != Some(&Value::Bool(true))
         && ipvs_loadable(t.exec.as_ref()).await == Some(true)
@@ -396,6 +410,68 @@ async fn check_one(
     } else {
         (t.name.clone(), Err(HostPreflight::Checks(findings.errors)))
     }
+}
+
+/// The files of the two ways kube-apiserver and etcd run: (component, unit file, manifest).
+fn mode_files() -> [(&'static str, String, String); 2] {
+    let l = NodeLayout::DEFAULT;
+    [
+        (
+            "kube-apiserver",
+            l.service_file(l.units.kube_apiserver),
+            l.manifest("kube-apiserver"),
+        ),
+        ("etcd", l.service_file(l.units.etcd), l.manifest("etcd")),
+    ]
+}
+
+/// Which of [`mode_files`] exist on a host.
+async fn installed_modes(
+    exec: &dyn Executor,
+) -> Result<Vec<String>, clusterkit_core::exec::ExecError> {
+    let paths: Vec<String> = mode_files()
+        .into_iter()
+        .flat_map(|(_, unit, manifest)| [unit, manifest])
+        .collect();
+    let script = format!(
+        "for f in {}; do if [ -e \"$f\" ]; then echo \"$f\"; fi; done",
+        paths.join(" ")
+    );
+    let out = exec
+        .run(&clusterkit_core::exec::Command::new(script))
+        .await?;
+    Ok(out
+        .stdout_str()
+        .lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect())
+}
+
+/// The refusals for a host whose kube-apiserver or etcd runs the other way than cluster.yaml
+/// now says (`found`: which of [`mode_files`] exist there).
+pub fn mode_conflicts(cluster: &Cluster, host: &Host, found: &[String]) -> Vec<String> {
+    let static_pod = cluster.kubernetes.control_plane_mode == ControlPlaneMode::StaticPod;
+    let mut errors = Vec::new();
+    for (component, unit, manifest) in mode_files() {
+        let (wanted, other, runs) = match component {
+            "etcd" if !host.has_role(Role::Etcd) => continue,
+            "etcd" if super::etcd::static_pod(cluster, host) => ("static-pod", &unit, "systemd"),
+            "etcd" => ("systemd", &manifest, "static-pod"),
+            _ if !host.has_role(Role::ControlPlane) => continue,
+            _ if static_pod => ("static-pod", &unit, "systemd"),
+            _ => ("systemd", &manifest, "static-pod"),
+        };
+        if found.contains(other) {
+            errors.push(format!(
+                "{component} already runs in {runs} mode here ({other} exists) but cluster.yaml \
+                 wants {wanted}: switching an installed cluster between control_plane_mode \
+                 systemd and static-pod is refused; set kubernetes.control_plane_mode back \
+                 to what the cluster was installed with, or `clusterkit reset` it and install anew"
+            ));
+        }
+    }
+    errors
 }
 
 /// Whether `modprobe -n ip_vs` (a dry run: nothing is loaded) finds the module; `None` when
@@ -414,6 +490,39 @@ async fn ipvs_loadable(exec: &dyn Executor) -> Option<bool> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn switching_the_control_plane_mode_is_refused() {
+        let cluster = |mode: &str| {
+            crate::test_cluster(&format!(
+                "name: demo\nhosts:\n  - {{ name: cp1, address: 10.0.0.11, roles: [control-plane, etcd], auth: {{ key_file: ./k }} }}\n  - {{ name: w1, address: 10.0.0.12, roles: [worker, etcd], auth: {{ key_file: ./k }} }}\nkubernetes: {{ version: v1.20.2, control_plane_mode: {mode} }}\n"
+            ))
+        };
+        let (sp, sd) = (cluster("static-pod"), cluster("systemd"));
+        let units: Vec<String> = vec![
+            "/etc/systemd/system/kube-apiserver.service".into(),
+            "/etc/systemd/system/etcd.service".into(),
+        ];
+        let manifests: Vec<String> = vec![
+            "/etc/kubernetes/manifests/kube-apiserver.yaml".into(),
+            "/etc/kubernetes/manifests/etcd.yaml".into(),
+        ];
+        // As installed: nothing to say.
+        assert!(mode_conflicts(&sd, sd.host("cp1").unwrap(), &units).is_empty());
+        assert!(mode_conflicts(&sp, sp.host("cp1").unwrap(), &manifests).is_empty());
+        // An external etcd member keeps its unit in static-pod mode.
+        assert!(mode_conflicts(&sp, sp.host("w1").unwrap(), &units[1..]).is_empty());
+        assert!(mode_conflicts(&sp, sp.host("w1").unwrap(), &[]).is_empty());
+        // systemd → static-pod and back: both components named, with the way out.
+        let e = mode_conflicts(&sp, sp.host("cp1").unwrap(), &units);
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(e[0].starts_with("kube-apiserver already runs in systemd mode here (/etc/systemd/system/kube-apiserver.service exists) but cluster.yaml wants static-pod"), "{e:?}");
+        assert!(e[1].contains("etcd already runs in systemd mode"), "{e:?}");
+        assert!(e[0].contains("clusterkit reset"), "{e:?}");
+        let e = mode_conflicts(&sd, sd.host("cp1").unwrap(), &manifests);
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(e[0].contains("already runs in static-pod mode"), "{e:?}");
+    }
 
     fn facts(cpus: u64, mem: u64) -> Value {
         json!({"os": {"id": "debian", "version_id": "12", "pretty_name": "Debian 12"}, "init": "systemd",

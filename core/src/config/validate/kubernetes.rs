@@ -287,7 +287,7 @@ pub(super) fn resolve_kubernetes(
             "kubernetes.image_repository",
             grammar::image_repository,
         )?,
-        None => "registry.k8s.io".into(),
+        None => crate::release::DEFAULT_IMAGE_REPOSITORY.into(),
     };
     let network = cx.choice(
         &r.network,
