@@ -13,8 +13,9 @@
 //! kubeconfig goes only to the host that holds it (and restarts only its user) and admin.conf
 //! next to cluster.yaml follows; a renewed API server certificate is what kube-apiserver
 //! presents after the restart, and `/readyz` answers through the renewed admin.conf (v1.20.2
-//! kubectl); CA names and unknown names are refused. Last, the cluster and front-proxy CAs
-//! are rotated (`certs rotate-ca`, killed mid-way and resumed): see [`rotate_cluster_ca`].
+//! kubectl); CA names and unknown names are refused. Last, kubelets join on every node and
+//! the cluster and front-proxy CAs are rotated under running pods (`certs rotate-ca`, killed
+//! mid-way and resumed with `--restart-workloads`): see [`rotate_cluster_ca`].
 //!
 //! Needs root, systemd-nspawn and debootstrap (scripts/deps.sh), apt access for the bundle,
 //! the Kubernetes binaries, etcdctl and openssl; fails with the reason when one is missing.
@@ -48,10 +49,15 @@ fn node_cert(sb: &SandboxGuard, node: &str, path: &str) -> (String, String) {
         node,
         &format!("openssl x509 -noout -serial -enddate -in {path}"),
     );
+    serial_and_end(&out, node)
+}
+
+/// (serial, notAfter) from `openssl x509 -noout -serial -enddate` output read on `host`.
+fn serial_and_end(out: &str, host: &str) -> (String, String) {
     let get = |k: &str| {
         out.lines()
             .find_map(|l| l.strip_prefix(k))
-            .unwrap_or_else(|| panic!("{node}: no {k} in {out}"))
+            .unwrap_or_else(|| panic!("{host}: no {k} in {out}"))
             .trim()
             .to_string()
     };
@@ -487,17 +493,83 @@ fn pem_certs(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// On node1, `openssl verify` accepts `leaf` with the CA file `new` and refuses it with `old`.
-fn new_not_old(sb: &SandboxGuard, leaf: &str, new: &str, old: &str) {
-    let ok = ssh(sb, "node1", &format!("openssl verify -CAfile {new} {leaf}"));
-    assert!(ok.trim().ends_with(": OK"), "{leaf}: {ok}");
-    let refused = common::ssh_cmd(sb, "node1", &format!("openssl verify -CAfile {old} {leaf}"))
+/// On `node`, `openssl verify` accepts `leaf` with the CA file `new` and refuses it with `old`.
+fn new_not_old(sb: &SandboxGuard, node: &str, leaf: &str, new: &str, old: &str) {
+    let ok = ssh(sb, node, &format!("openssl verify -CAfile {new} {leaf}"));
+    assert!(ok.trim().ends_with(": OK"), "{node}: {leaf}: {ok}");
+    let refused = common::ssh_cmd(sb, node, &format!("openssl verify -CAfile {old} {leaf}"))
         .output()
         .unwrap();
     assert!(
         !refused.status.success(),
         "{leaf} still verifies against {old}"
     );
+}
+
+/// A Deployment and a bare pod that read the cluster CA (the service-account token volume).
+const CA_READER: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: { name: ca-reader, namespace: default }
+spec:
+  replicas: 1
+  selector: { matchLabels: { app: ca-reader } }
+  template:
+    metadata: { labels: { app: ca-reader } }
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+        - name: reader
+          image: docker.io/library/busybox:clusterkit
+          imagePullPolicy: Never
+          command: ["sh", "-c", "exec sleep 100000"]
+---
+apiVersion: v1
+kind: Pod
+metadata: { name: ca-reader-bare, namespace: default, labels: { app: ca-reader } }
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+    - name: reader
+      image: docker.io/library/busybox:clusterkit
+      imagePullPolicy: Never
+      command: ["sh", "-c", "exec sleep 100000"]
+"#;
+
+/// The `app=ca-reader` pods not being deleted: (name, uid, node), by name.
+fn ca_reader_pods(kube_bin: &Path, admin: &Path) -> Vec<(String, String, String)> {
+    let v: Value = serde_json::from_str(&common::kubectl(
+        kube_bin,
+        admin,
+        &["get", "pods", "-l", "app=ca-reader", "-o", "json"],
+    ))
+    .unwrap();
+    let mut pods: Vec<(String, String, String)> = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .map(|p| {
+            let s = |v: &Value| v.as_str().unwrap_or("").to_string();
+            (
+                s(&p["metadata"]["name"]),
+                s(&p["metadata"]["uid"]),
+                s(&p["spec"]["nodeName"]),
+            )
+        })
+        .collect();
+    pods.sort();
+    pods
+}
+
+/// `openssl x509` here: (serial, notAfter as openssl prints it).
+fn local_cert(path: &Path) -> (String, String) {
+    let out = run_ok(
+        Command::new(tool("CLUSTERKIT_OPENSSL", Path::new("/usr/bin/openssl")))
+            .args(["x509", "-noout", "-serial", "-enddate", "-in"])
+            .arg(path),
+    );
+    serial_and_end(&stdout(&out), "local")
 }
 
 /// Start time of a unit's current process (monotonic µs) on a node.
@@ -526,11 +598,17 @@ fn kubeconfig_value(text: &str, key: &str) -> String {
         .to_string()
 }
 
-/// 8. `certs rotate-ca --ca kubernetes,front-proxy` on the running cluster: `--check` plans
-///    the three stages and changes nothing; the rotation is killed (SIGKILL) in the middle of
-///    stage 2 and `--resume` finishes it; afterwards every certificate of both CAs on the
-///    nodes verifies against the new CA and not the old (openssl on the node), no node and no
-///    kubeconfig trusts an old CA, the kube-root-ca.crt and extension-apiserver-authentication
+/// 8. `certs rotate-ca --ca kubernetes,front-proxy` on the running cluster, with kubelets on
+///    every node (images, network and join phases first) and a Deployment and a bare pod
+///    started before: `--check` plans the three stages and changes nothing; the rotation is
+///    killed (SIGKILL) in the middle of stage 2, where `check-expiration` shows the old and
+///    the new CA of both rotations (serial and expiry as openssl reads the archive), and
+///    `--resume --restart-workloads` finishes it, listing both pods, replacing the
+///    Deployment's (its new pod's mounted ca.crt holds the new CA) and leaving the bare one;
+///    afterwards every certificate of both CAs on the nodes, the kubelets' rotated client
+///    certificates included, verifies against the new CA and not the old (openssl on the
+///    node), no node and no kubeconfig (the workers' own kubelet.conf included) trusts an old
+///    CA, every node is Ready, the kube-root-ca.crt and extension-apiserver-authentication
 ///    ConfigMaps carry the new CAs, kubectl with the regenerated admin.conf works and the old
 ///    credentials are refused; a rerun changes nothing.
 fn rotate_cluster_ca(
@@ -551,19 +629,37 @@ fn rotate_cluster_ca(
         c.arg("--kubeconfig").arg(conf).args(args);
         c
     };
-    // What `kubeadm join` discovers the CA from (the join phase makes it; this cluster stops
-    // before): the rotation keeps it in line.
+    // Kubelets on every node (the workers by TLS bootstrap, so with their own kubelet.conf and
+    // rotated client certificates) and workloads on them: the images, network and join phases.
+    // The join phase also makes kube-public/cluster-info, which the rotation keeps in line.
+    for phase in ["images", "network", "join"] {
+        run_ok(&mut ck(cfg, &["install", "--phase", phase]));
+    }
+    // A Deployment and a bare pod started before the rotation: both read the cluster CA.
+    let manifest = work.path().join("ca-reader.yaml");
+    std::fs::write(&manifest, CA_READER).unwrap();
+    let manifest = manifest.to_string_lossy().to_string();
+    run_ok(&mut kubectl(&admin, &["apply", "-f", &manifest]));
     run_ok(&mut kubectl(
         &admin,
         &[
-            "create",
-            "configmap",
-            "cluster-info",
-            "-n",
-            "kube-public",
-            "--from-literal=kubeconfig=placeholder",
+            "rollout",
+            "status",
+            "deployment/ca-reader",
+            "--timeout=180s",
         ],
     ));
+    run_ok(&mut kubectl(
+        &admin,
+        &[
+            "wait",
+            "--for=condition=Ready",
+            "pod/ca-reader-bare",
+            "--timeout=180s",
+        ],
+    ));
+    let pods_before = ca_reader_pods(kube_bin, &admin);
+    assert_eq!(pods_before.len(), 2, "{pods_before:?}");
     let old_ca = std::fs::read_to_string(state.join("pki/ca.crt")).unwrap();
     assert_eq!(pem_certs(&old_ca).len(), 1);
     let old_fp = std::fs::read_to_string(state.join("pki/front-proxy-ca.crt")).unwrap();
@@ -654,9 +750,58 @@ fn rotate_cluster_ca(
         2,
         "{journal}"
     );
+    assert!(journal.contains("\"trusted_at\""), "{journal}");
+
+    // Mid-rotation, check-expiration shows both CAs of each rotation, marked old and new,
+    // with the serial and expiry openssl reads from the archive.
+    let rows = check(cfg);
+    for ca in ["ca", "front-proxy-ca"] {
+        for which in ["old", "new"] {
+            let marked: Vec<&Value> = rows
+                .iter()
+                .filter(|r| r["host"] == "local" && r["name"] == ca && r["rotation"] == which)
+                .collect();
+            assert_eq!(marked.len(), 1, "{ca} {which}: {rows:#?}");
+            let r = marked[0];
+            let path = state.join(format!("rotate/{ca}/{which}.crt"));
+            assert_eq!(r["path"], path.to_string_lossy().as_ref(), "{r:#}");
+            let (serial, end) = local_cert(&path);
+            assert_eq!(r["serial"], serial.as_str(), "{r:#}");
+            assert_eq!(
+                r["expires"],
+                openssl_date_to_rfc3339(&end).as_str(),
+                "{r:#}"
+            );
+            assert_eq!(r["status"], "ok", "{r:#}");
+            assert_eq!(r["ca"], "-", "{r:#}");
+        }
+    }
+    assert_eq!(
+        std::fs::read_to_string(state.join("rotate/ca/old.crt")).unwrap(),
+        old_ca
+    );
+    let table = stdout(&run_ok(&mut ck(cfg, &["certs", "check-expiration"])));
+    for which in ["old", "new"] {
+        assert!(
+            table.contains(&format!("{which} CA, rotation at stage trust-both")),
+            "{table}"
+        );
+    }
+
+    // Resumed with --restart-workloads: the pods started before both CAs were published are
+    // listed; the Deployment's is replaced, the bare pod only listed.
     let v = json_of(&mut ck(
         cfg,
-        &["-o", "json", "certs", "rotate-ca", "--ca", CAS, "--resume"],
+        &[
+            "-o",
+            "json",
+            "certs",
+            "rotate-ca",
+            "--ca",
+            CAS,
+            "--resume",
+            "--restart-workloads",
+        ],
     ));
     let stages = v["stages"].as_array().unwrap();
     let got: Vec<(&str, &str)> = stages
@@ -694,6 +839,32 @@ fn rotate_cluster_ca(
                 .contains(&Value::from("kube-apiserver")),
             "{v:#}"
         );
+    }
+    let listed = stages[0]["workloads"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let entry = |pod: &str| {
+        listed
+            .iter()
+            .find(|w| w["namespace"] == "default" && w["pod"] == pod)
+            .unwrap_or_else(|| panic!("{pod} not listed: {v:#}"))
+            .clone()
+    };
+    for (name, uid, _) in &pods_before {
+        let w = entry(name);
+        assert_eq!(w["uid"], uid.as_str(), "{w:#}");
+        if name == "ca-reader-bare" {
+            assert_eq!(w["owner"], Value::Null, "{w:#}");
+            assert_eq!(w["restarted"], false, "{w:#}");
+        } else {
+            assert_eq!(
+                w["owner"],
+                serde_json::json!({ "kind": "Deployment", "name": "ca-reader" }),
+                "{w:#}"
+            );
+            assert_eq!(w["restarted"], true, "{w:#}");
+        }
     }
     // The resumed stage re-issued nothing twice, and restarted every user of its files even
     // where the killed run had already uploaded them.
@@ -766,7 +937,13 @@ fn rotate_cluster_ca(
         leaves.push(leaf);
     }
     for leaf in &leaves {
-        new_not_old(sb, leaf, "/etc/kubernetes/pki/ca.crt", old_ca_on_node);
+        new_not_old(
+            sb,
+            "node1",
+            leaf,
+            "/etc/kubernetes/pki/ca.crt",
+            old_ca_on_node,
+        );
     }
     let text = std::fs::read_to_string(state.join("kubeconfig/admin.conf")).unwrap();
     let ca_data = kubeconfig_value(&text, "certificate-authority-data");
@@ -778,6 +955,64 @@ fn rotate_cluster_ca(
     );
     let rows = check(cfg);
     assert!(rows.iter().all(|r| r["status"] == "ok"), "{rows:#?}");
+    assert!(rows.iter().all(|r| r["rotation"].is_null()), "{rows:#?}");
+
+    // Every kubelet's client certificate is the new CA's, and every node is Ready: the
+    // workers' own kubelet.conf trusts the new CA.
+    for node in NODES {
+        new_not_old(
+            sb,
+            node,
+            "/var/lib/kubelet/pki/kubelet-client-current.pem",
+            "/etc/kubernetes/pki/ca.crt",
+            old_ca_on_node,
+        );
+        let conf = ssh(sb, node, "cat /etc/kubernetes/kubelet.conf");
+        let ca_data = kubeconfig_value(&conf, "certificate-authority-data");
+        let pem = ssh(sb, node, &format!("printf '%s' {ca_data} | base64 -d"));
+        assert_eq!(pem, new_ca, "{node}: kubelet.conf");
+    }
+    let ready = common::wait_until(std::time::Duration::from_secs(120), || {
+        let out = stdout(
+            &kubectl(
+                &admin,
+                &[
+                    "get",
+                    "nodes",
+                    "-o",
+                    "jsonpath={range .items[*]}{.status.conditions[?(@.type==\"Ready\")].status}{\"\\n\"}{end}",
+                ],
+            )
+            .output()
+            .unwrap(),
+        );
+        out.lines().filter(|l| *l == "True").count() == NODES.len()
+    });
+    assert!(ready, "not every node Ready after the rotation");
+
+    // The Deployment's pod was replaced and its new pod's ca.crt holds the new CA; the bare
+    // pod still runs, as it was.
+    let pods_after = ca_reader_pods(kube_bin, &admin);
+    for (name, uid, _) in &pods_before {
+        let same = pods_after.iter().any(|(_, u, _)| u == uid);
+        assert_eq!(same, name == "ca-reader-bare", "{name}: {pods_after:?}");
+    }
+    let (_, uid, node) = pods_after
+        .iter()
+        .find(|(n, _, _)| n != "ca-reader-bare")
+        .unwrap_or_else(|| panic!("no new ca-reader pod: {pods_after:?}"));
+    let mounted = common::wait_until(std::time::Duration::from_secs(90), || {
+        let (ok, text) = common::ssh_cmd(
+            sb,
+            node,
+            &format!("cat /var/lib/kubelet/pods/{uid}/volumes/*/*/ca.crt"),
+        )
+        .output()
+        .map(|o| (o.status.success(), stdout(&o)))
+        .unwrap();
+        ok && text.contains(new_ca.trim())
+    });
+    assert!(mounted, "{node}: the new pod's ca.crt lacks the new CA");
 
     // The front proxy's CA: the new one alone on the node, its client certificate from it,
     // and the API server publishes it to aggregated API servers.
@@ -801,6 +1036,7 @@ fn rotate_cluster_ca(
     );
     new_not_old(
         sb,
+        "node1",
         "/etc/kubernetes/pki/front-proxy-client.crt",
         "/etc/kubernetes/pki/front-proxy-ca.crt",
         "/tmp/clusterkit-old-fp.pem",

@@ -696,6 +696,7 @@ mod tests {
             validity_days: Some(365),
             in_sync: Some(true),
             note: None,
+            rotation: None,
         }
     }
 

@@ -86,6 +86,12 @@ pub struct RotateArgs {
     /// continues too.)
     #[arg(long)]
     resume: bool,
+
+    /// After the trust-both stage, rollout-restart the Deployments, StatefulSets and
+    /// DaemonSets whose pods started before both CAs were published (they may know only the
+    /// old one) and wait for them; bare pods are only listed.
+    #[arg(long)]
+    restart_workloads: bool,
 }
 
 #[derive(clap::Args)]
@@ -157,6 +163,8 @@ impl CheckArgs {
         let mut rows: Vec<ExpiryRow> = Vec::new();
         if !self.no_local {
             rows.extend(certs::local_rows(&cluster, &input, &layout, now)?);
+            // Both CAs of a rotation in progress, marked old and new.
+            rows.extend(certs::rotation_rows(&layout, now)?);
         }
         let items = hosts
             .iter()
@@ -495,8 +503,11 @@ impl RotateArgs {
                 &nodes,
                 &health,
                 &fan,
-                self.check,
-                self.resume,
+                certs::RotateOptions {
+                    check: self.check,
+                    resume: self.resume,
+                    restart_workloads: self.restart_workloads,
+                },
                 &mut reports,
             )
             .await
@@ -550,8 +561,40 @@ fn rotation_table(reports: &[certs::StageReport]) -> String {
             ]);
         }
     }
-    fanout::table(
+    let mut out = fanout::table(
         &["CA", "STAGE", "STATUS", "HOST", "UPLOADED", "RESTARTED"],
         &rows,
-    )
+    );
+    let stale: Vec<&certs::workloads::StalePod> =
+        reports.iter().flat_map(|r| r.workloads.iter()).collect();
+    if !stale.is_empty() {
+        let rows: Vec<Vec<String>> = stale
+            .iter()
+            .map(|p| {
+                vec![
+                    p.namespace.clone(),
+                    p.pod.clone(),
+                    p.started.clone(),
+                    p.owner
+                        .as_ref()
+                        .map_or_else(|| "-".into(), |o| format!("{}/{}", o.kind, o.name)),
+                    if p.restarted {
+                        "restarted".into()
+                    } else if p.owner.as_ref().is_some_and(|o| o.restartable()) {
+                        "restart it (or --restart-workloads)".into()
+                    } else {
+                        "restart it by hand".into()
+                    },
+                ]
+            })
+            .collect();
+        out.push_str(
+            "\npods started before both CAs were published (may trust only the old CA):\n",
+        );
+        out.push_str(&fanout::table(
+            &["NAMESPACE", "POD", "STARTED", "OWNER", "ACTION"],
+            &rows,
+        ));
+    }
+    out
 }

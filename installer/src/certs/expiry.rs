@@ -151,10 +151,13 @@ pub struct ExpiryRow {
     pub in_sync: Option<bool>,
     /// More detail (why invalid, where a referenced certificate is).
     pub note: Option<String>,
+    /// `old` or `new`: a CA of the rotation in progress, from its archive.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<&'static str>,
 }
 
 impl ExpiryRow {
-    fn bare(host: &str, name: &str, path: &str, status: Status) -> Self {
+    pub(super) fn bare(host: &str, name: &str, path: &str, status: Status) -> Self {
         Self {
             host: host.into(),
             name: name.into(),
@@ -169,10 +172,11 @@ impl ExpiryRow {
             validity_days: None,
             in_sync: None,
             note: None,
+            rotation: None,
         }
     }
 
-    fn with_cert(mut self, info: &CertInfo, now: OffsetDateTime) -> Self {
+    pub(super) fn with_cert(mut self, info: &CertInfo, now: OffsetDateTime) -> Self {
         self.subject = Some(info.subject.clone());
         self.ca = Some(ca_name(info));
         self.serial = Some(info.serial.clone());

@@ -54,6 +54,7 @@ mod inventory;
 mod renew;
 mod rollout;
 mod rotate;
+pub mod workloads;
 
 pub use expiry::*;
 pub use inventory::*;

@@ -26,17 +26,31 @@
 //! `kube-system/extension-apiserver-authentication` (the `kube-root-ca.crt` ConfigMaps follow
 //! the controller manager's `--root-ca-file` by themselves).
 //!
+//! For the cluster CA, each stage also reaches what the kubelets keep themselves
+//! ([`roll_kubelet`], one host at a time): the bootstrap kubeconfig and a bootstrapped node's
+//! own kubelet.conf get the stage's bundle, and in the reissue stage a rotated client
+//! certificate (`kubelet-client-current.pem`) not from the new CA is replaced by one the new CA
+//! signed for the same node; the kubelet restarts when something changed.
+//!
+//! Workloads: at the end of the trust-both stage the journal records when every
+//! `kube-root-ca.crt` ConfigMap was seen carrying both CAs; before the reissue stage the pods
+//! whose containers started earlier are listed in the trust-both stage's report, and with
+//! `--restart-workloads` their owners are rollout-restarted and waited for
+//! ([`workloads`](super::workloads) says why the start time is the criterion, and why before
+//! the reissue stage).
+//!
 //! Several CAs rotate together, each stage rolled once for all of them.
 //!
 //! The cluster CA's rotation is refused on a cluster whose controller managers still sign with
 //! `ca.crt` (installed before [`CLUSTER_SIGNING_CERT`](clusterkit_core::layout::CLUSTER_SIGNING_CERT)
 //! existed): rerunning the pki and control-plane phases first moves them.
 //!
-//! Limits: the cluster CA (`kubernetes`) and the front proxy's are rotated; etcd's not yet. Kubelets that bootstrapped
-//! (workers) keep their own kubelet.conf and rotated client certificate: the drop stage lists
-//! them until they hold a certificate from the new CA. Kubelet serving certificates and
-//! certificates clusterkit did not issue are not looked at. A stage interrupted midway
-//! is rolled out again by the rerun with every user of its files restarted, uploaded or not.
+//! Limits: the cluster CA (`kubernetes`) and the front proxy's are rotated; etcd's not yet.
+//! Kubelet serving certificates (signed through CSRs, by the old CA) are not re-issued: once the
+//! old CA is dropped the API server cannot verify them (`kubectl logs`/`exec`) until the
+//! kubelets rotate them. Certificates clusterkit did not issue are not looked at. A stage
+//! interrupted midway is rolled out again by the rerun with every user of its files restarted,
+//! uploaded or not.
 
 use super::*;
 use sha2::{Digest, Sha256};
@@ -90,6 +104,11 @@ pub struct JournalEntry {
     /// everything that stage touches, uploaded by this run or not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started: Option<Stage>,
+    /// When the cluster CA's `kube-root-ca.crt` ConfigMap was seen carrying both CAs (end of
+    /// the trust-both stage), RFC 3339: pods whose containers started earlier may know only
+    /// the old CA ([`workloads`](super::workloads)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trusted_at: Option<String>,
 }
 
 /// The rotation journal: per CA (kubeadm's name), the stage reached.
@@ -144,7 +163,7 @@ impl Journal {
     }
 }
 
-fn rfc3339(t: OffsetDateTime) -> String {
+pub(crate) fn rfc3339(t: OffsetDateTime) -> String {
     chrono::DateTime::from_timestamp(t.unix_timestamp(), 0)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
         .unwrap_or_default()
@@ -275,12 +294,7 @@ async fn refresh_api(cluster: &Cluster, cas: &[CaName], stage: Stage) -> Result<
             message: e.to_string(),
         }
     };
-    let client = crate::kube_api::admin_client(cluster, None)
-        .await
-        .map_err(|e| RotateError::Api {
-            what: "kubernetes client",
-            message: e.to_string(),
-        })?;
+    let client = api_client(cluster).await?;
     if cas.contains(&CaName::Kubernetes) {
         let public: Api<ConfigMap> = Api::namespaced(client.clone(), "kube-public");
         if public
@@ -336,18 +350,36 @@ async fn refresh_api(cluster: &Cluster, cas: &[CaName], stage: Stage) -> Result<
     .await
 }
 
+/// A Kubernetes client with the state directory's admin.conf.
+async fn api_client(cluster: &Cluster) -> Result<kube::Client, RotateError> {
+    crate::kube_api::admin_client(cluster, None)
+        .await
+        .map_err(|e| RotateError::Api {
+            what: "kubernetes client",
+            message: e.to_string(),
+        })
+}
+
 /// The command that says, for each of `files` that exists (a unit file, a static pod
 /// manifest), `yes` when it carries `flag` and `no` when not.
 pub fn flag_check_command(files: &[String], flag: &str) -> Command {
+    for_each_file(
+        files,
+        &format!(
+            "if [ -f \"$f\" ]; then if grep -qF -- {} \"$f\"; then echo yes; else echo no; fi; fi",
+            shell_quote(flag)
+        ),
+    )
+}
+
+/// The command that runs `body` (shell, the file in `$f`) for each of `files`, in order.
+fn for_each_file(files: &[String], body: &str) -> Command {
     let mut script = String::from("for f in");
     for f in files {
         script.push(' ');
         script.push_str(&shell_quote(f));
     }
-    script.push_str(&format!(
-        "; do if [ -f \"$f\" ]; then if grep -qF -- {} \"$f\"; then echo yes; else echo no; fi; fi; done",
-        shell_quote(flag)
-    ));
+    script.push_str(&format!("; do {body}; done"));
     Command::new(script)
 }
 
@@ -404,6 +436,18 @@ fn archive_paths(dir: &Path, which: &str) -> (PathBuf, PathBuf) {
 }
 
 impl Archive {
+    /// The trust bundle of `stage` (the signing CA first) and its signing CA; `None` before
+    /// the first rolled stage.
+    fn stage_bundle(&self, stage: Stage) -> Option<(String, &LoadedCa)> {
+        let (old, new) = (&self.old, &self.new);
+        Some(match stage {
+            Stage::Prepared => return None,
+            Stage::TrustBoth => (bundle(&[&old.cert_pem, &new.cert_pem]), old),
+            Stage::Reissued => (bundle(&[&new.cert_pem, &old.cert_pem]), new),
+            Stage::Done => (bundle(&[&new.cert_pem]), new),
+        })
+    }
+
     fn load(layout: &StateLayout, ca: CaName) -> Result<Self, RotateError> {
         let dir = layout.rotation_archive(ca.name());
         let load = |which: &str| -> Result<LoadedCa, RotateError> {
@@ -463,6 +507,7 @@ pub fn prepare(
             new_fingerprint: fingerprint(fresh.cert_der()),
             updated: rfc3339(now),
             started: None,
+            trusted_at: None,
         },
     );
     journal.save(layout)
@@ -579,12 +624,8 @@ pub fn apply_local(
     now: OffsetDateTime,
 ) -> Result<Vec<Renewed>, RotateError> {
     let a = Archive::load(layout, ca)?;
-    // The trust bundle (the signing CA first) and the signing CA of each stage.
-    let (b, signing) = match stage {
-        Stage::Prepared => return Ok(vec![]),
-        Stage::TrustBoth => (bundle(&[&a.old.cert_pem, &a.new.cert_pem]), &a.old),
-        Stage::Reissued => (bundle(&[&a.new.cert_pem, &a.old.cert_pem]), &a.new),
-        Stage::Done => (bundle(&[&a.new.cert_pem]), &a.new),
+    let Some((b, signing)) = a.stage_bundle(stage) else {
+        return Ok(vec![]);
     };
     write_ca_files(layout, ca, &b, signing)?;
     if ca == CaName::Kubernetes {
@@ -759,6 +800,10 @@ pub struct StageReport {
     pub renewed: Vec<Renewed>,
     /// Per host.
     pub hosts: Vec<HostStage>,
+    /// On the trust-both stage while the cluster CA's rotation is before its drop stage: the
+    /// pods that may know only the old CA ([`workloads`](super::workloads)).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub workloads: Vec<workloads::StalePod>,
 }
 
 /// Which of `cas` still need `stage`, by the journal.
@@ -821,11 +866,23 @@ async fn check_signed_by_new(
     })
 }
 
+/// How [`rotate_cas`] runs.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RotateOptions {
+    /// Only report what each stage left would upload and restart per host.
+    pub check: bool,
+    /// A rotation of one of the CAs must be in progress.
+    pub resume: bool,
+    /// Rollout-restart the owners of the pods that may know only the old cluster CA before
+    /// the reissue stage (and wait for them).
+    pub restart_workloads: bool,
+}
+
 /// Rotates `cas` on `nodes` (every host of the cluster, connected), rolling each stage for all
 /// of them at once (one restart of each component per stage): continues from the journal,
-/// runs the stages left, records each in the journal once every node has it. `check`: only
-/// reports what each stage left would upload and restart per host. `resume`: a rotation of
-/// one of `cas` must be in progress. Appends one report per stage to `done` (also when it
+/// runs the stages left, records each in the journal once every node has it. After the
+/// trust-both stage of the cluster CA, lists (and with `restart_workloads` restarts) the pods
+/// that may know only the old CA. Appends one report per stage to `done` (also when it
 /// returns `Err`, for the caller to print).
 #[allow(clippy::too_many_arguments)]
 pub async fn rotate_cas(
@@ -835,10 +892,10 @@ pub async fn rotate_cas(
     nodes: &[(&Host, Arc<dyn Executor>)],
     etcd_health: EtcdHealth<'_>,
     fan: &Fanout,
-    check: bool,
-    resume: bool,
+    opts: RotateOptions,
     done: &mut Vec<StageReport>,
 ) -> Result<(), RotateError> {
+    let RotateOptions { check, resume, .. } = opts;
     let names = |cas: &[CaName]| cas.iter().map(|c| c.name().to_string()).collect::<Vec<_>>();
     if let Some(ca) = cas.iter().find(|c| !ROTATABLE.contains(c)) {
         return Err(RotateError::Unsupported {
@@ -861,6 +918,7 @@ pub async fn rotate_cas(
         status,
         renewed,
         hosts,
+        workloads: vec![],
     };
     if check {
         for stage in Stage::ROLLED {
@@ -913,6 +971,18 @@ pub async fn rotate_cas(
         }
     }
     for stage in Stage::ROLLED {
+        // Between stage 1 and stage 2 (the API server's new certificate is what a client
+        // trusting only the old CA cannot verify): the pods that may know only the old CA.
+        if stage == Stage::Reissued && cas.contains(&CaName::Kubernetes) {
+            let stale = stale_workloads(cluster, &journal, opts.restart_workloads).await?;
+            if let Some(r) = done
+                .iter_mut()
+                .rev()
+                .find(|r| r.stage == Stage::TrustBoth.as_str())
+            {
+                r.workloads = stale;
+            }
+        }
         let todo = needing(&journal, cas, stage);
         if todo.is_empty() {
             done.push(report(cas, stage, "done", vec![], vec![]));
@@ -939,7 +1009,26 @@ pub async fn rotate_cas(
         } else {
             Restart::Changed
         };
-        let results = distribute(layout, nodes, Some(&only), restart, etcd_health, fan).await;
+        let mut results = distribute(layout, nodes, Some(&only), restart, etcd_health, fan).await;
+        if todo.contains(&CaName::Kubernetes) {
+            let archive = Archive::load(layout, CaName::Kubernetes)?;
+            // One host at a time, as the rest of the rotation.
+            for (r, (h, exec)) in results.iter_mut().zip(nodes) {
+                let Ok(outcome) = &mut r.result else { continue };
+                match roll_kubelet(exec.as_ref(), cluster, layout, h, &archive, stage, now()).await
+                {
+                    Ok(changed) if changed.is_empty() => {}
+                    Ok(changed) => {
+                        outcome.uploaded.extend(changed);
+                        let kubelet = NodeLayout::DEFAULT.units.kubelet.to_string();
+                        if !outcome.restarted.contains(&kubelet) {
+                            outcome.restarted.push(kubelet);
+                        }
+                    }
+                    Err(e) => r.result = Err(e),
+                }
+            }
+        }
         let failed: Vec<String> = results
             .iter()
             .filter(|r| r.result.is_err())
@@ -976,6 +1065,13 @@ pub async fn rotate_cas(
         // this.
         refresh_api(cluster, &todo, stage).await?;
         done.push(report(&todo, stage, "ran", renewed, hosts));
+        if stage == Stage::TrustBoth && todo.contains(&CaName::Kubernetes) {
+            let a = Archive::load(layout, CaName::Kubernetes)?;
+            wait_root_ca(cluster, &bundle(&[&a.old.cert_pem, &a.new.cert_pem])).await?;
+            if let Some(e) = journal.cas.get_mut(CaName::Kubernetes.name()) {
+                e.trusted_at = Some(rfc3339(now()));
+            }
+        }
         for ca in &todo {
             journal.set(*ca, stage, now());
         }
@@ -988,6 +1084,227 @@ pub async fn rotate_cas(
         tracing::info!(cas = ?names(&todo), stage = stage.as_str(), "stage done");
     }
     Ok(())
+}
+
+/// The kubeconfigs of a node's kubelet that clusterkit does not keep in the state directory:
+/// the bootstrap kubeconfig, and on nodes that joined by TLS bootstrap the kubelet.conf the
+/// kubelet wrote itself. Their `certificate-authority-data` follows each stage's bundle on the
+/// node ([`set_ca_data_command`]).
+fn kubelet_own_kubeconfigs(host: &Host) -> Vec<String> {
+    let node = NodeLayout::DEFAULT;
+    let mut out = vec![node.bootstrap_kubelet_conf.to_string()];
+    if !host.has_role(Role::ControlPlane) {
+        out.push(node.kubeconfig(clusterkit_core::layout::kubeconfig_file::KUBELET));
+    }
+    out
+}
+
+/// The command that sets `certificate-authority-data` to `data` (base64) in each of `files`
+/// that exists and has another value, keeping its mode; prints the files it changed.
+pub fn set_ca_data_command(files: &[String], data: &str) -> Command {
+    // Base64 has no `|`: the sed separator.
+    for_each_file(
+        files,
+        &format!(
+            "if [ -f \"$f\" ] && grep -q '^ *certificate-authority-data:' \"$f\" && ! grep -q '^ *certificate-authority-data: {data}$' \"$f\"; then \
+               sed -i 's|^\\( *certificate-authority-data:\\).*|\\1 {data}|' \"$f\" && echo \"$f\"; fi"
+        ),
+    )
+}
+
+/// The kubelet's side of a cluster CA stage on one node, after [`distribute`]:
+///
+/// - the kubeconfigs of [`kubelet_own_kubeconfigs`] get the stage's bundle (a kubelet that
+///   trusts only the old CA cannot reach an API server serving with the new one);
+/// - in the reissue stage, a rotated client certificate (`kubelet-client-current.pem`) the new
+///   CA did not sign is replaced by one it signed, for the same node identity (CN, group
+///   `system:nodes`), written next to it as the kubelet's own store names them and linked as
+///   current. The kubelet keeps rotating it through CSRs, which the controller manager now
+///   signs with the new CA. (Left alone, it would be the old CA's until 70–90 % of its life.)
+///
+/// The kubelet restarts when something changed. Returns the paths changed.
+async fn roll_kubelet(
+    exec: &dyn Executor,
+    cluster: &Cluster,
+    layout: &StateLayout,
+    host: &Host,
+    archive: &Archive,
+    stage: Stage,
+    now: OffsetDateTime,
+) -> Result<Vec<String>, CertsError> {
+    let Some((b, _)) = archive.stage_bundle(stage) else {
+        return Ok(vec![]);
+    };
+    let node = NodeLayout::DEFAULT;
+    let out = exec
+        .run_checked(&set_ca_data_command(
+            &kubelet_own_kubeconfigs(host),
+            &B64.encode(&b),
+        ))
+        .await?;
+    let mut changed: Vec<String> = out.stdout_str().lines().map(String::from).collect();
+    if stage == Stage::Reissued {
+        let files: Vec<NodeFile> = node_files(cluster, layout, host)
+            .into_iter()
+            .filter(|f| f.remote == node.kubelet_client_pem)
+            .collect();
+        let remote = read_node(exec, &files).await?;
+        let current = remote
+            .get(node.kubelet_client_pem)
+            .filter(|r| r.present)
+            .and_then(|r| CertInfo::from_pem(&r.data).ok());
+        if let Some(info) = current.filter(|i| !signed_by(&i.der, archive.new.cert_der())) {
+            let spec = pki::CertSpec {
+                name: format!("kubelet-client/{}", host.name),
+                base: PathBuf::new(),
+                ca: CaName::Kubernetes,
+                common_name: info.subject.clone(),
+                organization: vec![crate::csr::NODES_GROUP.into()],
+                usages: vec![pki::Usage::ClientAuth],
+                dns_names: vec![],
+                ips: vec![],
+            };
+            let validity = pki_input(cluster).validity.leaf;
+            let (cert, key) = pki::issue_leaf(&spec, &archive.new, now, validity)?;
+            // The kubelet's store names its pairs `kubelet-client-<time>.pem` and links the
+            // current one; it refuses a current that is not a link.
+            let stamp = chrono::DateTime::from_timestamp(now.unix_timestamp(), 0)
+                .map(|t| t.format("%Y-%m-%d-%H-%M-%S").to_string())
+                .unwrap_or_default();
+            let pair = format!("{}/kubelet-client-{stamp}.pem", node.kubelet_pki_dir);
+            exec.upload(
+                format!("{cert}{key}").as_bytes(),
+                &pair,
+                &UploadOptions {
+                    mode: 0o600,
+                    owner: None,
+                    create_parents: true,
+                },
+            )
+            .await?;
+            exec.run_checked(&Command::new(format!(
+                "ln -sfn {} {}",
+                shell_quote(&pair),
+                shell_quote(node.kubelet_client_pem)
+            )))
+            .await?;
+            changed.push(node.kubelet_client_pem.to_string());
+        }
+    }
+    if !changed.is_empty() {
+        restart_unit(exec, node.units.kubelet, Duration::from_secs(120)).await?;
+    }
+    Ok(changed)
+}
+
+/// Waits until every `kube-root-ca.crt` ConfigMap holds every certificate of `bundle_pem`
+/// (the controller manager publishes its `--root-ca-file` in every namespace).
+async fn wait_root_ca(cluster: &Cluster, bundle_pem: &str) -> Result<(), RotateError> {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::{Api, ListParams};
+    let client = api_client(cluster).await?;
+    let api: Api<ConfigMap> = Api::all(client);
+    let want = pki::pem_blocks(bundle_pem);
+    let name = workloads::ROOT_CA_CONFIGMAP;
+    let params = ListParams::default().fields(&format!("metadata.name={name}"));
+    crate::poll::wait_until(Duration::from_secs(180), || async {
+        let list = api.list(&params).await.map_err(|e| RotateError::Api {
+            what: "listing kube-root-ca.crt ConfigMaps",
+            message: e.to_string(),
+        })?;
+        let behind: Vec<String> = list
+            .items
+            .iter()
+            .filter(|cm| {
+                let have = cm
+                    .data
+                    .as_ref()
+                    .and_then(|d| d.get("ca.crt"))
+                    .map(|t| pki::pem_blocks(t))
+                    .unwrap_or_default();
+                !want.iter().all(|w| have.contains(w))
+            })
+            .map(|cm| cm.metadata.namespace.clone().unwrap_or_default())
+            .collect();
+        if list.items.is_empty() || !behind.is_empty() {
+            return Err(RotateError::Api {
+                what: "kube-root-ca.crt",
+                message: format!(
+                    "not carrying both CAs within 180s in namespaces: {}",
+                    behind.join(", ")
+                ),
+            });
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// The pods that may know only the old cluster CA ([`workloads::list_stale`]) while a
+/// rotation of it is between stage 1 and stage 3 (empty otherwise); with `restart`, their
+/// owners rollout-restarted and waited for.
+async fn stale_workloads(
+    cluster: &Cluster,
+    journal: &Journal,
+    restart: bool,
+) -> Result<Vec<workloads::StalePod>, RotateError> {
+    let Some(entry) = journal.cas.get(CaName::Kubernetes.name()) else {
+        return Ok(vec![]);
+    };
+    if entry.stage < Stage::TrustBoth || entry.stage == Stage::Done {
+        return Ok(vec![]);
+    }
+    let Some(at) = entry
+        .trusted_at
+        .as_deref()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+    else {
+        return Ok(vec![]);
+    };
+    let client = api_client(cluster).await?;
+    let mut stale = workloads::list_stale(&client, at.timestamp()).await?;
+    if restart && !stale.is_empty() {
+        workloads::restart_owners(&client, &mut stale, now()).await?;
+    }
+    Ok(stale)
+}
+
+/// While a rotation is in progress (a journal entry before the drop stage), the archived old
+/// and new CA of each rotating CA as `check-expiration` rows of host `local`, marked in
+/// [`ExpiryRow::rotation`].
+pub fn rotation_rows(
+    layout: &StateLayout,
+    now: OffsetDateTime,
+) -> Result<Vec<ExpiryRow>, RotateError> {
+    let journal = Journal::load(layout)?;
+    let mut rows = Vec::new();
+    for (name, entry) in &journal.cas {
+        if entry.stage == Stage::Done {
+            continue;
+        }
+        let dir = layout.rotation_archive(name);
+        for which in ["old", "new"] {
+            let (crt, _) = archive_paths(&dir, which);
+            let shown = crt.display().to_string();
+            let mut row = match std::fs::read(&crt).map(|d| CertInfo::from_pem(&d)) {
+                Ok(Ok(info)) => {
+                    ExpiryRow::bare("local", name, &shown, Status::Ok).with_cert(&info, now)
+                }
+                Ok(Err(e)) => {
+                    let mut r = ExpiryRow::bare("local", name, &shown, Status::Invalid);
+                    r.note = Some(e.to_string());
+                    r
+                }
+                Err(_) => ExpiryRow::bare("local", name, &shown, Status::Missing),
+            };
+            row.rotation = Some(which);
+            row.note.get_or_insert_with(|| {
+                format!("{which} CA, rotation at stage {}", entry.stage.as_str())
+            });
+            rows.push(row);
+        }
+    }
+    Ok(rows)
 }
 
 #[cfg(test)]
@@ -1041,6 +1358,7 @@ mod tests {
                 new_fingerprint: "bb".into(),
                 updated: String::new(),
                 started: None,
+                trusted_at: None,
             },
         );
         j.start(CaName::Kubernetes, Stage::TrustBoth);
@@ -1157,6 +1475,87 @@ mod tests {
         assert!(!arch.join("old.key").exists() && !arch.join("new.key").exists());
         assert!(arch.join("old.crt").is_file());
         crate::certs::tests::phases_keep_everything(&input, &layout);
+    }
+
+    /// The kubelet's own kubeconfigs get the stage's bundle: only a file with another value is
+    /// rewritten (and printed), its mode kept; an absent file is skipped.
+    #[tokio::test]
+    async fn ca_data_follows_the_bundle_on_the_node() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let conf = |data: &str| {
+            format!("apiVersion: v1\nclusters:\n- cluster:\n    certificate-authority-data: {data}\n    server: https://10.0.0.1:6443\n  name: default-cluster\nusers:\n- name: u\n  user:\n    client-certificate: /var/lib/kubelet/pki/kubelet-client-current.pem\n")
+        };
+        let (old, same, absent) = (
+            dir.path().join("kubelet.conf"),
+            dir.path().join("bootstrap-kubelet.conf"),
+            dir.path().join("absent.conf"),
+        );
+        let new_data = B64.encode(bundle(&[&ca_pem(1), &ca_pem(2)]));
+        std::fs::write(&old, conf("b2xk/Kz0=")).unwrap();
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::write(&same, conf(&new_data)).unwrap();
+        let files: Vec<String> = [&old, &same, &absent]
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        let exec = clusterkit_core::exec::local::LocalExecutor::new("n", Duration::from_secs(30));
+        let out = exec
+            .run_checked(&set_ca_data_command(&files, &new_data))
+            .await
+            .unwrap();
+        assert_eq!(out.stdout_str(), format!("{}\n", old.display()));
+        assert_eq!(std::fs::read_to_string(&old).unwrap(), conf(&new_data));
+        assert_eq!(std::fs::read_to_string(&same).unwrap(), conf(&new_data));
+        let mode = std::fs::metadata(&old).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // Rerun: nothing to change.
+        let out = exec
+            .run_checked(&set_ca_data_command(&files, &new_data))
+            .await
+            .unwrap();
+        assert_eq!(out.stdout_str(), "");
+    }
+
+    /// Mid-rotation, `check-expiration` gets the archived old and new CA, marked; none once
+    /// the rotation is over.
+    #[test]
+    fn rotation_rows_show_both_cas_until_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, input, layout) = generated(dir.path());
+        assert!(rotation_rows(&layout, now()).unwrap().is_empty());
+        let old = LoadedCa::load(&layout, CaName::Kubernetes).unwrap();
+        let mut j = Journal::default();
+        prepare(&layout, &input, CaName::Kubernetes, &mut j, now()).unwrap();
+        j.set(CaName::Kubernetes, Stage::TrustBoth, now());
+        j.save(&layout).unwrap();
+        let a = Archive::load(&layout, CaName::Kubernetes).unwrap();
+        let rows = rotation_rows(&layout, now()).unwrap();
+        let got: Vec<(&str, Option<&str>, Option<&str>)> = rows
+            .iter()
+            .map(|r| (r.name.as_str(), r.rotation, r.serial.as_deref()))
+            .collect();
+        let serial = |ca: &LoadedCa| CertInfo::from_der(ca.cert_der()).unwrap().serial;
+        let (old_serial, new_serial) = (serial(&old), serial(&a.new));
+        assert_ne!(old_serial, new_serial);
+        assert_eq!(
+            got,
+            [
+                ("ca", Some("old"), Some(old_serial.as_str())),
+                ("ca", Some("new"), Some(new_serial.as_str())),
+            ]
+        );
+        for r in &rows {
+            assert_eq!((r.host.as_str(), r.status), ("local", Status::Ok));
+            assert_eq!(r.validity_days, Some(3650), "{r:?}");
+            let note = r.note.as_deref().unwrap();
+            assert!(note.ends_with("rotation at stage trust-both"), "{note}");
+        }
+        let json = serde_json::to_value(&rows[0]).unwrap();
+        assert_eq!(json["rotation"], "old");
+        j.set(CaName::Kubernetes, Stage::Done, now());
+        j.save(&layout).unwrap();
+        assert!(rotation_rows(&layout, now()).unwrap().is_empty());
     }
 
     /// The signer flag check: a unit file with the flag, one without, none at all.
