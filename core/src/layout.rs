@@ -337,6 +337,9 @@ pub struct NodeLayout {
     pub kubelet_pki_dir: &'static str,
     /// The kubelet's current client certificate and key (one PEM), kept by rotation.
     pub kubelet_client_pem: &'static str,
+    /// The kubelet's current serving certificate and key (one PEM), from its CSRs
+    /// (`serverTLSBootstrap`).
+    pub kubelet_server_pem: &'static str,
     /// The bootstrap kubeconfig a joining kubelet starts with.
     pub bootstrap_kubelet_conf: &'static str,
     /// kube-proxy's state.
@@ -405,6 +408,7 @@ impl NodeLayout {
         kubelet_config: var_lib_kubelet!("/config.yaml"),
         kubelet_pki_dir: var_lib_kubelet!("/pki"),
         kubelet_client_pem: var_lib_kubelet!("/pki/kubelet-client-current.pem"),
+        kubelet_server_pem: var_lib_kubelet!("/pki/kubelet-server-current.pem"),
         bootstrap_kubelet_conf: concat!(etc_kubernetes!("/"), bootstrap_kubelet_conf!()),
         kube_proxy_dir: var_lib_kube_proxy!(""),
         kube_proxy_config: var_lib_kube_proxy!("/config.conf"),

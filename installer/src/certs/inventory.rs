@@ -146,14 +146,20 @@ pub fn node_files(cluster: &Cluster, layout: &StateLayout, host: &Host) -> Vec<N
             });
         }
     }
-    out.push(NodeFile {
-        name: "kubelet-client-current".into(),
-        remote: node.kubelet_client_pem.into(),
-        kind: FileKind::CertAndKey,
-        key: None,
-        local: None,
-        optional: true,
-    });
+    // The kubelet's own pairs, once it has them (rotated through CSRs).
+    for (name, remote) in [
+        ("kubelet-client-current", node.kubelet_client_pem),
+        ("kubelet-server-current", node.kubelet_server_pem),
+    ] {
+        out.push(NodeFile {
+            name: name.into(),
+            remote: remote.into(),
+            kind: FileKind::CertAndKey,
+            key: None,
+            local: None,
+            optional: true,
+        });
+    }
     out
 }
 

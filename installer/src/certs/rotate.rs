@@ -28,9 +28,9 @@
 //!
 //! For the cluster CA, each stage also reaches what the kubelets keep themselves
 //! ([`roll_kubelet`], one host at a time): the bootstrap kubeconfig and a bootstrapped node's
-//! own kubelet.conf get the stage's bundle, and in the reissue stage a rotated client
-//! certificate (`kubelet-client-current.pem`) not from the new CA is replaced by one the new CA
-//! signed for the same node; the kubelet restarts when something changed.
+//! own kubelet.conf get the stage's bundle, and in the reissue stage the kubelet's rotated
+//! client and serving certificates not from the new CA are replaced by ones the new CA signed
+//! for the same node and names; the kubelet restarts when something changed.
 //!
 //! Workloads: at the end of the trust-both stage the journal records when every
 //! `kube-root-ca.crt` ConfigMap was seen carrying both CAs; before the reissue stage the pods
@@ -46,9 +46,7 @@
 //! existed): rerunning the pki and control-plane phases first moves them.
 //!
 //! Limits: the cluster CA (`kubernetes`) and the front proxy's are rotated; etcd's not yet.
-//! Kubelet serving certificates (signed through CSRs, by the old CA) are not re-issued: once the
-//! old CA is dropped the API server cannot verify them (`kubectl logs`/`exec`) until the
-//! kubelets rotate them. Certificates clusterkit did not issue are not looked at. A stage
+//! Certificates clusterkit did not issue are not looked at. A stage
 //! interrupted midway is rolled out again by the rerun with every user of its files restarted,
 //! uploaded or not.
 
@@ -1071,6 +1069,7 @@ pub async fn rotate_cas(
             if let Some(e) = journal.cas.get_mut(CaName::Kubernetes.name()) {
                 e.trusted_at = Some(rfc3339(now()));
             }
+            wait_pod_volumes(nodes, &a).await?;
         }
         for ca in &todo {
             journal.set(*ca, stage, now());
@@ -1116,11 +1115,14 @@ pub fn set_ca_data_command(files: &[String], data: &str) -> Command {
 ///
 /// - the kubeconfigs of [`kubelet_own_kubeconfigs`] get the stage's bundle (a kubelet that
 ///   trusts only the old CA cannot reach an API server serving with the new one);
-/// - in the reissue stage, a rotated client certificate (`kubelet-client-current.pem`) the new
-///   CA did not sign is replaced by one it signed, for the same node identity (CN, group
-///   `system:nodes`), written next to it as the kubelet's own store names them and linked as
-///   current. The kubelet keeps rotating it through CSRs, which the controller manager now
-///   signs with the new CA. (Left alone, it would be the old CA's until 70–90 % of its life.)
+/// - in the reissue stage, the kubelet's rotated client and serving certificates
+///   (`kubelet-client-current.pem`, `kubelet-server-current.pem`) the new CA did not sign are
+///   replaced by ones it signed, for the same node identity (CN, group `system:nodes`) and, for
+///   serving, the same names (approved against cluster.yaml when the kubelet asked), written
+///   next to them as the kubelet's own store names them and linked as current. The kubelet
+///   keeps rotating them through CSRs, which the controller manager now signs with the new CA.
+///   (Left alone, they would be the old CA's until 70–90 % of their life: the drop stage would
+///   refuse, and the API server could not verify the kubelets for logs and exec.)
 ///
 /// The kubelet restarts when something changed. Returns the paths changed.
 async fn roll_kubelet(
@@ -1144,34 +1146,42 @@ async fn roll_kubelet(
         .await?;
     let mut changed: Vec<String> = out.stdout_str().lines().map(String::from).collect();
     if stage == Stage::Reissued {
+        let pairs = [
+            (node.kubelet_client_pem, "client", pki::Usage::ClientAuth),
+            (node.kubelet_server_pem, "server", pki::Usage::ServerAuth),
+        ];
         let files: Vec<NodeFile> = node_files(cluster, layout, host)
             .into_iter()
-            .filter(|f| f.remote == node.kubelet_client_pem)
+            .filter(|f| pairs.iter().any(|(p, _, _)| f.remote == *p))
             .collect();
         let remote = read_node(exec, &files).await?;
-        let current = remote
-            .get(node.kubelet_client_pem)
-            .filter(|r| r.present)
-            .and_then(|r| CertInfo::from_pem(&r.data).ok());
-        if let Some(info) = current.filter(|i| !signed_by(&i.der, archive.new.cert_der())) {
+        for (current_path, kind, usage) in pairs {
+            let current = remote
+                .get(current_path)
+                .filter(|r| r.present)
+                .and_then(|r| CertInfo::from_pem(&r.data).ok());
+            let Some(info) = current.filter(|i| !signed_by(&i.der, archive.new.cert_der())) else {
+                continue;
+            };
+            let (dns_names, ips) = subject_alt_names(&info.der);
             let spec = pki::CertSpec {
-                name: format!("kubelet-client/{}", host.name),
+                name: format!("kubelet-{kind}/{}", host.name),
                 base: PathBuf::new(),
                 ca: CaName::Kubernetes,
                 common_name: info.subject.clone(),
                 organization: vec![crate::csr::NODES_GROUP.into()],
-                usages: vec![pki::Usage::ClientAuth],
-                dns_names: vec![],
-                ips: vec![],
+                usages: vec![usage],
+                dns_names,
+                ips,
             };
             let validity = pki_input(cluster).validity.leaf;
             let (cert, key) = pki::issue_leaf(&spec, &archive.new, now, validity)?;
-            // The kubelet's store names its pairs `kubelet-client-<time>.pem` and links the
+            // The kubelet's store names its pairs `kubelet-<kind>-<time>.pem` and links the
             // current one; it refuses a current that is not a link.
             let stamp = chrono::DateTime::from_timestamp(now.unix_timestamp(), 0)
                 .map(|t| t.format("%Y-%m-%d-%H-%M-%S").to_string())
                 .unwrap_or_default();
-            let pair = format!("{}/kubelet-client-{stamp}.pem", node.kubelet_pki_dir);
+            let pair = format!("{}/kubelet-{kind}-{stamp}.pem", node.kubelet_pki_dir);
             exec.upload(
                 format!("{cert}{key}").as_bytes(),
                 &pair,
@@ -1185,16 +1195,44 @@ async fn roll_kubelet(
             exec.run_checked(&Command::new(format!(
                 "ln -sfn {} {}",
                 shell_quote(&pair),
-                shell_quote(node.kubelet_client_pem)
+                shell_quote(current_path)
             )))
             .await?;
-            changed.push(node.kubelet_client_pem.to_string());
+            changed.push(current_path.to_string());
         }
     }
     if !changed.is_empty() {
         restart_unit(exec, node.units.kubelet, Duration::from_secs(120)).await?;
     }
     Ok(changed)
+}
+
+/// The DNS names and IP addresses a certificate names (kept when the kubelet's serving
+/// certificate is re-issued: clusterkit approved them against cluster.yaml).
+fn subject_alt_names(der: &[u8]) -> (Vec<String>, Vec<std::net::IpAddr>) {
+    use x509_parser::extensions::GeneralName;
+    let (mut dns, mut ips) = (Vec::new(), Vec::new());
+    let Ok((_, cert)) = X509Certificate::from_der(der) else {
+        return (dns, ips);
+    };
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            match name {
+                GeneralName::DNSName(d) => dns.push(d.to_string()),
+                GeneralName::IPAddress(b) => match b.len() {
+                    4 => ips.push(std::net::IpAddr::from(
+                        <[u8; 4]>::try_from(*b).unwrap_or_default(),
+                    )),
+                    16 => ips.push(std::net::IpAddr::from(
+                        <[u8; 16]>::try_from(*b).unwrap_or_default(),
+                    )),
+                    _ => {}
+                },
+                _ => {}
+            }
+        }
+    }
+    (dns, ips)
 }
 
 /// Waits until every `kube-root-ca.crt` ConfigMap holds every certificate of `bundle_pem`
@@ -1238,6 +1276,63 @@ async fn wait_root_ca(cluster: &Cluster, bundle_pem: &str) -> Result<(), RotateE
         Ok(())
     })
     .await
+}
+
+/// How long the kubelets get to rewrite the pods' `ca.crt` files with both CAs.
+const POD_VOLUMES_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// The command listing the `ca.crt` files of the node's pod volumes (secret, ConfigMap and
+/// projected) that hold the old CA and not the new one; each CA is recognised by a line of
+/// its PEM body (keys differ, so lines do).
+fn old_only_volumes_command(archive: &Archive) -> Command {
+    let line = |pem: &str| {
+        pem.lines()
+            .filter(|l| !l.starts_with("-----"))
+            .nth(4)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (old, new) = (line(&archive.old.cert_pem), line(&archive.new.cert_pem));
+    Command::new(format!(
+        "for f in {dir}/pods/*/volumes/*/*/ca.crt; do [ -f \"$f\" ] || continue; \
+           if grep -qF -- {old} \"$f\" && ! grep -qF -- {new} \"$f\"; then echo \"$f\"; fi; done",
+        dir = NodeLayout::DEFAULT.kubelet_dir,
+        old = shell_quote(&old),
+        new = shell_quote(&new),
+    ))
+}
+
+/// After the trust-both stage, before the API server may present a certificate from the new
+/// CA: waits until the kubelets have rewritten every pod volume's `ca.crt` that held only the
+/// old CA (they follow the Secret or ConfigMap within their sync period), so a process that
+/// reads it when it starts trusts both. A volume the kubelet never rewrites (a `subPath`
+/// mount) is named in the error.
+async fn wait_pod_volumes(
+    nodes: &[(&Host, Arc<dyn Executor>)],
+    archive: &Archive,
+) -> Result<(), RotateError> {
+    let cmd = old_only_volumes_command(archive);
+    for (h, exec) in nodes {
+        crate::poll::wait_until(POD_VOLUMES_TIMEOUT, || async {
+            let out = exec.run_checked(&cmd).await.map_err(CertsError::from)?;
+            let left = out.stdout_str().trim().to_string();
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(RotateError::Api {
+                    what: "pod volumes",
+                    message: format!(
+                        "{}: after {}s these ca.crt files still hold only the old CA: {}",
+                        h.name,
+                        POD_VOLUMES_TIMEOUT.as_secs(),
+                        left.replace('\n', ", ")
+                    ),
+                })
+            }
+        })
+        .await?;
+    }
+    Ok(())
 }
 
 /// The pods that may know only the old cluster CA ([`workloads::list_stale`]) while a
@@ -1556,6 +1651,30 @@ mod tests {
         j.set(CaName::Kubernetes, Stage::Done, now());
         j.save(&layout).unwrap();
         assert!(rotation_rows(&layout, now()).unwrap().is_empty());
+    }
+
+    /// A re-issued kubelet serving certificate keeps the names of the one it replaces.
+    #[test]
+    fn subject_alt_names_are_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, _, layout) = generated(dir.path());
+        let ca = LoadedCa::load(&layout, CaName::Kubernetes).unwrap();
+        let ips: Vec<std::net::IpAddr> =
+            vec!["10.0.0.2".parse().unwrap(), "fd00::2".parse().unwrap()];
+        let spec = pki::CertSpec {
+            name: "kubelet-server/w2".into(),
+            base: PathBuf::new(),
+            ca: CaName::Kubernetes,
+            common_name: "system:node:w2".into(),
+            organization: vec!["system:nodes".into()],
+            usages: vec![pki::Usage::ServerAuth],
+            dns_names: vec!["w2".into()],
+            ips: ips.clone(),
+        };
+        let (cert, _) = pki::issue_leaf(&spec, &ca, now(), Duration::from_secs(86_400)).unwrap();
+        let der = pki::pem_to_der(&cert).unwrap();
+        assert_eq!(subject_alt_names(&der), (vec!["w2".to_string()], ips));
+        assert!(signed_by(&der, ca.cert_der()));
     }
 
     /// The signer flag check: a unit file with the flag, one without, none at all.
