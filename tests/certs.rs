@@ -1100,30 +1100,38 @@ fn rotate_cluster_ca(
     });
     assert!(mounted, "{node}: the new pod's ca.crt lacks the new CA");
 
-    // The API loop ran throughout: no call failed on TLS or authentication (some find the
-    // single API server restarting: refused connections, counted), and it still answers.
+    // The API loop ran throughout and still answers. The only failures allowed are those of
+    // the single API server restarting in each stage: a refused connection or a request that
+    // timed out (5 s), and, in its first moments, an authenticated request refused because its
+    // authorizer has not loaded the RBAC objects yet ("Forbidden ... cannot get path"). Any
+    // other failure, TLS (x509) or authentication (Unauthorized) above all, fails the test.
     // (`kubectl logs` also shows that the API server reaches the kubelet, verified against the
     // new CA alone.)
     std::thread::sleep(std::time::Duration::from_secs(3));
     let log = stdout(&run_ok(&mut kubectl(&admin, &["logs", "api-loop"])));
     let lines: Vec<&str> = log.lines().collect();
     let ok = lines.iter().filter(|l| **l == " ok").count();
-    let failed: Vec<&&str> = lines.iter().filter(|l| l.contains(" FAIL ")).collect();
-    let bad: Vec<&&str> = failed
+    let failed: Vec<&str> = lines
         .iter()
-        .filter(|l| {
-            ["x509", "certificate", "Unauthorized", "Forbidden"]
-                .iter()
-                .any(|w| l.contains(w))
-        })
+        .filter(|l| l.contains(" FAIL "))
+        .copied()
+        .collect();
+    let is_refused = |l: &&str| l.contains("was refused") || l.contains("deadline exceeded");
+    let is_unsynced =
+        |l: &&str| l.contains("(Forbidden)") && l.contains("cannot get path \"/api\"");
+    let refused = failed.iter().filter(|l| is_refused(l)).count();
+    let unsynced = failed.iter().filter(|l| is_unsynced(l)).count();
+    let other: Vec<&str> = failed
+        .iter()
+        .filter(|l| !(is_refused(l) || is_unsynced(l)))
         .copied()
         .collect();
     eprintln!(
-        "API loop in a pod during the rotation: {ok} calls answered, {} failed (API server restarting), {} on TLS or auth",
+        "API loop in a pod during the rotation: {ok} calls answered, {} failed: {refused} refused or timed out and {unsynced} authorizer-not-ready refusals while the API server restarted, {} other (TLS, authentication, …)",
         failed.len(),
-        bad.len()
+        other.len()
     );
-    assert!(bad.is_empty(), "{bad:#?}");
+    assert!(other.is_empty(), "{other:#?}");
     assert!(ok >= 60, "{log}");
     assert_eq!(lines.last(), Some(&" ok"), "{log}");
 
