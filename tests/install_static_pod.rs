@@ -47,12 +47,16 @@ fn running_containers(sb: &SandboxGuard, node: &str) -> BTreeMap<String, String>
         if f.len() < 3 || f[2] != "RUNNING" {
             continue;
         }
-        let info: Value = serde_json::from_str(&ssh(
-            sb,
-            node,
-            &format!("ctr -n k8s.io containers info {}", f[0]),
-        ))
-        .unwrap();
+        // A container the kubelet replaced between the two reads is gone: skip it (the
+        // caller reads again until every component shows).
+        let c = common::ssh_cmd(sb, node, &format!("ctr -n k8s.io containers info {}", f[0]))
+            .output()
+            .unwrap();
+        if !c.status.success() && stderr(&c).contains("not found") {
+            continue;
+        }
+        let info: Value =
+            serde_json::from_str(&stdout(&c)).unwrap_or_else(|e| panic!("{e}: {}", stderr(&c)));
         if let Some(name) = info["Labels"]["io.kubernetes.container.name"].as_str() {
             out.insert(
                 name.to_string(),
@@ -153,7 +157,26 @@ fn static_pod_control_plane_on_three_nodes() {
     assert_eq!(r["probes"].as_array().map(Vec::len), Some(9), "{r:#}");
 
     steps.enter("3. the four containers on node1, from the bundle's images");
-    let running = running_containers(&sb, "node1");
+    let running = common::poll(
+        Duration::from_secs(90),
+        "the four control-plane containers running on node1",
+        || {
+            let r = running_containers(&sb, "node1");
+            if [
+                "etcd",
+                "kube-apiserver",
+                "kube-controller-manager",
+                "kube-scheduler",
+            ]
+            .iter()
+            .all(|c| r.contains_key(*c))
+            {
+                Ok(r)
+            } else {
+                Err(format!("{r:?}"))
+            }
+        },
+    );
     let imported: BTreeMap<String, String> = ssh(&sb, "node1", "ctr -n k8s.io images ls")
         .lines()
         .skip(1)
@@ -376,8 +399,37 @@ fn static_pod_control_plane_on_three_nodes() {
     );
     common::kubectl(&kube_bin, &admin, &["get", "configmap", "before-backup"]);
     // node1's etcd is the static pod again (its manifest back in place), with the others a
-    // healthy 3-member cluster: the readiness report of a rerun says so.
+    // healthy 3-member cluster: the readiness report of a rerun says so. The restored data
+    // holds the mirror pods and leases as they were at the backup, so wait for what only
+    // running controllers do: renew their leader leases (a controller manager or scheduler
+    // that lost its lease to the restore exits, and the kubelet restarts it with back-off).
     mirror_pods_ready(&kube_bin, &admin);
+    for lease in ["kube-controller-manager", "kube-scheduler"] {
+        let renew_time = || {
+            try_kubectl(
+                &kube_bin,
+                &admin,
+                &[
+                    "-n",
+                    "kube-system",
+                    "get",
+                    "lease",
+                    lease,
+                    "-o",
+                    "jsonpath={.spec.renewTime}",
+                ],
+            )
+        };
+        let first = renew_time().1;
+        common::poll(
+            Duration::from_secs(240),
+            &format!("lease {lease} renewed"),
+            || match renew_time() {
+                (true, now) if now != first => Ok(()),
+                (_, now) => Err(format!("renewTime still {now:?}")),
+            },
+        );
+    }
     let after = install_json(&cfg, &[]);
     assert_eq!(after["readiness"]["ok"], true, "{after:#}");
 }
