@@ -13,8 +13,8 @@
 //!    through the Eviction API ([`node::drain`]: disruption budgets honoured, DaemonSet and
 //!    mirror pods left, emptyDir pods only when asked), the files kept, the `join` and `addons`
 //!    phases on that host, kubelet and kube-proxy restarted and waited for (both answer
-//!    `/healthz` with 200 on the host's loopback, the Node is Ready and reports the target
-//!    version), uncordoned.
+//!    `/healthz` through the API server's node proxy, the Node is Ready and reports the
+//!    target version), uncordoned.
 //!
 //! A host rolls when something on it runs another version than the target, or always with
 //! `force_reroll` (how CI exercises a roll with the one release it can build). A host already
@@ -57,7 +57,7 @@ use serde_json::json;
 
 use crate::kube_api;
 use crate::node::{self, DrainOptions, DrainPlan};
-use crate::phases::{self, control_plane, Cause, InstallError, InstallOptions, Plan};
+use crate::phases::{self, control_plane, join, Cause, InstallError, InstallOptions, Plan};
 use crate::poll::{self, NotReady};
 use crate::running;
 use crate::skew::{self, Running};
@@ -728,6 +728,17 @@ async fn invocations(exec: &dyn Executor, units: &[&str]) -> Result<Vec<String>,
         .collect())
 }
 
+/// The units whose InvocationID did not change between `before` and `after` (what a phase's
+/// handler did not restart), in `units`' order.
+fn not_restarted<'u>(units: &[&'u str], before: &[String], after: &[String]) -> Vec<&'u str> {
+    units
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| before.get(*i) == after.get(*i))
+        .map(|(_, u)| *u)
+        .collect()
+}
+
 impl Roll<'_> {
     fn stale(&self, host: &str, components: &[Component]) -> bool {
         components.iter().any(|c| {
@@ -934,28 +945,24 @@ impl Roll<'_> {
                 let after = invocations(&exec, &units)
                     .await
                     .map_err(|e| step_err("reading the units", e))?;
-                // The API server first; controller manager and scheduler once it is ready.
-                for group in [&units[..1], &units[1..]] {
-                    let idle: Vec<&str> = group
-                        .iter()
-                        .filter(|u| {
-                            let i = units.iter().position(|x| x == *u).unwrap_or(0);
-                            before.get(i) == after.get(i)
-                        })
-                        .copied()
-                        .collect();
-                    if idle.is_empty() {
-                        continue;
-                    }
-                    progress(&host.name, &format!("restarting {}", idle.join(", ")));
-                    exec.sh(&format!("systemctl restart {}", idle.join(" ")))
+                // The API server first; controller manager and scheduler once it is ready,
+                // and then until running processes lead.
+                let idle = not_restarted(&units, &before, &after);
+                let (apiserver, others): (Vec<&str>, Vec<&str>) = idle
+                    .iter()
+                    .partition(|u| **u == Component::KubeApiserver.name());
+                for group in [apiserver, others].into_iter().filter(|g| !g.is_empty()) {
+                    progress(&host.name, &format!("restarting {}", group.join(", ")));
+                    exec.sh(&format!("systemctl restart {}", group.join(" ")))
                         .await
                         .map_err(|e| step_err("restarting", e))?;
-                    control_plane::wait_ready(self.cluster)
-                        .await
-                        .map_err(|e| step_err("waiting for the control plane", e))?;
-                    restarted.extend(idle.iter().map(|u| u.to_string()));
+                    if group.contains(&Component::KubeApiserver.name()) {
+                        control_plane::wait_ready(self.cluster)
+                            .await
+                            .map_err(|e| step_err("waiting for the control plane", e))?;
+                    }
                 }
+                restarted = idle.iter().map(|u| u.to_string()).collect();
                 progress(&host.name, "waiting for running leaders");
                 control_plane::wait_ready_without(self.cluster, &mine)
                     .await
@@ -1103,12 +1110,7 @@ impl Roll<'_> {
             let after = invocations(exec, &units)
                 .await
                 .map_err(|e| step_err("reading the units", e))?;
-            let idle: Vec<&str> = units
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| before.get(*i) == after.get(*i))
-                .map(|(_, u)| *u)
-                .collect();
+            let idle = not_restarted(&units, &before, &after);
             if !idle.is_empty() {
                 progress(&host.name, &format!("restarting {}", idle.join(", ")));
                 exec.sh(&format!("systemctl restart {}", idle.join(" ")))
@@ -1119,8 +1121,7 @@ impl Roll<'_> {
                 &host.name,
                 "waiting for kubelet and kube-proxy to serve, the Node Ready at the target",
             );
-            let ports = &self.layout.ports;
-            wait_healthz(exec, &[ports.kubelet_healthz, ports.kube_proxy_healthz])
+            wait_healthz(client, &host.name, self.layout.ports.kube_proxy_healthz)
                 .await
                 .map_err(|e| step_err("waiting for kubelet and kube-proxy", e))?;
             wait_node(client, &host.name, self.target)
@@ -1188,34 +1189,12 @@ async fn uncordon(client: &kube::Client, node: &str) -> String {
     }
 }
 
-/// The script that prints each port's `/healthz` status line on the host's loopback (`none`
-/// when nothing answers), one `PORT LINE` per port.
-fn healthz_script(ports: &[u16]) -> String {
-    let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
-    format!(
-        r#"for p in {}; do r=$(timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$p && printf 'GET /healthz HTTP/1.0\r\n\r\n' >&3 && head -n1 <&3" 2>/dev/null) || r=none; echo "$p $r"; done"#,
-        ports.join(" ")
-    )
-}
-
-/// Waits until every one of `ports` answers `/healthz` with 200 on the host: after a
-/// restart, the new processes serve (systemd stopped the old ones first).
-async fn wait_healthz(exec: &dyn Executor, ports: &[u16]) -> Result<(), NotReady> {
-    let script = healthz_script(ports);
+/// Waits until the node's kubelet and kube-proxy answer `/healthz` through the API server:
+/// after a restart, the new processes serve (systemd stopped the old ones first).
+async fn wait_healthz(client: &kube::Client, node: &str, kube_proxy: u16) -> Result<(), NotReady> {
     poll::wait_until(NODE_READY_TIMEOUT, || async {
-        let out = exec
-            .sh(&script)
-            .await
-            .map_err(|e| NotReady::failed("reading /healthz", e))?;
-        let failing: Vec<&str> = out.lines().filter(|l| !l.contains(" 200")).collect();
-        if failing.is_empty() && out.lines().count() == ports.len() {
-            Ok(())
-        } else {
-            Err(NotReady::Seen(format!(
-                "/healthz not 200: {}",
-                failing.join("; ")
-            )))
-        }
+        join::probe_healthz(client, node, None).await?;
+        join::probe_healthz(client, node, Some(kube_proxy)).await
     })
     .await
 }
@@ -1303,35 +1282,6 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.to_string().contains("here"), "{err}");
-    }
-
-    #[tokio::test]
-    async fn healthz_is_read_from_the_loopback() {
-        // A one-shot HTTP server on a free loopback port answering 200, and a closed port.
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let open = listener.local_addr().unwrap().port();
-        let closed = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let server = std::thread::spawn(move || {
-            use std::io::{Read, Write};
-            let (mut conn, _) = listener.accept().unwrap();
-            let mut buf = [0u8; 256];
-            let _ = conn.read(&mut buf).unwrap();
-            conn.write_all(b"HTTP/1.1 200 OK\r\n\r\nok").unwrap();
-        });
-        let exec = LocalExecutor::new("here", Duration::from_secs(30));
-        let out = exec.sh(&healthz_script(&[open, closed])).await.unwrap();
-        server.join().unwrap();
-        let lines: Vec<&str> = out.lines().collect();
-        assert_eq!(lines.len(), 2, "{out}");
-        assert!(
-            lines[0].starts_with(&format!("{open} HTTP/1.1 200")),
-            "{out}"
-        );
-        assert_eq!(lines[1], format!("{closed} none"), "{out}");
     }
 
     #[test]

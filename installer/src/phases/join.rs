@@ -513,13 +513,25 @@ const REPORT_EVERY: Duration = Duration::from_secs(10);
 /// `Ok` when the API server reaches the node's kubelet over verified TLS and it says `ok`;
 /// otherwise what went wrong.
 async fn probe_kubelet(client: &kube::Client, node: &str) -> Result<(), NotReady> {
-    let path = format!("/api/v1/nodes/{node}/proxy/healthz");
+    probe_healthz(client, node, None).await
+}
+
+/// `Ok` when the API server reaches `/healthz` on `node` and it answers: the kubelet's (over
+/// verified TLS, and it must say `ok`), or with `port` another server on the node's address
+/// (kube-proxy's, any success). Otherwise what went wrong.
+pub async fn probe_healthz(
+    client: &kube::Client,
+    node: &str,
+    port: Option<u16>,
+) -> Result<(), NotReady> {
+    let target = port.map_or(node.to_string(), |p| format!("{node}:{p}"));
+    let path = format!("/api/v1/nodes/{target}/proxy/healthz");
     match tokio::time::timeout(PROBE_TIMEOUT, kube_api::get_raw(client, &path)).await {
-        Ok(Ok(body)) if body.trim() == "ok" => Ok(()),
+        Ok(Ok(body)) if port.is_some() || body.trim() == "ok" => Ok(()),
         Ok(Ok(body)) => Err(NotReady::Seen(format!("healthz says {:?}", body.trim()))),
-        Ok(Err(e)) => Err(NotReady::failed("healthz", e)),
+        Ok(Err(e)) => Err(NotReady::failed(format!("{target} healthz"), e)),
         Err(_) => Err(NotReady::Seen(format!(
-            "no answer within {}s",
+            "{target} healthz: no answer within {}s",
             PROBE_TIMEOUT.as_secs()
         ))),
     }
