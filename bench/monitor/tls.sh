@@ -29,6 +29,7 @@ for kind in tls plain; do
   [ "$kind" = plain ] && { listen=$P_PLAIN; tls=false; }
   cat > "$WORK/$kind/cluster.yaml" <<YAML
 name: bench
+profile: sandbox   # the host is a loopback address, which only the sandbox profile allows
 kubernetes: { version: v1.26.3 }
 hosts:
   - { name: b1, address: $IP, roles: [control-plane, etcd], auth: { agent: true } }
