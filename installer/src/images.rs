@@ -878,7 +878,15 @@ pub fn load(dir: &Path) -> Result<ImageManifest, ImageError> {
 
 /// Checks every tarball against its recorded size and sha256.
 pub fn verify(dir: &Path, manifest: &ImageManifest) -> Result<(), ImageError> {
-    manifest.images.iter().try_for_each(|i| verify_one(dir, i))
+    verify_entries(dir, &manifest.images)
+}
+
+/// [`verify`] for some of a manifest's images.
+pub fn verify_entries<'a>(
+    dir: &Path,
+    entries: impl IntoIterator<Item = &'a ImageEntry>,
+) -> Result<(), ImageError> {
+    entries.into_iter().try_for_each(|i| verify_one(dir, i))
 }
 
 fn verify_one(dir: &Path, i: &ImageEntry) -> Result<(), ImageError> {

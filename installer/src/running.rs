@@ -44,13 +44,16 @@ pub enum RunningError {
 const END: &str = "@@@ end of running components";
 
 /// The script: every process whose executable is a Kubernetes component, its name and the
-/// first line of `--version` (`Kubernetes v1.20.2`), one line per component.
+/// first line of `--version` (`Kubernetes v1.20.2`), one line per component. The `--version`
+/// runs start together (each is a Go binary's start-up, ~60 ms; one after the other they were
+/// most of a converged install's first second); each prints one short line, which a pipe
+/// writes whole; `sort` reads until the last of them has closed the pipe.
 fn script() -> String {
     let names: Vec<&str> = Component::ALL.iter().map(|c| c.name()).collect();
     format!(
         "for p in /proc/[0-9]*; do \
            e=$(readlink \"$p/exe\" 2>/dev/null) || continue; n=${{e##*/}}; n=${{n% (deleted)}}; \
-           case \"$n\" in {}) echo \"$n $(\"$p/exe\" --version 2>/dev/null | head -n1)\";; esac; \
+           case \"$n\" in {}) echo \"$n $(\"$p/exe\" --version 2>/dev/null | head -n1)\" & ;; esac; \
          done | sort -u",
         names.join("|")
     )

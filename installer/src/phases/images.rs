@@ -10,8 +10,8 @@
 //! names a bundle and it has an `images/manifest.json`; otherwise, in the sandbox profile, the
 //! local image cache (`$CLUSTERKIT_CACHE/images`), built there from Debian material when
 //! missing, with the pause image under the name `runtime.sandbox_image` gives; a production
-//! cluster without bundled images imports nothing (its nodes pull). Each tarball is checked
-//! against its recorded sha256 before anything is uploaded.
+//! cluster without bundled images imports nothing (its nodes pull). Each tarball the phase's
+//! hosts import is checked against its recorded sha256 before anything is uploaded.
 //!
 //! The playbook (`playbooks/images.yaml`) is check-then-act per image: an image containerd
 //! already lists under its name with the same manifest digest is skipped; otherwise the tarball
@@ -34,22 +34,23 @@ use crate::images::{self, ImageManifest, Sources};
 /// image was deleted needs no upload).
 pub const REMOTE_IMAGE_DIR: &str = "/var/cache/clusterkit/images";
 
-/// The directory images are taken from for this cluster, and its verified manifest.
+/// The directory images are taken from for this cluster, and its manifest.
 ///
-/// An offline bundle with `images/manifest.json` wins. Otherwise, with `profile: sandbox`, the
-/// local cache, built when missing or damaged (building needs the Kubernetes source and
-/// busybox-static, see [`crate::images`]). A production cluster without bundled images gets
-/// none (`None`): its nodes pull from registries, and a locally built pause image must not
-/// shadow the registry's under the same name unless the operator bundled it.
+/// An offline bundle with `images/manifest.json` wins; its tarballs are not hashed here (a
+/// bundle carries ~300 MB of control-plane images that a systemd-mode cluster never imports):
+/// the phase verifies those its hosts import ([`images::verify_entries`]). Otherwise, with
+/// `profile: sandbox`, the local cache, built when missing or damaged (building needs the
+/// Kubernetes source and busybox-static, see [`crate::images`]) and verified. A production
+/// cluster without bundled images gets none (`None`): its nodes pull from registries, and a
+/// locally built pause image must not shadow the registry's under the same name unless the
+/// operator bundled it.
 pub fn image_dir(
     cluster: &Cluster,
 ) -> Result<Option<(PathBuf, ImageManifest)>, images::ImageError> {
     if let Packages::Bundle { dir } = &cluster.packages {
         let in_bundle = dir.join("images");
         if in_bundle.join(images::MANIFEST_FILE).is_file() {
-            let m = images::load(&in_bundle)?;
-            images::verify(&in_bundle, &m)?;
-            return Ok(Some((in_bundle, m)));
+            return Ok(Some((in_bundle.clone(), images::load(&in_bundle)?)));
         }
     }
     if cluster.profile != Profile::Sandbox {
@@ -81,12 +82,8 @@ pub fn required_images(cluster: &Cluster, host: &Host) -> Vec<String> {
 /// imports — every image but the control-plane ones, which only the hosts whose static pods
 /// run them import (a systemd-mode cluster imports none of them).
 pub fn image_vars(dir: &Path, manifest: &ImageManifest, cluster: &Cluster, host: &Host) -> Value {
-    let static_pods = super::control_plane::static_pod_images(cluster, host);
     Value::Array(
-        manifest
-            .images
-            .iter()
-            .filter(|i| i.component.is_none() || static_pods.contains(&i.name))
+        imported(manifest, cluster, host)
             .map(|i| {
                 json!({
                     "name": i.name,
@@ -99,6 +96,20 @@ pub fn image_vars(dir: &Path, manifest: &ImageManifest, cluster: &Cluster, host:
             })
             .collect(),
     )
+}
+
+/// The images of `manifest` that `host` imports: every image but the control-plane ones,
+/// which only the hosts whose static pods run them import.
+fn imported<'m>(
+    manifest: &'m ImageManifest,
+    cluster: &Cluster,
+    host: &Host,
+) -> impl Iterator<Item = &'m images::ImageEntry> {
+    let static_pods = super::control_plane::static_pod_images(cluster, host);
+    manifest
+        .images
+        .iter()
+        .filter(move |i| i.component.is_none() || static_pods.contains(&i.name))
 }
 
 /// `images`: see the module docs.
@@ -115,13 +126,27 @@ impl Phase for ImagesPhase {
     async fn run(&self, cx: &PhaseContext<'_>) -> Result<(), InstallError> {
         let mut pb = clusterkit_core::playbook::load(cx.library, "images")?;
         let cluster = cx.cluster.clone();
-        // Building the cache compiles pause.c: keep it off the async workers.
-        let found = tokio::task::spawn_blocking(move || image_dir(&cluster))
-            .await
-            .map_err(|e| InstallError::Task {
-                what: "preparing the images",
-                source: e,
-            })??;
+        let hosts: Vec<String> = cx.targets.iter().map(|t| t.name.clone()).collect();
+        // Building the cache compiles pause.c, verifying hashes tarballs: keep both off the
+        // async workers. Only the tarballs these hosts import are hashed.
+        let found = tokio::task::spawn_blocking(move || {
+            let found = image_dir(&cluster)?;
+            if let Some((dir, manifest)) = &found {
+                let mut files = std::collections::BTreeSet::new();
+                let used = hosts
+                    .iter()
+                    .filter_map(|h| cluster.host(h))
+                    .flat_map(|h| imported(manifest, &cluster, h))
+                    .filter(|i| files.insert(i.file.clone()));
+                images::verify_entries(dir, used)?;
+            }
+            Ok::<_, images::ImageError>(found)
+        })
+        .await
+        .map_err(|e| InstallError::Task {
+            what: "preparing the images",
+            source: e,
+        })??;
         if found.is_none() {
             tracing::info!(
                 "no images in the offline bundle (and not a sandbox): nodes pull from registries"
