@@ -7,15 +7,17 @@
 //! `minAvailable: 2`, and a client loop on node1 requesting the Service (bash's /dev/tcp, 5
 //! requests a second) through every step:
 //! 1. `--check` reports every host would roll and changes nothing (no cordon, no restart, no
-//!    journal);
+//!    journal); `upgrade plan` two minors ahead is refused and warns about this machine's
+//!    kubectl;
 //! 2. the roll with `--etcd`: a verified etcd backup, the etcd members one at a time (each
 //!    restarted, `etcdctl endpoint health` polled throughout never finds fewer than 2 of 3
 //!    healthy), the control-plane host, then every node drained, restarted (kubelet and
 //!    kube-proxy InvocationIDs change) and uncordoned; the client loop saw no failed request,
 //!    the Deployment never had fewer than 2 ready replicas, every node ends Ready and
 //!    schedulable;
-//! 3. node3's sshd stopped while node2 rolls: the run fails naming node3 and the step, node3
-//!    is uncordoned; sshd back, `--resume` rolls node3 only;
+//! 3. `--max-unavailable 2`: node1 and node2 drain and roll together (never fewer than 2 ready
+//!    replicas, no failed request), and node3's sshd is stopped meanwhile: the run fails
+//!    naming node3 and the step, node3 is uncordoned; sshd back, `--resume` rolls node3 only;
 //! 4. a rerun without `--force-reroll` rolls nothing and changes nothing;
 //! 5. a budget that can never be met: the drain times out naming the blocking pod, the node is
 //!    uncordoned, the other nodes' kubelets were not restarted;
@@ -400,6 +402,48 @@ fn roll_scenario(from_bin: &Path, to_bin: Option<&Path>) {
     assert_eq!(invocations(&sb), before, "--check restarted something");
     assert!(!journal.exists(), "--check wrote the journal");
     nodes_ready_and_schedulable(&kube_bin, &admin).unwrap();
+    // Two minors ahead: refused by the policy; this machine's kubectl (the release's, first on
+    // PATH) would be two minors behind the target afterwards, which is a warning; node1's
+    // kubectl moves with its API server and is only listed.
+    let far = format!("v1.{}.0", minor(&from) + 2);
+    let path = format!(
+        "{}:{}",
+        kube_bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut c = ck(&cfg, &["-o", "json", "upgrade", "plan", "--to", &far]);
+    let out = c.env("PATH", &path).output().unwrap();
+    let plan: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", describe(&c, &out, "upgrade plan")));
+    assert!(!out.status.success(), "{plan:#}");
+    let kubectls: Vec<(String, String)> = plan["kubectl"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| {
+            (
+                k["place"].as_str().unwrap().into(),
+                k["version"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kubectls,
+        [
+            ("node1".to_string(), from.clone()),
+            ("this machine".into(), from.clone())
+        ],
+        "{plan:#}"
+    );
+    assert_eq!(
+        plan["warnings"],
+        serde_json::json!([format!(
+            "kubectl {from} on this machine is more than one minor from kube-apiserver {far} \
+             after the upgrade: use kubectl {}.x",
+            far.trim_end_matches(".0")
+        )]),
+        "{plan:#}"
+    );
 
     // 2. The roll, watched by the client loop and the ready-replica watch.
     steps.enter("2. the roll");
@@ -477,35 +521,67 @@ fn roll_scenario(from_bin: &Path, to_bin: Option<&Path>) {
         "everything runs {to}: {running}"
     );
 
-    // 3. node3's sshd stops while node2 rolls: node3 fails, uncordoned; --resume finishes.
-    steps.enter("3. sshd stopped mid-roll, then --resume");
-    let mut c = ck(&cfg, &["-o", "json", "upgrade", "apply", "--skip-backup"]);
+    // 3. Two nodes at a time (--max-unavailable 2): node1 and node2 drain together, and
+    //    node3's sshd stops while they roll: node3 fails, uncordoned; --resume finishes.
+    steps.enter("3. two nodes at once, sshd stopped mid-roll, then --resume");
+    let watch = Watch::ready_replicas(&kube_bin, &admin);
+    let mut c = ck(
+        &cfg,
+        &[
+            "-o",
+            "json",
+            "upgrade",
+            "apply",
+            "--skip-backup",
+            "--max-unavailable",
+            "2",
+        ],
+    );
     // Everything runs the target now: only --force-reroll rolls again.
     c.arg("--force-reroll")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let child = c.spawn().unwrap();
-    let reached_node2 = common::wait_until(Duration::from_secs(300), || {
-        std::fs::read_to_string(&journal)
-            .ok()
-            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-            .is_some_and(|j| {
-                j["done"]["node1"]
-                    .as_array()
-                    .is_some_and(|s| s.iter().any(|x| x == "node"))
-            })
+    // Both cordoned at one moment: one batch. node3's sshd stops while they roll.
+    let together = common::wait_until(Duration::from_secs(300), || {
+        let (ok, out) = common::try_kubectl(
+            &kube_bin,
+            &admin,
+            &[
+                "get",
+                "nodes",
+                "-o",
+                "jsonpath={range .items[?(@.spec.unschedulable==true)]}{.metadata.name} {end}",
+            ],
+        );
+        ok && out.split_whitespace().collect::<Vec<_>>() == ["node1", "node2"]
     });
-    assert!(reached_node2, "the roll never finished node1");
+    assert!(together, "node1 and node2 were never cordoned together");
     ssh(
         &sb,
         "node3",
         "systemctl stop ssh.service ssh.socket 2>/dev/null; true",
     );
     let out = child.wait_with_output().unwrap();
+    let min_ready = watch.finish();
     let err = stderr(&out);
     assert!(
         !out.status.success(),
         "node3 unreachable must fail the run: {err}"
+    );
+    // One batch: node2 started draining before node1's roll was over.
+    let at = |what: &str| {
+        err.find(what)
+            .unwrap_or_else(|| panic!("no {what:?} in the progress: {err}"))
+    };
+    assert!(
+        at("node2: kubelet and kube-proxy: cordoning and draining")
+            < at("node1: kubelet and kube-proxy: rolled"),
+        "node1 and node2 were not rolled together: {err}"
+    );
+    assert!(
+        min_ready.is_some_and(|m| m >= 2),
+        "two nodes drained at once left fewer than 2 ready replicas: {min_ready:?}"
     );
     assert!(
         err.contains("node3: kubelet and kube-proxy: connecting failed")
@@ -558,7 +634,11 @@ fn roll_scenario(from_bin: &Path, to_bin: Option<&Path>) {
         );
     }
     nodes_ready_and_schedulable(&kube_bin, &admin).unwrap();
-    loop_results(&sb);
+    let (served, fails) = loop_results(&sb);
+    assert!(
+        fails.is_empty(),
+        "the Service failed while two nodes rolled at once ({served} ok): {fails:#?}"
+    );
 
     // 4. A rerun without --force-reroll: nothing rolls, nothing changes.
     steps.enter("4. a rerun changes nothing");

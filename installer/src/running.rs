@@ -8,6 +8,9 @@
 //! `kubernetes.version` ([`against_desired`]: `install` refuses to move a running cluster to
 //! another release, which is `upgrade apply`'s job).
 //!
+//! Also the version of an installed kubectl ([`kubectl_script`]), a client the skew policy
+//! checks apart from the components.
+//!
 //! Limits: a component that is not running is absent (not "unknown"); etcd is not read here.
 
 use std::fmt;
@@ -110,6 +113,19 @@ pub async fn read_hosts(
             found
         })
         .await
+}
+
+/// The shell script that prints the kubectl at `path` as `kubectl version --client -o json`
+/// does (the one output both old and new releases share), nothing when there is none.
+pub fn kubectl_script(path: &str) -> String {
+    format!("if [ -x {path} ]; then {path} version --client -o json 2>/dev/null; fi")
+}
+
+/// The client version in the output of [`kubectl_script`] (or `kubectl version --client -o
+/// json`); `None` when it holds none.
+pub fn kubectl_version(json: &str) -> Option<KubeVersion> {
+    let v: serde_json::Value = serde_json::from_str(json).ok()?;
+    KubeVersion::parse(v["clientVersion"]["gitVersion"].as_str()?).ok()
 }
 
 /// The components clusterkit runs on `host`: kubelet and kube-proxy on every host (each is a
@@ -362,5 +378,16 @@ mod tests {
             err.contains("here: kube-proxy --version printed \"sleep (GNU coreutils)"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn kubectl_versions_of_old_and_new_releases_and_of_nothing() {
+        // v1.20's output (kubectl's version.Info); v1.28's adds kustomizeVersion.
+        let old = r#"{"clientVersion": {"major": "1", "minor": "20", "gitVersion": "v1.20.2", "platform": "linux/amd64"}}"#;
+        let new = r#"{"clientVersion": {"major": "1", "minor": "28", "gitVersion": "v1.28.7"}, "kustomizeVersion": "v5.0.4"}"#;
+        assert_eq!(kubectl_version(old).unwrap().to_string(), "v1.20.2");
+        assert_eq!(kubectl_version(new).unwrap().to_string(), "v1.28.7");
+        assert_eq!(kubectl_version(""), None);
+        assert_eq!(kubectl_version(r#"{"clientVersion": {}}"#), None);
     }
 }

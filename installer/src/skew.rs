@@ -15,9 +15,15 @@
 //! [`plan`] orders the moves the way a roll makes them (every API server, one host after the
 //! other; then controller-manager and scheduler per host; then kubelet and kube-proxy per host)
 //! and checks the state after each move, so a refusal names the first moment the policy would
-//! break. Limits: kubectl (a client, within one minor of the API server) and etcd (its own
-//! version table) are not components here; versions are compared as major.minor.patch with
-//! major 1.
+//! break.
+//!
+//! kubectl is a client, not a component of the roll: it is supported within one minor of every
+//! API server it talks to, older or newer. [`kubectl`] says when a kubectl would leave that
+//! range now or after the roll; callers warn rather than refuse, since the cluster does not
+//! depend on it (the control-plane hosts' own kubectl moves with their API server).
+//!
+//! Limits: etcd (its own version table) is not a component here; versions are compared as
+//! major.minor.patch with major 1.
 
 use std::fmt;
 
@@ -269,6 +275,44 @@ fn violations(state: &[Running], when: &When) -> Vec<Refusal> {
     found
 }
 
+/// A kubectl outside the version-skew policy's range at some moment of a roll.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, thiserror::Error)]
+#[error("kubectl {version} on {place} is more than one minor from kube-apiserver {apiserver} {}: use kubectl v{}.{}.x", if *after_roll { "after the upgrade" } else { "as the cluster runs now" }, target.major, target.minor)]
+pub struct KubectlSkew {
+    /// Where that kubectl is: a host's name, or this machine.
+    pub place: String,
+    pub version: KubeVersion,
+    /// The API server version it is too far from.
+    pub apiserver: KubeVersion,
+    /// Too far from the target (after the roll), not from an API server that runs now.
+    pub after_roll: bool,
+    /// The roll's target, whose minor is within one of every API server during the roll.
+    pub target: KubeVersion,
+}
+
+/// Whether kubectl `version` at `place` stays within one minor of every API server in
+/// `running` and of `target`; the first API server it is too far from otherwise.
+pub fn kubectl(
+    place: &str,
+    version: KubeVersion,
+    running: &[Running],
+    target: KubeVersion,
+) -> Option<KubectlSkew> {
+    let apart = |apiserver: KubeVersion| {
+        apiserver.major != version.major || apiserver.minor.abs_diff(version.minor) > 1
+    };
+    let now = of(running, &[Component::KubeApiserver]).map(|r| (r.version, false));
+    now.chain([(target, true)])
+        .find(|(apiserver, _)| apart(*apiserver))
+        .map(|(apiserver, after_roll)| KubectlSkew {
+            place: place.to_string(),
+            version,
+            apiserver,
+            after_roll,
+            target,
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -458,5 +502,40 @@ mod tests {
         // The newest patch is only asked for when it is newer than what runs.
         let running = cluster(1, "v1.27.16", 1, "v1.27.16");
         assert!(plan(&running, v("v1.28.7"), Some(v("v1.27.16"))).is_ok());
+    }
+
+    #[test]
+    fn kubectl_within_one_minor_of_every_api_server_through_the_roll() {
+        let running = cluster(2, "v1.27.4", 1, "v1.27.4");
+        let target = v("v1.28.7");
+        // (kubectl, expected: None = supported, Some((apiserver, after the roll)))
+        let table: [(&str, Option<(&str, bool)>); 6] = [
+            ("v1.27.4", None),
+            ("v1.28.7", None),
+            ("v1.26.15", Some(("v1.28.7", true))),
+            ("v1.29.0", Some(("v1.27.4", false))),
+            ("v1.25.0", Some(("v1.27.4", false))),
+            ("v1.30.1", Some(("v1.27.4", false))),
+        ];
+        for (kubectl_version, want) in table {
+            let got = kubectl("this machine", v(kubectl_version), &running, target)
+                .map(|s| (s.apiserver.to_string(), s.after_roll));
+            assert_eq!(
+                got,
+                want.map(|(a, w)| (a.to_string(), w)),
+                "kubectl {kubectl_version}"
+            );
+        }
+        // Mid-roll, one API server already at the target: a kubectl one minor behind the old
+        // ones is two behind the new one.
+        let mut mid = cluster(2, "v1.27.4", 0, "v1.27.4");
+        mid[0].version = target;
+        let s = kubectl("cp1", v("v1.26.3"), &mid, target).unwrap();
+        assert_eq!(s.apiserver, target);
+        assert_eq!(
+            s.to_string(),
+            "kubectl v1.26.3 on cp1 is more than one minor from kube-apiserver v1.28.7 as the \
+             cluster runs now: use kubectl v1.28.x"
+        );
     }
 }

@@ -434,14 +434,11 @@ pub async fn prepare(cluster: &Cluster, opts: &ApplyOptions) -> Result<Prepared,
         return Err(UpgradeError::StaticPods);
     }
     let bundle = phases::bundle(cluster)?;
-    let carries = bundle
-        .as_ref()
-        .map(|b| b.manifest.kubernetes_version.clone());
-    if let Some(carries) = carries {
-        let carried = carries.as_deref().and_then(|v| KubeVersion::parse(v).ok());
-        if carried != Some(target) {
+    if let Some(b) = bundle.as_ref() {
+        if b.manifest.kubernetes_release() != Some(target) {
             return Err(UpgradeError::BundleLacksTarget {
-                carries: carries.unwrap_or_else(|| "no Kubernetes binaries".into()),
+                carries: (b.manifest.kubernetes_version.clone())
+                    .unwrap_or_else(|| "no Kubernetes binaries".into()),
                 target,
             });
         }

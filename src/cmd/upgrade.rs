@@ -3,12 +3,15 @@
 //! the target in roll order or every reason the version-skew policy refuses it
 //! (`clusterkit_installer::skew`). With an offline bundle, its Kubernetes release is reported
 //! (whether it carries the target's binaries) and counts as the newest patch of the running
-//! minor the policy asks to move to first. Changes nothing.
+//! minor the policy asks to move to first. kubectl — each control-plane host's and this
+//! machine's — is read too and warned about when it would leave the policy's ±1 minor of the
+//! API servers. Changes nothing.
 //!
 //! `clusterkit upgrade apply`: an etcd backup (verified) and then the roll of
 //! `clusterkit_installer::upgrade`, with its report on stdout and progress on stderr.
 
 use anyhow::Context;
+use clusterkit_core::config::Role;
 use clusterkit_core::fanout;
 use clusterkit_core::release::KubeVersion;
 use clusterkit_installer::running;
@@ -83,9 +86,37 @@ struct Plan {
     /// The offline bundle's Kubernetes release, when packages come from one.
     #[serde(skip_serializing_if = "Option::is_none")]
     bundle: Option<BundleRelease>,
-    /// The etcd release kubeadm's table pairs with the target (`upgrade apply` leaves etcd as
-    /// it runs).
+    /// The etcd release kubeadm's table pairs with the target (`upgrade apply` moves etcd to
+    /// the bundle's only with `--etcd`).
     etcd_expected: &'static str,
+    /// Every kubectl found: each control-plane host's (clusterkit's, replaced with its API
+    /// server) and this machine's on `PATH`.
+    kubectl: Vec<Kubectl>,
+    /// What the policy does not support but does not refuse: a kubectl more than one minor
+    /// from an API server now or after the roll.
+    warnings: Vec<String>,
+}
+
+/// Where [`Kubectl::place`] is this machine rather than a host.
+const LOCAL: &str = "this machine";
+
+/// One kubectl and its client version.
+#[derive(serde::Serialize)]
+struct Kubectl {
+    place: String,
+    version: KubeVersion,
+}
+
+/// The client version of the kubectl on this machine's `PATH`; `None` when there is none (or
+/// it does not answer `version --client -o json`).
+fn local_kubectl() -> Option<KubeVersion> {
+    let out = std::process::Command::new("kubectl")
+        .args(["version", "--client", "-o", "json"])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    running::kubectl_version(&String::from_utf8_lossy(&out.stdout))
 }
 
 /// What the offline bundle carries, for the plan.
@@ -186,24 +217,49 @@ impl PlanArgs {
         let cluster = super::load_cluster(&global)?;
         let hosts = a.selection.pick(&cluster, &global)?;
         let fan = a.selection.fanout(&cluster, "read versions");
-        let results = running::read_hosts(&cluster, &hosts, &fan, |_| String::new()).await;
+        let kubectl_path =
+            clusterkit_core::layout::NodeLayout::from_cluster(&cluster).bin("kubectl");
+        let results = running::read_hosts(&cluster, &hosts, &fan, |h| {
+            if h.has_role(Role::ControlPlane) {
+                running::kubectl_script(&kubectl_path)
+            } else {
+                String::new()
+            }
+        })
+        .await;
         for r in &results {
             if let Err(e) = &r.result {
                 eprintln!("{}: {e:#}", r.host);
             }
         }
         fanout::check(&results)?;
-        let running: Vec<Running> = results
-            .into_iter()
-            .filter_map(|r| r.result.ok())
-            .flat_map(|(found, _)| found)
+        let mut running = Vec::new();
+        let mut kubectl = Vec::new();
+        for r in results {
+            if let Ok((found, also)) = r.result {
+                running.extend(found);
+                if let Some(version) = running::kubectl_version(&also) {
+                    kubectl.push(Kubectl {
+                        place: r.host,
+                        version,
+                    });
+                }
+            }
+        }
+        kubectl.extend(local_kubectl().map(|version| Kubectl {
+            place: LOCAL.to_string(),
+            version,
+        }));
+        // A control-plane host's kubectl is replaced by the target's with its API server, so
+        // only this machine's can be too far from the target after the roll.
+        let warnings = kubectl
+            .iter()
+            .filter_map(|k| skew::kubectl(&k.place, k.version, &running, a.to))
+            .filter(|s| !s.after_roll || s.place == LOCAL)
+            .map(|s| s.to_string())
             .collect();
         let bundle = clusterkit_installer::phases::bundle(&cluster)?.map(|b| {
-            let kubernetes = b
-                .manifest
-                .kubernetes_version
-                .as_deref()
-                .and_then(|v| KubeVersion::parse(v).ok());
+            let kubernetes = b.manifest.kubernetes_release();
             BundleRelease {
                 kubernetes,
                 has_target: kubernetes == Some(a.to),
@@ -221,6 +277,8 @@ impl PlanArgs {
             refused,
             bundle,
             etcd_expected: clusterkit_core::release::images(a.to.minor, a.to.patch).etcd_version(),
+            kubectl,
+            warnings,
         };
         global.output.print(&plan, || table(&plan))?;
         if !plan.refused.is_empty() {
@@ -260,10 +318,20 @@ fn table(plan: &Plan) -> String {
             ));
         }
     }
+    for k in &plan.kubectl {
+        out.push_str(&format!(
+            "  {:<12} {:<24} {}\n",
+            k.place, "kubectl", k.version
+        ));
+    }
     out.push_str(&format!(
-        "etcd: kubeadm pairs {} with etcd {}; upgrade apply leaves etcd as it runs\n",
+        "etcd: kubeadm pairs {} with etcd {}; upgrade apply moves etcd to the bundle's only with \
+         --etcd\n",
         plan.target, plan.etcd_expected
     ));
+    for w in &plan.warnings {
+        out.push_str(&format!("warning: {w}\n"));
+    }
     if let Some(b) = plan.bundle.as_ref().filter(|b| !b.has_target) {
         let carries = b
             .kubernetes

@@ -47,6 +47,16 @@ pub struct BundleManifest {
     pub kubernetes_version: Option<String>,
 }
 
+impl BundleManifest {
+    /// [`BundleManifest::kubernetes_version`] as a release; `None` without Kubernetes binaries
+    /// (or with a version that does not parse, which no `bundle build` writes).
+    pub fn kubernetes_release(&self) -> Option<crate::release::KubeVersion> {
+        self.kubernetes_version
+            .as_deref()
+            .and_then(|v| crate::release::KubeVersion::parse(v).ok())
+    }
+}
+
 /// One `.deb` in a bundle.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct BundlePackage {
