@@ -3,7 +3,8 @@
 //! what later phases leave behind, made by hand where those phases need more than this test
 //! installs: a running kubelet-named unit and a kube-apiserver-named unit (systemd services of
 //! the same names and paths the installer writes), a tmpfs mounted under /var/lib/kubelet, CNI
-//! config, and kube-proxy/CNI iptables chains next to a foreign rule that must survive.
+//! config, kube-proxy/CNI iptables chains next to a foreign rule that must survive, and files
+//! `upgrade apply` keeps for a rollback.
 //!
 //! One sandbox is shared by the steps: without `--yes` and with "no" typed, nothing changes;
 //! `--check` reports and changes nothing; resetting one etcd member of three removes it from
@@ -44,7 +45,7 @@ fn facts(sb: &SandboxGuard, node: &str) -> String {
         sb,
         node,
         "for u in etcd kubelet kube-apiserver; do echo \"$u $(systemctl is-active $u) $(systemctl is-enabled $u 2>/dev/null || echo none)\"; done; \
-         for d in /etc/kubernetes /var/lib/kubelet /etc/cni/net.d /var/lib/etcd /etc/systemd/system/etcd.service /etc/systemd/system/kubelet.service; do [ -e $d ] && echo \"exists $d\"; done; \
+         for d in /etc/kubernetes /var/lib/kubelet /etc/cni/net.d /var/lib/etcd /var/lib/clusterkit/previous /etc/systemd/system/etcd.service /etc/systemd/system/kubelet.service; do [ -e $d ] && echo \"exists $d\"; done; \
          ls -d /var/lib/etcd.reset-* 2>/dev/null | sed 's/^/moved /'; \
          grep -c ' /var/lib/kubelet/' /proc/mounts | sed 's/^/kubelet-mounts /'; \
          iptables-save | grep -cE 'KUBE-|CNI-' | sed 's/^/kube-rules /'; \
@@ -81,7 +82,9 @@ fn reset_three_nodes() {
              iptables -t nat -N KUBE-SERVICES && iptables -t nat -A PREROUTING -j KUBE-SERVICES && \
              iptables -t nat -N CNI-0123abcd && iptables -t nat -A POSTROUTING -s 10.244.0.0/24 -j CNI-0123abcd && \
              iptables -N KUBE-FIREWALL && iptables -A INPUT -j KUBE-FIREWALL && \
-             iptables -N MINE && iptables -A INPUT -j MINE",
+             iptables -N MINE && iptables -A INPUT -j MINE && \
+             mkdir -p /var/lib/clusterkit/previous/node && \
+             echo kept > /var/lib/clusterkit/previous/node/%usr%local%bin%kubelet",
         );
     }
     let installed: Vec<String> = NODES.iter().map(|n| facts(&sb, n)).collect();
@@ -89,6 +92,10 @@ fn reset_three_nodes() {
         assert!(f.contains("etcd active enabled"), "{node}: {f}");
         assert!(f.contains("kubelet active enabled"), "{node}: {f}");
         assert!(f.contains("exists /var/lib/etcd\n"), "{node}: {f}");
+        assert!(
+            f.contains("exists /var/lib/clusterkit/previous\n"),
+            "{node}: {f}"
+        );
         assert!(f.contains("kubelet-mounts 1"), "{node}: {f}");
         assert!(f.contains("kube-rules 6"), "{node}: {f}");
     }

@@ -102,12 +102,14 @@ impl ResetOptions {
 }
 
 /// Directories removed outright. The clusterkit directory holds the backup timers' secrets
-/// (S3 keys, passphrase) and the namespace timer's admin kubeconfig: they must not outlive the
-/// node's place in the cluster.
-pub fn dirs(layout: &NodeLayout) -> [&'static str; 6] {
+/// (S3 keys, passphrase) and the namespace timer's admin kubeconfig, the previous directory
+/// what `upgrade apply` kept for a rollback (binaries, units, configurations): they must not
+/// outlive the node's place in the cluster.
+pub fn dirs(layout: &NodeLayout) -> [&'static str; 7] {
     [
         layout.kubernetes_dir,
         layout.clusterkit_dir,
+        layout.previous_dir,
         layout.kubelet_dir,
         layout.kube_proxy_dir,
         layout.cni_conf_dir,
