@@ -244,6 +244,31 @@ fn add_and_remove_a_node() {
         "{}",
         stderr(&out)
     );
+    // cluster.yaml ahead of what runs: the new node would get another release. Refused,
+    // pointing to `upgrade apply`; node4 is untouched (the add below installs it from scratch).
+    let ahead = sb.dir().join("nodes-ahead.yaml");
+    std::fs::write(
+        &ahead,
+        four.replace(
+            &format!(
+                "version: {}",
+                clusterkit_sandbox::cluster_yaml::KUBERNETES_VERSION
+            ),
+            "version: v1.20.3",
+        ),
+    )
+    .unwrap();
+    let out = run_fail(&mut ck(&ahead, &["node", "add", "node4"]));
+    assert!(
+        stderr(&out).contains("upgrade apply") && stderr(&out).contains("v1.20.3"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        ssh(&sb, "node4", "ls /etc/kubernetes 2>/dev/null | wc -l").trim(),
+        "0",
+        "a refused add touched node4"
+    );
     let (summary, took) = json_ok(&mut ck(&cfg, &["-o", "json", "node", "add", "node4"]));
     eprintln!("node add node4: {:.1}s", took.as_secs_f64());
     assert_eq!(summary["hosts"]["node4"]["failed"], 0, "{summary:#}");

@@ -250,6 +250,9 @@ pub async fn add(
             )))
         }
     }
+    // The new node gets cluster.yaml's release: refused when the control plane runs another
+    // (mid-upgrade, or cluster.yaml edited ahead of `upgrade apply`).
+    phases::same_release(cluster, opts).await?;
     Ok(phases::run(cluster, &add_plan(cluster, host), opts).await?)
 }
 

@@ -631,7 +631,10 @@ pub async fn install(
 /// `upgrade apply`'s job, and clusterkit never downgrades. Hosts where nothing runs yet are
 /// fresh and pass. A control-plane host that cannot be read stops the install: what it runs
 /// decides whether the install may touch the others.
-async fn same_release(cluster: &Cluster, opts: &InstallOptions) -> Result<(), InstallError> {
+pub(crate) async fn same_release(
+    cluster: &Cluster,
+    opts: &InstallOptions,
+) -> Result<(), InstallError> {
     let control_plane = cluster.hosts_with_role(Role::ControlPlane);
     let fanout = clusterkit_core::fanout::Fanout::new(
         "read versions",
