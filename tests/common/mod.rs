@@ -271,6 +271,32 @@ pub fn ssh_cmd(sb: &clusterkit_sandbox::SandboxGuard, node: &str, cmd: &str) -> 
     c
 }
 
+/// Copies the local file `local` to `remote` on a sandbox node (`scp`, host keys verified).
+pub fn scp_to(sb: &clusterkit_sandbox::SandboxGuard, node: &str, local: &Path, remote: &str) {
+    let mut scp = openssh_cmd(sb, "scp");
+    scp.arg("-q")
+        .arg(local)
+        .arg(format!("root@{}:{remote}", sb.node(node).unwrap().address));
+    run_ok(&mut scp);
+}
+
+/// kubeadm's kubelet unit on a sandbox node, enabled (not started: `kubeadm join` starts it):
+/// the kubeadm package's drop-in inlined, reading what kubeadm writes
+/// (bootstrap-kubelet.conf, kubelet.conf, config.yaml, kubeadm-flags.env).
+pub fn kubeadm_kubelet_unit(sb: &clusterkit_sandbox::SandboxGuard, node: &str) {
+    ssh(
+        sb,
+        node,
+        "printf '%s\\n' '[Unit]' 'Description=kubelet (kubeadm)' '[Service]' \
+         'Environment=\"KUBELET_KUBECONFIG_ARGS=--bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf --kubeconfig=/etc/kubernetes/kubelet.conf\"' \
+         'Environment=\"KUBELET_CONFIG_ARGS=--config=/var/lib/kubelet/config.yaml\"' \
+         'EnvironmentFile=-/var/lib/kubelet/kubeadm-flags.env' \
+         'ExecStart=/usr/local/bin/kubelet $KUBELET_KUBECONFIG_ARGS $KUBELET_CONFIG_ARGS $KUBELET_KUBEADM_ARGS' \
+         'Restart=always' 'RestartSec=2' '[Install]' 'WantedBy=multi-user.target' \
+         > /etc/systemd/system/kubelet.service && systemctl daemon-reload && systemctl enable -q kubelet",
+    );
+}
+
 /// Runs `cmd` on a sandbox node; its stdout, or a panic showing the command and its output.
 pub fn ssh(sb: &clusterkit_sandbox::SandboxGuard, node: &str, cmd: &str) -> String {
     stdout(&run_ok(&mut ssh_cmd(sb, node, cmd)))
