@@ -14,7 +14,9 @@
 //! documents) and the API server and etcd then present the new serials, and a rerun is green
 //! with nothing changed; `backup etcd` and then `restore etcd` (node1's member stopped and
 //! started through its manifest) bring back what was there at the backup and not what came
-//! after, with the static pods ready again and a green readiness report. kubeadm v1.20.2 of
+//! after, with the static pods ready again and a green readiness report. kube-proxy is
+//! kubeadm's DaemonSet (its ConfigMap, the bundle's kube-proxy image) with a ready pod on
+//! every node and no kube-proxy unit. kubeadm v1.20.2 of
 //! the same build, run on node1, recognises the cluster: `certs check-expiration` reads
 //! kubeadm-config and lists the certificates with the expiry clusterkit reads, `upgrade plan`
 //! passes its health checks, `token create --print-join-command` prints clusterkit's endpoint
@@ -73,6 +75,49 @@ fn running_containers(sb: &SandboxGuard, node: &str) -> BTreeMap<String, String>
     out
 }
 
+/// The images in a node's containerd (CRI namespace): name → manifest digest.
+fn node_images(sb: &SandboxGuard, node: &str) -> BTreeMap<String, String> {
+    common::node_images(sb, node).into_iter().collect()
+}
+
+/// `kubectl -n kube-system get WHAT…`: (success, output).
+fn kube_system_get(kube_bin: &Path, admin: &Path, what: &[&str]) -> (bool, String) {
+    let args: Vec<&str> = ["-n", "kube-system", "get"]
+        .into_iter()
+        .chain(what.iter().copied())
+        .collect();
+    try_kubectl(kube_bin, admin, &args)
+}
+
+/// Waits until kube-proxy's DaemonSet has a Running, Ready pod on each of `nodes` and none
+/// elsewhere, every one from the bundle's kube-proxy image.
+fn kube_proxy_pods_ready(kube_bin: &Path, admin: &Path, nodes: &[&str]) {
+    let want: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("{n} Running True registry.k8s.io/kube-proxy:v1.20.2"))
+        .collect();
+    common::poll(
+        Duration::from_secs(120),
+        "a ready kube-proxy pod on every node",
+        || {
+            let (ok, out) = kube_system_get(
+                kube_bin,
+                admin,
+                &[
+                    "pods",
+                    "-l",
+                    "k8s-app=kube-proxy",
+                    "-o",
+                    "jsonpath={range .items[*]}{.spec.nodeName} {.status.phase} {.status.conditions[?(@.type==\"Ready\")].status} {.spec.containers[0].image}{\"\\n\"}{end}",
+                ],
+            );
+            let mut got: Vec<String> = out.lines().map(str::to_string).collect();
+            got.sort();
+            (ok && got == want).then_some(()).ok_or(out)
+        },
+    );
+}
+
 /// Waits until node1's four static pods show through the API (their mirror pods) Running and
 /// Ready. The kubelet creates mirror pods on its next pod sync after its Node registered (up
 /// to a minute).
@@ -85,13 +130,10 @@ fn mirror_pods_ready(kube_bin: &Path, admin: &Path) {
     ] {
         let pod = format!("{container}-node1");
         common::poll(Duration::from_secs(150), &pod, || {
-            let (ok, out) = try_kubectl(
+            let (ok, out) = kube_system_get(
                 kube_bin,
                 admin,
                 &[
-                    "-n",
-                    "kube-system",
-                    "get",
                     "pod",
                     &pod,
                     "-o",
@@ -361,6 +403,8 @@ fn join_with_kubeadm(sb: &SandboxGuard, cfg4: &Path, kube_bin: &Path, admin: &Pa
         );
         (ok && out.trim() == "True").then_some(()).ok_or(out)
     });
+    // The DaemonSet runs kube-proxy on the node kubeadm joined too.
+    kube_proxy_pods_ready(kube_bin, admin, &["node1", "node2", "node3", "node4"]);
 }
 
 #[test]
@@ -446,14 +490,7 @@ fn static_pod_control_plane_on_three_nodes() {
             }
         },
     );
-    let imported: BTreeMap<String, String> = ssh(&sb, "node1", "ctr -n k8s.io images ls")
-        .lines()
-        .skip(1)
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.len() >= 3).then(|| (f[0].to_string(), f[2].to_string()))
-        })
-        .collect();
+    let imported = node_images(&sb, "node1");
     for (container, image) in [
         ("etcd", "registry.k8s.io/etcd:3.4.13-0"),
         ("kube-apiserver", "registry.k8s.io/kube-apiserver:v1.20.2"),
@@ -483,10 +520,30 @@ fn static_pod_control_plane_on_three_nodes() {
         "systemctl is-active etcd || true; test -e /usr/bin/etcd && echo binary || true",
     );
     assert_eq!(unit.trim(), "inactive", "{unit}");
-    // node2 (worker and external etcd member) imported no control-plane image.
+    // node2 (worker and external etcd member) imported no control-plane image, only
+    // kube-proxy's, which kubeadm's DaemonSet runs on every node.
     let node2 = ssh(&sb, "node2", "ctr -n k8s.io images ls -q");
     assert!(!node2.contains("kube-apiserver"), "{node2}");
     assert!(!node2.contains("etcd"), "{node2}");
+    // kube-proxy is kubeadm's DaemonSet: a ready pod on every node, from the bundle's image,
+    // and no kube-proxy unit anywhere (the probe Service of the readiness report went through
+    // these pods' rules).
+    kube_proxy_pods_ready(&kube_bin, &admin, &common::NODES);
+    for n in common::NODES {
+        let images = node_images(&sb, n);
+        let image = "registry.k8s.io/kube-proxy:v1.20.2";
+        assert_eq!(
+            images.get(image),
+            Some(&digest_of(image)),
+            "{n}: {images:#?}"
+        );
+        let unit = ssh(
+            &sb,
+            n,
+            "systemctl is-active kube-proxy || true; test -e /etc/systemd/system/kube-proxy.service && echo unit-file || true",
+        );
+        assert_eq!(unit.trim(), "inactive", "{n}: {unit}");
+    }
     assert_eq!(
         ssh(&sb, "node2", "systemctl is-active etcd").trim(),
         "active"
@@ -512,7 +569,7 @@ fn static_pod_control_plane_on_three_nodes() {
     steps.enter("5. kubeadm's own commands on node1 recognise the cluster");
     let join = kubeadm_recognises_the_cluster(&sb, &cfg, &kube_bin, &admin);
 
-    steps.enter("6. switching to systemd mode is refused before anything changes");
+    steps.enter("6. switching to systemd mode is refused before anything changes anywhere");
     let systemd = sb.dir().join("systemd.yaml");
     std::fs::write(
         &systemd,
@@ -553,6 +610,16 @@ fn static_pod_control_plane_on_three_nodes() {
         ],
         "node1 unchanged"
     );
+    // Nor did the other nodes go on in systemd mode (it would have given them a kube-proxy
+    // unit beside the DaemonSet's pods).
+    for n in ["node2", "node3"] {
+        let unit = ssh(
+            &sb,
+            n,
+            "test -e /etc/systemd/system/kube-proxy.service && echo unit-file || true",
+        );
+        assert_eq!(unit.trim(), "", "{n}: the refused switch changed it");
+    }
 
     steps.enter("7. certs renew: the static pods are recreated and serve the new certificates");
     let v = common::json_of(&mut common::ck(
@@ -624,10 +691,15 @@ fn static_pod_control_plane_on_three_nodes() {
     // The cluster is whole again: the static pods ready, the readiness report of a rerun
     // green, nothing changed.
     mirror_pods_ready(&kube_bin, &admin);
-    let after = install_json(&cfg, &[]);
+    let events = work.path().join("after-renew.jsonl");
+    let after = install_json(&cfg, &["--events", events.to_str().unwrap()]);
+    let changed = changed_tasks(&events);
     for n in common::NODES {
         assert_eq!(after["hosts"][n]["failed"], 0, "{after:#}");
-        assert_eq!(after["hosts"][n]["changed"], 0, "{after:#}");
+        assert_eq!(
+            after["hosts"][n]["changed"], 0,
+            "{n}: changed after the renewal: {changed:#?}"
+        );
     }
     assert_eq!(after["readiness"]["ok"], true, "{after:#}");
 

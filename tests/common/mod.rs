@@ -297,6 +297,18 @@ pub fn kubeadm_kubelet_unit(sb: &clusterkit_sandbox::SandboxGuard, node: &str) {
     );
 }
 
+/// `(name, manifest digest)` of every image in a node's containerd (CRI namespace `k8s.io`).
+pub fn node_images(sb: &clusterkit_sandbox::SandboxGuard, node: &str) -> Vec<(String, String)> {
+    ssh(sb, node, "ctr -n k8s.io images ls")
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 3).then(|| (f[0].to_string(), f[2].to_string()))
+        })
+        .collect()
+}
+
 /// Runs `cmd` on a sandbox node; its stdout, or a panic showing the command and its output.
 pub fn ssh(sb: &clusterkit_sandbox::SandboxGuard, node: &str, cmd: &str) -> String {
     stdout(&run_ok(&mut ssh_cmd(sb, node, cmd)))
