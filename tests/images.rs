@@ -228,18 +228,6 @@ fn image_configs_match_golden_files() {
     }
 }
 
-/// `<name> <digest>` of every image in a node's k8s.io namespace.
-fn node_images(sb: &SandboxGuard, node: &str) -> Vec<(String, String)> {
-    ssh(sb, node, "ctr -n k8s.io images ls")
-        .lines()
-        .skip(1)
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.len() >= 3).then(|| (f[0].to_string(), f[2].to_string()))
-        })
-        .collect()
-}
-
 #[test]
 fn images_phase_on_three_nodes() {
     let _ = sources();
@@ -282,7 +270,7 @@ fn images_phase_on_three_nodes() {
         "{control_plane:?}"
     );
     for n in ["node1", "node2", "node3"] {
-        let listed = node_images(&sb, n);
+        let listed = common::node_images(&sb, n);
         for e in &expected {
             assert!(
                 listed.contains(e),
@@ -340,7 +328,7 @@ fn images_phase_on_three_nodes() {
     let check = install_json(&cfg, &["--phase", "images", "--check"]);
     assert_eq!(check["hosts"]["node1"]["changed"], 0, "{check:#}");
     assert_eq!(check["hosts"]["node2"]["changed"], 1, "{check:#}");
-    assert!(!node_images(&sb, "node2")
+    assert!(!common::node_images(&sb, "node2")
         .iter()
         .any(|(n, _)| n == BUSYBOX_IMAGE));
     let fix = install_json(&cfg, &["--phase", "images"]);
@@ -349,7 +337,7 @@ fn images_phase_on_three_nodes() {
         "re-import only: {fix:#}"
     );
     assert_eq!(fix["hosts"]["node3"]["changed"], 0, "{fix:#}");
-    assert!(node_images(&sb, "node2").contains(&expected[1]));
+    assert!(common::node_images(&sb, "node2").contains(&expected[1]));
 
     // An image the cluster needs that is neither imported nor pullable (the nodes reach no
     // registry) fails every node in this phase, naming the image and the way out, before a

@@ -1,4 +1,4 @@
-//! `kubernetes.control_plane_mode: static-pod` for real, on a 3-node sandbox with Kubernetes
+//! `kubernetes.control_plane_mode: static-pod` for real, on a 3-node cluster with Kubernetes
 //! v1.20.2: the offline bundle carries the control-plane images `bundle build` made from the
 //! bundle's own binaries (no registry anywhere); `clusterkit install` runs kube-apiserver,
 //! kube-controller-manager, kube-scheduler and etcd on node1 as static pods (kubeadm's
@@ -14,7 +14,15 @@
 //! documents) and the API server and etcd then present the new serials, and a rerun is green
 //! with nothing changed; `backup etcd` and then `restore etcd` (node1's member stopped and
 //! started through its manifest) bring back what was there at the backup and not what came
-//! after, with the static pods ready again and a green readiness report.
+//! after, with the static pods ready again and a green readiness report. kube-proxy is
+//! kubeadm's DaemonSet (its ConfigMap, the bundle's kube-proxy image) with a ready pod on
+//! every node and no kube-proxy unit. kubeadm v1.20.2 of
+//! the same build, run on node1, recognises the cluster: `certs check-expiration` reads
+//! kubeadm-config and lists the certificates with the expiry clusterkit reads, `upgrade plan`
+//! passes its health checks, `token create --print-join-command` prints clusterkit's endpoint
+//! and CA hash with a token whose Secret exists, and that command passes kubeadm's discovery;
+//! a fourth node, prepared by clusterkit (node preparation, containerd, images, pod network)
+//! but joined by kubeadm alone with that command, becomes Ready.
 //!
 //! Debian 12 has no `crictl` (cri-tools is not packaged), so the running containers are read
 //! with containerd's own `ctr` in the CRI namespace (`k8s.io`), by the container-name label
@@ -67,6 +75,49 @@ fn running_containers(sb: &SandboxGuard, node: &str) -> BTreeMap<String, String>
     out
 }
 
+/// The images in a node's containerd (CRI namespace): name → manifest digest.
+fn node_images(sb: &SandboxGuard, node: &str) -> BTreeMap<String, String> {
+    common::node_images(sb, node).into_iter().collect()
+}
+
+/// `kubectl -n kube-system get WHAT…`: (success, output).
+fn kube_system_get(kube_bin: &Path, admin: &Path, what: &[&str]) -> (bool, String) {
+    let args: Vec<&str> = ["-n", "kube-system", "get"]
+        .into_iter()
+        .chain(what.iter().copied())
+        .collect();
+    try_kubectl(kube_bin, admin, &args)
+}
+
+/// Waits until kube-proxy's DaemonSet has a Running, Ready pod on each of `nodes` and none
+/// elsewhere, every one from the bundle's kube-proxy image.
+fn kube_proxy_pods_ready(kube_bin: &Path, admin: &Path, nodes: &[&str]) {
+    let want: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("{n} Running True registry.k8s.io/kube-proxy:v1.20.2"))
+        .collect();
+    common::poll(
+        Duration::from_secs(120),
+        "a ready kube-proxy pod on every node",
+        || {
+            let (ok, out) = kube_system_get(
+                kube_bin,
+                admin,
+                &[
+                    "pods",
+                    "-l",
+                    "k8s-app=kube-proxy",
+                    "-o",
+                    "jsonpath={range .items[*]}{.spec.nodeName} {.status.phase} {.status.conditions[?(@.type==\"Ready\")].status} {.spec.containers[0].image}{\"\\n\"}{end}",
+                ],
+            );
+            let mut got: Vec<String> = out.lines().map(str::to_string).collect();
+            got.sort();
+            (ok && got == want).then_some(()).ok_or(out)
+        },
+    );
+}
+
 /// Waits until node1's four static pods show through the API (their mirror pods) Running and
 /// Ready. The kubelet creates mirror pods on its next pod sync after its Node registered (up
 /// to a minute).
@@ -79,13 +130,10 @@ fn mirror_pods_ready(kube_bin: &Path, admin: &Path) {
     ] {
         let pod = format!("{container}-node1");
         common::poll(Duration::from_secs(150), &pod, || {
-            let (ok, out) = try_kubectl(
+            let (ok, out) = kube_system_get(
                 kube_bin,
                 admin,
                 &[
-                    "-n",
-                    "kube-system",
-                    "get",
                     "pod",
                     &pod,
                     "-o",
@@ -99,13 +147,275 @@ fn mirror_pods_ready(kube_bin: &Path, admin: &Path) {
     }
 }
 
+/// `2027-12-07T05:40:12Z` (check-expiration's `expires`) as kubeadm prints an expiry in UTC:
+/// `Dec 07, 2027 05:40 UTC`.
+fn kubeadm_date(rfc3339: &str) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let (date, time) = rfc3339
+        .split_once('T')
+        .unwrap_or_else(|| panic!("{rfc3339}"));
+    let d: Vec<&str> = date.split('-').collect();
+    let month: usize = d[1].parse().unwrap();
+    format!(
+        "{} {}, {} {} UTC",
+        MONTHS[month - 1],
+        d[2],
+        d[0],
+        &time[..5]
+    )
+}
+
+/// The rows of `kubeadm certs check-expiration`: (certificates, CAs), each name → expiry
+/// as printed (`Dec 07, 2027 05:40 UTC`).
+fn kubeadm_expiry_rows(out: &str) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+    let (mut certs, mut cas) = (BTreeMap::new(), BTreeMap::new());
+    // Which table the lines belong to: none yet (kubeadm's own progress lines), then each.
+    let mut in_cas = None;
+    for line in out.lines() {
+        if line.starts_with("CERTIFICATE AUTHORITY") {
+            in_cas = Some(true);
+            continue;
+        }
+        if line.starts_with("CERTIFICATE ") {
+            in_cas = Some(false);
+            continue;
+        }
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let row = (f.len() >= 6).then(|| (f[0].to_string(), f[1..6].join(" ")));
+        match (in_cas, row) {
+            (Some(false), Some((name, date))) => certs.insert(name, date),
+            (Some(true), Some((name, date))) => cas.insert(name, date),
+            _ => None,
+        };
+    }
+    (certs, cas)
+}
+
+/// The words of a `kubeadm join` command line: (endpoint, token, CA certificate hash).
+fn join_parts(line: &str) -> (String, String, String) {
+    let w: Vec<&str> = line.split_whitespace().collect();
+    let after = |flag: &str| {
+        w.iter()
+            .position(|x| *x == flag)
+            .and_then(|i| w.get(i + 1))
+            .unwrap_or_else(|| panic!("no {flag} in {line:?}"))
+            .to_string()
+    };
+    assert_eq!(w.get(..2), Some(&["kubeadm", "join"][..]), "{line:?}");
+    (
+        w[2].to_string(),
+        after("--token"),
+        after("--discovery-token-ca-cert-hash"),
+    )
+}
+
+/// kubeadm of the same build on node1 (the control-plane host) finds the cluster it would
+/// have made: `certs check-expiration` reads the kubeadm-config ConfigMap (no fallback to
+/// defaults) and lists every certificate of kubeadm's external-etcd control plane with the
+/// expiry clusterkit's own check-expiration reads on node1; `upgrade plan` passes its
+/// health checks (a Job run on the cluster, Ready control plane, the static pod manifests)
+/// and reads the versions; `token create --print-join-command` makes a bootstrap-token Secret
+/// and prints the endpoint and CA hash clusterkit prints, and that command passes kubeadm's
+/// discovery on node3 (`join phase preflight`: the token signs cluster-info, the CA hash
+/// matches, the token reads kubeadm-config and the kubelet's ConfigMap). Returns that command.
+fn kubeadm_recognises_the_cluster(
+    sb: &SandboxGuard,
+    cfg: &Path,
+    kube_bin: &Path,
+    admin: &Path,
+) -> String {
+    for node in ["node1", "node3"] {
+        common::scp_to(
+            sb,
+            node,
+            &kube_bin.join("kubeadm"),
+            "/usr/local/bin/kubeadm",
+        );
+    }
+
+    // certs check-expiration, against clusterkit's reading of node1's files.
+    let out = ssh(sb, "node1", "TZ=UTC kubeadm certs check-expiration 2>&1");
+    assert!(
+        out.contains("[check-expiration] Reading configuration from the cluster")
+            && !out.contains("Falling back to default configuration")
+            && !out.contains("!MISSING!"),
+        "{out}"
+    );
+    let (certs, cas) = kubeadm_expiry_rows(&out);
+    assert_eq!(
+        certs.keys().map(String::as_str).collect::<Vec<_>>(),
+        [
+            "admin.conf",
+            "apiserver",
+            "apiserver-kubelet-client",
+            "controller-manager.conf",
+            "front-proxy-client",
+            "scheduler.conf"
+        ],
+        "{out}"
+    );
+    assert_eq!(
+        cas.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["ca", "front-proxy-ca"],
+        "{out}"
+    );
+    let ours = common::json_of(&mut common::ck(
+        cfg,
+        &[
+            "-o",
+            "json",
+            "certs",
+            "check-expiration",
+            "--hosts",
+            "node1",
+        ],
+    ));
+    for (name, date) in certs.iter().chain(&cas) {
+        let row = ours["certificates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["host"] == "node1" && r["name"] == name.as_str())
+            .unwrap_or_else(|| panic!("clusterkit shows no node1/{name}: {ours:#}"));
+        assert_eq!(row["status"], "ok", "{row:#}");
+        assert_eq!(row["in_sync"], true, "{row:#}");
+        assert_eq!(
+            &kubeadm_date(row["expires"].as_str().unwrap()),
+            date,
+            "{name}: kubeadm says {date}, clusterkit {row:#}"
+        );
+    }
+
+    // upgrade plan, offline: the target given as kubeadm documents it (`upgrade plan
+    // [version]`, no dl.k8s.io lookup). The sandbox has no CoreDNS (no image), whose
+    // migration checks then have no version to start from: those two are skipped by name.
+    let plan = ssh(
+        sb,
+        "node1",
+        "kubeadm upgrade plan v1.20.2 --ignore-preflight-errors=CoreDNSUnsupportedPlugins,CoreDNSMigration 2>&1",
+    );
+    for want in [
+        "[upgrade/config] Reading configuration from the cluster",
+        "[upgrade] Running cluster health checks",
+        "[upgrade/versions] Cluster version: v1.20.2",
+        "[upgrade/versions] kubeadm version: v1.20.2",
+    ] {
+        assert!(plan.contains(want), "no {want:?} in:\n{plan}");
+    }
+    assert!(!plan.contains("[ERROR"), "{plan}");
+
+    // token create --print-join-command: the same endpoint and CA hash as clusterkit's.
+    let line = ssh(sb, "node1", "kubeadm token create --print-join-command");
+    let line = line
+        .lines()
+        .find(|l| l.starts_with("kubeadm join"))
+        .unwrap_or_else(|| panic!("{line}"));
+    let (endpoint, token, hash) = join_parts(line);
+    let ck_line = stdout(&common::run_ok(&mut common::ck(
+        cfg,
+        &["token", "create", "--print-join-command"],
+    )));
+    let (ck_endpoint, _, ck_hash) = join_parts(ck_line.trim());
+    assert_eq!((&endpoint, &hash), (&ck_endpoint, &ck_hash), "{line}");
+    let (id, secret) = token.split_once('.').unwrap();
+    let stored = common::kubectl(
+        kube_bin,
+        admin,
+        &[
+            "-n",
+            "kube-system",
+            "get",
+            "secret",
+            &format!("bootstrap-token-{id}"),
+            "-o",
+            "jsonpath={.type} {.data.token-secret}",
+        ],
+    );
+    let decoded = stdout(&common::run_ok(std::process::Command::new("sh").args([
+        "-c",
+        &format!(
+            "printf %s '{}' | base64 -d",
+            stored.split_whitespace().nth(1).unwrap_or("")
+        ),
+    ])));
+    assert_eq!(
+        (stored.split_whitespace().next(), decoded.as_str()),
+        (Some("bootstrap.kubernetes.io/token"), secret),
+        "bootstrap-token-{id}"
+    );
+    let pre = ssh(
+        sb,
+        "node3",
+        &format!(
+            "kubeadm join phase preflight {} --ignore-preflight-errors=all 2>&1",
+            line.trim_start_matches("kubeadm join ")
+        ),
+    );
+    assert!(
+        pre.contains("[preflight] Reading configuration from the cluster"),
+        "{pre}"
+    );
+    line.to_string()
+}
+
+/// What kubeadm leaves to the operator, done by clusterkit on node4 (listed in `cfg4` only):
+/// the node preparation, containerd, the images and the pod network (node4's CNI config and
+/// slice, and every node's route to it); then kubeadm's side on node4 as an operator does it
+/// (kubeadm and kubelet in /usr/local/bin, the kubeadm package's kubelet unit) and `join`,
+/// the command kubeadm printed on node1. node4 registers through TLS bootstrap with kubeadm's
+/// files and becomes Ready.
+fn join_with_kubeadm(sb: &SandboxGuard, cfg4: &Path, kube_bin: &Path, admin: &Path, join: &str) {
+    for phase in ["prepare", "runtime", "images"] {
+        common::run_ok(&mut common::ck(
+            cfg4,
+            &["install", "--phase", phase, "--hosts", "node4"],
+        ));
+    }
+    common::run_ok(&mut common::ck(cfg4, &["install", "--phase", "network"]));
+    for bin in ["kubeadm", "kubelet"] {
+        common::scp_to(
+            sb,
+            "node4",
+            &kube_bin.join(bin),
+            &format!("/usr/local/bin/{bin}"),
+        );
+    }
+    common::kubeadm_kubelet_unit(sb, "node4");
+    let out = ssh(
+        sb,
+        "node4",
+        &format!("{join} --ignore-preflight-errors=all 2>&1"),
+    );
+    assert!(out.contains("This node has joined the cluster"), "{out}");
+    common::poll(Duration::from_secs(180), "node4 Ready", || {
+        let (ok, out) = try_kubectl(
+            kube_bin,
+            admin,
+            &[
+                "get",
+                "node",
+                "node4",
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+            ],
+        );
+        (ok && out.trim() == "True").then_some(()).ok_or(out)
+    });
+    // The DaemonSet runs kube-proxy on the node kubeadm joined too.
+    kube_proxy_pods_ready(kube_bin, admin, &["node1", "node2", "node3", "node4"]);
+}
+
 #[test]
 fn static_pod_control_plane_on_three_nodes() {
     let steps = common::Steps::new("install_static_pod");
     let kube_bin = common::kube_bin();
     // A name of this process's own: runs of this test at once must not share one sandbox.
     let name = format!("sp{}", std::process::id() % 1_000_000);
-    let sb = SandboxGuard::up(UpOptions::new(&name, 3))
+    // node4 is installed by no one but kubeadm (step 9): clusterkit's cluster.yaml lists it
+    // only for the node preparation kubeadm leaves to the operator.
+    let sb = SandboxGuard::up(UpOptions::new(&name, 4))
         .expect("sandbox up (needs root and scripts/deps.sh)");
     let work = tempfile::tempdir().unwrap();
 
@@ -125,19 +435,22 @@ fn static_pod_control_plane_on_three_nodes() {
     };
     let base = std::fs::read_to_string(sb.cluster_yaml()).unwrap();
     assert!(base.contains("control_plane_mode: systemd"), "{base}");
-    let cfg = sb.dir().join("static-pod.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "{}packages: {{ bundle: {} }}\n",
-            base.replace(
-                "control_plane_mode: systemd",
-                "control_plane_mode: static-pod"
-            ),
-            bundle.display()
+    let base = format!(
+        "{}packages: {{ bundle: {} }}\n",
+        base.replace(
+            "control_plane_mode: systemd",
+            "control_plane_mode: static-pod"
         ),
-    )
-    .unwrap();
+        bundle.display()
+    );
+    // The cluster is node1..node3; a second cluster.yaml (same state directory) adds node4.
+    let node4 = base.find("  - name: node4\n").expect("node4 listed");
+    let hosts_end = base.find("kubernetes:").expect("kubernetes section");
+    assert!(node4 < hosts_end, "{base}");
+    let cfg = sb.dir().join("static-pod.yaml");
+    std::fs::write(&cfg, format!("{}{}", &base[..node4], &base[hosts_end..])).unwrap();
+    let cfg4 = sb.dir().join("static-pod-4.yaml");
+    std::fs::write(&cfg4, &base).unwrap();
     let admin = sb.dir().join("admin.conf");
 
     steps.enter("2. install, static-pod mode");
@@ -177,14 +490,7 @@ fn static_pod_control_plane_on_three_nodes() {
             }
         },
     );
-    let imported: BTreeMap<String, String> = ssh(&sb, "node1", "ctr -n k8s.io images ls")
-        .lines()
-        .skip(1)
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.len() >= 3).then(|| (f[0].to_string(), f[2].to_string()))
-        })
-        .collect();
+    let imported = node_images(&sb, "node1");
     for (container, image) in [
         ("etcd", "registry.k8s.io/etcd:3.4.13-0"),
         ("kube-apiserver", "registry.k8s.io/kube-apiserver:v1.20.2"),
@@ -214,10 +520,30 @@ fn static_pod_control_plane_on_three_nodes() {
         "systemctl is-active etcd || true; test -e /usr/bin/etcd && echo binary || true",
     );
     assert_eq!(unit.trim(), "inactive", "{unit}");
-    // node2 (worker and external etcd member) imported no control-plane image.
+    // node2 (worker and external etcd member) imported no control-plane image, only
+    // kube-proxy's, which kubeadm's DaemonSet runs on every node.
     let node2 = ssh(&sb, "node2", "ctr -n k8s.io images ls -q");
     assert!(!node2.contains("kube-apiserver"), "{node2}");
     assert!(!node2.contains("etcd"), "{node2}");
+    // kube-proxy is kubeadm's DaemonSet: a ready pod on every node, from the bundle's image,
+    // and no kube-proxy unit anywhere (the probe Service of the readiness report went through
+    // these pods' rules).
+    kube_proxy_pods_ready(&kube_bin, &admin, &common::NODES);
+    for n in common::NODES {
+        let images = node_images(&sb, n);
+        let image = "registry.k8s.io/kube-proxy:v1.20.2";
+        assert_eq!(
+            images.get(image),
+            Some(&digest_of(image)),
+            "{n}: {images:#?}"
+        );
+        let unit = ssh(
+            &sb,
+            n,
+            "systemctl is-active kube-proxy || true; test -e /etc/systemd/system/kube-proxy.service && echo unit-file || true",
+        );
+        assert_eq!(unit.trim(), "inactive", "{n}: {unit}");
+    }
     assert_eq!(
         ssh(&sb, "node2", "systemctl is-active etcd").trim(),
         "active"
@@ -240,7 +566,10 @@ fn static_pod_control_plane_on_three_nodes() {
     }
     assert_eq!(again["readiness"]["ok"], true, "{again:#}");
 
-    steps.enter("5. switching to systemd mode is refused before anything changes");
+    steps.enter("5. kubeadm's own commands on node1 recognise the cluster");
+    let join = kubeadm_recognises_the_cluster(&sb, &cfg, &kube_bin, &admin);
+
+    steps.enter("6. switching to systemd mode is refused before anything changes anywhere");
     let systemd = sb.dir().join("systemd.yaml");
     std::fs::write(
         &systemd,
@@ -281,8 +610,18 @@ fn static_pod_control_plane_on_three_nodes() {
         ],
         "node1 unchanged"
     );
+    // Nor did the other nodes go on in systemd mode (it would have given them a kube-proxy
+    // unit beside the DaemonSet's pods).
+    for n in ["node2", "node3"] {
+        let unit = ssh(
+            &sb,
+            n,
+            "test -e /etc/systemd/system/kube-proxy.service && echo unit-file || true",
+        );
+        assert_eq!(unit.trim(), "", "{n}: the refused switch changed it");
+    }
 
-    steps.enter("6. certs renew: the static pods are recreated and serve the new certificates");
+    steps.enter("7. certs renew: the static pods are recreated and serve the new certificates");
     let v = common::json_of(&mut common::ck(
         &cfg,
         &["-o", "json", "certs", "renew", "apiserver", "etcd-server"],
@@ -352,14 +691,19 @@ fn static_pod_control_plane_on_three_nodes() {
     // The cluster is whole again: the static pods ready, the readiness report of a rerun
     // green, nothing changed.
     mirror_pods_ready(&kube_bin, &admin);
-    let after = install_json(&cfg, &[]);
+    let events = work.path().join("after-renew.jsonl");
+    let after = install_json(&cfg, &["--events", events.to_str().unwrap()]);
+    let changed = changed_tasks(&events);
     for n in common::NODES {
         assert_eq!(after["hosts"][n]["failed"], 0, "{after:#}");
-        assert_eq!(after["hosts"][n]["changed"], 0, "{after:#}");
+        assert_eq!(
+            after["hosts"][n]["changed"], 0,
+            "{n}: changed after the renewal: {changed:#?}"
+        );
     }
     assert_eq!(after["readiness"]["ok"], true, "{after:#}");
 
-    steps.enter("7. backup etcd, then restore etcd with node1's member a static pod");
+    steps.enter("8. backup etcd, then restore etcd with node1's member a static pod");
     let store = format!("file://{}", sb.dir().join("restore-store").display());
     common::kubectl(
         &kube_bin,
@@ -432,4 +776,7 @@ fn static_pod_control_plane_on_three_nodes() {
     }
     let after = install_json(&cfg, &[]);
     assert_eq!(after["readiness"]["ok"], true, "{after:#}");
+
+    steps.enter("9. node4 joins with the command kubeadm printed and becomes Ready");
+    join_with_kubeadm(&sb, &cfg4, &kube_bin, &admin, &join);
 }

@@ -569,11 +569,12 @@ fn add_and_remove_a_node() {
     let join = join.trim().to_string();
     assert!(join.starts_with("kubeadm join "), "{join}");
     let args = join.trim_start_matches("kubeadm join ");
-    let mut scp = common::openssh_cmd(&sb, "scp");
-    scp.arg("-q")
-        .arg(kube_bin.join("kubeadm"))
-        .arg(format!("root@{node4_ip}:/usr/local/bin/kubeadm"));
-    run_ok(&mut scp);
+    common::scp_to(
+        &sb,
+        "node4",
+        &kube_bin.join("kubeadm"),
+        "/usr/local/bin/kubeadm",
+    );
     let start = Instant::now();
     let pre = ssh(
         &sb,
@@ -585,18 +586,7 @@ fn add_and_remove_a_node() {
         start.elapsed().as_secs_f64()
     );
     assert!(pre.contains("[preflight]"), "{pre}");
-    // kubeadm's kubelet unit (the kubeadm package's drop-in, inlined).
-    ssh(
-        &sb,
-        "node4",
-        "printf '%s\\n' '[Unit]' 'Description=kubelet (kubeadm)' '[Service]' \
-         'Environment=\"KUBELET_KUBECONFIG_ARGS=--bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf --kubeconfig=/etc/kubernetes/kubelet.conf\"' \
-         'Environment=\"KUBELET_CONFIG_ARGS=--config=/var/lib/kubelet/config.yaml\"' \
-         'EnvironmentFile=-/var/lib/kubelet/kubeadm-flags.env' \
-         'ExecStart=/usr/local/bin/kubelet $KUBELET_KUBECONFIG_ARGS $KUBELET_CONFIG_ARGS $KUBELET_KUBEADM_ARGS' \
-         'Restart=always' 'RestartSec=2' '[Install]' 'WantedBy=multi-user.target' \
-         > /etc/systemd/system/kubelet.service && systemctl daemon-reload && systemctl enable -q kubelet",
-    );
+    common::kubeadm_kubelet_unit(&sb, "node4");
     let start = Instant::now();
     let out = ssh(
         &sb,

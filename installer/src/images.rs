@@ -25,7 +25,8 @@
 //!   and etcd with kubeadm's etcd tag for the release (`etcd:3.4.13-0` for v1.20) whatever
 //!   etcd release the binary is (Debian 12's etcd-server is 3.4.23): the static-pod manifests
 //!   and kubeadm ask for that tag. The Kubernetes binaries built here are static Go binaries
-//!   (`ldd`: "not a dynamic executable") and need nothing else.
+//!   (`ldd`: "not a dynamic executable"); kube-proxy's image also carries this machine's
+//!   iptables, which kube-proxy runs ([`iptables_files`]).
 //!
 //! Names are fully qualified because kubelet normalises image names before looking them up.
 //!
@@ -120,6 +121,12 @@ pub enum ImageError {
 
     #[error("{path} does not match {manifest} (size or sha256 differs): rebuild the images")]
     Mismatch { path: PathBuf, manifest: PathBuf },
+
+    /// The build machine's iptables, which the kube-proxy image carries, is not usable.
+    #[error(
+        "{path}: {message} (kube-proxy's image carries this machine's iptables: install iptables)"
+    )]
+    Iptables { path: PathBuf, message: String },
 }
 
 /// `manifest.json` of an image directory.
@@ -160,7 +167,7 @@ pub struct ImageEntry {
 /// The version of how the images are made from their inputs. Bump it whenever the same inputs
 /// would give other bytes (a file added to an image, a changed config): cached and bundled
 /// images of an older recipe are then rebuilt instead of reused.
-pub const RECIPE: u32 = 2;
+pub const RECIPE: u32 = 3;
 
 /// One file system entry of a layer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -508,8 +515,88 @@ pub fn component_files(input: &ComponentInput) -> Result<Vec<(String, Vec<u8>)>,
         }
     }
     files.push((format!("{COMPONENT_BIN_DIR}/{}", input.command()), data));
+    if input.command() == KUBE_PROXY {
+        files.extend(iptables_files(Path::new(IPTABLES))?);
+    }
     files.sort();
+    files.dedup_by(|a, b| a.0 == b.0);
     Ok(files)
+}
+
+/// The component whose image also carries iptables ([`iptables_files`]).
+pub const KUBE_PROXY: &str = "kube-proxy";
+
+/// The build machine's `iptables` (a link to the multi-call binary of the backend its
+/// alternative selects: nft on Debian 12, as on the nodes).
+pub const IPTABLES: &str = "/usr/sbin/iptables";
+
+/// The commands kube-proxy runs to program the node, each the multi-call binary (it acts on
+/// the name it is called by), in `usr/sbin` as upstream's kube-proxy image has them.
+pub const IPTABLES_COMMANDS: [&str; 6] = [
+    "iptables",
+    "iptables-save",
+    "iptables-restore",
+    "ip6tables",
+    "ip6tables-save",
+    "ip6tables-restore",
+];
+
+/// What kube-proxy needs at run time besides itself (it programs the node through iptables):
+/// the multi-call binary `iptables` resolves to, under each of [`IPTABLES_COMMANDS`]; the
+/// extension modules it loads at run time from its xtables directory (beside libxtables, the
+/// path it was built with); and what `ldd` lists for each of them. Paths without leading `/`.
+pub fn iptables_files(iptables: &Path) -> Result<Vec<(String, Vec<u8>)>, ImageError> {
+    let bad = |message: String| ImageError::Iptables {
+        path: iptables.to_path_buf(),
+        message,
+    };
+    let multi = std::fs::canonicalize(iptables).map_err(|e| bad(e.to_string()))?;
+    let data = std::fs::read(&multi).map_err(file_err(&multi))?;
+    let mut files: BTreeMap<String, Vec<u8>> = IPTABLES_COMMANDS
+        .iter()
+        .map(|c| (format!("usr/sbin/{c}"), data.clone()))
+        .collect();
+    let ldd = |p: &Path| -> Result<Vec<String>, ImageError> {
+        let out = run(Command::new("ldd").arg(p).env("LC_ALL", "C"))?;
+        Ok(ldd_paths(&String::from_utf8_lossy(&out)))
+    };
+    let libs = ldd(&multi)?;
+    let libxtables = libs
+        .iter()
+        .find(|l| l.contains("/libxtables.so"))
+        .ok_or_else(|| bad(format!("{} does not load libxtables", multi.display())))?;
+    let xtables_dir = std::fs::canonicalize(libxtables)
+        .map_err(file_err(Path::new(libxtables)))?
+        .with_file_name("xtables");
+    let mut loaded = vec![multi.clone()];
+    let mut modules: Vec<PathBuf> = std::fs::read_dir(&xtables_dir)
+        .map_err(file_err(&xtables_dir))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "so"))
+        .collect();
+    if modules.is_empty() {
+        return Err(bad(format!(
+            "no extension modules in {}",
+            xtables_dir.display()
+        )));
+    }
+    modules.sort();
+    for m in modules {
+        let bytes = std::fs::read(&m).map_err(file_err(&m))?;
+        files.insert(
+            m.to_string_lossy().trim_start_matches('/').to_string(),
+            bytes,
+        );
+        loaded.push(m);
+    }
+    for p in &loaded {
+        for lib in ldd(p)? {
+            let path = Path::new(&lib);
+            let bytes = std::fs::read(path).map_err(file_err(path))?;
+            files.insert(lib.trim_start_matches('/').to_string(), bytes);
+        }
+    }
+    Ok(files.into_iter().collect())
 }
 
 /// The image of one control-plane component around its layer files ([`component_files`]).
@@ -531,7 +618,7 @@ pub fn component_spec(name: &str, command: &str, files: Vec<(String, Vec<u8>)>) 
         files: tree,
         entrypoint: vec![format!("/{COMPONENT_BIN_DIR}/{command}")],
         cmd: vec![],
-        env: vec!["PATH=/usr/local/bin:/usr/bin:/bin".into()],
+        env: vec!["PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()],
         user: COMPONENT_USER.into(),
         architecture: oci_arch().into(),
     }

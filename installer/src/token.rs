@@ -323,13 +323,47 @@ pub fn kubelet_config_map_name(v: clusterkit_core::release::KubeVersion) -> Stri
     }
 }
 
-/// kubeadm's `ClusterConfiguration` for this cluster, as `kubeadm join` (and `upgrade`) read it
-/// from the `kubeadm-config` ConfigMap. etcd is declared `external` (clusterkit runs it, not a
-/// kubeadm static pod), reached with the API server's etcd client certificate.
+/// The Node annotation where kubeadm keeps a node's CRI socket; its commands on a node
+/// (`certs check-expiration`, `upgrade plan`, `upgrade node`) read it from the node's Node.
+pub const CRI_SOCKET_ANNOTATION: &str = "kubeadm.alpha.kubernetes.io/cri-socket";
+
+/// The annotation's value as kubeadm of `v` writes it for containerd: the socket path up to
+/// v1.23, its `unix://` URL from v1.24 (which warns about a bare path).
+pub fn kubeadm_cri_socket(v: clusterkit_core::release::KubeVersion) -> String {
+    let layout = NodeLayout::DEFAULT;
+    if v.at_least(24) {
+        layout.cri_endpoint.to_string()
+    } else {
+        layout.containerd_socket.to_string()
+    }
+}
+
+/// kubeadm's `ClusterConfiguration` for this cluster, as `kubeadm join` (and `upgrade`,
+/// `certs`) read it from the `kubeadm-config` ConfigMap. etcd is kubeadm's `local` (stacked)
+/// etcd when every member is a static pod on a control-plane host
+/// ([`crate::phases::etcd::static_pod`]), else `external` (systemd units, which kubeadm leaves
+/// alone), reached with the API server's etcd client certificate.
 pub fn cluster_configuration(cluster: &Cluster) -> serde_json::Value {
     let k = &cluster.kubernetes;
     let v = cluster.kubernetes.version;
     let node = NodeLayout::from_cluster(cluster);
+    let members = cluster.hosts_with_role(clusterkit_core::config::Role::Etcd);
+    let stacked = !members.is_empty()
+        && members
+            .iter()
+            .all(|h| crate::phases::etcd::static_pod(cluster, h));
+    let etcd = if stacked {
+        serde_json::json!({ "local": { "dataDir": node.etcd_data_dir } })
+    } else {
+        serde_json::json!({
+            "external": {
+                "endpoints": node.etcd_client_urls(cluster),
+                "caFile": node.pki("etcd/ca.crt"),
+                "certFile": node.pki("apiserver-etcd-client.crt"),
+                "keyFile": node.pki("apiserver-etcd-client.key"),
+            }
+        })
+    };
     serde_json::json!({
         "apiVersion": kubeadm_api_version(v),
         "kind": "ClusterConfiguration",
@@ -343,14 +377,7 @@ pub fn cluster_configuration(cluster: &Cluster) -> serde_json::Value {
             "podSubnet": k.pod_cidr.to_string(),
             "serviceSubnet": k.service_cidr.to_string(),
         },
-        "etcd": {
-            "external": {
-                "endpoints": node.etcd_client_urls(cluster),
-                "caFile": node.pki("etcd/ca.crt"),
-                "certFile": node.pki("apiserver-etcd-client.crt"),
-                "keyFile": node.pki("apiserver-etcd-client.key"),
-            }
-        },
+        "etcd": etcd,
     })
 }
 
@@ -597,6 +624,37 @@ mod tests {
             kubelet_config_map_name(KubeVersion::new(1, 26, 3)),
             "kubelet-config"
         );
+        assert_eq!(
+            kubeadm_cri_socket(KubeVersion::new(1, 20, 2)),
+            "/run/containerd/containerd.sock"
+        );
+        assert_eq!(
+            kubeadm_cri_socket(KubeVersion::new(1, 28, 7)),
+            "unix:///run/containerd/containerd.sock"
+        );
+    }
+
+    #[test]
+    fn etcd_is_local_only_when_every_member_is_a_static_pod() {
+        let etcd = |mode: &str, second: &str| {
+            let c = crate::test_cluster(&format!(
+                "name: demo\nhosts:\n  - {{ name: cp1, address: 10.0.0.11, roles: [control-plane, etcd], auth: {{ key_file: ./k }} }}\n  - {{ name: n2, address: 10.0.0.12, roles: [{second}], auth: {{ key_file: ./k }} }}\nkubernetes: {{ version: v1.20.2, control_plane_mode: {mode} }}\n"
+            ));
+            cluster_configuration(&c)["etcd"].clone()
+        };
+        assert_eq!(
+            etcd("static-pod", "worker"),
+            serde_json::json!({ "local": { "dataDir": "/var/lib/etcd" } })
+        );
+        // A member without the control plane runs under systemd: kubeadm's external etcd.
+        for (mode, second) in [("static-pod", "worker, etcd"), ("systemd", "worker")] {
+            let e = etcd(mode, second);
+            assert_eq!(
+                e["external"]["certFile"], "/etc/kubernetes/pki/apiserver-etcd-client.crt",
+                "{mode} {second}: {e}"
+            );
+            assert!(e.get("local").is_none(), "{e}");
+        }
     }
 
     #[test]

@@ -271,6 +271,44 @@ pub fn ssh_cmd(sb: &clusterkit_sandbox::SandboxGuard, node: &str, cmd: &str) -> 
     c
 }
 
+/// Copies the local file `local` to `remote` on a sandbox node (`scp`, host keys verified).
+pub fn scp_to(sb: &clusterkit_sandbox::SandboxGuard, node: &str, local: &Path, remote: &str) {
+    let mut scp = openssh_cmd(sb, "scp");
+    scp.arg("-q")
+        .arg(local)
+        .arg(format!("root@{}:{remote}", sb.node(node).unwrap().address));
+    run_ok(&mut scp);
+}
+
+/// kubeadm's kubelet unit on a sandbox node, enabled (not started: `kubeadm join` starts it):
+/// the kubeadm package's drop-in inlined, reading what kubeadm writes
+/// (bootstrap-kubelet.conf, kubelet.conf, config.yaml, kubeadm-flags.env).
+pub fn kubeadm_kubelet_unit(sb: &clusterkit_sandbox::SandboxGuard, node: &str) {
+    ssh(
+        sb,
+        node,
+        "printf '%s\\n' '[Unit]' 'Description=kubelet (kubeadm)' '[Service]' \
+         'Environment=\"KUBELET_KUBECONFIG_ARGS=--bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf --kubeconfig=/etc/kubernetes/kubelet.conf\"' \
+         'Environment=\"KUBELET_CONFIG_ARGS=--config=/var/lib/kubelet/config.yaml\"' \
+         'EnvironmentFile=-/var/lib/kubelet/kubeadm-flags.env' \
+         'ExecStart=/usr/local/bin/kubelet $KUBELET_KUBECONFIG_ARGS $KUBELET_CONFIG_ARGS $KUBELET_KUBEADM_ARGS' \
+         'Restart=always' 'RestartSec=2' '[Install]' 'WantedBy=multi-user.target' \
+         > /etc/systemd/system/kubelet.service && systemctl daemon-reload && systemctl enable -q kubelet",
+    );
+}
+
+/// `(name, manifest digest)` of every image in a node's containerd (CRI namespace `k8s.io`).
+pub fn node_images(sb: &clusterkit_sandbox::SandboxGuard, node: &str) -> Vec<(String, String)> {
+    ssh(sb, node, "ctr -n k8s.io images ls")
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 3).then(|| (f[0].to_string(), f[2].to_string()))
+        })
+        .collect()
+}
+
 /// Runs `cmd` on a sandbox node; its stdout, or a panic showing the command and its output.
 pub fn ssh(sb: &clusterkit_sandbox::SandboxGuard, node: &str, cmd: &str) -> String {
     stdout(&run_ok(&mut ssh_cmd(sb, node, cmd)))

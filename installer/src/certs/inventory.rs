@@ -114,6 +114,9 @@ pub fn node_files(cluster: &Cluster, layout: &StateLayout, host: &Host) -> Vec<N
     } else {
         conf(kubeconfig_file::KUBELET, None, true);
     }
+    if cp && pki::holds_admin_conf(layout, &host.name) {
+        conf(kubeconfig_file::ADMIN, Some(layout.admin_conf()), false);
+    }
     // The addons phase puts kube-proxy's kubeconfig on every node once it has run.
     let proxy = layout.kubeconfig_dir().join(kubeconfig_file::KUBE_PROXY);
     let proxy_issued = proxy.is_file();

@@ -163,6 +163,19 @@ mod tests {
     fn node_files_agree_with_host_files() {
         let dir = tempfile::tempdir().unwrap();
         let (c, _, layout) = generated(dir.path());
+        // The control-plane hosts of a static-pod cluster also hold admin.conf.
+        for h in c.hosts_with_role(Role::ControlPlane) {
+            assert!(pki::link_admin_conf(&layout, &h.name).unwrap());
+            assert!(
+                !pki::link_admin_conf(&layout, &h.name).unwrap(),
+                "made once"
+            );
+            assert!(node_mappings(&layout, h)
+                .iter()
+                .any(|m| m.local == layout.admin_conf()
+                    && m.remote == Path::new("/etc/kubernetes/admin.conf")
+                    && m.mode == 0o600));
+        }
         for h in &c.hosts {
             let mut want: Vec<(PathBuf, String)> = node_mappings(&layout, h)
                 .into_iter()

@@ -1,7 +1,17 @@
-//! Phase `addons`: kube-proxy on every node, run by systemd with its own kubeconfig
-//! (`system:kube-proxy`, bound to `system:node-proxier` by Kubernetes' default RBAC) and a
-//! KubeProxyConfiguration in the mode cluster.yaml chose (`ipvs` by default, `iptables` in the
-//! sandbox, whose kernel has no IPVS).
+//! Phase `addons`: kube-proxy on every node, and CoreDNS on real clusters.
+//!
+//! kube-proxy runs as kubeadm runs it where the cluster is kubeadm-shaped (static-pod mode,
+//! [`kube_proxy_daemonset`]): `templates/kubernetes/kube-proxy.yaml` (kubeadm's proxy addon:
+//! ServiceAccount `kube-proxy`, ClusterRoleBinding `kubeadm:node-proxier`, the `kube-proxy`
+//! ConfigMap with `config.conf` and `kubeconfig.conf`, the DaemonSet) applied through the API
+//! with the bundle's kube-proxy image (tagged as kubeadm names it, imported on every node by
+//! the images phase), after which the phase waits until a pod is ready on every node; a
+//! kube-proxy unit left from a systemd-run kube-proxy is stopped and removed first, so two
+//! never program the same node. In systemd mode kube-proxy is a systemd service with its own
+//! kubeconfig (`system:kube-proxy`, bound to `system:node-proxier` by Kubernetes' default
+//! RBAC). Either way its KubeProxyConfiguration (`templates/kubernetes/kube-proxy-config.yaml`)
+//! has the mode cluster.yaml chose (`ipvs` by default, `iptables` in the sandbox, whose kernel
+//! has no IPVS).
 //!
 //! CoreDNS (cluster DNS), on real clusters: `templates/kubernetes/coredns.yaml` (kubeadm's
 //! addon: ServiceAccount, RBAC, Corefile for `kubernetes.dns_domain`, Deployment, Service
@@ -13,18 +23,17 @@
 //! words too) and services are reached by ClusterIP.
 //!
 //! Limits: the pod network is the `network` phase's (host-gw) or the operator's manifests;
-//! kube-proxy runs as a systemd service rather than kubeadm's DaemonSet (there are no images
-//! in the sandbox); check mode does not compare CoreDNS objects with the cluster's. In
-//! the sandbox profile kube-proxy leaves `nf_conntrack_max` alone (`conntrack.maxPerCore: 0`):
-//! that sysctl is not per network namespace and would change the machine's.
+//! check mode does not compare the API objects with the cluster's. In the sandbox profile
+//! kube-proxy leaves `nf_conntrack_max` alone (`conntrack.maxPerCore: 0`): that sysctl is not
+//! per network namespace and would change the machine's.
 
 use clusterkit_core::layout::kubeconfig_file;
 use std::path::PathBuf;
 
 use async_trait::async_trait;
-use clusterkit_core::config::{nth_ip, Cluster, Profile, ProxyMode, Role};
+use clusterkit_core::config::{nth_ip, Cluster, ControlPlaneMode, Profile, ProxyMode, Role};
 use clusterkit_core::playbook::Library;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{Api, Patch, PatchParams};
@@ -36,7 +45,7 @@ use super::{InstallError, Phase, PhaseContext};
 use crate::kube_api;
 use crate::kubeconfig::{Kubeconfig, UserEntry};
 use crate::pki::{self, CaName, CertSpec, LoadedCa, Usage, Validity};
-use clusterkit_core::layout::{Component, StateLayout};
+use clusterkit_core::layout::{Component, NodeLayout, StateLayout};
 use clusterkit_core::release::{self, ReleaseImages};
 
 /// The `addons` phase.
@@ -138,22 +147,21 @@ pub fn coredns_context(cluster: &Cluster) -> Value {
     })
 }
 
-/// The CoreDNS objects, typed.
+/// The objects of an addon manifest (CoreDNS, kube-proxy), typed.
 #[derive(Debug, Clone, Default)]
-pub struct CoreDns {
+pub struct AddonObjects {
     pub service_accounts: Vec<ServiceAccount>,
     pub cluster_roles: Vec<ClusterRole>,
     pub cluster_role_bindings: Vec<ClusterRoleBinding>,
     pub config_maps: Vec<ConfigMap>,
     pub deployments: Vec<Deployment>,
     pub services: Vec<Service>,
+    pub daemon_sets: Vec<DaemonSet>,
 }
 
-/// Parses a multi-document manifest into the CoreDNS object kinds; any other kind, or a
-/// document that does not fit its kind's schema, is an error naming the document.
-/// A CoreDNS manifest document that is not what clusterkit applies.
+/// An addon manifest document that is not what clusterkit applies.
 #[derive(Debug, thiserror::Error)]
-pub enum CoreDnsError {
+pub enum ManifestError {
     #[error("document {doc}: {source}")]
     Yaml {
         doc: usize,
@@ -173,8 +181,10 @@ pub enum CoreDnsError {
     Kind { doc: usize, kind: String },
 }
 
-pub fn parse_coredns(text: &str) -> Result<CoreDns, CoreDnsError> {
-    let mut out = CoreDns::default();
+/// Parses a multi-document manifest into the addon object kinds; any other kind, or a
+/// document that does not fit its kind's schema, is an error naming the document.
+pub fn parse_objects(text: &str) -> Result<AddonObjects, ManifestError> {
+    let mut out = AddonObjects::default();
     let mut docs = vec![String::new()];
     for line in text.lines() {
         if line.trim_end() == "---" {
@@ -186,12 +196,12 @@ pub fn parse_coredns(text: &str) -> Result<CoreDns, CoreDnsError> {
     }
     for (n, doc) in docs.iter().enumerate() {
         let v: Value = serde_saphyr::from_str(doc)
-            .map_err(|source| CoreDnsError::Yaml { doc: n + 1, source })?;
+            .map_err(|source| ManifestError::Yaml { doc: n + 1, source })?;
         if v.is_null() {
             continue;
         }
         let kind = v["kind"].as_str().unwrap_or_default().to_string();
-        let bad = |source| CoreDnsError::Schema {
+        let bad = |source| ManifestError::Schema {
             doc: n + 1,
             kind: kind.clone(),
             source,
@@ -213,8 +223,11 @@ pub fn parse_coredns(text: &str) -> Result<CoreDns, CoreDnsError> {
                 .deployments
                 .push(serde_json::from_value(v).map_err(bad)?),
             "Service" => out.services.push(serde_json::from_value(v).map_err(bad)?),
+            "DaemonSet" => out
+                .daemon_sets
+                .push(serde_json::from_value(v).map_err(bad)?),
             other => {
-                return Err(CoreDnsError::Kind {
+                return Err(ManifestError::Kind {
                     doc: n + 1,
                     kind: other.to_string(),
                 })
@@ -224,14 +237,89 @@ pub fn parse_coredns(text: &str) -> Result<CoreDns, CoreDnsError> {
     Ok(out)
 }
 
+/// Renders an addon template (an operator's override wins) with `context` and parses it.
+fn render_objects(
+    library: &Library,
+    template: &str,
+    context: &Value,
+) -> Result<AddonObjects, InstallError> {
+    let fail = |e: super::Cause| InstallError::host(format!("templates/{template}"), "", e);
+    let source = library.template(template)?;
+    let text = clusterkit_core::playbook::render::render_text(&source.text, context)
+        .map_err(|e| fail(e.into()))?;
+    parse_objects(&text).map_err(|e| fail(e.into()))
+}
+
 /// Renders the CoreDNS template (an operator's override wins) and parses it.
-pub fn render_coredns(library: &Library, cluster: &Cluster) -> Result<CoreDns, InstallError> {
-    let fail = |e: super::Cause| InstallError::host(format!("templates/{COREDNS_TEMPLATE}"), "", e);
-    let source = library.template(COREDNS_TEMPLATE)?;
-    let text =
-        clusterkit_core::playbook::render::render_text(&source.text, &coredns_context(cluster))
-            .map_err(|e| fail(e.into()))?;
-    parse_coredns(&text).map_err(|e| fail(e.into()))
+pub fn render_coredns(library: &Library, cluster: &Cluster) -> Result<AddonObjects, InstallError> {
+    render_objects(library, COREDNS_TEMPLATE, &coredns_context(cluster))
+}
+
+/// Whether kube-proxy runs as kubeadm's DaemonSet: in the kubeadm-shaped cluster (static-pod
+/// mode); systemd mode runs it as a systemd service.
+pub fn kube_proxy_daemonset(cluster: &Cluster) -> bool {
+    cluster.kubernetes.control_plane_mode == ControlPlaneMode::StaticPod
+}
+
+/// kube-proxy's image, as kubeadm names it (`registry.k8s.io/kube-proxy:v1.20.2`): the bundle
+/// builds it from its kube-proxy binary.
+pub fn kube_proxy_image(cluster: &Cluster) -> String {
+    super::control_plane::component_image(cluster, Component::KubeProxy)
+}
+
+/// The kube-proxy addon template, relative to `templates/`.
+pub const KUBE_PROXY_TEMPLATE: &str = "kubernetes/kube-proxy.yaml";
+
+/// The KubeProxyConfiguration template, relative to `templates/` (the systemd service's file,
+/// and the DaemonSet's `config.conf`).
+pub const KUBE_PROXY_CONFIG_TEMPLATE: &str = "kubernetes/kube-proxy-config.yaml";
+
+/// Where the DaemonSet's pods find the `kube-proxy` ConfigMap's files (kubeadm's paths).
+pub const KUBE_PROXY_POD_DIR: &str = "/var/lib/kube-proxy";
+
+/// What the KubeProxyConfiguration template needs (`host.kube_proxy` of its context), with
+/// the kubeconfig kube-proxy reads.
+fn kube_proxy_config_vars(cluster: &Cluster, kubeconfig: &str) -> Value {
+    json!({
+        "kubeconfig": kubeconfig,
+        "mode": match cluster.kubernetes.proxy_mode {
+            ProxyMode::Ipvs => "ipvs",
+            ProxyMode::Iptables => "iptables",
+        },
+        "cluster_cidr": cluster.kubernetes.pod_cidr.to_string(),
+        "sandbox": cluster.profile == Profile::Sandbox,
+    })
+}
+
+/// The kube-proxy template's context: `kube_proxy.{image, server, config}`, the
+/// config rendered from [`KUBE_PROXY_CONFIG_TEMPLATE`] with the ConfigMap's kubeconfig path.
+pub fn kube_proxy_context(library: &Library, cluster: &Cluster) -> Result<Value, InstallError> {
+    let source = library.template(KUBE_PROXY_CONFIG_TEMPLATE)?;
+    let vars = kube_proxy_config_vars(cluster, &format!("{KUBE_PROXY_POD_DIR}/kubeconfig.conf"));
+    let config = clusterkit_core::playbook::render::render_text(
+        &source.text,
+        &json!({ "host": { "kube_proxy": vars }, "layout": NodeLayout::from_cluster(cluster) }),
+    )
+    .map_err(|e| InstallError::host(format!("templates/{KUBE_PROXY_CONFIG_TEMPLATE}"), "", e))?;
+    Ok(json!({
+        "kube_proxy": {
+            "image": kube_proxy_image(cluster),
+            "server": super::load_balancer::node_api_server(cluster),
+            "config": config,
+        }
+    }))
+}
+
+/// Renders kubeadm's kube-proxy addon for the cluster and parses it.
+pub fn render_kube_proxy(
+    library: &Library,
+    cluster: &Cluster,
+) -> Result<AddonObjects, InstallError> {
+    render_objects(
+        library,
+        KUBE_PROXY_TEMPLATE,
+        &kube_proxy_context(library, cluster)?,
+    )
 }
 
 async fn apply<K>(api: &Api<K>, obj: &K) -> Result<(), InstallError>
@@ -249,12 +337,12 @@ where
         &Patch::Apply(obj),
     )
     .await
-    .map_err(|e| kube_api::api_err(format!("applying CoreDNS {} {name}", K::kind(&())), e))?;
+    .map_err(|e| kube_api::api_err(format!("applying {} {name}", K::kind(&())), e))?;
     Ok(())
 }
 
-/// Applies every CoreDNS object (namespaced ones in their manifest namespace).
-pub async fn apply_coredns(client: &kube::Client, objs: &CoreDns) -> Result<(), InstallError> {
+/// Applies every object of an addon (namespaced ones in their manifest namespace).
+pub async fn apply_objects(client: &kube::Client, objs: &AddonObjects) -> Result<(), InstallError> {
     fn ns(m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
         m.namespace.clone().unwrap_or_else(|| "kube-system".into())
     }
@@ -276,7 +364,19 @@ pub async fn apply_coredns(client: &kube::Client, objs: &CoreDns) -> Result<(), 
     for o in &objs.deployments {
         apply(&Api::namespaced(client.clone(), &ns(&o.metadata)), o).await?;
     }
+    for o in &objs.daemon_sets {
+        apply(&Api::namespaced(client.clone(), &ns(&o.metadata)), o).await?;
+    }
     Ok(())
+}
+
+/// Whether a control-plane host failed in this run: then there is no API to apply to (the
+/// report already names the host).
+fn control_plane_failed(cx: &PhaseContext<'_>) -> bool {
+    cx.cluster
+        .hosts_with_role(Role::ControlPlane)
+        .iter()
+        .any(|h| cx.engine.host_failed(&h.name))
 }
 
 /// CoreDNS: applied on real clusters, a plain note in the sandbox.
@@ -289,18 +389,14 @@ async fn coredns(cx: &PhaseContext<'_>) -> Result<(), InstallError> {
     }
     // Render and type-check first: a broken override fails before anything is applied.
     let objs = render_coredns(cx.library, cx.cluster)?;
-    let cp_failed = cx
-        .cluster
-        .hosts_with_role(Role::ControlPlane)
-        .iter()
-        .any(|h| cx.engine.host_failed(&h.name));
+    let cp_failed = control_plane_failed(cx);
     if cx.check || cp_failed {
         // No API to talk to (the report already names the failed host), or nothing to change.
         tracing::info!(image = %coredns_image(cx.cluster), "CoreDNS not applied (check mode or no control plane)");
         return Ok(());
     }
     let client = kube_api::admin_client(cx.cluster, None).await?;
-    apply_coredns(&client, &objs).await
+    apply_objects(&client, &objs).await
 }
 
 #[async_trait]
@@ -309,40 +405,48 @@ impl Phase for AddonsPhase {
         "addons"
     }
     fn describe(&self) -> &'static str {
-        "kube-proxy on every node (systemd, own kubeconfig, KubeProxyConfiguration); CoreDNS on real clusters"
+        "kube-proxy on every node (kubeadm's DaemonSet in static-pod mode, else systemd); CoreDNS on real clusters"
     }
     async fn run(&self, cx: &PhaseContext<'_>) -> Result<(), InstallError> {
         let pb = clusterkit_core::playbook::load(cx.library, "addons")?;
-        let (conf, _) = ensure_kube_proxy_conf(cx.cluster, cx.check)?;
-        let conf = std::fs::canonicalize(&conf).unwrap_or(conf);
-        let bins = binary_files(cx.cluster, &["kube-proxy"])?;
-        let mode = match cx.cluster.kubernetes.proxy_mode {
-            ProxyMode::Ipvs => "ipvs",
-            ProxyMode::Iptables => "iptables",
+        let daemonset = kube_proxy_daemonset(cx.cluster);
+        // Render and type-check the DaemonSet's objects before any node is touched.
+        let objs = if daemonset {
+            Some(render_kube_proxy(cx.library, cx.cluster)?)
+        } else {
+            None
         };
+        let (conf, bins) = if daemonset {
+            (PathBuf::new(), Vec::new())
+        } else {
+            let (conf, _) = ensure_kube_proxy_conf(cx.cluster, cx.check)?;
+            let conf = std::fs::canonicalize(&conf).unwrap_or(conf);
+            (conf, binary_files(cx.cluster, &["kube-proxy"])?)
+        };
+        let layout = NodeLayout::from_cluster(cx.cluster);
         let mut failure = None;
         let targets = with_vars(cx.targets, |t| {
             let h = cx.cluster.host(&t.name)?;
             let input = common::flag_input(cx.cluster, h);
-            let flags = match common::flags(cx.cluster, h, Component::KubeProxy) {
-                Ok(f) => f,
-                Err(e) => {
-                    failure = Some(e);
-                    return None;
+            let flags = if daemonset {
+                Vec::new()
+            } else {
+                match common::flags(cx.cluster, h, Component::KubeProxy) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        failure = Some(e);
+                        return None;
+                    }
                 }
             };
+            let mut vars =
+                kube_proxy_config_vars(cx.cluster, &layout.kubeconfig(kubeconfig_file::KUBE_PROXY));
+            vars["daemonset"] = json!(daemonset);
+            vars["flags"] = json!(flags);
+            vars["config_path"] = json!(input.kube_proxy_config.display().to_string());
+            vars["kubeconfig_src"] = json!(conf.display().to_string());
             let mut m = Map::new();
-            m.insert(
-                "kube_proxy".into(),
-                json!({
-                    "flags": flags,
-                    "config_path": input.kube_proxy_config.display().to_string(),
-                    "kubeconfig_src": conf.display().to_string(),
-                    "mode": mode,
-                    "cluster_cidr": cx.cluster.kubernetes.pod_cidr.to_string(),
-                    "sandbox": cx.cluster.profile == Profile::Sandbox,
-                }),
-            );
+            m.insert("kube_proxy".into(), vars);
             m.insert("kube_proxy_binaries".into(), Value::Array(bins.clone()));
             Some(m)
         });
@@ -350,8 +454,64 @@ impl Phase for AddonsPhase {
             return Err(e);
         }
         cx.engine.run(&pb, &targets).await;
+        if let Some(objs) = objs {
+            kube_proxy_daemonset_up(cx, &objs).await?;
+        }
         coredns(cx).await
     }
+}
+
+/// How long the phase waits for a ready kube-proxy pod on every node.
+pub const KUBE_PROXY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(180);
+
+/// kube-proxy as kubeadm's DaemonSet: its objects applied, the systemd kube-proxy's state
+/// kubeconfig gone (the playbook removed the nodes' copies and units; nothing distributes it
+/// again), then a wait until every scheduled pod runs the applied spec and is ready.
+async fn kube_proxy_daemonset_up(
+    cx: &PhaseContext<'_>,
+    objs: &AddonObjects,
+) -> Result<(), InstallError> {
+    let cp_failed = control_plane_failed(cx);
+    if cx.check || cp_failed {
+        return Ok(());
+    }
+    let state_conf = StateLayout::from_cluster(cx.cluster)
+        .kubeconfig_dir()
+        .join(kubeconfig_file::KUBE_PROXY);
+    if state_conf.exists() {
+        std::fs::remove_file(&state_conf).map_err(err)?;
+    }
+    let client = kube_api::admin_client(cx.cluster, None).await?;
+    apply_objects(&client, objs).await?;
+    let api: Api<DaemonSet> = Api::namespaced(client, "kube-system");
+    crate::poll::wait_until(KUBE_PROXY_TIMEOUT, || async {
+        let ds = api.get("kube-proxy").await.map_err(|e| {
+            crate::poll::NotReady::failed("reading DaemonSet kube-system/kube-proxy", e)
+        })?;
+        let generation = ds.metadata.generation.unwrap_or_default();
+        let status = ds.status.unwrap_or_default();
+        let desired = status.desired_number_scheduled;
+        let updated = status.updated_number_scheduled.unwrap_or_default();
+        if desired > 0
+            && status.observed_generation.unwrap_or_default() >= generation
+            && updated == desired
+            && status.number_ready == desired
+        {
+            Ok(())
+        } else {
+            Err(crate::poll::NotReady::Seen(format!(
+                "kube-proxy pods: {} of {desired} ready, {updated} updated",
+                status.number_ready
+            )))
+        }
+    })
+    .await
+    .map_err(|source| InstallError::Timeout {
+        host: "addons".into(),
+        what: "kube-proxy's DaemonSet was not ready on every node".into(),
+        secs: KUBE_PROXY_TIMEOUT.as_secs(),
+        source,
+    })
 }
 
 #[cfg(test)]
@@ -419,16 +579,69 @@ mod tests {
     }
 
     #[test]
+    fn kube_proxy_daemonset_is_kubeadms_with_the_bundle_image() {
+        use k8s_openapi::api::core::v1::ConfigMap as Cm;
+        let c = cluster(
+            "kubernetes: { version: v1.20.2, control_plane_mode: static-pod, proxy_mode: iptables, pod_cidr: 10.244.0.0/16 }\n",
+        );
+        assert!(kube_proxy_daemonset(&c));
+        let lib = crate::phases::library(&[]);
+        let objs = render_kube_proxy(&lib, &c).unwrap();
+        let ds = &objs.daemon_sets[0];
+        assert_eq!(ds.metadata.name.as_deref(), Some("kube-proxy"));
+        let pod = ds.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        assert_eq!(pod.host_network, Some(true));
+        assert_eq!(pod.service_account_name.as_deref(), Some("kube-proxy"));
+        let ctr = &pod.containers[0];
+        assert_eq!(
+            ctr.image.as_deref(),
+            Some("registry.k8s.io/kube-proxy:v1.20.2")
+        );
+        assert_eq!(
+            ctr.command.as_deref().unwrap()[..2],
+            [
+                "/usr/local/bin/kube-proxy".to_string(),
+                "--config=/var/lib/kube-proxy/config.conf".to_string()
+            ]
+        );
+        let crb = &objs.cluster_role_bindings[0];
+        assert_eq!(crb.metadata.name.as_deref(), Some("kubeadm:node-proxier"));
+        assert_eq!(crb.role_ref.name, "system:node-proxier");
+        let cm: &Cm = &objs.config_maps[0];
+        assert_eq!(cm.metadata.name.as_deref(), Some("kube-proxy"));
+        let data = cm.data.as_ref().unwrap();
+        let config: Value = serde_saphyr::from_str(&data["config.conf"]).unwrap();
+        assert_eq!(config["kind"], "KubeProxyConfiguration");
+        assert_eq!(config["mode"], "iptables");
+        assert_eq!(config["clusterCIDR"], "10.244.0.0/16");
+        assert_eq!(
+            config["clientConnection"]["kubeconfig"],
+            "/var/lib/kube-proxy/kubeconfig.conf"
+        );
+        let kubeconfig: Value = serde_saphyr::from_str(&data["kubeconfig.conf"]).unwrap();
+        assert_eq!(
+            kubeconfig["clusters"][0]["cluster"]["server"],
+            "https://10.213.0.11:6443"
+        );
+        assert!(
+            !kube_proxy_daemonset(&cluster(
+                "kubernetes: { version: v1.20.2, control_plane_mode: systemd }\n"
+            )),
+            "systemd mode keeps the unit"
+        );
+    }
+
+    #[test]
     fn unexpected_kinds_and_bad_fields_are_refused() {
-        assert!(parse_coredns("kind: Secret\napiVersion: v1\n")
+        assert!(parse_objects("kind: Secret\napiVersion: v1\n")
             .unwrap_err()
             .to_string()
             .contains("unexpected kind"));
-        assert!(parse_coredns("apiVersion: v1\nkind: Service\nspec: 3\n")
+        assert!(parse_objects("apiVersion: v1\nkind: Service\nspec: 3\n")
             .unwrap_err()
             .to_string()
             .contains("document 1 (Service)"));
         let two = "# c\n---\napiVersion: v1\nkind: ServiceAccount\nmetadata: {name: a}\n---\n";
-        assert_eq!(parse_coredns(two).unwrap().service_accounts.len(), 1);
+        assert_eq!(parse_objects(two).unwrap().service_accounts.len(), 1);
     }
 }

@@ -65,22 +65,33 @@ pub fn image_dir(
     Ok(Some((cache, m)))
 }
 
+/// The component images `host` runs: those of its static pods
+/// ([`super::control_plane::static_pod_images`]) and kube-proxy's where it runs as kubeadm's
+/// DaemonSet ([`super::addons::kube_proxy_daemonset`]: on every node).
+pub fn component_images(cluster: &Cluster, host: &Host) -> Vec<String> {
+    let mut images = super::control_plane::static_pod_images(cluster, host);
+    if super::addons::kube_proxy_daemonset(cluster) {
+        images.push(super::addons::kube_proxy_image(cluster));
+    }
+    images
+}
+
 /// The images later phases need on `host`, each checked (and pulled when missing) by this
 /// phase: the runtime's sandbox image and CoreDNS (where the addons phase deploys it: not in
-/// the sandbox profile, which has no registry) everywhere, and the images of the host's static
-/// pods ([`super::control_plane::static_pod_images`]).
+/// the sandbox profile, which has no registry) everywhere, and the host's component images
+/// ([`component_images`]).
 pub fn required_images(cluster: &Cluster, host: &Host) -> Vec<String> {
     let mut images = vec![cluster.runtime.sandbox_image.clone()];
     if cluster.profile != Profile::Sandbox {
         images.push(super::addons::coredns_image(cluster));
     }
-    images.extend(super::control_plane::static_pod_images(cluster, host));
+    images.extend(component_images(cluster, host));
     images
 }
 
 /// The playbook's `host.images` variable of `host`: one object per image of the manifest it
-/// imports — every image but the control-plane ones, which only the hosts whose static pods
-/// run them import (a systemd-mode cluster imports none of them).
+/// imports — every image but the component ones, which only the hosts that run them import
+/// ([`component_images`]; a systemd-mode cluster imports none of them).
 pub fn image_vars(dir: &Path, manifest: &ImageManifest, cluster: &Cluster, host: &Host) -> Value {
     Value::Array(
         imported(manifest, cluster, host)
@@ -98,18 +109,18 @@ pub fn image_vars(dir: &Path, manifest: &ImageManifest, cluster: &Cluster, host:
     )
 }
 
-/// The images of `manifest` that `host` imports: every image but the control-plane ones,
-/// which only the hosts whose static pods run them import.
+/// The images of `manifest` that `host` imports: every image but the component ones, which
+/// only the hosts that run them import ([`component_images`]).
 fn imported<'m>(
     manifest: &'m ImageManifest,
     cluster: &Cluster,
     host: &Host,
 ) -> impl Iterator<Item = &'m images::ImageEntry> {
-    let static_pods = super::control_plane::static_pod_images(cluster, host);
+    let components = component_images(cluster, host);
     manifest
         .images
         .iter()
-        .filter(move |i| i.component.is_none() || static_pods.contains(&i.name))
+        .filter(move |i| i.component.is_none() || components.contains(&i.name))
 }
 
 /// `images`: see the module docs.
@@ -209,6 +220,8 @@ mod tests {
                 "registry.k8s.io/kube-controller-manager:v1.28.7",
                 "registry.k8s.io/kube-scheduler:v1.28.7",
                 "registry.k8s.io/etcd:3.5.10-0",
+                // kubeadm's kube-proxy DaemonSet (static-pod mode, the default).
+                "registry.k8s.io/kube-proxy:v1.28.7",
             ]
         );
         let sandbox = load("kubernetes: { version: v1.20.2, control_plane_mode: systemd, proxy_mode: iptables }\nprofile: sandbox\n");
@@ -236,6 +249,7 @@ mod tests {
                     Some("kube-apiserver"),
                 ),
                 entry("registry.k8s.io/etcd:3.4.13-0", Some("etcd")),
+                entry("registry.k8s.io/kube-proxy:v1.20.2", Some("kube-proxy")),
                 entry(
                     "registry.k8s.io/kube-apiserver:v1.19.0",
                     Some("kube-apiserver"),
@@ -264,11 +278,19 @@ mod tests {
             [
                 "registry.k8s.io/pause:3.2",
                 "registry.k8s.io/kube-apiserver:v1.20.2",
-                "registry.k8s.io/etcd:3.4.13-0"
+                "registry.k8s.io/etcd:3.4.13-0",
+                "registry.k8s.io/kube-proxy:v1.20.2"
             ]
         );
-        // An etcd host without the control plane runs etcd under systemd: no image.
-        assert_eq!(names(&sp, "w1"), ["registry.k8s.io/pause:3.2"]);
+        // An etcd host without the control plane runs etcd under systemd: no etcd image, only
+        // kube-proxy's (kubeadm's DaemonSet runs on every node).
+        assert_eq!(
+            names(&sp, "w1"),
+            [
+                "registry.k8s.io/pause:3.2",
+                "registry.k8s.io/kube-proxy:v1.20.2"
+            ]
+        );
         let sd = cluster("systemd");
         assert_eq!(names(&sd, "cp1"), ["registry.k8s.io/pause:3.2"]);
     }

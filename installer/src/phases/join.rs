@@ -13,7 +13,7 @@
 //! `kubelet`): control-plane hosts already have a kubelet.conf of their own; workers ask for a
 //! client certificate with the token, get it approved and signed by the cluster CA, and
 //! register. The phase waits for every Node object, then applies cluster.yaml's labels (and
-//! `node-role.kubernetes.io/<role>`) and adds its taints.
+//! `node-role.kubernetes.io/<role>`), kubeadm's CRI-socket annotation, and adds its taints.
 //!
 //! With the host-gw network the phase sets each Node's `spec.podCIDR(s)` from the slices the
 //! network phase routes ([`network::pod_cidrs`]; the controller manager allocates none). Then
@@ -253,20 +253,23 @@ async fn register_and_label(
             continue;
         };
         let labels = node_labels(host);
-        if !labels.is_empty() {
-            let patch = json!({
-                "apiVersion": "v1", "kind": "Node",
-                "metadata": { "name": name, "labels": labels },
-            });
-            nodes
-                .patch(
-                    name,
-                    &PatchParams::apply(FIELD_MANAGER).force(),
-                    &Patch::Apply(&patch),
-                )
-                .await
-                .map_err(|e| api_err(format!("labelling node {name}"), e))?;
-        }
+        // The CRI socket where kubeadm keeps it, so kubeadm's own commands on the node find it.
+        let annotations = BTreeMap::from([(
+            token::CRI_SOCKET_ANNOTATION,
+            token::kubeadm_cri_socket(cluster.kubernetes.version),
+        )]);
+        let patch = json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": { "name": name, "labels": labels, "annotations": annotations },
+        });
+        nodes
+            .patch(
+                name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await
+            .map_err(|e| api_err(format!("labelling node {name}"), e))?;
         if !host.taints.is_empty() {
             let node = nodes
                 .get(name)

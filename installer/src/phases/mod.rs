@@ -154,6 +154,10 @@ pub const EMBEDDED: &[(&str, &str)] = &[
         "templates/kubernetes/coredns.yaml",
         include_str!("../../../templates/kubernetes/coredns.yaml"),
     ),
+    (
+        "templates/kubernetes/kube-proxy.yaml",
+        include_str!("../../../templates/kubernetes/kube-proxy.yaml"),
+    ),
 ];
 
 /// Kernel modules every node needs (containerd's overlayfs snapshotter, bridged pod traffic

@@ -9,7 +9,9 @@
 //! etcd member never signs anything. Keys and kubeconfigs are 0600, certificates 0644, and a
 //! file is uploaded only when its checksum differs (the `copy` module).
 //!
-//! `admin.conf` is also written next to cluster.yaml (0600) for the operator.
+//! `admin.conf` is also written next to cluster.yaml (0600) for the operator, and in
+//! static-pod mode onto the control-plane hosts, as kubeadm keeps it
+//! ([`pki::holds_admin_conf`]).
 //!
 //! Limits: the local PKI work is not counted in the run summary (it reports hosts); it is
 //! logged instead. In check mode nothing is generated and nodes are compared with what exists.
@@ -17,7 +19,7 @@
 use std::path::Path;
 
 use async_trait::async_trait;
-use clusterkit_core::config::Role;
+use clusterkit_core::config::{ControlPlaneMode, Role};
 use serde_json::{json, Map, Value};
 
 use super::common::{self, with_vars};
@@ -61,6 +63,18 @@ pub fn ensure_local(
         tracing::info!(name = %item.name, path = %item.path.display(), action = ?item.action, "pki");
     }
     let mut changed = report.changed();
+    // kubeadm's control-plane hosts keep admin.conf in /etc/kubernetes (`kubeadm token
+    // create`, `upgrade plan`, `certs check-expiration` read it there): so do those of the
+    // kubeadm-shaped cluster, static-pod mode.
+    if cluster.kubernetes.control_plane_mode == ControlPlaneMode::StaticPod {
+        for h in cluster.hosts_with_role(Role::ControlPlane) {
+            if check {
+                changed += usize::from(!pki::holds_admin_conf(&layout, &h.name));
+            } else if pki::link_admin_conf(&layout, &h.name).map_err(pki_err)? {
+                changed += 1;
+            }
+        }
+    }
     let admin = layout.admin_conf();
     let dest = operator_admin_conf(cluster);
     if let Ok(data) = std::fs::read(&admin) {

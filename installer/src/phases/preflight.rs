@@ -10,9 +10,11 @@
 //!
 //! Control-plane mode: a host whose kube-apiserver or etcd already runs the other way
 //! (`kubernetes.control_plane_mode` changed since the install: a systemd unit file where a
-//! static pod is wanted, or a manifest in /etc/kubernetes/manifests where a unit is) fails
-//! here, before any phase changes anything: switching an installed cluster between the modes
-//! is not something clusterkit does ([`mode_conflicts`]).
+//! static pod is wanted, or a manifest in /etc/kubernetes/manifests where a unit is) stops the
+//! whole installation here, before any phase changes anything on any host: switching an
+//! installed cluster between the modes is not something clusterkit does
+//! ([`mode_conflicts`]), and the other hosts must not go on in the other mode (kube-proxy,
+//! for one, runs differently).
 //!
 //! Limits: ports held by the component that belongs there (a rerun after the control plane is
 //! up) are fine; a port held by anything else is an error. In the sandbox profile all nodes
@@ -313,14 +315,17 @@ pub async fn run(cx: &PhaseContext<'_>) -> Result<(), InstallError> {
     let concurrency = cx.cluster.ssh.concurrency.max(1);
     let proxy_mode = cx.cluster.kubernetes.proxy_mode;
     let semaphore = tokio::sync::Semaphore::new(concurrency);
-    let gathered: Vec<(String, Result<Value, HostPreflight>)> = futures::future::join_all(
-        cx.targets
-            .iter()
-            .map(|t| check_one(cx, t, proxy_mode, &semaphore)),
-    )
-    .await;
+    let gathered: Vec<(String, Result<Value, HostPreflight>, Vec<String>)> =
+        futures::future::join_all(
+            cx.targets
+                .iter()
+                .map(|t| check_one(cx, t, proxy_mode, &semaphore)),
+        )
+        .await;
     let mut all_facts = BTreeMap::new();
-    for (host, result) in gathered {
+    let mut refusals = Vec::new();
+    for (host, result, conflicts) in gathered {
+        refusals.extend(conflicts.into_iter().map(|c| format!("{host}: {c}")));
         match result {
             Ok(f) => {
                 cx.engine.set_facts(&host, f.clone());
@@ -333,6 +338,11 @@ pub async fn run(cx: &PhaseContext<'_>) -> Result<(), InstallError> {
                 cx.engine.fail_host(&host, e);
             }
         }
+    }
+    // The mode is the cluster's: one host that runs the other way stops the install on every
+    // host, before anything changes (the others would otherwise go on in the wrong mode).
+    if !refusals.is_empty() {
+        return Err(InstallError::Preflight { failures: refusals });
     }
     let (errors, warnings) = check_cluster(&all_facts, cx.cluster.profile == Profile::Sandbox);
     for w in &warnings {
@@ -365,14 +375,14 @@ async fn check_one(
     t: &clusterkit_core::playbook::HostTarget,
     proxy_mode: ProxyMode,
     semaphore: &tokio::sync::Semaphore,
-) -> (String, Result<Value, HostPreflight>) {
+) -> (String, Result<Value, HostPreflight>, Vec<String>) {
     let _permit = semaphore.acquire().await;
     if cx.engine.host_failed(&t.name) {
-        return (t.name.clone(), Err(HostPreflight::AlreadyFailed));
+        return (t.name.clone(), Err(HostPreflight::AlreadyFailed), vec![]);
     }
     let facts = match facts::gather(t.exec.as_ref()).await {
         Ok(f) => f,
-        Err(e) => return (t.name.clone(), Err(HostPreflight::Facts(e))),
+        Err(e) => return (t.name.clone(), Err(HostPreflight::Facts(e)), vec![]),
     };
     let roles: Vec<Role> = cx
         .cluster
@@ -387,12 +397,11 @@ async fn check_one(
             .errors
             .extend(port_conflicts(&facts, &[(lb.port, "haproxy")]));
     }
+    let mut conflicts = Vec::new();
     if let Some(h) = cx.cluster.host(&t.name) {
         match installed_modes(t.exec.as_ref()).await {
-            Ok(found) => findings
-                .errors
-                .extend(mode_conflicts(cx.cluster, h, &found)),
-            Err(e) => return (t.name.clone(), Err(HostPreflight::Facts(e.into()))),
+            Ok(found) => conflicts = mode_conflicts(cx.cluster, h, &found),
+            Err(e) => return (t.name.clone(), Err(HostPreflight::Facts(e.into())), vec![]),
         }
     }
     if proxy_mode == ProxyMode::Ipvs
@@ -406,9 +415,13 @@ async fn check_one(
         eprintln!("warning: {}: preflight: {w}", t.name);
     }
     if findings.errors.is_empty() {
-        (t.name.clone(), Ok(facts))
+        (t.name.clone(), Ok(facts), conflicts)
     } else {
-        (t.name.clone(), Err(HostPreflight::Checks(findings.errors)))
+        (
+            t.name.clone(),
+            Err(HostPreflight::Checks(findings.errors)),
+            conflicts,
+        )
     }
 }
 

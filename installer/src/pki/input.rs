@@ -231,5 +231,38 @@ pub fn host_files(
         host_dir.join(kubeconfig_file::KUBELET),
         node.kubeconfig(kubeconfig_file::KUBELET),
     );
+    if control_plane && holds_admin_conf(layout, host) {
+        add(layout.admin_conf(), node.kubeconfig(kubeconfig_file::ADMIN));
+    }
     out
+}
+
+/// Whether `host` keeps a copy of the shared admin.conf in `/etc/kubernetes`, as kubeadm's
+/// control-plane hosts do (its own commands there read it): its state directory holds a link
+/// to the shared one ([`link_admin_conf`]), which the pki phase makes for the control-plane
+/// hosts of a static-pod cluster. A link rather than a rule on cluster.yaml, so every reader of
+/// the state directory (distribution, `certs`) sees the same answer without the cluster.
+pub fn holds_admin_conf(layout: &StateLayout, host: &str) -> bool {
+    layout.host_dir(host).join(kubeconfig_file::ADMIN).is_file()
+}
+
+/// Makes `host` hold admin.conf ([`holds_admin_conf`]): `<state>/hosts/<host>/admin.conf`, a
+/// relative link to `<state>/kubeconfig/admin.conf`. Returns whether it was made now.
+pub fn link_admin_conf(layout: &StateLayout, host: &str) -> io::Result<bool> {
+    let link = layout.host_dir(host).join(kubeconfig_file::ADMIN);
+    if link.symlink_metadata().is_ok() {
+        return Ok(false);
+    }
+    fs::create_dir_all(layout.host_dir(host))?;
+    // From <state>/hosts/<host>/ up to <state>.
+    let up: PathBuf = StateLayout::host_rel(host)
+        .components()
+        .map(|_| Path::new(".."))
+        .collect();
+    std::os::unix::fs::symlink(
+        up.join(StateLayout::KUBECONFIG)
+            .join(kubeconfig_file::ADMIN),
+        link,
+    )?;
+    Ok(true)
 }
