@@ -11,7 +11,8 @@ use clusterkit_core::playbook::modules::files;
 
 /// The files a node gets from the state directory: [`pki::host_files`], plus kube-proxy's
 /// kubeconfig once the addons phase has issued it, plus the monitoring files
-/// ([`pki::monitoring_files`]).
+/// ([`pki::monitoring_files`]) and Prometheus's copies of the cluster PKI
+/// ([`pki::prometheus_copies`]).
 pub fn node_mappings(layout: &StateLayout, host: &Host) -> Vec<FileMapping> {
     let mut files = pki::host_files(
         layout,
@@ -31,6 +32,7 @@ pub fn node_mappings(layout: &StateLayout, host: &Host) -> Vec<FileMapping> {
         });
     }
     files.extend(pki::monitoring_files(layout, &host.name));
+    files.extend(pki::prometheus_copies(layout, &host.name));
     files
 }
 
@@ -311,7 +313,11 @@ pub enum Restart {
 /// 2. etcd members whose files changed, **one at a time**: the cluster must be healthy first,
 ///    then the member restarts and the whole cluster must be healthy again (within
 ///    [`ETCD_REJOIN_TIMEOUT`]) before the next; a failure stops the roll, so quorum holds;
-/// 3. every other component whose files changed, nodes in parallel.
+/// 3. every other component whose files changed, nodes in parallel; a restarted
+///    kube-apiserver is waited for until `/readyz` answers, then for `apiserver_settle` more
+///    (the local load balancers' [`readmit_delay`](crate::phases::load_balancer::readmit_delay):
+///    with one host at a time, the next API server stops only once every node's load
+///    balancer sends requests to this one again).
 ///
 /// `restart` says what restarts. Returns one result per node, in input order.
 pub async fn distribute(
@@ -320,6 +326,7 @@ pub async fn distribute(
     only: Option<&HashSet<PathBuf>>,
     restart: Restart,
     etcd_health: EtcdHealth<'_>,
+    apiserver_settle: Duration,
     fan: &Fanout,
 ) -> Vec<HostResult<NodeOutcome, CertsError>> {
     let files_of = |host: &Host| -> Vec<FileMapping> {
@@ -430,6 +437,7 @@ pub async fn distribute(
                     && unit == NodeLayout::DEFAULT.units.kube_apiserver
                 {
                     wait_apiserver_ready(exec.as_ref(), APISERVER_READY_TIMEOUT).await?;
+                    tokio::time::sleep(apiserver_settle).await;
                 }
                 if how != Restarted::Absent {
                     done.push(unit.to_string());
