@@ -26,7 +26,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use clusterkit_sandbox::{SandboxGuard, UpOptions};
-use common::{ck, etcd_endpoints, json_of, run_fail, run_ok, ssh, stderr, stdout, tool, NODES};
+use common::{
+    ck, etcd_endpoints, json_of, new_not_old, pem_certs, run_fail, run_ok, ssh, stderr, stdout,
+    tool, NODES,
+};
 use serde_json::Value;
 
 /// `check-expiration -o json` rows.
@@ -486,26 +489,6 @@ fn check_and_renew_on_three_nodes() {
     rotate_cluster_ca(&sb, &cfg, &state, &kube_bin, &steps);
 }
 
-/// PEM certificate blocks of a text.
-fn pem_certs(text: &str) -> Vec<String> {
-    text.split_inclusive("-----END CERTIFICATE-----")
-        .filter_map(|b| b.find("-----BEGIN").map(|i| b[i..].to_string()))
-        .collect()
-}
-
-/// On `node`, `openssl verify` accepts `leaf` with the CA file `new` and refuses it with `old`.
-fn new_not_old(sb: &SandboxGuard, node: &str, leaf: &str, new: &str, old: &str) {
-    let ok = ssh(sb, node, &format!("openssl verify -CAfile {new} {leaf}"));
-    assert!(ok.trim().ends_with(": OK"), "{node}: {leaf}: {ok}");
-    let refused = common::ssh_cmd(sb, node, &format!("openssl verify -CAfile {old} {leaf}"))
-        .output()
-        .unwrap();
-    assert!(
-        !refused.status.success(),
-        "{leaf} still verifies against {old}"
-    );
-}
-
 /// A Deployment and a bare pod that read the cluster CA (the service-account token volume).
 const CA_READER: &str = r#"
 apiVersion: apps/v1
@@ -780,10 +763,13 @@ fn rotate_cluster_ca(
         old_ca
     );
     assert!(!state.join("rotate/journal.json").exists());
-    // Not rotatable yet: refused before anything changes; nothing to resume.
-    let out = run_fail(&mut ck(cfg, &["certs", "rotate-ca", "--ca", "etcd"]));
+    // Nothing to resume for a CA never rotated: refused before anything changes.
+    let out = run_fail(&mut ck(
+        cfg,
+        &["certs", "rotate-ca", "--ca", "etcd", "--resume"],
+    ));
     assert!(
-        stderr(&out).contains("not supported yet"),
+        stderr(&out).contains("no rotation of etcd-ca"),
         "{}",
         stderr(&out)
     );

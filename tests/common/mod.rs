@@ -261,6 +261,32 @@ pub fn openssh_cmd(sb: &clusterkit_sandbox::SandboxGuard, program: &str) -> Comm
     c
 }
 
+/// PEM certificate blocks of a text.
+pub fn pem_certs(text: &str) -> Vec<String> {
+    text.split_inclusive("-----END CERTIFICATE-----")
+        .filter_map(|b| b.find("-----BEGIN").map(|i| b[i..].to_string()))
+        .collect()
+}
+
+/// On `node`, `openssl verify` accepts `leaf` with the CA file `new` and refuses it with `old`.
+pub fn new_not_old(
+    sb: &clusterkit_sandbox::SandboxGuard,
+    node: &str,
+    leaf: &str,
+    new: &str,
+    old: &str,
+) {
+    let ok = ssh(sb, node, &format!("openssl verify -CAfile {new} {leaf}"));
+    assert!(ok.trim().ends_with(": OK"), "{node}: {leaf}: {ok}");
+    let refused = ssh_cmd(sb, node, &format!("openssl verify -CAfile {old} {leaf}"))
+        .output()
+        .unwrap();
+    assert!(
+        !refused.status.success(),
+        "{node}: {leaf} still verifies against {old}"
+    );
+}
+
 /// `ssh root@NODE CMD` into a sandbox node (`openssh_cmd`).
 pub fn ssh_cmd(sb: &clusterkit_sandbox::SandboxGuard, node: &str, cmd: &str) -> Command {
     let n = sb.node(node).unwrap();
