@@ -268,11 +268,15 @@ async fn connect(
 
 /// The etcd health check rolls wait on: the operator's machine checks etcd with the etcd CA
 /// and the healthcheck client certificate of the state directory, as the etcd phase does,
-/// read again at each check (a rotation of the etcd CA changes both between checks).
+/// read again at each check (a rotation of the etcd CA changes both between checks); then
+/// asks which member leads.
 fn etcd_health(cluster: &Cluster) -> certs::HealthFuture<'_> {
     Box::pin(async move {
         match etcd_phase::ClientTls::load(cluster) {
-            Ok(tls) => etcd_phase::health(cluster, &tls).await.map_err(Into::into),
+            Ok(tls) => {
+                etcd_phase::health(cluster, &tls).await?;
+                Ok(etcd_phase::leader(cluster, &tls).await)
+            }
             Err(e) => Err(format!("no etcd healthcheck client certificate: {e}").into()),
         }
     })

@@ -261,6 +261,15 @@ pub fn openssh_cmd(sb: &clusterkit_sandbox::SandboxGuard, program: &str) -> Comm
     c
 }
 
+/// Whether processes with these start times (monotonic µs, comparable across sandbox nodes:
+/// they share the kernel) were started one after another, in any order, each at least 0.2 s
+/// after the previous one (restarted together, they start within milliseconds).
+pub fn one_at_a_time(starts: &[u64]) -> bool {
+    let mut sorted = starts.to_vec();
+    sorted.sort_unstable();
+    sorted.windows(2).all(|w| w[1] > w[0] + 200_000)
+}
+
 /// PEM certificate blocks of a text.
 pub fn pem_certs(text: &str) -> Vec<String> {
     text.split_inclusive("-----END CERTIFICATE-----")

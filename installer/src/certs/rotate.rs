@@ -53,7 +53,10 @@
 //!
 //! Limits: the cluster CA (`kubernetes`), the front proxy's and etcd's are rotated; the
 //! monitoring CA is not (`certs renew` re-issues its leaves). Certificates clusterkit did not
-//! issue are not looked at. A stage
+//! issue are not looked at; Prometheus's copies of the etcd and cluster CAs are followed only
+//! where `monitor deploy` put them with `monitor.tls` on ([`pki::prometheus_copies`]; with it
+//! off, Prometheus's etcd scrape fails from the reissue stage on until `monitor deploy` runs
+//! again). A stage
 //! interrupted midway is rolled out again by the rerun with every user of its files restarted,
 //! uploaded or not.
 
