@@ -473,18 +473,7 @@ fn rotate_etcd_ca(sb: &SandboxGuard, cfg: &Path, state: &Path, work: &Path) {
     };
 
     // --check: the three stages planned for etcd's files, nothing changed.
-    let v = json_of(&mut ck(
-        cfg,
-        &[
-            "-o",
-            "json",
-            "certs",
-            "rotate-ca",
-            "--ca",
-            "etcd",
-            "--check",
-        ],
-    ));
+    let v = common::rotate_ca(cfg, "etcd", &["--check"]);
     let stages = v["stages"].as_array().unwrap();
     let names: Vec<&str> = stages
         .iter()
@@ -597,32 +586,9 @@ fn rotate_etcd_ca(sb: &SandboxGuard, cfg: &Path, state: &Path, work: &Path) {
         assert_eq!(marked.len(), 1, "{which}: {v:#}");
         assert_eq!(marked[0]["status"], "ok", "{v:#}");
     }
-    let v = json_of(&mut ck(
-        cfg,
-        &[
-            "-o",
-            "json",
-            "certs",
-            "rotate-ca",
-            "--ca",
-            "etcd",
-            "--resume",
-        ],
-    ));
+    let v = common::rotate_ca(cfg, "etcd", &["--resume"]);
+    common::assert_resumed_in_reissue(&v);
     let stages = v["stages"].as_array().unwrap();
-    let got: Vec<(&str, &str)> = stages
-        .iter()
-        .map(|s| (s["stage"].as_str().unwrap(), s["status"].as_str().unwrap()))
-        .collect();
-    assert_eq!(
-        got,
-        [
-            ("trust-both", "done"),
-            ("reissue", "ran"),
-            ("drop-old", "ran")
-        ],
-        "{v:#}"
-    );
     for s in &stages[1..] {
         for n in NODES {
             let h = host(s, n);
@@ -800,10 +766,7 @@ fn rotate_etcd_ca(sb: &SandboxGuard, cfg: &Path, state: &Path, work: &Path) {
 
     // A rerun changes nothing: every stage done, no member restarted.
     let before = etcd_started();
-    let v = json_of(&mut ck(
-        cfg,
-        &["-o", "json", "certs", "rotate-ca", "--ca", "etcd"],
-    ));
+    let v = common::rotate_ca(cfg, "etcd", &[]);
     for s in v["stages"].as_array().unwrap() {
         assert_eq!(s["status"], "done", "{v:#}");
         assert_eq!(s["hosts"], serde_json::json!([]), "{v:#}");

@@ -261,6 +261,34 @@ pub fn openssh_cmd(sb: &clusterkit_sandbox::SandboxGuard, program: &str) -> Comm
     c
 }
 
+/// `clusterkit -f CFG -o json certs rotate-ca --ca CAS ARGS…`: its report.
+pub fn rotate_ca(cfg: &Path, cas: &str, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["-o", "json", "certs", "rotate-ca", "--ca", cas];
+    all.extend_from_slice(args);
+    json_of(&mut ck(cfg, &all))
+}
+
+/// Asserts that the rotate-ca report `v` of a resumed rotation found the trust-both stage done
+/// and ran the reissue and drop-old stages.
+#[track_caller]
+pub fn assert_resumed_in_reissue(v: &serde_json::Value) {
+    let got: Vec<(&str, &str)> = v["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["stage"].as_str().unwrap(), s["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("trust-both", "done"),
+            ("reissue", "ran"),
+            ("drop-old", "ran")
+        ],
+        "{v:#}"
+    );
+}
+
 /// Whether processes with these start times (monotonic µs, comparable across sandbox nodes:
 /// they share the kernel) were started one after another, in any order, each at least 0.2 s
 /// after the previous one (restarted together, they start within milliseconds).
