@@ -795,23 +795,8 @@ fn rotate_cluster_ca(
 
     // The rotation of both, killed in the middle of stage 2 (once the new certificates are
     // issued and their roll-out has begun), then resumed.
-    let journal_path = state.join("rotate/journal.json");
-    let log = work.path().join("killed-run.log");
-    let mut killed = ck(cfg, &["-o", "json", "certs", "rotate-ca", "--ca", CAS]);
-    killed
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap());
-    let mut child = killed.spawn().unwrap();
-    let mid_stage_2 = common::wait_until(std::time::Duration::from_secs(600), || {
-        std::fs::read_to_string(&journal_path).is_ok_and(|j| j.contains("\"started\": \"reissue\""))
-            || child.try_wait().unwrap().is_some()
-    });
-    let exited = child.try_wait().unwrap();
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let log = std::fs::read_to_string(&log).unwrap();
-    assert!(mid_stage_2 && exited.is_none(), "{exited:?}\n{log}");
-    let journal = std::fs::read_to_string(&journal_path).unwrap();
+    let journal =
+        common::kill_rotation_in_reissue(cfg, state, CAS, std::time::Duration::from_secs(600));
     assert_eq!(
         journal.matches("\"stage\": \"trust-both\"").count(),
         2,

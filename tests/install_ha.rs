@@ -557,22 +557,7 @@ fn rotate_etcd_ca(sb: &SandboxGuard, cfg: &Path, state: &Path, work: &Path) {
 
     // The rotation, killed in its reissue stage (once the new certificates are issued and
     // their roll-out has begun).
-    let log = work.join("etcd-killed-run.log");
-    let mut killed = ck(cfg, &["-o", "json", "certs", "rotate-ca", "--ca", "etcd"]);
-    killed
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap());
-    let mut child = killed.spawn().unwrap();
-    let mid_stage_2 = common::wait_until(Duration::from_secs(900), || {
-        std::fs::read_to_string(&journal_path).is_ok_and(|j| j.contains("\"started\": \"reissue\""))
-            || child.try_wait().unwrap().is_some()
-    });
-    let exited = child.try_wait().unwrap();
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let log = std::fs::read_to_string(&log).unwrap();
-    assert!(mid_stage_2 && exited.is_none(), "{exited:?}\n{log}");
-    let journal = std::fs::read_to_string(&journal_path).unwrap();
+    let journal = common::kill_rotation_in_reissue(cfg, state, "etcd", Duration::from_secs(900));
     assert!(journal.contains("\"stage\": \"trust-both\""), "{journal}");
     // Mid-rotation: the old and the new etcd CA, marked.
     let v = json_of(&mut ck(cfg, &["-o", "json", "certs", "check-expiration"]));

@@ -268,6 +268,29 @@ pub fn rotate_ca(cfg: &Path, cas: &str, args: &[&str]) -> serde_json::Value {
     json_of(&mut ck(cfg, &all))
 }
 
+/// Starts `certs rotate-ca --ca CAS` and kills it (SIGKILL) once the journal in the state
+/// directory `state` says its reissue stage began (the new certificates issued, their roll-out
+/// begun), within `timeout`; panics with its stderr when it ended before. Returns the journal.
+pub fn kill_rotation_in_reissue(cfg: &Path, state: &Path, cas: &str, timeout: Duration) -> String {
+    let journal_path = state.join("rotate/journal.json");
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut killed = ck(cfg, &["-o", "json", "certs", "rotate-ca", "--ca", cas]);
+    killed
+        .stdout(std::process::Stdio::null())
+        .stderr(log.reopen().unwrap());
+    let mut child = killed.spawn().unwrap();
+    let mid_stage_2 = wait_until(timeout, || {
+        std::fs::read_to_string(&journal_path).is_ok_and(|j| j.contains("\"started\": \"reissue\""))
+            || child.try_wait().unwrap().is_some()
+    });
+    let exited = child.try_wait().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let log = std::fs::read_to_string(log.path()).unwrap();
+    assert!(mid_stage_2 && exited.is_none(), "{exited:?}\n{log}");
+    std::fs::read_to_string(&journal_path).unwrap()
+}
+
 /// Asserts that the rotate-ca report `v` of a resumed rotation found the trust-both stage done
 /// and ran the reissue and drop-old stages.
 #[track_caller]
