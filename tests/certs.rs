@@ -1060,7 +1060,11 @@ fn rotate_cluster_ca(
         .filter(|l| l.contains(" FAIL "))
         .copied()
         .collect();
-    let is_refused = |l: &&str| l.contains("was refused") || l.contains("deadline exceeded");
+    let is_refused = |l: &&str| {
+        l.contains("was refused")
+            || l.contains("deadline exceeded")
+            || l.contains("Client.Timeout exceeded")
+    };
     let is_unsynced =
         |l: &&str| l.contains("(Forbidden)") && l.contains("cannot get path \"/api\"");
     let refused = failed.iter().filter(|l| is_refused(l)).count();
