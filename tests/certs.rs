@@ -26,7 +26,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use clusterkit_sandbox::{SandboxGuard, UpOptions};
-use common::{ck, etcd_endpoints, json_of, run_fail, run_ok, ssh, stderr, stdout, tool, NODES};
+use common::{
+    ck, etcd_endpoints, json_of, new_not_old, pem_certs, run_fail, run_ok, ssh, stderr, stdout,
+    tool, NODES,
+};
 use serde_json::Value;
 
 /// `check-expiration -o json` rows.
@@ -307,15 +310,12 @@ fn check_and_renew_on_three_nodes() {
             }
         }
     }
-    // One member at a time: each restarted after the previous one (its start time is later
-    // by at least the previous member's restart and health wait).
+    // One member at a time (the leader last): each restarted after the previous one (its
+    // start time is later by at least the previous member's restart and health wait).
     let starts: Vec<u64> = NODES.iter().map(|n| etcd_started(&sb, n)).collect();
     eprintln!("etcd start times (monotonic µs): {starts:?}");
     // Restarted together, they would start within milliseconds of each other.
-    assert!(
-        starts[1] > starts[0] + 200_000 && starts[2] > starts[1] + 200_000,
-        "{starts:?}"
-    );
+    assert!(common::one_at_a_time(&starts), "{starts:?}");
     let members = stdout(&run_ok(&mut common::etcdctl(
         &state,
         &endpoints,
@@ -484,26 +484,6 @@ fn check_and_renew_on_three_nodes() {
     }
 
     rotate_cluster_ca(&sb, &cfg, &state, &kube_bin, &steps);
-}
-
-/// PEM certificate blocks of a text.
-fn pem_certs(text: &str) -> Vec<String> {
-    text.split_inclusive("-----END CERTIFICATE-----")
-        .filter_map(|b| b.find("-----BEGIN").map(|i| b[i..].to_string()))
-        .collect()
-}
-
-/// On `node`, `openssl verify` accepts `leaf` with the CA file `new` and refuses it with `old`.
-fn new_not_old(sb: &SandboxGuard, node: &str, leaf: &str, new: &str, old: &str) {
-    let ok = ssh(sb, node, &format!("openssl verify -CAfile {new} {leaf}"));
-    assert!(ok.trim().ends_with(": OK"), "{node}: {leaf}: {ok}");
-    let refused = common::ssh_cmd(sb, node, &format!("openssl verify -CAfile {old} {leaf}"))
-        .output()
-        .unwrap();
-    assert!(
-        !refused.status.success(),
-        "{leaf} still verifies against {old}"
-    );
 }
 
 /// A Deployment and a bare pod that read the cluster CA (the service-account token volume).
@@ -780,10 +760,13 @@ fn rotate_cluster_ca(
         old_ca
     );
     assert!(!state.join("rotate/journal.json").exists());
-    // Not rotatable yet: refused before anything changes; nothing to resume.
-    let out = run_fail(&mut ck(cfg, &["certs", "rotate-ca", "--ca", "etcd"]));
+    // Nothing to resume for a CA never rotated: refused before anything changes.
+    let out = run_fail(&mut ck(
+        cfg,
+        &["certs", "rotate-ca", "--ca", "etcd", "--resume"],
+    ));
     assert!(
-        stderr(&out).contains("not supported yet"),
+        stderr(&out).contains("no rotation of etcd-ca"),
         "{}",
         stderr(&out)
     );
@@ -812,23 +795,8 @@ fn rotate_cluster_ca(
 
     // The rotation of both, killed in the middle of stage 2 (once the new certificates are
     // issued and their roll-out has begun), then resumed.
-    let journal_path = state.join("rotate/journal.json");
-    let log = work.path().join("killed-run.log");
-    let mut killed = ck(cfg, &["-o", "json", "certs", "rotate-ca", "--ca", CAS]);
-    killed
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap());
-    let mut child = killed.spawn().unwrap();
-    let mid_stage_2 = common::wait_until(std::time::Duration::from_secs(600), || {
-        std::fs::read_to_string(&journal_path).is_ok_and(|j| j.contains("\"started\": \"reissue\""))
-            || child.try_wait().unwrap().is_some()
-    });
-    let exited = child.try_wait().unwrap();
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let log = std::fs::read_to_string(&log).unwrap();
-    assert!(mid_stage_2 && exited.is_none(), "{exited:?}\n{log}");
-    let journal = std::fs::read_to_string(&journal_path).unwrap();
+    let journal =
+        common::kill_rotation_in_reissue(cfg, state, CAS, std::time::Duration::from_secs(600));
     assert_eq!(
         journal.matches("\"stage\": \"trust-both\"").count(),
         2,
@@ -874,33 +842,9 @@ fn rotate_cluster_ca(
 
     // Resumed with --restart-workloads: the pods started before both CAs were published are
     // listed; the Deployment's is replaced, the bare pod only listed.
-    let v = json_of(&mut ck(
-        cfg,
-        &[
-            "-o",
-            "json",
-            "certs",
-            "rotate-ca",
-            "--ca",
-            CAS,
-            "--resume",
-            "--restart-workloads",
-        ],
-    ));
+    let v = common::rotate_ca(cfg, CAS, &["--resume", "--restart-workloads"]);
+    common::assert_resumed_in_reissue(&v);
     let stages = v["stages"].as_array().unwrap();
-    let got: Vec<(&str, &str)> = stages
-        .iter()
-        .map(|s| (s["stage"].as_str().unwrap(), s["status"].as_str().unwrap()))
-        .collect();
-    assert_eq!(
-        got,
-        [
-            ("trust-both", "done"),
-            ("reissue", "ran"),
-            ("drop-old", "ran")
-        ],
-        "{v:#}"
-    );
     for s in &stages[1..] {
         assert_eq!(
             s["cas"],
@@ -1116,7 +1060,11 @@ fn rotate_cluster_ca(
         .filter(|l| l.contains(" FAIL "))
         .copied()
         .collect();
-    let is_refused = |l: &&str| l.contains("was refused") || l.contains("deadline exceeded");
+    let is_refused = |l: &&str| {
+        l.contains("was refused")
+            || l.contains("deadline exceeded")
+            || l.contains("Client.Timeout exceeded")
+    };
     let is_unsynced =
         |l: &&str| l.contains("(Forbidden)") && l.contains("cannot get path \"/api\"");
     let refused = failed.iter().filter(|l| is_refused(l)).count();

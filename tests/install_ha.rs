@@ -18,7 +18,8 @@
 //! controller manager and scheduler leases are held, and renewed after the stop, by node2 (the
 //! leader moved, or stayed). The API server is started again; a full install converges what
 //! `node add` leaves to it, a rerun then changes nothing and `--check --phase load-balancer`
-//! reports nothing to do. Finally `reset --hosts node3` stops and disables its haproxy. Wall
+//! reports nothing to do. Then etcd's CA is rotated under the running cluster (see
+//! [`rotate_etcd_ca`]). Finally `reset --hosts node3` stops and disables its haproxy. Wall
 //! times are printed.
 //!
 //! Needs root, systemd-nspawn and debootstrap (scripts/deps.sh), apt access for the bundle and
@@ -26,13 +27,16 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clusterkit_sandbox::{SandboxGuard, UpOptions};
 use common::{
-    apiserver_etcd_servers, changed_tasks, clusterkit, describe, install_timed, poll, run_ok, ssh,
-    ssh_cmd, stdout, NODES,
+    apiserver_etcd_servers, changed_tasks, ck, clusterkit, describe, install_timed, json_of,
+    new_not_old, pem_certs, poll, run_fail, run_ok, ssh, ssh_cmd, stdout, NODES,
 };
 use serde_json::Value;
 
@@ -394,6 +398,10 @@ fn two_control_planes_behind_a_local_load_balancer() {
         );
     }
 
+    // 6. etcd's CA rotated under the running cluster.
+    let state = sb.dir().join(format!("{name}-state"));
+    rotate_etcd_ca(&sb, &cfg, &state, work.path());
+
     // Reset of the worker stops and disables clusterkit's haproxy (the package stays).
     let mut c = clusterkit();
     c.arg("-f")
@@ -411,4 +419,344 @@ fn two_control_planes_behind_a_local_load_balancer() {
         "{state}"
     );
     drop(sb);
+}
+
+/// Reads through node1's load balancer once a second (node1's kubelet.conf, its Node object:
+/// a quorum read of etcd by whichever API server haproxy picks) until /tmp/ck-reads-stop
+/// exists: ` ok` or ` FAIL <time> <error>` per read.
+const READS_LOOP: &str = r#"while [ ! -e /tmp/ck-reads-stop ]; do
+  if out=$(kubectl --kubeconfig /etc/kubernetes/kubelet.conf --request-timeout=5s get node node1 -o name 2>&1); then echo " ok"; else echo " FAIL $(date -u +%T) $(echo $out | head -c 300)"; fi
+  sleep 1
+done"#;
+
+/// 6. `certs rotate-ca --ca etcd` under the running cluster (three etcd members, two API
+///    servers behind every node's load balancer): `--check` plans the three stages (etcd
+///    restarted on every member, kube-apiserver on the control-plane hosts) and changes
+///    nothing; the rotation is killed in its reissue stage, where `check-expiration` shows the
+///    old and the new etcd CA, and `--resume` finishes it. Then every etcd certificate on every
+///    node and in the state directory verifies against the new CA and not the old (openssl),
+///    `etcd/ca.crt` is the new CA alone on every node, every member refuses a client
+///    certificate of the old CA and a client trusting only the old CA cannot verify them, and
+///    `check-expiration` finds everything ok; every member was restarted, one at a time
+///    (their start times, each after the previous one's). Throughout, `etcdctl endpoint
+///    health` asked every second (with the state directory's CA and client certificate of
+///    that moment) never found fewer than two of the three members healthy, and reads through
+///    node1's load balancer never failed but while etcd's leader changed hands (see below). `backup etcd` works
+///    afterwards; a rerun changes nothing and restarts no member.
+fn rotate_etcd_ca(sb: &SandboxGuard, cfg: &Path, state: &Path, work: &Path) {
+    let started = Instant::now();
+    let endpoints = common::etcd_endpoints(sb);
+    let pki = state.join("pki/etcd");
+    let old_ca = std::fs::read_to_string(pki.join("ca.crt")).unwrap();
+    assert_eq!(pem_certs(&old_ca).len(), 1);
+    // The old CA and a client pair it signed, kept to show that they no longer work.
+    let old = work.join("old-etcd");
+    std::fs::create_dir_all(&old).unwrap();
+    for f in ["ca.crt", "healthcheck-client.crt", "healthcheck-client.key"] {
+        std::fs::copy(pki.join(f), old.join(f)).unwrap();
+    }
+    let journal_path = state.join("rotate/journal.json");
+    let host = |v: &Value, n: &str| -> Value {
+        v["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["host"] == n)
+            .unwrap_or_else(|| panic!("no host {n} in {v:#}"))
+            .clone()
+    };
+    let has = |list: &Value, item: &str| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x.as_str() == Some(item))
+    };
+
+    // --check: the three stages planned for etcd's files, nothing changed.
+    let v = common::rotate_ca(cfg, "etcd", &["--check"]);
+    let stages = v["stages"].as_array().unwrap();
+    let names: Vec<&str> = stages
+        .iter()
+        .map(|s| s["stage"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["trust-both", "reissue", "drop-old"], "{v:#}");
+    for s in stages {
+        assert_eq!(s["status"], "planned", "{v:#}");
+        assert_eq!(s["cas"], serde_json::json!(["etcd-ca"]), "{v:#}");
+        for n in NODES {
+            let h = host(s, n);
+            assert!(
+                has(&h["uploaded"], "/etc/kubernetes/pki/etcd/ca.crt"),
+                "{v:#}"
+            );
+            assert!(has(&h["restarted"], "etcd"), "{v:#}");
+            assert!(
+                h["uploaded"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|u| u.as_str().unwrap().contains("etcd")),
+                "only etcd's files: {v:#}"
+            );
+        }
+        for n in ["node1", "node2"] {
+            assert!(has(&host(s, n)["restarted"], "kube-apiserver"), "{v:#}");
+        }
+    }
+    assert_eq!(std::fs::read_to_string(pki.join("ca.crt")).unwrap(), old_ca);
+    assert!(!journal_path.exists());
+
+    // Monotonic start time (µs) of each member's etcd process; nodes share the kernel, so
+    // these compare across nodes.
+    let etcd_started = || -> Vec<u64> {
+        NODES
+            .iter()
+            .map(|n| {
+                ssh(
+                    sb,
+                    n,
+                    "systemctl show -p ExecMainStartTimestampMonotonic --value etcd",
+                )
+                .trim()
+                .parse()
+                .unwrap()
+            })
+            .collect()
+    };
+    let starts_before = etcd_started();
+
+    // Watchers for the whole rotation: etcd's health every second from here, reads through
+    // node1's load balancer every second on node1.
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (stop, state, endpoints) = (stop.clone(), state.to_path_buf(), endpoints.clone());
+        std::thread::spawn(move || {
+            // (healthy members, etcdctl's output) per answer; reads of a client pair caught
+            // between its certificate's and its key's replacement, apart.
+            let mut samples: Vec<(usize, String)> = Vec::new();
+            let mut torn = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let out = common::etcdctl(&state, &endpoints, &["endpoint", "health"])
+                    .output()
+                    .unwrap();
+                let text = format!("{}{}", stdout(&out), common::stderr(&out));
+                if text.contains("private key does not match public key") {
+                    torn += 1;
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+                samples.push((text.matches(" is healthy").count(), text));
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            (samples, torn)
+        })
+    };
+    ssh(sb, "node1", "rm -f /tmp/ck-reads-stop");
+    let mut reads_cmd = ssh_cmd(sb, "node1", READS_LOOP);
+    let reads = std::thread::spawn(move || reads_cmd.output().unwrap());
+
+    // The rotation, killed in its reissue stage (once the new certificates are issued and
+    // their roll-out has begun).
+    let journal = common::kill_rotation_in_reissue(cfg, state, "etcd", Duration::from_secs(900));
+    assert!(journal.contains("\"stage\": \"trust-both\""), "{journal}");
+    // Mid-rotation: the old and the new etcd CA, marked.
+    let v = json_of(&mut ck(cfg, &["-o", "json", "certs", "check-expiration"]));
+    for which in ["old", "new"] {
+        let marked: Vec<&Value> = v["certificates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["host"] == "local" && r["name"] == "etcd-ca" && r["rotation"] == which)
+            .collect();
+        assert_eq!(marked.len(), 1, "{which}: {v:#}");
+        assert_eq!(marked[0]["status"], "ok", "{v:#}");
+    }
+    let v = common::rotate_ca(cfg, "etcd", &["--resume"]);
+    common::assert_resumed_in_reissue(&v);
+    let stages = v["stages"].as_array().unwrap();
+    for s in &stages[1..] {
+        for n in NODES {
+            let h = host(s, n);
+            assert_eq!(h["status"], "ok", "{v:#}");
+            // Every member restarted in each stage, the resumed one included.
+            assert!(has(&h["restarted"], "etcd"), "{n}: {v:#}");
+        }
+    }
+    eprintln!(
+        "etcd CA rotation (check, killed run, resume): {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    // Every member restarted, one at a time: in the last stage each started after the
+    // previous one had started and the cluster had been found healthy.
+    let starts = etcd_started();
+    eprintln!("etcd start times (monotonic µs) before {starts_before:?}, after {starts:?}");
+    for (i, n) in NODES.iter().enumerate() {
+        assert!(starts[i] > starts_before[i], "{n}: etcd not restarted");
+    }
+    assert!(common::one_at_a_time(&starts), "{starts:?}");
+
+    // The watchers stop; what they saw.
+    ssh(sb, "node1", "touch /tmp/ck-reads-stop");
+    stop.store(true, Ordering::Relaxed);
+    let (samples, torn) = watcher.join().unwrap();
+    let reads = reads.join().unwrap();
+    let least = samples.iter().map(|(n, _)| *n).min().unwrap_or(0);
+    let reads = stdout(&reads);
+    let ok = reads.lines().filter(|l| *l == " ok").count();
+    let failed: Vec<&str> = reads.lines().filter(|l| l.starts_with(" FAIL")).collect();
+    // The one failure a member's restart may cause: a read in flight while the leader hands
+    // over (a stopping leader transfers its leadership) is answered "etcdserver: leader
+    // changed", which kube-apiserver's etcd client does not retry. At most one per restart of
+    // a member in the three stages; any other failure (refused, timed out, x509) fails.
+    let (leader_changed, other): (Vec<&str>, Vec<&str>) = failed
+        .iter()
+        .partition(|l| l.contains("etcdserver: leader changed"));
+    eprintln!(
+        "during the etcd CA rotation: {} health samples, fewest healthy members {least} ({torn} torn reads of the client pair retried); {ok} reads through node1's load balancer answered, {} failed ({} while etcd's leader changed)",
+        samples.len(),
+        failed.len(),
+        leader_changed.len()
+    );
+    assert!(samples.len() >= 60, "{} samples", samples.len());
+    // A pair is replaced once (cert, then key, each atomically): a torn read is rare.
+    assert!(
+        torn <= 3,
+        "{torn} torn reads of the healthcheck client pair"
+    );
+    if let Some((_, text)) = samples.iter().find(|(n, _)| *n < 2) {
+        panic!("etcd lost its quorum during the rotation:\n{text}");
+    }
+    assert!(ok >= 60, "{reads}");
+    assert!(
+        other.is_empty() && leader_changed.len() <= 3 * NODES.len(),
+        "reads failed during the rotation: {failed:#?}"
+    );
+
+    // The new CA alone everywhere; every etcd certificate verifies against it, not the old.
+    let new_ca = std::fs::read_to_string(pki.join("ca.crt")).unwrap();
+    assert_eq!(pem_certs(&new_ca).len(), 1, "{new_ca}");
+    assert_ne!(new_ca, old_ca);
+    let old_on_node = "/tmp/clusterkit-old-etcd-ca.pem";
+    let node_pki = "/etc/kubernetes/pki";
+    for n in NODES {
+        assert_eq!(
+            ssh(sb, n, &format!("cat {node_pki}/etcd/ca.crt")),
+            new_ca,
+            "{n}"
+        );
+        ssh(sb, n, &format!("cat > {old_on_node} <<'EOF'\n{old_ca}EOF"));
+        let mut leaves = vec!["etcd/server.crt", "etcd/peer.crt"];
+        if n != "node3" {
+            leaves.extend(["etcd/healthcheck-client.crt", "apiserver-etcd-client.crt"]);
+        }
+        for leaf in leaves {
+            new_not_old(
+                sb,
+                n,
+                &format!("{node_pki}/{leaf}"),
+                &format!("{node_pki}/etcd/ca.crt"),
+                old_on_node,
+            );
+        }
+    }
+    let openssl = |args: &[&str], leaf: &Path| {
+        Command::new(common::tool(
+            "CLUSTERKIT_OPENSSL",
+            Path::new("/usr/bin/openssl"),
+        ))
+        .args(args)
+        .arg(leaf)
+        .output()
+        .unwrap()
+    };
+    let mut local: Vec<PathBuf> = ["healthcheck-client.crt", "metrics-client.crt"]
+        .iter()
+        .map(|f| pki.join(f))
+        .collect();
+    local.push(state.join("pki/apiserver-etcd-client.crt"));
+    for n in NODES {
+        for kind in ["server", "peer"] {
+            local.push(state.join(format!("hosts/{n}/pki/etcd/{kind}.crt")));
+        }
+    }
+    let new_file = pki.join("ca.crt");
+    let old_file = old.join("ca.crt");
+    for leaf in &local {
+        let out = openssl(&["verify", "-CAfile", new_file.to_str().unwrap()], leaf);
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            leaf.display(),
+            common::stderr(&out)
+        );
+        let out = openssl(&["verify", "-CAfile", old_file.to_str().unwrap()], leaf);
+        assert!(
+            !out.status.success(),
+            "{} verifies against the old CA",
+            leaf.display()
+        );
+    }
+    assert!(!state.join("rotate/etcd-ca/old.key").exists());
+    assert!(!state.join("rotate/etcd-ca/new.key").exists());
+
+    // The members refuse the old CA's client certificate, and the old CA cannot verify them.
+    let old_client = |ca: &Path, cert: &Path, key: &Path| {
+        let mut c = Command::new(common::tool(
+            "CLUSTERKIT_ETCDCTL",
+            Path::new("/usr/bin/etcdctl"),
+        ));
+        c.env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={endpoints}"))
+            .arg(format!("--cacert={}", ca.display()))
+            .arg(format!("--cert={}", cert.display()))
+            .arg(format!("--key={}", key.display()))
+            .args(["--dial-timeout=5s", "--command-timeout=10s"])
+            .args(["endpoint", "health"]);
+        c
+    };
+    let (new_cert, new_key) = (
+        pki.join("healthcheck-client.crt"),
+        pki.join("healthcheck-client.key"),
+    );
+    let (old_cert, old_key) = (
+        old.join("healthcheck-client.crt"),
+        old.join("healthcheck-client.key"),
+    );
+    let out = run_fail(&mut old_client(&new_file, &old_cert, &old_key));
+    let text = format!("{}{}", stdout(&out), common::stderr(&out));
+    assert_eq!(text.matches(" is healthy").count(), 0, "{text}");
+    let out = run_fail(&mut old_client(&old_file, &new_cert, &new_key));
+    let text = format!("{}{}", stdout(&out), common::stderr(&out));
+    assert_eq!(text.matches(" is healthy").count(), 0, "{text}");
+    let out = run_ok(&mut old_client(&new_file, &new_cert, &new_key));
+    let text = format!("{}{}", stdout(&out), common::stderr(&out));
+    assert_eq!(text.matches(" is healthy").count(), 3, "{text}");
+    let v = json_of(&mut ck(cfg, &["-o", "json", "certs", "check-expiration"]));
+    for r in v["certificates"].as_array().unwrap() {
+        assert_eq!(r["status"], "ok", "{r:#}");
+        assert!(r["rotation"].is_null(), "{r:#}");
+    }
+
+    // A backup through the new CA and client pair.
+    let store = format!("file://{}", work.join("etcd-store").display());
+    let v = json_of(&mut ck(
+        cfg,
+        &["-o", "json", "backup", "etcd", "--store", &store],
+    ));
+    let id = v["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{v:#}"))
+        .to_string();
+    run_ok(&mut ck(cfg, &["backup", "verify", &id, "--store", &store]));
+
+    // A rerun changes nothing: every stage done, no member restarted.
+    let before = etcd_started();
+    let v = common::rotate_ca(cfg, "etcd", &[]);
+    for s in v["stages"].as_array().unwrap() {
+        assert_eq!(s["status"], "done", "{v:#}");
+        assert_eq!(s["hosts"], serde_json::json!([]), "{v:#}");
+    }
+    assert_eq!(before, starts);
+    assert_eq!(etcd_started(), starts);
+    assert_eq!(std::fs::read_to_string(pki.join("ca.crt")).unwrap(), new_ca);
 }

@@ -52,29 +52,16 @@ impl Pki {
     /// The client certificate used to read etcd's metrics and status: the dedicated
     /// `etcd/metrics-client` when the installer issued one, else `etcd/healthcheck-client`.
     pub fn etcd_metrics_client(&self) -> ClientCert {
-        for name in ["etcd/metrics-client", "etcd/healthcheck-client"] {
-            let cert = self.dir.join(format!("{name}.crt"));
-            if cert.exists() {
-                return ClientCert {
-                    key: self.dir.join(format!("{name}.key")),
-                    cert,
-                };
-            }
-        }
-        ClientCert {
-            cert: self.dir.join("etcd/metrics-client.crt"),
-            key: self.dir.join("etcd/metrics-client.key"),
-        }
+        let (cert, key) = clusterkit_installer::pki::etcd_metrics_client(&self.dir);
+        ClientCert { cert, key }
     }
 
     /// The client certificate for the apiserver, kubelets, scheduler and controller-manager
     /// metrics endpoints (kubeadm's `apiserver-kubelet-client`, which the kubelets trust and
     /// which is authorised on the apiserver).
     pub fn kube_client(&self) -> ClientCert {
-        ClientCert {
-            cert: self.dir.join("apiserver-kubelet-client.crt"),
-            key: self.dir.join("apiserver-kubelet-client.key"),
-        }
+        let (cert, key) = clusterkit_installer::pki::kube_metrics_client(&self.dir);
+        ClientCert { cert, key }
     }
 }
 

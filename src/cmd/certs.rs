@@ -7,9 +7,9 @@
 //!   restart what uses it (etcd one member at a time, waiting for a healthy cluster).
 //! - `distribute`: only the second half — bring nodes in line with the state directory (e.g.
 //!   after a renewal that could not reach a host).
-//! - `rotate-ca [--ca …] [--check] [--resume]`: replace a CA in three stages (trust both,
-//!   reissue, drop the old), journaled so a rerun continues and a rerun after the end changes
-//!   nothing; every host, one at a time.
+//! - `rotate-ca [--ca …] [--check] [--resume]`: replace a CA (the cluster's, the front
+//!   proxy's, etcd's) in three stages (trust both, reissue, drop the old), journaled so a rerun
+//!   continues and a rerun after the end changes nothing; every host, one at a time.
 //!
 //! The work is in `clusterkit_installer::certs`; this is the CLI around it.
 
@@ -266,16 +266,18 @@ async fn connect(
     (ok, failed)
 }
 
-/// The etcd health check rolls wait on: the operator's machine checks etcd with the
-/// healthcheck client certificate (`tls`, from the state directory), as the etcd phase does.
-fn etcd_health<'a>(
-    cluster: &'a Cluster,
-    tls: &'a Option<etcd_phase::ClientTls>,
-) -> certs::HealthFuture<'a> {
+/// The etcd health check rolls wait on: the operator's machine checks etcd with the etcd CA
+/// and the healthcheck client certificate of the state directory, as the etcd phase does,
+/// read again at each check (a rotation of the etcd CA changes both between checks); then
+/// asks which member leads.
+fn etcd_health(cluster: &Cluster) -> certs::HealthFuture<'_> {
     Box::pin(async move {
-        match tls {
-            Some(tls) => etcd_phase::health(cluster, tls).await.map_err(Into::into),
-            None => Err("no etcd healthcheck client certificate in the state directory".into()),
+        match etcd_phase::ClientTls::load(cluster) {
+            Ok(tls) => {
+                etcd_phase::health(cluster, &tls).await?;
+                Ok(etcd_phase::leader(cluster, &tls).await)
+            }
+            Err(e) => Err(format!("no etcd healthcheck client certificate: {e}").into()),
         }
     })
 }
@@ -317,14 +319,14 @@ async fn distribute_and_report(
             cluster.host(name).map(|h| (h, exec))
         })
         .collect();
-    let tls = etcd_phase::ClientTls::load(cluster).ok();
-    let health = || -> certs::HealthFuture<'_> { etcd_health(cluster, &tls) };
+    let health = || -> certs::HealthFuture<'_> { etcd_health(cluster) };
     let restart = if restart {
         certs::Restart::Changed
     } else {
         certs::Restart::No
     };
-    results.extend(certs::distribute(&layout, &nodes, only, restart, &health, &fan).await);
+    let settle = clusterkit_installer::phases::load_balancer::readmit_delay(cluster);
+    results.extend(certs::distribute(&layout, &nodes, only, restart, &health, settle, &fan).await);
     // Input order (the selection's), not "unreachable first".
     results.sort_by_key(|r| hosts.iter().position(|h| h.name == r.host));
     for (_, ssh) in &connected {
@@ -487,8 +489,7 @@ impl RotateArgs {
                 Err(e) => unreachable.push(format!("{}: {e}", r.host)),
             }
         }
-        let tls = etcd_phase::ClientTls::load(&cluster).ok();
-        let health = || -> certs::HealthFuture<'_> { etcd_health(&cluster, &tls) };
+        let health = || -> certs::HealthFuture<'_> { etcd_health(&cluster) };
         let mut reports = Vec::new();
         let outcome = if !unreachable.is_empty() {
             Err(anyhow::anyhow!(

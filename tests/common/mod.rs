@@ -261,6 +261,92 @@ pub fn openssh_cmd(sb: &clusterkit_sandbox::SandboxGuard, program: &str) -> Comm
     c
 }
 
+/// `clusterkit -f CFG -o json certs rotate-ca --ca CAS ARGS…`: its report.
+pub fn rotate_ca(cfg: &Path, cas: &str, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["-o", "json", "certs", "rotate-ca", "--ca", cas];
+    all.extend_from_slice(args);
+    json_of(&mut ck(cfg, &all))
+}
+
+/// Starts `certs rotate-ca --ca CAS` and kills it (SIGKILL) once the journal in the state
+/// directory `state` says its reissue stage began (the new certificates issued, their roll-out
+/// begun), within `timeout`; panics with its stderr when it ended before. Returns the journal.
+pub fn kill_rotation_in_reissue(cfg: &Path, state: &Path, cas: &str, timeout: Duration) -> String {
+    let journal_path = state.join("rotate/journal.json");
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut killed = ck(cfg, &["-o", "json", "certs", "rotate-ca", "--ca", cas]);
+    killed
+        .stdout(std::process::Stdio::null())
+        .stderr(log.reopen().unwrap());
+    let mut child = killed.spawn().unwrap();
+    let mid_stage_2 = wait_until(timeout, || {
+        std::fs::read_to_string(&journal_path).is_ok_and(|j| j.contains("\"started\": \"reissue\""))
+            || child.try_wait().unwrap().is_some()
+    });
+    let exited = child.try_wait().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let log = std::fs::read_to_string(log.path()).unwrap();
+    assert!(mid_stage_2 && exited.is_none(), "{exited:?}\n{log}");
+    std::fs::read_to_string(&journal_path).unwrap()
+}
+
+/// Asserts that the rotate-ca report `v` of a resumed rotation found the trust-both stage done
+/// and ran the reissue and drop-old stages.
+#[track_caller]
+pub fn assert_resumed_in_reissue(v: &serde_json::Value) {
+    let got: Vec<(&str, &str)> = v["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["stage"].as_str().unwrap(), s["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("trust-both", "done"),
+            ("reissue", "ran"),
+            ("drop-old", "ran")
+        ],
+        "{v:#}"
+    );
+}
+
+/// Whether processes with these start times (monotonic µs, comparable across sandbox nodes:
+/// they share the kernel) were started one after another, in any order, each at least 0.2 s
+/// after the previous one (restarted together, they start within milliseconds).
+pub fn one_at_a_time(starts: &[u64]) -> bool {
+    let mut sorted = starts.to_vec();
+    sorted.sort_unstable();
+    sorted.windows(2).all(|w| w[1] > w[0] + 200_000)
+}
+
+/// PEM certificate blocks of a text.
+pub fn pem_certs(text: &str) -> Vec<String> {
+    text.split_inclusive("-----END CERTIFICATE-----")
+        .filter_map(|b| b.find("-----BEGIN").map(|i| b[i..].to_string()))
+        .collect()
+}
+
+/// On `node`, `openssl verify` accepts `leaf` with the CA file `new` and refuses it with `old`.
+pub fn new_not_old(
+    sb: &clusterkit_sandbox::SandboxGuard,
+    node: &str,
+    leaf: &str,
+    new: &str,
+    old: &str,
+) {
+    let ok = ssh(sb, node, &format!("openssl verify -CAfile {new} {leaf}"));
+    assert!(ok.trim().ends_with(": OK"), "{node}: {leaf}: {ok}");
+    let refused = ssh_cmd(sb, node, &format!("openssl verify -CAfile {old} {leaf}"))
+        .output()
+        .unwrap();
+    assert!(
+        !refused.status.success(),
+        "{node}: {leaf} still verifies against {old}"
+    );
+}
+
 /// `ssh root@NODE CMD` into a sandbox node (`openssh_cmd`).
 pub fn ssh_cmd(sb: &clusterkit_sandbox::SandboxGuard, node: &str, cmd: &str) -> Command {
     let n = sb.node(node).unwrap();

@@ -149,6 +149,27 @@ pub fn node_files(cluster: &Cluster, layout: &StateLayout, host: &Host) -> Vec<N
             });
         }
     }
+    // Prometheus's copies of the cluster CAs and of its client pairs, where it was deployed:
+    // `prometheus-<file>` (`prometheus-etcd-metrics-client`).
+    let copies = pki::prometheus_copies(layout, &host.name);
+    let remotes: Vec<String> = copies
+        .iter()
+        .map(|f| f.remote.to_string_lossy().into_owned())
+        .collect();
+    for (f, remote) in copies.iter().zip(&remotes) {
+        let Some(base) = remote.strip_suffix(".crt") else {
+            continue;
+        };
+        let key = format!("{base}.key");
+        out.push(NodeFile {
+            name: format!("prometheus-{}", base.rsplit('/').next().unwrap_or(base)),
+            key: remotes.contains(&key).then_some(key),
+            remote: remote.clone(),
+            kind: FileKind::Cert,
+            local: Some(f.local.clone()),
+            optional: false,
+        });
+    }
     // The kubelet's own pairs, once it has them (rotated through CSRs).
     for (name, remote) in [
         ("kubelet-client-current", node.kubelet_client_pem),

@@ -11,7 +11,8 @@ use clusterkit_core::playbook::modules::files;
 
 /// The files a node gets from the state directory: [`pki::host_files`], plus kube-proxy's
 /// kubeconfig once the addons phase has issued it, plus the monitoring files
-/// ([`pki::monitoring_files`]).
+/// ([`pki::monitoring_files`]) and Prometheus's copies of the cluster PKI
+/// ([`pki::prometheus_copies`]).
 pub fn node_mappings(layout: &StateLayout, host: &Host) -> Vec<FileMapping> {
     let mut files = pki::host_files(
         layout,
@@ -31,6 +32,7 @@ pub fn node_mappings(layout: &StateLayout, host: &Host) -> Vec<FileMapping> {
         });
     }
     files.extend(pki::monitoring_files(layout, &host.name));
+    files.extend(pki::prometheus_copies(layout, &host.name));
     files
 }
 
@@ -261,13 +263,14 @@ pub struct NodeOutcome {
     pub restarted: Vec<String>,
 }
 
-/// Checks the etcd cluster once (every member answers, all started, a leader); `Ok` text on
-/// success. Supplied by the caller so this module does not depend on how etcd is reached.
+/// Checks the etcd cluster once (every member answers, all started, a leader); on success,
+/// the leading member's name when known. Supplied by the caller so this module does not
+/// depend on how etcd is reached.
 pub type EtcdHealth<'a> = &'a dyn Fn() -> HealthFuture<'a>;
 
 /// The future an [`EtcdHealth`] check returns.
 pub type HealthFuture<'a> =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Cause>> + 'a>>;
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Option<String>, Cause>> + 'a>>;
 
 /// A node to distribute to: its cluster.yaml entry and a connected executor.
 pub(super) type NodeItem<'a> = (&'a Host, Arc<dyn Executor>);
@@ -278,11 +281,14 @@ pub(super) type RestartItem = (usize, Arc<dyn Executor>, Vec<&'static str>);
 /// How long one etcd member may take to rejoin a healthy cluster after its restart.
 pub const ETCD_REJOIN_TIMEOUT: Duration = Duration::from_secs(120);
 
-pub(super) async fn wait_healthy(health: EtcdHealth<'_>, timeout: Duration) -> Result<(), Cause> {
+pub(super) async fn wait_healthy(
+    health: EtcdHealth<'_>,
+    timeout: Duration,
+) -> Result<Option<String>, Cause> {
     let start = std::time::Instant::now();
     loop {
         let err = match health().await {
-            Ok(()) => return Ok(()),
+            Ok(leader) => return Ok(leader),
             Err(e) => e,
         };
         if start.elapsed() >= timeout {
@@ -308,10 +314,15 @@ pub enum Restart {
 ///
 /// 1. every node in parallel (`fan`): upload what differs among its files (all of them, or
 ///    only those whose local path is in `only`);
-/// 2. etcd members whose files changed, **one at a time**: the cluster must be healthy first,
-///    then the member restarts and the whole cluster must be healthy again (within
-///    [`ETCD_REJOIN_TIMEOUT`]) before the next; a failure stops the roll, so quorum holds;
-/// 3. every other component whose files changed, nodes in parallel.
+/// 2. etcd members whose files changed, **one at a time**, the leader last: the cluster must
+///    be healthy first, then the member restarts and the whole cluster must be healthy again
+///    (within [`ETCD_REJOIN_TIMEOUT`]) before the next; a failure stops the roll, so quorum
+///    holds;
+/// 3. every other component whose files changed, nodes in parallel; a restarted
+///    kube-apiserver is waited for until `/readyz` answers, then for `apiserver_settle` more
+///    (the local load balancers' [`readmit_delay`](crate::phases::load_balancer::readmit_delay):
+///    with one host at a time, the next API server stops only once every node's load
+///    balancer sends requests to this one again).
 ///
 /// `restart` says what restarts. Returns one result per node, in input order.
 pub async fn distribute(
@@ -320,6 +331,7 @@ pub async fn distribute(
     only: Option<&HashSet<PathBuf>>,
     restart: Restart,
     etcd_health: EtcdHealth<'_>,
+    apiserver_settle: Duration,
     fan: &Fanout,
 ) -> Vec<HostResult<NodeOutcome, CertsError>> {
     let files_of = |host: &Host| -> Vec<FileMapping> {
@@ -358,9 +370,25 @@ pub async fn distribute(
         return results;
     }
     const ETCD: &str = NodeLayout::DEFAULT.units.etcd;
-    // 2. etcd, one member at a time.
+    // 2. etcd, one member at a time, the leader last: a stopping leader hands its leadership
+    // over, and a request in flight then fails ("leader changed"); so it happens once per roll
+    // rather than once per member.
+    let restarts_etcd = |i: usize| {
+        results[i]
+            .result
+            .as_ref()
+            .is_ok_and(|o| to_restart(i, o).contains(ETCD))
+    };
+    let leader = if (0..nodes.len()).any(restarts_etcd) {
+        etcd_health().await.ok().flatten()
+    } else {
+        None
+    };
+    let mut order: Vec<usize> = (0..nodes.len()).collect();
+    order.sort_by_key(|&i| leader.as_deref() == Some(nodes[i].0.name.as_str()));
     let mut etcd_stopped: Option<String> = None;
-    for (i, (host, exec)) in nodes.iter().enumerate() {
+    for i in order {
+        let (host, exec) = &nodes[i];
         let Ok(outcome) = &results[i].result else {
             continue;
         };
@@ -430,6 +458,7 @@ pub async fn distribute(
                     && unit == NodeLayout::DEFAULT.units.kube_apiserver
                 {
                     wait_apiserver_ready(exec.as_ref(), APISERVER_READY_TIMEOUT).await?;
+                    tokio::time::sleep(apiserver_settle).await;
                 }
                 if how != Restarted::Absent {
                     done.push(unit.to_string());

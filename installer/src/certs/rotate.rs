@@ -9,7 +9,10 @@
 //!    first: it still signs) — the node's `ca.crt` (kube-apiserver's and the controller
 //!    manager's `--client-ca-file`, the kubelet's `clientCAFile`, `--root-ca-file` and so the
 //!    `kube-root-ca.crt` ConfigMaps) and every kubeconfig's `certificate-authority-data`, or
-//!    `front-proxy-ca.crt` (`--requestheader-client-ca-file`);
+//!    `front-proxy-ca.crt` (`--requestheader-client-ca-file`), or `etcd/ca.crt` (etcd's
+//!    `--trusted-ca-file` and `--peer-trusted-ca-file`, kube-apiserver's `--etcd-cafile`, and
+//!    what every other etcd client of clusterkit reads: the health checks and `backup etcd`
+//!    from the state directory, the backup timers on the nodes);
 //! 2. **reissue** ([`Stage::Reissued`]): the new CA signs (bundle new+old, the new key, the
 //!    controller manager's signer) and every leaf it covers is re-issued with it, through
 //!    [`renew_local`];
@@ -21,7 +24,10 @@
 //! Each stage's local part is rebuilt from the archive (so it is idempotent), then the CA's
 //! files go out through [`distribute`]: only what differs is uploaded, and what uses it is
 //! restarted, one host at a time with the caller's fan-out, etcd members with health checks
-//! and kube-apiserver waited for until `/readyz` answers. Then what the API publishes of the
+//! (the whole cluster healthy before and after each member, so quorum holds throughout) and
+//! kube-apiserver waited for until `/readyz` answers. The caller's etcd health check must
+//! read the state directory's etcd CA and client pair at each call: they change with every
+//! stage of the etcd CA's rotation. Then what the API publishes of the
 //! CAs follows ([`refresh_api`]): `kube-public/cluster-info`, and after the drop stage
 //! `kube-system/extension-apiserver-authentication` (the `kube-root-ca.crt` ConfigMaps follow
 //! the controller manager's `--root-ca-file` by themselves).
@@ -45,8 +51,12 @@
 //! `ca.crt` (installed before [`CLUSTER_SIGNING_CERT`](clusterkit_core::layout::CLUSTER_SIGNING_CERT)
 //! existed): rerunning the pki and control-plane phases first moves them.
 //!
-//! Limits: the cluster CA (`kubernetes`) and the front proxy's are rotated; etcd's not yet.
-//! Certificates clusterkit did not issue are not looked at. A stage
+//! Limits: the cluster CA (`kubernetes`), the front proxy's and etcd's are rotated; the
+//! monitoring CA is not (`certs renew` re-issues its leaves). Certificates clusterkit did not
+//! issue are not looked at; Prometheus's copies of the etcd and cluster CAs are followed only
+//! where `monitor deploy` put them with `monitor.tls` on ([`pki::prometheus_copies`]; with it
+//! off, Prometheus's etcd scrape fails from the reissue stage on until `monitor deploy` runs
+//! again). A stage
 //! interrupted midway is rolled out again by the rerun with every user of its files restarted,
 //! uploaded or not.
 
@@ -283,9 +293,17 @@ const AUTH_CONFIGMAP: (&str, &str) = ("kube-system", "extension-apiserver-authen
 /// - after the drop stage, [`AUTH_CONFIGMAP`] is deleted so the API servers publish it again
 ///   with only the CAs they now read: they add to what it holds and never remove a CA that is
 ///   still valid. Waits until it is back.
+///
+/// The API publishes nothing of etcd's CA: for it alone, nothing is asked.
 async fn refresh_api(cluster: &Cluster, cas: &[CaName], stage: Stage) -> Result<(), RotateError> {
     use k8s_openapi::api::core::v1::ConfigMap;
     use kube::api::{Api, DeleteParams, Patch, PatchParams};
+    if !cas
+        .iter()
+        .any(|c| matches!(c, CaName::Kubernetes | CaName::FrontProxy))
+    {
+        return Ok(());
+    }
     let err = |what: &'static str| {
         move |e: kube::Error| RotateError::Api {
             what,
@@ -400,7 +418,7 @@ pub async fn signs_with_signer_file(exec: &dyn Executor) -> Result<bool, CertsEr
 }
 
 /// The CAs `rotate-ca` can rotate.
-pub const ROTATABLE: [CaName; 2] = [CaName::Kubernetes, CaName::FrontProxy];
+pub const ROTATABLE: [CaName; 3] = [CaName::Kubernetes, CaName::FrontProxy, CaName::Etcd];
 
 /// Concatenates certificates (PEM) into one bundle, in order, each block once.
 pub fn bundle(pems: &[&str]) -> String {
@@ -804,6 +822,23 @@ pub struct StageReport {
     pub workloads: Vec<workloads::StalePod>,
 }
 
+/// What a stage over the CA families `only` ([`families`]) would do on `host` (`--check`): the
+/// family's files the host holds, uploaded, and what reads them, restarted.
+fn planned(layout: &StateLayout, host: &Host, only: &HashSet<PathBuf>) -> HostStage {
+    let uploaded: Vec<String> = node_mappings(layout, host)
+        .into_iter()
+        .filter(|m| only.contains(&m.local))
+        .map(|m| m.remote.to_string_lossy().into_owned())
+        .collect();
+    HostStage {
+        host: host.name.clone(),
+        status: "planned",
+        restarted: units_for(&uploaded).into_iter().map(String::from).collect(),
+        uploaded,
+        error: None,
+    }
+}
+
 /// Which of `cas` still need `stage`, by the journal.
 fn needing(journal: &Journal, cas: &[CaName], stage: Stage) -> Vec<CaName> {
     cas.iter()
@@ -928,20 +963,7 @@ pub async fn rotate_cas(
             let only = families(&input, layout, &todo)?;
             let hosts = nodes
                 .iter()
-                .map(|(h, _)| {
-                    let uploaded: Vec<String> = node_mappings(layout, h)
-                        .into_iter()
-                        .filter(|m| only.contains(&m.local))
-                        .map(|m| m.remote.to_string_lossy().into_owned())
-                        .collect();
-                    HostStage {
-                        host: h.name.clone(),
-                        status: "planned",
-                        restarted: units_for(&uploaded).into_iter().map(String::from).collect(),
-                        uploaded,
-                        error: None,
-                    }
-                })
+                .map(|(h, _)| planned(layout, h, &only))
                 .collect();
             done.push(report(&todo, stage, "planned", vec![], hosts));
         }
@@ -1007,7 +1029,17 @@ pub async fn rotate_cas(
         } else {
             Restart::Changed
         };
-        let mut results = distribute(layout, nodes, Some(&only), restart, etcd_health, fan).await;
+        let settle = crate::phases::load_balancer::readmit_delay(cluster);
+        let mut results = distribute(
+            layout,
+            nodes,
+            Some(&only),
+            restart,
+            etcd_health,
+            settle,
+            fan,
+        )
+        .await;
         if todo.contains(&CaName::Kubernetes) {
             let archive = Archive::load(layout, CaName::Kubernetes)?;
             // One host at a time, as the rest of the rotation.
@@ -1745,19 +1777,131 @@ mod tests {
         crate::certs::tests::phases_keep_everything(&input, &layout);
     }
 
+    /// etcd's CA: its bundle (etcd's trusted CA files, kube-apiserver's `--etcd-cafile`) and
+    /// every leaf it signs; the plan of each stage uploads them to the etcd members and
+    /// control-plane hosts and restarts etcd and kube-apiserver there, nothing on a worker;
+    /// the other CAs and the kubeconfigs are left alone.
+    #[test]
+    fn etcd_stages_plan_and_touch_only_their_family() {
+        let dir = tempfile::tempdir().unwrap();
+        let (c, input, layout) = generated(dir.path());
+        let etcd = CaName::Etcd;
+        let read = |rel: &str| std::fs::read_to_string(layout.pki_dir().join(rel)).unwrap();
+        let others = || {
+            (
+                read("ca.crt"),
+                read("front-proxy-ca.crt"),
+                std::fs::read(layout.admin_conf()).unwrap(),
+            )
+        };
+        let before = others();
+        let old_pem = read("etcd/ca.crt");
+        let mut j = Journal::default();
+        prepare(&layout, &input, etcd, &mut j, now()).unwrap();
+        assert_eq!(
+            Journal::load(&layout).unwrap().cas["etcd-ca"].stage,
+            Stage::Prepared
+        );
+        let new_pem =
+            std::fs::read_to_string(layout.rotation_archive("etcd-ca").join("new.crt")).unwrap();
+        assert_ne!(new_pem, old_pem);
+        let stage = |s| apply_local(&c, &input, &layout, etcd, s, now()).unwrap();
+        let only = families(&input, &layout, &[etcd]).unwrap();
+        let plan = |h: &str| planned(&layout, c.host(h).unwrap(), &only);
+        let cp = plan("cp1");
+        for f in [
+            "etcd/ca.crt",
+            "etcd/server.crt",
+            "etcd/peer.key",
+            "etcd/healthcheck-client.crt",
+            "apiserver-etcd-client.crt",
+        ] {
+            let remote = format!("/etc/kubernetes/pki/{f}");
+            assert!(cp.uploaded.contains(&remote), "{remote}: {cp:?}");
+        }
+        assert!(
+            cp.uploaded.iter().all(|u| u.contains("etcd")),
+            "{:?}",
+            cp.uploaded
+        );
+        assert_eq!(cp.restarted, ["etcd", "kube-apiserver"]);
+        let worker = plan("w2");
+        assert!(
+            worker.uploaded.is_empty() && worker.restarted.is_empty(),
+            "{worker:?}"
+        );
+        let a = Archive::load(&layout, etcd).unwrap();
+        let mut leaves = [
+            "apiserver-etcd-client",
+            "etcd-healthcheck-client",
+            "etcd-metrics-client",
+            "etcd-peer/cp1",
+            "etcd-server/cp1",
+        ];
+        leaves.sort_unstable();
+
+        // 1. Both trusted, the old CA still signs; every leaf still the old CA's.
+        stage(Stage::TrustBoth);
+        assert_eq!(read("etcd/ca.crt"), format!("{old_pem}{new_pem}"));
+        assert_eq!(
+            LoadedCa::load(&layout, etcd).unwrap().cert_der(),
+            a.old.cert_der()
+        );
+        crate::certs::tests::phases_keep_everything(&input, &layout);
+        let mut left: Vec<String> = unverified_local(&input, &layout, etcd, &a.new)
+            .unwrap()
+            .into_iter()
+            .map(|u| u.name)
+            .collect();
+        left.sort_unstable();
+        assert_eq!(left, leaves);
+
+        // 2. The new CA signs; every leaf re-issued once, by it.
+        let mut renewed: Vec<String> = stage(Stage::Reissued).into_iter().map(|r| r.name).collect();
+        renewed.sort_unstable();
+        assert_eq!(renewed, leaves);
+        assert_eq!(read("etcd/ca.crt"), format!("{new_pem}{old_pem}"));
+        assert!(unverified_local(&input, &layout, etcd, &a.new)
+            .unwrap()
+            .is_empty());
+        assert!(stage(Stage::Reissued).is_empty());
+        crate::certs::tests::phases_keep_everything(&input, &layout);
+
+        // 3. Only the new CA.
+        stage(Stage::Done);
+        assert_eq!(read("etcd/ca.crt"), new_pem);
+        assert!(before == others(), "another CA or a kubeconfig changed");
+        crate::certs::tests::phases_keep_everything(&input, &layout);
+    }
+
     /// The drop check on a node's files: a leaf of the old CA is listed, the new CA's and
     /// other CAs' leaves are not.
     #[tokio::test]
     async fn node_check_lists_old_leaves() {
+        let names =
+            node_check_after_reissue(CaName::Kubernetes, "pki/apiserver.crt", "apiserver.crt")
+                .await;
+        assert_eq!(names, ["apiserver"]);
+        let names =
+            node_check_after_reissue(CaName::Etcd, "hosts/cp1/pki/etcd/peer.crt", "etcd/peer.crt")
+                .await;
+        assert_eq!(names, ["etcd-peer"]);
+    }
+
+    /// Rotates `ca` up to its reissue stage in the state directory, lays cp1's files out under
+    /// a temporary root with the state file `old_local` (relative to the state directory, as
+    /// it was before the rotation) at `/etc/kubernetes/pki/<remote>`, and returns what the
+    /// drop check lists there.
+    async fn node_check_after_reissue(ca: CaName, old_local: &str, remote: &str) -> Vec<String> {
         let dir = tempfile::tempdir().unwrap();
         let (c, input, layout) = generated(dir.path());
-        let old_apiserver = std::fs::read(layout.pki_dir().join("apiserver.crt")).unwrap();
+        let old_leaf = std::fs::read(layout.root.join(old_local)).unwrap();
         let mut j = Journal::default();
-        prepare(&layout, &input, CaName::Kubernetes, &mut j, now()).unwrap();
+        prepare(&layout, &input, ca, &mut j, now()).unwrap();
         for s in [Stage::TrustBoth, Stage::Reissued] {
-            apply_local(&c, &input, &layout, CaName::Kubernetes, s, now()).unwrap();
+            apply_local(&c, &input, &layout, ca, s, now()).unwrap();
         }
-        let a = Archive::load(&layout, CaName::Kubernetes).unwrap();
+        let a = Archive::load(&layout, ca).unwrap();
         let h = c.host("cp1").unwrap();
         let root = dir.path().join("node");
         let mut files = node_files(&c, &layout, h);
@@ -1771,15 +1915,16 @@ mod tests {
                 .to_string_lossy()
                 .to_string()
         };
-        std::fs::write(re("/etc/kubernetes/pki/apiserver.crt"), &old_apiserver).unwrap();
+        std::fs::write(re(&format!("/etc/kubernetes/pki/{remote}")), &old_leaf).unwrap();
         for f in &mut files {
             f.remote = re(&f.remote);
             f.key = f.key.as_deref().map(re);
         }
         let exec = clusterkit_core::exec::local::LocalExecutor::new("cp1", Duration::from_secs(30));
         let remote = read_node(&exec, &files).await.unwrap();
-        let bad = unverified_node("cp1", CaName::Kubernetes, &files, &remote, &a.new);
-        let names: Vec<&str> = bad.iter().map(|u| u.name.as_str()).collect();
-        assert_eq!(names, ["apiserver"], "{bad:?}");
+        unverified_node("cp1", ca, &files, &remote, &a.new)
+            .into_iter()
+            .map(|u| u.name)
+            .collect()
     }
 }

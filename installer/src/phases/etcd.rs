@@ -198,6 +198,8 @@ pub struct MemberView {
     pub members: Vec<(String, Vec<String>)>,
     /// The leader's member id (0: none).
     pub leader: u64,
+    /// The leader's member name, when the member list names it.
+    pub leader_name: Option<String>,
 }
 
 /// Asks one endpoint for the member list and its leader.
@@ -223,14 +225,33 @@ pub async fn view(
         .await
         .map_err(|_| timed_out("member list"))?
         .map_err(failed)?;
+    let leader = status.leader();
     Ok(MemberView {
         members: list
             .members()
             .iter()
             .map(|m| (m.name().to_string(), m.peer_urls().to_vec()))
             .collect(),
-        leader: status.leader(),
+        leader,
+        leader_name: list
+            .members()
+            .iter()
+            .find(|m| leader != 0 && m.id() == leader)
+            .map(|m| m.name().to_string())
+            .filter(|n| !n.is_empty()),
     })
+}
+
+/// The name of the member that leads, as the first etcd host that answers knows it.
+pub async fn leader(cluster: &Cluster, tls: &ClientTls) -> Option<String> {
+    for h in cluster.hosts_with_role(Role::Etcd) {
+        if let Ok(v) = view(tls, &client_url(h), Duration::from_secs(5)).await {
+            if v.leader_name.is_some() {
+                return v.leader_name;
+            }
+        }
+    }
+    None
 }
 
 /// Checks the whole cluster once: every member answers, lists every etcd host started, and

@@ -7,7 +7,8 @@
 //! API server on 6443, round robin. TLS passes through untouched: clients still verify the API
 //! server's certificate (which has 127.0.0.1 in its SANs) and present their own. Backends are
 //! health-checked with `GET /readyz` over TLS, verified against the cluster CA and the host's
-//! name (`verifyhost`), every 2 s, out after 2 failures: a bare TCP check would keep sending
+//! name (`verifyhost`), every 2 s, out after 2 failures and back after 2 passes
+//! ([`readmit_delay`]): a bare TCP check would keep sending
 //! requests to an API server whose port is open but which has lost etcd or is still starting.
 //! `/readyz` is readable anonymously (`system:public-info-viewer`).
 //!
@@ -39,6 +40,24 @@ use crate::versions::join_host_port;
 
 /// The `load-balancer` phase.
 pub struct LoadBalancerPhase;
+
+/// Seconds between two health checks of a backend.
+const CHECK_INTERVAL_SECS: u64 = 2;
+/// Failed checks in a row that take a backend out.
+const CHECK_FALL: u64 = 2;
+/// Passed checks in a row that take a backend back in.
+const CHECK_RISE: u64 = 2;
+
+/// How long after an API server is ready again every node's load balancer has taken it back
+/// in (its checks passed [`CHECK_RISE`] times, one interval of slack); zero without the local
+/// load balancer. A roll waits this long before it restarts the next API server, or for that
+/// moment no backend would be in.
+pub fn readmit_delay(cluster: &Cluster) -> std::time::Duration {
+    if !cluster.kubernetes.load_balancer.local {
+        return std::time::Duration::ZERO;
+    }
+    std::time::Duration::from_secs((CHECK_RISE + 1) * CHECK_INTERVAL_SECS)
+}
 
 /// The URL node components (kubelet, kube-proxy) reach the API at: the local load balancer's
 /// `https://127.0.0.1:<port>` when it is on, else `https://<control_plane_endpoint>`.
@@ -74,6 +93,11 @@ pub fn vars(cluster: &Cluster) -> Value {
         // with.
         "ca_file": NodeLayout::from_cluster(cluster).pki("ca.crt"),
         "backends": backends(cluster),
+        "check": {
+            "interval_secs": CHECK_INTERVAL_SECS,
+            "fall": CHECK_FALL,
+            "rise": CHECK_RISE,
+        },
     })
 }
 

@@ -182,6 +182,97 @@ mod tests {
         assert!(issue_ca(CaName::Kubernetes, now, longest).is_ok());
     }
 
+    /// Prometheus's copies: only on a host with a Prometheus certificate, only for the jobs
+    /// `monitor deploy` staged, the etcd client the dedicated one when it exists.
+    #[test]
+    fn prometheus_copies_follow_the_staged_jobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = StateLayout::new(dir.path());
+        let touch = |rel: &str| {
+            let p = dir.path().join(rel);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(p, "x").unwrap();
+        };
+        for rel in [
+            "pki/etcd/ca.crt",
+            "pki/etcd/healthcheck-client.crt",
+            "pki/etcd/healthcheck-client.key",
+            "pki/ca.crt",
+            "pki/apiserver-kubelet-client.crt",
+            "pki/apiserver-kubelet-client.key",
+            "hosts/n2/pki/monitoring/prometheus.crt",
+        ] {
+            touch(rel);
+        }
+        let copies = |host: &str| -> Vec<(String, String, u32, Option<&str>)> {
+            prometheus_copies(&layout, host)
+                .into_iter()
+                .map(|f| {
+                    (
+                        f.local
+                            .strip_prefix(dir.path())
+                            .unwrap()
+                            .to_string_lossy()
+                            .into_owned(),
+                        f.remote.to_string_lossy().into_owned(),
+                        f.mode,
+                        f.owner,
+                    )
+                })
+                .collect()
+        };
+        assert!(copies("n2").is_empty(), "nothing staged yet");
+        touch(&format!("monitor/{}", monitoring::ETCD_CA));
+        let tls = "/etc/prometheus/clusterkit/tls";
+        let want = |client: &str| {
+            vec![
+                (
+                    "pki/etcd/ca.crt".to_string(),
+                    format!("{tls}/etcd-ca.crt"),
+                    0o644,
+                    None,
+                ),
+                (
+                    format!("pki/etcd/{client}.crt"),
+                    format!("{tls}/etcd-metrics-client.crt"),
+                    0o644,
+                    None,
+                ),
+                (
+                    format!("pki/etcd/{client}.key"),
+                    format!("{tls}/etcd-metrics-client.key"),
+                    0o600,
+                    Some(monitoring::DAEMON_USER),
+                ),
+            ]
+        };
+        assert_eq!(copies("n2"), want("healthcheck-client"));
+        assert!(copies("n1").is_empty(), "not a monitor host");
+        touch("pki/etcd/metrics-client.crt");
+        touch("pki/etcd/metrics-client.key");
+        assert_eq!(copies("n2"), want("metrics-client"));
+        touch(&format!("monitor/{}", monitoring::KUBE_CA));
+        let all = copies("n2");
+        assert_eq!(all.len(), 6, "{all:?}");
+        assert_eq!(
+            all[3..]
+                .iter()
+                .map(|c| (c.0.as_str(), c.1.rsplit('/').next().unwrap()))
+                .collect::<Vec<_>>(),
+            [
+                ("pki/ca.crt", "ca.crt"),
+                (
+                    "pki/apiserver-kubelet-client.crt",
+                    "kube-metrics-client.crt"
+                ),
+                (
+                    "pki/apiserver-kubelet-client.key",
+                    "kube-metrics-client.key"
+                ),
+            ]
+        );
+    }
+
     #[test]
     fn monitoring_pki_is_idempotent_and_laid_out_per_host() {
         let dir = tempfile::tempdir().unwrap();

@@ -31,6 +31,20 @@ pub mod monitoring {
     pub const PROMETHEUS_CLIENT: &str = "tls/prometheus-client";
     /// The client pair Alertmanager's clients present (Prometheus sending alerts).
     pub const ALERTMANAGER_CLIENT: &str = "tls/alertmanager-client";
+    /// Prometheus's copy of the etcd CA (its etcd job), relative to [`DIR`] (monitor hosts).
+    pub const ETCD_CA: &str = "tls/etcd-ca.crt";
+    /// Prometheus's copy of the etcd client pair it scrapes etcd with
+    /// ([`etcd_metrics_client`](super::etcd_metrics_client)).
+    pub const ETCD_CLIENT_CERT: &str = "tls/etcd-metrics-client.crt";
+    /// Its key.
+    pub const ETCD_CLIENT_KEY: &str = "tls/etcd-metrics-client.key";
+    /// Prometheus's copy of the cluster CA (its Kubernetes jobs).
+    pub const KUBE_CA: &str = "tls/ca.crt";
+    /// Prometheus's copy of the client pair it scrapes the Kubernetes components with
+    /// ([`kube_metrics_client`](super::kube_metrics_client)).
+    pub const KUBE_CLIENT_CERT: &str = "tls/kube-metrics-client.crt";
+    /// Its key.
+    pub const KUBE_CLIENT_KEY: &str = "tls/kube-metrics-client.key";
     /// node-exporter's systemd unit (Debian's).
     pub const NODE_EXPORTER_UNIT: &str = NODE.units.node_exporter;
     /// Prometheus's systemd unit.
@@ -266,6 +280,81 @@ pub fn monitoring_files(layout: &StateLayout, host: &str) -> Vec<FileMapping> {
     for (local, rel) in pairs {
         for ext in ["crt", "key"] {
             add(local.with_extension(ext), &format!("{rel}.{ext}"));
+        }
+    }
+    out
+}
+
+/// The client pair (certificate, key) Prometheus and the exporter read etcd's metrics and
+/// status with, under the state directory's `pki_dir`: the dedicated `etcd/metrics-client`
+/// when the pki phase issued one, else `etcd/healthcheck-client`.
+pub fn etcd_metrics_client(pki_dir: &Path) -> (PathBuf, PathBuf) {
+    let pair = |name: &str| {
+        (
+            pki_dir.join(format!("{name}.crt")),
+            pki_dir.join(format!("{name}.key")),
+        )
+    };
+    let dedicated = pair("etcd/metrics-client");
+    if dedicated.0.exists() || !pair("etcd/healthcheck-client").0.exists() {
+        return dedicated;
+    }
+    pair("etcd/healthcheck-client")
+}
+
+/// The client pair Prometheus scrapes the API server, kubelets, scheduler and controller
+/// manager with: kubeadm's `apiserver-kubelet-client` (the kubelets trust it and it is
+/// authorised on the API server).
+pub fn kube_metrics_client(pki_dir: &Path) -> (PathBuf, PathBuf) {
+    (
+        pki_dir.join("apiserver-kubelet-client.crt"),
+        pki_dir.join("apiserver-kubelet-client.key"),
+    )
+}
+
+/// Prometheus's copies of the cluster PKI on a monitor host (one with a Prometheus
+/// certificate issued): the CAs and client pairs of its etcd and Kubernetes jobs, each from
+/// the state directory's file it copies, for the jobs whose copies `monitor deploy` staged
+/// (in [`StateLayout::monitor_dir`]). `certs` keeps them in line with the state directory
+/// (renewal, CA rotation); Prometheus reads them again at its next scrape, without a
+/// restart. Keys are 0600 and owned by the daemons' user.
+pub fn prometheus_copies(layout: &StateLayout, host: &str) -> Vec<FileMapping> {
+    let own = layout.host_monitoring_pki_dir(host);
+    if !own.join("prometheus.crt").is_file() {
+        return vec![];
+    }
+    let pki = layout.pki_dir();
+    let staged = layout.monitor_dir();
+    let (etcd_cert, etcd_key) = etcd_metrics_client(&pki);
+    let (kube_cert, kube_key) = kube_metrics_client(&pki);
+    let jobs = [
+        [
+            (pki.join("etcd/ca.crt"), monitoring::ETCD_CA),
+            (etcd_cert, monitoring::ETCD_CLIENT_CERT),
+            (etcd_key, monitoring::ETCD_CLIENT_KEY),
+        ],
+        [
+            (pki.join("ca.crt"), monitoring::KUBE_CA),
+            (kube_cert, monitoring::KUBE_CLIENT_CERT),
+            (kube_key, monitoring::KUBE_CLIENT_KEY),
+        ],
+    ];
+    let mut out = Vec::new();
+    for job in jobs {
+        if !staged.join(job[0].1).is_file() {
+            continue;
+        }
+        for (local, rel) in job {
+            if !local.is_file() {
+                continue;
+            }
+            let key = rel.ends_with(".key");
+            out.push(FileMapping {
+                local,
+                remote: Path::new(monitoring::DIR).join(rel),
+                mode: if key { 0o600 } else { 0o644 },
+                owner: key.then_some(monitoring::DAEMON_USER),
+            });
         }
     }
     out

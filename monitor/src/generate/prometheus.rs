@@ -23,12 +23,14 @@ use crate::topology::{endpoint, runs_kubelet, Topology};
 
 /// File names under the output directory, shared by the generator and `deploy`.
 pub mod files {
-    pub const ETCD_CA: &str = "tls/etcd-ca.crt";
-    pub const ETCD_CLIENT_CERT: &str = "tls/etcd-metrics-client.crt";
-    pub const ETCD_CLIENT_KEY: &str = "tls/etcd-metrics-client.key";
-    pub const KUBE_CA: &str = "tls/ca.crt";
-    pub const KUBE_CLIENT_CERT: &str = "tls/kube-metrics-client.crt";
-    pub const KUBE_CLIENT_KEY: &str = "tls/kube-metrics-client.key";
+    // Copies of the cluster PKI: `certs` keeps them in line on the monitor hosts
+    // (`clusterkit_installer::pki::prometheus_copies`).
+    pub const ETCD_CA: &str = super::monitoring::ETCD_CA;
+    pub const ETCD_CLIENT_CERT: &str = super::monitoring::ETCD_CLIENT_CERT;
+    pub const ETCD_CLIENT_KEY: &str = super::monitoring::ETCD_CLIENT_KEY;
+    pub const KUBE_CA: &str = super::monitoring::KUBE_CA;
+    pub const KUBE_CLIENT_CERT: &str = super::monitoring::KUBE_CLIENT_CERT;
+    pub const KUBE_CLIENT_KEY: &str = super::monitoring::KUBE_CLIENT_KEY;
     pub const EXPORTER_PASSWORD: &str = "secrets/exporter-password";
     pub const RULES: &str = "rules/clusterkit-alerts.yml";
     /// The web login's password (Prometheus's credentials for Alertmanager).
