@@ -964,6 +964,10 @@ impl Roll<'_> {
                 control_plane::wait_ready_without(self.cluster, &mine)
                     .await
                     .map_err(|e| step_err("waiting for the controllers to lead", e))?;
+                // With the local load balancer, every node takes the restarted API server back
+                // in only once its checks pass again: the next host's API server stops after
+                // that, or for that moment no backend would be in.
+                tokio::time::sleep(crate::phases::load_balancer::readmit_delay(self.cluster)).await;
             }
             self.verify(&exec, &Component::CONTROL_PLANE).await?;
             Ok::<_, StepError>((changed, restarted))
