@@ -248,19 +248,8 @@ fn install_and_check(kube_bin: &Path, version: &str) {
         "ok"
     );
     for lease in ["kube-controller-manager", "kube-scheduler"] {
-        let holder = kubectl(
-            &kube_bin,
-            &admin,
-            &[
-                "-n",
-                "kube-system",
-                "get",
-                "lease",
-                lease,
-                "-o",
-                "jsonpath={.spec.holderIdentity}",
-            ],
-        );
+        let (read, holder) = common::lease_field(&kube_bin, &admin, lease, "holderIdentity");
+        assert!(read, "reading lease {lease}: {holder}");
         assert!(holder.starts_with("node1"), "{lease} held by {holder:?}");
         assert_eq!(
             ssh(&sb, "node1", &format!("systemctl is-active {lease}")).trim(),

@@ -474,14 +474,7 @@ fn rotate_etcd_ca(sb: &SandboxGuard, cfg: &Path, state: &Path, work: &Path) {
 
     // --check: the three stages planned for etcd's files, nothing changed.
     let v = common::rotate_ca(cfg, "etcd", &["--check"]);
-    let stages = v["stages"].as_array().unwrap();
-    let names: Vec<&str> = stages
-        .iter()
-        .map(|s| s["stage"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, ["trust-both", "reissue", "drop-old"], "{v:#}");
-    for s in stages {
-        assert_eq!(s["status"], "planned", "{v:#}");
+    for s in common::planned_stages(&v) {
         assert_eq!(s["cas"], serde_json::json!(["etcd-ca"]), "{v:#}");
         for n in NODES {
             let h = host(s, n);

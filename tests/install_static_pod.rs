@@ -749,21 +749,7 @@ fn static_pod_control_plane_on_three_nodes() {
     // that lost its lease to the restore exits, and the kubelet restarts it with back-off).
     mirror_pods_ready(&kube_bin, &admin);
     for lease in ["kube-controller-manager", "kube-scheduler"] {
-        let renew_time = || {
-            try_kubectl(
-                &kube_bin,
-                &admin,
-                &[
-                    "-n",
-                    "kube-system",
-                    "get",
-                    "lease",
-                    lease,
-                    "-o",
-                    "jsonpath={.spec.renewTime}",
-                ],
-            )
-        };
+        let renew_time = || common::lease_field(&kube_bin, &admin, lease, "renewTime");
         let first = renew_time().1;
         common::poll(
             Duration::from_secs(240),

@@ -261,6 +261,19 @@ pub fn openssh_cmd(sb: &clusterkit_sandbox::SandboxGuard, program: &str) -> Comm
     c
 }
 
+/// The stages of a `certs rotate-ca --check` report, after asserting they are the three
+/// stages in order, each planned (nothing done).
+pub fn planned_stages(v: &serde_json::Value) -> &Vec<serde_json::Value> {
+    let stages = v["stages"].as_array().unwrap();
+    let names: Vec<&str> = stages
+        .iter()
+        .map(|s| s["stage"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["trust-both", "reissue", "drop-old"], "{v:#}");
+    assert!(stages.iter().all(|s| s["status"] == "planned"), "{v:#}");
+    stages
+}
+
 /// `clusterkit -f CFG -o json certs rotate-ca --ca CAS ARGS…`: its report.
 pub fn rotate_ca(cfg: &Path, cas: &str, args: &[&str]) -> serde_json::Value {
     let mut all = vec!["-o", "json", "certs", "rotate-ca", "--ca", cas];
@@ -527,6 +540,17 @@ pub fn try_kubectl(kube_bin: &Path, admin: &Path, args: &[&str]) -> (bool, Strin
         Ok(o) => (o.status.success(), format!("{}{}", stdout(&o), stderr(&o))),
         Err(e) => (false, e.to_string()),
     }
+}
+
+/// `kube-system/NAME`'s Lease `spec.FIELD` (`holderIdentity`, `renewTime`) through kubectl,
+/// without panicking: (success, output).
+pub fn lease_field(kube_bin: &Path, admin: &Path, lease: &str, field: &str) -> (bool, String) {
+    let jsonpath = format!("jsonpath={{.spec.{field}}}");
+    try_kubectl(
+        kube_bin,
+        admin,
+        &["-n", "kube-system", "get", "lease", lease, "-o", &jsonpath],
+    )
 }
 
 /// `etcdctl` (v3 API) against `endpoints` with the cluster's etcd CA and the healthcheck client
