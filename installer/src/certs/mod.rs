@@ -374,5 +374,16 @@ mod tests {
             ]
         );
         assert_eq!(u(&["/etc/kubernetes/kube-proxy.conf"]), ["kube-proxy"]);
+        // The cluster CA: also the local load balancer, whose health checks verify with it.
+        assert_eq!(
+            u(&["/etc/kubernetes/pki/ca.crt"]),
+            [
+                "haproxy",
+                "kube-apiserver",
+                "kube-controller-manager",
+                "kubelet"
+            ]
+        );
+        assert_eq!(u(&["/etc/kubernetes/pki/etcd/ca.crt"]), ["etcd", "kube-apiserver"]);
     }
 }

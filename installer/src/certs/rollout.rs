@@ -127,10 +127,13 @@ pub fn units_for(changed: &[String]) -> BTreeSet<&'static str> {
             | "sa.pub" => {
                 units.insert(u.kube_apiserver);
             }
+            // haproxy too: the local load balancer's health checks verify the API servers
+            // with this file, which it reads only when it starts or reloads.
             "ca.crt" => {
                 units.insert(u.kube_apiserver);
                 units.insert(u.kube_controller_manager);
                 units.insert(u.kubelet);
+                units.insert(u.haproxy);
             }
             clusterkit_core::layout::CLUSTER_SIGNING_CERT | "ca.key" | "sa.key" => {
                 units.insert(u.kube_controller_manager);
@@ -169,7 +172,9 @@ pub enum Restarted {
 }
 
 /// Restarts `unit` on a node if it runs there: a running systemd unit is restarted and must
-/// be active a few seconds later; a static pod (no unit, a manifest) is recreated the way
+/// be active a few seconds later (haproxy is reloaded instead: a new worker reads the files
+/// again and takes over the listening socket while the old one finishes its connections, so
+/// the kubelets' and kube-proxy's watches are not cut); a static pod (no unit, a manifest) is recreated the way
 /// kubeadm documents — its manifest moved out of the manifest directory until the kubelet has
 /// torn the pod down (containerd's CRI namespace shows no running task of the pod's
 /// containers or sandbox, by the kubelet's pod-name label; `ctr`, no crictl needed: Debian
@@ -182,6 +187,11 @@ pub async fn restart_unit(
 ) -> Result<Restarted, CertsError> {
     let u = shell_quote(unit);
     let layout = NodeLayout::DEFAULT;
+    let verb = if unit == layout.units.haproxy {
+        "reload"
+    } else {
+        "restart"
+    };
     let manifest = shell_quote(&layout.manifest(unit));
     let aside = shell_quote(&layout.manifest_aside(unit, "restarting"));
     // Each of the two waits: half the command's own timeout, leaving time to put the
@@ -191,7 +201,7 @@ pub async fn restart_unit(
     let started = NodeLayout::wait_static_pod(unit, false, secs);
     let script = format!(
         "if systemctl cat {u}.service >/dev/null 2>&1; then \
-           if systemctl is-active -q {u}; then systemctl restart {u} || exit 1; sleep 2; \
+           if systemctl is-active -q {u}; then systemctl {verb} {u} || exit 1; sleep 2; \
              if systemctl is-active -q {u}; then echo unit; else systemctl status --no-pager -n 5 {u} >&2; exit 1; fi; \
            else echo inactive; fi; \
          elif [ -f {manifest} ]; then \
