@@ -106,10 +106,24 @@ fn check_and_renew_on_three_nodes() {
         .expect("sandbox up (needs root and scripts/deps.sh)");
     let work = tempfile::tempdir().unwrap();
     let bundle = work.path().join("bundle");
-    common::build_bundle(&bundle, Some(&kube_bin), &["--package", "etcd-server"]);
+    common::build_bundle(
+        &bundle,
+        Some(&kube_bin),
+        &["--package", "etcd-server", "--package", "haproxy"],
+    );
     let cfg = common::sandbox_config(&sb, "certs.yaml", &bundle, "");
+    // The local API load balancer on every node: its health checks verify the API server
+    // with the cluster CA, which the rotation replaces.
+    common::with_local_load_balancer(&cfg);
     let state: PathBuf = sb.dir().join(format!("{name}-state"));
-    for phase in ["prepare", "runtime", "pki", "etcd", "control-plane"] {
+    for phase in [
+        "prepare",
+        "runtime",
+        "pki",
+        "etcd",
+        "load-balancer",
+        "control-plane",
+    ] {
         run_ok(&mut ck(&cfg, &["install", "--phase", phase]));
     }
     let endpoints = etcd_endpoints(&sb);
@@ -514,36 +528,19 @@ spec:
       image: docker.io/library/busybox:clusterkit
       imagePullPolicy: Never
       command: ["sh", "-c", "exec sleep 100000"]
-"#;
-
-/// A pod calling the API once a second with its service-account token and the CA of its
-/// volume, as in-cluster clients do (kubectl uploaded to node2, a new process each time, at the
-/// control-plane host CP_ADDRESS): a line ` ok` per answer, ` FAIL <error>` per failure, in its
-/// log.
-const API_LOOP: &str = r#"
+---
 apiVersion: v1
 kind: Pod
-metadata: { name: api-loop, namespace: default }
+metadata: { name: ca-reader-subpath, namespace: default, labels: { app: ca-reader-subpath } }
 spec:
-  nodeSelector: { kubernetes.io/hostname: node2 }
   terminationGracePeriodSeconds: 1
-  volumes:
-    - { name: kubectl, hostPath: { path: /usr/local/bin/kubectl-in-pod } }
+  volumes: [{ name: ca, configMap: { name: kube-root-ca.crt } }]
   containers:
-    - name: loop
+    - name: reader
       image: docker.io/library/busybox:clusterkit
       imagePullPolicy: Never
-      env: [{ name: API_SERVER, value: "CP_ADDRESS:6443" }]
-      volumeMounts: [{ name: kubectl, mountPath: /kubectl, readOnly: true }]
-      command:
-        - sh
-        - -c
-        - |
-          while true; do
-            sa=/var/run/secrets/kubernetes.io/serviceaccount
-            if out=$(/kubectl --server="https://$API_SERVER" --certificate-authority=$sa/ca.crt --token="$(cat $sa/token)" --request-timeout=5s get --raw /api 2>&1); then echo " ok"; else echo " FAIL $(echo $out | head -c 300)"; fi
-            sleep 1
-          done
+      volumeMounts: [{ name: ca, mountPath: /ca/ca.crt, subPath: ca.crt }]
+      command: ["sh", "-c", "exec sleep 100000"]
 "#;
 
 /// The `app=ca-reader` pods not being deleted: (name, uid, node), by name.
@@ -597,7 +594,7 @@ fn started(sb: &SandboxGuard, node: &str, unit: &str) -> String {
 /// `client-certificate-data` of its user.
 fn kubeconfig_value(text: &str, key: &str) -> String {
     let v: Value = serde_saphyr::from_str(text).unwrap();
-    let entry = if key.starts_with("certificate-authority") {
+    let entry = if key.starts_with("certificate-authority") || key == "server" {
         &v["clusters"][0]["cluster"]
     } else {
         &v["users"][0]["user"]
@@ -609,16 +606,20 @@ fn kubeconfig_value(text: &str, key: &str) -> String {
 }
 
 /// 8. `certs rotate-ca --ca kubernetes,front-proxy` on the running cluster, with kubelets on
-///    every node (images, network and join phases first) and a Deployment and a bare pod
-///    started before: `--check` plans the three stages and changes nothing; the rotation is
+///    every node (images, network and join phases first) and a Deployment, a bare pod and a
+///    bare pod mounting `ca.crt` with `subPath` started before: `--check` plans the three
+///    stages, lists those pods and the API loop's as the ones to restart, and changes nothing;
+///    the rotation is
 ///    killed (SIGKILL) in the middle of stage 2, where `check-expiration` shows the old and
 ///    the new CA of both rotations (serial and expiry as openssl reads the archive), and
 ///    `--resume --restart-workloads` finishes it, listing both pods, replacing the
-///    Deployment's (its new pod's mounted ca.crt holds the new CA) and leaving the bare one;
+///    Deployment's (its new pod's mounted ca.crt holds the new CA) and leaving the bare ones
+///    (the subPath one still sees the old CA alone in its container: why it is listed);
 ///    afterwards every certificate of both CAs on the nodes, the kubelets' rotated client and
 ///    serving certificates included, verifies against the new CA and not the old (openssl on the
 ///    node), no node and no kubeconfig (the workers' own kubelet.conf included) trusts an old
-///    CA, every node is Ready, a pod on node2 that called the API every second throughout saw
+///    CA, every node is Ready and its load balancer (reloaded in the drop stage) passes a
+///    request verified against the new CA alone, a pod on node2 that called the API every second throughout saw
 ///    no TLS or authentication failure, `kubectl logs` reaches the kubelet, the
 ///    kube-root-ca.crt and extension-apiserver-authentication ConfigMaps carry the new CAs,
 ///    kubectl with the regenerated admin.conf works and the old credentials are refused; a
@@ -667,63 +668,17 @@ fn rotate_cluster_ca(
             "wait",
             "--for=condition=Ready",
             "pod/ca-reader-bare",
+            "pod/ca-reader-subpath",
             "--timeout=180s",
         ],
     ));
     let pods_before = ca_reader_pods(kube_bin, &admin);
     assert_eq!(pods_before.len(), 2, "{pods_before:?}");
     // A pod on node2 that calls the API every second with its service-account token and the
-    // CA of its volume (v1.20.2 kubectl, a new process each time), at the control-plane host's
-    // address (this cluster has no kube-proxy), throughout the rotation.
-    let mut upload = common::ssh_cmd(
-        sb,
-        "node2",
-        "cat > /usr/local/bin/kubectl-in-pod && chmod 0755 /usr/local/bin/kubectl-in-pod",
-    );
-    upload.stdin(std::fs::File::open(kube_bin.join("kubectl")).unwrap());
-    run_ok(&mut upload);
+    // CA of its volume, at the control-plane host's address (this cluster has no kube-proxy),
+    // throughout the rotation.
     let cp = sb.node("node1").unwrap().address.to_string();
-    let api_loop = work.path().join("api-loop.yaml");
-    std::fs::write(&api_loop, API_LOOP.replace("CP_ADDRESS", &cp)).unwrap();
-    run_ok(&mut kubectl(
-        &admin,
-        &["apply", "-f", &api_loop.to_string_lossy()],
-    ));
-    run_ok(&mut kubectl(
-        &admin,
-        &[
-            "wait",
-            "--for=condition=Ready",
-            "pod/api-loop",
-            "--timeout=180s",
-        ],
-    ));
-    let loop_log = || {
-        let out = kubectl(&admin, &["logs", "api-loop"]).output().unwrap();
-        format!("{}{}", stdout(&out), stderr(&out))
-    };
-    let answered = common::wait_until(std::time::Duration::from_secs(60), || {
-        loop_log().lines().any(|l| l == " ok")
-    });
-    if !answered {
-        let describe = kubectl(&admin, &["describe", "pod", "api-loop"])
-            .output()
-            .unwrap();
-        let node = common::ssh_cmd(
-            sb,
-            "node2",
-            "crictl ps -a; ls -lR /var/log/pods | head -50; tail -n 20 /var/log/pods/default_api-loop_*/loop/*.log",
-        )
-        .output()
-        .unwrap();
-        panic!(
-            "the API loop never got an answer:\n{}\n{}\n{}{}",
-            loop_log(),
-            stdout(&describe),
-            stdout(&node),
-            stderr(&node)
-        );
-    }
+    common::start_api_loop(sb, kube_bin, &admin, "node2", Some(&format!("{cp}:6443")));
     let old_ca = std::fs::read_to_string(state.join("pki/ca.crt")).unwrap();
     assert_eq!(pem_certs(&old_ca).len(), 1);
     let old_fp = std::fs::read_to_string(state.join("pki/front-proxy-ca.crt")).unwrap();
@@ -734,6 +689,21 @@ fn rotate_cluster_ca(
         &["-o", "json", "certs", "rotate-ca", "--ca", CAS, "--check"],
     ));
     let stages = common::planned_stages(&v);
+    // The pods that read the cluster CA now: the ones to restart between stages 1 and 2,
+    // listed on the trust-both stage; nothing restarted.
+    let listed: Vec<(&str, bool)> = stages[0]["workloads"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no workloads on the trust-both stage: {v:#}"))
+        .iter()
+        .map(|p| (p["pod"].as_str().unwrap(), p["restarted"] == true))
+        .collect();
+    for pod in pods_before
+        .iter()
+        .map(|(p, _, _)| p.as_str())
+        .chain(["api-loop", "ca-reader-subpath"])
+    {
+        assert!(listed.contains(&(pod, false)), "{pod} not listed: {v:#}");
+    }
     let node1 = stages[0]["hosts"]
         .as_array()
         .unwrap()
@@ -888,6 +858,11 @@ fn rotate_cluster_ca(
             assert_eq!(w["restarted"], true, "{w:#}");
         }
     }
+    // The pod that mounts kube-root-ca.crt's ca.crt with subPath: listed, not restarted (a
+    // bare pod); its volume does not hold the rotation up.
+    let w = entry("ca-reader-subpath");
+    assert_eq!(w["owner"], Value::Null, "{w:#}");
+    assert_eq!(w["restarted"], false, "{w:#}");
     // The resumed stage re-issued nothing twice, and restarted every user of its files even
     // where the killed run had already uploaded them.
     assert_eq!(stages[1]["renewed"], serde_json::json!([]), "{v:#}");
@@ -1013,6 +988,24 @@ fn rotate_cluster_ca(
         out.lines().filter(|l| *l == "True").count() == NODES.len()
     });
     assert!(ready, "not every node Ready after the rotation");
+    // Every node's load balancer (which its kubelet uses) took the new CA: it was reloaded in
+    // the drop stage, and it passes a request, verified against the new CA alone, to an API
+    // server it checked with it.
+    let drop = &stages[2];
+    assert_eq!(drop["stage"], "drop-old", "{v:#}");
+    for node in NODES {
+        assert!(
+            common::stage_restarted(drop, node).contains(&"haproxy".to_string()),
+            "{node}: haproxy not reloaded: {v:#}"
+        );
+        let conf = ssh(sb, node, "cat /etc/kubernetes/kubelet.conf");
+        assert_eq!(
+            kubeconfig_value(&conf, "server"),
+            common::LOCAL_LB,
+            "{node}"
+        );
+        common::ready_through_local_lb(sb, node);
+    }
 
     // The Deployment's pod was replaced and its new pod's ca.crt holds the new CA; the bare
     // pod still runs, as it was.
@@ -1037,6 +1030,17 @@ fn rotate_cluster_ca(
         ok && text.contains(new_ca.trim())
     });
     assert!(mounted, "{node}: the new pod's ca.crt lacks the new CA");
+    // Why a subPath mount is listed: the kubelet rewrote the ConfigMap volume (the new CA
+    // alone now), while the file the container sees is still the one it started with.
+    let inside = stdout(&run_ok(&mut kubectl(
+        &admin,
+        &["exec", "ca-reader-subpath", "--", "cat", "/ca/ca.crt"],
+    )));
+    assert_eq!(
+        inside.trim(),
+        old_ca.trim(),
+        "the subPath file followed the ConfigMap"
+    );
 
     // The API loop ran throughout and still answers. The only failures allowed are those of
     // the single API server restarting in each stage: a refused connection or a request that

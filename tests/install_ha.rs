@@ -19,7 +19,8 @@
 //! leader moved, or stayed). The API server is started again; a full install converges what
 //! `node add` leaves to it, a rerun then changes nothing and `--check --phase load-balancer`
 //! reports nothing to do. Then etcd's CA is rotated under the running cluster (see
-//! [`rotate_etcd_ca`]). Finally `reset --hosts node3` stops and disables its haproxy. Wall
+//! [`rotate_etcd_ca`]), and the cluster CA, without a failed API call ([`rotate_cluster_ca`]).
+//! Finally `reset --hosts node3` stops and disables its haproxy. Wall
 //! times are printed.
 //!
 //! Needs root, systemd-nspawn and debootstrap (scripts/deps.sh), apt access for the bundle and
@@ -39,8 +40,6 @@ use common::{
     new_not_old, pem_certs, poll, run_fail, run_ok, ssh, ssh_cmd, stdout, NODES,
 };
 use serde_json::Value;
-
-const LB: &str = "https://127.0.0.1:16443";
 
 /// [`common::try_kubectl`], through `server` instead of the kubeconfig's when given.
 fn try_kubectl(
@@ -224,7 +223,7 @@ fn two_control_planes_behind_a_local_load_balancer() {
             .collect();
         assert_eq!(
             servers,
-            [LB, LB],
+            [common::LOCAL_LB, common::LOCAL_LB],
             "{n}: kubelet.conf and kube-proxy.conf use the local LB"
         );
         let cfg = ssh(&sb, n, "cat /etc/haproxy/haproxy.cfg");
@@ -402,6 +401,9 @@ fn two_control_planes_behind_a_local_load_balancer() {
     let state = sb.dir().join(format!("{name}-state"));
     rotate_etcd_ca(&sb, &cfg, &state, work.path());
 
+    // 7. The cluster CA rotated under the running cluster: no API call fails.
+    rotate_cluster_ca(&sb, &cfg, &kube_bin, &admin);
+
     // Reset of the worker stops and disables clusterkit's haproxy (the package stays).
     let mut c = clusterkit();
     c.arg("-f")
@@ -421,13 +423,37 @@ fn two_control_planes_behind_a_local_load_balancer() {
     drop(sb);
 }
 
-/// Reads through node1's load balancer once a second (node1's kubelet.conf, its Node object:
-/// a quorum read of etcd by whichever API server haproxy picks) until /tmp/ck-reads-stop
-/// exists: ` ok` or ` FAIL <time> <error>` per read.
+/// Reads through NODE's load balancer once a second, on NODE (its kubelet.conf, its Node
+/// object: a quorum read of etcd by whichever API server haproxy picks) until
+/// /tmp/ck-reads-stop exists: ` ok` or ` FAIL <time> <error>` per read.
 const READS_LOOP: &str = r#"while [ ! -e /tmp/ck-reads-stop ]; do
-  if out=$(kubectl --kubeconfig /etc/kubernetes/kubelet.conf --request-timeout=5s get node node1 -o name 2>&1); then echo " ok"; else echo " FAIL $(date -u +%T) $(echo $out | head -c 300)"; fi
+  if out=$(kubectl --kubeconfig /etc/kubernetes/kubelet.conf --request-timeout=5s get node NODE -o name 2>&1); then echo " ok"; else echo " FAIL $(date -u +%T) $(echo $out | head -c 300)"; fi
   sleep 1
 done"#;
+
+/// Starts [`READS_LOOP`] on `node`; stop it with [`stop_reads`].
+fn start_reads(sb: &SandboxGuard, node: &str) -> std::thread::JoinHandle<std::process::Output> {
+    ssh(sb, node, "rm -f /tmp/ck-reads-stop");
+    let mut reads = ssh_cmd(sb, node, &READS_LOOP.replace("NODE", node));
+    std::thread::spawn(move || reads.output().unwrap())
+}
+
+/// Stops a [`start_reads`] loop: (answered, failed lines).
+fn stop_reads(
+    sb: &SandboxGuard,
+    node: &str,
+    reads: std::thread::JoinHandle<std::process::Output>,
+) -> (usize, Vec<String>) {
+    ssh(sb, node, "touch /tmp/ck-reads-stop");
+    let out = stdout(&reads.join().unwrap());
+    let ok = out.lines().filter(|l| *l == " ok").count();
+    let failed = out
+        .lines()
+        .filter(|l| l.starts_with(" FAIL"))
+        .map(String::from)
+        .collect();
+    (ok, failed)
+}
 
 /// 6. `certs rotate-ca --ca etcd` under the running cluster (three etcd members, two API
 ///    servers behind every node's load balancer): `--check` plans the three stages (etcd
@@ -544,9 +570,7 @@ fn rotate_etcd_ca(sb: &SandboxGuard, cfg: &Path, state: &Path, work: &Path) {
             (samples, torn)
         })
     };
-    ssh(sb, "node1", "rm -f /tmp/ck-reads-stop");
-    let mut reads_cmd = ssh_cmd(sb, "node1", READS_LOOP);
-    let reads = std::thread::spawn(move || reads_cmd.output().unwrap());
+    let reads = start_reads(sb, "node1");
 
     // The rotation, killed in its reissue stage (once the new certificates are issued and
     // their roll-out has begun).
@@ -589,19 +613,15 @@ fn rotate_etcd_ca(sb: &SandboxGuard, cfg: &Path, state: &Path, work: &Path) {
     assert!(common::one_at_a_time(&starts), "{starts:?}");
 
     // The watchers stop; what they saw.
-    ssh(sb, "node1", "touch /tmp/ck-reads-stop");
+    let (ok, failed) = stop_reads(sb, "node1", reads);
     stop.store(true, Ordering::Relaxed);
     let (samples, torn) = watcher.join().unwrap();
-    let reads = reads.join().unwrap();
     let least = samples.iter().map(|(n, _)| *n).min().unwrap_or(0);
-    let reads = stdout(&reads);
-    let ok = reads.lines().filter(|l| *l == " ok").count();
-    let failed: Vec<&str> = reads.lines().filter(|l| l.starts_with(" FAIL")).collect();
     // The one failure a member's restart may cause: a read in flight while the leader hands
     // over (a stopping leader transfers its leadership) is answered "etcdserver: leader
     // changed", which kube-apiserver's etcd client does not retry. At most one per restart of
     // a member in the three stages; any other failure (refused, timed out, x509) fails.
-    let (leader_changed, other): (Vec<&str>, Vec<&str>) = failed
+    let (leader_changed, other): (Vec<&String>, Vec<&String>) = failed
         .iter()
         .partition(|l| l.contains("etcdserver: leader changed"));
     eprintln!(
@@ -619,7 +639,7 @@ fn rotate_etcd_ca(sb: &SandboxGuard, cfg: &Path, state: &Path, work: &Path) {
     if let Some((_, text)) = samples.iter().find(|(n, _)| *n < 2) {
         panic!("etcd lost its quorum during the rotation:\n{text}");
     }
-    assert!(ok >= 60, "{reads}");
+    assert!(ok >= 60, "{ok} reads answered, failed: {failed:#?}");
     assert!(
         other.is_empty() && leader_changed.len() <= 3 * NODES.len(),
         "reads failed during the rotation: {failed:#?}"
@@ -752,4 +772,114 @@ fn rotate_etcd_ca(sb: &SandboxGuard, cfg: &Path, state: &Path, work: &Path) {
     assert_eq!(before, starts);
     assert_eq!(etcd_started(), starts);
     assert_eq!(std::fs::read_to_string(pki.join("ca.crt")).unwrap(), new_ca);
+}
+
+/// 7. `certs rotate-ca --ca kubernetes` under the running cluster (two API servers, each
+///    stopping with `--shutdown-delay-duration`, so it leaves the `kubernetes` Service and the
+///    load balancers before it stops): every stage runs on every node, haproxy reloaded on
+///    each in the stages that change the trust bundle; throughout, a pod on the worker calling
+///    the API once a second through the `kubernetes` Service with its service-account token
+///    and the CA of its volume, and reads through node1's and node3's load balancers with
+///    their kubelet's credentials, never fail. Both API servers restarted, one at a time; every
+///    Node is Ready afterwards and every node's load balancer passes a request verified
+///    against the new CA alone.
+fn rotate_cluster_ca(sb: &SandboxGuard, cfg: &Path, kube_bin: &Path, admin: &Path) {
+    const CPS: [&str; 2] = ["node1", "node2"];
+    let apiserver_started = || -> Vec<u64> {
+        CPS.iter()
+            .map(|n| {
+                ssh(
+                    sb,
+                    n,
+                    "systemctl show -p ExecMainStartTimestampMonotonic --value kube-apiserver",
+                )
+                .trim()
+                .parse()
+                .unwrap()
+            })
+            .collect()
+    };
+    for n in CPS {
+        let unit = ssh(sb, n, "systemctl cat kube-apiserver");
+        assert!(
+            unit.contains("--shutdown-delay-duration=6s"),
+            "{n}: two API servers, each leaves rotation before it stops: {unit}"
+        );
+    }
+    let starts_before = apiserver_started();
+    common::start_api_loop(sb, kube_bin, admin, "node3", None);
+    let readers: Vec<_> = ["node1", "node3"]
+        .into_iter()
+        .map(|n| (n, start_reads(sb, n)))
+        .collect();
+
+    let started = Instant::now();
+    let v = common::rotate_ca(cfg, "kubernetes", &[]);
+    eprintln!(
+        "cluster CA rotation (two API servers, local load balancers): {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    let stages = v["stages"].as_array().unwrap();
+    assert_eq!(stages.len(), 3, "{v:#}");
+    for (i, s) in stages.iter().enumerate() {
+        assert_eq!(s["status"], "ran", "{v:#}");
+        for n in NODES {
+            let restarted = common::stage_restarted(s, n);
+            // The trust bundle changes in the first and the last stage.
+            if i != 1 {
+                assert!(restarted.contains(&"haproxy".to_string()), "{n}: {v:#}");
+            }
+        }
+    }
+
+    // What the clients saw.
+    std::thread::sleep(Duration::from_secs(2));
+    let log = common::api_loop_log(kube_bin, admin);
+    let pod_ok = log.lines().filter(|l| *l == " ok").count();
+    let pod_failed: Vec<&str> = log.lines().filter(|l| l.contains(" FAIL ")).collect();
+    let mut reads = Vec::new();
+    for (n, r) in readers {
+        reads.push((n, stop_reads(sb, n, r)));
+    }
+    eprintln!(
+        "during the cluster CA rotation: the pod's calls through the kubernetes Service {pod_ok} answered, {} failed; reads through the load balancer {}",
+        pod_failed.len(),
+        reads
+            .iter()
+            .map(|(n, (ok, failed))| format!("on {n} {ok} answered, {} failed", failed.len()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    assert!(pod_ok >= 60, "{log}");
+    assert!(
+        pod_failed.is_empty(),
+        "the pod's API calls failed: {pod_failed:#?}"
+    );
+    for (n, (ok, failed)) in &reads {
+        assert!(*ok >= 60, "{n}: {ok} reads");
+        assert!(failed.is_empty(), "{n}: reads failed: {failed:#?}");
+    }
+
+    // Both API servers restarted, one at a time.
+    let starts = apiserver_started();
+    for (i, n) in CPS.iter().enumerate() {
+        assert!(
+            starts[i] > starts_before[i],
+            "{n}: kube-apiserver not restarted"
+        );
+    }
+    assert!(common::one_at_a_time(&starts), "{starts:?}");
+    let ready = r#"jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type=="Ready")].status}{" "}{end}"#;
+    let out = common::kubectl(kube_bin, admin, &["get", "nodes", "-o", ready]);
+    let mut nodes: Vec<&str> = out.split_whitespace().collect();
+    nodes.sort();
+    assert_eq!(nodes, ["node1=True", "node2=True", "node3=True"], "{out}");
+    for n in NODES {
+        common::ready_through_local_lb(sb, n);
+    }
+    run_ok(&mut common::kubectl_cmd(
+        kube_bin,
+        admin,
+        &["delete", "pod", "api-loop", "--wait=false"],
+    ));
 }

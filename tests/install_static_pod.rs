@@ -35,7 +35,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clusterkit_installer::images;
 use clusterkit_sandbox::{SandboxGuard, UpOptions};
@@ -731,11 +731,32 @@ fn static_pod_control_plane_on_three_nodes() {
         common::tool("CLUSTERKIT_ETCDCTL", Path::new("/usr/bin/etcdctl")),
     );
     let report = common::json_of(&mut c);
+    let restored_at = Instant::now();
     let restore_steps = report["steps"].to_string();
     assert!(
         restore_steps.contains("kube-apiserver ready"),
         "the restore did not wait for the API server: {report:#}"
     );
+    // The controller manager and scheduler were stopped with the API server and started
+    // after it: their manifests are back, nothing is left aside.
+    assert!(
+        restore_steps.contains("start controller manager, scheduler"),
+        "{report:#}"
+    );
+    let manifests = common::ssh(
+        &sb,
+        "node1",
+        "ls /etc/kubernetes/manifests; ls /etc/kubernetes | grep -c restore-hold || true",
+    );
+    for m in [
+        "etcd.yaml",
+        "kube-apiserver.yaml",
+        "kube-controller-manager.yaml",
+        "kube-scheduler.yaml",
+    ] {
+        assert!(manifests.contains(m), "{m} not back: {manifests}");
+    }
+    assert_eq!(manifests.lines().last(), Some("0"), "{manifests}");
     let (ok, text) = try_kubectl(&kube_bin, &admin, &["get", "configmap", "after-backup"]);
     assert!(
         !ok && text.contains("NotFound"),
@@ -745,8 +766,7 @@ fn static_pod_control_plane_on_three_nodes() {
     // node1's etcd is the static pod again (its manifest back in place), with the others a
     // healthy 3-member cluster: the readiness report of a rerun says so. The restored data
     // holds the mirror pods and leases as they were at the backup, so wait for what only
-    // running controllers do: renew their leader leases (a controller manager or scheduler
-    // that lost its lease to the restore exits, and the kubelet restarts it with back-off).
+    // running controllers do: renew their leader leases.
     mirror_pods_ready(&kube_bin, &admin);
     for lease in ["kube-controller-manager", "kube-scheduler"] {
         let renew_time = || common::lease_field(&kube_bin, &admin, lease, "renewTime");
@@ -758,6 +778,10 @@ fn static_pod_control_plane_on_three_nodes() {
                 (true, now) if now != first => Ok(()),
                 (_, now) => Err(format!("renewTime still {now:?}")),
             },
+        );
+        eprintln!(
+            "{lease}: lease renewed {:.1}s after the restore returned",
+            restored_at.elapsed().as_secs_f64()
         );
     }
     let after = install_json(&cfg, &[]);

@@ -14,8 +14,9 @@
 //! 3. that data dir streamed to its member as a sparse `tar` in pieces of [`PIECE`] (no pack
 //!    file here, no compression: gzip cost ~40 CPU-s per GiB of DB, bench/backup/RESULTS.md),
 //!    its size checked and unpacked into the scratch dir;
-//! 4. kube-apiserver killed (systemd unit; a static pod's manifest moved aside) on the
-//!    control-plane hosts, then etcd stopped on every follower at once and on the leader last;
+//! 4. kube-apiserver, the controller manager and the scheduler killed (systemd units; static
+//!    pods' manifests moved aside) on the control-plane hosts, then etcd stopped on every
+//!    follower at once and on the leader last;
 //! 5. on every member at once: the data dir moved aside (kept as
 //!    `/var/lib/etcd.before-<id>-<time>`), the restored one given its owner and moved in place;
 //! 6. etcd started everywhere at once (members wait for each other's quorum), then waited for
@@ -23,7 +24,7 @@
 //!    started, distinct member ids and a revision ≥ the snapshot's (checked every 0.5 s); a
 //!    member whose etcd unit keeps exiting meanwhile (systemd had to restart it twice) fails the
 //!    restore early rather than at the timeout; then the API servers are started and, given
-//!    the admin kubeconfig, waited for.
+//!    the admin kubeconfig, waited for, and then the controller managers and schedulers.
 //!
 //! Every step is timed per member or for the cluster ([`ClusterRestoreReport::steps`]).
 //! Any failure in 4–6 rolls every touched member back: etcd stopped everywhere, the restored
@@ -225,36 +226,71 @@ fn local(path: &Path, source: std::io::Error) -> BackupError {
     }
 }
 
-/// What [`stop_apiserver`] prints when there was an API server to stop.
+/// What [`stop_control_plane`] prints when there was an API server to stop.
 const APISERVER_STOPPED: &str = "clusterkit: kube-apiserver stopped";
 
-/// Stops kube-apiserver: killed, not asked — a graceful stop waits up to its request timeout
-/// (60 s, measured in tests/install_cluster.rs) for watches to end, and nothing it would finish
-/// matters: etcd is replaced underneath it. A static pod's manifest is moved aside instead.
-fn stop_apiserver() -> String {
-    let (unit, manifest, held) = apiserver_files();
-    format!(
-        "if systemctl cat {unit} >/dev/null 2>&1; then \
-           systemctl kill --signal=SIGKILL {unit} 2>/dev/null || true; systemctl stop {unit}; \
-           echo '{APISERVER_STOPPED}'; fi; \
-         if [ -f {manifest} ]; then mv {manifest} {held}; echo '{APISERVER_STOPPED}'; fi"
-    )
+/// The components a restore stops before etcd goes away: the API server, and the controller
+/// manager and scheduler, whose leader leases the restored data rolls back — left running,
+/// each loses its lease and exits, and in static-pod mode the kubelet restarts it with
+/// growing back-off, leaving the cluster without controllers for a minute or more. They start
+/// again once the API server is back ([`start_controllers`]).
+const CONTROLLERS: [&str; 2] = [
+    NODE.units.kube_controller_manager,
+    NODE.units.kube_scheduler,
+];
+
+/// Stops kube-apiserver, the controller manager and the scheduler: killed, not asked — a
+/// graceful stop of the API server waits up to its request timeout (60 s, measured in
+/// tests/install_cluster.rs) for watches to end, and nothing they would finish matters: etcd
+/// is replaced underneath them. A static pod's manifest is moved aside instead.
+fn stop_control_plane() -> String {
+    std::iter::once(NODE.units.kube_apiserver)
+        .chain(CONTROLLERS)
+        .map(|unit| {
+            let (manifest, held) = manifest_files(unit);
+            format!(
+                "if systemctl cat {unit} >/dev/null 2>&1; then \
+                   systemctl kill --signal=SIGKILL {unit} 2>/dev/null || true; systemctl stop {unit}; \
+                   echo 'clusterkit: {unit} stopped'; fi; \
+                 if [ -f {manifest} ]; then mv {manifest} {held}; echo 'clusterkit: {unit} stopped'; fi"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
-/// Undoes [`stop_apiserver`].
+/// Starts what [`stop_control_plane`] stopped of `units`: a static pod's manifest put back,
+/// a systemd unit started.
+fn start_units(units: &[&str]) -> String {
+    units
+        .iter()
+        .map(|unit| {
+            let (manifest, held) = manifest_files(unit);
+            format!(
+                "if [ -f {held} ]; then mv {held} {manifest}; fi; \
+                 if systemctl cat {unit} >/dev/null 2>&1; then systemctl start {unit}; fi"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Starts kube-apiserver again.
 fn start_apiserver() -> String {
-    let (unit, manifest, held) = apiserver_files();
-    format!(
-        "if [ -f {held} ]; then mv {held} {manifest}; fi; \
-         if systemctl cat {unit} >/dev/null 2>&1; then systemctl start {unit}; fi"
-    )
+    start_units(&[NODE.units.kube_apiserver])
 }
 
-/// kube-apiserver's unit, static pod manifest, and where the manifest waits during a restore.
-fn apiserver_files() -> (&'static str, String, String) {
-    let unit = NODE.units.kube_apiserver;
-    let held = NODE.manifest_aside(unit, "restore-hold");
-    (unit, NODE.manifest(unit), held)
+/// Starts the controller manager and the scheduler again.
+fn start_controllers() -> String {
+    start_units(&CONTROLLERS)
+}
+
+/// A control-plane component's static pod manifest, and where it waits during a restore.
+fn manifest_files(unit: &str) -> (String, String) {
+    (
+        NODE.manifest(unit),
+        NODE.manifest_aside(unit, "restore-hold"),
+    )
 }
 
 /// Stops etcd: gracefully for 3 s, then killed. A member stops in well under a second, but a
@@ -448,11 +484,11 @@ pub async fn restore_cluster_with(
             let stopped = futures::future::try_join_all(
                 control_plane
                     .iter()
-                    .map(|x| sh(x, "stopping kube-apiserver", stop_apiserver())),
+                    .map(|x| sh(x, "stopping the control plane", stop_control_plane())),
             )
             .await?;
             let had_apiserver = stopped.iter().any(|out| out.contains(APISERVER_STOPPED));
-            steps.add("stop kube-apiserver", None, t);
+            steps.add("stop kube-apiserver, controller manager, scheduler", None, t);
             // Followers first, all at once, then the leader: a leader stopping while its followers
             // do waits up to 7 s for a leadership transfer nobody can take; alone, it stops at once.
             let t = Instant::now();
@@ -512,6 +548,17 @@ pub async fn restore_cluster_with(
                         steps.add("kube-apiserver ready", None, t);
                     }
                 }
+                // After the API server, so that they find it answering when they start.
+                let t = Instant::now();
+                futures::future::try_join_all(control_plane.iter().map(|x| {
+                    sh(
+                        x,
+                        "starting the controller manager and scheduler",
+                        start_controllers(),
+                    )
+                }))
+                .await?;
+                steps.add("start controller manager, scheduler", None, t);
                 Ok(ClusterRestoreReport {
                     id: id.to_string(),
                     seconds: started.elapsed().as_secs_f64(),
@@ -559,8 +606,8 @@ pub async fn restore_cluster_with(
                     }
                 }
                 for x in members.iter().filter(|x| x.control_plane) {
-                    if let Err(e) = sh(x, "rollback: starting kube-apiserver", start_apiserver()).await
-                    {
+                    let all = format!("{}; {}", start_apiserver(), start_controllers());
+                    if let Err(e) = sh(x, "rollback: starting the control plane", all).await {
                         problems.push(e.to_string());
                     }
                 }

@@ -181,6 +181,12 @@ pub struct FlagInput {
     /// The pause image (default: kubeadm's for the release, `registry.k8s.io/pause:3.9` for
     /// v1.28).
     pub sandbox_image: String,
+    /// How long a stopping kube-apiserver keeps serving after it has taken itself out of the
+    /// `kubernetes` Service's endpoints and begun failing `/readyz` (`--shutdown-delay-duration`);
+    /// `None`: it stops at once (kubeadm's default). With more than one API server this is the
+    /// time kube-proxy and the load balancers need to send new requests elsewhere, so a restart
+    /// fails none.
+    pub apiserver_shutdown_delay: Option<std::time::Duration>,
     /// Extra or overriding flags per component (without the leading `--`); they win over the
     /// rendered ones, as kubeadm's `extraArgs` do.
     pub extra_args: BTreeMap<Component, BTreeMap<String, String>>,
@@ -210,6 +216,7 @@ impl FlagInput {
             kube_proxy_config: layout.kube_proxy_config.into(),
             container_runtime_endpoint: layout.cri_endpoint.into(),
             sandbox_image: crate::images::pause_image_for(version.minor, version.patch),
+            apiserver_shutdown_delay: None,
             extra_args: BTreeMap::new(),
         }
     }
@@ -286,6 +293,9 @@ pub fn render_flags(component: Component, input: &FlagInput) -> Result<Vec<Strin
             set("service-account-key-file", pki("sa.pub"));
             set("service-account-signing-key-file", pki("sa.key"));
             set("service-cluster-ip-range", input.service_cidr.clone());
+            if let Some(d) = input.apiserver_shutdown_delay {
+                set("shutdown-delay-duration", format!("{}s", d.as_secs()));
+            }
             set("tls-cert-file", pki("apiserver.crt"));
             set("tls-private-key-file", pki("apiserver.key"));
         }

@@ -519,6 +519,31 @@ pub fn sandbox_config(
     cfg
 }
 
+/// Where the local API load balancer (`kubernetes.load_balancer: { local: true }`) listens on
+/// every node, by default.
+pub const LOCAL_LB: &str = "https://127.0.0.1:16443";
+
+/// Turns the local API load balancer on in a cluster.yaml written by [`sandbox_config`]: the
+/// sandbox's `kubernetes:` section is the last of its base, before `packages:`.
+pub fn with_local_load_balancer(cfg: &Path) {
+    let text = std::fs::read_to_string(cfg).unwrap();
+    let (base, rest) = text
+        .split_once("\npackages:")
+        .unwrap_or_else(|| panic!("no packages section in {}:\n{text}", cfg.display()));
+    assert!(
+        base.trim_end().ends_with("network: host-gw"),
+        "kubernetes is not the last section of the base: {text}"
+    );
+    std::fs::write(
+        cfg,
+        format!(
+            "{}\n  load_balancer: {{ local: true }}\npackages:{rest}",
+            base.trim_end()
+        ),
+    )
+    .unwrap();
+}
+
 /// kubectl (from `kube_bin`) with the kubeconfig `admin` and a 30 s request timeout.
 pub fn kubectl_cmd(kube_bin: &Path, admin: &Path, args: &[&str]) -> Command {
     let mut c = Command::new(kube_bin.join("kubectl"));
@@ -631,4 +656,144 @@ impl Drop for Steps {
             );
         }
     }
+}
+
+/// A pod calling the API once a second with its service-account token and the CA of its
+/// volume, as in-cluster clients do (kubectl from the node's /usr/local/bin/kubectl-in-pod, a
+/// new process each time, so each call reads the CA anew): at API_SERVER (`host:port`), or,
+/// when that is empty, at the `kubernetes` Service (what in-cluster config uses). A line ` ok`
+/// per answer, ` FAIL <time> <error>` per failure, in its log.
+const API_LOOP: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: { name: api-loop, namespace: default }
+spec:
+  nodeSelector: { kubernetes.io/hostname: NODE }
+  terminationGracePeriodSeconds: 1
+  volumes:
+    - { name: kubectl, hostPath: { path: /usr/local/bin/kubectl-in-pod } }
+  containers:
+    - name: loop
+      image: docker.io/library/busybox:clusterkit
+      imagePullPolicy: Never
+      env: [{ name: API_SERVER, value: "SERVER" }]
+      volumeMounts: [{ name: kubectl, mountPath: /kubectl, readOnly: true }]
+      command:
+        - sh
+        - -c
+        - |
+          server=${API_SERVER:-$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT}
+          while true; do
+            sa=/var/run/secrets/kubernetes.io/serviceaccount
+            if out=$(/kubectl --server="https://$server" --certificate-authority=$sa/ca.crt --token="$(cat $sa/token)" --request-timeout=5s get --raw /api 2>&1); then echo " ok"; else echo " FAIL $(date -u +%T) $(echo $out | head -c 300)"; fi
+            sleep 1
+          done
+"#;
+
+/// Starts the `api-loop` pod ([`API_LOOP`]) on `node` with `kube_bin`'s kubectl, calling
+/// `server` (`host:port`; `None`: the `kubernetes` Service), and waits for its first answer;
+/// panics with the pod's description and the node's view when there is none within 60 s.
+/// Its log: [`api_loop_log`].
+pub fn start_api_loop(
+    sb: &clusterkit_sandbox::SandboxGuard,
+    kube_bin: &Path,
+    admin: &Path,
+    node: &str,
+    server: Option<&str>,
+) {
+    let mut upload = ssh_cmd(
+        sb,
+        node,
+        "cat > /usr/local/bin/kubectl-in-pod && chmod 0755 /usr/local/bin/kubectl-in-pod",
+    );
+    upload.stdin(std::fs::File::open(kube_bin.join("kubectl")).unwrap());
+    run_ok(&mut upload);
+    let manifest = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        manifest.path(),
+        API_LOOP
+            .replace("NODE", node)
+            .replace("SERVER", server.unwrap_or_default()),
+    )
+    .unwrap();
+    run_ok(&mut kubectl_cmd(
+        kube_bin,
+        admin,
+        &["apply", "-f", &manifest.path().to_string_lossy()],
+    ));
+    run_ok(&mut kubectl_cmd(
+        kube_bin,
+        admin,
+        &[
+            "wait",
+            "--for=condition=Ready",
+            "pod/api-loop",
+            "--timeout=180s",
+        ],
+    ));
+    let answered = wait_until(Duration::from_secs(60), || {
+        api_loop_log(kube_bin, admin).lines().any(|l| l == " ok")
+    });
+    if !answered {
+        let describe = kubectl_cmd(kube_bin, admin, &["describe", "pod", "api-loop"])
+            .output()
+            .unwrap();
+        let seen = ssh_cmd(
+            sb,
+            node,
+            "crictl ps -a; ls -lR /var/log/pods | head -50; tail -n 20 /var/log/pods/default_api-loop_*/loop/*.log",
+        )
+        .output()
+        .unwrap();
+        panic!(
+            "the API loop never got an answer:\n{}\n{}\n{}{}",
+            api_loop_log(kube_bin, admin),
+            stdout(&describe),
+            stdout(&seen),
+            stderr(&seen)
+        );
+    }
+}
+
+/// The `api-loop` pod's log so far (stderr appended when kubectl fails).
+pub fn api_loop_log(kube_bin: &Path, admin: &Path) -> String {
+    let out = kubectl_cmd(kube_bin, admin, &["logs", "api-loop"])
+        .output()
+        .unwrap();
+    format!("{}{}", stdout(&out), stderr(&out))
+}
+
+/// Waits (20 s at most) until `node`'s local load balancer passes `GET /readyz` to an API
+/// server that answers 200, over TLS verified against the node's cluster CA file; panics with
+/// the last answer otherwise.
+pub fn ready_through_local_lb(sb: &clusterkit_sandbox::SandboxGuard, node: &str) {
+    let through_lb = format!(
+        "printf 'GET /readyz HTTP/1.0\\r\\n\\r\\n' | openssl s_client -quiet -verify_return_error -CAfile /etc/kubernetes/pki/ca.crt -connect {} 2>&1 | head -n 1",
+        LOCAL_LB.trim_start_matches("https://")
+    );
+    let mut last = String::new();
+    let answered = wait_until(Duration::from_secs(20), || {
+        last = ssh(sb, node, &through_lb);
+        last.contains(" 200 ")
+    });
+    assert!(
+        answered,
+        "{node}: /readyz through its load balancer: {last}"
+    );
+}
+
+/// The units a `certs rotate-ca` stage report says `node` restarted; panics when the stage has
+/// no entry for it or the entry failed.
+pub fn stage_restarted(stage: &serde_json::Value, node: &str) -> Vec<String> {
+    let h = stage["hosts"]
+        .as_array()
+        .and_then(|hosts| hosts.iter().find(|h| h["host"] == node))
+        .unwrap_or_else(|| panic!("no host {node} in {stage:#}"));
+    assert_eq!(h["status"], "ok", "{node}: {stage:#}");
+    h["restarted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u.as_str().unwrap().to_string())
+        .collect()
 }

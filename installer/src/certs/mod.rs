@@ -384,6 +384,9 @@ mod tests {
                 "kubelet"
             ]
         );
-        assert_eq!(u(&["/etc/kubernetes/pki/etcd/ca.crt"]), ["etcd", "kube-apiserver"]);
+        assert_eq!(
+            u(&["/etc/kubernetes/pki/etcd/ca.crt"]),
+            ["etcd", "kube-apiserver"]
+        );
     }
 }

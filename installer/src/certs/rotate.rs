@@ -823,17 +823,33 @@ pub struct StageReport {
 }
 
 /// What a stage over the CA families `only` ([`families`]) would do on `host` (`--check`): the
-/// family's files the host holds, uploaded, and what reads them, restarted.
-fn planned(layout: &StateLayout, host: &Host, only: &HashSet<PathBuf>) -> HostStage {
+/// family's files the host holds, uploaded, and what reads them and runs in this cluster,
+/// restarted (no haproxy without the local load balancer, no kube-proxy unit where it is a
+/// DaemonSet).
+fn planned(
+    cluster: &Cluster,
+    layout: &StateLayout,
+    host: &Host,
+    only: &HashSet<PathBuf>,
+) -> HostStage {
+    let units = NodeLayout::DEFAULT.units;
     let uploaded: Vec<String> = node_mappings(layout, host)
         .into_iter()
         .filter(|m| only.contains(&m.local))
         .map(|m| m.remote.to_string_lossy().into_owned())
         .collect();
+    let runs = |u: &&str| {
+        (*u != units.haproxy || cluster.kubernetes.load_balancer.local)
+            && (*u != units.kube_proxy || !crate::phases::addons::kube_proxy_daemonset(cluster))
+    };
     HostStage {
         host: host.name.clone(),
         status: "planned",
-        restarted: units_for(&uploaded).into_iter().map(String::from).collect(),
+        restarted: units_for(&uploaded)
+            .into_iter()
+            .filter(runs)
+            .map(String::from)
+            .collect(),
         uploaded,
         error: None,
     }
@@ -963,9 +979,20 @@ pub async fn rotate_cas(
             let only = families(&input, layout, &todo)?;
             let hosts = nodes
                 .iter()
-                .map(|(h, _)| planned(layout, h, &only))
+                .map(|(h, _)| planned(cluster, layout, h, &only))
                 .collect();
             done.push(report(&todo, stage, "planned", vec![], hosts));
+        }
+        // The pods the operator will have to restart (or `--restart-workloads` will), on the
+        // trust-both stage's report as in a run.
+        if cas.contains(&CaName::Kubernetes) {
+            let stale = stale_workloads(cluster, &journal, false).await?;
+            if let Some(r) = done
+                .iter_mut()
+                .find(|r| r.stage == Stage::TrustBoth.as_str())
+            {
+                r.workloads = stale;
+            }
         }
         return Ok(());
     }
@@ -1368,28 +1395,31 @@ async fn wait_pod_volumes(
 }
 
 /// The pods that may know only the old cluster CA ([`workloads::list_stale`]) while a
-/// rotation of it is between stage 1 and stage 3 (empty otherwise); with `restart`, their
-/// owners rollout-restarted and waited for.
+/// rotation of it is between stage 1 and stage 3; before stage 1 (what `--check` shows), every
+/// pod that reads the CA now, since all of them will have started before both CAs are
+/// published; empty once the rotation is over. With `restart`, their owners
+/// rollout-restarted and waited for.
 async fn stale_workloads(
     cluster: &Cluster,
     journal: &Journal,
     restart: bool,
 ) -> Result<Vec<workloads::StalePod>, RotateError> {
-    let Some(entry) = journal.cas.get(CaName::Kubernetes.name()) else {
-        return Ok(vec![]);
-    };
-    if entry.stage < Stage::TrustBoth || entry.stage == Stage::Done {
-        return Ok(vec![]);
-    }
-    let Some(at) = entry
-        .trusted_at
-        .as_deref()
-        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-    else {
-        return Ok(vec![]);
+    let at = match journal.cas.get(CaName::Kubernetes.name()) {
+        Some(e) if e.stage == Stage::Done => return Ok(vec![]),
+        Some(e) if e.stage >= Stage::TrustBoth => {
+            let Some(at) = e
+                .trusted_at
+                .as_deref()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            else {
+                return Ok(vec![]);
+            };
+            at.timestamp()
+        }
+        _ => now().unix_timestamp(),
     };
     let client = api_client(cluster).await?;
-    let mut stale = workloads::list_stale(&client, at.timestamp()).await?;
+    let mut stale = workloads::list_stale(&client, at).await?;
     if restart && !stale.is_empty() {
         workloads::restart_owners(&client, &mut stale, now()).await?;
     }
@@ -1777,6 +1807,36 @@ mod tests {
         crate::certs::tests::phases_keep_everything(&input, &layout);
     }
 
+    /// The cluster CA's plan restarts, where the new trust bundle lands, what reads it: the
+    /// local load balancer (its health checks) only when the cluster has one.
+    #[test]
+    fn cluster_ca_plan_reloads_haproxy_only_with_the_load_balancer() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut c, input, layout) = generated(dir.path());
+        let only = families(&input, &layout, &[CaName::Kubernetes]).unwrap();
+        let cp = planned(&c, &layout, c.host("cp1").unwrap(), &only);
+        assert!(
+            cp.uploaded
+                .contains(&"/etc/kubernetes/pki/ca.crt".to_string()),
+            "{cp:?}"
+        );
+        assert_eq!(
+            cp.restarted,
+            [
+                "kube-apiserver",
+                "kube-controller-manager",
+                "kube-scheduler",
+                "kubelet"
+            ],
+            "{cp:?}"
+        );
+        c.kubernetes.load_balancer.local = true;
+        for h in ["cp1", "w2"] {
+            let plan = planned(&c, &layout, c.host(h).unwrap(), &only);
+            assert!(plan.restarted.contains(&"haproxy".to_string()), "{plan:?}");
+        }
+    }
+
     /// etcd's CA: its bundle (etcd's trusted CA files, kube-apiserver's `--etcd-cafile`) and
     /// every leaf it signs; the plan of each stage uploads them to the etcd members and
     /// control-plane hosts and restarts etcd and kube-apiserver there, nothing on a worker;
@@ -1807,7 +1867,7 @@ mod tests {
         assert_ne!(new_pem, old_pem);
         let stage = |s| apply_local(&c, &input, &layout, etcd, s, now()).unwrap();
         let only = families(&input, &layout, &[etcd]).unwrap();
-        let plan = |h: &str| planned(&layout, c.host(h).unwrap(), &only);
+        let plan = |h: &str| planned(&c, &layout, c.host(h).unwrap(), &only);
         let cp = plan("cp1");
         for f in [
             "etcd/ca.crt",

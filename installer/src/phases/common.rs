@@ -59,6 +59,7 @@ pub fn flag_input(cluster: &Cluster, host: &Host) -> FlagInput {
     input.dns_domain = k.dns_domain.clone();
     input.cluster_name = cluster.name.clone();
     input.sandbox_image = cluster.runtime.sandbox_image.clone();
+    input.apiserver_shutdown_delay = super::load_balancer::shutdown_delay(cluster);
     input
 }
 

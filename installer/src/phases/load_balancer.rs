@@ -59,6 +59,18 @@ pub fn readmit_delay(cluster: &Cluster) -> std::time::Duration {
     std::time::Duration::from_secs((CHECK_RISE + 1) * CHECK_INTERVAL_SECS)
 }
 
+/// How long a stopping kube-apiserver keeps serving, out of rotation, before it stops
+/// (`--shutdown-delay-duration`) when the cluster has more than one: long enough for every
+/// node's load balancer to take it out (its `/readyz` fails at once: [`CHECK_FALL`] failed
+/// checks, one interval of slack) and for kube-proxy to drop it from the `kubernetes` Service
+/// (it leaves the endpoints at once; kube-proxy resyncs within a second). Then a restart, one
+/// API server at a time, fails no request. `None` with a single API server: nothing could
+/// take its requests.
+pub fn shutdown_delay(cluster: &Cluster) -> Option<std::time::Duration> {
+    (cluster.hosts_with_role(Role::ControlPlane).len() > 1)
+        .then(|| std::time::Duration::from_secs((CHECK_FALL + 1) * CHECK_INTERVAL_SECS))
+}
+
 /// The URL node components (kubelet, kube-proxy) reach the API at: the local load balancer's
 /// `https://127.0.0.1:<port>` when it is on, else `https://<control_plane_endpoint>`.
 pub fn node_api_server(cluster: &Cluster) -> String {
