@@ -425,16 +425,18 @@ fn two_control_planes_behind_a_local_load_balancer() {
 
 /// Reads through NODE's load balancer once a second, on NODE (its kubelet.conf, its Node
 /// object: a quorum read of etcd by whichever API server haproxy picks) until
-/// /tmp/ck-reads-stop exists: ` ok` or ` FAIL <time> <error>` per read.
-const READS_LOOP: &str = r#"while [ ! -e /tmp/ck-reads-stop ]; do
-  if out=$(kubectl --kubeconfig /etc/kubernetes/kubelet.conf --request-timeout=5s get node NODE -o name 2>&1); then echo " ok"; else echo " FAIL $(date -u +%T) $(echo $out | head -c 300)"; fi
+/// /tmp/ck-reads-stop exists: ` ok` or ` FAIL <time> <error>` per read. kubectl is on the
+/// control-plane hosts; a worker needs the copy [`common::start_api_loop`] puts there.
+const READS_LOOP: &str = r#"kubectl=$(command -v kubectl || echo /usr/local/bin/kubectl-in-pod)
+while [ ! -e /tmp/ck-reads-stop ]; do
+  if out=$($kubectl --kubeconfig /etc/kubernetes/kubelet.conf --request-timeout=5s get node @NODE@ -o name 2>&1); then echo " ok"; else echo " FAIL $(date -u +%T) $(echo $out | head -c 300)"; fi
   sleep 1
 done"#;
 
 /// Starts [`READS_LOOP`] on `node`; stop it with [`stop_reads`].
 fn start_reads(sb: &SandboxGuard, node: &str) -> std::thread::JoinHandle<std::process::Output> {
     ssh(sb, node, "rm -f /tmp/ck-reads-stop");
-    let mut reads = ssh_cmd(sb, node, &READS_LOOP.replace("NODE", node));
+    let mut reads = ssh_cmd(sb, node, &READS_LOOP.replace("@NODE@", node));
     std::thread::spawn(move || reads.output().unwrap())
 }
 
@@ -832,9 +834,16 @@ fn rotate_cluster_ca(sb: &SandboxGuard, cfg: &Path, kube_bin: &Path, admin: &Pat
         }
     }
 
-    // What the clients saw.
+    // What the clients saw (the log through node3's kubelet, which the rotation restarted).
     std::thread::sleep(Duration::from_secs(2));
-    let log = common::api_loop_log(kube_bin, admin);
+    let log = poll(Duration::from_secs(60), "the API loop's log", || {
+        let log = common::api_loop_log(kube_bin, admin);
+        if log.starts_with("Error from server") {
+            Err(log)
+        } else {
+            Ok(log)
+        }
+    });
     let pod_ok = log.lines().filter(|l| *l == " ok").count();
     let pod_failed: Vec<&str> = log.lines().filter(|l| l.contains(" FAIL ")).collect();
     let mut reads = Vec::new();
@@ -856,7 +865,11 @@ fn rotate_cluster_ca(sb: &SandboxGuard, cfg: &Path, kube_bin: &Path, admin: &Pat
         "the pod's API calls failed: {pod_failed:#?}"
     );
     for (n, (ok, failed)) in &reads {
-        assert!(*ok >= 60, "{n}: {ok} reads");
+        assert!(
+            *ok >= 60,
+            "{n}: {ok} reads answered; the first failures: {:#?}",
+            &failed[..failed.len().min(5)]
+        );
         assert!(failed.is_empty(), "{n}: reads failed: {failed:#?}");
     }
 

@@ -737,8 +737,9 @@ fn static_pod_control_plane_on_three_nodes() {
         restore_steps.contains("kube-apiserver ready"),
         "the restore did not wait for the API server: {report:#}"
     );
-    // The controller manager and scheduler were stopped with the API server and started
-    // after it: their manifests are back, nothing is left aside.
+    // The controller manager and scheduler were recreated once the API server was back (the
+    // restored data rolled their leader leases back): their manifests are back, nothing is
+    // left aside.
     assert!(
         restore_steps.contains("start controller manager, scheduler"),
         "{report:#}"

@@ -229,63 +229,67 @@ fn local(path: &Path, source: std::io::Error) -> BackupError {
 /// What [`stop_control_plane`] prints when there was an API server to stop.
 const APISERVER_STOPPED: &str = "clusterkit: kube-apiserver stopped";
 
-/// The components a restore stops before etcd goes away: the API server, and the controller
-/// manager and scheduler, whose leader leases the restored data rolls back — left running,
-/// each loses its lease and exits, and in static-pod mode the kubelet restarts it with
-/// growing back-off, leaving the cluster without controllers for a minute or more. They start
-/// again once the API server is back ([`start_controllers`]).
+/// The controller manager and the scheduler, whose leader leases the restored data rolls
+/// back: left running, each loses its lease and exits, and in static-pod mode the kubelet
+/// restarts it with growing back-off, leaving the cluster without controllers for a minute or
+/// more. As units they stop with the API server and start after it; as static pods they are
+/// recreated once the API server is back ([`start_controllers`]).
 const CONTROLLERS: [&str; 2] = [
     NODE.units.kube_controller_manager,
     NODE.units.kube_scheduler,
 ];
 
-/// Stops kube-apiserver, the controller manager and the scheduler: killed, not asked — a
+/// Stops kube-apiserver, and the controller manager and scheduler units: killed, not asked — a
 /// graceful stop of the API server waits up to its request timeout (60 s, measured in
 /// tests/install_cluster.rs) for watches to end, and nothing they would finish matters: etcd
-/// is replaced underneath them. A static pod's manifest is moved aside instead.
+/// is replaced underneath them. The API server's static pod has its manifest moved aside
+/// instead.
 fn stop_control_plane() -> String {
-    std::iter::once(NODE.units.kube_apiserver)
-        .chain(CONTROLLERS)
-        .map(|unit| {
-            let (manifest, held) = manifest_files(unit);
-            format!(
-                "if systemctl cat {unit} >/dev/null 2>&1; then \
-                   systemctl kill --signal=SIGKILL {unit} 2>/dev/null || true; systemctl stop {unit}; \
-                   echo 'clusterkit: {unit} stopped'; fi; \
-                 if [ -f {manifest} ]; then mv {manifest} {held}; echo 'clusterkit: {unit} stopped'; fi"
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("; ")
+    let apiserver = NODE.units.kube_apiserver;
+    let (manifest, held) = manifest_files(apiserver);
+    let mut script = format!(
+        "if [ -f {manifest} ]; then mv {manifest} {held} || exit 1; echo '{APISERVER_STOPPED}'; fi"
+    );
+    for unit in std::iter::once(apiserver).chain(CONTROLLERS) {
+        script.push_str(&format!(
+            "; if systemctl cat {unit} >/dev/null 2>&1; then \
+                 systemctl kill --signal=SIGKILL {unit} 2>/dev/null || true; systemctl stop {unit}; \
+                 echo 'clusterkit: {unit} stopped'; fi"
+        ));
+    }
+    script
 }
 
-/// Starts what [`stop_control_plane`] stopped of `units`: a static pod's manifest put back,
-/// a systemd unit started.
-fn start_units(units: &[&str]) -> String {
-    units
+/// Starts kube-apiserver again: its manifest back, or its unit started.
+fn start_apiserver() -> String {
+    let unit = NODE.units.kube_apiserver;
+    let (manifest, held) = manifest_files(unit);
+    format!(
+        "if [ -f {held} ]; then mv {held} {manifest}; fi; \
+         if systemctl cat {unit} >/dev/null 2>&1; then systemctl start {unit}; fi"
+    )
+}
+
+/// Starts the controller manager and scheduler units again, or recreates their static pods
+/// (with the API server answering: the kubelet deletes the restored mirror pods and creates
+/// them anew).
+fn start_controllers() -> String {
+    CONTROLLERS
         .iter()
         .map(|unit| {
-            let (manifest, held) = manifest_files(unit);
+            let manifest = NODE.manifest(unit);
+            let recreate = NODE.recreate_static_pod(unit, "restore-hold", STATIC_POD_STOP_SECS);
             format!(
-                "if [ -f {held} ]; then mv {held} {manifest}; fi; \
-                 if systemctl cat {unit} >/dev/null 2>&1; then systemctl start {unit}; fi"
+                "if systemctl cat {unit} >/dev/null 2>&1; then systemctl start {unit} || exit 1; \
+                 elif [ -f {manifest} ]; then {recreate}; fi"
             )
         })
         .collect::<Vec<_>>()
         .join("; ")
 }
 
-/// Starts kube-apiserver again.
-fn start_apiserver() -> String {
-    start_units(&[NODE.units.kube_apiserver])
-}
-
-/// Starts the controller manager and the scheduler again.
-fn start_controllers() -> String {
-    start_units(&CONTROLLERS)
-}
-
-/// A control-plane component's static pod manifest, and where it waits during a restore.
+/// A static pod's manifest (etcd's or a control-plane component's), and where it waits during
+/// a restore.
 fn manifest_files(unit: &str) -> (String, String) {
     (
         NODE.manifest(unit),
@@ -300,7 +304,7 @@ fn manifest_files(unit: &str) -> (String, String) {
 /// again as after a power cut. A static-pod member (no unit, a manifest: static-pod mode) has
 /// its manifest moved aside and is waited for until the kubelet has torn the pod down.
 fn stop_etcd() -> String {
-    let (manifest, held) = etcd_manifest_files();
+    let (manifest, held) = manifest_files(ETCD);
     let stopped = NodeLayout::wait_static_pod(ETCD, true, STATIC_POD_STOP_SECS);
     format!(
         "if systemctl cat {ETCD} >/dev/null 2>&1; then \
@@ -313,7 +317,7 @@ fn stop_etcd() -> String {
 /// Starts etcd without waiting (members wait for each other's quorum): the unit, or a
 /// static-pod member's manifest put back for the kubelet.
 fn start_etcd() -> String {
-    let (manifest, held) = etcd_manifest_files();
+    let (manifest, held) = manifest_files(ETCD);
     format!(
         "if [ -f {held} ]; then mv {held} {manifest}; \
          else systemctl reset-failed {ETCD} >/dev/null 2>&1; systemctl start --no-block {ETCD}; fi"
@@ -323,14 +327,6 @@ fn start_etcd() -> String {
 /// How long a static-pod member may take to stop once its manifest left: the kubelet looks at
 /// the manifest directory every 20 s, then stops the pod.
 const STATIC_POD_STOP_SECS: u64 = 90;
-
-/// A static-pod member's manifest, and where it waits during a restore.
-fn etcd_manifest_files() -> (String, String) {
-    (
-        NODE.manifest(ETCD),
-        NODE.manifest_aside(ETCD, "restore-hold"),
-    )
-}
 
 /// A local scratch directory (0700) removed on drop.
 struct Scratch(PathBuf);
@@ -645,7 +641,7 @@ async fn check_member(x: &Member, scratch: &str) -> Result<String, BackupError> 
              rm -rf {s} && mkdir -p {s} && chmod 700 {s} && \
              {{ etcd --version 2>/dev/null | sed -n 's/^etcd Version: *//p' | grep . || echo unknown; }}",
             s = q(scratch),
-            m = etcd_manifest_files().0
+            m = manifest_files(ETCD).0
         ),
     )
     .await?;

@@ -501,6 +501,24 @@ impl NodeLayout {
         )
     }
 
+    /// Shell that recreates the static pod `name` the way kubeadm documents: its manifest moved
+    /// aside ([`manifest_aside`](Self::manifest_aside) with `why`) until the kubelet has torn
+    /// the pod down, then moved back and waited for until the kubelet runs its container again;
+    /// each wait at most `secs`. Fails (the manifest back in place) when a wait does. The
+    /// manifest must exist.
+    pub fn recreate_static_pod(&self, name: &str, why: &str, secs: u64) -> String {
+        let manifest = self.manifest(name);
+        let aside = self.manifest_aside(name, why);
+        let stopped = Self::wait_static_pod(name, true, secs);
+        let started = Self::wait_static_pod(name, false, secs);
+        format!(
+            "mv {manifest} {aside} || exit 1; \
+             {stopped} || {{ mv {aside} {manifest}; exit 1; }}; \
+             mv {aside} {manifest} || exit 1; \
+             {started} || exit 1"
+        )
+    }
+
     /// An installed Kubernetes binary: `/usr/local/bin/<name>`.
     pub fn bin(&self, name: &str) -> String {
         format!("{}/{name}", self.bin_dir)

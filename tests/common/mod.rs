@@ -668,7 +668,7 @@ apiVersion: v1
 kind: Pod
 metadata: { name: api-loop, namespace: default }
 spec:
-  nodeSelector: { kubernetes.io/hostname: NODE }
+  nodeSelector: { kubernetes.io/hostname: "@NODE@" }
   terminationGracePeriodSeconds: 1
   volumes:
     - { name: kubectl, hostPath: { path: /usr/local/bin/kubectl-in-pod } }
@@ -676,7 +676,7 @@ spec:
     - name: loop
       image: docker.io/library/busybox:clusterkit
       imagePullPolicy: Never
-      env: [{ name: API_SERVER, value: "SERVER" }]
+      env: [{ name: API_SERVER, value: "@SERVER@" }]
       volumeMounts: [{ name: kubectl, mountPath: /kubectl, readOnly: true }]
       command:
         - sh
@@ -712,8 +712,8 @@ pub fn start_api_loop(
     std::fs::write(
         manifest.path(),
         API_LOOP
-            .replace("NODE", node)
-            .replace("SERVER", server.unwrap_or_default()),
+            .replace("@NODE@", node)
+            .replace("@SERVER@", server.unwrap_or_default()),
     )
     .unwrap();
     run_ok(&mut kubectl_cmd(
@@ -768,13 +768,14 @@ pub fn api_loop_log(kube_bin: &Path, admin: &Path) -> String {
 /// the last answer otherwise.
 pub fn ready_through_local_lb(sb: &clusterkit_sandbox::SandboxGuard, node: &str) {
     let through_lb = format!(
-        "printf 'GET /readyz HTTP/1.0\\r\\n\\r\\n' | openssl s_client -quiet -verify_return_error -CAfile /etc/kubernetes/pki/ca.crt -connect {} 2>&1 | head -n 1",
+        "printf 'GET /readyz HTTP/1.0\\r\\n\\r\\n' | openssl s_client -quiet -verify_return_error -CAfile /etc/kubernetes/pki/ca.crt -connect {} 2>&1 | head -n 40",
         LOCAL_LB.trim_start_matches("https://")
     );
     let mut last = String::new();
     let answered = wait_until(Duration::from_secs(20), || {
         last = ssh(sb, node, &through_lb);
-        last.contains(" 200 ")
+        last.lines()
+            .any(|l| l.starts_with("HTTP/") && l.contains(" 200 "))
     });
     assert!(
         answered,

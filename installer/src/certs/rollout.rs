@@ -193,22 +193,17 @@ pub async fn restart_unit(
         "restart"
     };
     let manifest = shell_quote(&layout.manifest(unit));
-    let aside = shell_quote(&layout.manifest_aside(unit, "restarting"));
     // Each of the two waits: half the command's own timeout, leaving time to put the
     // manifest back.
     let secs = (timeout.as_secs().saturating_sub(15) / 2).max(10);
-    let stopped = NodeLayout::wait_static_pod(unit, true, secs);
-    let started = NodeLayout::wait_static_pod(unit, false, secs);
+    let recreate = layout.recreate_static_pod(unit, "restarting", secs);
     let script = format!(
         "if systemctl cat {u}.service >/dev/null 2>&1; then \
            if systemctl is-active -q {u}; then systemctl {verb} {u} || exit 1; sleep 2; \
              if systemctl is-active -q {u}; then echo unit; else systemctl status --no-pager -n 5 {u} >&2; exit 1; fi; \
            else echo inactive; fi; \
          elif [ -f {manifest} ]; then \
-           mv {manifest} {aside} || exit 1; \
-           {stopped} || {{ mv {aside} {manifest}; exit 1; }}; \
-           mv {aside} {manifest} || exit 1; \
-           {started} || exit 1; \
+           {recreate}; \
            echo static-pod; \
          else echo absent; fi"
     );
