@@ -19,7 +19,8 @@
 //! leader moved, or stayed). The API server is started again; a full install converges what
 //! `node add` leaves to it, a rerun then changes nothing and `--check --phase load-balancer`
 //! reports nothing to do. Then etcd's CA is rotated under the running cluster (see
-//! [`rotate_etcd_ca`]), and the cluster CA, without a failed API call ([`rotate_cluster_ca`]).
+//! [`rotate_etcd_ca`]), and the cluster and front-proxy CAs (`--ca all`), without a failed API
+//! call or Service request ([`rotate_cluster_ca`]).
 //! Finally `reset --hosts node3` stops and disables its haproxy. Wall
 //! times are printed.
 //!
@@ -401,7 +402,8 @@ fn two_control_planes_behind_a_local_load_balancer() {
     let state = sb.dir().join(format!("{name}-state"));
     rotate_etcd_ca(&sb, &cfg, &state, work.path());
 
-    // 7. The cluster CA rotated under the running cluster: no API call fails.
+    // 7. The cluster and front-proxy CAs rotated under the running cluster: no API call and
+    // no Service request fails.
     rotate_cluster_ca(&sb, &cfg, &kube_bin, &admin);
 
     // Reset of the worker stops and disables clusterkit's haproxy (the package stays).
@@ -776,13 +778,15 @@ fn rotate_etcd_ca(sb: &SandboxGuard, cfg: &Path, state: &Path, work: &Path) {
     assert_eq!(std::fs::read_to_string(pki.join("ca.crt")).unwrap(), new_ca);
 }
 
-/// 7. `certs rotate-ca --ca kubernetes` under the running cluster (two API servers, each
-///    stopping with `--shutdown-delay-duration`, so it leaves the `kubernetes` Service and the
-///    load balancers before it stops): every stage runs on every node, haproxy reloaded on
-///    each in the stages that change the trust bundle; throughout, a pod on the worker calling
-///    the API once a second through the `kubernetes` Service with its service-account token
-///    and the CA of its volume, and reads through node1's and node3's load balancers with
-///    their kubelet's credentials, never fail. Both API servers restarted, one at a time; every
+/// 7. `certs rotate-ca --ca all` under the running cluster, which rotates the cluster and
+///    front-proxy CAs (etcd's is done), with two API servers, each stopping with
+///    `--shutdown-delay-duration` (so it leaves the `kubernetes` Service and the load
+///    balancers before it stops): every stage runs on every node, haproxy reloaded on each in
+///    the stages that change the trust bundle; throughout, a pod on the worker calling the API
+///    once a second through the `kubernetes` Service with its service-account token and the
+///    CA of its volume, reads through node1's and node3's load balancers with their kubelet's
+///    credentials, and requests to a 3-replica workload's Service from node1 every 0.2 s
+///    never fail. Both API servers restarted, one at a time; every
 ///    Node is Ready afterwards and every node's load balancer passes a request verified
 ///    against the new CA alone.
 fn rotate_cluster_ca(sb: &SandboxGuard, cfg: &Path, kube_bin: &Path, admin: &Path) {
@@ -809,6 +813,15 @@ fn rotate_cluster_ca(sb: &SandboxGuard, cfg: &Path, kube_bin: &Path, admin: &Pat
         );
     }
     let starts_before = apiserver_started();
+    // A workload behind a Service, requested from node1 every 0.2 s.
+    let web = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(web.path(), common::web_workload("policy/v1beta1", 2)).unwrap();
+    common::kubectl(
+        kube_bin,
+        admin,
+        &["apply", "-f", &web.path().to_string_lossy()],
+    );
+    common::start_service_loop(sb, kube_bin, admin);
     common::start_api_loop(sb, kube_bin, admin, "node3", None);
     let readers: Vec<_> = ["node1", "node3"]
         .into_iter()
@@ -816,15 +829,21 @@ fn rotate_cluster_ca(sb: &SandboxGuard, cfg: &Path, kube_bin: &Path, admin: &Pat
         .collect();
 
     let started = Instant::now();
-    let v = common::rotate_ca(cfg, "kubernetes", &[]);
+    // `all`: the two CAs not rotated yet (etcd's is done).
+    let v = common::rotate_ca(cfg, "all", &[]);
     eprintln!(
-        "cluster CA rotation (two API servers, local load balancers): {:.1}s",
+        "cluster and front-proxy CA rotation (two API servers, local load balancers): {:.1}s",
         started.elapsed().as_secs_f64()
     );
     let stages = v["stages"].as_array().unwrap();
     assert_eq!(stages.len(), 3, "{v:#}");
     for (i, s) in stages.iter().enumerate() {
         assert_eq!(s["status"], "ran", "{v:#}");
+        assert_eq!(
+            s["cas"],
+            serde_json::json!(["ca", "front-proxy-ca"]),
+            "{v:#}"
+        );
         for n in NODES {
             let restarted = common::stage_restarted(s, n);
             // The trust bundle changes in the first and the last stage.
@@ -850,6 +869,8 @@ fn rotate_cluster_ca(sb: &SandboxGuard, cfg: &Path, kube_bin: &Path, admin: &Pat
     for (n, r) in readers {
         reads.push((n, stop_reads(sb, n, r)));
     }
+    let (served, service_fails) = common::service_loop_results(sb);
+    ssh(sb, "node1", "touch /root/stop-loop");
     eprintln!(
         "during the cluster CA rotation: the pod's calls through the kubernetes Service {pod_ok} answered, {} failed; reads through the load balancer {}",
         pod_failed.len(),
@@ -858,6 +879,15 @@ fn rotate_cluster_ca(sb: &SandboxGuard, cfg: &Path, kube_bin: &Path, admin: &Pat
             .map(|(n, (ok, failed))| format!("on {n} {ok} answered, {} failed", failed.len()))
             .collect::<Vec<_>>()
             .join(", ")
+    );
+    eprintln!(
+        "the web Service from node1: {served} answered, {} failed",
+        service_fails.len()
+    );
+    assert!(served >= 300, "{served} Service requests answered");
+    assert!(
+        service_fails.is_empty(),
+        "the Service failed during the rotation: {service_fails:#?}"
     );
     assert!(pod_ok >= 60, "{log}");
     assert!(

@@ -66,58 +66,6 @@ fn version_of(dir: &Path) -> String {
         .to_string()
 }
 
-/// The workload: busybox httpd with a readiness probe and a preStop pause (so an evicted pod
-/// keeps answering until kube-proxy has taken it out of the Service), and its budget.
-fn workload(pdb_api: &str, min_available: u32) -> String {
-    format!(
-        r#"
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{ name: web, namespace: default }}
-spec:
-  replicas: 3
-  selector: {{ matchLabels: {{ app: web }} }}
-  template:
-    metadata: {{ labels: {{ app: web }} }}
-    spec:
-      terminationGracePeriodSeconds: 10
-      containers:
-        - name: web
-          image: docker.io/library/busybox:clusterkit
-          imagePullPolicy: Never
-          command: ["sh", "-c", "mkdir -p /www && echo hello-from-$(hostname) > /www/index.html && exec httpd -f -p 8080 -h /www"]
-          ports: [{{ containerPort: 8080 }}]
-          readinessProbe: {{ tcpSocket: {{ port: 8080 }}, periodSeconds: 1 }}
-          lifecycle: {{ preStop: {{ exec: {{ command: ["sleep", "4"] }} }} }}
----
-apiVersion: v1
-kind: Service
-metadata: {{ name: web, namespace: default }}
-spec:
-  selector: {{ app: web }}
-  ports: [{{ port: 80, targetPort: 8080 }}]
----
-apiVersion: {pdb_api}
-kind: PodDisruptionBudget
-metadata: {{ name: web, namespace: default }}
-spec:
-  minAvailable: {min_available}
-  selector: {{ matchLabels: {{ app: web }} }}
-"#
-    )
-}
-
-/// The client loop, run on a node: a request to the Service every 0.2 s until /root/stop-loop
-/// exists, one line per request in /root/loop.log (`ok`, or `fail TIME WHAT`).
-const LOOP: &str = r#"#!/bin/bash
-ip=$1
-while [ ! -e /root/stop-loop ]; do
-  out=$(timeout 3 bash -c "exec 3<>/dev/tcp/$ip/80; printf 'GET / HTTP/1.0\r\n\r\n' >&3; cat <&3" 2>&1)
-  if [[ $out == *hello-from-* ]]; then echo ok; else echo "fail $(date +%T.%N) ${out//$'\n'/ }"; fi >> /root/loop.log
-  sleep 0.2
-done
-"#;
-
 /// Each unit's systemd InvocationID on every node (changes on every restart).
 fn invocations(sb: &SandboxGuard) -> Vec<(String, String)> {
     common::NODES
@@ -281,17 +229,6 @@ impl Watch {
 }
 
 /// The client loop's log on node1: (ok count, failure lines); truncates it.
-fn loop_results(sb: &SandboxGuard) -> (usize, Vec<String>) {
-    let log = ssh(sb, "node1", "cat /root/loop.log; : > /root/loop.log");
-    let ok = log.lines().filter(|l| *l == "ok").count();
-    let fails = log
-        .lines()
-        .filter(|l| l.starts_with("fail"))
-        .map(str::to_string)
-        .collect();
-    (ok, fails)
-}
-
 fn roll_scenario(from_bin: &Path, to_bin: Option<&Path>) {
     let steps = common::Steps::new("upgrade");
     let from = version_of(from_bin);
@@ -337,43 +274,13 @@ fn roll_scenario(from_bin: &Path, to_bin: Option<&Path>) {
         "policy/v1beta1"
     };
     let manifest = work.path().join("web.yaml");
-    std::fs::write(&manifest, workload(pdb_api, 2)).unwrap();
+    std::fs::write(&manifest, common::web_workload(pdb_api, 2)).unwrap();
     kubectl(
         &kube_bin,
         &admin,
         &["apply", "-f", manifest.to_str().unwrap()],
     );
-    kubectl(
-        &kube_bin,
-        &admin,
-        &["rollout", "status", "deployment/web", "--timeout=180s"],
-    );
-    let ip = kubectl(
-        &kube_bin,
-        &admin,
-        &["get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"],
-    );
-    ssh(
-        &sb,
-        "node1",
-        &format!("cat > /root/loop.sh <<'EOF'\n{LOOP}EOF\nchmod +x /root/loop.sh; rm -f /root/stop-loop /root/loop.log"),
-    );
-    ssh(
-        &sb,
-        "node1",
-        &format!(
-            "setsid nohup /root/loop.sh {} >/dev/null 2>&1 < /dev/null &",
-            ip.trim()
-        ),
-    );
-    common::poll(
-        Duration::from_secs(30),
-        "the client loop answers",
-        || match loop_results(&sb) {
-            (ok, fails) if ok > 0 && fails.is_empty() => Ok(()),
-            r => Err(format!("{r:?}")),
-        },
-    );
+    common::start_service_loop(&sb, &kube_bin, &admin);
     let cfg = match to_bin {
         Some(bin) => config(bin, &to, "upgrade-to.yaml"),
         None => cfg_from.clone(),
@@ -496,7 +403,7 @@ fn roll_scenario(from_bin: &Path, to_bin: Option<&Path>) {
             "{n}: kubelet and kube-proxy restarted: {b:?} → {a:?}"
         );
     }
-    let (served, fails) = loop_results(&sb);
+    let (served, fails) = common::service_loop_results(&sb);
     assert!(
         fails.is_empty(),
         "the Service failed during the roll ({served} ok): {fails:#?}"
@@ -634,7 +541,7 @@ fn roll_scenario(from_bin: &Path, to_bin: Option<&Path>) {
         );
     }
     nodes_ready_and_schedulable(&kube_bin, &admin).unwrap();
-    let (served, fails) = loop_results(&sb);
+    let (served, fails) = common::service_loop_results(&sb);
     assert!(
         fails.is_empty(),
         "the Service failed while two nodes rolled at once ({served} ok): {fails:#?}"
@@ -660,7 +567,7 @@ fn roll_scenario(from_bin: &Path, to_bin: Option<&Path>) {
 
     // 5. A budget that can never be met: the drain times out naming the pod.
     steps.enter("5. an unsatisfiable disruption budget");
-    std::fs::write(&manifest, workload(pdb_api, 3)).unwrap();
+    std::fs::write(&manifest, common::web_workload(pdb_api, 3)).unwrap();
     kubectl(
         &kube_bin,
         &admin,
@@ -694,7 +601,7 @@ fn roll_scenario(from_bin: &Path, to_bin: Option<&Path>) {
     //    2, `--resume` with a kubelet playbook that edits node2's kubelet unit and then fails
     //    there. node1 finishes; node2's unit is restored, its kubelet runs, it is uncordoned.
     steps.enter("6. a failed host is rolled back");
-    std::fs::write(&manifest, workload(pdb_api, 2)).unwrap();
+    std::fs::write(&manifest, common::web_workload(pdb_api, 2)).unwrap();
     kubectl(
         &kube_bin,
         &admin,
@@ -734,7 +641,7 @@ fn roll_scenario(from_bin: &Path, to_bin: Option<&Path>) {
         "every node Ready and schedulable",
         || nodes_ready_and_schedulable(&kube_bin, &admin),
     );
-    let (_, fails) = loop_results(&sb);
+    let (_, fails) = common::service_loop_results(&sb);
     assert!(fails.is_empty(), "{fails:#?}");
     ssh(&sb, "node1", "touch /root/stop-loop");
     drop(sb);

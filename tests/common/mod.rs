@@ -798,3 +798,104 @@ pub fn stage_restarted(stage: &serde_json::Value, node: &str) -> Vec<String> {
         .map(|u| u.as_str().unwrap().to_string())
         .collect()
 }
+
+/// The `web` workload the roll and rotation tests keep serving: busybox httpd with a readiness probe and a preStop pause (so an evicted pod
+/// keeps answering until kube-proxy has taken it out of the Service), and its budget.
+pub fn web_workload(pdb_api: &str, min_available: u32) -> String {
+    format!(
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{ name: web, namespace: default }}
+spec:
+  replicas: 3
+  selector: {{ matchLabels: {{ app: web }} }}
+  template:
+    metadata: {{ labels: {{ app: web }} }}
+    spec:
+      terminationGracePeriodSeconds: 10
+      containers:
+        - name: web
+          image: docker.io/library/busybox:clusterkit
+          imagePullPolicy: Never
+          command: ["sh", "-c", "mkdir -p /www && echo hello-from-$(hostname) > /www/index.html && exec httpd -f -p 8080 -h /www"]
+          ports: [{{ containerPort: 8080 }}]
+          readinessProbe: {{ tcpSocket: {{ port: 8080 }}, periodSeconds: 1 }}
+          lifecycle: {{ preStop: {{ exec: {{ command: ["sleep", "4"] }} }} }}
+---
+apiVersion: v1
+kind: Service
+metadata: {{ name: web, namespace: default }}
+spec:
+  selector: {{ app: web }}
+  ports: [{{ port: 80, targetPort: 8080 }}]
+---
+apiVersion: {pdb_api}
+kind: PodDisruptionBudget
+metadata: {{ name: web, namespace: default }}
+spec:
+  minAvailable: {min_available}
+  selector: {{ matchLabels: {{ app: web }} }}
+"#
+    )
+}
+
+/// The client loop, run on a node: a request to the Service every 0.2 s until /root/stop-loop
+/// exists, one line per request in /root/loop.log (`ok`, or `fail TIME WHAT`).
+pub const SERVICE_LOOP: &str = r#"#!/bin/bash
+ip=$1
+while [ ! -e /root/stop-loop ]; do
+  out=$(timeout 3 bash -c "exec 3<>/dev/tcp/$ip/80; printf 'GET / HTTP/1.0\r\n\r\n' >&3; cat <&3" 2>&1)
+  if [[ $out == *hello-from-* ]]; then echo ok; else echo "fail $(date +%T.%N) ${out//$'\n'/ }"; fi >> /root/loop.log
+  sleep 0.2
+done
+"#;
+
+/// Waits for the `web` Deployment ([`web_workload`], applied) to roll out, then starts
+/// [`SERVICE_LOOP`] on node1 against its Service and waits for its first answer; read and
+/// clear its log with [`service_loop_results`], stop it by touching /root/stop-loop on node1.
+pub fn start_service_loop(sb: &clusterkit_sandbox::SandboxGuard, kube_bin: &Path, admin: &Path) {
+    kubectl(
+        kube_bin,
+        admin,
+        &["rollout", "status", "deployment/web", "--timeout=180s"],
+    );
+    let ip = kubectl(
+        kube_bin,
+        admin,
+        &["get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"],
+    );
+    ssh(
+        sb,
+        "node1",
+        &format!("cat > /root/loop.sh <<'EOF'\n{SERVICE_LOOP}EOF\nchmod +x /root/loop.sh; rm -f /root/stop-loop /root/loop.log"),
+    );
+    ssh(
+        sb,
+        "node1",
+        &format!(
+            "setsid nohup /root/loop.sh {} >/dev/null 2>&1 < /dev/null &",
+            ip.trim()
+        ),
+    );
+    poll(
+        Duration::from_secs(30),
+        "the client loop answers",
+        || match service_loop_results(sb) {
+            (ok, fails) if ok > 0 && fails.is_empty() => Ok(()),
+            r => Err(format!("{r:?}")),
+        },
+    );
+}
+
+/// [`SERVICE_LOOP`]'s answers and failures on node1 since the last call (the log is cleared).
+pub fn service_loop_results(sb: &clusterkit_sandbox::SandboxGuard) -> (usize, Vec<String>) {
+    let log = ssh(sb, "node1", "cat /root/loop.log; : > /root/loop.log");
+    let ok = log.lines().filter(|l| *l == "ok").count();
+    let fails = log
+        .lines()
+        .filter(|l| l.starts_with("fail"))
+        .map(str::to_string)
+        .collect();
+    (ok, fails)
+}
