@@ -34,14 +34,12 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-# The default packages (containerd, runc, zstd, etcd-server, CNI plugins), haproxy for the local
-# load balancer, the Kubernetes binaries of $CLUSTERKIT_KUBE_BIN_DIR and the pause/busybox images.
-$CK bundle build --package haproxy --out "$WORK/bundle" >/dev/null
-
 # On each node after the rotation: /readyz six times through its load balancer (round-robin
-# over the backends), whether haproxy runs, and what it logged about its backends since START.
+# over the backends), whether haproxy runs, and what it logged since START (epoch seconds): its
+# backends going DOWN or UP, none left, and reloads (haproxy logs each state change twice, with
+# and without the `[WARNING]` prefix: the prefixed copy is kept).
 # shellcheck disable=SC2016
-POST='for i in 1 2 3 4 5 6; do c=$(printf "GET /readyz HTTP/1.0\r\n\r\n" | timeout 5 openssl s_client -quiet -connect 127.0.0.1:16443 2>/dev/null | head -n 1 | cut -d" " -f2); echo "lb ${c:-none}"; done; echo "haproxy $(systemctl is-active haproxy)"; journalctl -u haproxy --since @START --no-pager -o cat | grep -E "is (UP|DOWN)|no server available|Reexecuting|Loading success" || true'
+POST='for i in 1 2 3 4 5 6; do c=$(printf "GET /readyz HTTP/1.0\r\n\r\n" | timeout 5 openssl s_client -quiet -connect 127.0.0.1:16443 2>/dev/null | head -n 1 | cut -d" " -f2); echo "lb ${c:-none}"; done; echo "haproxy $(systemctl is-active haproxy)"; journalctl -u haproxy --since @START --no-pager -o short-unix | grep -E "\[(WARNING|ALERT)\].*(is (UP|DOWN)|no server available)|Reloaded haproxy" || true'
 
 echo "binary: $CK ($(stat -c %y "$CK" | cut -d. -f1)); $(nproc) cores; $(date -u +%Y-%m-%dT%H:%MZ)"
 for n in "$@"; do
@@ -50,6 +48,10 @@ for n in "$@"; do
   out="$WORK/n$n"; mkdir -p "$out"
   cfg=$($CK sandbox up --name "$name" --nodes "$n" | tail -n 1)
   dir=$(dirname "$cfg")
+  # Once, after the first `sandbox up` (the bundle needs the base rootfs's dpkg status): the
+  # default packages (containerd, runc, zstd, etcd-server, CNI plugins), haproxy for the local
+  # load balancer, the Kubernetes binaries of $CLUSTERKIT_KUBE_BIN_DIR and the pause/busybox images.
+  [ -d "$WORK/bundle" ] || $CK bundle build --package haproxy --out "$WORK/bundle" >/dev/null
   tail -n 1 "$cfg" | grep -q 'network: host-gw' || { echo "kubernetes is not the last section of $cfg" >&2; exit 1; }
   # node1..node$cps: control plane + etcd; the load balancer under `kubernetes:`, the bundle.
   awk -v cps="$cps" '

@@ -171,13 +171,28 @@ print(f"Nodes Ready after the rotation: {sum(1 for l in nodes if l[-1:] == ['Tru
 post = load_json("post.json", None)
 if post is not None:
     print()
-    print("| node | haproxy | /readyz via 127.0.0.1:16443 (6 tries) | backend changes logged during the rotation | reloads | 'no server available' |")
+    print("| node | haproxy | /readyz via 127.0.0.1:16443 (6 tries) | backends DOWN/UP during the rotation (s after its start) | reloads | no backend left: times, longest (s) |")
     print("|---|---|---|---|---|---|")
     for h in post:
         lines = (h.get("stdout") or "").splitlines()
         codes = [l.split()[1] for l in lines if l.startswith("lb ")]
         active = next((l.split()[1] for l in lines if l.startswith("haproxy ")), h.get("error") or "?")
-        changes = [re.sub(r".*Server kube-apiserver/(\S+) is (UP|DOWN).*", r"\1 \2", l) for l in lines if re.search(r"is (UP|DOWN)", l)]
-        reloads = sum(1 for l in lines if "Reexecuting" in l)
-        nosrv = sum(1 for l in lines if "no server available" in l)
-        print(f"| {h['host']} | {active} | {' '.join(codes) or '-'} | {', '.join(changes) or 'none'} | {reloads} | {nosrv} |")
+        changes, reloads, empty, since = [], 0, [], None
+        for l in lines:
+            m = re.match(r"(\d+\.\d+) ", l)
+            t = float(m.group(1)) if m else None
+            rel = f" {t - start:+.1f}" if t is not None else ""
+            c = re.search(r"Server kube-apiserver/(\S+) is (UP|DOWN)", l)
+            if c:
+                changes.append(f"{c.group(1)} {c.group(2)}{rel}")
+                if c.group(2) == "UP" and since is not None and t is not None:
+                    empty.append(t - since)
+                    since = None
+            if "no server available" in l and t is not None:
+                since = t
+            if "Reloaded haproxy" in l:
+                reloads += 1
+        if since is not None:
+            empty.append(float("nan"))
+        gaps = f"{len(empty)}, {max(empty):.1f}" if empty else "0"
+        print(f"| {h['host']} | {active} | {' '.join(codes) or '-'} | {', '.join(changes) or 'none'} | {reloads} | {gaps} |")
