@@ -104,6 +104,17 @@ def samples(name):
     return rows
 
 
+def kind(detail):
+    """A failed sample's reason, short: refused, timeout, TLS, or the HTTP status."""
+    d = detail.lower()
+    for word, k in [("refused", "refused"), ("timeout", "timeout"), ("deadline", "timeout"),
+                    ("x509", "TLS"), ("certificate", "TLS"), ("ssl", "TLS"),
+                    ("internalerror", "500"), ("forbidden", "403"), ("unauthorized", "401")]:
+        if word in d:
+            return k
+    return detail[:40]
+
+
 def windows(rows):
     """(first failed sample, next ready sample or None, samples, details) per window."""
     w, cur = [], None
@@ -112,7 +123,7 @@ def windows(rows):
             cur = [t, None, 0, set()]
         if not ok:
             cur[2] += 1
-            cur[3].add(detail)
+            cur[3].add(kind(detail))
         if ok and cur is not None:
             cur[1] = t
             w.append(cur)
@@ -134,7 +145,7 @@ for name in apis + ["kubectl"]:
     length = lambda x: (x[1] if x[1] is not None else rows[-1][0]) - x[0]
     longest = max((length(x) for x in w), default=0.0)
     listing = "; ".join(
-        f"{x[0] - start:+.1f} +{length(x):.1f}{'' if x[1] is not None else ' (still not ready)'} {stage_at(x[0])} [{', '.join(sorted(x[3]))[:60].replace('|', '/')}]"
+        f"{x[0] - start:+.1f} +{length(x):.1f}{'' if x[1] is not None else ' (still not ready)'} {stage_at(x[0])} [{', '.join(sorted(x[3])).replace('|', '/')}]"
         for x in w) or "-"
     label = name if name != "kubectl" else "admin.conf endpoint (kubectl get --raw /readyz)"
     print(f"| {label} | {len(rows)} | {sum(1 for r in rows if not r[1])} | {len(w)} | {longest:.1f} | {listing} |")
