@@ -107,7 +107,7 @@ for n in "$@"; do
   echo "load average (1, 5, 15 min): $load_before before the rotation, $load_after after"
   echo
   # The summary's arguments, kept with the run's files (KEEP) to print it again later.
-  echo "$out $start $end $rc $ready_after ${apis[*]}" > "$out/summary.args"
+  echo "$start $end $rc $ready_after ${apis[*]}" > "$out/summary.args"
   python3 bench/certs/summary.py "$out" "$start" "$end" "$rc" "$ready_after" "${apis[@]}"
   $CK sandbox down --name "$name" >/dev/null
   name=
