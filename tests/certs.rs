@@ -79,19 +79,6 @@ fn openssl_date_to_rfc3339(date: &str) -> String {
     format!("{}-{month:02}-{day:02}T{}Z", f[3], f[2])
 }
 
-/// Monotonic start time (µs) of etcd's current process on a node; nodes share the kernel,
-/// so these compare across nodes.
-fn etcd_started(sb: &SandboxGuard, node: &str) -> u64 {
-    ssh(
-        sb,
-        node,
-        "systemctl show -p ExecMainStartTimestampMonotonic --value etcd",
-    )
-    .trim()
-    .parse()
-    .unwrap()
-}
-
 #[test]
 fn check_and_renew_on_three_nodes() {
     let steps = common::Steps::new("certs check and renew");
@@ -326,7 +313,10 @@ fn check_and_renew_on_three_nodes() {
     }
     // One member at a time (the leader last): each restarted after the previous one (its
     // start time is later by at least the previous member's restart and health wait).
-    let starts: Vec<u64> = NODES.iter().map(|n| etcd_started(&sb, n)).collect();
+    let starts: Vec<u64> = NODES
+        .iter()
+        .map(|n| common::unit_started(&sb, n, "etcd"))
+        .collect();
     eprintln!("etcd start times (monotonic µs): {starts:?}");
     // Restarted together, they would start within milliseconds of each other.
     assert!(common::one_at_a_time(&starts), "{starts:?}");
@@ -577,17 +567,6 @@ fn local_cert(path: &Path) -> (String, String) {
             .arg(path),
     );
     serial_and_end(&stdout(&out), "local")
-}
-
-/// Start time of a unit's current process (monotonic µs) on a node.
-fn started(sb: &SandboxGuard, node: &str, unit: &str) -> String {
-    ssh(
-        sb,
-        node,
-        &format!("systemctl show -p ExecMainStartTimestampMonotonic --value {unit}"),
-    )
-    .trim()
-    .to_string()
 }
 
 /// A kubeconfig's base64 value of `key`: `certificate-authority-data` of its cluster or
@@ -1052,25 +1031,19 @@ fn rotate_cluster_ca(
     std::thread::sleep(std::time::Duration::from_secs(3));
     let log = stdout(&run_ok(&mut kubectl(&admin, &["logs", "api-loop"])));
     let lines: Vec<&str> = log.lines().collect();
-    let ok = lines.iter().filter(|l| **l == " ok").count();
-    let failed: Vec<&str> = lines
-        .iter()
-        .filter(|l| l.contains(" FAIL "))
-        .copied()
-        .collect();
-    let is_refused = |l: &&str| {
+    let (ok, failed) = common::tally(&log, " ok", "FAIL");
+    let is_refused = |l: &&String| {
         l.contains("was refused")
             || l.contains("deadline exceeded")
             || l.contains("Client.Timeout exceeded")
     };
     let is_unsynced =
-        |l: &&str| l.contains("(Forbidden)") && l.contains("cannot get path \"/api\"");
+        |l: &&String| l.contains("(Forbidden)") && l.contains("cannot get path \"/api\"");
     let refused = failed.iter().filter(|l| is_refused(l)).count();
     let unsynced = failed.iter().filter(|l| is_unsynced(l)).count();
-    let other: Vec<&str> = failed
+    let other: Vec<&String> = failed
         .iter()
         .filter(|l| !(is_refused(l) || is_unsynced(l)))
-        .copied()
         .collect();
     eprintln!(
         "API loop in a pod during the rotation: {ok} calls answered, {} failed: {refused} refused or timed out and {unsynced} authorizer-not-ready refusals while the API server restarted, {} other (TLS, authentication, …)",
@@ -1155,14 +1128,14 @@ fn rotate_cluster_ca(
     assert_eq!(pem, new_ca, "cluster-info");
 
     // A rerun changes nothing: every stage is done, nothing restarts.
-    let starts = || -> Vec<String> {
+    let starts = || -> Vec<u64> {
         [
             "kube-apiserver",
             "kube-controller-manager",
             "kube-scheduler",
         ]
         .iter()
-        .map(|u| started(sb, "node1", u))
+        .map(|u| common::unit_started(sb, "node1", u))
         .collect()
     };
     let before = starts();

@@ -496,16 +496,12 @@ fn install_and_check(kube_bin: &Path, version: &str) {
     // The workload still answers after the rerun.
     let pods = web_pods(&kube_bin, &admin);
     let (client, _, _) = &pods[0];
-    let ip = kubectl(
-        &kube_bin,
-        &admin,
-        &["get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"],
-    );
+    let ip = common::service_ip(&kube_bin, &admin, "web");
     fetch(
         &kube_bin,
         &admin,
         client,
-        &format!("{}:80", ip.trim()),
+        &format!("{ip}:80"),
         "hello-from-",
     );
 
@@ -1111,18 +1107,8 @@ fn workloads(kube_bin: &Path, admin: &Path, work: &Path) {
     });
     assert!(gone, "{victim} ({victim_ip}) out of the endpoints: {eps:?}");
     // ...and the Service keeps answering through the others.
-    let ip = kubectl(
-        kube_bin,
-        admin,
-        &["get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"],
-    );
-    fetch(
-        kube_bin,
-        admin,
-        client,
-        &format!("{}:80", ip.trim()),
-        "hello-from-",
-    );
+    let ip = common::service_ip(kube_bin, admin, "web");
+    fetch(kube_bin, admin, client, &format!("{ip}:80"), "hello-from-");
     // What an operator types first in a test pod: wget of the Service's page, plain and with
     // a timeout.
     let url = format!("http://{}/", ip.trim());

@@ -449,14 +449,7 @@ fn stop_reads(
     reads: std::thread::JoinHandle<std::process::Output>,
 ) -> (usize, Vec<String>) {
     ssh(sb, node, "touch /tmp/ck-reads-stop");
-    let out = stdout(&reads.join().unwrap());
-    let ok = out.lines().filter(|l| *l == " ok").count();
-    let failed = out
-        .lines()
-        .filter(|l| l.starts_with(" FAIL"))
-        .map(String::from)
-        .collect();
-    (ok, failed)
+    common::tally(&stdout(&reads.join().unwrap()), " ok", "FAIL")
 }
 
 /// 6. `certs rotate-ca --ca etcd` under the running cluster (three etcd members, two API
@@ -534,16 +527,7 @@ fn rotate_etcd_ca(sb: &SandboxGuard, cfg: &Path, state: &Path, work: &Path) {
     let etcd_started = || -> Vec<u64> {
         NODES
             .iter()
-            .map(|n| {
-                ssh(
-                    sb,
-                    n,
-                    "systemctl show -p ExecMainStartTimestampMonotonic --value etcd",
-                )
-                .trim()
-                .parse()
-                .unwrap()
-            })
+            .map(|n| common::unit_started(sb, n, "etcd"))
             .collect()
     };
     let starts_before = etcd_started();
@@ -793,16 +777,7 @@ fn rotate_cluster_ca(sb: &SandboxGuard, cfg: &Path, kube_bin: &Path, admin: &Pat
     const CPS: [&str; 2] = ["node1", "node2"];
     let apiserver_started = || -> Vec<u64> {
         CPS.iter()
-            .map(|n| {
-                ssh(
-                    sb,
-                    n,
-                    "systemctl show -p ExecMainStartTimestampMonotonic --value kube-apiserver",
-                )
-                .trim()
-                .parse()
-                .unwrap()
-            })
+            .map(|n| common::unit_started(sb, n, "kube-apiserver"))
             .collect()
     };
     for n in CPS {
@@ -863,8 +838,7 @@ fn rotate_cluster_ca(sb: &SandboxGuard, cfg: &Path, kube_bin: &Path, admin: &Pat
             Ok(log)
         }
     });
-    let pod_ok = log.lines().filter(|l| *l == " ok").count();
-    let pod_failed: Vec<&str> = log.lines().filter(|l| l.contains(" FAIL ")).collect();
+    let (pod_ok, pod_failed) = common::tally(&log, " ok", "FAIL");
     let mut reads = Vec::new();
     for (n, r) in readers {
         reads.push((n, stop_reads(sb, n, r)));

@@ -411,15 +411,7 @@ fn add_and_remove_a_node() {
     );
 
     kubectl(&kube_bin, &admin, &["uncordon", "node3"]);
-    let service = format!(
-        "{}:80",
-        kubectl(
-            &kube_bin,
-            &admin,
-            &["get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"]
-        )
-        .trim()
-    );
+    let service = format!("{}:80", common::service_ip(&kube_bin, &admin, "web"));
     poll(Duration::from_secs(120), "the client pod running", || {
         let phase = kubectl(
             &kube_bin,

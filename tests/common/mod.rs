@@ -860,11 +860,7 @@ pub fn start_service_loop(sb: &clusterkit_sandbox::SandboxGuard, kube_bin: &Path
         admin,
         &["rollout", "status", "deployment/web", "--timeout=180s"],
     );
-    let ip = kubectl(
-        kube_bin,
-        admin,
-        &["get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"],
-    );
+    let ip = service_ip(kube_bin, admin, "web");
     ssh(
         sb,
         "node1",
@@ -873,10 +869,7 @@ pub fn start_service_loop(sb: &clusterkit_sandbox::SandboxGuard, kube_bin: &Path
     ssh(
         sb,
         "node1",
-        &format!(
-            "setsid nohup /root/loop.sh {} >/dev/null 2>&1 < /dev/null &",
-            ip.trim()
-        ),
+        &format!("setsid nohup /root/loop.sh {ip} >/dev/null 2>&1 < /dev/null &"),
     );
     poll(
         Duration::from_secs(30),
@@ -890,12 +883,45 @@ pub fn start_service_loop(sb: &clusterkit_sandbox::SandboxGuard, kube_bin: &Path
 
 /// [`SERVICE_LOOP`]'s answers and failures on node1 since the last call (the log is cleared).
 pub fn service_loop_results(sb: &clusterkit_sandbox::SandboxGuard) -> (usize, Vec<String>) {
-    let log = ssh(sb, "node1", "cat /root/loop.log; : > /root/loop.log");
-    let ok = log.lines().filter(|l| *l == "ok").count();
-    let fails = log
+    tally(
+        &ssh(sb, "node1", "cat /root/loop.log; : > /root/loop.log"),
+        "ok",
+        "fail",
+    )
+}
+
+/// A client loop's log: the lines that are `ok` exactly, and the lines that start with
+/// `fail` once leading blanks are trimmed.
+pub fn tally(log: &str, ok: &str, fail: &str) -> (usize, Vec<String>) {
+    let answered = log.lines().filter(|l| *l == ok).count();
+    let failed = log
         .lines()
-        .filter(|l| l.starts_with("fail"))
+        .filter(|l| l.trim_start().starts_with(fail))
         .map(str::to_string)
         .collect();
-    (ok, fails)
+    (answered, failed)
+}
+
+/// A Service's cluster IP.
+pub fn service_ip(kube_bin: &Path, admin: &Path, name: &str) -> String {
+    kubectl(
+        kube_bin,
+        admin,
+        &["get", "service", name, "-o", "jsonpath={.spec.clusterIP}"],
+    )
+    .trim()
+    .to_string()
+}
+
+/// Monotonic start time (µs) of `unit`'s current main process on a sandbox node; the nodes
+/// share the kernel, so these compare across nodes (0: not running).
+pub fn unit_started(sb: &clusterkit_sandbox::SandboxGuard, node: &str, unit: &str) -> u64 {
+    ssh(
+        sb,
+        node,
+        &format!("systemctl show -p ExecMainStartTimestampMonotonic --value {unit}"),
+    )
+    .trim()
+    .parse()
+    .unwrap()
 }
