@@ -304,9 +304,9 @@ pub struct ReadSummary {
 
 /// Stored bytes per chunk handed from the download to the threads that read them.
 const STORED_CHUNK: usize = 1 << 20;
-/// Chunks in flight to each of them: what bounds the read path's memory with the decoded
-/// chunks below (about 2 × 4 MiB + 8 × 256 KiB, whatever the object's size).
-const STORED_IN_FLIGHT: usize = 4;
+/// Chunks in flight to each of them (the same chunks: shared): with the decoded chunks below
+/// this bounds the read path's memory, whatever the object's size.
+const STORED_IN_FLIGHT: usize = 2;
 /// Decoded bytes per chunk handed to the thread that hashes and writes them.
 const RAW_CHUNK: usize = 256 << 10;
 const RAW_IN_FLIGHT: usize = 8;

@@ -26,9 +26,9 @@ use aws_sdk_s3::config::{
     Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata};
-use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::primitives::{AggregatedBytes, ByteStream};
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use tokio::task::JoinSet;
@@ -164,14 +164,15 @@ impl S3Store {
             })
     }
 
-    /// Bytes `start..end` of `key` as it was when `etag` was read, checked for length.
+    /// Bytes `start..end` of `key` as it was when `etag` was read, checked for length. Kept
+    /// as the pieces the connection delivered (no copy into one buffer).
     async fn fetch_range(
         &self,
         key: &str,
         start: u64,
         end: u64,
         etag: Option<String>,
-    ) -> Result<Bytes, StoreError> {
+    ) -> Result<AggregatedBytes, StoreError> {
         let out = self
             .get_range(key, Some(format!("bytes={start}-{}", end - 1)), etag)
             .await?;
@@ -179,16 +180,15 @@ impl S3Store {
             .body
             .collect()
             .await
-            .map_err(|e| self.backend("get", key, e.to_string()))?
-            .into_bytes();
-        if data.len() as u64 != end - start {
+            .map_err(|e| self.backend("get", key, e.to_string()))?;
+        if data.remaining() as u64 != end - start {
             return Err(self.backend(
                 "get",
                 key,
                 format!(
                     "bytes {start}-{} came back as {} bytes",
                     end - 1,
-                    data.len()
+                    data.remaining()
                 ),
             ));
         }
@@ -362,8 +362,7 @@ impl Store for S3Store {
             .body
             .collect()
             .await
-            .map_err(|e| self.backend("get", key, e.to_string()))?
-            .into_bytes();
+            .map_err(|e| self.backend("get", key, e.to_string()))?;
         let this = self.clone();
         let key = key.to_string();
         // Each range is its own task, so the ranges ahead download while the reader works
