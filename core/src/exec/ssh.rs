@@ -615,16 +615,15 @@ impl SshExecutor {
     }
 
     /// Runs an upload script with `data` on its stdin (idempotent: retried after a reconnect).
-    async fn upload_with(&self, script: String, data: Bytes, path: &str) -> Result<(), ExecError> {
+    async fn upload_with(
+        &self,
+        script: String,
+        data: Stdin<'_>,
+        path: &str,
+    ) -> Result<(), ExecError> {
         let shown = format!("upload {path}");
         let output = self
-            .run_retrying(
-                &script,
-                &shown,
-                Some(data),
-                self.target.command_timeout,
-                true,
-            )
+            .run_retrying(&script, &shown, data, self.target.command_timeout, true)
             .await?;
         self.transfer_result(output, "upload", path).map(drop)
     }
@@ -702,7 +701,7 @@ impl SshExecutor {
         &self,
         line: &str,
         shown: &str,
-        stdin: Option<Bytes>,
+        stdin: Stdin<'_>,
         timeout: Duration,
         idempotent: bool,
     ) -> Result<Output, ExecError> {
@@ -710,7 +709,7 @@ impl SshExecutor {
         let _permit = self.channels.acquire().await.ok();
         let connection = self.connection().await?;
         let reason = match self
-            .run_once(&connection, line, shown, stdin.clone(), timeout)
+            .run_once(&connection, line, shown, stdin, timeout)
             .await
         {
             Ok(output) => return Ok(output),
@@ -780,7 +779,7 @@ impl SshExecutor {
         connection: &Connection,
         line: &str,
         shown: &str,
-        stdin: Option<Bytes>,
+        stdin: Stdin<'_>,
         timeout: Duration,
     ) -> Result<Output, Attempt> {
         let started = Instant::now();
@@ -831,12 +830,38 @@ enum DriveError {
     SudoPassword,
 }
 
+/// What a command reads on its stdin.
+#[derive(Clone, Copy)]
+enum Stdin<'a> {
+    /// Nothing: the channel gets EOF at once.
+    None,
+    /// Bytes the caller already owns as `Bytes` (a `SharedUpload`): sent without copying.
+    Shared(&'a Bytes),
+    /// Bytes borrowed from the caller: copied chunk by chunk as they are sent.
+    Borrowed(&'a [u8]),
+}
+
+/// How many bytes of a borrowed stdin are copied at once: a few SSH packets' worth (OpenSSH
+/// announces 32 KiB packets), so copying overlaps sending and the buffers stay small.
+const STDIN_CHUNK: usize = 256 * 1024;
+
+/// Sends `data` on the channel in [`STDIN_CHUNK`] copies.
+async fn send_chunks(
+    write: &ChannelWriteHalf<client::Msg>,
+    data: &[u8],
+) -> Result<(), russh::Error> {
+    for chunk in data.chunks(STDIN_CHUNK) {
+        write.data_bytes(Bytes::copy_from_slice(chunk)).await?;
+    }
+    Ok(())
+}
+
 /// Feeds stdin and collects output until the channel closes.
 async fn drive(
     read: &mut ChannelReadHalf,
     write: &ChannelWriteHalf<client::Msg>,
     plan: &Plan,
-    stdin: Option<Bytes>,
+    stdin: Stdin<'_>,
 ) -> Result<Output, DriveError> {
     let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
     let waits_for_sudo = plan.sudo.is_some();
@@ -844,12 +869,18 @@ async fn drive(
         if waits_for_sudo && go_rx.await.is_err() {
             return;
         }
-        // Owned bytes go out in packet-sized slices of the same buffer, without the copies
-        // (and 8 KiB pieces) of the `AsyncRead` path.
-        if let Some(data) = stdin {
-            if let Err(err) = write.data_bytes(data).await {
-                tracing::debug!(%err, "stdin not fully sent (the command may have exited)");
-            }
+        let sent = match stdin {
+            Stdin::None => Ok(()),
+            // Shared bytes go out in packet-sized slices of the same buffer, without the copies
+            // (and 8 KiB pieces) of the `AsyncRead` path.
+            Stdin::Shared(data) => write.data_bytes(data.clone()).await,
+            // Borrowed bytes are copied a chunk at a time, as the window lets them go: no copy
+            // of the whole input up front (for 100 MB, ~50 ms of page faults before the first
+            // byte left), and at most about a window's worth of copies in flight.
+            Stdin::Borrowed(data) => send_chunks(write, data).await,
+        };
+        if let Err(err) = sent {
+            tracing::debug!(%err, "stdin not fully sent (the command may have exited)");
         }
         let _ = write.eof().await;
     };
@@ -992,7 +1023,10 @@ impl Executor for SshExecutor {
             .run_retrying(
                 &command.line,
                 command.display(),
-                command.stdin.as_deref().map(Bytes::copy_from_slice),
+                command
+                    .stdin
+                    .as_deref()
+                    .map_or(Stdin::None, Stdin::Borrowed),
                 timeout,
                 false,
             )
@@ -1009,8 +1043,7 @@ impl Executor for SshExecutor {
         options: &UploadOptions,
     ) -> Result<(), ExecError> {
         let script = upload_script(path, options, Encoding::Raw, None);
-        self.upload_with(script, Bytes::copy_from_slice(data), path)
-            .await
+        self.upload_with(script, Stdin::Borrowed(data), path).await
     }
 
     #[tracing::instrument(skip_all, fields(host = %self.target.name, path = %path, bytes = content.size, sent = content.data.len()))]
@@ -1021,14 +1054,15 @@ impl Executor for SshExecutor {
         options: &UploadOptions,
     ) -> Result<(), ExecError> {
         let script = upload_script(path, options, content.encoding, Some(content.size));
-        self.upload_with(script, content.data.clone(), path).await
+        self.upload_with(script, Stdin::Shared(&content.data), path)
+            .await
     }
 
     #[tracing::instrument(skip_all, fields(host = %self.target.name, path = %path))]
     async fn download(&self, path: &str) -> Result<Vec<u8>, ExecError> {
         let line = format!("cat -- {}", shell_quote(path));
         let output = self
-            .run_retrying(&line, &line, None, self.target.command_timeout, true)
+            .run_retrying(&line, &line, Stdin::None, self.target.command_timeout, true)
             .await?;
         self.transfer_result(output, "download", path)
     }
