@@ -255,6 +255,39 @@ fn same_family(a: &Algorithm, b: &Algorithm) -> bool {
     matches!((a, b), (Algorithm::Rsa { .. }, Algorithm::Rsa { .. })) || a == b
 }
 
+/// Whether this CPU has instructions for AES and for GCM's carry-less multiplication.
+fn aes_gcm_is_fast() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("aes")
+            && std::arch::is_x86_feature_detected!("pclmulqdq")
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        std::arch::is_aarch64_feature_detected!("aes")
+            && std::arch::is_aarch64_feature_detected!("pmull")
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        false
+    }
+}
+
+/// The ciphers to offer, most preferred first: russh's own list, with AES-256-GCM moved ahead
+/// of chacha20-poly1305 when `aes_gcm_fast`. Both are AEAD and nothing is added or dropped.
+/// Measured on the sandbox (2026-12-07, 100 MB uploads to OpenSSH 9.2, interleaved, 12 each):
+/// 0.315 s median with AES-256-GCM against 0.420 s with chacha20-poly1305.
+fn cipher_order(default: &[russh::cipher::Name], aes_gcm_fast: bool) -> Vec<russh::cipher::Name> {
+    let mut order = default.to_vec();
+    if aes_gcm_fast {
+        if let Some(at) = order.iter().position(|c| *c == russh::cipher::AES_256_GCM) {
+            let gcm = order.remove(at);
+            order.insert(0, gcm);
+        }
+    }
+    order
+}
+
 fn client_config(target: &SshTarget) -> client::Config {
     let mut preferred = russh::Preferred::default();
     // Ask the server first for a key type known_hosts holds, so a host recorded with (say) only
@@ -270,6 +303,7 @@ fn client_config(target: &SshTarget) -> client::Config {
         first.extend(rest);
         preferred.key = first.into();
     }
+    preferred.cipher = cipher_order(&preferred.cipher, aes_gcm_is_fast()).into();
     client::Config {
         preferred,
         nodelay: true,
@@ -1089,6 +1123,19 @@ mod tests {
         };
         assert!(!format!("{sudo:?}").contains("hunter2"));
         assert!(format!("{sudo:?}").contains("redacted"));
+    }
+
+    #[test]
+    fn aes_gcm_first_only_when_fast_and_nothing_else_changes() {
+        let default = russh::Preferred::default().cipher;
+        assert_eq!(cipher_order(&default, false), default.to_vec());
+        let fast = cipher_order(&default, true);
+        assert_eq!(fast[0], russh::cipher::AES_256_GCM);
+        let mut a = fast.clone();
+        let mut b = default.to_vec();
+        a.sort_by_key(|c| format!("{c:?}"));
+        b.sort_by_key(|c| format!("{c:?}"));
+        assert_eq!(a, b);
     }
 
     #[test]
