@@ -255,6 +255,39 @@ fn same_family(a: &Algorithm, b: &Algorithm) -> bool {
     matches!((a, b), (Algorithm::Rsa { .. }, Algorithm::Rsa { .. })) || a == b
 }
 
+/// Whether this CPU has instructions for AES and for GCM's carry-less multiplication.
+fn aes_gcm_is_fast() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("aes")
+            && std::arch::is_x86_feature_detected!("pclmulqdq")
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        std::arch::is_aarch64_feature_detected!("aes")
+            && std::arch::is_aarch64_feature_detected!("pmull")
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        false
+    }
+}
+
+/// The ciphers to offer, most preferred first: russh's own list, with AES-256-GCM moved ahead
+/// of chacha20-poly1305 when `aes_gcm_fast`. Both are AEAD and nothing is added or dropped.
+/// Measured on the sandbox (2026-12-07, 100 MB uploads to OpenSSH 9.2, interleaved, 12 each):
+/// 0.315 s median with AES-256-GCM against 0.420 s with chacha20-poly1305.
+fn cipher_order(default: &[russh::cipher::Name], aes_gcm_fast: bool) -> Vec<russh::cipher::Name> {
+    let mut order = default.to_vec();
+    if aes_gcm_fast {
+        if let Some(at) = order.iter().position(|c| *c == russh::cipher::AES_256_GCM) {
+            let gcm = order.remove(at);
+            order.insert(0, gcm);
+        }
+    }
+    order
+}
+
 fn client_config(target: &SshTarget) -> client::Config {
     let mut preferred = russh::Preferred::default();
     // Ask the server first for a key type known_hosts holds, so a host recorded with (say) only
@@ -270,6 +303,7 @@ fn client_config(target: &SshTarget) -> client::Config {
         first.extend(rest);
         preferred.key = first.into();
     }
+    preferred.cipher = cipher_order(&preferred.cipher, aes_gcm_is_fast()).into();
     client::Config {
         preferred,
         nodelay: true,
@@ -615,16 +649,15 @@ impl SshExecutor {
     }
 
     /// Runs an upload script with `data` on its stdin (idempotent: retried after a reconnect).
-    async fn upload_with(&self, script: String, data: Bytes, path: &str) -> Result<(), ExecError> {
+    async fn upload_with(
+        &self,
+        script: String,
+        data: Stdin<'_>,
+        path: &str,
+    ) -> Result<(), ExecError> {
         let shown = format!("upload {path}");
         let output = self
-            .run_retrying(
-                &script,
-                &shown,
-                Some(data),
-                self.target.command_timeout,
-                true,
-            )
+            .run_retrying(&script, &shown, data, self.target.command_timeout, true)
             .await?;
         self.transfer_result(output, "upload", path).map(drop)
     }
@@ -702,7 +735,7 @@ impl SshExecutor {
         &self,
         line: &str,
         shown: &str,
-        stdin: Option<Bytes>,
+        stdin: Stdin<'_>,
         timeout: Duration,
         idempotent: bool,
     ) -> Result<Output, ExecError> {
@@ -710,7 +743,7 @@ impl SshExecutor {
         let _permit = self.channels.acquire().await.ok();
         let connection = self.connection().await?;
         let reason = match self
-            .run_once(&connection, line, shown, stdin.clone(), timeout)
+            .run_once(&connection, line, shown, stdin, timeout)
             .await
         {
             Ok(output) => return Ok(output),
@@ -780,7 +813,7 @@ impl SshExecutor {
         connection: &Connection,
         line: &str,
         shown: &str,
-        stdin: Option<Bytes>,
+        stdin: Stdin<'_>,
         timeout: Duration,
     ) -> Result<Output, Attempt> {
         let started = Instant::now();
@@ -831,12 +864,38 @@ enum DriveError {
     SudoPassword,
 }
 
+/// What a command reads on its stdin.
+#[derive(Clone, Copy)]
+enum Stdin<'a> {
+    /// Nothing: the channel gets EOF at once.
+    None,
+    /// Bytes the caller already owns as `Bytes` (a `SharedUpload`): sent without copying.
+    Shared(&'a Bytes),
+    /// Bytes borrowed from the caller: copied chunk by chunk as they are sent.
+    Borrowed(&'a [u8]),
+}
+
+/// How many bytes of a borrowed stdin are copied at once: a few SSH packets' worth (OpenSSH
+/// announces 32 KiB packets), so copying overlaps sending and the buffers stay small.
+const STDIN_CHUNK: usize = 256 * 1024;
+
+/// Sends `data` on the channel in [`STDIN_CHUNK`] copies.
+async fn send_chunks(
+    write: &ChannelWriteHalf<client::Msg>,
+    data: &[u8],
+) -> Result<(), russh::Error> {
+    for chunk in data.chunks(STDIN_CHUNK) {
+        write.data_bytes(Bytes::copy_from_slice(chunk)).await?;
+    }
+    Ok(())
+}
+
 /// Feeds stdin and collects output until the channel closes.
 async fn drive(
     read: &mut ChannelReadHalf,
     write: &ChannelWriteHalf<client::Msg>,
     plan: &Plan,
-    stdin: Option<Bytes>,
+    stdin: Stdin<'_>,
 ) -> Result<Output, DriveError> {
     let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
     let waits_for_sudo = plan.sudo.is_some();
@@ -844,12 +903,18 @@ async fn drive(
         if waits_for_sudo && go_rx.await.is_err() {
             return;
         }
-        // Owned bytes go out in packet-sized slices of the same buffer, without the copies
-        // (and 8 KiB pieces) of the `AsyncRead` path.
-        if let Some(data) = stdin {
-            if let Err(err) = write.data_bytes(data).await {
-                tracing::debug!(%err, "stdin not fully sent (the command may have exited)");
-            }
+        let sent = match stdin {
+            Stdin::None => Ok(()),
+            // Shared bytes go out in packet-sized slices of the same buffer, without the copies
+            // (and 8 KiB pieces) of the `AsyncRead` path.
+            Stdin::Shared(data) => write.data_bytes(data.clone()).await,
+            // Borrowed bytes are copied a chunk at a time, as the window lets them go: no copy
+            // of the whole input up front (for 100 MB, ~50 ms of page faults before the first
+            // byte left), and at most about a window's worth of copies in flight.
+            Stdin::Borrowed(data) => send_chunks(write, data).await,
+        };
+        if let Err(err) = sent {
+            tracing::debug!(%err, "stdin not fully sent (the command may have exited)");
         }
         let _ = write.eof().await;
     };
@@ -992,7 +1057,10 @@ impl Executor for SshExecutor {
             .run_retrying(
                 &command.line,
                 command.display(),
-                command.stdin.as_deref().map(Bytes::copy_from_slice),
+                command
+                    .stdin
+                    .as_deref()
+                    .map_or(Stdin::None, Stdin::Borrowed),
                 timeout,
                 false,
             )
@@ -1009,8 +1077,7 @@ impl Executor for SshExecutor {
         options: &UploadOptions,
     ) -> Result<(), ExecError> {
         let script = upload_script(path, options, Encoding::Raw, None);
-        self.upload_with(script, Bytes::copy_from_slice(data), path)
-            .await
+        self.upload_with(script, Stdin::Borrowed(data), path).await
     }
 
     #[tracing::instrument(skip_all, fields(host = %self.target.name, path = %path, bytes = content.size, sent = content.data.len()))]
@@ -1021,14 +1088,15 @@ impl Executor for SshExecutor {
         options: &UploadOptions,
     ) -> Result<(), ExecError> {
         let script = upload_script(path, options, content.encoding, Some(content.size));
-        self.upload_with(script, content.data.clone(), path).await
+        self.upload_with(script, Stdin::Shared(&content.data), path)
+            .await
     }
 
     #[tracing::instrument(skip_all, fields(host = %self.target.name, path = %path))]
     async fn download(&self, path: &str) -> Result<Vec<u8>, ExecError> {
         let line = format!("cat -- {}", shell_quote(path));
         let output = self
-            .run_retrying(&line, &line, None, self.target.command_timeout, true)
+            .run_retrying(&line, &line, Stdin::None, self.target.command_timeout, true)
             .await?;
         self.transfer_result(output, "download", path)
     }
@@ -1055,6 +1123,19 @@ mod tests {
         };
         assert!(!format!("{sudo:?}").contains("hunter2"));
         assert!(format!("{sudo:?}").contains("redacted"));
+    }
+
+    #[test]
+    fn aes_gcm_first_only_when_fast_and_nothing_else_changes() {
+        let default = russh::Preferred::default().cipher;
+        assert_eq!(cipher_order(&default, false), default.to_vec());
+        let fast = cipher_order(&default, true);
+        assert_eq!(fast[0], russh::cipher::AES_256_GCM);
+        let mut a = fast.clone();
+        let mut b = default.to_vec();
+        a.sort_by_key(|c| format!("{c:?}"));
+        b.sort_by_key(|c| format!("{c:?}"));
+        assert_eq!(a, b);
     }
 
     #[test]
