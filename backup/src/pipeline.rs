@@ -11,11 +11,13 @@
 //! of a snapshot are the sha256 of everything before them (etcd's `Maintenance.Snapshot`
 //! appends it and `etcdctl snapshot restore` checks it).
 
+use std::cell::RefCell;
 use std::io::{Read, Write};
 use std::path::Path;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
@@ -302,31 +304,21 @@ pub struct ReadSummary {
     pub stored_size: u64,
 }
 
-/// Stored bytes per chunk handed from the download to the threads that read them.
-const STORED_CHUNK: usize = 1 << 20;
-/// Chunks in flight to each of them (the same chunks: shared): with the decoded chunks below
-/// this bounds the read path's memory, whatever the object's size.
-const STORED_IN_FLIGHT: usize = 2;
-/// Decoded bytes per chunk handed to the thread that hashes and writes them.
-const RAW_CHUNK: usize = 256 << 10;
-const RAW_IN_FLIGHT: usize = 8;
-
-/// The stored object's chunks as one byte stream, for the decoders.
-struct Chunks {
-    rx: mpsc::Receiver<Bytes>,
-    current: Bytes,
+struct Tee<R> {
+    inner: R,
+    hasher: Sha256,
+    size: u64,
 }
 
-impl Read for Chunks {
+/// Shares one tee between the decoders and the final drain.
+struct SharedTee<R>(Rc<RefCell<Tee<R>>>);
+
+impl<R: Read> Read for SharedTee<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.current.is_empty() {
-            match self.rx.blocking_recv() {
-                Some(chunk) => self.current = chunk,
-                None => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.current.len());
-        buf[..n].copy_from_slice(&self.current.split_to(n));
+        let mut t = self.0.borrow_mut();
+        let n = t.inner.read(buf)?;
+        t.hasher.update(&buf[..n]);
+        t.size += n as u64;
         Ok(n)
     }
 }
@@ -354,222 +346,162 @@ fn same_as_manifest(
 }
 
 /// deletes on error). Nothing is trusted until the whole object has been read.
-///
-/// Four stages overlap, so that the download, the two hashes, the decoders and the write share
-/// the cores instead of taking turns: this task downloads in chunks of [`STORED_CHUNK`] and
-/// hands each (shared, not copied) to a thread hashing the stored bytes and to one decrypting
-/// and decompressing them, which passes the decoded bytes to a thread hashing and writing
-/// them. The whole object is always read, even when the decoders stop early, so that a
-/// corrupt object is reported by its stored checksum rather than by a decoding symptom.
 pub async fn read_and_check(
     store: &dyn Store,
     manifest: &Manifest,
     decrypt: &Decrypt,
     sink: Option<&Path>,
 ) -> Result<ReadSummary, BackupError> {
-    let mut reader = store.open(&manifest.data_key).await?;
-    let (stored_tx, stored_rx) = mpsc::channel::<Bytes>(STORED_IN_FLIGHT);
-    let (decode_tx, decode_rx) = mpsc::channel::<Bytes>(STORED_IN_FLIGHT);
-    let m = manifest.clone();
+    let reader = store.open(&manifest.data_key).await?;
+    let bridge = tokio_util::io::SyncIoBridge::new(reader);
+    let manifest = manifest.clone();
     let decrypt = decrypt.clone();
     let sink = sink.map(Path::to_path_buf);
-    let worker = tokio::task::spawn_blocking(move || {
-        check_blocking(stored_rx, decode_rx, &m, &decrypt, sink.as_deref())
-    });
-    let downloaded = async {
-        loop {
-            let mut buf = BytesMut::with_capacity(STORED_CHUNK);
-            while buf.len() < STORED_CHUNK {
-                let room = STORED_CHUNK - buf.len();
-                if tokio::io::AsyncReadExt::read_buf(&mut reader, &mut (&mut buf).limit(room))
-                    .await?
-                    == 0
-                {
-                    break;
-                }
-            }
-            if buf.is_empty() {
-                return Ok::<(), std::io::Error>(());
-            }
-            let chunk = buf.freeze();
-            // The stored hasher ends only when the worker failed: its error is reported.
-            if stored_tx.send(chunk.clone()).await.is_err() {
-                return Ok(());
-            }
-            // The decoders stop early on bytes they cannot decode; the hash goes on.
-            let _ = decode_tx.send(chunk).await;
-        }
-    }
-    .await;
-    drop((stored_tx, decode_tx));
-    let checked = worker
-        .await
-        .map_err(|e| BackupError::Pipeline(format!("verify task failed: {e}")))?;
-    if let Err(e) = downloaded {
-        return Err(BackupError::Pipeline(format!(
-            "reading {}: {e}",
-            manifest.data_key
-        )));
-    }
-    checked
+    tokio::task::spawn_blocking(move || {
+        check_blocking(bridge, &manifest, &decrypt, sink.as_deref())
+    })
+    .await
+    .map_err(|e| BackupError::Pipeline(format!("verify task failed: {e}")))?
 }
 
-fn check_blocking(
-    mut stored_rx: mpsc::Receiver<Bytes>,
-    decode_rx: mpsc::Receiver<Bytes>,
+fn check_blocking<R: Read>(
+    input: R,
     m: &Manifest,
     decrypt: &Decrypt,
     sink: Option<&Path>,
 ) -> Result<ReadSummary, BackupError> {
+    let tee = Rc::new(RefCell::new(Tee {
+        inner: input,
+        hasher: Sha256::new(),
+        size: 0,
+    }));
     let etcd = m.etcd.is_some();
-    let spawn_error =
-        |e: std::io::Error| BackupError::Pipeline(format!("cannot start a thread: {e}"));
-    std::thread::scope(|scope| {
-        let stored = std::thread::Builder::new()
-            .name("verify-stored".into())
-            .spawn_scoped(scope, move || {
-                let mut hasher = Sha256::new();
-                let mut size = 0u64;
-                while let Some(chunk) = stored_rx.blocking_recv() {
-                    hasher.update(&chunk);
-                    size += chunk.len() as u64;
-                }
-                (hex::encode(hasher.finalize()), size)
-            })
-            .map_err(spawn_error)?;
-        let decoded = decode(scope, decode_rx, m, decrypt, sink, etcd);
-        let (stored_sha, stored_size) = stored
-            .join()
-            .map_err(|_| BackupError::Pipeline("the stored-bytes hasher panicked".into()))?;
-        same_as_manifest(
-            m,
-            "stored object",
-            (stored_size, &stored_sha),
-            (m.stored_size, &m.sha256_stored),
-        )?;
-        let (trailing, raw_hash, raw_size) = decoded?;
-        let raw_sha = if etcd {
-            trailing.whole_sha256()
-        } else {
-            hex::encode(raw_hash.finalize())
+    // Two threads: this one reads, hashes the stored bytes, decrypts and decompresses; a second
+    // hashes the raw bytes and writes them out, so the two halves overlap on two cores (the
+    // drill's download+verify step in bench/backup/RESULTS.md).
+    let decoded: Result<(TrailingHash, Sha256, u64), BackupError> = (|| {
+        let plain = decrypt.reader(&m.encryption, SharedTee(tee.clone()))?;
+        let mut zstd = zstd::stream::read::Decoder::new(plain)
+            .map_err(|e| BackupError::Pipeline(e.to_string()))?;
+        let out = match sink {
+            Some(p) => Some(std::io::BufWriter::with_capacity(
+                1 << 20,
+                std::fs::File::create(p).map_err(|e| BackupError::LocalIo {
+                    path: p.to_path_buf(),
+                    source: e,
+                })?,
+            )),
+            None => None,
         };
-        same_as_manifest(
-            m,
-            "decoded snapshot",
-            (raw_size, &raw_sha),
-            (m.raw_size, &m.sha256_raw),
-        )?;
-        if let Some(etcd) = &m.etcd {
-            let found = trailing.check().map_err(|e| BackupError::Corrupt {
-                id: m.id.clone(),
-                what: e.to_string(),
-            })?;
-            if found != etcd.integrity_sha256 {
-                return Err(BackupError::Corrupt {
-                    id: m.id.clone(),
-                    what: "etcd integrity hash differs from the manifest".into(),
-                });
-            }
-        }
-        Ok(ReadSummary {
-            raw_size,
-            stored_size,
-        })
-    })
-}
-
-/// Decrypts and decompresses the stored chunks on this thread; a second thread hashes the
-/// decoded bytes (for etcd, one hasher serves the raw sha256 and the integrity hash: see
-/// [`TrailingHash::whole_sha256`]) and writes them to `sink`. Returns the hashes and the size.
-/// On any error `decode_rx` is dropped, which the download takes as "decoders stopped".
-fn decode<'scope>(
-    scope: &'scope std::thread::Scope<'scope, '_>,
-    decode_rx: mpsc::Receiver<Bytes>,
-    m: &Manifest,
-    decrypt: &Decrypt,
-    sink: Option<&'scope Path>,
-    etcd: bool,
-) -> Result<(TrailingHash, Sha256, u64), BackupError> {
-    let input = Chunks {
-        rx: decode_rx,
-        current: Bytes::new(),
-    };
-    let plain = decrypt.reader(&m.encryption, input)?;
-    let mut zstd = zstd::stream::read::Decoder::new(plain)
-        .map_err(|e| BackupError::Pipeline(e.to_string()))?;
-    let out = match sink {
-        Some(p) => Some(std::io::BufWriter::with_capacity(
-            1 << 20,
-            std::fs::File::create(p).map_err(|e| BackupError::LocalIo {
-                path: p.to_path_buf(),
-                source: e,
-            })?,
-        )),
-        None => None,
-    };
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(RAW_IN_FLIGHT);
-    // Buffers come back from the writer for reuse: no allocation or zeroing per chunk.
-    let (back_tx, back_rx) = std::sync::mpsc::channel::<Vec<u8>>();
-    let writer = std::thread::Builder::new()
-        .name("verify-raw".into())
-        .spawn_scoped(scope, move || {
-            let mut out = out;
-            let mut raw_hash = Sha256::new();
-            let mut trailing = TrailingHash::default();
-            let mut raw_size = 0u64;
-            let io = |e: std::io::Error| BackupError::LocalIo {
-                path: sink.unwrap_or(Path::new("")).to_path_buf(),
-                source: e,
-            };
-            for chunk in rx {
-                if etcd {
-                    trailing.update(&chunk);
-                } else {
-                    raw_hash.update(&chunk);
-                }
-                raw_size += chunk.len() as u64;
-                if let Some(o) = out.as_mut() {
-                    o.write_all(&chunk).map_err(io)?;
-                }
-                let _ = back_tx.send(chunk);
-            }
-            // No fsync: the file is read back at once by the restore, which syncs what it
-            // writes; a crash in between means running the restore again anyway.
-            if let Some(mut o) = out {
-                o.flush().map_err(io)?;
-            }
-            Ok::<_, BackupError>((trailing, raw_hash, raw_size))
-        })
-        .map_err(|e| BackupError::Pipeline(format!("cannot start a thread: {e}")))?;
-    let produced = loop {
-        let mut buf = back_rx.try_recv().unwrap_or_default();
-        buf.resize(RAW_CHUNK, 0);
-        let n = match zstd.read(&mut buf) {
-            Ok(n) => n,
-            Err(e) => {
-                break Err(BackupError::Corrupt {
-                    id: m.id.clone(),
-                    what: format!("cannot decode the stored bytes: {e}"),
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
+        std::thread::scope(|scope| {
+            let worker = std::thread::Builder::new()
+                .name("verify-raw".into())
+                .spawn_scoped(scope, move || {
+                    let mut out = out;
+                    let mut raw_hash = Sha256::new();
+                    let mut trailing = TrailingHash::default();
+                    let mut raw_size = 0u64;
+                    let io = |e: std::io::Error| BackupError::LocalIo {
+                        path: sink.unwrap_or(Path::new("")).to_path_buf(),
+                        source: e,
+                    };
+                    for chunk in rx {
+                        // etcd snapshots: one hasher serves the raw sha256 and the integrity
+                        // hash (see `TrailingHash::whole_sha256`), one pass instead of two.
+                        if etcd {
+                            trailing.update(&chunk);
+                        } else {
+                            raw_hash.update(&chunk);
+                        }
+                        raw_size += chunk.len() as u64;
+                        if let Some(o) = out.as_mut() {
+                            o.write_all(&chunk).map_err(io)?;
+                        }
+                    }
+                    // No fsync: the file is read back at once by the restore, which syncs what
+                    // it writes; a crash in between means running the restore again anyway.
+                    if let Some(mut o) = out {
+                        o.flush().map_err(io)?;
+                    }
+                    Ok::<_, BackupError>((trailing, raw_hash, raw_size))
                 })
-            }
-        };
-        if n == 0 {
-            break Ok(());
-        }
-        buf.truncate(n);
-        // A closed channel means the writer failed: its error is the one reported.
-        if tx.send(buf).is_err() {
-            break Ok(());
-        }
+                .map_err(|e| BackupError::Pipeline(format!("cannot start a thread: {e}")))?;
+            let produced = loop {
+                let mut buf = vec![0u8; 256 << 10];
+                let n = match zstd.read(&mut buf) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        break Err(BackupError::Corrupt {
+                            id: m.id.clone(),
+                            what: format!("cannot decode the stored bytes: {e}"),
+                        })
+                    }
+                };
+                if n == 0 {
+                    break Ok(());
+                }
+                buf.truncate(n);
+                // A closed channel means the writer failed: its error is the one reported.
+                if tx.send(buf).is_err() {
+                    break Ok(());
+                }
+            };
+            drop(tx);
+            let written = worker
+                .join()
+                .map_err(|_| BackupError::Pipeline("the verifying thread panicked".into()))?;
+            produced?;
+            written
+        })
+    })();
+    // Read whatever the decoders left so the stored checksum covers the whole object; a
+    // corrupt object is then reported as such rather than as a decoding symptom.
+    let drained = std::io::copy(&mut SharedTee(tee.clone()), &mut std::io::sink());
+    let (stored_sha, stored_size) = {
+        let t = tee.borrow();
+        (hex::encode(t.hasher.clone().finalize()), t.size)
     };
-    // Stop taking chunks: the download then only feeds the stored hasher.
-    drop(zstd);
-    drop(tx);
-    let written = writer
-        .join()
-        .map_err(|_| BackupError::Pipeline("the verifying thread panicked".into()))?;
-    produced?;
-    written
+    if let Err(e) = drained {
+        return Err(BackupError::Pipeline(format!(
+            "reading {}: {e}",
+            m.data_key
+        )));
+    }
+    same_as_manifest(
+        m,
+        "stored object",
+        (stored_size, &stored_sha),
+        (m.stored_size, &m.sha256_stored),
+    )?;
+    let (trailing, raw_hash, raw_size) = decoded?;
+    let raw_sha = if etcd {
+        trailing.whole_sha256()
+    } else {
+        hex::encode(raw_hash.finalize())
+    };
+    same_as_manifest(
+        m,
+        "decoded snapshot",
+        (raw_size, &raw_sha),
+        (m.raw_size, &m.sha256_raw),
+    )?;
+    if let Some(etcd) = &m.etcd {
+        let found = trailing.check().map_err(|e| BackupError::Corrupt {
+            id: m.id.clone(),
+            what: e.to_string(),
+        })?;
+        if found != etcd.integrity_sha256 {
+            return Err(BackupError::Corrupt {
+                id: m.id.clone(),
+                what: "etcd integrity hash differs from the manifest".into(),
+            });
+        }
+    }
+    Ok(ReadSummary {
+        raw_size,
+        stored_size,
+    })
 }
 
 /// Encryption recorded for a pipeline's settings (for manifests).

@@ -26,11 +26,10 @@ use aws_sdk_s3::config::{
     Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata};
-use aws_sdk_s3::primitives::{AggregatedBytes, ByteStream};
+use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 use tokio::task::JoinSet;
 
 use super::{join_key, ObjectMeta, ObjectReader, Store, StoreError, Upload};
@@ -39,12 +38,6 @@ use super::{join_key, ObjectMeta, ObjectReader, Store, StoreError, Upload};
 /// backup's peak RSS near 50 MiB (bench/backup: 4 in flight of 8 MiB measured 83–97 MiB); raise
 /// it for high-latency links to AWS.
 pub const DEFAULT_PARTS_IN_FLIGHT: usize = 2;
-
-/// Bytes per ranged GET when reading a large object (see `open`).
-const RANGE_SIZE: u64 = 4 << 20;
-/// Ranges downloading at once ahead of the one being read: bounds a read's memory to about
-/// `RANGE_SIZE × (RANGES_IN_FLIGHT + 1)`.
-const RANGES_IN_FLIGHT: usize = 4;
 
 /// When the SDK adds request checksums.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -133,23 +126,10 @@ impl S3Store {
         &self,
         key: &str,
     ) -> Result<aws_sdk_s3::operation::get_object::GetObjectOutput, StoreError> {
-        self.get_range(key, None, None).await
-    }
-
-    /// GetObject of `range` (`bytes=a-b`) when given, only if the object still has `etag`
-    /// when given; a missing key is `StoreError::NotFound`.
-    async fn get_range(
-        &self,
-        key: &str,
-        range: Option<String>,
-        etag: Option<String>,
-    ) -> Result<aws_sdk_s3::operation::get_object::GetObjectOutput, StoreError> {
         self.client
             .get_object()
             .bucket(&self.bucket)
             .key(self.full_key(key))
-            .set_range(range)
-            .set_if_match(etag)
             .send()
             .await
             .map_err(|e| {
@@ -162,37 +142,6 @@ impl S3Store {
                     self.backend("get", key, sdk_error(&e))
                 }
             })
-    }
-
-    /// Bytes `start..end` of `key` as it was when `etag` was read, checked for length. Kept
-    /// as the pieces the connection delivered (no copy into one buffer).
-    async fn fetch_range(
-        &self,
-        key: &str,
-        start: u64,
-        end: u64,
-        etag: Option<String>,
-    ) -> Result<AggregatedBytes, StoreError> {
-        let out = self
-            .get_range(key, Some(format!("bytes={start}-{}", end - 1)), etag)
-            .await?;
-        let data = out
-            .body
-            .collect()
-            .await
-            .map_err(|e| self.backend("get", key, e.to_string()))?;
-        if data.remaining() as u64 != end - start {
-            return Err(self.backend(
-                "get",
-                key,
-                format!(
-                    "bytes {start}-{} came back as {} bytes",
-                    end - 1,
-                    data.remaining()
-                ),
-            ));
-        }
-        Ok(data)
     }
 
     /// Builds the client. Does not talk to the server yet.
@@ -331,57 +280,9 @@ impl Store for S3Store {
         Ok(data.into_bytes())
     }
 
-    /// Large objects are read as ranges of [`RANGE_SIZE`], [`RANGES_IN_FLIGHT`] at once and
-    /// handed on in order: one GET stream is limited by the server's per-request throughput
-    /// (s3s-fs serves one at 150–180 MB/s on this machine, four at once twice that; AWS advises
-    /// the same for its own), and the verifying pipeline behind it reads faster. The first
-    /// range tells the size and the ETag that every later range must still match, so an object
-    /// replaced meanwhile fails instead of being stitched from two versions.
     async fn open(&self, key: &str) -> Result<ObjectReader, StoreError> {
-        let first = match self
-            .get_range(key, Some(format!("bytes=0-{}", RANGE_SIZE - 1)), None)
-            .await
-        {
-            Ok(out) => out,
-            // An empty object has no byte 0 to range over.
-            Err(StoreError::Backend { message, .. }) if message.starts_with("InvalidRange") => {
-                self.get_object(key).await?
-            }
-            Err(e) => return Err(e),
-        };
-        // A server that ignored the range sent the whole object.
-        let total = first
-            .content_range()
-            .and_then(|r| r.rsplit_once('/'))
-            .and_then(|(_, total)| total.parse::<u64>().ok());
-        let Some(total) = total.filter(|&t| t > RANGE_SIZE) else {
-            return Ok(Box::pin(first.body.into_async_read()));
-        };
-        let etag = first.e_tag().map(str::to_string);
-        let head = first
-            .body
-            .collect()
-            .await
-            .map_err(|e| self.backend("get", key, e.to_string()))?;
-        let this = self.clone();
-        let key = key.to_string();
-        // Each range is its own task, so the ranges ahead download while the reader works
-        // through the current one; `buffered` hands them on in order and starts the next as one
-        // is taken.
-        let rest = futures::stream::iter(1..total.div_ceil(RANGE_SIZE))
-            .map(move |i| {
-                let (this, key, etag) = (this.clone(), key.clone(), etag.clone());
-                let start = i * RANGE_SIZE;
-                let end = total.min(start + RANGE_SIZE);
-                tokio::spawn(async move { this.fetch_range(&key, start, end, etag).await })
-            })
-            .buffered(RANGES_IN_FLIGHT)
-            .map(|joined| match joined {
-                Ok(range) => range.map_err(std::io::Error::other),
-                Err(e) => Err(std::io::Error::other(e)),
-            });
-        let ranges = futures::stream::once(async move { Ok(head) }).chain(rest);
-        Ok(Box::pin(tokio_util::io::StreamReader::new(ranges)))
+        let out = self.get_object(key).await?;
+        Ok(Box::pin(out.body.into_async_read()))
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
