@@ -681,7 +681,10 @@ fn rotate_cluster_ca(
         .map(|(p, _, _)| p.as_str())
         .chain(["api-loop", "ca-reader-subpath"])
     {
-        assert!(listed.contains(&(pod, false)), "{pod} not listed: {v:#}");
+        assert!(
+            listed.contains(&(pod, false)),
+            "{v:#}\n{pod} not listed as (pod, restarted): {listed:?}"
+        );
     }
     let node1 = stages[0]["hosts"]
         .as_array()
@@ -819,7 +822,7 @@ fn rotate_cluster_ca(
         listed
             .iter()
             .find(|w| w["namespace"] == "default" && w["pod"] == pod)
-            .unwrap_or_else(|| panic!("{pod} not listed: {v:#}"))
+            .unwrap_or_else(|| panic!("{v:#}\n{pod} not listed"))
             .clone()
     };
     for (name, uid, _) in &pods_before {

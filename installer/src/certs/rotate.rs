@@ -1414,9 +1414,9 @@ async fn stale_workloads(
             else {
                 return Ok(vec![]);
             };
-            at.timestamp()
+            Some(at.timestamp())
         }
-        _ => now().unix_timestamp(),
+        _ => None,
     };
     let client = api_client(cluster).await?;
     let mut stale = workloads::list_stale(&client, at).await?;

@@ -5,7 +5,8 @@
 //! ([`SERVICE_ACCOUNT_DIR`], where client-go's in-cluster config finds `ca.crt`) or the
 //! `kube-root-ca.crt` ConfigMap, and one of whose containers started (its current run) before
 //! the moment clusterkit saw `kube-root-ca.crt` carry both CAs (the `trusted_at` of the
-//! journal, recorded at the end of the trust-both stage). The start time is the exact
+//! journal, recorded at the end of the trust-both stage), or in the same second: start times
+//! have whole seconds, and a restart too many costs less than a pod left with the old CA. The start time is the exact
 //! criterion, not the file's content: the kubelet rewrites secret, ConfigMap and projected
 //! volumes in place when their source changes, so every running pod's `ca.crt` soon holds
 //! both CAs on disk, while a process reads it once, when it starts (client-go does), and keeps
@@ -125,9 +126,10 @@ fn controller(pod: &Pod) -> Option<Owner> {
 }
 
 /// The pods of `pods` that may know only the old CA: they read the cluster CA, are not done or
-/// being deleted, and a container of theirs started before `trusted_at` (Unix seconds). The
-/// owner is the pod's controller reference as is (a ReplicaSet, before [`resolve_owners`]).
-pub fn stale_pods(pods: &[Pod], trusted_at: i64) -> Vec<StalePod> {
+/// being deleted, and a container of theirs started no later than the second `trusted_at`
+/// (Unix seconds; `None`: before both CAs are published, so every such pod). The owner is the
+/// pod's controller reference as is (a ReplicaSet, before [`resolve_owners`]).
+pub fn stale_pods(pods: &[Pod], trusted_at: Option<i64>) -> Vec<StalePod> {
     let mut out = Vec::new();
     for pod in pods {
         let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
@@ -137,7 +139,8 @@ pub fn stale_pods(pods: &[Pod], trusted_at: i64) -> Vec<StalePod> {
         {
             continue;
         }
-        let Some(started) = earliest_start(pod).filter(|s| *s < trusted_at) else {
+        let Some(started) = earliest_start(pod).filter(|s| trusted_at.is_none_or(|t| *s <= t))
+        else {
             continue;
         };
         out.push(StalePod {
@@ -195,7 +198,7 @@ async fn resolve_owners(client: &kube::Client, pods: &mut [StalePod]) -> Result<
 /// The pods of the cluster that may know only the old CA ([`stale_pods`]), owners resolved.
 pub async fn list_stale(
     client: &kube::Client,
-    trusted_at: i64,
+    trusted_at: Option<i64>,
 ) -> Result<Vec<StalePod>, RotateError> {
     let pods: Api<Pod> = Api::all(client.clone());
     let list = pods
@@ -335,16 +338,22 @@ mod tests {
             ),
             pod(
                 "new",
-                "2026-01-01T10:00:00Z",
+                "2026-01-01T10:00:01Z",
                 true,
                 Some(("ReplicaSet", "web-1")),
             ),
+            // Started in the second both CAs were seen: maybe before, so listed.
+            pod("same-second", "2026-01-01T10:00:00Z", true, None),
             pod("no-token", "2026-01-01T09:00:00Z", false, None),
             pod("bare", "2026-01-01T09:00:00Z", true, None),
         ];
-        let stale = stale_pods(&pods, trusted);
+        let stale = stale_pods(&pods, Some(trusted));
         let names: Vec<&str> = stale.iter().map(|p| p.pod.as_str()).collect();
-        assert_eq!(names, ["bare", "old"]);
+        assert_eq!(names, ["bare", "old", "same-second"]);
+        // Before the rotation (`--check`): every pod that reads the CA, whenever it started.
+        let all = stale_pods(&pods, None);
+        let names: Vec<&str> = all.iter().map(|p| p.pod.as_str()).collect();
+        assert_eq!(names, ["bare", "new", "old", "same-second"]);
         assert_eq!(stale[0].owner, None);
         assert_eq!(stale[1].started, "2026-01-01T09:59:59Z");
         assert_eq!(stale[1].uid, "uid-old");
@@ -388,7 +397,7 @@ mod tests {
         pending.status.as_mut().unwrap().container_statuses = None;
         pending.status.as_mut().unwrap().start_time =
             serde_json::from_value(serde_json::json!("2026-01-01T10:05:00Z")).unwrap();
-        let stale = stale_pods(&[done, going, projected, pending], trusted);
+        let stale = stale_pods(&[done, going, projected, pending], Some(trusted));
         let names: Vec<&str> = stale.iter().map(|p| p.pod.as_str()).collect();
         assert_eq!(names, ["projected"]);
     }
