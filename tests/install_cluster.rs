@@ -14,7 +14,9 @@
 //! 3 nodes and Running, pod-to-pod traffic across every pair of nodes (`busybox nc` inside the
 //! pods through `kubectl exec`), `kubectl logs` from every node, a ClusterIP Service in front of
 //! the pod on node1 answering the pod on node3, a deleted pod's address leaving the Service's
-//! endpoints; then a rerun changes nothing and `--check` reports nothing to do, and the Service
+//! endpoints; then a run after a node's drift repairs it (its readiness probes made after the
+//! phases), a rerun changes nothing (its probe pods started while the phases ran, none left
+//! afterwards) and `--check` reports nothing to do, and the Service
 //! still answers; `upgrade plan` reads what runs; `status` shows every host's components at
 //! cluster.yaml's release and every Node Ready (a cordon warns, a stopped kube-proxy fails it),
 //! and `install` with a patch release newer or older than the one running is refused before it
@@ -33,6 +35,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use clusterkit_installer::readiness;
 use clusterkit_sandbox::{SandboxGuard, UpOptions};
 use common::{
     changed_tasks, clusterkit, describe, etcd_endpoints, install_timed, kubectl, openssl,
@@ -136,6 +139,11 @@ fn install_and_check(kube_bin: &Path, version: &str) {
     for n in ["node1", "node2", "node3"] {
         assert_eq!(summary["hosts"][n]["failed"], 0, "{summary:#}");
     }
+    // No API at the start: the probe pods were made after the phases.
+    assert_eq!(
+        summary["readiness"]["probes_during_run"], false,
+        "{summary:#}"
+    );
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
         std::fs::metadata(&admin).unwrap().permissions().mode() & 0o777,
@@ -440,6 +448,16 @@ fn install_and_check(kube_bin: &Path, version: &str) {
 
     // 6. Rerun: nothing changes.
     steps.enter("6. rerun: nothing changes");
+    // First a drifted node: the run repairs it, so the probe pods it started while the
+    // phases ran are deleted and the report makes its own after them.
+    ssh(&sb, "node3", "rm /etc/sysctl.d/90-clusterkit.conf");
+    let (repaired, _) = install(&cfg, &work.path().join("repair.jsonl"));
+    assert_eq!(repaired["hosts"]["node3"]["changed"], 1, "{repaired:#}");
+    assert_eq!(repaired["readiness"]["ok"], true, "{repaired:#}");
+    assert_eq!(
+        repaired["readiness"]["probes_during_run"], false,
+        "{repaired:#}"
+    );
     let events = work.path().join("rerun.jsonl");
     let (again, took) = install(&cfg, &events);
     eprintln!("rerun (all phases, 3 nodes): {:.1}s", took.as_secs_f64());
@@ -455,6 +473,22 @@ fn install_and_check(kube_bin: &Path, version: &str) {
     // pod reached from every other node, the probe Service from every node.
     let r = &again["readiness"];
     assert_eq!(r["ok"], true, "{r:#}");
+    // Nothing changed: the probe pods started while the phases ran were the report's, and
+    // are gone with it.
+    assert_eq!(r["probes_during_run"], true, "{r:#}");
+    let left = kubectl(
+        &kube_bin,
+        &admin,
+        &[
+            "get",
+            "daemonsets,services",
+            "-n",
+            "kube-system",
+            "-o",
+            "name",
+        ],
+    );
+    assert!(!left.contains(readiness::PROBE_NAME), "{left}");
     assert_eq!(r["nodes"].as_array().map(Vec::len), Some(3), "{r:#}");
     // 6 pod-to-pod pairs + the probe Service from each of the 3 nodes.
     assert_eq!(r["probes"].as_array().map(Vec::len), Some(9), "{r:#}");

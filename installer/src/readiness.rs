@@ -10,7 +10,9 @@
 //!   busybox httpd on every node; from each probe pod (`kubectl exec`-style, through the API)
 //!   every other node's probe pod is fetched by pod IP with `busybox nc` — the pod network
 //!   across every pair of nodes — and a ClusterIP Service in front of the probe pods (kube-proxy
-//!   on every node). The DaemonSet and the Service are deleted afterwards.
+//!   on every node). The DaemonSet and the Service are deleted afterwards. A converging
+//!   `install` on a cluster that already answers creates them while its phases run
+//!   ([`start_early`]) and uses them only when the run changed nothing.
 //! - **dns**: CoreDNS, when a `kube-system/coredns` Deployment exists, must be available;
 //!   without one the report says plainly that there is no cluster DNS (the sandbox has no
 //!   CoreDNS image) and that services are reached by ClusterIP — a note, not a failure.
@@ -86,6 +88,9 @@ pub struct Report {
     pub dns: Check,
     /// Things the operator should know that are not failures.
     pub notes: Vec<String>,
+    /// Whether the probe pods were started while the install ran ([`start_early`]: the run
+    /// changed nothing), not after it.
+    pub probes_during_run: bool,
 }
 
 impl Report {
@@ -136,18 +141,64 @@ impl Report {
     }
 }
 
-/// Runs every check; `Err` only when the API cannot be reached at all with admin.conf.
-pub async fn check(cluster: &Cluster) -> Result<Report, InstallError> {
+/// How long [`start_early`] may take to create the probes.
+const EARLY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Starts the probe pods ahead of the report, for a run that may change nothing (a converging
+/// `install`): their start (sandbox, pod network, container: most of the report's time) then
+/// overlaps the run. `None` when the API does not answer with admin.conf (a cluster not
+/// installed yet) or they could not be created in time. Only valid while the cluster stays as
+/// it was: hand them to [`check`] when the run changed nothing, else [`Probes::discard`] them.
+pub async fn start_early(cluster: &Cluster) -> Option<Probes> {
+    let client = kube_api::admin_client(cluster, None).await.ok()?;
+    // A quick answer or none: a run that brings the API back must not wait for this.
+    tokio::time::timeout(
+        Duration::from_secs(3),
+        kube_api::get_raw(&client, "/readyz"),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    match tokio::time::timeout(EARLY_TIMEOUT, start_probes(cluster, &client)).await {
+        Ok(p) if p.failed.is_empty() => Some(p),
+        // Half made or too slow: whatever was created goes (the report makes its own).
+        _ => {
+            let _ = tokio::time::timeout(EARLY_TIMEOUT, delete_probe(&client)).await;
+            None
+        }
+    }
+}
+
+impl Probes {
+    /// Deletes the probe DaemonSet and Service.
+    pub async fn discard(self, cluster: &Cluster) {
+        if let Ok(client) = kube_api::admin_client(cluster, None).await {
+            delete_probe(&client).await;
+        }
+    }
+}
+
+/// Runs every check, with the probes `early` started (else creating them now); `Err` only
+/// when the API cannot be reached at all with admin.conf.
+pub async fn check(cluster: &Cluster, early: Option<Probes>) -> Result<Report, InstallError> {
     let client = kube_api::admin_client(cluster, None).await?;
-    // The components and DNS do not depend on the nodes' checks: they run meanwhile.
+    let probes_during_run = early.is_some();
+    // The components and DNS do not depend on the nodes' checks: they run meanwhile; the
+    // probes are created while the nodes are checked (only their checks need Ready nodes).
     let nodes_then_probes = async {
-        let nodes = node_checks(cluster, &client).await;
+        let start = async {
+            match early {
+                Some(p) => p,
+                None => start_probes(cluster, &client).await,
+            }
+        };
+        let (nodes, probes) = tokio::join!(node_checks(cluster, &client), start);
         let ready: Vec<String> = nodes
             .iter()
             .filter(|c| c.ok)
             .filter_map(|c| c.name.strip_prefix("node ").map(str::to_string))
             .collect();
-        let probes = probe_checks(cluster, &client, &ready).await;
+        let probes = probe_checks(&client, probes, &ready).await;
         (nodes, probes)
     };
     let ((nodes, probes), components, (dns, notes)) = tokio::join!(
@@ -162,6 +213,7 @@ pub async fn check(cluster: &Cluster) -> Result<Report, InstallError> {
         probes,
         dns,
         notes,
+        probes_during_run,
     };
     report.ok = report.failures().is_empty();
     Ok(report)
@@ -412,15 +464,29 @@ async fn exec(pods: &Api<Pod>, pod: &str, script: &str) -> Result<String, NotRea
     }
 }
 
-async fn probe_checks(cluster: &Cluster, client: &kube::Client, ready: &[String]) -> Vec<Check> {
-    if ready.is_empty() {
-        return vec![Check::new("probe", Err(seen("no Ready node to probe")))];
-    }
+/// The probe DaemonSet and Service, created: what the probe checks wait for and fetch.
+pub struct Probes {
+    /// The `run` label of this report's probe pods (a leftover's pods have another).
+    run: String,
+    /// The probe image, named in the report when the pods do not run.
+    image: String,
+    /// The probe Service's ClusterIP (`None`: it could not be created, which `failed` says).
+    service_ip: Option<String>,
+    /// What failed while creating them; a failed DaemonSet means no probe pods at all.
+    failed: Vec<Check>,
+}
+
+/// Creates the probe DaemonSet and Service (a leftover of an interrupted run is replaced).
+async fn start_probes(cluster: &Cluster, client: &kube::Client) -> Probes {
     let (image, pull) = probe_image(cluster);
     let run = format!("{:x}", rand::random::<u32>());
     let ds: Api<DaemonSet> = Api::namespaced(client.clone(), "kube-system");
-    let pods: Api<Pod> = Api::namespaced(client.clone(), "kube-system");
-    // A leftover of an interrupted run is replaced.
+    let mut probes = Probes {
+        run,
+        image,
+        service_ip: None,
+        failed: Vec::new(),
+    };
     delete_probe(client).await;
     let _ = poll::wait_until(Duration::from_secs(60), || async {
         match ds.get_opt(PROBE_NAME).await {
@@ -429,55 +495,71 @@ async fn probe_checks(cluster: &Cluster, client: &kube::Client, ready: &[String]
         }
     })
     .await;
-    let obj: DaemonSet = match serde_json::from_value(probe_daemonset(&image, pull, &run)) {
-        Ok(o) => o,
-        Err(e) => {
-            return vec![Check::new(
-                "probe",
-                Err(NotReady::failed("probe DaemonSet", e)),
-            )]
-        }
-    };
-    let mut out = Vec::new();
+    let obj: DaemonSet =
+        match serde_json::from_value(probe_daemonset(&probes.image, pull, &probes.run)) {
+            Ok(o) => o,
+            Err(e) => {
+                probes.failed.push(Check::new(
+                    "probe",
+                    Err(NotReady::failed("probe DaemonSet", e)),
+                ));
+                return probes;
+            }
+        };
     if let Err(e) = ds.create(&PostParams::default(), &obj).await {
-        return vec![Check::new(
+        probes.failed.push(Check::new(
             "probe",
             Err(NotReady::failed(
                 format!("creating kube-system/{PROBE_NAME}"),
                 e,
             )),
-        )];
+        ));
+        return probes;
     }
     let services: Api<Service> = Api::namespaced(client.clone(), "kube-system");
     let svc: Result<Service, serde_json::Error> = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Service",
         "metadata": { "name": PROBE_NAME, "namespace": "kube-system",
                       "labels": { "app.kubernetes.io/managed-by": "clusterkit" } },
-        "spec": { "selector": { "app": PROBE_NAME, "run": run },
+        "spec": { "selector": { "app": PROBE_NAME, "run": probes.run },
                   "ports": [{ "port": 80, "targetPort": PROBE_PORT }] }
     }));
-    let service_ip = match svc {
+    match svc {
         Ok(svc) => match services.create(&PostParams::default(), &svc).await {
-            Ok(created) => created.spec.and_then(|s| s.cluster_ip),
-            Err(e) => {
-                out.push(Check::new(
-                    "probe service",
-                    Err(NotReady::failed(
-                        format!("creating kube-system/{PROBE_NAME} Service"),
-                        e,
-                    )),
-                ));
-                None
-            }
-        },
-        Err(e) => {
-            out.push(Check::new(
+            Ok(created) => probes.service_ip = created.spec.and_then(|s| s.cluster_ip),
+            Err(e) => probes.failed.push(Check::new(
                 "probe service",
-                Err(NotReady::failed("probe Service", e)),
-            ));
-            None
-        }
-    };
+                Err(NotReady::failed(
+                    format!("creating kube-system/{PROBE_NAME} Service"),
+                    e,
+                )),
+            )),
+        },
+        Err(e) => probes.failed.push(Check::new(
+            "probe service",
+            Err(NotReady::failed("probe Service", e)),
+        )),
+    }
+    probes
+}
+
+/// Waits for `probes`' pods on the `ready` nodes, fetches across them, deletes the probes.
+async fn probe_checks(client: &kube::Client, probes: Probes, ready: &[String]) -> Vec<Check> {
+    if ready.is_empty() {
+        delete_probe(client).await;
+        return vec![Check::new("probe", Err(seen("no Ready node to probe")))];
+    }
+    let Probes {
+        run,
+        image,
+        service_ip,
+        failed: mut out,
+    } = probes;
+    if out.iter().any(|c| c.name == "probe") {
+        delete_probe(client).await;
+        return out;
+    }
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "kube-system");
     // node -> (pod name, pod IP) once Running on every Ready node.
     let running: std::sync::Mutex<BTreeMap<String, (String, String)>> = Default::default();
     let lp = ListParams::default().labels(&format!("app={PROBE_NAME},run={run}"));
@@ -710,6 +792,7 @@ mod tests {
             probes: vec![c("pod on node1 -> pod on node2", probe_ok)],
             dns: c("coredns", true),
             notes: vec!["no cluster DNS".into()],
+            probes_during_run: false,
         };
         r.ok = r.failures().is_empty();
         r

@@ -58,17 +58,39 @@ impl Args {
             && !opts.check
             && self.selection.hosts.is_empty()
             && self.selection.roles.is_empty();
-        let report = phases::install(&cluster, &hosts, &opts).await?;
+        let readiness_wanted = full && !self.no_readiness;
+        // On a cluster that already runs, the readiness report's probe pods start while the
+        // phases run; they are used only when the run changed nothing.
+        let early = async {
+            if readiness_wanted {
+                readiness::start_early(&cluster).await
+            } else {
+                None
+            }
+        };
+        let (report, early) = tokio::join!(phases::install(&cluster, &hosts, &opts), early);
+        let early = match (report.as_ref().map(|r| r.changed()), early) {
+            (Ok(0), early) => early,
+            (_, Some(p)) => {
+                p.discard(&cluster).await;
+                None
+            }
+            (_, None) => None,
+        };
+        let report = report?;
         // The readiness report follows a full install that left no host failed; a run of one
         // phase, of some hosts, or in check mode is not a finished cluster.
-        let readiness = if full && !self.no_readiness && report.failed_hosts().is_empty() {
+        let readiness = if readiness_wanted && report.failed_hosts().is_empty() {
             eprintln!("readiness: nodes, components, a probe pod on every node…");
             Some(
-                readiness::check(&cluster)
+                readiness::check(&cluster, early)
                     .await
                     .context("readiness report")?,
             )
         } else {
+            if let Some(p) = early {
+                p.discard(&cluster).await;
+            }
             None
         };
         print_install(&report, readiness.as_ref(), global.output)

@@ -185,7 +185,7 @@ impl ApplyArgs {
             return Ok(());
         }
         eprintln!("readiness: nodes, components, a probe pod on every node…");
-        let ready = clusterkit_installer::readiness::check(&cluster)
+        let ready = clusterkit_installer::readiness::check(&cluster, None)
             .await
             .context("readiness report")?;
         let mut v = serde_json::to_value(&report)?;
