@@ -22,7 +22,9 @@
 //! passes its health checks, `token create --print-join-command` prints clusterkit's endpoint
 //! and CA hash with a token whose Secret exists, and that command passes kubeadm's discovery;
 //! a fourth node, prepared by clusterkit (node preparation, containerd, images, pod network)
-//! but joined by kubeadm alone with that command, becomes Ready.
+//! but joined by kubeadm alone with that command, becomes Ready. `reset` then leaves nothing of
+//! the control plane on node1 (no container running, no manifest, nothing listening on its
+//! ports, etcd's data moved aside) and a second reset has nothing to do.
 //!
 //! Debian 12 has no `crictl` (cri-tools is not packaged), so the running containers are read
 //! with containerd's own `ctr` in the CRI namespace (`k8s.io`), by the container-name label
@@ -790,4 +792,37 @@ fn static_pod_control_plane_on_three_nodes() {
 
     steps.enter("9. node4 joins with the command kubeadm printed and becomes Ready");
     join_with_kubeadm(&sb, &cfg4, &kube_bin, &admin, &join);
+
+    steps.enter("10. reset: node1's static pods are gone with the kubelet, nothing listens");
+    let v = common::json_of(&mut common::ck(&cfg, &["-o", "json", "reset", "--yes"]));
+    let node1 = v["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["host"] == "node1")
+        .unwrap_or_else(|| panic!("no node1 in {v:#}"));
+    assert_eq!(node1["status"], "ok", "{v:#}");
+    // Nothing of the control plane runs or answers on node1 afterwards: no container task in
+    // containerd's CRI namespace, no manifest, no listener on the API server's, etcd's, the
+    // controller manager's or the scheduler's port.
+    let left = ssh(
+        &sb,
+        "node1",
+        "ctr -n k8s.io tasks ls | grep -c RUNNING | sed 's/^/running /'; \
+         [ -e /etc/kubernetes/manifests ] && echo manifests; \
+         for p in 6443 2379 2380 10257 10259; do \
+           (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null && echo \"listening $p\"; done; \
+         ls -d /var/lib/etcd.reset-*/member 2>/dev/null | sed 's/^/moved /'; true",
+    );
+    assert!(left.contains("running 0"), "{left}\n{v:#}");
+    assert!(!left.contains("manifests"), "{left}");
+    assert!(!left.contains("listening"), "{left}");
+    assert!(left.contains("moved /var/lib/etcd.reset-"), "{left}");
+    // A second reset finds nothing to do.
+    let out = common::run_ok(&mut common::ck(&cfg, &["reset", "--yes"]));
+    assert!(
+        stdout(&out).contains("node1: nothing to do"),
+        "{}",
+        stdout(&out)
+    );
 }
