@@ -183,16 +183,15 @@ impl Probes {
 pub async fn check(cluster: &Cluster, early: Option<Probes>) -> Result<Report, InstallError> {
     let client = kube_api::admin_client(cluster, None).await?;
     let probes_during_run = early.is_some();
-    // The components and DNS do not depend on the nodes' checks: they run meanwhile; the
-    // probes are created while the nodes are checked (only their checks need Ready nodes).
+    // The components and DNS do not depend on the nodes' checks: they run meanwhile. Probes
+    // not made during the run are made once the nodes are Ready: a pod sent to a node whose
+    // pod network is not up yet fails its sandbox and is retried after the kubelet's back-off.
     let nodes_then_probes = async {
-        let start = async {
-            match early {
-                Some(p) => p,
-                None => start_probes(cluster, &client).await,
-            }
+        let nodes = node_checks(cluster, &client).await;
+        let probes = match early {
+            Some(p) => p,
+            None => start_probes(cluster, &client).await,
         };
-        let (nodes, probes) = tokio::join!(node_checks(cluster, &client), start);
         let ready: Vec<String> = nodes
             .iter()
             .filter(|c| c.ok)
