@@ -9,7 +9,8 @@
 //! `/livez` on the control-plane host; controller manager and scheduler hold fresh leases and
 //! answer `/healthz` on the node's address (where monitoring probes them); a
 //! worker's kubelet joined by TLS bootstrap (its CSR from the bootstrap token approved, its Node
-//! registered, its client certificate verified against the cluster CA with `openssl verify`);
+//! registered, its client certificate verified against the cluster CA with `openssl verify`),
+//! every kubelet's `/configz` computing its node status every 4 s;
 //! then workloads: every node Ready, a busybox httpd Deployment of 3 replicas spread over the
 //! 3 nodes and Running, pod-to-pod traffic across every pair of nodes (`busybox nc` inside the
 //! pods through `kubectl exec`), `kubectl logs` from every node, a ClusterIP Service in front of
@@ -288,6 +289,19 @@ fn install_and_check(kube_bin: &Path, version: &str) {
     let mut nodes: Vec<&str> = nodes.split_whitespace().collect();
     nodes.sort();
     assert_eq!(nodes, ["node1", "node2", "node3"]);
+    // The configuration the kubelets run with, as they report it: node status every 4 s.
+    for n in &nodes {
+        let configz: Value = serde_json::from_str(&kubectl(
+            &kube_bin,
+            &admin,
+            &["get", "--raw", &format!("/api/v1/nodes/{n}/proxy/configz")],
+        ))
+        .unwrap();
+        assert_eq!(
+            configz["kubeletconfig"]["nodeStatusUpdateFrequency"], "4s",
+            "{n}: {configz:#}"
+        );
+    }
     let csrs: Value =
         serde_json::from_str(&kubectl(&kube_bin, &admin, &["get", "csr", "-o", "json"])).unwrap();
     let bootstrapped: Vec<&Value> = csrs["items"]
