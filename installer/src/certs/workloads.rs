@@ -6,11 +6,11 @@
 //! `kube-root-ca.crt` ConfigMap, and one of whose containers started (its current run) before
 //! the moment clusterkit saw `kube-root-ca.crt` carry both CAs (the `trusted_at` of the
 //! journal, recorded at the end of the trust-both stage), or in the same second: start times
-//! have whole seconds, and a restart too many costs less than a pod left with the old CA. The start time is the exact
-//! criterion, not the file's content: the kubelet rewrites secret, ConfigMap and projected
-//! volumes in place when their source changes, so every running pod's `ca.crt` soon holds
-//! both CAs on disk, while a process reads it once, when it starts (client-go does), and keeps
-//! the old CA alone in memory. Containers started after that moment were given a volume built
+//! have whole seconds, and a restart too many costs less than a pod left with the old CA. The
+//! start time is the exact criterion, not the file's content: the kubelet rewrites secret,
+//! ConfigMap and projected volumes in place when their source changes, so every running pod's
+//! `ca.crt` soon holds both CAs on disk, while a process reads it once, when it starts
+//! (client-go does), and keeps the old CA alone in memory. Containers started after that moment were given a volume built
 //! from the updated sources. Such a process breaks as soon as the API server presents a
 //! certificate from the new CA, which is stage 2 (reissue): the restart has to happen between
 //! stage 1 and stage 2.
