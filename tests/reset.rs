@@ -45,8 +45,9 @@ fn facts(sb: &SandboxGuard, node: &str) -> String {
         sb,
         node,
         "for u in etcd kubelet kube-apiserver; do echo \"$u $(systemctl is-active $u) $(systemctl is-enabled $u 2>/dev/null || echo none)\"; done; \
-         for d in /etc/kubernetes /var/lib/kubelet /etc/cni/net.d /var/lib/etcd /var/lib/clusterkit/previous /etc/systemd/system/etcd.service /etc/systemd/system/kubelet.service; do [ -e $d ] && echo \"exists $d\"; done; \
+         for d in /etc/kubernetes /var/lib/kubelet /var/lib/etcd /var/lib/clusterkit/previous /etc/systemd/system/etcd.service /etc/systemd/system/kubelet.service; do [ -e $d ] && echo \"exists $d\"; done; \
          ls -d /var/lib/etcd.reset-* 2>/dev/null | sed 's/^/moved /'; \
+         [ -d /etc/cni/net.d ] && ls -A /etc/cni/net.d | wc -l | sed 's/^/cni-conf-files /'; \
          grep -c ' /var/lib/kubelet/' /proc/mounts | sed 's/^/kubelet-mounts /'; \
          iptables-save | grep -cE 'KUBE-|CNI-' | sed 's/^/kube-rules /'; \
          iptables-save | grep -c '^-A INPUT -j MINE' | sed 's/^/mine /'; true",
@@ -98,6 +99,7 @@ fn reset_three_nodes() {
         );
         assert!(f.contains("kubelet-mounts 1"), "{node}: {f}");
         assert!(f.contains("kube-rules 6"), "{node}: {f}");
+        assert!(f.contains("cni-conf-files 1"), "{node}: {f}");
     }
 
     // 1. Without --yes, answering "no": nothing changes.
@@ -210,6 +212,14 @@ fn reset_three_nodes() {
         assert!(f.contains("kubelet-mounts 0"), "{node}: {f}");
         assert!(f.contains("kube-rules 0"), "{node}: {f}");
         assert!(f.contains("mine 1"), "{node}: foreign rule lost: {f}");
+        // The CNI configuration is gone, its directory kept: containerd watches it.
+        assert!(
+            changed
+                .iter()
+                .any(|c| c == "remove the CNI configuration in /etc/cni/net.d"),
+            "{node}: {changed:#?}"
+        );
+        assert!(f.contains("cni-conf-files 0"), "{node}: {f}");
         // The moved data is etcd's, intact.
         let member = ssh(&sb, node, "ls /var/lib/etcd.reset-*/member");
         assert!(

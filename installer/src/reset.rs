@@ -13,8 +13,9 @@
 //!    (it belongs to the runtime phase);
 //! 3. unmount what the kubelet mounted under `/var/lib/kubelet`;
 //! 4. remove `/etc/kubernetes`, `/etc/clusterkit` (the backup timers' secrets and kubeconfig),
-//!    `/var/lib/kubelet`, `/var/lib/kube-proxy`, the CNI config
-//!    (`/etc/cni/net.d`) and IPAM state (`/var/lib/cni`); `/var/lib/etcd` is moved aside to
+//!    `/var/lib/kubelet`, `/var/lib/kube-proxy` and the CNI IPAM state (`/var/lib/cni`), and
+//!    empty the CNI config directory (`/etc/cni/net.d`, kept: containerd watches it);
+//!    `/var/lib/etcd` is moved aside to
 //!    `/var/lib/etcd.reset-<timestamp>` (so a mistaken reset can be undone) unless `purge`;
 //! 5. remove the systemd units clusterkit installed (`/etc/systemd/system/<unit>.service` and
 //!    drop-in directories, the backup timers' `.timer` and `.service`), then `daemon-reload`
@@ -104,15 +105,15 @@ impl ResetOptions {
 /// Directories removed outright. The clusterkit directory holds the backup timers' secrets
 /// (S3 keys, passphrase) and the namespace timer's admin kubeconfig, the previous directory
 /// what `upgrade apply` kept for a rollback (binaries, units, configurations): they must not
-/// outlive the node's place in the cluster.
-pub fn dirs(layout: &NodeLayout) -> [&'static str; 7] {
+/// outlive the node's place in the cluster. The CNI configuration directory is not among
+/// them: it is emptied ([`script`]).
+pub fn dirs(layout: &NodeLayout) -> [&'static str; 6] {
     [
         layout.kubernetes_dir,
         layout.clusterkit_dir,
         layout.previous_dir,
         layout.kubelet_dir,
         layout.kube_proxy_dir,
-        layout.cni_conf_dir,
         layout.cni_state_dir,
     ]
 }
@@ -179,6 +180,14 @@ fi
             "if [ -e {dir} ]; then act 'remove {dir}' rm -rf {dir}; fi\n"
         ));
     }
+    // The CNI configuration directory is emptied, not removed: containerd (which stays)
+    // watches it with inotify from its start, and removing the directory ends that watch for
+    // good, so the configuration a later install writes there would not be loaded until
+    // containerd restarted, and the node would stay NotReady ("cni plugin not initialized").
+    s.push_str(&format!(
+        "if [ -n \"$(ls -A {cni} 2>/dev/null)\" ]; then act 'remove the CNI configuration in {cni}' find {cni} -mindepth 1 -delete; fi\n",
+        cni = layout.cni_conf_dir
+    ));
     let data = layout.etcd_data_dir;
     if opts.purge {
         s.push_str(&format!(
