@@ -78,6 +78,23 @@ pub enum BundleError {
          --binaries (or unset CLUSTERKIT_KUBE_BIN_DIR) or --kubernetes"
     )]
     TwoSources { name: String, dir: PathBuf },
+
+    #[error(
+        "the binaries directory {dir} (--binaries, or CLUSTERKIT_KUBE_BIN_DIR) cannot be read"
+    )]
+    BinaryDir {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error(
+        "no Kubernetes binary ({}) in {} (--binaries, or CLUSTERKIT_KUBE_BIN_DIR): point it at \
+         the directory that holds them, or pass --kubernetes VERSION to download a release",
+        versions::KUBERNETES_BINARIES.join(", "),
+        dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
+    )]
+    NoKubernetesBinaries { dirs: Vec<PathBuf> },
 }
 
 /// What to put in a bundle.
@@ -354,7 +371,10 @@ fn add_binaries(
     }
     for dir in &opts.binary_dirs {
         let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(file_err(dir))?
+            .map_err(|source| BundleError::BinaryDir {
+                dir: dir.clone(),
+                source,
+            })?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.is_file())
             .collect();
@@ -433,6 +453,28 @@ fn add_binaries(
         })
         .collect::<Result<Vec<_>, BundleError>>()
         .map(|files| (files, kubernetes_version))
+}
+
+/// Refuses, before anything is downloaded, a binaries directory that cannot be read, and
+/// directories that hold none of the Kubernetes binaries when no release is downloaded either:
+/// a parent directory or a typo, which would give a bundle that fails only at install time.
+fn check_binary_dirs(opts: &BuildOptions) -> Result<(), BundleError> {
+    let mut any_kubernetes = false;
+    for dir in &opts.binary_dirs {
+        let entries = std::fs::read_dir(dir).map_err(|source| BundleError::BinaryDir {
+            dir: dir.clone(),
+            source,
+        })?;
+        any_kubernetes |= entries.flatten().any(|e| {
+            versions::KUBERNETES_BINARIES.contains(&e.file_name().to_string_lossy().as_ref())
+        });
+    }
+    if opts.binary_dirs.is_empty() || opts.release.is_some() || any_kubernetes {
+        return Ok(());
+    }
+    Err(BundleError::NoKubernetesBinaries {
+        dirs: opts.binary_dirs.clone(),
+    })
 }
 
 /// Removes every file or directory in `dir` (if it exists) that `keep` does not want.
@@ -527,6 +569,7 @@ fn component_inputs(
 
 /// Builds (or refreshes) a bundle; returns its manifest, also written to `out/manifest.json`.
 pub fn build(opts: &BuildOptions) -> Result<BundleManifest, BundleError> {
+    check_binary_dirs(opts)?;
     if !opts.base_status.is_file() {
         return Err(BundleError::NoBase {
             path: opts.base_status.clone(),
@@ -653,6 +696,54 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn binaries_directories_without_kubernetes_are_refused_before_any_download() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = |dirs: Vec<PathBuf>, release: Option<ReleaseOptions>| BuildOptions {
+            out: dir.path().join("bundle"),
+            packages: vec![],
+            // Missing: the binaries are checked before the base system is looked at.
+            base_status: dir.path().join("no-status"),
+            binary_dirs: dirs,
+            images: None,
+            release,
+        };
+        let missing = dir.path().join("missing");
+        let e = build(&opts(vec![missing.clone()], None)).unwrap_err();
+        assert!(
+            matches!(&e, BundleError::BinaryDir { dir, .. } if *dir == missing),
+            "{e:?}"
+        );
+        // The parent of the binaries (what a build leaves next to bin/).
+        let parent = dir.path().join("kube");
+        std::fs::create_dir_all(parent.join("bin")).unwrap();
+        std::fs::write(parent.join("BUILD-INFO"), "v1.20.2").unwrap();
+        let e = build(&opts(vec![parent.clone()], None)).unwrap_err();
+        assert!(
+            matches!(&e, BundleError::NoKubernetesBinaries { dirs } if *dirs == [parent.clone()]),
+            "{e:?}"
+        );
+        let text = e.to_string();
+        assert!(
+            text.contains("kube-apiserver") && text.contains(&parent.display().to_string()),
+            "{text}"
+        );
+        // With a release downloaded, a directory of other tools is fine; so is one with a
+        // Kubernetes binary: the build then goes on to the base system.
+        let release = ReleaseOptions {
+            version: KubeVersion::parse("v1.30.2").unwrap(),
+            base: String::new(),
+        };
+        for (dirs, release) in [
+            (vec![parent.clone()], Some(release)),
+            (vec![parent.join("bin")], None),
+        ] {
+            std::fs::write(parent.join("bin/kubelet"), "").unwrap();
+            let e = build(&opts(dirs, release)).unwrap_err();
+            assert!(matches!(e, BundleError::NoBase { .. }), "{e:?}");
+        }
     }
 
     #[test]

@@ -118,7 +118,7 @@ impl BundleCommand {
                     out: out.clone(),
                     packages: all,
                     base_status: base_status.unwrap_or_else(bundle::default_base_status),
-                    binary_dirs: binaries.into_iter().filter(|d| d.is_dir()).collect(),
+                    binary_dirs: binaries,
                     images: (!no_images).then(ImageOptions::from_env),
                     release,
                 };
