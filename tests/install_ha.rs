@@ -36,48 +36,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clusterkit_sandbox::{SandboxGuard, UpOptions};
+use common::ha::{leases, try_kubectl};
 use common::{
     apiserver_etcd_servers, changed_tasks, ck, clusterkit, describe, install_timed, json_of,
     new_not_old, pem_certs, poll, run_fail, run_ok, ssh, ssh_cmd, stdout, NODES,
 };
 use serde_json::Value;
-
-/// [`common::try_kubectl`], through `server` instead of the kubeconfig's when given.
-fn try_kubectl(
-    kube_bin: &Path,
-    admin: &Path,
-    server: Option<&str>,
-    args: &[&str],
-) -> (bool, String) {
-    let mut all: Vec<&str> = server.map(|s| vec!["--server", s]).unwrap_or_default();
-    all.extend_from_slice(args);
-    common::try_kubectl(kube_bin, admin, &all)
-}
-
-/// `name -> renewTime` of the Leases in a namespace, read through `server`.
-fn leases(kube_bin: &Path, admin: &Path, server: &str, ns: &str) -> Result<Value, String> {
-    let (ok, out) = try_kubectl(
-        kube_bin,
-        admin,
-        Some(server),
-        &["-n", ns, "get", "leases", "-o", "json"],
-    );
-    if !ok {
-        return Err(out);
-    }
-    let v: Value = serde_json::from_str(&out).map_err(|e| format!("{e}: {out}"))?;
-    let mut m = serde_json::Map::new();
-    for l in v["items"].as_array().into_iter().flatten() {
-        m.insert(
-            l["metadata"]["name"].as_str().unwrap_or("").to_string(),
-            serde_json::json!({
-                "holder": l["spec"]["holderIdentity"],
-                "renew": l["spec"]["renewTime"],
-            }),
-        );
-    }
-    Ok(Value::Object(m))
-}
 
 #[test]
 fn two_control_planes_behind_a_local_load_balancer() {
@@ -252,17 +216,16 @@ fn two_control_planes_behind_a_local_load_balancer() {
     let holders_before = poll(Duration::from_secs(60), "leader leases readable", || {
         leases(&kube_bin, &admin, &node2_api, "kube-system")
     });
-    let stop_at = ssh(
+    eprintln!("leaders before the stop: {holders_before}");
+    // Killed, as a crashed host would leave it (a graceful stop drains requests for up to a
+    // minute), then stopped so systemd does not restart it.
+    ssh(
         &sb,
         "node1",
-        // Killed, as a crashed host would leave it (a graceful stop drains requests for up
-        // to a minute), then stopped so systemd does not restart it.
-        "systemctl kill -s KILL kube-apiserver; systemctl stop kube-apiserver && date -u +%Y-%m-%dT%H:%M:%S.%6NZ",
-    )
-    .trim()
-    .to_string();
+        "systemctl kill -s KILL kube-apiserver; systemctl stop kube-apiserver",
+    );
+    let stop_at = common::ha::micro_time(&sb, "node1");
     let stopped = Instant::now();
-    assert_eq!(stop_at.len(), 27, "a MicroTime: {stop_at:?}");
     assert_ne!(
         ssh_cmd(&sb, "node1", "systemctl is-active kube-apiserver")
             .output()
@@ -270,89 +233,12 @@ fn two_control_planes_behind_a_local_load_balancer() {
             .unwrap_or_default(),
         "active"
     );
-    // Through node1's own load balancer (its kubelet's credentials and server) the API still
-    // answers: haproxy took node1's backend out and sends everything to node2. Five answers in
-    // a row, so not one lucky round-robin turn.
-    let via_lb = "for i in 1 2 3 4 5; do kubectl --kubeconfig /etc/kubernetes/kubelet.conf --request-timeout=10s get --raw /readyz || exit 1; echo; done";
-    poll(
-        Duration::from_secs(120),
-        "node1's load balancer answering /readyz from node2",
-        || {
-            let out = ssh_cmd(&sb, "node1", via_lb)
-                .output()
-                .map_err(|e| e.to_string())?;
-            let text = stdout(&out);
-            if out.status.success() && text.matches("ok").count() == 5 {
-                Ok(())
-            } else {
-                Err(format!("{text}{}", common::stderr(&out)))
-            }
-        },
-    );
-    eprintln!(
-        "node1's LB answered from node2 {:.1}s after the stop",
-        stopped.elapsed().as_secs_f64()
-    );
-    // Every kubelet renews its Lease after the stop: node1's and node3's talk to the API only
-    // through their load balancer.
-    let renewed_after = |l: &Value, name: &str, t: &str| {
-        l[name]["renew"]
-            .as_str()
-            .is_some_and(|r| r.len() == t.len() && r > t)
-    };
-    let node_leases = poll(
-        Duration::from_secs(180),
-        "every node's lease renewed after the stop",
-        || {
-            let now = leases(&kube_bin, &admin, &node2_api, "kube-node-lease")?;
-            let stale: Vec<&str> = NODES
-                .iter()
-                .copied()
-                .filter(|n| !renewed_after(&now, n, &stop_at))
-                .collect();
-            if stale.is_empty() {
-                Ok(now)
-            } else {
-                Err(format!("not renewed since {stop_at}: {stale:?}: {now}"))
-            }
-        },
-    );
-    eprintln!(
-        "every node lease renewed after the stop at {stop_at} ({:.1}s later): {node_leases}",
-        stopped.elapsed().as_secs_f64()
-    );
-    let ready = r#"jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type=="Ready")].status}{" "}{end}"#;
-    let (ok, out) = try_kubectl(
-        &kube_bin,
-        &admin,
-        Some(&node2_api),
-        &["get", "nodes", "-o", ready],
-    );
-    let mut v: Vec<&str> = out.split_whitespace().collect();
-    v.sort();
-    assert!(
-        ok && v == ["node1=True", "node2=True", "node3=True"],
-        "every Node stays Ready: {out}"
-    );
-    // The controller manager and scheduler: node2's instance leads (node1's lost its API
-    // server) and renews after the stop.
-    let leaders = poll(
-        Duration::from_secs(180),
-        "node2 holding and renewing the controller-manager and scheduler leases",
-        || {
-            let l = leases(&kube_bin, &admin, &node2_api, "kube-system")?;
-            for name in ["kube-controller-manager", "kube-scheduler"] {
-                let holder = l[name]["holder"].as_str().unwrap_or("");
-                if !holder.starts_with("node2") || !renewed_after(&l, name, &stop_at) {
-                    return Err(format!("{name}: {l}"));
-                }
-            }
-            Ok(l)
-        },
-    );
-    eprintln!(
-        "leaders before the stop: {holders_before}; after ({:.1}s later): {leaders}",
-        stopped.elapsed().as_secs_f64()
+    // node1's and node3's kubelets reach the API only through their load balancer.
+    common::ha::survives_api_server_down(
+        &sb,
+        (&kube_bin, &admin),
+        ("node1", "node2"),
+        (&stop_at, stopped),
     );
 
     // 4. node1's API server back; the endpoint answers again.

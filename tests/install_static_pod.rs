@@ -45,37 +45,6 @@ use common::{
     changed_tasks, clusterkit, describe, install_json, install_timed, run_fail, ssh, stderr,
     stdout, try_kubectl,
 };
-use serde_json::Value;
-
-/// The control-plane containers the kubelet runs on a node (container name → image name),
-/// read from containerd's CRI namespace: running tasks, and each one's kubelet label.
-fn running_containers(sb: &SandboxGuard, node: &str) -> BTreeMap<String, String> {
-    let tasks = ssh(sb, node, "ctr -n k8s.io tasks ls");
-    let mut out = BTreeMap::new();
-    for line in tasks.lines().skip(1) {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() < 3 || f[2] != "RUNNING" {
-            continue;
-        }
-        // A container the kubelet replaced between the two reads is gone: skip it (the
-        // caller reads again until every component shows).
-        let c = common::ssh_cmd(sb, node, &format!("ctr -n k8s.io containers info {}", f[0]))
-            .output()
-            .unwrap();
-        if !c.status.success() && stderr(&c).contains("not found") {
-            continue;
-        }
-        let info: Value =
-            serde_json::from_str(&stdout(&c)).unwrap_or_else(|e| panic!("{e}: {}", stderr(&c)));
-        if let Some(name) = info["Labels"]["io.kubernetes.container.name"].as_str() {
-            out.insert(
-                name.to_string(),
-                info["Image"].as_str().unwrap_or_default().to_string(),
-            );
-        }
-    }
-    out
-}
 
 /// The images in a node's containerd (CRI namespace): name → manifest digest.
 fn node_images(sb: &SandboxGuard, node: &str) -> BTreeMap<String, String> {
@@ -476,7 +445,7 @@ fn static_pod_control_plane_on_three_nodes() {
         Duration::from_secs(90),
         "the four control-plane containers running on node1",
         || {
-            let r = running_containers(&sb, "node1");
+            let r = common::running_containers(&sb, "node1");
             if [
                 "etcd",
                 "kube-apiserver",

@@ -3,7 +3,8 @@
 //! source package (`CLUSTERKIT_KUBE_BIN_DIR`), control plane as systemd units, host-gw pods.
 //!
 //! The cluster is installed from a cluster.yaml listing node1..node3 only; node4 is then listed
-//! (roles worker and etcd) and `node add node4` runs: it registers and becomes Ready, becomes a
+//! (roles worker and etcd) and `node add node4` runs: its readiness report says node4 is Ready
+//! and its pods reach and are reached from every other node's; it becomes a
 //! started etcd member (4 members, all healthy), every other node routes its pod slice and
 //! resolves its name (/etc/hosts), and
 //! node1..node3's etcd, kubelet and kube-proxy were not restarted, node1's kube-apiserver only
@@ -46,34 +47,6 @@ fn json_ok(c: &mut Command) -> (Value, Duration) {
     let v = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{e}\n{}", describe(c, &out, "expected JSON")));
     (v, took)
-}
-
-/// Started member names (sorted) and how many endpoints report healthy.
-fn etcd_state(sb: &SandboxGuard, state: &Path, nodes: &[&str]) -> (Vec<String>, usize) {
-    let endpoints = nodes
-        .iter()
-        .map(|n| format!("https://{}:2379", sb.node(n).unwrap().address))
-        .collect::<Vec<_>>()
-        .join(",");
-    let list: Value = serde_json::from_str(&stdout(&run_ok(&mut common::etcdctl(
-        state,
-        &endpoints,
-        &["member", "list", "-w", "json"],
-    ))))
-    .unwrap();
-    let mut names: Vec<String> = list["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["name"].as_str().unwrap_or("").to_string())
-        .collect();
-    names.sort();
-    // etcdctl 3.4 prints the health lines on stderr.
-    let out = common::etcdctl(state, &endpoints, &["endpoint", "health"])
-        .output()
-        .unwrap();
-    let health = format!("{}{}", stdout(&out), stderr(&out));
-    (names, health.matches("is healthy").count())
 }
 
 /// When each long-running service of a node last (re)started: restarts show up as changes.
@@ -230,7 +203,7 @@ fn add_and_remove_a_node() {
         assert_eq!(summary["hosts"][n]["failed"], 0, "{summary:#}");
     }
     assert_eq!(
-        etcd_state(&sb, &state, &OLD),
+        common::etcd_state(&sb, &state, &OLD),
         (vec!["node1".into(), "node2".into(), "node3".into()], 3)
     );
     let before: Vec<String> = OLD.iter().map(|n| started_at(&sb, n)).collect();
@@ -286,22 +259,12 @@ fn add_and_remove_a_node() {
             "{n}: /etc/hosts lacks node4: {hosts:?}"
         );
     }
-    let ready = poll(Duration::from_secs(300), "node4 Ready", || {
-        let (ok, out) = node4_jsonpath(
-            &kube_bin,
-            &admin,
-            "{.status.conditions[?(@.type==\"Ready\")].status}",
-        );
-        if ok && out.trim() == "True" {
-            Ok(out)
-        } else {
-            Err(out)
-        }
-    });
-    assert_eq!(ready.trim(), "True");
+    // node add ends with the readiness report: node4 Ready, and pods on node4 reach and are
+    // reached from every other node's.
     let all4 = ["node1", "node2", "node3", "node4"];
+    common::assert_ready_with(&summary["readiness"], &all4, "node4");
     let (members, healthy) = poll(Duration::from_secs(120), "4 healthy etcd members", || {
-        let s = etcd_state(&sb, &state, &all4);
+        let s = common::etcd_state(&sb, &state, &all4);
         if s.0.len() == 4 && s.1 == 4 {
             Ok(s)
         } else {
@@ -461,7 +424,7 @@ fn add_and_remove_a_node() {
         "",
         "--check cordoned node4"
     );
-    assert_eq!(etcd_state(&sb, &state, &all4).0.len(), 4);
+    assert_eq!(common::etcd_state(&sb, &state, &all4).0.len(), 4);
     assert_eq!(pods_on_node4("app=web"), std::slice::from_ref(&web));
 
     // 6. The removal.
@@ -511,7 +474,7 @@ fn add_and_remove_a_node() {
     fetch(&kube_bin, &admin, &service, &format!("hello-from-{moved}"));
     // etcd: three members, all healthy.
     let (members, healthy) = poll(Duration::from_secs(60), "3 healthy etcd members", || {
-        let s = etcd_state(&sb, &state, &OLD);
+        let s = common::etcd_state(&sb, &state, &OLD);
         if s.0.len() == 3 && s.1 == 3 {
             Ok(s)
         } else {

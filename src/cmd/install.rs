@@ -99,7 +99,7 @@ impl Args {
 
 /// The install summary plus the readiness report (JSON: the summary's object with a
 /// `readiness` key); non-zero exit when a host failed or the cluster is not ready.
-fn print_install(
+pub(super) fn print_install(
     report: &RunReport,
     readiness: Option<&readiness::Report>,
     output: OutputFormat,

@@ -2,7 +2,9 @@
 //!
 //! - `node add HOST`: HOST is listed in cluster.yaml and not yet a Node; the install phases run
 //!   for it alone (etcd and control-plane only when it has those roles), and every node gets the
-//!   route to its pod slice. Prints the per-host summary like `install`.
+//!   route to its pod slice. Prints the per-host summary and, when no host failed, the
+//!   readiness report like `install` (every node Ready, the new one included, pod traffic
+//!   between every pair of nodes); exits non-zero when either says so.
 //! - `node remove HOST`: refuses to remove the last control-plane host, the one the endpoint
 //!   points at, or an etcd member whose removal would break quorum; otherwise cordons and
 //!   drains it (DaemonSet and mirror pods stay), removes its etcd member, deletes its Node,
@@ -18,6 +20,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clusterkit_installer::node::{self, RemoveOptions};
 use clusterkit_installer::phases::InstallOptions;
+use clusterkit_installer::readiness;
 
 use super::Global;
 
@@ -96,7 +99,16 @@ impl NodeCommand {
                 let report = node::add(&cluster, &a.host, &opts)
                     .await
                     .with_context(|| format!("node add {}", a.host))?;
-                super::install::print_report(&report, global.output)
+                if a.check || !report.failed_hosts().is_empty() {
+                    return super::install::print_report(&report, global.output);
+                }
+                // The phases succeeding is not the node working: it must register, report
+                // Ready and carry pod traffic to and from the others, as after `install`.
+                eprintln!("readiness: nodes, components, a probe pod on every node…");
+                let ready = readiness::check(&cluster, None)
+                    .await
+                    .context("readiness report")?;
+                super::install::print_install(&report, Some(&ready), global.output)
             }
             NodeCommand::Remove(r) => {
                 node::find_host(&cluster, &r.host)?;

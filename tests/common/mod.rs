@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod golden;
+pub mod ha;
 
 use std::cell::RefCell;
 use std::net::TcpListener;
@@ -924,4 +925,93 @@ pub fn unit_started(sb: &clusterkit_sandbox::SandboxGuard, node: &str, unit: &st
     .trim()
     .parse()
     .unwrap()
+}
+
+/// The control-plane containers the kubelet runs on a node (container name → image name),
+/// read from containerd's CRI namespace: running tasks, and each one's kubelet label.
+pub fn running_containers(
+    sb: &clusterkit_sandbox::SandboxGuard,
+    node: &str,
+) -> std::collections::BTreeMap<String, String> {
+    let tasks = ssh(sb, node, "ctr -n k8s.io tasks ls");
+    let mut out = std::collections::BTreeMap::new();
+    for line in tasks.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 3 || f[2] != "RUNNING" {
+            continue;
+        }
+        // A container the kubelet replaced between the two reads is gone: skip it (the
+        // caller reads again until every component shows).
+        let c = ssh_cmd(sb, node, &format!("ctr -n k8s.io containers info {}", f[0]))
+            .output()
+            .unwrap();
+        if !c.status.success() && stderr(&c).contains("not found") {
+            continue;
+        }
+        let info: serde_json::Value =
+            serde_json::from_str(&stdout(&c)).unwrap_or_else(|e| panic!("{e}: {}", stderr(&c)));
+        if let Some(name) = info["Labels"]["io.kubernetes.container.name"].as_str() {
+            out.insert(
+                name.to_string(),
+                info["Image"].as_str().unwrap_or_default().to_string(),
+            );
+        }
+    }
+    out
+}
+
+/// Started member names (sorted) and how many endpoints report healthy.
+pub fn etcd_state(
+    sb: &clusterkit_sandbox::SandboxGuard,
+    state: &Path,
+    nodes: &[&str],
+) -> (Vec<String>, usize) {
+    let endpoints = nodes
+        .iter()
+        .map(|n| format!("https://{}:2379", sb.node(n).unwrap().address))
+        .collect::<Vec<_>>()
+        .join(",");
+    let list: serde_json::Value = serde_json::from_str(&stdout(&run_ok(&mut etcdctl(
+        state,
+        &endpoints,
+        &["member", "list", "-w", "json"],
+    ))))
+    .unwrap();
+    let mut names: Vec<String> = list["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap_or("").to_string())
+        .collect();
+    names.sort();
+    // etcdctl 3.4 prints the health lines on stderr.
+    let out = etcdctl(state, &endpoints, &["endpoint", "health"])
+        .output()
+        .unwrap();
+    let health = format!("{}{}", stdout(&out), stderr(&out));
+    (names, health.matches("is healthy").count())
+}
+
+/// Asserts a readiness report (`install`, `node add`) is green, with every one of `nodes`
+/// Ready and pods on `node` reaching, and reached from, pods on each of the others.
+pub fn assert_ready_with(r: &serde_json::Value, nodes: &[&str], node: &str) {
+    assert_eq!(r["ok"], true, "{r:#}");
+    let checks = r["nodes"].as_array().unwrap();
+    for n in nodes {
+        assert!(
+            checks
+                .iter()
+                .any(|c| c["name"] == format!("node {n}") && c["ok"] == true),
+            "{n} Ready: {r:#}"
+        );
+    }
+    let probes = r["probes"].to_string();
+    for other in nodes.iter().filter(|n| **n != node) {
+        for (from, to) in [(other, &node), (&node, other)] {
+            assert!(
+                probes.contains(&format!("pod on {from} -> pod on {to}")),
+                "{r:#}"
+            );
+        }
+    }
 }

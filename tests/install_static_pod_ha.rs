@@ -1,0 +1,242 @@
+//! `control_plane_mode: static-pod` with two control-plane hosts behind the local API load
+//! balancer, on a 3-node sandbox, all real: Kubernetes v1.20.2 built from Debian's source
+//! package, the control-plane images `bundle build` made from the bundle's binaries, Debian's
+//! haproxy from the bundle. node1 and node2 run kube-apiserver, the controller manager, the
+//! scheduler and etcd as static pods; node3 is a worker and etcd's third member under systemd.
+//!
+//! Steps: the install's readiness report is green and every kubelet reaches the API through its
+//! local load balancer. node1's kube-apiserver manifest is moved out of
+//! /etc/kubernetes/manifests (how kubeadm documents stopping a static pod): once nothing
+//! listens on node1's API port, the API answers through node1's own load balancer, every Node's
+//! Lease is renewed after the stop and every Node stays Ready, and node2's controller manager
+//! and scheduler hold their leases ([`common::ha::survives_api_server_down`]); moved back,
+//! node1's API server answers `/livez` again. `node remove node2` takes a control-plane host
+//! and etcd member out (two healthy members left) and resets it, emptying its CNI
+//! configuration directory but keeping it; `node add node2` then brings it back without
+//! containerd restarted in between (containerd watches that directory; a removed one would
+//! leave node2 NotReady): node add's readiness report is green, node2 runs its four
+//! control-plane containers again, etcd has three healthy members. Wall times are printed.
+//!
+//! Needs root, systemd-nspawn and debootstrap (scripts/deps.sh), apt access for the bundle,
+//! etcdctl and the Kubernetes binaries; fails with the reason when one is missing.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use clusterkit_sandbox::{SandboxGuard, UpOptions};
+use common::ha::{leases, try_kubectl};
+use common::{ck, install_timed, json_of, poll, ssh, NODES};
+
+/// The containers of a control-plane host in static-pod mode.
+const STATIC_PODS: [&str; 4] = [
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+];
+
+/// Waits until `node` runs every container of [`STATIC_PODS`].
+fn static_pods_running(sb: &SandboxGuard, node: &str) {
+    poll(
+        Duration::from_secs(180),
+        &format!("the control-plane containers running on {node}"),
+        || {
+            let running = common::running_containers(sb, node);
+            if STATIC_PODS.iter().all(|c| running.contains_key(*c)) {
+                Ok(())
+            } else {
+                Err(format!("{running:?}"))
+            }
+        },
+    );
+}
+
+/// When `node`'s containerd last started (systemd's monotonic timestamp).
+fn containerd_started(sb: &SandboxGuard, node: &str) -> String {
+    ssh(
+        sb,
+        node,
+        "systemctl show -p ActiveEnterTimestampMonotonic --value containerd",
+    )
+    .trim()
+    .to_string()
+}
+
+#[test]
+fn two_static_pod_control_planes_behind_a_local_load_balancer() {
+    let steps = common::Steps::new("install_static_pod_ha");
+    let kube_bin = common::kube_bin();
+    // A name of this process's own: runs of this test at once must not share one sandbox.
+    let name = format!("sh{}", std::process::id() % 1_000_000);
+    let sb = SandboxGuard::up(UpOptions::new(&name, 3))
+        .expect("sandbox up (needs root and scripts/deps.sh)");
+    let work = tempfile::tempdir().unwrap();
+    let addr = |n: &str| sb.node(n).unwrap().address.to_string();
+    let api = |n: &str| format!("https://{}:6443", addr(n));
+    let admin = sb.dir().join("admin.conf");
+    let state = sb.dir().join(format!("{name}-state"));
+
+    steps.enter("1. bundle with the control-plane images and haproxy; cluster.yaml");
+    let bundle = work.path().join("bundle");
+    let mut packages = common::CLUSTER_PACKAGES.to_vec();
+    packages.extend(["--package", "haproxy"]);
+    common::build_bundle(&bundle, Some(&kube_bin), &packages);
+    let base = std::fs::read_to_string(sb.cluster_yaml()).unwrap();
+    // node2 (worker, etcd in the sandbox's cluster.yaml) becomes the second control-plane host.
+    let node2 = base.find("  - name: node2\n").expect("node2 listed");
+    let roles = node2 + base[node2..].find("roles: [worker, etcd]").expect("roles");
+    let text = format!(
+        "{}roles: [control-plane, etcd]{}",
+        &base[..roles],
+        &base[roles + "roles: [worker, etcd]".len()..]
+    )
+    .replace(
+        "control_plane_mode: systemd",
+        "control_plane_mode: static-pod",
+    );
+    assert!(text.contains("control_plane_mode: static-pod"), "{text}");
+    let cfg = sb.dir().join("static-pod-ha.yaml");
+    std::fs::write(
+        &cfg,
+        format!("{text}\npackages: {{ bundle: {} }}\n", bundle.display()),
+    )
+    .unwrap();
+    common::with_local_load_balancer(&cfg);
+
+    steps.enter("2. install: two static-pod control planes, green readiness report");
+    let (summary, took) = install_timed(&cfg, &[]);
+    eprintln!(
+        "install (all phases, 3 nodes, static-pod, 2 control planes): {:.1}s",
+        took.as_secs_f64()
+    );
+    for n in NODES {
+        assert_eq!(summary["hosts"][n]["failed"], 0, "{summary:#}");
+    }
+    let r = &summary["readiness"];
+    assert_eq!(r["ok"], true, "{r:#}");
+    let components = r["components"].to_string();
+    for cp in ["node1", "node2"] {
+        assert!(
+            components.contains(&format!("apiserver /livez {cp}")),
+            "{r:#}"
+        );
+        static_pods_running(&sb, cp);
+    }
+    for n in NODES {
+        let server = ssh(&sb, n, "grep -h 'server:' /etc/kubernetes/kubelet.conf");
+        assert_eq!(
+            server.split_whitespace().last(),
+            Some(common::LOCAL_LB),
+            "{n}: the kubelet uses the local load balancer"
+        );
+    }
+
+    steps.enter("3. node1's API server manifest moved away: the cluster carries on through node2");
+    let holders_before = poll(Duration::from_secs(60), "leader leases readable", || {
+        leases(&kube_bin, &admin, &api("node2"), "kube-system")
+    });
+    eprintln!("leaders before the stop: {holders_before}");
+    ssh(
+        &sb,
+        "node1",
+        "mv /etc/kubernetes/manifests/kube-apiserver.yaml /etc/kubernetes/kube-apiserver.yaml.away",
+    );
+    let moved = Instant::now();
+    // The kubelet notices the manifest's absence and stops the pod.
+    poll(
+        Duration::from_secs(120),
+        "nothing listening on node1's API port",
+        || {
+            let l = ssh(&sb, "node1", "ss -Hltn 'sport = :6443'");
+            if l.trim().is_empty() {
+                Ok(())
+            } else {
+                Err(l)
+            }
+        },
+    );
+    let stop_at = common::ha::micro_time(&sb, "node1");
+    eprintln!(
+        "node1's API server stopped {:.1}s after its manifest moved",
+        moved.elapsed().as_secs_f64()
+    );
+    common::ha::survives_api_server_down(
+        &sb,
+        (&kube_bin, &admin),
+        ("node1", "node2"),
+        (&stop_at, Instant::now()),
+    );
+    ssh(
+        &sb,
+        "node1",
+        "mv /etc/kubernetes/kube-apiserver.yaml.away /etc/kubernetes/manifests/kube-apiserver.yaml",
+    );
+    poll(
+        Duration::from_secs(180),
+        "node1's API server live again",
+        || match try_kubectl(
+            &kube_bin,
+            &admin,
+            Some(&api("node1")),
+            &["get", "--raw", "/livez"],
+        ) {
+            (true, out) if out.trim() == "ok" => Ok(()),
+            (_, out) => Err(out),
+        },
+    );
+
+    steps.enter("4. node remove node2: a control-plane host and etcd member leaves");
+    let containerd_before = containerd_started(&sb, "node2");
+    let start = Instant::now();
+    let v = json_of(&mut ck(
+        &cfg,
+        &["-o", "json", "node", "remove", "node2", "--yes"],
+    ));
+    eprintln!("node remove node2: {:.1}s", start.elapsed().as_secs_f64());
+    common::assert_removed_etcd_member(&v, "node2");
+    assert_eq!(v["node_deleted"], true, "{v:#}");
+    assert!(v["reset_error"].is_null(), "{v:#}");
+    let reset = v["reset_changed"].to_string();
+    assert!(
+        reset.contains("remove the CNI configuration in /etc/cni/net.d"),
+        "{v:#}"
+    );
+    assert_eq!(
+        ssh(&sb, "node2", "ls -A /etc/cni/net.d | wc -l").trim(),
+        "0",
+        "node2's CNI configuration directory kept, empty"
+    );
+    let (members, healthy) = common::etcd_state(&sb, &state, &["node1", "node3"]);
+    assert_eq!(
+        (members, healthy),
+        (vec!["node1".into(), "node3".into()], 2)
+    );
+
+    steps.enter("5. node add node2: back, Ready, its static pods running");
+    let start = Instant::now();
+    let v = json_of(&mut ck(&cfg, &["-o", "json", "node", "add", "node2"]));
+    eprintln!("node add node2: {:.1}s", start.elapsed().as_secs_f64());
+    for n in NODES {
+        assert_eq!(v["hosts"][n]["failed"], 0, "{v:#}");
+    }
+    common::assert_ready_with(&v["readiness"], &NODES, "node2");
+    assert_eq!(
+        containerd_started(&sb, "node2"),
+        containerd_before,
+        "containerd on node2 was restarted"
+    );
+    static_pods_running(&sb, "node2");
+    let (members, healthy) =
+        poll(
+            Duration::from_secs(120),
+            "3 healthy etcd members",
+            || match common::etcd_state(&sb, &state, &NODES) {
+                s if s.0.len() == 3 && s.1 == 3 => Ok(s),
+                s => Err(format!("{s:?}")),
+            },
+        );
+    assert_eq!(members, NODES);
+    assert_eq!(healthy, 3);
+    drop(sb);
+}
