@@ -4,7 +4,8 @@
 //! prepare|runtime|images` on a real 3-node sandbox: every node's containerd lists both images
 //! under their names and manifest digests, a container of the busybox image runs, a rerun
 //! changes nothing, and a node that lost an image gets exactly that image back (`--check`
-//! first reports it without changing anything).
+//! first reports it without changing anything). A static-pod cluster with another
+//! `kubernetes.image_repository` gets the bundle's images under its own names.
 //!
 //! Needs root, systemd-nspawn and debootstrap (scripts/deps.sh), apt access for the offline
 //! bundle, gcc + libc6-dev, busybox-static and the Kubernetes source package that
@@ -366,5 +367,59 @@ fn images_phase_on_three_nodes() {
         .unwrap_or_else(|e| panic!("{e}\n{}", describe(&c, &out, "expected a JSON summary")));
     for n in ["node1", "node2", "node3"] {
         assert_eq!(summary["hosts"][n]["failed"], 1, "{summary:#}");
+    }
+
+    // A static-pod cluster whose kubernetes.image_repository is not the one `bundle build`
+    // tags in: the bundle's images are imported and tagged under the cluster's names (its
+    // manifests, kube-proxy's DaemonSet and the sandbox image name them there), with the
+    // bundle's digests; the images the phase requires are then present, and a rerun changes
+    // nothing.
+    let base = std::fs::read_to_string(sb.cluster_yaml()).unwrap();
+    assert!(base.contains("control_plane_mode: systemd"), "{base}");
+    let mirror = sb.dir().join("images-mirror.yaml");
+    std::fs::write(
+        &mirror,
+        format!(
+            "{}\npackages: {{ bundle: {} }}\n",
+            base.replace(
+                "control_plane_mode: systemd",
+                "control_plane_mode: static-pod\n  image_repository: mirror.example/k8s"
+            ),
+            bundle.display()
+        ),
+    )
+    .unwrap();
+    let renamed = install_json(&mirror, &["--phase", "images"]);
+    for n in ["node1", "node2", "node3"] {
+        assert_eq!(renamed["hosts"][n]["failed"], 0, "{renamed:#}");
+    }
+    let as_mirror = |name: &str| name.replace("registry.k8s.io/", "mirror.example/k8s/");
+    let node1 = common::node_images(&sb, "node1");
+    for name in [
+        "registry.k8s.io/pause:3.2",
+        "registry.k8s.io/kube-apiserver:v1.20.2",
+        "registry.k8s.io/kube-controller-manager:v1.20.2",
+        "registry.k8s.io/kube-scheduler:v1.20.2",
+        "registry.k8s.io/etcd:3.4.13-0",
+        "registry.k8s.io/kube-proxy:v1.20.2",
+    ] {
+        let want = (as_mirror(name), common::image_digest(&manifest, name));
+        assert!(node1.contains(&want), "node1 lacks {want:?}: {node1:?}");
+    }
+    // A worker imports kube-proxy's image (the DaemonSet runs everywhere), not the control
+    // plane's.
+    let node2 = common::node_images(&sb, "node2");
+    let proxy = "registry.k8s.io/kube-proxy:v1.20.2";
+    assert!(
+        node2.contains(&(as_mirror(proxy), common::image_digest(&manifest, proxy))),
+        "{node2:?}"
+    );
+    assert!(
+        !node2.iter().any(|(n, _)| n.contains("kube-apiserver")),
+        "{node2:?}"
+    );
+    let again = install_json(&mirror, &["--phase", "images"]);
+    for n in ["node1", "node2", "node3"] {
+        assert_eq!(again["hosts"][n]["changed"], 0, "{again:#}");
     }
 }

@@ -395,15 +395,6 @@ fn static_pod_control_plane_on_three_nodes() {
     common::build_bundle(&bundle, Some(&kube_bin), &common::CLUSTER_PACKAGES);
     let in_bundle = bundle.join("images");
     let manifest = images::load(&in_bundle).unwrap();
-    let digest_of = |image: &str| {
-        manifest
-            .images
-            .iter()
-            .find(|i| i.name == image)
-            .unwrap_or_else(|| panic!("{image} not in the bundle: {manifest:#?}"))
-            .digest
-            .clone()
-    };
     let base = std::fs::read_to_string(sb.cluster_yaml()).unwrap();
     assert!(base.contains("control_plane_mode: systemd"), "{base}");
     let base = format!(
@@ -478,7 +469,7 @@ fn static_pod_control_plane_on_three_nodes() {
         );
         assert_eq!(
             imported.get(image),
-            Some(&digest_of(image)),
+            Some(&common::image_digest(&manifest, image)),
             "node1's containerd holds {image} as the bundle built it: {imported:#?}"
         );
     }
@@ -505,7 +496,7 @@ fn static_pod_control_plane_on_three_nodes() {
         let image = "registry.k8s.io/kube-proxy:v1.20.2";
         assert_eq!(
             images.get(image),
-            Some(&digest_of(image)),
+            Some(&common::image_digest(&manifest, image)),
             "{n}: {images:#?}"
         );
         let unit = ssh(

@@ -45,7 +45,8 @@
 //! needs gcc with a static libc (libc6-dev), `tar` and the source tarball that
 //! `scripts/build-kube.sh` downloads. A dynamic binary's libraries are this machine's (found
 //! with `ldd`): right for nodes of the same Debian release, which is what bundles are for.
-//! Control-plane images always use the default repository (`registry.k8s.io`).
+//! Images are tagged in the default repository (`registry.k8s.io`); the `images` phase tags
+//! them under a cluster's own `kubernetes.image_repository` on the nodes.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -1015,3 +1015,15 @@ pub fn assert_ready_with(r: &serde_json::Value, nodes: &[&str], node: &str) {
         }
     }
 }
+
+/// The manifest digest of the image `name` in a bundle's image manifest; panics naming it
+/// when the bundle lacks it.
+pub fn image_digest(manifest: &clusterkit_installer::images::ImageManifest, name: &str) -> String {
+    manifest
+        .images
+        .iter()
+        .find(|i| i.name == name)
+        .unwrap_or_else(|| panic!("{name} not in the bundle: {manifest:#?}"))
+        .digest
+        .clone()
+}

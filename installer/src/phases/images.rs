@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use clusterkit_core::config::{Cluster, Host, Packages, Profile};
+use clusterkit_core::release::DEFAULT_IMAGE_REPOSITORY;
 use serde_json::{json, Map, Value};
 
 use super::common::with_vars;
@@ -89,20 +90,39 @@ pub fn required_images(cluster: &Cluster, host: &Host) -> Vec<String> {
     images
 }
 
+/// The name `cluster` runs a bundled image under. `bundle build` tags the pause and
+/// control-plane images in the default repository (`registry.k8s.io/…`); a cluster with
+/// another `kubernetes.image_repository` names them there (its manifests, DaemonSet and
+/// sandbox image default do), so they are tagged under that name too. Other images
+/// (busybox) keep theirs.
+pub fn cluster_name(cluster: &Cluster, bundled: &str) -> String {
+    let repository = cluster.kubernetes.image_repository.trim_end_matches('/');
+    match bundled
+        .strip_prefix(DEFAULT_IMAGE_REPOSITORY)
+        .and_then(|rest| rest.strip_prefix('/'))
+    {
+        Some(rest) => format!("{repository}/{rest}"),
+        None => bundled.to_string(),
+    }
+}
+
 /// The playbook's `host.images` variable of `host`: one object per image of the manifest it
 /// imports — every image but the component ones, which only the hosts that run them import
-/// ([`component_images`]; a systemd-mode cluster imports none of them).
+/// ([`component_images`]; a systemd-mode cluster imports none of them). `name` is the
+/// image's name in this cluster ([`cluster_name`]), `bundled` its name in the tarball.
 pub fn image_vars(dir: &Path, manifest: &ImageManifest, cluster: &Cluster, host: &Host) -> Value {
     Value::Array(
         imported(manifest, cluster, host)
             .map(|i| {
+                let name = cluster_name(cluster, &i.name);
                 json!({
-                    "name": i.name,
+                    // What the playbook's listing prints for an image already in place.
+                    "key": format!("<{name}@{}>", i.digest),
+                    "name": name,
+                    "bundled": i.name,
                     "digest": i.digest,
                     "file": i.file,
                     "path": dir.join(&i.file).to_string_lossy(),
-                    // What the playbook's listing prints for an image already in place.
-                    "key": format!("<{}@{}>", i.name, i.digest),
                 })
             })
             .collect(),
@@ -113,14 +133,13 @@ pub fn image_vars(dir: &Path, manifest: &ImageManifest, cluster: &Cluster, host:
 /// only the hosts that run them import ([`component_images`]).
 fn imported<'m>(
     manifest: &'m ImageManifest,
-    cluster: &Cluster,
+    cluster: &'m Cluster,
     host: &Host,
 ) -> impl Iterator<Item = &'m images::ImageEntry> {
     let components = component_images(cluster, host);
-    manifest
-        .images
-        .iter()
-        .filter(move |i| i.component.is_none() || components.contains(&i.name))
+    manifest.images.iter().filter(move |i| {
+        i.component.is_none() || components.contains(&cluster_name(cluster, &i.name))
+    })
 }
 
 /// `images`: see the module docs.
@@ -293,5 +312,29 @@ mod tests {
         );
         let sd = cluster("systemd");
         assert_eq!(names(&sd, "cp1"), ["registry.k8s.io/pause:3.2"]);
+        // Another image_repository: the same images, named there, imported from the bundle's
+        // names (busybox keeps its own).
+        let mirror = crate::test_cluster(
+            "name: demo\nhosts:\n  - { name: cp1, address: 10.0.0.11, roles: [control-plane, etcd], auth: { key_file: ./k } }\nkubernetes: { version: v1.20.2, control_plane_mode: static-pod, image_repository: mirror.example/k8s }\n",
+        );
+        let v = image_vars(Path::new("/i"), &m, &mirror, mirror.host("cp1").unwrap());
+        assert_eq!(
+            names(&mirror, "cp1"),
+            [
+                "mirror.example/k8s/pause:3.2",
+                "mirror.example/k8s/kube-apiserver:v1.20.2",
+                "mirror.example/k8s/etcd:3.4.13-0",
+                "mirror.example/k8s/kube-proxy:v1.20.2"
+            ]
+        );
+        assert_eq!(v[1]["bundled"], "registry.k8s.io/kube-apiserver:v1.20.2");
+        assert_eq!(
+            v[1]["key"],
+            "<mirror.example/k8s/kube-apiserver:v1.20.2@sha256:ab>"
+        );
+        assert_eq!(
+            cluster_name(&mirror, crate::images::BUSYBOX_IMAGE),
+            crate::images::BUSYBOX_IMAGE
+        );
     }
 }
