@@ -5,7 +5,9 @@
 //! scheduler and etcd as static pods; node3 is a worker and etcd's third member under systemd.
 //!
 //! Steps: the install's readiness report is green and every kubelet reaches the API through its
-//! local load balancer. node1's kube-apiserver manifest is moved out of
+//! local load balancer. `monitor deploy` (Prometheus on node3, from the bundle) finds every
+//! scrape target up: both API servers, controller managers and schedulers (static pods), etcd
+//! (two static-pod members, one unit), every kubelet and node-exporter. node1's kube-apiserver manifest is moved out of
 //! /etc/kubernetes/manifests (how kubeadm documents stopping a static pod): once nothing
 //! listens on node1's API port, the API answers through node1's own load balancer, every Node's
 //! Lease is renewed after the stop and every Node stays Ready, and node2's controller manager
@@ -52,6 +54,19 @@ fn static_pods_running(sb: &SandboxGuard, node: &str) {
     );
 }
 
+/// The `monitor:` section: Alertmanager needs a receiver; nothing is sent.
+const MONITOR: &str = "monitor:\n  alertmanager:\n    receivers:\n      - { name: ops, webhook: { url: \"http://127.0.0.1:9/hook\" } }\n";
+
+/// `text` (a sandbox cluster.yaml) with `node`'s roles, `[worker, etcd]` there, set to `roles`.
+fn with_roles(text: &str, node: &str, roles: &str) -> String {
+    let from = "roles: [worker, etcd]";
+    let at = text
+        .find(&format!("  - name: {node}\n"))
+        .unwrap_or_else(|| panic!("{node} not listed: {text}"));
+    let r = at + text[at..].find(from).expect("its roles");
+    format!("{}roles: {roles}{}", &text[..r], &text[r + from.len()..])
+}
+
 /// When `node`'s containerd last started (systemd's monotonic timestamp).
 fn containerd_started(sb: &SandboxGuard, node: &str) -> String {
     ssh(
@@ -77,21 +92,22 @@ fn two_static_pod_control_planes_behind_a_local_load_balancer() {
     let admin = sb.dir().join("admin.conf");
     let state = sb.dir().join(format!("{name}-state"));
 
-    steps.enter("1. bundle with the control-plane images and haproxy; cluster.yaml");
+    steps.enter("1. bundle with the control-plane images, haproxy, Prometheus; cluster.yaml");
     let bundle = work.path().join("bundle");
     let mut packages = common::CLUSTER_PACKAGES.to_vec();
-    packages.extend(["--package", "haproxy"]);
+    for p in [
+        "haproxy",
+        "prometheus",
+        "prometheus-alertmanager",
+        "prometheus-node-exporter",
+    ] {
+        packages.extend(["--package", p]);
+    }
     common::build_bundle(&bundle, Some(&kube_bin), &packages);
     let base = std::fs::read_to_string(sb.cluster_yaml()).unwrap();
-    // node2 (worker, etcd in the sandbox's cluster.yaml) becomes the second control-plane host.
-    let node2 = base.find("  - name: node2\n").expect("node2 listed");
-    let roles = node2 + base[node2..].find("roles: [worker, etcd]").expect("roles");
-    let text = format!(
-        "{}roles: [control-plane, etcd]{}",
-        &base[..roles],
-        &base[roles + "roles: [worker, etcd]".len()..]
-    )
-    .replace(
+    // node2 becomes the second control-plane host; node3 also runs Prometheus.
+    let text = with_roles(&base, "node2", "[control-plane, etcd]");
+    let text = with_roles(&text, "node3", "[worker, etcd, monitor]").replace(
         "control_plane_mode: systemd",
         "control_plane_mode: static-pod",
     );
@@ -99,7 +115,10 @@ fn two_static_pod_control_planes_behind_a_local_load_balancer() {
     let cfg = sb.dir().join("static-pod-ha.yaml");
     std::fs::write(
         &cfg,
-        format!("{text}\npackages: {{ bundle: {} }}\n", bundle.display()),
+        format!(
+            "{text}\npackages: {{ bundle: {} }}\n{MONITOR}",
+            bundle.display()
+        ),
     )
     .unwrap();
     common::with_local_load_balancer(&cfg);
@@ -132,7 +151,35 @@ fn two_static_pod_control_planes_behind_a_local_load_balancer() {
         );
     }
 
-    steps.enter("3. node1's API server manifest moved away: the cluster carries on through node2");
+    steps.enter("3. monitor deploy: every control-plane, kubelet, etcd and node target up");
+    let jobs = "node,etcd,apiserver,kubelet,kube-scheduler,kube-controller-manager";
+    let start = Instant::now();
+    let v = json_of(&mut ck(
+        &cfg,
+        &["-o", "json", "monitor", "deploy", "--check-jobs", jobs],
+    ));
+    eprintln!("monitor deploy: {:.1}s", start.elapsed().as_secs_f64());
+    let targets = v["targets"].as_array().unwrap();
+    let cps = ["node1", "node2"];
+    for (job, hosts) in [
+        ("apiserver", &cps[..]),
+        ("kube-controller-manager", &cps[..]),
+        ("kube-scheduler", &cps[..]),
+        ("etcd", &NODES[..]),
+        ("kubelet", &NODES[..]),
+        ("node", &NODES[..]),
+    ] {
+        for h in hosts {
+            assert!(
+                targets
+                    .iter()
+                    .any(|t| t["job"] == job && t["host"] == *h && t["health"] == "up"),
+                "{job} on {h} not up: {v:#}"
+            );
+        }
+    }
+
+    steps.enter("4. node1's API server manifest moved away: the cluster carries on through node2");
     let holders_before = poll(Duration::from_secs(60), "leader leases readable", || {
         leases(&kube_bin, &admin, &api("node2"), "kube-system")
     });
@@ -186,7 +233,7 @@ fn two_static_pod_control_planes_behind_a_local_load_balancer() {
         },
     );
 
-    steps.enter("4. node remove node2: a control-plane host and etcd member leaves");
+    steps.enter("5. node remove node2: a control-plane host and etcd member leaves");
     let containerd_before = containerd_started(&sb, "node2");
     let start = Instant::now();
     let v = json_of(&mut ck(
@@ -213,7 +260,7 @@ fn two_static_pod_control_planes_behind_a_local_load_balancer() {
         (vec!["node1".into(), "node3".into()], 2)
     );
 
-    steps.enter("5. node add node2: back, Ready, its static pods running");
+    steps.enter("6. node add node2: back, Ready, its static pods running");
     let start = Instant::now();
     let v = json_of(&mut ck(&cfg, &["-o", "json", "node", "add", "node2"]));
     eprintln!("node add node2: {:.1}s", start.elapsed().as_secs_f64());
