@@ -7,13 +7,15 @@
 //! Steps: the install's readiness report is green and every kubelet reaches the API through its
 //! local load balancer. `monitor deploy` (Prometheus on node3, from the bundle) finds every
 //! scrape target up: both API servers, controller managers and schedulers (static pods), etcd
-//! (two static-pod members, one unit), every kubelet and node-exporter. node1's kube-apiserver manifest is moved out of
+//! (two static-pod members, one unit), every kubelet and node-exporter; the exporter
+//! (`monitor serve`) exports both API servers' certificate expiry and every etcd member up. node1's kube-apiserver manifest is moved out of
 //! /etc/kubernetes/manifests (how kubeadm documents stopping a static pod): once nothing
 //! listens on node1's API port, the API answers through node1's own load balancer, every Node's
 //! Lease is renewed after the stop and every Node stays Ready, and node2's controller manager
 //! and scheduler hold their leases ([`common::ha::survives_api_server_down`]); moved back,
 //! node1's API server answers `/livez` again. `node remove node2` takes a control-plane host
-//! and etcd member out (two healthy members left) and resets it, emptying its CNI
+//! and etcd member out — its member made the leader first, so the API's requests meet an
+//! election — (two healthy members left) and resets it, emptying its CNI
 //! configuration directory but keeping it; `node add node2` then brings it back without
 //! containerd restarted in between (containerd watches that directory; a removed one would
 //! leave node2 NotReady): node add's readiness report is green, node2 runs its four
@@ -23,12 +25,14 @@
 //! etcdctl and the Kubernetes binaries; fails with the reason when one is missing.
 
 mod common;
+mod monitor_support;
 
 use std::time::{Duration, Instant};
 
 use clusterkit_sandbox::{SandboxGuard, UpOptions};
 use common::ha::{leases, try_kubectl};
 use common::{ck, install_timed, json_of, poll, ssh, NODES};
+use monitor_support::curl;
 
 /// The containers of a control-plane host in static-pod mode.
 const STATIC_PODS: [&str; 4] = [
@@ -65,6 +69,40 @@ fn with_roles(text: &str, node: &str, roles: &str) -> String {
         .unwrap_or_else(|| panic!("{node} not listed: {text}"));
     let r = at + text[at..].find(from).expect("its roles");
     format!("{}roles: {roles}{}", &text[..r], &text[r + from.len()..])
+}
+
+/// Makes `node`'s etcd member the leader (`etcdctl move-leader` through the current one), so
+/// that removing it forces an election while `node remove` goes on with its API calls.
+fn etcd_leader_to(sb: &SandboxGuard, state: &std::path::Path, node: &str) {
+    let endpoints = common::etcd_endpoints(sb);
+    let status: serde_json::Value = serde_json::from_str(&common::stdout(&common::run_ok(
+        &mut common::etcdctl(state, &endpoints, &["endpoint", "status", "-w", "json"]),
+    )))
+    .unwrap();
+    let statuses = status.as_array().unwrap();
+    let url = format!("https://{}:2379", sb.node(node).unwrap().address);
+    let of = |s: &serde_json::Value| s["Status"]["header"]["member_id"].as_u64().unwrap();
+    let target = statuses
+        .iter()
+        .find(|s| s["Endpoint"] == url.as_str())
+        .map(of)
+        .unwrap_or_else(|| panic!("{url} not in {status:#}"));
+    let leader = statuses[0]["Status"]["leader"].as_u64().unwrap();
+    if leader == target {
+        return;
+    }
+    let at = statuses
+        .iter()
+        .find(|s| of(s) == leader)
+        .unwrap_or_else(|| panic!("leader {leader:x} not in {status:#}"))["Endpoint"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    common::run_ok(&mut common::etcdctl(
+        state,
+        &at,
+        &["move-leader", &format!("{target:x}")],
+    ));
 }
 
 /// When `node`'s containerd last started (systemd's monotonic timestamp).
@@ -179,6 +217,40 @@ fn two_static_pod_control_planes_behind_a_local_load_balancer() {
         }
     }
 
+    // The exporter (`monitor serve`, run on this machine) reads the static pods' certificates
+    // over SSH and asks every etcd member, static pod or unit, for its status.
+    let port = common::free_port();
+    let url = format!("https://127.0.0.1:{port}/metrics");
+    let mut c = ck(
+        &cfg,
+        &["monitor", "serve", "--listen", &format!("127.0.0.1:{port}")],
+    );
+    c.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let exporter = common::Child(c.spawn().expect("start monitor serve"));
+    let mon = state.join("pki/monitoring");
+    let (client, key) = (
+        mon.join("prometheus-client.crt"),
+        mon.join("prometheus-client.key"),
+    );
+    let mut wanted: Vec<String> = ["node1", "node2"]
+        .iter()
+        .map(|h| format!("clusterkit_certificate_not_after_timestamp_seconds{{host=\"{h}\",path=\"/etc/kubernetes/pki/apiserver.crt\""))
+        .collect();
+    wanted.extend(
+        NODES
+            .iter()
+            .map(|h| format!("clusterkit_etcd_member_up{{member=\"{h}\"}} 1")),
+    );
+    let mut metrics = String::new();
+    let found = common::wait_until(Duration::from_secs(90), || {
+        let (code, body) = curl(&url, &mon.join("ca.crt"), None, Some((&client, &key)));
+        metrics = body;
+        code == "200" && wanted.iter().all(|w| metrics.contains(w.as_str()))
+    });
+    assert!(found, "not all of {wanted:#?} in:\n{metrics}");
+    drop(exporter);
+
     steps.enter("4. node1's API server manifest moved away: the cluster carries on through node2");
     let holders_before = poll(Duration::from_secs(60), "leader leases readable", || {
         leases(&kube_bin, &admin, &api("node2"), "kube-system")
@@ -234,6 +306,9 @@ fn two_static_pod_control_planes_behind_a_local_load_balancer() {
     );
 
     steps.enter("5. node remove node2: a control-plane host and etcd member leaves");
+    // node2's member leads when it leaves: the API's requests meanwhile may fail with
+    // "etcdserver: leader changed", which node remove must ride out.
+    etcd_leader_to(&sb, &state, "node2");
     let containerd_before = containerd_started(&sb, "node2");
     let start = Instant::now();
     let v = json_of(&mut ck(

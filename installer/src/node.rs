@@ -62,6 +62,26 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(300);
 /// The annotation marking mirror pods (static pods seen through the API).
 const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
 
+/// How long a server error of the API is retried right after the node's etcd member left.
+const SERVER_ERROR_RETRY: Duration = Duration::from_secs(30);
+
+/// Deletes the Node `name` (already gone counts as deleted). A server error (5xx) is retried
+/// for up to [`SERVER_ERROR_RETRY`]: the etcd member just removed may have been the leader,
+/// and a request in flight during the election fails with "etcdserver: leader changed".
+async fn delete_node(nodes: &Api<Node>, name: &str) -> Result<(), kube::Error> {
+    poll::wait_until(SERVER_ERROR_RETRY, || async {
+        match nodes.delete(name, &Default::default()).await {
+            Ok(_) => Ok(Ok(())),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(Ok(())),
+            Err(kube::Error::Api(s)) if s.code >= 500 => Err(kube::Error::Api(s)),
+            // Anything else is not the election's: no retry.
+            Err(e) => Ok(Err(e)),
+        }
+    })
+    .await
+    .and_then(|r| r)
+}
+
 /// Errors of `node add` / `node remove`.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -682,11 +702,9 @@ pub async fn remove(
             {
                 tracing::warn!(host = name, error = %e, "cannot stop the kubelet before deleting its Node");
             }
-            match nodes.delete(name, &Default::default()).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.code == 404 => {}
-                Err(e) => return Err(api(format!("deleting node {name}"), e)),
-            }
+            delete_node(&nodes, name)
+                .await
+                .map_err(|e| api(format!("deleting node {name}"), e))?;
             tracing::info!(node = name, "Node deleted");
         }
         report.node_deleted = true;
