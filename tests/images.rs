@@ -5,7 +5,9 @@
 //! under their names and manifest digests, a container of the busybox image runs, a rerun
 //! changes nothing, and a node that lost an image gets exactly that image back (`--check`
 //! first reports it without changing anything). A static-pod cluster with another
-//! `kubernetes.image_repository` gets the bundle's images under its own names.
+//! `kubernetes.image_repository` gets the bundle's images under its own names. An image
+//! exported with `ctr images export` and given to `bundle build --image` is imported on every
+//! node as it is (its name, its digest).
 //!
 //! Needs root, systemd-nspawn and debootstrap (scripts/deps.sh), apt access for the offline
 //! bundle, gcc + libc6-dev, busybox-static and the Kubernetes source package that
@@ -421,5 +423,48 @@ fn images_phase_on_three_nodes() {
     let again = install_json(&mirror, &["--phase", "images"]);
     for n in ["node1", "node2", "node3"] {
         assert_eq!(again["hosts"][n]["changed"], 0, "{again:#}");
+    }
+
+    // An operator's own image, exported by a real tool (containerd's `ctr images export` on
+    // node1, standing in for a registry export): `bundle build --image` carries the archive as
+    // it is, and the images phase imports it on every node under its name and digest.
+    let mine = "example.org/ops/pause:mine";
+    let out = common::ssh_cmd(
+        &sb,
+        "node1",
+        &format!(
+            "ctr -n k8s.io images tag registry.k8s.io/pause:3.2 {mine} >/dev/null && \
+             ctr -n k8s.io images export /tmp/mine.tar {mine} && \
+             ctr -n k8s.io images rm {mine} >/dev/null && cat /tmp/mine.tar"
+        ),
+    )
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let archive = work.path().join("mine.tar");
+    std::fs::write(&archive, &out.stdout).unwrap();
+    let bundle2 = work.path().join("bundle2");
+    common::build_bundle(
+        &bundle2,
+        Some(&common::kube_bin()),
+        &["--image", archive.to_str().unwrap()],
+    );
+    let manifest2 = images::load(&bundle2.join("images")).unwrap();
+    let digest = common::image_digest(&manifest2, mine);
+    assert!(
+        common::node_images(&sb, "node1")
+            .iter()
+            .all(|(n, _)| n != mine),
+        "node1 still lists {mine}"
+    );
+    let cfg2 = common::sandbox_config(&sb, "images-mine.yaml", &bundle2, "");
+    let carried = install_json(&cfg2, &["--phase", "images"]);
+    for n in ["node1", "node2", "node3"] {
+        assert_eq!(carried["hosts"][n]["failed"], 0, "{carried:#}");
+        let listed = common::node_images(&sb, n);
+        assert!(
+            listed.contains(&(mine.to_string(), digest.clone())),
+            "{n} lacks {mine}@{digest}: {listed:?}"
+        );
     }
 }

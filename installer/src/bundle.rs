@@ -57,6 +57,9 @@ pub enum BundleError {
     #[error("container images for the bundle (leave them out with --no-images): {0}")]
     Images(#[from] ImageError),
 
+    #[error("--image: {0}")]
+    ImageArchive(#[source] ImageError),
+
     #[error("Kubernetes release binaries: {0}")]
     Release(#[from] ReleaseError),
 
@@ -129,65 +132,102 @@ pub struct ImageOptions {
     pub cache: PathBuf,
     /// Inputs for building them when the cache lacks them.
     pub sources: Sources,
+    /// The operator's own image archives (registry exports, [`images::read_archive`]): carried
+    /// as they are, and an image of the same name is not built.
+    pub archives: Vec<PathBuf>,
 }
 
 impl ImageOptions {
     /// The cache and sources from the environment (`CLUSTERKIT_CACHE`, `CLUSTERKIT_KUBE_SRC`,
-    /// `CLUSTERKIT_BUSYBOX`).
-    pub fn from_env() -> ImageOptions {
+    /// `CLUSTERKIT_BUSYBOX`), and `archives`.
+    pub fn from_env(archives: Vec<PathBuf>) -> ImageOptions {
         ImageOptions {
             cache: images::cache_dir(),
             sources: Sources::from_env(),
+            archives,
         }
     }
 }
 
-/// Puts the images of `opts` into `out/images/` (a verified copy of the cache, which is built
-/// when missing) — the busybox image, the pause image under each of `pause_names` and the
-/// control-plane images of `components` — and returns the bundle manifest entries covering them.
+/// Puts the images of `opts` into `out/images/` — the operator's archives as they are, and a
+/// verified copy of the cache (built when missing) of what they do not name: the busybox image,
+/// the pause image under each of `pause_names` and the control-plane images of `components` —
+/// and returns the bundle manifest entries covering them.
 pub fn add_images(
     out: &Path,
     opts: &ImageOptions,
     pause_names: &[String],
     components: &[images::ComponentInput],
 ) -> Result<Vec<BundleFile>, BundleError> {
-    let mut cached = images::ensure(&opts.cache, &opts.sources, pause_names)?;
+    // The operator's archives are read before anything is built or copied.
+    let mut given: Vec<(&PathBuf, String, String)> = Vec::new();
+    for path in &opts.archives {
+        let (name, digest) = images::read_archive(path).map_err(BundleError::ImageArchive)?;
+        if let Some((first, _, _)) = given.iter().find(|(_, n, _)| *n == name) {
+            return Err(BundleError::ImageArchive(ImageError::Archive {
+                path: path.clone(),
+                message: format!("{name} is also in {}", first.display()),
+            }));
+        }
+        given.push((path, name, digest));
+    }
+    let is_given = |image: &str| given.iter().any(|(_, n, _)| n == image);
+    let pause: Vec<String> = pause_names
+        .iter()
+        .filter(|n| !is_given(n))
+        .cloned()
+        .collect();
+    let build: Vec<images::ComponentInput> = components
+        .iter()
+        .filter(|c| !is_given(&c.image))
+        .cloned()
+        .collect();
+    let mut cached = images::ensure(&opts.cache, &opts.sources, &pause)?;
     cached
         .images
-        .extend(images::ensure_components(&opts.cache, components)?);
+        .extend(images::ensure_components(&opts.cache, &build)?);
     let dir = out.join("images");
     std::fs::create_dir_all(&dir).map_err(file_err(&dir))?;
     let mut files = Vec::new();
+    let mut listed = Vec::new();
     for i in &cached.images {
-        let src = opts.cache.join(&i.file);
-        let dest = dir.join(&i.file);
-        // Replace, never reuse: a stale tarball from an older bundle must not survive.
-        if dest.exists() {
-            std::fs::remove_file(&dest).map_err(file_err(&dest))?;
-        }
-        if std::fs::hard_link(&src, &dest).is_err() {
-            std::fs::copy(&src, &dest).map_err(file_err(&dest))?;
-        }
-        let (sha256, size) = sha256_file(&dest)?;
+        let (sha256, size) = place(&opts.cache.join(&i.file), &dir.join(&i.file), true)?;
         if sha256 != i.sha256 || size != i.size {
             return Err(ImageError::Mismatch {
-                path: dest,
+                path: dir.join(&i.file),
                 manifest: opts.cache.join(images::MANIFEST_FILE),
             }
             .into());
         }
+        listed.push(i.clone());
+    }
+    for (path, name, digest) in given {
+        let file = images::file_name(&name);
+        let (sha256, size) = place(path, &dir.join(&file), false)?;
+        listed.push(images::ImageEntry {
+            component: images::component_of(&name),
+            name,
+            file,
+            sha256,
+            size,
+            digest,
+            recipe: images::RECIPE,
+            source: None,
+        });
+    }
+    for i in &listed {
         files.push(BundleFile {
             name: format!("image:{}", i.name),
             file: format!("images/{}", i.file),
-            sha256,
-            size,
+            sha256: i.sha256.clone(),
+            size: i.size,
             version: None,
         });
     }
-    // Only the images just copied: a cache that holds more stays out of the bundle's listing.
+    // Only the images just placed: a cache that holds more stays out of the bundle's listing.
     let manifest = images::ImageManifest {
         format: cached.format,
-        images: cached.images.clone(),
+        images: listed,
     };
     let path = dir.join(images::MANIFEST_FILE);
     let text = serde_json::to_string_pretty(&manifest).unwrap_or_default() + "\n";
@@ -201,6 +241,19 @@ pub fn add_images(
         version: None,
     });
     Ok(files)
+}
+
+/// Puts `src` at `dest` — hard-linked when `link` (the image cache's own files) and possible,
+/// else copied (an operator's file, which may change later) — replacing what is there (a stale
+/// tarball from an older bundle must not survive); returns the sha256 and size `dest` holds.
+fn place(src: &Path, dest: &Path, link: bool) -> Result<(String, u64), BundleError> {
+    if dest.exists() {
+        std::fs::remove_file(dest).map_err(file_err(dest))?;
+    }
+    if !link || std::fs::hard_link(src, dest).is_err() {
+        std::fs::copy(src, dest).map_err(file_err(dest))?;
+    }
+    sha256_file(dest)
 }
 
 /// The default base: the sandbox's cached rootfs.
@@ -570,6 +623,10 @@ fn component_inputs(
 /// Builds (or refreshes) a bundle; returns its manifest, also written to `out/manifest.json`.
 pub fn build(opts: &BuildOptions) -> Result<BundleManifest, BundleError> {
     check_binary_dirs(opts)?;
+    // The operator's image archives too: a wrong path fails before any download.
+    for archive in opts.images.iter().flat_map(|i| &i.archives) {
+        images::read_archive(archive).map_err(BundleError::ImageArchive)?;
+    }
     if !opts.base_status.is_file() {
         return Err(BundleError::NoBase {
             path: opts.base_status.clone(),
@@ -744,6 +801,15 @@ mod tests {
             let e = build(&opts(dirs, release)).unwrap_err();
             assert!(matches!(e, BundleError::NoBase { .. }), "{e:?}");
         }
+        // An image archive that is not there: refused before the base system too, naming it.
+        let mut with_image = opts(vec![parent.join("bin")], None);
+        with_image.images = Some(ImageOptions {
+            archives: vec![missing.clone()],
+            ..without_sources(dir.path())
+        });
+        let e = build(&with_image).unwrap_err();
+        assert!(matches!(e, BundleError::ImageArchive(_)), "{e:?}");
+        assert!(e.to_string().starts_with("--image: "), "{e}");
     }
 
     #[test]
@@ -822,6 +888,7 @@ mod tests {
                 kube_src: "/nonexistent".into(),
                 busybox: "/nonexistent".into(),
             },
+            archives: vec![],
         };
         let files = add_images(out.path(), &opts, &[PAUSE_IMAGE.to_string()], &[]).unwrap();
         let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
@@ -873,6 +940,81 @@ mod tests {
             .contains("manifest.json"));
     }
 
+    #[test]
+    fn an_operators_image_archive_is_carried_as_it_is_and_not_built() {
+        let cache = tempfile::tempdir().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let mine = tempfile::tempdir().unwrap();
+        fake_cache(cache.path());
+        // A registry export stand-in: an OCI archive named as upstream names the image.
+        let name = "registry.k8s.io/kube-scheduler:v1.20.2";
+        let upstream = images::build_image(&images::component_spec(
+            name,
+            "kube-scheduler",
+            vec![("usr/local/bin/kube-scheduler".into(), b"upstream".to_vec())],
+        ));
+        let archive = mine.path().join("kube-scheduler.tar");
+        std::fs::write(&archive, &upstream.archive).unwrap();
+        let mut opts = without_sources(cache.path());
+        opts.archives = vec![archive.clone()];
+        // Its binary does not exist: building the image would fail.
+        let input = images::ComponentInput {
+            image: name.into(),
+            binary: mine.path().join("no-binary/kube-scheduler"),
+        };
+        let files = add_images(out.path(), &opts, &[PAUSE_IMAGE.to_string()], &[input]).unwrap();
+        assert!(
+            files.iter().any(|f| f.name == format!("image:{name}")),
+            "{files:#?}"
+        );
+        let in_bundle = out.path().join("images");
+        let m = images::load(&in_bundle).unwrap();
+        images::verify(&in_bundle, &m).unwrap();
+        let e = m.images.iter().find(|i| i.name == name).expect("listed");
+        assert_eq!(e.digest, upstream.manifest_digest);
+        assert_eq!(e.component.as_deref(), Some("kube-scheduler"));
+        assert_eq!(
+            std::fs::read(in_bundle.join(&e.file)).unwrap(),
+            upstream.archive
+        );
+        // Copied, not linked: the operator's file may change later.
+        std::fs::write(&archive, b"changed").unwrap();
+        images::verify(&in_bundle, &m).unwrap();
+
+        // The same image twice, something not an archive, an archive without a name: refused,
+        // naming the file.
+        std::fs::write(&archive, &upstream.archive).unwrap();
+        let twice = mine.path().join("again.tar");
+        std::fs::write(&twice, &upstream.archive).unwrap();
+        opts.archives = vec![archive.clone(), twice.clone()];
+        let e = add_images(out.path(), &opts, &[], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("again.tar") && e.contains("also in"), "{e}");
+        let junk = mine.path().join("junk.tar");
+        std::fs::write(&junk, b"not a tar at all").unwrap();
+        let e = images::read_archive(&junk).unwrap_err().to_string();
+        assert!(
+            e.contains("junk.tar") && e.contains("OCI image archive"),
+            "{e}"
+        );
+        let unnamed = images::build_image(&images::ImageSpec {
+            name: "v1.20.2".into(),
+            ..images::component_spec("x", "x", vec![])
+        });
+        std::fs::write(&junk, &unnamed.archive).unwrap();
+        let e = images::read_archive(&junk).unwrap_err().to_string();
+        assert!(e.contains("has no full name"), "{e}");
+        assert_eq!(
+            images::component_of("mirror.example/k8s/etcd:3.4.13-0").as_deref(),
+            Some("etcd")
+        );
+        assert_eq!(
+            images::component_of("registry.k8s.io/coredns/coredns:v1.8.0"),
+            None
+        );
+    }
+
     /// Image options whose cache is `cache` and whose sources do not exist: anything the cache
     /// lacks cannot be built.
     fn without_sources(cache: &Path) -> ImageOptions {
@@ -882,6 +1024,7 @@ mod tests {
                 kube_src: cache.join("no-src"),
                 busybox: "/nonexistent".into(),
             },
+            archives: vec![],
         }
     }
 

@@ -123,6 +123,13 @@ pub enum ImageError {
     #[error("{path} does not match {manifest} (size or sha256 differs): rebuild the images")]
     Mismatch { path: PathBuf, manifest: PathBuf },
 
+    /// An image archive the operator gave that is not one named OCI image.
+    #[error(
+        "{path}: {message} (an OCI image archive is expected, as `ctr images export`, `skopeo \
+         copy … oci-archive:` or `podman save --format oci-archive` write it)"
+    )]
+    Archive { path: PathBuf, message: String },
+
     /// The build machine's iptables, which the kube-proxy image carries, is not usable.
     #[error(
         "{path}: {message} (kube-proxy's image carries this machine's iptables: install iptables)"
@@ -459,6 +466,69 @@ pub const KUBE_COMPONENTS: [&str; 4] = [
 pub fn etcd_image(repository: &str, version: clusterkit_core::release::KubeVersion) -> String {
     let tag = clusterkit_core::release::images(version.minor, version.patch).etcd;
     component_image(repository, "etcd", tag)
+}
+
+/// The component a control-plane image runs, from its name (`…/kube-apiserver:v1.20.2` →
+/// `kube-apiserver`, `…/etcd:3.4.13-0` → `etcd`); `None` for any other image.
+pub fn component_of(image: &str) -> Option<String> {
+    let last = image.rsplit('/').next()?;
+    let name = last.split([':', '@']).next()?;
+    (KUBE_COMPONENTS.contains(&name) || name == "etcd").then(|| name.to_string())
+}
+
+/// An image archive an operator brings (a registry export): its name and the digest containerd
+/// lists after importing it, read from the archive's `index.json` — which must describe one
+/// image, named with a full reference (`registry/path:tag`) by containerd's
+/// `io.containerd.image.name` annotation or by `org.opencontainers.image.ref.name`.
+pub fn read_archive(path: &Path) -> Result<(String, String), ImageError> {
+    let bad = |message: String| ImageError::Archive {
+        path: path.to_path_buf(),
+        message,
+    };
+    let file = std::fs::File::open(path).map_err(file_err(path))?;
+    let mut archive = tar::Archive::new(std::io::BufReader::new(file));
+    let mut index = None;
+    for entry in archive
+        .entries()
+        .map_err(|e| bad(format!("not a tar archive: {e}")))?
+    {
+        let mut entry = entry.map_err(|e| bad(format!("reading the tar archive: {e}")))?;
+        let at = entry.path().map(|p| p.to_path_buf()).unwrap_or_default();
+        if at == Path::new("index.json") || at == Path::new("./index.json") {
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut data)
+                .map_err(|e| bad(format!("reading index.json: {e}")))?;
+            index = Some(data);
+            break;
+        }
+    }
+    let index = index.ok_or_else(|| bad("no index.json in it".into()))?;
+    let index: serde_json::Value =
+        serde_json::from_slice(&index).map_err(|e| bad(format!("index.json is not JSON: {e}")))?;
+    let manifests = index["manifests"].as_array().cloned().unwrap_or_default();
+    let [m] = manifests.as_slice() else {
+        return Err(bad(format!(
+            "index.json describes {} images; one per archive is supported",
+            manifests.len()
+        )));
+    };
+    let digest = m["digest"]
+        .as_str()
+        .filter(|d| d.starts_with("sha256:"))
+        .ok_or_else(|| bad("the image in index.json has no sha256 digest".into()))?;
+    // A full reference (with its registry): the kubelet asks containerd for exactly that name.
+    let annotation = |key: &str| {
+        m["annotations"][key]
+            .as_str()
+            .filter(|r| r.contains('/'))
+            .map(str::to_string)
+    };
+    let name = annotation("io.containerd.image.name")
+        .or_else(|| annotation("org.opencontainers.image.ref.name"))
+        .ok_or_else(|| {
+            bad("the image in index.json has no full name (registry/path:tag) in its io.containerd.image.name or org.opencontainers.image.ref.name annotation".into())
+        })?;
+    Ok((name, digest.to_string()))
 }
 
 /// One control-plane image to build: its name and the binary it runs.

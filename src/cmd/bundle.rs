@@ -59,8 +59,15 @@ pub enum BundleCommand {
         packages: Vec<String>,
         /// Leave the container images out: the nodes pull pause (runtime.sandbox_image) and
         /// workload images from a registry or mirror instead.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "image")]
         no_images: bool,
+        /// An image archive of your own to carry as it is (repeatable): a registry export in
+        /// OCI format (`ctr images export`, `skopeo copy … oci-archive:`, `podman save
+        /// --format oci-archive`), one named image per archive. An image of the same name
+        /// (an upstream kube-apiserver, pause, etcd…) is then not built; a control-plane image
+        /// is imported where its component runs, any other image on every node (CoreDNS, say).
+        #[arg(long = "image", value_name = "ARCHIVE")]
+        image: Vec<PathBuf>,
         /// Download this Kubernetes release's binaries (kube-apiserver, controller-manager,
         /// scheduler, proxy, kubelet, kubectl, kubeadm) into the bundle, each checked against
         /// its published sha256. Use instead of --binaries.
@@ -83,6 +90,7 @@ impl BundleCommand {
                 binaries,
                 packages,
                 no_images,
+                image,
                 kubernetes,
                 kubernetes_mirror,
             } => {
@@ -119,7 +127,7 @@ impl BundleCommand {
                     packages: all,
                     base_status: base_status.unwrap_or_else(bundle::default_base_status),
                     binary_dirs: binaries,
-                    images: (!no_images).then(ImageOptions::from_env),
+                    images: (!no_images).then(|| ImageOptions::from_env(image)),
                     release,
                 };
                 let manifest = tokio::task::spawn_blocking(move || bundle::build(&opts))
