@@ -1025,8 +1025,8 @@ fn rotate_cluster_ca(
     );
 
     // The API loop ran throughout and still answers. The only failures allowed are those of
-    // the single API server restarting in each stage: a refused connection or a request that
-    // timed out (5 s), and, in its first moments, an authenticated request refused because its
+    // the single API server restarting in each stage: a refused connection, one reset by the
+    // stopping server or a request that timed out (5 s), and, in its first moments, an authenticated request refused because its
     // authorizer has not loaded the RBAC objects yet ("Forbidden ... cannot get path"). Any
     // other failure, TLS (x509) or authentication (Unauthorized) above all, fails the test.
     // (`kubectl logs` also shows that the API server reaches the kubelet, verified against the
@@ -1037,6 +1037,7 @@ fn rotate_cluster_ca(
     let (ok, failed) = common::tally(&log, " ok", "FAIL");
     let is_refused = |l: &&String| {
         l.contains("was refused")
+            || l.contains("connection reset by peer")
             || l.contains("deadline exceeded")
             || l.contains("Client.Timeout exceeded")
     };
@@ -1049,7 +1050,7 @@ fn rotate_cluster_ca(
         .filter(|l| !(is_refused(l) || is_unsynced(l)))
         .collect();
     eprintln!(
-        "API loop in a pod during the rotation: {ok} calls answered, {} failed: {refused} refused or timed out and {unsynced} authorizer-not-ready refusals while the API server restarted, {} other (TLS, authentication, …)",
+        "API loop in a pod during the rotation: {ok} calls answered, {} failed: {refused} refused, reset or timed out and {unsynced} authorizer-not-ready refusals while the API server restarted, {} other (TLS, authentication, …)",
         failed.len(),
         other.len()
     );

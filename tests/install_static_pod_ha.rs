@@ -8,15 +8,17 @@
 //! local load balancer. `monitor deploy` (Prometheus on node3, from the bundle) finds every
 //! scrape target up: both API servers, controller managers and schedulers (static pods), etcd
 //! (two static-pod members, one unit), every kubelet and node-exporter; the exporter
-//! (`monitor serve`) exports both API servers' certificate expiry and every etcd member up. node1's kube-apiserver manifest is moved out of
-//! /etc/kubernetes/manifests (how kubeadm documents stopping a static pod): once nothing
-//! listens on node1's API port, the API answers through node1's own load balancer, every Node's
-//! Lease is renewed after the stop and every Node stays Ready, and node2's controller manager
-//! and scheduler hold their leases ([`common::ha::survives_api_server_down`]); moved back,
-//! node1's API server answers `/livez` again. `node remove node2` takes a control-plane host
-//! and etcd member out — its member made the leader first, so the API's requests meet an
-//! election — (two healthy members left) and resets it, emptying its CNI
-//! configuration directory but keeping it; `node add node2` then brings it back without
+//! (`monitor serve`) exports both API servers' certificate expiry and every etcd member up.
+//! node1's kube-apiserver manifest is moved out of /etc/kubernetes/manifests (how kubeadm
+//! documents stopping a static pod): once nothing listens on node1's API port, the API answers
+//! through node1's own load balancer, every Node's Lease is renewed after the stop and every
+//! Node stays Ready, and node2's controller manager and scheduler hold their leases
+//! ([`common::ha::survives_api_server_down`]); moved back, node1's controller manager and
+//! scheduler run again (they exit when they lose leadership, and restart with the kubelet's
+//! back-off) and its API server answers `/livez`. `node remove node2` takes a control-plane
+//! host and etcd member out — its member made the leader first, so the API's requests meet an
+//! election — (two healthy members left, node1 holding both leases) and resets it, emptying its
+//! CNI configuration directory but keeping it; `node add node2` then brings it back without
 //! containerd restarted in between (containerd watches that directory; a removed one would
 //! leave node2 NotReady): node add's readiness report is green, node2 runs its four
 //! control-plane containers again, etcd has three healthy members. Wall times are printed.
@@ -291,6 +293,33 @@ fn two_static_pod_control_planes_behind_a_local_load_balancer() {
         "node1",
         "mv /etc/kubernetes/kube-apiserver.yaml.away /etc/kubernetes/manifests/kube-apiserver.yaml",
     );
+    // node1's controller manager and scheduler exit when they lose leadership and, while
+    // their API server is away, again at each start (they read its authentication ConfigMap
+    // first): the kubelet restarts them with a growing back-off. node2 must not leave before
+    // they run again, or no scheduler would be left to lead.
+    for c in ["kube-controller-manager", "kube-scheduler"] {
+        poll(
+            Duration::from_secs(400),
+            &format!("node1's {c} running and ready again"),
+            || {
+                let (ok, out) = try_kubectl(
+                    &kube_bin,
+                    &admin,
+                    Some(&api("node2")),
+                    &[
+                        "-n",
+                        "kube-system",
+                        "get",
+                        "pod",
+                        &format!("{c}-node1"),
+                        "-o",
+                        "jsonpath={.status.containerStatuses[0].ready}",
+                    ],
+                );
+                (ok && out.trim() == "true").then_some(()).ok_or(out)
+            },
+        );
+    }
     poll(
         Duration::from_secs(180),
         "node1's API server live again",
@@ -333,6 +362,22 @@ fn two_static_pod_control_planes_behind_a_local_load_balancer() {
     assert_eq!(
         (members, healthy),
         (vec!["node1".into(), "node3".into()], 2)
+    );
+    // Leadership returns to node1 (node2's instances are gone).
+    poll(
+        Duration::from_secs(120),
+        "node1 holding the controller-manager and scheduler leases",
+        || {
+            let l = leases(&kube_bin, &admin, &api("node1"), "kube-system")?;
+            let held = ["kube-controller-manager", "kube-scheduler"]
+                .iter()
+                .all(|n| {
+                    l[n]["holder"]
+                        .as_str()
+                        .is_some_and(|h| h.starts_with("node1"))
+                });
+            held.then_some(()).ok_or(l.to_string())
+        },
     );
 
     steps.enter("6. node add node2: back, Ready, its static pods running");
