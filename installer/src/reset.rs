@@ -155,19 +155,28 @@ export PATH="$PATH:/usr/local/sbin:/usr/local/bin:/usr/sbin:/sbin"
             "st=$(systemctl is-enabled {unit} 2>/dev/null); if systemctl is-active -q {unit} || [ \"$st\" = enabled ] || [ \"$st\" = enabled-runtime ]; then act 'stop and disable {unit}' systemctl disable --now {unit}; fi\n"
         ));
     }
-    // 2. Containers left by the kubelet.
+    // 2. Containers left by the kubelet: through the CRI with crictl; else (Debian has no
+    //    crictl) with ctr, behind the back of containerd's CRI plugin, which keeps listing
+    //    the removed containers until it reloads its state at a restart. A kubelet started
+    //    later on the node would find them, fail to remove them ("not found"), and never
+    //    finish deleting a pod of theirs (a DaemonSet pod that outlived the node's removal
+    //    stayed Terminating), so containerd is restarted after such removals.
     s.push_str(&format!("if [ -S {} ]; then\n", layout.containerd_socket));
-    s.push_str(
+    s.push_str(&format!(
         r#"  if command -v crictl >/dev/null 2>&1; then
     if [ -n "$(crictl pods -q 2>/dev/null)" ]; then act 'remove pod sandboxes and containers (crictl rmp -fa)' crictl rmp -fa; fi
   elif command -v ctr >/dev/null 2>&1; then
+    removed=
     for c in $(ctr -n k8s.io containers ls -q 2>/dev/null); do
       act "remove container $c (ctr)" sh -c "ctr -n k8s.io tasks kill -s KILL $c >/dev/null 2>&1; sleep 1; ctr -n k8s.io tasks delete -f $c >/dev/null 2>&1; ctr -n k8s.io containers delete $c"
+      removed=1
     done
+    if [ -n "$removed" ] && systemctl is-active -q {containerd}; then act 'restart {containerd} (its CRI plugin reloads the containers removed with ctr)' systemctl restart {containerd}; fi
   fi
 fi
 "#,
-    );
+        containerd = units.containerd
+    ));
     // 3. Kubelet mounts, deepest first.
     s.push_str(&format!(
         r#"for m in $(awk '$2 ~ "^{kubelet}/" {{print $2}}' /proc/mounts | sort -r); do act "unmount $m" umount -l "$m"; done
