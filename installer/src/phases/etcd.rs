@@ -291,7 +291,8 @@ pub async fn health(cluster: &Cluster, tls: &ClientTls) -> Result<(), EtcdError>
 /// cluster.yaml (stable across runs, so a rerun leaves the units alone). On a fresh cluster all
 /// start `new`; when members already run, hosts missing from the member list are added
 /// (`member add`, unless `check`) and start `existing`, and running members keep the state
-/// their unit already has (etcd ignores both flags once its data directory exists).
+/// their unit or static pod manifest already has (etcd ignores both flags once its data
+/// directory exists).
 async fn plan(
     cluster: &Cluster,
     targets: &[clusterkit_core::playbook::HostTarget],
@@ -329,13 +330,16 @@ async fn plan(
             .find(|(n, urls)| n == &h.name || urls.contains(&url));
         match member {
             Some((name, _)) if !name.is_empty() => {
-                // Running: keep the state its unit has, so the unit does not change.
+                // Running: keep the state its unit (or static pod manifest) has, so that
+                // file does not change and the member is not restarted.
+                let layout = NodeLayout::DEFAULT;
                 let current = match targets.iter().find(|t| t.name == h.name) {
                     Some(t) => t
                         .exec
                         .sh(&format!(
-                            "grep -o 'initial-cluster-state=[a-z]*' {} 2>/dev/null || true",
-                            NodeLayout::DEFAULT.service_file(NodeLayout::DEFAULT.units.etcd)
+                            "grep -ho 'initial-cluster-state=[a-z]*' {} {} 2>/dev/null || true",
+                            layout.service_file(layout.units.etcd),
+                            layout.manifest(layout.units.etcd)
                         ))
                         .await
                         .unwrap_or_default(),
