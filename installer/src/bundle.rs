@@ -132,21 +132,51 @@ pub struct ImageOptions {
     pub cache: PathBuf,
     /// Inputs for building them when the cache lacks them.
     pub sources: Sources,
-    /// The operator's own image archives (registry exports, [`images::read_archive`]): carried
-    /// as they are, and an image of the same name is not built.
-    pub archives: Vec<PathBuf>,
+    /// The operator's own images (registry exports, [`read_archives`]): carried as they are,
+    /// and an image of the same name is not built.
+    pub given: Vec<GivenImage>,
 }
 
 impl ImageOptions {
     /// The cache and sources from the environment (`CLUSTERKIT_CACHE`, `CLUSTERKIT_KUBE_SRC`,
-    /// `CLUSTERKIT_BUSYBOX`), and `archives`.
-    pub fn from_env(archives: Vec<PathBuf>) -> ImageOptions {
-        ImageOptions {
+    /// `CLUSTERKIT_BUSYBOX`), and the image `archives`, read now ([`read_archives`]): a wrong
+    /// one fails before anything is downloaded or built.
+    pub fn from_env(archives: &[PathBuf]) -> Result<ImageOptions, BundleError> {
+        Ok(ImageOptions {
             cache: images::cache_dir(),
             sources: Sources::from_env(),
-            archives,
-        }
+            given: read_archives(archives)?,
+        })
     }
+}
+
+/// An operator's image archive, read: where it is, its image's full name and digest.
+#[derive(Debug, Clone)]
+pub struct GivenImage {
+    pub path: PathBuf,
+    pub name: String,
+    pub digest: String,
+}
+
+/// Reads each image archive's name and digest ([`images::read_archive`]); a missing, unreadable
+/// or unnamed archive, or an image that two archives hold, is refused naming the file.
+pub fn read_archives(paths: &[PathBuf]) -> Result<Vec<GivenImage>, BundleError> {
+    let mut given: Vec<GivenImage> = Vec::new();
+    for path in paths {
+        let (name, digest) = images::read_archive(path).map_err(BundleError::ImageArchive)?;
+        if let Some(first) = given.iter().find(|g| g.name == name) {
+            return Err(BundleError::ImageArchive(ImageError::Archive {
+                path: path.clone(),
+                message: format!("{name} is also in {}", first.path.display()),
+            }));
+        }
+        given.push(GivenImage {
+            path: path.clone(),
+            name,
+            digest,
+        });
+    }
+    Ok(given)
 }
 
 /// Puts the images of `opts` into `out/images/` — the operator's archives as they are, and a
@@ -159,19 +189,7 @@ pub fn add_images(
     pause_names: &[String],
     components: &[images::ComponentInput],
 ) -> Result<Vec<BundleFile>, BundleError> {
-    // The operator's archives are read before anything is built or copied.
-    let mut given: Vec<(&PathBuf, String, String)> = Vec::new();
-    for path in &opts.archives {
-        let (name, digest) = images::read_archive(path).map_err(BundleError::ImageArchive)?;
-        if let Some((first, _, _)) = given.iter().find(|(_, n, _)| *n == name) {
-            return Err(BundleError::ImageArchive(ImageError::Archive {
-                path: path.clone(),
-                message: format!("{name} is also in {}", first.display()),
-            }));
-        }
-        given.push((path, name, digest));
-    }
-    let is_given = |image: &str| given.iter().any(|(_, n, _)| n == image);
+    let is_given = |image: &str| opts.given.iter().any(|g| g.name == image);
     let pause: Vec<String> = pause_names
         .iter()
         .filter(|n| !is_given(n))
@@ -201,9 +219,9 @@ pub fn add_images(
         }
         listed.push(i.clone());
     }
-    for (path, name, digest) in given {
+    for GivenImage { path, name, digest } in opts.given.iter().cloned() {
         let file = images::file_name(&name);
-        let (sha256, size) = place(path, &dir.join(&file), false)?;
+        let (sha256, size) = place(&path, &dir.join(&file), false)?;
         listed.push(images::ImageEntry {
             component: images::component_of(&name),
             name,
@@ -623,10 +641,6 @@ fn component_inputs(
 /// Builds (or refreshes) a bundle; returns its manifest, also written to `out/manifest.json`.
 pub fn build(opts: &BuildOptions) -> Result<BundleManifest, BundleError> {
     check_binary_dirs(opts)?;
-    // The operator's image archives too: a wrong path fails before any download.
-    for archive in opts.images.iter().flat_map(|i| &i.archives) {
-        images::read_archive(archive).map_err(BundleError::ImageArchive)?;
-    }
     if !opts.base_status.is_file() {
         return Err(BundleError::NoBase {
             path: opts.base_status.clone(),
@@ -801,13 +815,9 @@ mod tests {
             let e = build(&opts(dirs, release)).unwrap_err();
             assert!(matches!(e, BundleError::NoBase { .. }), "{e:?}");
         }
-        // An image archive that is not there: refused before the base system too, naming it.
-        let mut with_image = opts(vec![parent.join("bin")], None);
-        with_image.images = Some(ImageOptions {
-            archives: vec![missing.clone()],
-            ..without_sources(dir.path())
-        });
-        let e = build(&with_image).unwrap_err();
+        // An image archive that is not there: refused when the options are made (before any
+        // build), naming it.
+        let e = ImageOptions::from_env(&[missing.clone()]).unwrap_err();
         assert!(matches!(e, BundleError::ImageArchive(_)), "{e:?}");
         assert!(e.to_string().starts_with("--image: "), "{e}");
     }
@@ -888,7 +898,7 @@ mod tests {
                 kube_src: "/nonexistent".into(),
                 busybox: "/nonexistent".into(),
             },
-            archives: vec![],
+            given: vec![],
         };
         let files = add_images(out.path(), &opts, &[PAUSE_IMAGE.to_string()], &[]).unwrap();
         let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
@@ -956,7 +966,7 @@ mod tests {
         let archive = mine.path().join("kube-scheduler.tar");
         std::fs::write(&archive, &upstream.archive).unwrap();
         let mut opts = without_sources(cache.path());
-        opts.archives = vec![archive.clone()];
+        opts.given = read_archives(&[archive.clone()]).unwrap();
         // Its binary does not exist: building the image would fail.
         let input = images::ComponentInput {
             image: name.into(),
@@ -986,8 +996,7 @@ mod tests {
         std::fs::write(&archive, &upstream.archive).unwrap();
         let twice = mine.path().join("again.tar");
         std::fs::write(&twice, &upstream.archive).unwrap();
-        opts.archives = vec![archive.clone(), twice.clone()];
-        let e = add_images(out.path(), &opts, &[], &[])
+        let e = read_archives(&[archive.clone(), twice.clone()])
             .unwrap_err()
             .to_string();
         assert!(e.contains("again.tar") && e.contains("also in"), "{e}");
@@ -1024,7 +1033,7 @@ mod tests {
                 kube_src: cache.join("no-src"),
                 busybox: "/nonexistent".into(),
             },
-            archives: vec![],
+            given: vec![],
         }
     }
 

@@ -127,7 +127,10 @@ impl BundleCommand {
                     packages: all,
                     base_status: base_status.unwrap_or_else(bundle::default_base_status),
                     binary_dirs: binaries,
-                    images: (!no_images).then(|| ImageOptions::from_env(image)),
+                    images: match no_images {
+                        true => None,
+                        false => Some(ImageOptions::from_env(&image)?),
+                    },
                     release,
                 };
                 let manifest = tokio::task::spawn_blocking(move || bundle::build(&opts))
