@@ -107,21 +107,38 @@ pub(super) fn print_install(
     let Some(r) = readiness else {
         return print_report(report, output);
     };
+    print_with_readiness(report, || report.table(), r, output)?;
+    fail_on_hosts(report)?;
+    fail_unless_ready(r, "")
+}
+
+/// Prints `report` followed by the readiness report: in JSON the report's object with a
+/// `readiness` key, as a table `table()` then the readiness table.
+pub(super) fn print_with_readiness<T: serde::Serialize>(
+    report: &T,
+    table: impl FnOnce() -> String,
+    r: &readiness::Report,
+    output: OutputFormat,
+) -> anyhow::Result<()> {
     let mut v = serde_json::to_value(report)?;
     if let serde_json::Value::Object(m) = &mut v {
         m.insert("readiness".into(), serde_json::to_value(r)?);
     }
-    output.print(&v, || format!("{}{}", report.table(), r.table()))?;
-    fail_on_hosts(report)?;
-    if !r.ok {
-        let what: Vec<String> = r
-            .failures()
-            .iter()
-            .map(|c| format!("{}: {}", c.name, c.detail))
-            .collect();
-        anyhow::bail!("the cluster is not ready:\n  {}", what.join("\n  "));
+    output.print(&v, || format!("{}{}", table(), r.table()))
+}
+
+/// A non-zero exit naming every failed check when the readiness report is not ok; `done`
+/// starts the message with what was done nonetheless (`"upgraded, but "`).
+pub(super) fn fail_unless_ready(r: &readiness::Report, done: &str) -> anyhow::Result<()> {
+    if r.ok {
+        return Ok(());
     }
-    Ok(())
+    let what: Vec<String> = r
+        .failures()
+        .iter()
+        .map(|c| format!("{}: {}", c.name, c.detail))
+        .collect();
+    anyhow::bail!("{done}the cluster is not ready:\n  {}", what.join("\n  "))
 }
 
 /// Prints the summary on stdout and turns failed hosts into a non-zero exit.

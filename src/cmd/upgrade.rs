@@ -188,25 +188,8 @@ impl ApplyArgs {
         let ready = clusterkit_installer::readiness::check(&cluster, None)
             .await
             .context("readiness report")?;
-        let mut v = serde_json::to_value(&report)?;
-        if let serde_json::Value::Object(m) = &mut v {
-            m.insert("readiness".into(), serde_json::to_value(&ready)?);
-        }
-        global
-            .output
-            .print(&v, || format!("{}{}", report.table(), ready.table()))?;
-        if !ready.ok {
-            let what: Vec<String> = ready
-                .failures()
-                .iter()
-                .map(|c| format!("{}: {}", c.name, c.detail))
-                .collect();
-            anyhow::bail!(
-                "upgraded, but the cluster is not ready:\n  {}",
-                what.join("\n  ")
-            );
-        }
-        Ok(())
+        super::install::print_with_readiness(&report, || report.table(), &ready, global.output)?;
+        super::install::fail_unless_ready(&ready, "upgraded, but ")
     }
 }
 
