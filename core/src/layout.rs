@@ -472,31 +472,60 @@ impl NodeLayout {
         format!("{}/{name}.yaml.{why}", self.kubernetes_dir)
     }
 
+    /// Shell that prints the ids of the running tasks (containers or pod sandboxes) in
+    /// containerd's CRI namespace whose containers match `filter` (a `ctr` label filter), one
+    /// per line. Reads containerd with `ctr` by the kubelet's labels: Debian 12 has no crictl.
+    fn running_tasks(filter: &str) -> String {
+        format!(
+            "for id in $(ctr -n k8s.io containers ls -q '{filter}'); do \
+               ctr -n k8s.io tasks ls | awk -v id=\"$id\" '$1 == id && $3 == \"RUNNING\" {{ print $1 }}'; done"
+        )
+    }
+
+    /// Shell that prints the id of the running container `name` of a static pod (the kubelet's
+    /// container-name label; `etcd`, `kube-apiserver`), nothing when none runs.
+    pub fn static_pod_container(name: &str) -> String {
+        Self::running_tasks(&format!("labels.\"io.kubernetes.container.name\"=={name}"))
+    }
+
     /// Shell that waits up to `secs` seconds until the static pod `name` (the kubelet's pod
     /// `<name>-<node>`) has no running container or sandbox task in containerd's CRI namespace
     /// (`stopped`: the kubelet has torn it down), or until its container `name` runs again
-    /// (`!stopped`); prints why on stderr and fails when it does not. Reads containerd with
-    /// `ctr` by the kubelet's labels: Debian 12 has no crictl. `name` is a plain word
+    /// (`!stopped`); prints why on stderr and fails when it does not. `name` is a plain word
     /// (`etcd`, `kube-apiserver`).
     pub fn wait_static_pod(name: &str, stopped: bool, secs: u64) -> String {
-        let (filter, done, what) = if stopped {
-            (
-                format!("labels.\"io.kubernetes.pod.name\"~=\"^{name}-\""),
-                "-z",
-                "stop",
+        if stopped {
+            let tasks =
+                Self::running_tasks(&format!("labels.\"io.kubernetes.pod.name\"~=\"^{name}-\""));
+            Self::wait_shell(
+                &format!("[ -z \"$({tasks})\" ]"),
+                &format!("stop {name}"),
+                secs,
             )
         } else {
-            (
-                format!("labels.\"io.kubernetes.container.name\"=={name}"),
-                "-n",
-                "start",
-            )
-        };
+            Self::wait_static_pod_replacing(name, "", secs)
+        }
+    }
+
+    /// Shell that waits up to `secs` seconds until the container `name` of a static pod runs
+    /// with another id than `old` ([`static_pod_container`](Self::static_pod_container)'s
+    /// output before a change; empty: any running one): the kubelet has replaced the pod after
+    /// its manifest changed. Prints why on stderr and fails when it does not.
+    pub fn wait_static_pod_replacing(name: &str, old: &str, secs: u64) -> String {
+        let ids = Self::static_pod_container(name);
+        Self::wait_shell(
+            &format!("[ -n \"$({ids} | grep -vx -e '{old}')\" ]"),
+            &format!("start {name}"),
+            secs,
+        )
+    }
+
+    /// Shell that runs `test` once a second until it succeeds, at most `secs` times; then
+    /// fails saying the kubelet did not do `what` in time.
+    fn wait_shell(test: &str, what: &str, secs: u64) -> String {
         format!(
-            "( i=0; while :; do \
-               r=$(for id in $(ctr -n k8s.io containers ls -q '{filter}'); do ctr -n k8s.io tasks ls | grep \"^$id .*RUNNING\"; done); \
-               if [ {done} \"$r\" ]; then break; fi; i=$((i+1)); \
-               if [ $i -ge {secs} ]; then echo \"the kubelet did not {what} {name} within {secs}s\" >&2; exit 1; fi; \
+            "( i=0; until {test}; do i=$((i+1)); \
+               if [ $i -ge {secs} ]; then echo \"the kubelet did not {what} within {secs}s\" >&2; exit 1; fi; \
                sleep 1; done )"
         )
     }
@@ -819,6 +848,17 @@ mod tests {
             "{start}"
         );
         assert!(run(start).status.success());
+        let ids = run(NodeLayout::static_pod_container("etcd"));
+        assert_eq!(String::from_utf8_lossy(&ids.stdout), "abc\n");
+        let replaced = run(NodeLayout::wait_static_pod_replacing("etcd", "abc", 2));
+        assert!(!replaced.status.success(), "abc still runs: not replaced");
+        assert_eq!(
+            String::from_utf8_lossy(&replaced.stderr).trim(),
+            "the kubelet did not start etcd within 2s"
+        );
+        assert!(run(NodeLayout::wait_static_pod_replacing("etcd", "old", 2))
+            .status
+            .success());
         let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(
             NodeLayout::DEFAULT.manifest_aside("etcd", "restore-hold"),

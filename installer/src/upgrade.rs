@@ -4,17 +4,25 @@
 //! [`prepare`] reads what really runs on every host ([`running`]), refuses what the
 //! version-skew policy refuses ([`skew::plan`]) and a bundle without the target's binaries,
 //! before anything is touched; then [`apply`] rolls:
-//! 1. the control-plane hosts one at a time: the files the host has now (binaries, units) kept
-//!    in [`NodeLayout::previous_dir`], the `control-plane` phase run on that host with the
-//!    target's binaries and flags, then kube-apiserver restarted and waited for (`/readyz`,
+//! 1. the control-plane hosts one at a time: the files the host has now (binaries and units,
+//!    or the static pods' manifests) kept in [`NodeLayout::previous_dir`], the `control-plane`
+//!    phase run on that host with the target's binaries (images) and flags, then
+//!    kube-apiserver restarted and waited for (`/readyz` on the host and through the endpoint,
 //!    every `/livez`), then controller manager and scheduler (leases renewed) — each only if
-//!    the phase's own handler did not restart it already;
+//!    the phase did not restart it already ([`Instance`]: a unit's InvocationID; a static
+//!    pod's manifest, whose change the kubelet acts on, waited for until it has);
 //! 2. every host's kubelet and kube-proxy, `max_unavailable` hosts at a time: cordon and drain
 //!    through the Eviction API ([`node::drain`]: disruption budgets honoured, DaemonSet and
 //!    mirror pods left, emptyDir pods only when asked), the files kept, the `join` and `addons`
 //!    phases on that host, kubelet and kube-proxy restarted and waited for (both answer
 //!    `/healthz` through the API server's node proxy, the Node is Ready and reports the
-//!    target version), uncordoned.
+//!    target version), uncordoned. In static-pod mode kube-proxy is kubeadm's DaemonSet: the
+//!    first node's `addons` phase applies the target's, which moves every node's kube-proxy
+//!    (as `kubeadm upgrade apply` does); a node whose kube-proxy still runs another version,
+//!    or every node with `force_reroll`, has its pod replaced in its turn.
+//!
+//! In static-pod mode the `images` phase runs on every host first, so that no manifest or
+//! DaemonSet names an image a node does not have.
 //!
 //! A host rolls when something on it runs another version than the target, or always with
 //! `force_reroll` (how CI exercises a roll with the one release it can build). A host already
@@ -31,10 +39,12 @@
 //! exists. The journal is removed when the upgrade completes.
 //!
 //! With `etcd`, the etcd members go first, one at a time: the `etcd` phase on the member (the
-//! bundle's etcd-server package), the member restarted when its running binary was replaced
-//! (or with `force_reroll`), and every member healthy with a leader before the next.
+//! bundle's etcd-server package, or a static-pod member's manifest), the member restarted when
+//! its running binary was replaced or its manifest changed (or with `force_reroll`), and every member healthy with a leader before the next.
 //!
-//! Limits: control planes run by systemd only (static-pod mode is refused); a rolled-back etcd
+//! Limits: in static-pod mode the control-plane and etcd phases install the target's kubelet
+//! on control-plane hosts (it runs their static pods) before the host is drained, and a
+//! rollback cannot take the kube-proxy DaemonSet back for one node; a rolled-back etcd
 //! binary is copied back under the package manager (dpkg still records the newer package);
 //! nodes of one batch are drained together, so a batch larger than what the disruption
 //! budgets allow waits for the drain timeout.
@@ -45,7 +55,7 @@ use std::time::{Duration, Instant};
 
 use clusterkit_core::config::{Cluster, ControlPlaneMode, Host, Role};
 use clusterkit_core::exec::ssh::SshExecutor;
-use clusterkit_core::exec::{ExecError, Executor};
+use clusterkit_core::exec::{Command, ExecError, Executor};
 use clusterkit_core::fanout::Fanout;
 use clusterkit_core::inventory;
 use clusterkit_core::layout::{Component, NodeLayout, StateLayout};
@@ -55,6 +65,7 @@ use kube::api::{Api, Patch, PatchParams};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::certs::{restart_unit, wait_apiserver_ready, APISERVER_READY_TIMEOUT};
 use crate::kube_api;
 use crate::node::{self, DrainOptions, DrainPlan};
 use crate::phases::{self, control_plane, join, Cause, InstallError, InstallOptions, Plan};
@@ -144,8 +155,6 @@ pub enum UpgradeError {
         carries: String,
         target: KubeVersion,
     },
-    #[error("upgrade apply rolls control planes run by systemd; control_plane_mode static-pod is not supported yet")]
-    StaticPods,
     #[error(
         "an upgrade to {target} stopped unfinished ({left}); rerun with --resume to continue it, \
          or remove {} to start over", path.display()
@@ -430,9 +439,6 @@ pub async fn prepare(cluster: &Cluster, opts: &ApplyOptions) -> Result<Prepared,
             to: target,
         });
     }
-    if cluster.kubernetes.control_plane_mode != ControlPlaneMode::Systemd {
-        return Err(UpgradeError::StaticPods);
-    }
     let bundle = phases::bundle(cluster)?;
     if let Some(b) = bundle.as_ref() {
         if b.manifest.kubernetes_release() != Some(target) {
@@ -548,6 +554,9 @@ pub async fn apply(
         running: &running,
         layout: NodeLayout::from_cluster(cluster),
     };
+    if roll.static_pods() {
+        roll.images_everywhere().await?;
+    }
     for h in cluster
         .hosts_with_role(Role::Etcd)
         .into_iter()
@@ -695,45 +704,71 @@ fn keep_script(dir: &str, files: &[String]) -> String {
 }
 
 /// The shell script that puts the files kept in `dir` back (renamed into place, so a running
-/// binary is never written over) and restarts `units`.
+/// binary is never written over) and restarts `units` (none: static pods, which the kubelet
+/// replaces when their manifest comes back changed).
 fn restore_script(dir: &str, files: &[String], units: &[&str]) -> String {
+    let restart = if units.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; systemctl daemon-reload; systemctl restart {}",
+            units.join(" ")
+        )
+    };
     format!(
         "set -e; d={dir}; test -d \"$d\"; \
          for f in {}; do s=\"$d/$(printf %s \"$f\" | tr / %)\"; \
-           if [ -e \"$s\" ]; then cp -p \"$s\" \"$f.clusterkit-rollback\" && mv -f \"$f.clusterkit-rollback\" \"$f\"; fi; done; \
-         systemctl daemon-reload; systemctl restart {}",
+           if [ -e \"$s\" ]; then cp -p \"$s\" \"$f.clusterkit-rollback\" && mv -f \"$f.clusterkit-rollback\" \"$f\"; fi; done\
+         {restart}",
         files.join(" "),
-        units.join(" ")
     )
 }
 
-/// systemd's InvocationID of each unit: it changes on every (re)start, so comparing it tells
-/// whether a phase's handler restarted the unit.
-async fn invocations(exec: &dyn Executor, units: &[&str]) -> Result<Vec<String>, ExecError> {
-    let out = exec
-        .sh(&format!(
-            "systemctl show -p InvocationID --value {}",
-            units.join(" ")
-        ))
-        .await?;
-    // One value per unit, separated by empty lines.
-    Ok(out
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(str::to_string)
-        .collect())
+/// What tells whether a component was restarted: a systemd unit's InvocationID (it changes on
+/// every start), or a static pod's manifest checksum and the id of its running container (the
+/// kubelet replaces the pod, some seconds later, when its manifest changes).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Instance {
+    manifest: String,
+    id: String,
 }
 
-/// The units whose InvocationID did not change between `before` and `after` (what a phase's
-/// handler did not restart), in `units`' order.
-fn not_restarted<'u>(units: &[&'u str], before: &[String], after: &[String]) -> Vec<&'u str> {
-    units
+/// How long the kubelet may take to replace or recreate one static pod.
+const STATIC_POD_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// The [`Instance`] of each of `names` on the host, in `names`' order, read in one command:
+/// static pods (`static_pods`) or systemd units.
+async fn instances(
+    exec: &dyn Executor,
+    layout: &NodeLayout,
+    names: &[&str],
+    static_pods: bool,
+) -> Result<Vec<Instance>, ExecError> {
+    let lines: Vec<String> = names
         .iter()
-        .enumerate()
-        .filter(|(i, _)| before.get(*i) == after.get(*i))
-        .map(|(_, u)| *u)
-        .collect()
+        .map(|n| {
+            if static_pods {
+                format!(
+                    "echo \"$(sha256sum < {} 2>/dev/null | cut -c1-64) $({} | head -n 1)\"",
+                    layout.manifest(n),
+                    NodeLayout::static_pod_container(n)
+                )
+            } else {
+                format!("echo \"- $(systemctl show -p InvocationID --value {n})\"")
+            }
+        })
+        .collect();
+    let out = exec.sh(&lines.join("\n")).await?;
+    Ok(out
+        .lines()
+        .map(|l| {
+            let (manifest, id) = l.split_once(' ').unwrap_or((l, ""));
+            Instance {
+                manifest: manifest.to_string(),
+                id: id.trim().to_string(),
+            }
+        })
+        .collect())
 }
 
 impl Roll<'_> {
@@ -744,6 +779,116 @@ impl Roll<'_> {
                 .iter()
                 .any(|r| r.host == host && r.component == *c && r.version == self.target)
         })
+    }
+
+    /// Static-pod mode: the target's images (control plane, etcd, pause, kube-proxy) imported
+    /// on every host (the `images` phase) before any manifest or the kube-proxy DaemonSet
+    /// names them: an offline node could not pull them, and the DaemonSet moves every node's
+    /// kube-proxy at once. Importing restarts nothing; a host that fails stops the upgrade
+    /// before anything else is touched.
+    async fn images_everywhere(&self) -> Result<(), UpgradeError> {
+        progress(&self.cluster.name, "the target's images on every host");
+        let hosts: Vec<&Host> = self.cluster.hosts.iter().collect();
+        let plan = Plan::phases_on(Some("images"), &hosts)?;
+        let report = phases::run(self.cluster, &plan, &self.install_opts()).await?;
+        match report
+            .hosts
+            .iter()
+            .find(|(_, r)| r.failed > 0 || r.error.is_some())
+        {
+            Some((host, r)) => Err(InstallError::host(
+                host.clone(),
+                "importing the target's images",
+                r.error.clone().unwrap_or_else(|| "failed".into()),
+            )
+            .into()),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether the control plane runs as static pods (and kube-proxy as kubeadm's DaemonSet).
+    fn static_pods(&self) -> bool {
+        self.cluster.kubernetes.control_plane_mode == ControlPlaneMode::StaticPod
+    }
+
+    /// Whether `component` runs on `exec`'s host now at another version than the target.
+    async fn runs_older(
+        &self,
+        exec: &dyn Executor,
+        component: Component,
+    ) -> Result<bool, StepError> {
+        let now = running::read(exec)
+            .await
+            .map_err(|e| step_err("reading the running versions", e))?;
+        Ok(now
+            .iter()
+            .any(|r| r.component == component && r.version != self.target))
+    }
+
+    /// Restarts those of `names` (their [`Instance`]s `before` and `after` the phases) that the
+    /// phases did not, and waits until each runs anew; the names it restarted itself. Units:
+    /// those whose InvocationID did not change, restarted together. Static pods: one whose
+    /// manifest changed is waited for until the kubelet has replaced its container; any other
+    /// is recreated ([`restart_unit`]: its manifest moved aside and back).
+    async fn restart(
+        &self,
+        exec: &SshExecutor,
+        host: &Host,
+        names: &[&str],
+        (before, after): (&[Instance], &[Instance]),
+        static_pods: bool,
+    ) -> Result<Vec<String>, StepError> {
+        let pairs = names.iter().zip(before.iter().zip(after));
+        if !static_pods {
+            let idle: Vec<&str> = pairs
+                .filter(|(_, (b, a))| b == a)
+                .map(|(n, _)| *n)
+                .collect();
+            if !idle.is_empty() {
+                progress(&host.name, &format!("restarting {}", idle.join(", ")));
+                exec.sh(&format!("systemctl restart {}", idle.join(" ")))
+                    .await
+                    .map_err(|e| step_err("restarting", e))?;
+            }
+            return Ok(idle.iter().map(|n| n.to_string()).collect());
+        }
+        // The static pods of one group (controller manager and scheduler) at once: each
+        // waits for the kubelet on its own.
+        let each = pairs.map(|(name, (b, a))| async move {
+            if b.manifest != a.manifest {
+                progress(
+                    &host.name,
+                    &format!("waiting for the kubelet to replace {name}"),
+                );
+                let wait = NodeLayout::wait_static_pod_replacing(
+                    name,
+                    &b.id,
+                    STATIC_POD_TIMEOUT.as_secs(),
+                );
+                let out = exec
+                    .run(&Command::new(wait).timeout(STATIC_POD_TIMEOUT + Duration::from_secs(30)))
+                    .await
+                    .map_err(|e| step_err("waiting for the kubelet", e))?;
+                if !out.success() {
+                    return Err(step_err(
+                        "waiting for the kubelet",
+                        clusterkit_core::exec::tail(&out.stderr_str()).to_string(),
+                    ));
+                }
+                Ok(None)
+            } else {
+                progress(&host.name, &format!("recreating static pod {name}"));
+                restart_unit(exec, name, STATIC_POD_TIMEOUT)
+                    .await
+                    .map_err(|e| step_err("recreating the static pod", e))?;
+                Ok(Some(name.to_string()))
+            }
+        });
+        Ok(futures::future::try_join_all(each)
+            .await?
+            .into_iter()
+            .flatten()
+            .collect())
     }
 
     fn plan(&self, host: &Host, phases: &[&'static str]) -> Plan {
@@ -822,18 +967,28 @@ impl Roll<'_> {
         Ok(self.report(host, stage, roll, changed, vec![], None, started))
     }
 
-    /// The etcd step of one member: the `etcd` phase on the host (the bundle's etcd-server),
-    /// then a restart when the phase's handler did not restart the member and either the
-    /// running process's binary was replaced on disk or `force_reroll`; the whole cluster
-    /// healthy (every member answering, a leader) before the next member.
+    /// The etcd step of one member: the `etcd` phase on the host (the bundle's etcd-server, or
+    /// a static-pod member's manifest with the target's etcd image), then a restart when the
+    /// phase did not restart the member and either the running process's binary was replaced
+    /// on disk or `force_reroll` (a static pod whose manifest changed is waited for until the
+    /// kubelet has replaced it; otherwise recreated); the whole cluster healthy (every member
+    /// answering, a leader) before the next member.
     async fn etcd(&self, host: &Host) -> Result<HostReport, UpgradeError> {
         let started = Instant::now();
         let stage = Stage::Etcd;
         let unit = self.layout.units.etcd;
-        let files = vec![
-            self.layout.etcd_binary.to_string(),
-            self.layout.service_file(unit),
-        ];
+        let static_pod = crate::phases::etcd::static_pod(self.cluster, host);
+        let (files, units) = if static_pod {
+            (vec![self.layout.manifest(unit)], vec![])
+        } else {
+            (
+                vec![
+                    self.layout.etcd_binary.to_string(),
+                    self.layout.service_file(unit),
+                ],
+                vec![unit],
+            )
+        };
         let dir = format!("{}/{}", self.layout.previous_dir, stage.name());
         let fail = |e: StepError, aftermath| e.on(host, stage, aftermath);
         if self.opts.check {
@@ -845,30 +1000,31 @@ impl Roll<'_> {
             exec.sh(&keep_script(&dir, &files))
                 .await
                 .map_err(|e| step_err("keeping the previous files", e))?;
-            let before = invocations(&exec, &[unit])
-                .await
-                .map_err(|e| step_err("reading the unit", e))?;
+            let read = || async {
+                instances(&exec, &self.layout, &[unit], static_pod)
+                    .await
+                    .map_err(|e| step_err("reading the member", e))
+            };
+            let before = read().await?;
             let changed = self.converge(host, &["etcd"]).await?;
-            let after = invocations(&exec, &[unit])
-                .await
-                .map_err(|e| step_err("reading the unit", e))?;
+            let after = read().await?;
             // A package upgrade replaces the binary under the running member, which keeps
             // running the old one until restarted: its executable then reads "(deleted)".
-            let exe = exec
-                .sh(&format!(
-                    "readlink /proc/$(systemctl show -p MainPID --value {unit})/exe || true"
-                ))
-                .await
-                .map_err(|e| step_err("reading the running member", e))?;
-            let stale = exe.trim().ends_with("(deleted)");
-            let mut restarted = Vec::new();
-            if before == after && (stale || self.force) {
-                progress(&host.name, &format!("restarting {unit}"));
-                exec.sh(&format!("systemctl restart {unit}"))
+            let stale = !static_pod && {
+                let exe = exec
+                    .sh(&format!(
+                        "readlink /proc/$(systemctl show -p MainPID --value {unit})/exe || true"
+                    ))
                     .await
-                    .map_err(|e| step_err("restarting", e))?;
-                restarted.push(unit.to_string());
-            }
+                    .map_err(|e| step_err("reading the running member", e))?;
+                exe.trim().ends_with("(deleted)")
+            };
+            let restarted = if before != after || stale || self.force {
+                self.restart(&exec, host, &[unit], (&before, &after), static_pod)
+                    .await?
+            } else {
+                Vec::new()
+            };
             let tls = crate::phases::etcd::ClientTls::load(self.cluster)
                 .map_err(|e| step_err("the etcd client credentials", e))?;
             poll::wait_until(crate::phases::etcd::HEALTH_TIMEOUT, || {
@@ -886,12 +1042,10 @@ impl Roll<'_> {
             }
             Err(e) => {
                 progress(&host.name, "rolling back");
-                let aftermath = vec![
-                    match exec.sh(&restore_script(&dir, &files, &[unit])).await {
-                        Ok(_) => "rolled back to the previous binary and unit".to_string(),
-                        Err(re) => format!("rollback failed: {re}"),
-                    },
-                ];
+                let aftermath = vec![match exec.sh(&restore_script(&dir, &files, &units)).await {
+                    Ok(_) => "rolled back to the previous files".to_string(),
+                    Err(re) => format!("rollback failed: {re}"),
+                }];
                 Err(fail(e, aftermath))
             }
         };
@@ -899,13 +1053,24 @@ impl Roll<'_> {
         out
     }
 
-    /// The control-plane step of one host.
+    /// The control-plane step of one host: its components run by systemd or as static pods
+    /// (the `control-plane` phase writes their units or manifests); kube-apiserver first,
+    /// waited for until it answers `/readyz` on the host and the control plane is ready, then
+    /// the controller manager and scheduler, until running processes lead.
     async fn control_plane(&self, host: &Host) -> Result<HostReport, UpgradeError> {
         let started = Instant::now();
         let stage = Stage::ControlPlane;
         let roll = self.force || self.stale(&host.name, &Component::CONTROL_PLANE);
-        let units: Vec<&str> = Component::CONTROL_PLANE.iter().map(|c| c.name()).collect();
-        let files = kept_files(&self.layout, &units, &[&self.layout.bin("kubectl")]);
+        let names: Vec<&str> = Component::CONTROL_PLANE.iter().map(|c| c.name()).collect();
+        let kubectl = self.layout.bin("kubectl");
+        let static_pods = self.static_pods();
+        let (files, units) = if static_pods {
+            let mut files: Vec<String> = names.iter().map(|n| self.layout.manifest(n)).collect();
+            files.push(kubectl);
+            (files, vec![])
+        } else {
+            (kept_files(&self.layout, &names, &[&kubectl]), names.clone())
+        };
         let dir = format!("{}/{}", self.layout.previous_dir, stage.name());
         if !self.opts.check {
             progress(
@@ -926,9 +1091,12 @@ impl Roll<'_> {
                     .await
                     .map_err(|e| step_err("keeping the previous files", e))?;
             }
-            let before = invocations(&exec, &units)
-                .await
-                .map_err(|e| step_err("reading the units", e))?;
+            let read = || async {
+                instances(&exec, &self.layout, &names, static_pods)
+                    .await
+                    .map_err(|e| step_err("reading the components", e))
+            };
+            let before = read().await?;
             // This host's leaders: restarted, they hold their leases until the leases run out.
             let mine: Vec<String> = control_plane::leaders(self.cluster)
                 .await
@@ -939,27 +1107,34 @@ impl Roll<'_> {
             let changed = self.converge(host, &["control-plane"]).await?;
             let mut restarted = Vec::new();
             if roll {
-                let after = invocations(&exec, &units)
-                    .await
-                    .map_err(|e| step_err("reading the units", e))?;
+                let after = read().await?;
                 // The API server first; controller manager and scheduler once it is ready,
                 // and then until running processes lead.
-                let idle = not_restarted(&units, &before, &after);
-                let (apiserver, others): (Vec<&str>, Vec<&str>) = idle
-                    .iter()
-                    .partition(|u| **u == Component::KubeApiserver.name());
-                for group in [apiserver, others].into_iter().filter(|g| !g.is_empty()) {
-                    progress(&host.name, &format!("restarting {}", group.join(", ")));
-                    exec.sh(&format!("systemctl restart {}", group.join(" ")))
-                        .await
-                        .map_err(|e| step_err("restarting", e))?;
-                    if group.contains(&Component::KubeApiserver.name()) {
-                        control_plane::wait_ready(self.cluster)
-                            .await
-                            .map_err(|e| step_err("waiting for the control plane", e))?;
-                    }
-                }
-                restarted = idle.iter().map(|u| u.to_string()).collect();
+                restarted = self
+                    .restart(
+                        &exec,
+                        host,
+                        &names[..1],
+                        (&before[..1], &after[..1]),
+                        static_pods,
+                    )
+                    .await?;
+                wait_apiserver_ready(&exec, APISERVER_READY_TIMEOUT)
+                    .await
+                    .map_err(|e| step_err("waiting for the API server", e))?;
+                control_plane::wait_ready(self.cluster)
+                    .await
+                    .map_err(|e| step_err("waiting for the control plane", e))?;
+                restarted.extend(
+                    self.restart(
+                        &exec,
+                        host,
+                        &names[1..],
+                        (&before[1..], &after[1..]),
+                        static_pods,
+                    )
+                    .await?,
+                );
                 progress(&host.name, "waiting for running leaders");
                 control_plane::wait_ready_without(self.cluster, &mine)
                     .await
@@ -984,8 +1159,7 @@ impl Roll<'_> {
                     match exec.sh(&restore_script(&dir, &files, &units)).await {
                         Err(re) => aftermath.push(format!("rollback failed: {re}")),
                         Ok(_) => match control_plane::wait_ready(self.cluster).await {
-                            Ok(()) => aftermath
-                                .push("rolled back to the previous binaries and units".into()),
+                            Ok(()) => aftermath.push("rolled back to the previous files".into()),
                             Err(we) => aftermath.push(format!(
                                 "rolled back, but the control plane is not ready: {we}"
                             )),
@@ -1034,7 +1208,13 @@ impl Roll<'_> {
         let stage = Stage::Node;
         let comps = [Component::Kubelet, Component::KubeProxy];
         let roll = self.force || self.stale(&host.name, &comps);
-        let units: Vec<&str> = comps.iter().map(|c| c.name()).collect();
+        // In static-pod mode kube-proxy is kubeadm's DaemonSet, not a unit.
+        let proxy_pod = self.static_pods();
+        let units: Vec<&str> = comps
+            .iter()
+            .filter(|c| !(proxy_pod && **c == Component::KubeProxy))
+            .map(|c| c.name())
+            .collect();
         let files = kept_files(
             &self.layout,
             &units,
@@ -1104,19 +1284,23 @@ impl Roll<'_> {
                 .await
                 .map_err(|e| step_err("keeping the previous files", e))?;
             saved = true;
-            let before = invocations(exec, &units)
-                .await
-                .map_err(|e| step_err("reading the units", e))?;
-            let changed = self.converge(host, &["join", "addons"]).await?;
-            let after = invocations(exec, &units)
-                .await
-                .map_err(|e| step_err("reading the units", e))?;
-            let idle = not_restarted(&units, &before, &after);
-            if !idle.is_empty() {
-                progress(&host.name, &format!("restarting {}", idle.join(", ")));
-                exec.sh(&format!("systemctl restart {}", idle.join(" ")))
+            let read = || async {
+                instances(exec, &self.layout, &units, false)
                     .await
-                    .map_err(|e| step_err("restarting", e))?;
+                    .map_err(|e| step_err("reading the units", e))
+            };
+            let before = read().await?;
+            let changed = self.converge(host, &["join", "addons"]).await?;
+            let after = read().await?;
+            let mut restarted = self
+                .restart(exec, host, &units, (&before, &after), false)
+                .await?;
+            if proxy_pod && (self.force || self.runs_older(exec, Component::KubeProxy).await?) {
+                progress(&host.name, "replacing the kube-proxy pod");
+                crate::phases::addons::replace_kube_proxy_pod(client, &host.name)
+                    .await
+                    .map_err(|e| step_err("replacing the kube-proxy pod", e))?;
+                restarted.push(Component::KubeProxy.name().to_string());
             }
             progress(
                 &host.name,
@@ -1129,7 +1313,7 @@ impl Roll<'_> {
                 .await
                 .map_err(|e| step_err("waiting for the Node", e))?;
             self.verify(exec, &comps).await?;
-            Ok::<_, StepError>((changed, idle.iter().map(|u| u.to_string()).collect()))
+            Ok::<_, StepError>((changed, restarted))
         }
         .await;
         let out = match result {
@@ -1254,10 +1438,8 @@ mod tests {
         exec.sh(&keep_script(&dir, &files)).await.unwrap();
         std::fs::write(&a, "new a").unwrap();
         std::fs::write(&b, "new b").unwrap();
-        // The restore restarts units through systemctl; `true` stands in for it here by
-        // restoring with no unit and checking the files only.
-        let script = restore_script(&dir, &files, &[])
-            .replace("systemctl daemon-reload; systemctl restart ", "true ");
+        // With no unit to restart (systemctl is not here), the restore puts the files back.
+        let script = restore_script(&dir, &files, &[]);
         exec.sh(&script).await.unwrap();
         assert_eq!(std::fs::read_to_string(&a).unwrap(), "old a");
         assert_eq!(std::fs::read_to_string(&b).unwrap(), "old b");

@@ -933,6 +933,29 @@ pub fn running_containers(
     sb: &clusterkit_sandbox::SandboxGuard,
     node: &str,
 ) -> std::collections::BTreeMap<String, String> {
+    containers(sb, node)
+        .into_iter()
+        .map(|(name, (_, image))| (name, image))
+        .collect()
+}
+
+/// The containers the kubelet runs on a node, container name → container id (a new id when
+/// the kubelet replaced or recreated the container).
+pub fn running_container_ids(
+    sb: &clusterkit_sandbox::SandboxGuard,
+    node: &str,
+) -> std::collections::BTreeMap<String, String> {
+    containers(sb, node)
+        .into_iter()
+        .map(|(name, (id, _))| (name, id))
+        .collect()
+}
+
+/// Container name → (id, image name) of the running containers in containerd's CRI namespace.
+fn containers(
+    sb: &clusterkit_sandbox::SandboxGuard,
+    node: &str,
+) -> std::collections::BTreeMap<String, (String, String)> {
     let tasks = ssh(sb, node, "ctr -n k8s.io tasks ls");
     let mut out = std::collections::BTreeMap::new();
     for line in tasks.lines().skip(1) {
@@ -953,7 +976,10 @@ pub fn running_containers(
         if let Some(name) = info["Labels"]["io.kubernetes.container.name"].as_str() {
             out.insert(
                 name.to_string(),
-                info["Image"].as_str().unwrap_or_default().to_string(),
+                (
+                    f[0].to_string(),
+                    info["Image"].as_str().unwrap_or_default().to_string(),
+                ),
             );
         }
     }

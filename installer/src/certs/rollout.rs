@@ -228,7 +228,7 @@ pub const APISERVER_READY_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// Waits on the node until its kube-apiserver answers `/readyz` with 200 (anonymous, as
 /// kubeadm's probes do), asked with `openssl s_client` (nodes need no curl); without openssl
-/// it only checks that the unit stays active.
+/// it only checks that the unit (or the static pod's container) still runs.
 pub async fn wait_apiserver_ready(
     exec: &dyn Executor,
     timeout: Duration,
@@ -236,8 +236,9 @@ pub async fn wait_apiserver_ready(
     let secs = timeout.as_secs().max(1);
     let node = NodeLayout::DEFAULT;
     let (unit, port) = (node.units.kube_apiserver, node.ports.apiserver);
+    let running = NodeLayout::static_pod_container(unit);
     let script = format!(
-        "command -v openssl >/dev/null 2>&1 || {{ sleep 5; systemctl is-active -q {unit}; exit; }}; \
+        "command -v openssl >/dev/null 2>&1 || {{ sleep 5; systemctl is-active -q {unit} || [ -n \"$({running})\" ]; exit; }}; \
          i=0; while [ $i -lt {secs} ]; do \
            if printf 'GET /readyz HTTP/1.0\r\n\r\n' | timeout 5 openssl s_client -quiet -connect 127.0.0.1:{port} 2>/dev/null | head -n 1 | grep -q ' 200 '; then exit 0; fi; \
            sleep 2; i=$((i+2)); done; echo 'no 200 from /readyz' >&2; exit 1"

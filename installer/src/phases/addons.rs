@@ -267,6 +267,9 @@ pub fn kube_proxy_image(cluster: &Cluster) -> String {
     super::control_plane::component_image(cluster, Component::KubeProxy)
 }
 
+/// The name of kubeadm's kube-proxy DaemonSet in `kube-system`, as the template names it.
+pub const KUBE_PROXY_DAEMONSET: &str = "kube-proxy";
+
 /// The kube-proxy addon template, relative to `templates/`.
 pub const KUBE_PROXY_TEMPLATE: &str = "kubernetes/kube-proxy.yaml";
 
@@ -485,7 +488,7 @@ async fn kube_proxy_daemonset_up(
     apply_objects(&client, objs).await?;
     let api: Api<DaemonSet> = Api::namespaced(client, "kube-system");
     crate::poll::wait_until(KUBE_PROXY_TIMEOUT, || async {
-        let ds = api.get("kube-proxy").await.map_err(|e| {
+        let ds = api.get(KUBE_PROXY_DAEMONSET).await.map_err(|e| {
             crate::poll::NotReady::failed("reading DaemonSet kube-system/kube-proxy", e)
         })?;
         let generation = ds.metadata.generation.unwrap_or_default();
@@ -512,6 +515,79 @@ async fn kube_proxy_daemonset_up(
         secs: KUBE_PROXY_TIMEOUT.as_secs(),
         source,
     })
+}
+
+/// Replaces the kube-proxy pod that kubeadm's DaemonSet runs on `node` (a pod of the
+/// DaemonSet's selector there, deleted) and waits until the DaemonSet's new pod there is
+/// running with every container ready: a new process reads the binary and configuration the
+/// DaemonSet names now. The DaemonSet creates the new pod only once the old one is gone, so
+/// the two never program the node together.
+pub async fn replace_kube_proxy_pod(
+    client: &kube::Client,
+    node: &str,
+) -> Result<(), crate::poll::NotReady> {
+    use crate::poll::NotReady;
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{DeleteParams, ListParams};
+    let ds: Api<DaemonSet> = Api::namespaced(client.clone(), "kube-system");
+    let ds = ds
+        .get(KUBE_PROXY_DAEMONSET)
+        .await
+        .map_err(|e| NotReady::failed("reading DaemonSet kube-system/kube-proxy", e))?;
+    let selector = ds
+        .spec
+        .and_then(|s| s.selector.match_labels)
+        .unwrap_or_default()
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "kube-system");
+    let on_node = ListParams::default()
+        .labels(&selector)
+        .fields(&format!("spec.nodeName={node}"));
+    let what = format!("kube-proxy pods on {node}");
+    let (names, old): (Vec<String>, Vec<String>) = pods
+        .list(&on_node)
+        .await
+        .map_err(|e| NotReady::failed(&what, e))?
+        .items
+        .into_iter()
+        .map(|p| {
+            let m = p.metadata;
+            (m.name.unwrap_or_default(), m.uid.unwrap_or_default())
+        })
+        .unzip();
+    for name in &names {
+        pods.delete(name, &DeleteParams::default())
+            .await
+            .map_err(|e| NotReady::failed(format!("deleting pod kube-system/{name}"), e))?;
+    }
+    crate::poll::wait_until(KUBE_PROXY_TIMEOUT, || async {
+        let now = pods
+            .list(&on_node)
+            .await
+            .map_err(|e| NotReady::failed(&what, e))?;
+        let ready = now.items.iter().any(|p| {
+            let uid = p.metadata.uid.clone().unwrap_or_default();
+            let status = p.status.clone().unwrap_or_default();
+            !old.contains(&uid)
+                && status.phase.as_deref() == Some("Running")
+                && status
+                    .container_statuses
+                    .as_ref()
+                    .is_some_and(|c| !c.is_empty() && c.iter().all(|c| c.ready))
+        });
+        if ready {
+            Ok(())
+        } else {
+            Err(NotReady::Seen(format!(
+                "no new ready kube-proxy pod on {node} yet ({} pods)",
+                now.items.len()
+            )))
+        }
+    })
+    .await
 }
 
 #[cfg(test)]
@@ -588,7 +664,7 @@ mod tests {
         let lib = crate::phases::library(&[]);
         let objs = render_kube_proxy(&lib, &c).unwrap();
         let ds = &objs.daemon_sets[0];
-        assert_eq!(ds.metadata.name.as_deref(), Some("kube-proxy"));
+        assert_eq!(ds.metadata.name.as_deref(), Some(KUBE_PROXY_DAEMONSET));
         let pod = ds.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
         assert_eq!(pod.host_network, Some(true));
         assert_eq!(pod.service_account_name.as_deref(), Some("kube-proxy"));
