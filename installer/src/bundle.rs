@@ -817,7 +817,7 @@ mod tests {
         }
         // An image archive that is not there: refused when the options are made (before any
         // build), naming it.
-        let e = ImageOptions::from_env(&[missing.clone()]).unwrap_err();
+        let e = ImageOptions::from_env(std::slice::from_ref(&missing)).unwrap_err();
         assert!(matches!(e, BundleError::ImageArchive(_)), "{e:?}");
         assert!(e.to_string().starts_with("--image: "), "{e}");
     }
@@ -966,7 +966,7 @@ mod tests {
         let archive = mine.path().join("kube-scheduler.tar");
         std::fs::write(&archive, &upstream.archive).unwrap();
         let mut opts = without_sources(cache.path());
-        opts.given = read_archives(&[archive.clone()]).unwrap();
+        opts.given = read_archives(std::slice::from_ref(&archive)).unwrap();
         // Its binary does not exist: building the image would fail.
         let input = images::ComponentInput {
             image: name.into(),
